@@ -1,0 +1,1 @@
+"""Entropy coding and the .vz container: numpy + constriction only (never torch)."""

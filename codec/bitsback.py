@@ -1,0 +1,307 @@
+"""Bits-back coding of a stream of tiles through a hierarchical latent model (see protocol.py).
+
+One bits-back batch of B tiles, craystack style (push = on top of the stack, pop = off the top):
+
+    encoder                                        decoder (the mirror image, run backwards)
+    swap the top two 16-bit chunks                 for g in groups:    z_g <- pop(prior_g)
+    for g in groups:    z_g <- pop(posterior_g)    for c in 0..C-1:    x_c <- pop(likelihood_c)
+    for c in C-1..0:    push(x_c, likelihood_c)    for g in G-1..0:    push(z_g, posterior_g)
+    for g in G-1..0:    push(z_g, prior_g)         swap the top two 16-bit chunks
+
+Net cost: -log P(x | z) + log Q(z | x) - log P(z), the negative ELBO (plus a little for the latent grid, see
+latents.py). The decoder pops group 0 first and channel 0 first, so channels couple R -> G -> B. Posterior
+pops use a window around the posterior mean (latents.pop_posterior), and the swap (_swap_top) makes the first
+pop of a batch read older bits: both keep leaky tail bins from being popped (see there for the measurements).
+
+Popping z needs bits on the stack: from an empty stack the "sample" is a constant, not a posterior sample.
+The first tile of a stream (empty stack) is therefore coded *directly*: every latent is set to its prior mean,
+nothing is coded for the latents, and only the pixels are pushed. Then bits-back batches grow 1, 2, 4, ... up to
+`max_batch` tiles. Before each batch the encoder keeps a clone of the stack; if popping the latents left fewer
+than `margin_bits` valid bits, the pops were not faithful samples: the clone is restored, the batch halved and
+retried, and a batch of 1 that still fails is coded directly. The schedule [(kind, n_tiles), ...] goes into the
+file header; the decoder replays it backwards (last batch first) and must end with an empty stack.
+
+Only valid pixels are coded; padding is recreated by edge replication (tiling.pad_tile).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from codec.ans import Stack
+from codec.errors import CodingError
+from codec.latents import LatentGrid, gaussian_kl_bits, pop_posterior, pop_prior, push_posterior, push_prior
+from codec.pixels import batch_pixels, pop_pixels, push_pixels
+from codec.protocol import LatentModel, LatentParams, ModelPass
+from codec.tiling import Tile, TileSpec
+
+DIRECT = "direct"
+BITSBACK = "bitsback"
+KINDS = (DIRECT, BITSBACK)
+
+Schedule = list[tuple[str, int]]  # [(kind, n_tiles), ...] in encoding order
+ProgressFn = Callable[[int, int], None]  # on_batch(n_tiles_done, n_tiles_total)
+
+
+@dataclass(frozen=True)
+class TileStats:
+    ideal_bits: float  # bits-back: KL (analytic) + -log2 p(x | z); direct: -log2 p(x | z = prior means)
+    net_bits: float  # the batch's real change of stack size, shared among its tiles in proportion to ideal_bits
+    direct: bool
+
+
+@dataclass(frozen=True)
+class EncodeResult:
+    words: np.ndarray  # (W,) uint32, the payload
+    schedule: Schedule
+    stats: list[TileStats]  # one per tile, stream order
+
+
+# ---------------------------------------------------------------------------------------------- public API
+
+
+def encode(
+    tiles: Sequence[Tile],
+    model: LatentModel,
+    grid: LatentGrid = LatentGrid(),
+    max_batch: int = 16,
+    margin_bits: int = 64,
+    on_batch: ProgressFn | None = None,
+) -> EncodeResult:
+    """Code `tiles` (stream order) onto an empty stack."""
+    stack = Stack()
+    schedule, stats = encode_tiles(stack, tiles, model, grid, max_batch, margin_bits, on_batch)
+    return EncodeResult(stack.words(), schedule, stats)
+
+
+def decode(
+    words: np.ndarray,
+    schedule: Schedule,
+    specs: Sequence[TileSpec],
+    model: LatentModel,
+    grid: LatentGrid = LatentGrid(),
+    on_batch: ProgressFn | None = None,
+) -> list[np.ndarray]:
+    """Inverse of `encode`: padded tiles (C, Th, Tw) uint8 in stream order. Raises CodingError unless every
+    word of `words` is consumed (a strong check that model, schedule and payload all match)."""
+    stack = Stack.from_words(words)
+    tiles = decode_tiles(stack, schedule, specs, model, grid, on_batch)
+    if not stack.is_empty():
+        raise CodingError(f"decoding left {stack.num_valid_bits()} bits on the stack: wrong model or corrupt data")
+    return tiles
+
+
+def encode_tiles(
+    stack: Stack,
+    tiles: Sequence[Tile],
+    model: LatentModel,
+    grid: LatentGrid = LatentGrid(),
+    max_batch: int = 16,
+    margin_bits: int = 64,
+    on_batch: ProgressFn | None = None,
+) -> tuple[Schedule, list[TileStats]]:
+    """Push `tiles` onto `stack`, which may already hold bits (they then serve as initial bits)."""
+    if max_batch < 1 or margin_bits < 0:
+        raise CodingError(f"max_batch must be >= 1 and margin_bits >= 0, got {max_batch}, {margin_bits}")
+    schedule: Schedule = []
+    stats: list[TileStats] = []
+    done, target = 0, 1
+    while done < len(tiles):
+        n = min(target, _same_shape_run(tiles, done, max_batch))
+        before = stack.num_valid_bits()
+        ideal, halved = None, False
+        while stack.num_valid_bits() >= margin_bits:  # with fewer bits there is nothing to pop: go direct
+            snapshot = stack.clone()
+            ideal = _encode_bitsback(stack, tiles[done : done + n], model, grid, margin_bits)
+            if ideal is not None:
+                break
+            stack.restore(snapshot)  # undo the unfaithful pops
+            if n == 1:
+                break
+            n, halved = n // 2, True
+        if ideal is None:
+            n, kind = 1, DIRECT
+            ideal = _encode_direct(stack, tiles[done : done + 1], model)
+            target = 1
+        else:
+            kind = BITSBACK
+            target = n if halved else min(2 * target, max_batch)
+        stats += _share(ideal, stack.num_valid_bits() - before, kind == DIRECT)
+        schedule.append((kind, n))
+        done += n
+        if on_batch is not None:
+            on_batch(done, len(tiles))
+    return schedule, stats
+
+
+def decode_tiles(
+    stack: Stack,
+    schedule: Schedule,
+    specs: Sequence[TileSpec],
+    model: LatentModel,
+    grid: LatentGrid = LatentGrid(),
+    on_batch: ProgressFn | None = None,
+) -> list[np.ndarray]:
+    """Pop the tiles that `encode_tiles` pushed with this `schedule`; the last batch comes off first."""
+    starts = _check_schedule(schedule, specs)
+    tiles: list[np.ndarray | None] = [None] * len(specs)
+    done = 0
+    for (kind, n), start in reversed(list(zip(schedule, starts))):
+        batch_specs = specs[start : start + n]
+        if kind == DIRECT:
+            pixels = _decode_direct(stack, batch_specs, model)
+        else:
+            pixels = _decode_bitsback(stack, batch_specs, model, grid)
+        tiles[start : start + n] = list(pixels)
+        done += n
+        if on_batch is not None:
+            on_batch(done, len(specs))
+    return tiles  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------------------------------------- one batch
+
+
+def _encode_bitsback(
+    stack: Stack, tiles: Sequence[Tile], model: LatentModel, grid: LatentGrid, margin_bits: int
+) -> np.ndarray | None:
+    """Push one bits-back batch; per-tile ideal bits (B,), or None if popping the latents ran the stack dry
+    (the caller then restores its clone: the stack is left half-done)."""
+    pixels, mask = batch_pixels(tiles)  # (B, C, H, W), (B, H, W)
+    batch = model.begin(pixels.shape, pixels)
+    _swap_top(stack)
+    ks, priors, kl = [], [], np.zeros(len(tiles))  # kl: (B,) bits
+    for g in range(batch.num_groups):
+        p = _params(batch, g, len(tiles), need_posterior=True)
+        k = pop_posterior(stack, grid, p.post_mean, p.post_std)  # (B, D)
+        batch.set_latent(g, grid.values(k))
+        ks.append(k)
+        priors.append((p.prior_mean, p.prior_std))
+        kl += gaussian_kl_bits(p.post_mean, p.post_std, p.prior_mean, p.prior_std).sum(axis=1)
+    if stack.num_valid_bits() < margin_bits:
+        return None
+    pixel_bits = push_pixels(stack, batch, pixels, mask)
+    for k, (mean, std) in reversed(list(zip(ks, priors))):  # group 0 last, so that the decoder pops it first
+        push_prior(stack, grid, k, mean, std)
+    return kl + pixel_bits
+
+
+def _decode_bitsback(stack: Stack, specs: Sequence[TileSpec], model: LatentModel, grid: LatentGrid) -> np.ndarray:
+    shape = (len(specs), *specs[0].shape)
+    batch = model.begin(shape, None)
+    ks = []
+    for g in range(batch.num_groups):
+        p = _params(batch, g, len(specs), need_posterior=False)
+        k = pop_prior(stack, grid, p.prior_mean, p.prior_std)  # (B, D)
+        batch.set_latent(g, grid.values(k))
+        ks.append(k)
+    pixels = pop_pixels(stack, batch, specs)  # (B, C, H, W)
+    # A second pass, now with pixels, gives the posteriors the encoder popped with; pushing the latents back
+    # with them returns the bits the encoder borrowed.
+    again = model.begin(shape, pixels)
+    posteriors = []
+    for g, k in enumerate(ks):
+        p = _params(again, g, len(specs), need_posterior=True)
+        posteriors.append((p.post_mean, p.post_std))
+        again.set_latent(g, grid.values(k))
+    for k, (mean, std) in reversed(list(zip(ks, posteriors))):  # group 0 last: the encoder popped it first
+        push_posterior(stack, grid, k, mean, std)
+    _swap_top(stack)  # its own inverse: undoes the encoder's swap
+    return pixels
+
+
+def _encode_direct(stack: Stack, tiles: Sequence[Tile], model: LatentModel) -> np.ndarray:
+    """Latents at their prior means, pixels pushed: needs no bits on the stack. Per-tile bits (B,)."""
+    pixels, mask = batch_pixels(tiles)
+    batch = _prior_mean_pass(model, pixels.shape)
+    return push_pixels(stack, batch, pixels, mask)
+
+
+def _decode_direct(stack: Stack, specs: Sequence[TileSpec], model: LatentModel) -> np.ndarray:
+    batch = _prior_mean_pass(model, (len(specs), *specs[0].shape))
+    return pop_pixels(stack, batch, specs)
+
+
+def _prior_mean_pass(model: LatentModel, shape: tuple[int, ...]) -> ModelPass:
+    # A prior-only pass on both sides (the encoder needs no posterior here), so both compute the same floats.
+    batch = model.begin(shape, None)
+    for g in range(batch.num_groups):
+        p = _params(batch, g, shape[0], need_posterior=False)
+        batch.set_latent(g, np.array(p.prior_mean, dtype=np.float64, copy=True))
+    return batch
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+_CHUNK = 2**16  # _swap_top exchanges two chunks of 16 bits
+
+
+def _swap_top(stack: Stack) -> None:
+    """Exchange the top two 16-bit chunks of the stack (pop a, pop b, push a, push b: its own inverse).
+
+    Why: a pop reads the quantile that the last push left in the low bits of the coder's state. After pushing
+    a symbol of probability 2**-24 (a leaky bin far in a tail) that quantile is fully determined, and a pop
+    over the same bins returns the same symbol again: one latent stuck in a tail, batch after batch. Seen with
+    the toy model before posterior windows existed (one tile per batch with its top latent at +15.86, ~5000
+    extra bits each); windows make it rare, the swap makes the first pop of a batch read older bits anyway.
+    """
+    a = stack.pop_uniform(1, _CHUNK)
+    b = stack.pop_uniform(1, _CHUNK)
+    stack.push_uniform(a, _CHUNK)
+    stack.push_uniform(b, _CHUNK)
+
+
+def _params(batch: ModelPass, group: int, b: int, need_posterior: bool) -> LatentParams:
+    """The model's parameters for `group`, checked for shape: everything (B, D) float64."""
+    p = batch.latent_params(group)
+    arrays = [p.prior_mean, p.prior_std] + ([p.post_mean, p.post_std] if need_posterior else [])
+    if any(a is None for a in arrays):
+        raise CodingError(f"model gave no posterior for group {group} in a pass begun with pixels")
+    arrays = [np.asarray(a, dtype=np.float64) for a in arrays]
+    if arrays[0].ndim != 2 or arrays[0].shape[0] != b or any(a.shape != arrays[0].shape for a in arrays):
+        raise CodingError(f"latent parameters of group {group} must all be ({b}, D), got {[a.shape for a in arrays]}")
+    means, stds = arrays[0::2], arrays[1::2]
+    if not all(np.all(np.isfinite(m)) for m in means) or not all(np.all(np.isfinite(s) & (s > 0)) for s in stds):
+        raise CodingError(f"latent parameters of group {group}: means must be finite, stds finite and > 0")
+    if need_posterior:
+        return LatentParams(*arrays)
+    return LatentParams(arrays[0], arrays[1])
+
+
+# ---------------------------------------------------------------------------------------------- schedule
+
+
+def _same_shape_run(tiles: Sequence[Tile], start: int, limit: int) -> int:
+    """How many tiles from `start` on (at most `limit`) share the padded shape of tiles[start]."""
+    shape = tiles[start].pixels.shape
+    n = 1
+    while n < limit and start + n < len(tiles) and tiles[start + n].pixels.shape == shape:
+        n += 1
+    return n
+
+
+def _check_schedule(schedule: Schedule, specs: Sequence[TileSpec]) -> list[int]:
+    """Validate a schedule against the tiles it must cover; the first tile index of each batch."""
+    starts, start = [], 0
+    for kind, n in schedule:
+        if kind not in KINDS or not isinstance(n, int) or n < 1:
+            raise CodingError(f"bad schedule entry ({kind!r}, {n!r})")
+        if start + n > len(specs):
+            raise CodingError(f"schedule covers more than the {len(specs)} tiles")
+        if any(s.shape != specs[start].shape for s in specs[start : start + n]):
+            raise CodingError(f"schedule batch at tile {start} mixes padded shapes")
+        starts.append(start)
+        start += n
+    if start != len(specs):
+        raise CodingError(f"schedule covers {start} tiles, expected {len(specs)}")
+    return starts
+
+
+def _share(ideal: np.ndarray, net: int, direct: bool) -> list[TileStats]:
+    """Split a batch's net bits among its tiles in proportion to their ideal bits."""
+    total = float(ideal.sum())
+    weights = ideal / total if total > 0 else np.full(len(ideal), 1.0 / len(ideal))
+    return [TileStats(float(i), float(net * w), direct) for i, w in zip(ideal, weights)]

@@ -1,0 +1,98 @@
+"""The .vz file: magic, version, a JSON header, the ANS payload, two CRC32s. Byte by byte in docs/FORMAT.md.
+
+    offset      size  field
+    0           8     magic  89 2E 56 5A 0D 0A 1A 0A  ("\\x89.VZ\\r\\n\\x1a\\n")
+    8           2     format version, u16 little-endian (1)
+    10          4     N = header length in bytes, u32 LE
+    14          N     header: canonical UTF-8 JSON (sorted keys, no spaces)
+    14+N        4     CRC32 of bytes [0, 14+N), u32 LE
+    18+N        4     W = payload length in 32-bit words, u32 LE
+    22+N        4W    payload: the ANS words, u32 LE each
+    22+N+4W     4     CRC32 of bytes [18+N, 22+N+4W) (count and payload), u32 LE; then end of file
+
+Reading treats the input as hostile: every length is checked against the real input size and against the
+documented limits (MAX_HEADER_BYTES here, the rest in header.py) before anything is allocated, and each way a
+file can be broken raises its own FormatError subclass (errors.py) with a one-line message.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+
+from codec.errors import (
+    BadMagicError,
+    ChecksumError,
+    CodingError,
+    LimitError,
+    TrailingDataError,
+    TruncatedError,
+    UnsupportedVersionError,
+)
+from codec.header import CoderSettings, Header, ImageEntry, from_json, to_json
+
+MAGIC = b"\x89.VZ\r\n\x1a\n"  # non-ASCII first byte, then CRLF / EOF (^Z) / LF traps as in PNG
+VERSION = 1
+MAX_HEADER_BYTES = 16 * 2**20
+_PREFIX = struct.Struct("<8sHI")  # magic, version, header length: 14 bytes
+_U32 = struct.Struct("<I")
+
+__all__ = ["MAGIC", "MAX_HEADER_BYTES", "VERSION", "CoderSettings", "Header", "ImageEntry", "read", "write"]
+
+
+def write(header: Header, words: np.ndarray) -> bytes:
+    """The complete .vz file. Refuses headers that `read` would refuse."""
+    words = np.asarray(words)
+    if words.ndim != 1 or words.dtype != np.uint32:
+        raise CodingError(f"payload must be a 1-D uint32 array, got {words.dtype} {words.shape}")
+    if len(words) >= 2**32:
+        raise LimitError(f"payload too large: {len(words)} words")
+    text = to_json(header)  # the same checks as reading: never write what cannot be read
+    if len(text) > MAX_HEADER_BYTES:
+        raise LimitError(f"header too large: {len(text)} bytes (limit {MAX_HEADER_BYTES})")
+    prefix = _PREFIX.pack(MAGIC, VERSION, len(text)) + text
+    payload = _U32.pack(len(words)) + words.astype("<u4").tobytes()
+    return b"".join([prefix, _U32.pack(zlib.crc32(prefix)), payload, _U32.pack(zlib.crc32(payload))])
+
+
+def read(data: bytes) -> tuple[Header, np.ndarray]:
+    """Parse a .vz file: (header, payload words as a native uint32 array)."""
+    data = memoryview(data).cast("B")
+    size = len(data)
+    if bytes(data[:8]) != MAGIC:
+        if size < 8 and MAGIC.startswith(bytes(data)):
+            raise TruncatedError(f"truncated file: {size} bytes, shorter than the 8-byte magic")
+        if bytes(data[:4]) == MAGIC[:4]:
+            raise BadMagicError("not a .vz file (bad magic: line endings converted by a text-mode transfer?)")
+        raise BadMagicError("not a .vz file (bad magic)")
+    if size < _PREFIX.size:
+        raise TruncatedError(f"truncated file: {size} bytes, shorter than the {_PREFIX.size}-byte prefix")
+    _, version, n = _PREFIX.unpack_from(data)
+    if version != VERSION:
+        raise UnsupportedVersionError(f"unsupported .vz format version {version} (this reader knows {VERSION})")
+    if n > MAX_HEADER_BYTES:
+        raise LimitError(f"header too large: {n} bytes (limit {MAX_HEADER_BYTES})")
+    end = _PREFIX.size + n
+    if end + 4 > size:
+        raise TruncatedError(f"truncated file: header claims {n} bytes (+4 CRC), only {size - _PREFIX.size} present")
+    (crc,) = _U32.unpack_from(data, end)
+    if zlib.crc32(data[:end]) != crc:
+        raise ChecksumError("header checksum mismatch (file corrupted)")
+    header = from_json(bytes(data[_PREFIX.size : end]))
+
+    start = end + 4  # payload count field
+    if start + 4 > size:
+        raise TruncatedError("truncated file: payload length missing")
+    (w,) = _U32.unpack_from(data, start)
+    present = size - start - 8  # bytes available for the words
+    if 4 * w > present:
+        raise TruncatedError(f"truncated file: payload claims {4 * w} bytes, only {max(0, present)} present")
+    if 4 * w < present:
+        raise TrailingDataError(f"trailing data: {present - 4 * w} bytes after the payload checksum")
+    (crc,) = _U32.unpack_from(data, start + 4 + 4 * w)
+    if zlib.crc32(data[start : start + 4 + 4 * w]) != crc:
+        raise ChecksumError("payload checksum mismatch (file corrupted)")
+    words = np.frombuffer(data, dtype="<u4", count=w, offset=start + 4).astype(np.uint32)
+    return header, words

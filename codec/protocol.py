@@ -1,0 +1,62 @@
+"""The contract between a hierarchical latent model (torch side, or a numpy toy in tests) and bitsback.py.
+
+codec/ never imports the model: it calls these methods with numpy arrays and receives numpy arrays.
+
+Determinism contract (the decoder must compute bit-identical floats):
+- Prior parameters of group g are a function of the latents of groups < g only, never of the pixels: the
+  decoder gets them from a pass begun without pixels.
+- Posterior parameters are a function of the (padded) pixels and the latents of groups < g.
+- `pixel_table(c, pixels)` is a pure function of the latents and of channels < c of `pixels`; channels >= c
+  hold zeros on both sides (bitsback.py zeroes them for the encoder too). It may be called in any channel
+  order and more than once.
+- All of it for the same batch shape: encoder and decoder run identical batches (the schedule fixes them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class LatentParams:
+    """Gaussian parameters of one latent group for a batch: float64 (B, D_group), latent units."""
+
+    prior_mean: np.ndarray  # (B, D)
+    prior_std: np.ndarray  # (B, D)
+    post_mean: np.ndarray | None = None  # (B, D), only in a pass begun with pixels
+    post_std: np.ndarray | None = None  # (B, D)
+
+
+class ModelPass(Protocol):
+    """One top-down pass over a batch of B tiles of equal padded shape (B, C, H, W)."""
+
+    num_groups: int
+
+    def latent_params(self, group: int) -> LatentParams:
+        """Parameters of `group`; called for group g only after set_latent(g - 1, ...)."""
+        ...
+
+    def set_latent(self, group: int, values: np.ndarray) -> None:
+        """Fix the latent values of `group`: (B, D_group) float64, latent units."""
+        ...
+
+    def pixel_table(self, channel: int, pixels: np.ndarray) -> np.ndarray:
+        """After all groups are set: (B, H, W, 256) float32 probabilities of `channel`'s values.
+
+        pixels: (B, C, H, W) uint8 whose channels < `channel` are final (padded by edge replication) and
+        channels >= `channel` are zero.
+        """
+        ...
+
+
+class LatentModel(Protocol):
+    channels: int  # 1 or 3
+    stride: int  # padded tile sides must be multiples of this
+
+    def begin(self, shape: tuple[int, int, int, int], pixels: np.ndarray | None = None) -> ModelPass:
+        """Start a pass for a batch of `shape` (B, C, H, W): with pixels (B, C, H, W) uint8 for posteriors,
+        or pixels=None for a prior-only pass (the decoder; direct coding)."""
+        ...

@@ -1,0 +1,99 @@
+"""Cutting an image (C, H, W) into tiles of one padded shape, and putting it back together.
+
+The model codes batches of tiles of equal shape whose sides are multiples of its stride. An image is cut on a
+regular grid of `tile x tile` cells (the last row and column hold what is left); every tile is then padded to
+the image's one padded shape (C, Th, Tw), Th = min(tile, ceil_to(H, stride)), Tw likewise, by edge replication
+of its valid pixels. Only valid pixels are coded. The padding is a pure function of the valid pixels
+(`pad_tile`), so the decoder recreates it exactly, and the model sees the same padded tile on both sides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from codec.errors import CodingError
+
+
+def ceil_to(n: int, multiple: int) -> int:
+    """Smallest multiple of `multiple` that is >= n."""
+    return -(-n // multiple) * multiple
+
+
+@dataclass(frozen=True)
+class TileSpec:
+    """What the decoder knows of a tile before decoding it: padded shape (C, Th, Tw) and valid extent (h, w)."""
+
+    shape: tuple[int, int, int]
+    valid: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Tile:
+    pixels: np.ndarray  # (C, Th, Tw) uint8, padded by edge replication of pixels[:, :h, :w]
+    valid: tuple[int, int]  # (h, w)
+
+    @property
+    def spec(self) -> TileSpec:
+        c, th, tw = self.pixels.shape
+        return TileSpec((c, th, tw), self.valid)
+
+
+def _check_geometry(height: int, width: int, tile: int, stride: int) -> None:
+    if stride < 1 or tile < stride or tile % stride:
+        raise CodingError(f"tile size {tile} must be a positive multiple of the stride {stride}")
+    if height < 1 or width < 1:
+        raise CodingError(f"image must be at least 1x1, got {height}x{width}")
+
+
+def padded_shape(channels: int, height: int, width: int, tile: int, stride: int) -> tuple[int, int, int]:
+    """The one padded tile shape (C, Th, Tw) of an image."""
+    _check_geometry(height, width, tile, stride)
+    return channels, min(tile, ceil_to(height, stride)), min(tile, ceil_to(width, stride))
+
+
+def tile_boxes(height: int, width: int, tile: int) -> list[tuple[int, int, int, int]]:
+    """(y0, x0, h, w) of each tile's valid region, row-major over the tile grid."""
+    return [
+        (y0, x0, min(tile, height - y0), min(tile, width - x0))
+        for y0 in range(0, height, tile)
+        for x0 in range(0, width, tile)
+    ]
+
+
+def tile_specs(channels: int, height: int, width: int, tile: int, stride: int) -> list[TileSpec]:
+    """The decoder's view of an image's tiles, in the order `split_tiles` returns them."""
+    shape = padded_shape(channels, height, width, tile, stride)
+    return [TileSpec(shape, (h, w)) for _, _, h, w in tile_boxes(height, width, tile)]
+
+
+def pad_tile(valid_pixels: np.ndarray, th: int, tw: int) -> np.ndarray:
+    """(C, h, w) valid pixels -> (C, th, tw) by edge replication (bottom and right). A fresh array."""
+    c, h, w = valid_pixels.shape
+    if not (1 <= h <= th and 1 <= w <= tw):
+        raise CodingError(f"valid extent {h}x{w} does not fit the padded tile {th}x{tw}")
+    return np.pad(valid_pixels, ((0, 0), (0, th - h), (0, tw - w)), mode="edge")
+
+
+def split_tiles(image: np.ndarray, tile: int, stride: int) -> list[Tile]:
+    """(C, H, W) uint8 -> padded tiles, row-major."""
+    if image.ndim != 3 or image.dtype != np.uint8:
+        raise CodingError(f"image must be (C, H, W) uint8, got {image.dtype} {image.shape}")
+    c, height, width = image.shape
+    _, th, tw = padded_shape(c, height, width, tile, stride)
+    return [
+        Tile(pad_tile(image[:, y0 : y0 + h, x0 : x0 + w], th, tw), (h, w))
+        for y0, x0, h, w in tile_boxes(height, width, tile)
+    ]
+
+
+def merge_tiles(tiles: list[np.ndarray], height: int, width: int, tile: int) -> np.ndarray:
+    """Padded tiles (C, Th, Tw), row-major as from `split_tiles` -> the (C, H, W) image (padding dropped)."""
+    boxes = tile_boxes(height, width, tile)
+    if len(tiles) != len(boxes):
+        raise CodingError(f"{len(tiles)} tiles for a {height}x{width} image cut into {len(boxes)}")
+    image = np.empty((tiles[0].shape[0], height, width), dtype=np.uint8)  # (C, H, W)
+    for pixels, (y0, x0, h, w) in zip(tiles, boxes):
+        image[:, y0 : y0 + h, x0 : x0 + w] = pixels[:, :h, :w]
+    return image

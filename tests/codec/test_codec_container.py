@@ -1,0 +1,202 @@
+""".vz container: round trip, and every kind of broken or hostile file raises its own FormatError, quickly."""
+
+import json
+import struct
+import time
+import zlib
+
+import numpy as np
+import pytest
+
+from codec import container, header as vzheader
+from codec.bitsback import BITSBACK, DIRECT
+from codec.container import MAGIC, CoderSettings, Header, ImageEntry, read, write
+from codec.errors import (
+    BadMagicError,
+    ChecksumError,
+    FormatError,
+    HeaderError,
+    LimitError,
+    TrailingDataError,
+    TruncatedError,
+    UnsupportedVersionError,
+)
+
+SHA = "ab" * 32
+
+
+def make_header(**coder_changes) -> Header:
+    coder = dict(
+        grid_step=2.0**-8,
+        grid_bound=16.0,
+        tile=64,
+        max_batch=16,
+        schedule=((DIRECT, 1), (BITSBACK, 1), (BITSBACK, 2)) + ((BITSBACK, 16),) * 40,
+        constriction="0.5.0",
+        extra={"torch": "2.13.0", "device": "cpu"},
+    )
+    coder.update(coder_changes)
+    images = (
+        ImageEntry("kodim01.png", "RGB", 768, 512, SHA),
+        ImageEntry(
+            "ünïcödé ✓.png", "P", 7, 3, "cd" * 32, palette=bytes(range(30)),
+            info={"alpha": {"values": "00ff", "counts": [20, 1]}},
+        ),
+    )
+    return Header("vdvae-small", "0123456789abcdef", CoderSettings(**coder), images)
+
+
+WORDS = np.array([1, 2**32 - 1, 0xDEADBEEF, 7], dtype=np.uint32)
+
+
+def craft(obj, words=WORDS, version=1) -> bytes:
+    """A file with correct checksums around an arbitrary header object (to reach the header checks)."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    prefix = struct.pack("<8sHI", MAGIC, version, len(text)) + text
+    payload = struct.pack("<I", len(words)) + words.astype("<u4").tobytes()
+    return prefix + struct.pack("<I", zlib.crc32(prefix)) + payload + struct.pack("<I", zlib.crc32(payload))
+
+
+def valid_obj():
+    return json.loads(vzheader.to_json(make_header()))
+
+
+def test_round_trip():
+    h = make_header()
+    data = write(h, WORDS)
+    assert data[:8] == b"\x89.VZ\r\n\x1a\n" and data[8:10] == b"\x01\x00"
+    h2, words = read(data)
+    assert h2 == h
+    assert words.dtype == np.uint32 and list(words) == list(WORDS)
+    assert read(write(h, np.zeros(0, np.uint32)))[1].size == 0
+    assert len(json.dumps(vzheader.to_json(h).decode())) < 2000  # the 43-batch schedule is 4 runs
+
+
+def test_schedule_is_run_length_coded():
+    obj = valid_obj()
+    assert obj["coder"]["schedule"] == [["d", 1, 1], ["b", 1, 1], ["b", 2, 1], ["b", 16, 40]]
+
+
+def test_every_truncation_raises_truncated_error():
+    data = write(make_header(), WORDS)
+    for n in range(len(data)):
+        with pytest.raises(TruncatedError):
+            read(data[:n])
+
+
+def test_every_flipped_byte_is_detected():
+    data = write(make_header(), WORDS)
+    header_len = struct.unpack_from("<I", data, 10)[0]
+    for i in range(len(data)):
+        bad = bytearray(data)
+        bad[i] ^= 0x04
+        with pytest.raises(FormatError) as info:
+            read(bytes(bad))
+        if i < 8:
+            assert info.type is BadMagicError
+        elif i < 10:
+            assert info.type is UnsupportedVersionError
+        elif 14 <= i < 18 + header_len or i >= 22 + header_len:  # header, its CRC, payload words, payload CRC
+            assert info.type is ChecksumError, i
+
+
+def test_messages_name_the_problem():
+    data = write(make_header(), WORDS)
+    with pytest.raises(BadMagicError, match=r"^not a \.vz file \(bad magic\)$"):
+        read(b"\x89PNG\r\n\x1a\n" + data[8:])
+    with pytest.raises(BadMagicError, match="line endings"):
+        read(data.replace(b"\r\n", b"\n", 1))
+    with pytest.raises(UnsupportedVersionError, match="version 2"):
+        read(data[:8] + b"\x02\x00" + data[10:])
+    with pytest.raises(TruncatedError, match=r"header claims \d+ bytes"):
+        read(data[:40])
+    with pytest.raises(TrailingDataError, match="3 bytes"):
+        read(data + b"abc")
+    for error in (BadMagicError, UnsupportedVersionError, TruncatedError, ChecksumError, HeaderError, LimitError):
+        assert issubclass(error, FormatError) and issubclass(error, ValueError)
+
+
+def test_hostile_lengths_are_refused_before_allocating():
+    data = write(make_header(), WORDS)
+    huge_header = data[:10] + struct.pack("<I", 2**32 - 1) + data[14:]
+    n = struct.unpack_from("<I", data, 10)[0]
+    huge_payload = bytearray(data)
+    struct.pack_into("<I", huge_payload, 18 + n, 2**32 - 1)
+    start = time.perf_counter()
+    with pytest.raises(LimitError, match="header too large"):
+        read(huge_header)
+    with pytest.raises(TruncatedError, match="payload claims"):
+        read(bytes(huge_payload))
+    assert time.perf_counter() - start < 0.1
+
+
+@pytest.mark.parametrize(
+    "change, error",
+    [
+        (lambda o: o["images"][0].update(width=10**6), LimitError),
+        (lambda o: o["images"][0].update(width=65535, height=65535), LimitError),  # > MAX_PIXELS
+        (lambda o: o["images"][0].update(width=0), LimitError),
+        (lambda o: o["images"][0].update(width=True), HeaderError),
+        (lambda o: o["images"][0].update(width=1.5), HeaderError),
+        (lambda o: o.update(images=[o["images"][0]] * (vzheader.MAX_IMAGES + 1)), LimitError),
+        (lambda o: o["coder"].update(schedule=[["b", 16, 10**12]]), LimitError),
+        (lambda o: o["coder"].update(schedule=[["b", 17, 1]]), LimitError),  # n > max_batch
+        (lambda o: o["coder"].update(schedule=[["x", 1, 1]]), HeaderError),
+        (lambda o: o["coder"].update(schedule=[["b", 16, 100_000]]), HeaderError),  # more tiles than pixels
+        (lambda o: o["coder"].update(grid_step=0.3), HeaderError),  # bound not a multiple of step
+        (lambda o: o["coder"].update(grid_step=2**-30), HeaderError),  # too many bins for constriction
+        (lambda o: o["coder"].update(tile=0), LimitError),
+        (lambda o: o["model"].update(sha256="XYZ"), HeaderError),
+        (lambda o: o["images"][1].update(palette="abc"), HeaderError),
+        (lambda o: o["images"][1].update(sha256="ab"), HeaderError),
+        (lambda o: o.update(unexpected=1), HeaderError),
+        (lambda o: o["coder"].pop("extra"), HeaderError),
+        (lambda o: o.update(images={}), HeaderError),
+        (lambda o: o["images"][0].update(info=[1]), HeaderError),
+    ],
+)
+def test_bad_headers(change, error):
+    obj = valid_obj()
+    change(obj)
+    start = time.perf_counter()
+    with pytest.raises(error):
+        read(craft(obj))
+    assert time.perf_counter() - start < 0.5
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b'{"model": {}}',  # not canonical (space)
+        b"[" * 100_000 + b"]" * 100_000,  # nesting bomb
+        b'{"a":' + b"1" * 5000 + b"}",  # huge integer
+        b'{"a":NaN}',
+        b"\xff\xfe",  # not UTF-8
+        b'{"a":1,"a":2}',  # duplicate key
+    ],
+)
+def test_malformed_json_raises_header_error(text):
+    prefix = struct.pack("<8sHI", MAGIC, 1, len(text)) + text
+    payload = struct.pack("<I", 0)
+    data = prefix + struct.pack("<I", zlib.crc32(prefix)) + payload + struct.pack("<I", zlib.crc32(payload))
+    start = time.perf_counter()
+    with pytest.raises(HeaderError):
+        read(data)
+    assert time.perf_counter() - start < 0.5
+
+
+def test_write_refuses_what_read_would_refuse():
+    with pytest.raises(HeaderError):
+        write(make_header(extra={"x": float("nan")}), WORDS)
+    with pytest.raises(HeaderError):
+        write(make_header(extra={"x": object()}), WORDS)
+    with pytest.raises(FormatError):
+        write(make_header(schedule=(("sometimes", 1),)), WORDS)
+    with pytest.raises(ValueError):
+        write(make_header(), WORDS.astype(np.int64))
+
+
+def test_reads_from_bytearray_and_memoryview():
+    data = write(make_header(), WORDS)
+    assert read(bytearray(data))[0] == read(memoryview(data))[0] == make_header()
+    assert container.VERSION == 1

@@ -1,0 +1,283 @@
+"""Tests for vaezip.data. Core tests build their own images; shared-data tests skip without it."""
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vaezip import data
+from vaezip.data import CropSampler, DataError, ImageSet, iter_batches, load, split_holdout
+
+SHARED = data.data_root()
+HAVE_SHARED = (SHARED / "mnist" / "mnist.npz").is_file()
+needs_shared = pytest.mark.skipif(
+    not HAVE_SHARED, reason=f"shared data not found at {SHARED} (set VAEZIP_DATA)")
+
+
+def _rgb(h, w, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    d = tmp_path / "imgs"
+    (d / "sub").mkdir(parents=True)
+    rgb = _rgb(20, 24, 1)
+    grey = np.random.default_rng(2).integers(0, 256, (20, 24), dtype=np.uint8)
+    Image.fromarray(rgb).save(d / "a.png")
+    Image.fromarray(rgb).save(d / "b.JPG", quality=90)
+    Image.fromarray(grey).save(d / "sub" / "c.png")
+    rgba = np.dstack([rgb, np.full((20, 24), 7, np.uint8)])
+    Image.fromarray(rgba, "RGBA").save(d / "sub" / "d.png")
+    Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=16).save(d / "e.png")
+    (d / "broken.png").write_bytes(b"not an image")
+    (d / "notes.txt").write_text("ignored")
+    return d, rgb, grey
+
+
+# ------------------------------------------------------------------ folders and files
+
+
+def test_folder_loading(image_folder):
+    d, rgb, grey = image_folder
+    with pytest.warns(UserWarning, match="skipped 1"):
+        s = load(d)
+    assert s.names == ("a.png", "b.JPG", "e.png", "sub/c.png", "sub/d.png")
+    assert s.skipped == 1
+    assert s.channels == 3 and s.same_shape and s.images.shape == (5, 20, 24, 3)
+    assert s.images.dtype == np.uint8
+    np.testing.assert_array_equal(s.images[0], rgb)                      # PNG exact
+    np.testing.assert_array_equal(s.images[3], np.repeat(grey[:, :, None], 3, 2))  # grey -> RGB
+    np.testing.assert_array_equal(s.images[4], rgb)                      # alpha dropped
+    assert s.subpixels == 5 * 20 * 24 * 3
+    assert len(s) == 5
+
+
+def test_folder_channels_and_limit(image_folder):
+    d, rgb, grey = image_folder
+    with pytest.warns(UserWarning):
+        s = load(d, channels=1, limit=4)
+    assert s.channels == 1 and len(s) == 4
+    np.testing.assert_array_equal(s.images[0, :, :, 0], np.asarray(Image.fromarray(rgb).convert("L")))
+    np.testing.assert_array_equal(s.images[3, :, :, 0], grey)
+
+
+def test_grey_folder_stays_grey_and_lists(tmp_path):
+    Image.fromarray(np.zeros((5, 6), np.uint8)).save(tmp_path / "a.png")
+    Image.fromarray(np.full((7, 3), 9, np.uint8), "L").convert("LA").save(tmp_path / "b.png")
+    s = load(tmp_path)
+    assert s.channels == 1 and not s.same_shape
+    assert s.shapes == [(5, 6, 1), (7, 3, 1)]
+    assert s.subpixels == 30 + 21
+    assert int(s.images[1].max()) == 9
+
+
+def test_single_file(image_folder):
+    d, rgb, grey = image_folder
+    s = load(d / "sub" / "c.png")
+    assert s.images.shape == (1, 20, 24, 1)
+    np.testing.assert_array_equal(s.images[0, :, :, 0], grey)
+    s3 = load(d / "sub" / "c.png", channels=3)
+    assert s3.channels == 3
+
+
+def test_16bit_rejected(tmp_path):
+    import imagecodecs
+    p = tmp_path / "deep.png"
+    p.write_bytes(imagecodecs.png_encode(np.arange(48, dtype=np.uint16).reshape(4, 4, 3) * 1000))
+    with pytest.raises(DataError, match="deep.png"):
+        load(p)
+    (tmp_path / "sub").mkdir()
+    q = tmp_path / "sub" / "g16.png"
+    Image.fromarray(np.arange(16, dtype=np.uint16).reshape(4, 4) * 4000).save(q)
+    with pytest.raises(DataError, match="g16.png"):
+        load(tmp_path / "sub")  # also inside a folder: an error, not a silent skip
+
+
+def test_unknown_name_error():
+    with pytest.raises(DataError) as e:
+        load("no-such-dataset")
+    msg = str(e.value)
+    assert "\n" not in msg and "mnist-train" in msg and "kodak" in msg
+
+
+def test_missing_data_root(monkeypatch, tmp_path):
+    monkeypatch.setenv("VAEZIP_DATA", str(tmp_path / "nowhere"))
+    with pytest.raises(DataError, match="missing"):
+        load("mnist-test")
+    with pytest.raises(DataError, match="missing"):
+        load("kodak")
+
+
+def test_rgb_to_l_matches_pillow():
+    a = np.random.default_rng(3).integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
+    a[0, 0, :4] = [[255, 255, 255], [0, 0, 0], [128, 128, 128], [1, 2, 3]]
+    ref = np.asarray(Image.fromarray(a[0]).convert("L"))
+    np.testing.assert_array_equal(data._rgb_to_l(a)[0, :, :, 0], ref)
+
+
+# ------------------------------------------------------------------ npz
+
+
+def test_npz_loading(tmp_path):
+    x = np.random.default_rng(0).integers(0, 256, (10, 8, 8, 3), dtype=np.uint8)
+    split = np.array([0, 1] * 5, np.uint8)
+    p = tmp_path / "set.npz"
+    np.savez(p, x=x, split=split, other=x[:3, :, :, 0])
+    s = load(p)
+    assert s.images.shape == (5, 8, 8, 3)  # only split == 0 rows
+    np.testing.assert_array_equal(s.images, x[split == 0])
+    s2 = load(f"{p}:other")
+    assert s2.images.shape == (3, 8, 8, 1)
+    q = tmp_path / "mn.npz"
+    np.savez(q, x_train=x[:, :, :, 0], x=x)
+    assert load(q).images.shape == (10, 8, 8, 1)  # x_train preferred
+    assert load(q, limit=2, channels=3).images.shape == (2, 8, 8, 3)
+    r = tmp_path / "chw.npz"
+    np.savez(r, x=x.transpose(0, 3, 1, 2))
+    np.testing.assert_array_equal(load(r).images, x)
+    with pytest.raises(DataError, match="no key"):
+        load(f"{p}:nope")
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x=x.astype(np.uint16))
+    with pytest.raises(DataError, match="uint16"):
+        load(bad)
+
+
+# ------------------------------------------------------------------ split, sampler, batches
+
+
+def test_split_holdout():
+    x = np.zeros((100, 2, 2, 1), np.uint8)
+    x[:, 0, 0, 0] = np.arange(100)
+    s = ImageSet("t", x)
+    tr, va = split_holdout(s, fraction=0.1, seed=1)
+    assert len(tr) == 90 and len(va) == 10 and tr.name == "t:train"
+    tr2, va2 = split_holdout(s, fraction=0.1, seed=1)
+    np.testing.assert_array_equal(va.images, va2.images)
+    ids = np.concatenate([tr.images[:, 0, 0, 0], va.images[:, 0, 0, 0]])
+    assert len(set(ids.tolist())) == 100
+    _, va3 = split_holdout(s, fraction=0.5, max_count=7)
+    assert len(va3) == 7
+    a_tr, a_va = split_holdout(x, fraction=0.1, seed=1)
+    np.testing.assert_array_equal(a_va, va.images)
+    l_tr, l_va = split_holdout(list(x), fraction=0.1, seed=1)
+    assert len(l_va) == 10 and isinstance(l_va, list)
+
+
+def test_sampler_determinism_and_resume():
+    x = np.random.default_rng(0).integers(0, 256, (50, 32, 32, 3), dtype=np.uint8)
+    a = CropSampler(x, 16, seed=5)
+    b = CropSampler(x, 16, seed=5)
+    np.testing.assert_array_equal(a.sample(8), b.sample(8))
+    st = json.loads(json.dumps(a.state()))
+    nxt = a.sample(8)
+    c = CropSampler(x, 16, seed=99)
+    c.set_state(st)
+    np.testing.assert_array_equal(c.sample(8), nxt)
+    out = a.sample(4)
+    assert out.shape == (4, 3, 16, 16) and out.dtype == np.uint8 and out.flags.c_contiguous
+
+
+def test_sampler_crops_are_real_crops():
+    x = np.random.default_rng(1).integers(0, 256, (3, 10, 12, 1), dtype=np.uint8)
+    s = CropSampler(x, (4, 5), seed=0)
+    for crop in s.sample(20):
+        found = any(np.array_equal(crop[0], x[i, y:y + 4, j:j + 5, 0])
+                    for i in range(3) for y in range(7) for j in range(8))
+        assert found
+
+
+def test_sampler_clipping_and_lists():
+    mn = np.zeros((5, 28, 28, 1), np.uint8)
+    s = CropSampler(mn, 32, seed=0)
+    assert s.crop == (28, 28) and s.sample(3).shape == (3, 1, 28, 28)
+    imgs = [_rgb(10, 10), _rgb(40, 30), _rgb(31, 50)]
+    ls = CropSampler(imgs, 16, seed=0)
+    assert ls.skipped == 1 and ls.num_images == 2
+    assert ls.sample(5).shape == (5, 3, 16, 16)
+    with pytest.raises(DataError):
+        CropSampler([_rgb(10, 10), _rgb(8, 40)], 16, seed=0)
+    st = ls.state()
+    a = ls.sample(4)
+    ls.set_state(st)
+    np.testing.assert_array_equal(ls.sample(4), a)
+
+
+def test_sampler_hflip():
+    x = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
+    s = CropSampler(x, 8, seed=0, hflip=True)
+    out = s.sample(64)
+    n_flipped = sum(any(np.array_equal(o, x[i].transpose(2, 0, 1)[:, :, ::-1]) for i in range(4))
+                    for o in out)
+    assert 10 < n_flipped < 54
+
+
+def test_sampler_speed():
+    x = np.random.default_rng(0).integers(0, 256, (2000, 32, 32, 3), dtype=np.uint8)
+    s = CropSampler(x, 32, seed=0)
+    s.sample(256)
+    t = time.perf_counter()
+    for _ in range(20):
+        s.sample(256)
+    rate = 20 * 256 / (time.perf_counter() - t)
+    assert rate > 10_000, rate  # ~500k/s measured; loose bound for a shared machine
+
+
+def test_iter_batches():
+    x = np.random.default_rng(0).integers(0, 256, (10, 4, 5, 3), dtype=np.uint8)
+    bs = list(iter_batches(x, 4))
+    assert [b.shape for b in bs] == [(4, 3, 4, 5), (4, 3, 4, 5), (2, 3, 4, 5)]
+    np.testing.assert_array_equal(np.concatenate(bs).transpose(0, 2, 3, 1), x)
+    ls = ImageSet("l", [_rgb(4, 5), _rgb(6, 7)])
+    assert [b.shape for b in iter_batches(ls, 8)] == [(1, 3, 4, 5), (1, 3, 6, 7)]
+    assert next(iter_batches(ls, 8, chw=False)).shape == (1, 4, 5, 3)
+
+
+def test_imageset_validation():
+    with pytest.raises(DataError):
+        ImageSet("bad", np.zeros((2, 4, 4, 2), np.uint8))
+    with pytest.raises(DataError):
+        ImageSet("bad", [np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4, 1), np.uint8)])
+
+
+# ------------------------------------------------------------------ shared data (skipped if absent)
+
+
+@needs_shared
+def test_dataset_names_registry():
+    assert set(data.DATASETS) >= {
+        "mnist-train", "mnist-test", "imagenette32-train", "imagenette32-val", "imagenette56-val",
+        "cifar4k-train", "cifar4k-holdout", "kodak", "photos", "photos-wikimedia", "mcmaster",
+        "gray8bit"}
+    assert all(isinstance(v, str) and v for v in data.DATASETS.values())
+
+
+@needs_shared
+def test_shared_small_sets():
+    m = load("mnist-test")
+    assert m.images.shape == (10000, 28, 28, 1) and m.images.dtype == np.uint8
+    assert len(load("mnist-train", limit=100)) == 100
+    with np.load(SHARED / "imagenette_lowres" / "imagenette_32x32_box7.npz") as z:
+        n_val = int((z["split"] == 1).sum())
+        n_train = int((z["split"] == 0).sum())
+    assert len(load("imagenette32-val")) == n_val
+    assert load("imagenette32-train").images.shape == (n_train, 32, 32, 3)
+    tr, ho = load("cifar4k-train"), load("cifar4k-holdout")
+    assert len(tr) == 3000 and ho.images.shape == (1000, 32, 32, 3)
+    with np.load(SHARED / "cifar10_subset4k" / "cifar10_train_first4000.npz") as z:
+        np.testing.assert_array_equal(ho.images, z["x"][3000:])
+        np.testing.assert_array_equal(tr.images[0, 0, :3, 0], [59, 43, 50])  # known CIFAR image 0
+    assert load("imagenette56-val", limit=5).images.shape == (5, 56, 56, 3)
+
+
+@needs_shared
+def test_shared_photo_sets():
+    k = load("kodak", limit=3)
+    assert len(k) == 3 and k.channels == 3 and k.names[0].endswith("kodim01.png")
+    assert load("mcmaster", limit=2).images.shape == (2, 500, 500, 3)
+    g = load("gray8bit", limit=1)
+    assert g.channels == 1

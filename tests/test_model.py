@@ -1,0 +1,108 @@
+import dataclasses
+
+import pytest
+import torch
+
+from vaezip.config import (
+    FORMAT_VERSION,
+    PRESETS,
+    ConfigError,
+    config_to_dict,
+    get_preset,
+    model_config_from_dict,
+    train_config_from_dict,
+)
+from vaezip.model import HierarchicalVAE
+
+
+def tiny(channels=3):
+    return HierarchicalVAE(dataclasses.replace(get_preset("tiny").model, image_channels=channels))
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("size", [(4, 4), (28, 28), (32, 48), (7, 3), (1, 1)])
+def test_any_size_and_channel_count(channels, size):
+    model = tiny(channels)
+    pixels = torch.randint(0, 256, (2, channels, *size))
+    out = model(pixels)
+    assert torch.isfinite(out.loss)
+    # padding never counts as pixels
+    assert out.subpixels.tolist() == [channels * size[0] * size[1]] * 2
+    assert out.kl_bits.shape == (model.config.num_groups,)
+
+
+def test_padding_does_not_count_in_the_likelihood():
+    torch.manual_seed(0)
+    model = tiny(1)
+    pixels = torch.randint(0, 256, (1, 1, 6, 6))
+    out = model(pixels)
+    # a 6x6 image of the tiny model (stride 4) is padded to 8x8; the bound is over 36 subpixels only
+    assert out.subpixels.item() == 36
+    assert out.bound_bits.item() / 36 < 20
+
+
+def test_walk_matches_forward_with_the_same_latents():
+    """The coder's step-by-step walk must compute exactly what training computes."""
+    model = tiny(3).eval()
+    pixels = torch.randint(0, 256, (2, 3, 8, 8))
+    walk = model.walk(pixels, 2, 8, 8)
+    latents = []
+    for _ in range(walk.num_groups):
+        step = walk.step()
+        latents.append(step.post_mean)
+        walk.advance(step.post_mean)
+    params_posterior_path = walk.pixel_params()
+    prior_walk = model.walk(None, 2, 8, 8)
+    for latent in latents:
+        step = prior_walk.step()
+        assert step.post_mean is None
+        prior_walk.advance(latent)
+    assert torch.equal(prior_walk.pixel_params(), params_posterior_path)
+
+
+def test_training_reduces_the_bound():
+    torch.manual_seed(0)
+    model = tiny(1)
+    optimizer = torch.optim.Adamax(model.parameters(), lr=3e-3)
+    pixels = torch.randint(100, 140, (8, 1, 8, 8))
+    first = None
+    for _ in range(60):
+        out = model(pixels)
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+        first = first if first is not None else out.loss.item()
+    assert out.loss.item() < first - 1.0
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_config_round_trip(name):
+    preset = PRESETS[name]
+    assert model_config_from_dict(config_to_dict(preset.model)) == preset.model
+    assert train_config_from_dict(config_to_dict(preset.train)) == preset.train
+    assert FORMAT_VERSION >= 1
+
+
+def test_config_loading_is_strict():
+    data = config_to_dict(get_preset("tiny").model)
+    data["surprise"] = 1
+    with pytest.raises(ConfigError, match="surprise"):
+        model_config_from_dict(data)
+    data = config_to_dict(get_preset("tiny").model)
+    del data["num_mixtures"]
+    with pytest.raises(ConfigError, match="num_mixtures"):
+        model_config_from_dict(data)
+    with pytest.raises(ConfigError, match="unknown preset"):
+        get_preset("huge")
+
+
+def test_tiny_preset_is_fast():
+    import time
+
+    model = tiny(3).eval()
+    pixels = torch.randint(0, 256, (1, 3, 32, 32))
+    with torch.no_grad():
+        model(pixels)
+        start = time.perf_counter()
+        model(pixels)
+    assert time.perf_counter() - start < 1.0

@@ -1,0 +1,3 @@
+from vaezip.cli import app
+
+app(prog_name="vaezip")

@@ -1,0 +1,568 @@
+"""Image data for vaezip: named data sets, folders, files and .npz arrays; crop sampling.
+
+Everything here is numpy + Pillow (no torch).  Images are always HWC ``uint8`` with
+C in {1, 3}: grey stays one channel, alpha is dropped.
+
+Sources accepted by :func:`load`:
+
+* a data set NAME from :data:`DATASETS` (files under the data root, see :func:`data_root`);
+* a folder: searched recursively for .png .jpg .jpeg .webp .bmp .tif .tiff (case-insensitive),
+  sorted by relative path; files Pillow cannot read are skipped (counted in ``ImageSet.skipped``
+  and reported with a warning);
+* a single image file;
+* an ``.npz`` file: the key is ``x_train`` if present, else ``x``; ``file.npz:key`` selects a key
+  explicitly.  If the file also holds a ``split`` array with one entry per row, only the
+  ``split == 0`` (train) rows are kept.  Arrays may be (N, H, W) grey, (N, H, W, C) with
+  C in {1, 3, 4} or (N, C, H, W) with C in {1, 3}; they must be uint8.
+
+16-bit (or float / 32-bit integer) images are rejected with an error naming the file: this
+project codes 8-bit data only and Pillow would otherwise silently drop the low byte of
+16-bit RGB files.
+
+Batches handed to models are NCHW ``uint8`` (:class:`CropSampler`, :func:`iter_batches`).
+"""
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+__all__ = [
+    "DATASETS",
+    "IMAGE_EXTENSIONS",
+    "DataError",
+    "ImageSet",
+    "CropSampler",
+    "data_root",
+    "load",
+    "load_image",
+    "split_holdout",
+    "iter_batches",
+]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+
+
+class DataError(ValueError):
+    """A data source could not be loaded (unknown name, missing folder, unsupported file)."""
+
+
+# --------------------------------------------------------------------------------------------
+# ImageSet
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class ImageSet:
+    """A named set of HWC uint8 images (C in {1, 3}).
+
+    ``images`` is a stacked ``(N, H, W, C)`` array when all images share a shape, else a list
+    of ``(H, W, C)`` arrays.  ``names`` (optional) gives one identifier per image (file path
+    relative to the source folder, or the row index); ``skipped`` counts unreadable files.
+    """
+
+    name: str
+    images: np.ndarray | list[np.ndarray]
+    names: tuple[str, ...] = field(default=(), repr=False)
+    skipped: int = 0
+
+    def __post_init__(self) -> None:
+        imgs = self.images
+        if isinstance(imgs, np.ndarray):
+            if imgs.ndim != 4 or imgs.dtype != np.uint8 or imgs.shape[-1] not in (1, 3):
+                raise DataError(
+                    f"ImageSet {self.name!r}: stacked images must be (N,H,W,C) uint8 with C in "
+                    f"{{1,3}}, got {imgs.shape} {imgs.dtype}"
+                )
+        else:
+            imgs = list(imgs)
+            object.__setattr__(self, "images", imgs)
+            chans = set()
+            for i, im in enumerate(imgs):
+                if not isinstance(im, np.ndarray) or im.ndim != 3 or im.dtype != np.uint8 \
+                        or im.shape[-1] not in (1, 3):
+                    raise DataError(
+                        f"ImageSet {self.name!r}: image {i} must be (H,W,C) uint8 with C in "
+                        f"{{1,3}}, got {getattr(im, 'shape', type(im))} {getattr(im, 'dtype', '')}"
+                    )
+                chans.add(im.shape[-1])
+            if len(chans) > 1:
+                raise DataError(f"ImageSet {self.name!r}: mixed channel counts {sorted(chans)}")
+        if self.names and len(self.names) != len(self):
+            raise DataError(f"ImageSet {self.name!r}: {len(self.names)} names for {len(self)} images")
+        object.__setattr__(self, "names", tuple(self.names))
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0]) if isinstance(self.images, np.ndarray) else len(self.images)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.images[i]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for i in range(len(self)):
+            yield self.images[i]
+
+    @property
+    def same_shape(self) -> bool:
+        """True when ``images`` is a stacked array."""
+        return isinstance(self.images, np.ndarray)
+
+    @property
+    def channels(self) -> int:
+        if isinstance(self.images, np.ndarray):
+            return int(self.images.shape[-1])
+        return int(self.images[0].shape[-1]) if self.images else 0
+
+    @property
+    def subpixels(self) -> int:
+        """Total number of subpixels (H*W*C summed over images)."""
+        if isinstance(self.images, np.ndarray):
+            return int(self.images.size)
+        return int(sum(im.size for im in self.images))
+
+    @property
+    def shapes(self) -> list[tuple[int, int, int]]:
+        return [tuple(int(s) for s in im.shape) for im in self]  # type: ignore[misc]
+
+    def image_name(self, i: int) -> str:
+        return self.names[i] if self.names else str(i)
+
+    def subset(self, idx: Sequence[int] | np.ndarray, name: str | None = None) -> "ImageSet":
+        """A new ImageSet with the images at ``idx`` (in that order)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        if isinstance(self.images, np.ndarray):
+            imgs: np.ndarray | list[np.ndarray] = self.images[idx]
+        else:
+            imgs = _maybe_stack([self.images[i] for i in idx])
+        names = tuple(self.names[i] for i in idx) if self.names else ()
+        return ImageSet(name or self.name, imgs, names, self.skipped)
+
+
+# --------------------------------------------------------------------------------------------
+# registry
+# --------------------------------------------------------------------------------------------
+
+# name -> (description, spec).  spec kinds:
+#   ("npz", relpath, key, rows) with rows None | ("split", v) | ("slice", start, stop)
+#   ("files", [relative folders or files])
+_SPECS: dict[str, tuple[str, tuple]] = {
+    "mnist-train": ("MNIST training digits, 60000 x 28x28 grey (mnist.npz x_train)",
+                    ("npz", "mnist/mnist.npz", "x_train", None)),
+    "mnist-test": ("MNIST test digits, 10000 x 28x28 grey (mnist.npz x_test)",
+                   ("npz", "mnist/mnist.npz", "x_test", None)),
+    "imagenette32-train": ("Imagenette box-downsampled 32x32 RGB, train split (split==0), 9469 images",
+                           ("npz", "imagenette_lowres/imagenette_32x32_box7.npz", "x", ("split", 0))),
+    "imagenette32-val": ("Imagenette box-downsampled 32x32 RGB, val split (split==1), 3925 images",
+                         ("npz", "imagenette_lowres/imagenette_32x32_box7.npz", "x", ("split", 1))),
+    "imagenette56-val": ("Imagenette box-downsampled 56x56 RGB, val split, 3925 images",
+                         ("npz", "imagenette_lowres/imagenette_val_56x56_box4.npz", "x", None)),
+    "cifar4k-train": ("CIFAR-10 training images 0..2999 (first 3000 of the 4k subset), 32x32 RGB",
+                      ("npz", "cifar10_subset4k/cifar10_train_first4000.npz", "x", ("slice", 0, 3000))),
+    "cifar4k-holdout": ("CIFAR-10 training images 3000..3999 of the 4k subset (never trained on), 32x32 RGB",
+                        ("npz", "cifar10_subset4k/cifar10_train_first4000.npz", "x", ("slice", 3000, 4000))),
+    "kodak": ("Kodak true-colour suite, 24 x 768x512 RGB PNG",
+              ("files", ["kodak"])),
+    "photos": ("24 Wikimedia photos + 18 McMaster + flower_foveon, full-size RGB (43 images)",
+               ("files", ["photos_fullsize/wikipedia_photos", "photos_fullsize/mcmaster",
+                          "photos_fullsize/imagecompression_info/flower_foveon.png"])),
+    "photos-wikimedia": ("24 downsampled Wikimedia Commons photos, ~1 Mpixel RGB",
+                         ("files", ["photos_fullsize/wikipedia_photos"])),
+    "mcmaster": ("McMaster (IMAX) colour set, 18 x 500x500 RGB",
+                 ("files", ["photos_fullsize/mcmaster"])),
+    "gray8bit": ("imagecompression.info 8-bit grey camera photos, 9 images, 3-12 Mpixel",
+                 ("files", ["photos_fullsize/imagecompression_info/gray8bit"])),
+}
+
+#: data set name -> one-line description
+DATASETS: dict[str, str] = {k: v[0] for k, v in _SPECS.items()}
+
+
+def data_root() -> Path:
+    """The data root: ``$VAEZIP_DATA`` if set, else ``<repo>/../shared/data``."""
+    env = os.environ.get("VAEZIP_DATA")
+    if env:
+        return Path(env).expanduser()
+    repo = Path(__file__).resolve().parent.parent
+    return (repo.parent / "shared" / "data").resolve()
+
+
+# --------------------------------------------------------------------------------------------
+# image decoding / conversion
+# --------------------------------------------------------------------------------------------
+
+_HIGH_DEPTH_MODES = {"I", "F", "I;16", "I;16B", "I;16L", "I;16N", "I;16S", "I;32", "I;32B"}
+_RAW16 = re.compile(r";16[BLNS]|^I;16|;32")
+
+
+def _pil_to_array(im, path: str) -> np.ndarray:
+    """Pillow image -> HWC uint8 with C in {1, 3} (alpha dropped). Rejects >8-bit data."""
+    from PIL import Image  # noqa: F401  (Pillow imported lazily)
+
+    raw = ""
+    for t in getattr(im, "tile", None) or []:
+        args = t[3] if len(t) > 3 else None
+        raw = args if isinstance(args, str) else (args[0] if args and isinstance(args[0], str) else "")
+        if raw:
+            break
+    if im.mode in _HIGH_DEPTH_MODES or (raw and _RAW16.search(raw)):
+        raise DataError(f"{path}: {im.mode} image with raw mode {raw or im.mode!r} is not 8-bit; "
+                        "vaezip codes 8-bit images only")
+    mode = im.mode
+    if mode in ("L", "1"):
+        im = im.convert("L")
+    elif mode == "LA":
+        im = im.getchannel("L")
+    elif mode in ("RGB",):
+        pass
+    elif mode in ("RGBA", "RGBX", "RGBa"):
+        im = im.convert("RGB")
+    elif mode in ("P", "PA"):
+        im = im.convert("RGBA").convert("RGB")
+    elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+        im = im.convert("RGB")
+    else:
+        raise DataError(f"{path}: unsupported image mode {mode!r}")
+    a = np.asarray(im)
+    if a.dtype != np.uint8:
+        raise DataError(f"{path}: decoded to {a.dtype}, not uint8")
+    if a.ndim == 2:
+        a = a[:, :, None]
+    return np.ascontiguousarray(a)
+
+
+def load_image(path: str | os.PathLike) -> np.ndarray:
+    """Read one image file as HWC uint8, C in {1, 3} (grey kept grey, alpha dropped)."""
+    from PIL import Image
+
+    p = str(path)
+    with Image.open(p) as im:
+        return _pil_to_array(im, p)
+
+
+def _rgb_to_l(a: np.ndarray) -> np.ndarray:
+    """RGB -> L exactly as Pillow's ``convert("L")`` (ITU-R 601-2 luma, fixed point)."""
+    a = a.astype(np.uint32)
+    y = (a[..., 0] * 19595 + a[..., 1] * 38470 + a[..., 2] * 7471 + 0x8000) >> 16
+    return y.astype(np.uint8)[..., None]
+
+
+def _to_channels(a: np.ndarray, channels: int) -> np.ndarray:
+    c = a.shape[-1]
+    if c == channels:
+        return a
+    if c == 1 and channels == 3:
+        return np.repeat(a, 3, axis=-1)
+    if c == 3 and channels == 1:
+        return _rgb_to_l(a)
+    raise DataError(f"cannot convert {c} channels to {channels}")
+
+
+def _maybe_stack(imgs: list[np.ndarray]) -> np.ndarray | list[np.ndarray]:
+    if imgs and all(im.shape == imgs[0].shape for im in imgs):
+        return np.stack(imgs)
+    return imgs
+
+
+def _finish(name: str, imgs: list[np.ndarray], names: list[str], skipped: int,
+            channels: int | None) -> ImageSet:
+    if not imgs:
+        raise DataError(f"{name}: no readable images"
+                        + (f" ({skipped} unreadable files skipped)" if skipped else ""))
+    if channels is None:
+        channels = 3 if any(im.shape[-1] == 3 for im in imgs) else 1
+    imgs = [_to_channels(im, channels) for im in imgs]
+    return ImageSet(name, _maybe_stack(imgs), tuple(names), skipped)
+
+
+# --------------------------------------------------------------------------------------------
+# loaders
+# --------------------------------------------------------------------------------------------
+
+
+def _list_images(folder: Path) -> list[Path]:
+    files = [p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+    return sorted(files, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def _load_files(name: str, files: list[tuple[Path, str]], limit: int | None,
+                channels: int | None, *, skip_unreadable: bool) -> ImageSet:
+    from PIL import Image, UnidentifiedImageError
+
+    imgs, names, skipped = [], [], 0
+    for path, label in files:
+        if limit is not None and len(imgs) >= limit:
+            break
+        try:
+            with Image.open(path) as im:
+                a = _pil_to_array(im, str(path))
+        except DataError:
+            raise
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            if not skip_unreadable:
+                raise DataError(f"{path}: cannot read image ({type(e).__name__}: {e})") from e
+            skipped += 1
+            continue
+        imgs.append(a)
+        names.append(label)
+    if skipped:
+        warnings.warn(f"{name}: skipped {skipped} unreadable image file(s)", stacklevel=3)
+    return _finish(name, imgs, names, skipped, channels)
+
+
+def _npz_array(path: Path, key: str | None, label: str) -> tuple[np.ndarray, str]:
+    with np.load(path, allow_pickle=False) as z:
+        keys = list(z.keys())
+        if key is None:
+            key = "x_train" if "x_train" in keys else ("x" if "x" in keys else None)
+            if key is None:
+                raise DataError(f"{label}: no 'x_train' or 'x' key (keys: {', '.join(keys)}); "
+                                "select one with file.npz:KEY")
+        elif key not in keys:
+            raise DataError(f"{label}: no key {key!r} (keys: {', '.join(keys)})")
+        x = z[key]
+        if "split" in keys and key != "split":
+            split = z["split"]
+            if split.ndim == 1 and len(split) == len(x):
+                x = x[split == 0]
+    return x, key
+
+
+def _normalise_stack(x: np.ndarray, label: str) -> np.ndarray:
+    if x.dtype != np.uint8:
+        raise DataError(f"{label}: array dtype {x.dtype} is not uint8 (8-bit images only)")
+    if x.ndim == 2:
+        x = x[None, :, :, None]
+    elif x.ndim == 3:
+        x = x[..., None]
+    elif x.ndim == 4:
+        if x.shape[-1] not in (1, 3, 4) and x.shape[1] in (1, 3):
+            x = x.transpose(0, 2, 3, 1)
+        if x.shape[-1] == 4:
+            x = x[..., :3]
+        if x.shape[-1] not in (1, 3):
+            raise DataError(f"{label}: cannot interpret array of shape {x.shape} as images")
+    else:
+        raise DataError(f"{label}: cannot interpret array of shape {x.shape} as images")
+    return np.ascontiguousarray(x)
+
+
+def _from_array(name: str, x: np.ndarray, limit: int | None, channels: int | None,
+                offset: int = 0) -> ImageSet:
+    if limit is not None:
+        x = x[:limit]
+    x = _normalise_stack(x, name)
+    if channels is not None:
+        x = _to_channels(x, channels)
+    if len(x) == 0:
+        raise DataError(f"{name}: no images")
+    return ImageSet(name, x)
+
+
+def _load_name(name: str, limit: int | None, channels: int | None) -> ImageSet:
+    root = data_root()
+    desc, spec = _SPECS[name]
+    if spec[0] == "npz":
+        _, rel, key, rows = spec
+        path = root / rel
+        if not path.is_file():
+            raise DataError(f"data set {name!r}: missing file {path} (set VAEZIP_DATA to the data root)")
+        with np.load(path, allow_pickle=False) as z:
+            x = z[key]
+            if rows is not None and rows[0] == "split":
+                x = x[z["split"] == rows[1]]
+        if rows is not None and rows[0] == "slice":
+            x = x[rows[1]:rows[2]]
+        return _from_array(name, x, limit, channels)
+    files: list[tuple[Path, str]] = []
+    for rel in spec[1]:
+        p = root / rel
+        if p.is_dir():
+            files += [(f, f.relative_to(root).as_posix()) for f in _list_images(p)]
+        elif p.is_file():
+            files.append((p, p.relative_to(root).as_posix()))
+        else:
+            raise DataError(f"data set {name!r}: missing {p} (set VAEZIP_DATA to the data root)")
+    return _load_files(name, files, limit, channels, skip_unreadable=False)
+
+
+def load(source: str | os.PathLike, *, limit: int | None = None,
+         channels: int | None = None) -> ImageSet:
+    """Load images from a data set name, a folder, an image file or an .npz (see module doc).
+
+    ``limit`` keeps the first ``limit`` images (in sorted / row order).  ``channels`` (1 or 3)
+    forces the channel count: grey -> RGB by repetition, RGB -> grey as Pillow's
+    ``convert("L")``.  Without it, a set with any RGB image is RGB, otherwise grey.
+    """
+    if channels not in (None, 1, 3):
+        raise DataError(f"channels must be 1, 3 or None, got {channels!r}")
+    if limit is not None and limit < 1:
+        raise DataError(f"limit must be >= 1, got {limit}")
+    src = os.fspath(source)
+    if src in _SPECS:
+        return _load_name(src, limit, channels)
+
+    key = None
+    m = re.match(r"^(.*\.npz):([^:/\\]+)$", src, flags=re.IGNORECASE)
+    if m and not Path(src).exists():
+        src, key = m.group(1), m.group(2)
+    path = Path(src).expanduser()
+    if path.is_dir():
+        files = [(f, f.relative_to(path).as_posix()) for f in _list_images(path)]
+        if not files:
+            raise DataError(f"{path}: no image files ({' '.join(IMAGE_EXTENSIONS)}) found")
+        return _load_files(path.name or str(path), files, limit, channels, skip_unreadable=True)
+    if path.is_file():
+        if path.suffix.lower() == ".npz":
+            x, key = _npz_array(path, key, str(path))
+            return _from_array(f"{path.stem}:{key}", x, limit, channels)
+        return _load_files(path.stem, [(path, path.name)], limit, channels, skip_unreadable=False)
+    raise DataError(f"unknown data set or missing path {os.fspath(source)!r}; "
+                    f"data set names: {', '.join(DATASETS)}")
+
+
+# --------------------------------------------------------------------------------------------
+# splits, sampling, batching
+# --------------------------------------------------------------------------------------------
+
+
+def _as_imageset(images, name: str = "images") -> ImageSet:
+    if isinstance(images, ImageSet):
+        return images
+    if isinstance(images, np.ndarray):
+        return ImageSet(name, _normalise_stack(images, name) if images.ndim != 4 else images)
+    imgs = [im if im.ndim == 3 else im[:, :, None] for im in images]
+    return ImageSet(name, _maybe_stack(imgs))
+
+
+def split_holdout(images, *, fraction: float = 0.05, max_count: int = 1000, seed: int = 0):
+    """Deterministic held-out split -> ``(train, val)``.
+
+    ``val`` has ``min(max_count, round(fraction * N))`` images (at least 1 when N >= 2 and
+    fraction > 0), chosen by ``np.random.default_rng(seed).permutation(N)``; both parts keep
+    the original order.  Returns ImageSets (named ``<name>:train`` / ``<name>:val``) for an
+    ImageSet, arrays for an array, lists for a list.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"fraction must be in [0, 1), got {fraction}")
+    n = len(images)
+    n_val = min(int(max_count), int(round(fraction * n)))
+    if n >= 2 and fraction > 0 and max_count > 0:
+        n_val = max(1, n_val)
+    n_val = min(n_val, max(n - 1, 0))
+    perm = np.random.default_rng(seed).permutation(n)
+    val_idx = np.sort(perm[:n_val])
+    train_idx = np.sort(perm[n_val:])
+    if isinstance(images, ImageSet):
+        return (images.subset(train_idx, f"{images.name}:train"),
+                images.subset(val_idx, f"{images.name}:val"))
+    if isinstance(images, np.ndarray):
+        return images[train_idx], images[val_idx]
+    images = list(images)
+    return [images[i] for i in train_idx], [images[i] for i in val_idx]
+
+
+class CropSampler:
+    """Random crops as NCHW uint8 batches, with a resumable RNG stream.
+
+    For a stacked (same-shape) set, ``crop`` is clipped to the image size (MNIST with crop 32
+    gives 28x28) and sampling is vectorised (a strided window view + one fancy-index gather).
+    For a list of differently sized images, images smaller than the crop in either dimension
+    are skipped (``self.skipped``); each crop picks an eligible image uniformly at random,
+    then a uniform offset.  ``hflip=True`` mirrors each crop with probability 1/2 (off by
+    default).
+    """
+
+    def __init__(self, images, crop: int | tuple[int, int], seed: int, *, hflip: bool = False):
+        iset = _as_imageset(images)
+        if len(iset) == 0:
+            raise DataError("CropSampler: no images")
+        ch, cw = (crop, crop) if isinstance(crop, (int, np.integer)) else tuple(crop)
+        ch, cw = int(ch), int(cw)
+        if ch < 1 or cw < 1:
+            raise ValueError(f"crop must be positive, got {crop!r}")
+        self.hflip = bool(hflip)
+        self.channels = iset.channels
+        self.skipped = 0
+        self._rng = np.random.default_rng(seed)
+        if iset.same_shape:
+            arr = iset.images
+            _, h, w, _ = arr.shape
+            ch, cw = min(ch, h), min(cw, w)
+            self._arr = arr
+            # (N, H-ch+1, W-cw+1, C, ch, cw) view; v[i, y, x] is one crop in CHW layout
+            self._view = sliding_window_view(arr, (ch, cw), axis=(1, 2))
+            self._list = None
+        else:
+            keep = [im for im in iset.images if im.shape[0] >= ch and im.shape[1] >= cw]
+            self.skipped = len(iset) - len(keep)
+            if not keep:
+                raise DataError(f"CropSampler: all {len(iset)} images are smaller than crop {ch}x{cw}")
+            self._list = keep
+            self._view = None
+        self.crop = (ch, cw)
+        self.num_images = len(iset) - self.skipped
+
+    def sample(self, batch_size: int) -> np.ndarray:
+        """``(batch_size, C, h, w)`` uint8 random crops."""
+        rng = self._rng
+        b = int(batch_size)
+        ch, cw = self.crop
+        if self._view is not None:
+            v = self._view
+            idx = rng.integers(0, v.shape[0], b)
+            ys = rng.integers(0, v.shape[1], b)
+            xs = rng.integers(0, v.shape[2], b)
+            out = np.ascontiguousarray(v[idx, ys, xs])
+        else:
+            out = np.empty((b, self.channels, ch, cw), dtype=np.uint8)
+            idx = rng.integers(0, len(self._list), b)
+            for k, i in enumerate(idx):
+                im = self._list[i]
+                y = int(rng.integers(0, im.shape[0] - ch + 1))
+                x = int(rng.integers(0, im.shape[1] - cw + 1))
+                out[k] = im[y:y + ch, x:x + cw].transpose(2, 0, 1)
+        if self.hflip:
+            flip = rng.random(b) < 0.5
+            out[flip] = out[flip, :, :, ::-1]
+        return out
+
+    def state(self) -> dict:
+        """JSON-able RNG state (a dict of Python ints / strings)."""
+        return _plain(self._rng.bit_generator.state)
+
+    def set_state(self, state: dict) -> None:
+        self._rng.bit_generator.state = state
+
+
+def _plain(obj):
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def iter_batches(images, batch_size: int, *, chw: bool = True) -> Iterator[np.ndarray]:
+    """Sequential full-image batches, in order, for evaluation.
+
+    Stacked sets yield slices of ``batch_size`` images (the last one may be shorter); lists
+    yield one image per batch.  Batches are ``(B, C, H, W)`` uint8 (``chw=False``: ``(B, H, W, C)``).
+    """
+    iset = _as_imageset(images)
+    if iset.same_shape:
+        arr = iset.images
+        for i in range(0, len(arr), int(batch_size)):
+            b = arr[i:i + int(batch_size)]
+            yield np.ascontiguousarray(b.transpose(0, 3, 1, 2)) if chw else b
+    else:
+        for im in iset.images:
+            b = im[None]
+            yield np.ascontiguousarray(b.transpose(0, 3, 1, 2)) if chw else b

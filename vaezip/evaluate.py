@@ -1,0 +1,107 @@
+"""The bound (negative ELBO, bits per real subpixel) of a model on a set of images, with the KL of each
+latent group, i.e. where the bits go."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from vaezip.model import HierarchicalVAE
+
+
+@dataclass(frozen=True)
+class GroupKL:
+    group: int
+    stage: int
+    resolution: str  # e.g. "8x8" for a 32x32 input, or "1/4" when images differ in size
+    latent_dims: int  # latent dimensions per image (first batch's shape)
+    bpsp: float  # bits per real subpixel this group costs
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    bound_bpsp: float
+    nll_bpsp: float
+    kl_bpsp: float
+    groups: tuple[GroupKL, ...]
+    images: int
+    subpixels: int
+
+
+def batches_of(images, batch_size: int, crop: int | None = None):
+    """Yield (B, C, H, W) uint8 arrays: slices of a stacked set, or one image at a time from a list.
+    `crop` takes the centre crop (for quick validation of large images)."""
+    if isinstance(images, np.ndarray):
+        data = images
+        if crop is not None and (data.shape[1] > crop or data.shape[2] > crop):
+            top, left = (data.shape[1] - min(crop, data.shape[1])) // 2, (data.shape[2] - min(crop, data.shape[2])) // 2
+            data = data[:, top : top + crop, left : left + crop]
+        for start in range(0, len(data), batch_size):
+            yield np.ascontiguousarray(data[start : start + batch_size].transpose(0, 3, 1, 2))
+        return
+    for image in images:
+        if crop is not None:
+            top, left = max(0, (image.shape[0] - crop) // 2), max(0, (image.shape[1] - crop) // 2)
+            image = image[top : top + crop, left : left + crop]
+        yield np.ascontiguousarray(image.transpose(2, 0, 1)[None])
+
+
+@torch.no_grad()
+def evaluate(
+    model: HierarchicalVAE,
+    images,
+    *,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    crop: int | None = None,
+    seed: int = 0,
+    progress=None,
+) -> EvalResult:
+    """images: a stacked (N, H, W, C) uint8 array or a list of (H, W, C) arrays."""
+    model.eval()
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)  # the bound uses one posterior sample: make it repeatable
+    try:
+        total_kl = None
+        total_nll = 0.0
+        total_subpixels = 0
+        count = 0
+        shapes: list[tuple[int, int, int]] = []
+        for batch in batches_of(images, batch_size, crop):
+            pixels = torch.from_numpy(batch).to(device)
+            out = model(pixels)
+            kl = out.kl_bits.double().cpu()
+            total_kl = kl if total_kl is None else total_kl + kl
+            total_nll += float(out.nll_bits)
+            total_subpixels += int(out.subpixels.sum())
+            count += batch.shape[0]
+            if not shapes:
+                shapes = _group_shapes(model, batch.shape[2], batch.shape[3])
+            if progress is not None:
+                progress(batch.shape[0])
+    finally:
+        torch.random.set_rng_state(generator_state)
+    if total_kl is None:
+        raise ValueError("no images to evaluate")
+    groups = tuple(
+        GroupKL(index, stage, f"{h}x{w}", dims, float(total_kl[index]) / total_subpixels)
+        for index, (stage, h, w, dims) in enumerate(shapes)
+    )
+    kl_total = float(total_kl.sum()) / total_subpixels
+    nll = total_nll / total_subpixels
+    return EvalResult(kl_total + nll, nll, kl_total, groups, count, total_subpixels)
+
+
+def _group_shapes(model: HierarchicalVAE, height: int, width: int) -> list[tuple[int, int, int, int]]:
+    """(stage, h, w, latent dims) of every group for an input of this size."""
+    stride = model.config.stride
+    height, width = -(-height // stride) * stride, -(-width // stride) * stride
+    result = []
+    for stage_index in model.decoder.block_stage:
+        stage = model.config.stages[stage_index]
+        scale = model.config.stem_factor * 2**stage_index
+        h, w = height // scale, width // scale
+        result.append((stage_index, h, w, stage.latent_channels * h * w))
+    return result

@@ -1,0 +1,79 @@
+"""Building blocks: residual blocks and the heads of a top-down block."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# softplus with beta = ln 2 maps 0 to exactly 1 and is smoother than exp (Efficient-VDVAE).
+SOFTPLUS_BETA = math.log(2.0)
+
+
+def conv3x3(in_channels: int, out_channels: int) -> nn.Conv2d:
+    return nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1)
+
+
+def smooth_std(raw: torch.Tensor, min_std: float) -> torch.Tensor:
+    return F.softplus(raw, beta=SOFTPLUS_BETA) + min_std
+
+
+class ResBlock(nn.Module):
+    """x + conv(silu(conv(silu(x)))). The last conv starts at zero, so every block starts as the identity
+    and a deep stack trains without rescaling."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.conv_in = conv3x3(width, width)
+        self.conv_out = conv3x3(width, width)
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv_out(F.silu(self.conv_in(F.silu(x))))
+
+
+class TopDownBlock(nn.Module):
+    """One latent group: prior p(z | h), posterior q(z | h, encoder features), and the update of h."""
+
+    def __init__(self, width: int, latent_channels: int, min_std: float, projection_scale: float):
+        super().__init__()
+        self.latent_channels = latent_channels
+        self.min_std = min_std
+        # The prior head also emits a feature added to h (VDVAE); those output channels start at zero.
+        self.prior_head = conv3x3(width, 2 * latent_channels + width)
+        with torch.no_grad():
+            self.prior_head.weight[2 * latent_channels :].zero_()
+            self.prior_head.bias[2 * latent_channels :].zero_()
+        self.posterior_head = conv3x3(2 * width, 2 * latent_channels)
+        self.latent_projection = nn.Conv2d(latent_channels, width, kernel_size=1)
+        with torch.no_grad():
+            # Scaled so the sum of all groups' contributions keeps h at unit scale at initialisation.
+            self.latent_projection.weight.mul_(projection_scale)
+        self.residual = ResBlock(width)
+
+    def prior(self, h: torch.Tensor):
+        """h (B, W, H, W') -> mean, std (B, Z, H, W'), feature (B, W, H, W')."""
+        out = self.prior_head(F.silu(h))
+        z = self.latent_channels
+        return out[:, :z], smooth_std(out[:, z : 2 * z], self.min_std), out[:, 2 * z :]
+
+    def posterior(self, h: torch.Tensor, encoded: torch.Tensor):
+        """h, encoded (B, W, H, W') -> mean, std (B, Z, H, W')."""
+        out = self.posterior_head(F.silu(torch.cat([h, encoded], dim=1)))
+        z = self.latent_channels
+        return out[:, :z], smooth_std(out[:, z:], self.min_std)
+
+    def update(self, h: torch.Tensor, feature: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+        return self.residual(h + feature + self.latent_projection(latent))
+
+
+def gaussian_kl(post_mean, post_std, prior_mean, prior_std) -> torch.Tensor:
+    """KL(q || p) in nats, elementwise."""
+    return (
+        torch.log(prior_std / post_std)
+        + (post_std**2 + (post_mean - prior_mean) ** 2) / (2 * prior_std**2)
+        - 0.5
+    )
