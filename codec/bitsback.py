@@ -36,11 +36,12 @@ from codec.errors import CodingError
 from codec.latents import LatentGrid, gaussian_kl_bits, pop_posterior, pop_prior, push_posterior, push_prior
 from codec.pixels import batch_pixels, pop_pixels, push_pixels
 from codec.protocol import LatentModel, LatentParams, ModelPass
-from codec.tiling import Tile, TileSpec
+from codec.tiling import Tile, TileSpec, pad_tile
 
 DIRECT = "direct"
 BITSBACK = "bitsback"
-KINDS = (DIRECT, BITSBACK)
+RAW = "raw"  # a first tile where the model without latents is worse than 8 bits per subpixel
+KINDS = (DIRECT, BITSBACK, RAW)
 
 Schedule = list[tuple[str, int]]  # [(kind, n_tiles), ...] in encoding order
 ProgressFn = Callable[[int, int], None]  # on_batch(n_tiles_done, n_tiles_total)
@@ -124,12 +125,17 @@ def encode_tiles(
             n, halved = n // 2, True
         if ideal is None:
             n, kind = 1, DIRECT
+            snapshot = stack.clone()
             ideal = _encode_direct(stack, tiles[done : done + 1], model)
+            raw_bits = _raw_bits(tiles[done])
+            if ideal.sum() > raw_bits:  # prior-mean latents can predict worse than no model at all
+                stack.restore(snapshot)
+                kind, ideal = RAW, _encode_raw(stack, tiles[done])
             target = 1
         else:
             kind = BITSBACK
             target = n if halved else min(2 * target, max_batch)
-        stats += _share(ideal, stack.num_valid_bits() - before, kind == DIRECT)
+        stats += _share(ideal, stack.num_valid_bits() - before, kind != BITSBACK)
         schedule.append((kind, n))
         done += n
         if on_batch is not None:
@@ -151,7 +157,9 @@ def decode_tiles(
     done = 0
     for (kind, n), start in reversed(list(zip(schedule, starts))):
         batch_specs = specs[start : start + n]
-        if kind == DIRECT:
+        if kind == RAW:
+            pixels = _decode_raw(stack, batch_specs)
+        elif kind == DIRECT:
             pixels = _decode_direct(stack, batch_specs, model)
         else:
             pixels = _decode_bitsback(stack, batch_specs, model, grid)
@@ -223,6 +231,25 @@ def _encode_direct(stack: Stack, tiles: Sequence[Tile], model: LatentModel) -> n
 def _decode_direct(stack: Stack, specs: Sequence[TileSpec], model: LatentModel) -> np.ndarray:
     batch = _prior_mean_pass(model, (len(specs), *specs[0].shape))
     return pop_pixels(stack, batch, specs)
+
+
+def _raw_bits(tile: Tile) -> float:
+    return 8.0 * tile.pixels.shape[0] * tile.valid[0] * tile.valid[1]
+
+
+def _encode_raw(stack: Stack, tile: Tile) -> np.ndarray:
+    """The valid pixels of one tile at 8 bits each (uniform): no model, no bits needed on the stack."""
+    h, w = tile.valid
+    stack.push_uniform(np.ascontiguousarray(tile.pixels[:, :h, :w]).reshape(-1), 256)
+    return np.array([_raw_bits(tile)])
+
+
+def _decode_raw(stack: Stack, specs: Sequence[TileSpec]) -> np.ndarray:
+    if len(specs) != 1:
+        raise CodingError("a raw batch holds exactly one tile")
+    (c, th, tw), (h, w) = specs[0].shape, specs[0].valid
+    valid = stack.pop_uniform(c * h * w, 256).astype(np.uint8).reshape(c, h, w)
+    return pad_tile(valid, th, tw)[None]
 
 
 def _prior_mean_pass(model: LatentModel, shape: tuple[int, ...]) -> ModelPass:

@@ -26,7 +26,7 @@ MAX_BATCH = 4096
 MAX_NAME_CHARS = 4096
 MAX_PALETTE_BYTES = 1024  # 256 RGBA entries
 
-_KIND_TO_JSON = {bitsback.DIRECT: "d", bitsback.BITSBACK: "b"}
+_KIND_TO_JSON = {bitsback.DIRECT: "d", bitsback.BITSBACK: "b", bitsback.RAW: "r"}
 _JSON_TO_KIND = {v: k for k, v in _KIND_TO_JSON.items()}
 
 
@@ -195,8 +195,8 @@ def _schedule(obj: Any, max_batch: int, total_pixels: int) -> tuple[tuple[str, i
         raise HeaderError("bad header: schedule must be a list")
     batches = tiles = 0
     for run in obj:
-        if not (isinstance(run, list) and len(run) == 3 and run[0] in _JSON_TO_KIND):
-            raise HeaderError(f"bad header: schedule run must be [\"d\" or \"b\", n, repeat], got {str(run)[:40]}")
+        if not (isinstance(run, list) and len(run) == 3 and isinstance(run[0], str) and run[0] in _JSON_TO_KIND):
+            raise HeaderError(f"bad header: schedule run must be [\"d\", \"b\" or \"r\", n, repeat], got {str(run)[:40]}")
         n, repeat = _int(run[1], "schedule n", 1, max_batch), _int(run[2], "schedule repeat", 1, MAX_BATCHES)
         batches, tiles = batches + repeat, tiles + n * repeat
         if batches > MAX_BATCHES:

@@ -41,7 +41,8 @@ def user_errors():
         raise typer.Exit(130)
     except (Failure, *USER_ERRORS) as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        err.print(f"vaezip: error: {message}", markup=False, highlight=False)
+        # soft_wrap: one line whatever the terminal width (rich would otherwise wrap at 80 columns in a pipe).
+        err.print(f"vaezip: error: {message}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(1)
 
 
@@ -198,6 +199,386 @@ def eval_command(
         out.print(table)
         out.print(f"bound: {result.bound_bpsp:.4f} bits per subpixel (KL {result.kl_bpsp:.4f} + NLL {result.nll_bpsp:.4f})",
                   highlight=False)
+
+
+# ---------------------------------------------------------------------------------------------- coding
+
+
+def _read_input(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    source = Path(path)
+    if source.is_dir():
+        raise Failure(f"{path}: is a directory")
+    if not source.exists():
+        raise Failure(f"{path}: no such file")
+    return source.read_bytes()
+
+
+def _write_output(path: str, data: bytes, force: bool) -> None:
+    """Write atomically (temporary file + rename); never overwrite without --force."""
+    from vaezip.checkpoint import atomic_write_bytes
+
+    if path == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    target = Path(path)
+    if target.exists() and not force:
+        raise Failure(f"{path} already exists (use --force to overwrite)")
+    if target.is_dir():
+        raise Failure(f"{path}: is a directory")
+    atomic_write_bytes(target, data)
+
+
+def _progress(total_label: str):
+    return Progress(
+        TextColumn(total_label), BarColumn(), MofNCompleteColumn(), TextColumn("tiles"), TimeElapsedColumn(),
+        TimeRemainingColumn(), console=err, transient=True, disable=not err.is_terminal,
+    )
+
+
+def _report(result, output: str) -> None:
+    for image in result.images:
+        share = image.payload_bits / image.subpixels
+        err.print(
+            f"{image.name}: {image.width}x{image.height} {image.mode}, bound {image.bound_bpsp:.4f} bpsp, "
+            f"payload {share:.4f} bpsp (first-tile excess {image.direct_excess_bits / image.subpixels:.4f})",
+            highlight=False,
+        )
+    err.print(
+        f"-> {output}: {len(result.data)} bytes, achieved {result.achieved_bpsp:.4f} bpsp vs bound "
+        f"{result.bound_bpsp:.4f} ({result.achieved_bpsp / result.bound_bpsp:.4f}x; header {result.header_bytes} B) "
+        f"in {result.seconds:.2f} s with model {result.model}",
+        highlight=False,
+    )
+
+
+@app.command()
+def compress(
+    inputs: list[str] = typer.Argument(..., help="images (PNG, JPEG, WebP, BMP, TIFF...); '-' reads stdin"),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="output file; several inputs -> one archive; '-' for stdout"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="model name, run folder or weights file (default: by image mode)"),
+    force: bool = typer.Option(False, "--force", "-f", help="overwrite existing outputs"),
+    keep: bool = typer.Option(True, "--keep/--rm", help="keep (default) or delete the inputs after success"),
+    tile: Optional[int] = typer.Option(None, help="tile side in pixels (default 64)"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no report"),
+):
+    """Compress images to .vz (one file each, or one archive with -o)."""
+    from vaezip.api import compress_images
+    from vaezip.errors import ImageError
+    from vaezip.images import open_image
+
+    if output is None and inputs == ["-"]:
+        output = "-"
+    jobs = [(inputs, output)] if output is not None else [([path], str(Path(path).with_suffix(".vz"))) for path in inputs]
+    failures = 0
+    for paths, target in jobs:
+        with user_errors_counted(paths[0] if len(paths) == 1 else target) as failed:
+            if target != "-" and Path(target).exists() and not force:
+                raise Failure(f"{target} already exists (use --force to overwrite)")
+            images = []
+            for path in paths:
+                try:
+                    images.append((Path(path).name if path != "-" else "stdin.png", open_image(_read_input(path))))
+                except (ImageError, Failure) as error:
+                    raise Failure(f"{path}: {error}") from None
+            with _progress("compress") as bar:
+                task = bar.add_task("compress", total=None)
+                result = compress_images(
+                    images, model, tile=tile, device=device,
+                    progress=lambda done, total: bar.update(task, completed=done, total=total),
+                )
+            _write_output(target, result.data, force)
+            if not quiet:
+                _report(result, target)
+            if not keep:
+                for path in paths:
+                    if path != "-":
+                        Path(path).unlink()
+        failures += failed()
+    _finish(failures, len(jobs))
+
+
+@contextmanager
+def user_errors_counted(label: str | None = None):
+    """Like user_errors, but records the failure and goes on with the next file; the message names `label`
+    (the file concerned) so that a run over several files says which ones failed."""
+    from vaezip.errors import USER_ERRORS
+
+    state = {"failed": 0}
+    try:
+        with user_errors():
+            try:
+                yield lambda: state["failed"]
+            except (Failure, *USER_ERRORS) as error:
+                message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                if label is None or message.startswith(f"{label}:") or message.startswith(f"{label} "):
+                    raise
+                raise Failure(f"{label}: {message}") from None
+    except typer.Exit as stop:
+        if stop.exit_code == 130:
+            raise
+        state["failed"] = 1
+
+
+def _finish(failures: int, total: int) -> None:
+    if failures:
+        if total > 1:
+            err.print(f"vaezip: {total - failures} of {total} succeeded, {failures} failed")
+        raise typer.Exit(1)
+
+
+def _safe_name(name: str) -> str:
+    """A stored image name as a plain file name in the output folder (never a path outside it), as PNG."""
+    base = Path(name.replace("\\", "/")).name
+    if base in ("", ".", ".."):
+        base = "image"
+    return str(Path(base).with_suffix(".png"))
+
+
+def _save_png(image) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@app.command()
+def decompress(
+    inputs: list[str] = typer.Argument(..., help=".vz files; '-' reads stdin"),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="output PNG (single-image files); '-' for stdout"),
+    directory: Optional[Path] = typer.Option(None, "--dir", "-d", help="folder for the images (archives)"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="override the model named in the file"),
+    force: bool = typer.Option(False, "--force", "-f", help="overwrite existing outputs"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda (default: the device class that encoded)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """Restore the exact images from .vz files (as PNG)."""
+    import time
+
+    from vaezip.api import decompress_images
+
+    if output is not None and (len(inputs) > 1 or directory is not None):
+        with user_errors():
+            raise Failure("-o takes one single-image input and no --dir")
+    failures = 0
+    for path in inputs:
+        with user_errors_counted(path) as failed:
+            data = _read_input(path)
+            started = time.perf_counter()
+            with _progress("decompress") as bar:
+                task = bar.add_task("decompress", total=None)
+                images = decompress_images(
+                    data, model, device=device, progress=lambda done, total: bar.update(task, completed=done, total=total)
+                )
+            if output is not None and len(images) > 1:
+                raise Failure(f"{path} holds {len(images)} images: use --dir")
+            if output is not None:
+                targets = [output]
+            elif directory is not None:
+                targets = [str(directory / _safe_name(name)) for name, _ in images]
+            elif len(images) == 1 and path != "-":
+                targets = [str(Path(path).with_suffix(".png"))]
+            elif len(images) == 1:
+                targets = ["-"]
+            else:
+                raise Failure(f"{path} holds {len(images)} images: use --dir")
+            if len(set(targets)) != len(targets):
+                raise Failure(f"{path}: several images would get the same output name")
+            for target in targets:
+                if target != "-" and Path(target).exists() and not force:
+                    raise Failure(f"{target} already exists (use --force to overwrite)")
+            if directory is not None:
+                directory.mkdir(parents=True, exist_ok=True)
+            for target, (_, image) in zip(targets, images):
+                _write_output(target, _save_png(image), force)
+            if not quiet:
+                subpixels = sum(len(image.getbands()) * image.width * image.height for _, image in images)
+                err.print(
+                    f"{path}: {len(images)} image(s), {8 * len(data) / subpixels:.4f} bpsp, verified "
+                    f"(checksum) in {time.perf_counter() - started:.2f} s -> {', '.join(targets)}",
+                    highlight=False,
+                )
+        failures += failed()
+    _finish(failures, len(inputs))
+
+
+@app.command()
+def info(inputs: list[str] = typer.Argument(..., help=".vz files")):
+    """Show what a .vz file holds (without decoding it)."""
+    from codec.container import read
+
+    failures = 0
+    for path in inputs:
+        with user_errors_counted(path) as failed:
+            data = _read_input(path)
+            header, words = read(data)
+            coder = header.coder
+            kinds = {}
+            for kind, n in coder.schedule:
+                kinds[kind] = kinds.get(kind, 0) + n
+            out.print(
+                f"{path}: {len(data)} bytes, payload {4 * len(words)} B; model {header.model_name} "
+                f"(sha256 {header.model_sha256}...); tile {coder.tile}, {len(coder.schedule)} batches "
+                f"({', '.join(f'{n} {k}' for k, n in kinds.items()) or 'no tiles'}); made with constriction "
+                f"{coder.constriction}, " + ", ".join(f"{k} {v}" for k, v in sorted(coder.extra.items())),
+                highlight=False,
+            )
+            subpixels = 0
+            for entry in header.images:
+                channels = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4, "P": 1}.get(entry.mode, 3)
+                subpixels += channels * entry.width * entry.height
+                out.print(f"  {entry.name}: {entry.width}x{entry.height} {entry.mode}", highlight=False)
+            out.print(f"  {8 * len(data) / max(subpixels, 1):.4f} bits per subpixel", highlight=False)
+        failures += failed()
+    _finish(failures, len(inputs))
+
+
+@app.command()
+def export(
+    run: Path = typer.Argument(..., help="run folder or checkpoint .pt"),
+    output: Path = typer.Argument(..., help="weights file to write (.safetensors)"),
+    name: str = typer.Option(..., help="the model name recorded in the weights and in .vz files"),
+    force: bool = typer.Option(False, "--force", "-f"),
+):
+    """Write a run's EMA weights as safetensors (no optimizer state; loads without executing code)."""
+    from vaezip.checkpoint import export_weights, load_checkpoint
+
+    with user_errors():
+        if output.exists() and not force:
+            raise Failure(f"{output} already exists (use --force to overwrite)")
+        digest = export_weights(load_checkpoint(run), output, name)
+        out.print(f"{output}: sha256 {digest}", highlight=False)
+
+
+@app.command()
+def models():
+    """List the shipped models."""
+    from vaezip import zoo
+
+    with user_errors():
+        data = zoo.manifest()
+        table = Table(title="shipped models (pretrained/manifest.json)")
+        for column in ("name", "channels", "default for", "trained on", "figures"):
+            table.add_column(column)
+        defaults = {value: key for key, value in data.get("defaults", {}).items()}
+        for name, entry in data["models"].items():
+            figures = "; ".join(f"{k}: {v}" for k, v in entry.get("figures", {}).items())
+            table.add_row(name, str(entry.get("channels", "?")), defaults.get(name, ""), entry.get("data", ""), figures)
+        out.print(table)
+
+
+# ---------------------------------------------------------------------------------------------- bench
+
+
+@app.command()
+def bench(
+    datasets: Optional[list[str]] = typer.Argument(
+        None,
+        help="data set names (mnist-test, imagenette32-val, imagenette56-val, cifar4k-holdout, kodak, photos, "
+        "gray8bit, ...), folders of images or .npz files; default: mnist-test imagenette32-val imagenette56-val "
+        "cifar4k-holdout kodak",
+    ),
+    model: Optional[list[str]] = typer.Option(
+        None, "--model", "-m",
+        help="model for vaezip (name, run folder or weights file); repeat for one grey and one colour model; "
+        "default: the shipped default for each image mode",
+    ),
+    limit: Optional[int] = typer.Option(
+        None, "--limit", "-n", help="first N images of every data set (default: a limit per named data set, "
+        "sized for a 2-core CPU; folders: all images)",
+    ),
+    codecs: Optional[list[str]] = typer.Option(
+        None, "--codecs", "-c",
+        help="comma separated or repeated: png webp jpeg2000 jpegls jpegxl-e7 jpegxl-e9 qoi webp-q75 vaezip "
+        "vaezip-archive, or 'classical' / 'all' (default: all but webp-q75)",
+    ),
+    out_dir: Path = typer.Option(Path("bench-results"), "--out", "-o",
+                                 help="folder for results.csv, summary.csv, results.md and charts (replaced)"),
+    tile: Optional[int] = typer.Option(None, help="vaezip tile side in pixels (default 64)"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda (vaezip)"),
+):
+    """Compare vaezip with classical lossless codecs: bits per subpixel, MB/s, round trip; report + charts."""
+    import math
+    import shlex
+
+    from vaezip.bench.suite import execute, prepare, report
+
+    with user_errors():
+        if limit is not None and limit < 1:
+            raise Failure(f"--limit must be at least 1, not {limit}")
+        plan = prepare(datasets or (), models=model or (), limit=limit, codecs=codecs, tile=tile, device=device)
+        command = shlex.join(["vaezip", *sys.argv[1:]]) if sys.argv[1:2] == ["bench"] else None
+        if command is None:  # called in-process (tests): rebuild it from the arguments
+            args = [*(datasets or ())]
+            args += [f"--model={m}" for m in model or ()] + ([f"--limit={limit}"] if limit is not None else [])
+            args += [f"--codecs={c}" for c in codecs or ()] + [f"--out={out_dir}"]
+            args += ([f"--tile={tile}"] if tile is not None else []) + ([f"--device={device}"] if device != "auto" else [])
+            command = shlex.join(["vaezip", "bench", *args])
+        for s in plan.sets:
+            err.print(
+                f"{s.name}: {len(s.images)} images ({'all' if s.limit is None else f'limit {s.limit}'}), "
+                f"codecs {', '.join(c.name for c in s.codecs)}{', vaezip-archive' if s.archive else ''}",
+                highlight=False,
+            )
+        group: list = []
+
+        def flush():
+            if group:
+                r0 = group[0]
+                good = [r for r in group if r.roundtrip_ok]
+                sub, nbytes = sum(r.subpixels for r in good), sum(r.bytes for r in good)
+                seconds = sum(r.encode_s + (0 if math.isnan(r.decode_s) else r.decode_s) for r in good)
+                rate = f"{8 * nbytes / sub:.3f} bpsp" if sub else "n/a"
+                bound = [r.bound_bpsp * r.subpixels for r in good if not math.isnan(r.bound_bpsp)]
+                rate += f" (bound {sum(bound) / sub:.3f})" if bound and sub else ""
+                failed = f", {len(group) - len(good)} FAILED" if len(good) < len(group) else ""
+                bar.console.print(f"  {r0.dataset} / {r0.codec}: {rate}, {seconds:.1f} s{failed}", highlight=False)
+                group.clear()
+
+        def on_row(row):
+            if group and (group[0].dataset, group[0].codec) != (row.dataset, row.codec):
+                flush()
+            group.append(row)
+            bar.advance(task)
+
+        with Progress(TextColumn("bench"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TimeRemainingColumn(), console=err, transient=True, disable=not err.is_terminal) as bar:
+            task = bar.add_task("bench", total=plan.steps)
+            rows = execute(plan, progress=on_row)
+            flush()
+        files = report(rows, plan, out_dir, command=command)
+        from vaezip.bench import aggregate
+
+        aggs = aggregate(rows)
+        cell = {(a.dataset, a.codec): a for a in aggs}
+        sets = list(dict.fromkeys(a.dataset for a in aggs))
+        table = Table(title=f"bits per subpixel (lower is better), {plan.seconds:.0f} s")
+        table.add_column("codec")
+        for ds in sets:
+            table.add_column(ds, justify="right")
+        table.add_row("images", *(str(max(a.images for a in aggs if a.dataset == ds)) for ds in sets))
+        def text(ds, name, field):
+            a = cell.get((ds, name))
+            if a is None:
+                return "-"
+            value = getattr(a, field)
+            if math.isnan(value):
+                return "-" if a.all_ok else "failed"
+            return f"{value:.3f}" + ("" if a.all_ok else f" ({a.failures} failed)")
+
+        for name in dict.fromkeys(a.codec for a in aggs):
+            table.add_row(name, *(text(ds, name, "bpsp") for ds in sets))
+            if any(not math.isnan(a.bound_bpsp) for a in aggs if a.codec == name):
+                table.add_row(f"  {name} bound", *(text(ds, name, "bound_bpsp") for ds in sets))
+        out.print(table, width=max(out.width, 24 + 19 * len(sets)))
+        out.print(f"wrote {', '.join(str(p) for p in files.values())}", highlight=False, soft_wrap=True)
+        failures = sum(1 for r in rows if not r.roundtrip_ok)
+        if failures:
+            raise Failure(f"{failures} round trip(s) failed: see {out_dir / 'results.md'}")
 
 
 def main() -> None:  # pragma: no cover - console entry point helper

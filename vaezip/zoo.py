@@ -35,3 +35,12 @@ def load(name: str):
     path = PRETRAINED_DIR / entry["file"]
     model, _ = load_weights(path, expected_sha256=entry["sha256"])
     return LoadedModel(name, model, entry["sha256"], str(path))
+
+
+def default_for(mode: str) -> str:
+    """The shipped model that `vaezip compress` uses for an image of this mode."""
+    kind = "grey" if mode in ("L", "LA") else "colour"
+    name = manifest().get("defaults", {}).get(kind)
+    if name is None or not has_model(name):
+        raise CheckpointError(f"no default {kind} model is installed: pass --model (a run folder or weights file)")
+    return name

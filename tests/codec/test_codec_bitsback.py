@@ -13,7 +13,7 @@ from codec_toymodel import LinearToyModel, ToyModel, mc_neg_elbo_bits, sample_ti
 
 from codec import bitsback
 from codec.ans import Stack
-from codec.bitsback import BITSBACK, DIRECT
+from codec.bitsback import BITSBACK, DIRECT, RAW
 from codec.errors import CodingError
 from codec.planes import fit_histogram, pop_plane, push_plane
 from codec.tiling import Tile, merge_tiles, split_tiles
@@ -43,7 +43,7 @@ def test_round_trip_of_many_shapes(channels):
     sizes = [(1, 1), (7, 3), (1, 20), (17, 1), (16, 16), (9, 30), (1, 1), (24, 8)]
     images, tiles = stream(rng, channels, sizes)
     result = assert_round_trip(tiles, ToyModel(channels), max_batch=4)
-    assert result.schedule[0] == (DIRECT, 1)  # the empty stack has nothing to pop
+    assert result.schedule[0] in ((DIRECT, 1), (RAW, 1))  # the empty stack has nothing to pop
     decoded = bitsback.decode(result.words, result.schedule, [t.spec for t in tiles], ToyModel(channels))
     start = 0
     for image, (h, w) in zip(images, sizes):
@@ -118,7 +118,7 @@ def test_one_pixel_images_fall_back_to_direct_coding():
     _, tiles = stream(rng, 3, [(1, 1)] * 30)
     result = assert_round_trip(tiles, ToyModel(3), max_batch=8)
     kinds = [kind for kind, _ in result.schedule]
-    assert kinds.count(DIRECT) > 1 and BITSBACK in kinds
+    assert kinds.count(DIRECT) + kinds.count(RAW) > 1 and BITSBACK in kinds
 
 
 class UninformativeModel(ToyModel):
@@ -150,7 +150,7 @@ def test_failed_batches_are_halved_and_retried():
     result = bitsback.encode(tiles, model, max_batch=64)
     kinds = [kind for kind, _ in result.schedule]
     assert model.attempts > kinds.count(BITSBACK)  # some attempts were undone
-    assert kinds.count(DIRECT) > 1
+    assert kinds.count(DIRECT) + kinds.count(RAW) > 1
     decoded = bitsback.decode(result.words, result.schedule, [t.spec for t in tiles], UninformativeModel(1, stride=1))
     assert all(np.array_equal(a.pixels, b) for a, b in zip(tiles, decoded))
 
@@ -159,7 +159,7 @@ def test_huge_margin_codes_everything_directly():
     rng = np.random.default_rng(4)
     _, tiles = stream(rng, 1, [(16, 24)])
     result = assert_round_trip(tiles, ToyModel(1), margin_bits=10**9)
-    assert result.schedule == [(DIRECT, 1)] * len(tiles)
+    assert all(entry in ((DIRECT, 1), (RAW, 1)) for entry in result.schedule)
 
 
 def test_stack_must_end_empty():
@@ -314,3 +314,26 @@ def test_bad_model_parameters_raise_coding_error(where, value):
     tiles = [t for _ in range(3) for t in split_tiles(np.full((1, 8, 8), 100, np.uint8), 8, 2)]
     with pytest.raises(CodingError):  # never a panic (a BaseException), never silent
         bitsback.encode(tiles, BrokenModel(where, value))
+
+
+class ConfidentlyWrongModel(ToyModel):
+    """Puts almost all mass on pixel value 0: far worse than 8 bits for anything else."""
+
+    def begin(self, shape, pixels=None):
+        batch = super().begin(shape, pixels)
+
+        def table(channel, seen):
+            probabilities = np.full((seen.shape[0], *seen.shape[2:], 256), 1e-6, dtype=np.float32)
+            probabilities[..., 0] = 1.0
+            return probabilities / probabilities.sum(-1, keepdims=True)
+
+        batch.pixel_table = table
+        return batch
+
+
+def test_raw_tile_when_the_model_predicts_worse_than_8_bits():
+    rng = np.random.default_rng(7)
+    _, tiles = stream(rng, 3, [(8, 8)])
+    result = assert_round_trip(tiles, ConfidentlyWrongModel(3), margin_bits=10**9)
+    assert result.schedule[0] == (RAW, 1)
+    assert result.stats[0].net_bits <= 8 * tiles[0].pixels[:, : tiles[0].valid[0], : tiles[0].valid[1]].size + 64

@@ -152,9 +152,9 @@ def markdown_report(rows: Sequence[Row], *, codecs: Sequence = (), command: str 
         out += ["## Rate bounds (bpsp, e.g. negative ELBO)", "",
                 _table(aggs, lambda a: a.bound_bpsp, ".3f"), ""]
     out += ["## Encode speed (MB/s of raw 8-bit data, wall time)", "",
-            _table(aggs, lambda a: a.encode_MBps, ".2f"), "",
+            _table(aggs, lambda a: a.encode_MBps, ".3g"), "",
             "## Decode speed (MB/s)", "",
-            _table(aggs, lambda a: a.decode_MBps, ".2f"), "",
+            _table(aggs, lambda a: a.decode_MBps, ".3g"), "",
             "## Total encode time (s)", "", _table(aggs, lambda a: a.encode_s, ".2f"), "",
             "## Total decode time (s)", "", _table(aggs, lambda a: a.decode_s, ".2f"), ""]
     if codecs:
@@ -200,10 +200,17 @@ def plot_bpsp_bars(aggs: Sequence[Aggregate], path: str | os.PathLike) -> Path:
     cell = {(a.dataset, a.codec): a.bpsp for a in aggs}
     width = 0.8 / max(len(codecs), 1)
     fig, ax = plt.subplots(figsize=(max(6.0, 2.4 + 0.35 * len(datasets) * len(codecs)), 4.5))
+    bound = {(a.dataset, a.codec): a.bound_bpsp for a in aggs}
     x = np.arange(len(datasets))
+    bound_label = "model bound (negative ELBO)"
     for j, c in enumerate(codecs):
         vals = [cell.get((d, c), math.nan) for d in datasets]
         bars = ax.bar(x + (j - (len(codecs) - 1) / 2) * width, vals, width, label=c)
+        for bar, d in zip(bars, datasets):  # a learned codec's bound: a black tick across its bar
+            b = bound.get((d, c), math.nan)
+            if not math.isnan(b):
+                ax.hlines(b, bar.get_x(), bar.get_x() + bar.get_width(), colors="k", lw=1.5, label=bound_label)
+                bound_label = "_nolegend_"
         for bar, v in zip(bars, vals):
             if not math.isnan(v):
                 ax.annotate(f"{v:.2f}", (bar.get_x() + bar.get_width() / 2, v), ha="center",

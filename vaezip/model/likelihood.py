@@ -109,10 +109,25 @@ class LogisticMixture:
         unit = _to_unit(pixels)
         mean = self._coupled_mean(means, coeffs, unit, channel).unsqueeze(-1)  # B, K, H, W, 1
         inv_scale = torch.exp(-log_scales[:, :, channel]).unsqueeze(-1)  # B, K, H, W, 1
-        centers = torch.linspace(-1.0, 1.0, NUM_VALUES, device=params.device)  # 256
-        upper = inv_scale * (centers + HALF_BIN - mean)  # B, K, H, W, 256
-        lower = inv_scale * (centers - HALF_BIN - mean)
-        upper[..., -1] = math.inf
-        lower[..., 0] = -math.inf
-        component_tables = torch.exp(_log_bin_prob(upper, lower))  # B, K, H, W, 256
+        edges = torch.linspace(-1.0 - HALF_BIN, 1.0 + HALF_BIN, NUM_VALUES + 1, device=params.device)  # 257
+        standardized = inv_scale * (edges - mean)  # B, K, H, W, 257
+        standardized[..., 0] = -math.inf  # unbounded edge bins
+        standardized[..., -1] = math.inf
+        component_tables = _bin_probs(standardized)  # B, K, H, W, 256
         return torch.einsum("bkhw,bkhwv->bhwv", weights, component_tables)
+
+
+def _bin_probs(edges: torch.Tensor) -> torch.Tensor:
+    """Probabilities of the bins between consecutive standardized edges (..., V + 1) -> (..., V).
+
+    One sigmoid per edge: tail = sigmoid(-|t|) is the smaller of the two tails at each edge, and every bin is
+    a difference of tails on its own side of the mode (or one minus both tails when it holds the mode), so no
+    difference of two numbers close to one is ever formed.
+    """
+    tail = torch.sigmoid(-edges.abs())
+    low, high = edges[..., :-1], edges[..., 1:]
+    tail_low, tail_high = tail[..., :-1], tail[..., 1:]
+    upper_side = tail_low - tail_high  # bins with low >= 0
+    lower_side = tail_high - tail_low  # bins with high <= 0
+    straddling = 1.0 - tail_low - tail_high
+    return torch.where(low >= 0, upper_side, torch.where(high <= 0, lower_side, straddling)).clamp_(min=0.0)

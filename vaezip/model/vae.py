@@ -168,9 +168,11 @@ class HierarchicalVAE(nn.Module):
         activations = None if pixels is None else self.encoder(pixels_to_unit(pixels))
         return TopDownWalk(self, activations, batch, self.lowest_resolution(height, width))
 
-    def forward(self, pixels: torch.Tensor, kl_weight: float = 1.0) -> ForwardOutput:
-        """pixels: (B, C, H, W) integers 0..255 of any height and width."""
-        padded, mask = pad_to_stride(pixels, self.config.stride)
+    def forward(self, pixels: torch.Tensor, kl_weight: float = 1.0, mask: torch.Tensor | None = None) -> ForwardOutput:
+        """pixels: (B, C, H, W) integers 0..255 of any height and width. `mask` (B, 1, H, W) marks the real
+        pixels of inputs that are already padded (the coder's tiles); by default every pixel is real."""
+        padded, pad_mask = pad_to_stride(pixels, self.config.stride)
+        mask = pad_mask if mask is None else pad_mask * F.pad(mask, (0, pad_mask.shape[3] - mask.shape[3], 0, pad_mask.shape[2] - mask.shape[2]))
         batch, _, height, width = padded.shape
         walk = self.walk(padded, batch, height, width)
         group_kls = []

@@ -1,0 +1,91 @@
+"""Ship a training run as a model in pretrained/: EMA weights as safetensors, sha256, config, provenance and
+figures measured here (the bound with `vaezip.evaluate`, the achieved rate by really compressing).
+
+    python scripts/ship_model.py runs/mnist-cpu mnist-cpu --default grey \
+        --data "mnist-train (MNIST train split, 59,000 images)" --terms "MNIST: Y. LeCun, C. Cortes, C. Burges" \
+        --compute "2-core CPU, 60 minutes" --eval mnist-test --eval-limit 10000 --code-limit 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from codec.ans import constriction_version  # noqa: E402
+from vaezip import data as datasets  # noqa: E402
+from vaezip.api import compress_images, load_model  # noqa: E402
+from vaezip.checkpoint import export_weights, load_checkpoint  # noqa: E402
+from vaezip.evaluate import evaluate  # noqa: E402
+from vaezip.zoo import MANIFEST, PRETRAINED_DIR  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", type=Path)
+    parser.add_argument("name")
+    parser.add_argument("--default", choices=["colour", "grey"], help="make it the default for these images")
+    parser.add_argument("--data", required=True, help="what it was trained on")
+    parser.add_argument("--terms", required=True, help="the training data's terms")
+    parser.add_argument("--compute", required=True, help="where and how long it trained")
+    parser.add_argument("--status", default="", help="e.g. 'interim'")
+    parser.add_argument("--eval", action="append", default=[], help="data set for the bound (repeatable)")
+    parser.add_argument("--eval-limit", type=int, default=2000)
+    parser.add_argument("--code-limit", type=int, default=200, help="images compressed for the achieved rate")
+    args = parser.parse_args()
+
+    checkpoint = load_checkpoint(args.run)
+    PRETRAINED_DIR.mkdir(exist_ok=True)
+    weights = PRETRAINED_DIR / f"{args.name}.safetensors"
+    digest = export_weights(checkpoint, weights, args.name)
+    loaded = load_model(weights)
+    figures = {}
+    for source in args.eval:
+        images = datasets.load(source, limit=args.eval_limit, channels=loaded.model.config.image_channels)
+        result = evaluate(loaded.model, images.images, batch_size=64)
+        figures[f"{source} bound (first {len(images)})"] = round(result.bound_bpsp, 4)
+        coded = images.subset(range(min(args.code_limit, len(images))))
+        pil = [(f"{i}.png", Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)) for i, image in enumerate(coded)]
+        started = time.perf_counter()
+        packed = compress_images(pil, loaded, device="cpu")
+        figures[f"{source} achieved, one archive of the first {len(pil)}"] = round(packed.achieved_bpsp, 4)
+        figures[f"{source} bound of those {len(pil)} as coded"] = round(packed.bound_bpsp, 4)
+        print(f"{source}: bound {result.bound_bpsp:.4f}; archive of {len(pil)}: achieved {packed.achieved_bpsp:.4f} "
+              f"vs bound {packed.bound_bpsp:.4f} in {time.perf_counter() - started:.1f} s", flush=True)
+
+    manifest = json.loads(MANIFEST.read_text()) if MANIFEST.exists() else {"format_version": 1, "models": {}}
+    counters = checkpoint.get("counters", {})
+    manifest["models"][args.name] = {
+        "file": weights.name,
+        "sha256": digest,
+        "bytes": weights.stat().st_size,
+        "channels": loaded.model.config.image_channels,
+        "config": checkpoint["model_config"],
+        "train_config": checkpoint["train_config"],
+        "data": args.data,
+        "terms": args.terms,
+        "steps": int(checkpoint["step"]),
+        "images_seen": int(counters.get("images_seen", 0)),
+        "compute": args.compute,
+        "figures": figures,
+        "measured_on": f"{platform.machine()} CPU, {time.strftime('%Y-%m-%d')}",
+        "status": args.status,
+        "constriction": constriction_version(),
+        "vz_format": 1,
+    }
+    if args.default:
+        manifest.setdefault("defaults", {})[args.default] = args.name
+    MANIFEST.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    print(f"{weights}: sha256 {digest}; manifest updated")
+
+
+if __name__ == "__main__":
+    main()

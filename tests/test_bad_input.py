@@ -1,0 +1,330 @@
+"""Bad input and faults: one clear line and exit 1, nothing lost, nothing written, nothing executed.
+
+The exact messages are listed in docs/ERRORS.md. CLI tests run `python -m vaezip` in a subprocess; several bad
+files go through one call where possible (a torch import costs seconds on a small CPU).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import os
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from codec.errors import (
+    BadMagicError,
+    ChecksumError,
+    LimitError,
+    TrailingDataError,
+    TruncatedError,
+    UnsupportedVersionError,
+)
+from vaezip.api import compress_images, decompress_images, load_model
+from vaezip.checkpoint import CheckpointError
+from vaezip.errors import USER_ERRORS, ImageError, IntegrityError
+from vaezip.images import MAX_IMAGE_PIXELS, open_image
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("vaezip_fuzz", ROOT / "scripts" / "fuzz.py")
+fuzz = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(fuzz)
+
+
+def cli(*args, cwd=None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "60"}  # narrow: an error must stay on one line even so
+    return subprocess.run([sys.executable, "-m", "vaezip", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=600, env=env)
+
+
+def error_lines(result) -> list[str]:
+    assert "Traceback" not in result.stderr, result.stderr
+    return [line for line in result.stderr.splitlines() if line.strip()]
+
+
+def assert_one_error(result, *fragments: str) -> str:
+    lines = error_lines(result)
+    assert result.returncode == 1, (result.returncode, result.stderr)
+    assert len(lines) == 1 and lines[0].startswith("vaezip: error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
+def files_in(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def image_rgb(seed=0, size=(12, 10)) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray((rng.integers(0, 256, (size[1], size[0], 3)) // 64 * 64).astype(np.uint8), "RGB")
+
+
+@pytest.fixture(scope="module")
+def rgb_model(tiny_weights):
+    return tiny_weights[3]
+
+
+@pytest.fixture(scope="module")
+def good_vz(rgb_model) -> bytes:
+    return compress_images([("a.png", image_rgb())], load_model(rgb_model), tile=8).data
+
+
+def edit_header(data: bytes, edit) -> bytes:
+    """Apply `edit(obj)` to the header JSON and rebuild the file with correct lengths and CRCs."""
+    version, header, payload = fuzz.split_file(data)
+    obj = json.loads(header)
+    edit(obj)
+    return fuzz.build_file(fuzz.canonical(obj), payload, version=version)
+
+
+# ---------------------------------------------------------------------------------------------- decoder
+
+
+def broken_files(good: bytes) -> dict[str, tuple[bytes, type, str]]:
+    """name -> (file, exception class, message fragment)."""
+    _, header, payload = fuzz.split_file(good)
+    flipped = bytearray(good)
+    flipped[-10] ^= 0x10
+    huge = lambda obj: obj["images"][0].update(width=12000, height=10000)  # noqa: E731 - under 2^28, over vaezip's
+    return {
+        "empty": (b"", TruncatedError, "truncated file: 0 bytes"),
+        "truncated": (good[: len(good) // 2], TruncatedError, "truncated file"),
+        "flipped": (bytes(flipped), ChecksumError, "payload checksum mismatch"),
+        "magic": (b"\x89PNG\r\n\x1a\n" + good[8:], BadMagicError, "not a .vz file"),
+        "crlf": (good[:4] + b"\n" + good[6:], BadMagicError, "line endings"),
+        "version": (fuzz.build_file(header, payload, version=2), UnsupportedVersionError, "format version 2"),
+        "header-size": (fuzz.build_file(header, payload, n=2**32 - 1), LimitError, "header too large"),
+        "payload-length": (fuzz.build_file(header, payload, w=len(payload) // 4 + 1), TruncatedError, "payload claims"),
+        "payload-huge": (fuzz.build_file(header, payload, w=2**32 - 1), TruncatedError, "payload claims"),
+        "trailing": (good + b"\0", TrailingDataError, "trailing data"),
+        "too-wide": (edit_header(good, lambda o: o["images"][0].update(width=70000)), LimitError, "width = 70000"),
+        "too-many-pixels": (edit_header(good, huge), LimitError, f"more than {MAX_IMAGE_PIXELS} pixels"),
+        "checksum-edited": (edit_header(good, lambda o: o["images"][0].update(sha256="0" * 64)), IntegrityError,
+                            "decoded pixels do not match the checksum"),
+    }
+
+
+def test_broken_files_raise_their_error(good_vz, rgb_model):
+    loaded = load_model(rgb_model)
+    for name, (data, kind, fragment) in broken_files(good_vz).items():
+        with pytest.raises(kind) as caught:
+            decompress_images(data, loaded)
+        assert fragment in str(caught.value), (name, str(caught.value))
+        assert "\n" not in str(caught.value)
+
+
+def test_forged_huge_image_with_empty_payload_is_refused_fast(good_vz, rgb_model):
+    """A header claiming 10000x10000 pixels with a consistent schedule and no payload: no model run over it."""
+    import time
+
+    def forge(obj):
+        obj["images"][0].update(width=10000, height=10000)
+        obj["coder"]["schedule"] = [["d", 1, 1], ["b", 16, (1250 * 1250 - 1) // 16], ["b", (1250 * 1250 - 1) % 16, 1]]
+
+    _, header, _ = fuzz.split_file(edit_header(good_vz, forge))
+    started = time.perf_counter()
+    for payload in (b"", struct.pack("<I", 12345)):
+        with pytest.raises(USER_ERRORS):
+            decompress_images(fuzz.build_file(header, payload), load_model(rgb_model))
+    assert time.perf_counter() - started < 20
+
+
+def test_wrong_and_missing_model(good_vz, tiny_weights, tmp_path):
+    other = fuzz.make_model(tmp_path / "other.safetensors", seed=1, name="other")  # same shape, other weights
+    with pytest.raises(CheckpointError, match="not installed: pass --model"):
+        decompress_images(good_vz, None)
+    with pytest.raises(CheckpointError, match="was made with model 'tiny-rgb'"):
+        decompress_images(good_vz, load_model(other))
+    with pytest.raises(CheckpointError, match="was made with model"):
+        decompress_images(good_vz, load_model(tiny_weights[1]))
+
+
+def test_cli_decoder_errors_are_one_line_and_write_nothing(good_vz, rgb_model, tmp_path):
+    cases = broken_files(good_vz)
+    names = []
+    for name, (data, _, _) in cases.items():
+        (tmp_path / f"{name}.vz").write_bytes(data)
+        names.append(f"{name}.vz")
+    before = files_in(tmp_path)
+    result = cli("decompress", *names, "-m", rgb_model, cwd=tmp_path)
+    lines = error_lines(result)
+    assert result.returncode == 1
+    assert files_in(tmp_path) == before  # no output, no temporary file
+    assert lines[-1] == f"vaezip: 0 of {len(cases)} succeeded, {len(cases)} failed"
+    assert len(lines) == len(cases) + 1
+    for line, (name, (_, _, fragment)) in zip(lines, cases.items()):
+        assert line.startswith("vaezip: error: ") and fragment in line, (name, line)
+
+
+def test_cli_single_errors(good_vz, rgb_model, tmp_path):
+    (tmp_path / "a.vz").write_bytes(good_vz)
+    (tmp_path / "other.safetensors").write_bytes(b"")
+    fuzz.make_model(tmp_path / "other.safetensors", seed=1, name="other")
+    assert_one_error(cli("decompress", "a.vz", cwd=tmp_path), "model 'tiny-rgb', which is not installed: pass --model")
+    assert_one_error(cli("decompress", "a.vz", "-m", "other.safetensors", cwd=tmp_path), "not with 'other'")
+    assert_one_error(cli("decompress", "missing.vz", cwd=tmp_path), "missing.vz: no such file")
+    assert files_in(tmp_path) == ["a.vz", "other.safetensors"]
+
+
+# ---------------------------------------------------------------------------------------------- images in
+
+
+def png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def crafted_png(width: int, height: int) -> bytes:
+    """A PNG whose IHDR claims width x height (8-bit RGB) with one tiny IDAT: nothing like that is allocated here."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", zlib.compress(b"\0" * 16)) + png_chunk(b"IEND", b"")
+
+
+def encoded(image: Image.Image, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def bad_images() -> dict[str, tuple[bytes, str]]:
+    good = encoded(image_rgb(), "PNG")
+    return {
+        "text.png": (b"hello, not an image\n", "not a readable image"),
+        "truncated.png": (good[: len(good) // 2], "not a readable image"),
+        "deep.png": (encoded(Image.fromarray(np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000), "PNG"),
+                     "16-bit"),
+        "cmyk.jpg": (encoded(Image.new("CMYK", (8, 8), (1, 2, 3, 4)), "JPEG"), "unsupported image mode CMYK"),
+        "cmyk.tif": (encoded(Image.new("CMYK", (8, 8), (1, 2, 3, 4)), "TIFF"), "unsupported image mode CMYK"),
+        "zero.png": (crafted_png(0, 0), "not a readable image"),
+        "bomb.png": (crafted_png(20000, 20000), f"image has more than {MAX_IMAGE_PIXELS} pixels"),
+        "bomb-lower.png": (crafted_png(12000, 10000), f"image has more than {MAX_IMAGE_PIXELS} pixels"),
+    }
+
+
+def test_open_image_refuses_bombs_before_decoding():
+    import tracemalloc
+
+    tracemalloc.start()
+    with pytest.raises(ImageError, match="more than"):
+        open_image(crafted_png(12000, 10000))  # 1.2e8 px: between our limit and Pillow's own 2x error limit
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 50e6
+
+
+def test_cli_compress_bad_images_and_partial_batch(rgb_model, tmp_path):
+    """good.png bad... good2.png: the good ones are written, each bad one reported, exit 1, nothing else."""
+    image_rgb(1).save(tmp_path / "good.png")
+    image_rgb(2).save(tmp_path / "good2.png")
+    bad = bad_images()
+    for name, (data, _) in bad.items():
+        (tmp_path / name).write_bytes(data)
+    before = set(files_in(tmp_path))
+    result = cli("compress", "good.png", *bad, "good2.png", "-m", rgb_model, "-q", cwd=tmp_path)
+    lines = error_lines(result)
+    assert result.returncode == 1
+    assert set(files_in(tmp_path)) - before == {"good.vz", "good2.vz"}
+    assert lines[-1] == f"vaezip: 2 of {len(bad) + 2} succeeded, {len(bad)} failed"
+    assert len(lines) == len(bad) + 1
+    for line, (name, (_, fragment)) in zip(lines, bad.items()):
+        assert line.startswith(f"vaezip: error: {name}: ") and fragment in line, line
+    for name in ("good", "good2"):  # and they decode
+        decoded = decompress_images((tmp_path / f"{name}.vz").read_bytes(), load_model(rgb_model))
+        assert np.array_equal(np.asarray(decoded[0][1]), np.asarray(Image.open(tmp_path / f"{name}.png")))
+
+
+def test_cli_archive_with_a_bad_image_writes_nothing(rgb_model, tmp_path):
+    image_rgb(1).save(tmp_path / "good.png")
+    (tmp_path / "bad.png").write_bytes(b"nope")
+    assert_one_error(cli("compress", "good.png", "bad.png", "-o", "all.vz", "-m", rgb_model, "--rm", cwd=tmp_path),
+                     "bad.png: not a readable image")
+    assert files_in(tmp_path) == ["bad.png", "good.png"]  # inputs kept: --rm only after success
+
+
+# ---------------------------------------------------------------------------------------------- nothing lost
+
+
+def test_no_overwrite_without_force_and_rm(rgb_model, tmp_path):
+    image_rgb(1).save(tmp_path / "a.png")
+    (tmp_path / "a.vz").write_bytes(b"precious")
+    assert_one_error(cli("compress", "a.png", "-m", rgb_model, cwd=tmp_path), "a.vz already exists (use --force")
+    assert (tmp_path / "a.vz").read_bytes() == b"precious"
+    result = cli("compress", "a.png", "-m", rgb_model, "--force", "--rm", "-q", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert files_in(tmp_path) == ["a.vz"]  # --rm removed the input after success
+    Image.new("RGB", (3, 3)).save(tmp_path / "a.png")
+    assert_one_error(cli("decompress", "a.vz", "-m", rgb_model, cwd=tmp_path), "a.png already exists (use --force")
+    assert Image.open(tmp_path / "a.png").size == (3, 3)
+    assert cli("decompress", "a.vz", "-m", rgb_model, "-f", "-q", cwd=tmp_path).returncode == 0
+    assert files_in(tmp_path) == ["a.png", "a.vz"]  # decompress keeps its input
+    assert Image.open(tmp_path / "a.png").size == image_rgb(1).size
+
+
+def test_write_output_is_atomic(tmp_path, monkeypatch):
+    from vaezip import cli as cli_module
+
+    target = tmp_path / "out.vz"
+    target.write_bytes(b"old")
+
+    def fail(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError, match="disk full"):
+        cli_module._write_output(str(target), b"new data", force=True)
+    assert target.read_bytes() == b"old"
+    assert files_in(tmp_path) == ["out.vz"]  # no temporary file left
+
+
+# ---------------------------------------------------------------------------------------------- weights
+
+
+class Payload:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_pickle_checkpoint_is_refused_without_running(tmp_path):
+    marker = tmp_path / "pwned"
+    torch.save({"kind": "vaezip-checkpoint", "format_version": 1, "x": Payload(marker)}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match="not a readable vaezip checkpoint"):
+        load_model(tmp_path / "evil.pt")
+    assert not marker.exists()
+    result = cli("compress", "x.png", "-m", "evil.pt", cwd=tmp_path)  # x.png missing: model load comes later
+    assert result.returncode == 1 and not marker.exists()
+    image_rgb().save(tmp_path / "x.png")
+    assert_one_error(cli("compress", "x.png", "-m", "evil.pt", cwd=tmp_path), "evil.pt is not a readable vaezip checkpoint")
+    assert not marker.exists() and files_in(tmp_path) == ["evil.pt", "x.png"]
+
+
+def test_manifest_sha256_mismatch(tiny_weights, tmp_path, monkeypatch):
+    from vaezip import zoo
+
+    (tmp_path / "tiny.safetensors").write_bytes(tiny_weights[3].read_bytes())
+    manifest = {"models": {"tiny": {"file": "tiny.safetensors", "sha256": "ab" * 32, "channels": 3}},
+                "defaults": {"colour": "tiny"}}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setattr(zoo, "PRETRAINED_DIR", tmp_path)
+    monkeypatch.setattr(zoo, "MANIFEST", tmp_path / "manifest.json")
+    with pytest.raises(CheckpointError, match=r"sha256 .* does not match the manifest's abababab"):
+        load_model("tiny")
+    with pytest.raises(CheckpointError, match="does not match the manifest"):
+        compress_images([("a.png", image_rgb())], None)
+
+
+def test_damaged_weights_file(tmp_path):
+    (tmp_path / "bad.safetensors").write_bytes(b"\x08\0\0\0\0\0\0\0{}garbage")
+    with pytest.raises(CheckpointError, match="bad.safetensors"):
+        load_model(tmp_path / "bad.safetensors")

@@ -1,0 +1,143 @@
+"""`vaezip bench`: folders of PNGs, untrained tiny models, classical and vaezip rows, report files.
+
+Runs in-process (typer's CliRunner) and needs no ../shared/data and no shipped model."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from vaezip.bench import available_codecs, read_csv
+from vaezip.bench.suite import DEFAULT_CODECS, DEFAULT_LIMITS, DEFAULT_SETS, parse_codecs
+from vaezip.cli import app
+
+runner = CliRunner()
+
+
+def _images(folder, channels, sizes, seed=0):
+    folder.mkdir()
+    rng = np.random.default_rng(seed)
+    for k, (h, w) in enumerate(sizes):
+        y, x = np.mgrid[0:h, 0:w]
+        a = (x * 5 + y * 3)[..., None] + np.arange(channels) * 50 + rng.integers(0, 6, (h, w, channels))
+        a = (a % 256).astype(np.uint8)
+        Image.fromarray(a[..., 0] if channels == 1 else a).save(folder / f"img{k}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench_data")
+    return {
+        "rgb": _images(root / "rgb", 3, [(16, 16), (16, 16), (12, 20)]),
+        "grey": _images(root / "grey", 1, [(16, 16), (8, 24)], seed=1),
+    }
+
+
+@pytest.fixture()
+def no_zoo(tmp_path, monkeypatch):
+    """No shipped model installed (whatever pretrained/ holds right now)."""
+    from vaezip import zoo
+
+    monkeypatch.setattr(zoo, "MANIFEST", tmp_path / "missing-manifest.json")
+
+
+def _bench(*args):
+    result = runner.invoke(app, ["bench", *map(str, args)])
+    return result
+
+
+def test_bench_writes_report_with_vaezip_and_classical_rows(tmp_path, folders, tiny_weights):
+    out = tmp_path / "out"
+    result = _bench(folders["rgb"], folders["grey"], "--model", tiny_weights[3], "--model", tiny_weights[1],
+                    "--codecs", "png,qoi", "--codecs", "vaezip", "-c", "vaezip-archive", "--out", out)
+    assert result.exit_code == 0, result.output
+    for name in ("results.csv", "summary.csv", "results.md", "bpsp_bars.png", "scatter_vaezip.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    rows = read_csv(out / "results.csv")
+    for ds, n in (("rgb", 3), ("grey", 2)):
+        mine = [r for r in rows if r.dataset == ds]
+        assert {r.codec for r in mine} == {"png", "qoi", "vaezip", "vaezip-archive"}
+        for codec in ("png", "qoi", "vaezip"):
+            rs = [r for r in mine if r.codec == codec]
+            assert len(rs) == n and all(r.roundtrip_ok and r.bytes > 0 for r in rs), rs
+        vz = [r for r in mine if r.codec == "vaezip"]
+        assert all(math.isfinite(r.bound_bpsp) and r.bound_bpsp > 0 for r in vz)
+        assert all(r.bpsp == pytest.approx(8 * r.bytes / r.subpixels) for r in vz)
+        assert all(math.isnan(r.bound_bpsp) for r in mine if r.codec in ("png", "qoi"))
+        (arc,) = [r for r in mine if r.codec == "vaezip-archive"]
+        assert arc.roundtrip_ok and arc.index == -1 and math.isfinite(arc.bound_bpsp)
+        assert arc.subpixels == sum(r.subpixels for r in vz)
+        assert arc.bpsp == pytest.approx(8 * arc.bytes / arc.subpixels)
+    md = (out / "results.md").read_text()
+    assert "Rate bounds" in md and "vaezip-archive" in md and "tiny-rgb" in md and "tiny-grey" in md
+    assert "vaezip bench" in md and "--codecs" in md  # the exact command
+    assert "torch" in md and "total wall time" in md and "default limits" in md
+    assert "vaezip" in result.stdout and "results.md" in result.stdout
+
+
+def test_bench_limit_and_default_codecs(tmp_path, folders, tiny_weights):
+    out = tmp_path / "out"
+    result = _bench(folders["rgb"], "-m", tiny_weights[3], "--limit", "1", "--out", out)
+    assert result.exit_code == 0, result.output
+    rows = read_csv(out / "results.csv")
+    per_image = [r for r in rows if r.codec != "vaezip-archive"]
+    assert {r.image for r in per_image} == {"img0.png"}
+    available = {n for n, ok in available_codecs().items() if ok}
+    # one image: the archive would be the vaezip file itself, so it is not coded twice
+    assert {r.codec for r in rows} == {n for n in DEFAULT_CODECS if n in available or n == "vaezip"}
+    assert "no vaezip-archive row for rgb" in (out / "results.md").read_text()
+    assert all(r.roundtrip_ok for r in rows), [r.error for r in rows if not r.roundtrip_ok]
+
+
+def test_classical_only_needs_no_model(tmp_path, folders, no_zoo):
+    out = tmp_path / "out"
+    result = _bench(folders["grey"], "--codecs", "classical", "--out", out)
+    assert result.exit_code == 0, result.output
+    rows = read_csv(out / "results.csv")
+    assert rows and not any(r.codec.startswith("vaezip") for r in rows)
+    assert (out / "results.md").is_file()
+
+
+def test_missing_default_model_is_one_line(tmp_path, folders, no_zoo):
+    result = _bench(folders["rgb"], "--codecs", "vaezip", "--out", tmp_path / "out")
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vaezip: error:") and "--model" in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["no-such-data-set"], "unknown data set"),
+    (["--codecs", "gif"], "unknown codec"),
+])
+def test_user_errors_are_one_line(tmp_path, folders, args, message):
+    if args[0] == "--codecs":
+        args = [str(folders["rgb"]), *args]
+    result = _bench(*args, "--out", tmp_path / "out")
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_two_models_for_one_mode_is_an_error(tmp_path, folders, tiny_weights):
+    result = _bench(folders["rgb"], "-m", tiny_weights[3], "-m", tiny_weights[3], "--out", tmp_path / "o")
+    assert result.exit_code == 1 and "two --model" in result.stderr
+
+
+def test_defaults_are_consistent():
+    assert set(DEFAULT_SETS) <= set(DEFAULT_LIMITS)
+    assert parse_codecs(None) == list(DEFAULT_CODECS)
+    assert parse_codecs(["png, qoi", "png", "vaezip"]) == ["png", "qoi", "vaezip"]
+    assert "webp-q75" in parse_codecs(["all"]) and "vaezip-archive" in parse_codecs(["all"])
+    with pytest.raises(ValueError, match="unknown codec"):
+        parse_codecs(["png,nope"])
+    result = runner.invoke(app, ["bench", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    help_text = " ".join(result.stdout.split())
+    for name in DEFAULT_SETS:
+        assert name in help_text

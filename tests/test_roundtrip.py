@@ -1,0 +1,116 @@
+"""Bit-exact round trips through the CLI, every decode in a fresh process."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import SHARED_DATA, run_cli
+from PIL import Image
+
+SIZES = [(1, 1), (1, 500), (7, 3), (33, 65), (300, 1), (1000, 3)]  # (height, width)
+
+
+def smooth(rng, height, width, channels):
+    """A photo-like test image: smooth gradients plus noise."""
+    y, x = np.mgrid[0:height, 0:width]
+    base = 128 + 60 * np.sin(x / 7.0)[..., None] * np.cos(y / 5.0)[..., None] + rng.normal(0, 8, (height, width, channels))
+    return np.clip(base, 0, 255).astype(np.uint8)
+
+
+def make_image(rng, mode, height, width):
+    if mode == "L":
+        return Image.fromarray(smooth(rng, height, width, 1)[..., 0], "L")
+    if mode == "LA":
+        alpha = rng.integers(0, 256, (height, width, 1), dtype=np.uint8)
+        return Image.fromarray(np.concatenate([smooth(rng, height, width, 1), alpha], -1), "LA")
+    if mode == "RGB":
+        return Image.fromarray(smooth(rng, height, width, 3), "RGB")
+    if mode == "RGBA":
+        alpha = np.where(rng.random((height, width, 1)) < 0.5, 255, 0).astype(np.uint8)
+        return Image.fromarray(np.concatenate([smooth(rng, height, width, 3), alpha], -1), "RGBA")
+    if mode == "P":
+        image = Image.fromarray(smooth(rng, height, width, 3), "RGB").quantize(colors=37)
+        image.info["transparency"] = 5
+        return image
+    if mode == "P-duplicates":  # two palette entries with one colour: coded through the index plane
+        indices = rng.integers(0, 4, (height, width), dtype=np.uint8)
+        image = Image.fromarray(indices, "P")
+        image.putpalette([10, 20, 30, 10, 20, 30, 200, 0, 0, 0, 0, 255])
+        return image
+    raise ValueError(mode)
+
+
+def assert_same(original: Image.Image, decoded_path):
+    decoded = Image.open(decoded_path)
+    assert decoded.mode == original.mode
+    assert decoded.size == original.size
+    assert np.array_equal(np.asarray(decoded), np.asarray(original))
+    if original.mode == "P":
+        assert decoded.getpalette() == original.getpalette()
+        assert decoded.info.get("transparency") == original.info.get("transparency")
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "RGB", "RGBA", "P", "P-duplicates"])
+def test_sizes_and_modes_round_trip_in_a_fresh_process(tmp_path, tiny_weights, mode):
+    rng = np.random.default_rng(0)
+    channels = 1 if mode in ("L", "LA") else 3
+    originals = {}
+    for height, width in SIZES:
+        image = make_image(rng, mode, height, width)
+        path = tmp_path / f"{mode}_{height}x{width}.png"
+        image.save(path)
+        originals[path] = Image.open(path)
+    compressed = run_cli("compress", *originals, "-m", tiny_weights[channels], "--tile", "32")
+    assert compressed.returncode == 0, compressed.stderr.decode()
+    assert b"bound" in compressed.stderr and b"achieved" in compressed.stderr
+    outputs = tmp_path / "out"
+    vz_files = [path.with_suffix(".vz") for path in originals]
+    decompressed = run_cli("decompress", *vz_files, "-m", tiny_weights[channels], "-d", outputs)
+    assert decompressed.returncode == 0, decompressed.stderr.decode()
+    for path, original in originals.items():
+        assert_same(original, outputs / path.name)
+
+
+def test_archive_round_trip(tmp_path, tiny_weights):
+    rng = np.random.default_rng(1)
+    paths = []
+    for index in range(5):
+        path = tmp_path / f"img{index}.png"
+        make_image(rng, "RGB", 16 + 3 * index, 20).save(path)
+        paths.append(path)
+    archive = tmp_path / "set.vz"
+    result = run_cli("compress", *paths, "-o", archive, "-m", tiny_weights[3])
+    assert result.returncode == 0, result.stderr.decode()
+    info = run_cli("info", archive)
+    assert info.returncode == 0 and info.stdout.count(b"RGB") == 5
+    result = run_cli("decompress", archive, "-d", tmp_path / "restored", "-m", tiny_weights[3])
+    assert result.returncode == 0, result.stderr.decode()
+    for path in paths:
+        assert_same(Image.open(path), tmp_path / "restored" / path.name)
+
+
+def test_stdin_to_stdout(tmp_path, tiny_weights):
+    image = make_image(np.random.default_rng(2), "RGB", 12, 9)
+    path = tmp_path / "a.png"
+    image.save(path)
+    packed = run_cli("compress", "-", "-m", tiny_weights[3], "-q", input=path.read_bytes())
+    assert packed.returncode == 0, packed.stderr.decode()
+    assert packed.stdout.startswith(b"\x89.VZ")
+    unpacked = run_cli("decompress", "-", "-o", "-", "-m", tiny_weights[3], "-q", input=packed.stdout)
+    assert unpacked.returncode == 0, unpacked.stderr.decode()
+    (tmp_path / "b.png").write_bytes(unpacked.stdout)
+    assert_same(image, tmp_path / "b.png")
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "kodak").is_dir(), reason="../shared/data/kodak is absent")
+def test_every_kodak_image_round_trips(tmp_path, tiny_weights):
+    """All 24 Kodak images in one archive (one encoder process), decoded in a fresh process."""
+    paths = sorted((SHARED_DATA / "kodak").glob("kodim*.png"))
+    assert len(paths) == 24
+    archive = tmp_path / "kodak.vz"
+    result = run_cli("compress", *paths, "-o", archive, "-m", tiny_weights[3], "--tile", "256")
+    assert result.returncode == 0, result.stderr.decode()
+    result = run_cli("decompress", archive, "-d", tmp_path / "out", "-m", tiny_weights[3])
+    assert result.returncode == 0, result.stderr.decode()
+    for path in paths:
+        assert_same(Image.open(path), tmp_path / "out" / path.name)

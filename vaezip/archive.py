@@ -1,0 +1,261 @@
+"""Images <-> one .vz stream: side planes first (their bits become the first tile's initial bits), then every
+model tile of every image through bits-back, chained in one stack; the decoder undoes it in reverse and
+verifies each image's pixel checksum."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import numpy as np
+import torch
+
+from codec import bitsback, container
+from codec.ans import Stack, constriction_version
+from codec.errors import CodingError, HeaderError, LimitError
+from codec.header import CoderSettings, Header, ImageEntry
+from codec.latents import LatentGrid
+from codec.planes import Histogram, fit_histogram, pop_plane, push_plane
+from codec.tiling import merge_tiles, split_tiles, tile_specs
+from vaezip import __version__
+from vaezip.api import CompressResult, ImageReport, LoadedModel, default_model, load_model
+from vaezip.checkpoint import CheckpointError
+from vaezip.coding import TorchLatentModel, deterministic_kernels
+from vaezip.errors import ImageError, IntegrityError
+from vaezip.images import MAX_IMAGE_PIXELS, SUPPORTED_MODES, Planes, join_planes, pixel_checksum, split_image
+
+GRID = LatentGrid()
+DEFAULT_TILE = 64  # pixels per tile side; the first tile of a stream is coded without bits-back
+# vaezip's own limits (on top of codec/header.py's), the same when writing and reading, so that a forged header
+# cannot make the decoder build huge tile lists or run the model on a huge batch (docs/ERRORS.md).
+MAX_TILE = 1024  # tile side
+MAX_BATCH_PIXELS = 2**24  # padded pixels in one batch of tiles (n * Th * Tw)
+MAX_TILES = 2**22  # tiles in one file
+
+
+def _resolve_device(name: str, recorded: str | None = None) -> torch.device:
+    if name == "auto":
+        wanted = recorded or ("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cuda" if wanted == "cuda" and torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but torch sees no CUDA device")
+    return torch.device(name)
+
+
+def _model_channels(mode: str) -> int:
+    return 1 if mode in ("L", "LA") else 3
+
+
+def encode_archive(images, model, *, tile, max_batch, device, progress) -> CompressResult:
+    started = time.perf_counter()
+    split = []
+    for name, image in images:
+        try:
+            split.append((name, split_image(image), pixel_checksum(image)))
+        except ImageError as error:
+            raise ImageError(f"{name}: {error}") from None
+    if not split:
+        raise ImageError("no images to compress")
+    if model is None:
+        model = default_model(split[0][1].mode)
+    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    channels, stride = loaded.model.config.image_channels, loaded.model.config.stride
+    for name, planes, _ in split:
+        if planes.model_plane is not None and planes.model_channels != channels:
+            raise ImageError(
+                f"{name}: a {planes.mode} image needs a {planes.model_channels}-channel model, "
+                f"but {loaded.name} codes {channels}-channel images (mixed grey and colour need separate files)"
+            )
+    tile = tile or DEFAULT_TILE
+    if not 1 <= tile <= MAX_TILE:
+        raise ValueError(f"tile must be between 1 and {MAX_TILE} pixels, not {tile}")
+    tile = max(stride, tile // stride * stride)
+    max_batch = max(1, min(max_batch, MAX_BATCH_PIXELS // (tile * tile)))
+    tiles_needed = sum(_count_tiles(p.height, p.width, tile) for _, p, _ in split if p.model_plane is not None)
+    if tiles_needed > MAX_TILES:
+        raise ImageError(f"{tiles_needed} tiles, more than {MAX_TILES} in one file: use a larger --tile")
+    target = _resolve_device(device)
+    coder_model = TorchLatentModel(loaded.model, target)
+
+    stack = Stack()
+    side_bits: list[tuple[float, float]] = []  # (payload bits, ideal bits) of each image's side planes
+    infos = []
+    for _, planes, _ in split:
+        before, ideal, histograms = stack.num_valid_bits(), 0.0, {}
+        for plane_name, plane in planes.side_planes.items():
+            histogram = fit_histogram(plane)
+            push_plane(stack, plane, histogram)
+            histograms[plane_name] = histogram.to_dict()
+            ideal += histogram.ideal_bits()
+        infos.append({**planes.info, "planes": histograms})
+        side_bits.append((stack.num_valid_bits() - before, ideal))
+
+    tiles, owner = [], []
+    for index, (_, planes, _) in enumerate(split):
+        if planes.model_plane is not None:
+            cut = split_tiles(planes.model_plane, tile, stride)
+            tiles += cut
+            owner += [index] * len(cut)
+    with deterministic_kernels():
+        schedule, stats = bitsback.encode_tiles(stack, tiles, coder_model, GRID, max_batch, on_batch=progress)
+        bounds = [
+            coder_model.bound_bits(t.pixels, t.valid) if s.direct else s.ideal_bits for t, s in zip(tiles, stats)
+        ]
+
+    entries = tuple(
+        ImageEntry(name, planes.mode, planes.width, planes.height, checksum, planes.palette, info)
+        for (name, planes, checksum), info in zip(split, infos)
+    )
+    extra = {"device": target.type, "torch": str(torch.__version__), "vaezip": __version__}
+    settings = CoderSettings(GRID.step, GRID.bound, tile, max_batch, tuple(schedule), constriction_version(), extra)
+    header = Header(loaded.name, loaded.sha256[:16], settings, entries)
+    data = container.write(header, stack.words())
+
+    reports = []
+    for index, (name, planes, _) in enumerate(split):
+        mine = [k for k, o in enumerate(owner) if o == index]
+        payload = side_bits[index][0] + sum(stats[k].net_bits for k in mine)
+        bound = side_bits[index][1] + sum(bounds[k] for k in mine)
+        excess = sum(stats[k].net_bits - bounds[k] for k in mine if stats[k].direct)
+        reports.append(
+            ImageReport(name, planes.mode, planes.width, planes.height, planes.subpixels, bound, payload, excess, len(mine))
+        )
+    header_bytes = len(data) - 4 * len(stack.words())
+    return CompressResult(data, loaded.name, tuple(reports), header_bytes, time.perf_counter() - started)
+
+
+def _model_for(header: Header, model) -> LoadedModel:
+    from vaezip import zoo
+
+    if model is None:
+        if not zoo.has_model(header.model_name):
+            raise CheckpointError(
+                f"this file was made with model {header.model_name!r}, which is not installed: pass --model"
+            )
+        model = header.model_name
+    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    if loaded.sha256[:16] != header.model_sha256:
+        raise CheckpointError(
+            f"this file was made with model {header.model_name!r} (sha256 {header.model_sha256}...), "
+            f"not with {loaded.name!r} (sha256 {loaded.sha256[:16]}...)"
+        )
+    return loaded
+
+
+def decode_archive(data: bytes, model, *, device, progress):
+    header, words = container.read(data)
+    loaded = _model_for(header, model)
+    recorded = header.coder.extra.get("device")
+    target = _resolve_device(device, recorded if isinstance(recorded, str) else None)
+    coder_model = TorchLatentModel(loaded.model, target)
+    channels, stride, tile = loaded.model.config.image_channels, loaded.model.config.stride, header.coder.tile
+
+    planes_of = []
+    for entry in header.images:
+        _check_entry(entry)
+        histograms = entry.info.get("planes", {})
+        uses_model = "index" not in histograms
+        if uses_model and _model_channels(entry.mode) != channels:
+            raise CodingError(f"{entry.name}: mode {entry.mode} does not match the model's {channels} channels")
+        planes_of.append(uses_model)
+    if tile > MAX_TILE:
+        raise LimitError(f"tile = {tile} outside vaezip's limit {MAX_TILE}")
+    # Count before building anything: the schedule must cover exactly the tiles the images need.
+    needed = sum(_count_tiles(e.height, e.width, tile) for e, uses in zip(header.images, planes_of) if uses)
+    if needed > MAX_TILES:
+        raise LimitError(f"{needed} tiles, more than vaezip's limit {MAX_TILES}")
+    scheduled = sum(n for _, n in header.coder.schedule)
+    if scheduled != needed:
+        raise CodingError(f"the schedule covers {scheduled} tiles, the images need {needed}")
+    specs, counts = [], []
+    for entry, uses_model in zip(header.images, planes_of):
+        these = tile_specs(channels, entry.height, entry.width, tile, stride) if uses_model else []
+        specs += these
+        counts.append(len(these))
+
+    for (_, n), batch_start in zip(header.coder.schedule, itertools.accumulate([0, *(n for _, n in header.coder.schedule)])):
+        _, th, tw = specs[batch_start].shape
+        if n * th * tw > MAX_BATCH_PIXELS:
+            raise LimitError(f"a batch of {n} tiles of {th}x{tw} is more than vaezip's limit of {MAX_BATCH_PIXELS} pixels")
+    stack = Stack.from_words(words)
+
+    def on_batch(done: int, total: int) -> None:
+        # Popping from an empty ANS stack silently yields zeros: stop as soon as a damaged or forged payload
+        # runs dry instead of running the model over every tile a header claims (a genuine stream is never
+        # empty while batches remain: every batch pushed at least one pixel).
+        if done < total and stack.is_empty():
+            raise CodingError(f"payload exhausted after {done} of {total} tiles")
+        if progress is not None:
+            progress(done, total)
+
+    try:
+        if specs and stack.is_empty():
+            raise CodingError("empty payload")
+        with deterministic_kernels():
+            grid = LatentGrid(header.coder.grid_step, header.coder.grid_bound)
+            tiles = bitsback.decode_tiles(stack, list(header.coder.schedule), specs, coder_model, grid, on_batch)
+        side: list[dict[str, np.ndarray]] = [{} for _ in header.images]
+        for index in reversed(range(len(header.images))):
+            entry = header.images[index]
+            histograms = entry.info.get("planes", {})
+            for plane_name in reversed(list(histograms)):
+                histogram = Histogram.from_dict(histograms[plane_name])
+                if not histogram.is_constant and stack.is_empty():
+                    raise CodingError(f"payload exhausted before the {plane_name} plane of {entry.name}")
+                side[index][plane_name] = pop_plane(stack, histogram, (entry.height, entry.width))
+    except CodingError as error:
+        raise IntegrityError(f"decoding failed ({error}); {_likely_cause(header, target)}") from None
+    if not stack.is_empty():
+        raise IntegrityError(f"payload not fully consumed; {_likely_cause(header, target)}")
+
+    results, start = [], 0
+    for index, entry in enumerate(header.images):
+        model_plane = None
+        if planes_of[index]:
+            model_plane = merge_tiles(tiles[start : start + counts[index]], entry.height, entry.width, tile)
+            start += counts[index]
+        info = {key: value for key, value in entry.info.items() if key != "planes"}
+        planes = Planes(entry.mode, entry.width, entry.height, model_plane, side[index], entry.palette, info)
+        try:
+            image = join_planes(planes)
+        except (KeyError, ValueError, TypeError, IndexError, AttributeError) as error:
+            raise IntegrityError(
+                f"{entry.name}: cannot rebuild the image ({type(error).__name__}: {error}); "
+                f"{_likely_cause(header, target)}"
+            ) from None
+        if pixel_checksum(image) != entry.sha256:
+            raise IntegrityError(f"{entry.name}: decoded pixels do not match the checksum; {_likely_cause(header, target)}")
+        results.append((entry.name, image))
+    return results
+
+
+def _count_tiles(height: int, width: int, tile: int) -> int:
+    return -(-height // tile) * -(-width // tile)
+
+
+def _check_entry(entry: ImageEntry) -> None:
+    """What vaezip adds to an image entry, checked before any decoding work (the codec checks the rest)."""
+    if entry.width * entry.height > MAX_IMAGE_PIXELS:
+        raise LimitError(
+            f"{entry.name}: {entry.width}x{entry.height} is more than {MAX_IMAGE_PIXELS} pixels (vaezip's limit)"
+        )
+    if entry.mode not in SUPPORTED_MODES:
+        raise HeaderError(f"bad header: {entry.name}: unsupported image mode {entry.mode!r}")
+    histograms = entry.info.get("planes", {})
+    if not isinstance(histograms, dict) or not all(isinstance(h, dict) for h in histograms.values()):
+        raise HeaderError(f"bad header: {entry.name}: 'planes' must map plane names to histograms")
+    palette_mode = entry.info.get("palette_mode")
+    if entry.mode == "P" and (entry.palette is None or not isinstance(palette_mode, str) or not 1 <= len(palette_mode) <= 8):
+        raise HeaderError(f"bad header: {entry.name}: a P image needs a palette and a palette_mode such as RGB")
+    allowed = {"LA": {"alpha"}, "RGBA": {"alpha"}, "P": {"index"}}.get(entry.mode, set())
+    if not set(histograms) <= allowed:
+        raise HeaderError(f"bad header: {entry.name}: planes {sorted(histograms)} do not fit mode {entry.mode}")
+
+
+def _likely_cause(header: Header, device: torch.device) -> str:
+    extra = header.coder.extra
+    made = f"{extra.get('device', '?')} with torch {extra.get('torch', '?')}"
+    here = f"{device.type} with torch {torch.__version__}"
+    if made != here:
+        return f"the file was made on {made}, this decode ran on {here}: decode on the same kind of device and versions"
+    return "the file is damaged, or was made by a different model or library version"

@@ -1,0 +1,143 @@
+"""vaezip itself as a benchmark codec.
+
+Two ways of storing a data set are measured:
+
+* ``vaezip`` (:class:`VaezipCodec`, per image): every image is its own ``.vz`` file,
+  ``compress_images([(name, image)], model)``; the bytes counted are the whole file (header,
+  image entry with its checksum, payload).  It follows the :class:`~vaezip.bench.Codec`
+  protocol, so :func:`vaezip.bench.run` times it and checks the round trip like any classical
+  codec; ``bound_bpsp`` is the model's bound (negative ELBO + ideal cost of side planes) for
+  the same image, reported next to the achieved rate.
+* ``vaezip-archive`` (:func:`run_archive`): all images of the data set in ONE ``.vz`` archive
+  (bits-back chained across images, one header).  One :class:`~vaezip.bench.Row` per data set
+  (``index = -1``), with the archive's bound.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from typing import Callable
+
+import numpy as np
+
+from .classical import Row, _check_image, _same_pixels
+
+__all__ = ["VaezipCodec", "run_archive", "ARCHIVE_NAME", "to_pil"]
+
+ARCHIVE_NAME = "vaezip-archive"
+
+
+def to_pil(img: np.ndarray):
+    """HWC uint8 (C in {1, 3}) -> PIL image of mode L or RGB."""
+    from PIL import Image
+
+    img = _check_image(img)
+    return Image.fromarray(img[:, :, 0] if img.shape[-1] == 1 else img)
+
+
+def _key(img: np.ndarray) -> tuple:
+    return img.shape, hashlib.blake2b(np.ascontiguousarray(img).tobytes(), digest_size=16).digest()
+
+
+def _library() -> str:
+    import torch
+
+    from vaezip import __version__
+
+    try:
+        from codec.ans import constriction_version
+
+        cons = constriction_version()
+    except Exception:  # noqa: BLE001  # pragma: no cover
+        cons = "?"
+    return f"vaezip {__version__} (torch {torch.__version__}, constriction {cons})"
+
+
+class VaezipCodec:
+    """vaezip, one ``.vz`` file per image, with a loaded model (:class:`vaezip.api.LoadedModel`)."""
+
+    def __init__(self, model, *, tile: int | None = None, device: str = "auto", name: str = "vaezip"):
+        self.model = model
+        self.tile = tile
+        self.device = device
+        self.name = name
+        self.channels = int(model.model.config.image_channels)
+        self.library = _library()
+        where = model.source
+        self.flags = (f"compress_images([(name, image)], model={model.name!r} "
+                      f"[{where}, sha256 {model.sha256[:16]}], tile={tile or 'default (64)'}, "
+                      f"device={device!r}); one .vz file per image")
+        self._bounds: dict[tuple, float] = {}
+
+    def encode(self, img: np.ndarray) -> bytes:
+        from vaezip.api import compress_images
+
+        img = _check_image(img)
+        result = compress_images([("image", to_pil(img))], self.model, tile=self.tile, device=self.device)
+        self._bounds = {_key(img): result.images[0].bound_bpsp}  # only the latest image is kept
+        return result.data
+
+    def decode(self, data: bytes) -> np.ndarray:
+        from vaezip.api import decompress_images
+
+        (_, image), = decompress_images(data, self.model, device=self.device)
+        return np.asarray(image)
+
+    def bound_bpsp(self, img: np.ndarray) -> float | None:
+        """The bound recorded when ``img`` was last encoded (``None`` if it was not)."""
+        return self._bounds.get(_key(_check_image(img)))
+
+
+class ArchiveFlags:
+    """The flags entry of the archive mode, for the report's codec table."""
+
+    def __init__(self, codec: VaezipCodec, name: str = ARCHIVE_NAME):
+        self.name = name
+        self.library = codec.library
+        self.flags = codec.flags.replace("[(name, image)]", "(all images of the data set)").replace(
+            "one .vz file per image", "one .vz archive per data set")
+
+
+def run_archive(images, codec: VaezipCodec, *, dataset: str | None = None, name: str = ARCHIVE_NAME,
+                verify: bool = True, progress: Callable[[Row], None] | None = None) -> Row:
+    """Compress every image of ``images`` (an ImageSet or what :func:`vaezip.bench.run` takes) into
+    one archive with ``codec``'s model; decode it and compare every image.  One :class:`Row`:
+    ``index = -1``, ``subpixels``/``bytes`` over the whole archive, ``bound_bpsp`` the archive's bound;
+    ``height``/``width`` are the common image size (0 when sizes differ)."""
+    from vaezip.api import compress_images, decompress_images
+    from vaezip.data import ImageSet, _as_imageset
+
+    iset = images if isinstance(images, ImageSet) else _as_imageset(images, dataset or "images")
+    ds = dataset or iset.name
+    arrays = [_check_image(iset.images[i]) for i in range(len(iset))]
+    shapes = {a.shape for a in arrays}
+    h, w, c = next(iter(shapes)) if len(shapes) == 1 else (0, 0, iset.channels)
+    sub = int(sum(a.size for a in arrays))
+    label = f"{len(arrays)} images in one archive"
+    try:
+        named = [(iset.image_name(i), to_pil(a)) for i, a in enumerate(arrays)]
+        t0 = time.perf_counter()
+        result = compress_images(named, codec.model, tile=codec.tile, device=codec.device)
+        t1 = time.perf_counter()
+        ok, err = True, ""
+        if verify:
+            decoded = decompress_images(result.data, codec.model, device=codec.device)
+            t2 = time.perf_counter()
+            if len(decoded) != len(arrays):
+                ok, err = False, f"decoded {len(decoded)} images, not {len(arrays)}"
+            else:
+                bad = [i for i, ((_, im), a) in enumerate(zip(decoded, arrays)) if not _same_pixels(np.asarray(im), a)]
+                if bad:
+                    ok, err = False, f"{len(bad)} decoded image(s) differ (first: {iset.image_name(bad[0])})"
+        else:
+            t2 = t1
+        nbytes = len(result.data)
+        row = Row(ds, name, -1, label, h, w, c, sub, nbytes, 8.0 * nbytes / sub, t1 - t0,
+                  (t2 - t1) if verify else math.nan, ok, float(result.bound_bpsp), err)
+    except Exception as e:  # noqa: BLE001 - recorded, the benchmark goes on
+        row = Row(ds, name, -1, label, h, w, c, sub, -1, math.nan, math.nan, math.nan, False, math.nan,
+                  f"{type(e).__name__}: {e}"[:300])
+    if progress is not None:
+        progress(row)
+    return row

@@ -1,0 +1,230 @@
+"""``vaezip bench``: classical codecs and vaezip (per image and as one archive) on named data sets or
+folders, with per-data-set default limits sized for a 2-core CPU, and a report (:func:`write_report`).
+
+Use :func:`prepare` (loads the images, picks a model per image mode, builds the codecs; every user
+error is raised here, before anything long runs), then :func:`execute`, then :func:`report`.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .classical import CODEC_NAMES, Row, get_codecs, run
+from .learned import ARCHIVE_NAME, ArchiveFlags, VaezipCodec, run_archive
+
+__all__ = ["DEFAULT_SETS", "DEFAULT_LIMITS", "LEARNED_NAMES", "DEFAULT_CODECS", "Plan", "SetPlan",
+           "parse_codecs", "prepare", "execute", "report"]
+
+#: what ``vaezip bench`` runs with no data set arguments
+DEFAULT_SETS: tuple[str, ...] = ("mnist-test", "imagenette32-val", "imagenette56-val", "cifar4k-holdout", "kodak")
+
+#: first N images of each named set unless ``--limit`` is given (folders and .npz files: all images).
+#: Sized so that the default run (DEFAULT_SETS, every codec) takes at most ~15 minutes on a 2-core CPU,
+#: where vaezip is the slow codec (see docs/results/results.md for the measured time).
+DEFAULT_LIMITS: dict[str, int] = {
+    "mnist-test": 100,
+    "imagenette32-val": 100,
+    "imagenette56-val": 40,
+    "cifar4k-holdout": 100,
+    "kodak": 1,
+    # not in the default run: full-size photos take vaezip minutes per image on a CPU
+    "photos": 1,
+    "photos-wikimedia": 1,
+    "mcmaster": 2,
+    "gray8bit": 1,
+    "mnist-train": 100,
+    "imagenette32-train": 100,
+    "cifar4k-train": 100,
+}
+
+LEARNED_NAMES: tuple[str, ...] = ("vaezip", ARCHIVE_NAME)
+DEFAULT_CODECS: tuple[str, ...] = (*CODEC_NAMES, *LEARNED_NAMES)
+
+
+def parse_codecs(values: Sequence[str] | None) -> list[str]:
+    """``--codecs`` values (repeated and/or comma separated; ``all`` = every known codec; ``classical``
+    = the default classical line-up) -> codec names, in order, without duplicates."""
+    from .classical import _FACTORIES
+
+    if not values:
+        return list(DEFAULT_CODECS)
+    out: list[str] = []
+    for v in values:
+        for name in (s.strip() for s in v.split(",")):
+            if not name:
+                continue
+            names = {"all": [*_FACTORIES, *LEARNED_NAMES], "classical": list(CODEC_NAMES)}.get(name, [name])
+            for n in names:
+                if n not in _FACTORIES and n not in LEARNED_NAMES:
+                    raise ValueError(f"unknown codec {n!r}; known: {', '.join([*_FACTORIES, *LEARNED_NAMES])}")
+                if n not in out:
+                    out.append(n)
+    if not out:
+        raise ValueError("--codecs named no codec")
+    return out
+
+
+@dataclass
+class SetPlan:
+    images: object  # vaezip.data.ImageSet
+    source: str
+    limit: int | None
+    codecs: list  # per-image codecs, classical first, then vaezip
+    archive: VaezipCodec | None = None
+
+    @property
+    def name(self) -> str:
+        return self.images.name
+
+    @property
+    def steps(self) -> int:
+        return len(self.images) * len(self.codecs) + (1 if self.archive is not None else 0)
+
+
+@dataclass
+class Plan:
+    sets: list[SetPlan]
+    codec_names: list[str]
+    models: dict[int, object] = field(default_factory=dict)  # channels -> LoadedModel
+    device: str = "auto"
+    seconds: float = math.nan
+    skipped: list[str] = field(default_factory=list)  # classical codecs not available here
+
+    @property
+    def steps(self) -> int:
+        return sum(s.steps for s in self.sets)
+
+    def all_codecs(self) -> list:
+        """Every codec object once (for the flags table): classical, then vaezip per model, then archives."""
+        seen: dict[tuple[str, str], object] = {}
+        for s in self.sets:
+            for c in s.codecs:
+                seen.setdefault((c.name, c.flags), c)
+        for s in self.sets:
+            if s.archive is not None:
+                a = ArchiveFlags(s.archive)
+                seen.setdefault((a.name, a.flags), a)
+        return list(seen.values())
+
+
+def _load_models(specs: Sequence[str]) -> dict[int, object]:
+    from vaezip.api import load_model
+    from vaezip.checkpoint import CheckpointError
+
+    models: dict[int, object] = {}
+    for spec in specs:
+        loaded = load_model(spec)
+        ch = int(loaded.model.config.image_channels)
+        if ch in models:
+            raise CheckpointError(f"two --model for {('grey' if ch == 1 else 'colour')} images: "
+                                  f"{models[ch].source} and {loaded.source}")
+        models[ch] = loaded
+    return models
+
+
+def _model_for(channels: int, models: dict[int, object]):
+    from vaezip.api import default_model, load_model
+
+    if channels not in models:
+        models[channels] = load_model(default_model("L" if channels == 1 else "RGB"))
+    return models[channels]
+
+
+def prepare(sources: Sequence[str] = (), *, models: Sequence[str] = (), limit: int | None = None,
+            codecs: Sequence[str] | None = None, tile: int | None = None, device: str = "auto",
+            limits: dict[str, int] | None = None) -> Plan:
+    """Load the data sets (default :data:`DEFAULT_SETS`; each capped at ``limit``, else its entry in
+    ``limits`` (default :data:`DEFAULT_LIMITS`)), load a model per image mode (``models``: names, run
+    folders or weights files, at most one grey and one colour; missing modes use the shipped default),
+    and build the codecs (``codecs``: names, default every classical codec + vaezip + vaezip-archive)."""
+    from vaezip.data import load
+
+    names = parse_codecs(codecs)
+    classical_names = [n for n in names if n not in LEARNED_NAMES]
+    classical = get_codecs(classical_names)
+    skipped = [n for n in classical_names if n not in {c.name for c in classical}]
+    learned = [n for n in names if n in LEARNED_NAMES]
+    limits = DEFAULT_LIMITS if limits is None else limits
+    loaded = _load_models(models) if learned else {}
+    plans: list[SetPlan] = []
+    for src in (list(sources) or list(DEFAULT_SETS)):
+        n = limit if limit is not None else limits.get(os.fspath(src))
+        iset = load(src, limit=n)
+        cs: list = list(classical)
+        archive = None
+        if learned:
+            codec = VaezipCodec(_model_for(iset.channels, loaded), tile=tile, device=device)
+            if "vaezip" in learned:
+                cs.append(codec)
+            if ARCHIVE_NAME in learned and (len(iset) > 1 or "vaezip" not in learned):
+                archive = codec  # (an archive of one image is the per-image file: not coded twice)
+        plans.append(SetPlan(iset, os.fspath(src), n, cs, archive))
+    return Plan(plans, names, loaded, device, skipped=skipped)
+
+
+def execute(plan: Plan, progress: Callable[[Row], None] | None = None) -> list[Row]:
+    """Run every codec on every data set of ``plan`` (``plan.seconds`` gets the wall time)."""
+    started = time.perf_counter()
+    rows: list[Row] = []
+    for s in plan.sets:
+        rows += run(s.images, s.codecs, dataset=s.name, progress=progress)
+        if s.archive is not None:
+            rows.append(run_archive(s.images, s.archive, dataset=s.name, progress=progress))
+    plan.seconds = time.perf_counter() - started
+    return rows
+
+
+def _notes(plan: Plan) -> list[str]:
+    import torch
+
+    notes = []
+    for s in plan.sets:
+        lim = "all images" if s.limit is None else f"first {s.limit}"
+        shapes = {im.shape for im in s.images}
+        shape = "x".join(map(str, next(iter(shapes)))) if len(shapes) == 1 else "mixed sizes"
+        notes.append(f"data set {s.name} ({s.source}): {len(s.images)} images ({lim}; HxWxC {shape}, "
+                     f"{s.images.subpixels} subpixels)")
+    for ch, m in sorted(plan.models.items()):
+        notes.append(f"vaezip model for {'grey' if ch == 1 else 'colour'} images: {m.name} "
+                     f"({m.source}, sha256 {m.sha256[:16]})")
+    if plan.models:
+        notes.append(f"vaezip device: {plan.device}; torch threads: {torch.get_num_threads()}")
+        notes.append("vaezip = one .vz file per image (header, entry and checksum counted in every file); "
+                     "vaezip-archive = all images of the data set in one .vz archive (bits-back chained); "
+                     "bound = the model's negative ELBO (+ ideal side-plane cost) for the same images")
+    single = [s.name for s in plan.sets if s.archive is None and len(s.images) == 1
+              and ARCHIVE_NAME in plan.codec_names and "vaezip" in plan.codec_names]
+    if single:
+        notes.append(f"no vaezip-archive row for {', '.join(single)}: one image, so the archive is the "
+                     "vaezip file itself")
+    if plan.skipped:
+        notes.append(f"codecs not available here, skipped: {', '.join(plan.skipped)}")
+    notes.append("default limits (first N images, `--limit` overrides): "
+                 + ", ".join(f"{k} {v}" for k, v in DEFAULT_LIMITS.items() if k in DEFAULT_SETS)
+                 + f"; default data sets: {', '.join(DEFAULT_SETS)}")
+    if not math.isnan(plan.seconds):
+        notes.append(f"total wall time of the run: {plan.seconds:.0f} s")
+    return notes
+
+
+def report(rows: Sequence[Row], plan: Plan, out_dir: str | os.PathLike, *, command: str | None = None) -> dict[str, Path]:
+    """results.csv, summary.csv, results.md (with the notes: limits, models, wall time), bpsp_bars.png and
+    scatter_vaezip.png (vaezip per image vs the best classical codec on that image)."""
+    from .report import write_report
+
+    names = {r.codec for r in rows}
+    scatter = "vaezip" if "vaezip" in names else None
+    if scatter is None:
+        totals: dict[str, list[int]] = {}
+        for r in rows:
+            if r.codec not in LEARNED_NAMES and r.roundtrip_ok and r.bytes >= 0:
+                t = totals.setdefault(r.codec, [0, 0])
+                t[0] += r.bytes
+                t[1] += r.subpixels
+        scatter = min(totals, key=lambda c: totals[c][0] / max(totals[c][1], 1)) if totals else None
+    return write_report(rows, out_dir, codecs=plan.all_codecs(), command=command, scatter_codec=scatter,
+                        notes=_notes(plan))

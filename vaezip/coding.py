@@ -1,0 +1,128 @@
+"""The one bridge from the model (torch) to codec/ (numpy): implements codec.protocol.LatentModel.
+
+Encoder and decoder must compute bit-identical floats. Both sides run the same batches (the schedule fixes
+them), the same kernels (deterministic algorithms, no TF32, no cuDNN autotuning), and the pixel tables in
+the same row chunks. Parameters leave torch as float32 and are widened to float64 exactly.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+
+from codec.protocol import LatentParams
+from vaezip.model import HierarchicalVAE
+
+# Rows of a tile batch whose probability tables are built at once: bounds the (B, K, rows, W, 256) temporary.
+TABLE_ELEMENTS = 2**25
+
+
+@contextmanager
+def deterministic_kernels():
+    """Pin every setting that can change the floats between two runs of the same computation.
+
+    On CUDA: deterministic cuDNN kernels, no autotuning, no TF32. On the CPU, oneDNN already computes
+    fixed shapes deterministically, while torch.use_deterministic_algorithms would switch it off (20x slower
+    convolutions), so it is not used; the pixel checksum guards the result either way.
+    """
+    saved = (
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+        torch.backends.cudnn.allow_tf32,
+        torch.backends.cuda.matmul.allow_tf32,
+    )
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        (
+            torch.backends.cudnn.deterministic,
+            torch.backends.cudnn.benchmark,
+            torch.backends.cudnn.allow_tf32,
+            torch.backends.cuda.matmul.allow_tf32,
+        ) = saved
+
+
+def _to_numpy(tensor: torch.Tensor, batch: int) -> np.ndarray:
+    return tensor.float().cpu().numpy().astype(np.float64).reshape(batch, -1)  # B, D
+
+
+class TorchPass:
+    """codec.protocol.ModelPass over one batch of tiles."""
+
+    def __init__(self, model: HierarchicalVAE, device: torch.device, shape, pixels: np.ndarray | None):
+        batch, _, height, width = shape
+        self.model = model
+        self.device = device
+        self.batch = batch
+        tensor = None if pixels is None else torch.from_numpy(np.ascontiguousarray(pixels)).to(device)
+        self.walk = model.walk(tensor, batch, height, width)
+        self.num_groups = self.walk.num_groups
+        self._latent_shape: torch.Size | None = None
+        self._pixel_params: torch.Tensor | None = None
+
+    def latent_params(self, group: int) -> LatentParams:
+        if group != self.walk.group:
+            raise RuntimeError(f"latent_params({group}) called at group {self.walk.group}")
+        step = self.walk.step()
+        self._latent_shape = step.prior_mean.shape  # B, Z, h, w
+        post_mean = post_std = None
+        if step.post_mean is not None:
+            post_mean, post_std = _to_numpy(step.post_mean, self.batch), _to_numpy(step.post_std, self.batch)
+        return LatentParams(
+            _to_numpy(step.prior_mean, self.batch), _to_numpy(step.prior_std, self.batch), post_mean, post_std
+        )
+
+    def set_latent(self, group: int, values: np.ndarray) -> None:
+        latent = torch.from_numpy(np.asarray(values, dtype=np.float32).reshape(self._latent_shape)).to(self.device)
+        self.walk.advance(latent)
+        if self.walk.group == self.num_groups:
+            self._pixel_params = self.walk.pixel_params()  # B, P, H, W
+
+    def pixel_table(self, channel: int, pixels: np.ndarray) -> np.ndarray:
+        if self._pixel_params is None:
+            raise RuntimeError("pixel_table before every latent group was set")
+        params = self._pixel_params
+        batch, _, height, width = params.shape
+        tensor = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device)
+        per_row = batch * self.model.config.num_mixtures * width * 256
+        rows = max(1, TABLE_ELEMENTS // per_row)
+        tables = np.empty((batch, height, width, 256), dtype=np.float32)
+        for top in range(0, height, rows):
+            chunk = self.model.likelihood.channel_table(
+                params[:, :, top : top + rows], tensor[:, :, top : top + rows], channel
+            )  # B, rows, W, 256
+            tables[:, top : top + rows] = chunk.cpu().numpy()
+        return tables
+
+
+class TorchLatentModel:
+    """codec.protocol.LatentModel for a HierarchicalVAE on a device."""
+
+    def __init__(self, model: HierarchicalVAE, device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.channels = model.config.image_channels
+        self.stride = model.config.stride
+
+    def begin(self, shape, pixels: np.ndarray | None = None) -> TorchPass:
+        return TorchPass(self.model, self.device, shape, pixels)
+
+    @torch.inference_mode()
+    def bound_bits(self, tile: np.ndarray, valid: tuple[int, int], seed: int = 0) -> float:
+        """The model's negative ELBO (bits) of one padded tile (C, H, W), counting valid pixels only."""
+        generator_state = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+        try:
+            pixels = torch.from_numpy(np.ascontiguousarray(tile[None])).to(self.device)
+            mask = torch.zeros(1, 1, *tile.shape[1:], device=self.device)
+            mask[:, :, : valid[0], : valid[1]] = 1
+            return float(self.model(pixels, mask=mask).bound_bits[0])
+        finally:
+            torch.random.set_rng_state(generator_state)
