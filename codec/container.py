@@ -4,7 +4,7 @@
     0           8     magic  89 2E 56 5A 0D 0A 1A 0A  ("\\x89.VZ\\r\\n\\x1a\\n")
     8           2     format version, u16 little-endian (1)
     10          4     N = header length in bytes, u32 LE
-    14          N     header: canonical UTF-8 JSON (sorted keys, no spaces)
+    14          N     header: canonical UTF-8 JSON (sorted keys, no spaces), zlib-deflated (RFC 1950)
     14+N        4     CRC32 of bytes [0, 14+N), u32 LE
     18+N        4     W = payload length in 32-bit words, u32 LE
     22+N        4W    payload: the ANS words, u32 LE each
@@ -26,6 +26,7 @@ from codec.errors import (
     BadMagicError,
     ChecksumError,
     CodingError,
+    HeaderError,
     LimitError,
     TrailingDataError,
     TruncatedError,
@@ -39,7 +40,29 @@ MAX_HEADER_BYTES = 16 * 2**20
 _PREFIX = struct.Struct("<8sHI")  # magic, version, header length: 14 bytes
 _U32 = struct.Struct("<I")
 
-__all__ = ["MAGIC", "MAX_HEADER_BYTES", "VERSION", "CoderSettings", "Header", "ImageEntry", "read", "write"]
+__all__ = [
+    "MAGIC", "MAX_HEADER_BYTES", "VERSION", "CoderSettings", "Header", "ImageEntry", "pack_header", "read",
+    "unpack_header", "write",
+]
+
+
+def pack_header(text: bytes) -> bytes:
+    """The stored form of the header JSON: deflated (archives of small images repeat the same keys)."""
+    return zlib.compress(text, 9)
+
+
+def unpack_header(raw: bytes) -> bytes:
+    """Inflate a stored header, never to more than MAX_HEADER_BYTES (a deflate bomb stops there)."""
+    inflater = zlib.decompressobj()
+    try:
+        text = inflater.decompress(raw, MAX_HEADER_BYTES + 1)
+    except zlib.error as error:
+        raise HeaderError(f"bad header: not deflate data ({error})") from None
+    if len(text) > MAX_HEADER_BYTES:
+        raise LimitError(f"header too large: inflates to more than {MAX_HEADER_BYTES} bytes")
+    if not inflater.eof or inflater.unused_data:
+        raise HeaderError("bad header: deflate stream incomplete or followed by extra bytes")
+    return text
 
 
 def write(header: Header, words: np.ndarray) -> bytes:
@@ -52,6 +75,7 @@ def write(header: Header, words: np.ndarray) -> bytes:
     text = to_json(header)  # the same checks as reading: never write what cannot be read
     if len(text) > MAX_HEADER_BYTES:
         raise LimitError(f"header too large: {len(text)} bytes (limit {MAX_HEADER_BYTES})")
+    text = pack_header(text)
     prefix = _PREFIX.pack(MAGIC, VERSION, len(text)) + text
     payload = _U32.pack(len(words)) + words.astype("<u4").tobytes()
     return b"".join([prefix, _U32.pack(zlib.crc32(prefix)), payload, _U32.pack(zlib.crc32(payload))])
@@ -80,7 +104,7 @@ def read(data: bytes) -> tuple[Header, np.ndarray]:
     (crc,) = _U32.unpack_from(data, end)
     if zlib.crc32(data[:end]) != crc:
         raise ChecksumError("header checksum mismatch (file corrupted)")
-    header = from_json(bytes(data[_PREFIX.size : end]))
+    header = from_json(unpack_header(bytes(data[_PREFIX.size : end])))
 
     start = end + 4  # payload count field
     if start + 4 > size:

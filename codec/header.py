@@ -47,7 +47,6 @@ class ImageEntry:
     mode: str  # e.g. "L", "RGB", "RGBA", "P"
     width: int
     height: int
-    sha256: str  # 64 lowercase hex chars, of the decoded pixels
     palette: bytes | None = None
     info: dict[str, Any] = field(default_factory=dict)  # small, JSON-able (e.g. an alpha histogram)
 
@@ -58,6 +57,9 @@ class Header:
     model_sha256: str  # first 16 lowercase hex chars of the weights' sha256
     coder: CoderSettings
     images: tuple[ImageEntry, ...]
+    # sha256 over the images' pixel digests in order: one digest per file, so that archives of small images
+    # do not pay 32 bytes each (64 lowercase hex chars)
+    pixels_sha256: str = "0" * 64
 
 
 # ---------------------------------------------------------------------------------------------- JSON
@@ -96,6 +98,7 @@ def _header_to_json(h: Header) -> dict[str, Any]:
     c = h.coder
     return {
         "model": {"name": h.model_name, "sha256": h.model_sha256},
+        "pixels_sha256": h.pixels_sha256,
         "coder": {
             "grid_step": float(c.grid_step),
             "grid_bound": float(c.grid_bound),
@@ -111,7 +114,6 @@ def _header_to_json(h: Header) -> dict[str, Any]:
                 "mode": im.mode,
                 "width": im.width,
                 "height": im.height,
-                "sha256": im.sha256,
                 "palette": None if im.palette is None else bytes(im.palette).hex(),
                 "info": im.info,
             }
@@ -134,7 +136,7 @@ def _runs(schedule: tuple[tuple[str, int], ...]) -> list[list[Any]]:
 
 
 def _json_to_header(obj: Any) -> Header:
-    top = _dict(obj, "header", {"model", "coder", "images"})
+    top = _dict(obj, "header", {"model", "coder", "images", "pixels_sha256"})
     model = _dict(top["model"], "model", {"name", "sha256"})
     coder_keys = {"grid_step", "grid_bound", "tile", "max_batch", "schedule", "constriction", "extra"}
     coder = _dict(top["coder"], "coder", coder_keys)
@@ -161,17 +163,17 @@ def _json_to_header(obj: Any) -> Header:
     sha = _str(model["sha256"], "model sha256", 16)
     if len(sha) != 16 or not _is_hex(sha):
         raise HeaderError("bad header: model sha256 must be 16 lowercase hex chars")
-    return Header(_str(model["name"], "model name", MAX_NAME_CHARS), sha, settings, images)
+    pixels_sha = _str(top["pixels_sha256"], "pixels sha256", 64)
+    if len(pixels_sha) != 64 or not _is_hex(pixels_sha):
+        raise HeaderError("bad header: pixels sha256 must be 64 lowercase hex chars")
+    return Header(_str(model["name"], "model name", MAX_NAME_CHARS), sha, settings, images, pixels_sha)
 
 
 def _image(obj: Any, i: int) -> ImageEntry:
-    d = _dict(obj, f"image {i}", {"name", "mode", "width", "height", "sha256", "palette", "info"})
+    d = _dict(obj, f"image {i}", {"name", "mode", "width", "height", "palette", "info"})
     width, height = _int(d["width"], "width", 1, MAX_SIDE), _int(d["height"], "height", 1, MAX_SIDE)
     if width * height > MAX_PIXELS:
         raise LimitError(f"image {i} too large: {width}x{height} = {width * height} pixels (limit {MAX_PIXELS})")
-    sha = _str(d["sha256"], "image sha256", 64)
-    if len(sha) != 64 or not _is_hex(sha):
-        raise HeaderError(f"bad header: image {i} sha256 must be 64 lowercase hex chars")
     palette = d["palette"]
     if palette is not None:
         palette = _str(palette, "palette", 2 * MAX_PALETTE_BYTES)
@@ -183,7 +185,6 @@ def _image(obj: Any, i: int) -> ImageEntry:
         mode=_str(d["mode"], "mode", 16),
         width=width,
         height=height,
-        sha256=sha,
         palette=palette,
         info=_dict(d["info"], "info", None),
     )

@@ -39,6 +39,11 @@ from pathlib import Path
 
 import numpy as np
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from codec.container import pack_header, unpack_header  # noqa: E402
+
 PREFIX = struct.Struct("<8sHI")
 U32 = struct.Struct("<I")
 
@@ -98,14 +103,15 @@ def make_corpus(loaded) -> dict[str, tuple[bytes, list]]:
 def split_file(data: bytes) -> tuple[int, bytes, bytes]:
     """(version, header JSON bytes, payload words bytes) of a well-formed file."""
     _, version, n = PREFIX.unpack_from(data)
-    header = data[14 : 14 + n]
+    header = unpack_header(bytes(data[14 : 14 + n]))
     (w,) = U32.unpack_from(data, 18 + n)
     return version, header, data[22 + n : 22 + n + 4 * w]
 
 
 def build_file(header: bytes, payload: bytes, *, version: int = 1, n: int | None = None, w: int | None = None,
                magic: bytes = b"\x89.VZ\r\n\x1a\n") -> bytes:
-    """A file with both CRCs right, whatever the (possibly lying) length fields say."""
+    """A file with both CRCs right, whatever the (possibly lying) length fields say; `header` is the JSON."""
+    header = pack_header(header)
     prefix = PREFIX.pack(magic, version, len(header) if n is None else n) + header
     count = U32.pack(len(payload) // 4 if w is None else w) + payload
     return prefix + U32.pack(zlib.crc32(prefix)) + count + U32.pack(zlib.crc32(count))
@@ -175,7 +181,7 @@ def json_edit(rng: random.Random, header: bytes) -> tuple[bytes, str]:
 TARGETED = [  # (path, value): cross-field edits a random walk rarely hits
     (("images", 0, "width"), 65535), (("images", 0, "height"), 4096), (("images", 0, "width"), 1),
     (("images", 0, "mode"), "L"), (("images", 0, "mode"), "RGBA"), (("images", 0, "mode"), "P"),
-    (("images", 0, "mode"), "CMYK"), (("images", 0, "sha256"), "0" * 64), (("images", 0, "name"), "../../etc/x"),
+    (("images", 0, "mode"), "CMYK"), (("pixels_sha256",), "0" * 64), (("images", 0, "name"), "../../etc/x"),
     (("images", 0, "info"), {"planes": {"alpha": {"values": "00ff", "counts": [1, 2**28]}}}),
     (("images", 0, "info"), {"planes": []}), (("images", 0, "info"), {"planes": "index"}),
     (("images", 0, "info"), {"planes": {"index": {"values": "0001", "counts": [1, 1]}}}),

@@ -109,7 +109,7 @@ def broken_files(good: bytes) -> dict[str, tuple[bytes, type, str]]:
         "trailing": (good + b"\0", TrailingDataError, "trailing data"),
         "too-wide": (edit_header(good, lambda o: o["images"][0].update(width=70000)), LimitError, "width = 70000"),
         "too-many-pixels": (edit_header(good, huge), LimitError, f"more than {MAX_IMAGE_PIXELS} pixels"),
-        "checksum-edited": (edit_header(good, lambda o: o["images"][0].update(sha256="0" * 64)), IntegrityError,
+        "checksum-edited": (edit_header(good, lambda o: o.update(pixels_sha256="0" * 64)), IntegrityError,
                             "decoded pixels do not match the checksum"),
     }
 

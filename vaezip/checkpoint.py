@@ -109,13 +109,16 @@ def export_weights(checkpoint: dict[str, Any], path: Path, name: str, use_ema: b
     from safetensors.torch import save
 
     state = checkpoint["ema" if use_ema else "model"]
-    metadata = {
+    description = {
         "kind": WEIGHTS_KIND,
-        "format_version": str(FORMAT_VERSION),
+        "format_version": FORMAT_VERSION,
         "name": name,
-        "model_config": json.dumps(checkpoint["model_config"], sort_keys=True),
-        "step": str(checkpoint.get("step", 0)),
+        "model_config": checkpoint["model_config"],
+        "step": int(checkpoint.get("step", 0)),
     }
+    # One key of canonical JSON: safetensors writes several keys in hash-map order, so the same weights
+    # would get a different sha256 on every export.
+    metadata = {"vaezip": json.dumps(description, sort_keys=True, separators=(",", ":"))}
     tensors = {key: value.detach().cpu().contiguous() for key, value in state.items()}
     atomic_write_bytes(Path(path), save(tensors, metadata=metadata))
     return sha256_file(Path(path))
@@ -144,13 +147,18 @@ def load_weights(path: Path, expected_sha256: str | None = None) -> tuple[Hierar
             metadata = handle.metadata() or {}
     except (SafetensorError, ValueError, OSError) as error:
         raise CheckpointError(f"{path.name} is not a readable safetensors file ({error})") from None
-    if metadata.get("kind") != WEIGHTS_KIND or metadata.get("format_version") != str(FORMAT_VERSION):
+    try:
+        description = json.loads(metadata["vaezip"])
+        valid = description["kind"] == WEIGHTS_KIND and description["format_version"] == FORMAT_VERSION
+    except (KeyError, TypeError, json.JSONDecodeError):
+        valid = False
+    if not valid:
         raise CheckpointError(f"{path.name} is not vaezip weights of format {FORMAT_VERSION}")
     try:
-        config = model_config_from_dict(json.loads(metadata["model_config"]))
-    except (KeyError, json.JSONDecodeError, TypeError, ConfigError) as error:
+        config = model_config_from_dict(description["model_config"])
+    except (KeyError, TypeError, ConfigError) as error:
         raise CheckpointError(f"{path.name}: bad model config in metadata ({error})") from None
-    return build_model(config, tensors), metadata
+    return build_model(config, tensors), description
 
 
 def model_from_checkpoint(data: dict[str, Any], use_ema: bool = True) -> HierarchicalVAE:

@@ -261,7 +261,7 @@ def compress(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="model name, run folder or weights file (default: by image mode)"),
     force: bool = typer.Option(False, "--force", "-f", help="overwrite existing outputs"),
     keep: bool = typer.Option(True, "--keep/--rm", help="keep (default) or delete the inputs after success"),
-    tile: Optional[int] = typer.Option(None, help="tile side in pixels (default 64)"),
+    tile: Optional[int] = typer.Option(None, help="tile side in pixels (default 32)"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no report"),
 ):
@@ -518,6 +518,13 @@ def bench(
             args += [f"--codecs={c}" for c in codecs or ()] + [f"--out={out_dir}"]
             args += ([f"--tile={tile}"] if tile is not None else []) + ([f"--device={device}"] if device != "auto" else [])
             command = shlex.join(["vaezip", "bench", *args])
+        from vaezip.bench.report import have_matplotlib
+
+        if plan.skipped:
+            err.print(f"not available here, skipped: {', '.join(plan.skipped)} (pip install -e '.[bench]')",
+                      highlight=False)
+        if not have_matplotlib():
+            err.print("matplotlib is not installed: no charts (pip install -e '.[bench]')", highlight=False)
         for s in plan.sets:
             err.print(
                 f"{s.name}: {len(s.images)} images ({'all' if s.limit is None else f'limit {s.limit}'}), "

@@ -26,6 +26,7 @@ __all__ = [
     "plot_bpsp_bars",
     "plot_scatter_vs_best",
     "write_report",
+    "have_matplotlib",
 ]
 
 
@@ -185,6 +186,15 @@ def markdown_report(rows: Sequence[Row], *, codecs: Sequence = (), command: str 
 # --------------------------------------------------------------------------------------------
 
 
+def have_matplotlib() -> bool:
+    """Charts need matplotlib (the ``bench`` extra); without it the report has tables only."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _plt():
     import matplotlib
     matplotlib.use("Agg", force=False)
@@ -284,7 +294,8 @@ def write_report(rows: Sequence[Row], out_dir: str | os.PathLike, *, codecs: Seq
                  command: str | None = None, scatter_codec: str | None = None,
                  reference: Sequence[str] | None = None, title: str = "vaezip bench: lossless rates",
                  notes: Sequence[str] = ()) -> dict[str, Path]:
-    """Write results.csv, summary.csv, results.md, bpsp_bars.png and scatter_<codec>.png.
+    """Write results.csv, summary.csv, results.md, bpsp_bars.png and scatter_<codec>.png (the charts
+    only when matplotlib is installed).
 
     ``scatter_codec``: the codec compared per image with the best of ``reference``.  If not
     given: the first codec in ``codecs`` that is not a :class:`ClassicalCodec` (a learned
@@ -301,10 +312,13 @@ def write_report(rows: Sequence[Row], out_dir: str | os.PathLike, *, codecs: Seq
         "results.csv": write_csv(rows, out / "results.csv"),
         "summary.csv": write_summary_csv(aggs, out / "summary.csv"),
     }
+    charts = have_matplotlib()
+    if not charts:
+        notes = [*notes, "charts not drawn: matplotlib is not installed (pip install -e '.[bench]')"]
     md = markdown_report(rows, codecs=codecs, command=command, title=title, notes=notes)
     (out / "results.md").write_text(md)
     files["results.md"] = out / "results.md"
-    if aggs:
+    if aggs and charts:
         files["bpsp_bars.png"] = plot_bpsp_bars(aggs, out / "bpsp_bars.png")
         names = _order(r.codec for r in rows)
         if scatter_codec is None:

@@ -23,22 +23,26 @@ __all__ = ["DEFAULT_SETS", "DEFAULT_LIMITS", "LEARNED_NAMES", "DEFAULT_CODECS", 
 DEFAULT_SETS: tuple[str, ...] = ("mnist-test", "imagenette32-val", "imagenette56-val", "cifar4k-holdout", "kodak")
 
 #: first N images of each named set unless ``--limit`` is given (folders and .npz files: all images).
-#: Sized so that the default run (DEFAULT_SETS, every codec) takes at most ~15 minutes on a 2-core CPU,
-#: where vaezip is the slow codec (see docs/results/results.md for the measured time).
+#: Sized so that the default run (DEFAULT_SETS, every codec, vaezip per image and as an archive) takes at
+#: most ~15 minutes on a 2-core CPU.  vaezip is the slow codec there (measured 2026-11-22 on a shared
+#: 2-core AMD EPYC: about 1-3 s per small image, 28x28 .. 56x56, encode + decode of the per-image file and
+#: of the archive together; minutes for one 768x512 Kodak image); the slow classical settings (webp q100,
+#: jpegxl-e9: seconds per Kodak image) are cheap next to it at these sizes.  The report records the limits
+#: and the wall time of the run.
 DEFAULT_LIMITS: dict[str, int] = {
-    "mnist-test": 100,
-    "imagenette32-val": 100,
-    "imagenette56-val": 40,
-    "cifar4k-holdout": 100,
+    "mnist-test": 30,
+    "imagenette32-val": 30,
+    "imagenette56-val": 10,
+    "cifar4k-holdout": 30,
     "kodak": 1,
     # not in the default run: full-size photos take vaezip minutes per image on a CPU
     "photos": 1,
     "photos-wikimedia": 1,
-    "mcmaster": 2,
+    "mcmaster": 1,
     "gray8bit": 1,
-    "mnist-train": 100,
-    "imagenette32-train": 100,
-    "cifar4k-train": 100,
+    "mnist-train": 50,
+    "imagenette32-train": 50,
+    "cifar4k-train": 50,
 }
 
 LEARNED_NAMES: tuple[str, ...] = ("vaezip", ARCHIVE_NAME)
@@ -149,6 +153,13 @@ def prepare(sources: Sequence[str] = (), *, models: Sequence[str] = (), limit: i
     skipped = [n for n in classical_names if n not in {c.name for c in classical}]
     learned = [n for n in names if n in LEARNED_NAMES]
     limits = DEFAULT_LIMITS if limits is None else limits
+    if learned and device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"--device must be auto, cpu or cuda, not {device!r}")
+    if learned and device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda was asked for, but torch sees no CUDA device")
     loaded = _load_models(models) if learned else {}
     plans: list[SetPlan] = []
     for src in (list(sources) or list(DEFAULT_SETS)):
@@ -226,5 +237,7 @@ def report(rows: Sequence[Row], plan: Plan, out_dir: str | os.PathLike, *, comma
                 t[0] += r.bytes
                 t[1] += r.subpixels
         scatter = min(totals, key=lambda c: totals[c][0] / max(totals[c][1], 1)) if totals else None
+    classical = [c for c in dict.fromkeys(r.codec for r in rows) if c not in LEARNED_NAMES and c != scatter]
+    # no classical codec to compare with: no scatter chart (reference=[] turns it off)
     return write_report(rows, out_dir, codecs=plan.all_codecs(), command=command, scatter_codec=scatter,
-                        notes=_notes(plan))
+                        reference=classical, notes=_notes(plan))

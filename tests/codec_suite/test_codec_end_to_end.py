@@ -25,16 +25,16 @@ TILE, MAX_BATCH = 16, 8
 def compress(images: dict[str, np.ndarray], model, grid=LatentGrid()) -> bytes:
     """images: name -> (4, H, W) uint8 RGBA."""
     stack = Stack()
-    entries = []
+    entries, digests = [], hashlib.sha256()
     for name, rgba in images.items():
         hist = fit_histogram(rgba[3])
         push_plane(stack, rgba[3], hist)
-        sha = hashlib.sha256(rgba.tobytes()).hexdigest()
-        entries.append(ImageEntry(name, "RGBA", rgba.shape[2], rgba.shape[1], sha, info={"alpha": hist.to_dict()}))
+        digests.update(hashlib.sha256(rgba.tobytes()).digest())
+        entries.append(ImageEntry(name, "RGBA", rgba.shape[2], rgba.shape[1], info={"alpha": hist.to_dict()}))
     tiles = [t for rgba in images.values() for t in split_tiles(rgba[:3], TILE, model.stride)]
     schedule, _ = bitsback.encode_tiles(stack, tiles, model, grid, MAX_BATCH)
     coder = CoderSettings(grid.step, grid.bound, TILE, MAX_BATCH, tuple(schedule), constriction_version())
-    return write(Header("linear-toy", "0" * 16, coder, tuple(entries)), stack.words())
+    return write(Header("linear-toy", "0" * 16, coder, tuple(entries), digests.hexdigest()), stack.words())
 
 
 def decompress(data: bytes, model) -> dict[str, np.ndarray]:
@@ -52,8 +52,11 @@ def decompress(data: bytes, model) -> dict[str, np.ndarray]:
     for im in reversed(header.images):  # pushed first, popped last
         alpha = pop_plane(stack, Histogram.from_dict(im.info["alpha"]), (im.height, im.width))
         out[im.name] = np.concatenate([out[im.name], alpha[None]])
-        if hashlib.sha256(out[im.name].tobytes()).hexdigest() != im.sha256:
-            raise CodingError(f"{im.name}: decoded pixels do not match the stored sha256")
+    digests = hashlib.sha256()
+    for im in header.images:
+        digests.update(hashlib.sha256(out[im.name].tobytes()).digest())
+    if digests.hexdigest() != header.pixels_sha256:
+        raise CodingError("decoded pixels do not match the stored sha256")
     if not stack.is_empty():
         raise CodingError("payload not fully consumed")
     return out
