@@ -27,7 +27,7 @@ def check(report: dict) -> None:
 
 
 def test_fuzz_fast(tiny_weights, tmp_path):
-    report = fuzz.fuzz(400, seed=12345, timeout=10.0, cli_every=40, model_path=tiny_weights[3])
+    report = fuzz.fuzz(400, seed=12345, timeout=60.0, cli_every=40, model_path=tiny_weights[3])
     assert report["cases"] == 400
     check(report)
     (tmp_path / "report.md").write_text(fuzz.to_markdown(report))
@@ -35,5 +35,5 @@ def test_fuzz_fast(tiny_weights, tmp_path):
 
 @pytest.mark.slow
 def test_fuzz_full(tiny_weights):
-    report = fuzz.fuzz(10_000, seed=0, timeout=10.0, cli_every=50, model_path=tiny_weights[3])
+    report = fuzz.fuzz(10_000, seed=0, timeout=60.0, cli_every=50, model_path=tiny_weights[3])
     check(report)

@@ -102,7 +102,21 @@ def test_stdin_to_stdout(tmp_path, tiny_weights):
     assert_same(image, tmp_path / "b.png")
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "kodak").is_dir(), reason="../shared/data/kodak is absent")
+NO_KODAK = pytest.mark.skipif(not (SHARED_DATA / "kodak").is_dir(), reason="../shared/data/kodak is absent")
+
+
+@NO_KODAK
+def test_a_kodak_image_round_trips(tmp_path, tiny_weights):
+    path = SHARED_DATA / "kodak" / "kodim23.png"
+    result = run_cli("compress", path, "-o", tmp_path / "k.vz", "-m", tiny_weights[3])
+    assert result.returncode == 0, result.stderr.decode()
+    result = run_cli("decompress", tmp_path / "k.vz", "-o", tmp_path / "k.png", "-m", tiny_weights[3])
+    assert result.returncode == 0, result.stderr.decode()
+    assert_same(Image.open(path), tmp_path / "k.png")
+
+
+@NO_KODAK
+@pytest.mark.slow  # ~9 minutes on the 2-core CPU: pytest -m slow
 def test_every_kodak_image_round_trips(tmp_path, tiny_weights):
     """All 24 Kodak images in one archive (one encoder process), decoded in a fresh process."""
     paths = sorted((SHARED_DATA / "kodak").glob("kodim*.png"))

@@ -101,6 +101,13 @@ class RichTrainReporter:
             highlight=False,
         )
 
+    def coded(self, step, achieved_bpsp, bound_bpsp, images):
+        self.console.print(
+            f"step {step}: {images} validation images compressed for real: achieved {achieved_bpsp:.4f} bpsp "
+            f"vs bound {bound_bpsp:.4f} ({achieved_bpsp / bound_bpsp:.3f}x, first tiles and header included)",
+            highlight=False,
+        )
+
     def checkpoint(self, step, path):
         pass
 
@@ -529,7 +536,7 @@ def bench(
             err.print(
                 f"{s.name}: {len(s.images)} images ({'all' if s.limit is None else f'limit {s.limit}'}), "
                 f"codecs {', '.join(c.name for c in s.codecs)}{', vaezip-archive' if s.archive else ''}",
-                highlight=False,
+                highlight=False, soft_wrap=True,
             )
         group: list = []
 
@@ -543,7 +550,8 @@ def bench(
                 bound = [r.bound_bpsp * r.subpixels for r in good if not math.isnan(r.bound_bpsp)]
                 rate += f" (bound {sum(bound) / sub:.3f})" if bound and sub else ""
                 failed = f", {len(group) - len(good)} FAILED" if len(good) < len(group) else ""
-                bar.console.print(f"  {r0.dataset} / {r0.codec}: {rate}, {seconds:.1f} s{failed}", highlight=False)
+                bar.console.print(f"  {r0.dataset} / {r0.codec}: {rate}, {seconds:.1f} s{failed}", highlight=False,
+                                  soft_wrap=True)
                 group.clear()
 
         def on_row(row):
@@ -581,7 +589,9 @@ def bench(
             table.add_row(name, *(text(ds, name, "bpsp") for ds in sets))
             if any(not math.isnan(a.bound_bpsp) for a in aggs if a.codec == name):
                 table.add_row(f"  {name} bound", *(text(ds, name, "bound_bpsp") for ds in sets))
-        out.print(table, width=max(out.width, 24 + 19 * len(sets)))
+        # a pipe or a log file gets the whole table, however many data sets (a terminal wraps it itself)
+        wide = out if out.is_terminal else Console(width=max(out.width, 24 + 19 * len(sets)), file=out.file)
+        wide.print(table)
         out.print(f"wrote {', '.join(str(p) for p in files.values())}", highlight=False, soft_wrap=True)
         failures = sum(1 for r in rows if not r.roundtrip_ok)
         if failures:

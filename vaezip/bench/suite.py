@@ -189,6 +189,14 @@ def execute(plan: Plan, progress: Callable[[Row], None] | None = None) -> list[R
     return rows
 
 
+def _shown(path: str) -> str:
+    """A path inside the repository relative to it (reports are committed), others as given."""
+    try:
+        return Path(path).resolve().relative_to(Path(__file__).resolve().parents[2]).as_posix()
+    except ValueError:
+        return path
+
+
 def _notes(plan: Plan) -> list[str]:
     import torch
 
@@ -201,7 +209,7 @@ def _notes(plan: Plan) -> list[str]:
                      f"{s.images.subpixels} subpixels)")
     for ch, m in sorted(plan.models.items()):
         notes.append(f"vaezip model for {'grey' if ch == 1 else 'colour'} images: {m.name} "
-                     f"({m.source}, sha256 {m.sha256[:16]})")
+                     f"({_shown(m.source)}, sha256 {m.sha256[:16]})")
     if plan.models:
         notes.append(f"vaezip device: {plan.device}; torch threads: {torch.get_num_threads()}")
         notes.append("vaezip = one .vz file per image (header, entry and checksum counted in every file); "

@@ -1,0 +1,84 @@
+"""Compress and decompress one image, timed, with the time split into network, probability tables and
+entropy coder (everything else: tiling, planes, container).
+
+    python scripts/coding_speed.py ../shared/data/kodak/kodim23.png [--model NAME] [--device cpu|cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from codec import ans  # noqa: E402
+from vaezip import coding  # noqa: E402
+from vaezip.api import compress_images, decompress_images, load_model  # noqa: E402
+from vaezip.images import open_image  # noqa: E402
+
+SPENT: dict[str, float] = defaultdict(float)
+
+
+def timed(owner, name: str, bucket: str) -> None:
+    original = getattr(owner, name)
+
+    def wrapper(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            SPENT[bucket] += time.perf_counter() - started
+
+    setattr(owner, name, wrapper)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("image")
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    image = open_image(args.image)
+    loaded = load_model(args.model) if args.model else None
+    if loaded is None:
+        from vaezip.zoo import default_for, load
+
+        loaded = load(default_for(image.mode))
+    for name in ("__init__", "latent_params", "set_latent"):
+        timed(coding.TorchPass, name, "network")
+    timed(coding.TorchPass, "pixel_table", "tables")
+    for name in ("push_gaussian", "pop_gaussian", "push_categorical", "pop_categorical", "push_uniform", "pop_uniform"):
+        timed(ans.Stack, name, "coder")
+
+    raw_mb = image.width * image.height * len(image.getbands()) / 1e6
+    report = {}
+    for phase in ("compress", "decompress"):
+        SPENT.clear()
+        started = time.perf_counter()
+        if phase == "compress":
+            result = compress_images([("image.png", image)], loaded, device=args.device)
+            data = result.data
+        else:
+            (_, decoded), = decompress_images(data, loaded, device=args.device)
+            assert np.array_equal(np.asarray(decoded), np.asarray(image)), "round trip is not exact"
+        total = time.perf_counter() - started
+        other = total - sum(SPENT.values())
+        report[phase] = (total, dict(SPENT), other)
+    device = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"{args.image}: {image.width}x{image.height} {image.mode}, model {loaded.name}, {device}, torch {torch.__version__}")
+    print(f"achieved {result.achieved_bpsp:.4f} bpsp vs bound {result.bound_bpsp:.4f} ({result.achieved_bpsp / result.bound_bpsp:.4f}x)")
+    for phase, (total, spent, other) in report.items():
+        parts = ", ".join(f"{k} {v:.2f} s ({v / total:.0%})" for k, v in sorted(spent.items()))
+        print(f"{phase}: {total:.2f} s = {raw_mb / total:.3f} MB/s; {parts}, other {other:.2f} s ({other / total:.0%})")
+
+
+if __name__ == "__main__":
+    main()
