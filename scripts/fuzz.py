@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import io
 import json
 import random
 import signal
@@ -451,7 +450,7 @@ def fuzz(cases: int, seed: int = 0, timeout: float = 10.0, cli_every: int = 50, 
 
 def to_markdown(report: dict) -> str:
     lines = [
-        f"# vaezip decoder fuzz report",
+        "# vaezip decoder fuzz report",
         "",
         f"{report['cases']} mutated files (seed {report['seed']}) in {report['seconds']} s, per-case timeout "
         f"{report['timeout_s']} s; corpus sizes {report['corpus']}.",

@@ -1,6 +1,5 @@
 """Training: resumable, atomic checkpoints, and a run that survives SIGKILL."""
 
-import os
 import signal
 import subprocess
 import sys
