@@ -22,7 +22,7 @@ app = typer.Typer(
     help="vaezip: neural lossless image compression (hierarchical VAE + bits-back ANS).",
 )
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # one line per message, also in logs and pipes
 
 
 class Failure(Exception):
