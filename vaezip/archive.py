@@ -4,8 +4,8 @@ verifies each image's pixel checksum."""
 
 from __future__ import annotations
 
-import itertools
 import hashlib
+import itertools
 import time
 
 import numpy as np
@@ -24,6 +24,7 @@ from vaezip.checkpoint import CheckpointError
 from vaezip.coding import TorchLatentModel, deterministic_kernels
 from vaezip.errors import ImageError, IntegrityError
 from vaezip.images import MAX_IMAGE_PIXELS, SUPPORTED_MODES, Planes, join_planes, pixel_checksum, split_image
+from vaezip.train import resolve_device
 
 GRID = LatentGrid()
 DEFAULT_TILE = 32  # pixels per tile side: the shipped models were trained on 32x32 crops and bound best there
@@ -35,12 +36,10 @@ MAX_TILES = 2**22  # tiles in one file
 
 
 def _resolve_device(name: str, recorded: str | None = None) -> torch.device:
-    if name == "auto":
-        wanted = recorded or ("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device("cuda" if wanted == "cuda" and torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for, but torch sees no CUDA device")
-    return torch.device(name)
+    """Like training's resolver, but "auto" prefers the device class that encoded (where it exists here)."""
+    if name == "auto" and recorded in ("cpu", "cuda"):
+        name = recorded if recorded == "cpu" or torch.cuda.is_available() else "cpu"
+    return resolve_device(name)
 
 
 def _model_channels(mode: str) -> int:
@@ -112,9 +111,12 @@ def encode_archive(images, model, *, tile, max_batch, device, progress) -> Compr
     header = Header(loaded.name, loaded.sha256[:16], settings, entries, combined_checksum(c for _, _, c in split))
     data = container.write(header, stack.words())
 
+    tiles_of: list[list[int]] = [[] for _ in split]
+    for k, index in enumerate(owner):
+        tiles_of[index].append(k)
     reports = []
     for index, (name, planes, _) in enumerate(split):
-        mine = [k for k, o in enumerate(owner) if o == index]
+        mine = tiles_of[index]
         payload = side_bits[index][0] + sum(stats[k].net_bits for k in mine)
         bound = side_bits[index][1] + sum(bounds[k] for k in mine)
         excess = sum(stats[k].net_bits - bounds[k] for k in mine if stats[k].direct)

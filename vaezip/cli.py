@@ -417,6 +417,7 @@ def decompress(
 def info(inputs: list[str] = typer.Argument(..., help=".vz files")):
     """Show what a .vz file holds (without decoding it)."""
     from codec.container import read
+    from vaezip.images import SUBPIXELS_PER_PIXEL
 
     failures = 0
     for path in inputs:
@@ -436,7 +437,7 @@ def info(inputs: list[str] = typer.Argument(..., help=".vz files")):
             )
             subpixels = 0
             for entry in header.images:
-                channels = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4, "P": 1}.get(entry.mode, 3)
+                channels = SUBPIXELS_PER_PIXEL.get(entry.mode, 3)
                 subpixels += channels * entry.width * entry.height
                 out.print(f"  {entry.name}: {entry.width}x{entry.height} {entry.mode}", highlight=False)
             out.print(f"  {8 * len(data) / max(subpixels, 1):.4f} bits per subpixel", highlight=False)

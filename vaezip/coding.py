@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from codec.protocol import LatentParams
+from vaezip.evaluate import repeatable_sampling
 from vaezip.model import HierarchicalVAE
 
 # Rows of a tile batch whose probability tables are built at once: bounds the (B, K, rows, W, 256) temporary.
@@ -117,12 +118,8 @@ class TorchLatentModel:
     @torch.inference_mode()
     def bound_bits(self, tile: np.ndarray, valid: tuple[int, int], seed: int = 0) -> float:
         """The model's negative ELBO (bits) of one padded tile (C, H, W), counting valid pixels only."""
-        generator_state = torch.random.get_rng_state()
-        torch.manual_seed(seed)
-        try:
+        with repeatable_sampling(seed, self.device):
             pixels = torch.from_numpy(np.ascontiguousarray(tile[None])).to(self.device)
             mask = torch.zeros(1, 1, *tile.shape[1:], device=self.device)
             mask[:, :, : valid[0], : valid[1]] = 1
             return float(self.model(pixels, mask=mask).bound_bits[0])
-        finally:
-            torch.random.set_rng_state(generator_state)

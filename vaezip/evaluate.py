@@ -3,6 +3,7 @@ latent group, i.e. where the bits go."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,6 +49,15 @@ def batches_of(images, batch_size: int, crop: int | None = None):
         yield np.ascontiguousarray(image.transpose(2, 0, 1)[None])
 
 
+@contextmanager
+def repeatable_sampling(seed: int, device: str | torch.device):
+    """The bound uses one posterior sample: seed it, without disturbing the caller's (training) generators."""
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
 @torch.no_grad()
 def evaluate(
     model: HierarchicalVAE,
@@ -61,9 +71,7 @@ def evaluate(
 ) -> EvalResult:
     """images: a stacked (N, H, W, C) uint8 array or a list of (H, W, C) arrays."""
     model.eval()
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)  # the bound uses one posterior sample: make it repeatable
-    try:
+    with repeatable_sampling(seed, device):
         total_kl = None
         total_nll = 0.0
         total_subpixels = 0
@@ -81,8 +89,6 @@ def evaluate(
                 shapes = _group_shapes(model, batch.shape[2], batch.shape[3])
             if progress is not None:
                 progress(batch.shape[0])
-    finally:
-        torch.random.set_rng_state(generator_state)
     if total_kl is None:
         raise ValueError("no images to evaluate")
     groups = tuple(

@@ -29,6 +29,7 @@ from vaezip.errors import ImageError
 # Refused before decoding (Pillow raises DecompressionBombError above twice its own limit; ours is lower).
 MAX_IMAGE_PIXELS = 100_000_000
 SUPPORTED_MODES = ("L", "LA", "RGB", "RGBA", "P")
+SUBPIXELS_PER_PIXEL = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4, "P": 1}  # as stored: a palette index counts once
 
 
 @dataclass
@@ -50,8 +51,7 @@ class Planes:
     @property
     def subpixels(self) -> int:
         """Subpixels of the image as stored (an index plane counts once per pixel)."""
-        channels = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4, "P": 1}[self.mode]
-        return channels * self.width * self.height
+        return SUBPIXELS_PER_PIXEL[self.mode] * self.width * self.height
 
 
 def open_image(source) -> Image.Image:
