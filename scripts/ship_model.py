@@ -1,9 +1,13 @@
 """Ship a training run as a model in pretrained/: EMA weights as safetensors, sha256, config, provenance and
 figures measured here (the bound with `vaezip.evaluate`, the achieved rate by really compressing).
 
-    python scripts/ship_model.py runs/mnist-cpu mnist-cpu --default grey \
+    python scripts/ship_model.py runs/mnist mnist --recipe mnist \
         --data "mnist-train (MNIST train split, 59,000 images)" --terms "MNIST: Y. LeCun, C. Cortes, C. Burges" \
-        --compute "2-core CPU, 60 minutes" --eval mnist-test --eval-limit 10000 --code-limit 500
+        --compute "2-core CPU, 60 minutes" --eval mnist-test --eval-limit 2000 --code-limit 0 \
+        --bench docs/results/models/mnist-test/summary.csv
+
+The shipped models: `bash scripts/ship_models.sh`, after `bash scripts/bench_models.sh` (whose rates
+`--bench` reads).
 """
 
 from __future__ import annotations
@@ -39,7 +43,11 @@ def main() -> None:
     parser.add_argument("--status", default="", help="e.g. 'interim'")
     parser.add_argument("--eval", action="append", default=[], help="data set for the bound (repeatable)")
     parser.add_argument("--eval-limit", type=int, default=2000)
-    parser.add_argument("--code-limit", type=int, default=200, help="images compressed for the achieved rate")
+    parser.add_argument("--tile", type=int, help="evaluate the bound on tiles, as the coder cuts images")
+    parser.add_argument("--code-limit", type=int, default=200, help="images compressed for the achieved rate (0: none; take it from --bench)")
+    parser.add_argument("--recipe", help="the scripts/recipes.py recipe that made the run (recorded)")
+    parser.add_argument("--bench", type=Path, action="append", default=[],
+                        help="a `vaezip bench` summary.csv: its vaezip rows for this model become figures")
     args = parser.parse_args()
 
     checkpoint = load_checkpoint(args.run)
@@ -50,8 +58,12 @@ def main() -> None:
     figures = {}
     for source in args.eval:
         images = datasets.load(source, limit=args.eval_limit, channels=loaded.model.config.image_channels)
-        result = evaluate(loaded.model, images.images, batch_size=64)
-        figures[f"{source} bound (first {len(images)})"] = round(result.bound_bpsp, 4)
+        result = evaluate(loaded.model, images.images, batch_size=64, tile=args.tile)
+        cut = f", {args.tile}x{args.tile} tiles" if args.tile else ""
+        figures[f"{source} bound (first {len(images)}{cut})"] = round(result.bound_bpsp, 4)
+        print(f"{source}: bound {result.bound_bpsp:.4f} on the first {len(images)}", flush=True)
+        if args.code_limit == 0:
+            continue
         coded = images.subset(range(min(args.code_limit, len(images))))
         pil = [(f"{i}.png", Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)) for i, image in enumerate(coded)]
         started = time.perf_counter()
@@ -60,6 +72,9 @@ def main() -> None:
         figures[f"{source} bound of those {len(pil)} as coded"] = round(packed.bound_bpsp, 4)
         print(f"{source}: bound {result.bound_bpsp:.4f}; archive of {len(pil)}: achieved {packed.achieved_bpsp:.4f} "
               f"vs bound {packed.bound_bpsp:.4f} in {time.perf_counter() - started:.1f} s", flush=True)
+
+    for summary in args.bench:
+        figures.update(bench_figures(summary, digest, loaded.model.config.image_channels))
 
     manifest = json.loads(MANIFEST.read_text()) if MANIFEST.exists() else {"format_version": 1, "models": {}}
     counters = checkpoint.get("counters", {})
@@ -78,6 +93,8 @@ def main() -> None:
         "figures": figures,
         "measured_on": f"{platform.machine()} CPU, {time.strftime('%Y-%m-%d')}",
         "status": args.status,
+        "init": checkpoint.get("init"),
+        "recipe": f"python scripts/recipes.py train {args.recipe}" if args.recipe else None,
         "constriction": constriction_version(),
         "vz_format": 1,
     }
@@ -85,6 +102,31 @@ def main() -> None:
         manifest.setdefault("defaults", {})[args.default] = args.name
     MANIFEST.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     print(f"{weights}: sha256 {digest}; manifest updated")
+
+
+def bench_figures(summary: Path, digest: str, channels: int) -> dict[str, float]:
+    """The vaezip rows of a bench summary made with these weights: the report's flags name the sha256, and
+    of a run with a grey and a colour model only the data sets with this model's channel count count."""
+    import csv
+
+    results = summary.with_name("results.md").read_text() if summary.with_name("results.md").exists() else ""
+    if digest[:16] not in results:
+        sys.exit(f"{summary}: not made with these weights (sha256 {digest[:16]}... is not in its results.md)")
+    images: dict[str, set[str]] = {}  # data set -> image indices (an archive row stands for all of them)
+    with open(summary.with_name("results.csv"), newline="") as handle:
+        for row in csv.DictReader(handle):
+            if int(row["channels"]) == channels and int(row["index"]) >= 0:
+                images.setdefault(row["dataset"], set()).add(row["index"])
+    figures = {}
+    with open(summary, newline="") as handle:
+        for row in csv.DictReader(handle):
+            if not row["codec"].startswith("vaezip") or row["dataset"] not in images:
+                continue
+            kind = "one archive" if row["codec"] == "vaezip-archive" else "one file per image"
+            label = f"{row['dataset']} (first {len(images[row['dataset']])} images, {kind}, vaezip bench)"
+            figures[f"{label} achieved"] = round(float(row["bpsp"]), 4)
+            figures[f"{label} bound"] = round(float(row["bound_bpsp"]), 4)
+    return figures
 
 
 if __name__ == "__main__":

@@ -328,3 +328,12 @@ def test_damaged_weights_file(tmp_path):
     (tmp_path / "bad.safetensors").write_bytes(b"\x08\0\0\0\0\0\0\0{}garbage")
     with pytest.raises(CheckpointError, match="bad.safetensors"):
         load_model(tmp_path / "bad.safetensors")
+
+
+def test_a_failed_file_is_named_once_by_the_path_given(rgb_model, tmp_path):
+    (tmp_path / "sub").mkdir()
+    Image.fromarray(np.full((8, 8), 7, np.uint8), "L").save(tmp_path / "sub" / "grey.png")
+    result = cli("compress", "sub/grey.png", "-m", rgb_model, "-q", cwd=tmp_path)
+    line = error_lines(result)[0]
+    assert result.returncode == 1
+    assert line.startswith("vaezip: error: sub/grey.png: ") and line.count("grey.png") == 1, line

@@ -281,3 +281,12 @@ def test_shared_photo_sets():
     assert load("mcmaster", limit=2).images.shape == (2, 500, 500, 3)
     g = load("gray8bit", limit=1)
     assert g.channels == 1
+
+
+@needs_shared
+def test_shared_skimage_training_photos():
+    colour, grey = load("skimage-rgb"), load("skimage-gray")
+    assert len(colour) == 6 and colour.channels == 3 and colour.names[0].endswith("astronaut.png")
+    assert len(grey) == 11 and grey.channels == 1
+    # None of them is a benchmark photograph.
+    assert all(name.startswith("skimage_samples/") for name in colour.names + grey.names)

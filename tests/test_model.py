@@ -1,5 +1,6 @@
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 
@@ -106,3 +107,22 @@ def test_tiny_preset_is_fast():
         start = time.perf_counter()
         model(pixels)
     assert time.perf_counter() - start < 1.0
+
+
+def test_tiled_bound_cuts_like_the_coder_and_counts_only_real_pixels():
+    from codec.tiling import split_tiles
+    from vaezip.evaluate import evaluate
+
+    torch.manual_seed(0)
+    model = HierarchicalVAE(get_preset("tiny").model).eval()
+    stride = model.config.stride
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (2 * stride, 2 * stride, 3), dtype=np.uint8)
+    tiles = np.stack([t.pixels for t in split_tiles(image.transpose(2, 0, 1), stride, stride)]).transpose(0, 2, 3, 1)
+    whole_tiles = evaluate(model, tiles, batch_size=4)
+    tiled = evaluate(model, [image], batch_size=4, tile=stride)
+    assert tiled.images == 1 and tiled.subpixels == image.size
+    assert tiled.bound_bpsp == pytest.approx(whole_tiles.bound_bpsp, rel=1e-6)
+    # Padding is coded (its latents) but never counted as pixels.
+    odd = rng.integers(0, 256, (stride + 3, stride - 1, 3), dtype=np.uint8)
+    assert evaluate(model, [odd], tile=stride).subpixels == odd.size

@@ -35,6 +35,14 @@ MAX_BATCH_PIXELS = 2**24  # padded pixels in one batch of tiles (n * Th * Tw)
 MAX_TILES = 2**22  # tiles in one file
 
 
+def effective_tile(tile: int | None, stride: int) -> int:
+    """The tile side the coder uses when asked for `tile`: a multiple of the model's stride, at least one."""
+    tile = tile or DEFAULT_TILE
+    if not 1 <= tile <= MAX_TILE:
+        raise ValueError(f"tile must be between 1 and {MAX_TILE} pixels, not {tile}")
+    return max(stride, tile // stride * stride)
+
+
 def _resolve_device(name: str, recorded: str | None = None) -> torch.device:
     """Like training's resolver, but "auto" prefers the device class that encoded (where it exists here)."""
     if name == "auto" and recorded in ("cpu", "cuda"):
@@ -66,10 +74,7 @@ def encode_archive(images, model, *, tile, max_batch, device, progress) -> Compr
                 f"{name}: a {planes.mode} image needs a {planes.model_channels}-channel model, "
                 f"but {loaded.name} codes {channels}-channel images (mixed grey and colour need separate files)"
             )
-    tile = tile or DEFAULT_TILE
-    if not 1 <= tile <= MAX_TILE:
-        raise ValueError(f"tile must be between 1 and {MAX_TILE} pixels, not {tile}")
-    tile = max(stride, tile // stride * stride)
+    tile = effective_tile(tile, stride)
     max_batch = max(1, min(max_batch, MAX_BATCH_PIXELS // (tile * tile)))
     tiles_needed = sum(_count_tiles(p.height, p.width, tile) for _, p, _ in split if p.model_plane is not None)
     if tiles_needed > MAX_TILES:
@@ -266,8 +271,9 @@ def _check_entry(entry: ImageEntry) -> None:
 
 def _likely_cause(header: Header, device: torch.device) -> str:
     extra = header.coder.extra
-    made = f"{extra.get('device', '?')} with torch {extra.get('torch', '?')}"
-    here = f"{device.type} with torch {torch.__version__}"
+    # constriction is named too: a different ANS or quantiser version codes the same tables differently.
+    made = f"{extra.get('device', '?')} with torch {extra.get('torch', '?')}, constriction {header.coder.constriction}"
+    here = f"{device.type} with torch {torch.__version__}, constriction {constriction_version()}"
     if made != here:
         return f"the file was made on {made}, this decode ran on {here}: decode on the same kind of device and versions"
     return "the file is damaged, or was made by a different model or library version"

@@ -57,11 +57,14 @@ class RichTrainReporter:
         self.last_line = 0.0
 
     def start(self, info):
+        # A mixture of differently sized sets has one crop size per part.
+        crops = info["crop"] if isinstance(info["crop"][0], tuple) else (info["crop"],)
+        init = f", started from {info['init']['name']}" if info.get("init") else ""
         self.console.print(
             f"training on {info['device']} (x{info['world']}): {info['train_images']} images "
-            f"({info['val_images']} held out), crops {info['crop'][0]}x{info['crop'][1]}, "
+            f"({info['val_images']} held out), crops {' / '.join(f'{h}x{w}' for h, w in crops)}, "
             f"{info['channels']} channel(s), {info['parameters'] / 1e6:.2f} M parameters, "
-            f"steps {info['start_step']} -> {info['steps']}",
+            f"steps {info['start_step']} -> {info['steps']}{init}",
             highlight=False,
         )
         if self.plain:
@@ -118,7 +121,8 @@ class RichTrainReporter:
 
 @app.command()
 def train(
-    data: str = typer.Argument(..., help="a folder of images, an .npz file, or a data set name (mnist-train, ...)"),
+    data: str = typer.Argument(..., help="a folder of images, an .npz file, a data set name (mnist-train, ...), "
+                               "or a mixture NAME@WEIGHT+NAME@WEIGHT (each batch from one part)"),
     preset: str = typer.Option("cpu", help="tiny | cpu | gpu"),
     out_dir: Path = typer.Option(Path("runs/latest"), "--out", "-o", help="run folder (checkpoint last.pt)"),
     steps: int = typer.Option(10_000, help="total number of optimizer steps (counted across resumes)"),
@@ -132,8 +136,12 @@ def train(
     seed: Optional[int] = typer.Option(None, help="override the preset's seed"),
     checkpoint_every: Optional[int] = typer.Option(None, help="steps between checkpoints"),
     val_every: Optional[int] = typer.Option(None, help="steps between validations of the bound"),
+    init: Optional[str] = typer.Option(None, help="start from this model's weights (run folder, .pt, "
+                                       ".safetensors or shipped name); its architecture replaces the preset's"),
+    channels: Optional[int] = typer.Option(None, help="1: train a grey model (colour images converted to luma); "
+                                           "3: colour; default: colour if any image is"),
 ):
-    """Train a model on your own images (or a named data set)."""
+    """Train a model on your own images (or a named data set; NAME@WEIGHT+NAME@WEIGHT mixes sources)."""
     from vaezip.config import get_preset
     from vaezip.train import train as run_training
 
@@ -157,6 +165,8 @@ def train(
                 reporter=reporter,
                 train_overrides=overrides,
                 time_limit=None if minutes is None else minutes * 60,
+                init=init,
+                channels=channels,
             )
         finally:
             reporter.close()
@@ -175,6 +185,8 @@ def eval_command(
     limit: Optional[int] = typer.Option(None, help="only the first N images"),
     batch_size: int = typer.Option(64),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    tile: Optional[int] = typer.Option(None, help="cut images into tiles as `vaezip compress --tile` does (the "
+                                       "bound a file pays); default: whole images"),
 ):
     """Print the bound (negative ELBO, bits per subpixel) and the KL of each latent group."""
     from vaezip import data as datasets
@@ -186,16 +198,26 @@ def eval_command(
         loaded = load_model(model)
         images = datasets.load(data, limit=limit, channels=loaded.model.config.image_channels)
         target = resolve_device(device)
+        if tile is not None:
+            from codec.tiling import tile_boxes
+            from vaezip.archive import effective_tile
+
+            tile = effective_tile(tile, loaded.model.config.stride)
+            total = sum(len(tile_boxes(image.shape[0], image.shape[1], tile)) for image in images)
+        else:
+            total = len(images)
         with Progress(TextColumn("eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err) as bar:
-            task = bar.add_task("eval", total=len(images))
+            task = bar.add_task("eval", total=total)
             result = evaluate(
                 loaded.model.to(target),
                 images.images,
                 batch_size=batch_size,
                 device=target,
+                tile=tile,
                 progress=lambda n: bar.advance(task, n),
             )
-        table = Table(title=f"{loaded.name} on {images.name}: {result.images} images")
+        cut = f" in {tile}x{tile} tiles" if tile is not None else ""
+        table = Table(title=f"{loaded.name} on {images.name}: {result.images} images{cut}")
         for column in ("group", "stage", "latent grid", "latent dims / image", "KL bits / subpixel", "share"):
             table.add_column(column, justify="right")
         for group in result.groups:
@@ -323,6 +345,10 @@ def user_errors_counted(label: str | None = None):
                 message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
                 if label is None or message.startswith(f"{label}:") or message.startswith(f"{label} "):
                     raise
+                # The archive names an image by its base name: show the path the user gave instead, once.
+                base = Path(label).name
+                if base and message.startswith(f"{base}:"):
+                    message = message[len(base) + 1 :].lstrip()
                 raise Failure(f"{label}: {message}") from None
     except typer.Exit as stop:
         if stop.exit_code == 130:
@@ -506,7 +532,7 @@ def bench(
     ),
     out_dir: Path = typer.Option(Path("bench-results"), "--out", "-o",
                                  help="folder for results.csv, summary.csv, results.md and charts (replaced)"),
-    tile: Optional[int] = typer.Option(None, help="vaezip tile side in pixels (default 64)"),
+    tile: Optional[int] = typer.Option(None, help="vaezip tile side in pixels (default 32)"),
     device: str = typer.Option("auto", help="auto | cpu | cuda (vaezip)"),
 ):
     """Compare vaezip with classical lossless codecs: bits per subpixel, MB/s, round trip; report + charts."""

@@ -39,6 +39,8 @@ __all__ = [
     "DataError",
     "ImageSet",
     "CropSampler",
+    "MixtureSampler",
+    "parse_mixture",
     "data_root",
     "load",
     "load_image",
@@ -177,6 +179,15 @@ _SPECS: dict[str, tuple[str, tuple]] = {
                  ("files", ["photos_fullsize/mcmaster"])),
     "gray8bit": ("imagecompression.info 8-bit grey camera photos, 9 images, 3-12 Mpixel",
                  ("files", ["photos_fullsize/imagecompression_info/gray8bit"])),
+    # scikit-image's bundled sample photographs: the only full-resolution photographs here that no
+    # benchmark uses, hence the photo models' source of camera-scale pixel statistics.
+    "skimage-rgb": ("scikit-image sample photos, RGB: astronaut, chelsea, coffee, ihc, motorcycle pair (6 images)",
+                    ("files", [f"skimage_samples/{n}.png" for n in
+                               ("astronaut", "chelsea", "coffee", "ihc", "motorcycle_left", "motorcycle_right")])),
+    "skimage-gray": ("scikit-image sample photos, grey: camera, coins, textures, moon, cell, ... (11 images)",
+                     ("files", [f"skimage_samples/{n}.png" for n in
+                                ("brick", "camera", "cell", "clock_motion", "coins", "grass", "gravel",
+                                 "microaneurysms", "moon", "page", "text")])),
 }
 
 #: data set name -> one-line description
@@ -538,6 +549,60 @@ class CropSampler:
 
     def set_state(self, state: dict) -> None:
         self._rng.bit_generator.state = state
+
+
+class MixtureSampler:
+    """Crops from several image sets: each batch comes from one set, picked with probability proportional to
+    its weight, so six large photographs can count as much as thousands of thumbnails.  Batches from sets of
+    different sizes differ in shape (the models are fully convolutional and the loss is per subpixel)."""
+
+    def __init__(self, parts: Sequence[ImageSet], weights: Sequence[float], crop: int, seed: int):
+        if len(parts) != len(weights) or not parts:
+            raise ValueError("MixtureSampler: one weight per part, at least one part")
+        if any(w <= 0 for w in weights):
+            raise DataError(f"mixture weights must be positive, got {list(weights)}")
+        channels = {part.channels for part in parts}
+        if len(channels) != 1:
+            raise DataError(f"mixture parts differ in channel count: {sorted(channels)}")
+        self.channels = channels.pop()
+        # Every part draws from its own stream, so adding a part never changes another part's crops.
+        self._samplers = [CropSampler(part, crop, seed=seed + 7919 * (index + 1)) for index, part in enumerate(parts)]
+        self._probabilities = np.asarray(weights, dtype=np.float64) / float(sum(weights))
+        self._rng = np.random.default_rng(seed)
+        self.crop = self._samplers[0].crop if len({s.crop for s in self._samplers}) == 1 \
+            else tuple(s.crop for s in self._samplers)
+        self.skipped = sum(s.skipped for s in self._samplers)
+        self.num_images = sum(s.num_images for s in self._samplers)
+
+    def sample(self, batch_size: int) -> np.ndarray:
+        part = int(self._rng.choice(len(self._samplers), p=self._probabilities))
+        return self._samplers[part].sample(batch_size)
+
+    def state(self) -> dict:
+        return {"choice": _plain(self._rng.bit_generator.state), "parts": [s.state() for s in self._samplers]}
+
+    def set_state(self, state: dict) -> None:
+        if len(state["parts"]) != len(self._samplers):
+            raise DataError("the saved sampler state has a different number of mixture parts")
+        self._rng.bit_generator.state = state["choice"]
+        for sampler, part_state in zip(self._samplers, state["parts"]):
+            sampler.set_state(part_state)
+
+
+def parse_mixture(source: str) -> list[tuple[str, float]]:
+    """``"skimage-rgb@1+imagenette32-train@1"`` -> ``[("skimage-rgb", 1.0), ("imagenette32-train", 1.0)]``.
+
+    A source that names a data set or an existing path is one part of weight 1, even when it contains
+    ``+`` or ``@``.  A part without ``@WEIGHT`` has weight 1."""
+    if source in _SPECS or Path(source).expanduser().exists():
+        return [(source, 1.0)]
+    parts = []
+    for item in source.split("+"):
+        name, at, weight = item.rpartition("@") if "@" in item else (item, "", "1")
+        if not name or not re.fullmatch(r"[0-9]*\.?[0-9]+", weight) or float(weight) <= 0:
+            raise DataError(f"bad mixture part {item!r}: write NAME or NAME@WEIGHT (a positive number)")
+        parts.append((name, float(weight)))
+    return parts
 
 
 def _plain(obj):

@@ -49,6 +49,32 @@ def batches_of(images, batch_size: int, crop: int | None = None):
         yield np.ascontiguousarray(image.transpose(2, 0, 1)[None])
 
 
+def tiled_batches(images, batch_size: int, tile: int, stride: int):
+    """Yield ((B, C, th, tw) uint8 tiles, (B, 1, th, tw) float mask of real pixels): the images cut and padded
+    exactly as the coder cuts them, so the bound is the one a .vz file pays (tiles see no neighbours)."""
+    from codec.tiling import split_tiles
+
+    pending: dict[tuple[int, int], list] = {}  # padded tile shape -> tiles waiting for a full batch
+    for image in images:  # H, W, C
+        for piece in split_tiles(np.ascontiguousarray(image.transpose(2, 0, 1)), tile, stride):
+            waiting = pending.setdefault(piece.pixels.shape[1:], [])
+            waiting.append(piece)
+            if len(waiting) == batch_size:
+                yield _stack_tiles(waiting)
+                waiting.clear()
+    for waiting in pending.values():
+        if waiting:
+            yield _stack_tiles(waiting)
+
+
+def _stack_tiles(pieces) -> tuple[np.ndarray, np.ndarray]:
+    pixels = np.stack([piece.pixels for piece in pieces])  # B, C, th, tw
+    mask = np.zeros((len(pieces), 1, *pixels.shape[2:]), dtype=np.float32)
+    for index, piece in enumerate(pieces):
+        mask[index, 0, : piece.valid[0], : piece.valid[1]] = 1.0
+    return pixels, mask
+
+
 @contextmanager
 def repeatable_sampling(seed: int, device: str | torch.device):
     """The bound uses one posterior sample: seed it, without disturbing the caller's (training) generators."""
@@ -66,10 +92,12 @@ def evaluate(
     batch_size: int = 64,
     device: str | torch.device = "cpu",
     crop: int | None = None,
+    tile: int | None = None,
     seed: int = 0,
     progress=None,
 ) -> EvalResult:
-    """images: a stacked (N, H, W, C) uint8 array or a list of (H, W, C) arrays."""
+    """images: a stacked (N, H, W, C) uint8 array or a list of (H, W, C) arrays. `tile`: the bound of the
+    images cut into tiles as the coder cuts them (`progress` then counts tiles); else of whole images."""
     model.eval()
     with repeatable_sampling(seed, device):
         total_kl = None
@@ -77,9 +105,13 @@ def evaluate(
         total_subpixels = 0
         count = 0
         shapes: list[tuple[int, int, int]] = []
-        for batch in batches_of(images, batch_size, crop):
+        if tile is not None:
+            batches = tiled_batches(images, batch_size, tile, model.config.stride)
+        else:
+            batches = ((batch, None) for batch in batches_of(images, batch_size, crop))
+        for batch, mask in batches:
             pixels = torch.from_numpy(batch).to(device)
-            out = model(pixels)
+            out = model(pixels, mask=None if mask is None else torch.from_numpy(mask).to(device))
             kl = out.kl_bits.double().cpu()
             total_kl = kl if total_kl is None else total_kl + kl
             total_nll += float(out.nll_bits)
@@ -91,6 +123,8 @@ def evaluate(
                 progress(batch.shape[0])
     if total_kl is None:
         raise ValueError("no images to evaluate")
+    if tile is not None:
+        count = len(images)
     groups = tuple(
         GroupKL(index, stage, f"{h}x{w}", dims, float(total_kl[index]) / total_subpixels)
         for index, (stage, h, w, dims) in enumerate(shapes)

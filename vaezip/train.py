@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 
 from vaezip import data as datasets
@@ -134,10 +135,48 @@ def coded_rate(model: HierarchicalVAE, images, crop: int, device: torch.device) 
     return result.achieved_bpsp, result.bound_bpsp, len(pil)
 
 
-def _load_data(source: str, channels: int | None, val_images: int):
-    images = datasets.load(source, channels=channels)
-    train_set, val_set = datasets.split_holdout(images, max_count=val_images)
-    return train_set, val_set
+# A mixture part with fewer images than this gives none to validation: holding out one of six photographs
+# would cost a sixth of the data that teaches the model camera-scale statistics.
+MIN_IMAGES_FOR_HOLDOUT = 20
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    parts: tuple[datasets.ImageSet, ...]  # what the sampler crops from
+    weights: tuple[float, ...]
+    validation: datasets.ImageSet
+
+    @property
+    def channels(self) -> int:
+        return self.parts[0].channels
+
+    def sampler(self, crop: int, seed: int):
+        if len(self.parts) == 1:
+            return datasets.CropSampler(self.parts[0], crop, seed=seed)
+        return datasets.MixtureSampler(self.parts, self.weights, crop, seed=seed)
+
+
+def _load_data(source: str, channels: int | None, val_images: int) -> TrainingData:
+    mixture = datasets.parse_mixture(source)
+    if len(mixture) == 1:
+        train_set, val_set = datasets.split_holdout(datasets.load(source, channels=channels), max_count=val_images)
+        return TrainingData((train_set,), (1.0,), val_set)
+    loaded = [datasets.load(name, channels=channels) for name, _ in mixture]
+    if channels is None and len({part.channels for part in loaded}) > 1:
+        loaded = [datasets.load(name, channels=3) for name, _ in mixture]
+    parts, held_out = [], []
+    for part in loaded:
+        if len(part) >= MIN_IMAGES_FOR_HOLDOUT:
+            part, holdout = datasets.split_holdout(part, max_count=max(1, val_images // len(loaded)))
+            held_out.append(holdout)
+        parts.append(part)
+    if not held_out:
+        raise datasets.DataError(
+            f"{source}: no mixture part has {MIN_IMAGES_FOR_HOLDOUT} images to hold out for validation")
+    images = [image for holdout in held_out for image in holdout]
+    stacked = images if len({image.shape for image in images}) > 1 else np.stack(images)
+    validation = datasets.ImageSet(f"{source}:val", stacked)
+    return TrainingData(tuple(parts), tuple(weight for _, weight in mixture), validation)
 
 
 def train(
@@ -151,8 +190,15 @@ def train(
     reporter: TrainReporter | None = None,
     train_overrides: dict[str, Any] | None = None,
     time_limit: float | None = None,
+    init: str | None = None,
+    channels: int | None = None,
 ) -> dict[str, Any]:
-    """Train until `steps` (a total, counted across resumes) or `time_limit` seconds; returns a summary."""
+    """Train until `steps` (a total, counted across resumes) or `time_limit` seconds; returns a summary.
+
+    `init` warm-starts a new run from a model (run folder, .pt, .safetensors or shipped name): its
+    architecture replaces the preset's and its (EMA) weights start both the trained and the EMA copy; a colour
+    model starting a grey run is converted first (`grey_from_colour`). `channels` (1 or 3) converts the data
+    (grey: Pillow's luma); by default a set with any colour image trains a colour model."""
     reporter = reporter or SilentReporter()
     run_dir = Path(run_dir)
     device = resolve_device(device_name)
@@ -174,21 +220,41 @@ def train(
             raise FileExistsError(f"{checkpoint_path} exists: use --resume to continue it or another --out")
         train_config = dataclasses.replace(preset.train, **(train_overrides or {}))
         model_config = preset.model
+    initial = None
+    if saved is not None:
+        init_record = saved.get("init")
+    elif init:
+        from vaezip.api import load_model
 
-    train_set, val_set = _load_data(data_source, None if saved is None else model_config.image_channels,
-                                    train_config.val_images)
-    if saved is None:
-        model_config = dataclasses.replace(model_config, image_channels=train_set.channels)
-    elif train_set.channels != model_config.image_channels:
-        raise CheckpointError("the data's channel count differs from the checkpoint's model")
+        initial = load_model(init)
+        model_config = initial.model.config
+        init_record = {"name": initial.name, "sha256": initial.sha256}
+    else:
+        init_record = None
+
+    training_data = _load_data(data_source, channels if saved is None else model_config.image_channels,
+                               train_config.val_images)
+    val_set = training_data.validation
+    if initial is not None and initial.model.config.image_channels == 3 and training_data.channels == 1:
+        from vaezip.model.convert import grey_from_colour
+
+        initial = dataclasses.replace(initial, model=grey_from_colour(initial.model))
+        model_config = initial.model.config
+    if saved is None and initial is None:
+        model_config = dataclasses.replace(model_config, image_channels=training_data.channels)
+    elif training_data.channels != model_config.image_channels:
+        raise CheckpointError("the data's channel count differs from the model's")
 
     torch.manual_seed(train_config.seed + dist_info.rank)
-    sampler = datasets.CropSampler(train_set, train_config.crop, seed=train_config.seed + 1000 * dist_info.rank)
+    sampler = training_data.sampler(train_config.crop, seed=train_config.seed + 1000 * dist_info.rank)
     model = HierarchicalVAE(model_config).to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
     optimizer = make_optimizer(model, train_config)
     counters = Counters()
     step = 0
+    if initial is not None:
+        model.load_state_dict(initial.model.state_dict())
+        ema.load_state_dict(initial.model.state_dict())
     if saved is not None:
         model.load_state_dict(saved["model"])
         ema.load_state_dict(saved["ema"])
@@ -219,6 +285,7 @@ def train(
             "model_config": config_to_dict(model_config),
             "train_config": config_to_dict(train_config),
             "data_source": str(data_source),
+            "init": init_record,
             "model": model.state_dict(),
             "ema": ema.state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -248,12 +315,13 @@ def train(
         {
             "device": str(device),
             "world": dist_info.world,
-            "train_images": len(train_set),
+            "train_images": sum(len(part) for part in training_data.parts),
             "val_images": len(val_set),
             "crop": sampler.crop,
             "channels": model_config.image_channels,
             "parameters": sum(p.numel() for p in model.parameters()),
             "start_step": step,
+            "init": init_record,
             "steps": steps,
             "model_config": model_config,
             "train_config": train_config,

@@ -64,11 +64,13 @@ class VaezipCodec:
         self.name = name
         self.channels = int(model.model.config.image_channels)
         self.library = _library()
+        from vaezip.archive import DEFAULT_TILE
+
         from .suite import _shown
 
         where = _shown(model.source)
         self.flags = (f"compress_images([(name, image)], model={model.name!r} "
-                      f"[{where}, sha256 {model.sha256[:16]}], tile={tile or 'default (64)'}, "
+                      f"[{where}, sha256 {model.sha256[:16]}], tile={tile or f'default ({DEFAULT_TILE})'}, "
                       f"device={device!r}); one .vz file per image")
         self._bounds: dict[tuple, float] = {}
 

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The shipped models against the classical codecs on the issue-5 target rows, each into docs/results/models/SET:
+#   mnist-test (first 2,000, one archive, model mnist), imagenette32-val (first 2,000, one archive, photo),
+#   kodak (all 24, one file per image, photo), photos-wikimedia (first WIKIMEDIA_LIMIT, one file per image).
+# About 40 minutes on a 2-core CPU with WIKIMEDIA_LIMIT=12; vaezip coding is nearly all of it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VAEZIP="${VAEZIP:-.venv/bin/vaezip}"
+[ -x "$VAEZIP" ] || VAEZIP=vaezip
+OUT=docs/results/models
+"$VAEZIP" bench mnist-test -n 2000 -m pretrained/mnist.safetensors -c classical,vaezip-archive -o "$OUT/mnist-test"
+"$VAEZIP" bench imagenette32-val -n 2000 -m pretrained/photo.safetensors -c classical,vaezip-archive -o "$OUT/imagenette32-val"
+"$VAEZIP" bench kodak -n 24 -m pretrained/photo.safetensors -c classical,vaezip -o "$OUT/kodak"
+"$VAEZIP" bench photos-wikimedia -n "${WIKIMEDIA_LIMIT:-12}" -m pretrained/photo.safetensors -c classical,vaezip \
+    -o "$OUT/photos-wikimedia"

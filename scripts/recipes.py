@@ -1,0 +1,126 @@
+"""How every shipped model is made: data, preset, steps, seed and starting point, with the `vaezip train`
+command that makes it. Runs are resumable, so CPU hours and GPU windows add up: run the same command again
+(on any machine, with the run folder carried along) and it continues where the last one stopped.
+
+    python scripts/recipes.py list
+    python scripts/recipes.py show photo                      # the exact vaezip train command
+    python scripts/recipes.py train photo [--minutes 50] [--device cuda]
+    python scripts/recipes.py train photo-gray                # needs runs/photo (its starting point)
+
+A recipe whose `init` names another recipe starts from that run's weights (`vaezip train --init`); train the
+chain in order. Training reads only training data: MNIST train, Imagenette 32x32 train, and scikit-image's
+sample photographs (no benchmark uses them). Kodak, the Wikimedia, McMaster and grey 8-bit photographs and
+every validation or test split are never trained on. `scripts/ship_model.py` exports a finished run and
+measures it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = ROOT / "runs"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    data: str  # a vaezip data source: a name, or NAME@WEIGHT+NAME@WEIGHT for a mixture
+    preset: str
+    steps: int  # total optimizer steps
+    decay_steps: int | None = None  # cosine decay length; None: all the steps
+    seed: int = 0
+    lr: float | None = None  # None: the preset's
+    init: str | None = None  # the recipe whose finished run this one starts from
+    channels: int | None = None
+    note: str = ""
+
+    @property
+    def run(self) -> Path:
+        return RUNS / self.name
+
+    def command(self, *, resume: bool, minutes: float | None, device: str) -> list[str]:
+        args = ["vaezip", "train", self.data, "--preset", self.preset, "--out", str(self.run.relative_to(ROOT)),
+                "--steps", str(self.steps), "--decay-steps", str(self.decay_steps or self.steps), "--seed", str(self.seed)]
+        if self.lr is not None:
+            args += ["--lr", repr(self.lr)]
+        if self.channels is not None:
+            args += ["--channels", str(self.channels)]
+        if self.init is not None:
+            args += ["--init", str(RECIPES[self.init].run.relative_to(ROOT))]
+        if resume:
+            # A resumed run takes everything but the step target from its checkpoint.
+            args = ["vaezip", "train", self.data, "--out", str(self.run.relative_to(ROOT)),
+                    "--steps", str(self.steps), "--resume"]
+        if minutes is not None:
+            args += ["--minutes", repr(minutes)]
+        if device != "auto":
+            args += ["--device", device]
+        return args
+
+
+RECIPES: dict[str, Recipe] = {
+    recipe.name: recipe
+    for recipe in (
+        Recipe(
+            "imagenette32", "imagenette32-train", "cpu", steps=32401, decay_steps=33750,
+            note="the base of the photo models: ImageNet-style 32x32 thumbnails; ~21 min on one H100 "
+            "(bf16; the window ran out at step 32,401 of the planned 33,750), ~2.8 h on the 2-core CPU",
+        ),
+        Recipe(
+            "photo", "skimage-rgb@1+imagenette32-train@1", "cpu", steps=16000, lr=5e-4, init="imagenette32",
+            note="half the batches are 32x32 crops of camera-scale photographs (scikit-image's six colour "
+            "samples), half thumbnails (keeps it general); ~40 min on the 2-core CPU",
+        ),
+        Recipe(
+            "photo-gray", "skimage-gray@2+skimage-rgb@1+imagenette32-train@1", "cpu", steps=3000, lr=5e-4,
+            init="photo", channels=1,
+            note="the photo model made grey (red-channel marginal), then trained on grey photographs and on "
+            "colour ones converted to luma",
+        ),
+        Recipe(
+            "mnist", "mnist-train", "cpu", steps=11377, decay_steps=16000,
+            note="the digit specialist; planned for 16,000 steps, stopped by its 60-minute limit on the "
+            "2-core CPU at 11,377",
+        ),
+    )
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="action", required=True)
+    commands.add_parser("list")
+    show = commands.add_parser("show")
+    show.add_argument("name", choices=sorted(RECIPES))
+    run = commands.add_parser("train")
+    run.add_argument("name", choices=sorted(RECIPES))
+    run.add_argument("--minutes", type=float, help="stop (with a checkpoint) after this long; run again to go on")
+    run.add_argument("--device", default="auto")
+    args = parser.parse_args()
+
+    if args.action == "list":
+        for recipe in RECIPES.values():
+            done = "started" if (recipe.run / "last.pt").exists() else "not started"
+            print(f"{recipe.name:13} {recipe.data:52} {recipe.steps:6} steps  ({done})  {recipe.note}")
+        return
+    recipe = RECIPES[args.name]
+    resume = (recipe.run / "last.pt").exists()
+    if args.action == "show":
+        print(shlex.join(recipe.command(resume=False, minutes=None, device="auto")))
+        return
+    if recipe.init is not None and not (RECIPES[recipe.init].run / "last.pt").exists():
+        sys.exit(f"{recipe.name} starts from {recipe.init}: train that recipe first ({RECIPES[recipe.init].run})")
+    command = recipe.command(resume=resume, minutes=args.minutes, device=args.device)
+    command[0] = str(Path(sys.executable).with_name("vaezip"))
+    print("+", shlex.join(command), flush=True)
+    sys.exit(subprocess.run(command, cwd=ROOT).returncode)
+
+
+if __name__ == "__main__":
+    main()

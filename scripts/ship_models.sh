@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Ships the three models of pretrained/ (export, sha256, bounds, manifest entry) from their finished runs
+# (scripts/recipes.py) and the achieved rates of scripts/bench_models.sh (run that first). A few minutes on a CPU.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+P="${PYTHON:-.venv/bin/python}"
+R=docs/results/models
+IMAGENETTE_TERMS="Imagenette images are ImageNet images: ImageNet terms of access (non-commercial research and education)"
+SK_RGB="scikit-image samples (see ../shared/data README): astronaut public domain (NASA); chelsea, coffee CC0; ihc no known copyright restrictions; motorcycle pair from the Middlebury 2014 stereo benchmark, terms not stated"
+SK_GREY="grey samples: camera, brick, grass, gravel, cell, microaneurysms CC0; coins no known copyright restrictions; text, clock_motion public domain; moon, page terms not stated"
+"$P" scripts/ship_model.py runs/mnist mnist --recipe mnist \
+  --data "mnist-train: MNIST training split less 1,000 held-out images (59,000 images, 28x28 grey)" \
+  --terms "MNIST (Y. LeCun, C. Cortes, C. Burges); commonly cited under CC BY-SA 3.0" \
+  --compute "2-core CPU (shared with other work), 60 minutes, 11,377 steps of 32" \
+  --status "the digit specialist (vaezip compress -m mnist); not a default" \
+  --eval mnist-test --eval-limit 2000 --code-limit 0 --bench $R/mnist-test/summary.csv
+"$P" scripts/ship_model.py runs/photo photo --default colour --recipe photo \
+  --data "stage 1 (imagenette32 recipe): Imagenette 32x32 train split less 473 held out (8,996 images); stage 2 (photo recipe): half the batches 32x32 crops of scikit-image's six colour sample photos (skimage-rgb), half Imagenette 32x32 train" \
+  --terms "$IMAGENETTE_TERMS; $SK_RGB" \
+  --compute "stage 1: 1 NVIDIA H100 (bf16), ~21 minutes, 32,401 steps of 32; stage 2: 2-core CPU, 41 minutes, 16,000 steps of 32" \
+  --eval imagenette32-val --eval kodak --eval photos-wikimedia --tile 32 --eval-limit 2000 --code-limit 0 \
+  --bench $R/imagenette32-val/summary.csv --bench $R/kodak/summary.csv --bench $R/photos-wikimedia/summary.csv
+"$P" scripts/ship_model.py runs/photo-gray photo-gray --default grey --recipe photo-gray \
+  --data "photo made grey (red-channel marginal), then: scikit-image's eleven grey samples (skimage-gray, weight 2), its six colour samples and Imagenette 32x32 train converted to luma (weight 1 each)" \
+  --terms "$IMAGENETTE_TERMS; $SK_RGB; $SK_GREY" \
+  --compute "photo's compute, then 2-core CPU, 7 minutes, 3,000 steps of 32" \
+  --status "first version: short fine-tune; no grey target row" \
+  --eval gray8bit --eval kodak --tile 32 --eval-limit 2000 --code-limit 0

@@ -1,0 +1,46 @@
+"""The training recipes of the shipped models name real data sets and real `vaezip train` options."""
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from vaezip import data as datasets
+from vaezip.cli import app
+from vaezip.config import PRESETS
+from vaezip.zoo import manifest
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("recipes", ROOT / "scripts" / "recipes.py")
+recipes = importlib.util.module_from_spec(_spec)
+sys.modules["recipes"] = recipes  # dataclasses look their module up while the class is built
+_spec.loader.exec_module(recipes)
+
+
+def test_every_recipe_is_a_valid_train_command():
+    help_text = CliRunner().invoke(app, ["train", "--help"], terminal_width=200).output
+    for recipe in recipes.RECIPES.values():
+        assert recipe.preset in PRESETS
+        for name, weight in datasets.parse_mixture(recipe.data):
+            assert name in datasets.DATASETS and weight > 0, recipe
+        assert recipe.init is None or recipe.init in recipes.RECIPES
+        for resume in (False, True):
+            command = recipe.command(resume=resume, minutes=30.0, device="cuda")
+            assert command[:3] == ["vaezip", "train", recipe.data]
+            for option in (arg for arg in command if arg.startswith("--")):
+                assert re.search(rf"{option}\b", help_text), (recipe.name, option)
+
+
+def test_recipes_train_only_on_training_data():
+    never = {"kodak", "photos", "photos-wikimedia", "mcmaster", "gray8bit", "mnist-test", "imagenette32-val",
+             "imagenette56-val", "cifar4k-holdout"}
+    for recipe in recipes.RECIPES.values():
+        assert not {name for name, _ in datasets.parse_mixture(recipe.data)} & never, recipe.name
+
+
+def test_every_shipped_model_has_a_recipe():
+    for name, entry in manifest()["models"].items():
+        assert name in recipes.RECIPES, name
+        assert entry["recipe"] == f"python scripts/recipes.py train {name}"
