@@ -45,18 +45,19 @@ class Recipe:
         return RUNS / self.name
 
     def command(self, *, resume: bool, minutes: float | None, device: str) -> list[str]:
-        args = ["vaezip", "train", self.data, "--preset", self.preset, "--out", str(self.run.relative_to(ROOT)),
-                "--steps", str(self.steps), "--decay-steps", str(self.decay_steps or self.steps), "--seed", str(self.seed)]
-        if self.lr is not None:
-            args += ["--lr", repr(self.lr)]
-        if self.channels is not None:
-            args += ["--channels", str(self.channels)]
-        if self.init is not None:
-            args += ["--init", str(RECIPES[self.init].run.relative_to(ROOT))]
+        args = ["vaezip", "train", self.data, "--out", str(self.run.relative_to(ROOT)), "--steps", str(self.steps)]
         if resume:
             # A resumed run takes everything but the step target from its checkpoint.
-            args = ["vaezip", "train", self.data, "--out", str(self.run.relative_to(ROOT)),
-                    "--steps", str(self.steps), "--resume"]
+            args += ["--resume"]
+        else:
+            args += ["--preset", self.preset, "--decay-steps", str(self.decay_steps or self.steps),
+                     "--seed", str(self.seed)]
+            if self.lr is not None:
+                args += ["--lr", repr(self.lr)]
+            if self.channels is not None:
+                args += ["--channels", str(self.channels)]
+            if self.init is not None:
+                args += ["--init", str(RECIPES[self.init].run.relative_to(ROOT))]
         if minutes is not None:
             args += ["--minutes", repr(minutes)]
         if device != "auto":

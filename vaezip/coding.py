@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from codec.protocol import LatentParams
-from vaezip.evaluate import repeatable_sampling
+from vaezip.evaluate import repeatable_sampling, valid_mask
 from vaezip.model import HierarchicalVAE
 
 # Rows of a tile batch whose probability tables are built at once: bounds the (B, K, rows, W, 256) temporary.
@@ -120,6 +120,5 @@ class TorchLatentModel:
         """The model's negative ELBO (bits) of one padded tile (C, H, W), counting valid pixels only."""
         with repeatable_sampling(seed, self.device):
             pixels = torch.from_numpy(np.ascontiguousarray(tile[None])).to(self.device)
-            mask = torch.zeros(1, 1, *tile.shape[1:], device=self.device)
-            mask[:, :, : valid[0], : valid[1]] = 1
+            mask = torch.from_numpy(valid_mask(tile.shape[1:], [valid])).to(self.device)
             return float(self.model(pixels, mask=mask).bound_bits[0])

@@ -598,7 +598,7 @@ def parse_mixture(source: str) -> list[tuple[str, float]]:
         return [(source, 1.0)]
     parts = []
     for item in source.split("+"):
-        name, at, weight = item.rpartition("@") if "@" in item else (item, "", "1")
+        name, _, weight = item.rpartition("@") if "@" in item else (item, "", "1")
         if not name or not re.fullmatch(r"[0-9]*\.?[0-9]+", weight) or float(weight) <= 0:
             raise DataError(f"bad mixture part {item!r}: write NAME or NAME@WEIGHT (a positive number)")
         parts.append((name, float(weight)))

@@ -69,10 +69,15 @@ def tiled_batches(images, batch_size: int, tile: int, stride: int):
 
 def _stack_tiles(pieces) -> tuple[np.ndarray, np.ndarray]:
     pixels = np.stack([piece.pixels for piece in pieces])  # B, C, th, tw
-    mask = np.zeros((len(pieces), 1, *pixels.shape[2:]), dtype=np.float32)
-    for index, piece in enumerate(pieces):
-        mask[index, 0, : piece.valid[0], : piece.valid[1]] = 1.0
-    return pixels, mask
+    return pixels, valid_mask(pixels.shape[2:], [piece.valid for piece in pieces])
+
+
+def valid_mask(padded: tuple[int, int], valid: list[tuple[int, int]]) -> np.ndarray:
+    """(B, 1, th, tw) float32: 1 on each padded tile's real pixels (its top-left h x w), 0 on the padding."""
+    mask = np.zeros((len(valid), 1, *padded), dtype=np.float32)
+    for index, (height, width) in enumerate(valid):
+        mask[index, 0, :height, :width] = 1.0
+    return mask
 
 
 @contextmanager

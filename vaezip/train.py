@@ -163,7 +163,8 @@ def _load_data(source: str, channels: int | None, val_images: int) -> TrainingDa
         return TrainingData((train_set,), (1.0,), val_set)
     loaded = [datasets.load(name, channels=channels) for name, _ in mixture]
     if channels is None and len({part.channels for part in loaded}) > 1:
-        loaded = [datasets.load(name, channels=3) for name, _ in mixture]
+        loaded = [part if part.channels == 3 else datasets.load(name, channels=3)
+                  for (name, _), part in zip(mixture, loaded)]
     parts, held_out = [], []
     for part in loaded:
         if len(part) >= MIN_IMAGES_FOR_HOLDOUT:
