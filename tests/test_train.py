@@ -72,6 +72,8 @@ def test_sigkill_then_resume(tmp_path, tiny_npz):
     process.wait()
     saved = load_checkpoint(run)  # the file in place is always complete
     assert saved["step"] >= 3
+    # Whether or not this kill landed mid-save, a writer killed mid-save leaves its temporary file behind.
+    (run / ".last.pt.tmp-999999").write_bytes(b"half a checkpoint")
     result = subprocess.run(command(saved["step"] + 3, "--resume"), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert not [p for p in run.iterdir() if p.name != "last.pt"], "temporary files left behind"

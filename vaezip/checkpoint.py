@@ -29,9 +29,20 @@ class CheckpointError(ValueError):
     """A checkpoint or weights file that cannot be used."""
 
 
+def _temporary(path: Path, pid: int | str) -> Path:
+    return path.with_name(f".{path.name}.tmp-{pid}")
+
+
+def remove_stale_writes(path: Path) -> None:
+    """Delete the temporary files that writers of `path` killed mid-write (SIGKILL skips cleanup) left."""
+    path = Path(path)
+    for stale in path.parent.glob(_temporary(path, "*").name):
+        stale.unlink(missing_ok=True)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = _temporary(path, os.getpid())
     try:
         with open(tmp, "wb") as handle:
             handle.write(data)
@@ -170,6 +181,7 @@ __all__ = [
     "CHECKPOINT_NAME",
     "CheckpointError",
     "atomic_write_bytes",
+    "remove_stale_writes",
     "build_model",
     "config_to_dict",
     "export_weights",

@@ -17,7 +17,13 @@ import numpy as np
 import torch
 
 from vaezip import data as datasets
-from vaezip.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint
+from vaezip.checkpoint import (
+    CHECKPOINT_NAME,
+    CheckpointError,
+    load_checkpoint,
+    remove_stale_writes,
+    save_checkpoint,
+)
 from vaezip.config import (
     Preset,
     TrainConfig,
@@ -268,6 +274,7 @@ def train(
         sampler.set_state(saved["rng"]["sampler"])
     if run_dir and dist_info.main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_writes(checkpoint_path)
 
     trained = model
     if dist_info.world > 1:
