@@ -40,8 +40,9 @@ from codec.tiling import Tile, TileSpec, pad_tile
 
 DIRECT = "direct"
 BITSBACK = "bitsback"
-RAW = "raw"  # a first tile where the model without latents is worse than 8 bits per subpixel
-KINDS = (DIRECT, BITSBACK, RAW)
+RAW = "raw"  # a first tile where the model without latents is worse than 8 bits per subpixel (read only)
+WHITENED = "whitened"  # the same, its bytes whitened first: what the encoder writes instead of RAW
+KINDS = (DIRECT, BITSBACK, RAW, WHITENED)
 
 Schedule = list[tuple[str, int]]  # [(kind, n_tiles), ...] in encoding order
 ProgressFn = Callable[[int, int], None]  # on_batch(n_tiles_done, n_tiles_total)
@@ -130,7 +131,7 @@ def encode_tiles(
             raw_bits = _raw_bits(tiles[done])
             if ideal.sum() > raw_bits:  # prior-mean latents can predict worse than no model at all
                 stack.restore(snapshot)
-                kind, ideal = RAW, _encode_raw(stack, tiles[done])
+                kind, ideal = WHITENED, _encode_raw(stack, tiles[done], key=done)
             target = 1
         else:
             kind = BITSBACK
@@ -157,8 +158,8 @@ def decode_tiles(
     done = 0
     for (kind, n), start in reversed(list(zip(schedule, starts))):
         batch_specs = specs[start : start + n]
-        if kind == RAW:
-            pixels = _decode_raw(stack, batch_specs)
+        if kind in (RAW, WHITENED):
+            pixels = _decode_raw(stack, batch_specs, key=start if kind == WHITENED else None)
         elif kind == DIRECT:
             pixels = _decode_direct(stack, batch_specs, model)
         else:
@@ -237,19 +238,40 @@ def _raw_bits(tile: Tile) -> float:
     return 8.0 * tile.pixels.shape[0] * tile.valid[0] * tile.valid[1]
 
 
-def _encode_raw(stack: Stack, tile: Tile) -> np.ndarray:
-    """The valid pixels of one tile at 8 bits each (uniform): no model, no bits needed on the stack."""
+def whitening(key: int, n: int) -> np.ndarray:
+    """n pseudo-random bytes for raw tile number `key` of a stream (splitmix64 of key * 2^32 + index).
+
+    Why: raw bytes are what later bits-back pops read as their "random" bits. A near-white sky pushes
+    0xFE, 0xFE, ...: every latent then comes out at the same extreme quantile of its posterior, and the
+    first bits-back tile after it drew latents whose prior was ~400 standard deviations off (kodim20: that
+    tile's KL was 1.06 M bits; its real cost only stayed small because the grid caps it). Adding a fixed
+    pseudo-random byte to each value (mod 256) costs nothing and makes those bits look uniform.
+    """
+    with np.errstate(over="ignore"):
+        x = (np.uint64(key) << np.uint64(32)) + np.arange(n, dtype=np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x = x ^ (x >> np.uint64(31))
+    return (x >> np.uint64(56)).astype(np.uint8)
+
+
+def _encode_raw(stack: Stack, tile: Tile, key: int) -> np.ndarray:
+    """The valid pixels of one tile at 8 bits each (uniform, whitened): no model, no bits needed on the stack."""
     h, w = tile.valid
-    stack.push_uniform(np.ascontiguousarray(tile.pixels[:, :h, :w]).reshape(-1), 256)
+    values = np.ascontiguousarray(tile.pixels[:, :h, :w]).reshape(-1)
+    stack.push_uniform(values + whitening(key, values.size), 256)  # uint8: wraps mod 256
     return np.array([_raw_bits(tile)])
 
 
-def _decode_raw(stack: Stack, specs: Sequence[TileSpec]) -> np.ndarray:
+def _decode_raw(stack: Stack, specs: Sequence[TileSpec], key: int | None) -> np.ndarray:
+    """A raw tile (key None: its bytes as they are, as older files have them) or a whitened one."""
     if len(specs) != 1:
         raise CodingError("a raw batch holds exactly one tile")
     (c, th, tw), (h, w) = specs[0].shape, specs[0].valid
-    valid = stack.pop_uniform(c * h * w, 256).astype(np.uint8).reshape(c, h, w)
-    return pad_tile(valid, th, tw)[None]
+    values = stack.pop_uniform(c * h * w, 256).astype(np.uint8)
+    if key is not None:
+        values = values - whitening(key, values.size)  # uint8: wraps mod 256
+    return pad_tile(values.reshape(c, h, w), th, tw)[None]
 
 
 def _prior_mean_pass(model: LatentModel, shape: tuple[int, ...]) -> ModelPass:

@@ -3,6 +3,11 @@
 The decoder pops channel 0 first (so the encoder pushes it last) and gives the model the channels decoded so
 far, padded by edge replication as soon as each is complete; the encoder hands the model exactly the same
 arrays (later channels zeroed), so any deterministic model gives identical tables on both sides.
+
+A model whose pass has `pixel_phases` (an (H, W) map, see protocol.py) reads neighbours coded before: its
+pixels are coded phase by phase, channel by channel within a phase, and the encoder builds every table from
+exactly the array the decoder will hold at that point (earlier phases and channels filled at valid pixels,
+everything else zero).
 """
 
 from __future__ import annotations
@@ -48,8 +53,38 @@ def _table(batch: ModelPass, channel: int, seen: np.ndarray, mask: np.ndarray) -
     return check_tables(rows)
 
 
+def _symbol_bits(tables: Tables, symbols: np.ndarray) -> np.ndarray:
+    """-log2 of each symbol's probability in its table row, (N,) float64."""
+    p = tables.rows[np.arange(len(symbols)), symbols] / tables.sums
+    return -np.log2(np.maximum(p.astype(np.float64), 2.0**-24))  # the coder gives every symbol >= 2**-24
+
+
+def _phase_order(batch: ModelPass, shape: tuple[int, ...]) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """(rows, columns) of every phase in coding order, or None for a model without pixel phases."""
+    phases = getattr(batch, "pixel_phases", None)
+    if phases is None:
+        return None
+    phases = np.asarray(phases)
+    if phases.shape != tuple(shape[2:]) or phases.dtype.kind not in "iu" or phases.min() < 0:
+        raise CodingError(f"pixel_phases must be a non-negative integer map of shape {tuple(shape[2:])}")
+    return [np.nonzero(phases == phase) for phase in range(int(phases.max()) + 1)]
+
+
+def _phase_table(batch: ModelPass, channel: int, seen: np.ndarray, phase: int, count: int, valid: np.ndarray,
+                 mask: np.ndarray) -> Tables:
+    """The model's table for `channel` at the `count` pixels of `phase`, valid ones only: (N, 256) rows."""
+    table = np.asarray(batch.pixel_table(channel, seen, phase, mask))
+    expected = (mask.shape[0], count, 256)
+    if table.shape != expected:
+        raise CodingError(f"pixel_table({channel}, phase {phase}) must be {expected}, got {table.shape}")
+    return check_tables(table.reshape(-1, 256) if valid.all() else table[valid])
+
+
 def push_pixels(stack: Stack, batch: ModelPass, pixels: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Push the valid pixels, last channel first (so the decoder pops channel 0 first). Per-tile bits (B,)."""
+    order = _phase_order(batch, pixels.shape)
+    if order is not None:
+        return _push_phased(stack, batch, pixels, mask, order)
     bits = np.zeros(pixels.shape[0])
     tile_of_pixel = np.nonzero(mask)[0]  # (N,) the tile each valid pixel belongs to
     for c in reversed(range(pixels.shape[1])):
@@ -58,17 +93,49 @@ def push_pixels(stack: Stack, batch: ModelPass, pixels: np.ndarray, mask: np.nda
         tables = _table(batch, c, seen, mask)  # (N, 256)
         symbols = pixels[:, c][mask]  # (N,)
         stack.push_categorical(symbols, tables)
-        p = tables.rows[np.arange(len(symbols)), symbols] / tables.sums
-        p = np.maximum(p.astype(np.float64), 2.0**-24)  # the coder gives every symbol >= 2**-24
-        bits += np.bincount(tile_of_pixel, weights=-np.log2(p), minlength=len(bits))
+        bits += np.bincount(tile_of_pixel, weights=_symbol_bits(tables, symbols), minlength=len(bits))
+    return bits
+
+
+def _push_phased(stack: Stack, batch: ModelPass, pixels: np.ndarray, mask: np.ndarray, order) -> np.ndarray:
+    seen = np.zeros_like(pixels)  # what the decoder holds, step by step
+    steps = []  # (symbols, tables, tile of each symbol) in decoding order
+    for phase, (rows, columns) in enumerate(order):
+        valid = mask[:, rows, columns]  # B, n
+        if not valid.any():  # a row of padding only: nothing to code, and the decoder skips it too
+            continue
+        tile_of_pixel = np.nonzero(valid)[0]
+        for c in range(pixels.shape[1]):
+            tables = _phase_table(batch, c, seen, phase, len(rows), valid, mask)
+            values = pixels[:, c, rows, columns]  # B, n
+            steps.append((values[valid], tables, tile_of_pixel))
+            seen[:, c, rows, columns] = np.where(valid, values, 0)
+    bits = np.zeros(pixels.shape[0])
+    for symbols, tables, tile_of_pixel in reversed(steps):  # the decoder pops the first step first
+        stack.push_categorical(symbols, tables)
+        bits += np.bincount(tile_of_pixel, weights=_symbol_bits(tables, symbols), minlength=len(bits))
     return bits
 
 
 def pop_pixels(stack: Stack, batch: ModelPass, specs: Sequence[TileSpec]) -> np.ndarray:
-    """Pop the valid pixels channel by channel; re-pad each channel as soon as it is complete."""
+    """Pop the valid pixels channel by channel (phase by phase for a model with phases) and re-pad them."""
     mask = _valid_mask(specs)
     c_all, th, tw = specs[0].shape
     pixels = np.zeros((len(specs), c_all, th, tw), dtype=np.uint8)  # (B, C, H, W)
+    order = _phase_order(batch, pixels.shape)
+    if order is not None:
+        for phase, (rows, columns) in enumerate(order):
+            valid = mask[:, rows, columns]  # B, n
+            if not valid.any():
+                continue
+            for c in range(c_all):
+                values = np.zeros(valid.shape, dtype=np.uint8)
+                values[valid] = stack.pop_categorical(_phase_table(batch, c, pixels, phase, len(rows), valid, mask))
+                pixels[:, c, rows, columns] = values
+        for b, spec in enumerate(specs):
+            h, w = spec.valid
+            pixels[b] = pad_tile(pixels[b, :, :h, :w], th, tw)
+        return pixels
     for c in range(c_all):
         plane = pixels[:, c]  # (B, H, W) view
         plane[mask] = stack.pop_categorical(_table(batch, c, pixels, mask))

@@ -10,6 +10,12 @@ Determinism contract (the decoder must compute bit-identical floats):
   hold zeros on both sides (bitsback.py zeroes them for the encoder too). It may be called in any channel
   order and more than once.
 - All of it for the same batch shape: encoder and decoder run identical batches (the schedule fixes them).
+
+Pixel phases (optional): a pass whose `pixel_phases` is an (H, W) integer map codes its pixels phase by phase
+(0, 1, ...), and `pixel_table(c, pixels, phase, mask)` gives the tables of the pixels of that phase only, in
+raster order. They may depend on the latents, on every channel of pixels of earlier phases, and on channels
+< c of the pixel itself, at valid pixels (mask) only; every other entry of `pixels` is zero on both sides.
+A phase without valid pixels is never asked for. Within a batch, phases come in order, channels 0..C-1.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ class ModelPass(Protocol):
     """One top-down pass over a batch of B tiles of equal padded shape (B, C, H, W)."""
 
     num_groups: int
+    pixel_phases: np.ndarray | None  # (H, W) phase of every pixel, or None: all at once (see above)
 
     def latent_params(self, group: int) -> LatentParams:
         """Parameters of `group`; called for group g only after set_latent(g - 1, ...)."""
@@ -43,11 +50,14 @@ class ModelPass(Protocol):
         """Fix the latent values of `group`: (B, D_group) float64, latent units."""
         ...
 
-    def pixel_table(self, channel: int, pixels: np.ndarray) -> np.ndarray:
+    def pixel_table(
+        self, channel: int, pixels: np.ndarray, phase: int | None = None, mask: np.ndarray | None = None
+    ) -> np.ndarray:
         """After all groups are set: (B, H, W, 256) float32 probabilities of `channel`'s values.
 
         pixels: (B, C, H, W) uint8 whose channels < `channel` are final (padded by edge replication) and
-        channels >= `channel` are zero.
+        channels >= `channel` are zero. With pixel phases: (B, n, 256) for the n pixels of `phase`, and
+        mask (B, H, W) bool marks the valid pixels.
         """
         ...
 

@@ -7,7 +7,10 @@ figures measured here (the bound with `vaezip.evaluate`, the achieved rate by re
         --bench docs/results/models/mnist-test/summary.csv
 
 The shipped models: `bash scripts/ship_models.sh`, after `bash scripts/bench_models.sh` (whose rates
-`--bench` reads).
+`--bench` reads). To refresh only the achieved rates of shipped weights after a new bench, without exporting
+(an export by a newer vaezip writes other metadata, hence another sha256):
+
+    python scripts/ship_model.py --refresh photo --bench docs/results/models/kodak/summary.csv ...
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ sys.path.insert(0, str(ROOT))
 from codec.ans import constriction_version  # noqa: E402
 from vaezip import data as datasets  # noqa: E402
 from vaezip.api import compress_images, load_model  # noqa: E402
-from vaezip.checkpoint import export_weights, load_checkpoint  # noqa: E402
+from vaezip.checkpoint import export_weights, load_checkpoint, sha256_file  # noqa: E402
+from vaezip.config import FORMAT_VERSION  # noqa: E402
 from vaezip.evaluate import evaluate  # noqa: E402
 from vaezip.zoo import MANIFEST, PRETRAINED_DIR  # noqa: E402
 
@@ -48,6 +52,9 @@ def main() -> None:
     parser.add_argument("--recipe", help="the scripts/recipes.py recipe that made the run (recorded)")
     parser.add_argument("--bench", type=Path, action="append", default=[],
                         help="a `vaezip bench` summary.csv: its vaezip rows for this model become figures")
+    if len(sys.argv) > 1 and sys.argv[1] == "--refresh":
+        refresh(sys.argv[2:])
+        return
     args = parser.parse_args()
 
     checkpoint = load_checkpoint(args.run)
@@ -97,11 +104,33 @@ def main() -> None:
         "recipe": f"python scripts/recipes.py train {args.recipe}" if args.recipe else None,
         "constriction": constriction_version(),
         "vz_format": 1,
+        "weights_format": FORMAT_VERSION,
     }
     if args.default:
         manifest.setdefault("defaults", {})[args.default] = args.name
     MANIFEST.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     print(f"{weights}: sha256 {digest}; manifest updated")
+
+
+def refresh(argv: list[str]) -> None:
+    """--refresh NAME --bench SUMMARY...: replace a shipped model's bench figures, keeping its weights."""
+    parser = argparse.ArgumentParser(prog="ship_model.py --refresh")
+    parser.add_argument("name")
+    parser.add_argument("--bench", type=Path, action="append", required=True)
+    args = parser.parse_args(argv)
+    manifest = json.loads(MANIFEST.read_text())
+    entry = manifest["models"][args.name]
+    weights = PRETRAINED_DIR / entry["file"]
+    if sha256_file(weights) != entry["sha256"]:
+        sys.exit(f"{weights}: sha256 does not match the manifest")
+    fresh = {}
+    for summary in args.bench:
+        fresh.update(bench_figures(summary, entry["sha256"], entry["channels"]))
+    stale = [key for key in entry["figures"] if key.endswith(" achieved") or key.endswith(") bound")]
+    entry["figures"] = {**{k: v for k, v in entry["figures"].items() if k not in stale}, **fresh}
+    entry["measured_on"] = f"{platform.machine()} CPU, {time.strftime('%Y-%m-%d')}"
+    MANIFEST.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    print(f"{args.name}: {len(fresh)} bench figures refreshed")
 
 
 def bench_figures(summary: Path, digest: str, channels: int) -> dict[str, float]:

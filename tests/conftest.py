@@ -19,11 +19,31 @@ from vaezip.model import HierarchicalVAE
 SHARED_DATA = Path(os.environ.get("VAEZIP_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
-def make_tiny_weights(path: Path, channels: int, name: str, seed: int = 0) -> Path:
+def make_tiny_weights(path: Path, channels: int, name: str, seed: int = 0, pixel_context: int = 0) -> Path:
     torch.manual_seed(seed)
-    model = HierarchicalVAE(dataclasses.replace(get_preset("tiny").model, image_channels=channels))
+    config = dataclasses.replace(get_preset("tiny").model, image_channels=channels, pixel_context=pixel_context)
+    model = HierarchicalVAE(config)
+    if pixel_context:
+        with torch.no_grad():  # a trained head is not zero: make every neighbour matter
+            model.context.layer_out.weight.normal_(0.0, 0.2)
     checkpoint = {"ema": model.state_dict(), "model_config": config_to_dict(model.config), "step": 0}
     export_weights(checkpoint, path, name)
+    return path
+
+
+def make_format_1_weights(path: Path, channels: int, name: str, seed: int = 0) -> Path:
+    """The same untrained tiny model as weights format 1 wrote it (no pixel_context): old files name these."""
+    import json
+
+    from safetensors.torch import save
+
+    torch.manual_seed(seed)
+    model = HierarchicalVAE(dataclasses.replace(get_preset("tiny").model, image_channels=channels))
+    config = config_to_dict(model.config)
+    del config["pixel_context"]
+    description = {"kind": "vaezip-weights", "format_version": 1, "name": name, "model_config": config, "step": 0}
+    metadata = {"vaezip": json.dumps(description, sort_keys=True, separators=(",", ":"))}
+    path.write_bytes(save({key: value.contiguous() for key, value in model.state_dict().items()}, metadata=metadata))
     return path
 
 
@@ -37,8 +57,21 @@ def tiny_weights(tmp_path_factory) -> dict[int, Path]:
     }
 
 
-def run_cli(*args: str, input: bytes | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """`vaezip ARGS` in a fresh process (so decoding never shares state with encoding)."""
+@pytest.fixture(scope="session")
+def context_weights(tmp_path_factory) -> dict[int, Path]:
+    """Untrained tiny models with a (non-zero) pixel-context head: {channels: path}."""
+    folder = tmp_path_factory.mktemp("context-weights")
+    return {
+        channels: make_tiny_weights(folder / f"tiny-context-{channels}.safetensors", channels, f"tiny-context-{channels}",
+                                    pixel_context=8)
+        for channels in (1, 3)
+    }
+
+
+def run_cli(*args: str, input: bytes | None = None, cwd: Path | None = None,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`vaezip ARGS` in a fresh process (so decoding never shares state with encoding); `env` adds variables."""
     return subprocess.run(
-        [sys.executable, "-m", "vaezip", *map(str, args)], input=input, capture_output=True, cwd=cwd, timeout=900
+        [sys.executable, "-m", "vaezip", *map(str, args)], input=input, capture_output=True, cwd=cwd, timeout=900,
+        env=None if env is None else {**os.environ, **env},
     )

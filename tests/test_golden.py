@@ -1,4 +1,4 @@
-"""The golden file pins the .vz format: its header, its decode, and byte-identical re-encoding."""
+"""The golden files pin the .vz format: header, decode, byte-identical re-encoding, and old files decoding."""
 
 from __future__ import annotations
 
@@ -19,13 +19,24 @@ def test_golden_header():
     assert header.model_name == "tiny-rgb"
     assert [(im.name, im.mode, im.width, im.height) for im in header.images] == [("golden.png", "RGB", 24, 20)]
     assert header.coder.tile == 16
-    assert header.coder.schedule[0][0] in ("raw", "direct")
+    assert header.coder.schedule[0][0] in ("whitened", "direct")
     assert len(words) > 0
 
 
 def test_golden_decodes_to_the_golden_pixels(tiny_weights):
     (name, image), = decompress_images((GOLDEN / "golden.vz").read_bytes(), load_model(tiny_weights[3]), device="cpu")
     assert name == "golden.png"
+    assert np.array_equal(np.asarray(image), np.asarray(Image.open(GOLDEN / "golden.png")))
+
+
+def test_a_file_of_the_first_release_still_decodes(tmp_path):
+    """golden-v1.vz: written before pixel-context models and whitened raw tiles, by format-1 weights."""
+    from conftest import make_format_1_weights
+
+    header, _ = read((GOLDEN / "golden-v1.vz").read_bytes())
+    assert header.coder.schedule[0][0] == "raw"
+    weights = make_format_1_weights(tmp_path / "tiny-rgb.safetensors", 3, "tiny-rgb")
+    (_, image), = decompress_images((GOLDEN / "golden-v1.vz").read_bytes(), load_model(weights), device="cpu")
     assert np.array_equal(np.asarray(image), np.asarray(Image.open(GOLDEN / "golden.png")))
 
 

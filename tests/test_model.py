@@ -97,6 +97,49 @@ def test_config_loading_is_strict():
         get_preset("huge")
 
 
+def test_format_1_configs_load_without_a_pixel_context():
+    data = config_to_dict(get_preset("cpu").model)
+    del data["pixel_context"]
+    assert model_config_from_dict(data, format_version=1) == get_preset("cpu").model
+    with pytest.raises(ConfigError, match="pixel_context"):
+        model_config_from_dict(data)  # the current format must name it
+    with pytest.raises(ConfigError, match="format 1"):
+        model_config_from_dict({**data, "pixel_context": 8}, format_version=1)
+    with pytest.raises(ConfigError, match="format 99"):
+        model_config_from_dict(data, format_version=99)
+
+
+def test_pixel_context_phases_match_the_full_pass_and_read_only_earlier_phases():
+    from vaezip.model.context import phase_map, phase_positions
+
+    torch.manual_seed(0)
+    model = HierarchicalVAE(dataclasses.replace(get_preset("tiny").model, pixel_context=16)).eval()
+    with torch.no_grad():
+        model.context.layer_out.weight.normal_(0, 0.3)
+    height, width = 6, 10
+    pixels = torch.randint(0, 256, (2, 3, height, width))
+    valid = torch.ones(2, 1, height, width)
+    valid[1, :, 4:] = 0  # a partial tile: 4 x 7 valid pixels
+    valid[1, :, :, 7:] = 0
+    params = torch.randn(2, model.likelihood.num_params, height, width)
+    phases = torch.from_numpy(phase_map(height, width))
+    with torch.no_grad():
+        full = model.context(params, pixels, valid)
+        for phase in range(2 * height):
+            row, columns = phase_positions(phase, width)
+            assert torch.equal(phases[row, columns], torch.full((width // 2,), phase))
+            # Noise in this phase and every later one (and at invalid pixels) must change nothing.
+            seen = pixels.clone()
+            seen[:, :, phases >= phase] = torch.randint(0, 256, seen[:, :, phases >= phase].shape)
+            seen[1][:, valid[1, 0] == 0] = 77
+            refined = model.context.phase(params[:, :, row : row + 1, columns], seen, valid, phase)
+            torch.testing.assert_close(refined, full[:, :, row : row + 1, columns], rtol=1e-5, atol=1e-5)
+        # The head reads neighbours: change one pixel and a later one's parameters move.
+        moved = pixels.clone()
+        moved[0, :, 2, 4] = (moved[0, :, 2, 4] + 50) % 256
+        assert not torch.allclose(model.context(params, moved, valid)[0, :, 3, 4], full[0, :, 3, 4])
+
+
 def test_tiny_preset_is_fast():
     import time
 

@@ -78,3 +78,18 @@ def test_sigkill_then_resume(tmp_path, tiny_npz):
     assert result.returncode == 0, result.stderr
     assert not [p for p in run.iterdir() if p.name != "last.pt"], "temporary files left behind"
     assert load_checkpoint(run)["step"] == saved["step"] + 3
+
+
+def test_a_format_1_checkpoint_is_upgraded_on_load_and_resumes(tmp_path, tiny_npz):
+    train(tmp_path / "run", tiny_npz, get_preset("tiny"), steps=2, train_overrides=OVERRIDES)
+    saved = load_checkpoint(tmp_path / "run")
+    # What format 1 wrote: no pixel-context fields.
+    del saved["model_config"]["pixel_context"], saved["train_config"]["train_only_context"]
+    torch.save({**saved, "format_version": 1}, tmp_path / "run" / "last.pt")
+    upgraded = load_checkpoint(tmp_path / "run")
+    assert upgraded["model_config"]["pixel_context"] == 0 and upgraded["train_config"]["train_only_context"] is False
+    assert train(tmp_path / "run", tiny_npz, get_preset("tiny"), steps=3, resume=True)["step"] == 3
+    torch.save({**saved, "format_version": 1, "model_config": {**saved["model_config"], "pixel_context": 4}},
+               tmp_path / "run" / "last.pt")
+    with pytest.raises(CheckpointError, match="pixel_context"):
+        load_checkpoint(tmp_path / "run")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from vaezip.checkpoint import load_checkpoint, model_from_checkpoint
+from vaezip.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from vaezip.config import get_preset
 from vaezip.data import DataError, ImageSet, MixtureSampler, parse_mixture
 from vaezip.model import HierarchicalVAE
@@ -68,6 +68,44 @@ def test_init_starts_from_the_given_weights_and_is_recorded(tmp_path, colour_npz
     # The record survives a resume.
     train(tmp_path / "warm", colour_npz, preset, steps=2, resume=True)
     assert load_checkpoint(tmp_path / "warm")["init"] == saved["init"]
+
+
+def test_a_context_head_added_to_an_init_model_starts_as_that_model(tmp_path, colour_npz):
+    preset = get_preset("tiny")
+    train(tmp_path / "base", colour_npz, preset, steps=3, train_overrides=OVERRIDES)
+    train(tmp_path / "context", colour_npz, preset, steps=0, train_overrides=OVERRIDES,
+          init=str(tmp_path / "base"), pixel_context=8)
+    base = model_from_checkpoint(load_checkpoint(tmp_path / "base"))
+    context = model_from_checkpoint(load_checkpoint(tmp_path / "context"))
+    assert base.context is None and context.config.pixel_context == 8
+    pixels = torch.randint(0, 256, (3, 3, 8, 8), dtype=torch.uint8)
+    with torch.no_grad():
+        torch.manual_seed(0)
+        expected = base(pixels).bound_bits
+        torch.manual_seed(0)
+        torch.testing.assert_close(context(pixels).bound_bits, expected)
+    # It trains, and the head can no longer be given another width.
+    assert train(tmp_path / "context", colour_npz, preset, steps=2, resume=True)["step"] == 2
+    with pytest.raises(CheckpointError, match="context"):
+        train(tmp_path / "other", colour_npz, preset, steps=0, train_overrides=OVERRIDES,
+              init=str(tmp_path / "context"), pixel_context=4)
+    with pytest.raises(ValueError, match="context"):
+        grey_from_colour(context)
+
+
+def test_train_only_context_leaves_the_vae_as_it_was(tmp_path, colour_npz):
+    preset = get_preset("tiny")
+    train(tmp_path / "base", colour_npz, preset, steps=2, train_overrides=OVERRIDES)
+    with pytest.raises(CheckpointError, match="context"):
+        train(tmp_path / "none", colour_npz, preset, steps=1, train_overrides={**OVERRIDES, "train_only_context": True})
+    train(tmp_path / "head", colour_npz, preset, steps=3, train_overrides={**OVERRIDES, "train_only_context": True},
+          init=str(tmp_path / "base"), pixel_context=8)
+    base, head = load_checkpoint(tmp_path / "base")["ema"], load_checkpoint(tmp_path / "head")["model"]
+    for key, value in head.items():
+        if key.startswith("context."):
+            continue
+        assert torch.equal(value, base[key]), key
+    assert any(head[key].abs().sum() > 0 for key in ("context.layer_out.weight", "context.layer_out.bias"))
 
 
 def test_init_from_colour_trains_a_grey_model(tmp_path, colour_npz):

@@ -17,7 +17,15 @@ from typing import Any
 
 import torch
 
-from vaezip.config import FORMAT_VERSION, ConfigError, ModelConfig, config_to_dict, model_config_from_dict
+from vaezip.config import (
+    FORMAT_VERSION,
+    READABLE_FORMATS,
+    ConfigError,
+    ModelConfig,
+    config_to_dict,
+    model_config_from_dict,
+    train_config_from_dict,
+)
 from vaezip.model import HierarchicalVAE
 
 CHECKPOINT_NAME = "last.pt"
@@ -90,10 +98,19 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         raise CheckpointError(f"{path} is not a readable vaezip checkpoint ({type(error).__name__})") from None
     if not isinstance(data, dict) or data.get("kind") != KIND:
         raise CheckpointError(f"{path} is not a vaezip checkpoint")
-    if data.get("format_version") != FORMAT_VERSION:
+    if data.get("format_version") not in READABLE_FORMATS:
         raise CheckpointError(
-            f"{path} has checkpoint format {data.get('format_version')}, this vaezip reads {FORMAT_VERSION}"
+            f"{path} has checkpoint format {data.get('format_version')}, this vaezip reads {READABLE_FORMATS}"
         )
+    try:
+        # Older formats are upgraded explicitly here, so everything downstream sees the current one.
+        config = model_config_from_dict(data["model_config"], data["format_version"])
+        if "train_config" in data:
+            data["train_config"] = config_to_dict(train_config_from_dict(data["train_config"], data["format_version"]))
+    except (KeyError, TypeError, ConfigError) as error:
+        raise CheckpointError(f"{path}: bad config ({error})") from None
+    data["model_config"] = config_to_dict(config)
+    data["format_version"] = FORMAT_VERSION
     return data
 
 
@@ -160,13 +177,13 @@ def load_weights(path: Path, expected_sha256: str | None = None) -> tuple[Hierar
         raise CheckpointError(f"{path.name} is not a readable safetensors file ({error})") from None
     try:
         description = json.loads(metadata["vaezip"])
-        valid = description["kind"] == WEIGHTS_KIND and description["format_version"] == FORMAT_VERSION
+        valid = description["kind"] == WEIGHTS_KIND and description["format_version"] in READABLE_FORMATS
     except (KeyError, TypeError, json.JSONDecodeError):
         valid = False
     if not valid:
-        raise CheckpointError(f"{path.name} is not vaezip weights of format {FORMAT_VERSION}")
+        raise CheckpointError(f"{path.name} is not vaezip weights of a format this vaezip reads {READABLE_FORMATS}")
     try:
-        config = model_config_from_dict(description["model_config"])
+        config = model_config_from_dict(description["model_config"], description["format_version"])
     except (KeyError, TypeError, ConfigError) as error:
         raise CheckpointError(f"{path.name}: bad model config in metadata ({error})") from None
     return build_model(config, tensors), description

@@ -140,6 +140,10 @@ def train(
                                        ".safetensors or shipped name); its architecture replaces the preset's"),
     channels: Optional[int] = typer.Option(None, help="1: train a grey model (colour images converted to luma); "
                                            "3: colour; default: colour if any image is"),
+    pixel_context: Optional[int] = typer.Option(None, help="hidden width of the causal pixel-context head "
+                                                "(0: none); with --init, the head is added to that model"),
+    train_only_context: bool = typer.Option(False, "--train-only-context",
+                                            help="train the pixel-context head alone, the rest frozen"),
 ):
     """Train a model on your own images (or a named data set; NAME@WEIGHT+NAME@WEIGHT mixes sources)."""
     from vaezip.config import get_preset
@@ -150,7 +154,8 @@ def train(
         overrides = {
             key: value
             for key, value in dict(batch_size=batch_size, lr=lr, crop=crop, decay_steps=decay_steps, seed=seed,
-                               checkpoint_every=checkpoint_every, val_every=val_every).items()
+                               checkpoint_every=checkpoint_every, val_every=val_every,
+                               train_only_context=train_only_context or None).items()
             if value is not None
         }
         reporter = RichTrainReporter(out)
@@ -167,6 +172,7 @@ def train(
                 time_limit=None if minutes is None else minutes * 60,
                 init=init,
                 channels=channels,
+                pixel_context=pixel_context,
             )
         finally:
             reporter.close()

@@ -15,19 +15,26 @@ import torch
 from codec.protocol import LatentParams
 from vaezip.evaluate import repeatable_sampling, valid_mask
 from vaezip.model import HierarchicalVAE
+from vaezip.model.context import phase_map, phase_positions
 
 # Rows of a tile batch whose probability tables are built at once: bounds the (B, K, rows, W, 256) temporary.
 TABLE_ELEMENTS = 2**25
+# oneDNN chooses its kernels by thread count: for batches of 1 to 3 tiles, 1 and 2 threads gave different
+# floats (measured 2026-11-23, tiny and photo models), so a file coded on one machine failed to decode on
+# another. Coding therefore runs on this many threads everywhere.
+CODING_THREADS = 2
 
 
 @contextmanager
 def deterministic_kernels():
     """Pin every setting that can change the floats between two runs of the same computation.
 
-    On CUDA: deterministic cuDNN kernels, no autotuning, no TF32. On the CPU, oneDNN already computes
-    fixed shapes deterministically, while torch.use_deterministic_algorithms would switch it off (20x slower
-    convolutions), so it is not used; the pixel checksum guards the result either way.
+    On CUDA: deterministic cuDNN kernels, no autotuning, no TF32. On the CPU, oneDNN computes fixed shapes
+    deterministically for a fixed thread count (CODING_THREADS), while torch.use_deterministic_algorithms
+    would switch it off (20x slower convolutions), so it is not used; the pixel checksum guards the result.
     """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(CODING_THREADS)
     saved = (
         torch.backends.cudnn.deterministic,
         torch.backends.cudnn.benchmark,
@@ -42,6 +49,7 @@ def deterministic_kernels():
         with torch.inference_mode():
             yield
     finally:
+        torch.set_num_threads(threads)
         (
             torch.backends.cudnn.deterministic,
             torch.backends.cudnn.benchmark,
@@ -67,6 +75,10 @@ class TorchPass:
         self.num_groups = self.walk.num_groups
         self._latent_shape: torch.Size | None = None
         self._pixel_params: torch.Tensor | None = None
+        # A context model codes its pixels phase by phase; one phase's refined parameters serve its channels.
+        self.pixel_phases = None if model.context is None else phase_map(height, width)
+        self._phase: int | None = None
+        self._phase_params: torch.Tensor | None = None
 
     def latent_params(self, group: int) -> LatentParams:
         if group != self.walk.group:
@@ -86,12 +98,18 @@ class TorchPass:
         if self.walk.group == self.num_groups:
             self._pixel_params = self.walk.pixel_params()  # B, P, H, W
 
-    def pixel_table(self, channel: int, pixels: np.ndarray) -> np.ndarray:
+    def pixel_table(
+        self, channel: int, pixels: np.ndarray, phase: int | None = None, mask: np.ndarray | None = None
+    ) -> np.ndarray:
         if self._pixel_params is None:
             raise RuntimeError("pixel_table before every latent group was set")
+        if (phase is None) != (self.pixel_phases is None):
+            raise RuntimeError("a context model's tables come by phase, and only a context model's do")
+        tensor = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device)
+        if phase is not None:
+            return self._phase_table(channel, tensor, phase, mask)
         params = self._pixel_params
         batch, _, height, width = params.shape
-        tensor = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device)
         per_row = batch * self.model.config.num_mixtures * width * 256
         rows = max(1, TABLE_ELEMENTS // per_row)
         tables = np.empty((batch, height, width, 256), dtype=np.float32)
@@ -101,6 +119,19 @@ class TorchPass:
             )  # B, rows, W, 256
             tables[:, top : top + rows] = chunk.cpu().numpy()
         return tables
+
+    def _phase_table(self, channel: int, pixels: torch.Tensor, phase: int, mask: np.ndarray) -> np.ndarray:
+        row, columns = phase_positions(phase, pixels.shape[3])
+        if channel == 0 or self._phase != phase:
+            # Channel 0 comes first on both sides, before any pixel of this phase is known.
+            valid = torch.from_numpy(np.ascontiguousarray(mask[:, None])).to(self.device, torch.float32)
+            base = self._pixel_params[:, :, row : row + 1, columns]  # B, P, 1, n
+            self._phase_params = self.model.context.phase(base, pixels, valid, phase)
+            self._phase = phase
+        table = self.model.likelihood.channel_table(
+            self._phase_params, pixels[:, :, row : row + 1, columns], channel
+        )  # B, 1, n, 256
+        return table[:, 0].cpu().numpy()
 
 
 class TorchLatentModel:

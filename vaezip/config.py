@@ -10,7 +10,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Format 1 had no pixel context; its files load as pixel_context = 0, train_only_context = False.
+READABLE_FORMATS = (1, 2)
 
 
 class ConfigError(ValueError):
@@ -40,6 +42,9 @@ class ModelConfig:
     num_mixtures: int = 4
     # Floor on every latent standard deviation: keeps the posterior wider than the coder's latent grid.
     min_std: float = 0.02
+    # Hidden width of the causal pixel-context head (model/context.py) that refines each pixel's mixture from
+    # already coded neighbours; 0: none, pixels are independent given the latents.
+    pixel_context: int = 0
 
     def __post_init__(self) -> None:
         if self.image_channels not in (1, 3):
@@ -50,6 +55,8 @@ class ModelConfig:
             raise ConfigError("a model needs at least one latent group")
         if self.stem_factor < 1 or self.num_mixtures < 1 or self.min_std <= 0:
             raise ConfigError("stem_factor, num_mixtures and min_std must be positive")
+        if self.pixel_context < 0:
+            raise ConfigError(f"pixel_context must be >= 0, not {self.pixel_context}")
 
     @property
     def stride(self) -> int:
@@ -83,6 +90,9 @@ class TrainConfig:
     val_images: int = 1000
     checkpoint_every: int = 500
     seed: int = 0
+    # Train only the pixel-context head, the VAE frozen: a fresh head added to a trained VAE learns fast at a
+    # high rate without knocking the VAE out of its minimum.
+    train_only_context: bool = False
 
 
 @dataclass(frozen=True)
@@ -154,13 +164,26 @@ def _strict_kwargs(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     return dict(data)
 
 
-def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
+def model_config_from_dict(data: dict[str, Any], format_version: int = FORMAT_VERSION) -> ModelConfig:
+    """A config as saved by `config_to_dict` in files of `format_version` (one of READABLE_FORMATS)."""
+    if format_version not in READABLE_FORMATS:
+        raise ConfigError(f"format {format_version} is not one this vaezip reads ({READABLE_FORMATS})")
+    if format_version == 1 and isinstance(data, dict):
+        if "pixel_context" in data:
+            raise ConfigError("ModelConfig of format 1 cannot have pixel_context")
+        data = {**data, "pixel_context": 0}
     kwargs = _strict_kwargs(ModelConfig, data)
     kwargs["stages"] = tuple(StageConfig(**_strict_kwargs(StageConfig, s)) for s in kwargs["stages"])
     return ModelConfig(**kwargs)
 
 
-def train_config_from_dict(data: dict[str, Any]) -> TrainConfig:
+def train_config_from_dict(data: dict[str, Any], format_version: int = FORMAT_VERSION) -> TrainConfig:
+    if format_version not in READABLE_FORMATS:
+        raise ConfigError(f"format {format_version} is not one this vaezip reads ({READABLE_FORMATS})")
+    if format_version == 1 and isinstance(data, dict):
+        if "train_only_context" in data:
+            raise ConfigError("TrainConfig of format 1 cannot have train_only_context")
+        data = {**data, "train_only_context": False}
     kwargs = _strict_kwargs(TrainConfig, data)
     kwargs["adam_betas"] = tuple(kwargs["adam_betas"])
     return TrainConfig(**kwargs)

@@ -88,7 +88,7 @@ def learning_rate(config: TrainConfig, step: int) -> float:
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    params = model.parameters()
+    params = [parameter for parameter in model.parameters() if parameter.requires_grad]
     if config.optimizer == "adamax":
         return torch.optim.Adamax(params, lr=config.lr, betas=config.adam_betas, weight_decay=config.weight_decay)
     if config.optimizer == "adamw":
@@ -199,13 +199,16 @@ def train(
     time_limit: float | None = None,
     init: str | None = None,
     channels: int | None = None,
+    pixel_context: int | None = None,
 ) -> dict[str, Any]:
     """Train until `steps` (a total, counted across resumes) or `time_limit` seconds; returns a summary.
 
     `init` warm-starts a new run from a model (run folder, .pt, .safetensors or shipped name): its
     architecture replaces the preset's and its (EMA) weights start both the trained and the EMA copy; a colour
     model starting a grey run is converted first (`grey_from_colour`). `channels` (1 or 3) converts the data
-    (grey: Pillow's luma); by default a set with any colour image trains a colour model."""
+    (grey: Pillow's luma); by default a set with any colour image trains a colour model. `pixel_context`
+    sets the width of the causal pixel-context head of a new run; added to an `init` model, the head starts
+    at zero, so the run starts from exactly that model."""
     reporter = reporter or SilentReporter()
     run_dir = Path(run_dir)
     device = resolve_device(device_name)
@@ -249,19 +252,31 @@ def train(
         model_config = initial.model.config
     if saved is None and initial is None:
         model_config = dataclasses.replace(model_config, image_channels=training_data.channels)
+    if saved is None and pixel_context is not None:
+        if initial is not None and initial.model.config.pixel_context not in (0, pixel_context):
+            raise CheckpointError("--pixel-context: the --init model already has a context head of another width")
+        model_config = dataclasses.replace(model_config, pixel_context=pixel_context)
     elif training_data.channels != model_config.image_channels:
         raise CheckpointError("the data's channel count differs from the model's")
 
     torch.manual_seed(train_config.seed + dist_info.rank)
     sampler = training_data.sampler(train_config.crop, seed=train_config.seed + 1000 * dist_info.rank)
     model = HierarchicalVAE(model_config).to(device)
+    if train_config.train_only_context:
+        if model.context is None:
+            raise CheckpointError("train_only_context needs a model with a pixel-context head (--pixel-context)")
+        model.requires_grad_(False)
+        model.context.requires_grad_(True)
     ema = copy.deepcopy(model).requires_grad_(False)
     optimizer = make_optimizer(model, train_config)
     counters = Counters()
     step = 0
     if initial is not None:
-        model.load_state_dict(initial.model.state_dict())
-        ema.load_state_dict(initial.model.state_dict())
+        # Strict but for a context head the initial model lacks (it starts at zero: the same function).
+        for replica in (model, ema):
+            missing, unexpected = replica.load_state_dict(initial.model.state_dict(), strict=False)
+            if unexpected or any(not key.startswith("context.") for key in missing):
+                raise CheckpointError(f"--init weights do not match the model: {(missing + unexpected)[:3]}")
     if saved is not None:
         model.load_state_dict(saved["model"])
         ema.load_state_dict(saved["ema"])

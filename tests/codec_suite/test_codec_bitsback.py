@@ -13,7 +13,7 @@ from codec_toymodel import LinearToyModel, ToyModel, mc_neg_elbo_bits, sample_ti
 
 from codec import bitsback
 from codec.ans import Stack
-from codec.bitsback import BITSBACK, DIRECT, RAW
+from codec.bitsback import BITSBACK, DIRECT, RAW, WHITENED, decode, whitening
 from codec.errors import CodingError
 from codec.planes import fit_histogram, pop_plane, push_plane
 from codec.tiling import Tile, merge_tiles, split_tiles
@@ -43,7 +43,7 @@ def test_round_trip_of_many_shapes(channels):
     sizes = [(1, 1), (7, 3), (1, 20), (17, 1), (16, 16), (9, 30), (1, 1), (24, 8)]
     images, tiles = stream(rng, channels, sizes)
     result = assert_round_trip(tiles, ToyModel(channels), max_batch=4)
-    assert result.schedule[0] in ((DIRECT, 1), (RAW, 1))  # the empty stack has nothing to pop
+    assert result.schedule[0] in ((DIRECT, 1), (WHITENED, 1))  # the empty stack has nothing to pop
     decoded = bitsback.decode(result.words, result.schedule, [t.spec for t in tiles], ToyModel(channels))
     start = 0
     for image, (h, w) in zip(images, sizes):
@@ -118,7 +118,7 @@ def test_one_pixel_images_fall_back_to_direct_coding():
     _, tiles = stream(rng, 3, [(1, 1)] * 30)
     result = assert_round_trip(tiles, ToyModel(3), max_batch=8)
     kinds = [kind for kind, _ in result.schedule]
-    assert kinds.count(DIRECT) + kinds.count(RAW) > 1 and BITSBACK in kinds
+    assert kinds.count(DIRECT) + kinds.count(WHITENED) > 1 and BITSBACK in kinds
 
 
 class UninformativeModel(ToyModel):
@@ -150,7 +150,7 @@ def test_failed_batches_are_halved_and_retried():
     result = bitsback.encode(tiles, model, max_batch=64)
     kinds = [kind for kind, _ in result.schedule]
     assert model.attempts > kinds.count(BITSBACK)  # some attempts were undone
-    assert kinds.count(DIRECT) + kinds.count(RAW) > 1
+    assert kinds.count(DIRECT) + kinds.count(WHITENED) > 1
     decoded = bitsback.decode(result.words, result.schedule, [t.spec for t in tiles], UninformativeModel(1, stride=1))
     assert all(np.array_equal(a.pixels, b) for a, b in zip(tiles, decoded))
 
@@ -159,7 +159,7 @@ def test_huge_margin_codes_everything_directly():
     rng = np.random.default_rng(4)
     _, tiles = stream(rng, 1, [(16, 24)])
     result = assert_round_trip(tiles, ToyModel(1), margin_bits=10**9)
-    assert all(entry in ((DIRECT, 1), (RAW, 1)) for entry in result.schedule)
+    assert all(entry in ((DIRECT, 1), (WHITENED, 1)) for entry in result.schedule)
 
 
 def test_stack_must_end_empty():
@@ -335,5 +335,27 @@ def test_raw_tile_when_the_model_predicts_worse_than_8_bits():
     rng = np.random.default_rng(7)
     _, tiles = stream(rng, 3, [(8, 8)])
     result = assert_round_trip(tiles, ConfidentlyWrongModel(3), margin_bits=10**9)
-    assert result.schedule[0] == (RAW, 1)
+    assert result.schedule[0] == (WHITENED, 1)
     assert result.stats[0].net_bits <= 8 * tiles[0].pixels[:, : tiles[0].valid[0], : tiles[0].valid[1]].size + 64
+
+
+def test_raw_tiles_leave_uniform_looking_bits_for_the_next_pops():
+    """A flat sky coded raw must not hand bits-back the same byte over and over (see bitsback.whitening)."""
+    sky = np.full(3 * 32 * 32, 254, dtype=np.uint8)
+    whitened = Stack()
+    whitened.push_uniform(sky + whitening(0, sky.size), 256)
+    chunks = whitened.pop_uniform(256, 2**16)
+    assert len(np.unique(chunks)) > 240  # 256 draws from 65,536 values: collisions are rare
+    assert abs(chunks.mean() / 2**16 - 0.5) < 0.06
+    assert not np.array_equal(whitening(0, 64), whitening(1, 64))  # each tile its own bytes
+
+
+def test_files_with_unwhitened_raw_tiles_still_decode():
+    rng = np.random.default_rng(7)
+    _, tiles = stream(rng, 3, [(8, 8)])
+    tile = tiles[0]
+    h, w = tile.valid
+    stack = Stack()
+    stack.push_uniform(np.ascontiguousarray(tile.pixels[:, :h, :w]).reshape(-1), 256)  # what "r" batches hold
+    decoded = decode(stack.words(), [(RAW, 1)], [tile.spec], ConfidentlyWrongModel(3))
+    assert np.array_equal(decoded[0][:, :h, :w], tile.pixels[:, :h, :w])

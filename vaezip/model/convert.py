@@ -15,6 +15,8 @@ def grey_from_colour(colour: HierarchicalVAE) -> HierarchicalVAE:
     config = colour.config
     if config.image_channels != 3:
         raise ValueError(f"grey_from_colour needs a 3-channel model, got {config.image_channels}")
+    if config.pixel_context:
+        raise ValueError("grey_from_colour cannot convert a pixel-context head: start from a model without one")
     dtype = next(colour.parameters()).dtype
     grey = HierarchicalVAE(dataclasses.replace(config, image_channels=1)).to(dtype)
     state = {key: value.clone() for key, value in colour.state_dict().items()}

@@ -1,5 +1,6 @@
 """The hierarchical VAE: a bottom-up residual encoder and a top-down stack of latent groups
-(VDVAE / Efficient-VDVAE design), fully convolutional, with a discretized logistic-mixture likelihood.
+(VDVAE / Efficient-VDVAE design), fully convolutional, with a discretized logistic-mixture likelihood,
+optionally refined per pixel from already coded neighbours (context.py).
 
 Training calls `forward`; the bits-back coder walks the same top-down path one group at a time through
 `TopDownWalk`, so both use exactly the same operations.
@@ -15,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vaezip.config import ModelConfig
+from vaezip.model.context import PixelContext
 from vaezip.model.layers import ResBlock, TopDownBlock, conv3x3, gaussian_kl
 from vaezip.model.likelihood import LogisticMixture
 
@@ -158,6 +160,11 @@ class HierarchicalVAE(nn.Module):
         self.likelihood = LogisticMixture(config.image_channels, config.num_mixtures)
         self.encoder = Encoder(config)
         self.decoder = Decoder(config, self.likelihood.num_params)
+        self.context = (
+            PixelContext(config.image_channels, self.likelihood.num_params, config.pixel_context)
+            if config.pixel_context
+            else None
+        )
 
     def lowest_resolution(self, height: int, width: int) -> tuple[int, int]:
         stride = self.config.stride
@@ -182,7 +189,10 @@ class HierarchicalVAE(nn.Module):
             kl = gaussian_kl(step.post_mean.float(), step.post_std.float(), step.prior_mean.float(), step.prior_std.float())
             group_kls.append(kl.flatten(1).sum(1))  # B
             walk.advance(latent)
-        log_probs = self.likelihood.log_prob(walk.pixel_params(), padded)  # B, H, W
+        params = walk.pixel_params()  # B, P, H, W
+        if self.context is not None:
+            params = self.context(params, padded, mask)
+        log_probs = self.likelihood.log_prob(params, padded)  # B, H, W
         nll = -(log_probs * mask[:, 0]).flatten(1).sum(1)  # B
         kl_per_image = torch.stack(group_kls, dim=1)  # B, G
         subpixels = mask.flatten(1).sum(1) * self.config.image_channels  # B
