@@ -91,6 +91,13 @@ def test_a_context_head_added_to_an_init_model_starts_as_that_model(tmp_path, co
               init=str(tmp_path / "context"), pixel_context=4)
     with pytest.raises(ValueError, match="context"):
         grey_from_colour(context)
+    # Adding a head keeps the other checks: a grey model cannot start a colour run.
+    grey = np.random.default_rng(1).integers(0, 256, size=(40, 8, 8), dtype=np.uint8)
+    np.savez(tmp_path / "grey.npz", x=grey)
+    train(tmp_path / "grey", str(tmp_path / "grey.npz"), preset, steps=1, train_overrides=OVERRIDES)
+    with pytest.raises(CheckpointError, match="channel count"):
+        train(tmp_path / "mixed", colour_npz, preset, steps=0, train_overrides=OVERRIDES,
+              init=str(tmp_path / "grey"), pixel_context=8)
 
 
 def test_train_only_context_leaves_the_vae_as_it_was(tmp_path, colour_npz):

@@ -252,12 +252,12 @@ def train(
         model_config = initial.model.config
     if saved is None and initial is None:
         model_config = dataclasses.replace(model_config, image_channels=training_data.channels)
+    elif training_data.channels != model_config.image_channels:
+        raise CheckpointError("the data's channel count differs from the model's")
     if saved is None and pixel_context is not None:
         if initial is not None and initial.model.config.pixel_context not in (0, pixel_context):
             raise CheckpointError("--pixel-context: the --init model already has a context head of another width")
         model_config = dataclasses.replace(model_config, pixel_context=pixel_context)
-    elif training_data.channels != model_config.image_channels:
-        raise CheckpointError("the data's channel count differs from the model's")
 
     torch.manual_seed(train_config.seed + dist_info.rank)
     sampler = training_data.sampler(train_config.crop, seed=train_config.seed + 1000 * dist_info.rank)
