@@ -164,26 +164,28 @@ def _strict_kwargs(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     return dict(data)
 
 
-def model_config_from_dict(data: dict[str, Any], format_version: int = FORMAT_VERSION) -> ModelConfig:
-    """A config as saved by `config_to_dict` in files of `format_version` (one of READABLE_FORMATS)."""
+def _upgrade(cls: type, data: Any, format_version: int, added: dict[str, Any]) -> Any:
+    """`data` of `format_version` in the current format: format 1 lacks the fields `added` (name: value)."""
     if format_version not in READABLE_FORMATS:
         raise ConfigError(f"format {format_version} is not one this vaezip reads ({READABLE_FORMATS})")
     if format_version == 1 and isinstance(data, dict):
-        if "pixel_context" in data:
-            raise ConfigError("ModelConfig of format 1 cannot have pixel_context")
-        data = {**data, "pixel_context": 0}
+        for name in added:
+            if name in data:
+                raise ConfigError(f"{cls.__name__} of format 1 cannot have {name}")
+        data = {**data, **added}
+    return data
+
+
+def model_config_from_dict(data: dict[str, Any], format_version: int = FORMAT_VERSION) -> ModelConfig:
+    """A config as saved by `config_to_dict` in files of `format_version` (one of READABLE_FORMATS)."""
+    data = _upgrade(ModelConfig, data, format_version, {"pixel_context": 0})
     kwargs = _strict_kwargs(ModelConfig, data)
     kwargs["stages"] = tuple(StageConfig(**_strict_kwargs(StageConfig, s)) for s in kwargs["stages"])
     return ModelConfig(**kwargs)
 
 
 def train_config_from_dict(data: dict[str, Any], format_version: int = FORMAT_VERSION) -> TrainConfig:
-    if format_version not in READABLE_FORMATS:
-        raise ConfigError(f"format {format_version} is not one this vaezip reads ({READABLE_FORMATS})")
-    if format_version == 1 and isinstance(data, dict):
-        if "train_only_context" in data:
-            raise ConfigError("TrainConfig of format 1 cannot have train_only_context")
-        data = {**data, "train_only_context": False}
+    data = _upgrade(TrainConfig, data, format_version, {"train_only_context": False})
     kwargs = _strict_kwargs(TrainConfig, data)
     kwargs["adam_betas"] = tuple(kwargs["adam_betas"])
     return TrainConfig(**kwargs)

@@ -19,6 +19,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from vaezip.model.likelihood import pixels_to_unit
+
 ROWS_ABOVE = 2
 REACH = 3
 # (dy, dx): the rows above are always coded before; same-row offsets are read by odd columns only.
@@ -68,35 +70,34 @@ class PixelContext(nn.Module):
         """Every pixel at once (training, bounds). params (B, P, H, W), pixels (B, C, H, W) 0..255,
         valid (B, 1, H, W) 1 for real pixels -> refined params (B, P, H, W)."""
         height, width = pixels.shape[2:]
-        unit = _pad(pixels.float() / 127.5 - 1.0)  # B, C, 2 + H, W + 6
-        present = _pad(valid.float())  # B, 1, 2 + H, W + 6
         odd_columns = (torch.arange(width, device=pixels.device) % 2).float()  # W
-        values, flags = [], []
-        for dy, dx in OFFSETS:
-            rows = slice(ROWS_ABOVE + dy, ROWS_ABOVE + dy + height)
-            columns = slice(REACH + dx, REACH + dx + width)
-            flag = present[:, :, rows, columns]  # B, 1, H, W
-            if dy == 0:
-                flag = flag * odd_columns
-            values.append(unit[:, :, rows, columns] * flag)
-            flags.append(flag)
-        return self._refine(params, torch.cat(values + flags, dim=1))
+        neighbours = _neighbours(pixels, valid, slice(0, height), 0, 1, width, odd_columns)
+        return self._refine(params, neighbours)
 
     def phase(self, params: torch.Tensor, pixels: torch.Tensor, valid: torch.Tensor, phase: int) -> torch.Tensor:
         """The pixels of one phase. params (B, P, 1, n) at those pixels; pixels (B, C, H, W) with every earlier
         phase final (later ones are never read); valid (B, 1, H, W) -> refined params (B, P, 1, n)."""
-        width = pixels.shape[3]
-        row, columns = phase_positions(phase, width)
-        unit = _pad(pixels.float() / 127.5 - 1.0)
-        present = _pad(valid.float())
-        count = params.shape[3]
-        values, flags = [], []
-        for dy, dx in OFFSETS:
-            start = REACH + columns.start + dx
-            taken = slice(start, start + 2 * count - 1, 2)
-            flag = present[:, :, ROWS_ABOVE + row + dy : ROWS_ABOVE + row + dy + 1, taken]  # B, 1, 1, n
-            if dy == 0 and columns.start == 0:
-                flag = torch.zeros_like(flag)
-            values.append(unit[:, :, ROWS_ABOVE + row + dy : ROWS_ABOVE + row + dy + 1, taken] * flag)
-            flags.append(flag)
-        return self._refine(params, torch.cat(values + flags, dim=1))
+        row, columns = phase_positions(phase, pixels.shape[3])
+        # Only odd columns read their own row; a phase is all odd or all even columns.
+        neighbours = _neighbours(pixels, valid, slice(row, row + 1), columns.start, 2, params.shape[3],
+                                 float(columns.start))
+        return self._refine(params, neighbours)
+
+
+def _neighbours(pixels, valid, rows: slice, first_column: int, step: int, count: int, same_row) -> torch.Tensor:
+    """Every offset's neighbour (zero where absent) and its presence flag, at the pixels of `rows` x columns
+    first_column, first_column + step, ... (`count` of them): (B, len(OFFSETS) * (C + 1), len(rows), count).
+    `same_row` (per column, or one number) multiplies the flags of same-row offsets."""
+    unit = _pad(pixels_to_unit(pixels))  # B, C, 2 + H, W + 6
+    present = _pad(valid.float())  # B, 1, 2 + H, W + 6
+    values, flags = [], []
+    for dy, dx in OFFSETS:
+        shifted_rows = slice(ROWS_ABOVE + dy + rows.start, ROWS_ABOVE + dy + rows.stop)
+        start = REACH + dx + first_column
+        columns = slice(start, start + step * (count - 1) + 1, step)
+        flag = present[:, :, shifted_rows, columns]  # B, 1, rows, count
+        if dy == 0:
+            flag = flag * same_row
+        values.append(unit[:, :, shifted_rows, columns] * flag)
+        flags.append(flag)
+    return torch.cat(values + flags, dim=1)

@@ -28,7 +28,8 @@ def params_per_pixel(channels: int, num_mixtures: int) -> int:
     return num_mixtures * (1 + 2 * channels + coupling)
 
 
-def _to_unit(pixels: torch.Tensor) -> torch.Tensor:
+def pixels_to_unit(pixels: torch.Tensor) -> torch.Tensor:
+    """0..255 -> [-1, 1], float32: how every part of the model sees pixel values."""
     return pixels.float() / 127.5 - 1.0
 
 
@@ -77,7 +78,7 @@ class LogisticMixture:
     def _component_log_probs(self, split, pixels: torch.Tensor, channel: int) -> torch.Tensor:
         """log P_k(x_channel | x_<channel) of the actual values, (B, K, H, W)."""
         _, means, log_scales, coeffs = split
-        unit = _to_unit(pixels)  # B, C, H, W
+        unit = pixels_to_unit(pixels)  # B, C, H, W
         mean = self._coupled_mean(means, coeffs, unit, channel)
         inv_scale = torch.exp(-log_scales[:, :, channel])
         value = pixels[:, channel : channel + 1]  # B, 1, H, W
@@ -106,7 +107,7 @@ class LogisticMixture:
             log_weights = log_weights + self._component_log_probs(split, pixels, previous)
         weights = torch.softmax(log_weights, dim=1)  # B, K, H, W
 
-        unit = _to_unit(pixels)
+        unit = pixels_to_unit(pixels)
         mean = self._coupled_mean(means, coeffs, unit, channel).double().unsqueeze(-1)  # B, K, H, W, 1
         inv_scale = torch.exp(-log_scales[:, :, channel]).double().unsqueeze(-1)  # B, K, H, W, 1
         # Inner bin edges only: the outer ones are -inf and +inf (unbounded edge bins), CDF 0 and 1.

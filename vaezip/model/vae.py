@@ -18,11 +18,7 @@ import torch.nn.functional as F
 from vaezip.config import ModelConfig
 from vaezip.model.context import PixelContext
 from vaezip.model.layers import ResBlock, TopDownBlock, conv3x3, gaussian_kl
-from vaezip.model.likelihood import LogisticMixture
-
-
-def pixels_to_unit(pixels: torch.Tensor) -> torch.Tensor:
-    return pixels.float() / 127.5 - 1.0
+from vaezip.model.likelihood import LogisticMixture, pixels_to_unit
 
 
 def pad_to_stride(pixels: torch.Tensor, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
