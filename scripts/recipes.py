@@ -88,7 +88,7 @@ RECIPES: dict[str, Recipe] = {
             "stopped at 10,000 steps (~43 min in two sittings) with the bounds within 0.01 of photo's; resumable",
         ),
         Recipe(
-            "photo-gray", "skimage-gray@2+skimage-rgb@1+imagenette32-train@1", "cpu", steps=3000, lr=5e-4,
+            "photo-gray", "skimage-gray@2+skimage-rgb@1+imagenette32-train@1", "cpu", steps=15000, lr=5e-4,
             init="photo", channels=1,
             note="the photo model made grey (red-channel marginal), then trained on grey photographs and on "
             "colour ones converted to luma",

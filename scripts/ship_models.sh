@@ -23,6 +23,6 @@ SK_GREY="grey samples: camera, brick, grass, gravel, cell, microaneurysms CC0; c
 "$P" scripts/ship_model.py runs/photo-gray photo-gray --default grey --recipe photo-gray \
   --data "photo made grey (red-channel marginal), then: scikit-image's eleven grey samples (skimage-gray, weight 2), its six colour samples and Imagenette 32x32 train converted to luma (weight 1 each)" \
   --terms "$IMAGENETTE_TERMS; $SK_RGB; $SK_GREY" \
-  --compute "photo's compute, then 2-core CPU, 7 minutes, 3,000 steps of 32" \
-  --status "first version: short fine-tune; no grey target row" \
+  --compute "photo's compute, then 2-core CPU, ~38 minutes, 15,000 steps of 32" \
+  --status "no grey target row; not yet coded end to end on gray8bit" \
   --eval gray8bit --eval kodak --tile 32 --eval-limit 2000 --code-limit 0

@@ -13,7 +13,7 @@ from codec_toymodel import LinearToyModel, ToyModel, mc_neg_elbo_bits, sample_ti
 
 from codec import bitsback
 from codec.ans import Stack
-from codec.bitsback import BITSBACK, DIRECT, RAW, WHITENED, decode, whitening
+from codec.bitsback import BITSBACK, DIRECT, PREDICTIVE, RAW, WHITENED, WITHOUT_BITS, decode, whitening
 from codec.errors import CodingError
 from codec.planes import fit_histogram, pop_plane, push_plane
 from codec.tiling import Tile, merge_tiles, split_tiles
@@ -43,7 +43,7 @@ def test_round_trip_of_many_shapes(channels):
     sizes = [(1, 1), (7, 3), (1, 20), (17, 1), (16, 16), (9, 30), (1, 1), (24, 8)]
     images, tiles = stream(rng, channels, sizes)
     result = assert_round_trip(tiles, ToyModel(channels), max_batch=4)
-    assert result.schedule[0] in ((DIRECT, 1), (WHITENED, 1))  # the empty stack has nothing to pop
+    assert result.schedule[0] in [(kind, 1) for kind in WITHOUT_BITS]  # the empty stack has nothing to pop
     decoded = bitsback.decode(result.words, result.schedule, [t.spec for t in tiles], ToyModel(channels))
     start = 0
     for image, (h, w) in zip(images, sizes):
@@ -118,7 +118,7 @@ def test_one_pixel_images_fall_back_to_direct_coding():
     _, tiles = stream(rng, 3, [(1, 1)] * 30)
     result = assert_round_trip(tiles, ToyModel(3), max_batch=8)
     kinds = [kind for kind, _ in result.schedule]
-    assert kinds.count(DIRECT) + kinds.count(WHITENED) > 1 and BITSBACK in kinds
+    assert sum(kinds.count(kind) for kind in WITHOUT_BITS) > 1 and BITSBACK in kinds
 
 
 class UninformativeModel(ToyModel):
@@ -150,7 +150,7 @@ def test_failed_batches_are_halved_and_retried():
     result = bitsback.encode(tiles, model, max_batch=64)
     kinds = [kind for kind, _ in result.schedule]
     assert model.attempts > kinds.count(BITSBACK)  # some attempts were undone
-    assert kinds.count(DIRECT) + kinds.count(WHITENED) > 1
+    assert sum(kinds.count(kind) for kind in WITHOUT_BITS) > 1
     decoded = bitsback.decode(result.words, result.schedule, [t.spec for t in tiles], UninformativeModel(1, stride=1))
     assert all(np.array_equal(a.pixels, b) for a, b in zip(tiles, decoded))
 
@@ -159,7 +159,7 @@ def test_huge_margin_codes_everything_directly():
     rng = np.random.default_rng(4)
     _, tiles = stream(rng, 1, [(16, 24)])
     result = assert_round_trip(tiles, ToyModel(1), margin_bits=10**9)
-    assert all(entry in ((DIRECT, 1), (WHITENED, 1)) for entry in result.schedule)
+    assert all(entry in [(kind, 1) for kind in WITHOUT_BITS] for entry in result.schedule)
 
 
 def test_stack_must_end_empty():
@@ -331,12 +331,43 @@ class ConfidentlyWrongModel(ToyModel):
         return batch
 
 
-def test_raw_tile_when_the_model_predicts_worse_than_8_bits():
+def test_noise_is_coded_raw_when_model_and_predictor_do_worse_than_8_bits():
     rng = np.random.default_rng(7)
-    _, tiles = stream(rng, 3, [(8, 8)])
+    noise = rng.integers(0, 256, size=(3, 8, 8), dtype=np.uint8)
+    tiles = split_tiles(noise, 8, 2)
     result = assert_round_trip(tiles, ConfidentlyWrongModel(3), margin_bits=10**9)
     assert result.schedule[0] == (WHITENED, 1)
-    assert result.stats[0].net_bits <= 8 * tiles[0].pixels[:, : tiles[0].valid[0], : tiles[0].valid[1]].size + 64
+    assert result.stats[0].net_bits <= 8 * noise.size + 64
+
+
+def test_a_smooth_first_tile_is_coded_by_the_predictor():
+    """The model is useless here (all mass on 0) and raw costs 8 bits: the local predictor must win, by far."""
+    tiles = split_tiles(smooth_image(np.random.default_rng(7), 3, 8, 8, noise=1.0), 8, 2)
+    result = assert_round_trip(tiles, ConfidentlyWrongModel(3), margin_bits=10**9)
+    assert result.schedule[0] == (PREDICTIVE, 1)
+    assert result.stats[0].net_bits < 0.6 * 8 * tiles[0].pixels.size
+
+
+def test_first_tiles_take_the_cheapest_kind_that_needs_no_bits():
+    """Each kind is tried; the one kept is the one whose stack grew least (the stats hold that growth)."""
+    rng = np.random.default_rng(8)
+    _, tiles = stream(rng, 1, [(8, 8)])
+    tile = tiles[0]
+    costs = {}
+    for kind in WITHOUT_BITS:
+        stack = Stack()
+        if kind == PREDICTIVE:
+            from codec import predictive
+
+            predictive.encode(stack, np.ascontiguousarray(tile.pixels[:, : tile.valid[0], : tile.valid[1]]))
+        elif kind == DIRECT:
+            bitsback._encode_direct(stack, [tile], ToyModel(1))
+        else:
+            bitsback._encode_raw(stack, tile, key=0)
+        costs[kind] = stack.num_valid_bits()
+    result = assert_round_trip(tiles, ToyModel(1), margin_bits=10**9)
+    assert result.schedule == [(min(costs, key=costs.get), 1)]
+    assert result.stats[0].net_bits == min(costs.values())
 
 
 def test_raw_tiles_leave_uniform_looking_bits_for_the_next_pops():
