@@ -24,5 +24,6 @@ SK_GREY="grey samples: camera, brick, grass, gravel, cell, microaneurysms CC0; c
   --data "photo made grey (red-channel marginal), then: scikit-image's eleven grey samples (skimage-gray, weight 2), its six colour samples and Imagenette 32x32 train converted to luma (weight 1 each)" \
   --terms "$IMAGENETTE_TERMS; $SK_RGB; $SK_GREY" \
   --compute "photo's compute, then 2-core CPU, ~38 minutes, 15,000 steps of 32" \
-  --status "no grey target row; not yet coded end to end on gray8bit" \
-  --eval gray8bit --eval kodak --tile 32 --eval-limit 2000 --code-limit 0
+  --status "no grey target row; coded end to end on the first 2 gray8bit images" \
+  --eval gray8bit --eval kodak --tile 32 --eval-limit 2000 --code-limit 0 \
+  --bench $R/gray8bit/summary.csv
