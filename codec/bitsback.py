@@ -233,20 +233,29 @@ def _encode_without_bits(stack: Stack, tile: Tile, key: int, model: LatentModel)
     best = None
     for kind in WITHOUT_BITS:
         trial = stack.clone()
-        if kind == PREDICTIVE:
-            h, w = tile.valid
-            predictive.encode(trial, np.ascontiguousarray(tile.pixels[:, :h, :w]))
-            ideal = None  # its exact cost is what the stack grew by
-        elif kind == DIRECT:
-            ideal = _encode_direct(trial, [tile], model)
-        else:
-            ideal = _encode_raw(trial, tile, key=key)
+        ideal = _push_without_bits(kind, trial, tile, key, model)
         grown = trial.num_valid_bits() - stack.num_valid_bits()
         if best is None or grown < best[0]:
             best = (grown, kind, ideal, trial)
-    grown, kind, ideal, trial = best
+    _, kind, ideal, trial = best
     stack.restore(trial)
-    return kind, np.array([float(grown)]) if ideal is None else ideal
+    return kind, ideal
+
+
+def _push_without_bits(kind: str, stack: Stack, tile: Tile, key: int, model: LatentModel) -> np.ndarray:
+    """Push one tile as `kind`, one of WITHOUT_BITS (`key`: its index in the stream). Its ideal bits (1,)."""
+    if kind == PREDICTIVE:
+        return _encode_predictive(stack, tile)
+    if kind == DIRECT:
+        return _encode_direct(stack, [tile], model)
+    return _encode_raw(stack, tile, key=key)
+
+
+def _encode_predictive(stack: Stack, tile: Tile) -> np.ndarray:
+    """The valid pixels through predictive.py: no model, no bits needed on the stack. Its exact bits (1,)."""
+    before = stack.num_valid_bits()
+    predictive.encode(stack, tile.valid_pixels)
+    return np.array([float(stack.num_valid_bits() - before)])
 
 
 def _encode_direct(stack: Stack, tiles: Sequence[Tile], model: LatentModel) -> np.ndarray:
@@ -284,17 +293,14 @@ def whitening(key: int, n: int) -> np.ndarray:
 
 def _encode_raw(stack: Stack, tile: Tile, key: int) -> np.ndarray:
     """The valid pixels of one tile at 8 bits each (uniform, whitened): no model, no bits needed on the stack."""
-    h, w = tile.valid
-    values = np.ascontiguousarray(tile.pixels[:, :h, :w]).reshape(-1)
+    values = tile.valid_pixels.reshape(-1)
     stack.push_uniform(values + whitening(key, values.size), 256)  # uint8: wraps mod 256
     return np.array([_raw_bits(tile)])
 
 
 def _decode_raw(stack: Stack, specs: Sequence[TileSpec], key: int | None) -> np.ndarray:
     """A raw tile (key None: its bytes as they are, as older files have them) or a whitened one."""
-    if len(specs) != 1:
-        raise CodingError("a raw batch holds exactly one tile")
-    (c, th, tw), (h, w) = specs[0].shape, specs[0].valid
+    (c, th, tw), (h, w) = _single_tile(specs, "raw")
     values = stack.pop_uniform(c * h * w, 256).astype(np.uint8)
     if key is not None:
         values = values - whitening(key, values.size)  # uint8: wraps mod 256
@@ -302,10 +308,15 @@ def _decode_raw(stack: Stack, specs: Sequence[TileSpec], key: int | None) -> np.
 
 
 def _decode_predictive(stack: Stack, specs: Sequence[TileSpec]) -> np.ndarray:
-    if len(specs) != 1:
-        raise CodingError("a predictive batch holds exactly one tile")
-    (c, th, tw), (h, w) = specs[0].shape, specs[0].valid
+    (c, th, tw), (h, w) = _single_tile(specs, "predictive")
     return pad_tile(predictive.decode(stack, c, h, w), th, tw)[None]
+
+
+def _single_tile(specs: Sequence[TileSpec], kind: str) -> tuple[tuple[int, int, int], tuple[int, int]]:
+    """Padded shape and valid extent of the one tile of a raw or predictive batch."""
+    if len(specs) != 1:
+        raise CodingError(f"a {kind} batch holds exactly one tile")
+    return specs[0].shape, specs[0].valid
 
 
 def _prior_mean_pass(model: LatentModel, shape: tuple[int, ...]) -> ModelPass:

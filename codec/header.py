@@ -26,7 +26,9 @@ MAX_BATCH = 4096
 MAX_NAME_CHARS = 4096
 MAX_PALETTE_BYTES = 1024  # 256 RGBA entries
 
-_KIND_TO_JSON = {bitsback.DIRECT: "d", bitsback.BITSBACK: "b", bitsback.RAW: "r", bitsback.WHITENED: "w", bitsback.PREDICTIVE: "p"}
+_KIND_TO_JSON = {
+    bitsback.DIRECT: "d", bitsback.BITSBACK: "b", bitsback.RAW: "r", bitsback.WHITENED: "w", bitsback.PREDICTIVE: "p",
+}
 _JSON_TO_KIND = {v: k for k, v in _KIND_TO_JSON.items()}
 
 

@@ -35,6 +35,12 @@ class Tile:
     valid: tuple[int, int]  # (h, w)
 
     @property
+    def valid_pixels(self) -> np.ndarray:
+        """(C, h, w) uint8, contiguous: the pixels that are coded (the rest is padding)."""
+        h, w = self.valid
+        return np.ascontiguousarray(self.pixels[:, :h, :w])
+
+    @property
     def spec(self) -> TileSpec:
         c, th, tw = self.pixels.shape
         return TileSpec((c, th, tw), self.valid)

@@ -69,6 +69,8 @@ def main() -> None:
             predictive_total += float(costs.sum())
             cheaper_total += float(torch.minimum(per_tile, costs).sum())
             tiles += len(batch)
+    if not tiles:
+        sys.exit(f"no whole {side}x{side} tiles in the first {args.limit} images of {args.dataset}")
     values = tiles * channels * side * side
     print(f"{args.model} on {args.dataset} (first {args.limit}), {tiles} whole {side}x{side} tiles")
     print(f"bound {bound_bits / values:.4f} bpsp; predictive {predictive_total / values:.4f}; "

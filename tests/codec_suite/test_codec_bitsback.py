@@ -356,14 +356,7 @@ def test_first_tiles_take_the_cheapest_kind_that_needs_no_bits():
     costs = {}
     for kind in WITHOUT_BITS:
         stack = Stack()
-        if kind == PREDICTIVE:
-            from codec import predictive
-
-            predictive.encode(stack, np.ascontiguousarray(tile.pixels[:, : tile.valid[0], : tile.valid[1]]))
-        elif kind == DIRECT:
-            bitsback._encode_direct(stack, [tile], ToyModel(1))
-        else:
-            bitsback._encode_raw(stack, tile, key=0)
+        bitsback._push_without_bits(kind, stack, tile, 0, ToyModel(1))
         costs[kind] = stack.num_valid_bits()
     result = assert_round_trip(tiles, ToyModel(1), margin_bits=10**9)
     assert result.schedule == [(min(costs, key=costs.get), 1)]
