@@ -19,9 +19,10 @@ of: the local predictor of predictive.py (no model; the usual choice on photogra
 latent at its prior mean (only the pixels are pushed), or whitened raw bytes. Then bits-back batches grow
 1, 2, 4, ... up to `max_batch` tiles. Before each batch the encoder keeps a clone of the stack; if popping the
 latents left fewer than `margin_bits` valid bits, the pops were not faithful samples: the clone is restored,
-the batch halved and retried, and a batch of 1 that still fails is coded without popping. The schedule
-[(kind, n_tiles), ...] goes into the file header; the decoder replays it backwards (last batch first) and
-must end with an empty stack.
+the batch halved and retried, and a batch of 1 that still fails is coded without popping. Given the model's
+expected cost of each tile, any tile that the predictor (or raw bytes) codes for less is coded so, anywhere
+in the stream (photographs: ~1 tile in 5, see encode_tiles). The schedule [(kind, n_tiles), ...] goes into
+the file header; the decoder replays it backwards (last batch first) and must end with an empty stack.
 
 Only valid pixels are coded; padding is recreated by edge replication (tiling.pad_tile).
 """
@@ -45,9 +46,12 @@ DIRECT = "direct"
 BITSBACK = "bitsback"
 RAW = "raw"  # a first tile where the model without latents is worse than 8 bits per subpixel (read only)
 WHITENED = "whitened"  # the same, its bytes whitened first: what the encoder writes instead of RAW
-PREDICTIVE = "predictive"  # a tile coded by the local predictor of predictive.py, without the model
-KINDS = (DIRECT, BITSBACK, RAW, WHITENED, PREDICTIVE)
-WITHOUT_BITS = (PREDICTIVE, DIRECT, WHITENED)  # what a tile that cannot pop is coded as: the cheapest of these
+PREDICTIVE = "predictive"  # a tile coded by the local predictor of predictive.py alone (read only)
+# The same, the tile turned by 180 degrees and predicted from its neighbours below and to the right, which the
+# decoder has by then (see _context): what the encoder writes instead of PREDICTIVE.
+PREDICTIVE_NEIGHBOURS = "predictive-neighbours"
+KINDS = (DIRECT, BITSBACK, RAW, WHITENED, PREDICTIVE, PREDICTIVE_NEIGHBOURS)
+WITHOUT_BITS = (PREDICTIVE_NEIGHBOURS, DIRECT, WHITENED)  # what a tile that cannot pop is coded as: the cheapest
 
 Schedule = list[tuple[str, int]]  # [(kind, n_tiles), ...] in encoding order
 ProgressFn = Callable[[int, int], None]  # on_batch(n_tiles_done, n_tiles_total)
@@ -78,10 +82,11 @@ def encode(
     max_batch: int = 16,
     margin_bits: int = 64,
     on_batch: ProgressFn | None = None,
+    model_bits: Sequence[float] | None = None,
 ) -> EncodeResult:
     """Code `tiles` (stream order) onto an empty stack."""
     stack = Stack()
-    schedule, stats = encode_tiles(stack, tiles, model, grid, max_batch, margin_bits, on_batch)
+    schedule, stats = encode_tiles(stack, tiles, model, grid, max_batch, margin_bits, on_batch, model_bits)
     return EncodeResult(stack.words(), schedule, stats)
 
 
@@ -110,15 +115,34 @@ def encode_tiles(
     max_batch: int = 16,
     margin_bits: int = 64,
     on_batch: ProgressFn | None = None,
+    model_bits: Sequence[float] | None = None,
 ) -> tuple[Schedule, list[TileStats]]:
-    """Push `tiles` onto `stack`, which may already hold bits (they then serve as initial bits)."""
+    """Push `tiles` onto `stack`, which may already hold bits (they then serve as initial bits).
+
+    model_bits: what bits-back is expected to cost for each tile (the model's negative ELBO with one posterior
+    sample will do). A tile that the local predictor or whitened raw bytes code for less is coded that way
+    wherever it falls in the stream, in a batch of its own; bits-back batches then run between such tiles.
+    Without it only the first tiles (nothing to pop yet) are coded without the model."""
     if max_batch < 1 or margin_bits < 0:
         raise CodingError(f"max_batch must be >= 1 and margin_bits >= 0, got {max_batch}, {margin_bits}")
+    if model_bits is not None and len(model_bits) != len(tiles):
+        raise CodingError(f"model_bits has {len(model_bits)} entries for {len(tiles)} tiles")
+    alone = [None] * len(tiles) if model_bits is None else _cheaper_without_model(tiles, model_bits)
     schedule: Schedule = []
     stats: list[TileStats] = []
     done, target = 0, 1
     while done < len(tiles):
-        n = min(target, _same_shape_run(tiles, done, max_batch))
+        if alone[done] is not None:
+            kind = alone[done]
+            before = stack.num_valid_bits()
+            ideal = _push_without_bits(kind, stack, tiles, done, model)
+            stats += _share(ideal, stack.num_valid_bits() - before, True)
+            schedule.append((kind, 1))
+            done += 1
+            if on_batch is not None:
+                on_batch(done, len(tiles))
+            continue
+        n = min(target, _same_shape_run(tiles, done, max_batch, alone))
         before = stack.num_valid_bits()
         ideal, halved = None, False
         while stack.num_valid_bits() >= margin_bits:  # with fewer bits there is nothing to pop
@@ -132,7 +156,7 @@ def encode_tiles(
             n, halved = n // 2, True
         if ideal is None:
             n, target = 1, 1
-            kind, ideal = _encode_without_bits(stack, tiles[done], done, model)
+            kind, ideal = _encode_without_bits(stack, tiles, done, model)
         else:
             kind = BITSBACK
             target = n if halved else min(2 * target, max_batch)
@@ -162,6 +186,10 @@ def decode_tiles(
             pixels = _decode_raw(stack, batch_specs, key=start if kind == WHITENED else None)
         elif kind == PREDICTIVE:
             pixels = _decode_predictive(stack, batch_specs)
+        elif kind == PREDICTIVE_NEIGHBOURS:
+            spec = batch_specs[0]
+            context = _context(start, spec.valid, spec.neighbours, len(specs), tiles.__getitem__)
+            pixels = _decode_predictive(stack, batch_specs, context)
         elif kind == DIRECT:
             pixels = _decode_direct(stack, batch_specs, model)
         else:
@@ -224,8 +252,8 @@ def _decode_bitsback(stack: Stack, specs: Sequence[TileSpec], model: LatentModel
     return pixels
 
 
-def _encode_without_bits(stack: Stack, tile: Tile, key: int, model: LatentModel) -> tuple[str, np.ndarray]:
-    """Push one tile without popping anything, as the cheapest kind of WITHOUT_BITS: (kind, ideal bits (1,)).
+def _encode_without_bits(stack: Stack, tiles: Sequence[Tile], index: int, model: LatentModel) -> tuple[str, np.ndarray]:
+    """Push tiles[index] without popping anything, as the cheapest kind of WITHOUT_BITS: (kind, ideal bits (1,)).
 
     Each kind is tried on a clone and the one whose stack grew least is kept. The predictor won on every
     photograph and digit tried (even a digit with the mnist model); raw bytes win on noise, and prior-mean
@@ -233,7 +261,7 @@ def _encode_without_bits(stack: Stack, tile: Tile, key: int, model: LatentModel)
     best = None
     for kind in WITHOUT_BITS:
         trial = stack.clone()
-        ideal = _push_without_bits(kind, trial, tile, key, model)
+        ideal = _push_without_bits(kind, trial, tiles, index, model)
         grown = trial.num_valid_bits() - stack.num_valid_bits()
         if best is None or grown < best[0]:
             best = (grown, kind, ideal, trial)
@@ -242,19 +270,22 @@ def _encode_without_bits(stack: Stack, tile: Tile, key: int, model: LatentModel)
     return kind, ideal
 
 
-def _push_without_bits(kind: str, stack: Stack, tile: Tile, key: int, model: LatentModel) -> np.ndarray:
-    """Push one tile as `kind`, one of WITHOUT_BITS (`key`: its index in the stream). Its ideal bits (1,)."""
-    if kind == PREDICTIVE:
-        return _encode_predictive(stack, tile)
+def _push_without_bits(kind: str, stack: Stack, tiles: Sequence[Tile], index: int, model: LatentModel) -> np.ndarray:
+    """Push tiles[index] as `kind`, one of WITHOUT_BITS. Its ideal bits (1,)."""
+    if kind == PREDICTIVE_NEIGHBOURS:
+        return _encode_predictive(stack, tiles, index)
     if kind == DIRECT:
-        return _encode_direct(stack, [tile], model)
-    return _encode_raw(stack, tile, key=key)
+        return _encode_direct(stack, [tiles[index]], model)
+    return _encode_raw(stack, tiles[index], key=index)
 
 
-def _encode_predictive(stack: Stack, tile: Tile) -> np.ndarray:
-    """The valid pixels through predictive.py: no model, no bits needed on the stack. Its exact bits (1,)."""
+def _encode_predictive(stack: Stack, tiles: Sequence[Tile], index: int) -> np.ndarray:
+    """The valid pixels through predictive.py, turned by 180 degrees, with their neighbours below and to the
+    right as context: no model, no bits needed on the stack. Its exact bits (1,)."""
     before = stack.num_valid_bits()
-    predictive.encode(stack, tile.valid_pixels)
+    tile = tiles[index]
+    context = _context(index, tile.valid, tile.neighbours, len(tiles), lambda k: tiles[k].pixels)
+    predictive.encode(stack, np.ascontiguousarray(tile.valid_pixels[:, ::-1, ::-1]), context)
     return np.array([float(stack.num_valid_bits() - before)])
 
 
@@ -307,9 +338,36 @@ def _decode_raw(stack: Stack, specs: Sequence[TileSpec], key: int | None) -> np.
     return pad_tile(values.reshape(c, h, w), th, tw)[None]
 
 
-def _decode_predictive(stack: Stack, specs: Sequence[TileSpec]) -> np.ndarray:
+def _decode_predictive(stack: Stack, specs: Sequence[TileSpec], context: predictive.Context | None = None) -> np.ndarray:
+    """A PREDICTIVE tile (context None) or a PREDICTIVE_NEIGHBOURS one (coded turned by 180 degrees)."""
     (c, th, tw), (h, w) = _single_tile(specs, "predictive")
-    return pad_tile(predictive.decode(stack, c, h, w), th, tw)[None]
+    if context is None:
+        return pad_tile(predictive.decode(stack, c, h, w), th, tw)[None]
+    turned = predictive.decode(stack, c, h, w, context)
+    return pad_tile(np.ascontiguousarray(turned[:, ::-1, ::-1]), th, tw)[None]
+
+
+def _context(
+    index: int, valid: tuple[int, int], neighbours: tuple[int, int], total: int, pixels_of: Callable
+) -> predictive.Context:
+    """Context for tile `index` turned by 180 degrees: its neighbours below and to the right (padded tiles
+    from `pixels_of(k)`) become the row above and the column to the left. The decoder pops the stream last
+    tile first, so it has them when this tile comes off: the decoded tiles after a predictive tile are its
+    context, as the tiles before a pixel are in a raster-order codec."""
+    (h, w), (below, right) = valid, neighbours
+    if below < 0 or right < 0 or index + below + right >= total:
+        raise CodingError(f"tile {index}: neighbours {neighbours} outside the stream of {total} tiles")
+
+    def neighbour(offset: int) -> np.ndarray:
+        pixels = pixels_of(index + offset)
+        if pixels is None:
+            raise CodingError(f"tile {index}: its neighbour {index + offset} is not decoded yet")
+        return pixels
+
+    above = neighbour(below)[:, 0, :w][:, ::-1] if below else None
+    left = neighbour(right)[:, :h, 0][:, ::-1] if right else None
+    corner = neighbour(below + right)[:, 0, 0] if below and right else None
+    return predictive.Context(above, left, corner)
 
 
 def _single_tile(specs: Sequence[TileSpec], kind: str) -> tuple[tuple[int, int, int], tuple[int, int]]:
@@ -368,13 +426,26 @@ def _params(batch: ModelPass, group: int, b: int, need_posterior: bool) -> Laten
 # ---------------------------------------------------------------------------------------------- schedule
 
 
-def _same_shape_run(tiles: Sequence[Tile], start: int, limit: int) -> int:
-    """How many tiles from `start` on (at most `limit`) share the padded shape of tiles[start]."""
+def _same_shape_run(tiles: Sequence[Tile], start: int, limit: int, alone: Sequence[str | None]) -> int:
+    """How many tiles from `start` on (at most `limit`) share the padded shape of tiles[start] and go to
+    bits-back (`alone[k]` is None)."""
     shape = tiles[start].pixels.shape
     n = 1
-    while n < limit and start + n < len(tiles) and tiles[start + n].pixels.shape == shape:
+    while n < limit and start + n < len(tiles) and tiles[start + n].pixels.shape == shape and alone[start + n] is None:
         n += 1
     return n
+
+
+def _cheaper_without_model(tiles: Sequence[Tile], model_bits: Sequence[float]) -> list[str | None]:
+    """Per tile PREDICTIVE_NEIGHBOURS or WHITENED where that kind's exact cost is below `model_bits`, else None."""
+    kinds: list[str | None] = []
+    for index, (tile, expected) in enumerate(zip(tiles, model_bits)):
+        trial = Stack()
+        _encode_predictive(trial, tiles, index)
+        costs = {PREDICTIVE_NEIGHBOURS: trial.num_valid_bits(), WHITENED: _raw_bits(tile)}
+        kind = min(costs, key=costs.get)
+        kinds.append(kind if costs[kind] < expected else None)
+    return kinds
 
 
 def _check_schedule(schedule: Schedule, specs: Sequence[TileSpec]) -> list[int]:

@@ -28,6 +28,7 @@ MAX_PALETTE_BYTES = 1024  # 256 RGBA entries
 
 _KIND_TO_JSON = {
     bitsback.DIRECT: "d", bitsback.BITSBACK: "b", bitsback.RAW: "r", bitsback.WHITENED: "w", bitsback.PREDICTIVE: "p",
+    bitsback.PREDICTIVE_NEIGHBOURS: "q",
 }
 _JSON_TO_KIND = {v: k for k, v in _KIND_TO_JSON.items()}
 

@@ -1,10 +1,13 @@
-"""Predictive coding of one tile without the model: how a stream's first tiles get onto an empty stack.
+"""Predictive coding of one tile without the model: a stream's first tiles, and any tile it codes for less.
 
 Bits-back needs bits on the stack before it can pop latents, so the first tiles of a stream are coded
 without popping anything. Raw bytes cost 8 bits per subpixel and latents at their prior means predict a
 tile poorly; a local predictor (the idea of JPEG-LS and CALIC) costs 3.78 bits per subpixel on 32x32 tiles
 of scikit-image's colour photographs, where its two scale constants were chosen, and 3.66 on Kodak's
 (`python scripts/predictor_rate.py skimage-rgb --grid`), against the photo model's bound of 3.45 there.
+It beats the model on about one tile in five of a photograph (smooth skies, flat walls, sharp edges), so
+bitsback.py lets it take those tiles anywhere in the stream. With its neighbours as context (`Context`; the
+decoder has the tiles below and to the right first) a Kodak tile costs it 3.66 instead of 3.77.
 
 Each value is predicted from its four causal neighbours, left a, above b, above-left c, above-right d:
     med  = the median edge detector of (a, b, c)              (JPEG-LS)
@@ -22,6 +25,8 @@ transcendental functions), so both sides give constriction identical means and s
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from codec.ans import Stack
@@ -31,12 +36,27 @@ STD_FLOOR = 0.6  # std of a value in a perfectly flat neighbourhood (in pixel va
 STD_GAIN = 0.4  # std per unit of local activity
 
 
-def encode(stack: Stack, pixels: np.ndarray) -> None:
+@dataclass(frozen=True)
+class Context:
+    """Pixels next to a tile that the decoder knows before it pops the tile, in the tile's own orientation:
+    the row above it (C, w), the column left of it (C, h), and the pixel above-left (C,), needed when both
+    are there. They become the first row and column of the predictor's frame, so the tile's edges are
+    predicted from real neighbours (Kodak: 3.77 -> 3.66 bpsp for the predictor alone)."""
+
+    above: np.ndarray | None = None
+    left: np.ndarray | None = None
+    corner: np.ndarray | None = None
+
+
+def encode(stack: Stack, pixels: np.ndarray, context: Context = Context()) -> None:
     """Push the valid pixels (C, h, w) uint8 of one tile."""
-    values = pixels.astype(np.float64)
+    channels, height, width = pixels.shape
+    values, top, left = _frame(pixels.astype(np.float64), context)
     means, stds = _parameters(values, *_all_positions(values.shape[1], values.shape[2]))
-    order = _decode_order(values.shape)
-    symbols = pixels.reshape(pixels.shape[0], -1).astype(np.int32)  # C, h*w
+    # Keep the tile's own positions: (C, h * w), row-major.
+    means, stds = (a.reshape(values.shape)[:, top:, left:].reshape(channels, -1) for a in (means, stds))
+    order = _decode_order(pixels.shape)
+    symbols = pixels.reshape(channels, -1).astype(np.int32)  # C, h*w
 
     def in_order(per_channel: np.ndarray) -> np.ndarray:
         return np.concatenate([per_channel[channel][flat] for flat, channel in order])
@@ -44,11 +64,20 @@ def encode(stack: Stack, pixels: np.ndarray) -> None:
     stack.push_gaussian(in_order(symbols), in_order(means), in_order(stds), 0, 255)
 
 
-def decode(stack: Stack, channels: int, height: int, width: int) -> np.ndarray:
-    """Pop the valid pixels (C, h, w) uint8 of one tile pushed by `encode`."""
-    values = np.zeros((channels, height, width))  # entries not yet decoded are never read
+def decode(stack: Stack, channels: int, height: int, width: int, context: Context = Context()) -> np.ndarray:
+    """Pop the valid pixels (C, h, w) uint8 of one tile pushed by `encode` with the same context."""
+    # Entries of the tile not yet decoded are never read.
+    values, top, left = _frame(np.zeros((channels, height, width)), context)
     residuals = np.zeros_like(values)
+    if top or left:
+        # The context's residuals, as the encoder computed them: its means read only context pixels.
+        known = np.ones(values.shape[1:], dtype=bool)
+        known[top:, left:] = False
+        ys, xs = np.nonzero(known)
+        means, _ = _parameters(values, ys, xs)
+        residuals[:, ys, xs] = np.abs(values[:, ys, xs] - means)
     for ys, xs in _wavefronts(height, width):
+        ys, xs = ys + top, xs + left
         neighbours = _neighbours(values, residuals, ys, xs)
         previous = None
         for channel in range(channels):
@@ -57,7 +86,29 @@ def decode(stack: Stack, channels: int, height: int, width: int) -> np.ndarray:
             values[channel, ys, xs] = decoded
             residuals[channel, ys, xs] = np.abs(decoded - mean)
             previous = (decoded, neighbours[0][channel], residuals[channel, ys, xs])
-    return values.astype(np.uint8)
+    return values[:, top:, left:].astype(np.uint8)
+
+
+def _frame(tile: np.ndarray, context: Context) -> tuple[np.ndarray, int, int]:
+    """The tile (C, h, w) float64 inside its context: (C, h + top, w + left) and the tile's offsets (top, left)."""
+    channels, height, width = tile.shape
+    top, left = int(context.above is not None), int(context.left is not None)
+    shapes = {"above": (channels, width), "left": (channels, height), "corner": (channels,)}
+    for name, shape in shapes.items():
+        part = getattr(context, name)
+        if part is not None and part.shape != shape:
+            raise ValueError(f"context.{name} must be {shape}, got {part.shape}")
+    if top and left and context.corner is None:
+        raise ValueError("a context with a row above and a column left needs the corner pixel")
+    values = np.zeros((channels, height + top, width + left))
+    values[:, top:, left:] = tile
+    if top:
+        values[:, 0, left:] = context.above
+    if left:
+        values[:, top:, 0] = context.left
+    if top and left:
+        values[:, 0, 0] = context.corner
+    return values, top, left
 
 
 # ---------------------------------------------------------------------------------------------- the model

@@ -23,16 +23,19 @@ def ceil_to(n: int, multiple: int) -> int:
 
 @dataclass(frozen=True)
 class TileSpec:
-    """What the decoder knows of a tile before decoding it: padded shape (C, Th, Tw) and valid extent (h, w)."""
+    """What the decoder knows of a tile before decoding it: padded shape (C, Th, Tw), valid extent (h, w), and
+    how many tiles further on in the stream its neighbours below and to the right are (0: none)."""
 
     shape: tuple[int, int, int]
     valid: tuple[int, int]
+    neighbours: tuple[int, int] = (0, 0)  # (below, right)
 
 
 @dataclass(frozen=True)
 class Tile:
     pixels: np.ndarray  # (C, Th, Tw) uint8, padded by edge replication of pixels[:, :h, :w]
     valid: tuple[int, int]  # (h, w)
+    neighbours: tuple[int, int] = (0, 0)  # as TileSpec.neighbours
 
     @property
     def valid_pixels(self) -> np.ndarray:
@@ -43,7 +46,7 @@ class Tile:
     @property
     def spec(self) -> TileSpec:
         c, th, tw = self.pixels.shape
-        return TileSpec((c, th, tw), self.valid)
+        return TileSpec((c, th, tw), self.valid, self.neighbours)
 
 
 def _check_geometry(height: int, width: int, tile: int, stride: int) -> None:
@@ -68,10 +71,21 @@ def tile_boxes(height: int, width: int, tile: int) -> list[tuple[int, int, int, 
     ]
 
 
+def tile_neighbours(height: int, width: int, tile: int) -> list[tuple[int, int]]:
+    """(below, right) of each tile of `tile_boxes`: how many tiles on, row-major, its neighbours are (0: none)."""
+    rows, columns = -(-height // tile), -(-width // tile)
+    return [
+        (columns if row < rows - 1 else 0, 1 if column < columns - 1 else 0)
+        for row in range(rows)
+        for column in range(columns)
+    ]
+
+
 def tile_specs(channels: int, height: int, width: int, tile: int, stride: int) -> list[TileSpec]:
     """The decoder's view of an image's tiles, in the order `split_tiles` returns them."""
     shape = padded_shape(channels, height, width, tile, stride)
-    return [TileSpec(shape, (h, w)) for _, _, h, w in tile_boxes(height, width, tile)]
+    boxes, neighbours = tile_boxes(height, width, tile), tile_neighbours(height, width, tile)
+    return [TileSpec(shape, (h, w), near) for (_, _, h, w), near in zip(boxes, neighbours)]
 
 
 def pad_tile(valid_pixels: np.ndarray, th: int, tw: int) -> np.ndarray:
@@ -88,9 +102,10 @@ def split_tiles(image: np.ndarray, tile: int, stride: int) -> list[Tile]:
         raise CodingError(f"image must be (C, H, W) uint8, got {image.dtype} {image.shape}")
     c, height, width = image.shape
     _, th, tw = padded_shape(c, height, width, tile, stride)
+    boxes, neighbours = tile_boxes(height, width, tile), tile_neighbours(height, width, tile)
     return [
-        Tile(pad_tile(image[:, y0 : y0 + h, x0 : x0 + w], th, tw), (h, w))
-        for y0, x0, h, w in tile_boxes(height, width, tile)
+        Tile(pad_tile(image[:, y0 : y0 + h, x0 : x0 + w], th, tw), (h, w), near)
+        for (y0, x0, h, w), near in zip(boxes, neighbours)
     ]
 
 

@@ -290,3 +290,20 @@ def test_shared_skimage_training_photos():
     assert len(grey) == 11 and grey.channels == 1
     # None of them is a benchmark photograph.
     assert all(name.startswith("skimage_samples/") for name in colour.names + grey.names)
+
+
+def test_box_downsample_rounds_block_means_and_drops_the_remainder():
+    image = np.arange(5 * 7 * 3, dtype=np.uint8).reshape(5, 7, 3)
+    small = data.box_downsample(image, 2)
+    assert small.shape == (2, 3, 3) and small.dtype == np.uint8
+    block = image[2:4, 4:6, 1].astype(int)
+    assert small[1, 2, 1] == (block.sum() + 2) // 4
+    np.testing.assert_array_equal(data.box_downsample(np.full((4, 4, 1), 255, np.uint8), 2), 255)  # no overflow
+
+
+@needs_shared
+def test_downsampled_photos_are_half_the_size_of_their_originals():
+    full, half = load("skimage-rgb"), load("skimage-rgb-half")
+    assert half.names == full.names
+    for (h, w, c), (hh, hw, hc) in zip(full.shapes, half.shapes):
+        assert (hh, hw, hc) == (h // 2, w // 2, c)

@@ -19,7 +19,7 @@ def test_golden_header():
     assert header.model_name == "tiny-rgb"
     assert [(im.name, im.mode, im.width, im.height) for im in header.images] == [("golden.png", "RGB", 24, 20)]
     assert header.coder.tile == 16
-    assert header.coder.schedule[0][0] == "predictive"
+    assert header.coder.schedule[0][0] == "predictive-neighbours"
     assert len(words) > 0
 
 
@@ -48,8 +48,29 @@ def test_a_file_written_before_the_predictor_still_decodes(tiny_weights):
     assert np.array_equal(np.asarray(image), np.asarray(Image.open(GOLDEN / "golden.png")))
 
 
+def test_a_file_written_before_predictive_tiles_had_neighbours_still_decodes(tiny_weights):
+    """golden-v3.vz: the same image, its first tile coded by the predictor without its neighbours ("p")."""
+    header, _ = read((GOLDEN / "golden-v3.vz").read_bytes())
+    assert header.coder.schedule[0][0] == "predictive"
+    (_, image), = decompress_images((GOLDEN / "golden-v3.vz").read_bytes(), load_model(tiny_weights[3]), device="cpu")
+    assert np.array_equal(np.asarray(image), np.asarray(Image.open(GOLDEN / "golden.png")))
+
+
 def test_encoding_reproduces_the_golden_bytes(tiny_weights):
     """Same image, same model: the same bytes. A failure means the format or the model's floats changed."""
     image = Image.open(GOLDEN / "golden.png")
-    data = compress_images([("golden.png", image)], load_model(tiny_weights[3]), tile=16, device="cpu").data
+    data = compress_images(
+        [("golden.png", image)], load_model(tiny_weights[3]), tile=16, device="cpu", predictor=False
+    ).data
     assert data == (GOLDEN / "golden.vz").read_bytes()
+
+
+def test_the_untrained_model_loses_every_tile_of_the_golden_image_to_the_predictor(tiny_weights):
+    """By default a tile goes to the predictor (or raw bytes) wherever that is cheaper than the model's bound:
+    for the untrained tiny model, every tile; and the file is smaller than the model-only golden file."""
+    image = Image.open(GOLDEN / "golden.png")
+    result = compress_images([("golden.png", image)], load_model(tiny_weights[3]), tile=16, device="cpu")
+    header, _ = read(result.data)
+    assert {kind for kind, _ in header.coder.schedule} <= {"predictive-neighbours", "whitened"}
+    assert len(result.data) < len((GOLDEN / "golden.vz").read_bytes())
+    assert result.images[0].tiles_without_bitsback == result.images[0].tiles == 4

@@ -57,8 +57,11 @@ class ImageReport:
     subpixels: int
     bound_bits: float  # the model's negative ELBO of the model plane (+ the ideal cost of side planes)
     payload_bits: float  # this image's real share of the payload (stack growth while it was pushed)
-    direct_excess_bits: float  # what coding the stream's first tile without bits-back cost above its bound
+    # Tiles coded without bits-back (a stream's first tiles; any tile the predictor codes for less): their
+    # cost minus their bound, negative where the predictor beat the model.
+    without_bitsback_excess_bits: float
     tiles: int
+    tiles_without_bitsback: int
 
     @property
     def bound_bpsp(self) -> float:
@@ -100,11 +103,17 @@ def compress_images(
     max_batch: int = 16,
     device: str = "auto",
     progress=None,
+    predictor: bool = True,
 ) -> CompressResult:
-    """images: a sequence of (name, PIL image). Chains bits-back across all of them in one stream."""
+    """images: a sequence of (name, PIL image). Chains bits-back across all of them in one stream.
+
+    predictor: let the model-free predictor code any tile it codes for less than the model would (False: only
+    the stream's first tiles, which cannot use bits-back, go without the model)."""
     from vaezip.archive import encode_archive
 
-    return encode_archive(images, model, tile=tile, max_batch=max_batch, device=device, progress=progress)
+    return encode_archive(
+        images, model, tile=tile, max_batch=max_batch, device=device, progress=progress, predictor=predictor
+    )
 
 
 def compress(image, model: LoadedModel | str | None = None, *, name: str = "image.png", **options) -> bytes:

@@ -54,7 +54,7 @@ def _model_channels(mode: str) -> int:
     return 1 if mode in ("L", "LA") else 3
 
 
-def encode_archive(images, model, *, tile, max_batch, device, progress) -> CompressResult:
+def encode_archive(images, model, *, tile, max_batch, device, progress, predictor=True) -> CompressResult:
     started = time.perf_counter()
     split = []
     for name, image in images:
@@ -102,10 +102,12 @@ def encode_archive(images, model, *, tile, max_batch, device, progress) -> Compr
             tiles += cut
             owner += [index] * len(cut)
     with deterministic_kernels():
-        schedule, stats = bitsback.encode_tiles(stack, tiles, coder_model, GRID, max_batch, on_batch=progress)
-        bounds = [
-            coder_model.bound_bits(t.pixels, t.valid) if s.direct else s.ideal_bits for t, s in zip(tiles, stats)
-        ]
+        model_bits = coder_model.tile_bounds(tiles)
+        schedule, stats = bitsback.encode_tiles(
+            stack, tiles, coder_model, GRID, max_batch, on_batch=progress, model_bits=model_bits if predictor else None
+        )
+    # The bound stays the model's: a tile coded without it reports the model's negative ELBO as its bound.
+    bounds = [expected if s.direct else s.ideal_bits for expected, s in zip(model_bits, stats)]
 
     entries = tuple(
         ImageEntry(name, planes.mode, planes.width, planes.height, planes.palette, info)
@@ -124,9 +126,13 @@ def encode_archive(images, model, *, tile, max_batch, device, progress) -> Compr
         mine = tiles_of[index]
         payload = side_bits[index][0] + sum(stats[k].net_bits for k in mine)
         bound = side_bits[index][1] + sum(bounds[k] for k in mine)
-        excess = sum(stats[k].net_bits - bounds[k] for k in mine if stats[k].direct)
+        alone = [k for k in mine if stats[k].direct]
+        excess = sum(stats[k].net_bits - bounds[k] for k in alone)
         reports.append(
-            ImageReport(name, planes.mode, planes.width, planes.height, planes.subpixels, bound, payload, excess, len(mine))
+            ImageReport(
+                name, planes.mode, planes.width, planes.height, planes.subpixels, bound, payload, excess,
+                len(mine), len(alone),
+            )
         )
     header_bytes = len(data) - 4 * len(stack.words())
     return CompressResult(data, loaded.name, tuple(reports), header_bytes, time.perf_counter() - started)

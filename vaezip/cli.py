@@ -278,7 +278,8 @@ def _report(result, output: str) -> None:
         share = image.payload_bits / image.subpixels
         err.print(
             f"{image.name}: {image.width}x{image.height} {image.mode}, bound {image.bound_bpsp:.4f} bpsp, "
-            f"payload {share:.4f} bpsp (first-tile excess {image.direct_excess_bits / image.subpixels:.4f})",
+            f"payload {share:.4f} bpsp ({image.tiles_without_bitsback} of {image.tiles} tiles without bits-back: "
+            f"{image.without_bitsback_excess_bits / image.subpixels:+.4f} bpsp against their bound)",
             highlight=False,
         )
     err.print(

@@ -8,11 +8,13 @@ the same row chunks. Parameters leave torch as float32 and are widened to float6
 from __future__ import annotations
 
 from contextlib import contextmanager
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from codec.protocol import LatentParams
+from codec.tiling import Tile
 from vaezip.evaluate import repeatable_sampling, valid_mask
 from vaezip.model import HierarchicalVAE
 from vaezip.model.context import phase_map, phase_positions
@@ -23,6 +25,7 @@ TABLE_ELEMENTS = 2**25
 # floats (measured 2026-11-23, tiny and photo models), so a file coded on one machine failed to decode on
 # another. Coding therefore runs on this many threads everywhere.
 CODING_THREADS = 2
+BOUND_BATCH_PIXELS = 2**16  # pixels per batch of TorchLatentModel.tile_bounds
 
 
 @contextmanager
@@ -147,9 +150,21 @@ class TorchLatentModel:
         return TorchPass(self.model, self.device, shape, pixels)
 
     @torch.inference_mode()
-    def bound_bits(self, tile: np.ndarray, valid: tuple[int, int], seed: int = 0) -> float:
-        """The model's negative ELBO (bits) of one padded tile (C, H, W), counting valid pixels only."""
+    def tile_bounds(self, tiles: Sequence[Tile], seed: int = 0) -> list[float]:
+        """The model's negative ELBO (bits, one posterior sample, valid pixels only) of each padded tile, in
+        batches of equal padded shape. What the encoder expects bits-back to cost; it plays no part in decoding."""
+        bounds = [0.0] * len(tiles)
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for index, tile in enumerate(tiles):
+            by_shape.setdefault(tile.pixels.shape, []).append(index)
         with repeatable_sampling(seed, self.device):
-            pixels = torch.from_numpy(np.ascontiguousarray(tile[None])).to(self.device)
-            mask = torch.from_numpy(valid_mask(tile.shape[1:], [valid])).to(self.device)
-            return float(self.model(pixels, mask=mask).bound_bits[0])
+            for (_, height, width), indices in by_shape.items():
+                step = max(1, BOUND_BATCH_PIXELS // (height * width))
+                for start in range(0, len(indices), step):
+                    chosen = indices[start : start + step]
+                    pixels = torch.from_numpy(np.stack([tiles[k].pixels for k in chosen])).to(self.device)
+                    mask = valid_mask((height, width), [tiles[k].valid for k in chosen])
+                    output = self.model(pixels, mask=torch.from_numpy(mask).to(self.device))
+                    for k, bits in zip(chosen, output.bound_bits.tolist()):
+                        bounds[k] = bits
+        return bounds

@@ -13,7 +13,9 @@ from codec_toymodel import LinearToyModel, ToyModel, mc_neg_elbo_bits, sample_ti
 
 from codec import bitsback
 from codec.ans import Stack
-from codec.bitsback import BITSBACK, DIRECT, PREDICTIVE, RAW, WHITENED, WITHOUT_BITS, decode, whitening
+from codec.bitsback import (
+    BITSBACK, DIRECT, PREDICTIVE_NEIGHBOURS, RAW, WHITENED, WITHOUT_BITS, decode, whitening,
+)
 from codec.errors import CodingError
 from codec.planes import fit_histogram, pop_plane, push_plane
 from codec.tiling import Tile, merge_tiles, split_tiles
@@ -344,7 +346,7 @@ def test_a_smooth_first_tile_is_coded_by_the_predictor():
     """The model is useless here (all mass on 0) and raw costs 8 bits: the local predictor must win, by far."""
     tiles = split_tiles(smooth_image(np.random.default_rng(7), 3, 8, 8, noise=1.0), 8, 2)
     result = assert_round_trip(tiles, ConfidentlyWrongModel(3), margin_bits=10**9)
-    assert result.schedule[0] == (PREDICTIVE, 1)
+    assert result.schedule[0] == (PREDICTIVE_NEIGHBOURS, 1)
     assert result.stats[0].net_bits < 0.6 * 8 * tiles[0].pixels.size
 
 
@@ -352,11 +354,10 @@ def test_first_tiles_take_the_cheapest_kind_that_needs_no_bits():
     """Each kind is tried; the one kept is the one whose stack grew least (the stats hold that growth)."""
     rng = np.random.default_rng(8)
     _, tiles = stream(rng, 1, [(8, 8)])
-    tile = tiles[0]
     costs = {}
     for kind in WITHOUT_BITS:
         stack = Stack()
-        bitsback._push_without_bits(kind, stack, tile, 0, ToyModel(1))
+        bitsback._push_without_bits(kind, stack, tiles, 0, ToyModel(1))
         costs[kind] = stack.num_valid_bits()
     result = assert_round_trip(tiles, ToyModel(1), margin_bits=10**9)
     assert result.schedule == [(min(costs, key=costs.get), 1)]
@@ -383,3 +384,51 @@ def test_files_with_unwhitened_raw_tiles_still_decode():
     stack.push_uniform(np.ascontiguousarray(tile.pixels[:, :h, :w]).reshape(-1), 256)  # what "r" batches hold
     decoded = decode(stack.words(), [(RAW, 1)], [tile.spec], ConfidentlyWrongModel(3))
     assert np.array_equal(decoded[0][:, :h, :w], tile.pixels[:, :h, :w])
+
+
+def _alone_kinds(schedule):
+    """Stream index -> kind of every single-tile batch coded without bits-back."""
+    kinds, start = {}, 0
+    for kind, n in schedule:
+        if kind != BITSBACK:
+            kinds[start] = kind
+        start += n
+    return kinds
+
+
+def test_tiles_the_predictor_codes_for_less_are_coded_so_anywhere_in_the_stream():
+    """model_bits says what bits-back would cost: tiles where it is huge go to the predictor (or raw bytes)
+    even mid-stream, in batches of their own, and the bits-back batches run between them."""
+    rng = np.random.default_rng(11)
+    image = smooth_image(rng, 3, 48, 48, noise=1.0)
+    image[:, 16:24, 32:40] = rng.integers(0, 256, size=(3, 8, 8))  # one tile of noise: raw beats the predictor
+    tiles = split_tiles(image, 8, 2)
+    expensive = {5, 6, 12, 16, 30}  # 16 is the noise tile (row 2, column 4)
+    model_bits = [1e9 if k in expensive else 0.0 for k in range(len(tiles))]
+    result = assert_round_trip(tiles, ToyModel(3), max_batch=8, model_bits=model_bits)
+    alone = _alone_kinds(result.schedule)
+    assert {k for k in alone if k > 0} == expensive  # tile 0 has an empty stack below it: coded alone anyway
+    assert alone[16] == WHITENED and all(alone[k] == PREDICTIVE_NEIGHBOURS for k in expensive - {16})
+    assert [n for kind, n in result.schedule if kind == BITSBACK] != [1] * (len(tiles) - len(alone))  # real batches
+    for k in expensive - {16}:
+        stack = Stack()
+        bitsback._push_without_bits(PREDICTIVE_NEIGHBOURS, stack, tiles, k, ToyModel(3))
+        # its real cost on top of the stream (on an empty stack the coder's initial state adds a few bits)
+        assert abs(result.stats[k].ideal_bits - stack.num_valid_bits()) <= 32
+        assert result.stats[k].direct
+
+
+def test_model_bits_that_nothing_beats_change_nothing():
+    rng = np.random.default_rng(12)
+    _, tiles = stream(rng, 3, [(40, 24)])
+    plain = bitsback.encode(tiles, ToyModel(3))
+    hinted = bitsback.encode(tiles, ToyModel(3), model_bits=[0.0] * len(tiles))
+    assert plain.schedule == hinted.schedule
+    np.testing.assert_array_equal(plain.words, hinted.words)
+
+
+def test_model_bits_must_cover_every_tile():
+    rng = np.random.default_rng(13)
+    _, tiles = stream(rng, 1, [(16, 16)])
+    with pytest.raises(CodingError, match="model_bits"):
+        bitsback.encode(tiles, ToyModel(1), model_bits=[0.0] * (len(tiles) - 1))

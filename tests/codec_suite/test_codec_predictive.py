@@ -14,16 +14,16 @@ from codec.ans import Stack
 HERE = Path(__file__).parent
 
 
-def round_trip(pixels: np.ndarray, below: int = 0) -> int:
+def round_trip(pixels: np.ndarray, below: int = 0, context: predictive.Context = predictive.Context()) -> int:
     """Push `pixels` on a stack holding `below` other symbols, pop them back; bits the tile took."""
     stack = Stack()
     marker = np.arange(below) % 11
     stack.push_uniform(marker, 2**16)
     before = stack.num_valid_bits()
-    predictive.encode(stack, pixels)
+    predictive.encode(stack, pixels, context)
     bits = stack.num_valid_bits() - before
     again = Stack.from_words(stack.words())
-    np.testing.assert_array_equal(predictive.decode(again, *pixels.shape), pixels)
+    np.testing.assert_array_equal(predictive.decode(again, *pixels.shape, context), pixels)
     np.testing.assert_array_equal(again.pop_uniform(below, 2**16), marker)  # nothing below was touched
     assert again.is_empty()
     return bits
@@ -80,3 +80,43 @@ def test_a_fresh_process_decodes_what_this_one_encoded(tmp_path):
     root = str(HERE.parents[1])
     out = subprocess.run([sys.executable, "-c", script, root, str(tmp_path)], capture_output=True, text=True)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+def context_of(image: np.ndarray, top: int, left: int, height: int, width: int, which: str) -> predictive.Context:
+    """The pixels of `image` (C, H, W) above / left of / above-left of the tile at (top, left)."""
+    above = image[:, top - 1, left : left + width] if "above" in which else None
+    beside = image[:, top : top + height, left - 1] if "left" in which else None
+    corner = image[:, top - 1, left - 1] if above is not None and beside is not None else None
+    return predictive.Context(above, beside, corner)
+
+
+@pytest.mark.parametrize("which", ["above", "left", "above+left"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_round_trip_with_context(which, channels):
+    rng = np.random.default_rng(channels)
+    for height, width in [(1, 1), (1, 7), (6, 1), (9, 13)]:
+        image = smooth_image(rng, channels, height + 1, width + 1)
+        round_trip(np.ascontiguousarray(image[:, 1:, 1:]), below=3, context=context_of(image, 1, 1, height, width, which))
+        noise = rng.integers(0, 256, size=(channels, height + 1, width + 1), dtype=np.uint8)
+        round_trip(np.ascontiguousarray(noise[:, 1:, 1:]), context=context_of(noise, 1, 1, height, width, which))
+
+
+def test_context_makes_a_tile_of_a_smooth_image_cheaper():
+    """The tile's first row and column are predicted from real neighbours instead of from each other alone."""
+    rng = np.random.default_rng(5)
+    images = [smooth_image(rng, 3, 33, 33, noise=2.0) for _ in range(8)]
+    costs = {}
+    for which in ["", "above", "above+left"]:
+        costs[which] = sum(
+            round_trip(np.ascontiguousarray(image[:, 1:, 1:]), context=context_of(image, 1, 1, 32, 32, which))
+            for image in images
+        )
+    assert costs["above+left"] < costs["above"] < costs[""]
+
+
+def test_context_of_the_wrong_shape_is_refused():
+    tile = np.zeros((3, 4, 5), np.uint8)
+    with pytest.raises(ValueError, match="above"):
+        predictive.encode(Stack(), tile, predictive.Context(above=np.zeros((3, 4), np.uint8)))
+    with pytest.raises(ValueError, match="corner"):
+        predictive.encode(Stack(), tile, predictive.Context(np.zeros((3, 5), np.uint8), np.zeros((3, 4), np.uint8)))

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from codec.errors import CodingError
-from codec.tiling import ceil_to, merge_tiles, pad_tile, padded_shape, split_tiles, tile_specs
+from codec.tiling import ceil_to, merge_tiles, pad_tile, padded_shape, split_tiles, tile_boxes, tile_specs
 
 
 def check_tiling(image, tile, stride):
@@ -73,3 +73,18 @@ def test_bad_inputs_raise():
 def test_split_merge_property(h, w, channels, stride, multiple):
     image = np.random.default_rng(h * 1000 + w).integers(0, 256, (channels, h, w), dtype=np.uint8)
     check_tiling(image, stride * multiple, stride)
+
+
+@pytest.mark.parametrize("h, w, tile", [(1, 1, 8), (8, 8, 8), (17, 40, 8), (40, 9, 16), (64, 64, 32)])
+def test_neighbour_offsets_point_at_the_tiles_below_and_to_the_right(h, w, tile):
+    boxes = tile_boxes(h, w, tile)
+    tiles = split_tiles(np.zeros((1, h, w), np.uint8), tile, 1)
+    specs = tile_specs(1, h, w, tile, 1)
+    for k, ((y0, x0, th, tw), piece, spec) in enumerate(zip(boxes, tiles, specs)):
+        below, right = piece.neighbours
+        assert spec.neighbours == piece.spec.neighbours == (below, right)
+        assert (below > 0) == (y0 + th < h) and (right > 0) == (x0 + tw < w)
+        if below:
+            assert boxes[k + below][:2] == (y0 + tile, x0) and boxes[k + below][3] == tw  # same valid width
+        if right:
+            assert boxes[k + right][:2] == (y0, x0 + tile) and boxes[k + right][2] == th  # same valid height
