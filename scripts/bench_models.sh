@@ -3,7 +3,7 @@
 #   mnist-test (first 2,000, one archive, model mnist), imagenette32-val (first 2,000, one archive, photo),
 #   kodak (all 24, one file per image, photo), photos-wikimedia (first WIKIMEDIA_LIMIT, one file per image),
 #   and gray8bit (first 2, one file per image, photo-gray; no issue target).
-# About 50 minutes on a 2-core CPU with WIKIMEDIA_LIMIT=12; vaezip coding is nearly all of it.
+# About 40 minutes on a 2-core CPU with WIKIMEDIA_LIMIT=12; vaezip coding is nearly all of it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VAEZIP="${VAEZIP:-.venv/bin/vaezip}"
