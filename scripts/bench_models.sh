@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The shipped models against the classical codecs on the issue-5 target rows, each into docs/results/models/SET:
 #   mnist-test (first 2,000, one archive, model mnist), imagenette32-val (first 2,000, one archive, photo),
-#   kodak (all 24, one file per image, photo), photos-wikimedia (first WIKIMEDIA_LIMIT, one file per image),
+#   kodak (all 24, one file per image, photo), photos-wikimedia (all 24, or the first WIKIMEDIA_LIMIT; one file per image),
 #   and gray8bit (first 2, one file per image, photo-gray; no issue target).
-# About 40 minutes on a 2-core CPU with WIKIMEDIA_LIMIT=12; vaezip coding is nearly all of it.
+# About an hour on a 2-core CPU (40 minutes with WIKIMEDIA_LIMIT=12); vaezip coding is nearly all of it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VAEZIP="${VAEZIP:-.venv/bin/vaezip}"
@@ -12,6 +12,6 @@ OUT=docs/results/models
 "$VAEZIP" bench mnist-test -n 2000 -m pretrained/mnist.safetensors -c classical,vaezip-archive -o "$OUT/mnist-test"
 "$VAEZIP" bench imagenette32-val -n 2000 -m pretrained/photo.safetensors -c classical,vaezip-archive -o "$OUT/imagenette32-val"
 "$VAEZIP" bench kodak -n 24 -m pretrained/photo.safetensors -c classical,vaezip -o "$OUT/kodak"
-"$VAEZIP" bench photos-wikimedia -n "${WIKIMEDIA_LIMIT:-12}" -m pretrained/photo.safetensors -c classical,vaezip \
+"$VAEZIP" bench photos-wikimedia -n "${WIKIMEDIA_LIMIT:-24}" -m pretrained/photo.safetensors -c classical,vaezip \
     -o "$OUT/photos-wikimedia"
 "$VAEZIP" bench gray8bit -n 2 -m pretrained/photo-gray.safetensors -c classical,vaezip -o "$OUT/gray8bit"
