@@ -132,34 +132,19 @@ def encode_tiles(
     stats: list[TileStats] = []
     done, target = 0, 1
     while done < len(tiles):
-        if alone[done] is not None:
-            kind = alone[done]
-            before = stack.num_valid_bits()
-            ideal = _push_without_bits(kind, stack, tiles, done, model)
-            stats += _share(ideal, stack.num_valid_bits() - before, True)
-            schedule.append((kind, 1))
-            done += 1
-            if on_batch is not None:
-                on_batch(done, len(tiles))
-            continue
-        n = min(target, _same_shape_run(tiles, done, max_batch, alone))
         before = stack.num_valid_bits()
-        ideal, halved = None, False
-        while stack.num_valid_bits() >= margin_bits:  # with fewer bits there is nothing to pop
-            snapshot = stack.clone()
-            ideal = _encode_bitsback(stack, tiles[done : done + n], model, grid, margin_bits)
-            if ideal is not None:
-                break
-            stack.restore(snapshot)  # undo the unfaithful pops
-            if n == 1:
-                break
-            n, halved = n // 2, True
-        if ideal is None:
-            n, target = 1, 1
-            kind, ideal = _encode_without_bits(stack, tiles, done, model)
+        if alone[done] is not None:
+            n, kind = 1, alone[done]
+            ideal = _push_without_bits(kind, stack, tiles, done, model)
         else:
-            kind = BITSBACK
-            target = n if halved else min(2 * target, max_batch)
+            n = min(target, _same_shape_run(tiles, done, max_batch, alone))
+            n, ideal, halved = _try_bitsback(stack, tiles, done, n, model, grid, margin_bits)
+            if ideal is None:
+                n, target = 1, 1
+                kind, ideal = _encode_without_bits(stack, tiles, done, model)
+            else:
+                kind = BITSBACK
+                target = n if halved else min(2 * target, max_batch)
         stats += _share(ideal, stack.num_valid_bits() - before, kind != BITSBACK)
         schedule.append((kind, n))
         done += n
@@ -202,6 +187,25 @@ def decode_tiles(
 
 
 # ---------------------------------------------------------------------------------------------- one batch
+
+
+def _try_bitsback(
+    stack: Stack, tiles: Sequence[Tile], start: int, n: int, model: LatentModel, grid: LatentGrid, margin_bits: int
+) -> tuple[int, np.ndarray | None, bool]:
+    """Push tiles[start : start + n] as one bits-back batch, halving it while popping the latents runs the
+    stack dry (each failed try is undone on a clone). (tiles pushed, their ideal bits or None if not even one
+    tile could pop, whether the batch was halved)."""
+    ideal, halved = None, False
+    while stack.num_valid_bits() >= margin_bits:  # with fewer bits there is nothing to pop
+        snapshot = stack.clone()
+        ideal = _encode_bitsback(stack, tiles[start : start + n], model, grid, margin_bits)
+        if ideal is not None:
+            break
+        stack.restore(snapshot)  # undo the unfaithful pops
+        if n == 1:
+            break
+        n, halved = n // 2, True
+    return n, ideal, halved
 
 
 def _encode_bitsback(

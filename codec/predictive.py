@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from codec.ans import Stack
+from codec.errors import CodingError
 
 NEUTRAL = 128.0  # the prediction of the first pixel, which has no neighbours
 STD_FLOOR = 0.6  # std of a value in a perfectly flat neighbourhood (in pixel values)
@@ -42,7 +43,7 @@ class Context:
     """Pixels next to a tile that the decoder knows before it pops the tile, in the tile's own orientation:
     the row above it (C, w), the column left of it (C, h), and the pixel above-left (C,), needed when both
     are there. They become the first row and column of the predictor's frame, so the tile's edges are
-    predicted from real neighbours (Kodak: 3.77 -> 3.66 bpsp for the predictor alone)."""
+    predicted from real neighbours (see the module's doc for what that saves)."""
 
     above: np.ndarray | None = None
     left: np.ndarray | None = None
@@ -98,9 +99,9 @@ def _frame(tile: np.ndarray, context: Context) -> tuple[np.ndarray, int, int]:
     for name, shape in shapes.items():
         part = getattr(context, name)
         if part is not None and part.shape != shape:
-            raise ValueError(f"context.{name} must be {shape}, got {part.shape}")
+            raise CodingError(f"context.{name} must be {shape}, got {part.shape}")
     if top and left and context.corner is None:
-        raise ValueError("a context with a row above and a column left needs the corner pixel")
+        raise CodingError("a context with a row above and a column left needs the corner pixel")
     values = np.zeros((channels, height + top, width + left))
     values[:, top:, left:] = tile
     if top:

@@ -102,12 +102,15 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
             tiles += cut
             owner += [index] * len(cut)
     with deterministic_kernels():
-        model_bits = coder_model.tile_bounds(tiles)
+        model_bits = coder_model.tile_bounds(tiles) if predictor else None
         schedule, stats = bitsback.encode_tiles(
-            stack, tiles, coder_model, GRID, max_batch, on_batch=progress, model_bits=model_bits if predictor else None
+            stack, tiles, coder_model, GRID, max_batch, on_batch=progress, model_bits=model_bits
         )
+        if model_bits is None:  # model-only: just the tiles coded without bits-back need the model's bound
+            alone = [k for k, s in enumerate(stats) if s.direct]
+            model_bits = dict(zip(alone, coder_model.tile_bounds([tiles[k] for k in alone])))
     # The bound stays the model's: a tile coded without it reports the model's negative ELBO as its bound.
-    bounds = [expected if s.direct else s.ideal_bits for expected, s in zip(model_bits, stats)]
+    bounds = [model_bits[k] if s.direct else s.ideal_bits for k, s in enumerate(stats)]
 
     entries = tuple(
         ImageEntry(name, planes.mode, planes.width, planes.height, planes.palette, info)
