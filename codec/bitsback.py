@@ -160,13 +160,24 @@ def decode_tiles(
     model: LatentModel,
     grid: LatentGrid = LatentGrid(),
     on_batch: ProgressFn | None = None,
+    margin_bits: int = 64,
 ) -> list[np.ndarray]:
-    """Pop the tiles that `encode_tiles` pushed with this `schedule`; the last batch comes off first."""
+    """Pop the tiles that `encode_tiles` pushed with this `schedule`; the last batch comes off first.
+
+    A genuine stream holds at least `margin_bits` (the encoder's) before every bits-back batch, so a payload
+    that runs short is refused there, before the model runs (see check_payload_size). Every other kind may
+    cost nothing at all (a black tile): popping them from an empty stack is legitimate."""
+    check_payload_size(stack, schedule, margin_bits)
     starts = _check_schedule(schedule, specs)
     tiles: list[np.ndarray | None] = [None] * len(specs)
     done = 0
     for (kind, n), start in reversed(list(zip(schedule, starts))):
         batch_specs = specs[start : start + n]
+        if kind == BITSBACK and stack.num_valid_bits() < margin_bits:
+            raise CodingError(
+                f"payload exhausted: {stack.num_valid_bits()} bits left before the bits-back batch of tiles "
+                f"{start}..{start + n - 1}, a genuine stream holds at least {margin_bits}"
+            )
         if kind in (RAW, WHITENED):
             pixels = _decode_raw(stack, batch_specs, key=start if kind == WHITENED else None)
         elif kind == PREDICTIVE:
@@ -450,6 +461,20 @@ def _cheaper_without_model(tiles: Sequence[Tile], model_bits: Sequence[float]) -
         kind = min(costs, key=costs.get)
         kinds.append(kind if costs[kind] < expected else None)
     return kinds
+
+
+def check_payload_size(stack: Stack, schedule: Schedule, margin_bits: int = 64) -> None:
+    """Refuse a payload too small for its schedule before decoding anything.
+
+    Why it holds for every genuine stream: after a bits-back batch the encoder's stack holds at least
+    `margin_bits` (it undoes any batch whose pops left fewer, and pushes never shrink an ANS stack), and every
+    later batch only pushes. So the whole payload of a stream with any bits-back batch holds at least
+    `margin_bits`. Streams of other kinds only may be empty: an all-black image costs no payload word."""
+    if stack.num_valid_bits() < margin_bits and any(kind == BITSBACK for kind, _ in schedule):
+        raise CodingError(
+            f"payload too small: {stack.num_valid_bits()} bits for a schedule with bits-back batches, "
+            f"which need at least {margin_bits}"
+        )
 
 
 def _check_schedule(schedule: Schedule, specs: Sequence[TileSpec]) -> list[int]:

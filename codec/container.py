@@ -2,7 +2,7 @@
 
     offset      size  field
     0           8     magic  89 2E 56 5A 0D 0A 1A 0A  ("\\x89.VZ\\r\\n\\x1a\\n")
-    8           2     format version, u16 little-endian (1)
+    8           2     format version, u16 little-endian (2; 1 is still read)
     10          4     N = header length in bytes, u32 LE
     14          N     header: canonical UTF-8 JSON (sorted keys, no spaces), zlib-deflated (RFC 1950)
     14+N        4     CRC32 of bytes [0, 14+N), u32 LE
@@ -35,14 +35,18 @@ from codec.errors import (
 from codec.header import CoderSettings, Header, ImageEntry, from_json, to_json
 
 MAGIC = b"\x89.VZ\r\n\x1a\n"  # non-ASCII first byte, then CRLF / EOF (^Z) / LF traps as in PNG
-VERSION = 1
+# Version 2: the model's distributions are computed by integer-exact inference (vaezip/model/integer.py), so
+# a file decodes on any machine. Version 1 (float inference) files have the same layout and decode only on the
+# kind of machine that made them; they are still read.
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MAX_HEADER_BYTES = 16 * 2**20
 _PREFIX = struct.Struct("<8sHI")  # magic, version, header length: 14 bytes
 _U32 = struct.Struct("<I")
 
 __all__ = [
-    "MAGIC", "MAX_HEADER_BYTES", "VERSION", "CoderSettings", "Header", "ImageEntry", "pack_header", "read",
-    "unpack_header", "write",
+    "MAGIC", "MAX_HEADER_BYTES", "READABLE_VERSIONS", "VERSION", "CoderSettings", "Header", "ImageEntry",
+    "pack_header", "read", "read_versioned", "unpack_header", "write",
 ]
 
 
@@ -65,8 +69,10 @@ def unpack_header(raw: bytes) -> bytes:
     return text
 
 
-def write(header: Header, words: np.ndarray) -> bytes:
+def write(header: Header, words: np.ndarray, version: int = VERSION) -> bytes:
     """The complete .vz file. Refuses headers that `read` would refuse."""
+    if version not in READABLE_VERSIONS:
+        raise CodingError(f"cannot write format version {version}")
     words = np.asarray(words)
     if words.ndim != 1 or words.dtype != np.uint32:
         raise CodingError(f"payload must be a 1-D uint32 array, got {words.dtype} {words.shape}")
@@ -76,13 +82,19 @@ def write(header: Header, words: np.ndarray) -> bytes:
     if len(text) > MAX_HEADER_BYTES:
         raise LimitError(f"header too large: {len(text)} bytes (limit {MAX_HEADER_BYTES})")
     text = pack_header(text)
-    prefix = _PREFIX.pack(MAGIC, VERSION, len(text)) + text
+    prefix = _PREFIX.pack(MAGIC, version, len(text)) + text
     payload = _U32.pack(len(words)) + words.astype("<u4").tobytes()
     return b"".join([prefix, _U32.pack(zlib.crc32(prefix)), payload, _U32.pack(zlib.crc32(payload))])
 
 
 def read(data: bytes) -> tuple[Header, np.ndarray]:
     """Parse a .vz file: (header, payload words as a native uint32 array)."""
+    _, header, words = read_versioned(data)
+    return header, words
+
+
+def read_versioned(data: bytes) -> tuple[int, Header, np.ndarray]:
+    """Parse a .vz file: (format version, header, payload words as a native uint32 array)."""
     data = memoryview(data).cast("B")
     size = len(data)
     if bytes(data[:8]) != MAGIC:
@@ -94,8 +106,9 @@ def read(data: bytes) -> tuple[Header, np.ndarray]:
     if size < _PREFIX.size:
         raise TruncatedError(f"truncated file: {size} bytes, shorter than the {_PREFIX.size}-byte prefix")
     _, version, n = _PREFIX.unpack_from(data)
-    if version != VERSION:
-        raise UnsupportedVersionError(f"unsupported .vz format version {version} (this reader knows {VERSION})")
+    if version not in READABLE_VERSIONS:
+        known = ", ".join(map(str, READABLE_VERSIONS))
+        raise UnsupportedVersionError(f"unsupported .vz format version {version} (this reader knows {known})")
     if n > MAX_HEADER_BYTES:
         raise LimitError(f"header too large: {n} bytes (limit {MAX_HEADER_BYTES})")
     end = _PREFIX.size + n
@@ -119,4 +132,4 @@ def read(data: bytes) -> tuple[Header, np.ndarray]:
     if zlib.crc32(data[start : start + 4 + 4 * w]) != crc:
         raise ChecksumError("payload checksum mismatch (file corrupted)")
     words = np.frombuffer(data, dtype="<u4", count=w, offset=start + 4).astype(np.uint32)
-    return header, words
+    return version, header, words

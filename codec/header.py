@@ -145,6 +145,8 @@ def _json_to_header(obj: Any) -> Header:
     coder = _dict(top["coder"], "coder", coder_keys)
     if not isinstance(top["images"], list):
         raise HeaderError("bad header: images must be a list")
+    if not top["images"]:  # the encoder never writes one, and an empty file proves nothing
+        raise HeaderError("bad header: a .vz file holds at least one image")
     if len(top["images"]) > MAX_IMAGES:
         raise LimitError(f"too many images: {len(top['images'])} (limit {MAX_IMAGES})")
     images = tuple(_image(im, i) for i, im in enumerate(top["images"]))

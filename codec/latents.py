@@ -46,6 +46,8 @@ class LatentGrid:
         if not (np.isfinite(self.step) and np.isfinite(self.bound) and self.step > 0 and self.bound > 0):
             raise CodingError(f"grid step and bound must be finite and > 0, got {self.step}, {self.bound}")
         k = self.bound / self.step
+        if not k < 2**24:  # also inf and nan: constriction's 24-bit probabilities cannot cover more bins
+            raise CodingError(f"grid of bound {self.bound} and step {self.step} has too many bins (limit 2**24)")
         if k != round(k):
             raise CodingError(f"grid bound {self.bound} is not a multiple of step {self.step}")
         if 2 * round(k) + 1 >= 2**24:  # constriction's 24-bit probabilities cannot cover more bins
@@ -93,8 +95,11 @@ def _windows(grid: LatentGrid, mean: np.ndarray, std: np.ndarray) -> tuple[np.nd
     """Half-widths W (N,) and centers (N,) of the posterior windows, index units; each window inside the grid."""
     if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std)) and np.all(std > 0)):
         raise CodingError("posterior means must be finite and stds finite and > 0")
-    exponent = np.ceil(np.log2(np.maximum(WINDOW_SIGMAS * std, 1.0)))
-    half = np.minimum(2.0 ** np.minimum(exponent, 30), grid.hi).astype(np.int64)  # (N,)
+    # The smallest power of two >= WINDOW_SIGMAS * std, from frexp (exact) rather than log2 (a libm function
+    # whose last bit may differ between machines, and ceil would carry that difference into the window).
+    mantissa, exponent = np.frexp(np.maximum(WINDOW_SIGMAS * std, 1.0))  # x = m * 2**e, m in [0.5, 1)
+    exponent = exponent - (mantissa == 0.5)
+    half = np.minimum(np.ldexp(1.0, np.minimum(exponent, 30)), grid.hi).astype(np.int64)  # (N,)
     center = np.clip(np.rint(np.clip(mean, grid.lo, grid.hi)), grid.lo + half, grid.hi - half).astype(np.int64)
     return half, center
 

@@ -9,6 +9,7 @@ of its valid pixels. Only valid pixels are coded. The padding is a pure function
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 import numpy as np
@@ -118,3 +119,43 @@ def merge_tiles(tiles: list[np.ndarray], height: int, width: int, tile: int) -> 
     for pixels, (y0, x0, h, w) in zip(tiles, boxes):
         image[:, y0 : y0 + h, x0 : x0 + w] = pixels[:, :h, :w]
     return image
+
+
+class LazyTileSpecs:
+    """The decoder's tile specs of several images in stream order, computed on demand: a header that claims
+    a million tiles costs a few integers per image, not a million objects, until a batch is decoded.
+
+    Behaves as a read-only sequence of TileSpec (len, index, slice) equal to the concatenation of
+    `tile_specs(channels, height, width, tile, stride)` over `sizes` [(height, width), ...]."""
+
+    def __init__(self, channels: int, sizes: list[tuple[int, int]], tile: int, stride: int):
+        self.channels, self.tile, self.stride = channels, tile, stride
+        self._images = []  # (first tile index, height, width, tile columns, padded shape)
+        first = 0
+        for height, width in sizes:
+            shape = padded_shape(channels, height, width, tile, stride)
+            self._images.append((first, height, width, -(-width // tile), shape))
+            first += -(-height // tile) * -(-width // tile)
+        self._starts = [image[0] for image in self._images]
+        self._total = first
+
+    def __len__(self) -> int:
+        return self._total
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[k] for k in range(*index.indices(self._total))]
+        if index < 0:
+            index += self._total
+        if not 0 <= index < self._total:
+            raise IndexError(index)
+        first, height, width, columns, shape = self._images[bisect.bisect_right(self._starts, index) - 1]
+        row, column = divmod(index - first, columns)
+        rows = -(-height // self.tile)
+        h, w = min(self.tile, height - row * self.tile), min(self.tile, width - column * self.tile)
+        below = columns if row < rows - 1 else 0
+        right = 1 if column < columns - 1 else 0
+        return TileSpec(shape, (h, w), (below, right))
+
+    def __iter__(self):
+        return (self[k] for k in range(self._total))

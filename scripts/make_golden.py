@@ -2,6 +2,11 @@
 
     python scripts/make_golden.py
 Only after a deliberate format change (bump codec.container.VERSION): the golden file pins the format.
+
+    python scripts/make_golden.py --black
+writes tests/data/black/*.vz, images with black regions as the coder of 2026-12-02 wrote them (those files
+were refused by the decoder of that day although they were sound): never regenerate them, they pin that
+such files decode forever.
 """
 
 from __future__ import annotations
@@ -31,7 +36,45 @@ def golden_image() -> Image.Image:
     return Image.fromarray(np.clip(base, 0, 255).astype(np.uint8), "RGB")
 
 
+def black_region_images() -> dict[str, list[tuple[str, Image.Image]]]:
+    """File name -> the images it holds: black regions where a stream starts (its first tiles)."""
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    bars = noise.copy()
+    bars[:32] = 0
+    letterbox = rng.integers(0, 256, (40, 48, 4), dtype=np.uint8)
+    letterbox[:10], letterbox[-10:], letterbox[..., 3] = 0, 0, 255
+    grey = np.zeros((40, 40), dtype=np.uint8)
+    grey[30:] = rng.integers(0, 256, (10, 40), dtype=np.uint8)
+    return {
+        "black-rgb.vz": [("black.png", Image.new("RGB", (8, 8)))],
+        "bars-rgb.vz": [("bars.png", Image.fromarray(bars, "RGB"))],
+        "bars-rgb-model-only.vz": [("bars.png", Image.fromarray(bars, "RGB"))],
+        "letterbox-rgba.vz": [("letterbox.png", Image.fromarray(letterbox, "RGBA"))],
+        "black-top-l.vz": [("grey.png", Image.fromarray(grey, "L"))],
+        "palette-1x1.vz": [("dot.png", Image.new("P", (1, 1)))],
+        "archive-black-first.vz": [("black.png", Image.new("RGB", (16, 16))), ("bars.png", Image.fromarray(bars, "RGB"))],
+    }
+
+
+def make_black_fixtures() -> None:
+    folder = GOLDEN / "black"
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        weights = {c: make_tiny_weights(Path(scratch) / f"tiny-{c}.safetensors", c, name)
+                   for c, name in ((1, "tiny-grey"), (3, "tiny-rgb"))}
+        for file_name, images in black_region_images().items():
+            channels = 1 if images[0][1].mode in ("L", "LA") else 3
+            result = compress_images(images, load_model(weights[channels]), tile=16, device="cpu",
+                                     predictor="model-only" not in file_name)
+            (folder / file_name).write_bytes(result.data)
+            print(f"black/{file_name}: {len(result.data)} bytes")
+
+
 def main() -> None:
+    if "--black" in sys.argv[1:]:
+        make_black_fixtures()
+        return
     GOLDEN.mkdir(parents=True, exist_ok=True)
     image = golden_image()
     image.save(GOLDEN / "golden.png")

@@ -7,57 +7,75 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from codec.container import VERSION, read
+import pytest
+from conftest import run_cli
+
+from codec.container import VERSION, read, read_versioned
 from vaezip.api import compress_images, decompress_images, load_model
+from vaezip.errors import IntegrityError
 
 GOLDEN = Path(__file__).parent / "data"
 
 
 def test_golden_header():
-    header, words = read((GOLDEN / "golden.vz").read_bytes())
-    assert VERSION == 1
+    version, header, words = read_versioned((GOLDEN / "golden.vz").read_bytes())
+    assert version == VERSION == 2  # integer-exact inference
     assert header.model_name == "tiny-rgb"
     assert [(im.name, im.mode, im.width, im.height) for im in header.images] == [("golden.png", "RGB", 24, 20)]
     assert header.coder.tile == 16
     assert header.coder.schedule[0][0] == "predictive-neighbours"
+    assert {kind for kind, _ in header.coder.schedule} == {"predictive-neighbours", "bitsback"}
     assert len(words) > 0
 
 
-def test_golden_decodes_to_the_golden_pixels(tiny_weights):
-    (name, image), = decompress_images((GOLDEN / "golden.vz").read_bytes(), load_model(tiny_weights[3]), device="cpu")
-    assert name == "golden.png"
-    assert np.array_equal(np.asarray(image), np.asarray(Image.open(GOLDEN / "golden.png")))
+def decode_float_file(data: bytes, model) -> Image.Image | None:
+    """A format-1 (float inference) file: its image where this machine computes the floats of the machine that
+    made it, else None, after checking that the refusal says exactly that (never a wrong image)."""
+    try:
+        (_, image), = decompress_images(data, model, device="cpu")
+        return image
+    except IntegrityError as error:
+        message = str(error)
+        assert "format-1 file (float inference)" in message and "kind of machine" in message, message
+        return None
 
 
-def test_a_file_of_the_first_release_still_decodes(tmp_path):
-    """golden-v1.vz: written before pixel-context models and whitened raw tiles, by format-1 weights."""
+def test_a_float_inference_file_decodes_or_is_refused_with_what_it_needs(tiny_weights):
+    """golden-v4.vz: format 1 (float inference), the last file written before integer-exact inference. It
+    decodes on the kind of machine that made it (an AVX-512 CPU); elsewhere the message says so."""
+    version, header, _ = read_versioned((GOLDEN / "golden-v4.vz").read_bytes())
+    assert version == 1 and "bitsback" in {kind for kind, _ in header.coder.schedule}
+    image = decode_float_file((GOLDEN / "golden-v4.vz").read_bytes(), load_model(tiny_weights[3]))
+    assert image is None or np.array_equal(np.asarray(image), np.asarray(Image.open(GOLDEN / "golden.png")))
+
+
+def test_golden_decodes_to_the_golden_pixels_in_a_fresh_process_under_other_kernels(tiny_weights, tmp_path):
+    """The format-2 golden file decodes exactly whatever kernels the CPU runs (see test_portability.py for the
+    full matrix)."""
+    for env in ({}, {"ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "1"}):
+        result = run_cli("decompress", GOLDEN / "golden.vz", "-o", tmp_path / "out.png", "-f", "-m", tiny_weights[3],
+                         env=env)
+        assert result.returncode == 0, result.stderr
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "out.png")), np.asarray(Image.open(GOLDEN / "golden.png")))
+
+
+@pytest.mark.parametrize("name, first_kind", [("golden-v1.vz", "raw"), ("golden-v2.vz", "whitened"),
+                                              ("golden-v3.vz", "predictive")])
+def test_files_of_earlier_releases_decode_or_are_refused_with_what_they_need(name, first_kind, tiny_weights, tmp_path):
+    """v1: before pixel-context models and whitened raw tiles (format-1 weights); v2: before the predictor; v3:
+    before predictive tiles had neighbours. All float inference, made on an AVX-512 CPU."""
     from conftest import make_format_1_weights
 
-    header, _ = read((GOLDEN / "golden-v1.vz").read_bytes())
-    assert header.coder.schedule[0][0] == "raw"
-    weights = make_format_1_weights(tmp_path / "tiny-rgb.safetensors", 3, "tiny-rgb")
-    (_, image), = decompress_images((GOLDEN / "golden-v1.vz").read_bytes(), load_model(weights), device="cpu")
-    assert np.array_equal(np.asarray(image), np.asarray(Image.open(GOLDEN / "golden.png")))
-
-
-def test_a_file_written_before_the_predictor_still_decodes(tiny_weights):
-    """golden-v2.vz: the same image coded before first tiles could be predictive (its first tile is whitened)."""
-    header, _ = read((GOLDEN / "golden-v2.vz").read_bytes())
-    assert header.coder.schedule[0][0] == "whitened"
-    (_, image), = decompress_images((GOLDEN / "golden-v2.vz").read_bytes(), load_model(tiny_weights[3]), device="cpu")
-    assert np.array_equal(np.asarray(image), np.asarray(Image.open(GOLDEN / "golden.png")))
-
-
-def test_a_file_written_before_predictive_tiles_had_neighbours_still_decodes(tiny_weights):
-    """golden-v3.vz: the same image, its first tile coded by the predictor without its neighbours ("p")."""
-    header, _ = read((GOLDEN / "golden-v3.vz").read_bytes())
-    assert header.coder.schedule[0][0] == "predictive"
-    (_, image), = decompress_images((GOLDEN / "golden-v3.vz").read_bytes(), load_model(tiny_weights[3]), device="cpu")
-    assert np.array_equal(np.asarray(image), np.asarray(Image.open(GOLDEN / "golden.png")))
+    header, _ = read((GOLDEN / name).read_bytes())
+    assert header.coder.schedule[0][0] == first_kind
+    weights = make_format_1_weights(tmp_path / "tiny-rgb.safetensors", 3, "tiny-rgb") if name == "golden-v1.vz" else tiny_weights[3]
+    image = decode_float_file((GOLDEN / name).read_bytes(), load_model(weights))
+    assert image is None or np.array_equal(np.asarray(image), np.asarray(Image.open(GOLDEN / "golden.png")))
 
 
 def test_encoding_reproduces_the_golden_bytes(tiny_weights):
-    """Same image, same model: the same bytes. A failure means the format or the model's floats changed."""
+    """Same image, same model: the same bytes, on any machine (integer-exact inference). A failure means the
+    format or the integer model's rules changed."""
     image = Image.open(GOLDEN / "golden.png")
     data = compress_images(
         [("golden.png", image)], load_model(tiny_weights[3]), tile=16, device="cpu", predictor=False

@@ -140,16 +140,13 @@ def test_pixel_context_phases_match_the_full_pass_and_read_only_earlier_phases()
         assert not torch.allclose(model.context(params, moved, valid)[0, :, 3, 4], full[0, :, 3, 4])
 
 
-def test_tiny_preset_is_fast():
-    import time
-
+def test_tiny_preset_stays_tiny():
+    """Unit tests run the tiny model everywhere: it must stay small (its speed is measured by the benchmarks,
+    never timed here)."""
     model = tiny(3).eval()
-    pixels = torch.randint(0, 256, (1, 3, 32, 32))
+    assert sum(p.numel() for p in model.parameters()) < 200_000
     with torch.no_grad():
-        model(pixels)
-        start = time.perf_counter()
-        model(pixels)
-    assert time.perf_counter() - start < 1.0
+        assert model(torch.randint(0, 256, (1, 3, 32, 32))).bound_bits.shape == (1,)
 
 
 def test_tiled_bound_cuts_like_the_coder_and_counts_only_real_pixels():

@@ -5,7 +5,6 @@ verifies each image's pixel checksum."""
 from __future__ import annotations
 
 import hashlib
-import itertools
 import time
 
 import numpy as np
@@ -17,7 +16,7 @@ from codec.errors import CodingError, HeaderError, LimitError
 from codec.header import CoderSettings, Header, ImageEntry
 from codec.latents import LatentGrid
 from codec.planes import Histogram, fit_histogram, pop_plane, push_plane
-from codec.tiling import merge_tiles, split_tiles, tile_specs
+from codec.tiling import LazyTileSpecs, merge_tiles, split_tiles
 from vaezip import __version__
 from vaezip.api import CompressResult, ImageReport, LoadedModel, default_model, load_model
 from vaezip.checkpoint import CheckpointError
@@ -30,9 +29,13 @@ GRID = LatentGrid()
 DEFAULT_TILE = 32  # pixels per tile side: the shipped models were trained on 32x32 crops and bound best there
 # vaezip's own limits (on top of codec/header.py's), the same when writing and reading, so that a forged header
 # cannot make the decoder build huge tile lists or run the model on a huge batch (docs/ERRORS.md).
+FLOAT_VERSION = 1  # .vz files coded by float inference (pixel-context models still write them)
 MAX_TILE = 1024  # tile side
 MAX_BATCH_PIXELS = 2**24  # padded pixels in one batch of tiles (n * Th * Tw)
-MAX_TILES = 2**22  # tiles in one file
+MAX_TILES = 2**20  # tiles in one file
+# Pixels of all the images of one file together: the decoder holds every decoded image until the checksum of
+# the whole file is verified (~1 GiB of RGBA at the limit), and a forged header must not claim more.
+MAX_FILE_PIXELS = 2**28
 
 
 def effective_tile(tile: int | None, stride: int) -> int:
@@ -64,6 +67,7 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
             raise ImageError(f"{name}: {error}") from None
     if not split:
         raise ImageError("no images to compress")
+    _check_file_pixels(sum(p.width * p.height for _, p, _ in split), ImageError)
     if model is None:
         model = default_model(split[0][1].mode)
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
@@ -80,7 +84,8 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
     if tiles_needed > MAX_TILES:
         raise ImageError(f"{tiles_needed} tiles, more than {MAX_TILES} in one file: use a larger --tile")
     target = _resolve_device(device)
-    coder_model = TorchLatentModel(loaded.model, target)
+    coder_model = TorchLatentModel(loaded.model, target)  # integer-exact unless the model has no integer form
+    version = container.VERSION if coder_model.integer else FLOAT_VERSION
 
     stack = Stack()
     side_bits: list[tuple[float, float]] = []  # (payload bits, ideal bits) of each image's side planes
@@ -101,7 +106,7 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
             cut = split_tiles(planes.model_plane, tile, stride)
             tiles += cut
             owner += [index] * len(cut)
-    with deterministic_kernels():
+    with deterministic_kernels(pin_threads=not coder_model.integer):
         model_bits = coder_model.tile_bounds(tiles) if predictor else None
         schedule, stats = bitsback.encode_tiles(
             stack, tiles, coder_model, GRID, max_batch, on_batch=progress, model_bits=model_bits
@@ -119,7 +124,7 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
     extra = {"device": target.type, "torch": str(torch.__version__), "vaezip": __version__}
     settings = CoderSettings(GRID.step, GRID.bound, tile, max_batch, tuple(schedule), constriction_version(), extra)
     header = Header(loaded.name, loaded.sha256[:16], settings, entries, combined_checksum(c for _, _, c in split))
-    data = container.write(header, stack.words())
+    data = container.write(header, stack.words(), version)
 
     tiles_of: list[list[int]] = [[] for _ in split]
     for k, index in enumerate(owner):
@@ -160,11 +165,15 @@ def _model_for(header: Header, model) -> LoadedModel:
 
 
 def decode_archive(data: bytes, model, *, device, progress):
-    header, words = container.read(data)
+    version, header, words = container.read_versioned(data)
     loaded = _model_for(header, model)
+    integer = version != FLOAT_VERSION
     recorded = header.coder.extra.get("device")
-    target = _resolve_device(device, recorded if isinstance(recorded, str) else None)
-    coder_model = TorchLatentModel(loaded.model, target)
+    # A float file decodes best where it was made; an integer file anywhere.
+    target = _resolve_device(device, recorded if isinstance(recorded, str) and not integer else None)
+    if integer and loaded.model.config.pixel_context:
+        raise CodingError(f"{loaded.name} has a pixel-context head, which integer-coded files cannot name")
+    coder_model = TorchLatentModel(loaded.model, target, integer=integer)
     channels, stride, tile = loaded.model.config.image_channels, loaded.model.config.stride, header.coder.tile
 
     planes_of = []
@@ -177,6 +186,7 @@ def decode_archive(data: bytes, model, *, device, progress):
         planes_of.append(uses_model)
     if tile > MAX_TILE:
         raise LimitError(f"tile = {tile} outside vaezip's limit {MAX_TILE}")
+    _check_file_pixels(sum(e.width * e.height for e in header.images), LimitError)
     # Count before building anything: the schedule must cover exactly the tiles the images need.
     needed = sum(_count_tiles(e.height, e.width, tile) for e, uses in zip(header.images, planes_of) if uses)
     if needed > MAX_TILES:
@@ -184,33 +194,25 @@ def decode_archive(data: bytes, model, *, device, progress):
     scheduled = sum(n for _, n in header.coder.schedule)
     if scheduled != needed:
         raise CodingError(f"the schedule covers {scheduled} tiles, the images need {needed}")
-    specs, counts = [], []
-    for entry, uses_model in zip(header.images, planes_of):
-        these = tile_specs(channels, entry.height, entry.width, tile, stride) if uses_model else []
-        specs += these
-        counts.append(len(these))
-
-    for (_, n), batch_start in zip(header.coder.schedule, itertools.accumulate([0, *(n for _, n in header.coder.schedule)])):
+    sizes = [(e.height, e.width) for e, uses in zip(header.images, planes_of) if uses]
+    specs = LazyTileSpecs(channels, sizes, tile, stride)  # nothing per tile is built before it is decoded
+    counts = [_count_tiles(e.height, e.width, tile) if uses else 0 for e, uses in zip(header.images, planes_of)]
+    batch_start = 0
+    for _, n in header.coder.schedule:
         _, th, tw = specs[batch_start].shape
         if n * th * tw > MAX_BATCH_PIXELS:
             raise LimitError(f"a batch of {n} tiles of {th}x{tw} is more than vaezip's limit of {MAX_BATCH_PIXELS} pixels")
+        batch_start += n
     stack = Stack.from_words(words)
 
-    def on_batch(done: int, total: int) -> None:
-        # Popping from an empty ANS stack silently yields zeros: stop as soon as a damaged or forged payload
-        # runs dry instead of running the model over every tile a header claims (a genuine stream is never
-        # empty while batches remain: every batch pushed at least one pixel).
-        if done < total and stack.is_empty():
-            raise CodingError(f"payload exhausted after {done} of {total} tiles")
-        if progress is not None:
-            progress(done, total)
-
+    # An empty stack is no proof of damage: a black tile costs no payload at all, so whole files of black
+    # images are empty. What a genuine stream must hold is checked where it is certain: bits-back batches
+    # need bits on the stack (bitsback.check_payload_size, before any model run, and before every such batch),
+    # and every image ends with its checksum.
     try:
-        if specs and stack.is_empty():
-            raise CodingError("empty payload")
-        with deterministic_kernels():
+        with deterministic_kernels(pin_threads=not integer):
             grid = LatentGrid(header.coder.grid_step, header.coder.grid_bound)
-            tiles = bitsback.decode_tiles(stack, list(header.coder.schedule), specs, coder_model, grid, on_batch)
+            tiles = bitsback.decode_tiles(stack, list(header.coder.schedule), specs, coder_model, grid, progress)
         side: list[dict[str, np.ndarray]] = [{} for _ in header.images]
         for index in reversed(range(len(header.images))):
             entry = header.images[index]
@@ -221,9 +223,9 @@ def decode_archive(data: bytes, model, *, device, progress):
                     raise CodingError(f"payload exhausted before the {plane_name} plane of {entry.name}")
                 side[index][plane_name] = pop_plane(stack, histogram, (entry.height, entry.width))
     except CodingError as error:
-        raise IntegrityError(f"decoding failed ({error}); {_likely_cause(header, target)}") from None
+        raise IntegrityError(f"decoding failed ({error}); {_likely_cause(header, target, integer)}") from None
     if not stack.is_empty():
-        raise IntegrityError(f"payload not fully consumed; {_likely_cause(header, target)}")
+        raise IntegrityError(f"payload not fully consumed; {_likely_cause(header, target, integer)}")
 
     results, start = [], 0
     for index, entry in enumerate(header.images):
@@ -238,12 +240,12 @@ def decode_archive(data: bytes, model, *, device, progress):
         except (KeyError, ValueError, TypeError, IndexError, AttributeError) as error:
             raise IntegrityError(
                 f"{entry.name}: cannot rebuild the image ({type(error).__name__}: {error}); "
-                f"{_likely_cause(header, target)}"
+                f"{_likely_cause(header, target, integer)}"
             ) from None
         results.append((entry.name, image))
     if combined_checksum(pixel_checksum(image) for _, image in results) != header.pixels_sha256:
         names = results[0][0] if len(results) == 1 else f"{len(results)} images"
-        raise IntegrityError(f"{names}: decoded pixels do not match the checksum; {_likely_cause(header, target)}")
+        raise IntegrityError(f"{names}: decoded pixels do not match the checksum; {_likely_cause(header, target, integer)}")
     return results
 
 
@@ -253,6 +255,11 @@ def combined_checksum(digests) -> str:
     for digest in digests:
         combined.update(bytes.fromhex(digest))
     return combined.hexdigest()
+
+
+def _check_file_pixels(total: int, error: type[Exception]) -> None:
+    if total > MAX_FILE_PIXELS:
+        raise error(f"{total} pixels in one file, more than vaezip's limit of {MAX_FILE_PIXELS}: use several files")
 
 
 def _count_tiles(height: int, width: int, tile: int) -> int:
@@ -278,11 +285,12 @@ def _check_entry(entry: ImageEntry) -> None:
         raise HeaderError(f"bad header: {entry.name}: planes {sorted(histograms)} do not fit mode {entry.mode}")
 
 
-def _likely_cause(header: Header, device: torch.device) -> str:
+def _likely_cause(header: Header, device: torch.device, integer: bool) -> str:
+    if integer:  # computed exactly: no machine, kernel or device difference can explain it
+        return "the file is damaged, or was made by a different model or vaezip version"
     extra = header.coder.extra
     # constriction is named too: a different ANS or quantiser version codes the same tables differently.
     made = f"{extra.get('device', '?')} with torch {extra.get('torch', '?')}, constriction {header.coder.constriction}"
     here = f"{device.type} with torch {torch.__version__}, constriction {constriction_version()}"
-    if made != here:
-        return f"the file was made on {made}, this decode ran on {here}: decode on the same kind of device and versions"
-    return "the file is damaged, or was made by a different model or library version"
+    return (f"this is a format-1 file (float inference), made on {made}, decoded on {here}: such files decode "
+            "only on the kind of machine (CPU instruction set, GPU) and versions that made them")

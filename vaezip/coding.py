@@ -1,8 +1,11 @@
 """The one bridge from the model (torch) to codec/ (numpy): implements codec.protocol.LatentModel.
 
-Encoder and decoder must compute bit-identical floats. Both sides run the same batches (the schedule fixes
-them), the same kernels (deterministic algorithms, no TF32, no cuDNN autotuning), and the pixel tables in
-the same row chunks. Parameters leave torch as float32 and are widened to float64 exactly.
+Encoder and decoder must compute bit-identical distributions. Two ways, chosen by the file's format version:
+- integer (format 2, what vaezip writes): model/integer.py computes every parameter and table exactly, so
+  any machine, thread count, kernel or device gives the same bits (IntegerPass);
+- float (format 1, still read; pixel-context models): both sides run the same batches, the same kernels
+  (deterministic algorithms, no TF32, no cuDNN autotuning, CODING_THREADS) and the pixel tables in the same
+  row chunks, which holds only on the same kind of machine (TorchPass).
 """
 
 from __future__ import annotations
@@ -13,11 +16,13 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from codec.latents import LatentGrid, gaussian_kl_bits
 from codec.protocol import LatentParams
 from codec.tiling import Tile
 from vaezip.evaluate import repeatable_sampling, valid_mask
 from vaezip.model import HierarchicalVAE
 from vaezip.model.context import phase_map, phase_positions
+from vaezip.model.integer import PROBABILITY_BITS, IntegerVAE, fixed_to_float, latent_to_fixed, probabilities
 
 # Rows of a tile batch whose probability tables are built at once: bounds the (B, K, rows, W, 256) temporary.
 TABLE_ELEMENTS = 2**25
@@ -26,18 +31,21 @@ TABLE_ELEMENTS = 2**25
 # another. Coding therefore runs on this many threads everywhere.
 CODING_THREADS = 2
 BOUND_BATCH_PIXELS = 2**16  # pixels per batch of TorchLatentModel.tile_bounds
+INTEGER_TABLE_ELEMENTS = 2**22  # (pixels x components x 255) per chunk of integer tables: ~6 such temporaries
 
 
 @contextmanager
-def deterministic_kernels():
-    """Pin every setting that can change the floats between two runs of the same computation.
+def deterministic_kernels(pin_threads: bool = True):
+    """Pin every setting that can change the floats between two runs of the same computation (the float path;
+    the integer path needs none of it, and `pin_threads=False` leaves it every thread).
 
     On CUDA: deterministic cuDNN kernels, no autotuning, no TF32. On the CPU, oneDNN computes fixed shapes
     deterministically for a fixed thread count (CODING_THREADS), while torch.use_deterministic_algorithms
     would switch it off (20x slower convolutions), so it is not used; the pixel checksum guards the result.
     """
     threads = torch.get_num_threads()
-    torch.set_num_threads(CODING_THREADS)
+    if pin_threads:
+        torch.set_num_threads(CODING_THREADS)
     saved = (
         torch.backends.cudnn.deterministic,
         torch.backends.cudnn.benchmark,
@@ -137,34 +145,113 @@ class TorchPass:
         return table[:, 0].cpu().numpy()
 
 
-class TorchLatentModel:
-    """codec.protocol.LatentModel for a HierarchicalVAE on a device."""
+class IntegerPass:
+    """codec.protocol.ModelPass over one batch of tiles, through the integer-exact model."""
 
-    def __init__(self, model: HierarchicalVAE, device: str | torch.device = "cpu"):
+    def __init__(self, model: IntegerVAE, device: torch.device, shape, pixels: np.ndarray | None):
+        batch, _, height, width = shape
+        self.model, self.device, self.batch = model, device, batch
+        tensor = None if pixels is None else torch.from_numpy(np.ascontiguousarray(pixels)).to(device)
+        self.walk = model.walk(tensor, batch, height, width)
+        self.num_groups = self.walk.num_groups
+        self.pixel_phases = None
+        self._latent_shape: torch.Size | None = None
+        self._pixel_params: torch.Tensor | None = None
+
+    def latent_params(self, group: int) -> LatentParams:
+        if group != self.walk.group:
+            raise RuntimeError(f"latent_params({group}) called at group {self.walk.group}")
+        prior_mean, prior_std, post_mean, post_std = self.walk.step()  # B, Z, h, w integers each
+        self._latent_shape = prior_mean.shape
+        flat = lambda q: None if q is None else fixed_to_float(q).reshape(self.batch, -1)  # noqa: E731
+        return LatentParams(flat(prior_mean), flat(prior_std), flat(post_mean), flat(post_std))
+
+    def set_latent(self, group: int, values: np.ndarray) -> None:
+        fixed = latent_to_fixed(np.asarray(values).reshape(self._latent_shape))
+        self.walk.advance(torch.from_numpy(fixed).to(self.device))
+        if self.walk.group == self.num_groups:
+            self._pixel_params = self.walk.pixel_params()  # B, P, H, W
+
+    def frequencies(self, channel: int, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, 256) int64 frequencies of `channel`, built in row chunks (the result does not depend on
+        the chunking: every pixel's table is computed on its own)."""
+        params = self._pixel_params
+        batch, _, height, width = params.shape
+        per_row = batch * self.model.config.num_mixtures * width * 255
+        rows = max(1, INTEGER_TABLE_ELEMENTS // per_row)
+        return torch.cat([
+            self.model.mixture.channel_table(params[:, :, top : top + rows], pixels[:, :, top : top + rows], channel)
+            for top in range(0, height, rows)
+        ], dim=1)
+
+    def pixel_table(
+        self, channel: int, pixels: np.ndarray, phase: int | None = None, mask: np.ndarray | None = None
+    ) -> np.ndarray:
+        if self._pixel_params is None:
+            raise RuntimeError("pixel_table before every latent group was set")
+        if phase is not None:
+            raise RuntimeError("an integer model codes its pixels all at once, not by phase")
+        tensor = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device)
+        return probabilities(self.frequencies(channel, tensor))
+
+
+class TorchLatentModel:
+    """codec.protocol.LatentModel for a HierarchicalVAE on a device: integer-exact (portable files), or float
+    (format-1 files, and pixel-context models, which have no integer form yet)."""
+
+    def __init__(self, model: HierarchicalVAE, device: str | torch.device = "cpu", integer: bool = True):
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.channels = model.config.image_channels
         self.stride = model.config.stride
+        self.integer = integer and not model.config.pixel_context
+        self.integer_model = IntegerVAE(self.model).to(self.device) if self.integer else None
 
-    def begin(self, shape, pixels: np.ndarray | None = None) -> TorchPass:
+    def begin(self, shape, pixels: np.ndarray | None = None):
+        if self.integer:
+            return IntegerPass(self.integer_model, self.device, shape, pixels)
         return TorchPass(self.model, self.device, shape, pixels)
 
     @torch.inference_mode()
-    def tile_bounds(self, tiles: Sequence[Tile], seed: int = 0) -> list[float]:
+    def tile_bounds(self, tiles: Sequence[Tile], seed: int = 0, grid: LatentGrid = LatentGrid()) -> list[float]:
         """The model's negative ELBO (bits, one posterior sample, valid pixels only) of each padded tile, in
-        batches of equal padded shape. What the encoder expects bits-back to cost; it plays no part in decoding."""
+        batches of equal padded shape. What the encoder expects bits-back to cost; it plays no part in decoding.
+        For the integer model it is the integer model's: its tables and latent parameters, latents on `grid`."""
         bounds = [0.0] * len(tiles)
         by_shape: dict[tuple[int, ...], list[int]] = {}
         for index, tile in enumerate(tiles):
             by_shape.setdefault(tile.pixels.shape, []).append(index)
+        rng = np.random.default_rng(seed)
         with repeatable_sampling(seed, self.device):
             for (_, height, width), indices in by_shape.items():
                 step = max(1, BOUND_BATCH_PIXELS // (height * width))
                 for start in range(0, len(indices), step):
                     chosen = indices[start : start + step]
-                    pixels = torch.from_numpy(np.stack([tiles[k].pixels for k in chosen])).to(self.device)
-                    mask = valid_mask((height, width), [tiles[k].valid for k in chosen])
-                    output = self.model(pixels, mask=torch.from_numpy(mask).to(self.device))
-                    for k, bits in zip(chosen, output.bound_bits.tolist()):
-                        bounds[k] = bits
+                    pixels = np.stack([tiles[k].pixels for k in chosen])
+                    mask = valid_mask((height, width), [tiles[k].valid for k in chosen])  # B, 1, H, W
+                    if self.integer:
+                        bits = self._integer_bounds(pixels, mask[:, 0].astype(bool), rng, grid)
+                    else:
+                        tensor = torch.from_numpy(pixels).to(self.device)
+                        output = self.model(tensor, mask=torch.from_numpy(mask).to(self.device))
+                        bits = output.bound_bits.tolist()
+                    for k, value in zip(chosen, bits):
+                        bounds[k] = float(value)
         return bounds
+
+    def _integer_bounds(self, pixels: np.ndarray, mask: np.ndarray, rng, grid: LatentGrid) -> np.ndarray:
+        """(B,) bits: analytic KL of each group at a posterior sample on the grid + the exact table cost."""
+        batch = self.begin(pixels.shape, pixels)
+        bits = np.zeros(len(pixels))
+        for group in range(batch.num_groups):
+            p = batch.latent_params(group)
+            sample = p.post_mean + p.post_std * rng.standard_normal(p.post_mean.shape)
+            k = np.clip(np.rint(sample / grid.step), grid.lo, grid.hi)
+            bits += gaussian_kl_bits(p.post_mean, p.post_std, p.prior_mean, p.prior_std).sum(axis=1)
+            batch.set_latent(group, grid.values(k))
+        tensor = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device)
+        for channel in range(pixels.shape[1]):
+            frequencies = batch.frequencies(channel, tensor).cpu().numpy()  # B, H, W, 256
+            chosen = np.take_along_axis(frequencies, pixels[:, channel, :, :, None].astype(np.int64), -1)[..., 0]
+            bits += (np.where(mask, PROBABILITY_BITS - np.log2(chosen), 0.0)).reshape(len(pixels), -1).sum(axis=1)
+        return bits

@@ -1,0 +1,447 @@
+"""Integer-exact inference: the same network as model/vae.py, computed so that every value that reaches the
+coder is the same on every machine (CPU instruction set, thread count, GPU, torch version).
+
+Why: float convolutions differ in their last bits between kernels (AVX-512 vs AVX2 vs ARM vs CUDA, Winograd vs
+direct, one summation order or another), and a bits-back decoder that computes a probability one ulp off
+decodes garbage. Following Balle, Johnston & Minnen (ICLR 2019, "Integer networks for data compression with
+latent-variable models"), every number here is an integer (held in float64 or int64 tensors), and each
+operation is one of:
+
+- a sum of products of integers whose every partial sum stays below 2**53 (convolutions as unfold + matmul
+  in float64, never Winograd or FFT; bounds checked when the model is built): exact in any order;
+- a single IEEE-754 operation (+, -, *, /, conversion) followed by floor: correctly rounded by the standard,
+  hence the same bits on every compliant machine;
+- a lookup in a table of integers, one entry per fixed-point input (the non-linearities), built by
+  `deterministic_exp` / `deterministic_log2` from the same basic operations only, never from a libm.
+
+Fixed point: activations are q * 2**-FRACTION_BITS, clamped to +-ACTIVATION_LIMIT; weights are integers with
+a power-of-two scale per output channel (WEIGHT_BITS bits). The integer model is a pure function of the float
+weights file (rules versioned by INTEGER_RULES): the same file gives the same integer model everywhere, so a
+shipped .safetensors is the integer model, and its sha256 in a .vz header pins it.
+
+The pixel tables are integer frequencies summing to 2**24 (constriction's precision), every value >= 1.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vaezip.config import ModelConfig
+from vaezip.model.vae import HierarchicalVAE
+
+INTEGER_RULES = 1  # bump when any rule below changes: files name the rules they were coded with
+FRACTION_BITS = 14
+ONE = float(2**FRACTION_BITS)
+ACTIVATION_LIMIT = 2**10  # |activation| <= 1024 (the float models stay far inside)
+LIMIT_Q = float(ACTIVATION_LIMIT * 2**FRACTION_BITS)
+WEIGHT_BITS = 14  # |integer weight| <= 2**13
+EXACT = 2.0**53  # every partial sum stays below this: float64 adds such integers exactly, in any order
+PROBABILITY_BITS = 24  # pixel frequencies sum to 2**24
+CDF_BITS = 30  # sigmoid table resolution
+MIX_BITS = 16  # mixture weights: sum of 2**16 * 2**30 over up to 64 components < 2**53
+LOG_SCALE_RANGE = (-7.0, 8.0)  # the float likelihood clamps at -7 too; above 8 a logistic is flat on [-1, 1]
+MEAN_LIMIT = 8.0
+INV_SCALE_BITS = 20  # exp(-log_scale) as q * 2**-20
+
+
+# ---------------------------------------------------------------------------------------------- exact maths
+
+
+def deterministic_exp(x: np.ndarray) -> np.ndarray:
+    """exp(x) in float64 from +, -, *, floor and ldexp only (|relative error| < 1e-15), so the same bits on
+    every IEEE-754 machine: libm's exp (and numpy's SIMD exp) may differ in the last bit between machines."""
+    x = np.asarray(x, dtype=np.float64)
+    ln2_hi, ln2_lo = 6.93147180369123816490e-01, 1.90821492927058770002e-10  # Cody-Waite split of ln 2
+    n = np.floor(x * 1.4426950408889634 + 0.5)
+    r = (x - n * ln2_hi) - n * ln2_lo  # |r| <= ~0.35
+    term = np.ones_like(r)
+    total = np.ones_like(r)
+    for k in range(1, 20):  # Taylor series: the 19th term is below 1e-25
+        term = term * r / float(k)
+        total = total + term
+    return np.ldexp(total, n.astype(np.int64))
+
+
+def deterministic_log2(y: np.ndarray) -> np.ndarray:
+    """log2(y) for y > 0 from frexp, +, -, *, / only (the atanh series of the mantissa)."""
+    mantissa, exponent = np.frexp(np.asarray(y, dtype=np.float64))  # y = m * 2**e, m in [0.5, 1)
+    small = mantissa < 0.7071067811865476
+    mantissa = np.where(small, mantissa * 2.0, mantissa)  # m in [0.707, 1.414)
+    exponent = exponent - small.astype(np.int64)
+    s = (mantissa - 1.0) / (mantissa + 1.0)  # |s| < 0.172
+    s2 = s * s
+    total = np.zeros_like(s)
+    for k in reversed(range(25)):  # 2 * sum s**(2k+1) / (2k+1) = ln m
+        total = total * s2 + 1.0 / float(2 * k + 1)
+    return exponent + 2.0 * s * total * 1.4426950408889634
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + deterministic_exp(-x))
+
+
+# ---------------------------------------------------------------------------------------------- tables
+
+
+@dataclass(frozen=True)
+class Table:
+    """A function on fixed-point inputs (q * 2**-FRACTION_BITS): one integer value per input integer from
+    `first_q` on (a direct lookup: one gather per element, the fastest exact form). Below the table: its first
+    value; above it: its last value, or the input itself rescaled where `identity_above`."""
+
+    first_q: int
+    values: torch.Tensor  # (n,) float64, integer-valued
+    identity_above: bool = False
+    output_per_input: float = 1.0  # output units per input unit beyond the last entry (identity_above)
+
+    @staticmethod
+    def build(function, low: float, high: float, output_bits: int, **options) -> "Table":
+        first, last = int(round(low * ONE)), int(round(high * ONE))
+        inputs = np.arange(first, last + 1, dtype=np.float64) / ONE  # exact dyadic values
+        values = np.rint(function(inputs) * 2.0**output_bits)
+        return Table(first, torch.from_numpy(values), output_per_input=2.0 ** (output_bits - FRACTION_BITS),
+                     **options)
+
+    def to(self, device: torch.device) -> "Table":
+        return Table(self.first_q, self.values.to(device), self.identity_above, self.output_per_input)
+
+    def lookup(self, index: torch.Tensor) -> torch.Tensor:
+        """values[index] for float64 integer-valued indices, clamped to the table (int32 indices: the fastest
+        gather on a CPU, 5x faster than indexing with int64)."""
+        index = index.clamp_(0.0, float(len(self.values) - 1)).int()
+        return self.values.index_select(0, index.reshape(-1)).reshape(index.shape)
+
+    def __call__(self, q: torch.Tensor) -> torch.Tensor:
+        last = len(self.values) - 1
+        out = self.lookup(q - self.first_q)
+        if self.identity_above:
+            out = torch.where(q > self.first_q + last, q * self.output_per_input, out)
+        return out
+
+
+@functools.lru_cache(maxsize=1)
+def _build_tables() -> dict[str, Table]:
+    low, high = LOG_SCALE_RANGE
+    return {
+        # silu(x) = x sigmoid(x); beyond 16 it is x within 2e-6, below -16 zero within 2e-6
+        "silu": Table.build(lambda x: x * _sigmoid(x), -16.0, 16.0, FRACTION_BITS, identity_above=True),
+        # the std head: softplus with beta ln 2, i.e. log2(1 + 2**x) (layers.smooth_std), without min_std
+        "softplus": Table.build(lambda x: deterministic_log2(1.0 + deterministic_exp(x * 0.6931471805599453)),
+                                -24.0, 24.0, FRACTION_BITS, identity_above=True),
+        "tanh": Table.build(lambda x: 2.0 * _sigmoid(2.0 * x) - 1.0, -10.0, 10.0, FRACTION_BITS),
+        "inv_scale": Table.build(lambda s: deterministic_exp(-s), low, high, INV_SCALE_BITS),
+        "sigmoid": Table.build(_sigmoid, -24.0, 24.0, CDF_BITS),
+        "exp": Table.build(deterministic_exp, -24.0, 0.0, MIX_BITS),
+    }
+
+
+# ---------------------------------------------------------------------------------------------- layers
+
+
+def _quantize_weight(weight: np.ndarray, bias: np.ndarray | None, fan_in_limit: float):
+    """Per output channel: integer weights (|w| <= 2**(WEIGHT_BITS-1)), exponent e (weight ~ w * 2**-e), and
+    the bias at the accumulator's scale 2**-(FRACTION_BITS + e). Only exact operations (frexp, power-of-two
+    scaling, rint) on the float32 values, so the integers are a pure function of the weights."""
+    out = weight.shape[0]
+    flat = weight.reshape(out, -1).astype(np.float64)
+    largest = np.abs(flat).max(axis=1)
+    _, top = np.frexp(largest)  # largest < 2**top
+    exponent = np.where(largest > 0, WEIGHT_BITS - 1 - top, 0).astype(np.int64)
+    if bias is not None:  # the bias must fit the accumulator exactly: |b| * 2**(FRACTION_BITS + e) < 2**50
+        _, bias_top = np.frexp(np.abs(bias.astype(np.float64)))
+        exponent = np.minimum(exponent, np.where(bias != 0, 50 - FRACTION_BITS - bias_top, exponent))
+    exponent = np.minimum(exponent, 60)
+    integers = np.rint(np.ldexp(flat, exponent[:, None]))
+    biases = np.zeros(out) if bias is None else np.rint(np.ldexp(bias.astype(np.float64), exponent + FRACTION_BITS))
+    worst = np.abs(integers).sum(axis=1) * fan_in_limit + np.abs(biases)
+    if not np.all(worst < EXACT):
+        raise ValueError("a layer's integer sums could exceed 2**53: weights too large for integer inference")
+    return integers, exponent, biases
+
+
+class IntConv:
+    """A convolution over integer activations: unfold + one float64 matmul of integers (exact), bias,
+    rescale by a power of two, round, clamp."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, stride: int = 1, padding: int = 0,
+                 input_limit: float = LIMIT_Q):
+        w = weight.detach().cpu().float().numpy()
+        b = None if bias is None else bias.detach().cpu().float().numpy()
+        self.out_channels, _, self.kernel, _ = w.shape
+        self.stride, self.padding = stride, padding
+        integers, exponent, biases = _quantize_weight(w, b, input_limit)
+        self.weight = torch.from_numpy(integers)  # out, in * k * k
+        self.bias = torch.from_numpy(biases)[:, None]  # out, 1
+        self.scale = torch.from_numpy(np.ldexp(1.0, -exponent))[:, None]  # out, 1: powers of two
+
+    def to(self, device: torch.device) -> "IntConv":
+        self.weight, self.bias, self.scale = (t.to(device) for t in (self.weight, self.bias, self.scale))
+        return self
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        batch, _, height, width = x.shape  # x: B, C_in, H, W integer-valued float64
+        k, s, p = self.kernel, self.stride, self.padding
+        columns = x.reshape(batch, -1, height * width) if k == 1 and s == 1 else F.unfold(x, k, padding=p, stride=s)
+        accumulated = torch.matmul(self.weight, columns) + self.bias  # B, out, L: integers < 2**53, exact
+        y = torch.floor(accumulated * self.scale + 0.5).clamp_(-LIMIT_Q, LIMIT_Q)
+        return y.reshape(batch, self.out_channels, (height + 2 * p - k) // s + 1, (width + 2 * p - k) // s + 1)
+
+
+def _conv(module: torch.nn.Conv2d) -> IntConv:
+    return IntConv(module.weight, module.bias, module.stride[0], module.padding[0])
+
+
+def _transposed_head(module: torch.nn.ConvTranspose2d) -> tuple[IntConv, int]:
+    """A stride-f transposed conv with kernel f: a 1x1 conv to P * f * f channels, then pixel_shuffle."""
+    weight = module.weight.detach()  # in, P, f, f
+    channels_in, params, f, _ = weight.shape
+    as_conv = weight.permute(1, 2, 3, 0).reshape(params * f * f, channels_in, 1, 1)
+    bias = module.bias.detach().repeat_interleave(f * f)
+    return IntConv(as_conv, bias), f
+
+
+# ---------------------------------------------------------------------------------------------- the model
+
+
+class IntegerVAE:
+    """The integer twin of a HierarchicalVAE (no pixel-context head): encoder, top-down walk, pixel tables."""
+
+    def __init__(self, model: HierarchicalVAE):
+        config: ModelConfig = model.config
+        if config.pixel_context:
+            raise ValueError("integer inference has no pixel-context head yet: use a model without one")
+        self.config = config
+        self.device = torch.device("cpu")
+        self.tables = _build_tables()
+        self.min_std_q = float(np.rint(config.min_std * ONE))
+        # Pixel values in fixed point: (2v - 255) / 255, exactly rounded (integer arithmetic).
+        self.unit_values = torch.tensor([_round_div((2 * v - 255) * 2**FRACTION_BITS, 255) for v in range(256)],
+                                        dtype=torch.float64)
+        # Inner bin edges (v + 1/2 between values v and v + 1), in fixed point.
+        self.edges = torch.tensor([_round_div((2 * v - 254) * 2**FRACTION_BITS, 255) for v in range(255)],
+                                  dtype=torch.float64)
+        encoder, decoder = model.encoder, model.decoder
+        self.stem_factor = config.stem_factor
+        self.stem = _conv(encoder.stem)
+        self.encoder_stages = [[(_conv(b.conv_in), _conv(b.conv_out)) for b in stage] for stage in encoder.stages]
+        self.downsamples = [_conv(d) for d in encoder.downsamples]
+        self.initial = torch.from_numpy(np.rint(decoder.initial.detach().cpu().double().numpy() * ONE))
+        self.blocks = [
+            {
+                "prior": _conv(b.prior_head), "posterior": _conv(b.posterior_head),
+                "projection": _conv(b.latent_projection), "residual": (_conv(b.residual.conv_in), _conv(b.residual.conv_out)),
+                "z": b.latent_channels,
+            }
+            for b in decoder.blocks
+        ]
+        self.block_stage = list(decoder.block_stage)
+        self.upsamples = [_conv(u) for u in decoder.upsamples]
+        self.head, self.head_factor = _transposed_head(decoder.head)
+        self.mixture = IntegerMixture(config.image_channels, config.num_mixtures, self)
+
+    def to(self, device) -> "IntegerVAE":
+        device = torch.device(device)
+        self.device = device
+        self.tables = {name: table.to(device) for name, table in self.tables.items()}
+        self.unit_values, self.edges, self.initial = (t.to(device) for t in (self.unit_values, self.edges, self.initial))
+        convs = [self.stem, *self.downsamples, *self.upsamples, self.head]
+        convs += [c for stage in self.encoder_stages for pair in stage for c in pair]
+        convs += [c for block in self.blocks for c in (block["prior"], block["posterior"], block["projection"],
+                                                         *block["residual"])]
+        for conv in convs:
+            conv.to(device)
+        return self
+
+    # --- pieces
+
+    def silu(self, x: torch.Tensor) -> torch.Tensor:
+        return self.tables["silu"](x)
+
+    def residual(self, pair, x: torch.Tensor) -> torch.Tensor:
+        conv_in, conv_out = pair
+        return (x + conv_out(self.silu(conv_in(self.silu(x))))).clamp_(-LIMIT_Q, LIMIT_Q)
+
+    def std(self, raw: torch.Tensor) -> torch.Tensor:
+        return self.tables["softplus"](raw) + self.min_std_q
+
+    def encode(self, pixels: torch.Tensor) -> list[torch.Tensor]:
+        """pixels (B, C, H, W) uint8 -> one activation per stage (integers), highest resolution first."""
+        unit = self.unit_values[pixels.long()]  # B, C, H, W
+        h = self.stem(F.pixel_unshuffle(unit, self.stem_factor) if self.stem_factor > 1 else unit)
+        activations = []
+        for index, stage in enumerate(self.encoder_stages):
+            for pair in stage:
+                h = self.residual(pair, h)
+            activations.append(h)
+            if index < len(self.downsamples):
+                h = self.downsamples[index](h)
+        return activations
+
+    def walk(self, pixels: torch.Tensor | None, batch: int, height: int, width: int) -> "IntegerWalk":
+        stride = self.config.stride
+        activations = None if pixels is None else self.encode(pixels)
+        return IntegerWalk(self, activations, batch, (height // stride, width // stride))
+
+
+def _round_div(numerator: int, denominator: int) -> int:
+    """numerator / denominator rounded to the nearest integer, halves away from zero (Python integers)."""
+    quotient, remainder = divmod(abs(numerator), denominator)
+    quotient += 2 * remainder >= denominator
+    return quotient if numerator >= 0 else -quotient
+
+
+class IntegerWalk:
+    """TopDownWalk on integers: `step()` gives group g's (prior mean, prior std, posterior mean, posterior std)
+    as integer tensors (B, Z, h, w) in 2**-FRACTION_BITS units; `advance(z)` takes integer latents."""
+
+    def __init__(self, model: IntegerVAE, activations, batch: int, low_hw):
+        self.model = model
+        self.activations = activations
+        self.h = model.initial.expand(batch, -1, *low_hw).clone()
+        self.group = 0
+        self.stage = len(model.config.stages) - 1
+        self._feature = None
+
+    @property
+    def num_groups(self) -> int:
+        return len(self.model.blocks)
+
+    def _enter_stage_of(self, group: int) -> None:
+        target = self.model.block_stage[group] if group < self.num_groups else 0
+        while self.stage > target:
+            self.stage -= 1
+            up = self.h.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+            self.h = self.model.upsamples[self.stage](up)
+
+    def step(self):
+        self._enter_stage_of(self.group)
+        block, model = self.model.blocks[self.group], self.model
+        z = block["z"]
+        out = block["prior"](model.silu(self.h))
+        prior_mean, prior_std, self._feature = out[:, :z], model.std(out[:, z : 2 * z]), out[:, 2 * z :]
+        post_mean = post_std = None
+        if self.activations is not None:
+            joined = torch.cat([self.h, self.activations[self.stage]], dim=1)
+            out = block["posterior"](model.silu(joined))
+            post_mean, post_std = out[:, :z], model.std(out[:, z:])
+        return prior_mean, prior_std, post_mean, post_std
+
+    def advance(self, latent_q: torch.Tensor) -> None:
+        block = self.model.blocks[self.group]
+        x = (self.h + self._feature + block["projection"](latent_q)).clamp_(-LIMIT_Q, LIMIT_Q)
+        self.h = self.model.residual(block["residual"], x)
+        self._feature = None
+        self.group += 1
+
+    def pixel_params(self) -> torch.Tensor:
+        """Mixture parameters (B, P, H, W), integers in 2**-FRACTION_BITS units."""
+        if self.group != self.num_groups:
+            raise RuntimeError(f"pixel_params after {self.group} of {self.num_groups} groups")
+        self._enter_stage_of(self.num_groups)
+        out = self.model.head(self.h)
+        return F.pixel_shuffle(out, self.model.head_factor) if self.model.head_factor > 1 else out
+
+
+class IntegerMixture:
+    """The discretized logistic mixture with channel coupling (likelihood.py) as integer frequency tables.
+
+    All values are integers in float64 below 2**53 (the CDF sum over components runs as one float64 matmul of
+    integers, exact in any order): CDF values in 2**-CDF_BITS units, mixture weights with MIX_BITS bits."""
+
+    def __init__(self, channels: int, num_mixtures: int, model: IntegerVAE):
+        self.channels, self.num_mixtures, self.model = channels, num_mixtures, model
+
+    def _split(self, params: torch.Tensor):
+        """params (B, P, H, W) -> per pixel and component, (N, K) each with N = B * H * W: logits, and per
+        channel c means[c], inverse scales[c] (2**-INV_SCALE_BITS units), coupling coefficients (3 of them)."""
+        batch, _, height, width = params.shape
+        k, c = self.num_mixtures, self.channels
+        flat = params.permute(0, 2, 3, 1).reshape(batch * height * width, -1)  # N, P
+        tables = self.model.tables
+        low, high = LOG_SCALE_RANGE
+        logits = flat[:, :k]
+        means = flat[:, k : k + k * c].reshape(-1, k, c).clamp(-MEAN_LIMIT * ONE, MEAN_LIMIT * ONE)
+        log_scales = flat[:, k + k * c : k + 2 * k * c].reshape(-1, k, c).clamp(low * ONE, high * ONE)
+        inv_scales = tables["inv_scale"](log_scales)
+        coeffs = tables["tanh"](flat[:, k + 2 * k * c :].reshape(-1, k, 3)) if c == 3 else None
+        return logits, means, inv_scales, coeffs
+
+    @staticmethod
+    def _coupled_mean(means, coeffs, unit: torch.Tensor, channel: int) -> torch.Tensor:
+        """(N, K) mean of `channel`, shifted by the channels before it (unit: (N, C) pixel values)."""
+        mean = means[:, :, channel]
+        if channel >= 1:
+            for coefficient, previous in ([(0, 0)] if channel == 1 else [(1, 0), (2, 1)]):
+                mean = mean + torch.floor(coeffs[:, :, coefficient] * unit[:, previous : previous + 1] / ONE + 0.5)
+        return mean
+
+    def _cdf(self, x_q: torch.Tensor, mean: torch.Tensor, inv_scale: torch.Tensor) -> torch.Tensor:
+        """sigmoid((x - mean) * inv_scale) in 2**-CDF_BITS units; x_q broadcasts against mean and inv_scale.
+
+        The argument floor(((x - mean) * inv + 2**19) / 2**20) is formed from integers below 2**53 only (an
+        FMA or not, the result is exact), then looked up."""
+        table = self.model.tables["sigmoid"]
+        offset = 2.0 ** (INV_SCALE_BITS - 1) - mean * inv_scale - table.first_q * 2.0**INV_SCALE_BITS
+        return table.lookup(torch.addcmul(offset, x_q, inv_scale).mul_(2.0**-INV_SCALE_BITS).floor_())
+
+    def _weights(self, split, pixels: torch.Tensor, unit: torch.Tensor, channel: int) -> torch.Tensor:
+        """(N, K) mixture weights given the channels before `channel`, integers, the largest 2**MIX_BITS."""
+        logits, means, inv_scales, coeffs = split
+        weights = self.model.tables["exp"](logits - logits.amax(dim=1, keepdim=True)).clamp_(min=1.0)
+        edges = self.model.edges
+        for previous in range(channel):
+            value = pixels[:, previous : previous + 1]  # N, 1 (long)
+            mean = self._coupled_mean(means, coeffs, unit, previous)
+            inv = inv_scales[:, :, previous]
+            upper = torch.where(value == 255, 2.0**CDF_BITS, self._cdf(edges[value.clamp(max=254)], mean, inv))
+            lower = torch.where(value == 0, 0.0, self._cdf(edges[(value - 1).clamp(min=0)], mean, inv))
+            joint = weights * (upper - lower).clamp_(min=1.0)  # < 2**46: exact
+            largest = joint.amax(dim=1, keepdim=True)
+            # One IEEE division and multiplication, then floor: the same on every machine.
+            weights = torch.floor(joint / largest * 2.0**MIX_BITS)
+        return weights
+
+    def channel_table(self, params: torch.Tensor, pixels: torch.Tensor, channel: int) -> torch.Tensor:
+        """Integer frequencies (B, H, W, 256) int64, each >= 1, every row summing to 2**PROBABILITY_BITS, of
+        `channel` given the channels before it (only pixels[:, :channel] is read)."""
+        batch, _, height, width = params.shape
+        split = self._split(params)
+        _, means, inv_scales, coeffs = split
+        values = pixels.permute(0, 2, 3, 1).reshape(batch * height * width, -1).long()  # N, C
+        unit = self.model.unit_values[values]  # N, C
+        weights = self._weights(split, values, unit, channel)  # N, K
+        mean = self._coupled_mean(means, coeffs, unit, channel).unsqueeze(-1)  # N, K, 1
+        cdfs = self._cdf(self.model.edges, mean, inv_scales[:, :, channel].unsqueeze(-1))  # N, K, 255
+        cdf = torch.matmul(weights.unsqueeze(1), cdfs).squeeze(1)  # N, 255: integers < 2**52, exact
+        total = weights.sum(dim=1, keepdim=True) * 2.0**CDF_BITS  # N, 1
+        cdf = torch.cat([torch.zeros_like(total), cdf, total], dim=-1)  # N, 257
+        mass = cdf[:, 1:] - cdf[:, :-1]  # N, 256: >= 0 (the table is monotone)
+        spare = float(2**PROBABILITY_BITS - 256)  # every value gets 1 first, the rest in proportion
+        frequencies = torch.floor(mass / total * spare).add_(1.0)
+        leftover = float(2**PROBABILITY_BITS) - frequencies.sum(dim=-1, keepdim=True)  # exact: integers < 2**24
+        frequencies.scatter_add_(-1, frequencies.argmax(dim=-1, keepdim=True), leftover)  # the first largest
+        return frequencies.long().reshape(batch, height, width, 256)
+
+
+def probabilities(frequencies: torch.Tensor) -> np.ndarray:
+    """Integer frequencies -> float32 probabilities for the coder, exact (f / 2**24, f < 2**24)."""
+    return (frequencies.double() / 2.0**PROBABILITY_BITS).float().cpu().numpy()
+
+
+def latent_to_fixed(values: np.ndarray) -> np.ndarray:
+    """Latent values (float64, on the coder's grid) -> fixed point, by one exact rounding."""
+    return np.rint(np.asarray(values, dtype=np.float64) * ONE)
+
+
+def fixed_to_float(q: torch.Tensor) -> np.ndarray:
+    """Integers in 2**-FRACTION_BITS units -> float64 values (exact)."""
+    return q.double().cpu().numpy() / ONE
+
+
+assert math.log2(ONE) == FRACTION_BITS
