@@ -231,7 +231,7 @@ def bad_images() -> dict[str, tuple[bytes, str]]:
         "deep.png": (encoded(Image.fromarray(np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000), "PNG"),
                      "16-bit"),
         "cmyk.jpg": (encoded(Image.new("CMYK", (8, 8), (1, 2, 3, 4)), "JPEG"), "unsupported image mode CMYK"),
-        "cmyk.tif": (encoded(Image.new("CMYK", (8, 8), (1, 2, 3, 4)), "TIFF"), "unsupported image mode CMYK"),
+        "cmyk-tiff.tif": (encoded(Image.new("CMYK", (8, 8), (1, 2, 3, 4)), "TIFF"), "unsupported image mode CMYK"),
         "zero.png": (crafted_png(0, 0), "not a readable image"),
         "bomb.png": (crafted_png(20000, 20000), f"image has more than {MAX_IMAGE_PIXELS} pixels"),
         "bomb-lower.png": (crafted_png(12000, 10000), f"image has more than {MAX_IMAGE_PIXELS} pixels"),

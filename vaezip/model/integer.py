@@ -219,7 +219,7 @@ class IntegerVAE:
         self.config = config
         self.device = torch.device("cpu")
         self.tables = _build_tables()
-        self.min_std_q = float(np.rint(config.min_std * ONE))
+        self.min_std_q = max(1.0, float(np.rint(config.min_std * ONE)))  # a std of 0 cannot be coded
         # Pixel values in fixed point: (2v - 255) / 255, exactly rounded (integer arithmetic).
         self.unit_values = torch.tensor([_round_div((2 * v - 255) * 2**FRACTION_BITS, 255) for v in range(256)],
                                         dtype=torch.float64)
@@ -334,6 +334,7 @@ class IntegerWalk:
 
     def advance(self, latent_q: torch.Tensor) -> None:
         block = self.model.blocks[self.group]
+        latent_q = latent_q.clamp(-LIMIT_Q, LIMIT_Q)  # genuine latents are far inside (|z| <= the grid bound)
         x = (self.h + self._feature + block["projection"](latent_q)).clamp_(-LIMIT_Q, LIMIT_Q)
         self.h = self.model.residual(block["residual"], x)
         self._feature = None

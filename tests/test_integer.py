@@ -1,0 +1,116 @@
+"""The integer-exact model (vaezip/model/integer.py): its arithmetic, its tables, and how close it stays to the
+float model it is derived from. Portability across kernels and threads: tests/test_portability.py."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from vaezip.config import get_preset
+from vaezip.model import HierarchicalVAE
+from vaezip.model.integer import (
+    EXACT,
+    PROBABILITY_BITS,
+    IntConv,
+    IntegerVAE,
+    deterministic_exp,
+    deterministic_log2,
+    fixed_to_float,
+)
+
+
+def test_deterministic_exp_and_log2_are_accurate():
+    x = np.linspace(-40, 40, 20001)
+    assert np.max(np.abs(deterministic_exp(x) / np.exp(x) - 1)) < 4e-15
+    y = np.exp(np.linspace(-40, 40, 20001))
+    assert np.max(np.abs(deterministic_log2(y) - np.log2(y))) < 4e-14
+
+
+def test_tables_have_the_shape_of_their_functions():
+    tables = IntegerVAE(HierarchicalVAE(get_preset("tiny").model)).tables
+    for name in ("sigmoid", "exp", "softplus", "tanh"):
+        assert torch.all(torch.diff(tables[name].values) >= 0), name  # monotone: CDFs never decrease
+    assert torch.all(torch.diff(tables["inv_scale"].values) <= 0)
+    q = torch.tensor([-2.0**20, -16384.0, 0.0, 16384.0, 2.0**20], dtype=torch.float64)
+    assert tables["silu"](q).tolist() == [0.0, float(np.rint(-0.2689414213699951 * 16384)), 0.0,
+                                          float(np.rint(0.7310585786300049 * 16384)), 2.0**20]  # identity above
+    assert tables["sigmoid"](torch.tensor([0.0], dtype=torch.float64)).item() == 2.0**29
+
+
+def test_integer_convolution_matches_the_float_one_and_refuses_inexact_layers():
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(16, 8, 3, padding=1)
+    x = torch.randn(2, 16, 9, 7)
+    integer = IntConv(conv.weight, conv.bias, 1, 1)
+    y = fixed_to_float(integer(torch.round(x.double() * 16384)))
+    assert np.max(np.abs(y - conv(x).detach().double().numpy())) < 2e-3
+    with pytest.raises(ValueError, match="2\\*\\*53"):
+        IntConv(torch.full((1, 2**16, 3, 3), 1.0), None)  # a fan-in of 589,824 weights at full scale
+
+
+def _walk(model, integer, pixels):
+    """Float and integer pixel parameters with the same latents (the integer posterior means on the grid)."""
+    batch, _, height, width = pixels.shape
+    walk_f, walk_i = model.walk(pixels, batch, height, width), integer.walk(pixels, batch, height, width)
+    for _ in range(walk_i.num_groups):
+        walk_f.step()
+        _, _, post_mean, _ = walk_i.step()
+        z = torch.round(post_mean / 64) * 64  # on the coder's grid (2**-8), fixed point 2**-14
+        walk_i.advance(z)
+        walk_f.advance((z / 16384).float())
+    return walk_f.pixel_params(), walk_i.pixel_params()
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_integer_tables_are_proper_and_cost_what_the_float_tables_cost(channels):
+    """Every table row: integers >= 1 summing to 2**24. The cost of real pixels under the integer tables stays
+    within 1 % of the float tables' (the same network, quantized)."""
+    torch.manual_seed(1)
+    model = HierarchicalVAE(dataclasses.replace(get_preset("cpu").model, image_channels=channels)).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.02)
+    integer = IntegerVAE(model)
+    y, x = np.mgrid[0:16, 0:16]
+    smooth = (128 + 60 * np.sin(x / 3.0) + 40 * np.cos(y / 5.0))[None, None].repeat(channels, 1).repeat(2, 0)
+    pixels = torch.from_numpy(np.clip(smooth + np.random.default_rng(0).normal(0, 4, smooth.shape), 0, 255)
+                              .astype(np.uint8))
+    with torch.inference_mode():
+        params_f, params_i = _walk(model, integer, pixels)
+        bits_f = bits_i = 0.0
+        for c in range(channels):
+            table = integer.mixture.channel_table(params_i, pixels, c)  # B, H, W, 256
+            assert table.dtype == torch.int64 and table.min() >= 1
+            assert torch.all(table.sum(-1) == 2**PROBABILITY_BITS)
+            value = pixels[:, c, :, :, None].long()
+            bits_i += float((PROBABILITY_BITS - torch.log2(table.gather(-1, value).double())).sum())
+            float_table = model.likelihood.channel_table(params_f, pixels, c)
+            bits_f += float(-torch.log2(float_table.gather(-1, value).double()).sum())
+    assert abs(bits_i - bits_f) / bits_f < 0.01, (bits_i, bits_f)
+
+
+def test_tables_do_not_depend_on_the_batch_they_are_computed_in():
+    """The coder builds tables in row chunks and batches of any size: each pixel's table is its own."""
+    torch.manual_seed(2)
+    model = HierarchicalVAE(get_preset("tiny").model).eval()
+    integer = IntegerVAE(model)
+    pixels = torch.from_numpy(np.random.default_rng(2).integers(0, 256, (3, 3, 8, 8), dtype=np.uint8))
+    with torch.inference_mode():
+        walk = integer.walk(pixels, 3, 8, 8)
+        for _ in range(walk.num_groups):
+            walk.step()
+            walk.advance(torch.zeros_like(walk._feature[:, :4]))
+        params = walk.pixel_params()
+        whole = integer.mixture.channel_table(params, pixels, 2)
+        rows = integer.mixture.channel_table(params[1:2, :, 3:5], pixels[1:2, :, 3:5], 2)
+    assert torch.equal(whole[1:2, 3:5], rows)
+
+
+def test_every_partial_sum_bound_holds_for_the_shipped_shapes():
+    """The exactness bound is checked per layer when a model is built; the presets' shapes pass it."""
+    for preset in ("tiny", "cpu", "gpu"):
+        IntegerVAE(HierarchicalVAE(get_preset(preset).model))
+    assert EXACT == 2.0**53
