@@ -9,15 +9,21 @@ checksum that proves a decode exact.
 | RGBA | colour                 | alpha                                |
 | P    | colour via the palette | - (or the index plane when two used indices share a colour) |
 
-Only pixel values (and the palette, with its transparency entry) are kept; metadata such as EXIF or ICC
-profiles is not.
+Only pixel values (the palette and its transparency entry, and the tRNS colour key of an L or RGB image) are
+kept; metadata such as EXIF or ICC profiles is not. What vaezip cannot hold exactly is refused before anything is
+written, never narrowed: more than 8 bits per channel, more than one frame (animations, multi-page TIFF, icons
+with several sizes), modes other than the five above.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import os
+import re
+import struct
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,35 +61,178 @@ class Planes:
 
 
 def open_image(source) -> Image.Image:
-    """Open and fully decode an image file (path, bytes or file object); every failure is an ImageError."""
+    """Open and fully decode an image file (path, bytes or file object); every failure is an ImageError, and so
+    is an image that vaezip cannot hold exactly (refused from its header, before any pixel is decoded)."""
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    with _readable():
+        image = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
+        if image.width * image.height > MAX_IMAGE_PIXELS:  # from the header alone, before decoding any pixel
+            raise Image.DecompressionBombError("too many pixels")
+    refuse_what_would_be_lost(image, source if isinstance(source, (bytes, bytearray)) else None)
+    low_grey_bits = _grey_bits_below_8(image)
+    with _readable():
+        image.load()
+    if image.width * image.height > MAX_IMAGE_PIXELS:
+        raise ImageError(f"image has more than {MAX_IMAGE_PIXELS} pixels (vaezip's limit)")
+    if low_grey_bits and isinstance(image.info.get("transparency"), int) and image.mode == "L":
+        # Pillow scales 1/2/4-bit grey up to 0..255 but leaves the tRNS key as stored: scale it with the pixels
+        # (otherwise the key would name a grey no pixel has, and the transparency would be lost).
+        key = image.info["transparency"]
+        if 0 <= key < 1 << low_grey_bits:
+            image.info["transparency"] = key * 255 // ((1 << low_grey_bits) - 1)
+    return image
+
+
+@contextmanager
+def _readable():
+    """Pillow's failures while opening or decoding, as one-line ImageErrors (nothing else may raise inside)."""
     try:
         with warnings.catch_warnings():  # Pillow warns (stderr noise) between its limit and twice it: refuse
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
-            if image.width * image.height > MAX_IMAGE_PIXELS:  # from the header alone, before decoding any pixel
-                raise Image.DecompressionBombError("too many pixels")
-            image.load()
+            yield
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(f"image has more than {MAX_IMAGE_PIXELS} pixels (vaezip's limit)") from None
     except UnidentifiedImageError:
         raise ImageError("not a readable image (unknown or damaged format)") from None
-    except (OSError, SyntaxError, ValueError) as error:
+    except LookupError:  # a plugin's table has no entry for this variant (e.g. a 16-bit PSD)
+        raise ImageError("not a readable image (a variant of its format that Pillow cannot read)") from None
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as error:
         raise ImageError(f"not a readable image ({str(error).strip() or type(error).__name__})") from None
-    if image.width * image.height > MAX_IMAGE_PIXELS:
-        raise ImageError(f"image has more than {MAX_IMAGE_PIXELS} pixels (vaezip's limit)")
-    return image
+
+
+# ---------------------------------------------------------------------------------------------- what would be lost
+
+# A Pillow raw mode: base mode, bits, then byte order / signedness letters ("RGB;16B", "I;16", "F;32F", "L;4").
+_RAWMODE = re.compile(r"^([A-Za-z]+);(\d+)([A-Za-z]*)")
+_DEEP_MODES = {"I;16": 16, "I;16B": 16, "I;16L": 16, "I;16N": 16, "I": 32, "F": 32}
+_SNIFF_BYTES = 1 << 20  # how much of a file's start is searched for a JPEG 2000 or AVIF header
+
+
+def refuse_what_would_be_lost(image: Image.Image, data: bytes | None = None) -> None:
+    """Raise ImageError, naming the reason, when coding `image` would hold less than its file: more than 8 bits
+    per channel (Pillow reads 16-bit RGB, RGBA and grey+alpha PNGs as 8-bit RGB / RGBA, silently), or more than
+    one frame (animated GIF / PNG / WebP, multi-page TIFF, an icon with several sizes).
+
+    Best before the image is loaded: the raw mode and the file's own header are only readable then. `data` is the
+    whole file where the caller has it (else the image's still-open file is read)."""
+    frames = _frame_count(image)
+    if frames > 1:
+        raise ImageError(f"image has {frames} frames; vaezip codes single-frame images")
+    sizes = image.info.get("sizes") if image.format in ("ICO", "ICNS") else None
+    if sizes is not None and len(sizes) > 1:
+        raise ImageError(f"icon holds {len(sizes)} sizes; vaezip codes single-frame images")
+    bits = _bits_per_channel(image, data)
+    if bits > 8:
+        raise ImageError(
+            f"{bits}-bit {image.format or 'image'} ({bits} bits per channel); vaezip codes 8 bits per channel and "
+            "will not drop the low bits: convert it to 8 bits first if that loss is acceptable"
+        )
+
+
+def _frame_count(image: Image.Image) -> int:
+    try:
+        frames = getattr(image, "n_frames", 1)  # GIF and WebP count by reading through the file
+    except (OSError, SyntaxError, ValueError, EOFError, LookupError, struct.error) as error:
+        raise ImageError(f"not a readable image ({str(error).strip() or type(error).__name__})") from None
+    return frames if isinstance(frames, int) else 1
+
+
+def _bits_per_channel(image: Image.Image, data: bytes | None) -> int:
+    """The most bits per channel that the file holds (8 where nothing says more)."""
+    for tile in getattr(image, "tile", None) or ():  # before load(): how Pillow will unpack the file's bytes
+        codec, args = tile[0], tile[-1]
+        rawmode = args if isinstance(args, str) else args[0] if isinstance(args, tuple) and args else None
+        if isinstance(rawmode, str) and _rawmode_bits(rawmode) > 8:
+            return _rawmode_bits(rawmode)
+        if codec == "SGI16" or (codec == "sgi_rle" and isinstance(args, tuple) and len(args) > 2 and args[2] == 2):
+            return 16
+        if codec in ("ppm", "ppm_plain") and isinstance(args, tuple) and len(args) > 1 and isinstance(args[1], int):
+            if args[1] > 255:  # a maximum value above 255: Pillow scales the samples down to 8 bits
+                return args[1].bit_length()
+    tags = getattr(image, "tag_v2", None)
+    if tags is not None:
+        per_sample = tags.get(258)  # BitsPerSample
+        values = per_sample if isinstance(per_sample, tuple) else (per_sample,)
+        values = [v for v in values if isinstance(v, int)]
+        if values and max(values) > 8:
+            return max(values)
+    if image.mode in _DEEP_MODES:
+        return _DEEP_MODES[image.mode]
+    return sniff_bits_per_channel(_file_head(image, data))
+
+
+def _rawmode_bits(rawmode: str) -> int:
+    match = _RAWMODE.match(rawmode)
+    if match is None:
+        return 8
+    base, bits, suffix = match.group(1), int(match.group(2)), match.group(3)
+    # Bits per channel for one-band modes ("I;16", "L;16B", "L;4") and for byte-ordered samples ("RGB;16B",
+    # "LA;16B"); without a byte order a many-band number counts packed pixels ("BGR;16" is 5-6-5, "BGR;24").
+    return bits if len(base) == 1 or suffix[:1] in ("B", "L", "N") else 8
+
+
+def _grey_bits_below_8(image: Image.Image) -> int:
+    """1, 2 or 4 when Pillow will scale this image's grey samples up from that many bits (before load only)."""
+    for tile in getattr(image, "tile", None) or ():
+        args = tile[-1]
+        rawmode = args if isinstance(args, str) else args[0] if isinstance(args, tuple) and args else None
+        if isinstance(rawmode, str) and rawmode in ("L;1", "L;2", "L;4"):
+            return int(rawmode[2])
+    return 0
+
+
+def _file_head(image: Image.Image, data: bytes | None) -> bytes:
+    if data is not None:
+        return bytes(data[:_SNIFF_BYTES])
+    fp = getattr(image, "fp", None)
+    try:
+        if fp is None:  # loaded already: Pillow has closed the file, but a path opened by name is still there
+            filename = getattr(image, "filename", None)
+            if image.format is None or not isinstance(filename, str) or not os.path.isfile(filename):
+                return b""
+            with open(filename, "rb") as file:
+                return file.read(_SNIFF_BYTES)
+        position = fp.tell()
+        fp.seek(0)
+        head = fp.read(_SNIFF_BYTES)
+        fp.seek(position)
+    except (OSError, ValueError, AttributeError):
+        return b""
+    return head if isinstance(head, bytes) else b""
+
+
+def sniff_bits_per_channel(head: bytes) -> int:
+    """Bits per channel from the start of a PNG, JPEG 2000 or AVIF file (8 for anything else)."""
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR" and len(head) > 24:
+        return max(8, head[24])  # IHDR bit depth: 1, 2, 4, 8 or 16
+    codestream = head.find(b"\xff\x4f\xff\x51")  # JPEG 2000: SOC, then the SIZ marker segment
+    if codestream >= 0 and (head[:2] == b"\xff\x4f" or head[4:8] == b"jP  "):
+        siz = head[codestream + 2 :]
+        if len(siz) >= 40:
+            components = struct.unpack_from(">H", siz, 38)[0]
+            depths = [(siz[40 + 3 * c] & 0x7F) + 1 for c in range(components) if 40 + 3 * c < len(siz)]
+            if depths and max(depths) > 8:
+                return max(depths)
+        return 8
+    if head[4:8] == b"ftyp" and head[8:12] in (b"avif", b"avis"):
+        box = head.find(b"av1C")  # AV1 codec configuration: high_bitdepth and twelve_bit flags in byte 2
+        if box >= 0 and len(head) > box + 6:
+            flags = head[box + 6]
+            if flags & 0x40:
+                return 12 if flags & 0x20 else 10
+    return 8
 
 
 def _check_mode(image: Image.Image) -> None:
     if image.mode in SUPPORTED_MODES:
         return
-    hint = {"I;16": "16-bit", "I;16B": "16-bit", "I": "32-bit integer", "F": "floating point", "CMYK": "CMYK"}
+    hint = {"CMYK": "CMYK", "1": "1-bit", "PA": "palette with alpha", "YCbCr": "YCbCr", "LAB": "Lab", "HSV": "HSV"}
     kind = f" ({hint[image.mode]})" if image.mode in hint and hint[image.mode] != image.mode else ""
     raise ImageError(f"unsupported image mode {image.mode}{kind}; vaezip codes 8-bit L, LA, RGB, RGBA and P")
 
 
 def split_image(image: Image.Image) -> Planes:
+    refuse_what_would_be_lost(image)  # before np.asarray loads it: the raw mode is only readable until then
     _check_mode(image)
     if image.width < 1 or image.height < 1:
         raise ImageError("image has no pixels")
@@ -102,7 +251,31 @@ def split_image(image: Image.Image) -> Planes:
             planes.side_planes["alpha"] = np.ascontiguousarray(pixels[..., 3])
     else:
         _split_palette(image, pixels, planes)
+    if image.mode in ("L", "RGB") and image.info.get("transparency") is not None:
+        try:
+            key = _colour_key(image.mode, image.info["transparency"])
+        except ValueError:
+            raise ImageError(
+                f"transparency {image.info['transparency']!r} is not a colour key for a {image.mode} image"
+            ) from None
+        planes.info["transparency"] = key if isinstance(key, int) else list(key)  # JSON-able
     return planes
+
+
+def _colour_key(mode: str, value) -> int | tuple[int, int, int]:
+    """A tRNS colour key as Pillow holds it: one grey for L, an (r, g, b) tuple for RGB (16-bit PNG samples at
+    most); ValueError for anything else."""
+
+    def sample(v) -> int:
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= int(v) <= 0xFFFF:
+            raise ValueError(f"bad colour key {value!r} for mode {mode}")
+        return int(v)
+
+    if mode == "L":
+        return sample(value)
+    if mode == "RGB" and isinstance(value, (tuple, list)) and len(value) == 3:
+        return tuple(sample(v) for v in value)
+    raise ValueError(f"bad colour key {value!r} for mode {mode}")
 
 
 def _split_palette(image: Image.Image, indices: np.ndarray, planes: Planes) -> None:
@@ -126,16 +299,26 @@ def _split_palette(image: Image.Image, indices: np.ndarray, planes: Planes) -> N
 
 
 def join_planes(planes: Planes) -> Image.Image:
+    """The image back from its planes; ValueError (or KeyError...) where the planes or info cannot be one."""
     mode = planes.mode
+    if mode == "P":
+        return _join_palette(planes)
+    key = planes.info.get("transparency")
+    if key is not None and mode not in ("L", "RGB"):
+        raise ValueError(f"a colour key does not fit mode {mode}")
     if mode in ("L", "LA"):
         grey = planes.model_plane[0]
         array = grey if mode == "L" else np.stack([grey, planes.side_planes["alpha"]], axis=-1)
-        return Image.fromarray(array, mode)
-    if mode in ("RGB", "RGBA"):
+        image = Image.fromarray(array, mode)
+    elif mode in ("RGB", "RGBA"):
         rgb = planes.model_plane.transpose(1, 2, 0)
         array = rgb if mode == "RGB" else np.concatenate([rgb, planes.side_planes["alpha"][..., None]], axis=-1)
-        return Image.fromarray(np.ascontiguousarray(array), mode)
-    return _join_palette(planes)
+        image = Image.fromarray(np.ascontiguousarray(array), mode)
+    else:
+        raise ValueError(f"unsupported image mode {mode!r}")
+    if key is not None:
+        image.info["transparency"] = _colour_key(mode, key)  # PNG writes it back as tRNS
+    return image
 
 
 def _join_palette(planes: Planes) -> Image.Image:
@@ -162,11 +345,19 @@ def _join_palette(planes: Planes) -> Image.Image:
 
 
 def pixel_checksum(image: Image.Image) -> str:
-    """sha256 of everything a decode must restore: mode, size, pixel values, palette and transparency."""
+    """sha256 of everything a decode must restore: mode, size, pixel values, palette and transparency (the
+    palette's, or an L / RGB image's colour key). An image without a key hashes as it always has."""
     digest = hashlib.sha256()
     digest.update(f"{image.mode}:{image.width}x{image.height}:".encode())
     digest.update(np.ascontiguousarray(np.asarray(image)).tobytes())
     if image.mode == "P" and image.palette is not None:
         digest.update(image.palette.mode.encode() + bytes(image.palette.tobytes()))
         digest.update(repr(image.info.get("transparency")).encode())
+    key = image.info.get("transparency")
+    if image.mode in ("L", "RGB") and key is not None:
+        try:
+            key = _colour_key(image.mode, key)
+        except ValueError:
+            pass  # hashed as it is (split_image refuses such an image)
+        digest.update(b"colour key:" + repr(key).encode())
     return digest.hexdigest()

@@ -1,0 +1,355 @@
+"""What vaezip cannot hold exactly is refused, never narrowed (issue 19 items 2 and 4): images with more than 8 bits
+per channel and images with more than one frame are refused before any output is written; the tRNS colour key
+of L and RGB images is coded, restored and covered by the pixel checksum."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import run_cli
+from PIL import Image, features
+
+from codec import container
+from vaezip.api import compress_images, decompress_images, load_model
+from vaezip.archive import combined_checksum
+from vaezip.errors import ImageError, IntegrityError
+from vaezip.images import open_image, pixel_checksum, sniff_bits_per_channel, split_image
+
+GOLDEN = Path(__file__).parent / "data"
+RNG = np.random.default_rng(19)
+
+
+# ---------------------------------------------------------------------------------------------- crafted files
+
+
+def png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def crafted_png(samples: np.ndarray, depth: int, colour_type: int, extra: bytes = b"") -> bytes:
+    """A PNG from (H, W * channels) samples, written by hand: Pillow cannot write 16-bit RGB, RGBA or LA."""
+    height, row = samples.shape
+    channels = {0: 1, 2: 3, 4: 2, 6: 4, 3: 1}[colour_type]
+    width = row // channels if depth >= 8 else row * 8 // depth
+    rows = samples.astype(">u2" if depth == 16 else np.uint8)
+    raw = b"".join(b"\0" + rows[y].tobytes() for y in range(height))
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, colour_type, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + extra + png_chunk(b"IDAT", zlib.compress(raw))
+            + png_chunk(b"IEND", b""))
+
+
+def deep_png(colour_type: int, height: int = 5, width: int = 6) -> bytes:
+    channels = {0: 1, 2: 3, 4: 2, 6: 4}[colour_type]
+    return crafted_png(RNG.integers(0, 65536, (height, width * channels)), 16, colour_type)
+
+
+def tiff_rgb16(height: int = 4, width: int = 5) -> bytes:
+    """An uncompressed little-endian TIFF, RGB with BitsPerSample (16, 16, 16)."""
+    pixels = RNG.integers(0, 65536, (height, width, 3)).astype("<u2").tobytes()
+    tags = [(256, 3, 1, width), (257, 3, 1, height), (258, 3, 3, None), (259, 3, 1, 1), (262, 3, 1, 2),
+            (273, 4, 1, None), (277, 3, 1, 3), (278, 3, 1, height), (279, 4, 1, len(pixels)), (284, 3, 1, 1)]
+    ifd_size = 2 + 12 * len(tags) + 4
+    bits_at = 8 + ifd_size
+    pixels_at = bits_at + 6
+    ifd = struct.pack("<H", len(tags))
+    for tag, kind, count, value in tags:
+        value = {258: bits_at, 273: pixels_at}.get(tag, value)
+        packed = struct.pack("<HH", value, 0) if kind == 3 and count == 1 else struct.pack("<I", value)
+        ifd += struct.pack("<HHI", tag, kind, count) + packed
+    return b"II*\0" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0) + struct.pack("<3H", 16, 16, 16) + pixels
+
+
+def bmp_565(height: int = 3, width: int = 2) -> bytes:
+    """A 16-bit BMP (5-5-5 packed pixels, fewer than 8 bits per channel): never mistaken for a deep image."""
+    stride = (2 * width + 3) // 4 * 4
+    rows = b"".join(RNG.integers(0, 1 << 15, width).astype("<u2").tobytes().ljust(stride, b"\0") for _ in range(height))
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 16, 0, len(rows), 2835, 2835, 0, 0)
+    return b"BM" + struct.pack("<IHHI", 14 + 40 + len(rows), 0, 0, 54) + info + rows
+
+
+def encoded(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def frames(count: int = 3, mode: str = "RGB") -> list[Image.Image]:
+    return [Image.fromarray(RNG.integers(0, 256, (6, 5, 3), dtype=np.uint8)).convert(mode) for _ in range(count)]
+
+
+def animated(fmt: str) -> bytes:
+    first, *rest = frames()
+    return encoded(first, fmt, save_all=True, append_images=rest, **({"lossless": True} if fmt == "WEBP" else {}))
+
+
+def colour_key_png(mode: str) -> tuple[bytes, object]:
+    """An 8-bit L or RGB PNG with a tRNS colour key that some of its pixels have."""
+    if mode == "L":
+        grey = RNG.integers(0, 256, (7, 9), dtype=np.uint8)
+        grey[2:4, 3:6] = 77
+        return crafted_png(grey, 8, 0, png_chunk(b"tRNS", struct.pack(">H", 77))), 77
+    rgb = RNG.integers(0, 256, (7, 9, 3), dtype=np.uint8)
+    rgb[1:5, :2] = (10, 200, 30)
+    return crafted_png(rgb.reshape(7, 27), 8, 2, png_chunk(b"tRNS", struct.pack(">3H", 10, 200, 30))), (10, 200, 30)
+
+
+def old_pixel_checksum(image: Image.Image) -> str:
+    """pixel_checksum as released before colour keys were coded: every file written so far holds this."""
+    digest = hashlib.sha256()
+    digest.update(f"{image.mode}:{image.width}x{image.height}:".encode())
+    digest.update(np.ascontiguousarray(np.asarray(image)).tobytes())
+    if image.mode == "P" and image.palette is not None:
+        digest.update(image.palette.mode.encode() + bytes(image.palette.tobytes()))
+        digest.update(repr(image.info.get("transparency")).encode())
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------- more than 8 bits
+
+
+@pytest.mark.parametrize("colour_type, pillow_mode", [(0, "I;16"), (2, "RGB"), (4, "RGBA"), (6, "RGBA")])
+def test_sixteen_bit_pngs_are_refused(colour_type, pillow_mode):
+    """Pillow opens 16-bit RGB, RGBA and grey+alpha as 8-bit RGB / RGBA: each must be refused, not narrowed."""
+    data = deep_png(colour_type)
+    assert Image.open(io.BytesIO(data)).mode == pillow_mode  # what made the loss silent
+    with pytest.raises(ImageError, match=r"^16-bit PNG \(16 bits per channel\); vaezip codes 8 bits per channel"):
+        open_image(data)
+
+
+@pytest.mark.parametrize("colour_type", [2, 4, 6])
+def test_sixteen_bit_pngs_are_refused_by_the_api(tmp_path, tiny_weights, colour_type):
+    """compress_images refuses them too: opened and not yet loaded, or loaded from a path."""
+    path = tmp_path / "deep.png"
+    path.write_bytes(deep_png(colour_type))
+    model = load_model(tiny_weights[3])
+    with pytest.raises(ImageError, match="deep.png: 16-bit PNG"):
+        compress_images([("deep.png", Image.open(io.BytesIO(path.read_bytes())))], model, device="cpu")
+    with pytest.raises(ImageError, match="16-bit PNG"):
+        split_image(Image.open(path))
+    loaded = Image.open(path)
+    loaded.load()
+    with pytest.raises(ImageError, match="16-bit PNG"):
+        split_image(loaded)
+
+
+def test_other_deep_files_are_refused():
+    samples = RNG.integers(0, 65536, (3, 4, 3))
+    cases = {
+        "tiff-rgb16": (tiff_rgb16(), "16-bit TIFF"),
+        "tiff-i16": (encoded(Image.new("I;16", (4, 3), 1000), "TIFF"), "16-bit TIFF"),
+        "tiff-float": (encoded(Image.new("F", (4, 3), 0.5), "TIFF"), "32-bit TIFF"),
+        "ppm-16": (b"P6 4 3 65535\n" + samples.astype(">u2").tobytes(), "16-bit PPM"),
+        "ppm-10": (b"P6 4 3 1023\n" + (samples % 1024).astype(">u2").tobytes(), "10-bit PPM"),
+        "pgm-16": (b"P5 4 3 65535\n" + samples[..., 0].astype(">u2").tobytes(), "16-bit PPM"),
+        "sgi-16": (encoded(Image.new("RGB", (4, 3), (1, 2, 3)), "SGI", bpc=2), "16-bit SGI"),
+        "png-grey16": (encoded(Image.new("I;16", (4, 3), 1000), "PNG"), "16-bit PNG"),
+    }
+    opened = Image.open(io.BytesIO(cases["tiff-rgb16"][0]))
+    assert opened.mode == "RGB" and opened.tag_v2[258] == (16, 16, 16)  # the crafted file is what it claims
+    for name, (data, message) in cases.items():
+        with pytest.raises(ImageError, match=message):
+            open_image(data)
+        print(name, "refused")
+
+
+@pytest.mark.skipif(not features.check("jpg_2000"), reason="Pillow built without OpenJPEG")
+def test_deep_jpeg_2000_is_refused():
+    """Pillow names a 3-component JPEG 2000 RGB whatever its precision: the SIZ marker says 12 or 16 bits."""
+    image = Image.fromarray(RNG.integers(0, 256, (8, 8, 3), dtype=np.uint8))
+    for options in ({"no_jp2": True}, {}):
+        data = bytearray(encoded(image, "JPEG2000", **options))
+        assert open_image(bytes(data)).mode == "RGB"
+        siz = data.find(b"\xff\x4f\xff\x51") + 2
+        for component in range(3):
+            data[siz + 40 + 3 * component] = 15  # Ssiz: precision - 1
+        assert Image.open(io.BytesIO(bytes(data))).mode == "RGB"
+        with pytest.raises(ImageError, match="16-bit JPEG2000"):
+            open_image(bytes(data))
+
+
+def test_sniffing_avif_bit_depth():
+    """A 10- or 12-bit AVIF decodes to 8-bit RGB in Pillow: the av1C box says so (high_bitdepth, twelve_bit)."""
+    def avif(flags: int) -> bytes:
+        ftyp = struct.pack(">I", 20) + b"ftypavif" + b"\0\0\0\0" + b"mif1"
+        return ftyp + struct.pack(">I", 12) + b"av1C" + bytes([0x81, 0x00, flags, 0x00])
+
+    assert sniff_bits_per_channel(avif(0x0C)) == 8
+    assert sniff_bits_per_channel(avif(0x4C)) == 10
+    assert sniff_bits_per_channel(avif(0x6C)) == 12
+    assert sniff_bits_per_channel(b"") == 8
+
+
+def test_eight_bits_and_fewer_are_accepted():
+    """No false alarms: 8-bit images of every mode, 1/2/4-bit grey and palettes, packed 5-5-5 BMP, PNM max 15."""
+    accepted = {
+        "png-L": (crafted_png(RNG.integers(0, 256, (3, 4)), 8, 0), "L"),
+        "png-LA": (crafted_png(RNG.integers(0, 256, (3, 8)), 8, 4), "LA"),
+        "png-RGB": (crafted_png(RNG.integers(0, 256, (3, 12)), 8, 2), "RGB"),
+        "png-RGBA": (crafted_png(RNG.integers(0, 256, (3, 16)), 8, 6), "RGBA"),
+        "png-grey2": (crafted_png(RNG.integers(0, 256, (3, 1)), 2, 0), "L"),
+        "png-grey4": (crafted_png(RNG.integers(0, 256, (3, 2)), 4, 0), "L"),
+        "png-P4": (encoded(Image.new("P", (4, 3), 3), "PNG", bits=4), "P"),
+        "bmp-555": (bmp_565(), "RGB"),
+        "ppm-max15": (b"P6 2 2 15\n" + bytes(RNG.integers(0, 16, 12).astype(np.uint8)), "RGB"),
+        "tiff-rgb8": (encoded(Image.new("RGB", (4, 3), (1, 2, 3)), "TIFF"), "RGB"),
+        "sgi-8": (encoded(Image.new("RGB", (4, 3), (1, 2, 3)), "SGI"), "RGB"),
+        "gif": (encoded(Image.new("P", (4, 3), 1), "GIF"), "P"),
+        "jpeg": (encoded(Image.new("RGB", (4, 3), (1, 2, 3)), "JPEG"), "RGB"),
+    }
+    for name, (data, mode) in accepted.items():
+        image = open_image(data)
+        assert image.mode == mode, name
+        split_image(image)
+
+
+# ---------------------------------------------------------------------------------------------- more than one frame
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "PNG", "TIFF", "WEBP"])
+def test_multi_frame_images_are_refused(fmt):
+    if fmt == "WEBP" and not features.check("webp"):
+        pytest.skip("Pillow built without WebP")
+    data = animated(fmt)
+    assert Image.open(io.BytesIO(data)).n_frames == 3
+    with pytest.raises(ImageError, match="^image has 3 frames; vaezip codes single-frame images$"):
+        open_image(data)
+    with pytest.raises(ImageError, match="has 3 frames"):
+        split_image(Image.open(io.BytesIO(data)))
+    first, *_ = frames(1)
+    assert open_image(encoded(first, fmt)).size == (5, 6)  # one frame: fine
+
+
+def test_an_icon_with_several_sizes_is_refused():
+    icon = frames(1)[0].resize((16, 16))
+    with pytest.raises(ImageError, match="icon holds 2 sizes"):
+        open_image(encoded(icon, "ICO", sizes=[(16, 16), (8, 8)]))
+    assert open_image(encoded(icon, "ICO", sizes=[(16, 16)])).size == (16, 16)
+
+
+def test_cli_refuses_deep_and_animated_images_and_writes_nothing(tmp_path, tiny_weights):
+    """The real console path, --rm included: every input kept, no .vz, one line per file naming the reason."""
+    files = {
+        "rgb16.png": deep_png(2), "rgba16.png": deep_png(6), "la16.png": deep_png(4), "tiff16.tif": tiff_rgb16(),
+        "anim-gif.gif": animated("GIF"), "anim-png.png": animated("PNG"), "pages.tif": animated("TIFF"),
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    result = run_cli("compress", *files, "-m", tiny_weights[3], "--rm", "-q", cwd=tmp_path)
+    assert result.returncode == 1
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(files)  # nothing written, nothing deleted
+    lines = [line for line in result.stderr.decode().splitlines() if line.strip()]
+    for name in files:
+        line = next(line for line in lines if f" {name}: " in line)
+        reason = "has 3 frames" if name.startswith(("anim", "pages")) else "16-bit"
+        assert reason in line, line
+    result = run_cli("compress", "rgb16.png", "anim-gif.gif", "-o", "all.vz", "-m", tiny_weights[3], "--rm", "-q",
+                     cwd=tmp_path)
+    assert result.returncode == 1 and not (tmp_path / "all.vz").exists()
+    assert (tmp_path / "rgb16.png").exists() and (tmp_path / "anim-gif.gif").exists()
+
+
+# ---------------------------------------------------------------------------------------------- tRNS colour keys
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_colour_key_round_trips_in_a_fresh_process(tmp_path, tiny_weights, mode):
+    data, key = colour_key_png(mode)
+    (tmp_path / "key.png").write_bytes(data)
+    original = Image.open(tmp_path / "key.png")
+    assert original.mode == mode and original.info["transparency"] == key
+    channels = 1 if mode == "L" else 3
+    assert run_cli("compress", "key.png", "-m", tiny_weights[channels], "-q", cwd=tmp_path).returncode == 0
+    result = run_cli("decompress", "key.vz", "-m", tiny_weights[channels], "-d", "out", "-q", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr.decode()
+    written = (tmp_path / "out" / "key.png").read_bytes()
+    assert b"tRNS" in written
+    decoded = Image.open(io.BytesIO(written))
+    assert decoded.mode == mode and decoded.info.get("transparency") == key
+    assert np.array_equal(np.asarray(decoded), np.asarray(original))
+    # Displayed the same: the pixels that have the key are transparent, the others opaque.
+    assert np.array_equal(np.asarray(decoded.convert("RGBA")), np.asarray(original.convert("RGBA")))
+    assert (np.asarray(decoded.convert("RGBA"))[..., 3] == 0).any()
+
+
+def test_a_low_depth_grey_key_is_scaled_with_its_pixels(tmp_path, tiny_weights):
+    """2-bit grey: Pillow scales the samples to 0..255 but not the key; open_image scales the key as well."""
+    samples = np.array([[0b00011011], [0b01010101]], dtype=np.uint8)  # greys 0 1 2 3 / 1 1 1 1
+    image = open_image(crafted_png(samples, 2, 0, png_chunk(b"tRNS", struct.pack(">H", 1))))
+    assert image.mode == "L" and image.info["transparency"] == 85
+    assert np.asarray(image)[0].tolist() == [0, 85, 170, 255]
+    model = load_model(tiny_weights[1])
+    (_, decoded), = decompress_images(compress_images([("g.png", image)], model, device="cpu").data, model,
+                                      device="cpu")
+    assert decoded.info["transparency"] == 85
+    assert np.asarray(decoded.convert("LA"))[..., 1].tolist() == [[255, 0, 255, 255], [0, 0, 0, 0]]
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_a_decode_that_loses_or_changes_the_key_fails_the_checksum(tiny_weights, mode):
+    image = open_image(colour_key_png(mode)[0])
+    model = load_model(tiny_weights[1 if mode == "L" else 3])
+    data = compress_images([("key.png", image)], model, tile=8, device="cpu").data
+    header, words = container.read(data)
+    entry = header.images[0]
+    stored = entry.info["transparency"]
+    assert stored == (77 if mode == "L" else [10, 200, 30])
+
+    def forged(info: dict) -> bytes:
+        return container.write(dataclasses.replace(header, images=(dataclasses.replace(entry, info=info),)), words)
+
+    without = {key: value for key, value in entry.info.items() if key != "transparency"}
+    other = 78 if mode == "L" else [10, 200, 31]
+    for info in (without, {**entry.info, "transparency": other}):
+        with pytest.raises(IntegrityError, match="do not match the checksum"):
+            decompress_images(forged(info), model, device="cpu")
+    for bad in ("77", -1, 65536, True, [1, 2], [1, 2, "3"], 1.5):
+        with pytest.raises(IntegrityError, match="cannot rebuild the image"):
+            decompress_images(forged({**entry.info, "transparency": bad}), model, device="cpu")
+    (_, decoded), = decompress_images(data, model, device="cpu")
+    assert decoded.info["transparency"] == (77 if mode == "L" else (10, 200, 30))
+
+
+def test_a_colour_key_in_a_mode_that_has_none_is_refused_by_the_decoder(tiny_weights):
+    image = Image.fromarray(RNG.integers(0, 256, (5, 6, 4), dtype=np.uint8), "RGBA")
+    model = load_model(tiny_weights[3])
+    data = compress_images([("a.png", image)], model, tile=8, device="cpu").data
+    header, words = container.read(data)
+    entry = dataclasses.replace(header.images[0], info={**header.images[0].info, "transparency": [1, 2, 3]})
+    with pytest.raises(IntegrityError, match="cannot rebuild the image"):
+        decompress_images(container.write(dataclasses.replace(header, images=(entry,)), words), model, device="cpu")
+
+
+def test_a_malformed_key_is_refused_before_coding():
+    image = Image.new("RGB", (3, 2), (1, 2, 3))
+    image.info["transparency"] = 5  # an RGB key must be (r, g, b): Pillow could not even save this
+    with pytest.raises(ImageError, match="not a colour key for a RGB image"):
+        split_image(image)
+
+
+def test_checksums_without_a_key_are_unchanged():
+    """Every .vz already written (and the golden files) must still verify: only a colour key adds to the hash."""
+    images = [
+        Image.fromarray(RNG.integers(0, 256, (4, 5), dtype=np.uint8), "L"),
+        Image.fromarray(RNG.integers(0, 256, (4, 5, 2), dtype=np.uint8), "LA"),
+        Image.fromarray(RNG.integers(0, 256, (4, 5, 3), dtype=np.uint8), "RGB"),
+        Image.fromarray(RNG.integers(0, 256, (4, 5, 4), dtype=np.uint8), "RGBA"),
+        Image.fromarray(RNG.integers(0, 256, (4, 5, 3), dtype=np.uint8), "RGB").quantize(colors=7),
+    ]
+    images[-1].info["transparency"] = 3
+    stale = Image.fromarray(RNG.integers(0, 256, (4, 5, 4), dtype=np.uint8), "RGBA")
+    stale.info["transparency"] = (1, 2, 3)  # not a key of an RGBA image: never hashed
+    for image in [*images, stale, Image.open(GOLDEN / "golden.png")]:
+        assert pixel_checksum(image) == old_pixel_checksum(image)
+    for name in ("golden.vz", "golden-v1.vz", "golden-v2.vz", "golden-v3.vz"):
+        header, _ = container.read((GOLDEN / name).read_bytes())
+        assert header.pixels_sha256 == combined_checksum([pixel_checksum(Image.open(GOLDEN / "golden.png"))]), name
+    keyed = images[2].copy()
+    keyed.info["transparency"] = (1, 2, 3)
+    assert pixel_checksum(keyed) != pixel_checksum(images[2])
