@@ -1,6 +1,7 @@
 """Fuzz the .vz decoder: mutate real files made with an untrained tiny model and check every outcome.
 
     .venv/bin/python scripts/fuzz.py --cases 10000 --report fuzz-report.json [--seed 0] [--timeout 10]
+        [--weights-cases 2000] [--adversarial [--adversarial-cases 500]]
 
 Each case is decoded in-process through `vaezip.api.decompress_images`. An outcome is one of:
 - rejected with an exception in `vaezip.errors.USER_ERRORS` (counted by class): fine;
@@ -15,17 +16,38 @@ harmless mutation, exit 0 and write exactly the original image).
 Mutations: bit flips, byte changes, truncations, insertions, deletions, trailing bytes anywhere in the file;
 and "CRC-fixed" ones that edit the header JSON (raw bytes or structured edits of its fields), the payload
 words or the prefix fields and then recompute both CRC32s, so that they reach the JSON parser, the schema
-checks and the decoder instead of stopping at a checksum. The report (JSON, plus a markdown twin when the
-path ends in .md or with --markdown) lists the counts, the failures with their mutation, and the slowest
-rejections.
+checks and the decoder instead of stopping at a checksum; "resource-crc" ones forge what costs memory and
+time (huge or tiny grid floats, thousands of huge images, huge tile counts, huge batches, empty payloads).
+
+Besides the random mutations, every run also goes through (issue 19):
+- crafted headers, a fixed named list: grid_bound / grid_step 1e308 and other huge or tiny floats, an empty
+  archive (no images, no schedule, no payload, pixels_sha256 = sha256("")), 32 palette images of 10000x10000
+  with a tiny payload, one 16-tile batch of 1024x1024 tiles, huge tile counts with empty payloads; and valid
+  files whose payload is empty (black images, every mode), which must decode to the original. Each also goes
+  through the CLI.
+- crafted weights files (`--weights-cases` random ones after a fixed named list: negative, string and huge
+  widths, num_mixtures 10^7, 6,000 stages, 100,000-deep metadata JSON, tensors of the wrong names, shapes or
+  dtypes, damaged safetensors headers), loaded through `vaezip.api.load_model`: each must be a one-line
+  CheckpointError / ConfigError (or load, where the edit kept the file consistent).
+- with --adversarial, round trips of adversarial contents (black, white, constant, two-value, noise,
+  letterboxed, gradients, 1x1 .. 3x3 and larger, in every mode L / LA / RGB / RGBA / P), compressed and
+  decoded in process: anything but the exact original back is a failure; `--adversarial-cases` adds random
+  small images made of large constant regions.
+The report (JSON, plus a markdown twin when the path ends in .md or with --markdown) lists the counts by
+section and outcome, the failures with their mutation, the slowest rejections, and the process's peak memory
+(ru_maxrss) with the cases that raised it most. --memory-limit-gb caps the address space (RLIMIT_AS), so a
+case that would take the machine's memory fails as a MemoryError instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import random
+import re
+import resource
 import signal
 import struct
 import sys
@@ -54,8 +76,9 @@ class CaseTimeout(BaseException):
 # ---------------------------------------------------------------------------------------------- corpus
 
 
-def make_model(path: Path, seed: int = 0, name: str = "tiny-rgb") -> Path:
-    """An untrained tiny RGB model exported as safetensors (codes losslessly, just not compactly)."""
+def make_model(path: Path, seed: int = 0, name: str = "tiny-rgb", channels: int = 3) -> Path:
+    """An untrained tiny model (RGB, or grey with channels=1) exported as safetensors (codes losslessly, just
+    not compactly)."""
     import torch
 
     from vaezip.checkpoint import config_to_dict, export_weights
@@ -63,7 +86,7 @@ def make_model(path: Path, seed: int = 0, name: str = "tiny-rgb") -> Path:
     from vaezip.model import HierarchicalVAE
 
     torch.manual_seed(seed)
-    model = HierarchicalVAE(dataclasses.replace(get_preset("tiny").model, image_channels=3))
+    model = HierarchicalVAE(dataclasses.replace(get_preset("tiny").model, image_channels=channels))
     export_weights({"ema": model.state_dict(), "model_config": config_to_dict(model.config), "step": 0}, path, name)
     return path
 
@@ -218,8 +241,8 @@ def mutate(rng: random.Random, data: bytes) -> tuple[bytes, str]:
     """One mutation of a well-formed file, and its description (starting with the kind of mutation)."""
     kind = rng.choices(
         ["bitflip", "byte", "truncate", "insert", "delete", "append", "header-bytes-crc", "json-crc", "targeted-crc",
-         "payload-crc", "prefix-crc", "empty"],
-        weights=[14, 8, 8, 5, 5, 2, 14, 18, 10, 12, 3, 1],
+         "payload-crc", "prefix-crc", "empty", "resource-crc"],
+        weights=[14, 8, 8, 5, 5, 2, 14, 18, 10, 12, 3, 1, 6],
     )[0]
     mutated, what = _mutate(rng, data, kind)
     return mutated, f"{kind}: {what}"
@@ -262,6 +285,10 @@ def _mutate(rng: random.Random, data: bytes, kind: str) -> tuple[bytes, str]:
     if kind == "targeted-crc":
         edited, what = targeted_edit(rng, header)
         return build_file(edited, payload, version=version), what + ", CRCs recomputed"
+    if kind == "resource-crc":
+        edited, keep, what = resource_edit(rng, header)
+        kept = payload if keep == "all" else payload[: 4 * keep]
+        return build_file(edited, kept, version=version), f"{what}, {len(kept) // 4} payload words, CRCs recomputed"
     if kind == "payload-crc":
         p = bytearray(payload)
         how = rng.choice(["flip", "word", "drop", "add", "zero", "swap"])
@@ -293,7 +320,579 @@ def _mutate(rng: random.Random, data: bytes, kind: str) -> tuple[bytes, str]:
     return build_file(header, payload, w=w), f"payload length field {w}, CRCs recomputed"
 
 
+HUGE_FLOATS = [1e308, 1.7976931348623157e308, 1e300, 1e100, 1e30, 65536.0, 1e-30, 1e-100, 1e-300,
+               2.2250738585072014e-308, 5e-324, 0.5, 1.0, 3.0]
+
+
+def _count_tiles(height: int, width: int, tile: int) -> int:
+    return -(-height // tile) * -(-width // tile)
+
+
+def schedule_for(tiles: int, max_batch: int, first: str = "d") -> list:
+    """A schedule the header accepts for `tiles` tiles: one tile without bits-back, then full batches."""
+    runs = [[first, 1, 1]]
+    rest = tiles - 1
+    if rest >= max_batch:
+        runs.append(["b", max_batch, rest // max_batch])
+    if rest % max_batch:
+        runs.append(["b", rest % max_batch, 1])
+    return runs if tiles else []
+
+
+def huge_image_header(obj: dict, *, width: int, height: int, tile: int, max_batch: int, count: int = 1,
+                      mode: str = "RGB", first: str = "d") -> dict:
+    """`obj` with `count` images of width x height coded through the model, and a schedule that covers them."""
+    base = {"height": height, "info": {"planes": {}}, "mode": mode, "name": "x.png", "palette": None, "width": width}
+    obj["images"] = [{**base, "name": f"huge{i}.png"} for i in range(count)]
+    obj["coder"].update(tile=tile, max_batch=max_batch,
+                        schedule=schedule_for(count * _count_tiles(height, width, tile), max_batch, first))
+    return obj
+
+
+def palette_images_header(obj: dict, *, count: int, side: int, values: list[int]) -> dict:
+    """`obj` with `count` P images of side x side whose pixels are all in the index plane (no model tiles)."""
+    pixels = side * side
+    counts = [pixels // len(values)] * len(values)
+    counts[0] += pixels - sum(counts)
+    entry = {"height": side, "mode": "P", "palette": "0a141e0a141ec86400", "width": side,
+             "info": {"palette_mode": "RGB", "planes": {"index": {"counts": counts, "values": bytes(values).hex()}}}}
+    obj["images"] = [{**entry, "name": f"pal{i}.png"} for i in range(count)]
+    obj["coder"]["schedule"] = []
+    return obj
+
+
+def resource_edit(rng: random.Random, header: bytes) -> tuple[bytes, int | str, str]:
+    """A forged header that would cost memory or time if believed: (JSON, payload words to keep or "all", what)."""
+    obj = json.loads(header)
+    how = rng.choice(["grid", "grid", "images", "tiles", "batch", "palettes", "empty-archive"])
+    keep = rng.choice([0, 0, 1, 4, "all"])
+    if how == "grid":
+        field = rng.choice(["grid_bound", "grid_step"])
+        value = rng.choice(HUGE_FLOATS)
+        obj["coder"][field] = value
+        return canonical(obj), keep, f"resource {field} = {value!r}"
+    if how == "images":
+        side = rng.choice([1024, 4096, 10000, 16384, 65535])
+        tile = rng.choice([8, 16, 32, 256, 1024])
+        count = rng.choice([1, 2, 32, 4096])
+        other = rng.choice([1, 7, side])
+        obj = huge_image_header(obj, width=side, height=other, tile=tile, max_batch=rng.choice([1, 16, 4096]),
+                                count=count)
+        return canonical(obj), keep, f"resource {count} images of {side}x{other}, tile {tile}"
+    if how == "tiles":
+        tile = rng.choice([1, 2, 4, 8])
+        side = rng.choice([512, 4096, 10000, 16384])
+        obj = huge_image_header(obj, width=side, height=side, tile=tile, max_batch=rng.choice([16, 4096]))
+        return canonical(obj), keep, f"resource {side}x{side} in {tile}x{tile} tiles"
+    if how == "batch":
+        tile = rng.choice([256, 512, 1024])
+        n = rng.choice([4, 16, 64, 4096])
+        side = tile * int(n**0.5)
+        obj = huge_image_header(obj, width=side, height=side, tile=tile, max_batch=n, first=rng.choice("db"))
+        obj["coder"]["schedule"] = [[rng.choice("db"), n, 1]]
+        return canonical(obj), keep, f"resource one batch of {n} tiles of {tile}x{tile}"
+    if how == "palettes":
+        count, side = rng.choice([1, 32, 4096]), rng.choice([4096, 10000, 16384])
+        obj = palette_images_header(obj, count=count, side=side, values=rng.choice([[0], [0, 1], [0, 1, 2]]))
+        return canonical(obj), keep, f"resource {count} palette images of {side}x{side}"
+    obj["images"], obj["coder"]["schedule"] = [], []
+    obj["pixels_sha256"] = hashlib.sha256(b"").hexdigest()
+    return canonical(obj), 0, "resource empty archive"
+
+
+# ---------------------------------------------------------------------------------------------- crafted files
+
+
+class Crafted:
+    """One crafted .vz file: `must_decode` files are valid and must decode to `original`; the others must be
+    rejected cleanly (or decode to `original`, where the edit did not matter). A plain class, not a dataclass:
+    tests load this script with importlib without registering it in sys.modules."""
+
+    def __init__(self, name: str, data: bytes, original: list, model: str, must_decode: bool = False):
+        self.name, self.data, self.original = name, data, original
+        self.model = model  # "rgb" or "grey": the model that decodes it
+        self.must_decode = must_decode
+
+
+def black_images() -> list[tuple[str, str, list]]:
+    """(name, model, images): valid images whose files carry an empty or almost empty payload (issue 19 item 1)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(7)
+    bars = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    bars[:32] = 0
+    letterbox = rng.integers(0, 256, (40, 24, 3), dtype=np.uint8)
+    letterbox[:8] = letterbox[-8:] = 0
+    rgba_black = Image.new("RGBA", (9, 9), (0, 0, 0, 255))
+    grey_bars = rng.integers(0, 256, (24, 24), dtype=np.uint8)
+    grey_bars[:, :12] = 0
+    return [
+        ("black-rgb-8x8", "rgb", [("black.png", Image.new("RGB", (8, 8)))]),
+        ("black-rgb-1x1", "rgb", [("black.png", Image.new("RGB", (1, 1)))]),
+        ("black-rgb-40x40-tiles", "rgb", [("black.png", Image.new("RGB", (40, 40)))]),
+        ("black-bars-rgb-64x64", "rgb", [("bars.png", Image.fromarray(bars, "RGB"))]),
+        ("black-letterbox-rgb", "rgb", [("letterbox.png", Image.fromarray(letterbox, "RGB"))]),
+        ("black-rgba-opaque", "rgb", [("black.png", rgba_black)]),
+        ("black-rgba-transparent", "rgb", [("clear.png", Image.new("RGBA", (9, 9)))]),
+        ("black-p-1x1-default-palette", "rgb", [("p.png", Image.new("P", (1, 1)))]),
+        ("black-p-16x16", "rgb", [("p.png", Image.new("P", (16, 16)))]),
+        ("black-l-8x8", "grey", [("black.png", Image.new("L", (8, 8)))]),
+        ("black-l-33x17-tiles", "grey", [("black.png", Image.new("L", (33, 17)))]),
+        ("black-la", "grey", [("black.png", Image.new("LA", (5, 7)))]),
+        ("black-bars-l", "grey", [("bars.png", Image.fromarray(grey_bars, "L"))]),
+        ("black-archive-rgb", "rgb", [("a.png", Image.new("RGB", (8, 8))), ("b.png", Image.new("RGB", (3, 5))),
+                                      ("c.png", Image.new("P", (2, 2)))]),
+    ]
+
+
+QUICK_CRAFTED = ("grid_bound 1e+308", "grid_step 5e-324", "grid_bound 1e-300", "empty archive",
+                 "32 palette images of 10000x10000, 2 values", "one 16-tile batch of 1024x1024 tiles [['d', 16, 1]]",
+                 "1 x 10000x10000 in 8x8 tiles, 0 payload words", "valid: black-rgb-8x8", "valid: black-bars-rgb",
+                 "valid: black-p-1x1", "valid: black-l-8x8", "valid: black-rgba-transparent")
+
+
+def crafted_headers(corpus: dict, models: dict, quick: bool = False) -> list[Crafted]:
+    """The crafted files of issue 19, named; built from the corpus with both CRCs right. `quick`: the few
+    that QUICK_CRAFTED names (for the test suite)."""
+    from vaezip.api import compress_images
+
+    out: list[Crafted] = []
+    tiles_data, tiles_original = corpus["rgb-tiles"]
+    archive_data, archive_original = corpus["archive"]
+    version, tiles_header, tiles_payload = split_file(tiles_data)
+    _, archive_header, archive_payload = split_file(archive_data)
+
+    def edited(header: bytes, change) -> bytes:
+        obj = json.loads(header)
+        change(obj)
+        return canonical(obj)
+
+    for field in ("grid_bound", "grid_step"):
+        for value in HUGE_FLOATS:
+            header = edited(tiles_header, lambda obj: obj["coder"].__setitem__(field, value))
+            out.append(Crafted(f"{field} {value!r}", build_file(header, tiles_payload), tiles_original, "rgb"))
+    header = edited(tiles_header, lambda obj: obj["coder"].update(grid_bound=1e308, grid_step=5e-324))
+    out.append(Crafted("grid_bound 1e308 and grid_step 5e-324", build_file(header, tiles_payload), tiles_original,
+                       "rgb"))
+    header = edited(archive_header, lambda obj: obj["coder"].__setitem__("grid_bound", 1e308))
+    out.append(Crafted("archive grid_bound 1e308", build_file(header, archive_payload), archive_original, "rgb"))
+
+    def empty(obj):
+        obj["images"], obj["coder"]["schedule"] = [], []
+        obj["pixels_sha256"] = hashlib.sha256(b"").hexdigest()
+
+    out.append(Crafted("empty archive", build_file(edited(archive_header, empty), b""), [], "rgb"))
+    out.append(Crafted("empty archive with payload", build_file(edited(archive_header, empty), archive_payload), [],
+                       "rgb"))
+    for count, values in ((32, [0, 1]), (32, [0]), (4096, [0, 1])):
+        header = edited(archive_header, lambda obj: palette_images_header(obj, count=count, side=10000, values=values))
+        out.append(Crafted(f"{count} palette images of 10000x10000, {len(values)} values, tiny payload",
+                           build_file(header, archive_payload[:8]), [], "rgb"))
+    for schedule in ([["d", 16, 1]], [["b", 16, 1]], [["d", 1, 1], ["b", 15, 1]]):
+        def batch(obj, schedule=schedule):
+            huge_image_header(obj, width=4096, height=4096, tile=1024, max_batch=16)
+            obj["coder"]["schedule"] = schedule
+        header = edited(tiles_header, batch)
+        out.append(Crafted(f"one 16-tile batch of 1024x1024 tiles {schedule}", build_file(header, tiles_payload[:16]),
+                           [], "rgb"))
+    for side, other, tile, max_batch, count in ((10000, 10000, 8, 16, 1), (10000, 10000, 1, 4096, 1),
+                                                (65535, 4096, 4, 4096, 1), (16384, 16384, 16, 16, 1),
+                                                (64, 64, 1, 4096, 4096), (10000, 10000, 8, 16, 32)):
+        for words in (0, 1):
+            header = edited(tiles_header, lambda obj: huge_image_header(obj, width=side, height=other, tile=tile,
+                                                                         max_batch=max_batch, count=count))
+            out.append(Crafted(f"{count} x {side}x{other} in {tile}x{tile} tiles, {words} payload words",
+                               build_file(header, tiles_payload[: 4 * words]), [], "rgb"))
+    for name, model, images in black_images():
+        if quick and not any(f"valid: {name}".startswith(q) for q in QUICK_CRAFTED):
+            continue
+        data = compress_images(images, models[model], tile=8).data
+        out.append(Crafted(f"valid: {name} ({len(split_file(data)[2]) // 4} payload words)", data, images, model,
+                           must_decode=True))
+    if quick:
+        out = [item for item in out if any(item.name.startswith(q) for q in QUICK_CRAFTED)]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- crafted weights
+
+
+def safetensors_file(description, tensors: dict, raw_text: str | None = None) -> bytes:
+    from safetensors.torch import save
+
+    text = raw_text if raw_text is not None else json.dumps(description)
+    return save(tensors, metadata=None if text is None else {"vaezip": text})
+
+
+def _deep_text(description: dict, depth: int, kind: str = "[]") -> str:
+    """The description's JSON with an extra key nested `depth` arrays ("[]") or objects ("{}") deep."""
+    nested = "[" * depth + "]" * depth if kind == "[]" else '{"a":' * depth + "1" + "}" * depth
+    return json.dumps(description)[:-1] + ', "x": ' + nested + "}"
+
+
+def _set_header_json(data: bytes, change) -> bytes:
+    """A safetensors file whose header JSON `change(obj)` edited, with its length prefix recomputed."""
+    n = int.from_bytes(data[:8], "little")
+    obj = json.loads(data[8 : 8 + n])
+    change(obj)
+    text = json.dumps(obj).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + data[8 + n :]
+
+
+def weights_named(description: dict, state: dict) -> list[tuple[str, bytes]]:
+    """The crafted weights files of issue 19 (and their neighbours), named."""
+    import torch
+
+    def config(**changes):
+        return {**description, "model_config": {**description["model_config"], **changes}}
+
+    def stage(**changes):
+        stages = [dict(s) for s in description["model_config"]["stages"]]
+        stages[0].update(changes)
+        return config(stages=stages)
+
+    first = next(iter(state))
+    wide = next(key for key, value in state.items() if value.dim() > 1 and value.shape[0] != value.shape[1])
+    cases = [
+        ("width -5", stage(width=-5)), ("width '64'", stage(width="64")), ("width 10^12", stage(width=10**12)),
+        ("width 10^300", stage(width=10**300)), ("width true", stage(width=True)), ("width 32.0", stage(width=32.0)),
+        ("latent_channels 10^5", stage(latent_channels=10**5)), ("encoder_blocks 10^6", stage(encoder_blocks=10**6)),
+        ("num_mixtures 10^7", config(num_mixtures=10**7)), ("num_mixtures 0", config(num_mixtures=0)),
+        ("stem_factor 1000", config(stem_factor=1000)), ("pixel_context 10^9", config(pixel_context=10**9)),
+        ("min_std 0", config(min_std=0.0)), ("min_std 1e308", config(min_std=1e308)),
+        ("image_channels 2", config(image_channels=2)),
+        ("6000 stages", config(stages=description["model_config"]["stages"] * 3000)),
+        ("600 stages", config(stages=description["model_config"]["stages"] * 300)),
+        ("31 G parameters", config(stages=[{"width": 1024, "encoder_blocks": 64, "latent_groups": 64,
+                                            "latent_channels": 256}] * 8)),
+        ("180 M parameter config, tiny tensors", config(num_mixtures=10, stages=[
+            {"width": 512, "encoder_blocks": 2, "latent_groups": 2, "latent_channels": 16}] * 7)),
+        ("format_version true", {**description, "format_version": True}),
+        ("name 60000 chars", {**description, "name": "n" * 60000}),
+    ]
+    out = [(name, safetensors_file(d, state)) for name, d in cases]
+    out += [
+        ("metadata 100,000 deep", safetensors_file(None, state, _deep_text(description, 100_000))),
+        ("metadata 20,000 deep", safetensors_file(None, state, _deep_text(description, 20_000))),
+        ("metadata 5,000 deep objects", safetensors_file(None, state, _deep_text(description, 5_000, "{}"))),
+        ("metadata 1 MB", safetensors_file(None, state, json.dumps(description) + " " * 2**20)),
+        ("metadata NaN", safetensors_file(None, state, json.dumps(config(min_std=float("nan"))))),
+        ("metadata 5000-digit width", safetensors_file(None, state, re.sub(
+            r'"width": \d+', '"width": ' + "9" * 5000, json.dumps(description), count=1))),
+        ("no metadata", safetensors_file(None, state, None)),
+        ("tensor missing", safetensors_file(description, {k: v for k, v in state.items() if k != first})),
+        ("tensor extra", safetensors_file(description, {**state, "evil": torch.zeros(3)})),
+        ("tensor int32", safetensors_file(description, {**state, first: state[first].to(torch.int32)})),
+        ("tensor reshaped", safetensors_file(description, {**state, wide: state[wide].flatten()})),
+        ("tensor transposed", safetensors_file(description, {**state, wide: state[wide].transpose(0, 1).contiguous()})),
+    ]
+    genuine = safetensors_file(description, state)
+    out += [
+        ("safetensors shape 2^40", _set_header_json(genuine, lambda obj: obj[first].__setitem__("shape", [2**40]))),
+        ("safetensors offsets past the end", _set_header_json(
+            genuine, lambda obj: obj[first].__setitem__("data_offsets", [0, 2**40]))),
+        ("safetensors header length 2^62", (2**62).to_bytes(8, "little") + genuine[8:]),
+        ("empty file", b""),
+        ("truncated", genuine[: len(genuine) // 2]),
+    ]
+    return out
+
+
+WEIGHT_VALUES = [-5, -1, 0, 1, 2, 3, 8, 64, 65, 1024, 1025, 6000, 10**7, 2**31, 2**63, 10**30, 1e308, 5e-324, 0.5,
+                 "64", "", True, False, None, [], {}, [1], {"a": 1}]
+
+
+def mutate_weights(rng: random.Random, description: dict, state: dict) -> tuple[bytes, str]:
+    """One random crafted weights file from the genuine description and tensors, and what was done."""
+    import torch
+
+    kind = rng.choice(["config", "config", "config", "stages", "deep", "metadata-bytes", "top", "tensor", "tensor",
+                       "file-bytes", "header-json"])
+    d = json.loads(json.dumps(description))
+    if kind == "config":
+        paths = [path for path, _ in _paths(d["model_config"]) if path]
+        path = rng.choice(paths)
+        value = rng.choice(WEIGHT_VALUES)
+        _set(d["model_config"], path, value)
+        return safetensors_file(d, state), f"config {'/'.join(map(str, path))} = {str(value)[:30]}"
+    if kind == "stages":
+        n = rng.choice([0, 2, 9, 100, 600, 6000])
+        d["model_config"]["stages"] = (d["model_config"]["stages"] * n)[:n]
+        return safetensors_file(d, state), f"{n} stages"
+    if kind == "deep":
+        depth = rng.choice([15, 17, 100, 1000, 20_000, 100_000])
+        shape = rng.choice(["[]", "{}"])
+        return safetensors_file(None, state, _deep_text(d, depth, shape)), f"metadata nested {depth} deep ({shape})"
+    if kind == "metadata-bytes":
+        text = list(json.dumps(d))
+        for _ in range(rng.choice([1, 2, 4])):
+            text[rng.randrange(len(text))] = rng.choice('0123456789{}[]",:.-eE ')
+        return safetensors_file(None, state, "".join(text)), "metadata chars edited"
+    if kind == "top":
+        key = rng.choice(["kind", "format_version", "name", "model_config", "step"])
+        if rng.random() < 0.3:
+            del d[key]
+            return safetensors_file(d, state), f"metadata without {key}"
+        value = rng.choice(WEIGHT_VALUES + ["vaezip-weights", 1, 2])
+        d[key] = value
+        return safetensors_file(d, state), f"metadata {key} = {str(value)[:30]}"
+    if kind == "tensor":
+        tensors = dict(state)
+        key = rng.choice(sorted(tensors))
+        how = rng.choice(["drop", "add", "reshape", "int32", "bool", "float16", "float64", "scalar", "grow"])
+        if how == "drop":
+            del tensors[key]
+        elif how == "add":
+            tensors[key + ".extra"] = torch.zeros(2)
+        elif how == "reshape":
+            tensors[key] = tensors[key].flatten() if tensors[key].dim() > 1 else tensors[key][None]
+        elif how in ("int32", "bool", "float16", "float64"):
+            tensors[key] = tensors[key].to(getattr(torch, how))
+        elif how == "scalar":
+            tensors[key] = torch.zeros(())
+        else:
+            tensors[key] = torch.zeros(tensors[key].numel() + 1)
+        return safetensors_file(d, tensors), f"tensor {key}: {how}"
+    genuine = bytearray(safetensors_file(d, state))
+    if kind == "file-bytes":
+        n = int.from_bytes(genuine[:8], "little")
+        how = rng.choice(["flip", "truncate", "length"])
+        if how == "flip":
+            at = rng.randrange(8 + n)
+            genuine[at] ^= 1 << rng.randrange(8)
+            return bytes(genuine), f"bit flipped at byte {at} (header)"
+        if how == "truncate":
+            cut = rng.randrange(len(genuine))
+            return bytes(genuine[:cut]), f"truncated to {cut}"
+        value = rng.choice([0, 1, n - 1, n + 8, 2**31, 2**62, 2**64 - 1])
+        return value.to_bytes(8, "little") + bytes(genuine[8:]), f"header length {value}"
+    key = rng.choice(sorted(state))
+    field = rng.choice(["shape", "dtype", "data_offsets"])
+    value = {"shape": rng.choice([[2**40], [0], [], [-1], [2**31, 2**31]]),
+             "dtype": rng.choice(["I64", "BOOL", "F8_E4M3", "X"]),
+             "data_offsets": rng.choice([[0, 2**40], [10, 0], [0, 0]])}[field]
+    return _set_header_json(bytes(genuine), lambda obj: obj[key].__setitem__(field, value)), \
+        f"safetensors header {key} {field} = {value}"
+
+
+def run_weights_case(data: bytes, path: Path, timeout: float) -> tuple[str, str, float]:
+    """Load crafted weights through `vaezip.api.load_model`: (outcome, detail, seconds)."""
+    from vaezip.api import load_model
+    from vaezip.checkpoint import CheckpointError
+    from vaezip.config import ConfigError
+
+    path.write_bytes(data)
+    started = time.perf_counter()
+    signal.setitimer(signal.ITIMER_REAL, timeout)
+    try:
+        load_model(path)
+    except CaseTimeout:
+        return "FAIL-timeout", f"no answer within {timeout} s", time.perf_counter() - started
+    except (CheckpointError, ConfigError) as error:
+        message = str(error)
+        if "\n" in message.strip() or not message.strip() or len(message) > 500:
+            return "FAIL-message", f"{type(error).__name__}: {message[:300]!r}", time.perf_counter() - started
+        return f"error:{type(error).__name__}", message, time.perf_counter() - started
+    except BaseException as error:  # noqa: BLE001
+        if isinstance(error, KeyboardInterrupt):
+            raise
+        return "FAIL-traceback", "".join(traceback.format_exception(error))[-1500:], time.perf_counter() - started
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    return "loaded", "", time.perf_counter() - started
+
+
+# ---------------------------------------------------------------------------------------------- adversarial contents
+
+ADVERSARIAL_MODES = ("L", "LA", "RGB", "RGBA", "P")
+CONTENTS = ("black", "white", "constant", "two-value", "checker", "noise", "letterbox", "pillarbox", "black-corner",
+            "gradient-h", "gradient-v", "gradient-diagonal")
+SMALL_SIZES = [(w, h) for h in (1, 2, 3) for w in (1, 2, 3)]
+LARGER_SIZES = [(8, 8), (16, 9), (17, 23), (40, 24)]
+
+
+def content_plane(content: str, width: int, height: int, rng: np.random.Generator) -> np.ndarray:
+    """(H, W) uint8 values of one adversarial content."""
+    ys, xs = np.mgrid[0:height, 0:width]
+    if content == "black":
+        return np.zeros((height, width), np.uint8)
+    if content == "white":
+        return np.full((height, width), 255, np.uint8)
+    if content == "constant":
+        return np.full((height, width), 77, np.uint8)
+    if content == "two-value":
+        return np.where(rng.random((height, width)) < 0.5, 10, 11).astype(np.uint8)
+    if content == "checker":
+        return (((ys + xs) % 2) * 255).astype(np.uint8)
+    if content == "noise":
+        return rng.integers(0, 256, (height, width), dtype=np.uint8)
+    if content in ("letterbox", "pillarbox", "black-corner"):
+        plane = rng.integers(0, 256, (height, width), dtype=np.uint8)
+        if content == "letterbox":
+            bar = max(1, height // 4)
+            plane[:bar] = plane[-bar:] = 0
+        elif content == "pillarbox":
+            bar = max(1, width // 4)
+            plane[:, :bar] = plane[:, -bar:] = 0
+        else:
+            plane[: (height + 1) // 2, : (width + 1) // 2] = 0
+        return plane
+    if content == "gradient-h":
+        return (xs * 255 // max(1, width - 1)).astype(np.uint8)
+    if content == "gradient-v":
+        return (ys * 255 // max(1, height - 1)).astype(np.uint8)
+    return ((xs + ys) * 255 // max(1, width + height - 2)).astype(np.uint8)
+
+
+def adversarial_image(content: str, mode: str, width: int, height: int, rng: np.random.Generator, variant: int = 0):
+    """A PIL image of `mode` whose every plane carries `content` (colours and alpha vary with `variant`)."""
+    from PIL import Image
+
+    plane = content_plane(content, width, height, rng)
+    if mode == "L":
+        return Image.fromarray(plane, "L")
+    alpha = [np.full_like(plane, 255), np.zeros_like(plane), plane, content_plane("two-value", width, height, rng) * 25]
+    alpha = alpha[variant % len(alpha)]
+    if mode == "LA":
+        return Image.fromarray(np.stack([plane, alpha], -1), "LA")
+    shifts = [(0, 0, 0), (0, 85, 170), (255, 0, 0)][variant % 3]
+    rgb = np.stack([(plane.astype(np.int32) + s) % 256 if content not in ("black", "white") else plane for s in shifts],
+                   -1).astype(np.uint8)
+    if mode == "RGB":
+        return Image.fromarray(rgb, "RGB")
+    if mode == "RGBA":
+        return Image.fromarray(np.concatenate([rgb, alpha[..., None]], -1), "RGBA")
+    # P: the content as indices into a palette: the default one (black entries), a random one, or one with
+    # duplicated colours (coded through the index plane).
+    image = Image.fromarray((plane % 16 if variant % 3 == 2 else plane).astype(np.uint8), "P")
+    if variant % 3 == 0:
+        image.putpalette([0, 0, 0] * 256)
+    elif variant % 3 == 1:
+        image.putpalette(rng.integers(0, 256, 768, dtype=np.uint8).tobytes())
+    else:
+        image.putpalette([10, 20, 30, 10, 20, 30] * 8)
+    return image
+
+
+def adversarial_suite(quick: bool = False) -> list[tuple[str, str, int, int, int]]:
+    """(content, mode, width, height, variant) of the fixed suite; `quick`: a subset for the test suite."""
+    sizes = SMALL_SIZES + ([] if quick else LARGER_SIZES)
+    contents = ("black", "two-value", "noise", "letterbox", "gradient-diagonal") if quick else CONTENTS
+    cases = []
+    for mode in ADVERSARIAL_MODES:
+        for index, content in enumerate(contents):
+            for size_index, (width, height) in enumerate(sizes):
+                if quick and (size_index + index) % 3:
+                    continue
+                cases.append((content, mode, width, height, index + size_index))
+    return cases
+
+
+def random_adversarial(rng: random.Random, nrng: np.random.Generator):
+    """A random small image made of large constant regions (plus some noise and gradients), as hypothesis would."""
+    from PIL import Image
+
+    mode = rng.choice(ADVERSARIAL_MODES)
+    width, height = rng.randint(1, 48), rng.randint(1, 48)
+    background = rng.choice([0, 0, 0, 255, rng.randrange(256)])
+    channels = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4, "P": 1}[mode]
+    array = np.full((height, width, channels), background, np.uint8)
+    parts = []
+    for _ in range(rng.randint(0, 4)):
+        y0, x0 = rng.randrange(height), rng.randrange(width)
+        y1, x1 = rng.randint(y0 + 1, height), rng.randint(x0 + 1, width)
+        fill = rng.choice(["constant", "constant", "noise", "gradient"])
+        region = array[y0:y1, x0:x1]
+        if fill == "constant":
+            region[...] = rng.randrange(256)
+        elif fill == "noise":
+            region[...] = nrng.integers(0, 256, region.shape, dtype=np.uint8)
+        else:
+            region[...] = (np.arange(x1 - x0) * 7 % 256).astype(np.uint8)[None, :, None]
+        parts.append(f"{fill}@{y0}:{y1},{x0}:{x1}")
+    if mode == "P":
+        image = Image.fromarray(array[..., 0], "P")
+        image.putpalette(nrng.integers(0, 256, 768, dtype=np.uint8).tobytes() if rng.random() < 0.5 else [0] * 768)
+    else:
+        image = Image.fromarray(array[..., 0] if channels == 1 else array, mode)
+    tile = rng.choice([8, 16, 32])
+    return image, f"random {mode} {width}x{height} background {background} tile {tile} [{' '.join(parts)}]", tile
+
+
+def run_round_trip(image, loaded, timeout: float, tile: int | None) -> tuple[str, str, float]:
+    """Compress then decode in process: 'identical', or a FAIL-* outcome."""
+    from vaezip.api import compress_images, decompress_images
+    from vaezip.errors import USER_ERRORS
+
+    started = time.perf_counter()
+    signal.setitimer(signal.ITIMER_REAL, timeout)
+    stage = "compress"
+    try:
+        data = compress_images([("case.png", image)], loaded, tile=tile, device="cpu").data
+        stage = "decode"
+        decoded = decompress_images(data, loaded, device="cpu")
+    except CaseTimeout:
+        return "FAIL-timeout", f"{stage}: no answer within {timeout} s", time.perf_counter() - started
+    except USER_ERRORS as error:
+        return f"FAIL-{stage}-refused", f"{type(error).__name__}: {str(error)[:300]}", time.perf_counter() - started
+    except BaseException as error:  # noqa: BLE001
+        if isinstance(error, KeyboardInterrupt):
+            raise
+        return "FAIL-traceback", f"{stage}: " + "".join(traceback.format_exception(error))[-1500:], \
+            time.perf_counter() - started
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    seconds = time.perf_counter() - started
+    if compare(decoded, [("case.png", image)]) != "identical":
+        return "FAIL-wrong-image", "decoded without error to a different image", seconds
+    return "identical", "", seconds
+
+
 # ---------------------------------------------------------------------------------------------- running
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far (ru_maxrss: KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Section:
+    """Outcome counts, failures, slowest rejections and peak-memory jumps of one part of a run."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.outcomes: Counter = Counter()
+        self.failures: list[dict] = []
+        self.slowest: list[tuple] = []
+        self.memory: list[tuple] = []  # (MiB the process peak grew during the case, label)
+        self.examples: dict[str, str] = {}
+        self.seconds = 0.0
+
+    def add(self, label: str, outcome: str, detail: str, seconds: float, peak_before: float) -> None:
+        self.outcomes[outcome] += 1
+        self.seconds += seconds
+        self.examples.setdefault(outcome, f"{label}: {detail[:200]}")
+        if outcome.startswith("FAIL"):
+            self.failures.append({"section": self.name, "case": label, "outcome": outcome, "detail": detail})
+        elif outcome.startswith("error"):
+            self.slowest = sorted(self.slowest + [(seconds, label, outcome[len("error:"):], detail[:200])],
+                                  reverse=True)[:10]
+        grown = peak_rss_mib() - peak_before
+        if grown > 1:
+            self.memory = sorted(self.memory + [(grown, label)], reverse=True)[:5]
+
+    def summary(self) -> dict:
+        return {
+            "cases": sum(self.outcomes.values()),
+            "case_seconds": round(self.seconds, 1),
+            "outcomes": dict(sorted(self.outcomes.items())),
+            "failure_count": len(self.failures),
+            "slowest_rejections": [{"seconds": round(t, 4), "case": c, "error": e, "message": m}
+                                   for t, c, e, m in self.slowest],
+            "largest_peak_memory_growth": [{"mib": round(m, 1), "case": c} for m, c in self.memory],
+            "example_per_outcome": self.examples,
+        }
 
 
 def compare(decoded, original) -> str:
@@ -375,31 +974,50 @@ def run_cli_case(data: bytes, model_path: Path, decodes: bool) -> str | None:
 
 
 def fuzz(cases: int, seed: int = 0, timeout: float = 10.0, cli_every: int = 50, model_path: Path | None = None,
-         time_limit: float | None = None, log=None) -> dict:
+         time_limit: float | None = None, log=None, *, crafted: bool = True, weights_cases: int = 0,
+         adversarial: bool = False, adversarial_cases: int = 0, quick: bool = False,
+         grey_model_path: Path | None = None) -> dict:
+    """Run `cases` random mutations of the corpus, then (crafted) the crafted headers and the named crafted
+    weights, `weights_cases` random crafted weights, and (adversarial) the adversarial round-trip suite plus
+    `adversarial_cases` random contents. `quick`: small subsets of the crafted headers and of the adversarial
+    suite (for the test suite)."""
     from vaezip.api import load_model
 
     with tempfile.TemporaryDirectory() as folder:
         if model_path is None:
             model_path = make_model(Path(folder) / "tiny-rgb.safetensors")
+        if grey_model_path is None and (crafted or adversarial):
+            grey_model_path = make_model(Path(folder) / "tiny-grey.safetensors", name="tiny-grey", channels=1)
         loaded = load_model(model_path)
+        models = {"rgb": loaded}
+        paths = {"rgb": model_path, "grey": grey_model_path}
+        if grey_model_path is not None:
+            models["grey"] = load_model(grey_model_path)
         corpus = make_corpus(loaded)
         keys = sorted(corpus)
         rng = random.Random(seed)
         outcomes: Counter = Counter()
         kinds: Counter = Counter()
         failures, slowest, examples = [], [], {}
+        memory: list[tuple] = []
         cli_checked = cli_failures = 0
         started = time.perf_counter()
         previous = signal.signal(signal.SIGALRM, _alarm)
+
+        def out_of_time() -> bool:
+            return time_limit is not None and time.perf_counter() - started > time_limit
+
+        sections = {}
         try:
             done = 0
             for index in range(cases):
-                if time_limit is not None and time.perf_counter() - started > time_limit:
+                if out_of_time():
                     break
                 key = keys[index % len(keys)]
                 data, original = corpus[key]
                 mutated, what = mutate(rng, data)
                 kinds[what.split(":")[0]] += 1
+                peak_before = peak_rss_mib()
                 outcome, detail, seconds = run_case(mutated, original, loaded, timeout)
                 outcomes[outcome] += 1
                 examples.setdefault(outcome, f"{key}: {what}: {detail[:200]}")
@@ -408,6 +1026,9 @@ def fuzz(cases: int, seed: int = 0, timeout: float = 10.0, cli_every: int = 50, 
                 elif outcome.startswith("error"):
                     slowest.append((seconds, index, key, what, outcome, detail[:200]))
                     slowest = sorted(slowest, reverse=True)[:10]
+                if peak_rss_mib() - peak_before > 1:
+                    grown = peak_rss_mib() - peak_before
+                    memory = sorted(memory + [(grown, f"{index} {key}: {what}")], reverse=True)[:5]
                 if cli_every and index % cli_every == 0 and not outcome.startswith("FAIL"):
                     cli_checked += 1
                     problem = run_cli_case(mutated, model_path, outcome in ("identical", "renamed"))
@@ -418,15 +1039,88 @@ def fuzz(cases: int, seed: int = 0, timeout: float = 10.0, cli_every: int = 50, 
                 done += 1
                 if log is not None and done % 500 == 0:
                     log(f"{done} cases, {time.perf_counter() - started:.0f} s, failures {len(failures)}")
+
+            if crafted:
+                section = sections["crafted_headers"] = Section("crafted_headers")
+                for item in crafted_headers(corpus, models, quick):
+                    if out_of_time():
+                        break
+                    peak_before = peak_rss_mib()
+                    outcome, detail, seconds = run_case(item.data, item.original, models[item.model], timeout)
+                    if item.must_decode and outcome not in ("identical", "renamed") and not outcome.startswith("FAIL"):
+                        outcome, detail = "FAIL-valid-file-refused", f"{outcome}: {detail}"
+                    if not outcome.startswith("FAIL"):
+                        problem = run_cli_case(item.data, paths[item.model], outcome in ("identical", "renamed"))
+                        if problem:
+                            outcome, detail = "FAIL-cli", problem
+                    section.add(item.name, outcome, detail, seconds, peak_before)
+                if log is not None:
+                    log(f"crafted headers: {dict(section.outcomes)}")
+
+                section = sections["crafted_weights"] = Section("crafted_weights")
+                genuine = Path(paths["rgb"])
+                from safetensors import safe_open
+                from safetensors.torch import load_file
+
+                with safe_open(str(genuine), framework="pt") as handle:
+                    description = json.loads(handle.metadata()["vaezip"])
+                state = load_file(str(genuine))
+                target = Path(folder) / "crafted.safetensors"
+                wrng = random.Random(seed + 1)
+                named = weights_named(description, state)
+                for index in range(len(named) + weights_cases):
+                    if out_of_time():
+                        break
+                    if index < len(named):
+                        label, data = named[index]
+                    else:
+                        data, label = mutate_weights(wrng, description, state)
+                        label = f"{index}: {label}"
+                    peak_before = peak_rss_mib()
+                    outcome, detail, seconds = run_weights_case(data, target, timeout)
+                    section.add(label, outcome, detail, seconds, peak_before)
+                if log is not None:
+                    log(f"crafted weights: {dict(section.outcomes)}")
+
+            if adversarial:
+                section = sections["adversarial"] = Section("adversarial")
+                nrng = np.random.default_rng(seed)
+                arng = random.Random(seed + 2)
+                suite = adversarial_suite(quick=quick)
+                for index in range(len(suite) + adversarial_cases):
+                    if out_of_time():
+                        break
+                    if index < len(suite):
+                        content, mode, width, height, variant = suite[index]
+                        image = adversarial_image(content, mode, width, height, nrng, variant)
+                        tile = 8 if max(width, height) >= 8 else None
+                        label = f"{content} {mode} {width}x{height} v{variant}"
+                    else:
+                        image, label, tile = random_adversarial(arng, nrng)
+                    model = models["grey" if image.mode in ("L", "LA") else "rgb"]
+                    peak_before = peak_rss_mib()
+                    outcome, detail, seconds = run_round_trip(image, model, timeout, tile)
+                    section.add(label, outcome, detail, seconds, peak_before)
+                    if log is not None and (index + 1) % 200 == 0:
+                        log(f"adversarial: {index + 1} cases, failures {len(section.failures)}")
         finally:
             signal.signal(signal.SIGALRM, previous)
         elapsed = time.perf_counter() - started
     errors = {k[len("error:"):]: v for k, v in sorted(outcomes.items()) if k.startswith("error:")}
+    section_failures = [f for section in sections.values() for f in section.failures]
+    every_rejection = [(s, f"mutations: {i} {k}: {w}", o[len("error:"):], d) for s, i, k, w, o, d in slowest]
+    every_rejection += [(t, f"{section.name}: {c}", e, m)
+                        for section in sections.values() for t, c, e, m in section.slowest]
+    every_rejection = sorted(every_rejection, reverse=True)[:10]
+    every_growth = [(m, f"mutations: {c}") for m, c in memory]
+    every_growth += [(m, f"{section.name}: {c}") for section in sections.values() for m, c in section.memory]
     return {
         "cases": done,
+        "total_cases": done + sum(sum(section.outcomes.values()) for section in sections.values()),
         "seed": seed,
         "seconds": round(elapsed, 1),
         "timeout_s": timeout,
+        "peak_rss_mib": round(peak_rss_mib(), 1),
         "corpus": {key: len(corpus[key][0]) for key in keys},
         "mutation_kinds": dict(sorted(kinds.items())),
         "rejected_by_class": errors,
@@ -444,9 +1138,15 @@ def fuzz(cases: int, seed: int = 0, timeout: float = 10.0, cli_every: int = 50, 
             {"seconds": round(s, 4), "case": i, "file": k, "mutation": w, "error": o[len("error:"):], "message": d}
             for s, i, k, w, o, d in slowest
         ],
+        "slowest_rejections_overall": [{"seconds": round(t, 4), "case": c, "error": e, "message": m}
+                                       for t, c, e, m in every_rejection],
+        "largest_peak_memory_growth": [{"mib": round(m, 1), "case": c}
+                                       for m, c in sorted(every_growth, reverse=True)[:10]],
+        "sections": {name: section.summary() for name, section in sections.items()},
         "example_per_outcome": examples,
-        "failures": failures[:50],
-        "failure_count": len(failures),
+        "failures": (failures + section_failures)[:50],
+        "mutation_failure_count": len(failures),
+        "failure_count": len(failures) + len(section_failures),
     }
 
 
@@ -454,10 +1154,11 @@ def to_markdown(report: dict) -> str:
     lines = [
         "# vaezip decoder fuzz report",
         "",
-        f"{report['cases']} mutated files (seed {report['seed']}) in {report['seconds']} s, per-case timeout "
-        f"{report['timeout_s']} s; corpus sizes {report['corpus']}.",
+        f"{report['total_cases']} cases (seed {report['seed']}) in {report['seconds']} s, per-case timeout "
+        f"{report['timeout_s']} s, peak memory (ru_maxrss) {report['peak_rss_mib']} MiB; "
+        f"{report['cases']} mutated files, corpus sizes {report['corpus']}.",
         "",
-        "| outcome | count |",
+        "| mutations: outcome | count |",
         "|---|---|",
     ]
     for name, count in report["rejected_by_class"].items():
@@ -465,41 +1166,69 @@ def to_markdown(report: dict) -> str:
     for key in ("decoded_identical", "decoded_same_pixels_renamed", "tracebacks", "wrong_images", "timeouts", "bad_messages", "cli_checked",
                 "cli_failures", "files_left_behind"):
         lines.append(f"| {key.replace('_', ' ')} | {report[key]} |")
-    lines += ["", "Mutation kinds: " + ", ".join(f"{k} {v}" for k, v in report["mutation_kinds"].items()), "",
-              "## Slowest rejections", ""]
-    for item in report["slowest_rejections"]:
-        lines.append(f"- {item['seconds']} s, {item['file']}: {item['mutation']} -> {item['error']}: {item['message']}")
-    lines += ["", f"## Failures ({report['failure_count']})", ""]
+    lines += ["", "Mutation kinds: " + ", ".join(f"{k} {v}" for k, v in report["mutation_kinds"].items())]
+    for name, section in report["sections"].items():
+        lines += ["", f"| {name.replace('_', ' ')}: outcome ({section['cases']} cases) | count |", "|---|---|"]
+        lines += [f"| {outcome} | {count} |" for outcome, count in section["outcomes"].items()]
+    lines += ["", "## Slowest rejections (all sections)", ""]
+    for item in report["slowest_rejections_overall"]:
+        lines.append(f"- {item['seconds']} s, {item['case']} -> {item['error']}: {item['message']}")
+    lines += ["", "## Largest growth of the peak memory", ""]
+    for item in report["largest_peak_memory_growth"]:
+        lines.append(f"- +{item['mib']} MiB: {item['case']}")
+    lines += ["", f"## Failures ({report['failure_count']}, first 50)", ""]
     for item in report["failures"]:
-        lines.append(f"- case {item['case']} ({item['file']}): {item['mutation']} -> {item['outcome']}")
+        where = (f"case {item['case']} ({item['file']}): {item['mutation']}" if "section" not in item
+                 else f"{item['section']}: {item['case']}")
+        lines.append(f"- {where} -> {item['outcome']}")
         lines.append("  ```\n  " + item["detail"].replace("\n", "\n  ") + "\n  ```")
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", type=int, default=10_000)
+    parser.add_argument("--cases", type=int, default=10_000, help="random mutations of the .vz corpus")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per case before it counts as a hang")
     parser.add_argument("--cli-every", type=int, default=50, help="also run every N-th case through the CLI (0: never)")
     parser.add_argument("--minutes", type=float, default=None, help="stop after this long (reports cases done)")
+    parser.add_argument("--no-crafted", action="store_true", help="skip the crafted headers and crafted weights")
+    parser.add_argument("--weights-cases", type=int, default=1000,
+                        help="random crafted weights files, after the named ones")
+    parser.add_argument("--adversarial", action="store_true", help="also run the adversarial round-trip suite")
+    parser.add_argument("--adversarial-cases", type=int, default=200,
+                        help="random adversarial images after the fixed suite (with --adversarial)")
+    parser.add_argument("--memory-limit-gb", type=float, default=8.0,
+                        help="cap this process's address space (RLIMIT_AS; 0: no cap), so that a case which "
+                             "would take the machine's memory fails as a MemoryError instead")
     parser.add_argument("--report", type=Path, required=True, help="summary: .json, or .md for markdown")
     parser.add_argument("--markdown", action="store_true", help="also write a .md next to a .json report")
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(1)
+    if args.memory_limit_gb > 0:
+        limit = int(args.memory_limit_gb * 2**30)
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        resource.setrlimit(resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
     report = fuzz(args.cases, args.seed, args.timeout, args.cli_every,
                   time_limit=None if args.minutes is None else args.minutes * 60,
-                  log=lambda line: print(line, file=sys.stderr, flush=True))
+                  log=lambda line: print(line, file=sys.stderr, flush=True), crafted=not args.no_crafted,
+                  weights_cases=args.weights_cases, adversarial=args.adversarial,
+                  adversarial_cases=args.adversarial_cases)
     if args.report.suffix == ".md":
         args.report.write_text(to_markdown(report))
     else:
         args.report.write_text(json.dumps(report, indent=1) + "\n")
         if args.markdown:
             args.report.with_suffix(".md").write_text(to_markdown(report))
-    print(json.dumps({k: report[k] for k in ("cases", "rejected", "decoded_identical", "decoded_same_pixels_renamed", "tracebacks", "wrong_images",
-                                              "timeouts", "bad_messages", "cli_failures", "files_left_behind")}))
+    summary = {k: report[k] for k in ("total_cases", "cases", "rejected", "decoded_identical",
+                                      "decoded_same_pixels_renamed", "tracebacks", "wrong_images", "timeouts",
+                                      "bad_messages", "cli_failures", "files_left_behind", "failure_count",
+                                      "peak_rss_mib")}
+    summary["sections"] = {name: section["outcomes"] for name, section in report["sections"].items()}
+    summary["slowest_rejection"] = (report["slowest_rejections_overall"] or [None])[0]
+    print(json.dumps(summary))
     return 1 if report["failure_count"] else 0
 
 

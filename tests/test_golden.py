@@ -92,3 +92,11 @@ def test_the_untrained_model_loses_every_tile_of_the_golden_image_to_the_predict
     assert {kind for kind, _ in header.coder.schedule} <= {"predictive-neighbours", "whitened"}
     assert len(result.data) < len((GOLDEN / "golden.vz").read_bytes())
     assert result.images[0].tiles_without_bitsback == result.images[0].tiles == 4
+
+
+def test_info_says_how_each_file_was_coded():
+    result = run_cli("info", GOLDEN / "golden.vz", GOLDEN / "golden-v4.vz")
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.decode().splitlines() if not line.startswith(" ")]
+    assert "format 2 (integer-exact inference: decodes on any machine)" in lines[0]
+    assert "format 1 (float inference: decodes on the kind of machine that made it)" in lines[1]

@@ -20,8 +20,8 @@ import torch
 from vaezip.config import (
     FORMAT_VERSION,
     READABLE_FORMATS,
-    ConfigError,
     ModelConfig,
+    short_repr,
     config_to_dict,
     model_config_from_dict,
     train_config_from_dict,
@@ -31,6 +31,16 @@ from vaezip.model import HierarchicalVAE
 CHECKPOINT_NAME = "last.pt"
 KIND = "vaezip-checkpoint"
 WEIGHTS_KIND = "vaezip-weights"
+# A weights file is untrusted input: its metadata JSON is refused above these (shipped ones: ~400 chars,
+# depth 4) before it is parsed, and its tensors must have exactly the names and shapes of the model its
+# config describes (config.LIMITS bound that model) before any of them is loaded or the model is built.
+MAX_METADATA_CHARS = 64 * 1024
+MAX_METADATA_DEPTH = 16
+MAX_MODEL_NAME_CHARS = 256
+# The safetensors header (tensor names, shapes, offsets and the metadata): ~10 KB for the shipped models,
+# ~0.5 MB for the largest model config.LIMITS allow. safetensors itself would parse up to 100 MB.
+MAX_SAFETENSORS_HEADER_BYTES = 4 * 2**20
+FLOAT_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64}
 
 
 class CheckpointError(ValueError):
@@ -41,11 +51,40 @@ def _temporary(path: Path, pid: int | str) -> Path:
     return path.with_name(f".{path.name}.tmp-{pid}")
 
 
+def _process_alive(pid: int) -> bool:
+    """Whether a process with this PID exists (another user's process counts: it may be writing)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OverflowError, OSError):  # PermissionError: alive, someone else's
+        return True
+    return True
+
+
 def remove_stale_writes(path: Path) -> None:
-    """Delete the temporary files that writers of `path` killed mid-write (SIGKILL skips cleanup) left."""
+    """Delete the temporary files `.NAME.tmp-PID` that writers of `path` killed mid-write (SIGKILL skips
+    cleanup) left: only those whose PID is no longer a live process, so that a writer running right now
+    (in this process or another) never loses its file. A name whose suffix is not a PID, and anything but a
+    file or a link, is left alone."""
     path = Path(path)
-    for stale in path.parent.glob(_temporary(path, "*").name):
-        stale.unlink(missing_ok=True)
+    prefix = _temporary(path, "").name
+    try:
+        candidates = [entry for entry in path.parent.iterdir() if entry.name.startswith(prefix)]
+    except OSError:
+        return
+    for stale in candidates:
+        suffix = stale.name[len(prefix):]
+        if not (suffix.isascii() and suffix.isdigit()) or len(suffix) > 10:
+            continue
+        pid = int(suffix)
+        if pid <= 0 or pid == os.getpid() or _process_alive(pid):
+            continue
+        try:
+            if stale.is_symlink() or stale.is_file():
+                stale.unlink()
+        except OSError:
+            continue  # gone already, or not ours to remove: never a reason to fail a save
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -98,17 +137,18 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         raise CheckpointError(f"{path} is not a readable vaezip checkpoint ({type(error).__name__})") from None
     if not isinstance(data, dict) or data.get("kind") != KIND:
         raise CheckpointError(f"{path} is not a vaezip checkpoint")
-    if data.get("format_version") not in READABLE_FORMATS:
+    version = data.get("format_version")
+    if isinstance(version, bool) or version not in READABLE_FORMATS:
         raise CheckpointError(
-            f"{path} has checkpoint format {data.get('format_version')}, this vaezip reads {READABLE_FORMATS}"
+            f"{path} has checkpoint format {short_repr(version)}, this vaezip reads {READABLE_FORMATS}"
         )
     try:
         # Older formats are upgraded explicitly here, so everything downstream sees the current one.
         config = model_config_from_dict(data["model_config"], data["format_version"])
         if "train_config" in data:
             data["train_config"] = config_to_dict(train_config_from_dict(data["train_config"], data["format_version"]))
-    except (KeyError, TypeError, ConfigError) as error:
-        raise CheckpointError(f"{path}: bad config ({error})") from None
+    except (KeyError, TypeError, ValueError, RecursionError) as error:
+        raise CheckpointError(f"{path}: bad config ({_one_line(error)})") from None
     data["model_config"] = config_to_dict(config)
     data["format_version"] = FORMAT_VERSION
     return data
@@ -122,13 +162,58 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def build_model(config: ModelConfig, state_dict: dict[str, torch.Tensor]) -> HierarchicalVAE:
+def _one_line(error: BaseException, limit: int = 200) -> str:
+    lines = str(error).strip().splitlines()
+    text = lines[0] if lines else type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor of `HierarchicalVAE(config)`, built on the meta device (no memory)."""
+    with torch.device("meta"):
+        model = HierarchicalVAE(config)
+    return {key: tuple(value.shape) for key, value in model.state_dict().items()}
+
+
+def check_tensors(config: ModelConfig, found: dict[str, tuple[tuple[int, ...], bool]], label: str = "weights") -> None:
+    """Refuse tensors (name -> (shape, is floating point)) that are not exactly those of the model `config`
+    builds: the same names, the same shapes, floating point. Runs before anything is allocated."""
+    expected = expected_shapes(config)
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted((short_repr(key) for key in set(found) - set(expected)))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing[:3])}{' and more' if len(missing) > 3 else ''}")
+        if unexpected:
+            parts.append(f"unexpected {', '.join(unexpected[:3])}{' and more' if len(unexpected) > 3 else ''}")
+        raise CheckpointError(f"{label}: weights do not match the model config: {'; '.join(parts)}")
+    for key, shape in expected.items():
+        actual, floating = found[key]
+        if tuple(actual) != shape:
+            raise CheckpointError(
+                f"{label}: weights do not match the model config: {key} has shape {_show_shape(actual)}, "
+                f"the config needs {list(shape)}"
+            )
+        if not floating:
+            raise CheckpointError(f"{label}: {key} is not a floating-point tensor")
+
+
+def _show_shape(shape) -> str:
+    shape = list(shape)
+    text = str(shape[:8])[:-1] + (", ...]" if len(shape) > 8 else "]")
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def build_model(config: ModelConfig, state_dict: dict[str, torch.Tensor], label: str = "weights") -> HierarchicalVAE:
+    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise CheckpointError(f"{label}: the weights are not a mapping of names to tensors")
+    check_tensors(config, {k: (tuple(v.shape), v.is_floating_point()) for k, v in state_dict.items()}, label)
     model = HierarchicalVAE(config)
     try:
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as error:
-        first = str(error).strip().splitlines()[0]
-        raise CheckpointError(f"weights do not match the model config: {first}") from None
+        raise CheckpointError(f"{label}: weights do not match the model config: {_one_line(error)}") from None
     return model.eval()
 
 
@@ -152,46 +237,120 @@ def export_weights(checkpoint: dict[str, Any], path: Path, name: str, use_ema: b
     return sha256_file(Path(path))
 
 
+def _json_depth(text: str) -> int:
+    """The deepest nesting of arrays and objects in JSON text (strings skipped), without parsing it."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not allowed")
+
+
+def parse_weights_metadata(metadata: Any, label: str) -> dict[str, Any]:
+    """The `vaezip` description of a weights file's metadata, checked: size, depth, JSON, kind, format, name."""
+    text = metadata.get("vaezip") if isinstance(metadata, dict) else None
+    if not isinstance(text, str):
+        raise CheckpointError(f"{label} is not vaezip weights (no vaezip metadata)")
+    if len(text) > MAX_METADATA_CHARS:
+        raise CheckpointError(f"{label}: vaezip metadata of {len(text):,} chars, more than {MAX_METADATA_CHARS:,}")
+    if _json_depth(text) > MAX_METADATA_DEPTH:
+        raise CheckpointError(f"{label}: vaezip metadata nested deeper than {MAX_METADATA_DEPTH} levels")
+    try:
+        description = json.loads(text, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as error:
+        raise CheckpointError(f"{label}: vaezip metadata is not valid JSON ({_one_line(error, 100)})") from None
+    if not isinstance(description, dict) or description.get("kind") != WEIGHTS_KIND:
+        raise CheckpointError(f"{label} is not vaezip weights")
+    version = description.get("format_version")
+    if isinstance(version, bool) or version not in READABLE_FORMATS:
+        raise CheckpointError(
+            f"{label} has weights format {short_repr(version)}, this vaezip reads {READABLE_FORMATS}"
+        )
+    name = description.get("name")
+    if name is not None and not (
+        isinstance(name, str) and 0 < len(name) <= MAX_MODEL_NAME_CHARS and name.isprintable()
+    ):
+        raise CheckpointError(
+            f"{label}: model name must be printable text of 1..{MAX_MODEL_NAME_CHARS} chars, not {short_repr(name)}"
+        )
+    return description
+
+
 def load_weights(path: Path, expected_sha256: str | None = None) -> tuple[HierarchicalVAE, dict[str, str]]:
-    """Load a safetensors weights file written by `export_weights` (never executes code)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load
+    """Load a safetensors weights file written by `export_weights` (never executes code).
+
+    Every failure is one CheckpointError line, and the checks run in the order that keeps a hostile file
+    cheap: the header alone (metadata size and depth, JSON, config types, ranges and parameter count, tensor
+    names, shapes and dtypes), then the tensors, then the model."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no weights file at {path}")
-    raw = path.read_bytes()
+    label = path.name
     if expected_sha256 is not None:
-        actual = hashlib.sha256(raw).hexdigest()
+        actual = sha256_file(path)
         if actual != expected_sha256:
             raise CheckpointError(
-                f"{path.name}: sha256 {actual[:16]}... does not match the manifest's {expected_sha256[:16]}..."
+                f"{label}: sha256 {actual[:16]}... does not match the manifest's {expected_sha256[:16]}..."
             )
+    with open(path, "rb") as handle:
+        prefix = handle.read(8)
+    if len(prefix) == 8 and int.from_bytes(prefix, "little") > MAX_SAFETENSORS_HEADER_BYTES:
+        raise CheckpointError(
+            f"{label}: safetensors header of {int.from_bytes(prefix, 'little'):,} bytes, more than "
+            f"{MAX_SAFETENSORS_HEADER_BYTES:,}"
+        )
     try:
-        tensors = load(raw)
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
-    except (SafetensorError, ValueError, OSError) as error:
-        raise CheckpointError(f"{path.name} is not a readable safetensors file ({error})") from None
+            found = {}
+            for key in handle.keys():
+                piece = handle.get_slice(key)
+                found[key] = (tuple(piece.get_shape()), piece.get_dtype() in FLOAT_DTYPES)
+    except Exception as error:  # noqa: BLE001 - safetensors raises several types for damaged or hostile files
+        raise CheckpointError(f"{label} is not a readable safetensors file ({_one_line(error, 120)})") from None
+    description = parse_weights_metadata(metadata, label)
     try:
-        description = json.loads(metadata["vaezip"])
-        valid = description["kind"] == WEIGHTS_KIND and description["format_version"] in READABLE_FORMATS
-    except (KeyError, TypeError, json.JSONDecodeError):
-        valid = False
-    if not valid:
-        raise CheckpointError(f"{path.name} is not vaezip weights of a format this vaezip reads {READABLE_FORMATS}")
+        config = model_config_from_dict(description.get("model_config"), description["format_version"])
+    except (KeyError, TypeError, ValueError, RecursionError) as error:
+        raise CheckpointError(f"{label}: bad model config in metadata ({_one_line(error)})") from None
+    check_tensors(config, found, label)
     try:
-        config = model_config_from_dict(description["model_config"], description["format_version"])
-    except (KeyError, TypeError, ConfigError) as error:
-        raise CheckpointError(f"{path.name}: bad model config in metadata ({error})") from None
-    return build_model(config, tensors), description
+        tensors = load_file(str(path))
+    except Exception as error:  # noqa: BLE001 - a file changed or damaged after its header was read
+        raise CheckpointError(f"{label} is not a readable safetensors file ({_one_line(error, 120)})") from None
+    return build_model(config, tensors, label), description
 
 
 def model_from_checkpoint(data: dict[str, Any], use_ema: bool = True) -> HierarchicalVAE:
-    config = model_config_from_dict(data["model_config"])
-    return build_model(config, data["ema" if use_ema else "model"])
+    key = "ema" if use_ema else "model"
+    try:
+        config = model_config_from_dict(data["model_config"])
+        state = data[key]
+    except KeyError as error:
+        raise CheckpointError(f"checkpoint lacks {_one_line(error)}") from None
+    except TypeError as error:
+        raise CheckpointError(f"checkpoint is not a mapping of a config and weights ({_one_line(error)})") from None
+    return build_model(config, state, f"checkpoint {key}")
 
 
 __all__ = [
@@ -200,11 +359,14 @@ __all__ = [
     "atomic_write_bytes",
     "remove_stale_writes",
     "build_model",
+    "check_tensors",
+    "expected_shapes",
     "config_to_dict",
     "export_weights",
     "load_checkpoint",
     "load_weights",
     "model_from_checkpoint",
+    "parse_weights_metadata",
     "save_checkpoint",
     "sha256_file",
 ]

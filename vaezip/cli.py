@@ -1,11 +1,12 @@
 """The `vaezip` command: a thin Typer layer over the Python API. Only this module prints.
 
 Exit codes: 0 success, 1 an input or processing error (one line on stderr, nothing partial written),
-2 a usage error, 130 interrupted.
+2 a usage error, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM; 129 for SIGHUP).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +16,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+
+from vaezip.files import Terminated, shown  # light: no torch, numpy or Pillow
 
 app = typer.Typer(
     add_completion=False,
@@ -29,18 +32,29 @@ class Failure(Exception):
     """An error already worded for the user."""
 
 
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    """vaezip.errors.USER_ERRORS without importing it (it imports torch): every class there is a ValueError or
+    an OSError, and if the module is loaded its tuple is added as it stands."""
+    errors = sys.modules.get("vaezip.errors")
+    return (Failure, ValueError, OSError, *getattr(errors, "USER_ERRORS", ()))
+
+
 @contextmanager
 def user_errors():
-    """Turn expected failures into one line on stderr and exit code 1; never a traceback."""
-    from vaezip.errors import USER_ERRORS
-
+    """Turn expected failures into one line on stderr and exit code 1; never a traceback. Ctrl-C exits 130,
+    SIGTERM 143 (SIGHUP 129) where signals_as_exceptions is active; temporaries are removed on the way out."""
     try:
         yield
     except KeyboardInterrupt:
         err.print("vaezip: interrupted")
         raise typer.Exit(130)
-    except (Failure, *USER_ERRORS) as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    except Terminated as stop:
+        err.print("vaezip: terminated")
+        raise typer.Exit(stop.exit_code)
+    except _user_error_types() as error:
+        # Escaped, not cut at a newline: a file name may hold one (and control characters must not reach the
+        # terminal); library messages are single lines otherwise.
+        message = shown(str(error).strip()) or type(error).__name__
         # soft_wrap: one line whatever the terminal width (rich would otherwise wrap at 80 columns in a pipe).
         err.print(f"vaezip: error: {message}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(1)
@@ -240,30 +254,75 @@ def eval_command(
 
 
 def _read_input(path: str) -> bytes:
-    if path == "-":
-        return sys.stdin.buffer.read()
-    source = Path(path)
-    if source.is_dir():
-        raise Failure(f"{path}: is a directory")
-    if not source.exists():
-        raise Failure(f"{path}: no such file")
-    return source.read_bytes()
+    """A regular file's bytes (or stdin's for '-'), bounded by vaezip.files.MAX_INPUT_BYTES; a FIFO, device or
+    folder is refused unread. Errors do not name the file: the caller's label does, once."""
+    from vaezip.files import read_input
+
+    return read_input(path)[0]
+
+
+def _default_output(path: str, suffix: str) -> str | None:
+    """The output an input gets without -o (a.png -> a.vz, a.vz -> a.png); None if the path has no file name."""
+    try:
+        return str(Path(path).with_suffix(suffix))
+    except ValueError:  # '..', '/': a folder, refused when read
+        return None
+
+
+def _refuse_clashes(inputs: list[str], outputs: list[tuple[str, str | None]], hint: str) -> None:
+    """Before any work: no output may be one of the inputs (by file identity: same path, symlink or hard link),
+    and no two inputs may share an output; else one error for the whole command, nothing done. `outputs`
+    holds (input, its output) pairs, '-' and None skipped."""
+    from vaezip.files import file_identity
+
+    named = {}
+    for path in inputs:
+        if path != "-":
+            named.setdefault(file_identity(path), path)
+    claimed: dict[tuple, str] = {}
+    for source, target in outputs:
+        if target is None or target == "-":
+            continue
+        identity = file_identity(target)
+        if identity in named:
+            which = "" if named[identity] == target else f" {named[identity]}"
+            raise Failure(f"{target}: this output would overwrite the input{which}; nothing done "
+                          f"(choose another output name with -o)")
+        if identity in claimed:
+            raise Failure(f"{target}: the output of both {claimed[identity]} and {source}; nothing done ({hint})")
+        claimed.setdefault(identity, source)
+
+
+def _check_target(target: str, force: bool) -> None:
+    """Before the work: the output can be written (its folder exists) and needs --force if it exists (a
+    dangling symlink included)."""
+    path = Path(target)
+    if path.is_dir():
+        raise Failure(f"{target}: is a directory")
+    if os.path.lexists(path) and not force:
+        raise Failure(f"{target} already exists (use --force to overwrite)")
+    folder = path.parent
+    if os.path.lexists(folder) and not folder.is_dir():
+        raise Failure(f"{folder}: not a folder")
+    if not folder.is_dir():
+        raise Failure(f"{folder}: no such folder")
 
 
 def _write_output(path: str, data: bytes, force: bool) -> None:
-    """Write atomically (temporary file + rename); never overwrite without --force."""
-    from vaezip.checkpoint import atomic_write_bytes
+    """Write atomically (temporary file + rename, removed on failure, Ctrl-C and SIGTERM); never overwrite
+    without --force."""
+    from vaezip.files import atomic_write
 
     if path == "-":
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return
     target = Path(path)
-    if target.exists() and not force:
-        raise Failure(f"{path} already exists (use --force to overwrite)")
     if target.is_dir():
         raise Failure(f"{path}: is a directory")
-    atomic_write_bytes(target, data)
+    if os.path.lexists(target) and not force:
+        raise Failure(f"{path} already exists (use --force to overwrite)")
+    atomic_write(target, data, overwrite=force)
 
 
 def _progress(total_label: str):
@@ -273,21 +332,77 @@ def _progress(total_label: str):
     )
 
 
-def _report(result, output: str) -> None:
+def _say(line: str) -> None:
+    """A report line on stderr: names escaped, no rich markup (a file may be called '[red]x.png')."""
+    err.print(shown(line), markup=False, highlight=False, soft_wrap=True)
+
+
+def _report(result, output: str, verified: float | None = None) -> None:
     for image in result.images:
         share = image.payload_bits / image.subpixels
-        err.print(
+        _say(
             f"{image.name}: {image.width}x{image.height} {image.mode}, bound {image.bound_bpsp:.4f} bpsp, "
             f"payload {share:.4f} bpsp ({image.tiles_without_bitsback} of {image.tiles} tiles without bits-back: "
-            f"{image.without_bitsback_excess_bits / image.subpixels:+.4f} bpsp against their bound)",
-            highlight=False,
+            f"{image.without_bitsback_excess_bits / image.subpixels:+.4f} bpsp against their bound)"
         )
-    err.print(
+    check = "" if verified is None else f", verified (decoded and compared) in {verified:.2f} s"
+    _say(
         f"-> {output}: {len(result.data)} bytes, achieved {result.achieved_bpsp:.4f} bpsp vs bound "
         f"{result.bound_bpsp:.4f} ({result.achieved_bpsp / result.bound_bpsp:.4f}x; header {result.header_bytes} B) "
-        f"in {result.seconds:.2f} s with model {result.model}",
-        highlight=False,
+        f"in {result.seconds:.2f} s with model {result.model}{check}"
     )
+
+
+def _verify(data: bytes, images, model, device: str) -> float:
+    """Decode `data` in this process and compare every image's pixel checksum with its input's; the seconds it
+    took. Any error or difference is a Failure: the caller writes nothing and deletes nothing."""
+    import time
+
+    from vaezip.api import decompress_images
+    from vaezip.images import pixel_checksum
+
+    started = time.perf_counter()
+    try:
+        decoded = decompress_images(data, model, device=device)
+    except Exception as error:  # noqa: BLE001 - whatever goes wrong, the file does not restore its inputs
+        reason = str(error).strip() or type(error).__name__
+        raise Failure(f"verification failed: the compressed data does not decode ({reason}); "
+                      f"nothing written, input kept") from None
+    if len(decoded) != len(images):
+        raise Failure(f"verification failed: {len(decoded)} images decoded, {len(images)} compressed; "
+                      f"nothing written, input kept")
+    for (name, original), (_, restored) in zip(images, decoded):
+        if pixel_checksum(restored) != pixel_checksum(original):
+            raise Failure(f"verification failed: {name} decodes to other pixels; nothing written, input kept")
+    return time.perf_counter() - started
+
+
+def _same_file_still(path: str, before) -> bool:
+    try:
+        now = os.stat(path)
+    except OSError:
+        return False
+    return (now.st_dev, now.st_ino, now.st_size, now.st_mtime_ns) == (
+        before.st_dev, before.st_ino, before.st_size, before.st_mtime_ns)
+
+
+def _remove_inputs(read: list[tuple[str, object]], target: str) -> None:
+    """--rm, after the output is written and verified: delete each input once, unless it changed meanwhile."""
+    from vaezip.files import file_identity
+
+    unique = {}
+    for path, info in read:
+        if path != "-":
+            unique.setdefault(file_identity(path), (path, info))
+    for path, info in unique.values():
+        if not _same_file_still(path, info):
+            raise Failure(f"{path} changed while it was compressed: kept ({target} holds the version read)")
+    for path, _ in unique.values():
+        try:
+            Path(path).unlink()
+        except OSError as error:
+            raise Failure(f"{path}: not deleted ({error.strerror or type(error).__name__}); {target} is written "
+                          f"and verified") from None
 
 
 @app.command()
@@ -295,61 +410,82 @@ def compress(
     inputs: list[str] = typer.Argument(..., help="images (PNG, JPEG, WebP, BMP, TIFF...); '-' reads stdin"),
     output: Optional[str] = typer.Option(None, "--output", "-o", help="output file; several inputs -> one archive; '-' for stdout"),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="model name, run folder or weights file (default: by image mode)"),
-    force: bool = typer.Option(False, "--force", "-f", help="overwrite existing outputs"),
-    keep: bool = typer.Option(True, "--keep/--rm", help="keep (default) or delete the inputs after success"),
+    force: bool = typer.Option(False, "--force", "-f", help="overwrite existing outputs (never an input)"),
+    keep: bool = typer.Option(True, "--keep/--rm", help="keep (default) or delete the inputs after success; --rm "
+                              "first decodes the output in process and checks it against the input (as --verify)"),
+    verify: bool = typer.Option(False, "--verify", help="decode the output in process and compare it with the input "
+                                "before writing it (implied by --rm); the report gives the time it took"),
     tile: Optional[int] = typer.Option(None, help="tile side in pixels (default 32)"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no report"),
 ):
     """Compress images to .vz (one file each, or one archive with -o)."""
-    from vaezip.api import compress_images
-    from vaezip.errors import ImageError
-    from vaezip.images import open_image
+    from vaezip.files import InputError, read_input, signals_as_exceptions
 
-    if output is None and inputs == ["-"]:
-        output = "-"
-    jobs = [(inputs, output)] if output is not None else [([path], str(Path(path).with_suffix(".vz"))) for path in inputs]
-    failures = 0
-    for paths, target in jobs:
-        with user_errors_counted(paths[0] if len(paths) == 1 else target) as failed:
-            if target != "-" and Path(target).exists() and not force:
-                raise Failure(f"{target} already exists (use --force to overwrite)")
-            images = []
-            for path in paths:
-                try:
-                    images.append((Path(path).name if path != "-" else "stdin.png", open_image(_read_input(path))))
-                except (ImageError, Failure) as error:
-                    raise Failure(f"{path}: {error}") from None
-            with _progress("compress") as bar:
-                task = bar.add_task("compress", total=None)
-                result = compress_images(
-                    images, model, tile=tile, device=device,
-                    progress=lambda done, total: bar.update(task, completed=done, total=total),
-                )
-            _write_output(target, result.data, force)
-            if not quiet:
-                _report(result, target)
-            if not keep:
+    with user_errors(), signals_as_exceptions():
+        if output is None and inputs == ["-"]:
+            output = "-"
+        if output is not None:
+            jobs = [(inputs, output)]
+            pairs = [(inputs[0], output)]  # one archive of all the inputs
+        else:
+            jobs = [([path], _default_output(path, ".vz")) for path in inputs]
+            pairs = [(paths[0], target) for paths, target in jobs]
+        _refuse_clashes(inputs, pairs, "compress them into one archive with -o, or rename one")
+        # Only now the heavy imports (torch): a refusal above costs nothing.
+        from vaezip.api import compress_images, load_model
+        from vaezip.errors import ImageError
+        from vaezip.images import open_image
+
+        loaded = []  # the model, loaded once for every file (and for the verifying decode)
+        failures = 0
+        for paths, target in jobs:
+            with user_errors_counted(paths[0] if len(paths) == 1 else target) as failed:
+                if target is not None and target != "-":
+                    _check_target(target, force)
+                images, read = [], []
                 for path in paths:
-                    if path != "-":
-                        Path(path).unlink()
-        failures += failed()
-    _finish(failures, len(jobs))
+                    try:
+                        data, info = read_input(path)
+                        images.append((Path(path).name if path != "-" else "stdin.png", open_image(data)))
+                    except (ImageError, InputError) as error:
+                        raise Failure(f"{path}: {error}") from None
+                    read.append((path, info))
+                if target is None:
+                    raise Failure(f"{paths[0]}: no file name to derive an output name from (use -o)")
+                if model is not None and not loaded:
+                    loaded.append(load_model(model))
+                chosen = loaded[0] if loaded else None
+                with _progress("compress") as bar:
+                    task = bar.add_task("compress", total=None)
+                    result = compress_images(
+                        images, chosen, tile=tile, device=device,
+                        progress=lambda done, total: bar.update(task, completed=done, total=total),
+                    )
+                verified = _verify(result.data, images, chosen, device) if verify or not keep else None
+                _write_output(target, result.data, force)
+                if verified is not None and target != "-" and Path(target).read_bytes() != result.data:
+                    raise Failure(f"{target} reads back different from what was written and verified (disk "
+                                  f"error?); input kept")
+                if not quiet:
+                    _report(result, target, verified)
+                if not keep:
+                    _remove_inputs(read, target)
+            failures += failed()
+        _finish(failures, len(jobs))
 
 
 @contextmanager
 def user_errors_counted(label: str | None = None):
     """Like user_errors, but records the failure and goes on with the next file; the message names `label`
     (the file concerned) so that a run over several files says which ones failed."""
-    from vaezip.errors import USER_ERRORS
-
     state = {"failed": 0}
     try:
         with user_errors():
             try:
                 yield lambda: state["failed"]
-            except (Failure, *USER_ERRORS) as error:
-                message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            except _user_error_types() as error:
+                message = str(error).strip() or type(error).__name__
                 if label is None or message.startswith(f"{label}:") or message.startswith(f"{label} "):
                     raise
                 # The archive names an image by its base name: show the path the user gave instead, once.
@@ -358,7 +494,7 @@ def user_errors_counted(label: str | None = None):
                     message = message[len(base) + 1 :].lstrip()
                 raise Failure(f"{label}: {message}") from None
     except typer.Exit as stop:
-        if stop.exit_code == 130:
+        if stop.exit_code >= 128:  # interrupted or terminated: stop here, do not go on with the next file
             raise
         state["failed"] = 1
 
@@ -371,8 +507,11 @@ def _finish(failures: int, total: int) -> None:
 
 
 def _safe_name(name: str) -> str:
-    """A stored image name as a plain file name in the output folder (never a path outside it), as PNG."""
-    base = Path(name.replace("\\", "/")).name
+    """A stored image name as a plain file name in the output folder (never a path outside it, no control
+    characters: a newline, NUL or ESC becomes '_'), as PNG."""
+    from vaezip.files import safe_file_name
+
+    base = Path(safe_file_name(name).replace("\\", "/")).name
     if base in ("", ".", ".."):
         base = "image"
     return str(Path(base).with_suffix(".png"))
@@ -392,88 +531,117 @@ def decompress(
     output: Optional[str] = typer.Option(None, "--output", "-o", help="output PNG (single-image files); '-' for stdout"),
     directory: Optional[Path] = typer.Option(None, "--dir", "-d", help="folder for the images (archives)"),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="override the model named in the file"),
-    force: bool = typer.Option(False, "--force", "-f", help="overwrite existing outputs"),
-    device: str = typer.Option("auto", help="auto | cpu | cuda (default: the device class that encoded)"),
+    force: bool = typer.Option(False, "--force", "-f", help="overwrite existing outputs (never an input)"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda (format-1 files: default the device class that encoded)"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
     """Restore the exact images from .vz files (as PNG)."""
     import time
 
-    from vaezip.api import decompress_images
+    from vaezip.files import file_identity, signals_as_exceptions
 
-    if output is not None and (len(inputs) > 1 or directory is not None):
-        with user_errors():
+    with user_errors(), signals_as_exceptions():
+        if output is not None and (len(inputs) > 1 or directory is not None):
             raise Failure("-o takes one single-image input and no --dir")
-    failures = 0
-    for path in inputs:
-        with user_errors_counted(path) as failed:
-            data = _read_input(path)
-            started = time.perf_counter()
-            with _progress("decompress") as bar:
-                task = bar.add_task("decompress", total=None)
-                images = decompress_images(
-                    data, model, device=device, progress=lambda done, total: bar.update(task, completed=done, total=total)
-                )
-            if output is not None and len(images) > 1:
-                raise Failure(f"{path} holds {len(images)} images: use --dir")
-            if output is not None:
-                targets = [output]
-            elif directory is not None:
-                targets = [str(directory / _safe_name(name)) for name, _ in images]
-            elif len(images) == 1 and path != "-":
-                targets = [str(Path(path).with_suffix(".png"))]
-            elif len(images) == 1:
-                targets = ["-"]
-            else:
-                raise Failure(f"{path} holds {len(images)} images: use --dir")
-            if len(set(targets)) != len(targets):
-                raise Failure(f"{path}: several images would get the same output name")
-            for target in targets:
-                if target != "-" and Path(target).exists() and not force:
-                    raise Failure(f"{target} already exists (use --force to overwrite)")
-            if directory is not None:
-                directory.mkdir(parents=True, exist_ok=True)
-            for target, (_, image) in zip(targets, images):
-                _write_output(target, _save_png(image), force)
-            if not quiet:
-                subpixels = sum(len(image.getbands()) * image.width * image.height for _, image in images)
-                err.print(
-                    f"{path}: {len(images)} image(s), {8 * len(data) / subpixels:.4f} bpsp, verified "
-                    f"(checksum) in {time.perf_counter() - started:.2f} s -> {', '.join(targets)}",
-                    highlight=False,
-                )
-        failures += failed()
-    _finish(failures, len(inputs))
+        if directory is not None and os.path.lexists(directory) and not directory.is_dir():
+            raise Failure(f"{directory}: not a folder")
+        if output is not None:
+            planned = [(inputs[0], output)]
+        elif directory is None:
+            planned = [(path, "-" if path == "-" else _default_output(path, ".png")) for path in inputs]
+        else:
+            planned = []  # the stored names: checked once decoded
+        _refuse_clashes(inputs, planned, "decompress them one at a time with -o")
+        from vaezip.api import decompress_images
+
+        inputs_named = {file_identity(path) for path in inputs if path != "-"}
+        written: set[tuple] = set()  # what this run wrote: a later input never replaces it
+        failures = 0
+        for path in inputs:
+            with user_errors_counted(path) as failed:
+                if output is not None and output != "-":
+                    _check_target(output, force)  # before decoding: a missing folder is no reason to decode
+                data = _read_input(path)
+                started = time.perf_counter()
+                with _progress("decompress") as bar:
+                    task = bar.add_task("decompress", total=None)
+                    images = decompress_images(
+                        data, model, device=device,
+                        progress=lambda done, total: bar.update(task, completed=done, total=total),
+                    )
+                if output is not None and len(images) > 1:
+                    raise Failure(f"{path} holds {len(images)} images: use --dir")
+                if output is not None:
+                    targets = [output]
+                elif directory is not None:
+                    targets = [str(directory / _safe_name(name)) for name, _ in images]
+                elif len(images) == 1 and path != "-":
+                    targets = [_default_output(path, ".png")]
+                elif len(images) == 1:
+                    targets = ["-"]
+                else:
+                    raise Failure(f"{path} holds {len(images)} images: use --dir")
+                if len(set(targets)) != len(targets):
+                    raise Failure(f"{path}: several images would get the same output name")
+                for target in targets:
+                    if target == "-":
+                        continue
+                    identity = file_identity(target)
+                    if identity in inputs_named:
+                        raise Failure(f"{target}: this output would overwrite an input; nothing written")
+                    if identity in written:
+                        raise Failure(f"{target}: already written by this run from another input; nothing written")
+                    if os.path.lexists(target) and not force:
+                        raise Failure(f"{target} already exists (use --force to overwrite)")
+                if directory is not None:
+                    directory.mkdir(parents=True, exist_ok=True)
+                for target, (_, image) in zip(targets, images):
+                    _write_output(target, _save_png(image), force)
+                    if target != "-":
+                        written.add(file_identity(target))
+                if not quiet:
+                    subpixels = sum(len(image.getbands()) * image.width * image.height for _, image in images)
+                    _say(
+                        f"{path}: {len(images)} image(s), {8 * len(data) / max(subpixels, 1):.4f} bpsp, verified "
+                        f"(checksum) in {time.perf_counter() - started:.2f} s -> {', '.join(targets)}"
+                    )
+            failures += failed()
+        _finish(failures, len(inputs))
 
 
 @app.command()
 def info(inputs: list[str] = typer.Argument(..., help=".vz files")):
     """Show what a .vz file holds (without decoding it)."""
-    from codec.container import read
+    from codec.container import read_versioned
     from vaezip.images import SUBPIXELS_PER_PIXEL
 
+    def say(line: str) -> None:  # names and the model name come from the header: escaped, no markup
+        out.print(shown(line), markup=False, highlight=False, soft_wrap=True)
+
+    inference = {1: "float inference: decodes on the kind of machine that made it",
+                 2: "integer-exact inference: decodes on any machine"}
     failures = 0
     for path in inputs:
         with user_errors_counted(path) as failed:
             data = _read_input(path)
-            header, words = read(data)
+            version, header, words = read_versioned(data)
             coder = header.coder
             kinds = {}
             for kind, n in coder.schedule:
                 kinds[kind] = kinds.get(kind, 0) + n
-            out.print(
-                f"{path}: {len(data)} bytes, payload {4 * len(words)} B; model {header.model_name} "
-                f"(sha256 {header.model_sha256}...); tile {coder.tile}, {len(coder.schedule)} batches "
-                f"({', '.join(f'{n} {k}' for k, n in kinds.items()) or 'no tiles'}); made with constriction "
-                f"{coder.constriction}, " + ", ".join(f"{k} {v}" for k, v in sorted(coder.extra.items())),
-                highlight=False,
+            say(
+                f"{path}: {len(data)} bytes, payload {4 * len(words)} B; format {version} ({inference[version]}); "
+                f"model {header.model_name} (sha256 {header.model_sha256}...); tile {coder.tile}, "
+                f"{len(coder.schedule)} batches ({', '.join(f'{n} {k}' for k, n in kinds.items()) or 'no tiles'}); "
+                f"made with constriction {coder.constriction}, "
+                + ", ".join(f"{k} {v}" for k, v in sorted(coder.extra.items()))
             )
             subpixels = 0
             for entry in header.images:
                 channels = SUBPIXELS_PER_PIXEL.get(entry.mode, 3)
                 subpixels += channels * entry.width * entry.height
-                out.print(f"  {entry.name}: {entry.width}x{entry.height} {entry.mode}", highlight=False)
-            out.print(f"  {8 * len(data) / max(subpixels, 1):.4f} bits per subpixel", highlight=False)
+                say(f"  {entry.name}: {entry.width}x{entry.height} {entry.mode}")
+            say(f"  {8 * len(data) / max(subpixels, 1):.4f} bits per subpixel")
         failures += failed()
     _finish(failures, len(inputs))
 
@@ -485,14 +653,27 @@ def export(
     name: str = typer.Option(..., help="the model name recorded in the weights and in .vz files"),
     force: bool = typer.Option(False, "--force", "-f"),
 ):
-    """Write a run's EMA weights as safetensors (no optimizer state; loads without executing code)."""
-    from vaezip.checkpoint import export_weights, load_checkpoint
+    """Write a run's EMA weights as safetensors (no optimizer state; loads without executing code). The file
+    defines the integer model the coder runs (derived from it exactly, the same on every machine): export
+    checks that it can be built."""
+    from vaezip.checkpoint import export_weights, load_checkpoint, load_weights
+    from vaezip.model.integer import INTEGER_RULES, IntegerVAE
 
     with user_errors():
         if output.exists() and not force:
             raise Failure(f"{output} already exists (use --force to overwrite)")
         digest = export_weights(load_checkpoint(run), output, name)
-        out.print(f"{output}: sha256 {digest}", highlight=False)
+        model, _ = load_weights(output)
+        if model.config.pixel_context:
+            kind = "float model (a pixel-context head has no integer form yet: its files decode on this machine kind)"
+        else:
+            try:
+                IntegerVAE(model)
+            except ValueError as error:
+                output.unlink()
+                raise Failure(f"{output}: not written: {error}") from None
+            kind = f"integer-exact model, rules {INTEGER_RULES} (its files decode on any machine)"
+        out.print(f"{output}: sha256 {digest}; {kind}", highlight=False)
 
 
 @app.command()

@@ -7,6 +7,7 @@ missing keys and other format versions instead of guessing.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,9 +15,50 @@ FORMAT_VERSION = 2
 # Format 1 had no pixel context; its files load as pixel_context = 0, train_only_context = False.
 READABLE_FORMATS = (1, 2)
 
+# Limits of a model config, checked (types first, then ranges, then the parameter count, all arithmetically)
+# before any model is built: a weights file is untrusted input, and its config decides how much memory the
+# model takes. Every shipped model and preset is far inside them. Integer fields must be ints (not bools,
+# floats or strings); min_std must be a finite real number.
+LIMITS: dict[str, tuple[float, float]] = {
+    "width": (1, 1024),  # per stage
+    "encoder_blocks": (0, 64),  # per stage
+    "latent_groups": (0, 64),  # per stage (the model needs at least one group in all)
+    "latent_channels": (1, 256),  # per stage
+    "stages": (1, 8),
+    "stem_factor": (1, 8),
+    "num_mixtures": (1, 64),
+    "pixel_context": (0, 1024),
+    "min_std": (1e-6, 1.0),
+}
+IMAGE_CHANNELS = (1, 3)
+MAX_PARAMETERS = 200_000_000  # total implied by a config (the gpu preset has 7.9 M, 32 MB in fp32)
+
 
 class ConfigError(ValueError):
     """A configuration or checkpoint that does not match this version of vaezip."""
+
+
+def short_repr(value: Any) -> str:
+    """A short one-line rendering of a (possibly hostile) value for an error message: never a long string, a
+    deep repr or a huge integer's decimal expansion."""
+    if isinstance(value, bool) or value is None:
+        return repr(value)
+    if isinstance(value, int):
+        return repr(value) if value.bit_length() <= 64 else f"an integer of {value.bit_length()} bits"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str):
+        text = repr(value[:40])
+        return text if len(value) <= 40 else text[:-1] + "..." + text[-1]
+    return f"a {type(value).__name__}"
+
+
+def _check_int(owner: str, name: str, value: Any) -> None:
+    low, high = LIMITS[name]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{owner}.{name} must be an integer, not {type(value).__name__} {short_repr(value)}")
+    if not low <= value <= high:
+        raise ConfigError(f"{owner}.{name} must be in {low}..{high}, not {short_repr(value)}")
 
 
 @dataclass(frozen=True)
@@ -27,6 +69,10 @@ class StageConfig:
     encoder_blocks: int  # bottom-up residual blocks
     latent_groups: int  # top-down blocks, each with one latent group z_l
     latent_channels: int  # channels of every latent group at this resolution
+
+    def __post_init__(self) -> None:
+        for name in ("width", "encoder_blocks", "latent_groups", "latent_channels"):
+            _check_int("StageConfig", name, getattr(self, name))
 
 
 @dataclass(frozen=True)
@@ -47,16 +93,33 @@ class ModelConfig:
     pixel_context: int = 0
 
     def __post_init__(self) -> None:
-        if self.image_channels not in (1, 3):
-            raise ConfigError(f"image_channels must be 1 or 3, not {self.image_channels}")
-        if not self.stages:
-            raise ConfigError("a model needs at least one stage")
+        """Types, then ranges (LIMITS), then the parameter count (MAX_PARAMETERS): nothing is allocated."""
+        channels = self.image_channels
+        if isinstance(channels, bool) or not isinstance(channels, int) or channels not in IMAGE_CHANNELS:
+            raise ConfigError(f"ModelConfig.image_channels must be 1 or 3, not {short_repr(channels)}")
+        if isinstance(self.stages, list):
+            object.__setattr__(self, "stages", tuple(self.stages))
+        if not isinstance(self.stages, tuple):
+            raise ConfigError(f"ModelConfig.stages must be a sequence of stages, not {type(self.stages).__name__}")
+        low, high = LIMITS["stages"]
+        if not low <= len(self.stages) <= high:
+            raise ConfigError(f"a model needs {low}..{high} stages, not {len(self.stages)}")
+        for stage in self.stages:
+            if not isinstance(stage, StageConfig):
+                raise ConfigError(f"ModelConfig.stages must hold StageConfigs, not {type(stage).__name__}")
+        for name in ("stem_factor", "num_mixtures", "pixel_context"):
+            _check_int("ModelConfig", name, getattr(self, name))
+        std = self.min_std
+        low, high = LIMITS["min_std"]
+        if isinstance(std, bool) or not isinstance(std, (int, float)):
+            raise ConfigError(f"ModelConfig.min_std must be a number, not {type(std).__name__} {short_repr(std)}")
+        if (isinstance(std, float) and not math.isfinite(std)) or not low <= std <= high:
+            raise ConfigError(f"ModelConfig.min_std must be in {low}..{high}, not {short_repr(std)}")
         if sum(s.latent_groups for s in self.stages) == 0:
             raise ConfigError("a model needs at least one latent group")
-        if self.stem_factor < 1 or self.num_mixtures < 1 or self.min_std <= 0:
-            raise ConfigError("stem_factor, num_mixtures and min_std must be positive")
-        if self.pixel_context < 0:
-            raise ConfigError(f"pixel_context must be >= 0, not {self.pixel_context}")
+        count = parameter_count(self)
+        if count > MAX_PARAMETERS:
+            raise ConfigError(f"this config implies {count:,} parameters, more than the limit of {MAX_PARAMETERS:,}")
 
     @property
     def stride(self) -> int:
@@ -66,6 +129,36 @@ class ModelConfig:
     @property
     def num_groups(self) -> int:
         return sum(s.latent_groups for s in self.stages)
+
+
+def _conv(inputs: int, outputs: int, kernel: int) -> int:
+    return inputs * outputs * kernel * kernel + outputs
+
+
+def parameter_count(config: ModelConfig) -> int:
+    """The number of parameters of `HierarchicalVAE(config)`, by arithmetic (tests check it against the model).
+
+    Mirrors model/vae.py, layers.py, context.py and likelihood.params_per_pixel."""
+    channels, f, k = config.image_channels, config.stem_factor, config.num_mixtures
+    pixel_params = k * (1 + 2 * channels + (3 if channels == 3 else 0))
+    stages = config.stages
+    res_block = lambda w: 2 * _conv(w, w, 3)  # noqa: E731
+    total = _conv(channels * f * f, stages[0].width, 3)  # encoder stem
+    total += sum(s.encoder_blocks * res_block(s.width) for s in stages)
+    total += sum(_conv(a.width, b.width, 2) for a, b in zip(stages, stages[1:]))  # downsamples
+    total += stages[-1].width  # decoder.initial
+    for s in stages:
+        w, z = s.width, s.latent_channels
+        block = _conv(w, 2 * z + w, 3) + _conv(2 * w, 2 * z, 3) + _conv(z, w, 1) + res_block(w)
+        total += s.latent_groups * block
+    total += sum(_conv(b.width, a.width, 1) for a, b in zip(stages, stages[1:]))  # upsamples
+    total += stages[0].width * pixel_params * f * f + pixel_params  # head (transposed conv)
+    hidden = config.pixel_context
+    if hidden:
+        offsets = 18  # model/context.py: OFFSETS
+        features = pixel_params + offsets * (channels + 1)
+        total += _conv(features, hidden, 1) + _conv(hidden, hidden, 1) + _conv(hidden, pixel_params, 1)
+    return total
 
 
 @dataclass(frozen=True)
@@ -158,16 +251,18 @@ def _strict_kwargs(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown, missing = set(data) - names, names - set(data)
     if unknown or missing:
+        shown = sorted(map(short_repr, unknown))
         raise ConfigError(
-            f"{cls.__name__} does not match this version: unknown keys {sorted(unknown)}, missing {sorted(missing)}"
+            f"{cls.__name__} does not match this version: unknown keys [{', '.join(shown[:5])}"
+            f"{', ...' if len(shown) > 5 else ''}], missing {sorted(missing)}"
         )
     return dict(data)
 
 
 def _upgrade(cls: type, data: Any, format_version: int, added: dict[str, Any]) -> Any:
     """`data` of `format_version` in the current format: format 1 lacks the fields `added` (name: value)."""
-    if format_version not in READABLE_FORMATS:
-        raise ConfigError(f"format {format_version} is not one this vaezip reads ({READABLE_FORMATS})")
+    if isinstance(format_version, bool) or format_version not in READABLE_FORMATS:
+        raise ConfigError(f"format {short_repr(format_version)} is not one this vaezip reads ({READABLE_FORMATS})")
     if format_version == 1 and isinstance(data, dict):
         for name in added:
             if name in data:
@@ -180,7 +275,13 @@ def model_config_from_dict(data: dict[str, Any], format_version: int = FORMAT_VE
     """A config as saved by `config_to_dict` in files of `format_version` (one of READABLE_FORMATS)."""
     data = _upgrade(ModelConfig, data, format_version, {"pixel_context": 0})
     kwargs = _strict_kwargs(ModelConfig, data)
-    kwargs["stages"] = tuple(StageConfig(**_strict_kwargs(StageConfig, s)) for s in kwargs["stages"])
+    stages = kwargs["stages"]
+    if not isinstance(stages, list):
+        raise ConfigError(f"ModelConfig.stages must be a list, not {type(stages).__name__}")
+    low, high = LIMITS["stages"]
+    if not low <= len(stages) <= high:  # before building thousands of stages
+        raise ConfigError(f"a model needs {low}..{high} stages, not {len(stages)}")
+    kwargs["stages"] = tuple(StageConfig(**_strict_kwargs(StageConfig, s)) for s in stages)
     return ModelConfig(**kwargs)
 
 

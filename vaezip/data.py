@@ -153,6 +153,7 @@ class ImageSet:
 # name -> (description, spec).  spec kinds:
 #   ("npz", relpath, key, rows) with rows None | ("split", v) | ("slice", start, stop)
 #   ("files", [relative folders or files])
+#   ("listed", folder, list file, keep): the folder's images named in the list file (keep True) or not (False)
 _SPECS: dict[str, tuple[str, tuple]] = {
     "mnist-train": ("MNIST training digits, 60000 x 28x28 grey (mnist.npz x_train)",
                     ("npz", "mnist/mnist.npz", "x_train", None)),
@@ -188,6 +189,12 @@ _SPECS: dict[str, tuple[str, tuple]] = {
     # scans and photos, smoother and less noisy per pixel than the camera-resolution originals.
     "skimage-rgb-half": ("skimage-rgb 2x box-downsampled (each pixel the rounded mean of a 2x2 block), 6 images",
                          ("shrink", "skimage-rgb", 2)),
+    # Real photographs for training, never a benchmark: train on photos-train, validate on photos-train-val
+    # (the fixed split of photos_train/VALIDATION.txt).
+    "photos-train": ("327 real photographs less the 30 of VALIDATION.txt, up to 384x384 RGB (training only)",
+                     ("listed", "photos_train", "photos_train/VALIDATION.txt", False)),
+    "photos-train-val": ("the 30 validation photographs of photos_train (VALIDATION.txt), up to 384x384 RGB",
+                         ("listed", "photos_train", "photos_train/VALIDATION.txt", True)),
     "skimage-gray": ("scikit-image sample photos, grey: camera, coins, textures, moon, cell, ... (11 images)",
                      ("files", [f"skimage_samples/{n}.png" for n in
                                 ("brick", "camera", "cell", "clock_motion", "coins", "grass", "gravel",
@@ -407,6 +414,14 @@ def _load_name(name: str, limit: int | None, channels: int | None) -> ImageSet:
         if rows is not None and rows[0] == "slice":
             x = x[rows[1]:rows[2]]
         return _from_array(name, x, limit, channels)
+    if spec[0] == "listed":
+        _, folder, list_file, keep = spec
+        if not (root / list_file).is_file():
+            raise DataError(f"data set {name!r}: missing {root / list_file} (set VAEZIP_DATA to the data root)")
+        listed = {line.strip() for line in (root / list_file).read_text().splitlines() if line.strip()}
+        chosen = [f for f in _list_images(root / folder) if (f.name in listed) == keep]
+        return _load_files(name, [(f, f.relative_to(root).as_posix()) for f in chosen], limit, channels,
+                           skip_unreadable=False)
     files: list[tuple[Path, str]] = []
     for rel in spec[1]:
         p = root / rel

@@ -1,0 +1,418 @@
+"""The CLI never loses an input (issue 19, items 3, 7, 8, 9 and `--rm` / `--verify`).
+
+- an output that is an input, or that two inputs share, is refused before any work (whatever --force);
+- `--rm` deletes an input only after its .vz was decoded in process and matched the input's pixels;
+- FIFOs, devices and folders are refused unread, stdin and files are read with a size limit;
+- SIGTERM / Ctrl-C during a write leave no temporary (exit 143 / 130); temporaries of killed processes are
+  removed by the next write into that folder;
+- names are printed escaped (one line, no terminal control) and stored names become plain file names.
+
+CLI runs go through `python -m vaezip` in a fresh process, except where a function of the running process is
+replaced (CliRunner, in-process). No test measures time.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from vaezip import files
+from vaezip.api import compress_images, decompress_images, load_model
+from vaezip.cli import _safe_name, app
+
+HANG_GUARD_S = 600  # only against a hang (as the other CLI tests' subprocess timeout): never a speed check
+
+
+def cli(*args, cwd=None, input=None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "60"}  # narrow: an error must stay on one line even so
+    return subprocess.run([sys.executable, "-m", "vaezip", *map(str, args)], capture_output=True, cwd=cwd,
+                          timeout=HANG_GUARD_S, env=env, input=input)
+
+
+def lines_of(result) -> list[str]:
+    stderr = result.stderr.decode() if isinstance(result.stderr, bytes) else result.stderr
+    assert "Traceback" not in stderr, stderr
+    return [line for line in stderr.splitlines() if line.strip()]
+
+
+def one_error(result, *fragments: str) -> str:
+    lines = lines_of(result)
+    assert result.returncode == 1, (result.returncode, lines)
+    assert len(lines) == 1 and lines[0].startswith("vaezip: error: "), lines
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every entry of `folder` (hidden ones included) with its bytes (a symlink: its target)."""
+    state = {}
+    for path in sorted(folder.iterdir()):
+        if path.is_symlink():
+            state[path.name] = b"->" + os.readlink(path).encode()
+        elif path.is_file() and path.stat().st_size < 1 << 20:
+            state[path.name] = path.read_bytes()
+        else:  # a folder, FIFO or huge sparse file: never read
+            state[path.name] = f"<{path.stat().st_mode:o} {path.stat().st_size}>".encode()
+    return state
+
+
+def image(seed: int, size=(12, 10)) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray((rng.integers(0, 256, (size[1], size[0], 3)) // 64 * 64).astype(np.uint8), "RGB")
+
+
+def same_pixels(a: Image.Image, b: Image.Image) -> bool:
+    return a.mode == b.mode and a.size == b.size and np.array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.fixture(scope="module")
+def model(tiny_weights) -> Path:
+    return tiny_weights[3]
+
+
+@pytest.fixture()
+def folder(tmp_path, model) -> Path:
+    image(1).save(tmp_path / "a.png")
+    image(2).save(tmp_path / "a.jpg", format="PNG")  # a PNG called .jpg: both map to a.vz
+    image(3).save(tmp_path / "pic.vz", format="PNG")  # a PNG called .vz: its output name is itself
+    os.link(tmp_path / "a.png", tmp_path / "hard.png")
+    return tmp_path
+
+
+# ---------------------------------------------------------------------------------------------- item 3
+
+
+def test_compress_output_that_is_an_input_is_refused_before_any_work(folder, model):
+    before = snapshot(folder)
+    cases = {
+        ("a.png", "-o", "a.png"): "a.png: this output would overwrite the input;",
+        ("pic.vz",): "pic.vz: this output would overwrite the input;",
+        ("a.png", "a.jpg"): "a.vz: the output of both a.png and a.jpg; nothing done",
+        ("a.png", "./a.png"): "a.vz: the output of both a.png and ./a.png",
+        ("a.png", "-o", "hard.png"): "hard.png: this output would overwrite the input a.png",  # a hard link
+        ("a.png", "b.png", "-o", "a.png"): "a.png: this output would overwrite the input",  # archive over an input
+    }
+    for args, message in cases.items():
+        one_error(cli("compress", *args, "--force", "--rm", "-m", model, cwd=folder), message)
+        assert snapshot(folder) == before, args  # nothing deleted, nothing written
+    # the same through a symlink to an input
+    os.symlink("a.png", folder / "link.vz")
+    one_error(cli("compress", "a.png", "-o", "link.vz", "-f", "--rm", "-m", model, cwd=folder),
+              "link.vz: this output would overwrite the input a.png")
+    assert (folder / "a.png").read_bytes() == before["a.png"] and (folder / "link.vz").is_symlink()
+
+
+def test_decompress_output_that_is_an_input_is_refused(folder, model):
+    loaded = load_model(model)
+    vz = compress_images([("a.png", image(1))], loaded).data
+    (folder / "one.vz").write_bytes(vz)
+    (folder / "one.bin").write_bytes(vz)  # one.vz and one.bin both decode to one.png
+    (folder / "named.png").write_bytes(vz)  # a .vz called .png: its output name is itself
+    before = snapshot(folder)
+    one_error(cli("decompress", "one.vz", "-o", "one.vz", "-f", "-m", model, cwd=folder),
+              "one.vz: this output would overwrite the input")
+    one_error(cli("decompress", "named.png", "-f", "-m", model, cwd=folder), "named.png: this output would overwrite")
+    one_error(cli("decompress", "one.vz", "one.bin", "-f", "-m", model, cwd=folder),
+              "one.png: the output of both one.vz and one.bin; nothing done")
+    assert snapshot(folder) == before
+
+    # --dir: a stored name that is an input in that folder, and two archives holding the same name
+    archive = compress_images([("a.png", image(1)), ("b.png", image(2))], loaded).data
+    other = compress_images([("b.png", image(5))], loaded).data
+    (folder / "sub").mkdir()
+    (folder / "sub" / "a.png").write_bytes(archive)  # an archive called a.png, holding an image named a.png
+    (folder / "all.vz").write_bytes(archive)
+    (folder / "other.vz").write_bytes(other)
+    one_error(cli("decompress", "sub/a.png", "--dir", "sub", "-f", "-m", model, cwd=folder),
+              "vaezip: error: sub/a.png: this output would overwrite an input; nothing written")
+    assert (folder / "sub" / "a.png").read_bytes() == archive and sorted(os.listdir(folder / "sub")) == ["a.png"]
+    result = cli("decompress", "all.vz", "other.vz", "--dir", "out", "-f", "-m", model, "-q", cwd=folder)
+    lines = lines_of(result)
+    assert result.returncode == 1 and len(lines) == 2, lines
+    assert lines[0] == "vaezip: error: other.vz: out/b.png: already written by this run from another input; nothing written"
+    assert lines[1] == "vaezip: 1 of 2 succeeded, 1 failed"
+    assert same_pixels(Image.open(folder / "out" / "b.png"), image(2))  # the first archive's b.png stays
+
+
+# ---------------------------------------------------------------------------------------------- --rm, --verify
+
+
+def test_rm_and_verify_decode_and_compare_before_deleting(tmp_path, model):
+    image(1).save(tmp_path / "a.png")
+    image(2).save(tmp_path / "b.png")
+    result = cli("compress", "a.png", "--verify", "-m", model, cwd=tmp_path)
+    assert result.returncode == 0, lines_of(result)
+    assert "verified (decoded and compared) in " in lines_of(result)[-1]
+    assert (tmp_path / "a.png").exists() and (tmp_path / "a.vz").exists()  # --verify deletes nothing
+    result = cli("compress", "b.png", "--rm", "-m", model, cwd=tmp_path)
+    assert result.returncode == 0, lines_of(result)
+    assert "verified (decoded and compared) in " in lines_of(result)[-1]  # --rm implies the check
+    assert not (tmp_path / "b.png").exists()
+    assert cli("decompress", "b.vz", "-m", model, "-q", cwd=tmp_path).returncode == 0  # a fresh process
+    assert same_pixels(Image.open(tmp_path / "b.png"), image(2))
+
+
+@pytest.mark.parametrize(("flag", "fault"), [("--rm", "other pixels"), ("--verify", "other pixels"),
+                                             ("--rm", "decoder error"), ("--rm", "fewer images")])
+def test_a_failed_verification_keeps_the_input_and_writes_nothing(tmp_path, model, monkeypatch, fault, flag):
+    """The decoder is replaced in this process by one that goes wrong: the input must survive."""
+    import vaezip.api
+
+    real = vaezip.api.decompress_images
+
+    def faulty(data, *args, **kwargs):
+        decoded = real(data, *args, **kwargs)
+        if fault == "decoder error":
+            raise RuntimeError("simulated decoder bug")
+        if fault == "fewer images":
+            return decoded[:-1]
+        name, picture = decoded[0]
+        pixels = np.asarray(picture).copy()
+        pixels[0, 0, 0] ^= 1
+        return [(name, Image.fromarray(pixels, picture.mode))] + decoded[1:]
+
+    monkeypatch.setattr(vaezip.api, "decompress_images", faulty)
+    image(1).save(tmp_path / "a.png")
+    image(2).save(tmp_path / "b.png")
+    before = snapshot(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    for args in (["a.png"], ["a.png", "b.png", "-o", "all.vz"]):
+        result = CliRunner().invoke(app, ["compress", *args, flag, "-m", str(model)])
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert result.exit_code == 1 and len(lines) == 1, (result.exit_code, result.stderr, result.exception)
+        assert lines[0].startswith("vaezip: error: ") and "verification failed" in lines[0], lines[0]
+        assert lines[0].endswith("nothing written, input kept"), lines[0]
+        assert snapshot(tmp_path) == before  # inputs kept, no .vz, no temporary
+
+
+# ---------------------------------------------------------------------------------------------- item 7
+
+
+def test_non_regular_inputs_are_refused_unread(tmp_path, model):
+    os.mkfifo(tmp_path / "fifo.png")  # nobody writes to it: reading it would hang (the guard would fire)
+    os.mkfifo(tmp_path / "pipe.vz")
+    with open(tmp_path / "huge.png", "wb") as handle:  # sparse: 1 GiB + 1 of nothing, costs no disk
+        handle.truncate(files.MAX_INPUT_BYTES + 1)
+    (tmp_path / "big.vz").symlink_to("huge.png")
+    before = snapshot(tmp_path)
+    result = cli("compress", "fifo.png", "/dev/zero", "huge.png", "--rm", "-m", model, cwd=tmp_path)
+    lines = lines_of(result)
+    assert result.returncode == 1 and lines == [
+        "vaezip: error: fifo.png: not a regular file (a FIFO); vaezip reads regular files, or '-' for stdin",
+        "vaezip: error: /dev/zero: not a regular file (a character device); vaezip reads regular files, or '-' for stdin",
+        f"vaezip: error: huge.png: {files.MAX_INPUT_BYTES + 1} bytes, more than vaezip's input limit of "
+        f"{files.MAX_INPUT_BYTES} bytes (1 GiB)",
+        "vaezip: 0 of 3 succeeded, 3 failed",
+    ], lines
+    for command in ("decompress", "info"):
+        result = cli(command, "pipe.vz", "/dev/zero", "big.vz", *(["-m", model] if command == "decompress" else []),
+                     cwd=tmp_path)
+        lines = lines_of(result)
+        assert result.returncode == 1 and len(lines) == 4, lines
+        assert lines[0].startswith("vaezip: error: pipe.vz: not a regular file (a FIFO)")
+        assert lines[1].startswith("vaezip: error: /dev/zero: not a regular file (a character device)")
+        assert lines[2].startswith("vaezip: error: big.vz: 1073741825 bytes, more than vaezip's input limit")
+    assert snapshot(tmp_path).keys() == before.keys()
+    one_error(cli("compress", tmp_path, "-m", model), f"{tmp_path}: is a directory")
+
+
+def test_stdin_is_read_with_a_limit(tmp_path, model, monkeypatch):
+    import io
+
+    assert files.MAX_INPUT_BYTES == 1 << 30
+    assert files.read_limited(io.BytesIO(b"x" * 10), limit=10) == b"x" * 10
+    with pytest.raises(files.InputError, match="stdin holds more than vaezip's input limit of 10 bytes"):
+        files.read_limited(io.BytesIO(b"x" * 11), limit=10)
+    png = io.BytesIO()
+    image(1).save(png, format="PNG")
+    monkeypatch.setattr(files, "MAX_INPUT_BYTES", len(png.getvalue()) - 1)  # the CLI reads with the module's limit
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["compress", "-", "-o", "out.vz", "-m", str(model)], input=png.getvalue())
+    assert result.exit_code == 1, (result.stderr, result.exception)
+    assert result.stderr.strip() == (f"vaezip: error: -: stdin holds more than vaezip's input limit of "
+                                     f"{len(png.getvalue()) - 1} bytes")
+    assert os.listdir(tmp_path) == []
+    monkeypatch.setattr(files, "MAX_INPUT_BYTES", len(png.getvalue()))
+    result = CliRunner().invoke(app, ["compress", "-", "-o", "out.vz", "-m", str(model), "-q"], input=png.getvalue())
+    assert result.exit_code == 0, (result.stderr, result.exception)
+    assert same_pixels(decompress_images((tmp_path / "out.vz").read_bytes(), load_model(model))[0][1], image(1))
+
+
+# ---------------------------------------------------------------------------------------------- item 8
+
+# Runs the real CLI with os.fsync replaced by one that marks "the temporary is written" and then waits for the
+# test's signal: the signal lands inside the write, deterministically, without any timing.
+DRIVER = """
+import os, sys, time
+marker = sys.argv[1]
+def stuck_fsync(fd):
+    open(marker, "w").close()
+    while True:
+        time.sleep(0.05)
+os.fsync = stuck_fsync
+from vaezip.cli import app
+app(sys.argv[2:], prog_name="vaezip")
+"""
+
+
+def start_stuck_write(tmp_path: Path, work: Path, *args) -> subprocess.Popen:
+    driver, marker = tmp_path / "driver.py", tmp_path / "written.marker"
+    driver.write_text(DRIVER)
+    marker.unlink(missing_ok=True)
+    process = subprocess.Popen([sys.executable, str(driver), str(marker), *map(str, args)], cwd=work,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    guard = time.monotonic() + HANG_GUARD_S
+    while not marker.exists():
+        if process.poll() is not None:
+            pytest.fail(f"the CLI ended before writing: {process.communicate()[1].decode()}")
+        if time.monotonic() > guard:
+            process.kill()
+            pytest.fail("the CLI never reached the write")
+        time.sleep(0.05)
+    return process
+
+
+def temporaries(folder: Path) -> list[str]:
+    return sorted(name for name in os.listdir(folder) if ".tmp-" in name)
+
+
+@pytest.mark.parametrize(("signum", "code", "line"), [(signal.SIGTERM, 143, "vaezip: terminated"),
+                                                      (signal.SIGINT, 130, "vaezip: interrupted")])
+def test_a_signal_during_the_write_leaves_nothing(tmp_path, model, signum, code, line):
+    work = tmp_path / "work"
+    work.mkdir()
+    image(1).save(work / "a.png")
+    before = snapshot(work)
+    process = start_stuck_write(tmp_path, work, "compress", "a.png", "--rm", "-m", model)
+    assert temporaries(work) == [f".a.vz.tmp-{process.pid}"]  # caught in the middle of the write
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=HANG_GUARD_S)
+    assert process.returncode == code, stderr.decode()
+    assert "Traceback" not in stderr.decode() and stderr.decode().strip().splitlines()[-1] == line
+    assert snapshot(work) == before  # no temporary, no output, the input kept
+
+
+def test_a_killed_write_leaves_a_temporary_that_the_next_write_removes(tmp_path, model):
+    work = tmp_path / "work"
+    work.mkdir()
+    image(1).save(work / "a.png")
+    image(2).save(work / "b.png")
+    process = start_stuck_write(tmp_path, work, "compress", "a.png", "-m", model)
+    process.kill()  # SIGKILL: no cleanup can run
+    process.communicate(timeout=HANG_GUARD_S)
+    assert temporaries(work) == [f".a.vz.tmp-{process.pid}"]
+    alive = f".c.vz.tmp-{os.getpid()}"  # another process's write in progress (this test's pid is alive)
+    (work / alive).write_bytes(b"half")
+    result = cli("compress", "b.png", "-m", model, "-q", cwd=work)
+    assert result.returncode == 0, lines_of(result)
+    assert temporaries(work) == [alive]  # the dead process's temporary is gone, the live one's kept
+    assert sorted(os.listdir(work)) == sorted(["a.png", "b.png", "b.vz", alive])
+
+
+def test_remove_stale_temporaries(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", ""])
+    dead.wait()  # reaped: its pid names no process
+    names = {
+        f".a.vz.tmp-{dead.pid}": False,  # removed
+        f".line\nbreak.png.tmp-{dead.pid}": False,  # removed (a name with a newline)
+        f".b.vz.tmp-{os.getpid()}": True,  # this process: kept
+        ".c.vz.tmp-1": True,  # pid 1 is alive: kept
+        ".d.vz.tmp-0": True,  # 0 is never a writer's pid: kept (and never signalled)
+        f"e.vz.tmp-{dead.pid}": True,  # not hidden: not a temporary of ours
+        f".f.vz.tmp-{dead.pid}.bak": True,
+    }
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / f".g.vz.tmp-{dead.pid}").mkdir()  # a folder is never removed
+    removed = files.remove_stale_temporaries(tmp_path)
+    assert sorted(p.name for p in removed) == sorted(name for name, kept in names.items() if not kept)
+    assert sorted(os.listdir(tmp_path)) == sorted([name for name, kept in names.items() if kept] +
+                                                  [f".g.vz.tmp-{dead.pid}"])
+
+
+def test_atomic_write_never_replaces_without_overwrite(tmp_path):
+    (tmp_path / "old.vz").write_bytes(b"precious")
+    os.symlink("nowhere", tmp_path / "dangling.vz")
+    for name in ("old.vz", "dangling.vz"):
+        with pytest.raises(FileExistsError, match="already exists"):
+            files.atomic_write(tmp_path / name, b"new", overwrite=False)
+    assert (tmp_path / "old.vz").read_bytes() == b"precious" and (tmp_path / "dangling.vz").is_symlink()
+    files.atomic_write(tmp_path / "new.vz", b"new", overwrite=False)
+    files.atomic_write(tmp_path / "old.vz", b"replaced", overwrite=True)
+    assert (tmp_path / "new.vz").read_bytes() == b"new" and (tmp_path / "old.vz").read_bytes() == b"replaced"
+    with pytest.raises(files.FolderMissing, match="nodir: no such folder"):
+        files.atomic_write(tmp_path / "nodir" / "x.vz", b"x", overwrite=True)
+    assert temporaries(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------------------------- item 9
+
+
+def test_labels_are_not_doubled_and_a_missing_folder_is_named(tmp_path, model):
+    image(1).save(tmp_path / "a.png")
+    (tmp_path / "a.vz").write_bytes(compress_images([("a.png", image(1))], load_model(model)).data)
+    expected = {
+        ("compress", "missing.png", "-m", model): "vaezip: error: missing.png: no such file",
+        ("decompress", "missing.vz", "-m", model): "vaezip: error: missing.vz: no such file",
+        ("info", "missing.vz"): "vaezip: error: missing.vz: no such file",
+        ("compress", "a.png", "-o", "nodir/a.vz", "-m", model): "vaezip: error: a.png: nodir: no such folder",
+        ("decompress", "a.vz", "-o", "nodir/a.png", "-m", model): "vaezip: error: a.vz: nodir: no such folder",
+    }
+    for args, line in expected.items():
+        result = cli(*args, cwd=tmp_path)
+        assert result.returncode == 1 and lines_of(result) == [line], (args, lines_of(result))
+    assert sorted(os.listdir(tmp_path)) == ["a.png", "a.vz"]
+
+
+def test_names_are_printed_escaped_and_stored_names_become_plain_file_names(tmp_path, model):
+    odd = "line\nbreak.png"
+    image(1).save(tmp_path / odd, format="PNG")
+    (tmp_path / "e\x1b[31mvil.png").write_bytes(b"not an image")
+    result = cli("compress", odd, "-m", model, cwd=tmp_path)
+    lines = lines_of(result)
+    assert result.returncode == 0 and len(lines) == 2, lines
+    assert lines[0].startswith("line\\nbreak.png: 12x10 RGB") and lines[1].startswith("-> line\\nbreak.vz: ")
+    one_error(cli("compress", "e\x1b[31mvil.png", "-m", model, cwd=tmp_path),
+              "vaezip: error: e\\x1b[31mvil.png: not a readable image")
+    result = cli("info", "line\nbreak.vz", cwd=tmp_path)
+    out = result.stdout.decode()
+    assert result.returncode == 0 and out.startswith("line\\nbreak.vz: ") and "  line\\nbreak.png: 12x10 RGB" in out
+
+    result = cli("decompress", "line\nbreak.vz", "--dir", "out", "-m", model, cwd=tmp_path)
+    assert result.returncode == 0, lines_of(result)
+    assert os.listdir(tmp_path / "out") == ["line_break.png"]
+    assert lines_of(result)[-1].endswith("-> out/line_break.png")
+    assert same_pixels(Image.open(tmp_path / "out" / "line_break.png"), image(1))
+
+
+def test_safe_name_keeps_stored_names_plain():
+    assert _safe_name("line\nbreak.png") == "line_break.png"
+    assert _safe_name("a\x00b\x1b[2J.png") == "a_b_[2J.png"
+    assert _safe_name("../../etc/passwd") == "passwd.png"
+    assert _safe_name("..\\..\\x.jpg") == "x.png"
+    assert _safe_name("\u202egnp.exe") == "_gnp.png"
+    assert _safe_name("..") == "image.png"
+    assert files.shown("a\nb\x1b\udcff\u202e.png") == "a\\nb\\x1b\\udcff\\u202e.png"
+    assert files.shown("plain name é.png") == "plain name é.png"
+
+
+def test_a_dangling_symlink_output_needs_force(tmp_path, model):
+    image(1).save(tmp_path / "a.png")
+    os.symlink("nowhere.vz", tmp_path / "link.vz")
+    one_error(cli("compress", "a.png", "-o", "link.vz", "-m", model, cwd=tmp_path),
+              "a.png: link.vz already exists (use --force to overwrite)")
+    assert (tmp_path / "link.vz").is_symlink() and not (tmp_path / "nowhere.vz").exists()
+    result = cli("compress", "a.png", "-o", "link.vz", "-f", "-m", model, "-q", cwd=tmp_path)
+    assert result.returncode == 0, lines_of(result)
+    assert not (tmp_path / "link.vz").is_symlink()  # the link itself is replaced, nothing written through it
+    assert sorted(os.listdir(tmp_path)) == ["a.png", "link.vz"]

@@ -1,0 +1,315 @@
+"""Files in and out for the CLI: bounded reads of regular files (or stdin), atomic writes that leave no
+temporary behind on SIGTERM / Ctrl-C, removal of the temporaries that killed writers left, and names made
+safe to print or to use as a file name.
+
+No heavy imports here (no torch, numpy or Pillow): the CLI refuses bad arguments before loading a model.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import stat
+import sys
+import threading
+import unicodedata
+from contextlib import contextmanager
+from pathlib import Path
+
+# The largest input read into memory: a file (or stdin) past it is refused before it is read. An image of
+# vaezip.images.MAX_IMAGE_PIXELS (10^8) pixels is at most ~400 MB even uncompressed (8-bit RGBA) or ~800 MB in a
+# 16-bit TIFF; a .vz of that many pixels is smaller still. Documented in docs/ERRORS.md.
+MAX_INPUT_BYTES = 1 << 30
+_CHUNK = 1 << 20
+
+# `.NAME.tmp-PID`: the temporary an atomic write of NAME by process PID uses (vaezip/checkpoint.py uses the same).
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>[0-9]{1,10})$", re.DOTALL)
+# Characters never printed raw nor used in a file name: controls (newline, ESC...), format characters (bidi
+# overrides), lone surrogates (undecodable bytes of a file name), line and paragraph separators.
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+class InputError(ValueError):
+    """An input the CLI will not read (missing, a folder, a FIFO or device, too large). One line, no path:
+    the caller names the file."""
+
+
+class Terminated(BaseException):
+    """SIGTERM (or SIGHUP) arrived while `signals_as_exceptions` was active. A BaseException, like
+    KeyboardInterrupt, so that no `except Exception` swallows it; `finally` blocks (temporary files) run."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+# ---------------------------------------------------------------------------------------------- names
+
+
+def _unsafe(char: str) -> bool:
+    return unicodedata.category(char) in _UNSAFE_CATEGORIES
+
+
+def shown(text: str) -> str:
+    """`text` with every control, format or undecodable character escaped as repr() would (`\\n`, `\\x1b`,
+    `\\u202e`, `\\udcff`): one printable line whatever a file name holds."""
+    if not any(_unsafe(char) for char in text):
+        return text
+    return "".join(repr(char)[1:-1] if _unsafe(char) else char for char in text)
+
+
+def safe_file_name(name: str, replacement: str = "_") -> str:
+    """`name` with every control, format or undecodable character replaced (no newline, NUL or ESC in a file
+    name written from a .vz header)."""
+    return "".join(replacement if _unsafe(char) else char for char in name)
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def _refuse(mode: int) -> InputError:
+    if stat.S_ISDIR(mode):
+        return InputError("is a directory")
+    return InputError(f"not a regular file ({_kind(mode)}); vaezip reads regular files, or '-' for stdin")
+
+
+def _too_large(what: str, limit: int) -> InputError:
+    size = f" ({limit >> 30} GiB)" if limit and limit % (1 << 30) == 0 else ""
+    return InputError(f"{what} more than vaezip's input limit of {limit} bytes{size}")
+
+
+def _os_error(error: OSError) -> InputError:
+    if isinstance(error, (FileNotFoundError, NotADirectoryError)):
+        return InputError("no such file")
+    if isinstance(error, PermissionError):
+        return InputError("permission denied")
+    return InputError(error.strerror or type(error).__name__)
+
+
+def read_limited(stream, limit: int | None = None) -> bytes:
+    """Read a binary stream to its end, refusing it as soon as it holds more than `limit` bytes."""
+    limit = MAX_INPUT_BYTES if limit is None else limit
+    chunks, total = [], 0
+    while True:
+        chunk = stream.read(min(_CHUNK, limit + 1 - total))
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        total += len(chunk)
+        if total > limit:
+            raise _too_large("stdin holds", limit)
+
+
+def read_input(path: str, limit: int | None = None) -> tuple[bytes, os.stat_result | None]:
+    """The bytes of a regular file (or of stdin for '-') and the file's stat (None for stdin).
+
+    A FIFO, device, socket or folder is refused without reading it (a FIFO is opened non-blocking, so a FIFO
+    nobody writes to cannot hang the CLI), and so is anything larger than `limit` (default MAX_INPUT_BYTES)."""
+    limit = MAX_INPUT_BYTES if limit is None else limit
+    if path == "-":
+        return read_limited(sys.stdin.buffer, limit), None
+    try:
+        before = os.stat(path)
+    except (OSError, ValueError) as error:  # ValueError: a NUL byte in the name
+        raise _os_error(error) if isinstance(error, OSError) else InputError("no such file") from None
+    if not stat.S_ISREG(before.st_mode):
+        raise _refuse(before.st_mode)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as error:
+        raise _os_error(error) from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())  # what was opened, not what was looked at (it may have been swapped)
+        if not stat.S_ISREG(info.st_mode):
+            raise _refuse(info.st_mode)
+        if info.st_size > limit:
+            raise _too_large(f"{info.st_size} bytes,", limit)
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise _too_large("grew while read to", limit)
+    return data, info
+
+
+def file_identity(path: str) -> tuple:
+    """What `path` names: (device, inode) of an existing file (so hard links, symlinks and other spellings of one
+    file compare equal, as os.path.samefile does), else its resolved absolute path."""
+    try:
+        info = os.stat(path)
+        return ("inode", info.st_dev, info.st_ino)
+    except (OSError, ValueError):
+        return ("path", os.path.normcase(os.path.realpath(path)))
+
+
+# ---------------------------------------------------------------------------------------------- writing
+
+
+def temporary_path(path: Path, pid: int | None = None) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid() if pid is None else pid}")
+
+
+def _process_alive(pid: int) -> bool:
+    if pid <= 0:
+        return True  # never signal a process group (0) or every process (-1): not a temporary of ours
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError, OSError):
+        return True  # someone else's process, or not a pid at all: leave the file alone
+    return True
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete, in `folder`, the `.NAME.tmp-PID` regular files whose process PID no longer runs (a writer killed
+    by SIGKILL cannot clean up). Files of a live process (another vaezip writing, a training run) are kept.
+    Returns what was removed; a folder that cannot be listed is left alone."""
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _TEMPORARY.match(entry.name)
+        if match is None or int(match["pid"]) == os.getpid():
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False) or _process_alive(int(match["pid"])):
+                continue
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
+        except OSError:
+            continue
+    return removed
+
+
+@contextmanager
+def signals_as_exceptions():
+    """While the block runs, SIGTERM and SIGHUP raise Terminated (Ctrl-C already raises KeyboardInterrupt), so
+    that `finally` clauses remove temporaries and the CLI exits with 128 + the signal number. A signal the
+    parent set to be ignored (nohup) stays ignored; outside the main thread nothing is installed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_terminated(signum, frame):
+        raise Terminated(signum)
+
+    previous = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        number = getattr(signal, name, None)
+        if number is None:
+            continue
+        handler = signal.getsignal(number)
+        if handler is signal.SIG_IGN:
+            continue
+        previous[number] = signal.signal(number, raise_terminated)
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler if handler is not None else signal.SIG_DFL)
+
+
+@contextmanager
+def _signals_deferred():
+    """Hold SIGTERM / SIGINT / SIGHUP back for a few system calls (delivered when the block ends)."""
+    held = {signal.SIGTERM, signal.SIGINT} | ({signal.SIGHUP} if hasattr(signal, "SIGHUP") else set())
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+class OutputError(ValueError):
+    """An output that cannot be written where asked (one line, names the folder)."""
+
+
+class FolderMissing(OutputError):
+    """The folder an output goes to does not exist."""
+
+
+def atomic_write(path: Path | str, data: bytes, *, overwrite: bool) -> None:
+    """Write `data` to `path` through `.NAME.tmp-PID` in the same folder (written, fsynced, renamed): `path` is
+    either untouched or complete. Stale temporaries of dead processes in that folder are removed first; the
+    temporary is removed on every failure, Ctrl-C and SIGTERM included (see signals_as_exceptions). Without
+    `overwrite`, an existing `path` (a dangling symlink included) is never replaced, even one created while
+    this wrote (the rename is then a hard link, which fails on an existing name)."""
+    path = Path(path)
+    folder = path.parent
+    if not folder.is_dir():
+        raise FolderMissing(f"{folder}: no such folder")
+    remove_stale_temporaries(folder)
+    tmp = temporary_path(path)
+    created = False
+    try:
+        with _signals_deferred():  # the temporary exists exactly when `created` says so
+            if os.path.lexists(tmp):
+                os.unlink(tmp)  # ours: the pid is this process's (a previous holder of this pid was killed)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+            try:
+                fd = os.open(tmp, flags, 0o666)
+            except OSError as error:
+                raise OutputError(f"{folder}: cannot write there ({error.strerror or type(error).__name__})") from None
+            created = True
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            _link_no_clobber(tmp, path)
+    finally:
+        with _signals_deferred():
+            if created and os.path.lexists(tmp):
+                os.unlink(tmp)
+    _fsync_dir(folder)
+
+
+def _link_no_clobber(tmp: Path, path: Path) -> None:
+    try:
+        os.link(tmp, path)  # fails with FileExistsError if `path` appeared meanwhile: nothing is replaced
+    except FileExistsError:
+        raise FileExistsError(f"{path} already exists (use --force to overwrite)") from None
+    except OSError:  # a file system without hard links: check, then rename
+        if os.path.lexists(path):
+            raise FileExistsError(f"{path} already exists (use --force to overwrite)") from None
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
