@@ -52,9 +52,10 @@ def main() -> None:
         from vaezip.zoo import default_for, load
 
         loaded = load(default_for(image.mode))
-    for name in ("__init__", "latent_params", "set_latent"):
-        timed(coding.TorchPass, name, "network")
-    timed(coding.TorchPass, "pixel_table", "tables")
+    for kind in (coding.TorchPass, coding.IntegerPass):  # float (format 1) and integer-exact (format 2) passes
+        for name in ("__init__", "latent_params", "set_latent"):
+            timed(kind, name, "network")
+        timed(kind, "pixel_table", "tables")
     for name in ("push_gaussian", "pop_gaussian", "push_categorical", "pop_categorical", "push_uniform", "pop_uniform"):
         timed(ans.Stack, name, "coder")
 

@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from codec.ans import constriction_version  # noqa: E402
+from codec.container import VERSION as VZ_VERSION  # noqa: E402
 from vaezip import data as datasets  # noqa: E402
 from vaezip.api import compress_images, load_model  # noqa: E402
 from vaezip.checkpoint import export_weights, load_checkpoint, sha256_file  # noqa: E402
@@ -103,7 +104,7 @@ def main() -> None:
         "init": checkpoint.get("init"),
         "recipe": f"python scripts/recipes.py train {args.recipe}" if args.recipe else None,
         "constriction": constriction_version(),
-        "vz_format": 1,
+        "vz_format": VZ_VERSION,
         "weights_format": FORMAT_VERSION,
     }
     if args.default:
@@ -129,6 +130,7 @@ def refresh(argv: list[str]) -> None:
     stale = [key for key in entry["figures"] if key.endswith(" achieved") or key.endswith(") bound")]
     entry["figures"] = {**{k: v for k, v in entry["figures"].items() if k not in stale}, **fresh}
     entry["measured_on"] = f"{platform.machine()} CPU, {time.strftime('%Y-%m-%d')}"
+    entry["vz_format"] = VZ_VERSION  # the figures are of files in the format vaezip writes now
     MANIFEST.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     print(f"{args.name}: {len(fresh)} bench figures refreshed")
 

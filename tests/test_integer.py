@@ -89,7 +89,9 @@ def test_integer_tables_are_proper_and_cost_what_the_float_tables_cost(channels)
             bits_i += float((PROBABILITY_BITS - torch.log2(table.gather(-1, value).double())).sum())
             float_table = model.likelihood.channel_table(params_f, pixels, c)
             bits_f += float(-torch.log2(float_table.gather(-1, value).double()).sum())
+        estimate = float(integer.mixture.nll_bits(params_i, pixels).sum())  # the encoder's cheap bound
     assert abs(bits_i - bits_f) / bits_f < 0.01, (bits_i, bits_f)
+    assert abs(estimate - bits_i) / bits_i < 1e-3, (estimate, bits_i)
 
 
 def test_tables_do_not_depend_on_the_batch_they_are_computed_in():

@@ -22,7 +22,7 @@ from codec.tiling import Tile
 from vaezip.evaluate import repeatable_sampling, valid_mask
 from vaezip.model import HierarchicalVAE
 from vaezip.model.context import phase_map, phase_positions
-from vaezip.model.integer import PROBABILITY_BITS, IntegerVAE, fixed_to_float, latent_to_fixed, probabilities
+from vaezip.model.integer import IntegerVAE, fixed_to_float, latent_to_fixed, probabilities
 
 # Rows of a tile batch whose probability tables are built at once: bounds the (B, K, rows, W, 256) temporary.
 TABLE_ELEMENTS = 2**25
@@ -250,8 +250,5 @@ class TorchLatentModel:
             bits += gaussian_kl_bits(p.post_mean, p.post_std, p.prior_mean, p.prior_std).sum(axis=1)
             batch.set_latent(group, grid.values(k))
         tensor = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device)
-        for channel in range(pixels.shape[1]):
-            frequencies = batch.frequencies(channel, tensor).cpu().numpy()  # B, H, W, 256
-            chosen = np.take_along_axis(frequencies, pixels[:, channel, :, :, None].astype(np.int64), -1)[..., 0]
-            bits += (np.where(mask, PROBABILITY_BITS - np.log2(chosen), 0.0)).reshape(len(pixels), -1).sum(axis=1)
-        return bits
+        nll = self.integer_model.mixture.nll_bits(batch._pixel_params, tensor).cpu().numpy()  # B, H, W
+        return bits + np.where(mask, nll, 0.0).reshape(len(pixels), -1).sum(axis=1)
