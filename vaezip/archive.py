@@ -30,10 +30,11 @@ DEFAULT_TILE = 32  # pixels per tile side: the shipped models were trained on 32
 # vaezip's own limits (on top of codec/header.py's), the same when writing and reading, so that a forged header
 # cannot make the decoder build huge tile lists or run the model on a huge batch (docs/ERRORS.md).
 FLOAT_VERSION = 1  # .vz files coded by float inference (pixel-context models still write them)
-MAX_TILE = 512  # tile side: one tile must fit a batch (MAX_TILE**2 <= MAX_BATCH_PIXELS)
+MAX_TILE = 256  # tile side: one tile must fit a batch (MAX_TILE**2 <= MAX_BATCH_PIXELS)
 # Padded pixels in one batch of tiles (n * Th * Tw): the model's activations for a batch, and its unfolded
-# convolution inputs, take ~4 kB per pixel at the widest layers (float64 integers): ~1 GiB at this limit.
-MAX_BATCH_PIXELS = 2**18
+# convolution inputs, take ~7 kB per pixel at the widest layers (float64 integers; measured with the photo
+# model: 1.85 GiB for a forged batch of 2**18 pixels), so ~0.5 GiB at this limit (4x a default batch).
+MAX_BATCH_PIXELS = 2**16
 MAX_TILES = 2**20  # tiles in one file
 # Pixels of all the images of one file together: the decoder holds every decoded image until the checksum of
 # the whole file is verified (~1 GiB of RGBA at the limit), and a forged header must not claim more.
