@@ -110,14 +110,16 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
             tiles += cut
             owner += [index] * len(cut)
     with deterministic_kernels(pin_threads=not coder_model.integer):
-        model_bits = coder_model.tile_bounds(tiles) if predictor else None
+        # Which tiles the predictor takes: decided on the float network's estimate (fast); the decoder replays
+        # the schedule, so the choice needs no exactness.
+        estimates = coder_model.tile_bounds(tiles, estimate=True) if predictor else None
         schedule, stats = bitsback.encode_tiles(
-            stack, tiles, coder_model, GRID, max_batch, on_batch=progress, model_bits=model_bits
+            stack, tiles, coder_model, GRID, max_batch, on_batch=progress, model_bits=estimates
         )
-        if model_bits is None:  # model-only: just the tiles coded without bits-back need the model's bound
-            alone = [k for k, s in enumerate(stats) if s.direct]
-            model_bits = dict(zip(alone, coder_model.tile_bounds([tiles[k] for k in alone])))
-    # The bound stays the model's: a tile coded without it reports the model's negative ELBO as its bound.
+        # The bound stays the coder's model's: a tile coded without bits-back reports the (integer) model's
+        # negative ELBO as its bound; a bits-back tile its own, from the pass that coded it.
+        alone = [k for k, s in enumerate(stats) if s.direct]
+        model_bits = dict(zip(alone, coder_model.tile_bounds([tiles[k] for k in alone])))
     bounds = [model_bits[k] if s.direct else s.ideal_bits for k, s in enumerate(stats)]
 
     entries = tuple(

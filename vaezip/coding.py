@@ -213,10 +213,14 @@ class TorchLatentModel:
         return TorchPass(self.model, self.device, shape, pixels)
 
     @torch.inference_mode()
-    def tile_bounds(self, tiles: Sequence[Tile], seed: int = 0, grid: LatentGrid = LatentGrid()) -> list[float]:
+    def tile_bounds(self, tiles: Sequence[Tile], seed: int = 0, grid: LatentGrid = LatentGrid(),
+                    estimate: bool = False) -> list[float]:
         """The model's negative ELBO (bits, one posterior sample, valid pixels only) of each padded tile, in
         batches of equal padded shape. What the encoder expects bits-back to cost; it plays no part in decoding.
-        For the integer model it is the integer model's: its tables and latent parameters, latents on `grid`."""
+        For the integer model it is the integer model's (its latent parameters, latents on `grid`, its pixel
+        probabilities); `estimate` takes the float network's instead, ~6x faster on a CPU and within a fraction
+        of a percent: good enough to choose which tiles the predictor codes, not what a report calls the bound."""
+        integer = self.integer and not estimate
         bounds = [0.0] * len(tiles)
         by_shape: dict[tuple[int, ...], list[int]] = {}
         for index, tile in enumerate(tiles):
@@ -229,7 +233,7 @@ class TorchLatentModel:
                     chosen = indices[start : start + step]
                     pixels = np.stack([tiles[k].pixels for k in chosen])
                     mask = valid_mask((height, width), [tiles[k].valid for k in chosen])  # B, 1, H, W
-                    if self.integer:
+                    if integer:
                         bits = self._integer_bounds(pixels, mask[:, 0].astype(bool), rng, grid)
                     else:
                         tensor = torch.from_numpy(pixels).to(self.device)
