@@ -100,3 +100,15 @@ def test_info_says_how_each_file_was_coded():
     lines = [line for line in result.stdout.decode().splitlines() if not line.startswith(" ")]
     assert "format 2 (integer-exact inference: decodes on any machine)" in lines[0]
     assert "format 1 (float inference: decodes on the kind of machine that made it)" in lines[1]
+
+
+def test_info_needs_no_model_and_imports_no_torch():
+    """`vaezip info` reads headers only: it must not pay for importing torch (seconds on a small CPU)."""
+    import subprocess
+    import sys
+
+    script = ("import sys; from typer.testing import CliRunner; from vaezip.cli import app; "
+              f"result = CliRunner().invoke(app, ['info', {str(GOLDEN / 'golden.vz')!r}]); "
+              "print(result.exit_code, 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["0", "False"], (done.stdout, done.stderr)

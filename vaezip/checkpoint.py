@@ -26,6 +26,7 @@ from vaezip.config import (
     model_config_from_dict,
     train_config_from_dict,
 )
+from vaezip.errors import CheckpointError  # defined there: catching user errors must not import torch
 from vaezip.model import HierarchicalVAE
 
 CHECKPOINT_NAME = "last.pt"
@@ -43,8 +44,6 @@ MAX_SAFETENSORS_HEADER_BYTES = 4 * 2**20
 FLOAT_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64}
 
 
-class CheckpointError(ValueError):
-    """A checkpoint or weights file that cannot be used."""
 
 
 def _temporary(path: Path, pid: int | str) -> Path:

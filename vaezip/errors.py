@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from codec.errors import CodingError, FormatError
-from vaezip.checkpoint import CheckpointError
 from vaezip.config import ConfigError
 from vaezip.data import DataError
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or weights file that cannot be used (raised by vaezip/checkpoint.py; defined here so that
+    catching user errors never imports torch)."""
 
 
 class ImageError(ValueError):
