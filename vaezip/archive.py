@@ -32,8 +32,8 @@ DEFAULT_TILE = 32  # pixels per tile side: the shipped models were trained on 32
 FLOAT_VERSION = 1  # .vz files coded by float inference (pixel-context models still write them)
 MAX_TILE = 256  # tile side: one tile must fit a batch (MAX_TILE**2 <= MAX_BATCH_PIXELS)
 # Padded pixels in one batch of tiles (n * Th * Tw): the model's activations for a batch, and its unfolded
-# convolution inputs, take ~7 kB per pixel at the widest layers (float64 integers; measured with the photo
-# model: 1.85 GiB for a forged batch of 2**18 pixels), so ~0.5 GiB at this limit (4x a default batch).
+# convolution inputs, are float64 integers. Measured with the photo model, a forged batch took 1.85 GiB over
+# the process's baseline at 2**18 pixels and 0.7 GiB at this limit (4x a default batch of 16 32x32 tiles).
 MAX_BATCH_PIXELS = 2**16
 MAX_TILES = 2**20  # tiles in one file
 # Pixels of all the images of one file together: the decoder holds every decoded image until the checksum of
