@@ -31,7 +31,7 @@ from codec.errors import (
 )
 from vaezip.api import compress_images, decompress_images, load_model
 from vaezip.checkpoint import CheckpointError
-from vaezip.errors import USER_ERRORS, ImageError, IntegrityError
+from vaezip.errors import ImageError, IntegrityError
 from vaezip.images import MAX_IMAGE_PIXELS, open_image
 
 ROOT = Path(__file__).resolve().parents[1]
