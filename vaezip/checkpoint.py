@@ -27,6 +27,7 @@ from vaezip.config import (
     train_config_from_dict,
 )
 from vaezip.errors import CheckpointError  # defined there: catching user errors must not import torch
+from vaezip.files import fsync_dir
 from vaezip.model import HierarchicalVAE
 
 CHECKPOINT_NAME = "last.pt"
@@ -98,20 +99,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    fsync_dir(path.parent)
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:

@@ -286,7 +286,7 @@ def atomic_write(path: Path | str, data: bytes, *, overwrite: bool) -> None:
         with _signals_deferred():
             if created and os.path.lexists(tmp):
                 os.unlink(tmp)
-    _fsync_dir(folder)
+    fsync_dir(folder)
 
 
 def _link_no_clobber(tmp: Path, path: Path) -> None:
@@ -302,7 +302,8 @@ def _link_no_clobber(tmp: Path, path: Path) -> None:
     os.unlink(tmp)
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable (best effort: some file systems cannot fsync a folder)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:
