@@ -124,11 +124,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         raise CheckpointError(f"{path} is not a readable vaezip checkpoint ({type(error).__name__})") from None
     if not isinstance(data, dict) or data.get("kind") != KIND:
         raise CheckpointError(f"{path} is not a vaezip checkpoint")
-    version = data.get("format_version")
-    if isinstance(version, bool) or version not in READABLE_FORMATS:
-        raise CheckpointError(
-            f"{path} has checkpoint format {short_repr(version)}, this vaezip reads {READABLE_FORMATS}"
-        )
+    _readable_format(data.get("format_version"), path, "checkpoint")
     try:
         # Older formats are upgraded explicitly here, so everything downstream sees the current one.
         config = model_config_from_dict(data["model_config"], data["format_version"])
@@ -139,6 +135,12 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     data["model_config"] = config_to_dict(config)
     data["format_version"] = FORMAT_VERSION
     return data
+
+
+def _readable_format(version, label, kind: str) -> None:
+    """Refuse a format version this vaezip does not read (a bool is not a version)."""
+    if isinstance(version, bool) or version not in READABLE_FORMATS:
+        raise CheckpointError(f"{label} has {kind} format {short_repr(version)}, this vaezip reads {READABLE_FORMATS}")
 
 
 def sha256_file(path: Path) -> str:
@@ -265,11 +267,7 @@ def parse_weights_metadata(metadata: Any, label: str) -> dict[str, Any]:
         raise CheckpointError(f"{label}: vaezip metadata is not valid JSON ({_one_line(error, 100)})") from None
     if not isinstance(description, dict) or description.get("kind") != WEIGHTS_KIND:
         raise CheckpointError(f"{label} is not vaezip weights")
-    version = description.get("format_version")
-    if isinstance(version, bool) or version not in READABLE_FORMATS:
-        raise CheckpointError(
-            f"{label} has weights format {short_repr(version)}, this vaezip reads {READABLE_FORMATS}"
-        )
+    _readable_format(description.get("format_version"), label, "weights")
     name = description.get("name")
     if name is not None and not (
         isinstance(name, str) and 0 < len(name) <= MAX_MODEL_NAME_CHARS and name.isprintable()
