@@ -253,14 +253,17 @@ def _decode_bitsback(stack: Stack, specs: Sequence[TileSpec], model: LatentModel
         batch.set_latent(g, grid.values(k))
         ks.append(k)
     pixels = pop_pixels(stack, batch, specs)  # (B, C, H, W)
-    # A second pass, now with pixels, gives the posteriors the encoder popped with; pushing the latents back
-    # with them returns the bits the encoder borrowed.
-    again = model.begin(shape, pixels)
-    posteriors = []
-    for g, k in enumerate(ks):
-        p = _params(again, g, len(specs), need_posterior=True)
-        posteriors.append((p.post_mean, p.post_std))
-        again.set_latent(g, grid.values(k))
+    # The posteriors the encoder popped with, now that the pixels are known; pushing the latents back with
+    # them returns the bits the encoder borrowed.
+    if hasattr(batch, "posteriors"):
+        posteriors = _checked_posteriors(batch.posteriors(pixels), ks)
+    else:  # a second pass, now with pixels
+        again = model.begin(shape, pixels)
+        posteriors = []
+        for g, k in enumerate(ks):
+            p = _params(again, g, len(specs), need_posterior=True)
+            posteriors.append((p.post_mean, p.post_std))
+            again.set_latent(g, grid.values(k))
     for k, (mean, std) in reversed(list(zip(ks, posteriors))):  # group 0 last: the encoder popped it first
         push_posterior(stack, grid, k, mean, std)
     _swap_top(stack)  # its own inverse: undoes the encoder's swap
@@ -436,6 +439,22 @@ def _params(batch: ModelPass, group: int, b: int, need_posterior: bool) -> Laten
     if need_posterior:
         return LatentParams(*arrays)
     return LatentParams(arrays[0], arrays[1])
+
+
+def _checked_posteriors(posteriors, ks: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """A pass's posteriors(), checked as _params checks parameters: one (mean, std) per group, each shaped
+    like that group's latents, finite, stds > 0."""
+    if len(posteriors) != len(ks):
+        raise CodingError(f"model gave posteriors for {len(posteriors)} groups, not {len(ks)}")
+    checked = []
+    for g, ((mean, std), k) in enumerate(zip(posteriors, ks)):
+        mean, std = np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
+        if mean.shape != k.shape or std.shape != k.shape:
+            raise CodingError(f"posterior of group {g} must be {k.shape}, got {mean.shape} and {std.shape}")
+        if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std) & (std > 0))):
+            raise CodingError(f"posterior of group {g}: means must be finite, stds finite and > 0")
+        checked.append((mean, std))
+    return checked
 
 
 # ---------------------------------------------------------------------------------------------- schedule

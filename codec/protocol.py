@@ -61,6 +61,12 @@ class ModelPass(Protocol):
         """
         ...
 
+    # Optional: a pass begun without pixels may offer
+    #     def posteriors(self, pixels: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]
+    # after all groups are set: every group's (posterior mean, posterior std), (B, D) float64 each, given
+    # the decoded pixels and the latents set, exactly what a pass begun with those pixels gives. The decoder
+    # then skips its second pass over the top-down path.
+
 
 class LatentModel(Protocol):
     channels: int  # 1 or 3

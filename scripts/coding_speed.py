@@ -26,6 +26,8 @@ SPENT: dict[str, float] = defaultdict(float)
 
 
 def timed(owner, name: str, bucket: str) -> None:
+    if not hasattr(owner, name):
+        return
     original = getattr(owner, name)
 
     def wrapper(*args, **kwargs):
@@ -53,7 +55,7 @@ def main() -> None:
 
         loaded = load(default_for(image.mode))
     for kind in (coding.TorchPass, coding.IntegerPass):  # float (format 1) and integer-exact (format 2) passes
-        for name in ("__init__", "latent_params", "set_latent"):
+        for name in ("__init__", "latent_params", "set_latent", "posteriors"):
             timed(kind, name, "network")
         timed(kind, "pixel_table", "tables")
     for name in ("push_gaussian", "pop_gaussian", "push_categorical", "pop_categorical", "push_uniform", "pop_uniform"):

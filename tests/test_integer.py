@@ -116,3 +116,46 @@ def test_every_partial_sum_bound_holds_for_the_shipped_shapes():
     for preset in ("tiny", "cpu", "gpu"):
         IntegerVAE(HierarchicalVAE(get_preset(preset).model))
     assert EXACT == 2.0**53
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_windowed_tables_equal_the_full_tables(channels):
+    """The fast table builder (each component only where its CDF moves) gives the very integers of the full
+    one (every component at every edge), for parameters across and beyond their clamps: narrow and flat
+    components, means at and past both ends of the pixel range, extreme logits and coefficients."""
+    torch.manual_seed(3)
+    integer = IntegerVAE(HierarchicalVAE(dataclasses.replace(get_preset("tiny").model, image_channels=channels)))
+    k = integer.config.num_mixtures
+    params = torch.randn(2, k + 2 * k * channels + (3 * k if channels == 3 else 0), 12, 12, dtype=torch.float64)
+    scale = torch.tensor([4.0, 1.5, 9.0, 30.0, 0.01], dtype=torch.float64)  # in units of 2**14 (fixed point)
+    params *= scale[torch.randint(0, len(scale), params.shape)] * 16384
+    params = torch.round(params)
+    pixels = torch.from_numpy(np.random.default_rng(3).integers(0, 256, (2, channels, 12, 12), dtype=np.uint8))
+    pixels[0, :, :2] = 0
+    pixels[1, :, :2] = 255
+    for c in range(channels):
+        fast = integer.mixture.channel_table(params, pixels, c)
+        full = integer.mixture.channel_table(params, pixels, c, windowed=False)
+        assert torch.equal(fast, full), c
+
+
+def test_decoder_posteriors_equal_a_second_pass():
+    """The decoder's posteriors from the states of its prior-only walk equal a walk begun with the pixels."""
+    torch.manual_seed(4)
+    model = HierarchicalVAE(get_preset("tiny").model).eval()
+    integer = IntegerVAE(model)
+    pixels = torch.from_numpy(np.random.default_rng(4).integers(0, 256, (2, 3, 16, 16), dtype=np.uint8))
+    with torch.inference_mode():
+        prior_walk, full_walk = integer.walk(None, 2, 16, 16), integer.walk(pixels, 2, 16, 16)
+        expected = []
+        for _ in range(prior_walk.num_groups):
+            prior_mean, _, _, _ = prior_walk.step()
+            _, _, post_mean, post_std = full_walk.step()
+            expected.append((post_mean, post_std))
+            z = torch.round(prior_mean / 64) * 64
+            prior_walk.advance(z)
+            full_walk.advance(z)
+        got = prior_walk.posteriors(pixels)
+    assert len(got) == len(expected)
+    for (mean, std), (mean_e, std_e) in zip(got, expected):
+        assert torch.equal(mean, mean_e) and torch.equal(std, std_e)

@@ -31,7 +31,7 @@ TABLE_ELEMENTS = 2**25
 # another. Coding therefore runs on this many threads everywhere.
 CODING_THREADS = 2
 BOUND_BATCH_PIXELS = 2**16  # pixels per batch of TorchLatentModel.tile_bounds
-INTEGER_TABLE_ELEMENTS = 2**22  # (pixels x components x 255) per chunk of integer tables: ~6 such temporaries
+INTEGER_TABLE_PIXELS = 1024  # pixels per chunk of integer tables: the temporaries stay in a CPU's caches
 
 
 @contextmanager
@@ -157,6 +157,7 @@ class IntegerPass:
         self.pixel_phases = None
         self._latent_shape: torch.Size | None = None
         self._pixel_params: torch.Tensor | None = None
+        self._flat_params: torch.Tensor | None = None  # N, P: the pixel parameters one row per pixel
 
     def latent_params(self, group: int) -> LatentParams:
         if group != self.walk.group:
@@ -172,27 +173,35 @@ class IntegerPass:
         if self.walk.group == self.num_groups:
             self._pixel_params = self.walk.pixel_params()  # B, P, H, W
 
-    def frequencies(self, channel: int, pixels: torch.Tensor) -> torch.Tensor:
-        """(B, H, W, 256) int64 frequencies of `channel`, built in row chunks (the result does not depend on
-        the chunking: every pixel's table is computed on its own)."""
-        params = self._pixel_params
-        batch, _, height, width = params.shape
-        per_row = batch * self.model.config.num_mixtures * width * 255
-        rows = max(1, INTEGER_TABLE_ELEMENTS // per_row)
-        return torch.cat([
-            self.model.mixture.channel_table(params[:, :, top : top + rows], pixels[:, :, top : top + rows], channel)
-            for top in range(0, height, rows)
-        ], dim=1)
+    def posteriors(self, pixels: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """codec.protocol.ModelPass.posteriors: each group's (mean, std), (B, D) float64 each."""
+        tensor = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device)
+        flat = lambda q: fixed_to_float(q).reshape(self.batch, -1)  # noqa: E731
+        return [(flat(mean), flat(std)) for mean, std in self.walk.posteriors(tensor)]
 
     def pixel_table(
         self, channel: int, pixels: np.ndarray, phase: int | None = None, mask: np.ndarray | None = None
     ) -> np.ndarray:
+        """(B, H, W, 256) float32 probabilities: the integer frequencies / 2**24, exactly. Built in chunks of
+        pixels small enough for the temporaries to stay in the CPU's caches; every pixel's table is computed on
+        its own, so the chunking changes nothing."""
         if self._pixel_params is None:
             raise RuntimeError("pixel_table before every latent group was set")
         if phase is not None:
             raise RuntimeError("an integer model codes its pixels all at once, not by phase")
-        tensor = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device)
-        return probabilities(self.frequencies(channel, tensor))
+        batch, _, height, width = pixels.shape
+        if self._flat_params is None:
+            params = self._pixel_params
+            self._flat_params = params.permute(0, 2, 3, 1).reshape(batch * height * width, params.shape[1])  # N, P
+        values = torch.from_numpy(np.ascontiguousarray(pixels.transpose(0, 2, 3, 1))).to(self.device)
+        values = values.reshape(batch * height * width, -1)  # N, C
+        tables = np.empty((batch * height * width, 256), dtype=np.float32)
+        mixture = self.model.mixture
+        for start in range(0, len(values), INTEGER_TABLE_PIXELS):
+            stop = start + INTEGER_TABLE_PIXELS
+            frequencies = mixture.frequencies(self._flat_params[start:stop], values[start:stop], channel)
+            tables[start:stop] = probabilities(frequencies)
+        return tables.reshape(batch, height, width, 256)
 
 
 class TorchLatentModel:
