@@ -1,7 +1,10 @@
 """Compress and decompress one image, timed, with the time split into network, probability tables and
 entropy coder (everything else: tiling, planes, container).
 
-    python scripts/coding_speed.py ../shared/data/kodak/kodim23.png [--model NAME] [--device cpu|cuda]
+    python scripts/coding_speed.py ../shared/data/kodak/kodim23.png [--model NAME] [--device cpu|cuda] [--float]
+
+--float codes with the float network (format 1, what vaezip wrote before the integer-exact coder; decodes
+only on the kind of machine that wrote it), for comparison.
 """
 
 from __future__ import annotations
@@ -47,7 +50,14 @@ def main() -> None:
     parser.add_argument("image")
     parser.add_argument("--model", default=None)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--float", action="store_true", help="the format-1 float coder, for comparison")
     args = parser.parse_args()
+    if args.float:
+        import functools
+
+        from vaezip import archive
+
+        archive.TorchLatentModel = functools.partial(coding.TorchLatentModel, integer=False)
     image = open_image(args.image)
     loaded = load_model(args.model) if args.model else None
     if loaded is None:
@@ -76,7 +86,9 @@ def main() -> None:
         other = total - sum(SPENT.values())
         report[phase] = (total, dict(SPENT), other)
     device = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"{args.image}: {image.width}x{image.height} {image.mode}, model {loaded.name}, {device}, torch {torch.__version__}")
+    coder = "float (format 1)" if args.float else "integer-exact (format 2)"
+    print(f"{args.image}: {image.width}x{image.height} {image.mode}, model {loaded.name}, {coder}, {device}, "
+          f"torch {torch.__version__}")
     print(f"achieved {result.achieved_bpsp:.4f} bpsp vs bound {result.bound_bpsp:.4f} ({result.achieved_bpsp / result.bound_bpsp:.4f}x)")
     for phase, (total, spent, other) in report.items():
         parts = ", ".join(f"{k} {v:.2f} s ({v / total:.0%})" for k, v in sorted(spent.items()))

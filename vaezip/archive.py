@@ -29,7 +29,7 @@ GRID = LatentGrid()
 DEFAULT_TILE = 32  # pixels per tile side: the shipped models were trained on 32x32 crops and bound best there
 # vaezip's own limits (on top of codec/header.py's), the same when writing and reading, so that a forged header
 # cannot make the decoder build huge tile lists or run the model on a huge batch (docs/ERRORS.md).
-FLOAT_VERSION = 1  # .vz files coded by float inference (pixel-context models still write them)
+FLOAT_VERSION = 1  # .vz files coded by float inference (read only)
 MAX_TILE = 256  # tile side: one tile must fit a batch (MAX_TILE**2 <= MAX_BATCH_PIXELS)
 # Padded pixels in one batch of tiles (n * Th * Tw): the model's activations for a batch, and its unfolded
 # convolution inputs, are float64 integers. Measured with the photo model, a forged batch took 1.85 GiB over
@@ -87,7 +87,7 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
     if tiles_needed > MAX_TILES:
         raise ImageError(f"{tiles_needed} tiles, more than {MAX_TILES} in one file: use a larger --tile")
     target = _resolve_device(device)
-    coder_model = TorchLatentModel(loaded.model, target)  # integer-exact unless the model has no integer form
+    coder_model = TorchLatentModel(loaded.model, target)  # integer-exact
     version = container.VERSION if coder_model.integer else FLOAT_VERSION
 
     stack = Stack()
@@ -183,8 +183,6 @@ def decode_archive(data: bytes, model, *, device, progress):
     recorded = header.coder.extra.get("device")
     # A float file decodes best where it was made; an integer file anywhere.
     target = _resolve_device(device, recorded if isinstance(recorded, str) and not integer else None)
-    if integer and loaded.model.config.pixel_context:
-        raise CodingError(f"{loaded.name} has a pixel-context head, which integer-coded files cannot name")
     coder_model = TorchLatentModel(loaded.model, target, integer=integer)
     channels, stride, tile = loaded.model.config.image_channels, loaded.model.config.stride, header.coder.tile
 

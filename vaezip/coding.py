@@ -3,7 +3,7 @@
 Encoder and decoder must compute bit-identical distributions. Two ways, chosen by the file's format version:
 - integer (format 2, what vaezip writes): model/integer.py computes every parameter and table exactly, so
   any machine, thread count, kernel or device gives the same bits (IntegerPass);
-- float (format 1, still read; pixel-context models): both sides run the same batches, the same kernels
+- float (format 1, still read): both sides run the same batches, the same kernels
   (deterministic algorithms, no TF32, no cuDNN autotuning, CODING_THREADS) and the pixel tables in the same
   row chunks, which holds only on the same kind of machine (TorchPass).
 """
@@ -154,7 +154,10 @@ class IntegerPass:
         tensor = None if pixels is None else torch.from_numpy(np.ascontiguousarray(pixels)).to(device)
         self.walk = model.walk(tensor, batch, height, width)
         self.num_groups = self.walk.num_groups
-        self.pixel_phases = None
+        # A context model codes its pixels phase by phase; one phase's refined parameters serve its channels.
+        self.pixel_phases = None if model.context is None else phase_map(height, width)
+        self._phase: int | None = None
+        self._phase_params: torch.Tensor | None = None  # B * n, P: the refined parameters of self._phase
         self._latent_shape: torch.Size | None = None
         self._pixel_params: torch.Tensor | None = None
         self._flat_params: torch.Tensor | None = None  # N, P: the pixel parameters one row per pixel
@@ -187,8 +190,10 @@ class IntegerPass:
         its own, so the chunking changes nothing."""
         if self._pixel_params is None:
             raise RuntimeError("pixel_table before every latent group was set")
+        if (phase is None) != (self.pixel_phases is None):
+            raise RuntimeError("a context model's tables come by phase, and only a context model's do")
         if phase is not None:
-            raise RuntimeError("an integer model codes its pixels all at once, not by phase")
+            return self._phase_table(channel, pixels, phase, mask)
         batch, _, height, width = pixels.shape
         if self._flat_params is None:
             params = self._pixel_params
@@ -203,17 +208,33 @@ class IntegerPass:
             tables[start:stop] = probabilities(frequencies)
         return tables.reshape(batch, height, width, 256)
 
+    def _phase_table(self, channel: int, pixels: np.ndarray, phase: int, mask: np.ndarray) -> np.ndarray:
+        """(B, n, 256) probabilities of the n pixels of `phase`."""
+        batch, channels, _, width = pixels.shape
+        tensor = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device)
+        row, columns = phase_positions(phase, width)
+        if channel == 0 or self._phase != phase:
+            # Channel 0 comes first on both sides, before any pixel of this phase is known.
+            valid = torch.from_numpy(np.ascontiguousarray(mask[:, None])).to(self.device, torch.float64)
+            base = self._pixel_params[:, :, row : row + 1, columns]  # B, P, 1, n
+            refined = self.model.context.phase(base, tensor, valid, phase)  # B, P, 1, n
+            self._phase_params = refined.permute(0, 2, 3, 1).reshape(-1, refined.shape[1])  # B * n, P
+            self._phase = phase
+        values = tensor[:, :, row, columns].permute(0, 2, 1).reshape(-1, channels)  # B * n, C
+        frequencies = self.model.mixture.frequencies(self._phase_params, values, channel)  # B * n, 256
+        return probabilities(frequencies).reshape(batch, -1, 256)
+
 
 class TorchLatentModel:
     """codec.protocol.LatentModel for a HierarchicalVAE on a device: integer-exact (portable files), or float
-    (format-1 files, and pixel-context models, which have no integer form yet)."""
+    (to read format-1 files)."""
 
     def __init__(self, model: HierarchicalVAE, device: str | torch.device = "cpu", integer: bool = True):
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.channels = model.config.image_channels
         self.stride = model.config.stride
-        self.integer = integer and not model.config.pixel_context
+        self.integer = integer
         self.integer_model = IntegerVAE(self.model).to(self.device) if self.integer else None
 
     def begin(self, shape, pixels: np.ndarray | None = None):
@@ -263,5 +284,9 @@ class TorchLatentModel:
             bits += gaussian_kl_bits(p.post_mean, p.post_std, p.prior_mean, p.prior_std).sum(axis=1)
             batch.set_latent(group, grid.values(k))
         tensor = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device)
-        nll = self.integer_model.mixture.nll_bits(batch._pixel_params, tensor).cpu().numpy()  # B, H, W
+        params = batch._pixel_params  # B, P, H, W
+        if self.integer_model.context is not None:  # every pixel at once: the same integers as phase by phase
+            valid = torch.from_numpy(np.ascontiguousarray(mask[:, None])).to(self.device, torch.float64)
+            params = self.integer_model.context.forward(params, tensor, valid)
+        nll = self.integer_model.mixture.nll_bits(params, tensor).cpu().numpy()  # B, H, W
         return bits + np.where(mask, nll, 0.0).reshape(len(pixels), -1).sum(axis=1)

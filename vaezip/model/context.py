@@ -71,7 +71,7 @@ class PixelContext(nn.Module):
         valid (B, 1, H, W) 1 for real pixels -> refined params (B, P, H, W)."""
         height, width = pixels.shape[2:]
         odd_columns = (torch.arange(width, device=pixels.device) % 2).float()  # W
-        neighbours = _neighbours(pixels, valid, slice(0, height), 0, 1, width, odd_columns)
+        neighbours = _neighbours(pixels_to_unit(pixels), valid.float(), slice(0, height), 0, 1, width, odd_columns)
         return self._refine(params, neighbours)
 
     def phase(self, params: torch.Tensor, pixels: torch.Tensor, valid: torch.Tensor, phase: int) -> torch.Tensor:
@@ -79,17 +79,20 @@ class PixelContext(nn.Module):
         phase final (later ones are never read); valid (B, 1, H, W) -> refined params (B, P, 1, n)."""
         row, columns = phase_positions(phase, pixels.shape[3])
         # Only odd columns read their own row; a phase is all odd or all even columns.
-        neighbours = _neighbours(pixels, valid, slice(row, row + 1), columns.start, 2, params.shape[3],
-                                 float(columns.start))
+        neighbours = _neighbours(pixels_to_unit(pixels), valid.float(), slice(row, row + 1), columns.start, 2,
+                                 params.shape[3], float(columns.start))
         return self._refine(params, neighbours)
 
 
-def _neighbours(pixels, valid, rows: slice, first_column: int, step: int, count: int, same_row) -> torch.Tensor:
+def _neighbours(unit, valid, rows: slice, first_column: int, step: int, count: int, same_row,
+                flag_value: float = 1.0) -> torch.Tensor:
     """Every offset's neighbour (zero where absent) and its presence flag, at the pixels of `rows` x columns
     first_column, first_column + step, ... (`count` of them): (B, len(OFFSETS) * (C + 1), len(rows), count).
-    `same_row` (per column, or one number) multiplies the flags of same-row offsets."""
-    unit = _pad(pixels_to_unit(pixels))  # B, C, 2 + H, W + 6
-    present = _pad(valid.float())  # B, 1, 2 + H, W + 6
+    unit: (B, C, H, W) pixel values in the network's units; valid (B, 1, H, W) 1 or 0. `same_row` (per column,
+    or one number, 1 or 0) multiplies the flags of same-row offsets; a present flag reads `flag_value` (1.0,
+    or one in the integer model's fixed point)."""
+    unit = _pad(unit)  # B, C, 2 + H, W + 6
+    present = _pad(valid)  # B, 1, 2 + H, W + 6
     values, flags = [], []
     for dy, dx in OFFSETS:
         shifted_rows = slice(ROWS_ABOVE + dy + rows.start, ROWS_ABOVE + dy + rows.stop)
@@ -99,5 +102,5 @@ def _neighbours(pixels, valid, rows: slice, first_column: int, step: int, count:
         if dy == 0:
             flag = flag * same_row
         values.append(unit[:, :, shifted_rows, columns] * flag)
-        flags.append(flag)
+        flags.append(flag * flag_value if flag_value != 1.0 else flag)
     return torch.cat(values + flags, dim=1)

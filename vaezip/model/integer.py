@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from vaezip.config import ModelConfig
+from vaezip.model.context import PixelContext, _neighbours, phase_positions
 from vaezip.model.vae import HierarchicalVAE
 
 INTEGER_RULES = 1  # bump when any rule below changes: files name the rules they were coded with
@@ -210,12 +211,10 @@ def _transposed_head(module: torch.nn.ConvTranspose2d) -> tuple[IntConv, int]:
 
 
 class IntegerVAE:
-    """The integer twin of a HierarchicalVAE (no pixel-context head): encoder, top-down walk, pixel tables."""
+    """The integer twin of a HierarchicalVAE: encoder, top-down walk, pixel-context head, pixel tables."""
 
     def __init__(self, model: HierarchicalVAE):
         config: ModelConfig = model.config
-        if config.pixel_context:
-            raise ValueError("integer inference has no pixel-context head yet: use a model without one")
         self.config = config
         self.device = torch.device("cpu")
         self.tables = _build_tables()
@@ -243,6 +242,7 @@ class IntegerVAE:
         self.block_stage = list(decoder.block_stage)
         self.upsamples = [_conv(u) for u in decoder.upsamples]
         self.head, self.head_factor = _transposed_head(decoder.head)
+        self.context = None if model.context is None else IntegerContext(model.context, self)
         self.mixture = IntegerMixture(config.image_channels, config.num_mixtures, self)
         self.sigmoid_saturation = _saturation(self.tables["sigmoid"])
         self.sigmoid_int32 = self.tables["sigmoid"].values.int()  # values < 2**31: the same integers
@@ -261,6 +261,8 @@ class IntegerVAE:
         convs += [c for stage in self.encoder_stages for pair in stage for c in pair]
         convs += [c for block in self.blocks for c in (block["prior"], block["posterior"], block["projection"],
                                                          *block["residual"])]
+        if self.context is not None:
+            convs += self.context.layers
         for conv in convs:
             conv.to(device)
         return self
@@ -294,6 +296,39 @@ class IntegerVAE:
         stride = self.config.stride
         activations = None if pixels is None else self.encode(pixels)
         return IntegerWalk(self, activations, batch, (height // stride, width // stride))
+
+
+class IntegerContext:
+    """The causal pixel-context head (model/context.py) on integers: the same neighbours in fixed point, three
+    1x1 IntConvs and the silu table. Each pixel's refinement reads only its own inputs, so refining a phase
+    and refining every pixel at once give the same integers."""
+
+    def __init__(self, context: PixelContext, model: "IntegerVAE"):
+        self.model = model
+        self.layers = [_conv(context.layer_in), _conv(context.layer_mid), _conv(context.layer_out)]
+
+    def _refine(self, params: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
+        layer_in, layer_mid, layer_out = self.layers
+        hidden = self.model.silu(layer_in(torch.cat([params, neighbours], dim=1)))
+        return (params + layer_out(self.model.silu(layer_mid(hidden)))).clamp_(-LIMIT_Q, LIMIT_Q)
+
+    def _unit(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model.unit_values[pixels.long()]  # B, C, H, W fixed point
+
+    def forward(self, params: torch.Tensor, pixels: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Every pixel at once: params (B, P, H, W) integers, pixels (B, C, H, W), valid (B, 1, H, W) 0/1."""
+        height, width = pixels.shape[2:]
+        odd_columns = (torch.arange(width, device=pixels.device) % 2).double()  # W
+        neighbours = _neighbours(self._unit(pixels), valid.double(), slice(0, height), 0, 1, width, odd_columns,
+                                 flag_value=ONE)
+        return self._refine(params, neighbours)
+
+    def phase(self, params: torch.Tensor, pixels: torch.Tensor, valid: torch.Tensor, phase: int) -> torch.Tensor:
+        """The pixels of one phase: params (B, P, 1, n) at those pixels -> refined (B, P, 1, n)."""
+        row, columns = phase_positions(phase, pixels.shape[3])
+        neighbours = _neighbours(self._unit(pixels), valid.double(), slice(row, row + 1), columns.start, 2,
+                                 params.shape[3], float(columns.start), flag_value=ONE)
+        return self._refine(params, neighbours)
 
 
 def _saturation(table: Table) -> tuple[int, int]:
