@@ -1,7 +1,8 @@
 """The `vaezip` command: a thin Typer layer over the Python API. Only this module prints.
 
 Exit codes: 0 success, 1 an input or processing error (one line on stderr, nothing partial written),
-2 a usage error, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM; 129 for SIGHUP).
+2 a usage error, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM; 129 for SIGHUP). `--debug` (or
+VAEZIP_DEBUG=1) adds the full traceback before the one-line error.
 """
 
 from __future__ import annotations
@@ -17,19 +18,79 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from vaezip import __version__
 from vaezip.files import Terminated, shown  # light: no torch, numpy or Pillow
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     help="vaezip: neural lossless image compression (hierarchical VAE + bits-back ANS).",
+    context_settings={"help_option_names": ["-h", "--help"]},  # inherited by every command
 )
 out = Console()
+if not out.is_terminal:
+    # A pipe or a log file has no width: rich would wrap tables and long lines at 80 columns (or $COLUMNS),
+    # which breaks grep and cut. Tables take only the width their cells need.
+    out.width = 10_000
 err = Console(stderr=True, soft_wrap=True)  # one line per message, also in logs and pipes
+
+# Set by the app's options on every invocation (CliRunner runs many in one process).
+_options = {"debug": False}
 
 
 class Failure(Exception):
     """An error already worded for the user."""
+
+
+class UsageFailure(Failure):
+    """A bad option value: one line like any Failure, but exit code 2 (a usage error)."""
+
+
+def _debugging() -> bool:
+    return _options["debug"] or os.environ.get("VAEZIP_DEBUG", "").strip() not in ("", "0")
+
+
+def _print_traceback(error: BaseException) -> None:
+    import traceback
+
+    # Failures often reword another exception `from None`: the traceback worth seeing is that one's.
+    error.__suppress_context__ = False
+    traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
+    sys.stderr.flush()
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        out.print(f"vaezip {__version__}", markup=False, highlight=False)
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _app_options(
+    version: bool = typer.Option(False, "--version", "-V", is_eager=True, callback=_show_version,
+                                 help="print the version and exit"),
+    debug: bool = typer.Option(False, "--debug", help="on an error, show the full traceback before the one-line "
+                               "message (also VAEZIP_DEBUG=1)"),
+) -> None:
+    _options["debug"] = debug
+
+
+def _stdout_is_terminal() -> bool:
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stdout: not a terminal
+        return False
+
+
+def _refuse_terminal_output(what: str) -> None:
+    """Binary data on a terminal garbles it and helps nobody (zstd and gzip refuse too)."""
+    if _stdout_is_terminal():
+        raise Failure(f"refusing to write {what} to a terminal: redirect stdout (> FILE) or use -o FILE")
+
+
+def _check_tile(tile: int | None) -> None:
+    if tile is not None and tile < 1:
+        raise UsageFailure(f"--tile must be a positive number of pixels, not {tile}")
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
@@ -45,19 +106,24 @@ def user_errors():
     SIGTERM 143 (SIGHUP 129) where signals_as_exceptions is active; temporaries are removed on the way out."""
     try:
         yield
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
+        if _debugging():  # where a run that seemed to hang was
+            _print_traceback(stop)
         err.print("vaezip: interrupted")
         raise typer.Exit(130)
     except Terminated as stop:
         err.print("vaezip: terminated")
         raise typer.Exit(stop.exit_code)
     except _user_error_types() as error:
+        # USER_ERRORS holds ValueError and OSError, so a bug raising one also lands here: --debug shows it.
+        if _debugging():
+            _print_traceback(error)
         # Escaped, not cut at a newline: a file name may hold one (and control characters must not reach the
         # terminal); library messages are single lines otherwise.
         message = shown(str(error).strip()) or type(error).__name__
         # soft_wrap: one line whatever the terminal width (rich would otherwise wrap at 80 columns in a pipe).
         err.print(f"vaezip: error: {message}", markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(1)
+        raise typer.Exit(2 if isinstance(error, UsageFailure) else 1)
 
 
 class RichTrainReporter:
@@ -215,6 +281,7 @@ def eval_command(
     from vaezip.train import resolve_device
 
     with user_errors():
+        _check_tile(tile)
         loaded = load_model(model)
         images = datasets.load(data, limit=limit, channels=loaded.model.config.image_channels)
         target = resolve_device(device)
@@ -293,14 +360,21 @@ def _refuse_clashes(inputs: list[str], outputs: list[tuple[str, str | None]], hi
         claimed.setdefault(identity, source)
 
 
-def _check_target(target: str, force: bool) -> None:
+def _exists(target: str, derived: bool) -> Failure:
+    """An output that exists and no --force. An output named after the input (no -o) is most often a kept
+    input of the other direction (photo.png beside photo.vz): say both ways out."""
+    also = ", or -o to choose another name" if derived else ""
+    return Failure(f"{target} already exists (use --force to overwrite{also})")
+
+
+def _check_target(target: str, force: bool, derived: bool = False) -> None:
     """Before the work: the output can be written (its folder exists) and needs --force if it exists (a
-    dangling symlink included)."""
+    dangling symlink included). `derived`: the name came from the input's, not from -o."""
     path = Path(target)
     if path.is_dir():
         raise Failure(f"{target}: is a directory")
     if os.path.lexists(path) and not force:
-        raise Failure(f"{target} already exists (use --force to overwrite)")
+        raise _exists(target, derived)
     folder = path.parent
     if os.path.lexists(folder) and not folder.is_dir():
         raise Failure(f"{folder}: not a folder")
@@ -308,7 +382,7 @@ def _check_target(target: str, force: bool) -> None:
         raise Failure(f"{folder}: no such folder")
 
 
-def _write_output(path: str, data: bytes, force: bool) -> None:
+def _write_output(path: str, data: bytes, force: bool, derived: bool = False) -> None:
     """Write atomically (temporary file + rename, removed on failure, Ctrl-C and SIGTERM); never overwrite
     without --force."""
     from vaezip.files import atomic_write
@@ -321,7 +395,7 @@ def _write_output(path: str, data: bytes, force: bool) -> None:
     if target.is_dir():
         raise Failure(f"{path}: is a directory")
     if os.path.lexists(target) and not force:
-        raise Failure(f"{path} already exists (use --force to overwrite)")
+        raise _exists(path, derived)
     atomic_write(target, data, overwrite=force)
 
 
@@ -337,20 +411,60 @@ def _say(line: str) -> None:
     err.print(shown(line), markup=False, highlight=False, soft_wrap=True)
 
 
-def _report(result, output: str, verified: float | None = None) -> None:
-    for image in result.images:
-        share = image.payload_bits / image.subpixels
-        _say(
-            f"{image.name}: {image.width}x{image.height} {image.mode}, bound {image.bound_bpsp:.4f} bpsp, "
-            f"payload {share:.4f} bpsp ({image.tiles_without_bitsback} of {image.tiles} tiles without bits-back: "
-            f"{image.without_bitsback_excess_bits / image.subpixels:+.4f} bpsp against their bound)"
-        )
+def _report(result, output: str, verified: float | None = None, verbose: bool = False) -> None:
+    """One line per image (an archive's only with -v), then one for the file."""
+    if verbose or len(result.images) == 1:
+        for image in result.images:
+            share = image.payload_bits / image.subpixels
+            _say(
+                f"{image.name}: {image.width}x{image.height} {image.mode}, bound {image.bound_bpsp:.4f} bpsp, "
+                f"payload {share:.4f} bpsp ({image.tiles_without_bitsback} of {image.tiles} tiles without "
+                f"bits-back: {image.without_bitsback_excess_bits / image.subpixels:+.4f} bpsp against their bound)"
+            )
     check = "" if verified is None else f", verified (decoded and compared) in {verified:.2f} s"
+    count = f"{len(result.images)} images, " if len(result.images) > 1 else ""
     _say(
-        f"-> {output}: {len(result.data)} bytes, achieved {result.achieved_bpsp:.4f} bpsp vs bound "
+        f"-> {output}: {count}{len(result.data)} bytes, achieved {result.achieved_bpsp:.4f} bpsp vs bound "
         f"{result.bound_bpsp:.4f} ({result.achieved_bpsp / result.bound_bpsp:.4f}x; header {result.header_bytes} B) "
         f"in {result.seconds:.2f} s with model {result.model}{check}"
     )
+
+
+class _Totals:
+    """What several files came to, for the one summary line that replaces a line per file (without -v)."""
+
+    def __init__(self):
+        self.files = self.images = self.bytes = self.subpixels = 0
+        self.bound_bits = self.seconds = 0.0
+        self.models: dict[str, None] = {}
+
+    def add_compressed(self, result) -> None:
+        self.files += 1
+        self.images += len(result.images)
+        self.bytes += len(result.data)
+        self.subpixels += result.subpixels
+        self.bound_bits += result.bound_bpsp * result.subpixels
+        self.seconds += result.seconds
+        self.models[result.model] = None
+
+    def add_decompressed(self, nbytes: int, images: int, subpixels: int, seconds: float) -> None:
+        self.files += 1
+        self.images += images
+        self.bytes += nbytes
+        self.subpixels += subpixels
+        self.seconds += seconds
+
+    def compressed_line(self) -> str:
+        achieved = 8 * self.bytes / max(self.subpixels, 1)
+        bound = self.bound_bits / max(self.subpixels, 1)
+        return (f"compressed {self.files} files ({self.images} images): {self.bytes} bytes, achieved "
+                f"{achieved:.4f} bpsp vs bound {bound:.4f} ({achieved / bound if bound else float('nan'):.4f}x) "
+                f"in {self.seconds:.2f} s with model {', '.join(self.models)} (-v: a line per file)")
+
+    def decompressed_line(self) -> str:
+        return (f"decompressed {self.files} files ({self.images} images, "
+                f"{8 * self.bytes / max(self.subpixels, 1):.4f} bpsp), verified (checksum) in "
+                f"{self.seconds:.2f} s (-v: a line per file)")
 
 
 def _verify(data: bytes, images, model, device: str) -> float:
@@ -418,13 +532,18 @@ def compress(
     tile: Optional[int] = typer.Option(None, help="tile side in pixels (default 32)"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no report"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="a report line for every file and image (default: "
+                                 "one summary line for several files, one line for an archive)"),
 ):
     """Compress images to .vz (one file each, or one archive with -o)."""
     from vaezip.files import InputError, read_input, signals_as_exceptions
 
     with user_errors(), signals_as_exceptions():
+        _check_tile(tile)
         if output is None and inputs == ["-"]:
             output = "-"
+        if output == "-":
+            _refuse_terminal_output("compressed data")
         if output is not None:
             jobs = [(inputs, output)]
             pairs = [(inputs[0], output)]  # one archive of all the inputs
@@ -432,17 +551,20 @@ def compress(
             jobs = [([path], _default_output(path, ".vz")) for path in inputs]
             pairs = [(paths[0], target) for paths, target in jobs]
         _refuse_clashes(inputs, pairs, "compress them into one archive with -o, or rename one")
-        # Only now the heavy imports (torch): a refusal above costs nothing.
-        from vaezip.api import compress_images, load_model
-        from vaezip.errors import ImageError
-        from vaezip.images import open_image
 
         loaded = []  # the model, loaded once for every file (and for the verifying decode)
         failures = 0
+        totals = _Totals()
+        each = verbose or len(jobs) == 1
         for paths, target in jobs:
             with user_errors_counted(paths[0] if len(paths) == 1 else target) as failed:
                 if target is not None and target != "-":
-                    _check_target(target, force)
+                    _check_target(target, force, derived=output is None)
+                # Only now the heavy imports (torch): a refusal above costs nothing.
+                from vaezip.api import compress_images, load_model
+                from vaezip.errors import ImageError
+                from vaezip.images import open_image
+
                 images, read = [], []
                 for path in paths:
                     try:
@@ -463,15 +585,18 @@ def compress(
                         progress=lambda done, total: bar.update(task, completed=done, total=total),
                     )
                 verified = _verify(result.data, images, chosen, device) if verify or not keep else None
-                _write_output(target, result.data, force)
+                _write_output(target, result.data, force, derived=output is None)
                 if verified is not None and target != "-" and Path(target).read_bytes() != result.data:
                     raise Failure(f"{target} reads back different from what was written and verified (disk "
                                   f"error?); input kept")
-                if not quiet:
-                    _report(result, target, verified)
+                if not quiet and each:
+                    _report(result, target, verified, verbose)
                 if not keep:
                     _remove_inputs(read, target)
+                totals.add_compressed(result)
             failures += failed()
+        if not quiet and not each and totals.files:
+            _say(totals.compressed_line())
         _finish(failures, len(jobs))
 
 
@@ -525,6 +650,17 @@ def _save_png(image) -> bytes:
     return buffer.getvalue()
 
 
+def _single_image_file(data: bytes) -> bool:
+    """Whether a .vz holds exactly one image, from its header alone (no model); False if the header does not
+    parse (the decoder then says why)."""
+    from codec.container import read_versioned
+
+    try:
+        return len(read_versioned(data)[1].images) == 1
+    except Exception:  # noqa: BLE001 - any damage is the decoder's to report, with its own message
+        return False
+
+
 @app.command()
 def decompress(
     inputs: list[str] = typer.Argument(..., help=".vz files; '-' reads stdin"),
@@ -534,6 +670,8 @@ def decompress(
     force: bool = typer.Option(False, "--force", "-f", help="overwrite existing outputs (never an input)"),
     device: str = typer.Option("auto", help="auto | cpu | cuda (format-1 files: default the device class that encoded)"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="a report line for every file, naming every image "
+                                 "written (default: one summary line for several files)"),
 ):
     """Restore the exact images from .vz files (as PNG)."""
     import time
@@ -545,6 +683,8 @@ def decompress(
             raise Failure("-o takes one single-image input and no --dir")
         if directory is not None and os.path.lexists(directory) and not directory.is_dir():
             raise Failure(f"{directory}: not a folder")
+        if output == "-" or (output is None and directory is None and "-" in inputs):
+            _refuse_terminal_output("image data")
         if output is not None:
             planned = [(inputs[0], output)]
         elif directory is None:
@@ -552,16 +692,24 @@ def decompress(
         else:
             planned = []  # the stored names: checked once decoded
         _refuse_clashes(inputs, planned, "decompress them one at a time with -o")
-        from vaezip.api import decompress_images
 
         inputs_named = {file_identity(path) for path in inputs if path != "-"}
         written: set[tuple] = set()  # what this run wrote: a later input never replaces it
         failures = 0
+        totals = _Totals()
+        each = verbose or len(inputs) == 1
+        derived = output is None and directory is None  # output names made from the input's
         for path in inputs:
             with user_errors_counted(path) as failed:
                 if output is not None and output != "-":
                     _check_target(output, force)  # before decoding: a missing folder is no reason to decode
                 data = _read_input(path)
+                default = _default_output(path, ".png") if derived and path != "-" else None
+                if default and not force and os.path.lexists(default) and _single_image_file(data):
+                    # The usual clash (photo.png kept beside photo.vz) is known before seconds of decoding.
+                    raise _exists(default, derived=True)
+                from vaezip.api import decompress_images  # torch: only once there is something to decode
+
                 started = time.perf_counter()
                 with _progress("decompress") as bar:
                     task = bar.add_task("decompress", total=None)
@@ -592,20 +740,26 @@ def decompress(
                     if identity in written:
                         raise Failure(f"{target}: already written by this run from another input; nothing written")
                     if os.path.lexists(target) and not force:
-                        raise Failure(f"{target} already exists (use --force to overwrite)")
+                        raise _exists(target, derived)
                 if directory is not None:
                     directory.mkdir(parents=True, exist_ok=True)
                 for target, (_, image) in zip(targets, images):
-                    _write_output(target, _save_png(image), force)
+                    _write_output(target, _save_png(image), force, derived)
                     if target != "-":
                         written.add(file_identity(target))
-                if not quiet:
-                    subpixels = sum(len(image.getbands()) * image.width * image.height for _, image in images)
+                subpixels = sum(len(image.getbands()) * image.width * image.height for _, image in images)
+                seconds = time.perf_counter() - started
+                totals.add_decompressed(len(data), len(images), subpixels, seconds)
+                if not quiet and each:
+                    shown_targets = (", ".join(targets) if verbose or len(targets) == 1
+                                     else f"{len(targets)} files in {directory} (-v: their names)")
                     _say(
                         f"{path}: {len(images)} image(s), {8 * len(data) / max(subpixels, 1):.4f} bpsp, verified "
-                        f"(checksum) in {time.perf_counter() - started:.2f} s -> {', '.join(targets)}"
+                        f"(checksum) in {seconds:.2f} s -> {shown_targets}"
                     )
             failures += failed()
+        if not quiet and not each and totals.files:
+            _say(totals.decompressed_line())
         _finish(failures, len(inputs))
 
 
@@ -626,16 +780,20 @@ def info(inputs: list[str] = typer.Argument(..., help=".vz files")):
             data = _read_input(path)
             version, header, words = read_versioned(data)
             coder = header.coder
-            kinds = {}
-            for kind, n in coder.schedule:
-                kinds[kind] = kinds.get(kind, 0) + n
-            say(
-                f"{path}: {len(data)} bytes, payload {4 * len(words)} B; format {version} ({inference[version]}); "
-                f"model {header.model_name} (sha256 {header.model_sha256}...); tile {coder.tile}, "
-                f"{len(coder.schedule)} batches ({', '.join(f'{n} {k}' for k, n in kinds.items()) or 'no tiles'}); "
-                f"made with constriction {coder.constriction}, "
-                + ", ".join(f"{k} {v}" for k, v in sorted(coder.extra.items()))
-            )
+            described = f"format {version}" + (f" ({inference[version]})" if version in inference else "")
+            if coder is None:  # a header that names no model: no image in the file is coded by one
+                coding = "no model"
+            else:
+                kinds = {}
+                for kind, n in coder.schedule:
+                    kinds[kind] = kinds.get(kind, 0) + n
+                coding = (
+                    f"model {header.model_name} (sha256 {header.model_sha256}...); tile {coder.tile}, "
+                    f"{len(coder.schedule)} batches ({', '.join(f'{n} {k}' for k, n in kinds.items()) or 'no tiles'}); "
+                    f"made with constriction {coder.constriction}"
+                    + "".join(f", {k} {v}" for k, v in sorted(coder.extra.items()))
+                )
+            say(f"{path}: {len(data)} bytes, payload {4 * len(words)} B; {described}; {coding}")
             subpixels = 0
             for entry in header.images:
                 channels = SUBPIXELS_PER_PIXEL.get(entry.mode, 3)
@@ -664,15 +822,12 @@ def export(
             raise Failure(f"{output} already exists (use --force to overwrite)")
         digest = export_weights(load_checkpoint(run), output, name)
         model, _ = load_weights(output)
-        if model.config.pixel_context:
-            kind = "float model (a pixel-context head has no integer form yet: its files decode on this machine kind)"
-        else:
-            try:
-                IntegerVAE(model)
-            except ValueError as error:
-                output.unlink()
-                raise Failure(f"{output}: not written: {error}") from None
-            kind = f"integer-exact model, rules {INTEGER_RULES} (its files decode on any machine)"
+        try:
+            IntegerVAE(model)  # a pixel-context head included
+        except ValueError as error:
+            output.unlink()
+            raise Failure(f"{output}: not written: {error}") from None
+        kind = f"integer-exact model, rules {INTEGER_RULES} (its files decode on any machine)"
         out.print(f"{output}: sha256 {digest}; {kind}", highlight=False)
 
 
@@ -731,7 +886,8 @@ def bench(
 
     with user_errors():
         if limit is not None and limit < 1:
-            raise Failure(f"--limit must be at least 1, not {limit}")
+            raise UsageFailure(f"--limit must be at least 1, not {limit}")
+        _check_tile(tile)
         plan = prepare(datasets or (), models=model or (), limit=limit, codecs=codecs, tile=tile, device=device)
         command = shlex.join(["vaezip", *sys.argv[1:]]) if sys.argv[1:2] == ["bench"] else None
         if command is None:  # called in-process (tests): rebuild it from the arguments
@@ -811,10 +967,6 @@ def bench(
         failures = sum(1 for r in rows if not r.roundtrip_ok)
         if failures:
             raise Failure(f"{failures} round trip(s) failed: see {out_dir / 'results.md'}")
-
-
-def main() -> None:  # pragma: no cover - console entry point helper
-    app()
 
 
 if __name__ == "__main__":  # pragma: no cover
