@@ -1,14 +1,27 @@
-"""The .vz file: magic, version, a JSON header, the ANS payload, two CRC32s. Byte by byte in docs/FORMAT.md.
+"""The .vz file: magic, version, a header, the payload, CRC32. Byte by byte in docs/FORMAT.md.
+
+Formats 1 and 2 (still read; written on request):
 
     offset      size  field
     0           8     magic  89 2E 56 5A 0D 0A 1A 0A  ("\\x89.VZ\\r\\n\\x1a\\n")
-    8           2     format version, u16 little-endian (2; 1 is still read)
+    8           2     format version, u16 little-endian
     10          4     N = header length in bytes, u32 LE
     14          N     header: canonical UTF-8 JSON (sorted keys, no spaces), zlib-deflated (RFC 1950)
     14+N        4     CRC32 of bytes [0, 14+N), u32 LE
     18+N        4     W = payload length in 32-bit words, u32 LE
     22+N        4W    payload: the ANS words, u32 LE each
     22+N+4W     4     CRC32 of bytes [18+N, 22+N+4W) (count and payload), u32 LE; then end of file
+
+Format 3 (written by default): a binary header (header.py: to_binary) that also says how each image is coded,
+so that a 5x5 image costs ~100 bytes, not ~400:
+
+    0           8     magic
+    8           2     format version, u16 LE (3)
+    10          v     N = header length in bytes, unsigned LEB128 varint
+    10+v        N     header (binary; declares each classical coding's length and the count of ANS words)
+    10+v+N      D     each image's classical coding (model-coded images: of their side planes, if any)
+    10+v+N+D    4W    the ANS words of the model-coded images, u32 LE each
+    end-4       4     CRC32 of every byte before it, u32 LE; then end of file
 
 Reading treats the input as hostile: every length is checked against the real input size and against the
 documented limits (MAX_HEADER_BYTES here, the rest in header.py) before anything is allocated, and each way a
@@ -32,17 +45,21 @@ from codec.errors import (
     TruncatedError,
     UnsupportedVersionError,
 )
-from codec.header import CoderSettings, Header, ImageEntry, from_json, to_json
+from codec.header import CoderSettings, Header, ImageEntry, from_binary, from_json, to_binary, to_json
 
 MAGIC = b"\x89.VZ\r\n\x1a\n"  # non-ASCII first byte, then CRLF / EOF (^Z) / LF traps as in PNG
-# Version 2: the model's distributions are computed by integer-exact inference (vaezip/model/integer.py), so
-# a file decodes on any machine. Version 1 (float inference) files have the same layout and decode only on the
-# kind of machine that made them; they are still read.
-VERSION = 2
-READABLE_VERSIONS = (1, 2)
+# Version 3: a binary header, and images coded classically (codec/classic.py) beside the model's; the model
+# path is version 2's. Version 2: the model's distributions are computed by integer-exact inference
+# (vaezip/model/integer.py), so a file decodes on any machine. Version 1 (float inference) files have version
+# 2's layout and decode only on the kind of machine that made them. All are still read, and 1 and 2 written
+# on request (pixel-context models, which have no integer form, write 1).
+VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
+JSON_VERSIONS = (1, 2)  # the layout with a JSON header and two CRCs
 MAX_HEADER_BYTES = 16 * 2**20
 _PREFIX = struct.Struct("<8sHI")  # magic, version, header length: 14 bytes
 _U32 = struct.Struct("<I")
+_U16 = struct.Struct("<H")
 
 __all__ = [
     "MAGIC", "MAX_HEADER_BYTES", "READABLE_VERSIONS", "VERSION", "CoderSettings", "Header", "ImageEntry",
@@ -78,6 +95,8 @@ def write(header: Header, words: np.ndarray, version: int = VERSION) -> bytes:
         raise CodingError(f"payload must be a 1-D uint32 array, got {words.dtype} {words.shape}")
     if len(words) >= 2**32:
         raise LimitError(f"payload too large: {len(words)} words")
+    if version not in JSON_VERSIONS:
+        return _write_binary(header, words, version)
     text = to_json(header)  # the same checks as reading: never write what cannot be read
     if len(text) > MAX_HEADER_BYTES:
         raise LimitError(f"header too large: {len(text)} bytes (limit {MAX_HEADER_BYTES})")
@@ -103,12 +122,18 @@ def read_versioned(data: bytes) -> tuple[int, Header, np.ndarray]:
         if bytes(data[:4]) == MAGIC[:4]:
             raise BadMagicError("not a .vz file (bad magic: line endings converted by a text-mode transfer?)")
         raise BadMagicError("not a .vz file (bad magic)")
-    if size < _PREFIX.size:
-        raise TruncatedError(f"truncated file: {size} bytes, shorter than the {_PREFIX.size}-byte prefix")
-    _, version, n = _PREFIX.unpack_from(data)
+    if size < 10:
+        raise TruncatedError(f"truncated file: {size} bytes, shorter than the 10-byte prefix")
+    (version,) = _U16.unpack_from(data, 8)
     if version not in READABLE_VERSIONS:
         known = ", ".join(map(str, READABLE_VERSIONS))
         raise UnsupportedVersionError(f"unsupported .vz format version {version} (this reader knows {known})")
+    if version not in JSON_VERSIONS:
+        header, words = _read_binary(data)
+        return version, header, words
+    if size < _PREFIX.size:
+        raise TruncatedError(f"truncated file: {size} bytes, shorter than the {_PREFIX.size}-byte prefix")
+    _, version, n = _PREFIX.unpack_from(data)
     if n > MAX_HEADER_BYTES:
         raise LimitError(f"header too large: {n} bytes (limit {MAX_HEADER_BYTES})")
     end = _PREFIX.size + n
@@ -133,3 +158,70 @@ def read_versioned(data: bytes) -> tuple[int, Header, np.ndarray]:
         raise ChecksumError("payload checksum mismatch (file corrupted)")
     words = np.frombuffer(data, dtype="<u4", count=w, offset=start + 4).astype(np.uint32)
     return version, header, words
+
+
+# ---------------------------------------------------------------------------------------------- format 3
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _write_binary(header: Header, words: np.ndarray, version: int) -> bytes:
+    if len(words) and not header.uses_model:
+        raise CodingError("ANS words without a model-coded image")
+    text = to_binary(header, len(words))
+    if len(text) > MAX_HEADER_BYTES:
+        raise LimitError(f"header too large: {len(text)} bytes (limit {MAX_HEADER_BYTES})")
+    parts = [MAGIC, _U16.pack(version), _varint(len(text)), text]
+    parts += [bytes(image.data) for image in header.images]
+    parts.append(words.astype("<u4").tobytes())
+    body = b"".join(parts)
+    return body + _U32.pack(zlib.crc32(body))
+
+
+def _read_binary(data: memoryview) -> tuple[Header, np.ndarray]:
+    size, position, n, shift = len(data), 10, 0, 0
+    while True:  # the header length: a varint of at most 4 bytes (MAX_HEADER_BYTES < 2**28)
+        if position >= size:
+            raise TruncatedError(f"truncated file: {size} bytes, the header length is cut off")
+        byte = data[position]
+        position += 1
+        n |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            break
+        shift += 7
+        if shift >= 28:
+            raise LimitError(f"header too large: its length field has more than 4 bytes (limit {MAX_HEADER_BYTES})")
+    if n > MAX_HEADER_BYTES:
+        raise LimitError(f"header too large: {n} bytes (limit {MAX_HEADER_BYTES})")
+    if position + n > size:
+        raise TruncatedError(f"truncated file: header claims {n} bytes, only {size - position} present")
+    crc_ok = size >= 4 and zlib.crc32(data[: size - 4]) == _U32.unpack_from(data, size - 4)[0]
+    try:
+        header, lengths, count = from_binary(data[position : position + n])
+    except (HeaderError, LimitError):
+        if not crc_ok:  # a damaged file is the likelier story than a forged header
+            raise ChecksumError("checksum mismatch (file corrupted)") from None
+        raise
+    start = position + n
+    payload = sum(lengths) + 4 * count
+    present = size - start - 4
+    if payload > present:
+        raise TruncatedError(f"truncated file: payload claims {payload} bytes, only {max(0, present)} present")
+    if payload < present:
+        raise TrailingDataError(f"trailing data: {present - payload} bytes after the checksum")
+    if not crc_ok:
+        raise ChecksumError("checksum mismatch (file corrupted)")
+    images = []
+    for image, length in zip(header.images, lengths):
+        images.append(ImageEntry(image.name, image.mode, image.width, image.height, image.palette, image.info,
+                                 image.coding, bytes(data[start : start + length])))
+        start += length
+    words = np.frombuffer(data, dtype="<u4", count=count, offset=start).astype(np.uint32)
+    return Header(header.model_name, header.model_sha256, header.coder, tuple(images), header.pixels_sha256), words

@@ -1,14 +1,20 @@
-"""The .vz header: what the decoder needs besides the payload, as canonical UTF-8 JSON (see docs/FORMAT.md).
+"""The .vz header: what the decoder needs besides the payload (see docs/FORMAT.md).
 
-Frozen dataclasses on the Python side; `to_json` / `from_json` on the wire. `from_json` treats its input as
-hostile: strict types, exactly the expected keys, documented limits (LimitError) checked before anything is
-expanded, and only canonical JSON (sorted keys, no spaces, no duplicate keys), so that a header has one
-byte representation.
+Frozen dataclasses on the Python side. On the wire, two forms:
+- formats 1 and 2: canonical UTF-8 JSON, `to_json` / `from_json`;
+- format 3: binary fields (varints, fixed-size digests, length-prefixed strings), `to_binary` / `from_binary`,
+  a few dozen bytes where the JSON took ~330; it also names how each image is coded (the model, or a
+  classical coding of codec/classic.py).
+Both readers treat their input as hostile: strict types, documented limits (LimitError) checked before
+anything is expanded, and one byte representation per header (canonical JSON; binary that re-encodes to the
+same bytes).
 """
 
 from __future__ import annotations
 
 import json
+import math
+import struct
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +38,11 @@ _KIND_TO_JSON = {
 }
 _JSON_TO_KIND = {v: k for k, v in _KIND_TO_JSON.items()}
 
+MODEL = "model"  # ImageEntry.coding of an image coded by the model (every image of a format-1 or -2 file)
+CODINGS = (MODEL, "raw", "png", "webp")  # format 3 names a coding by its index here (codec/classic.py)
+MODES = ("L", "LA", "RGB", "RGBA", "P")  # format 3 names a mode by its index here
+PIXEL_DIGEST_BYTES = 8  # format 3 keeps this prefix of the pixel sha256 (formats 1, 2: all 32 bytes)
+
 
 @dataclass(frozen=True)
 class CoderSettings:
@@ -52,17 +63,24 @@ class ImageEntry:
     height: int
     palette: bytes | None = None
     info: dict[str, Any] = field(default_factory=dict)  # small, JSON-able (e.g. an alpha histogram)
+    coding: str = MODEL  # MODEL, or the classical coding (codec/classic.py) of `data` (format 3)
+    # The classically coded samples; for MODEL, its classically coded side planes (format 3: see info planes)
+    data: bytes = b""
 
 
 @dataclass(frozen=True)
 class Header:
-    model_name: str
-    model_sha256: str  # first 16 lowercase hex chars of the weights' sha256
-    coder: CoderSettings
+    model_name: str  # "" in a format-3 file whose images are all coded classically
+    model_sha256: str  # first 16 lowercase hex chars of the weights' sha256 ("" as model_name)
+    coder: CoderSettings | None  # None where model_name is ""
     images: tuple[ImageEntry, ...]
     # sha256 over the images' pixel digests in order: one digest per file, so that archives of small images
-    # do not pay 32 bytes each (64 lowercase hex chars)
+    # do not pay 32 bytes each (64 lowercase hex chars; format 3: the first 16)
     pixels_sha256: str = "0" * 64
+
+    @property
+    def uses_model(self) -> bool:
+        return any(image.coding == MODEL for image in self.images)
 
 
 # ---------------------------------------------------------------------------------------------- JSON
@@ -70,6 +88,8 @@ class Header:
 
 def to_json(header: Header) -> bytes:
     """Canonical UTF-8 JSON; refuses what `from_json` would refuse, so no unreadable file is ever written."""
+    if header.coder is None or not all(im.coding == MODEL and not im.data for im in header.images):
+        raise HeaderError("a format-1 or -2 header holds model-coded images only (classical codings need format 3)")
     try:
         text = _canonical(_header_to_json(header))
     except (TypeError, ValueError) as error:  # NaN, a non-JSON object in info/extra, a lone surrogate
@@ -243,3 +263,334 @@ def _str(obj: Any, what: str, max_chars: int) -> str:
 
 def _is_hex(s: str) -> bool:
     return all(ch in "0123456789abcdef" for ch in s)
+
+
+# ---------------------------------------------------------------------------------------------- binary (format 3)
+
+_FLAG_MODEL = 1  # some image is coded by the model: the header names the model and the coder settings
+_F64 = struct.Struct("<d")
+# The latent grid: a step of 2**-e and a whole bound (vaezip's, 2**-8 and 16) in three bytes; else two float64s.
+_GRID_FLOATS, _GRID_POWER = 0, 1
+MAX_DATA_BYTES = 2**40  # a classical coding's length field (the container checks it against the file first)
+
+
+def to_binary(header: Header, words: int) -> bytes:
+    """Format 3's header. `words`: the payload's count of ANS words (0 without model-coded images). Refuses
+    what `from_binary` would refuse, so no unreadable file is ever written."""
+    model = header.uses_model
+    if not model and (header.coder is not None or header.model_name or header.model_sha256):
+        raise HeaderError("no image is coded by the model: a format-3 header then names no model or coder")
+    if model and (header.coder is None or len(header.model_sha256) != 16 or not _is_hex(header.model_sha256)):
+        raise HeaderError("model-coded images need coder settings and a model sha256 of 16 lowercase hex chars")
+    if len(header.pixels_sha256) not in (2 * PIXEL_DIGEST_BYTES, 64) or not _is_hex(header.pixels_sha256):
+        raise HeaderError("bad header: pixels sha256 must be lowercase hex")
+    try:
+        raw = _encode_binary(header, words, [len(image.data) for image in header.images])
+    except (TypeError, ValueError, OverflowError, struct.error) as error:  # a mode or coding unknown, NaN info
+        raise HeaderError(f"header cannot be written: {error}") from None
+    from_binary(raw)  # the reader's checks
+    return raw
+
+
+def from_binary(raw: bytes) -> tuple[Header, list[int], int]:
+    """Parse format 3's header: (header with every image's `data` empty, each image's data length (0 for the
+    model), the count of ANS words)."""
+    reader = _Reader(raw)
+    flags = reader.u8("flags")
+    if flags & ~_FLAG_MODEL:
+        raise HeaderError(f"bad header: unknown flags {flags:#x}")
+    pixels = reader.take(PIXEL_DIGEST_BYTES, "pixels sha256").hex()
+    name = sha = ""
+    coder = None
+    words = 0
+    if flags & _FLAG_MODEL:
+        name = reader.string("model name", MAX_NAME_CHARS)
+        sha = reader.take(8, "model sha256").hex()
+        constriction = reader.string("constriction", 64)
+        if reader.u8("grid form") == _GRID_POWER:
+            step, bound = 2.0 ** -reader.varint("grid step exponent", 0, 64), float(reader.varint("grid bound", 1, 2**24))
+        else:
+            step, bound = (_float(_F64.unpack(reader.take(8, what))[0], what) for what in ("grid_step", "grid_bound"))
+        try:
+            LatentGrid(step, bound)
+        except CodingError as error:
+            raise HeaderError(f"bad header: {error}") from None
+        tile = reader.varint("tile", 1, MAX_TILE)
+        max_batch = reader.varint("max_batch", 1, MAX_BATCH)
+        runs = []
+        for _ in range(reader.varint("schedule runs", 0, MAX_BATCHES)):
+            kind = chr(reader.u8("schedule kind"))
+            runs.append([kind, reader.varint("schedule n", 1, max_batch), reader.varint("schedule repeat", 1, MAX_BATCHES)])
+        extra = reader.json("extra")
+        words = reader.varint("payload words", 0, 2**32 - 1)
+    count = reader.varint("image count", 1, MAX_IMAGES)
+    images, lengths = [], []
+    for i in range(count):
+        image_name = reader.string("image name", MAX_NAME_CHARS)
+        mode = reader.u8("mode")
+        if mode >= len(MODES):
+            raise HeaderError(f"bad header: image {i} has mode number {mode}")
+        width, height = reader.varint("width", 1, MAX_SIDE), reader.varint("height", 1, MAX_SIDE)
+        if width * height > MAX_PIXELS:
+            raise LimitError(f"image {i} too large: {width}x{height} = {width * height} pixels (limit {MAX_PIXELS})")
+        coding = reader.u8("coding")
+        if coding >= len(CODINGS) or (CODINGS[coding] == MODEL and not flags & _FLAG_MODEL):
+            raise HeaderError(f"bad header: image {i} has coding number {coding}")
+        lengths.append(reader.varint("data length", 0, MAX_DATA_BYTES))
+        palette = None
+        if MODES[mode] == "P":
+            palette = reader.take(reader.varint("palette length", 0, MAX_PALETTE_BYTES), "palette")
+        images.append(ImageEntry(image_name, MODES[mode], width, height, palette, reader.info(), CODINGS[coding]))
+    if reader.position != len(raw):
+        raise HeaderError(f"bad header: {len(raw) - reader.position} bytes after the last image")
+    if flags & _FLAG_MODEL:
+        model_pixels = sum(im.width * im.height for im in images if im.coding == MODEL)
+        if not model_pixels:
+            raise HeaderError("bad header: the header names a model but no image is coded by it")
+        coder = CoderSettings(step, bound, tile, max_batch, _schedule(runs, max_batch, model_pixels), constriction, extra)
+    header = Header(name, sha, coder, tuple(images), pixels)
+    if _encode_binary(header, words, lengths) != bytes(raw):
+        raise HeaderError("bad header: not in its one canonical binary form")
+    return header, lengths, words
+
+
+def _encode_binary(h: Header, words: int, lengths: list[int]) -> bytes:
+    out = bytearray()
+    model = h.uses_model
+    out.append(_FLAG_MODEL if model else 0)
+    out += bytes.fromhex(h.pixels_sha256[: 2 * PIXEL_DIGEST_BYTES])
+    if model:
+        c = h.coder
+        _put_string(out, h.model_name)
+        out += bytes.fromhex(h.model_sha256)
+        _put_string(out, c.constriction)
+        exponent = -math.log2(c.grid_step) if c.grid_step > 0 else -1.0
+        whole = c.grid_bound == int(c.grid_bound) and 1 <= c.grid_bound <= 2**24
+        if exponent == int(exponent) and 0 <= exponent <= 64 and whole:
+            out.append(_GRID_POWER)
+            _put_varint(out, int(exponent))
+            _put_varint(out, int(c.grid_bound))
+        else:
+            out.append(_GRID_FLOATS)
+            out += _F64.pack(c.grid_step) + _F64.pack(c.grid_bound)
+        _put_varint(out, c.tile)
+        _put_varint(out, c.max_batch)
+        runs = _runs(c.schedule)
+        _put_varint(out, len(runs))
+        for kind, n, repeat in runs:
+            out.append(ord(kind))
+            _put_varint(out, n)
+            _put_varint(out, repeat)
+        _put_json(out, c.extra)
+        _put_varint(out, words)
+    _put_varint(out, len(h.images))
+    for image, length in zip(h.images, lengths):
+        _put_string(out, image.name)
+        out.append(MODES.index(image.mode))
+        _put_varint(out, image.width)
+        _put_varint(out, image.height)
+        out.append(CODINGS.index(image.coding))
+        _put_varint(out, length)
+        if image.mode == "P":
+            _put_varint(out, len(image.palette))
+            out += image.palette
+        elif image.palette is not None:
+            raise ValueError(f"a palette in a {image.mode} image")
+        _put_info(out, image.info)
+    return bytes(out)
+
+
+# An image's info in format 3: a mask byte. Bit 7: canonical JSON follows (varint length, then the object), for
+# what the typed fields cannot hold; else bits 0-3 say which of these keys follow, in this order (0: no info):
+_INFO_KEYS = ("palette_mode", "transparency", "used", "planes")
+_JSON_INFO = 0x80
+
+
+def _put_info(out: bytearray, info: dict[str, Any]) -> None:
+    typed = _typed_info(info)
+    if typed is None:
+        data = _canonical(info)
+        out.append(_JSON_INFO)
+        _put_varint(out, len(data))
+        out += data
+    else:
+        out += typed
+
+
+def _typed_info(info: dict[str, Any]) -> bytes | None:
+    """The typed form of `info`, or None where it holds a key or a value of a shape the typed fields do not."""
+    if not set(info) <= set(_INFO_KEYS):
+        return None
+    out = bytearray([sum(1 << bit for bit, key in enumerate(_INFO_KEYS) if key in info)])
+    if "palette_mode" in info:
+        if not isinstance(info["palette_mode"], str):
+            return None
+        _put_string(out, info["palette_mode"])
+    if "transparency" in info:
+        key = info["transparency"]
+        if _is_count(key):  # a P image's transparent index, or an L image's colour key
+            out.append(0)
+            _put_varint(out, key)
+        elif isinstance(key, str) and _is_hex_bytes(key):  # a P image's alpha per index
+            out.append(1)
+            _put_varint(out, len(key) // 2)
+            out += bytes.fromhex(key)
+        elif isinstance(key, list) and len(key) == 3 and all(map(_is_count, key)):  # an RGB colour key
+            out.append(2)
+            for value in key:
+                _put_varint(out, value)
+        else:
+            return None
+    if "used" in info:  # the sorted distinct indices of a P image, as a bitmap
+        used = info["used"]
+        if not (isinstance(used, str) and used and _is_hex_bytes(used)):
+            return None
+        indices = bytes.fromhex(used)
+        if any(a >= b for a, b in zip(indices, indices[1:])):
+            return None
+        bitmap = bytearray(indices[-1] // 8 + 1)
+        for index in indices:
+            bitmap[index // 8] |= 1 << (index % 8)
+        _put_varint(out, len(bitmap))
+        out += bitmap
+    if "planes" in info:  # plane name -> histogram {"values": hex, "counts": [...]} (codec/planes.py)
+        planes = info["planes"]
+        if not isinstance(planes, dict):
+            return None
+        _put_varint(out, len(planes))
+        for name in sorted(planes):
+            histogram = planes[name]
+            if isinstance(histogram, dict) and set(histogram) == {"coding", "length"}:  # a classical coding
+                if histogram["coding"] not in CODINGS[1:] or not _is_count(histogram["length"]):
+                    return None
+                _put_string(out, name)
+                out.append(CODINGS.index(histogram["coding"]))
+                _put_varint(out, histogram["length"])
+                continue
+            if not (isinstance(histogram, dict) and set(histogram) == {"values", "counts"}
+                    and isinstance(histogram["values"], str) and _is_hex_bytes(histogram["values"])
+                    and isinstance(histogram["counts"], list) and all(map(_is_count, histogram["counts"]))):
+                return None
+            _put_string(out, name)
+            out.append(0)
+            _put_varint(out, len(histogram["values"]) // 2)
+            out += bytes.fromhex(histogram["values"])
+            _put_varint(out, len(histogram["counts"]))
+            for count in histogram["counts"]:
+                _put_varint(out, count)
+    return bytes(out)
+
+
+def _is_count(value: Any) -> bool:
+    return type(value) is int and value >= 0
+
+
+def _is_hex_bytes(text: str) -> bool:
+    return len(text) % 2 == 0 and _is_hex(text)
+
+
+def _put_varint(out: bytearray, value: int) -> None:
+    """Unsigned LEB128: 7 bits a byte, low bits first, the high bit set on every byte but the last."""
+    if type(value) is not int or value < 0:
+        raise ValueError(f"{value!r} is not a non-negative integer")
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+
+
+def _put_string(out: bytearray, text: str) -> None:
+    data = text.encode("utf-8")  # a lone surrogate raises UnicodeEncodeError, a ValueError
+    _put_varint(out, len(data))
+    out += data
+
+
+def _put_json(out: bytearray, obj: dict[str, Any]) -> None:
+    """An empty object as no bytes at all (most images have no info)."""
+    data = _canonical(obj) if obj else b""
+    _put_varint(out, len(data))
+    out += data
+
+
+class _Reader:
+    def __init__(self, raw: bytes) -> None:
+        self.raw, self.position = raw, 0
+
+    def take(self, n: int, what: str) -> bytes:
+        if n > len(self.raw) - self.position:
+            raise HeaderError(f"bad header: {what} runs past the end of the header")
+        self.position += n
+        return bytes(self.raw[self.position - n : self.position])
+
+    def u8(self, what: str) -> int:
+        return self.take(1, what)[0]
+
+    def varint(self, what: str, lo: int, hi: int) -> int:
+        value = shift = 0
+        while True:
+            byte = self.u8(what)
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return _int(value, what, lo, hi)
+            shift += 7
+            if shift > 63:
+                raise HeaderError(f"bad header: {what} is a varint of more than 64 bits")
+
+    def string(self, what: str, max_chars: int) -> str:
+        data = self.take(self.varint(f"{what} length", 0, 4 * max_chars), what)
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise HeaderError(f"bad header: {what} is not UTF-8") from None
+        return _str(text, what, max_chars)
+
+    def info(self) -> dict[str, Any]:
+        mask = self.u8("info")
+        if mask == _JSON_INFO:
+            return self.json("info", empty=False)
+        if mask >> len(_INFO_KEYS):
+            raise HeaderError(f"bad header: info mask {mask:#x}")
+        info: dict[str, Any] = {}
+        if mask & 1:
+            info["palette_mode"] = self.string("palette_mode", 16)
+        if mask & 2:
+            kind = self.u8("transparency")
+            if kind == 0:
+                info["transparency"] = self.varint("transparency", 0, 2**63)
+            elif kind == 1:
+                info["transparency"] = self.take(self.varint("transparency length", 0, 256), "transparency").hex()
+            elif kind == 2:
+                info["transparency"] = [self.varint("transparency", 0, 2**63) for _ in range(3)]
+            else:
+                raise HeaderError(f"bad header: transparency kind {kind}")
+        if mask & 4:
+            bitmap = self.take(self.varint("used length", 1, 32), "used")
+            info["used"] = bytes(i for i in range(8 * len(bitmap)) if bitmap[i // 8] >> (i % 8) & 1).hex()
+        if mask & 8:
+            planes = {}
+            for _ in range(self.varint("planes", 0, 16)):
+                name = self.string("plane name", 64)
+                kind = self.u8("plane coding")
+                if kind:  # a classical coding of the plane, in the image's data
+                    if kind >= len(CODINGS):
+                        raise HeaderError(f"bad header: plane coding number {kind}")
+                    planes[name] = {"coding": CODINGS[kind], "length": self.varint("plane length", 0, MAX_DATA_BYTES)}
+                    continue
+                values = self.take(self.varint("histogram values", 0, 256), "histogram values").hex()
+                counts = [self.varint("histogram count", 0, 2**63) for _ in range(self.varint("histogram counts", 0, 256))]
+                planes[name] = {"values": values, "counts": counts}
+            info["planes"] = planes
+        return info
+
+    def json(self, what: str, empty: bool = True) -> dict[str, Any]:
+        data = self.take(self.varint(f"{what} length", 0 if empty else 1, len(self.raw)), what)
+        if not data:
+            return {}
+        try:
+            obj = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+            canonical = _canonical(obj) == data
+        except (ValueError, RecursionError) as error:
+            raise HeaderError(f"bad header: {what} is not valid UTF-8 JSON ({type(error).__name__})") from None
+        if not canonical or not obj:
+            raise HeaderError(f"bad header: {what} is not canonical JSON")
+        return _dict(obj, what, None)

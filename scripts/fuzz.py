@@ -116,7 +116,8 @@ def make_corpus(loaded) -> dict[str, tuple[bytes, list]]:
     for key, images in corpus_images().items():
         # rgb-tiles codes its tiles through bits-back: the untrained tiny model would lose them all to the
         # predictor otherwise, and mutated bits-back payloads are what the decoder must survive most.
-        data = compress_images(images, loaded, tile=8, predictor=key != "rgb-tiles").data
+        # Format 2: the CRC-fixed mutations edit the header as JSON (format 3: tests/test_classic.py).
+        data = compress_images(images, loaded, tile=8, predictor=key != "rgb-tiles", format_version=2).data
         corpus[key] = (data, images)
     return corpus
 
@@ -506,7 +507,7 @@ def crafted_headers(corpus: dict, models: dict, quick: bool = False) -> list[Cra
     for name, model, images in black_images():
         if quick and not any(f"valid: {name}".startswith(q) for q in QUICK_CRAFTED):
             continue
-        data = compress_images(images, models[model], tile=8).data
+        data = compress_images(images, models[model], tile=8, format_version=2).data
         out.append(Crafted(f"valid: {name} ({len(split_file(data)[2]) // 4} payload words)", data, images, model,
                            must_decode=True))
     if quick:

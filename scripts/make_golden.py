@@ -7,6 +7,17 @@ Only after a deliberate format change (bump codec.container.VERSION): the golden
 writes tests/data/black/*.vz, images with black regions as the coder of 2026-12-02 wrote them (those files
 were refused by the decoder of that day although they were sound): never regenerate them, they pin that
 such files decode forever.
+
+    python scripts/make_golden.py --format3
+writes tests/data/format3/*.vz, the first files of format 3 (binary header, classical codings beside the
+model's): each kind of image that the classical path takes, one model-coded file (golden.png, its payload
+words those of golden.vz), one whose alpha plane is coded classically beside the model's tiles, and an
+archive that mixes both paths. Never regenerate them either.
+
+    python scripts/make_golden.py --sizes [--model-too]
+prints the sizes of issue 15's table for larger versions of the same synthetic kinds: vaezip (format 3, the
+shipped default models) against Pillow's optimized PNG and lossless WebP (--model-too also times the model path
+alone, as vaezip coded these images before format 3).
 """
 
 from __future__ import annotations
@@ -57,6 +68,134 @@ def black_region_images() -> dict[str, list[tuple[str, Image.Image]]]:
     }
 
 
+# ---------------------------------------------------------------------------------------------- format 3 kinds
+# Integer arithmetic only (no sin, exp, fonts or Pillow quantizers), so that the same images come out on any
+# machine and with any numpy or Pillow: the golden files are compared with them.
+
+
+def glyphs(rng: np.random.Generator) -> np.ndarray:
+    """26 glyph-like 7x5 bitmaps: strokes of a pixel font (bool)."""
+    marks = rng.random((26, 7, 5)) < 0.45
+    marks[:, :, 0] |= rng.random((26, 1)) < 0.5  # a vertical stem in many, as in letters
+    return marks
+
+
+def screenshot(width: int = 64, height: int = 48, seed: int = 15) -> Image.Image:
+    """Flat colours and text-like strokes: a title bar, a side bar, lines of 'text', a button."""
+    rng = np.random.default_rng(seed)
+    rgb = np.empty((height, width, 3), np.uint8)
+    rgb[:] = (242, 242, 240)
+    rgb[: max(4, height // 12)] = (45, 62, 80)
+    rgb[height // 12 :, : width // 4] = (228, 231, 236)
+    font = glyphs(rng)
+    for top in range(height // 12 + 3, height - 9, 10):
+        for left in range(width // 4 + 3, width - 6, 6):
+            if rng.random() < 0.85:  # spaces between 'words'
+                rgb[top : top + 7, left : left + 5][font[rng.integers(0, 26)]] = (25, 25, 30)
+        for left in range(3, width // 4 - 6, 6):
+            if top < height // 2:
+                rgb[top : top + 7, left : left + 5][font[rng.integers(0, 26)]] = (60, 60, 70)
+    rgb[height - 8 : height - 2, width - 20 : width - 3] = (0, 120, 215)
+    return Image.fromarray(rgb, "RGB")
+
+
+def palette_image(width: int = 64, height: int = 48, colours: int = 64, seed: int = 16) -> Image.Image:
+    """A P image of `colours` palette entries: smooth regions dithered between neighbouring entries."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    field = (x * 5 + y * 3 + (x * y) // 16) % (4 * colours)  # slow ramps and bands
+    bayer = np.array([[0, 8, 2, 10], [12, 4, 14, 6], [3, 11, 1, 9], [15, 7, 13, 5]])
+    indices = ((field + bayer[y % 4, x % 4]) // 4) % colours
+    image = Image.fromarray(indices.astype(np.uint8), "P")
+    k = np.arange(colours)[:, None]
+    ramp = np.hstack([k * 255 // colours, 255 - k * 180 // colours, 90 + (k * 7) % 60])  # neighbours look alike
+    image.putpalette(np.clip(ramp + rng.integers(-6, 7, ramp.shape), 0, 255).astype(np.uint8).tobytes())
+    return image
+
+
+def tiny_image(seed: int = 17) -> Image.Image:
+    """5x5 RGB noise: the classical path's floor (raw bytes)."""
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (5, 5, 3), dtype=np.uint8), "RGB")
+
+
+def rgba_smooth(width: int = 48, height: int = 40, seed: int = 18) -> Image.Image:
+    """Smooth colour under a smooth round alpha (opaque in the middle, transparent at the corners)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    rgb = np.stack([x * 255 // width, y * 255 // height, (x + y) * 2 % 256], -1) + rng.integers(-3, 4, (height, width, 3))
+    distance = ((2 * x - width) ** 2 + (2 * y - height) ** 2) * 255 // (width**2 + height**2)
+    alpha = np.clip(400 - 2 * distance * 3 // 2, 0, 255)
+    return Image.fromarray(np.clip(np.dstack([rgb, alpha]), 0, 255).astype(np.uint8), "RGBA")
+
+
+def la_image(width: int = 30, height: int = 20, seed: int = 19) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    grey = np.clip(x * 8 + rng.integers(-2, 3, (height, width)), 0, 255)
+    alpha = np.where((x // 5 + y // 5) % 2 == 0, 255, y * 12)
+    return Image.fromarray(np.dstack([grey, alpha]).astype(np.uint8), "LA")
+
+
+def p_transparent(width: int = 33, height: int = 21) -> Image.Image:
+    """A P image with an RGBA-style transparency table (tRNS bytes) and an unused palette entry."""
+    y, x = np.mgrid[0:height, 0:width]
+    image = Image.fromarray(((x // 4 + y // 3) % 5).astype(np.uint8), "P")
+    image.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0, 0, 0, 255, 255, 255, 255, 9, 9, 9])
+    image.info["transparency"] = bytes([0, 128, 255, 200, 255, 7])
+    return image
+
+
+def l_colour_key(width: int = 25, height: int = 17) -> Image.Image:
+    """An L image with a tRNS colour key (grey 77) that some pixels have."""
+    y, x = np.mgrid[0:height, 0:width]
+    grey = ((x * 10 + y * 3) % 256).astype(np.uint8)
+    grey[4:9, 6:14] = 77
+    image = Image.fromarray(grey, "L")
+    image.info["transparency"] = 77
+    return image
+
+
+def p_duplicates(size: int = 48, seed: int = 20) -> Image.Image:
+    """A P image whose palette repeats a colour, its indices i.i.d. with probabilities 0.6 / 0.25 / 0.1 / 0.05: the
+    model path's histogram codes them at their entropy, below PNG and WebP (even for the untrained tiny model)."""
+    draws = np.random.default_rng(seed).integers(0, 20, (size, size))
+    image = Image.fromarray(((draws >= 12).astype(np.uint8) + (draws >= 17) + (draws >= 19)).astype(np.uint8), "P")
+    image.putpalette([10, 20, 30, 10, 20, 30, 200, 0, 0, 0, 0, 255])
+    return image
+
+
+def classic_images() -> dict[str, Image.Image]:
+    """Every kind the classical path must hold exactly (tests/test_classic.py), small."""
+    return {"screenshot": screenshot(), "palette": palette_image(), "tiny": tiny_image(), "rgba": rgba_smooth(),
+            "la": la_image(), "p-transparency": p_transparent(), "l-key": l_colour_key()}
+
+
+def format3_files() -> dict[str, list[tuple[str, Image.Image]]]:
+    """tests/data/format3: file name -> the images it holds."""
+    files = {f"{kind}.vz": [(f"{kind}.png", image)] for kind, image in classic_images().items()}
+    files["model.vz"] = [("golden.png", golden_image())]
+    files["model-alpha.vz"] = [("alpha.png", rgba_smooth())]
+    files["archive.vz"] = [("duplicates.png", p_duplicates()), ("tiny.png", tiny_image()), ("palette.png", palette_image())]
+    return files
+
+
+def make_format3_fixtures() -> None:
+    folder = GOLDEN / "format3"
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        weights = {c: make_tiny_weights(Path(scratch) / f"tiny-{c}.safetensors", c, name)
+                   for c, name in ((1, "tiny-grey"), (3, "tiny-rgb"))}
+        for file_name, images in format3_files().items():
+            channels = 1 if images[0][1].mode in ("L", "LA") else 3
+            # model.vz: the model path of golden.vz in format 3 (model-only, no predictor, as golden.vz);
+            # model-alpha.vz: the model path with its alpha plane coded classically.
+            options = {"model.vz": dict(predictor=False, classical=False), "model-alpha.vz": dict(classical=False)}
+            options = options.get(file_name, {})
+            result = compress_images(images, load_model(weights[channels]), tile=16, device="cpu", **options)
+            (folder / file_name).write_bytes(result.data)
+            print(f"format3/{file_name}: {len(result.data)} bytes, {', '.join(result.codings)}")
+
+
 def make_black_fixtures() -> None:
     folder = GOLDEN / "black"
     folder.mkdir(parents=True, exist_ok=True)
@@ -75,6 +214,12 @@ def main() -> None:
     if "--black" in sys.argv[1:]:
         make_black_fixtures()
         return
+    if "--format3" in sys.argv[1:]:
+        make_format3_fixtures()
+        return
+    if "--sizes" in sys.argv[1:]:
+        print_sizes("--model-too" in sys.argv[1:])
+        return
     GOLDEN.mkdir(parents=True, exist_ok=True)
     image = golden_image()
     image.save(GOLDEN / "golden.png")
@@ -85,6 +230,39 @@ def main() -> None:
         result = compress_images([("golden.png", image)], load_model(weights), tile=16, device="cpu", predictor=False)
     (GOLDEN / "golden.vz").write_bytes(result.data)
     print(f"golden.vz: {len(result.data)} bytes")
+
+
+def print_sizes(model_too: bool) -> None:
+    """Issue 15's table: vaezip (format 3, default models) against Pillow's optimized PNG and lossless WebP."""
+    import io
+    import time
+
+    def pillow(image: Image.Image, fmt: str, **options) -> int:
+        buffer = io.BytesIO()
+        image.save(buffer, format=fmt, **options)
+        return len(buffer.getvalue())
+
+    kinds = {
+        "synthetic screenshot 640x400": screenshot(640, 400),
+        "64-colour palette 256x192": palette_image(256, 192),
+        "5x5 RGB": tiny_image(),
+        "RGBA smooth alpha 256x192": rgba_smooth(256, 192),
+    }
+    print("| image | vaezip (path) | model path alone | PNG optimize | lossless WebP |")
+    print("|---|---|---|---|---|")
+    for name, image in kinds.items():
+        started = time.perf_counter()
+        result = compress_images([("image.png", image)], None, device="cpu")
+        seconds = time.perf_counter() - started
+        alone = "-"
+        if model_too:
+            started = time.perf_counter()
+            alone = f"{len(compress_images([('image.png', image)], None, device='cpu', classical=False).data):,} B " \
+                    f"({time.perf_counter() - started:.1f} s)"
+        webp_source = image.convert("RGBA" if image.mode == "LA" else "RGB") if image.mode in ("P", "LA") else image
+        webp = pillow(webp_source, "WEBP", lossless=True, quality=100, method=4, exact=True)
+        print(f"| {name} | {len(result.data):,} B ({', '.join(result.codings)}, {seconds:.1f} s) | {alone} | "
+              f"{pillow(image, 'PNG', optimize=True):,} B | {webp:,} B |")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,14 @@
-"""The golden files pin the .vz format: header, decode, byte-identical re-encoding, and old files decoding."""
+"""The golden files pin the .vz format: header, decode, byte-identical re-encoding, and old files decoding.
+
+golden.vz is format 2 (JSON header, integer-exact model path); format3/*.vz (`python scripts/make_golden.py
+--format3`) are format 3: one file of each kind the classical path takes, golden.png through the model, and an
+archive that mixes both paths."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +22,14 @@ from vaezip.api import compress_images, decompress_images, load_model
 from vaezip.errors import IntegrityError
 
 GOLDEN = Path(__file__).parent / "data"
+FORMAT3 = GOLDEN / "format3"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from make_golden import format3_files  # noqa: E402
 
 
 def test_golden_header():
     version, header, words = read_versioned((GOLDEN / "golden.vz").read_bytes())
-    assert version == VERSION == 2  # integer-exact inference
+    assert version == 2 and VERSION == 3  # golden.vz: integer-exact inference, JSON header
     assert header.model_name == "tiny-rgb"
     assert [(im.name, im.mode, im.width, im.height) for im in header.images] == [("golden.png", "RGB", 24, 20)]
     assert header.coder.tile == 16
@@ -74,20 +84,28 @@ def test_files_of_earlier_releases_decode_or_are_refused_with_what_they_need(nam
 
 
 def test_encoding_reproduces_the_golden_bytes(tiny_weights):
-    """Same image, same model: the same bytes, on any machine (integer-exact inference). A failure means the
-    format or the integer model's rules changed."""
+    """Same image, same model: the same bytes, on any machine (integer-exact inference), in format 2 (written on
+    request) and in format 3, whose model path holds the very same payload words. A failure means the format or
+    the integer model's rules changed."""
     image = Image.open(GOLDEN / "golden.png")
-    data = compress_images(
-        [("golden.png", image)], load_model(tiny_weights[3]), tile=16, device="cpu", predictor=False
-    ).data
+    model = load_model(tiny_weights[3])
+    data = compress_images([("golden.png", image)], model, tile=16, device="cpu", predictor=False,
+                           format_version=2).data
     assert data == (GOLDEN / "golden.vz").read_bytes()
+    result = compress_images([("golden.png", image)], model, tile=16, device="cpu", predictor=False, classical=False)
+    assert result.data == (FORMAT3 / "model.vz").read_bytes() and result.format_version == 3
+    _, header, words = read_versioned(result.data)
+    _, old_header, old_words = read_versioned(data)
+    assert np.array_equal(words, old_words) and header.coder.schedule == old_header.coder.schedule
+    assert len(result.data) < len(data) - 200  # the binary header: the same file, ~250 bytes less
 
 
 def test_the_untrained_model_loses_every_tile_of_the_golden_image_to_the_predictor(tiny_weights):
     """By default a tile goes to the predictor (or raw bytes) wherever that is cheaper than the model's bound:
     for the untrained tiny model, every tile; and the file is smaller than the model-only golden file."""
     image = Image.open(GOLDEN / "golden.png")
-    result = compress_images([("golden.png", image)], load_model(tiny_weights[3]), tile=16, device="cpu")
+    result = compress_images([("golden.png", image)], load_model(tiny_weights[3]), tile=16, device="cpu",
+                             classical=False)
     header, _ = read(result.data)
     assert {kind for kind, _ in header.coder.schedule} <= {"predictive-neighbours", "whitened"}
     assert len(result.data) < len((GOLDEN / "golden.vz").read_bytes())
@@ -112,3 +130,73 @@ def test_info_needs_no_model_and_imports_no_torch():
               "print(result.exit_code, 'torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.stdout.split() == ["0", "False"], (done.stdout, done.stderr)
+
+
+# ---------------------------------------------------------------------------------------------- format 3
+
+DECODER = """
+import json, sys
+from pathlib import Path
+import numpy as np
+from vaezip.api import decompress_images, read_header
+out = {}
+for path in sorted(Path(sys.argv[1]).glob("*.vz")):
+    data = path.read_bytes()
+    needs_model = read_header(data).uses_model
+    model = None
+    if needs_model:
+        from vaezip.api import load_model
+        model = load_model(sys.argv[2])
+    images = decompress_images(data, model, device="cpu")
+    out[path.name] = {"torch": "torch" in sys.modules, "images": [
+        {"name": n, "mode": im.mode, "pixels": np.asarray(im).tolist(), "transparency": repr(im.info.get("transparency")),
+         "palette": [im.palette.mode, im.palette.tobytes().hex()] if im.mode == "P" else None}
+        for n, im in images]}
+print(json.dumps(out))
+"""
+
+
+def test_format_3_golden_files_decode_exactly_in_a_fresh_process(tiny_weights, tmp_path):
+    """Each file gives back the images make_golden.py made it from; the classically coded ones without a model
+    and without importing torch (decoded first, in a process that has loaded nothing else)."""
+    expected = format3_files()
+    assert sorted(expected) == sorted(p.name for p in FORMAT3.glob("*.vz"))
+    classical_first = tmp_path / "classical"
+    classical_first.mkdir()
+    for name in expected:
+        if not read_versioned((FORMAT3 / name).read_bytes())[1].uses_model:
+            (classical_first / name).write_bytes((FORMAT3 / name).read_bytes())
+    decoded = {}
+    for folder in (classical_first, FORMAT3):
+        done = subprocess.run([sys.executable, "-c", DECODER, str(folder), str(tiny_weights[3])], capture_output=True,
+                              text=True, timeout=600, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        decoded[folder] = json.loads(done.stdout)
+    assert not any(entry["torch"] for entry in decoded[classical_first].values())
+    assert len(decoded[classical_first]) == 7
+    for file_name, images in expected.items():
+        got = decoded[FORMAT3][file_name]["images"]
+        assert [image["name"] for image in got] == [name for name, _ in images]
+        for image, (_, original) in zip(got, images):
+            assert image["mode"] == original.mode, file_name
+            assert np.array_equal(np.array(image["pixels"], dtype=np.uint8), np.asarray(original)), file_name
+            if original.mode == "P":
+                assert image["palette"] == [original.palette.mode, original.palette.tobytes().hex()], file_name
+            assert image["transparency"] == repr(original.info.get("transparency")), file_name
+
+
+def test_format_3_golden_files_say_how_each_image_was_coded():
+    from vaezip.api import file_info
+
+    codings = {name: [image.coding for image in file_info((FORMAT3 / name).read_bytes()).images]
+               for name in format3_files()}
+    assert codings == {"screenshot.vz": ["webp"], "palette.vz": ["webp"], "tiny.vz": ["raw"], "rgba.vz": ["webp"],
+                       "la.vz": ["webp"], "p-transparency.vz": ["png"], "l-key.vz": ["png"], "model.vz": ["model"],
+                       "model-alpha.vz": ["model"],
+                       "archive.vz": ["model", "raw", "webp"]}
+    info = file_info((FORMAT3 / "archive.vz").read_bytes())
+    assert info.version == 3 and info.model == "tiny-rgb" and info.images[1].coded_bytes == 75
+    assert file_info((FORMAT3 / "tiny.vz").read_bytes()).model is None
+    alpha = read_versioned((FORMAT3 / "model-alpha.vz").read_bytes())[1].images[0]
+    assert alpha.info["planes"]["alpha"] == {"coding": "webp", "length": len(alpha.data)}
+    assert len((FORMAT3 / "tiny.vz").read_bytes()) <= 120  # issue 15: a 5x5 RGB image

@@ -1,5 +1,6 @@
 """Training: resumable, atomic checkpoints, and a run that survives SIGKILL."""
 
+import dataclasses
 import signal
 import subprocess
 import sys
@@ -93,3 +94,148 @@ def test_a_format_1_checkpoint_is_upgraded_on_load_and_resumes(tmp_path, tiny_np
                tmp_path / "run" / "last.pt")
     with pytest.raises(CheckpointError, match="pixel_context"):
         load_checkpoint(tmp_path / "run")
+
+
+# ---------------------------------------------------------------------------------------------- the train command
+
+from PIL import Image  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+from vaezip import zoo  # noqa: E402
+from vaezip.cli import app  # noqa: E402
+from vaezip.train import FINE_TUNE_OVERRIDES, is_user_data, learning_rate  # noqa: E402
+
+TINY_CLI = ["--batch-size", "4", "--crop", "8"]
+
+
+@pytest.fixture()
+def png_folder(tmp_path):
+    """30 small colour PNGs: a user's folder (one or two are held out)."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    for index in range(30):
+        base = rng.integers(60, 200, 3)
+        pixels = np.clip(base + rng.integers(-12, 12, (16, 16, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"{index:02d}.png")
+    return folder
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, ["train", *map(str, args)])
+
+
+@pytest.fixture()
+def tiny_default(tmp_path, monkeypatch, tiny_weights):
+    """A tiny model installed as a user model and made the 'shipped default' for every mode, so that the
+    default fine-tune (and the end-of-training comparison) run without the real models."""
+    monkeypatch.setenv("VAEZIP_MODELS", str(tmp_path / "user-models"))
+    zoo.install("tiny-start", tiny_weights[3].read_bytes())
+    monkeypatch.setattr(zoo, "default_for", lambda mode: "tiny-start")
+    return "tiny-start"
+
+
+def test_learning_rate_can_follow_a_planned_progress():
+    config = get_preset("tiny").train
+    assert learning_rate(config, 10_000, progress=0.0) == pytest.approx(config.lr)
+    assert learning_rate(config, 10_000, progress=1.0) == pytest.approx(config.lr * config.lr_final_fraction)
+    assert learning_rate(config, 10_000, progress=0.5) == pytest.approx(config.lr * (1 + config.lr_final_fraction) / 2)
+    assert learning_rate(config, 0, progress=0.0) == pytest.approx(config.lr / config.warmup_steps)  # still warms up
+
+
+def test_the_default_thread_count_is_small_and_positive():
+    from vaezip.cli import MAX_DEFAULT_THREADS, default_threads
+
+    assert 1 <= default_threads() <= MAX_DEFAULT_THREADS
+
+
+def test_user_data_is_a_path_not_a_named_set_or_a_mixture(png_folder, tiny_npz):
+    assert is_user_data(str(png_folder)) and is_user_data(tiny_npz)
+    assert not is_user_data("mnist-train") and not is_user_data(f"{png_folder}@1+{tiny_npz}@1")
+    assert not is_user_data(str(png_folder / "missing"))
+
+
+def test_a_folder_fine_tunes_the_shipped_default_unless_told_otherwise(tmp_path, png_folder, tiny_default):
+    result = invoke(png_folder, "--out", tmp_path / "ft", "--steps", "2", "--threads", "1", *TINY_CLI)
+    assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
+    assert "started from tiny-start" in result.stdout and "1 CPU thread(s)" in result.stdout
+    assert "step 0: validation bound" in result.stdout  # the starting model's bound, before any step
+    saved = load_checkpoint(tmp_path / "ft")
+    assert saved["init"]["name"] == "tiny-start"
+    assert saved["train_config"]["lr"] == FINE_TUNE_OVERRIDES["lr"]
+    assert saved["train_config"]["decay_steps"] == 2  # planned over --steps
+    # the end: the new model next to the start and the codecs, on held-out images, real files
+    assert "held-out images, coded for real" in result.stdout and "tiny-start" in result.stdout
+    assert "webp" in result.stdout
+
+    for other in (["--from-scratch", "--preset", "tiny"], ["--preset", "tiny"]):
+        out = tmp_path / f"scratch{len(other)}"
+        result = invoke(png_folder, "--out", out, "--steps", "1", *other, *TINY_CLI)
+        assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
+        assert load_checkpoint(out)["init"] is None
+
+
+def test_bad_train_options_are_usage_errors_before_any_work(tmp_path, png_folder):
+    for args in (["--threads", "0"], ["--from-scratch", "--init", "photo"], ["--minutes", "0"]):
+        result = invoke(png_folder, "--out", tmp_path / "run", *args)
+        assert result.exit_code == 2, (args, result.stderr)
+        assert result.stderr.count("vaezip: error:") == 1, result.stderr
+    shipped = next(iter(zoo.manifest()["models"]), None)
+    if shipped is not None:
+        result = invoke(png_folder, "--out", tmp_path / "run", "--name", shipped, "--preset", "tiny")
+        assert result.exit_code == 1 and "shipped model" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_name_installs_only_a_model_no_worse_than_the_shipped_one(tmp_path, png_folder, tiny_default, monkeypatch):
+    from vaezip import train as training
+
+    real = training.compare_on_holdout
+
+    def worse(trained, others, images, **options):
+        comparison = real(trained, others, images, **options)
+        rows = tuple(dataclasses.replace(row, achieved_bpsp=row.achieved_bpsp + 1.0) if row.kind == "trained"
+                     else row for row in comparison.rows)
+        return dataclasses.replace(comparison, rows=rows)
+
+    monkeypatch.setattr(training, "compare_on_holdout", worse)
+    result = invoke(png_folder, "--out", tmp_path / "run", "--steps", "1", "--preset", "tiny", "--name", "mine",
+                    *TINY_CLI)
+    assert result.exit_code == 1, (result.stdout, result.stderr)
+    assert "WARNING" in result.stderr and "not installed as 'mine'" in result.stderr and "--force" in result.stderr
+    assert "mine" not in zoo.user_models()
+    result = invoke(png_folder, "--out", tmp_path / "run2", "--steps", "1", "--preset", "tiny", "--name", "mine",
+                    "--force", *TINY_CLI)
+    assert result.exit_code == 0, (result.stdout, result.stderr)
+    assert zoo.user_models()["mine"]["figures"]["held-out achieved"] > 0
+
+
+def test_a_time_planned_run_records_its_schedule(tmp_path, png_folder, tiny_default):
+    result = invoke(png_folder, "--out", tmp_path / "run", "--minutes", "0.01", "--preset", "tiny", *TINY_CLI)
+    assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
+    assert "for 0.01 minutes (learning rate decays over that time)" in result.stdout
+    saved = load_checkpoint(tmp_path / "run")
+    assert saved["schedule"] == "time" and saved["step"] >= 1
+
+
+def test_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path, png_folder):
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "vaezip", "train", str(png_folder), "--preset", "tiny", "--out", str(run),
+               "--steps", "100000", "--threads", "1", *TINY_CLI]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in process.stdout:  # the plain reporter logs the first step at once
+            if line.startswith("step 1"):
+                break
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, stderr
+    assert "stopped at step" in stdout and "--resume" in stdout and "Traceback" not in stderr
+    saved = load_checkpoint(run)
+    assert saved["step"] >= 1
+    assert not [p for p in run.iterdir() if p.name != "last.pt"], "temporary files left behind"
+    resumed = train(run, str(png_folder), get_preset("tiny"), steps=saved["step"] + 2, resume=True)
+    assert resumed["step"] == saved["step"] + 2

@@ -1,19 +1,18 @@
-"""The Python API that the CLI and users call: load a model; compress and decompress images."""
+"""The Python API that the CLI and users call: load a model; compress and decompress images.
+
+Importing it imports no torch: a file whose images are all coded classically decodes without it, and
+`file_info` reads headers only."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from vaezip.checkpoint import (
-    CHECKPOINT_NAME,
-    CheckpointError,
-    load_checkpoint,
-    load_weights,
-    model_from_checkpoint,
-    sha256_file,
-)
-from vaezip.model import HierarchicalVAE
+from vaezip.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from vaezip.model import HierarchicalVAE
 
 
 @dataclass(frozen=True)
@@ -26,6 +25,8 @@ class LoadedModel:
 
 def load_model(spec: str | Path) -> LoadedModel:
     """A run folder, a checkpoint (.pt), a weights file (.safetensors) or a shipped model's name."""
+    from vaezip.checkpoint import CHECKPOINT_NAME, load_checkpoint, load_weights, model_from_checkpoint, sha256_file
+
     path = Path(spec)
     if path.is_dir():
         path = path / CHECKPOINT_NAME
@@ -62,6 +63,15 @@ class ImageReport:
     without_bitsback_excess_bits: float
     tiles: int
     tiles_without_bitsback: int
+    # The path the image took: "model", or the classical coding that was smaller ("raw", "png", "webp"); a
+    # classically coded image has no tiles, its payload is its coding's size, its bound the model's (nan where
+    # the model could not code it).
+    coding: str = "model"
+    # What each path would have cost this image, in bytes, smallest first: (("webp", 15314), ("png", 36846),
+    # ("model", 151766), ...); the model's figure is its share of a stream that held every image it could code,
+    # or, where the model's estimate ruled it out (more than 1.25 times the classical coding) and it did not
+    # run, that estimate.
+    candidate_bytes: tuple[tuple[str, int], ...] = ()
 
     @property
     def bound_bpsp(self) -> float:
@@ -73,8 +83,14 @@ class CompressResult:
     data: bytes
     model: str
     images: tuple[ImageReport, ...]
-    header_bytes: int  # everything in the file except the payload words
+    header_bytes: int  # everything in the file except the payload (the model's words, the classical codings)
     seconds: float
+    format_version: int = 3
+
+    @property
+    def codings(self) -> tuple[str, ...]:
+        """The path each image took ("model", "raw", "png", "webp"), in order."""
+        return tuple(image.coding for image in self.images)
 
     @property
     def subpixels(self) -> int:
@@ -104,15 +120,23 @@ def compress_images(
     device: str = "auto",
     progress=None,
     predictor: bool = True,
+    classical: bool = True,
+    format_version: int | None = None,
 ) -> CompressResult:
-    """images: a sequence of (name, PIL image). Chains bits-back across all of them in one stream.
+    """images: a sequence of (name, PIL image). Chains bits-back across all the model-coded ones in one stream.
 
     predictor: let the model-free predictor code any tile it codes for less than the model would (False: only
-    the stream's first tiles, which cannot use bits-back, go without the model)."""
+    the stream's first tiles, which cannot use bits-back, go without the model).
+    classical: also code every image classically (raw, PNG or WebP samples) and keep, image by image, the
+    smaller path, so that a file is never much larger than the best classical coding (False: the model codes
+    every image, as before format 3).
+    format_version: None for the newest format (3); 2 for the format before it, which readers older than
+    format 3 read (the model codes every image; a pixel-context model writes format 1 either way)."""
     from vaezip.archive import encode_archive
 
     return encode_archive(
-        images, model, tile=tile, max_batch=max_batch, device=device, progress=progress, predictor=predictor
+        images, model, tile=tile, max_batch=max_batch, device=device, progress=progress, predictor=predictor,
+        classical=classical, format_version=format_version,
     )
 
 
@@ -126,10 +150,18 @@ def compress(image, model: LoadedModel | str | None = None, *, name: str = "imag
 
 
 def decompress_images(data: bytes, model: LoadedModel | str | None = None, *, device: str = "auto", progress=None):
-    """.vz bytes -> list of (name, PIL image); raises IntegrityError unless every checksum matches."""
+    """.vz bytes -> list of (name, PIL image); raises IntegrityError unless every checksum matches. A file whose
+    images are all coded classically needs no model (and imports no torch); `model` is then not used."""
+    from codec.container import read_versioned
+
+    parsed = read_versioned(data)
+    if not parsed[1].uses_model:
+        from vaezip.classical import decode_without_model
+
+        return decode_without_model(parsed[1])
     from vaezip.archive import decode_archive
 
-    return decode_archive(data, model, device=device, progress=progress)
+    return decode_archive(data, model, device=device, progress=progress, parsed=parsed)
 
 
 def decompress(data: bytes, model: LoadedModel | str | None = None, **options):
@@ -141,3 +173,63 @@ def read_header(data: bytes):
     from codec.container import read
 
     return read(data)[0]
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    name: str
+    mode: str
+    width: int
+    height: int
+    coding: str  # "model", "raw", "png" or "webp"
+    # A classical coding's size; for the model, None (its images share one stream; classically coded side
+    # planes, if any, are in `side_bytes`)
+    coded_bytes: int | None
+    side_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """What `vaezip info` shows of a .vz file, from its header alone (no model, no torch)."""
+
+    size: int  # bytes of the whole file
+    version: int
+    inference: str  # how the model path's numbers are computed: what that means for where the file decodes
+    model: str | None  # the model's name, None where no image needs it
+    model_sha256: str | None
+    tile: int | None
+    batches: int  # of the model path's schedule
+    schedule: tuple[tuple[str, int], ...]  # (tile kind, tiles), in order of first use
+    payload_words: int  # the model's ANS words
+    images: tuple[ImageInfo, ...]
+    constriction: str | None
+    extra: dict
+
+
+INFERENCE = {
+    1: "float inference: decodes on the kind of machine that made it",
+    2: "integer-exact inference: decodes on any machine",
+    3: "integer-exact inference and classical codings: decodes on any machine",
+}
+
+
+def file_info(data: bytes) -> FileInfo:
+    """What a .vz file holds, from its header (checked as a decode would check it first; no pixel decoded)."""
+    from codec.container import read_versioned
+
+    version, header, words = read_versioned(data)
+    coder = header.coder
+    kinds: dict[str, int] = {}
+    for kind, n in coder.schedule if coder is not None else ():
+        kinds[kind] = kinds.get(kind, 0) + n
+    images = tuple(
+        ImageInfo(e.name, e.mode, e.width, e.height, e.coding, None if e.coding == "model" else len(e.data),
+                  len(e.data) if e.coding == "model" else 0)
+        for e in header.images
+    )
+    return FileInfo(
+        len(data), version, INFERENCE[version], header.model_name or None, header.model_sha256 or None,
+        None if coder is None else coder.tile, 0 if coder is None else len(coder.schedule), tuple(kinds.items()),
+        len(words), images,
+        None if coder is None else coder.constriction, {} if coder is None else dict(coder.extra),
+    )

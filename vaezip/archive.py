@@ -1,28 +1,40 @@
-"""Images <-> one .vz stream: side planes first (their bits become the first tile's initial bits), then every
-model tile of every image through bits-back, chained in one stack; the decoder undoes it in reverse and
-verifies each image's pixel checksum."""
+"""Images <-> one .vz file. Each image goes the cheaper of two ways (format 3), chosen by the exact size of the
+file: through the model, or through the smallest classical coding (raw, PNG or WebP samples; vaezip/classical.py).
+
+The encoder codes every image classically (cheap), runs the model over the images whose estimated cost does
+not rule it out, and writes the smallest of: every image classical, the model's images through the model, and,
+where only some of them were cheaper there, just those (coded again: bits-back chains them). A float model's
+files are format 1, which holds model-coded images only; format 2 (on request) codes every image by the model.
+
+The model path: side planes first (their bits become the first tile's initial bits; an alpha plane that PNG or
+WebP holds in fewer bytes goes beside the stack instead), then every model tile of every model-coded image
+through bits-back, chained in one stack; the decoder undoes it in reverse. Every decode ends with the file's
+pixel checksum."""
 
 from __future__ import annotations
 
-import hashlib
+import math
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from codec import bitsback, container
+from codec import bitsback, classic, container, predictive
 from codec.ans import Stack, constriction_version
 from codec.errors import CodingError, HeaderError, LimitError
-from codec.header import CoderSettings, Header, ImageEntry
+from codec.header import MODEL, CoderSettings, Header, ImageEntry
 from codec.latents import LatentGrid
 from codec.planes import Histogram, fit_histogram, pop_plane, push_plane
 from codec.tiling import LazyTileSpecs, merge_tiles, split_tiles
 from vaezip import __version__
 from vaezip.api import CompressResult, ImageReport, LoadedModel, default_model, load_model
 from vaezip.checkpoint import CheckpointError
+from vaezip.classical import MAX_FILE_PIXELS, check_file_pixels, check_header, combined_checksum, decode_entry, matches
+from vaezip.classical import smallest_entry
 from vaezip.coding import TorchLatentModel, deterministic_kernels
 from vaezip.errors import ImageError, IntegrityError
-from vaezip.images import MAX_IMAGE_PIXELS, SUPPORTED_MODES, Planes, join_planes, pixel_checksum, split_image
+from vaezip.images import Planes, join_planes, pixel_checksum, split_image
 from vaezip.train import resolve_device
 
 GRID = LatentGrid()
@@ -36,9 +48,7 @@ MAX_TILE = 256  # tile side: one tile must fit a batch (MAX_TILE**2 <= MAX_BATCH
 # the process's baseline at 2**18 pixels and 0.7 GiB at this limit (4x a default batch of 16 32x32 tiles).
 MAX_BATCH_PIXELS = 2**16
 MAX_TILES = 2**20  # tiles in one file
-# Pixels of all the images of one file together: the decoder holds every decoded image until the checksum of
-# the whole file is verified (~1 GiB of RGBA at the limit), and a forged header must not claim more.
-MAX_FILE_PIXELS = 2**28
+__all__ = ["MAX_FILE_PIXELS", "combined_checksum", "decode_archive", "effective_tile", "encode_archive"]
 
 
 def effective_tile(tile: int | None, stride: int) -> int:
@@ -60,59 +70,168 @@ def _model_channels(mode: str) -> int:
     return 1 if mode in ("L", "LA") else 3
 
 
-def encode_archive(images, model, *, tile, max_batch, device, progress, predictor=True) -> CompressResult:
+@dataclass
+class _Image:
+    name: str
+    image: object  # the PIL image
+    planes: Planes
+    checksum: str
+
+
+@dataclass
+class _ModelCoding:
+    """The model path over some of the images: their header entries, the stack's words and each one's figures."""
+
+    version: int  # 3, or 2 (the JSON header, on request); 1 (float inference) only for a float coder model
+    settings: CoderSettings
+    words: np.ndarray
+    entries: dict[int, ImageEntry]  # image index -> its entry
+    reports: dict[int, tuple[float, float, float, int, int]]  # index -> (payload, bound, excess bits, tiles, alone)
+
+    def payload_bytes(self, index: int) -> float:
+        return self.reports[index][0] / 8
+
+
+def encode_archive(images, model, *, tile, max_batch, device, progress, predictor=True, classical=True,
+                   format_version=None) -> CompressResult:
     started = time.perf_counter()
     split = []
     for name, image in images:
         try:
-            split.append((name, split_image(image), pixel_checksum(image)))
+            split.append(_Image(name, image, split_image(image), pixel_checksum(image)))
         except ImageError as error:
             raise ImageError(f"{name}: {error}") from None
     if not split:
         raise ImageError("no images to compress")
-    _check_file_pixels(sum(p.width * p.height for _, p, _ in split), ImageError)
+    if format_version not in (None, 2, container.VERSION):
+        raise ValueError(f"format_version must be 2 or {container.VERSION}, not {format_version}")
+    legacy = format_version == 2  # the JSON header of formats 1 and 2, every image through the model
+    classical = classical and not legacy
+    check_file_pixels(sum(item.planes.width * item.planes.height for item in split), ImageError)
     if model is None:
-        model = default_model(split[0][1].mode)
+        model = default_model(split[0].planes.mode)
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     channels, stride = loaded.model.config.image_channels, loaded.model.config.stride
-    for name, planes, _ in split:
-        if planes.model_plane is not None and planes.model_channels != channels:
+    for item in split:  # the model is the default path: an image it cannot code is an error, as before format 3
+        if item.planes.model_plane is not None and item.planes.model_channels != channels:
             raise ImageError(
-                f"{name}: a {planes.mode} image needs a {planes.model_channels}-channel model, "
+                f"{item.name}: a {item.planes.mode} image needs a {item.planes.model_channels}-channel model, "
                 f"but {loaded.name} codes {channels}-channel images (mixed grey and colour need separate files)"
             )
     tile = effective_tile(tile, stride)
     max_batch = max(1, min(max_batch, MAX_BATCH_PIXELS // (tile * tile)))
-    tiles_needed = sum(_count_tiles(p.height, p.width, tile) for _, p, _ in split if p.model_plane is not None)
-    if tiles_needed > MAX_TILES:
+    everyone = list(range(len(split)))
+    tiles_needed = sum(_count_tiles(item.planes.height, item.planes.width, tile) for item in split
+                       if item.planes.model_plane is not None)
+    if tiles_needed > MAX_TILES and not classical:
         raise ImageError(f"{tiles_needed} tiles, more than {MAX_TILES} in one file: use a larger --tile")
     target = _resolve_device(device)
     coder_model = TorchLatentModel(loaded.model, target)  # integer-exact
-    version = container.VERSION if coder_model.integer else FLOAT_VERSION
+    tiles_of = {k: split_tiles(item.planes.model_plane, tile, stride) for k, item in enumerate(split)
+                if item.planes.model_plane is not None and tiles_needed <= MAX_TILES}
+    estimates_of = None
+    if predictor or classical:
+        # The float network's estimate of each tile's cost (fast), over every tile at once whatever is coded
+        # later: the predictor's choice of tiles depends on it, and one image always gives the same bytes.
+        every_tile = [t for k in everyone for t in tiles_of.get(k, [])]
+        with deterministic_kernels(pin_threads=not coder_model.integer):
+            flat = iter(coder_model.tile_bounds(every_tile, estimate=True))
+        estimates_of = {k: [next(flat) for _ in cut] for k, cut in tiles_of.items()}
+
+    def code(indices: list[int]) -> _ModelCoding:
+        return _encode_model(split, indices, coder_model, tiles_of, estimates_of if predictor else None, tile,
+                             max_batch, progress, legacy)
+
+    if legacy or not classical:
+        everything = code(everyone) if tiles_needed <= MAX_TILES else None
+        data = _write(split, everything, {}, loaded, legacy)
+        return _result(data, split, everything, {}, {}, loaded, started)
+
+    # Classical codings of every image; then the files worth writing, the smallest of which is kept. The model
+    # codes the images its estimate does not rule out (as the encoder's tile choice, the estimate is within a
+    # few per cent of the real cost: far from the margin).
+    alternatives = {index: smallest_entry(item.name, item.planes, item.image) for index, item in enumerate(split)}
+    classical_entries = {index: entry for index, (entry, _) in alternatives.items()}
+    sizes = {index: tried for index, (_, tried) in alternatives.items()}
+    budget = {k: SKIP_RATIO * 8 * len(entry.data) for k, entry in classical_entries.items()}
+    estimated = {k: _model_estimate(tiles_of[k], estimates_of[k], budget[k]) for k in tiles_of}
+    included = [k for k in everyone if tiles_needed <= MAX_TILES and estimated.get(k, (0.0,))[0] <= budget[k]]
+    everything = code(included) if included else None
+    files = [(_write(split, None, classical_entries, loaded, False), None)]
+    if everything is not None:
+        # A float model's files (format 1) hold model-coded images only: it codes all or none.
+        mixable = everything.version == container.VERSION
+        if mixable or len(included) == len(split):
+            files.append((_write(split, everything, classical_entries, loaded, False), everything))
+        cheaper = [k for k in included if everything.payload_bytes(k) < len(classical_entries[k].data)]
+        if cheaper and len(cheaper) < len(included) and mixable:
+            # Bits-back chains the images: without the others, those the model won code a little differently.
+            some = code(cheaper)
+            files.append((_write(split, some, classical_entries, loaded, False), some))
+    data, chosen = min(files, key=lambda file: len(file[0]))
+    return _result(data, split, chosen, classical_entries, sizes, loaded, started, everything, estimated)
+
+
+# The model path is not run for an image whose estimated cost is more than this times its classical coding's
+# (a 640x400 screenshot: 26 times, and 270 s of a CPU's time for nothing).
+SKIP_RATIO = 1.25
+
+
+def _model_estimate(tiles, estimates: list[float], budget: float) -> tuple[float, float]:
+    """(about the least the model path can cost, the model's estimated bound), in bits, of an image's tiles:
+    each tile as the cheapest of the model's estimate, raw bytes and, where those two exceed `budget`, the
+    predictor without neighbours (side planes not counted: the figure must not rule the model out where it
+    would win)."""
+    raw = [8 * one.pixels.shape[0] * one.valid[0] * one.valid[1] for one in tiles]
+    bound = sum(estimates)
+    cheapest = sum(min(estimate, size) for estimate, size in zip(estimates, raw))
+    if cheapest <= budget:  # the model runs: no need to price the predictor (~3 ms a tile)
+        return cheapest, bound
+    cheapest = 0.0
+    for one, estimate, size in zip(tiles, estimates, raw):
+        h, w = one.valid
+        scratch = Stack()
+        predictive.encode(scratch, one.pixels[:, :h, :w])
+        cheapest += min(estimate, scratch.num_valid_bits(), size)
+    return cheapest, bound
+
+
+def _encode_model(split: list[_Image], indices: list[int], coder_model, tiles_of: dict[int, list],
+                  estimates_of: dict[int, list[float]] | None, tile: int, max_batch: int, progress,
+                  legacy: bool) -> _ModelCoding:
+    """The model path over split[k] for k in `indices`: their planes and tiles in one bits-back stack."""
+    version = (2 if legacy else container.VERSION) if coder_model.integer else FLOAT_VERSION
 
     stack = Stack()
-    side_bits: list[tuple[float, float]] = []  # (payload bits, ideal bits) of each image's side planes
-    infos = []
-    for _, planes, _ in split:
-        before, ideal, histograms = stack.num_valid_bits(), 0.0, {}
+    side_bits: dict[int, tuple[float, float]] = {}  # (payload bits, ideal bits) of each image's side planes
+    entries = {}
+    for k in indices:
+        planes = split[k].planes
+        before, ideal, histograms, data = stack.num_valid_bits(), 0.0, {}, b""
         for plane_name, plane in planes.side_planes.items():
             histogram = fit_histogram(plane)
-            push_plane(stack, plane, histogram)
-            histograms[plane_name] = histogram.to_dict()
-            ideal += histogram.ideal_bits()
-        infos.append({**planes.info, "planes": histograms})
-        side_bits.append((stack.num_valid_bits() - before, ideal))
+            coded = None if legacy else _side_plane_coding(plane, histogram)
+            if coded is None:
+                push_plane(stack, plane, histogram)
+                histograms[plane_name] = histogram.to_dict()
+                ideal += histogram.ideal_bits()
+            else:
+                histograms[plane_name] = {"coding": coded[0], "length": len(coded[1])}
+                data += coded[1]
+                ideal += 8 * len(coded[1])
+        info = {**planes.info, "planes": histograms}
+        entries[k] = ImageEntry(split[k].name, planes.mode, planes.width, planes.height, planes.palette, info,
+                                MODEL, data)
+        side_bits[k] = (stack.num_valid_bits() - before + 8 * len(data), ideal)
 
     tiles, owner = [], []
-    for index, (_, planes, _) in enumerate(split):
-        if planes.model_plane is not None:
-            cut = split_tiles(planes.model_plane, tile, stride)
-            tiles += cut
-            owner += [index] * len(cut)
+    for k in indices:
+        tiles += tiles_of.get(k, [])
+        owner += [k] * len(tiles_of.get(k, []))
+    # Which tiles the predictor takes: decided on the float network's estimate (fast); the decoder replays the
+    # schedule, so the choice needs no exactness.
+    estimates = None if estimates_of is None else [e for k in indices for e in estimates_of.get(k, [])]
     with deterministic_kernels(pin_threads=not coder_model.integer):
-        # Which tiles the predictor takes: decided on the float network's estimate (fast); the decoder replays
-        # the schedule, so the choice needs no exactness.
-        estimates = coder_model.tile_bounds(tiles, estimate=True) if predictor else None
         schedule, stats = bitsback.encode_tiles(
             stack, tiles, coder_model, GRID, max_batch, on_batch=progress, model_bits=estimates
         )
@@ -128,34 +247,89 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
         s.ideal_bits if not s.direct else model_bits[k] if k in model_bits else estimates[k]
         for k, s in enumerate(stats)
     ]
-
-    entries = tuple(
-        ImageEntry(name, planes.mode, planes.width, planes.height, planes.palette, info)
-        for (name, planes, _), info in zip(split, infos)
-    )
-    extra = {"device": target.type, "torch": str(torch.__version__), "vaezip": __version__}
+    # Format 3 files are integer-exact: where and with what they were made changes no bit, and the header
+    # stays small. The JSON formats keep recording it (format 1 decodes only on the kind of machine named).
+    extra = {} if version == container.VERSION else {
+        "device": coder_model.device.type, "torch": str(torch.__version__), "vaezip": __version__}
     settings = CoderSettings(GRID.step, GRID.bound, tile, max_batch, tuple(schedule), constriction_version(), extra)
-    header = Header(loaded.name, loaded.sha256[:16], settings, entries, combined_checksum(c for _, _, c in split))
-    data = container.write(header, stack.words(), version)
 
-    tiles_of: list[list[int]] = [[] for _ in split]
-    for k, index in enumerate(owner):
-        tiles_of[index].append(k)
+    mine_of: dict[int, list[int]] = {k: [] for k in indices}
+    for t, k in enumerate(owner):
+        mine_of[k].append(t)
+    reports = {}
+    for k in indices:
+        mine = mine_of[k]
+        payload = side_bits[k][0] + sum(stats[t].net_bits for t in mine)
+        bound = side_bits[k][1] + sum(bounds[t] for t in mine)
+        alone = [t for t in mine if stats[t].direct]
+        excess = sum(stats[t].net_bits - bounds[t] for t in alone)
+        reports[k] = (payload, bound, excess, len(mine), len(alone))
+    return _ModelCoding(version, settings, stack.words(), entries, reports)
+
+
+def _side_plane_coding(plane: np.ndarray, histogram) -> tuple[str, bytes] | None:
+    """(coding, data) of a side plane (H, W) where a classical coding holds it in fewer bytes than the i.i.d.
+    histogram (its pixels and its header entry), which ignores all spatial context: an alpha plane's edges and
+    gradients cost a fraction of their entropy as PNG or WebP. None: the histogram."""
+    if histogram.is_constant:  # free on the stack, its value in the header
+        return None
+    coding, data, _ = classic.smallest(plane)
+    histogram_bytes = histogram.ideal_bits() / 8 + 3 * len(histogram.values)
+    return (coding, data) if len(data) < histogram_bytes else None
+
+
+def _write(split: list[_Image], coded: _ModelCoding | None, classical: dict[int, ImageEntry], loaded: LoadedModel,
+           legacy: bool) -> bytes:
+    """The file: images the model coded from `coded`, the others from `classical`."""
+    entries = tuple(coded.entries[k] if coded is not None and k in coded.entries else classical[k]
+                    for k in range(len(split)))
+    checksum = combined_checksum(item.checksum for item in split)
+    if coded is None:
+        return container.write(Header("", "", None, entries, checksum), np.zeros(0, np.uint32))
+    header = Header(loaded.name, loaded.sha256[:16], coded.settings, entries, checksum)
+    return container.write(header, coded.words, coded.version)
+
+
+def _result(data: bytes, split: list[_Image], coded: _ModelCoding | None, classical: dict[int, ImageEntry],
+            sizes: dict[int, dict[str, int]], loaded: LoadedModel, started: float,
+            everything: _ModelCoding | None = None, estimated: dict[int, tuple[float, float]] | None = None
+            ) -> CompressResult:
+    everything = everything or coded
     reports = []
-    for index, (name, planes, _) in enumerate(split):
-        mine = tiles_of[index]
-        payload = side_bits[index][0] + sum(stats[k].net_bits for k in mine)
-        bound = side_bits[index][1] + sum(bounds[k] for k in mine)
-        alone = [k for k in mine if stats[k].direct]
-        excess = sum(stats[k].net_bits - bounds[k] for k in alone)
-        reports.append(
-            ImageReport(
-                name, planes.mode, planes.width, planes.height, planes.subpixels, bound, payload, excess,
-                len(mine), len(alone),
-            )
-        )
-    header_bytes = len(data) - 4 * len(stack.words())
-    return CompressResult(data, loaded.name, tuple(reports), header_bytes, time.perf_counter() - started)
+    for k, item in enumerate(split):
+        planes = item.planes
+        tried = dict(sizes.get(k, {}))
+        bound = math.nan
+        if everything is not None and k in everything.reports:
+            tried["model"] = math.ceil(everything.payload_bytes(k))
+            bound = everything.reports[k][1]
+        elif estimated and k in estimated:  # ruled out by its estimate, not run
+            tried["model"] = math.ceil(estimated[k][0] / 8)
+            bound = estimated[k][1]
+        if coded is not None and k in coded.reports:
+            payload, bound, excess, n_tiles, alone = coded.reports[k]
+            coding = MODEL
+        else:
+            payload, excess, n_tiles, alone = 8 * len(classical[k].data), 0.0, 0, 0
+            coding = classical[k].coding
+        candidates = tuple(sorted(tried.items(), key=lambda pair: pair[1]))
+        reports.append(ImageReport(item.name, planes.mode, planes.width, planes.height, planes.subpixels, bound,
+                                   payload, excess, n_tiles, alone, coding, candidates))
+    version = int.from_bytes(data[8:10], "little")
+    return CompressResult(data, loaded.name, tuple(reports), _header_bytes(data, version),
+                          time.perf_counter() - started, version)
+
+
+def _header_bytes(data: bytes, version: int) -> int:
+    """Everything in a file but its payload (ANS words, classical codings): magic, lengths, header, CRCs."""
+    if version in container.JSON_VERSIONS:
+        return 26 + int.from_bytes(data[10:14], "little")
+    position, n, shift = 10, 0, 0
+    while True:  # the header length, a varint
+        n |= (data[position] & 0x7F) << shift
+        position, shift = position + 1, shift + 7
+        if not data[position - 1] & 0x80:
+            return position + n + 4
 
 
 def _model_for(header: Header, model) -> LoadedModel:
@@ -176,8 +350,25 @@ def _model_for(header: Header, model) -> LoadedModel:
     return loaded
 
 
-def decode_archive(data: bytes, model, *, device, progress):
-    version, header, words = container.read_versioned(data)
+def decode_archive(data: bytes, model, *, device, progress, parsed=None):
+    version, header, words = parsed or container.read_versioned(data)
+    check_header(header)
+    # The classical images first: cheap, and a damaged one is found before any model work.
+    decoded = {k: decode_entry(entry) for k, entry in enumerate(header.images) if entry.coding != MODEL}
+    if not header.uses_model:
+        target, integer = None, True
+    else:
+        target, integer, images = _decode_model(version, header, words, model, device, progress)
+        decoded.update(images)
+    results = [(entry.name, decoded[k]) for k, entry in enumerate(header.images)]
+    if not matches(header, (pixel_checksum(image) for _, image in results)):
+        names = results[0][0] if len(results) == 1 else f"{len(results)} images"
+        raise IntegrityError(f"{names}: decoded pixels do not match the checksum; {_likely_cause(header, target, integer)}")
+    return results
+
+
+def _decode_model(version: int, header: Header, words: np.ndarray, model, device: str, progress):
+    """The model-coded images of a file: (device, integer, {image index: image})."""
     loaded = _model_for(header, model)
     integer = version != FLOAT_VERSION
     recorded = header.coder.extra.get("device")
@@ -186,8 +377,10 @@ def decode_archive(data: bytes, model, *, device, progress):
     coder_model = TorchLatentModel(loaded.model, target, integer=integer)
     channels, stride, tile = loaded.model.config.image_channels, loaded.model.config.stride, header.coder.tile
 
+    indices = [k for k, entry in enumerate(header.images) if entry.coding == MODEL]
+    entries = [header.images[k] for k in indices]
     planes_of = []
-    for entry in header.images:
+    for entry in entries:
         _check_entry(entry)
         histograms = entry.info.get("planes", {})
         uses_model = "index" not in histograms
@@ -196,17 +389,16 @@ def decode_archive(data: bytes, model, *, device, progress):
         planes_of.append(uses_model)
     if tile > MAX_TILE:
         raise LimitError(f"tile = {tile} outside vaezip's limit {MAX_TILE}")
-    _check_file_pixels(sum(e.width * e.height for e in header.images), LimitError)
     # Count before building anything: the schedule must cover exactly the tiles the images need.
-    needed = sum(_count_tiles(e.height, e.width, tile) for e, uses in zip(header.images, planes_of) if uses)
+    needed = sum(_count_tiles(e.height, e.width, tile) for e, uses in zip(entries, planes_of) if uses)
     if needed > MAX_TILES:
         raise LimitError(f"{needed} tiles, more than vaezip's limit {MAX_TILES}")
     scheduled = sum(n for _, n in header.coder.schedule)
     if scheduled != needed:
         raise CodingError(f"the schedule covers {scheduled} tiles, the images need {needed}")
-    sizes = [(e.height, e.width) for e, uses in zip(header.images, planes_of) if uses]
+    sizes = [(e.height, e.width) for e, uses in zip(entries, planes_of) if uses]
     specs = LazyTileSpecs(channels, sizes, tile, stride)  # nothing per tile is built before it is decoded
-    counts = [_count_tiles(e.height, e.width, tile) if uses else 0 for e, uses in zip(header.images, planes_of)]
+    counts = [_count_tiles(e.height, e.width, tile) if uses else 0 for e, uses in zip(entries, planes_of)]
     batch_start = 0
     for _, n in header.coder.schedule:
         _, th, tw = specs[batch_start].shape
@@ -223,11 +415,13 @@ def decode_archive(data: bytes, model, *, device, progress):
         with deterministic_kernels(pin_threads=not integer):
             grid = LatentGrid(header.coder.grid_step, header.coder.grid_bound)
             tiles = bitsback.decode_tiles(stack, list(header.coder.schedule), specs, coder_model, grid, progress)
-        side: list[dict[str, np.ndarray]] = [{} for _ in header.images]
-        for index in reversed(range(len(header.images))):
-            entry = header.images[index]
+        side: list[dict[str, np.ndarray]] = [{} for _ in entries]
+        for index in reversed(range(len(entries))):
+            entry = entries[index]
             histograms = entry.info.get("planes", {})
             for plane_name in reversed(list(histograms)):
+                if "coding" in histograms[plane_name]:  # classically coded, beside the stack
+                    continue
                 histogram = Histogram.from_dict(histograms[plane_name])
                 if not histogram.is_constant and stack.is_empty():
                     raise CodingError(f"payload exhausted before the {plane_name} plane of {entry.name}")
@@ -237,8 +431,10 @@ def decode_archive(data: bytes, model, *, device, progress):
     if not stack.is_empty():
         raise IntegrityError(f"payload not fully consumed; {_likely_cause(header, target, integer)}")
 
-    results, start = [], 0
-    for index, entry in enumerate(header.images):
+    for index, entry in enumerate(entries):
+        side[index].update(_classical_side_planes(entry))
+    images, start = {}, 0
+    for index, entry in enumerate(entries):
         model_plane = None
         if planes_of[index]:
             model_plane = merge_tiles(tiles[start : start + counts[index]], entry.height, entry.width, tile)
@@ -246,56 +442,52 @@ def decode_archive(data: bytes, model, *, device, progress):
         info = {key: value for key, value in entry.info.items() if key != "planes"}
         planes = Planes(entry.mode, entry.width, entry.height, model_plane, side[index], entry.palette, info)
         try:
-            image = join_planes(planes)
+            images[indices[index]] = join_planes(planes)
         except (KeyError, ValueError, TypeError, IndexError, AttributeError) as error:
             raise IntegrityError(
                 f"{entry.name}: cannot rebuild the image ({type(error).__name__}: {error}); "
                 f"{_likely_cause(header, target, integer)}"
             ) from None
-        results.append((entry.name, image))
-    if combined_checksum(pixel_checksum(image) for _, image in results) != header.pixels_sha256:
-        names = results[0][0] if len(results) == 1 else f"{len(results)} images"
-        raise IntegrityError(f"{names}: decoded pixels do not match the checksum; {_likely_cause(header, target, integer)}")
-    return results
-
-
-def combined_checksum(digests) -> str:
-    """One sha256 over the images' pixel digests (hex) in order: the file's proof of an exact decode."""
-    combined = hashlib.sha256()
-    for digest in digests:
-        combined.update(bytes.fromhex(digest))
-    return combined.hexdigest()
-
-
-def _check_file_pixels(total: int, error: type[Exception]) -> None:
-    if total > MAX_FILE_PIXELS:
-        raise error(f"{total} pixels in one file, more than vaezip's limit of {MAX_FILE_PIXELS}: use several files")
+    return target, integer, images
 
 
 def _count_tiles(height: int, width: int, tile: int) -> int:
     return -(-height // tile) * -(-width // tile)
 
 
+def _classical_side_planes(entry: ImageEntry) -> dict[str, np.ndarray]:
+    """The side planes of a model-coded image that are coded classically, from its data, in plane order."""
+    planes, start = {}, 0
+    for plane_name, plane in entry.info.get("planes", {}).items():
+        if "coding" in plane:
+            data = entry.data[start : start + plane["length"]]
+            start += plane["length"]
+            try:
+                planes[plane_name] = classic.decode(plane["coding"], data, entry.height, entry.width, 1)
+            except CodingError as error:
+                raise IntegrityError(f"{entry.name}: its {plane_name} plane does not decode ({error}); the file "
+                                     "is damaged") from None
+    return planes
+
+
 def _check_entry(entry: ImageEntry) -> None:
-    """What vaezip adds to an image entry, checked before any decoding work (the codec checks the rest)."""
-    if entry.width * entry.height > MAX_IMAGE_PIXELS:
-        raise LimitError(
-            f"{entry.name}: {entry.width}x{entry.height} is more than {MAX_IMAGE_PIXELS} pixels (vaezip's limit)"
-        )
-    if entry.mode not in SUPPORTED_MODES:
-        raise HeaderError(f"bad header: {entry.name}: unsupported image mode {entry.mode!r}")
+    """What the model path adds to a model-coded image entry (check_header has checked the rest)."""
     histograms = entry.info.get("planes", {})
     if not isinstance(histograms, dict) or not all(isinstance(h, dict) for h in histograms.values()):
         raise HeaderError(f"bad header: {entry.name}: 'planes' must map plane names to histograms")
-    palette_mode = entry.info.get("palette_mode")
-    if entry.mode == "P" and (entry.palette is None or not isinstance(palette_mode, str) or not 1 <= len(palette_mode) <= 8):
-        raise HeaderError(f"bad header: {entry.name}: a P image needs a palette and a palette_mode such as RGB")
+    classical = [h for h in histograms.values() if "coding" in h]
+    if any(set(h) != {"coding", "length"} or h["coding"] not in classic.CODINGS or type(h["length"]) is not int
+           or h["length"] < 0 for h in classical) or sum(h["length"] for h in classical) != len(entry.data):
+        raise HeaderError(f"bad header: {entry.name}: classically coded planes must name a coding and the "
+                          "lengths of the image's data")
     allowed = {"LA": {"alpha"}, "RGBA": {"alpha"}, "P": {"index"}}.get(entry.mode, set())
     if not set(histograms) <= allowed:
         raise HeaderError(f"bad header: {entry.name}: planes {sorted(histograms)} do not fit mode {entry.mode}")
 
 
-def _likely_cause(header: Header, device: torch.device, integer: bool) -> str:
+def _likely_cause(header: Header, device: torch.device | None, integer: bool) -> str:
+    if not header.uses_model:
+        return "the file is damaged"
     if integer:  # computed exactly: no machine, kernel or device difference can explain it
         return "the file is damaged, or was made by a different model or vaezip version"
     extra = header.coder.extra

@@ -140,12 +140,18 @@ class RichTrainReporter:
         # A mixture of differently sized sets has one crop size per part.
         crops = info["crop"] if isinstance(info["crop"][0], tuple) else (info["crop"],)
         init = f", started from {info['init']['name']}" if info.get("init") else ""
+        target = f"steps {info['start_step']} -> {info['steps']}" if info.get("steps") is not None else \
+            f"from step {info['start_step']}"
+        if info.get("time_limit") is not None:
+            target += f", for {info['time_limit'] / 60:g} minutes"
+            if info.get("time_schedule"):
+                target += " (learning rate decays over that time)"
         self.console.print(
-            f"training on {info['device']} (x{info['world']}): {info['train_images']} images "
-            f"({info['val_images']} held out), crops {' / '.join(f'{h}x{w}' for h, w in crops)}, "
-            f"{info['channels']} channel(s), {info['parameters'] / 1e6:.2f} M parameters, "
-            f"steps {info['start_step']} -> {info['steps']}{init}",
-            highlight=False,
+            f"training on {info['device']} (x{info['world']}, {info.get('threads', '?')} CPU thread(s)): "
+            f"{info['train_images']} images ({info['val_images']} held out), "
+            f"crops {' / '.join(f'{h}x{w}' for h, w in crops)}, {info['channels']} channel(s), "
+            f"{info['parameters'] / 1e6:.2f} M parameters, {target}{init}",
+            highlight=False, markup=False,
         )
         if self.plain:
             return
@@ -160,21 +166,28 @@ class RichTrainReporter:
             transient=False,
         )
         self.progress.start()
+        # Without a step target the total is the plan made from the time left (known after a few steps).
         self.task = self.progress.add_task("train", total=info["steps"], completed=info["start_step"], status="")
 
     def step(self, step, stats):
+        val = "-" if self.last_val != self.last_val else f"{self.last_val:.3f}"  # nan: no validation yet
         status = (
-            f"loss {stats['loss']:.3f} | val {self.last_val:.3f} bpsp | {stats['images_per_s']:.0f} img/s"
+            f"loss {stats['loss']:.3f} | val {val} bpsp | {stats['images_per_s']:.0f} img/s"
             f" | skipped {stats['skipped']}"
         )
+        planned = stats.get("planned_steps")
         if self.plain:
             import time
 
             if time.monotonic() - self.last_line > 30:
                 self.last_line = time.monotonic()
-                self.console.print(f"step {step}: {status} | lr {stats['lr']:.2e}", highlight=False)
+                of = f" of ~{planned}" if planned is not None else ""
+                left = stats.get("seconds_left")
+                eta = f" | {left / 60:.1f} min left" if left is not None else ""
+                self.console.print(f"step {step}{of}: {status} | lr {stats['lr']:.2e}{eta}", highlight=False)
             return
-        self.progress.update(self.task, completed=step, status=status)
+        self.progress.update(self.task, completed=step, status=status,
+                             **({"total": planned} if planned is not None else {}))
 
     def validation(self, step, result):
         self.last_val = result.bound_bpsp
@@ -194,50 +207,160 @@ class RichTrainReporter:
     def checkpoint(self, step, path):
         pass
 
+    def stopped(self, step, path, signum):
+        self.close()
+        self.console.print(f"stopped at step {step}: checkpoint saved to {path} (--resume --out {path.parent} "
+                           f"continues it)", highlight=False, markup=False)
+
     def close(self):
         if self.progress is not None:
             self.progress.stop()
+            self.progress = None
+
+
+# The default thread count: one per physical core this process may use that other work leaves idle, at most
+# this many. Measured on a busy 2-core machine (another training job on one core): 1 thread trained 1.2 s
+# per step, 2 threads 1.8 s (3.6 s with OpenMP's default spinning waits): threads that wait for a core
+# cost more than they give. Small convolutions on 32x32 crops scale poorly past 4 threads.
+MAX_DEFAULT_THREADS = 4
+
+
+def _physical_cores() -> int:
+    """Physical cores this process may run on: its CPU affinity, hyper-threads counted once, capped by a
+    cgroup CPU quota (containers)."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = list(range(os.cpu_count() or 1))
+    cores = set()
+    for cpu in cpus:
+        try:
+            cores.add(Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list").read_text().strip())
+        except OSError:
+            cores.add(str(cpu))
+    count = max(1, len(cores))
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            count = min(count, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return count
+
+
+def default_threads() -> int:
+    """One thread per idle physical core (the 1-minute load average says how busy the machine is), at least
+    1, at most MAX_DEFAULT_THREADS."""
+    cores = _physical_cores()
+    try:
+        busy = os.getloadavg()[0] / (os.cpu_count() or 1)
+    except (OSError, AttributeError):
+        busy = 0.0
+    return max(1, min(MAX_DEFAULT_THREADS, round(cores * (1.0 - min(1.0, max(0.0, busy))))))
+
+
+# Clock-driven work of a `vaezip train` session (seconds), on top of the preset's every-N-steps.
+CHECKPOINT_SECONDS = 300
+FIRST_VALIDATION_SECONDS = 60
+VALIDATION_SECONDS = 600
 
 
 @app.command()
 def train(
     data: str = typer.Argument(..., help="a folder of images, an .npz file, a data set name (mnist-train, ...), "
                                "or a mixture NAME@WEIGHT+NAME@WEIGHT (each batch from one part)"),
-    preset: str = typer.Option("cpu", help="tiny | cpu | gpu"),
+    preset: Optional[str] = typer.Option(None, help="tiny | cpu | gpu: the model of a run from scratch (default "
+                                         "cpu); giving it for a folder of your images trains from scratch"),
     out_dir: Path = typer.Option(Path("runs/latest"), "--out", "-o", help="run folder (checkpoint last.pt)"),
-    steps: int = typer.Option(10_000, help="total number of optimizer steps (counted across resumes)"),
+    steps: Optional[int] = typer.Option(None, help="total number of optimizer steps (counted across resumes); "
+                                        "default 10,000, or as many as --minutes allow"),
     resume: bool = typer.Option(False, "--resume", help="continue the checkpoint in --out"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
-    minutes: Optional[float] = typer.Option(None, help="stop (and checkpoint) after this many minutes"),
+    minutes: Optional[float] = typer.Option(None, help="stop (and checkpoint) after this many minutes; the "
+                                            "learning-rate decay and the ETA are planned to end then"),
     batch_size: Optional[int] = typer.Option(None, help="override the preset's batch size"),
-    lr: Optional[float] = typer.Option(None, help="override the preset's learning rate"),
+    lr: Optional[float] = typer.Option(None, help="override the learning rate (the preset's; 2e-4 when "
+                                       "fine-tuning the shipped model)"),
     crop: Optional[int] = typer.Option(None, help="override the preset's crop size"),
-    decay_steps: Optional[int] = typer.Option(None, help="cosine learning-rate decay length (0: none)"),
+    decay_steps: Optional[int] = typer.Option(None, help="cosine learning-rate decay length (0: none); default: "
+                                              "over --steps, or over the time --minutes gives"),
     seed: Optional[int] = typer.Option(None, help="override the preset's seed"),
-    checkpoint_every: Optional[int] = typer.Option(None, help="steps between checkpoints"),
-    val_every: Optional[int] = typer.Option(None, help="steps between validations of the bound"),
+    checkpoint_every: Optional[int] = typer.Option(None, help="steps between checkpoints (there is also one "
+                                                   "every 5 minutes, and on Ctrl-C)"),
+    val_every: Optional[int] = typer.Option(None, help="steps between validations of the bound (there is also "
+                                            "one after the first minute, then every 10 minutes)"),
     init: Optional[str] = typer.Option(None, help="start from this model's weights (run folder, .pt, "
-                                       ".safetensors or shipped name); its architecture replaces the preset's"),
+                                       ".safetensors or model name); its architecture replaces the preset's. "
+                                       "Default for a folder of your images: the shipped model for its mode"),
+    from_scratch: bool = typer.Option(False, "--from-scratch", help="for a folder of your images: start from "
+                                      "random weights (the --preset model) instead of the shipped model"),
     channels: Optional[int] = typer.Option(None, help="1: train a grey model (colour images converted to luma); "
                                            "3: colour; default: colour if any image is"),
     pixel_context: Optional[int] = typer.Option(None, help="hidden width of the causal pixel-context head "
                                                 "(0: none); with --init, the head is added to that model"),
     train_only_context: bool = typer.Option(False, "--train-only-context",
                                             help="train the pixel-context head alone, the rest frozen"),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: one per idle physical "
+                                          "core, at most 4; or OMP_NUM_THREADS where set)"),
+    name: Optional[str] = typer.Option(None, "--name", help="at the end, install the model as a user model of "
+                                       "this name (vaezip compress -m NAME), unless it codes the held-out images "
+                                       "worse than the shipped model"),
+    force: bool = typer.Option(False, "--force", "-f", help="with --name: replace an installed user model of "
+                                "that name, and install even a model worse than the shipped one"),
 ):
-    """Train a model on your own images (or a named data set; NAME@WEIGHT+NAME@WEIGHT mixes sources)."""
-    from vaezip.config import get_preset
-    from vaezip.train import train as run_training
+    """Train a model on your own images (or a named data set; NAME@WEIGHT+NAME@WEIGHT mixes sources).
 
+    A folder of your images fine-tunes the shipped model of its mode (photo or photo-gray) unless --init,
+    --preset or --from-scratch says otherwise. At the end, the new model, the shipped one and WebP / JPEG-XL
+    code held-out images for real, side by side. Ctrl-C saves a checkpoint (--resume continues it)."""
     with user_errors():
-        chosen = get_preset(preset)
-        overrides = {
+        if threads is not None and threads < 1:
+            raise UsageFailure(f"--threads must be at least 1, not {threads}")
+        if minutes is not None and not minutes > 0:
+            raise UsageFailure(f"--minutes must be positive, not {minutes}")
+        if steps is not None and steps < 0:
+            raise UsageFailure(f"--steps must not be negative, not {steps}")
+        if from_scratch and init is not None:
+            raise UsageFailure("--from-scratch and --init contradict each other: give one")
+        if name is not None:
+            from vaezip import zoo
+
+            zoo.check_installable(name, force)  # refused now, not after the training
+        if "torch" not in sys.modules:
+            # Idle OpenMP threads spin by default, burning the cores other work (or our own other threads)
+            # need; read once, when torch loads.
+            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        from vaezip.config import get_preset
+        from vaezip.train import DEFAULT_INIT, FINE_TUNE_OVERRIDES, Timing, is_user_data, set_threads
+        from vaezip.train import train as run_training
+
+        if threads is None and not os.environ.get("OMP_NUM_THREADS"):
+            threads = default_threads()
+        previous_threads = set_threads(threads) if threads is not None else None
+        fine_tune = not resume and init is None and preset is None and not from_scratch and is_user_data(data)
+        chosen = get_preset(preset or "cpu")
+        overrides = dict(FINE_TUNE_OVERRIDES) if fine_tune else {}
+        overrides.update({
             key: value
             for key, value in dict(batch_size=batch_size, lr=lr, crop=crop, decay_steps=decay_steps, seed=seed,
                                checkpoint_every=checkpoint_every, val_every=val_every,
                                train_only_context=train_only_context or None).items()
             if value is not None
-        }
+        })
+        if steps is None and minutes is None:
+            steps = 10_000
+        time_schedule = minutes is not None and decay_steps is None
+        if not time_schedule and decay_steps is None and steps is not None:
+            overrides["decay_steps"] = steps  # a new run plans its decay over its steps (a resumed one keeps its)
+        start = DEFAULT_INIT if fine_tune else init
+        timing = Timing(
+            time_limit=None if minutes is None else minutes * 60,
+            time_schedule=time_schedule,
+            checkpoint_seconds=CHECKPOINT_SECONDS,
+            first_validation_seconds=FIRST_VALIDATION_SECONDS,
+            validation_seconds=VALIDATION_SECONDS,
+            validate_at_start=start is not None,  # the bound of the model the run starts from, at once
+        )
         reporter = RichTrainReporter(out)
         try:
             summary = run_training(
@@ -249,19 +372,109 @@ def train(
                 device_name=device,
                 reporter=reporter,
                 train_overrides=overrides,
-                time_limit=None if minutes is None else minutes * 60,
-                init=init,
+                init=start,
                 channels=channels,
                 pixel_context=pixel_context,
+                timing=timing,
+                stop_on_signals=True,
             )
         finally:
             reporter.close()
+            if previous_threads is not None:
+                set_threads(previous_threads)  # in-process callers (tests) keep their own setting
+        val = "n/a" if summary["val_bpsp"] is None else f"{summary['val_bpsp']:.4f}"
         out.print(
-            f"stopped at step {summary['step']}: validation bound {summary['val_bpsp']:.4f} bpsp "
+            f"stopped at step {summary['step']}: validation bound {val} bpsp "
             f"(best {summary['best_val_bpsp']:.4f}); skipped updates: {summary['skipped_nan']} non-finite, "
             f"{summary['skipped_norm']} large-norm; checkpoint {summary['checkpoint']}",
-            highlight=False,
+            highlight=False, markup=False,
         )
+        from vaezip.checkpoint import load_checkpoint
+
+        checkpoint = load_checkpoint(out_dir)  # what export and install take: the EMA weights as saved
+        comparison, shipped = _compare_after_training(out_dir, checkpoint, summary, init, device)
+        if name is not None:
+            worse = comparison.worse_than() if comparison is not None else []
+            if worse and not force:
+                raise Failure(f"not installed as {name!r}: it codes the held-out images worse than "
+                              f"{worse[0].name} (--force installs it anyway; the run stays in {out_dir})")
+            _install(checkpoint, name, force, _run_info(checkpoint, out_dir, _comparison_figures(comparison, shipped)))
+
+
+def _compare_after_training(run_dir: Path, checkpoint: dict, summary: dict, init: str | None, device: str):
+    """The trained model against the shipped default for its mode (and the model it started from) and
+    against WebP / JPEG-XL, on the held-out images; printed. Returns (Comparison or None, shipped name)."""
+    from vaezip import zoo
+    from vaezip.api import LoadedModel, load_model
+    from vaezip.checkpoint import model_from_checkpoint
+    from vaezip.train import COMPARISON_SIDE, DEFAULT_INIT, compare_on_holdout
+
+    held_out = summary["held_out"]
+    if held_out is None or len(held_out) == 0:
+        return None, None
+    mode = "L" if summary["channels"] == 1 else "RGB"
+    others, shipped = [], None
+    try:
+        shipped = zoo.default_for(mode)
+        others.append(load_model(shipped))
+    except ValueError as error:  # no shipped model here: compare with the codecs only
+        err.print(f"no shipped model to compare with ({error})", highlight=False, markup=False)
+    if init is not None and init != DEFAULT_INIT and init != shipped:
+        try:
+            others.append(load_model(init))
+        except ValueError:
+            pass  # the start is gone or moved: the shipped model is the comparison that matters
+    # A plain name: it goes into the comparison's .vz headers (a run folder's path may be long or odd).
+    trained = LoadedModel("trained", model_from_checkpoint(checkpoint), "0" * 64, str(run_dir))
+    comparison = compare_on_holdout(trained, others, held_out.images, device=device)
+    out.print(f"held-out images, coded for real ({comparison.images} images, centre crops up to "
+              f"{COMPARISON_SIDE}x{COMPARISON_SIDE}; models: one archive each, codecs: one file per image):",
+              highlight=False, markup=False)
+    width = max(len(_comparison_label(row, shipped, run_dir)) for row in comparison.rows)
+    for row in comparison.rows:
+        bound = "" if row.bound_bpsp != row.bound_bpsp else f"  (bound {row.bound_bpsp:.4f})"
+        out.print(f"  {_comparison_label(row, shipped, run_dir):<{width}}  {row.achieved_bpsp:.4f} bpsp{bound}",
+                  highlight=False, markup=False)
+    if comparison.skipped:
+        out.print(f"  not available here: {', '.join(comparison.skipped)} (pip install imagecodecs)",
+                  highlight=False, markup=False)
+    mine, worse = comparison.trained.achieved_bpsp, comparison.worse_than()
+    for row in (row for row in comparison.rows if row.kind == "model"):
+        label = _comparison_label(row, shipped)
+        if row in worse:  # the same test that keeps --name from installing it
+            err.print(f"WARNING: the trained model codes the held-out images {mine / row.achieved_bpsp - 1:.2%} "
+                      f"larger than {label}: keep using {row.name}, or train longer",
+                      highlight=False, markup=False, soft_wrap=True)
+        elif mine == row.achieved_bpsp:
+            out.print(f"the trained model codes the held-out images as small as {label}", highlight=False,
+                      markup=False)
+        else:
+            out.print(f"the trained model codes the held-out images {1 - mine / row.achieved_bpsp:.2%} smaller "
+                      f"than {label}", highlight=False, markup=False)
+    return comparison, shipped
+
+
+def _comparison_label(row, shipped: str | None, run_dir: Path | None = None) -> str:
+    if row.kind == "model" and row.name == shipped:
+        return f"{row.name} (shipped)"
+    if row.kind == "trained" and run_dir is not None:
+        return f"{shown(str(run_dir))} (trained)"
+    return row.name
+
+
+def _comparison_figures(comparison, shipped: str | None) -> dict:
+    if comparison is None:
+        return {}
+    figures = {
+        "held-out images (centre crops)": f"{comparison.images}, up to {comparison.side}x{comparison.side}",
+        "held-out achieved": round(comparison.trained.achieved_bpsp, 4),
+        "held-out bound": round(comparison.trained.bound_bpsp, 4),
+    }
+    for row in comparison.rows:
+        if row.kind != "trained":
+            label = f"{row.name} (shipped)" if row.name == shipped else row.name
+            figures[f"held-out {label}"] = round(row.achieved_bpsp, 4)
+    return figures
 
 
 @app.command(name="eval")
@@ -416,10 +629,17 @@ def _report(result, output: str, verified: float | None = None, verbose: bool = 
     if verbose or len(result.images) == 1:
         for image in result.images:
             share = image.payload_bits / image.subpixels
+            # What the other paths would have cost (the file keeps the smallest).
+            others = "".join(f", {coding} {size} B" for coding, size in image.candidate_bytes if coding != image.coding)
+            if image.coding != "model":
+                _say(f"{image.name}: {image.width}x{image.height} {image.mode}, coded as {image.coding}: "
+                     f"{share:.4f} bpsp (model bound {image.bound_bpsp:.4f} bpsp{others})")
+                continue
             _say(
-                f"{image.name}: {image.width}x{image.height} {image.mode}, bound {image.bound_bpsp:.4f} bpsp, "
+                f"{image.name}: {image.width}x{image.height} {image.mode}, model: bound {image.bound_bpsp:.4f} bpsp, "
                 f"payload {share:.4f} bpsp ({image.tiles_without_bitsback} of {image.tiles} tiles without "
-                f"bits-back: {image.without_bitsback_excess_bits / image.subpixels:+.4f} bpsp against their bound)"
+                f"bits-back: {image.without_bitsback_excess_bits / image.subpixels:+.4f} bpsp against their bound"
+                f"{others})"
             )
     check = "" if verified is None else f", verified (decoded and compared) in {verified:.2f} s"
     count = f"{len(result.images)} images, " if len(result.images) > 1 else ""
@@ -772,8 +992,7 @@ def info(inputs: list[str] = typer.Argument(..., help=".vz files")):
     def say(line: str) -> None:  # names and the model name come from the header: escaped, no markup
         out.print(shown(line), markup=False, highlight=False, soft_wrap=True)
 
-    inference = {1: "float inference: decodes on the kind of machine that made it",
-                 2: "integer-exact inference: decodes on any machine"}
+    from vaezip.api import INFERENCE as inference  # torch-free
     failures = 0
     for path in inputs:
         with user_errors_counted(path) as failed:
@@ -798,54 +1017,160 @@ def info(inputs: list[str] = typer.Argument(..., help=".vz files")):
             for entry in header.images:
                 channels = SUBPIXELS_PER_PIXEL.get(entry.mode, 3)
                 subpixels += channels * entry.width * entry.height
-                say(f"  {entry.name}: {entry.width}x{entry.height} {entry.mode}")
+                coding, data_bytes = entry.coding, len(entry.data)  # formats 1 and 2: always the model
+                how = coding if coding == "model" else f"{coding}, {data_bytes} B"
+                if coding == "model" and data_bytes:
+                    how += f" (+ {data_bytes} B of classically coded planes)"
+                say(f"  {entry.name}: {entry.width}x{entry.height} {entry.mode}, {how}")
             say(f"  {8 * len(data) / max(subpixels, 1):.4f} bits per subpixel")
         failures += failed()
     _finish(failures, len(inputs))
 
 
+def _run_info(checkpoint: dict, run: Path, figures: dict | None = None) -> dict:
+    """What a user model's manifest entry says about where it came from (figures: as measured at install)."""
+    config = checkpoint.get("model_config") or {}
+    info = {
+        "channels": config.get("image_channels"),
+        "data": str(checkpoint.get("data_source", "")),
+        "steps": int(checkpoint.get("step", 0)),
+        "init": checkpoint.get("init"),
+        "run": str(Path(run).resolve()),
+        "vaezip": __version__,
+    }
+    if not figures:
+        figures = {}
+        validated = [entry for entry in (checkpoint.get("counters") or {}).get("history", []) if "val_bpsp" in entry]
+        if validated:
+            last = validated[-1]
+            figures[f"validation bound (step {int(last['step'])})"] = round(float(last["val_bpsp"]), 4)
+            if "achieved_bpsp" in last:
+                figures["validation achieved"] = round(float(last["achieved_bpsp"]), 4)
+    info["figures"] = figures
+    return info
+
+
+def _integer_problem(path: Path) -> tuple[str | None, int]:
+    """Why the weights at `path` cannot build the integer model the coder runs (None: they can), and the
+    model's channel count. A file that is not valid weights at all is a CheckpointError naming it."""
+    from vaezip.checkpoint import load_weights
+    from vaezip.model.integer import IntegerVAE
+
+    model, _ = load_weights(path)
+    try:
+        IntegerVAE(model)  # a pixel-context head included
+    except ValueError as error:
+        return str(error), model.config.image_channels
+    return None, model.config.image_channels
+
+
+def _install(checkpoint: dict | None, name: str, force: bool, info: dict, weights: Path | None = None) -> None:
+    """Install a checkpoint's EMA weights (or the weights file `weights`, byte for byte: its sha256 stays the
+    same) as user model `name`."""
+    import tempfile
+
+    from vaezip import zoo
+    from vaezip.checkpoint import export_weights
+
+    with tempfile.TemporaryDirectory(prefix="vaezip-export-") as folder:
+        if weights is None:
+            weights = Path(folder) / f"{name}.safetensors"
+            export_weights(checkpoint, weights, name)
+        problem, channels = _integer_problem(weights)
+        if problem is not None:
+            raise Failure(f"not installed: {problem}")
+        info = {**info, "channels": channels}
+        entry = zoo.install(name, weights.read_bytes(), info=info, force=force)
+    out.print(f"installed user model {name!r}: {zoo.user_models_dir() / entry['file']} (sha256 {entry['sha256']}); "
+              f"use it with: vaezip compress IMAGE -m {name}", highlight=False, markup=False, soft_wrap=True)
+
+
 @app.command()
 def export(
-    run: Path = typer.Argument(..., help="run folder or checkpoint .pt"),
-    output: Path = typer.Argument(..., help="weights file to write (.safetensors)"),
+    run: Path = typer.Argument(..., help="run folder or checkpoint .pt (to install: also a .safetensors weights "
+                               "file)"),
+    output: Optional[Path] = typer.Argument(None, help="weights file to write (.safetensors); without it, the "
+                                            "model is installed as user model NAME"),
     name: str = typer.Option(..., help="the model name recorded in the weights and in .vz files"),
-    force: bool = typer.Option(False, "--force", "-f"),
+    force: bool = typer.Option(False, "--force", "-f", help="overwrite OUTPUT, or replace an installed user "
+                               "model of that name"),
 ):
-    """Write a run's EMA weights as safetensors (no optimizer state; loads without executing code). The file
-    defines the integer model the coder runs (derived from it exactly, the same on every machine): export
-    checks that it can be built."""
-    from vaezip.checkpoint import export_weights, load_checkpoint, load_weights
-    from vaezip.model.integer import INTEGER_RULES, IntegerVAE
-
+    """Write a run's EMA weights as safetensors (no optimizer state; loads without executing code), or without
+    OUTPUT install them as a user model: `vaezip compress -m NAME` then uses them and `vaezip decompress` finds
+    them by name. The file defines the integer model the coder runs (derived from it exactly, the same on every
+    machine): export checks that it can be built."""
     with user_errors():
+        if output is None:
+            from vaezip import zoo
+
+            zoo.check_installable(name, force)
+            if run.suffix == ".safetensors" and run.is_file():
+                _install(None, name, force, {"run": str(run.resolve()), "vaezip": __version__, "figures": {}},
+                         weights=run)
+                return
+            from vaezip.checkpoint import load_checkpoint
+
+            checkpoint = load_checkpoint(run)
+            _install(checkpoint, name, force, _run_info(checkpoint, run))
+            return
+        from vaezip.checkpoint import export_weights, load_checkpoint
+        from vaezip.model.integer import INTEGER_RULES
+
         if output.exists() and not force:
             raise Failure(f"{output} already exists (use --force to overwrite)")
         digest = export_weights(load_checkpoint(run), output, name)
-        model, _ = load_weights(output)
-        try:
-            IntegerVAE(model)  # a pixel-context head included
-        except ValueError as error:
+        problem, _ = _integer_problem(output)
+        if problem is not None:
             output.unlink()
-            raise Failure(f"{output}: not written: {error}") from None
+            raise Failure(f"{output}: not written: {problem}")
         kind = f"integer-exact model, rules {INTEGER_RULES} (its files decode on any machine)"
         out.print(f"{output}: sha256 {digest}; {kind}", highlight=False)
 
 
 @app.command()
-def models():
-    """List the shipped models."""
+def models(
+    remove: Optional[str] = typer.Option(None, "--remove", help="uninstall this user model (files made with it "
+                                         "then no longer decode by name)"),
+):
+    """List the shipped models and your installed user models (vaezip export RUN --name NAME installs one)."""
+    from rich.text import Text
+
     from vaezip import zoo
 
     with user_errors():
-        data = zoo.manifest()
-        table = Table(title="shipped models (pretrained/manifest.json)")
-        for column in ("name", "channels", "default for", "trained on", "figures"):
+        if remove is not None:
+            entry = zoo.remove(remove)
+            out.print(f"removed user model {remove!r} ({entry.get('file', '?')})", highlight=False, markup=False)
+            return
+        try:
+            rows = zoo.listing()
+        except ValueError as error:  # a damaged user manifest: still show the shipped models, and say why
+            err.print(f"vaezip: warning: {shown(str(error))}", highlight=False, markup=False, soft_wrap=True)
+            rows = [row for row in _shipped_rows(zoo)]
+        folder = zoo.user_models_dir()
+        table = Table(title=f"models: shipped (pretrained/) and user ({folder})")
+        for column in ("name", "kind", "channels", "default for", "trained on", "figures"):
             table.add_column(column)
-        defaults = {value: key for key, value in data.get("defaults", {}).items()}
-        for name, entry in data["models"].items():
-            figures = "; ".join(f"{k}: {v}" for k, v in entry.get("figures", {}).items())
-            table.add_row(name, str(entry.get("channels", "?")), defaults.get(name, ""), entry.get("data", ""), figures)
+        for row in rows:
+            figures = row.get("figures") if isinstance(row.get("figures"), dict) else {}
+            text = "; ".join(f"{k}: {v}" for k, v in figures.items())
+            if row.get("problem"):
+                text = f"UNUSABLE: {row['problem']}"
+            # A user manifest is a file anyone may have edited: no markup, no control characters.
+            cells = (row["name"], row["kind"], str(row.get("channels", "?")), row.get("default_for", ""),
+                     str(row.get("data", "")), text)
+            table.add_row(*(Text(shown(str(cell))) for cell in cells))
         out.print(table)
+        if not any(row["kind"] == "user" for row in rows):
+            out.print(f"no user models in {folder} (set {zoo.USER_MODELS_ENV} for another folder; "
+                      f"vaezip export RUN --name NAME installs one)", highlight=False, markup=False, soft_wrap=True)
+
+
+def _shipped_rows(zoo) -> list[dict]:
+    shipped = zoo.manifest()
+    defaults = {value: key for key, value in shipped.get("defaults", {}).items()}
+    return [{**entry, "name": name, "kind": "shipped", "default_for": defaults.get(name, "")}
+            for name, entry in shipped["models"].items()]
 
 
 # ---------------------------------------------------------------------------------------------- bench

@@ -1,6 +1,11 @@
 """The training loop: random crops -> HVAE -> Adamax with warm-up, update skipping, EMA weights, periodic
 validation of the bound, and atomic, resumable checkpoints. No argument parsing or printing here: progress
-goes to a `TrainReporter` (the CLI draws it)."""
+goes to a `TrainReporter` (the CLI draws it).
+
+`train` runs five steps, each its own function: `resolve_run` (what to train, from what, on which data),
+`build` (model, EMA copy, optimizer, sampler), `restore` (initial or checkpointed weights and state), then a
+loop of `train_step`, `validate` and `save`. `compare_on_holdout` measures a trained model against others
+and classical codecs on the held-out images, with real files."""
 
 from __future__ import annotations
 
@@ -8,10 +13,12 @@ import copy
 import dataclasses
 import math
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -25,6 +32,7 @@ from vaezip.checkpoint import (
     save_checkpoint,
 )
 from vaezip.config import (
+    ModelConfig,
     Preset,
     TrainConfig,
     config_to_dict,
@@ -39,6 +47,20 @@ from vaezip.model import HierarchicalVAE
 # achieved rate next to the bound.
 CODED_VALIDATION_IMAGES = 64
 
+# `init=DEFAULT_INIT`: start from the shipped default model for the data's mode (grey or colour), chosen once
+# the data is loaded. '@' is not allowed in model names, so no model can be called this.
+DEFAULT_INIT = "@default"
+# A model that already codes photographs well only needs nudging towards a folder's statistics: the
+# from-scratch rate (2e-3) knocks it out of its minimum within a few hundred steps, and a long warm-up wastes
+# a short run. 2e-4 is the rate the shipped photo model's own fine-tunes use.
+FINE_TUNE_OVERRIDES: dict[str, Any] = {"lr": 2e-4, "warmup_steps": 50}
+
+# The end-of-training comparison codes real files: bounded so that it takes seconds to a minute or two on a
+# 2-core CPU, not a second training run. Held-out images are centre-cropped to at most this side.
+COMPARISON_IMAGES = 50
+COMPARISON_SIDE = 64
+COMPARISON_CODECS = ("webp", "jpegxl-e7")
+
 
 class TrainReporter(Protocol):
     def start(self, info: dict[str, Any]) -> None: ...
@@ -46,6 +68,7 @@ class TrainReporter(Protocol):
     def validation(self, step: int, result: EvalResult) -> None: ...
     def coded(self, step: int, achieved_bpsp: float, bound_bpsp: float, images: int) -> None: ...
     def checkpoint(self, step: int, path: Path) -> None: ...
+    # Optional: `stopped(step, path, signum)` when a signal stopped the run after saving it.
 
 
 class SilentReporter:
@@ -54,6 +77,7 @@ class SilentReporter:
     def validation(self, step, result): ...
     def coded(self, step, achieved_bpsp, bound_bpsp, images): ...
     def checkpoint(self, step, path): ...
+    def stopped(self, step, path, signum): ...
 
 
 @dataclass
@@ -66,6 +90,26 @@ class Counters:
     train_seconds: float = 0.0
     best_val_bpsp: float = math.inf
     history: list[dict[str, float]] = field(default_factory=list)
+    # How far a time-planned run is through its learning-rate decay (0..1); unused by step-planned runs.
+    schedule_progress: float = 0.0
+
+
+@dataclass(frozen=True)
+class Timing:
+    """What a session does by the clock, besides what TrainConfig does by steps. All seconds of wall time.
+
+    time_schedule: decay the learning rate over the time left (`time_limit`) rather than over decay_steps,
+    so that a run of a few minutes ends its cosine when its time ends, whatever the machine's speed.
+    A validation also comes `first_validation_seconds` after the start and then every `validation_seconds`,
+    a checkpoint every `checkpoint_seconds`; `validate_at_start` validates a new run before its first step
+    (the bound of the model it starts from)."""
+
+    time_limit: float | None = None
+    time_schedule: bool = False
+    checkpoint_seconds: float | None = None
+    first_validation_seconds: float | None = None
+    validation_seconds: float | None = None
+    validate_at_start: bool = False
 
 
 def resolve_device(name: str) -> torch.device:
@@ -78,11 +122,15 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def learning_rate(config: TrainConfig, step: int) -> float:
+def learning_rate(config: TrainConfig, step: int, progress: float | None = None) -> float:
+    """Linear warm-up, then cosine decay to lr * lr_final_fraction: over decay_steps, or along `progress`
+    (0..1, a time-planned run's share of its decay done)."""
     warm = min(1.0, (step + 1) / max(1, config.warmup_steps))
-    if config.decay_steps <= 0:
-        return config.lr * warm
-    progress = min(1.0, step / config.decay_steps)
+    if progress is None:
+        if config.decay_steps <= 0:
+            return config.lr * warm
+        progress = step / config.decay_steps
+    progress = min(1.0, max(0.0, progress))
     cosine = 0.5 * (1 + math.cos(math.pi * progress))
     return config.lr * warm * (config.lr_final_fraction + (1 - config.lr_final_fraction) * cosine)
 
@@ -94,6 +142,15 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.O
     if config.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=config.lr, betas=config.adam_betas, weight_decay=config.weight_decay)
     raise ValueError(f"unknown optimizer {config.optimizer!r}; use adamax or adamw")
+
+
+def set_threads(count: int) -> int:
+    """Use `count` CPU threads for torch's operators; returns the previous count."""
+    if count < 1:
+        raise ValueError(f"--threads must be at least 1, not {count}")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    return previous
 
 
 @dataclass
@@ -123,18 +180,22 @@ def init_distributed(device: torch.device) -> Distributed:
     return Distributed(rank=dist.get_rank(), world=world, local_rank=local)
 
 
-def coded_rate(model: HierarchicalVAE, images, crop: int, device: torch.device) -> tuple[float, float, int]:
-    """Compress the first validation images (centre crops) as one archive: (achieved, bound, count)."""
+def _pil_images(arrays) -> list:
     from PIL import Image
 
+    return [(f"{index}.png", Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array))
+            for index, array in enumerate(arrays)]
+
+
+def coded_rate(model: HierarchicalVAE, images, crop: int, device: torch.device) -> tuple[float, float, int]:
+    """Compress the first validation images (centre crops) as one archive: (achieved, bound, count)."""
     from vaezip.api import LoadedModel, compress_images
     from vaezip.evaluate import batches_of
 
-    pil = []
+    arrays = []
     for batch in batches_of(images[:CODED_VALIDATION_IMAGES], CODED_VALIDATION_IMAGES, crop):
-        for pixels in batch:  # C, H, W
-            array = pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0)
-            pil.append((f"{len(pil)}.png", Image.fromarray(array)))
+        arrays.extend(pixels.transpose(1, 2, 0) for pixels in batch)  # C, H, W -> H, W, C
+    pil = _pil_images(arrays)
     was_training = model.training
     result = compress_images(pil, LoadedModel("validation", model, "0" * 64, "memory"), device=device.type)
     model.train(was_training)
@@ -186,43 +247,64 @@ def _load_data(source: str, channels: int | None, val_images: int) -> TrainingDa
     return TrainingData(tuple(parts), tuple(weight for _, weight in mixture), validation)
 
 
-def train(
+def is_user_data(source: str) -> bool:
+    """Whether `source` is the user's own images (a folder, an image or an .npz file) rather than a named
+    data set or a mixture: those are what a run starts from the shipped model for by default."""
+    if source in datasets.DATASETS or len(datasets.parse_mixture(source)) != 1:
+        return False
+    return Path(source).expanduser().exists()
+
+
+# ---------------------------------------------------------------------------------------------- resolve
+
+
+@dataclass
+class RunPlan:
+    """What a session trains, from what, on which data: the arguments and the checkpoint reconciled."""
+
+    run_dir: Path
+    checkpoint_path: Path
+    data_source: str
+    model_config: ModelConfig
+    train_config: TrainConfig
+    training_data: TrainingData
+    saved: dict[str, Any] | None  # the checkpoint resumed
+    initial: Any  # the LoadedModel a new run starts from (None: random weights or resumed)
+    init_record: dict[str, str] | None  # {"name", "sha256"} of the model the run started from
+    time_schedule: bool
+
+
+def _load_initial(init: str, channels: int):
+    from vaezip.api import load_model
+
+    if init == DEFAULT_INIT:
+        from vaezip import zoo
+
+        init = zoo.default_for("L" if channels == 1 else "RGB")
+    return load_model(init)
+
+
+def resolve_run(
     run_dir: Path,
     data_source: str,
     preset: Preset,
     *,
-    steps: int,
-    resume: bool = False,
-    device_name: str = "auto",
-    reporter: TrainReporter | None = None,
-    train_overrides: dict[str, Any] | None = None,
-    time_limit: float | None = None,
-    init: str | None = None,
-    channels: int | None = None,
-    pixel_context: int | None = None,
-) -> dict[str, Any]:
-    """Train until `steps` (a total, counted across resumes) or `time_limit` seconds; returns a summary.
-
-    `init` warm-starts a new run from a model (run folder, .pt, .safetensors or shipped name): its
-    architecture replaces the preset's and its (EMA) weights start both the trained and the EMA copy; a colour
-    model starting a grey run is converted first (`grey_from_colour`). `channels` (1 or 3) converts the data
-    (grey: Pillow's luma); by default a set with any colour image trains a colour model. `pixel_context`
-    sets the width of the causal pixel-context head of a new run; added to an `init` model, the head starts
-    at zero, so the run starts from exactly that model."""
-    reporter = reporter or SilentReporter()
+    resume: bool,
+    train_overrides: dict[str, Any] | None,
+    init: str | None,
+    channels: int | None,
+    pixel_context: int | None,
+    time_schedule: bool,
+) -> RunPlan:
     run_dir = Path(run_dir)
-    device = resolve_device(device_name)
-    dist_info = init_distributed(device)
-    if device.type == "cuda" and dist_info.world > 1:
-        device = torch.device("cuda", dist_info.local_rank)
     checkpoint_path = run_dir / CHECKPOINT_NAME
-
     saved = None
     if resume and checkpoint_path.exists():
         saved = load_checkpoint(checkpoint_path, map_location="cpu")
         model_config = model_config_from_dict(saved["model_config"])
         train_config = train_config_from_dict(saved["train_config"])
         data_source = data_source or saved["data_source"]
+        time_schedule = saved.get("schedule") == "time"
     else:
         if resume:
             raise CheckpointError(f"--resume: no checkpoint at {checkpoint_path}")
@@ -233,18 +315,17 @@ def train(
     initial = None
     if saved is not None:
         init_record = saved.get("init")
-    elif init:
-        from vaezip.api import load_model
-
-        initial = load_model(init)
-        model_config = initial.model.config
-        init_record = {"name": initial.name, "sha256": initial.sha256}
-    else:
-        init_record = None
-
+    elif init and init != DEFAULT_INIT:  # a named start fails before the data is read
+        initial = _load_initial(init, 3)
     training_data = _load_data(data_source, channels if saved is None else model_config.image_channels,
                                train_config.val_images)
-    val_set = training_data.validation
+    if saved is None and init == DEFAULT_INIT:
+        initial = _load_initial(init, training_data.channels)
+    if initial is not None:
+        model_config = initial.model.config
+        init_record = {"name": initial.name, "sha256": initial.sha256}
+    elif saved is None:
+        init_record = None
     if initial is not None and initial.model.config.image_channels == 3 and training_data.channels == 1:
         from vaezip.model.convert import grey_from_colour
 
@@ -258,164 +339,514 @@ def train(
         if initial is not None and initial.model.config.pixel_context not in (0, pixel_context):
             raise CheckpointError("--pixel-context: the --init model already has a context head of another width")
         model_config = dataclasses.replace(model_config, pixel_context=pixel_context)
+    return RunPlan(run_dir, checkpoint_path, data_source, model_config, train_config, training_data, saved,
+                   initial, init_record, time_schedule)
 
-    torch.manual_seed(train_config.seed + dist_info.rank)
-    sampler = training_data.sampler(train_config.crop, seed=train_config.seed + 1000 * dist_info.rank)
-    model = HierarchicalVAE(model_config).to(device)
-    if train_config.train_only_context:
+
+# ---------------------------------------------------------------------------------------------- build
+
+
+@dataclass
+class Session:
+    """One training session: the plan, the live objects, and where the loop is."""
+
+    plan: RunPlan
+    device: torch.device
+    dist: Distributed
+    model: HierarchicalVAE
+    ema: HierarchicalVAE
+    optimizer: torch.optim.Optimizer
+    sampler: Any
+    trained: torch.nn.Module  # the model, or its DDP wrapper
+    counters: Counters = field(default_factory=Counters)
+    step: int = 0
+    seconds_before: float = 0.0  # training time of earlier sessions
+    session_start: float = field(default_factory=time.perf_counter)
+
+    @property
+    def config(self) -> TrainConfig:
+        return self.plan.train_config
+
+
+def build(plan: RunPlan, device: torch.device, dist: Distributed) -> Session:
+    config = plan.train_config
+    torch.manual_seed(config.seed + dist.rank)
+    sampler = plan.training_data.sampler(config.crop, seed=config.seed + 1000 * dist.rank)
+    model = HierarchicalVAE(plan.model_config).to(device)
+    if config.train_only_context:
         if model.context is None:
             raise CheckpointError("train_only_context needs a model with a pixel-context head (--pixel-context)")
         model.requires_grad_(False)
         model.context.requires_grad_(True)
     ema = copy.deepcopy(model).requires_grad_(False)
-    optimizer = make_optimizer(model, train_config)
-    counters = Counters()
-    step = 0
-    if initial is not None:
+    optimizer = make_optimizer(model, config)
+    return Session(plan, device, dist, model, ema, optimizer, sampler, trained=model)
+
+
+def restore(session: Session) -> None:
+    """Start weights: the initial model's (new run) or the checkpoint's, with the optimizer, counters and every
+    random stream (resume: the run continues exactly as if never stopped)."""
+    plan, device = session.plan, session.device
+    if plan.initial is not None:
         # Strict but for a context head the initial model lacks (it starts at zero: the same function).
-        for replica in (model, ema):
-            missing, unexpected = replica.load_state_dict(initial.model.state_dict(), strict=False)
+        for replica in (session.model, session.ema):
+            missing, unexpected = replica.load_state_dict(plan.initial.model.state_dict(), strict=False)
             if unexpected or any(not key.startswith("context.") for key in missing):
                 raise CheckpointError(f"--init weights do not match the model: {(missing + unexpected)[:3]}")
+    saved = plan.saved
     if saved is not None:
-        model.load_state_dict(saved["model"])
-        ema.load_state_dict(saved["ema"])
-        optimizer.load_state_dict(saved["optimizer"])
-        step = int(saved["step"])
-        counters = Counters(**saved["counters"])
+        session.model.load_state_dict(saved["model"])
+        session.ema.load_state_dict(saved["ema"])
+        session.optimizer.load_state_dict(saved["optimizer"])
+        session.step = int(saved["step"])
+        session.counters = Counters(**saved["counters"])
         torch.random.set_rng_state(saved["rng"]["torch"])
         if device.type == "cuda" and saved["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(saved["rng"]["cuda"])
-        sampler.set_state(saved["rng"]["sampler"])
-    if run_dir and dist_info.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        remove_stale_writes(checkpoint_path)
-
-    trained = model
-    if dist_info.world > 1:
+        session.sampler.set_state(saved["rng"]["sampler"])
+    session.seconds_before = session.counters.train_seconds
+    if session.dist.main:
+        plan.run_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_writes(plan.checkpoint_path)
+    if session.dist.world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        session.trained = DistributedDataParallel(
+            session.model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    seconds_before = counters.train_seconds
-    session_start = time.perf_counter()
 
-    def save() -> None:
-        if not dist_info.main:
-            return
-        counters.train_seconds = seconds_before + time.perf_counter() - session_start
-        payload = {
-            "model_config": config_to_dict(model_config),
-            "train_config": config_to_dict(train_config),
-            "data_source": str(data_source),
-            "init": init_record,
-            "model": model.state_dict(),
-            "ema": ema.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "step": step,
-            "counters": dataclasses.asdict(counters),
-            "rng": {
-                "torch": torch.random.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None,
-                "sampler": sampler.state(),
-            },
-            "torch_version": str(torch.__version__),
-        }
-        save_checkpoint(checkpoint_path, payload)
-        reporter.checkpoint(step, checkpoint_path)
+# ---------------------------------------------------------------------------------------------- step
 
-    def validate() -> EvalResult:
-        result = evaluate(ema, val_set.images, batch_size=64, device=device, crop=train_config.crop)
-        counters.best_val_bpsp = min(counters.best_val_bpsp, result.bound_bpsp)
-        counters.history.append({"step": step, "val_bpsp": result.bound_bpsp, "images_seen": counters.images_seen})
-        reporter.validation(step, result)
-        achieved, bound, count = coded_rate(ema, val_set.images, train_config.crop, device)
+
+def train_step(session: Session, progress: float | None) -> dict[str, float]:
+    """One optimizer step (skipped if its gradient is not finite or far above the recent norms), the EMA
+    update; returns the step's loss, gradient norm and learning rate."""
+    config, counters, model = session.config, session.counters, session.model
+    lr = learning_rate(config, session.step, progress)
+    for group in session.optimizer.param_groups:
+        group["lr"] = lr
+    batch = torch.from_numpy(session.sampler.sample(config.batch_size)).to(session.device, non_blocking=True)
+    kl_weight = 1.0
+    if config.kl_warmup_steps > 0:
+        kl_weight = min(1.0, (session.step + 1) / config.kl_warmup_steps)
+    with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=session.device.type == "cuda"):
+        out = session.trained(batch, kl_weight=kl_weight)
+    session.optimizer.zero_grad(set_to_none=True)
+    out.loss.backward()
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip))
+    threshold = config.skip_factor * counters.grad_norm_mean
+    loss = float(out.loss.detach())
+    if not math.isfinite(grad_norm) or not math.isfinite(loss):
+        counters.skipped_nan += 1
+    elif counters.accepted > 50 and grad_norm > threshold:
+        counters.skipped_norm += 1
+    else:
+        session.optimizer.step()
+        counters.accepted += 1
+        rate = 1.0 / min(counters.accepted, 100)
+        counters.grad_norm_mean += rate * (grad_norm - counters.grad_norm_mean)
+        # Early on the average would be dominated by the random initialisation: ramp the decay up.
+        decay = min(config.ema_decay, (1 + counters.accepted) / (10 + counters.accepted))
+        with torch.no_grad():
+            for ema_param, param in zip(session.ema.parameters(), model.parameters()):
+                ema_param.lerp_(param, 1.0 - decay)
+    session.step += 1
+    images = config.batch_size * session.dist.world
+    counters.images_seen += images
+    return {"loss": loss, "grad_norm": grad_norm, "lr": lr, "images": images}
+
+
+# ---------------------------------------------------------------------------------------------- validate / save
+
+CodedValidation = Callable[[HierarchicalVAE, Any, int, torch.device], "tuple[float, float, int]"]
+
+
+def validate(session: Session, reporter: TrainReporter, coded: CodedValidation | None = coded_rate) -> EvalResult:
+    """The EMA model's bound on the held-out images (centre crops), then `coded` (compressing some for
+    real; None: skip) for the achieved rate."""
+    counters, val_set, crop = session.counters, session.plan.training_data.validation, session.config.crop
+    result = evaluate(session.ema, val_set.images, batch_size=64, device=session.device, crop=crop)
+    counters.best_val_bpsp = min(counters.best_val_bpsp, result.bound_bpsp)
+    counters.history.append({"step": session.step, "val_bpsp": result.bound_bpsp,
+                             "images_seen": counters.images_seen})
+    reporter.validation(session.step, result)
+    if coded is not None:
+        achieved, bound, count = coded(session.ema, val_set.images, crop, session.device)
         counters.history[-1].update(achieved_bpsp=achieved, coded_bound_bpsp=bound)
-        reporter.coded(step, achieved, bound, count)
-        return result
+        reporter.coded(session.step, achieved, bound, count)
+    session.model.train()
+    return result
+
+
+def save(session: Session, reporter: TrainReporter) -> None:
+    if not session.dist.main:
+        return
+    plan, counters = session.plan, session.counters
+    counters.train_seconds = session.seconds_before + time.perf_counter() - session.session_start
+    payload = {
+        "model_config": config_to_dict(plan.model_config),
+        "train_config": config_to_dict(plan.train_config),
+        "data_source": str(plan.data_source),
+        "init": plan.init_record,
+        "model": session.model.state_dict(),
+        "ema": session.ema.state_dict(),
+        "optimizer": session.optimizer.state_dict(),
+        "step": session.step,
+        "counters": dataclasses.asdict(counters),
+        "rng": {
+            "torch": torch.random.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state() if session.device.type == "cuda" else None,
+            "sampler": session.sampler.state(),
+        },
+        "torch_version": str(torch.__version__),
+    }
+    if plan.time_schedule:
+        payload["schedule"] = "time"  # a resumed run goes on decaying along the time it is given
+    save_checkpoint(plan.checkpoint_path, payload)
+    reporter.checkpoint(session.step, plan.checkpoint_path)
+
+
+# ---------------------------------------------------------------------------------------------- signals
+
+
+class StopRequests:
+    """While active (main thread only), Ctrl-C, SIGTERM and SIGHUP ask the loop to stop after the current
+    step, so that the checkpoint it then saves is consistent (a step interrupted half-way would leave weights
+    and counters disagreeing). A second signal stops at once, as without this."""
+
+    SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:
+            self._raise(signum)
+        self.signum = signum
+
+    @staticmethod
+    def _raise(signum: int):
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        from vaezip.files import Terminated
+
+        raise Terminated(signum)
+
+    def raise_requested(self) -> None:
+        if self.signum is not None:
+            self._raise(self.signum)
+
+    def __enter__(self) -> "StopRequests":
+        if self.enabled:
+            for name in self.SIGNALS:
+                number = getattr(signal, name, None)
+                if number is None or signal.getsignal(number) is signal.SIG_IGN:  # nohup: stays ignored
+                    continue
+                self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler if handler is not None else signal.SIG_DFL)
+        self._previous.clear()
+
+
+# ---------------------------------------------------------------------------------------------- the loop
+
+
+class _Clock:
+    """When the next validation and checkpoint are due by the clock, and how many steps the time left holds."""
+
+    WARM_STEPS = 2  # the first steps of a session allocate and warm caches: too slow to plan from
+
+    def __init__(self, timing: Timing, start_step: int):
+        self.timing = timing
+        self.started = time.perf_counter()
+        self.last_save = self.started
+        first = timing.first_validation_seconds or timing.validation_seconds
+        self.next_validation = None if first is None else self.started + first
+        self.start_step = start_step
+        self.rate_from: tuple[float, int] | None = None
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def out_of_time(self) -> bool:
+        return self.timing.time_limit is not None and self.elapsed() > self.timing.time_limit
+
+    def stepped(self, step: int) -> None:
+        if self.rate_from is None and step - self.start_step >= self.WARM_STEPS:
+            self.rate_from = (time.perf_counter(), step)
+
+    def remaining_steps(self, step: int, steps: int | None) -> float | None:
+        """Steps left before the step target or the time limit, whichever is first (None: not known yet).
+        The rate is the session's average since its warm-up, validations and checkpoints included."""
+        left = []
+        if steps is not None:
+            left.append(max(0, steps - step))
+        if self.timing.time_limit is not None and self.rate_from is not None and step > self.rate_from[1]:
+            since, from_step = self.rate_from
+            seconds_per_step = (time.perf_counter() - since) / (step - from_step)
+            left.append(max(0.0, self.timing.time_limit - self.elapsed()) / seconds_per_step)
+        return min(left) if left else None
+
+    def validation_due(self) -> bool:
+        return self.next_validation is not None and time.perf_counter() >= self.next_validation
+
+    def validated(self) -> None:
+        if self.timing.validation_seconds is not None:
+            self.next_validation = time.perf_counter() + self.timing.validation_seconds
+        elif self.next_validation is not None and time.perf_counter() >= self.next_validation:
+            self.next_validation = None
+
+    def checkpoint_due(self) -> bool:
+        seconds = self.timing.checkpoint_seconds
+        return seconds is not None and time.perf_counter() - self.last_save >= seconds
+
+    def saved(self) -> None:
+        self.last_save = time.perf_counter()
+
+
+def train(
+    run_dir: Path,
+    data_source: str,
+    preset: Preset,
+    *,
+    steps: int | None,
+    resume: bool = False,
+    device_name: str = "auto",
+    reporter: TrainReporter | None = None,
+    train_overrides: dict[str, Any] | None = None,
+    time_limit: float | None = None,
+    init: str | None = None,
+    channels: int | None = None,
+    pixel_context: int | None = None,
+    timing: Timing | None = None,
+    stop_on_signals: bool = False,
+    coded_validation: CodedValidation | None = coded_rate,
+) -> dict[str, Any]:
+    """Train until `steps` (a total, counted across resumes; None: no step limit) or `time_limit` seconds;
+    returns a summary, the held-out ImageSet included (`held_out`).
+
+    `init` warm-starts a new run from a model (run folder, .pt, .safetensors or model name; DEFAULT_INIT: the
+    shipped default for the data's mode): its architecture replaces the preset's and its (EMA) weights start
+    both the trained and the EMA copy; a colour model starting a grey run is converted first
+    (`grey_from_colour`). `channels` (1 or 3) converts the data (grey: Pillow's luma); by default a set with
+    any colour image trains a colour model. `pixel_context` sets the width of the causal pixel-context head of
+    a new run; added to an `init` model, the head starts at zero, so the run starts from exactly that model.
+    `timing` adds clock-driven validations, checkpoints and learning-rate planning (its time_limit, if set,
+    replaces `time_limit`). `stop_on_signals`: Ctrl-C / SIGTERM save a checkpoint after the current step, then
+    raise KeyboardInterrupt / vaezip.files.Terminated. `coded_validation` compresses held-out images for real
+    at each validation (None: only the bound)."""
+    reporter = reporter or SilentReporter()
+    timing = timing or Timing()
+    if timing.time_limit is None and time_limit is not None:
+        timing = dataclasses.replace(timing, time_limit=time_limit)
+    if steps is None and timing.time_limit is None:
+        raise ValueError("train needs a step target or a time limit")
+    device = resolve_device(device_name)
+    dist = init_distributed(device)
+    if device.type == "cuda" and dist.world > 1:
+        device = torch.device("cuda", dist.local_rank)
+    plan = resolve_run(run_dir, data_source, preset, resume=resume, train_overrides=train_overrides, init=init,
+                       channels=channels, pixel_context=pixel_context,
+                       time_schedule=timing.time_schedule and timing.time_limit is not None)
+    session = build(plan, device, dist)
+    restore(session)
+    config, counters = plan.train_config, session.counters
+    val_set = plan.training_data.validation
 
     reporter.start(
         {
             "device": str(device),
-            "world": dist_info.world,
-            "train_images": sum(len(part) for part in training_data.parts),
+            "world": dist.world,
+            "train_images": sum(len(part) for part in plan.training_data.parts),
             "val_images": len(val_set),
-            "crop": sampler.crop,
-            "channels": model_config.image_channels,
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "start_step": step,
-            "init": init_record,
+            "crop": session.sampler.crop,
+            "channels": plan.model_config.image_channels,
+            "parameters": sum(p.numel() for p in session.model.parameters()),
+            "start_step": session.step,
+            "init": plan.init_record,
             "steps": steps,
-            "model_config": model_config,
-            "train_config": train_config,
+            "time_limit": timing.time_limit,
+            "time_schedule": plan.time_schedule,
+            "threads": torch.get_num_threads(),
+            "model_config": plan.model_config,
+            "train_config": config,
         }
     )
-    use_bf16 = device.type == "cuda"
-    started = time.perf_counter()
+    clock = _Clock(timing, session.step)
     window_start, window_images = time.perf_counter(), 0
     last_val: EvalResult | None = None
-    model.train()
-    while step < steps:
-        if time_limit is not None and time.perf_counter() - started > time_limit:
-            break
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(train_config, step)
-        batch = torch.from_numpy(sampler.sample(train_config.batch_size)).to(device, non_blocking=True)
-        kl_weight = 1.0
-        if train_config.kl_warmup_steps > 0:
-            kl_weight = min(1.0, (step + 1) / train_config.kl_warmup_steps)
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_bf16):
-            out = trained(batch, kl_weight=kl_weight)
-        optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip))
-        threshold = train_config.skip_factor * counters.grad_norm_mean
-        if not math.isfinite(grad_norm) or not math.isfinite(float(out.loss.detach())):
-            counters.skipped_nan += 1
-        elif counters.accepted > 50 and grad_norm > threshold:
-            counters.skipped_norm += 1
-        else:
-            optimizer.step()
-            counters.accepted += 1
-            rate = 1.0 / min(counters.accepted, 100)
-            counters.grad_norm_mean += rate * (grad_norm - counters.grad_norm_mean)
-            # Early on the average would be dominated by the random initialisation: ramp the decay up.
-            decay = min(train_config.ema_decay, (1 + counters.accepted) / (10 + counters.accepted))
-            with torch.no_grad():
-                for ema_param, param in zip(ema.parameters(), model.parameters()):
-                    ema_param.lerp_(param, 1.0 - decay)
-        step += 1
-        images = train_config.batch_size * dist_info.world
-        counters.images_seen += images
-        window_images += images
-        now = time.perf_counter()
-        if dist_info.main:
-            reporter.step(
-                step,
-                {
-                    "loss": float(out.loss.detach()),
-                    "images_per_s": window_images / max(now - window_start, 1e-9),
-                    "grad_norm": grad_norm,
-                    "skipped": counters.skipped_nan + counters.skipped_norm,
-                    "lr": optimizer.param_groups[0]["lr"],
-                },
-            )
-        if now - window_start > 20:
-            window_start, window_images = now, 0
-        if dist_info.main and step % train_config.val_every == 0:
-            last_val = validate()
-            model.train()
-        if step % train_config.checkpoint_every == 0:
-            save()
-    if dist_info.main and (last_val is None or counters.history[-1]["step"] != step):
-        last_val = validate()
-    save()
+    if timing.validate_at_start and plan.saved is None and dist.main:
+        last_val = validate(session, reporter, coded_validation)
+        clock.validated()
+    session.model.train()
+    with StopRequests(stop_on_signals) as stop:
+        while (steps is None or session.step < steps) and stop.signum is None:
+            if clock.out_of_time():
+                break
+            remaining = clock.remaining_steps(session.step, steps) if plan.time_schedule else None
+            if remaining is not None:
+                # Each step takes its share of the decay still to go: the cosine ends with the run, however
+                # the machine's speed changes on the way (a fixed plan from the first minute would not).
+                counters.schedule_progress += (1.0 - counters.schedule_progress) / max(1.0, remaining)
+            stats = train_step(session, counters.schedule_progress if plan.time_schedule else None)
+            clock.stepped(session.step)
+            window_images += stats["images"]
+            now = time.perf_counter()
+            if dist.main:
+                planned = clock.remaining_steps(session.step, steps)
+                reporter.step(
+                    session.step,
+                    {
+                        "loss": stats["loss"],
+                        "images_per_s": window_images / max(now - window_start, 1e-9),
+                        "grad_norm": stats["grad_norm"],
+                        "skipped": counters.skipped_nan + counters.skipped_norm,
+                        "lr": stats["lr"],
+                        "planned_steps": None if planned is None else session.step + round(planned),
+                        "seconds_left": None if timing.time_limit is None
+                        else max(0.0, timing.time_limit - clock.elapsed()),
+                    },
+                )
+            if now - window_start > 20:
+                window_start, window_images = now, 0
+            if dist.main and (session.step % config.val_every == 0 or clock.validation_due()):
+                last_val = validate(session, reporter, coded_validation)
+                clock.validated()
+            if session.step % config.checkpoint_every == 0 or clock.checkpoint_due():
+                save(session, reporter)
+                clock.saved()
+    if stop.signum is not None:
+        save(session, reporter)
+        stopped = getattr(reporter, "stopped", None)
+        if stopped is not None:
+            stopped(session.step, plan.checkpoint_path, stop.signum)
+        stop.raise_requested()
+    if dist.main and (last_val is None or counters.history[-1]["step"] != session.step):
+        last_val = validate(session, reporter, coded_validation)
+    save(session, reporter)
     return {
-        "step": step,
+        "step": session.step,
         "val_bpsp": last_val.bound_bpsp if last_val else None,
         "best_val_bpsp": counters.best_val_bpsp,
         "skipped_nan": counters.skipped_nan,
         "skipped_norm": counters.skipped_norm,
         "images_seen": counters.images_seen,
-        "checkpoint": str(checkpoint_path),
+        "checkpoint": str(plan.checkpoint_path),
+        "channels": plan.model_config.image_channels,
+        "init": plan.init_record,
+        "data_source": str(plan.data_source),
+        "held_out": val_set,
     }
+
+
+# ---------------------------------------------------------------------------------------------- comparison
+
+
+@dataclass(frozen=True)
+class ComparisonRow:
+    name: str
+    kind: str  # "trained", "model" (another model) or "codec" (a classical codec)
+    achieved_bpsp: float  # real bytes of the file(s) per subpixel
+    bound_bpsp: float = math.nan  # the model's negative ELBO (nan for a codec)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    images: int
+    side: int  # images were centre-cropped to at most side x side
+    subpixels: int
+    rows: tuple[ComparisonRow, ...]
+    skipped: tuple[str, ...] = ()  # codecs not available here
+
+    @property
+    def trained(self) -> ComparisonRow:
+        return next(row for row in self.rows if row.kind == "trained")
+
+    def worse_than(self) -> list[ComparisonRow]:
+        """The other models that code these images in fewer bytes than the trained one."""
+        mine = self.trained.achieved_bpsp
+        return [row for row in self.rows if row.kind == "model" and row.achieved_bpsp < mine]
+
+
+def holdout_sample(images, max_images: int = COMPARISON_IMAGES, side: int = COMPARISON_SIDE) -> list[np.ndarray]:
+    """The first `max_images` held-out images (already a random choice), centre-cropped to side x side."""
+    sample = []
+    for image in list(images[:max_images]):
+        top, left = max(0, (image.shape[0] - side) // 2), max(0, (image.shape[1] - side) // 2)
+        sample.append(np.ascontiguousarray(image[top: top + side, left: left + side]))
+    return sample
+
+
+def _webp_with_pillow():
+    """Lossless WebP through Pillow where imagecodecs is missing (the same libwebp settings as `bench`)."""
+    import io
+
+    from PIL import Image, features
+
+    if not features.check("webp"):
+        return None
+
+    def encode(array: np.ndarray) -> bytes:
+        buffer = io.BytesIO()
+        image = Image.fromarray(np.repeat(array, 3, axis=2) if array.shape[2] == 1 else array)
+        image.save(buffer, format="WEBP", lossless=True, quality=100, method=6)
+        return buffer.getvalue()
+
+    return encode
+
+
+def _codec_encoders(names: Sequence[str]) -> tuple[list[tuple[str, Callable]], list[str]]:
+    from vaezip.bench.classical import make_codec
+
+    found, skipped = [], []
+    for name in names:
+        codec = make_codec(name)
+        if codec.is_available:
+            found.append((name, codec.encode))
+        elif name == "webp" and _webp_with_pillow() is not None:
+            found.append((name, _webp_with_pillow()))
+        else:
+            skipped.append(name)
+    return found, skipped
+
+
+def compare_on_holdout(
+    trained,
+    others: Sequence[Any],
+    images,
+    *,
+    device: str = "auto",
+    max_images: int = COMPARISON_IMAGES,
+    side: int = COMPARISON_SIDE,
+    codecs: Sequence[str] = COMPARISON_CODECS,
+) -> Comparison:
+    """`trained` and each of `others` (LoadedModels) code the held-out `images` (centre crops, one archive per
+    model: real files, classical fallbacks included, as `vaezip compress` writes them); each codec of
+    `codecs` available here codes each image as its own file. Models with another channel count are left out."""
+    from vaezip.api import compress_images
+
+    sample = holdout_sample(images, max_images, side)
+    if not sample:
+        raise ValueError("no held-out images to compare on")
+    subpixels = sum(image.size for image in sample)
+    stacked = np.stack(sample) if len({image.shape for image in sample}) == 1 else sample
+    pil = _pil_images(sample)
+    target = resolve_device(device)
+    channels = trained.model.config.image_channels
+    rows = []
+    for loaded, kind in [(trained, "trained"), *((other, "model") for other in others)]:
+        if loaded.model.config.image_channels != channels:
+            continue
+        bound = evaluate(loaded.model.to(target), stacked, batch_size=64, device=target).bound_bpsp
+        result = compress_images(pil, loaded, device=target.type)
+        rows.append(ComparisonRow(loaded.name, kind, result.achieved_bpsp, bound))
+    encoders, skipped = _codec_encoders(codecs)
+    for name, encode in encoders:
+        total = sum(len(encode(image)) for image in sample)
+        rows.append(ComparisonRow(name, "codec", 8 * total / subpixels))
+    return Comparison(len(sample), side, subpixels, tuple(rows), tuple(skipped))

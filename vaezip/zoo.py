@@ -1,18 +1,48 @@
-"""Shipped models: pretrained/manifest.json lists each model's weights file, sha256 and figures."""
+"""Models by name: the shipped ones (pretrained/manifest.json) and the user's own (a user model directory).
+
+A name resolves to a weights file and its sha256, from the shipped manifest first, then from the user's.
+The user model directory is $VAEZIP_MODELS, else $XDG_DATA_HOME/vaezip/models, else
+~/.local/share/vaezip/models. It holds `manifest.json` and one `NAME-SHA.safetensors` per model;
+`vaezip export RUN --name NAME` (or `vaezip train ... --name NAME`) installs into it. Loading a user model
+is as safe as loading a shipped one: safetensors only (no code runs), the file's sha256 checked against the
+manifest before anything is parsed.
+
+Importing this module imports no torch (`vaezip models` only reads the manifests)."""
 
 from __future__ import annotations
 
+import datetime
+import hashlib
 import json
+import os
+import re
 from pathlib import Path
 from typing import Any
 
-from vaezip.checkpoint import CheckpointError, load_weights
+from vaezip.errors import CheckpointError
 
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 MANIFEST = PRETRAINED_DIR / "manifest.json"
 
+USER_MODELS_ENV = "VAEZIP_MODELS"
+USER_MANIFEST_NAME = "manifest.json"
+USER_MANIFEST_KIND = "vaezip-user-models"
+USER_MANIFEST_FORMAT = 1
+# The user's manifest is read on every decode by name: a damaged or hostile one is refused before parsing.
+MAX_USER_MANIFEST_BYTES = 1 << 20
+# A name goes into .vz headers, file names and command lines: plain characters only. It may not look like a
+# path or a weights file, which `--model` would take as one.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+PATH_LIKE_SUFFIXES = (".pt", ".safetensors", ".vz", ".json")
+FILE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.safetensors")
+SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
+
+
+# ---------------------------------------------------------------------------------------------- shipped
+
 
 def manifest() -> dict[str, Any]:
+    """The shipped manifest ({"models": {}} if none is installed)."""
     if not MANIFEST.is_file():
         return {"models": {}}
     try:
@@ -24,23 +54,220 @@ def manifest() -> dict[str, Any]:
     return data
 
 
-def has_model(name: str) -> bool:
+def is_shipped(name: str) -> bool:
     return name in manifest()["models"]
-
-
-def load(name: str):
-    from vaezip.api import LoadedModel
-
-    entry = manifest()["models"][name]
-    path = PRETRAINED_DIR / entry["file"]
-    model, _ = load_weights(path, expected_sha256=entry["sha256"])
-    return LoadedModel(name, model, entry["sha256"], str(path))
 
 
 def default_for(mode: str) -> str:
     """The shipped model that `vaezip compress` uses for an image of this mode."""
     kind = "grey" if mode in ("L", "LA") else "colour"
     name = manifest().get("defaults", {}).get(kind)
-    if name is None or not has_model(name):
+    if name is None or not is_shipped(name):
         raise CheckpointError(f"no default {kind} model is installed: pass --model (a run folder or weights file)")
     return name
+
+
+# ---------------------------------------------------------------------------------------------- user models
+
+
+def user_models_dir() -> Path:
+    """Where user models live: $VAEZIP_MODELS, else $XDG_DATA_HOME/vaezip/models, else
+    ~/.local/share/vaezip/models (the XDG default)."""
+    chosen = os.environ.get(USER_MODELS_ENV, "").strip()
+    if chosen:
+        return Path(chosen).expanduser()
+    data_home = os.environ.get("XDG_DATA_HOME", "").strip()
+    # XDG says a relative $XDG_DATA_HOME is invalid and must be ignored.
+    base = Path(data_home) if data_home and os.path.isabs(data_home) else Path.home() / ".local" / "share"
+    return base / "vaezip" / "models"
+
+
+def user_manifest_path() -> Path:
+    return user_models_dir() / USER_MANIFEST_NAME
+
+
+def _empty_user_manifest() -> dict[str, Any]:
+    return {"kind": USER_MANIFEST_KIND, "format_version": USER_MANIFEST_FORMAT, "models": {}}
+
+
+def user_manifest() -> dict[str, Any]:
+    """The user's manifest (empty if there is none); a damaged one is one CheckpointError line."""
+    path = user_manifest_path()
+    if not path.exists():
+        return _empty_user_manifest()
+    try:
+        size = path.stat().st_size
+        if size > MAX_USER_MANIFEST_BYTES:
+            raise CheckpointError(f"{path}: {size:,} bytes, more than a user model manifest may hold "
+                                  f"({MAX_USER_MANIFEST_BYTES:,})")
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or type(error).__name__
+        raise CheckpointError(f"{path}: cannot read the user model manifest ({reason})") from None
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as error:
+        raise CheckpointError(f"{path}: the user model manifest is not valid JSON ({str(error)[:100]})") from None
+    if not isinstance(data, dict) or data.get("kind") != USER_MANIFEST_KIND or not isinstance(data.get("models"), dict):
+        raise CheckpointError(f"{path} is not a vaezip user model manifest")
+    if data.get("format_version") != USER_MANIFEST_FORMAT:
+        raise CheckpointError(f"{path}: user model manifest format {str(data.get('format_version'))[:20]!r}, this "
+                              f"vaezip reads {USER_MANIFEST_FORMAT}")
+    return data
+
+
+def _checked_entry(name: str, entry: Any) -> dict[str, Any]:
+    """A user manifest entry that is safe to follow: a plain file name inside the directory and a sha256. The
+    manifest is a file anyone with write access to the folder could have edited: never follow a path out."""
+    where = f"user model {name!r} ({user_manifest_path()})"
+    if not isinstance(entry, dict):
+        raise CheckpointError(f"{where}: the manifest entry is not a mapping")
+    file, sha = entry.get("file"), entry.get("sha256")
+    if not isinstance(file, str) or not FILE_PATTERN.fullmatch(file):
+        raise CheckpointError(f"{where}: the manifest entry's file is not a plain .safetensors file name")
+    if not isinstance(sha, str) or not SHA256_PATTERN.fullmatch(sha):
+        raise CheckpointError(f"{where}: the manifest entry has no valid sha256")
+    return entry
+
+
+def user_models() -> dict[str, dict[str, Any]]:
+    return user_manifest()["models"]
+
+
+def is_user_model(name: str) -> bool:
+    return not is_shipped(name) and name in user_models()
+
+
+# ---------------------------------------------------------------------------------------------- by name
+
+
+def has_model(name: str) -> bool:
+    """Whether `name` is a shipped or an installed user model (the shipped one wins: installs never shadow)."""
+    return is_shipped(name) or name in user_models()
+
+
+def load(name: str):
+    """The model called `name`, its file's sha256 checked against the manifest it is listed in."""
+    from vaezip.api import LoadedModel
+    from vaezip.checkpoint import load_weights
+
+    shipped = manifest()["models"]
+    if name in shipped:
+        entry = shipped[name]
+        path = PRETRAINED_DIR / entry["file"]
+    else:
+        models = user_models()
+        if name not in models:
+            raise CheckpointError(f"no model {name!r}: not a shipped or installed user model (vaezip models)")
+        entry = _checked_entry(name, models[name])
+        path = user_models_dir() / entry["file"]
+    model, _ = load_weights(path, expected_sha256=entry["sha256"])
+    return LoadedModel(name, model, entry["sha256"], str(path))
+
+
+def check_name(name: str) -> None:
+    """Refuse a name that cannot be installed: not plain, path-like, or a shipped model's (also in another
+    case: on a case-insensitive disk or in a user's mind, Photo is photo)."""
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise CheckpointError(
+            f"model name {name[:40]!r}: use 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    if name.lower().endswith(PATH_LIKE_SUFFIXES):
+        raise CheckpointError(f"model name {name!r} looks like a file name: choose one without "
+                              f"{'.' + name.rsplit('.', 1)[-1]!r}")
+    clash = [shipped for shipped in manifest()["models"] if shipped.lower() == name.lower()]
+    if clash:
+        raise CheckpointError(f"{name!r} is the name of a shipped model ({clash[0]}): choose another name")
+
+
+def check_installable(name: str, force: bool) -> None:
+    """Everything that would make `install(name, ...)` refuse, checked before hours of training."""
+    check_name(name)
+    if name in user_models() and not force:
+        raise FileExistsError(f"user model {name!r} is already installed in {user_models_dir()} (use --force to "
+                              f"replace it)")
+
+
+def install(name: str, weights: bytes, *, info: dict[str, Any] | None = None, force: bool = False) -> dict[str, Any]:
+    """Install safetensors `weights` (already checked by the caller) as user model `name`; returns its entry.
+
+    The weights go to a file named after their content, then the manifest is replaced: at every moment the
+    manifest names a complete file whose sha256 it records, and a replaced model's old file is removed last."""
+    from vaezip.files import atomic_write
+
+    check_installable(name, force)
+    folder = user_models_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CheckpointError(f"{folder}: cannot create the user model directory "
+                              f"({error.strerror or type(error).__name__})") from None
+    data = user_manifest()
+    previous = data["models"].get(name)
+    sha = hashlib.sha256(weights).hexdigest()
+    file = f"{name}-{sha[:12]}.safetensors"
+    atomic_write(folder / file, weights, overwrite=True)  # same name, same bytes
+    entry = {
+        **(info or {}),
+        "file": file,
+        "sha256": sha,
+        "bytes": len(weights),
+        "installed": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat(),
+    }
+    data["models"][name] = entry
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    atomic_write(folder / USER_MANIFEST_NAME, text.encode("utf-8"), overwrite=True)
+    if isinstance(previous, dict):
+        _remove_unreferenced(previous.get("file"), data)
+    return entry
+
+
+def remove(name: str) -> dict[str, Any]:
+    """Uninstall user model `name` (its manifest entry, then its file); returns the entry it had."""
+    from vaezip.files import atomic_write
+
+    if is_shipped(name):
+        raise CheckpointError(f"{name!r} is a shipped model: only user models can be removed")
+    data = user_manifest()
+    if name not in data["models"]:
+        raise CheckpointError(f"no user model {name!r} in {user_models_dir()}")
+    entry = data["models"].pop(name)
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    atomic_write(user_manifest_path(), text.encode("utf-8"), overwrite=True)
+    if isinstance(entry, dict):
+        _remove_unreferenced(entry.get("file"), data)
+    return entry
+
+
+def _remove_unreferenced(file: Any, data: dict[str, Any]) -> None:
+    """Delete a user model file that no manifest entry names any more (only a plain name in the folder)."""
+    if not isinstance(file, str) or not FILE_PATTERN.fullmatch(file):
+        return
+    if any(isinstance(entry, dict) and entry.get("file") == file for entry in data["models"].values()):
+        return
+    try:
+        (user_models_dir() / file).unlink()
+    except OSError:
+        pass  # already gone, or not ours to delete: a stray file costs disk space, nothing else
+
+
+def listing() -> list[dict[str, Any]]:
+    """Every model by name for `vaezip models`: shipped first, then the user's, each with `kind` ("shipped" or
+    "user"), and `problem` where a user entry cannot be used (it is listed, not hidden)."""
+    rows = []
+    shipped = manifest()
+    defaults = {value: key for key, value in shipped.get("defaults", {}).items()}
+    for name, entry in shipped["models"].items():
+        rows.append({**entry, "name": name, "kind": "shipped", "default_for": defaults.get(name, "")})
+    for name, entry in user_models().items():
+        row = {"name": str(name), "kind": "user", "default_for": ""}
+        try:
+            row.update(_checked_entry(name, entry))
+            if name in shipped["models"]:
+                row["problem"] = "shadowed by the shipped model of that name (not used)"
+            elif not (user_models_dir() / entry["file"]).is_file():
+                row["problem"] = f"its file {entry['file']} is missing"
+        except CheckpointError as error:
+            row["problem"] = str(error)
+        rows.append(row)
+    return rows

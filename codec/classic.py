@@ -1,0 +1,234 @@
+"""Classical lossless coding of an image's samples: the fallback that keeps a .vz file from ever being much
+larger than the best classical coding vaezip knows (format 3, docs/FORMAT.md).
+
+The samples are what `np.asarray(image)` holds: (H, W) for L and for a P image's indices, (H, W, C) with C = 2
+(LA), 3 (RGB) or 4 (RGBA). Palettes and colour keys stay in the .vz header, so every coding only has to
+restore uint8 arrays exactly. Three codings:
+
+    raw    the samples' bytes as they are (H * W * C): never more than the image itself
+    png    one byte naming the PNG layout (LAYOUTS), then the zlib stream of the PNG's IDAT chunks; the
+           decoder rebuilds the PNG around it (signature, IHDR from the header's size, a grey PLTE for the
+           palette layouts, IEND): ~45 bytes less than the PNG file
+    webp   the VP8L bitstream of a lossless WebP (the RIFF wrapper, 20 bytes, is rebuilt); one channel goes
+           in as grey RGB (the decoder keeps red), two as (L, L, L, A)
+
+Decoding treats the data as hostile: the size a PNG or WebP would decode to is fixed by the header before
+Pillow sees a byte (the PNG's IHDR is written from it, a VP8L bitstream's own size must equal it), so Pillow
+allocates exactly the image the header declared; every failure is a CodingError.
+
+Pillow and numpy only: decoding a classically coded file needs neither the model nor torch.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import warnings
+import zlib
+
+import numpy as np
+
+from codec.errors import CodingError
+
+RAW, PNG, WEBP = "raw", "png", "webp"
+CODINGS = (RAW, PNG, WEBP)
+# (PNG colour type, bit depth) by layout byte; the channels each holds. Palette layouts (colour type 3) carry
+# one-channel samples (a P image's indices, or greys) packed at 1, 2 or 4 bits where they fit, unfiltered.
+LAYOUTS = ((0, 8), (3, 1), (3, 2), (3, 4), (3, 8), (4, 8), (2, 8), (6, 8))
+_LAYOUT_CHANNELS = (1, 1, 1, 1, 1, 2, 3, 4)
+_PNG_MODES = {0: "L", 3: "P", 4: "LA", 2: "RGB", 6: "RGBA"}
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+WEBP_MAX_SIDE = 16383  # VP8L stores each side minus one in 14 bits
+# Lossless WebP effort: quality 100 at method 4 came within 0.1 % of method 6 on a screenshot, a palette image
+# and an RGBA image (15,334 / 5,762 / 82,994 B both), 10 to 20 times faster (0.09 s instead of 1.6 s for the
+# 640x400 screenshot).
+WEBP_METHOD, WEBP_QUALITY = 4, 100
+
+
+def channels_of(samples: np.ndarray) -> int:
+    return 1 if samples.ndim == 2 else samples.shape[2]
+
+
+def _check_samples(samples: np.ndarray) -> None:
+    if samples.dtype != np.uint8 or samples.ndim not in (2, 3) or (samples.ndim == 3 and samples.shape[2] not in (2, 3, 4)):
+        raise CodingError(f"samples must be (H, W) or (H, W, 2|3|4) uint8, got {samples.dtype} {samples.shape}")
+    if samples.size == 0:
+        raise CodingError("samples must not be empty")
+
+
+# ---------------------------------------------------------------------------------------------- encoding
+
+
+def encode(samples: np.ndarray, coding: str) -> bytes | None:
+    """The coded samples, or None where `coding` cannot hold them (WebP above 16383 pixels a side)."""
+    _check_samples(samples)
+    if coding == RAW:
+        return np.ascontiguousarray(samples).tobytes()
+    if coding == PNG:
+        return _encode_png(samples)
+    if coding == WEBP:
+        return _encode_webp(samples)
+    raise CodingError(f"unknown classical coding {coding!r}")
+
+
+def smallest(samples: np.ndarray, codings=CODINGS) -> tuple[str, bytes, dict[str, int]]:
+    """The coding that holds `samples` in the fewest bytes, checked by decoding it: (coding, data, the size of
+    every coding tried). Ties go to the earlier coding in `codings`."""
+    height, width = samples.shape[:2]
+    coded = {coding: encode(samples, coding) for coding in codings}
+    sizes = {coding: len(data) for coding, data in coded.items() if data is not None}
+    for coding in sorted(sizes, key=lambda c: (sizes[c], codings.index(c))):
+        try:
+            back = decode(coding, coded[coding], height, width, channels_of(samples))
+        except CodingError:
+            back = None
+        # A codec that does not give the samples back is never written (libwebp without `exact` would not).
+        if back is not None and np.array_equal(back, samples):
+            return coding, coded[coding], sizes
+    raise CodingError("no classical coding restores these samples")  # raw always does: a broken Pillow
+
+
+def _encode_png(samples: np.ndarray) -> bytes:
+    from PIL import Image
+
+    channels = channels_of(samples)
+    images = []
+    if channels == 1:
+        images.append(Image.fromarray(np.ascontiguousarray(samples), "L"))
+        top = int(samples.max())
+        bits = next(b for b in (1, 2, 4, 8) if top < 1 << b)
+        indexed = Image.fromarray(np.ascontiguousarray(samples), "P")
+        indexed.putpalette(bytes(3 << bits), rawmode="RGB")  # 2**bits entries: Pillow packs at `bits` bits
+        images.append(indexed)
+    else:
+        images.append(Image.fromarray(np.ascontiguousarray(samples), {2: "LA", 3: "RGB", 4: "RGBA"}[channels]))
+    best = None
+    for image in images:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", optimize=True)
+        data = _strip_png(buffer.getvalue())
+        if best is None or len(data) < len(best):
+            best = data
+    return best
+
+
+def _strip_png(png: bytes) -> bytes:
+    """Layout byte + the IDAT zlib stream of a PNG that Pillow wrote."""
+    position, layout, idat = len(_PNG_SIGNATURE), None, []
+    while position < len(png):
+        (length,) = struct.unpack_from(">I", png, position)
+        kind, body = png[position + 4 : position + 8], png[position + 8 : position + 8 + length]
+        position += 12 + length
+        if kind == b"IHDR":
+            depth, colour, _, _, interlace = body[8:13]
+            if interlace or (colour, depth) not in LAYOUTS:
+                raise CodingError(f"Pillow wrote an unexpected PNG layout (colour type {colour}, depth {depth})")
+            layout = LAYOUTS.index((colour, depth))
+        elif kind == b"IDAT":
+            idat.append(body)
+    return bytes([layout]) + b"".join(idat)
+
+
+def _encode_webp(samples: np.ndarray) -> bytes | None:
+    from PIL import Image, features
+
+    height, width = samples.shape[:2]
+    if max(height, width) > WEBP_MAX_SIDE or not features.check("webp"):
+        return None
+    channels = channels_of(samples)
+    if channels == 1:
+        image = Image.fromarray(np.repeat(samples[..., None], 3, axis=2), "RGB")
+    elif channels == 2:
+        grey, alpha = samples[..., :1], samples[..., 1:]
+        image = Image.fromarray(np.ascontiguousarray(np.concatenate([grey, grey, grey, alpha], axis=2)), "RGBA")
+    else:
+        image = Image.fromarray(np.ascontiguousarray(samples), "RGB" if channels == 3 else "RGBA")
+    buffer = io.BytesIO()
+    # exact: keep the colour of fully transparent pixels (libwebp would otherwise change them)
+    image.save(buffer, format="WEBP", lossless=True, quality=WEBP_QUALITY, method=WEBP_METHOD, exact=True)
+    data = buffer.getvalue()
+    size = struct.unpack_from("<I", data, 16)[0] if len(data) >= 20 else -1
+    # Only the simple form, RIFF + one VP8L chunk, is rebuilt by the decoder.
+    if data[:4] != b"RIFF" or data[8:16] != b"WEBPVP8L" or len(data) != 20 + size + (size & 1):
+        return None
+    return data[20 : 20 + size]
+
+
+# ---------------------------------------------------------------------------------------------- decoding
+
+
+def decode(coding: str, data: bytes, height: int, width: int, channels: int) -> np.ndarray:
+    """The samples of an image of the declared size: (H, W) uint8 for one channel, else (H, W, C)."""
+    if not (height >= 1 and width >= 1 and channels in (1, 2, 3, 4)):
+        raise CodingError(f"bad sample shape {height}x{width}x{channels}")
+    shape = (height, width) if channels == 1 else (height, width, channels)
+    if coding == RAW:
+        if len(data) != height * width * channels:
+            raise CodingError(f"raw samples hold {len(data)} bytes, the image {height * width * channels}")
+        return np.frombuffer(data, dtype=np.uint8).reshape(shape).copy()
+    if coding == PNG:
+        image = _open(_png_file(data, height, width, channels), "PNG", height, width)
+        pixels = np.asarray(image)
+        if image.mode != _PNG_MODES[LAYOUTS[data[0]][0]] or pixels.shape != shape:
+            raise CodingError(f"PNG data decoded to {image.mode} {pixels.shape}, not {shape}")
+        return np.ascontiguousarray(pixels)
+    if coding == WEBP:
+        from PIL import features
+
+        if not features.check("webp"):
+            raise CodingError("this Pillow was built without WebP, which this image needs")
+        image = _open(_webp_file(data, height, width), "WEBP", height, width)
+        if image.mode not in ("RGB", "RGBA"):
+            raise CodingError(f"WebP data decoded to mode {image.mode}")
+        pixels = np.asarray(image)  # (H, W, 3) or (H, W, 4)
+        if pixels.shape[2] == 3 and channels in (2, 4):  # the bitstream says no pixel is transparent
+            pixels = np.concatenate([pixels, np.full((height, width, 1), 255, np.uint8)], axis=2)
+        picked = {1: [0], 2: [0, 3], 3: [0, 1, 2], 4: [0, 1, 2, 3]}[channels]
+        return np.ascontiguousarray(pixels[..., picked].reshape(shape))
+    raise CodingError(f"unknown classical coding {coding!r}")
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _png_file(data: bytes, height: int, width: int, channels: int) -> bytes:
+    if not data or data[0] >= len(LAYOUTS) or _LAYOUT_CHANNELS[data[0]] != channels:
+        raise CodingError(f"bad PNG layout byte for {channels}-channel samples")
+    colour, depth = LAYOUTS[data[0]]
+    header = _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0))
+    # Pillow reads indices as they are: any palette of 2**depth entries gives the same samples.
+    palette = _chunk(b"PLTE", bytes(3 << depth)) if colour == 3 else b""
+    return _PNG_SIGNATURE + header + palette + _chunk(b"IDAT", data[1:]) + _chunk(b"IEND", b"")
+
+
+def _webp_file(data: bytes, height: int, width: int) -> bytes:
+    if len(data) < 5 or data[0] != 0x2F:
+        raise CodingError("not a VP8L bitstream")
+    (bits,) = struct.unpack_from("<I", data, 1)  # 14 bits width - 1, 14 bits height - 1, alpha hint, version
+    declared = ((bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1)
+    if declared != (width, height) or bits >> 29:
+        raise CodingError(f"VP8L bitstream of {declared[0]}x{declared[1]} (version {bits >> 29}), the image "
+                          f"is {width}x{height}")
+    pad = b"\0" * (len(data) & 1)
+    return b"RIFF" + struct.pack("<I", 12 + len(data) + len(pad)) + b"WEBPVP8L" + struct.pack("<I", len(data)) + data + pad
+
+
+def _open(file: bytes, kind: str, height: int, width: int):
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            # The size is the header's, within the format's limits: Pillow's warning below its own error
+            # threshold would only be noise on stderr.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(file), formats=[kind])
+            if image.size != (width, height):
+                raise CodingError(f"{kind} data of {image.size[0]}x{image.size[1]}, the image is {width}x{height}")
+            image.load()
+    except CodingError:
+        raise
+    except (Image.DecompressionBombError, UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError,
+            struct.error, zlib.error, LookupError, TypeError) as error:
+        raise CodingError(f"{kind} data does not decode ({str(error).strip() or type(error).__name__})") from None
+    return image

@@ -1,0 +1,199 @@
+"""User models: `vaezip export RUN --name NAME` installs a run's weights into the user model directory
+($VAEZIP_MODELS here, a tmp folder), `vaezip models` lists them, and `compress -m NAME` / `decompress` find
+them by name and sha256 in a fresh process, as they do shipped models. Tiny untrained models only."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from conftest import run_cli
+from vaezip import zoo
+from vaezip.cli import app
+from vaezip.config import get_preset
+from vaezip.train import train
+
+OVERRIDES = dict(batch_size=4, crop=8, val_every=1000, checkpoint_every=1000, val_images=8)
+runner = CliRunner()
+
+
+def p_duplicates(size: int = 24, seed: int = 20) -> Image.Image:
+    """A P image whose palette repeats a colour, indices i.i.d. 0.6 / 0.25 / 0.1 / 0.05: the model path codes it
+    below PNG and WebP even with an untrained model, so its file names the model."""
+    draws = np.random.default_rng(seed).integers(0, 20, (size, size))
+    image = Image.fromarray(((draws >= 12).astype(np.uint8) + (draws >= 17) + (draws >= 19)).astype(np.uint8), "P")
+    image.putpalette([10, 20, 30, 10, 20, 30, 200, 0, 0, 0, 0, 255])
+    return image
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, str]:
+    """Two tiny colour runs (different seeds: different weights) of two steps each."""
+    folder = tmp_path_factory.mktemp("runs")
+    x = np.random.default_rng(0).integers(90, 160, size=(40, 8, 8, 3), dtype=np.uint8)
+    np.savez(folder / "colour.npz", x=x)
+    made = {}
+    for key, seed in (("a", 0), ("b", 1)):
+        train(folder / key, str(folder / "colour.npz"), get_preset("tiny"), steps=2,
+              train_overrides={**OVERRIDES, "seed": seed})
+        made[key] = str(folder / key)
+    return made
+
+
+@pytest.fixture()
+def models_dir(tmp_path, monkeypatch):
+    folder = tmp_path / "user-models"
+    monkeypatch.setenv("VAEZIP_MODELS", str(folder))
+    return folder
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(arg) for arg in args])
+
+
+def one_error(result, *fragments: str, code: int = 1) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == code, (result.exit_code, result.stderr, result.exception)
+    assert len(lines) == 1 and lines[0].startswith("vaezip: error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
+def test_the_default_folder_follows_xdg_and_the_variable_wins(monkeypatch, tmp_path):
+    monkeypatch.delenv("VAEZIP_MODELS", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    assert zoo.user_models_dir() == tmp_path / "data" / "vaezip" / "models"
+    monkeypatch.setenv("XDG_DATA_HOME", "relative/ignored")  # the XDG spec: a relative path is invalid
+    assert zoo.user_models_dir() == zoo.Path.home() / ".local" / "share" / "vaezip" / "models"
+    monkeypatch.setenv("VAEZIP_MODELS", str(tmp_path / "mine"))
+    assert zoo.user_models_dir() == tmp_path / "mine"
+
+
+def test_export_name_installs_and_models_lists_it(runs, models_dir):
+    result = invoke("export", runs["a"], "--name", "mine")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads((models_dir / "manifest.json").read_text())
+    entry = data["models"]["mine"]
+    weights = models_dir / entry["file"]
+    assert hashlib.sha256(weights.read_bytes()).hexdigest() == entry["sha256"]
+    assert entry["channels"] == 3 and entry["steps"] == 2 and "figures" in entry
+    assert "installed user model 'mine'" in result.stdout and "-m mine" in result.stdout
+
+    listed = invoke("models")
+    assert listed.exit_code == 0, listed.stderr
+    rows = {line.split("│")[1].strip(): line for line in listed.stdout.splitlines() if line.count("│") > 3}
+    assert "user" in rows["mine"] and "validation bound" in rows["mine"]
+    for name in zoo.manifest()["models"]:
+        assert "shipped" in rows[name]
+    assert str(models_dir) in listed.stdout
+
+    # `export RUN OUT` still writes a file and installs nothing
+    assert invoke("export", runs["b"], models_dir.parent / "b.safetensors", "--name", "other").exit_code == 0
+    assert set(zoo.user_models()) == {"mine"}
+
+
+def test_compress_and_decompress_by_name_in_fresh_processes(runs, models_dir, tmp_path):
+    from vaezip.api import compress_images, load_model
+
+    assert invoke("export", runs["a"], "--name", "mine").exit_code == 0
+    # A file whose image the model codes (the CLI would pick the same path: it is smaller than PNG and WebP).
+    result = compress_images([("dup.png", p_duplicates())], load_model("mine"), device="cpu", classical=False)
+    assert result.model == "mine"
+    (tmp_path / "dup.vz").write_bytes(result.data)
+    p_duplicates().save(tmp_path / "dup.png")
+    env = {"VAEZIP_MODELS": str(models_dir)}
+    made = run_cli("compress", "dup.png", "-m", "mine", "-o", "cli.vz", cwd=tmp_path, env=env)
+    assert made.returncode == 0, made.stderr
+    decoded = run_cli("decompress", "dup.vz", "-o", "back.png", cwd=tmp_path, env=env)
+    assert decoded.returncode == 0, decoded.stderr
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "back.png")), np.asarray(p_duplicates()))
+
+    # Without the user model installed, the file names what it needs.
+    missing = run_cli("decompress", "dup.vz", "-o", "none.png", cwd=tmp_path,
+                      env={"VAEZIP_MODELS": str(tmp_path / "empty")})
+    message = missing.stderr.decode()
+    assert missing.returncode == 1 and "'mine'" in message and "not installed" in message, message
+    assert "Traceback" not in message and not (tmp_path / "none.png").exists()
+
+
+def test_names_that_shadow_shipped_models_or_look_like_paths_are_refused(runs, models_dir):
+    shipped = next(iter(zoo.manifest()["models"]), None)
+    if shipped is not None:
+        one_error(invoke("export", runs["a"], "--name", shipped), "shipped model")
+        one_error(invoke("export", runs["a"], "--name", shipped.upper()), "shipped model")
+    for bad in ("../up", "a/b", "mine.safetensors", "-x", "", "x" * 65, "caf\u00e9"):
+        one_error(invoke("export", runs["a"], f"--name={bad}"))
+    assert not (models_dir / "manifest.json").exists()
+
+
+def test_overwriting_an_installed_model_needs_force(runs, models_dir):
+    assert invoke("export", runs["a"], "--name", "mine").exit_code == 0
+    first = zoo.user_models()["mine"]
+    one_error(invoke("export", runs["b"], "--name", "mine"), "already installed", "--force")
+    assert zoo.user_models()["mine"] == first
+    assert invoke("export", runs["b"], "--name", "mine", "--force").exit_code == 0
+    second = zoo.user_models()["mine"]
+    assert second["sha256"] != first["sha256"]
+    # the replaced weights are gone, the new ones in place
+    assert sorted(path.name for path in models_dir.iterdir()) == sorted(["manifest.json", second["file"]])
+
+
+def test_a_weights_file_installs_byte_for_byte_and_can_be_removed(runs, models_dir, tmp_path):
+    weights = tmp_path / "given.safetensors"
+    assert invoke("export", runs["a"], weights, "--name", "given").exit_code == 0
+    assert invoke("export", weights, "--name", "given").exit_code == 0
+    assert zoo.user_models()["given"]["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert zoo.user_models()["given"]["channels"] == 3
+    removed = invoke("models", "--remove", "given")
+    assert removed.exit_code == 0, removed.stderr
+    assert zoo.user_models() == {} and [path.name for path in models_dir.iterdir()] == ["manifest.json"]
+    one_error(invoke("models", "--remove", "given"), "no user model")
+
+
+def test_tampered_weights_and_crafted_entries_are_refused_in_one_line(runs, models_dir, tmp_path):
+    Image.fromarray(np.full((8, 8, 3), 100, np.uint8)).save(tmp_path / "x.png")
+    assert invoke("export", runs["a"], "--name", "mine").exit_code == 0
+    entry = zoo.user_models()["mine"]
+    weights = models_dir / entry["file"]
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    one_error(invoke("compress", tmp_path / "x.png", "-m", "mine", "-o", tmp_path / "x.vz"),
+              "sha256", "does not match the manifest")
+    assert not (tmp_path / "x.vz").exists()
+
+    manifest = json.loads((models_dir / "manifest.json").read_text())
+    for crafted, fragment in (
+        ({**entry, "file": "../../outside.safetensors"}, "plain .safetensors file name"),
+        ({**entry, "file": "/etc/passwd"}, "plain .safetensors file name"),
+        ({**entry, "sha256": "not hex"}, "sha256"),
+        ("just a string", "not a mapping"),
+    ):
+        manifest["models"]["mine"] = crafted
+        (models_dir / "manifest.json").write_text(json.dumps(manifest))
+        one_error(invoke("compress", tmp_path / "x.png", "-m", "mine", "-o", tmp_path / "x.vz"), fragment)
+        listed = invoke("models")  # listed as unusable, not a crash
+        assert listed.exit_code == 0 and "UNUSABLE" in listed.stdout, listed.stderr
+
+    (models_dir / "manifest.json").write_text("{not json")
+    one_error(invoke("compress", tmp_path / "x.png", "-m", "mine", "-o", tmp_path / "x.vz"), "not valid JSON")
+    listed = invoke("models")  # the shipped models are still listed, with a warning
+    assert listed.exit_code == 0 and "not valid JSON" in listed.stderr
+    assert not (tmp_path / "x.vz").exists()
+
+
+def test_models_imports_no_torch(models_dir):
+    code = ("import sys; from typer.testing import CliRunner; from vaezip.cli import app; "
+            "result = CliRunner().invoke(app, ['models']); assert result.exit_code == 0, result.output; "
+            "print('torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "False"
