@@ -337,7 +337,8 @@ def genuine_vz(tiny_weights, tmp_path_factory):
     folder = tmp_path_factory.mktemp("crafted-cli")
     pixels = np.random.default_rng(1).integers(0, 256, (8, 8, 3), dtype=np.uint8)
     path = folder / "genuine.vz"
-    path.write_bytes(compress(pixels, load_model(tiny_weights[3])))
+    # The model path forced: a classical coding (smaller for noise) would decode without any weights.
+    path.write_bytes(compress(pixels, load_model(tiny_weights[3]), classical=False))
     return path
 
 
