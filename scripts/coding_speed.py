@@ -51,6 +51,8 @@ def main() -> None:
     parser.add_argument("--model", default=None)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--float", action="store_true", help="the format-1 float coder, for comparison")
+    parser.add_argument("--classical", action="store_true",
+                        help="let a classical coding win where it is smaller (by default the model path is timed)")
     args = parser.parse_args()
     if args.float:
         import functools
@@ -77,7 +79,7 @@ def main() -> None:
         SPENT.clear()
         started = time.perf_counter()
         if phase == "compress":
-            result = compress_images([("image.png", image)], loaded, device=args.device)
+            result = compress_images([("image.png", image)], loaded, device=args.device, classical=args.classical)
             data = result.data
         else:
             (_, decoded), = decompress_images(data, loaded, device=args.device)
