@@ -179,12 +179,16 @@ def format3_files() -> dict[str, list[tuple[str, Image.Image]]]:
     return files
 
 
+def _tiny_models(folder: Path) -> dict[int, Path]:
+    """The untrained tiny grey and colour models that the fixtures name: {channels: weights path}."""
+    return {c: make_tiny_weights(folder / f"tiny-{c}.safetensors", c, name) for c, name in ((1, "tiny-grey"), (3, "tiny-rgb"))}
+
+
 def make_format3_fixtures() -> None:
     folder = GOLDEN / "format3"
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
-        weights = {c: make_tiny_weights(Path(scratch) / f"tiny-{c}.safetensors", c, name)
-                   for c, name in ((1, "tiny-grey"), (3, "tiny-rgb"))}
+        weights = _tiny_models(Path(scratch))
         for file_name, images in format3_files().items():
             channels = 1 if images[0][1].mode in ("L", "LA") else 3
             # model.vz: the model path of golden.vz in format 3 (model-only, no predictor, as golden.vz);
@@ -200,8 +204,7 @@ def make_black_fixtures() -> None:
     folder = GOLDEN / "black"
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
-        weights = {c: make_tiny_weights(Path(scratch) / f"tiny-{c}.safetensors", c, name)
-                   for c, name in ((1, "tiny-grey"), (3, "tiny-rgb"))}
+        weights = _tiny_models(Path(scratch))
         for file_name, images in black_region_images().items():
             channels = 1 if images[0][1].mode in ("L", "LA") else 3
             result = compress_images(images, load_model(weights[channels]), tile=16, device="cpu",

@@ -113,8 +113,8 @@ class Table:
         return Table(self.first_q, self.values.to(device), self.identity_above, self.output_per_input)
 
     def lookup(self, index: torch.Tensor) -> torch.Tensor:
-        """values[index] for float64 integer-valued indices, clamped to the table (int32 indices: the fastest
-        gather on a CPU, 5x faster than indexing with int64)."""
+        """values[floor(index)] for float64 indices, clamped to the table: clamping first makes the truncating
+        int conversion a floor (int32 indices: the fastest gather on a CPU, 5x faster than int64)."""
         index = index.clamp_(0.0, float(len(self.values) - 1)).int()
         return self.values.index_select(0, index.reshape(-1)).reshape(index.shape)
 
@@ -274,7 +274,9 @@ class IntegerVAE:
         self.context = None if model.context is None else IntegerContext(model.context, self)
         self.mixture = IntegerMixture(config.image_channels, config.num_mixtures, self)
         self.sigmoid_saturation = _saturation(self.tables["sigmoid"])
-        self.sigmoid_int32 = self.tables["sigmoid"].values.int()  # values < 2**31: the same integers
+        # The same integers (< 2**31) as int32: half the bytes to fetch, 2.7x faster gathers.
+        sigmoid = self.tables["sigmoid"]
+        self.sigmoid_int32 = Table(sigmoid.first_q, sigmoid.values.int())
         # Upper edges of values -1 .. 255: value -1's (-2**40) and 255's (2**40) put any component's index below
         # or above its table, whatever the rounding: its CDF there is exactly 0 and full.
         self.padded_edges = torch.cat([self.edges.new_tensor([-(2.0**40)]), self.edges,
@@ -478,7 +480,7 @@ class IntegerMixture:
     def _cdf(self, x_q: torch.Tensor, mean: torch.Tensor, inv_scale: torch.Tensor) -> torch.Tensor:
         """sigmoid((x - mean) * inv_scale) in 2**-CDF_BITS units; x_q broadcasts against mean and inv_scale."""
         offset = self._offset(mean, inv_scale)
-        return self._lookup_cdf(torch.addcmul(offset, x_q, inv_scale * 2.0**-INV_SCALE_BITS))
+        return self.model.tables["sigmoid"].lookup(torch.addcmul(offset, x_q, inv_scale * 2.0**-INV_SCALE_BITS))
 
     def _offset(self, mean: torch.Tensor, inv_scale: torch.Tensor) -> torch.Tensor:
         """The table index of x is floor(x * inv / 2**20 + offset), offset = (2**19 - mean * inv) / 2**20 -
@@ -486,13 +488,6 @@ class IntegerMixture:
         times a power of two, and so is their sum: exact, with an FMA or without."""
         first_q = self.model.tables["sigmoid"].first_q
         return (2.0 ** (INV_SCALE_BITS - 1) - mean * inv_scale).mul_(2.0**-INV_SCALE_BITS).sub_(float(first_q))
-
-    def _lookup_cdf(self, position: torch.Tensor) -> torch.Tensor:
-        """Sigmoid table values at floor(position) (clamped to the table), float64. Clamping first makes the
-        truncating int conversion a floor."""
-        table = self.model.tables["sigmoid"]
-        index = position.clamp_(0.0, float(len(table.values) - 1)).int()
-        return table.values.index_select(0, index.reshape(-1)).reshape(index.shape)
 
     def _value_probability(self, split, values: torch.Tensor, unit: torch.Tensor, channel: int) -> torch.Tensor:
         """(N, K) probability of each pixel's actual value of `channel` under each component, in
@@ -607,17 +602,12 @@ class IntegerMixture:
             x = self.model.padded_edges.index_select(0, (start.unsqueeze(1) + steps).reshape(-1))
             position = torch.addcmul(flat_offset[rows].unsqueeze(1), x.reshape(-1, size + 1),
                                      flat_inv[rows].unsqueeze(1))  # M, size+1
-            cdf = self._lookup_int(position)  # M, size+1 int32
+            cdf = self.model.sigmoid_int32.lookup(position)  # M, size+1 int32
             terms = (cdf[:, 1:] - cdf[:, :-1]).mul(flat_weight[rows].unsqueeze(1))  # M, size int64: < 2**46
             target = (row_base[rows] + start).unsqueeze(1) + steps[:size]  # M, size
             mass.index_add_(0, target.reshape(-1), terms.reshape(-1))  # integer sums < 2**52
         return mass.reshape(n, 256).double()
 
-    def _lookup_int(self, position: torch.Tensor) -> torch.Tensor:
-        """_lookup_cdf from the int32 copy of the table (half the bytes to fetch: 2.7x faster gathers)."""
-        values = self.model.sigmoid_int32
-        index = position.clamp_(0.0, float(len(values) - 1)).int()
-        return values.index_select(0, index.reshape(-1)).reshape(index.shape)
 
 
 def probabilities(frequencies: torch.Tensor) -> np.ndarray:
