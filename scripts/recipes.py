@@ -37,6 +37,10 @@ class Recipe:
     seed: int = 0
     lr: float | None = None  # None: the preset's
     init: str | None = None  # the recipe whose finished run this one starts from
+    init_model: str | None = None  # or: a shipped model (by name) to start from
+    # A recipe made of sittings: each trains this long with its learning-rate decay planned over the time
+    # (not over steps), and its result ships; the next sitting starts from the shipped model.
+    sitting_minutes: float | None = None
     channels: int | None = None
     pixel_context: int | None = None  # adds a causal pixel-context head of this width to the init model
     note: str = ""
@@ -51,16 +55,21 @@ class Recipe:
             # A resumed run takes everything but the step target from its checkpoint.
             args += ["--resume"]
         else:
-            args += ["--preset", self.preset, "--decay-steps", str(self.decay_steps or self.steps),
-                     "--seed", str(self.seed)]
+            args += ["--preset", self.preset, "--seed", str(self.seed)]
+            if self.sitting_minutes is None:
+                args += ["--decay-steps", str(self.decay_steps or self.steps)]
             if self.lr is not None:
                 args += ["--lr", repr(self.lr)]
             if self.channels is not None:
                 args += ["--channels", str(self.channels)]
             if self.init is not None:
                 args += ["--init", str(RECIPES[self.init].run.relative_to(ROOT))]
+            if self.init_model is not None:
+                args += ["--init", self.init_model]
             if self.pixel_context is not None:
                 args += ["--pixel-context", str(self.pixel_context)]
+        if minutes is None and not resume:
+            minutes = self.sitting_minutes
         if minutes is not None:
             args += ["--minutes", repr(minutes)]
         if device != "auto":
@@ -92,6 +101,13 @@ RECIPES: dict[str, Recipe] = {
             init="photo", channels=1,
             note="the photo model made grey (red-channel marginal), then trained on grey photographs and on "
             "colour ones converted to luma",
+        ),
+        Recipe(
+            "photo2", "photos-train@3+imagenette32-train@1", "cpu", steps=20000, lr=2e-4, init_model="photo",
+            sitting_minutes=135,
+            note="the shipped photo model fine-tuned on photos_train (327 real photographs, validation photos "
+            "held out) and thumbnails, in sittings of 135 minutes on one CPU thread (OMP_NUM_THREADS=1); "
+            "ships as photo2",
         ),
         Recipe(
             "mnist", "mnist-train", "cpu", steps=11377, decay_steps=16000,
