@@ -1,14 +1,14 @@
 """Regenerate tests/data/golden.{png,vz}: a small synthetic image coded by the seeded, untrained tiny model.
 
-    python scripts/make_golden.py
+    python scripts/make_golden.py --golden [--force]
 Only after a deliberate format change (bump codec.container.VERSION): the golden file pins the format.
 
-    python scripts/make_golden.py --black
+    python scripts/make_golden.py --black [--force]
 writes tests/data/black/*.vz, images with black regions as the coder of 2026-12-02 wrote them (those files
 were refused by the decoder of that day although they were sound): never regenerate them, they pin that
 such files decode forever.
 
-    python scripts/make_golden.py --format3
+    python scripts/make_golden.py --format3 [--force]
 writes tests/data/format3/*.vz, the first files of format 3 (binary header, classical codings beside the
 model's): each kind of image that the classical path takes, one model-coded file (golden.png, its payload
 words those of golden.vz), one whose alpha plane is coded classically beside the model's tiles, and an
@@ -18,10 +18,13 @@ archive that mixes both paths. Never regenerate them either.
 prints the sizes of issue 15's table for larger versions of the same synthetic kinds: vaezip (format 3, the
 shipped default models) against Pillow's optimized PNG and lossless WebP (--model-too also times the model path
 alone, as vaezip coded these images before format 3).
+
+Every pinned file that exists is left alone unless --force is given: regenerating one is a format decision.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -184,7 +187,16 @@ def _tiny_models(folder: Path) -> dict[int, Path]:
     return {c: make_tiny_weights(folder / f"tiny-{c}.safetensors", c, name) for c, name in ((1, "tiny-grey"), (3, "tiny-rgb"))}
 
 
-def make_format3_fixtures() -> None:
+def write_pinned(path: Path, data: bytes, force: bool) -> bool:
+    """Writes a pinned fixture; one that exists is kept (and said so) unless `force`."""
+    if path.exists() and not force:
+        print(f"{path.relative_to(ROOT)} exists: kept (pinned; --force overwrites it)")
+        return False
+    path.write_bytes(data)
+    return True
+
+
+def make_format3_fixtures(force: bool) -> None:
     folder = GOLDEN / "format3"
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
@@ -196,11 +208,11 @@ def make_format3_fixtures() -> None:
             options = {"model.vz": dict(predictor=False, classical=False), "model-alpha.vz": dict(classical=False)}
             options = options.get(file_name, {})
             result = compress_images(images, load_model(weights[channels]), tile=16, device="cpu", **options)
-            (folder / file_name).write_bytes(result.data)
-            print(f"format3/{file_name}: {len(result.data)} bytes, {', '.join(result.codings)}")
+            if write_pinned(folder / file_name, result.data, force):
+                print(f"format3/{file_name}: {len(result.data)} bytes, {', '.join(result.codings)}")
 
 
-def make_black_fixtures() -> None:
+def make_black_fixtures(force: bool) -> None:
     folder = GOLDEN / "black"
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
@@ -209,30 +221,43 @@ def make_black_fixtures() -> None:
             channels = 1 if images[0][1].mode in ("L", "LA") else 3
             result = compress_images(images, load_model(weights[channels]), tile=16, device="cpu",
                                      predictor="model-only" not in file_name)
-            (folder / file_name).write_bytes(result.data)
-            print(f"black/{file_name}: {len(result.data)} bytes")
+            if write_pinned(folder / file_name, result.data, force):
+                print(f"black/{file_name}: {len(result.data)} bytes")
 
 
 def main() -> None:
-    if "--black" in sys.argv[1:]:
-        make_black_fixtures()
-        return
-    if "--format3" in sys.argv[1:]:
-        make_format3_fixtures()
-        return
-    if "--sizes" in sys.argv[1:]:
-        print_sizes("--model-too" in sys.argv[1:])
-        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    action = parser.add_mutually_exclusive_group(required=True)
+    action.add_argument("--golden", action="store_true", help="tests/data/golden.{png,vz} (format 2)")
+    action.add_argument("--black", action="store_true", help="tests/data/black/*.vz")
+    action.add_argument("--format3", action="store_true", help="tests/data/format3/*.vz")
+    action.add_argument("--sizes", action="store_true", help="print issue 15's size table (writes nothing)")
+    parser.add_argument("--model-too", action="store_true", help="with --sizes: also the model path alone")
+    parser.add_argument("--force", action="store_true", help="overwrite pinned files that exist")
+    args = parser.parse_args()
+    if args.model_too and not args.sizes:
+        parser.error("--model-too goes with --sizes")
+    if args.black:
+        make_black_fixtures(args.force)
+    elif args.format3:
+        make_format3_fixtures(args.force)
+    elif args.sizes:
+        print_sizes(args.model_too)
+    else:
+        make_golden_fixture(args.force)
+
+
+def make_golden_fixture(force: bool) -> None:
     GOLDEN.mkdir(parents=True, exist_ok=True)
     image = golden_image()
-    image.save(GOLDEN / "golden.png")
     with tempfile.TemporaryDirectory() as folder:
         weights = make_tiny_weights(Path(folder) / "tiny-rgb.safetensors", 3, "tiny-rgb")
         # Model-only: with the untrained tiny model the predictor would take every tile, and the golden file
         # is to pin bits-back too.
         result = compress_images([("golden.png", image)], load_model(weights), tile=16, device="cpu", predictor=False)
-    (GOLDEN / "golden.vz").write_bytes(result.data)
-    print(f"golden.vz: {len(result.data)} bytes")
+    if write_pinned(GOLDEN / "golden.vz", result.data, force):
+        image.save(GOLDEN / "golden.png")
+        print(f"golden.vz: {len(result.data)} bytes")
 
 
 def print_sizes(model_too: bool) -> None:
