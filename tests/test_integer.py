@@ -19,7 +19,9 @@ from vaezip.model.integer import (
     deterministic_exp,
     deterministic_log2,
     fixed_to_float,
+    probabilities,
 )
+from vaezip.model import kernels
 
 
 def test_deterministic_exp_and_log2_are_accurate():
@@ -133,10 +135,67 @@ def test_windowed_tables_equal_the_full_tables(channels):
     pixels = torch.from_numpy(np.random.default_rng(3).integers(0, 256, (2, channels, 12, 12), dtype=np.uint8))
     pixels[0, :, :2] = 0
     pixels[1, :, :2] = 255
+    flat = params.permute(0, 2, 3, 1).reshape(-1, params.shape[1])
+    values = pixels.permute(0, 2, 3, 1).reshape(-1, channels)
     for c in range(channels):
         fast = integer.mixture.channel_table(params, pixels, c)
         full = integer.mixture.channel_table(params, pixels, c, windowed=False)
         assert torch.equal(fast, full), c
+        if kernels.AVAILABLE:  # the compiled kernel: the same masses, and the same tables for the coder
+            reference = integer.mixture.masses(flat, values, c, windowed=False)
+            assert torch.equal(integer.mixture.compiled_masses(flat, values, c).double(), reference), c
+            compiled = np.empty((len(flat), 256), dtype=np.float32)
+            integer.mixture.probabilities(flat, values, c, compiled)
+            np.testing.assert_array_equal(compiled, probabilities(full.reshape(-1, 256)))
+
+
+@pytest.mark.skipif(not kernels.AVAILABLE, reason="numba is not installed: the coder uses the torch form")
+def test_compiled_masses_equal_the_full_masses_where_edges_hit_the_saturation_bounds():
+    """The compiled kernel finds each component's window by its own search: components placed so that some
+    value's edge lands exactly on, just before or just after the sigmoid table's last zero and first full
+    index (where an off-by-one in the window would lose or double a CDF step), at several slopes."""
+    from vaezip.model.integer import CDF_BITS, INV_SCALE_BITS
+
+    integer = IntegerVAE(HierarchicalVAE(get_preset("tiny").model))
+    zero_through, full_from = integer.sigmoid_saturation
+    first_q = integer.tables["sigmoid"].first_q
+    edges = integer.edges_numpy
+    rng = np.random.default_rng(5)
+    rows, k = 400, 4
+    weights = rng.integers(1, 2**16 + 1, (rows, k)).astype(np.float64)
+    slopes = rng.choice([1, 2, 3, 1000], (rows, k))  # table indices per fixed-point unit of pixel value
+    inv = slopes * 2.0**INV_SCALE_BITS
+    targets = rng.choice([zero_through + d for d in (-1, 0, 1, 2)] + [full_from + d for d in (-2, -1, 0, 1)],
+                         (rows, k))
+    hit = rng.integers(0, 255, (rows, k))  # the value whose upper edge lands on the target index
+    # index(edge) = slope * (edge - mean) - first_q (the +1/2 of the rounding floors away): solve for mean
+    mean = edges[hit] - np.floor((targets + first_q) / slopes)
+    arguments = (weights, mean, inv, edges, integer.sigmoid_numpy, float(first_q), zero_through, full_from,
+                 INV_SCALE_BITS, CDF_BITS)
+    compiled = np.empty((rows, 256), dtype=np.int64)
+    kernels.masses(*arguments, compiled)
+    reference = integer.mixture._full_masses(*(torch.from_numpy(a) for a in (weights, mean, inv)))
+    assert torch.equal(torch.from_numpy(compiled).double(), reference)
+
+
+@pytest.mark.skipif(not kernels.AVAILABLE, reason="numba is not installed: the coder uses the torch form")
+def test_compiled_window_search_does_not_depend_on_its_guess():
+    """Each window bound is the first value whose edge reaches a table index, found by walking from a guess:
+    every guess, good or bad, must give the brute-force answer."""
+    integer = IntegerVAE(HierarchicalVAE(get_preset("tiny").model))
+    edges, last = integer.edges_numpy, len(integer.sigmoid_numpy) - 1
+    rng = np.random.default_rng(6)
+    for _ in range(300):
+        offset, slope = float(rng.integers(-(2**20), 2**20)), float(rng.choice([0.01, 1.0, 7.0, 300.0]))
+        indices = np.clip(np.floor(offset + edges * slope), 0, last)
+        target = int(rng.choice(indices)) + int(rng.integers(-1, 2))
+        at_least = int(rng.integers(0, 3))
+        qualifying = np.nonzero(indices[at_least:] >= target)[0]
+        expected = at_least + int(qualifying[0]) if len(qualifying) else 255
+        if expected < at_least or (at_least > 0 and indices[at_least - 1] >= target):
+            continue  # outside the contract: a value below at_least qualifies
+        for guess in (0, 1, expected - 1, expected, expected + 1, 254, 255, 400):
+            assert kernels.first_edge_above(edges, offset, slope, last, target, guess, at_least) == expected
 
 
 def test_decoder_posteriors_equal_a_second_pass():

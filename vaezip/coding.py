@@ -22,7 +22,8 @@ from codec.tiling import Tile
 from vaezip.evaluate import repeatable_sampling, valid_mask
 from vaezip.model import HierarchicalVAE
 from vaezip.model.context import phase_map, phase_positions
-from vaezip.model.integer import IntegerVAE, fixed_to_float, latent_to_fixed, probabilities
+from vaezip.model import kernels
+from vaezip.model.integer import IntegerVAE, fixed_to_float, latent_to_fixed
 
 # Rows of a tile batch whose probability tables are built at once: bounds the (B, K, rows, W, 256) temporary.
 TABLE_ELEMENTS = 2**25
@@ -31,7 +32,10 @@ TABLE_ELEMENTS = 2**25
 # another. Coding therefore runs on this many threads everywhere.
 CODING_THREADS = 2
 BOUND_BATCH_PIXELS = 2**16  # pixels per batch of TorchLatentModel.tile_bounds
-INTEGER_TABLE_PIXELS = 1024  # pixels per chunk of integer tables: the temporaries stay in a CPU's caches
+# Pixels per chunk of integer tables: the torch form's (N, 256) temporaries stay in a CPU's caches; the
+# compiled kernel has none of that size, and larger chunks spend less on per-call overhead.
+INTEGER_TABLE_PIXELS = 1024
+KERNEL_TABLE_PIXELS = 16384
 
 
 @contextmanager
@@ -202,10 +206,10 @@ class IntegerPass:
         values = values.reshape(batch * height * width, -1)  # N, C
         tables = np.empty((batch * height * width, 256), dtype=np.float32)
         mixture = self.model.mixture
-        for start in range(0, len(values), INTEGER_TABLE_PIXELS):
-            stop = start + INTEGER_TABLE_PIXELS
-            frequencies = mixture.frequencies(self._flat_params[start:stop], values[start:stop], channel)
-            tables[start:stop] = probabilities(frequencies)
+        chunk = KERNEL_TABLE_PIXELS if kernels.AVAILABLE and values.device.type == "cpu" else INTEGER_TABLE_PIXELS
+        for start in range(0, len(values), chunk):
+            stop = start + chunk
+            mixture.probabilities(self._flat_params[start:stop], values[start:stop], channel, tables[start:stop])
         return tables.reshape(batch, height, width, 256)
 
     def _phase_table(self, channel: int, pixels: np.ndarray, phase: int, mask: np.ndarray) -> np.ndarray:
@@ -221,8 +225,9 @@ class IntegerPass:
             self._phase_params = refined.permute(0, 2, 3, 1).reshape(-1, refined.shape[1])  # B * n, P
             self._phase = phase
         values = tensor[:, :, row, columns].permute(0, 2, 1).reshape(-1, channels)  # B * n, C
-        frequencies = self.model.mixture.frequencies(self._phase_params, values, channel)  # B * n, 256
-        return probabilities(frequencies).reshape(batch, -1, 256)
+        tables = np.empty((len(values), 256), dtype=np.float32)  # B * n, 256
+        self.model.mixture.probabilities(self._phase_params, values, channel, tables)
+        return tables.reshape(batch, -1, 256)
 
 
 class TorchLatentModel:

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from vaezip.config import ModelConfig
+from vaezip.model import kernels
 from vaezip.model.context import PixelContext, _neighbours, phase_positions
 from vaezip.model.vae import HierarchicalVAE
 
@@ -281,6 +282,9 @@ class IntegerVAE:
         # or above its table, whatever the rounding: its CDF there is exactly 0 and full.
         self.padded_edges = torch.cat([self.edges.new_tensor([-(2.0**40)]), self.edges,
                                        self.edges.new_tensor([2.0**40])])
+        # The compiled kernel's copies (kernels.py; CPU only).
+        self.edges_numpy = self.edges.numpy().copy()
+        self.sigmoid_numpy = self.sigmoid_int32.values.numpy().copy()
 
     def to(self, device) -> "IntegerVAE":
         device = torch.device(device)
@@ -536,6 +540,44 @@ class IntegerMixture:
         flat = params.permute(0, 2, 3, 1).reshape(batch * height * width, -1)  # N, P
         values = pixels.permute(0, 2, 3, 1).reshape(batch * height * width, -1)  # N, C
         return self.frequencies(flat, values, channel, windowed).long().reshape(batch, height, width, 256)
+
+    def probabilities(self, flat: torch.Tensor, values: torch.Tensor, channel: int, out: np.ndarray) -> None:
+        """What probabilities(frequencies(flat, values, channel)) gives, written into out (N, 256) float32:
+        by the compiled kernel where there is one (CPU tensors), else by the torch form."""
+        if not kernels.AVAILABLE or flat.device.type != "cpu":
+            out[:] = probabilities(self.frequencies(flat, values, channel))
+            return
+        kernels.frequencies_to_probabilities(*self._kernel_arguments(flat, values, channel), PROBABILITY_BITS, out)
+
+    def compiled_masses(self, flat: torch.Tensor, values: torch.Tensor, channel: int) -> torch.Tensor:
+        """The compiled kernel's masses (N, 256) int64, for tests to hold to _full_masses."""
+        out = np.empty((len(flat), 256), dtype=np.int64)
+        kernels.masses(*self._kernel_arguments(flat, values, channel), out)
+        return torch.from_numpy(out)
+
+    def _kernel_arguments(self, flat: torch.Tensor, values: torch.Tensor, channel: int) -> tuple:
+        split = self._split(flat)
+        _, means, inv_scales, coeffs = split
+        values = values.long()
+        unit = self.model.unit_values[values]  # N, C
+        weights = self._weights(split, values, unit, channel)  # N, K
+        mean = self._coupled_mean(means, coeffs, unit, channel)  # N, K
+        inv = inv_scales[:, :, channel]  # N, K
+        zero_through, full_from = self.model.sigmoid_saturation
+        return (np.ascontiguousarray(weights.numpy()), np.ascontiguousarray(mean.numpy()),
+                np.ascontiguousarray(inv.numpy()), self.model.edges_numpy, self.model.sigmoid_numpy,
+                float(self.model.tables["sigmoid"].first_q), zero_through, full_from, INV_SCALE_BITS, CDF_BITS)
+
+    def masses(self, flat: torch.Tensor, values: torch.Tensor, channel: int, windowed: bool = True) -> torch.Tensor:
+        """The torch form's masses (N, 256) float64 integers (the reference of the compiled kernel's)."""
+        split = self._split(flat)
+        _, means, inv_scales, coeffs = split
+        values = values.long()
+        unit = self.model.unit_values[values]
+        weights = self._weights(split, values, unit, channel)
+        mean = self._coupled_mean(means, coeffs, unit, channel).contiguous()
+        inv = inv_scales[:, :, channel].contiguous()
+        return self._window_masses(weights, mean, inv) if windowed else self._full_masses(weights, mean, inv)
 
     def frequencies(self, flat: torch.Tensor, values: torch.Tensor, channel: int,
                     windowed: bool = True) -> torch.Tensor:

@@ -1,0 +1,128 @@
+"""Compiled kernels for the integer pixel tables (numba), with the torch code of integer.py as the reference.
+
+A pixel table is 256 frequencies per subpixel: for kodim23 that is 300 M values per image, and the torch form
+spends most of its time moving such arrays through a dozen elementwise passes. The kernel makes one pass per
+pixel, in cache. Its arithmetic is the reference's, operation for operation: integer sums (exact in any
+order), IEEE divisions and products of exactly representable values (correctly rounded on every machine) and
+table lookups; numba compiles it without fast-math, so no reassociation or contraction changes a value. Tests
+hold it to the reference on parameters across and beyond every clamp.
+
+Without numba (a platform with no wheel), `AVAILABLE` is False and integer.py uses the torch form: the same
+integers, slower.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+try:  # numba is a dependency, but the coder must not break where it cannot be installed
+    import numba
+except ImportError:  # pragma: no cover - exercised only where numba is missing
+    numba = None
+
+AVAILABLE = numba is not None
+
+
+def _frequencies_to_probabilities(weights, mean, inv, edges, sigmoid, first_q, zero_through, full_from,
+                                  inv_scale_bits, cdf_bits, probability_bits, out):
+    """For each row (pixel) i: the mixture's integer frequencies over the 256 values, as float32 f / 2**24
+    into out[i] (integer.py: probabilities(IntegerMixture.frequencies(...))).
+
+    weights, mean, inv: (N, K) float64 integers (mixture weights, means in fixed point, inverse scales in
+    2**-inv_scale_bits units); edges: the 255 inner bin edges in fixed point; sigmoid: the CDF table (int32),
+    index q - first_q; zero_through / full_from: its last 0 index and first full index."""
+    n = weights.shape[0]
+    full = np.int64(1) << cdf_bits
+    spare = float((1 << probability_bits) - 256)
+    scale_out = np.float32(2.0 ** -probability_bits)
+    mass = np.empty((1, 256), np.int64)
+    # int32 frequencies (< 2**24): their conversion to float32 is exact and vectorizes on every x86-64.
+    frequency = np.empty(256, np.int32)
+    for i in range(n):
+        used_from, used_through = _row_masses(weights, mean, inv, edges, sigmoid, first_q, zero_through,
+                                              full_from, inv_scale_bits, cdf_bits, i, mass, 0)
+        total = weights[i].sum() * float(full)  # integers: exact in any order
+        # Outside the used values the mass is 0 and the frequency floor(0) + 1 = 1.
+        frequency[:] = 1
+        for v in range(used_from, used_through + 1):
+            frequency[v] = np.int32(np.floor(float(mass[0, v]) / total * spare)) + np.int32(1)
+        largest = np.argmax(frequency)  # the first largest, as torch.argmax
+        frequency[largest] += np.int32((1 << probability_bits) - frequency.sum())
+        for v in range(256):
+            out[i, v] = np.float32(frequency[v]) * scale_out
+
+
+def _masses(weights, mean, inv, edges, sigmoid, first_q, zero_through, full_from, inv_scale_bits, cdf_bits,
+            out):
+    """(N, 256) int64 into out: IntegerMixture._full_masses' integers (the reference the tests hold the
+    kernel's masses to exactly)."""
+    for i in range(weights.shape[0]):
+        _row_masses(weights, mean, inv, edges, sigmoid, first_q, zero_through, full_from, inv_scale_bits,
+                    cdf_bits, i, out, i)
+
+
+def _row_masses(weights, mean, inv, edges, sigmoid, first_q, zero_through, full_from, inv_scale_bits, cdf_bits,
+                i, mass, row):
+    """mass[row] = sum over components of weight * (CDF(upper edge) - CDF(lower edge)) of pixel i; returns the
+    first and last value that any component gives mass to."""
+    last = sigmoid.shape[0] - 1
+    full = np.int64(1) << cdf_bits
+    half = 2.0 ** (inv_scale_bits - 1)
+    down = 2.0 ** -inv_scale_bits
+    mass[row, :] = 0
+    used_from, used_through = 255, 0
+    for j in range(weights.shape[1]):
+        # The position's terms are integers times powers of two, and so is their sum: exact (integer.py).
+        offset = (half - mean[i, j] * inv[i, j]) * down - first_q
+        slope = inv[i, j] * down
+        # The component's CDF at value v's upper edge is sigmoid[index(v)], index non-decreasing in v;
+        # below `start` it is 0, from `stop` on it is full (value 255's upper edge: full by definition).
+        start = _first_edge_above(edges, offset, slope, last, zero_through + 1, _guess(zero_through, offset, slope), 0)
+        stop = _first_edge_above(edges, offset, slope, last, full_from, _guess(full_from - 1, offset, slope), start)
+        weight = np.int64(weights[i, j])
+        previous = np.int64(0)
+        for v in range(start, stop):
+            cdf = np.int64(sigmoid[_index(edges[v], offset, slope, last)])
+            mass[row, v] += weight * (cdf - previous)
+            previous = cdf
+        mass[row, stop] += weight * (full - previous)
+        used_from = min(used_from, start)
+        used_through = max(used_through, stop)
+    return used_from, used_through
+
+
+def _guess(index, offset, slope):
+    """About the value whose upper edge has this table index (edges are ~2**15 / 255 fixed-point units apart,
+    value 127's at 0)."""
+    edge = (index - offset) / slope
+    return int(min(max(edge * (255.0 / 32768.0) + 127.0, 0.0), 255.0))
+
+
+def _first_edge_above(edges, offset, slope, last, target, guess, at_least):
+    """The first value v in at_least..255 whose upper edge's table index is >= target (255 if none: value
+    255's upper edge is above every index), given that no value below at_least qualifies. The walk starts from
+    the guess and moves one value at a time while the exact test says so: the answer never depends on the
+    guess, which only saves lookups."""
+    guess = min(max(guess, at_least), 255)
+    while guess > at_least and _index(edges[guess - 1], offset, slope, last) >= target:
+        guess -= 1
+    while guess < 255 and _index(edges[guess], offset, slope, last) < target:
+        guess += 1
+    return guess
+
+
+def _index(edge, offset, slope, last):
+    """The sigmoid table index of a component at `edge`: floor of the exact position, clamped to the table."""
+    return np.int64(min(max(offset + edge * slope, 0.0), float(last)))
+
+if AVAILABLE:
+    _compile = numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy")
+    _index = _compile(_index)
+    _guess = _compile(_guess)
+    _first_edge_above = _compile(_first_edge_above)
+    first_edge_above = _first_edge_above  # for tests
+    _row_masses = _compile(_row_masses)
+    frequencies_to_probabilities = _compile(_frequencies_to_probabilities)
+    masses = _compile(_masses)
+else:  # pragma: no cover
+    frequencies_to_probabilities = masses = None
