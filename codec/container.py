@@ -97,7 +97,7 @@ def write(header: Header, words: np.ndarray, version: int = VERSION) -> bytes:
         raise LimitError(f"payload too large: {len(words)} words")
     if version not in JSON_VERSIONS:
         return _write_binary(header, words, version)
-    text = to_json(header)  # the same checks as reading: never write what cannot be read
+    text = to_json(header, version)  # the same checks as reading: never write what cannot be read
     if len(text) > MAX_HEADER_BYTES:
         raise LimitError(f"header too large: {len(text)} bytes (limit {MAX_HEADER_BYTES})")
     text = pack_header(text)
@@ -142,7 +142,7 @@ def read_versioned(data: bytes) -> tuple[int, Header, np.ndarray]:
     (crc,) = _U32.unpack_from(data, end)
     if zlib.crc32(data[:end]) != crc:
         raise ChecksumError("header checksum mismatch (file corrupted)")
-    header = from_json(unpack_header(bytes(data[_PREFIX.size : end])))
+    header = from_json(unpack_header(bytes(data[_PREFIX.size : end])), version)
 
     start = end + 4  # payload count field
     if start + 4 > size:

@@ -18,7 +18,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-from codec import bitsback
+from codec import tilekinds
 from codec.errors import CodingError, HeaderError, LimitError
 from codec.latents import LatentGrid
 
@@ -32,12 +32,6 @@ MAX_BATCH = 4096
 MAX_NAME_CHARS = 4096
 MAX_PALETTE_BYTES = 1024  # 256 RGBA entries
 
-_KIND_TO_JSON = {
-    bitsback.DIRECT: "d", bitsback.BITSBACK: "b", bitsback.RAW: "r", bitsback.WHITENED: "w", bitsback.PREDICTIVE: "p",
-    bitsback.PREDICTIVE_NEIGHBOURS: "q",
-}
-_JSON_TO_KIND = {v: k for k, v in _KIND_TO_JSON.items()}
-
 MODEL = "model"  # ImageEntry.coding of an image coded by the model (every image of a format-1 or -2 file)
 CODINGS = (MODEL, "raw", "png", "webp")  # format 3 names a coding by its index here (codec/classic.py)
 MODES = ("L", "LA", "RGB", "RGBA", "P")  # format 3 names a mode by its index here
@@ -50,7 +44,7 @@ class CoderSettings:
     grid_bound: float
     tile: int
     max_batch: int
-    schedule: tuple[tuple[str, int], ...]  # ((bitsback.DIRECT | bitsback.BITSBACK, n_tiles), ...)
+    schedule: tuple[tuple[str, int], ...]  # ((tile kind name, see codec/tilekinds.py, n_tiles), ...)
     constriction: str  # version that wrote the payload
     extra: dict[str, Any] = field(default_factory=dict)  # opaque, JSON-able: torch version, device class, ...
 
@@ -86,19 +80,22 @@ class Header:
 # ---------------------------------------------------------------------------------------------- JSON
 
 
-def to_json(header: Header) -> bytes:
-    """Canonical UTF-8 JSON; refuses what `from_json` would refuse, so no unreadable file is ever written."""
+def to_json(header: Header, version: int | None = None) -> bytes:
+    """Canonical UTF-8 JSON; refuses what `from_json` would refuse, so no unreadable file is ever written.
+    version: the file's format (1 or 2), whose tile kinds the schedule may hold; None: any format's."""
     if header.coder is None or not all(im.coding == MODEL and not im.data for im in header.images):
         raise HeaderError("a format-1 or -2 header holds model-coded images only (classical codings need format 3)")
     try:
         text = _canonical(_header_to_json(header))
     except (TypeError, ValueError) as error:  # NaN, a non-JSON object in info/extra, a lone surrogate
         raise HeaderError(f"header cannot be written as JSON: {error}") from None
-    _json_to_header(json.loads(text))
+    _json_to_header(json.loads(text), version)
     return text
 
 
-def from_json(text: bytes) -> Header:
+def from_json(text: bytes, version: int | None = None) -> Header:
+    """Parse a format-1 or -2 header (`version`: the file's, whose tile kinds the schedule may hold; None: any
+    format's)."""
     try:
         obj = json.loads(text.decode("utf-8"), parse_constant=_reject_constant)
         canonical = _canonical(obj) == text
@@ -106,7 +103,7 @@ def from_json(text: bytes) -> Header:
         raise HeaderError(f"bad header: not valid UTF-8 JSON ({type(error).__name__})") from None
     if not canonical:
         raise HeaderError("bad header: not canonical JSON (sorted keys, no spaces, no duplicates)")
-    return _json_to_header(obj)
+    return _json_to_header(obj, version)
 
 
 def _canonical(obj: Any) -> bytes:
@@ -148,17 +145,18 @@ def _header_to_json(h: Header) -> dict[str, Any]:
 def _runs(schedule: tuple[tuple[str, int], ...]) -> list[list[Any]]:
     """Run-length form [[kind, n_tiles, repeat], ...]: long streams repeat (bitsback, max_batch) many times."""
     runs: list[list[Any]] = []
-    for kind, n in schedule:
-        if kind not in _KIND_TO_JSON:
-            raise HeaderError(f"bad schedule kind {kind!r}")
-        if runs and runs[-1][0] == _KIND_TO_JSON[kind] and runs[-1][1] == n:
+    for name, n in schedule:
+        kind = tilekinds.BY_NAME.get(name) if isinstance(name, str) else None
+        if kind is None:
+            raise HeaderError(f"bad schedule kind {str(name)[:40]!r}; valid kinds: {tilekinds.valid_kinds()}")
+        if runs and runs[-1][0] == kind.code and runs[-1][1] == n:
             runs[-1][2] += 1
         else:
-            runs.append([_KIND_TO_JSON[kind], n, 1])
+            runs.append([kind.code, n, 1])
     return runs
 
 
-def _json_to_header(obj: Any) -> Header:
+def _json_to_header(obj: Any, version: int | None) -> Header:
     top = _dict(obj, "header", {"model", "coder", "images", "pixels_sha256"})
     model = _dict(top["model"], "model", {"name", "sha256"})
     coder_keys = {"grid_step", "grid_bound", "tile", "max_batch", "schedule", "constriction", "extra"}
@@ -181,7 +179,7 @@ def _json_to_header(obj: Any) -> Header:
         grid_bound=bound,
         tile=_int(coder["tile"], "tile", 1, MAX_TILE),
         max_batch=max_batch,
-        schedule=_schedule(coder["schedule"], max_batch, sum(im.width * im.height for im in images)),
+        schedule=_schedule(coder["schedule"], max_batch, sum(im.width * im.height for im in images), version),
         constriction=_str(coder["constriction"], "constriction", 64),
         extra=_dict(coder["extra"], "extra", None),
     )
@@ -215,14 +213,22 @@ def _image(obj: Any, i: int) -> ImageEntry:
     )
 
 
-def _schedule(obj: Any, max_batch: int, total_pixels: int) -> tuple[tuple[str, int], ...]:
-    """Expand [[kind, n, repeat], ...], refusing anything that could not come from a real encoding."""
+def _schedule(obj: Any, max_batch: int, total_pixels: int, version: int | None) -> tuple[tuple[str, int], ...]:
+    """Expand [[code, n, repeat], ...], refusing anything that could not come from a real encoding: a tile
+    kind (codec/tilekinds.py) unknown, or not in files of format `version` (None: any format's)."""
     if not isinstance(obj, list):
         raise HeaderError("bad header: schedule must be a list")
     batches = tiles = 0
     for run in obj:
-        if not (isinstance(run, list) and len(run) == 3 and isinstance(run[0], str) and run[0] in _JSON_TO_KIND):
-            raise HeaderError(f"bad header: schedule run must be [\"d\", \"b\" or \"r\", n, repeat], got {str(run)[:40]}")
+        if not (isinstance(run, list) and len(run) == 3 and isinstance(run[0], str)):
+            raise HeaderError(f"bad header: schedule run must be [kind, n, repeat], got {str(run)[:40]}")
+        kind = tilekinds.BY_CODE.get(run[0])
+        if kind is None:
+            raise HeaderError(f"bad header: unknown tile kind {run[0][:8]!r} in the schedule; valid kinds: "
+                              f"{tilekinds.valid_kinds()}")
+        if version is not None and version not in kind.formats:
+            raise HeaderError(f"bad header: tile kind {kind.code!r} ({kind.name}) in a format-{version} file; valid "
+                              f"kinds there: {tilekinds.valid_kinds(version)}")
         n, repeat = _int(run[1], "schedule n", 1, max_batch), _int(run[2], "schedule repeat", 1, MAX_BATCHES)
         batches, tiles = batches + repeat, tiles + n * repeat
         if batches > MAX_BATCHES:
@@ -230,7 +236,7 @@ def _schedule(obj: Any, max_batch: int, total_pixels: int) -> tuple[tuple[str, i
     if tiles > total_pixels:  # every tile holds at least one pixel
         raise HeaderError(f"bad header: schedule covers {tiles} tiles but the images hold {total_pixels} pixels")
     # Shared tuples: a long run costs one pointer per batch.
-    return tuple(entry for kind, n, repeat in obj for entry in [(_JSON_TO_KIND[kind], n)] * repeat)
+    return tuple(entry for code, n, repeat in obj for entry in [(tilekinds.BY_CODE[code].name, n)] * repeat)
 
 
 def _dict(obj: Any, what: str, keys: set[str] | None) -> dict[str, Any]:
@@ -267,6 +273,7 @@ def _is_hex(s: str) -> bool:
 
 # ---------------------------------------------------------------------------------------------- binary (format 3)
 
+FORMAT_BINARY = 3  # the format version whose header is binary (container.VERSION)
 _FLAG_MODEL = 1  # some image is coded by the model: the header names the model and the coder settings
 _F64 = struct.Struct("<d")
 # The latent grid: a step of 2**-e and a whole bound (vaezip's, 2**-8 and 16) in three bytes; else two float64s.
@@ -347,7 +354,8 @@ def from_binary(raw: bytes) -> tuple[Header, list[int], int]:
         model_pixels = sum(im.width * im.height for im in images if im.coding == MODEL)
         if not model_pixels:
             raise HeaderError("bad header: the header names a model but no image is coded by it")
-        coder = CoderSettings(step, bound, tile, max_batch, _schedule(runs, max_batch, model_pixels), constriction, extra)
+        schedule = _schedule(runs, max_batch, model_pixels, FORMAT_BINARY)
+        coder = CoderSettings(step, bound, tile, max_batch, schedule, constriction, extra)
     header = Header(name, sha, coder, tuple(images), pixels)
     if _encode_binary(header, words, lengths) != bytes(raw):
         raise HeaderError("bad header: not in its one canonical binary form")

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from codec import ans  # noqa: E402
 from vaezip import coding  # noqa: E402
-from vaezip.api import compress_images, decompress_images, load_model  # noqa: E402
+from vaezip.api import compress_images, decompress_images, default_model, load_model  # noqa: E402
 from vaezip.images import open_image  # noqa: E402
 
 SPENT: dict[str, float] = defaultdict(float)
@@ -61,11 +61,7 @@ def main() -> None:
 
         archive.TorchLatentModel = functools.partial(coding.TorchLatentModel, integer=False)
     image = open_image(args.image)
-    loaded = load_model(args.model) if args.model else None
-    if loaded is None:
-        from vaezip.zoo import default_for, load
-
-        loaded = load(default_for(image.mode))
+    loaded = load_model(args.model or default_model(image.mode))
     for kind in (coding.TorchPass, coding.IntegerPass):  # float (format 1) and integer-exact (format 2) passes
         for name in ("__init__", "latent_params", "set_latent", "posteriors"):
             timed(kind, name, "network")

@@ -16,8 +16,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vaezip.config import get_preset  # noqa: E402
+from vaezip.devices import resolve_device  # noqa: E402
 from vaezip.model import HierarchicalVAE  # noqa: E402
-from vaezip.train import make_optimizer, resolve_device  # noqa: E402
+from vaezip.train import make_optimizer  # noqa: E402
 
 
 def measure(preset_name: str, size: int, channels: int, device: torch.device, seconds: float) -> float:

@@ -149,18 +149,3 @@ def test_report_default_scatter_is_best_classical(tmp_path):
     codecs = get_codecs(["png", "qoi"])
     files = write_report(run(a, codecs), tmp_path, codecs=codecs)
     assert any(k.startswith("scatter_") for k in files) == (CHARTS and len(codecs) > 1)
-
-
-def test_run_benchmark_on_folder(tmp_path):
-    from PIL import Image
-
-    from vaezip.bench import run_benchmark
-    src = tmp_path / "imgs"
-    src.mkdir()
-    for s in range(2):
-        Image.fromarray(_smooth(12, 14, 3, s)).save(src / f"{s}.png")
-    rows, files = run_benchmark([str(src)], codecs=["png", "qoi"], extra_codecs=[FakeLearned()],
-                                out_dir=tmp_path / "out", command="test")
-    assert len(rows) == 2 * (1 + len(get_codecs(["png", "qoi"]))) and all(r.roundtrip_ok for r in rows)
-    assert {r.image for r in rows} == {"0.png", "1.png"}
-    assert ("scatter_fake.png" in files) == CHARTS

@@ -206,15 +206,6 @@ def test_sampler_clipping_and_lists():
     np.testing.assert_array_equal(ls.sample(4), a)
 
 
-def test_sampler_hflip():
-    x = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
-    s = CropSampler(x, 8, seed=0, hflip=True)
-    out = s.sample(64)
-    n_flipped = sum(any(np.array_equal(o, x[i].transpose(2, 0, 1)[:, :, ::-1]) for i in range(4))
-                    for o in out)
-    assert 10 < n_flipped < 54
-
-
 def test_iter_batches():
     x = np.random.default_rng(0).integers(0, 256, (10, 4, 5, 3), dtype=np.uint8)
     bs = list(iter_batches(x, 4))

@@ -103,7 +103,7 @@ from typer.testing import CliRunner  # noqa: E402
 
 from vaezip import zoo  # noqa: E402
 from vaezip.cli import app  # noqa: E402
-from vaezip.train import FINE_TUNE_OVERRIDES, is_user_data, learning_rate  # noqa: E402
+from vaezip.train import FINE_TUNE_OVERRIDES, is_user_data, kl_weight, learning_rate  # noqa: E402
 
 TINY_CLI = ["--batch-size", "4", "--crop", "8"]
 
@@ -143,6 +143,26 @@ def test_learning_rate_can_follow_a_planned_progress():
     assert learning_rate(config, 0, progress=0.0) == pytest.approx(config.lr / config.warmup_steps)  # still warms up
 
 
+def test_the_kl_weight_ramps_linearly_to_one_and_only_weights_the_loss():
+    config = dataclasses.replace(get_preset("tiny").train, kl_warmup_steps=4)
+    assert [kl_weight(config, step) for step in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert kl_weight(get_preset("tiny").train, 0) == 1.0  # default: no warm-up
+    from vaezip.model import HierarchicalVAE
+
+    model = HierarchicalVAE(get_preset("tiny").model)
+    pixels = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (2, 3, 8, 8), dtype=np.uint8))
+    outputs = []
+    for weight in (0.0, 1.0):
+        torch.manual_seed(0)  # the same latent noise
+        with torch.no_grad():
+            outputs.append(model(pixels, kl_weight=weight))
+    nothing, full = outputs
+    subpixels = float(full.subpixels.sum())
+    assert float(nothing.loss) == pytest.approx(float(full.nll_bits) / subpixels, rel=1e-5)
+    assert float(full.loss) == pytest.approx(float(full.bound_bits.sum()) / subpixels, rel=1e-5)
+    assert torch.equal(nothing.bound_bits, full.bound_bits)  # the bound is always the full-weight one
+
+
 def test_the_default_thread_count_is_small_and_positive():
     from vaezip.cli import MAX_DEFAULT_THREADS, default_threads
 
@@ -176,7 +196,8 @@ def test_a_folder_fine_tunes_the_shipped_default_unless_told_otherwise(tmp_path,
 
 
 def test_bad_train_options_are_usage_errors_before_any_work(tmp_path, png_folder):
-    for args in (["--threads", "0"], ["--from-scratch", "--init", "photo"], ["--minutes", "0"]):
+    for args in (["--threads", "0"], ["--from-scratch", "--init", "photo"], ["--minutes", "0"],
+                 ["--kl-warmup", "-1"]):
         result = invoke(png_folder, "--out", tmp_path / "run", *args)
         assert result.exit_code == 2, (args, result.stderr)
         assert result.stderr.count("vaezip: error:") == 1, result.stderr
@@ -211,11 +232,13 @@ def test_name_installs_only_a_model_no_worse_than_the_shipped_one(tmp_path, png_
 
 
 def test_a_time_planned_run_records_its_schedule(tmp_path, png_folder, tiny_default):
-    result = invoke(png_folder, "--out", tmp_path / "run", "--minutes", "0.01", "--preset", "tiny", *TINY_CLI)
+    result = invoke(png_folder, "--out", tmp_path / "run", "--minutes", "0.01", "--preset", "tiny", "--kl-warmup",
+                    "7", *TINY_CLI)
     assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
     assert "for 0.01 minutes (learning rate decays over that time)" in result.stdout
     saved = load_checkpoint(tmp_path / "run")
     assert saved["schedule"] == "time" and saved["step"] >= 1
+    assert saved["train_config"]["kl_warmup_steps"] == 7
 
 
 def test_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path, png_folder):

@@ -8,6 +8,7 @@ import hashlib
 import json
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -56,6 +57,11 @@ def models_dir(tmp_path, monkeypatch):
 
 def invoke(*args):
     return runner.invoke(app, [str(arg) for arg in args])
+
+
+def files(folder) -> list[str]:
+    """The user model directory's files but its lock file."""
+    return sorted(path.name for path in folder.iterdir() if path.name != zoo.USER_MANIFEST_LOCK_NAME)
 
 
 def one_error(result, *fragments: str, code: int = 1) -> str:
@@ -143,7 +149,7 @@ def test_overwriting_an_installed_model_needs_force(runs, models_dir):
     second = zoo.user_models()["mine"]
     assert second["sha256"] != first["sha256"]
     # the replaced weights are gone, the new ones in place
-    assert sorted(path.name for path in models_dir.iterdir()) == sorted(["manifest.json", second["file"]])
+    assert files(models_dir) == sorted(["manifest.json", second["file"]])
 
 
 def test_a_weights_file_installs_byte_for_byte_and_can_be_removed(runs, models_dir, tmp_path):
@@ -154,7 +160,7 @@ def test_a_weights_file_installs_byte_for_byte_and_can_be_removed(runs, models_d
     assert zoo.user_models()["given"]["channels"] == 3
     removed = invoke("models", "--remove", "given")
     assert removed.exit_code == 0, removed.stderr
-    assert zoo.user_models() == {} and [path.name for path in models_dir.iterdir()] == ["manifest.json"]
+    assert zoo.user_models() == {} and files(models_dir) == ["manifest.json"]
     one_error(invoke("models", "--remove", "given"), "no user model")
 
 
@@ -188,6 +194,31 @@ def test_tampered_weights_and_crafted_entries_are_refused_in_one_line(runs, mode
     listed = invoke("models")  # the shipped models are still listed, with a warning
     assert listed.exit_code == 0 and "not valid JSON" in listed.stderr
     assert not (tmp_path / "x.vz").exists()
+
+
+# Installs `count` models named PREFIX-i as fast as it can, once the file `go` exists.
+INSTALLER = """
+import pathlib, sys, time
+from vaezip import zoo
+prefix, count, go = sys.argv[1], int(sys.argv[2]), pathlib.Path(sys.argv[3])
+while not go.exists():
+    time.sleep(0.001)
+for index in range(count):
+    zoo.install(f"{prefix}-{index}", f"weights of {prefix}-{index}".encode())
+"""
+
+
+def test_concurrent_installs_keep_every_entry(models_dir, tmp_path):
+    count, go = 25, tmp_path / "go"
+    processes = [subprocess.Popen([sys.executable, "-c", INSTALLER, prefix, str(count), str(go)],
+                                  stderr=subprocess.PIPE, text=True) for prefix in ("left", "right")]
+    time.sleep(0.5)  # both started (vaezip.zoo imports no torch)
+    go.touch()
+    for process in processes:
+        assert process.wait(timeout=120) == 0, process.stderr.read()
+    names = {f"{prefix}-{index}" for prefix in ("left", "right") for index in range(count)}
+    assert set(zoo.user_models()) == names
+    assert files(models_dir) == sorted(["manifest.json", *(entry["file"] for entry in zoo.user_models().values())])
 
 
 def test_models_imports_no_torch(models_dir):

@@ -1,114 +1,23 @@
 """The Python API that the CLI and users call: load a model; compress and decompress images.
 
-Importing it imports no torch: a file whose images are all coded classically decodes without it, and
-`file_info` reads headers only."""
+A thin facade: loading is vaezip/models.py's (re-exported here), coding vaezip/archive.py's. Importing it
+imports no torch: a file whose images are all coded classically decodes without it, and `file_info` reads
+headers only."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING
 
-from vaezip.errors import CheckpointError
+from vaezip.models import LoadedModel, default_model, load_model
+from vaezip.results import CompressResult, ImageReport
 
-if TYPE_CHECKING:
-    from vaezip.model import HierarchicalVAE
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    name: str  # what the .vz header records and `--model` accepts
-    model: HierarchicalVAE
-    sha256: str  # of the file the weights came from
-    source: str  # where it was loaded from
-
-
-def load_model(spec: str | Path) -> LoadedModel:
-    """A run folder, a checkpoint (.pt), a weights file (.safetensors) or a shipped model's name."""
-    from vaezip.checkpoint import CHECKPOINT_NAME, load_checkpoint, load_weights, model_from_checkpoint, sha256_file
-
-    path = Path(spec)
-    if path.is_dir():
-        path = path / CHECKPOINT_NAME
-    if path.suffix == ".safetensors" and path.is_file():
-        model, metadata = load_weights(path)
-        return LoadedModel(metadata.get("name", path.stem), model, sha256_file(path), str(path))
-    if path.suffix == ".pt" and path.is_file():
-        checkpoint = load_checkpoint(path)
-        name = path.parent.name if path.name == CHECKPOINT_NAME else path.stem
-        return LoadedModel(name, model_from_checkpoint(checkpoint), sha256_file(path), str(path))
-    from vaezip import zoo
-
-    if zoo.has_model(str(spec)):
-        return zoo.load(str(spec))
-    raise CheckpointError(f"no model {str(spec)!r}: not a run folder, .pt, .safetensors or shipped model name")
+__all__ = [
+    "CompressResult", "FileInfo", "ImageInfo", "ImageReport", "INFERENCE", "LoadedModel", "compress",
+    "compress_images", "decompress", "decompress_images", "default_model", "file_info", "load_model", "read_header",
+]
 
 
 # ---------------------------------------------------------------------------------------------- coding
-
-
-@dataclass(frozen=True)
-class ImageReport:
-    """What compressing one image cost, against what the model promises."""
-
-    name: str
-    mode: str
-    width: int
-    height: int
-    subpixels: int
-    bound_bits: float  # the model's negative ELBO of the model plane (+ the ideal cost of side planes)
-    payload_bits: float  # this image's real share of the payload (stack growth while it was pushed)
-    # Tiles coded without bits-back (a stream's first tiles; any tile the predictor codes for less): their
-    # cost minus their bound, negative where the predictor beat the model.
-    without_bitsback_excess_bits: float
-    tiles: int
-    tiles_without_bitsback: int
-    # The path the image took: "model", or the classical coding that was smaller ("raw", "png", "webp"); a
-    # classically coded image has no tiles, its payload is its coding's size, its bound the model's (nan where
-    # the model could not code it).
-    coding: str = "model"
-    # What each path would have cost this image, in bytes, smallest first: (("webp", 15314), ("png", 36846),
-    # ("model", 151766), ...); the model's figure is its share of a stream that held every image it could code,
-    # or, where the model's estimate ruled it out (more than 1.25 times the classical coding) and it did not
-    # run, that estimate.
-    candidate_bytes: tuple[tuple[str, int], ...] = ()
-
-    @property
-    def bound_bpsp(self) -> float:
-        return self.bound_bits / self.subpixels
-
-
-@dataclass(frozen=True)
-class CompressResult:
-    data: bytes
-    model: str
-    images: tuple[ImageReport, ...]
-    header_bytes: int  # everything in the file except the payload (the model's words, the classical codings)
-    seconds: float
-    format_version: int = 3
-
-    @property
-    def codings(self) -> tuple[str, ...]:
-        """The path each image took ("model", "raw", "png", "webp"), in order."""
-        return tuple(image.coding for image in self.images)
-
-    @property
-    def subpixels(self) -> int:
-        return sum(image.subpixels for image in self.images)
-
-    @property
-    def achieved_bpsp(self) -> float:
-        return 8 * len(self.data) / self.subpixels
-
-    @property
-    def bound_bpsp(self) -> float:
-        return sum(image.bound_bits for image in self.images) / self.subpixels
-
-
-def default_model(mode: str) -> str:
-    from vaezip import zoo
-
-    return zoo.default_for(mode)
 
 
 def compress_images(

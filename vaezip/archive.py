@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from codec import bitsback, classic, container, predictive
+from codec import bitsback, classic, container, predictive, tilekinds
 from codec.ans import Stack, constriction_version
 from codec.errors import CodingError, HeaderError, LimitError
 from codec.header import MODEL, CoderSettings, Header, ImageEntry
@@ -28,14 +28,14 @@ from codec.latents import LatentGrid
 from codec.planes import Histogram, fit_histogram, pop_plane, push_plane
 from codec.tiling import LazyTileSpecs, merge_tiles, split_tiles
 from vaezip import __version__
-from vaezip.api import CompressResult, ImageReport, LoadedModel, default_model, load_model
-from vaezip.checkpoint import CheckpointError
 from vaezip.classical import MAX_FILE_PIXELS, check_file_pixels, check_header, combined_checksum, decode_entry, matches
 from vaezip.classical import smallest_entry
 from vaezip.coding import TorchLatentModel, deterministic_kernels
-from vaezip.errors import ImageError, IntegrityError
+from vaezip.devices import resolve_device
+from vaezip.errors import CheckpointError, ImageError, IntegrityError
 from vaezip.images import Planes, join_planes, pixel_checksum, split_image
-from vaezip.train import resolve_device
+from vaezip.models import LoadedModel, default_model, load_model
+from vaezip.results import CompressResult, ImageReport
 
 GRID = LatentGrid()
 DEFAULT_TILE = 32  # pixels per tile side: the shipped models were trained on 32x32 crops and bound best there
@@ -60,7 +60,7 @@ def effective_tile(tile: int | None, stride: int) -> int:
 
 
 def _resolve_device(name: str, recorded: str | None = None) -> torch.device:
-    """Like training's resolver, but "auto" prefers the device class that encoded (where it exists here)."""
+    """Like resolve_device, but "auto" prefers the device class that encoded (where it exists here)."""
     if name == "auto" and recorded in ("cpu", "cuda"):
         name = recorded if recorded == "cpu" or torch.cuda.is_available() else "cpu"
     return resolve_device(name)
@@ -240,8 +240,9 @@ def _encode_model(split: list[_Image], indices: list[int], coder_model, tiles_of
         # the model did not code (predictor, whitened bytes) reports the estimate that chose its kind (the
         # float network, within ~0.1 % of the integer model): pricing it again would cost the encoder a
         # fifth of its time (kodim23: 150 of 384 tiles) for a figure that no byte depends on.
-        kinds = [kind for kind, n in schedule for _ in range(n)]
-        model_coded = [k for k, s in enumerate(stats) if s.direct and (estimates is None or kinds[k] == bitsback.DIRECT)]
+        kinds = [tilekinds.BY_NAME[kind] for kind, n in schedule for _ in range(n)]
+        # coded without bits-back (s.direct) but through the model (uses_model): the direct tiles
+        model_coded = [k for k, s in enumerate(stats) if s.direct and (estimates is None or kinds[k].uses_model)]
         model_bits = dict(zip(model_coded, coder_model.tile_bounds([tiles[k] for k in model_coded])))
     bounds = [
         s.ideal_bits if not s.direct else model_bits[k] if k in model_bits else estimates[k]

@@ -289,6 +289,10 @@ def train(
                                                    "every 5 minutes, and on Ctrl-C)"),
     val_every: Optional[int] = typer.Option(None, help="steps between validations of the bound (there is also "
                                             "one after the first minute, then every 10 minutes)"),
+    kl_warmup: Optional[int] = typer.Option(None, "--kl-warmup", metavar="STEPS",
+                                            help="ramp the KL term's weight in the training loss linearly from 0 "
+                                            "to 1 over the first STEPS steps (default 0: full weight from the "
+                                            "start); validation always reports the full-weight bound"),
     init: Optional[str] = typer.Option(None, help="start from this model's weights (run folder, .pt, "
                                        ".safetensors or model name); its architecture replaces the preset's. "
                                        "Default for a folder of your images: the shipped model for its mode"),
@@ -320,6 +324,8 @@ def train(
             raise UsageFailure(f"--minutes must be positive, not {minutes}")
         if steps is not None and steps < 0:
             raise UsageFailure(f"--steps must not be negative, not {steps}")
+        if kl_warmup is not None and kl_warmup < 0:
+            raise UsageFailure(f"--kl-warmup must not be negative, not {kl_warmup}")
         if from_scratch and init is not None:
             raise UsageFailure("--from-scratch and --init contradict each other: give one")
         if name is not None:
@@ -343,7 +349,7 @@ def train(
         overrides.update({
             key: value
             for key, value in dict(batch_size=batch_size, lr=lr, crop=crop, decay_steps=decay_steps, seed=seed,
-                               checkpoint_every=checkpoint_every, val_every=val_every,
+                               checkpoint_every=checkpoint_every, val_every=val_every, kl_warmup_steps=kl_warmup,
                                train_only_context=train_only_context or None).items()
             if value is not None
         })
@@ -382,6 +388,8 @@ def train(
             reporter.close()
             if previous_threads is not None:
                 set_threads(previous_threads)  # in-process callers (tests) keep their own setting
+        if summary["rank"] != 0:
+            return  # torchrun's other processes: rank 0 reports, compares and installs
         val = "n/a" if summary["val_bpsp"] is None else f"{summary['val_bpsp']:.4f}"
         out.print(
             f"stopped at step {summary['step']}: validation bound {val} bpsp "
@@ -490,8 +498,8 @@ def eval_command(
     """Print the bound (negative ELBO, bits per subpixel) and the KL of each latent group."""
     from vaezip import data as datasets
     from vaezip.api import load_model
+    from vaezip.devices import resolve_device
     from vaezip.evaluate import evaluate
-    from vaezip.train import resolve_device
 
     with user_errors():
         _check_tile(tile)

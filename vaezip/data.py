@@ -43,7 +43,6 @@ __all__ = [
     "parse_mixture",
     "data_root",
     "load",
-    "load_image",
     "split_holdout",
     "iter_batches",
 ]
@@ -256,15 +255,6 @@ def _pil_to_array(im, path: str) -> np.ndarray:
     if a.ndim == 2:
         a = a[:, :, None]
     return np.ascontiguousarray(a)
-
-
-def load_image(path: str | os.PathLike) -> np.ndarray:
-    """Read one image file as HWC uint8, C in {1, 3} (grey kept grey, alpha dropped)."""
-    from PIL import Image
-
-    p = str(path)
-    with Image.open(p) as im:
-        return _pil_to_array(im, p)
 
 
 def _rgb_to_l(a: np.ndarray) -> np.ndarray:
@@ -517,11 +507,10 @@ class CropSampler:
     gives 28x28) and sampling is vectorised (a strided window view + one fancy-index gather).
     For a list of differently sized images, images smaller than the crop in either dimension
     are skipped (``self.skipped``); each crop picks an eligible image uniformly at random,
-    then a uniform offset.  ``hflip=True`` mirrors each crop with probability 1/2 (off by
-    default).
+    then a uniform offset.
     """
 
-    def __init__(self, images, crop: int | tuple[int, int], seed: int, *, hflip: bool = False):
+    def __init__(self, images, crop: int | tuple[int, int], seed: int):
         iset = _as_imageset(images)
         if len(iset) == 0:
             raise DataError("CropSampler: no images")
@@ -529,7 +518,6 @@ class CropSampler:
         ch, cw = int(ch), int(cw)
         if ch < 1 or cw < 1:
             raise ValueError(f"crop must be positive, got {crop!r}")
-        self.hflip = bool(hflip)
         self.channels = iset.channels
         self.skipped = 0
         self._rng = np.random.default_rng(seed)
@@ -570,9 +558,6 @@ class CropSampler:
                 y = int(rng.integers(0, im.shape[0] - ch + 1))
                 x = int(rng.integers(0, im.shape[1] - cw + 1))
                 out[k] = im[y:y + ch, x:x + cw].transpose(2, 0, 1)
-        if self.hflip:
-            flip = rng.random(b) < 0.5
-            out[flip] = out[flip, :, :, ::-1]
         return out
 
     def state(self) -> dict:

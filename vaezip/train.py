@@ -39,6 +39,7 @@ from vaezip.config import (
     model_config_from_dict,
     train_config_from_dict,
 )
+from vaezip.devices import resolve_device
 from vaezip.evaluate import EvalResult, evaluate
 from vaezip.model import HierarchicalVAE
 
@@ -112,16 +113,6 @@ class Timing:
     validate_at_start: bool = False
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for, but torch sees no CUDA device")
-    if name not in ("cpu", "cuda"):
-        raise ValueError(f"unknown device {name!r}; use auto, cpu or cuda")
-    return torch.device(name)
-
-
 def learning_rate(config: TrainConfig, step: int, progress: float | None = None) -> float:
     """Linear warm-up, then cosine decay to lr * lr_final_fraction: over decay_steps, or along `progress`
     (0..1, a time-planned run's share of its decay done)."""
@@ -133,6 +124,15 @@ def learning_rate(config: TrainConfig, step: int, progress: float | None = None)
     progress = min(1.0, max(0.0, progress))
     cosine = 0.5 * (1 + math.cos(math.pi * progress))
     return config.lr * warm * (config.lr_final_fraction + (1 - config.lr_final_fraction) * cosine)
+
+
+def kl_weight(config: TrainConfig, step: int) -> float:
+    """The weight of the KL term in the training loss at `step` (0-based, counted across resumes): it ramps
+    linearly from 1/kl_warmup_steps to 1 over the first kl_warmup_steps steps (0: always 1). Only the loss
+    is weighted: validation always reports the full bound."""
+    if config.kl_warmup_steps <= 0:
+        return 1.0
+    return min(1.0, (step + 1) / config.kl_warmup_steps)
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -155,29 +155,69 @@ def set_threads(count: int) -> int:
 
 @dataclass
 class Distributed:
+    """This process's place in a torchrun job (rank 0 of 1 without torchrun). Every rank draws its own random
+    crops and latent noise (seeded by its rank); DistributedDataParallel averages the gradients, so the
+    replicas take identical steps; rank 0 alone validates, saves checkpoints and reports."""
+
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    collective_device: str = "cpu"  # where tensors for collectives live (cuda for nccl)
+    owns_group: bool = False  # init_distributed started the process group: close() ends it
 
     @property
     def main(self) -> bool:
         return self.rank == 0
 
+    def agree(self, stop: bool, progress: float) -> tuple[bool, float]:
+        """(whether any rank stops, rank 0's schedule progress): the clock and signals are per process, but
+        every rank must leave the loop at the same step and use the same learning rate."""
+        if self.world == 1:
+            return stop, progress
+        import torch.distributed as dist
+
+        values = torch.tensor([float(stop), progress if self.main else 0.0], dtype=torch.float64,
+                              device=self.collective_device)
+        dist.all_reduce(values)
+        return bool(values[0] > 0), float(values[1])
+
+    def mean(self, value: float) -> float:
+        """The mean of `value` over the ranks."""
+        if self.world == 1:
+            return value
+        import torch.distributed as dist
+
+        tensor = torch.tensor([value], dtype=torch.float64, device=self.collective_device)
+        dist.all_reduce(tensor)
+        return float(tensor[0]) / self.world
+
+    def close(self) -> None:
+        """Wait for every rank (rank 0 saves last), then end the process group if this process started it."""
+        if self.world == 1:
+            return
+        import torch.distributed as dist
+
+        dist.barrier()
+        if self.owns_group:
+            dist.destroy_process_group()
+
 
 def init_distributed(device: torch.device) -> Distributed:
-    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; without them this is a single process."""
+    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; without them this is a single process. The backend is gloo
+    on CPUs, nccl on CUDA devices."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Distributed()
     import torch.distributed as dist
 
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    if not dist.is_initialized():
-        dist.init_process_group(backend=backend)
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
         torch.cuda.set_device(local)
-    return Distributed(rank=dist.get_rank(), world=world, local_rank=local)
+    owns = not dist.is_initialized()
+    if owns:
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return Distributed(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=local,
+                       collective_device=f"cuda:{local}" if device.type == "cuda" else "cpu", owns_group=owns)
 
 
 def _pil_images(arrays) -> list:
@@ -370,9 +410,11 @@ class Session:
 
 def build(plan: RunPlan, device: torch.device, dist: Distributed) -> Session:
     config = plan.train_config
-    torch.manual_seed(config.seed + dist.rank)
+    torch.manual_seed(config.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
     sampler = plan.training_data.sampler(config.crop, seed=config.seed + 1000 * dist.rank)
     model = HierarchicalVAE(plan.model_config).to(device)
+    if dist.rank:
+        torch.manual_seed(config.seed + dist.rank)  # each rank its own latent noise
     if config.train_only_context:
         if model.context is None:
             raise CheckpointError("train_only_context needs a model with a pixel-context head (--pixel-context)")
@@ -404,6 +446,13 @@ def restore(session: Session) -> None:
         if device.type == "cuda" and saved["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(saved["rng"]["cuda"])
         session.sampler.set_state(saved["rng"]["sampler"])
+        if session.dist.rank:
+            # The checkpoint holds rank 0's random streams: the other ranks go on with streams of their own,
+            # seeded by rank and step, so that they keep drawing other crops than rank 0.
+            seed = int(np.random.SeedSequence([session.config.seed, session.dist.rank, session.step])
+                       .generate_state(1)[0])
+            torch.manual_seed(seed)
+            session.sampler = plan.training_data.sampler(session.config.crop, seed=seed)
     session.seconds_before = session.counters.train_seconds
     if session.dist.main:
         plan.run_dir.mkdir(parents=True, exist_ok=True)
@@ -426,16 +475,15 @@ def train_step(session: Session, progress: float | None) -> dict[str, float]:
     for group in session.optimizer.param_groups:
         group["lr"] = lr
     batch = torch.from_numpy(session.sampler.sample(config.batch_size)).to(session.device, non_blocking=True)
-    kl_weight = 1.0
-    if config.kl_warmup_steps > 0:
-        kl_weight = min(1.0, (session.step + 1) / config.kl_warmup_steps)
     with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=session.device.type == "cuda"):
-        out = session.trained(batch, kl_weight=kl_weight)
+        out = session.trained(batch, kl_weight=kl_weight(config, session.step))
     session.optimizer.zero_grad(set_to_none=True)
     out.loss.backward()
+    # Under DDP the gradients (so the norm) are already averaged over the ranks; the loss is too, so that
+    # every rank makes the same decision to skip or take the step.
     grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip))
     threshold = config.skip_factor * counters.grad_norm_mean
-    loss = float(out.loss.detach())
+    loss = session.dist.mean(float(out.loss.detach()))
     if not math.isfinite(grad_norm) or not math.isfinite(loss):
         counters.skipped_nan += 1
     elif counters.accepted > 50 and grad_norm > threshold:
@@ -650,6 +698,8 @@ def train(
     dist = init_distributed(device)
     if device.type == "cuda" and dist.world > 1:
         device = torch.device("cuda", dist.local_rank)
+    if not dist.main:
+        reporter = SilentReporter()  # one rank reports
     plan = resolve_run(run_dir, data_source, preset, resume=resume, train_overrides=train_overrides, init=init,
                        channels=channels, pixel_context=pixel_context,
                        time_schedule=timing.time_schedule and timing.time_limit is not None)
@@ -685,14 +735,17 @@ def train(
         clock.validated()
     session.model.train()
     with StopRequests(stop_on_signals) as stop:
-        while (steps is None or session.step < steps) and stop.signum is None:
-            if clock.out_of_time():
-                break
+        while steps is None or session.step < steps:
+            progress = counters.schedule_progress
             remaining = clock.remaining_steps(session.step, steps) if plan.time_schedule else None
             if remaining is not None:
                 # Each step takes its share of the decay still to go: the cosine ends with the run, however
                 # the machine's speed changes on the way (a fixed plan from the first minute would not).
-                counters.schedule_progress += (1.0 - counters.schedule_progress) / max(1.0, remaining)
+                progress += (1.0 - progress) / max(1.0, remaining)
+            stopping, progress = dist.agree(stop.signum is not None or clock.out_of_time(), progress)
+            if stopping:
+                break
+            counters.schedule_progress = progress
             stats = train_step(session, counters.schedule_progress if plan.time_schedule else None)
             clock.stepped(session.step)
             window_images += stats["images"]
@@ -729,7 +782,9 @@ def train(
     if dist.main and (last_val is None or counters.history[-1]["step"] != session.step):
         last_val = validate(session, reporter, coded_validation)
     save(session, reporter)
+    dist.close()
     return {
+        "rank": dist.rank,  # only rank 0's summary (and its checkpoint) counts
         "step": session.step,
         "val_bpsp": last_val.bound_bpsp if last_val else None,
         "best_val_bpsp": counters.best_val_bpsp,

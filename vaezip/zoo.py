@@ -2,7 +2,8 @@
 
 A name resolves to a weights file and its sha256, from the shipped manifest first, then from the user's.
 The user model directory is $VAEZIP_MODELS, else $XDG_DATA_HOME/vaezip/models, else
-~/.local/share/vaezip/models. It holds `manifest.json` and one `NAME-SHA.safetensors` per model;
+~/.local/share/vaezip/models. It holds `manifest.json` (and `.manifest.lock`, which installs and removals
+lock) and one `NAME-SHA.safetensors` per model;
 `vaezip export RUN --name NAME` (or `vaezip train ... --name NAME`) installs into it. Loading a user model
 is as safe as loading a shipped one: safetensors only (no code runs), the file's sha256 checked against the
 manifest before anything is parsed.
@@ -11,6 +12,7 @@ Importing this module imports no torch (`vaezip models` only reads the manifests
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
@@ -26,6 +28,9 @@ MANIFEST = PRETRAINED_DIR / "manifest.json"
 
 USER_MODELS_ENV = "VAEZIP_MODELS"
 USER_MANIFEST_NAME = "manifest.json"
+# Installs and removals hold an exclusive lock on this file (next to the manifest, never deleted) while they
+# read, change and replace the manifest, so that two at once cannot lose each other's entry.
+USER_MANIFEST_LOCK_NAME = ".manifest.lock"
 USER_MANIFEST_KIND = "vaezip-user-models"
 USER_MANIFEST_FORMAT = 1
 # The user's manifest is read on every decode by name: a damaged or hostile one is refused before parsing.
@@ -146,11 +151,9 @@ def has_model(name: str) -> bool:
     return is_shipped(name) or name in user_models()
 
 
-def load(name: str):
-    """The model called `name`, its file's sha256 checked against the manifest it is listed in."""
-    from vaezip.api import LoadedModel
-    from vaezip.checkpoint import load_weights
-
+def weights_file(name: str) -> tuple[Path, str]:
+    """The weights file of the model called `name` and the sha256 that the manifest it is listed in records
+    (vaezip/models.py loads it, checking that sha256 before parsing anything)."""
     shipped = manifest()["models"]
     if name in shipped:
         entry = shipped[name]
@@ -161,8 +164,7 @@ def load(name: str):
             raise CheckpointError(f"no model {name!r}: not a shipped or installed user model (vaezip models)")
         entry = _checked_entry(name, models[name])
         path = user_models_dir() / entry["file"]
-    model, _ = load_weights(path, expected_sha256=entry["sha256"])
-    return LoadedModel(name, model, entry["sha256"], str(path))
+    return path, entry["sha256"]
 
 
 def check_name(name: str) -> None:
@@ -193,15 +195,21 @@ def install(name: str, weights: bytes, *, info: dict[str, Any] | None = None, fo
 
     The weights go to a file named after their content, then the manifest is replaced: at every moment the
     manifest names a complete file whose sha256 it records, and a replaced model's old file is removed last."""
-    from vaezip.files import atomic_write
-
-    check_installable(name, force)
+    check_installable(name, force)  # refused before creating anything
     folder = user_models_dir()
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise CheckpointError(f"{folder}: cannot create the user model directory "
                               f"({error.strerror or type(error).__name__})") from None
+    with _manifest_lock(folder):
+        check_installable(name, force)  # again: another process may have installed it meanwhile
+        return _install_locked(folder, name, weights, info)
+
+
+def _install_locked(folder: Path, name: str, weights: bytes, info: dict[str, Any] | None) -> dict[str, Any]:
+    from vaezip.files import atomic_write
+
     data = user_manifest()
     previous = data["models"].get(name)
     sha = hashlib.sha256(weights).hexdigest()
@@ -224,10 +232,18 @@ def install(name: str, weights: bytes, *, info: dict[str, Any] | None = None, fo
 
 def remove(name: str) -> dict[str, Any]:
     """Uninstall user model `name` (its manifest entry, then its file); returns the entry it had."""
-    from vaezip.files import atomic_write
-
     if is_shipped(name):
         raise CheckpointError(f"{name!r} is a shipped model: only user models can be removed")
+    folder = user_models_dir()
+    if not folder.is_dir():
+        raise CheckpointError(f"no user model {name!r} in {folder}")
+    with _manifest_lock(folder):
+        return _remove_locked(name)
+
+
+def _remove_locked(name: str) -> dict[str, Any]:
+    from vaezip.files import atomic_write
+
     data = user_manifest()
     if name not in data["models"]:
         raise CheckpointError(f"no user model {name!r} in {user_models_dir()}")
@@ -237,6 +253,46 @@ def remove(name: str) -> dict[str, Any]:
     if isinstance(entry, dict):
         _remove_unreferenced(entry.get("file"), data)
     return entry
+
+
+@contextlib.contextmanager
+def _manifest_lock(folder: Path):
+    """Hold an exclusive lock on `folder`'s manifest lock file: fcntl.flock where it exists (POSIX), else
+    msvcrt.locking (Windows). Either is released when the file is closed, also when the process dies; it only
+    excludes other vaezip installs and removals (readers need none: the manifest is replaced atomically)."""
+    path = folder / USER_MANIFEST_LOCK_NAME
+    try:
+        handle = open(path, "a+b")
+    except OSError as error:
+        raise CheckpointError(f"{path}: cannot open the user model lock file "
+                              f"({error.strerror or type(error).__name__})") from None
+    with handle:
+        import errno
+
+        try:
+            import fcntl
+        except ImportError:  # Windows
+            fcntl = None
+            import msvcrt
+        if fcntl is not None:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        else:
+            handle.seek(0)
+            while True:
+                try:
+                    msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK, 1)  # tries for 10 s, then raises
+                    break
+                except OSError as error:
+                    if error.errno != errno.EDEADLOCK:  # EDEADLOCK: still held by another install, wait on
+                        raise
+        try:
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            else:
+                handle.seek(0)
+                msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
 
 
 def _remove_unreferenced(file: Any, data: dict[str, Any]) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -26,6 +27,14 @@ from .classical import Row, _check_image, _same_pixels
 __all__ = ["VaezipCodec", "run_archive", "ARCHIVE_NAME", "to_pil"]
 
 ARCHIVE_NAME = "vaezip-archive"
+
+
+def _shown(path: str) -> str:
+    """A path inside the repository relative to it (reports are committed), others as given."""
+    try:
+        return Path(path).resolve().relative_to(Path(__file__).resolve().parents[2]).as_posix()
+    except ValueError:
+        return path
 
 
 def to_pil(img: np.ndarray):
@@ -65,8 +74,6 @@ class VaezipCodec:
         self.channels = int(model.model.config.image_channels)
         self.library = _library()
         from vaezip.archive import DEFAULT_TILE
-
-        from .suite import _shown
 
         where = _shown(model.source)
         self.flags = (f"compress_images([(name, image)], model={model.name!r} "

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .classical import CODEC_NAMES, Row, get_codecs, run
-from .learned import ARCHIVE_NAME, ArchiveFlags, VaezipCodec, run_archive
+from .learned import ARCHIVE_NAME, ArchiveFlags, VaezipCodec, _shown, run_archive
 
 __all__ = ["DEFAULT_SETS", "DEFAULT_LIMITS", "LEARNED_NAMES", "DEFAULT_CODECS", "Plan", "SetPlan",
            "parse_codecs", "prepare", "execute", "report"]
@@ -187,14 +187,6 @@ def execute(plan: Plan, progress: Callable[[Row], None] | None = None) -> list[R
             rows.append(run_archive(s.images, s.archive, dataset=s.name, progress=progress))
     plan.seconds = time.perf_counter() - started
     return rows
-
-
-def _shown(path: str) -> str:
-    """A path inside the repository relative to it (reports are committed), others as given."""
-    try:
-        return Path(path).resolve().relative_to(Path(__file__).resolve().parents[2]).as_posix()
-    except ValueError:
-        return path
 
 
 def _notes(plan: Plan) -> list[str]:

@@ -1,0 +1,389 @@
+"""Tile kinds: the ways one batch of tiles is coded on the stack, each declared once here, craystack style.
+
+A schedule (codec/bitsback.py) is a list of batches (kind, n_tiles). Each kind is one `TileKind`: its name in a
+schedule, its one-letter code in a file's header (format 1 and 2's JSON string, format 3's byte), a one-line
+summary, the format versions whose files may hold it, and one (push, pop) pair:
+
+    push(stack, tiles, start, stream) -> ideal bits per tile (B,), or None
+    pop(stack, specs, start, stream)  -> the padded tiles (B, C, Th, Tw) uint8
+
+`start` is the batch's first tile in the stream, `stream` what else a kind may need (the model, the latent
+grid, the stream's other tiles: `Stream`). pop undoes push exactly: the decoder pops the batches last first,
+so every batch after this one is decoded when it pops. Only bits-back pops before it pushes; its push returns
+None when those pops ran the stack dry (the caller then restores its clone of the stack).
+
+The header's checks (codec/header.py), the decoder's dispatch (bitsback.decode_tiles) and the table of tile
+kinds in docs/FORMAT.md follow `KINDS` (tests/test_tile_kinds.py holds the docs to it). Adding a kind is a
+new format version (docs/FORMAT.md, Versioning): the old readers refuse the new code.
+
+Only valid pixels are coded; padding is recreated by edge replication (tiling.pad_tile).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from codec import predictive
+from codec.ans import Stack
+from codec.errors import CodingError
+from codec.latents import LatentGrid, gaussian_kl_bits, pop_posterior, pop_prior, push_posterior, push_prior
+from codec.pixels import batch_pixels, pop_pixels, push_pixels
+from codec.protocol import LatentModel, LatentParams, ModelPass
+from codec.tiling import Tile, TileSpec, pad_tile
+
+
+@dataclass(frozen=True)
+class Stream:
+    """What a kind's push or pop may need besides its own tiles."""
+
+    total: int  # tiles in the stream
+    # Padded pixels (C, Th, Tw) of tile k of the stream: the encoder has them all, the decoder those it has
+    # decoded (the batches after this one), None for the others.
+    pixels_of: Callable[[int], np.ndarray | None]
+    model: LatentModel | None = None  # the kinds coded by the model need it
+    grid: LatentGrid = field(default_factory=LatentGrid)
+    margin_bits: int = 64  # bits-back: fewer valid bits than this after popping the latents is running dry
+
+
+PushFn = Callable[[Stack, Sequence[Tile], int, Stream], "np.ndarray | None"]
+PopFn = Callable[[Stack, Sequence[TileSpec], int, Stream], np.ndarray]
+
+
+@dataclass(frozen=True)
+class TileKind:
+    name: str  # in a schedule, (name, n_tiles)
+    code: str  # one ASCII letter: the kind in a header (formats 1, 2: a JSON string; format 3: its byte)
+    summary: str  # one line: docs/FORMAT.md's table of tile kinds says exactly this
+    formats: tuple[int, ...]  # the format versions whose files may hold it
+    written: bool  # the encoder writes it today; else only files of earlier versions hold it (read only)
+    single: bool  # a batch holds exactly one tile (else 1 .. max_batch tiles)
+    uses_model: bool  # coded through the model's tables (else no model is involved)
+    needs_bits: bool  # pops before it pushes: needs bits on the stack (a genuine stream holds margin_bits)
+    push: PushFn
+    pop: PopFn
+
+
+# ---------------------------------------------------------------------------------------------- direct
+
+
+def _push_direct(stack: Stack, tiles: Sequence[Tile], start: int, stream: Stream) -> np.ndarray:
+    """Latents at their prior means, pixels pushed: needs no bits on the stack. Per-tile bits (B,)."""
+    pixels, mask = batch_pixels(tiles)
+    batch = _prior_mean_pass(stream.model, pixels.shape)
+    return push_pixels(stack, batch, pixels, mask)
+
+
+def _pop_direct(stack: Stack, specs: Sequence[TileSpec], start: int, stream: Stream) -> np.ndarray:
+    batch = _prior_mean_pass(stream.model, (len(specs), *specs[0].shape))
+    return pop_pixels(stack, batch, specs)
+
+
+def _prior_mean_pass(model: LatentModel, shape: tuple[int, ...]) -> ModelPass:
+    # A prior-only pass on both sides (the encoder needs no posterior here), so both compute the same floats.
+    batch = model.begin(shape, None)
+    for g in range(batch.num_groups):
+        p = _params(batch, g, shape[0], need_posterior=False)
+        batch.set_latent(g, np.array(p.prior_mean, dtype=np.float64, copy=True))
+    return batch
+
+
+# ---------------------------------------------------------------------------------------------- bits-back
+
+
+def _push_bitsback(stack: Stack, tiles: Sequence[Tile], start: int, stream: Stream) -> np.ndarray | None:
+    """Push one bits-back batch (bitsback.py's docstring); per-tile ideal bits (B,), or None if popping the
+    latents ran the stack dry (the caller then restores its clone: the stack is left half-done)."""
+    model, grid = stream.model, stream.grid
+    pixels, mask = batch_pixels(tiles)  # (B, C, H, W), (B, H, W)
+    batch = model.begin(pixels.shape, pixels)
+    _swap_top(stack)
+    ks, priors, kl = [], [], np.zeros(len(tiles))  # kl: (B,) bits
+    for g in range(batch.num_groups):
+        p = _params(batch, g, len(tiles), need_posterior=True)
+        k = pop_posterior(stack, grid, p.post_mean, p.post_std)  # (B, D)
+        batch.set_latent(g, grid.values(k))
+        ks.append(k)
+        priors.append((p.prior_mean, p.prior_std))
+        kl += gaussian_kl_bits(p.post_mean, p.post_std, p.prior_mean, p.prior_std).sum(axis=1)
+    if stack.num_valid_bits() < stream.margin_bits:
+        return None
+    pixel_bits = push_pixels(stack, batch, pixels, mask)
+    for k, (mean, std) in reversed(list(zip(ks, priors))):  # group 0 last, so that the decoder pops it first
+        push_prior(stack, grid, k, mean, std)
+    return kl + pixel_bits
+
+
+def _pop_bitsback(stack: Stack, specs: Sequence[TileSpec], start: int, stream: Stream) -> np.ndarray:
+    model, grid = stream.model, stream.grid
+    shape = (len(specs), *specs[0].shape)
+    batch = model.begin(shape, None)
+    ks = []
+    for g in range(batch.num_groups):
+        p = _params(batch, g, len(specs), need_posterior=False)
+        k = pop_prior(stack, grid, p.prior_mean, p.prior_std)  # (B, D)
+        batch.set_latent(g, grid.values(k))
+        ks.append(k)
+    pixels = pop_pixels(stack, batch, specs)  # (B, C, H, W)
+    # The posteriors the encoder popped with, now that the pixels are known; pushing the latents back with
+    # them returns the bits the encoder borrowed.
+    if hasattr(batch, "posteriors"):
+        posteriors = _checked_posteriors(batch.posteriors(pixels), ks)
+    else:  # a second pass, now with pixels
+        again = model.begin(shape, pixels)
+        posteriors = []
+        for g, k in enumerate(ks):
+            p = _params(again, g, len(specs), need_posterior=True)
+            posteriors.append((p.post_mean, p.post_std))
+            again.set_latent(g, grid.values(k))
+    for k, (mean, std) in reversed(list(zip(ks, posteriors))):  # group 0 last: the encoder popped it first
+        push_posterior(stack, grid, k, mean, std)
+    _swap_top(stack)  # its own inverse: undoes the encoder's swap
+    return pixels
+
+
+_CHUNK = 2**16  # _swap_top exchanges two chunks of 16 bits
+
+
+def _swap_top(stack: Stack) -> None:
+    """Exchange the top two 16-bit chunks of the stack (pop a, pop b, push a, push b: its own inverse).
+
+    Why: a pop reads the quantile that the last push left in the low bits of the coder's state. After pushing
+    a symbol of probability 2**-24 (a leaky bin far in a tail) that quantile is fully determined, and a pop
+    over the same bins returns the same symbol again: one latent stuck in a tail, batch after batch. Seen with
+    the toy model before posterior windows existed (one tile per batch with its top latent at +15.86, ~5000
+    extra bits each); windows make it rare, the swap makes the first pop of a batch read older bits anyway.
+    """
+    a = stack.pop_uniform(1, _CHUNK)
+    b = stack.pop_uniform(1, _CHUNK)
+    stack.push_uniform(a, _CHUNK)
+    stack.push_uniform(b, _CHUNK)
+
+
+def _params(batch: ModelPass, group: int, b: int, need_posterior: bool) -> LatentParams:
+    """The model's parameters for `group`, checked for shape: everything (B, D) float64."""
+    p = batch.latent_params(group)
+    arrays = [p.prior_mean, p.prior_std] + ([p.post_mean, p.post_std] if need_posterior else [])
+    if any(a is None for a in arrays):
+        raise CodingError(f"model gave no posterior for group {group} in a pass begun with pixels")
+    arrays = [np.asarray(a, dtype=np.float64) for a in arrays]
+    if arrays[0].ndim != 2 or arrays[0].shape[0] != b or any(a.shape != arrays[0].shape for a in arrays):
+        raise CodingError(f"latent parameters of group {group} must all be ({b}, D), got {[a.shape for a in arrays]}")
+    means, stds = arrays[0::2], arrays[1::2]
+    if not all(np.all(np.isfinite(m)) for m in means) or not all(np.all(np.isfinite(s) & (s > 0)) for s in stds):
+        raise CodingError(f"latent parameters of group {group}: means must be finite, stds finite and > 0")
+    if need_posterior:
+        return LatentParams(*arrays)
+    return LatentParams(arrays[0], arrays[1])
+
+
+def _checked_posteriors(posteriors, ks: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """A pass's posteriors(), checked as _params checks parameters: one (mean, std) per group, each shaped
+    like that group's latents, finite, stds > 0."""
+    if len(posteriors) != len(ks):
+        raise CodingError(f"model gave posteriors for {len(posteriors)} groups, not {len(ks)}")
+    checked = []
+    for g, ((mean, std), k) in enumerate(zip(posteriors, ks)):
+        mean, std = np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
+        if mean.shape != k.shape or std.shape != k.shape:
+            raise CodingError(f"posterior of group {g} must be {k.shape}, got {mean.shape} and {std.shape}")
+        if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std) & (std > 0))):
+            raise CodingError(f"posterior of group {g}: means must be finite, stds finite and > 0")
+        checked.append((mean, std))
+    return checked
+
+
+# ---------------------------------------------------------------------------------------------- raw bytes
+
+
+def raw_bits(tile: Tile) -> float:
+    """What a raw or whitened tile costs: 8 bits per valid subpixel."""
+    return 8.0 * tile.pixels.shape[0] * tile.valid[0] * tile.valid[1]
+
+
+def whitening(key: int, n: int) -> np.ndarray:
+    """n pseudo-random bytes for raw tile number `key` of a stream (splitmix64 of key * 2^32 + index).
+
+    Why: raw bytes are what later bits-back pops read as their "random" bits. A near-white sky pushes
+    0xFE, 0xFE, ...: every latent then comes out at the same extreme quantile of its posterior, and the
+    first bits-back tile after it drew latents whose prior was ~400 standard deviations off (kodim20: that
+    tile's KL was 1.06 M bits; its real cost only stayed small because the grid caps it). Adding a fixed
+    pseudo-random byte to each value (mod 256) costs nothing and makes those bits look uniform.
+    """
+    with np.errstate(over="ignore"):
+        x = (np.uint64(key) << np.uint64(32)) + np.arange(n, dtype=np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x = x ^ (x >> np.uint64(31))
+    return (x >> np.uint64(56)).astype(np.uint8)
+
+
+def _push_raw(stack: Stack, tiles: Sequence[Tile], start: int, stream: Stream) -> np.ndarray:
+    """The valid pixels of one tile at 8 bits each, as they are (what files of earlier versions hold)."""
+    (tile,) = _one_tile(tiles, RAW)
+    stack.push_uniform(tile.valid_pixels.reshape(-1), 256)
+    return np.array([raw_bits(tile)])
+
+
+def _push_whitened(stack: Stack, tiles: Sequence[Tile], start: int, stream: Stream) -> np.ndarray:
+    """The valid pixels of one tile at 8 bits each, whitened (see whitening): no model, no bits needed."""
+    (tile,) = _one_tile(tiles, WHITENED)
+    values = tile.valid_pixels.reshape(-1)
+    stack.push_uniform(values + whitening(start, values.size), 256)  # uint8: wraps mod 256
+    return np.array([raw_bits(tile)])
+
+
+def _pop_raw(stack: Stack, specs: Sequence[TileSpec], start: int, stream: Stream) -> np.ndarray:
+    return _pop_bytes(stack, specs, None)
+
+
+def _pop_whitened(stack: Stack, specs: Sequence[TileSpec], start: int, stream: Stream) -> np.ndarray:
+    return _pop_bytes(stack, specs, start)
+
+
+def _pop_bytes(stack: Stack, specs: Sequence[TileSpec], key: int | None) -> np.ndarray:
+    """A raw tile (key None: its bytes as they are, as older files have them) or a whitened one."""
+    (c, th, tw), (h, w) = _single_tile(specs, "raw")
+    values = stack.pop_uniform(c * h * w, 256).astype(np.uint8)
+    if key is not None:
+        values = values - whitening(key, values.size)  # uint8: wraps mod 256
+    return pad_tile(values.reshape(c, h, w), th, tw)[None]
+
+
+# ---------------------------------------------------------------------------------------------- predictive
+
+
+def _push_predictive(stack: Stack, tiles: Sequence[Tile], start: int, stream: Stream) -> np.ndarray:
+    """The valid pixels of one tile through predictive.py, no context (what files of earlier versions hold)."""
+    (tile,) = _one_tile(tiles, PREDICTIVE)
+    before = stack.num_valid_bits()
+    predictive.encode(stack, tile.valid_pixels)
+    return np.array([float(stack.num_valid_bits() - before)])
+
+
+def _pop_predictive(stack: Stack, specs: Sequence[TileSpec], start: int, stream: Stream) -> np.ndarray:
+    (c, th, tw), (h, w) = _single_tile(specs, "predictive")
+    return pad_tile(predictive.decode(stack, c, h, w), th, tw)[None]
+
+
+def _push_predictive_neighbours(stack: Stack, tiles: Sequence[Tile], start: int, stream: Stream) -> np.ndarray:
+    """The valid pixels through predictive.py, turned by 180 degrees, with their neighbours below and to the
+    right as context: no model, no bits needed on the stack. Its exact bits (1,)."""
+    (tile,) = _one_tile(tiles, PREDICTIVE_NEIGHBOURS)
+    before = stack.num_valid_bits()
+    context = _context(start, tile.valid, tile.neighbours, stream.total, stream.pixels_of)
+    predictive.encode(stack, np.ascontiguousarray(tile.valid_pixels[:, ::-1, ::-1]), context)
+    return np.array([float(stack.num_valid_bits() - before)])
+
+
+def _pop_predictive_neighbours(stack: Stack, specs: Sequence[TileSpec], start: int, stream: Stream) -> np.ndarray:
+    spec = specs[0]
+    context = _context(start, spec.valid, spec.neighbours, stream.total, stream.pixels_of)
+    (c, th, tw), (h, w) = _single_tile(specs, "predictive")
+    turned = predictive.decode(stack, c, h, w, context)
+    return pad_tile(np.ascontiguousarray(turned[:, ::-1, ::-1]), th, tw)[None]
+
+
+def _context(
+    index: int, valid: tuple[int, int], neighbours: tuple[int, int], total: int, pixels_of: Callable
+) -> predictive.Context:
+    """Context for tile `index` turned by 180 degrees: its neighbours below and to the right (padded tiles
+    from `pixels_of(k)`) become the row above and the column to the left. The decoder pops the stream last
+    tile first, so it has them when this tile comes off: the decoded tiles after a predictive tile are its
+    context, as the tiles before a pixel are in a raster-order codec."""
+    (h, w), (below, right) = valid, neighbours
+    if below < 0 or right < 0 or index + below + right >= total:
+        raise CodingError(f"tile {index}: neighbours {neighbours} outside the stream of {total} tiles")
+
+    def neighbour(offset: int) -> np.ndarray:
+        pixels = pixels_of(index + offset)
+        if pixels is None:
+            raise CodingError(f"tile {index}: its neighbour {index + offset} is not decoded yet")
+        return pixels
+
+    above = neighbour(below)[:, 0, :w][:, ::-1] if below else None
+    left = neighbour(right)[:, :h, 0][:, ::-1] if right else None
+    corner = neighbour(below + right)[:, 0, 0] if below and right else None
+    return predictive.Context(above, left, corner)
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def _single_tile(specs: Sequence[TileSpec], kind: str) -> tuple[tuple[int, int, int], tuple[int, int]]:
+    """Padded shape and valid extent of the one tile of a raw or predictive batch."""
+    if len(specs) != 1:
+        raise CodingError(f"a {kind} batch holds exactly one tile")
+    return specs[0].shape, specs[0].valid
+
+
+def _one_tile(tiles: Sequence[Tile], kind: str) -> Sequence[Tile]:
+    if len(tiles) != 1:
+        raise CodingError(f"a {kind} batch holds exactly one tile")
+    return tiles
+
+
+# ---------------------------------------------------------------------------------------------- the registry
+
+DIRECT = "direct"
+BITSBACK = "bitsback"
+RAW = "raw"  # a first tile where the model without latents is worse than 8 bits per subpixel (read only)
+WHITENED = "whitened"  # the same, its bytes whitened first: what the encoder writes instead of RAW
+PREDICTIVE = "predictive"  # a tile coded by the local predictor of predictive.py alone (read only)
+# The same, the tile turned by 180 degrees and predicted from its neighbours below and to the right, which the
+# decoder has by then (see _context): what the encoder writes instead of PREDICTIVE.
+PREDICTIVE_NEIGHBOURS = "predictive-neighbours"
+
+# In the order of docs/FORMAT.md's table. RAW and PREDICTIVE were last written before format 2 existed.
+KINDS: tuple[TileKind, ...] = (
+    TileKind(
+        DIRECT, "d", "every latent at its prior mean (nothing popped), the valid pixels pushed through the model",
+        formats=(1, 2, 3), written=True, single=False, uses_model=True, needs_bits=False,
+        push=_push_direct, pop=_pop_direct,
+    ),
+    TileKind(
+        BITSBACK, "b", "bits-back: the latents popped with the posterior, the valid pixels pushed through the "
+        "model, the latents pushed with the prior",
+        formats=(1, 2, 3), written=True, single=False, uses_model=True, needs_bits=True,
+        push=_push_bitsback, pop=_pop_bitsback,
+    ),
+    TileKind(
+        RAW, "r", "the valid pixels at 8 bits each, as they are",
+        formats=(1,), written=False, single=True, uses_model=False, needs_bits=False,
+        push=_push_raw, pop=_pop_raw,
+    ),
+    TileKind(
+        WHITENED, "w", "the valid pixels at 8 bits each, whitened: value i pushed as (v + whitening(t, i)) mod 256",
+        formats=(1, 2, 3), written=True, single=True, uses_model=False, needs_bits=False,
+        push=_push_whitened, pop=_pop_whitened,
+    ),
+    TileKind(
+        PREDICTIVE, "p", "the valid pixels through the local predictor of codec/predictive.py, without context",
+        formats=(1,), written=False, single=True, uses_model=False, needs_bits=False,
+        push=_push_predictive, pop=_pop_predictive,
+    ),
+    TileKind(
+        PREDICTIVE_NEIGHBOURS, "q", "the valid pixels through the local predictor, turned by 180 degrees, with "
+        "the tiles below and to the right as context",
+        formats=(1, 2, 3), written=True, single=True, uses_model=False, needs_bits=False,
+        push=_push_predictive_neighbours, pop=_pop_predictive_neighbours,
+    ),
+)
+BY_NAME: dict[str, TileKind] = {kind.name: kind for kind in KINDS}
+BY_CODE: dict[str, TileKind] = {kind.code: kind for kind in KINDS}
+assert len(BY_NAME) == len(BY_CODE) == len(KINDS) and all(len(k.code) == 1 and k.code.isascii() for k in KINDS)
+
+
+def valid_kinds(version: int | None = None) -> str:
+    """The kinds (of files of format `version`, or of any format) for an error message: 'd (direct), ...'."""
+    return ", ".join(f"{k.code!r} ({k.name})" for k in KINDS if version is None or version in k.formats)
+
+
+def by_name(name: object) -> TileKind:
+    """The kind of a schedule entry; CodingError (naming every valid kind) for anything else."""
+    kind = BY_NAME.get(name) if isinstance(name, str) else None
+    if kind is None:
+        raise CodingError(f"unknown tile kind {str(name)[:40]!r}; valid kinds: {valid_kinds()}")
+    return kind

@@ -1,0 +1,164 @@
+"""codec.tilekinds: one registry of tile kinds, which docs/FORMAT.md's table, the header's checks and the
+decoder follow; every kind's push and pop are inverses."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from codec import bitsback, container, header, tilekinds
+from codec.ans import Stack
+from codec.errors import CodingError, HeaderError
+from codec.header import CoderSettings, Header, ImageEntry
+from codec.tiling import split_tiles
+
+sys.path.insert(0, str(Path(__file__).parent / "codec_suite"))
+from codec_toymodel import ToyModel, smooth_image  # noqa: E402
+
+FORMAT_MD = Path(__file__).resolve().parents[1] / "docs" / "FORMAT.md"
+
+
+def documented_kinds() -> list[tuple[str, str, tuple[int, ...], bool, bool, str]]:
+    """The rows of the table under '### Tile kinds' in docs/FORMAT.md."""
+    text = FORMAT_MD.read_text()
+    section = text[text.index("### Tile kinds") :]
+    section = section[: section.index("\n#", 1)] if "\n#" in section[1:] else section
+    rows = []
+    for line in section.splitlines():
+        if not line.startswith("| `"):
+            continue
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        assert len(cells) == 6, line
+        code, name, formats, tiles, written, summary = cells
+        assert tiles in ("1", "1 .. max_batch") and written in ("yes", "read only"), line
+        rows.append((code.strip("`"), name, tuple(int(f) for f in formats.split(",")), tiles == "1",
+                     written == "yes", summary))
+    return rows
+
+
+def test_the_docs_table_of_tile_kinds_is_the_registry():
+    registered = [(k.code, k.name, k.formats, k.single, k.written, k.summary) for k in tilekinds.KINDS]
+    assert documented_kinds() == registered
+
+
+def test_the_registry_is_consistent():
+    codes = [kind.code for kind in tilekinds.KINDS]
+    assert len(set(codes)) == len(codes) and all(len(c) == 1 and c.isascii() and c.isalpha() for c in codes)
+    assert len({kind.name for kind in tilekinds.KINDS}) == len(codes)
+    assert bitsback.KINDS == tuple(kind.name for kind in tilekinds.KINDS)
+    for kind in tilekinds.KINDS:
+        assert set(kind.formats) <= set(container.READABLE_VERSIONS) and kind.formats
+        # what the encoder writes today, files of today's format may hold
+        assert not kind.written or container.VERSION in kind.formats
+        assert "|" not in kind.summary and "\n" not in kind.summary
+    assert [k for k in tilekinds.KINDS if k.needs_bits] == [tilekinds.BY_NAME[bitsback.BITSBACK]]
+    assert all(tilekinds.BY_NAME[name].written for name in bitsback.WITHOUT_BITS)
+
+
+# ---------------------------------------------------------------------------------------------- push and pop
+
+
+def stream_tiles():
+    """Four tiles of 8x8 padded shape of a 15x13 image (partial tiles: padding is recreated by the pop)."""
+    image = smooth_image(np.random.default_rng(3), 3, 15, 13)
+    tiles = split_tiles(image, 8, 2)
+    assert len(tiles) == 4 and len({t.pixels.shape for t in tiles}) == 1 and tiles[0].neighbours == (2, 1)
+    return tiles
+
+
+@pytest.mark.parametrize("kind", tilekinds.KINDS, ids=lambda kind: kind.name)
+def test_every_kind_pops_what_it_pushed_and_leaves_the_stack_as_it_was(kind):
+    tiles = stream_tiles()
+    model = ToyModel(3)
+    batch = tiles[:1] if kind.single else tiles
+    start = 0
+    stack = Stack()
+    initial = np.random.default_rng(4).integers(0, 2**16, size=64)
+    stack.push_uniform(initial, 2**16)  # bits for bits-back to pop; the others just code on top
+    before = stack.words().copy()
+    encoder = tilekinds.Stream(len(tiles), lambda k: tiles[k].pixels, model)
+    ideal = kind.push(stack, batch, start, encoder)
+    assert ideal is not None and ideal.shape == (len(batch),) and np.all(np.isfinite(ideal))
+    assert stack.num_valid_bits() > 16 * 64 - 64
+    # The decoder has every tile but the batch's own: those after it in the stream are decoded first.
+    inside = range(start, start + len(batch))
+    decoder = tilekinds.Stream(len(tiles), lambda k: None if k in inside else tiles[k].pixels, model)
+    decoded = kind.pop(stack, [t.spec for t in batch], start, decoder)
+    assert decoded.dtype == np.uint8 and decoded.shape == (len(batch), *batch[0].pixels.shape)
+    for tile, pixels in zip(batch, decoded):
+        np.testing.assert_array_equal(pixels, tile.pixels)
+    np.testing.assert_array_equal(stack.words(), before)  # the bits below the batch, untouched
+
+
+def test_a_one_tile_kind_refuses_a_batch_of_more():
+    tiles = stream_tiles()
+    for kind in tilekinds.KINDS:
+        if kind.single:
+            with pytest.raises(CodingError, match="exactly one tile"):
+                bitsback.decode(np.zeros(0, np.uint32), [(kind.name, 2), ("direct", 2)], [t.spec for t in tiles],
+                                ToyModel(3))
+
+
+# ---------------------------------------------------------------------------------------------- unknown kinds
+
+
+def assert_names_every_kind(message: str) -> None:
+    for kind in tilekinds.KINDS:
+        assert f"'{kind.code}' ({kind.name})" in message, message
+
+
+def a_header(schedule=(("direct", 1),)) -> Header:
+    coder = CoderSettings(2.0**-8, 16.0, 8, 4, tuple(schedule), "0.5.0", {})
+    return Header("tiny", "0123456789abcdef", coder, (ImageEntry("x.png", "RGB", 8, 8),), "ab" * 32)
+
+
+def canonical(obj) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def test_an_unknown_kind_is_refused_naming_every_valid_kind():
+    obj = json.loads(header.to_json(a_header()))
+    assert obj["coder"]["schedule"] == [["d", 1, 1]]
+    obj["coder"]["schedule"] = [["x", 1, 1]]
+    for version in (None, 1, 2):
+        with pytest.raises(HeaderError, match="unknown tile kind 'x'") as error:
+            header.from_json(canonical(obj), version)
+        assert_names_every_kind(str(error.value))
+
+    raw = header.to_binary(a_header(), 3)  # format 3: the kind is a byte
+    assert raw.count(b"d\x01\x01") == 1
+    with pytest.raises(HeaderError, match="unknown tile kind 'x'") as error:
+        header.from_binary(raw.replace(b"d\x01\x01", b"x\x01\x01"))
+    assert_names_every_kind(str(error.value))
+
+    with pytest.raises(HeaderError) as error:
+        header.to_json(a_header([("sideways", 1)]))
+    assert_names_every_kind(str(error.value))
+    with pytest.raises(CodingError) as error:
+        bitsback.decode(np.zeros(0, np.uint32), [("sideways", 1)], [stream_tiles()[0].spec], ToyModel(3))
+    assert_names_every_kind(str(error.value))
+
+
+@pytest.mark.parametrize("kind", tilekinds.KINDS, ids=lambda kind: kind.name)
+def test_each_format_takes_the_kinds_the_registry_allows_it(kind):
+    obj = json.loads(header.to_json(a_header()))
+    obj["coder"]["schedule"] = [[kind.code, 1, 1]]
+    for version in (1, 2):
+        if version in kind.formats:
+            assert header.from_json(canonical(obj), version).coder.schedule == ((kind.name, 1),)
+        else:
+            with pytest.raises(HeaderError, match=f"tile kind '{kind.code}' \\({kind.name}\\) in a format-{version}"):
+                header.from_json(canonical(obj), version)
+    if 3 in kind.formats:
+        parsed, _, _ = header.from_binary(header.to_binary(a_header([(kind.name, 1)]), 3))
+        assert parsed.coder.schedule == ((kind.name, 1),)
+    else:
+        with pytest.raises(HeaderError, match="in a format-3 file"):
+            header.to_binary(a_header([(kind.name, 1)]), 3)
+        raw = header.to_binary(a_header(), 3)
+        with pytest.raises(HeaderError, match="in a format-3 file"):
+            header.from_binary(raw.replace(b"d\x01\x01", kind.code.encode() + b"\x01\x01"))

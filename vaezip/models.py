@@ -1,0 +1,52 @@
+"""Loading a model to code with: a run folder, a checkpoint, a weights file or a model's name (vaezip/zoo.py).
+
+Importing it imports no torch (vaezip/checkpoint.py is imported when a model is loaded), so that the API can
+re-export these names and a file that needs no model still decodes without torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from vaezip import zoo
+from vaezip.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from vaezip.model import HierarchicalVAE
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    name: str  # what the .vz header records and `--model` accepts
+    model: HierarchicalVAE
+    sha256: str  # of the file the weights came from
+    source: str  # where it was loaded from
+
+
+def load_model(spec: str | Path) -> LoadedModel:
+    """A run folder, a checkpoint (.pt), a weights file (.safetensors) or a shipped or user model's name."""
+    from vaezip.checkpoint import CHECKPOINT_NAME, load_checkpoint, load_weights, model_from_checkpoint, sha256_file
+
+    path = Path(spec)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if path.suffix == ".safetensors" and path.is_file():
+        model, metadata = load_weights(path)
+        return LoadedModel(metadata.get("name", path.stem), model, sha256_file(path), str(path))
+    if path.suffix == ".pt" and path.is_file():
+        checkpoint = load_checkpoint(path)
+        name = path.parent.name if path.name == CHECKPOINT_NAME else path.stem
+        return LoadedModel(name, model_from_checkpoint(checkpoint), sha256_file(path), str(path))
+    name = str(spec)
+    if zoo.has_model(name):
+        # The file's sha256 is checked against the manifest that lists it before anything in it is parsed.
+        path, sha256 = zoo.weights_file(name)
+        model, _ = load_weights(path, expected_sha256=sha256)
+        return LoadedModel(name, model, sha256, str(path))
+    raise CheckpointError(f"no model {name!r}: not a run folder, .pt, .safetensors or shipped model name")
+
+
+def default_model(mode: str) -> str:
+    """The shipped model's name that codes an image of this mode when no model is given."""
+    return zoo.default_for(mode)

@@ -1,0 +1,65 @@
+"""What compressing images returns: the .vz bytes and, image by image, what they cost against the model's bound.
+
+Built by vaezip/archive.py, re-exported by vaezip/api.py; importing it imports no torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ImageReport:
+    """What compressing one image cost, against what the model promises."""
+
+    name: str
+    mode: str
+    width: int
+    height: int
+    subpixels: int
+    bound_bits: float  # the model's negative ELBO of the model plane (+ the ideal cost of side planes)
+    payload_bits: float  # this image's real share of the payload (stack growth while it was pushed)
+    # Tiles coded without bits-back (a stream's first tiles; any tile the predictor codes for less): their
+    # cost minus their bound, negative where the predictor beat the model.
+    without_bitsback_excess_bits: float
+    tiles: int
+    tiles_without_bitsback: int
+    # The path the image took: "model", or the classical coding that was smaller ("raw", "png", "webp"); a
+    # classically coded image has no tiles, its payload is its coding's size, its bound the model's (nan where
+    # the model could not code it).
+    coding: str = "model"
+    # What each path would have cost this image, in bytes, smallest first: (("webp", 15314), ("png", 36846),
+    # ("model", 151766), ...); the model's figure is its share of a stream that held every image it could code,
+    # or, where the model's estimate ruled it out (more than 1.25 times the classical coding) and it did not
+    # run, that estimate.
+    candidate_bytes: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def bound_bpsp(self) -> float:
+        return self.bound_bits / self.subpixels
+
+
+@dataclass(frozen=True)
+class CompressResult:
+    data: bytes
+    model: str
+    images: tuple[ImageReport, ...]
+    header_bytes: int  # everything in the file except the payload (the model's words, the classical codings)
+    seconds: float
+    format_version: int = 3
+
+    @property
+    def codings(self) -> tuple[str, ...]:
+        """The path each image took ("model", "raw", "png", "webp"), in order."""
+        return tuple(image.coding for image in self.images)
+
+    @property
+    def subpixels(self) -> int:
+        return sum(image.subpixels for image in self.images)
+
+    @property
+    def achieved_bpsp(self) -> float:
+        return 8 * len(self.data) / self.subpixels
+
+    @property
+    def bound_bpsp(self) -> float:
+        return sum(image.bound_bits for image in self.images) / self.subpixels
