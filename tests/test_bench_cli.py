@@ -84,6 +84,21 @@ def test_bench_writes_report_with_vaezip_and_classical_rows(tmp_path, folders, t
     assert "vaezip" in result.stdout and "results.md" in result.stdout
 
 
+def test_bench_model_path_codec_forces_the_model(tmp_path, folders, tiny_weights):
+    """vaezip-model codes every image through the model (no classical path): with the untrained tiny model
+    its files are larger than vaezip's, which keeps the classical coding where it is smaller; both decode."""
+    out = tmp_path / "out"
+    result = _bench(folders["rgb"], "-m", tiny_weights[3], "-c", "vaezip,vaezip-model", "--out", out)
+    assert result.exit_code == 0, result.output
+    rows = read_csv(out / "results.csv")
+    plain = {r.index: r for r in rows if r.codec == "vaezip"}
+    forced = {r.index: r for r in rows if r.codec == "vaezip-model"}
+    assert plain and plain.keys() == forced.keys()
+    assert all(r.roundtrip_ok for r in [*plain.values(), *forced.values()])
+    assert all(forced[i].bytes > plain[i].bytes for i in plain)
+    assert "classical=False" in (out / "results.md").read_text()
+
+
 def test_bench_limit_and_default_codecs(tmp_path, folders, tiny_weights):
     out = tmp_path / "out"
     result = _bench(folders["rgb"], "-m", tiny_weights[3], "--limit", "1", "--out", out)

@@ -1204,7 +1204,8 @@ def bench(
     codecs: Optional[list[str]] = typer.Option(
         None, "--codecs", "-c",
         help="comma separated or repeated: png webp jpeg2000 jpegls jpegxl-e7 jpegxl-e9 qoi webp-q75 vaezip "
-        "vaezip-archive, or 'classical' / 'all' (default: all but webp-q75)",
+        "vaezip-archive vaezip-model (the model path for every image, no classical coding), or 'classical' / "
+        "'all' (default: the classical ones but webp-q75, vaezip and vaezip-archive)",
     ),
     out_dir: Path = typer.Option(Path("bench-results"), "--out", "-o",
                                  help="folder for results.csv, summary.csv, results.md and charts (replaced)"),

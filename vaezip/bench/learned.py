@@ -66,11 +66,13 @@ def _library() -> str:
 class VaezipCodec:
     """vaezip, one ``.vz`` file per image, with a loaded model (:class:`vaezip.api.LoadedModel`)."""
 
-    def __init__(self, model, *, tile: int | None = None, device: str = "auto", name: str = "vaezip"):
+    def __init__(self, model, *, tile: int | None = None, device: str = "auto", name: str = "vaezip",
+                 classical: bool = True):
         self.model = model
         self.tile = tile
         self.device = device
         self.name = name
+        self.classical = classical  # False: the model path for every image (what the model alone achieves)
         self.channels = int(model.model.config.image_channels)
         self.library = _library()
         from vaezip.archive import DEFAULT_TILE
@@ -78,14 +80,15 @@ class VaezipCodec:
         where = _shown(model.source)
         self.flags = (f"compress_images([(name, image)], model={model.name!r} "
                       f"[{where}, sha256 {model.sha256[:16]}], tile={tile or f'default ({DEFAULT_TILE})'}, "
-                      f"device={device!r}); one .vz file per image")
+                      f"device={device!r}{'' if classical else ', classical=False'}); one .vz file per image")
         self._bounds: dict[tuple, float] = {}
 
     def encode(self, img: np.ndarray) -> bytes:
         from vaezip.api import compress_images
 
         img = _check_image(img)
-        result = compress_images([("image", to_pil(img))], self.model, tile=self.tile, device=self.device)
+        result = compress_images([("image", to_pil(img))], self.model, tile=self.tile, device=self.device,
+                                 classical=self.classical)
         self._bounds = {_key(img): result.images[0].bound_bpsp}  # only the latest image is kept
         return result.data
 

@@ -45,8 +45,9 @@ DEFAULT_LIMITS: dict[str, int] = {
     "cifar4k-train": 50,
 }
 
-LEARNED_NAMES: tuple[str, ...] = ("vaezip", ARCHIVE_NAME)
-DEFAULT_CODECS: tuple[str, ...] = (*CODEC_NAMES, *LEARNED_NAMES)
+MODEL_PATH_NAME = "vaezip-model"  # one file per image, the model path forced (no classical coding)
+LEARNED_NAMES: tuple[str, ...] = ("vaezip", ARCHIVE_NAME, MODEL_PATH_NAME)
+DEFAULT_CODECS: tuple[str, ...] = (*CODEC_NAMES, "vaezip", ARCHIVE_NAME)
 
 
 def parse_codecs(values: Sequence[str] | None) -> list[str]:
@@ -171,6 +172,8 @@ def prepare(sources: Sequence[str] = (), *, models: Sequence[str] = (), limit: i
             codec = VaezipCodec(_model_for(iset.channels, loaded), tile=tile, device=device)
             if "vaezip" in learned:
                 cs.append(codec)
+            if MODEL_PATH_NAME in learned:
+                cs.append(VaezipCodec(codec.model, tile=tile, device=device, name=MODEL_PATH_NAME, classical=False))
             if ARCHIVE_NAME in learned and (len(iset) > 1 or "vaezip" not in learned):
                 archive = codec  # (an archive of one image is the per-image file: not coded twice)
         plans.append(SetPlan(iset, os.fspath(src), n, cs, archive))
