@@ -293,6 +293,10 @@ def train(
                                             help="ramp the KL term's weight in the training loss linearly from 0 "
                                             "to 1 over the first STEPS steps (default 0: full weight from the "
                                             "start); validation always reports the full-weight bound"),
+    kl_balance: bool = typer.Option(False, "--kl-balance",
+                                    help="balance the latent groups' KL terms during the KL warm-up (NVAE): "
+                                    "coefficients proportional to each group's KL per latent position (its KL "
+                                    "divided by its spatial size), averaging 1; needs --kl-warmup"),
     init: Optional[str] = typer.Option(None, help="start from this model's weights (run folder, .pt, "
                                        ".safetensors or model name); its architecture replaces the preset's. "
                                        "Default for a folder of your images: the shipped model for its mode"),
@@ -326,6 +330,8 @@ def train(
             raise UsageFailure(f"--steps must not be negative, not {steps}")
         if kl_warmup is not None and kl_warmup < 0:
             raise UsageFailure(f"--kl-warmup must not be negative, not {kl_warmup}")
+        if kl_balance and not kl_warmup:
+            raise UsageFailure("--kl-balance only applies during a KL warm-up: give --kl-warmup STEPS too")
         if from_scratch and init is not None:
             raise UsageFailure("--from-scratch and --init contradict each other: give one")
         if name is not None:
@@ -350,6 +356,7 @@ def train(
             key: value
             for key, value in dict(batch_size=batch_size, lr=lr, crop=crop, decay_steps=decay_steps, seed=seed,
                                checkpoint_every=checkpoint_every, val_every=val_every, kl_warmup_steps=kl_warmup,
+                               kl_balance=kl_balance or None,
                                train_only_context=train_only_context or None).items()
             if value is not None
         })

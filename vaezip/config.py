@@ -1,7 +1,10 @@
 """Frozen configuration dataclasses, presets, and their strict (de)serialisation.
 
 Every checkpoint stores `FORMAT_VERSION` next to `config_to_dict(...)`; loading refuses unknown keys,
-missing keys and other format versions instead of guessing.
+missing keys and other format versions instead of guessing. The one exception: TrainConfig fields listed in
+`TRAIN_FIELDS_SINCE_FORMAT_2`, which only change how a run trains (never a model, a weights file or what the
+coder reads), so they were added without a new format; a checkpoint written before them loads with the value
+that reproduces what it did.
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ from typing import Any
 FORMAT_VERSION = 2
 # Format 1 had no pixel context; its files load as pixel_context = 0, train_only_context = False.
 READABLE_FORMATS = (1, 2)
+# TrainConfig fields added after format 2 was fixed -> the value a checkpoint without them loads with (the
+# behaviour of the vaezip that wrote it). Training-only: a model or a coded file never depends on them.
+TRAIN_FIELDS_SINCE_FORMAT_2: dict[str, Any] = {"kl_balance": False}
 
 # Limits of a model config, checked (types first, then ranges, then the parameter count, all arithmetically)
 # before any model is built: a weights file is untrusted input, and its config decides how much memory the
@@ -179,6 +185,10 @@ class TrainConfig:
     skip_factor: float = 10.0
     ema_decay: float = 0.999
     kl_warmup_steps: int = 0
+    # During the KL warm-up (step < kl_warmup_steps) weight each latent group's KL term by a balancing
+    # coefficient (NVAE; model/vae.py: kl_balance_coefficients), so that no group is switched off early;
+    # afterwards the plain ELBO. Needs kl_warmup_steps > 0 (without a warm-up it never applies).
+    kl_balance: bool = False
     val_every: int = 500
     val_images: int = 1000
     checkpoint_every: int = 500
@@ -287,6 +297,8 @@ def model_config_from_dict(data: dict[str, Any], format_version: int = FORMAT_VE
 
 def train_config_from_dict(data: dict[str, Any], format_version: int = FORMAT_VERSION) -> TrainConfig:
     data = _upgrade(TrainConfig, data, format_version, {"train_only_context": False})
+    if isinstance(data, dict):
+        data = {**TRAIN_FIELDS_SINCE_FORMAT_2, **data}
     kwargs = _strict_kwargs(TrainConfig, data)
     kwargs["adam_betas"] = tuple(kwargs["adam_betas"])
     return TrainConfig(**kwargs)

@@ -135,6 +135,13 @@ def kl_weight(config: TrainConfig, step: int) -> float:
     return min(1.0, (step + 1) / config.kl_warmup_steps)
 
 
+def kl_balancing(config: TrainConfig, step: int) -> bool:
+    """Whether the training loss at `step` weights each latent group's KL by its balancing coefficient
+    (model/vae.py: kl_balance_coefficients): with `kl_balance`, during the KL warm-up (step < kl_warmup_steps).
+    Afterwards every coefficient is 1: the loss is the plain ELBO."""
+    return config.kl_balance and step < config.kl_warmup_steps
+
+
 def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     params = [parameter for parameter in model.parameters() if parameter.requires_grad]
     if config.optimizer == "adamax":
@@ -351,6 +358,8 @@ def resolve_run(
         if checkpoint_path.exists():
             raise FileExistsError(f"{checkpoint_path} exists: use --resume to continue it or another --out")
         train_config = dataclasses.replace(preset.train, **(train_overrides or {}))
+        if train_config.kl_balance and train_config.kl_warmup_steps <= 0:
+            raise ValueError("kl_balance needs a KL warm-up (kl_warmup_steps > 0): it only applies during one")
         model_config = preset.model
     initial = None
     if saved is not None:
@@ -476,7 +485,8 @@ def train_step(session: Session, progress: float | None) -> dict[str, float]:
         group["lr"] = lr
     batch = torch.from_numpy(session.sampler.sample(config.batch_size)).to(session.device, non_blocking=True)
     with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=session.device.type == "cuda"):
-        out = session.trained(batch, kl_weight=kl_weight(config, session.step))
+        out = session.trained(batch, kl_weight=kl_weight(config, session.step),
+                              kl_balance=kl_balancing(config, session.step))
     session.optimizer.zero_grad(set_to_none=True)
     out.loss.backward()
     # Under DDP the gradients (so the norm) are already averaged over the ranks; the loss is too, so that

@@ -140,9 +140,37 @@ class TopDownWalk:
         return self.model.decoder.head(self.h)
 
 
+# Added to each group's batch-mean KL (nats per image) before it sets the group's balancing coefficient: a group
+# with (nearly) no KL gets a small positive coefficient, never exactly 0 (NVAE's code adds 0.01).
+KL_BALANCE_EPSILON = 0.01
+
+
+def kl_balance_coefficients(group_kls: torch.Tensor, sizes, epsilon: float = KL_BALANCE_EPSILON) -> torch.Tensor:
+    """NVAE's KL balancing coefficients (detached, mean 1) from `group_kls` (B, G): each image's KL of each
+    latent group, in nats, and `sizes` (G,): each group's number of latent positions h * w.
+
+        a_l = (mean over the batch of KL_l + epsilon) / s_l,      alpha_l = G * a_l / sum_j a_j
+
+    A group that carries little information per latent position gets a small coefficient (its KL is penalised
+    less, so it is encouraged to carry more) and one that carries much a large one; where every group carries
+    the same KL per position, every alpha is 1. The size divides, as in NVAE's released code (utils.py:
+    `kl_coeff_i / alpha_i`, alpha_i from kl_balancer_coeff) and its first author's explanation (NVlabs/NVAE
+    issue #26: "proportional to the average KL per group in a batch divided by the dimension of each group").
+    The paper's appendix A says "proportional to also the size": that would penalise the large,
+    high-resolution groups most, the ones whose latents go unused. Under DDP each rank uses its own batch."""
+    kl = group_kls.detach().float()
+    sizes = torch.as_tensor(sizes, dtype=kl.dtype, device=kl.device)
+    if kl.dim() != 2 or sizes.shape != kl.shape[1:]:
+        raise ValueError(f"group_kls must be (B, G) and sizes (G,), not {tuple(kl.shape)} and {tuple(sizes.shape)}")
+    raw = (kl.clamp_min(0.0).mean(0) + epsilon) / sizes
+    return raw * (raw.numel() / raw.sum())
+
+
 @dataclass
 class ForwardOutput:
-    loss: torch.Tensor  # scalar: (beta * KL + NLL) in bits per real subpixel, averaged over the batch
+    # scalar: (beta * sum_l alpha_l KL_l + NLL) in bits per real subpixel, averaged over the batch; alpha_l = 1
+    # unless `kl_balance` (then kl_balance_coefficients)
+    loss: torch.Tensor
     bound_bits: torch.Tensor  # (B,) negative ELBO in bits per image (KL + NLL, real pixels only)
     kl_bits: torch.Tensor  # (G,) KL of each latent group summed over the batch, bits
     nll_bits: torch.Tensor  # scalar: NLL summed over the batch, bits
@@ -171,19 +199,23 @@ class HierarchicalVAE(nn.Module):
         activations = None if pixels is None else self.encoder(pixels_to_unit(pixels))
         return TopDownWalk(self, activations, batch, self.lowest_resolution(height, width))
 
-    def forward(self, pixels: torch.Tensor, kl_weight: float = 1.0, mask: torch.Tensor | None = None) -> ForwardOutput:
+    def forward(self, pixels: torch.Tensor, kl_weight: float = 1.0, mask: torch.Tensor | None = None,
+                kl_balance: bool = False) -> ForwardOutput:
         """pixels: (B, C, H, W) integers 0..255 of any height and width. `mask` (B, 1, H, W) marks the real
-        pixels of inputs that are already padded (the coder's tiles); by default every pixel is real."""
+        pixels of inputs that are already padded (the coder's tiles); by default every pixel is real.
+        `kl_weight` and `kl_balance` (each group's KL weighted by kl_balance_coefficients) only change the
+        training loss: `bound_bits`, `kl_bits` and `nll_bits` are always those of the plain ELBO."""
         padded, pad_mask = pad_to_stride(pixels, self.config.stride)
         mask = pad_mask if mask is None else pad_mask * F.pad(mask, (0, pad_mask.shape[3] - mask.shape[3], 0, pad_mask.shape[2] - mask.shape[2]))
         batch, _, height, width = padded.shape
         walk = self.walk(padded, batch, height, width)
-        group_kls = []
+        group_kls, group_sizes = [], []
         for _ in range(walk.num_groups):
             step = walk.step()
             latent = step.post_mean + step.post_std * torch.randn_like(step.post_std)
             kl = gaussian_kl(step.post_mean.float(), step.post_std.float(), step.prior_mean.float(), step.prior_std.float())
             group_kls.append(kl.flatten(1).sum(1))  # B
+            group_sizes.append(kl.shape[2] * kl.shape[3])
             walk.advance(latent)
         params = walk.pixel_params()  # B, P, H, W
         if self.context is not None:
@@ -193,7 +225,11 @@ class HierarchicalVAE(nn.Module):
         kl_per_image = torch.stack(group_kls, dim=1)  # B, G
         subpixels = mask.flatten(1).sum(1) * self.config.image_channels  # B
         ln2 = math.log(2.0)
-        loss = ((kl_weight * kl_per_image.sum(1) + nll) / subpixels).mean() / ln2
+        if kl_balance:
+            weighted_kl = (kl_per_image * kl_balance_coefficients(kl_per_image, group_sizes)).sum(1)
+        else:
+            weighted_kl = kl_per_image.sum(1)
+        loss = ((kl_weight * weighted_kl + nll) / subpixels).mean() / ln2
         return ForwardOutput(
             loss=loss,
             bound_bits=(kl_per_image.sum(1) + nll) / ln2,
