@@ -153,7 +153,8 @@ def bench_figures(summary: Path, digest: str, channels: int) -> dict[str, float]
         for row in csv.DictReader(handle):
             if not row["codec"].startswith("vaezip") or row["dataset"] not in images:
                 continue
-            kind = "one archive" if row["codec"] == "vaezip-archive" else "one file per image"
+            kind = {"vaezip-archive": "one archive", "vaezip-model": "one file per image, model path only"}.get(
+                row["codec"], "one file per image")
             label = f"{row['dataset']} (first {len(images[row['dataset']])} images, {kind}, vaezip bench)"
             figures[f"{label} achieved"] = round(float(row["bpsp"]), 4)
             figures[f"{label} bound"] = round(float(row["bound_bpsp"]), 4)

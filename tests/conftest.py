@@ -24,9 +24,11 @@ from vaezip.model import HierarchicalVAE
 SHARED_DATA = Path(os.environ.get("VAEZIP_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
-def make_tiny_weights(path: Path, channels: int, name: str, seed: int = 0, pixel_context: int = 0) -> Path:
+def make_tiny_weights(path: Path, channels: int, name: str, seed: int = 0, pixel_context: int = 0,
+                      residual_posterior: bool = False) -> Path:
     torch.manual_seed(seed)
-    config = dataclasses.replace(get_preset("tiny").model, image_channels=channels, pixel_context=pixel_context)
+    config = dataclasses.replace(get_preset("tiny").model, image_channels=channels, pixel_context=pixel_context,
+                                 residual_posterior=residual_posterior)
     model = HierarchicalVAE(config)
     if pixel_context:
         with torch.no_grad():  # a trained head is not zero: make every neighbour matter

@@ -308,6 +308,11 @@ def train(
                                                 "(0: none); with --init, the head is added to that model"),
     train_only_context: bool = typer.Option(False, "--train-only-context",
                                             help="train the pixel-context head alone, the rest frozen"),
+    residual_posterior: bool = typer.Option(False, "--residual-posterior",
+                                            help="a new model whose posterior is relative to its prior (NVAE): "
+                                            "each latent group's posterior head outputs a shift of the prior "
+                                            "mean and a factor on the prior std; not with --init of a model "
+                                            "without it (start from --preset or --from-scratch)"),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: one per idle physical "
                                           "core, at most 4; or OMP_NUM_THREADS where set)"),
     name: Optional[str] = typer.Option(None, "--name", help="at the end, install the model as a user model of "
@@ -388,6 +393,7 @@ def train(
                 init=start,
                 channels=channels,
                 pixel_context=pixel_context,
+                residual_posterior=residual_posterior,
                 timing=timing,
                 stop_on_signals=True,
             )

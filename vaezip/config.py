@@ -4,7 +4,9 @@ Every checkpoint stores `FORMAT_VERSION` next to `config_to_dict(...)`; loading 
 missing keys and other format versions instead of guessing. The one exception: TrainConfig fields listed in
 `TRAIN_FIELDS_SINCE_FORMAT_2`, which only change how a run trains (never a model, a weights file or what the
 coder reads), so they were added without a new format; a checkpoint written before them loads with the value
-that reproduces what it did.
+that reproduces what it did; and ModelConfig fields listed in `MODEL_FIELDS_SINCE_FORMAT_2`, new model options
+whose default is the model as it was: a file without one loads with the default, and a config at the default is
+written without it (byte for byte what was written before).
 """
 
 from __future__ import annotations
@@ -20,6 +22,12 @@ READABLE_FORMATS = (1, 2)
 # TrainConfig fields added after format 2 was fixed -> the value a checkpoint without them loads with (the
 # behaviour of the vaezip that wrote it). Training-only: a model or a coded file never depends on them.
 TRAIN_FIELDS_SINCE_FORMAT_2: dict[str, Any] = {"kl_balance": False}
+# ModelConfig fields added after format 2 was fixed -> their default, the value that gives exactly the model of a
+# file written before them. A file without one loads with that value; `config_to_dict` writes one only where it
+# differs, so a model that does not use a new option is written byte for byte as before (the same sha256, and
+# still readable by the vaezip before it), while a model that does is refused by that vaezip (an unknown key)
+# instead of being run wrongly.
+MODEL_FIELDS_SINCE_FORMAT_2: dict[str, Any] = {"residual_posterior": False}
 
 # Limits of a model config, checked (types first, then ranges, then the parameter count, all arithmetically)
 # before any model is built: a weights file is untrusted input, and its config decides how much memory the
@@ -97,6 +105,10 @@ class ModelConfig:
     # Hidden width of the causal pixel-context head (model/context.py) that refines each pixel's mixture from
     # already coded neighbours; 0: none, pixels are independent given the latents.
     pixel_context: int = 0
+    # NVAE's residual normal posterior: the posterior head outputs a shift of the prior mean and a factor on
+    # the prior std, q = N(mean_p + dmu, max(std_p * positive(raw), min_std)) with positive = layers.std_ratio;
+    # False: absolute posterior parameters (every model before it).
+    residual_posterior: bool = False
 
     def __post_init__(self) -> None:
         """Types, then ranges (LIMITS), then the parameter count (MAX_PARAMETERS): nothing is allocated."""
@@ -115,6 +127,9 @@ class ModelConfig:
                 raise ConfigError(f"ModelConfig.stages must hold StageConfigs, not {type(stage).__name__}")
         for name in ("stem_factor", "num_mixtures", "pixel_context"):
             _check_int("ModelConfig", name, getattr(self, name))
+        if not isinstance(self.residual_posterior, bool):
+            raise ConfigError(f"ModelConfig.residual_posterior must be true or false, not "
+                              f"{type(self.residual_posterior).__name__} {short_repr(self.residual_posterior)}")
         std = self.min_std
         low, high = LIMITS["min_std"]
         if isinstance(std, bool) or not isinstance(std, (int, float)):
@@ -283,7 +298,9 @@ def _upgrade(cls: type, data: Any, format_version: int, added: dict[str, Any]) -
 
 def model_config_from_dict(data: dict[str, Any], format_version: int = FORMAT_VERSION) -> ModelConfig:
     """A config as saved by `config_to_dict` in files of `format_version` (one of READABLE_FORMATS)."""
-    data = _upgrade(ModelConfig, data, format_version, {"pixel_context": 0})
+    data = _upgrade(ModelConfig, data, format_version, {"pixel_context": 0, **MODEL_FIELDS_SINCE_FORMAT_2})
+    if isinstance(data, dict):
+        data = {**MODEL_FIELDS_SINCE_FORMAT_2, **data}
     kwargs = _strict_kwargs(ModelConfig, data)
     stages = kwargs["stages"]
     if not isinstance(stages, list):
@@ -305,4 +322,11 @@ def train_config_from_dict(data: dict[str, Any], format_version: int = FORMAT_VE
 
 
 def config_to_dict(config: ModelConfig | TrainConfig) -> dict[str, Any]:
-    return _to_plain(config)
+    """The plain dict a checkpoint or weights file stores; a ModelConfig's fields of MODEL_FIELDS_SINCE_FORMAT_2
+    only where they differ from their default (what files before them hold)."""
+    data = _to_plain(config)
+    if isinstance(config, ModelConfig):
+        for name, default in MODEL_FIELDS_SINCE_FORMAT_2.items():
+            if data[name] == default and type(data[name]) is type(default):
+                del data[name]
+    return data

@@ -342,6 +342,7 @@ def resolve_run(
     channels: int | None,
     pixel_context: int | None,
     time_schedule: bool,
+    residual_posterior: bool = False,
 ) -> RunPlan:
     run_dir = Path(run_dir)
     checkpoint_path = run_dir / CHECKPOINT_NAME
@@ -388,6 +389,15 @@ def resolve_run(
         if initial is not None and initial.model.config.pixel_context not in (0, pixel_context):
             raise CheckpointError("--pixel-context: the --init model already has a context head of another width")
         model_config = dataclasses.replace(model_config, pixel_context=pixel_context)
+    if residual_posterior and not model_config.residual_posterior:
+        if saved is not None:
+            raise CheckpointError("--residual-posterior: the run to resume trains a model with an absolute posterior")
+        if initial is not None:
+            # Its posterior heads output absolute (mean, std): read as (shift, ratio) they would be garbage.
+            raise CheckpointError(f"--residual-posterior: the start model {initial.name!r} has an absolute "
+                                  "posterior; a residual-posterior model starts from scratch (--preset, or "
+                                  "--from-scratch for a folder of your images) or from a residual-posterior model")
+        model_config = dataclasses.replace(model_config, residual_posterior=True)
     return RunPlan(run_dir, checkpoint_path, data_source, model_config, train_config, training_data, saved,
                    initial, init_record, time_schedule)
 
@@ -681,6 +691,7 @@ def train(
     init: str | None = None,
     channels: int | None = None,
     pixel_context: int | None = None,
+    residual_posterior: bool = False,
     timing: Timing | None = None,
     stop_on_signals: bool = False,
     coded_validation: CodedValidation | None = coded_rate,
@@ -694,6 +705,8 @@ def train(
     (`grey_from_colour`). `channels` (1 or 3) converts the data (grey: Pillow's luma); by default a set with
     any colour image trains a colour model. `pixel_context` sets the width of the causal pixel-context head of
     a new run; added to an `init` model, the head starts at zero, so the run starts from exactly that model.
+    `residual_posterior` makes a new model's posterior relative to its prior (ModelConfig.residual_posterior):
+    refused with an `init` model (or a run to resume) whose posterior is absolute.
     `timing` adds clock-driven validations, checkpoints and learning-rate planning (its time_limit, if set,
     replaces `time_limit`). `stop_on_signals`: Ctrl-C / SIGTERM save a checkpoint after the current step, then
     raise KeyboardInterrupt / vaezip.files.Terminated. `coded_validation` compresses held-out images for real
@@ -711,7 +724,7 @@ def train(
     if not dist.main:
         reporter = SilentReporter()  # one rank reports
     plan = resolve_run(run_dir, data_source, preset, resume=resume, train_overrides=train_overrides, init=init,
-                       channels=channels, pixel_context=pixel_context,
+                       channels=channels, pixel_context=pixel_context, residual_posterior=residual_posterior,
                        time_schedule=timing.time_schedule and timing.time_limit is not None)
     session = build(plan, device, dist)
     restore(session)

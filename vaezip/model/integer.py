@@ -50,6 +50,10 @@ MIX_BITS = 16  # mixture weights: sum of 2**16 * 2**30 over up to 64 components 
 LOG_SCALE_RANGE = (-7.0, 8.0)  # the float likelihood clamps at -7 too; above 8 a logistic is flat on [-1, 1]
 MEAN_LIMIT = 8.0
 INV_SCALE_BITS = 20  # exp(-log_scale) as q * 2**-20
+# A residual posterior's std ratio (layers.std_ratio) as q * 2**-18: its product with a std (< 2**24 + 2**14,
+# the softplus table's largest value plus min_std) and the ratio (< 2**24 * 2**4 with the table's identity
+# above) stays below 2**52 + 2**42 < 2**53, exact.
+STD_RATIO_BITS = 18
 
 
 # ---------------------------------------------------------------------------------------------- exact maths
@@ -141,6 +145,15 @@ def _build_tables() -> dict[str, Table]:
         "sigmoid": Table.build(_sigmoid, -24.0, 24.0, CDF_BITS),
         "exp": Table.build(deterministic_exp, -24.0, 0.0, MIX_BITS),
     }
+
+
+@functools.lru_cache(maxsize=1)
+def _std_ratio_table() -> Table:
+    """layers.std_ratio, log2(1 + 2**x), in 2**-STD_RATIO_BITS units (exactly 2**STD_RATIO_BITS at 0): only
+    models with a residual posterior use it, so only they build it. Below -24 it is 0 (the std then takes
+    min_std), above 24 the input itself (within 1e-7)."""
+    return Table.build(lambda x: deterministic_log2(1.0 + deterministic_exp(x * 0.6931471805599453)), -24.0, 24.0,
+                       STD_RATIO_BITS, identity_above=True)
 
 
 # ---------------------------------------------------------------------------------------------- layers
@@ -248,6 +261,9 @@ class IntegerVAE:
         self.config = config
         self.device = torch.device("cpu")
         self.tables = _build_tables()
+        self.residual_posterior = config.residual_posterior
+        if self.residual_posterior:  # a new dict: the cached one is shared by every model
+            self.tables = {**self.tables, "std_ratio": _std_ratio_table()}
         self.min_std_q = max(1.0, float(np.rint(config.min_std * ONE)))  # a std of 0 cannot be coded
         # Pixel values in fixed point: (2v - 255) / 255, exactly rounded (integer arithmetic).
         self.unit_values = torch.tensor([_round_div((2 * v - 255) * 2**FRACTION_BITS, 255) for v in range(256)],
@@ -313,6 +329,16 @@ class IntegerVAE:
 
     def std(self, raw: torch.Tensor) -> torch.Tensor:
         return self.tables["softplus"](raw) + self.min_std_q
+
+    def residual_posterior_of(self, prior_mean: torch.Tensor, prior_std: torch.Tensor, delta: torch.Tensor,
+                              raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """layers.residual_posterior on integers: mean_p + delta (exact, clamped to the activation range like
+        every activation), and std_p * std_ratio(raw) * 2**-STD_RATIO_BITS by one rounding (a product of
+        integers below 2**53, a power-of-two scale, floor(x + 0.5)), at least min_std."""
+        mean = (prior_mean + delta).clamp_(-LIMIT_Q, LIMIT_Q)
+        product = prior_std * self.tables["std_ratio"](raw)  # integers < 2**53: exact
+        std = torch.floor(product.mul_(2.0**-STD_RATIO_BITS).add_(0.5)).clamp_(min=self.min_std_q)
+        return mean, std
 
     def encode(self, pixels: torch.Tensor) -> list[torch.Tensor]:
         """pixels (B, C, H, W) uint8 -> one activation per stage (integers), highest resolution first."""
@@ -395,6 +421,7 @@ class IntegerWalk:
         self.stage = len(model.config.stages) - 1
         self._feature = None
         self.states: list[tuple[int, torch.Tensor]] = []  # (stage, h) that each group's step saw
+        self.priors: list[tuple[torch.Tensor, torch.Tensor]] = []  # each group's prior (residual posteriors)
 
     @property
     def num_groups(self) -> int:
@@ -414,6 +441,8 @@ class IntegerWalk:
         out = block["prior"](model.silu(self.h))
         prior_mean, prior_std, self._feature = out[:, :z], model.std(out[:, z : 2 * z]), out[:, 2 * z :]
         self.states.append((self.stage, self.h))
+        if model.residual_posterior:
+            self.priors.append((prior_mean, prior_std))
         post_mean = post_std = None
         if self.activations is not None:
             post_mean, post_std = self._posterior(self.group, self.h, self.activations[self.stage])
@@ -422,12 +451,15 @@ class IntegerWalk:
     def _posterior(self, group: int, h: torch.Tensor, activation: torch.Tensor):
         block, z = self.model.blocks[group], self.model.blocks[group]["z"]
         out = block["posterior"](self.model.silu(torch.cat([h, activation], dim=1)))
+        if self.model.residual_posterior:
+            prior_mean, prior_std = self.priors[group]
+            return self.model.residual_posterior_of(prior_mean, prior_std, out[:, :z], out[:, z:])
         return out[:, :z], self.model.std(out[:, z:])
 
     def posteriors(self, pixels: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """After a walk without pixels: every group's (posterior mean, posterior std) given `pixels` and the
-        latents that were set, from the states the walk saw. The same integers as a walk begun with pixels
-        (the top-down states depend on the latents only), without running the top-down path again."""
+        latents that were set, from the states (and priors) the walk saw. The same integers as a walk begun with
+        pixels (the top-down states depend on the latents only), without running the top-down path again."""
         if self.group != self.num_groups:
             raise RuntimeError(f"posteriors after {self.group} of {self.num_groups} groups")
         activations = self.model.encode(pixels)

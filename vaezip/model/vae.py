@@ -72,7 +72,8 @@ class Decoder(nn.Module):
         for stage_index in reversed(range(len(config.stages))):
             stage = config.stages[stage_index]
             for _ in range(stage.latent_groups):
-                self.blocks.append(TopDownBlock(stage.width, stage.latent_channels, config.min_std, scale))
+                self.blocks.append(TopDownBlock(stage.width, stage.latent_channels, config.min_std, scale,
+                                                residual=config.residual_posterior))
                 self.block_stage.append(stage_index)
         # upsamples[i] takes stage i+1 (lower resolution) to stage i.
         self.upsamples = nn.ModuleList(
@@ -123,7 +124,7 @@ class TopDownWalk:
         prior_mean, prior_std, self._feature = block.prior(self.h)
         post_mean = post_std = None
         if self.activations is not None:
-            post_mean, post_std = block.posterior(self.h, self.activations[self.stage])
+            post_mean, post_std = block.posterior(self.h, self.activations[self.stage], prior_mean, prior_std)
         return GroupStep(prior_mean, prior_std, post_mean, post_std)
 
     def advance(self, latent: torch.Tensor) -> None:
