@@ -162,8 +162,9 @@ def test_piped_output_does_not_wrap(quick_start_on_a_crop):
     shipped = json.loads((ROOT / "pretrained" / "manifest.json").read_text())["models"]
     result = run_cli("models", env={"COLUMNS": "60"})
     assert result.returncode == 0, error_lines(result)
-    rows = [line for line in result.stdout.decode().splitlines() if line.startswith("\u2502")]  # table rows
-    assert [row.split("\u2502")[1].strip() for row in rows] == list(shipped), rows
+    rows = [line.split("\t") for line in result.stdout.decode().splitlines() if "\t" in line]  # header, models
+    assert rows[0][0] == "name" and [row[0] for row in rows[1:]] == list(shipped), rows
+    assert all(len(row) == len(rows[0]) for row in rows), rows  # one line per model, however long
 
 
 # ---------------------------------------------------------------------------------------------- habits

@@ -95,7 +95,10 @@ def test_export_name_installs_and_models_lists_it(runs, models_dir):
 
     listed = invoke("models")
     assert listed.exit_code == 0, listed.stderr
-    rows = {line.split("│")[1].strip(): line for line in listed.stdout.splitlines() if line.count("│") > 3}
+    # Not a terminal: one tab-separated line per model, under a header line.
+    lines = [line.split("\t") for line in listed.stdout.splitlines() if "\t" in line]
+    assert lines[0] == ["name", "kind", "channels", "default for", "trained on", "figures", "file"]
+    rows = {cells[0]: "\t".join(cells) for cells in lines[1:] if len(cells) == len(lines[0])}
     assert "user" in rows["mine"] and "validation bound" in rows["mine"]
     for name in zoo.manifest()["models"]:
         assert "shipped" in rows[name]

@@ -1169,19 +1169,28 @@ def models(
             err.print(f"vaezip: warning: {shown(str(error))}", highlight=False, markup=False, soft_wrap=True)
             rows = [row for row in _shipped_rows(zoo)]
         folder = zoo.user_models_dir()
+        columns = ("name", "kind", "channels", "default for", "trained on", "figures")
         table = Table(title=f"models: shipped (pretrained/) and user ({folder})")
-        for column in ("name", "kind", "channels", "default for", "trained on", "figures"):
+        for column in columns:
             table.add_column(column)
+        # A pipe or a log gets one tab-separated line per model, the weights file last.
+        lines = ["\t".join((*columns, "file"))]
         for row in rows:
             figures = row.get("figures") if isinstance(row.get("figures"), dict) else {}
             text = "; ".join(f"{k}: {v}" for k, v in figures.items())
             if row.get("problem"):
                 text = f"UNUSABLE: {row['problem']}"
             # A user manifest is a file anyone may have edited: no markup, no control characters.
-            cells = (row["name"], row["kind"], str(row.get("channels", "?")), row.get("default_for", ""),
-                     str(row.get("data", "")), text)
-            table.add_row(*(Text(shown(str(cell))) for cell in cells))
-        out.print(table)
+            cells = [shown(str(cell)).replace("\t", " ") for cell in (
+                row["name"], row["kind"], str(row.get("channels", "?")), row.get("default_for", ""),
+                str(row.get("data", "")), text)]
+            table.add_row(*(Text(cell) for cell in cells))
+            home = zoo.PRETRAINED_DIR if row["kind"] == "shipped" else folder
+            lines.append("\t".join((*cells, shown(str(home / str(row.get("file", "?")))).replace("\t", " "))))
+        if out.is_terminal:
+            out.print(table)
+        else:
+            typer.echo("\n".join(lines))  # rich would expand the tabs
         if not any(row["kind"] == "user" for row in rows):
             out.print(f"no user models in {folder} (set {zoo.USER_MODELS_ENV} for another folder; "
                       f"vaezip export RUN --name NAME installs one)", highlight=False, markup=False, soft_wrap=True)
