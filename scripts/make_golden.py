@@ -254,7 +254,8 @@ def make_golden_fixture(force: bool) -> None:
         weights = make_tiny_weights(Path(folder) / "tiny-rgb.safetensors", 3, "tiny-rgb")
         # Model-only: with the untrained tiny model the predictor would take every tile, and the golden file
         # is to pin bits-back too.
-        result = compress_images([("golden.png", image)], load_model(weights), tile=16, device="cpu", predictor=False)
+        result = compress_images([("golden.png", image)], load_model(weights), tile=16, device="cpu", predictor=False,
+                                 format_version=2)
     if write_pinned(GOLDEN / "golden.vz", result.data, force):
         image.save(GOLDEN / "golden.png")
         print(f"golden.vz: {len(result.data)} bytes")

@@ -39,8 +39,12 @@ class Recipe:
     init: str | None = None  # the recipe whose finished run this one starts from
     init_model: str | None = None  # or: a shipped model (by name) to start from
     # A recipe made of sittings: each trains this long with its learning-rate decay planned over the time
-    # (not over steps), and its result ships; the next sitting starts from the shipped model.
+    # (not over steps); `train` again with the run folder there resumes it (without a time plan of its own).
     sitting_minutes: float | None = None
+
+    def __post_init__(self):
+        if self.init is not None and self.init_model is not None:
+            raise ValueError(f"recipe {self.name}: init and init_model both name a starting point")
     channels: int | None = None
     pixel_context: int | None = None  # adds a causal pixel-context head of this width to the init model
     note: str = ""

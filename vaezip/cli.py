@@ -290,8 +290,8 @@ def train(
     val_every: Optional[int] = typer.Option(None, help="steps between validations of the bound (there is also "
                                             "one after the first minute, then every 10 minutes)"),
     kl_warmup: Optional[int] = typer.Option(None, "--kl-warmup", metavar="STEPS",
-                                            help="ramp the KL term's weight in the training loss linearly from 0 "
-                                            "to 1 over the first STEPS steps (default 0: full weight from the "
+                                            help="ramp the KL term's weight in the training loss linearly (1/STEPS at "
+                                            "the first step) to 1 over the first STEPS steps (default 0: full weight from the "
                                             "start); validation always reports the full-weight bound"),
     kl_balance: bool = typer.Option(False, "--kl-balance",
                                     help="balance the latent groups' KL terms during the KL warm-up (NVAE): "
@@ -1192,7 +1192,7 @@ def models(
         else:
             typer.echo("\n".join(lines))  # rich would expand the tabs
         if not any(row["kind"] == "user" for row in rows):
-            out.print(f"no user models in {folder} (set {zoo.USER_MODELS_ENV} for another folder; "
+            (out if out.is_terminal else err).print(f"no user models in {folder} (set {zoo.USER_MODELS_ENV} for another folder; "
                       f"vaezip export RUN --name NAME installs one)", highlight=False, markup=False, soft_wrap=True)
 
 

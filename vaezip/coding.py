@@ -190,8 +190,8 @@ class IntegerPass:
         self, channel: int, pixels: np.ndarray, phase: int | None = None, mask: np.ndarray | None = None
     ) -> np.ndarray:
         """(B, H, W, 256) float32 probabilities: the integer frequencies / 2**24, exactly. Built in chunks of
-        pixels small enough for the temporaries to stay in the CPU's caches; every pixel's table is computed on
-        its own, so the chunking changes nothing."""
+        pixels (small for the torch form, whose (N, 256) temporaries should stay in the CPU's caches); every
+        pixel's table is computed on its own, so the chunking changes nothing."""
         if self._pixel_params is None:
             raise RuntimeError("pixel_table before every latent group was set")
         if (phase is None) != (self.pixel_phases is None):
@@ -206,7 +206,7 @@ class IntegerPass:
         values = values.reshape(batch * height * width, -1)  # N, C
         tables = np.empty((batch * height * width, 256), dtype=np.float32)
         mixture = self.model.mixture
-        chunk = KERNEL_TABLE_PIXELS if kernels.AVAILABLE and values.device.type == "cpu" else INTEGER_TABLE_PIXELS
+        chunk = KERNEL_TABLE_PIXELS if kernels.AVAILABLE and self._flat_params.device.type == "cpu" else INTEGER_TABLE_PIXELS
         for start in range(0, len(values), chunk):
             stop = start + chunk
             mixture.probabilities(self._flat_params[start:stop], values[start:stop], channel, tables[start:stop])

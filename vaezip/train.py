@@ -801,6 +801,9 @@ def train(
         stopped = getattr(reporter, "stopped", None)
         if stopped is not None:
             stopped(session.step, plan.checkpoint_path, stop.signum)
+        # The other ranks may have stopped only because this one did (dist.agree): they end in close()'s
+        # barrier, which this rank must reach too before it leaves.
+        dist.close()
         stop.raise_requested()
     if dist.main and (last_val is None or counters.history[-1]["step"] != session.step):
         last_val = validate(session, reporter, coded_validation)

@@ -576,10 +576,14 @@ class IntegerMixture:
     def probabilities(self, flat: torch.Tensor, values: torch.Tensor, channel: int, out: np.ndarray) -> None:
         """What probabilities(frequencies(flat, values, channel)) gives, written into out (N, 256) float32:
         by the compiled kernel where there is one (CPU tensors), else by the torch form."""
-        if not kernels.AVAILABLE or flat.device.type != "cpu":
-            out[:] = probabilities(self.frequencies(flat, values, channel))
-            return
-        kernels.frequencies_to_probabilities(*self._kernel_arguments(flat, values, channel), PROBABILITY_BITS, out)
+        if kernels.AVAILABLE and flat.device.type == "cpu":
+            arguments = self._kernel_arguments(flat, values, channel)
+            try:
+                kernels.frequencies_to_probabilities(*arguments, PROBABILITY_BITS, out)
+                return
+            except Exception as error:  # noqa: BLE001 - numba's first-call compile failing on this platform
+                kernels.disable(f"{type(error).__name__}: {error}")
+        out[:] = probabilities(self.frequencies(flat, values, channel))
 
     def compiled_masses(self, flat: torch.Tensor, values: torch.Tensor, channel: int) -> torch.Tensor:
         """The compiled kernel's masses (N, 256) int64, for tests to hold to _full_masses."""

@@ -13,6 +13,8 @@ integers, slower.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 try:  # numba is a dependency, but the coder must not break where it cannot be installed
@@ -115,14 +117,40 @@ def _index(edge, offset, slope, last):
     """The sigmoid table index of a component at `edge`: floor of the exact position, clamped to the table."""
     return np.int64(min(max(offset + edge * slope, 0.0), float(last)))
 
+_PYTHON_FORMS = {function.__name__: function for function in (
+    _index, _guess, _first_edge_above, _row_masses, _frequencies_to_probabilities, _masses)}
+
+
+def _compiled(cache: bool) -> dict:
+    """numba versions of the functions above, bound in this module's globals too: a compiled function calls
+    the others through them (looked up when it compiles, at its first call)."""
+    compile_ = numba.njit(cache=cache, nogil=True, fastmath=False, error_model="numpy")
+    functions = {name: compile_(function) for name, function in _PYTHON_FORMS.items()}
+    globals().update(functions)
+    return functions
+
+
+frequencies_to_probabilities = masses = first_edge_above = None
 if AVAILABLE:
-    _compile = numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy")
-    _index = _compile(_index)
-    _guess = _compile(_guess)
-    _first_edge_above = _compile(_first_edge_above)
-    first_edge_above = _first_edge_above  # for tests
-    _row_masses = _compile(_row_masses)
-    frequencies_to_probabilities = _compile(_frequencies_to_probabilities)
-    masses = _compile(_masses)
-else:  # pragma: no cover
-    frequencies_to_probabilities = masses = None
+    try:
+        # cache=True keeps the machine code next to the module (or in the user's cache folder); where no
+        # folder is writable numba refuses it, and compiling once per process is the price.
+        try:
+            _functions = _compiled(cache=True)
+        except RuntimeError:
+            _functions = _compiled(cache=False)
+        frequencies_to_probabilities = _functions["_frequencies_to_probabilities"]
+        masses = _functions["_masses"]
+        first_edge_above = _functions["_first_edge_above"]  # for tests
+    except Exception:  # noqa: BLE001 - any failure of numba leaves the torch form, the same integers
+        globals().update(_PYTHON_FORMS)
+        AVAILABLE = False
+
+
+def disable(reason: str) -> None:
+    """Use the torch form from now on (a compile or run failure of the kernel on this platform)."""
+    global AVAILABLE
+    if AVAILABLE:
+        warnings.warn(f"vaezip: the compiled table kernel is off ({reason}); using the slower torch form",
+                      RuntimeWarning, stacklevel=2)
+    AVAILABLE = False

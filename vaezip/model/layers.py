@@ -53,13 +53,13 @@ class TopDownBlock(nn.Module):
     """One latent group: prior p(z | h), posterior q(z | h, encoder features), and the update of h."""
 
     def __init__(self, width: int, latent_channels: int, min_std: float, projection_scale: float,
-                 residual: bool = False):
+                 residual_posterior: bool = False):
         super().__init__()
         self.latent_channels = latent_channels
         self.min_std = min_std
         # The posterior head outputs (dmu, raw std ratio) relative to the prior (layers.residual_posterior)
         # instead of (mean, raw std).
-        self.residual_posterior = residual
+        self.residual_posterior = residual_posterior
         # The prior head also emits a feature added to h (VDVAE); those output channels start at zero.
         self.prior_head = conv3x3(width, 2 * latent_channels + width)
         with torch.no_grad():

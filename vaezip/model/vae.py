@@ -73,7 +73,7 @@ class Decoder(nn.Module):
             stage = config.stages[stage_index]
             for _ in range(stage.latent_groups):
                 self.blocks.append(TopDownBlock(stage.width, stage.latent_channels, config.min_std, scale,
-                                                residual=config.residual_posterior))
+                                                residual_posterior=config.residual_posterior))
                 self.block_stage.append(stage_index)
         # upsamples[i] takes stage i+1 (lower resolution) to stage i.
         self.upsamples = nn.ModuleList(
@@ -154,9 +154,10 @@ def kl_balance_coefficients(group_kls: torch.Tensor, sizes, epsilon: float = KL_
 
     A group that carries little information per latent position gets a small coefficient (its KL is penalised
     less, so it is encouraged to carry more) and one that carries much a large one; where every group carries
-    the same KL per position, every alpha is 1. The size divides, as in NVAE's released code (utils.py:
-    `kl_coeff_i / alpha_i`, alpha_i from kl_balancer_coeff) and its first author's explanation (NVlabs/NVAE
-    issue #26: "proportional to the average KL per group in a batch divided by the dimension of each group").
+    the same KL per position, every alpha is 1. The size divides, as in NVAE's first author's explanation
+    (NVlabs/NVAE issue #26: "proportional to the average KL per group in a batch divided by the dimension of
+    each group"); NVAE's released code divides by a per-scale factor (4**i / groups per scale), here it is
+    plain h * w.
     The paper's appendix A says "proportional to also the size": that would penalise the large,
     high-resolution groups most, the ones whose latents go unused. Under DDP each rank uses its own batch."""
     kl = group_kls.detach().float()
