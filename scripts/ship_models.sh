@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Ships the three models of pretrained/ (export, sha256, bounds, manifest entry) from their finished runs
+# Ships the models of pretrained/ (export, sha256, bounds, manifest entry) from their finished runs
 # (scripts/recipes.py) and the achieved rates of scripts/bench_models.sh (run that first). A few minutes on a CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,3 +27,13 @@ SK_GREY="grey samples: camera, brick, grass, gravel, cell, microaneurysms CC0; c
   --status "no grey target row; coded end to end on the first 2 gray8bit images" \
   --eval gray8bit --eval kodak --tile 32 --eval-limit 2000 --code-limit 0 \
   --bench $R/gray8bit/summary.csv
+PHOTOS_TRAIN_TERMS="photos_train: wallpaper collections and packages under free licences (Unsplash, Pexels, CC0, CC-BY, CC-BY-SA, GPL/LGPL), each photograph's source and licence in ../shared/data/photos_train/PROVENANCE.tsv"
+# photo2 (the colour default since 2026-12-02): its Kodak files come from
+#   vaezip bench kodak -n 24 -m pretrained/photo2.safetensors -c vaezip -o docs/results/photo2/kodak-vaezip
+#   vaezip bench kodak -n 24 -m pretrained/photo2.safetensors -c vaezip-model -o docs/results/photo2/kodak-vaezip-model
+"$P" scripts/ship_model.py runs/photo2 photo2 --default colour --recipe photo2 \
+  --data "photo (see its entry), then: 32x32 crops of photos_train (327 real photographs less the 30 of its validation split, weight 3) and Imagenette 32x32 train (weight 1)" \
+  --terms "$IMAGENETTE_TERMS; $SK_RGB; $PHOTOS_TRAIN_TERMS" \
+  --compute "photo's compute, then 2-core CPU (one thread, shared with other work), 123 minutes, 7,001 steps of 32 at lr 2e-4 with a time-planned cosine decay (stopped 12 minutes early)" \
+  --eval kodak --eval photos-train-val --eval imagenette32-val --tile 32 --eval-limit 2000 --code-limit 0 \
+  --bench docs/results/photo2/kodak-vaezip/summary.csv --bench docs/results/photo2/kodak-vaezip-model/summary.csv
