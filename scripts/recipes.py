@@ -114,6 +114,12 @@ RECIPES: dict[str, Recipe] = {
             "ships as photo2",
         ),
         Recipe(
+            "photo3", "photos-train@3+imagenette32-train@1", "cpu", steps=20000, lr=1e-4, init_model="photo2",
+            sitting_minutes=135,
+            note="the next sitting of photo2's recipe, from the shipped photo2 (not trained yet): training adds "
+            "up across sittings through the shipped weights, since a new checkout has no runs/",
+        ),
+        Recipe(
             "mnist", "mnist-train", "cpu", steps=11377, decay_steps=16000,
             note="the digit specialist; planned for 16,000 steps, stopped by its 60-minute limit on the "
             "2-core CPU at 11,377",
