@@ -573,6 +573,17 @@ class IntegerMixture:
         values = pixels.permute(0, 2, 3, 1).reshape(batch * height * width, -1)  # N, C
         return self.frequencies(flat, values, channel, windowed).long().reshape(batch, height, width, 256)
 
+    def _channel_terms(self, flat: torch.Tensor, values: torch.Tensor, channel: int):
+        """The mixture of `channel` given the channels before it, per pixel and component, (N, K) each,
+        contiguous: integer weights, coupled means, inverse scales. What every table form starts from."""
+        split = self._split(flat)
+        _, means, inv_scales, coeffs = split
+        values = values.long()
+        unit = self.model.unit_values[values]  # N, C
+        weights = self._weights(split, values, unit, channel)
+        mean = self._coupled_mean(means, coeffs, unit, channel).contiguous()
+        return weights, mean, inv_scales[:, :, channel].contiguous()
+
     def probabilities(self, flat: torch.Tensor, values: torch.Tensor, channel: int, out: np.ndarray) -> None:
         """What probabilities(frequencies(flat, values, channel)) gives, written into out (N, 256) float32:
         by the compiled kernel where there is one (CPU tensors), else by the torch form."""
@@ -592,27 +603,15 @@ class IntegerMixture:
         return torch.from_numpy(out)
 
     def _kernel_arguments(self, flat: torch.Tensor, values: torch.Tensor, channel: int) -> tuple:
-        split = self._split(flat)
-        _, means, inv_scales, coeffs = split
-        values = values.long()
-        unit = self.model.unit_values[values]  # N, C
-        weights = self._weights(split, values, unit, channel)  # N, K
-        mean = self._coupled_mean(means, coeffs, unit, channel)  # N, K
-        inv = inv_scales[:, :, channel]  # N, K
+        weights, mean, inv = self._channel_terms(flat, values, channel)
         zero_through, full_from = self.model.sigmoid_saturation
-        return (np.ascontiguousarray(weights.numpy()), np.ascontiguousarray(mean.numpy()),
-                np.ascontiguousarray(inv.numpy()), self.model.edges_numpy, self.model.sigmoid_numpy,
-                float(self.model.tables["sigmoid"].first_q), zero_through, full_from, INV_SCALE_BITS, CDF_BITS)
+        return (np.ascontiguousarray(weights.numpy()), mean.numpy(), inv.numpy(), self.model.edges_numpy,
+                self.model.sigmoid_numpy, float(self.model.tables["sigmoid"].first_q), zero_through, full_from,
+                INV_SCALE_BITS, CDF_BITS)
 
     def masses(self, flat: torch.Tensor, values: torch.Tensor, channel: int, windowed: bool = True) -> torch.Tensor:
         """The torch form's masses (N, 256) float64 integers (the reference of the compiled kernel's)."""
-        split = self._split(flat)
-        _, means, inv_scales, coeffs = split
-        values = values.long()
-        unit = self.model.unit_values[values]
-        weights = self._weights(split, values, unit, channel)
-        mean = self._coupled_mean(means, coeffs, unit, channel).contiguous()
-        inv = inv_scales[:, :, channel].contiguous()
+        weights, mean, inv = self._channel_terms(flat, values, channel)
         return self._window_masses(weights, mean, inv) if windowed else self._full_masses(weights, mean, inv)
 
     def frequencies(self, flat: torch.Tensor, values: torch.Tensor, channel: int,
@@ -621,13 +620,7 @@ class IntegerMixture:
 
         `windowed` (the fast form) and the full form give the same integers: both are sums of the same exact
         integer terms; the full form is kept as the reference that tests hold the fast one to."""
-        split = self._split(flat)
-        _, means, inv_scales, coeffs = split
-        values = values.long()
-        unit = self.model.unit_values[values]  # N, C
-        weights = self._weights(split, values, unit, channel)  # N, K
-        mean = self._coupled_mean(means, coeffs, unit, channel).contiguous()  # N, K
-        inv = inv_scales[:, :, channel].contiguous()  # N, K
+        weights, mean, inv = self._channel_terms(flat, values, channel)
         mass = self._window_masses(weights, mean, inv) if windowed else self._full_masses(weights, mean, inv)
         total = weights.sum(dim=1, keepdim=True) * 2.0**CDF_BITS  # N, 1
         spare = float(2**PROBABILITY_BITS - 256)  # every value gets 1 first, the rest in proportion
