@@ -25,10 +25,12 @@ SHARED_DATA = Path(os.environ.get("VAEZIP_DATA", Path(__file__).resolve().parent
 
 
 def make_tiny_weights(path: Path, channels: int, name: str, seed: int = 0, pixel_context: int = 0,
-                      residual_posterior: bool = False) -> Path:
+                      **model_options) -> Path:
+    """An untrained tiny model's weights file; `model_options`: other ModelConfig fields (residual_posterior,
+    likelihood, ...)."""
     torch.manual_seed(seed)
     config = dataclasses.replace(get_preset("tiny").model, image_channels=channels, pixel_context=pixel_context,
-                                 residual_posterior=residual_posterior)
+                                 **model_options)
     model = HierarchicalVAE(config)
     if pixel_context:
         with torch.no_grad():  # a trained head is not zero: make every neighbour matter

@@ -84,14 +84,14 @@ def test_integer_tables_are_proper_and_cost_what_the_float_tables_cost(channels)
         params_f, params_i = _walk(model, integer, pixels)
         bits_f = bits_i = 0.0
         for c in range(channels):
-            table = integer.mixture.channel_table(params_i, pixels, c)  # B, H, W, 256
+            table = integer.likelihood.channel_table(params_i, pixels, c)  # B, H, W, 256
             assert table.dtype == torch.int64 and table.min() >= 1
             assert torch.all(table.sum(-1) == 2**PROBABILITY_BITS)
             value = pixels[:, c, :, :, None].long()
             bits_i += float((PROBABILITY_BITS - torch.log2(table.gather(-1, value).double())).sum())
             float_table = model.likelihood.channel_table(params_f, pixels, c)
             bits_f += float(-torch.log2(float_table.gather(-1, value).double()).sum())
-        estimate = float(integer.mixture.nll_bits(params_i, pixels).sum())  # the encoder's cheap bound
+        estimate = float(integer.likelihood.nll_bits(params_i, pixels).sum())  # the encoder's cheap bound
     assert abs(bits_i - bits_f) / bits_f < 0.01, (bits_i, bits_f)
     assert abs(estimate - bits_i) / bits_i < 1e-3, (estimate, bits_i)
 
@@ -108,8 +108,8 @@ def test_tables_do_not_depend_on_the_batch_they_are_computed_in():
             walk.step()
             walk.advance(torch.zeros_like(walk._feature[:, :4]))
         params = walk.pixel_params()
-        whole = integer.mixture.channel_table(params, pixels, 2)
-        rows = integer.mixture.channel_table(params[1:2, :, 3:5], pixels[1:2, :, 3:5], 2)
+        whole = integer.likelihood.channel_table(params, pixels, 2)
+        rows = integer.likelihood.channel_table(params[1:2, :, 3:5], pixels[1:2, :, 3:5], 2)
     assert torch.equal(whole[1:2, 3:5], rows)
 
 
@@ -138,14 +138,14 @@ def test_windowed_tables_equal_the_full_tables(channels):
     flat = params.permute(0, 2, 3, 1).reshape(-1, params.shape[1])
     values = pixels.permute(0, 2, 3, 1).reshape(-1, channels)
     for c in range(channels):
-        fast = integer.mixture.channel_table(params, pixels, c)
-        full = integer.mixture.channel_table(params, pixels, c, windowed=False)
+        fast = integer.likelihood.channel_table(params, pixels, c)
+        full = integer.likelihood.channel_table(params, pixels, c, windowed=False)
         assert torch.equal(fast, full), c
         if kernels.AVAILABLE:  # the compiled kernel: the same masses, and the same tables for the coder
-            reference = integer.mixture.masses(flat, values, c, windowed=False)
-            assert torch.equal(integer.mixture.compiled_masses(flat, values, c).double(), reference), c
+            reference = integer.likelihood.masses(flat, values, c, windowed=False)
+            assert torch.equal(integer.likelihood.compiled_masses(flat, values, c).double(), reference), c
             compiled = np.empty((len(flat), 256), dtype=np.float32)
-            integer.mixture.probabilities(flat, values, c, compiled)
+            integer.likelihood.probabilities(flat, values, c, compiled)
             np.testing.assert_array_equal(compiled, probabilities(full.reshape(-1, 256)))
 
 
@@ -159,9 +159,9 @@ def test_the_torch_form_stands_in_for_the_kernel_with_the_same_tables(monkeypatc
     flat = torch.round(torch.randn(300, k + 6 * k + 3 * k, dtype=torch.float64) * 3 * 16384)
     values = torch.from_numpy(np.random.default_rng(4).integers(0, 256, (300, 3), dtype=np.uint8))
     compiled, fallback, after_failure = (np.empty((300, 256), dtype=np.float32) for _ in range(3))
-    integer.mixture.probabilities(flat, values, 2, compiled)
+    integer.likelihood.probabilities(flat, values, 2, compiled)
     monkeypatch.setattr(kernels, "AVAILABLE", False)
-    integer.mixture.probabilities(flat, values, 2, fallback)
+    integer.likelihood.probabilities(flat, values, 2, fallback)
     np.testing.assert_array_equal(fallback, compiled)
 
     def broken(*arguments):
@@ -170,7 +170,7 @@ def test_the_torch_form_stands_in_for_the_kernel_with_the_same_tables(monkeypatc
     monkeypatch.setattr(kernels, "AVAILABLE", True)
     monkeypatch.setattr(kernels, "frequencies_to_probabilities", broken)
     with pytest.warns(RuntimeWarning, match="torch form"):
-        integer.mixture.probabilities(flat, values, 2, after_failure)
+        integer.likelihood.probabilities(flat, values, 2, after_failure)
     np.testing.assert_array_equal(after_failure, compiled)
     assert not kernels.AVAILABLE
 
@@ -184,7 +184,7 @@ def test_compiled_masses_equal_the_full_masses_where_edges_hit_the_saturation_bo
     from vaezip.model.integer import CDF_BITS, INV_SCALE_BITS
 
     integer = IntegerVAE(HierarchicalVAE(get_preset("tiny").model))
-    zero_through, full_from = integer.sigmoid_saturation
+    zero_through, full_from = integer.likelihood.cdf.saturation
     first_q = integer.tables["sigmoid"].first_q
     edges = integer.edges_numpy
     rng = np.random.default_rng(5)
@@ -197,11 +197,11 @@ def test_compiled_masses_equal_the_full_masses_where_edges_hit_the_saturation_bo
     hit = rng.integers(0, 255, (rows, k))  # the value whose upper edge lands on the target index
     # index(edge) = slope * (edge - mean) - first_q (the +1/2 of the rounding floors away): solve for mean
     mean = edges[hit] - np.floor((targets + first_q) / slopes)
-    arguments = (weights, mean, inv, edges, integer.sigmoid_numpy, float(first_q), zero_through, full_from,
+    arguments = (weights, mean, inv, edges, integer.likelihood.cdf.numpy, float(first_q), zero_through, full_from,
                  INV_SCALE_BITS, CDF_BITS)
     compiled = np.empty((rows, 256), dtype=np.int64)
     kernels.masses(*arguments, compiled)
-    reference = integer.mixture._full_masses(*(torch.from_numpy(a) for a in (weights, mean, inv)))
+    reference = integer.likelihood._full_masses(*(torch.from_numpy(a) for a in (weights, mean, inv)))
     assert torch.equal(torch.from_numpy(compiled).double(), reference)
 
 
@@ -210,7 +210,7 @@ def test_compiled_window_search_does_not_depend_on_its_guess():
     """Each window bound is the first value whose edge reaches a table index, found by walking from a guess:
     every guess, good or bad, must give the brute-force answer."""
     integer = IntegerVAE(HierarchicalVAE(get_preset("tiny").model))
-    edges, last = integer.edges_numpy, len(integer.sigmoid_numpy) - 1
+    edges, last = integer.edges_numpy, len(integer.likelihood.cdf.numpy) - 1
     rng = np.random.default_rng(6)
     for _ in range(300):
         offset, slope = float(rng.integers(-(2**20), 2**20)), float(rng.choice([0.01, 1.0, 7.0, 300.0]))
@@ -279,7 +279,7 @@ def test_integer_context_phases_equal_the_full_pass_and_cost_what_the_float_head
         bits_f = bits_i = 0.0
         for c in range(3):
             value = pixels[:, c, :, :, None].long()
-            table = integer.mixture.channel_table(full, pixels, c)
+            table = integer.likelihood.channel_table(full, pixels, c)
             bits_i += float((PROBABILITY_BITS - torch.log2(table.gather(-1, value).double())).sum())
             float_table = model.likelihood.channel_table(refined_f, pixels, c)
             bits_f += float(-torch.log2(float_table.gather(-1, value).double()).sum())

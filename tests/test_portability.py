@@ -61,7 +61,7 @@ with torch.inference_mode():
     params = walk.pixel_params()
     out["pixel parameters"] = h(params)
     for c in range(3):
-        out[f"table {c}"] = h(integer.mixture.channel_table(params, pixels, c))
+        out[f"table {c}"] = h(integer.likelihood.channel_table(params, pixels, c))
     # The float network under the same settings, for contrast: its last bits may move with the kernels.
     float_params = model.walk(pixels, 4, 32, 32)
     for group in range(float_params.num_groups):

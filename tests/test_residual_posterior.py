@@ -184,7 +184,7 @@ def test_integer_twin_stays_close_to_the_float_model(channels, head_scale, mean_
         params_f, params_i = walk_f.pixel_params(), walk_i.pixel_params()
         bits_f = bits_i = 0.0
         for c in range(channels):
-            table = integer.mixture.channel_table(params_i, pixels, c)
+            table = integer.likelihood.channel_table(params_i, pixels, c)
             value = pixels[:, c, :, :, None].long()
             bits_i += float((24 - torch.log2(table.gather(-1, value).double())).sum())
             float_table = model.likelihood.channel_table(params_f, pixels, c)

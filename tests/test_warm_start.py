@@ -1,5 +1,7 @@
 """Warm starts (`vaezip train --init`), the colour -> grey conversion, and mixtures of training sources."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -14,20 +16,22 @@ from vaezip.train import train
 OVERRIDES = dict(batch_size=4, crop=8, val_every=1000, checkpoint_every=1000, val_images=8)
 
 
-def _randomised(channels: int, seed: int = 0) -> HierarchicalVAE:
+def _randomised(channels: int, seed: int = 0, **options) -> HierarchicalVAE:
     """A tiny model with every weight random (zero-initialised heads would make the checks trivial)."""
     torch.manual_seed(seed)
-    model = HierarchicalVAE(get_preset("tiny").model.__class__(**{**get_preset("tiny").model.__dict__,
-                                                                     "image_channels": channels}))
+    model = HierarchicalVAE(dataclasses.replace(get_preset("tiny").model, image_channels=channels, **options))
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.normal_(0, 0.3)
     return model.eval()
 
 
-def test_grey_from_colour_is_the_red_marginal_of_a_grey_image():
+@pytest.mark.parametrize("options", [{}, {"channel_coupling": False}, {"likelihood": "gaussian"},
+                                     {"likelihood": "categorical"}], ids=["mixture", "uncoupled", "gaussian",
+                                                                          "categorical"])
+def test_grey_from_colour_is_the_red_marginal_of_a_grey_image(options):
     # float64: the two add the colour weights in a different order, and random weights amplify fp32 rounding.
-    colour = _randomised(3).double()
+    colour = _randomised(3, **options).double()
     grey = grey_from_colour(colour)
     assert grey.config.image_channels == 1
     pixels = torch.randint(0, 256, (2, 1, 8, 8), dtype=torch.uint8)

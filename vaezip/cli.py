@@ -313,6 +313,14 @@ def train(
                                             "each latent group's posterior head outputs a shift of the prior "
                                             "mean and a factor on the prior std; not with --init of a model "
                                             "without it (start from --preset or --from-scratch)"),
+    likelihood: Optional[str] = typer.Option(None, "--likelihood", metavar="NAME",
+                                             help="a new model's pixel likelihood: logistic-mixture (default; "
+                                             "the preset's components, R -> G -> B coupling), gaussian (sigma-VAE: "
+                                             "one learned sigma per channel) or categorical (256 logits per "
+                                             "subpixel); not with --init of a model with another"),
+    channel_coupling: Optional[bool] = typer.Option(None, "--channel-coupling/--no-channel-coupling",
+                                                    help="a new logistic-mixture model's R -> G -> B coupling "
+                                                    "(default: on); off: channels independent given the latents"),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: one per idle physical "
                                           "core, at most 4; or OMP_NUM_THREADS where set)"),
     name: Optional[str] = typer.Option(None, "--name", help="at the end, install the model as a user model of "
@@ -339,6 +347,15 @@ def train(
             raise UsageFailure("--kl-balance only applies during a KL warm-up: give --kl-warmup STEPS too")
         if from_scratch and init is not None:
             raise UsageFailure("--from-scratch and --init contradict each other: give one")
+        from vaezip.config import LIKELIHOODS
+
+        if likelihood is not None and likelihood not in LIKELIHOODS:
+            raise UsageFailure(f"--likelihood must be one of {', '.join(LIKELIHOODS)}, not {likelihood!r}")
+        if channel_coupling is False and likelihood not in (None, "logistic-mixture"):
+            raise UsageFailure("--no-channel-coupling applies to the logistic mixture only")
+        model_options = {key: value for key, value in dict(likelihood=likelihood,
+                                                           channel_coupling=channel_coupling).items()
+                         if value is not None}
         if name is not None:
             from vaezip import zoo
 
@@ -394,6 +411,7 @@ def train(
                 channels=channels,
                 pixel_context=pixel_context,
                 residual_posterior=residual_posterior,
+                model_options=model_options,
                 timing=timing,
                 stop_on_signals=True,
             )

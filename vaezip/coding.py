@@ -205,7 +205,7 @@ class IntegerPass:
         values = torch.from_numpy(np.ascontiguousarray(pixels.transpose(0, 2, 3, 1))).to(self.device)
         values = values.reshape(batch * height * width, -1)  # N, C
         tables = np.empty((batch * height * width, 256), dtype=np.float32)
-        mixture = self.model.mixture
+        mixture = self.model.likelihood
         chunk = KERNEL_TABLE_PIXELS if kernels.AVAILABLE and self._flat_params.device.type == "cpu" else INTEGER_TABLE_PIXELS
         for start in range(0, len(values), chunk):
             stop = start + chunk
@@ -226,7 +226,7 @@ class IntegerPass:
             self._phase = phase
         values = tensor[:, :, row, columns].permute(0, 2, 1).reshape(-1, channels)  # B * n, C
         tables = np.empty((len(values), 256), dtype=np.float32)  # B * n, 256
-        self.model.mixture.probabilities(self._phase_params, values, channel, tables)
+        self.model.likelihood.probabilities(self._phase_params, values, channel, tables)
         return tables.reshape(batch, -1, 256)
 
 
@@ -293,5 +293,5 @@ class TorchLatentModel:
         if self.integer_model.context is not None:  # every pixel at once: the same integers as phase by phase
             valid = torch.from_numpy(np.ascontiguousarray(mask[:, None])).to(self.device, torch.float64)
             params = self.integer_model.context.forward(params, tensor, valid)
-        nll = self.integer_model.mixture.nll_bits(params, tensor).cpu().numpy()  # B, H, W
+        nll = self.integer_model.likelihood.nll_bits(params, tensor).cpu().numpy()  # B, H, W
         return bits + np.where(mask, nll, 0.0).reshape(len(pixels), -1).sum(axis=1)

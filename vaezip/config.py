@@ -27,7 +27,12 @@ TRAIN_FIELDS_SINCE_FORMAT_2: dict[str, Any] = {"kl_balance": False}
 # differs, so a model that does not use a new option is written byte for byte as before (the same sha256, and
 # still readable by the vaezip before it), while a model that does is refused by that vaezip (an unknown key)
 # instead of being run wrongly.
-MODEL_FIELDS_SINCE_FORMAT_2: dict[str, Any] = {"residual_posterior": False}
+MODEL_FIELDS_SINCE_FORMAT_2: dict[str, Any] = {"residual_posterior": False, "likelihood": "logistic-mixture",
+                                               "channel_coupling": True}
+# The pixel likelihoods (model/likelihood.py; their integer twins in model/integer.py). sigma-VAE (paper 002)
+# calibrated decoders beside the logistic mixture: a discretized Gaussian with one learned sigma per channel,
+# and a 256-way categorical per subpixel.
+LIKELIHOODS = ("logistic-mixture", "gaussian", "categorical")
 
 # Limits of a model config, checked (types first, then ranges, then the parameter count, all arithmetically)
 # before any model is built: a weights file is untrusted input, and its config decides how much memory the
@@ -109,6 +114,11 @@ class ModelConfig:
     # the prior std, q = N(mean_p + dmu, max(std_p * positive(raw), min_std)) with positive = layers.std_ratio;
     # False: absolute posterior parameters (every model before it).
     residual_posterior: bool = False
+    # How a pixel's values are distributed given the latents (LIKELIHOODS); num_mixtures applies to the mixture.
+    likelihood: str = "logistic-mixture"
+    # The mixture's R -> G -> B coupling (each channel's means shifted by the channels before it); False: the
+    # channels are independent given the latents and the component.
+    channel_coupling: bool = True
 
     def __post_init__(self) -> None:
         """Types, then ranges (LIMITS), then the parameter count (MAX_PARAMETERS): nothing is allocated."""
@@ -127,9 +137,16 @@ class ModelConfig:
                 raise ConfigError(f"ModelConfig.stages must hold StageConfigs, not {type(stage).__name__}")
         for name in ("stem_factor", "num_mixtures", "pixel_context"):
             _check_int("ModelConfig", name, getattr(self, name))
-        if not isinstance(self.residual_posterior, bool):
-            raise ConfigError(f"ModelConfig.residual_posterior must be true or false, not "
-                              f"{type(self.residual_posterior).__name__} {short_repr(self.residual_posterior)}")
+        for name in ("residual_posterior", "channel_coupling"):
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise ConfigError(f"ModelConfig.{name} must be true or false, not {type(value).__name__} "
+                                  f"{short_repr(value)}")
+        if not isinstance(self.likelihood, str) or self.likelihood not in LIKELIHOODS:
+            raise ConfigError(f"ModelConfig.likelihood must be one of {', '.join(LIKELIHOODS)}, not "
+                              f"{short_repr(self.likelihood)}")
+        if not self.channel_coupling and self.likelihood != "logistic-mixture":
+            raise ConfigError("ModelConfig.channel_coupling applies to the logistic mixture only")
         std = self.min_std
         low, high = LIMITS["min_std"]
         if isinstance(std, bool) or not isinstance(std, (int, float)):
@@ -156,12 +173,23 @@ def _conv(inputs: int, outputs: int, kernel: int) -> int:
     return inputs * outputs * kernel * kernel + outputs
 
 
+def pixel_param_count(config: ModelConfig) -> int:
+    """Network outputs per pixel that the likelihood reads (model/likelihood.py)."""
+    channels = config.image_channels
+    if config.likelihood == "gaussian":
+        return channels  # the means; the sigmas are shared parameters
+    if config.likelihood == "categorical":
+        return 256 * channels  # one logit per value
+    coupling = 3 if channels == 3 and config.channel_coupling else 0
+    return config.num_mixtures * (1 + 2 * channels + coupling)
+
+
 def parameter_count(config: ModelConfig) -> int:
     """The number of parameters of `HierarchicalVAE(config)`, by arithmetic (tests check it against the model).
 
-    Mirrors model/vae.py, layers.py, context.py and likelihood.params_per_pixel."""
-    channels, f, k = config.image_channels, config.stem_factor, config.num_mixtures
-    pixel_params = k * (1 + 2 * channels + (3 if channels == 3 else 0))
+    Mirrors model/vae.py, layers.py, context.py and likelihood.py."""
+    channels, f = config.image_channels, config.stem_factor
+    pixel_params = pixel_param_count(config)
     stages = config.stages
     res_block = lambda w: 2 * _conv(w, w, 3)  # noqa: E731
     total = _conv(channels * f * f, stages[0].width, 3)  # encoder stem
@@ -174,6 +202,8 @@ def parameter_count(config: ModelConfig) -> int:
         total += s.latent_groups * block
     total += sum(_conv(b.width, a.width, 1) for a, b in zip(stages, stages[1:]))  # upsamples
     total += stages[0].width * pixel_params * f * f + pixel_params  # head (transposed conv)
+    if config.likelihood == "gaussian":
+        total += channels  # one learned log sigma per channel
     hidden = config.pixel_context
     if hidden:
         offsets = 18  # model/context.py: OFFSETS

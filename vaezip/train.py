@@ -55,6 +55,11 @@ DEFAULT_INIT = "@default"
 # from-scratch rate (2e-3) knocks it out of its minimum within a few hundred steps, and a long warm-up wastes
 # a short run. 2e-4 is the rate the shipped photo model's own fine-tunes use.
 FINE_TUNE_OVERRIDES: dict[str, Any] = {"lr": 2e-4, "warmup_steps": 50}
+# ModelConfig options a new run can set (train's model_options) -> the CLI flag that sets a value, for errors
+MODEL_OPTION_FLAGS: dict[str, Any] = {
+    "likelihood": lambda value: f"--likelihood {value}",
+    "channel_coupling": lambda value: "--channel-coupling" if value else "--no-channel-coupling",
+}
 
 # The end-of-training comparison codes real files: bounded so that it takes seconds to a minute or two on a
 # 2-core CPU, not a second training run. Held-out images are centre-cropped to at most this side.
@@ -343,6 +348,7 @@ def resolve_run(
     pixel_context: int | None,
     time_schedule: bool,
     residual_posterior: bool = False,
+    model_options: dict[str, Any] | None = None,
 ) -> RunPlan:
     run_dir = Path(run_dir)
     checkpoint_path = run_dir / CHECKPOINT_NAME
@@ -398,6 +404,19 @@ def resolve_run(
                                   "posterior; a residual-posterior model starts from scratch (--preset, or "
                                   "--from-scratch for a folder of your images) or from a residual-posterior model")
         model_config = dataclasses.replace(model_config, residual_posterior=True)
+    for option, value in (model_options or {}).items():
+        if getattr(model_config, option) == value:
+            continue
+        flag = MODEL_OPTION_FLAGS[option](value)
+        if saved is not None:
+            raise CheckpointError(f"{flag}: the run to resume trains a model with {option} = "
+                                  f"{getattr(model_config, option)!r}")
+        if initial is not None:
+            # Its head's outputs mean something else under another likelihood
+            raise CheckpointError(f"{flag}: the start model {initial.name!r} has {option} = "
+                                  f"{getattr(model_config, option)!r}; start from scratch (--preset, or "
+                                  "--from-scratch for a folder of your images) or from a model with the same")
+        model_config = dataclasses.replace(model_config, **{option: value})
     return RunPlan(run_dir, checkpoint_path, data_source, model_config, train_config, training_data, saved,
                    initial, init_record, time_schedule)
 
@@ -692,6 +711,7 @@ def train(
     channels: int | None = None,
     pixel_context: int | None = None,
     residual_posterior: bool = False,
+    model_options: dict[str, Any] | None = None,
     timing: Timing | None = None,
     stop_on_signals: bool = False,
     coded_validation: CodedValidation | None = coded_rate,
@@ -706,7 +726,9 @@ def train(
     any colour image trains a colour model. `pixel_context` sets the width of the causal pixel-context head of
     a new run; added to an `init` model, the head starts at zero, so the run starts from exactly that model.
     `residual_posterior` makes a new model's posterior relative to its prior (ModelConfig.residual_posterior):
-    refused with an `init` model (or a run to resume) whose posterior is absolute.
+    refused with an `init` model (or a run to resume) whose posterior is absolute. `model_options`: other
+    ModelConfig fields of a new model (MODEL_OPTION_FLAGS: likelihood, channel_coupling), refused where an `init`
+    model or the run to resume has another value.
     `timing` adds clock-driven validations, checkpoints and learning-rate planning (its time_limit, if set,
     replaces `time_limit`). `stop_on_signals`: Ctrl-C / SIGTERM save a checkpoint after the current step, then
     raise KeyboardInterrupt / vaezip.files.Terminated. `coded_validation` compresses held-out images for real
@@ -725,6 +747,7 @@ def train(
         reporter = SilentReporter()  # one rank reports
     plan = resolve_run(run_dir, data_source, preset, resume=resume, train_overrides=train_overrides, init=init,
                        channels=channels, pixel_context=pixel_context, residual_posterior=residual_posterior,
+                       model_options=model_options,
                        time_schedule=timing.time_schedule and timing.time_limit is not None)
     session = build(plan, device, dist)
     restore(session)

@@ -18,7 +18,7 @@ def grey_from_colour(colour: HierarchicalVAE) -> HierarchicalVAE:
     if config.pixel_context:
         raise ValueError("grey_from_colour cannot convert a pixel-context head: start from a model without one")
     dtype = next(colour.parameters()).dtype
-    grey = HierarchicalVAE(dataclasses.replace(config, image_channels=1)).to(dtype)
+    grey = HierarchicalVAE(dataclasses.replace(config, image_channels=1, channel_coupling=True)).to(dtype)
     state = {key: value.clone() for key, value in colour.state_dict().items()}
 
     # pixel_unshuffle orders the stem's inputs channel-major (c * f*f + sub-position), so a grey input equal
@@ -27,11 +27,18 @@ def grey_from_colour(colour: HierarchicalVAE) -> HierarchicalVAE:
     stem = state["encoder.stem.weight"]  # out, 3 * f*f, 3, 3
     state["encoder.stem.weight"] = stem.reshape(stem.shape[0], 3, subpositions, *stem.shape[2:]).sum(1)
 
-    # Head outputs: logits (K), means (K x 3), log-scales (K x 3), coupling coefficients (3K). Keep the logits
-    # and the red channel's means and scales; red has no coupling, so its marginal is the grey likelihood.
-    k = config.num_mixtures
-    red_means = torch.arange(k) * 3 + k
-    keep = torch.cat([torch.arange(k), red_means, red_means + 3 * k])
+    # Keep the head outputs of the red channel: its marginal is the grey likelihood.
+    if config.likelihood == "gaussian":  # outputs: one mean per channel; the sigmas are parameters
+        keep = torch.tensor([0])
+        state["likelihood.log_sigma"] = state["likelihood.log_sigma"][:1]
+    elif config.likelihood == "categorical":  # outputs: 256 logits per channel, channel-major
+        keep = torch.arange(256)
+    else:
+        # logits (K), means (K x 3), log-scales (K x 3), coupling coefficients (3K, where coupled): the logits
+        # and red's means and scales (red is never shifted by another channel).
+        k = config.num_mixtures
+        red_means = torch.arange(k) * 3 + k
+        keep = torch.cat([torch.arange(k), red_means, red_means + 3 * k])
     state["decoder.head.weight"] = state["decoder.head.weight"][:, keep]  # in, out, f, f
     state["decoder.head.bias"] = state["decoder.head.bias"][keep]
     grey.load_state_dict(state, strict=True)

@@ -47,6 +47,9 @@ EXACT = 2.0**53  # every partial sum stays below this: float64 adds such integer
 PROBABILITY_BITS = 24  # pixel frequencies sum to 2**24
 CDF_BITS = 30  # sigmoid table resolution
 MIX_BITS = 16  # mixture weights: sum of 2**16 * 2**30 over up to 64 components < 2**53
+# A categorical's value weights: exp(logit - largest) * 2**24 >= 1, so the least likely value can be 2**-24 of
+# the most likely (the coder's resolution); 256 of them sum below 2**32.
+CATEGORICAL_BITS = 24
 LOG_SCALE_RANGE = (-7.0, 8.0)  # the float likelihood clamps at -7 too; above 8 a logistic is flat on [-1, 1]
 MEAN_LIMIT = 8.0
 INV_SCALE_BITS = 20  # exp(-log_scale) as q * 2**-20
@@ -145,6 +148,34 @@ def _build_tables() -> dict[str, Table]:
         "sigmoid": Table.build(_sigmoid, -24.0, 24.0, CDF_BITS),
         "exp": Table.build(deterministic_exp, -24.0, 0.0, MIX_BITS),
     }
+
+
+def _normal_cdf(x: np.ndarray) -> np.ndarray:
+    """Phi(x) from +, -, *, / and deterministic_exp only: erf(t) = 2/sqrt(pi) exp(-t**2) sum_n 2**n
+    t**(2n+1) / (1 * 3 * ... * (2n+1)), a series of positive terms (no cancellation), t = |x| / sqrt(2);
+    Phi(x) = (1 +- erf(t)) / 2. 160 terms: below 1e-17 relative for |x| <= 9."""
+    t = np.abs(np.asarray(x, dtype=np.float64)) * 0.7071067811865476
+    t2 = t * t
+    term = t.copy()
+    total = t.copy()
+    for n in range(1, 160):
+        term = term * (2.0 * t2) / float(2 * n + 1)
+        total = total + term
+    erf = np.minimum(total * deterministic_exp(-t2) * 1.1283791670955126, 1.0)  # 2 / sqrt(pi)
+    return np.where(np.asarray(x) >= 0, 0.5 + 0.5 * erf, 0.5 - 0.5 * erf)
+
+
+@functools.lru_cache(maxsize=1)
+def _normal_cdf_table() -> Table:
+    """The discretized Gaussian's CDF in 2**-CDF_BITS units: 0 below -9 and 2**CDF_BITS above 9 (Phi(-9) is
+    1e-19), built only for Gaussian models."""
+    return Table.build(_normal_cdf, -9.0, 9.0, CDF_BITS)
+
+
+@functools.lru_cache(maxsize=1)
+def _categorical_exp_table() -> Table:
+    """exp(x) * 2**CATEGORICAL_BITS for x in [-24, 0] (below: its first value), for categorical models."""
+    return Table.build(deterministic_exp, -24.0, 0.0, CATEGORICAL_BITS)
 
 
 @functools.lru_cache(maxsize=1)
@@ -289,25 +320,21 @@ class IntegerVAE:
         self.upsamples = [_conv(u) for u in decoder.upsamples]
         self.head, self.head_factor = _transposed_head(decoder.head)
         self.context = None if model.context is None else IntegerContext(model.context, self)
-        self.mixture = IntegerMixture(config.image_channels, config.num_mixtures, self)
-        self.sigmoid_saturation = _saturation(self.tables["sigmoid"])
-        # The same integers (< 2**31) as int32: half the bytes to fetch, 2.7x faster gathers.
-        sigmoid = self.tables["sigmoid"]
-        self.sigmoid_int32 = Table(sigmoid.first_q, sigmoid.values.int())
         # Upper edges of values -1 .. 255: value -1's (-2**40) and 255's (2**40) put any component's index below
         # or above its table, whatever the rounding: its CDF there is exactly 0 and full.
         self.padded_edges = torch.cat([self.edges.new_tensor([-(2.0**40)]), self.edges,
                                        self.edges.new_tensor([2.0**40])])
         # The compiled kernel's copies (kernels.py; CPU only).
         self.edges_numpy = self.edges.numpy().copy()
-        self.sigmoid_numpy = self.sigmoid_int32.values.numpy().copy()
+        self.likelihood = _integer_likelihood(model, self)
 
     def to(self, device) -> "IntegerVAE":
         device = torch.device(device)
         self.device = device
         self.tables = {name: table.to(device) for name, table in self.tables.items()}
         self.unit_values, self.edges, self.initial = (t.to(device) for t in (self.unit_values, self.edges, self.initial))
-        self.sigmoid_int32, self.padded_edges = self.sigmoid_int32.to(device), self.padded_edges.to(device)
+        self.padded_edges = self.padded_edges.to(device)
+        self.likelihood.to(device)
         convs = [self.stem, *self.downsamples, *self.upsamples, self.head]
         convs += [c for stage in self.encoder_stages for pair in stage for c in pair]
         convs += [c for block in self.blocks for c in (block["prior"], block["posterior"], block["projection"],
@@ -393,13 +420,29 @@ class IntegerContext:
 
 
 def _saturation(table: Table) -> tuple[int, int]:
-    """(last index whose value is 0, first index whose value is 2**CDF_BITS) of the sigmoid table."""
+    """(last index whose value is 0, first index whose value is 2**CDF_BITS) of a CDF table."""
     values = table.values.cpu()
     zero = torch.nonzero(values == 0.0)
     full = torch.nonzero(values == 2.0**CDF_BITS)
     if len(zero) == 0 or len(full) == 0 or not bool((values[1:] >= values[:-1]).all()):
-        raise ValueError("the sigmoid table must be monotone and reach 0 and 2**CDF_BITS")
+        raise ValueError("a CDF table must be monotone and reach 0 and 2**CDF_BITS")
     return int(zero[-1]), int(full[0])
+
+
+class CdfTable:
+    """A component CDF (the logistic's sigmoid, the Gaussian's Phi) as the mixture's code reads it: the table,
+    its int32 copy (the same integers < 2**31: half the bytes to fetch, 2.7x faster gathers), the compiled
+    kernel's numpy copy, and where it saturates."""
+
+    def __init__(self, table: Table):
+        self.table = table
+        self.saturation = _saturation(table)
+        self.int32 = Table(table.first_q, table.values.int())
+        self.numpy = self.int32.values.numpy().copy()
+
+    def to(self, device: torch.device) -> "CdfTable":
+        self.table, self.int32 = self.table.to(device), self.int32.to(device)
+        return self
 
 
 def _round_div(numerator: int, denominator: int) -> int:
@@ -483,13 +526,21 @@ class IntegerWalk:
 
 
 class IntegerMixture:
-    """The discretized logistic mixture with channel coupling (likelihood.py) as integer frequency tables.
+    """The discretized logistic mixture, with or without channel coupling (likelihood.py), as integer frequency
+    tables; with another CDF table, any mixture of a location-scale family (IntegerGaussian).
 
     All values are integers in float64 below 2**53 (the CDF sum over components runs as one float64 matmul of
     integers, exact in any order): CDF values in 2**-CDF_BITS units, mixture weights with MIX_BITS bits."""
 
-    def __init__(self, channels: int, num_mixtures: int, model: IntegerVAE):
+    def __init__(self, channels: int, num_mixtures: int, model: IntegerVAE, coupling: bool = True,
+                 cdf: Table | None = None):
         self.channels, self.num_mixtures, self.model = channels, num_mixtures, model
+        self.coupled = coupling and channels == 3
+        self.cdf = CdfTable(model.tables["sigmoid"] if cdf is None else cdf)
+
+    def to(self, device: torch.device) -> "IntegerMixture":
+        self.cdf.to(device)
+        return self
 
     def _split(self, flat: torch.Tensor):
         """flat (N, P) parameters, one row per pixel -> per pixel and component, (N, K) each: logits, and per
@@ -501,14 +552,14 @@ class IntegerMixture:
         means = flat[:, k : k + k * c].reshape(-1, k, c).clamp(-MEAN_LIMIT * ONE, MEAN_LIMIT * ONE)
         log_scales = flat[:, k + k * c : k + 2 * k * c].reshape(-1, k, c).clamp(low * ONE, high * ONE)
         inv_scales = tables["inv_scale"](log_scales)
-        coeffs = tables["tanh"](flat[:, k + 2 * k * c :].reshape(-1, k, 3)) if c == 3 else None
+        coeffs = tables["tanh"](flat[:, k + 2 * k * c :].reshape(-1, k, 3)) if self.coupled else None
         return logits, means, inv_scales, coeffs
 
     @staticmethod
     def _coupled_mean(means, coeffs, unit: torch.Tensor, channel: int) -> torch.Tensor:
         """(N, K) mean of `channel`, shifted by the channels before it (unit: (N, C) pixel values)."""
         mean = means[:, :, channel]
-        if channel >= 1:
+        if coeffs is not None and channel >= 1:
             for coefficient, previous in ([(0, 0)] if channel == 1 else [(1, 0), (2, 1)]):
                 mean = mean + torch.floor(coeffs[:, :, coefficient] * unit[:, previous : previous + 1] / ONE + 0.5)
         return mean
@@ -516,13 +567,13 @@ class IntegerMixture:
     def _cdf(self, x_q: torch.Tensor, mean: torch.Tensor, inv_scale: torch.Tensor) -> torch.Tensor:
         """sigmoid((x - mean) * inv_scale) in 2**-CDF_BITS units; x_q broadcasts against mean and inv_scale."""
         offset = self._offset(mean, inv_scale)
-        return self.model.tables["sigmoid"].lookup(torch.addcmul(offset, x_q, inv_scale * 2.0**-INV_SCALE_BITS))
+        return self.cdf.table.lookup(torch.addcmul(offset, x_q, inv_scale * 2.0**-INV_SCALE_BITS))
 
     def _offset(self, mean: torch.Tensor, inv_scale: torch.Tensor) -> torch.Tensor:
         """The table index of x is floor(x * inv / 2**20 + offset), offset = (2**19 - mean * inv) / 2**20 -
         first_q: (x - mean) * inv / 2**20 rounded, from the table's start. Every term is an integer below 2**53
         times a power of two, and so is their sum: exact, with an FMA or without."""
-        first_q = self.model.tables["sigmoid"].first_q
+        first_q = self.cdf.table.first_q
         return (2.0 ** (INV_SCALE_BITS - 1) - mean * inv_scale).mul_(2.0**-INV_SCALE_BITS).sub_(float(first_q))
 
     def _value_probability(self, split, values: torch.Tensor, unit: torch.Tensor, channel: int) -> torch.Tensor:
@@ -604,10 +655,9 @@ class IntegerMixture:
 
     def _kernel_arguments(self, flat: torch.Tensor, values: torch.Tensor, channel: int) -> tuple:
         weights, mean, inv = self._channel_terms(flat, values, channel)
-        zero_through, full_from = self.model.sigmoid_saturation
+        zero_through, full_from = self.cdf.saturation
         return (np.ascontiguousarray(weights.numpy()), mean.numpy(), inv.numpy(), self.model.edges_numpy,
-                self.model.sigmoid_numpy, float(self.model.tables["sigmoid"].first_q), zero_through, full_from,
-                INV_SCALE_BITS, CDF_BITS)
+                self.cdf.numpy, float(self.cdf.table.first_q), zero_through, full_from, INV_SCALE_BITS, CDF_BITS)
 
     def masses(self, flat: torch.Tensor, values: torch.Tensor, channel: int, windowed: bool = True) -> torch.Tensor:
         """The torch form's masses (N, 256) float64 integers (the reference of the compiled kernel's)."""
@@ -647,8 +697,7 @@ class IntegerMixture:
         found with float divisions, correct to within one value, and widened by one on each side; every value
         inside is computed exactly as in the full form, and a window wider than needed only adds exact zeros.
         Windows are grouped by width (powers of two) so that each group is one dense computation."""
-        table = self.model.tables["sigmoid"]
-        zero_through, full_from = self.model.sigmoid_saturation  # table indices
+        zero_through, full_from = self.cdf.saturation  # table indices
         n, k = weights.shape
         offset = self._offset(mean, inv)  # N, K
         scaled_inv = inv * 2.0**-INV_SCALE_BITS  # N, K
@@ -673,12 +722,102 @@ class IntegerMixture:
             x = self.model.padded_edges.index_select(0, (start.unsqueeze(1) + steps).reshape(-1))
             position = torch.addcmul(flat_offset[rows].unsqueeze(1), x.reshape(-1, size + 1),
                                      flat_inv[rows].unsqueeze(1))  # M, size+1
-            cdf = self.model.sigmoid_int32.lookup(position)  # M, size+1 int32
+            cdf = self.cdf.int32.lookup(position)  # M, size+1 int32
             terms = (cdf[:, 1:] - cdf[:, :-1]).mul(flat_weight[rows].unsqueeze(1))  # M, size int64: < 2**46
             target = (row_base[rows] + start).unsqueeze(1) + steps[:size]  # M, size
             mass.index_add_(0, target.reshape(-1), terms.reshape(-1))  # integer sums < 2**52
         return mass.reshape(n, 256).double()
 
+
+
+class IntegerGaussian(IntegerMixture):
+    """The discretized Gaussian with a shared sigma per channel (likelihood.DiscretizedGaussian): a mixture of
+    one component whose CDF is Phi's table, means from the network, the inverse sigma a constant of the
+    weights file (its log sigma in fixed point, through the same inv_scale table as the mixture's)."""
+
+    def __init__(self, channels: int, model: IntegerVAE, log_sigma: torch.Tensor):
+        super().__init__(channels, 1, model, coupling=False, cdf=_normal_cdf_table())
+        low, high = LOG_SCALE_RANGE
+        # float32 -> float64 and * 2**14 are exact, rint is correctly rounded: a pure function of the weights
+        log_sigma_q = torch.from_numpy(np.rint(log_sigma.detach().cpu().double().numpy() * ONE))
+        self.inv_sigma = model.tables["inv_scale"](log_sigma_q.clamp(low * ONE, high * ONE))  # C
+
+    def to(self, device: torch.device) -> "IntegerGaussian":
+        super().to(device)
+        self.inv_sigma = self.inv_sigma.to(device)
+        return self
+
+    def _split(self, flat: torch.Tensor):
+        """flat (N, C) means -> (N, 1) logits (zeros), (N, 1, C) means and inverse sigmas, no coefficients."""
+        means = flat.reshape(-1, 1, self.channels).clamp(-MEAN_LIMIT * ONE, MEAN_LIMIT * ONE)
+        inv_scales = self.inv_sigma.reshape(1, 1, -1).expand(len(flat), 1, self.channels)
+        return flat.new_zeros(len(flat), 1), means, inv_scales, None
+
+    def _weights(self, split, pixels: torch.Tensor, unit: torch.Tensor, channel: int) -> torch.Tensor:
+        """One component: its weight is 2**MIX_BITS whatever came before (what the mixture's rule gives)."""
+        return split[0].new_full((len(split[0]), 1), 2.0**MIX_BITS)
+
+
+class IntegerCategorical:
+    """The categorical decoder (likelihood.Categorical) as integer frequency tables: per subpixel, each value's
+    weight exp(logit - largest logit) * 2**CATEGORICAL_BITS from a table (at least 1), frequencies in
+    proportion, every one >= 1, summing to 2**PROBABILITY_BITS. Channels are independent given the latents."""
+
+    def __init__(self, channels: int, model: IntegerVAE):
+        self.channels, self.model = channels, model
+        self.exp = _categorical_exp_table()
+
+    def to(self, device: torch.device) -> "IntegerCategorical":
+        self.exp = self.exp.to(device)
+        return self
+
+    def _weights(self, flat: torch.Tensor, channel: int) -> torch.Tensor:
+        """(N, 256) integer weights, the largest 2**CATEGORICAL_BITS, every one >= 1."""
+        logits = flat[:, channel * 256 : (channel + 1) * 256]  # N, 256
+        return self.exp(logits - logits.amax(dim=1, keepdim=True)).clamp_(min=1.0)
+
+    def frequencies(self, flat: torch.Tensor, values: torch.Tensor, channel: int,
+                    windowed: bool = True) -> torch.Tensor:
+        """(N, 256) float64 integers, each >= 1, summing to 2**PROBABILITY_BITS (values are not read)."""
+        weights = self._weights(flat, channel)
+        total = weights.sum(dim=1, keepdim=True)  # < 2**32: exact
+        spare = float(2**PROBABILITY_BITS - 256)
+        frequencies = torch.floor(weights.div_(total).mul_(spare)).add_(1.0)  # one IEEE /, one *, floor
+        leftover = float(2**PROBABILITY_BITS) - frequencies.sum(dim=-1, keepdim=True)
+        frequencies.scatter_add_(-1, frequencies.argmax(dim=-1, keepdim=True), leftover)  # the first largest
+        return frequencies
+
+    def probabilities(self, flat: torch.Tensor, values: torch.Tensor, channel: int, out: np.ndarray) -> None:
+        out[:] = probabilities(self.frequencies(flat, values, channel))
+
+    def channel_table(self, params: torch.Tensor, pixels: torch.Tensor, channel: int,
+                      windowed: bool = True) -> torch.Tensor:
+        """Integer frequencies (B, H, W, 256) int64 of `channel`."""
+        batch, _, height, width = params.shape
+        flat = params.permute(0, 2, 3, 1).reshape(batch * height * width, -1)  # N, P
+        return self.frequencies(flat, None, channel).long().reshape(batch, height, width, 256)
+
+    def nll_bits(self, params: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+        """-log2 of every pixel's probability from the integer weights (before the rounding to frequencies),
+        (B, H, W) float64."""
+        batch, _, height, width = params.shape
+        flat = params.permute(0, 2, 3, 1).reshape(batch * height * width, -1)  # N, P
+        values = pixels.permute(0, 2, 3, 1).reshape(batch * height * width, -1).long()  # N, C
+        bits = torch.zeros(len(values), dtype=torch.float64, device=params.device)
+        for channel in range(self.channels):
+            weights = self._weights(flat, channel)
+            bits += torch.log2(weights.sum(dim=1)) - torch.log2(weights.gather(1, values[:, channel : channel + 1])[:, 0])
+        return bits.reshape(batch, height, width)
+
+
+def _integer_likelihood(model: HierarchicalVAE, integer: IntegerVAE):
+    """The integer twin of model.likelihood: what gives the coder its frequency tables."""
+    config = model.config
+    if config.likelihood == "gaussian":
+        return IntegerGaussian(config.image_channels, integer, model.likelihood.log_sigma)
+    if config.likelihood == "categorical":
+        return IntegerCategorical(config.image_channels, integer)
+    return IntegerMixture(config.image_channels, config.num_mixtures, integer, config.channel_coupling)
 
 
 def probabilities(frequencies: torch.Tensor) -> np.ndarray:

@@ -1,4 +1,11 @@
-"""Discretized logistic mixture over 0..255 with per-pixel channel coupling (PixelCNN++ / Efficient-VDVAE).
+"""Pixel likelihoods over 0..255 given the decoder's outputs: the discretized logistic mixture with per-pixel
+channel coupling (PixelCNN++ / Efficient-VDVAE, the default), and sigma-VAE's calibrated decoders (paper 002):
+a discretized Gaussian with one learned sigma per channel, and a 256-way categorical per subpixel.
+
+Every likelihood gives `num_params` outputs per pixel, `log_prob` (training, bounds) and `channel_table`
+(the float coder's tables, format 1 only). The coder's exact tables come from the integer twins in integer.py.
+
+The mixture:
 
 The mixture component is shared by the channels of a pixel, so the joint is
     P(r, g, b) = sum_k pi_k P_k(r) P_k(g | r) P_k(b | r, g),
@@ -16,6 +23,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 HALF_BIN = 1.0 / 255.0
@@ -23,9 +31,8 @@ MIN_LOG_SCALE = -7.0
 NUM_VALUES = 256
 
 
-def params_per_pixel(channels: int, num_mixtures: int) -> int:
-    coupling = 3 if channels == 3 else 0
-    return num_mixtures * (1 + 2 * channels + coupling)
+def params_per_pixel(channels: int, num_mixtures: int, coupling: bool = True) -> int:
+    return num_mixtures * (1 + 2 * channels + (3 if channels == 3 and coupling else 0))
 
 
 def pixels_to_unit(pixels: torch.Tensor) -> torch.Tensor:
@@ -45,30 +52,34 @@ def _log_bin_prob(upper: torch.Tensor, lower: torch.Tensor) -> torch.Tensor:
 
 
 class LogisticMixture:
-    """Splits raw network outputs into mixture parameters and evaluates probabilities."""
+    """Splits raw network outputs into mixture parameters and evaluates probabilities. Without `coupling`,
+    the channels are independent given the component (no coefficients among the outputs)."""
 
-    def __init__(self, channels: int, num_mixtures: int):
+    def __init__(self, channels: int, num_mixtures: int, coupling: bool = True):
         self.channels = channels
         self.num_mixtures = num_mixtures
-        self.num_params = params_per_pixel(channels, num_mixtures)
+        self.coupled = coupling and channels == 3
+        self.num_params = params_per_pixel(channels, num_mixtures, coupling)
 
     def split(self, params: torch.Tensor):
         """params (B, P, H, W) -> logits (B,K,H,W), means/log_scales (B,K,C,H,W), coeffs (B,K,3,H,W) or None."""
         batch, _, height, width = params.shape
         k, c = self.num_mixtures, self.channels
         # One split instead of slices: slice backward zero-fills a full-size gradient per slice.
-        sizes = [k, k * c, k * c] + ([3 * k] if c == 3 else [])
+        sizes = [k, k * c, k * c] + ([3 * k] if self.coupled else [])
         parts = params.float().split(sizes, dim=1)
         logits = parts[0]  # B, K, H, W
         means = parts[1].reshape(batch, k, c, height, width)
         log_scales = parts[2].reshape(batch, k, c, height, width).clamp(min=MIN_LOG_SCALE)
-        coeffs = torch.tanh(parts[3].reshape(batch, k, 3, height, width)) if c == 3 else None
+        coeffs = torch.tanh(parts[3].reshape(batch, k, 3, height, width)) if self.coupled else None
         return logits, means, log_scales, coeffs
 
     @staticmethod
     def _coupled_mean(means, coeffs, unit, channel: int) -> torch.Tensor:
         """Mean of `channel` for every component, shifted by the channels before it. Returns (B,K,H,W)."""
         mean = means[:, :, channel]
+        if coeffs is None:
+            return mean
         if channel == 1:
             mean = mean + coeffs[:, :, 0] * unit[:, 0:1]
         elif channel == 2:
@@ -119,3 +130,77 @@ class LogisticMixture:
         cdf = F.pad(cdf, (1, 0), value=0.0)
         cdf = F.pad(cdf, (0, 1), value=1.0)  # B, H, W, 257
         return (cdf[..., 1:] - cdf[..., :-1]).clamp_(min=0.0).float()  # B, H, W, 256
+
+
+def _log_normal_bin(upper: torch.Tensor, lower: torch.Tensor) -> torch.Tensor:
+    """log(Phi(upper) - Phi(lower)) for upper > lower (float64), stable in both tails: a bin right of 0 is
+    computed as its mirror image, so the difference is always of two numbers in the lower tail, in log space."""
+    mirror = lower > 0
+    upper, lower = torch.where(mirror, -lower, upper), torch.where(mirror, -upper, lower)
+    log_upper, log_lower = torch.special.log_ndtr(upper), torch.special.log_ndtr(lower)
+    # log_lower < log_upper; the clamp keeps log1p finite when a huge sigma makes the bin's mass underflow
+    return log_upper + torch.log1p(-torch.exp((log_lower - log_upper).clamp(max=-1e-30)))
+
+
+class DiscretizedGaussian(nn.Module):
+    """sigma-VAE's calibrated Gaussian decoder (paper 002), discretized like the mixture: per subpixel a mean
+    from the network, one learned log sigma per channel shared by every pixel and image (the paper's "shared
+    sigma"), edge bins to +-inf. Channels are independent given the latents."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.channels = channels
+        self.num_params = channels
+        # log sigma = log(1/8) to start: wider than any trained model's, narrower than the [-1, 1] range
+        self.log_sigma = nn.Parameter(torch.full((channels,), math.log(0.125)))
+
+    def scales(self) -> torch.Tensor:
+        """(C,) log sigma, clamped as the mixture's log scales are."""
+        return self.log_sigma.clamp(MIN_LOG_SCALE, 8.0)
+
+    def log_prob(self, params: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, H, W) nats: params (B, C, H, W) means, pixels (B, C, H, W) 0..255."""
+        inv_sigma = torch.exp(-self.scales()).double()[None, :, None, None]  # 1, C, 1, 1
+        centered = pixels_to_unit(pixels).double() - params.double()  # B, C, H, W
+        upper = torch.where(pixels == 255, math.inf, inv_sigma * (centered + HALF_BIN))
+        lower = torch.where(pixels == 0, -math.inf, inv_sigma * (centered - HALF_BIN))
+        return _log_normal_bin(upper, lower).sum(dim=1).float()
+
+    def channel_table(self, params: torch.Tensor, pixels: torch.Tensor, channel: int) -> torch.Tensor:
+        """(B, H, W, 256) float32 probabilities of `channel` (the others are not read)."""
+        inv_sigma = torch.exp(-self.scales()[channel]).double()
+        mean = params[:, channel].double().unsqueeze(-1)  # B, H, W, 1
+        edges = torch.linspace(-1.0 + HALF_BIN, 1.0 - HALF_BIN, NUM_VALUES - 1, device=params.device, dtype=torch.float64)
+        cdf = torch.special.ndtr((edges - mean) * inv_sigma)  # B, H, W, 255
+        cdf = F.pad(F.pad(cdf, (1, 0), value=0.0), (0, 1), value=1.0)  # B, H, W, 257
+        return (cdf[..., 1:] - cdf[..., :-1]).clamp_(min=0.0).float()
+
+
+class Categorical:
+    """sigma-VAE's categorical decoder: 256 logits per subpixel, channels independent given the latents."""
+
+    def __init__(self, channels: int):
+        self.channels = channels
+        self.num_params = NUM_VALUES * channels
+
+    def _log_probs(self, params: torch.Tensor) -> torch.Tensor:
+        batch, _, height, width = params.shape  # params B, C * 256, H, W
+        return torch.log_softmax(params.float().reshape(batch, self.channels, NUM_VALUES, height, width), dim=2)
+
+    def log_prob(self, params: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, H, W) nats."""
+        log_probs = self._log_probs(params)  # B, C, 256, H, W
+        return log_probs.gather(2, pixels.long().unsqueeze(2)).squeeze(2).sum(dim=1)
+
+    def channel_table(self, params: torch.Tensor, pixels: torch.Tensor, channel: int) -> torch.Tensor:
+        """(B, H, W, 256) float32 probabilities of `channel`."""
+        return self._log_probs(params)[:, channel].exp().permute(0, 2, 3, 1).contiguous()
+
+
+def make_likelihood(config) -> "LogisticMixture | DiscretizedGaussian | Categorical":
+    """The likelihood of a ModelConfig (its `likelihood`, `num_mixtures`, `channel_coupling`)."""
+    if config.likelihood == "gaussian":
+        return DiscretizedGaussian(config.image_channels)
+    if config.likelihood == "categorical":
+        return Categorical(config.image_channels)
+    return LogisticMixture(config.image_channels, config.num_mixtures, config.channel_coupling)

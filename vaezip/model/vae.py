@@ -1,6 +1,6 @@
 """The hierarchical VAE: a bottom-up residual encoder and a top-down stack of latent groups
-(VDVAE / Efficient-VDVAE design), fully convolutional, with a discretized logistic-mixture likelihood,
-optionally refined per pixel from already coded neighbours (context.py).
+(VDVAE / Efficient-VDVAE design), fully convolutional, with a pixel likelihood from likelihood.py (by default a
+discretized logistic mixture), optionally refined per pixel from already coded neighbours (context.py).
 
 Training calls `forward`; the bits-back coder walks the same top-down path one group at a time through
 `TopDownWalk`, so both use exactly the same operations.
@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from vaezip.config import ModelConfig
 from vaezip.model.context import PixelContext
 from vaezip.model.layers import ResBlock, TopDownBlock, conv3x3, gaussian_kl
-from vaezip.model.likelihood import LogisticMixture, pixels_to_unit
+from vaezip.model.likelihood import make_likelihood, pixels_to_unit
 
 
 def pad_to_stride(pixels: torch.Tensor, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -183,7 +183,7 @@ class HierarchicalVAE(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        self.likelihood = LogisticMixture(config.image_channels, config.num_mixtures)
+        self.likelihood = make_likelihood(config)
         self.encoder = Encoder(config)
         self.decoder = Decoder(config, self.likelihood.num_params)
         self.context = (

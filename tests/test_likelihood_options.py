@@ -1,0 +1,289 @@
+"""The pixel likelihoods beside the default logistic mixture (ModelConfig.likelihood, channel_coupling): sigma-VAE's
+discretized Gaussian with a learned shared sigma and its categorical decoder, and the mixture without channel
+coupling. Float models, their integer twins (exact tables, close to the float ones), real round trips decoded in
+a fresh process under other kernels, training and the config rules."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_tiny_weights, run_cli
+from PIL import Image
+
+from vaezip.config import (
+    ConfigError,
+    ModelConfig,
+    config_to_dict,
+    get_preset,
+    model_config_from_dict,
+    parameter_count,
+)
+from vaezip.model import HierarchicalVAE
+from vaezip.model.integer import (
+    CATEGORICAL_BITS,
+    CDF_BITS,
+    PROBABILITY_BITS,
+    IntegerVAE,
+    _normal_cdf,
+    _normal_cdf_table,
+)
+
+ONE = 2.0**14
+OPTIONS = {
+    "uncoupled": {"channel_coupling": False},
+    "gaussian": {"likelihood": "gaussian"},
+    "categorical": {"likelihood": "categorical"},
+}
+
+
+def _config(name: str, preset: str = "tiny", **changes) -> ModelConfig:
+    return dataclasses.replace(get_preset(preset).model, **OPTIONS[name], **changes)
+
+
+def _perturbed(config: ModelConfig, seed: int, scale: float = 0.02) -> HierarchicalVAE:
+    """A model whose zero-initialised layers are not zero; a Gaussian's sigma wide enough that no pixel of the
+    test images lies beyond the integer CDF table (a trained model's pixels do not)."""
+    torch.manual_seed(seed)
+    model = HierarchicalVAE(config).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * scale)
+        if config.likelihood == "gaussian":
+            model.likelihood.log_sigma.copy_(torch.tensor([-0.5, -0.9, -0.3])[: config.image_channels])
+    return model
+
+
+def _smooth_pixels(channels: int, batch: int = 2, size: int = 16, seed: int = 0) -> torch.Tensor:
+    y, x = np.mgrid[0:size, 0:size]
+    smooth = (128 + 60 * np.sin(x / 3.0) + 40 * np.cos(y / 5.0))[None, None].repeat(channels, 1).repeat(batch, 0)
+    noisy = smooth + np.random.default_rng(seed).normal(0, 4, smooth.shape)
+    return torch.from_numpy(np.clip(noisy, 0, 255).astype(np.uint8))
+
+
+# ---------------------------------------------------------------------------------------------- float
+
+
+@pytest.mark.parametrize("name", sorted(OPTIONS))
+@pytest.mark.parametrize("channels", [1, 3])
+def test_float_tables_sum_to_one_and_agree_with_log_prob(name, channels):
+    """channel_table is a distribution over the 256 values, and the product of the channels' tables at the
+    actual values is exp(log_prob): the coder's and the trainer's likelihood are the same."""
+    if name == "uncoupled" and channels == 1:
+        pytest.skip("a grey mixture has no coupling to switch off")
+    model = _perturbed(_config(name, image_channels=channels), seed=1)
+    pixels = _smooth_pixels(channels)
+    with torch.no_grad():
+        params = torch.randn(2, model.likelihood.num_params, 16, 16) * 0.3
+        log_prob = model.likelihood.log_prob(params, pixels).double()  # B, H, W
+        from_tables = torch.zeros_like(log_prob)
+        for c in range(channels):
+            table = model.likelihood.channel_table(params, pixels, c).double()  # B, H, W, 256
+            torch.testing.assert_close(table.sum(-1), torch.ones_like(table[..., 0]), atol=1e-5, rtol=0)
+            from_tables += torch.log(table.gather(-1, pixels[:, c, :, :, None].long())[..., 0])
+    torch.testing.assert_close(from_tables, log_prob, atol=1e-3, rtol=1e-4)
+
+
+def test_uncoupled_channels_read_the_channels_before_them_only_through_the_component():
+    """Without coupling, a component's distribution of B does not move with R and G: with one component, B's
+    table is the same whatever R and G are (with several, R and G still change the components' weights)."""
+    model = _perturbed(_config("uncoupled", num_mixtures=1), seed=2)
+    params = torch.randn(1, model.likelihood.num_params, 4, 4)
+    a, b = _smooth_pixels(3, batch=1, size=4, seed=1), _smooth_pixels(3, batch=1, size=4, seed=2)
+    b[:, 2] = a[:, 2]
+    with torch.no_grad():
+        assert torch.equal(model.likelihood.channel_table(params, a, 2), model.likelihood.channel_table(params, b, 2))
+    coupled = _perturbed(dataclasses.replace(get_preset("tiny").model, num_mixtures=1), seed=2)
+    params = torch.randn(1, coupled.likelihood.num_params, 4, 4)
+    with torch.no_grad():  # the default's do: the check above can fail
+        assert not torch.equal(coupled.likelihood.channel_table(params, a, 2),
+                               coupled.likelihood.channel_table(params, b, 2))
+
+
+def test_gaussian_log_prob_is_finite_and_exact_in_both_tails():
+    """Bins 8 sigmas from the mean on either side (where Phi(upper) - Phi(lower) of two numbers near 1 would
+    cancel) get the log-mass of a direct float64 difference of lower-tail values; 90 sigmas away (beyond any
+    float difference) the log-mass and its gradient stay finite."""
+    from vaezip.model.likelihood import HALF_BIN, DiscretizedGaussian, pixels_to_unit
+
+    gaussian = DiscretizedGaussian(1)
+    sigma = 0.01
+    with torch.no_grad():
+        gaussian.log_sigma.fill_(math.log(sigma))
+    pixels = torch.tensor([[[[100, 160, 128]]]], dtype=torch.uint8)
+    units = pixels_to_unit(pixels).double()  # the model's float32 pixel values
+    means = (units + torch.tensor([[[[8 * sigma, -8 * sigma, -90 * sigma]]]], dtype=torch.float64)).float()
+    means.requires_grad_(True)
+    log_prob = gaussian.log_prob(means, pixels)
+    log_prob.sum().backward()
+    log_prob = log_prob.detach()
+    assert torch.isfinite(log_prob).all() and torch.isfinite(means.grad).all() and float(log_prob[0, 0, 2]) < -3000
+    inv_sigma = 1 / math.exp(math.log(sigma))
+    for i in range(2):
+        centered = units[0, 0, 0, i] - means.detach()[0, 0, 0, i].double()
+        upper, lower = (centered + HALF_BIN) * inv_sigma, (centered - HALF_BIN) * inv_sigma
+        # the bin's mass as a difference of two small lower-tail values (no cancellation near 1), from libm's
+        # erfc (torch's float64 ndtr is 1e-4 off this far out)
+        tail = lambda x: 0.5 * math.erfc(-float(x) / math.sqrt(2))  # noqa: E731 - Phi(x) for x < 0
+        mass = tail(upper) - tail(lower) if i == 0 else tail(-lower) - tail(-upper)
+        assert 1e-17 < mass < 1e-12
+        assert abs(float(log_prob[0, 0, i]) - math.log(mass)) < 1e-5, i
+
+
+# ---------------------------------------------------------------------------------------------- integer
+
+
+def test_normal_cdf_table_is_phi_and_monotone():
+    x = np.linspace(-9, 9, 20001)
+    got = _normal_cdf(x)
+    expected = torch.special.ndtr(torch.from_numpy(x)).numpy()
+    assert np.abs(got - expected).max() < 1e-14
+    table = _normal_cdf_table().values
+    assert bool((table[1:] >= table[:-1]).all()) and table[0] == 0 and table[-1] == 2.0**CDF_BITS
+
+
+@pytest.mark.parametrize("name", sorted(OPTIONS))
+def test_integer_tables_are_exact_distributions_close_to_the_float_model(name):
+    """Every integer table row sums to 2**24 with every value >= 1, and the pixels' cost under them is within
+    1 % of the float model's (as test_integer.py holds the default mixture)."""
+    model = _perturbed(_config(name, "cpu"), seed=3)
+    integer = IntegerVAE(model)
+    pixels = _smooth_pixels(3)
+    with torch.inference_mode():
+        walk_f, walk_i = model.walk(pixels, 2, 16, 16), integer.walk(pixels, 2, 16, 16)
+        for _ in range(walk_i.num_groups):
+            walk_f.step()
+            _, _, post_mean, _ = walk_i.step()
+            z = torch.round(post_mean / 64) * 64
+            walk_i.advance(z)
+            walk_f.advance((z / ONE).float())
+        params_f, params_i = walk_f.pixel_params(), walk_i.pixel_params()
+        bits_i = bits_f = 0.0
+        for c in range(3):
+            table = integer.likelihood.channel_table(params_i, pixels, c)  # B, H, W, 256 int64
+            assert bool((table >= 1).all()) and bool((table.sum(-1) == 2**PROBABILITY_BITS).all())
+            value = pixels[:, c, :, :, None].long()
+            bits_i += float((PROBABILITY_BITS - torch.log2(table.gather(-1, value).double())).sum())
+        bits_f = float(-model.likelihood.log_prob(params_f, pixels).double().sum()) / math.log(2)
+        estimate = float(integer.likelihood.nll_bits(params_i, pixels).sum())  # the encoder's bound
+    assert abs(bits_i - bits_f) / bits_f < 0.01, (bits_i, bits_f)
+    assert abs(estimate - bits_i) / bits_i < 0.001, (estimate, bits_i)
+
+
+def test_categorical_frequencies_follow_the_rule_exactly():
+    """Python integers reproduce one row: weights exp(logit - max) * 2**24 from the table (>= 1), frequencies
+    floor(w / sum * (2**24 - 256)) + 1, the remainder to the first largest."""
+    model = _perturbed(_config("categorical", image_channels=1), seed=4)
+    integer = IntegerVAE(model)
+    rng = np.random.default_rng(4)
+    logits = np.rint(rng.normal(0, 3, 256) * ONE)
+    logits[[7, 9]] = logits.max() + 5 * ONE  # two equal largest: the first gets the remainder
+    logits[11] = logits.max() - 40 * ONE  # far below the table: weight 1
+    flat = torch.from_numpy(logits)[None]  # 1, 256
+    got = integer.likelihood.frequencies(flat, None, 0)[0].long().tolist()
+    table = integer.likelihood.exp
+    weights = [max(1, int(table.values[int(min(max(q - logits.max() - table.first_q, 0), len(table.values) - 1))]))
+               for q in logits]
+    total, spare = sum(weights), 2**PROBABILITY_BITS - 256
+    expected = [math.floor(w / total * spare) + 1 for w in weights]
+    largest = expected.index(max(expected))
+    expected[largest] += 2**PROBABILITY_BITS - sum(expected)
+    assert got == expected and largest == 7 and weights[11] == 1 and max(weights) == 2**CATEGORICAL_BITS
+
+
+# ---------------------------------------------------------------------------------------------- coding
+
+
+@pytest.mark.parametrize("name", sorted(OPTIONS))
+def test_round_trip_decodes_exactly_in_a_fresh_process_under_other_kernels(tmp_path, name):
+    from vaezip.api import compress_images, load_model, read_header
+
+    weights = make_tiny_weights(tmp_path / f"tiny-{name}.safetensors", 3, f"tiny-{name}", seed=6, **OPTIONS[name])
+    loaded = load_model(weights)
+    assert config_to_dict(loaded.model.config) == config_to_dict(_config(name))
+    rng = np.random.default_rng(6)
+    y, x = np.mgrid[0:36, 0:40]
+    pixels = np.clip(120 + 60 * np.sin(x / 5.0)[..., None] + 40 * np.cos(y / 4.0)[..., None]
+                     + rng.normal(0, 8, (36, 40, 3)), 0, 255).astype(np.uint8)
+    result = compress_images([("image.png", Image.fromarray(pixels, "RGB"))], loaded, tile=16, device="cpu",
+                             predictor=False, classical=False)  # every tile through the model
+    header = read_header(result.data)
+    assert header.model_name == f"tiny-{name}" and "bitsback" in {kind for kind, _ in header.coder.schedule}
+    (tmp_path / "image.vz").write_bytes(result.data)
+    # encoded here under the default kernels, decoded in a fresh process under others
+    done = run_cli("decompress", tmp_path / "image.vz", "-o", tmp_path / "out.png", "-m", weights,
+                   env={"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "AVX2", "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr.decode()
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out.png")), pixels)
+
+
+# ---------------------------------------------------------------------------------------------- config and training
+
+
+def test_configs_name_the_option_only_where_it_is_not_the_default():
+    plain = get_preset("tiny").model
+    data = config_to_dict(plain)
+    assert "likelihood" not in data and "channel_coupling" not in data  # byte for byte as before the options
+    assert model_config_from_dict(data) == plain
+    for name in OPTIONS:
+        config = _config(name)
+        written = json.loads(json.dumps(config_to_dict(config)))
+        assert set(written) - set(data) == set(OPTIONS[name])
+        assert model_config_from_dict(written) == config
+        assert parameter_count(config) == sum(p.numel() for p in HierarchicalVAE(config).parameters())
+    with pytest.raises(ConfigError, match="likelihood must be one of"):
+        model_config_from_dict({**data, "likelihood": "laplace"})
+    with pytest.raises(ConfigError, match="channel_coupling must be true or false"):
+        model_config_from_dict({**data, "channel_coupling": 0})
+    with pytest.raises(ConfigError, match="logistic mixture only"):
+        model_config_from_dict({**data, "likelihood": "gaussian", "channel_coupling": False})
+    old = {key: value for key, value in data.items() if key != "pixel_context"}
+    with pytest.raises(ConfigError, match="likelihood"):  # format 1 knew no such field
+        model_config_from_dict({**old, "likelihood": "gaussian"}, format_version=1)
+
+
+def test_training_with_a_likelihood_and_refusing_a_start_with_another(tmp_path):
+    from vaezip.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+    from vaezip.train import train
+
+    x = np.random.default_rng(0).integers(90, 160, size=(48, 8, 8, 3), dtype=np.uint8)
+    np.savez(tmp_path / "tiny.npz", x=x)
+    data = str(tmp_path / "tiny.npz")
+    overrides = dict(batch_size=4, crop=8, val_every=1000, checkpoint_every=1000, val_images=8)
+    gaussian = {"likelihood": "gaussian"}
+    summary = train(tmp_path / "run", data, get_preset("tiny"), steps=3, train_overrides=overrides,
+                    model_options=gaussian, coded_validation=None)
+    assert summary["step"] == 3 and math.isfinite(summary["val_bpsp"] or 0.0)
+    checkpoint = load_checkpoint(tmp_path / "run")
+    assert checkpoint["model_config"]["likelihood"] == "gaussian"
+    model = model_from_checkpoint(checkpoint)
+    assert model.config.likelihood == "gaussian"
+    assert not torch.equal(model.likelihood.log_sigma, torch.full((3,), math.log(0.125)))  # it learns sigma
+    # resumed without the option: still Gaussian; with another: refused
+    assert train(tmp_path / "run", data, get_preset("tiny"), steps=4, resume=True, coded_validation=None)["step"] == 4
+    with pytest.raises(CheckpointError, match="--likelihood categorical"):
+        train(tmp_path / "run", data, get_preset("tiny"), steps=5, resume=True,
+              model_options={"likelihood": "categorical"}, coded_validation=None)
+    # a Gaussian model starts a Gaussian run; a mixture model cannot start one
+    warm = train(tmp_path / "warm", data, get_preset("tiny"), steps=1, train_overrides=overrides,
+                 init=str(tmp_path / "run"), model_options=gaussian, coded_validation=None)
+    assert warm["step"] == 1 and load_checkpoint(tmp_path / "warm")["model_config"]["likelihood"] == "gaussian"
+    train(tmp_path / "plain", data, get_preset("tiny"), steps=1, train_overrides=overrides, coded_validation=None)
+    with pytest.raises(CheckpointError, match="--no-channel-coupling: the start model"):
+        train(tmp_path / "warm2", data, get_preset("tiny"), steps=1, train_overrides=overrides,
+              init=str(tmp_path / "plain"), model_options={"channel_coupling": False}, coded_validation=None)
+
+
+def test_cli_refuses_unknown_likelihoods_in_one_line(tmp_path):
+    for args, message in (
+        (["--likelihood", "laplace"], "--likelihood must be one of logistic-mixture, gaussian, categorical"),
+        (["--likelihood", "gaussian", "--no-channel-coupling"], "--no-channel-coupling applies to the logistic"),
+    ):
+        done = run_cli("train", str(tmp_path), "--preset", "tiny", "--steps", "1", "--out", tmp_path / "run", *args)
+        assert done.returncode == 2, done.stderr.decode()
+        error = done.stderr.decode().strip()
+        assert message in error and "Traceback" not in error and len(error.splitlines()) == 1, error
