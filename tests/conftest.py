@@ -67,13 +67,18 @@ def tiny_weights(tmp_path_factory) -> dict[int, Path]:
 
 
 @pytest.fixture(scope="session")
-def context_weights(tmp_path_factory) -> dict[int, Path]:
-    """Untrained tiny models with a (non-zero) pixel-context head: {channels: path}."""
+def context_weights(tmp_path_factory) -> dict[int | str, Path]:
+    """Untrained tiny models with a (non-zero) pixel-context head: {channels: path} (rows order), and
+    "scales": a colour one in the multi-scale order."""
     folder = tmp_path_factory.mktemp("context-weights")
     return {
         channels: make_tiny_weights(folder / f"tiny-context-{channels}.safetensors", channels, f"tiny-context-{channels}",
                                     pixel_context=8)
         for channels in (1, 3)
+    } | {
+        # the multi-scale order (DVAE++'s conditional decoder): key "scales", a colour model
+        "scales": make_tiny_weights(folder / "tiny-scales.safetensors", 3, "tiny-scales", pixel_context=8,
+                                    context_order="scales"),
     }
 
 

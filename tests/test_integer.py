@@ -247,14 +247,14 @@ def test_decoder_posteriors_equal_a_second_pass():
         assert torch.equal(mean, mean_e) and torch.equal(std, std_e)
 
 
-def test_integer_context_phases_equal_the_full_pass_and_cost_what_the_float_head_costs():
+@pytest.mark.parametrize("order", ["rows", "scales"])
+def test_integer_context_phases_equal_the_full_pass_and_cost_what_the_float_head_costs(order):
     """The integer pixel-context head: refining one phase at a time (the coder) gives the very integers of
     refining every pixel at once (the bound), reading nothing of later phases; its tables cost within 1 % of
     the float head's."""
-    from vaezip.model.context import phase_map, phase_positions
-
     torch.manual_seed(5)
-    model = HierarchicalVAE(dataclasses.replace(get_preset("tiny").model, pixel_context=16)).eval()
+    model = HierarchicalVAE(dataclasses.replace(get_preset("tiny").model, pixel_context=16,
+                                                context_order=order)).eval()
     with torch.no_grad():
         model.context.layer_out.weight.normal_(0, 0.3)
     integer = IntegerVAE(model)
@@ -265,16 +265,17 @@ def test_integer_context_phases_equal_the_full_pass_and_cost_what_the_float_head
                               .astype(np.uint8))
     valid = torch.ones(2, 1, height, width, dtype=torch.float64)
     valid[1, :, 6:] = 0
-    phases = torch.from_numpy(phase_map(height, width))
+    order_of = model.context.order
+    phases = torch.from_numpy(order_of.phase_map(height, width))
     with torch.inference_mode():
         params_f, params_i = _walk(model, integer, pixels)
         full = integer.context.forward(params_i, pixels, valid)
-        for phase in range(2 * height):
-            row, columns = phase_positions(phase, width)
+        for phase in range(int(phases.max()) + 1):
+            rows, columns = (torch.from_numpy(a) for a in order_of.positions(phase, height, width))
             seen = pixels.clone()
             seen[:, :, phases >= phase] = 0  # later phases unknown to the decoder
-            refined = integer.context.phase(params_i[:, :, row : row + 1, columns], seen, valid, phase)
-            assert torch.equal(refined, full[:, :, row : row + 1, columns]), phase
+            refined = integer.context.phase(params_i[:, :, rows, columns].unsqueeze(2), seen, valid, phase)
+            assert torch.equal(refined[:, :, 0], full[:, :, rows, columns]), phase
         refined_f = model.context(params_f, pixels, valid.float())
         bits_f = bits_i = 0.0
         for c in range(3):

@@ -109,11 +109,11 @@ def test_format_1_configs_load_without_a_pixel_context():
         model_config_from_dict(data, format_version=99)
 
 
-def test_pixel_context_phases_match_the_full_pass_and_read_only_earlier_phases():
-    from vaezip.model.context import phase_map, phase_positions
-
+@pytest.mark.parametrize("order", ["rows", "scales"])
+def test_pixel_context_phases_match_the_full_pass_and_read_only_earlier_phases(order):
     torch.manual_seed(0)
-    model = HierarchicalVAE(dataclasses.replace(get_preset("tiny").model, pixel_context=16)).eval()
+    model = HierarchicalVAE(dataclasses.replace(get_preset("tiny").model, pixel_context=16,
+                                                context_order=order)).eval()
     with torch.no_grad():
         model.context.layer_out.weight.normal_(0, 0.3)
     height, width = 6, 10
@@ -122,22 +122,26 @@ def test_pixel_context_phases_match_the_full_pass_and_read_only_earlier_phases()
     valid[1, :, 4:] = 0  # a partial tile: 4 x 7 valid pixels
     valid[1, :, :, 7:] = 0
     params = torch.randn(2, model.likelihood.num_params, height, width)
-    phases = torch.from_numpy(phase_map(height, width))
+    phases = torch.from_numpy(model.context.order.phase_map(height, width))
+    covered = torch.zeros(height, width, dtype=torch.int64)
     with torch.no_grad():
         full = model.context(params, pixels, valid)
-        for phase in range(2 * height):
-            row, columns = phase_positions(phase, width)
-            assert torch.equal(phases[row, columns], torch.full((width // 2,), phase))
+        for phase in range(int(phases.max()) + 1):
+            rows, columns = (torch.from_numpy(a) for a in model.context.order.positions(phase, height, width))
+            assert torch.equal(phases[rows, columns], torch.full((len(rows),), phase))
+            assert torch.equal(rows * width + columns, (rows * width + columns).sort().values)  # raster order
+            covered[rows, columns] += 1
             # Noise in this phase and every later one (and at invalid pixels) must change nothing.
             seen = pixels.clone()
             seen[:, :, phases >= phase] = torch.randint(0, 256, seen[:, :, phases >= phase].shape)
             seen[1][:, valid[1, 0] == 0] = 77
-            refined = model.context.phase(params[:, :, row : row + 1, columns], seen, valid, phase)
-            torch.testing.assert_close(refined, full[:, :, row : row + 1, columns], rtol=1e-5, atol=1e-5)
+            refined = model.context.phase(params[:, :, rows, columns].unsqueeze(2), seen, valid, phase)
+            torch.testing.assert_close(refined[:, :, 0], full[:, :, rows, columns], rtol=1e-5, atol=1e-5)
         # The head reads neighbours: change one pixel and a later one's parameters move.
         moved = pixels.clone()
         moved[0, :, 2, 4] = (moved[0, :, 2, 4] + 50) % 256
         assert not torch.allclose(model.context(params, moved, valid)[0, :, 3, 4], full[0, :, 3, 4])
+    assert bool((covered == 1).all())  # every pixel in exactly one phase
 
 
 def test_tiny_preset_stays_tiny():

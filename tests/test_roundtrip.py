@@ -71,12 +71,14 @@ def test_sizes_and_modes_round_trip_in_a_fresh_process(tmp_path, tiny_weights, m
         assert_same(original, outputs / path.name)
 
 
-@pytest.mark.parametrize("mode", ["L", "RGBA"])
-def test_a_pixel_context_model_round_trips_in_a_fresh_process(tmp_path, context_weights, mode):
+@pytest.mark.parametrize("mode, order", [("L", "rows"), ("RGBA", "rows"), ("RGB", "scales")])
+def test_a_pixel_context_model_round_trips_in_a_fresh_process(tmp_path, context_weights, mode, order):
     """Pixels coded phase by phase from their coded neighbours: partial tiles, one-pixel rows and columns.
     Integer-exact like every other model: decoded under other CPU kernels than the encoder's."""
     rng = np.random.default_rng(2)
     channels = 1 if mode == "L" else 3
+    if order == "scales":
+        context_weights = {3: context_weights["scales"]}
     originals = {}
     for height, width in [(1, 1), (7, 3), (33, 65), (40, 1)]:
         path = tmp_path / f"{mode}_{height}x{width}.png"

@@ -321,6 +321,11 @@ def train(
     channel_coupling: Optional[bool] = typer.Option(None, "--channel-coupling/--no-channel-coupling",
                                                     help="a new logistic-mixture model's R -> G -> B coupling "
                                                     "(default: on); off: channels independent given the latents"),
+    context_order: Optional[str] = typer.Option(None, "--context-order", metavar="ORDER",
+                                                help="with --pixel-context: rows (default: every other pixel of a "
+                                                "row at once, reading the rows above) or scales (DVAE++'s "
+                                                "multi-scale decoder: a stride-4 grid first, then finer grids, 5 "
+                                                "phases a tile, each reading earlier pixels on every side)"),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: one per idle physical "
                                           "core, at most 4; or OMP_NUM_THREADS where set)"),
     name: Optional[str] = typer.Option(None, "--name", help="at the end, install the model as a user model of "
@@ -353,8 +358,14 @@ def train(
             raise UsageFailure(f"--likelihood must be one of {', '.join(LIKELIHOODS)}, not {likelihood!r}")
         if channel_coupling is False and likelihood not in (None, "logistic-mixture"):
             raise UsageFailure("--no-channel-coupling applies to the logistic mixture only")
-        model_options = {key: value for key, value in dict(likelihood=likelihood,
-                                                           channel_coupling=channel_coupling).items()
+        from vaezip.config import CONTEXT_OFFSETS
+
+        if context_order is not None and context_order not in CONTEXT_OFFSETS:
+            raise UsageFailure(f"--context-order must be one of {', '.join(CONTEXT_OFFSETS)}, not {context_order!r}")
+        if context_order not in (None, "rows") and not pixel_context and not resume and init is None:
+            raise UsageFailure("--context-order applies to a pixel-context head: give --pixel-context WIDTH too")
+        model_options = {key: value for key, value in dict(likelihood=likelihood, channel_coupling=channel_coupling,
+                                                           context_order=context_order).items()
                          if value is not None}
         if name is not None:
             from vaezip import zoo

@@ -21,7 +21,6 @@ from codec.protocol import LatentParams
 from codec.tiling import Tile
 from vaezip.evaluate import repeatable_sampling, valid_mask
 from vaezip.model import HierarchicalVAE
-from vaezip.model.context import phase_map, phase_positions
 from vaezip.model import kernels
 from vaezip.model.integer import IntegerVAE, fixed_to_float, latent_to_fixed
 
@@ -77,6 +76,13 @@ def _to_numpy(tensor: torch.Tensor, batch: int) -> np.ndarray:
     return tensor.float().cpu().numpy().astype(np.float64).reshape(batch, -1)  # B, D
 
 
+def _positions(order, phase: int, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row and column indices (n each, on the pixels' device) of the pixels of `phase`, in raster order: the
+    order codec/pixels.py gives their tables in."""
+    rows, columns = order.positions(phase, *pixels.shape[2:])
+    return (torch.from_numpy(np.asarray(rows)).to(pixels.device), torch.from_numpy(np.asarray(columns)).to(pixels.device))
+
+
 class TorchPass:
     """codec.protocol.ModelPass over one batch of tiles."""
 
@@ -91,7 +97,7 @@ class TorchPass:
         self._latent_shape: torch.Size | None = None
         self._pixel_params: torch.Tensor | None = None
         # A context model codes its pixels phase by phase; one phase's refined parameters serve its channels.
-        self.pixel_phases = None if model.context is None else phase_map(height, width)
+        self.pixel_phases = None if model.context is None else model.context.order.phase_map(height, width)
         self._phase: int | None = None
         self._phase_params: torch.Tensor | None = None
 
@@ -136,15 +142,15 @@ class TorchPass:
         return tables
 
     def _phase_table(self, channel: int, pixels: torch.Tensor, phase: int, mask: np.ndarray) -> np.ndarray:
-        row, columns = phase_positions(phase, pixels.shape[3])
+        rows, columns = _positions(self.model.context.order, phase, pixels)
         if channel == 0 or self._phase != phase:
             # Channel 0 comes first on both sides, before any pixel of this phase is known.
             valid = torch.from_numpy(np.ascontiguousarray(mask[:, None])).to(self.device, torch.float32)
-            base = self._pixel_params[:, :, row : row + 1, columns]  # B, P, 1, n
+            base = self._pixel_params[:, :, rows, columns].unsqueeze(2)  # B, P, 1, n
             self._phase_params = self.model.context.phase(base, pixels, valid, phase)
             self._phase = phase
         table = self.model.likelihood.channel_table(
-            self._phase_params, pixels[:, :, row : row + 1, columns], channel
+            self._phase_params, pixels[:, :, rows, columns].unsqueeze(2), channel
         )  # B, 1, n, 256
         return table[:, 0].cpu().numpy()
 
@@ -159,7 +165,7 @@ class IntegerPass:
         self.walk = model.walk(tensor, batch, height, width)
         self.num_groups = self.walk.num_groups
         # A context model codes its pixels phase by phase; one phase's refined parameters serve its channels.
-        self.pixel_phases = None if model.context is None else phase_map(height, width)
+        self.pixel_phases = None if model.context is None else model.context.order.phase_map(height, width)
         self._phase: int | None = None
         self._phase_params: torch.Tensor | None = None  # B * n, P: the refined parameters of self._phase
         self._latent_shape: torch.Size | None = None
@@ -214,17 +220,17 @@ class IntegerPass:
 
     def _phase_table(self, channel: int, pixels: np.ndarray, phase: int, mask: np.ndarray) -> np.ndarray:
         """(B, n, 256) probabilities of the n pixels of `phase`."""
-        batch, channels, _, width = pixels.shape
+        batch, channels = pixels.shape[:2]
         tensor = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device)
-        row, columns = phase_positions(phase, width)
+        rows, columns = _positions(self.model.context.order, phase, tensor)
         if channel == 0 or self._phase != phase:
             # Channel 0 comes first on both sides, before any pixel of this phase is known.
             valid = torch.from_numpy(np.ascontiguousarray(mask[:, None])).to(self.device, torch.float64)
-            base = self._pixel_params[:, :, row : row + 1, columns]  # B, P, 1, n
+            base = self._pixel_params[:, :, rows, columns].unsqueeze(2)  # B, P, 1, n
             refined = self.model.context.phase(base, tensor, valid, phase)  # B, P, 1, n
             self._phase_params = refined.permute(0, 2, 3, 1).reshape(-1, refined.shape[1])  # B * n, P
             self._phase = phase
-        values = tensor[:, :, row, columns].permute(0, 2, 1).reshape(-1, channels)  # B * n, C
+        values = tensor[:, :, rows, columns].permute(0, 2, 1).reshape(-1, channels)  # B * n, C
         tables = np.empty((len(values), 256), dtype=np.float32)  # B * n, 256
         self.model.likelihood.probabilities(self._phase_params, values, channel, tables)
         return tables.reshape(batch, -1, 256)

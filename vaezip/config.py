@@ -28,11 +28,14 @@ TRAIN_FIELDS_SINCE_FORMAT_2: dict[str, Any] = {"kl_balance": False}
 # still readable by the vaezip before it), while a model that does is refused by that vaezip (an unknown key)
 # instead of being run wrongly.
 MODEL_FIELDS_SINCE_FORMAT_2: dict[str, Any] = {"residual_posterior": False, "likelihood": "logistic-mixture",
-                                               "channel_coupling": True}
+                                               "channel_coupling": True, "context_order": "rows"}
 # The pixel likelihoods (model/likelihood.py; their integer twins in model/integer.py). sigma-VAE (paper 002)
 # calibrated decoders beside the logistic mixture: a discretized Gaussian with one learned sigma per channel,
 # and a 256-way categorical per subpixel.
 LIKELIHOODS = ("logistic-mixture", "gaussian", "categorical")
+# The pixel-context head's coding orders (model/context.py): rows (2H phases a tile) or DVAE++'s multi-scale
+# coarse-to-fine grids (5 phases), and the neighbours each reads.
+CONTEXT_OFFSETS = {"rows": 18, "scales": 24}
 
 # Limits of a model config, checked (types first, then ranges, then the parameter count, all arithmetically)
 # before any model is built: a weights file is untrusted input, and its config decides how much memory the
@@ -119,6 +122,9 @@ class ModelConfig:
     # The mixture's R -> G -> B coupling (each channel's means shifted by the channels before it); False: the
     # channels are independent given the latents and the component.
     channel_coupling: bool = True
+    # The order in which a pixel-context head's pixels are coded, hence which neighbours it reads
+    # (CONTEXT_OFFSETS; only with pixel_context > 0).
+    context_order: str = "rows"
 
     def __post_init__(self) -> None:
         """Types, then ranges (LIMITS), then the parameter count (MAX_PARAMETERS): nothing is allocated."""
@@ -145,6 +151,11 @@ class ModelConfig:
         if not isinstance(self.likelihood, str) or self.likelihood not in LIKELIHOODS:
             raise ConfigError(f"ModelConfig.likelihood must be one of {', '.join(LIKELIHOODS)}, not "
                               f"{short_repr(self.likelihood)}")
+        if not isinstance(self.context_order, str) or self.context_order not in CONTEXT_OFFSETS:
+            raise ConfigError(f"ModelConfig.context_order must be one of {', '.join(CONTEXT_OFFSETS)}, not "
+                              f"{short_repr(self.context_order)}")
+        if self.context_order != "rows" and not self.pixel_context:
+            raise ConfigError("ModelConfig.context_order applies to a pixel-context head (pixel_context > 0)")
         if not self.channel_coupling and self.likelihood != "logistic-mixture":
             raise ConfigError("ModelConfig.channel_coupling applies to the logistic mixture only")
         std = self.min_std
@@ -206,7 +217,7 @@ def parameter_count(config: ModelConfig) -> int:
         total += channels  # one learned log sigma per channel
     hidden = config.pixel_context
     if hidden:
-        offsets = 18  # model/context.py: OFFSETS
+        offsets = CONTEXT_OFFSETS[config.context_order]
         features = pixel_params + offsets * (channels + 1)
         total += _conv(features, hidden, 1) + _conv(hidden, hidden, 1) + _conv(hidden, pixel_params, 1)
     return total

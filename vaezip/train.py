@@ -59,6 +59,7 @@ FINE_TUNE_OVERRIDES: dict[str, Any] = {"lr": 2e-4, "warmup_steps": 50}
 MODEL_OPTION_FLAGS: dict[str, Any] = {
     "likelihood": lambda value: f"--likelihood {value}",
     "channel_coupling": lambda value: "--channel-coupling" if value else "--no-channel-coupling",
+    "context_order": lambda value: f"--context-order {value}",
 }
 
 # The end-of-training comparison codes real files: bounded so that it takes seconds to a minute or two on a
@@ -407,6 +408,10 @@ def resolve_run(
     for option, value in (model_options or {}).items():
         if getattr(model_config, option) == value:
             continue
+        fresh_head = option == "context_order" and (initial is not None and not initial.model.config.pixel_context)
+        if fresh_head and saved is None:  # the head is new (--pixel-context on a model without one): any order
+            model_config = dataclasses.replace(model_config, context_order=value)
+            continue
         flag = MODEL_OPTION_FLAGS[option](value)
         if saved is not None:
             raise CheckpointError(f"{flag}: the run to resume trains a model with {option} = "
@@ -727,8 +732,9 @@ def train(
     a new run; added to an `init` model, the head starts at zero, so the run starts from exactly that model.
     `residual_posterior` makes a new model's posterior relative to its prior (ModelConfig.residual_posterior):
     refused with an `init` model (or a run to resume) whose posterior is absolute. `model_options`: other
-    ModelConfig fields of a new model (MODEL_OPTION_FLAGS: likelihood, channel_coupling), refused where an `init`
-    model or the run to resume has another value.
+    ModelConfig fields of a new model (MODEL_OPTION_FLAGS: likelihood, channel_coupling, context_order), refused
+    where an `init` model or the run to resume has another value (a context order also goes with a context head
+    new to an `init` model).
     `timing` adds clock-driven validations, checkpoints and learning-rate planning (its time_limit, if set,
     replaces `time_limit`). `stop_on_signals`: Ctrl-C / SIGTERM save a checkpoint after the current step, then
     raise KeyboardInterrupt / vaezip.files.Terminated. `coded_validation` compresses held-out images for real

@@ -10,6 +10,12 @@ region read as zero with an "absent" flag, the same in training and coding.
 
 Training computes every pixel at once (`forward`); the coder computes one phase at a time (`phase`), the
 encoder with exactly the decoder's shapes and inputs, so both sides get identical floats.
+
+That is the "rows" order. The "scales" order (ModelConfig.context_order) is DVAE++'s multi-scale conditional
+decoder (paper 000, appendix G.1) within a tile: pixels on the stride-4 grid first (given the latents only),
+then the centres of its cells, then the rest of the stride-2 grid, then the centres of the stride-2 cells,
+then every other pixel: 5 phases per tile instead of 2H, each conditioned on every pixel of the earlier
+phases within +-2 rows and columns (24 offsets, on all sides), each decoded in parallel.
 """
 
 from __future__ import annotations
@@ -46,16 +52,106 @@ def _pad(tensor: torch.Tensor) -> torch.Tensor:
     return F.pad(tensor, (REACH, REACH, ROWS_ABOVE, 0))
 
 
+class RowOrder:
+    """Phase 2y + (x mod 2): every other pixel of a row at once; reads the two rows above and its own row."""
+
+    name = "rows"
+    offsets = OFFSETS
+
+    @staticmethod
+    def phase_map(height: int, width: int) -> np.ndarray:
+        return phase_map(height, width)
+
+    @staticmethod
+    def positions(phase: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows and columns of the pixels of `phase`, in raster order."""
+        row, columns = phase_positions(phase, width)
+        columns = np.arange(width)[columns]
+        return np.full(len(columns), row), columns
+
+    @staticmethod
+    def all_neighbours(unit: torch.Tensor, valid: torch.Tensor, flag_value: float = 1.0) -> torch.Tensor:
+        """Every pixel's neighbours and flags (B, len(offsets) * (C + 1), H, W)."""
+        height, width = unit.shape[2:]
+        odd_columns = (torch.arange(width, device=unit.device) % 2).to(unit.dtype)  # W
+        return _neighbours(unit, valid, slice(0, height), 0, 1, width, odd_columns, flag_value)
+
+    @staticmethod
+    def phase_neighbours(unit: torch.Tensor, valid: torch.Tensor, phase: int, count: int,
+                         flag_value: float = 1.0) -> torch.Tensor:
+        """The neighbours of the `count` pixels of `phase` (B, F, 1, count), reading only earlier phases."""
+        row, columns = phase_positions(phase, unit.shape[3])
+        # Only odd columns read their own row; a phase is all odd or all even columns.
+        return _neighbours(unit, valid, slice(row, row + 1), columns.start, 2, count, float(columns.start),
+                           flag_value)
+
+
+SCALE_REACH = 2
+SCALE_OFFSETS = tuple((dy, dx) for dy in range(-SCALE_REACH, SCALE_REACH + 1)
+                      for dx in range(-SCALE_REACH, SCALE_REACH + 1) if (dy, dx) != (0, 0))
+SCALE_PHASES = 5
+
+
+class ScaleOrder:
+    """Coarse to fine (module docstring): a pixel reads every pixel of an earlier phase within +-2."""
+
+    name = "scales"
+    offsets = SCALE_OFFSETS
+
+    @staticmethod
+    def phase_map(height: int, width: int) -> np.ndarray:
+        y, x = np.arange(height)[:, None], np.arange(width)[None, :]
+        phases = np.full((height, width), 4, dtype=np.int64)  # y + x odd: last
+        phases[(y % 2 == 1) & (x % 2 == 1)] = 3  # centres of the stride-2 cells
+        phases[(y % 2 == 0) & (x % 2 == 0)] = 2  # the stride-2 grid
+        phases[(y % 4 == 2) & (x % 4 == 2)] = 1  # centres of the stride-4 cells
+        phases[(y % 4 == 0) & (x % 4 == 0)] = 0  # the stride-4 grid
+        return phases
+
+    @classmethod
+    def positions(cls, phase: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        return np.nonzero(cls.phase_map(height, width) == phase)
+
+    @classmethod
+    def all_neighbours(cls, unit: torch.Tensor, valid: torch.Tensor, flag_value: float = 1.0) -> torch.Tensor:
+        height, width = unit.shape[2:]
+        phases = torch.from_numpy(cls.phase_map(height, width)).to(unit.device, unit.dtype)[None, None]  # 1,1,H,W
+        r = SCALE_REACH
+        unit_padded, valid_padded = F.pad(unit, (r, r, r, r)), F.pad(valid, (r, r, r, r))
+        phases_padded = F.pad(phases, (r, r, r, r), value=float(SCALE_PHASES))  # outside: never earlier
+        values, flags = [], []
+        for dy, dx in SCALE_OFFSETS:
+            rows, columns = slice(r + dy, r + dy + height), slice(r + dx, r + dx + width)
+            flag = valid_padded[:, :, rows, columns] * (phases_padded[:, :, rows, columns] < phases).to(unit.dtype)
+            values.append(unit_padded[:, :, rows, columns] * flag)
+            flags.append(flag * flag_value if flag_value != 1.0 else flag)
+        return torch.cat(values + flags, dim=1)  # B, 24 * (C + 1), H, W
+
+    @classmethod
+    def phase_neighbours(cls, unit: torch.Tensor, valid: torch.Tensor, phase: int, count: int,
+                         flag_value: float = 1.0) -> torch.Tensor:
+        """Every pixel's neighbours, then those of the phase's pixels: each pixel's features read only its own
+        offsets, so selecting afterwards gives the same values."""
+        rows, columns = cls.positions(phase, *unit.shape[2:])
+        features = cls.all_neighbours(unit, valid, flag_value)  # B, F, H, W
+        index = torch.from_numpy(rows * unit.shape[3] + columns).to(unit.device)  # count
+        return features.flatten(2).index_select(2, index).unsqueeze(2)  # B, F, 1, count
+
+
+ORDERS = {order.name: order for order in (RowOrder, ScaleOrder)}
+
+
 class PixelContext(nn.Module):
     """A per-pixel MLP: (mixture parameters from the latents, causal neighbours) -> parameter correction.
 
     The last layer starts at zero, so a context head added to a trained VAE starts as exactly that VAE.
     """
 
-    def __init__(self, channels: int, num_params: int, hidden: int):
+    def __init__(self, channels: int, num_params: int, hidden: int, order: str = "rows"):
         super().__init__()
         self.channels = channels
-        features = num_params + len(OFFSETS) * (channels + 1)
+        self.order = ORDERS[order]
+        features = num_params + len(self.order.offsets) * (channels + 1)
         self.layer_in = nn.Conv2d(features, hidden, kernel_size=1)
         self.layer_mid = nn.Conv2d(hidden, hidden, kernel_size=1)
         self.layer_out = nn.Conv2d(hidden, num_params, kernel_size=1)
@@ -69,18 +165,13 @@ class PixelContext(nn.Module):
     def forward(self, params: torch.Tensor, pixels: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """Every pixel at once (training, bounds). params (B, P, H, W), pixels (B, C, H, W) 0..255,
         valid (B, 1, H, W) 1 for real pixels -> refined params (B, P, H, W)."""
-        height, width = pixels.shape[2:]
-        odd_columns = (torch.arange(width, device=pixels.device) % 2).float()  # W
-        neighbours = _neighbours(pixels_to_unit(pixels), valid.float(), slice(0, height), 0, 1, width, odd_columns)
-        return self._refine(params, neighbours)
+        return self._refine(params, self.order.all_neighbours(pixels_to_unit(pixels), valid.float()))
 
     def phase(self, params: torch.Tensor, pixels: torch.Tensor, valid: torch.Tensor, phase: int) -> torch.Tensor:
-        """The pixels of one phase. params (B, P, 1, n) at those pixels; pixels (B, C, H, W) with every earlier
-        phase final (later ones are never read); valid (B, 1, H, W) -> refined params (B, P, 1, n)."""
-        row, columns = phase_positions(phase, pixels.shape[3])
-        # Only odd columns read their own row; a phase is all odd or all even columns.
-        neighbours = _neighbours(pixels_to_unit(pixels), valid.float(), slice(row, row + 1), columns.start, 2,
-                                 params.shape[3], float(columns.start))
+        """The pixels of one phase. params (B, P, 1, n) at those pixels (the order's positions, raster order);
+        pixels (B, C, H, W) with every earlier phase final (later ones are never read); valid (B, 1, H, W)
+        -> refined params (B, P, 1, n)."""
+        neighbours = self.order.phase_neighbours(pixels_to_unit(pixels), valid.float(), phase, params.shape[3])
         return self._refine(params, neighbours)
 
 

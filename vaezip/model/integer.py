@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from vaezip.config import ModelConfig
 from vaezip.model import kernels
-from vaezip.model.context import PixelContext, _neighbours, phase_positions
+from vaezip.model.context import PixelContext
 from vaezip.model.vae import HierarchicalVAE
 
 INTEGER_RULES = 1  # bump when any rule below changes: files name the rules they were coded with
@@ -393,6 +393,7 @@ class IntegerContext:
 
     def __init__(self, context: PixelContext, model: "IntegerVAE"):
         self.model = model
+        self.order = context.order
         self.layers = [_conv(context.layer_in), _conv(context.layer_mid), _conv(context.layer_out)]
 
     def _refine(self, params: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
@@ -405,17 +406,12 @@ class IntegerContext:
 
     def forward(self, params: torch.Tensor, pixels: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """Every pixel at once: params (B, P, H, W) integers, pixels (B, C, H, W), valid (B, 1, H, W) 0/1."""
-        height, width = pixels.shape[2:]
-        odd_columns = (torch.arange(width, device=pixels.device) % 2).double()  # W
-        neighbours = _neighbours(self._unit(pixels), valid.double(), slice(0, height), 0, 1, width, odd_columns,
-                                 flag_value=ONE)
-        return self._refine(params, neighbours)
+        return self._refine(params, self.order.all_neighbours(self._unit(pixels), valid.double(), flag_value=ONE))
 
     def phase(self, params: torch.Tensor, pixels: torch.Tensor, valid: torch.Tensor, phase: int) -> torch.Tensor:
         """The pixels of one phase: params (B, P, 1, n) at those pixels -> refined (B, P, 1, n)."""
-        row, columns = phase_positions(phase, pixels.shape[3])
-        neighbours = _neighbours(self._unit(pixels), valid.double(), slice(row, row + 1), columns.start, 2,
-                                 params.shape[3], float(columns.start), flag_value=ONE)
+        neighbours = self.order.phase_neighbours(self._unit(pixels), valid.double(), phase, params.shape[3],
+                                                 flag_value=ONE)
         return self._refine(params, neighbours)
 
 

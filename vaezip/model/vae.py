@@ -187,7 +187,7 @@ class HierarchicalVAE(nn.Module):
         self.encoder = Encoder(config)
         self.decoder = Decoder(config, self.likelihood.num_params)
         self.context = (
-            PixelContext(config.image_channels, self.likelihood.num_params, config.pixel_context)
+            PixelContext(config.image_channels, self.likelihood.num_params, config.pixel_context, config.context_order)
             if config.pixel_context
             else None
         )

@@ -1,7 +1,9 @@
-"""The pixel likelihoods beside the default logistic mixture (ModelConfig.likelihood, channel_coupling): sigma-VAE's
-discretized Gaussian with a learned shared sigma and its categorical decoder, and the mixture without channel
-coupling. Float models, their integer twins (exact tables, close to the float ones), real round trips decoded in
-a fresh process under other kernels, training and the config rules."""
+"""Model options of ModelConfig beyond the defaults. The pixel likelihoods beside the logistic mixture
+(likelihood, channel_coupling): sigma-VAE's discretized Gaussian with a learned shared sigma and its categorical
+decoder, and the mixture without channel coupling: float models, their integer twins (exact tables, close to
+the float ones), real round trips decoded in a fresh process under other kernels, training and the config
+rules. The pixel-context head's multi-scale order (context_order): config and training rules (its phases and
+round trips: tests/test_model.py, test_integer.py, test_roundtrip.py)."""
 
 from __future__ import annotations
 
@@ -282,6 +284,47 @@ def test_cli_refuses_unknown_likelihoods_in_one_line(tmp_path):
     for args, message in (
         (["--likelihood", "laplace"], "--likelihood must be one of logistic-mixture, gaussian, categorical"),
         (["--likelihood", "gaussian", "--no-channel-coupling"], "--no-channel-coupling applies to the logistic"),
+    ):
+        done = run_cli("train", str(tmp_path), "--preset", "tiny", "--steps", "1", "--out", tmp_path / "run", *args)
+        assert done.returncode == 2, done.stderr.decode()
+        error = done.stderr.decode().strip()
+        assert message in error and "Traceback" not in error and len(error.splitlines()) == 1, error
+
+
+def test_context_order_needs_a_context_head_and_goes_with_a_new_one(tmp_path):
+    from vaezip.checkpoint import CheckpointError, load_checkpoint
+    from vaezip.train import train
+
+    data = config_to_dict(get_preset("tiny").model)
+    assert "context_order" not in config_to_dict(dataclasses.replace(get_preset("tiny").model, pixel_context=8))
+    with pytest.raises(ConfigError, match="applies to a pixel-context head"):
+        model_config_from_dict({**data, "context_order": "scales"})
+    with pytest.raises(ConfigError, match="context_order must be one of rows, scales"):
+        model_config_from_dict({**data, "pixel_context": 8, "context_order": "zigzag"})
+    scales = model_config_from_dict({**data, "pixel_context": 8, "context_order": "scales"})
+    assert parameter_count(scales) == sum(p.numel() for p in HierarchicalVAE(scales).parameters())
+
+    x = np.random.default_rng(1).integers(90, 160, size=(48, 8, 8, 3), dtype=np.uint8)
+    np.savez(tmp_path / "tiny.npz", x=x)
+    source = str(tmp_path / "tiny.npz")
+    overrides = dict(batch_size=4, crop=8, val_every=1000, checkpoint_every=1000, val_images=8)
+    train(tmp_path / "plain", source, get_preset("tiny"), steps=1, train_overrides=overrides, coded_validation=None)
+    # a head new to the start model takes the order asked for; the run keeps it when resumed
+    train(tmp_path / "run", source, get_preset("tiny"), steps=1, train_overrides=overrides,
+          init=str(tmp_path / "plain"), pixel_context=8, model_options={"context_order": "scales"},
+          coded_validation=None)
+    saved = load_checkpoint(tmp_path / "run")["model_config"]
+    assert saved["pixel_context"] == 8 and saved["context_order"] == "scales"
+    assert train(tmp_path / "run", source, get_preset("tiny"), steps=2, resume=True, coded_validation=None)["step"] == 2
+    with pytest.raises(CheckpointError, match="--context-order rows: the run to resume"):
+        train(tmp_path / "run", source, get_preset("tiny"), steps=3, resume=True,
+              model_options={"context_order": "rows"}, coded_validation=None)
+
+
+def test_cli_refuses_a_context_order_without_a_head(tmp_path):
+    for args, message in (
+        (["--context-order", "scales"], "--context-order applies to a pixel-context head"),
+        (["--context-order", "zigzag", "--pixel-context", "8"], "--context-order must be one of rows, scales"),
     ):
         done = run_cli("train", str(tmp_path), "--preset", "tiny", "--steps", "1", "--out", tmp_path / "run", *args)
         assert done.returncode == 2, done.stderr.decode()
