@@ -704,9 +704,20 @@ class _Totals:
     """What several files came to, for the one summary line that replaces a line per file (without -v)."""
 
     def __init__(self):
+        import time
+
         self.files = self.images = self.bytes = self.subpixels = 0
         self.bound_bits = self.seconds = 0.0
         self.models: dict[str, None] = {}
+        self.started = time.perf_counter()
+        self.workers = 0  # with -j: the summary gives the wall time, not the sum of the files' times
+
+    def _time(self) -> str:
+        import time
+
+        if self.workers > 1:
+            return f"{time.perf_counter() - self.started:.2f} s (wall, {self.workers} workers)"
+        return f"{self.seconds:.2f} s"
 
     def add_compressed(self, result) -> None:
         self.files += 1
@@ -729,12 +740,12 @@ class _Totals:
         bound = self.bound_bits / max(self.subpixels, 1)
         return (f"compressed {self.files} files ({self.images} images): {self.bytes} bytes, achieved "
                 f"{achieved:.4f} bpsp vs bound {bound:.4f} ({achieved / bound if bound else float('nan'):.4f}x) "
-                f"in {self.seconds:.2f} s with model {', '.join(self.models)} (-v: a line per file)")
+                f"in {self._time()} with model {', '.join(self.models)} (-v: a line per file)")
 
     def decompressed_line(self) -> str:
         return (f"decompressed {self.files} files ({self.images} images, "
                 f"{8 * self.bytes / max(self.subpixels, 1):.4f} bpsp), verified (checksum) in "
-                f"{self.seconds:.2f} s (-v: a line per file)")
+                f"{self._time()} (-v: a line per file)")
 
 
 def _verify(data: bytes, images, model, device: str) -> float:
@@ -747,18 +758,70 @@ def _verify(data: bytes, images, model, device: str) -> float:
 
     started = time.perf_counter()
     try:
-        decoded = decompress_images(data, model, device=device)
+        decoded = [pixel_checksum(image) for _, image in decompress_images(data, model, device=device)]
     except Exception as error:  # noqa: BLE001 - whatever goes wrong, the file does not restore its inputs
-        reason = str(error).strip() or type(error).__name__
+        decoded = error
+    _compare_decoded(decoded, images)
+    return time.perf_counter() - started
+
+
+def _compare_decoded(decoded, images) -> None:
+    """The decoded images' pixel checksums (or the error that decoding raised) against the inputs'."""
+    from vaezip.images import pixel_checksum
+
+    if isinstance(decoded, BaseException):
+        reason = str(decoded).strip() or type(decoded).__name__
         raise Failure(f"verification failed: the compressed data does not decode ({reason}); "
-                      f"nothing written, input kept") from None
+                      f"nothing written, input kept")
     if len(decoded) != len(images):
         raise Failure(f"verification failed: {len(decoded)} images decoded, {len(images)} compressed; "
                       f"nothing written, input kept")
-    for (name, original), (_, restored) in zip(images, decoded):
-        if pixel_checksum(restored) != pixel_checksum(original):
+    for (name, original), restored in zip(images, decoded):
+        if restored != pixel_checksum(original):
             raise Failure(f"verification failed: {name} decodes to other pixels; nothing written, input kept")
-    return time.perf_counter() - started
+
+
+def _workers(requested: int, files: int, inputs: list[str], output: str | None, model: str | None):
+    """The worker pool for -j N over `files` files, or None to code them here: one file, -j 1, or stdin /
+    stdout in play (one stream, read or written in order)."""
+    from vaezip.parallel import Workers, default_jobs
+
+    count = min(default_jobs(requested), files)
+    if count <= 1 or "-" in inputs or output == "-":
+        return None
+    return Workers(count, model)
+
+
+def _decompress_here(data: bytes, model: str | None, device: str):
+    """One file decoded in this process, with a progress bar: (its images, when decoding started)."""
+    import time
+
+    from vaezip.api import decompress_images  # torch: only once there is something to decode
+
+    started = time.perf_counter()
+    with _progress("decompress") as bar:
+        task = bar.add_task("decompress", total=None)
+        images = decompress_images(
+            data, model, device=device,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    return images, started
+
+
+def _compress_here(images, model: str | None, loaded: list, tile, device: str, checking: bool):
+    """One file compressed in this process, with a progress bar: (result, seconds verifying or None)."""
+    from vaezip.api import compress_images, load_model
+
+    if model is not None and not loaded:
+        loaded.append(load_model(model))
+    chosen = loaded[0] if loaded else None
+    with _progress("compress") as bar:
+        task = bar.add_task("compress", total=None)
+        result = compress_images(
+            images, chosen, tile=tile, device=device,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    return result, (_verify(result.data, images, chosen, device) if checking else None)
 
 
 def _same_file_still(path: str, before) -> bool:
@@ -804,12 +867,16 @@ def compress(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no report"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="a report line for every file and image (default: "
                                  "one summary line for several files, one line for an archive)"),
+    jobs_at_once: int = typer.Option(1, "--jobs", "-j", help="code this many files at once, each in a worker "
+                                     "process (0: one per core); the files are byte for byte those of -j 1"),
 ):
     """Compress images to .vz (one file each, or one archive with -o)."""
     from vaezip.files import InputError, read_input, signals_as_exceptions
 
     with user_errors(), signals_as_exceptions():
         _check_tile(tile)
+        if jobs_at_once < 0:
+            raise UsageFailure(f"--jobs must be 0 (one per core) or more, not {jobs_at_once}")
         if output is None and inputs == ["-"]:
             output = "-"
         if output == "-":
@@ -822,49 +889,74 @@ def compress(
             pairs = [(paths[0], target) for paths, target in jobs]
         _refuse_clashes(inputs, pairs, "compress them into one archive with -o, or rename one")
 
+        def read_images(paths: list[str], target: str | None):
+            if target is not None and target != "-":
+                _check_target(target, force, derived=output is None)
+            # Only now the heavy imports (torch): a refusal above costs nothing.
+            from vaezip.errors import ImageError
+            from vaezip.images import open_image
+
+            images, read = [], []
+            for path in paths:
+                try:
+                    data, info = read_input(path)
+                    images.append((Path(path).name if path != "-" else "stdin.png", open_image(data)))
+                except (ImageError, InputError) as error:
+                    raise Failure(f"{path}: {error}") from None
+                read.append((path, info))
+            if target is None:
+                raise Failure(f"{paths[0]}: no file name to derive an output name from (use -o)")
+            return images, read
+
+        checking = verify or not keep
+        workers = _workers(jobs_at_once, len(jobs), inputs, output, model)
+        ahead = {}  # job -> (images, read, future): read and handed to the workers ahead of their turn
+        submitted = 0
+
+        def submit_ahead(index: int) -> None:
+            """Keep the workers fed: every job up to two per worker beyond `index` read and submitted."""
+            nonlocal submitted
+            while workers is not None and submitted < min(len(jobs), index + 1 + 2 * workers.count):
+                paths, target = jobs[submitted]
+                submitted += 1
+                try:
+                    images, read = read_images(paths, target)
+                except Exception:  # noqa: BLE001 - met again in its turn, and reported there
+                    continue
+                future = workers.compress(images, dict(tile=tile, device=device), checking)
+                ahead[submitted - 1] = (images, read, future)
+
         loaded = []  # the model, loaded once for every file (and for the verifying decode)
         failures = 0
         totals = _Totals()
+        totals.workers = workers.count if workers is not None else 0
         each = verbose or len(jobs) == 1
-        for paths, target in jobs:
-            with user_errors_counted(paths[0] if len(paths) == 1 else target) as failed:
-                if target is not None and target != "-":
-                    _check_target(target, force, derived=output is None)
-                # Only now the heavy imports (torch): a refusal above costs nothing.
-                from vaezip.api import compress_images, load_model
-                from vaezip.errors import ImageError
-                from vaezip.images import open_image
-
-                images, read = [], []
-                for path in paths:
-                    try:
-                        data, info = read_input(path)
-                        images.append((Path(path).name if path != "-" else "stdin.png", open_image(data)))
-                    except (ImageError, InputError) as error:
-                        raise Failure(f"{path}: {error}") from None
-                    read.append((path, info))
-                if target is None:
-                    raise Failure(f"{paths[0]}: no file name to derive an output name from (use -o)")
-                if model is not None and not loaded:
-                    loaded.append(load_model(model))
-                chosen = loaded[0] if loaded else None
-                with _progress("compress") as bar:
-                    task = bar.add_task("compress", total=None)
-                    result = compress_images(
-                        images, chosen, tile=tile, device=device,
-                        progress=lambda done, total: bar.update(task, completed=done, total=total),
-                    )
-                verified = _verify(result.data, images, chosen, device) if verify or not keep else None
-                _write_output(target, result.data, force, derived=output is None)
-                if verified is not None and target != "-" and Path(target).read_bytes() != result.data:
-                    raise Failure(f"{target} reads back different from what was written and verified (disk "
-                                  f"error?); input kept")
-                if not quiet and each:
-                    _report(result, target, verified, verbose)
-                if not keep:
-                    _remove_inputs(read, target)
-                totals.add_compressed(result)
-            failures += failed()
+        try:
+            for index, (paths, target) in enumerate(jobs):
+                submit_ahead(index)
+                with user_errors_counted(paths[0] if len(paths) == 1 else target) as failed:
+                    if index in ahead:
+                        images, read, future = ahead.pop(index)
+                        result, decoded, seconds = future.result()
+                        if checking:
+                            _compare_decoded(decoded, images)
+                        verified = seconds
+                    else:
+                        images, read = read_images(paths, target)
+                        result, verified = _compress_here(images, model, loaded, tile, device, checking)
+                    _write_output(target, result.data, force, derived=output is None)
+                    if verified is not None and target != "-" and Path(target).read_bytes() != result.data:
+                        raise Failure(f"{target} reads back different from what was written and verified (disk "
+                                      f"error?); input kept")
+                    if not quiet and each:
+                        _report(result, target, verified, verbose)
+                    if not keep:
+                        _remove_inputs(read, target)
+                    totals.add_compressed(result)
+                failures += failed()
+        finally:
+            if workers is not None:
+                workers.close(cancel=bool(ahead))  # files not reached (Ctrl-C, a signal): not coded further
         if not quiet and not each and totals.files:
             _say(totals.compressed_line())
         _finish(failures, len(jobs))
@@ -942,6 +1034,8 @@ def decompress(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="a report line for every file, naming every image "
                                  "written (default: one summary line for several files)"),
+    jobs_at_once: int = typer.Option(1, "--jobs", "-j", help="decode this many files at once, each in a worker "
+                                     "process (0: one per core)"),
 ):
     """Restore the exact images from .vz files (as PNG)."""
     import time
@@ -949,6 +1043,8 @@ def decompress(
     from vaezip.files import file_identity, signals_as_exceptions
 
     with user_errors(), signals_as_exceptions():
+        if jobs_at_once < 0:
+            raise UsageFailure(f"--jobs must be 0 (one per core) or more, not {jobs_at_once}")
         if output is not None and (len(inputs) > 1 or directory is not None):
             raise Failure("-o takes one single-image input and no --dir")
         if directory is not None and os.path.lexists(directory) and not directory.is_dir():
@@ -969,65 +1065,87 @@ def decompress(
         totals = _Totals()
         each = verbose or len(inputs) == 1
         derived = output is None and directory is None  # output names made from the input's
-        for path in inputs:
-            with user_errors_counted(path) as failed:
-                if output is not None and output != "-":
-                    _check_target(output, force)  # before decoding: a missing folder is no reason to decode
-                data = _read_input(path)
-                default = _default_output(path, ".png") if derived and path != "-" else None
-                if default and not force and os.path.lexists(default) and _single_image_file(data):
-                    # The usual clash (photo.png kept beside photo.vz) is known before seconds of decoding.
-                    raise _exists(default, derived=True)
-                from vaezip.api import decompress_images  # torch: only once there is something to decode
 
-                started = time.perf_counter()
-                with _progress("decompress") as bar:
-                    task = bar.add_task("decompress", total=None)
-                    images = decompress_images(
-                        data, model, device=device,
-                        progress=lambda done, total: bar.update(task, completed=done, total=total),
-                    )
-                if output is not None and len(images) > 1:
-                    raise Failure(f"{path} holds {len(images)} images: use --dir")
-                if output is not None:
-                    targets = [output]
-                elif directory is not None:
-                    targets = [str(directory / _safe_name(name)) for name, _ in images]
-                elif len(images) == 1 and path != "-":
-                    targets = [_default_output(path, ".png")]
-                elif len(images) == 1:
-                    targets = ["-"]
-                else:
-                    raise Failure(f"{path} holds {len(images)} images: use --dir")
-                if len(set(targets)) != len(targets):
-                    raise Failure(f"{path}: several images would get the same output name")
-                for target in targets:
-                    if target == "-":
-                        continue
-                    identity = file_identity(target)
-                    if identity in inputs_named:
-                        raise Failure(f"{target}: this output would overwrite an input; nothing written")
-                    if identity in written:
-                        raise Failure(f"{target}: already written by this run from another input; nothing written")
-                    if os.path.lexists(target) and not force:
-                        raise _exists(target, derived)
-                if directory is not None:
-                    directory.mkdir(parents=True, exist_ok=True)
-                for target, (_, image) in zip(targets, images):
-                    _write_output(target, _save_png(image), force, derived)
-                    if target != "-":
-                        written.add(file_identity(target))
-                subpixels = sum(len(image.getbands()) * image.width * image.height for _, image in images)
-                seconds = time.perf_counter() - started
-                totals.add_decompressed(len(data), len(images), subpixels, seconds)
-                if not quiet and each:
-                    shown_targets = (", ".join(targets) if verbose or len(targets) == 1
-                                     else f"{len(targets)} files in {directory} (-v: their names)")
-                    _say(
-                        f"{path}: {len(images)} image(s), {8 * len(data) / max(subpixels, 1):.4f} bpsp, verified "
-                        f"(checksum) in {seconds:.2f} s -> {shown_targets}"
-                    )
-            failures += failed()
+        def read_file(path: str) -> bytes:
+            if output is not None and output != "-":
+                _check_target(output, force)  # before decoding: a missing folder is no reason to decode
+            data = _read_input(path)
+            default = _default_output(path, ".png") if derived and path != "-" else None
+            if default and not force and os.path.lexists(default) and _single_image_file(data):
+                # The usual clash (photo.png kept beside photo.vz) is known before seconds of decoding.
+                raise _exists(default, derived=True)
+            return data
+
+        workers = _workers(jobs_at_once, len(inputs), inputs, output, model)
+        totals.workers = workers.count if workers is not None else 0
+        ahead = {}  # input -> (data, future): read and handed to the workers ahead of its turn
+        submitted = 0
+
+        def submit_ahead(index: int) -> None:
+            nonlocal submitted
+            while workers is not None and submitted < min(len(inputs), index + 1 + 2 * workers.count):
+                submitted += 1
+                try:
+                    data = read_file(inputs[submitted - 1])
+                except Exception:  # noqa: BLE001 - met again in its turn, and reported there
+                    continue
+                ahead[submitted - 1] = (data, workers.decompress(data, device))
+
+        try:
+            for index, path in enumerate(inputs):
+                submit_ahead(index)
+                with user_errors_counted(path) as failed:
+                    if index in ahead:
+                        data, future = ahead.pop(index)
+                        images, decoding = future.result()
+                        started = time.perf_counter() - decoding  # the worker's time, not the queue's
+                    else:
+                        data = read_file(path)
+                        images, started = _decompress_here(data, model, device)
+                    if output is not None and len(images) > 1:
+                        raise Failure(f"{path} holds {len(images)} images: use --dir")
+                    if output is not None:
+                        targets = [output]
+                    elif directory is not None:
+                        targets = [str(directory / _safe_name(name)) for name, _ in images]
+                    elif len(images) == 1 and path != "-":
+                        targets = [_default_output(path, ".png")]
+                    elif len(images) == 1:
+                        targets = ["-"]
+                    else:
+                        raise Failure(f"{path} holds {len(images)} images: use --dir")
+                    if len(set(targets)) != len(targets):
+                        raise Failure(f"{path}: several images would get the same output name")
+                    for target in targets:
+                        if target == "-":
+                            continue
+                        identity = file_identity(target)
+                        if identity in inputs_named:
+                            raise Failure(f"{target}: this output would overwrite an input; nothing written")
+                        if identity in written:
+                            raise Failure(f"{target}: already written by this run from another input; nothing written")
+                        if os.path.lexists(target) and not force:
+                            raise _exists(target, derived)
+                    if directory is not None:
+                        directory.mkdir(parents=True, exist_ok=True)
+                    for target, (_, image) in zip(targets, images):
+                        _write_output(target, _save_png(image), force, derived)
+                        if target != "-":
+                            written.add(file_identity(target))
+                    subpixels = sum(len(image.getbands()) * image.width * image.height for _, image in images)
+                    seconds = time.perf_counter() - started
+                    totals.add_decompressed(len(data), len(images), subpixels, seconds)
+                    if not quiet and each:
+                        shown_targets = (", ".join(targets) if verbose or len(targets) == 1
+                                         else f"{len(targets)} files in {directory} (-v: their names)")
+                        _say(
+                            f"{path}: {len(images)} image(s), {8 * len(data) / max(subpixels, 1):.4f} bpsp, verified "
+                            f"(checksum) in {seconds:.2f} s -> {shown_targets}"
+                        )
+                failures += failed()
+        finally:
+            if workers is not None:
+                workers.close(cancel=bool(ahead))
         if not quiet and not each and totals.files:
             _say(totals.decompressed_line())
         _finish(failures, len(inputs))

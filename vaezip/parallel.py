@@ -1,0 +1,99 @@
+"""Several files coded at once in worker processes (`vaezip compress/decompress -j N`).
+
+Each file is an independent stream, so N workers code N files at a time; what they compute does not depend on
+their number or their threads (integer-exact inference), so a file made with -j 4 is byte for byte the file
+made with -j 1. Workers are spawned (not forked: torch's thread pools do not survive a fork), ignore Ctrl-C
+(the CLI stops them), load the model once and share the machine's cores among them. Everything else (reading
+inputs, checks, writing outputs, reports) stays in the calling process, file by file in the order given.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+from concurrent.futures import Future, ProcessPoolExecutor
+
+_WORKER: dict = {}
+
+
+def _start_worker(model_spec: str | None, threads: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
+    import torch
+
+    torch.set_num_threads(threads)
+    if model_spec is not None:
+        from vaezip.models import load_model
+
+        _WORKER["model"] = load_model(model_spec)
+
+
+def _model():
+    return _WORKER.get("model")
+
+
+def _compress(images, options: dict, verify: bool):
+    """(CompressResult, the decoded images' pixel checksums, seconds decoding) of one file, the last two None
+    without `verify`; a decoding error while verifying comes back as the exception, for the caller to report
+    as a failed verification."""
+    import time
+
+    from vaezip.api import compress_images, decompress_images
+    from vaezip.images import pixel_checksum
+
+    result = compress_images(images, _model(), **options)
+    if not verify:
+        return result, None, None
+    started = time.perf_counter()
+    try:
+        decoded = [pixel_checksum(image) for _, image in
+                   decompress_images(result.data, _model(), device=options.get("device", "auto"))]
+    except Exception as error:  # noqa: BLE001 - reported by the caller as "does not decode"
+        decoded = error
+    return result, decoded, time.perf_counter() - started
+
+
+def _decompress(data: bytes, device: str):
+    """(the file's images, seconds decoding)."""
+    import time
+
+    from vaezip.api import decompress_images
+
+    started = time.perf_counter()
+    images = decompress_images(data, _model(), device=device)
+    return images, time.perf_counter() - started
+
+
+class Workers:
+    """A pool of `jobs` worker processes holding the model `model_spec` (None: each file's default or the
+    model its header names)."""
+
+    def __init__(self, jobs: int, model_spec: str | None):
+        self.count = jobs
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        self._pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=_start_worker, initargs=(model_spec, threads))
+
+    def compress(self, images, options: dict, verify: bool) -> Future:
+        return self._pool.submit(_compress, images, options, verify)
+
+    def decompress(self, data: bytes, device: str) -> Future:
+        return self._pool.submit(_decompress, data, device)
+
+    def close(self, cancel: bool = False) -> None:
+        """Wait for the workers (or, with `cancel`, drop queued files and end the running ones now)."""
+        if cancel:
+            for process in list(getattr(self._pool, "_processes", {}).values()):
+                process.terminate()
+        self._pool.shutdown(wait=True, cancel_futures=cancel)
+
+    def __enter__(self) -> "Workers":
+        return self
+
+    def __exit__(self, kind, error, trace) -> None:
+        self.close(cancel=error is not None)
+
+
+def default_jobs(requested: int) -> int:
+    """-j 0: one worker per core."""
+    return requested if requested > 0 else (os.cpu_count() or 1)
