@@ -59,3 +59,12 @@ def test_a_negative_job_count_is_refused_in_one_line(tmp_path, command):
     assert done.returncode == 2
     lines = [line for line in done.stderr.decode().splitlines() if line.strip()]
     assert lines == ["vaezip: error: --jobs must be 0 (one per core) or more, not -1"], lines
+
+
+def test_a_model_that_does_not_load_fails_each_file_as_without_workers(tmp_path):
+    paths = _images(tmp_path, 2)
+    done = run_cli("compress", *paths, "-m", tmp_path / "missing.safetensors", "-j", "2")
+    assert done.returncode == 1
+    lines = [line for line in done.stderr.decode().splitlines() if line.strip()]
+    assert len(lines) == 3 and lines[-1] == "vaezip: 0 of 2 succeeded, 2 failed", lines
+    assert all(line.startswith(f"vaezip: error: {path}: no model") for line, path in zip(lines, paths)), lines

@@ -128,7 +128,6 @@ def test_pixel_context_phases_match_the_full_pass_and_read_only_earlier_phases(o
         full = model.context(params, pixels, valid)
         for phase in range(int(phases.max()) + 1):
             rows, columns = (torch.from_numpy(a) for a in model.context.order.positions(phase, height, width))
-            assert torch.equal(phases[rows, columns], torch.full((len(rows),), phase))
             assert torch.equal(rows * width + columns, (rows * width + columns).sort().values)  # raster order
             covered[rows, columns] += 1
             # Noise in this phase and every later one (and at invalid pixels) must change nothing.

@@ -176,6 +176,32 @@ def test_integer_tables_are_exact_distributions_close_to_the_float_model(name):
     assert abs(estimate - bits_i) / bits_i < 0.001, (estimate, bits_i)
 
 
+def test_gaussian_tables_are_the_same_from_every_table_form():
+    """The Gaussian reuses the mixture's three table forms (full, windowed, compiled kernel) with Phi's table,
+    which saturates at other indices than the sigmoid's: all three give the same integers, from the narrowest
+    sigma the clamp allows to the widest."""
+    from vaezip.model import kernels
+
+    model = _perturbed(_config("gaussian"), seed=8)
+    integer = IntegerVAE(model)
+    rng = np.random.default_rng(8)
+    for log_sigma in (-7.0, -4.0, -1.5, 0.5, 1.0):
+        integer.likelihood.inv_sigma = integer.tables["inv_scale"](torch.full((3,), log_sigma * ONE))
+        flat = torch.from_numpy(np.rint(rng.uniform(-1.2, 1.2, (400, 3)) * ONE))  # N, C means
+        values = torch.from_numpy(rng.integers(0, 256, (400, 3)))
+        for c in range(3):
+            full = integer.likelihood.frequencies(flat, values, c, windowed=False)
+            windowed = integer.likelihood.frequencies(flat, values, c)
+            assert torch.equal(full, windowed), (log_sigma, c)
+            assert bool((full >= 1).all()) and bool((full.sum(-1) == 2**PROBABILITY_BITS).all())
+            if kernels.AVAILABLE:
+                masses = integer.likelihood.masses(flat, values, c, windowed=False)
+                assert torch.equal(integer.likelihood.compiled_masses(flat, values, c).double(), masses)
+                out = np.empty((400, 256), dtype=np.float32)
+                integer.likelihood.probabilities(flat, values, c, out)
+                assert np.array_equal(out, (full.numpy() * 2.0**-PROBABILITY_BITS).astype(np.float32))
+
+
 def test_categorical_frequencies_follow_the_rule_exactly():
     """Python integers reproduce one row: weights exp(logit - max) * 2**24 from the table (>= 1), frequencies
     floor(w / sum * (2**24 - 256)) + 1, the remainder to the first largest."""
@@ -241,8 +267,10 @@ def test_configs_name_the_option_only_where_it_is_not_the_default():
         model_config_from_dict({**data, "likelihood": "laplace"})
     with pytest.raises(ConfigError, match="channel_coupling must be true or false"):
         model_config_from_dict({**data, "channel_coupling": 0})
-    with pytest.raises(ConfigError, match="logistic mixture only"):
+    with pytest.raises(ConfigError, match="logistic mixture of a colour model only"):
         model_config_from_dict({**data, "likelihood": "gaussian", "channel_coupling": False})
+    with pytest.raises(ConfigError, match="logistic mixture of a colour model only"):  # grey: nothing to couple
+        model_config_from_dict({**data, "image_channels": 1, "channel_coupling": False})
     old = {key: value for key, value in data.items() if key != "pixel_context"}
     with pytest.raises(ConfigError, match="likelihood"):  # format 1 knew no such field
         model_config_from_dict({**old, "likelihood": "gaussian"}, format_version=1)

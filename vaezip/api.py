@@ -40,7 +40,7 @@ def compress_images(
     smaller path, so that a file is never much larger than the best classical coding (False: the model codes
     every image, as before format 3).
     format_version: None for the newest format (3); 2 for the format before it, which readers older than
-    format 3 read (the model codes every image; a pixel-context model writes format 1 either way)."""
+    format 3 read (the model codes every image)."""
     from vaezip.archive import encode_archive
 
     return encode_archive(

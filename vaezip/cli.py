@@ -753,15 +753,10 @@ def _verify(data: bytes, images, model, device: str) -> float:
     took. Any error or difference is a Failure: the caller writes nothing and deletes nothing."""
     import time
 
-    from vaezip.api import decompress_images
-    from vaezip.images import pixel_checksum
+    from vaezip.parallel import decoded_checksums
 
     started = time.perf_counter()
-    try:
-        decoded = [pixel_checksum(image) for _, image in decompress_images(data, model, device=device)]
-    except Exception as error:  # noqa: BLE001 - whatever goes wrong, the file does not restore its inputs
-        decoded = error
-    _compare_decoded(decoded, images)
+    _compare_decoded(decoded_checksums(data, model, device), images)
     return time.perf_counter() - started
 
 
@@ -782,14 +777,58 @@ def _compare_decoded(decoded, images) -> None:
 
 
 def _workers(requested: int, files: int, inputs: list[str], output: str | None, model: str | None):
-    """The worker pool for -j N over `files` files, or None to code them here: one file, -j 1, or stdin /
-    stdout in play (one stream, read or written in order)."""
+    """The worker pool for -j N over `files` files, or None to code them here: one file, -j 1, stdin / stdout
+    in play (one stream, read or written in order), or a -m model that does not load (each file then reports
+    that, as with -j 1)."""
     from vaezip.parallel import Workers, default_jobs
 
     count = min(default_jobs(requested), files)
     if count <= 1 or "-" in inputs or output == "-":
         return None
+    if model is not None:
+        from vaezip.models import load_model
+
+        try:
+            load_model(model)  # a worker that cannot load it would break the pool
+        except Exception:  # noqa: BLE001 - reported file by file by the path without workers
+            return None
     return Workers(count, model)
+
+
+class _ReadAhead:
+    """-j N: the files from the current one up to two per worker beyond it, read in this process and handed to
+    the workers (`submit(index)` -> what `take(index)` returns); a file whose reading fails is skipped here
+    and met again in its turn, where its error is reported in order. Without workers it does nothing."""
+
+    def __init__(self, workers, count: int, submit):
+        self.workers, self.count, self.submit = workers, count, submit
+        self.submitted = 0
+        self.pending: dict[int, tuple] = {}
+        self.finished = False  # every file taken and done: close() waits for nothing
+
+    def take(self, index: int):
+        while self.workers is not None and self.submitted < min(self.count, index + 1 + 2 * self.workers.count):
+            self.submitted += 1
+            try:
+                self.pending[self.submitted - 1] = self.submit(self.submitted - 1)
+            except Exception:  # noqa: BLE001 - met again in its turn, and reported there
+                continue
+        return self.pending.pop(index, None)
+
+    def close(self) -> None:
+        """Stop the workers; unless every file was done (Ctrl-C, a signal), end the running ones at once."""
+        if self.workers is not None:
+            self.workers.close(cancel=not self.finished)
+
+
+def _worker_result(future):
+    """A worker's result; a worker that died (killed, out of memory) is this file's failure."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        raise Failure("a worker process ended abruptly (killed, or out of memory?); try fewer --jobs") from None
 
 
 def _decompress_here(data: bytes, model: str | None, device: str):
@@ -910,22 +949,12 @@ def compress(
 
         checking = verify or not keep
         workers = _workers(jobs_at_once, len(jobs), inputs, output, model)
-        ahead = {}  # job -> (images, read, future): read and handed to the workers ahead of their turn
-        submitted = 0
 
-        def submit_ahead(index: int) -> None:
-            """Keep the workers fed: every job up to two per worker beyond `index` read and submitted."""
-            nonlocal submitted
-            while workers is not None and submitted < min(len(jobs), index + 1 + 2 * workers.count):
-                paths, target = jobs[submitted]
-                submitted += 1
-                try:
-                    images, read = read_images(paths, target)
-                except Exception:  # noqa: BLE001 - met again in its turn, and reported there
-                    continue
-                future = workers.compress(images, dict(tile=tile, device=device), checking)
-                ahead[submitted - 1] = (images, read, future)
+        def submit(index: int):
+            images, read = read_images(*jobs[index])
+            return images, read, workers.compress(images, dict(tile=tile, device=device), checking)
 
+        ahead = _ReadAhead(workers, len(jobs), submit)
         loaded = []  # the model, loaded once for every file (and for the verifying decode)
         failures = 0
         totals = _Totals()
@@ -933,11 +962,11 @@ def compress(
         each = verbose or len(jobs) == 1
         try:
             for index, (paths, target) in enumerate(jobs):
-                submit_ahead(index)
                 with user_errors_counted(paths[0] if len(paths) == 1 else target) as failed:
-                    if index in ahead:
-                        images, read, future = ahead.pop(index)
-                        result, decoded, seconds = future.result()
+                    submitted = ahead.take(index)
+                    if submitted is not None:
+                        images, read, future = submitted
+                        result, decoded, seconds = _worker_result(future)
                         if checking:
                             _compare_decoded(decoded, images)
                         verified = seconds
@@ -954,9 +983,9 @@ def compress(
                         _remove_inputs(read, target)
                     totals.add_compressed(result)
                 failures += failed()
+            ahead.finished = True
         finally:
-            if workers is not None:
-                workers.close(cancel=bool(ahead))  # files not reached (Ctrl-C, a signal): not coded further
+            ahead.close()
         if not quiet and not each and totals.files:
             _say(totals.compressed_line())
         _finish(failures, len(jobs))
@@ -1078,26 +1107,19 @@ def decompress(
 
         workers = _workers(jobs_at_once, len(inputs), inputs, output, model)
         totals.workers = workers.count if workers is not None else 0
-        ahead = {}  # input -> (data, future): read and handed to the workers ahead of its turn
-        submitted = 0
 
-        def submit_ahead(index: int) -> None:
-            nonlocal submitted
-            while workers is not None and submitted < min(len(inputs), index + 1 + 2 * workers.count):
-                submitted += 1
-                try:
-                    data = read_file(inputs[submitted - 1])
-                except Exception:  # noqa: BLE001 - met again in its turn, and reported there
-                    continue
-                ahead[submitted - 1] = (data, workers.decompress(data, device))
+        def submit(index: int):
+            data = read_file(inputs[index])
+            return data, workers.decompress(data, device)
 
+        ahead = _ReadAhead(workers, len(inputs), submit)
         try:
             for index, path in enumerate(inputs):
-                submit_ahead(index)
                 with user_errors_counted(path) as failed:
-                    if index in ahead:
-                        data, future = ahead.pop(index)
-                        images, decoding = future.result()
+                    submitted = ahead.take(index)
+                    if submitted is not None:
+                        data, future = submitted
+                        images, decoding = _worker_result(future)
                         started = time.perf_counter() - decoding  # the worker's time, not the queue's
                     else:
                         data = read_file(path)
@@ -1143,9 +1165,9 @@ def decompress(
                             f"(checksum) in {seconds:.2f} s -> {shown_targets}"
                         )
                 failures += failed()
+            ahead.finished = True
         finally:
-            if workers is not None:
-                workers.close(cancel=bool(ahead))
+            ahead.close()
         if not quiet and not each and totals.files:
             _say(totals.decompressed_line())
         _finish(failures, len(inputs))

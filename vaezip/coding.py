@@ -211,11 +211,11 @@ class IntegerPass:
         values = torch.from_numpy(np.ascontiguousarray(pixels.transpose(0, 2, 3, 1))).to(self.device)
         values = values.reshape(batch * height * width, -1)  # N, C
         tables = np.empty((batch * height * width, 256), dtype=np.float32)
-        mixture = self.model.likelihood
+        likelihood = self.model.likelihood
         chunk = KERNEL_TABLE_PIXELS if kernels.AVAILABLE and self._flat_params.device.type == "cpu" else INTEGER_TABLE_PIXELS
         for start in range(0, len(values), chunk):
             stop = start + chunk
-            mixture.probabilities(self._flat_params[start:stop], values[start:stop], channel, tables[start:stop])
+            likelihood.probabilities(self._flat_params[start:stop], values[start:stop], channel, tables[start:stop])
         return tables.reshape(batch, height, width, 256)
 
     def _phase_table(self, channel: int, pixels: np.ndarray, phase: int, mask: np.ndarray) -> np.ndarray:

@@ -156,8 +156,9 @@ class ModelConfig:
                               f"{short_repr(self.context_order)}")
         if self.context_order != "rows" and not self.pixel_context:
             raise ConfigError("ModelConfig.context_order applies to a pixel-context head (pixel_context > 0)")
-        if not self.channel_coupling and self.likelihood != "logistic-mixture":
-            raise ConfigError("ModelConfig.channel_coupling applies to the logistic mixture only")
+        if not self.channel_coupling and (self.likelihood != "logistic-mixture" or channels != 3):
+            # one way to write each model: an option that changes nothing is not written
+            raise ConfigError("ModelConfig.channel_coupling applies to the logistic mixture of a colour model only")
         std = self.min_std
         low, high = LIMITS["min_std"]
         if isinstance(std, bool) or not isinstance(std, (int, float)):

@@ -3,7 +3,7 @@
 Each file is an independent stream, so N workers code N files at a time; what they compute does not depend on
 their number or their threads (integer-exact inference), so a file made with -j 4 is byte for byte the file
 made with -j 1. Workers are spawned (not forked: torch's thread pools do not survive a fork), ignore Ctrl-C
-(the CLI stops them), load the model once and share the machine's cores among them. Everything else (reading
+(the CLI ends them when it stops early), load the model once and share the machine's cores among them. Everything else (reading
 inputs, checks, writing outputs, reports) stays in the calling process, file by file in the order given.
 """
 
@@ -32,24 +32,30 @@ def _model():
     return _WORKER.get("model")
 
 
+def decoded_checksums(data: bytes, model, device: str):
+    """The pixel checksums of the images `data` decodes to, or the exception decoding raised (the caller
+    reports it as a file that does not decode)."""
+    from vaezip.api import decompress_images
+    from vaezip.images import pixel_checksum
+
+    try:
+        return [pixel_checksum(image) for _, image in decompress_images(data, model, device=device)]
+    except Exception as error:  # noqa: BLE001 - whatever goes wrong, the file does not restore its inputs
+        return error
+
+
 def _compress(images, options: dict, verify: bool):
-    """(CompressResult, the decoded images' pixel checksums, seconds decoding) of one file, the last two None
-    without `verify`; a decoding error while verifying comes back as the exception, for the caller to report
-    as a failed verification."""
+    """(CompressResult, decoded_checksums of the file, seconds decoding) of one file, the last two None
+    without `verify`."""
     import time
 
-    from vaezip.api import compress_images, decompress_images
-    from vaezip.images import pixel_checksum
+    from vaezip.api import compress_images
 
     result = compress_images(images, _model(), **options)
     if not verify:
         return result, None, None
     started = time.perf_counter()
-    try:
-        decoded = [pixel_checksum(image) for _, image in
-                   decompress_images(result.data, _model(), device=options.get("device", "auto"))]
-    except Exception as error:  # noqa: BLE001 - reported by the caller as "does not decode"
-        decoded = error
+    decoded = decoded_checksums(result.data, _model(), options.get("device", "auto"))
     return result, decoded, time.perf_counter() - started
 
 
@@ -83,15 +89,10 @@ class Workers:
     def close(self, cancel: bool = False) -> None:
         """Wait for the workers (or, with `cancel`, drop queued files and end the running ones now)."""
         if cancel:
-            for process in list(getattr(self._pool, "_processes", {}).values()):
+            processes = getattr(self._pool, "_processes", None) or {}  # pid -> process (CPython's pool)
+            for process in list(processes.values()):
                 process.terminate()
         self._pool.shutdown(wait=True, cancel_futures=cancel)
-
-    def __enter__(self) -> "Workers":
-        return self
-
-    def __exit__(self, kind, error, trace) -> None:
-        self.close(cancel=error is not None)
 
 
 def default_jobs(requested: int) -> int:

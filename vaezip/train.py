@@ -408,6 +408,11 @@ def resolve_run(
     for option, value in (model_options or {}).items():
         if getattr(model_config, option) == value:
             continue
+        if option == "channel_coupling" and model_config.image_channels == 1:
+            continue  # a grey mixture has no coupling to switch off
+        if option == "context_order" and not model_config.pixel_context:
+            raise CheckpointError(f"{MODEL_OPTION_FLAGS[option](value)}: the model has no pixel-context head: "
+                                  "give --pixel-context WIDTH too")
         fresh_head = option == "context_order" and (initial is not None and not initial.model.config.pixel_context)
         if fresh_head and saved is None:  # the head is new (--pixel-context on a model without one): any order
             model_config = dataclasses.replace(model_config, context_order=value)

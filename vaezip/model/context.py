@@ -142,7 +142,7 @@ ORDERS = {order.name: order for order in (RowOrder, ScaleOrder)}
 
 
 class PixelContext(nn.Module):
-    """A per-pixel MLP: (mixture parameters from the latents, causal neighbours) -> parameter correction.
+    """A per-pixel MLP: (likelihood parameters from the latents, causal neighbours) -> parameter correction.
 
     The last layer starts at zero, so a context head added to a trained VAE starts as exactly that VAE.
     """

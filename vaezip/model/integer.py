@@ -561,7 +561,8 @@ class IntegerMixture:
         return mean
 
     def _cdf(self, x_q: torch.Tensor, mean: torch.Tensor, inv_scale: torch.Tensor) -> torch.Tensor:
-        """sigmoid((x - mean) * inv_scale) in 2**-CDF_BITS units; x_q broadcasts against mean and inv_scale."""
+        """The component CDF (the sigmoid, or Phi) at (x - mean) * inv_scale in 2**-CDF_BITS units; x_q
+        broadcasts against mean and inv_scale."""
         offset = self._offset(mean, inv_scale)
         return self.cdf.table.lookup(torch.addcmul(offset, x_q, inv_scale * 2.0**-INV_SCALE_BITS))
 
@@ -687,7 +688,7 @@ class IntegerMixture:
     def _window_masses(self, weights: torch.Tensor, mean: torch.Tensor, inv: torch.Tensor) -> torch.Tensor:
         """What _full_masses gives, from the values where each component's mass can be non-zero.
 
-        A component's sigmoid table value is 0 up to some edge and full from a later one (the index grows with
+        A component's CDF table value is 0 up to some edge and full from a later one (the index grows with
         the edge), so its mass is zero outside a window of values; most components of a photo's pixels are
         narrow (measured on kodim23: 86 % of the full form's lookups hit a saturated end). The windows are
         found with float divisions, correct to within one value, and widened by one on each side; every value

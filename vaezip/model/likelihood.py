@@ -167,7 +167,9 @@ class DiscretizedGaussian(nn.Module):
         return _log_normal_bin(upper, lower).sum(dim=1).float()
 
     def channel_table(self, params: torch.Tensor, pixels: torch.Tensor, channel: int) -> torch.Tensor:
-        """(B, H, W, 256) float32 probabilities of `channel` (the others are not read)."""
+        """(B, H, W, 256) float32 probabilities of `channel` (the others are not read). Only the float coder
+        (format 1) reads float tables, and no format-1 file names such a model: what tests compare the integer
+        tables with."""
         inv_sigma = torch.exp(-self.scales()[channel]).double()
         mean = params[:, channel].double().unsqueeze(-1)  # B, H, W, 1
         edges = torch.linspace(-1.0 + HALF_BIN, 1.0 - HALF_BIN, NUM_VALUES - 1, device=params.device, dtype=torch.float64)
@@ -193,7 +195,7 @@ class Categorical:
         return log_probs.gather(2, pixels.long().unsqueeze(2)).squeeze(2).sum(dim=1)
 
     def channel_table(self, params: torch.Tensor, pixels: torch.Tensor, channel: int) -> torch.Tensor:
-        """(B, H, W, 256) float32 probabilities of `channel`."""
+        """(B, H, W, 256) float32 probabilities of `channel` (for tests, as DiscretizedGaussian's)."""
         return self._log_probs(params)[:, channel].exp().permute(0, 2, 3, 1).contiguous()
 
 
