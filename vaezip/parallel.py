@@ -3,7 +3,8 @@
 Each file is an independent stream, so N workers code N files at a time; what they compute does not depend on
 their number or their threads (integer-exact inference), so a file made with -j 4 is byte for byte the file
 made with -j 1. Workers are spawned (not forked: torch's thread pools do not survive a fork), ignore Ctrl-C
-(the CLI ends them when it stops early), load the model once and share the machine's cores among them. Everything else (reading
+(the CLI ends them when it stops early), load the model once (when a file first needs it) and share the
+machine's cores among them. Everything else (reading
 inputs, checks, writing outputs, reports) stays in the calling process, file by file in the order given.
 """
 
@@ -19,16 +20,17 @@ _WORKER: dict = {}
 
 def _start_worker(model_spec: str | None, threads: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
-    import torch
-
-    torch.set_num_threads(threads)
-    if model_spec is not None:
-        from vaezip.models import load_model
-
-        _WORKER["model"] = load_model(model_spec)
+    # Read by torch when (if) it is imported: a file coded classically needs no torch, and no model.
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    _WORKER["spec"] = model_spec
 
 
 def _model():
+    """The -m model, loaded by the first file that needs one (None: each file's own)."""
+    if _WORKER.get("spec") is not None and "model" not in _WORKER:
+        from vaezip.models import load_model
+
+        _WORKER["model"] = load_model(_WORKER["spec"])
     return _WORKER.get("model")
 
 
@@ -66,7 +68,8 @@ def _decompress(data: bytes, device: str):
     from vaezip.api import decompress_images
 
     started = time.perf_counter()
-    images = decompress_images(data, _model(), device=device)
+    # the -m model as a name, as -j 1 passes it: loaded only for a file coded with a model
+    images = decompress_images(data, _WORKER.get("model") or _WORKER.get("spec"), device=device)
     return images, time.perf_counter() - started
 
 
