@@ -4,8 +4,8 @@ Each file is an independent stream, so N workers code N files at a time; what th
 their number or their threads (integer-exact inference), so a file made with -j 4 is byte for byte the file
 made with -j 1. Workers are spawned (not forked: torch's thread pools do not survive a fork), ignore Ctrl-C
 (the CLI ends them when it stops early), load the model once (when a file first needs it) and share the
-machine's cores among them. Everything else (reading
-inputs, checks, writing outputs, reports) stays in the calling process, file by file in the order given.
+machine's cores among them. Everything else (reading inputs, checks, writing outputs, reports) stays in the
+calling process, file by file in the order given.
 """
 
 from __future__ import annotations
