@@ -14,12 +14,31 @@ from pathlib import Path
 # bits are integer-exact) and kept a loaded run of the adversarial suite at 38 s instead of 3.5 minutes.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from vaezip.checkpoint import config_to_dict, export_weights
 from vaezip.config import get_preset
 from vaezip.model import HierarchicalVAE
+
+def perturbed_model(config, seed: int, scale: float = 0.02) -> HierarchicalVAE:
+    """A model of `config` whose zero-initialised layers are not zero (trained heads are not)."""
+    torch.manual_seed(seed)
+    model = HierarchicalVAE(config).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * scale)
+    return model
+
+
+def smooth_pixels(channels: int, batch: int = 2, size: int = 16, seed: int = 0) -> torch.Tensor:
+    """(B, C, size, size) uint8: smooth waves plus a little noise, what a model codes cheaply."""
+    y, x = np.mgrid[0:size, 0:size]
+    smooth = (128 + 60 * np.sin(x / 3.0) + 40 * np.cos(y / 5.0))[None, None].repeat(channels, 1).repeat(batch, 0)
+    noisy = smooth + np.random.default_rng(seed).normal(0, 4, smooth.shape)
+    return torch.from_numpy(np.clip(noisy, 0, 255).astype(np.uint8))
+
 
 SHARED_DATA = Path(os.environ.get("VAEZIP_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 

@@ -14,7 +14,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import make_tiny_weights, run_cli
+from conftest import make_tiny_weights, perturbed_model, run_cli
+from conftest import smooth_pixels as _smooth_pixels
 from PIL import Image
 
 from vaezip.config import (
@@ -48,23 +49,13 @@ def _config(name: str, preset: str = "tiny", **changes) -> ModelConfig:
 
 
 def _perturbed(config: ModelConfig, seed: int, scale: float = 0.02) -> HierarchicalVAE:
-    """A model whose zero-initialised layers are not zero; a Gaussian's sigma wide enough that no pixel of the
-    test images lies beyond the integer CDF table (a trained model's pixels do not)."""
-    torch.manual_seed(seed)
-    model = HierarchicalVAE(config).eval()
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(torch.randn_like(parameter) * scale)
-        if config.likelihood == "gaussian":
+    """conftest.perturbed_model, with a Gaussian's sigma wide enough that no pixel of the test images lies
+    beyond the integer CDF table (a trained model's pixels do not)."""
+    model = perturbed_model(config, seed, scale)
+    if config.likelihood == "gaussian":
+        with torch.no_grad():
             model.likelihood.log_sigma.copy_(torch.tensor([-0.5, -0.9, -0.3])[: config.image_channels])
     return model
-
-
-def _smooth_pixels(channels: int, batch: int = 2, size: int = 16, seed: int = 0) -> torch.Tensor:
-    y, x = np.mgrid[0:size, 0:size]
-    smooth = (128 + 60 * np.sin(x / 3.0) + 40 * np.cos(y / 5.0))[None, None].repeat(channels, 1).repeat(batch, 0)
-    noisy = smooth + np.random.default_rng(seed).normal(0, 4, smooth.shape)
-    return torch.from_numpy(np.clip(noisy, 0, 255).astype(np.uint8))
 
 
 # ---------------------------------------------------------------------------------------------- float

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_tiny_weights, run_cli
+from conftest import perturbed_model as _perturbed
+from conftest import smooth_pixels as _smooth_pixels
 from PIL import Image
 
 from vaezip.config import (
@@ -37,23 +39,6 @@ ONE = 2.0**FRACTION_BITS
 
 def residual_config(preset: str = "tiny", **changes) -> ModelConfig:
     return dataclasses.replace(get_preset(preset).model, residual_posterior=True, **changes)
-
-
-def _perturbed(config: ModelConfig, seed: int, scale: float = 0.02) -> HierarchicalVAE:
-    """A model whose zero-initialised layers are not zero (trained heads are not)."""
-    torch.manual_seed(seed)
-    model = HierarchicalVAE(config).eval()
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(torch.randn_like(parameter) * scale)
-    return model
-
-
-def _smooth_pixels(channels: int, batch: int = 2, size: int = 16, seed: int = 0) -> torch.Tensor:
-    y, x = np.mgrid[0:size, 0:size]
-    smooth = (128 + 60 * np.sin(x / 3.0) + 40 * np.cos(y / 5.0))[None, None].repeat(channels, 1).repeat(batch, 0)
-    noisy = smooth + np.random.default_rng(seed).normal(0, 4, smooth.shape)
-    return torch.from_numpy(np.clip(noisy, 0, 255).astype(np.uint8))
 
 
 # ---------------------------------------------------------------------------------------------- float model

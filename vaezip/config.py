@@ -185,6 +185,12 @@ def _conv(inputs: int, outputs: int, kernel: int) -> int:
     return inputs * outputs * kernel * kernel + outputs
 
 
+def mixture_param_count(channels: int, num_mixtures: int, coupling: bool = True) -> int:
+    """A logistic mixture's outputs per pixel: logits, means and log scales, and 3 coupling coefficients per
+    component where coupled (model/likelihood.py splits them in this order)."""
+    return num_mixtures * (1 + 2 * channels + (3 if channels == 3 and coupling else 0))
+
+
 def pixel_param_count(config: ModelConfig) -> int:
     """Network outputs per pixel that the likelihood reads (model/likelihood.py)."""
     channels = config.image_channels
@@ -192,8 +198,7 @@ def pixel_param_count(config: ModelConfig) -> int:
         return channels  # the means; the sigmas are shared parameters
     if config.likelihood == "categorical":
         return 256 * channels  # one logit per value
-    coupling = 3 if channels == 3 and config.channel_coupling else 0
-    return config.num_mixtures * (1 + 2 * channels + coupling)
+    return mixture_param_count(channels, config.num_mixtures, config.channel_coupling)
 
 
 def parameter_count(config: ModelConfig) -> int:

@@ -410,14 +410,14 @@ def resolve_run(
             continue
         if option == "channel_coupling" and model_config.image_channels == 1:
             continue  # a grey mixture has no coupling to switch off
-        if option == "context_order" and not model_config.pixel_context:
-            raise CheckpointError(f"{MODEL_OPTION_FLAGS[option](value)}: the model has no pixel-context head: "
-                                  "give --pixel-context WIDTH too")
-        fresh_head = option == "context_order" and (initial is not None and not initial.model.config.pixel_context)
-        if fresh_head and saved is None:  # the head is new (--pixel-context on a model without one): any order
-            model_config = dataclasses.replace(model_config, context_order=value)
-            continue
         flag = MODEL_OPTION_FLAGS[option](value)
+        if option == "context_order":
+            if not model_config.pixel_context:
+                raise CheckpointError(f"{flag}: the model has no pixel-context head: give --pixel-context WIDTH too")
+            if saved is None and initial is not None and not initial.model.config.pixel_context:
+                # the head is new (--pixel-context on a model without one): any order
+                model_config = dataclasses.replace(model_config, context_order=value)
+                continue
         if saved is not None:
             raise CheckpointError(f"{flag}: the run to resume trains a model with {option} = "
                                   f"{getattr(model_config, option)!r}")

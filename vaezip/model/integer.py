@@ -521,7 +521,36 @@ class IntegerWalk:
         return F.pixel_shuffle(out, self.model.head_factor) if self.model.head_factor > 1 else out
 
 
-class IntegerMixture:
+def _frequencies(mass: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
+    """Integer masses (N, 256) of a total (N, 1) -> frequencies (N, 256) float64 integers, each >= 1, summing
+    to 2**PROBABILITY_BITS: every value gets 1 first and the rest in proportion (one IEEE division, one
+    multiplication and a floor: the same on every machine), the remainder to the first largest."""
+    spare = float(2**PROBABILITY_BITS - 256)
+    frequencies = torch.floor(mass.div_(total).mul_(spare)).add_(1.0)
+    leftover = float(2**PROBABILITY_BITS) - frequencies.sum(dim=-1, keepdim=True)  # exact: integers < 2**24
+    frequencies.scatter_add_(-1, frequencies.argmax(dim=-1, keepdim=True), leftover)  # the first largest
+    return frequencies
+
+
+class FrequencyTables:
+    """What the coder and the tests call on an integer likelihood, from its `frequencies(flat, values, channel,
+    windowed)`: (N, P) parameters and (N, C) pixels, one row per pixel -> (N, 256) frequencies."""
+
+    def channel_table(self, params: torch.Tensor, pixels: torch.Tensor, channel: int,
+                      windowed: bool = True) -> torch.Tensor:
+        """Integer frequencies (B, H, W, 256) int64, each >= 1, every row summing to 2**PROBABILITY_BITS, of
+        `channel` given the channels before it (only pixels[:, :channel] is read)."""
+        batch, _, height, width = params.shape
+        flat = params.permute(0, 2, 3, 1).reshape(batch * height * width, -1)  # N, P
+        values = pixels.permute(0, 2, 3, 1).reshape(batch * height * width, -1)  # N, C
+        return self.frequencies(flat, values, channel, windowed).long().reshape(batch, height, width, 256)
+
+    def probabilities(self, flat: torch.Tensor, values: torch.Tensor, channel: int, out: np.ndarray) -> None:
+        """probabilities(frequencies(flat, values, channel)) written into out (N, 256) float32."""
+        out[:] = probabilities(self.frequencies(flat, values, channel))
+
+
+class IntegerMixture(FrequencyTables):
     """The discretized logistic mixture, with or without channel coupling (likelihood.py), as integer frequency
     tables; with another CDF table, any mixture of a location-scale family (IntegerGaussian).
 
@@ -612,15 +641,6 @@ class IntegerMixture:
             weights = torch.floor(joint / largest * 2.0**MIX_BITS)
         return weights
 
-    def channel_table(self, params: torch.Tensor, pixels: torch.Tensor, channel: int,
-                      windowed: bool = True) -> torch.Tensor:
-        """Integer frequencies (B, H, W, 256) int64, each >= 1, every row summing to 2**PROBABILITY_BITS, of
-        `channel` given the channels before it (only pixels[:, :channel] is read)."""
-        batch, _, height, width = params.shape
-        flat = params.permute(0, 2, 3, 1).reshape(batch * height * width, -1)  # N, P
-        values = pixels.permute(0, 2, 3, 1).reshape(batch * height * width, -1)  # N, C
-        return self.frequencies(flat, values, channel, windowed).long().reshape(batch, height, width, 256)
-
     def _channel_terms(self, flat: torch.Tensor, values: torch.Tensor, channel: int):
         """The mixture of `channel` given the channels before it, per pixel and component, (N, K) each,
         contiguous: integer weights, coupled means, inverse scales. What every table form starts from."""
@@ -642,7 +662,7 @@ class IntegerMixture:
                 return
             except Exception as error:  # noqa: BLE001 - numba's first-call compile failing on this platform
                 kernels.disable(f"{type(error).__name__}: {error}")
-        out[:] = probabilities(self.frequencies(flat, values, channel))
+        super().probabilities(flat, values, channel, out)
 
     def compiled_masses(self, flat: torch.Tensor, values: torch.Tensor, channel: int) -> torch.Tensor:
         """The compiled kernel's masses (N, 256) int64, for tests to hold to _full_masses."""
@@ -669,12 +689,7 @@ class IntegerMixture:
         integer terms; the full form is kept as the reference that tests hold the fast one to."""
         weights, mean, inv = self._channel_terms(flat, values, channel)
         mass = self._window_masses(weights, mean, inv) if windowed else self._full_masses(weights, mean, inv)
-        total = weights.sum(dim=1, keepdim=True) * 2.0**CDF_BITS  # N, 1
-        spare = float(2**PROBABILITY_BITS - 256)  # every value gets 1 first, the rest in proportion
-        frequencies = torch.floor(mass.div_(total).mul_(spare)).add_(1.0)
-        leftover = float(2**PROBABILITY_BITS) - frequencies.sum(dim=-1, keepdim=True)  # exact: integers < 2**24
-        frequencies.scatter_add_(-1, frequencies.argmax(dim=-1, keepdim=True), leftover)  # the first largest
-        return frequencies
+        return _frequencies(mass, weights.sum(dim=1, keepdim=True) * 2.0**CDF_BITS)
 
     def _full_masses(self, weights: torch.Tensor, mean: torch.Tensor, inv: torch.Tensor) -> torch.Tensor:
         """(N, 256) float64: sum over components of weight * (CDF(upper edge) - CDF(lower edge)), every
@@ -755,7 +770,7 @@ class IntegerGaussian(IntegerMixture):
         return split[0].new_full((len(split[0]), 1), 2.0**MIX_BITS)
 
 
-class IntegerCategorical:
+class IntegerCategorical(FrequencyTables):
     """The categorical decoder (likelihood.Categorical) as integer frequency tables: per subpixel, each value's
     weight exp(logit - largest logit) * 2**CATEGORICAL_BITS from a table (at least 1), frequencies in
     proportion, every one >= 1, summing to 2**PROBABILITY_BITS. Channels are independent given the latents."""
@@ -777,22 +792,7 @@ class IntegerCategorical:
                     windowed: bool = True) -> torch.Tensor:
         """(N, 256) float64 integers, each >= 1, summing to 2**PROBABILITY_BITS (values are not read)."""
         weights = self._weights(flat, channel)
-        total = weights.sum(dim=1, keepdim=True)  # < 2**32: exact
-        spare = float(2**PROBABILITY_BITS - 256)
-        frequencies = torch.floor(weights.div_(total).mul_(spare)).add_(1.0)  # one IEEE /, one *, floor
-        leftover = float(2**PROBABILITY_BITS) - frequencies.sum(dim=-1, keepdim=True)
-        frequencies.scatter_add_(-1, frequencies.argmax(dim=-1, keepdim=True), leftover)  # the first largest
-        return frequencies
-
-    def probabilities(self, flat: torch.Tensor, values: torch.Tensor, channel: int, out: np.ndarray) -> None:
-        out[:] = probabilities(self.frequencies(flat, values, channel))
-
-    def channel_table(self, params: torch.Tensor, pixels: torch.Tensor, channel: int,
-                      windowed: bool = True) -> torch.Tensor:
-        """Integer frequencies (B, H, W, 256) int64 of `channel`."""
-        batch, _, height, width = params.shape
-        flat = params.permute(0, 2, 3, 1).reshape(batch * height * width, -1)  # N, P
-        return self.frequencies(flat, None, channel).long().reshape(batch, height, width, 256)
+        return _frequencies(weights, weights.sum(dim=1, keepdim=True))  # sums < 2**32: exact
 
     def nll_bits(self, params: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
         """-log2 of every pixel's probability from the integer weights (before the rounding to frequencies),

@@ -26,13 +26,22 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from vaezip.config import mixture_param_count
+
 HALF_BIN = 1.0 / 255.0
 MIN_LOG_SCALE = -7.0
 NUM_VALUES = 256
 
 
-def params_per_pixel(channels: int, num_mixtures: int, coupling: bool = True) -> int:
-    return num_mixtures * (1 + 2 * channels + (3 if channels == 3 and coupling else 0))
+def _inner_edges(device) -> torch.Tensor:
+    """The 255 inner bin edges (float64); the outer ones are -inf and +inf (unbounded edge bins)."""
+    return torch.linspace(-1.0 + HALF_BIN, 1.0 - HALF_BIN, NUM_VALUES - 1, device=device, dtype=torch.float64)
+
+
+def _table_from_cdf(cdf: torch.Tensor) -> torch.Tensor:
+    """(..., 255) float64 CDF at the inner edges -> (..., 256) float32 bin probabilities."""
+    cdf = F.pad(F.pad(cdf, (1, 0), value=0.0), (0, 1), value=1.0)  # ..., 257
+    return (cdf[..., 1:] - cdf[..., :-1]).clamp_(min=0.0).float()
 
 
 def pixels_to_unit(pixels: torch.Tensor) -> torch.Tensor:
@@ -59,7 +68,7 @@ class LogisticMixture:
         self.channels = channels
         self.num_mixtures = num_mixtures
         self.coupled = coupling and channels == 3
-        self.num_params = params_per_pixel(channels, num_mixtures, coupling)
+        self.num_params = mixture_param_count(channels, num_mixtures, coupling)
 
     def split(self, params: torch.Tensor):
         """params (B, P, H, W) -> logits (B,K,H,W), means/log_scales (B,K,C,H,W), coeffs (B,K,3,H,W) or None."""
@@ -121,15 +130,10 @@ class LogisticMixture:
         unit = pixels_to_unit(pixels)
         mean = self._coupled_mean(means, coeffs, unit, channel).double().unsqueeze(-1)  # B, K, H, W, 1
         inv_scale = torch.exp(-log_scales[:, :, channel]).double().unsqueeze(-1)  # B, K, H, W, 1
-        # Inner bin edges only: the outer ones are -inf and +inf (unbounded edge bins), CDF 0 and 1.
-        edges = torch.linspace(-1.0 + HALF_BIN, 1.0 - HALF_BIN, NUM_VALUES - 1, device=params.device, dtype=torch.float64)
-        component_cdfs = torch.addcmul(-inv_scale * mean, inv_scale, edges).sigmoid_()  # B, K, H, W, 255
-        # Mix the CDFs first, then difference once. float64 keeps tail bins exact: a difference of two CDF
-        # values near 1 loses only ~1e-16 absolute, far below the coder's 2^-24 resolution.
-        cdf = component_cdfs.mul_(weights.double().unsqueeze(-1)).sum(dim=1)  # B, H, W, 255
-        cdf = F.pad(cdf, (1, 0), value=0.0)
-        cdf = F.pad(cdf, (0, 1), value=1.0)  # B, H, W, 257
-        return (cdf[..., 1:] - cdf[..., :-1]).clamp_(min=0.0).float()  # B, H, W, 256
+        component_cdfs = torch.addcmul(-inv_scale * mean, inv_scale, _inner_edges(params.device)).sigmoid_()
+        # Mix the CDFs (B, K, H, W, 255) first, then difference once. float64 keeps tail bins exact: a
+        # difference of two CDF values near 1 loses only ~1e-16 absolute, far below the coder's 2^-24.
+        return _table_from_cdf(component_cdfs.mul_(weights.double().unsqueeze(-1)).sum(dim=1))  # B, H, W, 256
 
 
 def _log_normal_bin(upper: torch.Tensor, lower: torch.Tensor) -> torch.Tensor:
@@ -172,10 +176,7 @@ class DiscretizedGaussian(nn.Module):
         tables with."""
         inv_sigma = torch.exp(-self.scales()[channel]).double()
         mean = params[:, channel].double().unsqueeze(-1)  # B, H, W, 1
-        edges = torch.linspace(-1.0 + HALF_BIN, 1.0 - HALF_BIN, NUM_VALUES - 1, device=params.device, dtype=torch.float64)
-        cdf = torch.special.ndtr((edges - mean) * inv_sigma)  # B, H, W, 255
-        cdf = F.pad(F.pad(cdf, (1, 0), value=0.0), (0, 1), value=1.0)  # B, H, W, 257
-        return (cdf[..., 1:] - cdf[..., :-1]).clamp_(min=0.0).float()
+        return _table_from_cdf(torch.special.ndtr((_inner_edges(params.device) - mean) * inv_sigma))
 
 
 class Categorical:
