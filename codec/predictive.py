@@ -26,6 +26,7 @@ transcendental functions), so both sides give constriction identical means and s
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,13 +58,9 @@ def encode(stack: Stack, pixels: np.ndarray, context: Context = Context()) -> No
     means, stds = _parameters(values, *_all_positions(values.shape[1], values.shape[2]))
     # Keep the tile's own positions: (C, h * w), row-major.
     means, stds = (a.reshape(values.shape)[:, top:, left:].reshape(channels, -1) for a in (means, stds))
-    order = _decode_order(pixels.shape)
-    symbols = pixels.reshape(channels, -1).astype(np.int32)  # C, h*w
-
-    def in_order(per_channel: np.ndarray) -> np.ndarray:
-        return np.concatenate([per_channel[channel][flat] for flat, channel in order])
-
-    stack.push_gaussian(in_order(symbols), in_order(means), in_order(stds), 0, 255)
+    order = _decode_order(pixels.shape)  # (C * h * w,) into the flattened (C, h, w) arrays
+    symbols = pixels.reshape(-1).astype(np.int32)[order]
+    stack.push_gaussian(symbols, means.reshape(-1)[order], stds.reshape(-1)[order], 0, 255)
 
 
 def decode(stack: Stack, channels: int, height: int, width: int, context: Context = Context()) -> np.ndarray:
@@ -176,14 +173,25 @@ def _all_positions(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     return ys, xs
 
 
-def _wavefronts(height: int, width: int):
-    """(ys, xs) of each wavefront 2y + x = t, t ascending; y ascending within one."""
+@functools.lru_cache(maxsize=64)
+def _wavefronts(height: int, width: int) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """(ys, xs) of each wavefront 2y + x = t, t ascending; y ascending within one (read-only arrays, kept for
+    the next tile of this size)."""
+    fronts = []
     for t in range(2 * (height - 1) + width):
         ys = np.arange(max(0, (t - width + 2) // 2), min(height - 1, t // 2) + 1)
-        yield ys, t - 2 * ys
+        fronts.append((ys, t - 2 * ys))
+    for array in (a for front in fronts for a in front):
+        array.flags.writeable = False
+    return tuple(fronts)
 
 
-def _decode_order(shape: tuple[int, int, int]) -> list[tuple[np.ndarray, int]]:
-    """Flat (row-major) indices of each (wavefront, channel) chunk, in the order the decoder pops them."""
-    _, height, width = shape
-    return [(ys * width + xs, channel) for ys, xs in _wavefronts(height, width) for channel in range(shape[0])]
+@functools.lru_cache(maxsize=64)
+def _decode_order(shape: tuple[int, int, int]) -> np.ndarray:
+    """Indices into a flattened (C, h, w) array, (C * h * w,), in the order the decoder pops the values:
+    wavefront by wavefront, channel by channel within one (read-only, kept for the next tile of this size)."""
+    channels, height, width = shape
+    order = np.concatenate([channel * height * width + ys * width + xs
+                            for ys, xs in _wavefronts(height, width) for channel in range(channels)])
+    order.flags.writeable = False
+    return order

@@ -1,5 +1,7 @@
 """Compress and decompress one image, timed, with the time split into network, probability tables and
-entropy coder (everything else: tiling, planes, container).
+entropy coder (everything else: tiling, planes, container), and the parts of those worth watching: the
+network's convolutions and activation lookups, the encoder's up-front estimate pass over every tile (float
+network) and the local predictor (pricing every tile, coding some).
 
     python scripts/coding_speed.py ../shared/data/kodak/kodim23.png [--model NAME] [--device cpu|cuda] [--float]
 
@@ -20,15 +22,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from codec import ans  # noqa: E402
+from codec import ans, predictive  # noqa: E402
 from vaezip import coding  # noqa: E402
+from vaezip.model import integer  # noqa: E402
 from vaezip.api import compress_images, decompress_images, default_model, load_model  # noqa: E402
 from vaezip.images import open_image  # noqa: E402
 
 SPENT: dict[str, float] = defaultdict(float)
+PARTS: dict[str, float] = defaultdict(float)  # within SPENT's buckets or "other": reported apart
 
 
-def timed(owner, name: str, bucket: str) -> None:
+def timed(owner, name: str, bucket: str, into: dict[str, float] = SPENT) -> None:
     if not hasattr(owner, name):
         return
     original = getattr(owner, name)
@@ -40,7 +44,7 @@ def timed(owner, name: str, bucket: str) -> None:
         finally:
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
-            SPENT[bucket] += time.perf_counter() - started
+            into[bucket] += time.perf_counter() - started
 
     setattr(owner, name, wrapper)
 
@@ -68,11 +72,17 @@ def main() -> None:
         timed(kind, "pixel_table", "tables")
     for name in ("push_gaussian", "pop_gaussian", "push_categorical", "pop_categorical", "push_uniform", "pop_uniform"):
         timed(ans.Stack, name, "coder")
+    timed(integer.IntConv, "__call__", "convolutions", PARTS)
+    timed(integer.Table, "__call__", "activation lookups", PARTS)
+    timed(coding.TorchLatentModel, "tile_bounds", "estimate pass", PARTS)
+    timed(predictive, "encode", "predictor", PARTS)
+    timed(predictive, "decode", "predictor", PARTS)
 
     raw_mb = image.width * image.height * len(image.getbands()) / 1e6
     report = {}
     for phase in ("compress", "decompress"):
         SPENT.clear()
+        PARTS.clear()
         started = time.perf_counter()
         if phase == "compress":
             result = compress_images([("image.png", image)], loaded, device=args.device, classical=args.classical)
@@ -82,15 +92,16 @@ def main() -> None:
             assert np.array_equal(np.asarray(decoded), np.asarray(image)), "round trip is not exact"
         total = time.perf_counter() - started
         other = total - sum(SPENT.values())
-        report[phase] = (total, dict(SPENT), other)
+        report[phase] = (total, dict(SPENT), other, dict(PARTS))
     device = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    coder = "float (format 1)" if args.float else "integer-exact (format 2)"
+    coder = "float (format 1)" if args.float else "integer-exact"
     print(f"{args.image}: {image.width}x{image.height} {image.mode}, model {loaded.name}, {coder}, {device}, "
           f"torch {torch.__version__}")
     print(f"achieved {result.achieved_bpsp:.4f} bpsp vs bound {result.bound_bpsp:.4f} ({result.achieved_bpsp / result.bound_bpsp:.4f}x)")
-    for phase, (total, spent, other) in report.items():
-        parts = ", ".join(f"{k} {v:.2f} s ({v / total:.0%})" for k, v in sorted(spent.items()))
-        print(f"{phase}: {total:.2f} s = {raw_mb / total:.3f} MB/s; {parts}, other {other:.2f} s ({other / total:.0%})")
+    for phase, (total, spent, other, parts) in report.items():
+        split = ", ".join(f"{k} {v:.2f} s ({v / total:.0%})" for k, v in sorted(spent.items()))
+        print(f"{phase}: {total:.2f} s = {raw_mb / total:.3f} MB/s; {split}, other {other:.2f} s ({other / total:.0%})")
+        print("  of which " + ", ".join(f"{k} {v:.2f} s" for k, v in sorted(parts.items()) if v > 0))
 
 
 if __name__ == "__main__":

@@ -13,14 +13,17 @@ from vaezip.config import get_preset
 from vaezip.model import HierarchicalVAE
 from vaezip.model.integer import (
     EXACT,
+    LIMIT_Q,
     PROBABILITY_BITS,
     IntConv,
+    Table,
     IntegerVAE,
     deterministic_exp,
     deterministic_log2,
     fixed_to_float,
     probabilities,
 )
+from vaezip.model import integer as integer_module
 from vaezip.model import kernels
 
 
@@ -51,6 +54,51 @@ def test_integer_convolution_matches_the_float_one_and_refuses_inexact_layers():
     assert np.max(np.abs(y - conv(x).detach().double().numpy())) < 2e-3
     with pytest.raises(ValueError, match="2\\*\\*53"):
         IntConv(torch.full((1, 2**16, 3, 3), 1.0), None)  # a fan-in of 589,824 weights at full scale
+
+
+def _exact_convolution(conv: IntConv, x: np.ndarray) -> np.ndarray:
+    """IntConv's output computed with Python-exact int64 sums: the reference for every form it picks."""
+    k, s, p = conv.kernel, conv.stride, conv.padding
+    weight = conv.weight.numpy().astype(np.int64).reshape(conv.out_channels, -1, k, k)
+    padded = np.pad(x.astype(np.int64), ((0, 0), (0, 0), (p, p), (p, p)))
+    batch, _, height, width = padded.shape
+    out_h, out_w = (height - k) // s + 1, (width - k) // s + 1
+    total = np.zeros((batch, conv.out_channels, out_h, out_w), dtype=np.int64)
+    for i in range(k):
+        for j in range(k):
+            window = padded[:, :, i : i + s * out_h : s, j : j + s * out_w : s]  # B, C, h, w
+            total += np.einsum("oc,bchw->bohw", weight[:, :, i, j], window)
+    total += conv.bias.numpy().astype(np.int64).reshape(1, -1, 1, 1)
+    shift = np.rint(-np.log2(conv.scale.numpy().reshape(1, -1, 1, 1))).astype(np.int64)  # scale = 2**-shift
+    rounded = np.where(shift > 0, (total + (np.int64(1) << np.maximum(shift - 1, 0))) >> np.maximum(shift, 0),
+                       total << np.maximum(-shift, 0))
+    return np.clip(rounded, -LIMIT_Q, LIMIT_Q).astype(np.float64)
+
+
+@pytest.mark.parametrize("gemm_backend", [True, False])
+def test_every_integer_convolution_form_gives_the_exact_integers(monkeypatch, gemm_backend):
+    """IntConv picks its form by shape (one GEMM over a batch of small maps, shifted tap sums for few outputs,
+    per-sample im2col, unfold + matmul where torch's backend is not known to be im2col): each must give the
+    int64 reference's integers, with activations at the full fixed-point range."""
+    if not gemm_backend:
+        monkeypatch.setattr(integer_module, "_im2col_gemm_conv", lambda *arguments: False)
+    rng = np.random.default_rng(8)
+    shapes = [  # (in, out, kernel, stride, padding, batch, height, width)
+        (16, 8, 3, 1, 1, 3, 9, 7),  # few outputs: shifted tap sums
+        (16, 40, 3, 1, 1, 3, 9, 7),  # im2col
+        (24, 40, 3, 1, 1, 5, 4, 4),  # a batch of small maps: one GEMM
+        (24, 40, 3, 1, 1, 1, 4, 4),  # a single small map
+        (12, 20, 2, 2, 0, 3, 8, 6),  # downsampling
+        (10, 30, 1, 1, 0, 2, 5, 5),  # 1x1
+        (10, 8, 5, 1, 2, 2, 6, 6),  # few outputs, a 5x5 kernel
+    ]
+    for channels, out, kernel, stride, padding, batch, height, width in shapes:
+        weight = torch.from_numpy(rng.standard_normal((out, channels, kernel, kernel)).astype(np.float32))
+        bias = torch.from_numpy(rng.standard_normal(out).astype(np.float32))
+        conv = IntConv(weight, bias, stride, padding)
+        x = rng.integers(-LIMIT_Q, LIMIT_Q + 1, (batch, channels, height, width)).astype(np.float64)
+        got = conv(torch.from_numpy(x)).numpy()
+        np.testing.assert_array_equal(got, _exact_convolution(conv, x), err_msg=str((channels, out, kernel)))
 
 
 def _walk(model, integer, pixels):
@@ -173,6 +221,30 @@ def test_the_torch_form_stands_in_for_the_kernel_with_the_same_tables(monkeypatc
         integer.likelihood.probabilities(flat, values, 2, after_failure)
     np.testing.assert_array_equal(after_failure, compiled)
     assert not kernels.AVAILABLE
+
+
+@pytest.mark.skipif(not kernels.AVAILABLE, reason="numba is not installed: the coder uses the torch form")
+def test_compiled_table_lookups_equal_the_torch_form():
+    """Every activation table, through the compiled lookup and the torch form: inputs inside, at both ends of
+    and far beyond each table (identity above for silu and softplus, the first / last value otherwise),
+    non-contiguous inputs included, and the same integers with the kernel switched off."""
+    tables = dict(IntegerVAE(HierarchicalVAE(get_preset("tiny").model)).tables)
+    assert all(table.compact is not None for table in tables.values())  # all fit int32: the compact form
+    # and one that does not (values to 2**40), gathered from its float64 values
+    tables["wide"] = Table(-300, torch.arange(600, dtype=torch.float64) * 2.0**31, identity_above=True,
+                           output_per_input=2.0**31)
+    assert tables["wide"].compact is None
+    rng = np.random.default_rng(7)
+    for name, table in tables.items():
+        ends = [table.first_q + d for d in (-2**30, -1, 0, 1)] + [table.first_q + len(table.values) - 1 + d
+                                                                  for d in (-1, 0, 1, 2**30)]
+        inside = rng.integers(table.first_q - 1000, table.first_q + len(table.values) + 1000, 5000)
+        flat = torch.from_numpy(np.concatenate([ends, inside]).astype(np.float64))
+        q = torch.stack([flat, -flat], dim=1)[:, 0]  # every input, as a strided view
+        assert not q.is_contiguous()
+        compiled, reference = table(q), table.torch_form(q)
+        assert torch.equal(compiled, reference), name
+        assert compiled.shape == q.shape
 
 
 @pytest.mark.skipif(not kernels.AVAILABLE, reason="numba is not installed: the coder uses the torch form")

@@ -1,4 +1,5 @@
-"""Compiled kernels for the integer pixel tables (numba), with the torch code of integer.py as the reference.
+"""Compiled kernels for the integer pixel tables and activation lookups (numba), with the torch code of
+integer.py as the reference.
 
 A pixel table is 256 frequencies per subpixel: for kodim23 that is 300 M values per image, and the torch form
 spends most of its time moving such arrays through a dozen elementwise passes. The kernel makes one pass per
@@ -19,10 +20,17 @@ import numpy as np
 
 try:  # numba is a dependency, but the coder must not break where it cannot be installed
     import numba
+    from numba import prange
 except ImportError:  # pragma: no cover - exercised only where numba is missing
     numba = None
+    prange = range
 
 AVAILABLE = numba is not None
+
+
+# Rows per task of the parallel loop: large enough that a task's start (its scratch arrays) costs nothing next
+# to its rows (~5 us each), small enough that two threads finish together on a tile's 1,024.
+ROWS_PER_TASK = 256
 
 
 def _frequencies_to_probabilities(weights, mean, inv, edges, sigmoid, first_q, zero_through, full_from,
@@ -32,26 +40,37 @@ def _frequencies_to_probabilities(weights, mean, inv, edges, sigmoid, first_q, z
 
     weights, mean, inv: (N, K) float64 integers (mixture weights, means in fixed point, inverse scales in
     2**-inv_scale_bits units); edges: the 255 inner bin edges in fixed point; sigmoid: the CDF table (int32),
-    index q - first_q; zero_through / full_from: its last 0 index and first full index."""
+    index q - first_q; zero_through / full_from: its last 0 index and first full index.
+
+    Rows are independent, so the compiled form spreads tasks of ROWS_PER_TASK rows over the cores (numba's
+    prange): every row's integers are the same whichever thread computes it."""
     n = weights.shape[0]
+    for task in prange((n + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
+        mass = np.empty((1, 256), np.int64)
+        # int32 frequencies (< 2**24): their conversion to float32 is exact and vectorizes on every x86-64.
+        frequency = np.empty(256, np.int32)
+        for i in range(task * ROWS_PER_TASK, min(n, (task + 1) * ROWS_PER_TASK)):
+            _row_probabilities(weights, mean, inv, edges, sigmoid, first_q, zero_through, full_from,
+                               inv_scale_bits, cdf_bits, probability_bits, i, mass, frequency, out)
+
+
+def _row_probabilities(weights, mean, inv, edges, sigmoid, first_q, zero_through, full_from, inv_scale_bits,
+                       cdf_bits, probability_bits, i, mass, frequency, out):
+    """out[i] for one row, with the caller's scratch arrays mass (1, 256) int64 and frequency (256,) int32."""
     full = np.int64(1) << cdf_bits
     spare = float((1 << probability_bits) - 256)
     scale_out = np.float32(2.0 ** -probability_bits)
-    mass = np.empty((1, 256), np.int64)
-    # int32 frequencies (< 2**24): their conversion to float32 is exact and vectorizes on every x86-64.
-    frequency = np.empty(256, np.int32)
-    for i in range(n):
-        used_from, used_through = _row_masses(weights, mean, inv, edges, sigmoid, first_q, zero_through,
-                                              full_from, inv_scale_bits, cdf_bits, i, mass, 0)
-        total = weights[i].sum() * float(full)  # integers: exact in any order
-        # Outside the used values the mass is 0 and the frequency floor(0) + 1 = 1.
-        frequency[:] = 1
-        for v in range(used_from, used_through + 1):
-            frequency[v] = np.int32(np.floor(float(mass[0, v]) / total * spare)) + np.int32(1)
-        largest = np.argmax(frequency)  # the first largest, as torch.argmax
-        frequency[largest] += np.int32((1 << probability_bits) - frequency.sum())
-        for v in range(256):
-            out[i, v] = np.float32(frequency[v]) * scale_out
+    used_from, used_through = _row_masses(weights, mean, inv, edges, sigmoid, first_q, zero_through,
+                                          full_from, inv_scale_bits, cdf_bits, i, mass, 0)
+    total = weights[i].sum() * float(full)  # integers: exact in any order
+    # Outside the used values the mass is 0 and the frequency floor(0) + 1 = 1.
+    frequency[:] = 1
+    for v in range(used_from, used_through + 1):
+        frequency[v] = np.int32(np.floor(float(mass[0, v]) / total * spare)) + np.int32(1)
+    largest = np.argmax(frequency)  # the first largest, as torch.argmax
+    frequency[largest] += np.int32((1 << probability_bits) - frequency.sum())
+    for v in range(256):
+        out[i, v] = np.float32(frequency[v]) * scale_out
 
 
 def _masses(weights, mean, inv, edges, sigmoid, first_q, zero_through, full_from, inv_scale_bits, cdf_bits,
@@ -117,20 +136,38 @@ def _index(edge, offset, slope, last):
     """The sigmoid table index of a component at `edge`: floor of the exact position, clamped to the table."""
     return np.int64(min(max(offset + edge * slope, 0.0), float(last)))
 
+
+def _table_lookup(q, first_q, values, identity_above, output_per_input, out):
+    """out[i] = integer.Table's value at the fixed-point input q[i] (flat float64 arrays): values[q - first_q]
+    clamped to the table, or q * output_per_input above it where identity_above. One pass over memory instead
+    of the torch form's five (shift, clamp, convert, gather, select); the same exact operations (integer
+    differences and comparisons, a truncation of a non-negative integer, a product by a power of two)."""
+    last = values.shape[0] - 1
+    for i in prange(q.shape[0]):
+        index = q[i] - first_q
+        if identity_above and index > last:
+            out[i] = q[i] * output_per_input
+        else:
+            out[i] = values[np.int64(min(max(index, 0.0), float(last)))]
+
+
 _PYTHON_FORMS = {function.__name__: function for function in (
-    _index, _guess, _first_edge_above, _row_masses, _frequencies_to_probabilities, _masses)}
+    _index, _guess, _first_edge_above, _row_masses, _row_probabilities, _frequencies_to_probabilities, _masses,
+    _table_lookup)}
+_PARALLEL = {"_frequencies_to_probabilities", "_table_lookup"}
 
 
 def _compiled(cache: bool) -> dict:
     """numba versions of the functions above, bound in this module's globals too: a compiled function calls
     the others through them (looked up when it compiles, at its first call)."""
-    compile_ = numba.njit(cache=cache, nogil=True, fastmath=False, error_model="numpy")
-    functions = {name: compile_(function) for name, function in _PYTHON_FORMS.items()}
+    options = dict(cache=cache, nogil=True, fastmath=False, error_model="numpy")
+    functions = {name: numba.njit(parallel=name in _PARALLEL, **options)(function)
+                 for name, function in _PYTHON_FORMS.items()}
     globals().update(functions)
     return functions
 
 
-frequencies_to_probabilities = masses = first_edge_above = None
+frequencies_to_probabilities = masses = first_edge_above = table_lookup = None
 if AVAILABLE:
     try:
         # cache=True keeps the machine code next to the module (or in the user's cache folder); where no
@@ -142,6 +179,7 @@ if AVAILABLE:
         frequencies_to_probabilities = _functions["_frequencies_to_probabilities"]
         masses = _functions["_masses"]
         first_edge_above = _functions["_first_edge_above"]  # for tests
+        table_lookup = _functions["_table_lookup"]
     except Exception:  # noqa: BLE001 - any failure of numba leaves the torch form, the same integers
         globals().update(_PYTHON_FORMS)
         AVAILABLE = False
