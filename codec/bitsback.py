@@ -59,7 +59,8 @@ ProgressFn = Callable[[int, int], None]  # on_batch(n_tiles_done, n_tiles_total)
 
 @dataclass(frozen=True)
 class TileStats:
-    ideal_bits: float  # bits-back: KL (analytic) + -log2 p(x | z); direct: -log2 p(x | z = prior means);
+    ideal_bits: float  # bits-back: KL (analytic) + -log2 p(x | z); importance-weighted: -log2 mean_k w_k;
+    # direct: -log2 p(x | z = prior means);
     # predictive and raw: their exact cost
     net_bits: float  # the batch's real change of stack size, shared among its tiles in proportion to ideal_bits
     direct: bool
@@ -83,10 +84,12 @@ def encode(
     margin_bits: int = 64,
     on_batch: ProgressFn | None = None,
     model_bits: Sequence[float] | None = None,
+    bitsback_kind: str = BITSBACK,
 ) -> EncodeResult:
     """Code `tiles` (stream order) onto an empty stack."""
     stack = Stack()
-    schedule, stats = encode_tiles(stack, tiles, model, grid, max_batch, margin_bits, on_batch, model_bits)
+    schedule, stats = encode_tiles(stack, tiles, model, grid, max_batch, margin_bits, on_batch, model_bits,
+                                   bitsback_kind)
     return EncodeResult(stack.words(), schedule, stats)
 
 
@@ -116,8 +119,13 @@ def encode_tiles(
     margin_bits: int = 64,
     on_batch: ProgressFn | None = None,
     model_bits: Sequence[float] | None = None,
+    bitsback_kind: str = BITSBACK,
 ) -> tuple[Schedule, list[TileStats]]:
     """Push `tiles` onto `stack`, which may already hold bits (they then serve as initial bits).
+
+    bitsback_kind: the kind of the batches that pop latents: BITSBACK, or an importance-weighted one
+    (tilekinds.importance_kind(K): K network passes per tile for the K-sample bound), with single-tile
+    BITSBACK batches where the stack holds too few bits for it (a stream's start).
 
     model_bits: what bits-back is expected to cost for each tile (the model's negative ELBO with one posterior
     sample will do). A tile that the local predictor or whitened raw bytes code for less is coded that way
@@ -139,12 +147,16 @@ def encode_tiles(
             ideal = tilekinds.BY_NAME[kind].push(stack, tiles[done : done + 1], done, stream)
         else:
             n = min(target, _same_shape_run(tiles, done, max_batch, alone))
-            n, ideal, halved = _try_bitsback(stack, tiles, done, n, stream)
+            kind = bitsback_kind
+            n, ideal, halved = _try_bitsback(stack, tiles, done, n, stream, kind)
+            if ideal is None and kind != BITSBACK:
+                # Too few bits for K samples of even one tile (a stream's start): plain bits-back pops a K-th.
+                kind = BITSBACK
+                n, ideal, halved = _try_bitsback(stack, tiles, done, 1, stream, kind)
             if ideal is None:
                 n, target = 1, 1
                 kind, ideal = _encode_without_bits(stack, tiles, done, stream)
             else:
-                kind = BITSBACK
                 target = n if halved else min(2 * target, max_batch)
         stats += _share(ideal, stack.num_valid_bits() - before, not tilekinds.BY_NAME[kind].needs_bits)
         schedule.append((kind, n))
@@ -192,13 +204,15 @@ def decode_tiles(
 
 
 def _try_bitsback(
-    stack: Stack, tiles: Sequence[Tile], start: int, n: int, stream: Stream
+    stack: Stack, tiles: Sequence[Tile], start: int, n: int, stream: Stream, kind: str = BITSBACK
 ) -> tuple[int, np.ndarray | None, bool]:
     """Push tiles[start : start + n] as one bits-back batch, halving it while popping the latents runs the
     stack dry (each failed try is undone on a clone). (tiles pushed, their ideal bits or None if not even one
     tile could pop, whether the batch was halved)."""
     ideal, halved = None, False
-    push = tilekinds.BY_NAME[BITSBACK].push
+    push = tilekinds.by_name(kind).push
+    if not tilekinds.BY_NAME[kind].needs_bits:
+        raise CodingError(f"{kind} is not a kind that pops latents")
     while stack.num_valid_bits() >= stream.margin_bits:  # with fewer bits there is nothing to pop
         snapshot = stack.clone()
         ideal = push(stack, tiles[start : start + n], start, stream)

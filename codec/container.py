@@ -54,7 +54,10 @@ MAGIC = b"\x89.VZ\r\n\x1a\n"  # non-ASCII first byte, then CRLF / EOF (^Z) / LF 
 # 2's layout and decode only on the kind of machine that made them. All are still read, and 1 and 2 written
 # on request (pixel-context models, which have no integer form, write 1).
 VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+# Format 3 and importance-weighted bits-back batches (codec/tilekinds.py): written only for files that hold
+# them, so that every other file stays readable by readers of format 3.
+IMPORTANCE_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
 JSON_VERSIONS = (1, 2)  # the layout with a JSON header and two CRCs
 MAX_HEADER_BYTES = 16 * 2**20
 _PREFIX = struct.Struct("<8sHI")  # magic, version, header length: 14 bytes
@@ -129,7 +132,7 @@ def read_versioned(data: bytes) -> tuple[int, Header, np.ndarray]:
         known = ", ".join(map(str, READABLE_VERSIONS))
         raise UnsupportedVersionError(f"unsupported .vz format version {version} (this reader knows {known})")
     if version not in JSON_VERSIONS:
-        header, words = _read_binary(data)
+        header, words = _read_binary(data, version)
         return version, header, words
     if size < _PREFIX.size:
         raise TruncatedError(f"truncated file: {size} bytes, shorter than the {_PREFIX.size}-byte prefix")
@@ -175,7 +178,7 @@ def _varint(value: int) -> bytes:
 def _write_binary(header: Header, words: np.ndarray, version: int) -> bytes:
     if len(words) and not header.uses_model:
         raise CodingError("ANS words without a model-coded image")
-    text = to_binary(header, len(words))
+    text = to_binary(header, len(words), version)
     if len(text) > MAX_HEADER_BYTES:
         raise LimitError(f"header too large: {len(text)} bytes (limit {MAX_HEADER_BYTES})")
     parts = [MAGIC, _U16.pack(version), _varint(len(text)), text]
@@ -185,7 +188,7 @@ def _write_binary(header: Header, words: np.ndarray, version: int) -> bytes:
     return body + _U32.pack(zlib.crc32(body))
 
 
-def _read_binary(data: memoryview) -> tuple[Header, np.ndarray]:
+def _read_binary(data: memoryview, version: int) -> tuple[Header, np.ndarray]:
     size, position, n, shift = len(data), 10, 0, 0
     while True:  # the header length: a varint of at most 4 bytes (MAX_HEADER_BYTES < 2**28)
         if position >= size:
@@ -204,7 +207,7 @@ def _read_binary(data: memoryview) -> tuple[Header, np.ndarray]:
         raise TruncatedError(f"truncated file: header claims {n} bytes, only {size - position} present")
     crc_ok = size >= 4 and zlib.crc32(data[: size - 4]) == _U32.unpack_from(data, size - 4)[0]
     try:
-        header, lengths, count = from_binary(data[position : position + n])
+        header, lengths, count = from_binary(data[position : position + n], version)
     except (HeaderError, LimitError):
         if not crc_ok:  # a damaged file is the likelier story than a forged header
             raise ChecksumError("checksum mismatch (file corrupted)") from None

@@ -273,7 +273,7 @@ def _is_hex(s: str) -> bool:
 
 # ---------------------------------------------------------------------------------------------- binary (format 3)
 
-FORMAT_BINARY = 3  # the format version whose header is binary (container.VERSION)
+FORMAT_BINARY = 3  # the first format version whose header is binary (container.VERSION)
 _FLAG_MODEL = 1  # some image is coded by the model: the header names the model and the coder settings
 _F64 = struct.Struct("<d")
 # The latent grid: a step of 2**-e and a whole bound (vaezip's, 2**-8 and 16) in three bytes; else two float64s.
@@ -281,9 +281,10 @@ _GRID_FLOATS, _GRID_POWER = 0, 1
 MAX_DATA_BYTES = 2**40  # a classical coding's length field (the container checks it against the file first)
 
 
-def to_binary(header: Header, words: int) -> bytes:
-    """Format 3's header. `words`: the payload's count of ANS words (0 without model-coded images). Refuses
-    what `from_binary` would refuse, so no unreadable file is ever written."""
+def to_binary(header: Header, words: int, version: int = FORMAT_BINARY) -> bytes:
+    """Format 3's header (and format 4's: the same layout, whose schedules may also hold importance-weighted
+    batches). `words`: the payload's count of ANS words (0 without model-coded images). Refuses what
+    `from_binary` would refuse, so no unreadable file is ever written."""
     model = header.uses_model
     if not model and (header.coder is not None or header.model_name or header.model_sha256):
         raise HeaderError("no image is coded by the model: a format-3 header then names no model or coder")
@@ -295,13 +296,13 @@ def to_binary(header: Header, words: int) -> bytes:
         raw = _encode_binary(header, words, [len(image.data) for image in header.images])
     except (TypeError, ValueError, OverflowError, struct.error) as error:  # a mode or coding unknown, NaN info
         raise HeaderError(f"header cannot be written: {error}") from None
-    from_binary(raw)  # the reader's checks
+    from_binary(raw, version)  # the reader's checks
     return raw
 
 
-def from_binary(raw: bytes) -> tuple[Header, list[int], int]:
-    """Parse format 3's header: (header with every image's `data` empty, each image's data length (0 for the
-    model), the count of ANS words)."""
+def from_binary(raw: bytes, version: int = FORMAT_BINARY) -> tuple[Header, list[int], int]:
+    """Parse the binary header of a format `version` (3 or 4) file: (header with every image's `data` empty,
+    each image's data length (0 for the model), the count of ANS words)."""
     reader = _Reader(raw)
     flags = reader.u8("flags")
     if flags & ~_FLAG_MODEL:
@@ -354,7 +355,7 @@ def from_binary(raw: bytes) -> tuple[Header, list[int], int]:
         model_pixels = sum(im.width * im.height for im in images if im.coding == MODEL)
         if not model_pixels:
             raise HeaderError("bad header: the header names a model but no image is coded by it")
-        schedule = _schedule(runs, max_batch, model_pixels, FORMAT_BINARY)
+        schedule = _schedule(runs, max_batch, model_pixels, version)
         coder = CoderSettings(step, bound, tile, max_batch, schedule, constriction, extra)
     header = Header(name, sha, coder, tuple(images), pixels)
     if _encode_binary(header, words, lengths) != bytes(raw):

@@ -32,10 +32,11 @@ def batch_pixels(tiles: Sequence[Tile]) -> tuple[np.ndarray, np.ndarray]:
         if tile.pixels.shape != (c, th, tw) or tile.pixels.dtype != np.uint8:
             raise CodingError(f"tiles of a batch must be uint8 of one shape {(c, th, tw)}, got {tile.pixels.shape}")
         pixels[b] = pad_tile(tile.pixels[:, :h, :w], th, tw)
-    return pixels, _valid_mask([t.spec for t in tiles])
+    return pixels, valid_mask([t.spec for t in tiles])
 
 
-def _valid_mask(specs: Sequence[TileSpec]) -> np.ndarray:
+def valid_mask(specs: Sequence[TileSpec]) -> np.ndarray:
+    """(B, H, W) True at the valid pixels of each tile."""
     _, th, tw = specs[0].shape
     mask = np.zeros((len(specs), th, tw), dtype=bool)  # (B, H, W)
     for b, spec in enumerate(specs):
@@ -86,15 +87,32 @@ def push_pixels(stack: Stack, batch: ModelPass, pixels: np.ndarray, mask: np.nda
     if order is not None:
         return _push_phased(stack, batch, pixels, mask, order)
     bits = np.zeros(pixels.shape[0])
-    tile_of_pixel = np.nonzero(mask)[0]  # (N,) the tile each valid pixel belongs to
-    for c in reversed(range(pixels.shape[1])):
-        seen = pixels.copy()
-        seen[:, c:] = 0  # exactly what the decoder will have when it pops channel c
-        tables = _table(batch, c, seen, mask)  # (N, 256)
-        symbols = pixels[:, c][mask]  # (N,)
+    for symbols, tables, tile_of_pixel in pixel_steps(batch, pixels, mask):
         stack.push_categorical(symbols, tables)
         bits += np.bincount(tile_of_pixel, weights=_symbol_bits(tables, symbols), minlength=len(bits))
     return bits
+
+
+def pixel_steps(batch: ModelPass, pixels: np.ndarray, mask: np.ndarray) -> list[tuple[np.ndarray, Tables, np.ndarray]]:
+    """What push_pixels pushes for a model without pixel phases, in its order (last channel first): per
+    channel the valid pixels' values (N,), their tables (N, 256) and the tile of each (N,)."""
+    if _phase_order(batch, pixels.shape) is not None:
+        raise CodingError("pixel_steps is for models without pixel phases")
+    tile_of_pixel = np.nonzero(mask)[0]  # (N,) the tile each valid pixel belongs to
+    steps = []
+    for c in reversed(range(pixels.shape[1])):
+        seen = pixels.copy()
+        seen[:, c:] = 0  # exactly what the decoder will have when it pops channel c
+        steps.append((pixels[:, c][mask], _table(batch, c, seen, mask), tile_of_pixel))
+    return steps
+
+
+def push_steps(stack: Stack, steps: list[tuple[np.ndarray, Tables, np.ndarray]], tiles: np.ndarray) -> None:
+    """Push the pixels of `tiles` (indices into the batch the steps came from), as push_pixels would push a
+    batch of those tiles alone: a model's table of a pixel does not depend on the other tiles of its batch."""
+    for symbols, tables, tile_of_pixel in steps:
+        keep = np.isin(tile_of_pixel, tiles)
+        stack.push_categorical(symbols[keep], Tables(np.ascontiguousarray(tables.rows[keep]), tables.sums[keep]))
 
 
 def _push_phased(stack: Stack, batch: ModelPass, pixels: np.ndarray, mask: np.ndarray, order) -> np.ndarray:
@@ -119,7 +137,7 @@ def _push_phased(stack: Stack, batch: ModelPass, pixels: np.ndarray, mask: np.nd
 
 def pop_pixels(stack: Stack, batch: ModelPass, specs: Sequence[TileSpec]) -> np.ndarray:
     """Pop the valid pixels channel by channel (phase by phase for a model with phases) and re-pad them."""
-    mask = _valid_mask(specs)
+    mask = valid_mask(specs)
     c_all, th, tw = specs[0].shape
     pixels = np.zeros((len(specs), c_all, th, tw), dtype=np.uint8)  # (B, C, H, W)
     order = _phase_order(batch, pixels.shape)

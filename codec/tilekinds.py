@@ -29,8 +29,9 @@ import numpy as np
 from codec import predictive
 from codec.ans import Stack
 from codec.errors import CodingError
+from codec.exact import deterministic_exp, deterministic_log2
 from codec.latents import LatentGrid, gaussian_kl_bits, pop_posterior, pop_prior, push_posterior, push_prior
-from codec.pixels import batch_pixels, pop_pixels, push_pixels
+from codec.pixels import batch_pixels, pixel_steps, pop_pixels, push_pixels, push_steps, valid_mask
 from codec.protocol import LatentModel, LatentParams, ModelPass
 from codec.tiling import Tile, TileSpec, pad_tile
 
@@ -195,6 +196,163 @@ def _checked_posteriors(posteriors, ks: Sequence[np.ndarray]) -> list[tuple[np.n
     return checked
 
 
+# ---------------------------------------------------------------------------------------------- importance-weighted
+
+# Monte-Carlo bits-back (Ruan et al., ICML 2021, "Improving lossless compression rates via Monte Carlo
+# bits-back coding"), the coding counterpart of DVAE##'s importance-weighted bound. Per tile, K latent samples
+# z_1..z_K are popped with the posterior and one of them, j, with probability w_j / sum_k w_k, where
+# w_k = p(x, z_k) / q(z_k | x); the other samples are pushed back with the posterior, the pixels with p(x | z_j),
+# z_j with the prior and j with a uniform distribution over K. Net cost: log K - log sum_k w_k, the K-sample
+# importance-weighted bound (in expectation), below the ELBO that plain bits-back pays; the price is K
+# network passes and pixel tables per tile, each way.
+#
+# The decoder pops j, z_j (prior) and the pixels (p(x | z_j)), then the other samples (posterior, now that the
+# pixels are known), recomputes every w_k and pushes j and all K samples back. Both sides compute the weights
+# from the same integers: pixel tables and latent parameters of the integer model (a tile's are the same in
+# any batch), logarithms from codec/exact.py, sums in fixed point (int64).
+LOG_WEIGHT_BITS = 20  # log2-weights as integers in 2**-20 bit units
+SAMPLE_COUNTS = (2, 4, 8, 16)  # K of the importance-weighted kinds (one kind each: a file names its K per batch)
+_LOG2_E = 1.4426950408889634
+_LN_2 = 0.6931471805599453
+
+
+def _fixed(bits: np.ndarray) -> np.ndarray:
+    """Bits (float64, computed identically on both sides) -> int64 units of 2**-LOG_WEIGHT_BITS."""
+    return np.rint(np.clip(bits, -(2.0**40), 2.0**40) * 2.0**LOG_WEIGHT_BITS).astype(np.int64)
+
+
+def _log2_density(z: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """log2 N(z; mean, std) without its constant (which cancels in p(z) / q(z)): exact operations only."""
+    u = (z - mean) / std
+    return -0.5 * u * u * _LOG2_E - deterministic_log2(std)
+
+
+def _log_weights(steps, ks, posteriors, priors, grid: LatentGrid, tiles: int, samples: int) -> np.ndarray:
+    """(tiles, samples) int64: log2 w_k = log2 p(x | z_k) + log2 p(z_k) - log2 q(z_k | x), fixed point. Rows of
+    the batch are sample k of tile t at t * samples + k."""
+    rows = tiles * samples
+    total = np.zeros(rows, dtype=np.int64)
+    for symbols, tables, tile_of_pixel in steps:
+        probability = tables.rows[np.arange(len(symbols)), symbols].astype(np.float64) / tables.sums
+        # integers below 2**46 per tile: float64 sums of them are exact, in any order
+        total -= np.bincount(tile_of_pixel, weights=_fixed(-deterministic_log2(probability)), minlength=rows).astype(np.int64)
+    for k, (post_mean, post_std), (prior_mean, prior_std) in zip(ks, posteriors, priors):
+        z = grid.values(k)  # (rows, D)
+        terms = _fixed(_log2_density(z, prior_mean, prior_std) - _log2_density(z, post_mean, post_std))
+        total += terms.sum(axis=1)
+    return total.reshape(tiles, samples)
+
+
+def _index_tables(log_weights: np.ndarray) -> np.ndarray:
+    """(B, K) float32 tables of the sample index: probability of j proportional to w_j, as integer frequencies
+    f / 2**24, every f >= 1 (the coder's resolution; one division and one product per entry, then floor, so
+    the same on every machine), the remainder to the first largest."""
+    shifted = (log_weights - log_weights.max(axis=1, keepdims=True)).astype(np.float64)  # <= 0, exact
+    weights = np.floor(deterministic_exp(np.maximum(shifted * 2.0**-LOG_WEIGHT_BITS, -60.0) * _LN_2) * 2.0**24)
+    weights = np.maximum(weights, 1.0)  # (B, K) integers <= 2**24: their sum is exact
+    samples = log_weights.shape[1]
+    frequencies = np.floor(weights / weights.sum(axis=1, keepdims=True) * float(2**24 - samples)) + 1.0
+    largest = np.argmax(frequencies, axis=1)
+    frequencies[np.arange(len(frequencies)), largest] += 2.0**24 - frequencies.sum(axis=1)
+    return (frequencies * 2.0**-24).astype(np.float32)
+
+
+def _importance_bits(log_weights: np.ndarray) -> np.ndarray:
+    """Per tile, what importance-weighted bits-back costs: -log2 of the mean weight, bits (B,) (a report only)."""
+    nats = log_weights * (2.0**-LOG_WEIGHT_BITS * _LN_2)
+    most = nats.max(axis=1)
+    mean = np.log(np.exp(nats - most[:, None]).mean(axis=1)) + most
+    return -mean / _LN_2
+
+
+def _importance_pass(model: LatentModel, pixels: np.ndarray, samples: int):
+    """A pass over every tile repeated `samples` times: (pass, pixels, mask) of the B * K rows."""
+    every = np.repeat(pixels, samples, axis=0)  # (B * K, C, H, W): sample k of tile t at t * K + k
+    batch = model.begin(every.shape, every)
+    if getattr(batch, "pixel_phases", None) is not None:
+        raise CodingError("importance-weighted bits-back needs a model without a pixel-context head")
+    return batch, every
+
+
+def _push_importance(samples: int) -> PushFn:
+    def push(stack: Stack, tiles: Sequence[Tile], start: int, stream: Stream) -> np.ndarray | None:
+        model, grid = stream.model, stream.grid
+        pixels, mask = batch_pixels(tiles)  # (B, C, H, W), (B, H, W)
+        b = len(tiles)
+        batch, every = _importance_pass(model, pixels, samples)
+        _swap_top(stack)
+        ks, posteriors, priors = [], [], []
+        for g in range(batch.num_groups):
+            p = _params(batch, g, b * samples, need_posterior=True)
+            k = pop_posterior(stack, grid, p.post_mean, p.post_std)  # (B * K, D)
+            batch.set_latent(g, grid.values(k))
+            ks.append(k)
+            posteriors.append((p.post_mean, p.post_std))
+            priors.append((p.prior_mean, p.prior_std))
+        steps = pixel_steps(batch, every, np.repeat(mask, samples, axis=0))
+        log_weights = _log_weights(steps, ks, posteriors, priors, grid, b, samples)
+        chosen = stack.pop_categorical(_index_tables(log_weights)).astype(np.int64)  # (B,)
+        if stack.num_valid_bits() < stream.margin_bits:
+            return None
+        mine = np.arange(b) * samples + chosen  # the chosen sample's row of each tile, ascending
+        others = np.setdiff1d(np.arange(b * samples), mine)
+        for k, (mean, std) in reversed(list(zip(ks, posteriors))):  # the decoder pops group 0 first
+            push_posterior(stack, grid, k[others], mean[others], std[others])
+        push_steps(stack, steps, mine)
+        for k, (mean, std) in reversed(list(zip(ks, priors))):
+            push_prior(stack, grid, k[mine], mean[mine], std[mine])
+        stack.push_uniform(chosen, samples)
+        return _importance_bits(log_weights)
+
+    return push
+
+
+def _pop_importance(samples: int) -> PopFn:
+    def pop(stack: Stack, specs: Sequence[TileSpec], start: int, stream: Stream) -> np.ndarray:
+        model, grid = stream.model, stream.grid
+        b = len(specs)
+        chosen = stack.pop_uniform(b, samples).astype(np.int64)  # (B,)
+        alone = model.begin((b, *specs[0].shape), None)
+        if getattr(alone, "pixel_phases", None) is not None:
+            raise CodingError("importance-weighted bits-back needs a model without a pixel-context head")
+        chosen_ks = []
+        for g in range(alone.num_groups):
+            p = _params(alone, g, b, need_posterior=False)
+            k = pop_prior(stack, grid, p.prior_mean, p.prior_std)  # (B, D)
+            alone.set_latent(g, grid.values(k))
+            chosen_ks.append(k)
+        pixels = pop_pixels(stack, alone, specs)  # (B, C, H, W)
+        batch, every = _importance_pass(model, pixels, samples)
+        mine = np.arange(b) * samples + chosen
+        others = np.setdiff1d(np.arange(b * samples), mine)
+        ks, posteriors, priors = [], [], []
+        for g in range(batch.num_groups):
+            p = _params(batch, g, b * samples, need_posterior=True)
+            k = np.empty(p.post_mean.shape, dtype=np.int64)  # (B * K, D)
+            k[mine] = chosen_ks[g]
+            k[others] = pop_posterior(stack, grid, p.post_mean[others], p.post_std[others])
+            batch.set_latent(g, grid.values(k))
+            ks.append(k)
+            posteriors.append((p.post_mean, p.post_std))
+            priors.append((p.prior_mean, p.prior_std))
+        steps = pixel_steps(batch, every, np.repeat(valid_mask(specs), samples, axis=0))
+        stack.push_categorical(chosen, _index_tables(_log_weights(steps, ks, posteriors, priors, grid, b, samples)))
+        for k, (mean, std) in reversed(list(zip(ks, posteriors))):  # group 0 last: the encoder popped it first
+            push_posterior(stack, grid, k, mean, std)
+        _swap_top(stack)
+        return pixels
+
+    return pop
+
+
+def importance_kind(samples: int) -> str:
+    """The tile kind of importance-weighted bits-back with `samples` (one of SAMPLE_COUNTS) samples per tile."""
+    if samples not in SAMPLE_COUNTS:
+        raise CodingError(f"importance-weighted bits-back takes {', '.join(map(str, SAMPLE_COUNTS))} samples, "
+                          f"not {samples}")
+    return f"bitsback-iw{samples}"
+
+
 # ---------------------------------------------------------------------------------------------- raw bytes
 
 
@@ -340,13 +498,13 @@ PREDICTIVE_NEIGHBOURS = "predictive-neighbours"
 KINDS: tuple[TileKind, ...] = (
     TileKind(
         DIRECT, "d", "every latent at its prior mean (nothing popped), the valid pixels pushed through the model",
-        formats=(1, 2, 3), written=True, single=False, uses_model=True, needs_bits=False,
+        formats=(1, 2, 3, 4), written=True, single=False, uses_model=True, needs_bits=False,
         push=_push_direct, pop=_pop_direct,
     ),
     TileKind(
         BITSBACK, "b", "bits-back: the latents popped with the posterior, the valid pixels pushed through the "
         "model, the latents pushed with the prior",
-        formats=(1, 2, 3), written=True, single=False, uses_model=True, needs_bits=True,
+        formats=(1, 2, 3, 4), written=True, single=False, uses_model=True, needs_bits=True,
         push=_push_bitsback, pop=_pop_bitsback,
     ),
     TileKind(
@@ -356,7 +514,7 @@ KINDS: tuple[TileKind, ...] = (
     ),
     TileKind(
         WHITENED, "w", "the valid pixels at 8 bits each, whitened: value i pushed as (v + whitening(t, i)) mod 256",
-        formats=(1, 2, 3), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=(1, 2, 3, 4), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_whitened, pop=_pop_whitened,
     ),
     TileKind(
@@ -367,9 +525,15 @@ KINDS: tuple[TileKind, ...] = (
     TileKind(
         PREDICTIVE_NEIGHBOURS, "q", "the valid pixels through the local predictor, turned by 180 degrees, with "
         "the tiles below and to the right as context",
-        formats=(1, 2, 3), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=(1, 2, 3, 4), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_predictive_neighbours, pop=_pop_predictive_neighbours,
     ),
+    *(TileKind(
+        f"bitsback-iw{samples}", code, f"importance-weighted (Monte-Carlo) bits-back with {samples} posterior samples "
+        "per tile: one chosen in proportion to its weight p(x, z) / q(z given x), the others pushed back",
+        formats=(4,), written=True, single=False, uses_model=True, needs_bits=True,
+        push=_push_importance(samples), pop=_pop_importance(samples),
+    ) for samples, code in zip(SAMPLE_COUNTS, "ijkl")),
 )
 BY_NAME: dict[str, TileKind] = {kind.name: kind for kind in KINDS}
 BY_CODE: dict[str, TileKind] = {kind.code: kind for kind in KINDS}

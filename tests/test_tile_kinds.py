@@ -52,10 +52,11 @@ def test_the_registry_is_consistent():
     assert bitsback.KINDS == tuple(kind.name for kind in tilekinds.KINDS)
     for kind in tilekinds.KINDS:
         assert set(kind.formats) <= set(container.READABLE_VERSIONS) and kind.formats
-        # what the encoder writes today, files of today's format may hold
-        assert not kind.written or container.VERSION in kind.formats
+        # what the encoder writes today, files of today's formats may hold
+        assert not kind.written or {container.VERSION, container.IMPORTANCE_VERSION} & set(kind.formats)
         assert "|" not in kind.summary and "\n" not in kind.summary
-    assert [k for k in tilekinds.KINDS if k.needs_bits] == [tilekinds.BY_NAME[bitsback.BITSBACK]]
+    assert [k.name for k in tilekinds.KINDS if k.needs_bits] == [bitsback.BITSBACK] + [
+        tilekinds.importance_kind(samples) for samples in tilekinds.SAMPLE_COUNTS]
     assert all(tilekinds.BY_NAME[name].written for name in bitsback.WITHOUT_BITS)
 
 
@@ -77,13 +78,14 @@ def test_every_kind_pops_what_it_pushed_and_leaves_the_stack_as_it_was(kind):
     batch = tiles[:1] if kind.single else tiles
     start = 0
     stack = Stack()
-    initial = np.random.default_rng(4).integers(0, 2**16, size=64)
-    stack.push_uniform(initial, 2**16)  # bits for bits-back to pop; the others just code on top
+    # bits for bits-back to pop (importance-weighted batches pop up to 16 samples a tile); the others code on top
+    initial = np.random.default_rng(4).integers(0, 2**16, size=2048)
+    stack.push_uniform(initial, 2**16)
     before = stack.words().copy()
     encoder = tilekinds.Stream(len(tiles), lambda k: tiles[k].pixels, model)
     ideal = kind.push(stack, batch, start, encoder)
     assert ideal is not None and ideal.shape == (len(batch),) and np.all(np.isfinite(ideal))
-    assert stack.num_valid_bits() > 16 * 64 - 64
+    assert stack.num_valid_bits() > 16 * len(initial) - 64
     # The decoder has every tile but the batch's own: those after it in the stream are decoded first.
     inside = range(start, start + len(batch))
     decoder = tilekinds.Stream(len(tiles), lambda k: None if k in inside else tiles[k].pixels, model)

@@ -31,6 +31,7 @@ def compress_images(
     predictor: bool = True,
     classical: bool = True,
     format_version: int | None = None,
+    samples: int = 1,
 ) -> CompressResult:
     """images: a sequence of (name, PIL image). Chains bits-back across all the model-coded ones in one stream.
 
@@ -40,12 +41,15 @@ def compress_images(
     smaller path, so that a file is never much larger than the best classical coding (False: the model codes
     every image, as before format 3).
     format_version: None for the newest format (3); 2 for the format before it, which readers older than
-    format 3 read (the model codes every image)."""
+    format 3 read (the model codes every image).
+    samples: posterior samples per tile; above 1 (2, 4, 8 or 16), importance-weighted (Monte-Carlo) bits-back:
+    the K-sample importance-weighted bound instead of the ELBO, for K times the model's work each way
+    (format 4, which readers of format 3 refuse)."""
     from vaezip.archive import encode_archive
 
     return encode_archive(
         images, model, tile=tile, max_batch=max_batch, device=device, progress=progress, predictor=predictor,
-        classical=classical, format_version=format_version,
+        classical=classical, format_version=format_version, samples=samples,
     )
 
 

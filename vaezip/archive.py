@@ -93,7 +93,7 @@ class _ModelCoding:
 
 
 def encode_archive(images, model, *, tile, max_batch, device, progress, predictor=True, classical=True,
-                   format_version=None) -> CompressResult:
+                   format_version=None, samples=1) -> CompressResult:
     started = time.perf_counter()
     split = []
     for name, image in images:
@@ -106,6 +106,10 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
     if format_version not in (None, 2, container.VERSION):
         raise ValueError(f"format_version must be 2 or {container.VERSION}, not {format_version}")
     legacy = format_version == 2  # the JSON header of formats 1 and 2, every image through the model
+    if samples != 1:
+        if legacy:
+            raise ValueError("importance-weighted coding (samples > 1) needs format 4, not format 2")
+        tilekinds.importance_kind(samples)  # one of the sample counts a kind exists for (CodingError if not)
     classical = classical and not legacy
     check_file_pixels(sum(item.planes.width * item.planes.height for item in split), ImageError)
     if model is None:
@@ -127,6 +131,9 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
         raise ImageError(f"{tiles_needed} tiles, more than {MAX_TILES} in one file: use a larger --tile")
     target = _resolve_device(device)
     coder_model = TorchLatentModel(loaded.model, target)  # integer-exact
+    if samples != 1 and loaded.model.config.pixel_context:
+        raise ImageError(f"--samples {samples}: {loaded.name} has a pixel-context head; importance-weighted "
+                         "coding needs a model without one")
     tiles_of = {k: split_tiles(item.planes.model_plane, tile, stride) for k, item in enumerate(split)
                 if item.planes.model_plane is not None and tiles_needed <= MAX_TILES}
     estimates_of = None
@@ -140,7 +147,7 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
 
     def code(indices: list[int]) -> _ModelCoding:
         return _encode_model(split, indices, coder_model, tiles_of, estimates_of if predictor else None, tile,
-                             max_batch, progress, legacy)
+                             max_batch, progress, legacy, samples)
 
     if legacy or not classical:
         everything = code(everyone) if tiles_needed <= MAX_TILES else None
@@ -160,7 +167,7 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
     files = [(_write(split, None, classical_entries, loaded, False), None)]
     if everything is not None:
         # A float model's files (format 1) hold model-coded images only: it codes all or none.
-        mixable = everything.version == container.VERSION
+        mixable = everything.version in (container.VERSION, container.IMPORTANCE_VERSION)
         if mixable or len(included) == len(split):
             files.append((_write(split, everything, classical_entries, loaded, False), everything))
         cheaper = [k for k in included if everything.payload_bytes(k) < len(classical_entries[k].data)]
@@ -198,9 +205,17 @@ def _model_estimate(tiles, estimates: list[float], budget: float) -> tuple[float
 
 def _encode_model(split: list[_Image], indices: list[int], coder_model, tiles_of: dict[int, list],
                   estimates_of: dict[int, list[float]] | None, tile: int, max_batch: int, progress,
-                  legacy: bool) -> _ModelCoding:
-    """The model path over split[k] for k in `indices`: their planes and tiles in one bits-back stack."""
+                  legacy: bool, samples: int = 1) -> _ModelCoding:
+    """The model path over split[k] for k in `indices`: their planes and tiles in one bits-back stack;
+    `samples` > 1: importance-weighted bits-back (format 4), batches of at most max_batch // samples tiles, so
+    that a batch's passes hold no more rows than plain bits-back's."""
     version = (2 if legacy else container.VERSION) if coder_model.integer else FLOAT_VERSION
+    bitsback_kind = tilekinds.BITSBACK
+    if samples != 1:
+        if not coder_model.integer:
+            raise ValueError("importance-weighted coding needs the integer-exact coder")
+        version, bitsback_kind = container.IMPORTANCE_VERSION, tilekinds.importance_kind(samples)
+        max_batch = max(1, max_batch // samples)
 
     stack = Stack()
     side_bits: dict[int, tuple[float, float]] = {}  # (payload bits, ideal bits) of each image's side planes
@@ -233,7 +248,8 @@ def _encode_model(split: list[_Image], indices: list[int], coder_model, tiles_of
     estimates = None if estimates_of is None else [e for k in indices for e in estimates_of.get(k, [])]
     with deterministic_kernels(pin_threads=not coder_model.integer):
         schedule, stats = bitsback.encode_tiles(
-            stack, tiles, coder_model, GRID, max_batch, on_batch=progress, model_bits=estimates
+            stack, tiles, coder_model, GRID, max_batch, on_batch=progress, model_bits=estimates,
+            bitsback_kind=bitsback_kind,
         )
         # The bound is the coder's model's negative ELBO: a bits-back tile's comes from the pass that coded it;
         # a tile coded by the model without bits-back (the first ones) gets the (integer) model's own. A tile
@@ -250,7 +266,7 @@ def _encode_model(split: list[_Image], indices: list[int], coder_model, tiles_of
     ]
     # Format 3 files are integer-exact: where and with what they were made changes no bit, and the header
     # stays small. The JSON formats keep recording it (format 1 decodes only on the kind of machine named).
-    extra = {} if version == container.VERSION else {
+    extra = {} if version in (container.VERSION, container.IMPORTANCE_VERSION) else {
         "device": coder_model.device.type, "torch": str(torch.__version__), "vaezip": __version__}
     settings = CoderSettings(GRID.step, GRID.bound, tile, max_batch, tuple(schedule), constriction_version(), extra)
 

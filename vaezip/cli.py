@@ -21,6 +21,10 @@ from rich.table import Table
 from vaezip import __version__
 from vaezip.files import Terminated, shown  # light: no torch, numpy or Pillow
 
+# --samples: codec.tilekinds.SAMPLE_COUNTS, repeated here so that the CLI imports no numpy before it needs to
+# (tests/test_importance.py holds the two equal)
+IMPORTANCE_SAMPLES = (2, 4, 8, 16)
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -847,7 +851,7 @@ def _decompress_here(data: bytes, model: str | None, device: str):
     return images, started
 
 
-def _compress_here(images, model: str | None, loaded: list, tile, device: str, checking: bool):
+def _compress_here(images, model: str | None, loaded: list, tile, device: str, checking: bool, samples: int = 1):
     """One file compressed in this process, with a progress bar: (result, seconds verifying or None)."""
     from vaezip.api import compress_images, load_model
 
@@ -857,7 +861,7 @@ def _compress_here(images, model: str | None, loaded: list, tile, device: str, c
     with _progress("compress") as bar:
         task = bar.add_task("compress", total=None)
         result = compress_images(
-            images, chosen, tile=tile, device=device,
+            images, chosen, tile=tile, device=device, samples=samples,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     return result, (_verify(result.data, images, chosen, device) if checking else None)
@@ -908,6 +912,10 @@ def compress(
                                  "one summary line for several files, one line for an archive)"),
     jobs_at_once: int = typer.Option(1, "--jobs", "-j", help="code this many files at once, each in a worker "
                                      "process (0: one per core); the files are byte for byte those of -j 1"),
+    samples: int = typer.Option(1, "--samples", "-k", help="posterior samples per tile: 2, 4, 8 or 16 code with "
+                                "importance-weighted (Monte-Carlo) bits-back, paying the K-sample bound instead of "
+                                "the ELBO for K times the model's work each way (format 4: vaezip before it cannot "
+                                "read such files)"),
 ):
     """Compress images to .vz (one file each, or one archive with -o)."""
     from vaezip.files import InputError, read_input, signals_as_exceptions
@@ -916,6 +924,8 @@ def compress(
         _check_tile(tile)
         if jobs_at_once < 0:
             raise UsageFailure(f"--jobs must be 0 (one per core) or more, not {jobs_at_once}")
+        if samples not in (1, *IMPORTANCE_SAMPLES):
+            raise UsageFailure(f"--samples must be 1, {', '.join(map(str, IMPORTANCE_SAMPLES))}, not {samples}")
         if output is None and inputs == ["-"]:
             output = "-"
         if output == "-":
@@ -952,7 +962,7 @@ def compress(
 
         def submit(index: int):
             images, read = read_images(*jobs[index])
-            return images, read, workers.compress(images, dict(tile=tile, device=device), checking)
+            return images, read, workers.compress(images, dict(tile=tile, device=device, samples=samples), checking)
 
         ahead = _ReadAhead(workers, len(jobs), submit)
         loaded = []  # the model, loaded once for every file (and for the verifying decode)
@@ -972,7 +982,7 @@ def compress(
                         verified = seconds
                     else:
                         images, read = read_images(paths, target)
-                        result, verified = _compress_here(images, model, loaded, tile, device, checking)
+                        result, verified = _compress_here(images, model, loaded, tile, device, checking, samples)
                     _write_output(target, result.data, force, derived=output is None)
                     if verified is not None and target != "-" and Path(target).read_bytes() != result.data:
                         raise Failure(f"{target} reads back different from what was written and verified (disk "

@@ -1,0 +1,41 @@
+"""Transcendental functions computed the same on every machine, for numbers that decide what the coder does.
+
+libm's exp and log (and numpy's SIMD versions) may differ in the last bit between machines and library
+versions; anything that reaches the entropy coder must not. These use only +, -, *, /, floor, frexp and
+ldexp (each correctly rounded by IEEE-754, hence the same bits everywhere) and fixed series. The integer
+network's lookup tables (vaezip/model/integer.py) and importance-weighted bits-back's sample weights
+(codec/tilekinds.py) are built from them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def deterministic_exp(x: np.ndarray) -> np.ndarray:
+    """exp(x) in float64 from +, -, *, floor and ldexp only (|relative error| < 1e-15), so the same bits on
+    every IEEE-754 machine: libm's exp (and numpy's SIMD exp) may differ in the last bit between machines."""
+    x = np.asarray(x, dtype=np.float64)
+    ln2_hi, ln2_lo = 6.93147180369123816490e-01, 1.90821492927058770002e-10  # Cody-Waite split of ln 2
+    n = np.floor(x * 1.4426950408889634 + 0.5)
+    r = (x - n * ln2_hi) - n * ln2_lo  # |r| <= ~0.35
+    term = np.ones_like(r)
+    total = np.ones_like(r)
+    for k in range(1, 20):  # Taylor series: the 19th term is below 1e-25
+        term = term * r / float(k)
+        total = total + term
+    return np.ldexp(total, n.astype(np.int64))
+
+
+def deterministic_log2(y: np.ndarray) -> np.ndarray:
+    """log2(y) for y > 0 from frexp, +, -, *, / only (the atanh series of the mantissa)."""
+    mantissa, exponent = np.frexp(np.asarray(y, dtype=np.float64))  # y = m * 2**e, m in [0.5, 1)
+    small = mantissa < 0.7071067811865476
+    mantissa = np.where(small, mantissa * 2.0, mantissa)  # m in [0.707, 1.414)
+    exponent = exponent - small.astype(np.int64)
+    s = (mantissa - 1.0) / (mantissa + 1.0)  # |s| < 0.172
+    s2 = s * s
+    total = np.zeros_like(s)
+    for k in reversed(range(25)):  # 2 * sum s**(2k+1) / (2k+1) = ln m
+        total = total * s2 + 1.0 / float(2 * k + 1)
+    return exponent + 2.0 * s * total * 1.4426950408889634
