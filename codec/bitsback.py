@@ -150,7 +150,7 @@ def encode_tiles(
             kind = bitsback_kind
             n, ideal, halved = _try_bitsback(stack, tiles, done, n, stream, kind)
             if ideal is None and kind != BITSBACK:
-                # Too few bits for K samples of even one tile (a stream's start): plain bits-back pops a K-th.
+                # Too few bits for K samples of even one tile (a stream's start): plain bits-back, one sample.
                 kind = BITSBACK
                 n, ideal, halved = _try_bitsback(stack, tiles, done, 1, stream, kind)
             if ideal is None:
@@ -210,9 +210,10 @@ def _try_bitsback(
     stack dry (each failed try is undone on a clone). (tiles pushed, their ideal bits or None if not even one
     tile could pop, whether the batch was halved)."""
     ideal, halved = None, False
-    push = tilekinds.by_name(kind).push
-    if not tilekinds.BY_NAME[kind].needs_bits:
+    tile_kind = tilekinds.by_name(kind)
+    if not tile_kind.needs_bits:
         raise CodingError(f"{kind} is not a kind that pops latents")
+    push = tile_kind.push
     while stack.num_valid_bits() >= stream.margin_bits:  # with fewer bits there is nothing to pop
         snapshot = stack.clone()
         ideal = push(stack, tiles[start : start + n], start, stream)

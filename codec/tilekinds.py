@@ -1,7 +1,7 @@
 """Tile kinds: the ways one batch of tiles is coded on the stack, each declared once here, craystack style.
 
 A schedule (codec/bitsback.py) is a list of batches (kind, n_tiles). Each kind is one `TileKind`: its name in a
-schedule, its one-letter code in a file's header (format 1 and 2's JSON string, format 3's byte), a one-line
+schedule, its one-letter code in a file's header (format 1 and 2's JSON string, format 3 and 4's byte), a one-line
 summary, the format versions whose files may hold it, and one (push, pop) pair:
 
     push(stack, tiles, start, stream) -> ideal bits per tile (B,), or None
@@ -9,8 +9,8 @@ summary, the format versions whose files may hold it, and one (push, pop) pair:
 
 `start` is the batch's first tile in the stream, `stream` what else a kind may need (the model, the latent
 grid, the stream's other tiles: `Stream`). pop undoes push exactly: the decoder pops the batches last first,
-so every batch after this one is decoded when it pops. Only bits-back pops before it pushes; its push returns
-None when those pops ran the stack dry (the caller then restores its clone of the stack).
+so every batch after this one is decoded when it pops. Only bits-back (plain or importance-weighted) pops
+before it pushes; its push returns None when those pops ran the stack dry (the caller then restores its clone of the stack).
 
 The header's checks (codec/header.py), the decoder's dispatch (bitsback.decode_tiles) and the table of tile
 kinds in docs/FORMAT.md follow `KINDS` (tests/test_tile_kinds.py holds the docs to it). Adding a kind is a
@@ -56,7 +56,7 @@ PopFn = Callable[[Stack, Sequence[TileSpec], int, Stream], np.ndarray]
 @dataclass(frozen=True)
 class TileKind:
     name: str  # in a schedule, (name, n_tiles)
-    code: str  # one ASCII letter: the kind in a header (formats 1, 2: a JSON string; format 3: its byte)
+    code: str  # one ASCII letter: the kind in a header (formats 1, 2: a JSON string; formats 3, 4: its byte)
     summary: str  # one line: docs/FORMAT.md's table of tile kinds says exactly this
     formats: tuple[int, ...]  # the format versions whose files may hold it
     written: bool  # the encoder writes it today; else only files of earlier versions hold it (read only)
@@ -65,6 +65,7 @@ class TileKind:
     needs_bits: bool  # pops before it pushes: needs bits on the stack (a genuine stream holds margin_bits)
     push: PushFn
     pop: PopFn
+    samples: int = 1  # model rows per tile (importance-weighted bits-back: its K)
 
 
 # ---------------------------------------------------------------------------------------------- direct
@@ -289,6 +290,8 @@ def _push_importance(samples: int) -> PushFn:
             ks.append(k)
             posteriors.append((p.post_mean, p.post_std))
             priors.append((p.prior_mean, p.prior_std))
+        if stack.num_valid_bits() < stream.margin_bits:  # popping j below only takes more: spare the tables
+            return None
         steps = pixel_steps(batch, every, np.repeat(mask, samples, axis=0))
         log_weights = _log_weights(steps, ks, posteriors, priors, grid, b, samples)
         chosen = stack.pop_categorical(_index_tables(log_weights)).astype(np.int64)  # (B,)
@@ -532,7 +535,7 @@ KINDS: tuple[TileKind, ...] = (
         f"bitsback-iw{samples}", code, f"importance-weighted (Monte-Carlo) bits-back with {samples} posterior samples "
         "per tile: one chosen in proportion to its weight p(x, z) / q(z given x), the others pushed back",
         formats=(4,), written=True, single=False, uses_model=True, needs_bits=True,
-        push=_push_importance(samples), pop=_pop_importance(samples),
+        push=_push_importance(samples), pop=_pop_importance(samples), samples=samples,
     ) for samples, code in zip(SAMPLE_COUNTS, "ijkl")),
 )
 BY_NAME: dict[str, TileKind] = {kind.name: kind for kind in KINDS}

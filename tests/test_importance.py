@@ -12,7 +12,7 @@ from PIL import Image
 
 from codec import container, tilekinds
 from vaezip import cli
-from vaezip.api import compress_images, load_model, read_header
+from vaezip.api import compress_images, file_info, load_model, read_header
 
 
 def _image(seed: int, height: int = 36, width: int = 40) -> np.ndarray:
@@ -38,9 +38,11 @@ def test_an_archive_decodes_exactly_in_a_fresh_process_under_other_kernels(tmp_p
     kinds = {kind for kind, _ in header.coder.schedule}
     assert tilekinds.importance_kind(samples) in kinds
     assert header.coder.max_batch == 16 // samples  # the B * K rows of a batch: no more than plain bits-back's
+    assert "importance-weighted" in file_info(result.data).inference
     (tmp_path / "two.vz").write_bytes(result.data)
     done = run_cli("decompress", tmp_path / "two.vz", "--dir", tmp_path / "out", "-m", tiny_weights[3],
-                   env={"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "AVX2", "OMP_NUM_THREADS": "1"})
+                   env={"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "AVX2", "OMP_NUM_THREADS": "1",
+                        "NUMBA_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr.decode()
     for i, original in enumerate(pixels):
         assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / f"{i}.png")), original)
@@ -51,6 +53,18 @@ def test_one_sample_writes_format_3_as_before(tiny_weights):
                              device="cpu", predictor=False, classical=False)
     assert result.format_version == container.VERSION == 3
     assert tilekinds.BITSBACK in {kind for kind, _ in read_header(result.data).coder.schedule}
+
+
+def test_a_file_without_an_importance_weighted_batch_stays_format_3(tiny_weights):
+    """One tile: nothing on the stack to pop K samples with, so no importance-weighted batch is coded and
+    nothing of format 4 is in the file."""
+    loaded = load_model(tiny_weights[3])
+    result = compress_images([("a.png", Image.fromarray(_image(5, 16, 16), "RGB"))], loaded, tile=16,
+                             device="cpu", predictor=False, classical=False, samples=8)
+    assert result.format_version == 3
+    assert not any(kind.startswith("bitsback-iw") for kind, _ in read_header(result.data).coder.schedule)
+    with pytest.raises(ValueError, match="format 4"):
+        compress_images([("a.png", Image.fromarray(_image(5), "RGB"))], loaded, samples=2, format_version=3)
 
 
 def test_the_cli_compresses_with_samples_and_refuses_what_it_cannot(tmp_path, tiny_weights, context_weights):
@@ -69,3 +83,18 @@ def test_the_cli_compresses_with_samples_and_refuses_what_it_cannot(tmp_path, ti
                    context_weights[3], "--tile", "16")
     assert done.returncode != 0 and b"pixel-context head" in done.stderr
     assert len(done.stderr.decode().strip().splitlines()) == 1 and not (tmp_path / "c.vz").exists()
+
+
+def test_the_decoder_refuses_importance_weighted_batches_beyond_its_pixel_limit(tiny_weights):
+    """Four 64x64 tiles with 16 samples each are 2**18 pixels of model rows in one pass (plain batches are held
+    to 2**16): refused before the model runs, as a batch too large is."""
+    from codec.errors import LimitError
+    from codec.header import CoderSettings, Header, ImageEntry
+    from vaezip.api import decompress_images
+
+    loaded = load_model(tiny_weights[3])
+    coder = CoderSettings(2.0**-8, 16.0, 64, 4, ((tilekinds.importance_kind(16), 4),), "0.5.0", {})
+    header = Header(loaded.name, loaded.sha256[:16], coder, (ImageEntry("a.png", "RGB", 256, 64),), "0" * 16)
+    data = container.write(header, np.ones(100, np.uint32), container.IMPORTANCE_VERSION)
+    with pytest.raises(LimitError, match="16 samples each"):
+        decompress_images(data, loaded, device="cpu")

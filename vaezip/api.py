@@ -123,6 +123,7 @@ INFERENCE = {
     1: "float inference: decodes on the kind of machine that made it",
     2: "integer-exact inference: decodes on any machine",
     3: "integer-exact inference and classical codings: decodes on any machine",
+    4: "integer-exact inference with importance-weighted bits-back, and classical codings: decodes on any machine",
 }
 
 

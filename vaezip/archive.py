@@ -107,8 +107,8 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
         raise ValueError(f"format_version must be 2 or {container.VERSION}, not {format_version}")
     legacy = format_version == 2  # the JSON header of formats 1 and 2, every image through the model
     if samples != 1:
-        if legacy:
-            raise ValueError("importance-weighted coding (samples > 1) needs format 4, not format 2")
+        if format_version is not None:
+            raise ValueError(f"importance-weighted coding (samples > 1) writes format 4, not {format_version}")
         tilekinds.importance_kind(samples)  # one of the sample counts a kind exists for (CodingError if not)
     classical = classical and not legacy
     check_file_pixels(sum(item.planes.width * item.planes.height for item in split), ImageError)
@@ -207,14 +207,13 @@ def _encode_model(split: list[_Image], indices: list[int], coder_model, tiles_of
                   estimates_of: dict[int, list[float]] | None, tile: int, max_batch: int, progress,
                   legacy: bool, samples: int = 1) -> _ModelCoding:
     """The model path over split[k] for k in `indices`: their planes and tiles in one bits-back stack;
-    `samples` > 1: importance-weighted bits-back (format 4), batches of at most max_batch // samples tiles, so
-    that a batch's passes hold no more rows than plain bits-back's."""
+    `samples` > 1: importance-weighted bits-back (format 4 where a batch is coded so), batches of at most
+    max(1, max_batch // samples) tiles, so that a batch's passes hold no more rows than plain bits-back's
+    (but for a single tile)."""
     version = (2 if legacy else container.VERSION) if coder_model.integer else FLOAT_VERSION
     bitsback_kind = tilekinds.BITSBACK
     if samples != 1:
-        if not coder_model.integer:
-            raise ValueError("importance-weighted coding needs the integer-exact coder")
-        version, bitsback_kind = container.IMPORTANCE_VERSION, tilekinds.importance_kind(samples)
+        bitsback_kind = tilekinds.importance_kind(samples)
         max_batch = max(1, max_batch // samples)
 
     stack = Stack()
@@ -251,7 +250,10 @@ def _encode_model(split: list[_Image], indices: list[int], coder_model, tiles_of
             stack, tiles, coder_model, GRID, max_batch, on_batch=progress, model_bits=estimates,
             bitsback_kind=bitsback_kind,
         )
-        # The bound is the coder's model's negative ELBO: a bits-back tile's comes from the pass that coded it;
+        if any(kind == bitsback_kind != tilekinds.BITSBACK for kind, _ in schedule):
+            version = container.IMPORTANCE_VERSION  # else nothing of format 4 is in the file: it stays 3
+        # The bound is what the coder's model pays: a bits-back tile's negative ELBO (an importance-weighted
+        # tile's K-sample bound) comes from the pass that coded it;
         # a tile coded by the model without bits-back (the first ones) gets the (integer) model's own. A tile
         # the model did not code (predictor, whitened bytes) reports the estimate that chose its kind (the
         # float network, within ~0.1 % of the integer model): pricing it again would cost the encoder a
@@ -417,10 +419,14 @@ def _decode_model(version: int, header: Header, words: np.ndarray, model, device
     specs = LazyTileSpecs(channels, sizes, tile, stride)  # nothing per tile is built before it is decoded
     counts = [_count_tiles(e.height, e.width, tile) if uses else 0 for e, uses in zip(entries, planes_of)]
     batch_start = 0
-    for _, n in header.coder.schedule:
+    for kind, n in header.coder.schedule:
         _, th, tw = specs[batch_start].shape
         if n * th * tw > MAX_BATCH_PIXELS:
             raise LimitError(f"a batch of {n} tiles of {th}x{tw} is more than vaezip's limit of {MAX_BATCH_PIXELS} pixels")
+        rows = n * tilekinds.BY_NAME[kind].samples  # an importance-weighted batch runs the model on K rows a tile
+        if n > 1 and rows * th * tw > MAX_BATCH_PIXELS:
+            raise LimitError(f"a batch of {n} tiles of {th}x{tw} with {rows // n} samples each is more than vaezip's "
+                             f"limit of {MAX_BATCH_PIXELS} pixels")
         batch_start += n
     stack = Stack.from_words(words)
 

@@ -912,7 +912,7 @@ def compress(
                                  "one summary line for several files, one line for an archive)"),
     jobs_at_once: int = typer.Option(1, "--jobs", "-j", help="code this many files at once, each in a worker "
                                      "process (0: one per core); the files are byte for byte those of -j 1"),
-    samples: int = typer.Option(1, "--samples", "-k", help="posterior samples per tile: 2, 4, 8 or 16 code with "
+    samples: int = typer.Option(1, "--samples", help="posterior samples per tile: 2, 4, 8 or 16 code with "
                                 "importance-weighted (Monte-Carlo) bits-back, paying the K-sample bound instead of "
                                 "the ELBO for K times the model's work each way (format 4: vaezip before it cannot "
                                 "read such files)"),

@@ -14,6 +14,7 @@ integers, slower.
 
 from __future__ import annotations
 
+import threading
 import warnings
 
 import numpy as np
@@ -167,6 +168,19 @@ def _compiled(cache: bool) -> dict:
     return functions
 
 
+_PARALLEL_CALL = threading.Lock()
+
+
+def _one_at_a_time(function):
+    """A parallel kernel callable from several Python threads: numba's fallback threading layer (workqueue,
+    where neither OpenMP nor TBB loads) aborts the process on concurrent parallel calls."""
+    def call(*arguments):
+        with _PARALLEL_CALL:
+            return function(*arguments)
+
+    return call
+
+
 frequencies_to_probabilities = masses = first_edge_above = table_lookup = None
 if AVAILABLE:
     try:
@@ -176,10 +190,10 @@ if AVAILABLE:
             _functions = _compiled(cache=True)
         except RuntimeError:
             _functions = _compiled(cache=False)
-        frequencies_to_probabilities = _functions["_frequencies_to_probabilities"]
+        frequencies_to_probabilities = _one_at_a_time(_functions["_frequencies_to_probabilities"])
         masses = _functions["_masses"]
         first_edge_above = _functions["_first_edge_above"]  # for tests
-        table_lookup = _functions["_table_lookup"]
+        table_lookup = _one_at_a_time(_functions["_table_lookup"])
     except Exception:  # noqa: BLE001 - any failure of numba leaves the torch form, the same integers
         globals().update(_PYTHON_FORMS)
         AVAILABLE = False
