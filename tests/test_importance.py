@@ -41,8 +41,7 @@ def test_an_archive_decodes_exactly_in_a_fresh_process_under_other_kernels(tmp_p
     assert "importance-weighted" in file_info(result.data).inference
     (tmp_path / "two.vz").write_bytes(result.data)
     done = run_cli("decompress", tmp_path / "two.vz", "--dir", tmp_path / "out", "-m", tiny_weights[3],
-                   env={"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "AVX2", "OMP_NUM_THREADS": "1",
-                        "NUMBA_NUM_THREADS": "1"})
+                   env={"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "AVX2", "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr.decode()
     for i, original in enumerate(pixels):
         assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / f"{i}.png")), original)

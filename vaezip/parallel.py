@@ -22,7 +22,6 @@ def _start_worker(model_spec: str | None, threads: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
     # Read by torch when (if) it is imported: a file coded classically needs no torch, and no model.
     os.environ["OMP_NUM_THREADS"] = str(threads)
-    os.environ["NUMBA_NUM_THREADS"] = str(threads)  # the compiled table kernels, likewise
     _WORKER["spec"] = model_spec
 
 

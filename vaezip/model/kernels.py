@@ -14,24 +14,16 @@ integers, slower.
 
 from __future__ import annotations
 
-import threading
 import warnings
 
 import numpy as np
 
 try:  # numba is a dependency, but the coder must not break where it cannot be installed
     import numba
-    from numba import prange
 except ImportError:  # pragma: no cover - exercised only where numba is missing
     numba = None
-    prange = range
 
 AVAILABLE = numba is not None
-
-
-# Rows per task of the parallel loop: large enough that a task's start (its scratch arrays) costs nothing next
-# to its rows (~5 us each), small enough that two threads finish together on a tile's 1,024.
-ROWS_PER_TASK = 256
 
 
 def _frequencies_to_probabilities(weights, mean, inv, edges, sigmoid, first_q, zero_through, full_from,
@@ -43,16 +35,14 @@ def _frequencies_to_probabilities(weights, mean, inv, edges, sigmoid, first_q, z
     2**-inv_scale_bits units); edges: the 255 inner bin edges in fixed point; sigmoid: the CDF table (int32),
     index q - first_q; zero_through / full_from: its last 0 index and first full index.
 
-    Rows are independent, so the compiled form spreads tasks of ROWS_PER_TASK rows over the cores (numba's
-    prange): every row's integers are the same whichever thread computes it."""
-    n = weights.shape[0]
-    for task in prange((n + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
-        mass = np.empty((1, 256), np.int64)
-        # int32 frequencies (< 2**24): their conversion to float32 is exact and vectorizes on every x86-64.
-        frequency = np.empty(256, np.int32)
-        for i in range(task * ROWS_PER_TASK, min(n, (task + 1) * ROWS_PER_TASK)):
-            _row_probabilities(weights, mean, inv, edges, sigmoid, first_q, zero_through, full_from,
-                               inv_scale_bits, cdf_bits, probability_bits, i, mass, frequency, out)
+    One thread: numba's parallel threading layers (OpenMP beside torch's, TBB, workqueue) are known to hang
+    processes at exit or in subprocesses, which a compressor cannot risk for a ~1.7x on this part."""
+    mass = np.empty((1, 256), np.int64)
+    # int32 frequencies (< 2**24): their conversion to float32 is exact and vectorizes on every x86-64.
+    frequency = np.empty(256, np.int32)
+    for i in range(weights.shape[0]):
+        _row_probabilities(weights, mean, inv, edges, sigmoid, first_q, zero_through, full_from,
+                           inv_scale_bits, cdf_bits, probability_bits, i, mass, frequency, out)
 
 
 def _row_probabilities(weights, mean, inv, edges, sigmoid, first_q, zero_through, full_from, inv_scale_bits,
@@ -144,7 +134,7 @@ def _table_lookup(q, first_q, values, identity_above, output_per_input, out):
     of the torch form's five (shift, clamp, convert, gather, select); the same exact operations (integer
     differences and comparisons, a truncation of a non-negative integer, a product by a power of two)."""
     last = values.shape[0] - 1
-    for i in prange(q.shape[0]):
+    for i in range(q.shape[0]):
         index = q[i] - first_q
         if identity_above and index > last:
             out[i] = q[i] * output_per_input
@@ -155,30 +145,15 @@ def _table_lookup(q, first_q, values, identity_above, output_per_input, out):
 _PYTHON_FORMS = {function.__name__: function for function in (
     _index, _guess, _first_edge_above, _row_masses, _row_probabilities, _frequencies_to_probabilities, _masses,
     _table_lookup)}
-_PARALLEL = {"_frequencies_to_probabilities", "_table_lookup"}
 
 
 def _compiled(cache: bool) -> dict:
     """numba versions of the functions above, bound in this module's globals too: a compiled function calls
     the others through them (looked up when it compiles, at its first call)."""
-    options = dict(cache=cache, nogil=True, fastmath=False, error_model="numpy")
-    functions = {name: numba.njit(parallel=name in _PARALLEL, **options)(function)
-                 for name, function in _PYTHON_FORMS.items()}
+    compile_ = numba.njit(cache=cache, nogil=True, fastmath=False, error_model="numpy")
+    functions = {name: compile_(function) for name, function in _PYTHON_FORMS.items()}
     globals().update(functions)
     return functions
-
-
-_PARALLEL_CALL = threading.Lock()
-
-
-def _one_at_a_time(function):
-    """A parallel kernel callable from several Python threads: numba's fallback threading layer (workqueue,
-    where neither OpenMP nor TBB loads) aborts the process on concurrent parallel calls."""
-    def call(*arguments):
-        with _PARALLEL_CALL:
-            return function(*arguments)
-
-    return call
 
 
 frequencies_to_probabilities = masses = first_edge_above = table_lookup = None
@@ -190,10 +165,10 @@ if AVAILABLE:
             _functions = _compiled(cache=True)
         except RuntimeError:
             _functions = _compiled(cache=False)
-        frequencies_to_probabilities = _one_at_a_time(_functions["_frequencies_to_probabilities"])
+        frequencies_to_probabilities = _functions["_frequencies_to_probabilities"]
         masses = _functions["_masses"]
         first_edge_above = _functions["_first_edge_above"]  # for tests
-        table_lookup = _one_at_a_time(_functions["_table_lookup"])
+        table_lookup = _functions["_table_lookup"]
     except Exception:  # noqa: BLE001 - any failure of numba leaves the torch form, the same integers
         globals().update(_PYTHON_FORMS)
         AVAILABLE = False
