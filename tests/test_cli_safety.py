@@ -265,12 +265,18 @@ app(sys.argv[2:], prog_name="vaezip")
 """
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_stuck_write(tmp_path: Path, work: Path, *args) -> subprocess.Popen:
     driver, marker = tmp_path / "driver.py", tmp_path / "written.marker"
     driver.write_text(DRIVER)
     marker.unlink(missing_ok=True)
+    # Started as from a shell, with Ctrl-C at its default: a test worker may run with SIGINT ignored, which a
+    # child inherits (and rightly keeps: nohup).
     process = subprocess.Popen([sys.executable, str(driver), str(marker), *map(str, args)], cwd=work,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_default_sigint)
     guard = time.monotonic() + HANG_GUARD_S
     while not marker.exists():
         if process.poll() is not None:

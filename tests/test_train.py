@@ -245,7 +245,9 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path, png_folder):
     run = tmp_path / "run"
     command = [sys.executable, "-m", "vaezip", "train", str(png_folder), "--preset", "tiny", "--out", str(run),
                "--steps", "100000", "--threads", "1", *TINY_CLI]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # As from a shell, with Ctrl-C at its default (a test worker may run with SIGINT ignored; a child keeps that)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         for line in process.stdout:  # the plain reporter logs the first step at once
             if line.startswith("step 1"):
