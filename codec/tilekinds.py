@@ -267,12 +267,16 @@ def _importance_bits(log_weights: np.ndarray) -> np.ndarray:
 
 
 def _importance_pass(model: LatentModel, pixels: np.ndarray, samples: int):
-    """A pass over every tile repeated `samples` times: (pass, pixels, mask) of the B * K rows."""
+    """A pass over every tile repeated `samples` times: (pass, pixels) of the B * K rows."""
     every = np.repeat(pixels, samples, axis=0)  # (B * K, C, H, W): sample k of tile t at t * K + k
-    batch = model.begin(every.shape, every)
+    return _without_phases(model.begin(every.shape, every)), every
+
+
+def _without_phases(batch: ModelPass) -> ModelPass:
+    """The pass, refused if it codes pixels in phases: pixel_steps (a pass's pixels at once) cannot."""
     if getattr(batch, "pixel_phases", None) is not None:
         raise CodingError("importance-weighted bits-back needs a model without a pixel-context head")
-    return batch, every
+    return batch
 
 
 def _push_importance(samples: int) -> PushFn:
@@ -315,9 +319,7 @@ def _pop_importance(samples: int) -> PopFn:
         model, grid = stream.model, stream.grid
         b = len(specs)
         chosen = stack.pop_uniform(b, samples).astype(np.int64)  # (B,)
-        alone = model.begin((b, *specs[0].shape), None)
-        if getattr(alone, "pixel_phases", None) is not None:
-            raise CodingError("importance-weighted bits-back needs a model without a pixel-context head")
+        alone = _without_phases(model.begin((b, *specs[0].shape), None))
         chosen_ks = []
         for g in range(alone.num_groups):
             p = _params(alone, g, b, need_posterior=False)
@@ -532,7 +534,7 @@ KINDS: tuple[TileKind, ...] = (
         push=_push_predictive_neighbours, pop=_pop_predictive_neighbours,
     ),
     *(TileKind(
-        f"bitsback-iw{samples}", code, f"importance-weighted (Monte-Carlo) bits-back with {samples} posterior samples "
+        importance_kind(samples), code, f"importance-weighted (Monte-Carlo) bits-back with {samples} posterior samples "
         "per tile: one chosen in proportion to its weight p(x, z) / q(z given x), the others pushed back",
         formats=(4,), written=True, single=False, uses_model=True, needs_bits=True,
         push=_push_importance(samples), pop=_pop_importance(samples), samples=samples,

@@ -32,11 +32,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from PIL import Image  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vaezip.api import compress_images, decompress_images, load_model  # noqa: E402
+from likelihood_table import coded_archive  # noqa: E402  (scripts/, this script's folder)
+from vaezip.api import load_model  # noqa: E402
 from vaezip.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
 from vaezip.config import get_preset  # noqa: E402
 from vaezip.data import load  # noqa: E402
@@ -87,20 +87,7 @@ def measure(name: str, options: dict, args) -> dict:
         row[f"{set_name} bound"] = round(evaluate(model, images, tile=32).bound_bpsp, 4)
     if coded:
         images = [np.asarray(image) for image in load(held_out[0], limit=args.images)]
-        items = [(f"{i}.png", Image.fromarray(np.ascontiguousarray(img), "RGB")) for i, img in enumerate(images)]
-        loaded = load_model(run)
-        started = time.perf_counter()
-        result = compress_images(items, loaded, tile=32, device="cpu", predictor=False, classical=False)
-        encode_s = time.perf_counter() - started
-        started = time.perf_counter()
-        decoded = decompress_images(result.data, loaded, device="cpu")
-        decode_s = time.perf_counter() - started
-        for (_, original), (_, back) in zip(items, decoded):
-            if not np.array_equal(np.asarray(original), np.asarray(back)):
-                raise SystemExit(f"{name}: an image did not decode to itself")
-        row["achieved bpsp"] = round(len(result.data) * 8 / sum(img.size for img in images), 4)
-        row["encode img/s"] = round(len(items) / encode_s, 1)
-        row["decode img/s"] = round(len(items) / decode_s, 1)
+        row.update(coded_archive(name, load_model(run), images))
     return row
 
 

@@ -37,31 +37,25 @@ def _frequencies_to_probabilities(weights, mean, inv, edges, sigmoid, first_q, z
 
     One thread: numba's parallel threading layers (OpenMP beside torch's, TBB, workqueue) are known to hang
     processes at exit or in subprocesses, which a compressor cannot risk for a ~1.7x on this part."""
-    mass = np.empty((1, 256), np.int64)
-    # int32 frequencies (< 2**24): their conversion to float32 is exact and vectorizes on every x86-64.
-    frequency = np.empty(256, np.int32)
-    for i in range(weights.shape[0]):
-        _row_probabilities(weights, mean, inv, edges, sigmoid, first_q, zero_through, full_from,
-                           inv_scale_bits, cdf_bits, probability_bits, i, mass, frequency, out)
-
-
-def _row_probabilities(weights, mean, inv, edges, sigmoid, first_q, zero_through, full_from, inv_scale_bits,
-                       cdf_bits, probability_bits, i, mass, frequency, out):
-    """out[i] for one row, with the caller's scratch arrays mass (1, 256) int64 and frequency (256,) int32."""
+    n = weights.shape[0]
     full = np.int64(1) << cdf_bits
     spare = float((1 << probability_bits) - 256)
     scale_out = np.float32(2.0 ** -probability_bits)
-    used_from, used_through = _row_masses(weights, mean, inv, edges, sigmoid, first_q, zero_through,
-                                          full_from, inv_scale_bits, cdf_bits, i, mass, 0)
-    total = weights[i].sum() * float(full)  # integers: exact in any order
-    # Outside the used values the mass is 0 and the frequency floor(0) + 1 = 1.
-    frequency[:] = 1
-    for v in range(used_from, used_through + 1):
-        frequency[v] = np.int32(np.floor(float(mass[0, v]) / total * spare)) + np.int32(1)
-    largest = np.argmax(frequency)  # the first largest, as torch.argmax
-    frequency[largest] += np.int32((1 << probability_bits) - frequency.sum())
-    for v in range(256):
-        out[i, v] = np.float32(frequency[v]) * scale_out
+    mass = np.empty((1, 256), np.int64)
+    # int32 frequencies (< 2**24): their conversion to float32 is exact and vectorizes on every x86-64.
+    frequency = np.empty(256, np.int32)
+    for i in range(n):
+        used_from, used_through = _row_masses(weights, mean, inv, edges, sigmoid, first_q, zero_through,
+                                              full_from, inv_scale_bits, cdf_bits, i, mass, 0)
+        total = weights[i].sum() * float(full)  # integers: exact in any order
+        # Outside the used values the mass is 0 and the frequency floor(0) + 1 = 1.
+        frequency[:] = 1
+        for v in range(used_from, used_through + 1):
+            frequency[v] = np.int32(np.floor(float(mass[0, v]) / total * spare)) + np.int32(1)
+        largest = np.argmax(frequency)  # the first largest, as torch.argmax
+        frequency[largest] += np.int32((1 << probability_bits) - frequency.sum())
+        for v in range(256):
+            out[i, v] = np.float32(frequency[v]) * scale_out
 
 
 def _masses(weights, mean, inv, edges, sigmoid, first_q, zero_through, full_from, inv_scale_bits, cdf_bits,
@@ -143,7 +137,7 @@ def _table_lookup(q, first_q, values, identity_above, output_per_input, out):
 
 
 _PYTHON_FORMS = {function.__name__: function for function in (
-    _index, _guess, _first_edge_above, _row_masses, _row_probabilities, _frequencies_to_probabilities, _masses,
+    _index, _guess, _first_edge_above, _row_masses, _frequencies_to_probabilities, _masses,
     _table_lookup)}
 
 
