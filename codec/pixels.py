@@ -4,6 +4,9 @@ The decoder pops channel 0 first (so the encoder pushes it last) and gives the m
 far, padded by edge replication as soon as each is complete; the encoder hands the model exactly the same
 arrays (later channels zeroed), so any deterministic model gives identical tables on both sides.
 
+A pass with side symbols (protocol.py: an optimal-sigma model's per-tile sigmas) gets them from the encoder's
+choose_side before its tables; they are pushed after the pixels, so the decoder pops them first.
+
 A model whose pass has `pixel_phases` (an (H, W) map, see protocol.py) reads neighbours coded before: its
 pixels are coded phase by phase, channel by channel within a phase, and the encoder builds every table from
 exactly the array the decoder will hold at that point (earlier phases and channels filled at valid pixels,
@@ -81,23 +84,44 @@ def _phase_table(batch: ModelPass, channel: int, seen: np.ndarray, phase: int, c
     return check_tables(table.reshape(-1, 256) if valid.all() else table[valid])
 
 
+def side_size(batch: ModelPass) -> int:
+    """The alphabet of a pass's side symbols (codec.protocol), 0 where it has none."""
+    return int(getattr(batch, "side_size", 0) or 0)
+
+
 def push_pixels(stack: Stack, batch: ModelPass, pixels: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Push the valid pixels, last channel first (so the decoder pops channel 0 first). Per-tile bits (B,)."""
+    """Push the valid pixels, last channel first (so the decoder pops channel 0 first), then any side symbols
+    the tables were built from (popped before the pixels). Per-tile bits (B,)."""
+    size = side_size(batch)
+    if size:
+        symbols = np.asarray(batch.choose_side(pixels, mask), dtype=np.int64)  # B, S
+        if symbols.shape != (len(pixels), batch.side_count) or symbols.min() < 0 or symbols.max() >= size:
+            raise CodingError(f"choose_side must give (B, {batch.side_count}) symbols in 0..{size - 1}, got "
+                              f"{symbols.shape}")
+        batch.set_side(symbols)
     order = _phase_order(batch, pixels.shape)
     if order is not None:
-        return _push_phased(stack, batch, pixels, mask, order)
-    bits = np.zeros(pixels.shape[0])
-    for symbols, tables, tile_of_pixel in pixel_steps(batch, pixels, mask):
-        stack.push_categorical(symbols, tables)
-        bits += np.bincount(tile_of_pixel, weights=_symbol_bits(tables, symbols), minlength=len(bits))
+        bits = _push_phased(stack, batch, pixels, mask, order)
+    else:
+        bits = np.zeros(pixels.shape[0])
+        for symbols_c, tables, tile_of_pixel in _pixel_steps(batch, pixels, mask):
+            stack.push_categorical(symbols_c, tables)
+            bits += np.bincount(tile_of_pixel, weights=_symbol_bits(tables, symbols_c), minlength=len(bits))
+    if size:
+        stack.push_uniform(symbols.ravel(), size)
+        bits += symbols.shape[1] * np.log2(size)
     return bits
 
 
 def pixel_steps(batch: ModelPass, pixels: np.ndarray, mask: np.ndarray) -> list[tuple[np.ndarray, Tables, np.ndarray]]:
     """What push_pixels pushes for a model without pixel phases, in its order (last channel first): per
     channel the valid pixels' values (N,), their tables (N, 256) and the tile of each (N,)."""
-    if _phase_order(batch, pixels.shape) is not None:
-        raise CodingError("pixel_steps is for models without pixel phases")
+    if _phase_order(batch, pixels.shape) is not None or side_size(batch):
+        raise CodingError("pixel_steps is for models without pixel phases or side symbols")
+    return _pixel_steps(batch, pixels, mask)
+
+
+def _pixel_steps(batch: ModelPass, pixels: np.ndarray, mask: np.ndarray) -> list[tuple[np.ndarray, Tables, np.ndarray]]:
     tile_of_pixel = np.nonzero(mask)[0]  # (N,) the tile each valid pixel belongs to
     steps = []
     for c in reversed(range(pixels.shape[1])):
@@ -140,6 +164,10 @@ def pop_pixels(stack: Stack, batch: ModelPass, specs: Sequence[TileSpec]) -> np.
     mask = valid_mask(specs)
     c_all, th, tw = specs[0].shape
     pixels = np.zeros((len(specs), c_all, th, tw), dtype=np.uint8)  # (B, C, H, W)
+    size = side_size(batch)
+    if size:
+        count = int(batch.side_count)
+        batch.set_side(stack.pop_uniform(len(specs) * count, size).astype(np.int64).reshape(len(specs), count))
     order = _phase_order(batch, pixels.shape)
     if order is not None:
         for phase, (rows, columns) in enumerate(order):

@@ -61,6 +61,12 @@ class ModelPass(Protocol):
         """
         ...
 
+    # Optional: side symbols. A pass with `side_size` > 0 builds its tables from `side_count` symbols per tile
+    # in 0..side_size-1 besides the latents (an optimal-sigma model's per-tile sigmas), coded uniformly:
+    #     def choose_side(self, pixels: np.ndarray, mask: np.ndarray) -> np.ndarray   (the encoder: (B, S))
+    #     def set_side(self, symbols: np.ndarray) -> None                            (both, before any table)
+    # pixels.py pushes them after the tile's pixels, so the decoder pops them first.
+
     # Optional: a pass begun without pixels may offer
     #     def posteriors(self, pixels: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]
     # after all groups are set: every group's (posterior mean, posterior std), (B, D) float64 each, given

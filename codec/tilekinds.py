@@ -273,9 +273,12 @@ def _importance_pass(model: LatentModel, pixels: np.ndarray, samples: int):
 
 
 def _without_phases(batch: ModelPass) -> ModelPass:
-    """The pass, refused if it codes pixels in phases: pixel_steps (a pass's pixels at once) cannot."""
+    """The pass, refused if it codes pixels in phases or from side symbols: pixel_steps (a pass's pixels at
+    once, from the latents alone) cannot."""
     if getattr(batch, "pixel_phases", None) is not None:
         raise CodingError("importance-weighted bits-back needs a model without a pixel-context head")
+    if getattr(batch, "side_size", 0):
+        raise CodingError("importance-weighted bits-back needs a model without per-tile side symbols")
     return batch
 
 

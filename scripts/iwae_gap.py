@@ -24,30 +24,6 @@ from vaezip.api import load_model  # noqa: E402
 from vaezip.evaluate import repeatable_sampling, tiled_batches  # noqa: E402
 
 
-def log_normal(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """Sum over all but the batch dimension of log N(x; mean, std): (B,) float64."""
-    z = (x - mean) / std
-    return (-0.5 * z * z - torch.log(std) - 0.5 * math.log(2 * math.pi)).flatten(1).sum(1).double()
-
-
-@torch.no_grad()
-def log_weights(model, pixels: torch.Tensor, samples: int) -> torch.Tensor:
-    """(B, K) log p(x, z_k) - log q(z_k | x), nats."""
-    side = pixels.shape[-1]
-    columns = []
-    for _ in range(samples):
-        walk = model.walk(pixels, len(pixels), side, side)
-        log_w = torch.zeros(len(pixels), dtype=torch.float64)
-        for _ in range(walk.num_groups):
-            step = walk.step()
-            latent = step.post_mean + step.post_std * torch.randn_like(step.post_std)
-            log_w += log_normal(latent, step.prior_mean, step.prior_std) - log_normal(latent, step.post_mean, step.post_std)
-            walk.advance(latent)
-        log_w += model.likelihood.log_prob(walk.pixel_params(), pixels).flatten(1).sum(1).double()
-        columns.append(log_w)
-    return torch.stack(columns, 1)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model")
@@ -67,7 +43,10 @@ def main() -> None:
             if batch.shape[2:] != (32, 32) or not whole.any():
                 continue
             batch = batch[whole][: args.tiles - tiles]
-            weights = log_weights(model, torch.from_numpy(np.ascontiguousarray(batch)), args.samples)  # B, K
+            pixels = torch.from_numpy(np.ascontiguousarray(batch))
+            with torch.no_grad():  # K samples in chunks of at most 8 copies of the batch: bounded memory
+                weights = torch.cat([model.importance_log_weights(pixels, min(8, args.samples - start))
+                                     for start in range(0, args.samples, 8)], 1).double()  # B, K
             for k in counts:
                 nats[k] -= float((torch.logsumexp(weights[:, :k], 1) - math.log(k)).sum())
             tiles += len(batch)

@@ -1,12 +1,13 @@
 """The pixel likelihoods compared at equal training (same preset, steps, data, seed, one thread each): the
 logistic mixture with and without channel coupling, sigma-VAE's discretized Gaussian with a learned shared
-sigma, and its categorical decoder. For each: training images/s, the bound on held-out images, the achieved
+sigma and with each image's optimal sigma (stored in the file), and its categorical decoder. For each: training images/s, the bound on held-out images, the achieved
 rate of one real archive of them (every image through the model: `classical=False, predictor=False`), decoded
 and compared, and coding speed each way. (The likelihood does not change the latents, so the initial bits a
-stream needs are the same for all four.)
+stream needs are the same for all of them.)
 
     python scripts/likelihood_table.py [--steps 1500] [--preset tiny] [--images 300] \
-        [--sets mnist imagenette32] [--out docs/results/likelihoods] [--work /tmp/vaezip-likelihoods]
+        [--sets mnist imagenette32] [--only NAME ...] [--out docs/results/likelihoods] \
+        [--work /tmp/vaezip-likelihoods]
 
 Needs ../shared/data. Writes OUT/table.md and OUT/table.csv; the training runs go under --work.
 """
@@ -40,6 +41,7 @@ OPTIONS = {
     "logistic mixture (default)": {},
     "mixture, no channel coupling": {"channel_coupling": False},
     "gaussian, shared sigma": {"likelihood": "gaussian"},
+    "gaussian, optimal sigma": {"likelihood": "gaussian-optimal"},
     "categorical": {"likelihood": "categorical"},
 }
 
@@ -61,14 +63,15 @@ def measure(name: str, options: dict, train_set: str, test_images, args) -> dict
     }
 
 
-def coded_archive(name: str, loaded, images: list[np.ndarray]) -> dict:
+def coded_archive(name: str, loaded, images: list[np.ndarray], samples: int = 1) -> dict:
     """One real archive of `images` (HWC uint8) through the model path only (no predictor, no classical
-    coding), every image decoded and compared: achieved bpsp and images/s each way."""
+    coding; Monte-Carlo bits-back with `samples` > 1), every image decoded and compared: achieved bpsp and
+    images/s each way."""
     mode = "L" if loaded.model.config.image_channels == 1 else "RGB"
     items = [(f"{i}.png", Image.fromarray(np.ascontiguousarray(img.squeeze(-1) if mode == "L" else img), mode))
              for i, img in enumerate(images)]
     started = time.perf_counter()
-    result = compress_images(items, loaded, tile=32, device="cpu", predictor=False, classical=False)
+    result = compress_images(items, loaded, tile=32, device="cpu", predictor=False, classical=False, samples=samples)
     encode_s = time.perf_counter() - started
     started = time.perf_counter()
     decoded = decompress_images(result.data, loaded, device="cpu")
@@ -86,6 +89,8 @@ def main() -> None:
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--images", type=int, default=300, help="held-out images: the bound and one archive")
     parser.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
+    parser.add_argument("--only", nargs="+", choices=list(OPTIONS), help="these rows only (each row is trained "
+                        "on its own, so rows of separate runs compare)")
     parser.add_argument("--out", type=Path, default=Path("docs/results/likelihoods"))
     parser.add_argument("--work", type=Path, default=Path("/tmp/vaezip-likelihoods"))
     args = parser.parse_args()
@@ -98,6 +103,8 @@ def main() -> None:
         test_images = [np.asarray(image) for image in images]
         channels = test_images[0].shape[-1]
         for name, options in OPTIONS.items():
+            if args.only and name not in args.only:
+                continue
             if channels == 1 and options.get("channel_coupling") is False:
                 continue  # a grey mixture has no coupling
             row = measure(name, options, train_set, test_images, args)

@@ -47,6 +47,8 @@ class Recipe:
             raise ValueError(f"recipe {self.name}: init and init_model both name a starting point")
     channels: int | None = None
     pixel_context: int | None = None  # adds a causal pixel-context head of this width to the init model
+    crop: int | None = None  # None: the preset's training crop
+    batch_size: int | None = None  # None: the preset's
     note: str = ""
 
     @property
@@ -72,6 +74,10 @@ class Recipe:
                 args += ["--init", self.init_model]
             if self.pixel_context is not None:
                 args += ["--pixel-context", str(self.pixel_context)]
+            if self.crop is not None:
+                args += ["--crop", str(self.crop)]
+            if self.batch_size is not None:
+                args += ["--batch-size", str(self.batch_size)]
         if minutes is None and not resume:
             minutes = self.sitting_minutes
         if minutes is not None:
@@ -119,6 +125,12 @@ RECIPES: dict[str, Recipe] = {
             note="the next sitting of photo2's recipe, from the shipped photo2: training adds up across sittings "
             "through the shipped weights, since a new checkout has no runs/. Tried 2026-12-02 for 854 steps (one "
             "thread, shared): the held-out bound stayed at photo2's (4.343 -> 4.342), so not shipped",
+        ),
+        Recipe(
+            "photo64", "photos-train", "cpu", steps=20000, lr=1e-4, init_model="photo2", crop=64, batch_size=8,
+            sitting_minutes=110,
+            note="photo2 fine-tuned on 64x64 crops of photos_train (8 a batch: the pixels of 32 32x32 crops), "
+            "for coding in 64x64 tiles, where photo2 pays 4.8 % more than in 32x32 tiles (a size it never saw)",
         ),
         Recipe(
             "mnist", "mnist-train", "cpu", steps=11377, decay_steps=16000,

@@ -98,10 +98,10 @@ def test_training_balances_the_warm_up_steps_only(tmp_path, tiny_npz, monkeypatc
     calls = []
     forward = HierarchicalVAE.forward
 
-    def spy(self, pixels, kl_weight=1.0, mask=None, kl_balance=False):
+    def spy(self, pixels, kl_weight=1.0, mask=None, kl_balance=False, **options):
         if self.training and torch.is_grad_enabled():
             calls.append((kl_weight, kl_balance))
-        return forward(self, pixels, kl_weight=kl_weight, mask=mask, kl_balance=kl_balance)
+        return forward(self, pixels, kl_weight=kl_weight, mask=mask, kl_balance=kl_balance, **options)
 
     monkeypatch.setattr(HierarchicalVAE, "forward", spy)
     overrides = dict(OVERRIDES, kl_warmup_steps=2, kl_balance=True)

@@ -40,6 +40,7 @@ ONE = 2.0**14
 OPTIONS = {
     "uncoupled": {"channel_coupling": False},
     "gaussian": {"likelihood": "gaussian"},
+    "gaussian-optimal": {"likelihood": "gaussian-optimal"},
     "categorical": {"likelihood": "categorical"},
 }
 
@@ -72,6 +73,8 @@ def test_float_tables_sum_to_one_and_agree_with_log_prob(name, channels):
     pixels = _smooth_pixels(channels)
     with torch.no_grad():
         params = torch.randn(2, model.likelihood.num_params, 16, 16) * 0.3
+        if name == "gaussian-optimal":  # each image's sigma appended, as training and the coder append it
+            params = model.likelihood.with_sigma(params, pixels, None)
         log_prob = model.likelihood.log_prob(params, pixels).double()  # B, H, W
         from_tables = torch.zeros_like(log_prob)
         for c in range(channels):
@@ -155,6 +158,9 @@ def test_integer_tables_are_exact_distributions_close_to_the_float_model(name):
             walk_i.advance(z)
             walk_f.advance((z / ONE).float())
         params_f, params_i = walk_f.pixel_params(), walk_i.pixel_params()
+        if name == "gaussian-optimal":  # the same stored sigmas for both: the float model's choice
+            params_f = model.likelihood.with_sigma(params_f, pixels, None)
+            params_i = torch.cat([params_i, torch.round(params_f[:, 3:].double() * ONE)], 1)
         bits_i = bits_f = 0.0
         for c in range(3):
             table = integer.likelihood.channel_table(params_i, pixels, c)  # B, H, W, 256 int64
@@ -301,7 +307,7 @@ def test_training_with_a_likelihood_and_refusing_a_start_with_another(tmp_path):
 
 def test_cli_refuses_unknown_likelihoods_in_one_line(tmp_path):
     for args, message in (
-        (["--likelihood", "laplace"], "--likelihood must be one of logistic-mixture, gaussian, categorical"),
+        (["--likelihood", "laplace"], "--likelihood must be one of logistic-mixture, gaussian, gaussian-optimal, categorical"),
         (["--likelihood", "gaussian", "--no-channel-coupling"], "--no-channel-coupling applies to the logistic"),
     ):
         done = run_cli("train", str(tmp_path), "--preset", "tiny", "--steps", "1", "--out", tmp_path / "run", *args)

@@ -134,6 +134,9 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
     if samples != 1 and loaded.model.config.pixel_context:
         raise ImageError(f"--samples {samples}: {loaded.name} has a pixel-context head; importance-weighted "
                          "coding needs a model without one")
+    if samples != 1 and loaded.model.config.likelihood == "gaussian-optimal":
+        raise ImageError(f"--samples {samples}: {loaded.name} stores each tile's sigma; importance-weighted "
+                         "coding needs a model whose pixel tables follow from the latents alone")
     tiles_of = {k: split_tiles(item.planes.model_plane, tile, stride) for k, item in enumerate(split)
                 if item.planes.model_plane is not None and tiles_needed <= MAX_TILES}
     estimates_of = None

@@ -301,6 +301,11 @@ def train(
                                     help="balance the latent groups' KL terms during the KL warm-up (NVAE): "
                                     "coefficients proportional to each group's KL per latent position (its KL "
                                     "divided by its spatial size), averaging 1; needs --kl-warmup"),
+    importance_samples: Optional[int] = typer.Option(None, "--importance-samples", metavar="K",
+                                                     help="train on DVAE##'s importance-weighted bound over K "
+                                                     "posterior samples per image (annealed by --kl-warmup; "
+                                                     "default 1: the ELBO): the bound compress --samples K "
+                                                     "pays; each step costs about K times as much"),
     init: Optional[str] = typer.Option(None, help="start from this model's weights (run folder, .pt, "
                                        ".safetensors or model name); its architecture replaces the preset's. "
                                        "Default for a folder of your images: the shipped model for its mode"),
@@ -320,8 +325,9 @@ def train(
     likelihood: Optional[str] = typer.Option(None, "--likelihood", metavar="NAME",
                                              help="a new model's pixel likelihood: logistic-mixture (default; "
                                              "the preset's components, R -> G -> B coupling), gaussian (sigma-VAE: "
-                                             "one learned sigma per channel) or categorical (256 logits per "
-                                             "subpixel); not with --init of a model with another"),
+                                             "one learned sigma per channel), gaussian-optimal (sigma-VAE's "
+                                             "optimal sigma: each tile's own, stored in the file) or categorical "
+                                             "(256 logits per subpixel); not with --init of a model with another"),
     channel_coupling: Optional[bool] = typer.Option(None, "--channel-coupling/--no-channel-coupling",
                                                     help="a new logistic-mixture model's R -> G -> B coupling "
                                                     "(default: on); off: channels independent given the latents"),
@@ -354,6 +360,11 @@ def train(
             raise UsageFailure(f"--kl-warmup must not be negative, not {kl_warmup}")
         if kl_balance and not kl_warmup:
             raise UsageFailure("--kl-balance only applies during a KL warm-up: give --kl-warmup STEPS too")
+        if importance_samples is not None and importance_samples < 1:
+            raise UsageFailure(f"--importance-samples must be at least 1, not {importance_samples}")
+        if kl_balance and importance_samples not in (None, 1):
+            raise UsageFailure("--kl-balance weights the ELBO's KL terms: it does not combine with "
+                               "--importance-samples above 1")
         if from_scratch and init is not None:
             raise UsageFailure("--from-scratch and --init contradict each other: give one")
         from vaezip.config import LIKELIHOODS
@@ -393,7 +404,7 @@ def train(
             key: value
             for key, value in dict(batch_size=batch_size, lr=lr, crop=crop, decay_steps=decay_steps, seed=seed,
                                checkpoint_every=checkpoint_every, val_every=val_every, kl_warmup_steps=kl_warmup,
-                               kl_balance=kl_balance or None,
+                               kl_balance=kl_balance or None, importance_samples=importance_samples,
                                train_only_context=train_only_context or None).items()
             if value is not None
         })

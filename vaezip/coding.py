@@ -16,13 +16,15 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from codec.errors import CodingError
 from codec.latents import LatentGrid, gaussian_kl_bits
 from codec.protocol import LatentParams
 from codec.tiling import Tile
 from vaezip.evaluate import repeatable_sampling, valid_mask
 from vaezip.model import HierarchicalVAE
 from vaezip.model import kernels
-from vaezip.model.integer import IntegerVAE, fixed_to_float, latent_to_fixed
+from vaezip.model.integer import MEAN_LIMIT, ONE, IntegerVAE, fixed_to_float, latent_to_fixed
+from vaezip.model.likelihood import OPTIMAL_SIGMA_CODES, optimal_log_sigma, optimal_sigma_codes
 
 # Rows of a tile batch whose probability tables are built at once: bounds the (B, K, rows, W, 256) temporary.
 TABLE_ELEMENTS = 2**25
@@ -171,6 +173,10 @@ class IntegerPass:
         self._latent_shape: torch.Size | None = None
         self._pixel_params: torch.Tensor | None = None
         self._flat_params: torch.Tensor | None = None  # N, P: the pixel parameters one row per pixel
+        # An optimal-sigma Gaussian's tables need each tile's sigma codes (codec.protocol: side symbols).
+        self.side_size = OPTIMAL_SIGMA_CODES if getattr(model.likelihood, "optimal", False) else 0
+        self.side_count = shape[1] if self.side_size else 0  # one sigma per channel
+        self._network_params: torch.Tensor | None = None  # B, P, H, W before any side parameters
 
     def latent_params(self, group: int) -> LatentParams:
         if group != self.walk.group:
@@ -185,6 +191,25 @@ class IntegerPass:
         self.walk.advance(torch.from_numpy(fixed).to(self.device))
         if self.walk.group == self.num_groups:
             self._pixel_params = self.walk.pixel_params()  # B, P, H, W
+            if self.side_size:
+                self._network_params, self._pixel_params = self._pixel_params, None
+
+    def choose_side(self, pixels: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """codec.protocol.ModelPass.choose_side (the encoder): each tile's optimal sigma codes (B, C), from
+        the means at its valid pixels (mask (B, H, W))."""
+        means = self._network_params.double() / ONE  # B, C, H, W: the integer model's means, exactly
+        tensor = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device)
+        valid = torch.from_numpy(np.ascontiguousarray(mask[:, None])).to(self.device)
+        return optimal_sigma_codes(means.clamp(-MEAN_LIMIT, MEAN_LIMIT), tensor, valid).cpu().numpy()
+
+    def set_side(self, symbols: np.ndarray) -> None:
+        """codec.protocol.ModelPass.set_side: each tile's sigma codes (B, C) -> the tables' log sigmas,
+        appended to the means in fixed point (exact: multiples of 2**-4 in 2**-14 units)."""
+        codes = torch.from_numpy(np.asarray(symbols, dtype=np.int64)).to(self.device)
+        log_sigma_q = optimal_log_sigma(codes) * ONE  # B, C integers
+        means = self._network_params
+        self._pixel_params = torch.cat([means, log_sigma_q.to(means.dtype)[:, :, None, None].expand_as(means)], 1)
+        self._flat_params = None
 
     def posteriors(self, pixels: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """codec.protocol.ModelPass.posteriors: each group's (mean, std), (B, D) float64 each."""
@@ -199,7 +224,7 @@ class IntegerPass:
         pixels (small for the torch form, whose (N, 256) temporaries should stay in the CPU's caches); every
         pixel's table is computed on its own, so the chunking changes nothing."""
         if self._pixel_params is None:
-            raise RuntimeError("pixel_table before every latent group was set")
+            raise RuntimeError("pixel_table before every latent group (and any side symbols) was set")
         if (phase is None) != (self.pixel_phases is None):
             raise RuntimeError("a context model's tables come by phase, and only a context model's do")
         if phase is not None:
@@ -246,6 +271,9 @@ class TorchLatentModel:
         self.channels = model.config.image_channels
         self.stride = model.config.stride
         self.integer = integer
+        if not integer and getattr(model.likelihood, "optimal", False):
+            raise CodingError("a model with per-tile sigmas (gaussian-optimal) is coded by integers only (format "
+                              "2 and later): no float-coded (format 1) file can name it")
         self.integer_model = IntegerVAE(self.model).to(self.device) if self.integer else None
 
     def begin(self, shape, pixels: np.ndarray | None = None):
@@ -295,6 +323,10 @@ class TorchLatentModel:
             bits += gaussian_kl_bits(p.post_mean, p.post_std, p.prior_mean, p.prior_std).sum(axis=1)
             batch.set_latent(group, grid.values(k))
         tensor = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device)
+        if batch.side_size:
+            codes = batch.choose_side(pixels, mask)  # B, S
+            batch.set_side(codes)
+            bits += codes.shape[1] * np.log2(batch.side_size)
         params = batch._pixel_params  # B, P, H, W
         if self.integer_model.context is not None:  # every pixel at once: the same integers as phase by phase
             valid = torch.from_numpy(np.ascontiguousarray(mask[:, None])).to(self.device, torch.float64)

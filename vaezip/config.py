@@ -21,7 +21,7 @@ FORMAT_VERSION = 2
 READABLE_FORMATS = (1, 2)
 # TrainConfig fields added after format 2 was fixed -> the value a checkpoint without them loads with (the
 # behaviour of the vaezip that wrote it). Training-only: a model or a coded file never depends on them.
-TRAIN_FIELDS_SINCE_FORMAT_2: dict[str, Any] = {"kl_balance": False}
+TRAIN_FIELDS_SINCE_FORMAT_2: dict[str, Any] = {"kl_balance": False, "importance_samples": 1}
 # ModelConfig fields added after format 2 was fixed -> their default, the value that gives exactly the model of a
 # file written before them. A file without one loads with that value; `config_to_dict` writes one only where it
 # differs, so a model that does not use a new option is written byte for byte as before (the same sha256, and
@@ -31,8 +31,9 @@ MODEL_FIELDS_SINCE_FORMAT_2: dict[str, Any] = {"residual_posterior": False, "lik
                                                "channel_coupling": True, "context_order": "rows"}
 # The pixel likelihoods (model/likelihood.py; their integer twins in model/integer.py). sigma-VAE (paper 002)
 # calibrated decoders beside the logistic mixture: a discretized Gaussian with one learned sigma per channel,
-# and a 256-way categorical per subpixel.
-LIKELIHOODS = ("logistic-mixture", "gaussian", "categorical")
+# the same Gaussian with the "optimal sigma" of each image (each tile a file codes: its analytic sigma per
+# channel, computed by the encoder and stored in the file), and a 256-way categorical per subpixel.
+LIKELIHOODS = ("logistic-mixture", "gaussian", "gaussian-optimal", "categorical")
 # The pixel-context head's coding orders (model/context.py): rows (2H phases a tile) or DVAE++'s multi-scale
 # coarse-to-fine grids (5 phases), and the neighbours each reads.
 CONTEXT_OFFSETS = {"rows": 18, "scales": 24}
@@ -156,6 +157,9 @@ class ModelConfig:
                               f"{short_repr(self.context_order)}")
         if self.context_order != "rows" and not self.pixel_context:
             raise ConfigError("ModelConfig.context_order applies to a pixel-context head (pixel_context > 0)")
+        if self.likelihood == "gaussian-optimal" and self.pixel_context:
+            # the head would refine the means after the encoder chose each tile's sigma from them
+            raise ConfigError("ModelConfig.likelihood gaussian-optimal does not combine with a pixel-context head")
         if not self.channel_coupling and (self.likelihood != "logistic-mixture" or channels != 3):
             # one way to write each model: an option that changes nothing is not written
             raise ConfigError("ModelConfig.channel_coupling applies to the logistic mixture of a colour model only")
@@ -194,8 +198,8 @@ def mixture_param_count(channels: int, num_mixtures: int, coupling: bool = True)
 def pixel_param_count(config: ModelConfig) -> int:
     """Network outputs per pixel that the likelihood reads (model/likelihood.py)."""
     channels = config.image_channels
-    if config.likelihood == "gaussian":
-        return channels  # the means; the sigmas are shared parameters
+    if config.likelihood in ("gaussian", "gaussian-optimal"):
+        return channels  # the means; the sigmas are shared parameters, or each image's own
     if config.likelihood == "categorical":
         return 256 * channels  # one logit per value
     return mixture_param_count(channels, config.num_mixtures, config.channel_coupling)
@@ -251,6 +255,10 @@ class TrainConfig:
     # coefficient (NVAE; model/vae.py: kl_balance_coefficients), so that no group is switched off early;
     # afterwards the plain ELBO. Needs kl_warmup_steps > 0 (without a warm-up it never applies).
     kl_balance: bool = False
+    # K > 1: the training loss is DVAE##'s annealed importance-weighted bound over K posterior samples per image
+    # (model/vae.py: HierarchicalVAE.forward), the KL warm-up's weight as its annealing scalar; the bound that
+    # Monte-Carlo bits-back coding with K samples pays. Each step costs about K times the model's work.
+    importance_samples: int = 1
     val_every: int = 500
     val_images: int = 1000
     checkpoint_every: int = 500

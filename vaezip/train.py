@@ -368,6 +368,11 @@ def resolve_run(
         train_config = dataclasses.replace(preset.train, **(train_overrides or {}))
         if train_config.kl_balance and train_config.kl_warmup_steps <= 0:
             raise ValueError("kl_balance needs a KL warm-up (kl_warmup_steps > 0): it only applies during one")
+        if train_config.importance_samples < 1:
+            raise ValueError(f"importance_samples must be at least 1, not {train_config.importance_samples}")
+        if train_config.kl_balance and train_config.importance_samples > 1:
+            raise ValueError("kl_balance weights the analytic KL terms of the ELBO: it does not combine with "
+                             "importance_samples > 1")
         model_config = preset.model
     initial = None
     if saved is not None:
@@ -525,7 +530,8 @@ def train_step(session: Session, progress: float | None) -> dict[str, float]:
     batch = torch.from_numpy(session.sampler.sample(config.batch_size)).to(session.device, non_blocking=True)
     with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=session.device.type == "cuda"):
         out = session.trained(batch, kl_weight=kl_weight(config, session.step),
-                              kl_balance=kl_balancing(config, session.step))
+                              kl_balance=kl_balancing(config, session.step),
+                              importance_samples=config.importance_samples)
     session.optimizer.zero_grad(set_to_none=True)
     out.loss.backward()
     # Under DDP the gradients (so the norm) are already averaged over the ranks; the loss is too, so that

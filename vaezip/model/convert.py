@@ -28,9 +28,10 @@ def grey_from_colour(colour: HierarchicalVAE) -> HierarchicalVAE:
     state["encoder.stem.weight"] = stem.reshape(stem.shape[0], 3, subpositions, *stem.shape[2:]).sum(1)
 
     # Keep the head outputs of the red channel: its marginal is the grey likelihood.
-    if config.likelihood == "gaussian":  # outputs: one mean per channel; the sigmas are parameters
+    if config.likelihood in ("gaussian", "gaussian-optimal"):  # outputs: one mean per channel
         keep = torch.tensor([0])
-        state["likelihood.log_sigma"] = state["likelihood.log_sigma"][:1]
+        if config.likelihood == "gaussian":  # the shared sigmas are parameters
+            state["likelihood.log_sigma"] = state["likelihood.log_sigma"][:1]
     elif config.likelihood == "categorical":  # outputs: 256 logits per channel, channel-major
         keep = torch.arange(256)
     else:

@@ -767,26 +767,40 @@ class IntegerMixture(FrequencyTables):
 
 
 class IntegerGaussian(IntegerMixture):
-    """The discretized Gaussian with a shared sigma per channel (likelihood.DiscretizedGaussian): a mixture of
-    one component whose CDF is Phi's table, means from the network, the inverse sigma a constant of the
-    weights file (its log sigma in fixed point, through the same inv_scale table as the mixture's)."""
+    """The discretized Gaussian (likelihood.DiscretizedGaussian): a mixture of one component whose CDF is Phi's
+    table, means from the network. Its inverse sigma: with a shared sigma a constant of the weights file (its
+    log sigma in fixed point, through the same inv_scale table as the mixture's); with the optimal sigma
+    (`optimal`), each tile's stored log sigma, which the pass appends to the means as C more parameters per
+    pixel in fixed point (IntegerPass.set_side), through the same table."""
 
-    def __init__(self, channels: int, model: IntegerVAE, log_sigma: torch.Tensor):
+    def __init__(self, channels: int, model: IntegerVAE, log_sigma: torch.Tensor | None):
         super().__init__(channels, 1, model, coupling=False, cdf=_normal_cdf_table())
-        low, high = LOG_SCALE_RANGE
-        # float32 -> float64 and * 2**14 are exact, rint is correctly rounded: a pure function of the weights
-        log_sigma_q = torch.from_numpy(np.rint(log_sigma.detach().cpu().double().numpy() * ONE))
-        self.inv_sigma = model.tables["inv_scale"](log_sigma_q.clamp(low * ONE, high * ONE))  # C
+        self.optimal = log_sigma is None
+        self.inv_sigma = None
+        if not self.optimal:
+            low, high = LOG_SCALE_RANGE
+            # float32 -> float64 and * 2**14 are exact, rint is correctly rounded: a pure function of the weights
+            log_sigma_q = torch.from_numpy(np.rint(log_sigma.detach().cpu().double().numpy() * ONE))
+            self.inv_sigma = model.tables["inv_scale"](log_sigma_q.clamp(low * ONE, high * ONE))  # C
 
     def to(self, device: torch.device) -> "IntegerGaussian":
         super().to(device)
-        self.inv_sigma = self.inv_sigma.to(device)
+        if self.inv_sigma is not None:
+            self.inv_sigma = self.inv_sigma.to(device)
         return self
 
     def _split(self, flat: torch.Tensor):
-        """flat (N, C) means -> (N, 1) logits (zeros), (N, 1, C) means and inverse sigmas, no coefficients."""
-        means = flat.reshape(-1, 1, self.channels).clamp(-MEAN_LIMIT * ONE, MEAN_LIMIT * ONE)
-        inv_scales = self.inv_sigma.reshape(1, 1, -1).expand(len(flat), 1, self.channels)
+        """flat (N, C) means (optimal sigma: (N, 2C) means and log sigmas) -> (N, 1) logits (zeros), (N, 1, C)
+        means and inverse sigmas, no coefficients."""
+        c = self.channels
+        means = flat[:, :c].reshape(-1, 1, c).clamp(-MEAN_LIMIT * ONE, MEAN_LIMIT * ONE)
+        if self.optimal:
+            if flat.shape[1] != 2 * c:
+                raise RuntimeError("an optimal-sigma Gaussian's tables need each tile's sigma (set_side) first")
+            low, high = LOG_SCALE_RANGE
+            inv_scales = self.model.tables["inv_scale"](flat[:, c:].reshape(-1, 1, c).clamp(low * ONE, high * ONE))
+        else:
+            inv_scales = self.inv_sigma.reshape(1, 1, -1).expand(len(flat), 1, c)
         return flat.new_zeros(len(flat), 1), means, inv_scales, None
 
     def _weights(self, split, pixels: torch.Tensor, unit: torch.Tensor, channel: int) -> torch.Tensor:
@@ -836,6 +850,8 @@ def _integer_likelihood(model: HierarchicalVAE, integer: IntegerVAE):
     config = model.config
     if config.likelihood == "gaussian":
         return IntegerGaussian(config.image_channels, integer, model.likelihood.log_sigma)
+    if config.likelihood == "gaussian-optimal":
+        return IntegerGaussian(config.image_channels, integer, None)
     if config.likelihood == "categorical":
         return IntegerCategorical(config.image_channels, integer)
     return IntegerMixture(config.image_channels, config.num_mixtures, integer, config.channel_coupling)

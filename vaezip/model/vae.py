@@ -201,37 +201,85 @@ class HierarchicalVAE(nn.Module):
         activations = None if pixels is None else self.encoder(pixels_to_unit(pixels))
         return TopDownWalk(self, activations, batch, self.lowest_resolution(height, width))
 
-    def forward(self, pixels: torch.Tensor, kl_weight: float = 1.0, mask: torch.Tensor | None = None,
-                kl_balance: bool = False) -> ForwardOutput:
-        """pixels: (B, C, H, W) integers 0..255 of any height and width. `mask` (B, 1, H, W) marks the real
-        pixels of inputs that are already padded (the coder's tiles); by default every pixel is real.
-        `kl_weight` and `kl_balance` (each group's KL weighted by kl_balance_coefficients) only change the
-        training loss: `bound_bits`, `kl_bits` and `nll_bits` are always those of the plain ELBO."""
-        padded, pad_mask = pad_to_stride(pixels, self.config.stride)
-        mask = pad_mask if mask is None else pad_mask * F.pad(mask, (0, pad_mask.shape[3] - mask.shape[3], 0, pad_mask.shape[2] - mask.shape[2]))
+    def _sampled_pass(self, padded: torch.Tensor, mask: torch.Tensor, log_ratio: bool):
+        """One top-down pass over padded pixels (N, C, H, W) with a posterior sample per group: each image's KL
+        of each group (N, G) nats, the groups' sizes h * w, its NLL (N,) nats over real pixels, and where asked
+        its log p(z) - log q(z | x) at the sample (N,) nats (else None)."""
         batch, _, height, width = padded.shape
         walk = self.walk(padded, batch, height, width)
         group_kls, group_sizes = [], []
+        ratio = torch.zeros(batch, device=padded.device) if log_ratio else None
         for _ in range(walk.num_groups):
             step = walk.step()
-            latent = step.post_mean + step.post_std * torch.randn_like(step.post_std)
-            kl = gaussian_kl(step.post_mean.float(), step.post_std.float(), step.prior_mean.float(), step.prior_std.float())
-            group_kls.append(kl.flatten(1).sum(1))  # B
+            noise = torch.randn_like(step.post_std)
+            latent = step.post_mean + step.post_std * noise
+            post_mean, post_std = step.post_mean.float(), step.post_std.float()
+            prior_mean, prior_std = step.prior_mean.float(), step.prior_std.float()
+            kl = gaussian_kl(post_mean, post_std, prior_mean, prior_std)
+            group_kls.append(kl.flatten(1).sum(1))  # N
             group_sizes.append(kl.shape[2] * kl.shape[3])
+            if ratio is not None:
+                # log N(z; prior) - log N(z; posterior) at z = mean + std * noise; the 2 pi terms cancel.
+                prior_z = (latent.float() - prior_mean) / prior_std
+                ratio = ratio + (0.5 * noise.float() ** 2 - 0.5 * prior_z**2 + torch.log(post_std / prior_std)).flatten(1).sum(1)
             walk.advance(latent)
-        params = walk.pixel_params()  # B, P, H, W
+        params = walk.pixel_params()  # N, P, H, W
         if self.context is not None:
             params = self.context(params, padded, mask)
-        log_probs = self.likelihood.log_prob(params, padded)  # B, H, W
-        nll = -(log_probs * mask[:, 0]).flatten(1).sum(1)  # B
-        kl_per_image = torch.stack(group_kls, dim=1)  # B, G
-        subpixels = mask.flatten(1).sum(1) * self.config.image_channels  # B
+        side_bits = getattr(self.likelihood, "side_bits", 0.0)
+        if side_bits:  # each image's optimal sigma, as the coder stores it for each tile
+            params = self.likelihood.with_sigma(params, padded, mask)  # N, 2C, H, W
+        log_probs = self.likelihood.log_prob(params, padded)  # N, H, W
+        nll = -(log_probs * mask[:, 0]).flatten(1).sum(1) + side_bits * math.log(2.0)  # N
+        return torch.stack(group_kls, dim=1), group_sizes, nll, ratio
+
+    def importance_log_weights(self, pixels: torch.Tensor, samples: int) -> torch.Tensor:
+        """(B, K) log p(x, z_k) - log q(z_k | x) in nats for K posterior samples of each image (B, C, H, W),
+        every pixel real: the K-sample importance-weighted bound is -(logsumexp_k - log K) of them."""
+        padded, mask = pad_to_stride(pixels, self.config.stride)
+        batch = padded.shape[0]
+        _, _, nll, ratio = self._sampled_pass(padded.repeat(samples, 1, 1, 1), mask.repeat(samples, 1, 1, 1),
+                                              log_ratio=True)
+        return (ratio - nll).view(samples, batch).t()
+
+    def forward(self, pixels: torch.Tensor, kl_weight: float = 1.0, mask: torch.Tensor | None = None,
+                kl_balance: bool = False, importance_samples: int = 1) -> ForwardOutput:
+        """pixels: (B, C, H, W) integers 0..255 of any height and width. `mask` (B, 1, H, W) marks the real
+        pixels of inputs that are already padded (the coder's tiles); by default every pixel is real.
+        `kl_weight`, `kl_balance` (each group's KL weighted by kl_balance_coefficients) and `importance_samples`
+        only change the training loss: `bound_bits`, `kl_bits` and `nll_bits` are always those of the plain
+        ELBO (averaged over the samples).
+
+        With importance_samples = K > 1 the loss is DVAE##'s annealed importance-weighted bound (paper 001,
+        appendix C): K posterior samples per image, log w_k = log p(x | z_k) + kl_weight * (log p(z_k) -
+        log q(z_k | x)), loss = -log mean_k w_k; the bound Monte-Carlo bits-back (`compress --samples K`)
+        pays when kl_weight is 1, and the ELBO when K is 1."""
+        if importance_samples < 1:
+            raise ValueError(f"importance_samples must be at least 1, not {importance_samples}")
+        if importance_samples > 1 and kl_balance:
+            raise ValueError("KL balancing weights analytic KL terms: it does not apply to the importance-weighted bound")
+        padded, pad_mask = pad_to_stride(pixels, self.config.stride)
+        mask = pad_mask if mask is None else pad_mask * F.pad(mask, (0, pad_mask.shape[3] - mask.shape[3], 0, pad_mask.shape[2] - mask.shape[2]))
+        batch = padded.shape[0]
+        samples = importance_samples
+        if samples > 1:
+            # Sample k of image b is row k * B + b: one pass over K * B rows.
+            padded, mask = padded.repeat(samples, 1, 1, 1), mask.repeat(samples, 1, 1, 1)
+        kl_per_image, group_sizes, nll, ratio = self._sampled_pass(padded, mask, log_ratio=samples > 1)
+        subpixels = mask[:batch].flatten(1).sum(1) * self.config.image_channels  # B
         ln2 = math.log(2.0)
-        if kl_balance:
-            weighted_kl = (kl_per_image * kl_balance_coefficients(kl_per_image, group_sizes)).sum(1)
+        if samples > 1:
+            log_w = (kl_weight * ratio - nll).view(samples, batch)  # K, B
+            bound_nats = -(torch.logsumexp(log_w, dim=0) - math.log(samples))  # B
+            kl_per_image = kl_per_image.view(samples, batch, -1).mean(0)  # B, G
+            nll = nll.view(samples, batch).mean(0)  # B
+            loss = (bound_nats / subpixels).mean() / ln2
         else:
-            weighted_kl = kl_per_image.sum(1)
-        loss = ((kl_weight * weighted_kl + nll) / subpixels).mean() / ln2
+            if kl_balance:
+                weighted_kl = (kl_per_image * kl_balance_coefficients(kl_per_image, group_sizes)).sum(1)
+            else:
+                weighted_kl = kl_per_image.sum(1)
+            loss = ((kl_weight * weighted_kl + nll) / subpixels).mean() / ln2
         return ForwardOutput(
             loss=loss,
             bound_bits=(kl_per_image.sum(1) + nll) / ln2,
