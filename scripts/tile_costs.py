@@ -50,7 +50,10 @@ def model_bits(model, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
         latent = step.post_mean + step.post_std * torch.randn_like(step.post_std)
         kl += gaussian_kl(step.post_mean, step.post_std, step.prior_mean, step.prior_std).flatten(1).sum(1).double()
         walk.advance(latent)
-    nll = -model.likelihood.log_prob(walk.pixel_params(), pixels).double() / math.log(2)  # B, H, W bits
+    params = walk.pixel_params()
+    if getattr(model.likelihood, "side_bits", 0.0):  # an optimal-sigma model: each tile's own sigma (its 7 bits
+        params = model.likelihood.with_sigma(params, pixels, None)  # a channel are left out of the per-pixel map)
+    nll = -model.likelihood.log_prob(params, pixels).double() / math.log(2)  # B, H, W bits
     return kl / math.log(2) + nll.flatten(1).sum(1), nll
 
 

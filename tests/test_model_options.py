@@ -309,6 +309,8 @@ def test_cli_refuses_unknown_likelihoods_in_one_line(tmp_path):
     for args, message in (
         (["--likelihood", "laplace"], "--likelihood must be one of logistic-mixture, gaussian, gaussian-optimal, categorical"),
         (["--likelihood", "gaussian", "--no-channel-coupling"], "--no-channel-coupling applies to the logistic"),
+        (["--likelihood", "gaussian-optimal", "--pixel-context", "8"],
+         "--likelihood gaussian-optimal does not combine with --pixel-context"),
     ):
         done = run_cli("train", str(tmp_path), "--preset", "tiny", "--steps", "1", "--out", tmp_path / "run", *args)
         assert done.returncode == 2, done.stderr.decode()

@@ -84,7 +84,7 @@ def test_the_bound_pays_the_stored_sigmas_and_training_learns_no_sigma_parameter
     side = 3 * math.log2(OPTIMAL_SIGMA_CODES)
     assert model.likelihood.side_bits == side == 21
     assert float(out.nll_bits) == pytest.approx(float(nll.sum()) + 2 * side, rel=1e-5)
-    # the smooth and the noisy image get different sigmas; the means get gradients, as with a shared sigma
+    # the means get gradients, as with a shared sigma
     torch.manual_seed(3)
     model(pixels).loss.backward()
     assert model.decoder.head.weight.grad is not None and torch.isfinite(model.decoder.head.weight.grad).all()

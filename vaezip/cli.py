@@ -362,6 +362,9 @@ def train(
             raise UsageFailure("--kl-balance only applies during a KL warm-up: give --kl-warmup STEPS too")
         if importance_samples is not None and importance_samples < 1:
             raise UsageFailure(f"--importance-samples must be at least 1, not {importance_samples}")
+        if likelihood == "gaussian-optimal" and pixel_context:
+            raise UsageFailure("--likelihood gaussian-optimal does not combine with --pixel-context: the head would "
+                               "refine the means after each tile's sigma was chosen from them")
         if kl_balance and importance_samples not in (None, 1):
             raise UsageFailure("--kl-balance weights the ELBO's KL terms: it does not combine with "
                                "--importance-samples above 1")

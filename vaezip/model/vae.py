@@ -170,8 +170,9 @@ def kl_balance_coefficients(group_kls: torch.Tensor, sizes, epsilon: float = KL_
 
 @dataclass
 class ForwardOutput:
-    # scalar: (beta * sum_l alpha_l KL_l + NLL) in bits per real subpixel, averaged over the batch; alpha_l = 1
-    # unless `kl_balance` (then kl_balance_coefficients)
+    # scalar, bits per real subpixel averaged over the batch: beta * sum_l alpha_l KL_l + NLL (alpha_l = 1 unless
+    # `kl_balance`, then kl_balance_coefficients), or with K importance samples the annealed K-sample bound
+    # -log mean_k p(x | z_k) (p(z_k) / q(z_k | x))^beta
     loss: torch.Tensor
     bound_bits: torch.Tensor  # (B,) negative ELBO in bits per image (KL + NLL, real pixels only)
     kl_bits: torch.Tensor  # (G,) KL of each latent group summed over the batch, bits
