@@ -1,9 +1,11 @@
 """The pixel likelihoods compared at equal training (same preset, steps, data, seed, one thread each): the
 logistic mixture with and without channel coupling, sigma-VAE's discretized Gaussian with a learned shared
-sigma and with each image's optimal sigma (stored in the file), and its categorical decoder. For each: training images/s, the bound on held-out images, the achieved
-rate of one real archive of them (every image through the model: `classical=False, predictor=False`), decoded
-and compared, and coding speed each way. (The likelihood does not change the latents, so the initial bits a
-stream needs are the same for all of them.)
+sigma and with each image's optimal sigma (stored in the file), and its categorical decoder. For each:
+training images/s, the bound on held-out images, the achieved rate of one real archive of them (every image
+through the model: `classical=False, predictor=False`), decoded and compared, coding speed each way, and the
+initial bits a stream needs (what popping one tile's latents
+takes: scripts/initial_bits.py; the likelihood does not change the latents' shape, only what the trained
+posteriors look like).
 
     python scripts/likelihood_table.py [--steps 1500] [--preset tiny] [--images 300] \
         [--sets mnist imagenette32] [--only NAME ...] [--out docs/results/likelihoods] \
@@ -29,6 +31,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from initial_bits import mean_initial_bits  # noqa: E402  (scripts/, this script's folder)
 from vaezip.api import compress_images, decompress_images, load_model  # noqa: E402
 from vaezip.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
 from vaezip.config import get_preset  # noqa: E402
@@ -60,6 +63,8 @@ def measure(name: str, options: dict, train_set: str, test_images, args) -> dict
         "set": args.set, "likelihood": name, "parameters": sum(p.numel() for p in model.parameters()),
         "train img/s": round(summary["step"] * checkpoint["train_config"]["batch_size"] / train_cpu, 1),
         "bound bpsp": round(bound, 4), **coded_archive(name, load_model(run), test_images),
+        # what a stream must hold before its first bits-back tile (the test images are one tile each)
+        "initial bits / tile": round(mean_initial_bits(load_model(run), test_images, whole=False)[0]),
     }
 
 
