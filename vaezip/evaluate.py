@@ -3,6 +3,7 @@ latent group, i.e. where the bits go."""
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -10,6 +11,11 @@ import numpy as np
 import torch
 
 from vaezip.model import HierarchicalVAE
+
+
+# Posterior samples per forward pass of the importance-weighted bound: K copies of a batch at once would take K
+# times the memory.
+IMPORTANCE_CHUNK = 8
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,9 @@ class EvalResult:
     groups: tuple[GroupKL, ...]
     images: int
     subpixels: int
+    # With `samples` K > 1: the K-sample importance-weighted bound, what Monte-Carlo bits-back
+    # (`compress --samples K`) pays instead of the ELBO (up to its discretisation); else None.
+    importance_bpsp: float | None = None
 
 
 def batches_of(images, batch_size: int, crop: int | None = None):
@@ -100,13 +109,19 @@ def evaluate(
     tile: int | None = None,
     seed: int = 0,
     progress=None,
+    samples: int = 1,
 ) -> EvalResult:
     """images: a stacked (N, H, W, C) uint8 array or a list of (H, W, C) arrays. `tile`: the bound of the
-    images cut into tiles as the coder cuts them (`progress` then counts tiles); else of whole images."""
+    images cut into tiles as the coder cuts them (`progress` then counts tiles); else of whole images.
+    `samples` K > 1: also the K-sample importance-weighted bound (K more posterior samples per image, drawn
+    IMPORTANCE_CHUNK at a time)."""
+    if samples < 1:
+        raise ValueError(f"samples must be at least 1, not {samples}")
     model.eval()
     with repeatable_sampling(seed, device):
         total_kl = None
         total_nll = 0.0
+        importance_nats = 0.0
         total_subpixels = 0
         count = 0
         shapes: list[tuple[int, int, int]] = []
@@ -116,7 +131,12 @@ def evaluate(
             batches = ((batch, None) for batch in batches_of(images, batch_size, crop))
         for batch, mask in batches:
             pixels = torch.from_numpy(batch).to(device)
-            out = model(pixels, mask=None if mask is None else torch.from_numpy(mask).to(device))
+            real = None if mask is None else torch.from_numpy(mask).to(device)
+            out = model(pixels, mask=real)
+            if samples > 1:
+                weights = torch.cat([model.importance_log_weights(pixels, min(IMPORTANCE_CHUNK, samples - start), real)
+                                     for start in range(0, samples, IMPORTANCE_CHUNK)], 1).double()  # B, K
+                importance_nats -= float((torch.logsumexp(weights, 1) - math.log(samples)).sum())
             kl = out.kl_bits.double().cpu()
             total_kl = kl if total_kl is None else total_kl + kl
             total_nll += float(out.nll_bits)
@@ -136,7 +156,8 @@ def evaluate(
     )
     kl_total = float(total_kl.sum()) / total_subpixels
     nll = total_nll / total_subpixels
-    return EvalResult(kl_total + nll, nll, kl_total, groups, count, total_subpixels)
+    importance = importance_nats / total_subpixels / math.log(2) if samples > 1 else None
+    return EvalResult(kl_total + nll, nll, kl_total, groups, count, total_subpixels, importance)
 
 
 def _group_shapes(model: HierarchicalVAE, height: int, width: int) -> list[tuple[int, int, int, int]]:

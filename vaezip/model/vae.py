@@ -234,10 +234,18 @@ class HierarchicalVAE(nn.Module):
         nll = -(log_probs * mask[:, 0]).flatten(1).sum(1) + side_bits * math.log(2.0)  # N
         return torch.stack(group_kls, dim=1), group_sizes, nll, ratio
 
-    def importance_log_weights(self, pixels: torch.Tensor, samples: int) -> torch.Tensor:
+    def _padded(self, pixels: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """pixels (B, C, H, W) padded to the stride, and the mask (B, 1, H', W') of their real pixels: those of
+        `mask` (already padded inputs, the coder's tiles), or every pixel of the input."""
+        padded, pad_mask = pad_to_stride(pixels, self.config.stride)
+        if mask is not None:
+            pad_mask = pad_mask * F.pad(mask, (0, pad_mask.shape[3] - mask.shape[3], 0, pad_mask.shape[2] - mask.shape[2]))
+        return padded, pad_mask
+
+    def importance_log_weights(self, pixels: torch.Tensor, samples: int, mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, K) log p(x, z_k) - log q(z_k | x) in nats for K posterior samples of each image (B, C, H, W),
-        every pixel real: the K-sample importance-weighted bound is -(logsumexp_k - log K) of them."""
-        padded, mask = pad_to_stride(pixels, self.config.stride)
+        real pixels as in `forward`: the K-sample importance-weighted bound is -(logsumexp_k - log K) of them."""
+        padded, mask = self._padded(pixels, mask)
         batch = padded.shape[0]
         _, _, nll, ratio = self._sampled_pass(padded.repeat(samples, 1, 1, 1), mask.repeat(samples, 1, 1, 1),
                                               log_ratio=True)
@@ -259,8 +267,7 @@ class HierarchicalVAE(nn.Module):
             raise ValueError(f"importance_samples must be at least 1, not {importance_samples}")
         if importance_samples > 1 and kl_balance:
             raise ValueError("KL balancing weights analytic KL terms: it does not apply to the importance-weighted bound")
-        padded, pad_mask = pad_to_stride(pixels, self.config.stride)
-        mask = pad_mask if mask is None else pad_mask * F.pad(mask, (0, pad_mask.shape[3] - mask.shape[3], 0, pad_mask.shape[2] - mask.shape[2]))
+        padded, mask = self._padded(pixels, mask)
         batch = padded.shape[0]
         samples = importance_samples
         if samples > 1:
