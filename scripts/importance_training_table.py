@@ -4,9 +4,9 @@ of the importance-weighted bound), one CPU thread each; K samples cost about K t
 so K > 1 runs twice: at the ELBO's steps (equal steps) and at 1/K of them (about equal CPU time).
 
 For each: training images/s, on the first --images held-out images (32x32, one tile each) the ELBO and the
-K-sample importance-weighted bound, and the achieved rate of one real archive of them through the model
-path with plain bits-back and with Monte-Carlo bits-back of K samples (`compress --samples K`), decoded and
-compared, with its coding speed.
+K-sample importance-weighted bound, the initial bits a stream needs (scripts/initial_bits.py), and the
+achieved rate of one real archive of them through the model path with plain bits-back and with Monte-Carlo
+bits-back of K samples (`compress --samples K`), decoded and compared, with its coding speed.
 
     python scripts/importance_training_table.py [--steps 2000] [--samples 4] [--images 300]
 
@@ -32,7 +32,8 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from likelihood_table import coded_archive  # noqa: E402  (scripts/, this script's folder)
+from initial_bits import mean_initial_bits  # noqa: E402  (scripts/, this script's folder)
+from likelihood_table import coded_archive  # noqa: E402
 from vaezip.api import load_model  # noqa: E402
 from vaezip.checkpoint import load_checkpoint  # noqa: E402
 from vaezip.config import get_preset  # noqa: E402
@@ -68,7 +69,10 @@ def measure(name: str, steps: int, samples: int, images: np.ndarray, args) -> di
     k = args.samples
     row = {"training": name, "steps": summary["step"], "train img/s": round(summary["step"] * batch_size / max(train_cpu, 1e-9), 1),
            "ELBO": round(evaluate(model, list(images), tile=32).bound_bpsp, 4),
-           f"IW bound K={k}": round(importance_bound(model, images, k), 4)}
+           f"IW bound K={k}": round(importance_bound(model, images, k), 4),
+           # what one tile's latents pop: a stream holds that much before its first bits-back tile (K times it
+           # before its first importance-weighted one)
+           "initial bits / tile": round(mean_initial_bits(loaded, list(images))[0])}
     for count in (1, k):
         coded = coded_archive(name, loaded, list(images), samples=count)
         row.update({f"achieved K={count}": coded["achieved bpsp"],
