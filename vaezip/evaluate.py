@@ -113,10 +113,13 @@ def evaluate(
 ) -> EvalResult:
     """images: a stacked (N, H, W, C) uint8 array or a list of (H, W, C) arrays. `tile`: the bound of the
     images cut into tiles as the coder cuts them (`progress` then counts tiles); else of whole images.
-    `samples` K > 1: also the K-sample importance-weighted bound (K more posterior samples per image, drawn
-    IMPORTANCE_CHUNK at a time)."""
+    `samples` K > 1: also the K-sample importance-weighted bound, in a second pass over the images (K more
+    posterior samples per image, drawn IMPORTANCE_CHUNK at a time, from their own seeded stream: the ELBO is
+    the same with or without it; `progress` then counts every tile twice)."""
     if samples < 1:
         raise ValueError(f"samples must be at least 1, not {samples}")
+    if samples > 1 and not isinstance(images, (np.ndarray, list, tuple)):
+        images = list(images)  # read twice
     model.eval()
     with repeatable_sampling(seed, device):
         total_kl = None
@@ -125,29 +128,37 @@ def evaluate(
         total_subpixels = 0
         count = 0
         shapes: list[tuple[int, int, int]] = []
-        if tile is not None:
-            batches = tiled_batches(images, batch_size, tile, model.config.stride)
-        else:
-            batches = ((batch, None) for batch in batches_of(images, batch_size, crop))
-        for batch, mask in batches:
-            pixels = torch.from_numpy(batch).to(device)
-            real = None if mask is None else torch.from_numpy(mask).to(device)
+
+        def batches():
+            """(pixels, mask of real pixels or None) tensors on the device, batch by batch."""
+            if tile is not None:
+                cut = tiled_batches(images, batch_size, tile, model.config.stride)
+            else:
+                cut = ((batch, None) for batch in batches_of(images, batch_size, crop))
+            for batch, mask in cut:
+                yield torch.from_numpy(batch).to(device), None if mask is None else torch.from_numpy(mask).to(device)
+
+        for pixels, real in batches():
             out = model(pixels, mask=real)
-            if samples > 1:
-                weights = torch.cat([model.importance_log_weights(pixels, min(IMPORTANCE_CHUNK, samples - start), real)
-                                     for start in range(0, samples, IMPORTANCE_CHUNK)], 1).double()  # B, K
-                importance_nats -= float((torch.logsumexp(weights, 1) - math.log(samples)).sum())
             kl = out.kl_bits.double().cpu()
             total_kl = kl if total_kl is None else total_kl + kl
             total_nll += float(out.nll_bits)
             total_subpixels += int(out.subpixels.sum())
-            count += batch.shape[0]
+            count += pixels.shape[0]
             if not shapes:
-                shapes = _group_shapes(model, batch.shape[2], batch.shape[3])
+                shapes = _group_shapes(model, pixels.shape[2], pixels.shape[3])
             if progress is not None:
-                progress(batch.shape[0])
+                progress(pixels.shape[0])
     if total_kl is None:
         raise ValueError("no images to evaluate")
+    if samples > 1:
+        with repeatable_sampling(seed + 1, device):
+            for pixels, real in batches():
+                weights = torch.cat([model.importance_log_weights(pixels, min(IMPORTANCE_CHUNK, samples - start), real)
+                                     for start in range(0, samples, IMPORTANCE_CHUNK)], 1).double()  # B, K
+                importance_nats -= float((torch.logsumexp(weights, 1) - math.log(samples)).sum())
+                if progress is not None:
+                    progress(pixels.shape[0])
     if tile is not None:
         count = len(images)
     groups = tuple(
