@@ -44,14 +44,27 @@ from codec.protocol import LatentModel
 from codec.tiling import Tile, TileSpec
 # The tile kinds (each one's push and pop) live in tilekinds.py; their names and `whitening` stay importable here.
 from codec.tilekinds import (  # noqa: F401
-    BITSBACK, DIRECT, PREDICTIVE, PREDICTIVE_NEIGHBOURS, RAW, WHITENED, Stream, raw_bits, whitening,
+    BITSBACK, DIRECT, PREDICTIVE, PREDICTIVE_LAPLACE, PREDICTIVE_NEIGHBOURS, RAW, WHITENED, Stream, raw_bits,
+    whitening,
 )
 
 KINDS = tuple(kind.name for kind in tilekinds.KINDS)  # every kind's name, in tilekinds.KINDS's order
-# What a tile that cannot pop is coded as: the cheapest, the first of these on a tie (the order is part of what
-# the encoder writes).
-WITHOUT_BITS = (PREDICTIVE_NEIGHBOURS, DIRECT, WHITENED)
-assert all(tilekinds.BY_NAME[kind].written and not tilekinds.BY_NAME[kind].needs_bits for kind in WITHOUT_BITS)
+# The predictor kinds the encoder may write: PREDICTIVE_LAPLACE (format 5, the default) and
+# PREDICTIVE_NEIGHBOURS (what files of formats 1 to 4 hold).
+PREDICTORS = (PREDICTIVE_LAPLACE, PREDICTIVE_NEIGHBOURS)
+
+
+def without_bits(predictor: str = PREDICTIVE_LAPLACE) -> tuple[str, ...]:
+    """What a tile that cannot pop is coded as: the cheapest, the first of these on a tie (the order is part of
+    what the encoder writes)."""
+    if predictor not in PREDICTORS:
+        raise CodingError(f"unknown predictor kind {predictor!r}; known: {', '.join(PREDICTORS)}")
+    return (predictor, DIRECT, WHITENED)
+
+
+WITHOUT_BITS = without_bits()
+assert all(tilekinds.BY_NAME[kind].written and not tilekinds.BY_NAME[kind].needs_bits
+           for predictor in PREDICTORS for kind in without_bits(predictor))
 
 Schedule = list[tuple[str, int]]  # [(kind, n_tiles), ...] in encoding order
 ProgressFn = Callable[[int, int], None]  # on_batch(n_tiles_done, n_tiles_total)
@@ -85,11 +98,12 @@ def encode(
     on_batch: ProgressFn | None = None,
     model_bits: Sequence[float] | None = None,
     bitsback_kind: str = BITSBACK,
+    predictor: str = PREDICTIVE_LAPLACE,
 ) -> EncodeResult:
     """Code `tiles` (stream order) onto an empty stack."""
     stack = Stack()
     schedule, stats = encode_tiles(stack, tiles, model, grid, max_batch, margin_bits, on_batch, model_bits,
-                                   bitsback_kind)
+                                   bitsback_kind, predictor)
     return EncodeResult(stack.words(), schedule, stats)
 
 
@@ -120,12 +134,16 @@ def encode_tiles(
     on_batch: ProgressFn | None = None,
     model_bits: Sequence[float] | None = None,
     bitsback_kind: str = BITSBACK,
+    predictor: str = PREDICTIVE_LAPLACE,
 ) -> tuple[Schedule, list[TileStats]]:
     """Push `tiles` onto `stack`, which may already hold bits (they then serve as initial bits).
 
     bitsback_kind: the kind of the batches that pop latents: BITSBACK, or an importance-weighted one
     (tilekinds.importance_kind(K): K network passes per tile for the K-sample bound), with single-tile
     BITSBACK batches where the stack holds too few bits for it (a stream's start).
+
+    predictor: the predictor kind of the tiles coded without the model (PREDICTORS: PREDICTIVE_LAPLACE, or
+    PREDICTIVE_NEIGHBOURS for a file of format 1 to 4).
 
     model_bits: what bits-back is expected to cost for each tile (the model's negative ELBO with one posterior
     sample will do). A tile that the local predictor or whitened raw bytes code for less is coded that way
@@ -135,7 +153,8 @@ def encode_tiles(
         raise CodingError(f"max_batch must be >= 1 and margin_bits >= 0, got {max_batch}, {margin_bits}")
     if model_bits is not None and len(model_bits) != len(tiles):
         raise CodingError(f"model_bits has {len(model_bits)} entries for {len(tiles)} tiles")
-    alone = [None] * len(tiles) if model_bits is None else _cheaper_without_model(tiles, model_bits)
+    fallbacks = without_bits(predictor)
+    alone = [None] * len(tiles) if model_bits is None else _cheaper_without_model(tiles, model_bits, predictor)
     stream = Stream(len(tiles), lambda k: tiles[k].pixels, model, grid, margin_bits)
     schedule: Schedule = []
     stats: list[TileStats] = []
@@ -155,7 +174,7 @@ def encode_tiles(
                 n, ideal, halved = _try_bitsback(stack, tiles, done, 1, stream, kind)
             if ideal is None:
                 n, target = 1, 1
-                kind, ideal = _encode_without_bits(stack, tiles, done, stream)
+                kind, ideal = _encode_without_bits(stack, tiles, done, stream, fallbacks)
             else:
                 target = n if halved else min(2 * target, max_batch)
         stats += _share(ideal, stack.num_valid_bits() - before, not tilekinds.BY_NAME[kind].needs_bits)
@@ -226,14 +245,17 @@ def _try_bitsback(
     return n, ideal, halved
 
 
-def _encode_without_bits(stack: Stack, tiles: Sequence[Tile], index: int, stream: Stream) -> tuple[str, np.ndarray]:
-    """Push tiles[index] without popping anything, as the cheapest kind of WITHOUT_BITS: (kind, ideal bits (1,)).
+def _encode_without_bits(
+    stack: Stack, tiles: Sequence[Tile], index: int, stream: Stream, kinds: Sequence[str] = WITHOUT_BITS
+) -> tuple[str, np.ndarray]:
+    """Push tiles[index] without popping anything, as the cheapest of `kinds` (without_bits(...)): (kind, ideal
+    bits (1,)).
 
     Each kind is tried on a clone and the one whose stack grew least is kept. The predictor won on every
     photograph and digit tried (even a digit with the mnist model); raw bytes win on noise, and prior-mean
     latents stay for models that predict well without latents."""
     best = None
-    for kind in WITHOUT_BITS:
+    for kind in kinds:
         trial = stack.clone()
         ideal = tilekinds.BY_NAME[kind].push(trial, tiles[index : index + 1], index, stream)
         grown = trial.num_valid_bits() - stack.num_valid_bits()
@@ -245,13 +267,15 @@ def _encode_without_bits(stack: Stack, tiles: Sequence[Tile], index: int, stream
 
 
 def _push_without_bits(kind: str, stack: Stack, tiles: Sequence[Tile], index: int, model: LatentModel) -> np.ndarray:
-    """Push tiles[index] as `kind`, one of WITHOUT_BITS. Its ideal bits (1,)."""
+    """Push tiles[index] as `kind`, one of without_bits(...). Its ideal bits (1,)."""
     return tilekinds.BY_NAME[kind].push(stack, tiles[index : index + 1], index, _stream(tiles, model))
 
 
-def _encode_predictive(stack: Stack, tiles: Sequence[Tile], index: int) -> np.ndarray:
-    """tiles[index] as PREDICTIVE_NEIGHBOURS: no model, no bits needed on the stack. Its exact bits (1,)."""
-    return _push_without_bits(PREDICTIVE_NEIGHBOURS, stack, tiles, index, None)
+def _encode_predictive(stack: Stack, tiles: Sequence[Tile], index: int, predictor: str = PREDICTIVE_LAPLACE) -> np.ndarray:
+    """tiles[index] as `predictor` (one of PREDICTORS): no model, no bits needed on the stack. Its exact bits (1,)."""
+    if predictor not in PREDICTORS:
+        raise CodingError(f"unknown predictor kind {predictor!r}; known: {', '.join(PREDICTORS)}")
+    return _push_without_bits(predictor, stack, tiles, index, None)
 
 
 def _stream(tiles: Sequence[Tile], model: LatentModel | None) -> Stream:
@@ -271,13 +295,15 @@ def _same_shape_run(tiles: Sequence[Tile], start: int, limit: int, alone: Sequen
     return n
 
 
-def _cheaper_without_model(tiles: Sequence[Tile], model_bits: Sequence[float]) -> list[str | None]:
-    """Per tile PREDICTIVE_NEIGHBOURS or WHITENED where that kind's exact cost is below `model_bits`, else None."""
+def _cheaper_without_model(
+    tiles: Sequence[Tile], model_bits: Sequence[float], predictor: str = PREDICTIVE_LAPLACE
+) -> list[str | None]:
+    """Per tile `predictor` or WHITENED where that kind's exact cost is below `model_bits`, else None."""
     kinds: list[str | None] = []
     for index, (tile, expected) in enumerate(zip(tiles, model_bits)):
         trial = Stack()
-        _encode_predictive(trial, tiles, index)
-        costs = {PREDICTIVE_NEIGHBOURS: trial.num_valid_bits(), WHITENED: raw_bits(tile)}
+        _encode_predictive(trial, tiles, index, predictor)
+        costs = {predictor: trial.num_valid_bits(), WHITENED: raw_bits(tile)}
         kind = min(costs, key=costs.get)
         kinds.append(kind if costs[kind] < expected else None)
     return kinds

@@ -12,7 +12,8 @@ Formats 1 and 2 (still read; written on request):
     22+N        4W    payload: the ANS words, u32 LE each
     22+N+4W     4     CRC32 of bytes [18+N, 22+N+4W) (count and payload), u32 LE; then end of file
 
-Format 3 (written by default): a binary header (header.py: to_binary) that also says how each image is coded,
+Formats 3, 4 and 5 (written by default; 4 and 5 differ from 3 only in the tile kinds their schedules may hold,
+codec/tilekinds.py): a binary header (header.py: to_binary) that also says how each image is coded,
 so that a 5x5 image costs ~100 bytes, not ~400:
 
     0           8     magic
@@ -35,6 +36,7 @@ import zlib
 
 import numpy as np
 
+from codec import tilekinds
 from codec.errors import (
     BadMagicError,
     ChecksumError,
@@ -54,19 +56,23 @@ MAGIC = b"\x89.VZ\r\n\x1a\n"  # non-ASCII first byte, then CRLF / EOF (^Z) / LF 
 # 2's layout and decode only on the kind of machine that made them. All are still read, and 1 and 2 written
 # on request (pixel-context models, which have no integer form, write 1).
 VERSION = 3
-# Format 3 and importance-weighted bits-back batches (codec/tilekinds.py): written only for files that hold
-# them, so that every other file stays readable by readers of format 3.
+# Format 3 and importance-weighted bits-back batches (codec/tilekinds.py).
 IMPORTANCE_VERSION = 4
-READABLE_VERSIONS = (1, 2, 3, 4)
+# Format 4 and predictor tiles with Laplace residuals (codec/tilekinds.py: PREDICTIVE_LAPLACE).
+LAPLACE_VERSION = 5
+READABLE_VERSIONS = (1, 2, 3, 4, 5)
 JSON_VERSIONS = (1, 2)  # the layout with a JSON header and two CRCs
+# The binary layout; a file gets the first of these whose tile kinds hold its schedule (binary_version), so
+# that a file holding nothing newer stays readable by readers of format 3.
+BINARY_VERSIONS = (VERSION, IMPORTANCE_VERSION, LAPLACE_VERSION)
 MAX_HEADER_BYTES = 16 * 2**20
 _PREFIX = struct.Struct("<8sHI")  # magic, version, header length: 14 bytes
 _U32 = struct.Struct("<I")
 _U16 = struct.Struct("<H")
 
 __all__ = [
-    "MAGIC", "MAX_HEADER_BYTES", "READABLE_VERSIONS", "VERSION", "CoderSettings", "Header", "ImageEntry",
-    "pack_header", "read", "read_versioned", "unpack_header", "write",
+    "BINARY_VERSIONS", "MAGIC", "MAX_HEADER_BYTES", "READABLE_VERSIONS", "VERSION", "CoderSettings", "Header",
+    "ImageEntry", "binary_version", "pack_header", "read", "read_versioned", "unpack_header", "write",
 ]
 
 
@@ -87,6 +93,15 @@ def unpack_header(raw: bytes) -> bytes:
     if not inflater.eof or inflater.unused_data:
         raise HeaderError("bad header: deflate stream incomplete or followed by extra bytes")
     return text
+
+
+def binary_version(kinds) -> int:
+    """The first of BINARY_VERSIONS whose files may hold every tile kind named in `kinds` (schedule names)."""
+    kinds = set(kinds)
+    for version in BINARY_VERSIONS:
+        if all(version in tilekinds.by_name(kind).formats for kind in kinds):
+            return version
+    raise CodingError(f"no format holds the tile kinds {sorted(kinds)} together")
 
 
 def write(header: Header, words: np.ndarray, version: int = VERSION) -> bytes:

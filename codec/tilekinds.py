@@ -1,7 +1,7 @@
 """Tile kinds: the ways one batch of tiles is coded on the stack, each declared once here, craystack style.
 
 A schedule (codec/bitsback.py) is a list of batches (kind, n_tiles). Each kind is one `TileKind`: its name in a
-schedule, its one-letter code in a file's header (format 1 and 2's JSON string, format 3 and 4's byte), a one-line
+schedule, its one-letter code in a file's header (format 1 and 2's JSON string, formats 3 to 5's byte), a one-line
 summary, the format versions whose files may hold it, and one (push, pop) pair:
 
     push(stack, tiles, start, stream) -> ideal bits per tile (B,), or None
@@ -56,7 +56,7 @@ PopFn = Callable[[Stack, Sequence[TileSpec], int, Stream], np.ndarray]
 @dataclass(frozen=True)
 class TileKind:
     name: str  # in a schedule, (name, n_tiles)
-    code: str  # one ASCII letter: the kind in a header (formats 1, 2: a JSON string; formats 3, 4: its byte)
+    code: str  # one ASCII letter: the kind in a header (formats 1, 2: a JSON string; formats 3 to 5: its byte)
     summary: str  # one line: docs/FORMAT.md's table of tile kinds says exactly this
     formats: tuple[int, ...]  # the format versions whose files may hold it
     written: bool  # the encoder writes it today; else only files of earlier versions hold it (read only)
@@ -434,22 +434,28 @@ def _pop_predictive(stack: Stack, specs: Sequence[TileSpec], start: int, stream:
     return pad_tile(predictive.decode(stack, c, h, w), th, tw)[None]
 
 
-def _push_predictive_neighbours(stack: Stack, tiles: Sequence[Tile], start: int, stream: Stream) -> np.ndarray:
-    """The valid pixels through predictive.py, turned by 180 degrees, with their neighbours below and to the
-    right as context: no model, no bits needed on the stack. Its exact bits (1,)."""
-    (tile,) = _one_tile(tiles, PREDICTIVE_NEIGHBOURS)
-    before = stack.num_valid_bits()
-    context = _context(start, tile.valid, tile.neighbours, stream.total, stream.pixels_of)
-    predictive.encode(stack, np.ascontiguousarray(tile.valid_pixels[:, ::-1, ::-1]), context)
-    return np.array([float(stack.num_valid_bits() - before)])
+def _push_neighbours(distribution: str) -> PushFn:
+    def push(stack: Stack, tiles: Sequence[Tile], start: int, stream: Stream) -> np.ndarray:
+        """The valid pixels through predictive.py with `distribution`, turned by 180 degrees, with their
+        neighbours below and to the right as context: no model, no bits needed on the stack. Its exact bits (1,)."""
+        (tile,) = _one_tile(tiles, "predictive")
+        before = stack.num_valid_bits()
+        context = _context(start, tile.valid, tile.neighbours, stream.total, stream.pixels_of)
+        predictive.encode(stack, np.ascontiguousarray(tile.valid_pixels[:, ::-1, ::-1]), context, distribution)
+        return np.array([float(stack.num_valid_bits() - before)])
+
+    return push
 
 
-def _pop_predictive_neighbours(stack: Stack, specs: Sequence[TileSpec], start: int, stream: Stream) -> np.ndarray:
-    spec = specs[0]
-    context = _context(start, spec.valid, spec.neighbours, stream.total, stream.pixels_of)
-    (c, th, tw), (h, w) = _single_tile(specs, "predictive")
-    turned = predictive.decode(stack, c, h, w, context)
-    return pad_tile(np.ascontiguousarray(turned[:, ::-1, ::-1]), th, tw)[None]
+def _pop_neighbours(distribution: str) -> PopFn:
+    def pop(stack: Stack, specs: Sequence[TileSpec], start: int, stream: Stream) -> np.ndarray:
+        spec = specs[0]
+        context = _context(start, spec.valid, spec.neighbours, stream.total, stream.pixels_of)
+        (c, th, tw), (h, w) = _single_tile(specs, "predictive")
+        turned = predictive.decode(stack, c, h, w, context, distribution)
+        return pad_tile(np.ascontiguousarray(turned[:, ::-1, ::-1]), th, tw)[None]
+
+    return pop
 
 
 def _context(
@@ -499,20 +505,22 @@ RAW = "raw"  # a first tile where the model without latents is worse than 8 bits
 WHITENED = "whitened"  # the same, its bytes whitened first: what the encoder writes instead of RAW
 PREDICTIVE = "predictive"  # a tile coded by the local predictor of predictive.py alone (read only)
 # The same, the tile turned by 180 degrees and predicted from its neighbours below and to the right, which the
-# decoder has by then (see _context): what the encoder writes instead of PREDICTIVE.
+# decoder has by then (see _context): what the encoder writes instead of PREDICTIVE (in formats 1 to 3).
 PREDICTIVE_NEIGHBOURS = "predictive-neighbours"
+# The same with Laplace residuals (predictive.LAPLACE): what the encoder writes instead (format 5).
+PREDICTIVE_LAPLACE = "predictive-laplace"
 
 # In the order of docs/FORMAT.md's table. RAW and PREDICTIVE were last written before format 2 existed.
 KINDS: tuple[TileKind, ...] = (
     TileKind(
         DIRECT, "d", "every latent at its prior mean (nothing popped), the valid pixels pushed through the model",
-        formats=(1, 2, 3, 4), written=True, single=False, uses_model=True, needs_bits=False,
+        formats=(1, 2, 3, 4, 5), written=True, single=False, uses_model=True, needs_bits=False,
         push=_push_direct, pop=_pop_direct,
     ),
     TileKind(
         BITSBACK, "b", "bits-back: the latents popped with the posterior, the valid pixels pushed through the "
         "model, the latents pushed with the prior",
-        formats=(1, 2, 3, 4), written=True, single=False, uses_model=True, needs_bits=True,
+        formats=(1, 2, 3, 4, 5), written=True, single=False, uses_model=True, needs_bits=True,
         push=_push_bitsback, pop=_pop_bitsback,
     ),
     TileKind(
@@ -522,7 +530,7 @@ KINDS: tuple[TileKind, ...] = (
     ),
     TileKind(
         WHITENED, "w", "the valid pixels at 8 bits each, whitened: value i pushed as (v + whitening(t, i)) mod 256",
-        formats=(1, 2, 3, 4), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=(1, 2, 3, 4, 5), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_whitened, pop=_pop_whitened,
     ),
     TileKind(
@@ -533,13 +541,19 @@ KINDS: tuple[TileKind, ...] = (
     TileKind(
         PREDICTIVE_NEIGHBOURS, "q", "the valid pixels through the local predictor, turned by 180 degrees, with "
         "the tiles below and to the right as context",
-        formats=(1, 2, 3, 4), written=True, single=True, uses_model=False, needs_bits=False,
-        push=_push_predictive_neighbours, pop=_pop_predictive_neighbours,
+        formats=(1, 2, 3, 4, 5), written=True, single=True, uses_model=False, needs_bits=False,
+        push=_push_neighbours(predictive.GAUSSIAN), pop=_pop_neighbours(predictive.GAUSSIAN),
+    ),
+    TileKind(
+        PREDICTIVE_LAPLACE, "e", "as q, each value's residual coded with a Laplace of the same mean and variance "
+        "(its std rounded to a level) instead of a Gaussian",
+        formats=(5,), written=True, single=True, uses_model=False, needs_bits=False,
+        push=_push_neighbours(predictive.LAPLACE), pop=_pop_neighbours(predictive.LAPLACE),
     ),
     *(TileKind(
         importance_kind(samples), code, f"importance-weighted (Monte-Carlo) bits-back with {samples} posterior samples "
         "per tile: one chosen in proportion to its weight p(x, z) / q(z given x), the others pushed back",
-        formats=(4,), written=True, single=False, uses_model=True, needs_bits=True,
+        formats=(4, 5), written=True, single=False, uses_model=True, needs_bits=True,
         push=_push_importance(samples), pop=_pop_importance(samples), samples=samples,
     ) for samples, code in zip(SAMPLE_COUNTS, "ijkl")),
 )

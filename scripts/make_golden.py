@@ -14,6 +14,12 @@ model's): each kind of image that the classical path takes, one model-coded file
 words those of golden.vz), one whose alpha plane is coded classically beside the model's tiles, and an
 archive that mixes both paths. Never regenerate them either.
 
+    python scripts/make_golden.py --format5 [--force]
+writes tests/data/format5/*.vz, the first files of format 5 (predictor tiles with Laplace residuals):
+golden.png through the model without the predictor's choice (its first tile a Laplace predictor tile, the
+rest bits-back: the same tiles as format3/model.vz) and with it (the untrained model loses every tile to the
+predictor). Never regenerate them either.
+
     python scripts/make_golden.py --sizes [--model-too]
 prints the sizes of issue 15's table for larger versions of the same synthetic kinds: vaezip (format 3, the
 shipped default models) against Pillow's optimized PNG and lossless WebP (--model-too also times the model path
@@ -207,9 +213,29 @@ def make_format3_fixtures(force: bool) -> None:
             # model-alpha.vz: the model path with its alpha plane coded classically.
             options = {"model.vz": dict(predictor=False, classical=False), "model-alpha.vz": dict(classical=False)}
             options = options.get(file_name, {})
-            result = compress_images(images, load_model(weights[channels]), tile=16, device="cpu", **options)
+            result = compress_images(images, load_model(weights[channels]), tile=16, device="cpu", format_version=3,
+                                     **options)
             if write_pinned(folder / file_name, result.data, force):
                 print(f"format3/{file_name}: {len(result.data)} bytes, {', '.join(result.codings)}")
+
+
+def format5_files() -> dict[str, tuple[list[tuple[str, Image.Image]], dict]]:
+    """tests/data/format5: file name -> (the images it holds, compress_images's options)."""
+    golden = [("golden.png", golden_image())]
+    return {"model.vz": (golden, dict(predictor=False, classical=False)),
+            "predictor.vz": (golden, dict(classical=False))}
+
+
+def make_format5_fixtures(force: bool) -> None:
+    folder = GOLDEN / "format5"
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        weights = _tiny_models(Path(scratch))
+        for file_name, (images, options) in format5_files().items():
+            result = compress_images(images, load_model(weights[3]), tile=16, device="cpu", **options)
+            assert result.format_version == 5, file_name
+            if write_pinned(folder / file_name, result.data, force):
+                print(f"format5/{file_name}: {len(result.data)} bytes")
 
 
 def make_black_fixtures(force: bool) -> None:
@@ -231,6 +257,7 @@ def main() -> None:
     action.add_argument("--golden", action="store_true", help="tests/data/golden.{png,vz} (format 2)")
     action.add_argument("--black", action="store_true", help="tests/data/black/*.vz")
     action.add_argument("--format3", action="store_true", help="tests/data/format3/*.vz")
+    action.add_argument("--format5", action="store_true", help="tests/data/format5/*.vz")
     action.add_argument("--sizes", action="store_true", help="print issue 15's size table (writes nothing)")
     parser.add_argument("--model-too", action="store_true", help="with --sizes: also the model path alone")
     parser.add_argument("--force", action="store_true", help="overwrite pinned files that exist")
@@ -241,6 +268,8 @@ def main() -> None:
         make_black_fixtures(args.force)
     elif args.format3:
         make_format3_fixtures(args.force)
+    elif args.format5:
+        make_format5_fixtures(args.force)
     elif args.sizes:
         print_sizes(args.model_too)
     else:

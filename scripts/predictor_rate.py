@@ -1,5 +1,6 @@
 """Bits per subpixel of codec/predictive.py (the model-free coder of a stream's first tiles) on 32x32 tiles
-taken every 96 pixels from a data set, by real coding; `--grid` also tries other scale constants;
+taken every 96 pixels from a data set, by real coding, with each residual distribution the format knows
+(Gaussian: formats 1 to 4; Laplace: format 5); `--grid` also tries other scale constants (Gaussian);
 `--shapes` prices the same means and stds under other residual distributions (ideal code lengths, bins over
 0..255 with the tails folded into the end bins, as the coder's quantized Gaussian does): what a predictor tile
 kind with another distribution would save (a format change: the decoder must know it).
@@ -25,14 +26,15 @@ from vaezip import data  # noqa: E402
 TILE, STEP = 32, 96
 
 
-def rate(images) -> float:
+def rate(images, distribution: str = predictive.GAUSSIAN) -> float:
     bits = values = 0
     for image in images:
         chw = np.ascontiguousarray(image.transpose(2, 0, 1))
         for top in range(0, chw.shape[1] - TILE + 1, STEP):
             for left in range(0, chw.shape[2] - TILE + 1, STEP):
                 stack = Stack()
-                predictive.encode(stack, np.ascontiguousarray(chw[:, top : top + TILE, left : left + TILE]))
+                tile = np.ascontiguousarray(chw[:, top : top + TILE, left : left + TILE])
+                predictive.encode(stack, tile, distribution=distribution)
                 bits += stack.num_valid_bits()
                 values += chw.shape[0] * TILE * TILE
     return bits / values
@@ -85,10 +87,12 @@ def main() -> None:
         for name, value in shapes(images).items():
             print(f"{args.dataset}: {name}: {value:.4f} bits per subpixel (ideal)", flush=True)
         return
-    settings = [(predictive.STD_FLOOR, predictive.STD_GAIN)]
-    if args.grid:
-        settings = [(floor, gain) for floor in (0.3, 0.45, 0.6) for gain in (0.3, 0.4, 0.5)]
-    for floor, gain in settings:
+    if not args.grid:
+        for distribution in predictive.DISTRIBUTIONS:
+            print(f"{args.dataset}: {distribution} residuals: {rate(images, distribution):.4f} bits per subpixel "
+                  "(real coding)", flush=True)
+        return
+    for floor, gain in [(floor, gain) for floor in (0.3, 0.45, 0.6) for gain in (0.3, 0.4, 0.5)]:
         predictive.STD_FLOOR, predictive.STD_GAIN = floor, gain
         print(f"{args.dataset}: STD_FLOOR {floor}, STD_GAIN {gain}: {rate(images):.4f} bits per subpixel", flush=True)
 

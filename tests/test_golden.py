@@ -2,7 +2,8 @@
 
 golden.vz is format 2 (JSON header, integer-exact model path); format3/*.vz (`python scripts/make_golden.py
 --format3`) are format 3: one file of each kind the classical path takes, golden.png through the model, and an
-archive that mixes both paths."""
+archive that mixes both paths; format5/*.vz (`--format5`) are format 5: golden.png's model path with
+predictor tiles whose residuals are coded with a Laplace."""
 
 from __future__ import annotations
 
@@ -23,8 +24,9 @@ from vaezip.errors import IntegrityError
 
 GOLDEN = Path(__file__).parent / "data"
 FORMAT3 = GOLDEN / "format3"
+FORMAT5 = GOLDEN / "format5"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-from make_golden import format3_files  # noqa: E402
+from make_golden import format3_files, format5_files  # noqa: E402
 
 
 def test_golden_header():
@@ -84,15 +86,19 @@ def test_files_of_earlier_releases_decode_or_are_refused_with_what_they_need(nam
 
 
 def test_encoding_reproduces_the_golden_bytes(tiny_weights):
-    """Same image, same model: the same bytes, on any machine (integer-exact inference), in format 2 (written on
-    request) and in format 3, whose model path holds the very same payload words. A failure means the format or
-    the integer model's rules changed."""
+    """Same image, same model: the same bytes, on any machine (integer-exact inference), in format 2 and 3
+    (written on request), whose model paths hold the very same payload words, and in format 5 (by default).
+    A failure means the format or the integer model's rules changed."""
     image = Image.open(GOLDEN / "golden.png")
     model = load_model(tiny_weights[3])
     data = compress_images([("golden.png", image)], model, tile=16, device="cpu", predictor=False,
                            format_version=2).data
     assert data == (GOLDEN / "golden.vz").read_bytes()
-    result = compress_images([("golden.png", image)], model, tile=16, device="cpu", predictor=False, classical=False)
+    for file_name, ((pair,), options) in format5_files().items():
+        five = compress_images([pair], model, tile=16, device="cpu", **options)
+        assert five.data == (FORMAT5 / file_name).read_bytes() and five.format_version == 5, file_name
+    result = compress_images([("golden.png", image)], model, tile=16, device="cpu", predictor=False, classical=False,
+                             format_version=3)
     assert result.data == (FORMAT3 / "model.vz").read_bytes() and result.format_version == 3
     _, header, words = read_versioned(result.data)
     _, old_header, old_words = read_versioned(data)
@@ -102,14 +108,32 @@ def test_encoding_reproduces_the_golden_bytes(tiny_weights):
 
 def test_the_untrained_model_loses_every_tile_of_the_golden_image_to_the_predictor(tiny_weights):
     """By default a tile goes to the predictor (or raw bytes) wherever that is cheaper than the model's bound:
-    for the untrained tiny model, every tile; and the file is smaller than the model-only golden file."""
+    for the untrained tiny model, every tile; and the file is smaller than the model-only golden file. The
+    Laplace residuals of format 5 code them for less than format 3's Gaussian ones."""
     image = Image.open(GOLDEN / "golden.png")
-    result = compress_images([("golden.png", image)], load_model(tiny_weights[3]), tile=16, device="cpu",
-                             classical=False)
-    header, _ = read(result.data)
-    assert {kind for kind, _ in header.coder.schedule} <= {"predictive-neighbours", "whitened"}
-    assert len(result.data) < len((GOLDEN / "golden.vz").read_bytes())
-    assert result.images[0].tiles_without_bitsback == result.images[0].tiles == 4
+    sizes = {}
+    for version, predictor_kind in ((None, "predictive-laplace"), (3, "predictive-neighbours")):
+        result = compress_images([("golden.png", image)], load_model(tiny_weights[3]), tile=16, device="cpu",
+                                 classical=False, format_version=version)
+        header, _ = read(result.data)
+        assert {kind for kind, _ in header.coder.schedule} <= {predictor_kind, "whitened"}
+        assert result.images[0].tiles_without_bitsback == result.images[0].tiles == 4
+        sizes[version] = result.images[0].payload_bits
+    assert sizes[None] < sizes[3] and 8 * len((FORMAT5 / "predictor.vz").read_bytes()) < 8 * len(
+        (GOLDEN / "golden.vz").read_bytes())
+
+
+def test_format_5_golden_files_decode_exactly_in_a_fresh_process_under_other_kernels(tiny_weights, tmp_path):
+    """The Laplace tables are built from exact operations only (codec/exact.py): the same on every machine."""
+    expected = np.asarray(Image.open(GOLDEN / "golden.png"))
+    for file_name in format5_files():
+        version, header, _ = read_versioned((FORMAT5 / file_name).read_bytes())
+        assert version == 5 and header.coder.schedule[0][0] == "predictive-laplace", file_name
+        for env in ({}, {"ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "1"}):
+            out = tmp_path / f"{file_name}.png"
+            result = run_cli("decompress", FORMAT5 / file_name, "-o", out, "-f", "-m", tiny_weights[3], env=env)
+            assert result.returncode == 0, result.stderr
+            assert np.array_equal(np.asarray(Image.open(out)), expected), (file_name, env)
 
 
 def test_info_says_how_each_file_was_coded():

@@ -33,10 +33,11 @@ def test_an_archive_decodes_exactly_in_a_fresh_process_under_other_kernels(tmp_p
     items = [(f"{i}.png", Image.fromarray(p, "RGB")) for i, p in enumerate(pixels)]
     result = compress_images(items, loaded, tile=16, device="cpu", predictor=False, classical=False,
                              samples=samples)
-    assert result.format_version == container.IMPORTANCE_VERSION == 4
     header = read_header(result.data)
     kinds = {kind for kind, _ in header.coder.schedule}
     assert tilekinds.importance_kind(samples) in kinds
+    # format 4's kinds, and format 5's where the stream's first tile went to the Laplace predictor
+    assert result.format_version == (5 if tilekinds.PREDICTIVE_LAPLACE in kinds else 4)
     assert header.coder.max_batch == 16 // samples  # the B * K rows of a batch: no more than plain bits-back's
     assert "importance-weighted" in file_info(result.data).inference
     (tmp_path / "two.vz").write_bytes(result.data)
@@ -47,21 +48,25 @@ def test_an_archive_decodes_exactly_in_a_fresh_process_under_other_kernels(tmp_p
         assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / f"{i}.png")), original)
 
 
-def test_one_sample_writes_format_3_as_before(tiny_weights):
-    result = compress_images([("a.png", Image.fromarray(_image(3), "RGB"))], load_model(tiny_weights[3]), tile=16,
-                             device="cpu", predictor=False, classical=False)
-    assert result.format_version == container.VERSION == 3
-    assert tilekinds.BITSBACK in {kind for kind, _ in read_header(result.data).coder.schedule}
+def test_one_sample_writes_no_importance_weighted_batch(tiny_weights):
+    """Format 5 for its Laplace predictor tile (the stream's first), format 3 where that format is asked for."""
+    for version, expected in ((None, container.LAPLACE_VERSION), (3, container.VERSION)):
+        result = compress_images([("a.png", Image.fromarray(_image(3), "RGB"))], load_model(tiny_weights[3]),
+                                 tile=16, device="cpu", predictor=False, classical=False, format_version=version)
+        kinds = {kind for kind, _ in read_header(result.data).coder.schedule}
+        assert result.format_version == expected and tilekinds.BITSBACK in kinds
+        assert not any(kind.startswith("bitsback-iw") for kind in kinds)
 
 
-def test_a_file_without_an_importance_weighted_batch_stays_format_3(tiny_weights):
-    """One tile: nothing on the stack to pop K samples with, so no importance-weighted batch is coded and
-    nothing of format 4 is in the file."""
+def test_a_file_without_an_importance_weighted_batch_holds_no_kind_of_format_4(tiny_weights):
+    """One tile: nothing on the stack to pop K samples with, so no importance-weighted batch is coded and the
+    file takes the format of what it holds (its one tile, coded without bits: format 5 for the predictor)."""
     loaded = load_model(tiny_weights[3])
     result = compress_images([("a.png", Image.fromarray(_image(5, 16, 16), "RGB"))], loaded, tile=16,
                              device="cpu", predictor=False, classical=False, samples=8)
-    assert result.format_version == 3
-    assert not any(kind.startswith("bitsback-iw") for kind, _ in read_header(result.data).coder.schedule)
+    kinds = [kind for kind, _ in read_header(result.data).coder.schedule]
+    assert not any(kind.startswith("bitsback-iw") for kind in kinds)
+    assert result.format_version == container.binary_version(kinds) != container.IMPORTANCE_VERSION
     with pytest.raises(ValueError, match="format 4"):
         compress_images([("a.png", Image.fromarray(_image(5), "RGB"))], loaded, samples=2, format_version=3)
 

@@ -40,11 +40,13 @@ def compress_images(
     classical: also code every image classically (raw, PNG or WebP samples) and keep, image by image, the
     smaller path, so that a file is never much larger than the best classical coding (False: the model codes
     every image, as before format 3).
-    format_version: None for the newest format (3); 2 for the format before it, which readers older than
-    format 3 read (the model codes every image).
+    format_version: None for the newest format (3, or 5 where a tile goes to the predictor, which codes its
+    residuals with a Laplace in format 5); 3 to write format 3 (the predictor's Gaussian), which readers
+    older than format 5 read; 2 for the format before it, which readers older than format 3 read (the model
+    codes every image).
     samples: posterior samples per tile; above 1 (2, 4, 8 or 16), importance-weighted (Monte-Carlo) bits-back:
     the K-sample importance-weighted bound instead of the ELBO, for K times the model's work each way
-    (format 4, which readers of format 3 refuse)."""
+    (format 4 or 5, which readers of format 3 refuse)."""
     from vaezip.archive import encode_archive
 
     return encode_archive(
@@ -124,6 +126,8 @@ INFERENCE = {
     2: "integer-exact inference: decodes on any machine",
     3: "integer-exact inference and classical codings: decodes on any machine",
     4: "integer-exact inference with importance-weighted bits-back, and classical codings: decodes on any machine",
+    5: "integer-exact inference with Laplace predictor tiles (and importance-weighted bits-back where coded with "
+       "--samples), and classical codings: decodes on any machine",
 }
 
 

@@ -106,9 +106,11 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
     if format_version not in (None, 2, container.VERSION):
         raise ValueError(f"format_version must be 2 or {container.VERSION}, not {format_version}")
     legacy = format_version == 2  # the JSON header of formats 1 and 2, every image through the model
+    # Format 5's predictor tiles (Laplace residuals), unless an older format was asked for.
+    predictor_kind = bitsback.PREDICTIVE_LAPLACE if format_version is None else bitsback.PREDICTIVE_NEIGHBOURS
     if samples != 1:
         if format_version is not None:
-            raise ValueError(f"importance-weighted coding (samples > 1) writes format 4, not {format_version}")
+            raise ValueError(f"importance-weighted coding (samples > 1) writes format 4 or 5, not {format_version}")
         tilekinds.importance_kind(samples)  # one of the sample counts a kind exists for (CodingError if not)
     classical = classical and not legacy
     check_file_pixels(sum(item.planes.width * item.planes.height for item in split), ImageError)
@@ -150,7 +152,7 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
 
     def code(indices: list[int]) -> _ModelCoding:
         return _encode_model(split, indices, coder_model, tiles_of, estimates_of if predictor else None, tile,
-                             max_batch, progress, legacy, samples)
+                             max_batch, progress, legacy, samples, predictor_kind)
 
     if legacy or not classical:
         everything = code(everyone) if tiles_needed <= MAX_TILES else None
@@ -170,7 +172,7 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
     files = [(_write(split, None, classical_entries, loaded, False), None)]
     if everything is not None:
         # A float model's files (format 1) hold model-coded images only: it codes all or none.
-        mixable = everything.version in (container.VERSION, container.IMPORTANCE_VERSION)
+        mixable = everything.version in container.BINARY_VERSIONS
         if mixable or len(included) == len(split):
             files.append((_write(split, everything, classical_entries, loaded, False), everything))
         cheaper = [k for k in included if everything.payload_bytes(k) < len(classical_entries[k].data)]
@@ -208,12 +210,15 @@ def _model_estimate(tiles, estimates: list[float], budget: float) -> tuple[float
 
 def _encode_model(split: list[_Image], indices: list[int], coder_model, tiles_of: dict[int, list],
                   estimates_of: dict[int, list[float]] | None, tile: int, max_batch: int, progress,
-                  legacy: bool, samples: int = 1) -> _ModelCoding:
+                  legacy: bool, samples: int = 1, predictor_kind: str = bitsback.PREDICTIVE_NEIGHBOURS) -> _ModelCoding:
     """The model path over split[k] for k in `indices`: their planes and tiles in one bits-back stack;
     `samples` > 1: importance-weighted bits-back (format 4 where a batch is coded so), batches of at most
     max(1, max_batch // samples) tiles, so that a batch's passes hold no more rows than plain bits-back's
-    (but for a single tile)."""
+    (but for a single tile). predictor_kind: that of the tiles coded without the model, where the file's
+    format holds it (binary formats; format 5 where it is PREDICTIVE_LAPLACE); else PREDICTIVE_NEIGHBOURS."""
     version = (2 if legacy else container.VERSION) if coder_model.integer else FLOAT_VERSION
+    if version not in container.BINARY_VERSIONS:
+        predictor_kind = bitsback.PREDICTIVE_NEIGHBOURS
     bitsback_kind = tilekinds.BITSBACK
     if samples != 1:
         bitsback_kind = tilekinds.importance_kind(samples)
@@ -251,10 +256,10 @@ def _encode_model(split: list[_Image], indices: list[int], coder_model, tiles_of
     with deterministic_kernels(pin_threads=not coder_model.integer):
         schedule, stats = bitsback.encode_tiles(
             stack, tiles, coder_model, GRID, max_batch, on_batch=progress, model_bits=estimates,
-            bitsback_kind=bitsback_kind,
+            bitsback_kind=bitsback_kind, predictor=predictor_kind,
         )
-        if any(kind == bitsback_kind != tilekinds.BITSBACK for kind, _ in schedule):
-            version = container.IMPORTANCE_VERSION  # else nothing of format 4 is in the file: it stays 3
+        if version in container.BINARY_VERSIONS:  # 3 unless the schedule holds a kind of format 4 or 5
+            version = container.binary_version(kind for kind, _ in schedule)
         # The bound is what the coder's model pays: a bits-back tile's negative ELBO (an importance-weighted
         # tile's K-sample bound) comes from the pass that coded it;
         # a tile coded by the model without bits-back (the first ones) gets the (integer) model's own. A tile
@@ -271,7 +276,7 @@ def _encode_model(split: list[_Image], indices: list[int], coder_model, tiles_of
     ]
     # Format 3 files are integer-exact: where and with what they were made changes no bit, and the header
     # stays small. The JSON formats keep recording it (format 1 decodes only on the kind of machine named).
-    extra = {} if version in (container.VERSION, container.IMPORTANCE_VERSION) else {
+    extra = {} if version in container.BINARY_VERSIONS else {
         "device": coder_model.device.type, "torch": str(torch.__version__), "vaezip": __version__}
     settings = CoderSettings(GRID.step, GRID.bound, tile, max_batch, tuple(schedule), constriction_version(), extra)
 

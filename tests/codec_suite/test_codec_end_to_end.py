@@ -13,7 +13,7 @@ from codec_toymodel import LinearToyModel, smooth_image
 
 from codec import bitsback
 from codec.ans import Stack, constriction_version
-from codec.container import CoderSettings, Header, ImageEntry, read, write
+from codec.container import CoderSettings, Header, ImageEntry, binary_version, read, write
 from codec.errors import CodingError
 from codec.latents import LatentGrid
 from codec.planes import Histogram, fit_histogram, pop_plane, push_plane
@@ -34,7 +34,8 @@ def compress(images: dict[str, np.ndarray], model, grid=LatentGrid()) -> bytes:
     tiles = [t for rgba in images.values() for t in split_tiles(rgba[:3], TILE, model.stride)]
     schedule, _ = bitsback.encode_tiles(stack, tiles, model, grid, MAX_BATCH)
     coder = CoderSettings(grid.step, grid.bound, TILE, MAX_BATCH, tuple(schedule), constriction_version())
-    return write(Header("linear-toy", "0" * 16, coder, tuple(entries), digests.hexdigest()), stack.words())
+    header = Header("linear-toy", "0" * 16, coder, tuple(entries), digests.hexdigest())
+    return write(header, stack.words(), binary_version(kind for kind, _ in schedule))
 
 
 def decompress(data: bytes, model) -> dict[str, np.ndarray]:
@@ -96,6 +97,7 @@ def test_a_wrong_schedule_is_caught():
     header, words = read(data)
     schedule = list(header.coder.schedule)
     schedule[0:2] = [schedule[1], schedule[0]]  # same tiles, other order
-    bad = write(replace(header, coder=replace(header.coder, schedule=tuple(schedule))), words)
+    bad = write(replace(header, coder=replace(header.coder, schedule=tuple(schedule))), words,
+                binary_version(kind for kind, _ in schedule))
     with pytest.raises(CodingError):
         decompress(bad, LinearToyModel(3))
