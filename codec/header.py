@@ -2,7 +2,7 @@
 
 Frozen dataclasses on the Python side. On the wire, two forms:
 - formats 1 and 2: canonical UTF-8 JSON, `to_json` / `from_json`;
-- formats 3 and 4: binary fields (varints, fixed-size digests, length-prefixed strings), `to_binary` / `from_binary`,
+- formats 3 to 5: binary fields (varints, fixed-size digests, length-prefixed strings), `to_binary` / `from_binary`,
   a few dozen bytes where the JSON took ~330; it also names how each image is coded (the model, or a
   classical coding of codec/classic.py).
 Both readers treat their input as hostile: strict types, documented limits (LimitError) checked before

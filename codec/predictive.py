@@ -21,7 +21,7 @@ the top and right edges.
 Two residual distributions (`distribution`): GAUSSIAN, constriction's quantized Gaussian (tile kinds of formats
 1 to 4), and LAPLACE, a Laplace of the same variance (scale std / sqrt(2)) as explicit tables
 (`laplace_tables`, format 5): the residuals have heavy tails, and the Laplace prices the same means and stds
-4.7 % lower on Kodak's tiles, 2.8 % on scikit-image's (`python scripts/predictor_rate.py kodak --shapes`).
+4.7 % lower on Kodak's tiles, 2.7 % on scikit-image's (`python scripts/predictor_rate.py SET`).
 
 Pixel (y, x) depends only on pixels of wavefront 2y' + x' < 2y + x, so the decoder pops a whole wavefront at
 a time (2h + w - 2 of them, channel by channel), not h x w pixels one by one. Encoder and decoder compute
@@ -128,9 +128,10 @@ SCALE_LEVELS = 72  # up to STD_FLOOR * 2**8.9 = 280, above any std the predictor
 
 
 def laplace_tables(means: np.ndarray, stds: np.ndarray) -> Tables:
-    """Checked probability tables (N, 256) of the values 0..255 under Laplaces around integer means (N,) in
-    0..255, the tails folded into the end bins, of the variance of a Gaussian of std `stds` (N,) rounded to
-    its level (scale std / sqrt(2)). Every entry is the same on every machine (see _level_tables)."""
+    """Checked frequency tables (N, 256), rows summing to 2**24, of the values 0..255 under Laplaces around
+    integer means (N,) in 0..255, the tails folded into the end bins, of the variance of a Gaussian of std
+    `stds` (N,) rounded to its level (scale std / sqrt(2)). Every entry is the same on every machine (see
+    _level_tables and _every_table)."""
     means, stds = np.asarray(means, dtype=np.float64), np.asarray(stds, dtype=np.float64)
     if means.ndim != 1 or stds.shape != means.shape:
         raise CodingError(f"means and stds must be (N,), got {means.shape} and {stds.shape}")
@@ -148,17 +149,30 @@ def _laplace_rows(means: np.ndarray, stds: np.ndarray) -> Tables:
     return Tables(every.rows[row], every.sums[row])
 
 
+# A Laplace table row is integer frequencies summing to 2**24, each at least LAPLACE_MIN_FREQUENCY: integers
+# sum exactly in any order (a float row's sum would depend on the summation order, and constriction divides by
+# it), and no entry is below codec/ans.py's floor for the last one (16 of 2**24), which therefore never moves.
+LAPLACE_TOTAL = 2**24
+LAPLACE_MIN_FREQUENCY = 16
+
+
 @functools.lru_cache(maxsize=1)
 def _every_table() -> tuple[Tables, np.ndarray]:
-    """The table of every (level, mean), row level * 256 + mean, (SCALE_LEVELS * 256, 256) float32 (18 MiB),
-    checked once by codec/ans.py as any table is; and the level edges."""
+    """The table of every (level, mean), row level * 256 + mean, (SCALE_LEVELS * 256, 256) float32 (18 MiB):
+    frequency floor(p * (2**24 - 16 * 256)) + 16 for each probability p of _level_tables, the mean's own
+    value taking what makes the row sum 2**24; checked once by codec/ans.py as any table is. And the level
+    edges."""
     inner, tails, centre_at_end, edges = _level_tables()
     level, centre = np.divmod(np.arange(SCALE_LEVELS * _LEVELS), _LEVELS)  # (R,) each
     offsets = np.arange(_LEVELS)[None, :] - centre[:, None] + (_LEVELS - 1)  # (R, 256) into inner's 511
-    tables = inner[level[:, None], offsets]  # (R, 256)
-    tables[:, 0] = np.where(centre == 0, centre_at_end[level], tails[level, centre])
-    tables[:, -1] = np.where(centre == _LEVELS - 1, centre_at_end[level], tails[level, _LEVELS - 1 - centre])
-    every = check_tables(tables.astype(np.float32))
+    probabilities = inner[level[:, None], offsets]  # (R, 256)
+    probabilities[:, 0] = np.where(centre == 0, centre_at_end[level], tails[level, centre])
+    probabilities[:, -1] = np.where(centre == _LEVELS - 1, centre_at_end[level], tails[level, _LEVELS - 1 - centre])
+    spread = float(LAPLACE_TOTAL - LAPLACE_MIN_FREQUENCY * _LEVELS)
+    frequencies = np.floor(probabilities * spread) + LAPLACE_MIN_FREQUENCY  # (R, 256) integers
+    rows = np.arange(len(centre))
+    frequencies[rows, centre] += LAPLACE_TOTAL - frequencies.sum(axis=1)  # integer sums: exact in any order
+    every = check_tables(frequencies.astype(np.float32))  # integers < 2**24: exact in float32
     for array in (every.rows, every.sums):
         array.flags.writeable = False
     return every, edges

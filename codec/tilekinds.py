@@ -505,7 +505,7 @@ RAW = "raw"  # a first tile where the model without latents is worse than 8 bits
 WHITENED = "whitened"  # the same, its bytes whitened first: what the encoder writes instead of RAW
 PREDICTIVE = "predictive"  # a tile coded by the local predictor of predictive.py alone (read only)
 # The same, the tile turned by 180 degrees and predicted from its neighbours below and to the right, which the
-# decoder has by then (see _context): what the encoder writes instead of PREDICTIVE (in formats 1 to 3).
+# decoder has by then (see _context): what the encoder writes instead of PREDICTIVE (in formats 1 to 4).
 PREDICTIVE_NEIGHBOURS = "predictive-neighbours"
 # The same with Laplace residuals (predictive.LAPLACE): what the encoder writes instead (format 5).
 PREDICTIVE_LAPLACE = "predictive-laplace"

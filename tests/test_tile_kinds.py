@@ -155,12 +155,22 @@ def test_each_format_takes_the_kinds_the_registry_allows_it(kind):
         else:
             with pytest.raises(HeaderError, match=f"tile kind '{kind.code}' \\({kind.name}\\) in a format-{version}"):
                 header.from_json(canonical(obj), version)
-    if 3 in kind.formats:
-        parsed, _, _ = header.from_binary(header.to_binary(a_header([(kind.name, 1)]), 3))
-        assert parsed.coder.schedule == ((kind.name, 1),)
-    else:
-        with pytest.raises(HeaderError, match="in a format-3 file"):
-            header.to_binary(a_header([(kind.name, 1)]), 3)
-        raw = header.to_binary(a_header(), 3)
-        with pytest.raises(HeaderError, match="in a format-3 file"):
-            header.from_binary(raw.replace(b"d\x01\x01", kind.code.encode() + b"\x01\x01"))
+    for version in container.BINARY_VERSIONS:
+        if version in kind.formats:
+            parsed, _, _ = header.from_binary(header.to_binary(a_header([(kind.name, 1)]), 3, version), version)
+            assert parsed.coder.schedule == ((kind.name, 1),)
+        else:
+            with pytest.raises(HeaderError, match=f"in a format-{version} file"):
+                header.to_binary(a_header([(kind.name, 1)]), 3, version)
+            raw = header.to_binary(a_header(), 3, version)
+            with pytest.raises(HeaderError, match=f"in a format-{version} file"):
+                header.from_binary(raw.replace(b"d\x01\x01", kind.code.encode() + b"\x01\x01"), version)
+
+
+def test_a_file_takes_the_oldest_binary_format_that_holds_its_kinds():
+    assert container.binary_version([]) == container.binary_version(["bitsback", "whitened"]) == 3
+    assert container.binary_version(["predictive-neighbours", "bitsback-iw4"]) == 4
+    assert container.binary_version(["predictive-laplace", "bitsback"]) == 5
+    assert container.binary_version(["predictive-laplace", "bitsback-iw16"]) == 5
+    with pytest.raises(CodingError):
+        container.binary_version(["raw"])  # format 1 only

@@ -126,8 +126,7 @@ INFERENCE = {
     2: "integer-exact inference: decodes on any machine",
     3: "integer-exact inference and classical codings: decodes on any machine",
     4: "integer-exact inference with importance-weighted bits-back, and classical codings: decodes on any machine",
-    5: "integer-exact inference with Laplace predictor tiles (and importance-weighted bits-back where coded with "
-       "--samples), and classical codings: decodes on any machine",
+    5: "integer-exact inference with Laplace predictor tiles, and classical codings: decodes on any machine",
 }
 
 
@@ -145,8 +144,12 @@ def file_info(data: bytes) -> FileInfo:
                   len(e.data) if e.coding == "model" else 0)
         for e in header.images
     )
+    inference = INFERENCE[version]
+    if version == 5 and any(kind.startswith("bitsback-iw") for kind in kinds):
+        inference = ("integer-exact inference with Laplace predictor tiles and importance-weighted bits-back, and "
+                     "classical codings: decodes on any machine")
     return FileInfo(
-        len(data), version, INFERENCE[version], header.model_name or None, header.model_sha256 or None,
+        len(data), version, inference, header.model_name or None, header.model_sha256 or None,
         None if coder is None else coder.tile, 0 if coder is None else len(coder.schedule), tuple(kinds.items()),
         len(words), images,
         None if coder is None else coder.constriction, {} if coder is None else dict(coder.extra),

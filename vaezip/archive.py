@@ -166,7 +166,8 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
     classical_entries = {index: entry for index, (entry, _) in alternatives.items()}
     sizes = {index: tried for index, (_, tried) in alternatives.items()}
     budget = {k: SKIP_RATIO * 8 * len(entry.data) for k, entry in classical_entries.items()}
-    estimated = {k: _model_estimate(tiles_of[k], estimates_of[k], budget[k]) for k in tiles_of}
+    distribution = predictive.LAPLACE if predictor_kind == bitsback.PREDICTIVE_LAPLACE else predictive.GAUSSIAN
+    estimated = {k: _model_estimate(tiles_of[k], estimates_of[k], budget[k], distribution) for k in tiles_of}
     included = [k for k in everyone if tiles_needed <= MAX_TILES and estimated.get(k, (0.0,))[0] <= budget[k]]
     everything = code(included) if included else None
     files = [(_write(split, None, classical_entries, loaded, False), None)]
@@ -189,7 +190,8 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
 SKIP_RATIO = 1.25
 
 
-def _model_estimate(tiles, estimates: list[float], budget: float) -> tuple[float, float]:
+def _model_estimate(tiles, estimates: list[float], budget: float,
+                    distribution: str = predictive.LAPLACE) -> tuple[float, float]:
     """(about the least the model path can cost, the model's estimated bound), in bits, of an image's tiles:
     each tile as the cheapest of the model's estimate, raw bytes and, where those two exceed `budget`, the
     predictor without neighbours (side planes not counted: the figure must not rule the model out where it
@@ -203,16 +205,16 @@ def _model_estimate(tiles, estimates: list[float], budget: float) -> tuple[float
     for one, estimate, size in zip(tiles, estimates, raw):
         h, w = one.valid
         scratch = Stack()
-        predictive.encode(scratch, one.pixels[:, :h, :w])
+        predictive.encode(scratch, np.ascontiguousarray(one.pixels[:, :h, :w]), distribution=distribution)
         cheapest += min(estimate, scratch.num_valid_bits(), size)
     return cheapest, bound
 
 
 def _encode_model(split: list[_Image], indices: list[int], coder_model, tiles_of: dict[int, list],
                   estimates_of: dict[int, list[float]] | None, tile: int, max_batch: int, progress,
-                  legacy: bool, samples: int = 1, predictor_kind: str = bitsback.PREDICTIVE_NEIGHBOURS) -> _ModelCoding:
+                  legacy: bool, samples: int = 1, predictor_kind: str = bitsback.PREDICTIVE_LAPLACE) -> _ModelCoding:
     """The model path over split[k] for k in `indices`: their planes and tiles in one bits-back stack;
-    `samples` > 1: importance-weighted bits-back (format 4 where a batch is coded so), batches of at most
+    `samples` > 1: importance-weighted bits-back (format 4 or 5 where a batch is coded so), batches of at most
     max(1, max_batch // samples) tiles, so that a batch's passes hold no more rows than plain bits-back's
     (but for a single tile). predictor_kind: that of the tiles coded without the model, where the file's
     format holds it (binary formats; format 5 where it is PREDICTIVE_LAPLACE); else PREDICTIVE_NEIGHBOURS."""

@@ -942,7 +942,7 @@ def compress(
                                      "process (0: one per core); the files are byte for byte those of -j 1"),
     samples: int = typer.Option(1, "--samples", help="posterior samples per tile: 2, 4, 8 or 16 code with "
                                 "importance-weighted (Monte-Carlo) bits-back, paying the K-sample bound instead of "
-                                "the ELBO for K times the model's work each way (format 4: vaezip before it cannot "
+                                "the ELBO for K times the model's work each way (format 4 or 5: vaezip before it cannot "
                                 "read such files)"),
 ):
     """Compress images to .vz (one file each, or one archive with -o)."""

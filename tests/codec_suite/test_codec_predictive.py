@@ -1,5 +1,6 @@
 """codec.predictive: the model-free coder of a stream's first tiles: exact round trips, its order, its rate."""
 
+import hashlib
 import subprocess
 import sys
 from pathlib import Path
@@ -14,29 +15,31 @@ from codec.ans import Stack
 HERE = Path(__file__).parent
 
 
-def round_trip(pixels: np.ndarray, below: int = 0, context: predictive.Context = predictive.Context()) -> int:
+def round_trip(pixels: np.ndarray, below: int = 0, context: predictive.Context = predictive.Context(),
+               distribution: str = predictive.GAUSSIAN) -> int:
     """Push `pixels` on a stack holding `below` other symbols, pop them back; bits the tile took."""
     stack = Stack()
     marker = np.arange(below) % 11
     stack.push_uniform(marker, 2**16)
     before = stack.num_valid_bits()
-    predictive.encode(stack, pixels, context)
+    predictive.encode(stack, pixels, context, distribution)
     bits = stack.num_valid_bits() - before
     again = Stack.from_words(stack.words())
-    np.testing.assert_array_equal(predictive.decode(again, *pixels.shape, context), pixels)
+    np.testing.assert_array_equal(predictive.decode(again, *pixels.shape, context, distribution), pixels)
     np.testing.assert_array_equal(again.pop_uniform(below, 2**16), marker)  # nothing below was touched
     assert again.is_empty()
     return bits
 
 
+@pytest.mark.parametrize("distribution", predictive.DISTRIBUTIONS)
 @pytest.mark.parametrize("channels", [1, 2, 3, 4])
 @pytest.mark.parametrize("size", [(1, 1), (1, 9), (9, 1), (2, 2), (13, 29), (32, 32)])
-def test_round_trip_of_every_shape(channels, size):
+def test_round_trip_of_every_shape(channels, size, distribution):
     rng = np.random.default_rng(channels * 100 + size[0])
-    round_trip(smooth_image(rng, channels, *size), below=5)
-    round_trip(rng.integers(0, 256, size=(channels, *size), dtype=np.uint8))
-    round_trip(np.full((channels, *size), 255, np.uint8))
-    round_trip(np.zeros((channels, *size), np.uint8))
+    round_trip(smooth_image(rng, channels, *size), below=5, distribution=distribution)
+    round_trip(rng.integers(0, 256, size=(channels, *size), dtype=np.uint8), distribution=distribution)
+    round_trip(np.full((channels, *size), 255, np.uint8), distribution=distribution)
+    round_trip(np.zeros((channels, *size), np.uint8), distribution=distribution)
 
 
 def test_smooth_tiles_cost_far_less_than_raw_and_noise_stays_bounded():
@@ -62,24 +65,82 @@ def test_wavefronts_cover_every_pixel_once_after_its_neighbours():
         assert np.all(seen >= 0)
 
 
-def test_a_fresh_process_decodes_what_this_one_encoded(tmp_path):
+@pytest.mark.parametrize("distribution", predictive.DISTRIBUTIONS)
+def test_a_fresh_process_decodes_what_this_one_encoded(tmp_path, distribution):
     """The predictor's floats must not depend on the process (or on vectorisation: the encoder computes the
     whole tile at once, the decoder one wavefront at a time)."""
     rng = np.random.default_rng(5)
-    pixels = smooth_image(rng, 3, 24, 20)
+    pixels = smooth_image(rng, 3, 24, 20, noise=6.0)
     stack = Stack()
-    predictive.encode(stack, pixels)
+    predictive.encode(stack, pixels, distribution=distribution)
     np.save(tmp_path / "words.npy", stack.words())
     np.save(tmp_path / "pixels.npy", pixels)
     script = (
         "import sys, numpy as np; sys.path.insert(0, sys.argv[1]);"
         "from codec import predictive; from codec.ans import Stack;"
         "s = Stack.from_words(np.load(sys.argv[2] + '/words.npy')); p = np.load(sys.argv[2] + '/pixels.npy');"
-        "assert np.array_equal(predictive.decode(s, *p.shape), p) and s.is_empty(); print('ok')"
+        "assert np.array_equal(predictive.decode(s, *p.shape, distribution=sys.argv[3]), p) and s.is_empty();"
+        "print('ok')"
     )
     root = str(HERE.parents[1])
-    out = subprocess.run([sys.executable, "-c", script, root, str(tmp_path)], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", script, root, str(tmp_path), distribution], capture_output=True,
+                         text=True)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+# The sha256 of every Laplace table row (predictive._every_table): the tables are part of format 5, built from
+# exact operations only; a different digest on any machine or numpy version means files would not decode.
+LAPLACE_TABLES_SHA256 = "32013464b4ed6801fa8c61ac5f59c2e49f634ce8c972157e673c80613d945de7"
+
+
+def test_the_laplace_tables_are_the_same_bits_on_every_machine():
+    every, _ = predictive._every_table()
+    assert every.rows.dtype == np.float32 and every.rows.shape == (predictive.SCALE_LEVELS * 256, 256)
+    assert hashlib.sha256(every.rows.tobytes()).hexdigest() == LAPLACE_TABLES_SHA256
+
+
+def test_laplace_tables_are_integer_frequencies_of_the_discretized_laplace():
+    """Each row: integers >= 16 summing to 2**24, within a few units of 2**24 times the mass of each value's
+    bin under the Laplace of the std's level (the tails folded into the end bins)."""
+    means = np.array([0.0, 255.0, 128.0, 3.0, 250.0, 77.0])
+    stds = np.array([0.6, 0.6, 5.0, 40.0, 200.0, 1e6])
+    tables = predictive.laplace_tables(means, stds).rows.astype(np.float64)
+    assert np.all(tables == np.floor(tables)) and tables.min() >= 16 and np.all(tables.sum(axis=1) == 2**24)
+    levels = np.minimum(np.round(np.log2(stds / predictive.STD_FLOOR) * 8), predictive.SCALE_LEVELS - 1)
+    scale = predictive.STD_FLOOR * 2.0 ** (levels / 8) / np.sqrt(2)  # (N,)
+    edges = np.arange(-1, 256) + 0.5  # (257,) the bins' edges, the outer ones replaced by the tails
+    z = (edges[None, :] - means[:, None]) / scale[:, None]
+    cdf = np.where(z < 0, 0.5 * np.exp(np.minimum(z, 0)), 1 - 0.5 * np.exp(-np.maximum(z, 0)))
+    cdf[:, 0], cdf[:, -1] = 0.0, 1.0
+    np.testing.assert_allclose(tables / 2**24, np.diff(cdf, axis=1), atol=3e-4)
+
+
+def test_a_std_rounds_to_the_nearest_level_in_log2():
+    """Levels are 2**(1/8) apart, their edges halfway in log2 (2**(1/16) = 1.044 above a level); a std on an
+    edge takes the lower level; beyond the top level, the top level."""
+    def row(std: float) -> np.ndarray:
+        return predictive.laplace_tables(np.array([100.0]), np.array([std])).rows[0]
+
+    level_10 = predictive.STD_FLOOR * 2 ** (10 / 8)
+    assert np.array_equal(row(level_10), row(level_10 * 1.04)) and np.array_equal(row(level_10), row(level_10 / 1.04))
+    assert not np.array_equal(row(level_10), row(level_10 * 1.05))
+    assert not np.array_equal(row(level_10), row(level_10 / 1.05))
+    _, edges = predictive._every_table()
+    assert np.array_equal(row(edges[4]), row(edges[4] * 0.99))
+    assert not np.array_equal(row(edges[4]), row(float(np.nextafter(edges[4], np.inf))))
+    top = predictive.STD_FLOOR * 2 ** ((predictive.SCALE_LEVELS - 1) / 8)
+    assert np.array_equal(row(top), row(1e12)) and row(0.01).max() == row(predictive.STD_FLOOR).max()
+
+
+def test_laplace_tables_refuse_what_the_predictor_never_gives():
+    with pytest.raises(ValueError, match="integers"):
+        predictive.laplace_tables(np.array([1.5]), np.array([1.0]))
+    with pytest.raises(ValueError, match="integers"):
+        predictive.laplace_tables(np.array([256.0]), np.array([1.0]))
+    with pytest.raises(ValueError, match="stds"):
+        predictive.laplace_tables(np.array([1.0]), np.array([0.0]))
+    with pytest.raises(ValueError, match="distribution"):
+        predictive.encode(Stack(), np.zeros((1, 2, 2), np.uint8), distribution="cauchy")
 
 
 def context_of(image: np.ndarray, top: int, left: int, height: int, width: int, which: str) -> predictive.Context:
@@ -90,15 +151,18 @@ def context_of(image: np.ndarray, top: int, left: int, height: int, width: int, 
     return predictive.Context(above, beside, corner)
 
 
+@pytest.mark.parametrize("distribution", predictive.DISTRIBUTIONS)
 @pytest.mark.parametrize("which", ["above", "left", "above+left"])
 @pytest.mark.parametrize("channels", [1, 3])
-def test_round_trip_with_context(which, channels):
+def test_round_trip_with_context(which, channels, distribution):
     rng = np.random.default_rng(channels)
     for height, width in [(1, 1), (1, 7), (6, 1), (9, 13)]:
         image = smooth_image(rng, channels, height + 1, width + 1)
-        round_trip(np.ascontiguousarray(image[:, 1:, 1:]), below=3, context=context_of(image, 1, 1, height, width, which))
+        round_trip(np.ascontiguousarray(image[:, 1:, 1:]), below=3, context=context_of(image, 1, 1, height, width, which),
+                   distribution=distribution)
         noise = rng.integers(0, 256, size=(channels, height + 1, width + 1), dtype=np.uint8)
-        round_trip(np.ascontiguousarray(noise[:, 1:, 1:]), context=context_of(noise, 1, 1, height, width, which))
+        round_trip(np.ascontiguousarray(noise[:, 1:, 1:]), context=context_of(noise, 1, 1, height, width, which),
+                   distribution=distribution)
 
 
 def test_context_makes_a_tile_of_a_smooth_image_cheaper():
