@@ -224,3 +224,32 @@ def test_format_3_golden_files_say_how_each_image_was_coded():
     alpha = read_versioned((FORMAT3 / "model-alpha.vz").read_bytes())[1].images[0]
     assert alpha.info["planes"]["alpha"] == {"coding": "webp", "length": len(alpha.data)}
     assert len((FORMAT3 / "tiny.vz").read_bytes()) <= 120  # issue 15: a 5x5 RGB image
+
+
+def test_the_cli_writes_an_older_format_on_request(tiny_weights, tmp_path):
+    """--format 3 (and 2) for readers before format 5: the predictor's Gaussian tiles; the same bytes in a worker
+    process (-j 2); --format with --samples, or a format it cannot write, is a usage error."""
+    image = np.asarray(Image.open(GOLDEN / "golden.png"))
+    for name, extra in (("new", []), ("three", ["--format", "3"]), ("two", ["--format", "2"])):
+        done = run_cli("compress", GOLDEN / "golden.png", "-o", tmp_path / f"{name}.vz", "-m", tiny_weights[3],
+                       "--tile", "16", *extra)
+        assert done.returncode == 0, done.stderr.decode()
+        back = run_cli("decompress", tmp_path / f"{name}.vz", "-o", tmp_path / f"{name}.png", "-m", tiny_weights[3])
+        assert back.returncode == 0 and np.array_equal(np.asarray(Image.open(tmp_path / f"{name}.png")), image)
+    versions = {name: read_versioned((tmp_path / f"{name}.vz").read_bytes())[0] for name in ("new", "three", "two")}
+    assert versions["three"] == 3 and versions["two"] == 2 and versions["new"] in (3, 5)
+    kinds = {kind for kind, _ in read_versioned((tmp_path / "two.vz").read_bytes())[1].coder.schedule}
+    assert "predictive-laplace" not in kinds and "predictive-neighbours" in kinds
+    copies = []
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        copies.append(tmp_path / folder / "golden.png")
+        copies[-1].write_bytes((GOLDEN / "golden.png").read_bytes())
+    done = run_cli("compress", *copies, "-m", tiny_weights[3], "--tile", "16", "--format", "3", "-j", "2")
+    assert done.returncode == 0, done.stderr.decode()
+    for copy in copies:
+        assert copy.with_suffix(".vz").read_bytes() == (tmp_path / "three.vz").read_bytes()
+    for bad in (["--format", "4"], ["--format", "3", "--samples", "2"]):
+        done = run_cli("compress", GOLDEN / "golden.png", "-o", tmp_path / "bad.vz", "-m", tiny_weights[3], *bad)
+        assert done.returncode == 2 and not (tmp_path / "bad.vz").exists(), done.stderr
+        assert len(done.stderr.decode().strip().splitlines()) == 1 and b"--format" in done.stderr

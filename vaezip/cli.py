@@ -879,7 +879,8 @@ def _decompress_here(data: bytes, model: str | None, device: str):
     return images, started
 
 
-def _compress_here(images, model: str | None, loaded: list, tile, device: str, checking: bool, samples: int = 1):
+def _compress_here(images, model: str | None, loaded: list, tile, device: str, checking: bool, samples: int = 1,
+                   format_version: int | None = None):
     """One file compressed in this process, with a progress bar: (result, seconds verifying or None)."""
     from vaezip.api import compress_images, load_model
 
@@ -889,7 +890,7 @@ def _compress_here(images, model: str | None, loaded: list, tile, device: str, c
     with _progress("compress") as bar:
         task = bar.add_task("compress", total=None)
         result = compress_images(
-            images, chosen, tile=tile, device=device, samples=samples,
+            images, chosen, tile=tile, device=device, samples=samples, format_version=format_version,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     return result, (_verify(result.data, images, chosen, device) if checking else None)
@@ -944,6 +945,10 @@ def compress(
                                 "importance-weighted (Monte-Carlo) bits-back, paying the K-sample bound instead of "
                                 "the ELBO for K times the model's work each way (format 4 or 5: vaezip before it cannot "
                                 "read such files)"),
+    format_version: Optional[int] = typer.Option(None, "--format", metavar="N", help="write format 3 (readable by "
+                                                 "vaezip since issue 15, before 2026-12-03: the predictor's tiles "
+                                                 "with Gaussian residuals) or 2 (JSON header, every image through "
+                                                 "the model) instead of the newest the file needs (5)"),
 ):
     """Compress images to .vz (one file each, or one archive with -o)."""
     from vaezip.files import InputError, read_input, signals_as_exceptions
@@ -954,6 +959,10 @@ def compress(
             raise UsageFailure(f"--jobs must be 0 (one per core) or more, not {jobs_at_once}")
         if samples not in (1, *IMPORTANCE_SAMPLES):
             raise UsageFailure(f"--samples must be 1, {', '.join(map(str, IMPORTANCE_SAMPLES))}, not {samples}")
+        if format_version not in (None, 2, 3):
+            raise UsageFailure(f"--format must be 2 or 3 (the default writes the newest), not {format_version}")
+        if format_version is not None and samples != 1:
+            raise UsageFailure(f"--samples {samples} writes format 4 or 5: not with --format {format_version}")
         if output is None and inputs == ["-"]:
             output = "-"
         if output == "-":
@@ -990,7 +999,8 @@ def compress(
 
         def submit(index: int):
             images, read = read_images(*jobs[index])
-            return images, read, workers.compress(images, dict(tile=tile, device=device, samples=samples), checking)
+            options = dict(tile=tile, device=device, samples=samples, format_version=format_version)
+            return images, read, workers.compress(images, options, checking)
 
         ahead = _ReadAhead(workers, len(jobs), submit)
         loaded = []  # the model, loaded once for every file (and for the verifying decode)
@@ -1010,7 +1020,8 @@ def compress(
                         verified = seconds
                     else:
                         images, read = read_images(paths, target)
-                        result, verified = _compress_here(images, model, loaded, tile, device, checking, samples)
+                        result, verified = _compress_here(images, model, loaded, tile, device, checking, samples,
+                                                          format_version)
                     _write_output(target, result.data, force, derived=output is None)
                     if verified is not None and target != "-" and Path(target).read_bytes() != result.data:
                         raise Failure(f"{target} reads back different from what was written and verified (disk "
