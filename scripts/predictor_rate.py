@@ -7,6 +7,12 @@ kind with another distribution would save (a format change: the decoder must kno
 
     python scripts/predictor_rate.py skimage-rgb --grid     # how STD_FLOOR / STD_GAIN were chosen
     python scripts/predictor_rate.py kodak [--shapes]
+    python scripts/predictor_rate.py kodak --fit-scale photos-train   # a lead for a later format
+
+`--fit-scale FIT_SET` fits the Laplace's scale as a linear function of the predictor's features (activity,
+neighbour residuals, the previous channel's residual, per channel class) to the Laplace's likelihood on the
+first 60 images of FIT_SET, and prices DATASET with it (ideal code lengths): what a fitted scale would buy
+over format 5's std / sqrt(2).
 """
 
 from __future__ import annotations
@@ -76,13 +82,75 @@ def shapes(images) -> dict[str, float]:
     return {name: total / values_count for name, total in bits.items()}
 
 
+def _features(images) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every value (N,), its predicted mean (N,) and the scale's design rows (N, 7): 1, activity, neighbour
+    residuals, and for channels after the first: the previous channel's residual, 1, activity, neighbour
+    residuals (the predictor's own numbers, from predictive._parameters and _neighbours)."""
+    parts = []
+    for image in images:
+        chw = np.ascontiguousarray(image.transpose(2, 0, 1)).astype(np.float64)
+        for top in range(0, chw.shape[1] - TILE + 1, STEP):
+            for left in range(0, chw.shape[2] - TILE + 1, STEP):
+                tile = chw[:, top : top + TILE, left : left + TILE]
+                ys, xs = predictive._all_positions(TILE, TILE)
+                means, _ = predictive._parameters(tile, ys, xs)  # (C, N)
+                residuals = np.zeros_like(tile)
+                residuals[:, ys, xs] = np.abs(tile[:, ys, xs] - means)
+                _, activity, near = predictive._neighbours(tile, residuals, ys, xs)
+                for c in range(tile.shape[0]):
+                    later = float(c > 0)
+                    previous = residuals[c - 1, ys, xs] if c else np.zeros(len(ys))
+                    design = np.stack([np.ones(len(ys)), activity[c], near[c], previous * later,
+                                       np.full(len(ys), later), activity[c] * later, near[c] * later], axis=1)
+                    parts.append((tile[c, ys, xs], means[c], design))
+    values, means, designs = zip(*parts)
+    return np.concatenate(values), np.concatenate(means), np.concatenate(designs)
+
+
+def fitted_scale(dataset_images, fit_images, steps: int = 400) -> dict[str, float]:
+    """Ideal bits per subpixel of the Laplace with format 5's scale (std / sqrt(2), levels not rounded) and
+    with a scale fitted on `fit_images`, on both sets."""
+    import torch
+
+    def bits(weights, values, means, designs) -> torch.Tensor:
+        scale = torch.clamp(designs @ weights, min=0.2)
+        cdf = lambda z: torch.where(z < 0, 0.5 * torch.exp(torch.clamp(z, max=0)),  # noqa: E731
+                                    1 - 0.5 * torch.exp(-torch.clamp(z, min=0)))
+        upper = torch.where(values >= 255, torch.ones_like(values), cdf((values + 0.5 - means) / scale))
+        lower = torch.where(values <= 0, torch.zeros_like(values), cdf((values - 0.5 - means) / scale))
+        return -torch.log2(torch.clamp(upper - lower, min=2.0**-24)).mean()
+
+    sets = {name: tuple(torch.from_numpy(a) for a in _features(images))
+            for name, images in (("fit", fit_images), ("dataset", dataset_images))}
+    # format 5's scale as design weights: (0.6 + 0.4 (activity + near)) / sqrt(2), the activity of later
+    # channels averaged with the previous channel's residual
+    root = np.sqrt(2)
+    current = torch.tensor([0.6, 0.4, 0.4, 0.2, 0.0, -0.2, 0.0], dtype=torch.float64) / root
+    weights = current.clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([weights], lr=0.01)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = bits(weights, *sets["fit"])
+        loss.backward()
+        optimizer.step()
+    print("fitted design weights:", np.round(weights.detach().numpy(), 3).tolist(), flush=True)
+    with torch.no_grad():
+        return {f"{name}, {which}": float(bits(w, *sets[name])) for name in sets
+                for which, w in (("format 5's scale", current), ("fitted scale", weights))}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset")
     parser.add_argument("--grid", action="store_true")
     parser.add_argument("--shapes", action="store_true")
+    parser.add_argument("--fit-scale", metavar="FIT_SET")
     args = parser.parse_args()
     images = data.load(args.dataset).images
+    if args.fit_scale:
+        for name, value in fitted_scale(images, data.load(args.fit_scale, limit=60).images).items():
+            print(f"{name}: {value:.4f} bits per subpixel (ideal)", flush=True)
+        return
     if args.shapes:
         for name, value in shapes(images).items():
             print(f"{args.dataset}: {name}: {value:.4f} bits per subpixel (ideal)", flush=True)
