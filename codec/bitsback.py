@@ -273,8 +273,7 @@ def _push_without_bits(kind: str, stack: Stack, tiles: Sequence[Tile], index: in
 
 def _encode_predictive(stack: Stack, tiles: Sequence[Tile], index: int, predictor: str = PREDICTIVE_LAPLACE) -> np.ndarray:
     """tiles[index] as `predictor` (one of PREDICTORS): no model, no bits needed on the stack. Its exact bits (1,)."""
-    if predictor not in PREDICTORS:
-        raise CodingError(f"unknown predictor kind {predictor!r}; known: {', '.join(PREDICTORS)}")
+    without_bits(predictor)  # refuses an unknown predictor kind
     return _push_without_bits(predictor, stack, tiles, index, None)
 
 

@@ -27,7 +27,7 @@ Pixel (y, x) depends only on pixels of wavefront 2y' + x' < 2y + x, so the decod
 a time (2h + w - 2 of them, channel by channel), not h x w pixels one by one. Encoder and decoder compute
 every number with the same elementwise float64 operations (+, -, *, /, abs, min, max: exactly rounded, no
 transcendental functions), so both sides give constriction identical means and stds on any machine. The
-Laplace tables add exp from codec/exact.py and running products, exactly rounded too.
+Laplace tables add codec/exact.py's exp and running products, built from exactly rounded operations too.
 """
 
 from __future__ import annotations

@@ -438,7 +438,7 @@ def _push_neighbours(distribution: str) -> PushFn:
     def push(stack: Stack, tiles: Sequence[Tile], start: int, stream: Stream) -> np.ndarray:
         """The valid pixels through predictive.py with `distribution`, turned by 180 degrees, with their
         neighbours below and to the right as context: no model, no bits needed on the stack. Its exact bits (1,)."""
-        (tile,) = _one_tile(tiles, "predictive")
+        (tile,) = _one_tile(tiles, f"predictive ({distribution})")
         before = stack.num_valid_bits()
         context = _context(start, tile.valid, tile.neighbours, stream.total, stream.pixels_of)
         predictive.encode(stack, np.ascontiguousarray(tile.valid_pixels[:, ::-1, ::-1]), context, distribution)

@@ -2,8 +2,8 @@
 taken every 96 pixels from a data set, by real coding, with each residual distribution the format knows
 (Gaussian: formats 1 to 4; Laplace: format 5); `--grid` also tries other scale constants (Gaussian);
 `--shapes` prices the same means and stds under other residual distributions (ideal code lengths, bins over
-0..255 with the tails folded into the end bins, as the coder's quantized Gaussian does): what a predictor tile
-kind with another distribution would save (a format change: the decoder must know it).
+0..255 with the tails folded into the end bins, as the coder's quantized Gaussian does): how format 5's
+Laplace was chosen, and what another distribution would save (a format change: the decoder must know it).
 
     python scripts/predictor_rate.py skimage-rgb --grid     # how STD_FLOOR / STD_GAIN were chosen
     python scripts/predictor_rate.py kodak [--shapes]

@@ -40,9 +40,9 @@ def compress_images(
     classical: also code every image classically (raw, PNG or WebP samples) and keep, image by image, the
     smaller path, so that a file is never much larger than the best classical coding (False: the model codes
     every image, as before format 3).
-    format_version: None for the newest format (3, or 5 where a tile goes to the predictor, which codes its
-    residuals with a Laplace in format 5); 3 to write format 3 (the predictor's Gaussian), which readers
-    older than format 5 read; 2 for the format before it, which readers older than format 3 read (the model
+    format_version: None for the oldest format that holds the file (3; 4 for importance-weighted batches; 5
+    where a tile goes to the predictor, which codes its residuals with a Laplace in format 5); 3 to write
+    format 3 (the predictor's Gaussian), which readers older than format 5 read; 2 for the format before it, which readers older than format 3 read (the model
     codes every image).
     samples: posterior samples per tile; above 1 (2, 4, 8 or 16), importance-weighted (Monte-Carlo) bits-back:
     the K-sample importance-weighted bound instead of the ELBO, for K times the model's work each way
@@ -132,6 +132,7 @@ INFERENCE = {
 
 def file_info(data: bytes) -> FileInfo:
     """What a .vz file holds, from its header (checked as a decode would check it first; no pixel decoded)."""
+    from codec import tilekinds
     from codec.container import read_versioned
 
     version, header, words = read_versioned(data)
@@ -145,7 +146,7 @@ def file_info(data: bytes) -> FileInfo:
         for e in header.images
     )
     inference = INFERENCE[version]
-    if version == 5 and any(kind.startswith("bitsback-iw") for kind in kinds):
+    if version == 5 and any(tilekinds.BY_NAME[kind].samples > 1 for kind in kinds):
         inference = ("integer-exact inference with Laplace predictor tiles and importance-weighted bits-back, and "
                      "classical codings: decodes on any machine")
     return FileInfo(

@@ -133,6 +133,8 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
         raise ImageError(f"{tiles_needed} tiles, more than {MAX_TILES} in one file: use a larger --tile")
     target = _resolve_device(device)
     coder_model = TorchLatentModel(loaded.model, target)  # integer-exact
+    if not coder_model.integer:  # a float model's files are format 1, whose predictor tiles are Gaussian
+        predictor_kind = bitsback.PREDICTIVE_NEIGHBOURS
     if samples != 1 and loaded.model.config.pixel_context:
         raise ImageError(f"--samples {samples}: {loaded.name} has a pixel-context head; importance-weighted "
                          "coding needs a model without one")

@@ -946,9 +946,10 @@ def compress(
                                 "the ELBO for K times the model's work each way (format 4 or 5: vaezip before it cannot "
                                 "read such files)"),
     format_version: Optional[int] = typer.Option(None, "--format", metavar="N", help="write format 3 (readable by "
-                                                 "vaezip since issue 15, before 2026-12-03: the predictor's tiles "
-                                                 "with Gaussian residuals) or 2 (JSON header, every image through "
-                                                 "the model) instead of the newest the file needs (5)"),
+                                                 "every vaezip since issue 15: the predictor's tiles with Gaussian "
+                                                 "residuals) or 2 (JSON header, every image through the model); "
+                                                 "default: the oldest format that holds the file (5 where the "
+                                                 "predictor codes a tile)"),
 ):
     """Compress images to .vz (one file each, or one archive with -o)."""
     from vaezip.files import InputError, read_input, signals_as_exceptions
@@ -960,7 +961,8 @@ def compress(
         if samples not in (1, *IMPORTANCE_SAMPLES):
             raise UsageFailure(f"--samples must be 1, {', '.join(map(str, IMPORTANCE_SAMPLES))}, not {samples}")
         if format_version not in (None, 2, 3):
-            raise UsageFailure(f"--format must be 2 or 3 (the default writes the newest), not {format_version}")
+            raise UsageFailure(f"--format must be 2 or 3 (without it: the oldest format that holds the file), "
+                               f"not {format_version}")
         if format_version is not None and samples != 1:
             raise UsageFailure(f"--samples {samples} writes format 4 or 5: not with --format {format_version}")
         if output is None and inputs == ["-"]:
