@@ -49,9 +49,9 @@ from codec.tilekinds import (  # noqa: F401
 )
 
 KINDS = tuple(kind.name for kind in tilekinds.KINDS)  # every kind's name, in tilekinds.KINDS's order
-# The predictor kinds the encoder may write: PREDICTIVE_LAPLACE (format 5, the default) and
-# PREDICTIVE_NEIGHBOURS (what files of formats 1 to 4 hold).
-PREDICTORS = (PREDICTIVE_LAPLACE, PREDICTIVE_NEIGHBOURS)
+# The predictor kinds the encoder may write, each with its residual distribution (codec/predictive.py):
+# PREDICTIVE_LAPLACE (format 5, the default) and PREDICTIVE_NEIGHBOURS (what files of formats 1 to 4 hold).
+PREDICTORS = {kind: tilekinds.RESIDUALS[kind] for kind in (PREDICTIVE_LAPLACE, PREDICTIVE_NEIGHBOURS)}
 
 
 def without_bits(predictor: str = PREDICTIVE_LAPLACE) -> tuple[str, ...]:

@@ -509,6 +509,8 @@ PREDICTIVE = "predictive"  # a tile coded by the local predictor of predictive.p
 PREDICTIVE_NEIGHBOURS = "predictive-neighbours"
 # The same with Laplace residuals (predictive.LAPLACE): what the encoder writes instead (format 5).
 PREDICTIVE_LAPLACE = "predictive-laplace"
+# The residual distribution of each predictor kind with neighbours.
+RESIDUALS = {PREDICTIVE_NEIGHBOURS: predictive.GAUSSIAN, PREDICTIVE_LAPLACE: predictive.LAPLACE}
 
 # In the order of docs/FORMAT.md's table. RAW and PREDICTIVE were last written before format 2 existed.
 KINDS: tuple[TileKind, ...] = (
@@ -542,13 +544,13 @@ KINDS: tuple[TileKind, ...] = (
         PREDICTIVE_NEIGHBOURS, "q", "the valid pixels through the local predictor, turned by 180 degrees, with "
         "the tiles below and to the right as context",
         formats=(1, 2, 3, 4, 5), written=True, single=True, uses_model=False, needs_bits=False,
-        push=_push_neighbours(predictive.GAUSSIAN), pop=_pop_neighbours(predictive.GAUSSIAN),
+        push=_push_neighbours(RESIDUALS[PREDICTIVE_NEIGHBOURS]), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_NEIGHBOURS]),
     ),
     TileKind(
         PREDICTIVE_LAPLACE, "e", "as q, each value's residual coded with a Laplace of the same mean and variance "
         "(its std rounded to a level) instead of a Gaussian",
         formats=(5,), written=True, single=True, uses_model=False, needs_bits=False,
-        push=_push_neighbours(predictive.LAPLACE), pop=_pop_neighbours(predictive.LAPLACE),
+        push=_push_neighbours(RESIDUALS[PREDICTIVE_LAPLACE]), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_LAPLACE]),
     ),
     *(TileKind(
         importance_kind(samples), code, f"importance-weighted (Monte-Carlo) bits-back with {samples} posterior samples "

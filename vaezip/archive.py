@@ -106,8 +106,6 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
     if format_version not in (None, 2, container.VERSION):
         raise ValueError(f"format_version must be 2 or {container.VERSION}, not {format_version}")
     legacy = format_version == 2  # the JSON header of formats 1 and 2, every image through the model
-    # Format 5's predictor tiles (Laplace residuals), unless an older format was asked for.
-    predictor_kind = bitsback.PREDICTIVE_LAPLACE if format_version is None else bitsback.PREDICTIVE_NEIGHBOURS
     if samples != 1:
         if format_version is not None:
             raise ValueError(f"importance-weighted coding (samples > 1) writes format 4 or 5, not {format_version}")
@@ -133,8 +131,10 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
         raise ImageError(f"{tiles_needed} tiles, more than {MAX_TILES} in one file: use a larger --tile")
     target = _resolve_device(device)
     coder_model = TorchLatentModel(loaded.model, target)  # integer-exact
-    if not coder_model.integer:  # a float model's files are format 1, whose predictor tiles are Gaussian
-        predictor_kind = bitsback.PREDICTIVE_NEIGHBOURS
+    # Format 5's predictor tiles (Laplace residuals), unless an older format was asked for or the model's
+    # files are format 1 (float inference): those hold Gaussian ones.
+    newest = format_version is None and coder_model.integer
+    predictor_kind = bitsback.PREDICTIVE_LAPLACE if newest else bitsback.PREDICTIVE_NEIGHBOURS
     if samples != 1 and loaded.model.config.pixel_context:
         raise ImageError(f"--samples {samples}: {loaded.name} has a pixel-context head; importance-weighted "
                          "coding needs a model without one")
@@ -154,7 +154,7 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
 
     def code(indices: list[int]) -> _ModelCoding:
         return _encode_model(split, indices, coder_model, tiles_of, estimates_of if predictor else None, tile,
-                             max_batch, progress, legacy, samples, predictor_kind)
+                             max_batch, progress, legacy, predictor_kind, samples)
 
     if legacy or not classical:
         everything = code(everyone) if tiles_needed <= MAX_TILES else None
@@ -168,7 +168,7 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
     classical_entries = {index: entry for index, (entry, _) in alternatives.items()}
     sizes = {index: tried for index, (_, tried) in alternatives.items()}
     budget = {k: SKIP_RATIO * 8 * len(entry.data) for k, entry in classical_entries.items()}
-    distribution = predictive.LAPLACE if predictor_kind == bitsback.PREDICTIVE_LAPLACE else predictive.GAUSSIAN
+    distribution = bitsback.PREDICTORS[predictor_kind]
     estimated = {k: _model_estimate(tiles_of[k], estimates_of[k], budget[k], distribution) for k in tiles_of}
     included = [k for k in everyone if tiles_needed <= MAX_TILES and estimated.get(k, (0.0,))[0] <= budget[k]]
     everything = code(included) if included else None
@@ -214,15 +214,13 @@ def _model_estimate(tiles, estimates: list[float], budget: float,
 
 def _encode_model(split: list[_Image], indices: list[int], coder_model, tiles_of: dict[int, list],
                   estimates_of: dict[int, list[float]] | None, tile: int, max_batch: int, progress,
-                  legacy: bool, samples: int = 1, predictor_kind: str = bitsback.PREDICTIVE_LAPLACE) -> _ModelCoding:
+                  legacy: bool, predictor_kind: str, samples: int = 1) -> _ModelCoding:
     """The model path over split[k] for k in `indices`: their planes and tiles in one bits-back stack;
     `samples` > 1: importance-weighted bits-back (format 4 or 5 where a batch is coded so), batches of at most
     max(1, max_batch // samples) tiles, so that a batch's passes hold no more rows than plain bits-back's
-    (but for a single tile). predictor_kind: that of the tiles coded without the model, where the file's
-    format holds it (binary formats; format 5 where it is PREDICTIVE_LAPLACE); else PREDICTIVE_NEIGHBOURS."""
+    (but for a single tile). predictor_kind: that of the tiles coded without the model (one the file's format
+    holds: PREDICTIVE_NEIGHBOURS for formats 1 and 2)."""
     version = (2 if legacy else container.VERSION) if coder_model.integer else FLOAT_VERSION
-    if version not in container.BINARY_VERSIONS:
-        predictor_kind = bitsback.PREDICTIVE_NEIGHBOURS
     bitsback_kind = tilekinds.BITSBACK
     if samples != 1:
         bitsback_kind = tilekinds.importance_kind(samples)
