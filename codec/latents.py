@@ -1,4 +1,5 @@
-"""Discretization of continuous Gaussian latents on a fine uniform grid, for bits-back coding.
+"""Discretization of continuous Gaussian latents on a fine uniform grid, for bits-back coding; and binary
+latents (DVAE++), coded as they are (end of the module).
 
 A latent z is coded as an integer index k with z = k * step, k in [-bound/step, bound/step]. The coder sees
 Gaussians in *index units* (mean / step, std / step), where every bin has width 1 (constriction's
@@ -33,6 +34,7 @@ import numpy as np
 
 from codec.ans import Stack
 from codec.errors import CodingError
+from codec.protocol import BinaryParams, LatentParams
 
 
 @dataclass(frozen=True)
@@ -135,3 +137,92 @@ def push_prior(stack: Stack, grid: LatentGrid, k: np.ndarray, mean: np.ndarray, 
     """Push latent indices k (B, D) with their priors over the whole grid."""
     m, s = grid.to_index_units(mean, std)  # (B, D) each
     stack.push_gaussian(k.ravel(), m.ravel(), s.ravel(), grid.lo, grid.hi)
+
+
+# ---------------------------------------------------------------------------------------------- binary latents
+
+# A binary latent z in {0, 1} (DVAE++, paper 000) needs no grid: its prior and posterior are Bernoullis, given
+# by the model as the frequency of z = 1 out of BINARY_TOTAL (constriction's 24-bit precision; exact in
+# float32, and constriction's quantization of a float32 table is deterministic, so both sides code with the
+# same probabilities, within a unit or two of the model's). Popping one from its posterior takes at most
+# -log2(BINARY_FLOOR / BINARY_TOTAL) = 20 bits and usually far less: a tile's first bits-back batch needs
+# that many bits on the stack, not the ~15 bits per latent of a Gaussian on the grid.
+BINARY_TOTAL = 2**24
+BINARY_FLOOR = 16  # each frequency >= 16: codec/ans.py's last-entry floor (2**-20 of the row) never moves it
+
+
+def binary_tables(ones: np.ndarray) -> np.ndarray:
+    """Frequencies of z = 1 (any shape, integers in [BINARY_FLOOR, BINARY_TOTAL - BINARY_FLOOR]) -> (N, 2)
+    float32 rows [P(z = 0), P(z = 1)], exact."""
+    ones = np.asarray(ones, dtype=np.float64).ravel()
+    if not (np.all(np.isfinite(ones)) and np.all(ones == np.floor(ones))):
+        raise CodingError("binary latent frequencies must be integers")
+    if ones.size and (ones.min() < BINARY_FLOOR or ones.max() > BINARY_TOTAL - BINARY_FLOOR):
+        raise CodingError(f"binary latent frequencies must be in [{BINARY_FLOOR}, {BINARY_TOTAL - BINARY_FLOOR}], "
+                          f"got {ones.min():.0f}..{ones.max():.0f}")
+    rows = np.empty((ones.size, 2), dtype=np.float32)
+    rows[:, 0] = (BINARY_TOTAL - ones) / BINARY_TOTAL
+    rows[:, 1] = ones / BINARY_TOTAL
+    return rows
+
+
+def pop_binary(stack: Stack, ones: np.ndarray) -> np.ndarray:
+    """Pop binary latents (B, D) int64 with P(z = 1) = ones / BINARY_TOTAL (B, D)."""
+    return stack.pop_categorical(binary_tables(ones)).astype(np.int64).reshape(np.shape(ones))
+
+
+def push_binary(stack: Stack, z: np.ndarray, ones: np.ndarray) -> None:
+    """Exact inverse of pop_binary."""
+    stack.push_categorical(np.asarray(z).ravel().astype(np.int64), binary_tables(ones))
+
+
+def binary_kl_bits(post_ones: np.ndarray, prior_ones: np.ndarray) -> np.ndarray:
+    """KL(q || p) of Bernoullis given as frequencies of z = 1, elementwise, in bits."""
+    q, p = np.asarray(post_ones, np.float64) / BINARY_TOTAL, np.asarray(prior_ones, np.float64) / BINARY_TOTAL
+    return q * np.log2(q / p) + (1 - q) * np.log2((1 - q) / (1 - p))
+
+
+# ---------------------------------------------------------------------------------------------- either kind
+
+# One latent group's pops and pushes, whatever its kind: a Gaussian (LatentParams) on the grid, a binary group
+# (BinaryParams) as it is. A posterior given apart (the decoder's, once the pixels are known) is a pair (mean,
+# std), or a binary group's (frequencies of z = 1, None).
+
+
+def pop_group_posterior(stack: Stack, grid: LatentGrid, p: LatentParams | BinaryParams) -> np.ndarray:
+    if isinstance(p, BinaryParams):
+        return pop_binary(stack, p.post_ones)
+    return pop_posterior(stack, grid, p.post_mean, p.post_std)
+
+
+def push_group_posterior(stack: Stack, grid: LatentGrid, k: np.ndarray, posterior) -> None:
+    """posterior: (mean, std), or a binary group's (frequencies of z = 1, None)."""
+    first, std = posterior
+    if std is None:
+        push_binary(stack, k, first)
+    else:
+        push_posterior(stack, grid, k, first, std)
+
+
+def pop_group_prior(stack: Stack, grid: LatentGrid, p: LatentParams | BinaryParams) -> np.ndarray:
+    if isinstance(p, BinaryParams):
+        return pop_binary(stack, p.prior_ones)
+    return pop_prior(stack, grid, p.prior_mean, p.prior_std)
+
+
+def push_group_prior(stack: Stack, grid: LatentGrid, k: np.ndarray, p: LatentParams | BinaryParams) -> None:
+    if isinstance(p, BinaryParams):
+        push_binary(stack, k, p.prior_ones)
+    else:
+        push_prior(stack, grid, k, p.prior_mean, p.prior_std)
+
+
+def group_values(grid: LatentGrid, p: LatentParams | BinaryParams, k: np.ndarray) -> np.ndarray:
+    """What set_latent takes: grid values, or a binary latent's 0 and 1."""
+    return k.astype(np.float64) if isinstance(p, BinaryParams) else grid.values(k)
+
+
+def group_kl_bits(p: LatentParams | BinaryParams) -> np.ndarray:
+    if isinstance(p, BinaryParams):
+        return binary_kl_bits(p.post_ones, p.prior_ones)
+    return gaussian_kl_bits(p.post_mean, p.post_std, p.prior_mean, p.prior_std)

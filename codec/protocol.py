@@ -36,14 +36,25 @@ class LatentParams:
     post_std: np.ndarray | None = None  # (B, D)
 
 
+@dataclass(frozen=True)
+class BinaryParams:
+    """Bernoulli parameters of one binary latent group for a batch: P(z = 1) as integer frequencies out of
+    2**24 (latents.BINARY_TOTAL), (B, D) int64, each in [latents.BINARY_FLOOR, 2**24 - latents.BINARY_FLOOR].
+    The latents themselves are 0 or 1, in latent units as in index units."""
+
+    prior_ones: np.ndarray  # (B, D)
+    post_ones: np.ndarray | None = None  # (B, D), only in a pass begun with pixels
+
+
 class ModelPass(Protocol):
     """One top-down pass over a batch of B tiles of equal padded shape (B, C, H, W)."""
 
     num_groups: int
     pixel_phases: np.ndarray | None  # (H, W) phase of every pixel, or None: all at once (see above)
 
-    def latent_params(self, group: int) -> LatentParams:
-        """Parameters of `group`; called for group g only after set_latent(g - 1, ...)."""
+    def latent_params(self, group: int) -> LatentParams | BinaryParams:
+        """Parameters of `group` (a binary group's: BinaryParams); called for group g only after
+        set_latent(g - 1, ...)."""
         ...
 
     def set_latent(self, group: int, values: np.ndarray) -> None:
@@ -69,7 +80,8 @@ class ModelPass(Protocol):
 
     # Optional: a pass begun without pixels may offer
     #     def posteriors(self, pixels: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]
-    # after all groups are set: every group's (posterior mean, posterior std), (B, D) float64 each, given
+    # after all groups are set: every group's (posterior mean, posterior std), (B, D) float64 each (a binary
+    # group's: (post_ones, None), BinaryParams' frequencies), given
     # the decoded pixels and the latents set, exactly what a pass begun with those pixels gives. The decoder
     # then skips its second pass over the top-down path.
 

@@ -30,9 +30,12 @@ from codec import predictive
 from codec.ans import Stack
 from codec.errors import CodingError
 from codec.exact import deterministic_exp, deterministic_log2
-from codec.latents import LatentGrid, gaussian_kl_bits, pop_posterior, pop_prior, push_posterior, push_prior
+from codec.latents import (
+    BINARY_TOTAL, LatentGrid, group_kl_bits, group_values, pop_group_posterior, pop_group_prior,
+    pop_posterior, pop_prior, push_group_posterior, push_group_prior, push_posterior, push_prior,
+)
 from codec.pixels import batch_pixels, pixel_steps, pop_pixels, push_pixels, push_steps, valid_mask
-from codec.protocol import LatentModel, LatentParams, ModelPass
+from codec.protocol import BinaryParams, LatentModel, LatentParams, ModelPass
 from codec.tiling import Tile, TileSpec, pad_tile
 
 
@@ -88,7 +91,10 @@ def _prior_mean_pass(model: LatentModel, shape: tuple[int, ...]) -> ModelPass:
     batch = model.begin(shape, None)
     for g in range(batch.num_groups):
         p = _params(batch, g, shape[0], need_posterior=False)
-        batch.set_latent(g, np.array(p.prior_mean, dtype=np.float64, copy=True))
+        if isinstance(p, BinaryParams):  # a Bernoulli's most likely value (z = 1 on a tie)
+            batch.set_latent(g, (p.prior_ones >= BINARY_TOTAL // 2).astype(np.float64))
+        else:
+            batch.set_latent(g, np.array(p.prior_mean, dtype=np.float64, copy=True))
     return batch
 
 
@@ -102,19 +108,19 @@ def _push_bitsback(stack: Stack, tiles: Sequence[Tile], start: int, stream: Stre
     pixels, mask = batch_pixels(tiles)  # (B, C, H, W), (B, H, W)
     batch = model.begin(pixels.shape, pixels)
     _swap_top(stack)
-    ks, priors, kl = [], [], np.zeros(len(tiles))  # kl: (B,) bits
+    ks, params, kl = [], [], np.zeros(len(tiles))  # kl: (B,) bits
     for g in range(batch.num_groups):
         p = _params(batch, g, len(tiles), need_posterior=True)
-        k = pop_posterior(stack, grid, p.post_mean, p.post_std)  # (B, D)
-        batch.set_latent(g, grid.values(k))
+        k = pop_group_posterior(stack, grid, p)  # (B, D)
+        batch.set_latent(g, group_values(grid, p, k))
         ks.append(k)
-        priors.append((p.prior_mean, p.prior_std))
-        kl += gaussian_kl_bits(p.post_mean, p.post_std, p.prior_mean, p.prior_std).sum(axis=1)
+        params.append(p)
+        kl += group_kl_bits(p).sum(axis=1)
     if stack.num_valid_bits() < stream.margin_bits:
         return None
     pixel_bits = push_pixels(stack, batch, pixels, mask)
-    for k, (mean, std) in reversed(list(zip(ks, priors))):  # group 0 last, so that the decoder pops it first
-        push_prior(stack, grid, k, mean, std)
+    for k, p in reversed(list(zip(ks, params))):  # group 0 last, so that the decoder pops it first
+        push_group_prior(stack, grid, k, p)
     return kl + pixel_bits
 
 
@@ -125,8 +131,8 @@ def _pop_bitsback(stack: Stack, specs: Sequence[TileSpec], start: int, stream: S
     ks = []
     for g in range(batch.num_groups):
         p = _params(batch, g, len(specs), need_posterior=False)
-        k = pop_prior(stack, grid, p.prior_mean, p.prior_std)  # (B, D)
-        batch.set_latent(g, grid.values(k))
+        k = pop_group_prior(stack, grid, p)  # (B, D)
+        batch.set_latent(g, group_values(grid, p, k))
         ks.append(k)
     pixels = pop_pixels(stack, batch, specs)  # (B, C, H, W)
     # The posteriors the encoder popped with, now that the pixels are known; pushing the latents back with
@@ -138,12 +144,13 @@ def _pop_bitsback(stack: Stack, specs: Sequence[TileSpec], start: int, stream: S
         posteriors = []
         for g, k in enumerate(ks):
             p = _params(again, g, len(specs), need_posterior=True)
-            posteriors.append((p.post_mean, p.post_std))
-            again.set_latent(g, grid.values(k))
-    for k, (mean, std) in reversed(list(zip(ks, posteriors))):  # group 0 last: the encoder popped it first
-        push_posterior(stack, grid, k, mean, std)
+            posteriors.append((p.post_ones, None) if isinstance(p, BinaryParams) else (p.post_mean, p.post_std))
+            again.set_latent(g, group_values(grid, p, k))
+    for k, posterior in reversed(list(zip(ks, posteriors))):  # group 0 last: the encoder popped it first
+        push_group_posterior(stack, grid, k, posterior)
     _swap_top(stack)  # its own inverse: undoes the encoder's swap
     return pixels
+
 
 
 _CHUNK = 2**16  # _swap_top exchanges two chunks of 16 bits
@@ -164,9 +171,22 @@ def _swap_top(stack: Stack) -> None:
     stack.push_uniform(b, _CHUNK)
 
 
-def _params(batch: ModelPass, group: int, b: int, need_posterior: bool) -> LatentParams:
-    """The model's parameters for `group`, checked for shape: everything (B, D) float64."""
+def _params(batch: ModelPass, group: int, b: int, need_posterior: bool) -> LatentParams | BinaryParams:
+    """The model's parameters for `group`, checked for shape: everything (B, D) float64 (a binary group's
+    frequencies: (B, D) int64, their range checked where they are coded)."""
     p = batch.latent_params(group)
+    if isinstance(p, BinaryParams):
+        arrays = [p.prior_ones] + ([p.post_ones] if need_posterior else [])
+        if any(a is None for a in arrays):
+            raise CodingError(f"model gave no posterior for group {group} in a pass begun with pixels")
+        arrays = [np.asarray(a) for a in arrays]
+        if arrays[0].ndim != 2 or arrays[0].shape[0] != b or any(a.shape != arrays[0].shape for a in arrays):
+            raise CodingError(f"binary latent parameters of group {group} must be ({b}, D), got "
+                              f"{[a.shape for a in arrays]}")
+        if not all(np.all(np.isfinite(a)) and np.all(a == np.floor(a)) for a in arrays):
+            raise CodingError(f"binary latent parameters of group {group} must be integer frequencies")
+        arrays = [a.astype(np.int64) for a in arrays]
+        return BinaryParams(arrays[0], arrays[1] if need_posterior else None)
     arrays = [p.prior_mean, p.prior_std] + ([p.post_mean, p.post_std] if need_posterior else [])
     if any(a is None for a in arrays):
         raise CodingError(f"model gave no posterior for group {group} in a pass begun with pixels")
@@ -181,13 +201,19 @@ def _params(batch: ModelPass, group: int, b: int, need_posterior: bool) -> Laten
     return LatentParams(arrays[0], arrays[1])
 
 
-def _checked_posteriors(posteriors, ks: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """A pass's posteriors(), checked as _params checks parameters: one (mean, std) per group, each shaped
-    like that group's latents, finite, stds > 0."""
+def _checked_posteriors(posteriors, ks: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """A pass's posteriors(), checked as _params checks parameters: one (mean, std) per group (a binary
+    group's (frequencies of z = 1, None)), each shaped like that group's latents, finite, stds > 0."""
     if len(posteriors) != len(ks):
         raise CodingError(f"model gave posteriors for {len(posteriors)} groups, not {len(ks)}")
     checked = []
     for g, ((mean, std), k) in enumerate(zip(posteriors, ks)):
+        if std is None:  # binary: its frequencies' range is checked where they are coded
+            ones = np.asarray(mean)
+            if ones.shape != k.shape or not (np.all(np.isfinite(ones)) and np.all(ones == np.floor(ones))):
+                raise CodingError(f"binary posterior of group {g} must be {k.shape} integer frequencies")
+            checked.append((ones.astype(np.int64), None))
+            continue
         mean, std = np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
         if mean.shape != k.shape or std.shape != k.shape:
             raise CodingError(f"posterior of group {g} must be {k.shape}, got {mean.shape} and {std.shape}")
@@ -272,6 +298,14 @@ def _importance_pass(model: LatentModel, pixels: np.ndarray, samples: int):
     return _without_phases(model.begin(every.shape, every)), every
 
 
+def _gaussian(p: LatentParams | BinaryParams) -> LatentParams:
+    """Importance-weighted bits-back weighs samples by Gaussian densities (_log_weights): a binary group is
+    refused."""
+    if isinstance(p, BinaryParams):
+        raise CodingError("importance-weighted bits-back needs a model without binary latent groups")
+    return p
+
+
 def _without_phases(batch: ModelPass) -> ModelPass:
     """The pass, refused if it codes pixels in phases or from side symbols: pixel_steps (a pass's pixels at
     once, from the latents alone) cannot."""
@@ -291,7 +325,7 @@ def _push_importance(samples: int) -> PushFn:
         _swap_top(stack)
         ks, posteriors, priors = [], [], []
         for g in range(batch.num_groups):
-            p = _params(batch, g, b * samples, need_posterior=True)
+            p = _gaussian(_params(batch, g, b * samples, need_posterior=True))
             k = pop_posterior(stack, grid, p.post_mean, p.post_std)  # (B * K, D)
             batch.set_latent(g, grid.values(k))
             ks.append(k)
@@ -325,7 +359,7 @@ def _pop_importance(samples: int) -> PopFn:
         alone = _without_phases(model.begin((b, *specs[0].shape), None))
         chosen_ks = []
         for g in range(alone.num_groups):
-            p = _params(alone, g, b, need_posterior=False)
+            p = _gaussian(_params(alone, g, b, need_posterior=False))
             k = pop_prior(stack, grid, p.prior_mean, p.prior_std)  # (B, D)
             alone.set_latent(g, grid.values(k))
             chosen_ks.append(k)
@@ -335,7 +369,7 @@ def _pop_importance(samples: int) -> PopFn:
         others = np.setdiff1d(np.arange(b * samples), mine)
         ks, posteriors, priors = [], [], []
         for g in range(batch.num_groups):
-            p = _params(batch, g, b * samples, need_posterior=True)
+            p = _gaussian(_params(batch, g, b * samples, need_posterior=True))
             k = np.empty(p.post_mean.shape, dtype=np.int64)  # (B * K, D)
             k[mine] = chosen_ks[g]
             k[others] = pop_posterior(stack, grid, p.post_mean[others], p.post_std[others])

@@ -1,6 +1,6 @@
 """The initial bits a model's bits-back stream needs: what popping one tile's latents with the posterior takes
-off the stack, measured by the coder itself (codec.latents.pop_posterior on the integer model's posterior, a
-stack filled with random words, the latents on the coder's grid). Until a stream holds that many bits its tiles
+off the stack, measured by the coder itself (codec.latents.pop_group_posterior on the integer model's
+posterior, a stack filled with random words, Gaussian latents on the coder's grid, binary ones as they are). Until a stream holds that many bits its tiles
 go without bits-back (the predictor, raw bytes or latents at their prior means), so it is a fixed cost per file
 that large files hide and small ones pay; Monte-Carlo bits-back with K samples (`compress --samples K`) pops K
 times as much before its first importance-weighted tile.
@@ -21,7 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from codec.ans import Stack  # noqa: E402
-from codec.latents import LatentGrid, pop_posterior  # noqa: E402
+from codec.latents import LatentGrid, group_values, pop_group_posterior  # noqa: E402
 from codec.tiling import split_tiles  # noqa: E402
 from vaezip import data as datasets  # noqa: E402
 from vaezip.api import load_model  # noqa: E402
@@ -37,8 +37,8 @@ def initial_bits(coder: TorchLatentModel, pixels: np.ndarray, grid: LatentGrid, 
     batch = coder.begin((1, *pixels.shape), pixels[None])
     for group in range(batch.num_groups):
         params = batch.latent_params(group)
-        k = pop_posterior(stack, grid, params.post_mean, params.post_std)
-        batch.set_latent(group, grid.values(k))
+        k = pop_group_posterior(stack, grid, params)
+        batch.set_latent(group, group_values(grid, params, k))
     return float(before - stack.num_valid_bits())
 
 

@@ -49,11 +49,16 @@ OPTIONS = {
 }
 
 
-def measure(name: str, options: dict, train_set: str, test_images, args) -> dict:
-    run = args.work / f"{args.set}-{'-'.join(f'{k}={v}' for k, v in options.items()) or 'default'}"
+def measure(name: str, options: dict, train_set: str, test_images, args, train_options: dict | None = None,
+            preset=None, label: str | None = None) -> dict:
+    """One row: `options` (ModelConfig fields) and `train_options` (TrainConfig fields) on `preset` (default:
+    args.preset's); `label` names its run folder where the options do not tell it apart."""
+    both = {**options, **(train_options or {})}
+    run = args.work / f"{args.set}-{label or '-'.join(f'{k}={v}' for k, v in both.items()) or 'default'}"
     started = time.process_time()
-    summary = train(run, train_set, get_preset(args.preset), steps=args.steps,
-                    train_overrides=dict(seed=0, val_images=200, val_every=10**9, checkpoint_every=10**9),
+    summary = train(run, train_set, preset or get_preset(args.preset), steps=args.steps,
+                    train_overrides=dict(seed=0, val_images=200, val_every=10**9, checkpoint_every=10**9,
+                                         **(train_options or {})),
                     model_options=options, coded_validation=None)
     train_cpu = time.process_time() - started
     checkpoint = load_checkpoint(run)

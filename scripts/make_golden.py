@@ -20,6 +20,11 @@ golden.png through the model without the predictor's choice (its first tile a La
 rest bits-back: the same tiles as format3/model.vz) and with it (the untrained model loses every tile to the
 predictor). Never regenerate them either.
 
+    python scripts/make_golden.py --binary [--force]
+writes tests/data/binary/model.vz, the first file of a model with binary latent groups (DVAE++; the seeded
+untrained tiny model with binary_groups = 2, "tiny-binary"): golden.png through the model only (format 5).
+Never regenerate it either: it pins how binary latents are coded.
+
     python scripts/make_golden.py --sizes [--model-too]
 prints the sizes of issue 15's table for larger versions of the same synthetic kinds: vaezip (format 3, the
 shipped default models) against Pillow's optimized PNG and lossless WebP (--model-too also times the model path
@@ -238,6 +243,21 @@ def make_format5_fixtures(force: bool) -> None:
                 print(f"format5/{file_name}: {len(result.data)} bytes")
 
 
+def binary_weights(folder: Path) -> Path:
+    """The seeded untrained tiny model whose two latent groups are binary: what tests/data/binary pins."""
+    return make_tiny_weights(folder / "tiny-binary.safetensors", 3, "tiny-binary", binary_groups=2)
+
+
+def make_binary_fixture(force: bool) -> None:
+    folder = GOLDEN / "binary"
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        result = compress_images([("golden.png", golden_image())], load_model(binary_weights(Path(scratch))),
+                                 tile=16, device="cpu", predictor=False, classical=False)
+        if write_pinned(folder / "model.vz", result.data, force):
+            print(f"binary/model.vz: {len(result.data)} bytes")
+
+
 def make_black_fixtures(force: bool) -> None:
     folder = GOLDEN / "black"
     folder.mkdir(parents=True, exist_ok=True)
@@ -258,6 +278,7 @@ def main() -> None:
     action.add_argument("--black", action="store_true", help="tests/data/black/*.vz")
     action.add_argument("--format3", action="store_true", help="tests/data/format3/*.vz")
     action.add_argument("--format5", action="store_true", help="tests/data/format5/*.vz")
+    action.add_argument("--binary", action="store_true", help="tests/data/binary/model.vz")
     action.add_argument("--sizes", action="store_true", help="print issue 15's size table (writes nothing)")
     parser.add_argument("--model-too", action="store_true", help="with --sizes: also the model path alone")
     parser.add_argument("--force", action="store_true", help="overwrite pinned files that exist")
@@ -270,6 +291,8 @@ def main() -> None:
         make_format3_fixtures(args.force)
     elif args.format5:
         make_format5_fixtures(args.force)
+    elif args.binary:
+        make_binary_fixture(args.force)
     elif args.sizes:
         print_sizes(args.model_too)
     else:

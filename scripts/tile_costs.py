@@ -27,7 +27,7 @@ from codec.tiling import split_tiles  # noqa: E402
 from vaezip import data as datasets  # noqa: E402
 from vaezip.api import load_model  # noqa: E402
 from vaezip.evaluate import repeatable_sampling  # noqa: E402
-from vaezip.model.layers import gaussian_kl  # noqa: E402
+from vaezip.model.layers import bernoulli_kl, gaussian_kl  # noqa: E402
 
 
 def predictive_bits(tiles, index: int, neighbours: bool) -> int:
@@ -49,8 +49,12 @@ def model_bits(model, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     kl = torch.zeros(len(pixels), dtype=torch.float64)
     for _ in range(walk.num_groups):
         step = walk.step()
-        latent = step.post_mean + step.post_std * torch.randn_like(step.post_std)
-        kl += gaussian_kl(step.post_mean, step.post_std, step.prior_mean, step.prior_std).flatten(1).sum(1).double()
+        if step.binary:  # Bernoulli logits: z itself, as the coder codes it
+            latent = torch.bernoulli(torch.sigmoid(step.post_mean))
+            kl += bernoulli_kl(step.post_mean, step.prior_mean).flatten(1).sum(1).double()
+        else:
+            latent = step.post_mean + step.post_std * torch.randn_like(step.post_std)
+            kl += gaussian_kl(step.post_mean, step.post_std, step.prior_mean, step.prior_std).flatten(1).sum(1).double()
         walk.advance(latent)
     params = walk.pixel_params()
     if getattr(model.likelihood, "side_bits", 0.0):  # an optimal-sigma model: each tile's own sigma (its 7 bits

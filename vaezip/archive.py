@@ -31,6 +31,7 @@ from vaezip import __version__
 from vaezip.classical import MAX_FILE_PIXELS, check_file_pixels, check_header, combined_checksum, decode_entry, matches
 from vaezip.classical import smallest_entry
 from vaezip.coding import TorchLatentModel, deterministic_kernels
+from vaezip.config import importance_coding_obstacle
 from vaezip.devices import resolve_device
 from vaezip.errors import CheckpointError, ImageError, IntegrityError
 from vaezip.images import Planes, join_planes, pixel_checksum, split_image
@@ -135,12 +136,9 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
     # files are format 1 (float inference): those hold Gaussian ones.
     newest = format_version is None and coder_model.integer
     predictor_kind = bitsback.PREDICTIVE_LAPLACE if newest else bitsback.PREDICTIVE_NEIGHBOURS
-    if samples != 1 and loaded.model.config.pixel_context:
-        raise ImageError(f"--samples {samples}: {loaded.name} has a pixel-context head; importance-weighted "
-                         "coding needs a model without one")
-    if samples != 1 and loaded.model.config.likelihood == "gaussian-optimal":
-        raise ImageError(f"--samples {samples}: {loaded.name} stores each tile's sigma; importance-weighted "
-                         "coding needs a model whose pixel tables follow from the latents alone")
+    obstacle = importance_coding_obstacle(loaded.model.config) if samples != 1 else None
+    if obstacle:
+        raise ImageError(f"--samples {samples}: importance-weighted coding cannot code {loaded.name}: {obstacle}")
     tiles_of = {k: split_tiles(item.planes.model_plane, tile, stride) for k, item in enumerate(split)
                 if item.planes.model_plane is not None and tiles_needed <= MAX_TILES}
     estimates_of = None

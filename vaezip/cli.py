@@ -336,6 +336,16 @@ def train(
                                                 "row at once, reading the rows above) or scales (DVAE++'s "
                                                 "multi-scale decoder: a stride-4 grid first, then finer grids, 5 "
                                                 "phases a tile, each reading earlier pixels on every side)"),
+    binary_groups: Optional[int] = typer.Option(None, "--binary-groups", metavar="N",
+                                                help="a new model whose first N latent groups (top-down: the "
+                                                "lowest resolution's first) are binary, DVAE++'s Bernoulli latents "
+                                                "(trained through the overlapping relaxation, coded as they are: "
+                                                "at most 20 bits each to pop, usually under 1); default 0"),
+    binary_beta: Optional[float] = typer.Option(None, "--binary-beta", metavar="BETA",
+                                                help="the relaxation's inverse temperature for binary groups, "
+                                                "at most 64 (default 8, the paper's): larger is closer to the "
+                                                "binary latents the coder uses, with noisier gradients; unused "
+                                                "without binary groups"),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: one per idle physical "
                                           "core, at most 4; or OMP_NUM_THREADS where set)"),
     name: Optional[str] = typer.Option(None, "--name", help="at the end, install the model as a user model of "
@@ -382,8 +392,19 @@ def train(
             raise UsageFailure(f"--context-order must be one of {', '.join(CONTEXT_OFFSETS)}, not {context_order!r}")
         if context_order not in (None, "rows") and not pixel_context and not resume and init is None:
             raise UsageFailure("--context-order applies to a pixel-context head: give --pixel-context WIDTH too")
+        if binary_groups is not None and binary_groups < 0:
+            raise UsageFailure(f"--binary-groups must not be negative, not {binary_groups}")
+        if binary_groups and residual_posterior:
+            raise UsageFailure("--binary-groups does not combine with --residual-posterior (a Gaussian posterior's "
+                               "form)")
+        if binary_groups and importance_samples not in (None, 1):
+            raise UsageFailure("--binary-groups trains on the ELBO: a relaxed binary sample has no probability "
+                               "for --importance-samples to weigh")
+        if binary_beta is not None and not 0 < binary_beta <= 64:  # layers.MAX_BINARY_BETA (no torch import here)
+            raise UsageFailure(f"--binary-beta must be in (0, 64], not {binary_beta}")
         model_options = {key: value for key, value in dict(likelihood=likelihood, channel_coupling=channel_coupling,
-                                                           context_order=context_order).items()
+                                                           context_order=context_order,
+                                                           binary_groups=binary_groups).items()
                          if value is not None}
         if name is not None:
             from vaezip import zoo
@@ -408,6 +429,7 @@ def train(
             for key, value in dict(batch_size=batch_size, lr=lr, crop=crop, decay_steps=decay_steps, seed=seed,
                                checkpoint_every=checkpoint_every, val_every=val_every, kl_warmup_steps=kl_warmup,
                                kl_balance=kl_balance or None, importance_samples=importance_samples,
+                               binary_beta=binary_beta,
                                train_only_context=train_only_context or None).items()
             if value is not None
         })
@@ -604,10 +626,11 @@ def eval_command(
         out.print(f"bound: {result.bound_bpsp:.4f} bits per subpixel (KL {result.kl_bpsp:.4f} + NLL {result.nll_bpsp:.4f})",
                   highlight=False)
         if result.importance_bpsp is not None:
-            config = loaded.model.config
-            codable = not config.pixel_context and config.likelihood != "gaussian-optimal"
-            note = (f"what compress --samples {samples} pays instead" if codable else
-                    "compress --samples cannot code this model: a pixel-context head or per-tile sigmas")
+            from vaezip.config import importance_coding_obstacle
+
+            obstacle = importance_coding_obstacle(loaded.model.config)
+            note = (f"what compress --samples {samples} pays instead" if obstacle is None else
+                    f"compress --samples cannot code this model: {obstacle}")
             out.print(f"importance-weighted bound, {samples} samples: {result.importance_bpsp:.4f} bits per subpixel "
                       f"({note})", highlight=False)
 

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from codec.errors import CodingError
-from codec.latents import LatentGrid, gaussian_kl_bits
-from codec.protocol import LatentParams
+from codec.latents import LatentGrid, binary_kl_bits, gaussian_kl_bits
+from codec.protocol import BinaryParams, LatentParams
 from codec.tiling import Tile
 from vaezip.evaluate import repeatable_sampling, valid_mask
 from vaezip.model import HierarchicalVAE
@@ -178,11 +178,14 @@ class IntegerPass:
         self.side_count = shape[1] if self.side_size else 0  # one sigma per channel
         self._network_params: torch.Tensor | None = None  # B, P, H, W before any side parameters
 
-    def latent_params(self, group: int) -> LatentParams:
+    def latent_params(self, group: int) -> LatentParams | BinaryParams:
         if group != self.walk.group:
             raise RuntimeError(f"latent_params({group}) called at group {self.walk.group}")
         prior_mean, prior_std, post_mean, post_std = self.walk.step()  # B, Z, h, w integers each
         self._latent_shape = prior_mean.shape
+        if prior_std is None:  # a binary group: frequencies of z = 1 out of 2**24
+            ones = lambda q: None if q is None else q.cpu().numpy().astype(np.int64).reshape(self.batch, -1)  # noqa: E731
+            return BinaryParams(ones(prior_mean), ones(post_mean))
         flat = lambda q: None if q is None else fixed_to_float(q).reshape(self.batch, -1)  # noqa: E731
         return LatentParams(flat(prior_mean), flat(prior_std), flat(post_mean), flat(post_std))
 
@@ -215,7 +218,9 @@ class IntegerPass:
         """codec.protocol.ModelPass.posteriors: each group's (mean, std), (B, D) float64 each."""
         tensor = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device)
         flat = lambda q: fixed_to_float(q).reshape(self.batch, -1)  # noqa: E731
-        return [(flat(mean), flat(std)) for mean, std in self.walk.posteriors(tensor)]
+        ones = lambda q: q.cpu().numpy().astype(np.int64).reshape(self.batch, -1)  # noqa: E731
+        return [(ones(mean), None) if std is None else (flat(mean), flat(std))
+                for mean, std in self.walk.posteriors(tensor)]
 
     def pixel_table(
         self, channel: int, pixels: np.ndarray, phase: int | None = None, mask: np.ndarray | None = None
@@ -274,6 +279,9 @@ class TorchLatentModel:
         if not integer and getattr(model.likelihood, "optimal", False):
             raise CodingError("a model with per-tile sigmas (gaussian-optimal) is coded by integers only (format "
                               "2 and later): no float-coded (format 1) file can name it")
+        if not integer and model.config.binary_groups:
+            raise CodingError("a model with binary latent groups is coded by integers only (format 2 and later): "
+                              "no float-coded (format 1) file can name it")
         self.integer_model = IntegerVAE(self.model).to(self.device) if self.integer else None
 
     def begin(self, shape, pixels: np.ndarray | None = None):
@@ -318,6 +326,11 @@ class TorchLatentModel:
         bits = np.zeros(len(pixels))
         for group in range(batch.num_groups):
             p = batch.latent_params(group)
+            if isinstance(p, BinaryParams):
+                bits += binary_kl_bits(p.post_ones, p.prior_ones).sum(axis=1)
+                ones = rng.random(p.post_ones.shape) * 2.0**24 < p.post_ones
+                batch.set_latent(group, ones.astype(np.float64))
+                continue
             sample = p.post_mean + p.post_std * rng.standard_normal(p.post_mean.shape)
             k = np.clip(np.rint(sample / grid.step), grid.lo, grid.hi)
             bits += gaussian_kl_bits(p.post_mean, p.post_std, p.prior_mean, p.prior_std).sum(axis=1)

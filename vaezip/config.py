@@ -21,14 +21,14 @@ FORMAT_VERSION = 2
 READABLE_FORMATS = (1, 2)
 # TrainConfig fields added after format 2 was fixed -> the value a checkpoint without them loads with (the
 # behaviour of the vaezip that wrote it). Training-only: a model or a coded file never depends on them.
-TRAIN_FIELDS_SINCE_FORMAT_2: dict[str, Any] = {"kl_balance": False, "importance_samples": 1}
+TRAIN_FIELDS_SINCE_FORMAT_2: dict[str, Any] = {"kl_balance": False, "importance_samples": 1, "binary_beta": 8.0}
 # ModelConfig fields added after format 2 was fixed -> their default, the value that gives exactly the model of a
 # file written before them. A file without one loads with that value; `config_to_dict` writes one only where it
 # differs, so a model that does not use a new option is written byte for byte as before (the same sha256, and
 # still readable by the vaezip before it), while a model that does is refused by that vaezip (an unknown key)
 # instead of being run wrongly.
 MODEL_FIELDS_SINCE_FORMAT_2: dict[str, Any] = {"residual_posterior": False, "likelihood": "logistic-mixture",
-                                               "channel_coupling": True, "context_order": "rows"}
+                                               "channel_coupling": True, "context_order": "rows", "binary_groups": 0}
 # The pixel likelihoods (model/likelihood.py; their integer twins in model/integer.py). sigma-VAE (paper 002)
 # calibrated decoders beside the logistic mixture: a discretized Gaussian with one learned sigma per channel,
 # the same Gaussian with the "optimal sigma" of each image (each tile a file codes: its analytic sigma per
@@ -126,6 +126,11 @@ class ModelConfig:
     # The order in which a pixel-context head's pixels are coded, hence which neighbours it reads
     # (CONTEXT_OFFSETS; only with pixel_context > 0).
     context_order: str = "rows"
+    # DVAE++'s binary latents (paper 000): the first `binary_groups` latent groups of the top-down order
+    # (lowest resolution first) are Bernoulli variables, z in {0, 1}, each group's prior and posterior a
+    # sigmoid of a logit per latent; the other groups stay Gaussian. 0: every group Gaussian (every model
+    # before it). Trained through the overlapping relaxation (TrainConfig.binary_beta), coded as z itself.
+    binary_groups: int = 0
 
     def __post_init__(self) -> None:
         """Types, then ranges (LIMITS), then the parameter count (MAX_PARAMETERS): nothing is allocated."""
@@ -171,6 +176,13 @@ class ModelConfig:
             raise ConfigError(f"ModelConfig.min_std must be in {low}..{high}, not {short_repr(std)}")
         if sum(s.latent_groups for s in self.stages) == 0:
             raise ConfigError("a model needs at least one latent group")
+        groups = self.binary_groups
+        if isinstance(groups, bool) or not isinstance(groups, int) or not 0 <= groups <= self.num_groups:
+            raise ConfigError(f"ModelConfig.binary_groups must be an integer in 0..{self.num_groups} (the model's "
+                              f"latent groups), not {short_repr(groups)}")
+        if groups and self.residual_posterior:
+            # a residual posterior is a Gaussian's (shift and std ratio); a Bernoulli's has no such form here
+            raise ConfigError("ModelConfig.binary_groups does not combine with residual_posterior")
         count = parameter_count(self)
         if count > MAX_PARAMETERS:
             raise ConfigError(f"this config implies {count:,} parameters, more than the limit of {MAX_PARAMETERS:,}")
@@ -183,6 +195,18 @@ class ModelConfig:
     @property
     def num_groups(self) -> int:
         return sum(s.latent_groups for s in self.stages)
+
+
+def importance_coding_obstacle(config: ModelConfig) -> str | None:
+    """Why Monte-Carlo bits-back (`compress --samples K`) cannot code a model of `config`, or None if it can:
+    it needs pixel tables that follow from the latents alone and Gaussian latents to weigh."""
+    if config.pixel_context:
+        return "it has a pixel-context head"
+    if config.likelihood == "gaussian-optimal":
+        return "it stores each tile's sigma"
+    if config.binary_groups:
+        return "it has binary latent groups"
+    return None
 
 
 def _conv(inputs: int, outputs: int, kernel: int) -> int:
@@ -217,10 +241,13 @@ def parameter_count(config: ModelConfig) -> int:
     total += sum(s.encoder_blocks * res_block(s.width) for s in stages)
     total += sum(_conv(a.width, b.width, 2) for a, b in zip(stages, stages[1:]))  # downsamples
     total += stages[-1].width  # decoder.initial
-    for s in stages:
+    binary = config.binary_groups  # the first groups top-down (the lowest-resolution stage's first)
+    for s in reversed(stages):
         w, z = s.width, s.latent_channels
-        block = _conv(w, 2 * z + w, 3) + _conv(2 * w, 2 * z, 3) + _conv(z, w, 1) + res_block(w)
-        total += s.latent_groups * block
+        for _ in range(s.latent_groups):
+            outputs = z if binary > 0 else 2 * z  # a Bernoulli's logit, or a Gaussian's mean and std
+            total += _conv(w, outputs + w, 3) + _conv(2 * w, outputs, 3) + _conv(z, w, 1) + res_block(w)
+            binary -= 1
     total += sum(_conv(b.width, a.width, 1) for a, b in zip(stages, stages[1:]))  # upsamples
     total += stages[0].width * pixel_params * f * f + pixel_params  # head (transposed conv)
     if config.likelihood == "gaussian":
@@ -259,6 +286,10 @@ class TrainConfig:
     # (model/vae.py: HierarchicalVAE.forward), the KL warm-up's weight as its annealing scalar; the bound that
     # Monte-Carlo bits-back coding with K samples pays. Each step costs about K times the model's work.
     importance_samples: int = 1
+    # The inverse temperature of DVAE++'s overlapping relaxation of binary latents (ModelConfig.binary_groups):
+    # each z in {0, 1} is smoothed by a mixture of two exponentials on [0, 1] of rate beta; larger is closer to
+    # the binary z that the coder uses. The paper trains at 8 (appendix G). Unused without binary groups.
+    binary_beta: float = 8.0
     val_every: int = 500
     val_images: int = 1000
     checkpoint_every: int = 500

@@ -42,6 +42,7 @@ from vaezip.config import (
 from vaezip.devices import resolve_device
 from vaezip.evaluate import EvalResult, evaluate
 from vaezip.model import HierarchicalVAE
+from vaezip.model.layers import MAX_BINARY_BETA
 
 
 # Validation also compresses this many held-out images for real (one archive), so training shows the
@@ -60,6 +61,7 @@ MODEL_OPTION_FLAGS: dict[str, Any] = {
     "likelihood": lambda value: f"--likelihood {value}",
     "channel_coupling": lambda value: "--channel-coupling" if value else "--no-channel-coupling",
     "context_order": lambda value: f"--context-order {value}",
+    "binary_groups": lambda value: f"--binary-groups {value}",
 }
 
 # The end-of-training comparison codes real files: bounded so that it takes seconds to a minute or two on a
@@ -373,6 +375,8 @@ def resolve_run(
         if train_config.kl_balance and train_config.importance_samples > 1:
             raise ValueError("kl_balance weights the analytic KL terms of the ELBO: it does not combine with "
                              "importance_samples > 1")
+        if not 0 < train_config.binary_beta <= MAX_BINARY_BETA:
+            raise ValueError(f"binary_beta must be in (0, {MAX_BINARY_BETA:g}], not {train_config.binary_beta}")
         model_config = preset.model
     initial = None
     if saved is not None:
@@ -432,6 +436,9 @@ def resolve_run(
                                   f"{getattr(model_config, option)!r}; start from scratch (--preset, or "
                                   "--from-scratch for a folder of your images) or from a model with the same")
         model_config = dataclasses.replace(model_config, **{option: value})
+    if model_config.binary_groups and train_config.importance_samples > 1:
+        raise ValueError("binary latent groups train on the ELBO: a relaxed binary sample has no probability for "
+                         "importance_samples > 1 to weigh")
     return RunPlan(run_dir, checkpoint_path, data_source, model_config, train_config, training_data, saved,
                    initial, init_record, time_schedule)
 
@@ -531,7 +538,7 @@ def train_step(session: Session, progress: float | None) -> dict[str, float]:
     with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=session.device.type == "cuda"):
         out = session.trained(batch, kl_weight=kl_weight(config, session.step),
                               kl_balance=kl_balancing(config, session.step),
-                              importance_samples=config.importance_samples)
+                              importance_samples=config.importance_samples, binary_beta=config.binary_beta)
     session.optimizer.zero_grad(set_to_none=True)
     out.loss.backward()
     # Under DDP the gradients (so the norm) are already averaged over the ranks; the loss is too, so that
@@ -743,7 +750,8 @@ def train(
     a new run; added to an `init` model, the head starts at zero, so the run starts from exactly that model.
     `residual_posterior` makes a new model's posterior relative to its prior (ModelConfig.residual_posterior):
     refused with an `init` model (or a run to resume) whose posterior is absolute. `model_options`: other
-    ModelConfig fields of a new model (MODEL_OPTION_FLAGS: likelihood, channel_coupling, context_order), refused
+    ModelConfig fields of a new model (MODEL_OPTION_FLAGS: likelihood, channel_coupling, context_order,
+    binary_groups), refused
     where an `init` model or the run to resume has another value (a context order also goes with a context head
     new to an `init` model).
     `timing` adds clock-driven validations, checkpoints and learning-rate planning (its time_limit, if set,

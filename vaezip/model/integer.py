@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from codec.exact import deterministic_exp, deterministic_log2
+from codec.latents import BINARY_FLOOR
 from vaezip.config import ModelConfig
 from vaezip.model import kernels
 from vaezip.model.context import PixelContext
@@ -62,6 +63,8 @@ INV_SCALE_BITS = 20  # exp(-log_scale) as q * 2**-20
 # the softplus table's largest value plus min_std) and the ratio (< 2**24 * 2**4 with the table's identity
 # above) stays below 2**52 + 2**42 < 2**53, exact.
 STD_RATIO_BITS = 18
+# A binary latent's P(z = 1) is a frequency out of 2**PROBABILITY_BITS (the sigmoid table's 2**CDF_BITS units
+# floored to it), kept in [BINARY_FLOOR, 2**PROBABILITY_BITS - BINARY_FLOOR] (codec/latents.py).
 
 
 # ---------------------------------------------------------------------------------------------- exact maths
@@ -336,7 +339,7 @@ class IntegerVAE:
             {
                 "prior": _conv(b.prior_head), "posterior": _conv(b.posterior_head),
                 "projection": _conv(b.latent_projection), "residual": (_conv(b.residual.conv_in), _conv(b.residual.conv_out)),
-                "z": b.latent_channels,
+                "z": b.latent_channels, "binary": b.binary,
             }
             for b in decoder.blocks
         ]
@@ -380,6 +383,13 @@ class IntegerVAE:
 
     def std(self, raw: torch.Tensor) -> torch.Tensor:
         return self.tables["softplus"](raw) + self.min_std_q
+
+    def ones_frequency(self, logits: torch.Tensor) -> torch.Tensor:
+        """A binary latent's P(z = 1) from its logit (fixed point) as an integer frequency out of
+        2**PROBABILITY_BITS: the sigmoid table's value (2**-CDF_BITS units) divided by a power of two and
+        floored (exact), clamped to [BINARY_FLOOR, 2**PROBABILITY_BITS - BINARY_FLOOR]."""
+        scaled = self.tables["sigmoid"](logits) * 2.0 ** (PROBABILITY_BITS - CDF_BITS)
+        return torch.floor(scaled).clamp_(BINARY_FLOOR, 2.0**PROBABILITY_BITS - BINARY_FLOOR)
 
     def residual_posterior_of(self, prior_mean: torch.Tensor, prior_std: torch.Tensor, delta: torch.Tensor,
                               raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -498,10 +508,19 @@ class IntegerWalk:
             self.h = self.model.upsamples[self.stage](up)
 
     def step(self):
+        """(prior mean, prior std, posterior mean, posterior std), the posterior's None without pixels; a binary
+        group's: (prior frequency of z = 1, None, posterior frequency of z = 1, None) (IntegerVAE.ones_frequency)."""
         self._enter_stage_of(self.group)
         block, model = self.model.blocks[self.group], self.model
         z = block["z"]
         out = block["prior"](model.silu(self.h))
+        if block["binary"]:
+            self._feature = out[:, z:]
+            self.states.append((self.stage, self.h))
+            post_ones = None
+            if self.activations is not None:
+                post_ones, _ = self._posterior(self.group, self.h, self.activations[self.stage])
+            return model.ones_frequency(out[:, :z]), None, post_ones, None
         prior_mean, prior_std, self._feature = out[:, :z], model.std(out[:, z : 2 * z]), out[:, 2 * z :]
         self.states.append((self.stage, self.h))
         if model.residual_posterior:
@@ -514,13 +533,16 @@ class IntegerWalk:
     def _posterior(self, group: int, h: torch.Tensor, activation: torch.Tensor):
         block, z = self.model.blocks[group], self.model.blocks[group]["z"]
         out = block["posterior"](self.model.silu(torch.cat([h, activation], dim=1)))
+        if block["binary"]:
+            return self.model.ones_frequency(out), None
         if self.model.residual_posterior:
             prior_mean, prior_std = self.priors[group]
             return self.model.residual_posterior_of(prior_mean, prior_std, out[:, :z], out[:, z:])
         return out[:, :z], self.model.std(out[:, z:])
 
-    def posteriors(self, pixels: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """After a walk without pixels: every group's (posterior mean, posterior std) given `pixels` and the
+    def posteriors(self, pixels: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """After a walk without pixels: every group's (posterior mean, posterior std) (a binary group's
+        (frequency of z = 1, None)) given `pixels` and the
         latents that were set, from the states (and priors) the walk saw. The same integers as a walk begun with
         pixels (the top-down states depend on the latents only), without running the top-down path again."""
         if self.group != self.num_groups:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from vaezip.config import ModelConfig
 from vaezip.model.context import PixelContext
-from vaezip.model.layers import ResBlock, TopDownBlock, conv3x3, gaussian_kl
+from vaezip.model.layers import ResBlock, TopDownBlock, bernoulli_kl, conv3x3, gaussian_kl, relaxed_binary_sample
 from vaezip.model.likelihood import make_likelihood, pixels_to_unit
 
 
@@ -72,8 +72,9 @@ class Decoder(nn.Module):
         for stage_index in reversed(range(len(config.stages))):
             stage = config.stages[stage_index]
             for _ in range(stage.latent_groups):
+                binary = len(self.blocks) < config.binary_groups
                 self.blocks.append(TopDownBlock(stage.width, stage.latent_channels, config.min_std, scale,
-                                                residual_posterior=config.residual_posterior))
+                                                residual_posterior=config.residual_posterior, binary=binary))
                 self.block_stage.append(stage_index)
         # upsamples[i] takes stage i+1 (lower resolution) to stage i.
         self.upsamples = nn.ModuleList(
@@ -86,12 +87,14 @@ class Decoder(nn.Module):
 
 @dataclass
 class GroupStep:
-    """Distributions of one latent group, each (B, Z, h, w)."""
+    """Distributions of one latent group, each (B, Z, h, w). A binary group's (`binary`): the means are the
+    Bernoullis' logits and the stds None."""
 
     prior_mean: torch.Tensor
-    prior_std: torch.Tensor
+    prior_std: torch.Tensor | None
     post_mean: torch.Tensor | None
     post_std: torch.Tensor | None
+    binary: bool = False
 
 
 class TopDownWalk:
@@ -125,7 +128,7 @@ class TopDownWalk:
         post_mean = post_std = None
         if self.activations is not None:
             post_mean, post_std = block.posterior(self.h, self.activations[self.stage], prior_mean, prior_std)
-        return GroupStep(prior_mean, prior_std, post_mean, post_std)
+        return GroupStep(prior_mean, prior_std, post_mean, post_std, block.binary)
 
     def advance(self, latent: torch.Tensor) -> None:
         block = self.model.decoder.blocks[self.group]
@@ -202,16 +205,37 @@ class HierarchicalVAE(nn.Module):
         activations = None if pixels is None else self.encoder(pixels_to_unit(pixels))
         return TopDownWalk(self, activations, batch, self.lowest_resolution(height, width))
 
-    def _sampled_pass(self, padded: torch.Tensor, mask: torch.Tensor, log_ratio: bool):
+    def _sampled_pass(self, padded: torch.Tensor, mask: torch.Tensor, log_ratio: bool, binary_beta: float = 8.0):
         """One top-down pass over padded pixels (N, C, H, W) with a posterior sample per group: each image's KL
         of each group (N, G) nats, the groups' sizes h * w, its NLL (N,) nats over real pixels, and where asked
-        its log p(z) - log q(z | x) at the sample (N,) nats (else None)."""
+        its log p(z) - log q(z | x) at the sample (N,) nats (else None).
+
+        A binary group's KL is the Bernoullis' (analytic); its sample is DVAE++'s relaxed zeta (inverse
+        temperature `binary_beta`) in training mode, and z in {0, 1} itself otherwise: the bound of an eval-mode
+        pass is the one the coder pays."""
         batch, _, height, width = padded.shape
         walk = self.walk(padded, batch, height, width)
         group_kls, group_sizes = [], []
         ratio = torch.zeros(batch, device=padded.device) if log_ratio else None
         for _ in range(walk.num_groups):
             step = walk.step()
+            if step.binary:
+                post_logits, prior_logits = step.post_mean.float(), step.prior_mean.float()
+                kl = bernoulli_kl(post_logits, prior_logits)
+                group_kls.append(kl.flatten(1).sum(1))  # N
+                group_sizes.append(kl.shape[2] * kl.shape[3])
+                if self.training:
+                    if ratio is not None:
+                        raise ValueError("importance weights need the probability of the sample: a binary group's "
+                                         "relaxed sample has none (train binary groups on the ELBO)")
+                    latent = relaxed_binary_sample(post_logits, binary_beta)
+                else:
+                    latent = torch.bernoulli(torch.sigmoid(post_logits))
+                    if ratio is not None:  # log P(z) - log Q(z) of the binary sample
+                        sign = 2 * latent - 1  # log P(z) = logsigmoid(+-logit)
+                        ratio = ratio + (F.logsigmoid(sign * prior_logits) - F.logsigmoid(sign * post_logits)).flatten(1).sum(1)
+                walk.advance(latent.to(step.post_mean.dtype))
+                continue
             noise = torch.randn_like(step.post_std)
             latent = step.post_mean + step.post_std * noise
             post_mean, post_std = step.post_mean.float(), step.post_std.float()
@@ -252,7 +276,7 @@ class HierarchicalVAE(nn.Module):
         return (ratio - nll).view(samples, batch).t()
 
     def forward(self, pixels: torch.Tensor, kl_weight: float = 1.0, mask: torch.Tensor | None = None,
-                kl_balance: bool = False, importance_samples: int = 1) -> ForwardOutput:
+                kl_balance: bool = False, importance_samples: int = 1, binary_beta: float = 8.0) -> ForwardOutput:
         """pixels: (B, C, H, W) integers 0..255 of any height and width. `mask` (B, 1, H, W) marks the real
         pixels of inputs that are already padded (the coder's tiles); by default every pixel is real.
         `kl_weight`, `kl_balance` (each group's KL weighted by kl_balance_coefficients) and `importance_samples`
@@ -262,7 +286,9 @@ class HierarchicalVAE(nn.Module):
         With importance_samples = K > 1 the loss is DVAE##'s annealed importance-weighted bound (paper 001,
         appendix C): K posterior samples per image, log w_k = log p(x | z_k) + kl_weight * (log p(z_k) -
         log q(z_k | x)), loss = -log mean_k w_k; the bound Monte-Carlo bits-back (`compress --samples K`)
-        pays when kl_weight is 1, and the ELBO when K is 1."""
+        pays when kl_weight is 1, and the ELBO when K is 1.
+
+        `binary_beta`: the relaxation of binary latent groups in training mode (_sampled_pass)."""
         if importance_samples < 1:
             raise ValueError(f"importance_samples must be at least 1, not {importance_samples}")
         if importance_samples > 1 and kl_balance:
@@ -273,7 +299,8 @@ class HierarchicalVAE(nn.Module):
         if samples > 1:
             # Sample k of image b is row k * B + b: one pass over K * B rows.
             padded, mask = padded.repeat(samples, 1, 1, 1), mask.repeat(samples, 1, 1, 1)
-        kl_per_image, group_sizes, nll, ratio = self._sampled_pass(padded, mask, log_ratio=samples > 1)
+        kl_per_image, group_sizes, nll, ratio = self._sampled_pass(padded, mask, log_ratio=samples > 1,
+                                                                   binary_beta=binary_beta)
         subpixels = mask[:batch].flatten(1).sum(1) * self.config.image_channels  # B
         ln2 = math.log(2.0)
         if samples > 1:
