@@ -25,6 +25,11 @@ writes tests/data/binary/model.vz, the first file of a model with binary latent 
 untrained tiny model with binary_groups = 2, "tiny-binary"): golden.png through the model only (format 5).
 Never regenerate it either: it pins how binary latents are coded.
 
+    python scripts/make_golden.py --global [--force]
+writes tests/data/global/model.vz, the first file of a model with a global latent group (DVAE++; the seeded
+untrained tiny model with global_latents = 8, "tiny-global"): golden.png through the model only (format 5).
+Never regenerate it either.
+
     python scripts/make_golden.py --sizes [--model-too]
 prints the sizes of issue 15's table for larger versions of the same synthetic kinds: vaezip (format 3, the
 shipped default models) against Pillow's optimized PNG and lossless WebP (--model-too also times the model path
@@ -248,14 +253,20 @@ def binary_weights(folder: Path) -> Path:
     return make_tiny_weights(folder / "tiny-binary.safetensors", 3, "tiny-binary", binary_groups=2)
 
 
-def make_binary_fixture(force: bool) -> None:
-    folder = GOLDEN / "binary"
+def global_weights(folder: Path) -> Path:
+    """The seeded untrained tiny model with a global group of 8 latents: what tests/data/global pins."""
+    return make_tiny_weights(folder / "tiny-global.safetensors", 3, "tiny-global", global_latents=8)
+
+
+def make_latent_fixture(name: str, weights_of, force: bool) -> None:
+    """tests/data/NAME/model.vz: golden.png through the model of weights_of(folder) only."""
+    folder = GOLDEN / name
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
-        result = compress_images([("golden.png", golden_image())], load_model(binary_weights(Path(scratch))),
+        result = compress_images([("golden.png", golden_image())], load_model(weights_of(Path(scratch))),
                                  tile=16, device="cpu", predictor=False, classical=False)
         if write_pinned(folder / "model.vz", result.data, force):
-            print(f"binary/model.vz: {len(result.data)} bytes")
+            print(f"{name}/model.vz: {len(result.data)} bytes")
 
 
 def make_black_fixtures(force: bool) -> None:
@@ -279,6 +290,7 @@ def main() -> None:
     action.add_argument("--format3", action="store_true", help="tests/data/format3/*.vz")
     action.add_argument("--format5", action="store_true", help="tests/data/format5/*.vz")
     action.add_argument("--binary", action="store_true", help="tests/data/binary/model.vz")
+    action.add_argument("--global", dest="global_", action="store_true", help="tests/data/global/model.vz")
     action.add_argument("--sizes", action="store_true", help="print issue 15's size table (writes nothing)")
     parser.add_argument("--model-too", action="store_true", help="with --sizes: also the model path alone")
     parser.add_argument("--force", action="store_true", help="overwrite pinned files that exist")
@@ -292,7 +304,9 @@ def main() -> None:
     elif args.format5:
         make_format5_fixtures(args.force)
     elif args.binary:
-        make_binary_fixture(args.force)
+        make_latent_fixture("binary", binary_weights, args.force)
+    elif args.global_:
+        make_latent_fixture("global", global_weights, args.force)
     elif args.sizes:
         print_sizes(args.model_too)
     else:

@@ -50,6 +50,7 @@ class Recipe:
     crop: int | None = None  # None: the preset's training crop
     batch_size: int | None = None  # None: the preset's
     importance_samples: int | None = None  # K > 1: DVAE##'s importance-weighted bound as the loss
+    global_latents: int | None = None  # adds a global group of this many latents per tile (to the init model)
     note: str = ""
 
     @property
@@ -81,6 +82,8 @@ class Recipe:
                 args += ["--batch-size", str(self.batch_size)]
             if self.importance_samples is not None:
                 args += ["--importance-samples", str(self.importance_samples)]
+            if self.global_latents is not None:
+                args += ["--global-latents", str(self.global_latents)]
         if minutes is None and not resume:
             minutes = self.sitting_minutes
         if minutes is not None:
@@ -144,6 +147,12 @@ RECIPES: dict[str, Recipe] = {
             "compress --samples 4 pays), in sittings of 45 minutes on one CPU thread; after 1,173 steps (70 minutes) "
             "no gain: Kodak's first two images, tiled at 32, 4-sample bound 3.5165 against photo2's 3.5156, ELBO "
             "3.5347 against 3.5315 (vaezip eval MODEL kodak --limit 2 --tile 32 --samples 4, 2026-12-03)",
+        ),
+        Recipe(
+            "photo2-global", "photos-train@3+imagenette32-train@1", "cpu", steps=20000, lr=1e-4,
+            init_model="photo2", global_latents=16, sitting_minutes=60,
+            note="experiment, not shipped: photo2 with a global group of 16 latents per tile added (its "
+            "projection starting at zero: the run starts as photo2), in sittings of 60 minutes",
         ),
         Recipe(
             "mnist", "mnist-train", "cpu", steps=11377, decay_steps=16000,

@@ -341,6 +341,10 @@ def train(
                                                 "lowest resolution's first) are binary, DVAE++'s Bernoulli latents "
                                                 "(trained through the overlapping relaxation, coded as they are: "
                                                 "at most 20 bits each to pop, usually under 1); default 0"),
+    global_latents: Optional[int] = typer.Option(None, "--global-latents", metavar="D",
+                                                 help="a new model with a global group of D latents per tile "
+                                                 "(DVAE++): prior N(0, I), posterior from the whole tile's "
+                                                 "encoding, coded before the other groups; default 0"),
     binary_beta: Optional[float] = typer.Option(None, "--binary-beta", metavar="BETA",
                                                 help="the relaxation's inverse temperature for binary groups, "
                                                 "at most 64 (default 8, the paper's): larger is closer to the "
@@ -400,11 +404,14 @@ def train(
         if binary_groups and importance_samples not in (None, 1):
             raise UsageFailure("--binary-groups trains on the ELBO: a relaxed binary sample has no probability "
                                "for --importance-samples to weigh")
+        if global_latents is not None and global_latents < 0:
+            raise UsageFailure(f"--global-latents must not be negative, not {global_latents}")
         if binary_beta is not None and not 0 < binary_beta <= 64:  # layers.MAX_BINARY_BETA (no torch import here)
             raise UsageFailure(f"--binary-beta must be in (0, 64], not {binary_beta}")
         model_options = {key: value for key, value in dict(likelihood=likelihood, channel_coupling=channel_coupling,
                                                            context_order=context_order,
-                                                           binary_groups=binary_groups).items()
+                                                           binary_groups=binary_groups,
+                                                           global_latents=global_latents).items()
                          if value is not None}
         if name is not None:
             from vaezip import zoo

@@ -28,7 +28,8 @@ TRAIN_FIELDS_SINCE_FORMAT_2: dict[str, Any] = {"kl_balance": False, "importance_
 # still readable by the vaezip before it), while a model that does is refused by that vaezip (an unknown key)
 # instead of being run wrongly.
 MODEL_FIELDS_SINCE_FORMAT_2: dict[str, Any] = {"residual_posterior": False, "likelihood": "logistic-mixture",
-                                               "channel_coupling": True, "context_order": "rows", "binary_groups": 0}
+                                               "channel_coupling": True, "context_order": "rows", "binary_groups": 0,
+                                               "global_latents": 0}
 # The pixel likelihoods (model/likelihood.py; their integer twins in model/integer.py). sigma-VAE (paper 002)
 # calibrated decoders beside the logistic mixture: a discretized Gaussian with one learned sigma per channel,
 # the same Gaussian with the "optimal sigma" of each image (each tile a file codes: its analytic sigma per
@@ -51,6 +52,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "stem_factor": (1, 8),
     "num_mixtures": (1, 64),
     "pixel_context": (0, 1024),
+    "global_latents": (0, 256),
     "min_std": (1e-6, 1.0),
 }
 IMAGE_CHANNELS = (1, 3)
@@ -131,6 +133,10 @@ class ModelConfig:
     # sigmoid of a logit per latent; the other groups stay Gaussian. 0: every group Gaussian (every model
     # before it). Trained through the overlapping relaxation (TrainConfig.binary_beta), coded as z itself.
     binary_groups: int = 0
+    # DVAE++'s global latents (paper 000, tables 6 and 8), per tile: a group of this many latents (1x1) before
+    # the top-down groups, prior N(0, I) (conditioned on nothing), posterior from the mean of the encoder's
+    # lowest-resolution activation, its projection added to the top-down path's starting state. 0: none.
+    global_latents: int = 0
 
     def __post_init__(self) -> None:
         """Types, then ranges (LIMITS), then the parameter count (MAX_PARAMETERS): nothing is allocated."""
@@ -147,7 +153,7 @@ class ModelConfig:
         for stage in self.stages:
             if not isinstance(stage, StageConfig):
                 raise ConfigError(f"ModelConfig.stages must hold StageConfigs, not {type(stage).__name__}")
-        for name in ("stem_factor", "num_mixtures", "pixel_context"):
+        for name in ("stem_factor", "num_mixtures", "pixel_context", "global_latents"):
             _check_int("ModelConfig", name, getattr(self, name))
         for name in ("residual_posterior", "channel_coupling"):
             value = getattr(self, name)
@@ -194,6 +200,7 @@ class ModelConfig:
 
     @property
     def num_groups(self) -> int:
+        """The top-down latent groups (a global group, where there is one, comes on top of these)."""
         return sum(s.latent_groups for s in self.stages)
 
 
@@ -249,6 +256,8 @@ def parameter_count(config: ModelConfig) -> int:
             total += _conv(w, outputs + w, 3) + _conv(2 * w, outputs, 3) + _conv(z, w, 1) + res_block(w)
             binary -= 1
     total += sum(_conv(b.width, a.width, 1) for a, b in zip(stages, stages[1:]))  # upsamples
+    if config.global_latents:  # the global group's posterior head and projection
+        total += _conv(stages[-1].width, 2 * config.global_latents, 1) + _conv(config.global_latents, stages[-1].width, 1)
     total += stages[0].width * pixel_params * f * f + pixel_params  # head (transposed conv)
     if config.likelihood == "gaussian":
         total += channels  # one learned log sigma per channel

@@ -176,6 +176,8 @@ def _group_shapes(model: HierarchicalVAE, height: int, width: int) -> list[tuple
     stride = model.config.stride
     height, width = -(-height // stride) * stride, -(-width // stride) * stride
     result = []
+    if model.config.global_latents:  # the global group comes first: one position per tile
+        result.append((len(model.config.stages) - 1, 1, 1, model.config.global_latents))
     for stage_index in model.decoder.block_stage:
         stage = model.config.stages[stage_index]
         scale = model.config.stem_factor * 2**stage_index

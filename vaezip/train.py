@@ -62,6 +62,7 @@ MODEL_OPTION_FLAGS: dict[str, Any] = {
     "channel_coupling": lambda value: "--channel-coupling" if value else "--no-channel-coupling",
     "context_order": lambda value: f"--context-order {value}",
     "binary_groups": lambda value: f"--binary-groups {value}",
+    "global_latents": lambda value: f"--global-latents {value}",
 }
 
 # The end-of-training comparison codes real files: bounded so that it takes seconds to a minute or two on a
@@ -420,6 +421,12 @@ def resolve_run(
         if option == "channel_coupling" and model_config.image_channels == 1:
             continue  # a grey mixture has no coupling to switch off
         flag = MODEL_OPTION_FLAGS[option](value)
+        if option == "global_latents" and saved is None and initial is not None \
+                and not initial.model.config.global_latents:
+            # a global group added to a model without one: its projection starts at zero (restore), so the run
+            # starts from exactly that model
+            model_config = dataclasses.replace(model_config, global_latents=value)
+            continue
         if option == "context_order":
             if not model_config.pixel_context:
                 raise CheckpointError(f"{flag}: the model has no pixel-context head: give --pixel-context WIDTH too")
@@ -490,11 +497,17 @@ def restore(session: Session) -> None:
     random stream (resume: the run continues exactly as if never stopped)."""
     plan, device = session.plan, session.device
     if plan.initial is not None:
-        # Strict but for a context head the initial model lacks (it starts at zero: the same function).
+        # Strict but for a context head or a global group the initial model lacks (each starts as a zero
+        # function: the same model).
+        new_parts = ("context.", "decoder.global_")
         for replica in (session.model, session.ema):
             missing, unexpected = replica.load_state_dict(plan.initial.model.state_dict(), strict=False)
-            if unexpected or any(not key.startswith("context.") for key in missing):
+            if unexpected or any(not key.startswith(new_parts) for key in missing):
                 raise CheckpointError(f"--init weights do not match the model: {(missing + unexpected)[:3]}")
+            if any(key.startswith("decoder.global_") for key in missing):
+                with torch.no_grad():
+                    replica.decoder.global_projection.weight.zero_()
+                    replica.decoder.global_projection.bias.zero_()
     saved = plan.saved
     if saved is not None:
         session.model.load_state_dict(saved["model"])
@@ -751,7 +764,7 @@ def train(
     `residual_posterior` makes a new model's posterior relative to its prior (ModelConfig.residual_posterior):
     refused with an `init` model (or a run to resume) whose posterior is absolute. `model_options`: other
     ModelConfig fields of a new model (MODEL_OPTION_FLAGS: likelihood, channel_coupling, context_order,
-    binary_groups), refused
+    binary_groups, global_latents), refused
     where an `init` model or the run to resume has another value (a context order also goes with a context head
     new to an `init` model).
     `timing` adds clock-driven validations, checkpoints and learning-rate planning (its time_limit, if set,

@@ -346,6 +346,11 @@ class IntegerVAE:
         self.block_stage = list(decoder.block_stage)
         self.upsamples = [_conv(u) for u in decoder.upsamples]
         self.head, self.head_factor = _transposed_head(decoder.head)
+        self.global_latents = config.global_latents
+        self.global_posterior = self.global_projection = None
+        if config.global_latents:
+            self.global_posterior = _conv(decoder.global_posterior)
+            self.global_projection = _conv(decoder.global_projection)
         self.context = None if model.context is None else IntegerContext(model.context, self)
         # Upper edges of values -1 .. 255: value -1's (-2**40) and 255's (2**40) put any component's index below
         # or above its table, whatever the rounding: its CDF there is exactly 0 and full.
@@ -363,6 +368,8 @@ class IntegerVAE:
         self.padded_edges = self.padded_edges.to(device)
         self.likelihood.to(device)
         convs = [self.stem, *self.downsamples, *self.upsamples, self.head]
+        if self.global_latents:
+            convs += [self.global_posterior, self.global_projection]
         convs += [c for stage in self.encoder_stages for pair in stage for c in pair]
         convs += [c for block in self.blocks for c in (block["prior"], block["posterior"], block["projection"],
                                                          *block["residual"])]
@@ -495,13 +502,17 @@ class IntegerWalk:
         self._feature = None
         self.states: list[tuple[int, torch.Tensor]] = []  # (stage, h) that each group's step saw
         self.priors: list[tuple[torch.Tensor, torch.Tensor]] = []  # each group's prior (residual posteriors)
+        self.first_block = 1 if model.global_latents else 0  # group 0 is the global group where there is one
 
     @property
     def num_groups(self) -> int:
-        return len(self.model.blocks)
+        return len(self.model.blocks) + self.first_block
 
     def _enter_stage_of(self, group: int) -> None:
-        target = self.model.block_stage[group] if group < self.num_groups else 0
+        block = group - self.first_block
+        if block < 0:
+            return  # the global group: before any block
+        target = self.model.block_stage[block] if block < len(self.model.blocks) else 0
         while self.stage > target:
             self.stage -= 1
             up = self.h.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
@@ -509,9 +520,12 @@ class IntegerWalk:
 
     def step(self):
         """(prior mean, prior std, posterior mean, posterior std), the posterior's None without pixels; a binary
-        group's: (prior frequency of z = 1, None, posterior frequency of z = 1, None) (IntegerVAE.ones_frequency)."""
+        group's: (prior frequency of z = 1, None, posterior frequency of z = 1, None) (IntegerVAE.ones_frequency).
+        The global group's prior is N(0, I): 0 and 2**FRACTION_BITS, (B, D, 1, 1)."""
+        if self.group < self.first_block:
+            return self._global_step()
         self._enter_stage_of(self.group)
-        block, model = self.model.blocks[self.group], self.model
+        block, model = self.model.blocks[self.group - self.first_block], self.model
         z = block["z"]
         out = block["prior"](model.silu(self.h))
         if block["binary"]:
@@ -530,8 +544,32 @@ class IntegerWalk:
             post_mean, post_std = self._posterior(self.group, self.h, self.activations[self.stage])
         return prior_mean, prior_std, post_mean, post_std
 
+    def _global_step(self):
+        batch, dims = self.h.shape[0], self.model.global_latents
+        prior_mean = self.h.new_zeros(batch, dims, 1, 1)
+        prior_std = torch.full_like(prior_mean, ONE)
+        self.states.append((self.stage, self.h))
+        if self.model.residual_posterior:
+            self.priors.append((prior_mean, prior_std))
+        post_mean = post_std = None
+        if self.activations is not None:
+            post_mean, post_std = self._posterior(0, self.h, self.activations[-1])
+        return prior_mean, prior_std, post_mean, post_std
+
+    def _global_posterior(self, activation: torch.Tensor):
+        """The global group's (mean, std) (B, D, 1, 1) from the top activation (B, W, h, w): its mean over the
+        positions as one IEEE division of an exact integer sum, floored; then the head and the std table."""
+        height, width = activation.shape[2:]
+        pooled = torch.floor(activation.sum(dim=(2, 3), keepdim=True) / float(height * width))  # sums < 2**53
+        out = self.model.global_posterior(self.model.silu(pooled))
+        dims = self.model.global_latents
+        return out[:, :dims], self.model.std(out[:, dims:])
+
     def _posterior(self, group: int, h: torch.Tensor, activation: torch.Tensor):
-        block, z = self.model.blocks[group], self.model.blocks[group]["z"]
+        if group < self.first_block:
+            return self._global_posterior(activation)
+        block = self.model.blocks[group - self.first_block]
+        z = block["z"]
         out = block["posterior"](self.model.silu(torch.cat([h, activation], dim=1)))
         if block["binary"]:
             return self.model.ones_frequency(out), None
@@ -551,8 +589,12 @@ class IntegerWalk:
         return [self._posterior(group, h, activations[stage]) for group, (stage, h) in enumerate(self.states)]
 
     def advance(self, latent_q: torch.Tensor) -> None:
-        block = self.model.blocks[self.group]
         latent_q = latent_q.clamp(-LIMIT_Q, LIMIT_Q)  # genuine latents are far inside (|z| <= the grid bound)
+        if self.group < self.first_block:  # the global group's latents (B, D, 1, 1) shift every position
+            self.h = (self.h + self.model.global_projection(latent_q)).clamp_(-LIMIT_Q, LIMIT_Q)
+            self.group += 1
+            return
+        block = self.model.blocks[self.group - self.first_block]
         x = (self.h + self._feature + block["projection"](latent_q)).clamp_(-LIMIT_Q, LIMIT_Q)
         self.h = self.model.residual(block["residual"], x)
         self._feature = None

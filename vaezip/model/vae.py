@@ -17,7 +17,9 @@ import torch.nn.functional as F
 
 from vaezip.config import ModelConfig
 from vaezip.model.context import PixelContext
-from vaezip.model.layers import ResBlock, TopDownBlock, bernoulli_kl, conv3x3, gaussian_kl, relaxed_binary_sample
+from vaezip.model.layers import (
+    ResBlock, TopDownBlock, bernoulli_kl, conv3x3, gaussian_kl, relaxed_binary_sample, smooth_std,
+)
 from vaezip.model.likelihood import make_likelihood, pixels_to_unit
 
 
@@ -83,6 +85,15 @@ class Decoder(nn.Module):
         # A stride-f transposed conv is a 1x1 conv followed by pixel_shuffle, without the slow shuffle backward.
         f = config.stem_factor
         self.head = nn.ConvTranspose2d(config.stages[0].width, num_params, kernel_size=f, stride=f)
+        # The global group (ModelConfig.global_latents): its posterior head reads the mean of the encoder's
+        # lowest-resolution activation; its projection shifts the starting state, like a group's.
+        self.global_latents = config.global_latents
+        if config.global_latents:
+            top = config.stages[-1].width
+            self.global_posterior = nn.Conv2d(top, 2 * config.global_latents, kernel_size=1)
+            self.global_projection = nn.Conv2d(config.global_latents, top, kernel_size=1)
+            with torch.no_grad():
+                self.global_projection.weight.mul_(scale)
 
 
 @dataclass
@@ -109,21 +120,39 @@ class TopDownWalk:
         self.group = 0
         self.stage = len(model.config.stages) - 1
         self._feature: torch.Tensor | None = None
+        self.first_block = 1 if decoder.global_latents else 0  # group 0 is the global group where there is one
 
     @property
     def num_groups(self) -> int:
-        return len(self.model.decoder.blocks)
+        return len(self.model.decoder.blocks) + self.first_block
 
     def _enter_stage_of(self, group: int) -> None:
         decoder = self.model.decoder
-        target = decoder.block_stage[group] if group < self.num_groups else 0
+        block = group - self.first_block
+        target = decoder.block_stage[block] if 0 <= block < len(decoder.blocks) else 0
+        if block < 0:
+            target = self.stage  # the global group: before any block
         while self.stage > target:
             self.stage -= 1
             self.h = decoder.upsamples[self.stage](F.interpolate(self.h, scale_factor=2.0, mode="nearest"))
 
+    def _global_step(self) -> GroupStep:
+        """The global group: prior N(0, I), posterior from the mean of the top encoder activation, (B, D, 1, 1)."""
+        decoder, batch = self.model.decoder, self.h.shape[0]
+        dims = decoder.global_latents
+        prior_mean = self.h.new_zeros(batch, dims, 1, 1)
+        post_mean = post_std = None
+        if self.activations is not None:
+            pooled = self.activations[-1].mean(dim=(2, 3), keepdim=True)  # B, W_last, 1, 1
+            out = decoder.global_posterior(F.silu(pooled))
+            post_mean, post_std = out[:, :dims], smooth_std(out[:, dims:], self.model.config.min_std)
+        return GroupStep(prior_mean, torch.ones_like(prior_mean), post_mean, post_std)
+
     def step(self) -> GroupStep:
+        if self.group < self.first_block:
+            return self._global_step()
         self._enter_stage_of(self.group)
-        block = self.model.decoder.blocks[self.group]
+        block = self.model.decoder.blocks[self.group - self.first_block]
         prior_mean, prior_std, self._feature = block.prior(self.h)
         post_mean = post_std = None
         if self.activations is not None:
@@ -131,7 +160,11 @@ class TopDownWalk:
         return GroupStep(prior_mean, prior_std, post_mean, post_std, block.binary)
 
     def advance(self, latent: torch.Tensor) -> None:
-        block = self.model.decoder.blocks[self.group]
+        if self.group < self.first_block:  # the global group's latents (B, D, 1, 1) shift every position
+            self.h = self.h + self.model.decoder.global_projection(latent)
+            self.group += 1
+            return
+        block = self.model.decoder.blocks[self.group - self.first_block]
         self.h = block.update(self.h, self._feature, latent)
         self._feature = None
         self.group += 1

@@ -1,14 +1,15 @@
-"""DVAE++'s binary latents (ModelConfig.binary_groups) against Gaussian ones at equal training (same preset,
-steps, data, seed, one thread each): no binary group (the default), the top group binary, every group binary,
-every group binary at a sharper relaxation (beta 16), and every group binary with four times the latent
-channels (a binary latent carries at most one bit). Per row, as scripts/likelihood_table.py measures
+"""DVAE++'s latent options at equal training (same preset, steps, data, seed, one thread each): Gaussian
+latents (the default); binary latents (ModelConfig.binary_groups): the top group binary, every group binary,
+every group binary at a sharper relaxation (beta 16), every group binary with four times the latent channels
+(a binary latent carries at most one bit); a global group per tile (ModelConfig.global_latents: 16 latents),
+alone and with the top group binary. Per row, as scripts/likelihood_table.py measures
 its rows: training images per CPU second, the bound on held-out images, the achieved rate of one real archive
 of them through the model path (decoded and compared), coding speed each way, and the initial bits a stream
 needs before its first bits-back tile (scripts/initial_bits.py: a binary latent pops at most 20 bits and
 usually under one; a Gaussian one on the grid about 8).
 
-    python scripts/binary_latent_table.py [--steps 2000] [--preset tiny] [--images 300] \
-        [--sets imagenette32 mnist] [--out docs/results/binary-latents] [--work /tmp/vaezip-binary]
+    python scripts/latent_table.py [--steps 2000] [--preset tiny] [--images 300] \
+        [--sets imagenette32 mnist] [--only ROW ...] [--out docs/results/latents] [--work /tmp/vaezip-binary]
 
 Needs ../shared/data. Writes OUT/table.md and OUT/table.csv (with --only, the other rows of an earlier
 table.csv stay); the training runs go under --work.
@@ -41,6 +42,8 @@ ROWS = {  # name: (ModelConfig options, TrainConfig options, latent channels per
     "every group binary, beta 16": ({"binary_groups": "all"}, {"binary_beta": 16.0}, 1),
     # a binary latent carries at most one bit: four times as many of them
     "every group binary, 4x latent channels": ({"binary_groups": "all"}, {}, 4),
+    "global group (16)": ({"global_latents": 16}, {}, 1),
+    "global group (16), top group binary": ({"global_latents": 16, "binary_groups": 1}, {}, 1),
 }
 
 
@@ -61,7 +64,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=300, help="held-out images: the bound and one archive")
     parser.add_argument("--sets", nargs="+", default=["imagenette32"], choices=list(SETS))
     parser.add_argument("--only", nargs="+", choices=list(ROWS), help="these rows only")
-    parser.add_argument("--out", type=Path, default=Path("docs/results/binary-latents"))
+    parser.add_argument("--out", type=Path, default=Path("docs/results/latents"))
     parser.add_argument("--work", type=Path, default=Path("/tmp/vaezip-binary"))
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -87,7 +90,8 @@ def main() -> None:
             print(row, flush=True)
             rows.append(row)
     args.out.mkdir(parents=True, exist_ok=True)
-    if args.only and (args.out / "table.csv").exists():  # the other rows of an earlier run stay
+    merged = bool(args.only and (args.out / "table.csv").exists())
+    if merged:  # the other rows of an earlier run stay
         with open(args.out / "table.csv", newline="") as handle:
             earlier = [{key: _number(value) for key, value in row.items()} for row in csv.DictReader(handle)]
         fresh = {(row["set"], row["latents"]) for row in rows}
@@ -98,11 +102,13 @@ def main() -> None:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    command = "python scripts/binary_latent_table.py " + shlex.join(sys.argv[1:])
-    lines = ["# Binary latents (DVAE++) at equal training\n",
+    command = "python scripts/latent_table.py " + shlex.join(sys.argv[1:])
+    lines = ["# Latent options (DVAE++) at equal training\n",
              f"`{command.strip()}`: preset {args.preset} ({groups} latent groups), {args.steps} steps of seed 0 on "
              f"each training set, one CPU thread ({platform.machine()}, torch {torch.__version__}); bound and one "
-             f"real archive (model path only) of the first {args.images} test images, decoded and compared.\n",
+             f"real archive (model path only) of the first {args.images} test images, decoded and compared."
+             + (" The rows it did not name (--only) come from an earlier run into the same folder (see the "
+                "README there).\n" if merged else "\n"),
              "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     lines += ["| " + " | ".join(str(v) for v in row.values()) + " |" for row in rows]
     (args.out / "table.md").write_text("\n".join(lines) + "\n")

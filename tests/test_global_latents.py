@@ -1,0 +1,227 @@
+"""DVAE++'s global latents, per tile (ModelConfig.global_latents): a group of D latents before the top-down
+groups, prior N(0, I), posterior from the mean of the encoder's top activation. The float model, its integer
+twin (an exact mean, the same heads), real round trips decoded in a fresh process under other kernels (alone
+and with the other latent options), the pinned first file, evaluation, training and the config rules."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_tiny_weights, perturbed_model, run_cli, smooth_pixels
+from PIL import Image
+
+from vaezip.config import ConfigError, config_to_dict, get_preset, model_config_from_dict, parameter_count
+from vaezip.model.integer import ONE, IntegerVAE, fixed_to_float
+
+
+def global_config(dims: int = 8, preset: str = "tiny", **changes):
+    return dataclasses.replace(get_preset(preset).model, global_latents=dims, **changes)
+
+
+def test_the_global_group_comes_first_with_a_standard_normal_prior_and_trains():
+    config = global_config(8, "cpu")
+    model = perturbed_model(config, seed=0)
+    assert parameter_count(config) == sum(p.numel() for p in model.parameters())
+    pixels = smooth_pixels(3)
+    with torch.no_grad():
+        walk = model.walk(pixels, 2, 16, 16)
+        assert walk.num_groups == config.num_groups + 1
+        step = walk.step()
+        assert step.prior_mean.shape == (2, 8, 1, 1) and not step.binary
+        assert torch.equal(step.prior_mean, torch.zeros(2, 8, 1, 1)) and torch.equal(step.prior_std, torch.ones(2, 8, 1, 1))
+        pooled = walk.activations[-1].mean(dim=(2, 3), keepdim=True)
+        out = model.decoder.global_posterior(torch.nn.functional.silu(pooled))
+        assert torch.equal(step.post_mean, out[:, :8])
+        before = walk.h.clone()
+        walk.advance(step.post_mean)
+        shift = model.decoder.global_projection(step.post_mean)  # the same shift at every position
+        assert torch.allclose(walk.h, before + shift)
+    model.train()
+    output = model(pixels)
+    assert output.kl_bits.shape == (config.num_groups + 1,) and float(output.kl_bits[0].detach()) > 0
+    output.loss.backward()
+    assert float(model.decoder.global_posterior.weight.grad.abs().max()) > 0
+
+
+def test_the_integer_twin_pools_exactly_and_stays_close_to_the_float_model():
+    model = perturbed_model(global_config(8, "cpu"), seed=1)
+    integer = IntegerVAE(model)
+    pixels = smooth_pixels(3, seed=1)
+    with torch.inference_mode():
+        walk_i, walk_f = integer.walk(pixels, 2, 16, 16), model.walk(pixels, 2, 16, 16)
+        prior_mean, prior_std, post_mean, post_std = walk_i.step()
+        assert torch.equal(prior_mean, torch.zeros(2, 8, 1, 1, dtype=torch.float64))
+        assert torch.equal(prior_std, torch.full((2, 8, 1, 1), ONE, dtype=torch.float64))
+        top = walk_i.activations[-1]
+        sums = top.sum(dim=(2, 3))  # Python integers below: the exact floor of the mean
+        expected = torch.tensor([[math.floor(int(v) / (top.shape[2] * top.shape[3])) for v in row] for row in sums.tolist()],
+                                dtype=torch.float64)
+        out = integer.global_posterior(integer.silu(expected[:, :, None, None]))
+        assert torch.equal(post_mean, out[:, :8]) and torch.equal(post_std, integer.std(out[:, 8:]))
+        step = walk_f.step()
+        assert np.abs(fixed_to_float(post_mean) - step.post_mean.double().numpy()).max() < 1e-3
+        assert np.abs(fixed_to_float(post_std) / step.post_std.double().numpy() - 1).max() < 1e-3
+
+
+@pytest.mark.parametrize("options", [{}, {"residual_posterior": True}, {"binary_groups": 1}],
+                         ids=["global", "with-residual-posterior", "with-binary-groups"])
+def test_decoder_posteriors_equal_a_second_pass(options):
+    model = perturbed_model(global_config(4, **options), seed=2)
+    integer = IntegerVAE(model)
+    pixels = smooth_pixels(3, seed=2)
+    with torch.inference_mode():
+        prior_walk, full_walk = integer.walk(None, 2, 16, 16), integer.walk(pixels, 2, 16, 16)
+        expected = []
+        for _ in range(prior_walk.num_groups):
+            prior_first, prior_std, _, _ = prior_walk.step()
+            _, _, post_first, post_std = full_walk.step()
+            expected.append((post_first, post_std))
+            z = (prior_first >= 2**23).double() * ONE if prior_std is None else torch.round(prior_first / 64) * 64
+            prior_walk.advance(z)
+            full_walk.advance(z)
+        got = prior_walk.posteriors(pixels)
+    assert len(got) == len(expected) == integer.walk(None, 1, 16, 16).num_groups
+    for (first, std), (first_e, std_e) in zip(got, expected):
+        assert torch.equal(first, first_e) and (std is None) == (std_e is None)
+        assert std is None or torch.equal(std, std_e)
+
+
+@pytest.mark.parametrize("options, samples", [({}, 1), ({"residual_posterior": True}, 1), ({"binary_groups": 2}, 1),
+                                              ({"pixel_context": 8}, 1), ({}, 2)],
+                         ids=["global", "with-residual-posterior", "with-binary-groups", "with-pixel-context",
+                              "importance-weighted"])
+def test_round_trip_decodes_exactly_in_a_fresh_process_under_other_kernels(tmp_path, options, samples):
+    from vaezip.api import compress_images, load_model, read_header
+
+    weights = make_tiny_weights(tmp_path / "tiny-global.safetensors", 3, "tiny-global", seed=5, global_latents=8,
+                                **options)
+    loaded = load_model(weights)
+    rng = np.random.default_rng(5)
+    y, x = np.mgrid[0:40, 0:44]
+    pixels = np.clip(120 + 60 * np.sin(x / 5.0)[..., None] + 40 * np.cos(y / 4.0)[..., None]
+                     + rng.normal(0, 8, (40, 44, 3)), 0, 255).astype(np.uint8)
+    result = compress_images([("global.png", Image.fromarray(pixels, "RGB"))], loaded, tile=16, device="cpu",
+                             predictor=False, classical=False, samples=samples)
+    kinds = {kind for kind, _ in read_header(result.data).coder.schedule}
+    assert ("bitsback-iw2" if samples == 2 else "bitsback") in kinds, kinds
+    report = result.images[0]
+    assert abs(report.payload_bits - report.bound_bits) < 0.05 * report.bound_bits
+    (tmp_path / "global.vz").write_bytes(result.data)
+    for env in ({}, {"ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "1"}):
+        done = run_cli("decompress", tmp_path / "global.vz", "-o", tmp_path / "out.png", "-f", "-m", weights, env=env)
+        assert done.returncode == 0, done.stderr.decode()
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "out.png")), pixels), env
+
+
+def test_the_global_golden_file_decodes_in_a_fresh_process_and_re_encodes_byte_for_byte(tmp_path):
+    """tests/data/global/model.vz (`python scripts/make_golden.py --global`): golden.png through the seeded
+    untrained tiny model with a global group of 8. A failure means how such models are coded changed."""
+    from codec.container import read_versioned
+    from vaezip.api import compress_images, load_model
+
+    data_folder = Path(__file__).parent / "data"
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from make_golden import global_weights
+
+    weights = global_weights(tmp_path)
+    pinned = (data_folder / "global" / "model.vz").read_bytes()
+    version, header, _ = read_versioned(pinned)
+    assert version == 5 and header.model_name == "tiny-global"
+    golden = Image.open(data_folder / "golden.png")
+    again = compress_images([("golden.png", golden)], load_model(weights), tile=16, device="cpu", predictor=False,
+                            classical=False)
+    assert again.data == pinned
+    (tmp_path / "model.vz").write_bytes(pinned)
+    done = run_cli("decompress", tmp_path / "model.vz", "-o", tmp_path / "out.png", "-m", weights,
+                   env={"ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr.decode()
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out.png")), np.asarray(golden))
+
+
+def test_eval_lists_the_global_group_first(tmp_path):
+    from vaezip.api import load_model
+    from vaezip.evaluate import evaluate
+
+    weights = make_tiny_weights(tmp_path / "tiny-global.safetensors", 3, "tiny-global", seed=6, global_latents=8)
+    model = load_model(weights).model
+    images = [smooth_pixels(3, batch=1, size=32, seed=6)[0].permute(1, 2, 0).numpy()]
+    result = evaluate(model, images, tile=32)
+    assert [group.resolution for group in result.groups] == ["1x1", "8x8", "16x16"]
+    assert result.groups[0].latent_dims == 8
+    assert math.isclose(sum(g.bpsp for g in result.groups), result.kl_bpsp, rel_tol=1e-9)
+
+
+def test_configs_name_the_option_only_where_it_is_not_the_default():
+    data = config_to_dict(get_preset("tiny").model)
+    assert "global_latents" not in data
+    assert model_config_from_dict(data).global_latents == 0
+    config = global_config(16)
+    assert model_config_from_dict(json.loads(json.dumps(config_to_dict(config)))) == config
+    for bad in (-1, 257, True, 2.0):
+        with pytest.raises(ConfigError, match="global_latents"):
+            model_config_from_dict({**data, "global_latents": bad})
+
+
+def test_training_global_latents_and_refusing_a_start_without_them(tmp_path):
+    from vaezip.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+    from vaezip.train import train
+
+    x = np.random.default_rng(0).integers(90, 160, size=(48, 8, 8, 3), dtype=np.uint8)
+    np.savez(tmp_path / "tiny.npz", x=x)
+    data = str(tmp_path / "tiny.npz")
+    overrides = dict(batch_size=4, crop=8, val_every=1000, checkpoint_every=1000, val_images=8)
+    summary = train(tmp_path / "run", data, get_preset("tiny"), steps=3, train_overrides=overrides,
+                    model_options={"global_latents": 4}, coded_validation=None)
+    assert summary["step"] == 3 and math.isfinite(summary["val_bpsp"] or 0.0)
+    checkpoint = load_checkpoint(tmp_path / "run")
+    assert checkpoint["model_config"]["global_latents"] == 4
+    assert model_from_checkpoint(checkpoint).decoder.global_posterior.out_channels == 8
+    train(tmp_path / "plain", data, get_preset("tiny"), steps=1, train_overrides=overrides, coded_validation=None)
+    with pytest.raises(CheckpointError, match="--global-latents 4: the start model"):
+        train(tmp_path / "warm", data, get_preset("tiny"), steps=1, train_overrides=overrides,
+              init=str(tmp_path / "plain"), model_options={"global_latents": 4}, coded_validation=None)
+    done = run_cli("train", data, "--preset", "tiny", "--steps", "1", "--out", tmp_path / "cli", "--global-latents", "-2")
+    error = done.stderr.decode().strip()
+    assert done.returncode == 2 and "--global-latents must not be negative" in error and len(error.splitlines()) == 1
+
+
+def test_a_global_group_added_to_a_trained_model_starts_as_that_model(tmp_path):
+    """--init MODEL --global-latents D: the new group's projection starts at zero, so every pixel distribution
+    is the start model's (the bound adds only the group's KL, which training then trades)."""
+    from vaezip.checkpoint import load_checkpoint, model_from_checkpoint
+    from vaezip.train import train
+
+    x = np.random.default_rng(1).integers(90, 160, size=(48, 8, 8, 3), dtype=np.uint8)
+    np.savez(tmp_path / "tiny.npz", x=x)
+    data = str(tmp_path / "tiny.npz")
+    overrides = dict(batch_size=4, crop=8, val_every=1000, checkpoint_every=1000, val_images=8)
+    train(tmp_path / "plain", data, get_preset("tiny"), steps=2, train_overrides=overrides, coded_validation=None)
+    train(tmp_path / "warm", data, get_preset("tiny"), steps=1, train_overrides={**overrides, "lr": 0.0},
+          init=str(tmp_path / "plain"), model_options={"global_latents": 4}, coded_validation=None)
+    plain = model_from_checkpoint(load_checkpoint(tmp_path / "plain"))
+    warm = model_from_checkpoint(load_checkpoint(tmp_path / "warm"))
+    assert warm.config.global_latents == 4 and warm.config == dataclasses.replace(plain.config, global_latents=4)
+    assert not warm.decoder.global_projection.weight.any() and not warm.decoder.global_projection.bias.any()
+    state = warm.state_dict()
+    for key, value in plain.state_dict().items():
+        assert torch.equal(state[key], value), key
+    pixels = smooth_pixels(3, size=8)
+    with torch.inference_mode():
+        walk_plain, walk_warm = IntegerVAE(plain).walk(pixels, 2, 8, 8), IntegerVAE(warm).walk(pixels, 2, 8, 8)
+        _, _, post_mean, _ = walk_warm.step()
+        walk_warm.advance(torch.round(post_mean / 64) * 64)  # any global latent: no effect yet
+        for _ in range(walk_plain.num_groups):
+            expected = walk_plain.step()
+            got = walk_warm.step()
+            assert all(torch.equal(a, b) for a, b in zip(expected, got))
+            z = torch.round(expected[2] / 64) * 64
+            walk_plain.advance(z)
+            walk_warm.advance(z)
+        assert torch.equal(walk_plain.pixel_params(), walk_warm.pixel_params())
