@@ -19,6 +19,7 @@ from PIL import Image
 
 from vaezip.config import ConfigError, config_to_dict, get_preset, model_config_from_dict, parameter_count
 from vaezip.model.integer import ONE, IntegerVAE, fixed_to_float
+from vaezip.model.vae import kl_balance_coefficients
 
 
 def global_config(dims: int = 8, preset: str = "tiny", **changes):
@@ -61,7 +62,7 @@ def test_the_integer_twin_pools_exactly_and_stays_close_to_the_float_model():
         assert torch.equal(prior_std, torch.full((2, 8, 1, 1), ONE, dtype=torch.float64))
         top = walk_i.activations[-1]
         sums = top.sum(dim=(2, 3))  # Python integers below: the exact floor of the mean
-        expected = torch.tensor([[math.floor(int(v) / (top.shape[2] * top.shape[3])) for v in row] for row in sums.tolist()],
+        expected = torch.tensor([[int(v) // (top.shape[2] * top.shape[3]) for v in row] for row in sums.tolist()],
                                 dtype=torch.float64)
         out = integer.global_posterior(integer.silu(expected[:, :, None, None]))
         assert torch.equal(post_mean, out[:, :8]) and torch.equal(post_std, integer.std(out[:, 8:]))
@@ -183,18 +184,45 @@ def test_training_global_latents_and_refusing_a_start_without_them(tmp_path):
     checkpoint = load_checkpoint(tmp_path / "run")
     assert checkpoint["model_config"]["global_latents"] == 4
     assert model_from_checkpoint(checkpoint).decoder.global_posterior.out_channels == 8
-    train(tmp_path / "plain", data, get_preset("tiny"), steps=1, train_overrides=overrides, coded_validation=None)
-    with pytest.raises(CheckpointError, match="--global-latents 4: the start model"):
+    # resumed: still the same group; a start model with another group size is refused
+    assert train(tmp_path / "run", data, get_preset("tiny"), steps=4, resume=True, coded_validation=None)["step"] == 4
+    with pytest.raises(CheckpointError, match="--global-latents 8: the run to resume"):
+        train(tmp_path / "run", data, get_preset("tiny"), steps=5, resume=True, model_options={"global_latents": 8},
+              coded_validation=None)
+    with pytest.raises(CheckpointError, match="--global-latents 8: the start model"):
         train(tmp_path / "warm", data, get_preset("tiny"), steps=1, train_overrides=overrides,
-              init=str(tmp_path / "plain"), model_options={"global_latents": 4}, coded_validation=None)
+              init=str(tmp_path / "run"), model_options={"global_latents": 8}, coded_validation=None)
+    kl = train(tmp_path / "balanced", data, get_preset("tiny"), steps=2, coded_validation=None,
+               train_overrides={**overrides, "kl_warmup_steps": 10, "kl_balance": True},
+               model_options={"global_latents": 4})
+    assert kl["step"] == 2
     done = run_cli("train", data, "--preset", "tiny", "--steps", "1", "--out", tmp_path / "cli", "--global-latents", "-2")
     error = done.stderr.decode().strip()
     assert done.returncode == 2 and "--global-latents must not be negative" in error and len(error.splitlines()) == 1
 
 
+def test_kl_balancing_leaves_the_global_group_at_one_and_balances_the_others():
+    model = perturbed_model(global_config(8), seed=7)
+    pixels = smooth_pixels(3, seed=7)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        loss = float(model(pixels, kl_balance=True).loss)
+    torch.manual_seed(0)
+    padded, mask = model._padded(pixels, None)
+    with torch.no_grad():
+        kls, sizes, nll, _ = model._sampled_pass(padded, mask, log_ratio=False)
+    assert sizes[0] == 1 and kls.shape[1] == 3
+    coefficients = kl_balance_coefficients(kls[:, 1:], sizes[1:])
+    weighted = kls[:, 0] + (kls[:, 1:] * coefficients).sum(1)
+    expected = float(((weighted + nll) / (3 * 16 * 16)).mean() / math.log(2.0))
+    assert math.isclose(loss, expected, rel_tol=1e-6), (loss, expected)
+    everything = (kls * kl_balance_coefficients(kls, sizes)).sum(1)  # the global group balanced too
+    assert float((everything - weighted).abs().max()) > 1e-3 * float(weighted.abs().max())  # the check can fail
+
+
 def test_a_global_group_added_to_a_trained_model_starts_as_that_model(tmp_path):
-    """--init MODEL --global-latents D: the new group's projection starts at zero, so every pixel distribution
-    is the start model's (the bound adds only the group's KL, which training then trades)."""
+    """--init MODEL --global-latents D: the new group's projection starts at zero and its posterior at its
+    prior, so every pixel distribution is the start model's and the group costs nothing until it learns."""
     from vaezip.checkpoint import load_checkpoint, model_from_checkpoint
     from vaezip.train import train
 
@@ -209,6 +237,9 @@ def test_a_global_group_added_to_a_trained_model_starts_as_that_model(tmp_path):
     warm = model_from_checkpoint(load_checkpoint(tmp_path / "warm"))
     assert warm.config.global_latents == 4 and warm.config == dataclasses.replace(plain.config, global_latents=4)
     assert not warm.decoder.global_projection.weight.any() and not warm.decoder.global_projection.bias.any()
+    with torch.no_grad():  # the new group's posterior is its prior: no KL to pay
+        output = warm.eval()(smooth_pixels(3, size=8))
+    assert float(output.kl_bits[0]) < 1e-6
     state = warm.state_dict()
     for key, value in plain.state_dict().items():
         assert torch.equal(state[key], value), key

@@ -344,8 +344,9 @@ def train(
     global_latents: Optional[int] = typer.Option(None, "--global-latents", metavar="D",
                                                  help="a new model with a global group of D latents per tile "
                                                  "(DVAE++): prior N(0, I), posterior from the whole tile's "
-                                                 "encoding, coded before the other groups; with --init, added "
-                                                 "to that model at zero (the run starts as that model); "
+                                                 "encoding, coded before the other groups; added to a start "
+                                                 "model (--init, or the shipped one for a folder of your "
+                                                 "images) as nothing, so the run starts as that model; "
                                                  "default 0"),
     binary_beta: Optional[float] = typer.Option(None, "--binary-beta", metavar="BETA",
                                                 help="the relaxation's inverse temperature for binary groups, "

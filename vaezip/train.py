@@ -492,6 +492,20 @@ def build(plan: RunPlan, device: torch.device, dist: Distributed) -> Session:
     return Session(plan, device, dist, model, ema, optimizer, sampler, trained=model)
 
 
+@torch.no_grad()
+def start_global_group(model: HierarchicalVAE) -> None:
+    """A global group new to a trained model starts as nothing: its projection at zero (every pixel
+    distribution is the model's) and its posterior at its prior N(0, 1) (its KL ~0: the integer std table
+    gives 1 within a unit of 2**-14), so the run starts from that model's bound."""
+    decoder, dims = model.decoder, model.config.global_latents
+    decoder.global_projection.weight.zero_()
+    decoder.global_projection.bias.zero_()
+    decoder.global_posterior.weight.zero_()
+    decoder.global_posterior.bias[:dims] = 0.0
+    # smooth_std(raw) = log2(1 + 2**raw) + min_std = 1
+    decoder.global_posterior.bias[dims:] = math.log2(2.0 ** (1.0 - model.config.min_std) - 1.0)
+
+
 def restore(session: Session) -> None:
     """Start weights: the initial model's (new run) or the checkpoint's, with the optimizer, counters and every
     random stream (resume: the run continues exactly as if never stopped)."""
@@ -505,9 +519,7 @@ def restore(session: Session) -> None:
             if unexpected or any(not key.startswith(new_parts) for key in missing):
                 raise CheckpointError(f"--init weights do not match the model: {(missing + unexpected)[:3]}")
             if any(key.startswith("decoder.global_") for key in missing):
-                with torch.no_grad():
-                    replica.decoder.global_projection.weight.zero_()
-                    replica.decoder.global_projection.bias.zero_()
+                start_global_group(replica)
     saved = plan.saved
     if saved is not None:
         session.model.load_state_dict(saved["model"])

@@ -344,7 +344,13 @@ class HierarchicalVAE(nn.Module):
             loss = (bound_nats / subpixels).mean() / ln2
         else:
             if kl_balance:
-                weighted_kl = (kl_per_image * kl_balance_coefficients(kl_per_image, group_sizes)).sum(1)
+                # A global group (first) is not balanced: its one position holds all its latents, so its KL per
+                # position would dwarf the spatial groups' and take nearly all the weight. Its coefficient is 1.
+                first = 1 if self.config.global_latents else 0
+                coefficients = kl_balance_coefficients(kl_per_image[:, first:], group_sizes[first:])
+                if first:
+                    coefficients = torch.cat([coefficients.new_ones(1), coefficients])
+                weighted_kl = (kl_per_image * coefficients).sum(1)
             else:
                 weighted_kl = kl_per_image.sum(1)
             loss = ((kl_weight * weighted_kl + nll) / subpixels).mean() / ln2
