@@ -423,8 +423,8 @@ def resolve_run(
         flag = MODEL_OPTION_FLAGS[option](value)
         if option == "global_latents" and saved is None and initial is not None \
                 and not initial.model.config.global_latents:
-            # a global group added to a model without one: its projection starts at zero (restore), so the run
-            # starts from exactly that model
+            # a global group added to a model without one starts as nothing (restore: start_global_group), so the
+            # run starts from exactly that model
             model_config = dataclasses.replace(model_config, global_latents=value)
             continue
         if option == "context_order":

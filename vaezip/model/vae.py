@@ -129,9 +129,9 @@ class TopDownWalk:
     def _enter_stage_of(self, group: int) -> None:
         decoder = self.model.decoder
         block = group - self.first_block
-        target = decoder.block_stage[block] if 0 <= block < len(decoder.blocks) else 0
         if block < 0:
-            target = self.stage  # the global group: before any block
+            return  # the global group: before any block
+        target = decoder.block_stage[block] if block < len(decoder.blocks) else 0
         while self.stage > target:
             self.stage -= 1
             self.h = decoder.upsamples[self.stage](F.interpolate(self.h, scale_factor=2.0, mode="nearest"))
