@@ -108,3 +108,28 @@ def run_cli(*args: str, input: bytes | None = None, cwd: Path | None = None,
         [sys.executable, "-m", "vaezip", *map(str, args)], input=input, capture_output=True, cwd=cwd, timeout=900,
         env=None if env is None else {**os.environ, **env},
     )
+
+
+def check_pinned_model_file(folder: str, weights: Path, tmp_path: Path):
+    """tests/data/FOLDER/model.vz (scripts/make_golden.py): golden.png through the model of `weights` only.
+    Asserts that it is format 5, that today's encoder writes it byte for byte, and that it decodes to
+    golden.png in a fresh process under other kernels; returns its header for the caller's own checks."""
+    from PIL import Image
+
+    from codec.container import read_versioned
+    from vaezip.api import compress_images, load_model
+
+    data_folder = Path(__file__).parent / "data"
+    pinned = (data_folder / folder / "model.vz").read_bytes()
+    version, header, _ = read_versioned(pinned)
+    assert version == 5
+    golden = Image.open(data_folder / "golden.png")
+    again = compress_images([("golden.png", golden)], load_model(weights), tile=16, device="cpu", predictor=False,
+                            classical=False)
+    assert again.data == pinned
+    (tmp_path / "model.vz").write_bytes(pinned)
+    done = run_cli("decompress", tmp_path / "model.vz", "-o", tmp_path / "out.png", "-m", weights,
+                   env={"ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr.decode()
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out.png")), np.asarray(golden))
+    return header

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_tiny_weights, perturbed_model, run_cli, smooth_pixels
+from conftest import check_pinned_model_file, make_tiny_weights, perturbed_model, run_cli, smooth_pixels
 from PIL import Image
 
 from vaezip.config import ConfigError, config_to_dict, get_preset, model_config_from_dict, parameter_count
@@ -124,26 +124,11 @@ def test_round_trip_decodes_exactly_in_a_fresh_process_under_other_kernels(tmp_p
 def test_the_global_golden_file_decodes_in_a_fresh_process_and_re_encodes_byte_for_byte(tmp_path):
     """tests/data/global/model.vz (`python scripts/make_golden.py --global`): golden.png through the seeded
     untrained tiny model with a global group of 8. A failure means how such models are coded changed."""
-    from codec.container import read_versioned
-    from vaezip.api import compress_images, load_model
-
-    data_folder = Path(__file__).parent / "data"
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
     from make_golden import global_weights
 
-    weights = global_weights(tmp_path)
-    pinned = (data_folder / "global" / "model.vz").read_bytes()
-    version, header, _ = read_versioned(pinned)
-    assert version == 5 and header.model_name == "tiny-global"
-    golden = Image.open(data_folder / "golden.png")
-    again = compress_images([("golden.png", golden)], load_model(weights), tile=16, device="cpu", predictor=False,
-                            classical=False)
-    assert again.data == pinned
-    (tmp_path / "model.vz").write_bytes(pinned)
-    done = run_cli("decompress", tmp_path / "model.vz", "-o", tmp_path / "out.png", "-m", weights,
-                   env={"ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "1"})
-    assert done.returncode == 0, done.stderr.decode()
-    assert np.array_equal(np.asarray(Image.open(tmp_path / "out.png")), np.asarray(golden))
+    header = check_pinned_model_file("global", global_weights(tmp_path), tmp_path)
+    assert header.model_name == "tiny-global"
 
 
 def test_eval_lists_the_global_group_first(tmp_path):
