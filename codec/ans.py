@@ -169,6 +169,22 @@ def check_tables(tables: np.ndarray | Tables) -> Tables:
     return Tables(np.ascontiguousarray(rows.reshape(shape)), sums)
 
 
+def frequency_tables(rows: np.ndarray) -> Tables:
+    """What check_tables gives for rows (N, K) float32 that are integer frequencies / 2**24, each >= 1 and each
+    row summing to exactly 2**24 (an integer-exact model's tables), without its passes over the table.
+
+    For such rows check_tables changes only the last entry: every partial sum of multiples of 2**-24 below 1
+    is exact in float32, whatever numpy's summation order, so each row sums to exactly 1.0, its floor is
+    LAST_FLOOR itself, and the last entry is raised to it where below. That is done here, in place (the rows
+    must be the caller's to change); the rows' other properties are the model's guarantee and are not
+    checked (tests hold the two functions equal on real tables)."""
+    if rows.ndim != 2 or rows.dtype != np.float32 or not rows.flags.c_contiguous or rows.shape[-1] < 2:
+        raise CodingError(f"frequency tables must be C-contiguous (N, K >= 2) float32, got {rows.dtype} {rows.shape}")
+    last = rows[:, -1]
+    np.maximum(last, np.float32(LAST_FLOOR), out=last)
+    return Tables(rows, np.ones(len(rows), np.float32))
+
+
 # ---------------------------------------------------------------------------------------------------- stack
 
 

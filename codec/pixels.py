@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from codec.ans import Stack, Tables, check_tables
+from codec.ans import Stack, Tables, check_tables, frequency_tables
 from codec.errors import CodingError
 from codec.protocol import ModelPass
 from codec.tiling import Tile, TileSpec, pad_tile
@@ -54,6 +54,14 @@ def _table(batch: ModelPass, channel: int, seen: np.ndarray, mask: np.ndarray) -
     if table.shape != expected:
         raise CodingError(f"pixel_table({channel}) must be {expected}, got {table.shape}")
     rows = table.reshape(-1, 256) if mask.all() else table[mask]  # full tiles (the common case): no copy
+    return _checked(batch, rows)
+
+
+def _checked(batch: ModelPass, rows: np.ndarray) -> Tables:
+    """A pass's table rows as the coder takes them: an integer-exact pass's (`exact_tables`, protocol.py) as
+    they are (with the last entry's floor: frequency_tables), anything else through check_tables."""
+    if getattr(batch, "exact_tables", False) and rows.dtype == np.float32:
+        return frequency_tables(np.ascontiguousarray(rows))
     return check_tables(rows)
 
 
@@ -81,7 +89,7 @@ def _phase_table(batch: ModelPass, channel: int, seen: np.ndarray, phase: int, c
     expected = (mask.shape[0], count, 256)
     if table.shape != expected:
         raise CodingError(f"pixel_table({channel}, phase {phase}) must be {expected}, got {table.shape}")
-    return check_tables(table.reshape(-1, 256) if valid.all() else table[valid])
+    return _checked(batch, table.reshape(-1, 256) if valid.all() else table[valid])
 
 
 def side_size(batch: ModelPass) -> int:

@@ -161,18 +161,25 @@ def _every_table() -> tuple[Tables, np.ndarray]:
     """The table of every (level, mean), row level * 256 + mean, (SCALE_LEVELS * 256, 256) float32 (18 MiB):
     frequency floor(p * (2**24 - 16 * 256)) + 16 for each probability p of _level_tables, the mean's own
     value taking what makes the row sum 2**24; checked once by codec/ans.py as any table is. And the level
-    edges."""
+    edges.
+
+    Built once per process, so it is built fast: the frequency of each of _level_tables' probabilities first
+    (the same floor of the same product wherever the value lands in the table), then every row of a level
+    as a window of its offsets (value v of mean c is offset v - c), all in float32 (integers <= 2**24)."""
     inner, tails, centre_at_end, edges = _level_tables()
-    level, centre = np.divmod(np.arange(SCALE_LEVELS * _LEVELS), _LEVELS)  # (R,) each
-    offsets = np.arange(_LEVELS)[None, :] - centre[:, None] + (_LEVELS - 1)  # (R, 256) into inner's 511
-    probabilities = inner[level[:, None], offsets]  # (R, 256)
-    probabilities[:, 0] = np.where(centre == 0, centre_at_end[level], tails[level, centre])
-    probabilities[:, -1] = np.where(centre == _LEVELS - 1, centre_at_end[level], tails[level, _LEVELS - 1 - centre])
     spread = float(LAPLACE_TOTAL - LAPLACE_MIN_FREQUENCY * _LEVELS)
-    frequencies = np.floor(probabilities * spread) + LAPLACE_MIN_FREQUENCY  # (R, 256) integers
+    frequency = lambda p: (np.floor(p * spread) + LAPLACE_MIN_FREQUENCY).astype(np.float32)  # noqa: E731
+    inner_f, tails_f, end_f = frequency(inner), frequency(tails), frequency(centre_at_end)  # (J, 511), (J, 256), (J,)
+    # windows[j, s] = inner_f[j, s : s + 256]; mean c's row is the window starting at offset -c, s = 255 - c.
+    windows = np.lib.stride_tricks.sliding_window_view(inner_f, _LEVELS, axis=1)  # (J, 256, 256)
+    frequencies = np.ascontiguousarray(windows[:, ::-1]).reshape(SCALE_LEVELS * _LEVELS, _LEVELS)  # (R, 256)
+    level, centre = np.divmod(np.arange(SCALE_LEVELS * _LEVELS), _LEVELS)  # (R,) each
+    # The end bins hold their tails, or the mean's own bin at an end.
+    frequencies[:, 0] = np.where(centre == 0, end_f[level], tails_f[level, centre])
+    frequencies[:, -1] = np.where(centre == _LEVELS - 1, end_f[level], tails_f[level, _LEVELS - 1 - centre])
     rows = np.arange(len(centre))
-    frequencies[rows, centre] += LAPLACE_TOTAL - frequencies.sum(axis=1)  # integer sums: exact in any order
-    every = check_tables(frequencies.astype(np.float32))  # integers < 2**24: exact in float32
+    frequencies[rows, centre] += LAPLACE_TOTAL - frequencies.sum(axis=1, dtype=np.float64)  # exact integers
+    every = check_tables(frequencies)  # integers < 2**24: exact in float32
     for array in (every.rows, every.sums):
         array.flags.writeable = False
     return every, edges

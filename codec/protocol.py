@@ -72,6 +72,10 @@ class ModelPass(Protocol):
         """
         ...
 
+    # Optional: `exact_tables = True` promises that every pixel_table row is integer frequencies / 2**24, each
+    # >= 1, summing to exactly 2**24 (an integer-exact model's), in an array the coder may change: pixels.py
+    # then takes the rows without check_tables' passes over them (ans.frequency_tables).
+
     # Optional: side symbols. A pass with `side_size` > 0 builds its tables from `side_count` symbols per tile
     # in 0..side_size-1 besides the latents (an optimal-sigma model's per-tile sigmas), coded uniformly:
     #     def choose_side(self, pixels: np.ndarray, mask: np.ndarray) -> np.ndarray   (the encoder: (B, S))

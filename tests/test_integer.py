@@ -144,6 +144,53 @@ def test_integer_tables_are_proper_and_cost_what_the_float_tables_cost(channels)
     assert abs(estimate - bits_i) / bits_i < 1e-3, (estimate, bits_i)
 
 
+@pytest.mark.parametrize("likelihood", ["logistic-mixture", "categorical"])
+def test_integer_pass_tables_skip_the_table_check_with_the_same_result(likelihood):
+    """An integer pass promises exact frequency tables (exact_tables), so pixels.py takes them through
+    ans.frequency_tables instead of check_tables' passes: both give the same rows and sums, on whole tables
+    and on the valid rows of partial tiles, with some last entries below the coder's floor."""
+    from codec.ans import check_tables, frequency_tables
+    from vaezip.coding import TorchLatentModel
+
+    torch.manual_seed(3)
+    config = dataclasses.replace(get_preset("tiny").model, likelihood=likelihood)
+    model = HierarchicalVAE(config).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.05)
+    pixels = np.random.default_rng(3).integers(0, 256, (2, 3, 16, 16), dtype=np.uint8)
+    pixels[:, :, :8] = 255  # last values: their tables' last entries are far above the floor
+    batch = TorchLatentModel(model).begin(pixels.shape, pixels)
+    assert batch.exact_tables
+    for group in range(batch.num_groups):
+        params = batch.latent_params(group)
+        batch.set_latent(group, np.rint(params.post_mean * 256) / 256)
+    mask = np.ones((2, 16, 16), dtype=bool)
+    mask[1, 12:] = False
+    below_floor = 0
+    for channel in range(3):
+        seen = pixels.copy()
+        seen[:, channel:] = 0
+        table = batch.pixel_table(channel, seen)
+        for rows in (table.reshape(-1, 256), table[mask]):
+            expected = check_tables(rows.copy())
+            below_floor += int((rows[:, -1] < expected.rows[:, -1]).sum())
+            got = frequency_tables(np.ascontiguousarray(rows.copy()))
+            np.testing.assert_array_equal(got.rows, expected.rows)
+            np.testing.assert_array_equal(got.sums, expected.sums)
+    # Peaked rows, as a trained model's are: last entries of 1 to 40 (floor: 16 of 2**24).
+    rng = np.random.default_rng(4)
+    frequencies = rng.integers(1, 40, (500, 256))
+    frequencies[np.arange(500), rng.integers(0, 255, 500)] += 2**24 - frequencies.sum(1)
+    rows = (frequencies * 2.0**-PROBABILITY_BITS).astype(np.float32)
+    expected = check_tables(rows.copy())
+    below_floor += int((rows[:, -1] < expected.rows[:, -1]).sum())
+    got = frequency_tables(rows.copy())
+    np.testing.assert_array_equal(got.rows, expected.rows)
+    np.testing.assert_array_equal(got.sums, expected.sums)
+    assert below_floor > 0
+
+
 def test_tables_do_not_depend_on_the_batch_they_are_computed_in():
     """The coder builds tables in row chunks and batches of any size: each pixel's table is its own."""
     torch.manual_seed(2)

@@ -160,6 +160,8 @@ class TorchPass:
 class IntegerPass:
     """codec.protocol.ModelPass over one batch of tiles, through the integer-exact model."""
 
+    exact_tables = True  # codec.protocol: every table row is integer frequencies / 2**24 in a fresh array
+
     def __init__(self, model: IntegerVAE, device: torch.device, shape, pixels: np.ndarray | None):
         batch, _, height, width = shape
         self.model, self.device, self.batch = model, device, batch

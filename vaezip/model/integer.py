@@ -252,7 +252,8 @@ class IntConv:
         else:
             columns = x.reshape(batch, -1, height * width) if k == 1 and s == 1 else F.unfold(x, k, padding=p, stride=s)
             accumulated = torch.matmul(self.weight, columns) + self.bias  # B, out, L: integers < 2**53, exact
-        y = torch.floor(accumulated * self.scale + 0.5).clamp_(-LIMIT_Q, LIMIT_Q)
+        # In place (every form's accumulator is its own): the same operations, no temporaries of its size.
+        y = accumulated.mul_(self.scale).add_(0.5).floor_().clamp_(-LIMIT_Q, LIMIT_Q)
         return y.reshape(batch, self.out_channels, *out_hw)
 
     def _shifted_sums(self, x: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
