@@ -295,11 +295,12 @@ def test_compiled_table_lookups_equal_the_torch_form():
 
 
 @pytest.mark.skipif(not kernels.AVAILABLE, reason="numba is not installed: the coder uses the torch form")
-def test_compiled_masses_equal_the_full_masses_where_edges_hit_the_saturation_bounds():
+@pytest.mark.parametrize("half", [True, False], ids=["half-table", "whole-table"])
+def test_compiled_masses_equal_the_full_masses_where_edges_hit_the_saturation_bounds(half):
     """The compiled kernel finds each component's window by its own search: components placed so that some
     value's edge lands on or next to the sigmoid table's last zero and first full index (exactly at slope 1,
     within slope - 1 below at the others), where an off-by-one in the window would lose or double a CDF
-    step."""
+    step. With the symmetric table's upper half (what the coder uses) and with the whole table."""
     from vaezip.model.integer import CDF_BITS, INV_SCALE_BITS
 
     integer = IntegerVAE(HierarchicalVAE(get_preset("tiny").model))
@@ -316,12 +317,34 @@ def test_compiled_masses_equal_the_full_masses_where_edges_hit_the_saturation_bo
     hit = rng.integers(0, 255, (rows, k))  # the value whose upper edge lands on the target index
     # index(edge) = slope * (edge - mean) - first_q (the +1/2 of the rounding floors away): solve for mean
     mean = edges[hit] - np.floor((targets + first_q) / slopes)
-    arguments = (weights, mean, inv, edges, integer.likelihood.cdf.numpy, float(first_q), zero_through, full_from,
+    cdf = integer.likelihood.cdf
+    assert cdf.kernel_centre == len(cdf.numpy) // 2  # the sigmoid table is symmetric: the coder reads its half
+    table, centre = (cdf.kernel_table, cdf.kernel_centre) if half else (cdf.numpy, -1)
+    arguments = (weights, mean, inv, edges, table, centre, float(first_q), zero_through, full_from,
                  INV_SCALE_BITS, CDF_BITS)
     compiled = np.empty((rows, 256), dtype=np.int64)
     kernels.masses(*arguments, compiled)
     reference = integer.likelihood._full_masses(*(torch.from_numpy(a) for a in (weights, mean, inv)))
     assert torch.equal(torch.from_numpy(compiled).double(), reference)
+
+
+def test_the_kernel_reads_half_of_a_symmetric_cdf_table_and_the_whole_of_any_other():
+    """CdfTable hands the kernel the upper half only where value[c + k] + value[c - k] = 2**CDF_BITS for every
+    k: the sigmoid's and Phi's tables (each entry then comes back the same), not a table with one entry off."""
+    from vaezip.model.integer import CDF_BITS, CdfTable, _normal_cdf_table
+
+    for table in (IntegerVAE(HierarchicalVAE(get_preset("tiny").model)).tables["sigmoid"], _normal_cdf_table()):
+        cdf = CdfTable(table)
+        whole = cdf.numpy.astype(np.int64)
+        centre = cdf.kernel_centre
+        assert centre == len(whole) // 2
+        upper = cdf.kernel_table.astype(np.int64)
+        rebuilt = np.concatenate([2**CDF_BITS - upper[1:][::-1], upper])
+        np.testing.assert_array_equal(rebuilt, whole)
+    values = table.values.clone()
+    values[len(values) // 2 - 7] += 1  # still monotone, no longer symmetric
+    lopsided = CdfTable(Table(table.first_q, values))
+    assert lopsided.kernel_centre == -1 and lopsided.kernel_table is lopsided.numpy
 
 
 @pytest.mark.skipif(not kernels.AVAILABLE, reason="numba is not installed: the coder uses the torch form")

@@ -477,6 +477,13 @@ class CdfTable:
         self.saturation = _saturation(table)
         self.int32 = Table(table.first_q, table.values.int())
         self.numpy = self.int32.values.numpy().copy()
+        # What the compiled kernel reads (kernels._cdf_value): the upper half of a table symmetric about its
+        # middle entry (the sigmoid's and Phi's tables are, value for value), else the whole table.
+        self.kernel_table, self.kernel_centre = self.numpy, -1
+        values = self.numpy.astype(np.int64)
+        if len(values) % 2 and np.all(values + values[::-1] == 2**CDF_BITS):
+            centre = len(values) // 2
+            self.kernel_table, self.kernel_centre = self.numpy[centre:].copy(), centre
 
     def to(self, device: torch.device) -> "CdfTable":
         self.table, self.int32 = self.table.to(device), self.int32.to(device)
@@ -763,7 +770,8 @@ class IntegerMixture(FrequencyTables):
         weights, mean, inv = self._channel_terms(flat, values, channel)
         zero_through, full_from = self.cdf.saturation
         return (np.ascontiguousarray(weights.numpy()), mean.numpy(), inv.numpy(), self.model.edges_numpy,
-                self.cdf.numpy, float(self.cdf.table.first_q), zero_through, full_from, INV_SCALE_BITS, CDF_BITS)
+                self.cdf.kernel_table, self.cdf.kernel_centre, float(self.cdf.table.first_q), zero_through, full_from,
+                INV_SCALE_BITS, CDF_BITS)
 
     def masses(self, flat: torch.Tensor, values: torch.Tensor, channel: int, windowed: bool = True) -> torch.Tensor:
         """The torch form's masses (N, 256) float64 integers (the reference of the compiled kernel's)."""

@@ -26,14 +26,15 @@ except ImportError:  # pragma: no cover - exercised only where numba is missing
 AVAILABLE = numba is not None
 
 
-def _frequencies_to_probabilities(weights, mean, inv, edges, sigmoid, first_q, zero_through, full_from,
+def _frequencies_to_probabilities(weights, mean, inv, edges, sigmoid, centre, first_q, zero_through, full_from,
                                   inv_scale_bits, cdf_bits, probability_bits, out):
     """For each row (pixel) i: the mixture's integer frequencies over the 256 values, as float32 f / 2**24
     into out[i] (integer.py: probabilities(IntegerMixture.frequencies(...))).
 
     weights, mean, inv: (N, K) float64 integers (mixture weights, means in fixed point, inverse scales in
     2**-inv_scale_bits units); edges: the 255 inner bin edges in fixed point; sigmoid: the CDF table (int32),
-    index q - first_q; zero_through / full_from: its last 0 index and first full index.
+    index q - first_q, or where centre >= 0 its upper half from index `centre` on (see _cdf_value);
+    zero_through / full_from: its last 0 index and first full index (of the whole table).
 
     One thread: numba's parallel threading layers (OpenMP beside torch's, TBB, workqueue) are known to hang
     processes at exit or in subprocesses, which a compressor cannot risk for a ~1.7x on this part."""
@@ -45,7 +46,7 @@ def _frequencies_to_probabilities(weights, mean, inv, edges, sigmoid, first_q, z
     # int32 frequencies (< 2**24): their conversion to float32 is exact and vectorizes on every x86-64.
     frequency = np.empty(256, np.int32)
     for i in range(n):
-        used_from, used_through = _row_masses(weights, mean, inv, edges, sigmoid, first_q, zero_through,
+        used_from, used_through = _row_masses(weights, mean, inv, edges, sigmoid, centre, first_q, zero_through,
                                               full_from, inv_scale_bits, cdf_bits, i, mass, 0)
         total = weights[i].sum() * float(full)  # integers: exact in any order
         # Outside the used values the mass is 0 and the frequency floor(0) + 1 = 1.
@@ -58,21 +59,21 @@ def _frequencies_to_probabilities(weights, mean, inv, edges, sigmoid, first_q, z
             out[i, v] = np.float32(frequency[v]) * scale_out
 
 
-def _masses(weights, mean, inv, edges, sigmoid, first_q, zero_through, full_from, inv_scale_bits, cdf_bits,
+def _masses(weights, mean, inv, edges, sigmoid, centre, first_q, zero_through, full_from, inv_scale_bits, cdf_bits,
             out):
     """(N, 256) int64 into out: IntegerMixture._full_masses' integers (the reference the tests hold the
     kernel's masses to exactly)."""
     for i in range(weights.shape[0]):
-        _row_masses(weights, mean, inv, edges, sigmoid, first_q, zero_through, full_from, inv_scale_bits,
+        _row_masses(weights, mean, inv, edges, sigmoid, centre, first_q, zero_through, full_from, inv_scale_bits,
                     cdf_bits, i, out, i)
 
 
-def _row_masses(weights, mean, inv, edges, sigmoid, first_q, zero_through, full_from, inv_scale_bits, cdf_bits,
+def _row_masses(weights, mean, inv, edges, sigmoid, centre, first_q, zero_through, full_from, inv_scale_bits, cdf_bits,
                 i, mass, row):
     """mass[row] = sum over components of weight * (CDF(upper edge) - CDF(lower edge)) of pixel i; returns the
     first and last value that any component gives mass to."""
-    last = sigmoid.shape[0] - 1
     full = np.int64(1) << cdf_bits
+    last = 2 * centre if centre >= 0 else sigmoid.shape[0] - 1  # the whole table's last index
     half = 2.0 ** (inv_scale_bits - 1)
     down = 2.0 ** -inv_scale_bits
     mass[row, :] = 0
@@ -88,7 +89,7 @@ def _row_masses(weights, mean, inv, edges, sigmoid, first_q, zero_through, full_
         weight = np.int64(weights[i, j])
         previous = np.int64(0)
         for v in range(start, stop):
-            cdf = np.int64(sigmoid[_index(edges[v], offset, slope, last)])
+            cdf = _cdf_value(sigmoid, centre, full, _index(edges[v], offset, slope, last))
             mass[row, v] += weight * (cdf - previous)
             previous = cdf
         mass[row, stop] += weight * (full - previous)
@@ -117,6 +118,19 @@ def _first_edge_above(edges, offset, slope, last, target, guess, at_least):
     return guess
 
 
+def _cdf_value(table, centre, full, index):
+    """The CDF table's value at `index` (int64). centre < 0: `table` is the whole table. Else it is the upper
+    half, from index `centre` on, of a table symmetric about it (value[centre + k] + value[centre - k] = full
+    for every k, checked when the half is made: integer.CdfTable), which gives the same integers: a half of
+    the sigmoid table (1.4 MB) stays in a core's L2 cache where the whole (3 MB) does not, and the lookups
+    are about half the kernel's time (measured 15 % faster on kodim23's tables)."""
+    if centre < 0:
+        return np.int64(table[index])
+    if index >= centre:
+        return np.int64(table[index - centre])
+    return full - np.int64(table[centre - index])
+
+
 def _index(edge, offset, slope, last):
     """The sigmoid table index of a component at `edge`: floor of the exact position, clamped to the table."""
     return np.int64(min(max(offset + edge * slope, 0.0), float(last)))
@@ -137,7 +151,7 @@ def _table_lookup(q, first_q, values, identity_above, output_per_input, out):
 
 
 _PYTHON_FORMS = {function.__name__: function for function in (
-    _index, _guess, _first_edge_above, _row_masses, _frequencies_to_probabilities, _masses,
+    _index, _cdf_value, _guess, _first_edge_above, _row_masses, _frequencies_to_probabilities, _masses,
     _table_lookup)}
 
 
