@@ -135,6 +135,7 @@ def encode_tiles(
     model_bits: Sequence[float] | None = None,
     bitsback_kind: str = BITSBACK,
     predictor: str = PREDICTIVE_LAPLACE,
+    priced: Sequence[tuple[str, int]] | None = None,
 ) -> tuple[Schedule, list[TileStats]]:
     """Push `tiles` onto `stack`, which may already hold bits (they then serve as initial bits).
 
@@ -148,13 +149,14 @@ def encode_tiles(
     model_bits: what bits-back is expected to cost for each tile (the model's negative ELBO with one posterior
     sample will do). A tile that the local predictor or whitened raw bytes code for less is coded that way
     wherever it falls in the stream, in a batch of its own; bits-back batches then run between such tiles.
-    Without it only the first tiles (nothing to pop yet) are coded without the model."""
+    Without it only the first tiles (nothing to pop yet) are coded without the model. `priced`: what
+    price_without_model(tiles, predictor) gives, where the caller has it already."""
     if max_batch < 1 or margin_bits < 0:
         raise CodingError(f"max_batch must be >= 1 and margin_bits >= 0, got {max_batch}, {margin_bits}")
     if model_bits is not None and len(model_bits) != len(tiles):
         raise CodingError(f"model_bits has {len(model_bits)} entries for {len(tiles)} tiles")
     fallbacks = without_bits(predictor)
-    alone = [None] * len(tiles) if model_bits is None else _cheaper_without_model(tiles, model_bits, predictor)
+    alone = [None] * len(tiles) if model_bits is None else _cheaper_without_model(tiles, model_bits, predictor, priced)
     stream = Stream(len(tiles), lambda k: tiles[k].pixels, model, grid, margin_bits)
     schedule: Schedule = []
     stats: list[TileStats] = []
@@ -294,18 +296,30 @@ def _same_shape_run(tiles: Sequence[Tile], start: int, limit: int, alone: Sequen
     return n
 
 
-def _cheaper_without_model(
-    tiles: Sequence[Tile], model_bits: Sequence[float], predictor: str = PREDICTIVE_LAPLACE
-) -> list[str | None]:
-    """Per tile `predictor` or WHITENED where that kind's exact cost is below `model_bits`, else None."""
-    kinds: list[str | None] = []
-    for index, (tile, expected) in enumerate(zip(tiles, model_bits)):
+def price_without_model(tiles: Sequence[Tile], predictor: str = PREDICTIVE_LAPLACE) -> list[tuple[str, float]]:
+    """Per tile of a stream (a whole image's tiles at least: the predictor reads each tile's neighbours below
+    and to the right) the cheaper of `predictor` and WHITENED, and its exact cost in bits: what a tile coded
+    without the model costs wherever it falls in the stream."""
+    priced = []
+    for index, tile in enumerate(tiles):
         trial = Stack()
         _encode_predictive(trial, tiles, index, predictor)
         costs = {predictor: trial.num_valid_bits(), WHITENED: raw_bits(tile)}
         kind = min(costs, key=costs.get)
-        kinds.append(kind if costs[kind] < expected else None)
-    return kinds
+        priced.append((kind, costs[kind]))
+    return priced
+
+
+def _cheaper_without_model(
+    tiles: Sequence[Tile], model_bits: Sequence[float], predictor: str = PREDICTIVE_LAPLACE,
+    priced: Sequence[tuple[str, float]] | None = None,
+) -> list[str | None]:
+    """Per tile `predictor` or WHITENED where that kind's exact cost is below `model_bits`, else None."""
+    if priced is None:
+        priced = price_without_model(tiles, predictor)
+    if len(priced) != len(tiles):
+        raise CodingError(f"{len(priced)} prices for {len(tiles)} tiles")
+    return [kind if cost < expected else None for (kind, cost), expected in zip(priced, model_bits)]
 
 
 def check_payload_size(stack: Stack, schedule: Schedule, margin_bits: int = 64) -> None:

@@ -124,6 +124,33 @@ def test_the_model_path_is_kept_where_it_wins(models):
     assert [pixel_checksum(image) for _, image in restored] == [pixel_checksum(image) for _, image in images]
 
 
+def test_the_model_runs_only_where_its_estimate_comes_within_the_skip_ratio(models, monkeypatch):
+    """Whether the model path runs at all is decided on its estimate, each tile priced as the coder will code
+    it (the model's bound or its exact cost without the model): with the ratio at 0 the model never runs and
+    the report's model candidate is that estimate, with a huge ratio it always runs; the estimate comes within
+    a few per cent of the real model path (the margin SKIP_RATIO leaves)."""
+    from vaezip import archive
+
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:48, 0:64]
+    pixels = np.stack([120 + 50 * np.sin(x / 7.0), 100 + 40 * np.cos(y / 5.0), 90 + 0.5 * x + 0.5 * y], -1)
+    image = Image.fromarray(np.clip(pixels + rng.normal(0, 3, pixels.shape), 0, 255).astype(np.uint8))
+    calls = []
+    real_encode = archive._encode_model
+    monkeypatch.setattr(archive, "_encode_model", lambda *args, **kwargs: calls.append(1) or real_encode(*args, **kwargs))
+    candidates = {}
+    for ratio in (0.0, 1e9):
+        monkeypatch.setattr(archive, "SKIP_RATIO", ratio)
+        calls.clear()
+        result = compress_images([("x.png", image)], models[3], tile=16, device="cpu")
+        assert bool(calls) == (ratio > 1), ratio
+        candidates[ratio] = dict(result.images[0].candidate_bytes)
+    estimate, real = candidates[0.0]["model"], candidates[1e9]["model"]
+    assert abs(estimate - real) <= 0.03 * real, (estimate, real)
+    assert {k: v for k, v in candidates[0.0].items() if k != "model"} == {
+        k: v for k, v in candidates[1e9].items() if k != "model"}
+
+
 def test_an_alpha_plane_beside_the_model_is_coded_with_spatial_context(models):
     """On the model path an alpha plane is coded classically where that beats its i.i.d. histogram, which sees
     no spatial context: here 4.4 bits a pixel as a histogram, 1.9 as WebP."""

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from codec import bitsback, classic, container, predictive, tilekinds
+from codec import bitsback, classic, container, tilekinds
 from codec.ans import Stack, constriction_version
 from codec.errors import CodingError, HeaderError, LimitError
 from codec.header import MODEL, CoderSettings, Header, ImageEntry
@@ -141,7 +141,7 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
         raise ImageError(f"--samples {samples}: importance-weighted coding cannot code {loaded.name}: {obstacle}")
     tiles_of = {k: split_tiles(item.planes.model_plane, tile, stride) for k, item in enumerate(split)
                 if item.planes.model_plane is not None and tiles_needed <= MAX_TILES}
-    estimates_of = None
+    estimates_of = priced_of = None
     if predictor or classical:
         # The float network's estimate of each tile's cost (fast), over every tile at once whatever is coded
         # later: the predictor's choice of tiles depends on it, and one image always gives the same bytes.
@@ -149,10 +149,14 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
         with deterministic_kernels(pin_threads=not coder_model.integer):
             flat = iter(coder_model.tile_bounds(every_tile, estimate=True))
         estimates_of = {k: [next(flat) for _ in cut] for k, cut in tiles_of.items()}
+    if predictor and estimates_of is not None:
+        # What each tile costs without the model, exactly as the coder prices it (its neighbours are in the
+        # same image), once: the coder's choice of tiles and the estimate that decides whether it runs.
+        priced_of = {k: bitsback.price_without_model(cut, predictor_kind) for k, cut in tiles_of.items()}
 
     def code(indices: list[int]) -> _ModelCoding:
         return _encode_model(split, indices, coder_model, tiles_of, estimates_of if predictor else None, tile,
-                             max_batch, progress, legacy, predictor_kind, samples)
+                             max_batch, progress, legacy, predictor_kind, samples, priced_of)
 
     if legacy or not classical:
         everything = code(everyone) if tiles_needed <= MAX_TILES else None
@@ -166,8 +170,8 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
     classical_entries = {index: entry for index, (entry, _) in alternatives.items()}
     sizes = {index: tried for index, (_, tried) in alternatives.items()}
     budget = {k: SKIP_RATIO * 8 * len(entry.data) for k, entry in classical_entries.items()}
-    distribution = bitsback.PREDICTORS[predictor_kind]
-    estimated = {k: _model_estimate(tiles_of[k], estimates_of[k], budget[k], distribution) for k in tiles_of}
+    estimated = {k: _model_estimate(tiles_of[k], estimates_of[k], None if priced_of is None else priced_of[k])
+                 for k in tiles_of}
     included = [k for k in everyone if tiles_needed <= MAX_TILES and estimated.get(k, (0.0,))[0] <= budget[k]]
     everything = code(included) if included else None
     files = [(_write(split, None, classical_entries, loaded, False), None)]
@@ -186,33 +190,28 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
 
 
 # The model path is not run for an image whose estimated cost is more than this times its classical coding's
-# (a 640x400 screenshot: 26 times, and 270 s of a CPU's time for nothing).
-SKIP_RATIO = 1.25
+# (a 640x400 screenshot: 26 times, and 270 s of a CPU's time for nothing). The estimate prices each tile as
+# the coder will choose it (the model's estimate or the exact cost without the model): on Kodak with photo2
+# the model path's files came within -0.02 % and +0.21 % of it (`python scripts/skip_margin.py kodak`), so
+# a margin of 2 % (a hundred times the largest shortfall) runs the model wherever it can win, and spares it
+# on 15 of Kodak's 24 images, which it loses by 2 to 7 %.
+SKIP_RATIO = 1.02
 
 
-def _model_estimate(tiles, estimates: list[float], budget: float,
-                    distribution: str = predictive.LAPLACE) -> tuple[float, float]:
-    """(about the least the model path can cost, the model's estimated bound), in bits, of an image's tiles:
-    each tile as the cheapest of the model's estimate, raw bytes and, where those two exceed `budget`, the
-    predictor without neighbours (side planes not counted: the figure must not rule the model out where it
-    would win)."""
-    raw = [8 * one.pixels.shape[0] * one.valid[0] * one.valid[1] for one in tiles]
-    bound = sum(estimates)
-    cheapest = sum(min(estimate, size) for estimate, size in zip(estimates, raw))
-    if cheapest <= budget:  # the model runs: no need to price the predictor (~3 ms a tile)
-        return cheapest, bound
-    cheapest = 0.0
-    for one, estimate, size in zip(tiles, estimates, raw):
-        h, w = one.valid
-        scratch = Stack()
-        predictive.encode(scratch, np.ascontiguousarray(one.pixels[:, :h, :w]), distribution=distribution)
-        cheapest += min(estimate, scratch.num_valid_bits(), size)
-    return cheapest, bound
+def _model_estimate(tiles, estimates: list[float],
+                    priced: list[tuple[str, float]] | None = None) -> tuple[float, float]:
+    """(about what the model path will cost, the model's estimated bound), in bits, of an image's tiles: each
+    tile as the cheaper of the model's estimate and its exact cost without the model (`priced`:
+    bitsback.price_without_model, what the coder chooses from; raw bytes where the coder takes no predictor
+    tiles). Side planes are not counted: the figure must not rule the model out where it would win."""
+    alone = [cost for _, cost in priced] if priced is not None else [tilekinds.raw_bits(one) for one in tiles]
+    return sum(min(estimate, cost) for estimate, cost in zip(estimates, alone)), sum(estimates)
 
 
 def _encode_model(split: list[_Image], indices: list[int], coder_model, tiles_of: dict[int, list],
                   estimates_of: dict[int, list[float]] | None, tile: int, max_batch: int, progress,
-                  legacy: bool, predictor_kind: str, samples: int = 1) -> _ModelCoding:
+                  legacy: bool, predictor_kind: str, samples: int = 1,
+                  priced_of: dict[int, list[tuple[str, float]]] | None = None) -> _ModelCoding:
     """The model path over split[k] for k in `indices`: their planes and tiles in one bits-back stack;
     `samples` > 1: importance-weighted bits-back (format 4 or 5 where a batch is coded so), batches of at most
     max(1, max_batch // samples) tiles, so that a batch's passes hold no more rows than plain bits-back's
@@ -253,10 +252,11 @@ def _encode_model(split: list[_Image], indices: list[int], coder_model, tiles_of
     # Which tiles the predictor takes: decided on the float network's estimate (fast); the decoder replays the
     # schedule, so the choice needs no exactness.
     estimates = None if estimates_of is None else [e for k in indices for e in estimates_of.get(k, [])]
+    priced = None if priced_of is None else [p for k in indices for p in priced_of.get(k, [])]
     with deterministic_kernels(pin_threads=not coder_model.integer):
         schedule, stats = bitsback.encode_tiles(
             stack, tiles, coder_model, GRID, max_batch, on_batch=progress, model_bits=estimates,
-            bitsback_kind=bitsback_kind, predictor=predictor_kind,
+            bitsback_kind=bitsback_kind, predictor=predictor_kind, priced=priced,
         )
         if version in container.BINARY_VERSIONS:  # 3 unless the schedule holds a kind of format 4 or 5
             version = container.binary_version(kind for kind, _ in schedule)

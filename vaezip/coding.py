@@ -175,6 +175,7 @@ class IntegerPass:
         self._latent_shape: torch.Size | None = None
         self._pixel_params: torch.Tensor | None = None
         self._flat_params: torch.Tensor | None = None  # N, P: the pixel parameters one row per pixel
+        self._splits: dict[tuple[int, int], object] = {}  # the likelihood's split of each chunk of _flat_params
         # An optimal-sigma Gaussian's tables need each tile's sigma codes (codec.protocol: side symbols).
         self.side_size = OPTIMAL_SIGMA_CODES if getattr(model.likelihood, "optimal", False) else 0
         self.side_count = shape[1] if self.side_size else 0  # one sigma per channel
@@ -214,7 +215,7 @@ class IntegerPass:
         log_sigma_q = optimal_log_sigma(codes) * ONE  # B, C integers
         means = self._network_params
         self._pixel_params = torch.cat([means, log_sigma_q.to(means.dtype)[:, :, None, None].expand_as(means)], 1)
-        self._flat_params = None
+        self._flat_params, self._splits = None, {}
 
     def posteriors(self, pixels: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """codec.protocol.ModelPass.posteriors: each group's (mean, std), (B, D) float64 each."""
@@ -245,9 +246,16 @@ class IntegerPass:
         tables = np.empty((batch * height * width, 256), dtype=np.float32)
         likelihood = self.model.likelihood
         chunk = KERNEL_TABLE_PIXELS if kernels.AVAILABLE and self._flat_params.device.type == "cpu" else INTEGER_TABLE_PIXELS
+        split_of = getattr(likelihood, "split", None)  # the mixtures': shared by the channels of a chunk
         for start in range(0, len(values), chunk):
             stop = start + chunk
-            likelihood.probabilities(self._flat_params[start:stop], values[start:stop], channel, tables[start:stop])
+            flat = self._flat_params[start:stop]
+            if split_of is None:
+                likelihood.probabilities(flat, values[start:stop], channel, tables[start:stop])
+                continue
+            if (start, stop) not in self._splits:
+                self._splits[start, stop] = split_of(flat)
+            likelihood.probabilities(flat, values[start:stop], channel, tables[start:stop], self._splits[start, stop])
         return tables.reshape(batch, height, width, 256)
 
     def _phase_table(self, channel: int, pixels: np.ndarray, phase: int, mask: np.ndarray) -> np.ndarray:

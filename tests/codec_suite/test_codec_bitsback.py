@@ -452,6 +452,28 @@ def test_model_bits_that_nothing_beats_change_nothing():
     np.testing.assert_array_equal(plain.words, hinted.words)
 
 
+def test_prices_of_each_image_stand_for_the_coders_own_over_a_stream_of_several():
+    """The archive prices each image's tiles without the model once (price_without_model: a tile's neighbours
+    are in its own image) and hands the list to the coder: the same schedule and words as the coder's own
+    pricing over the whole stream. A list of another length is refused."""
+    rng = np.random.default_rng(14)
+    images = [smooth_image(rng, 3, 24, 40, noise=1.0), smooth_image(rng, 3, 16, 16, noise=6.0)]
+    per_image = [split_tiles(image, 8, 2) for image in images]
+    tiles = [tile for cut in per_image for tile in cut]
+    priced = [price for cut in per_image for price in bitsback.price_without_model(cut, PREDICTIVE_LAPLACE)]
+    assert priced == bitsback.price_without_model(tiles, PREDICTIVE_LAPLACE)
+    model_bits = [1e9 if k % 3 == 0 else 0.0 for k in range(len(tiles))]
+    runs = []
+    for given in (None, priced):
+        stack = Stack()
+        runs.append((bitsback.encode_tiles(stack, tiles, ToyModel(3), model_bits=model_bits, priced=given)[0],
+                     stack.words()))
+    assert runs[0][0] == runs[1][0] and any(kind == PREDICTIVE_LAPLACE for kind, _ in runs[0][0][1:])
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
+    with pytest.raises(CodingError, match="prices"):
+        bitsback.encode_tiles(Stack(), tiles, ToyModel(3), model_bits=model_bits, priced=priced[:-1])
+
+
 def test_model_bits_must_cover_every_tile():
     rng = np.random.default_rng(13)
     _, tiles = stream(rng, 1, [(16, 16)])

@@ -737,10 +737,17 @@ class IntegerMixture(FrequencyTables):
             weights = torch.floor(joint / largest * 2.0**MIX_BITS)
         return weights
 
-    def _channel_terms(self, flat: torch.Tensor, values: torch.Tensor, channel: int):
+    def split(self, flat: torch.Tensor):
+        """flat (N, P) parameters -> what every channel's tables of these pixels start from (_split): compute
+        it once for the channels of a batch and hand it to `probabilities` (it depends on the parameters
+        only, not on any pixel value)."""
+        return self._split(flat)
+
+    def _channel_terms(self, flat: torch.Tensor, values: torch.Tensor, channel: int, split=None):
         """The mixture of `channel` given the channels before it, per pixel and component, (N, K) each,
-        contiguous: integer weights, coupled means, inverse scales. What every table form starts from."""
-        split = self._split(flat)
+        contiguous: integer weights, coupled means, inverse scales. What every table form starts from.
+        `split`: split(flat), where the caller has it."""
+        split = self._split(flat) if split is None else split
         _, means, inv_scales, coeffs = split
         values = values.long()
         unit = self.model.unit_values[values]  # N, C
@@ -748,11 +755,13 @@ class IntegerMixture(FrequencyTables):
         mean = self._coupled_mean(means, coeffs, unit, channel).contiguous()
         return weights, mean, inv_scales[:, :, channel].contiguous()
 
-    def probabilities(self, flat: torch.Tensor, values: torch.Tensor, channel: int, out: np.ndarray) -> None:
+    def probabilities(self, flat: torch.Tensor, values: torch.Tensor, channel: int, out: np.ndarray,
+                      split=None) -> None:
         """What probabilities(frequencies(flat, values, channel)) gives, written into out (N, 256) float32:
-        by the compiled kernel where there is one (CPU tensors), else by the torch form."""
+        by the compiled kernel where there is one (CPU tensors), else by the torch form. `split`:
+        split(flat), where the caller keeps it for the other channels."""
         if kernels.AVAILABLE and flat.device.type == "cpu":
-            arguments = self._kernel_arguments(flat, values, channel)
+            arguments = self._kernel_arguments(flat, values, channel, split)
             try:
                 kernels.frequencies_to_probabilities(*arguments, PROBABILITY_BITS, out)
                 return
@@ -766,8 +775,8 @@ class IntegerMixture(FrequencyTables):
         kernels.masses(*self._kernel_arguments(flat, values, channel), out)
         return torch.from_numpy(out)
 
-    def _kernel_arguments(self, flat: torch.Tensor, values: torch.Tensor, channel: int) -> tuple:
-        weights, mean, inv = self._channel_terms(flat, values, channel)
+    def _kernel_arguments(self, flat: torch.Tensor, values: torch.Tensor, channel: int, split=None) -> tuple:
+        weights, mean, inv = self._channel_terms(flat, values, channel, split)
         zero_through, full_from = self.cdf.saturation
         return (np.ascontiguousarray(weights.numpy()), mean.numpy(), inv.numpy(), self.model.edges_numpy,
                 self.cdf.kernel_table, self.cdf.kernel_centre, float(self.cdf.table.first_q), zero_through, full_from,

@@ -1,0 +1,78 @@
+"""How close the encoder's estimate of an image's model path comes to the real file: the figure that decides
+whether `vaezip compress` runs the model at all (vaezip/archive.py SKIP_RATIO).
+
+For each image: its smallest classical coding (what the default path writes where the model loses), the
+estimate (each tile the cheaper of the float network's bound and its exact cost without the model, as the
+coder chooses), and the model path's real file (`--files`, else coded here: slow). Prints per image the
+ratios model file / estimate and estimate / classical, and which images the current SKIP_RATIO spares.
+
+    python scripts/skip_margin.py kodak [--model photo2] [--limit 24] [--files docs/results/photo2/kodak-format5/results.csv]
+
+--files takes a bench results.csv (its `vaezip-model` rows) instead of coding each image again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from codec import bitsback  # noqa: E402
+from codec.tiling import split_tiles  # noqa: E402
+from vaezip import archive, data  # noqa: E402
+from vaezip.api import compress_images, load_model  # noqa: E402
+from vaezip.classical import smallest_entry  # noqa: E402
+from vaezip.coding import TorchLatentModel  # noqa: E402
+from vaezip.images import open_image, split_image  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dataset", help="a folder of images, or a data set name under $VAEZIP_DATA (kodak)")
+    parser.add_argument("--model", default="photo2")
+    parser.add_argument("--limit", type=int, default=24)
+    parser.add_argument("--files", help="a bench results.csv whose vaezip-model rows give the model files' bytes")
+    args = parser.parse_args()
+    folder = Path(args.dataset) if Path(args.dataset).is_dir() else Path(data.data_root()) / args.dataset
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".tif", ".tiff", ".bmp"))[: args.limit]
+    model_bytes = {}
+    if args.files:
+        for row in csv.DictReader(open(args.files)):
+            if row["codec"] == "vaezip-model":
+                model_bytes[Path(row["image"]).name] = int(row["bytes"])
+    loaded = load_model(args.model)
+    coder = TorchLatentModel(loaded.model)
+    stride = loaded.model.config.stride
+    print(f"{folder.name}, model {loaded.name} (sha256 {loaded.sha256[:16]}), tile 32, SKIP_RATIO {archive.SKIP_RATIO}\n")
+    print("| image | classical | bytes | model file / estimate | estimate / classical | model file / classical | "
+          "model runs |")
+    print("|---|---|---|---|---|---|---|")
+    ratios, spared, lost_wins = [], 0, 0
+    for path in paths:
+        image = open_image(path)
+        planes = split_image(image)
+        entry, _ = smallest_entry(path.name, planes, image)
+        tiles = split_tiles(planes.model_plane, archive.effective_tile(None, stride), stride)
+        estimates = coder.tile_bounds(tiles, estimate=True)
+        priced = bitsback.price_without_model(tiles, bitsback.PREDICTIVE_LAPLACE)
+        estimate, _ = archive._model_estimate(tiles, estimates, priced)
+        if path.name in model_bytes:
+            model = 8 * model_bytes[path.name]
+        else:
+            model = 8 * len(compress_images([(path.name, image)], loaded, classical=False).data)
+        classical = 8 * len(entry.data)
+        runs = estimate <= archive.SKIP_RATIO * classical
+        spared += not runs
+        lost_wins += (not runs) and model < classical
+        ratios.append(model / estimate)
+        print(f"| {path.name} | {entry.coding} | {classical // 8} | {model / estimate:.4f} | {estimate / classical:.4f} "
+              f"| {model / classical:.4f} | {'yes' if runs else 'no'} |", flush=True)
+    print(f"\nmodel file / estimate: {min(ratios):.4f} to {max(ratios):.4f}; the model spared on {spared} of "
+          f"{len(paths)} images, {lost_wins} of them images it would have won")
+
+
+if __name__ == "__main__":
+    main()
