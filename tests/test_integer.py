@@ -347,6 +347,63 @@ def test_the_kernel_reads_half_of_a_symmetric_cdf_table_and_the_whole_of_any_oth
     assert lopsided.kernel_centre == -1 and lopsided.kernel_table is lopsided.numpy
 
 
+def _kernel_rows(rows: int = 5000, seed: int = 7):
+    """Arguments of the compiled table kernel (but `out`) for `rows` pixels of a perturbed tiny model."""
+    torch.manual_seed(seed)
+    model = HierarchicalVAE(get_preset("tiny").model).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.3)
+    integer = IntegerVAE(model)
+    flat = torch.from_numpy(np.random.default_rng(seed).normal(0, 2, (rows, 10 * model.config.num_mixtures))
+                            * integer_module.ONE).floor()
+    values = torch.from_numpy(np.random.default_rng(seed + 1).integers(0, 256, (rows, 3)))
+    return integer.likelihood._kernel_arguments(flat, values, 2)
+
+
+@pytest.mark.skipif(not kernels.AVAILABLE, reason="numba is not installed: the coder uses the torch form")
+def test_the_table_kernel_gives_the_same_tables_on_any_number_of_threads():
+    arguments = _kernel_rows()
+    shared = (*arguments[3:], PROBABILITY_BITS)
+    tables = {}
+    for threads in (1, 2, 3):
+        out = np.empty((len(arguments[0]), 256), dtype=np.float32)
+        kernels.in_threads(kernels.frequencies_to_probabilities, arguments[:3], shared, out, threads)
+        tables[threads] = out
+    assert kernels.MIN_ROWS_PER_THREAD * 2 <= len(arguments[0])  # 2 and 3 threads really cut the rows
+    np.testing.assert_array_equal(tables[1], tables[2])
+    np.testing.assert_array_equal(tables[1], tables[3])
+
+
+def _threaded_tables_in_a_fork(arguments, queue) -> None:
+    """The child's part: only numpy and the kernel (torch's OpenMP does not survive a fork)."""
+    out = np.empty((len(arguments[0]), 256), dtype=np.float32)
+    kernels.in_threads(kernels.frequencies_to_probabilities, arguments[:3], (*arguments[3:], PROBABILITY_BITS),
+                       out, 2)
+    queue.put(out.sum(dtype=np.float64))
+
+
+@pytest.mark.skipif(not kernels.AVAILABLE, reason="numba is not installed: the coder uses the torch form")
+def test_a_forked_process_gets_its_own_kernel_threads():
+    """A process forked after the kernel's thread pool started has a copy of the pool without its threads: it
+    must make its own rather than wait on them forever."""
+    import multiprocessing
+
+    arguments = _kernel_rows()
+    out = np.empty((len(arguments[0]), 256), dtype=np.float32)
+    kernels.in_threads(kernels.frequencies_to_probabilities, arguments[:3], (*arguments[3:], PROBABILITY_BITS),
+                       out, 2)  # the parent's pool exists now
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_threaded_tables_in_a_fork, args=(arguments, queue))
+    child.start()
+    child.join(timeout=120)
+    if child.is_alive():
+        child.kill()
+        pytest.fail("the forked process hung on the kernel's thread pool")
+    assert child.exitcode == 0 and queue.get(timeout=10) == out.sum(dtype=np.float64)
+
+
 @pytest.mark.skipif(not kernels.AVAILABLE, reason="numba is not installed: the coder uses the torch form")
 def test_compiled_window_search_does_not_depend_on_its_guess():
     """Each window bound is the first value whose edge reaches a table index, found by walking from a guess:

@@ -763,7 +763,8 @@ class IntegerMixture(FrequencyTables):
         if kernels.AVAILABLE and flat.device.type == "cpu":
             arguments = self._kernel_arguments(flat, values, channel, split)
             try:
-                kernels.frequencies_to_probabilities(*arguments, PROBABILITY_BITS, out)
+                kernels.in_threads(kernels.frequencies_to_probabilities, arguments[:3],
+                                   (*arguments[3:], PROBABILITY_BITS), out, torch.get_num_threads())
                 return
             except Exception as error:  # noqa: BLE001 - numba's first-call compile failing on this platform
                 kernels.disable(f"{type(error).__name__}: {error}")
