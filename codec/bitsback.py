@@ -135,7 +135,7 @@ def encode_tiles(
     model_bits: Sequence[float] | None = None,
     bitsback_kind: str = BITSBACK,
     predictor: str = PREDICTIVE_LAPLACE,
-    priced: Sequence[tuple[str, int]] | None = None,
+    priced: Sequence[tuple[str, float]] | None = None,
 ) -> tuple[Schedule, list[TileStats]]:
     """Push `tiles` onto `stack`, which may already hold bits (they then serve as initial bits).
 

@@ -110,6 +110,38 @@ def run_cli(*args: str, input: bytes | None = None, cwd: Path | None = None,
     )
 
 
+# A fresh process under other kernels: generic ATen kernels, one thread (AVX-512 and threads where the encoder ran).
+OTHER_KERNELS = {"ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "1"}
+
+
+def smooth_rgb(height: int, width: int, seed: int) -> np.ndarray:
+    """(H, W, 3) uint8: waves plus noise, a photograph's kind of content that every option's model codes."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    return np.clip(120 + 60 * np.sin(x / 5.0)[..., None] + 40 * np.cos(y / 4.0)[..., None]
+                   + rng.normal(0, 8, (height, width, 3)), 0, 255).astype(np.uint8)
+
+
+def round_trip_in_fresh_processes(tmp_path: Path, weights: Path, pixels: np.ndarray, samples: int = 1,
+                                  envs: tuple[dict[str, str], ...] = ({}, OTHER_KERNELS)):
+    """Compress `pixels` (H, W, 3) with the model of `weights`, every tile through the model (16x16 tiles, no
+    predictor tiles, no classical path: the model decides every bit), then decode the file with the CLI in a
+    fresh process under each of `envs` and assert the pixels come back exactly. Returns the CompressResult
+    for the caller's own checks (kinds, bound)."""
+    from PIL import Image
+
+    from vaezip.api import compress_images, load_model
+
+    result = compress_images([("image.png", Image.fromarray(pixels, "RGB"))], load_model(weights), tile=16,
+                             device="cpu", predictor=False, classical=False, samples=samples)
+    (tmp_path / "image.vz").write_bytes(result.data)
+    for env in envs:
+        done = run_cli("decompress", tmp_path / "image.vz", "-o", tmp_path / "out.png", "-f", "-m", weights, env=env)
+        assert done.returncode == 0, done.stderr.decode()
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "out.png")), pixels), env
+    return result
+
+
 def check_pinned_model_file(folder: str, weights: Path, tmp_path: Path):
     """tests/data/FOLDER/model.vz (scripts/make_golden.py): golden.png through the model of `weights` only.
     Asserts that it is format 5, that today's encoder writes it byte for byte, and that it decodes to
@@ -128,8 +160,7 @@ def check_pinned_model_file(folder: str, weights: Path, tmp_path: Path):
                             classical=False)
     assert again.data == pinned
     (tmp_path / "model.vz").write_bytes(pinned)
-    done = run_cli("decompress", tmp_path / "model.vz", "-o", tmp_path / "out.png", "-m", weights,
-                   env={"ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "1"})
+    done = run_cli("decompress", tmp_path / "model.vz", "-o", tmp_path / "out.png", "-m", weights, env=OTHER_KERNELS)
     assert done.returncode == 0, done.stderr.decode()
     assert np.array_equal(np.asarray(Image.open(tmp_path / "out.png")), np.asarray(golden))
     return header

@@ -14,9 +14,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import make_tiny_weights, perturbed_model, run_cli
+from conftest import OTHER_KERNELS, make_tiny_weights, perturbed_model, round_trip_in_fresh_processes, run_cli, smooth_rgb
 from conftest import smooth_pixels as _smooth_pixels
-from PIL import Image
 
 from vaezip.config import (
     ConfigError,
@@ -225,25 +224,15 @@ def test_categorical_frequencies_follow_the_rule_exactly():
 
 @pytest.mark.parametrize("name", sorted(OPTIONS))
 def test_round_trip_decodes_exactly_in_a_fresh_process_under_other_kernels(tmp_path, name):
-    from vaezip.api import compress_images, load_model, read_header
+    from vaezip.api import load_model, read_header
 
     weights = make_tiny_weights(tmp_path / f"tiny-{name}.safetensors", 3, f"tiny-{name}", seed=6, **OPTIONS[name])
-    loaded = load_model(weights)
-    assert config_to_dict(loaded.model.config) == config_to_dict(_config(name))
-    rng = np.random.default_rng(6)
-    y, x = np.mgrid[0:36, 0:40]
-    pixels = np.clip(120 + 60 * np.sin(x / 5.0)[..., None] + 40 * np.cos(y / 4.0)[..., None]
-                     + rng.normal(0, 8, (36, 40, 3)), 0, 255).astype(np.uint8)
-    result = compress_images([("image.png", Image.fromarray(pixels, "RGB"))], loaded, tile=16, device="cpu",
-                             predictor=False, classical=False)  # every tile through the model
+    assert config_to_dict(load_model(weights).model.config) == config_to_dict(_config(name))
+    # encoded here under the default kernels, decoded in a fresh process under others
+    result = round_trip_in_fresh_processes(tmp_path, weights, smooth_rgb(36, 40, seed=6),
+                                           envs=({**OTHER_KERNELS, "ONEDNN_MAX_CPU_ISA": "AVX2"},))
     header = read_header(result.data)
     assert header.model_name == f"tiny-{name}" and "bitsback" in {kind for kind, _ in header.coder.schedule}
-    (tmp_path / "image.vz").write_bytes(result.data)
-    # encoded here under the default kernels, decoded in a fresh process under others
-    done = run_cli("decompress", tmp_path / "image.vz", "-o", tmp_path / "out.png", "-m", weights,
-                   env={"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "AVX2", "OMP_NUM_THREADS": "1"})
-    assert done.returncode == 0, done.stderr.decode()
-    assert np.array_equal(np.asarray(Image.open(tmp_path / "out.png")), pixels)
 
 
 # ---------------------------------------------------------------------------------------------- config and training
