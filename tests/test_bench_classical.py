@@ -144,6 +144,20 @@ def test_report_files(tmp_path):
     assert [r.image for r in back] == [r.image for r in rows]
 
 
+def test_report_gives_times_relative_to_the_reference_codec_of_the_same_run():
+    from vaezip.bench.report import SPEED_REFERENCE, markdown_report
+
+    rows = [Row("d", SPEED_REFERENCE, 0, "0", 4, 4, 3, 48, 10, 1.7, 0.5, 0.1, True),
+            Row("d", "slow", 0, "0", 4, 4, 3, 48, 12, 2.0, 4.0, 0.5, True),
+            Row("e", "slow", 0, "0", 4, 4, 3, 48, 12, 2.0, 4.0, 0.5, True)]
+    md = markdown_report(rows)
+    encode = md.split(f"## Encode time relative to {SPEED_REFERENCE} (same run)")[1].split("##")[0]
+    decode = md.split(f"## Decode time relative to {SPEED_REFERENCE} (same run)")[1].split("##")[0]
+    assert "| d | 1 | 1 | 8 |" in encode and "| d | 1 | 1 | 5 |" in decode
+    assert "| e | 1 | – | n/a |" in encode  # no reference in that data set's run
+    assert "relative to" not in markdown_report(rows[1:])
+
+
 def test_report_default_scatter_is_best_classical(tmp_path):
     a = ImageSet("s", np.stack([_smooth(16, 16, 3, s) for s in range(2)]))
     codecs = get_codecs(["png", "qoi"])

@@ -106,6 +106,11 @@ def write_summary_csv(aggs: Iterable[Aggregate], path: str | os.PathLike) -> Pat
 # --------------------------------------------------------------------------------------------
 
 
+# The codec whose times the others are given relative to, where a run has it: a classical codec of about the
+# rates vaezip aims at (notes/anchors.md), so the ratio says how far vaezip's speed is from a real peer's.
+SPEED_REFERENCE = "jpegxl-e7"
+
+
 def _order(items: Iterable[str]) -> list[str]:
     seen: dict[str, None] = {}
     for x in items:
@@ -158,6 +163,19 @@ def markdown_report(rows: Sequence[Row], *, codecs: Sequence = (), command: str 
             _table(aggs, lambda a: a.decode_MBps, ".3g"), "",
             "## Total encode time (s)", "", _table(aggs, lambda a: a.encode_s, ".2f"), "",
             "## Total decode time (s)", "", _table(aggs, lambda a: a.decode_s, ".2f"), ""]
+    reference = {a.dataset: a for a in aggs if a.codec == SPEED_REFERENCE}
+    if reference:
+        # Seconds on a shared machine move with its load; ratios to a codec timed in the same run move less.
+        def relative(seconds):
+            def value(a):
+                ref = reference.get(a.dataset)
+                return math.nan if ref is None or not seconds(ref) > 0 else seconds(a) / seconds(ref)
+            return value
+
+        out += [f"## Encode time relative to {SPEED_REFERENCE} (same run)", "",
+                _table(aggs, relative(lambda a: a.encode_s), ".3g"), "",
+                f"## Decode time relative to {SPEED_REFERENCE} (same run)", "",
+                _table(aggs, relative(lambda a: a.decode_s), ".3g"), ""]
     if codecs:
         out += ["## Codecs and exact flags", "", "| codec | library | flags |", "|---|---|---|"]
         for c in codecs:
