@@ -34,9 +34,12 @@ TABLE_ELEMENTS = 2**25
 CODING_THREADS = 2
 BOUND_BATCH_PIXELS = 2**16  # pixels per batch of TorchLatentModel.tile_bounds
 # Pixels per chunk of integer tables: the torch form's (N, 256) temporaries stay in a CPU's caches; the
-# compiled kernel has none of that size, and larger chunks spend less on per-call overhead.
+# compiled kernel has none of that size, and larger chunks spend less on per-call overhead; on a GPU every
+# chunk is a dozen kernel launches and a copy to the host, so a chunk is a whole batch (16 tiles of 64x64;
+# not yet measured on a device).
 INTEGER_TABLE_PIXELS = 1024
 KERNEL_TABLE_PIXELS = 16384
+DEVICE_TABLE_PIXELS = 65536
 
 
 @contextmanager
@@ -245,7 +248,8 @@ class IntegerPass:
         values = values.reshape(batch * height * width, -1)  # N, C
         tables = np.empty((batch * height * width, 256), dtype=np.float32)
         likelihood = self.model.likelihood
-        chunk = KERNEL_TABLE_PIXELS if kernels.AVAILABLE and self._flat_params.device.type == "cpu" else INTEGER_TABLE_PIXELS
+        on_cpu = self._flat_params.device.type == "cpu"
+        chunk = DEVICE_TABLE_PIXELS if not on_cpu else KERNEL_TABLE_PIXELS if kernels.AVAILABLE else INTEGER_TABLE_PIXELS
         split_of = getattr(likelihood, "split", None)  # the mixtures': shared by the channels of a chunk
         for start in range(0, len(values), chunk):
             stop = start + chunk
