@@ -1,14 +1,17 @@
 """How close the encoder's estimate of an image's model path comes to the real file: the figure that decides
-whether `vaezip compress` runs the model at all (vaezip/archive.py SKIP_RATIO).
+whether `vaezip compress` runs the model at all (vaezip/archive.py skip_ratio).
 
 For each image: its smallest classical coding (what the default path writes where the model loses), the
 estimate (each tile the cheaper of the float network's bound and its exact cost without the model, as the
 coder chooses), and the model path's real file (`--files`, else coded here: slow). Prints per image the
-ratios model file / estimate and estimate / classical, and which images the current SKIP_RATIO spares.
+ratios model file / estimate and estimate / classical, and which images the current skip_ratio spares.
 
     python scripts/skip_margin.py kodak [--model photo2] [--limit 24] [--files docs/results/photo2/kodak-format5/results.csv]
+    python scripts/skip_margin.py kodak --limit 2 --noise 6
 
---files takes a bench results.csv (its `vaezip-model` rows) instead of coding each image again.
+--files takes a bench results.csv (its `vaezip-model` rows) instead of coding each image again. --noise S
+prints instead how far one tile's one-sample estimate moves between S seeds (relative standard deviation per
+tile: median and largest) and how far the image's sum moves: the noise skip_ratio's margin must cover.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import argparse
 import csv
 import sys
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -35,18 +40,25 @@ def main() -> None:
     parser.add_argument("--model", default="photo2")
     parser.add_argument("--limit", type=int, default=24)
     parser.add_argument("--files", help="a bench results.csv whose vaezip-model rows give the model files' bytes")
+    parser.add_argument("--noise", type=int, default=0, metavar="SEEDS",
+                        help="measure the estimate's sampling noise over this many seeds instead")
     args = parser.parse_args()
     folder = Path(args.dataset) if Path(args.dataset).is_dir() else Path(data.data_root()) / args.dataset
     paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".tif", ".tiff", ".bmp"))[: args.limit]
     model_bytes = {}
     if args.files:
-        for row in csv.DictReader(open(args.files)):
-            if row["codec"] == "vaezip-model":
-                model_bytes[Path(row["image"]).name] = int(row["bytes"])
+        with open(args.files, newline="") as handle:
+            for row in csv.DictReader(handle):
+                if row["codec"] == "vaezip-model":
+                    model_bytes[Path(row["image"]).name] = int(row["bytes"])
     loaded = load_model(args.model)
     coder = TorchLatentModel(loaded.model)
     stride = loaded.model.config.stride
-    print(f"{folder.name}, model {loaded.name} (sha256 {loaded.sha256[:16]}), tile 32, SKIP_RATIO {archive.SKIP_RATIO}\n")
+    if args.noise:
+        noise(paths, coder, stride, args.noise)
+        return
+    print(f"{folder.name}, model {loaded.name} (sha256 {loaded.sha256[:16]}), tile 32, skip_ratio(tiles) = 1 + "
+          f"{archive.SKIP_MARGIN} + {archive.SKIP_NOISE} / sqrt(tiles)\n")
     print("| image | classical | bytes | model file / estimate | estimate / classical | model file / classical | "
           "model runs |")
     print("|---|---|---|---|---|---|---|")
@@ -64,7 +76,7 @@ def main() -> None:
         else:
             model = 8 * len(compress_images([(path.name, image)], loaded, classical=False).data)
         classical = 8 * len(entry.data)
-        runs = estimate <= archive.SKIP_RATIO * classical
+        runs = estimate <= archive.skip_ratio(len(tiles)) * classical
         spared += not runs
         lost_wins += (not runs) and model < classical
         ratios.append(model / estimate)
@@ -72,6 +84,19 @@ def main() -> None:
               f"| {model / classical:.4f} | {'yes' if runs else 'no'} |", flush=True)
     print(f"\nmodel file / estimate: {min(ratios):.4f} to {max(ratios):.4f}; the model spared on {spared} of "
           f"{len(paths)} images, {lost_wins} of them images it would have won")
+
+
+def noise(paths, coder, stride: int, seeds: int) -> None:
+    print(f"the float network's one-sample estimate over {seeds} seeds, 32x32 tiles\n")
+    print("| image | tiles | per-tile relative std, median | largest | the image's sum, relative std |")
+    print("|---|---|---|---|---|")
+    for path in paths:
+        tiles = split_tiles(split_image(open_image(path)).model_plane, archive.effective_tile(None, stride), stride)
+        draws = np.array([coder.tile_bounds(tiles, seed=seed, estimate=True) for seed in range(seeds)])  # S, T
+        per_tile = draws.std(axis=0) / draws.mean(axis=0)
+        sums = draws.sum(axis=1)
+        print(f"| {path.name} | {len(tiles)} | {np.median(per_tile):.4f} | {per_tile.max():.4f} | "
+              f"{sums.std() / sums.mean():.5f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -127,8 +127,9 @@ def test_the_model_path_is_kept_where_it_wins(models):
 def test_the_model_runs_only_where_its_estimate_comes_within_the_skip_ratio(models, monkeypatch):
     """Whether the model path runs at all is decided on its estimate, each tile priced as the coder will code
     it (the model's bound or its exact cost without the model): with the ratio at 0 the model never runs and
-    the report's model candidate is that estimate, with a huge ratio it always runs; the estimate comes within
-    a few per cent of the real model path (the margin SKIP_RATIO leaves)."""
+    the report's model candidate is that estimate, with a huge ratio it always runs. The estimate comes within
+    a few per cent of the real model path, and never so far above it that the margin would skip a model that
+    wins (skip_ratio of its tiles)."""
     from vaezip import archive
 
     rng = np.random.default_rng(0)
@@ -139,14 +140,16 @@ def test_the_model_runs_only_where_its_estimate_comes_within_the_skip_ratio(mode
     real_encode = archive._encode_model
     monkeypatch.setattr(archive, "_encode_model", lambda *args, **kwargs: calls.append(1) or real_encode(*args, **kwargs))
     candidates = {}
+    margin = archive.skip_ratio
     for ratio in (0.0, 1e9):
-        monkeypatch.setattr(archive, "SKIP_RATIO", ratio)
+        monkeypatch.setattr(archive, "skip_ratio", lambda tiles, ratio=ratio: ratio)
         calls.clear()
         result = compress_images([("x.png", image)], models[3], tile=16, device="cpu")
         assert bool(calls) == (ratio > 1), ratio
         candidates[ratio] = dict(result.images[0].candidate_bytes)
     estimate, real = candidates[0.0]["model"], candidates[1e9]["model"]
     assert abs(estimate - real) <= 0.03 * real, (estimate, real)
+    assert estimate <= margin(12) * real, (estimate, real)  # 12 tiles of 16x16
     assert {k: v for k, v in candidates[0.0].items() if k != "model"} == {
         k: v for k, v in candidates[1e9].items() if k != "model"}
 

@@ -35,11 +35,11 @@ CODING_THREADS = 2
 BOUND_BATCH_PIXELS = 2**16  # pixels per batch of TorchLatentModel.tile_bounds
 # Pixels per chunk of integer tables: the torch form's (N, 256) temporaries stay in a CPU's caches; the
 # compiled kernel has none of that size, and larger chunks spend less on per-call overhead; on a GPU every
-# chunk is a dozen kernel launches and a copy to the host, so a chunk is a whole batch (16 tiles of 64x64;
-# not yet measured on a device).
+# chunk is a dozen kernel launches and a copy to the host, so a chunk is a whole default batch (16 tiles of
+# 32x32; its temporaries stay within a few hundred MB; not yet measured on a device).
 INTEGER_TABLE_PIXELS = 1024
 KERNEL_TABLE_PIXELS = 16384
-DEVICE_TABLE_PIXELS = 65536
+DEVICE_TABLE_PIXELS = 16384
 
 
 @contextmanager
@@ -249,8 +249,10 @@ class IntegerPass:
         tables = np.empty((batch * height * width, 256), dtype=np.float32)
         likelihood = self.model.likelihood
         on_cpu = self._flat_params.device.type == "cpu"
-        chunk = DEVICE_TABLE_PIXELS if not on_cpu else KERNEL_TABLE_PIXELS if kernels.AVAILABLE else INTEGER_TABLE_PIXELS
-        split_of = getattr(likelihood, "split", None)  # the mixtures': shared by the channels of a chunk
+        compiled = on_cpu and kernels.AVAILABLE
+        chunk = KERNEL_TABLE_PIXELS if compiled else INTEGER_TABLE_PIXELS if on_cpu else DEVICE_TABLE_PIXELS
+        # The mixtures' split, shared by the channels of a chunk (only the compiled kernel's path takes it).
+        split_of = getattr(likelihood, "split", None) if compiled else None
         for start in range(0, len(values), chunk):
             stop = start + chunk
             flat = self._flat_params[start:stop]

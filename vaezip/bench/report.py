@@ -107,7 +107,7 @@ def write_summary_csv(aggs: Iterable[Aggregate], path: str | os.PathLike) -> Pat
 
 
 # The codec whose times the others are given relative to, where a run has it: a classical codec of about the
-# rates vaezip aims at (notes/anchors.md), so the ratio says how far vaezip's speed is from a real peer's.
+# rates vaezip aims at, so the ratio says how far vaezip's speed is from a real peer's.
 SPEED_REFERENCE = "jpegxl-e7"
 
 

@@ -193,12 +193,21 @@ _pool: tuple[int, int, ThreadPoolExecutor] | None = None
 _pool_lock = threading.Lock()
 
 
+def _forget_pool_in_child() -> None:
+    """After a fork: the parent's pool has no threads here, and its lock may have been held mid-fork."""
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_in_child)
+
+
 def _executor(workers: int) -> ThreadPoolExecutor:
     global _pool
     with _pool_lock:
         if _pool is None or _pool[0] != os.getpid() or _pool[1] < workers:
-            if _pool is not None and _pool[0] == os.getpid():
-                _pool[2].shutdown(wait=False)  # a smaller one: its idle threads end
+            # A smaller pool is left as it is (another thread may be using it); its idle threads end at exit.
             _pool = (os.getpid(), workers, ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vaezip-kernel"))
         return _pool[2]
 
@@ -217,11 +226,12 @@ def in_threads(kernel, rows: tuple, shared: tuple, out: np.ndarray, threads: int
     bounds = [n * k // parts for k in range(parts + 1)]
     cut = lambda k: ([array[bounds[k] : bounds[k + 1]] for array in rows], out[bounds[k] : bounds[k + 1]])  # noqa: E731
     pending = []
-    for k in range(1, parts):
-        part_rows, part_out = cut(k)
-        pending.append(_executor(parts - 1).submit(kernel, *part_rows, *shared, part_out))
-    part_rows, part_out = cut(0)
     try:
+        pool = _executor(parts - 1)
+        for k in range(1, parts):
+            part_rows, part_out = cut(k)
+            pending.append(pool.submit(kernel, *part_rows, *shared, part_out))
+        part_rows, part_out = cut(0)
         kernel(*part_rows, *shared, part_out)
     finally:
         for future in pending:
