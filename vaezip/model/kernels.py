@@ -188,8 +188,8 @@ if AVAILABLE:
 
 # Rows below which a range is not worth a thread of its own (a hand-off costs ~50 us; a table row ~1.5 us).
 MIN_ROWS_PER_THREAD = 2048
-# (the pid that made it, its workers, the pool): a forked process, whose copy has no threads, makes its own.
-_pool: tuple[int, int, ThreadPoolExecutor] | None = None
+# (its workers, the pool), made at first use; a forked process, whose copy has no threads, makes its own.
+_pool: tuple[int, ThreadPoolExecutor] | None = None
 _pool_lock = threading.Lock()
 
 
@@ -199,17 +199,17 @@ def _forget_pool_in_child() -> None:
     _pool, _pool_lock = None, threading.Lock()
 
 
-if hasattr(os, "register_at_fork"):
+if hasattr(os, "register_at_fork"):  # every platform that can fork
     os.register_at_fork(after_in_child=_forget_pool_in_child)
 
 
 def _executor(workers: int) -> ThreadPoolExecutor:
     global _pool
     with _pool_lock:
-        if _pool is None or _pool[0] != os.getpid() or _pool[1] < workers:
+        if _pool is None or _pool[0] < workers:
             # A smaller pool is left as it is (another thread may be using it); its idle threads end at exit.
-            _pool = (os.getpid(), workers, ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vaezip-kernel"))
-        return _pool[2]
+            _pool = (workers, ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vaezip-kernel"))
+        return _pool[1]
 
 
 def in_threads(kernel, rows: tuple, shared: tuple, out: np.ndarray, threads: int) -> None:
