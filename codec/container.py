@@ -12,7 +12,7 @@ Formats 1 and 2 (still read; written on request):
     22+N        4W    payload: the ANS words, u32 LE each
     22+N+4W     4     CRC32 of bytes [18+N, 22+N+4W) (count and payload), u32 LE; then end of file
 
-Formats 3, 4 and 5 (written by default; 4 and 5 differ from 3 only in the tile kinds their schedules may hold,
+Formats 3 to 6 (written by default; 4, 5 and 6 differ from 3 only in the tile kinds their schedules may hold,
 codec/tilekinds.py): a binary header (header.py: to_binary) that also says how each image is coded,
 so that a 5x5 image costs ~100 bytes, not ~400:
 
@@ -60,11 +60,13 @@ VERSION = 3
 IMPORTANCE_VERSION = 4
 # Format 4 and predictor tiles with Laplace residuals (codec/tilekinds.py: PREDICTIVE_LAPLACE).
 LAPLACE_VERSION = 5
-READABLE_VERSIONS = (1, 2, 3, 4, 5)
+# Format 5 and predictor tiles through the blend of predictors (codec/tilekinds.py: PREDICTIVE_BLEND).
+BLEND_VERSION = 6
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)
 JSON_VERSIONS = (1, 2)  # the layout with a JSON header and two CRCs
 # The binary layout; a file gets the first of these whose tile kinds hold its schedule (binary_version), so
 # that a file holding nothing newer stays readable by readers of format 3.
-BINARY_VERSIONS = (VERSION, IMPORTANCE_VERSION, LAPLACE_VERSION)
+BINARY_VERSIONS = (VERSION, IMPORTANCE_VERSION, LAPLACE_VERSION, BLEND_VERSION)
 MAX_HEADER_BYTES = 16 * 2**20
 _PREFIX = struct.Struct("<8sHI")  # magic, version, header length: 14 bytes
 _U32 = struct.Struct("<I")

@@ -282,7 +282,7 @@ MAX_DATA_BYTES = 2**40  # a classical coding's length field (the container check
 
 
 def to_binary(header: Header, words: int, version: int = FORMAT_BINARY) -> bytes:
-    """Format 3's header (and formats 4 and 5's: the same layout, whose schedules may also hold the tile kinds
+    """Format 3's header (and formats 4 to 6's: the same layout, whose schedules may also hold the tile kinds
     of those formats, codec/tilekinds.py). `words`: the payload's count of ANS words (0 without model-coded
     images). Refuses what
     `from_binary` would refuse, so no unreadable file is ever written."""
@@ -302,7 +302,7 @@ def to_binary(header: Header, words: int, version: int = FORMAT_BINARY) -> bytes
 
 
 def from_binary(raw: bytes, version: int = FORMAT_BINARY) -> tuple[Header, list[int], int]:
-    """Parse the binary header of a format `version` (3, 4 or 5) file: (header with every image's `data` empty,
+    """Parse the binary header of a format `version` (3 to 6) file: (header with every image's `data` empty,
     each image's data length (0 for the model), the count of ANS words)."""
     reader = _Reader(raw)
     flags = reader.u8("flags")

@@ -18,10 +18,13 @@ and coded over 0..255 around mean clip(pred, 0, 255) with a std that grows with 
 channel at this pixel). Missing neighbours: a <- b <- 128 at the left edge and corner, b, c, d <- a or b at
 the top and right edges.
 
-Two residual distributions (`distribution`): GAUSSIAN, constriction's quantized Gaussian (tile kinds of formats
+Three residual models (`distribution`): GAUSSIAN, constriction's quantized Gaussian (tile kinds of formats
 1 to 4), and LAPLACE, a Laplace of the same variance (scale std / sqrt(2)) as explicit tables
 (`laplace_tables`, format 5): the residuals have heavy tails, and the Laplace prices the same means and stds
-4.7 % lower on Kodak's tiles, 2.7 % on scikit-image's (`python scripts/predictor_rate.py SET`).
+4.7 % lower on Kodak's tiles, 2.7 % on scikit-image's (`python scripts/predictor_rate.py SET`). BLEND
+(format 6) replaces the median edge by a blend of seven predictions weighted by how well each did on the
+neighbours, with other channel shares and a fitted std, and codes with the Laplace's tables: 7.8 % less than
+LAPLACE on Kodak's tiles (see "the blend" below).
 
 Pixel (y, x) depends only on pixels of wavefront 2y' + x' < 2y + x, so the decoder pops a whole wavefront at
 a time (2h + w - 2 of them, channel by channel), not h x w pixels one by one. Encoder and decoder compute
@@ -45,7 +48,8 @@ NEUTRAL = 128.0  # the prediction of the first pixel, which has no neighbours
 STD_FLOOR = 0.6  # std of a value in a perfectly flat neighbourhood (in pixel values)
 STD_GAIN = 0.4  # std per unit of local activity
 GAUSSIAN, LAPLACE = "gaussian", "laplace"  # the residual distributions (see the module's doc)
-DISTRIBUTIONS = (GAUSSIAN, LAPLACE)
+BLEND = "blend"  # a blend of predictors, with Laplace residuals and a fitted scale (format 6; see _blend_encoder)
+DISTRIBUTIONS = (GAUSSIAN, LAPLACE, BLEND)
 _LEVELS = 256  # values 0..255
 
 
@@ -66,7 +70,10 @@ def encode(stack: Stack, pixels: np.ndarray, context: Context = Context(), distr
     _check_distribution(distribution)
     channels, height, width = pixels.shape
     values, top, left = _frame(pixels.astype(np.float64), context)
-    means, stds = _parameters(values, *_all_positions(values.shape[1], values.shape[2]))
+    if distribution == BLEND:
+        means, stds = _blend_encoder(values, top, left)
+    else:
+        means, stds = _parameters(values, *_all_positions(values.shape[1], values.shape[2]))
     # Keep the tile's own positions: (C, h * w), row-major.
     means, stds = (a.reshape(values.shape)[:, top:, left:].reshape(channels, -1) for a in (means, stds))
     order = _decode_order(pixels.shape)  # (C * h * w,) into the flattened (C, h, w) arrays
@@ -79,8 +86,10 @@ def decode(stack: Stack, channels: int, height: int, width: int, context: Contex
     """Pop the valid pixels (C, h, w) uint8 of one tile pushed by `encode` with the same context and
     distribution."""
     _check_distribution(distribution)
-    # Entries of the tile not yet decoded are never read.
+    # Entries of the tile not yet decoded are never read (BLEND: read as the zeros they are, as its encoder does).
     values, top, left = _frame(np.zeros((channels, height, width)), context)
+    if distribution == BLEND:
+        return _blend_decoder(stack, values, top, left)
     residuals = np.zeros_like(values)
     if top or left:
         # The context's residuals, as the encoder computed them: its means read only context pixels.
@@ -103,15 +112,15 @@ def decode(stack: Stack, channels: int, height: int, width: int, context: Contex
 
 
 def _push(stack: Stack, symbols: np.ndarray, means: np.ndarray, stds: np.ndarray, distribution: str) -> None:
-    if distribution == LAPLACE:
-        stack.push_categorical(symbols, _laplace_rows(means, stds))
+    if distribution in TABLE_LEVELS:
+        stack.push_categorical(symbols, _laplace_rows(means, stds, distribution))
     else:
         stack.push_gaussian(symbols, means, stds, 0, _LEVELS - 1)
 
 
 def _pop(stack: Stack, means: np.ndarray, stds: np.ndarray, distribution: str) -> np.ndarray:
-    if distribution == LAPLACE:
-        return stack.pop_categorical(_laplace_rows(means, stds))
+    if distribution in TABLE_LEVELS:
+        return stack.pop_categorical(_laplace_rows(means, stds, distribution))
     return stack.pop_gaussian(means, stds, 0, _LEVELS - 1)
 
 
@@ -125,13 +134,21 @@ def _check_distribution(distribution: str) -> None:
 # table row is a slice of them (the decoder builds ~300 small tables per tile).
 SCALE_STEPS_PER_OCTAVE = 8
 SCALE_LEVELS = 72  # up to STD_FLOOR * 2**8.9 = 280, above any std the predictor gives on 0..255
+# The levels of each distribution with tables, (first, count): std STD_FLOOR * 2**(j / 8) for j = first ..
+# first + count - 1. BLEND's stds fall below STD_FLOOR where the neighbours were predicted well, to its
+# smallest, BLEND_STD_WEIGHTS[1][0] = 0.26, in channels after the first, which rounds to level -10 (std 0.252):
+# a flat tile costs 0.24 bits a value instead of format 5's 0.55.
+BLEND_LOWEST_LEVEL = -10
+TABLE_LEVELS = {LAPLACE: (0, SCALE_LEVELS), BLEND: (BLEND_LOWEST_LEVEL, SCALE_LEVELS - BLEND_LOWEST_LEVEL)}
 
 
-def laplace_tables(means: np.ndarray, stds: np.ndarray) -> Tables:
+def laplace_tables(means: np.ndarray, stds: np.ndarray, distribution: str = LAPLACE) -> Tables:
     """Checked frequency tables (N, 256), rows summing to 2**24, of the values 0..255 under Laplaces around
     integer means (N,) in 0..255, the tails folded into the end bins, of the variance of a Gaussian of std
-    `stds` (N,) rounded to its level (scale std / sqrt(2)). Every entry is the same on every machine (see
-    _level_tables and _every_table)."""
+    `stds` (N,) rounded to its level (scale std / sqrt(2); the levels of `distribution`, LAPLACE or BLEND).
+    Every entry is the same on every machine (see _level_tables and _every_table)."""
+    if distribution not in TABLE_LEVELS:
+        raise CodingError(f"no Laplace tables for {distribution!r}; known: {', '.join(TABLE_LEVELS)}")
     means, stds = np.asarray(means, dtype=np.float64), np.asarray(stds, dtype=np.float64)
     if means.ndim != 1 or stds.shape != means.shape:
         raise CodingError(f"means and stds must be (N,), got {means.shape} and {stds.shape}")
@@ -139,13 +156,13 @@ def laplace_tables(means: np.ndarray, stds: np.ndarray) -> Tables:
         raise CodingError("Laplace residual means must be integers in 0..255")
     if not np.all(np.isfinite(stds) & (stds > 0)):
         raise CodingError("Laplace residual stds must be finite and > 0")
-    return _laplace_rows(means, stds)
+    return _laplace_rows(means, stds, distribution)
 
 
-def _laplace_rows(means: np.ndarray, stds: np.ndarray) -> Tables:
+def _laplace_rows(means: np.ndarray, stds: np.ndarray, distribution: str = LAPLACE) -> Tables:
     """laplace_tables without checking its arguments: the predictor's own means and stds."""
-    every, edges = _every_table()
-    row = np.minimum(np.searchsorted(edges, stds), SCALE_LEVELS - 1) * _LEVELS + means.astype(np.int64)  # (N,)
+    every, edges = _every_table(*TABLE_LEVELS[distribution])
+    row = np.searchsorted(edges, stds) * _LEVELS + means.astype(np.int64)  # (N,); beyond the last edge: the top level
     return Tables(every.rows[row], every.sums[row])
 
 
@@ -156,9 +173,10 @@ LAPLACE_TOTAL = 2**24
 LAPLACE_MIN_FREQUENCY = 16
 
 
-@functools.lru_cache(maxsize=1)
-def _every_table() -> tuple[Tables, np.ndarray]:
-    """The table of every (level, mean), row level * 256 + mean, (SCALE_LEVELS * 256, 256) float32 (18 MiB):
+@functools.lru_cache(maxsize=None)  # one entry per TABLE_LEVELS value
+def _every_table(first: int = 0, count: int = SCALE_LEVELS) -> tuple[Tables, np.ndarray]:
+    """The table of every (level, mean) of levels `first` .. `first + count - 1` (TABLE_LEVELS), row
+    level * 256 + mean, (count * 256, 256) float32 (format 5's: 18 MiB, BLEND's 20.5 MiB):
     frequency floor(p * (2**24 - 16 * 256)) + 16 for each probability p of _level_tables, the mean's own
     value taking what makes the row sum 2**24; checked once by codec/ans.py as any table is. And the level
     edges.
@@ -166,14 +184,14 @@ def _every_table() -> tuple[Tables, np.ndarray]:
     Built once per process, so it is built fast: the frequency of each of _level_tables' probabilities first
     (the same floor of the same product wherever the value lands in the table), then every row of a level
     as a window of its offsets (value v of mean c is offset v - c), all in float32 (integers <= 2**24)."""
-    inner, tails, centre_at_end, edges = _level_tables()
+    inner, tails, centre_at_end, edges = _level_tables(first, count)
     spread = float(LAPLACE_TOTAL - LAPLACE_MIN_FREQUENCY * _LEVELS)
     frequency = lambda p: (np.floor(p * spread) + LAPLACE_MIN_FREQUENCY).astype(np.float32)  # noqa: E731
     inner_f, tails_f, end_f = frequency(inner), frequency(tails), frequency(centre_at_end)  # (J, 511), (J, 256), (J,)
     # windows[j, s] = inner_f[j, s : s + 256]; mean c's row is the window starting at offset -c, s = 255 - c.
     windows = np.lib.stride_tricks.sliding_window_view(inner_f, _LEVELS, axis=1)  # (J, 256, 256)
-    frequencies = np.ascontiguousarray(windows[:, ::-1]).reshape(SCALE_LEVELS * _LEVELS, _LEVELS)  # (R, 256)
-    level, centre = np.divmod(np.arange(SCALE_LEVELS * _LEVELS), _LEVELS)  # (R,) each
+    frequencies = np.ascontiguousarray(windows[:, ::-1]).reshape(count * _LEVELS, _LEVELS)  # (R, 256)
+    level, centre = np.divmod(np.arange(count * _LEVELS), _LEVELS)  # (R,) each
     # The end bins hold their tails, or the mean's own bin at an end.
     frequencies[:, 0] = np.where(centre == 0, end_f[level], tails_f[level, centre])
     frequencies[:, -1] = np.where(centre == _LEVELS - 1, end_f[level], tails_f[level, _LEVELS - 1 - centre])
@@ -185,21 +203,21 @@ def _every_table() -> tuple[Tables, np.ndarray]:
     return every, edges
 
 
-@functools.lru_cache(maxsize=1)
-def _level_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per level j (std s_j = STD_FLOOR * 2**(j / 8), Laplace scale b = s_j / sqrt(2), h = exp(-1 / (2b)),
-    q = h * h): `inner` (J, 511), the mass of the value at offset o = -255..255 from the mean, 1 - h at o = 0
-    and h (1 - q) q**(|o| - 1) / 2 elsewhere; `tails` (J, 256), the mass beyond the inner edge of a value at
-    distance d, h q**(d - 1) / 2 (an end bin's, its tail included; d = 0 unused); `centre_at_end` (J,), the
+@functools.lru_cache(maxsize=None)  # one entry per TABLE_LEVELS value
+def _level_tables(first: int = 0, count: int = SCALE_LEVELS) -> tuple[np.ndarray, ...]:
+    """Per level j = first .. first + count - 1 (std s_j = STD_FLOOR * 2**(j / 8), Laplace scale b = s_j / sqrt(2), h =
+    exp(-1 / (2b)), q = h * h): `inner` (J, 511), the mass of the value at offset o = -255..255 from the mean, 1 - h
+    at o = 0 and h (1 - q) q**(|o| - 1) / 2 elsewhere; `tails` (J, 256), the mass beyond the inner edge of a value
+    at distance d, h q**(d - 1) / 2 (an end bin's, its tail included; d = 0 unused); `centre_at_end` (J,), the
     mean's own bin at 0 or 255, 1 - h / 2; `edges` (J - 1,), the geometric midpoints between levels. exp is
     codec/exact.py's and powers of q are running products: the same bits on every machine. Read-only."""
-    steps = np.arange(SCALE_LEVELS, dtype=np.float64) / SCALE_STEPS_PER_OCTAVE
+    steps = np.arange(first, first + count, dtype=np.float64) / SCALE_STEPS_PER_OCTAVE
     stds = STD_FLOOR * deterministic_exp(steps * 0.6931471805599453)  # (J,)
     edges = STD_FLOOR * deterministic_exp((steps[1:] - 0.5 / SCALE_STEPS_PER_OCTAVE) * 0.6931471805599453)
     scale = stds * 0.7071067811865476  # std / sqrt(2)
     h = deterministic_exp(-0.5 / scale)  # (J,) in (0, 1)
     q = h * h
-    powers = np.empty((SCALE_LEVELS, _LEVELS))  # (J, 256): q**(d - 1) at d = 1..255, column 0 unused
+    powers = np.empty((count, _LEVELS))  # (J, 256): q**(d - 1) at d = 1..255, column 0 unused
     powers[:, 0] = 0.0
     powers[:, 1] = 1.0
     powers[:, 2:] = q[:, None]
@@ -321,3 +339,202 @@ def _decode_order(shape: tuple[int, int, int]) -> np.ndarray:
                             for ys, xs in _wavefronts(height, width) for channel in range(channels)])
     order.flags.writeable = False
     return order
+
+
+# ---------------------------------------------------------------------------------------------- the blend
+#
+# BLEND (format 6) predicts each value by a blend of BLEND_PREDICTORS predictors of its causal neighbours, each
+# weighted by how well it predicted the neighbours (the idea of JPEG XL's weighted predictor), adds fixed
+# shares of the earlier channels' errors at the same pixel, and codes the residual with a Laplace whose std is
+# a linear function of the activity, the neighbours' residuals and the earlier channels' residuals. Predictors
+# and gains chosen, std weights fitted, on photos_train's first 40 images (scripts/predictor_blend.py; figures
+# in docs/results/predictor). Every number is built from +, -, *, / and floor in a fixed order, as the rest
+# of this module: the same on every machine.
+
+BLEND_PREDICTORS = 7  # median edge, a + b - c, a + d - b, (a + b) / 2, (a + d) / 2, a, b
+BLEND_ERROR_DIAGONAL = 0.5  # the above-left and above-right neighbours' errors count half
+BLEND_ERROR_FLOOR = 1.0  # a predictor's weight is 1 / (its neighbours' errors + this)**2
+# A channel after the first adds the spatial error of the channel before (x BLEND_GAIN_PREVIOUS) and, from the
+# third on, of the first (x BLEND_GAIN_FIRST); the second channel adds the first's whole.
+BLEND_GAIN_PREVIOUS, BLEND_GAIN_FIRST = 0.8, 0.2
+# std = w0 + w1 activity + w2 (left + above residual) / 2 + w3 (above-left + above-right residual) / 2
+#       + w4 (the channel before's residual here) + w5 (the first channel's, from the third channel on),
+# per channel class (the first channel, the others).
+BLEND_STD_WEIGHTS = ((0.554, 0.157, 0.775, 0.32, 0.0, 0.0), (0.26, 0.0, 0.68, 0.318, 0.195, 0.052))
+
+
+def _blend_encoder(values: np.ndarray, top: int, left: int) -> tuple[np.ndarray, np.ndarray]:
+    """BLEND's means and stds (C, H * W) of every position of the frame `values` (C, H, W) (the context's
+    entries are not used), the numbers _blend_decoder computes.
+
+    The context's own errors and residuals come from the frame with the tile's values zeroed, as the decoder
+    has it when it starts (a context pixel at the left edge has a tile pixel as its above-right neighbour)."""
+    channels, height, width = values.shape
+    frame, errors, residuals = _blend_frames(values)
+    known = np.zeros((height, width), dtype=bool)
+    known[:top], known[:, :left] = True, True
+    sources, around = _gather_plan(height, width)
+    if top or left:  # only the errors and residuals it fills in are wanted, not its means and stds
+        masked = frame.copy()
+        masked[:, :-1][:, ~known.reshape(-1)] = 0.0
+        at = np.flatnonzero(known)
+        _blend_positions(masked, errors, residuals, at, sources[:, at], around[:, at])
+    at = np.flatnonzero(~known)
+    means, stds = np.zeros((channels, height * width)), np.zeros((channels, height * width))
+    means[:, at], stds[:, at] = _blend_positions(frame, errors, residuals, at, sources[:, at], around[:, at])
+    return means, stds
+
+
+def _blend_positions(frame, errors, residuals, at, sources, around) -> tuple[np.ndarray, np.ndarray]:
+    """Means and stds (C, N) at the flat positions `at` (N,) of `frame`, whose values are all known; fills
+    their errors and residuals in (all of them before any is read, as the decoder has its neighbours' when it
+    gets there). `sources`, `around`: _gather_plan's columns for `at`."""
+    subs, activity = _sub_predictions(frame, sources)
+    here = frame[:, at]  # (C, N)
+    errors[:, :, at] = np.abs(here - subs)
+    spatial = _blend(subs, errors, around)
+    means = np.stack([_blend_mean(spatial, channel, here) for channel in range(len(here))])
+    residuals[:, at] = np.abs(here - means)
+    base = _blend_std_base(activity, *_residual_terms(residuals, around))
+    prior = residuals[:, at]
+    stds = np.stack([_blend_std(base, channel, prior) for channel in range(len(here))])
+    return means, stds
+
+
+def _blend_decoder(stack: Stack, values: np.ndarray, top: int, left: int) -> np.ndarray:
+    """Pop a tile pushed with BLEND into the frame `values` (C, H, W) (context filled in, tile zeros)."""
+    channels, height, width = values.shape
+    frame, errors, residuals = _blend_frames(values)
+    if top or left:
+        known = np.zeros((height, width), dtype=bool)
+        known[:top], known[:, :left] = True, True
+        sources, around = _gather_plan(height, width)
+        at = np.flatnonzero(known)
+        _blend_positions(frame, errors, residuals, at, sources[:, at], around[:, at])
+    for at, sources, around in _blend_wavefronts(height, width, top, left):
+        subs, activity = _sub_predictions(frame, sources)
+        spatial = _blend(subs, errors, around)
+        base = _blend_std_base(activity, *_residual_terms(residuals, around))
+        here, prior = np.zeros((channels, len(at))), np.zeros((channels, len(at)))
+        for channel in range(channels):
+            mean = _blend_mean(spatial, channel, here)
+            std = _blend_std(base, channel, prior)
+            decoded = _pop(stack, mean, std, BLEND).astype(np.float64)
+            here[channel], prior[channel] = decoded, np.abs(decoded - mean)
+        frame[:, at], residuals[:, at] = here, prior
+        errors[:, :, at] = np.abs(here - subs)
+    return frame[:, :-1].reshape(values.shape)[:, top:, left:].astype(np.uint8)
+
+
+def _blend_frames(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The frame (C, H, W) flattened with one more cell, NEUTRAL, that missing neighbours read: (C, H * W + 1);
+    and zeroed errors (K, C, H * W + 1) and residuals (C, H * W + 1), whose extra cell (0) missing neighbours read."""
+    channels = values.shape[0]
+    frame = np.concatenate([values.reshape(channels, -1), np.full((channels, 1), NEUTRAL)], axis=1)
+    return frame, np.zeros((BLEND_PREDICTORS, *frame.shape)), np.zeros_like(frame)
+
+
+@functools.lru_cache(maxsize=64)
+def _gather_plan(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """For every flat position y * width + x of a (height, width) frame, the flat indices (4, H * W) of its
+    neighbours a, b, c, d under _neighbours' rules for missing ones (H * W, the extra cell, where none is left:
+    NEUTRAL), and of its left, above, above-left and above-right neighbours (4, H * W) (the extra cell, 0, where
+    one is outside the frame). Read-only, kept for the next tile of this size."""
+    ys, xs = _all_positions(height, width)
+    missing = height * width
+    has_up, has_left, has_right = ys > 0, xs > 0, xs < width - 1
+    left = np.where(has_left, ys * width + xs - 1, missing)
+    up = np.where(has_up, (ys - 1) * width + xs, missing)
+    up_left = np.where(has_up & has_left, (ys - 1) * width + xs - 1, missing)
+    up_right = np.where(has_up & has_right, (ys - 1) * width + xs + 1, missing)
+    a = np.where(has_left, left, np.where(has_up, up, missing))
+    b = np.where(has_up, up, a)
+    c = np.where(has_up & has_left, up_left, b)
+    d = np.where(has_up & has_right, up_right, b)
+    plan = np.stack([a, b, c, d]), np.stack([left, up, up_left, up_right])
+    for array in plan:
+        array.flags.writeable = False
+    return plan
+
+
+@functools.lru_cache(maxsize=64)
+def _blend_wavefronts(height: int, width: int, top: int, left: int) -> tuple[tuple[np.ndarray, ...], ...]:
+    """Per wavefront of the tile at (top, left) of a (height, width) frame: its flat positions (N,) and their
+    _gather_plan columns (4, N) each (read-only, kept for the next tile of this shape and context)."""
+    sources, around = _gather_plan(height, width)
+    fronts = []
+    for ys, xs in _wavefronts(height - top, width - left):
+        at = (ys + top) * width + xs + left
+        fronts.append((at, sources[:, at], around[:, at]))
+    for array in (a for front in fronts for a in front):
+        array.flags.writeable = False
+    return tuple(fronts)
+
+
+def _sub_predictions(frame: np.ndarray, sources: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each predictor's value (K, C, N) and the activity (C, N) from the neighbours a, b, c, d at `sources`
+    (4, N) of `frame` (C, H * W + 1)."""
+    gathered = frame[:, sources]  # (C, 4, N)
+    a, b, c, d = gathered[:, 0], gathered[:, 1], gathered[:, 2], gathered[:, 3]  # (C, N) each
+    activity = (np.abs(a - c) + np.abs(b - c) + np.abs(b - d)) / 3.0
+    subs = np.stack([_median_edge(a, b, c), a + b - c, a + d - b, (a + b) / 2.0, (a + d) / 2.0, a, b])
+    return subs, activity
+
+
+def _blend(subs: np.ndarray, errors: np.ndarray, around: np.ndarray) -> np.ndarray:
+    """The predictors' values (K, C, N) blended (C, N), each weighted by 1 / (its errors (K, C, H * W + 1) at
+    the neighbours `around` (4, N) + floor)**2."""
+    gathered = errors[:, :, around]  # (K, C, 4, N)
+    left, up, up_left, up_right = gathered[:, :, 0], gathered[:, :, 1], gathered[:, :, 2], gathered[:, :, 3]
+    spread = left + up + BLEND_ERROR_DIAGONAL * (up_left + up_right) + BLEND_ERROR_FLOOR
+    weights = 1.0 / (spread * spread)
+    total, weighted = weights[0], weights[0] * subs[0]
+    for k in range(1, BLEND_PREDICTORS):  # one fixed order of additions
+        total, weighted = total + weights[k], weighted + weights[k] * subs[k]
+    return weighted / total
+
+
+def _blend_mean(spatial: np.ndarray, channel: int, here: np.ndarray) -> np.ndarray:
+    """Integer mean (N,) of `channel` from the blends (C, N) and the values of the earlier channels here (C, N)."""
+    mean = spatial[channel]
+    if channel == 1:
+        mean = mean + (here[0] - spatial[0])
+    elif channel > 1:
+        mean = mean + (BLEND_GAIN_PREVIOUS * (here[channel - 1] - spatial[channel - 1])
+                       + BLEND_GAIN_FIRST * (here[0] - spatial[0]))
+    return np.floor(np.minimum(np.maximum(mean, 0.0), 255.0) + 0.5)
+
+
+def _blend_std_base(activity: np.ndarray, near: np.ndarray, diagonal: np.ndarray) -> np.ndarray:
+    """The std's terms that do not wait for the earlier channels, every channel at once (C, N): w0 + w1
+    activity + w2 near + w3 diagonal, each channel with its class's weights, added in that order."""
+    w = _std_weight_columns(len(activity))
+    return w[0] + w[1] * activity + w[2] * near + w[3] * diagonal
+
+
+@functools.lru_cache(maxsize=8)
+def _std_weight_columns(channels: int) -> np.ndarray:
+    """BLEND_STD_WEIGHTS per channel: (6, C, 1), channel 0 the first class's, the others the second's."""
+    columns = np.array([BLEND_STD_WEIGHTS[min(channel, 1)] for channel in range(channels)]).T[:, :, None]
+    columns.flags.writeable = False
+    return columns
+
+
+def _blend_std(base: np.ndarray, channel: int, prior: np.ndarray) -> np.ndarray:
+    """Std (N,) of `channel`'s residual from its _blend_std_base row; `prior` (C, N) holds the earlier
+    channels' residuals here."""
+    w = BLEND_STD_WEIGHTS[min(channel, 1)]
+    std = base[channel]
+    if channel > 0:
+        std = std + w[4] * prior[channel - 1]
+    if channel > 1:
+        std = std + w[5] * prior[0]
+    return std
+
+
+def _residual_terms(residuals: np.ndarray, around: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(left + above) / 2 and (above-left + above-right) / 2 of the residuals (C, H * W + 1) at `around` (4, N),
+    (C, N) each."""
+    gathered = residuals[:, around]  # (C, 4, N)
+    left, up, up_left, up_right = gathered[:, 0], gathered[:, 1], gathered[:, 2], gathered[:, 3]
+    return (left + up) / 2.0, (up_left + up_right) / 2.0

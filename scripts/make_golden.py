@@ -18,16 +18,22 @@ archive that mixes both paths. Never regenerate them either.
 writes tests/data/format5/*.vz, the first files of format 5 (predictor tiles with Laplace residuals):
 golden.png through the model without the predictor's choice (its first tile a Laplace predictor tile, the
 rest bits-back: the same tiles as format3/model.vz) and with it (the untrained model loses every tile to the
-predictor). Never regenerate them either.
+predictor), written today with compress_images(format_version=5). Never regenerate them either.
+
+    python scripts/make_golden.py --format6 [--force]
+writes tests/data/format6/*.vz, the first files of format 6 (predictor tiles through the blend of
+predictors): the same two codings of golden.png, by default. Never regenerate them either.
 
     python scripts/make_golden.py --binary [--force]
 writes tests/data/binary/model.vz, the first file of a model with binary latent groups (DVAE++; the seeded
-untrained tiny model with binary_groups = 2, "tiny-binary"): golden.png through the model only (format 5).
+untrained tiny model with binary_groups = 2, "tiny-binary"): golden.png through the model only (format 5,
+written today with format_version=5).
 Never regenerate it either: it pins how binary latents are coded.
 
     python scripts/make_golden.py --global [--force]
 writes tests/data/global/model.vz, the first file of a model with a global latent group (DVAE++; the seeded
-untrained tiny model with global_latents = 8, "tiny-global"): golden.png through the model only (format 5).
+untrained tiny model with global_latents = 8, "tiny-global"): golden.png through the model only (format 5,
+written today with format_version=5).
 Never regenerate it either.
 
     python scripts/make_golden.py --sizes [--model-too]
@@ -229,23 +235,29 @@ def make_format3_fixtures(force: bool) -> None:
                 print(f"format3/{file_name}: {len(result.data)} bytes, {', '.join(result.codings)}")
 
 
-def format5_files() -> dict[str, tuple[list[tuple[str, Image.Image]], dict]]:
-    """tests/data/format5: file name -> (the images it holds, compress_images's options)."""
+# The predictor kind of the files of tests/data/format5 and format6 (predictor_files).
+PREDICTOR_KINDS = {5: "predictive-laplace", 6: "predictive-blend"}
+
+
+def predictor_files(version: int) -> dict[str, tuple[list[tuple[str, Image.Image]], dict]]:
+    """tests/data/formatVERSION (5 or 6): file name -> (the images it holds, compress_images's options): golden.png
+    through the model without the predictor's choice (only its first tile a predictor tile) and with it."""
     golden = [("golden.png", golden_image())]
-    return {"model.vz": (golden, dict(predictor=False, classical=False)),
-            "predictor.vz": (golden, dict(classical=False))}
+    version_option = {} if version == 6 else dict(format_version=version)
+    return {"model.vz": (golden, dict(predictor=False, classical=False, **version_option)),
+            "predictor.vz": (golden, dict(classical=False, **version_option))}
 
 
-def make_format5_fixtures(force: bool) -> None:
-    folder = GOLDEN / "format5"
+def make_predictor_fixtures(version: int, force: bool) -> None:
+    folder = GOLDEN / f"format{version}"
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
         weights = _tiny_models(Path(scratch))
-        for file_name, (images, options) in format5_files().items():
+        for file_name, (images, options) in predictor_files(version).items():
             result = compress_images(images, load_model(weights[3]), tile=16, device="cpu", **options)
-            assert result.format_version == 5, file_name
+            assert result.format_version == version, file_name
             if write_pinned(folder / file_name, result.data, force):
-                print(f"format5/{file_name}: {len(result.data)} bytes")
+                print(f"format{version}/{file_name}: {len(result.data)} bytes")
 
 
 def binary_weights(folder: Path) -> Path:
@@ -264,7 +276,7 @@ def make_latent_fixture(name: str, weights_of, force: bool) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
         result = compress_images([("golden.png", golden_image())], load_model(weights_of(Path(scratch))),
-                                 tile=16, device="cpu", predictor=False, classical=False)
+                                 tile=16, device="cpu", predictor=False, classical=False, format_version=5)
         if write_pinned(folder / "model.vz", result.data, force):
             print(f"{name}/model.vz: {len(result.data)} bytes")
 
@@ -289,6 +301,7 @@ def main() -> None:
     action.add_argument("--black", action="store_true", help="tests/data/black/*.vz")
     action.add_argument("--format3", action="store_true", help="tests/data/format3/*.vz")
     action.add_argument("--format5", action="store_true", help="tests/data/format5/*.vz")
+    action.add_argument("--format6", action="store_true", help="tests/data/format6/*.vz")
     action.add_argument("--binary", action="store_true", help="tests/data/binary/model.vz")
     action.add_argument("--global", dest="global_", action="store_true", help="tests/data/global/model.vz")
     action.add_argument("--sizes", action="store_true", help="print issue 15's size table (writes nothing)")
@@ -301,8 +314,8 @@ def main() -> None:
         make_black_fixtures(args.force)
     elif args.format3:
         make_format3_fixtures(args.force)
-    elif args.format5:
-        make_format5_fixtures(args.force)
+    elif args.format5 or args.format6:
+        make_predictor_fixtures(5 if args.format5 else 6, args.force)
     elif args.binary:
         make_latent_fixture("binary", binary_weights, args.force)
     elif args.global_:

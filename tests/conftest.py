@@ -143,8 +143,8 @@ def round_trip_in_fresh_processes(tmp_path: Path, weights: Path, pixels: np.ndar
 
 
 def check_pinned_model_file(folder: str, weights: Path, tmp_path: Path):
-    """tests/data/FOLDER/model.vz (scripts/make_golden.py): golden.png through the model of `weights` only.
-    Asserts that it is format 5, that today's encoder writes it byte for byte, and that it decodes to
+    """tests/data/FOLDER/model.vz (scripts/make_golden.py): golden.png through the model of `weights` only. Asserts that
+    it is format 5, that today's encoder writes it byte for byte (asked for format 5), and that it decodes to
     golden.png in a fresh process under other kernels; returns its header for the caller's own checks."""
     from PIL import Image
 
@@ -157,7 +157,7 @@ def check_pinned_model_file(folder: str, weights: Path, tmp_path: Path):
     assert version == 5
     golden = Image.open(data_folder / "golden.png")
     again = compress_images([("golden.png", golden)], load_model(weights), tile=16, device="cpu", predictor=False,
-                            classical=False)
+                            classical=False, format_version=5)
     assert again.data == pinned
     (tmp_path / "model.vz").write_bytes(pinned)
     done = run_cli("decompress", tmp_path / "model.vz", "-o", tmp_path / "out.png", "-m", weights, env=OTHER_KERNELS)

@@ -78,9 +78,9 @@ def coded(models) -> dict[str, tuple[Image.Image, object]]:
 
 
 def test_every_kind_takes_its_smallest_path_and_is_never_larger_than_a_classical_one_plus_the_header(coded):
-    """The untrained model loses every kind to a classical coding, but for the LA image: its four tiles are all
-    first tiles (nothing to pop yet), which the predictor's Laplace tiles (format 5) code in fewer bytes than
-    WebP."""
+    """The untrained model loses every kind to a classical coding, but for the LA and RGBA images: their tiles
+    are all first tiles (nothing to pop yet), which the predictor's blend tiles (format 6) code in fewer bytes
+    than WebP."""
     model_coded = set()
     for kind, (image, result) in coded.items():
         report = result.images[0]
@@ -89,7 +89,7 @@ def test_every_kind_takes_its_smallest_path_and_is_never_larger_than_a_classical
         if report.coding == "model":
             model_coded.add(kind)
             header = container.read(result.data)[0]
-            assert result.format_version == 5 and {k for k, _ in header.coder.schedule} == {"predictive-laplace"}
+            assert result.format_version == 6 and {k for k, _ in header.coder.schedule} == {"predictive-blend"}
             assert tried["model"] < min(tried[coding] for coding in classic.CODINGS), kind
             continue
         assert result.format_version == 3 and report.coding in classic.CODINGS, kind
@@ -100,7 +100,7 @@ def test_every_kind_takes_its_smallest_path_and_is_never_larger_than_a_classical
         assert len(result.data) <= min(tried[coding] for coding in classic.CODINGS) + result.header_bytes, kind
         for name, size in classical_files(image).items():
             assert len(result.data) <= size + result.header_bytes, (kind, name)
-    assert model_coded == {"la"}
+    assert model_coded == {"la", "rgba"}
 
 
 def test_issue_targets_for_graphics_palettes_and_a_5x5_image(coded):
@@ -205,8 +205,8 @@ print(json.dumps(out))
 
 
 def test_every_kind_round_trips_exactly_in_a_fresh_process_without_model_or_torch(coded, tmp_path):
-    """(The LA image's model-path file needs its model: test_the_model_path_is_kept_where_it_wins decodes such
-    files; tests/data/format3/la.vz pins its classical coding.)"""
+    """(The LA and RGBA images' model-path files need their model: test_the_model_path_is_kept_where_it_wins
+    decodes such files; tests/data/format3/la.vz and rgba.vz pin their classical codings.)"""
     classical = {kind for kind, (_, result) in coded.items() if result.images[0].coding != "model"}
     for kind in classical:
         (tmp_path / f"{kind}.vz").write_bytes(coded[kind][1].data)
@@ -215,7 +215,7 @@ def test_every_kind_round_trips_exactly_in_a_fresh_process_without_model_or_torc
     assert done.returncode == 0, done.stderr
     decoded = json.loads(done.stdout)
     assert decoded.pop("torch imported") is False
-    assert set(decoded) == classical == set(classic_images()) - {"la"}
+    assert set(decoded) == classical == set(classic_images()) - {"la", "rgba"}
     for kind, image in classic_images().items():
         if kind not in classical:
             continue

@@ -3,7 +3,8 @@
 golden.vz is format 2 (JSON header, integer-exact model path); format3/*.vz (`python scripts/make_golden.py
 --format3`) are format 3: one file of each kind the classical path takes, golden.png through the model, and an
 archive that mixes both paths; format5/*.vz (`--format5`) are format 5: golden.png's model path with
-predictor tiles whose residuals are coded with a Laplace."""
+predictor tiles whose residuals are coded with a Laplace; format6/*.vz (`--format6`) the same in format 6, whose
+predictor tiles blend several predictions."""
 
 from __future__ import annotations
 
@@ -24,9 +25,8 @@ from vaezip.errors import IntegrityError
 
 GOLDEN = Path(__file__).parent / "data"
 FORMAT3 = GOLDEN / "format3"
-FORMAT5 = GOLDEN / "format5"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-from make_golden import format3_files, format5_files  # noqa: E402
+from make_golden import PREDICTOR_KINDS, format3_files, predictor_files  # noqa: E402
 
 
 def test_golden_header():
@@ -87,16 +87,19 @@ def test_files_of_earlier_releases_decode_or_are_refused_with_what_they_need(nam
 
 def test_encoding_reproduces_the_golden_bytes(tiny_weights):
     """Same image, same model: the same bytes, on any machine (integer-exact inference), in format 2 and 3
-    (written on request), whose model paths hold the very same payload words, and in format 5 (by default).
+    (written on request), whose model paths hold the very same payload words, in format 5 (on request) and in
+    format 6 (by default).
     A failure means the format or the integer model's rules changed."""
     image = Image.open(GOLDEN / "golden.png")
     model = load_model(tiny_weights[3])
     data = compress_images([("golden.png", image)], model, tile=16, device="cpu", predictor=False,
                            format_version=2).data
     assert data == (GOLDEN / "golden.vz").read_bytes()
-    for file_name, ((pair,), options) in format5_files().items():
-        five = compress_images([pair], model, tile=16, device="cpu", **options)
-        assert five.data == (FORMAT5 / file_name).read_bytes() and five.format_version == 5, file_name
+    for version in PREDICTOR_KINDS:
+        for file_name, ((pair,), options) in predictor_files(version).items():
+            again = compress_images([pair], model, tile=16, device="cpu", **options)
+            pinned = (GOLDEN / f"format{version}" / file_name).read_bytes()
+            assert again.data == pinned and again.format_version == version, (version, file_name)
     result = compress_images([("golden.png", image)], model, tile=16, device="cpu", predictor=False, classical=False,
                              format_version=3)
     assert result.data == (FORMAT3 / "model.vz").read_bytes() and result.format_version == 3
@@ -109,10 +112,12 @@ def test_encoding_reproduces_the_golden_bytes(tiny_weights):
 def test_the_untrained_model_loses_every_tile_of_the_golden_image_to_the_predictor(tiny_weights):
     """By default a tile goes to the predictor (or raw bytes) wherever that is cheaper than the model's bound:
     for the untrained tiny model, every tile; and the file is smaller than the model-only golden file. The
-    Laplace residuals of format 5 code them for less than format 3's Gaussian ones."""
+    Laplace residuals of format 5 code them for less than format 3's Gaussian ones, format 6's blend for less
+    still."""
     image = Image.open(GOLDEN / "golden.png")
     sizes = {}
-    for version, predictor_kind in ((None, "predictive-laplace"), (3, "predictive-neighbours")):
+    kinds = {None: "predictive-blend", 5: "predictive-laplace", 3: "predictive-neighbours"}
+    for version, predictor_kind in kinds.items():
         result = compress_images([("golden.png", image)], load_model(tiny_weights[3]), tile=16, device="cpu",
                                  classical=False, format_version=version)
         header, _ = read(result.data)
@@ -120,28 +125,39 @@ def test_the_untrained_model_loses_every_tile_of_the_golden_image_to_the_predict
         assert result.images[0].tiles_without_bitsback == result.images[0].tiles == 4
         sizes[version] = result.images[0].payload_bits
         assert len(result.data) < len((GOLDEN / "golden.vz").read_bytes())
-    assert sizes[None] < sizes[3]
+    assert sizes[None] < sizes[5] < sizes[3]
 
 
-def test_format_5_golden_files_decode_exactly_in_a_fresh_process_under_other_kernels(tiny_weights, tmp_path):
-    """The Laplace tables are built from exact operations only (codec/exact.py): the same on every machine."""
+@pytest.mark.parametrize("version", sorted(PREDICTOR_KINDS))
+def test_predictor_golden_files_decode_exactly_in_a_fresh_process_under_other_kernels(version, tiny_weights, tmp_path):
+    """The Laplace tables are built from exact operations only (codec/exact.py), the blend's means and stds
+    from exactly rounded ones: the same on every machine."""
     expected = np.asarray(Image.open(GOLDEN / "golden.png"))
-    for file_name in format5_files():
-        version, header, _ = read_versioned((FORMAT5 / file_name).read_bytes())
-        assert version == 5 and header.coder.schedule[0][0] == "predictive-laplace", file_name
-        for env in ({}, {"ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "1"}):
+    folder = GOLDEN / f"format{version}"
+    # numpy's SIMD kernels too: the predictor's arithmetic is numpy's (X86_V2 is its x86-64 baseline)
+    plain_numpy = {"ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "1",
+                   "NPY_DISABLE_CPU_FEATURES": "X86_V4 X86_V3 AVX512_ICL AVX512_SPR"}
+    for file_name in predictor_files(version):
+        read_version, header, _ = read_versioned((folder / file_name).read_bytes())
+        assert read_version == version and header.coder.schedule[0][0] == PREDICTOR_KINDS[version], file_name
+        for env in ({}, plain_numpy):
             out = tmp_path / f"{file_name}.png"
-            result = run_cli("decompress", FORMAT5 / file_name, "-o", out, "-f", "-m", tiny_weights[3], env=env)
+            result = run_cli("decompress", folder / file_name, "-o", out, "-f", "-m", tiny_weights[3], env=env)
             assert result.returncode == 0, result.stderr
             assert np.array_equal(np.asarray(Image.open(out)), expected), (file_name, env)
 
 
 def test_info_says_how_each_file_was_coded():
-    result = run_cli("info", GOLDEN / "golden.vz", GOLDEN / "golden-v4.vz")
+    from codec.container import READABLE_VERSIONS
+    from vaezip.api import INFERENCE
+
+    assert sorted(INFERENCE) == list(READABLE_VERSIONS)  # every format a reader reads, named
+    result = run_cli("info", GOLDEN / "golden.vz", GOLDEN / "golden-v4.vz", GOLDEN / "format6" / "model.vz")
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stdout.decode().splitlines() if not line.startswith(" ")]
     assert "format 2 (integer-exact inference: decodes on any machine)" in lines[0]
     assert "format 1 (float inference: decodes on the kind of machine that made it)" in lines[1]
+    assert "format 6 (integer-exact inference with blend predictor tiles" in lines[2]
 
 
 def test_info_needs_no_model_and_imports_no_torch():
@@ -227,17 +243,21 @@ def test_format_3_golden_files_say_how_each_image_was_coded():
 
 
 def test_the_cli_writes_an_older_format_on_request(tiny_weights, tmp_path):
-    """--format 3 (and 2) for readers before format 5: the predictor's Gaussian tiles; the same bytes in a worker
-    process (-j 2); --format with --samples, or a format it cannot write, is a usage error."""
+    """--format 5 for readers before format 6, 3 (and 2) for those before format 5: the predictor's Laplace or
+    Gaussian tiles; the same bytes in a worker process (-j 2); --format 6 is the default; --format with
+    --samples, or a format it cannot write, is a usage error."""
     image = np.asarray(Image.open(GOLDEN / "golden.png"))
-    for name, extra in (("new", []), ("three", ["--format", "3"]), ("two", ["--format", "2"])):
+    formats = {"new": [], "six": ["--format", "6"], "five": ["--format", "5"], "three": ["--format", "3"],
+               "two": ["--format", "2"]}
+    for name, extra in formats.items():
         done = run_cli("compress", GOLDEN / "golden.png", "-o", tmp_path / f"{name}.vz", "-m", tiny_weights[3],
                        "--tile", "16", *extra)
         assert done.returncode == 0, done.stderr.decode()
         back = run_cli("decompress", tmp_path / f"{name}.vz", "-o", tmp_path / f"{name}.png", "-m", tiny_weights[3])
         assert back.returncode == 0 and np.array_equal(np.asarray(Image.open(tmp_path / f"{name}.png")), image)
-    versions = {name: read_versioned((tmp_path / f"{name}.vz").read_bytes())[0] for name in ("new", "three", "two")}
-    assert versions["three"] == 3 and versions["two"] == 2 and versions["new"] in (3, 5)
+    versions = {name: read_versioned((tmp_path / f"{name}.vz").read_bytes())[0] for name in formats}
+    assert versions["three"] == 3 and versions["two"] == 2 and versions["new"] in (3, 6) and versions["five"] in (3, 5)
+    assert (tmp_path / "six.vz").read_bytes() == (tmp_path / "new.vz").read_bytes()
     kinds = {kind for kind, _ in read_versioned((tmp_path / "two.vz").read_bytes())[1].coder.schedule}
     assert "predictive-laplace" not in kinds and "predictive-neighbours" in kinds
     copies = []

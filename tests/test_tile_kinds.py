@@ -172,5 +172,7 @@ def test_a_file_takes_the_oldest_binary_format_that_holds_its_kinds():
     assert container.binary_version(["predictive-neighbours", "bitsback-iw4"]) == 4
     assert container.binary_version(["predictive-laplace", "bitsback"]) == 5
     assert container.binary_version(["predictive-laplace", "bitsback-iw16"]) == 5
+    assert container.binary_version(["predictive-blend", "bitsback"]) == 6
+    assert container.binary_version(["predictive-blend", "predictive-laplace", "bitsback-iw2"]) == 6
     with pytest.raises(CodingError):
         container.binary_version(["raw"])  # format 1 only

@@ -40,13 +40,14 @@ def compress_images(
     classical: also code every image classically (raw, PNG or WebP samples) and keep, image by image, the
     smaller path, so that a file is never much larger than the best classical coding (False: the model codes
     every image, as before format 3).
-    format_version: None for the oldest format that holds the file (3; 4 for importance-weighted batches; 5
-    where a tile goes to the predictor, which codes its residuals with a Laplace in format 5); 3 to write
-    format 3 (the predictor's Gaussian), which readers older than format 5 read; 2 for the format before it, which readers older than format 3 read (the model
-    codes every image).
+    format_version: None for the oldest format that holds the file (3; 4 for importance-weighted batches; 6
+    where a tile goes to the predictor, which blends several predictions in format 6); 5 to write format 5
+    (the predictor's Laplace residuals), which readers older than format 6 read; 3 for format 3 (its Gaussian
+    ones), which readers older than format 5 read; 2 for the format before it, which readers older than
+    format 3 read (the model codes every image).
     samples: posterior samples per tile; above 1 (2, 4, 8 or 16), importance-weighted (Monte-Carlo) bits-back:
     the K-sample importance-weighted bound instead of the ELBO, for K times the model's work each way
-    (format 4 or 5, which readers of format 3 refuse)."""
+    (format 4 or later, which readers of format 3 refuse)."""
     from vaezip.archive import encode_archive
 
     return encode_archive(
@@ -127,6 +128,7 @@ INFERENCE = {
     3: "integer-exact inference and classical codings: decodes on any machine",
     4: "integer-exact inference with importance-weighted bits-back, and classical codings: decodes on any machine",
     5: "integer-exact inference with Laplace predictor tiles, and classical codings: decodes on any machine",
+    6: "integer-exact inference with blend predictor tiles, and classical codings: decodes on any machine",
 }
 
 
@@ -146,9 +148,9 @@ def file_info(data: bytes) -> FileInfo:
         for e in header.images
     )
     inference = INFERENCE[version]
-    if version == 5 and any(tilekinds.BY_NAME[kind].samples > 1 for kind in kinds):
-        inference = ("integer-exact inference with Laplace predictor tiles and importance-weighted bits-back, and "
-                     "classical codings: decodes on any machine")
+    if version in (5, 6) and any(tilekinds.BY_NAME[kind].samples > 1 for kind in kinds):
+        inference = (f"integer-exact inference with {'Laplace' if version == 5 else 'blend'} predictor tiles and "
+                     "importance-weighted bits-back, and classical codings: decodes on any machine")
     return FileInfo(
         len(data), version, inference, header.model_name or None, header.model_sha256 or None,
         None if coder is None else coder.tile, 0 if coder is None else len(coder.schedule), tuple(kinds.items()),

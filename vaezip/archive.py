@@ -44,6 +44,9 @@ DEFAULT_TILE = 32  # pixels per tile side: the shipped models were trained on 32
 # vaezip's own limits (on top of codec/header.py's), the same when writing and reading, so that a forged header
 # cannot make the decoder build huge tile lists or run the model on a huge batch (docs/ERRORS.md).
 FLOAT_VERSION = 1  # .vz files coded by float inference (read only)
+# Formats written on request, for readers before the newest (compress_images(format_version=...)): 2, the JSON
+# header, every image through the model; 3, the predictor's Gaussian tiles; 5, its Laplace tiles.
+OLDER_FORMATS = (2, container.VERSION, container.LAPLACE_VERSION)
 MAX_TILE = 256  # tile side: one tile must fit a batch (MAX_TILE**2 <= MAX_BATCH_PIXELS)
 # Padded pixels in one batch of tiles (n * Th * Tw): the model's activations for a batch, and its unfolded
 # convolution inputs, are float64 integers. Measured with the photo model, a forged batch took 1.85 GiB over
@@ -105,12 +108,12 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
             raise ImageError(f"{name}: {error}") from None
     if not split:
         raise ImageError("no images to compress")
-    if format_version not in (None, 2, container.VERSION):
-        raise ValueError(f"format_version must be 2 or {container.VERSION}, not {format_version}")
+    if format_version not in (None, *OLDER_FORMATS):
+        raise ValueError(f"format_version must be one of {', '.join(map(str, OLDER_FORMATS))}, not {format_version}")
     legacy = format_version == 2  # the JSON header of formats 1 and 2, every image through the model
     if samples != 1:
         if format_version is not None:
-            raise ValueError(f"importance-weighted coding (samples > 1) writes format 4 or 5, not {format_version}")
+            raise ValueError(f"importance-weighted coding (samples > 1) writes format 4 or later, not {format_version}")
         tilekinds.importance_kind(samples)  # one of the sample counts a kind exists for (CodingError if not)
     classical = classical and not legacy
     check_file_pixels(sum(item.planes.width * item.planes.height for item in split), ImageError)
@@ -133,10 +136,11 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
         raise ImageError(f"{tiles_needed} tiles, more than {MAX_TILES} in one file: use a larger --tile")
     target = _resolve_device(device)
     coder_model = TorchLatentModel(loaded.model, target)  # integer-exact
-    # Format 5's predictor tiles (Laplace residuals), unless an older format was asked for or the model's
-    # files are format 1 (float inference): those hold Gaussian ones.
-    newest = format_version is None and coder_model.integer
-    predictor_kind = bitsback.PREDICTIVE_LAPLACE if newest else bitsback.PREDICTIVE_NEIGHBOURS
+    # Format 6's predictor tiles (the blend of predictors), format 5's (Laplace residuals) where that format
+    # was asked for, else Gaussian ones (formats 1 to 4; the model's files are format 1 without integer inference).
+    predictor_kind = bitsback.PREDICTIVE_NEIGHBOURS
+    if coder_model.integer and format_version in (None, container.LAPLACE_VERSION):
+        predictor_kind = bitsback.PREDICTIVE_BLEND if format_version is None else bitsback.PREDICTIVE_LAPLACE
     obstacle = importance_coding_obstacle(loaded.model.config) if samples != 1 else None
     if obstacle:
         raise ImageError(f"--samples {samples}: importance-weighted coding cannot code {loaded.name}: {obstacle}")
@@ -234,7 +238,7 @@ def _encode_model(split: list[_Image], indices: list[int], coder_model, tiles_of
                   legacy: bool, predictor_kind: str, samples: int = 1,
                   priced_of: dict[int, list[tuple[str, float]]] | None = None) -> _ModelCoding:
     """The model path over split[k] for k in `indices`: their planes and tiles in one bits-back stack;
-    `samples` > 1: importance-weighted bits-back (format 4 or 5 where a batch is coded so), batches of at most
+    `samples` > 1: importance-weighted bits-back (format 4 or later where a batch is coded so), batches of at most
     max(1, max_batch // samples) tiles, so that a batch's passes hold no more rows than plain bits-back's
     (but for a single tile). predictor_kind: that of the tiles coded without the model (one the file's format
     holds: PREDICTIVE_NEIGHBOURS for formats 1 and 2)."""
@@ -279,7 +283,7 @@ def _encode_model(split: list[_Image], indices: list[int], coder_model, tiles_of
             stack, tiles, coder_model, GRID, max_batch, on_batch=progress, model_bits=estimates,
             bitsback_kind=bitsback_kind, predictor=predictor_kind, priced=priced,
         )
-        if version in container.BINARY_VERSIONS:  # 3 unless the schedule holds a kind of format 4 or 5
+        if version in container.BINARY_VERSIONS:  # 3 unless the schedule holds a kind of a later format
             version = container.binary_version(kind for kind, _ in schedule)
         # The bound is what the coder's model pays: a bits-back tile's negative ELBO (an importance-weighted
         # tile's K-sample bound) comes from the pass that coded it;

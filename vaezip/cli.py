@@ -976,13 +976,15 @@ def compress(
                                      "process (0: one per core); the files are byte for byte those of -j 1"),
     samples: int = typer.Option(1, "--samples", help="posterior samples per tile: 2, 4, 8 or 16 code with "
                                 "importance-weighted (Monte-Carlo) bits-back, paying the K-sample bound instead of "
-                                "the ELBO for K times the model's work each way (format 4 or 5: vaezip before it cannot "
-                                "read such files)"),
-    format_version: Optional[int] = typer.Option(None, "--format", metavar="N", help="write format 3 (readable by "
-                                                 "every vaezip since issue 15: the predictor's tiles with Gaussian "
-                                                 "residuals) or 2 (JSON header, every image through the model); "
-                                                 "default: the oldest format that holds the file (5 where the "
-                                                 "predictor codes a tile)"),
+                                "the ELBO for K times the model's work each way (format 4 or later: vaezip before it "
+                                "cannot read such files)"),
+    format_version: Optional[int] = typer.Option(None, "--format", metavar="N", help="write format 5 (the "
+                                                 "predictor's tiles with Laplace residuals, readable by vaezip "
+                                                 "since format 5), 3 (readable by every vaezip since issue 15: "
+                                                 "the predictor's tiles with Gaussian residuals) or 2 (JSON "
+                                                 "header, every image through the model); default (or 6): the "
+                                                 "oldest format that holds the file (6 where the predictor "
+                                                 "codes a tile)"),
 ):
     """Compress images to .vz (one file each, or one archive with -o)."""
     from vaezip.files import InputError, read_input, signals_as_exceptions
@@ -993,11 +995,13 @@ def compress(
             raise UsageFailure(f"--jobs must be 0 (one per core) or more, not {jobs_at_once}")
         if samples not in (1, *IMPORTANCE_SAMPLES):
             raise UsageFailure(f"--samples must be 1, {', '.join(map(str, IMPORTANCE_SAMPLES))}, not {samples}")
-        if format_version not in (None, 2, 3):
-            raise UsageFailure(f"--format must be 2 or 3 (without it: the oldest format that holds the file), "
+        if format_version not in (None, 2, 3, 5, 6):
+            raise UsageFailure(f"--format must be 2, 3, 5 or 6 (without it: the oldest format that holds the file), "
                                f"not {format_version}")
+        if format_version == 6:  # the newest: what compress writes without --format
+            format_version = None
         if format_version is not None and samples != 1:
-            raise UsageFailure(f"--samples {samples} writes format 4 or 5: not with --format {format_version}")
+            raise UsageFailure(f"--samples {samples} writes format 4 or later: not with --format {format_version}")
         if output is None and inputs == ["-"]:
             output = "-"
         if output == "-":

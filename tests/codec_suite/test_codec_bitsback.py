@@ -14,7 +14,8 @@ from codec_toymodel import LinearToyModel, ToyModel, mc_neg_elbo_bits, sample_ti
 from codec import bitsback
 from codec.ans import Stack
 from codec.bitsback import (
-    BITSBACK, DIRECT, PREDICTIVE_LAPLACE, PREDICTIVE_NEIGHBOURS, PREDICTORS, RAW, WHITENED, WITHOUT_BITS, decode,
+    BITSBACK, DIRECT, PREDICTIVE_BLEND, PREDICTIVE_LAPLACE, PREDICTIVE_NEIGHBOURS, PREDICTORS, RAW, WHITENED,
+    WITHOUT_BITS, decode,
     whitening,
 )
 from codec.errors import CodingError
@@ -391,6 +392,7 @@ def test_laplace_residuals_code_photograph_like_tiles_for_less_than_gaussian_one
         assert {kind for kind, _ in result.schedule} == {predictor}
         costs[predictor] = sum(s.net_bits for s in result.stats)
     assert costs[PREDICTIVE_LAPLACE] < 0.98 * costs[PREDICTIVE_NEIGHBOURS], costs
+    assert costs[PREDICTIVE_BLEND] < 0.98 * costs[PREDICTIVE_LAPLACE], costs  # format 6's blend of predictors
 
 
 def test_an_unknown_predictor_kind_is_refused():
@@ -460,15 +462,15 @@ def test_prices_of_each_image_stand_for_the_coders_own_over_a_stream_of_several(
     images = [smooth_image(rng, 3, 24, 40, noise=1.0), smooth_image(rng, 3, 16, 16, noise=6.0)]
     per_image = [split_tiles(image, 8, 2) for image in images]
     tiles = [tile for cut in per_image for tile in cut]
-    priced = [price for cut in per_image for price in bitsback.price_without_model(cut, PREDICTIVE_LAPLACE)]
-    assert priced == bitsback.price_without_model(tiles, PREDICTIVE_LAPLACE)
+    priced = [price for cut in per_image for price in bitsback.price_without_model(cut, PREDICTIVE_BLEND)]
+    assert priced == bitsback.price_without_model(tiles, PREDICTIVE_BLEND)
     model_bits = [1e9 if k % 3 == 0 else 0.0 for k in range(len(tiles))]
     runs = []
     for given in (None, priced):
         stack = Stack()
         runs.append((bitsback.encode_tiles(stack, tiles, ToyModel(3), model_bits=model_bits, priced=given)[0],
                      stack.words()))
-    assert runs[0][0] == runs[1][0] and any(kind == PREDICTIVE_LAPLACE for kind, _ in runs[0][0][1:])
+    assert runs[0][0] == runs[1][0] and any(kind == PREDICTIVE_BLEND for kind, _ in runs[0][0][1:])
     np.testing.assert_array_equal(runs[0][1], runs[1][1])
     with pytest.raises(CodingError, match="prices"):
         bitsback.encode_tiles(Stack(), tiles, ToyModel(3), model_bits=model_bits, priced=priced[:-1])

@@ -93,10 +93,70 @@ def test_a_fresh_process_decodes_what_this_one_encoded(tmp_path, distribution):
 LAPLACE_TABLES_SHA256 = "32013464b4ed6801fa8c61ac5f59c2e49f634ce8c972157e673c80613d945de7"
 
 
+# The same for format 6's blend, whose levels reach ten lower: format 5's rows are its last 72 levels'.
+BLEND_TABLES_SHA256 = "75940567eba2d4477970dc9cb3582b4e4a83fcf24b9edb0c77807b6d8b2797f6"
+
+
 def test_the_laplace_tables_are_the_same_bits_on_every_machine():
-    every, _ = predictive._every_table()
+    every, edges = predictive._every_table(*predictive.TABLE_LEVELS[predictive.LAPLACE])
     assert every.rows.dtype == np.float32 and every.rows.shape == (predictive.SCALE_LEVELS * 256, 256)
     assert hashlib.sha256(every.rows.tobytes()).hexdigest() == LAPLACE_TABLES_SHA256
+    blend, blend_edges = predictive._every_table(*predictive.TABLE_LEVELS[predictive.BLEND])
+    assert blend.rows.shape == ((predictive.SCALE_LEVELS + 10) * 256, 256)
+    assert hashlib.sha256(blend.rows.tobytes()).hexdigest() == BLEND_TABLES_SHA256
+    assert np.array_equal(blend.rows[10 * 256 :], every.rows) and np.array_equal(blend_edges[10:], edges)
+
+
+def test_the_blend_reaches_below_format_5s_lowest_level_and_no_further_than_its_smallest_std():
+    """Its smallest std, the constant term of channels after the first (every other term is >= 0), has its
+    own row in the blend's tables, more peaked than format 5's lowest, where every std below 0.6 lands; and
+    it lands in the blend's lowest level (no level is built that no std reaches)."""
+    def peak(std: float, distribution: str) -> float:
+        return float(predictive.laplace_tables(np.array([100.0]), np.array([std]), distribution).rows[0].max())
+
+    smallest = min(weights[0] for weights in predictive.BLEND_STD_WEIGHTS)
+    assert all(w >= 0 for weights in predictive.BLEND_STD_WEIGHTS for w in weights)
+    assert peak(smallest, predictive.LAPLACE) == peak(0.6, predictive.LAPLACE) == peak(0.6, predictive.BLEND)
+    assert peak(smallest, predictive.BLEND) > 0.93 * 2**24 > 0.7 * 2**24 > peak(0.6, predictive.BLEND)
+    _, edges = predictive._every_table(*predictive.TABLE_LEVELS[predictive.BLEND])
+    lowest = predictive.STD_FLOOR * 2 ** (predictive.BLEND_LOWEST_LEVEL / 8)
+    assert lowest / 2 ** (1 / 16) < smallest < edges[0]
+    with pytest.raises(ValueError, match="no Laplace tables"):
+        predictive.laplace_tables(np.array([1.0]), np.array([1.0]), predictive.GAUSSIAN)
+
+
+@pytest.mark.parametrize("which", ["", "above", "left", "above+left"])
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_the_blends_decoder_computes_the_encoders_very_means_and_stds(which, channels, monkeypatch):
+    """Bit for bit, not merely within a table level: the encoder computes every position at once, the decoder
+    one wavefront at a time (a round trip would miss a std that moved within its level)."""
+    pushed, popped = [], []
+    push, pop = predictive._push, predictive._pop
+    monkeypatch.setattr(predictive, "_push", lambda stack, symbols, means, stds, distribution: (
+        pushed.append((means.copy(), stds.copy())), push(stack, symbols, means, stds, distribution))[-1])
+    monkeypatch.setattr(predictive, "_pop", lambda stack, means, stds, distribution: (
+        popped.append((means.copy(), stds.copy())), pop(stack, means, stds, distribution))[-1])
+    rng = np.random.default_rng(channels)
+    for height, width in [(1, 1), (1, 6), (5, 1), (7, 9)]:
+        for image in (smooth_image(rng, channels, height + 1, width + 1, noise=3.0),
+                      rng.integers(0, 256, size=(channels, height + 1, width + 1), dtype=np.uint8)):
+            pushed.clear(), popped.clear()
+            round_trip(np.ascontiguousarray(image[:, 1:, 1:]), context=context_of(image, 1, 1, height, width, which),
+                       distribution=predictive.BLEND)
+            (means, stds), = pushed
+            for got, expected in zip((np.concatenate([m for m, _ in popped]), np.concatenate([s for _, s in popped])),
+                                     (means, stds)):
+                assert np.array_equal(got.view(np.int64), expected.view(np.int64)), (height, width)
+
+
+def test_the_blend_codes_flat_and_smooth_tiles_for_less_than_format_5():
+    rng = np.random.default_rng(8)
+    flat = np.full((3, 32, 32), 77, np.uint8)
+    # format 5: 0.55 bits a value; the blend's stds of channels after the first start at 0.26
+    assert round_trip(flat, distribution=predictive.BLEND) < 0.3 * flat.size
+    smooth = smooth_image(rng, 3, 32, 32, noise=1.0)
+    laplace = round_trip(smooth, distribution=predictive.LAPLACE)
+    assert round_trip(smooth, distribution=predictive.BLEND) < 0.95 * laplace
 
 
 def test_laplace_tables_are_integer_frequencies_of_the_discretized_laplace():
@@ -125,7 +185,7 @@ def test_a_std_rounds_to_the_nearest_level_in_log2():
     assert np.array_equal(row(level_10), row(level_10 * 1.04)) and np.array_equal(row(level_10), row(level_10 / 1.04))
     assert not np.array_equal(row(level_10), row(level_10 * 1.05))
     assert not np.array_equal(row(level_10), row(level_10 / 1.05))
-    _, edges = predictive._every_table()
+    _, edges = predictive._every_table(*predictive.TABLE_LEVELS[predictive.LAPLACE])
     assert np.array_equal(row(edges[4]), row(edges[4] * 0.99))
     assert not np.array_equal(row(edges[4]), row(float(np.nextafter(edges[4], np.inf))))
     top = predictive.STD_FLOOR * 2 ** ((predictive.SCALE_LEVELS - 1) / 8)

@@ -1,0 +1,175 @@
+"""How format 6's blend predictor (codec/predictive.py: BLEND) was chosen: ideal bits per subpixel (the
+Laplace's code lengths over 0..255, tails folded into the end bins) of variants of the predictor on 32x32 tiles
+every 96 pixels without context, each with its Laplace scale fitted on photos_train's first 40 images as a
+linear function of the activity and the residuals around (as the format's std is), priced on Kodak.
+
+    python scripts/predictor_blend.py "med:1,1,0" "med+grad+wne+avg:1,1,0" "med+grad+wne+avg+ad+a+b:1,0.8,0.2"
+    python scripts/predictor_blend.py --round "med+grad+wne+avg+ad+a+b:1,0.8,0.2"   # integer means, as coded
+
+A variant is PREDICTORS:GAINS. PREDICTORS joins sub-predictors of the left (a), above (b), above-left (c) and
+above-right (d) neighbours with '+': med (the median edge of a, b, c), grad (a + b - c), wne (a + d - b), avg
+((a + b) / 2), ad ((a + d) / 2), a, b; more than one are blended, each weighted by 1 / (its errors at the left
+and above neighbours + half those at the diagonal ones + 1)**2 (--power 3 cubes instead). GAINS g1,g2,g3: the
+second channel adds g1 x the first channel's spatial error, the third g2 x the second's + g3 x the first's.
+"med:1,1,0" is format 5's mean. The fitted weights print as (per channel class, first then later channels):
+1, activity, (left + above residual) / 2, (above-left + above-right residual) / 2, the channel before's
+residual, the first channel's residual; format 6's std weights are the last variant's x sqrt(2) (std, not scale).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from codec import predictive  # noqa: E402
+from vaezip import data  # noqa: E402
+
+TILE, STEP = 32, 96
+
+
+def tiles(images):
+    for image in images:
+        chw = np.ascontiguousarray(image.transpose(2, 0, 1)).astype(np.float64)
+        for top in range(0, chw.shape[1] - TILE + 1, STEP):
+            for left in range(0, chw.shape[2] - TILE + 1, STEP):
+                yield chw[:, top : top + TILE, left : left + TILE]
+
+
+def shifted(values: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """values (C, H, W) read at (y + dy, x + dx), 0 outside."""
+    out = np.zeros_like(values)
+    height, width = values.shape[1:]
+    y0, y1, x0, x1 = max(0, -dy), height - max(0, dy), max(0, -dx), width - max(0, dx)
+    out[:, y0:y1, x0:x1] = values[:, y0 + dy : y1 + dy, x0 + dx : x1 + dx]
+    return out
+
+
+def neighbours(values: np.ndarray):
+    """a, b, c, d (C, H, W) with codec/predictive.py's rules for missing ones, and the masks (H, W)."""
+    height, width = values.shape[1:]
+    ys, xs = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
+    has_up, has_left, has_right = ys > 0, xs > 0, xs < width - 1
+    up = shifted(values, -1, 0)
+    a = np.where(has_left, shifted(values, 0, -1), np.where(has_up, up, predictive.NEUTRAL))
+    b = np.where(has_up, up, a)
+    c = np.where(has_up & has_left, shifted(values, -1, -1), b)
+    d = np.where(has_up & has_right, shifted(values, -1, 1), b)
+    return (a, b, c, d), (has_up, has_left, has_right)
+
+
+def around(array: np.ndarray, masks) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    has_up, has_left, has_right = masks
+    return (np.where(has_left, shifted(array, 0, -1), 0.0), np.where(has_up, shifted(array, -1, 0), 0.0),
+            np.where(has_up & has_left, shifted(array, -1, -1), 0.0),
+            np.where(has_up & has_right, shifted(array, -1, 1), 0.0))
+
+
+def spatial_prediction(values: np.ndarray, names: list[str], power: int) -> np.ndarray:
+    (a, b, c, d), masks = neighbours(values)
+    subs = {"med": predictive._median_edge(a, b, c), "grad": a + b - c, "wne": a + d - b, "avg": (a + b) / 2.0,
+            "ad": (a + d) / 2.0, "a": a, "b": b}
+    predictions = [subs[name] for name in names]
+    if len(predictions) == 1:
+        return predictions[0]
+    total = weighted = 0.0
+    for prediction in predictions:
+        left, up, up_left, up_right = around(np.abs(values - prediction), masks)
+        spread = left + up + 0.5 * (up_left + up_right) + 1.0
+        weight = 1.0 / spread**power
+        total, weighted = total + weight, weighted + weight * prediction
+    return weighted / total
+
+
+def collect(images, names: list[str], gains: list[float], power: int, rounded: bool):
+    """Every value (N,), its mean (N,) and its scale's design rows (N, 12)."""
+    import torch
+
+    parts = []
+    for tile in tiles(images):
+        spatial = spatial_prediction(tile, names, power)
+        errors = tile - spatial
+        means = spatial.copy()
+        if tile.shape[0] > 1:
+            means[1] += gains[0] * errors[0]
+        if tile.shape[0] > 2:
+            means[2] += gains[1] * errors[1] + gains[2] * errors[0]
+        means = np.clip(means, 0, 255)
+        if rounded:
+            means = np.floor(means + 0.5)
+        residuals = np.abs(tile - means)
+        (a, b, c, d), masks = neighbours(tile)
+        activity = (np.abs(a - c) + np.abs(b - c) + np.abs(b - d)) / 3.0
+        left, up, up_left, up_right = around(residuals, masks)
+        zero = np.zeros(tile.shape[1:])
+        for channel in range(tile.shape[0]):
+            later = float(channel > 0)
+            columns = [np.ones(tile.shape[1:]), activity[channel], (left[channel] + up[channel]) / 2,
+                       (up_left[channel] + up_right[channel]) / 2,
+                       residuals[channel - 1] if channel else zero, residuals[0] if channel == 2 else zero]
+            design = np.stack([column.reshape(-1) for column in columns], axis=1)
+            design = np.concatenate([design * (1 - later), design * later], axis=1)
+            parts.append((tile[channel].reshape(-1), means[channel].reshape(-1), design))
+    values, means, designs = zip(*parts)
+    return [torch.from_numpy(np.concatenate(x)) for x in (values, means, designs)]
+
+
+def laplace_bits(weights, values, means, designs):
+    import torch
+
+    scale = torch.clamp(designs @ weights, min=0.05)
+    cdf = lambda z: torch.where(z < 0, 0.5 * torch.exp(torch.clamp(z, max=0)),  # noqa: E731
+                                1 - 0.5 * torch.exp(-torch.clamp(z, min=0)))
+    upper = torch.where(values >= 255, torch.ones_like(values), cdf((values + 0.5 - means) / scale))
+    lower = torch.where(values <= 0, torch.zeros_like(values), cdf((values - 0.5 - means) / scale))
+    return -torch.log2(torch.clamp(upper - lower, min=2.0**-24)).mean()
+
+
+def fit(fit_set, steps: int = 300):
+    import torch
+
+    weights = torch.zeros(fit_set[2].shape[1], dtype=torch.float64)
+    # format 5's scale, (0.6 + 0.4 (activity + near)) / sqrt(2), as the starting point
+    weights[[0, 1, 2, 6, 7, 8, 10]] = torch.tensor([0.6, 0.4, 0.4, 0.6, 0.2, 0.4, 0.2], dtype=torch.float64) / 2**0.5
+    weights.requires_grad_(True)
+    optimizer = torch.optim.Adam([weights], lr=0.02)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = laplace_bits(weights, *fit_set)
+        loss.backward()
+        optimizer.step()
+    return weights.detach()
+
+
+def main() -> None:
+    import torch
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("variants", nargs="+", metavar="PREDICTORS:GAINS")
+    parser.add_argument("--round", action="store_true", help="integer means (as format 6 codes them)")
+    parser.add_argument("--power", type=int, default=2, choices=(2, 3))
+    parser.add_argument("--fit-set", default="photos-train")
+    parser.add_argument("--dataset", default="kodak")
+    args = parser.parse_args()
+    fit_images = data.load(args.fit_set, limit=40).images
+    images = data.load(args.dataset).images
+    for variant in args.variants:
+        names, gains = variant.split(":")
+        started = time.perf_counter()
+        gain_values = [float(g) for g in gains.split(",")]
+        sets = [collect(x, names.split("+"), gain_values, args.power, args.round) for x in (fit_images, images)]
+        weights = fit(sets[0])
+        with torch.no_grad():
+            fitted, priced = (float(laplace_bits(weights, *s)) for s in sets)
+        print(f"{variant}: {args.fit_set} (fit) {fitted:.4f}, {args.dataset} {priced:.4f} bits per subpixel (ideal; "
+              f"{time.perf_counter() - started:.0f} s); scale weights {np.round(weights.numpy(), 3).tolist()}",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
