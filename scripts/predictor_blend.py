@@ -13,7 +13,8 @@ and above neighbours + half those at the diagonal ones + 1)**2 (--power 3 cubes 
 second channel adds g1 x the first channel's spatial error, the third g2 x the second's + g3 x the first's.
 "med:1,1,0" is format 5's mean. The fitted weights print as (per channel class, first then later channels):
 1, activity, (left + above residual) / 2, (above-left + above-right residual) / 2, the channel before's
-residual, the first channel's residual; format 6's std weights are the last variant's x sqrt(2) (std, not scale).
+residual, the first channel's residual. Format 6's std weights are those of the `--round` example above times
+sqrt(2) (a std, not a scale), the one slightly negative weight set to 0.
 """
 
 from __future__ import annotations
