@@ -5,6 +5,7 @@ linear function of the activity and the residuals around (as the format's std is
 
     python scripts/predictor_blend.py "med:1,1,0" "med+grad+wne+avg:1,1,0" "med+grad+wne+avg+ad+a+b:1,0.8,0.2"
     python scripts/predictor_blend.py --round "med+grad+wne+avg+ad+a+b:1,0.8,0.2"   # integer means, as coded
+    python scripts/predictor_blend.py --round --half "med+grad+wne+avg+ad+a+b:1,0.8,0.2"   # a lead: halves
 
 A variant is PREDICTORS:GAINS. PREDICTORS joins sub-predictors of the left (a), above (b), above-left (c) and
 above-right (d) neighbours with '+': med (the median edge of a, b, c), grad (a + b - c), wne (a + d - b), avg
@@ -87,7 +88,7 @@ def spatial_prediction(values: np.ndarray, names: list[str], power: int) -> np.n
     return weighted / total
 
 
-def collect(images, names: list[str], gains: list[float], power: int, rounded: bool):
+def collect(images, names: list[str], gains: list[float], power: int, rounded: bool, step: float = 1.0):
     """Every value (N,), its mean (N,) and its scale's design rows (N, 12)."""
     import torch
 
@@ -102,7 +103,7 @@ def collect(images, names: list[str], gains: list[float], power: int, rounded: b
             means[2] += gains[1] * errors[1] + gains[2] * errors[0]
         means = np.clip(means, 0, 255)
         if rounded:
-            means = np.floor(means + 0.5)
+            means = np.floor(means / step + 0.5) * step
         residuals = np.abs(tile - means)
         (a, b, c, d), masks = neighbours(tile)
         activity = (np.abs(a - c) + np.abs(b - c) + np.abs(b - d)) / 3.0
@@ -153,6 +154,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("variants", nargs="+", metavar="PREDICTORS:GAINS")
     parser.add_argument("--round", action="store_true", help="integer means (as format 6 codes them)")
+    parser.add_argument("--half", action="store_true", help="with --round: means rounded to halves (no format "
+                        "codes them: what tables for half-integer means would buy)")
     parser.add_argument("--power", type=int, default=2, choices=(2, 3))
     parser.add_argument("--fit-set", default="photos-train")
     parser.add_argument("--dataset", default="kodak")
@@ -163,7 +166,8 @@ def main() -> None:
         names, gains = variant.split(":")
         started = time.perf_counter()
         gain_values = [float(g) for g in gains.split(",")]
-        sets = [collect(x, names.split("+"), gain_values, args.power, args.round) for x in (fit_images, images)]
+        step = 0.5 if args.half else 1.0
+        sets = [collect(x, names.split("+"), gain_values, args.power, args.round, step) for x in (fit_images, images)]
         weights = fit(sets[0])
         with torch.no_grad():
             fitted, priced = (float(laplace_bits(weights, *s)) for s in sets)
