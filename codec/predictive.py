@@ -488,9 +488,9 @@ def _blend(subs: np.ndarray, errors: np.ndarray, around: np.ndarray) -> np.ndarr
     left, up, up_left, up_right = gathered[:, :, 0], gathered[:, :, 1], gathered[:, :, 2], gathered[:, :, 3]
     spread = left + up + BLEND_ERROR_DIAGONAL * (up_left + up_right) + BLEND_ERROR_FLOOR
     weights = 1.0 / (spread * spread)
-    total, weighted = weights[0], weights[0] * subs[0]
-    for k in range(1, BLEND_PREDICTORS):  # one fixed order of additions
-        total, weighted = total + weights[k], weighted + weights[k] * subs[k]
+    # Running sums over k = 0 up (accumulate adds each term to the sum before it): one fixed order of additions.
+    total = np.add.accumulate(weights, axis=0)[-1]
+    weighted = np.add.accumulate(weights * subs, axis=0)[-1]
     return weighted / total
 
 
