@@ -63,6 +63,9 @@ LAPLACE_VERSION = 5
 # Format 5 and predictor tiles through the blend of predictors (codec/tilekinds.py: PREDICTIVE_BLEND).
 BLEND_VERSION = 6
 READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)
+# Formats vaezip writes on request, for readers before the newest: 2, the JSON header, every image through the
+# model; 3, the predictor's Gaussian tiles; 5, its Laplace tiles.
+OLDER_FORMATS = (2, VERSION, LAPLACE_VERSION)
 JSON_VERSIONS = (1, 2)  # the layout with a JSON header and two CRCs
 # The binary layout; a file gets the first of these whose tile kinds hold its schedule (binary_version), so
 # that a file holding nothing newer stays readable by readers of format 3.

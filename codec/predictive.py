@@ -174,7 +174,7 @@ LAPLACE_MIN_FREQUENCY = 16
 
 
 @functools.lru_cache(maxsize=None)  # one entry per TABLE_LEVELS value
-def _every_table(first: int = 0, count: int = SCALE_LEVELS) -> tuple[Tables, np.ndarray]:
+def _every_table(first: int, count: int) -> tuple[Tables, np.ndarray]:
     """The table of every (level, mean) of levels `first` .. `first + count - 1` (TABLE_LEVELS), row
     level * 256 + mean, (count * 256, 256) float32 (format 5's: 18 MiB, BLEND's 20.5 MiB):
     frequency floor(p * (2**24 - 16 * 256)) + 16 for each probability p of _level_tables, the mean's own
@@ -204,7 +204,7 @@ def _every_table(first: int = 0, count: int = SCALE_LEVELS) -> tuple[Tables, np.
 
 
 @functools.lru_cache(maxsize=None)  # one entry per TABLE_LEVELS value
-def _level_tables(first: int = 0, count: int = SCALE_LEVELS) -> tuple[np.ndarray, ...]:
+def _level_tables(first: int, count: int) -> tuple[np.ndarray, ...]:
     """Per level j = first .. first + count - 1 (std s_j = STD_FLOOR * 2**(j / 8), Laplace scale b = s_j / sqrt(2), h =
     exp(-1 / (2b)), q = h * h): `inner` (J, 511), the mass of the value at offset o = -255..255 from the mean, 1 - h
     at o = 0 and h (1 - q) q**(|o| - 1) / 2 elsewhere; `tails` (J, 256), the mass beyond the inner edge of a value
@@ -365,21 +365,12 @@ BLEND_STD_WEIGHTS = ((0.554, 0.157, 0.775, 0.32, 0.0, 0.0), (0.26, 0.0, 0.68, 0.
 
 def _blend_encoder(values: np.ndarray, top: int, left: int) -> tuple[np.ndarray, np.ndarray]:
     """BLEND's means and stds (C, H * W) of every position of the frame `values` (C, H, W) (the context's
-    entries are not used), the numbers _blend_decoder computes.
-
-    The context's own errors and residuals come from the frame with the tile's values zeroed, as the decoder
-    has it when it starts (a context pixel at the left edge has a tile pixel as its above-right neighbour)."""
+    entries are not used), the numbers _blend_decoder computes."""
     channels, height, width = values.shape
     frame, errors, residuals = _blend_frames(values)
-    known = np.zeros((height, width), dtype=bool)
-    known[:top], known[:, :left] = True, True
+    _blend_context(frame, errors, residuals, height, width, top, left)
     sources, around = _gather_plan(height, width)
-    if top or left:  # only the errors and residuals it fills in are wanted, not its means and stds
-        masked = frame.copy()
-        masked[:, :-1][:, ~known.reshape(-1)] = 0.0
-        at = np.flatnonzero(known)
-        _blend_positions(masked, errors, residuals, at, sources[:, at], around[:, at])
-    at = np.flatnonzero(~known)
+    at = np.flatnonzero(~_context_mask(height, width, top, left))
     means, stds = np.zeros((channels, height * width)), np.zeros((channels, height * width))
     means[:, at], stds[:, at] = _blend_positions(frame, errors, residuals, at, sources[:, at], around[:, at])
     return means, stds
@@ -405,12 +396,7 @@ def _blend_decoder(stack: Stack, values: np.ndarray, top: int, left: int) -> np.
     """Pop a tile pushed with BLEND into the frame `values` (C, H, W) (context filled in, tile zeros)."""
     channels, height, width = values.shape
     frame, errors, residuals = _blend_frames(values)
-    if top or left:
-        known = np.zeros((height, width), dtype=bool)
-        known[:top], known[:, :left] = True, True
-        sources, around = _gather_plan(height, width)
-        at = np.flatnonzero(known)
-        _blend_positions(frame, errors, residuals, at, sources[:, at], around[:, at])
+    _blend_context(frame, errors, residuals, height, width, top, left)
     for at, sources, around in _blend_wavefronts(height, width, top, left):
         subs, activity = _sub_predictions(frame, sources)
         spatial = _blend(subs, errors, around)
@@ -424,6 +410,29 @@ def _blend_decoder(stack: Stack, values: np.ndarray, top: int, left: int) -> np.
         frame[:, at], residuals[:, at] = here, prior
         errors[:, :, at] = np.abs(here - subs)
     return frame[:, :-1].reshape(values.shape)[:, top:, left:].astype(np.uint8)
+
+
+def _blend_context(frame, errors, residuals, height: int, width: int, top: int, left: int) -> None:
+    """Fill in the errors and residuals of the context's positions (its row above and column left of the tile,
+    where it has them), computed in one go from `frame` with every tile value 0: what the decoder has before it
+    pops the tile (a context pixel at the left edge has a tile pixel as its above-right neighbour), so encoder
+    and decoder compute the same. Their means and stds are not wanted."""
+    if not (top or left):
+        return
+    known = _context_mask(height, width, top, left)
+    masked = frame.copy()
+    masked[:, :-1][:, ~known] = 0.0  # the decoder's frame: no-op there
+    at = np.flatnonzero(known)
+    sources, around = _gather_plan(height, width)
+    _blend_positions(masked, errors, residuals, at, sources[:, at], around[:, at])
+
+
+def _context_mask(height: int, width: int, top: int, left: int) -> np.ndarray:
+    """(H * W,) bool: the flat positions of a (height, width) frame that its first `top` rows and `left`
+    columns (the context) hold."""
+    known = np.zeros((height, width), dtype=bool)
+    known[:top], known[:, :left] = True, True
+    return known.reshape(-1)
 
 
 def _blend_frames(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

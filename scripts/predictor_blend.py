@@ -30,17 +30,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from codec import predictive  # noqa: E402
+from predictor_rate import laplace_bits, tiles  # noqa: E402  (this folder: scripts/)
 from vaezip import data  # noqa: E402
 
-TILE, STEP = 32, 96
-
-
-def tiles(images):
-    for image in images:
-        chw = np.ascontiguousarray(image.transpose(2, 0, 1)).astype(np.float64)
-        for top in range(0, chw.shape[1] - TILE + 1, STEP):
-            for left in range(0, chw.shape[2] - TILE + 1, STEP):
-                yield chw[:, top : top + TILE, left : left + TILE]
+MIN_SCALE = 0.05  # below format 6's smallest level, so that the fit may reach it
 
 
 def shifted(values: np.ndarray, dy: int, dx: int) -> np.ndarray:
@@ -121,17 +114,6 @@ def collect(images, names: list[str], gains: list[float], power: int, rounded: b
     return [torch.from_numpy(np.concatenate(x)) for x in (values, means, designs)]
 
 
-def laplace_bits(weights, values, means, designs):
-    import torch
-
-    scale = torch.clamp(designs @ weights, min=0.05)
-    cdf = lambda z: torch.where(z < 0, 0.5 * torch.exp(torch.clamp(z, max=0)),  # noqa: E731
-                                1 - 0.5 * torch.exp(-torch.clamp(z, min=0)))
-    upper = torch.where(values >= 255, torch.ones_like(values), cdf((values + 0.5 - means) / scale))
-    lower = torch.where(values <= 0, torch.zeros_like(values), cdf((values - 0.5 - means) / scale))
-    return -torch.log2(torch.clamp(upper - lower, min=2.0**-24)).mean()
-
-
 def fit(fit_set, steps: int = 300):
     import torch
 
@@ -142,7 +124,7 @@ def fit(fit_set, steps: int = 300):
     optimizer = torch.optim.Adam([weights], lr=0.02)
     for _ in range(steps):
         optimizer.zero_grad()
-        loss = laplace_bits(weights, *fit_set)
+        loss = laplace_bits(weights, *fit_set, min_scale=MIN_SCALE)
         loss.backward()
         optimizer.step()
     return weights.detach()
@@ -170,7 +152,7 @@ def main() -> None:
         sets = [collect(x, names.split("+"), gain_values, args.power, args.round, step) for x in (fit_images, images)]
         weights = fit(sets[0])
         with torch.no_grad():
-            fitted, priced = (float(laplace_bits(weights, *s)) for s in sets)
+            fitted, priced = (float(laplace_bits(weights, *s, min_scale=MIN_SCALE)) for s in sets)
         print(f"{variant}: {args.fit_set} (fit) {fitted:.4f}, {args.dataset} {priced:.4f} bits per subpixel (ideal; "
               f"{time.perf_counter() - started:.0f} s); scale weights {np.round(weights.numpy(), 3).tolist()}",
               flush=True)

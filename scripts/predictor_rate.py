@@ -33,17 +33,22 @@ from vaezip import data  # noqa: E402
 TILE, STEP = 32, 96
 
 
-def rate(images, distribution: str = predictive.GAUSSIAN) -> float:
-    bits = values = 0
+def tiles(images):
+    """Each image's (H, W, C) uint8 TILE x TILE tiles every STEP pixels, (C, TILE, TILE) float64."""
     for image in images:
-        chw = np.ascontiguousarray(image.transpose(2, 0, 1))
+        chw = np.ascontiguousarray(image.transpose(2, 0, 1)).astype(np.float64)
         for top in range(0, chw.shape[1] - TILE + 1, STEP):
             for left in range(0, chw.shape[2] - TILE + 1, STEP):
-                stack = Stack()
-                tile = np.ascontiguousarray(chw[:, top : top + TILE, left : left + TILE])
-                predictive.encode(stack, tile, distribution=distribution)
-                bits += stack.num_valid_bits()
-                values += chw.shape[0] * TILE * TILE
+                yield chw[:, top : top + TILE, left : left + TILE]
+
+
+def rate(images, distribution: str = predictive.GAUSSIAN) -> float:
+    bits = values = 0
+    for tile in tiles(images):
+        stack = Stack()
+        predictive.encode(stack, tile.astype(np.uint8), distribution=distribution)
+        bits += stack.num_valid_bits()
+        values += tile.size
     return bits / values
 
 
@@ -70,16 +75,12 @@ def shapes(images) -> dict[str, float]:
              "laplace, scale x 0.8": (laplace, 0.8 / np.sqrt(2)), "laplace, scale x 1.25": (laplace, 1.25 / np.sqrt(2))}
     bits = dict.fromkeys(forms, 0.0)
     values_count = 0
-    for image in images:
-        chw = np.ascontiguousarray(image.transpose(2, 0, 1)).astype(np.float64)
-        for top in range(0, chw.shape[1] - TILE + 1, STEP):
-            for left in range(0, chw.shape[2] - TILE + 1, STEP):
-                tile = chw[:, top : top + TILE, left : left + TILE]
-                means, stds = predictive._parameters(tile, *predictive._all_positions(TILE, TILE))
-                values = tile.reshape(tile.shape[0], -1)
-                for name, (cdf, factor) in forms.items():
-                    bits[name] += _bin_bits(cdf, values, means, stds * factor)
-                values_count += values.size
+    for tile in tiles(images):
+        means, stds = predictive._parameters(tile, *predictive._all_positions(TILE, TILE))
+        values = tile.reshape(tile.shape[0], -1)
+        for name, (cdf, factor) in forms.items():
+            bits[name] += _bin_bits(cdf, values, means, stds * factor)
+        values_count += values.size
     return {name: total / values_count for name, total in bits.items()}
 
 
@@ -88,24 +89,34 @@ def _features(images) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     residuals, and for channels after the first: the previous channel's residual, 1, activity, neighbour
     residuals (the predictor's own numbers, from predictive._parameters and _neighbours)."""
     parts = []
-    for image in images:
-        chw = np.ascontiguousarray(image.transpose(2, 0, 1)).astype(np.float64)
-        for top in range(0, chw.shape[1] - TILE + 1, STEP):
-            for left in range(0, chw.shape[2] - TILE + 1, STEP):
-                tile = chw[:, top : top + TILE, left : left + TILE]
-                ys, xs = predictive._all_positions(TILE, TILE)
-                means, _ = predictive._parameters(tile, ys, xs)  # (C, N)
-                residuals = np.zeros_like(tile)
-                residuals[:, ys, xs] = np.abs(tile[:, ys, xs] - means)
-                _, activity, near = predictive._neighbours(tile, residuals, ys, xs)
-                for c in range(tile.shape[0]):
-                    later = float(c > 0)
-                    previous = residuals[c - 1, ys, xs] if c else np.zeros(len(ys))
-                    design = np.stack([np.ones(len(ys)), activity[c], near[c], previous * later,
-                                       np.full(len(ys), later), activity[c] * later, near[c] * later], axis=1)
-                    parts.append((tile[c, ys, xs], means[c], design))
+    for tile in tiles(images):
+        ys, xs = predictive._all_positions(TILE, TILE)
+        means, _ = predictive._parameters(tile, ys, xs)  # (C, N)
+        residuals = np.zeros_like(tile)
+        residuals[:, ys, xs] = np.abs(tile[:, ys, xs] - means)
+        _, activity, near = predictive._neighbours(tile, residuals, ys, xs)
+        for c in range(tile.shape[0]):
+            later = float(c > 0)
+            previous = residuals[c - 1, ys, xs] if c else np.zeros(len(ys))
+            design = np.stack([np.ones(len(ys)), activity[c], near[c], previous * later,
+                               np.full(len(ys), later), activity[c] * later, near[c] * later], axis=1)
+            parts.append((tile[c, ys, xs], means[c], design))
     values, means, designs = zip(*parts)
     return np.concatenate(values), np.concatenate(means), np.concatenate(designs)
+
+
+def laplace_bits(weights, values, means, designs, min_scale: float):
+    """Mean ideal bits (torch scalar, differentiable in `weights`) of `values` (N,) under discretized Laplaces
+    around `means` (N,) of scale designs (N, F) @ weights (F,), at least `min_scale`, over 0..255 with the tails
+    in the end bins."""
+    import torch
+
+    scale = torch.clamp(designs @ weights, min=min_scale)
+    cdf = lambda z: torch.where(z < 0, 0.5 * torch.exp(torch.clamp(z, max=0)),  # noqa: E731
+                                1 - 0.5 * torch.exp(-torch.clamp(z, min=0)))
+    upper = torch.where(values >= 255, torch.ones_like(values), cdf((values + 0.5 - means) / scale))
+    lower = torch.where(values <= 0, torch.zeros_like(values), cdf((values - 0.5 - means) / scale))
+    return -torch.log2(torch.clamp(upper - lower, min=2.0**-24)).mean()
 
 
 def fitted_scale(dataset_images, fit_images, steps: int = 400) -> dict[str, float]:
@@ -114,12 +125,7 @@ def fitted_scale(dataset_images, fit_images, steps: int = 400) -> dict[str, floa
     import torch
 
     def bits(weights, values, means, designs) -> torch.Tensor:
-        scale = torch.clamp(designs @ weights, min=0.2)
-        cdf = lambda z: torch.where(z < 0, 0.5 * torch.exp(torch.clamp(z, max=0)),  # noqa: E731
-                                    1 - 0.5 * torch.exp(-torch.clamp(z, min=0)))
-        upper = torch.where(values >= 255, torch.ones_like(values), cdf((values + 0.5 - means) / scale))
-        lower = torch.where(values <= 0, torch.zeros_like(values), cdf((values - 0.5 - means) / scale))
-        return -torch.log2(torch.clamp(upper - lower, min=2.0**-24)).mean()
+        return laplace_bits(weights, values, means, designs, min_scale=0.2)
 
     sets = {name: tuple(torch.from_numpy(a) for a in _features(images))
             for name, images in (("fit", fit_images), ("dataset", dataset_images))}

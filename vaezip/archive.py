@@ -44,9 +44,6 @@ DEFAULT_TILE = 32  # pixels per tile side: the shipped models were trained on 32
 # vaezip's own limits (on top of codec/header.py's), the same when writing and reading, so that a forged header
 # cannot make the decoder build huge tile lists or run the model on a huge batch (docs/ERRORS.md).
 FLOAT_VERSION = 1  # .vz files coded by float inference (read only)
-# Formats written on request, for readers before the newest (compress_images(format_version=...)): 2, the JSON
-# header, every image through the model; 3, the predictor's Gaussian tiles; 5, its Laplace tiles.
-OLDER_FORMATS = (2, container.VERSION, container.LAPLACE_VERSION)
 MAX_TILE = 256  # tile side: one tile must fit a batch (MAX_TILE**2 <= MAX_BATCH_PIXELS)
 # Padded pixels in one batch of tiles (n * Th * Tw): the model's activations for a batch, and its unfolded
 # convolution inputs, are float64 integers. Measured with the photo model, a forged batch took 1.85 GiB over
@@ -108,8 +105,9 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
             raise ImageError(f"{name}: {error}") from None
     if not split:
         raise ImageError("no images to compress")
-    if format_version not in (None, *OLDER_FORMATS):
-        raise ValueError(f"format_version must be one of {', '.join(map(str, OLDER_FORMATS))}, not {format_version}")
+    if format_version not in (None, *container.OLDER_FORMATS):
+        raise ValueError(f"format_version must be one of {', '.join(map(str, container.OLDER_FORMATS))}, "
+                         f"not {format_version}")
     legacy = format_version == 2  # the JSON header of formats 1 and 2, every image through the model
     if samples != 1:
         if format_version is not None:
@@ -211,8 +209,8 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
 # (`python scripts/skip_margin.py kodak`), but one tile's one-sample bound moves by about 0.5 % (median) and
 # up to 2 % between seeds (`python scripts/skip_margin.py kodak --noise 6`), and a review measured small
 # images' estimates up to 6.6 % above their share of an archive (MNIST). So the margin is SKIP_MARGIN plus
-# SKIP_NOISE / sqrt(tiles): 1.8 % on a Kodak image (the model spared on 15 of 24, all of which it loses by
-# 2 to 7 %), 7.5 % on a one-tile image.
+# SKIP_NOISE / sqrt(tiles): 1.8 % on a Kodak image (in format 6 the model is spared on 6 of the 24, all of
+# which it loses), 7.5 % on a one-tile image.
 SKIP_MARGIN = 0.015
 SKIP_NOISE = 0.06
 

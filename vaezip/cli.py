@@ -995,10 +995,13 @@ def compress(
             raise UsageFailure(f"--jobs must be 0 (one per core) or more, not {jobs_at_once}")
         if samples not in (1, *IMPORTANCE_SAMPLES):
             raise UsageFailure(f"--samples must be 1, {', '.join(map(str, IMPORTANCE_SAMPLES))}, not {samples}")
-        if format_version not in (None, 2, 3, 5, 6):
-            raise UsageFailure(f"--format must be 2, 3, 5 or 6 (without it: the oldest format that holds the file), "
+        from codec.container import BLEND_VERSION, OLDER_FORMATS
+
+        if format_version not in (None, *OLDER_FORMATS, BLEND_VERSION):
+            known = f"{', '.join(map(str, OLDER_FORMATS))} or {BLEND_VERSION}"
+            raise UsageFailure(f"--format must be {known} (without it: the oldest format that holds the file), "
                                f"not {format_version}")
-        if format_version == 6:  # the newest: what compress writes without --format
+        if format_version == BLEND_VERSION:  # the newest: what compress writes without --format
             format_version = None
         if format_version is not None and samples != 1:
             raise UsageFailure(f"--samples {samples} writes format 4 or later: not with --format {format_version}")
