@@ -188,11 +188,70 @@ def frequency_tables(rows: np.ndarray) -> Tables:
 # ---------------------------------------------------------------------------------------------------- stack
 
 
+def _head_words(head: int) -> np.ndarray:
+    """The words constriction appends for its head when it hands out the compressed data: up to the highest
+    nonzero one, low word first (none for an empty coder)."""
+    high, low = divmod(head, 2**32)
+    return np.array([low, high] if high else ([low] if low else []), dtype=np.uint32)
+
+
+@dataclass(frozen=True)
+class RawParts:
+    """constriction's AnsCoder as its parts, for a coder that pushes and pops them itself
+    (codec/blend_kernel.py): the 64-bit head and the bulk of words below it, buffer[:length] (uint32; the
+    buffer may have room past it). Where the bulk is not empty the head is at least 2**32 (the coder's
+    invariant); AnsCoder(words()) reads the same head and bulk back."""
+
+    head: int
+    buffer: np.ndarray
+    length: int
+
+    @classmethod
+    def of(cls, words: np.ndarray) -> "RawParts":
+        """The parts of compressed words (Stack.words()): its last two words (or its only one) are the head."""
+        if len(words) >= 2:
+            return cls((int(words[-1]) << 32) | int(words[-2]), words, len(words) - 2)
+        return cls(int(words[0]) if len(words) else 0, words, 0)
+
+    def words(self) -> np.ndarray:
+        return np.concatenate([self.buffer[: self.length], _head_words(self.head)])
+
+    def with_room(self, room: int) -> "RawParts":
+        if len(self.buffer) >= self.length + room:
+            return self
+        buffer = np.empty(max(2 * len(self.buffer), self.length + room), dtype=np.uint32)
+        buffer[: self.length] = self.buffer[: self.length]
+        return RawParts(self.head, buffer, self.length)
+
+    def copy(self) -> "RawParts":
+        return RawParts(self.head, self.buffer[: self.length].copy(), self.length)
+
+    def check(self) -> None:
+        if not (0 <= self.head < 2**64 and 0 <= self.length <= len(self.buffer)) or (self.length and self.head < 2**32):
+            raise CodingError("not an ANS coder's head and bulk")
+
+
 class Stack:
-    """A stack of compressed bits (ANS). All arrays are 1-D, one entry per symbol."""
+    """A stack of compressed bits (ANS). All arrays are 1-D, one entry per symbol.
+
+    It lives in constriction's AnsCoder, or, after a compiled coder worked on it (codec/blend_kernel.py), as
+    that coder's raw parts until constriction is needed again: consecutive predictor tiles then pass the
+    stack's words on without copying them."""
 
     def __init__(self, coder: _AnsCoder | None = None) -> None:
-        self._coder = coder if coder is not None else _AnsCoder()
+        self._ans: _AnsCoder | None = coder if coder is not None else _AnsCoder()
+        self._raw: RawParts | None = None  # set instead of _ans while the stack is in raw parts
+
+    @property
+    def _coder(self) -> _AnsCoder:
+        """constriction's coder of this stack, built from its raw parts where it is in them."""
+        if self._raw is not None:
+            self._ans, self._raw = _AnsCoder(self._raw.words()), None
+        return self._ans
+
+    @_coder.setter
+    def _coder(self, coder: _AnsCoder) -> None:
+        self._ans, self._raw = coder, None
 
     # --- construction and state
 
@@ -207,24 +266,56 @@ class Stack:
 
     def words(self) -> np.ndarray:
         """The compressed data as a fresh 1-D uint32 array (store as little-endian '<u4')."""
+        if self._raw is not None:
+            return self._raw.words()
         return np.array(self._coder.get_compressed(), dtype=np.uint32, copy=True)
 
+    @property
+    def in_raw_parts(self) -> bool:
+        """Whether raw_parts() would hand the words on without copying them."""
+        return self._raw is not None
+
+    def raw_parts(self, room: int = 0) -> "RawParts":
+        """The stack as a compiled coder works on it (see RawParts), with room for `room` more bulk words.
+        Copies the words out of constriction only where the stack is not in raw parts already. The stack keeps
+        these parts: a coder that fails before set_raw_parts leaves it as it was (it writes only past the
+        bulk)."""
+        if self._raw is None:
+            self._raw, self._ans = RawParts.of(self.words()), None
+        self._raw = self._raw.with_room(room)
+        return self._raw
+
+    def set_raw_parts(self, parts: "RawParts") -> None:
+        """The stack is now `parts` (a compiled coder's result)."""
+        parts.check()
+        self._ans, self._raw = None, parts
+
     def clone(self) -> "Stack":
+        if self._raw is not None:
+            copy = Stack()
+            copy._ans, copy._raw = None, self._raw.copy()
+            return copy
         return Stack(self._coder.clone())
 
     def restore(self, snapshot: "Stack") -> None:
         """Make this stack equal to `snapshot` (a clone taken earlier); `snapshot` must not be used afterwards."""
-        self._coder = snapshot._coder
+        self._ans, self._raw = snapshot._ans, snapshot._raw
 
     def num_bits(self) -> int:
         """Size in bits, rounded up to whole 32-bit words: what the file will hold."""
+        if self._raw is not None:
+            return 32 * (self._raw.length + len(_head_words(self._raw.head)))
         return int(self._coder.num_bits())
 
     def num_valid_bits(self) -> int:
         """Size in bits without the leading zeros of the top word: the finer measure for rates."""
+        if self._raw is not None:  # constriction's count: the bulk's bits and the head's below its top 1
+            return 32 * self._raw.length + max(self._raw.head.bit_length(), 1) - 1
         return int(self._coder.num_valid_bits())
 
     def is_empty(self) -> bool:
+        if self._raw is not None:
+            return self._raw.head == 0
         return bool(self._coder.is_empty())
 
     # --- quantized Gaussian: integer symbols in [lo, hi], bins of width 1, tails folded into lo and hi

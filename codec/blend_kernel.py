@@ -1,0 +1,249 @@
+"""The blend predictor's coder compiled (numba): a predictor tile of format 6 pushed or popped in one call,
+ANS included.
+
+predictive.py's numpy decoder pops a blend tile wavefront by wavefront and channel by channel through
+constriction, ~280 calls of a dozen numpy operations each for a 32x32 colour tile (~10 ms, most of it call
+overhead); its encoder builds a 256-wide table row per value for constriction. Here the same numbers are
+computed pixel by pixel (`_code_tile`), and the values are pushed (`_push`) and popped (`_pop`) by an ANS coder
+that does exactly what constriction's does (32-bit words, 64-bit head, 24-bit probabilities, its lazy
+categorical model's quantisation of the float32 integer tables): ~0.6 ms a tile either way, the same words
+on the stack and the same pixels.
+
+Why it is exact: every float64 operation is the numpy coder's, one for one and in its order (sums as running
+sums from the first term, like np.add.accumulate), each exactly rounded; numba compiles without fast-math, so
+nothing is reassociated or contracted into a fused multiply-add. The categorical model's cumulative
+frequencies are computed once, in float32 as constriction computes them (`left_cumulatives`). Tests hold the
+kernels, compiled and as plain Python, to the numpy coder and to constriction, on pushed values and on
+arbitrary words.
+
+Without numba, or where its compile fails, `kernels()` is None and predictive.py's numpy coder runs: the same
+bits, slower."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import numpy as np
+
+PRECISION = 24  # constriction's probability bits
+WORD_BITS = 32
+
+
+def left_cumulatives(rows: np.ndarray) -> np.ndarray:
+    """(R, K + 1) int64: constriction's left cumulative of each symbol of each row of float32 frequencies
+    (R, K) under its lazy categorical model (`Categorical(perfect=False)`), and 2**24 after the last:
+    floor(float32(float32 sum of the row before the symbol) x scale) + symbol, scale = float32(2**24 - K) /
+    the row's float32 sum (constriction's `from_floating_point_probabilities_fast`). Numpy's float32 sums
+    run left to right as constriction's do; the rows handed to it here are integers whose running sums stay
+    below 2**24, exact in any order anyway."""
+    rows = np.asarray(rows, dtype=np.float32)
+    count, symbols = rows.shape
+    running = np.cumsum(rows, axis=1, dtype=np.float32)  # (R, K): the sum up to and including each symbol
+    scale = np.float32((1 << PRECISION) - symbols) / running[:, -1]  # (R,) float32 division
+    cumulative = np.empty((count, symbols + 1), dtype=np.int64)
+    cumulative[:, 0] = 0
+    cumulative[:, 1:symbols] = (running[:, :-1] * scale[:, None]).astype(np.int64) + np.arange(1, symbols)
+    cumulative[:, symbols] = 1 << PRECISION  # constriction's special case for the last symbol
+    return cumulative
+
+
+def _pop(cumulative, row, words, position, state):
+    """One symbol popped with table row `row` of `cumulative`: (symbol, position, state) after it, as
+    constriction's AnsCoder.decode_symbol with the lazy categorical model. `words[:position]` is the bulk;
+    `state` the 64-bit head (np.uint64)."""
+    quantile = np.int64(state & np.uint64((1 << PRECISION) - 1))
+    low, high = 0, cumulative.shape[1] - 2  # the symbol s with cumulative[row, s] <= quantile < ..[s + 1]
+    while low < high:
+        middle = (low + high + 1) // 2
+        if cumulative[row, middle] <= quantile:
+            low = middle
+        else:
+            high = middle - 1
+    left = cumulative[row, low]
+    probability = cumulative[row, low + 1] - left
+    state = (state >> np.uint64(PRECISION)) * np.uint64(probability) + np.uint64(quantile - left)
+    if state < np.uint64(1 << WORD_BITS) and position > 0:
+        position -= 1
+        state = (state << np.uint64(WORD_BITS)) | np.uint64(words[position])
+    return low, position, state
+
+
+def _push(cumulative, rows, symbols, words, position, state):
+    """Push symbols (N,) with table rows `rows` (N,) of `cumulative`, the last first (constriction's
+    encode_reverse: they pop back first to last), onto the bulk `words[:position]` (room for N more words) and
+    head `state` (np.uint64), as constriction's AnsCoder.encode_symbol with the lazy categorical model.
+    Returns (position, state) afterwards."""
+    for n in range(len(rows) - 1, -1, -1):
+        left = cumulative[rows[n], symbols[n]]
+        probability = np.uint64(cumulative[rows[n], symbols[n] + 1] - left)
+        if (state >> np.uint64(2 * WORD_BITS - PRECISION)) >= probability:
+            words[position] = np.uint32(state & np.uint64((1 << WORD_BITS) - 1))
+            position += 1
+            state = state >> np.uint64(WORD_BITS)
+        state = ((state // probability) << np.uint64(PRECISION)) | (np.uint64(left) + state % probability)
+    return position, state
+
+
+def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std_weights, gains, diagonal, floor,
+               edges, cumulative, levels, words, position, state, coded, encode):
+    """Pop a blend tile into `frame` (C, M + 1), filling `errors` (K, C, M + 1) and `residuals` (C, M + 1) as
+    predictive._blend_decoder does; or, with `encode`, take the values `frame` holds instead of popping them
+    and record each one's table row and value in `coded` (2, P * C), in pop order, for _push. positions (P,):
+    the tile's flat positions, wavefront after wavefront; fronts (F + 1,): where each wavefront starts in it;
+    sources, around (4, M): _gather_plan; std_weights (2, 6): BLEND_STD_WEIGHTS; gains:
+    (BLEND_GAIN_PREVIOUS, BLEND_GAIN_FIRST); diagonal, floor: BLEND_ERROR_DIAGONAL, BLEND_ERROR_FLOOR; edges
+    (J - 1,): the std levels' edges; cumulative: the table rows' left_cumulatives, row level * levels + mean.
+    Returns the stack's (position, state) afterwards (unchanged when encoding)."""
+    channels, predictors = frame.shape[0], errors.shape[0]
+    widest = 0
+    for f in range(len(fronts) - 1):
+        widest = max(widest, fronts[f + 1] - fronts[f])
+    subs = np.empty((predictors, channels, widest))
+    spatial = np.empty((channels, widest))
+    base = np.empty((channels, widest))
+    weight = np.empty(predictors)
+    count = 0
+    for f in range(len(fronts) - 1):
+        start, end = fronts[f], fronts[f + 1]
+        # What does not wait for this wavefront's values: predictions, blends, the std's neighbour terms.
+        for i in range(start, end):
+            at, j = positions[i], i - start
+            for channel in range(channels):
+                a, b = frame[channel, sources[0, at]], frame[channel, sources[1, at]]
+                c, d = frame[channel, sources[2, at]], frame[channel, sources[3, at]]
+                activity = (abs(a - c) + abs(b - c) + abs(b - d)) / 3.0
+                low, high = min(a, b), max(a, b)
+                if c >= high:
+                    median = low
+                elif c <= low:
+                    median = high
+                else:
+                    median = a + b - c
+                subs[0, channel, j] = median
+                subs[1, channel, j] = a + b - c
+                subs[2, channel, j] = a + d - b
+                subs[3, channel, j] = (a + b) / 2.0
+                subs[4, channel, j] = (a + d) / 2.0
+                subs[5, channel, j] = a
+                subs[6, channel, j] = b
+                for k in range(predictors):
+                    spread = (errors[k, channel, around[0, at]] + errors[k, channel, around[1, at]]
+                              + diagonal * (errors[k, channel, around[2, at]] + errors[k, channel, around[3, at]])
+                              + floor)
+                    weight[k] = 1.0 / (spread * spread)
+                total = weight[0]
+                weighted = weight[0] * subs[0, channel, j]
+                for k in range(1, predictors):
+                    total = total + weight[k]
+                    weighted = weighted + weight[k] * subs[k, channel, j]
+                spatial[channel, j] = weighted / total
+                near = (residuals[channel, around[0, at]] + residuals[channel, around[1, at]]) / 2.0
+                diagonal_residual = (residuals[channel, around[2, at]] + residuals[channel, around[3, at]]) / 2.0
+                w = std_weights[min(channel, 1)]
+                base[channel, j] = w[0] + w[1] * activity + w[2] * near + w[3] * diagonal_residual
+        # The values, channel by channel: each channel's mean and std read the earlier channels' values here.
+        for channel in range(channels):
+            w = std_weights[min(channel, 1)]
+            for i in range(start, end):
+                at, j = positions[i], i - start
+                mean = spatial[channel, j]
+                if channel == 1:
+                    mean = mean + (frame[0, at] - spatial[0, j])
+                elif channel > 1:
+                    mean = mean + (gains[0] * (frame[channel - 1, at] - spatial[channel - 1, j])
+                                   + gains[1] * (frame[0, at] - spatial[0, j]))
+                mean = np.floor(min(max(mean, 0.0), 255.0) + 0.5)
+                std = base[channel, j]
+                if channel > 0:
+                    std = std + w[4] * residuals[channel - 1, at]
+                if channel > 1:
+                    std = std + w[5] * residuals[0, at]
+                level, above = 0, len(edges)  # np.searchsorted(edges, std): how many edges are below std
+                while level < above:
+                    middle = (level + above) // 2
+                    if edges[middle] < std:
+                        level = middle + 1
+                    else:
+                        above = middle
+                row = level * levels + np.int64(mean)
+                if encode:
+                    symbol = np.int64(frame[channel, at])
+                    coded[0, count], coded[1, count] = row, symbol
+                    count += 1
+                else:
+                    symbol, position, state = _pop(cumulative, row, words, position, state)
+                frame[channel, at] = float(symbol)
+                residuals[channel, at] = abs(float(symbol) - mean)
+        for i in range(start, end):
+            at, j = positions[i], i - start
+            for k in range(predictors):
+                for channel in range(channels):
+                    errors[k, channel, at] = abs(frame[channel, at] - subs[k, channel, j])
+    return position, state
+
+
+PYTHON_FORMS = {"_pop": _pop, "_push": _push, "_code_tile": _code_tile}
+_compiled: dict | None = None  # the numba forms once built ({} where they cannot be)
+_failed = False
+
+
+def _build() -> dict:
+    """numba versions of the functions above (compiled at their first call), bound in this module's globals
+    so that _code_tile calls the compiled _pop; {} without numba."""
+    try:
+        import numba
+    except ImportError:  # pragma: no cover - exercised only where numba is missing
+        return {}
+
+    def build(cache: bool) -> dict:
+        compile_ = numba.njit(cache=cache, nogil=True, fastmath=False, error_model="numpy")
+        return {name: compile_(function) for name, function in PYTHON_FORMS.items()}
+
+    try:
+        # cache=True keeps the machine code next to the module (or in the user's cache folder); where no
+        # folder is writable numba refuses it, and compiling once per process is the price.
+        try:
+            functions = build(cache=True)
+        except RuntimeError:
+            functions = build(cache=False)
+    except Exception:  # noqa: BLE001 - any failure of numba leaves the numpy decoder, the same pixels
+        return {}
+    globals().update(functions)
+    return functions
+
+
+def compiled() -> dict | None:
+    """The compiled forms by name (built once per process), or None without numba."""
+    global _compiled
+    if _compiled is None:
+        _compiled = _build()
+    return _compiled or None
+
+
+# Below this many tiles in a process the numpy decoder is kept unless numba is loaded already (the model's
+# kernels load it): importing numba and loading the compiled kernel cost ~0.3 s, about 30 tiles' decoding.
+COMPILE_AFTER_TILES = 24
+_tiles_seen = 0
+
+
+def kernels() -> dict | None:
+    """The compiled forms to use now, or None (no numba, a failed compile or run, or too few tiles yet
+    to pay for loading it)."""
+    global _tiles_seen
+    if _failed:
+        return None
+    if _compiled is None:
+        _tiles_seen += 1
+        if "numba" not in sys.modules and _tiles_seen <= COMPILE_AFTER_TILES:
+            return None
+    return compiled()
+
+
+def disable(reason: str) -> None:
+    """Use the numpy coder from now on (the kernels failed to compile or run on this platform)."""
+    global _failed
+    if not _failed:
+        warnings.warn(f"vaezip: the compiled blend coder is off ({reason}); using the slower numpy form",
+                      RuntimeWarning, stacklevel=2)
+    _failed = True
