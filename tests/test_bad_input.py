@@ -130,7 +130,7 @@ def test_forged_huge_image_with_empty_payload_is_refused_before_any_model_run(go
     """A header claiming 10000x10000 pixels with a consistent bits-back schedule and (almost) no payload: a
     genuine stream with bits-back batches holds at least the encoder's margin of bits, so it is refused from
     the payload size alone: no tile spec list, no model pass (counted, not timed)."""
-    from vaezip import archive
+    from vaezip import unpack
     from vaezip.coding import TorchLatentModel
 
     def forge(obj):
@@ -141,8 +141,8 @@ def test_forged_huge_image_with_empty_payload_is_refused_before_any_model_run(go
     passes = []
     monkeypatch.setattr(TorchLatentModel, "begin", lambda self, *a, **k: passes.append(a) or pytest.fail("model ran"))
     specs = []
-    real_specs = archive.LazyTileSpecs
-    monkeypatch.setattr(archive, "LazyTileSpecs", lambda *a: specs.append(real_specs(*a)) or specs[-1])
+    real_specs = unpack.LazyTileSpecs
+    monkeypatch.setattr(unpack, "LazyTileSpecs", lambda *a: specs.append(real_specs(*a)) or specs[-1])
     version, header, _ = fuzz.split_file(edit_header(good_vz, forge))
     for payload in (b"", struct.pack("<I", 12345)):
         with pytest.raises(IntegrityError, match="payload too small"):

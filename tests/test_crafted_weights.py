@@ -335,10 +335,11 @@ def genuine_vz(tiny_weights, tmp_path_factory):
     from vaezip.api import compress
 
     folder = tmp_path_factory.mktemp("crafted-cli")
-    pixels = np.random.default_rng(1).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    pixels = np.random.default_rng(1).integers(0, 256, (40, 40, 3), dtype=np.uint8)
     path = folder / "genuine.vz"
-    # The model path forced: a classical coding (smaller for noise) would decode without any weights.
-    path.write_bytes(compress(pixels, load_model(tiny_weights[3]), classical=False))
+    # The model path forced, bits-back tiles in it: a classical coding (smaller for noise), or a file whose
+    # every tile went without the model (raw bytes, the predictor), would decode without any weights.
+    path.write_bytes(compress(pixels, load_model(tiny_weights[3]), classical=False, predictor=False))
     return path
 
 

@@ -273,3 +273,43 @@ def test_the_cli_writes_an_older_format_on_request(tiny_weights, tmp_path):
         done = run_cli("compress", GOLDEN / "golden.png", "-o", tmp_path / "bad.vz", "-m", tiny_weights[3], *bad)
         assert done.returncode == 2 and not (tmp_path / "bad.vz").exists(), done.stderr
         assert len(done.stderr.decode().strip().splitlines()) == 1 and b"--format" in done.stderr
+
+
+# Pinned files whose model stream went without the model tile by tile (predictor tiles, or no tiles at all).
+MODEL_FREE = ["format6/predictor.vz", "format5/predictor.vz", "format3/model-alpha.vz", "format3/archive.vz"]
+
+
+@pytest.mark.parametrize("name", MODEL_FREE)
+def test_a_file_whose_tiles_all_went_without_the_model_decodes_without_it_or_torch(name, tiny_weights, tmp_path):
+    """The model the header names is not installed, no model is given, and torch is never imported: the same
+    images as the model's decoder gives."""
+    from vaezip.archive import decode_archive
+    from vaezip.unpack import needs_no_model
+
+    data = (GOLDEN / name).read_bytes()
+    header = read(data)[0]
+    assert header.uses_model and needs_no_model(header)
+    expected = decode_archive(data, load_model(tiny_weights[3]), device="cpu", progress=None)
+    script = (
+        "import sys, numpy as np; sys.path.insert(0, sys.argv[1]);"
+        "from vaezip.api import decompress_images;"
+        "images = decompress_images(open(sys.argv[2], 'rb').read());"
+        "assert not any(m == 'torch' or m.startswith('torch.') for m in sys.modules), 'torch imported';"
+        "np.savez(sys.argv[3], *[np.asarray(image) for _, image in images]); print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(GOLDEN.parents[1]), str(GOLDEN / name),
+                          str(tmp_path / "images.npz")], capture_output=True, text=True, timeout=300)
+    assert out.stdout.strip() == "ok", out.stderr
+    got = np.load(tmp_path / "images.npz")
+    assert len(got.files) == len(expected)
+    for k, (_, image) in enumerate(expected):
+        assert np.array_equal(got[f"arr_{k}"], np.asarray(image)), (name, k)
+
+
+def test_a_file_with_model_tiles_still_needs_its_model():
+    from vaezip.unpack import needs_no_model
+
+    data = (GOLDEN / "format6" / "model.vz").read_bytes()
+    assert not needs_no_model(read(data)[0])
+    result = run_cli("decompress", GOLDEN / "format6" / "model.vz", "-o", "-")
+    assert result.returncode != 0 and b"not installed: pass --model" in result.stderr

@@ -67,7 +67,8 @@ def compress(image, model: LoadedModel | str | None = None, *, name: str = "imag
 
 def decompress_images(data: bytes, model: LoadedModel | str | None = None, *, device: str = "auto", progress=None):
     """.vz bytes -> list of (name, PIL image); raises IntegrityError unless every checksum matches. A file whose
-    images are all coded classically needs no model (and imports no torch); `model` is then not used."""
+    images are all coded classically, or whose every tile went without the model (the predictor's, raw bytes),
+    needs no model (and imports no torch); `model` is then not used."""
     from codec.container import read_versioned
 
     parsed = read_versioned(data)
@@ -75,6 +76,10 @@ def decompress_images(data: bytes, model: LoadedModel | str | None = None, *, de
         from vaezip.classical import decode_without_model
 
         return decode_without_model(parsed[1])
+    from vaezip.unpack import decode_model_free, needs_no_model
+
+    if needs_no_model(parsed[1]):
+        return decode_model_free(data, progress=progress, parsed=parsed)
     from vaezip.archive import decode_archive
 
     return decode_archive(data, model, device=device, progress=progress, parsed=parsed)

@@ -23,33 +23,25 @@ import torch
 
 from codec import bitsback, classic, container, tilekinds
 from codec.ans import Stack, constriction_version
-from codec.errors import CodingError, HeaderError, LimitError
 from codec.header import MODEL, CoderSettings, Header, ImageEntry
 from codec.latents import LatentGrid
-from codec.planes import Histogram, fit_histogram, pop_plane, push_plane
-from codec.tiling import LazyTileSpecs, merge_tiles, split_tiles
+from codec.planes import fit_histogram, push_plane
+from codec.tiling import split_tiles
 from vaezip import __version__
-from vaezip.classical import MAX_FILE_PIXELS, check_file_pixels, check_header, combined_checksum, decode_entry, matches
+from vaezip.classical import MAX_FILE_PIXELS, check_file_pixels, combined_checksum
 from vaezip.classical import smallest_entry
 from vaezip.coding import TorchLatentModel, deterministic_kernels
 from vaezip.config import importance_coding_obstacle
 from vaezip.devices import resolve_device
-from vaezip.errors import CheckpointError, ImageError, IntegrityError
-from vaezip.images import Planes, join_planes, pixel_checksum, split_image
+from vaezip.errors import CheckpointError, ImageError
+from vaezip.images import Planes, pixel_checksum, split_image
 from vaezip.models import LoadedModel, default_model, load_model
 from vaezip.results import CompressResult, ImageReport
+from vaezip.unpack import MAX_BATCH_PIXELS, MAX_TILE, MAX_TILES, count_tiles, decode_file, decode_stream
 
 GRID = LatentGrid()
 DEFAULT_TILE = 32  # pixels per tile side: the shipped models were trained on 32x32 crops and bound best there
-# vaezip's own limits (on top of codec/header.py's), the same when writing and reading, so that a forged header
-# cannot make the decoder build huge tile lists or run the model on a huge batch (docs/ERRORS.md).
 FLOAT_VERSION = 1  # .vz files coded by float inference (read only)
-MAX_TILE = 256  # tile side: one tile must fit a batch (MAX_TILE**2 <= MAX_BATCH_PIXELS)
-# Padded pixels in one batch of tiles (n * Th * Tw): the model's activations for a batch, and its unfolded
-# convolution inputs, are float64 integers. Measured with the photo model, a forged batch took 1.85 GiB over
-# the process's baseline at 2**18 pixels and 0.7 GiB at this limit (4x a default batch of 16 32x32 tiles).
-MAX_BATCH_PIXELS = 2**16
-MAX_TILES = 2**20  # tiles in one file
 __all__ = ["MAX_FILE_PIXELS", "combined_checksum", "decode_archive", "effective_tile", "encode_archive"]
 
 
@@ -66,10 +58,6 @@ def _resolve_device(name: str, recorded: str | None = None) -> torch.device:
     if name == "auto" and recorded in ("cpu", "cuda"):
         name = recorded if recorded == "cpu" or torch.cuda.is_available() else "cpu"
     return resolve_device(name)
-
-
-def _model_channels(mode: str) -> int:
-    return 1 if mode in ("L", "LA") else 3
 
 
 @dataclass
@@ -128,7 +116,7 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
     tile = effective_tile(tile, stride)
     max_batch = max(1, min(max_batch, MAX_BATCH_PIXELS // (tile * tile)))
     everyone = list(range(len(split)))
-    tiles_needed = sum(_count_tiles(item.planes.height, item.planes.width, tile) for item in split
+    tiles_needed = sum(count_tiles(item.planes.height, item.planes.width, tile) for item in split
                        if item.planes.model_plane is not None)
     if tiles_needed > MAX_TILES and not classical:
         raise ImageError(f"{tiles_needed} tiles, more than {MAX_TILES} in one file: use a larger --tile")
@@ -401,142 +389,28 @@ def _model_for(header: Header, model) -> LoadedModel:
 
 
 def decode_archive(data: bytes, model, *, device, progress, parsed=None):
-    version, header, words = parsed or container.read_versioned(data)
-    check_header(header)
-    # The classical images first: cheap, and a damaged one is found before any model work.
-    decoded = {k: decode_entry(entry) for k, entry in enumerate(header.images) if entry.coding != MODEL}
-    if not header.uses_model:
-        target, integer = None, True
-    else:
-        target, integer, images = _decode_model(version, header, words, model, device, progress)
-        decoded.update(images)
-    results = [(entry.name, decoded[k]) for k, entry in enumerate(header.images)]
-    if not matches(header, (pixel_checksum(image) for _, image in results)):
-        names = results[0][0] if len(results) == 1 else f"{len(results)} images"
-        raise IntegrityError(f"{names}: decoded pixels do not match the checksum; {_likely_cause(header, target, integer)}")
-    return results
+    return decode_file(data, lambda version, header, words: _decode_model(version, header, words, model, device,
+                                                                          progress), parsed)
 
 
 def _decode_model(version: int, header: Header, words: np.ndarray, model, device: str, progress):
-    """The model-coded images of a file: (device, integer, {image index: image})."""
+    """The model-coded images of a file through its model: ({image index: image}, the likely cause of a failure)."""
     loaded = _model_for(header, model)
     integer = version != FLOAT_VERSION
     recorded = header.coder.extra.get("device")
     # A float file decodes best where it was made; an integer file anywhere.
     target = _resolve_device(device, recorded if isinstance(recorded, str) and not integer else None)
     coder_model = TorchLatentModel(loaded.model, target, integer=integer)
-    channels, stride, tile = loaded.model.config.image_channels, loaded.model.config.stride, header.coder.tile
+    grid = LatentGrid(header.coder.grid_step, header.coder.grid_bound)
 
-    indices = [k for k, entry in enumerate(header.images) if entry.coding == MODEL]
-    entries = [header.images[k] for k in indices]
-    planes_of = []
-    for entry in entries:
-        _check_entry(entry)
-        histograms = entry.info.get("planes", {})
-        uses_model = "index" not in histograms
-        if uses_model and _model_channels(entry.mode) != channels:
-            raise CodingError(f"{entry.name}: mode {entry.mode} does not match the model's {channels} channels")
-        planes_of.append(uses_model)
-    if tile > MAX_TILE:
-        raise LimitError(f"tile = {tile} outside vaezip's limit {MAX_TILE}")
-    # Count before building anything: the schedule must cover exactly the tiles the images need.
-    needed = sum(_count_tiles(e.height, e.width, tile) for e, uses in zip(entries, planes_of) if uses)
-    if needed > MAX_TILES:
-        raise LimitError(f"{needed} tiles, more than vaezip's limit {MAX_TILES}")
-    scheduled = sum(n for _, n in header.coder.schedule)
-    if scheduled != needed:
-        raise CodingError(f"the schedule covers {scheduled} tiles, the images need {needed}")
-    sizes = [(e.height, e.width) for e, uses in zip(entries, planes_of) if uses]
-    specs = LazyTileSpecs(channels, sizes, tile, stride)  # nothing per tile is built before it is decoded
-    counts = [_count_tiles(e.height, e.width, tile) if uses else 0 for e, uses in zip(entries, planes_of)]
-    batch_start = 0
-    for kind, n in header.coder.schedule:
-        _, th, tw = specs[batch_start].shape
-        if n * th * tw > MAX_BATCH_PIXELS:
-            raise LimitError(f"a batch of {n} tiles of {th}x{tw} is more than vaezip's limit of {MAX_BATCH_PIXELS} pixels")
-        rows = n * tilekinds.BY_NAME[kind].samples  # an importance-weighted batch runs the model on K rows a tile
-        if n > 1 and rows * th * tw > MAX_BATCH_PIXELS:
-            raise LimitError(f"a batch of {n} tiles of {th}x{tw} with {rows // n} samples each is more than vaezip's "
-                             f"limit of {MAX_BATCH_PIXELS} pixels")
-        batch_start += n
-    stack = Stack.from_words(words)
-
-    # An empty stack is no proof of damage: a black tile costs no payload at all, so whole files of black
-    # images are empty. What a genuine stream must hold is checked where it is certain: bits-back batches
-    # need bits on the stack (bitsback.check_payload_size, before any model run, and before every such batch),
-    # and every image ends with its checksum.
-    try:
+    def decode(stack: Stack, schedule: list, specs) -> list:
         with deterministic_kernels(pin_threads=not integer):
-            grid = LatentGrid(header.coder.grid_step, header.coder.grid_bound)
-            tiles = bitsback.decode_tiles(stack, list(header.coder.schedule), specs, coder_model, grid, progress)
-        side: list[dict[str, np.ndarray]] = [{} for _ in entries]
-        for index in reversed(range(len(entries))):
-            entry = entries[index]
-            histograms = entry.info.get("planes", {})
-            for plane_name in reversed(list(histograms)):
-                if "coding" in histograms[plane_name]:  # classically coded, beside the stack
-                    continue
-                histogram = Histogram.from_dict(histograms[plane_name])
-                if not histogram.is_constant and stack.is_empty():
-                    raise CodingError(f"payload exhausted before the {plane_name} plane of {entry.name}")
-                side[index][plane_name] = pop_plane(stack, histogram, (entry.height, entry.width))
-    except CodingError as error:
-        raise IntegrityError(f"decoding failed ({error}); {_likely_cause(header, target, integer)}") from None
-    if not stack.is_empty():
-        raise IntegrityError(f"payload not fully consumed; {_likely_cause(header, target, integer)}")
+            return bitsback.decode_tiles(stack, schedule, specs, coder_model, grid, progress)
 
-    for index, entry in enumerate(entries):
-        side[index].update(_classical_side_planes(entry))
-    images, start = {}, 0
-    for index, entry in enumerate(entries):
-        model_plane = None
-        if planes_of[index]:
-            model_plane = merge_tiles(tiles[start : start + counts[index]], entry.height, entry.width, tile)
-            start += counts[index]
-        info = {key: value for key, value in entry.info.items() if key != "planes"}
-        planes = Planes(entry.mode, entry.width, entry.height, model_plane, side[index], entry.palette, info)
-        try:
-            images[indices[index]] = join_planes(planes)
-        except (KeyError, ValueError, TypeError, IndexError, AttributeError) as error:
-            raise IntegrityError(
-                f"{entry.name}: cannot rebuild the image ({type(error).__name__}: {error}); "
-                f"{_likely_cause(header, target, integer)}"
-            ) from None
-    return target, integer, images
-
-
-def _count_tiles(height: int, width: int, tile: int) -> int:
-    return -(-height // tile) * -(-width // tile)
-
-
-def _classical_side_planes(entry: ImageEntry) -> dict[str, np.ndarray]:
-    """The side planes of a model-coded image that are coded classically, from its data, in plane order."""
-    planes, start = {}, 0
-    for plane_name, plane in entry.info.get("planes", {}).items():
-        if "coding" in plane:
-            data = entry.data[start : start + plane["length"]]
-            start += plane["length"]
-            try:
-                planes[plane_name] = classic.decode(plane["coding"], data, entry.height, entry.width, 1)
-            except CodingError as error:
-                raise IntegrityError(f"{entry.name}: its {plane_name} plane does not decode ({error}); the file "
-                                     "is damaged") from None
-    return planes
-
-
-def _check_entry(entry: ImageEntry) -> None:
-    """What the model path adds to a model-coded image entry (check_header has checked the rest)."""
-    histograms = entry.info.get("planes", {})
-    if not isinstance(histograms, dict) or not all(isinstance(h, dict) for h in histograms.values()):
-        raise HeaderError(f"bad header: {entry.name}: 'planes' must map plane names to histograms")
-    classical = [h for h in histograms.values() if "coding" in h]
-    if any(set(h) != {"coding", "length"} or h["coding"] not in classic.CODINGS or type(h["length"]) is not int
-           or h["length"] < 0 for h in classical) or sum(h["length"] for h in classical) != len(entry.data):
-        raise HeaderError(f"bad header: {entry.name}: classically coded planes must name a coding and the "
-                          "lengths of the image's data")
-    allowed = {"LA": {"alpha"}, "RGBA": {"alpha"}, "P": {"index"}}.get(entry.mode, set())
-    if not set(histograms) <= allowed:
-        raise HeaderError(f"bad header: {entry.name}: planes {sorted(histograms)} do not fit mode {entry.mode}")
+    cause = _likely_cause(header, target, integer)
+    config = loaded.model.config
+    return decode_stream(header, words, channels=config.image_channels, stride=config.stride, decode=decode,
+                         cause=cause), cause
 
 
 def _likely_cause(header: Header, device: torch.device | None, integer: bool) -> str:
