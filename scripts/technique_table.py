@@ -8,11 +8,12 @@ steps, data and seed, one thread each), one row per technique and one for their 
 - all of them that apply together (warm-up + balancing + residual posterior + multi-scale head).
 
 For each: training images/s, the tiled bound (32x32 tiles, as files are cut) on the held-out sets of the data
-set, and for Imagenette32 the achieved rate of one real archive of the held-out images (every image through the
+set, and for Imagenette32 and MNIST the achieved rate of one real archive of the held-out images (every image through the
 model, decoded and compared) with its coding speed.
 
     python scripts/technique_table.py --set imagenette32 [--steps 2000] [--images 300]
     python scripts/technique_table.py --set photos --steps 1000
+    python scripts/technique_table.py --set mnist --steps 400
 
 Needs ../shared/data. Writes OUT/SET.md and OUT/SET.csv (OUT: docs/results/techniques); the runs go under
 --work.
@@ -47,6 +48,7 @@ from vaezip.train import train  # noqa: E402
 SETS = {
     "imagenette32": ("imagenette32-train", ("imagenette32-val",), True),
     "photos": ("photos-train", ("photos-train-val", "kodak"), False),
+    "mnist": ("mnist-train", ("mnist-test",), True),
 }
 CONTEXT_WIDTH = 32
 
