@@ -9,8 +9,9 @@ achieved rate of one real archive of them through the model path with plain bits
 bits-back of K samples (`compress --samples K`), decoded and compared, with its coding speed.
 
     python scripts/importance_training_table.py [--steps 2000] [--samples 4] [--images 300]
+    python scripts/importance_training_table.py --set mnist --steps 400
 
-Needs ../shared/data. Writes OUT/table.md and OUT/table.csv (OUT: docs/results/importance-training); the
+Needs ../shared/data. Writes OUT/table.md and OUT/table.csv (--set mnist: OUT/mnist.md, .csv) (OUT: docs/results/importance-training); the
 runs go under --work.
 """
 
@@ -41,11 +42,12 @@ from vaezip.data import load  # noqa: E402
 from vaezip.evaluate import evaluate, repeatable_sampling  # noqa: E402
 from vaezip.train import train  # noqa: E402
 
-TRAIN_SET, TEST_SET = "imagenette32-train", "imagenette32-val"
+SETS = {"imagenette32": ("imagenette32-train", "imagenette32-val"), "mnist": ("mnist-train", "mnist-test")}
 
 
 def importance_bound(model, images: np.ndarray, samples: int, batch: int = 50) -> float:
-    """The K-sample importance-weighted bound of 32x32 images (N, 32, 32, C) uint8 in bits per subpixel."""
+    """The K-sample importance-weighted bound of images (N, H, W, C) uint8 (one tile each: 32x32, MNIST's 28x28)
+    in bits per subpixel."""
     nats = 0.0
     with repeatable_sampling(0, "cpu"), torch.no_grad():
         for start in range(0, len(images), batch):
@@ -56,9 +58,10 @@ def importance_bound(model, images: np.ndarray, samples: int, batch: int = 50) -
 
 
 def measure(name: str, steps: int, samples: int, images: np.ndarray, args) -> dict:
-    run = args.work / f"{args.preset}-{steps}-k{samples}"
+    run = args.work / f"{args.preset}-{steps}-k{samples}" if args.set == "imagenette32" else \
+        args.work / f"{args.set}-{args.preset}-{steps}-k{samples}"
     started = time.process_time()
-    summary = train(run, TRAIN_SET, get_preset(args.preset), steps=steps, resume=run.exists(),
+    summary = train(run, SETS[args.set][0], get_preset(args.preset), steps=steps, resume=run.exists(),
                     train_overrides=dict(seed=0, val_images=200, val_every=10**9, checkpoint_every=10**9,
                                          kl_warmup_steps=max(1, steps // 4), importance_samples=samples),
                     coded_validation=None)
@@ -72,7 +75,7 @@ def measure(name: str, steps: int, samples: int, images: np.ndarray, args) -> di
            f"IW bound K={k}": round(importance_bound(model, images, k), 4),
            # what one tile's latents pop: a stream holds that much before its first bits-back tile (K times it
            # before its first importance-weighted one)
-           "initial bits / tile": round(mean_initial_bits(loaded, list(images))[0])}
+           "initial bits / tile": round(mean_initial_bits(loaded, list(images), whole=args.set == "imagenette32")[0])}
     for count in (1, k):
         coded = coded_archive(name, loaded, list(images), samples=count)
         row.update({f"achieved K={count}": coded["achieved bpsp"],
@@ -82,6 +85,7 @@ def measure(name: str, steps: int, samples: int, images: np.ndarray, args) -> di
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--set", choices=list(SETS), default="imagenette32")
     parser.add_argument("--steps", type=int, default=2000, help="the ELBO's training steps")
     parser.add_argument("--samples", type=int, default=4, help="K: training samples and coding samples")
     parser.add_argument("--preset", default="tiny")
@@ -90,7 +94,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/vaezip-importance-training"))
     args = parser.parse_args()
     torch.set_num_threads(1)
-    images = np.stack([np.asarray(image) for image in load(TEST_SET, limit=args.images)])
+    images = np.stack([np.asarray(image) for image in load(SETS[args.set][1], limit=args.images)])
+    if images.ndim == 3:  # grey: (N, H, W) -> (N, H, W, 1)
+        images = images[..., None]
     k = args.samples
     plan = [("ELBO (K = 1)", args.steps, 1),
             (f"IW, K = {k}, equal time", args.steps // k, k),
@@ -104,18 +110,21 @@ def main() -> None:
 
 def write_table(rows: list[dict], args) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
-    with open(args.out / "table.csv", "w", newline="") as handle:
+    stem = "table" if args.set == "imagenette32" else args.set
+    with open(args.out / f"{stem}.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    command = " ".join(["python", "scripts/importance_training_table.py", "--steps", str(args.steps), "--samples",
-                        str(args.samples), "--images", str(args.images)])
-    lines = [f"`{command}`: preset {args.preset}, seed 0 on {TRAIN_SET}, KL warm-up over the first quarter of "
+    command = " ".join(["python", "scripts/importance_training_table.py"] + ([] if args.set == "imagenette32" else
+                       ["--set", args.set]) + ["--steps", str(args.steps), "--samples", str(args.samples), "--images",
+                       str(args.images)])
+    train_set, test_set = SETS[args.set]
+    lines = [f"`{command}`: preset {args.preset}, seed 0 on {train_set}, KL warm-up over the first quarter of "
              f"each run's steps, one CPU thread ({platform.machine()}, torch {torch.__version__}); the first "
-             f"{args.images} images of {TEST_SET} (32x32, one tile each).", "",
+             f"{args.images} images of {test_set} (one tile each).", "",
              "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     lines += ["| " + " | ".join(str(value) for value in row.values()) + " |" for row in rows]
-    (args.out / "table.md").write_text("\n".join(lines) + "\n")
+    (args.out / f"{stem}.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
