@@ -1,2 +1,2 @@
 """Entropy coding and the .vz container: numpy + constriction (never torch); numba, where installed, compiles the
-blend predictor's coder (blend_kernel.py: the same bits without it)."""
+blend predictor's coder (kernels.py: the same bits without it)."""

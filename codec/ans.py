@@ -20,6 +20,7 @@ from typing import Iterator
 import constriction
 import numpy as np
 
+from codec import kernels
 from codec.errors import CodingError
 
 _AnsCoder = constriction.stream.stack.AnsCoder
@@ -188,6 +189,13 @@ def frequency_tables(rows: np.ndarray) -> Tables:
 # ---------------------------------------------------------------------------------------------------- stack
 
 
+# Handing the compiled kernels a stack that constriction holds copies its words out (and back when constriction
+# next needs them): ~1 ns a word against the numpy predictor's ~3.4 us a value. Beyond this many words per
+# value the kernels are not used (a stack of 3 MiB for a 32x32 colour tile), so that the copies never cost a
+# large file more than the kernels save; runs of kernel work pass the words on without copies.
+COPY_WORDS_PER_VALUE = 256
+
+
 def _head_words(head: int) -> np.ndarray:
     """The words constriction appends for its head when it hands out the compressed data: up to the highest
     nonzero one, low word first (none for an empty coder)."""
@@ -198,7 +206,7 @@ def _head_words(head: int) -> np.ndarray:
 @dataclass(frozen=True)
 class RawParts:
     """constriction's AnsCoder as its parts, for a coder that pushes and pops them itself
-    (codec/blend_kernel.py): the 64-bit head and the bulk of words below it, buffer[:length] (uint32; the
+    (codec/kernels.py): the 64-bit head and the bulk of words below it, buffer[:length] (uint32; the
     buffer may have room past it). Where the bulk is not empty the head is at least 2**32 (the coder's
     invariant); AnsCoder(words()) reads the same head and bulk back."""
 
@@ -234,7 +242,7 @@ class RawParts:
 class Stack:
     """A stack of compressed bits (ANS). All arrays are 1-D, one entry per symbol.
 
-    It lives in constriction's AnsCoder, or, after a compiled coder worked on it (codec/blend_kernel.py), as
+    It lives in constriction's AnsCoder, or, after a compiled coder worked on it (codec/kernels.py), as
     that coder's raw parts until constriction is needed again: consecutive predictor tiles then pass the
     stack's words on without copying them."""
 
@@ -289,6 +297,15 @@ class Stack:
         """The stack is now `parts` (a compiled coder's result)."""
         parts.check()
         self._ans, self._raw = None, parts
+
+    def kernel_forms(self, values: int) -> dict | None:
+        """The compiled kernels (codec/kernels.py) to code `values` values on this stack, or None where the
+        numpy coder should: no numba yet, or a stack that constriction holds and is so large that copying its
+        words out (and back) would cost more than the kernels save."""
+        forms = kernels.ready()
+        if forms is None or (self._raw is None and self.num_bits() // 32 > COPY_WORDS_PER_VALUE * values):
+            return None
+        return forms
 
     def clone(self) -> "Stack":
         if self._raw is not None:

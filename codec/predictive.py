@@ -28,7 +28,7 @@ LAPLACE on Kodak's tiles (see "the blend" below).
 
 Pixel (y, x) depends only on pixels of wavefront 2y' + x' < 2y + x, so the decoder pops a whole wavefront at
 a time (2h + w - 2 of them, channel by channel), not h x w pixels one by one. Where numba is installed a
-BLEND tile is coded instead by codec/blend_kernel.py, pixel by pixel in one compiled call: the same bits. Encoder and decoder compute
+BLEND tile is coded instead by codec/kernels.py, pixel by pixel in one compiled call: the same bits. Encoder and decoder compute
 every number with the same elementwise float64 operations (+, -, *, /, abs, min, max: exactly rounded, no
 transcendental functions), so both sides give constriction identical means and stds on any machine. The
 Laplace tables add codec/exact.py's exp and running products, built from exactly rounded operations too.
@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from codec import blend_kernel
+from codec import kernels
 from codec.ans import RawParts, Stack, Tables, check_tables
 from codec.errors import CodingError
 from codec.exact import deterministic_exp
@@ -398,7 +398,7 @@ def _blend_positions(frame, errors, residuals, at, sources, around) -> tuple[np.
 
 def _blend_decoder(stack: Stack, values: np.ndarray, top: int, left: int) -> np.ndarray:
     """Pop a tile pushed with BLEND into the frame `values` (C, H, W) (context filled in, tile zeros): in one
-    compiled call where numba is there (codec/blend_kernel.py), else wavefront by wavefront; the same pixels."""
+    compiled call where numba is there (codec/kernels.py), else wavefront by wavefront; the same pixels."""
     compiled = _blend_compiled(stack, values, top, left, encode=False)
     if compiled is not None:
         return compiled
@@ -420,22 +420,15 @@ def _blend_decoder(stack: Stack, values: np.ndarray, top: int, left: int) -> np.
     return frame[:, :-1].reshape(values.shape)[:, top:, left:].astype(np.uint8)
 
 
-# Handing the kernels a stack that constriction holds copies its words out (and back when constriction next
-# needs them): ~1 ns a word against the numpy coder's ~3.4 us a value. Beyond this many words per value of the
-# tile the numpy coder runs instead (a stack of 3 MiB for a 32x32 colour tile), so that the copies never cost
-# a large file more than the kernels save (runs of predictor tiles pass the words on without copies).
-COPY_WORDS_PER_VALUE = 256
-
-
 def _blend_compiled(stack: Stack, values: np.ndarray, top: int, left: int, encode: bool) -> np.ndarray | None:
-    """A BLEND tile coded by the compiled kernels (codec/blend_kernel.py) instead of the numpy coder, the same
+    """A BLEND tile coded by the compiled kernels (codec/kernels.py) instead of the numpy coder, the same
     bits: popped into the frame `values` (C, H, W) (context filled in, tile zeros) and its pixels returned, or,
     with `encode`, the tile `values` holds pushed and its pixels returned. None where the kernels are not to
     be used (the stack untouched)."""
-    kernels = blend_kernel.kernels()
     channels, height, width = values.shape
     count = channels * (height - top) * (width - left)  # values to code
-    if kernels is None or (not stack.in_raw_parts and stack.num_bits() // 32 > COPY_WORDS_PER_VALUE * count):
+    forms = stack.kernel_forms(count)
+    if forms is None:
         return None
     frame, errors, residuals = _blend_frames(values)
     _blend_context(frame, errors, residuals, height, width, top, left)
@@ -446,14 +439,14 @@ def _blend_compiled(stack: Stack, values: np.ndarray, top: int, left: int, encod
     coded = np.empty((2, count if encode else 0), dtype=np.int64)  # (table row, value) per value, in pop order
     parts = stack.raw_parts(room=count if encode else 0)  # a push writes at most one word per value
     try:
-        position, head = kernels["_code_tile"](
+        position, head = forms["_code_tile"](
             frame, errors, residuals, positions, fronts, sources, around, _BLEND_STD_WEIGHTS, _BLEND_GAINS,
             BLEND_ERROR_DIAGONAL, BLEND_ERROR_FLOOR, edges, cumulative, _LEVELS, parts.buffer, parts.length,
             np.uint64(parts.head), coded, encode)
         if encode:
-            position, head = kernels["_push"](cumulative, coded[0], coded[1], parts.buffer, position, np.uint64(head))
+            position, head = forms["_push"](cumulative, coded[0], coded[1], parts.buffer, position, np.uint64(head))
     except Exception as error:  # noqa: BLE001 - numba's first-call compile failing on this platform
-        blend_kernel.disable(f"{type(error).__name__}: {error}")
+        kernels.disable(f"{type(error).__name__}: {error}")
         return None
     stack.set_raw_parts(RawParts(int(head), parts.buffer, position))
     return frame[:, :-1].reshape(values.shape)[:, top:, left:].astype(np.uint8)
@@ -481,7 +474,7 @@ def _blend_pop_order(height: int, width: int, top: int, left: int) -> tuple[np.n
 def _every_cumulative(first: int, count: int) -> np.ndarray:
     """constriction's left cumulative frequencies of every row of _every_table (count * 256, 257), read-only:
     what the compiled kernels code with."""
-    cumulative = blend_kernel.left_cumulatives(_every_table(first, count)[0].rows)
+    cumulative = kernels.left_cumulatives(_every_table(first, count)[0].rows)
     cumulative.flags.writeable = False
     return cumulative
 

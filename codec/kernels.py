@@ -16,7 +16,7 @@ frequencies are computed once, in float32 as constriction computes them (`left_c
 kernels, compiled and as plain Python, to the numpy coder and to constriction, on pushed values and on
 arbitrary words.
 
-Without numba, or where its compile fails, `kernels()` is None and predictive.py's numpy coder runs: the same
+Without numba, or where its compile fails, `ready()` is None and predictive.py's numpy coder runs: the same
 bits, slower."""
 
 from __future__ import annotations
@@ -48,6 +48,29 @@ def left_cumulatives(rows: np.ndarray) -> np.ndarray:
     return cumulative
 
 
+def _ans_pop(state, quantile, left, probability, words, position):
+    """constriction's AnsCoder.decode_symbol after its model's quantile function: the head without the popped
+    symbol (`quantile` its low bits, in [left, left + probability)), refilled from the bulk's top word where it
+    fell below 2**32. Returns (position, state)."""
+    state = (state >> np.uint64(PRECISION)) * np.uint64(probability) + np.uint64(quantile - left)
+    if state < np.uint64(1 << WORD_BITS) and position > 0:
+        position -= 1
+        state = (state << np.uint64(WORD_BITS)) | np.uint64(words[position])
+    return position, state
+
+
+def _ans_push(state, left, probability, words, position):
+    """constriction's AnsCoder.encode_symbol of a symbol in [left, left + probability): the head's low word
+    moved to the bulk first where the head would overflow. Returns (position, state)."""
+    probability = np.uint64(probability)
+    if (state >> np.uint64(2 * WORD_BITS - PRECISION)) >= probability:
+        words[position] = np.uint32(state & np.uint64((1 << WORD_BITS) - 1))
+        position += 1
+        state = state >> np.uint64(WORD_BITS)
+    state = ((state // probability) << np.uint64(PRECISION)) | (np.uint64(left) + state % probability)
+    return position, state
+
+
 def _pop(cumulative, row, words, position, state):
     """One symbol popped with table row `row` of `cumulative`: (symbol, position, state) after it, as
     constriction's AnsCoder.decode_symbol with the lazy categorical model. `words[:position]` is the bulk;
@@ -61,11 +84,7 @@ def _pop(cumulative, row, words, position, state):
         else:
             high = middle - 1
     left = cumulative[row, low]
-    probability = cumulative[row, low + 1] - left
-    state = (state >> np.uint64(PRECISION)) * np.uint64(probability) + np.uint64(quantile - left)
-    if state < np.uint64(1 << WORD_BITS) and position > 0:
-        position -= 1
-        state = (state << np.uint64(WORD_BITS)) | np.uint64(words[position])
+    position, state = _ans_pop(state, quantile, left, cumulative[row, low + 1] - left, words, position)
     return low, position, state
 
 
@@ -76,12 +95,7 @@ def _push(cumulative, rows, symbols, words, position, state):
     Returns (position, state) afterwards."""
     for n in range(len(rows) - 1, -1, -1):
         left = cumulative[rows[n], symbols[n]]
-        probability = np.uint64(cumulative[rows[n], symbols[n] + 1] - left)
-        if (state >> np.uint64(2 * WORD_BITS - PRECISION)) >= probability:
-            words[position] = np.uint32(state & np.uint64((1 << WORD_BITS) - 1))
-            position += 1
-            state = state >> np.uint64(WORD_BITS)
-        state = ((state // probability) << np.uint64(PRECISION)) | (np.uint64(left) + state % probability)
+        position, state = _ans_push(state, left, cumulative[rows[n], symbols[n] + 1] - left, words, position)
     return position, state
 
 
@@ -183,14 +197,14 @@ def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std
     return position, state
 
 
-PYTHON_FORMS = {"_pop": _pop, "_push": _push, "_code_tile": _code_tile}
+PYTHON_FORMS = {function.__name__: function for function in (_ans_pop, _ans_push, _pop, _push, _code_tile)}
 _compiled: dict | None = None  # the numba forms once built ({} where they cannot be)
 _failed = False
 
 
 def _build() -> dict:
     """numba versions of the functions above (compiled at their first call), bound in this module's globals
-    so that _code_tile calls the compiled _pop; {} without numba."""
+    so that the compiled ones call each other; {} without numba."""
     try:
         import numba
     except ImportError:  # pragma: no cover - exercised only where numba is missing
@@ -221,21 +235,22 @@ def compiled() -> dict | None:
     return _compiled or None
 
 
-# Below this many tiles in a process the numpy decoder is kept unless numba is loaded already (the model's
-# kernels load it): importing numba and loading the compiled kernel cost ~0.3 s, about 30 tiles' decoding.
-COMPILE_AFTER_TILES = 24
-_tiles_seen = 0
+# Below this many calls (predictor tiles) in a process the numpy coder is kept unless numba is loaded already
+# (the model's kernels load it): importing numba and loading the compiled kernels cost ~0.3 s, about 30
+# predictor tiles' decoding.
+COMPILE_AFTER_CALLS = 24
+_calls_seen = 0
 
 
-def kernels() -> dict | None:
-    """The compiled forms to use now, or None (no numba, a failed compile or run, or too few tiles yet
-    to pay for loading it)."""
-    global _tiles_seen
+def ready() -> dict | None:
+    """The compiled forms to use now, or None (no numba, a failed compile or run, or too few calls yet to pay
+    for loading them)."""
+    global _calls_seen
     if _failed:
         return None
     if _compiled is None:
-        _tiles_seen += 1
-        if "numba" not in sys.modules and _tiles_seen <= COMPILE_AFTER_TILES:
+        _calls_seen += 1
+        if "numba" not in sys.modules and _calls_seen <= COMPILE_AFTER_CALLS:
             return None
     return compiled()
 

@@ -1,5 +1,5 @@
-"""codec.blend_kernel: the compiled blend decoder pops exactly what constriction pops and decodes exactly the
-pixels, and leaves exactly the stack, of predictive.py's numpy decoder."""
+"""codec.kernels: the compiled coders push and pop exactly what constriction does, and the blend predictor's
+compiled coder codes exactly the bits of predictive.py's numpy coder."""
 
 import os
 import subprocess
@@ -10,12 +10,20 @@ import numpy as np
 import pytest
 from codec_toymodel import smooth_image
 
-from codec import blend_kernel, predictive
+from codec import ans, kernels, predictive
 from codec.ans import RawParts, Stack
 
 HERE = Path(__file__).parent
-python_pop = blend_kernel.PYTHON_FORMS["_pop"]
-compiled = pytest.mark.skipif(blend_kernel.compiled() is None, reason="numba is not installed: the numpy decoder runs")
+python_pop = kernels.PYTHON_FORMS["_pop"]
+compiled = pytest.mark.skipif(kernels.compiled() is None, reason="numba is not installed: the numpy decoder runs")
+
+
+@pytest.fixture
+def plain(monkeypatch):
+    """The kernels as plain Python, calling each other as plain Python (numba not needed)."""
+    for name, function in kernels.PYTHON_FORMS.items():
+        monkeypatch.setitem(kernels.__dict__, name, function)
+    return kernels.PYTHON_FORMS
 
 
 def random_words(rng, n: int) -> np.ndarray:
@@ -39,7 +47,7 @@ def frequency_rows(rng, n: int) -> np.ndarray:
 def python_pops(stack: Stack, rows: np.ndarray) -> np.ndarray:
     """Pop one symbol per row with the kernel's _pop (plain Python) and leave the stack as it pops it."""
     parts = stack.raw_parts()
-    cumulative, state, position, symbols = blend_kernel.left_cumulatives(rows), np.uint64(parts.head), parts.length, []
+    cumulative, state, position, symbols = kernels.left_cumulatives(rows), np.uint64(parts.head), parts.length, []
     for row in range(len(rows)):
         symbol, position, state = python_pop(cumulative, row, parts.buffer, position, state)
         symbols.append(symbol)
@@ -70,7 +78,7 @@ def test_a_head_that_breaks_the_coders_invariant_is_refused():
 
 
 @pytest.mark.parametrize("below", [0, 2, 40])
-def test_the_kernels_pop_is_constrictions_on_pushed_symbols(below):
+def test_the_kernels_pop_is_constrictions_on_pushed_symbols(below, plain):
     rng = np.random.default_rng(below + 1)
     rows = frequency_rows(rng, 400)
     symbols = np.array([rng.choice(256, p=row / row.sum()) for row in rows.astype(np.float64)], dtype=np.int32)
@@ -83,7 +91,7 @@ def test_the_kernels_pop_is_constrictions_on_pushed_symbols(below):
 
 
 @pytest.mark.parametrize("words", [0, 1, 2, 5, 300])
-def test_the_kernels_pop_is_constrictions_on_any_words(words):
+def test_the_kernels_pop_is_constrictions_on_any_words(words, plain):
     """Popping what was never pushed (arbitrary quantiles, an emptying stack): the same symbols, the same stack."""
     rng = np.random.default_rng(words + 7)
     rows = frequency_rows(rng, 600)
@@ -107,13 +115,13 @@ def tiles(rng):
                     yield tile, predictive.Context(above, beside, corner)
 
 
-def decode_with(kernels, monkeypatch, stack: Stack, shape, context) -> np.ndarray:
-    monkeypatch.setattr(blend_kernel, "kernels", lambda: kernels)
+def decode_with(forms, monkeypatch, stack: Stack, shape, context) -> np.ndarray:
+    monkeypatch.setattr(kernels, "ready", lambda: forms)
     return predictive.decode(stack, *shape, context, predictive.BLEND)
 
 
-def encode_with(kernels, monkeypatch, stack: Stack, tile, context) -> None:
-    monkeypatch.setattr(blend_kernel, "kernels", lambda: kernels)
+def encode_with(forms, monkeypatch, stack: Stack, tile, context) -> None:
+    monkeypatch.setattr(kernels, "ready", lambda: forms)
     predictive.encode(stack, tile, context, predictive.BLEND)
 
 
@@ -122,14 +130,14 @@ def test_the_compiled_coder_writes_and_reads_the_numpy_coders_bits(monkeypatch):
     """Pushed by the kernels and by numpy + constriction: the same words; popped by each: the same pixels and
     stack."""
     rng = np.random.default_rng(3)
-    kernels = blend_kernel.compiled()
+    forms = kernels.compiled()
     for tile, context in tiles(rng):
         below = random_words(rng, 3)
         fast, slow = Stack.from_words(below), Stack.from_words(below)
-        encode_with(kernels, monkeypatch, fast, tile, context)
+        encode_with(forms, monkeypatch, fast, tile, context)
         encode_with(None, monkeypatch, slow, tile, context)
         assert np.array_equal(fast.words(), slow.words())
-        assert np.array_equal(decode_with(kernels, monkeypatch, fast, tile.shape, context), tile)
+        assert np.array_equal(decode_with(forms, monkeypatch, fast, tile.shape, context), tile)
         assert np.array_equal(decode_with(None, monkeypatch, slow, tile.shape, context), tile)
         assert np.array_equal(fast.words(), slow.words()) and np.array_equal(fast.words(), below)
 
@@ -139,20 +147,19 @@ def test_the_compiled_decoder_gives_the_numpy_decoders_pixels_from_any_words(mon
     """Every pop's mean and std (and so every table row) must be the numpy decoder's: from arbitrary words the
     pixels depend on each of them, and a single difference shows."""
     rng = np.random.default_rng(4)
-    kernels = blend_kernel.compiled()
+    forms = kernels.compiled()
     for tile, context in tiles(rng):
         data = random_words(rng, int(rng.integers(0, 400)))
         fast, slow = Stack.from_words(data), Stack.from_words(data)
-        got = decode_with(kernels, monkeypatch, fast, tile.shape, context)
+        got = decode_with(forms, monkeypatch, fast, tile.shape, context)
         assert np.array_equal(got, decode_with(None, monkeypatch, slow, tile.shape, context))
         assert np.array_equal(fast.words(), slow.words())
 
 
-def test_the_kernels_as_plain_python_code_the_numpy_coders_bits(monkeypatch):
+def test_the_kernels_as_plain_python_code_the_numpy_coders_bits(monkeypatch, plain):
     """The kernels' logic, without numba: the same words and pixels on small tiles."""
     rng = np.random.default_rng(5)
-    kernels = blend_kernel.PYTHON_FORMS
-    monkeypatch.setitem(blend_kernel.__dict__, "_pop", python_pop)
+    forms = plain
     for channels, (height, width), which in [(3, (5, 6), "above+left"), (1, (4, 3), "left"), (4, (2, 5), "")]:
         image = smooth_image(rng, channels, height + 1, width + 1, noise=5.0)
         tile = np.ascontiguousarray(image[:, 1:, 1:])
@@ -160,12 +167,12 @@ def test_the_kernels_as_plain_python_code_the_numpy_coders_bits(monkeypatch):
         beside = image[:, 1:, 0] if "left" in which else None
         context = predictive.Context(above, beside, image[:, 0, 0] if above is not None and beside is not None else None)
         fast, slow = Stack(), Stack()
-        encode_with(kernels, monkeypatch, fast, tile, context)
+        encode_with(forms, monkeypatch, fast, tile, context)
         encode_with(None, monkeypatch, slow, tile, context)
         assert np.array_equal(fast.words(), slow.words())
         for data in (fast.words(), random_words(rng, 30)):
             fast, slow = Stack.from_words(data), Stack.from_words(data)
-            got = decode_with(kernels, monkeypatch, fast, tile.shape, context)
+            got = decode_with(forms, monkeypatch, fast, tile.shape, context)
             assert np.array_equal(got, decode_with(None, monkeypatch, slow, tile.shape, context))
             assert np.array_equal(fast.words(), slow.words())
         assert np.array_equal(got := predictive.decode(Stack.from_words(slow.words()), *tile.shape, context,
@@ -176,18 +183,18 @@ def test_kernels_that_fail_leave_the_numpy_coder(monkeypatch):
     def broken(*args):
         raise RuntimeError("no machine code here")
 
-    monkeypatch.setattr(blend_kernel, "_failed", False)
+    monkeypatch.setattr(kernels, "_failed", False)
     rng = np.random.default_rng(6)
     tile = smooth_image(rng, 3, 9, 7)
     stack = Stack()
     with pytest.warns(RuntimeWarning, match="blend coder is off"):
         encode_with({"_code_tile": broken, "_push": broken}, monkeypatch, stack, tile, predictive.Context())
-    assert blend_kernel._failed
-    monkeypatch.setattr(blend_kernel, "_failed", False)
+    assert kernels._failed
+    monkeypatch.setattr(kernels, "_failed", False)
     with pytest.warns(RuntimeWarning, match="blend coder is off"):
         assert np.array_equal(decode_with({"_code_tile": broken}, monkeypatch, stack, tile.shape,
                                           predictive.Context()), tile)
-    assert stack.is_empty() and blend_kernel._failed
+    assert stack.is_empty() and kernels._failed
 
 
 @compiled
@@ -204,13 +211,13 @@ def test_a_fresh_process_with_plain_numpy_decodes_with_the_kernel(tmp_path):
     np.save(tmp_path / "contexts.npy", np.array(contexts, dtype=object), allow_pickle=True)
     script = (
         "import sys, numpy as np; sys.path.insert(0, sys.argv[1]);"
-        "from codec import predictive, blend_kernel; from codec.ans import Stack;"
-        "blend_kernel.COMPILE_AFTER_TILES = 0;"
+        "from codec import predictive, kernels; from codec.ans import Stack;"
+        "kernels.COMPILE_AFTER_CALLS = 0;"
         "s = Stack.from_words(np.load(sys.argv[2] + '/words.npy'));"
         "t = np.load(sys.argv[2] + '/tiles.npz'); c = np.load(sys.argv[2] + '/contexts.npy', allow_pickle=True);"
         "ok = all(np.array_equal(predictive.decode(s, *t[f'arr_{i}'].shape, predictive.Context(*c[i]), 'blend'),"
         " t[f'arr_{i}']) for i in reversed(range(len(c))));"
-        "print('ok' if ok and s.is_empty() and blend_kernel._compiled else 'bad')"
+        "print('ok' if ok and s.is_empty() and kernels._compiled else 'bad')"
     )
     env = {**os.environ, "NPY_DISABLE_CPU_FEATURES": "X86_V4 X86_V3 AVX512_ICL AVX512_SPR"}
     out = subprocess.run([sys.executable, "-c", script, str(HERE.parents[1]), str(tmp_path)], capture_output=True,
@@ -218,26 +225,26 @@ def test_a_fresh_process_with_plain_numpy_decodes_with_the_kernel(tmp_path):
     assert out.stdout.strip() == "ok", out.stderr
 
 
-def test_a_large_stack_that_constriction_holds_goes_to_the_numpy_coder(monkeypatch):
+def test_a_large_stack_that_constriction_holds_goes_to_the_numpy_coder(monkeypatch, plain):
     """Copying a large stack's words out for one small tile would cost more than the kernels save; a stack in
     raw parts already costs no copy."""
     calls = []
 
     def counted(*args):
         calls.append(len(args))
-        return blend_kernel.PYTHON_FORMS["_code_tile"](*args)
+        return kernels.PYTHON_FORMS["_code_tile"](*args)
 
-    monkeypatch.setattr(predictive, "COPY_WORDS_PER_VALUE", 4)
-    monkeypatch.setitem(blend_kernel.__dict__, "_pop", python_pop)
+    monkeypatch.setattr(ans, "COPY_WORDS_PER_VALUE", 4)
     rng = np.random.default_rng(9)
     tile = smooth_image(rng, 1, 2, 3)  # 6 values: up to 24 words are copied
-    kernels = {"_code_tile": counted, "_push": blend_kernel.PYTHON_FORMS["_push"]}
+    forms = {"_code_tile": counted, "_push": kernels.PYTHON_FORMS["_push"]}
     for words, compiled_ in ((20, True), (30, False)):
         stack = Stack.from_words(random_words(rng, words))
-        encode_with(kernels, monkeypatch, stack, tile, predictive.Context())
+        encode_with(forms, monkeypatch, stack, tile, predictive.Context())
         assert (len(calls) == 1) == compiled_ and stack.in_raw_parts == compiled_
         stack.push_uniform(np.arange(words) % 2, 2)  # constriction holds it again
         assert np.array_equal(stack.pop_uniform(words, 2), np.arange(words) % 2) and not stack.in_raw_parts
-        assert np.array_equal(decode_with(kernels, monkeypatch, stack, tile.shape, predictive.Context()), tile)
+        assert np.array_equal(decode_with(forms, monkeypatch, stack, tile.shape, predictive.Context()), tile)
         assert len(calls) == (2 if compiled_ else 0)
         calls.clear()
+
