@@ -72,7 +72,8 @@ def encode(stack: Stack, pixels: np.ndarray, context: Context = Context(), distr
     _check_distribution(distribution)
     channels, height, width = pixels.shape
     values, top, left = _frame(pixels.astype(np.float64), context)
-    if distribution == BLEND and _blend_compiled(stack, values, top, left, encode=True) is not None:
+    # The kernels read the values as table columns unchecked: uint8 only (the numpy coder checks the rest).
+    if distribution == BLEND and pixels.dtype == np.uint8 and _blend_compiled(stack, values, top, left, True) is not None:
         return
     if distribution == BLEND:
         means, stds = _blend_encoder(values, top, left)
