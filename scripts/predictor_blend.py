@@ -6,6 +6,7 @@ linear function of the activity and the residuals around (as the format's std is
     python scripts/predictor_blend.py "med:1,1,0" "med+grad+wne+avg:1,1,0" "med+grad+wne+avg+ad+a+b:1,0.8,0.2"
     python scripts/predictor_blend.py --round "med+grad+wne+avg+ad+a+b:1,0.8,0.2"   # integer means, as coded
     python scripts/predictor_blend.py --round --half "med+grad+wne+avg+ad+a+b:1,0.8,0.2"   # a lead: halves
+    python scripts/predictor_blend.py --round --tile-scale 7 "med+grad+wne+avg+ad+a+b:1,0.8,0.2"  # per-tile scale
 
 A variant is PREDICTORS:GAINS. PREDICTORS joins sub-predictors of the left (a), above (b), above-left (c) and
 above-right (d) neighbours with '+': med (the median edge of a, b, c), grad (a + b - c), wne (a + d - b), avg
@@ -30,7 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from codec import predictive  # noqa: E402
-from predictor_rate import laplace_bits, tiles  # noqa: E402  (this folder: scripts/)
+from predictor_rate import laplace_bits, tiles, value_bits  # noqa: E402  (this folder: scripts/)
 from vaezip import data  # noqa: E402
 
 MIN_SCALE = 0.05  # below format 6's smallest level, so that the fit may reach it
@@ -82,11 +83,11 @@ def spatial_prediction(values: np.ndarray, names: list[str], power: int) -> np.n
 
 
 def collect(images, names: list[str], gains: list[float], power: int, rounded: bool, step: float = 1.0):
-    """Every value (N,), its mean (N,) and its scale's design rows (N, 12)."""
+    """Every value (N,), its mean (N,), its scale's design rows (N, 12) and its tile's number (N,)."""
     import torch
 
     parts = []
-    for tile in tiles(images):
+    for number, tile in enumerate(tiles(images)):
         spatial = spatial_prediction(tile, names, power)
         errors = tile - spatial
         means = spatial.copy()
@@ -109,9 +110,10 @@ def collect(images, names: list[str], gains: list[float], power: int, rounded: b
                        residuals[channel - 1] if channel else zero, residuals[0] if channel == 2 else zero]
             design = np.stack([column.reshape(-1) for column in columns], axis=1)
             design = np.concatenate([design * (1 - later), design * later], axis=1)
-            parts.append((tile[channel].reshape(-1), means[channel].reshape(-1), design))
-    values, means, designs = zip(*parts)
-    return [torch.from_numpy(np.concatenate(x)) for x in (values, means, designs)]
+            parts.append((tile[channel].reshape(-1), means[channel].reshape(-1), design,
+                          np.full(tile[channel].size, number)))
+    values, means, designs, numbers = zip(*parts)
+    return [torch.from_numpy(np.concatenate(x)) for x in (values, means, designs, numbers)]
 
 
 def fit(fit_set, steps: int = 300):
@@ -124,10 +126,23 @@ def fit(fit_set, steps: int = 300):
     optimizer = torch.optim.Adam([weights], lr=0.02)
     for _ in range(steps):
         optimizer.zero_grad()
-        loss = laplace_bits(weights, *fit_set, min_scale=MIN_SCALE)
+        loss = laplace_bits(weights, *fit_set[:3], min_scale=MIN_SCALE)
         loss.backward()
         optimizer.step()
     return weights.detach()
+
+
+def tile_scaled(weights, values_means_designs_tiles, count: int) -> float:
+    """Ideal bits per value where each tile scales its whole scale by the best of `count` factors 2**(k / 4),
+    k centred on 0, its choice costing log2(count) bits a tile (what a per-tile scale in the file would buy)."""
+    import torch
+
+    values, means, designs, numbers = values_means_designs_tiles
+    factors = [2.0 ** ((k - (count - 1) / 2) / 4) for k in range(count)]
+    with torch.no_grad():
+        per_tile = torch.stack([torch.zeros(int(numbers.max()) + 1, dtype=torch.float64).index_add_(
+            0, numbers, value_bits(weights, values, means, designs, MIN_SCALE, factor)) for factor in factors])
+    return float((per_tile.min(dim=0).values.sum() + per_tile.shape[1] * np.log2(count)) / len(values))
 
 
 def main() -> None:
@@ -139,6 +154,8 @@ def main() -> None:
     parser.add_argument("--half", action="store_true", help="with --round: means rounded to halves (no format "
                         "codes them: what tables for half-integer means would buy)")
     parser.add_argument("--power", type=int, default=2, choices=(2, 3))
+    parser.add_argument("--tile-scale", type=int, default=0, metavar="N",
+                        help="also price a per-tile scale factor chosen from N (a lead: no format codes it)")
     parser.add_argument("--fit-set", default="photos-train")
     parser.add_argument("--dataset", default="kodak")
     args = parser.parse_args()
@@ -152,10 +169,14 @@ def main() -> None:
         sets = [collect(x, names.split("+"), gain_values, args.power, args.round, step) for x in (fit_images, images)]
         weights = fit(sets[0])
         with torch.no_grad():
-            fitted, priced = (float(laplace_bits(weights, *s, min_scale=MIN_SCALE)) for s in sets)
+            fitted, priced = (float(laplace_bits(weights, *s[:3], min_scale=MIN_SCALE)) for s in sets)
         print(f"{variant}: {args.fit_set} (fit) {fitted:.4f}, {args.dataset} {priced:.4f} bits per subpixel (ideal; "
               f"{time.perf_counter() - started:.0f} s); scale weights {np.round(weights.numpy(), 3).tolist()}",
               flush=True)
+        if args.tile_scale:
+            print(f"  each tile's scale times the best of {args.tile_scale} factors 2**(k / 4) around 1, its choice "
+                  f"coded in log2({args.tile_scale}) bits: {args.dataset} {tile_scaled(weights, sets[1], args.tile_scale):.4f}",
+                  flush=True)
 
 
 if __name__ == "__main__":

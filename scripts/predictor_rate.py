@@ -109,14 +109,19 @@ def laplace_bits(weights, values, means, designs, min_scale: float):
     """Mean ideal bits (torch scalar, differentiable in `weights`) of `values` (N,) under discretized Laplaces
     around `means` (N,) of scale designs (N, F) @ weights (F,), at least `min_scale`, over 0..255 with the tails
     in the end bins."""
+    return value_bits(weights, values, means, designs, min_scale).mean()
+
+
+def value_bits(weights, values, means, designs, min_scale: float, factor=1.0):
+    """laplace_bits per value (N,), each scale times `factor` before the floor."""
     import torch
 
-    scale = torch.clamp(designs @ weights, min=min_scale)
+    scale = torch.clamp(factor * (designs @ weights), min=min_scale)
     cdf = lambda z: torch.where(z < 0, 0.5 * torch.exp(torch.clamp(z, max=0)),  # noqa: E731
                                 1 - 0.5 * torch.exp(-torch.clamp(z, min=0)))
     upper = torch.where(values >= 255, torch.ones_like(values), cdf((values + 0.5 - means) / scale))
     lower = torch.where(values <= 0, torch.zeros_like(values), cdf((values - 0.5 - means) / scale))
-    return -torch.log2(torch.clamp(upper - lower, min=2.0**-24)).mean()
+    return -torch.log2(torch.clamp(upper - lower, min=2.0**-24))
 
 
 def fitted_scale(dataset_images, fit_images, steps: int = 400) -> dict[str, float]:
