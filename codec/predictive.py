@@ -432,18 +432,32 @@ def _blend_compiled(stack: Stack, values: np.ndarray, top: int, left: int, encod
     if forms is None:
         return None
     frame, errors, residuals = _blend_frames(values)
-    _blend_context(frame, errors, residuals, height, width, top, left)
     positions, fronts = _blend_pop_order(height, width, top, left)
+    known, known_fronts = _context_order(height, width, top, left)
     sources, around = _gather_plan(height, width)
     _, edges = _every_table(*TABLE_LEVELS[BLEND])
     cumulative = _every_cumulative(*TABLE_LEVELS[BLEND])
     coded = np.empty((2, count if encode else 0), dtype=np.int64)  # (table row, value) per value, in pop order
     parts = stack.raw_parts(room=count if encode else 0)  # a push writes at most one word per value
-    try:
-        position, head = forms["_code_tile"](
-            frame, errors, residuals, positions, fronts, sources, around, _BLEND_STD_WEIGHTS, _BLEND_GAINS,
+
+    def run(frame_, positions_, fronts_, coded_, encode_):
+        return forms["_code_tile"](
+            frame_, errors, residuals, positions_, fronts_, sources, around, _BLEND_STD_WEIGHTS, _BLEND_GAINS,
             BLEND_ERROR_DIAGONAL, BLEND_ERROR_FLOOR, edges, cumulative, _LEVELS, parts.buffer, parts.length,
-            np.uint64(parts.head), coded, encode)
+            np.uint64(parts.head), coded_, encode_)
+
+    try:
+        if len(known):
+            # The context's errors and residuals (_blend_context's), its values taken as they are, in a frame whose
+            # tile is zeros (the decoder's): a context pixel at the left edge has a tile pixel as its above-right
+            # neighbour. Wavefront by wavefront, each reads only the context before it, as computing them all at
+            # once does.
+            masked = frame
+            if encode:
+                masked = frame.copy()
+                masked[:, positions] = 0.0
+            run(masked, known, known_fronts, np.empty((2, channels * len(known)), dtype=np.int64), True)
+        position, head = run(frame, positions, fronts, coded, encode)
         if encode:
             position, head = forms["_push"](cumulative, coded[0], coded[1], parts.buffer, position, np.uint64(head))
     except Exception as error:  # noqa: BLE001 - numba's first-call compile failing on this platform
@@ -466,6 +480,21 @@ def _blend_pop_order(height: int, width: int, top: int, left: int) -> tuple[np.n
     fronts = _blend_wavefronts(height, width, top, left)
     positions = np.concatenate([at for at, _, _ in fronts])
     starts = np.cumsum([0] + [len(at) for at, _, _ in fronts])
+    for array in (positions, starts):
+        array.flags.writeable = False
+    return positions, starts
+
+
+@functools.lru_cache(maxsize=64)
+def _context_order(height: int, width: int, top: int, left: int) -> tuple[np.ndarray, np.ndarray]:
+    """The context's flat positions of a (height, width) frame (its first `top` rows and `left` columns),
+    wavefront after wavefront of the whole frame (P,), and where each wavefront starts (F + 1,) (read-only)."""
+    known = _context_mask(height, width, top, left).reshape(height, width)
+    fronts = [ys * width + xs for ys, xs in _wavefronts(height, width)]
+    fronts = [at[known.reshape(-1)[at]] for at in fronts]
+    fronts = [at for at in fronts if len(at)]
+    positions = np.concatenate(fronts) if fronts else np.zeros(0, dtype=np.int64)
+    starts = np.cumsum([0] + [len(at) for at in fronts])
     for array in (positions, starts):
         array.flags.writeable = False
     return positions, starts
