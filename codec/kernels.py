@@ -202,26 +202,30 @@ _compiled: dict | None = None  # the numba forms once built ({} where they canno
 _failed = False
 
 
-def _build() -> dict:
-    """numba versions of the functions above (compiled at their first call), bound in this module's globals
-    so that the compiled ones call each other; {} without numba."""
-    try:
-        import numba
-    except ImportError:  # pragma: no cover - exercised only where numba is missing
-        return {}
+def njit_forms(functions: dict) -> dict:
+    """numba versions of `functions` (name -> plain function), compiled at their first call without fast-math
+    (no reassociation or contraction changes a value), releasing the GIL. Raises ImportError without numba.
+    Shared by this module and vaezip/model/kernels.py; each binds the forms in its own globals, so that
+    compiled functions call each other's compiled forms."""
+    import numba
 
     def build(cache: bool) -> dict:
         compile_ = numba.njit(cache=cache, nogil=True, fastmath=False, error_model="numpy")
-        return {name: compile_(function) for name, function in PYTHON_FORMS.items()}
+        return {name: compile_(function) for name, function in functions.items()}
 
+    # cache=True keeps the machine code next to the module (or in the user's cache folder); where no folder is
+    # writable numba refuses it, and compiling once per process is the price.
     try:
-        # cache=True keeps the machine code next to the module (or in the user's cache folder); where no
-        # folder is writable numba refuses it, and compiling once per process is the price.
-        try:
-            functions = build(cache=True)
-        except RuntimeError:
-            functions = build(cache=False)
-    except Exception:  # noqa: BLE001 - any failure of numba leaves the numpy decoder, the same pixels
+        return build(cache=True)
+    except RuntimeError:
+        return build(cache=False)
+
+
+def _build() -> dict:
+    """numba versions of the functions above, bound in this module's globals; {} without numba."""
+    try:
+        functions = njit_forms(PYTHON_FORMS)
+    except Exception:  # noqa: BLE001 - no numba, or any failure of it, leaves the numpy coder: the same bits
         return {}
     globals().update(functions)
     return functions

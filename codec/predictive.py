@@ -477,22 +477,21 @@ for _array in (_BLEND_STD_WEIGHTS, _BLEND_GAINS):
 def _blend_pop_order(height: int, width: int, top: int, left: int) -> tuple[np.ndarray, np.ndarray]:
     """The tile's flat positions, wavefront after wavefront (P,), and where each wavefront starts (F + 1,),
     for the compiled kernels (read-only)."""
-    fronts = _blend_wavefronts(height, width, top, left)
-    positions = np.concatenate([at for at, _, _ in fronts])
-    starts = np.cumsum([0] + [len(at) for at, _, _ in fronts])
-    for array in (positions, starts):
-        array.flags.writeable = False
-    return positions, starts
+    return _flat_fronts([at for at, _, _ in _blend_wavefronts(height, width, top, left)])
 
 
 @functools.lru_cache(maxsize=64)
 def _context_order(height: int, width: int, top: int, left: int) -> tuple[np.ndarray, np.ndarray]:
     """The context's flat positions of a (height, width) frame (its first `top` rows and `left` columns),
     wavefront after wavefront of the whole frame (P,), and where each wavefront starts (F + 1,) (read-only)."""
-    known = _context_mask(height, width, top, left).reshape(height, width)
-    fronts = [ys * width + xs for ys, xs in _wavefronts(height, width)]
-    fronts = [at[known.reshape(-1)[at]] for at in fronts]
-    fronts = [at for at in fronts if len(at)]
+    known = _context_mask(height, width, top, left)
+    fronts = (ys * width + xs for ys, xs in _wavefronts(height, width))
+    return _flat_fronts([at[known[at]] for at in fronts])
+
+
+def _flat_fronts(fronts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Wavefronts of flat positions as the kernels take them: all positions in order (P,) and where each
+    wavefront starts (F + 1,), read-only (an empty wavefront is an empty range)."""
     positions = np.concatenate(fronts) if fronts else np.zeros(0, dtype=np.int64)
     starts = np.cumsum([0] + [len(at) for at in fronts])
     for array in (positions, starts):

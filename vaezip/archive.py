@@ -414,9 +414,8 @@ def _decode_model(version: int, header: Header, words: np.ndarray, model, device
                          cause=cause), cause
 
 
-def _likely_cause(header: Header, device: torch.device | None, integer: bool) -> str:
-    if not header.uses_model:
-        return "the file is damaged"
+def _likely_cause(header: Header, device: torch.device, integer: bool) -> str:
+    """What most likely went wrong where a model stream does not decode (unpack.decode_file's cause)."""
     if integer:  # computed exactly: no machine, kernel or device difference can explain it
         return "the file is damaged, or was made by a different model or vaezip version"
     extra = header.coder.extra

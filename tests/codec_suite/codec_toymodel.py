@@ -267,3 +267,14 @@ def mc_neg_elbo_bits(model, tiles, rng: np.random.Generator, step: float = 2.0**
             prob = np.take_along_axis(table, x[..., None].astype(np.intp), axis=-1)[..., 0] / table.sum(axis=-1)
             total += -np.log2(np.maximum(prob, 2.0**-24)).sum()
     return total
+
+
+def context_of(image: np.ndarray, top: int, left: int, height: int, width: int, which: str):
+    """codec.predictive.Context: the pixels of `image` (C, H, W) above / left of / above-left of the tile at
+    (top, left), as `which` ("", "above", "left", "above+left") names them."""
+    from codec import predictive
+
+    above = image[:, top - 1, left : left + width] if "above" in which else None
+    beside = image[:, top : top + height, left - 1] if "left" in which else None
+    corner = image[:, top - 1, left - 1] if above is not None and beside is not None else None
+    return predictive.Context(above, beside, corner)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from codec_toymodel import smooth_image
+from codec_toymodel import context_of, smooth_image
 
 from codec import ans, kernels, predictive
 from codec.ans import RawParts, Stack
@@ -113,10 +113,7 @@ def tiles(rng):
                           rng.integers(0, 256, size=(channels, height + 1, width + 1), dtype=np.uint8)):
                 tile = np.ascontiguousarray(image[:, 1:, 1:])
                 for which in ("", "above", "left", "above+left"):
-                    above = image[:, 0, 1:] if "above" in which else None
-                    beside = image[:, 1:, 0] if "left" in which else None
-                    corner = image[:, 0, 0] if above is not None and beside is not None else None
-                    yield tile, predictive.Context(above, beside, corner)
+                    yield tile, context_of(image, 1, 1, height, width, which)
 
 
 def decode_with(forms, monkeypatch, stack: Stack, shape, context, strict: bool = True) -> np.ndarray:
@@ -179,9 +176,7 @@ def test_the_kernels_as_plain_python_code_the_numpy_coders_bits(monkeypatch, pla
     for channels, (height, width), which in [(3, (5, 6), "above+left"), (1, (4, 3), "left"), (4, (2, 5), "")]:
         image = smooth_image(rng, channels, height + 1, width + 1, noise=5.0)
         tile = np.ascontiguousarray(image[:, 1:, 1:])
-        above = image[:, 0, 1:] if "above" in which else None
-        beside = image[:, 1:, 0] if "left" in which else None
-        context = predictive.Context(above, beside, image[:, 0, 0] if above is not None and beside is not None else None)
+        context = context_of(image, 1, 1, height, width, which)
         fast, slow = Stack(), Stack()
         encode_with(forms, monkeypatch, fast, tile, context)
         encode_with(None, monkeypatch, slow, tile, context)

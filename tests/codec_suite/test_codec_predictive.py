@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from codec_toymodel import smooth_image
+from codec_toymodel import context_of, smooth_image
 
 from codec import kernels, predictive
 from codec.ans import Stack
@@ -202,14 +202,6 @@ def test_laplace_tables_refuse_what_the_predictor_never_gives():
         predictive.laplace_tables(np.array([1.0]), np.array([0.0]))
     with pytest.raises(ValueError, match="distribution"):
         predictive.encode(Stack(), np.zeros((1, 2, 2), np.uint8), distribution="cauchy")
-
-
-def context_of(image: np.ndarray, top: int, left: int, height: int, width: int, which: str) -> predictive.Context:
-    """The pixels of `image` (C, H, W) above / left of / above-left of the tile at (top, left)."""
-    above = image[:, top - 1, left : left + width] if "above" in which else None
-    beside = image[:, top : top + height, left - 1] if "left" in which else None
-    corner = image[:, top - 1, left - 1] if above is not None and beside is not None else None
-    return predictive.Context(above, beside, corner)
 
 
 @pytest.mark.parametrize("distribution", predictive.DISTRIBUTIONS)

@@ -21,6 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from codec.kernels import njit_forms
+
 try:  # numba is a dependency, but the coder must not break where it cannot be installed
     import numba
 except ImportError:  # pragma: no cover - exercised only where numba is missing
@@ -159,24 +161,13 @@ _PYTHON_FORMS = {function.__name__: function for function in (
     _table_lookup)}
 
 
-def _compiled(cache: bool) -> dict:
-    """numba versions of the functions above, bound in this module's globals too: a compiled function calls
-    the others through them (looked up when it compiles, at its first call)."""
-    compile_ = numba.njit(cache=cache, nogil=True, fastmath=False, error_model="numpy")
-    functions = {name: compile_(function) for name, function in _PYTHON_FORMS.items()}
-    globals().update(functions)
-    return functions
-
-
 frequencies_to_probabilities = masses = first_edge_above = table_lookup = None
 if AVAILABLE:
     try:
-        # cache=True keeps the machine code next to the module (or in the user's cache folder); where no
-        # folder is writable numba refuses it, and compiling once per process is the price.
-        try:
-            _functions = _compiled(cache=True)
-        except RuntimeError:
-            _functions = _compiled(cache=False)
+        # The numba versions of the functions above, bound in this module's globals too: a compiled function
+        # calls the others through them (looked up when it compiles, at its first call).
+        _functions = njit_forms(_PYTHON_FORMS)
+        globals().update(_functions)
         frequencies_to_probabilities = _functions["_frequencies_to_probabilities"]
         masses = _functions["_masses"]
         first_edge_above = _functions["_first_edge_above"]  # for tests
