@@ -24,6 +24,13 @@ expected cost of each tile, any tile that the predictor (or raw bytes) codes for
 in the stream (photographs: ~1 tile in 5, see encode_tiles). The schedule [(kind, n_tiles), ...] goes into
 the file header; the decoder replays it backwards (last batch first) and must end with an empty stack.
 
+The stream's order: the tiles in raster order (formats 1 to 6), or (format 7, `model_last`) the tiles the
+model does not code first, then the model's, each part in raster order. Then the model's tiles run in batches
+of `max_batch` instead of in the short runs between predictor tiles (kodim23: 191 model tiles in 75 batches
+became 197 in 16; 30 % less time to encode, 20 % to decode), and the predictor's tiles are the model's
+initial bits. The header holds the order as runs
+(`order_runs`); the decoder rebuilds it (`order_from_runs`).
+
 How each kind of batch is pushed and popped (direct, bits-back, raw, whitened, predictive, predictive with
 neighbours) is declared once, in tilekinds.py; this module chooses the kinds and the batches, and replays them.
 Only valid pixels are coded; padding is recreated by edge replication (tiling.pad_tile).
@@ -80,11 +87,65 @@ class TileStats:
     direct: bool
 
 
+class Reordered:
+    """The read-only sequence base[order[0]], base[order[1]], ... (int index or slice): tiles or specs in stream
+    order, from those in raster order."""
+
+    def __init__(self, base: Sequence, order: Sequence[int]):
+        self.base, self.order = base, order
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self.base[k] for k in self.order[index]]
+        return self.base[self.order[index]]
+
+
+def model_last(alone: Sequence[str | None]) -> list[int] | None:
+    """Format 7's stream order: the tiles coded without the model (`alone[k]` not None) in raster order, then
+    the others in raster order; None where that is the raster order itself."""
+    order = [k for k, kind in enumerate(alone) if kind is not None] + [k for k, kind in enumerate(alone) if kind is None]
+    return None if order == sorted(order) else order
+
+
+def order_runs(order: Sequence[int]) -> tuple[int, ...]:
+    """The header's form of a model_last order: run lengths over the raster tiles, alternately of tiles that
+    keep their place in the first part and tiles moved to the second part, starting with the first part
+    (a first run of 0 where tile 0 moves); no empty run after the first."""
+    moved = np.zeros(len(order), dtype=bool)
+    split = next((p for p in range(1, len(order)) if order[p] < order[p - 1]), len(order))
+    moved[list(order[split:])] = True
+    runs, current, length = [], False, 0
+    for flag in moved:
+        if flag != current:
+            runs.append(length)
+            current, length = flag, 0
+        length += 1
+    runs.append(length)
+    if order_from_runs(runs, len(order)) != list(order):
+        raise CodingError("the stream order is not of the form model_last writes")
+    return tuple(runs)
+
+
+def order_from_runs(runs: Sequence[int], total: int) -> list[int]:
+    """The stream order (raster tile index at each stream position) that `order_runs` describes."""
+    if sum(runs) != total or any(n < 1 for n in runs[1:]) or (runs and runs[0] < 0):
+        raise CodingError(f"the stream order's runs {tuple(runs)[:8]} do not cover the {total} tiles once")
+    first, second, start = [], [], 0
+    for index, n in enumerate(runs):
+        (second if index % 2 else first).extend(range(start, start + n))
+        start += n
+    return first + second
+
+
 @dataclass(frozen=True)
 class EncodeResult:
     words: np.ndarray  # (W,) uint32, the payload
     schedule: Schedule
     stats: list[TileStats]  # one per tile, stream order
+    order: list[int] | None = None  # the stream order (model_last), None for raster order
 
 
 # ---------------------------------------------------------------------------------------------- public API
@@ -100,12 +161,19 @@ def encode(
     model_bits: Sequence[float] | None = None,
     bitsback_kind: str = BITSBACK,
     predictor: str = PREDICTIVE_BLEND,
+    model_last_order: bool = False,
 ) -> EncodeResult:
-    """Code `tiles` (stream order) onto an empty stack."""
+    """Code `tiles` (raster order) onto an empty stack; `model_last_order` (with model_bits): in format 7's
+    stream order, model_last."""
     stack = Stack()
+    order = None
+    priced = None
+    if model_last_order and model_bits is not None:
+        priced = price_without_model(tiles, predictor)
+        order = model_last(cheaper_without_model(tiles, model_bits, predictor, priced))
     schedule, stats = encode_tiles(stack, tiles, model, grid, max_batch, margin_bits, on_batch, model_bits,
-                                   bitsback_kind, predictor)
-    return EncodeResult(stack.words(), schedule, stats)
+                                   bitsback_kind, predictor, priced, order)
+    return EncodeResult(stack.words(), schedule, stats, order)
 
 
 def decode(
@@ -115,11 +183,12 @@ def decode(
     model: LatentModel,
     grid: LatentGrid = LatentGrid(),
     on_batch: ProgressFn | None = None,
+    order: Sequence[int] | None = None,
 ) -> list[np.ndarray]:
-    """Inverse of `encode`: padded tiles (C, Th, Tw) uint8 in stream order. Raises CodingError unless every
+    """Inverse of `encode`: padded tiles (C, Th, Tw) uint8 in raster order. Raises CodingError unless every
     word of `words` is consumed (a strong check that model, schedule and payload all match)."""
     stack = Stack.from_words(words)
-    tiles = decode_tiles(stack, schedule, specs, model, grid, on_batch)
+    tiles = decode_tiles(stack, schedule, specs, model, grid, on_batch, order=order)
     if not stack.is_empty():
         raise CodingError(f"decoding left {stack.num_valid_bits()} bits on the stack: wrong model or corrupt data")
     return tiles
@@ -137,6 +206,7 @@ def encode_tiles(
     bitsback_kind: str = BITSBACK,
     predictor: str = PREDICTIVE_BLEND,
     priced: Sequence[tuple[str, float]] | None = None,
+    order: Sequence[int] | None = None,
 ) -> tuple[Schedule, list[TileStats]]:
     """Push `tiles` onto `stack`, which may already hold bits (they then serve as initial bits).
 
@@ -151,14 +221,25 @@ def encode_tiles(
     sample will do). A tile that the local predictor or whitened raw bytes code for less is coded that way
     wherever it falls in the stream, in a batch of its own; bits-back batches then run between such tiles.
     Without it only the first tiles (nothing to pop yet) are coded without the model. `priced`: what
-    price_without_model(tiles, predictor) gives, where the caller has it already."""
+    price_without_model(tiles, predictor) gives, where the caller has it already.
+
+    order: the stream order (format 7: model_last of the tiles' choices), tiles[order[p]] at stream position p;
+    None: raster order. The schedule and the stats are in stream order."""
     if max_batch < 1 or margin_bits < 0:
         raise CodingError(f"max_batch must be >= 1 and margin_bits >= 0, got {max_batch}, {margin_bits}")
     if model_bits is not None and len(model_bits) != len(tiles):
         raise CodingError(f"model_bits has {len(model_bits)} entries for {len(tiles)} tiles")
-    fallbacks = without_bits(predictor)
-    alone = [None] * len(tiles) if model_bits is None else _cheaper_without_model(tiles, model_bits, predictor, priced)
-    stream = Stream(len(tiles), lambda k: tiles[k].pixels, model, grid, margin_bits)
+    alone = [None] * len(tiles) if model_bits is None else cheaper_without_model(tiles, model_bits, predictor, priced)
+    raster = tiles
+    stream = Stream(len(tiles), lambda k: raster[k].pixels, model, grid, margin_bits)
+    if order is not None:
+        if sorted(order) != list(range(len(tiles))):
+            raise CodingError(f"the stream order is not a permutation of the {len(tiles)} tiles")
+        tiles, alone = Reordered(tiles, order), [alone[k] for k in order]
+    else:
+        order = range(len(tiles))
+    position = np.empty(len(order), dtype=np.int64)
+    position[np.asarray(order, dtype=np.int64)] = np.arange(len(order))
     schedule: Schedule = []
     stats: list[TileStats] = []
     done, target = 0, 1
@@ -166,7 +247,7 @@ def encode_tiles(
         before = stack.num_valid_bits()
         if alone[done] is not None:
             n, kind = 1, alone[done]
-            ideal = tilekinds.BY_NAME[kind].push(stack, tiles[done : done + 1], done, stream)
+            ideal = tilekinds.BY_NAME[kind].push(stack, tiles[done : done + 1], order[done], stream)
         else:
             n = min(target, _same_shape_run(tiles, done, max_batch, alone))
             kind = bitsback_kind
@@ -177,7 +258,11 @@ def encode_tiles(
                 n, ideal, halved = _try_bitsback(stack, tiles, done, 1, stream, kind)
             if ideal is None:
                 n, target = 1, 1
-                kind, ideal = _encode_without_bits(stack, tiles, done, stream, fallbacks)
+                # The predictor reads the tile's neighbours below and to the right: only where the decoder has
+                # them first (later in the stream; always so in raster order).
+                fallbacks = tuple(kind for kind in without_bits(predictor) if kind != predictor
+                                  or _context_decoded_first(raster[order[done]], order[done], position))
+                kind, ideal = _encode_without_bits(stack, tiles, done, stream, fallbacks, order[done])
             else:
                 target = n if halved else min(2 * target, max_batch)
         stats += _share(ideal, stack.num_valid_bits() - before, not tilekinds.BY_NAME[kind].needs_bits)
@@ -196,26 +281,35 @@ def decode_tiles(
     grid: LatentGrid = LatentGrid(),
     on_batch: ProgressFn | None = None,
     margin_bits: int = 64,
+    order: Sequence[int] | None = None,
 ) -> list[np.ndarray]:
-    """Pop the tiles that `encode_tiles` pushed with this `schedule`; the last batch comes off first.
+    """Pop the tiles that `encode_tiles` pushed with this `schedule` (and stream `order`, as there); the last
+    batch comes off first. The tiles come back in raster order.
 
     A genuine stream holds at least `margin_bits` (the encoder's) before every bits-back batch, so a payload
     that runs short is refused there, before the model runs (see check_payload_size). Every other kind may
     cost nothing at all (a black tile): popping them from an empty stack is legitimate."""
     check_payload_size(stack, schedule, margin_bits)
-    starts = _check_schedule(schedule, specs)
     tiles: list[np.ndarray | None] = [None] * len(specs)
     stream = Stream(len(specs), tiles.__getitem__, model, grid, margin_bits)
+    if order is None:
+        order = range(len(specs))
+    elif len(order) != len(specs):
+        raise CodingError(f"the stream order holds {len(order)} tiles, the images {len(specs)}")
+    else:
+        specs = Reordered(specs, order)
+    starts = _check_schedule(schedule, specs)
     done = 0
     for (name, n), start in reversed(list(zip(schedule, starts))):
         kind = tilekinds.BY_NAME[name]
         if kind.needs_bits and stack.num_valid_bits() < margin_bits:
             raise CodingError(
                 f"payload exhausted: {stack.num_valid_bits()} bits left before the bits-back batch of tiles "
-                f"{start}..{start + n - 1}, a genuine stream holds at least {margin_bits}"
+                f"{start}..{start + n - 1} of the stream, a genuine stream holds at least {margin_bits}"
             )
-        pixels = kind.pop(stack, specs[start : start + n], start, stream)
-        tiles[start : start + n] = list(pixels)
+        pixels = kind.pop(stack, specs[start : start + n], order[start], stream)
+        for offset, tile in enumerate(pixels):
+            tiles[order[start + offset]] = tile
         done += n
         if on_batch is not None:
             on_batch(done, len(specs))
@@ -249,10 +343,11 @@ def _try_bitsback(
 
 
 def _encode_without_bits(
-    stack: Stack, tiles: Sequence[Tile], index: int, stream: Stream, kinds: Sequence[str] = WITHOUT_BITS
+    stack: Stack, tiles: Sequence[Tile], index: int, stream: Stream, kinds: Sequence[str] = WITHOUT_BITS,
+    raster_index: int | None = None,
 ) -> tuple[str, np.ndarray]:
-    """Push tiles[index] without popping anything, as the cheapest of `kinds` (without_bits(...)): (kind, ideal
-    bits (1,)).
+    """Push tiles[index] (raster tile `raster_index`, `index` where None) without popping anything, as the
+    cheapest of `kinds` (without_bits(...)): (kind, ideal bits (1,)).
 
     Each kind is tried on a clone and the one whose stack grew least is kept. The predictor won on every
     photograph and digit tried (even a digit with the mnist model); raw bytes win on noise, and prior-mean
@@ -260,13 +355,24 @@ def _encode_without_bits(
     best = None
     for kind in kinds:
         trial = stack.clone()
-        ideal = tilekinds.BY_NAME[kind].push(trial, tiles[index : index + 1], index, stream)
+        ideal = tilekinds.BY_NAME[kind].push(trial, tiles[index : index + 1],
+                                             index if raster_index is None else raster_index, stream)
         grown = trial.num_valid_bits() - stack.num_valid_bits()
         if best is None or grown < best[0]:
             best = (grown, kind, ideal, trial)
     _, kind, ideal, trial = best
     stack.restore(trial)
     return kind, ideal
+
+
+def _context_decoded_first(tile: Tile, index: int, position: np.ndarray) -> bool:
+    """Whether the decoder has the neighbours below and to the right of raster tile `index` before it: each
+    at a later stream position (`position[k]`: raster tile k's)."""
+    below, right = tile.neighbours
+    needed = [index + below] if below else []
+    needed += [index + right] if right else []
+    needed += [index + below + right] if below and right else []
+    return all(position[k] > position[index] for k in needed)
 
 
 def _push_without_bits(kind: str, stack: Stack, tiles: Sequence[Tile], index: int, model: LatentModel) -> np.ndarray:
@@ -313,7 +419,7 @@ def price_without_model(tiles: Sequence[Tile], predictor: str = PREDICTIVE_BLEND
     return priced
 
 
-def _cheaper_without_model(
+def cheaper_without_model(
     tiles: Sequence[Tile], model_bits: Sequence[float], predictor: str = PREDICTIVE_BLEND,
     priced: Sequence[tuple[str, float]] | None = None,
 ) -> list[str | None]:

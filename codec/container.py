@@ -62,14 +62,16 @@ IMPORTANCE_VERSION = 4
 LAPLACE_VERSION = 5
 # Format 5 and predictor tiles through the blend of predictors (codec/tilekinds.py: PREDICTIVE_BLEND).
 BLEND_VERSION = 6
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)
+# Format 6 and the stream order in the header: the tiles without the model first (codec/bitsback.py).
+ORDER_VERSION = 7
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7)
 # Formats vaezip writes on request, for readers before the newest: 2, the JSON header, every image through the
-# model; 3, the predictor's Gaussian tiles; 5, its Laplace tiles.
-OLDER_FORMATS = (2, VERSION, LAPLACE_VERSION)
+# model; 3, the predictor's Gaussian tiles; 5, its Laplace tiles; 6, the blend's tiles in raster order.
+OLDER_FORMATS = (2, VERSION, LAPLACE_VERSION, BLEND_VERSION)
 JSON_VERSIONS = (1, 2)  # the layout with a JSON header and two CRCs
 # The binary layout; a file gets the first of these whose tile kinds hold its schedule (binary_version), so
 # that a file holding nothing newer stays readable by readers of format 3.
-BINARY_VERSIONS = (VERSION, IMPORTANCE_VERSION, LAPLACE_VERSION, BLEND_VERSION)
+BINARY_VERSIONS = (VERSION, IMPORTANCE_VERSION, LAPLACE_VERSION, BLEND_VERSION, ORDER_VERSION)
 MAX_HEADER_BYTES = 16 * 2**20
 _PREFIX = struct.Struct("<8sHI")  # magic, version, header length: 14 bytes
 _U32 = struct.Struct("<I")
@@ -100,10 +102,13 @@ def unpack_header(raw: bytes) -> bytes:
     return text
 
 
-def binary_version(kinds) -> int:
-    """The first of BINARY_VERSIONS whose files may hold every tile kind named in `kinds` (schedule names)."""
+def binary_version(kinds, ordered: bool = False) -> int:
+    """The first of BINARY_VERSIONS whose files may hold every tile kind named in `kinds` (schedule names), and
+    a stream order where `ordered` (format 7 on)."""
     kinds = set(kinds)
     for version in BINARY_VERSIONS:
+        if ordered and version < ORDER_VERSION:
+            continue
         if all(version in tilekinds.by_name(kind).formats for kind in kinds):
             return version
     raise CodingError(f"no format holds the tile kinds {sorted(kinds)} together")

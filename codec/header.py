@@ -31,6 +31,8 @@ MAX_TILE = 65536
 MAX_BATCH = 4096
 MAX_NAME_CHARS = 4096
 MAX_PALETTE_BYTES = 1024  # 256 RGBA entries
+MAX_ORDER_RUNS = 2**21  # runs of the stream order (format 7): at most one per tile of vaezip's 2**20
+MAX_ORDER_RUN = 2**28  # tiles in one run: no more than MAX_PIXELS of one image, let alone a file
 
 MODEL = "model"  # ImageEntry.coding of an image coded by the model (every image of a format-1 or -2 file)
 CODINGS = (MODEL, "raw", "png", "webp")  # format 3 names a coding by its index here (codec/classic.py)
@@ -47,6 +49,10 @@ class CoderSettings:
     schedule: tuple[tuple[str, int], ...]  # ((tile kind name, see codec/tilekinds.py, n_tiles), ...)
     constriction: str  # version that wrote the payload
     extra: dict[str, Any] = field(default_factory=dict)  # opaque, JSON-able: torch version, device class, ...
+    # Format 7: the stream order as run lengths over the raster tiles, alternately of tiles in the stream's
+    # first part and tiles moved to its second part (codec/bitsback.py: order_runs); (): raster order (always
+    # so in earlier formats).
+    order: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,8 @@ def to_json(header: Header, version: int | None = None) -> bytes:
     version: the file's format (1 or 2), whose tile kinds the schedule may hold; None: any format's."""
     if header.coder is None or not all(im.coding == MODEL and not im.data for im in header.images):
         raise HeaderError("a format-1 or -2 header holds model-coded images only (classical codings need format 3)")
+    if header.coder.order:
+        raise HeaderError(f"a format-1 or -2 header holds no stream order (format {FORMAT_ORDER} and later)")
     try:
         text = _canonical(_header_to_json(header))
     except (TypeError, ValueError) as error:  # NaN, a non-JSON object in info/extra, a lone surrogate
@@ -274,6 +282,7 @@ def _is_hex(s: str) -> bool:
 # ---------------------------------------------------------------------------------------------- binary (format 3)
 
 FORMAT_BINARY = 3  # the first format version whose header is binary (container.VERSION)
+FORMAT_ORDER = 7  # the first whose header holds the stream order (container.ORDER_VERSION)
 _FLAG_MODEL = 1  # some image is coded by the model: the header names the model and the coder settings
 _F64 = struct.Struct("<d")
 # The latent grid: a step of 2**-e and a whole bound (vaezip's, 2**-8 and 16) in three bytes; else two float64s.
@@ -294,7 +303,7 @@ def to_binary(header: Header, words: int, version: int = FORMAT_BINARY) -> bytes
     if len(header.pixels_sha256) not in (2 * PIXEL_DIGEST_BYTES, 64) or not _is_hex(header.pixels_sha256):
         raise HeaderError("bad header: pixels sha256 must be lowercase hex")
     try:
-        raw = _encode_binary(header, words, [len(image.data) for image in header.images])
+        raw = _encode_binary(header, words, [len(image.data) for image in header.images], version)
     except (TypeError, ValueError, OverflowError, struct.error) as error:  # a mode or coding unknown, NaN info
         raise HeaderError(f"header cannot be written: {error}") from None
     from_binary(raw, version)  # the reader's checks
@@ -331,6 +340,10 @@ def from_binary(raw: bytes, version: int = FORMAT_BINARY) -> tuple[Header, list[
             kind = chr(reader.u8("schedule kind"))
             runs.append([kind, reader.varint("schedule n", 1, max_batch), reader.varint("schedule repeat", 1, MAX_BATCHES)])
         extra = reader.json("extra")
+        order = ()
+        if version >= FORMAT_ORDER:
+            count = reader.varint("order runs", 0, MAX_ORDER_RUNS)
+            order = tuple(reader.varint("order run", 0 if k == 0 else 1, MAX_ORDER_RUN) for k in range(count))
         words = reader.varint("payload words", 0, 2**32 - 1)
     count = reader.varint("image count", 1, MAX_IMAGES)
     images, lengths = [], []
@@ -357,14 +370,17 @@ def from_binary(raw: bytes, version: int = FORMAT_BINARY) -> tuple[Header, list[
         if not model_pixels:
             raise HeaderError("bad header: the header names a model but no image is coded by it")
         schedule = _schedule(runs, max_batch, model_pixels, version)
-        coder = CoderSettings(step, bound, tile, max_batch, schedule, constriction, extra)
+        if sum(order) > model_pixels:  # every tile holds at least one pixel
+            raise HeaderError(f"bad header: the stream order covers {sum(order)} tiles but the images hold "
+                              f"{model_pixels} pixels")
+        coder = CoderSettings(step, bound, tile, max_batch, schedule, constriction, extra, order)
     header = Header(name, sha, coder, tuple(images), pixels)
-    if _encode_binary(header, words, lengths) != bytes(raw):
+    if _encode_binary(header, words, lengths, version) != bytes(raw):
         raise HeaderError("bad header: not in its one canonical binary form")
     return header, lengths, words
 
 
-def _encode_binary(h: Header, words: int, lengths: list[int]) -> bytes:
+def _encode_binary(h: Header, words: int, lengths: list[int], version: int) -> bytes:
     out = bytearray()
     model = h.uses_model
     out.append(_FLAG_MODEL if model else 0)
@@ -392,6 +408,12 @@ def _encode_binary(h: Header, words: int, lengths: list[int]) -> bytes:
             _put_varint(out, n)
             _put_varint(out, repeat)
         _put_json(out, c.extra)
+        if version >= FORMAT_ORDER:
+            _put_varint(out, len(c.order))
+            for run in c.order:
+                _put_varint(out, run)
+        elif c.order:
+            raise ValueError(f"a stream order in a format-{version} header (format {FORMAT_ORDER} and later hold one)")
         _put_varint(out, words)
     _put_varint(out, len(h.images))
     for image, length in zip(h.images, lengths):

@@ -24,6 +24,12 @@ predictor), written today with compress_images(format_version=5). Never regenera
 writes tests/data/format6/*.vz, the first files of format 6 (predictor tiles through the blend of
 predictors): the same two codings of golden.png, by default. Never regenerate them either.
 
+    python scripts/make_golden.py --format7 [--force]
+writes tests/data/format7/reordered.vz, the first file of format 7 (the stream order in the header: the
+tiles without the model first): golden.png in tiles of 8 through the untrained tiny model, which loses every
+tile to the predictor on its own estimate, so the estimate is replaced by a fixed one (format7_estimates:
+every other tile to the model) to give the order something to move. Never regenerate it either.
+
     python scripts/make_golden.py --binary [--force]
 writes tests/data/binary/model.vz, the first file of a model with binary latent groups (DVAE++; the seeded
 untrained tiny model with binary_groups = 2, "tiny-binary"): golden.png through the model only (format 5,
@@ -49,6 +55,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -243,7 +250,7 @@ def predictor_files(version: int) -> dict[str, tuple[list[tuple[str, Image.Image
     """tests/data/formatVERSION (5 or 6): file name -> (the images it holds, compress_images's options): golden.png
     through the model without the predictor's choice (only its first tile a predictor tile) and with it."""
     golden = [("golden.png", golden_image())]
-    version_option = {} if version == 6 else dict(format_version=version)
+    version_option = dict(format_version=version)
     return {"model.vz": (golden, dict(predictor=False, classical=False, **version_option)),
             "predictor.vz": (golden, dict(classical=False, **version_option))}
 
@@ -258,6 +265,53 @@ def make_predictor_fixtures(version: int, force: bool) -> None:
             assert result.format_version == version, file_name
             if write_pinned(folder / file_name, result.data, force):
                 print(f"format{version}/{file_name}: {len(result.data)} bytes")
+
+
+FORMAT7_TILE = 8
+
+
+def format7_estimates(count: int) -> list[float]:
+    """The fixed estimate of the model's cost of each of `count` tiles behind tests/data/format7: 0 bits for
+    the odd tiles (the model takes them), infinite for the even ones (the predictor takes them)."""
+    return [0.0 if k % 2 else float("inf") for k in range(count)]
+
+
+@contextmanager
+def fixed_estimates():
+    """compress_images with format7_estimates for the float network's estimate of every tile (the choice of
+    tiles only: the coder, the model's bits and the file are as ever)."""
+    from vaezip.coding import TorchLatentModel
+
+    estimated = TorchLatentModel.tile_bounds
+
+    def tile_bounds(self, tiles, *args, estimate: bool = False, **kwargs):
+        if estimate:
+            return format7_estimates(len(tiles))
+        return estimated(self, tiles, *args, estimate=estimate, **kwargs)
+
+    TorchLatentModel.tile_bounds = tile_bounds
+    try:
+        yield
+    finally:
+        TorchLatentModel.tile_bounds = estimated
+
+
+def format7_file(weights: Path) -> bytes:
+    """tests/data/format7/reordered.vz's bytes: golden.png by the tiny model of `weights`, fixed estimates."""
+    with fixed_estimates():
+        result = compress_images([("golden.png", golden_image())], load_model(weights), tile=FORMAT7_TILE,
+                                 device="cpu", classical=False)
+    assert result.format_version == 7
+    return result.data
+
+
+def make_format7_fixture(force: bool) -> None:
+    folder = GOLDEN / "format7"
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        data = format7_file(_tiny_models(Path(scratch))[3])
+        if write_pinned(folder / "reordered.vz", data, force):
+            print(f"format7/reordered.vz: {len(data)} bytes")
 
 
 def binary_weights(folder: Path) -> Path:
@@ -302,6 +356,7 @@ def main() -> None:
     action.add_argument("--format3", action="store_true", help="tests/data/format3/*.vz")
     action.add_argument("--format5", action="store_true", help="tests/data/format5/*.vz")
     action.add_argument("--format6", action="store_true", help="tests/data/format6/*.vz")
+    action.add_argument("--format7", action="store_true", help="tests/data/format7/reordered.vz")
     action.add_argument("--binary", action="store_true", help="tests/data/binary/model.vz")
     action.add_argument("--global", dest="global_", action="store_true", help="tests/data/global/model.vz")
     action.add_argument("--sizes", action="store_true", help="print issue 15's size table (writes nothing)")
@@ -316,6 +371,8 @@ def main() -> None:
         make_format3_fixtures(args.force)
     elif args.format5 or args.format6:
         make_predictor_fixtures(5 if args.format5 else 6, args.force)
+    elif args.format7:
+        make_format7_fixture(args.force)
     elif args.binary:
         make_latent_fixture("binary", binary_weights, args.force)
     elif args.global_:

@@ -312,9 +312,9 @@ def forged(data: bytes, change) -> bytes:
     """The file with its header rewritten by change(Header) and the CRC recomputed, past the writer's checks."""
     from codec.header import _encode_binary
 
-    header, words = container.read(data)
+    version, header, words = container.read_versioned(data)
     header = change(header)
-    raw = _encode_binary(header, len(words), [len(image.data) for image in header.images])
+    raw = _encode_binary(header, len(words), [len(image.data) for image in header.images], version)
     body = data[:10] + container._varint(len(raw)) + raw + b"".join(image.data for image in header.images)
     body += words.astype("<u4").tobytes()
     return body + struct.pack("<I", zlib.crc32(body))

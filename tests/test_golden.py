@@ -26,7 +26,9 @@ from vaezip.errors import IntegrityError
 GOLDEN = Path(__file__).parent / "data"
 FORMAT3 = GOLDEN / "format3"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-from make_golden import PREDICTOR_KINDS, format3_files, predictor_files  # noqa: E402
+from make_golden import (  # noqa: E402
+    FORMAT7_TILE, PREDICTOR_KINDS, format3_files, format7_estimates, format7_file, predictor_files,
+)
 
 
 def test_golden_header():
@@ -147,17 +149,46 @@ def test_predictor_golden_files_decode_exactly_in_a_fresh_process_under_other_ke
             assert np.array_equal(np.asarray(Image.open(out)), expected), (file_name, env)
 
 
+def test_the_format_7_golden_file_holds_its_stream_order_and_reencodes_to_its_bytes(tiny_weights):
+    """format7/reordered.vz: the predictor's tiles (the even ones, by the fixed estimates) first in the stream,
+    then the model's in batches; encoding again gives the same bytes. A failure means the format changed."""
+    from codec import bitsback
+    from vaezip.unpack import count_tiles
+
+    pinned = (GOLDEN / "format7" / "reordered.vz").read_bytes()
+    version, header, _ = read_versioned(pinned)
+    tiles = count_tiles(20, 24, FORMAT7_TILE)
+    order = bitsback.order_from_runs(header.coder.order, tiles)
+    alone = [None if estimate == 0 else "predictor" for estimate in format7_estimates(tiles)]
+    assert version == 7 and order == bitsback.model_last(alone) == [0, 2, 4, 6, 8, 1, 3, 5, 7]
+    kinds = [kind for kind, n in header.coder.schedule for _ in range(n)]
+    assert kinds[:5] == ["predictive-blend"] * 5 and "bitsback" in kinds[5:]
+    assert format7_file(tiny_weights[3]) == pinned
+
+
+def test_the_format_7_golden_file_decodes_exactly_in_a_fresh_process_under_other_kernels(tiny_weights, tmp_path):
+    expected = np.asarray(Image.open(GOLDEN / "golden.png"))
+    for env in ({}, {"ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "1"}):
+        out = tmp_path / "out.png"
+        result = run_cli("decompress", GOLDEN / "format7" / "reordered.vz", "-o", out, "-f", "-m", tiny_weights[3],
+                         env=env)
+        assert result.returncode == 0, result.stderr
+        assert np.array_equal(np.asarray(Image.open(out)), expected), env
+
+
 def test_info_says_how_each_file_was_coded():
     from codec.container import READABLE_VERSIONS
     from vaezip.api import INFERENCE
 
     assert sorted(INFERENCE) == list(READABLE_VERSIONS)  # every format a reader reads, named
-    result = run_cli("info", GOLDEN / "golden.vz", GOLDEN / "golden-v4.vz", GOLDEN / "format6" / "model.vz")
+    result = run_cli("info", GOLDEN / "golden.vz", GOLDEN / "golden-v4.vz", GOLDEN / "format6" / "model.vz",
+                     GOLDEN / "format7" / "reordered.vz")
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stdout.decode().splitlines() if not line.startswith(" ")]
     assert "format 2 (integer-exact inference: decodes on any machine)" in lines[0]
     assert "format 1 (float inference: decodes on the kind of machine that made it)" in lines[1]
-    assert "format 6 (integer-exact inference with blend predictor tiles" in lines[2]
+    assert "format 6 (integer-exact inference with blend predictor tiles," in lines[2]
+    assert "format 7 (integer-exact inference with blend predictor tiles first in the stream" in lines[3]
 
 
 def test_info_needs_no_model_and_imports_no_torch():

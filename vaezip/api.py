@@ -41,7 +41,9 @@ def compress_images(
     smaller path, so that a file is never much larger than the best classical coding (False: the model codes
     every image, as before format 3).
     format_version: None for the oldest format that holds the file (3; 4 for importance-weighted batches; 6
-    where a tile goes to the predictor, which blends several predictions in format 6); 5 to write format 5
+    where a tile goes to the predictor, which blends several predictions in format 6; 7 where the predictor's
+    tiles go first in the stream, so that the model's run in full batches); 6 to write format 6 (its tiles in
+    raster order), which readers older than format 7 read; 5 to write format 5
     (the predictor's Laplace residuals), which readers older than format 6 read; 3 for format 3 (its Gaussian
     ones), which readers older than format 5 read; 2 for the format before it, which readers older than
     format 3 read (the model codes every image).
@@ -134,6 +136,8 @@ INFERENCE = {
     4: "integer-exact inference with importance-weighted bits-back, and classical codings: decodes on any machine",
     5: "integer-exact inference with Laplace predictor tiles, and classical codings: decodes on any machine",
     6: "integer-exact inference with blend predictor tiles, and classical codings: decodes on any machine",
+    7: "integer-exact inference with blend predictor tiles first in the stream, and classical codings: decodes on "
+       "any machine",
 }
 
 
@@ -153,9 +157,11 @@ def file_info(data: bytes) -> FileInfo:
         for e in header.images
     )
     inference = INFERENCE[version]
-    if version in (5, 6) and any(tilekinds.BY_NAME[kind].samples > 1 for kind in kinds):
-        inference = (f"integer-exact inference with {'Laplace' if version == 5 else 'blend'} predictor tiles and "
-                     "importance-weighted bits-back, and classical codings: decodes on any machine")
+    if version in (5, 6, 7) and any(tilekinds.BY_NAME[kind].samples > 1 for kind in kinds):
+        predictor = {5: "Laplace predictor tiles", 6: "blend predictor tiles",
+                     7: "blend predictor tiles first in the stream"}[version]
+        inference = (f"integer-exact inference with {predictor} and importance-weighted bits-back, and classical "
+                     "codings: decodes on any machine")
     return FileInfo(
         len(data), version, inference, header.model_name or None, header.model_sha256 or None,
         None if coder is None else coder.tile, 0 if coder is None else len(coder.schedule), tuple(kinds.items()),

@@ -125,8 +125,9 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
     # Format 6's predictor tiles (the blend of predictors), format 5's (Laplace residuals) where that format
     # was asked for, else Gaussian ones (formats 1 to 4; the model's files are format 1 without integer inference).
     predictor_kind = bitsback.PREDICTIVE_NEIGHBOURS
-    if coder_model.integer and format_version in (None, container.LAPLACE_VERSION):
-        predictor_kind = bitsback.PREDICTIVE_BLEND if format_version is None else bitsback.PREDICTIVE_LAPLACE
+    if coder_model.integer and format_version in (None, container.LAPLACE_VERSION, container.BLEND_VERSION):
+        predictor_kind = bitsback.PREDICTIVE_LAPLACE if format_version == container.LAPLACE_VERSION else \
+            bitsback.PREDICTIVE_BLEND
     obstacle = importance_coding_obstacle(loaded.model.config) if samples != 1 else None
     if obstacle:
         raise ImageError(f"--samples {samples}: importance-weighted coding cannot code {loaded.name}: {obstacle}")
@@ -157,7 +158,8 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
 
     def code(indices: list[int]) -> _ModelCoding:
         return _encode_model(split, indices, coder_model, tiles_of, estimates_of if predictor else None, tile,
-                             max_batch, progress, legacy, predictor_kind, samples, priced_of)
+                             max_batch, progress, legacy, predictor_kind, samples, priced_of,
+                             model_last_order=format_version is None)
 
     if legacy or not classical:
         everything = code(everyone) if tiles_needed <= MAX_TILES else None
@@ -223,12 +225,14 @@ def _model_estimate(tiles, estimates: list[float],
 def _encode_model(split: list[_Image], indices: list[int], coder_model, tiles_of: dict[int, list],
                   estimates_of: dict[int, list[float]] | None, tile: int, max_batch: int, progress,
                   legacy: bool, predictor_kind: str, samples: int = 1,
-                  priced_of: dict[int, list[tuple[str, float]]] | None = None) -> _ModelCoding:
+                  priced_of: dict[int, list[tuple[str, float]]] | None = None,
+                  model_last_order: bool = False) -> _ModelCoding:
     """The model path over split[k] for k in `indices`: their planes and tiles in one bits-back stack;
     `samples` > 1: importance-weighted bits-back (format 4 or later where a batch is coded so), batches of at most
     max(1, max_batch // samples) tiles, so that a batch's passes hold no more rows than plain bits-back's
     (but for a single tile). predictor_kind: that of the tiles coded without the model (one the file's format
-    holds: PREDICTIVE_NEIGHBOURS for formats 1 and 2)."""
+    holds: PREDICTIVE_NEIGHBOURS for formats 1 and 2). model_last_order: the tiles the predictor takes first in
+    the stream, then the model's in full batches (format 7; bitsback.model_last), where any tile moves."""
     version = (2 if legacy else container.VERSION) if coder_model.integer else FLOAT_VERSION
     bitsback_kind = tilekinds.BITSBACK
     if samples != 1:
@@ -265,20 +269,29 @@ def _encode_model(split: list[_Image], indices: list[int], coder_model, tiles_of
     # schedule, so the choice needs no exactness.
     estimates = None if estimates_of is None else [e for k in indices for e in estimates_of.get(k, [])]
     priced = None if priced_of is None else [p for k in indices for p in priced_of.get(k, [])]
+    order = None
+    if model_last_order and estimates is not None and version in container.BINARY_VERSIONS:
+        if priced is None:
+            priced = bitsback.price_without_model(tiles, predictor_kind)
+        order = bitsback.model_last(bitsback.cheaper_without_model(tiles, estimates, predictor_kind, priced))
     with deterministic_kernels(pin_threads=not coder_model.integer):
-        schedule, stats = bitsback.encode_tiles(
+        schedule, stream_stats = bitsback.encode_tiles(
             stack, tiles, coder_model, GRID, max_batch, on_batch=progress, model_bits=estimates,
-            bitsback_kind=bitsback_kind, predictor=predictor_kind, priced=priced,
+            bitsback_kind=bitsback_kind, predictor=predictor_kind, priced=priced, order=order,
         )
-        if version in container.BINARY_VERSIONS:  # 3 unless the schedule holds a kind of a later format
-            version = container.binary_version(kind for kind, _ in schedule)
+        if version in container.BINARY_VERSIONS:  # 3 unless the schedule (or the order) needs a later format
+            version = container.binary_version((kind for kind, _ in schedule), ordered=order is not None)
+        # The schedule's kind and the stats of every tile in raster order (the stream's may differ: order).
+        stream_kinds = [tilekinds.BY_NAME[kind] for kind, n in schedule for _ in range(n)]
+        stats, kinds = list(stream_stats), list(stream_kinds)
+        for position, k in enumerate(order or ()):
+            stats[k], kinds[k] = stream_stats[position], stream_kinds[position]
         # The bound is what the coder's model pays: a bits-back tile's negative ELBO (an importance-weighted
         # tile's K-sample bound) comes from the pass that coded it;
         # a tile coded by the model without bits-back (the first ones) gets the (integer) model's own. A tile
         # the model did not code (predictor, whitened bytes) reports the estimate that chose its kind (the
         # float network, within ~0.1 % of the integer model): pricing it again would cost the encoder a
         # fifth of its time (kodim23: 150 of 384 tiles) for a figure that no byte depends on.
-        kinds = [tilekinds.BY_NAME[kind] for kind, n in schedule for _ in range(n)]
         # coded without bits-back (s.direct) but through the model (uses_model): the direct tiles
         model_coded = [k for k, s in enumerate(stats) if s.direct and (estimates is None or kinds[k].uses_model)]
         model_bits = dict(zip(model_coded, coder_model.tile_bounds([tiles[k] for k in model_coded])))
@@ -290,7 +303,8 @@ def _encode_model(split: list[_Image], indices: list[int], coder_model, tiles_of
     # stays small. The JSON formats keep recording it (format 1 decodes only on the kind of machine named).
     extra = {} if version in container.BINARY_VERSIONS else {
         "device": coder_model.device.type, "torch": str(torch.__version__), "vaezip": __version__}
-    settings = CoderSettings(GRID.step, GRID.bound, tile, max_batch, tuple(schedule), constriction_version(), extra)
+    settings = CoderSettings(GRID.step, GRID.bound, tile, max_batch, tuple(schedule), constriction_version(), extra,
+                             () if order is None else bitsback.order_runs(order))
 
     mine_of: dict[int, list[int]] = {k: [] for k in indices}
     for t, k in enumerate(owner):
@@ -404,9 +418,9 @@ def _decode_model(version: int, header: Header, words: np.ndarray, model, device
     coder_model = TorchLatentModel(loaded.model, target, integer=integer)
     grid = LatentGrid(header.coder.grid_step, header.coder.grid_bound)
 
-    def decode(stack: Stack, schedule: list, specs) -> list:
+    def decode(stack: Stack, schedule: list, specs, order: list[int] | None) -> list:
         with deterministic_kernels(pin_threads=not integer):
-            return bitsback.decode_tiles(stack, schedule, specs, coder_model, grid, progress)
+            return bitsback.decode_tiles(stack, schedule, specs, coder_model, grid, progress, order=order)
 
     cause = _likely_cause(header, target, integer)
     config = loaded.model.config

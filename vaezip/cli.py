@@ -978,13 +978,14 @@ def compress(
                                 "importance-weighted (Monte-Carlo) bits-back, paying the K-sample bound instead of "
                                 "the ELBO for K times the model's work each way (format 4 or later: vaezip before it "
                                 "cannot read such files)"),
-    format_version: Optional[int] = typer.Option(None, "--format", metavar="N", help="write format 5 (the "
-                                                 "predictor's tiles with Laplace residuals, readable by vaezip "
-                                                 "since format 5), 3 (readable by every vaezip since issue 15: "
-                                                 "the predictor's tiles with Gaussian residuals) or 2 (JSON "
-                                                 "header, every image through the model); default (or 6): the "
-                                                 "oldest format that holds the file (6 where the predictor "
-                                                 "codes a tile)"),
+    format_version: Optional[int] = typer.Option(None, "--format", metavar="N", help="write format 6 (the "
+                                                 "tiles in raster order, readable by vaezip since format 6), 5 "
+                                                 "(the predictor's tiles with Laplace residuals, since format 5), "
+                                                 "3 (readable by every vaezip since issue 15: the predictor's "
+                                                 "tiles with Gaussian residuals) or 2 (JSON header, every image "
+                                                 "through the model); default (or 7): the oldest format that "
+                                                 "holds the file (7 where the predictor's tiles go first in the "
+                                                 "stream, 6 where the predictor codes a tile)"),
 ):
     """Compress images to .vz (one file each, or one archive with -o)."""
     from vaezip.files import InputError, read_input, signals_as_exceptions
@@ -995,13 +996,13 @@ def compress(
             raise UsageFailure(f"--jobs must be 0 (one per core) or more, not {jobs_at_once}")
         if samples not in (1, *IMPORTANCE_SAMPLES):
             raise UsageFailure(f"--samples must be 1, {', '.join(map(str, IMPORTANCE_SAMPLES))}, not {samples}")
-        from codec.container import BLEND_VERSION, OLDER_FORMATS
+        from codec.container import OLDER_FORMATS, ORDER_VERSION
 
-        if format_version not in (None, *OLDER_FORMATS, BLEND_VERSION):
-            known = f"{', '.join(map(str, OLDER_FORMATS))} or {BLEND_VERSION}"
+        if format_version not in (None, *OLDER_FORMATS, ORDER_VERSION):
+            known = f"{', '.join(map(str, OLDER_FORMATS))} or {ORDER_VERSION}"
             raise UsageFailure(f"--format must be {known} (without it: the oldest format that holds the file), "
                                f"not {format_version}")
-        if format_version == BLEND_VERSION:  # the newest: what compress writes without --format
+        if format_version == ORDER_VERSION:  # the newest: what compress writes without --format
             format_version = None
         if format_version is not None and samples != 1:
             raise UsageFailure(f"--samples {samples} writes format 4 or later: not with --format {format_version}")

@@ -35,8 +35,9 @@ MAX_TILES = 2**20  # tiles in one file
 
 DAMAGED = "the file is damaged"
 
-# (stack, schedule, specs) -> the decoded tiles, last batch first (bitsback.decode_tiles with a model, or none)
-TileDecoder = Callable[[Stack, list, LazyTileSpecs], list]
+# (stack, schedule, specs, stream order or None) -> the decoded tiles in raster order, the stream's last batch
+# first (bitsback.decode_tiles with a model, or none)
+TileDecoder = Callable[[Stack, list, LazyTileSpecs, "list[int] | None"], list]
 # (version, header, words) -> ({image index: image}, what most likely went wrong if a checksum fails)
 ModelPart = Callable[[int, Header, np.ndarray], tuple[dict, str]]
 
@@ -76,8 +77,8 @@ def decode_model_free(data: bytes, *, progress=None, parsed=None) -> list:
             raise HeaderError("bad header: the model-coded images mix grey and colour")
         grid = LatentGrid(header.coder.grid_step, header.coder.grid_bound)
 
-        def decode(stack: Stack, schedule: list, specs: LazyTileSpecs) -> list:
-            return bitsback.decode_tiles(stack, schedule, specs, None, grid, progress)
+        def decode(stack: Stack, schedule: list, specs: LazyTileSpecs, order: list[int] | None) -> list:
+            return bitsback.decode_tiles(stack, schedule, specs, None, grid, progress, order=order)
 
         # stride 1: a model-free tile holds its valid pixels only, whatever the model pads them to
         return decode_stream(header, words, channels=min(channels, default=3), stride=1, decode=decode,
@@ -114,9 +115,11 @@ def decode_stream(header: Header, words: np.ndarray, *, channels: int, stride: i
     sizes = [(e.height, e.width) for e, uses in zip(entries, planes_of) if uses]
     specs = LazyTileSpecs(channels, sizes, tile, stride)  # nothing per tile is built before it is decoded
     counts = [count_tiles(e.height, e.width, tile) if uses else 0 for e, uses in zip(entries, planes_of)]
+    order = bitsback.order_from_runs(header.coder.order, needed) if header.coder.order else None
+    in_stream = specs if order is None else bitsback.Reordered(specs, order)
     batch_start = 0
     for kind, n in header.coder.schedule:
-        _, th, tw = specs[batch_start].shape
+        _, th, tw = in_stream[batch_start].shape
         if n * th * tw > MAX_BATCH_PIXELS:
             raise LimitError(f"a batch of {n} tiles of {th}x{tw} is more than vaezip's limit of {MAX_BATCH_PIXELS} pixels")
         rows = n * tilekinds.BY_NAME[kind].samples  # an importance-weighted batch runs the model on K rows a tile
@@ -131,7 +134,7 @@ def decode_stream(header: Header, words: np.ndarray, *, channels: int, stride: i
     # need bits on the stack (bitsback.check_payload_size, before any model run, and before every such batch),
     # and every image ends with its checksum.
     try:
-        tiles = decode(stack, list(header.coder.schedule), specs)
+        tiles = decode(stack, list(header.coder.schedule), specs, order)
         side: list[dict[str, np.ndarray]] = [{} for _ in entries]
         for index in reversed(range(len(entries))):
             entry = entries[index]

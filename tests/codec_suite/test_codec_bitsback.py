@@ -34,7 +34,7 @@ def stream(rng, channels, sizes, tile=8, stride=2):
 
 def assert_round_trip(tiles, model, **kwargs):
     result = bitsback.encode(tiles, model, **kwargs)
-    decoded = bitsback.decode(result.words, result.schedule, [t.spec for t in tiles], model)
+    decoded = bitsback.decode(result.words, result.schedule, [t.spec for t in tiles], model, order=result.order)
     for tile, pixels in zip(tiles, decoded):
         np.testing.assert_array_equal(pixels, tile.pixels)  # padding included: the decoder recreates it
     assert sum(n for _, n in result.schedule) == len(tiles) == len(result.stats)
@@ -481,3 +481,63 @@ def test_model_bits_must_cover_every_tile():
     _, tiles = stream(rng, 1, [(16, 16)])
     with pytest.raises(CodingError, match="model_bits"):
         bitsback.encode(tiles, ToyModel(1), model_bits=[0.0] * (len(tiles) - 1))
+
+
+# ---------------------------------------------------------------------------------------------- format 7's order
+
+
+def test_model_last_order_round_trips_and_runs_the_model_in_full_batches():
+    """Format 7: the tiles the model does not code first in the stream, then the model's, which then run in
+    batches of max_batch instead of the short runs between predictor tiles; the tiles come back in raster
+    order."""
+    rng = np.random.default_rng(7)
+    _, tiles = stream(rng, 3, [(40, 48), (24, 16)])
+    model_bits = [0.0 if k % 3 else float("inf") for k in range(len(tiles))]  # every third tile to the predictor
+    raster = bitsback.encode(tiles, ToyModel(3), model_bits=model_bits, max_batch=8)
+    moved = assert_round_trip(tiles, ToyModel(3), model_bits=model_bits, max_batch=8, model_last_order=True)
+    assert raster.order is None and moved.order == bitsback.model_last(
+        [None if bits == 0 else PREDICTIVE_BLEND for bits in model_bits])
+    decoded = bitsback.decode(moved.words, moved.schedule, [t.spec for t in tiles], ToyModel(3), order=moved.order)
+    for tile, pixels in zip(tiles, decoded):
+        np.testing.assert_array_equal(pixels, tile.pixels)
+    predictor_tiles = sum(1 for bits in model_bits if bits != 0)
+    assert [kind for kind, _ in moved.schedule[:predictor_tiles]] == [PREDICTIVE_BLEND] * predictor_tiles
+    model_batches = lambda result: sum(1 for kind, _ in result.schedule if kind == BITSBACK)  # noqa: E731
+    assert model_batches(moved) < model_batches(raster) / 2
+    with pytest.raises(CodingError):  # the stream order is part of what the decoder needs
+        bitsback.decode(moved.words, moved.schedule, [t.spec for t in tiles], ToyModel(3))
+
+
+def test_a_model_tile_without_bits_never_reads_a_neighbour_the_decoder_has_not_yet():
+    """Black tiles cost the predictor nothing, so the model's part of the stream starts on an empty stack and
+    its first tiles go without bits-back; the predictor is one of their choices only where the tile's
+    neighbours below and to the right come later in the stream (the decoder has them first)."""
+    rng = np.random.default_rng(8)
+    image = smooth_image(rng, 3, 32, 32)
+    image[:, 8:16] = 0  # the second row of tiles black
+    tiles = split_tiles(image, 8, 2)
+    model_bits = [float("inf") if 4 <= k < 8 else 0.0 for k in range(len(tiles))]
+    result = assert_round_trip(tiles, ToyModel(3), model_bits=model_bits, max_batch=4, model_last_order=True)
+    assert result.order[:4] == [4, 5, 6, 7]
+    kinds = [kind for kind, n in result.schedule for _ in range(n)]
+    assert kinds[4] != BITSBACK  # nothing to pop yet
+    decoded = bitsback.decode(result.words, result.schedule, [t.spec for t in tiles], ToyModel(3), order=result.order)
+    np.testing.assert_array_equal(merge_tiles(decoded, 32, 32, 8), image)
+
+
+@pytest.mark.parametrize("moved", [[], [0], [3], [0, 1, 2], [1, 2, 5, 6, 7], list(range(9))])
+def test_order_runs_describe_the_order(moved):
+    alone = [None if k in moved else WHITENED for k in range(9)]
+    order = bitsback.model_last(alone)
+    if order is None:  # raster order: nothing to write
+        assert moved == list(range(len(moved))) or moved == list(range(9 - len(moved), 9))
+        return
+    runs = bitsback.order_runs(order)
+    assert bitsback.order_from_runs(runs, 9) == order
+    assert all(n >= 1 for n in runs[1:]) and sum(runs) == 9
+
+
+@pytest.mark.parametrize("runs, total", [((3, 4), 8), ((3, 0, 5), 8), ((-1, 9), 8), ((2, 3, 4), 8)])
+def test_order_runs_that_do_not_cover_the_tiles_once_are_refused(runs, total):
+    with pytest.raises(CodingError, match="stream order"):
+        bitsback.order_from_runs(runs, total)

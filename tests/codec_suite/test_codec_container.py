@@ -194,7 +194,7 @@ def test_write_refuses_what_read_would_refuse():
 def test_reads_from_bytearray_and_memoryview():
     data = write(make_header(), WORDS, 2)
     assert read(bytearray(data))[0] == read(memoryview(data))[0] == make_header()
-    assert container.VERSION == 3 and container.READABLE_VERSIONS == (1, 2, 3, 4, 5, 6)
+    assert container.VERSION == 3 and container.READABLE_VERSIONS == (1, 2, 3, 4, 5, 6, 7)
 
 
 def test_the_format_version_round_trips_and_older_versions_are_read():
@@ -202,3 +202,22 @@ def test_the_format_version_round_trips_and_older_versions_are_read():
         assert container.read_versioned(write(make_header(), WORDS, version))[0] == version
     with pytest.raises(CodingError):
         write(make_header(), WORDS, max(container.READABLE_VERSIONS) + 1)
+
+
+def test_format_7_holds_the_stream_order_and_earlier_formats_refuse_one():
+    ordered = make_header(order=(0, 3, 7, 2, 31))
+    data = write(ordered, WORDS, container.ORDER_VERSION)
+    version, back, words = container.read_versioned(data)
+    assert version == 7 and back.coder == ordered.coder and back.coder.order == (0, 3, 7, 2, 31)
+    assert container.read_versioned(write(make_header(), WORDS, 7))[1].coder.order == ()  # raster order
+    for version in (1, 2, 3, 6):
+        with pytest.raises(HeaderError, match="stream order"):
+            write(ordered, WORDS, version)
+    assert container.binary_version(["bitsback"], ordered=True) == 7
+    assert container.binary_version(["bitsback", "predictive-blend"]) == 6
+
+
+@pytest.mark.parametrize("runs", [(0, 0, 5), (1, 2**28 + 1)])
+def test_format_7_refuses_order_runs_that_no_encoder_writes(runs):
+    with pytest.raises((HeaderError, LimitError)):
+        write(make_header(order=runs), WORDS, container.ORDER_VERSION)
