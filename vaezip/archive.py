@@ -156,9 +156,9 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
         # same image), once: the coder's choice of tiles and the estimate that decides whether it runs.
         priced_of = {k: bitsback.price_without_model(cut, predictor_kind) for k, cut in tiles_of.items()}
 
-    def code(indices: list[int]) -> _ModelCoding:
+    def code(indices: list[int], on_batch=progress) -> _ModelCoding:
         return _encode_model(split, indices, coder_model, tiles_of, estimates_of if predictor else None, tile,
-                             max_batch, progress, legacy, predictor_kind, samples, priced_of,
+                             max_batch, on_batch, legacy, predictor_kind, samples, priced_of,
                              model_last_order=format_version is None)
 
     if legacy or not classical:
@@ -169,14 +169,35 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
     # Classical codings of every image; then the files worth writing, the smallest of which is kept. The model
     # codes the images its estimate does not rule out (skip_ratio: the estimate's error shrinks with the tiles
     # it sums over).
+    estimated = {k: _model_estimate(tiles_of[k], estimates_of[k], None if priced_of is None else priced_of[k])
+                 for k in tiles_of}
+
+    def worth_the_model(alternatives) -> list[int]:
+        budget = {k: skip_ratio(len(tiles_of.get(k, ()))) * 8 * len(entry.data) for k, (entry, _) in alternatives.items()}
+        return [k for k in everyone if tiles_needed <= MAX_TILES and estimated.get(k, (0.0,))[0] <= budget[k]]
+
+    everything = None
+    candidates = [k for k in everyone if k in tiles_of]
+    if candidates and not alternatives_later.done():
+        # While the classical codings finish (a photograph's take ~0.65 s of one core), the model codes every
+        # image it could code, on the bet that none is ruled out; the bet is checked after each batch, and a
+        # lost one abandons the coding (the same file either way: the images coded are those ruled in).
+        def watching(done: int, total: int) -> None:
+            if progress is not None:
+                progress(done, total)
+            if alternatives_later.done() and worth_the_model(alternatives_later.result()) != candidates:
+                raise _LostBet
+
+        try:
+            everything = code(candidates, watching)
+        except _LostBet:
+            everything = None
     alternatives = alternatives_later.result()
     classical_entries = {index: entry for index, (entry, _) in alternatives.items()}
     sizes = {index: tried for index, (_, tried) in alternatives.items()}
-    budget = {k: skip_ratio(len(tiles_of.get(k, ()))) * 8 * len(entry.data) for k, entry in classical_entries.items()}
-    estimated = {k: _model_estimate(tiles_of[k], estimates_of[k], None if priced_of is None else priced_of[k])
-                 for k in tiles_of}
-    included = [k for k in everyone if tiles_needed <= MAX_TILES and estimated.get(k, (0.0,))[0] <= budget[k]]
-    everything = code(included) if included else None
+    included = worth_the_model(alternatives)
+    if everything is None or included != candidates:
+        everything = code(included) if included else None
     files = [(_write(split, None, classical_entries, loaded, False), None)]
     if everything is not None:
         # A float model's files (format 1) hold model-coded images only: it codes all or none.
@@ -190,6 +211,10 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
             files.append((_write(split, some, classical_entries, loaded, False), some))
     data, chosen = min(files, key=lambda file: len(file[0]))
     return _result(data, split, chosen, classical_entries, sizes, loaded, started, everything, estimated)
+
+
+class _LostBet(Exception):
+    """The classical codings ruled out an image that the model was coding on the bet that none would be."""
 
 
 # The model path is not run for an image whose estimated cost is more than skip_ratio(its tiles) times its
