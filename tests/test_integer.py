@@ -245,6 +245,28 @@ def test_windowed_tables_equal_the_full_tables(channels):
 
 
 @pytest.mark.skipif(not kernels.AVAILABLE, reason="numba is not installed: the coder uses the torch form")
+@pytest.mark.parametrize("channels, coupling", [(1, True), (3, True), (3, False)])
+def test_compiled_channel_terms_equal_the_torch_form(channels, coupling):
+    """The mixture weights given the channels before (their value probabilities, renormalised), the coupled
+    means and the inverse scales, by the compiled kernel and by torch: the same integers, for parameters
+    across and beyond their clamps and pixels at both ends of the range."""
+    torch.manual_seed(5)
+    config = dataclasses.replace(get_preset("tiny").model, image_channels=channels, channel_coupling=coupling)
+    likelihood = IntegerVAE(HierarchicalVAE(config)).likelihood
+    k = config.num_mixtures
+    width = k + 2 * k * channels + (3 * k if likelihood.coupled else 0)
+    scale = torch.tensor([4.0, 1.5, 9.0, 30.0, 0.01, 200.0], dtype=torch.float64) * 16384
+    flat = torch.round(torch.randn(3000, width, dtype=torch.float64) * scale[torch.randint(0, 6, (3000, width))])
+    values = torch.from_numpy(np.random.default_rng(5).integers(0, 256, (3000, channels), dtype=np.uint8))
+    values[:300], values[300:600] = 0, 255
+    for c in range(channels):
+        expected = likelihood._channel_terms(flat, values, c)
+        compiled = likelihood._kernel_arguments(flat, values, c)[:3]
+        for name, want, got in zip(("weights", "means", "inverse scales"), expected, compiled):
+            np.testing.assert_array_equal(got, want.numpy(), err_msg=f"channel {c}: {name}")
+
+
+@pytest.mark.skipif(not kernels.AVAILABLE, reason="numba is not installed: the coder uses the torch form")
 def test_the_torch_form_stands_in_for_the_kernel_with_the_same_tables(monkeypatch):
     """Where numba is missing, or its compiled kernel fails on first use, the coder builds the same tables
     with the torch form (a file made with one decodes with the other)."""

@@ -359,6 +359,7 @@ class IntegerVAE:
                                        self.edges.new_tensor([2.0**40])])
         # The compiled kernel's copies (kernels.py; CPU only).
         self.edges_numpy = self.edges.numpy().copy()
+        self.unit_values_numpy = self.unit_values.numpy().copy()
         self.likelihood = _integer_likelihood(model, self)
 
     def to(self, device) -> "IntegerVAE":
@@ -738,10 +739,13 @@ class IntegerMixture(FrequencyTables):
         return weights
 
     def split(self, flat: torch.Tensor):
-        """flat (N, P) parameters -> what every channel's tables of these pixels start from (_split): compute
-        it once for the channels of a batch and hand it to `probabilities` (it depends on the parameters
-        only, not on any pixel value)."""
-        return self._split(flat)
+        """flat (N, P) parameters -> what every channel's compiled tables of these pixels start from (_split,
+        as contiguous numpy arrays: logits (N, K), means and inverse scales (N, K, C), coupling coefficients
+        (N, K, 3), or (0, K, 3) uncoupled): compute it once for the channels of a batch and hand it to
+        `probabilities` (it depends on the parameters only, not on any pixel value)."""
+        logits, means, inv_scales, coeffs = self._split(flat)
+        coeffs = np.zeros((0, self.num_mixtures, 3)) if coeffs is None else coeffs.numpy()
+        return tuple(np.ascontiguousarray(array) for array in (logits.numpy(), means.numpy(), inv_scales.numpy(), coeffs))
 
     def _channel_terms(self, flat: torch.Tensor, values: torch.Tensor, channel: int, split=None):
         """The mixture of `channel` given the channels before it, per pixel and component, (N, K) each,
@@ -777,11 +781,19 @@ class IntegerMixture(FrequencyTables):
         return torch.from_numpy(out)
 
     def _kernel_arguments(self, flat: torch.Tensor, values: torch.Tensor, channel: int, split=None) -> tuple:
-        weights, mean, inv = self._channel_terms(flat, values, channel, split)
+        """The table kernel's arguments: _channel_terms by its compiled form (the same integers), from
+        split(flat) where the caller has it."""
+        logits, means, inv_scales, coeffs = self.split(flat) if split is None else split
+        weights, mean, inv = (np.empty(logits.shape) for _ in range(3))
+        exp = self.model.tables["exp"]
+        kernels.channel_terms(logits, means, inv_scales, coeffs, values.numpy().astype(np.int64),
+                              self.model.unit_values_numpy, channel,
+                              exp.values.numpy() if exp.compact is None else exp.compact, float(exp.first_q),
+                              self.model.edges_numpy, self.cdf.kernel_table, self.cdf.kernel_centre,
+                              float(self.cdf.table.first_q), INV_SCALE_BITS, CDF_BITS, MIX_BITS, weights, mean, inv)
         zero_through, full_from = self.cdf.saturation
-        return (np.ascontiguousarray(weights.numpy()), mean.numpy(), inv.numpy(), self.model.edges_numpy,
-                self.cdf.kernel_table, self.cdf.kernel_centre, float(self.cdf.table.first_q), zero_through, full_from,
-                INV_SCALE_BITS, CDF_BITS)
+        return (weights, mean, inv, self.model.edges_numpy, self.cdf.kernel_table, self.cdf.kernel_centre,
+                float(self.cdf.table.first_q), zero_through, full_from, INV_SCALE_BITS, CDF_BITS)
 
     def masses(self, flat: torch.Tensor, values: torch.Tensor, channel: int, windowed: bool = True) -> torch.Tensor:
         """The torch form's masses (N, 256) float64 integers (the reference of the compiled kernel's)."""

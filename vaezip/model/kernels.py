@@ -142,6 +142,70 @@ def _index(edge, offset, slope, last):
     return np.int64(min(max(offset + edge * slope, 0.0), float(last)))
 
 
+def _channel_terms(logits, means, inv_scales, coeffs, values, unit_values, channel, exp_values, exp_first_q,
+                   edges, sigmoid, centre, first_q, inv_scale_bits, cdf_bits, mix_bits, out_weights, out_mean,
+                   out_inv):
+    """Per pixel i and component j, the mixture of `channel` given the channels before it, into out_weights,
+    out_mean, out_inv (N, K) float64 integers (integer.py: IntegerMixture._channel_terms, operation for
+    operation).
+
+    logits (N, K), means and inv_scales (N, K, C): the split's, clamped; coeffs (N, K, 3) the coupling
+    coefficients (a (0, 0, 0) array where the channels are not coupled); values (N, C) the pixels (int);
+    unit_values (256,) each value's fixed-point position; exp_values / exp_first_q: the exp table; edges,
+    sigmoid, centre, first_q: the CDF as _row_masses reads it."""
+    n, k = logits.shape
+    full = float(np.int64(1) << cdf_bits)
+    last = 2 * centre if centre >= 0 else sigmoid.shape[0] - 1
+    exp_last = exp_values.shape[0] - 1
+    half = 2.0 ** (inv_scale_bits - 1)
+    down = 2.0 ** -inv_scale_bits
+    scale_mix = 2.0 ** mix_bits
+    one = 2.0 ** 14  # integer.ONE: the fixed point of the coupling coefficients and unit values
+    weights = np.empty(k)
+    for i in range(n):
+        largest = logits[i, 0]
+        for j in range(1, k):
+            largest = max(largest, logits[i, j])
+        for j in range(k):
+            index = logits[i, j] - largest - exp_first_q
+            weights[j] = max(float(exp_values[np.int64(min(max(index, 0.0), float(exp_last)))]), 1.0)
+        for previous in range(channel):
+            value = values[i, previous]
+            joint_largest = 0.0
+            for j in range(k):
+                mean = _coupled_mean(means, coeffs, unit_values, values, i, j, previous, one)
+                inv = inv_scales[i, j, previous]
+                offset = (half - mean * inv) * down - first_q
+                slope = inv * down
+                upper = full
+                if value != 255:
+                    upper = float(_cdf_value(sigmoid, centre, np.int64(full), _index(edges[value], offset, slope, last)))
+                lower = 0.0
+                if value != 0:
+                    lower = float(_cdf_value(sigmoid, centre, np.int64(full), _index(edges[value - 1], offset, slope, last)))
+                joint = weights[j] * max(upper - lower, 1.0)  # < 2**46: exact
+                weights[j] = joint
+                joint_largest = max(joint_largest, joint)
+            for j in range(k):
+                weights[j] = np.floor(weights[j] / joint_largest * scale_mix)
+        for j in range(k):
+            out_weights[i, j] = weights[j]
+            out_mean[i, j] = _coupled_mean(means, coeffs, unit_values, values, i, j, channel, one)
+            out_inv[i, j] = inv_scales[i, j, channel]
+
+
+def _coupled_mean(means, coeffs, unit_values, values, i, j, channel, one):
+    """IntegerMixture._coupled_mean of pixel i, component j: the mean of `channel` shifted by the channels
+    before it (none where coeffs holds no coefficients)."""
+    mean = means[i, j, channel]
+    if coeffs.shape[0] == 0 or channel == 0:
+        return mean
+    if channel == 1:
+        return mean + np.floor(coeffs[i, j, 0] * unit_values[values[i, 0]] / one + 0.5)
+    mean = mean + np.floor(coeffs[i, j, 1] * unit_values[values[i, 0]] / one + 0.5)
+    return mean + np.floor(coeffs[i, j, 2] * unit_values[values[i, 1]] / one + 0.5)
+
+
 def _table_lookup(q, first_q, values, identity_above, output_per_input, out):
     """out[i] = integer.Table's value at the fixed-point input q[i] (flat float64 arrays): values[q - first_q]
     clamped to the table, or q * output_per_input above it where identity_above. One pass over memory instead
@@ -158,10 +222,10 @@ def _table_lookup(q, first_q, values, identity_above, output_per_input, out):
 
 _PYTHON_FORMS = {function.__name__: function for function in (
     _index, _cdf_value, _guess, _first_edge_above, _row_masses, _frequencies_to_probabilities, _masses,
-    _table_lookup)}
+    _coupled_mean, _channel_terms, _table_lookup)}
 
 
-frequencies_to_probabilities = masses = first_edge_above = table_lookup = None
+frequencies_to_probabilities = masses = first_edge_above = table_lookup = channel_terms = None
 if AVAILABLE:
     try:
         # The numba versions of the functions above, bound in this module's globals too: a compiled function
@@ -172,6 +236,7 @@ if AVAILABLE:
         masses = _functions["_masses"]
         first_edge_above = _functions["_first_edge_above"]  # for tests
         table_lookup = _functions["_table_lookup"]
+        channel_terms = _functions["_channel_terms"]
     except Exception:  # noqa: BLE001 - any failure of numba leaves the torch form, the same integers
         globals().update(_PYTHON_FORMS)
         AVAILABLE = False
