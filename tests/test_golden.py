@@ -4,7 +4,8 @@ golden.vz is format 2 (JSON header, integer-exact model path); format3/*.vz (`py
 --format3`) are format 3: one file of each kind the classical path takes, golden.png through the model, and an
 archive that mixes both paths; format5/*.vz (`--format5`) are format 5: golden.png's model path with
 predictor tiles whose residuals are coded with a Laplace; format6/*.vz (`--format6`) the same in format 6, whose
-predictor tiles blend several predictions."""
+predictor tiles blend several predictions; format7/reordered.vz (`--format7`) a format-7 file, whose stream puts
+the predictor's tiles first."""
 
 from __future__ import annotations
 
