@@ -12,24 +12,49 @@ from __future__ import annotations
 import numpy as np
 
 
+# Elements per pass of deterministic_exp: its temporaries stay in a core's cache (the integer model's tables
+# take 3 M values at once: 0.22 -> 0.08 s measured).
+_EXP_CHUNK = 1 << 14
+
+
 def deterministic_exp(x: np.ndarray) -> np.ndarray:
     """exp(x) in float64 from +, -, *, floor and ldexp only (|relative error| < 1e-15), so the same bits on
-    every IEEE-754 machine: libm's exp (and numpy's SIMD exp) may differ in the last bit between machines."""
+    every IEEE-754 machine: libm's exp (and numpy's SIMD exp) may differ in the last bit between machines.
+    Computed in chunks, in place: every element by the same operations in the same order."""
     x = np.asarray(x, dtype=np.float64)
+    out = np.empty(x.shape)
+    flat_x, flat_out = x.reshape(-1), out.reshape(-1)
+    for start in range(0, flat_x.size, _EXP_CHUNK):
+        _exp_chunk(flat_x[start : start + _EXP_CHUNK], flat_out[start : start + _EXP_CHUNK])
+    return out[()] if out.ndim == 0 else out
+
+
+def _exp_chunk(x: np.ndarray, out: np.ndarray) -> None:
     ln2_hi, ln2_lo = 6.93147180369123816490e-01, 1.90821492927058770002e-10  # Cody-Waite split of ln 2
     n = np.floor(x * 1.4426950408889634 + 0.5)
     r = (x - n * ln2_hi) - n * ln2_lo  # |r| <= ~0.35
     term = np.ones_like(r)
     total = np.ones_like(r)
     for k in range(1, 20):  # Taylor series: the 19th term is below 1e-25
-        term = term * r / float(k)
-        total = total + term
-    return np.ldexp(total, n.astype(np.int64))
+        term *= r  # term = term * r / k, total = total + term: in place, the same two roundings
+        term /= float(k)
+        total += term
+    np.ldexp(total, n.astype(np.int64), out=out)
 
 
 def deterministic_log2(y: np.ndarray) -> np.ndarray:
-    """log2(y) for y > 0 from frexp, +, -, *, / only (the atanh series of the mantissa)."""
-    mantissa, exponent = np.frexp(np.asarray(y, dtype=np.float64))  # y = m * 2**e, m in [0.5, 1)
+    """log2(y) for y > 0 from frexp, +, -, *, / only (the atanh series of the mantissa). Computed in chunks,
+    in place, as deterministic_exp."""
+    y = np.asarray(y, dtype=np.float64)
+    out = np.empty(y.shape)
+    flat_y, flat_out = y.reshape(-1), out.reshape(-1)
+    for start in range(0, flat_y.size, _EXP_CHUNK):
+        flat_out[start : start + _EXP_CHUNK] = _log2_chunk(flat_y[start : start + _EXP_CHUNK])
+    return out[()] if out.ndim == 0 else out
+
+
+def _log2_chunk(y: np.ndarray) -> np.ndarray:
+    mantissa, exponent = np.frexp(y)  # y = m * 2**e, m in [0.5, 1)
     small = mantissa < 0.7071067811865476
     mantissa = np.where(small, mantissa * 2.0, mantissa)  # m in [0.707, 1.414)
     exponent = exponent - small.astype(np.int64)
@@ -37,5 +62,6 @@ def deterministic_log2(y: np.ndarray) -> np.ndarray:
     s2 = s * s
     total = np.zeros_like(s)
     for k in reversed(range(25)):  # 2 * sum s**(2k+1) / (2k+1) = ln m
-        total = total * s2 + 1.0 / float(2 * k + 1)
+        total *= s2  # total = total * s2 + c: in place, the same two roundings
+        total += 1.0 / float(2 * k + 1)
     return exponent + 2.0 * s * total * 1.4426950408889634
