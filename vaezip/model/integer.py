@@ -741,10 +741,10 @@ class IntegerMixture(FrequencyTables):
     def split(self, flat: torch.Tensor):
         """flat (N, P) parameters -> what every channel's compiled tables of these pixels start from (_split,
         as contiguous numpy arrays: logits (N, K), means and inverse scales (N, K, C), coupling coefficients
-        (N, K, 3), or (0, K, 3) uncoupled): compute it once for the channels of a batch and hand it to
+        (N, K, 3), or (N, K, 0) uncoupled): compute it once for the channels of a batch and hand it to
         `probabilities` (it depends on the parameters only, not on any pixel value)."""
         logits, means, inv_scales, coeffs = self._split(flat)
-        coeffs = np.zeros((0, self.num_mixtures, 3)) if coeffs is None else coeffs.numpy()
+        coeffs = np.zeros((len(flat), self.num_mixtures, 0)) if coeffs is None else coeffs.numpy()
         return tuple(np.ascontiguousarray(array) for array in (logits.numpy(), means.numpy(), inv_scales.numpy(), coeffs))
 
     def _channel_terms(self, flat: torch.Tensor, values: torch.Tensor, channel: int, split=None):
@@ -786,11 +786,11 @@ class IntegerMixture(FrequencyTables):
         logits, means, inv_scales, coeffs = self.split(flat) if split is None else split
         weights, mean, inv = (np.empty(logits.shape) for _ in range(3))
         exp = self.model.tables["exp"]
-        kernels.channel_terms(logits, means, inv_scales, coeffs, values.numpy().astype(np.int64),
-                              self.model.unit_values_numpy, channel,
-                              exp.values.numpy() if exp.compact is None else exp.compact, float(exp.first_q),
-                              self.model.edges_numpy, self.cdf.kernel_table, self.cdf.kernel_centre,
-                              float(self.cdf.table.first_q), INV_SCALE_BITS, CDF_BITS, MIX_BITS, weights, mean, inv)
+        rows = (logits, means, inv_scales, coeffs, values.numpy().astype(np.int64))
+        shared = (self.model.unit_values_numpy, channel, exp.values.numpy() if exp.compact is None else exp.compact,
+                  float(exp.first_q), self.model.edges_numpy, self.cdf.kernel_table, self.cdf.kernel_centre,
+                  float(self.cdf.table.first_q), INV_SCALE_BITS, CDF_BITS, MIX_BITS)
+        kernels.in_threads(kernels.channel_terms, rows, shared, (weights, mean, inv), torch.get_num_threads())
         zero_through, full_from = self.cdf.saturation
         return (weights, mean, inv, self.model.edges_numpy, self.cdf.kernel_table, self.cdf.kernel_centre,
                 float(self.cdf.table.first_q), zero_through, full_from, INV_SCALE_BITS, CDF_BITS)

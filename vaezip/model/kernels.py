@@ -144,7 +144,7 @@ def _index(edge, offset, slope, last):
 
 def _channel_terms(logits, means, inv_scales, coeffs, values, unit_values, channel, exp_values, exp_first_q,
                    edges, sigmoid, centre, first_q, inv_scale_bits, cdf_bits, mix_bits, out_weights, out_mean,
-                   out_inv):
+                   out_inv):  # in_threads cuts the first five and the last three by rows
     """Per pixel i and component j, the mixture of `channel` given the channels before it, into out_weights,
     out_mean, out_inv (N, K) float64 integers (integer.py: IntegerMixture._channel_terms, operation for
     operation).
@@ -198,7 +198,7 @@ def _coupled_mean(means, coeffs, unit_values, values, i, j, channel, one):
     """IntegerMixture._coupled_mean of pixel i, component j: the mean of `channel` shifted by the channels
     before it (none where coeffs holds no coefficients)."""
     mean = means[i, j, channel]
-    if coeffs.shape[0] == 0 or channel == 0:
+    if coeffs.shape[2] == 0 or channel == 0:
         return mean
     if channel == 1:
         return mean + np.floor(coeffs[i, j, 0] * unit_values[values[i, 0]] / one + 0.5)
@@ -268,27 +268,27 @@ def _executor(workers: int) -> ThreadPoolExecutor:
         return _pool[1]
 
 
-def in_threads(kernel, rows: tuple, shared: tuple, out: np.ndarray, threads: int) -> None:
-    """kernel(*rows, *shared, out) with the row arrays (and out) cut into up to `threads` contiguous ranges,
-    run at once: one in the calling thread, the others in a pool. The compiled kernels release the GIL
-    (nogil) and compute every row (element) on its own, so the cut changes no value. On the 2-core machine two
-    threads made the table kernel 1.85x faster on its own (each core's L2 cache holds the CDF table's half),
-    1.2x inside the coder, where torch's OpenMP threads still spin on the other core after a convolution."""
-    n = len(out)
+def in_threads(kernel, rows: tuple, shared: tuple, out: np.ndarray | tuple, threads: int) -> None:
+    """kernel(*rows, *shared, out) (or *out, a tuple of arrays) with the row arrays and out cut into up to
+    `threads` contiguous ranges, run at once: one in the calling thread, the others in a pool. The compiled
+    kernels release the GIL (nogil) and compute every row (element) on its own, so the cut changes no value.
+    On the 2-core machine two threads made the table kernel 1.85x faster on its own (each core's L2 cache
+    holds the CDF table's half), 1.2x inside the coder, where torch's OpenMP threads still spin on the other
+    core after a convolution."""
+    outs = out if isinstance(out, tuple) else (out,)
+    n = len(outs[0])
     parts = max(1, min(threads, n // MIN_ROWS_PER_THREAD))
     if parts == 1:
-        kernel(*rows, *shared, out)
+        kernel(*rows, *shared, *outs)
         return
     bounds = [n * k // parts for k in range(parts + 1)]
-    cut = lambda k: ([array[bounds[k] : bounds[k + 1]] for array in rows], out[bounds[k] : bounds[k + 1]])  # noqa: E731
+    cut = lambda arrays, k: [array[bounds[k] : bounds[k + 1]] for array in arrays]  # noqa: E731
     pending = []
     try:
         pool = _executor(parts - 1)
         for k in range(1, parts):
-            part_rows, part_out = cut(k)
-            pending.append(pool.submit(kernel, *part_rows, *shared, part_out))
-        part_rows, part_out = cut(0)
-        kernel(*part_rows, *shared, part_out)
+            pending.append(pool.submit(kernel, *cut(rows, k), *shared, *cut(outs, k)))
+        kernel(*cut(rows, 0), *shared, *cut(outs, 0))
     finally:
         for future in pending:
             future.result()  # waits for every range, and raises what a range raised
