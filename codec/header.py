@@ -343,6 +343,8 @@ def from_binary(raw: bytes, version: int = FORMAT_BINARY) -> tuple[Header, list[
         order = ()
         if version >= FORMAT_ORDER:
             count = reader.varint("order runs", 0, MAX_ORDER_RUNS)
+            if count in (1, 2):  # such runs describe the raster order, whose one form is no runs
+                raise HeaderError(f"bad header: {count} order runs (the raster order is written as none)")
             order = tuple(reader.varint("order run", 0 if k == 0 else 1, MAX_ORDER_RUN) for k in range(count))
         words = reader.varint("payload words", 0, 2**32 - 1)
     count = reader.varint("image count", 1, MAX_IMAGES)

@@ -7,7 +7,8 @@ summary, the format versions whose files may hold it, and one (push, pop) pair:
     push(stack, tiles, start, stream) -> ideal bits per tile (B,), or None
     pop(stack, specs, start, stream)  -> the padded tiles (B, C, Th, Tw) uint8
 
-`start` is the batch's first tile in the stream, `stream` what else a kind may need (the model, the latent
+`start` is the raster index of the batch's first tile (its place among the images' tiles in image and tile
+order, whatever the stream's order: codec/bitsback.py), `stream` what else a kind may need (the model, the latent
 grid, the stream's other tiles: `Stream`). pop undoes push exactly: the decoder pops the batches last first,
 so every batch after this one is decoded when it pops. Only bits-back (plain or importance-weighted) pops
 before it pushes; its push returns None when those pops ran the stack dry (the caller then restores its clone of the stack).

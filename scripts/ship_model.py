@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from codec.ans import constriction_version  # noqa: E402
 # The format of the model path's files, which refreshed figures are of (format 6: the predictor's blend tiles).
-from codec.container import BLEND_VERSION as VZ_VERSION  # noqa: E402
+from codec.container import ORDER_VERSION as VZ_VERSION  # noqa: E402
 from vaezip import data as datasets  # noqa: E402
 from vaezip.api import compress_images, load_model  # noqa: E402
 from vaezip.checkpoint import export_weights, load_checkpoint, sha256_file  # noqa: E402

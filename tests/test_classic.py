@@ -132,10 +132,8 @@ def test_the_model_runs_only_where_its_estimate_comes_within_the_skip_ratio(mode
     wins (skip_ratio of its tiles)."""
     from vaezip import archive
 
-    rng = np.random.default_rng(0)
-    y, x = np.mgrid[0:48, 0:64]
-    pixels = np.stack([120 + 50 * np.sin(x / 7.0), 100 + 40 * np.cos(y / 5.0), 90 + 0.5 * x + 0.5 * y], -1)
-    image = Image.fromarray(np.clip(pixels + rng.normal(0, 3, pixels.shape), 0, 255).astype(np.uint8))
+    monkeypatch.setattr(archive, "SPECULATE", False)  # the decision alone (the bet is tested below)
+    image = smooth_photo(0)
     calls = []
     real_encode = archive._encode_model
     monkeypatch.setattr(archive, "_encode_model", lambda *args, **kwargs: calls.append(1) or real_encode(*args, **kwargs))
@@ -152,6 +150,59 @@ def test_the_model_runs_only_where_its_estimate_comes_within_the_skip_ratio(mode
     assert estimate <= margin(12) * real, (estimate, real)  # 12 tiles of 16x16
     assert {k: v for k, v in candidates[0.0].items() if k != "model"} == {
         k: v for k, v in candidates[1e9].items() if k != "model"}
+
+
+def smooth_photo(seed: int) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:48, 0:64]
+    pixels = np.stack([120 + 50 * np.sin(x / 7.0), 100 + 40 * np.cos(y / 5.0), 90 + 0.5 * x + 0.5 * y], -1)
+    return Image.fromarray(np.clip(pixels + rng.normal(0, 3, pixels.shape), 0, 255).astype(np.uint8))
+
+
+@pytest.mark.parametrize("outcome", ["won", "lost", "raised"])
+def test_coding_while_the_classical_codings_finish_gives_the_file_made_without_the_bet(models, monkeypatch, outcome):
+    """compress runs the model while the classical codings finish, on the bet that no image will be ruled out.
+    Here the classical codings wait until the model has coded a batch, so the bet is always taken: the file
+    is byte for byte the one made without it, whether the bet is won or lost (a skip ratio of 0 rules every
+    image out), and an error of the classical coding is the same error."""
+    import threading
+
+    from vaezip import archive
+    from vaezip.errors import ImageError
+
+    images = [("a.png", smooth_photo(1)), ("b.png", smooth_photo(2).transpose(Image.FLIP_LEFT_RIGHT))]
+    if outcome == "lost":
+        monkeypatch.setattr(archive, "skip_ratio", lambda tiles: 0.0)
+    real_smallest = archive.smallest_entry
+
+    def classical(*args):
+        if outcome == "raised":
+            raise ImageError("a.png: no classical coding")
+        return real_smallest(*args)
+
+    monkeypatch.setattr(archive, "smallest_entry", classical)
+    monkeypatch.setattr(archive, "SPECULATE", False)
+    try:
+        expected = compress_images(images, models[3], tile=16, device="cpu").data
+    except ImageError as error:
+        expected = error
+    monkeypatch.setattr(archive, "SPECULATE", True)
+    batch_done = threading.Event()
+    monkeypatch.setattr(archive, "smallest_entry", lambda *args: batch_done.wait(60) and classical(*args))
+    coded = []
+    real_encode = archive._encode_model
+    monkeypatch.setattr(archive, "_encode_model", lambda split, indices, *rest, **options: coded.append(
+        list(indices)) or real_encode(split, indices, *rest, **options))
+    try:
+        data = compress_images(images, models[3], tile=16, device="cpu", progress=lambda *_: batch_done.set()).data
+    except ImageError as error:
+        data = error
+    assert coded[0] == [0, 1]  # the bet: every image through the model, before the classical codings were in
+    if outcome == "raised":
+        assert isinstance(data, ImageError) and str(data) == str(expected)
+    else:
+        assert data == expected
+        assert coded == [[0, 1]]  # won: that coding is the file's; lost: every image ruled out, nothing more
 
 
 def test_an_alpha_plane_beside_the_model_is_coded_with_spatial_context(models):

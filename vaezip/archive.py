@@ -177,8 +177,8 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
         return [k for k in everyone if tiles_needed <= MAX_TILES and estimated.get(k, (0.0,))[0] <= budget[k]]
 
     everything = None
-    candidates = [k for k in everyone if k in tiles_of]
-    if candidates and not alternatives_later.done():
+    candidates = everyone if tiles_needed <= MAX_TILES else []  # what worth_the_model gives without a budget
+    if SPECULATE and candidates and not alternatives_later.done():
         # While the classical codings finish (a photograph's take ~0.65 s of one core), the model codes every
         # image it could code, on the bet that none is ruled out; the bet is checked after each batch, and a
         # lost one abandons the coding (the same file either way: the images coded are those ruled in).
@@ -190,8 +190,8 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
 
         try:
             everything = code(candidates, watching)
-        except _LostBet:
-            everything = None
+        except Exception:  # noqa: BLE001 - a lost bet, or a failure on an image that may be ruled out: the
+            everything = None  # coding below raises again whatever concerns the images ruled in
     alternatives = alternatives_later.result()
     classical_entries = {index: entry for index, (entry, _) in alternatives.items()}
     sizes = {index: tried for index, (_, tried) in alternatives.items()}
@@ -211,6 +211,10 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
             files.append((_write(split, some, classical_entries, loaded, False), some))
     data, chosen = min(files, key=lambda file: len(file[0]))
     return _result(data, split, chosen, classical_entries, sizes, loaded, started, everything, estimated)
+
+
+# Whether compress may code with the model while the classical codings finish (tests compare both ways).
+SPECULATE = True
 
 
 class _LostBet(Exception):

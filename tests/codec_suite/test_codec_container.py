@@ -217,7 +217,7 @@ def test_format_7_holds_the_stream_order_and_earlier_formats_refuse_one():
     assert container.binary_version(["bitsback", "predictive-blend"]) == 6
 
 
-@pytest.mark.parametrize("runs", [(0, 0, 5), (1, 2**28 + 1)])
+@pytest.mark.parametrize("runs", [(0, 0, 5), (1, 2**28 + 1, 1), (4,), (1, 3), (0, 4)])
 def test_format_7_refuses_order_runs_that_no_encoder_writes(runs):
     with pytest.raises((HeaderError, LimitError)):
         write(make_header(order=runs), WORDS, container.ORDER_VERSION)

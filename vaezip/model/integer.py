@@ -765,8 +765,8 @@ class IntegerMixture(FrequencyTables):
         by the compiled kernel where there is one (CPU tensors), else by the torch form. `split`:
         split(flat), where the caller keeps it for the other channels."""
         if kernels.AVAILABLE and flat.device.type == "cpu":
-            arguments = self._kernel_arguments(flat, values, channel, split)
             try:
+                arguments = self._kernel_arguments(flat, values, channel, split)
                 kernels.in_threads(kernels.frequencies_to_probabilities, arguments[:3],
                                    (*arguments[3:], PROBABILITY_BITS), out, torch.get_num_threads())
                 return
