@@ -1,3 +1,3 @@
-from vaezip.cli import app
+from vaezip.cli import main
 
-app(prog_name="vaezip")
+main()
