@@ -261,7 +261,7 @@ def encode_tiles(
                 n, target = 1, 1
                 # The predictor reads the tile's neighbours below and to the right: only where the decoder has
                 # them first (later in the stream; always so in raster order).
-                fallbacks = tuple(kind for kind in without_bits(predictor) if kind != predictor
+                fallbacks = tuple(candidate for candidate in without_bits(predictor) if candidate != predictor
                                   or _context_decoded_first(raster[order[done]], order[done], position))
                 kind, ideal = _encode_without_bits(stack, tiles, done, stream, fallbacks, order[done])
             else:
