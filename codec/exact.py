@@ -12,21 +12,26 @@ from __future__ import annotations
 import numpy as np
 
 
-# Elements per pass of deterministic_exp: its temporaries stay in a core's cache (the integer model's tables
-# take 3 M values at once: 0.22 -> 0.08 s measured).
+# Elements per pass of deterministic_exp and deterministic_log2: their temporaries stay in a core's cache (the
+# integer model's tables, 3 M values: built in 0.16 s instead of 0.32).
 _EXP_CHUNK = 1 << 14
+
+
+def _chunked(compute, x: np.ndarray) -> np.ndarray:
+    """compute(x chunk, out chunk) over x (any shape) in _EXP_CHUNK pieces; a 0-d x gives a numpy scalar."""
+    x = np.asarray(x, dtype=np.float64)
+    out = np.empty(x.shape)
+    flat_x, flat_out = x.reshape(-1), out.reshape(-1)
+    for start in range(0, flat_x.size, _EXP_CHUNK):
+        compute(flat_x[start : start + _EXP_CHUNK], flat_out[start : start + _EXP_CHUNK])
+    return out[()] if out.ndim == 0 else out
 
 
 def deterministic_exp(x: np.ndarray) -> np.ndarray:
     """exp(x) in float64 from +, -, *, floor and ldexp only (|relative error| < 1e-15), so the same bits on
     every IEEE-754 machine: libm's exp (and numpy's SIMD exp) may differ in the last bit between machines.
     Computed in chunks, in place: every element by the same operations in the same order."""
-    x = np.asarray(x, dtype=np.float64)
-    out = np.empty(x.shape)
-    flat_x, flat_out = x.reshape(-1), out.reshape(-1)
-    for start in range(0, flat_x.size, _EXP_CHUNK):
-        _exp_chunk(flat_x[start : start + _EXP_CHUNK], flat_out[start : start + _EXP_CHUNK])
-    return out[()] if out.ndim == 0 else out
+    return _chunked(_exp_chunk, x)
 
 
 def _exp_chunk(x: np.ndarray, out: np.ndarray) -> None:
@@ -45,15 +50,10 @@ def _exp_chunk(x: np.ndarray, out: np.ndarray) -> None:
 def deterministic_log2(y: np.ndarray) -> np.ndarray:
     """log2(y) for y > 0 from frexp, +, -, *, / only (the atanh series of the mantissa). Computed in chunks,
     in place, as deterministic_exp."""
-    y = np.asarray(y, dtype=np.float64)
-    out = np.empty(y.shape)
-    flat_y, flat_out = y.reshape(-1), out.reshape(-1)
-    for start in range(0, flat_y.size, _EXP_CHUNK):
-        flat_out[start : start + _EXP_CHUNK] = _log2_chunk(flat_y[start : start + _EXP_CHUNK])
-    return out[()] if out.ndim == 0 else out
+    return _chunked(_log2_chunk, y)
 
 
-def _log2_chunk(y: np.ndarray) -> np.ndarray:
+def _log2_chunk(y: np.ndarray, out: np.ndarray) -> None:
     mantissa, exponent = np.frexp(y)  # y = m * 2**e, m in [0.5, 1)
     small = mantissa < 0.7071067811865476
     mantissa = np.where(small, mantissa * 2.0, mantissa)  # m in [0.707, 1.414)
@@ -64,4 +64,4 @@ def _log2_chunk(y: np.ndarray) -> np.ndarray:
     for k in reversed(range(25)):  # 2 * sum s**(2k+1) / (2k+1) = ln m
         total *= s2  # total = total * s2 + c: in place, the same two roundings
         total += 1.0 / float(2 * k + 1)
-    return exponent + 2.0 * s * total * 1.4426950408889634
+    out[:] = exponent + 2.0 * s * total * 1.4426950408889634

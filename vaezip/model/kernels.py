@@ -150,7 +150,7 @@ def _channel_terms(logits, means, inv_scales, coeffs, values, unit_values, chann
     operation).
 
     logits (N, K), means and inv_scales (N, K, C): the split's, clamped; coeffs (N, K, 3) the coupling
-    coefficients (a (0, 0, 0) array where the channels are not coupled); values (N, C) the pixels (int);
+    coefficients ((N, K, 0) where the channels are not coupled); values (N, C) the pixels (int);
     unit_values (256,) each value's fixed-point position; exp_values / exp_first_q: the exp table; edges,
     sigmoid, centre, first_q: the CDF as _row_masses reads it."""
     n, k = logits.shape
