@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import run_cli
 from PIL import Image, features
 
@@ -189,15 +190,28 @@ def test_coding_while_the_classical_codings_finish_gives_the_file_made_without_t
     monkeypatch.setattr(archive, "SPECULATE", True)
     batch_done = threading.Event()
     monkeypatch.setattr(archive, "smallest_entry", lambda *args: batch_done.wait(60) and classical(*args))
-    coded = []
+    coded, threads_seen = [], []
     real_encode = archive._encode_model
     monkeypatch.setattr(archive, "_encode_model", lambda split, indices, *rest, **options: coded.append(
         list(indices)) or real_encode(split, indices, *rest, **options))
+
+    def first_batch_done(*_) -> None:
+        if not batch_done.is_set():
+            threads_seen.append(torch.get_num_threads())
+        batch_done.set()
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
     try:
-        data = compress_images(images, models[3], tile=16, device="cpu", progress=lambda *_: batch_done.set()).data
+        data = compress_images(images, models[3], tile=16, device="cpu", progress=first_batch_done).data
     except ImageError as error:
         data = error
+    finally:
+        threads_after = torch.get_num_threads()
+        torch.set_num_threads(threads)
     assert coded[0] == [0, 1]  # the bet: every image through the model, before the classical codings were in
+    # The bet's batches left the classical coding its core, and compress gave the threads back.
+    assert threads_seen == [1] and threads_after == 2
     if outcome == "raised":
         assert isinstance(data, ImageError) and str(data) == str(expected)
     else:
