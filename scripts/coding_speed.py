@@ -4,7 +4,9 @@ network's convolutions and activation lookups, the encoder's up-front estimate p
 network) and the local predictor (pricing every tile, coding some).
 
     python scripts/coding_speed.py ../shared/data/kodak/kodim23.png [--model NAME] [--device cpu|cuda] [--float]
+        [--classical] [--system-allocator]
 
+The C allocator is set as the vaezip command sets it (vaezip/allocator.py) unless --system-allocator.
 --float codes with the float network (format 1, what vaezip wrote before the integer-exact coder; decodes
 only on the kind of machine that wrote it), for comparison.
 """
@@ -25,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from codec import ans, predictive  # noqa: E402
 from vaezip import coding  # noqa: E402
 from vaezip.model import integer  # noqa: E402
+from vaezip.allocator import retain_freed_memory  # noqa: E402
 from vaezip.api import compress_images, decompress_images, default_model, load_model  # noqa: E402
 from vaezip.images import open_image  # noqa: E402
 
@@ -57,7 +60,11 @@ def main() -> None:
     parser.add_argument("--float", action="store_true", help="the format-1 float coder, for comparison")
     parser.add_argument("--classical", action="store_true",
                         help="let a classical coding win where it is smaller (by default the model path is timed)")
+    parser.add_argument("--system-allocator", action="store_true",
+                        help="leave the C allocator's settings as they are (the command sets them: vaezip/allocator.py)")
     args = parser.parse_args()
+    if not args.system_allocator:
+        retain_freed_memory()  # as the vaezip command does
     if args.float:
         import functools
 

@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from vaezip import __version__
+from vaezip.allocator import retain_freed_memory  # light: ctypes and os
 from vaezip.files import Terminated, shown  # light: no torch, numpy or Pillow
 
 # --samples: codec.tilekinds.SAMPLE_COUNTS, repeated here so that the CLI imports no numpy before it needs to
@@ -1591,7 +1592,9 @@ def main() -> None:
     status (os._exit), without the interpreter's teardown, which spent ~0.6 s freeing torch's, numba's and the
     model's objects one by one after every command that codes through the model (kodim23's compress: 7.6 ->
     7.0 s). By then every output file is written and closed (or removed), and the streams are flushed here;
-    nothing vaezip runs needs an exit hook. Tests call `app` itself."""
+    nothing vaezip runs needs an exit hook. Tests call `app` itself. Before the app, the C allocator is set
+    to keep freed memory for reuse (vaezip/allocator.py: page faults cost the coder ~0.3 s of kodim23's 4 s)."""
+    retain_freed_memory()
     try:
         app(prog_name="vaezip")
         code = 0

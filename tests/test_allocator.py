@@ -1,0 +1,61 @@
+"""vaezip.allocator: the command keeps freed memory for reuse instead of mapping every large array afresh."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# In a fresh process (the settings are the process's): is a 20 MiB array a block mapped on its own, as glibc
+# maps anything above its (initial) 128 KiB threshold, or taken from the heap?
+PROBE = """
+import ctypes, sys
+import numpy as np
+from vaezip.allocator import retain_freed_memory
+
+class Info(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+mallinfo2 = ctypes.CDLL(None).mallinfo2
+mallinfo2.restype = Info
+if sys.argv[1] == "retain":
+    assert retain_freed_memory()
+before = mallinfo2().hblkhd
+array = np.ones(20 * 2**20 // 8)
+print("mapped" if mallinfo2().hblkhd - before >= 20 * 2**20 else "heap")
+"""
+
+
+def _glibc_with_mallinfo2() -> bool:
+    try:
+        return os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc") and hasattr(ctypes.CDLL(None), "mallinfo2")
+    except (ValueError, OSError):
+        return False
+
+
+@pytest.mark.skipif(not _glibc_with_mallinfo2(), reason="glibc 2.33 or later only (mallinfo2)")
+def test_large_arrays_come_from_the_heap_once_the_allocator_retains_freed_memory():
+    def probe(mode: str) -> str:
+        return subprocess.run([sys.executable, "-c", PROBE, mode], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    assert probe("default") == "mapped"
+    assert probe("retain") == "heap"
+
+
+def test_the_command_sets_the_allocator_before_its_app(monkeypatch):
+    from vaezip import cli
+
+    calls = []
+    monkeypatch.setattr(cli, "retain_freed_memory", lambda: calls.append("allocator"))
+    monkeypatch.setattr(cli, "app", lambda **_: calls.append("app"))
+    monkeypatch.setattr(cli.os, "_exit", lambda code: calls.append(code))
+    cli.main()
+    assert calls == ["allocator", "app", 0]
