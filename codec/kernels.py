@@ -44,11 +44,11 @@ def left_cumulatives(rows: np.ndarray) -> np.ndarray:
     count, symbols = rows.shape
     running = np.cumsum(rows, axis=1, dtype=np.float32)  # (R, K): the sum up to and including each symbol
     scale = np.float32((1 << PRECISION) - symbols) / running[:, -1]  # (R,) float32 division
-    before = running[:, :-1]  # (R, K - 1): the sum before symbols 1 .. K - 1
-    np.multiply(before, scale[:, None], out=before)  # float32 products, as constriction's
+    scaled = running[:, :-1]  # (R, K - 1): the sums before symbols 1 .. K - 1, scaled in place next
+    np.multiply(scaled, scale[:, None], out=scaled)  # float32 products, as constriction's
     cumulative = np.empty((count, symbols + 1), dtype=np.int32)
     cumulative[:, 0] = 0
-    cumulative[:, 1:symbols] = before  # truncation of non-negative floats below 2**24: their floor
+    cumulative[:, 1:symbols] = scaled  # truncation of non-negative floats below 2**24: their floor
     cumulative[:, 1:symbols] += np.arange(1, symbols, dtype=np.int32)
     cumulative[:, symbols] = 1 << PRECISION  # constriction's special case for the last symbol
     return cumulative

@@ -26,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from codec import ans, predictive  # noqa: E402
 from vaezip import coding  # noqa: E402
-from vaezip.model import integer  # noqa: E402
 from vaezip.allocator import retain_freed_memory  # noqa: E402
 from vaezip.api import compress_images, decompress_images, default_model, load_model  # noqa: E402
 from vaezip.images import open_image  # noqa: E402
+from vaezip.model import integer  # noqa: E402
 
 SPENT: dict[str, float] = defaultdict(float)
 PARTS: dict[str, float] = defaultdict(float)  # within SPENT's buckets or "other": reported apart

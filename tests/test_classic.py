@@ -163,7 +163,8 @@ def smooth_photo(seed: int) -> Image.Image:
 @pytest.mark.parametrize("outcome", ["won", "lost", "raised"])
 def test_coding_while_the_classical_codings_finish_gives_the_file_made_without_the_bet(models, monkeypatch, outcome):
     """compress runs the model while the classical codings finish, on the bet that no image will be ruled out.
-    Here the classical codings wait until the model has coded a batch, so the bet is always taken: the file
+    Here the classical codings wait until the model has coded a batch, so the bet is always taken (on one
+    thread fewer until they are done): the file
     is byte for byte the one made without it, whether the bet is won or lost (a skip ratio of 0 rules every
     image out), and an error of the classical coding is the same error."""
     import threading
@@ -172,8 +173,8 @@ def test_coding_while_the_classical_codings_finish_gives_the_file_made_without_t
     from vaezip.errors import ImageError
 
     images = [("a.png", smooth_photo(1)), ("b.png", smooth_photo(2).transpose(Image.FLIP_LEFT_RIGHT))]
-    if outcome == "lost":
-        monkeypatch.setattr(archive, "skip_ratio", lambda tiles: 0.0)
+    # Every image ruled in (won: the model path is kept) or out (lost) by the classical codings' sizes.
+    monkeypatch.setattr(archive, "skip_ratio", lambda tiles: 0.0 if outcome == "lost" else 1e9)
     real_smallest = archive.smallest_entry
 
     def classical(*args):
@@ -184,7 +185,7 @@ def test_coding_while_the_classical_codings_finish_gives_the_file_made_without_t
     monkeypatch.setattr(archive, "smallest_entry", classical)
     monkeypatch.setattr(archive, "SPECULATE", False)
     try:
-        expected = compress_images(images, models[3], tile=16, device="cpu").data
+        expected = compress_images(images, models[3], tile=16, max_batch=4, predictor=False, device="cpu").data
     except ImageError as error:
         expected = error
     monkeypatch.setattr(archive, "SPECULATE", True)
@@ -195,23 +196,29 @@ def test_coding_while_the_classical_codings_finish_gives_the_file_made_without_t
     monkeypatch.setattr(archive, "_encode_model", lambda split, indices, *rest, **options: coded.append(
         list(indices)) or real_encode(split, indices, *rest, **options))
 
-    def first_batch_done(*_) -> None:
+    def after_each_batch(*_) -> None:
+        threads_seen.append(torch.get_num_threads())
         if not batch_done.is_set():
-            threads_seen.append(torch.get_num_threads())
-        batch_done.set()
+            batch_done.set()
+            # The classical codings finish now, before the next batch (their worker ends after its one task).
+            for thread in threading.enumerate():
+                if thread.name.startswith("vaezip-classical"):
+                    thread.join(60)
 
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        data = compress_images(images, models[3], tile=16, device="cpu", progress=first_batch_done).data
+        data = compress_images(images, models[3], tile=16, max_batch=4, predictor=False, device="cpu", progress=after_each_batch).data
     except ImageError as error:
         data = error
     finally:
         threads_after = torch.get_num_threads()
         torch.set_num_threads(threads)
     assert coded[0] == [0, 1]  # the bet: every image through the model, before the classical codings were in
-    # The bet's batches left the classical coding its core, and compress gave the threads back.
-    assert threads_seen == [1] and threads_after == 2
+    # The bet's batches left the classical codings a core until they were done, and compress gave it back.
+    assert threads_seen[0] == 1 and set(threads_seen[1:]) <= {2} and threads_after == 2
+    if outcome == "won":
+        assert len(threads_seen) >= 2 and threads_seen[1:] == [2] * (len(threads_seen) - 1)
     if outcome == "raised":
         assert isinstance(data, ImageError) and str(data) == str(expected)
     else:

@@ -10,8 +10,9 @@ freed memory is reused: `python scripts/coding_speed.py kodim23.png` 4.07-4.34 s
 (2026-12-03). Setting only some of them is worse than none (they switch off glibc's adaptive threshold:
 compress took 4.6-7 s). A process ends holding its peak memory; the command ends soon after.
 
-Only the command line (and the scripts that time it) call `retain_freed_memory`: a program that imports
-vaezip keeps its own allocator's settings. Elsewhere than glibc it does nothing."""
+Only the command line (and scripts/coding_speed.py, which times what it does) calls `retain_freed_memory`: a
+program that imports vaezip keeps its own allocator's settings, and so does a user who set glibc's malloc
+variables (MALLOC_*_ or GLIBC_TUNABLES). Elsewhere than glibc it does nothing."""
 
 from __future__ import annotations
 
@@ -27,13 +28,17 @@ TOP_PAD = 256 * 2**20
 
 def retain_freed_memory() -> bool:
     """Set glibc's malloc to keep freed memory for reuse (see the module's docstring); whether it was set."""
+    if any(name.startswith("MALLOC_") or name == "GLIBC_TUNABLES" for name in os.environ):
+        return False  # the user's settings
     try:
-        if not os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc"):
+        if not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"):
             return False
         mallopt = ctypes.CDLL(None).mallopt
-    except (ValueError, OSError, AttributeError):  # no such confstr name (not glibc), no C library symbol
+    except (ValueError, OSError, AttributeError):  # not glibc (no such name, or no os.confstr), no symbol
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    # mallopt returns 1 for each setting it took.
-    settings = ((M_MMAP_THRESHOLD, MMAP_THRESHOLD), (M_TRIM_THRESHOLD, TRIM_THRESHOLD), (M_TOP_PAD, TOP_PAD))
-    return all([mallopt(parameter, value) == 1 for parameter, value in settings])
+    # mallopt returns 1 for a setting it took. The threshold first: a glibc that refuses it (a 32-bit one caps it
+    # at 512 KiB) gets none of the others, which alone would only slow it down.
+    if mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) != 1:
+        return False
+    return mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1 and mallopt(M_TOP_PAD, TOP_PAD) == 1

@@ -185,9 +185,12 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
         # Meanwhile torch and the table kernel take one thread fewer: two threads on the one free core made
         # those batches' convolutions run at 20-30 GFLOP/s instead of 75 (the split of every step waits for
         # the share whose core the classical coding holds). The integer path computes the same integers on
-        # any number of threads (the float path of format 1 pins its own count: left alone).
+        # any number of threads (the float path of format 1 pins its own count, and a GPU's batches take no CPU
+        # thread: both left alone). torch's count is the process's: compress calls in several threads of one
+        # program share it, as deterministic_kernels' pinning always did.
         threads = torch.get_num_threads()
-        spare = threads - 1 if coder_model.integer and threads > 1 else threads
+        on_cpu = coder_model.integer and coder_model.device.type == "cpu"
+        spare = threads - 1 if on_cpu and threads > 1 else threads
 
         def watching(done: int, total: int) -> None:
             if progress is not None:
@@ -199,12 +202,14 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
                     raise _LostBet
 
         try:
-            torch.set_num_threads(spare)
+            if spare != threads:
+                torch.set_num_threads(spare)
             everything = code(candidates, watching)
         except Exception:  # noqa: BLE001 - a lost bet, or a failure on an image that may be ruled out: the
             everything = None  # coding below raises again whatever concerns the images ruled in
         finally:
-            torch.set_num_threads(threads)
+            if spare != threads:
+                torch.set_num_threads(threads)
     alternatives = alternatives_later.result()
     classical_entries = {index: entry for index, (entry, _) in alternatives.items()}
     sizes = {index: tried for index, (_, tried) in alternatives.items()}

@@ -45,7 +45,8 @@ DEVICE_TABLE_PIXELS = 16384
 @contextmanager
 def deterministic_kernels(pin_threads: bool = True):
     """Pin every setting that can change the floats between two runs of the same computation (the float path;
-    the integer path needs none of it, and `pin_threads=False` leaves it every thread).
+    the integer path needs none of it, and `pin_threads=False` leaves torch's thread count alone, changes made
+    inside included: compress gives a thread back mid-coding).
 
     On CUDA: deterministic cuDNN kernels, no autotuning, no TF32. On the CPU, oneDNN computes fixed shapes
     deterministically for a fixed thread count (CODING_THREADS), while torch.use_deterministic_algorithms
@@ -68,7 +69,8 @@ def deterministic_kernels(pin_threads: bool = True):
         with torch.inference_mode():
             yield
     finally:
-        torch.set_num_threads(threads)
+        if pin_threads:
+            torch.set_num_threads(threads)
         (
             torch.backends.cudnn.deterministic,
             torch.backends.cudnn.benchmark,
