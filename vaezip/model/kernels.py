@@ -85,6 +85,11 @@ def _row_masses(weights, mean, inv, edges, sigmoid, centre, first_q, zero_throug
     mass[row, :] = 0
     used_from, used_through = 255, 0
     for j in range(weights.shape[1]):
+        if weights[i, j] == 0.0:
+            # No mass anywhere (a component the channels before ruled out: ~22 % of them in kodim23's second and
+            # third channels): skipping it leaves every mass, and so every frequency, as it is; the values only it
+            # reached get frequency 1 either way, as values outside the used range.
+            continue
         # The position's terms are integers times powers of two, and so is their sum: exact (integer.py).
         offset = (half - mean[i, j] * inv[i, j]) * down - first_q
         slope = inv[i, j] * down
