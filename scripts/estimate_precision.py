@@ -21,7 +21,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from codec.tiling import split_tiles  # noqa: E402
-from vaezip import coding  # noqa: E402
+from vaezip import coding, devices  # noqa: E402
 from vaezip.allocator import retain_freed_memory  # noqa: E402
 from vaezip.api import compress_images, load_model  # noqa: E402
 from vaezip.images import open_image, split_image  # noqa: E402
@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=0, help="also compress Kodak's first N images both ways")
     args = parser.parse_args()
     retain_freed_memory()
-    if not estimator.amx_available():
+    if not devices.amx_available():
         sys.exit("this CPU has no AMX: the estimator stays float32 here")
     loaded = load_model(args.model)
     tiles = split_tiles(split_image(open_image(args.image)).model_plane, 32, loaded.model.config.stride)

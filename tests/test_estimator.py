@@ -5,15 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from codec.tiling import split_tiles
 from vaezip.coding import TorchLatentModel
 from vaezip.config import get_preset
+from vaezip import devices
 from vaezip.model import HierarchicalVAE, estimator
 
 CPU = torch.device("cpu")
-amx = pytest.mark.skipif(not estimator.amx_available(), reason="no AMX on this CPU: the estimator stays float32")
+amx = pytest.mark.skipif(not devices.amx_available(), reason="no AMX on this CPU: the estimator stays float32")
 
 
 def wide_model() -> HierarchicalVAE:
@@ -36,15 +38,29 @@ def test_the_wide_convolutions_and_only_they_run_in_bfloat16_in_a_copy():
     before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
     copy = estimator.bfloat16_estimator(model, CPU)
     converted = {name for name, module in copy.named_modules() if isinstance(module, estimator.Bfloat16Conv2d)}
-    expected = {name for name, module in model.named_modules() if estimator.wide(module)}
-    assert converted == expected and len(expected) >= 10
-    thin = [module for module in model.modules() if isinstance(module, nn.Conv2d) and not estimator.wide(module)]
-    assert thin and all(min(m.in_channels, m.out_channels) < estimator.WIDE_CHANNELS or m.kernel_size != (3, 3)
-                        for m in thin)
+    # The `cpu` preset's: the encoder's and decoder's 3x3 convolutions of 64-128 channels and the decoder's
+    # prior heads; not the stem (12 channels in), the posterior heads (16 out) or the 1x1 projections.
+    assert "encoder.stem" not in converted and len(converted) >= 10
+    assert any(name.endswith("prior_head") for name in converted)
+    assert not any("posterior" in name or "proj" in name for name in converted)
+    for name in converted:
+        conv = model.get_submodule(name)
+        assert conv.kernel_size == (3, 3) and min(conv.in_channels, conv.out_channels) >= 64, name
     # The model the coder codes with is untouched: its modules and its float32 weights.
     assert not any(isinstance(module, estimator.Bfloat16Conv2d) for module in model.modules())
     assert all(torch.equal(before[name], tensor) and tensor.dtype == before[name].dtype
                for name, tensor in model.state_dict().items())
+    assert not any(parameter.requires_grad for parameter in copy.parameters())
+
+
+def test_a_bfloat16_convolution_multiplies_bfloat16_and_adds_its_bias_in_float32():
+    torch.manual_seed(1)
+    conv = nn.Conv2d(64, 64, 3, padding=1)
+    x = torch.randn(2, 64, 8, 8)
+    out = estimator.Bfloat16Conv2d(conv)(x)  # B, C, H, W
+    sums = F.conv2d(x.bfloat16(), conv.weight.bfloat16(), None, padding=1).float()
+    assert out.dtype == torch.float32 and torch.equal(out, sums + conv.bias.detach()[:, None, None])
+    assert not torch.equal(out, conv(x))  # not the float32 convolution
 
 
 @amx
@@ -87,11 +103,22 @@ def test_only_the_integer_coders_estimates_use_it(monkeypatch):
     assert len(made) == 1
 
 
-@amx
-def test_onednn_kept_below_amx_keeps_the_float32_estimator(monkeypatch):
-    for limit in ("AVX2", "avx512_core"):
+def test_amx_counts_only_where_onednn_may_use_it(monkeypatch):
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"amx_bf16": True})
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    assert devices.amx_available()
+    for limit, expected in (("AVX2", False), ("avx512_core", False), ("AVX512_CORE_AMX", True), ("ALL", True),
+                            ("DEFAULT", True)):
         monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", limit)
-        assert not estimator.amx_available()
-    for limit in ("AVX512_CORE_AMX", "ALL"):
-        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", limit)
-        assert estimator.amx_available()
+        assert devices.amx_available() == expected, limit
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    monkeypatch.setenv("DNNL_MAX_CPU_ISA", "AVX2")  # the old name, where the new one is unset
+    assert not devices.amx_available()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")  # the new name wins
+    assert devices.amx_available()
+    monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)  # torch without oneDNN
+    assert not devices.amx_available()
+    monkeypatch.setattr(torch.backends.mkldnn, "enabled", True)
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"amx_bf16": False, "amx_tile": True})
+    assert not devices.amx_available()

@@ -264,3 +264,26 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path, png_folder):
     assert not [p for p in run.iterdir() if p.name != "last.pt"], "temporary files left behind"
     resumed = train(run, str(png_folder), get_preset("tiny"), steps=saved["step"] + 2, resume=True)
     assert resumed["step"] == saved["step"] + 2
+
+
+@pytest.mark.parametrize("limit", [None, "AVX2"], ids=["default", "onednn-avx2"])
+def test_cpu_training_steps_run_in_bfloat16_where_onednn_has_amx(tmp_path, tiny_npz, monkeypatch, limit):
+    """On a CPU with AMX tiles the steps' convolutions run in bfloat16 (autocast, as on CUDA); a oneDNN kept
+    below AMX (or a CPU without them) trains in float32."""
+    from vaezip import devices
+
+    if limit:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", limit)
+    dtypes = set()
+
+    def record(module, inputs, output):
+        if isinstance(module, torch.nn.Conv2d) and module.training:
+            dtypes.add(output.dtype)
+
+    handle = torch.nn.modules.module.register_module_forward_hook(record)
+    try:
+        result = train(tmp_path / "run", tiny_npz, get_preset("tiny"), steps=3, train_overrides=OVERRIDES)
+    finally:
+        handle.remove()
+    assert result["step"] == 3 and dtypes
+    assert dtypes == ({torch.bfloat16} if limit is None and devices.amx_available() else {torch.float32})
