@@ -569,7 +569,8 @@ def train_step(session: Session, progress: float | None) -> dict[str, float]:
     for group in session.optimizer.param_groups:
         group["lr"] = lr
     batch = torch.from_numpy(session.sampler.sample(config.batch_size)).to(session.device, non_blocking=True)
-    with torch.autocast(device_type=session.device.type, dtype=torch.bfloat16, enabled=bfloat16_steps(session.device)):
+    bfloat16 = bfloat16_steps(session.device)
+    with torch.autocast(device_type=session.device.type, dtype=torch.bfloat16, enabled=bfloat16):
         out = session.trained(batch, kl_weight=kl_weight(config, session.step),
                               kl_balance=kl_balancing(config, session.step),
                               importance_samples=config.importance_samples, binary_beta=config.binary_beta)
