@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from codec.tiling import split_tiles
+from vaezip import devices
 from vaezip.coding import TorchLatentModel
 from vaezip.config import get_preset
-from vaezip import devices
 from vaezip.model import HierarchicalVAE, estimator
 
 CPU = torch.device("cpu")
@@ -40,7 +40,8 @@ def test_the_wide_convolutions_and_only_they_run_in_bfloat16_in_a_copy():
     converted = {name for name, module in copy.named_modules() if isinstance(module, estimator.Bfloat16Conv2d)}
     # The `cpu` preset's: the encoder's and decoder's 3x3 convolutions of 64-128 channels and the decoder's
     # prior heads; not the stem (12 channels in), the posterior heads (16 out) or the 1x1 projections.
-    assert "encoder.stem" not in converted and len(converted) >= 10
+    # 6 encoder and 14 decoder residual convolutions, 7 prior heads: every 3x3 Conv2d of 64 channels or more
+    assert len(converted) == 27 and "encoder.stem" not in converted
     assert any(name.endswith("prior_head") for name in converted)
     assert not any("posterior" in name or "proj" in name for name in converted)
     for name in converted:
