@@ -66,3 +66,16 @@ def test_the_command_sets_the_allocator_before_its_app(monkeypatch):
     monkeypatch.setattr(cli.os, "_exit", lambda code: calls.append(code))
     cli.main()
     assert calls == ["allocator", "app", 0]
+
+
+def test_a_worker_of_several_jobs_sets_the_allocator_as_the_command_does(monkeypatch):
+    """-j N workers are spawned, fresh processes with glibc's defaults: each sets it at its start."""
+    from vaezip import parallel
+
+    calls = []
+    monkeypatch.setattr(parallel, "retain_freed_memory", lambda: calls.append("allocator"))
+    monkeypatch.setattr(parallel.signal, "signal", lambda *_: None)  # this process keeps its Ctrl-C
+    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))  # restored afterwards
+    monkeypatch.setattr(parallel, "_WORKER", {})  # nor does it keep a worker's state
+    parallel._start_worker(None, 1)
+    assert calls == ["allocator"]

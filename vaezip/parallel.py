@@ -15,11 +15,14 @@ import os
 import signal
 from concurrent.futures import Future, ProcessPoolExecutor
 
+from vaezip.allocator import retain_freed_memory
+
 _WORKER: dict = {}
 
 
 def _start_worker(model_spec: str | None, threads: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
+    retain_freed_memory()  # as the command's own process does (a spawned worker starts with glibc's defaults)
     # Read by torch when (if) it is imported: a file coded classically needs no torch, and no model.
     os.environ["OMP_NUM_THREADS"] = str(threads)
     _WORKER["spec"] = model_spec
