@@ -11,9 +11,8 @@ freed memory is reused: `python scripts/coding_speed.py kodim23.png` 4.07-4.34 s
 compress took 4.6-7 s). A process ends holding its peak memory; the command ends soon after.
 
 Only the command line (its process and its -j workers; and scripts/coding_speed.py, which times what it does)
-calls `retain_freed_memory`: a
-program that imports vaezip keeps its own allocator's settings, and so does a user who set glibc's malloc
-variables (MALLOC_*_ or GLIBC_TUNABLES). Elsewhere than glibc it does nothing."""
+calls `retain_freed_memory`: a program that imports vaezip keeps its own allocator's settings, and so does a
+user who set glibc's malloc variables (MALLOC_*_ or GLIBC_TUNABLES). Elsewhere than glibc it does nothing."""
 
 from __future__ import annotations
 
