@@ -555,9 +555,9 @@ def restore(session: Session) -> None:
 def bfloat16_steps(device: torch.device) -> bool:
     """Whether the training steps' forward passes run under bfloat16 autocast (convolutions and matmuls in
     bfloat16, the rest float32): on CUDA, and on a CPU that multiplies bfloat16 in AMX tiles, where a step of
-    the `cpu` preset (batch 32 of 32x32, forward, backward and Adam) took 0.14 s against float32's 0.20 (the
-    quiet 2-core Xeon, 2026-12-03). Elsewhere, or with ONEDNN_MAX_CPU_ISA below AMX (which is how to keep a CPU
-    run in float32), float32."""
+    the `cpu` preset (batch 32 of 32x32, forward, backward and Adam) took 0.135 s against float32's 0.19 (the
+    quiet 2-core Xeon, 2026-12-03; `python scripts/train_step_speed.py`). Elsewhere, or with ONEDNN_MAX_CPU_ISA
+    below AMX (which is how to keep a CPU run in float32), float32."""
     return device.type == "cuda" or (device.type == "cpu" and amx_available())
 
 
