@@ -72,9 +72,9 @@ def test_bfloat16_estimates_stay_close_to_the_float32_ones():
 
     coder = TorchLatentModel(load_model("photo2").model, CPU)
     tiles = photo_tiles()
-    assert isinstance(coder._estimate_network(), HierarchicalVAE) and coder._estimator is not None
+    assert isinstance(coder.estimate_network, HierarchicalVAE) and coder.estimate_network is not coder.model
     bfloat16 = np.array(coder.tile_bounds(tiles, estimate=True))
-    coder._estimator = None  # the float32 network
+    coder.estimate_network = coder.model  # the float32 network
     float32 = np.array(coder.tile_bounds(tiles, estimate=True))
     resampled = np.array(coder.tile_bounds(tiles, seed=1, estimate=True))
     off, spread = np.abs(bfloat16 / float32 - 1), np.abs(resampled / float32 - 1)
@@ -90,7 +90,7 @@ def test_no_bfloat16_estimator_where_it_would_not_be_faster(monkeypatch):
     monkeypatch.setattr(estimator, "amx_available", lambda: False)
     assert estimator.bfloat16_estimator(model, CPU) is None
     coder = TorchLatentModel(model, CPU)
-    assert coder._estimate_network() is coder.model  # the float32 network estimates
+    assert coder.estimate_network is coder.model  # the float32 network estimates
 
 
 def test_only_the_integer_coders_estimates_use_it(monkeypatch):

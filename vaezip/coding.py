@@ -10,6 +10,7 @@ Encoder and decoder must compute bit-identical distributions. Two ways, chosen b
 
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager
 from typing import Sequence
 
@@ -302,7 +303,6 @@ class TorchLatentModel:
             raise CodingError("a model with binary latent groups is coded by integers only (format 2 and later): "
                               "no float-coded (format 1) file can name it")
         self.integer_model = IntegerVAE(self.model).to(self.device) if self.integer else None
-        self._estimator: HierarchicalVAE | None | bool = False  # made at the first estimate (False: not yet)
 
     def begin(self, shape, pixels: np.ndarray | None = None):
         if self.integer:
@@ -319,7 +319,7 @@ class TorchLatentModel:
         of a percent (with its wide convolutions in bfloat16 where the CPU has AMX: model/estimator.py): good
         enough to choose which tiles the predictor codes, not what a report calls the bound."""
         integer = self.integer and not estimate
-        network = self._estimate_network() if self.integer and estimate else self.model
+        network = self.estimate_network if self.integer and estimate else self.model
         bounds = [0.0] * len(tiles)
         by_shape: dict[tuple[int, ...], list[int]] = {}
         for index, tile in enumerate(tiles):
@@ -342,11 +342,12 @@ class TorchLatentModel:
                         bounds[k] = float(value)
         return bounds
 
-    def _estimate_network(self) -> HierarchicalVAE:
-        """The float network of the integer coder's estimates: bfloat16_estimator's copy where there is one."""
-        if self._estimator is False:
-            self._estimator = bfloat16_estimator(self.model, self.device)
-        return self.model if self._estimator is None else self._estimator
+    @functools.cached_property
+    def estimate_network(self) -> HierarchicalVAE:
+        """The float network of the integer coder's estimates, made at the first one: bfloat16_estimator's copy
+        where there is one, else the model itself."""
+        copy = bfloat16_estimator(self.model, self.device)
+        return self.model if copy is None else copy
 
     def _integer_bounds(self, pixels: np.ndarray, mask: np.ndarray, rng, grid: LatentGrid) -> np.ndarray:
         """(B,) bits: analytic KL of each group at a posterior sample on the grid + the exact table cost."""
