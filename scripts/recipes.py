@@ -47,6 +47,8 @@ class Recipe:
             raise ValueError(f"recipe {self.name}: init and init_model both name a starting point")
     channels: int | None = None
     pixel_context: int | None = None  # adds a causal pixel-context head of this width to the init model
+    context_order: str | None = None  # the head's order: "rows" (the default) or "scales" (DVAE++'s multi-scale)
+    kl_warmup: int | None = None  # steps over which the KL term's weight ramps up to 1
     crop: int | None = None  # None: the preset's training crop
     batch_size: int | None = None  # None: the preset's
     importance_samples: int | None = None  # K > 1: DVAE##'s importance-weighted bound as the loss
@@ -76,6 +78,10 @@ class Recipe:
                 args += ["--init", self.init_model]
             if self.pixel_context is not None:
                 args += ["--pixel-context", str(self.pixel_context)]
+            if self.context_order is not None:
+                args += ["--context-order", self.context_order]
+            if self.kl_warmup is not None:
+                args += ["--kl-warmup", str(self.kl_warmup)]
             if self.crop is not None:
                 args += ["--crop", str(self.crop)]
             if self.batch_size is not None:
@@ -156,6 +162,22 @@ RECIPES: dict[str, Recipe] = {
             "zero but its posterior head random (before start_global_group set it to the prior) and gained "
             "nothing: Kodak's first two images tiled at 32, bound 3.5299 against photo2's 3.5315 (vaezip eval "
             "MODEL kodak --limit 2 --tile 32); validation 4.3405 -> 4.3384; held-out files 0.01 % smaller",
+        ),
+        Recipe(
+            "photo-gray2", "photos-train@3+skimage-gray@2+imagenette32-train@1", "cpu", steps=60000, lr=2e-4,
+            init_model="photo-gray", channels=1, sitting_minutes=95,
+            note="the shipped photo-gray fine-tuned on photos_train converted to luma (validation photos held "
+            "out), scikit-image's grey samples and Imagenette 32x32 train in luma, in sittings of 95 minutes on "
+            "one CPU thread (OMP_NUM_THREADS=1). Starting from photo2 made grey instead (same data with "
+            "skimage-gray@1, 100 minutes) was tried on 2026-12-04 and stayed behind photo-gray at 8,000 steps "
+            "(gray8bit tiled bound 2.8229 against 2.8116, Kodak grey 4.4131 against 4.4049)",
+        ),
+        Recipe(
+            "photo-ms", "photos-train@3+imagenette32-train@1", "cpu", steps=200000, decay_steps=200000,
+            pixel_context=64, context_order="scales", kl_warmup=10000,
+            note="prepared for a GPU window, not yet trained: the cpu preset with DVAE++'s multi-scale pixel-context "
+            "head and a KL warm-up, trained together from scratch (what docs/results/techniques ranks first), on "
+            "photo2's data; a head added to a trained model gains nothing (docs/results/context)",
         ),
         Recipe(
             "mnist", "mnist-train", "cpu", steps=11377, decay_steps=16000,
