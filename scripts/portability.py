@@ -60,7 +60,9 @@ def test_images(shipped: bool) -> dict[str, list[tuple[str, Image.Image]]]:
         "archive.vz": [("a.png", Image.fromarray(smooth[:24, :20], "RGB")), ("b.png", Image.fromarray(smooth[5:, 3:], "RGB"))],
     }
     if shipped:
-        kodak = ROOT.parent / "shared" / "data" / "kodak" / "kodim05.png"
+        from vaezip.data import data_root
+
+        kodak = data_root() / "kodak" / "kodim05.png"  # $VAEZIP_DATA where set: both sides must see the same
         photo = Image.open(kodak).convert("RGB").crop((64, 64, 160, 128)) if kodak.is_file() else Image.fromarray(
             np.clip(np.kron(smooth, np.ones((2, 2, 1))), 0, 255).astype(np.uint8)[:64, :80], "RGB")
         images["photo-shipped.vz"] = [("photo.png", photo)]
