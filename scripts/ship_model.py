@@ -51,6 +51,8 @@ def main() -> None:
     parser.add_argument("--eval-limit", type=int, default=2000)
     parser.add_argument("--tile", type=int, help="evaluate the bound on tiles, as the coder cuts images")
     parser.add_argument("--code-limit", type=int, default=200, help="images compressed for the achieved rate (0: none; take it from --bench)")
+    parser.add_argument("--half", action="store_true",
+                        help="store the weights as float16 (half the file; the figures are of that model)")
     parser.add_argument("--recipe", help="the scripts/recipes.py recipe that made the run (recorded)")
     parser.add_argument("--bench", type=Path, action="append", default=[],
                         help="a `vaezip bench` summary.csv: its vaezip rows for this model become figures")
@@ -62,7 +64,7 @@ def main() -> None:
     checkpoint = load_checkpoint(args.run)
     PRETRAINED_DIR.mkdir(exist_ok=True)
     weights = PRETRAINED_DIR / f"{args.name}.safetensors"
-    digest = export_weights(checkpoint, weights, args.name)
+    digest = export_weights(checkpoint, weights, args.name, half=args.half)
     loaded = load_model(weights)
     figures = {}
     for source in args.eval:

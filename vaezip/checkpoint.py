@@ -206,11 +206,25 @@ def build_model(config: ModelConfig, state_dict: dict[str, torch.Tensor], label:
     return model.eval()
 
 
-def export_weights(checkpoint: dict[str, Any], path: Path, name: str, use_ema: bool = True) -> str:
-    """Write the (EMA) weights as safetensors with the config in its metadata; returns the file's sha256."""
+def export_weights(checkpoint: dict[str, Any], path: Path, name: str, use_ema: bool = True,
+                   half: bool = False) -> str:
+    """Write the (EMA) weights as safetensors with the config in its metadata; returns the file's sha256.
+
+    half: the floating-point tensors as float16, a file half the size. The model is then the one of those
+    float16 values (loading widens them to float32 exactly; the integer model is derived from them), a
+    slightly different model from the float32 run, so measure it from the file, as ship_model.py does."""
     from safetensors.torch import save
 
     state = checkpoint["ema" if use_ema else "model"]
+    if half:
+        narrowed = {}
+        for key, value in state.items():
+            if value.is_floating_point():
+                value = value.detach().to(torch.float16)
+                if not torch.isfinite(value).all():
+                    raise ValueError(f"{key} has values beyond float16's range: export it without half")
+            narrowed[key] = value
+        state = narrowed
     description = {
         "kind": WEIGHTS_KIND,
         "format_version": FORMAT_VERSION,
