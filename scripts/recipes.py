@@ -170,7 +170,9 @@ RECIPES: dict[str, Recipe] = {
             "out), scikit-image's grey samples and Imagenette 32x32 train in luma, in sittings of 95 minutes on "
             "one CPU thread (OMP_NUM_THREADS=1). Starting from photo2 made grey instead (same data with "
             "skimage-gray@1, 100 minutes) was tried on 2026-12-04 and stayed behind photo-gray at 8,000 steps "
-            "(gray8bit tiled bound 2.8229 against 2.8116, Kodak grey 4.4131 against 4.4049)",
+            "(gray8bit tiled bound 2.8229 against 2.8116, Kodak grey 4.4131 against 4.4049); this recipe at lr 1e-4 "
+            "(78 minutes) reached validation 5.2863 against lr 2e-4's 5.2818 and gray8bit 2.7615 against 2.7523. "
+            "The first sitting (8,494 steps) ships as photo-gray2 (float16 weights)",
         ),
         Recipe(
             "photo-ms", "photos-train@3+imagenette32-train@1", "cpu", steps=200000, decay_steps=200000,
