@@ -11,7 +11,7 @@
 # times kodim23 each way on the GPU (scripts/coding_speed.py, twice: the first pays CUDA's and numba's
 # start) and the training throughput of the presets (scripts/throughput.py). Every result lands in $OUT.
 #
-# What it cannot do: train on photos_train. The working tree travels whole (tracked files, ~52 MB with
+# What it cannot do: train on photos_train. The working tree travels whole (tracked files, ~57 MB with
 # pretrained/) and a call carries at most 64 MiB, so the 46 MB of photos_train and the 35 MB of Imagenette
 # 32x32 do not fit beside it.
 set -euo pipefail

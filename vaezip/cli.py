@@ -365,8 +365,8 @@ def train(
     """Train a model on your own images (or a named data set; NAME@WEIGHT+NAME@WEIGHT mixes sources).
 
     A folder of your images fine-tunes the shipped default of its mode (colour or grey: `vaezip models`)
-    unless --init, --preset or --from-scratch says otherwise. At the end, the new model, the shipped one and WebP / JPEG-XL
-    code held-out images for real, side by side. Ctrl-C saves a checkpoint (--resume continues it)."""
+    unless --init, --preset or --from-scratch says otherwise. At the end, the new model, the shipped one and
+    WebP / JPEG-XL code held-out images for real, side by side. Ctrl-C saves a checkpoint (--resume continues it)."""
     with user_errors():
         if threads is not None and threads < 1:
             raise UsageFailure(f"--threads must be at least 1, not {threads}")
