@@ -5,7 +5,8 @@ order; exits 1 on a cycle, counting lazy and typing imports too, or where a rule
 
 - codec/ imports nothing from vaezip/, and never torch (it is numpy + constriction only);
 - the modules in TORCH_FREE import no torch when they are imported (following top-level imports only): the
-  CLI's start, `vaezip --version`, `vaezip info` and the decode of a classically coded file need no torch.
+  CLI's start, `vaezip --version`, `vaezip info`, the decode of a file that needs no model and `compress
+  --fast` need no torch.
 
     python scripts/import_graph.py            # the graph, its layers, the problems (exit 1 if any)
     python scripts/import_graph.py --dot      # Graphviz (lazy imports dashed, typing ones dotted)
@@ -25,7 +26,7 @@ PACKAGES = ("vaezip", "codec")
 KINDS = ("top", "lazy", "typing")  # where an import runs: on import, when a function is called, never
 # Imported without torch: what the CLI loads before it knows whether a model is needed.
 TORCH_FREE = ("vaezip.api", "vaezip.cli", "vaezip.errors", "vaezip.files", "vaezip.models", "vaezip.results",
-              "vaezip.zoo", "vaezip.classical", "codec")
+              "vaezip.zoo", "vaezip.classical", "vaezip.archive", "vaezip.unpack", "vaezip.parallel", "codec")
 
 
 @dataclass

@@ -175,11 +175,19 @@ RECIPES: dict[str, Recipe] = {
             "The first sitting (8,494 steps) ships as photo-gray2 (float16 weights)",
         ),
         Recipe(
+            "photo-gray3", "photos-train@3+skimage-gray@2+imagenette32-train@1", "cpu", steps=60000, lr=2e-4,
+            init_model="photo-gray2", channels=1, sitting_minutes=100,
+            note="the next sitting of photo-gray2's recipe, from the shipped photo-gray2 (training adds up across "
+            "sittings through the shipped weights), 100 minutes on one CPU thread (OMP_NUM_THREADS=1)",
+        ),
+        Recipe(
             "photo-ms", "photos-train@3+imagenette32-train@1", "cpu", steps=200000, decay_steps=200000,
             pixel_context=64, context_order="scales", kl_warmup=10000,
             note="prepared for a GPU window, not yet trained: the cpu preset with DVAE++'s multi-scale pixel-context "
             "head and a KL warm-up, trained together from scratch (what docs/results/techniques ranks first), on "
-            "photo2's data; a head added to a trained model gains nothing (docs/results/context)",
+            "photo2's data; a head added to a trained model gains nothing (docs/results/context). On one thread of "
+            "the 2-core AMD EPYC (float32, no AMX) a step took ~0.9 s (2026-12-04, 144 steps): 200k steps would be "
+            "~50 hours of that CPU, so it waits for a GPU",
         ),
         Recipe(
             "mnist", "mnist-train", "cpu", steps=11377, decay_steps=16000,

@@ -57,7 +57,7 @@ def test_what_the_cli_starts_with_imports_no_torch(graph):
     for module in import_graph.TORCH_FREE:
         modules, outside = import_graph.loads_at_import(graph, module)
         assert "torch" not in outside, (module, sorted(modules))
-    assert "torch" in import_graph.loads_at_import(graph, "vaezip.archive")[1]  # the check can see torch
+    assert "torch" in import_graph.loads_at_import(graph, "vaezip.coding")[1]  # the check can see torch
 
 
 def test_the_layers_put_the_facade_above_the_coder(graph):

@@ -13,13 +13,14 @@ pixel checksum."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from codec import bitsback, classic, container, tilekinds
 from codec.ans import Stack, constriction_version
@@ -30,14 +31,17 @@ from codec.tiling import split_tiles
 from vaezip import __version__
 from vaezip.classical import MAX_FILE_PIXELS, check_file_pixels, combined_checksum
 from vaezip.classical import smallest_entry
-from vaezip.coding import TorchLatentModel, deterministic_kernels
 from vaezip.config import importance_coding_obstacle
-from vaezip.devices import resolve_device
 from vaezip.errors import CheckpointError, ImageError
 from vaezip.images import Planes, pixel_checksum, split_image
-from vaezip.models import LoadedModel, default_model, load_model
+from vaezip.models import LoadedModel, ModelIdentity, default_model, identify_model, load_model
 from vaezip.results import CompressResult, ImageReport
 from vaezip.unpack import MAX_BATCH_PIXELS, MAX_TILE, MAX_TILES, count_tiles, decode_file, decode_stream
+
+# torch (vaezip.coding, the network) is imported where a network runs: coding with none (fast=True) and decoding
+# a file whose tiles all went without the model import no torch.
+if TYPE_CHECKING:
+    import torch
 
 GRID = LatentGrid()
 DEFAULT_TILE = 32  # pixels per tile side: the shipped models were trained on 32x32 crops and bound best there
@@ -55,6 +59,10 @@ def effective_tile(tile: int | None, stride: int) -> int:
 
 def _resolve_device(name: str, recorded: str | None = None) -> torch.device:
     """Like resolve_device, but "auto" prefers the device class that encoded (where it exists here)."""
+    import torch
+
+    from vaezip.devices import resolve_device
+
     if name == "auto" and recorded in ("cpu", "cuda"):
         name = recorded if recorded == "cpu" or torch.cuda.is_available() else "cpu"
     return resolve_device(name)
@@ -83,7 +91,7 @@ class _ModelCoding:
 
 
 def encode_archive(images, model, *, tile, max_batch, device, progress, predictor=True, classical=True,
-                   format_version=None, samples=1) -> CompressResult:
+                   format_version=None, samples=1, fast=False) -> CompressResult:
     started = time.perf_counter()
     split = []
     for name, image in images:
@@ -97,6 +105,8 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
         raise ValueError(f"format_version must be one of {', '.join(map(str, container.OLDER_FORMATS))}, "
                          f"not {format_version}")
     legacy = format_version == 2  # the JSON header of formats 1 and 2, every image through the model
+    if fast and (legacy or samples != 1 or not predictor):
+        raise ValueError("fast coding runs no network: not with format 2, importance sampling or predictor=False")
     if samples != 1:
         if format_version is not None:
             raise ValueError(f"importance-weighted coding (samples > 1) writes format 4 or later, not {format_version}")
@@ -105,8 +115,8 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
     check_file_pixels(sum(item.planes.width * item.planes.height for item in split), ImageError)
     if model is None:
         model = default_model(split[0].planes.mode)
-    loaded = model if isinstance(model, LoadedModel) else load_model(model)
-    channels, stride = loaded.model.config.image_channels, loaded.model.config.stride
+    loaded = identify_model(model) if fast else model if isinstance(model, LoadedModel) else load_model(model)
+    channels, stride = loaded.config.image_channels, loaded.config.stride
     for item in split:  # the model is the default path: an image it cannot code is an error, as before format 3
         if item.planes.model_plane is not None and item.planes.model_channels != channels:
             raise ImageError(
@@ -120,23 +130,33 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
                        if item.planes.model_plane is not None)
     if tiles_needed > MAX_TILES and not classical:
         raise ImageError(f"{tiles_needed} tiles, more than {MAX_TILES} in one file: use a larger --tile")
-    target = _resolve_device(device)
-    coder_model = TorchLatentModel(loaded.model, target)  # integer-exact
+    coder_model = None  # fast: no network
+    if not fast:
+        from vaezip.coding import TorchLatentModel
+
+        coder_model = TorchLatentModel(loaded.model, _resolve_device(device))  # integer-exact
+    integer = coder_model is None or coder_model.integer
     # Format 6's predictor tiles (the blend of predictors), format 5's (Laplace residuals) where that format
     # was asked for, else Gaussian ones (formats 1 to 4; the model's files are format 1 without integer inference).
     predictor_kind = bitsback.PREDICTIVE_NEIGHBOURS
-    if coder_model.integer and format_version in (None, container.LAPLACE_VERSION, container.BLEND_VERSION):
+    if integer and format_version in (None, container.LAPLACE_VERSION, container.BLEND_VERSION):
         predictor_kind = bitsback.PREDICTIVE_LAPLACE if format_version == container.LAPLACE_VERSION else \
             bitsback.PREDICTIVE_BLEND
-    obstacle = importance_coding_obstacle(loaded.model.config) if samples != 1 else None
+    obstacle = importance_coding_obstacle(loaded.config) if samples != 1 else None
     if obstacle:
         raise ImageError(f"--samples {samples}: importance-weighted coding cannot code {loaded.name}: {obstacle}")
     tiles_of = {k: split_tiles(item.planes.model_plane, tile, stride) for k, item in enumerate(split)
                 if item.planes.model_plane is not None and tiles_needed <= MAX_TILES}
     estimates_of = priced_of = None
-    if predictor or classical:
+    if fast:
+        # No network runs: the model is never the cheaper path, so every tile goes to the predictor (or raw
+        # bytes), priced exactly below; no estimate, no model bound.
+        estimates_of = {k: [math.inf] * len(cut) for k, cut in tiles_of.items()}
+    elif predictor or classical:
         # The float network's estimate of each tile's cost (fast), over every tile at once whatever is coded
         # later: the predictor's choice of tiles depends on it, and one image always gives the same bytes.
+        from vaezip.coding import deterministic_kernels
+
         every_tile = [t for k in everyone for t in tiles_of.get(k, [])]
         with deterministic_kernels(pin_threads=not coder_model.integer):
             flat = iter(coder_model.tile_bounds(every_tile, estimate=True))
@@ -186,30 +206,34 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
         # those batches' convolutions run at 20-30 GFLOP/s instead of 75 (the split of every step waits for
         # the share whose core the classical coding holds). The integer path computes the same integers on
         # any number of threads (the float path of format 1 pins its own count, and a GPU's batches take no CPU
-        # thread: both left alone). torch's count is the process's: compress calls in several threads of one
-        # program share it, as deterministic_kernels' pinning always did.
-        threads = torch.get_num_threads()
-        on_cpu = coder_model.integer and coder_model.device.type == "cpu"
-        spare = threads - 1 if on_cpu and threads > 1 else threads
+        # thread: both left alone; with no network, fast, there is nothing to give back). torch's count is the
+        # process's: compress calls in several threads of one program share it, as deterministic_kernels'
+        # pinning always did.
+        set_threads, threads, spare = None, 1, 1
+        if coder_model is not None and coder_model.integer and coder_model.device.type == "cpu":
+            import torch
+
+            set_threads, threads = torch.set_num_threads, torch.get_num_threads()
+            spare = max(1, threads - 1)
 
         def watching(done: int, total: int) -> None:
             if progress is not None:
                 progress(done, total)
             if alternatives_later.done():
                 if spare != threads:
-                    torch.set_num_threads(threads)
+                    set_threads(threads)
                 if worth_the_model(alternatives_later.result()) != candidates:
                     raise _LostBet
 
         try:
             if spare != threads:
-                torch.set_num_threads(spare)
+                set_threads(spare)
             everything = code(candidates, watching)
         except Exception:  # noqa: BLE001 - a lost bet, or a failure on an image that may be ruled out: the
             everything = None  # coding below raises again whatever concerns the images ruled in
         finally:
             if spare != threads:
-                torch.set_num_threads(threads)
+                set_threads(threads)
     alternatives = alternatives_later.result()
     classical_entries = {index: entry for index, (entry, _) in alternatives.items()}
     sizes = {index: tried for index, (_, tried) in alternatives.items()}
@@ -282,7 +306,8 @@ def _encode_model(split: list[_Image], indices: list[int], coder_model, tiles_of
     (but for a single tile). predictor_kind: that of the tiles coded without the model (one the file's format
     holds: PREDICTIVE_NEIGHBOURS for formats 1 and 2). model_last_order: the tiles the predictor takes first in
     the stream, then the model's in full batches (format 7; bitsback.model_last), where any tile moves."""
-    version = (2 if legacy else container.VERSION) if coder_model.integer else FLOAT_VERSION
+    integer = coder_model is None or coder_model.integer  # None: no network runs (fast)
+    version = (2 if legacy else container.VERSION) if integer else FLOAT_VERSION
     bitsback_kind = tilekinds.BITSBACK
     if samples != 1:
         bitsback_kind = tilekinds.importance_kind(samples)
@@ -323,7 +348,13 @@ def _encode_model(split: list[_Image], indices: list[int], coder_model, tiles_of
         if priced is None:
             priced = bitsback.price_without_model(tiles, predictor_kind)
         order = bitsback.model_last(bitsback.cheaper_without_model(tiles, estimates, predictor_kind, priced))
-    with deterministic_kernels(pin_threads=not coder_model.integer):
+    if coder_model is None:
+        kernels = contextlib.nullcontext()
+    else:
+        from vaezip.coding import deterministic_kernels
+
+        kernels = deterministic_kernels(pin_threads=not integer)
+    with kernels:
         schedule, stream_stats = bitsback.encode_tiles(
             stack, tiles, coder_model, GRID, max_batch, on_batch=progress, model_bits=estimates,
             bitsback_kind=bitsback_kind, predictor=predictor_kind, priced=priced, order=order,
@@ -343,15 +374,19 @@ def _encode_model(split: list[_Image], indices: list[int], coder_model, tiles_of
         # fifth of its time (kodim23: 150 of 384 tiles) for a figure that no byte depends on.
         # coded without bits-back (s.direct) but through the model (uses_model): the direct tiles
         model_coded = [k for k, s in enumerate(stats) if s.direct and (estimates is None or kinds[k].uses_model)]
-        model_bits = dict(zip(model_coded, coder_model.tile_bounds([tiles[k] for k in model_coded])))
+        model_bits = dict(zip(model_coded, coder_model.tile_bounds([tiles[k] for k in model_coded]))) \
+            if model_coded else {}
     bounds = [
         s.ideal_bits if not s.direct else model_bits[k] if k in model_bits else estimates[k]
         for k, s in enumerate(stats)
     ]
     # Format 3 files are integer-exact: where and with what they were made changes no bit, and the header
     # stays small. The JSON formats keep recording it (format 1 decodes only on the kind of machine named).
-    extra = {} if version in container.BINARY_VERSIONS else {
-        "device": coder_model.device.type, "torch": str(torch.__version__), "vaezip": __version__}
+    extra = {}
+    if version not in container.BINARY_VERSIONS:
+        import torch
+
+        extra = {"device": coder_model.device.type, "torch": str(torch.__version__), "vaezip": __version__}
     settings = CoderSettings(GRID.step, GRID.bound, tile, max_batch, tuple(schedule), constriction_version(), extra,
                              () if order is None else bitsback.order_runs(order))
 
@@ -380,8 +415,8 @@ def _side_plane_coding(plane: np.ndarray, histogram) -> tuple[str, bytes] | None
     return (coding, data) if len(data) < histogram_bytes else None
 
 
-def _write(split: list[_Image], coded: _ModelCoding | None, classical: dict[int, ImageEntry], loaded: LoadedModel,
-           legacy: bool) -> bytes:
+def _write(split: list[_Image], coded: _ModelCoding | None, classical: dict[int, ImageEntry],
+           loaded: LoadedModel | ModelIdentity, legacy: bool) -> bytes:
     """The file: images the model coded from `coded`, the others from `classical`."""
     entries = tuple(coded.entries[k] if coded is not None and k in coded.entries else classical[k]
                     for k in range(len(split)))
@@ -393,7 +428,7 @@ def _write(split: list[_Image], coded: _ModelCoding | None, classical: dict[int,
 
 
 def _result(data: bytes, split: list[_Image], coded: _ModelCoding | None, classical: dict[int, ImageEntry],
-            sizes: dict[int, dict[str, int]], loaded: LoadedModel, started: float,
+            sizes: dict[int, dict[str, int]], loaded: LoadedModel | ModelIdentity, started: float,
             everything: _ModelCoding | None = None, estimated: dict[int, tuple[float, float]] | None = None
             ) -> CompressResult:
     everything = everything or coded
@@ -414,6 +449,9 @@ def _result(data: bytes, split: list[_Image], coded: _ModelCoding | None, classi
         else:
             payload, excess, n_tiles, alone = 8 * len(classical[k].data), 0.0, 0, 0
             coding = classical[k].coding
+        # Fast coding: the network never ran (every estimate infinite), so there is no model bound.
+        bound = bound if math.isfinite(bound) else math.nan
+        excess = excess if math.isfinite(excess) else math.nan
         candidates = tuple(sorted(tried.items(), key=lambda pair: pair[1]))
         reports.append(ImageReport(item.name, planes.mode, planes.width, planes.height, planes.subpixels, bound,
                                    payload, excess, n_tiles, alone, coding, candidates))
@@ -459,6 +497,8 @@ def decode_archive(data: bytes, model, *, device, progress, parsed=None):
 
 def _decode_model(version: int, header: Header, words: np.ndarray, model, device: str, progress):
     """The model-coded images of a file through its model: ({image index: image}, the likely cause of a failure)."""
+    from vaezip.coding import TorchLatentModel, deterministic_kernels
+
     loaded = _model_for(header, model)
     integer = version != FLOAT_VERSION
     recorded = header.coder.extra.get("device")
@@ -472,13 +512,15 @@ def _decode_model(version: int, header: Header, words: np.ndarray, model, device
             return bitsback.decode_tiles(stack, schedule, specs, coder_model, grid, progress, order=order)
 
     cause = _likely_cause(header, target, integer)
-    config = loaded.model.config
+    config = loaded.config
     return decode_stream(header, words, channels=config.image_channels, stride=config.stride, decode=decode,
                          cause=cause), cause
 
 
 def _likely_cause(header: Header, device: torch.device, integer: bool) -> str:
     """What most likely went wrong where a model stream does not decode (unpack.decode_file's cause)."""
+    import torch
+
     if integer:  # computed exactly: no machine, kernel or device difference can explain it
         return "the file is damaged, or was made by a different model or vaezip version"
     extra = header.coder.extra

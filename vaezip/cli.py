@@ -7,6 +7,7 @@ VAEZIP_DEBUG=1) adds the full traceback before the one-line error.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from contextlib import contextmanager
@@ -748,8 +749,13 @@ def _report(result, output: str, verified: float | None = None, verbose: bool = 
             # What the other paths would have cost (the file keeps the smallest).
             others = "".join(f", {coding} {size} B" for coding, size in image.candidate_bytes if coding != image.coding)
             if image.coding != "model":
+                bound = "no model bound" if math.isnan(image.bound_bpsp) else f"model bound {image.bound_bpsp:.4f} bpsp"
                 _say(f"{image.name}: {image.width}x{image.height} {image.mode}, coded as {image.coding}: "
-                     f"{share:.4f} bpsp (model bound {image.bound_bpsp:.4f} bpsp{others})")
+                     f"{share:.4f} bpsp ({bound}{others})")
+                continue
+            if math.isnan(image.bound_bpsp):  # --fast: no network ran
+                _say(f"{image.name}: {image.width}x{image.height} {image.mode}, predictor (no model): payload "
+                     f"{share:.4f} bpsp ({image.tiles} tiles{others})")
                 continue
             _say(
                 f"{image.name}: {image.width}x{image.height} {image.mode}, model: bound {image.bound_bpsp:.4f} bpsp, "
@@ -760,10 +766,17 @@ def _report(result, output: str, verified: float | None = None, verbose: bool = 
     check = "" if verified is None else f", verified (decoded and compared) in {verified:.2f} s"
     count = f"{len(result.images)} images, " if len(result.images) > 1 else ""
     _say(
-        f"-> {output}: {count}{len(result.data)} bytes, achieved {result.achieved_bpsp:.4f} bpsp vs bound "
-        f"{result.bound_bpsp:.4f} ({result.achieved_bpsp / result.bound_bpsp:.4f}x; header {result.header_bytes} B) "
+        f"-> {output}: {count}{len(result.data)} bytes, achieved {result.achieved_bpsp:.4f} bpsp vs "
+        f"{_bound_and_ratio(result.achieved_bpsp, result.bound_bpsp)}; header {result.header_bytes} B) "
         f"in {result.seconds:.2f} s with model {result.model}{check}"
     )
+
+
+def _bound_and_ratio(achieved: float, bound: float) -> str:
+    """'bound B (Rx' for a report line, or 'no model bound (--fast' where no network ran (bound nan)."""
+    if math.isnan(bound):
+        return "no model bound (--fast"
+    return f"bound {bound:.4f} ({achieved / bound if bound else float('nan'):.4f}x"
 
 
 class _Totals:
@@ -805,7 +818,7 @@ class _Totals:
         achieved = 8 * self.bytes / max(self.subpixels, 1)
         bound = self.bound_bits / max(self.subpixels, 1)
         return (f"compressed {self.files} files ({self.images} images): {self.bytes} bytes, achieved "
-                f"{achieved:.4f} bpsp vs bound {bound:.4f} ({achieved / bound if bound else float('nan'):.4f}x) "
+                f"{achieved:.4f} bpsp vs {_bound_and_ratio(achieved, bound)}) "
                 f"in {self._time()} with model {', '.join(self.models)} (-v: a line per file)")
 
     def decompressed_line(self) -> str:
@@ -914,17 +927,18 @@ def _decompress_here(data: bytes, model: str | None, device: str):
 
 
 def _compress_here(images, model: str | None, loaded: list, tile, device: str, checking: bool, samples: int = 1,
-                   format_version: int | None = None):
+                   format_version: int | None = None, fast: bool = False):
     """One file compressed in this process, with a progress bar: (result, seconds verifying or None)."""
     from vaezip.api import compress_images, load_model
+    from vaezip.models import identify_model
 
     if model is not None and not loaded:
-        loaded.append(load_model(model))
+        loaded.append(identify_model(model) if fast else load_model(model))  # fast: no weights, no torch
     chosen = loaded[0] if loaded else None
     with _progress("compress") as bar:
         task = bar.add_task("compress", total=None)
         result = compress_images(
-            images, chosen, tile=tile, device=device, samples=samples, format_version=format_version,
+            images, chosen, tile=tile, device=device, samples=samples, format_version=format_version, fast=fast,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     return result, (_verify(result.data, images, chosen, device) if checking else None)
@@ -987,6 +1001,9 @@ def compress(
                                                  "through the model); default (or 7): the oldest format that "
                                                  "holds the file (7 where the predictor's tiles go first in the "
                                                  "stream, 6 where the predictor codes a tile)"),
+    fast: bool = typer.Option(False, "--fast", help="run no network: every tile by the model-free predictor (or "
+                              "the smaller classical coding), several times faster each way and a little larger "
+                              "on photographs; the file decodes without the model"),
 ):
     """Compress images to .vz (one file each, or one archive with -o)."""
     from vaezip.files import InputError, read_input, signals_as_exceptions
@@ -1007,6 +1024,10 @@ def compress(
             format_version = None
         if format_version is not None and samples != 1:
             raise UsageFailure(f"--samples {samples} writes format 4 or later: not with --format {format_version}")
+        if fast and samples != 1:
+            raise UsageFailure(f"--fast runs no network: not with --samples {samples}")
+        if fast and format_version == 2:
+            raise UsageFailure("--fast runs no network: not with --format 2 (every image through the model)")
         if output is None and inputs == ["-"]:
             output = "-"
         if output == "-":
@@ -1043,7 +1064,7 @@ def compress(
 
         def submit(index: int):
             images, read = read_images(*jobs[index])
-            options = dict(tile=tile, device=device, samples=samples, format_version=format_version)
+            options = dict(tile=tile, device=device, samples=samples, format_version=format_version, fast=fast)
             return images, read, workers.compress(images, options, checking)
 
         ahead = _ReadAhead(workers, len(jobs), submit)
@@ -1065,7 +1086,7 @@ def compress(
                     else:
                         images, read = read_images(paths, target)
                         result, verified = _compress_here(images, model, loaded, tile, device, checking, samples,
-                                                          format_version)
+                                                          format_version, fast)
                     _write_output(target, result.data, force, derived=output is None)
                     if verified is not None and target != "-" and Path(target).read_bytes() != result.data:
                         raise Failure(f"{target} reads back different from what was written and verified (disk "
@@ -1289,8 +1310,11 @@ def info(inputs: list[str] = typer.Argument(..., help=".vz files")):
                 kinds = {}
                 for kind, n in coder.schedule:
                     kinds[kind] = kinds.get(kind, 0) + n
+                from vaezip.unpack import needs_no_model  # torch-free
+
+                needed = " (not needed to decode: no tile went through it)" if needs_no_model(header) else ""
                 coding = (
-                    f"model {header.model_name} (sha256 {header.model_sha256}...); tile {coder.tile}, "
+                    f"model {header.model_name} (sha256 {header.model_sha256}...){needed}; tile {coder.tile}, "
                     f"{len(coder.schedule)} batches ({', '.join(f'{n} {k}' for k, n in kinds.items()) or 'no tiles'}); "
                     f"made with constriction {coder.constriction}"
                     + "".join(f", {k} {v}" for k, v in sorted(coder.extra.items()))
@@ -1488,7 +1512,8 @@ def bench(
     codecs: Optional[list[str]] = typer.Option(
         None, "--codecs", "-c",
         help="comma separated or repeated: png webp jpeg2000 jpegls jpegxl-e7 jpegxl-e9 qoi webp-q75 vaezip "
-        "vaezip-archive vaezip-model (the model path for every image, no classical coding), or 'classical' / "
+        "vaezip-archive vaezip-model (the model path for every image, no classical coding) vaezip-fast (compress "
+        "--fast: no network), or 'classical' / "
         "'all' (default: the classical ones but webp-q75, vaezip and vaezip-archive)",
     ),
     out_dir: Path = typer.Option(Path("bench-results"), "--out", "-o",

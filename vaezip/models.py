@@ -13,6 +13,7 @@ from vaezip import zoo
 from vaezip.errors import CheckpointError
 
 if TYPE_CHECKING:
+    from vaezip.config import ModelConfig
     from vaezip.model import HierarchicalVAE
 
 
@@ -22,6 +23,40 @@ class LoadedModel:
     model: HierarchicalVAE
     sha256: str  # of the file the weights came from
     source: str  # where it was loaded from
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.model.config
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """A model as a file names it, without its network: all that coding with no network (compress --fast)
+    needs, the header's name and sha256 and the tiles' stride, so that it reads no weights and imports no torch."""
+
+    name: str
+    sha256: str
+    config: ModelConfig
+    source: str
+
+
+def identify_model(spec: str | Path | LoadedModel | ModelIdentity) -> LoadedModel | ModelIdentity:
+    """A shipped model's name: its identity from the manifest (no weights read, no torch); a loaded model as
+    it is; anything else loaded (load_model), whose weights files and run folders only torch reads."""
+    from vaezip.config import model_config_from_dict
+
+    if isinstance(spec, (LoadedModel, ModelIdentity)):
+        return spec
+    if not Path(spec).exists() and zoo.is_shipped(str(spec)):
+        name = str(spec)
+        entry = zoo.manifest()["models"][name]
+        path, sha256 = zoo.weights_file(name)
+        try:
+            config = model_config_from_dict(entry["config"], entry["weights_format"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise CheckpointError(f"the manifest's entry for {name!r} has no valid config ({error})") from None
+        return ModelIdentity(name, sha256, config, str(path))
+    return load_model(spec)
 
 
 def load_model(spec: str | Path) -> LoadedModel:

@@ -56,11 +56,13 @@ def _compress(images, options: dict, verify: bool):
 
     from vaezip.api import compress_images
 
-    result = compress_images(images, _model(), **options)
+    # --fast reads no weights and imports no torch: the -m model's name (or file) is all it needs
+    model = _WORKER.get("model") or _WORKER.get("spec") if options.get("fast") else _model()
+    result = compress_images(images, model, **options)
     if not verify:
         return result, None, None
     started = time.perf_counter()
-    decoded = decoded_checksums(result.data, _model(), options.get("device", "auto"))
+    decoded = decoded_checksums(result.data, model, options.get("device", "auto"))
     return result, decoded, time.perf_counter() - started
 
 

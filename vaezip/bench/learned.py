@@ -67,12 +67,13 @@ class VaezipCodec:
     """vaezip, one ``.vz`` file per image, with a loaded model (:class:`vaezip.api.LoadedModel`)."""
 
     def __init__(self, model, *, tile: int | None = None, device: str = "auto", name: str = "vaezip",
-                 classical: bool = True):
+                 classical: bool = True, fast: bool = False):
         self.model = model
         self.tile = tile
         self.device = device
         self.name = name
         self.classical = classical  # False: the model path for every image (what the model alone achieves)
+        self.fast = fast  # True: no network runs (compress --fast)
         self.channels = int(model.model.config.image_channels)
         self.library = _library()
         from vaezip.archive import DEFAULT_TILE
@@ -80,7 +81,8 @@ class VaezipCodec:
         where = _shown(model.source)
         self.flags = (f"compress_images([(name, image)], model={model.name!r} "
                       f"[{where}, sha256 {model.sha256[:16]}], tile={tile or f'default ({DEFAULT_TILE})'}, "
-                      f"device={device!r}{'' if classical else ', classical=False'}); one .vz file per image")
+                      f"device={device!r}{'' if classical else ', classical=False'}{', fast=True' if fast else ''}); "
+                      f"one .vz file per image")
         self._bounds: dict[tuple, float] = {}
 
     def encode(self, img: np.ndarray) -> bytes:
@@ -88,7 +90,7 @@ class VaezipCodec:
 
         img = _check_image(img)
         result = compress_images([("image", to_pil(img))], self.model, tile=self.tile, device=self.device,
-                                 classical=self.classical)
+                                 classical=self.classical, fast=self.fast)
         self._bounds = {_key(img): result.images[0].bound_bpsp}  # only the latest image is kept
         return result.data
 

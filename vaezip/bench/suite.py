@@ -46,7 +46,8 @@ DEFAULT_LIMITS: dict[str, int] = {
 }
 
 MODEL_PATH_NAME = "vaezip-model"  # one file per image, the model path forced (no classical coding)
-LEARNED_NAMES: tuple[str, ...] = ("vaezip", ARCHIVE_NAME, MODEL_PATH_NAME)
+FAST_NAME = "vaezip-fast"  # one file per image, compress --fast (no network runs)
+LEARNED_NAMES: tuple[str, ...] = ("vaezip", ARCHIVE_NAME, MODEL_PATH_NAME, FAST_NAME)
 DEFAULT_CODECS: tuple[str, ...] = (*CODEC_NAMES, "vaezip", ARCHIVE_NAME)
 
 
@@ -174,6 +175,8 @@ def prepare(sources: Sequence[str] = (), *, models: Sequence[str] = (), limit: i
                 cs.append(codec)
             if MODEL_PATH_NAME in learned:
                 cs.append(VaezipCodec(codec.model, tile=tile, device=device, name=MODEL_PATH_NAME, classical=False))
+            if FAST_NAME in learned:
+                cs.append(VaezipCodec(codec.model, tile=tile, device=device, name=FAST_NAME, fast=True))
             if ARCHIVE_NAME in learned and (len(iset) > 1 or "vaezip" not in learned):
                 archive = codec  # (an archive of one image is the per-image file: not coded twice)
         plans.append(SetPlan(iset, os.fspath(src), n, cs, archive))

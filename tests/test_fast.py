@@ -1,0 +1,136 @@
+"""compress --fast: no network runs; every tile goes to the model-free predictor (or raw bytes), each image
+keeps the smaller of that stream and its classical codings, and the file decodes without the model."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from codec.container import read_versioned
+from conftest import run_cli, smooth_rgb
+from vaezip.api import compress_images, load_model
+from vaezip.coding import TorchLatentModel
+from vaezip.unpack import needs_no_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _no_network(monkeypatch):
+    """Make any use of the network fail the test: a tile bound, an estimate or a coding pass."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the network ran under fast=True")
+
+    original_bounds = TorchLatentModel.tile_bounds
+
+    def bounds(self, tiles, *args, **kwargs):
+        if len(tiles):
+            refuse()
+        return original_bounds(self, tiles, *args, **kwargs)
+
+    monkeypatch.setattr(TorchLatentModel, "tile_bounds", bounds)
+    monkeypatch.setattr(TorchLatentModel, "begin", refuse)
+
+
+def test_fast_runs_no_network_and_its_file_decodes_without_the_model_or_torch(tiny_weights, monkeypatch,
+                                                                               tmp_path):
+    pixels = smooth_rgb(64, 80, seed=3)
+    _no_network(monkeypatch)
+    result = compress_images([("image.png", Image.fromarray(pixels, "RGB"))], load_model(tiny_weights[3]),
+                             device="cpu", classical=False, fast=True)
+    report, = result.images
+    assert report.coding == "model" and report.tiles == 6  # the stream, every tile without the network
+    assert math.isnan(report.bound_bpsp) and math.isnan(result.bound_bpsp)  # no model bound to report
+    assert 0 < report.payload_bits < 8 * pixels.size
+    _, header, _ = read_versioned(result.data)
+    assert header.uses_model and needs_no_model(header)
+    (tmp_path / "image.vz").write_bytes(result.data)
+    script = (
+        "import sys, numpy as np; sys.path.insert(0, sys.argv[1]);"
+        "from vaezip.api import decompress_images;"
+        "(_, image), = decompress_images(open(sys.argv[2], 'rb').read());"
+        "assert not any(m == 'torch' or m.startswith('torch.') for m in sys.modules), 'torch imported';"
+        "np.save(sys.argv[3], np.asarray(image)); print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(ROOT), str(tmp_path / "image.vz"),
+                          str(tmp_path / "image.npy")], capture_output=True, text=True, timeout=300)
+    assert out.stdout.strip() == "ok", out.stderr
+    assert np.array_equal(np.load(tmp_path / "image.npy"), pixels)
+
+
+def test_fast_keeps_the_smallest_of_the_predictor_stream_and_the_classical_codings(tiny_weights, monkeypatch):
+    _no_network(monkeypatch)
+    model = load_model(tiny_weights[3])
+    photo = np.asarray(Image.open(ROOT / "samples" / "hopper.png").convert("RGB"))[:96, :96]  # the predictor's case
+    flat = np.zeros((40, 64, 3), np.uint8)
+    flat[:, 32:] = 200  # two flat halves: a classical coding's case
+    chosen = set()
+    for image in (photo, flat, smooth_rgb(64, 80, seed=1)):
+        result = compress_images([("image.png", Image.fromarray(np.ascontiguousarray(image), "RGB"))], model,
+                                 device="cpu", fast=True)
+        report, = result.images
+        sizes = dict(report.candidate_bytes)
+        assert {"model", "png", "webp"} <= set(sizes)
+        assert sizes[report.coding] == min(sizes.values()), (report.coding, sizes)
+        chosen.add(report.coding)
+    assert "model" in chosen and len(chosen) > 1  # both kinds of choice were made
+
+
+def test_fast_refuses_what_needs_a_network(tiny_weights):
+    image = [("image.png", Image.fromarray(smooth_rgb(32, 32, seed=0), "RGB"))]
+    model = load_model(tiny_weights[3])
+    for options in (dict(format_version=2), dict(samples=4), dict(predictor=False)):
+        with pytest.raises(ValueError, match="no network"):
+            compress_images(image, model, device="cpu", fast=True, **options)
+
+
+def test_the_command_line_fast_option(tiny_weights, tmp_path):
+    Image.open(ROOT / "samples" / "hopper.png").convert("RGB").crop((0, 0, 96, 64)).save(tmp_path / "a.png")
+    done = run_cli("compress", tmp_path / "a.png", "--fast", "-m", tiny_weights[3], "-v")
+    assert done.returncode == 0, done.stderr.decode()
+    assert "predictor (no model)" in done.stderr.decode()  # this photograph's tiles: the predictor's stream
+    assert "no model bound (--fast" in done.stderr.decode()
+    done = run_cli("info", tmp_path / "a.vz")
+    assert b"model tiny-rgb" in done.stdout and b"(not needed to decode: no tile went through it)" in done.stdout
+    # The model is not needed to decode: no -m, and tiny-rgb is not installed.
+    done = run_cli("decompress", tmp_path / "a.vz", "-o", tmp_path / "b.png")
+    assert done.returncode == 0, done.stderr.decode()
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "b.png")), np.asarray(Image.open(tmp_path / "a.png")))
+    # Several files in worker processes: byte for byte the files of one process.
+    for jobs in ("1", "2"):
+        folder = tmp_path / f"j{jobs}"
+        folder.mkdir()
+        Image.open(tmp_path / "a.png").save(folder / "a.png")
+        Image.fromarray(smooth_rgb(40, 56, seed=6), "RGB").save(folder / "d.png")
+        done = run_cli("compress", folder / "a.png", folder / "d.png", "--fast", "-m", tiny_weights[3], "-j", jobs)
+        assert done.returncode == 0, done.stderr.decode()
+    for name in ("a.vz", "d.vz"):
+        assert (tmp_path / "j1" / name).read_bytes() == (tmp_path / "j2" / name).read_bytes()
+    for refused in (["--samples", "4"], ["--format", "2"]):
+        done = run_cli("compress", tmp_path / "a.png", "-o", tmp_path / "c.vz", "--fast", *refused)
+        assert done.returncode == 2 and b"--fast" in done.stderr, done.stderr.decode()
+        assert not (tmp_path / "c.vz").exists()
+
+
+def test_fast_compress_with_a_shipped_model_imports_no_torch(tmp_path):
+    """The shipped model's identity (name, sha256, stride) comes from the manifest: no weights are read, torch
+    is never imported, and the file is the one that compress with the model loaded makes."""
+    Image.fromarray(smooth_rgb(48, 64, seed=7), "RGB").save(tmp_path / "a.png")
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1]);"
+        "from PIL import Image; from vaezip.api import compress_images;"
+        "result = compress_images([('a.png', Image.open(sys.argv[2]))], 'photo2', fast=True);"
+        "assert not any(m == 'torch' or m.startswith('torch.') for m in sys.modules), 'torch imported';"
+        "open(sys.argv[3], 'wb').write(result.data); print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(ROOT), str(tmp_path / "a.png"), str(tmp_path / "a.vz")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.stdout.strip() == "ok", out.stderr
+    loaded = compress_images([("a.png", Image.open(tmp_path / "a.png"))], load_model("photo2"), fast=True)
+    assert (tmp_path / "a.vz").read_bytes() == loaded.data
