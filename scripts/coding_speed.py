@@ -4,16 +4,17 @@ network's convolutions and activation lookups, the encoder's up-front estimate p
 network) and the local predictor (pricing every tile, coding some).
 
     python scripts/coding_speed.py ../shared/data/kodak/kodim23.png [--model NAME] [--device cpu|cuda] [--float]
-        [--classical] [--system-allocator]
+        [--classical] [--fast] [--system-allocator]
 
 The C allocator is set as the vaezip command sets it (vaezip/allocator.py) unless --system-allocator.
 --float codes with the float network (format 1, what vaezip wrote before the integer-exact coder; decodes
-only on the kind of machine that wrote it), for comparison.
+only on the kind of machine that wrote it), for comparison. --fast codes with no network (compress --fast).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from collections import defaultdict
@@ -60,17 +61,18 @@ def main() -> None:
     parser.add_argument("--float", action="store_true", help="the format-1 float coder, for comparison")
     parser.add_argument("--classical", action="store_true",
                         help="let a classical coding win where it is smaller (by default the model path is timed)")
+    parser.add_argument("--fast", action="store_true", help="compress --fast: no network, every tile by the predictor")
     parser.add_argument("--system-allocator", action="store_true",
                         help="leave the C allocator's settings as they are (the command sets them: vaezip/allocator.py)")
     args = parser.parse_args()
     if not args.system_allocator:
         retain_freed_memory()  # as the vaezip command does
+    latent_model = coding.TorchLatentModel
     if args.float:
         import functools
 
-        from vaezip import archive
-
-        archive.TorchLatentModel = functools.partial(coding.TorchLatentModel, integer=False)
+        # encode_archive imports it from vaezip.coding at each call
+        coding.TorchLatentModel = functools.partial(latent_model, integer=False)
     image = open_image(args.image)
     loaded = load_model(args.model or default_model(image.mode))
     for kind in (coding.TorchPass, coding.IntegerPass):  # float (format 1) and integer-exact (format 2) passes
@@ -81,7 +83,7 @@ def main() -> None:
         timed(ans.Stack, name, "coder")
     timed(integer.IntConv, "__call__", "convolutions", PARTS)
     timed(integer.Table, "__call__", "activation lookups", PARTS)
-    timed(coding.TorchLatentModel, "tile_bounds", "estimate pass", PARTS)
+    timed(latent_model, "tile_bounds", "estimate pass", PARTS)
     timed(predictive, "encode", "predictor", PARTS)
     timed(predictive, "decode", "predictor", PARTS)
 
@@ -92,7 +94,8 @@ def main() -> None:
         PARTS.clear()
         started = time.perf_counter()
         if phase == "compress":
-            result = compress_images([("image.png", image)], loaded, device=args.device, classical=args.classical)
+            result = compress_images([("image.png", image)], loaded, device=args.device, classical=args.classical,
+                                     fast=args.fast)
             data = result.data
         else:
             (_, decoded), = decompress_images(data, loaded, device=args.device)
@@ -101,13 +104,16 @@ def main() -> None:
         other = total - sum(SPENT.values())
         report[phase] = (total, dict(SPENT), other, dict(PARTS))
     device = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    coder = "float (format 1)" if args.float else "integer-exact"
+    coder = "float (format 1)" if args.float else "no network (--fast)" if args.fast else "integer-exact"
     print(f"{args.image}: {image.width}x{image.height} {image.mode}, model {loaded.name}, {coder}, {device}, "
           f"torch {torch.__version__}")
-    print(f"achieved {result.achieved_bpsp:.4f} bpsp vs bound {result.bound_bpsp:.4f} ({result.achieved_bpsp / result.bound_bpsp:.4f}x)")
+    bound = "no model bound" if math.isnan(result.bound_bpsp) else \
+        f"bound {result.bound_bpsp:.4f} ({result.achieved_bpsp / result.bound_bpsp:.4f}x)"
+    print(f"achieved {result.achieved_bpsp:.4f} bpsp vs {bound}")
     for phase, (total, spent, other, parts) in report.items():
-        split = ", ".join(f"{k} {v:.2f} s ({v / total:.0%})" for k, v in sorted(spent.items()))
-        print(f"{phase}: {total:.2f} s = {raw_mb / total:.3f} MB/s; {split}, other {other:.2f} s ({other / total:.0%})")
+        split = [f"{k} {v:.2f} s ({v / total:.0%})" for k, v in sorted(spent.items())]
+        split.append(f"other {other:.2f} s ({other / total:.0%})")
+        print(f"{phase}: {total:.2f} s = {raw_mb / total:.3f} MB/s; {', '.join(split)}")
         print("  of which " + ", ".join(f"{k} {v:.2f} s" for k, v in sorted(parts.items()) if v > 0))
 
 
