@@ -156,8 +156,8 @@ def bench_figures(summary: Path, digest: str, channels: int) -> dict[str, float]
         for row in csv.DictReader(handle):
             if not row["codec"].startswith("vaezip") or row["dataset"] not in images:
                 continue
-            kind = {"vaezip-archive": "one archive", "vaezip-model": "one file per image, model path only"}.get(
-                row["codec"], "one file per image")
+            kind = {"vaezip-archive": "one archive", "vaezip-model": "one file per image, model path only",
+                    "vaezip-fast": "one file per image, --fast (no network)"}.get(row["codec"], "one file per image")
             label = f"{row['dataset']} (first {len(images[row['dataset']])} images, {kind}, vaezip bench)"
             figures[f"{label} achieved"] = round(float(row["bpsp"]), 4)
             figures[f"{label} bound"] = round(float(row["bound_bpsp"]), 4)

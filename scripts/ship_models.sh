@@ -37,9 +37,12 @@ PHOTOS_TRAIN_TERMS="photos_train: wallpaper collections and packages under free 
   --compute "photo's compute, then 2-core CPU (one thread, shared with other work), 123 minutes, 7,001 steps of 32 at lr 2e-4 with a time-planned cosine decay (stopped 12 minutes early)" \
   --eval kodak --eval photos-train-val --eval imagenette32-val --tile 32 --eval-limit 2000 --code-limit 0 \
   --bench docs/results/photo2/kodak-vaezip/summary.csv --bench docs/results/photo2/kodak-vaezip-model/summary.csv
-# photo-gray2 (the grey default since 2026-12-04; its bounds only: its files are to be benched)
+# photo-gray2 (the grey default since 2026-12-04): its gray8bit files come from
+#   vaezip bench gray8bit -n 2 -m pretrained/photo-gray2.safetensors -c jpegls,vaezip -o docs/results/photo-gray2/gray8bit-2
+#   vaezip bench gray8bit -n 9 -m pretrained/photo-gray2.safetensors -c jpegls,vaezip -o docs/results/photo-gray2/gray8bit
 "$P" scripts/ship_model.py runs/photo-gray2 photo-gray2 --default grey --recipe photo-gray2 --half \
   --data "photo-gray's data, then: 32x32 crops of photos_train converted to luma (327 real photographs less the 30 of its validation split, weight 3), scikit-image's eleven grey samples (skimage-gray, weight 2) and Imagenette 32x32 train converted to luma (weight 1)" \
   --terms "$IMAGENETTE_TERMS; $SK_RGB; $SK_GREY; $PHOTOS_TRAIN_TERMS" \
   --compute "photo-gray's compute, then 2-core CPU (one thread, bfloat16 autocast on AMX, shared with other work), 95 minutes, 8,494 steps of 32 at lr 2e-4 with a time-planned cosine decay (beside another run on the other core)" \
-  --eval gray8bit --eval kodak --tile 32 --eval-limit 2000 --code-limit 0
+  --eval gray8bit --eval kodak --tile 32 --eval-limit 2000 --code-limit 0 \
+  --bench docs/results/photo-gray2/gray8bit-2/summary.csv --bench docs/results/photo-gray2/gray8bit/summary.csv
