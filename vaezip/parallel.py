@@ -37,6 +37,16 @@ def _model():
     return _WORKER.get("model")
 
 
+def _identity():
+    """What --fast needs of the -m model, once (None: each file's own): a shipped model's identity reads no
+    weights and imports no torch (models.identify_model); the model itself where it is loaded already."""
+    if _WORKER.get("spec") is not None and "identity" not in _WORKER:
+        from vaezip.models import identify_model
+
+        _WORKER["identity"] = identify_model(_WORKER.get("model") or _WORKER["spec"])
+    return _WORKER.get("identity")
+
+
 def decoded_checksums(data: bytes, model, device: str):
     """The pixel checksums of the images `data` decodes to, or the exception decoding raised (the caller
     reports it as a file that does not decode)."""
@@ -56,8 +66,7 @@ def _compress(images, options: dict, verify: bool):
 
     from vaezip.api import compress_images
 
-    # --fast reads no weights and imports no torch: the -m model's name (or file) is all it needs
-    model = _WORKER.get("model") or _WORKER.get("spec") if options.get("fast") else _model()
+    model = _identity() if options.get("fast") else _model()
     result = compress_images(images, model, **options)
     if not verify:
         return result, None, None
