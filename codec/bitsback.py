@@ -51,18 +51,20 @@ from codec.protocol import LatentModel
 from codec.tiling import Tile, TileSpec
 # The tile kinds (each one's push and pop) live in tilekinds.py; their names and `whitening` stay importable here.
 from codec.tilekinds import (  # noqa: F401
-    BITSBACK, DIRECT, PREDICTIVE, PREDICTIVE_BLEND, PREDICTIVE_LAPLACE, PREDICTIVE_NEIGHBOURS, RAW, WHITENED, Stream,
+    BITSBACK, DIRECT, PREDICTIVE, PREDICTIVE_BLEND, PREDICTIVE_FITTED, PREDICTIVE_LAPLACE, PREDICTIVE_NEIGHBOURS, RAW,
+    WHITENED, Stream,
     raw_bits, whitening,
 )
 
 KINDS = tuple(kind.name for kind in tilekinds.KINDS)  # every kind's name, in tilekinds.KINDS's order
 # The predictor kinds the encoder may write, each with its residual model (codec/predictive.py):
-# PREDICTIVE_BLEND (format 6, the default), PREDICTIVE_LAPLACE (format 5) and PREDICTIVE_NEIGHBOURS (what files
-# of formats 1 to 4 hold).
-PREDICTORS = {kind: tilekinds.RESIDUALS[kind] for kind in (PREDICTIVE_BLEND, PREDICTIVE_LAPLACE, PREDICTIVE_NEIGHBOURS)}
+# PREDICTIVE_FITTED (format 8, the default), PREDICTIVE_BLEND (formats 6 and 7), PREDICTIVE_LAPLACE (format 5) and
+# PREDICTIVE_NEIGHBOURS (what files of formats 1 to 4 hold).
+PREDICTORS = {kind: tilekinds.RESIDUALS[kind]
+              for kind in (PREDICTIVE_FITTED, PREDICTIVE_BLEND, PREDICTIVE_LAPLACE, PREDICTIVE_NEIGHBOURS)}
 
 
-def without_bits(predictor: str = PREDICTIVE_BLEND) -> tuple[str, ...]:
+def without_bits(predictor: str = PREDICTIVE_FITTED) -> tuple[str, ...]:
     """What a tile that cannot pop is coded as: the cheapest, the first of these on a tie (the order is part of
     what the encoder writes)."""
     if predictor not in PREDICTORS:
@@ -160,7 +162,7 @@ def encode(
     on_batch: ProgressFn | None = None,
     model_bits: Sequence[float] | None = None,
     bitsback_kind: str = BITSBACK,
-    predictor: str = PREDICTIVE_BLEND,
+    predictor: str = PREDICTIVE_FITTED,
     model_last_order: bool = False,
 ) -> EncodeResult:
     """Code `tiles` (raster order) onto an empty stack; `model_last_order` (with model_bits): in format 7's
@@ -204,7 +206,7 @@ def encode_tiles(
     on_batch: ProgressFn | None = None,
     model_bits: Sequence[float] | None = None,
     bitsback_kind: str = BITSBACK,
-    predictor: str = PREDICTIVE_BLEND,
+    predictor: str = PREDICTIVE_FITTED,
     priced: Sequence[tuple[str, float]] | None = None,
     order: Sequence[int] | None = None,
 ) -> tuple[Schedule, list[TileStats]]:
@@ -214,8 +216,9 @@ def encode_tiles(
     (tilekinds.importance_kind(K): K network passes per tile for the K-sample bound), with single-tile
     BITSBACK batches where the stack holds too few bits for it (a stream's start).
 
-    predictor: the predictor kind of the tiles coded without the model (PREDICTORS: PREDICTIVE_BLEND;
-    PREDICTIVE_LAPLACE for a file of format 5, PREDICTIVE_NEIGHBOURS for one of formats 1 to 4).
+    predictor: the predictor kind of the tiles coded without the model (PREDICTORS: PREDICTIVE_FITTED;
+    PREDICTIVE_BLEND for a file of format 6 or 7, PREDICTIVE_LAPLACE for one of format 5, PREDICTIVE_NEIGHBOURS for
+    one of formats 1 to 4).
 
     model_bits: what bits-back is expected to cost for each tile (the model's negative ELBO with one posterior
     sample will do). A tile that the local predictor or whitened raw bytes code for less is coded that way
@@ -384,7 +387,7 @@ def _push_without_bits(kind: str, stack: Stack, tiles: Sequence[Tile], index: in
 
 
 def _encode_predictive(
-    stack: Stack, tiles: Sequence[Tile], index: int, predictor: str = PREDICTIVE_BLEND
+    stack: Stack, tiles: Sequence[Tile], index: int, predictor: str = PREDICTIVE_FITTED
 ) -> np.ndarray:
     """tiles[index] as `predictor` (one of PREDICTORS): no model, no bits needed on the stack. Its exact bits (1,)."""
     without_bits(predictor)  # refuses an unknown predictor kind
@@ -408,7 +411,7 @@ def _same_shape_run(tiles: Sequence[Tile], start: int, limit: int, alone: Sequen
     return n
 
 
-def price_without_model(tiles: Sequence[Tile], predictor: str = PREDICTIVE_BLEND) -> list[tuple[str, float]]:
+def price_without_model(tiles: Sequence[Tile], predictor: str = PREDICTIVE_FITTED) -> list[tuple[str, float]]:
     """Per tile of a stream (a whole image's tiles at least: the predictor reads each tile's neighbours below
     and to the right) the cheaper of `predictor` and WHITENED, and its exact cost in bits: what a tile coded
     without the model costs wherever it falls in the stream."""
@@ -423,7 +426,7 @@ def price_without_model(tiles: Sequence[Tile], predictor: str = PREDICTIVE_BLEND
 
 
 def cheaper_without_model(
-    tiles: Sequence[Tile], model_bits: Sequence[float], predictor: str = PREDICTIVE_BLEND,
+    tiles: Sequence[Tile], model_bits: Sequence[float], predictor: str = PREDICTIVE_FITTED,
     priced: Sequence[tuple[str, float]] | None = None,
 ) -> list[str | None]:
     """Per tile `predictor` or WHITENED where that kind's exact cost is below `model_bits`, else None."""

@@ -106,14 +106,16 @@ def _push(cumulative, rows, symbols, words, position, state):
 
 
 def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std_weights, gains, diagonal, floor,
-               edges, cumulative, levels, words, position, state, coded, encode):
+               edges, cumulative, levels, bins, words, position, state, coded, encode):
     """Pop a blend tile into `frame` (C, M + 1), filling `errors` (K, C, M + 1) and `residuals` (C, M + 1) as
     predictive._blend_decoder does; or, with `encode`, take the values `frame` holds instead of popping them
     and record each one's table row and value in `coded` (2, P * C), in pop order, for _push. positions (P,):
     the tile's flat positions, wavefront after wavefront; fronts (F + 1,): where each wavefront starts in it;
     sources, around (4, M): _gather_plan; std_weights (2, 6): BLEND_STD_WEIGHTS; gains:
     (BLEND_GAIN_PREVIOUS, BLEND_GAIN_FIRST); diagonal, floor: BLEND_ERROR_DIAGONAL, BLEND_ERROR_FLOOR; edges
-    (J - 1,): the std levels' edges; cumulative: the table rows' left_cumulatives, row level * levels + mean.
+    (J - 1,): the std levels' edges; cumulative: the table rows' left_cumulatives, row (level * bins + quarter)
+    * levels + mean, the quarter the mean's between integers where bins > 1 (FITTED; predictive.fitted_bins),
+    0 where bins is 1 (BLEND).
     Returns the stack's (position, state) afterwards (unchanged when encoding)."""
     channels, predictors = frame.shape[0], errors.shape[0]
     widest = 0
@@ -173,7 +175,8 @@ def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std
                 elif channel > 1:
                     mean = mean + (gains[0] * (frame[channel - 1, at] - spatial[channel - 1, j])
                                    + gains[1] * (frame[0, at] - spatial[0, j]))
-                mean = np.floor(min(max(mean, 0.0), 255.0) + 0.5)
+                unrounded = min(max(mean, 0.0), 255.0)
+                mean = np.floor(unrounded + 0.5)
                 std = base[channel, j]
                 if channel > 0:
                     std = std + w[4] * residuals[channel - 1, at]
@@ -186,7 +189,10 @@ def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std
                         level = middle + 1
                     else:
                         above = middle
-                row = level * levels + np.int64(mean)
+                table = level
+                if bins > 1:
+                    table = level * bins + np.int64(min(max(np.floor((unrounded - mean + 0.5) * bins), 0.0), bins - 1.0))
+                row = table * levels + np.int64(mean)
                 if encode:
                     symbol = np.int64(frame[channel, at])
                     coded[0, count], coded[1, count] = row, symbol

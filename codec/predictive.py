@@ -37,7 +37,9 @@ Laplace tables add codec/exact.py's exp and running products, built from exactly
 from __future__ import annotations
 
 import functools
+import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -51,7 +53,11 @@ STD_FLOOR = 0.6  # std of a value in a perfectly flat neighbourhood (in pixel va
 STD_GAIN = 0.4  # std per unit of local activity
 GAUSSIAN, LAPLACE = "gaussian", "laplace"  # the residual distributions (see the module's doc)
 BLEND = "blend"  # a blend of predictors, with Laplace residuals and a fitted scale (format 6; see _blend_encoder)
-DISTRIBUTIONS = (GAUSSIAN, LAPLACE, BLEND)
+# The blend's means and stds, its residuals coded with tables fitted on real photographs instead of Laplaces, the
+# mean's quarter between integers choosing among four (format 8; see "fitted residual tables" below).
+FITTED = "blend-fitted"
+BLENDS = (BLEND, FITTED)  # the distributions of the blend predictor
+DISTRIBUTIONS = (GAUSSIAN, LAPLACE, BLEND, FITTED)
 _LEVELS = 256  # values 0..255
 
 
@@ -73,9 +79,10 @@ def encode(stack: Stack, pixels: np.ndarray, context: Context = Context(), distr
     channels, height, width = pixels.shape
     values, top, left = _frame(pixels.astype(np.float64), context)
     # The kernels read the values as table columns unchecked: uint8 only (the numpy coder checks the rest).
-    if distribution == BLEND and pixels.dtype == np.uint8 and _blend_compiled(stack, values, top, left, True) is not None:
+    if distribution in BLENDS and pixels.dtype == np.uint8 and \
+            _blend_compiled(stack, values, top, left, True, distribution) is not None:
         return
-    if distribution == BLEND:
+    if distribution in BLENDS:
         means, stds = _blend_encoder(values, top, left)
     else:
         means, stds = _parameters(values, *_all_positions(values.shape[1], values.shape[2]))
@@ -93,8 +100,8 @@ def decode(stack: Stack, channels: int, height: int, width: int, context: Contex
     _check_distribution(distribution)
     # Entries of the tile not yet decoded are never read (BLEND: read as the zeros they are, as its encoder does).
     values, top, left = _frame(np.zeros((channels, height, width)), context)
-    if distribution == BLEND:
-        return _blend_decoder(stack, values, top, left)
+    if distribution in BLENDS:
+        return _blend_decoder(stack, values, top, left, distribution)
     residuals = np.zeros_like(values)
     if top or left:
         # The context's residuals, as the encoder computed them: its means read only context pixels.
@@ -117,13 +124,18 @@ def decode(stack: Stack, channels: int, height: int, width: int, context: Contex
 
 
 def _push(stack: Stack, symbols: np.ndarray, means: np.ndarray, stds: np.ndarray, distribution: str) -> None:
-    if distribution in TABLE_LEVELS:
+    """The blends' `means` are their unrounded ones (_blend_mean), the tables' rows round them."""
+    if distribution in BLENDS:
+        stack.push_categorical(symbols, _blend_rows(means, stds, distribution))
+    elif distribution in TABLE_LEVELS:
         stack.push_categorical(symbols, _laplace_rows(means, stds, distribution))
     else:
         stack.push_gaussian(symbols, means, stds, 0, _LEVELS - 1)
 
 
 def _pop(stack: Stack, means: np.ndarray, stds: np.ndarray, distribution: str) -> np.ndarray:
+    if distribution in BLENDS:
+        return stack.pop_categorical(_blend_rows(means, stds, distribution))
     if distribution in TABLE_LEVELS:
         return stack.pop_categorical(_laplace_rows(means, stds, distribution))
     return stack.pop_gaussian(means, stds, 0, _LEVELS - 1)
@@ -235,6 +247,110 @@ def _level_tables(first: int, count: int) -> tuple[np.ndarray, ...]:
     centre_at_end = 1.0 - 0.5 * h
     centre_at_end.flags.writeable = False
     return inner, tails, centre_at_end, edges
+
+
+# ---------------------------------------------------------------------------------------------- fitted residual tables
+#
+# FITTED (format 8) codes the blend's residuals with tables fitted on real photographs (photos_train's training
+# photographs: scripts/fit_residual_tables.py) instead of Laplaces: the residuals' real shape, and where the
+# mean fell between two integers. One table of the offsets -255..255 per std level and quarter of the mean:
+# FITTED_LEVELS levels four to the octave (each two of BLEND's levels: their edges are every other of BLEND's)
+# and FITTED_BINS quarters, (mean - rounded mean + 1/2) * 4 floored. They are integers (each >= 16, each table
+# summing to 2**24) in fitted_residuals.npy, pinned by its sha256: the file is part of format 8. A row (mean,
+# level, quarter) is the offsets of its values, the tails folded into the end bins: integer sums, so every row
+# sums to 2**24 on every machine. Ideal code lengths of 32x32 tiles every 96 pixels (fitted on photos_train):
+# Kodak 3.2112 -> 3.1567 bits per subpixel (-1.7 %), the first two gray8bit photographs -2.7 %; real coding
+# figures in docs/results/predictor.
+
+FITTED_BINS = 4
+FITTED_LEVEL_STEP = 2  # BLEND's levels per FITTED level
+FITTED_TABLE_FILE = Path(__file__).with_name("fitted_residuals.npy")
+FITTED_TABLE_SHA256 = "52fdd555d159313d78f37489ea761dd09de058528b883176da94b968079f98a7"
+_OFFSETS = 2 * _LEVELS - 1  # -255..255
+
+
+@functools.lru_cache(maxsize=1)
+def fitted_levels() -> tuple[int, np.ndarray]:
+    """FITTED's level count and its level edges (count - 1,), read-only: every other edge of BLEND's levels,
+    level k holding BLEND's levels FITTED_LEVEL_STEP * k and the next."""
+    edges = np.ascontiguousarray(_level_tables(*TABLE_LEVELS[BLEND])[3][FITTED_LEVEL_STEP - 1 :: FITTED_LEVEL_STEP])
+    edges.flags.writeable = False
+    return len(edges) + 1, edges
+
+
+def fitted_bins(means: np.ndarray, rounded: np.ndarray) -> np.ndarray:
+    """The quarter (0..FITTED_BINS - 1, float64) of each mean in [0, 255] between its rounded value's halves;
+    clamped both ways (mean + 1/2 can round up to an integer)."""
+    return np.minimum(np.maximum(np.floor((means - rounded + 0.5) * FITTED_BINS), 0.0), FITTED_BINS - 1.0)
+
+
+@functools.lru_cache(maxsize=1)
+def _fitted_offsets() -> np.ndarray:
+    """The fitted tables (FITTED_LEVELS, FITTED_BINS, 511) int64 of fitted_residuals.npy, checked: its sha256,
+    shape, every entry >= LAPLACE_MIN_FREQUENCY, every table summing to 2**24. Read-only."""
+    try:
+        raw = FITTED_TABLE_FILE.read_bytes()
+    except OSError as error:
+        raise CodingError(f"format 8's residual tables are missing ({FITTED_TABLE_FILE}: {error.strerror})") from None
+    if hashlib.sha256(raw).hexdigest() != FITTED_TABLE_SHA256:
+        raise CodingError(f"format 8's residual tables ({FITTED_TABLE_FILE}) are not the ones vaezip was built with")
+    import io
+
+    offsets = np.load(io.BytesIO(raw), allow_pickle=False).astype(np.int64)
+    levels, _ = fitted_levels()
+    if offsets.shape != (levels, FITTED_BINS, _OFFSETS) or offsets.min() < LAPLACE_MIN_FREQUENCY or \
+            not np.all(offsets.sum(axis=2) == LAPLACE_TOTAL):
+        raise CodingError(f"format 8's residual tables ({FITTED_TABLE_FILE}) are malformed")
+    offsets.flags.writeable = False
+    return offsets
+
+
+@functools.lru_cache(maxsize=1)
+def _fitted_every_table() -> tuple[Tables, np.ndarray]:
+    """Every row of FITTED, row (level * FITTED_BINS + quarter) * 256 + mean, (levels * 4 * 256, 256) float32
+    (41 MiB): value v of mean c takes the offset v - c, values 0 and 255 the tails beyond them too. And the
+    level edges."""
+    offsets = _fitted_offsets().reshape(-1, _OFFSETS)  # (T, 511): T = levels * bins tables
+    # windows[t, s] = offsets[t, s : s + 256]; mean c's row is the window starting at offset -c, s = 255 - c.
+    windows = np.lib.stride_tricks.sliding_window_view(offsets, _LEVELS, axis=1)  # (T, 256, 256)
+    frequencies = windows[:, ::-1].astype(np.float32).reshape(-1, _LEVELS)  # (R, 256): integers < 2**24, exact
+    prefix = np.cumsum(offsets, axis=1)  # (T, 511) int64: exact
+    centre = np.arange(_LEVELS)
+    # Value 0 of mean c holds offsets -255..-c (indices 0..255 - c), value 255 offsets 255 - c..255.
+    frequencies[:, 0] = prefix[:, 255 - centre].reshape(-1)
+    frequencies[:, -1] = (prefix[:, -1:] - prefix[:, 509 - centre]).reshape(-1)
+    every = check_tables(frequencies)  # each row sums to exactly 2**24: every offset lands in one bin
+    for array in (every.rows, every.sums):
+        array.flags.writeable = False
+    return every, fitted_levels()[1]
+
+
+@functools.lru_cache(maxsize=1)
+def _fitted_cumulative() -> np.ndarray:
+    cumulative = kernels.left_cumulatives(_fitted_every_table()[0].rows)
+    cumulative.flags.writeable = False
+    return cumulative
+
+
+def _blend_table(distribution: str) -> tuple[Tables, np.ndarray]:
+    """Every table row of a blend distribution, and its level edges."""
+    return _fitted_every_table() if distribution == FITTED else _every_table(*TABLE_LEVELS[BLEND])
+
+
+def _blend_cumulative(distribution: str) -> np.ndarray:
+    """constriction's left cumulatives of _blend_table's rows (R, 257): what the compiled kernels code with."""
+    return _fitted_cumulative() if distribution == FITTED else _every_cumulative(*TABLE_LEVELS[BLEND])
+
+
+def _blend_rows(means: np.ndarray, stds: np.ndarray, distribution: str) -> Tables:
+    """The table rows of a blend's unrounded means (N,) in [0, 255] and stds (N,)."""
+    rounded = _rounded(means)
+    if distribution == BLEND:
+        return _laplace_rows(rounded, stds, BLEND)
+    every, edges = _fitted_every_table()
+    table = np.searchsorted(edges, stds) * FITTED_BINS + fitted_bins(means, rounded).astype(np.int64)
+    row = table * _LEVELS + rounded.astype(np.int64)
+    return Tables(every.rows[row], every.sums[row])
 
 
 def _frame(tile: np.ndarray, context: Context) -> tuple[np.ndarray, int, int]:
@@ -369,8 +485,8 @@ BLEND_STD_WEIGHTS = ((0.554, 0.157, 0.775, 0.32, 0.0, 0.0), (0.26, 0.0, 0.68, 0.
 
 
 def _blend_encoder(values: np.ndarray, top: int, left: int) -> tuple[np.ndarray, np.ndarray]:
-    """BLEND's means and stds (C, H * W) of every position of the frame `values` (C, H, W) (the context's
-    entries are not used), the numbers _blend_decoder computes."""
+    """The blend's unrounded means and its stds (C, H * W) of every position of the frame `values` (C, H, W)
+    (the context's entries are not used), the numbers _blend_decoder computes."""
     channels, height, width = values.shape
     frame, errors, residuals = _blend_frames(values)
     _blend_context(frame, errors, residuals, height, width, top, left)
@@ -382,25 +498,26 @@ def _blend_encoder(values: np.ndarray, top: int, left: int) -> tuple[np.ndarray,
 
 
 def _blend_positions(frame, errors, residuals, at, sources, around) -> tuple[np.ndarray, np.ndarray]:
-    """Means and stds (C, N) at the flat positions `at` (N,) of `frame`, whose values are all known; fills
-    their errors and residuals in (all of them before any is read, as the decoder has its neighbours' when it
-    gets there). `sources`, `around`: _gather_plan's columns for `at`."""
+    """Unrounded means and stds (C, N) at the flat positions `at` (N,) of `frame`, whose values are all known;
+    fills their errors and residuals in (all of them before any is read, as the decoder has its neighbours'
+    when it gets there). `sources`, `around`: _gather_plan's columns for `at`."""
     subs, activity = _sub_predictions(frame, sources)
     here = frame[:, at]  # (C, N)
     errors[:, :, at] = np.abs(here - subs)
     spatial = _blend(subs, errors, around)
     means = np.stack([_blend_mean(spatial, channel, here) for channel in range(len(here))])
-    residuals[:, at] = np.abs(here - means)
+    residuals[:, at] = np.abs(here - _rounded(means))
     base = _blend_std_base(activity, *_residual_terms(residuals, around))
     prior = residuals[:, at]
     stds = np.stack([_blend_std(base, channel, prior) for channel in range(len(here))])
     return means, stds
 
 
-def _blend_decoder(stack: Stack, values: np.ndarray, top: int, left: int) -> np.ndarray:
-    """Pop a tile pushed with BLEND into the frame `values` (C, H, W) (context filled in, tile zeros): in one
-    compiled call where numba is there (codec/kernels.py), else wavefront by wavefront; the same pixels."""
-    compiled = _blend_compiled(stack, values, top, left, encode=False)
+def _blend_decoder(stack: Stack, values: np.ndarray, top: int, left: int, distribution: str) -> np.ndarray:
+    """Pop a tile pushed with `distribution` (BLENDS) into the frame `values` (C, H, W) (context filled in, tile
+    zeros): in one compiled call where numba is there (codec/kernels.py), else wavefront by wavefront; the
+    same pixels."""
+    compiled = _blend_compiled(stack, values, top, left, False, distribution)
     if compiled is not None:
         return compiled
     channels, height, width = values.shape
@@ -414,15 +531,16 @@ def _blend_decoder(stack: Stack, values: np.ndarray, top: int, left: int) -> np.
         for channel in range(channels):
             mean = _blend_mean(spatial, channel, here)
             std = _blend_std(base, channel, prior)
-            decoded = _pop(stack, mean, std, BLEND).astype(np.float64)
-            here[channel], prior[channel] = decoded, np.abs(decoded - mean)
+            decoded = _pop(stack, mean, std, distribution).astype(np.float64)
+            here[channel], prior[channel] = decoded, np.abs(decoded - _rounded(mean))
         frame[:, at], residuals[:, at] = here, prior
         errors[:, :, at] = np.abs(here - subs)
     return frame[:, :-1].reshape(values.shape)[:, top:, left:].astype(np.uint8)
 
 
-def _blend_compiled(stack: Stack, values: np.ndarray, top: int, left: int, encode: bool) -> np.ndarray | None:
-    """A BLEND tile coded by the compiled kernels (codec/kernels.py) instead of the numpy coder, the same
+def _blend_compiled(stack: Stack, values: np.ndarray, top: int, left: int, encode: bool,
+                    distribution: str) -> np.ndarray | None:
+    """A tile of `distribution` (BLENDS) coded by the compiled kernels (codec/kernels.py) instead of the numpy coder, the same
     bits: popped into the frame `values` (C, H, W) (context filled in, tile zeros) and its pixels returned, or,
     with `encode`, the tile `values` holds pushed and its pixels returned. None where the kernels are not to
     be used (the stack untouched)."""
@@ -435,15 +553,16 @@ def _blend_compiled(stack: Stack, values: np.ndarray, top: int, left: int, encod
     positions, fronts = _blend_pop_order(height, width, top, left)
     known, known_fronts = _context_order(height, width, top, left)
     sources, around = _gather_plan(height, width)
-    _, edges = _every_table(*TABLE_LEVELS[BLEND])
-    cumulative = _every_cumulative(*TABLE_LEVELS[BLEND])
+    _, edges = _blend_table(distribution)
+    cumulative = _blend_cumulative(distribution)
+    bins = FITTED_BINS if distribution == FITTED else 1
     coded = np.empty((2, count if encode else 0), dtype=np.int64)  # (table row, value) per value, in pop order
     parts = stack.raw_parts(room=count if encode else 0)  # a push writes at most one word per value
 
     def run(frame_, positions_, fronts_, coded_, encode_):
         return forms["_code_tile"](
             frame_, errors, residuals, positions_, fronts_, sources, around, _BLEND_STD_WEIGHTS, _BLEND_GAINS,
-            BLEND_ERROR_DIAGONAL, BLEND_ERROR_FLOOR, edges, cumulative, _LEVELS, parts.buffer, parts.length,
+            BLEND_ERROR_DIAGONAL, BLEND_ERROR_FLOOR, edges, cumulative, _LEVELS, bins, parts.buffer, parts.length,
             np.uint64(parts.head), coded_, encode_)
 
     try:
@@ -600,14 +719,20 @@ def _blend(subs: np.ndarray, errors: np.ndarray, around: np.ndarray) -> np.ndarr
 
 
 def _blend_mean(spatial: np.ndarray, channel: int, here: np.ndarray) -> np.ndarray:
-    """Integer mean (N,) of `channel` from the blends (C, N) and the values of the earlier channels here (C, N)."""
+    """Mean (N,) of `channel` from the blends (C, N) and the values of the earlier channels here (C, N), in
+    [0, 255], unrounded: BLEND's tables round it (_rounded), FITTED's take its quarter too."""
     mean = spatial[channel]
     if channel == 1:
         mean = mean + (here[0] - spatial[0])
     elif channel > 1:
         mean = mean + (BLEND_GAIN_PREVIOUS * (here[channel - 1] - spatial[channel - 1])
                        + BLEND_GAIN_FIRST * (here[0] - spatial[0]))
-    return np.floor(np.minimum(np.maximum(mean, 0.0), 255.0) + 0.5)
+    return np.minimum(np.maximum(mean, 0.0), 255.0)
+
+
+def _rounded(mean: np.ndarray) -> np.ndarray:
+    """The integer mean of a blend's mean in [0, 255]: the table row's centre, and what residuals are taken from."""
+    return np.floor(mean + 0.5)
 
 
 def _blend_std_base(activity: np.ndarray, near: np.ndarray, diagonal: np.ndarray) -> np.ndarray:

@@ -544,23 +544,25 @@ PREDICTIVE = "predictive"  # a tile coded by the local predictor of predictive.p
 PREDICTIVE_NEIGHBOURS = "predictive-neighbours"
 # The same with Laplace residuals (predictive.LAPLACE): what the encoder wrote instead in format 5.
 PREDICTIVE_LAPLACE = "predictive-laplace"
-# The same through the blend of predictors (predictive.BLEND): what the encoder writes instead (format 6).
+# The same through the blend of predictors (predictive.BLEND): what the encoder wrote instead in formats 6 and 7.
 PREDICTIVE_BLEND = "predictive-blend"
+# The same with residual tables fitted on photographs (predictive.FITTED): what the encoder writes instead (format 8).
+PREDICTIVE_FITTED = "predictive-fitted"
 # The residual distribution (predictive.py's residual model) of each predictor kind with neighbours.
 RESIDUALS = {PREDICTIVE_NEIGHBOURS: predictive.GAUSSIAN, PREDICTIVE_LAPLACE: predictive.LAPLACE,
-             PREDICTIVE_BLEND: predictive.BLEND}
+             PREDICTIVE_BLEND: predictive.BLEND, PREDICTIVE_FITTED: predictive.FITTED}
 
 # In the order of docs/FORMAT.md's table. RAW and PREDICTIVE were last written before format 2 existed.
 KINDS: tuple[TileKind, ...] = (
     TileKind(
         DIRECT, "d", "every latent at its prior mean (nothing popped), the valid pixels pushed through the model",
-        formats=(1, 2, 3, 4, 5, 6, 7), written=True, single=False, uses_model=True, needs_bits=False,
+        formats=(1, 2, 3, 4, 5, 6, 7, 8), written=True, single=False, uses_model=True, needs_bits=False,
         push=_push_direct, pop=_pop_direct,
     ),
     TileKind(
         BITSBACK, "b", "bits-back: the latents popped with the posterior, the valid pixels pushed through the "
         "model, the latents pushed with the prior",
-        formats=(1, 2, 3, 4, 5, 6, 7), written=True, single=False, uses_model=True, needs_bits=True,
+        formats=(1, 2, 3, 4, 5, 6, 7, 8), written=True, single=False, uses_model=True, needs_bits=True,
         push=_push_bitsback, pop=_pop_bitsback,
     ),
     TileKind(
@@ -570,7 +572,7 @@ KINDS: tuple[TileKind, ...] = (
     ),
     TileKind(
         WHITENED, "w", "the valid pixels at 8 bits each, whitened: value i pushed as (v + whitening(t, i)) mod 256",
-        formats=(1, 2, 3, 4, 5, 6, 7), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=(1, 2, 3, 4, 5, 6, 7, 8), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_whitened, pop=_pop_whitened,
     ),
     TileKind(
@@ -581,25 +583,31 @@ KINDS: tuple[TileKind, ...] = (
     TileKind(
         PREDICTIVE_NEIGHBOURS, "q", "the valid pixels through the local predictor, turned by 180 degrees, with "
         "the tiles below and to the right as context",
-        formats=(1, 2, 3, 4, 5, 6, 7), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=(1, 2, 3, 4, 5, 6, 7, 8), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_neighbours(RESIDUALS[PREDICTIVE_NEIGHBOURS]), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_NEIGHBOURS]),
     ),
     TileKind(
         PREDICTIVE_LAPLACE, "e", "as q, each value's residual coded with a Laplace of the same mean and variance "
         "(its std rounded to a level) instead of a Gaussian",
-        formats=(5, 6, 7), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=(5, 6, 7, 8), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_neighbours(RESIDUALS[PREDICTIVE_LAPLACE]), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_LAPLACE]),
     ),
     TileKind(
         PREDICTIVE_BLEND, "f", "as q, each value predicted by a blend of predictors weighted by their errors "
         "around it, its residual coded with a Laplace of a fitted std (codec/predictive.py: BLEND)",
-        formats=(6, 7), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=(6, 7, 8), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_neighbours(RESIDUALS[PREDICTIVE_BLEND]), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_BLEND]),
+    ),
+    TileKind(
+        PREDICTIVE_FITTED, "g", "as f, each residual coded with a table fitted on photographs, chosen by its std "
+        "and by the quarter its mean falls in between integers (codec/predictive.py: FITTED)",
+        formats=(8,), written=True, single=True, uses_model=False, needs_bits=False,
+        push=_push_neighbours(RESIDUALS[PREDICTIVE_FITTED]), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_FITTED]),
     ),
     *(TileKind(
         importance_kind(samples), code, f"importance-weighted (Monte-Carlo) bits-back with {samples} posterior samples "
         "per tile: one chosen in proportion to its weight p(x, z) / q(z given x), the others pushed back",
-        formats=(4, 5, 6, 7), written=True, single=False, uses_model=True, needs_bits=True,
+        formats=(4, 5, 6, 7, 8), written=True, single=False, uses_model=True, needs_bits=True,
         push=_push_importance(samples), pop=_pop_importance(samples), samples=samples,
     ) for samples, code in zip(SAMPLE_COUNTS, "ijkl")),
 )

@@ -46,7 +46,7 @@ def main() -> None:
         tiles = split_tiles(planes.model_plane, archive.effective_tile(None, stride), stride)
         with deterministic_kernels(pin_threads=False):
             estimates += coder.tile_bounds(tiles, estimate=True)
-        prices += [bits for _, bits in bitsback.price_without_model(tiles, bitsback.PREDICTIVE_BLEND)]
+        prices += [bits for _, bits in bitsback.price_without_model(tiles, bitsback.PREDICTIVE_FITTED)]
         subpixels += [tile.pixels.shape[0] * tile.valid[0] * tile.valid[1] for tile in tiles]
     estimates, prices, subpixels = (np.asarray(values, dtype=np.float64) for values in (estimates, prices, subpixels))
     saved = np.maximum(prices - estimates, 0.0)  # bits the model saves on each tile it wins

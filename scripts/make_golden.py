@@ -30,6 +30,11 @@ tiles without the model first): golden.png in tiles of 8 through the untrained t
 tile to the predictor on its own estimate, so the estimate is replaced by a fixed one (format7_estimates:
 every other tile to the model) to give the order something to move. Never regenerate it either.
 
+    python scripts/make_golden.py --format8 [--force]
+writes tests/data/format8/*.vz, the first files of format 8 (predictor tiles with residual tables fitted on
+photographs): golden.png's two codings of --format6 and the stream order of --format7 (reordered.vz), written
+today by default. Never regenerate them either.
+
     python scripts/make_golden.py --binary [--force]
 writes tests/data/binary/model.vz, the first file of a model with binary latent groups (DVAE++; the seeded
 untrained tiny model with binary_groups = 2, "tiny-binary"): golden.png through the model only (format 5,
@@ -242,15 +247,17 @@ def make_format3_fixtures(force: bool) -> None:
                 print(f"format3/{file_name}: {len(result.data)} bytes, {', '.join(result.codings)}")
 
 
-# The predictor kind of the files of tests/data/format5 and format6 (predictor_files).
-PREDICTOR_KINDS = {5: "predictive-laplace", 6: "predictive-blend"}
+# The predictor kind of the files of tests/data/format5, format6 and format8 (predictor_files).
+PREDICTOR_KINDS = {5: "predictive-laplace", 6: "predictive-blend", 8: "predictive-fitted"}
+NEWEST = 8  # the format compress_images writes by default (format_version=None)
 
 
 def predictor_files(version: int) -> dict[str, tuple[list[tuple[str, Image.Image]], dict]]:
-    """tests/data/formatVERSION (5 or 6): file name -> (the images it holds, compress_images's options): golden.png
-    through the model without the predictor's choice (only its first tile a predictor tile) and with it."""
+    """tests/data/formatVERSION (5, 6 or 8): file name -> (the images it holds, compress_images's options):
+    golden.png through the model without the predictor's choice (only its first tile a predictor tile) and with
+    it."""
     golden = [("golden.png", golden_image())]
-    version_option = dict(format_version=version)
+    version_option = dict(format_version=version) if version != NEWEST else {}
     return {"model.vz": (golden, dict(predictor=False, classical=False, **version_option)),
             "predictor.vz": (golden, dict(classical=False, **version_option))}
 
@@ -296,22 +303,23 @@ def fixed_estimates():
         TorchLatentModel.tile_bounds = estimated
 
 
-def format7_file(weights: Path) -> bytes:
-    """tests/data/format7/reordered.vz's bytes: golden.png by the tiny model of `weights`, fixed estimates."""
+def format7_file(weights: Path, version: int = 7) -> bytes:
+    """tests/data/format7/reordered.vz's bytes (format8/reordered.vz's with version 8): golden.png by the tiny
+    model of `weights`, fixed estimates."""
     with fixed_estimates():
         result = compress_images([("golden.png", golden_image())], load_model(weights), tile=FORMAT7_TILE,
-                                 device="cpu", classical=False)
-    assert result.format_version == 7
+                                 device="cpu", classical=False, format_version=None if version == NEWEST else version)
+    assert result.format_version == version
     return result.data
 
 
-def make_format7_fixture(force: bool) -> None:
-    folder = GOLDEN / "format7"
+def make_format7_fixture(force: bool, version: int = 7) -> None:
+    folder = GOLDEN / f"format{version}"
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
-        data = format7_file(_tiny_models(Path(scratch))[3])
+        data = format7_file(_tiny_models(Path(scratch))[3], version)
         if write_pinned(folder / "reordered.vz", data, force):
-            print(f"format7/reordered.vz: {len(data)} bytes")
+            print(f"format{version}/reordered.vz: {len(data)} bytes")
 
 
 def binary_weights(folder: Path) -> Path:
@@ -357,6 +365,7 @@ def main() -> None:
     action.add_argument("--format5", action="store_true", help="tests/data/format5/*.vz")
     action.add_argument("--format6", action="store_true", help="tests/data/format6/*.vz")
     action.add_argument("--format7", action="store_true", help="tests/data/format7/reordered.vz")
+    action.add_argument("--format8", action="store_true", help="tests/data/format8/*.vz")
     action.add_argument("--binary", action="store_true", help="tests/data/binary/model.vz")
     action.add_argument("--global", dest="global_", action="store_true", help="tests/data/global/model.vz")
     action.add_argument("--sizes", action="store_true", help="print issue 15's size table (writes nothing)")
@@ -373,6 +382,9 @@ def main() -> None:
         make_predictor_fixtures(5 if args.format5 else 6, args.force)
     elif args.format7:
         make_format7_fixture(args.force)
+    elif args.format8:
+        make_predictor_fixtures(8, args.force)
+        make_format7_fixture(args.force, 8)
     elif args.binary:
         make_latent_fixture("binary", binary_weights, args.force)
     elif args.global_:

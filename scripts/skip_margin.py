@@ -69,7 +69,7 @@ def main() -> None:
         entry, _ = smallest_entry(path.name, planes, image)
         tiles = split_tiles(planes.model_plane, archive.effective_tile(None, stride), stride)
         estimates = coder.tile_bounds(tiles, estimate=True)
-        priced = bitsback.price_without_model(tiles, bitsback.PREDICTIVE_BLEND)  # as the encoder prices them
+        priced = bitsback.price_without_model(tiles, bitsback.PREDICTIVE_FITTED)  # as the encoder prices them
         estimate, _ = archive._model_estimate(tiles, estimates, priced)
         if path.name in model_bytes:
             model = 8 * model_bytes[path.name]

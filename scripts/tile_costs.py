@@ -31,12 +31,12 @@ from vaezip.model.layers import bernoulli_kl, gaussian_kl  # noqa: E402
 
 
 def predictive_bits(tiles, index: int, neighbours: bool) -> int:
-    """The predictor's real cost of a tile through format 6's blend (what the encoder writes; figures in docs/
+    """The predictor's real cost of a tile through format 8's blend with fitted tables (what the encoder writes; figures in docs/
     from before 2026-12-03 were measured with format 3's Gaussian, later ones of that day with format 5's
     Laplace)."""
     stack = Stack()
     if neighbours:
-        bitsback._encode_predictive(stack, tiles, index, bitsback.PREDICTIVE_BLEND)
+        bitsback._encode_predictive(stack, tiles, index, bitsback.PREDICTIVE_FITTED)
     else:
         predictive.encode(stack, np.ascontiguousarray(tiles[index].valid_pixels), distribution=predictive.BLEND)
     return stack.num_valid_bits()

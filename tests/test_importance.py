@@ -36,8 +36,8 @@ def test_an_archive_decodes_exactly_in_a_fresh_process_under_other_kernels(tmp_p
     header = read_header(result.data)
     kinds = {kind for kind, _ in header.coder.schedule}
     assert tilekinds.importance_kind(samples) in kinds
-    # format 4's kinds, and format 6's where the stream's first tile went to the blend predictor
-    assert result.format_version == (6 if tilekinds.PREDICTIVE_BLEND in kinds else 4)
+    # format 4's kinds, and format 8's where the stream's first tile went to the blend predictor
+    assert result.format_version == (8 if tilekinds.PREDICTIVE_FITTED in kinds else 4)
     assert header.coder.max_batch == 16 // samples  # the B * K rows of a batch: no more than plain bits-back's
     assert "importance-weighted" in file_info(result.data).inference
     (tmp_path / "two.vz").write_bytes(result.data)
@@ -49,8 +49,10 @@ def test_an_archive_decodes_exactly_in_a_fresh_process_under_other_kernels(tmp_p
 
 
 def test_one_sample_writes_no_importance_weighted_batch(tiny_weights):
-    """Format 6 for its blend predictor tile (the stream's first), format 5 or 3 where that format is asked for."""
-    for version, expected in ((None, container.BLEND_VERSION), (5, container.LAPLACE_VERSION), (3, container.VERSION)):
+    """Format 8 for its blend predictor tile (the stream's first), format 6, 5 or 3 where that format is asked
+    for."""
+    for version, expected in ((None, container.FITTED_VERSION), (6, container.BLEND_VERSION),
+                              (5, container.LAPLACE_VERSION), (3, container.VERSION)):
         result = compress_images([("a.png", Image.fromarray(_image(3), "RGB"))], load_model(tiny_weights[3]),
                                  tile=16, device="cpu", predictor=False, classical=False, format_version=version)
         kinds = {kind for kind, _ in read_header(result.data).coder.schedule}
@@ -60,14 +62,14 @@ def test_one_sample_writes_no_importance_weighted_batch(tiny_weights):
 
 def test_a_file_without_an_importance_weighted_batch_holds_no_kind_of_format_4(tiny_weights):
     """One tile: nothing on the stack to pop K samples with, so no importance-weighted batch is coded and the
-    file takes the format of what it holds (its one tile, coded without bits: format 6 for the predictor)."""
+    file takes the format of what it holds (its one tile, coded without bits: format 8 for the predictor)."""
     loaded = load_model(tiny_weights[3])
     result = compress_images([("a.png", Image.fromarray(_image(5, 16, 16), "RGB"))], loaded, tile=16,
                              device="cpu", predictor=False, classical=False, samples=8)
     kinds = [kind for kind, _ in read_header(result.data).coder.schedule]
     assert not any(kind.startswith("bitsback-iw") for kind in kinds)
     assert result.format_version == container.binary_version(kinds)
-    assert result.format_version == (6 if tilekinds.PREDICTIVE_BLEND in kinds else 3)
+    assert result.format_version == (8 if tilekinds.PREDICTIVE_FITTED in kinds else 3)
     with pytest.raises(ValueError, match="format 4"):
         compress_images([("a.png", Image.fromarray(_image(5), "RGB"))], loaded, samples=2, format_version=3)
 

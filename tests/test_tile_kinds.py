@@ -174,5 +174,6 @@ def test_a_file_takes_the_oldest_binary_format_that_holds_its_kinds():
     assert container.binary_version(["predictive-laplace", "bitsback-iw16"]) == 5
     assert container.binary_version(["predictive-blend", "bitsback"]) == 6
     assert container.binary_version(["predictive-blend", "predictive-laplace", "bitsback-iw2"]) == 6
+    assert container.binary_version(["predictive-fitted", "predictive-blend", "bitsback-iw8"]) == 8
     with pytest.raises(CodingError):
         container.binary_version(["raw"])  # format 1 only

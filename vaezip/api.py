@@ -41,10 +41,11 @@ def compress_images(
     classical: also code every image classically (raw, PNG or WebP samples) and keep, image by image, the
     smaller path, so that a file is never much larger than the best classical coding (False: the model codes
     every image, as before format 3).
-    format_version: None for the oldest format that holds the file (3; 4 for importance-weighted batches; 6
-    where a tile goes to the predictor, which blends several predictions in format 6; 7 where the predictor's
-    tiles go first in the stream, so that the model's run in full batches); 6 to write format 6 (its tiles in
-    raster order), which readers older than format 7 read; 5 to write format 5
+    format_version: None for the oldest format that holds the file (3; 4 for importance-weighted batches; 7
+    where the predictor's tiles go first in the stream, so that the model's run in full batches; 8 where a tile
+    goes to the predictor, whose residuals format 8 codes with tables fitted on photographs); 7 to write format
+    7 (the predictor's residuals with Laplaces), which readers older than format 8 read; 6 to write format 6
+    (its tiles in raster order), which readers older than format 7 read; 5 to write format 5
     (the predictor's Laplace residuals), which readers older than format 6 read; 3 for format 3 (its Gaussian
     ones), which readers older than format 5 read; 2 for the format before it, which readers older than
     format 3 read (the model codes every image).
@@ -143,6 +144,8 @@ INFERENCE = {
     6: "integer-exact inference with blend predictor tiles, and classical codings: decodes on any machine",
     7: "integer-exact inference with blend predictor tiles first in the stream, and classical codings: decodes on "
        "any machine",
+    8: "integer-exact inference with blend predictor tiles coded by fitted residual tables, first in the stream, "
+       "and classical codings: decodes on any machine",
 }
 
 
@@ -162,9 +165,10 @@ def file_info(data: bytes) -> FileInfo:
         for e in header.images
     )
     inference = INFERENCE[version]
-    if version in (5, 6, 7) and any(tilekinds.BY_NAME[kind].samples > 1 for kind in kinds):
+    if version in (5, 6, 7, 8) and any(tilekinds.BY_NAME[kind].samples > 1 for kind in kinds):
         predictor = {5: "Laplace predictor tiles", 6: "blend predictor tiles",
-                     7: "blend predictor tiles first in the stream"}[version]
+                     7: "blend predictor tiles first in the stream",
+                     8: "blend predictor tiles coded by fitted residual tables, first in the stream"}[version]
         inference = (f"integer-exact inference with {predictor} and importance-weighted bits-back, and classical "
                      "codings: decodes on any machine")
     return FileInfo(

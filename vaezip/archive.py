@@ -136,12 +136,13 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
 
         coder_model = TorchLatentModel(loaded.model, _resolve_device(device))  # integer-exact
     integer = coder_model is None or coder_model.integer
-    # Format 6's predictor tiles (the blend of predictors), format 5's (Laplace residuals) where that format
-    # was asked for, else Gaussian ones (formats 1 to 4; the model's files are format 1 without integer inference).
+    # Format 8's predictor tiles (the blend of predictors with fitted residual tables); where an older format was
+    # asked for, format 6 and 7's (the blend with Laplace residuals), format 5's (Laplace residuals), else
+    # Gaussian ones (formats 1 to 4; the model's files are format 1 without integer inference).
     predictor_kind = bitsback.PREDICTIVE_NEIGHBOURS
-    if integer and format_version in (None, container.LAPLACE_VERSION, container.BLEND_VERSION):
-        predictor_kind = bitsback.PREDICTIVE_LAPLACE if format_version == container.LAPLACE_VERSION else \
-            bitsback.PREDICTIVE_BLEND
+    if integer and format_version in (None, container.LAPLACE_VERSION, container.BLEND_VERSION, container.ORDER_VERSION):
+        predictor_kind = {None: bitsback.PREDICTIVE_FITTED, container.LAPLACE_VERSION: bitsback.PREDICTIVE_LAPLACE}.get(
+            format_version, bitsback.PREDICTIVE_BLEND)
     obstacle = importance_coding_obstacle(loaded.config) if samples != 1 else None
     if obstacle:
         raise ImageError(f"--samples {samples}: importance-weighted coding cannot code {loaded.name}: {obstacle}")
@@ -179,7 +180,7 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
     def code(indices: list[int], on_batch=progress) -> _ModelCoding:
         return _encode_model(split, indices, coder_model, tiles_of, estimates_of if predictor else None, tile,
                              max_batch, on_batch, legacy, predictor_kind, samples, priced_of,
-                             model_last_order=format_version is None)
+                             model_last_order=format_version in (None, container.ORDER_VERSION))
 
     if legacy or not classical:
         everything = code(everyone) if tiles_needed <= MAX_TILES else None

@@ -14,9 +14,8 @@ from codec_toymodel import LinearToyModel, ToyModel, mc_neg_elbo_bits, sample_ti
 from codec import bitsback
 from codec.ans import Stack
 from codec.bitsback import (
-    BITSBACK, DIRECT, PREDICTIVE_BLEND, PREDICTIVE_LAPLACE, PREDICTIVE_NEIGHBOURS, PREDICTORS, RAW, WHITENED,
-    WITHOUT_BITS, decode,
-    whitening,
+    BITSBACK, DIRECT, PREDICTIVE_BLEND, PREDICTIVE_FITTED, PREDICTIVE_LAPLACE, PREDICTIVE_NEIGHBOURS, PREDICTORS, RAW,
+    WHITENED, WITHOUT_BITS, decode, whitening,
 )
 from codec.errors import CodingError
 from codec.planes import fit_histogram, pop_plane, push_plane
@@ -393,6 +392,7 @@ def test_laplace_residuals_code_photograph_like_tiles_for_less_than_gaussian_one
         costs[predictor] = sum(s.net_bits for s in result.stats)
     assert costs[PREDICTIVE_LAPLACE] < 0.98 * costs[PREDICTIVE_NEIGHBOURS], costs
     assert costs[PREDICTIVE_BLEND] < 0.98 * costs[PREDICTIVE_LAPLACE], costs  # format 6's blend of predictors
+    assert costs[PREDICTIVE_FITTED] < costs[PREDICTIVE_BLEND], costs  # format 8's fitted residual tables
 
 
 def test_an_unknown_predictor_kind_is_refused():
@@ -462,15 +462,15 @@ def test_prices_of_each_image_stand_for_the_coders_own_over_a_stream_of_several(
     images = [smooth_image(rng, 3, 24, 40, noise=1.0), smooth_image(rng, 3, 16, 16, noise=6.0)]
     per_image = [split_tiles(image, 8, 2) for image in images]
     tiles = [tile for cut in per_image for tile in cut]
-    priced = [price for cut in per_image for price in bitsback.price_without_model(cut, PREDICTIVE_BLEND)]
-    assert priced == bitsback.price_without_model(tiles, PREDICTIVE_BLEND)
+    priced = [price for cut in per_image for price in bitsback.price_without_model(cut, PREDICTIVE_FITTED)]
+    assert priced == bitsback.price_without_model(tiles, PREDICTIVE_FITTED)
     model_bits = [1e9 if k % 3 == 0 else 0.0 for k in range(len(tiles))]
     runs = []
     for given in (None, priced):
         stack = Stack()
         runs.append((bitsback.encode_tiles(stack, tiles, ToyModel(3), model_bits=model_bits, priced=given)[0],
                      stack.words()))
-    assert runs[0][0] == runs[1][0] and any(kind == PREDICTIVE_BLEND for kind, _ in runs[0][0][1:])
+    assert runs[0][0] == runs[1][0] and any(kind == PREDICTIVE_FITTED for kind, _ in runs[0][0][1:])
     np.testing.assert_array_equal(runs[0][1], runs[1][1])
     with pytest.raises(CodingError, match="prices"):
         bitsback.encode_tiles(Stack(), tiles, ToyModel(3), model_bits=model_bits, priced=priced[:-1])
@@ -496,12 +496,12 @@ def test_model_last_order_round_trips_and_runs_the_model_in_full_batches():
     raster = bitsback.encode(tiles, ToyModel(3), model_bits=model_bits, max_batch=8)
     moved = assert_round_trip(tiles, ToyModel(3), model_bits=model_bits, max_batch=8, model_last_order=True)
     assert raster.order is None and moved.order == bitsback.model_last(
-        [None if bits == 0 else PREDICTIVE_BLEND for bits in model_bits])
+        [None if bits == 0 else PREDICTIVE_FITTED for bits in model_bits])
     decoded = bitsback.decode(moved.words, moved.schedule, [t.spec for t in tiles], ToyModel(3), order=moved.order)
     for tile, pixels in zip(tiles, decoded):
         np.testing.assert_array_equal(pixels, tile.pixels)
     predictor_tiles = sum(1 for bits in model_bits if bits != 0)
-    assert [kind for kind, _ in moved.schedule[:predictor_tiles]] == [PREDICTIVE_BLEND] * predictor_tiles
+    assert [kind for kind, _ in moved.schedule[:predictor_tiles]] == [PREDICTIVE_FITTED] * predictor_tiles
     model_batches = lambda result: sum(1 for kind, _ in result.schedule if kind == BITSBACK)  # noqa: E731
     assert model_batches(moved) < model_batches(raster) / 2
     with pytest.raises(CodingError):  # the stream order is part of what the decoder needs

@@ -194,7 +194,7 @@ def test_write_refuses_what_read_would_refuse():
 def test_reads_from_bytearray_and_memoryview():
     data = write(make_header(), WORDS, 2)
     assert read(bytearray(data))[0] == read(memoryview(data))[0] == make_header()
-    assert container.VERSION == 3 and container.READABLE_VERSIONS == (1, 2, 3, 4, 5, 6, 7)
+    assert container.VERSION == 3 and container.READABLE_VERSIONS == (1, 2, 3, 4, 5, 6, 7, 8)
 
 
 def test_the_format_version_round_trips_and_older_versions_are_read():
@@ -215,6 +215,10 @@ def test_format_7_holds_the_stream_order_and_earlier_formats_refuse_one():
             write(ordered, WORDS, version)
     assert container.binary_version(["bitsback"], ordered=True) == 7
     assert container.binary_version(["bitsback", "predictive-blend"]) == 6
+    # format 8: the predictor's fitted tables, with or without an order
+    assert container.binary_version(["bitsback", "predictive-fitted"]) == 8
+    assert container.binary_version(["predictive-fitted"], ordered=True) == 8
+    assert container.read_versioned(write(ordered, WORDS, container.FITTED_VERSION))[1].coder.order == (0, 3, 7, 2, 31)
 
 
 @pytest.mark.parametrize("runs", [(0, 0, 5), (1, 2**28 + 1, 1), (4,), (1, 3), (0, 4)])

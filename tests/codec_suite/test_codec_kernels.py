@@ -116,29 +116,32 @@ def tiles(rng):
                     yield tile, context_of(image, 1, 1, height, width, which)
 
 
-def decode_with(forms, monkeypatch, stack: Stack, shape, context, strict: bool = True) -> np.ndarray:
+def decode_with(forms, monkeypatch, stack: Stack, shape, context, strict: bool = True,
+                distribution: str = predictive.BLEND) -> np.ndarray:
     """Decode with the kernels `forms` (None: the numpy coder); `strict`: they must have run (no fallback)."""
     monkeypatch.setattr(kernels, "ready", lambda: forms)
     with warnings.catch_warnings():
         if strict and forms is not None:
             warnings.simplefilter("error", RuntimeWarning)  # a kernel that fails (and falls back) fails the test
-        pixels = predictive.decode(stack, *shape, context, predictive.BLEND)
+        pixels = predictive.decode(stack, *shape, context, distribution)
     assert not strict or stack.in_raw_parts == (forms is not None)  # the kernels leave the stack in raw parts
     return pixels
 
 
-def encode_with(forms, monkeypatch, stack: Stack, tile, context, strict: bool = True) -> None:
+def encode_with(forms, monkeypatch, stack: Stack, tile, context, strict: bool = True,
+                distribution: str = predictive.BLEND) -> None:
     """Encode with the kernels `forms` (None: the numpy coder); `strict`: they must have run (no fallback)."""
     monkeypatch.setattr(kernels, "ready", lambda: forms)
     with warnings.catch_warnings():
         if strict and forms is not None:
             warnings.simplefilter("error", RuntimeWarning)
-        predictive.encode(stack, tile, context, predictive.BLEND)
+        predictive.encode(stack, tile, context, distribution)
     assert not strict or stack.in_raw_parts == (forms is not None)
 
 
 @compiled
-def test_the_compiled_coder_writes_and_reads_the_numpy_coders_bits(monkeypatch):
+@pytest.mark.parametrize("distribution", predictive.BLENDS)
+def test_the_compiled_coder_writes_and_reads_the_numpy_coders_bits(monkeypatch, distribution):
     """Pushed by the kernels and by numpy + constriction: the same words; popped by each: the same pixels and
     stack."""
     rng = np.random.default_rng(3)
@@ -146,16 +149,17 @@ def test_the_compiled_coder_writes_and_reads_the_numpy_coders_bits(monkeypatch):
     for tile, context in tiles(rng):
         below = random_words(rng, 3)
         fast, slow = Stack.from_words(below), Stack.from_words(below)
-        encode_with(forms, monkeypatch, fast, tile, context)
-        encode_with(None, monkeypatch, slow, tile, context)
+        encode_with(forms, monkeypatch, fast, tile, context, distribution=distribution)
+        encode_with(None, monkeypatch, slow, tile, context, distribution=distribution)
         assert np.array_equal(fast.words(), slow.words())
-        assert np.array_equal(decode_with(forms, monkeypatch, fast, tile.shape, context), tile)
-        assert np.array_equal(decode_with(None, monkeypatch, slow, tile.shape, context), tile)
+        assert np.array_equal(decode_with(forms, monkeypatch, fast, tile.shape, context, distribution=distribution), tile)
+        assert np.array_equal(decode_with(None, monkeypatch, slow, tile.shape, context, distribution=distribution), tile)
         assert np.array_equal(fast.words(), slow.words()) and np.array_equal(fast.words(), below)
 
 
 @compiled
-def test_the_compiled_decoder_gives_the_numpy_decoders_pixels_from_any_words(monkeypatch):
+@pytest.mark.parametrize("distribution", predictive.BLENDS)
+def test_the_compiled_decoder_gives_the_numpy_decoders_pixels_from_any_words(monkeypatch, distribution):
     """Every pop's mean and std (and so every table row) must be the numpy decoder's: from arbitrary words the
     pixels depend on each of them, and a single difference shows."""
     rng = np.random.default_rng(4)
@@ -164,12 +168,13 @@ def test_the_compiled_decoder_gives_the_numpy_decoders_pixels_from_any_words(mon
     for tile, context in tiles(rng):
         data = random_words(rng, int(rng.integers(0, 400)))
         fast, slow = Stack.from_words(data), Stack.from_words(data)
-        got = decode_with(forms, monkeypatch, fast, tile.shape, context)
-        assert np.array_equal(got, decode_with(None, monkeypatch, slow, tile.shape, context))
+        got = decode_with(forms, monkeypatch, fast, tile.shape, context, distribution=distribution)
+        assert np.array_equal(got, decode_with(None, monkeypatch, slow, tile.shape, context, distribution=distribution))
         assert np.array_equal(fast.words(), slow.words())
 
 
-def test_the_kernels_as_plain_python_code_the_numpy_coders_bits(monkeypatch, plain):
+@pytest.mark.parametrize("distribution", predictive.BLENDS)
+def test_the_kernels_as_plain_python_code_the_numpy_coders_bits(monkeypatch, plain, distribution):
     """The kernels' logic, without numba: the same words and pixels on small tiles."""
     rng = np.random.default_rng(5)
     forms = plain
@@ -178,13 +183,14 @@ def test_the_kernels_as_plain_python_code_the_numpy_coders_bits(monkeypatch, pla
         tile = np.ascontiguousarray(image[:, 1:, 1:])
         context = context_of(image, 1, 1, height, width, which)
         fast, slow = Stack(), Stack()
-        encode_with(forms, monkeypatch, fast, tile, context)
-        encode_with(None, monkeypatch, slow, tile, context)
+        encode_with(forms, monkeypatch, fast, tile, context, distribution=distribution)
+        encode_with(None, monkeypatch, slow, tile, context, distribution=distribution)
         assert np.array_equal(fast.words(), slow.words())
         for pushed, data in ((True, fast.words()), (False, random_words(rng, 30))):
             fast, slow = Stack.from_words(data), Stack.from_words(data)
-            got = decode_with(forms, monkeypatch, fast, tile.shape, context)
-            assert np.array_equal(got, decode_with(None, monkeypatch, slow, tile.shape, context))
+            got = decode_with(forms, monkeypatch, fast, tile.shape, context, distribution=distribution)
+            assert np.array_equal(got, decode_with(None, monkeypatch, slow, tile.shape, context,
+                                                   distribution=distribution))
             assert np.array_equal(fast.words(), slow.words())
             assert not pushed or (np.array_equal(got, tile) and fast.is_empty())
 
@@ -209,13 +215,14 @@ def test_kernels_that_fail_leave_the_numpy_coder(monkeypatch):
 
 
 @compiled
-def test_a_fresh_process_with_plain_numpy_decodes_with_the_kernel(tmp_path):
+@pytest.mark.parametrize("distribution", predictive.BLENDS)
+def test_a_fresh_process_with_plain_numpy_decodes_with_the_kernel(tmp_path, distribution):
     """What this process encoded, decoded by the compiled kernel in another process with numpy's SIMD off."""
     rng = np.random.default_rng(8)
     pairs = list(tiles(rng))[:40]
     stack = Stack()
     for tile, context in pairs:
-        predictive.encode(stack, tile, context, predictive.BLEND)
+        predictive.encode(stack, tile, context, distribution)
     np.save(tmp_path / "words.npy", stack.words())
     np.savez(tmp_path / "tiles.npz", *[tile for tile, _ in pairs])
     contexts = [(c.above, c.left, c.corner) for _, c in pairs]
@@ -226,13 +233,13 @@ def test_a_fresh_process_with_plain_numpy_decodes_with_the_kernel(tmp_path):
         "kernels.COMPILE_AFTER_CALLS = 0;"
         "s = Stack.from_words(np.load(sys.argv[2] + '/words.npy'));"
         "t = np.load(sys.argv[2] + '/tiles.npz'); c = np.load(sys.argv[2] + '/contexts.npy', allow_pickle=True);"
-        "ok = all(np.array_equal(predictive.decode(s, *t[f'arr_{i}'].shape, predictive.Context(*c[i]), 'blend'),"
+        "ok = all(np.array_equal(predictive.decode(s, *t[f'arr_{i}'].shape, predictive.Context(*c[i]), sys.argv[3]),"
         " t[f'arr_{i}']) for i in reversed(range(len(c))));"
         "print('ok' if ok and s.is_empty() and s.in_raw_parts and not kernels._failed else 'bad')"
     )
     env = {**os.environ, "NPY_DISABLE_CPU_FEATURES": "X86_V4 X86_V3 AVX512_ICL AVX512_SPR"}
-    out = subprocess.run([sys.executable, "-c", script, str(HERE.parents[1]), str(tmp_path)], capture_output=True,
-                         text=True, env=env, timeout=300)
+    out = subprocess.run([sys.executable, "-c", script, str(HERE.parents[1]), str(tmp_path), distribution],
+                         capture_output=True, text=True, env=env, timeout=300)
     assert out.stdout.strip() == "ok", out.stderr
 
 

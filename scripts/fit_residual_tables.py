@@ -1,0 +1,106 @@
+"""Fit format 8's residual tables (codec/fitted_residuals.npy, codec/predictive.py: FITTED) on photos_train's
+training photographs, never on a benchmark set:
+
+    python scripts/fit_residual_tables.py [--out codec/fitted_residuals.npy] [--limit N] [--check]
+
+Every 32x32 tile of each photograph is run through the blend predictor without context (its unrounded means and
+stds: predictive._blend_encoder), and the offsets of its values from the rounded means are counted per std level
+and quarter of the mean (FITTED's levels and bins). Each table is the counts plus SMOOTHING counts spread as a
+Laplace of the level's middle std (so that offsets and levels the photographs rarely reach keep the Laplace's
+shape), as integers: floor(p * (2**24 - 16 * 511)) + 16 each, the largest entry taking what makes the table sum
+to 2**24. --check compares the fit with the shipped file instead of writing it (and prints its sha256).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from codec import predictive  # noqa: E402
+from vaezip import data  # noqa: E402
+
+TILE = 32
+SMOOTHING = 1000.0  # prior counts per table, as a Laplace of the level's std
+
+
+def count_offsets(images) -> np.ndarray:
+    """(levels, bins, 511) float64 counts of the offsets value - rounded mean of every value of every tile."""
+    levels, edges = predictive.fitted_levels()
+    counts = np.zeros((levels, predictive.FITTED_BINS, 2 * 255 + 1))
+    for image in images:
+        chw = np.ascontiguousarray(np.atleast_3d(image).transpose(2, 0, 1)).astype(np.float64)
+        for top in range(0, chw.shape[1] - TILE + 1, TILE):
+            for left in range(0, chw.shape[2] - TILE + 1, TILE):
+                tile = chw[:, top : top + TILE, left : left + TILE]
+                means, stds = predictive._blend_encoder(tile, 0, 0)  # (C, TILE * TILE) each
+                rounded = predictive._rounded(means)
+                level = np.searchsorted(edges, stds)
+                quarter = predictive.fitted_bins(means, rounded).astype(np.int64)
+                offset = (tile.reshape(len(tile), -1) - rounded).astype(np.int64) + 255
+                np.add.at(counts, (level.ravel(), quarter.ravel(), offset.ravel()), 1.0)
+    return counts
+
+
+def laplace_prior(levels: int) -> np.ndarray:
+    """(levels, 511): a discretised Laplace of each FITTED level's middle std (BLEND's two levels' geometric
+    middle), over the offsets -255..255, summing to 1."""
+    first, _ = predictive.TABLE_LEVELS[predictive.BLEND]
+    steps = (first + predictive.FITTED_LEVEL_STEP * np.arange(levels) + (predictive.FITTED_LEVEL_STEP - 1) / 2)
+    stds = predictive.STD_FLOOR * 2.0 ** (steps / predictive.SCALE_STEPS_PER_OCTAVE)
+    scale = stds / np.sqrt(2.0)
+    offsets = np.arange(-255, 256)
+
+    def cdf(x):
+        tail = 0.5 * np.exp(-np.abs(x) / scale[:, None])
+        return np.where(x < 0, tail, 1.0 - tail)
+
+    mass = cdf(offsets + 0.5) - cdf(offsets - 0.5)
+    return mass / mass.sum(axis=1, keepdims=True)
+
+
+def integer_tables(counts: np.ndarray) -> np.ndarray:
+    levels, bins, width = counts.shape
+    prior = np.repeat(laplace_prior(levels)[:, None, :], bins, axis=1)
+    p = (counts + SMOOTHING * prior) / (counts.sum(axis=2, keepdims=True) + SMOOTHING)
+    spread = float(predictive.LAPLACE_TOTAL - predictive.LAPLACE_MIN_FREQUENCY * width)
+    tables = np.floor(p * spread).astype(np.int64) + predictive.LAPLACE_MIN_FREQUENCY
+    largest = tables.argmax(axis=2)
+    np.put_along_axis(tables, largest[..., None], np.take_along_axis(tables, largest[..., None], axis=2)
+                      + predictive.LAPLACE_TOTAL - tables.sum(axis=2, keepdims=True), axis=2)
+    assert np.all(tables.sum(axis=2) == predictive.LAPLACE_TOTAL) and tables.min() >= predictive.LAPLACE_MIN_FREQUENCY
+    return tables.astype(np.uint32)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=predictive.FITTED_TABLE_FILE)
+    parser.add_argument("--limit", type=int, default=None, help="the first N training photographs only")
+    parser.add_argument("--check", action="store_true", help="compare with the shipped file, write nothing")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    images = data.load("photos-train", limit=args.limit)
+    counts = count_offsets(images.images)
+    tables = integer_tables(counts)
+    buffer = io.BytesIO()
+    np.save(buffer, tables, allow_pickle=False)
+    digest = hashlib.sha256(buffer.getvalue()).hexdigest()
+    print(f"{len(images)} photographs, {int(counts.sum())} values in {time.perf_counter() - started:.0f} s; "
+          f"tables {tables.shape}, sha256 {digest}")
+    if args.check:
+        shipped = hashlib.sha256(predictive.FITTED_TABLE_FILE.read_bytes()).hexdigest()
+        print("the same as the shipped file" if shipped == digest else f"differs from the shipped file ({shipped})")
+        sys.exit(0 if shipped == digest else 1)
+    args.out.write_bytes(buffer.getvalue())
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
