@@ -2,6 +2,7 @@
 training photographs, never on a benchmark set:
 
     python scripts/fit_residual_tables.py [--out codec/fitted_residuals.npy] [--limit N] [--check]
+    python scripts/fit_residual_tables.py --variants kodak     # how the tables' shape was chosen
 
 Every 32x32 tile of each photograph is run through the blend predictor without context (its unrounded means and
 stds: predictive._blend_encoder), and the offsets of its values from the rounded means are counted per std level
@@ -9,6 +10,11 @@ and quarter of the mean (FITTED's levels and bins). Each table is the counts plu
 Laplace of the level's middle std (so that offsets and levels the photographs rarely reach keep the Laplace's
 shape), as integers: floor(p * (2**24 - 16 * 511)) + 16 each, the largest entry taking what makes the table sum
 to 2**24. --check compares the fit with the shipped file instead of writing it (and prints its sha256).
+
+--variants DATASET prices DATASET's 32x32 tiles every 96 pixels without context (ideal code lengths, the tails
+folded into the end bins as the coder does) under format 7's Laplaces and under tables fitted the same way
+with other choices of levels and quarters (fitted on photos_train's first 40 photographs, for speed): what each
+choice buys.
 """
 
 from __future__ import annotations
@@ -79,12 +85,67 @@ def integer_tables(counts: np.ndarray) -> np.ndarray:
     return tables.astype(np.uint32)
 
 
+def _values(images, step: int):
+    """Every value of 32x32 tiles every `step` pixels, no context: (values, unrounded means, stds), flat."""
+    out = [[], [], []]
+    for image in images:
+        chw = np.ascontiguousarray(np.atleast_3d(image).transpose(2, 0, 1)).astype(np.float64)
+        for top in range(0, chw.shape[1] - TILE + 1, step):
+            for left in range(0, chw.shape[2] - TILE + 1, step):
+                tile = chw[:, top : top + TILE, left : left + TILE]
+                means, stds = predictive._blend_encoder(tile, 0, 0)
+                for part, array in zip(out, (tile.reshape(-1), means.reshape(-1), stds.reshape(-1))):
+                    part.append(array)
+    return tuple(np.concatenate(part) for part in out)
+
+
+def _folded_bits(p: np.ndarray, table: np.ndarray, values: np.ndarray, rounded: np.ndarray) -> float:
+    """Mean -log2 of each value under its table's offsets p[table] (T, 511), the tails folded into 0 and 255."""
+    before = np.concatenate([np.zeros((len(p), 1)), np.cumsum(p, axis=1)], axis=1)  # mass of offsets below index
+    index = (values - rounded).astype(np.int64) + 255
+    mass = p[table, index]
+    low, high = values == 0, values == 255
+    mass[low] = before[table[low], index[low] + 1]
+    mass[high] = before[table[high], -1] - before[table[high], index[high]]
+    return float(-np.log2(np.maximum(mass, 2.0**-24)).mean())
+
+
+def variants(dataset: str) -> None:
+    fit_values, fit_means, fit_stds = _values(data.load("photos-train", limit=40).images, TILE)
+    values, means, stds = _values(data.load(dataset).images, 96)
+    blend_edges = predictive._every_table(*predictive.TABLE_LEVELS[predictive.BLEND])[1]
+    blend_inner = predictive._level_tables(*predictive.TABLE_LEVELS[predictive.BLEND])[0]  # (82, 511)
+    rounded, fit_rounded = predictive._rounded(means), predictive._rounded(fit_means)
+    laplace = _folded_bits(blend_inner, np.searchsorted(blend_edges, stds), values, rounded)
+    print(f"{dataset}: format 7's Laplaces (8 levels to the octave): {laplace:.4f} bits per subpixel (ideal)")
+    for step, bins in ((1, 1), (2, 1), (1, 2), (2, 2), (1, 4), (2, 4), (2, 8)):
+        edges = blend_edges[step - 1 :: step]
+        levels = len(edges) + 1
+
+        def tables(m, r, s):
+            quarter = np.minimum(np.maximum(np.floor((m - r + 0.5) * bins), 0), bins - 1).astype(np.int64)
+            return np.searchsorted(edges, s) * bins + quarter
+
+        counts = np.zeros((levels * bins, 511))
+        np.add.at(counts, (tables(fit_means, fit_rounded, fit_stds), (fit_values - fit_rounded).astype(np.int64) + 255), 1)
+        prior = np.repeat(blend_inner[::step][:levels], bins, axis=0)
+        p = (counts + SMOOTHING * prior) / (counts.sum(axis=1, keepdims=True) + SMOOTHING)
+        bits = _folded_bits(p, tables(means, rounded, stds), values, rounded)
+        print(f"{dataset}: fitted, {8 // step} levels to the octave, {bins} part(s) of the mean: {bits:.4f} bits per "
+              f"subpixel (ideal; {bits / laplace - 1:+.1%}; {levels * bins * 256 * 256 * 4 / 2**20:.0f} MiB of rows)",
+              flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=predictive.FITTED_TABLE_FILE)
     parser.add_argument("--limit", type=int, default=None, help="the first N training photographs only")
     parser.add_argument("--check", action="store_true", help="compare with the shipped file, write nothing")
+    parser.add_argument("--variants", metavar="DATASET", help="price other choices of tables on DATASET")
     args = parser.parse_args()
+    if args.variants:
+        variants(args.variants)
+        return
     started = time.perf_counter()
     images = data.load("photos-train", limit=args.limit)
     counts = count_offsets(images.images)

@@ -1,6 +1,7 @@
 """Bits per subpixel of codec/predictive.py (the model-free coder of a stream's first tiles) on 32x32 tiles
 taken every 96 pixels from a data set, by real coding, with each residual model the format knows
-(Gaussian: formats 1 to 4; Laplace: format 5; blend: format 6, scripts/predictor_blend.py); `--grid` also
+(Gaussian: formats 1 to 4; Laplace: format 5; blend: formats 6 and 7, scripts/predictor_blend.py; blend-fitted:
+format 8, scripts/fit_residual_tables.py); `--grid` also
 tries other scale constants (Gaussian);
 `--shapes` prices the same means and stds under other residual distributions (ideal code lengths, bins over
 0..255 with the tails folded into the end bins, as the coder's quantized Gaussian does): how format 5's

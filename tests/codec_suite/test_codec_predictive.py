@@ -129,6 +129,17 @@ def test_the_fitted_rows_are_the_shipped_tables_with_their_tails_folded():
         row = every.rows[(level * predictive.FITTED_BINS + quarter) * 256 + mean]
         assert np.array_equal(row[1:255], table[256 - mean : 510 - mean])  # value v: offset v - mean
         assert row[0] == table[: 256 - mean].sum() and row[255] == table[510 - mean :].sum()
+    # The compiled coder's cumulatives, built without the rows: constriction's of the rows, integer for integer.
+    assert np.array_equal(predictive._fitted_cumulative(), kernels.left_cumulatives(every.rows))
+    # The numpy coder's rows, gathered for the means and stds asked: the same rows, every level and quarter.
+    means = np.concatenate([rng.uniform(0, 255, 5000), [0.0, 0.2, 254.7, 255.0]])
+    stds = np.concatenate([np.exp(rng.uniform(-2, 6, 5000)), [0.01, 0.3, 300.0, 1.0]])
+    rounded = predictive._rounded(means)
+    table = np.searchsorted(edges, stds) * 4 + predictive.fitted_bins(means, rounded).astype(np.int64)
+    rows = predictive._blend_rows(means, stds, predictive.FITTED)
+    assert len(set(table.tolist())) == levels * 4
+    assert np.array_equal(rows.rows, every.rows[table * 256 + rounded.astype(np.int64)])
+    assert np.array_equal(rows.sums, every.sums[table * 256 + rounded.astype(np.int64)])
 
 
 def test_a_changed_or_missing_table_file_is_refused(tmp_path, monkeypatch):
