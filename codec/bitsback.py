@@ -24,7 +24,7 @@ expected cost of each tile, any tile that the predictor (or raw bytes) codes for
 in the stream (photographs: ~1 tile in 5, see encode_tiles). The schedule [(kind, n_tiles), ...] goes into
 the file header; the decoder replays it backwards (last batch first) and must end with an empty stack.
 
-The stream's order: the tiles in raster order (formats 1 to 6), or (format 7, `model_last`) the tiles the
+The stream's order: the tiles in raster order (formats 1 to 6), or (formats 7 and 8, `model_last`) the tiles the
 model does not code first, then the model's, each part in raster order. Then the model's tiles run in batches
 of `max_batch` instead of in the short runs between predictor tiles (kodim23: 191 model tiles in 75 batches
 became 197 in 16; its model path 7.3 -> 5.0 s to encode, 4.3 -> 3.4 s to decode), and the predictor's tiles
@@ -165,7 +165,7 @@ def encode(
     predictor: str = PREDICTIVE_FITTED,
     model_last_order: bool = False,
 ) -> EncodeResult:
-    """Code `tiles` (raster order) onto an empty stack; `model_last_order` (with model_bits): in format 7's
+    """Code `tiles` (raster order) onto an empty stack; `model_last_order` (with model_bits): in formats 7 and 8's
     stream order, model_last."""
     stack = Stack()
     order = None
@@ -226,7 +226,7 @@ def encode_tiles(
     Without it only the first tiles (nothing to pop yet) are coded without the model. `priced`: what
     price_without_model(tiles, predictor) gives, where the caller has it already.
 
-    order: the stream order (format 7: model_last of the tiles' choices), tiles[order[p]] at stream position p;
+    order: the stream order (formats 7 and 8: model_last of the tiles' choices), tiles[order[p]] at stream position p;
     None: raster order. The schedule and the stats are in stream order."""
     if max_batch < 1 or margin_bits < 0:
         raise CodingError(f"max_batch must be >= 1 and margin_bits >= 0, got {max_batch}, {margin_bits}")

@@ -190,8 +190,9 @@ def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std
                     else:
                         above = middle
                 table = level
-                if bins > 1:
-                    table = level * bins + np.int64(min(max(np.floor((unrounded - mean + 0.5) * bins), 0.0), bins - 1.0))
+                if bins > 1:  # predictive.fitted_bins, operation for operation
+                    quarter = min(max(np.floor((unrounded - mean + 0.5) * bins), 0.0), bins - 1.0)
+                    table = level * bins + np.int64(quarter)
                 row = table * levels + np.int64(mean)
                 if encode:
                     symbol = np.int64(frame[channel, at])

@@ -24,20 +24,24 @@ Three residual models (`distribution`): GAUSSIAN, constriction's quantized Gauss
 4.7 % lower on Kodak's tiles, 2.7 % on scikit-image's (`python scripts/predictor_rate.py SET`). BLEND
 (format 6) replaces the median edge by a blend of seven predictions weighted by how well each did on the
 neighbours, with other channel shares and a fitted std, and codes with the Laplace's tables: 7.8 % less than
-LAPLACE on Kodak's tiles (see "the blend" below).
+LAPLACE on Kodak's tiles (see "the blend" below). FITTED (format 8) codes the blend's residuals with integer
+tables fitted on photographs instead, chosen by the std and by where the mean fell between two integers: 1.6 %
+less than BLEND on Kodak's tiles (see "fitted residual tables" below).
 
 Pixel (y, x) depends only on pixels of wavefront 2y' + x' < 2y + x, so the decoder pops a whole wavefront at
 a time (2h + w - 2 of them, channel by channel), not h x w pixels one by one. Where numba is installed a
-BLEND tile is coded instead by codec/kernels.py, pixel by pixel in one compiled call: the same bits. Encoder and decoder compute
-every number with the same elementwise float64 operations (+, -, *, /, abs, min, max: exactly rounded, no
-transcendental functions), so both sides give constriction identical means and stds on any machine. The
-Laplace tables add codec/exact.py's exp and running products, built from exactly rounded operations too.
+BLEND or FITTED tile is coded instead by codec/kernels.py, pixel by pixel in one compiled call: the same bits.
+Encoder and decoder compute every number with the same elementwise float64 operations (+, -, *, /, abs, min,
+max: exactly rounded, no transcendental functions), so both sides give constriction identical means and stds
+on any machine. The Laplace tables add codec/exact.py's exp and running products, built from exactly rounded
+operations too; FITTED's tables are integers read from a file.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -254,13 +258,13 @@ def _level_tables(first: int, count: int) -> tuple[np.ndarray, ...]:
 # FITTED (format 8) codes the blend's residuals with tables fitted on real photographs (photos_train's training
 # photographs: scripts/fit_residual_tables.py) instead of Laplaces: the residuals' real shape, and where the
 # mean fell between two integers. One table of the offsets -255..255 per std level and quarter of the mean:
-# FITTED_LEVELS levels four to the octave (each two of BLEND's levels: their edges are every other of BLEND's)
-# and FITTED_BINS quarters, (mean - rounded mean + 1/2) * 4 floored. They are integers (each >= 16, each table
+# 41 levels four to the octave (each two of BLEND's levels: their edges are every other of BLEND's) and
+# FITTED_BINS quarters, (mean - rounded mean + 1/2) * 4 floored. They are integers (each >= 16, each table
 # summing to 2**24) in fitted_residuals.npy, pinned by its sha256: the file is part of format 8. A row (mean,
 # level, quarter) is the offsets of its values, the tails folded into the end bins: integer sums, so every row
-# sums to 2**24 on every machine. Ideal code lengths of 32x32 tiles every 96 pixels (fitted on photos_train):
-# Kodak 3.2112 -> 3.1567 bits per subpixel (-1.7 %), the first two gray8bit photographs -2.7 %; real coding
-# figures in docs/results/predictor.
+# sums to 2**24 on every machine. Real coding of 32x32 tiles every 96 pixels against BLEND's Laplaces: Kodak
+# 3.2118 -> 3.1613 bits per subpixel (-1.6 %), gray8bit -1.9 %, Wikimedia photographs -0.9 % (`python
+# scripts/predictor_rate.py SET`; how the tables' shape was chosen: docs/results/predictor).
 
 FITTED_BINS = 4
 FITTED_LEVEL_STEP = 2  # BLEND's levels per FITTED level
@@ -294,8 +298,6 @@ def _fitted_offsets() -> np.ndarray:
         raise CodingError(f"format 8's residual tables are missing ({FITTED_TABLE_FILE}: {error.strerror})") from None
     if hashlib.sha256(raw).hexdigest() != FITTED_TABLE_SHA256:
         raise CodingError(f"format 8's residual tables ({FITTED_TABLE_FILE}) are not the ones vaezip was built with")
-    import io
-
     offsets = np.load(io.BytesIO(raw), allow_pickle=False).astype(np.int64)
     levels, _ = fitted_levels()
     if offsets.shape != (levels, FITTED_BINS, _OFFSETS) or offsets.min() < LAPLACE_MIN_FREQUENCY or \
@@ -570,10 +572,10 @@ def _blend_decoder(stack: Stack, values: np.ndarray, top: int, left: int, distri
 
 def _blend_compiled(stack: Stack, values: np.ndarray, top: int, left: int, encode: bool,
                     distribution: str) -> np.ndarray | None:
-    """A tile of `distribution` (BLENDS) coded by the compiled kernels (codec/kernels.py) instead of the numpy coder, the same
-    bits: popped into the frame `values` (C, H, W) (context filled in, tile zeros) and its pixels returned, or,
-    with `encode`, the tile `values` holds pushed and its pixels returned. None where the kernels are not to
-    be used (the stack untouched)."""
+    """A tile of `distribution` (BLENDS) coded by the compiled kernels (codec/kernels.py) instead of the numpy
+    coder, the same bits: popped into the frame `values` (C, H, W) (context filled in, tile zeros) and its
+    pixels returned, or, with `encode`, the tile `values` holds pushed and its pixels returned. None where the
+    kernels are not to be used (the stack untouched)."""
     channels, height, width = values.shape
     count = channels * (height - top) * (width - left)  # values to code
     forms = stack.kernel_forms(count)

@@ -140,9 +140,10 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
     # asked for, format 6 and 7's (the blend with Laplace residuals), format 5's (Laplace residuals), else
     # Gaussian ones (formats 1 to 4; the model's files are format 1 without integer inference).
     predictor_kind = bitsback.PREDICTIVE_NEIGHBOURS
-    if integer and format_version in (None, container.LAPLACE_VERSION, container.BLEND_VERSION, container.ORDER_VERSION):
-        predictor_kind = {None: bitsback.PREDICTIVE_FITTED, container.LAPLACE_VERSION: bitsback.PREDICTIVE_LAPLACE}.get(
-            format_version, bitsback.PREDICTIVE_BLEND)
+    blend_versions = (container.BLEND_VERSION, container.ORDER_VERSION)
+    if integer and format_version in (None, container.LAPLACE_VERSION, *blend_versions):
+        predictor_kind = bitsback.PREDICTIVE_FITTED if format_version is None else \
+            bitsback.PREDICTIVE_LAPLACE if format_version == container.LAPLACE_VERSION else bitsback.PREDICTIVE_BLEND
     obstacle = importance_coding_obstacle(loaded.config) if samples != 1 else None
     if obstacle:
         raise ImageError(f"--samples {samples}: importance-weighted coding cannot code {loaded.name}: {obstacle}")
@@ -306,7 +307,7 @@ def _encode_model(split: list[_Image], indices: list[int], coder_model, tiles_of
     max(1, max_batch // samples) tiles, so that a batch's passes hold no more rows than plain bits-back's
     (but for a single tile). predictor_kind: that of the tiles coded without the model (one the file's format
     holds: PREDICTIVE_NEIGHBOURS for formats 1 and 2). model_last_order: the tiles the predictor takes first in
-    the stream, then the model's in full batches (format 7; bitsback.model_last), where any tile moves."""
+    the stream, then the model's in full batches (formats 7 and 8; bitsback.model_last), where any tile moves."""
     integer = coder_model is None or coder_model.integer  # None: no network runs (fast)
     version = (2 if legacy else container.VERSION) if integer else FLOAT_VERSION
     bitsback_kind = tilekinds.BITSBACK
