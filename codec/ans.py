@@ -249,6 +249,9 @@ class Stack:
     def __init__(self, coder: _AnsCoder | None = None) -> None:
         self._ans: _AnsCoder | None = coder if coder is not None else _AnsCoder()
         self._raw: RawParts | None = None  # set instead of _ans while the stack is in raw parts
+        # Values the caller will code with the compiled kernels one call after another from here (a decoder's
+        # run of predictor tiles): the words are copied out of constriction once for the whole run.
+        self.kernel_run_values = 0
 
     @property
     def _coder(self) -> _AnsCoder:
@@ -301,8 +304,10 @@ class Stack:
     def kernel_forms(self, values: int) -> dict | None:
         """The compiled kernels (codec/kernels.py) to code `values` values on this stack, or None where the
         numpy coder should: no numba yet, or a stack that constriction holds and is so large that copying its
-        words out (and back) would cost more than the kernels save."""
+        words out (and back) would cost more than the kernels save on these values, or on the run of
+        `kernel_run_values` that they begin."""
         forms = kernels.ready()
+        values = max(values, self.kernel_run_values)
         if forms is None or (self._raw is None and self.num_bits() // 32 > COPY_WORDS_PER_VALUE * values):
             return None
         return forms

@@ -43,7 +43,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from codec import tilekinds
+from codec import predictive, tilekinds
 from codec.ans import Stack
 from codec.errors import CodingError
 from codec.latents import LatentGrid
@@ -304,20 +304,40 @@ def decode_tiles(
         specs = Reordered(specs, order)
     starts = _check_schedule(schedule, specs)
     done = 0
-    for (name, n), start in reversed(list(zip(schedule, starts))):
+    batches = list(reversed(list(zip(schedule, starts))))  # in pop order
+    for ((name, n), start), run in zip(batches, _kernel_runs(batches, specs)):
         kind = tilekinds.BY_NAME[name]
         if kind.needs_bits and stack.num_valid_bits() < margin_bits:
             raise CodingError(
                 f"payload exhausted: {stack.num_valid_bits()} bits left before the bits-back batch of tiles "
                 f"{start}..{start + n - 1} of the stream, a genuine stream holds at least {margin_bits}"
             )
+        stack.kernel_run_values = run
         pixels = kind.pop(stack, specs[start : start + n], order[start], stream)
         for offset, tile in enumerate(pixels):
             tiles[order[start + offset]] = tile
         done += n
         if on_batch is not None:
             on_batch(done, len(specs))
+    stack.kernel_run_values = 0
     return tiles  # type: ignore[return-value]
+
+
+def _kernel_runs(batches, specs) -> list[int]:
+    """For each batch (in pop order: ((kind, n), start) each) the values of it and of the batches popped
+    right after it that the compiled kernels code (the blend predictor's tiles): a stream's predictor tiles
+    come off one after another (formats 7 and 8 push them first), and copying the stack's words out of
+    constriction once pays for the whole run (without it a large image's first predictor tiles, under a stack
+    of millions of words, would go to the numpy coder one by one). 0 for the other kinds."""
+    runs, run = [0] * len(batches), 0
+    for index in range(len(batches) - 1, -1, -1):
+        (name, n), start = batches[index]
+        if tilekinds.RESIDUALS.get(name) in predictive.BLENDS:
+            run += sum(spec.shape[0] * spec.valid[0] * spec.valid[1] for spec in specs[start : start + n])
+        else:
+            run = 0
+        runs[index] = run
+    return runs
 
 
 # ---------------------------------------------------------------------------------------------- one batch

@@ -1,7 +1,7 @@
 """Compress and decompress one image, timed, with the time split into network, probability tables and
 entropy coder (everything else: tiling, planes, container), and the parts of those worth watching: the
-network's convolutions and activation lookups, the encoder's up-front estimate pass over every tile (float
-network) and the local predictor (pricing every tile, coding some).
+network's convolutions (and the rate their float64 GEMMs reach) and activation lookups, the encoder's up-front
+estimate pass over every tile (float network) and the local predictor (pricing every tile, coding some).
 
     python scripts/coding_speed.py ../shared/data/kodak/kodim23.png [--model NAME] [--device cpu|cuda] [--float]
         [--classical] [--fast] [--system-allocator]
@@ -34,6 +34,7 @@ from vaezip.model import integer  # noqa: E402
 
 SPENT: dict[str, float] = defaultdict(float)
 PARTS: dict[str, float] = defaultdict(float)  # within SPENT's buckets or "other": reported apart
+FLOPS: dict[str, float] = defaultdict(float)  # the integer-exact convolutions' multiply-adds x 2, per phase
 
 
 def timed(owner, name: str, bucket: str, into: dict[str, float] = SPENT) -> None:
@@ -51,6 +52,32 @@ def timed(owner, name: str, bucket: str, into: dict[str, float] = SPENT) -> None
             into[bucket] += time.perf_counter() - started
 
     setattr(owner, name, wrapper)
+
+
+def count_convolution_flops() -> None:
+    """Add each integer-exact convolution's 2 x multiply-adds to FLOPS["convolutions"] (the rate the float64
+    GEMMs reach: compare it with the CPU's float64 peak)."""
+    timed_call = integer.IntConv.__call__
+
+    def counted(self, x):
+        y = timed_call(self, x)
+        batch, channels = x.shape[:2]
+        FLOPS["convolutions"] += 2.0 * batch * self.out_channels * y.shape[2] * y.shape[3] * channels * self.kernel**2
+        return y
+
+    integer.IntConv.__call__ = counted
+
+
+def float64_gemm_rate(side: int = 1024, repeats: int = 5) -> float:
+    """GFLOP/s of a side x side x side float64 matmul on this machine's threads: the ceiling the convolutions'
+    GEMMs could reach (best of `repeats`)."""
+    a, b = torch.randn(side, side, dtype=torch.float64), torch.randn(side, side, dtype=torch.float64)
+    best = math.inf
+    for _ in range(repeats + 1):  # the first warms up
+        started = time.perf_counter()
+        torch.matmul(a, b)
+        best = min(best, time.perf_counter() - started)
+    return 2.0 * side**3 / best / 1e9
 
 
 def main() -> None:
@@ -82,6 +109,7 @@ def main() -> None:
     for name in ("push_gaussian", "pop_gaussian", "push_categorical", "pop_categorical", "push_uniform", "pop_uniform"):
         timed(ans.Stack, name, "coder")
     timed(integer.IntConv, "__call__", "convolutions", PARTS)
+    count_convolution_flops()
     timed(integer.Table, "__call__", "activation lookups", PARTS)
     timed(latent_model, "tile_bounds", "estimate pass", PARTS)
     timed(predictive, "encode", "predictor", PARTS)
@@ -92,6 +120,7 @@ def main() -> None:
     for phase in ("compress", "decompress"):
         SPENT.clear()
         PARTS.clear()
+        FLOPS.clear()
         started = time.perf_counter()
         if phase == "compress":
             result = compress_images([("image.png", image)], loaded, device=args.device, classical=args.classical,
@@ -102,7 +131,7 @@ def main() -> None:
             assert np.array_equal(np.asarray(decoded), np.asarray(image)), "round trip is not exact"
         total = time.perf_counter() - started
         other = total - sum(SPENT.values())
-        report[phase] = (total, dict(SPENT), other, dict(PARTS))
+        report[phase] = (total, dict(SPENT), other, dict(PARTS), FLOPS["convolutions"])
     device = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     coder = "float (format 1)" if args.float else "no network (--fast)" if args.fast else "integer-exact"
     print(f"{args.image}: {image.width}x{image.height} {image.mode}, model {loaded.name}, {coder}, {device}, "
@@ -110,11 +139,15 @@ def main() -> None:
     bound = "no model bound" if math.isnan(result.bound_bpsp) else \
         f"bound {result.bound_bpsp:.4f} ({result.achieved_bpsp / result.bound_bpsp:.4f}x)"
     print(f"achieved {result.achieved_bpsp:.4f} bpsp vs {bound}")
-    for phase, (total, spent, other, parts) in report.items():
+    for phase, (total, spent, other, parts, flops) in report.items():
         split = [f"{k} {v:.2f} s ({v / total:.0%})" for k, v in sorted(spent.items())]
         split.append(f"other {other:.2f} s ({other / total:.0%})")
         print(f"{phase}: {total:.2f} s = {raw_mb / total:.3f} MB/s; {', '.join(split)}")
         print("  of which " + ", ".join(f"{k} {v:.2f} s" for k, v in sorted(parts.items()) if v > 0))
+        if flops and parts.get("convolutions"):
+            print(f"  convolutions: {flops / 1e9:.1f} GFLOP (float64 integer GEMMs) at "
+                  f"{flops / parts['convolutions'] / 1e9:.1f} GFLOP/s (a large float64 GEMM here: "
+                  f"{float64_gemm_rate():.1f})")
 
 
 if __name__ == "__main__":

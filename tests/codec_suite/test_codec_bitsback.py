@@ -541,3 +541,31 @@ def test_order_runs_describe_the_order(moved):
 def test_order_runs_that_do_not_cover_the_tiles_once_are_refused(runs, total):
     with pytest.raises(CodingError, match="stream order"):
         bitsback.order_from_runs(runs, total)
+
+
+def test_a_decoders_run_of_predictor_tiles_goes_to_the_kernels_under_a_large_stack(monkeypatch):
+    """The predictor's tiles come off one after another (formats 7 and 8 push them first): copying a large
+    stack's words out of constriction once pays for the whole run, so every one of them goes to the compiled
+    coder, not only those popped after the stack shrank below the limit for a single tile."""
+    from codec import ans, kernels
+
+    rng = np.random.default_rng(21)
+    _, tiles = stream(rng, 3, [(24, 32)])
+    stack = Stack()
+    stack.push_uniform(rng.integers(0, 2**16, 3000), 2**16)  # ~1,500 words below the tiles
+    schedule, _ = bitsback.encode_tiles(stack, tiles, ToyModel(3), model_bits=[float("inf")] * len(tiles))
+    assert {kind for kind, _ in schedule} == {PREDICTIVE_FITTED}
+    values = [t.pixels.shape[0] * t.valid[0] * t.valid[1] for t in tiles]
+    monkeypatch.setattr(ans, "COPY_WORDS_PER_VALUE", 1)  # one tile's values: far fewer than the words
+    assert stack.num_bits() // 32 > max(values) and stack.num_bits() // 32 < sum(values)
+    pops = []
+
+    def counted(*args):
+        pops.append(not args[-1])  # encode_ False: a tile popped
+        return kernels.PYTHON_FORMS["_code_tile"](*args)
+
+    monkeypatch.setattr(kernels, "ready", lambda: {"_code_tile": counted, "_push": kernels.PYTHON_FORMS["_push"]})
+    decoded = bitsback.decode_tiles(Stack.from_words(stack.words()), schedule, [t.spec for t in tiles], ToyModel(3))
+    for tile, pixels in zip(tiles, decoded):
+        np.testing.assert_array_equal(pixels, tile.pixels)
+    assert sum(pops) == len(tiles)
