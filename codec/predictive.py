@@ -367,22 +367,28 @@ def _blend_rows(means: np.ndarray, stds: np.ndarray, distribution: str) -> Table
     if distribution == BLEND:
         return _laplace_rows(rounded, stds, BLEND)
     # Only the rows asked for (the numpy coder codes a stream's first tiles, a few rows at a time): those of
-    # _fitted_every_table, gathered from the tables instead of from all 41,984 rows built first.
+    # _fitted_every_table, gathered from a view of the tables instead of from all 41,984 rows built first.
     table = np.searchsorted(fitted_levels()[1], stds) * FITTED_BINS + fitted_bins(means, rounded).astype(np.int64)
-    offsets, prefix = _fitted_offsets().reshape(-1, _OFFSETS), _fitted_prefix()
-    start = 255 - rounded.astype(np.int64)  # (N,): value v of mean c takes offset index v - c + 255
-    frequencies = offsets[table[:, None], start[:, None] + np.arange(_LEVELS)].astype(np.float32)  # (N, 256)
-    frequencies[:, 0] = prefix[table, start]
-    frequencies[:, -1] = prefix[table, -1] - prefix[table, start + 254]
-    return check_tables(frequencies)
+    windows, prefix = _fitted_windows()
+    centre = rounded.astype(np.int64)
+    frequencies = windows[table, centre]  # (N, 256) float32, a copy: value v takes offset v - c
+    frequencies[:, 0] = prefix[table, 255 - centre]  # offsets -255..-c
+    frequencies[:, -1] = prefix[table, -1] - prefix[table, 509 - centre]  # offsets 255 - c..255
+    # What check_tables gives for these rows (each sums to exactly 2**24, every entry >= 16), without its passes.
+    return Tables(frequencies, np.full(len(frequencies), np.float32(LAPLACE_TOTAL)))
 
 
 @functools.lru_cache(maxsize=1)
-def _fitted_prefix() -> np.ndarray:
-    """Running sums of the fitted tables over the offsets (T, 511) int64, read-only."""
-    prefix = np.cumsum(_fitted_offsets().reshape(-1, _OFFSETS), axis=1)
+def _fitted_windows() -> tuple[np.ndarray, np.ndarray]:
+    """A view (T, 256, 256) float32 of the fitted tables, [t, c] the row of mean c before its ends are folded
+    (built on demand, not materialised), and the tables' running sums (T, 511) int64; read-only."""
+    offsets = _fitted_offsets().reshape(-1, _OFFSETS)
+    as_float = offsets.astype(np.float32)  # integers < 2**24: exact
+    as_float.flags.writeable = False
+    windows = np.lib.stride_tricks.sliding_window_view(as_float, _LEVELS, axis=1)[:, ::-1]  # [t, c] starts at 255 - c
+    prefix = np.cumsum(offsets, axis=1)
     prefix.flags.writeable = False
-    return prefix
+    return windows, prefix
 
 
 def _frame(tile: np.ndarray, context: Context) -> tuple[np.ndarray, int, int]:
