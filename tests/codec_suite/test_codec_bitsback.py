@@ -564,6 +564,8 @@ def test_a_decoders_run_of_predictor_tiles_goes_to_the_kernels_under_a_large_sta
         pops.append(not args[-1])  # encode_ False: a tile popped
         return kernels.PYTHON_FORMS["_code_tile"](*args)
 
+    for name, function in kernels.PYTHON_FORMS.items():  # plain Python throughout, calling each other as such
+        monkeypatch.setitem(kernels.__dict__, name, function)
     monkeypatch.setattr(kernels, "ready", lambda: {"_code_tile": counted, "_push": kernels.PYTHON_FORMS["_push"]})
     decoded = bitsback.decode_tiles(Stack.from_words(stack.words()), schedule, [t.spec for t in tiles], ToyModel(3))
     for tile, pixels in zip(tiles, decoded):
