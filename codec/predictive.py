@@ -282,15 +282,16 @@ def fitted_levels() -> tuple[int, np.ndarray]:
     return len(edges) + 1, edges
 
 
-def fitted_bins(means: np.ndarray, rounded: np.ndarray) -> np.ndarray:
-    """The quarter (0..FITTED_BINS - 1, float64) of each mean in [0, 255] between its rounded value's halves;
-    clamped both ways (mean + 1/2 can round up to an integer)."""
-    return np.minimum(np.maximum(np.floor((means - rounded + 0.5) * FITTED_BINS), 0.0), FITTED_BINS - 1.0)
+def fitted_bins(means: np.ndarray, rounded: np.ndarray, bins: int = FITTED_BINS) -> np.ndarray:
+    """The quarter (0..FITTED_BINS - 1, float64; other `bins` for scripts/fit_residual_tables.py --variants) of
+    each mean in [0, 255] between its rounded value's halves; clamped both ways (mean + 1/2 can round up to an
+    integer)."""
+    return np.minimum(np.maximum(np.floor((means - rounded + 0.5) * bins), 0.0), bins - 1.0)
 
 
 @functools.lru_cache(maxsize=1)
 def _fitted_offsets() -> np.ndarray:
-    """The fitted tables (FITTED_LEVELS, FITTED_BINS, 511) int64 of fitted_residuals.npy, checked: its sha256,
+    """The fitted tables (41 levels, FITTED_BINS, 511) int64 of fitted_residuals.npy, checked: its sha256,
     shape, every entry >= LAPLACE_MIN_FREQUENCY, every table summing to 2**24. Read-only."""
     try:
         raw = FITTED_TABLE_FILE.read_bytes()
@@ -310,18 +311,10 @@ def _fitted_offsets() -> np.ndarray:
 @functools.lru_cache(maxsize=1)
 def _fitted_every_table() -> tuple[Tables, np.ndarray]:
     """Every row of FITTED, row (level * FITTED_BINS + quarter) * 256 + mean, (levels * 4 * 256, 256) float32
-    (41 MiB): value v of mean c takes the offset v - c, values 0 and 255 the tails beyond them too. And the
-    level edges. The reference the coders' rows (_blend_rows) and cumulatives (_fitted_cumulative) are held to."""
-    offsets = _fitted_offsets().reshape(-1, _OFFSETS)  # (T, 511): T = levels * bins tables
-    # windows[t, s] = offsets[t, s : s + 256]; mean c's row is the window starting at offset -c, s = 255 - c.
-    windows = np.lib.stride_tricks.sliding_window_view(offsets, _LEVELS, axis=1)  # (T, 256, 256)
-    frequencies = windows[:, ::-1].astype(np.float32).reshape(-1, _LEVELS)  # (R, 256): integers < 2**24, exact
-    prefix = np.cumsum(offsets, axis=1)  # (T, 511) int64: exact
-    centre = np.arange(_LEVELS)
-    # Value 0 of mean c holds offsets -255..-c (indices 0..255 - c), value 255 offsets 255 - c..255.
-    frequencies[:, 0] = prefix[:, 255 - centre].reshape(-1)
-    frequencies[:, -1] = (prefix[:, -1:] - prefix[:, 509 - centre]).reshape(-1)
-    every = check_tables(frequencies)  # each row sums to exactly 2**24: every offset lands in one bin
+    (41 MiB), and the level edges: the reference the coders' rows (_blend_rows) and cumulatives
+    (_fitted_cumulative) are held to; checked as any table is."""
+    tables = len(_fitted_offsets().reshape(-1, _OFFSETS))
+    every = check_tables(_fitted_rows(np.repeat(np.arange(tables), _LEVELS), np.tile(np.arange(_LEVELS), tables)))
     for array in (every.rows, every.sums):
         array.flags.writeable = False
     return every, fitted_levels()[1]
@@ -334,14 +327,14 @@ def _fitted_cumulative() -> np.ndarray:
     running sum up to offset s - mean (its folded bin 0 holds every offset below), and each row sums to 2**24,
     so constriction's scale is one float32 for all; a row's cumulatives are then a window of one per-table
     array, as its frequencies are. The same integers (tests compare them), in a third of the time."""
-    offsets = _fitted_offsets().reshape(-1, _OFFSETS)  # (T, 511)
+    prefix = _fitted_windows()[1]  # (T, 511)
     symbols = _LEVELS
     scale = np.float32((1 << kernels.PRECISION) - symbols) / np.float32(LAPLACE_TOTAL)  # as left_cumulatives
     # scaled[t, i] = floor(float32(running sum of offsets 0..i) * scale): float32 products as constriction's
-    scaled = (np.cumsum(offsets, axis=1)[:, : _OFFSETS - 1].astype(np.float32) * scale).astype(np.int32)  # (T, 510)
+    scaled = (prefix[:, : _OFFSETS - 1].astype(np.float32) * scale).astype(np.int32)  # (T, 510)
     # Mean c, value s = 1..255: the running sum before s is offsets 0 .. 254 - c + s, i.e. window 255 - c of 255.
     windows = np.lib.stride_tricks.sliding_window_view(scaled, symbols - 1, axis=1)[:, 255::-1]  # (T, 256, 255)
-    cumulative = np.empty((len(offsets), symbols, symbols + 1), dtype=np.int32)
+    cumulative = np.empty((len(prefix), symbols, symbols + 1), dtype=np.int32)
     cumulative[:, :, 0] = 0
     np.add(windows, np.arange(1, symbols, dtype=np.int32), out=cumulative[:, :, 1:symbols])
     cumulative[:, :, symbols] = 1 << kernels.PRECISION
@@ -366,16 +359,22 @@ def _blend_rows(means: np.ndarray, stds: np.ndarray, distribution: str) -> Table
     rounded = _rounded(means)
     if distribution == BLEND:
         return _laplace_rows(rounded, stds, BLEND)
-    # Only the rows asked for (the numpy coder codes a stream's first tiles, a few rows at a time): those of
-    # _fitted_every_table, gathered from a view of the tables instead of from all 41,984 rows built first.
+    # Only the rows asked for (the numpy coder codes a stream's first tiles, a few rows at a time), not all
+    # 41,984 of _fitted_every_table built first.
     table = np.searchsorted(fitted_levels()[1], stds) * FITTED_BINS + fitted_bins(means, rounded).astype(np.int64)
-    windows, prefix = _fitted_windows()
-    centre = rounded.astype(np.int64)
-    frequencies = windows[table, centre]  # (N, 256) float32, a copy: value v takes offset v - c
-    frequencies[:, 0] = prefix[table, 255 - centre]  # offsets -255..-c
-    frequencies[:, -1] = prefix[table, -1] - prefix[table, 509 - centre]  # offsets 255 - c..255
+    frequencies = _fitted_rows(table, rounded.astype(np.int64))
     # What check_tables gives for these rows (each sums to exactly 2**24, every entry >= 16), without its passes.
     return Tables(frequencies, np.full(len(frequencies), np.float32(LAPLACE_TOTAL)))
+
+
+def _fitted_rows(table: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """The rows (N, 256) float32 of tables `table` (N,) around integer means `centre` (N,): value v takes the
+    offset v - c, values 0 and 255 the tails beyond them too (integer sums: every row sums to 2**24)."""
+    windows, prefix = _fitted_windows()
+    frequencies = windows[table, centre]  # (N, 256), a copy
+    frequencies[:, 0] = prefix[table, 255 - centre]  # offsets -255..-c
+    frequencies[:, -1] = prefix[table, -1] - prefix[table, 509 - centre]  # offsets 255 - c..255
+    return frequencies
 
 
 @functools.lru_cache(maxsize=1)

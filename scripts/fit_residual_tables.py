@@ -37,21 +37,26 @@ TILE = 32
 SMOOTHING = 1000.0  # prior counts per table, as a Laplace of the level's std
 
 
+def tile_values(images, step: int):
+    """For each 32x32 tile every `step` pixels of each image, without context: its values, the blend's
+    unrounded means and its stds, (C * TILE * TILE,) float64 each."""
+    for image in images:
+        chw = np.ascontiguousarray(np.atleast_3d(image).transpose(2, 0, 1)).astype(np.float64)
+        for top in range(0, chw.shape[1] - TILE + 1, step):
+            for left in range(0, chw.shape[2] - TILE + 1, step):
+                tile = chw[:, top : top + TILE, left : left + TILE]
+                means, stds = predictive._blend_encoder(tile, 0, 0)  # (C, TILE * TILE) each
+                yield tile.reshape(-1), means.reshape(-1), stds.reshape(-1)
+
+
 def count_offsets(images) -> np.ndarray:
     """(levels, bins, 511) float64 counts of the offsets value - rounded mean of every value of every tile."""
     levels, edges = predictive.fitted_levels()
     counts = np.zeros((levels, predictive.FITTED_BINS, 2 * 255 + 1))
-    for image in images:
-        chw = np.ascontiguousarray(np.atleast_3d(image).transpose(2, 0, 1)).astype(np.float64)
-        for top in range(0, chw.shape[1] - TILE + 1, TILE):
-            for left in range(0, chw.shape[2] - TILE + 1, TILE):
-                tile = chw[:, top : top + TILE, left : left + TILE]
-                means, stds = predictive._blend_encoder(tile, 0, 0)  # (C, TILE * TILE) each
-                rounded = predictive._rounded(means)
-                level = np.searchsorted(edges, stds)
-                quarter = predictive.fitted_bins(means, rounded).astype(np.int64)
-                offset = (tile.reshape(len(tile), -1) - rounded).astype(np.int64) + 255
-                np.add.at(counts, (level.ravel(), quarter.ravel(), offset.ravel()), 1.0)
+    for values, means, stds in tile_values(images, TILE):
+        rounded = predictive._rounded(means)
+        quarter = predictive.fitted_bins(means, rounded).astype(np.int64)
+        np.add.at(counts, (np.searchsorted(edges, stds), quarter, (values - rounded).astype(np.int64) + 255), 1.0)
     return counts
 
 
@@ -86,17 +91,8 @@ def integer_tables(counts: np.ndarray) -> np.ndarray:
 
 
 def _values(images, step: int):
-    """Every value of 32x32 tiles every `step` pixels, no context: (values, unrounded means, stds), flat."""
-    out = [[], [], []]
-    for image in images:
-        chw = np.ascontiguousarray(np.atleast_3d(image).transpose(2, 0, 1)).astype(np.float64)
-        for top in range(0, chw.shape[1] - TILE + 1, step):
-            for left in range(0, chw.shape[2] - TILE + 1, step):
-                tile = chw[:, top : top + TILE, left : left + TILE]
-                means, stds = predictive._blend_encoder(tile, 0, 0)
-                for part, array in zip(out, (tile.reshape(-1), means.reshape(-1), stds.reshape(-1))):
-                    part.append(array)
-    return tuple(np.concatenate(part) for part in out)
+    """tile_values's arrays of every tile, concatenated: (values, unrounded means, stds)."""
+    return tuple(np.concatenate(part) for part in zip(*tile_values(images, step)))
 
 
 def _folded_bits(p: np.ndarray, table: np.ndarray, values: np.ndarray, rounded: np.ndarray) -> float:
@@ -123,8 +119,7 @@ def variants(dataset: str) -> None:
         levels = len(edges) + 1
 
         def tables(m, r, s):
-            quarter = np.minimum(np.maximum(np.floor((m - r + 0.5) * bins), 0), bins - 1).astype(np.int64)
-            return np.searchsorted(edges, s) * bins + quarter
+            return np.searchsorted(edges, s) * bins + predictive.fitted_bins(m, r, bins).astype(np.int64)
 
         counts = np.zeros((levels * bins, 511))
         np.add.at(counts, (tables(fit_means, fit_rounded, fit_stds), (fit_values - fit_rounded).astype(np.int64) + 255), 1)
