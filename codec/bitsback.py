@@ -171,7 +171,7 @@ def encode(
     order = None
     priced = None
     if model_last_order and model_bits is not None:
-        priced = price_without_model(tiles, predictor)
+        priced = price_without_model(tiles, predictor, record_below=model_bits)
         order = model_last(cheaper_without_model(tiles, model_bits, predictor, priced))
     schedule, stats = encode_tiles(stack, tiles, model, grid, max_batch, margin_bits, on_batch, model_bits,
                                    bitsback_kind, predictor, priced, order)
@@ -224,7 +224,8 @@ def encode_tiles(
     sample will do). A tile that the local predictor or whitened raw bytes code for less is coded that way
     wherever it falls in the stream, in a batch of its own; bits-back batches then run between such tiles.
     Without it only the first tiles (nothing to pop yet) are coded without the model. `priced`: what
-    price_without_model(tiles, predictor) gives, where the caller has it already.
+    price_without_model(tiles, predictor) gives, where the caller has it already (its recorded tiles are
+    pushed again, not predicted again).
 
     order: the stream order (formats 7 and 8: model_last of the tiles' choices), tiles[order[p]] at stream position p;
     None: raster order. The schedule and the stats are in stream order."""
@@ -234,7 +235,9 @@ def encode_tiles(
         raise CodingError(f"model_bits has {len(model_bits)} entries for {len(tiles)} tiles")
     alone = [None] * len(tiles) if model_bits is None else cheaper_without_model(tiles, model_bits, predictor, priced)
     raster = tiles
-    stream = Stream(len(tiles), lambda k: raster[k].pixels, model, grid, margin_bits)
+    replays = {k: price.recorded for k, price in enumerate(priced or ())
+               if getattr(price, "recorded", None) is not None}
+    stream = Stream(len(tiles), lambda k: raster[k].pixels, model, grid, margin_bits, replays)
     if order is not None:
         if list(order) != (model_last(alone) or list(range(len(tiles)))):
             # Another order could put a predictor tile before the neighbours it reads.
@@ -406,14 +409,6 @@ def _push_without_bits(kind: str, stack: Stack, tiles: Sequence[Tile], index: in
     return tilekinds.BY_NAME[kind].push(stack, tiles[index : index + 1], index, _stream(tiles, model))
 
 
-def _encode_predictive(
-    stack: Stack, tiles: Sequence[Tile], index: int, predictor: str = PREDICTIVE_FITTED
-) -> np.ndarray:
-    """tiles[index] as `predictor` (one of PREDICTORS): no model, no bits needed on the stack. Its exact bits (1,)."""
-    without_bits(predictor)  # refuses an unknown predictor kind
-    return _push_without_bits(predictor, stack, tiles, index, None)
-
-
 def _stream(tiles: Sequence[Tile], model: LatentModel | None) -> Stream:
     return Stream(len(tiles), lambda k: tiles[k].pixels, model)
 
@@ -431,17 +426,48 @@ def _same_shape_run(tiles: Sequence[Tile], start: int, limit: int, alone: Sequen
     return n
 
 
-def price_without_model(tiles: Sequence[Tile], predictor: str = PREDICTIVE_FITTED) -> list[tuple[str, float]]:
+# At most this many bytes of the predictor's recorded pushes (Price.recorded) are kept by one encoder: ~15 KB a
+# 32x32 colour tile, so every predictor tile of a 4-megapixel photograph.
+RECORD_BYTES = 64 * 2**20
+
+
+class Price(tuple):
+    """A tile's (kind, bits) without the model, as price_without_model gives it (it unpacks as that pair and
+    compares as one), and the predictor's push of it where that was kept (`recorded`, predictive.Recorded, or
+    None): encode_tiles pushes a recorded tile again instead of predicting it again, the same words."""
+
+    recorded: predictive.Recorded | None
+
+    def __new__(cls, kind: str, bits: float, recorded: predictive.Recorded | None = None) -> "Price":
+        price = super().__new__(cls, (kind, bits))
+        price.recorded = recorded
+        return price
+
+
+def price_without_model(tiles: Sequence[Tile], predictor: str = PREDICTIVE_FITTED,
+                        record_below: Sequence[float] | None = None, record_bytes: int = RECORD_BYTES) -> list[Price]:
     """Per tile of a stream (a whole image's tiles at least: the predictor reads each tile's neighbours below
     and to the right) the cheaper of `predictor` and WHITENED, and its exact cost in bits: what a tile coded
-    without the model costs wherever it falls in the stream."""
-    priced = []
+    without the model costs wherever it falls in the stream. With `record_below` (bits per tile: what the model
+    is expected to cost), the predictor's push of each tile it codes for less is kept with its price, up to
+    `record_bytes` in all (Price.recorded; the compiled coder's tiles only)."""
+    if record_below is not None and len(record_below) != len(tiles):
+        raise CodingError(f"{len(record_below)} limits for {len(tiles)} tiles")
+    without_bits(predictor)  # refuses an unknown predictor kind
+    stream = Stream(len(tiles), lambda k: tiles[k].pixels, recordings=None if record_below is None else {})
+    priced, kept = [], 0
     for index, tile in enumerate(tiles):
         trial = Stack()
-        _encode_predictive(trial, tiles, index, predictor)
+        tilekinds.BY_NAME[predictor].push(trial, tiles[index : index + 1], index, stream)
+        recorded = stream.recordings.pop(index, None) if stream.recordings is not None else None
         costs = {predictor: trial.num_valid_bits(), WHITENED: raw_bits(tile)}
         kind = min(costs, key=costs.get)
-        priced.append((kind, costs[kind]))
+        if recorded is None or kind != predictor or costs[kind] >= record_below[index] or \
+                kept + recorded.nbytes > record_bytes:
+            recorded = None
+        else:
+            kept += recorded.nbytes
+        priced.append(Price(kind, costs[kind], recorded))
     return priced
 
 

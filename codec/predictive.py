@@ -77,15 +77,34 @@ class Context:
     corner: np.ndarray | None = None
 
 
-def encode(stack: Stack, pixels: np.ndarray, context: Context = Context(), distribution: str = GAUSSIAN) -> None:
-    """Push the valid pixels (C, h, w) uint8 of one tile, their residuals coded with `distribution`."""
+@dataclass(frozen=True)
+class Recorded:
+    """What the compiled encoder pushed for one blend tile (`encode(..., record=True)`): each value's table row
+    of its distribution's cumulatives and the value, in pop order. push_recorded pushes the same values again
+    onto any stack, the same words as encoding the tile there, without predicting anything: the encoder prices
+    every tile on a stack of its own first (bitsback.price_without_model) and codes many of them again."""
+
+    distribution: str
+    rows: np.ndarray  # (N,) int32
+    values: np.ndarray  # (N,) uint8
+
+    @property
+    def nbytes(self) -> int:
+        return self.rows.nbytes + self.values.nbytes
+
+
+def encode(stack: Stack, pixels: np.ndarray, context: Context = Context(), distribution: str = GAUSSIAN,
+           record: bool = False) -> Recorded | None:
+    """Push the valid pixels (C, h, w) uint8 of one tile, their residuals coded with `distribution`. With
+    `record`, what the compiled kernels pushed (for push_recorded), or None where the numpy coder pushed it."""
     _check_distribution(distribution)
     channels, height, width = pixels.shape
     values, top, left = _frame(pixels.astype(np.float64), context)
     # The kernels read the values as table columns unchecked: uint8 only (the numpy coder checks the rest).
-    if distribution in BLENDS and pixels.dtype == np.uint8 and \
-            _blend_compiled(stack, values, top, left, True, distribution) is not None:
-        return
+    if distribution in BLENDS and pixels.dtype == np.uint8:
+        compiled = _blend_compiled(stack, values, top, left, True, distribution, record)
+        if compiled is not None:
+            return compiled[1]
     if distribution in BLENDS:
         means, stds = _blend_encoder(values, top, left)
     else:
@@ -95,6 +114,26 @@ def encode(stack: Stack, pixels: np.ndarray, context: Context = Context(), distr
     order = _decode_order(pixels.shape)  # (C * h * w,) into the flattened (C, h, w) arrays
     symbols = pixels.reshape(-1).astype(np.int32)[order]
     _push(stack, symbols, means.reshape(-1)[order], stds.reshape(-1)[order], distribution)
+    return None
+
+
+def push_recorded(stack: Stack, recorded: Recorded) -> bool:
+    """Push a recorded tile (see Recorded) onto `stack`: the words `encode` would push for it there. False,
+    and the stack untouched, where the compiled kernels are not to be used on this stack (encode it then)."""
+    count = len(recorded.rows)
+    forms = stack.kernel_forms(count)
+    if forms is None:
+        return False
+    parts = stack.raw_parts(room=count)  # a push writes at most one word per value
+    try:
+        position, head = forms["_push"](_blend_cumulative(recorded.distribution), recorded.rows.astype(np.int64),
+                                        recorded.values.astype(np.int64), parts.buffer, parts.length,
+                                        np.uint64(parts.head))
+    except Exception as error:  # noqa: BLE001 - as _blend_compiled: the kernels' compile failing here
+        kernels.disable(f"{type(error).__name__}: {error}")
+        return False
+    stack.set_raw_parts(RawParts(int(head), parts.buffer, position))
+    return True
 
 
 def decode(stack: Stack, channels: int, height: int, width: int, context: Context = Context(),
@@ -556,7 +595,7 @@ def _blend_decoder(stack: Stack, values: np.ndarray, top: int, left: int, distri
     same pixels."""
     compiled = _blend_compiled(stack, values, top, left, False, distribution)
     if compiled is not None:
-        return compiled
+        return compiled[0]
     channels, height, width = values.shape
     frame, errors, residuals = _blend_frames(values)
     _blend_context(frame, errors, residuals, height, width, top, left)
@@ -576,11 +615,11 @@ def _blend_decoder(stack: Stack, values: np.ndarray, top: int, left: int, distri
 
 
 def _blend_compiled(stack: Stack, values: np.ndarray, top: int, left: int, encode: bool,
-                    distribution: str) -> np.ndarray | None:
+                    distribution: str, record: bool = False) -> tuple[np.ndarray, Recorded | None] | None:
     """A tile of `distribution` (BLENDS) coded by the compiled kernels (codec/kernels.py) instead of the numpy
-    coder, the same bits: popped into the frame `values` (C, H, W) (context filled in, tile zeros) and its
-    pixels returned, or, with `encode`, the tile `values` holds pushed and its pixels returned. None where the
-    kernels are not to be used (the stack untouched)."""
+    coder, the same bits: popped into the frame `values` (C, H, W) (context filled in, tile zeros), or, with
+    `encode`, the tile `values` holds pushed; its pixels returned, with what was pushed where `encode` and
+    `record` (else None). None where the kernels are not to be used (the stack untouched)."""
     channels, height, width = values.shape
     count = channels * (height - top) * (width - left)  # values to code
     forms = stack.kernel_forms(count)
@@ -620,7 +659,10 @@ def _blend_compiled(stack: Stack, values: np.ndarray, top: int, left: int, encod
         kernels.disable(f"{type(error).__name__}: {error}")
         return None
     stack.set_raw_parts(RawParts(int(head), parts.buffer, position))
-    return frame[:, :-1].reshape(values.shape)[:, top:, left:].astype(np.uint8)
+    recorded = None
+    if encode and record:
+        recorded = Recorded(distribution, coded[0].astype(np.int32), coded[1].astype(np.uint8))
+    return frame[:, :-1].reshape(values.shape)[:, top:, left:].astype(np.uint8), recorded
 
 
 _BLEND_STD_WEIGHTS = np.array(BLEND_STD_WEIGHTS)  # (2, 6)

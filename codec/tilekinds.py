@@ -23,7 +23,7 @@ Only valid pixels are coded; padding is recreated by edge replication (tiling.pa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -51,6 +51,11 @@ class Stream:
     model: LatentModel | None = None  # the kinds coded by the model need it
     grid: LatentGrid = field(default_factory=LatentGrid)
     margin_bits: int = 64  # bits-back: fewer valid bits than this after popping the latents is running dry
+    # The predictor's recorded pushes of tiles priced before (predictive.Recorded, by raster index), pushed
+    # again as they are instead of predicted again: the same words (the encoder's; a decoder has none).
+    replays: Mapping[int, predictive.Recorded] = field(default_factory=dict)
+    # Where a pricing pass keeps the predictor's pushes (by raster index), or None: none kept.
+    recordings: dict[int, predictive.Recorded] | None = None
 
 
 PushFn = Callable[[Stack, Sequence[Tile], int, Stream], "np.ndarray | None"]
@@ -475,8 +480,13 @@ def _push_neighbours(distribution: str) -> PushFn:
         neighbours below and to the right as context: no model, no bits needed on the stack. Its exact bits (1,)."""
         (tile,) = _one_tile(tiles, f"predictive ({distribution})")
         before = stack.num_valid_bits()
-        context = _context(start, tile.valid, tile.neighbours, stream.total, stream.pixels_of)
-        predictive.encode(stack, np.ascontiguousarray(tile.valid_pixels[:, ::-1, ::-1]), context, distribution)
+        replay = stream.replays.get(start)
+        if replay is None or replay.distribution != distribution or not predictive.push_recorded(stack, replay):
+            context = _context(start, tile.valid, tile.neighbours, stream.total, stream.pixels_of)
+            recorded = predictive.encode(stack, np.ascontiguousarray(tile.valid_pixels[:, ::-1, ::-1]), context,
+                                         distribution, record=stream.recordings is not None)
+            if recorded is not None:
+                stream.recordings[start] = recorded
         return np.array([float(stack.num_valid_bits() - before)])
 
     return push

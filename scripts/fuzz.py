@@ -1,7 +1,7 @@
 """Fuzz the .vz decoder: mutate real files made with an untrained tiny model and check every outcome.
 
     .venv/bin/python scripts/fuzz.py --cases 10000 --report fuzz-report.json [--seed 0] [--timeout 10]
-        [--weights-cases 2000] [--adversarial [--adversarial-cases 500]]
+        [--weights-cases 2000] [--adversarial [--adversarial-cases 500]] [--binary-cases 20000]
 
 Each case is decoded in-process through `vaezip.api.decompress_images`. An outcome is one of:
 - rejected with an exception in `vaezip.errors.USER_ERRORS` (counted by class): fine;
@@ -33,6 +33,10 @@ Besides the random mutations, every run also goes through (issue 19):
   letterboxed, gradients, 1x1 .. 3x3 and larger, in every mode L / LA / RGB / RGBA / P), compressed and
   decoded in process: anything but the exact original back is a failure; `--adversarial-cases` adds random
   small images made of large constant regions.
+- with --binary-cases N, N mutations of today's files (format 8: binary header, one CRC over the file) made
+  with the shipped photo2 and photo-gray2 from a crop of samples/hopper.png: bits-back and fitted-predictor
+  tiles in format 8's stream order, --fast, grey, an archive (binary_corpus); byte edits, cuts and payload
+  words, half of them with the CRC recomputed (mutate_binary). The JSON corpus above is format 2's.
 The report (JSON, plus a markdown twin when the path ends in .md or with --markdown) lists the counts by
 section and outcome, the failures with their mutation, the slowest rejections, and the process's peak memory
 (ru_maxrss) with the cases that raised it most. --memory-limit-gb caps the address space (RLIMIT_AS), so a
@@ -120,6 +124,55 @@ def make_corpus(loaded) -> dict[str, tuple[bytes, list]]:
         data = compress_images(images, loaded, tile=8, predictor=key != "rgb-tiles", format_version=2).data
         corpus[key] = (data, images)
     return corpus
+
+
+def binary_corpus() -> dict[str, tuple[bytes, list, str]]:
+    """Files of today's format (8: binary header, one CRC over the file) made with the shipped models from
+    crops of samples/hopper.png, key -> (data, images, model: "photo2" or "photo-gray2"): tiles by bits-back,
+    the fitted predictor and whitened bytes in format 8's stream order (model tiles last; a grey crop as RGB,
+    where photo2 wins a tile), a colour crop by the predictor alone (--fast), a grey image, and an archive of
+    two. What the JSON corpus above cannot reach: the binary header's parser, the stream order, the fitted
+    tables and the compiled coder under damaged words."""
+    from PIL import Image
+
+    from vaezip.api import compress_images
+    from vaezip.models import load_model
+
+    colour = Image.open(ROOT / "samples" / "hopper.png").convert("RGB").crop((128, 96, 224, 160))
+    grey = colour.convert("L").crop((0, 0, 80, 48))
+    models = {name: load_model(ROOT / "pretrained" / f"{name}.safetensors") for name in ("photo2", "photo-gray2")}
+    cases = {
+        "format8-model": ([("grey-as-rgb.png", grey.convert("RGB"))], "photo2", {}),
+        "format8-fast": ([("crop.png", colour)], "photo2", {"fast": True}),
+        "format8-grey": ([("grey.png", grey)], "photo-gray2", {}),
+        "format8-archive": ([("crop.png", colour), ("grey-as-rgb.png", grey.convert("RGB"))], "photo2", {}),
+    }
+    return {key: (compress_images(images, models[model], classical=False, **options).data, images, model)
+            for key, (images, model, options) in cases.items()}
+
+
+def mutate_binary(rng: random.Random, data: bytes) -> tuple[bytes, str]:
+    """One mutation of a binary-header file: a byte-level edit anywhere, half the time with the file's CRC
+    recomputed so that it reaches the header parser and the decoders (a payload word replaced, most often)."""
+    body = bytearray(data[:-4])
+    kind = rng.choice(["bitflip", "byte", "insert", "delete", "word", "word", "truncate"])
+    where = rng.randrange(len(body))
+    if kind == "bitflip":
+        body[where] ^= 1 << rng.randrange(8)
+    elif kind == "byte":
+        body[where] = rng.randrange(256)
+    elif kind == "insert":
+        body[where:where] = bytes(rng.randrange(256) for _ in range(rng.choice([1, 2, 4])))
+    elif kind == "delete":
+        del body[where : where + rng.choice([1, 2, 4])]
+    elif kind == "word":  # in the last part, where the ANS words are
+        where = len(body) - 4 * rng.randrange(1, max(2, min(200, len(body) // 4)))
+        body[where : where + 4] = U32.pack(rng.randrange(2**32))
+    else:
+        return data[: rng.randrange(len(data))], "truncate"
+    if rng.random() < 0.5:
+        return bytes(body) + data[-4:], f"{kind} at {where}"
+    return bytes(body) + U32.pack(zlib.crc32(bytes(body))), f"{kind} at {where}, CRC recomputed"
 
 
 # ---------------------------------------------------------------------------------------------- file surgery
@@ -977,11 +1030,12 @@ def run_cli_case(data: bytes, model_path: Path, decodes: bool) -> str | None:
 def fuzz(cases: int, seed: int = 0, timeout: float = 10.0, cli_every: int = 50, model_path: Path | None = None,
          time_limit: float | None = None, log=None, *, crafted: bool = True, weights_cases: int = 0,
          adversarial: bool = False, adversarial_cases: int = 0, quick: bool = False,
-         grey_model_path: Path | None = None) -> dict:
+         grey_model_path: Path | None = None, binary_cases: int = 0) -> dict:
     """Run `cases` random mutations of the corpus, then (crafted) the crafted headers and the named crafted
-    weights, `weights_cases` random crafted weights, and (adversarial) the adversarial round-trip suite plus
-    `adversarial_cases` random contents. `quick`: small subsets of the crafted headers and of the adversarial
-    suite (for the test suite)."""
+    weights, `weights_cases` random crafted weights, (adversarial) the adversarial round-trip suite plus
+    `adversarial_cases` random contents, and `binary_cases` mutations of format 8 files made with the shipped
+    models (binary_corpus). `quick`: small subsets of the crafted headers and of the adversarial suite (for the
+    test suite)."""
     from vaezip.api import load_model
 
     with tempfile.TemporaryDirectory() as folder:
@@ -1104,6 +1158,31 @@ def fuzz(cases: int, seed: int = 0, timeout: float = 10.0, cli_every: int = 50, 
                     section.add(label, outcome, detail, seconds, peak_before)
                     if log is not None and (index + 1) % 200 == 0:
                         log(f"adversarial: {index + 1} cases, failures {len(section.failures)}")
+            if binary_cases:
+                from vaezip.models import load_model as load_shipped
+
+                section = sections["binary_format8"] = Section("binary_format8")
+                binary = binary_corpus()
+                shipped = {name: load_shipped(ROOT / "pretrained" / f"{name}.safetensors")
+                           for name in {model for _, _, model in binary.values()}}
+                brng = random.Random(seed + 3)
+                binary_keys = sorted(binary)
+                for index in range(binary_cases):
+                    if out_of_time():
+                        break
+                    key = binary_keys[index % len(binary_keys)]
+                    data, original, model = binary[key]
+                    mutated, what = mutate_binary(brng, data)
+                    peak_before = peak_rss_mib()
+                    outcome, detail, seconds = run_case(mutated, original, shipped[model], timeout)
+                    if cli_every and index % cli_every == 0 and not outcome.startswith("FAIL"):
+                        problem = run_cli_case(mutated, ROOT / "pretrained" / f"{model}.safetensors",
+                                               outcome in ("identical", "renamed"))
+                        if problem:
+                            outcome, detail = "FAIL-cli", problem
+                    section.add(f"{index} {key}: {what}", outcome, detail, seconds, peak_before)
+                    if log is not None and (index + 1) % 1000 == 0:
+                        log(f"binary format 8: {index + 1} cases, failures {len(section.failures)}")
         finally:
             signal.signal(signal.SIGALRM, previous)
         elapsed = time.perf_counter() - started
@@ -1157,17 +1236,16 @@ def to_markdown(report: dict) -> str:
         "",
         f"{report['total_cases']} cases (seed {report['seed']}) in {report['seconds']} s, per-case timeout "
         f"{report['timeout_s']} s, peak memory (ru_maxrss) {report['peak_rss_mib']} MiB; "
-        f"{report['cases']} mutated files, corpus sizes {report['corpus']}.",
-        "",
-        "| mutations: outcome | count |",
-        "|---|---|",
+        f"{report['cases']} mutated files of format 2, corpus sizes {report['corpus']}.",
     ]
-    for name, count in report["rejected_by_class"].items():
-        lines.append(f"| rejected: {name} | {count} |")
-    for key in ("decoded_identical", "decoded_same_pixels_renamed", "tracebacks", "wrong_images", "timeouts", "bad_messages", "cli_checked",
-                "cli_failures", "files_left_behind"):
-        lines.append(f"| {key.replace('_', ' ')} | {report[key]} |")
-    lines += ["", "Mutation kinds: " + ", ".join(f"{k} {v}" for k, v in report["mutation_kinds"].items())]
+    if report["cases"]:
+        lines += ["", "| mutations: outcome | count |", "|---|---|"]
+        for name, count in report["rejected_by_class"].items():
+            lines.append(f"| rejected: {name} | {count} |")
+        for key in ("decoded_identical", "decoded_same_pixels_renamed", "tracebacks", "wrong_images", "timeouts",
+                    "bad_messages", "cli_checked", "cli_failures", "files_left_behind"):
+            lines.append(f"| {key.replace('_', ' ')} | {report[key]} |")
+        lines += ["", "Mutation kinds: " + ", ".join(f"{k} {v}" for k, v in report["mutation_kinds"].items())]
     for name, section in report["sections"].items():
         lines += ["", f"| {name.replace('_', ' ')}: outcome ({section['cases']} cases) | count |", "|---|---|"]
         lines += [f"| {outcome} | {count} |" for outcome, count in section["outcomes"].items()]
@@ -1199,6 +1277,9 @@ def main(argv=None) -> int:
     parser.add_argument("--adversarial", action="store_true", help="also run the adversarial round-trip suite")
     parser.add_argument("--adversarial-cases", type=int, default=200,
                         help="random adversarial images after the fixed suite (with --adversarial)")
+    parser.add_argument("--binary-cases", type=int, default=0,
+                        help="mutations of format 8 files made with the shipped models (binary header, fitted "
+                             "predictor, bits-back)")
     parser.add_argument("--memory-limit-gb", type=float, default=8.0,
                         help="cap this process's address space (RLIMIT_AS; 0: no cap), so that a case which "
                              "would take the machine's memory fails as a MemoryError instead")
@@ -1216,7 +1297,7 @@ def main(argv=None) -> int:
                   time_limit=None if args.minutes is None else args.minutes * 60,
                   log=lambda line: print(line, file=sys.stderr, flush=True), crafted=not args.no_crafted,
                   weights_cases=args.weights_cases, adversarial=args.adversarial,
-                  adversarial_cases=args.adversarial_cases)
+                  adversarial_cases=args.adversarial_cases, binary_cases=args.binary_cases)
     if args.report.suffix == ".md":
         args.report.write_text(to_markdown(report))
     else:

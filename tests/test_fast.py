@@ -82,6 +82,28 @@ def test_fast_keeps_the_smallest_of_the_predictor_stream_and_the_classical_codin
     assert "model" in chosen and len(chosen) > 1  # both kinds of choice were made
 
 
+def test_fast_makes_the_quicker_webp_beside_the_predictor_and_the_default_the_full_one(tiny_weights, monkeypatch):
+    """--fast makes its classical codings at FAST_WEBP_QUALITY (in threads beside the predictor), the default
+    at WEBP_QUALITY; either WebP decodes to the image."""
+    from codec import classic
+
+    qualities = []
+    encode_webp = classic._encode_webp
+    monkeypatch.setattr(classic, "_encode_webp", lambda samples, quality: qualities.append(quality) or
+                        encode_webp(samples, quality))
+    model = load_model(tiny_weights[3])
+    image = Image.open(ROOT / "samples" / "hopper.png").convert("RGB").crop((0, 0, 64, 48))
+    for fast, quality in ((True, classic.FAST_WEBP_QUALITY), (False, classic.WEBP_QUALITY)):
+        qualities.clear()
+        compress_images([("image.png", image)], model, device="cpu", fast=fast)
+        assert qualities == [quality], (fast, qualities)
+    samples = np.asarray(image)
+    quick, full = classic.encode(samples, "webp", fast=True), classic.encode(samples, "webp")
+    assert classic.FAST_WEBP_QUALITY < classic.WEBP_QUALITY
+    for data in (quick, full):
+        assert np.array_equal(classic.decode("webp", data, 48, 64, 3), samples)
+
+
 def test_fast_refuses_what_needs_a_network(tiny_weights):
     image = [("image.png", Image.fromarray(smooth_rgb(32, 32, seed=0), "RGB"))]
     model = load_model(tiny_weights[3])

@@ -62,6 +62,18 @@ def test_fuzz_crafted_weights_and_adversarial_quick(tiny_weights, tmp_path):
     assert names  # the report names a case per outcome
 
 
+def test_fuzz_binary_format_8_quick(tmp_path):
+    """Mutations of format 8 files made with the shipped models (bits-back, the fitted predictor, the stream
+    order, whitened tiles): every one a one-line rejection or the original images, also through the CLI."""
+    report = fuzz.fuzz(0, seed=7, timeout=60.0, cli_every=15, crafted=False, binary_cases=90)
+    (tmp_path / "report.md").write_text(fuzz.to_markdown(report))
+    section = report["sections"]["binary_format8"]
+    assert section["cases"] == 90 and section["failure_count"] == 0, fuzz.to_markdown(report)
+    # CRC-fixed edits reach the decoders (a damaged payload is caught by the pixels' checksum at the latest).
+    outcomes = section["outcomes"]
+    assert outcomes.get("error:IntegrityError", 0) > 0 and outcomes.get("error:ChecksumError", 0) > 0
+
+
 def test_named_crafted_cases_are_built_as_issue_19_describes(tiny_weights):
     """The crafted files are what their names say (so the fuzz keeps testing what the issue reported)."""
     import json

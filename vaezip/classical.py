@@ -19,6 +19,7 @@ image comes back through images.join_planes and is checked against the file's pi
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import Executor
 from typing import Any
 
 import numpy as np
@@ -55,12 +56,14 @@ def representations(planes: Planes, image: Image.Image) -> list[tuple[np.ndarray
     return [(np.ascontiguousarray(samples), dict(planes.info))]
 
 
-def smallest_entry(name: str, planes: Planes, image: Image.Image) -> tuple[ImageEntry, dict[str, int]]:
+def smallest_entry(name: str, planes: Planes, image: Image.Image, pool: Executor | None = None,
+                   fast: bool = False) -> tuple[ImageEntry, dict[str, int]]:
     """The header entry of the image's smallest classical coding, and the bytes each coding took (the best of
-    its representations)."""
+    its representations); `pool`: threads to make the codings of a representation in at once; `fast`: the
+    quicker WebP of compress --fast (codec/classic.py: FAST_WEBP_QUALITY)."""
     best, sizes = None, {}
     for samples, info in representations(planes, image):
-        coding, data, tried = classic.smallest(samples)
+        coding, data, tried = classic.smallest(samples, pool=pool, fast=fast)
         for key, size in tried.items():
             sizes[key] = min(size, sizes.get(key, size))
         if best is None or len(data) < len(best.data):

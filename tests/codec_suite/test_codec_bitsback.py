@@ -476,6 +476,51 @@ def test_prices_of_each_image_stand_for_the_coders_own_over_a_stream_of_several(
         bitsback.encode_tiles(Stack(), tiles, ToyModel(3), model_bits=model_bits, priced=priced[:-1])
 
 
+def test_recorded_prices_are_pushed_again_as_the_same_words(monkeypatch):
+    """price_without_model keeps the predictor's push of each tile it codes for less than `record_below` (within
+    `record_bytes`); the coder pushes those again instead of predicting them again: the same schedule and words
+    as without recordings, and no prediction for a recorded tile."""
+    from codec import kernels, predictive
+
+    if kernels.ready() is None:
+        pytest.skip("numba is not installed: the numpy coder records nothing")
+    rng = np.random.default_rng(17)
+    _, tiles = stream(rng, 3, [(24, 40), (16, 16)])
+    model_bits = [1e9 if k % 3 else 0.0 for k in range(len(tiles))]
+    plain = bitsback.price_without_model(tiles, PREDICTIVE_FITTED)
+    recorded = bitsback.price_without_model(tiles, PREDICTIVE_FITTED, record_below=model_bits)
+    assert recorded == plain and all(price.recorded is None for price in plain)
+    kept = [k for k, price in enumerate(recorded) if price.recorded is not None]
+    assert kept == [k for k, (kind, bits) in enumerate(plain) if kind == PREDICTIVE_FITTED and bits < model_bits[k]]
+    assert len(kept) > len(tiles) // 2
+    one = recorded[kept[0]].recorded.nbytes
+    budgeted = bitsback.price_without_model(tiles, PREDICTIVE_FITTED, model_bits, record_bytes=3 * one)
+    assert [k for k, price in enumerate(budgeted) if price.recorded is not None] == kept[:3]
+
+    predicted = []
+    encode = predictive.encode
+    monkeypatch.setattr(predictive, "encode", lambda *args, **kwargs: predicted.append(1) or encode(*args, **kwargs))
+    runs = []
+    for given in (plain, recorded, budgeted):
+        predicted.clear()
+        stack = Stack()
+        schedule, _ = bitsback.encode_tiles(stack, tiles, ToyModel(3), model_bits=model_bits, priced=given,
+                                            order=bitsback.model_last(bitsback.cheaper_without_model(
+                                                tiles, model_bits, PREDICTIVE_FITTED, plain)))
+        runs.append((schedule, stack.words(), len(predicted)))
+    for schedule, words, _ in runs[1:]:
+        assert schedule == runs[0][0]
+        np.testing.assert_array_equal(words, runs[0][1])
+    predictor_tiles = sum(n for kind, n in runs[0][0] if kind == PREDICTIVE_FITTED)
+    assert predictor_tiles >= len(kept)
+    assert [n for _, _, n in runs] == [predictor_tiles, predictor_tiles - len(kept), predictor_tiles - 3]
+    decoded = bitsback.decode_tiles(Stack.from_words(runs[1][1]), runs[1][0], [t.spec for t in tiles], ToyModel(3),
+                                    order=bitsback.model_last(bitsback.cheaper_without_model(
+                                        tiles, model_bits, PREDICTIVE_FITTED, plain)))
+    for tile, pixels in zip(tiles, decoded):
+        np.testing.assert_array_equal(pixels, tile.pixels)
+
+
 def test_model_bits_must_cover_every_tile():
     rng = np.random.default_rng(13)
     _, tiles = stream(rng, 1, [(16, 16)])

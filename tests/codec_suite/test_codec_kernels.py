@@ -2,6 +2,7 @@
 compiled coder codes exactly the bits of predictive.py's numpy coder."""
 
 import importlib.util
+import itertools
 import os
 import subprocess
 import sys
@@ -155,6 +156,31 @@ def test_the_compiled_coder_writes_and_reads_the_numpy_coders_bits(monkeypatch, 
         assert np.array_equal(decode_with(forms, monkeypatch, fast, tile.shape, context, distribution=distribution), tile)
         assert np.array_equal(decode_with(None, monkeypatch, slow, tile.shape, context, distribution=distribution), tile)
         assert np.array_equal(fast.words(), slow.words()) and np.array_equal(fast.words(), below)
+
+
+@compiled
+@pytest.mark.parametrize("distribution", predictive.BLENDS)
+def test_a_recorded_tile_pushed_again_is_the_tile_encoded_there(monkeypatch, distribution):
+    """encode(..., record=True) returns what it pushed; push_recorded pushes it onto another stack: the words
+    of encoding the tile there (the kernels' or the numpy coder's). Without the kernels nothing is recorded,
+    and push_recorded leaves the stack alone and says so."""
+    rng = np.random.default_rng(8)
+    forms = kernels.compiled()
+    monkeypatch.setattr(kernels, "ready", lambda: forms)
+    for tile, context in itertools.islice(tiles(rng), 0, None, 7):
+        recorded = predictive.encode(Stack.from_words(random_words(rng, 2)), tile, context, distribution, record=True)
+        assert recorded.distribution == distribution and len(recorded.rows) == tile.size
+        below = random_words(rng, int(rng.integers(0, 50)))
+        again, encoded, numpy_coded = (Stack.from_words(below) for _ in range(3))
+        assert predictive.push_recorded(again, recorded)
+        encode_with(forms, monkeypatch, encoded, tile, context, distribution=distribution)
+        encode_with(None, monkeypatch, numpy_coded, tile, context, distribution=distribution)
+        assert np.array_equal(again.words(), encoded.words()) and np.array_equal(again.words(), numpy_coded.words())
+        monkeypatch.setattr(kernels, "ready", lambda: None)
+        assert predictive.encode(Stack(), tile, context, distribution, record=True) is None
+        untouched = Stack.from_words(below)
+        assert not predictive.push_recorded(untouched, recorded) and np.array_equal(untouched.words(), below)
+        monkeypatch.setattr(kernels, "ready", lambda: forms)
 
 
 @compiled
