@@ -187,7 +187,7 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
         # What each tile costs without the model, exactly as the coder prices it (its neighbours are in the
         # same image), once: the coder's choice of tiles and the estimate that decides whether it runs.
         # The predictor's pushes of the tiles it will code (cheaper than the estimate) are kept from it, within one
-        # budget for all the images, and pushed again by the coder: --fast kodim23 1.4 -> 1.0 s.
+        # budget for all the images, and pushed again by the coder (kodim23 --fast: its coding 0.63 -> 0.09 s).
         priced_of, budget = {}, bitsback.RECORD_BYTES
         for k, cut in tiles_of.items():
             priced_of[k] = bitsback.price_without_model(cut, predictor_kind, estimates_of[k], budget)
