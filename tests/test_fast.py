@@ -43,7 +43,7 @@ def test_fast_runs_no_network_and_its_file_decodes_without_the_model_or_torch(ti
     pixels = smooth_rgb(64, 80, seed=3)
     _no_network(monkeypatch)
     result = compress_images([("image.png", Image.fromarray(pixels, "RGB"))], load_model(tiny_weights[3]),
-                             device="cpu", classical=False, fast=True)
+                             device="cpu", classical=False, fast=True, tile=32)
     report, = result.images
     assert report.coding == "model" and report.tiles == 6  # the stream, every tile without the network
     assert math.isnan(report.bound_bpsp) and math.isnan(result.bound_bpsp)  # no model bound to report
@@ -102,6 +102,24 @@ def test_fast_makes_the_quicker_webp_beside_the_predictor_and_the_default_the_fu
     assert classic.FAST_WEBP_QUALITY < classic.WEBP_QUALITY
     for data in (quick, full):
         assert np.array_equal(classic.decode("webp", data, 48, 64, 3), samples)
+
+
+def test_fast_cuts_larger_tiles_unless_told(tiny_weights):
+    """--fast's tiles are FAST_TILE pixels a side (no model to fit; the predictor starts from its context less
+    often), --tile still chooses; either file decodes to the image."""
+    from vaezip.api import decompress_images
+    from vaezip.archive import DEFAULT_TILE, FAST_TILE
+
+    model = load_model(tiny_weights[3])
+    pixels = smooth_rgb(130, 160, seed=4)
+    for tile, side, count in ((None, FAST_TILE, 4), (32, 32, 25)):
+        result = compress_images([("image.png", Image.fromarray(pixels, "RGB"))], model, device="cpu",
+                                 classical=False, fast=True, tile=tile)
+        _, header, _ = read_versioned(result.data)
+        assert header.coder.tile == side and result.images[0].tiles == count
+        (_, image), = decompress_images(result.data, model)
+        assert np.array_equal(np.asarray(image), pixels)
+    assert FAST_TILE > DEFAULT_TILE
 
 
 def test_fast_refuses_what_needs_a_network(tiny_weights):

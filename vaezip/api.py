@@ -53,9 +53,10 @@ def compress_images(
     the K-sample importance-weighted bound instead of the ELBO, for K times the model's work each way
     (format 4 or later, which readers of format 3 refuse).
     fast: run no network: every tile goes to the predictor (or raw bytes), and each image keeps the smaller of
-    that stream and its classical codings. Compress takes a fraction of the time, the file decodes without the
-    model (and without torch), and it is a little larger on photographs (Kodak: 0.36 %); the reports carry no
-    model bound (nan)."""
+    that stream and its classical codings (the quicker WebP: codec/classic.py FAST_WEBP_QUALITY); tiles of
+    FAST_TILE (128) unless `tile` says otherwise. Compress takes a fraction of the time, the file decodes without
+    the model (and without torch), and it is a little larger on photographs (Kodak: 0.24 %); the reports carry
+    no model bound (nan)."""
     from vaezip.archive import encode_archive
 
     return encode_archive(

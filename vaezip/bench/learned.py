@@ -76,11 +76,11 @@ class VaezipCodec:
         self.fast = fast  # True: no network runs (compress --fast)
         self.channels = int(model.model.config.image_channels)
         self.library = _library()
-        from vaezip.archive import DEFAULT_TILE
+        from vaezip.archive import DEFAULT_TILE, FAST_TILE
 
         where = _shown(model.source)
         self.flags = (f"compress_images([(name, image)], model={model.name!r} "
-                      f"[{where}, sha256 {model.sha256[:16]}], tile={tile or f'default ({DEFAULT_TILE})'}, "
+                      f"[{where}, sha256 {model.sha256[:16]}], tile={tile or f'default ({FAST_TILE if fast else DEFAULT_TILE})'}, "
                       f"device={device!r}{'' if classical else ', classical=False'}{', fast=True' if fast else ''}); "
                       f"one .vz file per image")
         self._bounds: dict[tuple, float] = {}
