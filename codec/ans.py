@@ -306,8 +306,8 @@ class Stack:
         numpy coder should: no numba yet, or a stack that constriction holds and is so large that copying its
         words out (and back) would cost more than the kernels save on these values, or on the run of
         `kernel_run_values` that they begin."""
-        forms = kernels.ready()
         values = max(values, self.kernel_run_values)
+        forms = kernels.ready(values)
         if forms is None or (self._raw is None and self.num_bits() // 32 > COPY_WORDS_PER_VALUE * values):
             return None
         return forms

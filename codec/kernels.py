@@ -252,22 +252,23 @@ def compiled() -> dict | None:
     return _compiled or None
 
 
-# Below this many calls (predictor tiles) in a process the numpy coder is kept unless numba is loaded already
-# (the model's kernels load it): importing numba and loading the compiled kernels cost ~0.3 s, about 30
-# predictor tiles' decoding.
-COMPILE_AFTER_CALLS = 24
-_calls_seen = 0
+# Below this many values (predictor tiles' subpixels) in a process the numpy coder is kept unless numba is loaded
+# already (the model's kernels load it): importing numba and loading the compiled kernels cost ~0.3 s, about 30
+# 32x32 colour predictor tiles' decoding. Counted in values, not calls: a tile of 128x128 (compress --fast's) is
+# 16 of those, and a decoder's run of predictor tiles counts whole (Stack.kernel_run_values).
+COMPILE_AFTER_VALUES = 24 * 3 * 32 * 32
+_values_seen = 0
 
 
-def ready() -> dict | None:
-    """The compiled forms to use now, or None (no numba, a failed compile or run, or too few calls yet to pay
-    for loading them)."""
-    global _calls_seen
+def ready(values: int = 0) -> dict | None:
+    """The compiled forms to code `values` more values with now, or None (no numba, a failed compile or run, or
+    too few values yet, these included, to pay for loading them)."""
+    global _values_seen
     if _failed:
         return None
     if _compiled is None:
-        _calls_seen += 1
-        if "numba" not in sys.modules and _calls_seen <= COMPILE_AFTER_CALLS:
+        _values_seen += values
+        if "numba" not in sys.modules and _values_seen <= COMPILE_AFTER_VALUES:
             return None
     return compiled()
 

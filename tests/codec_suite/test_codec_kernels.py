@@ -120,7 +120,7 @@ def tiles(rng):
 def decode_with(forms, monkeypatch, stack: Stack, shape, context, strict: bool = True,
                 distribution: str = predictive.BLEND) -> np.ndarray:
     """Decode with the kernels `forms` (None: the numpy coder); `strict`: they must have run (no fallback)."""
-    monkeypatch.setattr(kernels, "ready", lambda: forms)
+    monkeypatch.setattr(kernels, "ready", lambda *_: forms)
     with warnings.catch_warnings():
         if strict and forms is not None:
             warnings.simplefilter("error", RuntimeWarning)  # a kernel that fails (and falls back) fails the test
@@ -132,7 +132,7 @@ def decode_with(forms, monkeypatch, stack: Stack, shape, context, strict: bool =
 def encode_with(forms, monkeypatch, stack: Stack, tile, context, strict: bool = True,
                 distribution: str = predictive.BLEND) -> None:
     """Encode with the kernels `forms` (None: the numpy coder); `strict`: they must have run (no fallback)."""
-    monkeypatch.setattr(kernels, "ready", lambda: forms)
+    monkeypatch.setattr(kernels, "ready", lambda *_: forms)
     with warnings.catch_warnings():
         if strict and forms is not None:
             warnings.simplefilter("error", RuntimeWarning)
@@ -166,7 +166,7 @@ def test_a_recorded_tile_pushed_again_is_the_tile_encoded_there(monkeypatch, dis
     and push_recorded leaves the stack alone and says so."""
     rng = np.random.default_rng(8)
     forms = kernels.compiled()
-    monkeypatch.setattr(kernels, "ready", lambda: forms)
+    monkeypatch.setattr(kernels, "ready", lambda *_: forms)
     for tile, context in itertools.islice(tiles(rng), 0, None, 7):
         recorded = predictive.encode(Stack.from_words(random_words(rng, 2)), tile, context, distribution, record=True)
         assert recorded.distribution == distribution and len(recorded.rows) == tile.size
@@ -176,11 +176,11 @@ def test_a_recorded_tile_pushed_again_is_the_tile_encoded_there(monkeypatch, dis
         encode_with(forms, monkeypatch, encoded, tile, context, distribution=distribution)
         encode_with(None, monkeypatch, numpy_coded, tile, context, distribution=distribution)
         assert np.array_equal(again.words(), encoded.words()) and np.array_equal(again.words(), numpy_coded.words())
-        monkeypatch.setattr(kernels, "ready", lambda: None)
+        monkeypatch.setattr(kernels, "ready", lambda *_: None)
         assert predictive.encode(Stack(), tile, context, distribution, record=True) is None
         untouched = Stack.from_words(below)
         assert not predictive.push_recorded(untouched, recorded) and np.array_equal(untouched.words(), below)
-        monkeypatch.setattr(kernels, "ready", lambda: forms)
+        monkeypatch.setattr(kernels, "ready", lambda *_: forms)
 
 
 @compiled
@@ -256,7 +256,7 @@ def test_a_fresh_process_with_plain_numpy_decodes_with_the_kernel(tmp_path, dist
     script = (
         "import sys, numpy as np; sys.path.insert(0, sys.argv[1]);"
         "from codec import predictive, kernels; from codec.ans import Stack;"
-        "kernels.COMPILE_AFTER_CALLS = 0;"
+        "kernels.COMPILE_AFTER_VALUES = 0;"
         "s = Stack.from_words(np.load(sys.argv[2] + '/words.npy'));"
         "t = np.load(sys.argv[2] + '/tiles.npz'); c = np.load(sys.argv[2] + '/contexts.npy', allow_pickle=True);"
         "ok = all(np.array_equal(predictive.decode(s, *t[f'arr_{i}'].shape, predictive.Context(*c[i]), sys.argv[3]),"
@@ -295,17 +295,22 @@ def test_a_large_stack_that_constriction_holds_goes_to_the_numpy_coder(monkeypat
 
 
 
-def test_ready_waits_for_enough_calls_unless_numba_is_loaded_and_stops_after_a_failure(monkeypatch):
+def test_ready_waits_for_enough_values_unless_numba_is_loaded_and_stops_after_a_failure(monkeypatch):
     forms = {"_code_tile": "compiled"}
     monkeypatch.setattr(kernels, "compiled", lambda: forms)
-    for name, value in (("_compiled", None), ("_failed", False), ("_calls_seen", 0)):
+    for name, value in (("_compiled", None), ("_failed", False), ("_values_seen", 0)):
         monkeypatch.setattr(kernels, name, value)
     monkeypatch.delitem(sys.modules, "numba", raising=False)
-    waiting = kernels.COMPILE_AFTER_CALLS
-    assert [kernels.ready() for _ in range(waiting)] == [None] * waiting and kernels.ready() is forms
-    monkeypatch.setattr(kernels, "_calls_seen", 0)
+    tile = 3 * 32 * 32  # a 32x32 colour tile's values
+    waiting = kernels.COMPILE_AFTER_VALUES // tile
+    assert [kernels.ready(tile) for _ in range(waiting)] == [None] * waiting and kernels.ready(tile) is forms
+    monkeypatch.setattr(kernels, "_values_seen", 0)
+    assert kernels.ready(3 * 128 * 128) is None and kernels.ready(3 * 128 * 128) is forms  # two large tiles
+    monkeypatch.setattr(kernels, "_values_seen", 0)
+    assert kernels.ready(kernels.COMPILE_AFTER_VALUES + 1) is forms  # a long run at once
+    monkeypatch.setattr(kernels, "_values_seen", 0)
     monkeypatch.setitem(sys.modules, "numba", types.ModuleType("numba"))  # the model's kernels loaded it
-    assert kernels.ready() is forms
+    assert kernels.ready(1) is forms
     with pytest.warns(RuntimeWarning, match="blend coder is off"):
         kernels.disable("a test")
     assert kernels.ready() is None

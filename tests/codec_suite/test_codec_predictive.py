@@ -204,7 +204,7 @@ def test_the_blends_decoder_computes_the_encoders_very_means_and_stds(which, cha
     one wavefront at a time (a round trip would miss a std that moved within its level)."""
     pushed, popped = [], []
     push, pop = predictive._push, predictive._pop
-    monkeypatch.setattr(kernels, "ready", lambda: None)  # the numpy decoder (the kernels: test_codec_kernels)
+    monkeypatch.setattr(kernels, "ready", lambda *_: None)  # the numpy decoder (the kernels: test_codec_kernels)
     monkeypatch.setattr(predictive, "_push", lambda stack, symbols, means, stds, distribution: (
         pushed.append((means.copy(), stds.copy())), push(stack, symbols, means, stds, distribution))[-1])
     monkeypatch.setattr(predictive, "_pop", lambda stack, means, stds, distribution: (
