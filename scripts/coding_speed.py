@@ -118,6 +118,7 @@ def main() -> None:
     timed(integer.Table, "__call__", "activation lookups", PARTS)
     timed(latent_model, "tile_bounds", "estimate pass", PARTS)
     timed(predictive, "encode", "predictor", PARTS)
+    timed(predictive, "push_recorded", "predictor", PARTS)  # a priced tile pushed again (bitsback.Price)
     timed(predictive, "decode", "predictor", PARTS)
 
     raw_mb = image.width * image.height * len(image.getbands()) / 1e6

@@ -126,21 +126,29 @@ def make_corpus(loaded) -> dict[str, tuple[bytes, list]]:
     return corpus
 
 
-def binary_corpus() -> dict[str, tuple[bytes, list, str]]:
+SHIPPED = ("photo2", "photo-gray2")  # the models binary_corpus codes with
+
+
+def shipped_models() -> dict:
+    """SHIPPED, loaded from pretrained/: name -> LoadedModel."""
+    from vaezip.models import load_model
+
+    return {name: load_model(ROOT / "pretrained" / f"{name}.safetensors") for name in SHIPPED}
+
+
+def binary_corpus(models: dict) -> dict[str, tuple[bytes, list, str]]:
     """Files of today's format (8: binary header, one CRC over the file) made with the shipped models from
     crops of samples/hopper.png, key -> (data, images, model: "photo2" or "photo-gray2"): tiles by bits-back,
     the fitted predictor and whitened bytes in format 8's stream order (model tiles last; a grey crop as RGB,
     where photo2 wins a tile), a colour crop by the predictor alone (--fast), a grey image, and an archive of
     two. What the JSON corpus above cannot reach: the binary header's parser, the stream order, the fitted
-    tables and the compiled coder under damaged words."""
+    tables and the compiled coder under damaged words. `models`: shipped_models()."""
     from PIL import Image
 
     from vaezip.api import compress_images
-    from vaezip.models import load_model
 
     colour = Image.open(ROOT / "samples" / "hopper.png").convert("RGB").crop((128, 96, 224, 160))
     grey = colour.convert("L").crop((0, 0, 80, 48))
-    models = {name: load_model(ROOT / "pretrained" / f"{name}.safetensors") for name in ("photo2", "photo-gray2")}
     cases = {
         "format8-model": ([("grey-as-rgb.png", grey.convert("RGB"))], "photo2", {}),
         "format8-fast": ([("crop.png", colour)], "photo2", {"fast": True}),
@@ -1159,12 +1167,9 @@ def fuzz(cases: int, seed: int = 0, timeout: float = 10.0, cli_every: int = 50, 
                     if log is not None and (index + 1) % 200 == 0:
                         log(f"adversarial: {index + 1} cases, failures {len(section.failures)}")
             if binary_cases:
-                from vaezip.models import load_model as load_shipped
-
                 section = sections["binary_format8"] = Section("binary_format8")
-                binary = binary_corpus()
-                shipped = {name: load_shipped(ROOT / "pretrained" / f"{name}.safetensors")
-                           for name in {model for _, _, model in binary.values()}}
+                shipped = shipped_models()
+                binary = binary_corpus(shipped)
                 brng = random.Random(seed + 3)
                 binary_keys = sorted(binary)
                 for index in range(binary_cases):
