@@ -24,12 +24,17 @@ expected cost of each tile, any tile that the predictor (or raw bytes) codes for
 in the stream (photographs: ~1 tile in 5, see encode_tiles). The schedule [(kind, n_tiles), ...] goes into
 the file header; the decoder replays it backwards (last batch first) and must end with an empty stack.
 
-The stream's order: the tiles in raster order (formats 1 to 6), or (formats 7 and 8, `model_last`) the tiles the
+The stream's order: the tiles in raster order (formats 1 to 6), or (formats 7 on, `model_last`) the tiles the
 model does not code first, then the model's, each part in raster order. Then the model's tiles run in batches
 of `max_batch` instead of in the short runs between predictor tiles (kodim23: 191 model tiles in 75 batches
 became 197 in 16; its model path 7.3 -> 5.0 s to encode, 4.3 -> 3.4 s to decode), and the predictor's tiles
 are the model's initial bits. The header holds the order as runs
 (`order_runs`); the decoder rebuilds it (`order_from_runs`).
+
+Format 9's predictor tiles (PREDICTIVE_ADAPTIVE) learn statistics of their values' contexts over the stream, in the
+order the decoder pops them: the reverse of the pushes. The encoder therefore records every such tile first, in
+that order, once the kinds and the order are fixed (encode_tiles), and pushes the recordings; a tile the encoder
+decides on while pushing (one that cannot pop at a stream's start) takes the stateless PREDICTIVE_FITTED instead.
 
 How each kind of batch is pushed and popped (direct, bits-back, raw, whitened, predictive, predictive with
 neighbours) is declared once, in tilekinds.py; this module chooses the kinds and the batches, and replays them.
@@ -51,25 +56,28 @@ from codec.protocol import LatentModel
 from codec.tiling import Tile, TileSpec
 # The tile kinds (each one's push and pop) live in tilekinds.py; their names and `whitening` stay importable here.
 from codec.tilekinds import (  # noqa: F401
-    BITSBACK, DIRECT, PREDICTIVE, PREDICTIVE_BLEND, PREDICTIVE_FITTED, PREDICTIVE_LAPLACE, PREDICTIVE_NEIGHBOURS, RAW,
-    WHITENED, Stream,
+    BITSBACK, DIRECT, PREDICTIVE, PREDICTIVE_ADAPTIVE, PREDICTIVE_BLEND, PREDICTIVE_FITTED, PREDICTIVE_LAPLACE,
+    PREDICTIVE_NEIGHBOURS, RAW, WHITENED, Stream,
     raw_bits, whitening,
 )
 
 KINDS = tuple(kind.name for kind in tilekinds.KINDS)  # every kind's name, in tilekinds.KINDS's order
 # The predictor kinds the encoder may write, each with its residual model (codec/predictive.py):
-# PREDICTIVE_FITTED (format 8, the default), PREDICTIVE_BLEND (formats 6 and 7), PREDICTIVE_LAPLACE (format 5) and
-# PREDICTIVE_NEIGHBOURS (what files of formats 1 to 4 hold).
-PREDICTORS = {kind: tilekinds.RESIDUALS[kind]
-              for kind in (PREDICTIVE_FITTED, PREDICTIVE_BLEND, PREDICTIVE_LAPLACE, PREDICTIVE_NEIGHBOURS)}
+# PREDICTIVE_ADAPTIVE (format 9, the default), PREDICTIVE_FITTED (format 8), PREDICTIVE_BLEND (formats 6 and 7),
+# PREDICTIVE_LAPLACE (format 5) and PREDICTIVE_NEIGHBOURS (what files of formats 1 to 4 hold).
+PREDICTORS = {kind: tilekinds.RESIDUALS[kind] for kind in (
+    PREDICTIVE_ADAPTIVE, PREDICTIVE_FITTED, PREDICTIVE_BLEND, PREDICTIVE_LAPLACE, PREDICTIVE_NEIGHBOURS)}
+# The predictor kind of the tiles decided on while pushing (those that cannot pop): an adaptive tile must be
+# recorded before any push (see the module's doc), so they take the stateless kind it extends.
+STATELESS = {PREDICTIVE_ADAPTIVE: PREDICTIVE_FITTED}
 
 
-def without_bits(predictor: str = PREDICTIVE_FITTED) -> tuple[str, ...]:
+def without_bits(predictor: str = PREDICTIVE_ADAPTIVE) -> tuple[str, ...]:
     """What a tile that cannot pop is coded as: the cheapest, the first of these on a tie (the order is part of
     what the encoder writes)."""
     if predictor not in PREDICTORS:
         raise CodingError(f"unknown predictor kind {predictor!r}; known: {', '.join(PREDICTORS)}")
-    return (predictor, DIRECT, WHITENED)
+    return (STATELESS.get(predictor, predictor), DIRECT, WHITENED)
 
 
 WITHOUT_BITS = without_bits()
@@ -162,11 +170,11 @@ def encode(
     on_batch: ProgressFn | None = None,
     model_bits: Sequence[float] | None = None,
     bitsback_kind: str = BITSBACK,
-    predictor: str = PREDICTIVE_FITTED,
+    predictor: str = PREDICTIVE_ADAPTIVE,
     model_last_order: bool = False,
 ) -> EncodeResult:
-    """Code `tiles` (raster order) onto an empty stack; `model_last_order` (with model_bits): in formats 7 and 8's
-    stream order, model_last."""
+    """Code `tiles` (raster order) onto an empty stack; `model_last_order` (with model_bits): in the stream order
+    of formats 7 on, model_last."""
     stack = Stack()
     order = None
     priced = None
@@ -206,7 +214,7 @@ def encode_tiles(
     on_batch: ProgressFn | None = None,
     model_bits: Sequence[float] | None = None,
     bitsback_kind: str = BITSBACK,
-    predictor: str = PREDICTIVE_FITTED,
+    predictor: str = PREDICTIVE_ADAPTIVE,
     priced: Sequence[tuple[str, float]] | None = None,
     order: Sequence[int] | None = None,
 ) -> tuple[Schedule, list[TileStats]]:
@@ -216,9 +224,9 @@ def encode_tiles(
     (tilekinds.importance_kind(K): K network passes per tile for the K-sample bound), with single-tile
     BITSBACK batches where the stack holds too few bits for it (a stream's start).
 
-    predictor: the predictor kind of the tiles coded without the model (PREDICTORS: PREDICTIVE_FITTED;
-    PREDICTIVE_BLEND for a file of format 6 or 7, PREDICTIVE_LAPLACE for one of format 5, PREDICTIVE_NEIGHBOURS for
-    one of formats 1 to 4).
+    predictor: the predictor kind of the tiles coded without the model (PREDICTORS: PREDICTIVE_ADAPTIVE;
+    PREDICTIVE_FITTED for a file of format 8, PREDICTIVE_BLEND for one of format 6 or 7, PREDICTIVE_LAPLACE for one
+    of format 5, PREDICTIVE_NEIGHBOURS for one of formats 1 to 4).
 
     model_bits: what bits-back is expected to cost for each tile (the model's negative ELBO with one posterior
     sample will do). A tile that the local predictor or whitened raw bytes code for less is coded that way
@@ -227,7 +235,7 @@ def encode_tiles(
     price_without_model(tiles, predictor) gives, where the caller has it already (its recorded tiles are
     pushed again, not predicted again).
 
-    order: the stream order (formats 7 and 8: model_last of the tiles' choices), tiles[order[p]] at stream position p;
+    order: the stream order (formats 7 on: model_last of the tiles' choices), tiles[order[p]] at stream position p;
     None: raster order. The schedule and the stats are in stream order."""
     if max_batch < 1 or margin_bits < 0:
         raise CodingError(f"max_batch must be >= 1 and margin_bits >= 0, got {max_batch}, {margin_bits}")
@@ -237,7 +245,6 @@ def encode_tiles(
     raster = tiles
     replays = {k: price.recorded for k, price in enumerate(priced or ())
                if getattr(price, "recorded", None) is not None}
-    stream = Stream(len(tiles), lambda k: raster[k].pixels, model, grid, margin_bits, replays)
     if order is not None:
         if list(order) != (model_last(alone) or list(range(len(tiles)))):
             # Another order could put a predictor tile before the neighbours it reads.
@@ -245,6 +252,12 @@ def encode_tiles(
         tiles, alone = Reordered(tiles, order), [alone[k] for k in order]
     else:
         order = range(len(tiles))
+    # The adaptive tiles in the decoder's order (the last pushed first), each recorded after those before it.
+    adaptive = [order[p] for p in range(len(order) - 1, -1, -1) if alone[p] == PREDICTIVE_ADAPTIVE]
+    if adaptive and not _chain_holds(priced, raster, adaptive):
+        recording = Stream(len(raster), lambda k: raster[k].pixels)
+        replays.update({k: tilekinds.record_adaptive(raster[k], k, recording) for k in adaptive})
+    stream = Stream(len(raster), lambda k: raster[k].pixels, model, grid, margin_bits, replays)
     position = np.empty(len(order), dtype=np.int64)
     position[np.asarray(order, dtype=np.int64)] = np.arange(len(order))
     schedule: Schedule = []
@@ -267,7 +280,7 @@ def encode_tiles(
                 n, target = 1, 1
                 # The predictor reads the tile's neighbours below and to the right: only where the decoder has
                 # them first (later in the stream; always so in raster order).
-                fallbacks = tuple(candidate for candidate in without_bits(predictor) if candidate != predictor
+                fallbacks = tuple(candidate for candidate in without_bits(predictor) if candidate not in PREDICTORS
                                   or _context_decoded_first(raster[order[done]], order[done], position))
                 kind, ideal = _encode_without_bits(stack, tiles, done, stream, fallbacks, order[done])
             else:
@@ -335,7 +348,7 @@ def _kernel_runs(batches, specs) -> list[int]:
     runs, run = [0] * len(batches), 0
     for index in range(len(batches) - 1, -1, -1):
         (name, n), start = batches[index]
-        if tilekinds.RESIDUALS.get(name) in predictive.BLENDS:
+        if tilekinds.RESIDUALS.get(name) in (*predictive.BLENDS, predictive.ADAPTIVE):
             run += sum(spec.shape[0] * spec.valid[0] * spec.valid[1] for spec in specs[start : start + n])
         else:
             run = 0
@@ -434,17 +447,21 @@ RECORD_BYTES = 64 * 2**20
 class Price(tuple):
     """A tile's (kind, bits) without the model, as price_without_model gives it (it unpacks as that pair and
     compares as one), and the predictor's push of it where that was kept (`recorded`, predictive.Recorded, or
-    None): encode_tiles pushes a recorded tile again instead of predicting it again, the same words."""
+    None): encode_tiles pushes a recorded tile again instead of predicting it again, the same words. An adaptive
+    tile's recording holds only after the same tiles in the same order: `chain`, the tiles its pricing recorded as
+    adaptive, in that order (one list shared by the prices of one call), or None."""
 
     recorded: predictive.Recorded | None
+    chain: list[Tile] | None
 
-    def __new__(cls, kind: str, bits: float, recorded: predictive.Recorded | None = None) -> "Price":
+    def __new__(cls, kind: str, bits: float, recorded: predictive.Recorded | None = None,
+                chain: list[Tile] | None = None) -> "Price":
         price = super().__new__(cls, (kind, bits))
-        price.recorded = recorded
+        price.recorded, price.chain = recorded, chain
         return price
 
 
-def price_without_model(tiles: Sequence[Tile], predictor: str = PREDICTIVE_FITTED,
+def price_without_model(tiles: Sequence[Tile], predictor: str = PREDICTIVE_ADAPTIVE,
                         record_below: Sequence[float] | None = None, record_bytes: int = RECORD_BYTES) -> list[Price]:
     """Per tile of a stream (a whole image's tiles at least: the predictor reads each tile's neighbours below
     and to the right) the cheaper of `predictor` and WHITENED, and its exact cost in bits: what a tile coded
@@ -454,6 +471,8 @@ def price_without_model(tiles: Sequence[Tile], predictor: str = PREDICTIVE_FITTE
     if record_below is not None and len(record_below) != len(tiles):
         raise CodingError(f"{len(record_below)} limits for {len(tiles)} tiles")
     without_bits(predictor)  # refuses an unknown predictor kind
+    if predictor == PREDICTIVE_ADAPTIVE:
+        return _price_adaptive(tiles, record_below, record_bytes)
     stream = Stream(len(tiles), lambda k: tiles[k].pixels, recordings=None if record_below is None else {})
     priced, kept = [], 0
     for index, tile in enumerate(tiles):
@@ -471,8 +490,49 @@ def price_without_model(tiles: Sequence[Tile], predictor: str = PREDICTIVE_FITTE
     return priced
 
 
+def _price_adaptive(tiles: Sequence[Tile], record_below: Sequence[float] | None, record_bytes: int) -> list[Price]:
+    """price_without_model for PREDICTIVE_ADAPTIVE: its statistics run over the tiles in the order the decoder
+    pops them where none goes to the model (the reverse of raster order), a tile that WHITENED codes for less
+    leaving them as they were. Where some go to the model the coded tiles' statistics run over fewer tiles: then
+    these are estimates, and encode_tiles records those tiles again."""
+    stream = Stream(len(tiles), lambda k: tiles[k].pixels)
+    priced: list[Price | None] = [None] * len(tiles)
+    chain: list[Tile] = []
+    kept = 0
+    for index in range(len(tiles) - 1, -1, -1):
+        before = stream.adaptive.copy()
+        recorded = tilekinds.record_adaptive(tiles[index], index, stream)
+        trial = Stack()
+        predictive.push_rows(trial, recorded)
+        costs = {PREDICTIVE_ADAPTIVE: trial.num_valid_bits(), WHITENED: raw_bits(tiles[index])}
+        kind = min(costs, key=costs.get)
+        if kind != PREDICTIVE_ADAPTIVE:
+            stream.adaptive.sums = before.sums
+        else:
+            chain.append(tiles[index])
+        if kind != PREDICTIVE_ADAPTIVE or record_below is None or costs[kind] >= record_below[index] or \
+                kept + recorded.nbytes > record_bytes:
+            recorded = None
+        else:
+            kept += recorded.nbytes
+        priced[index] = Price(kind, costs[kind], recorded, chain)
+    return priced  # type: ignore[return-value]
+
+
+def _chain_holds(priced: Sequence | None, tiles: Sequence[Tile], adaptive: Sequence[int]) -> bool:
+    """Whether the recordings of `priced` (price_without_model's) are what the adaptive tiles `adaptive` (raster
+    indices into `tiles`, in the decoder's order) push: every one recorded, by one pricing whose statistics ran
+    over these very tiles in this order."""
+    if not priced or len(priced) != len(tiles):
+        return False
+    chains = {id(price.chain) for price in priced if getattr(price, "chain", None) is not None}
+    chain = getattr(priced[adaptive[0]], "chain", None)
+    return len(chains) == 1 and chain is not None and len(chain) == len(adaptive) and \
+        all(chain[n] is tiles[k] and priced[k].recorded is not None for n, k in enumerate(adaptive))
+
+
 def cheaper_without_model(
-    tiles: Sequence[Tile], model_bits: Sequence[float], predictor: str = PREDICTIVE_FITTED,
+    tiles: Sequence[Tile], model_bits: Sequence[float], predictor: str = PREDICTIVE_ADAPTIVE,
     priced: Sequence[tuple[str, float]] | None = None,
 ) -> list[str | None]:
     """Per tile `predictor` or WHITENED where that kind's exact cost is below `model_bits`, else None."""

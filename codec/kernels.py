@@ -22,12 +22,35 @@ bits, slower."""
 from __future__ import annotations
 
 import sys
+import types
 import warnings
 
 import numpy as np
 
 PRECISION = 24  # constriction's probability bits
 WORD_BITS = 32
+
+# Adaptive contexts (predictive.ADAPTIVE, format 9): each value of a tile has a context, its channel class (0, 1,
+# 2 and on), its std's group (FITTED's level // ADAPT_LEVEL_DIVISOR, at most ADAPT_LEVEL_GROUPS - 1), where each
+# of its four neighbours lies against its unrounded mean (above by more than 1/2, below by more, or neither: 81
+# patterns), and, after the first channel, where the previous channel's value at this pixel fell against that
+# one's mean (3). A context keeps four running statistics over the values coded in it before (the stream's, not
+# only the tile's: predictive.AdaptiveState): the sum of value - unrounded mean, their count, the sum of
+# |value - coded mean| / std, and ADAPT_TUNING's expected share per value of that sum; all four halve when the
+# count reaches the limit. A value's mean moves by its context's mean residual, its std scales by the ratio of
+# the last two (each with a prior count added, within bounds), and its table row follows from those.
+ADAPT_LEVEL_DIVISOR = 4
+ADAPT_LEVEL_GROUPS = 11
+ADAPT_CHANNEL_CLASSES = 3
+ADAPT_CONTEXTS = ADAPT_CHANNEL_CLASSES * ADAPT_LEVEL_GROUPS * 81 * 3  # 8,019
+# The count at which a context's statistics halve, the prior count of the std's ratio, the expected |residual| /
+# std per value, and the ratio's bounds: chosen on 23 of photos_train's training photographs (every 13th),
+# 32x32 tiles in the decoder's order (Kodak's 24, held out: the same choice was best there too).
+ADAPT_TUNING = np.array([64.0, 8.0, 0.7, 0.4, 2.5])
+ADAPT_TUNING.flags.writeable = False
+# _code_tile's `adaptive` for the other distributions: writable (numba types a read-only array apart and refuses
+# the branch that writes it), and empty, so nothing is ever written.
+NO_ADAPTATION = np.zeros((4, 0))
 
 
 def left_cumulatives(rows: np.ndarray) -> np.ndarray:
@@ -105,8 +128,20 @@ def _push(cumulative, rows, symbols, words, position, state):
     return position, state
 
 
+def _level(edges, std):
+    """np.searchsorted(edges, std): how many of the ascending `edges` are below `std`."""
+    level, above = 0, len(edges)
+    while level < above:
+        middle = (level + above) // 2
+        if edges[middle] < std:
+            level = middle + 1
+        else:
+            above = middle
+    return level
+
+
 def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std_weights, gains, diagonal, floor,
-               edges, cumulative, levels, bins, words, position, state, coded, encode):
+               edges, cumulative, levels, bins, words, position, state, coded, encode, adaptive, tuning):
     """Pop a blend tile into `frame` (C, M + 1), filling `errors` (K, C, M + 1) and `residuals` (C, M + 1) as
     predictive._blend_decoder does; or, with `encode`, take the values `frame` holds instead of popping them
     and record each one's table row and value in `coded` (2, P * C), in pop order, for _push. positions (P,):
@@ -116,6 +151,8 @@ def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std
     (J - 1,): the std levels' edges; cumulative: the table rows' left_cumulatives, row (level * bins + quarter)
     * levels + mean, the quarter the mean's between integers where bins > 1 (FITTED; predictive.fitted_bins),
     0 where bins is 1 (BLEND).
+    adaptive (4, ADAPT_CONTEXTS) float64, or (4, 0) for none: the state of ADAPTIVE's context statistics (see
+    "adaptive contexts" below), read and updated value by value in pop order; tuning: ADAPT_TUNING.
     Returns the stack's (position, state) afterwards (unchanged when encoding)."""
     channels, predictors = frame.shape[0], errors.shape[0]
     widest = 0
@@ -124,6 +161,8 @@ def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std
     subs = np.empty((predictors, channels, widest))
     spatial = np.empty((channels, widest))
     base = np.empty((channels, widest))
+    centre = np.empty((channels, widest))  # each value's unrounded mean (ADAPTIVE's contexts read the last channel's)
+    adapting = adaptive.shape[1] > 0
     weight = np.empty(predictors)
     count = 0
     for f in range(len(fronts) - 1):
@@ -182,18 +221,35 @@ def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std
                     std = std + w[4] * residuals[channel - 1, at]
                 if channel > 1:
                     std = std + w[5] * residuals[0, at]
-                level, above = 0, len(edges)  # np.searchsorted(edges, std): how many edges are below std
-                while level < above:
-                    middle = (level + above) // 2
-                    if edges[middle] < std:
-                        level = middle + 1
-                    else:
-                        above = middle
-                table = level
+                level = _level(edges, std)
+                coded_mean, coded_unrounded, coded_level, context = mean, unrounded, level, 0
+                if adapting:
+                    # The value's context (ADAPTIVE): its channel, std group, where its four neighbours lie
+                    # against its mean, and where the previous channel's value at this pixel fell against its own.
+                    centre[channel, j] = unrounded
+                    texture = 0
+                    for q in range(4):
+                        neighbour = frame[channel, sources[q, at]]
+                        texture = texture * 3 + (1 if neighbour > unrounded + 0.5 else
+                                                 2 if neighbour < unrounded - 0.5 else 0)
+                    previous = 0
+                    if channel > 0:
+                        offset = frame[channel - 1, at] - centre[channel - 1, j]
+                        previous = 1 if offset > 0.5 else 2 if offset < -0.5 else 0
+                    group = min(level // ADAPT_LEVEL_DIVISOR, ADAPT_LEVEL_GROUPS - 1)
+                    context = ((min(channel, ADAPT_CHANNEL_CLASSES - 1) * ADAPT_LEVEL_GROUPS + group) * 81
+                               + texture) * 3 + previous
+                    # The mean moved by the context's mean residual, the std scaled by its spread so far.
+                    if adaptive[1, context] > 0.0:
+                        coded_unrounded = min(max(unrounded + adaptive[0, context] / adaptive[1, context], 0.0), 255.0)
+                        coded_mean = np.floor(coded_unrounded + 0.5)
+                    ratio = (adaptive[2, context] + tuning[1]) / (adaptive[3, context] + tuning[1])
+                    coded_level = _level(edges, std * min(max(ratio, tuning[3]), tuning[4]))
+                table = coded_level
                 if bins > 1:  # predictive.fitted_bins, operation for operation
-                    quarter = min(max(np.floor((unrounded - mean + 0.5) * bins), 0.0), bins - 1.0)
-                    table = level * bins + np.int64(quarter)
-                row = table * levels + np.int64(mean)
+                    quarter = min(max(np.floor((coded_unrounded - coded_mean + 0.5) * bins), 0.0), bins - 1.0)
+                    table = coded_level * bins + np.int64(quarter)
+                row = table * levels + np.int64(coded_mean)
                 if encode:
                     symbol = np.int64(frame[channel, at])
                     coded[0, count], coded[1, count] = row, symbol
@@ -202,6 +258,14 @@ def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std
                     symbol, position, state = _pop(cumulative, row, words, position, state)
                 frame[channel, at] = float(symbol)
                 residuals[channel, at] = abs(float(symbol) - mean)
+                if adapting:
+                    adaptive[0, context] += float(symbol) - unrounded
+                    adaptive[1, context] += 1.0
+                    adaptive[2, context] += abs(float(symbol) - coded_unrounded) / std
+                    adaptive[3, context] += tuning[2]
+                    if adaptive[1, context] >= tuning[0]:  # halved: recent values count more
+                        for statistic in range(4):
+                            adaptive[statistic, context] *= 0.5
         for i in range(start, end):
             at, j = positions[i], i - start
             for k in range(predictors):
@@ -210,7 +274,21 @@ def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std
     return position, state
 
 
-PYTHON_FORMS = {function.__name__: function for function in (_ans_pop, _ans_push, _pop, _push, _code_tile)}
+PYTHON_FORMS = {function.__name__: function for function in (_ans_pop, _ans_push, _pop, _push, _level, _code_tile)}
+
+
+def _plain_forms() -> dict:
+    """PYTHON_FORMS calling one another, never the compiled forms that _build binds in this module's globals (a
+    compiled _pop hands its state back as a Python int, which a compiled call then types as a signed one): the
+    same functions over a namespace of their own."""
+    namespace = dict(globals())
+    plain = {name: types.FunctionType(function.__code__, namespace, name, function.__defaults__)
+             for name, function in PYTHON_FORMS.items()}
+    namespace.update(plain)
+    return plain
+
+
+PLAIN_FORMS = _plain_forms()
 _compiled: dict | None = None  # the numba forms once built ({} where they cannot be)
 _failed = False
 
@@ -258,6 +336,14 @@ def compiled() -> dict | None:
 # 16 of those, and a decoder's run of predictor tiles counts whole (Stack.kernel_run_values).
 COMPILE_AFTER_VALUES = 24 * 3 * 32 * 32
 _values_seen = 0
+
+
+def always() -> dict:
+    """The compiled forms, loaded now whatever the count of values (the plain Python ones run ~25,000 values a
+    second: loading the compiled ones pays from two 32x32 colour tiles on), else the plain ones (no numba, or a
+    failed compile or run): for a coder with no numpy form (predictive.ADAPTIVE, whose statistics change value by
+    value)."""
+    return (None if _failed else compiled()) or PLAIN_FORMS
 
 
 def ready(values: int = 0) -> dict | None:

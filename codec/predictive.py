@@ -60,8 +60,11 @@ BLEND = "blend"  # a blend of predictors, with Laplace residuals and a fitted sc
 # The blend's means and stds, its residuals coded with tables fitted on real photographs instead of Laplaces, the
 # mean's quarter between integers choosing among four (format 8; see "fitted residual tables" below).
 FITTED = "blend-fitted"
-BLENDS = (BLEND, FITTED)  # the distributions of the blend predictor
-DISTRIBUTIONS = (GAUSSIAN, LAPLACE, BLEND, FITTED)
+BLENDS = (BLEND, FITTED)  # the distributions of the blend predictor with a numpy coder
+# FITTED with each value's mean and std corrected by statistics of its context over the values coded before it
+# in the stream (format 9; see "adaptive contexts" in codec/kernels.py): coded by the kernels only.
+ADAPTIVE = "blend-adaptive"
+DISTRIBUTIONS = (GAUSSIAN, LAPLACE, BLEND, FITTED, ADAPTIVE)
 _LEVELS = 256  # values 0..255
 
 
@@ -94,10 +97,15 @@ class Recorded:
 
 
 def encode(stack: Stack, pixels: np.ndarray, context: Context = Context(), distribution: str = GAUSSIAN,
-           record: bool = False) -> Recorded | None:
+           record: bool = False, state: "AdaptiveState | None" = None) -> Recorded | None:
     """Push the valid pixels (C, h, w) uint8 of one tile, their residuals coded with `distribution`. With
-    `record`, what the compiled kernels pushed (for push_recorded), or None where the numpy coder pushed it."""
+    `record`, what the compiled kernels pushed (for push_recorded), or None where the numpy coder pushed it.
+    ADAPTIVE needs the stream's `state` (updated), as the decoder will have it when it pops this tile."""
     _check_distribution(distribution)
+    if distribution == ADAPTIVE:
+        recorded = record_adaptive(pixels, context, _state_for(distribution, state))
+        push_rows(stack, recorded)
+        return recorded if record else None
     channels, height, width = pixels.shape
     values, top, left = _frame(pixels.astype(np.float64), context)
     # The kernels read the values as table columns unchecked: uint8 only (the numpy coder checks the rest).
@@ -126,7 +134,8 @@ def push_recorded(stack: Stack, recorded: Recorded) -> bool:
         return False
     parts = stack.raw_parts(room=count)  # a push writes at most one word per value
     try:
-        position, head = forms["_push"](_blend_cumulative(recorded.distribution), recorded.rows.astype(np.int64),
+        position, head = forms["_push"](_blend_cumulative(_table_distribution(recorded.distribution)),
+                                        recorded.rows.astype(np.int64),
                                         recorded.values.astype(np.int64), parts.buffer, parts.length,
                                         np.uint64(parts.head))
     except Exception as error:  # noqa: BLE001 - as _blend_compiled: the kernels' compile failing here
@@ -137,12 +146,14 @@ def push_recorded(stack: Stack, recorded: Recorded) -> bool:
 
 
 def decode(stack: Stack, channels: int, height: int, width: int, context: Context = Context(),
-           distribution: str = GAUSSIAN) -> np.ndarray:
+           distribution: str = GAUSSIAN, state: "AdaptiveState | None" = None) -> np.ndarray:
     """Pop the valid pixels (C, h, w) uint8 of one tile pushed by `encode` with the same context and
-    distribution."""
+    distribution (and for ADAPTIVE the same `state`, updated as the encoder's was)."""
     _check_distribution(distribution)
     # Entries of the tile not yet decoded are never read (BLEND: read as the zeros they are, as its encoder does).
     values, top, left = _frame(np.zeros((channels, height, width)), context)
+    if distribution == ADAPTIVE:
+        return _adaptive_decoder(stack, values, top, left, _state_for(distribution, state))
     if distribution in BLENDS:
         return _blend_decoder(stack, values, top, left, distribution)
     residuals = np.zeros_like(values)
@@ -451,6 +462,93 @@ def _frame(tile: np.ndarray, context: Context) -> tuple[np.ndarray, int, int]:
     return values, top, left
 
 
+# ---------------------------------------------------------------------------------------------- adaptive contexts
+#
+# ADAPTIVE (format 9) is FITTED with each value's mean moved by the mean residual of the values coded before it in
+# its context, and its std scaled by how their residuals compared with their stds (codec/kernels.py: "adaptive
+# contexts"), over the stream's ADAPTIVE tiles in the order the decoder pops them, not only the tile's own values
+# (a 32x32 tile is too few to learn 8,019 contexts from): AdaptiveState carries the statistics from tile to tile.
+# Kodak's 24 as 32x32 tiles in the decoder's order, the whole stream adaptive: 3.01 % fewer bits than FITTED (the
+# contexts and ADAPT_TUNING chosen on 23 of photos_train's training photographs, 4.8 % fewer there). Its statistics
+# change value by value, so it has no numpy coder: the kernels code it, compiled, or as plain Python where numba
+# is missing (the same numbers, slowly).
+
+
+def _table_distribution(distribution: str) -> str:
+    """The distribution whose tables (rows, edges, bins) `distribution` codes with: ADAPTIVE's are FITTED's."""
+    return FITTED if distribution == ADAPTIVE else distribution
+
+
+class AdaptiveState:
+    """ADAPTIVE's context statistics (4, kernels.ADAPT_CONTEXTS) float64: zeros at a stream's start, then updated
+    by each ADAPTIVE tile coded, in the decoder's order. Encoder and decoder hold one each and must code the
+    same tiles in the same order with it."""
+
+    def __init__(self, sums: np.ndarray | None = None):
+        self.sums = np.zeros((4, kernels.ADAPT_CONTEXTS)) if sums is None else sums
+
+    def copy(self) -> "AdaptiveState":
+        return AdaptiveState(self.sums.copy())
+
+
+def _state_for(distribution: str, state: AdaptiveState | None) -> AdaptiveState:
+    if state is None:
+        raise CodingError(f"{distribution} tiles are coded with their stream's AdaptiveState; none was given")
+    return state
+
+
+_NO_WORDS = np.zeros(0, dtype=np.uint32)  # the bulk handed to a kernel that only records (encode: nothing popped)
+
+
+def record_adaptive(pixels: np.ndarray, context: Context, state: AdaptiveState) -> Recorded:
+    """What ADAPTIVE pushes for the valid pixels (C, h, w) uint8 of one tile after the tiles that updated
+    `state` (updated by this one), without pushing it (push_rows pushes it)."""
+    if pixels.dtype != np.uint8:
+        raise CodingError(f"{ADAPTIVE} codes uint8 pixels, got {pixels.dtype}")
+    values, top, left = _frame(pixels.astype(np.float64), context)
+    _, coded = _adaptive_run(values, top, left, True, state, _NO_WORDS, 0, 0)[:2]
+    return Recorded(ADAPTIVE, coded[0].astype(np.int32), coded[1].astype(np.uint8))
+
+
+def push_rows(stack: Stack, recorded: Recorded) -> None:
+    """Push a recorded tile onto `stack`: by the compiled kernels where they are to be used on it (push_recorded),
+    else by constriction with the same table rows (the same words)."""
+    if push_recorded(stack, recorded):
+        return
+    tables = _table_distribution(recorded.distribution)
+    if tables != FITTED:
+        raise CodingError(f"no table rows for recorded {recorded.distribution} tiles without the kernels")
+    table, centre = np.divmod(recorded.rows.astype(np.int64), _LEVELS)
+    rows = Tables(_fitted_rows(table, centre), np.full(len(table), np.float32(LAPLACE_TOTAL)))
+    stack.push_categorical(recorded.values.astype(np.int32), rows)
+
+
+def _adaptive_decoder(stack: Stack, values: np.ndarray, top: int, left: int, state: AdaptiveState) -> np.ndarray:
+    """Pop an ADAPTIVE tile into the frame `values` (C, H, W) (context filled in, tile zeros), updating `state`."""
+    parts = stack.raw_parts()
+    frame, _, position, head = _adaptive_run(values, top, left, False, state, parts.buffer, parts.length, parts.head)
+    stack.set_raw_parts(RawParts(int(head), parts.buffer, position))
+    return _tile_of(frame, values, top, left)
+
+
+def _adaptive_run(values: np.ndarray, top: int, left: int, encode: bool, state: AdaptiveState,
+                  words: np.ndarray, length: int, head: int):
+    """_kernel_tile for ADAPTIVE by kernels.always()'s forms, falling back to the plain Python ones where the
+    compiled ones fail here; `state` changes only once a run succeeded."""
+    forms = kernels.always()
+    try:
+        work = state.sums.copy()
+        result = _kernel_tile(forms, values, top, left, encode, ADAPTIVE, words, length, head, work)
+    except Exception as error:  # noqa: BLE001 - numba's first-call compile failing on this platform
+        if forms is kernels.PLAIN_FORMS:
+            raise
+        kernels.disable(f"{type(error).__name__}: {error}")
+        work = state.sums.copy()
+        result = _kernel_tile(kernels.PLAIN_FORMS, values, top, left, encode, ADAPTIVE, words, length, head, work)
+    state.sums = work
+    return result
+
+
 # ---------------------------------------------------------------------------------------------- the model
 
 
@@ -625,36 +723,13 @@ def _blend_compiled(stack: Stack, values: np.ndarray, top: int, left: int, encod
     forms = stack.kernel_forms(count)
     if forms is None:
         return None
-    frame, errors, residuals = _blend_frames(values)
-    positions, fronts = _blend_pop_order(height, width, top, left)
-    known, known_fronts = _context_order(height, width, top, left)
-    sources, around = _gather_plan(height, width)
-    edges = _blend_edges(distribution)
-    cumulative = _blend_cumulative(distribution)
-    bins = FITTED_BINS if distribution == FITTED else 1
-    coded = np.empty((2, count if encode else 0), dtype=np.int64)  # (table row, value) per value, in pop order
     parts = stack.raw_parts(room=count if encode else 0)  # a push writes at most one word per value
-
-    def run(frame_, positions_, fronts_, coded_, encode_):
-        return forms["_code_tile"](
-            frame_, errors, residuals, positions_, fronts_, sources, around, _BLEND_STD_WEIGHTS, _BLEND_GAINS,
-            BLEND_ERROR_DIAGONAL, BLEND_ERROR_FLOOR, edges, cumulative, _LEVELS, bins, parts.buffer, parts.length,
-            np.uint64(parts.head), coded_, encode_)
-
     try:
-        if len(known):
-            # The context's errors and residuals (_blend_context's), its values taken as they are, in a frame whose
-            # tile is zeros (the decoder's): a context pixel at the left edge has a tile pixel as its above-right
-            # neighbour. Wavefront by wavefront, each reads only the context before it, as computing them all at
-            # once does.
-            masked = frame
-            if encode:
-                masked = frame.copy()
-                masked[:, positions] = 0.0
-            run(masked, known, known_fronts, np.empty((2, channels * len(known)), dtype=np.int64), True)
-        position, head = run(frame, positions, fronts, coded, encode)
+        frame, coded, position, head = _kernel_tile(forms, values, top, left, encode, distribution, parts.buffer,
+                                                     parts.length, parts.head, kernels.NO_ADAPTATION)
         if encode:
-            position, head = forms["_push"](cumulative, coded[0], coded[1], parts.buffer, position, np.uint64(head))
+            position, head = forms["_push"](_blend_cumulative(distribution), coded[0], coded[1], parts.buffer,
+                                            position, np.uint64(head))
     except Exception as error:  # noqa: BLE001 - numba's first-call compile failing on this platform
         kernels.disable(f"{type(error).__name__}: {error}")
         return None
@@ -662,7 +737,51 @@ def _blend_compiled(stack: Stack, values: np.ndarray, top: int, left: int, encod
     recorded = None
     if encode and record:
         recorded = Recorded(distribution, coded[0].astype(np.int32), coded[1].astype(np.uint8))
-    return frame[:, :-1].reshape(values.shape)[:, top:, left:].astype(np.uint8), recorded
+    return _tile_of(frame, values, top, left), recorded
+
+
+def _tile_of(frame: np.ndarray, values: np.ndarray, top: int, left: int) -> np.ndarray:
+    """The tile's pixels (C, h, w) uint8 of a kernel's frame (C, M + 1) of the frame `values` (C, H, W)."""
+    return frame[:, :-1].reshape(values.shape)[:, top:, left:].astype(np.uint8)
+
+
+def _kernel_tile(forms: dict, values: np.ndarray, top: int, left: int, encode: bool, distribution: str,
+                 words: np.ndarray, length: int, head: int, adaptive: np.ndarray):
+    """One tile of `distribution` (BLENDS or ADAPTIVE) through `forms["_code_tile"]` (codec/kernels.py): popped
+    from the stack (`words`, its bulk's `length`, `head`) into the frame `values` (C, H, W) (context filled in,
+    tile zeros), or with `encode` the values `values` holds taken (nothing pushed). `adaptive`: ADAPTIVE's
+    statistics (AdaptiveState.sums), updated in place, or kernels.NO_ADAPTATION. (The kernel's frame (C, M + 1),
+    each value's (table row, value) in pop order (2, N) where `encode`, the stack's bulk length and head.)"""
+    channels, height, width = values.shape
+    count = channels * (height - top) * (width - left)  # values to code
+    frame, errors, residuals = _blend_frames(values)
+    positions, fronts = _blend_pop_order(height, width, top, left)
+    known, known_fronts = _context_order(height, width, top, left)
+    sources, around = _gather_plan(height, width)
+    tables = _table_distribution(distribution)
+    edges, cumulative = _blend_edges(tables), _blend_cumulative(tables)
+    bins = FITTED_BINS if tables == FITTED else 1
+    coded = np.empty((2, count if encode else 0), dtype=np.int64)  # (table row, value) per value, in pop order
+
+    def run(frame_, positions_, fronts_, coded_, encode_, adaptive_):
+        return forms["_code_tile"](
+            frame_, errors, residuals, positions_, fronts_, sources, around, _BLEND_STD_WEIGHTS, _BLEND_GAINS,
+            BLEND_ERROR_DIAGONAL, BLEND_ERROR_FLOOR, edges, cumulative, _LEVELS, bins, words, length,
+            np.uint64(head), coded_, encode_, adaptive_, kernels.ADAPT_TUNING)
+
+    if len(known):
+        # The context's errors and residuals (_blend_context's), its values taken as they are, in a frame whose
+        # tile is zeros (the decoder's): a context pixel at the left edge has a tile pixel as its above-right
+        # neighbour. Wavefront by wavefront, each reads only the context before it, as computing them all at
+        # once does. No statistics change: the context's values were coded (and counted) with their own tiles.
+        masked = frame
+        if encode:
+            masked = frame.copy()
+            masked[:, positions] = 0.0
+        run(masked, known, known_fronts, np.empty((2, channels * len(known)), dtype=np.int64), True,
+            kernels.NO_ADAPTATION)
+    position, head = run(frame, positions, fronts, coded, encode, adaptive)
+    return frame, coded, position, head
 
 
 _BLEND_STD_WEIGHTS = np.array(BLEND_STD_WEIGHTS)  # (2, 6)

@@ -35,6 +35,12 @@ writes tests/data/format8/*.vz, the first files of format 8 (predictor tiles wit
 photographs): golden.png's two codings of --format6 and the stream order of --format7 (reordered.vz), written
 today by default. Never regenerate them either.
 
+    python scripts/make_golden.py --format9 [--force]
+writes tests/data/format9/*.vz, the first files of format 9 (predictor tiles whose contexts adapt over the
+stream): golden.png with the predictor's choice (predictor.vz; without it only a stream's first tile goes to
+the predictor, as format 8's stateless kind) and the stream order of --format7 (reordered.vz), written today by
+default. Never regenerate them either.
+
     python scripts/make_golden.py --binary [--force]
 writes tests/data/binary/model.vz, the first file of a model with binary latent groups (DVAE++; the seeded
 untrained tiny model with binary_groups = 2, "tiny-binary"): golden.png through the model only (format 5,
@@ -247,19 +253,22 @@ def make_format3_fixtures(force: bool) -> None:
                 print(f"format3/{file_name}: {len(result.data)} bytes, {', '.join(result.codings)}")
 
 
-# The predictor kind of the files of tests/data/format5, format6 and format8 (predictor_files).
-PREDICTOR_KINDS = {5: "predictive-laplace", 6: "predictive-blend", 8: "predictive-fitted"}
-NEWEST = 8  # the format compress_images writes by default (format_version=None)
+# The predictor kind of the files of tests/data/format5, format6, format8 and format9 (predictor_files).
+PREDICTOR_KINDS = {5: "predictive-laplace", 6: "predictive-blend", 8: "predictive-fitted", 9: "predictive-adaptive"}
+NEWEST = 9  # the format compress_images writes by default (format_version=None)
 
 
 def predictor_files(version: int) -> dict[str, tuple[list[tuple[str, Image.Image]], dict]]:
-    """tests/data/formatVERSION (5, 6 or 8): file name -> (the images it holds, compress_images's options):
-    golden.png through the model without the predictor's choice (only its first tile a predictor tile) and with
-    it."""
+    """tests/data/formatVERSION (5, 6, 8 or 9): file name -> (the images it holds, compress_images's options):
+    golden.png through the model without the predictor's choice (only its first tile a predictor tile; not in
+    format 9, where that tile takes format 8's kind) and with it."""
     golden = [("golden.png", golden_image())]
     version_option = dict(format_version=version) if version != NEWEST else {}
-    return {"model.vz": (golden, dict(predictor=False, classical=False, **version_option)),
-            "predictor.vz": (golden, dict(classical=False, **version_option))}
+    files = {"model.vz": (golden, dict(predictor=False, classical=False, **version_option)),
+             "predictor.vz": (golden, dict(classical=False, **version_option))}
+    if version == 9:
+        del files["model.vz"]
+    return files
 
 
 def make_predictor_fixtures(version: int, force: bool) -> None:
@@ -304,8 +313,8 @@ def fixed_estimates():
 
 
 def format7_file(weights: Path, version: int = 7) -> bytes:
-    """tests/data/format7/reordered.vz's bytes (format8/reordered.vz's with version 8): golden.png by the tiny
-    model of `weights`, fixed estimates."""
+    """tests/data/format7/reordered.vz's bytes (formatN/reordered.vz's with version N, 8 or 9): golden.png by the
+    tiny model of `weights`, fixed estimates."""
     with fixed_estimates():
         result = compress_images([("golden.png", golden_image())], load_model(weights), tile=FORMAT7_TILE,
                                  device="cpu", classical=False, format_version=None if version == NEWEST else version)
@@ -366,6 +375,7 @@ def main() -> None:
     action.add_argument("--format6", action="store_true", help="tests/data/format6/*.vz")
     action.add_argument("--format7", action="store_true", help="tests/data/format7/reordered.vz")
     action.add_argument("--format8", action="store_true", help="tests/data/format8/*.vz")
+    action.add_argument("--format9", action="store_true", help="tests/data/format9/*.vz")
     action.add_argument("--binary", action="store_true", help="tests/data/binary/model.vz")
     action.add_argument("--global", dest="global_", action="store_true", help="tests/data/global/model.vz")
     action.add_argument("--sizes", action="store_true", help="print issue 15's size table (writes nothing)")
@@ -382,9 +392,9 @@ def main() -> None:
         make_predictor_fixtures(5 if args.format5 else 6, args.force)
     elif args.format7:
         make_format7_fixture(args.force)
-    elif args.format8:
-        make_predictor_fixtures(8, args.force)
-        make_format7_fixture(args.force, 8)
+    elif args.format8 or args.format9:
+        make_predictor_fixtures(8 if args.format8 else 9, args.force)
+        make_format7_fixture(args.force, 8 if args.format8 else 9)
     elif args.binary:
         make_latent_fixture("binary", binary_weights, args.force)
     elif args.global_:

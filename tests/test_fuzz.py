@@ -62,12 +62,12 @@ def test_fuzz_crafted_weights_and_adversarial_quick(tiny_weights, tmp_path):
     assert names  # the report names a case per outcome
 
 
-def test_fuzz_binary_format_8_quick(tmp_path):
-    """Mutations of format 8 files made with the shipped models (bits-back, the fitted predictor, the stream
+def test_fuzz_binary_format_9_quick(tmp_path):
+    """Mutations of format 9 files made with the shipped models (bits-back, the adaptive predictor, the stream
     order, whitened tiles): every one a one-line rejection or the original images, also through the CLI."""
     report = fuzz.fuzz(0, seed=7, timeout=60.0, cli_every=15, crafted=False, binary_cases=90)
     (tmp_path / "report.md").write_text(fuzz.to_markdown(report))
-    section = report["sections"]["binary_format8"]
+    section = report["sections"][fuzz.BINARY_SECTION]
     assert section["cases"] == 90 and section["failure_count"] == 0, fuzz.to_markdown(report)
     # CRC-fixed edits reach the decoders (a damaged payload is caught by the pixels' checksum at the latest).
     outcomes = section["outcomes"]

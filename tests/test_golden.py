@@ -6,7 +6,8 @@ archive that mixes both paths; format5/*.vz (`--format5`) are format 5: golden.p
 predictor tiles whose residuals are coded with a Laplace; format6/*.vz (`--format6`) the same in format 6, whose
 predictor tiles blend several predictions; format7/reordered.vz (`--format7`) a format-7 file, whose stream puts
 the predictor's tiles first; format8/*.vz (`--format8`) the codings of format6 and format7 in format 8, whose
-predictor tiles code their residuals with tables fitted on photographs."""
+predictor tiles code their residuals with tables fitted on photographs; format9/*.vz (`--format9`) the
+predictor's coding and format7's in format 9, whose predictor tiles adapt their contexts over the stream."""
 
 from __future__ import annotations
 
@@ -120,7 +121,8 @@ def test_the_untrained_model_loses_every_tile_of_the_golden_image_to_the_predict
     still."""
     image = Image.open(GOLDEN / "golden.png")
     sizes = {}
-    kinds = {None: "predictive-fitted", 6: "predictive-blend", 5: "predictive-laplace", 3: "predictive-neighbours"}
+    kinds = {None: "predictive-adaptive", 8: "predictive-fitted", 6: "predictive-blend", 5: "predictive-laplace",
+             3: "predictive-neighbours"}
     for version, predictor_kind in kinds.items():
         result = compress_images([("golden.png", image)], load_model(tiny_weights[3]), tile=16, device="cpu",
                                  classical=False, format_version=version)
@@ -129,7 +131,7 @@ def test_the_untrained_model_loses_every_tile_of_the_golden_image_to_the_predict
         assert result.images[0].tiles_without_bitsback == result.images[0].tiles == 4
         sizes[version] = result.images[0].payload_bits
         assert len(result.data) < len((GOLDEN / "golden.vz").read_bytes())
-    assert sizes[6] < sizes[5] < sizes[3] and sizes[None] < sizes[5]  # a noisy synthetic image: no photograph
+    assert sizes[6] < sizes[5] < sizes[3] and sizes[8] < sizes[5] and sizes[None] < sizes[5]  # noisy, synthetic
 
 
 @pytest.mark.parametrize("version", sorted(PREDICTOR_KINDS))
@@ -151,7 +153,7 @@ def test_predictor_golden_files_decode_exactly_in_a_fresh_process_under_other_ke
             assert np.array_equal(np.asarray(Image.open(out)), expected), (file_name, env)
 
 
-@pytest.mark.parametrize("version", [7, 8])
+@pytest.mark.parametrize("version", [7, 8, 9])
 def test_the_reordered_golden_files_hold_their_stream_order_and_reencode_to_their_bytes(version, tiny_weights):
     """formatN/reordered.vz: the predictor's tiles (the even ones, by the fixed estimates) first in the stream,
     then the model's in batches; encoding again gives the same bytes. A failure means the format changed."""
@@ -165,12 +167,12 @@ def test_the_reordered_golden_files_hold_their_stream_order_and_reencode_to_thei
     alone = [None if estimate == 0 else "predictor" for estimate in format7_estimates(tiles)]
     assert read_version == version and order == bitsback.model_last(alone) == [0, 2, 4, 6, 8, 1, 3, 5, 7]
     kinds = [kind for kind, n in header.coder.schedule for _ in range(n)]
-    predictor_kind = "predictive-blend" if version == 7 else "predictive-fitted"
+    predictor_kind = {7: "predictive-blend", 8: "predictive-fitted", 9: "predictive-adaptive"}[version]
     assert kinds[:5] == [predictor_kind] * 5 and "bitsback" in kinds[5:]
     assert format7_file(tiny_weights[3], version) == pinned
 
 
-@pytest.mark.parametrize("version", [7, 8])
+@pytest.mark.parametrize("version", [7, 8, 9])
 def test_the_reordered_golden_files_decode_exactly_in_a_fresh_process_under_other_kernels(version, tiny_weights,
                                                                                           tmp_path):
     expected = np.asarray(Image.open(GOLDEN / "golden.png"))
@@ -188,7 +190,8 @@ def test_info_says_how_each_file_was_coded():
 
     assert sorted(INFERENCE) == list(READABLE_VERSIONS)  # every format a reader reads, named
     result = run_cli("info", GOLDEN / "golden.vz", GOLDEN / "golden-v4.vz", GOLDEN / "format6" / "model.vz",
-                     GOLDEN / "format7" / "reordered.vz", GOLDEN / "format8" / "reordered.vz")
+                     GOLDEN / "format7" / "reordered.vz", GOLDEN / "format8" / "reordered.vz",
+                     GOLDEN / "format9" / "reordered.vz")
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stdout.decode().splitlines() if not line.startswith(" ")]
     assert "format 2 (integer-exact inference: decodes on any machine)" in lines[0]
@@ -196,6 +199,7 @@ def test_info_says_how_each_file_was_coded():
     assert "format 6 (integer-exact inference with blend predictor tiles," in lines[2]
     assert "format 7 (integer-exact inference with blend predictor tiles first in the stream" in lines[3]
     assert "format 8 (integer-exact inference with blend predictor tiles coded by fitted residual tables" in lines[4]
+    assert "format 9 (integer-exact inference with adaptive blend predictor tiles first in the stream" in lines[5]
 
 
 def test_info_needs_no_model_and_imports_no_torch():
@@ -281,12 +285,13 @@ def test_format_3_golden_files_say_how_each_image_was_coded():
 
 
 def test_the_cli_writes_an_older_format_on_request(tiny_weights, tmp_path):
-    """--format 7 or 6 for readers before format 8 (the blend's Laplace tiles), 5 for those before format 6, 3
-    (and 2) for those before format 5: the predictor's Laplace or Gaussian tiles; the same bytes in a worker
-    process (-j 2); --format 8 is the default; --format with --samples, or a format it cannot write, is a usage
-    error."""
+    """--format 8 for readers before format 9 (the fitted tiles without adapting), 7 or 6 for those before format
+    8 (the blend's Laplace tiles), 5 for those before format 6, 3 (and 2) for those before format 5: the
+    predictor's Laplace or Gaussian tiles; the same bytes in a worker process (-j 2); --format 9 is the default;
+    --format with --samples, or a format it cannot write, is a usage error."""
     image = np.asarray(Image.open(GOLDEN / "golden.png"))
-    formats = {"new": [], "eight": ["--format", "8"], "seven": ["--format", "7"], "six": ["--format", "6"],
+    formats = {"new": [], "nine": ["--format", "9"], "eight": ["--format", "8"], "seven": ["--format", "7"],
+               "six": ["--format", "6"],
                "five": ["--format", "5"], "three": ["--format", "3"], "two": ["--format", "2"]}
     for name, extra in formats.items():
         done = run_cli("compress", GOLDEN / "golden.png", "-o", tmp_path / f"{name}.vz", "-m", tiny_weights[3],
@@ -295,9 +300,10 @@ def test_the_cli_writes_an_older_format_on_request(tiny_weights, tmp_path):
         back = run_cli("decompress", tmp_path / f"{name}.vz", "-o", tmp_path / f"{name}.png", "-m", tiny_weights[3])
         assert back.returncode == 0 and np.array_equal(np.asarray(Image.open(tmp_path / f"{name}.png")), image)
     versions = {name: read_versioned((tmp_path / f"{name}.vz").read_bytes())[0] for name in formats}
-    assert versions["three"] == 3 and versions["two"] == 2 and versions["new"] in (3, 8) and versions["five"] in (3, 5)
+    assert versions["three"] == 3 and versions["two"] == 2 and versions["new"] in (3, 9) and versions["five"] in (3, 5)
     assert versions["six"] == versions["seven"] in (3, 6)  # nothing for the stream order to move here
-    assert (tmp_path / "eight.vz").read_bytes() == (tmp_path / "new.vz").read_bytes()
+    assert versions["eight"] in (3, 8)
+    assert (tmp_path / "nine.vz").read_bytes() == (tmp_path / "new.vz").read_bytes()
     assert (tmp_path / "seven.vz").read_bytes() == (tmp_path / "six.vz").read_bytes()
     kinds = {kind for kind, _ in read_versioned((tmp_path / "two.vz").read_bytes())[1].coder.schedule}
     assert "predictive-laplace" not in kinds and "predictive-neighbours" in kinds
@@ -317,7 +323,7 @@ def test_the_cli_writes_an_older_format_on_request(tiny_weights, tmp_path):
 
 
 # Pinned files whose model stream went without the model tile by tile (predictor tiles, or no tiles at all).
-MODEL_FREE = ["format8/predictor.vz", "format6/predictor.vz", "format5/predictor.vz", "format3/model-alpha.vz",
+MODEL_FREE = ["format9/predictor.vz", "format8/predictor.vz", "format6/predictor.vz", "format5/predictor.vz", "format3/model-alpha.vz",
               "format3/archive.vz"]
 
 

@@ -139,14 +139,17 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
 
         coder_model = TorchLatentModel(loaded.model, _resolve_device(device))  # integer-exact
     integer = coder_model is None or coder_model.integer
-    # Format 8's predictor tiles (the blend of predictors with fitted residual tables); where an older format was
-    # asked for, format 6 and 7's (the blend with Laplace residuals), format 5's (Laplace residuals), else
-    # Gaussian ones (formats 1 to 4; the model's files are format 1 without integer inference).
+    # Format 9's predictor tiles (the blend of predictors with fitted residual tables, its contexts adapting over
+    # the stream); where an older format was asked for, format 8's (the same without adapting), format 6 and 7's
+    # (the blend with Laplace residuals), format 5's (Laplace residuals), else Gaussian ones (formats 1 to 4; the
+    # model's files are format 1 without integer inference).
     predictor_kind = bitsback.PREDICTIVE_NEIGHBOURS
-    blend_versions = (container.BLEND_VERSION, container.ORDER_VERSION)
-    if integer and format_version in (None, container.LAPLACE_VERSION, *blend_versions):
-        predictor_kind = bitsback.PREDICTIVE_FITTED if format_version is None else \
-            bitsback.PREDICTIVE_LAPLACE if format_version == container.LAPLACE_VERSION else bitsback.PREDICTIVE_BLEND
+    if integer:
+        predictor_kind = {
+            None: bitsback.PREDICTIVE_ADAPTIVE, container.FITTED_VERSION: bitsback.PREDICTIVE_FITTED,
+            container.ORDER_VERSION: bitsback.PREDICTIVE_BLEND, container.BLEND_VERSION: bitsback.PREDICTIVE_BLEND,
+            container.LAPLACE_VERSION: bitsback.PREDICTIVE_LAPLACE,
+        }.get(format_version, predictor_kind)
     obstacle = importance_coding_obstacle(loaded.config) if samples != 1 else None
     if obstacle:
         raise ImageError(f"--samples {samples}: importance-weighted coding cannot code {loaded.name}: {obstacle}")
@@ -191,15 +194,20 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
         # same image), once: the coder's choice of tiles and the estimate that decides whether it runs.
         # The predictor's pushes of the tiles it will code (cheaper than the estimate) are kept from it, within one
         # budget for all the images, and pushed again by the coder (kodim23 --fast: its coding 0.63 -> 0.09 s).
-        priced_of, budget = {}, bitsback.RECORD_BYTES
-        for k, cut in tiles_of.items():
-            priced_of[k] = bitsback.price_without_model(cut, predictor_kind, estimates_of[k], budget)
-            budget -= sum(price.recorded.nbytes for price in priced_of[k] if price.recorded is not None)
+        # All the images' tiles at once, as the stream holds them: the adaptive predictor's statistics run over
+        # them all, and its recordings hold where the stream codes these very tiles the same way.
+        cuts = list(tiles_of.items())
+        every = bitsback.price_without_model([t for _, cut in cuts for t in cut], predictor_kind,
+                                             [e for k, _ in cuts for e in estimates_of[k]])
+        priced_of, start = {}, 0
+        for k, cut in cuts:
+            priced_of[k], start = every[start : start + len(cut)], start + len(cut)
 
     def code(indices: list[int], on_batch=progress) -> _ModelCoding:
         return _encode_model(split, indices, coder_model, tiles_of, estimates_of if predictor else None, tile,
                              max_batch, on_batch, legacy, predictor_kind, samples, priced_of,
-                             model_last_order=format_version in (None, container.ORDER_VERSION))
+                             model_last_order=format_version in (None, container.ORDER_VERSION,
+                                                                 container.FITTED_VERSION))
 
     if legacy or not classical:
         everything = code(everyone) if tiles_needed <= MAX_TILES else None

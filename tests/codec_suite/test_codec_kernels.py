@@ -314,3 +314,64 @@ def test_ready_waits_for_enough_values_unless_numba_is_loaded_and_stops_after_a_
     with pytest.warns(RuntimeWarning, match="blend coder is off"):
         kernels.disable("a test")
     assert kernels.ready() is None
+
+
+# ---------------------------------------------------------------------------------------------- adaptive contexts
+
+
+def adaptive_stream(forms, monkeypatch, pairs):
+    """`pairs` (pixels, context) as one stream's ADAPTIVE tiles, the first popped first, with the kernels `forms`:
+    recorded in that order, pushed last first, popped back. (The recordings, the words, the decoded tiles, the
+    encoder's and the decoder's statistics.)"""
+    monkeypatch.setattr(kernels, "always", lambda: forms)
+    state = predictive.AdaptiveState()
+    recorded = [predictive.record_adaptive(tile, context, state) for tile, context in pairs]
+    stack = Stack()
+    for one in reversed(recorded):
+        predictive.push_rows(stack, one)
+    words = stack.words()
+    decoder = predictive.AdaptiveState()
+    decoded = [predictive.decode(stack, *tile.shape, context, predictive.ADAPTIVE, decoder) for tile, context in pairs]
+    assert stack.is_empty()
+    return recorded, words, decoded, state, decoder
+
+
+@compiled
+def test_adaptive_tiles_compiled_and_as_plain_python_are_the_same_bits(monkeypatch):
+    """ADAPTIVE has no numpy coder: the compiled kernels and their plain Python forms (where numba is missing)
+    must record the same rows, write the same words and learn the same statistics, and both decode."""
+    pairs = list(tiles(np.random.default_rng(31)))[::7]  # every shape and channel count, smooth and noisy
+    runs = [adaptive_stream(forms, monkeypatch, pairs) for forms in (kernels.compiled(), kernels.PLAIN_FORMS)]
+    for recorded, words, decoded, state, decoder in runs:
+        assert all(np.array_equal(got, tile) for got, (tile, _) in zip(decoded, pairs))
+        assert np.array_equal(state.sums, decoder.sums) and np.count_nonzero(state.sums[1]) > 100
+    (compiled_rows, compiled_words, _, compiled_state, _), (plain_rows, plain_words, _, plain_state, _) = runs
+    assert all(np.array_equal(a.rows, b.rows) and np.array_equal(a.values, b.values)
+               for a, b in zip(compiled_rows, plain_rows))
+    assert np.array_equal(compiled_words, plain_words) and np.array_equal(compiled_state.sums, plain_state.sums)
+
+
+def test_adaptive_statistics_carry_from_tile_to_tile(monkeypatch):
+    """A tile's rows depend on the tiles coded before it in the stream (and only through the statistics): the
+    same tile after others is coded otherwise than first, and its decoder needs the same history."""
+    monkeypatch.setattr(kernels, "always", lambda: kernels.PLAIN_FORMS)
+    rng = np.random.default_rng(32)
+    before = [smooth_image(rng, 3, 8, 8, noise=3.0) for _ in range(3)]
+    tile = smooth_image(rng, 3, 8, 8, noise=3.0)
+    fresh = predictive.record_adaptive(tile, predictive.Context(), predictive.AdaptiveState())
+    state = predictive.AdaptiveState()
+    for other in before:
+        predictive.record_adaptive(other, predictive.Context(), state)
+    learned = state.copy()
+    after = predictive.record_adaptive(tile, predictive.Context(), state)
+    assert np.array_equal(fresh.values, after.values) and not np.array_equal(fresh.rows, after.rows)
+    stack = Stack()
+    predictive.push_rows(stack, after)
+    words = stack.words()
+    assert np.array_equal(predictive.decode(Stack.from_words(words), *tile.shape, predictive.Context(),
+                                            predictive.ADAPTIVE, learned), tile)
+    wrong = predictive.decode(Stack.from_words(words), *tile.shape, predictive.Context(), predictive.ADAPTIVE,
+                              predictive.AdaptiveState())
+    assert not np.array_equal(wrong, tile)
+    with pytest.raises(ValueError, match="AdaptiveState"):
+        predictive.decode(Stack.from_words(words), *tile.shape, predictive.Context(), predictive.ADAPTIVE)

@@ -22,10 +22,14 @@ def round_trip(pixels: np.ndarray, below: int = 0, context: predictive.Context =
     marker = np.arange(below) % 11
     stack.push_uniform(marker, 2**16)
     before = stack.num_valid_bits()
-    predictive.encode(stack, pixels, context, distribution)
+    # ADAPTIVE: a stream's first tile, its statistics from zeros on both sides
+    state, decoder_state = predictive.AdaptiveState(), predictive.AdaptiveState()
+    predictive.encode(stack, pixels, context, distribution, state=state)
     bits = stack.num_valid_bits() - before
     again = Stack.from_words(stack.words())
-    np.testing.assert_array_equal(predictive.decode(again, *pixels.shape, context, distribution), pixels)
+    np.testing.assert_array_equal(predictive.decode(again, *pixels.shape, context, distribution, decoder_state),
+                                  pixels)
+    np.testing.assert_array_equal(state.sums, decoder_state.sums)
     np.testing.assert_array_equal(again.pop_uniform(below, 2**16), marker)  # nothing below was touched
     assert again.is_empty()
     return bits
@@ -72,14 +76,15 @@ def test_a_fresh_process_decodes_what_this_one_encoded(tmp_path, distribution):
     rng = np.random.default_rng(5)
     pixels = smooth_image(rng, 3, 24, 20, noise=6.0)
     stack = Stack()
-    predictive.encode(stack, pixels, distribution=distribution)
+    predictive.encode(stack, pixels, distribution=distribution, state=predictive.AdaptiveState())
     np.save(tmp_path / "words.npy", stack.words())
     np.save(tmp_path / "pixels.npy", pixels)
     script = (
         "import sys, numpy as np; sys.path.insert(0, sys.argv[1]);"
         "from codec import predictive; from codec.ans import Stack;"
         "s = Stack.from_words(np.load(sys.argv[2] + '/words.npy')); p = np.load(sys.argv[2] + '/pixels.npy');"
-        "assert np.array_equal(predictive.decode(s, *p.shape, distribution=sys.argv[3]), p) and s.is_empty();"
+        "assert np.array_equal(predictive.decode(s, *p.shape, distribution=sys.argv[3],"
+        " state=predictive.AdaptiveState()), p) and s.is_empty();"
         "print('ok')"
     )
     root = str(HERE.parents[1])
