@@ -134,7 +134,7 @@ def test_the_command_line_fast_option(tiny_weights, tmp_path):
     Image.open(ROOT / "samples" / "hopper.png").convert("RGB").crop((0, 0, 96, 64)).save(tmp_path / "a.png")
     done = run_cli("compress", tmp_path / "a.png", "--fast", "-m", tiny_weights[3], "-v")
     assert done.returncode == 0, done.stderr.decode()
-    assert "predictor (no model)" in done.stderr.decode()  # this photograph's tiles: the predictor's stream
+    assert "predictor (no model tile)" in done.stderr.decode()  # this photograph's tiles: the predictor's stream
     assert "no model bound (--fast" in done.stderr.decode()
     done = run_cli("info", tmp_path / "a.vz")
     assert b"model tiny-rgb" in done.stdout and b"(not needed to decode: no tile went through it)" in done.stdout
@@ -174,3 +174,40 @@ def test_fast_compress_with_a_shipped_model_imports_no_torch(tmp_path):
     assert out.stdout.strip() == "ok", out.stderr
     loaded = compress_images([("a.png", Image.open(tmp_path / "a.png"))], load_model("photo2"), fast=True)
     assert (tmp_path / "a.vz").read_bytes() == loaded.data
+
+
+def test_by_default_the_predictors_own_stream_is_kept_where_it_is_the_smaller_file(tiny_weights, monkeypatch):
+    """By default compress also codes the image as --fast does without its classical codings (the predictor's
+    tiles of FAST_TILE, no model tile) and keeps the smaller file; the report keeps the model's bound (the network
+    ran) and names what the other stream cost. The untrained tiny model loses every tile of the sample photograph
+    to the predictor, whose larger tiles then code it for less; where that stream is made larger than the model's,
+    the model's is kept."""
+    from vaezip import archive
+
+    image = Image.open(ROOT / "samples" / "hopper.png").convert("RGB").crop((0, 0, 256, 160))
+    loaded = load_model(tiny_weights[3])
+    model_stream = compress_images([("a.png", image)], loaded, device="cpu", tile=32)  # a tile asked for: no quick
+    quick = compress_images([("a.png", image)], loaded, device="cpu", fast=True, classical=False)
+    default = compress_images([("a.png", image)], loaded, device="cpu")
+    assert len(quick.data) < len(model_stream.data) and default.data == quick.data
+    report, = default.images
+    assert report.bound_bits == model_stream.images[0].bound_bits and math.isfinite(report.bound_bits)
+    candidates = dict(report.candidate_bytes)
+    assert candidates["predictor"] == math.ceil(quick.images[0].payload_bits / 8)
+    assert candidates["model"] == math.ceil(model_stream.images[0].payload_bits / 8)
+    assert {"png", "webp", "raw"} <= set(candidates)
+
+    original = archive._encode_archive
+
+    def larger_quick(*args, **kwargs):  # the quick stream made larger than the model's
+        result = original(*args, **kwargs)
+        return result if not kwargs["fast"] else archive.dataclasses.replace(result, data=result.data + bytes(10**6))
+
+    monkeypatch.setattr(archive, "_encode_archive", larger_quick)
+    kept = compress_images([("a.png", image)], loaded, device="cpu")
+    assert kept.data == model_stream.data and "predictor" in dict(kept.images[0].candidate_bytes)
+    for options in (dict(tile=32), dict(format_version=8), dict(classical=False), dict(predictor=False)):
+        calls = []
+        monkeypatch.setattr(archive, "_encode_archive", lambda *a, **k: calls.append(k["fast"]) or original(*a, **k))
+        compress_images([("a.png", image)], loaded, device="cpu", **options)
+        assert calls == [False], options  # something asked for: that alone is coded

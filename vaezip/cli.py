@@ -746,16 +746,20 @@ def _report(result, output: str, verified: float | None = None, verbose: bool = 
     if verbose or len(result.images) == 1:
         for image in result.images:
             share = image.payload_bits / image.subpixels
-            # What the other paths would have cost (the file keeps the smallest).
-            others = "".join(f", {coding} {size} B" for coding, size in image.candidate_bytes if coding != image.coding)
+            # No model tile: --fast, or by default where the predictor's own stream was the smaller file.
+            predictor_only = image.coding == "model" and math.isnan(image.without_bitsback_excess_bits)
+            # What the other paths would have cost (the file keeps the smallest); with --fast "model" is this stream.
+            taken = "predictor" if predictor_only and "predictor" in dict(image.candidate_bytes) else image.coding
+            others = "".join(f", {coding} {size} B" for coding, size in image.candidate_bytes if coding != taken)
             if image.coding != "model":
                 bound = "no model bound" if math.isnan(image.bound_bpsp) else f"model bound {image.bound_bpsp:.4f} bpsp"
                 _say(f"{image.name}: {image.width}x{image.height} {image.mode}, coded as {image.coding}: "
                      f"{share:.4f} bpsp ({bound}{others})")
                 continue
-            if math.isnan(image.bound_bpsp):  # --fast: no network ran
-                _say(f"{image.name}: {image.width}x{image.height} {image.mode}, predictor (no model): payload "
-                     f"{share:.4f} bpsp ({image.tiles} tiles{others})")
+            if predictor_only:
+                bound = "no model bound, " if math.isnan(image.bound_bpsp) else f"model bound {image.bound_bpsp:.4f} bpsp, "
+                _say(f"{image.name}: {image.width}x{image.height} {image.mode}, predictor (no model tile): payload "
+                     f"{share:.4f} bpsp ({bound}{image.tiles} tiles{others})")
                 continue
             _say(
                 f"{image.name}: {image.width}x{image.height} {image.mode}, model: bound {image.bound_bpsp:.4f} bpsp, "
