@@ -45,12 +45,13 @@ ADAPT_CHANNEL_CLASSES = 3
 ADAPT_CONTEXTS = ADAPT_CHANNEL_CLASSES * ADAPT_LEVEL_GROUPS * 81 * 3  # 8,019
 # The count at which a context's statistics halve, the prior count of the std's ratio, the expected |residual| /
 # std per value, and the ratio's bounds: chosen on 23 of photos_train's training photographs (every 13th),
-# 32x32 tiles in the decoder's order (Kodak's 24, held out: the same choice was best there too).
+# 32x32 tiles in the decoder's order, 4.72 % below FITTED there; the best of `python scripts/adaptive_contexts.py
+# photos-train --every 13 --tune`'s grid, a prior of 4, is 0.04 % lower still.
 ADAPT_TUNING = np.array([64.0, 8.0, 0.7, 0.4, 2.5])
 ADAPT_TUNING.flags.writeable = False
 # _code_tile's `adaptive` for the other distributions: writable (numba types a read-only array apart and refuses
 # the branch that writes it), and empty, so nothing is ever written.
-NO_ADAPTATION = np.zeros((4, 0))
+NO_ADAPTATION = np.zeros((0, 4))
 
 
 def left_cumulatives(rows: np.ndarray) -> np.ndarray:
@@ -151,7 +152,7 @@ def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std
     (J - 1,): the std levels' edges; cumulative: the table rows' left_cumulatives, row (level * bins + quarter)
     * levels + mean, the quarter the mean's between integers where bins > 1 (FITTED; predictive.fitted_bins),
     0 where bins is 1 (BLEND).
-    adaptive (4, ADAPT_CONTEXTS) float64, or (4, 0) for none: the state of ADAPTIVE's context statistics (see
+    adaptive (ADAPT_CONTEXTS, 4) float64, or (0, 4) for none: the state of ADAPTIVE's context statistics (see
     "adaptive contexts" below), read and updated value by value in pop order; tuning: ADAPT_TUNING.
     Returns the stack's (position, state) afterwards (unchanged when encoding)."""
     channels, predictors = frame.shape[0], errors.shape[0]
@@ -162,7 +163,7 @@ def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std
     spatial = np.empty((channels, widest))
     base = np.empty((channels, widest))
     centre = np.empty((channels, widest))  # each value's unrounded mean (ADAPTIVE's contexts read the last channel's)
-    adapting = adaptive.shape[1] > 0
+    adapting = adaptive.shape[0] > 0
     weight = np.empty(predictors)
     count = 0
     for f in range(len(fronts) - 1):
@@ -240,11 +241,16 @@ def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std
                     context = ((min(channel, ADAPT_CHANNEL_CLASSES - 1) * ADAPT_LEVEL_GROUPS + group) * 81
                                + texture) * 3 + previous
                     # The mean moved by the context's mean residual, the std scaled by its spread so far.
-                    if adaptive[1, context] > 0.0:
-                        coded_unrounded = min(max(unrounded + adaptive[0, context] / adaptive[1, context], 0.0), 255.0)
+                    if adaptive[context, 1] > 0.0:
+                        coded_unrounded = min(max(unrounded + adaptive[context, 0] / adaptive[context, 1], 0.0), 255.0)
                         coded_mean = np.floor(coded_unrounded + 0.5)
-                    ratio = (adaptive[2, context] + tuning[1]) / (adaptive[3, context] + tuning[1])
-                    coded_level = _level(edges, std * min(max(ratio, tuning[3]), tuning[4]))
+                    ratio = (adaptive[context, 2] + tuning[1]) / (adaptive[context, 3] + tuning[1])
+                    # _level(edges, coded_std), stepped from the std's own level: the ratio moves it a few levels
+                    coded_std = std * min(max(ratio, tuning[3]), tuning[4])
+                    while coded_level < len(edges) and edges[coded_level] < coded_std:
+                        coded_level += 1
+                    while coded_level > 0 and edges[coded_level - 1] >= coded_std:
+                        coded_level -= 1
                 table = coded_level
                 if bins > 1:  # predictive.fitted_bins, operation for operation
                     quarter = min(max(np.floor((coded_unrounded - coded_mean + 0.5) * bins), 0.0), bins - 1.0)
@@ -259,13 +265,13 @@ def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std
                 frame[channel, at] = float(symbol)
                 residuals[channel, at] = abs(float(symbol) - mean)
                 if adapting:
-                    adaptive[0, context] += float(symbol) - unrounded
-                    adaptive[1, context] += 1.0
-                    adaptive[2, context] += abs(float(symbol) - coded_unrounded) / std
-                    adaptive[3, context] += tuning[2]
-                    if adaptive[1, context] >= tuning[0]:  # halved: recent values count more
+                    adaptive[context, 0] += float(symbol) - unrounded
+                    adaptive[context, 1] += 1.0
+                    adaptive[context, 2] += abs(float(symbol) - coded_unrounded) / std
+                    adaptive[context, 3] += tuning[2]
+                    if adaptive[context, 1] >= tuning[0]:  # halved: recent values count more
                         for statistic in range(4):
-                            adaptive[statistic, context] *= 0.5
+                            adaptive[context, statistic] *= 0.5
         for i in range(start, end):
             at, j = positions[i], i - start
             for k in range(predictors):

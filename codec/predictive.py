@@ -480,12 +480,12 @@ def _table_distribution(distribution: str) -> str:
 
 
 class AdaptiveState:
-    """ADAPTIVE's context statistics (4, kernels.ADAPT_CONTEXTS) float64: zeros at a stream's start, then updated
-    by each ADAPTIVE tile coded, in the decoder's order. Encoder and decoder hold one each and must code the
-    same tiles in the same order with it."""
+    """ADAPTIVE's context statistics (kernels.ADAPT_CONTEXTS, 4) float64, a context's four side by side: zeros at
+    a stream's start, then updated by each ADAPTIVE tile coded, in the decoder's order. Encoder and decoder hold
+    one each and must code the same tiles in the same order with it."""
 
     def __init__(self, sums: np.ndarray | None = None):
-        self.sums = np.zeros((4, kernels.ADAPT_CONTEXTS)) if sums is None else sums
+        self.sums = np.zeros((kernels.ADAPT_CONTEXTS, 4)) if sums is None else sums
 
     def copy(self) -> "AdaptiveState":
         return AdaptiveState(self.sums.copy())

@@ -58,9 +58,9 @@ def main() -> None:
     started = time.perf_counter()
     fitted = bits(images, args.tile, bitsback.PREDICTIVE_FITTED)
     print(f"format 8 (predictive-fitted): {fitted / values:.4f} bits per subpixel", flush=True)
-    tunings = [tuple(kernels.ADAPT_TUNING)]
+    tunings = [tuple(float(value) for value in kernels.ADAPT_TUNING)]
     if args.tune:
-        tunings += [(limit, prior, expected, *kernels.ADAPT_TUNING[3:])
+        tunings += [(limit, prior, expected, *tunings[0][3:])
                     for limit, prior, expected in itertools.product((32.0, 64.0, 128.0), (4.0, 8.0, 16.0),
                                                                     (0.65, 0.7, 0.8))]
     shipped = kernels.ADAPT_TUNING
@@ -68,7 +68,7 @@ def main() -> None:
         for tuning in dict.fromkeys(tunings):
             kernels.ADAPT_TUNING = np.array(tuning)
             adaptive = bits(images, args.tile, bitsback.PREDICTIVE_ADAPTIVE)
-            label = "format 9 (predictive-adaptive)" + ("" if tuning == tuple(shipped) else f", tuning {tuning}")
+            label = "format 9 (predictive-adaptive)" + ("" if tuning == tunings[0] else f", tuning {tuning}")
             print(f"{label}: {adaptive / values:.4f} bits per subpixel ({100 * (adaptive / fitted - 1):+.2f} %)",
                   flush=True)
     finally:
