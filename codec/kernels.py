@@ -153,7 +153,8 @@ def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std
     * levels + mean, the quarter the mean's between integers where bins > 1 (FITTED; predictive.fitted_bins),
     0 where bins is 1 (BLEND).
     adaptive (ADAPT_CONTEXTS, 4) float64, or (0, 4) for none: the state of ADAPTIVE's context statistics (see
-    "adaptive contexts" below), read and updated value by value in pop order; tuning: ADAPT_TUNING.
+    "adaptive contexts" at the top of this module), read and updated value by value in pop order; tuning:
+    ADAPT_TUNING.
     Returns the stack's (position, state) afterwards (unchanged when encoding)."""
     channels, predictors = frame.shape[0], errors.shape[0]
     widest = 0

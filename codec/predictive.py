@@ -468,10 +468,10 @@ def _frame(tile: np.ndarray, context: Context) -> tuple[np.ndarray, int, int]:
 # its context, and its std scaled by how their residuals compared with their stds (codec/kernels.py: "adaptive
 # contexts"), over the stream's ADAPTIVE tiles in the order the decoder pops them, not only the tile's own values
 # (a 32x32 tile is too few to learn 8,019 contexts from): AdaptiveState carries the statistics from tile to tile.
-# Kodak's 24 as 32x32 tiles in the decoder's order, the whole stream adaptive: 3.01 % fewer bits than FITTED (the
-# contexts and ADAPT_TUNING chosen on 23 of photos_train's training photographs, 4.8 % fewer there). Its statistics
-# change value by value, so it has no numpy coder: the kernels code it, compiled, or as plain Python where numba
-# is missing (the same numbers, slowly).
+# Kodak's 24 as 32x32 tiles in the decoder's order, the whole stream adaptive: 3.00 % fewer bits than FITTED (the
+# contexts and ADAPT_TUNING chosen on 23 of photos_train's training photographs, 4.72 % fewer there; `python
+# scripts/adaptive_contexts.py SET`). Its statistics change value by value, so it has no numpy coder: the kernels
+# code it, compiled, or as plain Python where numba is missing (the same numbers, slowly).
 
 
 def _table_distribution(distribution: str) -> str:
