@@ -101,13 +101,24 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
     file kept: since format 9's adaptive predictor the model's tiles of 32 gain less on most photographs than
     the predictor's larger tiles do (Kodak: the smaller of the two on 21 of the 24)."""
     started = time.perf_counter()
+    if fast or tile is not None or not (predictor and classical) or format_version is not None or samples != 1:
+        return _encode_archive(images, model, tile=tile, max_batch=max_batch, device=device, progress=progress,
+                               predictor=predictor, classical=classical, format_version=format_version,
+                               samples=samples, fast=fast)
+    quick_of = []
+
+    def quick_stream() -> None:
+        quick_of.append(_encode_archive(images, model, tile=None, max_batch=max_batch, device=device, progress=None,
+                                        predictor=True, classical=False, format_version=None, samples=1, fast=True))
+
+    # The quick stream is coded while the classical codings finish (its compiled coder and Pillow's encoders
+    # release the GIL), where the default's coding gets that far; else after it.
     result = _encode_archive(images, model, tile=tile, max_batch=max_batch, device=device, progress=progress,
                              predictor=predictor, classical=classical, format_version=format_version,
-                             samples=samples, fast=fast)
-    if fast or tile is not None or not (predictor and classical) or format_version is not None or samples != 1:
-        return result
-    quick = _encode_archive(images, model, tile=None, max_batch=max_batch, device=device, progress=None,
-                            predictor=True, classical=False, format_version=None, samples=1, fast=True)
+                             samples=samples, fast=fast, alongside=quick_stream)
+    if not quick_of:
+        quick_stream()
+    quick = quick_of[0]
     shares = [math.ceil(report.payload_bits / 8) for report in quick.images]
     if len(result.data) <= len(quick.data):  # the quick stream's share of each image joins its candidates
         reports = tuple(dataclasses.replace(report, candidate_bytes=tuple(sorted(
@@ -122,7 +133,9 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
 
 
 def _encode_archive(images, model, *, tile, max_batch, device, progress, predictor, classical, format_version,
-                    samples, fast) -> CompressResult:
+                    samples, fast, alongside=None) -> CompressResult:
+    """encode_archive's coding with these options; `alongside()` is called once the classical codings run beside
+    the coder, before the model codes anything (not at all where no classical coding runs)."""
     started = time.perf_counter()
     split = []
     for name, image in images:
@@ -230,6 +243,8 @@ def _encode_archive(images, model, *, tile, max_batch, device, progress, predict
         priced_of, start = {}, 0
         for k, cut in cuts:
             priced_of[k], start = every[start : start + len(cut)], start + len(cut)
+    if alongside is not None and alternatives_later is not None:
+        alongside()
 
     def code(indices: list[int], on_batch=progress) -> _ModelCoding:
         return _encode_model(split, indices, coder_model, tiles_of, estimates_of if predictor else None, tile,
