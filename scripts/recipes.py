@@ -192,8 +192,11 @@ RECIPES: dict[str, Recipe] = {
             "model gains nothing (docs/results/context). ~50 hours of the 2-core AMD EPYC's one thread in all. First "
             "sitting 2026-12-04 (135 minutes, one thread at nice 19 beside other work): 5,030 steps, held-out bound "
             "8.68 (step 58) -> 4.956 (photo2 4.343); 50 held-out crops coded for real 2.9811 bpsp against photo2's "
-            "2.9662 (bounds 3.7265 and 3.4435). runs/photo-ms (45 MB) resumes where it stopped; too large, with the "
-            "tree and the data, for a GPU window's 64 MiB carry as scripts/gpu_window.sh stands",
+            "2.9662 (bounds 3.7265 and 3.4435). Second sitting 2026-12-04/05 (160 minutes, the same way): held-out "
+            "bound 4.680 at step 9,500, still falling ~0.03 per 1,000 steps (photo2 4.343); since format 9's "
+            "adaptive predictor takes most photograph tiles, only a model well below photo2 would pay. "
+            "runs/photo-ms (45 MB) resumes where it stopped; too large, with the tree and the data, for a GPU "
+            "window's 64 MiB carry as scripts/gpu_window.sh stands",
         ),
         Recipe(
             "mnist", "mnist-train", "cpu", steps=11377, decay_steps=16000,
