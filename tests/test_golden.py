@@ -361,3 +361,22 @@ def test_a_file_with_model_tiles_still_needs_its_model():
     assert not needs_no_model(read(data)[0])
     result = run_cli("decompress", GOLDEN / "format6" / "model.vz", "-o", "-")
     assert result.returncode != 0 and b"not installed: pass --model" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["format9/predictor.vz", "format9/reordered.vz"])
+def test_format_9_files_decode_in_a_fresh_process_without_numba(name, tiny_weights, tmp_path):
+    """Format 9's adaptive predictor tiles have no numpy coder: where numba cannot be imported the kernels run as
+    plain Python (codec/kernels.py PLAIN_FORMS), the same pixels."""
+    expected = np.asarray(Image.open(GOLDEN / "golden.png"))
+    script = (
+        "import sys, numpy as np; sys.modules['numba'] = None; sys.path.insert(0, sys.argv[1]);"
+        "from vaezip.api import decompress_images, load_model; from codec import kernels;"
+        "(_, image), = decompress_images(open(sys.argv[2], 'rb').read(), load_model(sys.argv[3]), device='cpu');"
+        "assert kernels.compiled() is None and kernels.always() is kernels.PLAIN_FORMS;"
+        "np.save(sys.argv[4], np.asarray(image)); print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(GOLDEN.parents[1]), str(GOLDEN / name),
+                          str(tiny_weights[3]), str(tmp_path / "image.npy")], capture_output=True, text=True,
+                         timeout=300)
+    assert out.stdout.strip() == "ok", out.stderr
+    assert np.array_equal(np.load(tmp_path / "image.npy"), expected)
