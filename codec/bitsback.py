@@ -481,13 +481,20 @@ def price_without_model(tiles: Sequence[Tile], predictor: str = PREDICTIVE_ADAPT
         recorded = stream.recordings.pop(index, None) if stream.recordings is not None else None
         costs = {predictor: trial.num_valid_bits(), WHITENED: raw_bits(tile)}
         kind = min(costs, key=costs.get)
-        if recorded is None or kind != predictor or costs[kind] >= record_below[index] or \
-                kept + recorded.nbytes > record_bytes:
-            recorded = None
-        else:
-            kept += recorded.nbytes
+        recorded = _kept(recorded if kind == predictor else None, costs[kind], record_below, index,
+                         record_bytes - kept)
+        kept += 0 if recorded is None else recorded.nbytes
         priced.append(Price(kind, costs[kind], recorded))
     return priced
+
+
+def _kept(recorded: predictive.Recorded | None, bits: float, record_below: Sequence[float] | None, index: int,
+          room: int) -> predictive.Recorded | None:
+    """`recorded` where price_without_model keeps it: a tile the predictor codes for less than the model's
+    expected cost, within the bytes left (`room`); else None."""
+    if recorded is None or record_below is None or bits >= record_below[index] or recorded.nbytes > room:
+        return None
+    return recorded
 
 
 def _price_adaptive(tiles: Sequence[Tile], record_below: Sequence[float] | None, record_bytes: int) -> list[Price]:
@@ -500,21 +507,19 @@ def _price_adaptive(tiles: Sequence[Tile], record_below: Sequence[float] | None,
     chain: list[Tile] = []
     kept = 0
     for index in range(len(tiles) - 1, -1, -1):
-        before = stream.adaptive.copy()
+        before = stream.adaptive.sums  # a recording replaces the array, never writes it (AdaptiveState)
         recorded = tilekinds.record_adaptive(tiles[index], index, stream)
         trial = Stack()
         predictive.push_rows(trial, recorded)
         costs = {PREDICTIVE_ADAPTIVE: trial.num_valid_bits(), WHITENED: raw_bits(tiles[index])}
         kind = min(costs, key=costs.get)
         if kind != PREDICTIVE_ADAPTIVE:
-            stream.adaptive.sums = before.sums
+            stream.adaptive.sums = before
         else:
             chain.append(tiles[index])
-        if kind != PREDICTIVE_ADAPTIVE or record_below is None or costs[kind] >= record_below[index] or \
-                kept + recorded.nbytes > record_bytes:
-            recorded = None
-        else:
-            kept += recorded.nbytes
+        recorded = _kept(recorded if kind == PREDICTIVE_ADAPTIVE else None, costs[kind], record_below, index,
+                         record_bytes - kept)
+        kept += 0 if recorded is None else recorded.nbytes
         priced[index] = Price(kind, costs[kind], recorded, chain)
     return priced  # type: ignore[return-value]
 

@@ -482,7 +482,8 @@ def _table_distribution(distribution: str) -> str:
 class AdaptiveState:
     """ADAPTIVE's context statistics (kernels.ADAPT_CONTEXTS, 4) float64, a context's four side by side: zeros at
     a stream's start, then updated by each ADAPTIVE tile coded, in the decoder's order. Encoder and decoder hold
-    one each and must code the same tiles in the same order with it."""
+    one each and must code the same tiles in the same order with it. A tile's coding replaces `sums` with an
+    updated array and never writes the one it read: a caller may keep that one to undo the tile."""
 
     def __init__(self, sums: np.ndarray | None = None):
         self.sums = np.zeros((kernels.ADAPT_CONTEXTS, 4)) if sums is None else sums

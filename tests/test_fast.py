@@ -190,6 +190,8 @@ def test_by_default_the_predictors_own_stream_is_kept_where_it_is_the_smaller_fi
     quick = compress_images([("a.png", image)], loaded, device="cpu", fast=True, classical=False)
     default = compress_images([("a.png", image)], loaded, device="cpu")
     assert len(quick.data) < len(model_stream.data) and default.data == quick.data
+    # the images are read once: an iterator of them codes both streams too
+    assert compress_images(iter([("a.png", image)]), loaded, device="cpu").data == default.data
     report, = default.images
     assert report.bound_bits == model_stream.images[0].bound_bits and math.isfinite(report.bound_bits)
     candidates = dict(report.candidate_bytes)

@@ -101,42 +101,36 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
     file kept: since format 9's adaptive predictor the model's tiles of 32 gain less on most photographs than
     the predictor's larger tiles do (Kodak: the smaller of the two on 21 of the 24)."""
     started = time.perf_counter()
+    split = _split(images)  # once: `images` may be an iterator, and both codings read the same planes
     if fast or tile is not None or not (predictor and classical) or format_version is not None or samples != 1:
-        return _encode_archive(images, model, tile=tile, max_batch=max_batch, device=device, progress=progress,
+        return _encode_archive(split, started, model, tile=tile, max_batch=max_batch, device=device, progress=progress,
                                predictor=predictor, classical=classical, format_version=format_version,
                                samples=samples, fast=fast)
     quick_of = []
 
     def quick_stream() -> None:
-        quick_of.append(_encode_archive(images, model, tile=None, max_batch=max_batch, device=device, progress=None,
+        quick_of.append(_encode_archive(split, time.perf_counter(), model, tile=None, max_batch=max_batch, device=device, progress=None,
                                         predictor=True, classical=False, format_version=None, samples=1, fast=True))
 
     # The quick stream is coded while the classical codings finish (its compiled coder and Pillow's encoders
     # release the GIL), where the default's coding gets that far; else after it.
-    result = _encode_archive(images, model, tile=tile, max_batch=max_batch, device=device, progress=progress,
+    result = _encode_archive(split, started, model, tile=tile, max_batch=max_batch, device=device, progress=progress,
                              predictor=predictor, classical=classical, format_version=format_version,
                              samples=samples, fast=fast, alongside=quick_stream)
     if not quick_of:
         quick_stream()
     quick = quick_of[0]
-    shares = [math.ceil(report.payload_bits / 8) for report in quick.images]
-    if len(result.data) <= len(quick.data):  # the quick stream's share of each image joins its candidates
-        reports = tuple(dataclasses.replace(report, candidate_bytes=tuple(sorted(
-            (*report.candidate_bytes, ("predictor", share)), key=lambda pair: pair[1])))
-            for report, share in zip(result.images, shares))
-        return dataclasses.replace(result, images=reports, seconds=time.perf_counter() - started)
-    # Each image keeps the model's bound (the network ran) and what the model's stream would have cost it.
+    kept = result if len(result.data) <= len(quick.data) else quick
+    # Each image keeps the model's bound (the network ran) and its candidates, the quick stream's share joining them.
     reports = tuple(dataclasses.replace(report, bound_bits=model_report.bound_bits, candidate_bytes=tuple(sorted(
-        (*model_report.candidate_bytes, ("predictor", share)), key=lambda pair: pair[1])))
-        for report, model_report, share in zip(quick.images, result.images, shares))
-    return dataclasses.replace(quick, images=reports, seconds=time.perf_counter() - started)
+        (*model_report.candidate_bytes, ("predictor", math.ceil(quick_report.payload_bits / 8))),
+        key=lambda pair: pair[1])))
+        for report, model_report, quick_report in zip(kept.images, result.images, quick.images))
+    return dataclasses.replace(kept, images=reports, seconds=time.perf_counter() - started)
 
 
-def _encode_archive(images, model, *, tile, max_batch, device, progress, predictor, classical, format_version,
-                    samples, fast, alongside=None) -> CompressResult:
-    """encode_archive's coding with these options; `alongside()` is called once the classical codings run beside
-    the coder, before the model codes anything (not at all where no classical coding runs)."""
-    started = time.perf_counter()
+def _split(images) -> list[_Image]:
+    """Each (name, image) as its planes and pixel checksum; ImageError naming the image that cannot be coded."""
     split = []
     for name, image in images:
         try:
@@ -145,6 +139,14 @@ def _encode_archive(images, model, *, tile, max_batch, device, progress, predict
             raise ImageError(f"{name}: {error}") from None
     if not split:
         raise ImageError("no images to compress")
+    return split
+
+
+def _encode_archive(split: list[_Image], started: float, model, *, tile, max_batch, device, progress, predictor,
+                    classical, format_version, samples, fast, alongside=None) -> CompressResult:
+    """encode_archive's coding of `split` (_split's) with these options, its time counted from `started`;
+    `alongside()` is called once the classical codings run beside the coder, before the model codes anything (not
+    at all where no classical coding runs)."""
     if format_version not in (None, *container.OLDER_FORMATS):
         raise ValueError(f"format_version must be one of {', '.join(map(str, container.OLDER_FORMATS))}, "
                          f"not {format_version}")
