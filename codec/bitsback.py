@@ -31,10 +31,11 @@ became 197 in 16; its model path 7.3 -> 5.0 s to encode, 4.3 -> 3.4 s to decode)
 are the model's initial bits. The header holds the order as runs
 (`order_runs`); the decoder rebuilds it (`order_from_runs`).
 
-Format 9's predictor tiles (PREDICTIVE_ADAPTIVE) learn statistics of their values' contexts over the stream, in the
-order the decoder pops them: the reverse of the pushes. The encoder therefore records every such tile first, in
-that order, once the kinds and the order are fixed (encode_tiles), and pushes the recordings; a tile the encoder
-decides on while pushing (one that cannot pop at a stream's start) takes the stateless PREDICTIVE_FITTED instead.
+Format 9's predictor tiles (PREDICTIVE_ADAPTIVE, and format 10's PREDICTIVE_LEAST_SQUARES) learn statistics of
+their values' contexts over the stream, in the order the decoder pops them: the reverse of the pushes. The encoder
+therefore records every such tile first, in that order, once the kinds and the order are fixed (encode_tiles), and
+pushes the recordings; a tile the encoder decides on while pushing (one that cannot pop at a stream's start) takes
+the stateless PREDICTIVE_FITTED instead.
 
 How each kind of batch is pushed and popped (direct, bits-back, raw, whitened, predictive, predictive with
 neighbours) is declared once, in tilekinds.py; this module chooses the kinds and the batches, and replays them.
@@ -57,22 +58,25 @@ from codec.tiling import Tile, TileSpec
 # The tile kinds (each one's push and pop) live in tilekinds.py; their names and `whitening` stay importable here.
 from codec.tilekinds import (  # noqa: F401
     BITSBACK, DIRECT, PREDICTIVE, PREDICTIVE_ADAPTIVE, PREDICTIVE_BLEND, PREDICTIVE_FITTED, PREDICTIVE_LAPLACE,
-    PREDICTIVE_NEIGHBOURS, RAW, WHITENED, Stream,
+    PREDICTIVE_LEAST_SQUARES, PREDICTIVE_NEIGHBOURS, RAW, WHITENED, Stream,
     raw_bits, whitening,
 )
 
 KINDS = tuple(kind.name for kind in tilekinds.KINDS)  # every kind's name, in tilekinds.KINDS's order
 # The predictor kinds the encoder may write, each with its residual model (codec/predictive.py):
-# PREDICTIVE_ADAPTIVE (format 9, the default), PREDICTIVE_FITTED (format 8), PREDICTIVE_BLEND (formats 6 and 7),
-# PREDICTIVE_LAPLACE (format 5) and PREDICTIVE_NEIGHBOURS (what files of formats 1 to 4 hold).
+# PREDICTIVE_LEAST_SQUARES (format 10), PREDICTIVE_ADAPTIVE (format 9, the default), PREDICTIVE_FITTED (format 8),
+# PREDICTIVE_BLEND (formats 6 and 7), PREDICTIVE_LAPLACE (format 5) and PREDICTIVE_NEIGHBOURS (what files of formats
+# 1 to 4 hold).
 PREDICTORS = {kind: tilekinds.RESIDUALS[kind] for kind in (
-    PREDICTIVE_ADAPTIVE, PREDICTIVE_FITTED, PREDICTIVE_BLEND, PREDICTIVE_LAPLACE, PREDICTIVE_NEIGHBOURS)}
+    PREDICTIVE_LEAST_SQUARES, PREDICTIVE_ADAPTIVE, PREDICTIVE_FITTED, PREDICTIVE_BLEND, PREDICTIVE_LAPLACE,
+    PREDICTIVE_NEIGHBOURS)}
 # The predictor kind of the tiles decided on while pushing (those that cannot pop): an adaptive tile must be
-# recorded before any push (see the module's doc), so they take the stateless kind it extends.
-STATELESS = {PREDICTIVE_ADAPTIVE: PREDICTIVE_FITTED}
+# recorded before any push (see the module's doc), so they take the stateless kind it extends. Its keys are the
+# kinds whose statistics run over the stream (predictive.STATEFUL).
+STATELESS = {PREDICTIVE_LEAST_SQUARES: PREDICTIVE_FITTED, PREDICTIVE_ADAPTIVE: PREDICTIVE_FITTED}
 
 
-def without_bits(predictor: str = PREDICTIVE_ADAPTIVE) -> tuple[str, ...]:
+def without_bits(predictor: str = PREDICTIVE_LEAST_SQUARES) -> tuple[str, ...]:
     """What a tile that cannot pop is coded as: the cheapest, the first of these on a tie (the order is part of
     what the encoder writes)."""
     if predictor not in PREDICTORS:
@@ -170,7 +174,7 @@ def encode(
     on_batch: ProgressFn | None = None,
     model_bits: Sequence[float] | None = None,
     bitsback_kind: str = BITSBACK,
-    predictor: str = PREDICTIVE_ADAPTIVE,
+    predictor: str = PREDICTIVE_LEAST_SQUARES,
     model_last_order: bool = False,
 ) -> EncodeResult:
     """Code `tiles` (raster order) onto an empty stack; `model_last_order` (with model_bits): in the stream order
@@ -214,7 +218,7 @@ def encode_tiles(
     on_batch: ProgressFn | None = None,
     model_bits: Sequence[float] | None = None,
     bitsback_kind: str = BITSBACK,
-    predictor: str = PREDICTIVE_ADAPTIVE,
+    predictor: str = PREDICTIVE_LEAST_SQUARES,
     priced: Sequence[tuple[str, float]] | None = None,
     order: Sequence[int] | None = None,
 ) -> tuple[Schedule, list[TileStats]]:
@@ -224,9 +228,9 @@ def encode_tiles(
     (tilekinds.importance_kind(K): K network passes per tile for the K-sample bound), with single-tile
     BITSBACK batches where the stack holds too few bits for it (a stream's start).
 
-    predictor: the predictor kind of the tiles coded without the model (PREDICTORS: PREDICTIVE_ADAPTIVE;
-    PREDICTIVE_FITTED for a file of format 8, PREDICTIVE_BLEND for one of format 6 or 7, PREDICTIVE_LAPLACE for one
-    of format 5, PREDICTIVE_NEIGHBOURS for one of formats 1 to 4).
+    predictor: the predictor kind of the tiles coded without the model (PREDICTORS: PREDICTIVE_LEAST_SQUARES;
+    PREDICTIVE_ADAPTIVE for a file of format 9, PREDICTIVE_FITTED for one of format 8, PREDICTIVE_BLEND for one of
+    format 6 or 7, PREDICTIVE_LAPLACE for one of format 5, PREDICTIVE_NEIGHBOURS for one of formats 1 to 4).
 
     model_bits: what bits-back is expected to cost for each tile (the model's negative ELBO with one posterior
     sample will do). A tile that the local predictor or whitened raw bytes code for less is coded that way
@@ -253,10 +257,10 @@ def encode_tiles(
     else:
         order = range(len(tiles))
     # The adaptive tiles in the decoder's order (the last pushed first), each recorded after those before it.
-    adaptive = [order[p] for p in range(len(order) - 1, -1, -1) if alone[p] == PREDICTIVE_ADAPTIVE]
+    adaptive = [order[p] for p in range(len(order) - 1, -1, -1) if alone[p] in STATELESS]
     if adaptive and not _chain_holds(priced, raster, adaptive):
         recording = Stream(len(raster), lambda k: raster[k].pixels)
-        replays.update({k: tilekinds.record_adaptive(raster[k], k, recording) for k in adaptive})
+        replays.update({k: tilekinds.record_adaptive(raster[k], k, recording, predictor) for k in adaptive})
     stream = Stream(len(raster), lambda k: raster[k].pixels, model, grid, margin_bits, replays)
     position = np.empty(len(order), dtype=np.int64)
     position[np.asarray(order, dtype=np.int64)] = np.arange(len(order))
@@ -348,7 +352,7 @@ def _kernel_runs(batches, specs) -> list[int]:
     runs, run = [0] * len(batches), 0
     for index in range(len(batches) - 1, -1, -1):
         (name, n), start = batches[index]
-        if tilekinds.RESIDUALS.get(name) in (*predictive.BLENDS, predictive.ADAPTIVE):
+        if tilekinds.RESIDUALS.get(name) in (*predictive.BLENDS, *predictive.STATEFUL):
             run += sum(spec.shape[0] * spec.valid[0] * spec.valid[1] for spec in specs[start : start + n])
         else:
             run = 0
@@ -461,7 +465,7 @@ class Price(tuple):
         return price
 
 
-def price_without_model(tiles: Sequence[Tile], predictor: str = PREDICTIVE_ADAPTIVE,
+def price_without_model(tiles: Sequence[Tile], predictor: str = PREDICTIVE_LEAST_SQUARES,
                         record_below: Sequence[float] | None = None, record_bytes: int = RECORD_BYTES) -> list[Price]:
     """Per tile of a stream (a whole image's tiles at least: the predictor reads each tile's neighbours below
     and to the right) the cheaper of `predictor` and WHITENED, and its exact cost in bits: what a tile coded
@@ -471,8 +475,8 @@ def price_without_model(tiles: Sequence[Tile], predictor: str = PREDICTIVE_ADAPT
     if record_below is not None and len(record_below) != len(tiles):
         raise CodingError(f"{len(record_below)} limits for {len(tiles)} tiles")
     without_bits(predictor)  # refuses an unknown predictor kind
-    if predictor == PREDICTIVE_ADAPTIVE:
-        return _price_adaptive(tiles, record_below, record_bytes)
+    if predictor in STATELESS:
+        return _price_adaptive(tiles, predictor, record_below, record_bytes)
     stream = Stream(len(tiles), lambda k: tiles[k].pixels, recordings=None if record_below is None else {})
     priced, kept = [], 0
     for index, tile in enumerate(tiles):
@@ -497,27 +501,28 @@ def _kept(recorded: predictive.Recorded | None, bits: float, record_below: Seque
     return recorded
 
 
-def _price_adaptive(tiles: Sequence[Tile], record_below: Sequence[float] | None, record_bytes: int) -> list[Price]:
-    """price_without_model for PREDICTIVE_ADAPTIVE: its statistics run over the tiles in the order the decoder
-    pops them where none goes to the model (the reverse of raster order), a tile that WHITENED codes for less
-    leaving them as they were. Where some go to the model the coded tiles' statistics run over fewer tiles: then
-    these are estimates, and encode_tiles records those tiles again."""
+def _price_adaptive(tiles: Sequence[Tile], predictor: str, record_below: Sequence[float] | None,
+                    record_bytes: int) -> list[Price]:
+    """price_without_model for a predictor whose statistics run over the stream (STATELESS's keys): they run over
+    the tiles in the order the decoder pops them where none goes to the model (the reverse of raster order), a tile
+    that WHITENED codes for less leaving them as they were. Where some go to the model the coded tiles'
+    statistics run over fewer tiles: then these are estimates, and encode_tiles records those tiles again."""
     stream = Stream(len(tiles), lambda k: tiles[k].pixels)
     priced: list[Price | None] = [None] * len(tiles)
     chain: list[Tile] = []
     kept = 0
     for index in range(len(tiles) - 1, -1, -1):
         before = stream.adaptive.sums  # a recording replaces the array, never writes it (AdaptiveState)
-        recorded = tilekinds.record_adaptive(tiles[index], index, stream)
+        recorded = tilekinds.record_adaptive(tiles[index], index, stream, predictor)
         trial = Stack()
         predictive.push_rows(trial, recorded)
-        costs = {PREDICTIVE_ADAPTIVE: trial.num_valid_bits(), WHITENED: raw_bits(tiles[index])}
+        costs = {predictor: trial.num_valid_bits(), WHITENED: raw_bits(tiles[index])}
         kind = min(costs, key=costs.get)
-        if kind != PREDICTIVE_ADAPTIVE:
+        if kind != predictor:
             stream.adaptive.sums = before
         else:
             chain.append(tiles[index])
-        recorded = _kept(recorded if kind == PREDICTIVE_ADAPTIVE else None, costs[kind], record_below, index,
+        recorded = _kept(recorded if kind == predictor else None, costs[kind], record_below, index,
                          record_bytes - kept)
         kept += 0 if recorded is None else recorded.nbytes
         priced[index] = Price(kind, costs[kind], recorded, chain)
@@ -537,7 +542,7 @@ def _chain_holds(priced: Sequence | None, tiles: Sequence[Tile], adaptive: Seque
 
 
 def cheaper_without_model(
-    tiles: Sequence[Tile], model_bits: Sequence[float], predictor: str = PREDICTIVE_ADAPTIVE,
+    tiles: Sequence[Tile], model_bits: Sequence[float], predictor: str = PREDICTIVE_LEAST_SQUARES,
     priced: Sequence[tuple[str, float]] | None = None,
 ) -> list[str | None]:
     """Per tile `predictor` or WHITENED where that kind's exact cost is below `model_bits`, else None."""

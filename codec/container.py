@@ -68,16 +68,20 @@ ORDER_VERSION = 7
 FITTED_VERSION = 8
 # Format 8 and predictor tiles whose contexts adapt over the stream (codec/tilekinds.py: PREDICTIVE_ADAPTIVE).
 ADAPTIVE_VERSION = 9
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9)
+# Format 9 and predictor tiles that blend in a local least-squares prediction (codec/tilekinds.py:
+# PREDICTIVE_LEAST_SQUARES).
+LEAST_SQUARES_VERSION = 10
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
 # Formats vaezip writes on request, for readers before the newest: 2, the JSON header, every image through the
 # model; 3, the predictor's Gaussian tiles; 5, its Laplace tiles; 6, the blend's tiles in raster order; 7, the
-# blend's tiles (Laplace residuals) in the stream order; 8, the blend's tiles with fitted residual tables.
-OLDER_FORMATS = (2, VERSION, LAPLACE_VERSION, BLEND_VERSION, ORDER_VERSION, FITTED_VERSION)
+# blend's tiles (Laplace residuals) in the stream order; 8, the blend's tiles with fitted residual tables; 9, those
+# with their contexts adapting over the stream.
+OLDER_FORMATS = (2, VERSION, LAPLACE_VERSION, BLEND_VERSION, ORDER_VERSION, FITTED_VERSION, ADAPTIVE_VERSION)
 JSON_VERSIONS = (1, 2)  # the layout with a JSON header and two CRCs
 # The binary layout; a file gets the first of these whose tile kinds hold its schedule (binary_version), so
 # that a file holding nothing newer stays readable by readers of format 3.
 BINARY_VERSIONS = (VERSION, IMPORTANCE_VERSION, LAPLACE_VERSION, BLEND_VERSION, ORDER_VERSION, FITTED_VERSION,
-                   ADAPTIVE_VERSION)
+                   ADAPTIVE_VERSION, LEAST_SQUARES_VERSION)
 MAX_HEADER_BYTES = 16 * 2**20
 _PREFIX = struct.Struct("<8sHI")  # magic, version, header length: 14 bytes
 _U32 = struct.Struct("<I")

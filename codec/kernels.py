@@ -52,6 +52,7 @@ ADAPT_TUNING.flags.writeable = False
 # _code_tile's `adaptive` for the other distributions: writable (numba types a read-only array apart and refuses
 # the branch that writes it), and empty, so nothing is ever written.
 NO_ADAPTATION = np.zeros((0, 4))
+NO_MOMENTS = np.zeros((0, 0))  # _code_tile's `moments` for the distributions without least squares (writable too)
 
 
 def left_cumulatives(rows: np.ndarray) -> np.ndarray:
@@ -141,8 +142,155 @@ def _level(edges, std):
     return level
 
 
+# Local least squares (predictive.LEAST_SQUARES, format 10): each value is also predicted by a linear combination
+# of its causal neighbours (and, after the first channel, of earlier channels' values at and around it), the weights
+# solved per value on the values around it decoded before it: the ones within LS_RADIUS rows above and columns to
+# either side whose wavefront came earlier, each with its own neighbours as the features (ridge LS_RIDGE). That
+# prediction and the blend's are blended again by their errors on the neighbours. Each value's products of its
+# features and itself are kept as running sums along its row (`moments`), so a value's normal equations are a
+# difference of two sums per row of the window. Pixel values are integers, so every product and sum there is an
+# integer below 2**53, exact in any order; the solve is a Cholesky factorisation of exactly rounded operations in
+# a fixed order (sqrt included: IEEE 754 rounds it exactly), so encoder and decoder agree on any machine. Solving
+# costs more than the rest: a value whose column is not a multiple of LS_EVERY reuses the weights solved last in
+# its row (and channel) where they are that recent. The window's radius and LS_EVERY were chosen on 23 of
+# photos_train's training photographs (every 13th), 128x128 tiles (`python scripts/least_squares.py photos-train
+# --every 13 --tile 128 --tune`): 3.8 % below ADAPTIVE there; radius 10 is 0.1 % lower still and ~10 % slower,
+# solving every value 0.2 % lower and ~1.8 times slower.
+LS_RADIUS = 8
+LS_EVERY = 3
+LS_RIDGE = 1.0
+LS_FEATURES = (6, 10, 13)  # the first channel, the second, and every later one (see _ls_features)
+LS_MOMENTS = tuple((d + 1) * (d + 2) // 2 for d in LS_FEATURES)  # the packed lower triangle of (features, value)
+LS_BLENDED = 2  # the extra errors a least-squares tile keeps: its least-squares prediction's, and the blend's
+BLEND_SUBS = 7  # the blend's own predictors (predictive.BLEND_PREDICTORS)
+
+
+def _ls_features(frame, channel, at, width, out):
+    """The least-squares features of the value (channel, at) of `frame` (C, M + 1) into `out`; their count.
+    Valid for a position at least two rows and columns from the frame's top and left and one from its right."""
+    out[0] = frame[channel, at - 1]  # left
+    out[1] = frame[channel, at - width]  # above
+    out[2] = frame[channel, at - width - 1]  # above-left
+    out[3] = frame[channel, at - width + 1]  # above-right
+    out[4] = frame[channel, at - 2]  # two left
+    out[5] = frame[channel, at - 2 * width]  # two above
+    count = 6
+    if channel >= 1:  # the previous channel at the value, left, above and above-right of it
+        out[6] = frame[channel - 1, at]
+        out[7] = frame[channel - 1, at - 1]
+        out[8] = frame[channel - 1, at - width]
+        out[9] = frame[channel - 1, at - width + 1]
+        count = 10
+    if channel >= 2:  # the first channel at the value, left and above of it
+        out[10] = frame[0, at]
+        out[11] = frame[0, at - 1]
+        out[12] = frame[0, at - width]
+        count = 13
+    return count
+
+
+def _ls_offset(channel):
+    """Where channel `channel`'s moments start in a position's row of `moments`."""
+    offset = 0
+    for earlier in range(channel):
+        offset += LS_MOMENTS[min(earlier, 2)]
+    return offset
+
+
+def _ls_moments(frame, moments, at, width, channels, features):
+    """The running sums along its row of each channel's products of (features, value) at position `at`, once all
+    of its channels are known: the sums up to the position before it plus its own, where it can be a sample."""
+    x = at % width
+    sample = at >= 2 * width and x >= 2 and x <= width - 2
+    offset = 0
+    for channel in range(channels):
+        size = LS_MOMENTS[min(channel, 2)]
+        if sample:
+            count = _ls_features(frame, channel, at, width, features)
+            features[count] = frame[channel, at]
+            now, before = moments[at], moments[at - 1]
+            k = offset
+            for i in range(count + 1):
+                factor = features[i]
+                for j in range(i + 1):
+                    now[k + j] = before[k + j] + factor * features[j]
+                k += i + 1
+        elif x >= 2:  # right of the samples: the row's sums carry on
+            for k in range(size):
+                moments[at, offset + k] = moments[at - 1, offset + k]
+        offset += size
+
+
+def _ls_predict(frame, moments, channel, at, width, gram, right, features, solved):
+    """The least-squares prediction of the value (channel, at), or -1.0 where it has none (too near the frame's
+    edge, or too few samples): the solution of the normal equations of the samples in its window, by Cholesky."""
+    y, x = at // width, at % width
+    if y < 2 or x < 2 or x > width - 2:
+        return -1.0
+    count = _ls_features(frame, channel, at, width, features)
+    if x % LS_EVERY != 0 and solved[channel, y, count] >= x - LS_EVERY + 1:
+        prediction = 0.0
+        for i in range(count):
+            prediction = prediction + solved[channel, y, i] * features[i]
+        return min(max(prediction, 0.0), 255.0)
+    offset = _ls_offset(channel)
+    size = (count + 1) * (count + 2) // 2
+    for k in range(size):
+        right[k] = 0.0
+    samples = 0
+    for row in range(max(2, y - LS_RADIUS), y + 1):
+        # The row's samples whose wavefront 2 * row + column came before this value's.
+        low = max(2, x - LS_RADIUS)
+        high = min(width - 2, x + LS_RADIUS, x + 2 * (y - row) - 1)
+        if high < low:
+            continue
+        samples += high - low + 1
+        last, before = row * width + high, row * width + low - 1
+        for k in range(size):
+            right[k] += moments[last, offset + k] - moments[before, offset + k]
+    if samples < count + 2:
+        return -1.0
+    # gram (lower) <- the features' products plus the ridge; right[packed] keeps each feature's product with the value
+    k = 0
+    for i in range(count):
+        for j in range(i + 1):
+            gram[i, j] = right[k]
+            k += 1
+        gram[i, i] = gram[i, i] + LS_RIDGE
+    # Cholesky, G = L L^T, L's diagonal kept as its reciprocals (one division a row, not one an entry)
+    for i in range(count):
+        for j in range(i + 1):
+            total = gram[i, j]
+            for m in range(j):
+                total = total - gram[i, m] * gram[j, m]
+            if i == j:
+                if total <= 0.0:
+                    return -1.0
+                gram[i, i] = 1.0 / np.sqrt(total)
+            else:
+                gram[i, j] = total * gram[j, j]
+    solution = features[count + 1 :]
+    for i in range(count):  # forward: L z = (the features' products with the value)
+        total = right[k + i]
+        for m in range(i):
+            total = total - gram[i, m] * solution[m]
+        solution[i] = total * gram[i, i]
+    for i in range(count - 1, -1, -1):  # back: L^T w = z
+        total = solution[i]
+        for m in range(i + 1, count):
+            total = total - gram[m, i] * solution[m]
+        solution[i] = total * gram[i, i]
+    prediction = 0.0
+    for i in range(count):
+        prediction = prediction + solution[i] * features[i]
+        solved[channel, y, i] = solution[i]
+    solved[channel, y, count] = x
+    return min(max(prediction, 0.0), 255.0)
+
+
 def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std_weights, gains, diagonal, floor,
-               edges, cumulative, levels, bins, words, position, state, coded, encode, adaptive, tuning):
+               edges, cumulative, levels, bins, words, position, state, coded, encode, adaptive, tuning, moments,
+               width):
     """Pop a blend tile into `frame` (C, M + 1), filling `errors` (K, C, M + 1) and `residuals` (C, M + 1) as
     predictive._blend_decoder does; or, with `encode`, take the values `frame` holds instead of popping them
     and record each one's table row and value in `coded` (2, P * C), in pop order, for _push. positions (P,):
@@ -155,8 +303,16 @@ def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std
     adaptive (ADAPT_CONTEXTS, 4) float64, or (0, 4) for none: the state of ADAPTIVE's context statistics (see
     "adaptive contexts" at the top of this module), read and updated value by value in pop order; tuning:
     ADAPT_TUNING.
+    moments (M + 1, sum of LS_MOMENTS over the channels), or (0, 0) for none: LEAST_SQUARES's running sums (see
+    "local least squares" above), zeros, and errors (BLEND_SUBS + LS_BLENDED, C, M + 1) with them; width: the
+    frame's.
     Returns the stack's (position, state) afterwards (unchanged when encoding)."""
     channels, predictors = frame.shape[0], errors.shape[0]
+    squares = moments.shape[0] > 0
+    gram = np.empty((LS_FEATURES[2], LS_FEATURES[2]))
+    right = np.empty(LS_MOMENTS[2])
+    features = np.empty(2 * LS_FEATURES[2] + 1)
+    solved = np.full((channels, (frame.shape[1] - 1) // max(width, 1), LS_FEATURES[2] + 1), -1.0)
     widest = 0
     for f in range(len(fronts) - 1):
         widest = max(widest, fronts[f + 1] - fronts[f])
@@ -190,14 +346,14 @@ def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std
                 subs[4, channel, j] = (a + d) / 2.0
                 subs[5, channel, j] = a
                 subs[6, channel, j] = b
-                for k in range(predictors):
+                for k in range(BLEND_SUBS):
                     spread = (errors[k, channel, around[0, at]] + errors[k, channel, around[1, at]]
                               + diagonal * (errors[k, channel, around[2, at]] + errors[k, channel, around[3, at]])
                               + floor)
                     weight[k] = 1.0 / (spread * spread)
                 total = weight[0]
                 weighted = weight[0] * subs[0, channel, j]
-                for k in range(1, predictors):
+                for k in range(1, BLEND_SUBS):
                     total = total + weight[k]
                     weighted = weighted + weight[k] * subs[k, channel, j]
                 spatial[channel, j] = weighted / total
@@ -216,6 +372,20 @@ def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std
                 elif channel > 1:
                     mean = mean + (gains[0] * (frame[channel - 1, at] - spatial[channel - 1, j])
                                    + gains[1] * (frame[0, at] - spatial[0, j]))
+                if squares:
+                    # The least-squares prediction and this one, blended by their errors on the neighbours as the
+                    # blend's predictors are (where it has none, this one twice: the same errors).
+                    squared = _ls_predict(frame, moments, channel, at, width, gram, right, features, solved)
+                    if squared < 0.0:
+                        squared = mean
+                    subs[BLEND_SUBS, channel, j], subs[BLEND_SUBS + 1, channel, j] = squared, mean
+                    for k in range(BLEND_SUBS, BLEND_SUBS + LS_BLENDED):
+                        spread = (errors[k, channel, around[0, at]] + errors[k, channel, around[1, at]]
+                                  + diagonal * (errors[k, channel, around[2, at]] + errors[k, channel, around[3, at]])
+                                  + floor)
+                        weight[k] = 1.0 / (spread * spread)
+                    mean = ((weight[BLEND_SUBS] * squared + weight[BLEND_SUBS + 1] * mean)
+                            / (weight[BLEND_SUBS] + weight[BLEND_SUBS + 1]))
                 unrounded = min(max(mean, 0.0), 255.0)
                 mean = np.floor(unrounded + 0.5)
                 std = base[channel, j]
@@ -278,10 +448,13 @@ def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std
             for k in range(predictors):
                 for channel in range(channels):
                     errors[k, channel, at] = abs(frame[channel, at] - subs[k, channel, j])
+            if squares:
+                _ls_moments(frame, moments, at, width, channels, features)
     return position, state
 
 
-PYTHON_FORMS = {function.__name__: function for function in (_ans_pop, _ans_push, _pop, _push, _level, _code_tile)}
+PYTHON_FORMS = {function.__name__: function for function in (
+    _ans_pop, _ans_push, _pop, _push, _level, _ls_features, _ls_offset, _ls_moments, _ls_predict, _code_tile)}
 
 
 def _plain_forms() -> dict:

@@ -26,7 +26,11 @@ Three residual models (`distribution`): GAUSSIAN, constriction's quantized Gauss
 neighbours, with other channel shares and a fitted std, and codes with the Laplace's tables: 7.8 % less than
 LAPLACE on Kodak's tiles (see "the blend" below). FITTED (format 8) codes the blend's residuals with integer
 tables fitted on photographs instead, chosen by the std and by where the mean fell between two integers: 1.6 %
-less than BLEND on Kodak's tiles (see "fitted residual tables" below).
+less than BLEND on Kodak's tiles (see "fitted residual tables" below). ADAPTIVE (format 9) corrects each value's
+mean and std by statistics of its context over the stream's earlier values (see "adaptive contexts" below);
+LEAST_SQUARES (format 10) blends its mean once more with a local least-squares prediction, the weights solved
+for each value on the values around it (codec/kernels.py: "local least squares"), 2.9 % less than ADAPTIVE on
+Kodak's 128x128 tiles.
 
 Pixel (y, x) depends only on pixels of wavefront 2y' + x' < 2y + x, so the decoder pops a whole wavefront at
 a time (2h + w - 2 of them, channel by channel), not h x w pixels one by one. Where numba is installed a
@@ -42,6 +46,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,7 +69,11 @@ BLENDS = (BLEND, FITTED)  # the distributions of the blend predictor with a nump
 # FITTED with each value's mean and std corrected by statistics of its context over the values coded before it
 # in the stream (format 9; see "adaptive contexts" in codec/kernels.py): coded by the kernels only.
 ADAPTIVE = "blend-adaptive"
-DISTRIBUTIONS = (GAUSSIAN, LAPLACE, BLEND, FITTED, ADAPTIVE)
+# ADAPTIVE with each value's blended mean blended again with a local least-squares prediction (format 10; see
+# "local least squares" in codec/kernels.py): coded by the kernels only, with ADAPTIVE's context statistics.
+LEAST_SQUARES = "blend-least-squares"
+STATEFUL = (ADAPTIVE, LEAST_SQUARES)  # the distributions whose tiles carry AdaptiveState over the stream
+DISTRIBUTIONS = (GAUSSIAN, LAPLACE, BLEND, FITTED, ADAPTIVE, LEAST_SQUARES)
 _LEVELS = 256  # values 0..255
 
 
@@ -100,10 +109,11 @@ def encode(stack: Stack, pixels: np.ndarray, context: Context = Context(), distr
            record: bool = False, state: "AdaptiveState | None" = None) -> Recorded | None:
     """Push the valid pixels (C, h, w) uint8 of one tile, their residuals coded with `distribution`. With
     `record`, what the compiled kernels pushed (for push_recorded), or None where the numpy coder pushed it.
-    ADAPTIVE needs the stream's `state` (updated), as the decoder will have it when it pops this tile."""
+    ADAPTIVE and LEAST_SQUARES need the stream's `state` (updated), as the decoder will have it when it pops this
+    tile."""
     _check_distribution(distribution)
-    if distribution == ADAPTIVE:
-        recorded = record_adaptive(pixels, context, _state_for(distribution, state))
+    if distribution in STATEFUL:
+        recorded = record_adaptive(pixels, context, _state_for(distribution, state), distribution)
         push_rows(stack, recorded)
         return recorded if record else None
     channels, height, width = pixels.shape
@@ -148,12 +158,12 @@ def push_recorded(stack: Stack, recorded: Recorded) -> bool:
 def decode(stack: Stack, channels: int, height: int, width: int, context: Context = Context(),
            distribution: str = GAUSSIAN, state: "AdaptiveState | None" = None) -> np.ndarray:
     """Pop the valid pixels (C, h, w) uint8 of one tile pushed by `encode` with the same context and
-    distribution (and for ADAPTIVE the same `state`, updated as the encoder's was)."""
+    distribution (and for STATEFUL ones the same `state`, updated as the encoder's was)."""
     _check_distribution(distribution)
     # Entries of the tile not yet decoded are never read (BLEND: read as the zeros they are, as its encoder does).
     values, top, left = _frame(np.zeros((channels, height, width)), context)
-    if distribution == ADAPTIVE:
-        return _adaptive_decoder(stack, values, top, left, _state_for(distribution, state))
+    if distribution in STATEFUL:
+        return _adaptive_decoder(stack, values, top, left, _state_for(distribution, state), distribution)
     if distribution in BLENDS:
         return _blend_decoder(stack, values, top, left, distribution)
     residuals = np.zeros_like(values)
@@ -475,8 +485,8 @@ def _frame(tile: np.ndarray, context: Context) -> tuple[np.ndarray, int, int]:
 
 
 def _table_distribution(distribution: str) -> str:
-    """The distribution whose tables (rows, edges, bins) `distribution` codes with: ADAPTIVE's are FITTED's."""
-    return FITTED if distribution == ADAPTIVE else distribution
+    """The distribution whose tables (rows, edges, bins) `distribution` codes with: STATEFUL ones' are FITTED's."""
+    return FITTED if distribution in STATEFUL else distribution
 
 
 class AdaptiveState:
@@ -501,14 +511,17 @@ def _state_for(distribution: str, state: AdaptiveState | None) -> AdaptiveState:
 _NO_WORDS = np.zeros(0, dtype=np.uint32)  # the bulk handed to a kernel that only records (encode: nothing popped)
 
 
-def record_adaptive(pixels: np.ndarray, context: Context, state: AdaptiveState) -> Recorded:
-    """What ADAPTIVE pushes for the valid pixels (C, h, w) uint8 of one tile after the tiles that updated
-    `state` (updated by this one), without pushing it (push_rows pushes it)."""
+def record_adaptive(pixels: np.ndarray, context: Context, state: AdaptiveState,
+                    distribution: str = ADAPTIVE) -> Recorded:
+    """What `distribution` (STATEFUL) pushes for the valid pixels (C, h, w) uint8 of one tile after the tiles that
+    updated `state` (updated by this one), without pushing it (push_rows pushes it)."""
+    if distribution not in STATEFUL:
+        raise CodingError(f"{distribution} tiles carry no statistics over the stream")
     if pixels.dtype != np.uint8:
-        raise CodingError(f"{ADAPTIVE} codes uint8 pixels, got {pixels.dtype}")
+        raise CodingError(f"{distribution} codes uint8 pixels, got {pixels.dtype}")
     values, top, left = _frame(pixels.astype(np.float64), context)
-    _, coded = _adaptive_run(values, top, left, True, state, _NO_WORDS, 0, 0)[:2]
-    return Recorded(ADAPTIVE, coded[0].astype(np.int32), coded[1].astype(np.uint8))
+    _, coded = _adaptive_run(values, top, left, True, state, _NO_WORDS, 0, 0, distribution)[:2]
+    return Recorded(distribution, coded[0].astype(np.int32), coded[1].astype(np.uint8))
 
 
 def push_rows(stack: Stack, recorded: Recorded) -> None:
@@ -524,28 +537,32 @@ def push_rows(stack: Stack, recorded: Recorded) -> None:
     stack.push_categorical(recorded.values.astype(np.int32), rows)
 
 
-def _adaptive_decoder(stack: Stack, values: np.ndarray, top: int, left: int, state: AdaptiveState) -> np.ndarray:
-    """Pop an ADAPTIVE tile into the frame `values` (C, H, W) (context filled in, tile zeros), updating `state`."""
+def _adaptive_decoder(stack: Stack, values: np.ndarray, top: int, left: int, state: AdaptiveState,
+                      distribution: str) -> np.ndarray:
+    """Pop a tile of `distribution` (STATEFUL) into the frame `values` (C, H, W) (context filled in, tile zeros),
+    updating `state`."""
     parts = stack.raw_parts()
-    frame, _, position, head = _adaptive_run(values, top, left, False, state, parts.buffer, parts.length, parts.head)
+    frame, _, position, head = _adaptive_run(values, top, left, False, state, parts.buffer, parts.length, parts.head,
+                                             distribution)
     stack.set_raw_parts(RawParts(int(head), parts.buffer, position))
     return _tile_of(frame, values, top, left)
 
 
 def _adaptive_run(values: np.ndarray, top: int, left: int, encode: bool, state: AdaptiveState,
-                  words: np.ndarray, length: int, head: int):
-    """_kernel_tile for ADAPTIVE by kernels.always()'s forms, falling back to the plain Python ones where the
-    compiled ones fail here; `state` changes only once a run succeeded."""
+                  words: np.ndarray, length: int, head: int, distribution: str):
+    """_kernel_tile for `distribution` (STATEFUL) by kernels.always()'s forms, falling back to the plain Python
+    ones where the compiled ones fail here; `state` changes only once a run succeeded."""
     forms = kernels.always()
     try:
         work = state.sums.copy()
-        result = _kernel_tile(forms, values, top, left, encode, ADAPTIVE, words, length, head, work)
+        result = _kernel_tile(forms, values, top, left, encode, distribution, words, length, head, work)
     except Exception as error:  # noqa: BLE001 - numba's first-call compile failing on this platform
         if forms is kernels.PLAIN_FORMS:
             raise
         kernels.disable(f"{type(error).__name__}: {error}")
         work = state.sums.copy()
-        result = _kernel_tile(kernels.PLAIN_FORMS, values, top, left, encode, ADAPTIVE, words, length, head, work)
+        result = _kernel_tile(kernels.PLAIN_FORMS, values, top, left, encode, distribution, words, length, head,
+                              work)
     state.sums = work
     return result
 
@@ -755,7 +772,9 @@ def _kernel_tile(forms: dict, values: np.ndarray, top: int, left: int, encode: b
     each value's (table row, value) in pop order (2, N) where `encode`, the stack's bulk length and head.)"""
     channels, height, width = values.shape
     count = channels * (height - top) * (width - left)  # values to code
-    frame, errors, residuals = _blend_frames(values)
+    squares = distribution == LEAST_SQUARES
+    frame, errors, residuals = _blend_frames(values, BLEND_PREDICTORS + (kernels.LS_BLENDED if squares else 0))
+    moments = _zeroed_moments(frame.shape[1], channels) if squares else kernels.NO_MOMENTS
     positions, fronts = _blend_pop_order(height, width, top, left)
     known, known_fronts = _context_order(height, width, top, left)
     sources, around = _gather_plan(height, width)
@@ -768,7 +787,7 @@ def _kernel_tile(forms: dict, values: np.ndarray, top: int, left: int, encode: b
         return forms["_code_tile"](
             frame_, errors, residuals, positions_, fronts_, sources, around, _BLEND_STD_WEIGHTS, _BLEND_GAINS,
             BLEND_ERROR_DIAGONAL, BLEND_ERROR_FLOOR, edges, cumulative, _LEVELS, bins, words, length,
-            np.uint64(head), coded_, encode_, adaptive_, kernels.ADAPT_TUNING)
+            np.uint64(head), coded_, encode_, adaptive_, kernels.ADAPT_TUNING, moments, width)
 
     if len(known):
         # The context's errors and residuals (_blend_context's), its values taken as they are, in a frame whose
@@ -783,6 +802,22 @@ def _kernel_tile(forms: dict, values: np.ndarray, top: int, left: int, encode: b
             kernels.NO_ADAPTATION)
     position, head = run(frame, positions, fronts, coded, encode, adaptive)
     return frame, coded, position, head
+
+
+_scratch = threading.local()  # each thread's buffer for LEAST_SQUARES's running sums
+
+
+def _zeroed_moments(positions: int, channels: int) -> np.ndarray:
+    """LEAST_SQUARES's running sums of a tile, zeros (positions, the channels' LS_MOMENTS side by side): a view of
+    this thread's buffer, kept from tile to tile (a 128x128 colour tile's is 26 MB, whose fresh pages cost the
+    kernel ~5 ms a tile to fault in; refilling it ~1 ms)."""
+    width = sum(kernels.LS_MOMENTS[min(c, 2)] for c in range(channels))
+    buffer = getattr(_scratch, "moments", None)
+    if buffer is None or buffer.size < positions * width:
+        buffer = _scratch.moments = np.empty(positions * width)
+    moments = buffer[: positions * width].reshape(positions, width)
+    moments.fill(0.0)
+    return moments
 
 
 _BLEND_STD_WEIGHTS = np.array(BLEND_STD_WEIGHTS)  # (2, 6)
@@ -849,12 +884,12 @@ def _context_mask(height: int, width: int, top: int, left: int) -> np.ndarray:
     return known.reshape(-1)
 
 
-def _blend_frames(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _blend_frames(values: np.ndarray, predictors: int = BLEND_PREDICTORS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The frame (C, H, W) flattened with one more cell, NEUTRAL, that missing neighbours read: (C, H * W + 1);
     and zeroed errors (K, C, H * W + 1) and residuals (C, H * W + 1), whose extra cell (0) missing neighbours read."""
     channels = values.shape[0]
     frame = np.concatenate([values.reshape(channels, -1), np.full((channels, 1), NEUTRAL)], axis=1)
-    return frame, np.zeros((BLEND_PREDICTORS, *frame.shape)), np.zeros_like(frame)
+    return frame, np.zeros((predictors, *frame.shape)), np.zeros_like(frame)
 
 
 @functools.lru_cache(maxsize=64)

@@ -495,27 +495,31 @@ def _push_neighbours(distribution: str) -> PushFn:
     return push
 
 
-def _push_adaptive(stack: Stack, tiles: Sequence[Tile], start: int, stream: Stream) -> np.ndarray:
-    """A PREDICTIVE_ADAPTIVE tile: what was recorded for it (record_adaptive) pushed. Its statistics run in the
-    decoder's order, the reverse of the pushes, so every such tile of a stream is recorded first, in that order
-    (bitsback.encode_tiles), and pushed from its recording here. Its exact bits (1,)."""
-    _one_tile(tiles, f"predictive ({predictive.ADAPTIVE})")
-    replay = stream.replays.get(start)
-    if replay is None or replay.distribution != predictive.ADAPTIVE:
-        raise CodingError(f"tile {start}: an adaptive predictor tile is pushed from its stream's recording, and "
-                          "none was made (bitsback.encode_tiles records them)")
-    before = stack.num_valid_bits()
-    predictive.push_rows(stack, replay)
-    return np.array([float(stack.num_valid_bits() - before)])
+def _push_stateful(distribution: str) -> PushFn:
+    def push(stack: Stack, tiles: Sequence[Tile], start: int, stream: Stream) -> np.ndarray:
+        """A PREDICTIVE_ADAPTIVE or PREDICTIVE_LEAST_SQUARES tile: what was recorded for it (record_adaptive)
+        pushed. Its statistics run in the decoder's order, the reverse of the pushes, so every such tile of a
+        stream is recorded first, in that order (bitsback.encode_tiles), and pushed from its recording here. Its
+        exact bits (1,)."""
+        _one_tile(tiles, f"predictive ({distribution})")
+        replay = stream.replays.get(start)
+        if replay is None or replay.distribution != distribution:
+            raise CodingError(f"tile {start}: an adaptive predictor tile is pushed from its stream's recording, "
+                              "and none was made (bitsback.encode_tiles records them)")
+        before = stack.num_valid_bits()
+        predictive.push_rows(stack, replay)
+        return np.array([float(stack.num_valid_bits() - before)])
+
+    return push
 
 
-def record_adaptive(tile: Tile, index: int, stream: Stream) -> predictive.Recorded:
-    """What PREDICTIVE_ADAPTIVE pushes for raster tile `index` of `stream` after the ADAPTIVE tiles the decoder
-    pops before it (their statistics: stream.adaptive, updated by this one), turned and with its context as
-    _push_neighbours codes it."""
+def record_adaptive(tile: Tile, index: int, stream: Stream, kind: str) -> predictive.Recorded:
+    """What `kind` (PREDICTIVE_ADAPTIVE or PREDICTIVE_LEAST_SQUARES) pushes for raster tile `index` of `stream`
+    after the such tiles the decoder pops before it (their statistics: stream.adaptive, updated by this one),
+    turned and with its context as _push_neighbours codes it."""
     context = _context(index, tile.valid, tile.neighbours, stream.total, stream.pixels_of)
     return predictive.record_adaptive(np.ascontiguousarray(tile.valid_pixels[:, ::-1, ::-1]), context,
-                                      stream.adaptive)
+                                      stream.adaptive, RESIDUALS[kind])
 
 
 def _pop_neighbours(distribution: str) -> PopFn:
@@ -587,22 +591,25 @@ PREDICTIVE_FITTED = "predictive-fitted"
 # The same with each value's mean and std corrected by its context's statistics over the stream's such tiles
 # decoded before it (predictive.ADAPTIVE): what the encoder writes instead (format 9).
 PREDICTIVE_ADAPTIVE = "predictive-adaptive"
+# The same with each value's mean blended again with a local least-squares prediction (predictive.LEAST_SQUARES),
+# sharing the statistics: what the encoder writes instead (format 10).
+PREDICTIVE_LEAST_SQUARES = "predictive-least-squares"
 # The residual distribution (predictive.py's residual model) of each predictor kind with neighbours.
 RESIDUALS = {PREDICTIVE_NEIGHBOURS: predictive.GAUSSIAN, PREDICTIVE_LAPLACE: predictive.LAPLACE,
              PREDICTIVE_BLEND: predictive.BLEND, PREDICTIVE_FITTED: predictive.FITTED,
-             PREDICTIVE_ADAPTIVE: predictive.ADAPTIVE}
+             PREDICTIVE_ADAPTIVE: predictive.ADAPTIVE, PREDICTIVE_LEAST_SQUARES: predictive.LEAST_SQUARES}
 
 # In the order of docs/FORMAT.md's table. RAW and PREDICTIVE were last written before format 2 existed.
 KINDS: tuple[TileKind, ...] = (
     TileKind(
         DIRECT, "d", "every latent at its prior mean (nothing popped), the valid pixels pushed through the model",
-        formats=(1, 2, 3, 4, 5, 6, 7, 8, 9), written=True, single=False, uses_model=True, needs_bits=False,
+        formats=(1, 2, 3, 4, 5, 6, 7, 8, 9, 10), written=True, single=False, uses_model=True, needs_bits=False,
         push=_push_direct, pop=_pop_direct,
     ),
     TileKind(
         BITSBACK, "b", "bits-back: the latents popped with the posterior, the valid pixels pushed through the "
         "model, the latents pushed with the prior",
-        formats=(1, 2, 3, 4, 5, 6, 7, 8, 9), written=True, single=False, uses_model=True, needs_bits=True,
+        formats=(1, 2, 3, 4, 5, 6, 7, 8, 9, 10), written=True, single=False, uses_model=True, needs_bits=True,
         push=_push_bitsback, pop=_pop_bitsback,
     ),
     TileKind(
@@ -612,7 +619,7 @@ KINDS: tuple[TileKind, ...] = (
     ),
     TileKind(
         WHITENED, "w", "the valid pixels at 8 bits each, whitened: value i pushed as (v + whitening(t, i)) mod 256",
-        formats=(1, 2, 3, 4, 5, 6, 7, 8, 9), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=(1, 2, 3, 4, 5, 6, 7, 8, 9, 10), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_whitened, pop=_pop_whitened,
     ),
     TileKind(
@@ -623,37 +630,44 @@ KINDS: tuple[TileKind, ...] = (
     TileKind(
         PREDICTIVE_NEIGHBOURS, "q", "the valid pixels through the local predictor, turned by 180 degrees, with "
         "the tiles below and to the right as context",
-        formats=(1, 2, 3, 4, 5, 6, 7, 8, 9), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=(1, 2, 3, 4, 5, 6, 7, 8, 9, 10), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_neighbours(RESIDUALS[PREDICTIVE_NEIGHBOURS]), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_NEIGHBOURS]),
     ),
     TileKind(
         PREDICTIVE_LAPLACE, "e", "as q, each value's residual coded with a Laplace of the same mean and variance "
         "(its std rounded to a level) instead of a Gaussian",
-        formats=(5, 6, 7, 8, 9), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=(5, 6, 7, 8, 9, 10), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_neighbours(RESIDUALS[PREDICTIVE_LAPLACE]), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_LAPLACE]),
     ),
     TileKind(
         PREDICTIVE_BLEND, "f", "as q, each value predicted by a blend of predictors weighted by their errors "
         "around it, its residual coded with a Laplace of a fitted std (codec/predictive.py: BLEND)",
-        formats=(6, 7, 8, 9), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=(6, 7, 8, 9, 10), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_neighbours(RESIDUALS[PREDICTIVE_BLEND]), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_BLEND]),
     ),
     TileKind(
         PREDICTIVE_FITTED, "g", "as f, each residual coded with a table fitted on photographs, chosen by its std "
         "and by the quarter its mean falls in between integers (codec/predictive.py: FITTED)",
-        formats=(8, 9), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=(8, 9, 10), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_neighbours(RESIDUALS[PREDICTIVE_FITTED]), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_FITTED]),
     ),
     TileKind(
         PREDICTIVE_ADAPTIVE, "h", "as g, each value's mean and std corrected by the statistics of its context over "
         "the values of the stream's h tiles decoded before it (codec/predictive.py: ADAPTIVE)",
-        formats=(9,), written=True, single=True, uses_model=False, needs_bits=False,
-        push=_push_adaptive, pop=_pop_neighbours(RESIDUALS[PREDICTIVE_ADAPTIVE]),
+        formats=(9, 10), written=True, single=True, uses_model=False, needs_bits=False,
+        push=_push_stateful(predictive.ADAPTIVE), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_ADAPTIVE]),
+    ),
+    TileKind(
+        PREDICTIVE_LEAST_SQUARES, "m", "as h, each value's mean blended again with a local least-squares prediction "
+        "from the values around it decoded before it, by their errors on its neighbours; the same statistics as "
+        "h's (codec/predictive.py: LEAST_SQUARES)",
+        formats=(10,), written=True, single=True, uses_model=False, needs_bits=False,
+        push=_push_stateful(predictive.LEAST_SQUARES), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_LEAST_SQUARES]),
     ),
     *(TileKind(
         importance_kind(samples), code, f"importance-weighted (Monte-Carlo) bits-back with {samples} posterior samples "
         "per tile: one chosen in proportion to its weight p(x, z) / q(z given x), the others pushed back",
-        formats=(4, 5, 6, 7, 8, 9), written=True, single=False, uses_model=True, needs_bits=True,
+        formats=(4, 5, 6, 7, 8, 9, 10), written=True, single=False, uses_model=True, needs_bits=True,
         push=_push_importance(samples), pop=_pop_importance(samples), samples=samples,
     ) for samples, code in zip(SAMPLE_COUNTS, "ijkl")),
 )

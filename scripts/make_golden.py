@@ -39,7 +39,13 @@ today by default. Never regenerate them either.
 writes tests/data/format9/*.vz, the first files of format 9 (predictor tiles whose contexts adapt over the
 stream): golden.png with the predictor's choice (predictor.vz; without it only a stream's first tile goes to
 the predictor, as format 8's stateless kind) and the stream order of --format7 (reordered.vz), written today by
-default. Never regenerate them either.
+default then. Never regenerate them either.
+
+    python scripts/make_golden.py --format10 [--force]
+writes tests/data/format10/*.vz, the first files of format 10 (predictor tiles that blend in a local
+least-squares prediction): --format9's two and golden.png as `--fast` codes it (fast.vz: one tile of the whole
+image, the least-squares windows of a larger tile), and a 96x64 crop of samples/hopper.png the same way
+(photo-fast.vz), written today by default. Never regenerate them either.
 
     python scripts/make_golden.py --binary [--force]
 writes tests/data/binary/model.vz, the first file of a model with binary latent groups (DVAE++; the seeded
@@ -253,22 +259,32 @@ def make_format3_fixtures(force: bool) -> None:
                 print(f"format3/{file_name}: {len(result.data)} bytes, {', '.join(result.codings)}")
 
 
-# The predictor kind of the files of tests/data/format5, format6, format8 and format9 (predictor_files).
-PREDICTOR_KINDS = {5: "predictive-laplace", 6: "predictive-blend", 8: "predictive-fitted", 9: "predictive-adaptive"}
-NEWEST = 9  # the format compress_images writes by default (format_version=None)
+# The predictor kind of the files of tests/data/format5, format6, format8, format9 and format10 (predictor_files).
+PREDICTOR_KINDS = {5: "predictive-laplace", 6: "predictive-blend", 8: "predictive-fitted", 9: "predictive-adaptive",
+                   10: "predictive-least-squares"}
+NEWEST = 10  # the format compress_images writes by default (format_version=None)
 
 
 def predictor_files(version: int) -> dict[str, tuple[list[tuple[str, Image.Image]], dict]]:
-    """tests/data/formatVERSION (5, 6, 8 or 9): file name -> (the images it holds, compress_images's options):
-    golden.png through the model without the predictor's choice (only its first tile a predictor tile; not in
-    format 9, where that tile takes format 8's kind) and with it."""
+    """tests/data/formatVERSION (5, 6, 8, 9 or 10): file name -> (the images it holds, compress_images's options):
+    golden.png through the model without the predictor's choice (only its first tile a predictor tile; not from
+    format 9 on, where that tile takes format 8's kind) and with it; in format 10 also as `--fast` codes it."""
     golden = [("golden.png", golden_image())]
     version_option = dict(format_version=version) if version != NEWEST else {}
     files = {"model.vz": (golden, dict(predictor=False, classical=False, **version_option)),
              "predictor.vz": (golden, dict(classical=False, **version_option))}
-    if version == 9:
+    if version >= 9:
         del files["model.vz"]
+    if version == 10:
+        files["fast.vz"] = (golden, dict(classical=False, fast=True, tile=None))
+        files["photo-fast.vz"] = ([("hopper.png", photo_crop())], dict(classical=False, fast=True, tile=None))
     return files
+
+
+def photo_crop() -> Image.Image:
+    """A 96x64 crop of samples/hopper.png: a photograph's textures and edges, where the least-squares predictor's
+    windows, solves and reuse all take part (tests/data/format10/photo-fast.vz)."""
+    return Image.open(ROOT / "samples" / "hopper.png").convert("RGB").crop((96, 64, 192, 128))
 
 
 def make_predictor_fixtures(version: int, force: bool) -> None:
@@ -277,7 +293,7 @@ def make_predictor_fixtures(version: int, force: bool) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         weights = _tiny_models(Path(scratch))
         for file_name, (images, options) in predictor_files(version).items():
-            result = compress_images(images, load_model(weights[3]), tile=16, device="cpu", **options)
+            result = compress_images(images, load_model(weights[3]), **{"tile": 16, "device": "cpu", **options})
             assert result.format_version == version, file_name
             if write_pinned(folder / file_name, result.data, force):
                 print(f"format{version}/{file_name}: {len(result.data)} bytes")
@@ -313,7 +329,7 @@ def fixed_estimates():
 
 
 def format7_file(weights: Path, version: int = 7) -> bytes:
-    """tests/data/format7/reordered.vz's bytes (formatN/reordered.vz's with version N, 8 or 9): golden.png by the
+    """tests/data/format7/reordered.vz's bytes (formatN/reordered.vz's with version N, 8, 9 or 10): golden.png by the
     tiny model of `weights`, fixed estimates."""
     with fixed_estimates():
         result = compress_images([("golden.png", golden_image())], load_model(weights), tile=FORMAT7_TILE,
@@ -376,6 +392,7 @@ def main() -> None:
     action.add_argument("--format7", action="store_true", help="tests/data/format7/reordered.vz")
     action.add_argument("--format8", action="store_true", help="tests/data/format8/*.vz")
     action.add_argument("--format9", action="store_true", help="tests/data/format9/*.vz")
+    action.add_argument("--format10", action="store_true", help="tests/data/format10/*.vz")
     action.add_argument("--binary", action="store_true", help="tests/data/binary/model.vz")
     action.add_argument("--global", dest="global_", action="store_true", help="tests/data/global/model.vz")
     action.add_argument("--sizes", action="store_true", help="print issue 15's size table (writes nothing)")
@@ -392,9 +409,10 @@ def main() -> None:
         make_predictor_fixtures(5 if args.format5 else 6, args.force)
     elif args.format7:
         make_format7_fixture(args.force)
-    elif args.format8 or args.format9:
-        make_predictor_fixtures(8 if args.format8 else 9, args.force)
-        make_format7_fixture(args.force, 8 if args.format8 else 9)
+    elif args.format8 or args.format9 or args.format10:
+        version = 8 if args.format8 else 9 if args.format9 else 10
+        make_predictor_fixtures(version, args.force)
+        make_format7_fixture(args.force, version)
     elif args.binary:
         make_latent_fixture("binary", binary_weights, args.force)
     elif args.global_:

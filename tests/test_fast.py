@@ -180,34 +180,43 @@ def test_by_default_the_predictors_own_stream_is_kept_where_it_is_the_smaller_fi
     """By default compress also codes the image as --fast does without its classical codings (the predictor's
     tiles of FAST_TILE, no model tile) and keeps the smaller file; the report keeps the model's bound (the network
     ran) and names what the other stream cost. The untrained tiny model loses every tile of the sample photograph
-    to the predictor, whose larger tiles then code it for less; where that stream is made larger than the model's,
-    the model's is kept."""
+    to the predictor, whose larger tiles then code it for less: the model's estimate rules its own stream out,
+    which is then not coded at all. Where the quick stream is made larger than the model's, the model's is coded
+    (its predictor tiles format 9's adaptive ones) and kept."""
     from vaezip import archive
 
     image = Image.open(ROOT / "samples" / "hopper.png").convert("RGB").crop((0, 0, 256, 160))
     loaded = load_model(tiny_weights[3])
-    model_stream = compress_images([("a.png", image)], loaded, device="cpu", tile=32)  # a tile asked for: no quick
+    # a tile and a format asked for: no quick stream; the model stream as the default codes it
+    model_stream = compress_images([("a.png", image)], loaded, device="cpu", tile=32, format_version=9)
     quick = compress_images([("a.png", image)], loaded, device="cpu", fast=True, classical=False)
+    coded = []
+    encode_model = archive._encode_model
+    monkeypatch.setattr(archive, "_encode_model", lambda *a, **k: coded.append(a[1]) or encode_model(*a, **k))
     default = compress_images([("a.png", image)], loaded, device="cpu")
     assert len(quick.data) < len(model_stream.data) and default.data == quick.data
+    assert coded == [[0]]  # the quick stream's own coding only: the model's stream was ruled out
     # the images are read once: an iterator of them codes both streams too
     assert compress_images(iter([("a.png", image)]), loaded, device="cpu").data == default.data
     report, = default.images
     assert report.bound_bits == model_stream.images[0].bound_bits and math.isfinite(report.bound_bits)
     candidates = dict(report.candidate_bytes)
-    assert candidates["predictor"] == math.ceil(quick.images[0].payload_bits / 8)
-    assert candidates["model"] == math.ceil(model_stream.images[0].payload_bits / 8)
+    assert candidates["predictor"] == math.ceil(quick.images[0].payload_bits / 8) < candidates["model"]
     assert {"png", "webp", "raw"} <= set(candidates)
 
     original = archive._encode_archive
 
     def larger_quick(*args, **kwargs):  # the quick stream made larger than the model's
         result = original(*args, **kwargs)
-        return result if not kwargs["fast"] else archive.dataclasses.replace(result, data=result.data + bytes(10**6))
+        if not kwargs["fast"]:
+            return result
+        larger = tuple(archive.dataclasses.replace(one, payload_bits=one.payload_bits + 8e6) for one in result.images)
+        return archive.dataclasses.replace(result, data=result.data + bytes(10**6), images=larger)
 
     monkeypatch.setattr(archive, "_encode_archive", larger_quick)
     kept = compress_images([("a.png", image)], loaded, device="cpu")
     assert kept.data == model_stream.data and "predictor" in dict(kept.images[0].candidate_bytes)
+    assert dict(kept.images[0].candidate_bytes)["model"] == math.ceil(model_stream.images[0].payload_bits / 8)
     for options in (dict(tile=32), dict(format_version=8), dict(classical=False), dict(predictor=False)):
         calls = []
         monkeypatch.setattr(archive, "_encode_archive", lambda *a, **k: calls.append(k["fast"]) or original(*a, **k))

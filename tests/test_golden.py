@@ -30,7 +30,7 @@ GOLDEN = Path(__file__).parent / "data"
 FORMAT3 = GOLDEN / "format3"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from make_golden import (  # noqa: E402
-    FORMAT7_TILE, PREDICTOR_KINDS, format3_files, format7_estimates, format7_file, predictor_files,
+    FORMAT7_TILE, PREDICTOR_KINDS, format3_files, format7_estimates, format7_file, photo_crop, predictor_files,
 )
 
 
@@ -102,7 +102,7 @@ def test_encoding_reproduces_the_golden_bytes(tiny_weights):
     assert data == (GOLDEN / "golden.vz").read_bytes()
     for version in PREDICTOR_KINDS:
         for file_name, ((pair,), options) in predictor_files(version).items():
-            again = compress_images([pair], model, tile=16, device="cpu", **options)
+            again = compress_images([pair], model, **{"tile": 16, "device": "cpu", **options})
             pinned = (GOLDEN / f"format{version}" / file_name).read_bytes()
             assert again.data == pinned and again.format_version == version, (version, file_name)
     result = compress_images([("golden.png", image)], model, tile=16, device="cpu", predictor=False, classical=False,
@@ -121,8 +121,8 @@ def test_the_untrained_model_loses_every_tile_of_the_golden_image_to_the_predict
     still."""
     image = Image.open(GOLDEN / "golden.png")
     sizes = {}
-    kinds = {None: "predictive-adaptive", 8: "predictive-fitted", 6: "predictive-blend", 5: "predictive-laplace",
-             3: "predictive-neighbours"}
+    kinds = {None: "predictive-least-squares", 9: "predictive-adaptive", 8: "predictive-fitted", 6: "predictive-blend",
+             5: "predictive-laplace", 3: "predictive-neighbours"}
     for version, predictor_kind in kinds.items():
         result = compress_images([("golden.png", image)], load_model(tiny_weights[3]), tile=16, device="cpu",
                                  classical=False, format_version=version)
@@ -138,14 +138,14 @@ def test_the_untrained_model_loses_every_tile_of_the_golden_image_to_the_predict
 def test_predictor_golden_files_decode_exactly_in_a_fresh_process_under_other_kernels(version, tiny_weights, tmp_path):
     """The Laplace tables are built from exact operations only (codec/exact.py), the blend's means and stds
     from exactly rounded ones: the same on every machine."""
-    expected = np.asarray(Image.open(GOLDEN / "golden.png"))
     folder = GOLDEN / f"format{version}"
     # numpy's SIMD kernels too: the predictor's arithmetic is numpy's (X86_V2 is its x86-64 baseline)
     plain_numpy = {"ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "1",
                    "NPY_DISABLE_CPU_FEATURES": "X86_V4 X86_V3 AVX512_ICL AVX512_SPR"}
-    for file_name in predictor_files(version):
+    for file_name, (((_, image),), _) in predictor_files(version).items():
         read_version, header, _ = read_versioned((folder / file_name).read_bytes())
         assert read_version == version and header.coder.schedule[0][0] == PREDICTOR_KINDS[version], file_name
+        expected = np.asarray(image)
         for env in ({}, plain_numpy):
             out = tmp_path / f"{file_name}.png"
             result = run_cli("decompress", folder / file_name, "-o", out, "-f", "-m", tiny_weights[3], env=env)
@@ -153,7 +153,7 @@ def test_predictor_golden_files_decode_exactly_in_a_fresh_process_under_other_ke
             assert np.array_equal(np.asarray(Image.open(out)), expected), (file_name, env)
 
 
-@pytest.mark.parametrize("version", [7, 8, 9])
+@pytest.mark.parametrize("version", [7, 8, 9, 10])
 def test_the_reordered_golden_files_hold_their_stream_order_and_reencode_to_their_bytes(version, tiny_weights):
     """formatN/reordered.vz: the predictor's tiles (the even ones, by the fixed estimates) first in the stream,
     then the model's in batches; encoding again gives the same bytes. A failure means the format changed."""
@@ -167,12 +167,13 @@ def test_the_reordered_golden_files_hold_their_stream_order_and_reencode_to_thei
     alone = [None if estimate == 0 else "predictor" for estimate in format7_estimates(tiles)]
     assert read_version == version and order == bitsback.model_last(alone) == [0, 2, 4, 6, 8, 1, 3, 5, 7]
     kinds = [kind for kind, n in header.coder.schedule for _ in range(n)]
-    predictor_kind = {7: "predictive-blend", 8: "predictive-fitted", 9: "predictive-adaptive"}[version]
+    predictor_kind = {7: "predictive-blend", 8: "predictive-fitted", 9: "predictive-adaptive",
+                      10: "predictive-least-squares"}[version]
     assert kinds[:5] == [predictor_kind] * 5 and "bitsback" in kinds[5:]
     assert format7_file(tiny_weights[3], version) == pinned
 
 
-@pytest.mark.parametrize("version", [7, 8, 9])
+@pytest.mark.parametrize("version", [7, 8, 9, 10])
 def test_the_reordered_golden_files_decode_exactly_in_a_fresh_process_under_other_kernels(version, tiny_weights,
                                                                                           tmp_path):
     expected = np.asarray(Image.open(GOLDEN / "golden.png"))
@@ -191,7 +192,7 @@ def test_info_says_how_each_file_was_coded():
     assert sorted(INFERENCE) == list(READABLE_VERSIONS)  # every format a reader reads, named
     result = run_cli("info", GOLDEN / "golden.vz", GOLDEN / "golden-v4.vz", GOLDEN / "format6" / "model.vz",
                      GOLDEN / "format7" / "reordered.vz", GOLDEN / "format8" / "reordered.vz",
-                     GOLDEN / "format9" / "reordered.vz")
+                     GOLDEN / "format9" / "reordered.vz", GOLDEN / "format10" / "reordered.vz")
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stdout.decode().splitlines() if not line.startswith(" ")]
     assert "format 2 (integer-exact inference: decodes on any machine)" in lines[0]
@@ -200,6 +201,8 @@ def test_info_says_how_each_file_was_coded():
     assert "format 7 (integer-exact inference with blend predictor tiles first in the stream" in lines[3]
     assert "format 8 (integer-exact inference with blend predictor tiles coded by fitted residual tables" in lines[4]
     assert "format 9 (integer-exact inference with adaptive blend predictor tiles first in the stream" in lines[5]
+    assert "format 10 (integer-exact inference with adaptive least-squares predictor tiles first in the stream" in \
+        lines[6]
 
 
 def test_info_needs_no_model_and_imports_no_torch():
@@ -285,14 +288,15 @@ def test_format_3_golden_files_say_how_each_image_was_coded():
 
 
 def test_the_cli_writes_an_older_format_on_request(tiny_weights, tmp_path):
-    """--format 8 for readers before format 9 (the fitted tiles without adapting), 7 or 6 for those before format
-    8 (the blend's Laplace tiles), 5 for those before format 6, 3 (and 2) for those before format 5: the
-    predictor's Laplace or Gaussian tiles; the same bytes in a worker process (-j 2); --format 9 is the default;
-    --format with --samples, or a format it cannot write, is a usage error."""
+    """--format 9 for readers before format 10 (the adaptive tiles without least squares), 8 for those before
+    format 9 (the fitted tiles without adapting), 7 or 6 for those before format 8 (the blend's Laplace tiles), 5
+    for those before format 6, 3 (and 2) for those before format 5: the predictor's Laplace or Gaussian tiles; the
+    same bytes in a worker process (-j 2); --format 10 is the default; --format with --samples, or a format it
+    cannot write, is a usage error."""
     image = np.asarray(Image.open(GOLDEN / "golden.png"))
-    formats = {"new": [], "nine": ["--format", "9"], "eight": ["--format", "8"], "seven": ["--format", "7"],
-               "six": ["--format", "6"],
-               "five": ["--format", "5"], "three": ["--format", "3"], "two": ["--format", "2"]}
+    formats = {"new": [], "ten": ["--format", "10"], "nine": ["--format", "9"], "eight": ["--format", "8"],
+               "seven": ["--format", "7"], "six": ["--format", "6"], "five": ["--format", "5"],
+               "three": ["--format", "3"], "two": ["--format", "2"]}
     for name, extra in formats.items():
         done = run_cli("compress", GOLDEN / "golden.png", "-o", tmp_path / f"{name}.vz", "-m", tiny_weights[3],
                        "--tile", "16", *extra)
@@ -300,10 +304,10 @@ def test_the_cli_writes_an_older_format_on_request(tiny_weights, tmp_path):
         back = run_cli("decompress", tmp_path / f"{name}.vz", "-o", tmp_path / f"{name}.png", "-m", tiny_weights[3])
         assert back.returncode == 0 and np.array_equal(np.asarray(Image.open(tmp_path / f"{name}.png")), image)
     versions = {name: read_versioned((tmp_path / f"{name}.vz").read_bytes())[0] for name in formats}
-    assert versions["three"] == 3 and versions["two"] == 2 and versions["new"] in (3, 9) and versions["five"] in (3, 5)
+    assert versions["three"] == 3 and versions["two"] == 2 and versions["new"] in (3, 10) and versions["five"] in (3, 5)
     assert versions["six"] == versions["seven"] in (3, 6)  # nothing for the stream order to move here
-    assert versions["eight"] in (3, 8)
-    assert (tmp_path / "nine.vz").read_bytes() == (tmp_path / "new.vz").read_bytes()
+    assert versions["eight"] in (3, 8) and versions["nine"] in (3, 9)
+    assert (tmp_path / "ten.vz").read_bytes() == (tmp_path / "new.vz").read_bytes()
     assert (tmp_path / "seven.vz").read_bytes() == (tmp_path / "six.vz").read_bytes()
     kinds = {kind for kind, _ in read_versioned((tmp_path / "two.vz").read_bytes())[1].coder.schedule}
     assert "predictive-laplace" not in kinds and "predictive-neighbours" in kinds
@@ -323,7 +327,8 @@ def test_the_cli_writes_an_older_format_on_request(tiny_weights, tmp_path):
 
 
 # Pinned files whose model stream went without the model tile by tile (predictor tiles, or no tiles at all).
-MODEL_FREE = ["format9/predictor.vz", "format8/predictor.vz", "format6/predictor.vz", "format5/predictor.vz", "format3/model-alpha.vz",
+MODEL_FREE = ["format10/predictor.vz", "format10/fast.vz", "format10/photo-fast.vz", "format9/predictor.vz",
+              "format8/predictor.vz", "format6/predictor.vz", "format5/predictor.vz", "format3/model-alpha.vz",
               "format3/archive.vz"]
 
 
@@ -363,11 +368,12 @@ def test_a_file_with_model_tiles_still_needs_its_model():
     assert result.returncode != 0 and b"not installed: pass --model" in result.stderr
 
 
-@pytest.mark.parametrize("name", ["format9/predictor.vz", "format9/reordered.vz"])
-def test_format_9_files_decode_in_a_fresh_process_without_numba(name, tiny_weights, tmp_path):
-    """Format 9's adaptive predictor tiles have no numpy coder: where numba cannot be imported the kernels run as
-    plain Python (codec/kernels.py PLAIN_FORMS), the same pixels."""
-    expected = np.asarray(Image.open(GOLDEN / "golden.png"))
+@pytest.mark.parametrize("name", ["format9/predictor.vz", "format9/reordered.vz", "format10/predictor.vz",
+                                  "format10/fast.vz", "format10/photo-fast.vz"])
+def test_format_9_and_10_files_decode_in_a_fresh_process_without_numba(name, tiny_weights, tmp_path):
+    """Format 9's adaptive predictor tiles and format 10's least-squares ones have no numpy coder: where numba
+    cannot be imported the kernels run as plain Python (codec/kernels.py PLAIN_FORMS), the same pixels."""
+    expected = np.asarray(photo_crop() if name.endswith("photo-fast.vz") else Image.open(GOLDEN / "golden.png"))
     script = (
         "import sys, numpy as np; sys.modules['numba'] = None; sys.path.insert(0, sys.argv[1]);"
         "from vaezip.api import decompress_images, load_model; from codec import kernels;"

@@ -44,8 +44,10 @@ def compress_images(
     format_version: None for the oldest format that holds the file (3; 4 for importance-weighted batches; 7
     where the predictor's tiles go first in the stream, so that the model's run in full batches; 8 where a tile
     decided on while coding goes to the predictor, whose residuals format 8 codes with tables fitted on
-    photographs; 9 where the predictor's tiles adapt their contexts' statistics over the stream); 8 to write
-    format 8 (the predictor's tiles without adapting), which readers older than format 9 read; 7 to write format
+    photographs; 9 where the predictor's tiles adapt their contexts' statistics over the stream; 10 where they
+    also blend in a local least-squares prediction); 9 to write format 9 (the predictor's tiles without least
+    squares), which readers older than format 10 read; 8 to write format 8 (the predictor's tiles without
+    adapting), which readers older than format 9 read; 7 to write format
     7 (the predictor's residuals with Laplaces), which readers older than format 8 read; 6 to write format 6
     (its tiles in raster order), which readers older than format 7 read; 5 to write format 5
     (the predictor's Laplace residuals), which readers older than format 6 read; 3 for format 3 (its Gaussian
@@ -152,6 +154,8 @@ INFERENCE = {
        "and classical codings: decodes on any machine",
     9: "integer-exact inference with adaptive blend predictor tiles first in the stream, and classical codings: "
        "decodes on any machine",
+    10: "integer-exact inference with adaptive least-squares predictor tiles first in the stream, and classical "
+        "codings: decodes on any machine",
 }
 
 
@@ -171,11 +175,12 @@ def file_info(data: bytes) -> FileInfo:
         for e in header.images
     )
     inference = INFERENCE[version]
-    if version in (5, 6, 7, 8, 9) and any(tilekinds.BY_NAME[kind].samples > 1 for kind in kinds):
+    if version in (5, 6, 7, 8, 9, 10) and any(tilekinds.BY_NAME[kind].samples > 1 for kind in kinds):
         predictor = {5: "Laplace predictor tiles", 6: "blend predictor tiles",
                      7: "blend predictor tiles first in the stream",
                      8: "blend predictor tiles coded by fitted residual tables, first in the stream",
-                     9: "adaptive blend predictor tiles first in the stream"}[version]
+                     9: "adaptive blend predictor tiles first in the stream",
+                     10: "adaptive least-squares predictor tiles first in the stream"}[version]
         inference = (f"integer-exact inference with {predictor} and importance-weighted bits-back, and classical "
                      "codings: decodes on any machine")
     return FileInfo(

@@ -99,27 +99,38 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
     """compress_images (vaezip/api.py). By default (no tile, format or sample count asked for) the file is also
     coded as `fast` codes it without its classical codings, the predictor's tiles of FAST_TILE, and the smaller
     file kept: since format 9's adaptive predictor the model's tiles of 32 gain less on most photographs than
-    the predictor's larger tiles do (Kodak: the smaller of the two on 21 of the 24)."""
+    the predictor's larger tiles do (Kodak: the smaller of the two on 21 of the 24 in format 9, on all 24 since
+    format 10's least squares). The model's stream then codes its predictor tiles with format 9's adaptive kind,
+    not format 10's least-squares one: pricing every tile of 32 with least squares costs about a second a
+    Kodak image, and the quick stream has it where the predictor wins (Kodak: 91 -> 84 s to compress); and where
+    the model's estimate rules every image out against the quick stream, the model codes nothing."""
     started = time.perf_counter()
     split = _split(images)  # once: `images` may be an iterator, and both codings read the same planes
     if fast or tile is not None or not (predictor and classical) or format_version is not None or samples != 1:
         return _encode_archive(split, started, model, tile=tile, max_batch=max_batch, device=device, progress=progress,
                                predictor=predictor, classical=classical, format_version=format_version,
                                samples=samples, fast=fast)
-    quick_of = []
 
-    def quick_stream() -> None:
-        quick_of.append(_encode_archive(split, time.perf_counter(), model, tile=None, max_batch=max_batch, device=device, progress=None,
-                                        predictor=True, classical=False, format_version=None, samples=1, fast=True))
+    def quick_stream() -> CompressResult:
+        return _encode_archive(split, time.perf_counter(), model, tile=None, max_batch=max_batch, device=device,
+                               progress=None, predictor=True, classical=False, format_version=None, samples=1,
+                               fast=True)
 
-    # The quick stream is coded while the classical codings finish (its compiled coder and Pillow's encoders
-    # release the GIL), where the default's coding gets that far; else after it.
-    result = _encode_archive(split, started, model, tile=tile, max_batch=max_batch, device=device, progress=progress,
-                             predictor=predictor, classical=classical, format_version=format_version,
-                             samples=samples, fast=fast, alongside=quick_stream)
-    if not quick_of:
-        quick_stream()
-    quick = quick_of[0]
+    # The quick stream is coded in a thread of its own while the model's tiles are priced and the classical
+    # codings run (its compiled coder, the pricing's and Pillow's encoders release the GIL), where the default's
+    # coding gets that far; else after it. The pool waits for it whatever happens.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vaezip-quick") as worker:
+        started_quick = []
+
+        def start_quick():
+            started_quick.append(worker.submit(quick_stream))
+            return lambda: [report.payload_bits for report in started_quick[0].result().images]
+
+        result = _encode_archive(split, started, model, tile=tile, max_batch=max_batch, device=device,
+                                 progress=progress, predictor=predictor, classical=classical,
+                                 format_version=format_version, samples=samples, fast=fast, alongside=start_quick,
+                                 predictor_kind=bitsback.PREDICTIVE_ADAPTIVE)
+        quick = started_quick[0].result() if started_quick else quick_stream()
     kept = result if len(result.data) <= len(quick.data) else quick
     # Each image keeps the model's bound (the network ran) and its candidates, the quick stream's share joining them.
     reports = tuple(dataclasses.replace(report, bound_bits=model_report.bound_bits, candidate_bytes=tuple(sorted(
@@ -143,10 +154,15 @@ def _split(images) -> list[_Image]:
 
 
 def _encode_archive(split: list[_Image], started: float, model, *, tile, max_batch, device, progress, predictor,
-                    classical, format_version, samples, fast, alongside=None) -> CompressResult:
+                    classical, format_version, samples, fast, alongside=None,
+                    predictor_kind: str | None = None) -> CompressResult:
     """encode_archive's coding of `split` (_split's) with these options, its time counted from `started`;
-    `alongside()` is called once the classical codings run beside the coder, before the model codes anything (not
-    at all where no classical coding runs)."""
+    `alongside()` is called once the classical codings run beside the coder, before the model's tiles are priced
+    (not at all where no classical coding runs); what it returns gives, called after the pricing, each image's
+    payload bits in another file the caller will choose from (encode_archive's quick stream); where the model's
+    estimate of every image exceeds them as it would a classical coding's, the model codes none of them.
+    `predictor_kind`: the predictor kind of the model stream's tiles coded without the model, instead of
+    format_version's (the newest's where None)."""
     if format_version not in (None, *container.OLDER_FORMATS):
         raise ValueError(f"format_version must be one of {', '.join(map(str, container.OLDER_FORMATS))}, "
                          f"not {format_version}")
@@ -182,14 +198,17 @@ def _encode_archive(split: list[_Image], started: float, model, *, tile, max_bat
 
         coder_model = TorchLatentModel(loaded.model, _resolve_device(device))  # integer-exact
     integer = coder_model is None or coder_model.integer
-    # Format 9's predictor tiles (the blend of predictors with fitted residual tables, its contexts adapting over
-    # the stream); where an older format was asked for, format 8's (the same without adapting), format 6 and 7's
-    # (the blend with Laplace residuals), format 5's (Laplace residuals), else Gaussian ones (formats 1 to 4; the
-    # model's files are format 1 without integer inference).
+    # Format 10's predictor tiles (the blend of predictors and local least squares, with fitted residual tables,
+    # its contexts adapting over the stream), or the `predictor_kind` asked for; where an older format was asked
+    # for, format 9's (the same without least squares), format 8's (without adapting), format 6 and 7's (the blend
+    # with Laplace residuals), format 5's (Laplace residuals), else Gaussian ones (formats 1 to 4; the model's
+    # files are format 1 without integer inference).
+    newest = predictor_kind or bitsback.PREDICTIVE_LEAST_SQUARES
     predictor_kind = bitsback.PREDICTIVE_NEIGHBOURS
     if integer:
         predictor_kind = {
-            None: bitsback.PREDICTIVE_ADAPTIVE, container.FITTED_VERSION: bitsback.PREDICTIVE_FITTED,
+            None: newest, container.ADAPTIVE_VERSION: bitsback.PREDICTIVE_ADAPTIVE,
+            container.FITTED_VERSION: bitsback.PREDICTIVE_FITTED,
             container.ORDER_VERSION: bitsback.PREDICTIVE_BLEND, container.BLEND_VERSION: bitsback.PREDICTIVE_BLEND,
             container.LAPLACE_VERSION: bitsback.PREDICTIVE_LAPLACE,
         }.get(format_version, predictor_kind)
@@ -232,6 +251,7 @@ def _encode_archive(split: list[_Image], started: float, model, *, tile, max_bat
 
         alternatives_later = worker.submit(classical_codings)
         worker.shutdown(wait=False)  # the task still runs; the thread ends after it
+    quick_later = alongside() if alongside is not None and alternatives_later is not None else None
     if predictor and estimates_of is not None:
         # What each tile costs without the model, exactly as the coder prices it (its neighbours are in the
         # same image), once: the coder's choice of tiles and the estimate that decides whether it runs.
@@ -245,14 +265,14 @@ def _encode_archive(split: list[_Image], started: float, model, *, tile, max_bat
         priced_of, start = {}, 0
         for k, cut in cuts:
             priced_of[k], start = every[start : start + len(cut)], start + len(cut)
-    if alongside is not None and alternatives_later is not None:
-        alongside()
+    quick_bits = quick_later() if quick_later is not None else None
 
     def code(indices: list[int], on_batch=progress) -> _ModelCoding:
         return _encode_model(split, indices, coder_model, tiles_of, estimates_of if predictor else None, tile,
                              max_batch, on_batch, legacy, predictor_kind, samples, priced_of,
                              model_last_order=format_version in (None, container.ORDER_VERSION,
-                                                                 container.FITTED_VERSION))
+                                                                 container.FITTED_VERSION,
+                                                                 container.ADAPTIVE_VERSION))
 
     if legacy or not classical:
         everything = code(everyone) if tiles_needed <= MAX_TILES else None
@@ -265,12 +285,19 @@ def _encode_archive(split: list[_Image], started: float, model, *, tile, max_bat
     estimated = {k: _model_estimate(tiles_of[k], estimates_of[k], None if priced_of is None else priced_of[k])
                  for k in tiles_of}
 
+    # Every image ruled out against the other file (the quick stream): then that file, or the classical one,
+    # is kept whatever the model's images cost, and the model codes nothing. Not image by image: each file holds
+    # all of the images, and one the model codes well beside one it does not still makes a smaller file.
+    beaten = quick_bits is not None and tiles_needed <= MAX_TILES and all(
+        k in estimated and estimated[k][0] > skip_ratio(len(tiles_of[k])) * quick_bits[k] for k in everyone)
+
     def worth_the_model(alternatives) -> list[int]:
         budget = {k: skip_ratio(len(tiles_of.get(k, ()))) * 8 * len(entry.data) for k, (entry, _) in alternatives.items()}
-        return [k for k in everyone if tiles_needed <= MAX_TILES and estimated.get(k, (0.0,))[0] <= budget[k]]
+        return [k for k in everyone if tiles_needed <= MAX_TILES and not beaten
+                and estimated.get(k, (0.0,))[0] <= budget[k]]
 
     everything = None
-    candidates = everyone if tiles_needed <= MAX_TILES else []  # what worth_the_model gives without a budget
+    candidates = everyone if tiles_needed <= MAX_TILES and not beaten else []  # worth_the_model without a budget
     if SPECULATE and candidates and not alternatives_later.done():
         # While the classical codings finish (a photograph's take ~0.65 s of one core), the model codes every
         # image it could code, on the bet that none is ruled out; the bet is checked after each batch, and a

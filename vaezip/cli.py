@@ -997,7 +997,9 @@ def compress(
                                 "importance-weighted (Monte-Carlo) bits-back, paying the K-sample bound instead of "
                                 "the ELBO for K times the model's work each way (format 4 or later: vaezip before it "
                                 "cannot read such files)"),
-    format_version: Optional[int] = typer.Option(None, "--format", metavar="N", help="write format 8 (the "
+    format_version: Optional[int] = typer.Option(None, "--format", metavar="N", help="write format 9 (the "
+                                                 "predictor's tiles without least squares, readable by vaezip "
+                                                 "since format 9), 8 (the "
                                                  "predictor's tiles without adapting their contexts, readable by "
                                                  "vaezip since format 8), 7 (the "
                                                  "predictor's tiles with Laplace residuals, readable by vaezip "
@@ -1005,8 +1007,8 @@ def compress(
                                                  "6), 5 (the predictor's simpler Laplace tiles, since format 5), 3 "
                                                  "(readable by every vaezip since issue 15: the predictor's "
                                                  "tiles with Gaussian residuals) or 2 (JSON header, every image "
-                                                 "through the model); default (or 9): the oldest format that "
-                                                 "holds the file (9 where the predictor codes a tile, 7 where "
+                                                 "through the model); default (or 10): the oldest format that "
+                                                 "holds the file (10 where the predictor codes a tile, 7 where "
                                                  "only the order needs it)"),
     fast: bool = typer.Option(False, "--fast", help="run no network: every tile by the model-free predictor (or "
                               "the smaller classical coding), several times faster to compress, on photographs "
@@ -1022,13 +1024,13 @@ def compress(
             raise UsageFailure(f"--jobs must be 0 (one per core) or more, not {jobs_at_once}")
         if samples not in (1, *IMPORTANCE_SAMPLES):
             raise UsageFailure(f"--samples must be 1, {', '.join(map(str, IMPORTANCE_SAMPLES))}, not {samples}")
-        from codec.container import ADAPTIVE_VERSION, OLDER_FORMATS
+        from codec.container import LEAST_SQUARES_VERSION, OLDER_FORMATS
 
-        if format_version not in (None, *OLDER_FORMATS, ADAPTIVE_VERSION):
-            known = f"{', '.join(map(str, OLDER_FORMATS))} or {ADAPTIVE_VERSION}"
+        if format_version not in (None, *OLDER_FORMATS, LEAST_SQUARES_VERSION):
+            known = f"{', '.join(map(str, OLDER_FORMATS))} or {LEAST_SQUARES_VERSION}"
             raise UsageFailure(f"--format must be {known} (without it: the oldest format that holds the file), "
                                f"not {format_version}")
-        if format_version == ADAPTIVE_VERSION:  # the newest: what compress writes without --format
+        if format_version == LEAST_SQUARES_VERSION:  # the newest: what compress writes without --format
             format_version = None
         if format_version is not None and samples != 1:
             raise UsageFailure(f"--samples {samples} writes format 4 or later: not with --format {format_version}")

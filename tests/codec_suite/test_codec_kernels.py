@@ -319,29 +319,32 @@ def test_ready_waits_for_enough_values_unless_numba_is_loaded_and_stops_after_a_
 # ---------------------------------------------------------------------------------------------- adaptive contexts
 
 
-def adaptive_stream(forms, monkeypatch, pairs):
-    """`pairs` (pixels, context) as one stream's ADAPTIVE tiles, the first popped first, with the kernels `forms`:
-    recorded in that order, pushed last first, popped back. (The recordings, the words, the decoded tiles, the
-    encoder's and the decoder's statistics.)"""
+def adaptive_stream(forms, monkeypatch, pairs, distribution=predictive.ADAPTIVE):
+    """`pairs` (pixels, context) as one stream's `distribution` (STATEFUL) tiles, the first popped first, with the
+    kernels `forms`: recorded in that order, pushed last first, popped back. (The recordings, the words, the
+    decoded tiles, the encoder's and the decoder's statistics.)"""
     monkeypatch.setattr(kernels, "always", lambda: forms)
     state = predictive.AdaptiveState()
-    recorded = [predictive.record_adaptive(tile, context, state) for tile, context in pairs]
+    recorded = [predictive.record_adaptive(tile, context, state, distribution) for tile, context in pairs]
     stack = Stack()
     for one in reversed(recorded):
         predictive.push_rows(stack, one)
     words = stack.words()
     decoder = predictive.AdaptiveState()
-    decoded = [predictive.decode(stack, *tile.shape, context, predictive.ADAPTIVE, decoder) for tile, context in pairs]
+    decoded = [predictive.decode(stack, *tile.shape, context, distribution, decoder) for tile, context in pairs]
     assert stack.is_empty()
     return recorded, words, decoded, state, decoder
 
 
 @compiled
-def test_adaptive_tiles_compiled_and_as_plain_python_are_the_same_bits(monkeypatch):
-    """ADAPTIVE has no numpy coder: the compiled kernels and their plain Python forms (where numba is missing)
-    must record the same rows, write the same words and learn the same statistics, and both decode."""
+@pytest.mark.parametrize("distribution", predictive.STATEFUL)
+def test_adaptive_tiles_compiled_and_as_plain_python_are_the_same_bits(monkeypatch, distribution):
+    """ADAPTIVE and LEAST_SQUARES have no numpy coder: the compiled kernels and their plain Python forms (where
+    numba is missing) must record the same rows, write the same words and learn the same statistics, and both
+    decode."""
     pairs = list(tiles(np.random.default_rng(31)))[::7]  # every shape and channel count, smooth and noisy
-    runs = [adaptive_stream(forms, monkeypatch, pairs) for forms in (kernels.compiled(), kernels.PLAIN_FORMS)]
+    runs = [adaptive_stream(forms, monkeypatch, pairs, distribution)
+            for forms in (kernels.compiled(), kernels.PLAIN_FORMS)]
     for recorded, words, decoded, state, decoder in runs:
         assert all(np.array_equal(got, tile) for got, (tile, _) in zip(decoded, pairs))
         assert np.array_equal(state.sums, decoder.sums) and np.count_nonzero(state.sums[:, 1]) > 100
@@ -375,3 +378,51 @@ def test_adaptive_statistics_carry_from_tile_to_tile(monkeypatch):
     assert not np.array_equal(wrong, tile)
     with pytest.raises(ValueError, match="AdaptiveState"):
         predictive.decode(Stack.from_words(words), *tile.shape, predictive.Context(), predictive.ADAPTIVE)
+
+
+# ---------------------------------------------------------------------------------------------- local least squares
+
+
+def window_samples(height: int, width: int, y: int, x: int) -> list[tuple[int, int]]:
+    """The samples of value (y, x) of a (height, width) frame as docs/FORMAT.md defines them."""
+    radius = kernels.LS_RADIUS
+    return [(row, column) for row in range(max(2, y - radius), y + 1)
+            for column in range(max(2, x - radius), min(width - 2, x + radius, x + 2 * (y - row) - 1) + 1)]
+
+
+@pytest.mark.parametrize("forms", ["compiled", "plain"])
+def test_the_least_squares_prediction_solves_the_ridge_normal_equations_of_its_window(forms):
+    """_ls_predict's running sums and Cholesky solve give what numpy's solve of the window's normal equations
+    gives (built here from the samples one by one), for each channel's features, and nothing near the edges."""
+    if forms == "compiled" and kernels.compiled() is None:
+        pytest.skip("numba is not installed")
+    chosen = kernels.compiled() if forms == "compiled" else kernels.PLAIN_FORMS
+    rng = np.random.default_rng(41)
+    channels, height, width = 3, 14, 17
+    frame = np.concatenate([smooth_image(rng, channels, height, width, noise=6.0).reshape(channels, -1)
+                            .astype(np.float64), np.full((channels, 1), 128.0)], axis=1)
+    moments = np.zeros((frame.shape[1], sum(kernels.LS_MOMENTS[min(c, 2)] for c in range(channels))))
+    scratch = np.empty(2 * kernels.LS_FEATURES[2] + 1)
+    for at in range(height * width):  # raster order: every sample before any value after it
+        chosen["_ls_moments"](frame, moments, at, width, channels, scratch)
+    gram, right = np.empty((13, 13)), np.empty(kernels.LS_MOMENTS[2])
+    checked = 0
+    for y, x in [(0, 5), (1, 9), (5, 1), (7, width - 1), (2, 2), (6, 8), (13, 16 - 1), (13, 9)]:
+        at = y * width + x
+        for channel in range(channels):
+            solved = np.full((channels, height, 14), -1.0)  # nothing solved before: a solve now
+            got = chosen["_ls_predict"](frame, moments, channel, at, width, gram, right, scratch, solved)
+            samples = window_samples(height, width, y, x) if y >= 2 and 2 <= x <= width - 2 else []
+            count = kernels.LS_FEATURES[min(channel, 2)]
+            if len(samples) < count + 2:
+                assert got == -1.0, (y, x, channel)
+                continue
+            features = np.array([[chosen["_ls_features"](frame, channel, r * width + c, width, scratch),
+                                  *scratch[:count]][1:] for r, c in samples])
+            values = np.array([frame[channel, r * width + c] for r, c in samples])
+            weights = np.linalg.solve(features.T @ features + kernels.LS_RIDGE * np.eye(count), features.T @ values)
+            chosen["_ls_features"](frame, channel, at, width, scratch)
+            expected = float(np.clip(weights @ scratch[:count], 0.0, 255.0))
+            assert abs(got - expected) < 1e-6 * max(1.0, abs(expected)), (y, x, channel, got, expected)
+            checked += 1
+    assert checked >= 9
