@@ -155,7 +155,7 @@ def _level(edges, std):
 # its row (and channel) where they are that recent. The window's radius and LS_EVERY were chosen on 23 of
 # photos_train's training photographs (every 13th), 128x128 tiles (`python scripts/least_squares.py photos-train
 # --every 13 --tile 128 --tune`): 3.8 % below ADAPTIVE there; radius 10 is 0.1 % lower still and ~10 % slower,
-# solving every value 0.2 % lower and ~1.8 times slower.
+# solving every value 0.2 % lower and ~1.9 times slower.
 LS_RADIUS = 8
 LS_EVERY = 3
 LS_RIDGE = 1.0
@@ -312,7 +312,8 @@ def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std
     gram = np.empty((LS_FEATURES[2], LS_FEATURES[2]))
     right = np.empty(LS_MOMENTS[2])
     features = np.empty(2 * LS_FEATURES[2] + 1)
-    solved = np.full((channels, (frame.shape[1] - 1) // max(width, 1), LS_FEATURES[2] + 1), -1.0)
+    # per channel and row of the frame: the weights solved last in it and their column (-1: none yet)
+    solved = np.full((channels, (frame.shape[1] - 1) // width if squares else 0, LS_FEATURES[2] + 1), -1.0)
     widest = 0
     for f in range(len(fronts) - 1):
         widest = max(widest, fronts[f + 1] - fronts[f])
