@@ -64,7 +64,7 @@ from codec.tilekinds import (  # noqa: F401
 
 KINDS = tuple(kind.name for kind in tilekinds.KINDS)  # every kind's name, in tilekinds.KINDS's order
 # The predictor kinds the encoder may write, each with its residual model (codec/predictive.py):
-# PREDICTIVE_LEAST_SQUARES (format 10), PREDICTIVE_ADAPTIVE (format 9, the default), PREDICTIVE_FITTED (format 8),
+# PREDICTIVE_LEAST_SQUARES (format 10, the default), PREDICTIVE_ADAPTIVE (format 9), PREDICTIVE_FITTED (format 8),
 # PREDICTIVE_BLEND (formats 6 and 7), PREDICTIVE_LAPLACE (format 5) and PREDICTIVE_NEIGHBOURS (what files of formats
 # 1 to 4 hold).
 PREDICTORS = {kind: tilekinds.RESIDUALS[kind] for kind in (

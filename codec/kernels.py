@@ -22,6 +22,7 @@ bits, slower."""
 from __future__ import annotations
 
 import sys
+import threading
 import types
 import warnings
 
@@ -221,7 +222,7 @@ def _ls_moments(frame, moments, at, width, channels, features):
         offset += size
 
 
-def _ls_predict(frame, moments, channel, at, width, gram, right, features, solved):
+def _ls_predict(frame, moments, channel, at, width, gram, window_sums, features, solved):
     """The least-squares prediction of the value (channel, at), or -1.0 where it has none (too near the frame's
     edge, or too few samples): the solution of the normal equations of the samples in its window, by Cholesky."""
     y, x = at // width, at % width
@@ -236,7 +237,7 @@ def _ls_predict(frame, moments, channel, at, width, gram, right, features, solve
     offset = _ls_offset(channel)
     size = (count + 1) * (count + 2) // 2
     for k in range(size):
-        right[k] = 0.0
+        window_sums[k] = 0.0
     samples = 0
     for row in range(max(2, y - LS_RADIUS), y + 1):
         # The row's samples whose wavefront 2 * row + column came before this value's.
@@ -247,14 +248,15 @@ def _ls_predict(frame, moments, channel, at, width, gram, right, features, solve
         samples += high - low + 1
         last, before = row * width + high, row * width + low - 1
         for k in range(size):
-            right[k] += moments[last, offset + k] - moments[before, offset + k]
+            window_sums[k] += moments[last, offset + k] - moments[before, offset + k]
     if samples < count + 2:
         return -1.0
-    # gram (lower) <- the features' products plus the ridge; right[packed] keeps each feature's product with the value
+    # gram (lower) <- the features' products plus the ridge; window_sums (packed) keeps each feature's product with
+    # the value after them
     k = 0
     for i in range(count):
         for j in range(i + 1):
-            gram[i, j] = right[k]
+            gram[i, j] = window_sums[k]
             k += 1
         gram[i, i] = gram[i, i] + LS_RIDGE
     # Cholesky, G = L L^T, L's diagonal kept as its reciprocals (one division a row, not one an entry)
@@ -264,14 +266,14 @@ def _ls_predict(frame, moments, channel, at, width, gram, right, features, solve
             for m in range(j):
                 total = total - gram[i, m] * gram[j, m]
             if i == j:
-                if total <= 0.0:
+                if not total > 0.0:
                     return -1.0
                 gram[i, i] = 1.0 / np.sqrt(total)
             else:
                 gram[i, j] = total * gram[j, j]
     solution = features[count + 1 :]
     for i in range(count):  # forward: L z = (the features' products with the value)
-        total = right[k + i]
+        total = window_sums[k + i]
         for m in range(i):
             total = total - gram[i, m] * solution[m]
         solution[i] = total * gram[i, i]
@@ -308,12 +310,12 @@ def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std
     frame's.
     Returns the stack's (position, state) afterwards (unchanged when encoding)."""
     channels, predictors = frame.shape[0], errors.shape[0]
-    squares = moments.shape[0] > 0
+    least_squares = moments.shape[0] > 0
     gram = np.empty((LS_FEATURES[2], LS_FEATURES[2]))
-    right = np.empty(LS_MOMENTS[2])
+    window_sums = np.empty(LS_MOMENTS[2])
     features = np.empty(2 * LS_FEATURES[2] + 1)
     # per channel and row of the frame: the weights solved last in it and their column (-1: none yet)
-    solved = np.full((channels, (frame.shape[1] - 1) // width if squares else 0, LS_FEATURES[2] + 1), -1.0)
+    solved = np.full((channels, (frame.shape[1] - 1) // width if least_squares else 0, LS_FEATURES[2] + 1), -1.0)
     widest = 0
     for f in range(len(fronts) - 1):
         widest = max(widest, fronts[f + 1] - fronts[f])
@@ -373,19 +375,20 @@ def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std
                 elif channel > 1:
                     mean = mean + (gains[0] * (frame[channel - 1, at] - spatial[channel - 1, j])
                                    + gains[1] * (frame[0, at] - spatial[0, j]))
-                if squares:
+                if least_squares:
                     # The least-squares prediction and this one, blended by their errors on the neighbours as the
                     # blend's predictors are (where it has none, this one twice: the same errors).
-                    squared = _ls_predict(frame, moments, channel, at, width, gram, right, features, solved)
-                    if squared < 0.0:
-                        squared = mean
-                    subs[BLEND_SUBS, channel, j], subs[BLEND_SUBS + 1, channel, j] = squared, mean
+                    ls_prediction = _ls_predict(frame, moments, channel, at, width, gram, window_sums, features,
+                                                solved)
+                    if ls_prediction < 0.0:
+                        ls_prediction = mean
+                    subs[BLEND_SUBS, channel, j], subs[BLEND_SUBS + 1, channel, j] = ls_prediction, mean
                     for k in range(BLEND_SUBS, BLEND_SUBS + LS_BLENDED):
                         spread = (errors[k, channel, around[0, at]] + errors[k, channel, around[1, at]]
                                   + diagonal * (errors[k, channel, around[2, at]] + errors[k, channel, around[3, at]])
                                   + floor)
                         weight[k] = 1.0 / (spread * spread)
-                    mean = ((weight[BLEND_SUBS] * squared + weight[BLEND_SUBS + 1] * mean)
+                    mean = ((weight[BLEND_SUBS] * ls_prediction + weight[BLEND_SUBS + 1] * mean)
                             / (weight[BLEND_SUBS] + weight[BLEND_SUBS + 1]))
                 unrounded = min(max(mean, 0.0), 255.0)
                 mean = np.floor(unrounded + 0.5)
@@ -449,7 +452,7 @@ def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std
             for k in range(predictors):
                 for channel in range(channels):
                     errors[k, channel, at] = abs(frame[channel, at] - subs[k, channel, j])
-            if squares:
+            if least_squares:
                 _ls_moments(frame, moments, at, width, channels, features)
     return position, state
 
@@ -471,6 +474,7 @@ def _plain_forms() -> dict:
 
 PLAIN_FORMS = _plain_forms()
 _compiled: dict | None = None  # the numba forms once built ({} where they cannot be)
+_building = threading.Lock()  # compress prices and codes in two threads at once
 _failed = False
 
 
@@ -504,10 +508,11 @@ def _build() -> dict:
 
 
 def compiled() -> dict | None:
-    """The compiled forms by name (built once per process), or None without numba."""
+    """The compiled forms by name (built once per process, whichever thread asks first), or None without numba."""
     global _compiled
-    if _compiled is None:
-        _compiled = _build()
+    with _building:
+        if _compiled is None:
+            _compiled = _build()
     return _compiled or None
 
 

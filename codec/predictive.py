@@ -36,8 +36,8 @@ Pixel (y, x) depends only on pixels of wavefront 2y' + x' < 2y + x, so the decod
 a time (2h + w - 2 of them, channel by channel), not h x w pixels one by one. Where numba is installed a
 BLEND or FITTED tile is coded instead by codec/kernels.py, pixel by pixel in one compiled call: the same bits.
 Encoder and decoder compute every number with the same elementwise float64 operations (+, -, *, /, abs, min,
-max: exactly rounded, no transcendental functions), so both sides give constriction identical means and stds
-on any machine. The Laplace tables add codec/exact.py's exp and running products, built from exactly rounded
+max, and LEAST_SQUARES's sqrt: exactly rounded, no transcendental functions), so both sides give constriction
+identical means and stds on any machine. The Laplace tables add codec/exact.py's exp and running products, built from exactly rounded
 operations too; FITTED's tables are integers read from a file.
 """
 
@@ -491,7 +491,8 @@ def _table_distribution(distribution: str) -> str:
 
 class AdaptiveState:
     """ADAPTIVE's context statistics (kernels.ADAPT_CONTEXTS, 4) float64, a context's four side by side: zeros at
-    a stream's start, then updated by each ADAPTIVE tile coded, in the decoder's order. Encoder and decoder hold
+    a stream's start, then updated by each ADAPTIVE or LEAST_SQUARES (STATEFUL) tile coded, in the decoder's
+    order. Encoder and decoder hold
     one each and must code the same tiles in the same order with it. A tile's coding replaces `sums` with an
     updated array and never writes the one it read: a caller may keep that one to undo the tile."""
 
@@ -665,6 +666,7 @@ def _decode_order(shape: tuple[int, int, int]) -> np.ndarray:
 # of this module: the same on every machine.
 
 BLEND_PREDICTORS = 7  # median edge, a + b - c, a + d - b, (a + b) / 2, (a + d) / 2, a, b
+assert BLEND_PREDICTORS == kernels.BLEND_SUBS  # the kernels' blend reads the first BLEND_SUBS predictors' errors
 BLEND_ERROR_DIAGONAL = 0.5  # the above-left and above-right neighbours' errors count half
 BLEND_ERROR_FLOOR = 1.0  # a predictor's weight is 1 / (its neighbours' errors + this)**2
 # A channel after the first adds the spatial error of the channel before (x BLEND_GAIN_PREVIOUS) and, from the
@@ -765,10 +767,10 @@ def _tile_of(frame: np.ndarray, values: np.ndarray, top: int, left: int) -> np.n
 
 def _kernel_tile(forms: dict, values: np.ndarray, top: int, left: int, encode: bool, distribution: str,
                  words: np.ndarray, length: int, head: int, adaptive: np.ndarray):
-    """One tile of `distribution` (BLENDS or ADAPTIVE) through `forms["_code_tile"]` (codec/kernels.py): popped
+    """One tile of `distribution` (BLENDS or STATEFUL) through `forms["_code_tile"]` (codec/kernels.py): popped
     from the stack (`words`, its bulk's `length`, `head`) into the frame `values` (C, H, W) (context filled in,
-    tile zeros), or with `encode` the values `values` holds taken (nothing pushed). `adaptive`: ADAPTIVE's
-    statistics (AdaptiveState.sums), updated in place, or kernels.NO_ADAPTATION. (The kernel's frame (C, M + 1),
+    tile zeros), or with `encode` the values `values` holds taken (nothing pushed). `adaptive`: a STATEFUL
+    distribution's statistics (AdaptiveState.sums), updated in place, or kernels.NO_ADAPTATION. (The kernel's frame (C, M + 1),
     each value's (table row, value) in pop order (2, N) where `encode`, the stack's bulk length and head.)"""
     channels, height, width = values.shape
     count = channels * (height - top) * (width - left)  # values to code
@@ -809,8 +811,8 @@ _scratch = threading.local()  # each thread's buffer for LEAST_SQUARES's running
 
 def _zeroed_moments(positions: int, channels: int) -> np.ndarray:
     """LEAST_SQUARES's running sums of a tile, zeros (positions, the channels' LS_MOMENTS side by side): a view of
-    this thread's buffer, kept from tile to tile (a 128x128 colour tile's is 26 MB, whose fresh pages cost the
-    kernel ~5 ms a tile to fault in; refilling it ~1 ms)."""
+    this thread's buffer, kept from tile to tile for the thread's life (a 128x128 colour tile's is 26 MB, a
+    256x256 one's 105 MB, whose fresh pages cost the kernel ~5 ms a 128x128 tile to fault in; refilling ~1 ms)."""
     width = sum(kernels.LS_MOMENTS[min(c, 2)] for c in range(channels))
     buffer = getattr(_scratch, "moments", None)
     if buffer is None or buffer.size < positions * width:

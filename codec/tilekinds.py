@@ -56,8 +56,9 @@ class Stream:
     replays: Mapping[int, predictive.Recorded] = field(default_factory=dict)
     # Where a pricing pass keeps the predictor's pushes (by raster index), or None: none kept.
     recordings: dict[int, predictive.Recorded] | None = None
-    # PREDICTIVE_ADAPTIVE's context statistics: a decoder's, updated by each such tile it pops (the encoder records
-    # its tiles in that order first, on a stream of their own: bitsback.encode_tiles).
+    # PREDICTIVE_ADAPTIVE's and PREDICTIVE_LEAST_SQUARES's context statistics: a decoder's, updated by each such
+    # tile it pops (the encoder records its tiles in that order first, on a stream of their own:
+    # bitsback.encode_tiles).
     adaptive: predictive.AdaptiveState = field(default_factory=predictive.AdaptiveState)
 
 
@@ -515,7 +516,7 @@ def _push_stateful(distribution: str) -> PushFn:
 
 def record_adaptive(tile: Tile, index: int, stream: Stream, kind: str) -> predictive.Recorded:
     """What `kind` (PREDICTIVE_ADAPTIVE or PREDICTIVE_LEAST_SQUARES) pushes for raster tile `index` of `stream`
-    after the such tiles the decoder pops before it (their statistics: stream.adaptive, updated by this one),
+    after the stateful tiles the decoder pops before it (their statistics: stream.adaptive, updated by this one),
     turned and with its context as _push_neighbours codes it."""
     context = _context(index, tile.valid, tile.neighbours, stream.total, stream.pixels_of)
     return predictive.record_adaptive(np.ascontiguousarray(tile.valid_pixels[:, ::-1, ::-1]), context,

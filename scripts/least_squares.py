@@ -4,7 +4,8 @@ prices a stream whose tiles all go to the predictor (bitsback.price_without_mode
 pushes, so a `--fast` file's payload without the classical alternatives; and the seconds each took.
 
     python scripts/least_squares.py kodak --tile 128              # --fast's tiles
-    python scripts/least_squares.py photos-train --every 13 --tune    # how LS_RADIUS and LS_EVERY were chosen
+    python scripts/least_squares.py photos-train --every 13 --tile 128 --tune    # how LS_RADIUS and LS_EVERY were
+                                                                                  # chosen
 
 `--tune` prices the set again with other values of codec/kernels.py's LS_RADIUS and LS_EVERY, each in a process
 of its own (numba compiles the constants into the kernel, so each gets a fresh cache folder). `--every K` takes

@@ -222,3 +222,23 @@ def test_by_default_the_predictors_own_stream_is_kept_where_it_is_the_smaller_fi
         monkeypatch.setattr(archive, "_encode_archive", lambda *a, **k: calls.append(k["fast"]) or original(*a, **k))
         compress_images([("a.png", image)], loaded, device="cpu", **options)
         assert calls == [False], options  # something asked for: that alone is coded
+
+
+def test_an_archive_whose_graphic_goes_classical_keeps_the_models_file_where_that_is_the_smaller(tiny_weights):
+    """The quick stream holds no classical coding: in an archive of a graphic (WebP's) and a photograph whose
+    model estimate is above the quick stream's share of each, the model's file (the graphic classical) is still
+    the smaller, so the model is not ruled out image by image, and that file is kept."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from make_golden import screenshot
+
+    photo = Image.open(ROOT / "samples" / "hopper.png").convert("RGB").crop((0, 0, 256, 160))
+    images = [("graphic.png", screenshot(256, 192).convert("RGB")), ("photo.png", photo)]
+    loaded = load_model(tiny_weights[3])
+    default = compress_images(images, loaded, device="cpu")
+    quick = compress_images(images, loaded, device="cpu", fast=True, classical=False)
+    graphic, photograph = default.images
+    assert graphic.coding in ("webp", "png") and photograph.coding == "model"
+    # each image alone: the quick stream's share below the model's (the estimate's, or the coded size)
+    assert all(dict(report.candidate_bytes)["predictor"] < dict(report.candidate_bytes)["model"]
+               for report in default.images)
+    assert len(default.data) < len(quick.data) / 1.5

@@ -161,7 +161,7 @@ def _encode_archive(split: list[_Image], started: float, model, *, tile, max_bat
     `alongside()` is called once the classical codings run beside the coder, before the model's tiles are priced
     (not at all where no classical coding runs); what it returns gives, called after the pricing, each image's
     payload bits in another file the caller will choose from (encode_archive's quick stream); where the model's
-    estimate of every image exceeds them as it would a classical coding's, the model codes none of them.
+    estimates say that file will be the smaller, the model codes nothing.
     `predictor_kind`: the predictor kind of the model stream's tiles coded without the model, instead of
     format_version's (the newest's where None)."""
     if format_version not in (None, *container.OLDER_FORMATS):
@@ -286,19 +286,31 @@ def _encode_archive(split: list[_Image], started: float, model, *, tile, max_bat
     estimated = {k: _model_estimate(tiles_of[k], estimates_of[k], None if priced_of is None else priced_of[k])
                  for k in tiles_of}
 
-    # Every image ruled out against the other file (the quick stream): then that file, or the classical one,
-    # is kept whatever the model's images cost, and the model codes nothing. Not image by image: each file holds
-    # all of the images, and one the model codes well beside one it does not still makes a smaller file.
-    beaten = quick_bits is not None and tiles_needed <= MAX_TILES and all(
+    # The other file the caller chooses from (the quick stream) against this one: where the model's estimate of
+    # every image is above that image's share of it, the model does not code while the classical codings finish;
+    # and where this file, each image the cheaper of the model's estimate (less its margin) and its classical
+    # coding, would still be the larger, the model codes nothing. Not image by image: the quick stream holds no
+    # classical coding, and one image that goes classical here can make this file the smaller.
+    quick_wins_each = quick_bits is not None and all(
         k in estimated and estimated[k][0] > skip_ratio(len(tiles_of[k])) * quick_bits[k] for k in everyone)
 
+    def ruled_out_by_quick(alternatives) -> bool:
+        if quick_bits is None:
+            return False
+        classical_bits = {k: 8 * len(entry.data) for k, (entry, _) in alternatives.items()}
+        this_file = sum(min(estimated[k][0] / skip_ratio(len(tiles_of[k])), classical_bits[k]) if k in estimated
+                        else classical_bits[k] for k in everyone)
+        return this_file > sum(quick_bits)
+
     def worth_the_model(alternatives) -> list[int]:
+        if ruled_out_by_quick(alternatives):
+            return []
         budget = {k: skip_ratio(len(tiles_of.get(k, ()))) * 8 * len(entry.data) for k, (entry, _) in alternatives.items()}
-        return [k for k in everyone if tiles_needed <= MAX_TILES and not beaten
-                and estimated.get(k, (0.0,))[0] <= budget[k]]
+        return [k for k in everyone if tiles_needed <= MAX_TILES and estimated.get(k, (0.0,))[0] <= budget[k]]
 
     everything = None
-    candidates = everyone if tiles_needed <= MAX_TILES and not beaten else []  # worth_the_model without a budget
+    # what worth_the_model gives without a budget
+    candidates = everyone if tiles_needed <= MAX_TILES and not quick_wins_each else []
     if SPECULATE and candidates and not alternatives_later.done():
         # While the classical codings finish (a photograph's take ~0.65 s of one core), the model codes every
         # image it could code, on the bet that none is ruled out; the bet is checked after each batch, and a
@@ -406,7 +418,7 @@ def _encode_model(split: list[_Image], indices: list[int], coder_model, tiles_of
     max(1, max_batch // samples) tiles, so that a batch's passes hold no more rows than plain bits-back's
     (but for a single tile). predictor_kind: that of the tiles coded without the model (one the file's format
     holds: PREDICTIVE_NEIGHBOURS for formats 1 and 2). model_last_order: the tiles the predictor takes first in
-    the stream, then the model's in full batches (formats 7 and 8; bitsback.model_last), where any tile moves."""
+    the stream, then the model's in full batches (formats 7 on; bitsback.model_last), where any tile moves."""
     integer = coder_model is None or coder_model.integer  # None: no network runs (fast)
     version = (2 if legacy else container.VERSION) if integer else FLOAT_VERSION
     bitsback_kind = tilekinds.BITSBACK

@@ -1008,8 +1008,9 @@ def compress(
                                                  "(readable by every vaezip since issue 15: the predictor's "
                                                  "tiles with Gaussian residuals) or 2 (JSON header, every image "
                                                  "through the model); default (or 10): the oldest format that "
-                                                 "holds the file (10 where the predictor codes a tile, 7 where "
-                                                 "only the order needs it)"),
+                                                 "holds the file (10 where the predictor's least-squares tiles "
+                                                 "code a tile, 9 where the model's stream is kept with its "
+                                                 "adaptive predictor tiles, 7 where only the order needs it)"),
     fast: bool = typer.Option(False, "--fast", help="run no network: every tile by the model-free predictor (or "
                               "the smaller classical coding), several times faster to compress, on photographs "
                               "within a fraction of a per cent of the default's size (larger on thumbnails); the "

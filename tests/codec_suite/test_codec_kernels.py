@@ -405,13 +405,13 @@ def test_the_least_squares_prediction_solves_the_ridge_normal_equations_of_its_w
     scratch = np.empty(2 * kernels.LS_FEATURES[2] + 1)
     for at in range(height * width):  # raster order: every sample before any value after it
         chosen["_ls_moments"](frame, moments, at, width, channels, scratch)
-    gram, right = np.empty((13, 13)), np.empty(kernels.LS_MOMENTS[2])
+    gram, window_sums = np.empty((13, 13)), np.empty(kernels.LS_MOMENTS[2])
     checked = 0
     for y, x in [(0, 5), (1, 9), (5, 1), (7, width - 1), (2, 2), (6, 8), (13, 16 - 1), (13, 9)]:
         at = y * width + x
         for channel in range(channels):
             solved = np.full((channels, height, 14), -1.0)  # nothing solved before: a solve now
-            got = chosen["_ls_predict"](frame, moments, channel, at, width, gram, right, scratch, solved)
+            got = chosen["_ls_predict"](frame, moments, channel, at, width, gram, window_sums, scratch, solved)
             samples = window_samples(height, width, y, x) if y >= 2 and 2 <= x <= width - 2 else []
             count = kernels.LS_FEATURES[min(channel, 2)]
             if len(samples) < count + 2:
