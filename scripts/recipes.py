@@ -194,7 +194,10 @@ RECIPES: dict[str, Recipe] = {
             "8.68 (step 58) -> 4.956 (photo2 4.343); 50 held-out crops coded for real 2.9811 bpsp against photo2's "
             "2.9662 (bounds 3.7265 and 3.4435). Second sitting 2026-12-04/05 (160 minutes, the same way): held-out "
             "bound 4.680 at step 9,500, still falling ~0.03 per 1,000 steps (photo2 4.343); since format 9's "
-            "adaptive predictor takes most photograph tiles, only a model well below photo2 would pay. "
+            "adaptive predictor takes most photograph tiles, only a model well below photo2 would pay. Third "
+            "sitting 2026-12-05 (120 minutes, the same way): to step 15,691, held-out bound 4.515 at step 15,654 "
+            "(still falling ~0.025 per 1,000 steps); since format 10's least-squares predictor the quick stream "
+            "wins every photograph and even Imagenette's thumbnails against photo2. "
             "runs/photo-ms (45 MB) resumes where it stopped; too large, with the tree and the data, for a GPU "
             "window's 64 MiB carry as scripts/gpu_window.sh stands",
         ),
