@@ -37,8 +37,8 @@ a time (2h + w - 2 of them, channel by channel), not h x w pixels one by one. Wh
 BLEND or FITTED tile is coded instead by codec/kernels.py, pixel by pixel in one compiled call: the same bits.
 Encoder and decoder compute every number with the same elementwise float64 operations (+, -, *, /, abs, min,
 max, and LEAST_SQUARES's sqrt: exactly rounded, no transcendental functions), so both sides give constriction
-identical means and stds on any machine. The Laplace tables add codec/exact.py's exp and running products, built from exactly rounded
-operations too; FITTED's tables are integers read from a file.
+identical means and stds on any machine. The Laplace tables add codec/exact.py's exp and running products,
+built from exactly rounded operations too; FITTED's tables are integers read from a file.
 """
 
 from __future__ import annotations
@@ -492,9 +492,9 @@ def _table_distribution(distribution: str) -> str:
 class AdaptiveState:
     """ADAPTIVE's context statistics (kernels.ADAPT_CONTEXTS, 4) float64, a context's four side by side: zeros at
     a stream's start, then updated by each ADAPTIVE or LEAST_SQUARES (STATEFUL) tile coded, in the decoder's
-    order. Encoder and decoder hold
-    one each and must code the same tiles in the same order with it. A tile's coding replaces `sums` with an
-    updated array and never writes the one it read: a caller may keep that one to undo the tile."""
+    order. Encoder and decoder hold one each and must code the same tiles in the same order with it. A tile's
+    coding replaces `sums` with an updated array and never writes the one it read: a caller may keep that one to
+    undo the tile."""
 
     def __init__(self, sums: np.ndarray | None = None):
         self.sums = np.zeros((kernels.ADAPT_CONTEXTS, 4)) if sums is None else sums
@@ -770,13 +770,15 @@ def _kernel_tile(forms: dict, values: np.ndarray, top: int, left: int, encode: b
     """One tile of `distribution` (BLENDS or STATEFUL) through `forms["_code_tile"]` (codec/kernels.py): popped
     from the stack (`words`, its bulk's `length`, `head`) into the frame `values` (C, H, W) (context filled in,
     tile zeros), or with `encode` the values `values` holds taken (nothing pushed). `adaptive`: a STATEFUL
-    distribution's statistics (AdaptiveState.sums), updated in place, or kernels.NO_ADAPTATION. (The kernel's frame (C, M + 1),
-    each value's (table row, value) in pop order (2, N) where `encode`, the stack's bulk length and head.)"""
+    distribution's statistics (AdaptiveState.sums), updated in place, or kernels.NO_ADAPTATION. (The kernel's
+    frame (C, M + 1), each value's (table row, value) in pop order (2, N) where `encode`, the stack's bulk length
+    and head.)"""
     channels, height, width = values.shape
     count = channels * (height - top) * (width - left)  # values to code
-    squares = distribution == LEAST_SQUARES
-    frame, errors, residuals = _blend_frames(values, BLEND_PREDICTORS + (kernels.LS_BLENDED if squares else 0))
-    moments = _zeroed_moments(frame.shape[1], channels) if squares else kernels.NO_MOMENTS
+    least_squares = distribution == LEAST_SQUARES
+    extra = kernels.LS_BLENDED if least_squares else 0
+    frame, errors, residuals = _blend_frames(values, BLEND_PREDICTORS + extra)
+    moments = _zeroed_moments(frame.shape[1], channels) if least_squares else kernels.NO_MOMENTS
     positions, fronts = _blend_pop_order(height, width, top, left)
     known, known_fronts = _context_order(height, width, top, left)
     sources, around = _gather_plan(height, width)
@@ -886,7 +888,8 @@ def _context_mask(height: int, width: int, top: int, left: int) -> np.ndarray:
     return known.reshape(-1)
 
 
-def _blend_frames(values: np.ndarray, predictors: int = BLEND_PREDICTORS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _blend_frames(values: np.ndarray,
+                  predictors: int = BLEND_PREDICTORS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The frame (C, H, W) flattened with one more cell, NEUTRAL, that missing neighbours read: (C, H * W + 1);
     and zeroed errors (K, C, H * W + 1) and residuals (C, H * W + 1), whose extra cell (0) missing neighbours read."""
     channels = values.shape[0]
