@@ -70,10 +70,12 @@ KINDS = tuple(kind.name for kind in tilekinds.KINDS)  # every kind's name, in ti
 PREDICTORS = {kind: tilekinds.RESIDUALS[kind] for kind in (
     PREDICTIVE_LEAST_SQUARES, PREDICTIVE_ADAPTIVE, PREDICTIVE_FITTED, PREDICTIVE_BLEND, PREDICTIVE_LAPLACE,
     PREDICTIVE_NEIGHBOURS)}
-# The predictor kind of the tiles decided on while pushing (those that cannot pop): an adaptive tile must be
-# recorded before any push (see the module's doc), so they take the stateless kind it extends. Its keys are the
-# kinds whose statistics run over the stream (predictive.STATEFUL).
-STATELESS = {PREDICTIVE_LEAST_SQUARES: PREDICTIVE_FITTED, PREDICTIVE_ADAPTIVE: PREDICTIVE_FITTED}
+# The predictor kinds whose statistics run over the stream (predictive.STATEFUL): every such tile is recorded before
+# any push (see the module's doc).
+STATEFUL = frozenset(kind for kind, residuals in PREDICTORS.items() if residuals in predictive.STATEFUL)
+# The predictor kind of the tiles decided on while pushing (those that cannot pop): a STATEFUL kind's tiles take
+# the stateless kind both extend.
+STATELESS = {kind: PREDICTIVE_FITTED for kind in STATEFUL}
 
 
 def without_bits(predictor: str = PREDICTIVE_LEAST_SQUARES) -> tuple[str, ...]:
@@ -257,7 +259,7 @@ def encode_tiles(
     else:
         order = range(len(tiles))
     # The adaptive tiles in the decoder's order (the last pushed first), each recorded after those before it.
-    adaptive = [order[p] for p in range(len(order) - 1, -1, -1) if alone[p] in STATELESS]
+    adaptive = [order[p] for p in range(len(order) - 1, -1, -1) if alone[p] in STATEFUL]
     if adaptive and not _chain_holds(priced, raster, adaptive):
         recording = Stream(len(raster), lambda k: raster[k].pixels)
         replays.update({k: tilekinds.record_adaptive(raster[k], k, recording, predictor) for k in adaptive})
@@ -475,7 +477,7 @@ def price_without_model(tiles: Sequence[Tile], predictor: str = PREDICTIVE_LEAST
     if record_below is not None and len(record_below) != len(tiles):
         raise CodingError(f"{len(record_below)} limits for {len(tiles)} tiles")
     without_bits(predictor)  # refuses an unknown predictor kind
-    if predictor in STATELESS:
+    if predictor in STATEFUL:
         return _price_adaptive(tiles, predictor, record_below, record_bytes)
     stream = Stream(len(tiles), lambda k: tiles[k].pixels, recordings=None if record_below is None else {})
     priced, kept = [], 0
@@ -503,7 +505,7 @@ def _kept(recorded: predictive.Recorded | None, bits: float, record_below: Seque
 
 def _price_adaptive(tiles: Sequence[Tile], predictor: str, record_below: Sequence[float] | None,
                     record_bytes: int) -> list[Price]:
-    """price_without_model for a predictor whose statistics run over the stream (STATELESS's keys): they run over
+    """price_without_model for a predictor whose statistics run over the stream (STATEFUL): they run over
     the tiles in the order the decoder pops them where none goes to the model (the reverse of raster order), a tile
     that WHITENED codes for less leaving them as they were. Where some go to the model the coded tiles'
     statistics run over fewer tiles: then these are estimates, and encode_tiles records those tiles again."""

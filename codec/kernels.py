@@ -166,6 +166,14 @@ LS_BLENDED = 2  # the extra errors a least-squares tile keeps: its least-squares
 BLEND_SUBS = 7  # the blend's own predictors (predictive.BLEND_PREDICTORS)
 
 
+def _neighbour_weight(errors, k, channel, at, around, diagonal, floor):
+    """Predictor k's weight in a blend at (channel, at): 1 / (its errors at the left and above neighbours, those at
+    the above-left and above-right ones times `diagonal`, and `floor`)**2."""
+    spread = (errors[k, channel, around[0, at]] + errors[k, channel, around[1, at]]
+              + diagonal * (errors[k, channel, around[2, at]] + errors[k, channel, around[3, at]]) + floor)
+    return 1.0 / (spread * spread)
+
+
 def _ls_features(frame, channel, at, width, out):
     """The least-squares features of the value (channel, at) of `frame` (C, M + 1) into `out`; their count.
     Valid for a position at least two rows and columns from the frame's top and left and one from its right."""
@@ -350,10 +358,7 @@ def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std
                 subs[5, channel, j] = a
                 subs[6, channel, j] = b
                 for k in range(BLEND_SUBS):
-                    spread = (errors[k, channel, around[0, at]] + errors[k, channel, around[1, at]]
-                              + diagonal * (errors[k, channel, around[2, at]] + errors[k, channel, around[3, at]])
-                              + floor)
-                    weight[k] = 1.0 / (spread * spread)
+                    weight[k] = _neighbour_weight(errors, k, channel, at, around, diagonal, floor)
                 total = weight[0]
                 weighted = weight[0] * subs[0, channel, j]
                 for k in range(1, BLEND_SUBS):
@@ -384,10 +389,7 @@ def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std
                         ls_prediction = mean
                     subs[BLEND_SUBS, channel, j], subs[BLEND_SUBS + 1, channel, j] = ls_prediction, mean
                     for k in range(BLEND_SUBS, BLEND_SUBS + LS_BLENDED):
-                        spread = (errors[k, channel, around[0, at]] + errors[k, channel, around[1, at]]
-                                  + diagonal * (errors[k, channel, around[2, at]] + errors[k, channel, around[3, at]])
-                                  + floor)
-                        weight[k] = 1.0 / (spread * spread)
+                        weight[k] = _neighbour_weight(errors, k, channel, at, around, diagonal, floor)
                     mean = ((weight[BLEND_SUBS] * ls_prediction + weight[BLEND_SUBS + 1] * mean)
                             / (weight[BLEND_SUBS] + weight[BLEND_SUBS + 1]))
                 unrounded = min(max(mean, 0.0), 255.0)
@@ -458,7 +460,8 @@ def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std
 
 
 PYTHON_FORMS = {function.__name__: function for function in (
-    _ans_pop, _ans_push, _pop, _push, _level, _ls_features, _ls_offset, _ls_moments, _ls_predict, _code_tile)}
+    _ans_pop, _ans_push, _pop, _push, _level, _neighbour_weight, _ls_features, _ls_offset, _ls_moments, _ls_predict,
+    _code_tile)}
 
 
 def _plain_forms() -> dict:

@@ -83,7 +83,7 @@ def test_every_kind_pops_what_it_pushed_and_leaves_the_stack_as_it_was(kind):
     stack.push_uniform(initial, 2**16)
     before = stack.words().copy()
     replays = {}
-    if kind.name in bitsback.STATELESS:  # pushed from its recording, made in the decoder's order first
+    if kind.name in bitsback.STATEFUL:  # pushed from its recording, made in the decoder's order first
         recording = tilekinds.Stream(len(tiles), lambda k: tiles[k].pixels)
         replays[start] = tilekinds.record_adaptive(batch[0], start, recording, kind.name)
     encoder = tilekinds.Stream(len(tiles), lambda k: tiles[k].pixels, model, replays=replays)

@@ -271,9 +271,8 @@ def _encode_archive(split: list[_Image], started: float, model, *, tile, max_bat
     def code(indices: list[int], on_batch=progress) -> _ModelCoding:
         return _encode_model(split, indices, coder_model, tiles_of, estimates_of if predictor else None, tile,
                              max_batch, on_batch, legacy, predictor_kind, samples, priced_of,
-                             model_last_order=format_version in (None, container.ORDER_VERSION,
-                                                                 container.FITTED_VERSION,
-                                                                 container.ADAPTIVE_VERSION))
+                             model_last_order=format_version is None
+                             or format_version >= container.ORDER_VERSION)
 
     if legacy or not classical:
         everything = code(everyone) if tiles_needed <= MAX_TILES else None
