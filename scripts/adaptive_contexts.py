@@ -44,16 +44,27 @@ def bits(images, tile: int, predictor: str) -> float:
                      for price in bitsback.price_without_model(image_tiles(image, tile), predictor)))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def set_parser(description: str) -> argparse.ArgumentParser:
+    """The arguments of a predictor measurement (this one, scripts/least_squares.py): a data set, the tile size,
+    --limit, --every and --tune."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset")
     parser.add_argument("--tile", type=int, default=32)
     parser.add_argument("--limit", type=int)
     parser.add_argument("--every", type=int, default=1)
     parser.add_argument("--tune", action="store_true")
-    args = parser.parse_args()
+    return parser
+
+
+def set_images(args: argparse.Namespace) -> tuple[list[np.ndarray], int]:
+    """The images set_parser's arguments name (every K-th after --limit) and their subpixels."""
     images = list(data.load(args.dataset, limit=args.limit).images)[:: args.every]
-    values = sum(image.size for image in images)
+    return images, sum(image.size for image in images)
+
+
+def main() -> None:
+    args = set_parser(__doc__).parse_args()
+    images, values = set_images(args)
     print(f"{args.dataset}: {len(images)} images, {values} subpixels, tiles of {args.tile}", flush=True)
     started = time.perf_counter()
     fitted = bits(images, args.tile, bitsback.PREDICTIVE_FITTED)

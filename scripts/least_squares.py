@@ -14,7 +14,6 @@ every K-th image of the set (after `--limit`).
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import os
 import subprocess
@@ -25,14 +24,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+# The same arguments, images and pricing as format 9's measurement; nothing is compiled on import, so --radius and
+# --every-column still reach the kernel.
+from adaptive_contexts import bits, set_images, set_parser  # noqa: E402
+
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("dataset")
-    parser.add_argument("--tile", type=int, default=32)
-    parser.add_argument("--limit", type=int)
-    parser.add_argument("--every", type=int, default=1)
-    parser.add_argument("--tune", action="store_true")
+    parser = set_parser(__doc__)
     parser.add_argument("--radius", type=int, help="LS_RADIUS for this run (a fresh kernel)")
     parser.add_argument("--every-column", type=int, help="LS_EVERY for this run (a fresh kernel)")
     parser.add_argument("--only", action="store_true", help="price format 10 only")
@@ -53,12 +51,9 @@ def main() -> None:
             parser.error("--radius and --every-column need a NUMBA_CACHE_DIR of their own (as --tune gives)")
         kernels.LS_RADIUS = args.radius if args.radius is not None else kernels.LS_RADIUS
         kernels.LS_EVERY = args.every_column if args.every_column is not None else kernels.LS_EVERY
-    from adaptive_contexts import bits  # noqa: E402 - the same pricing as format 9's measurement
     from codec import bitsback
-    from vaezip import data
 
-    images = list(data.load(args.dataset, limit=args.limit).images)[:: args.every]
-    values = sum(image.size for image in images)
+    images, values = set_images(args)
     kinds = [bitsback.PREDICTIVE_LEAST_SQUARES] if args.only else [bitsback.PREDICTIVE_ADAPTIVE,
                                                                     bitsback.PREDICTIVE_LEAST_SQUARES]
     if not args.only:
