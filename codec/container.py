@@ -71,25 +71,32 @@ ADAPTIVE_VERSION = 9
 # Format 9 and predictor tiles that blend in a local least-squares prediction (codec/tilekinds.py:
 # PREDICTIVE_LEAST_SQUARES).
 LEAST_SQUARES_VERSION = 10
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
+# Format 10 with its header deflated (raw deflate, RFC 1951), written where that saves DEFLATE_SAVING bytes or
+# more: an archive of many small images repeats each image's mode, size and coding in it, and numbers their
+# names (a few bytes' saving is not worth a file that vaezip before format 11 cannot read).
+DEFLATED_VERSION = 11
+DEFLATE_SAVING = 16
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11)
 # Formats vaezip writes on request, for readers before the newest: 2, the JSON header, every image through the
 # model; 3, the predictor's Gaussian tiles; 5, its Laplace tiles; 6, the blend's tiles in raster order; 7, the
 # blend's tiles (Laplace residuals) in the stream order; 8, the blend's tiles with fitted residual tables; 9, those
-# with their contexts adapting over the stream.
-OLDER_FORMATS = (2, VERSION, LAPLACE_VERSION, BLEND_VERSION, ORDER_VERSION, FITTED_VERSION, ADAPTIVE_VERSION)
+# with their contexts adapting over the stream; 10, those with local least squares too, the header as it is.
+OLDER_FORMATS = (2, VERSION, LAPLACE_VERSION, BLEND_VERSION, ORDER_VERSION, FITTED_VERSION, ADAPTIVE_VERSION,
+                 LEAST_SQUARES_VERSION)
 JSON_VERSIONS = (1, 2)  # the layout with a JSON header and two CRCs
 # The binary layout; a file gets the first of these whose tile kinds hold its schedule (binary_version), so
 # that a file holding nothing newer stays readable by readers of format 3.
 BINARY_VERSIONS = (VERSION, IMPORTANCE_VERSION, LAPLACE_VERSION, BLEND_VERSION, ORDER_VERSION, FITTED_VERSION,
-                   ADAPTIVE_VERSION, LEAST_SQUARES_VERSION)
+                   ADAPTIVE_VERSION, LEAST_SQUARES_VERSION, DEFLATED_VERSION)
 MAX_HEADER_BYTES = 16 * 2**20
 _PREFIX = struct.Struct("<8sHI")  # magic, version, header length: 14 bytes
 _U32 = struct.Struct("<I")
 _U16 = struct.Struct("<H")
 
 __all__ = [
-    "BINARY_VERSIONS", "MAGIC", "MAX_HEADER_BYTES", "READABLE_VERSIONS", "VERSION", "CoderSettings", "Header",
-    "ImageEntry", "binary_version", "pack_header", "read", "read_versioned", "unpack_header", "write",
+    "BINARY_VERSIONS", "DEFLATED_VERSION", "MAGIC", "MAX_HEADER_BYTES", "READABLE_VERSIONS", "VERSION",
+    "CoderSettings", "Header", "ImageEntry", "binary_version", "deflate_header", "inflate_header", "pack_header",
+    "read", "read_versioned", "unpack_header", "write",
 ]
 
 
@@ -98,9 +105,10 @@ def pack_header(text: bytes) -> bytes:
     return zlib.compress(text, 9)
 
 
-def unpack_header(raw: bytes) -> bytes:
-    """Inflate a stored header, never to more than MAX_HEADER_BYTES (a deflate bomb stops there)."""
-    inflater = zlib.decompressobj()
+def unpack_header(raw: bytes, window_bits: int = zlib.MAX_WBITS) -> bytes:
+    """Inflate a stored header, never to more than MAX_HEADER_BYTES (a deflate bomb stops there); `window_bits`
+    as zlib takes it (negative: raw deflate, format 11's)."""
+    inflater = zlib.decompressobj(window_bits)
     try:
         text = inflater.decompress(raw, MAX_HEADER_BYTES + 1)
     except zlib.error as error:
@@ -124,8 +132,20 @@ def binary_version(kinds, ordered: bool = False) -> int:
     raise CodingError(f"no format holds the tile kinds {sorted(kinds)} together")
 
 
-def write(header: Header, words: np.ndarray, version: int = VERSION) -> bytes:
-    """The complete .vz file. Refuses headers that `read` would refuse."""
+def deflate_header(text: bytes) -> bytes:
+    """Format 11's stored header: `text` as raw deflate (no zlib wrapper: the file's CRC covers it)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return packer.compress(text) + packer.flush()
+
+
+def inflate_header(raw: bytes) -> bytes:
+    """A format-11 header's binary form, never more than MAX_HEADER_BYTES (a deflate bomb stops there)."""
+    return unpack_header(raw, -zlib.MAX_WBITS)
+
+
+def write(header: Header, words: np.ndarray, version: int = VERSION, deflate: bool = False) -> bytes:
+    """The complete .vz file. Refuses headers that `read` would refuse. `deflate`: where `version` is binary and
+    the header deflated is DEFLATE_SAVING bytes shorter or more, write format 11 (DEFLATED_VERSION) instead."""
     if version not in READABLE_VERSIONS:
         raise CodingError(f"cannot write format version {version}")
     words = np.asarray(words)
@@ -134,7 +154,7 @@ def write(header: Header, words: np.ndarray, version: int = VERSION) -> bytes:
     if len(words) >= 2**32:
         raise LimitError(f"payload too large: {len(words)} words")
     if version not in JSON_VERSIONS:
-        return _write_binary(header, words, version)
+        return _write_binary(header, words, version, deflate)
     text = to_json(header, version)  # the same checks as reading: never write what cannot be read
     if len(text) > MAX_HEADER_BYTES:
         raise LimitError(f"header too large: {len(text)} bytes (limit {MAX_HEADER_BYTES})")
@@ -210,12 +230,18 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
-def _write_binary(header: Header, words: np.ndarray, version: int) -> bytes:
+def _write_binary(header: Header, words: np.ndarray, version: int, deflate: bool = False) -> bytes:
     if len(words) and not header.uses_model:
         raise CodingError("ANS words without a model-coded image")
     text = to_binary(header, len(words), version)
     if len(text) > MAX_HEADER_BYTES:
         raise LimitError(f"header too large: {len(text)} bytes (limit {MAX_HEADER_BYTES})")
+    if version == DEFLATED_VERSION:
+        text = deflate_header(text)
+    elif deflate:  # format 11 holds what every earlier binary format holds (format 10's header, deflated)
+        packed = deflate_header(to_binary(header, len(words), DEFLATED_VERSION))
+        if len(packed) + DEFLATE_SAVING <= len(text):
+            version, text = DEFLATED_VERSION, packed
     parts = [MAGIC, _U16.pack(version), _varint(len(text)), text]
     parts += [bytes(image.data) for image in header.images]
     parts.append(words.astype("<u4").tobytes())
@@ -242,7 +268,8 @@ def _read_binary(data: memoryview, version: int) -> tuple[Header, np.ndarray]:
         raise TruncatedError(f"truncated file: header claims {n} bytes, only {size - position} present")
     crc_ok = size >= 4 and zlib.crc32(data[: size - 4]) == _U32.unpack_from(data, size - 4)[0]
     try:
-        header, lengths, count = from_binary(data[position : position + n], version)
+        raw = data[position : position + n]
+        header, lengths, count = from_binary(inflate_header(raw) if version == DEFLATED_VERSION else raw, version)
     except (HeaderError, LimitError):
         if not crc_ok:  # a damaged file is the likelier story than a forged header
             raise ChecksumError("checksum mismatch (file corrupted)") from None

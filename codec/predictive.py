@@ -778,7 +778,7 @@ def _kernel_tile(forms: dict, values: np.ndarray, top: int, left: int, encode: b
     least_squares = distribution == LEAST_SQUARES
     extra = kernels.LS_BLENDED if least_squares else 0
     frame, errors, residuals = _blend_frames(values, BLEND_PREDICTORS + extra)
-    moments = _zeroed_moments(frame.shape[1], channels) if least_squares else kernels.NO_MOMENTS
+    moments = _zeroed_moments(kernels.LS_RING * width, channels) if least_squares else kernels.NO_MOMENTS
     positions, fronts = _blend_pop_order(height, width, top, left)
     known, known_fronts = _context_order(height, width, top, left)
     sources, around = _gather_plan(height, width)
@@ -812,9 +812,9 @@ _scratch = threading.local()  # each thread's buffer for LEAST_SQUARES's running
 
 
 def _zeroed_moments(positions: int, channels: int) -> np.ndarray:
-    """LEAST_SQUARES's running sums of a tile, zeros (positions, the channels' LS_MOMENTS side by side): a view of
-    this thread's buffer, kept from tile to tile for the thread's life (a 128x128 colour tile's is 26 MB, a
-    256x256 one's 105 MB, whose fresh pages cost the kernel ~5 ms a 128x128 tile to fault in; refilling ~1 ms)."""
+    """LEAST_SQUARES's running sums of a tile, zeros (positions: kernels.LS_RING rows of the frame; the channels'
+    LS_MOMENTS side by side): a view of this thread's buffer, kept from tile to tile for the thread's life (a
+    128x128 colour tile's is 3.3 MB)."""
     width = sum(kernels.LS_MOMENTS[min(c, 2)] for c in range(channels))
     buffer = getattr(_scratch, "moments", None)
     if buffer is None or buffer.size < positions * width:

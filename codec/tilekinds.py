@@ -604,13 +604,13 @@ RESIDUALS = {PREDICTIVE_NEIGHBOURS: predictive.GAUSSIAN, PREDICTIVE_LAPLACE: pre
 KINDS: tuple[TileKind, ...] = (
     TileKind(
         DIRECT, "d", "every latent at its prior mean (nothing popped), the valid pixels pushed through the model",
-        formats=(1, 2, 3, 4, 5, 6, 7, 8, 9, 10), written=True, single=False, uses_model=True, needs_bits=False,
+        formats=(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11), written=True, single=False, uses_model=True, needs_bits=False,
         push=_push_direct, pop=_pop_direct,
     ),
     TileKind(
         BITSBACK, "b", "bits-back: the latents popped with the posterior, the valid pixels pushed through the "
         "model, the latents pushed with the prior",
-        formats=(1, 2, 3, 4, 5, 6, 7, 8, 9, 10), written=True, single=False, uses_model=True, needs_bits=True,
+        formats=(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11), written=True, single=False, uses_model=True, needs_bits=True,
         push=_push_bitsback, pop=_pop_bitsback,
     ),
     TileKind(
@@ -620,7 +620,7 @@ KINDS: tuple[TileKind, ...] = (
     ),
     TileKind(
         WHITENED, "w", "the valid pixels at 8 bits each, whitened: value i pushed as (v + whitening(t, i)) mod 256",
-        formats=(1, 2, 3, 4, 5, 6, 7, 8, 9, 10), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_whitened, pop=_pop_whitened,
     ),
     TileKind(
@@ -631,44 +631,44 @@ KINDS: tuple[TileKind, ...] = (
     TileKind(
         PREDICTIVE_NEIGHBOURS, "q", "the valid pixels through the local predictor, turned by 180 degrees, with "
         "the tiles below and to the right as context",
-        formats=(1, 2, 3, 4, 5, 6, 7, 8, 9, 10), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_neighbours(RESIDUALS[PREDICTIVE_NEIGHBOURS]), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_NEIGHBOURS]),
     ),
     TileKind(
         PREDICTIVE_LAPLACE, "e", "as q, each value's residual coded with a Laplace of the same mean and variance "
         "(its std rounded to a level) instead of a Gaussian",
-        formats=(5, 6, 7, 8, 9, 10), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=(5, 6, 7, 8, 9, 10, 11), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_neighbours(RESIDUALS[PREDICTIVE_LAPLACE]), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_LAPLACE]),
     ),
     TileKind(
         PREDICTIVE_BLEND, "f", "as q, each value predicted by a blend of predictors weighted by their errors "
         "around it, its residual coded with a Laplace of a fitted std (codec/predictive.py: BLEND)",
-        formats=(6, 7, 8, 9, 10), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=(6, 7, 8, 9, 10, 11), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_neighbours(RESIDUALS[PREDICTIVE_BLEND]), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_BLEND]),
     ),
     TileKind(
         PREDICTIVE_FITTED, "g", "as f, each residual coded with a table fitted on photographs, chosen by its std "
         "and by the quarter its mean falls in between integers (codec/predictive.py: FITTED)",
-        formats=(8, 9, 10), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=(8, 9, 10, 11), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_neighbours(RESIDUALS[PREDICTIVE_FITTED]), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_FITTED]),
     ),
     TileKind(
         PREDICTIVE_ADAPTIVE, "h", "as g, each value's mean and std corrected by the statistics of its context over "
         "the values of the stream's h tiles decoded before it (codec/predictive.py: ADAPTIVE)",
-        formats=(9, 10), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=(9, 10, 11), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_stateful(predictive.ADAPTIVE), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_ADAPTIVE]),
     ),
     TileKind(
         PREDICTIVE_LEAST_SQUARES, "m", "as h, each value's mean blended again with a local least-squares prediction "
         "from the values around it decoded before it, by their errors on its neighbours; the same statistics as "
         "h's (codec/predictive.py: LEAST_SQUARES)",
-        formats=(10,), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=(10, 11), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_stateful(predictive.LEAST_SQUARES), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_LEAST_SQUARES]),
     ),
     *(TileKind(
         importance_kind(samples), code, f"importance-weighted (Monte-Carlo) bits-back with {samples} posterior samples "
         "per tile: one chosen in proportion to its weight p(x, z) / q(z given x), the others pushed back",
-        formats=(4, 5, 6, 7, 8, 9, 10), written=True, single=False, uses_model=True, needs_bits=True,
+        formats=(4, 5, 6, 7, 8, 9, 10, 11), written=True, single=False, uses_model=True, needs_bits=True,
         push=_push_importance(samples), pop=_pop_importance(samples), samples=samples,
     ) for samples, code in zip(SAMPLE_COUNTS, "ijkl")),
 )

@@ -47,6 +47,11 @@ least-squares prediction): --format9's two and golden.png as `--fast` codes it (
 image, the least-squares windows of a larger tile), and a 96x64 crop of samples/hopper.png the same way
 (photo-fast.vz), written today by default. Never regenerate them either.
 
+    python scripts/make_golden.py --format11 [--force]
+writes tests/data/format11/*.vz, the first files of format 11 (format 10 with its header deflated): an archive
+of twelve 16x16 crops of samples/hopper.png through the tiny model (archive.vz) and as `--fast` codes it
+(archive-fast.vz), written today by default. Never regenerate them either.
+
     python scripts/make_golden.py --binary [--force]
 writes tests/data/binary/model.vz, the first file of a model with binary latent groups (DVAE++; the seeded
 untrained tiny model with binary_groups = 2, "tiny-binary"): golden.png through the model only (format 5,
@@ -262,7 +267,7 @@ def make_format3_fixtures(force: bool) -> None:
 # The predictor kind of the files of tests/data/format5, format6, format8, format9 and format10 (predictor_files).
 PREDICTOR_KINDS = {5: "predictive-laplace", 6: "predictive-blend", 8: "predictive-fitted", 9: "predictive-adaptive",
                    10: "predictive-least-squares"}
-NEWEST = 10  # the format compress_images writes by default (format_version=None)
+NEWEST = 11  # the format compress_images writes by default (format_version=None) where the header deflates
 
 
 def predictor_files(version: int) -> dict[str, tuple[list[tuple[str, Image.Image]], dict]]:
@@ -276,9 +281,34 @@ def predictor_files(version: int) -> dict[str, tuple[list[tuple[str, Image.Image
     if version >= 9:
         del files["model.vz"]
     if version == 10:
-        files["fast.vz"] = (golden, dict(classical=False, fast=True, tile=None))
-        files["photo-fast.vz"] = ([("hopper.png", photo_crop())], dict(classical=False, fast=True, tile=None))
+        files["fast.vz"] = (golden, dict(classical=False, fast=True, tile=None, **version_option))
+        files["photo-fast.vz"] = ([("hopper.png", photo_crop())],
+                                  dict(classical=False, fast=True, tile=None, **version_option))
     return files
+
+
+def format11_files() -> dict[str, tuple[list[tuple[str, Image.Image]], dict]]:
+    """tests/data/format11: file name -> (the images it holds, compress_images's options): an archive of twelve
+    16x16 crops of samples/hopper.png named 0.png .. 11.png, whose header deflates to less, through the tiny
+    model (its stream's first tile by the predictor, the others bits-back: archive.vz) and as `--fast` codes it
+    (archive-fast.vz); no classical coding, whose bytes are Pillow's."""
+    hopper = Image.open(ROOT / "samples" / "hopper.png").convert("RGB")
+    images = [(f"{k}.png", hopper.crop((16 * (k % 4) + 40, 16 * (k // 4) + 60, 16 * (k % 4) + 56, 16 * (k // 4) + 76)))
+              for k in range(12)]
+    return {"archive.vz": (images, dict(classical=False, predictor=False, tile=16)),
+            "archive-fast.vz": (images, dict(classical=False, fast=True, tile=None))}
+
+
+def make_format11_fixtures(force: bool) -> None:
+    folder = GOLDEN / "format11"
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        weights = _tiny_models(Path(scratch))
+        for file_name, (images, options) in format11_files().items():
+            result = compress_images(images, load_model(weights[3]), **{"device": "cpu", **options})
+            assert result.format_version == 11, file_name
+            if write_pinned(folder / file_name, result.data, force):
+                print(f"format11/{file_name}: {len(result.data)} bytes")
 
 
 def photo_crop() -> Image.Image:
@@ -393,6 +423,7 @@ def main() -> None:
     action.add_argument("--format8", action="store_true", help="tests/data/format8/*.vz")
     action.add_argument("--format9", action="store_true", help="tests/data/format9/*.vz")
     action.add_argument("--format10", action="store_true", help="tests/data/format10/*.vz")
+    action.add_argument("--format11", action="store_true", help="tests/data/format11/*.vz")
     action.add_argument("--binary", action="store_true", help="tests/data/binary/model.vz")
     action.add_argument("--global", dest="global_", action="store_true", help="tests/data/global/model.vz")
     action.add_argument("--sizes", action="store_true", help="print issue 15's size table (writes nothing)")
@@ -413,6 +444,8 @@ def main() -> None:
         version = 8 if args.format8 else 9 if args.format9 else 10
         make_predictor_fixtures(version, args.force)
         make_format7_fixture(args.force, version)
+    elif args.format11:
+        make_format11_fixtures(args.force)
     elif args.binary:
         make_latent_fixture("binary", binary_weights, args.force)
     elif args.global_:

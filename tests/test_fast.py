@@ -14,7 +14,7 @@ from PIL import Image
 
 from codec.container import read_versioned
 from conftest import run_cli, smooth_rgb
-from vaezip.api import compress_images, load_model
+from vaezip.api import compress_images, decompress_images, load_model
 from vaezip.coding import TorchLatentModel
 from vaezip.unpack import needs_no_model
 
@@ -83,9 +83,11 @@ def test_fast_keeps_the_smallest_of_the_predictor_stream_and_the_classical_codin
 
 
 def test_fast_makes_the_quicker_webp_beside_the_predictor_and_the_default_the_full_one(tiny_weights, monkeypatch):
-    """--fast makes its classical codings at FAST_WEBP_QUALITY (in threads beside the predictor), the default
-    at WEBP_QUALITY; either WebP decodes to the image."""
+    """--fast makes its classical codings at FAST_WEBP_QUALITY (in threads beside the predictor); the default makes
+    those first, then WebP at WEBP_QUALITY too where they come within CLASSICAL_SCREEN of the quick stream (here
+    made to, then made not to); either WebP decodes to the image."""
     from codec import classic
+    from vaezip import archive
 
     qualities = []
     encode_webp = classic._encode_webp
@@ -93,10 +95,14 @@ def test_fast_makes_the_quicker_webp_beside_the_predictor_and_the_default_the_fu
                         encode_webp(samples, quality))
     model = load_model(tiny_weights[3])
     image = Image.open(ROOT / "samples" / "hopper.png").convert("RGB").crop((0, 0, 64, 48))
-    for fast, quality in ((True, classic.FAST_WEBP_QUALITY), (False, classic.WEBP_QUALITY)):
+    for fast, screen, made in ((True, 1.0, [classic.FAST_WEBP_QUALITY]),
+                               (False, math.inf, [classic.FAST_WEBP_QUALITY, classic.WEBP_QUALITY]),
+                               (False, 0.0, [classic.FAST_WEBP_QUALITY])):
+        monkeypatch.setattr(archive, "CLASSICAL_SCREEN", screen)
         qualities.clear()
-        compress_images([("image.png", image)], model, device="cpu", fast=fast)
-        assert qualities == [quality], (fast, qualities)
+        result = compress_images([("image.png", image)], model, device="cpu", fast=fast)
+        assert qualities == made, (fast, qualities)
+        assert decompress_images(result.data)[0][1].tobytes() == image.tobytes()
     samples = np.asarray(image)
     quick, full = classic.encode(samples, "webp", fast=True), classic.encode(samples, "webp")
     assert classic.FAST_WEBP_QUALITY < classic.WEBP_QUALITY
@@ -182,9 +188,11 @@ def test_by_default_the_predictors_own_stream_is_kept_where_it_is_the_smaller_fi
     ran) and names what the other stream cost. The untrained tiny model loses every tile of the sample photograph
     to the predictor, whose larger tiles then code it for less: the model's estimate rules its own stream out,
     which is then not coded at all. Where the quick stream is made larger than the model's, the model's is coded
-    (its predictor tiles format 9's adaptive ones) and kept."""
+    (its predictor tiles format 9's adaptive ones) and kept. (The early exit, which would skip the full pricing
+    here, is kept out: test_the_early_exit_...)"""
     from vaezip import archive
 
+    monkeypatch.setattr(archive, "GATE_RATIO", math.inf)
     image = Image.open(ROOT / "samples" / "hopper.png").convert("RGB").crop((0, 0, 256, 160))
     loaded = load_model(tiny_weights[3])
     # a tile and a format asked for: no quick stream; the model stream as the default codes it
@@ -199,7 +207,8 @@ def test_by_default_the_predictors_own_stream_is_kept_where_it_is_the_smaller_fi
     # the images are read once: an iterator of them codes both streams too
     assert compress_images(iter([("a.png", image)]), loaded, device="cpu").data == default.data
     report, = default.images
-    assert report.bound_bits == model_stream.images[0].bound_bits and math.isfinite(report.bound_bits)
+    # the float network's estimate (its sample priced first, then the other tiles: batches of other sizes)
+    assert math.isclose(report.bound_bits, model_stream.images[0].bound_bits, rel_tol=1e-4)
     candidates = dict(report.candidate_bytes)
     assert candidates["predictor"] == math.ceil(quick.images[0].payload_bits / 8) < candidates["model"]
     assert {"png", "webp", "raw"} <= set(candidates)
@@ -222,6 +231,49 @@ def test_by_default_the_predictors_own_stream_is_kept_where_it_is_the_smaller_fi
         monkeypatch.setattr(archive, "_encode_archive", lambda *a, **k: calls.append(k["fast"]) or original(*a, **k))
         compress_images([("a.png", image)], loaded, device="cpu", **options)
         assert calls == [False], options  # something asked for: that alone is coded
+
+
+def test_the_early_exit_prices_a_sample_of_the_tiles_and_writes_the_full_paths_file(tiny_weights, monkeypatch):
+    """By default the model first prices a lattice sample of one tile in GATE_EVERY; where that projects the model
+    far behind the quick stream on every image (the untrained tiny model on a photograph), nothing more is priced
+    or coded by the model and the file is the one the full path keeps (the quick stream's); the report's bound
+    and model candidate are the projection, marked as such. Where the exit is not taken, the full path prices
+    the other tiles only."""
+    from vaezip import archive
+    from vaezip.coding import TorchLatentModel
+
+    image = Image.open(ROOT / "samples" / "hopper.png").convert("RGB").crop((0, 0, 256, 160))
+    loaded = load_model(tiny_weights[3])
+    priced, coded = [], []
+    tile_bounds, encode_model = TorchLatentModel.tile_bounds, archive._encode_model
+    monkeypatch.setattr(TorchLatentModel, "tile_bounds",
+                        lambda self, tiles, *a, **k: priced.append(len(tiles)) or tile_bounds(self, tiles, *a, **k))
+    monkeypatch.setattr(archive, "_encode_model", lambda *a, **k: coded.append(a[1]) or encode_model(*a, **k))
+    early = compress_images([("a.png", image)], loaded, device="cpu")
+    sample = archive.gate_sample(160, 256, 32, archive.GATE_EVERY)
+    assert priced == [len(sample)] and coded == [[0]]  # the sample; the quick stream's coding only
+    report, = early.images
+    assert report.bound_sample == (len(sample), 40) and report.coding == "model"
+    assert dict(report.candidate_bytes)["model"] == math.ceil(report.bound_bits / 8)
+
+    priced.clear()
+    monkeypatch.setattr(archive, "GATE_RATIO", math.inf)  # the exit never taken: the full path
+    full = compress_images([("a.png", image)], loaded, device="cpu")
+    assert priced == [len(sample), 40 - len(sample)]  # each tile priced once
+    assert full.data == early.data and full.images[0].bound_sample == ()
+    # the projection from 5 of 40 tiles against the sum over all of them
+    assert abs(report.bound_bits / full.images[0].bound_bits - 1) < 0.1
+
+
+def test_the_early_exits_sample_is_a_lattice_over_every_row_and_column_of_tiles():
+    from vaezip.archive import gate_sample
+
+    rows, columns = 16, 24  # a 768x512 photograph in tiles of 32
+    chosen = gate_sample(512, 768, 32, 8)
+    assert len(chosen) == rows * columns // 8 == len(set(chosen))
+    assert {t // columns for t in chosen} == set(range(rows)) and {t % columns for t in chosen} == set(range(columns))
+    assert gate_sample(32, 32, 32, 8) == [0] and gate_sample(100, 40, 32, 8) == [0]  # a small image: its first tile
+    assert gate_sample(64, 64, 32, 1) == [0, 1, 2, 3]
 
 
 def test_an_archive_whose_graphic_goes_classical_keeps_the_models_file_where_that_is_the_smaller(tiny_weights):

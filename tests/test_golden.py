@@ -12,6 +12,7 @@ predictor's coding and format7's in format 9, whose predictor tiles adapt their 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -30,7 +31,8 @@ GOLDEN = Path(__file__).parent / "data"
 FORMAT3 = GOLDEN / "format3"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from make_golden import (  # noqa: E402
-    FORMAT7_TILE, PREDICTOR_KINDS, format3_files, format7_estimates, format7_file, photo_crop, predictor_files,
+    FORMAT7_TILE, PREDICTOR_KINDS, format3_files, format7_estimates, format7_file, format11_files, photo_crop,
+    predictor_files,
 )
 
 
@@ -327,7 +329,8 @@ def test_the_cli_writes_an_older_format_on_request(tiny_weights, tmp_path):
 
 
 # Pinned files whose model stream went without the model tile by tile (predictor tiles, or no tiles at all).
-MODEL_FREE = ["format10/predictor.vz", "format10/fast.vz", "format10/photo-fast.vz", "format9/predictor.vz",
+MODEL_FREE = ["format11/archive-fast.vz", "format10/predictor.vz", "format10/fast.vz", "format10/photo-fast.vz",
+              "format9/predictor.vz",
               "format8/predictor.vz", "format6/predictor.vz", "format5/predictor.vz", "format3/model-alpha.vz",
               "format3/archive.vz"]
 
@@ -386,3 +389,48 @@ def test_format_9_and_10_files_decode_in_a_fresh_process_without_numba(name, tin
                          timeout=300)
     assert out.stdout.strip() == "ok", out.stderr
     assert np.array_equal(np.load(tmp_path / "image.npy"), expected)
+
+
+# ---------------------------------------------------------------------------------------------- format 11
+
+@pytest.mark.parametrize("file_name", sorted(format11_files()))
+def test_format_11_golden_files_reencode_to_their_bytes_and_decode_in_a_fresh_process_under_other_kernels(
+        file_name, tiny_weights, tmp_path):
+    """format11/*.vz: archives of twelve small images whose header is stored deflated (format 11), through the
+    model and as --fast codes them. Encoding again gives the same bytes; a fresh process decodes the same images
+    whatever kernels the CPU runs. A failure means the format changed."""
+    from codec.container import inflate_header
+    from codec.header import to_binary
+
+    images, options = format11_files()[file_name]
+    pinned = (GOLDEN / "format11" / file_name).read_bytes()
+    again = compress_images(images, load_model(tiny_weights[3]), device="cpu", **options)
+    assert again.data == pinned and again.format_version == 11
+    version, header, words = read_versioned(pinned)
+    assert version == 11 and [image.name for image in header.images] == [name for name, _ in images]
+    position, length, shift = 10, 0, 0
+    while True:  # the stored header's length, a varint
+        length |= (pinned[position] & 0x7F) << shift
+        position, shift = position + 1, shift + 7
+        if not pinned[position - 1] & 0x80:
+            break
+    plain = to_binary(header, len(words), 11)
+    assert inflate_header(pinned[position : position + length]) == plain and length < len(plain)
+    script = (
+        "import sys, numpy as np; sys.path.insert(0, sys.argv[1]);"
+        "from vaezip.api import decompress_images, load_model;"
+        "images = decompress_images(open(sys.argv[2], 'rb').read(), load_model(sys.argv[3]), device='cpu');"
+        "np.savez(sys.argv[4], *[np.asarray(image) for _, image in images]); print('ok')"
+    )
+    for env in ({}, {"ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "1"}):
+        out = subprocess.run([sys.executable, "-c", script, str(GOLDEN.parents[1]),
+                              str(GOLDEN / "format11" / file_name), str(tiny_weights[3]), str(tmp_path / "images.npz")],
+                             capture_output=True, text=True, timeout=300, env={**os.environ, **env})
+        assert out.stdout.strip() == "ok", out.stderr
+        got = np.load(tmp_path / "images.npz")
+        assert len(got.files) == len(images)
+        for k, (_, image) in enumerate(images):
+            assert np.array_equal(got[f"arr_{k}"], np.asarray(image)), (file_name, k, env)
+    info = run_cli("info", GOLDEN / "format11" / file_name)
+    assert info.returncode == 0 and "format 11 (" in info.stdout.decode() and "its header deflated" in \
+        info.stdout.decode()

@@ -156,6 +156,8 @@ INFERENCE = {
        "decodes on any machine",
     10: "integer-exact inference with adaptive least-squares predictor tiles first in the stream, and classical "
         "codings: decodes on any machine",
+    11: "integer-exact inference with adaptive least-squares predictor tiles first in the stream, and classical "
+        "codings, its header deflated: decodes on any machine",
 }
 
 

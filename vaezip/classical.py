@@ -57,13 +57,14 @@ def representations(planes: Planes, image: Image.Image) -> list[tuple[np.ndarray
 
 
 def smallest_entry(name: str, planes: Planes, image: Image.Image, pool: Executor | None = None,
-                   fast: bool = False) -> tuple[ImageEntry, dict[str, int]]:
+                   fast: bool = False, codings=classic.CODINGS) -> tuple[ImageEntry, dict[str, int]]:
     """The header entry of the image's smallest classical coding, and the bytes each coding took (the best of
     its representations); `pool`: threads to make the codings of a representation in at once; `fast`: the
-    quicker WebP of compress --fast (codec/classic.py: FAST_WEBP_QUALITY)."""
+    quicker WebP of compress --fast (codec/classic.py: FAST_WEBP_QUALITY); `codings`: those tried (raw among
+    them: it holds anything)."""
     best, sizes = None, {}
     for samples, info in representations(planes, image):
-        coding, data, tried = classic.smallest(samples, pool=pool, fast=fast)
+        coding, data, tried = classic.smallest(samples, codings, pool=pool, fast=fast)
         for key, size in tried.items():
             sizes[key] = min(size, sizes.get(key, size))
         if best is None or len(data) < len(best.data):

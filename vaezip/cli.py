@@ -752,12 +752,12 @@ def _report(result, output: str, verified: float | None = None, verbose: bool = 
             taken = "predictor" if predictor_only and "predictor" in dict(image.candidate_bytes) else image.coding
             others = "".join(f", {coding} {size} B" for coding, size in image.candidate_bytes if coding != taken)
             if image.coding != "model":
-                bound = "no model bound" if math.isnan(image.bound_bpsp) else f"model bound {image.bound_bpsp:.4f} bpsp"
+                bound = "no model bound" if math.isnan(image.bound_bpsp) else f"model bound {_bound_of(image)}"
                 _say(f"{image.name}: {image.width}x{image.height} {image.mode}, coded as {image.coding}: "
                      f"{share:.4f} bpsp ({bound}{others})")
                 continue
             if predictor_only:
-                bound = "no model bound, " if math.isnan(image.bound_bpsp) else f"model bound {image.bound_bpsp:.4f} bpsp, "
+                bound = "no model bound, " if math.isnan(image.bound_bpsp) else f"model bound {_bound_of(image)}, "
                 _say(f"{image.name}: {image.width}x{image.height} {image.mode}, predictor (no model tile): payload "
                      f"{share:.4f} bpsp ({bound}{image.tiles} tiles{others})")
                 continue
@@ -771,16 +771,31 @@ def _report(result, output: str, verified: float | None = None, verbose: bool = 
     count = f"{len(result.images)} images, " if len(result.images) > 1 else ""
     _say(
         f"-> {output}: {count}{len(result.data)} bytes, achieved {result.achieved_bpsp:.4f} bpsp vs "
-        f"{_bound_and_ratio(result.achieved_bpsp, result.bound_bpsp)}; header {result.header_bytes} B) "
+        f"{_bound_and_ratio(result.achieved_bpsp, result.bound_bpsp, _sampled(result))}; "
+        f"header {result.header_bytes} B) "
         f"in {result.seconds:.2f} s with model {result.model}{check}"
     )
 
 
-def _bound_and_ratio(achieved: float, bound: float) -> str:
-    """'bound B (Rx' for a report line, or 'no model bound (--fast' where no network ran (bound nan)."""
+def _bound_of(image) -> str:
+    """'2.9191 bpsp', or, projected from a sample of the image's tiles, '~2.9191 bpsp (from 48 of 384 tiles)'."""
+    if not image.bound_sample:
+        return f"{image.bound_bpsp:.4f} bpsp"
+    priced, tiles = image.bound_sample
+    return f"~{image.bound_bpsp:.4f} bpsp (from {priced} of {tiles} tiles)"
+
+
+def _sampled(result) -> bool:
+    """Whether some image's bound is projected from a sample of its tiles (the default's early exit)."""
+    return any(image.bound_sample for image in result.images)
+
+
+def _bound_and_ratio(achieved: float, bound: float, sampled: bool = False) -> str:
+    """'bound B (Rx' for a report line ('bound ~B' where some image's is projected from a sample of its tiles),
+    or 'no model bound (--fast' where no network ran (bound nan)."""
     if math.isnan(bound):
         return "no model bound (--fast"
-    return f"bound {bound:.4f} ({achieved / bound if bound else float('nan'):.4f}x"
+    return f"bound {'~' if sampled else ''}{bound:.4f} ({achieved / bound if bound else float('nan'):.4f}x"
 
 
 class _Totals:
@@ -791,6 +806,7 @@ class _Totals:
 
         self.files = self.images = self.bytes = self.subpixels = 0
         self.bound_bits = self.seconds = 0.0
+        self.sampled = False  # some image's bound projected from a sample of its tiles
         self.models: dict[str, None] = {}
         self.started = time.perf_counter()
         self.workers = 0  # with -j: the summary gives the wall time, not the sum of the files' times
@@ -808,6 +824,7 @@ class _Totals:
         self.bytes += len(result.data)
         self.subpixels += result.subpixels
         self.bound_bits += result.bound_bpsp * result.subpixels
+        self.sampled = self.sampled or _sampled(result)
         self.seconds += result.seconds
         self.models[result.model] = None
 
@@ -822,7 +839,7 @@ class _Totals:
         achieved = 8 * self.bytes / max(self.subpixels, 1)
         bound = self.bound_bits / max(self.subpixels, 1)
         return (f"compressed {self.files} files ({self.images} images): {self.bytes} bytes, achieved "
-                f"{achieved:.4f} bpsp vs {_bound_and_ratio(achieved, bound)}) "
+                f"{achieved:.4f} bpsp vs {_bound_and_ratio(achieved, bound, self.sampled)}) "
                 f"in {self._time()} with model {', '.join(self.models)} (-v: a line per file)")
 
     def decompressed_line(self) -> str:
@@ -997,7 +1014,9 @@ def compress(
                                 "importance-weighted (Monte-Carlo) bits-back, paying the K-sample bound instead of "
                                 "the ELBO for K times the model's work each way (format 4 or later: vaezip before it "
                                 "cannot read such files)"),
-    format_version: Optional[int] = typer.Option(None, "--format", metavar="N", help="write format 9 (the "
+    format_version: Optional[int] = typer.Option(None, "--format", metavar="N", help="write format 10 (the "
+                                                 "header as it is, not deflated: readable by vaezip since format "
+                                                 "10), 9 (the "
                                                  "predictor's tiles without least squares, readable by vaezip "
                                                  "since format 9), 8 (the "
                                                  "predictor's tiles without adapting their contexts, readable by "
@@ -1007,8 +1026,10 @@ def compress(
                                                  "6), 5 (the predictor's simpler Laplace tiles, since format 5), 3 "
                                                  "(readable by every vaezip since issue 15: the predictor's "
                                                  "tiles with Gaussian residuals) or 2 (JSON header, every image "
-                                                 "through the model); default (or 10): the oldest format that "
-                                                 "holds the file (10 where the predictor's least-squares tiles "
+                                                 "through the model); default (or 11): the oldest format that "
+                                                 "holds the file (11 where the header deflated is the smaller, "
+                                                 "an archive of many images; 10 where the predictor's "
+                                                 "least-squares tiles "
                                                  "code a tile, 9 where the model's stream is kept with its "
                                                  "adaptive predictor tiles, 7 where only the order needs it)"),
     fast: bool = typer.Option(False, "--fast", help="run no network: every tile by the model-free predictor (or "
@@ -1025,13 +1046,13 @@ def compress(
             raise UsageFailure(f"--jobs must be 0 (one per core) or more, not {jobs_at_once}")
         if samples not in (1, *IMPORTANCE_SAMPLES):
             raise UsageFailure(f"--samples must be 1, {', '.join(map(str, IMPORTANCE_SAMPLES))}, not {samples}")
-        from codec.container import LEAST_SQUARES_VERSION, OLDER_FORMATS
+        from codec.container import DEFLATED_VERSION, OLDER_FORMATS
 
-        if format_version not in (None, *OLDER_FORMATS, LEAST_SQUARES_VERSION):
-            known = f"{', '.join(map(str, OLDER_FORMATS))} or {LEAST_SQUARES_VERSION}"
+        if format_version not in (None, *OLDER_FORMATS, DEFLATED_VERSION):
+            known = f"{', '.join(map(str, OLDER_FORMATS))} or {DEFLATED_VERSION}"
             raise UsageFailure(f"--format must be {known} (without it: the oldest format that holds the file), "
                                f"not {format_version}")
-        if format_version == LEAST_SQUARES_VERSION:  # the newest: what compress writes without --format
+        if format_version == DEFLATED_VERSION:  # the newest: what compress writes without --format
             format_version = None
         if format_version is not None and samples != 1:
             raise UsageFailure(f"--samples {samples} writes format 4 or later: not with --format {format_version}")

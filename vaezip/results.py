@@ -32,6 +32,10 @@ class ImageReport:
     # or, where the model's estimate ruled it out (more than 1.25 times the classical coding) and it did not
     # run, that estimate.
     candidate_bytes: tuple[tuple[str, int], ...] = ()
+    # (tiles priced, tiles) where the model's bound (and its candidate) is projected from a sample of the image's
+    # tiles: the default compress's early exit, which found the model far behind the predictor's stream there
+    # (vaezip/archive.py GATE_RATIO); () where every tile was priced.
+    bound_sample: tuple[int, int] = ()
 
     @property
     def bound_bpsp(self) -> float:

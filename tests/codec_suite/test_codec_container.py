@@ -1,5 +1,6 @@
 """.vz container: round trip, and every kind of broken or hostile file raises its own FormatError, quickly."""
 
+import dataclasses
 import json
 import struct
 import zlib
@@ -107,8 +108,8 @@ def test_messages_name_the_problem():
         read(b"\x89PNG\r\n\x1a\n" + data[8:])
     with pytest.raises(BadMagicError, match="line endings"):
         read(data.replace(b"\r\n", b"\n", 1))
-    with pytest.raises(UnsupportedVersionError, match="version 11"):
-        read(data[:8] + b"\x0b\x00" + data[10:])
+    with pytest.raises(UnsupportedVersionError, match="version 12"):
+        read(data[:8] + b"\x0c\x00" + data[10:])
     with pytest.raises(TruncatedError, match=r"header claims \d+ bytes"):
         read(data[:40])
     with pytest.raises(TrailingDataError, match="3 bytes"):
@@ -194,7 +195,7 @@ def test_write_refuses_what_read_would_refuse():
 def test_reads_from_bytearray_and_memoryview():
     data = write(make_header(), WORDS, 2)
     assert read(bytearray(data))[0] == read(memoryview(data))[0] == make_header()
-    assert container.VERSION == 3 and container.READABLE_VERSIONS == (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
+    assert container.VERSION == 3 and container.READABLE_VERSIONS == (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11)
 
 
 def test_the_format_version_round_trips_and_older_versions_are_read():
@@ -202,6 +203,53 @@ def test_the_format_version_round_trips_and_older_versions_are_read():
         assert container.read_versioned(write(make_header(), WORDS, version))[0] == version
     with pytest.raises(CodingError):
         write(make_header(), WORDS, max(container.READABLE_VERSIONS) + 1)
+
+
+def binary_file(version: int, stored: bytes, payload: bytes = b"") -> bytes:
+    """A binary-layout file of `version` whose stored header is `stored`, with a correct CRC."""
+    body = MAGIC + struct.pack("<H", version) + container._varint(len(stored)) + stored + payload
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def test_format_11_deflates_the_header_where_that_is_the_smaller():
+    """write(deflate=True) stores the header as raw deflate, as format 11, where that saves DEFLATE_SAVING bytes
+    or more (an archive of many images: their entries repeat); else the format asked for, byte for byte as
+    without deflate. Format 11 holds whatever format 10 holds, and is read back to the same header."""
+    many = Header("", "", None, tuple(ImageEntry(f"{k}.png", "RGB", 28, 28, coding="png", data=bytes([k % 256]) * 5)
+                                      for k in range(300)), "cd" * vzheader.PIXEL_DIGEST_BYTES)
+    plain = write(many, np.zeros(0, np.uint32), 3)
+    packed = write(many, np.zeros(0, np.uint32), 3, deflate=True)
+    version, back, words = container.read_versioned(packed)
+    assert version == container.DEFLATED_VERSION == 11 and back == many and len(words) == 0
+    assert len(packed) < len(plain) - 3000  # the entries' ~4 KB (their data, 1.5 KB, as it is)
+    one = dataclasses.replace(make_header(), pixels_sha256="ab" * vzheader.PIXEL_DIGEST_BYTES)  # as binary keeps it
+    tiny = Header("m", "0123456789abcdef", CoderSettings(2.0**-8, 16.0, 64, 16, ((DIRECT, 1),), "0.5.0"),
+                  (ImageEntry("a.png", "RGB", 5, 5),), "3f9a1c7e5b2d8046")
+    small = write(tiny, WORDS, 10, deflate=True)  # one short entry: deflate's own overhead is the more
+    assert small == write(tiny, WORDS, 10) and container.read_versioned(small)[0] == 10
+    assert len(container.deflate_header(vzheader.to_binary(tiny, len(WORDS), 11))) >= len(
+        vzheader.to_binary(tiny, len(WORDS), 10))
+    forced = write(one, WORDS, 11)  # asked for: deflated whatever it saves
+    assert container.read_versioned(forced)[1] == one
+    for version in container.BINARY_VERSIONS:
+        assert container.read_versioned(write(one, WORDS, version, deflate=True))[1] == one
+
+
+def test_a_format_11_header_that_does_not_inflate_or_inflates_too_far_is_refused():
+    one = dataclasses.replace(make_header(), pixels_sha256="ab" * vzheader.PIXEL_DIGEST_BYTES)
+    good = container.deflate_header(vzheader.to_binary(one, len(WORDS), 11))
+    assert container.read_versioned(binary_file(11, good, WORDS.astype("<u4").tobytes()))[1] == one
+    with pytest.raises(HeaderError, match="not deflate data"):
+        read(binary_file(11, b"\xff" * 40))
+    with pytest.raises(HeaderError, match="incomplete"):
+        read(binary_file(11, good[:-3]))
+    with pytest.raises(HeaderError, match="extra bytes"):
+        read(binary_file(11, good + b"\x00"))
+    bomb = container.deflate_header(bytes(container.MAX_HEADER_BYTES + 1))  # ~16 KB stored
+    with pytest.raises(LimitError, match="inflates to more"):
+        read(binary_file(11, bomb))
+    with pytest.raises(HeaderError):  # format 10 reads the same bytes as a (broken) plain header
+        read(binary_file(10, good, WORDS.astype("<u4").tobytes()))
 
 
 def test_format_7_holds_the_stream_order_and_earlier_formats_refuse_one():

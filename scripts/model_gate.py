@@ -1,0 +1,79 @@
+"""How well a sample of an image's tiles tells whether the model can win it: the figure behind the default
+compress's early exit (vaezip/archive.py GATE_EVERY, GATE_RATIO).
+
+For each image: the quick stream's real bits (the predictor alone, tiles of 128: what the default keeps on
+photographs), the float network's estimate of every 32x32 tile summed (the model alone), that sum projected from
+the lattice sample of one tile in S (archive.gate_sample) for each S asked for, and the encoder's full estimate
+of its model stream (each tile the cheaper of the model and format 9's predictor, archive._model_estimate), which
+the full path compares with the quick stream. Prints per image the ratios to the quick stream, and over the set
+how often each sample rate's gate (projection > GATE_RATIO x quick) would skip the full pricing, and whether it
+ever skips an image whose full estimate, less its margin, was below the quick stream (a possible loss).
+
+    python scripts/model_gate.py kodak [--model photo2] [--limit 24] [--every 4 8 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from codec import bitsback  # noqa: E402
+from codec.tiling import split_tiles  # noqa: E402
+from vaezip import archive, data  # noqa: E402
+from vaezip.api import compress_images, load_model  # noqa: E402
+from vaezip.coding import TorchLatentModel  # noqa: E402
+from vaezip.images import open_image, split_image  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dataset", help="a folder of images, or a data set name under $VAEZIP_DATA (kodak)")
+    parser.add_argument("--model", default="photo2")
+    parser.add_argument("--limit", type=int, default=24)
+    parser.add_argument("--every", type=int, nargs="+", default=[4, 8, 16], help="sample rates: one tile in S")
+    args = parser.parse_args()
+    folder = Path(args.dataset) if Path(args.dataset).is_dir() else Path(data.data_root()) / args.dataset
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".tif", ".tiff", ".bmp", ".webp"))
+    paths = paths[: args.limit]
+    loaded = load_model(args.model)
+    coder = TorchLatentModel(loaded.model)
+    stride = loaded.model.config.stride
+    tile = archive.effective_tile(None, stride)
+    print(f"{folder.name}, model {loaded.name} (sha256 {loaded.sha256[:16]}), tiles of {tile}, gate ratio "
+          f"{archive.GATE_RATIO}\n")
+    print("| image | tiles | quick bpsp | model alone / quick | " + " | ".join(f"1 in {s} / quick" for s in args.every)
+          + " | full estimate / quick |")
+    print("|---|---|---|---|" + "---|" * len(args.every) + "---|")
+    skipped = {s: 0 for s in args.every}
+    losses = {s: 0 for s in args.every}
+    for path in paths:
+        image = open_image(path)
+        planes = split_image(image)
+        quick = compress_images([(path.name, image)], loaded, fast=True, classical=False).images[0].payload_bits
+        tiles = split_tiles(planes.model_plane, tile, stride)
+        estimates = np.array(coder.tile_bounds(tiles, estimate=True))
+        priced = bitsback.price_without_model(tiles, bitsback.PREDICTIVE_ADAPTIVE, list(estimates))
+        full, _ = archive._model_estimate(tiles, list(estimates), priced)
+        could_win = full / archive.skip_ratio(len(tiles)) <= quick
+        cells = []
+        for every in args.every:
+            chosen = archive.gate_sample(planes.height, planes.width, tile, every)
+            projected = estimates[chosen].mean() * len(tiles)
+            skip = projected > archive.GATE_RATIO * quick
+            skipped[every] += skip
+            losses[every] += skip and could_win
+            cells.append(f"{projected / quick:.4f}{' skip' if skip else ''}")
+        print(f"| {path.name} | {len(tiles)} | {quick / planes.subpixels:.4f} | {estimates.sum() / quick:.4f} | "
+              + " | ".join(cells) + f" | {full / quick:.4f}{' (could win)' if could_win else ''} |", flush=True)
+    for every in args.every:
+        print(f"\n1 in {every}: the full pricing skipped on {skipped[every]} of {len(paths)} images, "
+              f"{losses[every]} of them images whose full estimate could have won")
+
+
+if __name__ == "__main__":
+    main()
