@@ -239,8 +239,9 @@ def _write_binary(header: Header, words: np.ndarray, version: int, deflate: bool
     if version == DEFLATED_VERSION:
         text = deflate_header(text)
     elif deflate:  # format 11 holds what every earlier binary format holds (format 10's header, deflated)
-        packed = deflate_header(to_binary(header, len(words), DEFLATED_VERSION))
-        if len(packed) + DEFLATE_SAVING <= len(text):
+        plain = to_binary(header, len(words), DEFLATED_VERSION)  # a byte longer than formats 3 to 6's: the order
+        packed = deflate_header(plain)
+        if len(plain) <= MAX_HEADER_BYTES and len(packed) + DEFLATE_SAVING <= len(text):
             version, text = DEFLATED_VERSION, packed
     parts = [MAGIC, _U16.pack(version), _varint(len(text)), text]
     parts += [bytes(image.data) for image in header.images]

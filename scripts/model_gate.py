@@ -3,7 +3,8 @@ compress's early exit (vaezip/archive.py GATE_EVERY, GATE_RATIO).
 
 For each image: the quick stream's real bits (the predictor alone, tiles of 128: what the default keeps on
 photographs), the float network's estimate of every 32x32 tile summed (the model alone), that sum projected from
-the lattice sample of one tile in S (archive.gate_sample) for each S asked for, and the encoder's full estimate
+the lattice sample of one tile in S (archive.gate_sample; for S = GATE_EVERY archive.gate_tiles, what compress
+prices) by its bits per pixel (archive.gate_projection) for each S asked for, and the encoder's full estimate
 of its model stream (each tile the cheaper of the model and format 9's predictor, archive._model_estimate), which
 the full path compares with the quick stream. Prints per image the ratios to the quick stream, and over the set
 how often each sample rate's gate (projection > GATE_RATIO x quick) would skip the full pricing, and whether it
@@ -63,7 +64,11 @@ def main() -> None:
         cells = []
         for every in args.every:
             chosen = archive.gate_sample(planes.height, planes.width, tile, every)
-            projected = estimates[chosen].mean() * len(tiles)
+            if every == archive.GATE_EVERY:
+                chosen = archive.gate_tiles(planes.height, planes.width, tile)  # what compress prices
+            projected = archive.gate_projection({t: estimates[t] for t in chosen},
+                                                {t: tiles[t].valid[0] * tiles[t].valid[1] for t in chosen},
+                                                planes.height * planes.width)
             skip = projected > archive.GATE_RATIO * quick
             skipped[every] += skip
             losses[every] += skip and could_win

@@ -276,6 +276,17 @@ def test_the_early_exits_sample_is_a_lattice_over_every_row_and_column_of_tiles(
     assert gate_sample(64, 64, 32, 1) == [0, 1, 2, 3]
 
 
+def test_the_early_exit_prices_small_images_whole_and_projects_by_pixels():
+    """An image of fewer than GATE_WHOLE tiles is priced whole; a projection counts pixels, not tiles, so that
+    an edge tile's fewer pixels (and bits) do not stand for a whole tile's."""
+    from vaezip.archive import GATE_EVERY, GATE_WHOLE, gate_projection, gate_sample, gate_tiles
+
+    assert gate_tiles(40, 40, 32) == [0, 1, 2, 3] and gate_tiles(100, 40, 32) == list(range(8))
+    assert gate_tiles(512, 768, 32) == gate_sample(512, 768, 32, GATE_EVERY) and GATE_WHOLE > GATE_EVERY
+    # a 40x40 image: a full tile (1024 pixels) at 2 bits a pixel and an edge tile of 8x32 pixels at 4
+    assert gate_projection({0: 2048.0, 1: 1024.0}, {0: 1024, 1: 256}, 1600) == 3072.0 * 1600 / 1280
+
+
 def test_an_archive_whose_graphic_goes_classical_keeps_the_models_file_where_that_is_the_smaller(tiny_weights):
     """The quick stream holds no classical coding: in an archive of a graphic (WebP's) and a photograph whose
     model estimate is above the quick stream's share of each, the model's file (the graphic classical) is still

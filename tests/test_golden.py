@@ -405,7 +405,12 @@ def test_format_11_golden_files_reencode_to_their_bytes_and_decode_in_a_fresh_pr
     images, options = format11_files()[file_name]
     pinned = (GOLDEN / "format11" / file_name).read_bytes()
     again = compress_images(images, load_model(tiny_weights[3]), device="cpu", **options)
-    assert again.data == pinned and again.format_version == 11
+    assert again.format_version == 11
+    # byte for byte where this zlib deflates as the one that wrote it (zlib-ng, say, may not): else the same
+    # header and the same words
+    if again.data != pinned:
+        (_, header, words), (_, pinned_header, pinned_words) = read_versioned(again.data), read_versioned(pinned)
+        assert header == pinned_header and np.array_equal(words, pinned_words)
     version, header, words = read_versioned(pinned)
     assert version == 11 and [image.name for image in header.images] == [name for name, _ in images]
     position, length, shift = 10, 0, 0
@@ -434,3 +439,15 @@ def test_format_11_golden_files_reencode_to_their_bytes_and_decode_in_a_fresh_pr
     info = run_cli("info", GOLDEN / "format11" / file_name)
     assert info.returncode == 0 and "format 11 (" in info.stdout.decode() and "its header deflated" in \
         info.stdout.decode()
+
+
+def test_format_10_asked_for_is_the_defaults_file_with_its_header_as_it_is(tiny_weights):
+    """--format 10 (format_version=10) codes as the default does, the quick stream and the early exit included,
+    and writes the header plainly: the same header and words as the default's format-11 file."""
+    images, _ = format11_files()["archive-fast.vz"]
+    model = load_model(tiny_weights[3])
+    newest = compress_images(images, model, device="cpu", classical=True)
+    plain = compress_images(images, model, device="cpu", classical=True, format_version=10)
+    assert newest.format_version == 11 and plain.format_version == 10
+    (_, header, words), (_, plain_header, plain_words) = read_versioned(newest.data), read_versioned(plain.data)
+    assert header == plain_header and np.array_equal(words, plain_words) and len(newest.data) < len(plain.data)

@@ -45,8 +45,9 @@ def compress_images(
     where the predictor's tiles go first in the stream, so that the model's run in full batches; 8 where a tile
     decided on while coding goes to the predictor, whose residuals format 8 codes with tables fitted on
     photographs; 9 where the predictor's tiles adapt their contexts' statistics over the stream; 10 where they
-    also blend in a local least-squares prediction); 9 to write format 9 (the predictor's tiles without least
-    squares), which readers older than format 10 read; 8 to write format 8 (the predictor's tiles without
+    also blend in a local least-squares prediction; 11 where the header deflated saves 16 bytes or more); 10 to
+    write the same file with its header as it is, format 10 at most, which readers older than format 11 read; 9
+    to write format 9 (the predictor's tiles without least squares), which readers older than format 10 read; 8 to write format 8 (the predictor's tiles without
     adapting), which readers older than format 9 read; 7 to write format
     7 (the predictor's residuals with Laplaces), which readers older than format 8 read; 6 to write format 6
     (its tiles in raster order), which readers older than format 7 read; 5 to write format 5
@@ -156,14 +157,13 @@ INFERENCE = {
        "decodes on any machine",
     10: "integer-exact inference with adaptive least-squares predictor tiles first in the stream, and classical "
         "codings: decodes on any machine",
-    11: "integer-exact inference with adaptive least-squares predictor tiles first in the stream, and classical "
-        "codings, its header deflated: decodes on any machine",
+    11: "format 10's, its header deflated: decodes on any machine",  # file_info names what the content needs
 }
 
 
 def file_info(data: bytes) -> FileInfo:
     """What a .vz file holds, from its header (checked as a decode would check it first; no pixel decoded)."""
-    from codec import tilekinds
+    from codec import container, tilekinds
     from codec.container import read_versioned
 
     version, header, words = read_versioned(data)
@@ -176,6 +176,9 @@ def file_info(data: bytes) -> FileInfo:
                   len(e.data) if e.coding == "model" else 0)
         for e in header.images
     )
+    deflated = version == container.DEFLATED_VERSION
+    if deflated:  # any content of formats 3 to 10: described as the oldest of them that holds it
+        version = container.binary_version(kinds, ordered=bool(coder is not None and coder.order))
     inference = INFERENCE[version]
     if version in (5, 6, 7, 8, 9, 10) and any(tilekinds.BY_NAME[kind].samples > 1 for kind in kinds):
         predictor = {5: "Laplace predictor tiles", 6: "blend predictor tiles",
@@ -185,6 +188,9 @@ def file_info(data: bytes) -> FileInfo:
                      10: "adaptive least-squares predictor tiles first in the stream"}[version]
         inference = (f"integer-exact inference with {predictor} and importance-weighted bits-back, and classical "
                      "codings: decodes on any machine")
+    if deflated:
+        inference = inference.replace(": decodes on any machine", ", its header deflated: decodes on any machine")
+        version = container.DEFLATED_VERSION
     return FileInfo(
         len(data), version, inference, header.model_name or None, header.model_sha256 or None,
         None if coder is None else coder.tile, 0 if coder is None else len(coder.schedule), tuple(kinds.items()),

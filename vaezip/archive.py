@@ -112,15 +112,18 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
     reports' bounds are then the sample's projection."""
     started = time.perf_counter()
     split = _split(images)  # once: `images` may be an iterator, and both codings read the same planes
+    # format 10 asked for: the file of the newest format, its header as it is (format 11 deflates it)
+    deflate = format_version != container.LEAST_SQUARES_VERSION
+    format_version = None if not deflate else format_version
     if fast or tile is not None or not (predictor and classical) or format_version is not None or samples != 1:
         return _encode_archive(split, started, model, tile=tile, max_batch=max_batch, device=device, progress=progress,
                                predictor=predictor, classical=classical, format_version=format_version,
-                               samples=samples, fast=fast)
+                               samples=samples, fast=fast, deflate=deflate)
 
     def quick_stream() -> CompressResult:
         return _encode_archive(split, time.perf_counter(), model, tile=None, max_batch=max_batch, device=device,
                                progress=None, predictor=True, classical=False, format_version=None, samples=1,
-                               fast=True)
+                               fast=True, deflate=deflate)
 
     # The quick stream and the classical codings are made in threads of their own (the compiled coder and
     # Pillow's encoders release the GIL) while torch loads and the model prices a sample of the tiles (the early
@@ -129,12 +132,15 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
         quick_later = worker.submit(quick_stream)
         classical_later = worker.submit(_screened_classical_codings, split, quick_later)
         gate = _price_sample(split, model, device)
-        if gate is not None and gate.rules_out([report.payload_bits for report in quick_later.result().images],
-                                               classical_later.result()):
+        quick_bits = None if gate is None else [report.payload_bits for report in quick_later.result().images]
+        # The classical codings are waited for only where the sample rules the model out: else the full path
+        # prices the model's tiles while they finish.
+        if gate is not None and gate.rules_out(quick_bits) and gate.classical_agrees(quick_bits,
+                                                                                      classical_later.result()):
             alternatives = classical_later.result()
             entries = {index: entry for index, (entry, _) in alternatives.items()}
             sizes = {index: tried for index, (_, tried) in alternatives.items()}
-            result = _result(_write(split, None, entries, gate.loaded, False), split, None, entries, sizes,
+            result = _result(_write(split, None, entries, gate.loaded, False, deflate), split, None, entries, sizes,
                              gate.loaded, started, estimated={k: (bits, bits) for k, bits in gate.projected.items()})
             result = dataclasses.replace(result, images=tuple(
                 dataclasses.replace(report, bound_sample=gate.counts[k]) if k in gate.counts else report
@@ -145,7 +151,8 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
                 device=device, progress=progress, predictor=predictor, classical=classical,
                 format_version=format_version, samples=samples, fast=fast,
                 alongside=lambda: lambda: [report.payload_bits for report in quick_later.result().images],
-                predictor_kind=bitsback.PREDICTIVE_ADAPTIVE, gate=gate, classical_later=classical_later)
+                predictor_kind=bitsback.PREDICTIVE_ADAPTIVE, gate=gate, classical_later=classical_later,
+                deflate=deflate)
         quick = quick_later.result()
     kept = result if len(result.data) <= len(quick.data) else quick
     # Each image keeps the model's bound (the network ran) and its candidates, the quick stream's share joining them.
@@ -174,7 +181,7 @@ def _split(images) -> list[_Image]:
 def _encode_archive(split: list[_Image], started: float, model, *, tile, max_batch, device, progress, predictor,
                     classical, format_version, samples, fast, alongside=None,
                     predictor_kind: str | None = None, gate: _Gate | None = None,
-                    classical_later: Future | None = None) -> CompressResult:
+                    classical_later: Future | None = None, deflate: bool = True) -> CompressResult:
     """encode_archive's coding of `split` (_split's) with these options, its time counted from `started`;
     `alongside()` is called once the classical codings run beside the coder, before the model's tiles are priced
     (not at all where no classical coding runs); what it returns gives, called after the pricing, each image's
@@ -182,12 +189,13 @@ def _encode_archive(split: list[_Image], started: float, model, *, tile, max_bat
     estimates say that file will be the smaller, the model codes nothing.
     `predictor_kind`: the predictor kind of the model stream's tiles coded without the model, instead of
     format_version's (the newest's where None). `gate`: the early exit's model and priced sample, reused;
-    `classical_later`: the classical codings (_classical_codings), made already or being made."""
+    `classical_later`: the classical codings (encode_archive's _screened_classical_codings), made already or
+    being made. `deflate`: format 11's deflated header where it pays and no older format was asked for."""
     if format_version not in (None, *container.OLDER_FORMATS):
         raise ValueError(f"format_version must be one of {', '.join(map(str, container.OLDER_FORMATS))}, "
                          f"not {format_version}")
     legacy = format_version == 2  # the JSON header of formats 1 and 2, every image through the model
-    deflate = format_version is None  # format 11's deflated header where it is the smaller
+    deflate = deflate and format_version is None  # format 11's deflated header where it pays
     if fast and (legacy or samples != 1 or not predictor):
         raise ValueError("fast coding runs no network: not with format 2, importance sampling or predictor=False")
     if samples != 1:
@@ -228,8 +236,7 @@ def _encode_archive(split: list[_Image], started: float, model, *, tile, max_bat
     predictor_kind = bitsback.PREDICTIVE_NEIGHBOURS
     if integer:
         predictor_kind = {
-            None: newest, container.LEAST_SQUARES_VERSION: bitsback.PREDICTIVE_LEAST_SQUARES,
-            container.ADAPTIVE_VERSION: bitsback.PREDICTIVE_ADAPTIVE,
+            None: newest, container.ADAPTIVE_VERSION: bitsback.PREDICTIVE_ADAPTIVE,
             container.FITTED_VERSION: bitsback.PREDICTIVE_FITTED,
             container.ORDER_VERSION: bitsback.PREDICTIVE_BLEND, container.BLEND_VERSION: bitsback.PREDICTIVE_BLEND,
             container.LAPLACE_VERSION: bitsback.PREDICTIVE_LAPLACE,
@@ -397,9 +404,10 @@ def _classical_codings(split: list[_Image], fast: bool) -> dict[int, tuple[Image
 
 # The default compress makes the classical codings at their best (WebP at quality 100: 0.5-2.8 s of a core for a
 # Kodak photograph) only where some image's quick ones (--fast's: PNG, WebP at FAST_WEBP_QUALITY) come within
-# CLASSICAL_SCREEN times its share of the quick stream; elsewhere no classical coding can be the smaller, WebP's
-# best being within 3.5 % of its quick one on charts and 0.4 % on Kodak (codec/classic.py). On Kodak 21 of the 24
-# photographs are spared it.
+# CLASSICAL_SCREEN times its share of the quick stream; elsewhere no classical coding can be smaller than that
+# stream, WebP's best being within 3.5 % of its quick one on charts and 0.4 % on Kodak (codec/classic.py). On
+# Kodak 21 of the 24 photographs are spared it. (Where the full path runs after all, an image's classical coding
+# also competes with the model's stream there, which may take the quick WebP a little above its best.)
 CLASSICAL_SCREEN = 1.05
 
 
@@ -429,19 +437,21 @@ class _Gate:
     loaded: LoadedModel
     coder_model: object  # vaezip.coding.TorchLatentModel
     sampled: dict[int, dict[int, float]]  # image index -> {tile index (raster): its estimate, bits}
-    projected: dict[int, float]  # image index -> the sample's mean times the image's tiles: the model alone, bits
+    projected: dict[int, float]  # image index -> the sample's bits per pixel times the image's: the model alone
     counts: dict[int, tuple[int, int]]  # image index -> (tiles priced, tiles)
 
-    def rules_out(self, quick_bits: list[float], alternatives: dict[int, tuple[ImageEntry, dict]]) -> bool:
-        """Whether the model path is not worth pricing in full, the file then the smaller of the quick stream and
-        every image's classical coding: each image the model can code costs it, by the sample, more than
-        GATE_RATIO times its share of the quick stream (the model codes no image that it cannot: no model plane,
-        a file of more than MAX_TILES tiles); and the classical codings are the smaller for every image or for
-        none (else the full path's file, some images classical and the others in its predictor's tiles, may be
-        the smallest)."""
-        classical_wins = {8 * len(alternatives[k][0].data) < bits for k, bits in enumerate(quick_bits)}
-        return len(classical_wins) == 1 and all(self.projected.get(k, math.inf) > GATE_RATIO * bits
-                                                for k, bits in enumerate(quick_bits))
+    def rules_out(self, quick_bits: list[float]) -> bool:
+        """Whether the model path is not worth pricing in full: each image the model can code costs it, by the
+        sample, more than GATE_RATIO times its share of the quick stream (the model codes no image that it
+        cannot: no model plane, a file of more than MAX_TILES tiles)."""
+        return all(self.projected.get(k, math.inf) > GATE_RATIO * bits for k, bits in enumerate(quick_bits))
+
+    @staticmethod
+    def classical_agrees(quick_bits: list[float], alternatives: dict[int, tuple[ImageEntry, dict]]) -> bool:
+        """Whether the file is then the smaller of the quick stream and every image's classical coding: those are
+        the smaller for every image or for none (else the full path's file, some images classical and the others
+        in its predictor's tiles, may be the smallest)."""
+        return len({8 * len(alternatives[k][0].data) < bits for k, bits in enumerate(quick_bits)}) == 1
 
 
 def _price_sample(split: list[_Image], model, device: str) -> _Gate | None:
@@ -463,27 +473,42 @@ def _price_sample(split: list[_Image], model, device: str) -> _Gate | None:
     chosen, tiles = [], []
     for k, planes in planes_of.items():
         cut = split_tiles(planes.model_plane, tile, stride)
-        for t in gate_sample(planes.height, planes.width, tile, GATE_EVERY):
+        for t in gate_tiles(planes.height, planes.width, tile):
             chosen.append((k, t))
             tiles.append(cut[t])
-    # One torch thread: the quick stream and the classical codings hold the cores meanwhile, and two threads
-    # then wait on each other's share (kodim01: 1.5 s for its 48 tiles; 0.2 s alone; _encode_archive's bet).
+    # Two torch threads fewer than the machine's: the quick stream and the classical codings hold two cores
+    # meanwhile, and threads that wait on each other's share run slower than fewer (2 cores, kodim01: 1.5 s for
+    # its 48 tiles on two threads, 0.2 s alone; _encode_archive's bet).
     import torch
 
     threads = torch.get_num_threads()
     try:
         if coder_model.device.type == "cpu":
-            torch.set_num_threads(1)
+            torch.set_num_threads(max(1, threads - 2))
         with deterministic_kernels(pin_threads=not coder_model.integer):
             estimates = coder_model.tile_bounds(tiles, estimate=True) if tiles else []
     finally:
         torch.set_num_threads(threads)
     sampled: dict[int, dict[int, float]] = {k: {} for k in planes_of}
-    for (k, t), bits in zip(chosen, estimates):
-        sampled[k][t] = bits
+    valid: dict[int, dict[int, int]] = {k: {} for k in planes_of}
+    for (k, t), one, bits in zip(chosen, tiles, estimates):
+        sampled[k][t], valid[k][t] = bits, one.valid[0] * one.valid[1]
     counts = {k: (len(sampled[k]), count_tiles(p.height, p.width, tile)) for k, p in planes_of.items()}
-    projected = {k: sum(sampled[k].values()) / counts[k][0] * counts[k][1] for k in planes_of}
+    projected = {k: gate_projection(sampled[k], valid[k], p.height * p.width) for k, p in planes_of.items()}
     return _Gate(loaded, coder_model, sampled, projected, counts)
+
+
+def gate_projection(bits: dict[int, float], pixels: dict[int, int], image_pixels: int) -> float:
+    """The model's cost of a whole image projected from its sampled tiles' (tile -> bits, tile -> valid pixels):
+    their bits per pixel times the image's pixels (an edge tile holds fewer pixels, and costs less)."""
+    return sum(bits.values()) * image_pixels / sum(pixels.values())
+
+
+def gate_tiles(height: int, width: int, tile: int) -> list[int]:
+    """The tiles the early exit prices of a height x width image: gate_sample's one in GATE_EVERY, or every
+    tile of an image of fewer than GATE_WHOLE, where one tile would stand for too much of it."""
+    every = GATE_EVERY if count_tiles(height, width, tile) >= GATE_WHOLE else 1
+    return gate_sample(height, width, tile, every)
 
 
 # Whether compress may code with the model while the classical codings finish (tests compare both ways).
@@ -518,6 +543,7 @@ SKIP_NOISE = 0.07
 # below the quick stream (`python scripts/model_gate.py kodak`; docs/results/early-exit).
 GATE_EVERY = 8
 GATE_RATIO = 1.05
+GATE_WHOLE = 16  # an image of fewer tiles is priced whole (a 128x128 image's 16: two of them in the sample)
 
 
 def gate_sample(height: int, width: int, tile: int, every: int) -> list[int]:
@@ -666,7 +692,7 @@ def _side_plane_coding(plane: np.ndarray, histogram) -> tuple[str, bytes] | None
 
 
 def _write(split: list[_Image], coded: _ModelCoding | None, classical: dict[int, ImageEntry],
-           loaded: LoadedModel | ModelIdentity, legacy: bool, deflate: bool = True) -> bytes:
+           loaded: LoadedModel | ModelIdentity, legacy: bool, deflate: bool = False) -> bytes:
     """The file: images the model coded from `coded`, the others from `classical`; format 11 where its deflated
     header makes it the smaller and `deflate` (no older format asked for)."""
     entries = tuple(coded.entries[k] if coded is not None and k in coded.entries else classical[k]

@@ -1046,7 +1046,7 @@ def compress(
             raise UsageFailure(f"--jobs must be 0 (one per core) or more, not {jobs_at_once}")
         if samples not in (1, *IMPORTANCE_SAMPLES):
             raise UsageFailure(f"--samples must be 1, {', '.join(map(str, IMPORTANCE_SAMPLES))}, not {samples}")
-        from codec.container import DEFLATED_VERSION, OLDER_FORMATS
+        from codec.container import DEFLATED_VERSION, LEAST_SQUARES_VERSION, OLDER_FORMATS
 
         if format_version not in (None, *OLDER_FORMATS, DEFLATED_VERSION):
             known = f"{', '.join(map(str, OLDER_FORMATS))} or {DEFLATED_VERSION}"
@@ -1054,7 +1054,7 @@ def compress(
                                f"not {format_version}")
         if format_version == DEFLATED_VERSION:  # the newest: what compress writes without --format
             format_version = None
-        if format_version is not None and samples != 1:
+        if format_version not in (None, LEAST_SQUARES_VERSION) and samples != 1:
             raise UsageFailure(f"--samples {samples} writes format 4 or later: not with --format {format_version}")
         if fast and samples != 1:
             raise UsageFailure(f"--fast runs no network: not with --samples {samples}")
@@ -1328,14 +1328,14 @@ def info(inputs: list[str] = typer.Argument(..., help=".vz files")):
     def say(line: str) -> None:  # names and the model name come from the header: escaped, no markup
         out.print(shown(line), markup=False, highlight=False, soft_wrap=True)
 
-    from vaezip.api import INFERENCE as inference  # torch-free
+    from vaezip.api import file_info  # torch-free
     failures = 0
     for path in inputs:
         with user_errors_counted(path) as failed:
             data = _read_input(path)
             version, header, words = read_versioned(data)
             coder = header.coder
-            described = f"format {version}" + (f" ({inference[version]})" if version in inference else "")
+            described = f"format {version} ({file_info(data).inference})"  # what its content needs, too
             if coder is None:  # a header that names no model: no image in the file is coded by one
                 coding = "no model"
             else:
