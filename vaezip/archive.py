@@ -143,7 +143,7 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
             result = _result(_write(split, None, entries, gate.loaded, False, deflate), split, None, entries, sizes,
                              gate.loaded, started, estimated={k: (bits, bits) for k, bits in gate.projected.items()})
             result = dataclasses.replace(result, images=tuple(
-                dataclasses.replace(report, bound_sample=gate.counts[k]) if k in gate.counts else report
+                dataclasses.replace(report, bound_sample=gate.counts[k]) if gate.partly(k) else report
                 for k, report in enumerate(result.images)))
         else:
             result = _encode_archive(
@@ -445,6 +445,10 @@ class _Gate:
         sample, more than GATE_RATIO times its share of the quick stream (the model codes no image that it
         cannot: no model plane, a file of more than MAX_TILES tiles)."""
         return all(self.projected.get(k, math.inf) > GATE_RATIO * bits for k, bits in enumerate(quick_bits))
+
+    def partly(self, k: int) -> bool:
+        """Whether image k's bound is projected from some of its tiles, not summed over all of them."""
+        return k in self.counts and self.counts[k][0] < self.counts[k][1]
 
     @staticmethod
     def classical_agrees(quick_bits: list[float], alternatives: dict[int, tuple[ImageEntry, dict]]) -> bool:
