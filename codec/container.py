@@ -76,25 +76,30 @@ LEAST_SQUARES_VERSION = 10
 # names (a few bytes' saving is not worth a file that vaezip before format 11 cannot read).
 DEFLATED_VERSION = 11
 DEFLATE_SAVING = 16
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11)
+# Format 11 and predictor tiles of the cascade (codec/tilekinds.py: PREDICTIVE_CASCADE), the header always deflated.
+CASCADE_VERSION = 12
+DEFLATED_HEADERS = (DEFLATED_VERSION, CASCADE_VERSION)  # the formats whose header is stored deflated
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12)
 # Formats vaezip writes on request, for readers before the newest: 2, the JSON header, every image through the
 # model; 3, the predictor's Gaussian tiles; 5, its Laplace tiles; 6, the blend's tiles in raster order; 7, the
 # blend's tiles (Laplace residuals) in the stream order; 8, the blend's tiles with fitted residual tables; 9, those
-# with their contexts adapting over the stream; 10, those with local least squares too, the header as it is.
+# with their contexts adapting over the stream; 10, those with local least squares too, the header as it is; 11,
+# format 10's tiles with the header deflated where that pays.
 OLDER_FORMATS = (2, VERSION, LAPLACE_VERSION, BLEND_VERSION, ORDER_VERSION, FITTED_VERSION, ADAPTIVE_VERSION,
-                 LEAST_SQUARES_VERSION)
+                 LEAST_SQUARES_VERSION, DEFLATED_VERSION)
 JSON_VERSIONS = (1, 2)  # the layout with a JSON header and two CRCs
 # The binary layout; a file gets the first of these whose tile kinds hold its schedule (binary_version), so
 # that a file holding nothing newer stays readable by readers of format 3.
 BINARY_VERSIONS = (VERSION, IMPORTANCE_VERSION, LAPLACE_VERSION, BLEND_VERSION, ORDER_VERSION, FITTED_VERSION,
-                   ADAPTIVE_VERSION, LEAST_SQUARES_VERSION, DEFLATED_VERSION)
+                   ADAPTIVE_VERSION, LEAST_SQUARES_VERSION, DEFLATED_VERSION, CASCADE_VERSION)
 MAX_HEADER_BYTES = 16 * 2**20
 _PREFIX = struct.Struct("<8sHI")  # magic, version, header length: 14 bytes
 _U32 = struct.Struct("<I")
 _U16 = struct.Struct("<H")
 
 __all__ = [
-    "BINARY_VERSIONS", "DEFLATED_VERSION", "MAGIC", "MAX_HEADER_BYTES", "READABLE_VERSIONS", "VERSION",
+    "BINARY_VERSIONS", "CASCADE_VERSION", "DEFLATED_HEADERS", "DEFLATED_VERSION", "MAGIC", "MAX_HEADER_BYTES",
+    "READABLE_VERSIONS", "VERSION",
     "CoderSettings", "Header", "ImageEntry", "binary_version", "deflate_header", "inflate_header", "pack_header",
     "read", "read_versioned", "unpack_header", "write",
 ]
@@ -133,13 +138,13 @@ def binary_version(kinds, ordered: bool = False) -> int:
 
 
 def deflate_header(text: bytes) -> bytes:
-    """Format 11's stored header: `text` as raw deflate (no zlib wrapper: the file's CRC covers it)."""
+    """Format 11's and 12's stored header: `text` as raw deflate (no zlib wrapper: the file's CRC covers it)."""
     packer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
     return packer.compress(text) + packer.flush()
 
 
 def inflate_header(raw: bytes) -> bytes:
-    """A format-11 header's binary form, never more than MAX_HEADER_BYTES (a deflate bomb stops there)."""
+    """A format-11 or -12 header's binary form, never more than MAX_HEADER_BYTES (a deflate bomb stops there)."""
     return unpack_header(raw, -zlib.MAX_WBITS)
 
 
@@ -236,7 +241,7 @@ def _write_binary(header: Header, words: np.ndarray, version: int, deflate: bool
     text = to_binary(header, len(words), version)
     if len(text) > MAX_HEADER_BYTES:
         raise LimitError(f"header too large: {len(text)} bytes (limit {MAX_HEADER_BYTES})")
-    if version == DEFLATED_VERSION:
+    if version in DEFLATED_HEADERS:
         text = deflate_header(text)
     elif deflate:  # format 11 holds what every earlier binary format holds (format 10's header, deflated)
         plain = to_binary(header, len(words), DEFLATED_VERSION)  # a byte longer than formats 3 to 6's: the order
@@ -270,7 +275,7 @@ def _read_binary(data: memoryview, version: int) -> tuple[Header, np.ndarray]:
     crc_ok = size >= 4 and zlib.crc32(data[: size - 4]) == _U32.unpack_from(data, size - 4)[0]
     try:
         raw = data[position : position + n]
-        header, lengths, count = from_binary(inflate_header(raw) if version == DEFLATED_VERSION else raw, version)
+        header, lengths, count = from_binary(inflate_header(raw) if version in DEFLATED_HEADERS else raw, version)
     except (HeaderError, LimitError):
         if not crc_ok:  # a damaged file is the likelier story than a forged header
             raise ChecksumError("checksum mismatch (file corrupted)") from None

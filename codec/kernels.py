@@ -55,6 +55,28 @@ ADAPT_TUNING.flags.writeable = False
 NO_ADAPTATION = np.zeros((0, 4))
 NO_MOMENTS = np.zeros((0, 0))  # _code_tile's `moments` for the distributions without least squares (writable too)
 
+# The cascade (predictive.CASCADE, format 12): LEAST_SQUARES with the tile's values in raster order, not wavefront
+# order (the least-squares window then holds the rows above in full, up to LS_RADIUS columns right: more samples
+# for the same sums), a std that also grows with the least-squares fit's own mean squared error over its window and
+# with how far the least-squares and the blend's predictions lie apart, and a second stage of context statistics
+# after ADAPTIVE's. Its contexts: the channel class and std group as the first's, where the least-squares
+# prediction lies against the blend's (CASCADE_APART edges, either side: 9) and where the values two to the left
+# and two above lie against the mean (9). A value's mean, corrected by the first stage, moves again by
+# CASCADE_TUNING's share of the second's mean residual (the residuals after the first stage's correction), and its
+# std scales again by the second's ratio, with ADAPT_TUNING's halving, prior, expectation and bounds. Its numbers:
+# the share of the std taken by the fit's root mean squared error, that error's scale, the weight of the two
+# predictions' distance, the second stage's share of its mean residual, and the floor and diagonal share of the
+# least-squares blend's weights (the blend's seven take predictive.CASCADE_ERROR_FLOOR and _DIAGONAL); chosen
+# with the std weights by coordinate descent on 23 of photos_train's training photographs (every 13th), 128x128
+# tiles (`python scripts/cascade.py photos-train --every 13 --tune`).
+CASCADE_CONTEXTS = ADAPT_CHANNEL_CLASSES * ADAPT_LEVEL_GROUPS * 9 * 9  # 2,673, after ADAPTIVE's in the statistics
+ADAPT_STATISTICS = ADAPT_CONTEXTS + CASCADE_CONTEXTS  # predictive.AdaptiveState's rows
+CASCADE_APART = np.array([0.5, 2.0, 5.0, 12.0])
+CASCADE_TUNING = np.array([0.169, 0.9, 0.24, 0.3, 1.35, 0.625])
+NO_CASCADE = np.zeros(0)  # _code_tile's `cascade` for the other distributions (writable, as NO_ADAPTATION)
+for _constant in (CASCADE_APART, CASCADE_TUNING):
+    _constant.flags.writeable = False
+
 
 def left_cumulatives(rows: np.ndarray) -> np.ndarray:
     """(R, K + 1) int32: constriction's left cumulative of each symbol of each row of float32 frequencies
@@ -108,7 +130,26 @@ def _pop(cumulative, row, words, position, state):
     constriction's AnsCoder.decode_symbol with the lazy categorical model. `words[:position]` is the bulk;
     `state` the 64-bit head (np.uint64)."""
     quantile = np.int64(state & np.uint64((1 << PRECISION) - 1))
-    low, high = 0, cumulative.shape[1] - 2  # the symbol s with cumulative[row, s] <= quantile < ..[s + 1]
+    # The symbol s with cumulative[row, s] <= quantile < ..[s + 1], searched for from the row's mean outwards (rows
+    # are laid out table by table, a row per mean): most values lie a few steps from it, so the search reads one
+    # or two cache lines of the row, not the eight scattered ones of a bisection of it. Any search finds the same s.
+    last = cumulative.shape[1] - 2
+    start = min(row % (last + 1), last)
+    if cumulative[row, start] <= quantile:
+        low, step = start, 1
+        while low + step <= last and cumulative[row, low + step] <= quantile:
+            low += step
+            step *= 2
+        high = min(low + step - 1, last)
+    else:
+        high, step = start - 1, 1
+        low = 0
+        while start - step > 0:
+            if cumulative[row, start - step] <= quantile:
+                low = start - step
+                break
+            high = start - step - 1
+            step *= 2
     while low < high:
         middle = (low + high + 1) // 2
         if cumulative[row, middle] <= quantile:
@@ -238,9 +279,11 @@ def _ls_moments(frame, moments, at, width, channels, features):
         offset += size
 
 
-def _ls_predict(frame, moments, channel, at, width, gram, window_sums, features, solved):
+def _ls_predict(frame, moments, channel, at, width, gram, window_sums, features, solved, raster):
     """The least-squares prediction of the value (channel, at), or -1.0 where it has none (too near the frame's
-    edge, or too few samples): the solution of the normal equations of the samples in its window, by Cholesky."""
+    edge, or too few samples): the solution of the normal equations of the samples in its window, by Cholesky.
+    `raster`: the values are coded in raster order (the cascade's), else in wavefront order. The fit's mean squared
+    error over its window is left in solved[channel, y, LS_FEATURES[2] + 1]."""
     y, x = at // width, at % width
     if y < 2 or x < 2 or x > width - 2:
         return -1.0
@@ -256,9 +299,13 @@ def _ls_predict(frame, moments, channel, at, width, gram, window_sums, features,
         window_sums[k] = 0.0
     samples = 0
     for row in range(max(2, y - LS_RADIUS), y + 1):
-        # The row's samples whose wavefront 2 * row + column came before this value's.
+        # The row's samples coded before this value: in wavefront order those whose wavefront 2 * row + column came
+        # before its own, in raster order every one of the rows above and those left of it in its own.
         low = max(2, x - LS_RADIUS)
-        high = min(width - 2, x + LS_RADIUS, x + 2 * (y - row) - 1)
+        if raster:
+            high = min(width - 2, x + LS_RADIUS) if row < y else x - 1
+        else:
+            high = min(width - 2, x + LS_RADIUS, x + 2 * (y - row) - 1)
         if high < low:
             continue
         samples += high - low + 1
@@ -299,16 +346,24 @@ def _ls_predict(frame, moments, channel, at, width, gram, window_sums, features,
             total = total - gram[m, i] * solution[m]
         solution[i] = total * gram[i, i]
     prediction = 0.0
+    explained = 0.0  # the solution's products with the features' products with the value, and its squared length
+    length = 0.0
     for i in range(count):
         prediction = prediction + solution[i] * features[i]
         solved[channel, y, i] = solution[i]
+        explained = explained + solution[i] * window_sums[k + i]
+        length = length + solution[i] * solution[i]
     solved[channel, y, count] = x
+    # The fit's squared error summed over the window: the value's own squared sum less what the solution explains
+    # and less the ridge's share (exact algebra of the normal equations, rounded), never below zero.
+    error = window_sums[k + count] - explained - LS_RIDGE * length
+    solved[channel, y, LS_FEATURES[2] + 1] = max(error, 0.0) / samples
     return min(max(prediction, 0.0), 255.0)
 
 
 def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std_weights, gains, diagonal, floor,
-               edges, cumulative, levels, bins, words, position, state, coded, encode, adaptive, tuning, moments,
-               width):
+               edges, cumulative, levels, bins, words, position, state, coded, encode, adaptive, tuning, cascade,
+               moments, width):
     """Pop a blend tile into `frame` (C, M + 1), filling `errors` (K, C, M + 1) and `residuals` (C, M + 1) as
     predictive._blend_decoder does; or, with `encode`, take the values `frame` holds instead of popping them
     and record each one's table row and value in `coded` (2, P * C), in pop order, for _push. positions (P,):
@@ -320,18 +375,20 @@ def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std
     0 where bins is 1 (BLEND).
     adaptive (ADAPT_CONTEXTS, 4) float64, or (0, 4) for none: the state of ADAPTIVE's context statistics (see
     "adaptive contexts" at the top of this module), read and updated value by value in pop order; tuning:
-    ADAPT_TUNING.
+    ADAPT_TUNING. cascade: CASCADE_TUNING for the cascade (its raster order, std terms and second stage, the
+    second stage's statistics in `adaptive` after ADAPTIVE's; see "the cascade" above), or NO_CASCADE.
     moments (LS_RING * width, sum of LS_MOMENTS over the channels), or (0, 0) for none: LEAST_SQUARES's running
     sums of its last LS_RING rows (see "local least squares" above), zeros, and errors (BLEND_SUBS + LS_BLENDED,
     C, M + 1) with them; width: the frame's.
     Returns the stack's (position, state) afterwards (unchanged when encoding)."""
     channels, predictors = frame.shape[0], errors.shape[0]
     least_squares = moments.shape[0] > 0
+    cascading = cascade.shape[0] > 0
     gram = np.empty((LS_FEATURES[2], LS_FEATURES[2]))
     window_sums = np.empty(LS_MOMENTS[2])
     features = np.empty(2 * LS_FEATURES[2] + 1)
-    # per channel and row of the frame: the weights solved last in it and their column (-1: none yet)
-    solved = np.full((channels, (frame.shape[1] - 1) // width if least_squares else 0, LS_FEATURES[2] + 1), -1.0)
+    # per channel and row of the frame: the weights solved last in it, their column (-1: none yet) and the fit's error
+    solved = np.full((channels, (frame.shape[1] - 1) // width if least_squares else 0, LS_FEATURES[2] + 2), -1.0)
     widest = 0
     for f in range(len(fronts) - 1):
         widest = max(widest, fronts[f + 1] - fronts[f])
@@ -388,16 +445,23 @@ def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std
                 elif channel > 1:
                     mean = mean + (gains[0] * (frame[channel - 1, at] - spatial[channel - 1, j])
                                    + gains[1] * (frame[0, at] - spatial[0, j]))
+                apart, fit_error = 0.0, -1.0  # the cascade's: the two predictions' distance, the fit's error
                 if least_squares:
                     # The least-squares prediction and this one, blended by their errors on the neighbours as the
                     # blend's predictors are (where it has none, this one twice: the same errors).
                     ls_prediction = _ls_predict(frame, moments, channel, at, width, gram, window_sums, features,
-                                                solved)
+                                                solved, cascading)
                     if ls_prediction < 0.0:
                         ls_prediction = mean
+                    else:
+                        fit_error = solved[channel, at // width, LS_FEATURES[2] + 1]
+                    apart = ls_prediction - mean
                     subs[BLEND_SUBS, channel, j], subs[BLEND_SUBS + 1, channel, j] = ls_prediction, mean
                     for k in range(BLEND_SUBS, BLEND_SUBS + LS_BLENDED):
-                        weight[k] = _neighbour_weight(errors, k, channel, at, around, diagonal, floor)
+                        if cascading:
+                            weight[k] = _neighbour_weight(errors, k, channel, at, around, cascade[5], cascade[4])
+                        else:
+                            weight[k] = _neighbour_weight(errors, k, channel, at, around, diagonal, floor)
                     mean = ((weight[BLEND_SUBS] * ls_prediction + weight[BLEND_SUBS + 1] * mean)
                             / (weight[BLEND_SUBS] + weight[BLEND_SUBS + 1]))
                 unrounded = min(max(mean, 0.0), 255.0)
@@ -407,8 +471,13 @@ def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std
                     std = std + w[4] * residuals[channel - 1, at]
                 if channel > 1:
                     std = std + w[5] * residuals[0, at]
+                if cascading:
+                    if fit_error >= 0.0:
+                        std = (1.0 - cascade[0]) * std + cascade[0] * cascade[1] * np.sqrt(fit_error)
+                    std = std + cascade[2] * abs(apart)
                 level = _level(edges, std)
-                coded_mean, coded_unrounded, coded_level, context = mean, unrounded, level, 0
+                coded_mean, coded_unrounded, coded_level, context, second = mean, unrounded, level, 0, -1
+                first_unrounded, first_std = unrounded, std  # the mean and std after the first stage
                 if adapting:
                     # The value's context (ADAPTIVE): its channel, std group, where its four neighbours lie
                     # against its mean, and where the previous channel's value at this pixel fell against its own.
@@ -432,6 +501,28 @@ def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std
                     ratio = (adaptive[context, 2] + tuning[1]) / (adaptive[context, 3] + tuning[1])
                     # _level(edges, coded_std), stepped from the std's own level: the ratio moves it a few levels
                     coded_std = std * min(max(ratio, tuning[3]), tuning[4])
+                    first_unrounded, first_std = coded_unrounded, coded_std
+                    if cascading:
+                        # The second stage's context: channel class and std group, where the least-squares
+                        # prediction lies against the blend's, and where the values two left and two above lie.
+                        apart_class = 0
+                        while apart_class < len(CASCADE_APART) and abs(apart) >= CASCADE_APART[apart_class]:
+                            apart_class += 1
+                        if apart < 0.0 and apart_class > 0:
+                            apart_class += len(CASCADE_APART)
+                        x, y = at % width, at // width
+                        far_left = frame[channel, at - 2] if x >= 2 else frame[channel, sources[0, at]]
+                        far_above = frame[channel, at - 2 * width] if y >= 2 else frame[channel, sources[1, at]]
+                        far = ((1 if far_left > unrounded + 0.5 else 2 if far_left < unrounded - 0.5 else 0) * 3
+                               + (1 if far_above > unrounded + 0.5 else 2 if far_above < unrounded - 0.5 else 0))
+                        second = ADAPT_CONTEXTS + ((min(channel, ADAPT_CHANNEL_CLASSES - 1) * ADAPT_LEVEL_GROUPS
+                                                    + group) * 9 + apart_class) * 9 + far
+                        if adaptive[second, 1] > 0.0:
+                            coded_unrounded = min(max(coded_unrounded + cascade[3] * adaptive[second, 0]
+                                                      / adaptive[second, 1], 0.0), 255.0)
+                            coded_mean = np.floor(coded_unrounded + 0.5)
+                        ratio = (adaptive[second, 2] + tuning[1]) / (adaptive[second, 3] + tuning[1])
+                        coded_std = coded_std * min(max(ratio, tuning[3]), tuning[4])
                     while coded_level < len(edges) and edges[coded_level] < coded_std:
                         coded_level += 1
                     while coded_level > 0 and edges[coded_level - 1] >= coded_std:
@@ -452,11 +543,19 @@ def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std
                 if adapting:
                     adaptive[context, 0] += float(symbol) - unrounded
                     adaptive[context, 1] += 1.0
-                    adaptive[context, 2] += abs(float(symbol) - coded_unrounded) / std
+                    adaptive[context, 2] += abs(float(symbol) - first_unrounded) / std
                     adaptive[context, 3] += tuning[2]
                     if adaptive[context, 1] >= tuning[0]:  # halved: recent values count more
                         for statistic in range(4):
                             adaptive[context, statistic] *= 0.5
+                    if second >= 0:  # the second stage learns what remains after the first
+                        adaptive[second, 0] += float(symbol) - first_unrounded
+                        adaptive[second, 1] += 1.0
+                        adaptive[second, 2] += abs(float(symbol) - coded_unrounded) / first_std
+                        adaptive[second, 3] += tuning[2]
+                        if adaptive[second, 1] >= tuning[0]:
+                            for statistic in range(4):
+                                adaptive[second, statistic] *= 0.5
         for i in range(start, end):
             at, j = positions[i], i - start
             for k in range(predictors):

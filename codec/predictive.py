@@ -30,10 +30,14 @@ less than BLEND on Kodak's tiles (see "fitted residual tables" below). ADAPTIVE 
 mean and std by statistics of its context over the stream's earlier values (see "adaptive contexts" below);
 LEAST_SQUARES (format 10) blends its mean once more with a local least-squares prediction, the weights solved
 for each value on the values around it (codec/kernels.py: "local least squares"), 3.1 % less than ADAPTIVE on
-Kodak's 128x128 tiles.
+Kodak's 128x128 tiles. CASCADE (format 12) codes LEAST_SQUARES's values in raster order (a fuller least-squares
+window), grows each std with the fit's error and with how far the two predictions lie apart, corrects each mean and
+std again by a second stage of context statistics, and codes with residual tables of its own (codec/kernels.py:
+"the cascade"): 1.2 % less than LEAST_SQUARES on Kodak's 128x128 tiles.
 
 Pixel (y, x) depends only on pixels of wavefront 2y' + x' < 2y + x, so the decoder pops a whole wavefront at
-a time (2h + w - 2 of them, channel by channel), not h x w pixels one by one. Where numba is installed a
+a time (2h + w - 2 of them, channel by channel), not h x w pixels one by one (but CASCADE, which the compiled
+kernels pop pixel by pixel in raster order). Where numba is installed a
 BLEND or FITTED tile is coded instead by codec/kernels.py, pixel by pixel in one compiled call: the same bits.
 Encoder and decoder compute every number with the same elementwise float64 operations (+, -, *, /, abs, min,
 max, and LEAST_SQUARES's sqrt: exactly rounded, no transcendental functions), so both sides give constriction
@@ -72,8 +76,12 @@ ADAPTIVE = "blend-adaptive"
 # ADAPTIVE with each value's blended mean blended again with a local least-squares prediction (format 10; see
 # "local least squares" in codec/kernels.py): coded by the kernels only, with ADAPTIVE's context statistics.
 LEAST_SQUARES = "blend-least-squares"
-STATEFUL = (ADAPTIVE, LEAST_SQUARES)  # the distributions whose tiles carry AdaptiveState over the stream
-DISTRIBUTIONS = (GAUSSIAN, LAPLACE, BLEND, FITTED, ADAPTIVE, LEAST_SQUARES)
+# LEAST_SQUARES in raster order, with a std that also reads the least-squares fit, a second stage of context
+# statistics and residual tables of its own (format 12; see "the cascade" in codec/kernels.py): kernels only.
+CASCADE = "blend-cascade"
+STATEFUL = (ADAPTIVE, LEAST_SQUARES, CASCADE)  # the distributions whose tiles carry AdaptiveState over the stream
+LEAST_SQUARES_KINDS = (LEAST_SQUARES, CASCADE)  # those that blend in the least-squares prediction
+DISTRIBUTIONS = (GAUSSIAN, LAPLACE, BLEND, FITTED, ADAPTIVE, LEAST_SQUARES, CASCADE)
 _LEVELS = 256  # values 0..255
 
 
@@ -330,6 +338,12 @@ FITTED_BINS = 4
 FITTED_LEVEL_STEP = 2  # BLEND's levels per FITTED level
 FITTED_TABLE_FILE = Path(__file__).with_name("fitted_residuals.npy")
 FITTED_TABLE_SHA256 = "52fdd555d159313d78f37489ea761dd09de058528b883176da94b968079f98a7"
+# CASCADE's tables: the same levels and quarters, fitted on what the cascade codes (its means and levels after both
+# stages) of photos_train's training photographs, 128x128 tiles (`python scripts/fit_residual_tables.py --cascade`):
+# Kodak's tiles 0.3 % below FITTED's tables for the same rows. Part of format 12.
+CASCADE_TABLE_FILE = Path(__file__).with_name("cascade_residuals.npy")
+CASCADE_TABLE_SHA256 = "552afe9e5d4dcf1f2b70a621418293e6225b3455e316e52f77b9e1a651b79f91"
+TABLE_SETS = (FITTED, CASCADE)  # the residual models with fitted tables, each its own file
 _OFFSETS = 2 * _LEVELS - 1  # -255..255
 
 
@@ -349,45 +363,54 @@ def fitted_bins(means: np.ndarray, rounded: np.ndarray, bins: int = FITTED_BINS)
     return np.minimum(np.maximum(np.floor((means - rounded + 0.5) * bins), 0.0), bins - 1.0)
 
 
-@functools.lru_cache(maxsize=1)
-def _fitted_offsets() -> np.ndarray:
-    """The fitted tables (41 levels, FITTED_BINS, 511) int64 of fitted_residuals.npy, checked: its sha256,
-    shape, every entry >= LAPLACE_MIN_FREQUENCY, every table summing to 2**24. Read-only."""
+def _table_file(tables: str) -> tuple[Path, str, int]:
+    """A table set's file, its sha256 and the format it is part of (read when asked: tests move them)."""
+    if tables == CASCADE:
+        return CASCADE_TABLE_FILE, CASCADE_TABLE_SHA256, 12
+    return FITTED_TABLE_FILE, FITTED_TABLE_SHA256, 8
+
+
+@functools.lru_cache(maxsize=len(TABLE_SETS))
+def _fitted_offsets(tables: str = FITTED) -> np.ndarray:
+    """The fitted tables (41 levels, FITTED_BINS, 511) int64 of a table set's file (TABLE_SETS), checked: its
+    sha256, shape, every entry >= LAPLACE_MIN_FREQUENCY, every table summing to 2**24. Read-only."""
+    path, digest, version = _table_file(tables)
     try:
-        raw = FITTED_TABLE_FILE.read_bytes()
+        raw = path.read_bytes()
     except OSError as error:
-        raise CodingError(f"format 8's residual tables are missing ({FITTED_TABLE_FILE}: {error.strerror})") from None
-    if hashlib.sha256(raw).hexdigest() != FITTED_TABLE_SHA256:
-        raise CodingError(f"format 8's residual tables ({FITTED_TABLE_FILE}) are not the ones vaezip was built with")
+        raise CodingError(f"format {version}'s residual tables are missing ({path}: {error.strerror})") from None
+    if hashlib.sha256(raw).hexdigest() != digest:
+        raise CodingError(f"format {version}'s residual tables ({path}) are not the ones vaezip was built with")
     offsets = np.load(io.BytesIO(raw), allow_pickle=False).astype(np.int64)
     levels, _ = fitted_levels()
     if offsets.shape != (levels, FITTED_BINS, _OFFSETS) or offsets.min() < LAPLACE_MIN_FREQUENCY or \
             not np.all(offsets.sum(axis=2) == LAPLACE_TOTAL):
-        raise CodingError(f"format 8's residual tables ({FITTED_TABLE_FILE}) are malformed")
+        raise CodingError(f"format {version}'s residual tables ({path}) are malformed")
     offsets.flags.writeable = False
     return offsets
 
 
-@functools.lru_cache(maxsize=1)
-def _fitted_every_table() -> tuple[Tables, np.ndarray]:
+@functools.lru_cache(maxsize=len(TABLE_SETS))
+def _fitted_every_table(tables: str = FITTED) -> tuple[Tables, np.ndarray]:
     """Every row of FITTED, row (level * FITTED_BINS + quarter) * 256 + mean, (levels * 4 * 256, 256) float32
     (41 MiB), and the level edges: the reference the coders' rows (_blend_rows) and cumulatives
     (_fitted_cumulative) are held to; checked as any table is."""
-    tables = len(_fitted_offsets().reshape(-1, _OFFSETS))
-    every = check_tables(_fitted_rows(np.repeat(np.arange(tables), _LEVELS), np.tile(np.arange(_LEVELS), tables)))
+    count = len(_fitted_offsets(tables).reshape(-1, _OFFSETS))
+    every = check_tables(_fitted_rows(np.repeat(np.arange(count), _LEVELS), np.tile(np.arange(_LEVELS), count),
+                                      tables))
     for array in (every.rows, every.sums):
         array.flags.writeable = False
     return every, fitted_levels()[1]
 
 
-@functools.lru_cache(maxsize=1)
-def _fitted_cumulative() -> np.ndarray:
+@functools.lru_cache(maxsize=len(TABLE_SETS))
+def _fitted_cumulative(tables: str = FITTED) -> np.ndarray:
     """kernels.left_cumulatives of _fitted_every_table's rows (R, 257) int32, read-only (what the compiled
     kernels code with), without building the rows: a row's running sum up to value s < 255 is the table's
     running sum up to offset s - mean (its folded bin 0 holds every offset below), and each row sums to 2**24,
     so constriction's scale is one float32 for all; a row's cumulatives are then a window of one per-table
     array, as its frequencies are. The same integers (tests compare them), in a third of the time."""
-    prefix = _fitted_windows()[1]  # (T, 511)
+    prefix = _fitted_windows(tables)[1]  # (T, 511)
     symbols = _LEVELS
     scale = np.float32((1 << kernels.PRECISION) - symbols) / np.float32(LAPLACE_TOTAL)  # as left_cumulatives
     # scaled[t, i] = floor(float32(running sum of offsets 0..i) * scale): float32 products as constriction's
@@ -405,13 +428,13 @@ def _fitted_cumulative() -> np.ndarray:
 
 def _blend_edges(distribution: str) -> np.ndarray:
     """A blend distribution's level edges."""
-    return fitted_levels()[1] if distribution == FITTED else _every_table(*TABLE_LEVELS[BLEND])[1]
+    return fitted_levels()[1] if distribution in TABLE_SETS else _every_table(*TABLE_LEVELS[BLEND])[1]
 
 
 def _blend_cumulative(distribution: str) -> np.ndarray:
     """constriction's left cumulatives of a blend distribution's table rows (R, 257): what the compiled kernels
     code with."""
-    return _fitted_cumulative() if distribution == FITTED else _every_cumulative(*TABLE_LEVELS[BLEND])
+    return _fitted_cumulative(distribution) if distribution in TABLE_SETS else _every_cumulative(*TABLE_LEVELS[BLEND])
 
 
 def _blend_rows(means: np.ndarray, stds: np.ndarray, distribution: str) -> Tables:
@@ -427,21 +450,21 @@ def _blend_rows(means: np.ndarray, stds: np.ndarray, distribution: str) -> Table
     return Tables(frequencies, np.full(len(frequencies), np.float32(LAPLACE_TOTAL)))
 
 
-def _fitted_rows(table: np.ndarray, centre: np.ndarray) -> np.ndarray:
-    """The rows (N, 256) float32 of tables `table` (N,) around integer means `centre` (N,): value v takes the
-    offset v - c, values 0 and 255 the tails beyond them too (integer sums: every row sums to 2**24)."""
-    windows, prefix = _fitted_windows()
+def _fitted_rows(table: np.ndarray, centre: np.ndarray, tables: str = FITTED) -> np.ndarray:
+    """The rows (N, 256) float32 of a table set's tables `table` (N,) around integer means `centre` (N,): value v
+    takes the offset v - c, values 0 and 255 the tails beyond them too (integer sums: every row sums to 2**24)."""
+    windows, prefix = _fitted_windows(tables)
     frequencies = windows[table, centre]  # (N, 256), a copy
     frequencies[:, 0] = prefix[table, 255 - centre]  # offsets -255..-c
     frequencies[:, -1] = prefix[table, -1] - prefix[table, 509 - centre]  # offsets 255 - c..255
     return frequencies
 
 
-@functools.lru_cache(maxsize=1)
-def _fitted_windows() -> tuple[np.ndarray, np.ndarray]:
-    """A view (T, 256, 256) float32 of the fitted tables, [t, c] the row of mean c before its ends are folded
+@functools.lru_cache(maxsize=len(TABLE_SETS))
+def _fitted_windows(tables: str = FITTED) -> tuple[np.ndarray, np.ndarray]:
+    """A view (T, 256, 256) float32 of a table set's tables, [t, c] the row of mean c before its ends are folded
     (built on demand, not materialised), and the tables' running sums (T, 511) int64; read-only."""
-    offsets = _fitted_offsets().reshape(-1, _OFFSETS)
+    offsets = _fitted_offsets(tables).reshape(-1, _OFFSETS)
     as_float = offsets.astype(np.float32)  # integers < 2**24: exact
     as_float.flags.writeable = False
     windows = np.lib.stride_tricks.sliding_window_view(as_float, _LEVELS, axis=1)[:, ::-1]  # [t, c] starts at 255 - c
@@ -485,8 +508,9 @@ def _frame(tile: np.ndarray, context: Context) -> tuple[np.ndarray, int, int]:
 
 
 def _table_distribution(distribution: str) -> str:
-    """The distribution whose tables (rows, edges, bins) `distribution` codes with: STATEFUL ones' are FITTED's."""
-    return FITTED if distribution in STATEFUL else distribution
+    """The distribution whose tables (rows, edges, bins) `distribution` codes with: ADAPTIVE's and LEAST_SQUARES's
+    are FITTED's, CASCADE's its own."""
+    return FITTED if distribution in (ADAPTIVE, LEAST_SQUARES) else distribution
 
 
 class AdaptiveState:
@@ -497,7 +521,7 @@ class AdaptiveState:
     undo the tile."""
 
     def __init__(self, sums: np.ndarray | None = None):
-        self.sums = np.zeros((kernels.ADAPT_CONTEXTS, 4)) if sums is None else sums
+        self.sums = np.zeros((kernels.ADAPT_STATISTICS, 4)) if sums is None else sums
 
     def copy(self) -> "AdaptiveState":
         return AdaptiveState(self.sums.copy())
@@ -531,10 +555,10 @@ def push_rows(stack: Stack, recorded: Recorded) -> None:
     if push_recorded(stack, recorded):
         return
     tables = _table_distribution(recorded.distribution)
-    if tables != FITTED:
+    if tables not in TABLE_SETS:
         raise CodingError(f"no table rows for recorded {recorded.distribution} tiles without the kernels")
     table, centre = np.divmod(recorded.rows.astype(np.int64), _LEVELS)
-    rows = Tables(_fitted_rows(table, centre), np.full(len(table), np.float32(LAPLACE_TOTAL)))
+    rows = Tables(_fitted_rows(table, centre, tables), np.full(len(table), np.float32(LAPLACE_TOTAL)))
     stack.push_categorical(recorded.values.astype(np.int32), rows)
 
 
@@ -775,23 +799,26 @@ def _kernel_tile(forms: dict, values: np.ndarray, top: int, left: int, encode: b
     and head.)"""
     channels, height, width = values.shape
     count = channels * (height - top) * (width - left)  # values to code
-    least_squares = distribution == LEAST_SQUARES
+    least_squares = distribution in LEAST_SQUARES_KINDS
+    cascade = distribution == CASCADE
     extra = kernels.LS_BLENDED if least_squares else 0
     frame, errors, residuals = _blend_frames(values, BLEND_PREDICTORS + extra)
     moments = _zeroed_moments(kernels.LS_RING * width, channels) if least_squares else kernels.NO_MOMENTS
-    positions, fronts = _blend_pop_order(height, width, top, left)
+    positions, fronts = (_raster_pop_order if cascade else _blend_pop_order)(height, width, top, left)
     known, known_fronts = _context_order(height, width, top, left)
     sources, around = _gather_plan(height, width)
     tables = _table_distribution(distribution)
     edges, cumulative = _blend_edges(tables), _blend_cumulative(tables)
-    bins = FITTED_BINS if tables == FITTED else 1
+    bins = FITTED_BINS if tables in TABLE_SETS else 1
     coded = np.empty((2, count if encode else 0), dtype=np.int64)  # (table row, value) per value, in pop order
+    std_weights, diagonal, floor = ((_CASCADE_STD_WEIGHTS, CASCADE_ERROR_DIAGONAL, CASCADE_ERROR_FLOOR) if cascade
+                                    else (_BLEND_STD_WEIGHTS, BLEND_ERROR_DIAGONAL, BLEND_ERROR_FLOOR))
 
     def run(frame_, positions_, fronts_, coded_, encode_, adaptive_):
         return forms["_code_tile"](
-            frame_, errors, residuals, positions_, fronts_, sources, around, _BLEND_STD_WEIGHTS, _BLEND_GAINS,
-            BLEND_ERROR_DIAGONAL, BLEND_ERROR_FLOOR, edges, cumulative, _LEVELS, bins, words, length,
-            np.uint64(head), coded_, encode_, adaptive_, kernels.ADAPT_TUNING, moments, width)
+            frame_, errors, residuals, positions_, fronts_, sources, around, std_weights, _BLEND_GAINS, diagonal,
+            floor, edges, cumulative, _LEVELS, bins, words, length, np.uint64(head), coded_, encode_, adaptive_,
+            kernels.ADAPT_TUNING, kernels.CASCADE_TUNING if cascade else kernels.NO_CASCADE, moments, width)
 
     if len(known):
         # The context's errors and residuals (_blend_context's), its values taken as they are, in a frame whose
@@ -826,7 +853,12 @@ def _zeroed_moments(positions: int, channels: int) -> np.ndarray:
 
 _BLEND_STD_WEIGHTS = np.array(BLEND_STD_WEIGHTS)  # (2, 6)
 _BLEND_GAINS = np.array([BLEND_GAIN_PREVIOUS, BLEND_GAIN_FIRST])
-for _array in (_BLEND_STD_WEIGHTS, _BLEND_GAINS):
+# CASCADE's std weights (BLEND_STD_WEIGHTS's terms) and the blend's error floor and diagonal share, chosen with
+# kernels.CASCADE_TUNING (see "the cascade" there).
+CASCADE_STD_WEIGHTS = ((0.935, 0.265, 0.407, 0.192, 0.0, 0.0), (0.341, 0.0, 0.68, 0.167, 0.146, 0.065))
+CASCADE_ERROR_DIAGONAL, CASCADE_ERROR_FLOOR = 0.625, 1.6875
+_CASCADE_STD_WEIGHTS = np.array(CASCADE_STD_WEIGHTS)  # (2, 6)
+for _array in (_BLEND_STD_WEIGHTS, _BLEND_GAINS, _CASCADE_STD_WEIGHTS):
     _array.flags.writeable = False
 
 
@@ -835,6 +867,18 @@ def _blend_pop_order(height: int, width: int, top: int, left: int) -> tuple[np.n
     """The tile's flat positions, wavefront after wavefront (P,), and where each wavefront starts (F + 1,),
     for the compiled kernels (read-only)."""
     return _flat_fronts([at for at, _, _ in _blend_wavefronts(height, width, top, left)])
+
+
+@functools.lru_cache(maxsize=64)
+def _raster_pop_order(height: int, width: int, top: int, left: int) -> tuple[np.ndarray, np.ndarray]:
+    """CASCADE's pop order: the tile's flat positions in raster order (P,), each a wavefront of its own (P + 1,)
+    (read-only)."""
+    ys, xs = np.mgrid[top:height, left:width]
+    positions = (ys * width + xs).reshape(-1).astype(np.int64)
+    starts = np.arange(len(positions) + 1, dtype=np.int64)
+    for array in (positions, starts):
+        array.flags.writeable = False
+    return positions, starts
 
 
 @functools.lru_cache(maxsize=64)

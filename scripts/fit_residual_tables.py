@@ -3,6 +3,7 @@ training photographs, never on a benchmark set:
 
     python scripts/fit_residual_tables.py [--out codec/fitted_residuals.npy] [--limit N] [--check]
     python scripts/fit_residual_tables.py --variants kodak     # how the tables' shape was chosen
+    python scripts/fit_residual_tables.py --cascade [--check]  # format 12's (codec/cascade_residuals.npy)
 
 Every 32x32 tile of each photograph is run through the blend predictor without context (its unrounded means and
 stds: predictive._blend_encoder), and the offsets of its values from the rounded means are counted per std level
@@ -10,6 +11,11 @@ and quarter of the mean (FITTED's levels and bins). Each table is the counts plu
 Laplace of the level's middle std (so that offsets and levels the photographs rarely reach keep the Laplace's
 shape), as integers: floor(p * (2**24 - 16 * 511)) + 16 each, the largest entry taking what makes the table sum
 to 2**24. --check compares the fit with the shipped file instead of writing it (and prints its sha256).
+
+--cascade fits format 12's tables (predictive.CASCADE) instead: what the cascade codes of each photograph, as
+compress --fast codes it (tiles of 128, each photograph a stream of its own), each value's offset from its coded
+mean counted in the table its row names (the rows do not depend on the tables' contents; the shipped FITTED tables
+stand in while recording), with the same smoothing and integers.
 
 --variants DATASET prices DATASET's 32x32 tiles every 96 pixels without context (ideal code lengths, the tails
 folded into the end bins as the coder does) under format 7's Laplaces and under tables fitted the same way
@@ -58,6 +64,33 @@ def count_offsets(images) -> np.ndarray:
         quarter = predictive.fitted_bins(means, rounded).astype(np.int64)
         np.add.at(counts, (np.searchsorted(edges, stds), quarter, (values - rounded).astype(np.int64) + 255), 1.0)
     return counts
+
+
+def count_cascade_offsets(images) -> np.ndarray:
+    """(levels, bins, 511) float64 counts of the offsets value - coded mean of every value the cascade codes of
+    `images` (tiles of 128, each image a stream), in the table its row names."""
+    from adaptive_contexts import image_tiles
+
+    from codec import bitsback
+
+    levels, _ = predictive.fitted_levels()
+    counts = np.zeros((levels * predictive.FITTED_BINS, 2 * 255 + 1))
+    shipped = predictive._table_file
+    predictive._table_file = lambda tables: shipped(predictive.FITTED)  # any valid tables: the rows are the same
+    try:
+        for image in images:
+            tiles = image_tiles(image, 128)
+            for price in bitsback.price_without_model(tiles, bitsback.PREDICTIVE_CASCADE,
+                                                      record_below=[float("inf")] * len(tiles), record_bytes=2**62):
+                if price.recorded is not None:
+                    table, mean = np.divmod(price.recorded.rows.astype(np.int64), 256)
+                    np.add.at(counts, (table, price.recorded.values.astype(np.int64) - mean + 255), 1.0)
+    finally:
+        predictive._table_file = shipped
+        for cached in (predictive._fitted_offsets, predictive._fitted_windows, predictive._fitted_cumulative,
+                       predictive._fitted_every_table):
+            cached.cache_clear()
+    return counts.reshape(levels, predictive.FITTED_BINS, -1)
 
 
 def laplace_prior(levels: int) -> np.ndarray:
@@ -133,7 +166,8 @@ def variants(dataset: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=predictive.FITTED_TABLE_FILE)
+    parser.add_argument("--out", type=Path, help="where to write the tables (default: the shipped file's path)")
+    parser.add_argument("--cascade", action="store_true", help="format 12's tables (predictive.CASCADE)")
     parser.add_argument("--limit", type=int, default=None, help="the first N training photographs only")
     parser.add_argument("--check", action="store_true", help="compare with the shipped file, write nothing")
     parser.add_argument("--variants", metavar="DATASET", help="price other choices of tables on DATASET")
@@ -143,7 +177,8 @@ def main() -> None:
         return
     started = time.perf_counter()
     images = data.load("photos-train", limit=args.limit)
-    counts = count_offsets(images.images)
+    counts = (count_cascade_offsets if args.cascade else count_offsets)(images.images)
+    shipped_file = predictive.CASCADE_TABLE_FILE if args.cascade else predictive.FITTED_TABLE_FILE
     tables = integer_tables(counts)
     buffer = io.BytesIO()
     np.save(buffer, tables, allow_pickle=False)
@@ -151,11 +186,12 @@ def main() -> None:
     print(f"{len(images)} photographs, {int(counts.sum())} values in {time.perf_counter() - started:.0f} s; "
           f"tables {tables.shape}, sha256 {digest}")
     if args.check:
-        shipped = hashlib.sha256(predictive.FITTED_TABLE_FILE.read_bytes()).hexdigest()
+        shipped = hashlib.sha256(shipped_file.read_bytes()).hexdigest()
         print("the same as the shipped file" if shipped == digest else f"differs from the shipped file ({shipped})")
         sys.exit(0 if shipped == digest else 1)
-    args.out.write_bytes(buffer.getvalue())
-    print(f"wrote {args.out}")
+    out = args.out or shipped_file
+    out.write_bytes(buffer.getvalue())
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -33,10 +33,10 @@ Besides the random mutations, every run also goes through (issue 19):
   letterboxed, gradients, 1x1 .. 3x3 and larger, in every mode L / LA / RGB / RGBA / P), compressed and
   decoded in process: anything but the exact original back is a failure; `--adversarial-cases` adds random
   small images made of large constant regions.
-- with --binary-cases N, N mutations of today's files (formats 10 and 11: binary header, one CRC over the file)
-  made with the shipped photo2 and photo-gray2 from crops of samples/hopper.png: bits-back and least-squares
-  predictor tiles in format 10's stream order, --fast, grey, an archive, and an archive of 24 small crops whose
-  header is deflated (format 11) (binary_corpus); byte edits, cuts and payload
+- with --binary-cases N, N mutations of today's files (formats 10 to 12: binary header, one CRC over the file)
+  made with the shipped photo2 and photo-gray2 from crops of samples/hopper.png: bits-back and predictor tiles
+  in the stream order, --fast with format 12's cascade tiles and with format 10's least-squares ones, grey, an
+  archive, and an archive of 24 small crops (binary_corpus); byte edits, cuts and payload
   words, half of them with the CRC recomputed (mutate_binary). The JSON corpus above is format 2's.
 The report (JSON, plus a markdown twin when the path ends in .md or with --markdown) lists the counts by
 section and outcome, the failures with their mutation, the slowest rejections, and the process's peak memory
@@ -137,17 +137,17 @@ def shipped_models() -> dict:
     return {name: load_model(ROOT / "pretrained" / f"{name}.safetensors") for name in SHIPPED}
 
 
-BINARY_SECTION = "binary_format11"  # the report's section of binary_corpus's mutations (today's formats)
+BINARY_SECTION = "binary_format12"  # the report's section of binary_corpus's mutations (today's formats)
 
 
 def binary_corpus(models: dict) -> dict[str, tuple[bytes, list, str]]:
-    """Files of today's formats (10 and 11: binary header, one CRC over the file) made with the shipped models
+    """Files of today's formats (10 to 12: binary header, one CRC over the file) made with the shipped models
     from crops of samples/hopper.png, key -> (data, images, model: "photo2" or "photo-gray2"): tiles by
-    bits-back, the least-squares predictor and whitened bytes in format 10's stream order (model tiles last; a
-    grey crop as RGB, where photo2 wins a tile), a colour crop by the predictor alone (--fast), a grey image, an
-    archive of two, and one of 24 small crops whose header is stored deflated (format 11). What the JSON corpus
-    above cannot reach: the binary header's parser, the stream order, the fitted tables and the compiled coder
-    under damaged words. `models`: shipped_models()."""
+    bits-back, the predictor and whitened bytes in the stream order (model tiles last; a grey crop as RGB, where
+    photo2 wins a tile), a colour crop by the predictor alone (--fast) with format 12's cascade tiles and with
+    format 10's least-squares ones (--format 11), a grey image, an archive of two, and one of 24 small crops
+    (its header deflated). What the JSON corpus above cannot reach: the binary header's parser, the stream
+    order, the fitted tables and the compiled coder under damaged words. `models`: shipped_models()."""
     from PIL import Image
 
     from vaezip.api import compress_images
@@ -155,16 +155,18 @@ def binary_corpus(models: dict) -> dict[str, tuple[bytes, list, str]]:
     colour = Image.open(ROOT / "samples" / "hopper.png").convert("RGB").crop((128, 96, 224, 160))
     grey = colour.convert("L").crop((0, 0, 80, 48))
     cases = {
-        "format10-model": ([("grey-as-rgb.png", grey.convert("RGB"))], "photo2", {}),
-        "format10-fast": ([("crop.png", colour)], "photo2", {"fast": True}),
-        "format10-grey": ([("grey.png", grey)], "photo-gray2", {}),
-        "format10-archive": ([("crop.png", colour), ("grey-as-rgb.png", grey.convert("RGB"))], "photo2", {}),
-        "format11-archive": ([(f"{k}.png", colour.crop((16 * (k % 6), 16 * (k // 6), 16 * (k % 6) + 16,
-                                                            16 * (k // 6) + 16))) for k in range(24)], "photo2", {}),
+        "model": ([("grey-as-rgb.png", grey.convert("RGB"))], "photo2", {}),
+        "fast": ([("crop.png", colour)], "photo2", {"fast": True}),
+        "least-squares-fast": ([("crop.png", colour)], "photo2", {"fast": True, "format_version": 11}),
+        "grey": ([("grey.png", grey)], "photo-gray2", {}),
+        "archive": ([("crop.png", colour), ("grey-as-rgb.png", grey.convert("RGB"))], "photo2", {}),
+        "small-archive": ([(f"{k}.png", colour.crop((16 * (k % 6), 16 * (k // 6), 16 * (k % 6) + 16,
+                                                         16 * (k // 6) + 16))) for k in range(24)], "photo2", {}),
     }
     corpus = {key: (compress_images(images, models[model], classical=False, **options).data, images, model)
               for key, (images, model, options) in cases.items()}
-    assert corpus["format11-archive"][0][8] == 11  # its deflated header the shorter
+    assert corpus["fast"][0][8] == corpus["small-archive"][0][8] == 12  # the cascade's tiles, the header deflated
+    assert corpus["least-squares-fast"][0][8] in (10, 11)
     return corpus
 
 
@@ -1050,9 +1052,9 @@ def fuzz(cases: int, seed: int = 0, timeout: float = 10.0, cli_every: int = 50, 
          grey_model_path: Path | None = None, binary_cases: int = 0) -> dict:
     """Run `cases` random mutations of the corpus, then (crafted) the crafted headers and the named crafted
     weights, `weights_cases` random crafted weights, (adversarial) the adversarial round-trip suite plus
-    `adversarial_cases` random contents, and `binary_cases` mutations of format 10 and 11 files made with the shipped
-    models (binary_corpus). `quick`: small subsets of the crafted headers and of the adversarial suite (for the
-    test suite)."""
+    `adversarial_cases` random contents, and `binary_cases` mutations of format 10 to 12 files made with the
+    shipped models (binary_corpus). `quick`: small subsets of the crafted headers and of the adversarial suite
+    (for the test suite)."""
     from vaezip.api import load_model
 
     with tempfile.TemporaryDirectory() as folder:
@@ -1196,7 +1198,7 @@ def fuzz(cases: int, seed: int = 0, timeout: float = 10.0, cli_every: int = 50, 
                             outcome, detail = "FAIL-cli", problem
                     section.add(f"{index} {key}: {what}", outcome, detail, seconds, peak_before)
                     if log is not None and (index + 1) % 1000 == 0:
-                        log(f"binary formats 10 and 11: {index + 1} cases, failures {len(section.failures)}")
+                        log(f"binary formats 10 to 12: {index + 1} cases, failures {len(section.failures)}")
         finally:
             signal.signal(signal.SIGALRM, previous)
         elapsed = time.perf_counter() - started
@@ -1292,8 +1294,8 @@ def main(argv=None) -> int:
     parser.add_argument("--adversarial-cases", type=int, default=200,
                         help="random adversarial images after the fixed suite (with --adversarial)")
     parser.add_argument("--binary-cases", type=int, default=0,
-                        help="mutations of format 10 and 11 files made with the shipped models (binary header, "
-                             "least-squares predictor, bits-back)")
+                        help="mutations of format 10 to 12 files made with the shipped models (binary header, "
+                             "the predictor's tiles, bits-back)")
     parser.add_argument("--memory-limit-gb", type=float, default=8.0,
                         help="cap this process's address space (RLIMIT_AS; 0: no cap), so that a case which "
                              "would take the machine's memory fails as a MemoryError instead")

@@ -52,6 +52,12 @@ writes tests/data/format11/*.vz, the first files of format 11 (format 10 with it
 of twelve 16x16 crops of samples/hopper.png through the tiny model (archive.vz) and as `--fast` codes it
 (archive-fast.vz), written today by default. Never regenerate them either.
 
+    python scripts/make_golden.py --format12 [--force]
+writes tests/data/format12/*.vz, the first files of format 12 (the predictor's cascade tiles): golden.png with the
+predictor's choice through the tiny model (predictor.vz) and as `--fast` codes it (fast.vz), the 96x64 crop of
+samples/hopper.png as `--fast` codes it (photo-fast.vz) and --format11's archive as `--fast` codes it
+(archive-fast.vz), written today by default. Never regenerate them either.
+
     python scripts/make_golden.py --binary [--force]
 writes tests/data/binary/model.vz, the first file of a model with binary latent groups (DVAE++; the seeded
 untrained tiny model with binary_groups = 2, "tiny-binary"): golden.png through the model only (format 5,
@@ -267,7 +273,7 @@ def make_format3_fixtures(force: bool) -> None:
 # The predictor kind of the files of tests/data/format5, format6, format8, format9 and format10 (predictor_files).
 PREDICTOR_KINDS = {5: "predictive-laplace", 6: "predictive-blend", 8: "predictive-fitted", 9: "predictive-adaptive",
                    10: "predictive-least-squares"}
-NEWEST = 11  # the format compress_images writes by default (format_version=None) where the header deflates
+NEWEST = 12  # the format compress_images writes by default (format_version=None) where the predictor codes
 
 
 def predictor_files(version: int) -> dict[str, tuple[list[tuple[str, Image.Image]], dict]]:
@@ -287,28 +293,45 @@ def predictor_files(version: int) -> dict[str, tuple[list[tuple[str, Image.Image
     return files
 
 
-def format11_files() -> dict[str, tuple[list[tuple[str, Image.Image]], dict]]:
-    """tests/data/format11: file name -> (the images it holds, compress_images's options): an archive of twelve
-    16x16 crops of samples/hopper.png named 0.png .. 11.png, whose header deflates to less, through the tiny
-    model (its stream's first tile by the predictor, the others bits-back: archive.vz) and as `--fast` codes it
-    (archive-fast.vz); no classical coding, whose bytes are Pillow's."""
+def hopper_crops() -> list[tuple[str, Image.Image]]:
+    """Twelve 16x16 crops of samples/hopper.png named 0.png .. 11.png: an archive whose header deflates to less."""
     hopper = Image.open(ROOT / "samples" / "hopper.png").convert("RGB")
-    images = [(f"{k}.png", hopper.crop((16 * (k % 4) + 40, 16 * (k // 4) + 60, 16 * (k % 4) + 56, 16 * (k // 4) + 76)))
-              for k in range(12)]
-    return {"archive.vz": (images, dict(classical=False, predictor=False, tile=16)),
-            "archive-fast.vz": (images, dict(classical=False, fast=True, tile=None))}
+    return [(f"{k}.png", hopper.crop((16 * (k % 4) + 40, 16 * (k // 4) + 60, 16 * (k % 4) + 56, 16 * (k // 4) + 76)))
+            for k in range(12)]
 
 
-def make_format11_fixtures(force: bool) -> None:
-    folder = GOLDEN / "format11"
+def format11_files() -> dict[str, tuple[list[tuple[str, Image.Image]], dict]]:
+    """tests/data/format11: file name -> (the images it holds, compress_images's options): hopper_crops through the
+    tiny model (its stream's first tile by the predictor, the others bits-back: archive.vz) and as `--fast` codes
+    them (archive-fast.vz); no classical coding, whose bytes are Pillow's. (Written with the default options when
+    format 11 was the newest; format_version=11 gives the same files since format 12.)"""
+    images = hopper_crops()
+    return {"archive.vz": (images, dict(classical=False, predictor=False, tile=16, format_version=11)),
+            "archive-fast.vz": (images, dict(classical=False, fast=True, tile=None, format_version=11))}
+
+
+def format12_files() -> dict[str, tuple[list[tuple[str, Image.Image]], dict]]:
+    """tests/data/format12: file name -> (the images it holds, compress_images's options): golden.png through the
+    tiny model with the predictor's choice (predictor.vz) and as `--fast` codes it (fast.vz), photo_crop as `--fast`
+    codes it (photo-fast.vz: the cascade's windows, solves and both stages all take part) and hopper_crops the same
+    way (archive-fast.vz); no classical coding."""
+    golden = [("golden.png", golden_image())]
+    fast = dict(classical=False, fast=True, tile=None)
+    return {"predictor.vz": (golden, dict(classical=False, tile=16)), "fast.vz": (golden, fast),
+            "photo-fast.vz": ([("hopper.png", photo_crop())], fast), "archive-fast.vz": (hopper_crops(), fast)}
+
+
+def make_deflated_fixtures(version: int, force: bool) -> None:
+    """tests/data/format11 or format12."""
+    folder = GOLDEN / f"format{version}"
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
         weights = _tiny_models(Path(scratch))
-        for file_name, (images, options) in format11_files().items():
+        for file_name, (images, options) in (format11_files() if version == 11 else format12_files()).items():
             result = compress_images(images, load_model(weights[3]), **{"device": "cpu", **options})
-            assert result.format_version == 11, file_name
+            assert result.format_version == version, file_name
             if write_pinned(folder / file_name, result.data, force):
-                print(f"format11/{file_name}: {len(result.data)} bytes")
+                print(f"format{version}/{file_name}: {len(result.data)} bytes")
 
 
 def photo_crop() -> Image.Image:
@@ -424,6 +447,7 @@ def main() -> None:
     action.add_argument("--format9", action="store_true", help="tests/data/format9/*.vz")
     action.add_argument("--format10", action="store_true", help="tests/data/format10/*.vz")
     action.add_argument("--format11", action="store_true", help="tests/data/format11/*.vz")
+    action.add_argument("--format12", action="store_true", help="tests/data/format12/*.vz")
     action.add_argument("--binary", action="store_true", help="tests/data/binary/model.vz")
     action.add_argument("--global", dest="global_", action="store_true", help="tests/data/global/model.vz")
     action.add_argument("--sizes", action="store_true", help="print issue 15's size table (writes nothing)")
@@ -444,8 +468,8 @@ def main() -> None:
         version = 8 if args.format8 else 9 if args.format9 else 10
         make_predictor_fixtures(version, args.force)
         make_format7_fixture(args.force, version)
-    elif args.format11:
-        make_format11_fixtures(args.force)
+    elif args.format11 or args.format12:
+        make_deflated_fixtures(11 if args.format11 else 12, args.force)
     elif args.binary:
         make_latent_fixture("binary", binary_weights, args.force)
     elif args.global_:

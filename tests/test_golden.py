@@ -31,8 +31,8 @@ GOLDEN = Path(__file__).parent / "data"
 FORMAT3 = GOLDEN / "format3"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from make_golden import (  # noqa: E402
-    FORMAT7_TILE, PREDICTOR_KINDS, format3_files, format7_estimates, format7_file, format11_files, photo_crop,
-    predictor_files,
+    FORMAT7_TILE, PREDICTOR_KINDS, format3_files, format7_estimates, format7_file, format11_files, format12_files,
+    hopper_crops, photo_crop, predictor_files,
 )
 
 
@@ -123,7 +123,8 @@ def test_the_untrained_model_loses_every_tile_of_the_golden_image_to_the_predict
     still."""
     image = Image.open(GOLDEN / "golden.png")
     sizes = {}
-    kinds = {None: "predictive-least-squares", 9: "predictive-adaptive", 8: "predictive-fitted", 6: "predictive-blend",
+    kinds = {None: "predictive-cascade", 10: "predictive-least-squares", 9: "predictive-adaptive",
+             8: "predictive-fitted", 6: "predictive-blend",
              5: "predictive-laplace", 3: "predictive-neighbours"}
     for version, predictor_kind in kinds.items():
         result = compress_images([("golden.png", image)], load_model(tiny_weights[3]), tile=16, device="cpu",
@@ -290,13 +291,15 @@ def test_format_3_golden_files_say_how_each_image_was_coded():
 
 
 def test_the_cli_writes_an_older_format_on_request(tiny_weights, tmp_path):
-    """--format 9 for readers before format 10 (the adaptive tiles without least squares), 8 for those before
-    format 9 (the fitted tiles without adapting), 7 or 6 for those before format 8 (the blend's Laplace tiles), 5
-    for those before format 6, 3 (and 2) for those before format 5: the predictor's Laplace or Gaussian tiles; the
-    same bytes in a worker process (-j 2); --format 10 is the default; --format with --samples, or a format it
-    cannot write, is a usage error."""
+    """--format 11 for readers before format 12 (format 10's least-squares tiles, not the cascade's), 10 for those
+    before format 11 (the same, the header as it is), 9 for readers before format 10 (the adaptive tiles without
+    least squares), 8 for those before format 9 (the fitted tiles without adapting), 7 or 6 for those before
+    format 8 (the blend's Laplace tiles), 5 for those before format 6, 3 (and 2) for those before format 5: the
+    predictor's Laplace or Gaussian tiles; the same bytes in a worker process (-j 2); --format 12 is the default;
+    --format with --samples, or a format it cannot write, is a usage error."""
     image = np.asarray(Image.open(GOLDEN / "golden.png"))
-    formats = {"new": [], "ten": ["--format", "10"], "nine": ["--format", "9"], "eight": ["--format", "8"],
+    formats = {"new": [], "twelve": ["--format", "12"], "eleven": ["--format", "11"], "ten": ["--format", "10"],
+               "nine": ["--format", "9"], "eight": ["--format", "8"],
                "seven": ["--format", "7"], "six": ["--format", "6"], "five": ["--format", "5"],
                "three": ["--format", "3"], "two": ["--format", "2"]}
     for name, extra in formats.items():
@@ -306,10 +309,14 @@ def test_the_cli_writes_an_older_format_on_request(tiny_weights, tmp_path):
         back = run_cli("decompress", tmp_path / f"{name}.vz", "-o", tmp_path / f"{name}.png", "-m", tiny_weights[3])
         assert back.returncode == 0 and np.array_equal(np.asarray(Image.open(tmp_path / f"{name}.png")), image)
     versions = {name: read_versioned((tmp_path / f"{name}.vz").read_bytes())[0] for name in formats}
-    assert versions["three"] == 3 and versions["two"] == 2 and versions["new"] in (3, 10) and versions["five"] in (3, 5)
+    assert versions["three"] == 3 and versions["two"] == 2 and versions["new"] in (3, 12) and versions["five"] in (3, 5)
     assert versions["six"] == versions["seven"] in (3, 6)  # nothing for the stream order to move here
     assert versions["eight"] in (3, 8) and versions["nine"] in (3, 9)
-    assert (tmp_path / "ten.vz").read_bytes() == (tmp_path / "new.vz").read_bytes()
+    assert versions["ten"] in (3, 10) and versions["eleven"] in (3, 10, 11)  # 11 where deflating pays
+    assert (tmp_path / "twelve.vz").read_bytes() == (tmp_path / "new.vz").read_bytes()
+    (_, ten_header, ten_words), (_, eleven_header, eleven_words) = (
+        read_versioned((tmp_path / f"{name}.vz").read_bytes()) for name in ("ten", "eleven"))
+    assert ten_header == eleven_header and np.array_equal(ten_words, eleven_words)
     assert (tmp_path / "seven.vz").read_bytes() == (tmp_path / "six.vz").read_bytes()
     kinds = {kind for kind, _ in read_versioned((tmp_path / "two.vz").read_bytes())[1].coder.schedule}
     assert "predictive-laplace" not in kinds and "predictive-neighbours" in kinds
@@ -329,7 +336,8 @@ def test_the_cli_writes_an_older_format_on_request(tiny_weights, tmp_path):
 
 
 # Pinned files whose model stream went without the model tile by tile (predictor tiles, or no tiles at all).
-MODEL_FREE = ["format11/archive-fast.vz", "format10/predictor.vz", "format10/fast.vz", "format10/photo-fast.vz",
+MODEL_FREE = ["format12/predictor.vz", "format12/fast.vz", "format12/photo-fast.vz", "format12/archive-fast.vz",
+              "format11/archive-fast.vz", "format10/predictor.vz", "format10/fast.vz", "format10/photo-fast.vz",
               "format9/predictor.vz",
               "format8/predictor.vz", "format6/predictor.vz", "format5/predictor.vz", "format3/model-alpha.vz",
               "format3/archive.vz"]
@@ -391,36 +399,43 @@ def test_format_9_and_10_files_decode_in_a_fresh_process_without_numba(name, tin
     assert np.array_equal(np.load(tmp_path / "image.npy"), expected)
 
 
-# ---------------------------------------------------------------------------------------------- format 11
+# ---------------------------------------------------------------------------------------------- formats 11 and 12
 
-@pytest.mark.parametrize("file_name", sorted(format11_files()))
-def test_format_11_golden_files_reencode_to_their_bytes_and_decode_in_a_fresh_process_under_other_kernels(
-        file_name, tiny_weights, tmp_path):
+DEFLATED_GOLDENS = [(11, name) for name in sorted(format11_files())] + [(12, name) for name in sorted(format12_files())]
+
+
+@pytest.mark.parametrize("version, file_name", DEFLATED_GOLDENS)
+def test_format_11_and_12_golden_files_reencode_to_their_bytes_and_decode_in_a_fresh_process_under_other_kernels(
+        version, file_name, tiny_weights, tmp_path):
     """format11/*.vz: archives of twelve small images whose header is stored deflated (format 11), through the
-    model and as --fast codes them. Encoding again gives the same bytes; a fresh process decodes the same images
-    whatever kernels the CPU runs. A failure means the format changed."""
+    model and as --fast codes them; format12/*.vz: images and an archive through the predictor's cascade tiles
+    (format 12, its header always deflated). Encoding again gives the same bytes; a fresh process decodes the same
+    images whatever kernels the CPU runs. A failure means the format changed."""
     from codec.container import inflate_header
     from codec.header import to_binary
 
-    images, options = format11_files()[file_name]
-    pinned = (GOLDEN / "format11" / file_name).read_bytes()
+    images, options = (format11_files() if version == 11 else format12_files())[file_name]
+    pinned = (GOLDEN / f"format{version}" / file_name).read_bytes()
     again = compress_images(images, load_model(tiny_weights[3]), device="cpu", **options)
-    assert again.format_version == 11
+    assert again.format_version == version
     # byte for byte where this zlib deflates as the one that wrote it (zlib-ng, say, may not): else the same
     # header and the same words
     if again.data != pinned:
         (_, header, words), (_, pinned_header, pinned_words) = read_versioned(again.data), read_versioned(pinned)
         assert header == pinned_header and np.array_equal(words, pinned_words)
-    version, header, words = read_versioned(pinned)
-    assert version == 11 and [image.name for image in header.images] == [name for name, _ in images]
+    read_version, header, words = read_versioned(pinned)
+    assert read_version == version and [image.name for image in header.images] == [name for name, _ in images]
+    if version == 12:
+        assert "predictive-cascade" in {kind for kind, _ in header.coder.schedule}
     position, length, shift = 10, 0, 0
     while True:  # the stored header's length, a varint
         length |= (pinned[position] & 0x7F) << shift
         position, shift = position + 1, shift + 7
         if not pinned[position - 1] & 0x80:
             break
-    plain = to_binary(header, len(words), 11)
-    assert inflate_header(pinned[position : position + length]) == plain and length < len(plain)
+    plain = to_binary(header, len(words), version)
+    assert inflate_header(pinned[position : position + length]) == plain
+    assert length < len(plain) or not file_name.startswith("archive")  # format 12 deflates a single image's too
     script = (
         "import sys, numpy as np; sys.path.insert(0, sys.argv[1]);"
         "from vaezip.api import decompress_images, load_model;"
@@ -429,25 +444,32 @@ def test_format_11_golden_files_reencode_to_their_bytes_and_decode_in_a_fresh_pr
     )
     for env in ({}, {"ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "1"}):
         out = subprocess.run([sys.executable, "-c", script, str(GOLDEN.parents[1]),
-                              str(GOLDEN / "format11" / file_name), str(tiny_weights[3]), str(tmp_path / "images.npz")],
+                              str(GOLDEN / f"format{version}" / file_name), str(tiny_weights[3]),
+                              str(tmp_path / "images.npz")],
                              capture_output=True, text=True, timeout=300, env={**os.environ, **env})
         assert out.stdout.strip() == "ok", out.stderr
         got = np.load(tmp_path / "images.npz")
         assert len(got.files) == len(images)
         for k, (_, image) in enumerate(images):
             assert np.array_equal(got[f"arr_{k}"], np.asarray(image)), (file_name, k, env)
-    info = run_cli("info", GOLDEN / "format11" / file_name)
-    assert info.returncode == 0 and "format 11 (" in info.stdout.decode() and "its header deflated" in \
+    info = run_cli("info", GOLDEN / f"format{version}" / file_name)
+    assert info.returncode == 0 and f"format {version} (" in info.stdout.decode() and "its header deflated" in \
         info.stdout.decode()
 
 
-def test_format_10_asked_for_is_the_defaults_file_with_its_header_as_it_is(tiny_weights):
-    """--format 10 (format_version=10) codes as the default does, the quick stream and the early exit included,
-    and writes the header plainly: the same header and words as the default's format-11 file."""
-    images, _ = format11_files()["archive-fast.vz"]
+def test_formats_10_and_11_asked_for_are_the_defaults_coding_with_format_10s_predictor_tiles(tiny_weights):
+    """--format 11 (format_version=11) codes as the default does, the quick stream and the early exit included,
+    with format 10's least-squares predictor tiles instead of the cascade's (format 12's), the header deflated;
+    --format 10 writes the same header and words plainly."""
+    images = hopper_crops()
     model = load_model(tiny_weights[3])
     newest = compress_images(images, model, device="cpu", classical=True)
+    deflated = compress_images(images, model, device="cpu", classical=True, format_version=11)
     plain = compress_images(images, model, device="cpu", classical=True, format_version=10)
-    assert newest.format_version == 11 and plain.format_version == 10
-    (_, header, words), (_, plain_header, plain_words) = read_versioned(newest.data), read_versioned(plain.data)
-    assert header == plain_header and np.array_equal(words, plain_words) and len(newest.data) < len(plain.data)
+    assert (newest.format_version, deflated.format_version, plain.format_version) == (12, 11, 10)
+    newest_kinds = {kind for kind, _ in read(newest.data)[0].coder.schedule}
+    assert "predictive-cascade" in newest_kinds and "predictive-least-squares" not in newest_kinds
+    assert {kind for kind, _ in read(deflated.data)[0].coder.schedule} == newest_kinds - {"predictive-cascade"} | {
+        "predictive-least-squares"}
+    (_, header, words), (_, plain_header, plain_words) = read_versioned(deflated.data), read_versioned(plain.data)
+    assert header == plain_header and np.array_equal(words, plain_words) and len(deflated.data) < len(plain.data)

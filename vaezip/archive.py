@@ -112,18 +112,21 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
     reports' bounds are then the sample's projection."""
     started = time.perf_counter()
     split = _split(images)  # once: `images` may be an iterator, and both codings read the same planes
-    # format 10 asked for: the file of the newest format, its header as it is (format 11 deflates it)
+    # Format 10 or 11 asked for: the default's coding with their least-squares predictor tiles instead of format
+    # 12's cascade, format 10 with its header as it is (format 11 deflates it where that pays).
+    least_squares = format_version in (container.LEAST_SQUARES_VERSION, container.DEFLATED_VERSION)
     deflate = format_version != container.LEAST_SQUARES_VERSION
-    format_version = None if not deflate else format_version
+    newest = bitsback.PREDICTIVE_LEAST_SQUARES if least_squares else bitsback.PREDICTIVE_CASCADE
+    format_version = None if least_squares else format_version
     if fast or tile is not None or not (predictor and classical) or format_version is not None or samples != 1:
         return _encode_archive(split, started, model, tile=tile, max_batch=max_batch, device=device, progress=progress,
                                predictor=predictor, classical=classical, format_version=format_version,
-                               samples=samples, fast=fast, deflate=deflate)
+                               samples=samples, fast=fast, deflate=deflate, newest=newest)
 
     def quick_stream() -> CompressResult:
         return _encode_archive(split, time.perf_counter(), model, tile=None, max_batch=max_batch, device=device,
                                progress=None, predictor=True, classical=False, format_version=None, samples=1,
-                               fast=True, deflate=deflate)
+                               fast=True, deflate=deflate, newest=newest)
 
     # The quick stream and the classical codings are made in threads of their own (the compiled coder and
     # Pillow's encoders release the GIL) while torch loads and the model prices a sample of the tiles (the early
@@ -152,7 +155,7 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
                 format_version=format_version, samples=samples, fast=fast,
                 alongside=lambda: lambda: [report.payload_bits for report in quick_later.result().images],
                 predictor_kind=bitsback.PREDICTIVE_ADAPTIVE, gate=gate, classical_later=classical_later,
-                deflate=deflate)
+                deflate=deflate, newest=newest)
         quick = quick_later.result()
     kept = result if len(result.data) <= len(quick.data) else quick
     # Each image keeps the model's bound (the network ran) and its candidates, the quick stream's share joining them.
@@ -181,16 +184,18 @@ def _split(images) -> list[_Image]:
 def _encode_archive(split: list[_Image], started: float, model, *, tile, max_batch, device, progress, predictor,
                     classical, format_version, samples, fast, alongside=None,
                     predictor_kind: str | None = None, gate: _Gate | None = None,
-                    classical_later: Future | None = None, deflate: bool = True) -> CompressResult:
+                    classical_later: Future | None = None, deflate: bool = True,
+                    newest: str = bitsback.PREDICTIVE_CASCADE) -> CompressResult:
     """encode_archive's coding of `split` (_split's) with these options, its time counted from `started`;
     `alongside()` is called once the classical codings run beside the coder, before the model's tiles are priced
     (not at all where no classical coding runs); what it returns gives, called after the pricing, each image's
     payload bits in another file the caller will choose from (encode_archive's quick stream); where the model's
     estimates say that file will be the smaller, the model codes nothing.
     `predictor_kind`: the predictor kind of the model stream's tiles coded without the model, instead of
-    format_version's (the newest's where None). `gate`: the early exit's model and priced sample, reused;
-    `classical_later`: the classical codings (encode_archive's _screened_classical_codings), made already or
-    being made. `deflate`: format 11's deflated header where it pays and no older format was asked for."""
+    format_version's (`newest` where None: PREDICTIVE_CASCADE, or format 10's and 11's PREDICTIVE_LEAST_SQUARES).
+    `gate`: the early exit's model and priced sample, reused; `classical_later`: the classical codings
+    (encode_archive's _screened_classical_codings), made already or being made. `deflate`: format 11's deflated
+    header where it pays and no older format was asked for (format 12's is always deflated)."""
     if format_version not in (None, *container.OLDER_FORMATS):
         raise ValueError(f"format_version must be one of {', '.join(map(str, container.OLDER_FORMATS))}, "
                          f"not {format_version}")
@@ -227,12 +232,12 @@ def _encode_archive(split: list[_Image], started: float, model, *, tile, max_bat
 
         coder_model = TorchLatentModel(loaded.model, _resolve_device(device)) if gate is None else gate.coder_model
     integer = coder_model is None or coder_model.integer
-    # Format 10's predictor tiles (the blend of predictors and local least squares, with fitted residual tables,
-    # its contexts adapting over the stream), or the `predictor_kind` asked for; where an older format was asked
-    # for, format 9's (the same without least squares), format 8's (without adapting), format 6 and 7's (the blend
-    # with Laplace residuals), format 5's (Laplace residuals), else Gaussian ones (formats 1 to 4; the model's
-    # files are format 1 without integer inference).
-    newest = predictor_kind or bitsback.PREDICTIVE_LEAST_SQUARES
+    # Format 12's predictor tiles (the blend of predictors and local least squares in raster order, with fitted
+    # residual tables, its contexts adapting over the stream in two stages), format 10's where `newest` says so, or
+    # the `predictor_kind` asked for; where an older format was asked for, format 9's (without least squares),
+    # format 8's (without adapting), format 6 and 7's (the blend with Laplace residuals), format 5's (Laplace
+    # residuals), else Gaussian ones (formats 1 to 4; the model's files are format 1 without integer inference).
+    newest = predictor_kind or newest
     predictor_kind = bitsback.PREDICTIVE_NEIGHBOURS
     if integer:
         predictor_kind = {

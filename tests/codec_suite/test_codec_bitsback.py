@@ -14,7 +14,7 @@ from codec_toymodel import LinearToyModel, ToyModel, mc_neg_elbo_bits, sample_ti
 from codec import bitsback
 from codec.ans import Stack
 from codec.bitsback import (
-    BITSBACK, DIRECT, PREDICTIVE_ADAPTIVE, PREDICTIVE_BLEND, PREDICTIVE_FITTED, PREDICTIVE_LAPLACE,
+    BITSBACK, DIRECT, PREDICTIVE_ADAPTIVE, PREDICTIVE_BLEND, PREDICTIVE_CASCADE, PREDICTIVE_FITTED, PREDICTIVE_LAPLACE,
     PREDICTIVE_LEAST_SQUARES, PREDICTIVE_NEIGHBOURS, PREDICTORS, RAW, WHITENED, WITHOUT_BITS, decode, whitening,
 )
 from codec.errors import CodingError
@@ -548,12 +548,12 @@ def test_model_last_order_round_trips_and_runs_the_model_in_full_batches():
     raster = bitsback.encode(tiles, ToyModel(3), model_bits=model_bits, max_batch=8)
     moved = assert_round_trip(tiles, ToyModel(3), model_bits=model_bits, max_batch=8, model_last_order=True)
     assert raster.order is None and moved.order == bitsback.model_last(
-        [None if bits == 0 else PREDICTIVE_LEAST_SQUARES for bits in model_bits])
+        [None if bits == 0 else PREDICTIVE_CASCADE for bits in model_bits])
     decoded = bitsback.decode(moved.words, moved.schedule, [t.spec for t in tiles], ToyModel(3), order=moved.order)
     for tile, pixels in zip(tiles, decoded):
         np.testing.assert_array_equal(pixels, tile.pixels)
     predictor_tiles = sum(1 for bits in model_bits if bits != 0)
-    assert [kind for kind, _ in moved.schedule[:predictor_tiles]] == [PREDICTIVE_LEAST_SQUARES] * predictor_tiles
+    assert [kind for kind, _ in moved.schedule[:predictor_tiles]] == [PREDICTIVE_CASCADE] * predictor_tiles
     model_batches = lambda result: sum(1 for kind, _ in result.schedule if kind == BITSBACK)  # noqa: E731
     assert model_batches(moved) < model_batches(raster) / 2
     with pytest.raises(CodingError):  # the stream order is part of what the decoder needs
@@ -614,7 +614,7 @@ def test_a_decoders_run_of_predictor_tiles_goes_to_the_kernels_under_a_large_sta
     pops = []
 
     def counted(*args):
-        pops.append(not args[-5])  # encode False (before adaptive, tuning, moments, width): a tile popped
+        pops.append(not args[-6])  # encode False (before adaptive, tuning, cascade, moments, width): a tile popped
         return kernels.PYTHON_FORMS["_code_tile"](*args)
 
     for name, function in kernels.PYTHON_FORMS.items():  # plain Python throughout, calling each other as such
@@ -660,7 +660,15 @@ def test_the_least_squares_predictor_codes_a_photograph_for_less_than_the_adapti
     assert costs[PREDICTIVE_LEAST_SQUARES] < 0.985 * costs[PREDICTIVE_ADAPTIVE], costs
 
 
-@pytest.mark.parametrize("predictor", [PREDICTIVE_ADAPTIVE, PREDICTIVE_LEAST_SQUARES])
+def test_the_cascade_codes_a_photograph_for_less_than_the_least_squares_predictor():
+    """Format 12's cascade (raster order, the fit's error and the predictions' distance in the std, a second stage
+    of statistics, tables of its own): on the sample photograph's 64x64 tiles (every tile to the predictor) less
+    than format 10's least squares; the files decode."""
+    costs = predictor_costs(photograph_tiles(64), (PREDICTIVE_LEAST_SQUARES, PREDICTIVE_CASCADE))
+    assert costs[PREDICTIVE_CASCADE] < 0.995 * costs[PREDICTIVE_LEAST_SQUARES], costs
+
+
+@pytest.mark.parametrize("predictor", [PREDICTIVE_ADAPTIVE, PREDICTIVE_LEAST_SQUARES, PREDICTIVE_CASCADE])
 def test_adaptive_recordings_of_the_pricing_are_pushed_where_they_hold(monkeypatch, predictor):
     """price_without_model records the adaptive tiles in the decoder's order; where the stream codes exactly
     those tiles in that order (nothing to the model) encode_tiles pushes those recordings, recording nothing

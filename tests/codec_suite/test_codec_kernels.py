@@ -383,17 +383,26 @@ def test_adaptive_statistics_carry_from_tile_to_tile(monkeypatch):
 # ---------------------------------------------------------------------------------------------- local least squares
 
 
-def window_samples(height: int, width: int, y: int, x: int) -> list[tuple[int, int]]:
-    """The samples of value (y, x) of a (height, width) frame as docs/FORMAT.md defines them."""
+def window_samples(height: int, width: int, y: int, x: int, raster: bool = False) -> list[tuple[int, int]]:
+    """The samples of value (y, x) of a (height, width) frame as docs/FORMAT.md defines them: in wavefront order
+    (formats 10 and 11), or in raster order (format 12's cascade)."""
     radius = kernels.LS_RADIUS
+
+    def last(row: int) -> int:
+        if raster:
+            return min(width - 2, x + radius) if row < y else x - 1
+        return min(width - 2, x + radius, x + 2 * (y - row) - 1)
+
     return [(row, column) for row in range(max(2, y - radius), y + 1)
-            for column in range(max(2, x - radius), min(width - 2, x + radius, x + 2 * (y - row) - 1) + 1)]
+            for column in range(max(2, x - radius), last(row) + 1)]
 
 
+@pytest.mark.parametrize("raster", [False, True])
 @pytest.mark.parametrize("forms", ["compiled", "plain"])
-def test_the_least_squares_prediction_solves_the_ridge_normal_equations_of_its_window(forms):
+def test_the_least_squares_prediction_solves_the_ridge_normal_equations_of_its_window(forms, raster):
     """_ls_predict's running sums and Cholesky solve give what numpy's solve of the window's normal equations
-    gives (built here from the samples one by one), for each channel's features, and nothing near the edges."""
+    gives (built here from the samples one by one), for each channel's features, and nothing near the edges; the
+    window in wavefront order or in raster order (the cascade's), and the fit's mean squared error over it."""
     if forms == "compiled" and kernels.compiled() is None:
         pytest.skip("numba is not installed")
     chosen = kernels.compiled() if forms == "compiled" else kernels.PLAIN_FORMS
@@ -410,9 +419,10 @@ def test_the_least_squares_prediction_solves_the_ridge_normal_equations_of_its_w
     for y, x in [(0, 5), (1, 9), (5, 1), (7, width - 1), (2, 2), (6, 8), (13, 16 - 1), (13, 9)]:
         at = y * width + x
         for channel in range(channels):
-            solved = np.full((channels, height, 14), -1.0)  # nothing solved before: a solve now
-            got = chosen["_ls_predict"](frame, moments, channel, at, width, gram, window_sums, scratch, solved)
-            samples = window_samples(height, width, y, x) if y >= 2 and 2 <= x <= width - 2 else []
+            solved = np.full((channels, height, 15), -1.0)  # nothing solved before: a solve now
+            got = chosen["_ls_predict"](frame, moments, channel, at, width, gram, window_sums, scratch, solved,
+                                        raster)
+            samples = window_samples(height, width, y, x, raster) if y >= 2 and 2 <= x <= width - 2 else []
             count = kernels.LS_FEATURES[min(channel, 2)]
             if len(samples) < count + 2:
                 assert got == -1.0, (y, x, channel)
@@ -424,5 +434,7 @@ def test_the_least_squares_prediction_solves_the_ridge_normal_equations_of_its_w
             chosen["_ls_features"](frame, channel, at, width, scratch)
             expected = float(np.clip(weights @ scratch[:count], 0.0, 255.0))
             assert abs(got - expected) < 1e-6 * max(1.0, abs(expected)), (y, x, channel, got, expected)
+            error = float(np.mean((values - features @ weights) ** 2))
+            assert abs(solved[channel, y, 14] - error) < 1e-6 * max(1.0, error), (y, x, channel, error)
             checked += 1
     assert checked >= 9

@@ -147,23 +147,36 @@ def test_the_fitted_rows_are_the_shipped_tables_with_their_tails_folded():
     assert np.array_equal(rows.sums, every.sums[table * 256 + rounded.astype(np.int64)])
 
 
-def test_a_changed_or_missing_table_file_is_refused(tmp_path, monkeypatch):
-    changed = predictive._fitted_offsets().astype(np.uint32)  # a copy
+def test_the_cascades_tables_are_their_own_and_its_cumulatives_constrictions_of_its_rows():
+    """Format 12's tables (codec/cascade_residuals.npy): the same levels and quarters as format 8's, other
+    integers; its rows are valid tables and the kernels' cumulatives are constriction's of them."""
+    cascade, fitted = predictive._fitted_offsets(predictive.CASCADE), predictive._fitted_offsets()
+    assert cascade.shape == fitted.shape and not np.array_equal(cascade, fitted)
+    every, edges = predictive._fitted_every_table(predictive.CASCADE)
+    assert edges is predictive.fitted_levels()[1] and every.rows.min() >= 16
+    assert np.all(every.rows.sum(axis=1, dtype=np.float64) == 2**24)
+    assert np.array_equal(predictive._fitted_cumulative(predictive.CASCADE), kernels.left_cumulatives(every.rows))
+
+
+@pytest.mark.parametrize("tables, attribute", [(predictive.FITTED, "FITTED_TABLE_FILE"),
+                                               (predictive.CASCADE, "CASCADE_TABLE_FILE")])
+def test_a_changed_or_missing_table_file_is_refused(tmp_path, monkeypatch, tables, attribute):
+    changed = predictive._fitted_offsets(tables).astype(np.uint32)  # a copy
     changed[3, 1, 250] += 1
     changed[3, 1, 260] -= 1  # the same sums: only the pinned sha256 tells
     np.save(tmp_path / "tables.npy", changed, allow_pickle=False)
     predictive._fitted_offsets.cache_clear()
     try:
-        monkeypatch.setattr(predictive, "FITTED_TABLE_FILE", tmp_path / "tables.npy")
+        monkeypatch.setattr(predictive, attribute, tmp_path / "tables.npy")
         with pytest.raises(ValueError, match="not the ones vaezip was built with"):
-            predictive._fitted_offsets()
-        monkeypatch.setattr(predictive, "FITTED_TABLE_FILE", tmp_path / "missing.npy")
+            predictive._fitted_offsets(tables)
+        monkeypatch.setattr(predictive, attribute, tmp_path / "missing.npy")
         with pytest.raises(ValueError, match="missing"):
-            predictive._fitted_offsets()
+            predictive._fitted_offsets(tables)
     finally:
         monkeypatch.undo()
         predictive._fitted_offsets.cache_clear()
-    assert predictive._fitted_offsets().shape == (41, 4, 511)
+    assert predictive._fitted_offsets(tables).shape == (41, 4, 511)
 
 
 def test_a_means_quarter_stays_in_its_range_at_every_edge():

@@ -1,0 +1,90 @@
+"""What format 12's cascade predictor tiles (codec/predictive.py: CASCADE) save against format 10's least-squares
+ones, by real coding: each image cut into tiles as compress cuts them, every tile priced as the encoder prices a
+stream whose tiles all go to the predictor (bitsback.price_without_model), the exact bits each tile pushes, so a
+`--fast` file's payload without the classical alternatives; and the seconds each took.
+
+    python scripts/cascade.py kodak                                   # --fast's tiles of 128
+    python scripts/cascade.py photos-train --every 13 --tune          # how the cascade's numbers were chosen
+
+`--tune` searches the cascade's numbers by coordinate descent (each in turn 20 % up, else down, kept where the set
+costs less; then 10 %): codec/kernels.py's CASCADE_TUNING, predictive.CASCADE_STD_WEIGHTS (but the two the first
+channel never reads) and the blend's CASCADE_ERROR_DIAGONAL and _FLOOR, starting from the shipped ones, and prints
+each step. Its residual tables stay the shipped ones meanwhile (scripts/fit_residual_tables.py --cascade fits them
+again for the numbers chosen). `--every K` takes every K-th image of the set (after `--limit`).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from adaptive_contexts import bits, set_images, set_parser  # noqa: E402
+
+from codec import bitsback, kernels, predictive  # noqa: E402
+
+
+def numbers() -> dict[str, float]:
+    """The cascade's free numbers by name, as shipped."""
+    found = {f"tuning{k}": float(value) for k, value in enumerate(kernels.CASCADE_TUNING)}
+    for row, weights in enumerate(predictive.CASCADE_STD_WEIGHTS):
+        found.update({f"std{row}.{k}": float(value) for k, value in enumerate(weights) if row or k < 4})
+    found["diagonal"], found["floor"] = predictive.CASCADE_ERROR_DIAGONAL, predictive.CASCADE_ERROR_FLOOR
+    return found
+
+
+def use(chosen: dict[str, float]) -> None:
+    """Code with these numbers from now on (the kernels read them as arguments: nothing is compiled again)."""
+    kernels.CASCADE_TUNING = np.array([chosen[f"tuning{k}"] for k in range(len(kernels.CASCADE_TUNING))])
+    weights = np.array(predictive.CASCADE_STD_WEIGHTS)
+    for row in range(2):
+        for k in range(weights.shape[1]):
+            weights[row, k] = chosen.get(f"std{row}.{k}", weights[row, k])
+    predictive._CASCADE_STD_WEIGHTS = weights
+    predictive.CASCADE_ERROR_DIAGONAL, predictive.CASCADE_ERROR_FLOOR = chosen["diagonal"], chosen["floor"]
+
+
+def tune(images, values: int, tile: int) -> None:
+    def cost(chosen: dict[str, float]) -> float:
+        use(chosen)
+        return bits(images, tile, bitsback.PREDICTIVE_CASCADE) / values
+
+    best = numbers()
+    lowest = cost(best)
+    print(f"shipped: {lowest:.5f} bits per subpixel", flush=True)
+    for step in (0.2, 0.1):
+        for name in list(best):
+            for direction in (1, -1):
+                trial = dict(best)
+                trial[name] = best[name] * (1 + direction * step) if best[name] else direction * step / 2
+                trial_cost = cost(trial)
+                if trial_cost < lowest - 1e-5:
+                    best, lowest = trial, trial_cost
+                    print(f"{name} -> {best[name]:.4f}: {lowest:.5f}", flush=True)
+                    break
+        print(f"after steps of {step:.0%}: {lowest:.5f} with {best}", flush=True)
+
+
+def main() -> None:
+    parser = set_parser(__doc__)
+    parser.set_defaults(tile=128)  # compress --fast's, and the quick stream's
+    args = parser.parse_args()
+    images, values = set_images(args)
+    print(f"{args.dataset}: {len(images)} images, {values} subpixels, tiles of {args.tile}", flush=True)
+    bits(images[:1], min(args.tile, 64), bitsback.PREDICTIVE_CASCADE)  # compiled before the clock starts
+    if args.tune:
+        tune(images, values, args.tile)
+        return
+    for kind, label in ((bitsback.PREDICTIVE_LEAST_SQUARES, "format 10 (predictive-least-squares)"),
+                        (bitsback.PREDICTIVE_CASCADE, "format 12 (predictive-cascade)")):
+        started = time.perf_counter()
+        total = bits(images, args.tile, kind)
+        print(f"{label}: {total / values:.4f} bits per subpixel, {time.perf_counter() - started:.1f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
