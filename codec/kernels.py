@@ -73,7 +73,7 @@ CASCADE_CONTEXTS = ADAPT_CHANNEL_CLASSES * ADAPT_LEVEL_GROUPS * 9 * 9  # 2,673, 
 ADAPT_STATISTICS = ADAPT_CONTEXTS + CASCADE_CONTEXTS  # predictive.AdaptiveState's rows
 CASCADE_APART = np.array([0.5, 2.0, 5.0, 12.0])
 CASCADE_TUNING = np.array([0.169, 0.9, 0.24, 0.3, 1.35, 0.625])
-NO_CASCADE = np.zeros(0)  # _code_tile's `cascade` for the other distributions (writable, as NO_ADAPTATION)
+NO_CASCADE = np.zeros(0)  # _code_tile's `cascade` for the other distributions (of the same type as CASCADE_TUNING)
 for _constant in (CASCADE_APART, CASCADE_TUNING):
     _constant.flags.writeable = False
 
@@ -367,13 +367,14 @@ def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std
     """Pop a blend tile into `frame` (C, M + 1), filling `errors` (K, C, M + 1) and `residuals` (C, M + 1) as
     predictive._blend_decoder does; or, with `encode`, take the values `frame` holds instead of popping them
     and record each one's table row and value in `coded` (2, P * C), in pop order, for _push. positions (P,):
-    the tile's flat positions, wavefront after wavefront; fronts (F + 1,): where each wavefront starts in it;
+    the tile's flat positions, wavefront after wavefront (the cascade's: in raster order, each a wavefront of its
+    own); fronts (F + 1,): where each wavefront starts in it;
     sources, around (4, M): _gather_plan; std_weights (2, 6): BLEND_STD_WEIGHTS; gains:
     (BLEND_GAIN_PREVIOUS, BLEND_GAIN_FIRST); diagonal, floor: BLEND_ERROR_DIAGONAL, BLEND_ERROR_FLOOR; edges
     (J - 1,): the std levels' edges; cumulative: the table rows' left_cumulatives, row (level * bins + quarter)
     * levels + mean, the quarter the mean's between integers where bins > 1 (FITTED; predictive.fitted_bins),
     0 where bins is 1 (BLEND).
-    adaptive (ADAPT_CONTEXTS, 4) float64, or (0, 4) for none: the state of ADAPTIVE's context statistics (see
+    adaptive (ADAPT_STATISTICS, 4) float64, or (0, 4) for none: the state of ADAPTIVE's context statistics (see
     "adaptive contexts" at the top of this module), read and updated value by value in pop order; tuning:
     ADAPT_TUNING. cascade: CASCADE_TUNING for the cascade (its raster order, std terms and second stage, the
     second stage's statistics in `adaptive` after ADAPTIVE's; see "the cascade" above), or NO_CASCADE.

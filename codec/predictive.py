@@ -37,11 +37,11 @@ std again by a second stage of context statistics, and codes with residual table
 
 Pixel (y, x) depends only on pixels of wavefront 2y' + x' < 2y + x, so the decoder pops a whole wavefront at
 a time (2h + w - 2 of them, channel by channel), not h x w pixels one by one (but CASCADE, which the compiled
-kernels pop pixel by pixel in raster order). Where numba is installed a
-BLEND or FITTED tile is coded instead by codec/kernels.py, pixel by pixel in one compiled call: the same bits.
-Encoder and decoder compute every number with the same elementwise float64 operations (+, -, *, /, abs, min,
-max, and LEAST_SQUARES's sqrt: exactly rounded, no transcendental functions), so both sides give constriction
-identical means and stds on any machine. The Laplace tables add codec/exact.py's exp and running products,
+kernels pop pixel by pixel in raster order). Where numba is installed a BLEND or FITTED tile is coded instead by
+codec/kernels.py, pixel by pixel in one compiled call: the same bits. Encoder and decoder compute every number with
+the same elementwise float64 operations (+, -, *, /, abs, min, max, and LEAST_SQUARES's and CASCADE's sqrt:
+exactly rounded, no transcendental functions), so both sides give constriction identical means and stds on any
+machine. The Laplace tables add codec/exact.py's exp and running products,
 built from exactly rounded operations too; FITTED's tables are integers read from a file.
 """
 
@@ -117,7 +117,7 @@ def encode(stack: Stack, pixels: np.ndarray, context: Context = Context(), distr
            record: bool = False, state: "AdaptiveState | None" = None) -> Recorded | None:
     """Push the valid pixels (C, h, w) uint8 of one tile, their residuals coded with `distribution`. With
     `record`, what the compiled kernels pushed (for push_recorded), or None where the numpy coder pushed it.
-    ADAPTIVE and LEAST_SQUARES need the stream's `state` (updated), as the decoder will have it when it pops this
+    The STATEFUL ones need the stream's `state` (updated), as the decoder will have it when it pops this
     tile."""
     _check_distribution(distribution)
     if distribution in STATEFUL:
@@ -514,8 +514,9 @@ def _table_distribution(distribution: str) -> str:
 
 
 class AdaptiveState:
-    """ADAPTIVE's context statistics (kernels.ADAPT_CONTEXTS, 4) float64, a context's four side by side: zeros at
-    a stream's start, then updated by each ADAPTIVE or LEAST_SQUARES (STATEFUL) tile coded, in the decoder's
+    """The STATEFUL distributions' context statistics (kernels.ADAPT_STATISTICS, 4) float64, a context's four side
+    by side (ADAPTIVE's first, then CASCADE's second stage): zeros at a stream's start, then updated by each
+    ADAPTIVE, LEAST_SQUARES or CASCADE (STATEFUL) tile coded, in the decoder's
     order. Encoder and decoder hold one each and must code the same tiles in the same order with it. A tile's
     coding replaces `sums` with an updated array and never writes the one it read: a caller may keep that one to
     undo the tile."""

@@ -467,6 +467,7 @@ def test_formats_10_and_11_asked_for_are_the_defaults_coding_with_format_10s_pre
     deflated = compress_images(images, model, device="cpu", classical=True, format_version=11)
     plain = compress_images(images, model, device="cpu", classical=True, format_version=10)
     assert (newest.format_version, deflated.format_version, plain.format_version) == (12, 11, 10)
+    assert compress_images(images, model, device="cpu", classical=True, format_version=12).data == newest.data
     newest_kinds = {kind for kind, _ in read(newest.data)[0].coder.schedule}
     assert "predictive-cascade" in newest_kinds and "predictive-least-squares" not in newest_kinds
     assert {kind for kind, _ in read(deflated.data)[0].coder.schedule} == newest_kinds - {"predictive-cascade"} | {

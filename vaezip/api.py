@@ -45,9 +45,9 @@ def compress_images(
     where the predictor's tiles go first in the stream, so that the model's run in full batches; 8 where a tile
     decided on while coding goes to the predictor, whose residuals format 8 codes with tables fitted on
     photographs; 9 where the predictor's tiles adapt their contexts' statistics over the stream; 11 where the
-    header deflated saves 16 bytes or more; 12 where the predictor's cascade tiles code a tile); 11 to write the
-    predictor's tiles of format 10 instead of the cascade's, format 11 at most, which readers older than format 12
-    read; 10 to write those with the header as it is, format 10 at most, which readers older than format 11 read;
+    header deflated saves 16 bytes or more; 12 where the predictor's cascade tiles code a tile), as 12 does; 11 to
+    write the predictor's tiles of format 10 instead of the cascade's, format 11 at most, which readers older than
+    format 12 read; 10 to write those with the header as it is, format 10 at most, which readers older than format 11 read;
     9 to write format 9 (the predictor's tiles without least squares), which readers older than format 10 read; 8
     to write format 8 (the predictor's tiles without adapting), which readers older than format 9 read; 7 to write
     format 7 (the predictor's residuals with Laplaces), which readers older than format 8 read; 6 to write format

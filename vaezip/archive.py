@@ -115,6 +115,7 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
     # Format 10 or 11 asked for: the default's coding with their least-squares predictor tiles instead of format
     # 12's cascade, format 10 with its header as it is (format 11 deflates it where that pays).
     least_squares = format_version in (container.LEAST_SQUARES_VERSION, container.DEFLATED_VERSION)
+    format_version = None if format_version == container.CASCADE_VERSION else format_version  # the newest
     deflate = format_version != container.LEAST_SQUARES_VERSION
     newest = bitsback.PREDICTIVE_LEAST_SQUARES if least_squares else bitsback.PREDICTIVE_CASCADE
     format_version = None if least_squares else format_version
