@@ -15,7 +15,6 @@ ever skips an image whose full estimate, less its margin, was below the quick st
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -23,27 +22,22 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+# The same arguments, folder and model as skip_margin.py's measurement.
+from skip_margin import set_coder, set_parser, set_paths  # noqa: E402
+
 from codec import bitsback  # noqa: E402
 from codec.tiling import split_tiles  # noqa: E402
-from vaezip import archive, data  # noqa: E402
-from vaezip.api import compress_images, load_model  # noqa: E402
-from vaezip.coding import TorchLatentModel  # noqa: E402
+from vaezip import archive  # noqa: E402
+from vaezip.api import compress_images  # noqa: E402
 from vaezip.images import open_image, split_image  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("dataset", help="a folder of images, or a data set name under $VAEZIP_DATA (kodak)")
-    parser.add_argument("--model", default="photo2")
-    parser.add_argument("--limit", type=int, default=24)
+    parser = set_parser(__doc__)
     parser.add_argument("--every", type=int, nargs="+", default=[4, 8, 16], help="sample rates: one tile in S")
     args = parser.parse_args()
-    folder = Path(args.dataset) if Path(args.dataset).is_dir() else Path(data.data_root()) / args.dataset
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".tif", ".tiff", ".bmp", ".webp"))
-    paths = paths[: args.limit]
-    loaded = load_model(args.model)
-    coder = TorchLatentModel(loaded.model)
-    stride = loaded.model.config.stride
+    folder, paths = set_paths(args, (".png", ".tif", ".tiff", ".bmp", ".webp"))
+    loaded, coder, stride = set_coder(args)
     tile = archive.effective_tile(None, stride)
     print(f"{folder.name}, model {loaded.name} (sha256 {loaded.sha256[:16]}), tiles of {tile}, gate ratio "
           f"{archive.GATE_RATIO}\n")

@@ -34,26 +34,42 @@ from vaezip.coding import TorchLatentModel  # noqa: E402
 from vaezip.images import open_image, split_image  # noqa: E402
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def set_parser(description: str) -> argparse.ArgumentParser:
+    """The arguments of a measurement of a model on a folder of images (this one, scripts/model_gate.py): the
+    folder or data set, --model and --limit."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset", help="a folder of images, or a data set name under $VAEZIP_DATA (kodak)")
     parser.add_argument("--model", default="photo2")
     parser.add_argument("--limit", type=int, default=24)
+    return parser
+
+
+def set_paths(args: argparse.Namespace, suffixes: tuple[str, ...]) -> tuple[Path, list[Path]]:
+    """set_parser's folder and its first --limit images whose suffix is one of `suffixes`, sorted."""
+    folder = Path(args.dataset) if Path(args.dataset).is_dir() else Path(data.data_root()) / args.dataset
+    return folder, sorted(p for p in folder.iterdir() if p.suffix.lower() in suffixes)[: args.limit]
+
+
+def set_coder(args: argparse.Namespace):
+    """set_parser's --model loaded, its float estimator and its stride."""
+    loaded = load_model(args.model)
+    return loaded, TorchLatentModel(loaded.model), loaded.model.config.stride
+
+
+def main() -> None:
+    parser = set_parser(__doc__)
     parser.add_argument("--files", help="a bench results.csv whose vaezip-model rows give the model files' bytes")
     parser.add_argument("--noise", type=int, default=0, metavar="SEEDS",
                         help="measure the estimate's sampling noise over this many seeds instead")
     args = parser.parse_args()
-    folder = Path(args.dataset) if Path(args.dataset).is_dir() else Path(data.data_root()) / args.dataset
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".tif", ".tiff", ".bmp"))[: args.limit]
+    folder, paths = set_paths(args, (".png", ".tif", ".tiff", ".bmp"))
     model_bytes = {}
     if args.files:
         with open(args.files, newline="") as handle:
             for row in csv.DictReader(handle):
                 if row["codec"] == "vaezip-model":
                     model_bytes[Path(row["image"]).name] = int(row["bytes"])
-    loaded = load_model(args.model)
-    coder = TorchLatentModel(loaded.model)
-    stride = loaded.model.config.stride
+    loaded, coder, stride = set_coder(args)
     if args.noise:
         noise(paths, coder, stride, args.noise)
         return
