@@ -211,6 +211,12 @@ LS_MOMENTS = tuple((d + 1) * (d + 2) // 2 for d in LS_FEATURES)  # the packed lo
 # decodes 5-12 % faster (same-run comparisons), with the same values.
 LS_RING = 16
 assert 2 * LS_RING > 3 * LS_RADIUS + 1
+# In raster order (the cascade's) a window holds rows y - LS_RADIUS .. y - 1 in full between the same columns, so
+# `moments` also keeps, after the running sums, their sums down each column (of every row since the frame's top,
+# in the same ring): a window's rows above are then four reads a sum, not two a row (the cascade's kernel ~8 %
+# faster on kodim23, same-run comparisons).
+# The sums are the same numbers: every product is of integers below 256, so each sum is an integer, exact in a
+# float64 while it stays below 2**53 (a frame of up to 2**53 / 255**2, about 1.4e11, samples), in any order.
 LS_BLENDED = 2  # the extra errors a least-squares tile keeps: its least-squares prediction's, and the blend's
 BLEND_SUBS = 7  # the blend's own predictors (predictive.BLEND_PREDICTORS)
 
@@ -255,9 +261,10 @@ def _ls_offset(channel):
     return offset
 
 
-def _ls_moments(frame, moments, at, width, channels, features):
+def _ls_moments(frame, moments, at, width, channels, features, raster):
     """The running sums along its row of each channel's products of (features, value) at position `at`, once all
-    of its channels are known: the sums up to the position before it plus its own, where it can be a sample."""
+    of its channels are known: the sums up to the position before it plus its own, where it can be a sample.
+    `raster` (the cascade's order): then also those sums summed down the column to this row (LS_RING's comment)."""
     y, x = at // width, at % width
     sample = y >= 2 and x >= 2 and x <= width - 2
     here = (y % LS_RING) * width + x
@@ -277,6 +284,10 @@ def _ls_moments(frame, moments, at, width, channels, features):
             for k in range(offset, offset + size):
                 moments[here, k] = moments[here - 1, k]
         offset += size
+    if raster and x >= 2:
+        above = ((y + LS_RING - 1) % LS_RING) * width + x
+        for k in range(offset):
+            moments[here, offset + k] = moments[above, offset + k] + moments[here, k]
 
 
 def _ls_predict(frame, moments, channel, at, width, gram, window_sums, features, solved, raster):
@@ -298,20 +309,33 @@ def _ls_predict(frame, moments, channel, at, width, gram, window_sums, features,
     for k in range(size):
         window_sums[k] = 0.0
     samples = 0
-    for row in range(max(2, y - LS_RADIUS), y + 1):
-        # The row's samples coded before this value: in wavefront order those whose wavefront 2 * row + column came
-        # before its own, in raster order every one of the rows above and those left of it in its own.
-        low = max(2, x - LS_RADIUS)
-        if raster:
-            high = min(width - 2, x + LS_RADIUS) if row < y else x - 1
-        else:
+    low = max(2, x - LS_RADIUS)
+    if raster:
+        # Every sample of the rows above (from the column sums: those down to row y - 1 less those down to the
+        # row before the window's first), then those left of the value in its own row.
+        first, high = max(2, y - LS_RADIUS), min(width - 2, x + LS_RADIUS)
+        if y > first:
+            samples += (y - first) * (high - low + 1)
+            last, before = ((y - 1) % LS_RING) * width, ((first - 1) % LS_RING) * width
+            columns = _ls_offset(frame.shape[0]) + offset
+            for k in range(size):
+                window_sums[k] = ((moments[last + high, columns + k] - moments[last + low - 1, columns + k])
+                                  - (moments[before + high, columns + k] - moments[before + low - 1, columns + k]))
+        if x > low:
+            samples += x - low
+            here = (y % LS_RING) * width
+            for k in range(size):
+                window_sums[k] += moments[here + x - 1, offset + k] - moments[here + low - 1, offset + k]
+    else:
+        for row in range(max(2, y - LS_RADIUS), y + 1):
+            # The row's samples coded before this value: those whose wavefront 2 * row + column came before its own.
             high = min(width - 2, x + LS_RADIUS, x + 2 * (y - row) - 1)
-        if high < low:
-            continue
-        samples += high - low + 1
-        last, before = (row % LS_RING) * width + high, (row % LS_RING) * width + low - 1
-        for k in range(size):
-            window_sums[k] += moments[last, offset + k] - moments[before, offset + k]
+            if high < low:
+                continue
+            samples += high - low + 1
+            last, before = (row % LS_RING) * width + high, (row % LS_RING) * width + low - 1
+            for k in range(size):
+                window_sums[k] += moments[last, offset + k] - moments[before, offset + k]
     if samples < count + 2:
         return -1.0
     # gram (lower) <- the features' products plus the ridge; window_sums (packed) keeps each feature's product with
@@ -334,31 +358,41 @@ def _ls_predict(frame, moments, channel, at, width, gram, window_sums, features,
                 gram[i, i] = 1.0 / np.sqrt(total)
             else:
                 gram[i, j] = total * gram[j, j]
-    solution = features[count + 1 :]
+    solution = count + 1  # where the solution starts in `features` (after the features and the value)
     for i in range(count):  # forward: L z = (the features' products with the value)
         total = window_sums[k + i]
         for m in range(i):
-            total = total - gram[i, m] * solution[m]
-        solution[i] = total * gram[i, i]
+            total = total - gram[i, m] * features[solution + m]
+        features[solution + i] = total * gram[i, i]
     for i in range(count - 1, -1, -1):  # back: L^T w = z
-        total = solution[i]
+        total = features[solution + i]
         for m in range(i + 1, count):
-            total = total - gram[m, i] * solution[m]
-        solution[i] = total * gram[i, i]
+            total = total - gram[m, i] * features[solution + m]
+        features[solution + i] = total * gram[i, i]
     prediction = 0.0
     explained = 0.0  # the solution's products with the features' products with the value, and its squared length
     length = 0.0
     for i in range(count):
-        prediction = prediction + solution[i] * features[i]
-        solved[channel, y, i] = solution[i]
-        explained = explained + solution[i] * window_sums[k + i]
-        length = length + solution[i] * solution[i]
+        weight = features[solution + i]
+        prediction = prediction + weight * features[i]
+        solved[channel, y, i] = weight
+        explained = explained + weight * window_sums[k + i]
+        length = length + weight * weight
     solved[channel, y, count] = x
     # The fit's squared error summed over the window: the value's own squared sum less what the solution explains
     # and less the ridge's share (exact algebra of the normal equations, rounded), never below zero.
     error = window_sums[k + count] - explained - LS_RIDGE * length
     solved[channel, y, LS_FEATURES[2] + 1] = max(error, 0.0) / samples
     return min(max(prediction, 0.0), 255.0)
+
+
+def _borrowed(array):
+    """`array` itself; compiled (_register_borrowing), a view of it that holds no reference: numba counts the
+    references of every array it passes to a function it calls, by an atomic increment and decrement of the
+    array's count, which took ~20 % of the cascade's time (perf: NRT_MemInfo_acquire and _release), and skips
+    that for a view of no owner. The caller must hold the array meanwhile (_code_tile holds its scratch arrays, its
+    caller the rest)."""
+    return array
 
 
 def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std_weights, gains, diagonal, floor,
@@ -384,7 +418,6 @@ def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std
     Returns the stack's (position, state) afterwards (unchanged when encoding)."""
     channels, predictors = frame.shape[0], errors.shape[0]
     least_squares = moments.shape[0] > 0
-    cascading = cascade.shape[0] > 0
     gram = np.empty((LS_FEATURES[2], LS_FEATURES[2]))
     window_sums = np.empty(LS_MOMENTS[2])
     features = np.empty(2 * LS_FEATURES[2] + 1)
@@ -397,8 +430,31 @@ def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std
     spatial = np.empty((channels, widest))
     base = np.empty((channels, widest))
     centre = np.empty((channels, widest))  # each value's unrounded mean (ADAPTIVE's contexts read the last channel's)
-    adapting = adaptive.shape[0] > 0
     weight = np.empty(predictors)
+    return _code_values(frame, errors, residuals, positions, fronts, sources, around, std_weights, gains, diagonal,
+                        floor, edges, cumulative, levels, bins, words, position, state, coded, encode, adaptive,
+                        tuning, cascade, moments, width, gram, window_sums, features, solved, subs, spatial, base,
+                        centre, weight)
+
+
+def _code_values(frame, errors, residuals, positions, fronts, sources, around, std_weights, gains, diagonal, floor,
+                 edges, cumulative, levels, bins, words, position, state, coded, encode, adaptive, tuning, cascade,
+                 moments, width, gram, window_sums, features, solved, subs, spatial, base, centre, weight):
+    """_code_tile's work, with the scratch arrays it made (and holds meanwhile). Every array is borrowed first
+    (_borrowed), so that the helpers called value by value take them without touching their reference counts."""
+    frame, errors, residuals = _borrowed(frame), _borrowed(errors), _borrowed(residuals)
+    positions, fronts, sources, around = _borrowed(positions), _borrowed(fronts), _borrowed(sources), _borrowed(around)
+    std_weights, gains, edges = _borrowed(std_weights), _borrowed(gains), _borrowed(edges)
+    cumulative, words, coded = _borrowed(cumulative), _borrowed(words), _borrowed(coded)
+    adaptive, tuning, cascade, moments = _borrowed(adaptive), _borrowed(tuning), _borrowed(cascade), _borrowed(moments)
+    gram, window_sums, features = _borrowed(gram), _borrowed(window_sums), _borrowed(features)
+    solved, subs, spatial, base = _borrowed(solved), _borrowed(subs), _borrowed(spatial), _borrowed(base)
+    centre, weight = _borrowed(centre), _borrowed(weight)
+    channels = frame.shape[0]
+    predictors = errors.shape[0]
+    least_squares = moments.shape[0] > 0
+    cascading = cascade.shape[0] > 0
+    adapting = adaptive.shape[0] > 0
     count = 0
     for f in range(len(fronts) - 1):
         start, end = fronts[f], fronts[f + 1]
@@ -433,11 +489,12 @@ def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std
                 spatial[channel, j] = weighted / total
                 near = (residuals[channel, around[0, at]] + residuals[channel, around[1, at]]) / 2.0
                 diagonal_residual = (residuals[channel, around[2, at]] + residuals[channel, around[3, at]]) / 2.0
-                w = std_weights[min(channel, 1)]
-                base[channel, j] = w[0] + w[1] * activity + w[2] * near + w[3] * diagonal_residual
+                w = min(channel, 1)  # std_weights' row (not a view of it: each view costs two atomic operations)
+                base[channel, j] = (std_weights[w, 0] + std_weights[w, 1] * activity + std_weights[w, 2] * near
+                                    + std_weights[w, 3] * diagonal_residual)
         # The values, channel by channel: each channel's mean and std read the earlier channels' values here.
         for channel in range(channels):
-            w = std_weights[min(channel, 1)]
+            w = min(channel, 1)
             for i in range(start, end):
                 at, j = positions[i], i - start
                 mean = spatial[channel, j]
@@ -469,9 +526,9 @@ def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std
                 mean = np.floor(unrounded + 0.5)
                 std = base[channel, j]
                 if channel > 0:
-                    std = std + w[4] * residuals[channel - 1, at]
+                    std = std + std_weights[w, 4] * residuals[channel - 1, at]
                 if channel > 1:
-                    std = std + w[5] * residuals[0, at]
+                    std = std + std_weights[w, 5] * residuals[0, at]
                 if cascading:
                     if fit_error >= 0.0:
                         std = (1.0 - cascade[0]) * std + cascade[0] * cascade[1] * np.sqrt(fit_error)
@@ -563,13 +620,20 @@ def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std
                 for channel in range(channels):
                     errors[k, channel, at] = abs(frame[channel, at] - subs[k, channel, j])
             if least_squares:
-                _ls_moments(frame, moments, at, width, channels, features)
+                _ls_moments(frame, moments, at, width, channels, features, cascading)
     return position, state
 
 
 PYTHON_FORMS = {function.__name__: function for function in (
     _ans_pop, _ans_push, _pop, _push, _level, _neighbour_weight, _ls_features, _ls_offset, _ls_moments, _ls_predict,
-    _code_tile)}
+    _code_tile, _code_values)}
+
+
+# The helpers that _code_tile and _push call value by value, compiled into them: a call of a compiled function
+# passes each array with an atomic increment and decrement of its reference count, which took ~20 % of the
+# cascade's time (perf: numba's NRT_MemInfo_acquire and _release). The same operations in the same order: the
+# same values.
+INLINED = frozenset(name for name in PYTHON_FORMS if name not in ("_code_tile", "_code_values", "_push"))
 
 
 def _plain_forms() -> dict:
@@ -589,16 +653,54 @@ _building = threading.Lock()  # compress prices and codes in two threads at once
 _failed = False
 
 
-def njit_forms(functions: dict) -> dict:
+_borrowing_registered = False
+
+
+def _register_borrowing(numba) -> None:
+    """Give _borrowed its compiled form (once per process): the array's own data, shape and strides with no owner
+    (a null meminfo, which numba's reference counting passes over)."""
+    global _borrowing_registered
+    if _borrowing_registered:
+        return
+    from numba.core import types
+    from numba.extending import intrinsic, overload
+    from numba.np.arrayobj import make_array, populate_array
+
+    @intrinsic
+    def borrow(typing_context, array):
+        if not isinstance(array, types.Array):
+            return None
+
+        def generate(context, builder, signature, arguments):
+            source = make_array(array)(context, builder, value=arguments[0])
+            view = make_array(array)(context, builder)
+            populate_array(view, data=source.data, shape=source.shape, strides=source.strides,
+                           itemsize=source.itemsize, meminfo=None)
+            return view._getvalue()
+
+        return array(array), generate
+
+    @overload(_borrowed)
+    def compiled_borrowed(array):
+        return lambda array: borrow(array)
+
+    _borrowing_registered = True
+
+
+def njit_forms(functions: dict, inlined: frozenset = frozenset()) -> dict:
     """numba versions of `functions` (name -> plain function), compiled at their first call without fast-math
     (no reassociation or contraction changes a value), releasing the GIL. Raises ImportError without numba.
     Shared by this module and vaezip/model/kernels.py; each binds the forms in its own globals, so that
-    compiled functions call each other's compiled forms."""
+    compiled functions call each other's compiled forms. Those named in `inlined` are compiled into their
+    callers (numba's inline="always"), not called: see INLINED."""
     import numba
 
+    _register_borrowing(numba)
+
     def build(cache: bool) -> dict:
-        compile_ = numba.njit(cache=cache, nogil=True, fastmath=False, error_model="numpy")
-        return {name: compile_(function) for name, function in functions.items()}
+        options = dict(cache=cache, nogil=True, fastmath=False, error_model="numpy")
+        return {name: numba.njit(inline="always" if name in inlined else "never", **options)(function)
+                for name, function in functions.items()}
 
     # cache=True keeps the machine code next to the module (or in the user's cache folder); where no folder is
     # writable numba refuses it, and compiling once per process is the price.
@@ -611,7 +713,7 @@ def njit_forms(functions: dict) -> dict:
 def _build() -> dict:
     """numba versions of the functions above, bound in this module's globals; {} without numba."""
     try:
-        functions = njit_forms(PYTHON_FORMS)
+        functions = njit_forms(PYTHON_FORMS, INLINED)
     except Exception:  # noqa: BLE001 - no numba, or any failure of it, leaves the numpy coder: the same bits
         return {}
     globals().update(functions)

@@ -804,7 +804,7 @@ def _kernel_tile(forms: dict, values: np.ndarray, top: int, left: int, encode: b
     cascade = distribution == CASCADE
     extra = kernels.LS_BLENDED if least_squares else 0
     frame, errors, residuals = _blend_frames(values, BLEND_PREDICTORS + extra)
-    moments = _zeroed_moments(kernels.LS_RING * width, channels) if least_squares else kernels.NO_MOMENTS
+    moments = _zeroed_moments(kernels.LS_RING * width, channels, cascade) if least_squares else kernels.NO_MOMENTS
     positions, fronts = (_raster_pop_order if cascade else _blend_pop_order)(height, width, top, left)
     known, known_fronts = _context_order(height, width, top, left)
     sources, around = _gather_plan(height, width)
@@ -839,11 +839,12 @@ def _kernel_tile(forms: dict, values: np.ndarray, top: int, left: int, encode: b
 _scratch = threading.local()  # each thread's buffer for LEAST_SQUARES's running sums
 
 
-def _zeroed_moments(positions: int, channels: int) -> np.ndarray:
+def _zeroed_moments(positions: int, channels: int, columns: bool) -> np.ndarray:
     """LEAST_SQUARES's running sums of a tile, zeros (positions: kernels.LS_RING rows of the frame; the channels'
-    LS_MOMENTS side by side): a view of this thread's buffer, kept from tile to tile for the thread's life (a
-    128x128 colour tile's is 3.3 MB)."""
-    width = sum(kernels.LS_MOMENTS[min(c, 2)] for c in range(channels))
+    LS_MOMENTS side by side, and with `columns` (the cascade's) their column sums after them, see kernels.LS_RING): a
+    view of this thread's buffer, kept from tile to tile for the thread's life (a 128x128 colour tile's is 3.3 MB,
+    the cascade's 6.6 MB)."""
+    width = sum(kernels.LS_MOMENTS[min(c, 2)] for c in range(channels)) * (2 if columns else 1)
     buffer = getattr(_scratch, "moments", None)
     if buffer is None or buffer.size < positions * width:
         buffer = _scratch.moments = np.empty(positions * width)

@@ -412,10 +412,13 @@ def test_the_least_squares_prediction_solves_the_ridge_normal_equations_of_its_w
     channels, height, width = 3, 14, 17
     frame = np.concatenate([smooth_image(rng, channels, height, width, noise=6.0).reshape(channels, -1)
                             .astype(np.float64), np.full((channels, 1), 128.0)], axis=1)
-    moments = np.zeros((frame.shape[1], sum(kernels.LS_MOMENTS[min(c, 2)] for c in range(channels))))
+    # in raster order the running sums' column sums after them (kernels.LS_RING's comment)
+    assert height <= kernels.LS_RING  # so the ring holds every row
+    moments = np.zeros((kernels.LS_RING * width,
+                        sum(kernels.LS_MOMENTS[min(c, 2)] for c in range(channels)) * (1 + raster)))
     scratch = np.empty(2 * kernels.LS_FEATURES[2] + 1)
     for at in range(height * width):  # raster order: every sample before any value after it
-        chosen["_ls_moments"](frame, moments, at, width, channels, scratch)
+        chosen["_ls_moments"](frame, moments, at, width, channels, scratch, raster)
     gram, window_sums = np.empty((13, 13)), np.empty(kernels.LS_MOMENTS[2])
     checked = 0
     for y, x in [(0, 5), (1, 9), (5, 1), (7, width - 1), (2, 2), (6, 8), (13, 16 - 1), (13, 9)]:
