@@ -70,7 +70,15 @@ NO_MOMENTS = np.zeros((0, 0))  # _code_tile's `moments` for the distributions wi
 # with the std weights by coordinate descent on 23 of photos_train's training photographs (every 13th), 128x128
 # tiles (`python scripts/cascade.py photos-train --every 13 --tune`).
 CASCADE_CONTEXTS = ADAPT_CHANNEL_CLASSES * ADAPT_LEVEL_GROUPS * 9 * 9  # 2,673, after ADAPTIVE's in the statistics
-ADAPT_STATISTICS = ADAPT_CONTEXTS + CASCADE_CONTEXTS  # predictive.AdaptiveState's rows
+# The cascade with parity (predictive.PARITY, format 13): the cascade whose second stage's contexts also hold
+# where the value lies on the image's grid of 2x2 pixels (its column's and row's parity, counted from the tile's
+# first value: tiles start on even columns and rows). Photographs whose colour was stored at half resolution and
+# interpolated back (Kodak's, from Photo CD), demosaiced or cut from 8x8 JPEG blocks differ from one position to
+# the next on that grid; the contexts learn by how much. Its own rows after the cascade's, four for each of its.
+# Kodak's every third image 0.66 % smaller, 23 of photos_train's training photographs (every 13th) 0.22 %, the
+# first 8 Wikimedia photographs 0.07 % larger (128x128 tiles; `python scripts/cascade.py SET`).
+PARITY_CONTEXTS = 4 * CASCADE_CONTEXTS
+ADAPT_STATISTICS = ADAPT_CONTEXTS + CASCADE_CONTEXTS + PARITY_CONTEXTS  # predictive.AdaptiveState's rows
 CASCADE_APART = np.array([0.5, 2.0, 5.0, 12.0])
 CASCADE_TUNING = np.array([0.169, 0.9, 0.24, 0.3, 1.35, 0.625])
 NO_CASCADE = np.zeros(0)  # _code_tile's `cascade` for the other distributions (of the same type as CASCADE_TUNING)
@@ -397,7 +405,7 @@ def _borrowed(array):
 
 def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std_weights, gains, diagonal, floor,
                edges, cumulative, levels, bins, words, position, state, coded, encode, adaptive, tuning, cascade,
-               moments, width):
+               parity, moments, width):
     """Pop a blend tile into `frame` (C, M + 1), filling `errors` (K, C, M + 1) and `residuals` (C, M + 1) as
     predictive._blend_decoder does; or, with `encode`, take the values `frame` holds instead of popping them
     and record each one's table row and value in `coded` (2, P * C), in pop order, for _push. positions (P,):
@@ -411,7 +419,8 @@ def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std
     adaptive (ADAPT_STATISTICS, 4) float64, or (0, 4) for none: the state of ADAPTIVE's context statistics (see
     "adaptive contexts" at the top of this module), read and updated value by value in pop order; tuning:
     ADAPT_TUNING. cascade: CASCADE_TUNING for the cascade (its raster order, std terms and second stage, the
-    second stage's statistics in `adaptive` after ADAPTIVE's; see "the cascade" above), or NO_CASCADE.
+    second stage's statistics in `adaptive` after ADAPTIVE's; see "the cascade" above), or NO_CASCADE; parity:
+    the cascade's second stage reads the values' parity (PARITY_CONTEXTS, its statistics after the cascade's).
     moments (LS_RING * width, sum of LS_MOMENTS over the channels), or (0, 0) for none: LEAST_SQUARES's running
     sums of its last LS_RING rows (see "local least squares" above), zeros, and errors (BLEND_SUBS + LS_BLENDED,
     C, M + 1) with them; width: the frame's.
@@ -433,13 +442,13 @@ def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std
     weight = np.empty(predictors)
     return _code_values(frame, errors, residuals, positions, fronts, sources, around, std_weights, gains, diagonal,
                         floor, edges, cumulative, levels, bins, words, position, state, coded, encode, adaptive,
-                        tuning, cascade, moments, width, gram, window_sums, features, solved, subs, spatial, base,
-                        centre, weight)
+                        tuning, cascade, parity, moments, width, gram, window_sums, features, solved, subs, spatial,
+                        base, centre, weight)
 
 
 def _code_values(frame, errors, residuals, positions, fronts, sources, around, std_weights, gains, diagonal, floor,
                  edges, cumulative, levels, bins, words, position, state, coded, encode, adaptive, tuning, cascade,
-                 moments, width, gram, window_sums, features, solved, subs, spatial, base, centre, weight):
+                 parity, moments, width, gram, window_sums, features, solved, subs, spatial, base, centre, weight):
     """_code_tile's work, with the scratch arrays it made (and holds meanwhile). Every array is borrowed first
     (_borrowed), so that the helpers called value by value take them without touching their reference counts."""
     frame, errors, residuals = _borrowed(frame), _borrowed(errors), _borrowed(residuals)
@@ -573,8 +582,13 @@ def _code_values(frame, errors, residuals, positions, fronts, sources, around, s
                         far_above = frame[channel, at - 2 * width] if y >= 2 else frame[channel, sources[1, at]]
                         far = ((1 if far_left > unrounded + 0.5 else 2 if far_left < unrounded - 0.5 else 0) * 3
                                + (1 if far_above > unrounded + 0.5 else 2 if far_above < unrounded - 0.5 else 0))
-                        second = ADAPT_CONTEXTS + ((min(channel, ADAPT_CHANNEL_CLASSES - 1) * ADAPT_LEVEL_GROUPS
-                                                    + group) * 9 + apart_class) * 9 + far
+                        second = ((min(channel, ADAPT_CHANNEL_CLASSES - 1) * ADAPT_LEVEL_GROUPS + group) * 9
+                                  + apart_class) * 9 + far
+                        if parity:  # the value's column's and row's parity, from the tile's first value's
+                            second = (ADAPT_CONTEXTS + CASCADE_CONTEXTS + second * 4
+                                      + ((x - positions[0] % width) % 2) * 2 + (y - positions[0] // width) % 2)
+                        else:
+                            second = ADAPT_CONTEXTS + second
                         if adaptive[second, 1] > 0.0:
                             coded_unrounded = min(max(coded_unrounded + cascade[3] * adaptive[second, 0]
                                                       / adaptive[second, 1], 0.0), 255.0)

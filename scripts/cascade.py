@@ -1,5 +1,5 @@
 """What format 12's cascade predictor tiles (codec/predictive.py: CASCADE) save against format 10's least-squares
-ones, by real coding: each image cut into tiles as compress cuts them, every tile priced as the encoder prices a
+ones, and format 13's cascade with parity (PARITY) against those, by real coding: each image cut into tiles as compress cuts them, every tile priced as the encoder prices a
 stream whose tiles all go to the predictor (bitsback.price_without_model), the exact bits each tile pushes, so a
 `--fast` file's payload without the classical alternatives; and the seconds each took.
 
@@ -80,7 +80,8 @@ def main() -> None:
         tune(images, values, args.tile)
         return
     for kind, label in ((bitsback.PREDICTIVE_LEAST_SQUARES, "format 10 (predictive-least-squares)"),
-                        (bitsback.PREDICTIVE_CASCADE, "format 12 (predictive-cascade)")):
+                        (bitsback.PREDICTIVE_CASCADE, "format 12 (predictive-cascade)"),
+                        (bitsback.PREDICTIVE_PARITY, "format 13 (predictive-parity)")):
         started = time.perf_counter()
         total = bits(images, args.tile, kind)
         print(f"{label}: {total / values:.4f} bits per subpixel, {time.perf_counter() - started:.1f} s", flush=True)

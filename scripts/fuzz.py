@@ -137,17 +137,17 @@ def shipped_models() -> dict:
     return {name: load_model(ROOT / "pretrained" / f"{name}.safetensors") for name in SHIPPED}
 
 
-BINARY_SECTION = "binary_format12"  # the report's section of binary_corpus's mutations (today's formats)
+BINARY_SECTION = "binary_format13"  # the report's section of binary_corpus's mutations (today's formats)
 
 
 def binary_corpus(models: dict) -> dict[str, tuple[bytes, list, str]]:
-    """Files of today's formats (10 to 12: binary header, one CRC over the file) made with the shipped models
-    from crops of samples/hopper.png, key -> (data, images, model: "photo2" or "photo-gray2"): tiles by
-    bits-back, the predictor and whitened bytes in the stream order (model tiles last; a grey crop as RGB, where
-    photo2 wins a tile), a colour crop by the predictor alone (--fast) with format 12's cascade tiles and with
-    format 10's least-squares ones (--format 11), a grey image, an archive of two, and one of 24 small crops
-    (its header deflated). What the JSON corpus above cannot reach: the binary header's parser, the stream
-    order, the fitted tables and the compiled coder under damaged words. `models`: shipped_models()."""
+    """Files of today's formats (10 to 13: binary header, one CRC over the file) made with the shipped models from crops
+    of samples/hopper.png, key -> (data, images, model: "photo2" or "photo-gray2"): tiles by bits-back, the predictor
+    and whitened bytes in the stream order (model tiles last; a grey crop as RGB, where photo2 wins a tile), a colour
+    crop by the predictor alone (--fast) with format 13's cascade tiles with parity, with format 12's without (--format
+    12) and with format 10's least-squares ones (--format 11), a grey image, an archive of two, and one of 24 small
+    crops (its header deflated). What the JSON corpus above cannot reach: the binary header's parser, the stream order,
+    the fitted tables and the compiled coder under damaged words. `models`: shipped_models()."""
     from PIL import Image
 
     from vaezip.api import compress_images
@@ -157,6 +157,7 @@ def binary_corpus(models: dict) -> dict[str, tuple[bytes, list, str]]:
     cases = {
         "model": ([("grey-as-rgb.png", grey.convert("RGB"))], "photo2", {}),
         "fast": ([("crop.png", colour)], "photo2", {"fast": True}),
+        "cascade-fast": ([("crop.png", colour)], "photo2", {"fast": True, "format_version": 12}),
         "least-squares-fast": ([("crop.png", colour)], "photo2", {"fast": True, "format_version": 11}),
         "grey": ([("grey.png", grey)], "photo-gray2", {}),
         "archive": ([("crop.png", colour), ("grey-as-rgb.png", grey.convert("RGB"))], "photo2", {}),
@@ -166,7 +167,8 @@ def binary_corpus(models: dict) -> dict[str, tuple[bytes, list, str]]:
     cases["least-squares-small-archive"] = (cases["small-archive"][0], "photo2", {"format_version": 11})
     corpus = {key: (compress_images(images, models[model], classical=False, **options).data, images, model)
               for key, (images, model, options) in cases.items()}
-    assert corpus["fast"][0][8] == corpus["small-archive"][0][8] == 12  # the cascade's tiles, the header deflated
+    assert corpus["fast"][0][8] == corpus["small-archive"][0][8] == 13  # the parity tiles, the header deflated
+    assert corpus["cascade-fast"][0][8] == 12
     assert corpus["least-squares-fast"][0][8] in (10, 11) and corpus["least-squares-small-archive"][0][8] == 11
     return corpus
 

@@ -32,7 +32,7 @@ FORMAT3 = GOLDEN / "format3"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from make_golden import (  # noqa: E402
     FORMAT7_TILE, PREDICTOR_KINDS, format3_files, format7_estimates, format7_file, format11_files, format12_files,
-    hopper_crops, photo_crop, predictor_files,
+    format13_files, hopper_crops, photo_crop, predictor_files,
 )
 
 
@@ -123,8 +123,8 @@ def test_the_untrained_model_loses_every_tile_of_the_golden_image_to_the_predict
     still."""
     image = Image.open(GOLDEN / "golden.png")
     sizes = {}
-    kinds = {None: "predictive-cascade", 10: "predictive-least-squares", 9: "predictive-adaptive",
-             8: "predictive-fitted", 6: "predictive-blend",
+    kinds = {None: "predictive-parity", 12: "predictive-cascade", 10: "predictive-least-squares",
+             9: "predictive-adaptive", 8: "predictive-fitted", 6: "predictive-blend",
              5: "predictive-laplace", 3: "predictive-neighbours"}
     for version, predictor_kind in kinds.items():
         result = compress_images([("golden.png", image)], load_model(tiny_weights[3]), tile=16, device="cpu",
@@ -291,14 +291,16 @@ def test_format_3_golden_files_say_how_each_image_was_coded():
 
 
 def test_the_cli_writes_an_older_format_on_request(tiny_weights, tmp_path):
-    """--format 11 for readers before format 12 (format 10's least-squares tiles, not the cascade's), 10 for those
+    """--format 12 for readers before format 13 (the cascade's tiles without parity), 11 for readers before format
+    12 (format 10's least-squares tiles, not the cascade's), 10 for those
     before format 11 (the same, the header as it is), 9 for readers before format 10 (the adaptive tiles without
     least squares), 8 for those before format 9 (the fitted tiles without adapting), 7 or 6 for those before
     format 8 (the blend's Laplace tiles), 5 for those before format 6, 3 (and 2) for those before format 5: the
-    predictor's Laplace or Gaussian tiles; the same bytes in a worker process (-j 2); --format 12 is the default;
+    predictor's Laplace or Gaussian tiles; the same bytes in a worker process (-j 2); --format 13 is the default;
     --format with --samples, or a format it cannot write, is a usage error."""
     image = np.asarray(Image.open(GOLDEN / "golden.png"))
-    formats = {"new": [], "twelve": ["--format", "12"], "eleven": ["--format", "11"], "ten": ["--format", "10"],
+    formats = {"new": [], "thirteen": ["--format", "13"], "twelve": ["--format", "12"], "eleven": ["--format", "11"],
+               "ten": ["--format", "10"],
                "nine": ["--format", "9"], "eight": ["--format", "8"],
                "seven": ["--format", "7"], "six": ["--format", "6"], "five": ["--format", "5"],
                "three": ["--format", "3"], "two": ["--format", "2"]}
@@ -309,11 +311,14 @@ def test_the_cli_writes_an_older_format_on_request(tiny_weights, tmp_path):
         back = run_cli("decompress", tmp_path / f"{name}.vz", "-o", tmp_path / f"{name}.png", "-m", tiny_weights[3])
         assert back.returncode == 0 and np.array_equal(np.asarray(Image.open(tmp_path / f"{name}.png")), image)
     versions = {name: read_versioned((tmp_path / f"{name}.vz").read_bytes())[0] for name in formats}
-    assert versions["three"] == 3 and versions["two"] == 2 and versions["new"] in (3, 12) and versions["five"] in (3, 5)
+    assert versions["three"] == 3 and versions["two"] == 2 and versions["new"] in (3, 13) and versions["five"] in (3, 5)
     assert versions["six"] == versions["seven"] in (3, 6)  # nothing for the stream order to move here
     assert versions["eight"] in (3, 8) and versions["nine"] in (3, 9)
     assert versions["ten"] in (3, 10) and versions["eleven"] in (3, 10, 11)  # 11 where deflating pays
-    assert (tmp_path / "twelve.vz").read_bytes() == (tmp_path / "new.vz").read_bytes()
+    assert (tmp_path / "thirteen.vz").read_bytes() == (tmp_path / "new.vz").read_bytes()
+    assert versions["twelve"] in (3, 12)
+    twelve_kinds = {kind for kind, _ in read_versioned((tmp_path / "twelve.vz").read_bytes())[1].coder.schedule}
+    assert "predictive-parity" not in twelve_kinds
     (_, ten_header, ten_words), (_, eleven_header, eleven_words) = (
         read_versioned((tmp_path / f"{name}.vz").read_bytes()) for name in ("ten", "eleven"))
     assert ten_header == eleven_header and np.array_equal(ten_words, eleven_words)
@@ -336,7 +341,8 @@ def test_the_cli_writes_an_older_format_on_request(tiny_weights, tmp_path):
 
 
 # Pinned files whose model stream went without the model tile by tile (predictor tiles, or no tiles at all).
-MODEL_FREE = ["format12/predictor.vz", "format12/fast.vz", "format12/photo-fast.vz", "format12/archive-fast.vz",
+MODEL_FREE = ["format13/predictor.vz", "format13/fast.vz", "format13/photo-fast.vz", "format13/archive-fast.vz",
+              "format12/predictor.vz", "format12/fast.vz", "format12/photo-fast.vz", "format12/archive-fast.vz",
               "format11/archive-fast.vz", "format10/predictor.vz", "format10/fast.vz", "format10/photo-fast.vz",
               "format9/predictor.vz",
               "format8/predictor.vz", "format6/predictor.vz", "format5/predictor.vz", "format3/model-alpha.vz",
@@ -399,22 +405,24 @@ def test_format_9_and_10_files_decode_in_a_fresh_process_without_numba(name, tin
     assert np.array_equal(np.load(tmp_path / "image.npy"), expected)
 
 
-# ---------------------------------------------------------------------------------------------- formats 11 and 12
+# ---------------------------------------------------------------------------------------------- formats 11 to 13
 
-DEFLATED_GOLDENS = [(11, name) for name in sorted(format11_files())] + [(12, name) for name in sorted(format12_files())]
+DEFLATED_FILES = {11: format11_files, 12: format12_files, 13: format13_files}
+DEFLATED_GOLDENS = [(version, name) for version, files in DEFLATED_FILES.items() for name in sorted(files())]
 
 
 @pytest.mark.parametrize("version, file_name", DEFLATED_GOLDENS)
-def test_format_11_and_12_golden_files_reencode_to_their_bytes_and_decode_in_a_fresh_process_under_other_kernels(
+def test_format_11_to_13_golden_files_reencode_to_their_bytes_and_decode_in_a_fresh_process_under_other_kernels(
         version, file_name, tiny_weights, tmp_path):
     """format11/*.vz: archives of twelve small images whose header is stored deflated (format 11), through the
     model and as --fast codes them; format12/*.vz: images and an archive through the predictor's cascade tiles
-    (format 12, its header always deflated). Encoding again gives the same bytes; a fresh process decodes the same
-    images whatever kernels the CPU runs. A failure means the format changed."""
+    (format 12, its header always deflated); format13/*.vz: the same through the cascade's tiles with parity.
+    Encoding again gives the same bytes; a fresh process decodes the same images whatever kernels the CPU runs. A
+    failure means the format changed."""
     from codec.container import inflate_header
     from codec.header import to_binary
 
-    images, options = (format11_files() if version == 11 else format12_files())[file_name]
+    images, options = DEFLATED_FILES[version]()[file_name]
     pinned = (GOLDEN / f"format{version}" / file_name).read_bytes()
     again = compress_images(images, load_model(tiny_weights[3]), device="cpu", **options)
     assert again.format_version == version
@@ -425,8 +433,9 @@ def test_format_11_and_12_golden_files_reencode_to_their_bytes_and_decode_in_a_f
         assert header == pinned_header and np.array_equal(words, pinned_words)
     read_version, header, words = read_versioned(pinned)
     assert read_version == version and [image.name for image in header.images] == [name for name, _ in images]
-    if version == 12:
-        assert "predictive-cascade" in {kind for kind, _ in header.coder.schedule}
+    if version >= 12:
+        assert {12: "predictive-cascade", 13: "predictive-parity"}[version] in {
+            kind for kind, _ in header.coder.schedule}
     position, length, shift = 10, 0, 0
     while True:  # the stored header's length, a varint
         length |= (pinned[position] & 0x7F) << shift
@@ -435,7 +444,7 @@ def test_format_11_and_12_golden_files_reencode_to_their_bytes_and_decode_in_a_f
             break
     plain = to_binary(header, len(words), version)
     assert inflate_header(pinned[position : position + length]) == plain
-    assert length < len(plain) or not file_name.startswith("archive")  # format 12 deflates a single image's too
+    assert length < len(plain) or not file_name.startswith("archive")  # 12 and 13 deflate a single image's too
     script = (
         "import sys, numpy as np; sys.path.insert(0, sys.argv[1]);"
         "from vaezip.api import decompress_images, load_model;"
@@ -457,20 +466,23 @@ def test_format_11_and_12_golden_files_reencode_to_their_bytes_and_decode_in_a_f
         info.stdout.decode()
 
 
-def test_formats_10_and_11_asked_for_are_the_defaults_coding_with_format_10s_predictor_tiles(tiny_weights):
+def test_formats_10_to_12_asked_for_are_the_defaults_coding_with_their_predictor_tiles(tiny_weights):
     """--format 11 (format_version=11) codes as the default does, the quick stream and the early exit included,
-    with format 10's least-squares predictor tiles instead of the cascade's (format 12's), the header deflated;
-    --format 10 writes the same header and words plainly."""
+    with format 10's least-squares predictor tiles instead of the cascade's with parity (format 13's), the header
+    deflated; --format 10 writes the same header and words plainly; --format 12 the cascade's tiles without
+    parity, and nothing else changes."""
     images = hopper_crops()
     model = load_model(tiny_weights[3])
     newest = compress_images(images, model, device="cpu", classical=True)
+    twelve = compress_images(images, model, device="cpu", classical=True, format_version=12)
     deflated = compress_images(images, model, device="cpu", classical=True, format_version=11)
     plain = compress_images(images, model, device="cpu", classical=True, format_version=10)
-    assert (newest.format_version, deflated.format_version, plain.format_version) == (12, 11, 10)
-    assert compress_images(images, model, device="cpu", classical=True, format_version=12).data == newest.data
+    assert (newest.format_version, twelve.format_version, deflated.format_version, plain.format_version) == (
+        13, 12, 11, 10)
+    assert compress_images(images, model, device="cpu", classical=True, format_version=13).data == newest.data
     newest_kinds = {kind for kind, _ in read(newest.data)[0].coder.schedule}
-    assert "predictive-cascade" in newest_kinds and "predictive-least-squares" not in newest_kinds
-    assert {kind for kind, _ in read(deflated.data)[0].coder.schedule} == newest_kinds - {"predictive-cascade"} | {
-        "predictive-least-squares"}
+    assert "predictive-parity" in newest_kinds and not {"predictive-least-squares", "predictive-cascade"} & newest_kinds
+    for older, kind in ((twelve, "predictive-cascade"), (deflated, "predictive-least-squares")):
+        assert {k for k, _ in read(older.data)[0].coder.schedule} == newest_kinds - {"predictive-parity"} | {kind}
     (_, header, words), (_, plain_header, plain_words) = read_versioned(deflated.data), read_versioned(plain.data)
     assert header == plain_header and np.array_equal(words, plain_words) and len(deflated.data) < len(plain.data)

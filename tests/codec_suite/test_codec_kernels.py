@@ -339,17 +339,21 @@ def adaptive_stream(forms, monkeypatch, pairs, distribution=predictive.ADAPTIVE)
 @compiled
 @pytest.mark.parametrize("distribution", predictive.STATEFUL)
 def test_adaptive_tiles_compiled_and_as_plain_python_are_the_same_bits(monkeypatch, distribution):
-    """The STATEFUL distributions (ADAPTIVE, LEAST_SQUARES, CASCADE) have no numpy coder: the compiled kernels and
-    their plain Python forms (where numba is missing) must record the same rows, write the same words and learn the
-    same statistics, and both decode; only the cascade's tiles touch its second stage's statistics."""
+    """The STATEFUL distributions (ADAPTIVE, LEAST_SQUARES, CASCADE, PARITY) have no numpy coder: the compiled
+    kernels and their plain Python forms (where numba is missing) must record the same rows, write the same words
+    and learn the same statistics, and both decode; only the cascade's tiles touch its second stage's statistics,
+    and only those with parity the parity contexts' (after the cascade's)."""
     pairs = list(tiles(np.random.default_rng(31)))[::7]  # every shape and channel count, smooth and noisy
     runs = [adaptive_stream(forms, monkeypatch, pairs, distribution)
             for forms in (kernels.compiled(), kernels.PLAIN_FORMS)]
     for recorded, words, decoded, state, decoder in runs:
         assert all(np.array_equal(got, tile) for got, (tile, _) in zip(decoded, pairs))
         assert np.array_equal(state.sums, decoder.sums) and np.count_nonzero(state.sums[:, 1]) > 100
-        second_stage = np.count_nonzero(state.sums[kernels.ADAPT_CONTEXTS :, 1])
+        parity_rows = kernels.ADAPT_CONTEXTS + kernels.CASCADE_CONTEXTS
+        second_stage = np.count_nonzero(state.sums[kernels.ADAPT_CONTEXTS : parity_rows, 1])
+        with_parity = np.count_nonzero(state.sums[parity_rows:, 1])
         assert (second_stage > 50) if distribution == predictive.CASCADE else second_stage == 0
+        assert (with_parity > 50) if distribution == predictive.PARITY else with_parity == 0
     (compiled_rows, compiled_words, _, compiled_state, _), (plain_rows, plain_words, _, plain_state, _) = runs
     assert all(np.array_equal(a.rows, b.rows) and np.array_equal(a.values, b.values)
                for a, b in zip(compiled_rows, plain_rows))
