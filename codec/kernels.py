@@ -71,8 +71,9 @@ NO_MOMENTS = np.zeros((0, 0))  # _code_tile's `moments` for the distributions wi
 # tiles (`python scripts/cascade.py photos-train --every 13 --tune`).
 CASCADE_CONTEXTS = ADAPT_CHANNEL_CLASSES * ADAPT_LEVEL_GROUPS * 9 * 9  # 2,673, after ADAPTIVE's in the statistics
 # The cascade with parity (predictive.PARITY, format 13): the cascade whose second stage's contexts also hold
-# where the value lies on the image's grid of 2x2 pixels (its column's and row's parity, counted from the tile's
-# first value: tiles start on even columns and rows). Photographs whose colour was stored at half resolution and
+# where the value lies on the image's grid of 2x2 pixels: its column's and row's parity in the image. A tile is
+# coded turned by 180 degrees, its frame's last column and row the tile's first (tiles start on even columns and
+# rows), so the parities are those of the frame's columns and rows counted from its last ones. Photographs whose colour was stored at half resolution and
 # interpolated back (Kodak's, from Photo CD), demosaiced or cut from 8x8 JPEG blocks differ from one position to
 # the next on that grid; the contexts learn by how much. Its own rows after the cascade's, four for each of its.
 # Kodak's every third image 0.66 % smaller, 23 of photos_train's training photographs (every 13th) 0.22 %, the
@@ -584,9 +585,10 @@ def _code_values(frame, errors, residuals, positions, fronts, sources, around, s
                                + (1 if far_above > unrounded + 0.5 else 2 if far_above < unrounded - 0.5 else 0))
                         second = ((min(channel, ADAPT_CHANNEL_CLASSES - 1) * ADAPT_LEVEL_GROUPS + group) * 9
                                   + apart_class) * 9 + far
-                        if parity:  # the value's column's and row's parity, from the tile's first value's
+                        if parity:  # the value's column's and row's parity in the image (PARITY_CONTEXTS)
+                            rows = (frame.shape[1] - 1) // width
                             second = (ADAPT_CONTEXTS + CASCADE_CONTEXTS + second * 4
-                                      + ((x - positions[0] % width) % 2) * 2 + (y - positions[0] // width) % 2)
+                                      + ((width - 1 - x) % 2) * 2 + (rows - 1 - y) % 2)
                         else:
                             second = ADAPT_CONTEXTS + second
                         if adaptive[second, 1] > 0.0:
