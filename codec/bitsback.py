@@ -234,6 +234,7 @@ def encode_tiles(
     PREDICTIVE_CASCADE for a file of format 12, PREDICTIVE_LEAST_SQUARES for a file of format 10 or 11,
     PREDICTIVE_ADAPTIVE for one of format 9, PREDICTIVE_FITTED for one of format 8, PREDICTIVE_BLEND for one of format 6
     or 7, PREDICTIVE_LAPLACE for one of format 5, PREDICTIVE_NEIGHBOURS for one of formats 1 to 4).
+
     model_bits: what bits-back is expected to cost for each tile (the model's negative ELBO with one posterior
     sample will do). A tile that the local predictor or whitened raw bytes code for less is coded that way
     wherever it falls in the stream, in a batch of its own; bits-back batches then run between such tiles.

@@ -141,13 +141,13 @@ def binary_version(kinds, ordered: bool = False) -> int:
 
 
 def deflate_header(text: bytes) -> bytes:
-    """Format 11's and 12's stored header: `text` as raw deflate (no zlib wrapper: the file's CRC covers it)."""
+    """Format 11's to 13's stored header: `text` as raw deflate (no zlib wrapper: the file's CRC covers it)."""
     packer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
     return packer.compress(text) + packer.flush()
 
 
 def inflate_header(raw: bytes) -> bytes:
-    """A format-11 or -12 header's binary form, never more than MAX_HEADER_BYTES (a deflate bomb stops there)."""
+    """A format-11 to -13 header's binary form, never more than MAX_HEADER_BYTES (a deflate bomb stops there)."""
     return unpack_header(raw, -zlib.MAX_WBITS)
 
 

@@ -72,10 +72,11 @@ NO_MOMENTS = np.zeros((0, 0))  # _code_tile's `moments` for the distributions wi
 CASCADE_CONTEXTS = ADAPT_CHANNEL_CLASSES * ADAPT_LEVEL_GROUPS * 9 * 9  # 2,673, after ADAPTIVE's in the statistics
 # The cascade with parity (predictive.PARITY, format 13): the cascade whose second stage's contexts also hold
 # where the value lies on the image's grid of 2x2 pixels: its column's and row's parity in the image. A tile is
-# coded turned by 180 degrees, its frame's last column and row the tile's first (tiles start on even columns and
-# rows), so the parities are those of the frame's columns and rows counted from its last ones. Photographs whose colour was stored at half resolution and
-# interpolated back (Kodak's, from Photo CD), demosaiced or cut from 8x8 JPEG blocks differ from one position to
-# the next on that grid; the contexts learn by how much. Its own rows after the cascade's, four for each of its.
+# coded turned by 180 degrees, its frame's last column and row the tile's first (tiles of even sides, as every
+# shipped model's, start on even columns and rows), so the parities are those of the frame's columns and rows
+# counted from its last ones. Photographs whose colour was stored at half resolution and interpolated back
+# (Kodak's, from Photo CD), demosaiced or cut from 8x8 JPEG blocks differ from one position to the next on that
+# grid; the contexts learn by how much. Its own rows after the cascade's, four for each of its.
 # Kodak's every third image 0.66 % smaller, 23 of photos_train's training photographs (every 13th) 0.22 %, the
 # first 8 Wikimedia photographs 0.07 % larger (128x128 tiles; `python scripts/cascade.py SET`).
 PARITY_CONTEXTS = 4 * CASCADE_CONTEXTS
@@ -422,12 +423,18 @@ def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std
     ADAPT_TUNING. cascade: CASCADE_TUNING for the cascade (its raster order, std terms and second stage, the
     second stage's statistics in `adaptive` after ADAPTIVE's; see "the cascade" above), or NO_CASCADE; parity:
     the cascade's second stage reads the values' parity (PARITY_CONTEXTS, its statistics after the cascade's).
-    moments (LS_RING * width, sum of LS_MOMENTS over the channels), or (0, 0) for none: LEAST_SQUARES's running
-    sums of its last LS_RING rows (see "local least squares" above), zeros, and errors (BLEND_SUBS + LS_BLENDED,
-    C, M + 1) with them; width: the frame's.
+    moments (LS_RING * width, sum of LS_MOMENTS over the channels; twice that for the cascade, its column sums
+    after them: LS_RING's comment), or (0, 0) for none: LEAST_SQUARES's running sums of its last LS_RING rows
+    (see "local least squares" above), zeros, and errors (BLEND_SUBS + LS_BLENDED, C, M + 1) with them; width:
+    the frame's.
     Returns the stack's (position, state) afterwards (unchanged when encoding)."""
     channels, predictors = frame.shape[0], errors.shape[0]
     least_squares = moments.shape[0] > 0
+    # The compiled forms check no index: arrays too small for what the arguments ask are refused here.
+    if least_squares and moments.shape[1] < (2 if cascade.shape[0] > 0 else 1) * _ls_offset(channels):
+        raise ValueError("moments too narrow for the least-squares sums asked for")
+    if adaptive.shape[0] > 0 and adaptive.shape[0] < ADAPT_STATISTICS:
+        raise ValueError("adaptive statistics with too few rows")
     gram = np.empty((LS_FEATURES[2], LS_FEATURES[2]))
     window_sums = np.empty(LS_MOMENTS[2])
     features = np.empty(2 * LS_FEATURES[2] + 1)
@@ -645,7 +652,7 @@ PYTHON_FORMS = {function.__name__: function for function in (
     _code_tile, _code_values)}
 
 
-# The helpers that _code_tile and _push call value by value, compiled into them: a call of a compiled function
+# The helpers that _code_values and _push call value by value, compiled into them: a call of a compiled function
 # passes each array with an atomic increment and decrement of its reference count, which took ~20 % of the
 # cascade's time (perf: numba's NRT_MemInfo_acquire and _release). The same operations in the same order: the
 # same values.
@@ -670,17 +677,35 @@ _failed = False
 
 
 _borrowing_registered = False
+_registering = threading.Lock()  # codec's kernels and the model's (vaezip/model/kernels.py) may build at once
 
 
-def _register_borrowing(numba) -> None:
+def _register_borrowing() -> None:
     """Give _borrowed its compiled form (once per process): the array's own data, shape and strides with no owner
     (a null meminfo, which numba's reference counting passes over)."""
     global _borrowing_registered
-    if _borrowing_registered:
+    with _registering:
+        if not _borrowing_registered:
+            _register_borrowed_form()
+            _borrowing_registered = True
+
+
+def _register_borrowed_form() -> None:
+    from numba.extending import overload
+
+    try:  # numba's own array helpers, not a public API: where a release moves them, plain references (slower)
+        from numba.core import types
+        from numba.extending import intrinsic
+        from numba.np.arrayobj import make_array, populate_array
+    except ImportError:
+        warnings.warn("vaezip: numba's array helpers moved; the compiled coder counts references (slower)",
+                      RuntimeWarning, stacklevel=3)
+
+        @overload(_borrowed)
+        def referenced(array):
+            return lambda array: array
+
         return
-    from numba.core import types
-    from numba.extending import intrinsic, overload
-    from numba.np.arrayobj import make_array, populate_array
 
     @intrinsic
     def borrow(typing_context, array):
@@ -700,8 +725,6 @@ def _register_borrowing(numba) -> None:
     def compiled_borrowed(array):
         return lambda array: borrow(array)
 
-    _borrowing_registered = True
-
 
 def njit_forms(functions: dict, inlined: frozenset = frozenset()) -> dict:
     """numba versions of `functions` (name -> plain function), compiled at their first call without fast-math
@@ -711,7 +734,7 @@ def njit_forms(functions: dict, inlined: frozenset = frozenset()) -> dict:
     callers (numba's inline="always"), not called: see INLINED."""
     import numba
 
-    _register_borrowing(numba)
+    _register_borrowing()
 
     def build(cache: bool) -> dict:
         options = dict(cache=cache, nogil=True, fastmath=False, error_model="numpy")

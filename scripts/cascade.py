@@ -1,7 +1,8 @@
-"""What format 12's cascade predictor tiles (codec/predictive.py: CASCADE) save against format 10's least-squares
-ones, and format 13's cascade with parity (PARITY) against those, by real coding: each image cut into tiles as compress cuts them, every tile priced as the encoder prices a
-stream whose tiles all go to the predictor (bitsback.price_without_model), the exact bits each tile pushes, so a
-`--fast` file's payload without the classical alternatives; and the seconds each took.
+"""What format 12's cascade predictor tiles (codec/predictive.py: CASCADE) save against format 10's least-squares ones,
+and format 13's cascade with parity (PARITY) against those, by real coding: each image cut into tiles as compress cuts
+them, every tile priced as the encoder prices a stream whose tiles all go to the predictor
+(bitsback.price_without_model), the exact bits each tile pushes, so a `--fast` file's payload without the classical
+alternatives; and the seconds each took.
 
     python scripts/cascade.py kodak                                   # --fast's tiles of 128
     python scripts/cascade.py photos-train --every 13 --tune          # how the cascade's numbers were chosen

@@ -60,7 +60,8 @@ samples/hopper.png as `--fast` codes it (photo-fast.vz) and --format11's archive
 
     python scripts/make_golden.py --format13 [--force]
 writes tests/data/format13/*.vz, the first files of format 13 (the cascade's tiles with parity): --format12's
-images and options, written today by default. Never regenerate them either.
+images and options, and a 23x21 crop as `--fast` codes it (odd-fast.vz), written today by default. Never
+regenerate them either.
 
     python scripts/make_golden.py --binary [--force]
 writes tests/data/binary/model.vz, the first file of a model with binary latent groups (DVAE++; the seeded
@@ -328,8 +329,12 @@ def format12_files(version: int = 12) -> dict[str, tuple[list[tuple[str, Image.I
 
 
 def format13_files() -> dict[str, tuple[list[tuple[str, Image.Image]], dict]]:
-    """tests/data/format13: format12_files's images and options, written in format 13 (the cascade with parity)."""
-    return format12_files(13)
+    """tests/data/format13: format12_files's images and options, written in format 13 (the cascade with parity),
+    and a 23x21 corner of photo_crop as `--fast` codes it (odd-fast.vz: one tile of odd sides, its parity counted
+    from its last column and row)."""
+    files = format12_files(13)
+    files["odd-fast.vz"] = ([("odd.png", photo_crop().crop((0, 0, 23, 21)))], files["fast.vz"][1])
+    return files
 
 
 def make_deflated_fixtures(version: int, force: bool) -> None:

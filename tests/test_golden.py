@@ -334,6 +334,10 @@ def test_the_cli_writes_an_older_format_on_request(tiny_weights, tmp_path):
     assert done.returncode == 0, done.stderr.decode()
     for copy in copies:
         assert copy.with_suffix(".vz").read_bytes() == (tmp_path / "three.vz").read_bytes()
+    done = run_cli("compress", GOLDEN / "golden.png", "-o", tmp_path / "twelve-samples.vz", "-m", tiny_weights[3],
+                   "--tile", "16", "--format", "12", "--samples", "2")  # 12 holds importance-weighted batches
+    assert done.returncode == 0, done.stderr.decode()
+    assert read_versioned((tmp_path / "twelve-samples.vz").read_bytes())[0] in (4, 12)
     for bad in (["--format", "4"], ["--format", "3", "--samples", "2"]):
         done = run_cli("compress", GOLDEN / "golden.png", "-o", tmp_path / "bad.vz", "-m", tiny_weights[3], *bad)
         assert done.returncode == 2 and not (tmp_path / "bad.vz").exists(), done.stderr
@@ -342,6 +346,7 @@ def test_the_cli_writes_an_older_format_on_request(tiny_weights, tmp_path):
 
 # Pinned files whose model stream went without the model tile by tile (predictor tiles, or no tiles at all).
 MODEL_FREE = ["format13/predictor.vz", "format13/fast.vz", "format13/photo-fast.vz", "format13/archive-fast.vz",
+              "format13/odd-fast.vz",
               "format12/predictor.vz", "format12/fast.vz", "format12/photo-fast.vz", "format12/archive-fast.vz",
               "format11/archive-fast.vz", "format10/predictor.vz", "format10/fast.vz", "format10/photo-fast.vz",
               "format9/predictor.vz",
@@ -386,10 +391,12 @@ def test_a_file_with_model_tiles_still_needs_its_model():
 
 
 @pytest.mark.parametrize("name", ["format9/predictor.vz", "format9/reordered.vz", "format10/predictor.vz",
-                                  "format10/fast.vz", "format10/photo-fast.vz"])
-def test_format_9_and_10_files_decode_in_a_fresh_process_without_numba(name, tiny_weights, tmp_path):
-    """Format 9's adaptive predictor tiles and format 10's least-squares ones have no numpy coder: where numba
-    cannot be imported the kernels run as plain Python (codec/kernels.py PLAIN_FORMS), the same pixels."""
+                                  "format10/fast.vz", "format10/photo-fast.vz", "format12/photo-fast.vz",
+                                  "format13/photo-fast.vz"])
+def test_format_9_to_13_files_decode_in_a_fresh_process_without_numba(name, tiny_weights, tmp_path):
+    """Format 9's adaptive predictor tiles, format 10's least-squares ones and the cascade's of formats 12 and 13
+    have no numpy coder: where numba cannot be imported the kernels run as plain Python (codec/kernels.py
+    PLAIN_FORMS, _borrowed the array itself), the same pixels."""
     expected = np.asarray(photo_crop() if name.endswith("photo-fast.vz") else Image.open(GOLDEN / "golden.png"))
     script = (
         "import sys, numpy as np; sys.modules['numba'] = None; sys.path.insert(0, sys.argv[1]);"

@@ -1031,7 +1031,8 @@ def compress(
                                                  "tiles with Gaussian residuals) or 2 (JSON header, every image "
                                                  "through the model); default (or 13): the oldest format that "
                                                  "holds the file (13 where the cascade's predictor tiles with "
-                                                 "parity code a tile, 11 where the header deflated is the smaller, 9 where the "
+                                                 "parity code a tile, 11 where the header deflated is the "
+                                                 "smaller, 9 where the "
                                                  "model's stream is kept with its adaptive predictor tiles, 7 "
                                                  "where only the order needs it)"),
     fast: bool = typer.Option(False, "--fast", help="run no network: every tile by the model-free predictor (or "
