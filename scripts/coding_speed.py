@@ -119,6 +119,7 @@ def main() -> None:
     timed(latent_model, "tile_bounds", "estimate pass", PARTS)
     timed(predictive, "encode", "predictor", PARTS)
     timed(predictive, "push_recorded", "predictor", PARTS)  # a priced tile pushed again (bitsback.Price)
+    timed(predictive, "record_adaptive", "predictor", PARTS)  # a stateful tile (formats 9 to 13) recorded
     timed(predictive, "decode", "predictor", PARTS)
 
     raw_mb = image.width * image.height * len(image.getbands()) / 1e6
