@@ -396,6 +396,19 @@ def _ls_predict(frame, moments, channel, at, width, gram, window_sums, features,
     return min(max(prediction, 0.0), 255.0)
 
 
+def _learn(adaptive, context, residual, spread, tuning):
+    """A value's update of its context's statistics (row `context` of `adaptive`): its residual against the mean
+    the context corrected, one more value, its |residual| / std against the mean coded, and the expected share
+    tuning[2]; all four halved where the count reaches tuning[0] (recent values count more)."""
+    adaptive[context, 0] += residual
+    adaptive[context, 1] += 1.0
+    adaptive[context, 2] += spread
+    adaptive[context, 3] += tuning[2]
+    if adaptive[context, 1] >= tuning[0]:
+        for statistic in range(4):
+            adaptive[context, statistic] *= 0.5
+
+
 def _borrowed(array):
     """`array` itself; compiled (_register_borrowing), a view of it that holds no reference: numba counts the
     references of every array it passes to a function it calls, by an atomic increment and decrement of the
@@ -469,6 +482,7 @@ def _code_values(frame, errors, residuals, positions, fronts, sources, around, s
     centre, weight = _borrowed(centre), _borrowed(weight)
     channels = frame.shape[0]
     predictors = errors.shape[0]
+    rows = (frame.shape[1] - 1) // width  # the frame's
     least_squares = moments.shape[0] > 0
     cascading = cascade.shape[0] > 0
     adapting = adaptive.shape[0] > 0
@@ -593,7 +607,6 @@ def _code_values(frame, errors, residuals, positions, fronts, sources, around, s
                         second = ((min(channel, ADAPT_CHANNEL_CLASSES - 1) * ADAPT_LEVEL_GROUPS + group) * 9
                                   + apart_class) * 9 + far
                         if parity:  # the value's column's and row's parity in the image (PARITY_CONTEXTS)
-                            rows = (frame.shape[1] - 1) // width
                             second = (ADAPT_CONTEXTS + CASCADE_CONTEXTS + second * 4
                                       + ((width - 1 - x) % 2) * 2 + (rows - 1 - y) % 2)
                         else:
@@ -622,21 +635,11 @@ def _code_values(frame, errors, residuals, positions, fronts, sources, around, s
                 frame[channel, at] = float(symbol)
                 residuals[channel, at] = abs(float(symbol) - mean)
                 if adapting:
-                    adaptive[context, 0] += float(symbol) - unrounded
-                    adaptive[context, 1] += 1.0
-                    adaptive[context, 2] += abs(float(symbol) - first_unrounded) / std
-                    adaptive[context, 3] += tuning[2]
-                    if adaptive[context, 1] >= tuning[0]:  # halved: recent values count more
-                        for statistic in range(4):
-                            adaptive[context, statistic] *= 0.5
+                    _learn(adaptive, context, float(symbol) - unrounded,
+                           abs(float(symbol) - first_unrounded) / std, tuning)
                     if second >= 0:  # the second stage learns what remains after the first
-                        adaptive[second, 0] += float(symbol) - first_unrounded
-                        adaptive[second, 1] += 1.0
-                        adaptive[second, 2] += abs(float(symbol) - coded_unrounded) / first_std
-                        adaptive[second, 3] += tuning[2]
-                        if adaptive[second, 1] >= tuning[0]:
-                            for statistic in range(4):
-                                adaptive[second, statistic] *= 0.5
+                        _learn(adaptive, second, float(symbol) - first_unrounded,
+                               abs(float(symbol) - coded_unrounded) / first_std, tuning)
         for i in range(start, end):
             at, j = positions[i], i - start
             for k in range(predictors):
@@ -649,7 +652,7 @@ def _code_values(frame, errors, residuals, positions, fronts, sources, around, s
 
 PYTHON_FORMS = {function.__name__: function for function in (
     _ans_pop, _ans_push, _pop, _push, _level, _neighbour_weight, _ls_features, _ls_offset, _ls_moments, _ls_predict,
-    _code_tile, _code_values)}
+    _learn, _code_tile, _code_values)}
 
 
 # The helpers that _code_values and _push call value by value, compiled into them: a call of a compiled function
