@@ -1,7 +1,8 @@
 """Compress and decompress one image, timed, with the time split into network, probability tables and
 entropy coder (everything else: tiling, planes, container), and the parts of those worth watching: the
 network's convolutions (and the rate their float64 GEMMs reach) and activation lookups, the encoder's up-front
-estimate pass over every tile (float network) and the local predictor (pricing every tile, coding some).
+estimate pass over every tile (float network; numpy's for a shipped model's early-exit sample) and the local
+predictor (pricing every tile, coding some). The model is given to compress by name, as the command gives it.
 
     python scripts/coding_speed.py ../shared/data/kodak/kodim23.png [--model NAME] [--device cpu|cuda] [--float]
         [--classical] [--fast] [--repeat N] [--system-allocator]
@@ -29,6 +30,7 @@ from codec import ans, predictive  # noqa: E402
 from vaezip import coding  # noqa: E402
 from vaezip.allocator import retain_freed_memory  # noqa: E402
 from vaezip.api import compress_images, decompress_images, default_model, load_model  # noqa: E402
+from vaezip.estimate import NumpyEstimator  # noqa: E402
 from vaezip.images import open_image  # noqa: E402
 from vaezip.model import integer  # noqa: E402
 
@@ -106,7 +108,8 @@ def main() -> None:
         # encode_archive imports it from vaezip.coding at each call
         coding.TorchLatentModel = functools.partial(latent_model, integer=False)
     image = open_image(args.image)
-    loaded = load_model(args.model or default_model(image.mode))
+    spec = args.model or default_model(image.mode)  # compress is given the name, as the command is: a shipped
+    loaded = load_model(spec)  # model's early exit is then priced by numpy (vaezip/estimate.py), without torch
     for kind in (coding.TorchPass, coding.IntegerPass):  # float (format 1) and integer-exact (format 2) passes
         for name in ("__init__", "latent_params", "set_latent", "posteriors"):
             timed(kind, name, "network")
@@ -117,6 +120,7 @@ def main() -> None:
     count_convolution_flops()
     timed(integer.Table, "__call__", "activation lookups", PARTS)
     timed(latent_model, "tile_bounds", "estimate pass", PARTS)
+    timed(NumpyEstimator, "tile_bounds", "estimate pass", PARTS)  # the early exit's sample of a shipped model
     timed(predictive, "encode", "predictor", PARTS)
     timed(predictive, "push_recorded", "predictor", PARTS)  # a priced tile pushed again (bitsback.Price)
     timed(predictive, "record_adaptive", "predictor", PARTS)  # a stateful tile (formats 9 to 13) recorded
@@ -131,7 +135,7 @@ def main() -> None:
             FLOPS.clear()
             started = time.perf_counter()
             if phase == "compress":
-                result = compress_images([("image.png", image)], loaded, device=args.device,
+                result = compress_images([("image.png", image)], spec, device=args.device,
                                          classical=args.classical, fast=args.fast)
                 data = result.data
             else:

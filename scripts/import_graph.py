@@ -26,7 +26,7 @@ PACKAGES = ("vaezip", "codec")
 KINDS = ("top", "lazy", "typing")  # where an import runs: on import, when a function is called, never
 # Imported without torch: what the CLI loads before it knows whether a model is needed.
 TORCH_FREE = ("vaezip.api", "vaezip.cli", "vaezip.errors", "vaezip.files", "vaezip.models", "vaezip.results",
-              "vaezip.zoo", "vaezip.classical", "vaezip.archive", "vaezip.unpack", "vaezip.parallel", "codec")
+              "vaezip.zoo", "vaezip.classical", "vaezip.archive", "vaezip.unpack", "vaezip.parallel", "vaezip.estimate", "codec")
 
 
 @dataclass

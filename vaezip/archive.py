@@ -154,7 +154,7 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
                 for k, report in enumerate(result.images)))
         else:
             result = _encode_archive(
-                split, started, model if gate is None else gate.loaded, tile=tile, max_batch=max_batch,
+                split, started, model if gate is None else gate.model, tile=tile, max_batch=max_batch,
                 device=device, progress=progress, predictor=predictor, classical=classical,
                 format_version=format_version, samples=samples, fast=fast,
                 alongside=lambda: lambda: [report.payload_bits for report in quick_later.result().images],
@@ -235,7 +235,8 @@ def _encode_archive(split: list[_Image], started: float, model, *, tile, max_bat
     if not fast:
         from vaezip.coding import TorchLatentModel
 
-        coder_model = TorchLatentModel(loaded.model, _resolve_device(device)) if gate is None else gate.coder_model
+        coder_model = (gate.coder_model if gate is not None and gate.coder_model is not None
+                       else TorchLatentModel(loaded.model, _resolve_device(device)))
     integer = coder_model is None or coder_model.integer
     # Format 13's predictor tiles (the blend of predictors and local least squares in raster order, with fitted
     # residual tables, its contexts adapting over the stream in two stages, the second reading each value's parity),
@@ -445,11 +446,16 @@ class _Gate:
     """The default compress's early exit (encode_archive): the model, loaded once, and its float network's
     estimate of a sample of each image's tiles, reused by the full path where the exit is not taken."""
 
-    loaded: LoadedModel
-    coder_model: object  # vaezip.coding.TorchLatentModel
+    loaded: LoadedModel | ModelIdentity  # a shipped model's identity where numpy priced the sample (no torch)
+    coder_model: object | None  # vaezip.coding.TorchLatentModel; None where numpy priced the sample
     sampled: dict[int, dict[int, float]]  # image index -> {tile index (raster): its estimate, bits}
     projected: dict[int, float]  # image index -> the sample's bits per pixel times the image's: the model alone
     counts: dict[int, tuple[int, int]]  # image index -> (tiles priced, tiles)
+
+    @property
+    def model(self) -> LoadedModel | str:
+        """The model for the full path: loaded, or the shipped model's name to load (with torch) there."""
+        return self.loaded if isinstance(self.loaded, LoadedModel) else self.loaded.name
 
     def rules_out(self, quick_bits: list[float]) -> bool:
         """Whether the model path is not worth pricing in full: each image the model can code costs it, by the
@@ -471,16 +477,27 @@ class _Gate:
 
 def _price_sample(split: list[_Image], model, device: str) -> _Gate | None:
     """The early exit's model and priced sample (gate_sample) of every image it could code; None where the model
-    cannot code some image (the full path says why)."""
+    cannot code some image (the full path says why). A shipped model on the CPU is priced by numpy
+    (vaezip/estimate.py) without importing torch, which the full path then imports where the exit is not taken;
+    any other model (a file, a run, a user model, a network numpy does not compute) or device by torch's float
+    network, as the full path prices the other tiles."""
     if model is None:
         model = default_model(split[0].planes.mode)
-    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    try:
+        loaded = model if isinstance(model, LoadedModel) else identify_model(model)  # a shipped name: no torch
+    except CheckpointError:  # a manifest entry without a usable config: loading says what is wrong, or loads it
+        loaded = load_model(model)
+    estimator = None
+    if isinstance(loaded, ModelIdentity):
+        from vaezip.estimate import NumpyEstimator, unsupported
+
+        if device in ("auto", "cpu") and unsupported(loaded.config) is None:
+            estimator = NumpyEstimator.from_file(loaded.source, loaded.sha256, loaded.config)
+        else:
+            loaded = load_model(loaded.name)
     channels, stride = loaded.config.image_channels, loaded.config.stride
     if any(item.planes.model_plane is not None and item.planes.model_channels != channels for item in split):
         return None
-    from vaezip.coding import TorchLatentModel, deterministic_kernels
-
-    coder_model = TorchLatentModel(loaded.model, _resolve_device(device))  # integer-exact
     tile = effective_tile(None, stride)
     planes_of = {k: item.planes for k, item in enumerate(split) if item.planes.model_plane is not None}
     if sum(count_tiles(p.height, p.width, tile) for p in planes_of.values()) > MAX_TILES:
@@ -491,19 +508,13 @@ def _price_sample(split: list[_Image], model, device: str) -> _Gate | None:
         for t in gate_tiles(planes.height, planes.width, tile):
             chosen.append((k, t))
             tiles.append(cut[t])
-    # Two torch threads fewer than the machine's: the quick stream and the classical codings hold two cores
-    # meanwhile, and threads that wait on each other's share run slower than fewer (2 cores, kodim01: 1.5 s for
-    # its 48 tiles on two threads, 0.2 s alone; _encode_archive's bet).
-    import torch
-
-    threads = torch.get_num_threads()
-    try:
-        if coder_model.device.type == "cpu":
-            torch.set_num_threads(max(1, threads - 2))
-        with deterministic_kernels(pin_threads=not coder_model.integer):
-            estimates = coder_model.tile_bounds(tiles, estimate=True) if tiles else []
-    finally:
-        torch.set_num_threads(threads)
+    coder_model = None  # made by the full path where numpy prices the sample
+    if estimator is not None:
+        # One BLAS thread: the quick stream and the classical codings hold the machine's cores meanwhile (the
+        # torch form below takes two threads fewer than the machine's, for the same reason).
+        estimates = estimator.tile_bounds(tiles, threads=1)
+    else:
+        estimates, coder_model = _torch_estimates(tiles, loaded, device)
     sampled: dict[int, dict[int, float]] = {k: {} for k in planes_of}
     valid: dict[int, dict[int, int]] = {k: {} for k in planes_of}
     for (k, t), one, bits in zip(chosen, tiles, estimates):
@@ -511,6 +522,26 @@ def _price_sample(split: list[_Image], model, device: str) -> _Gate | None:
     counts = {k: (len(sampled[k]), count_tiles(p.height, p.width, tile)) for k, p in planes_of.items()}
     projected = {k: gate_projection(sampled[k], valid[k], p.height * p.width) for k, p in planes_of.items()}
     return _Gate(loaded, coder_model, sampled, projected, counts)
+
+
+def _torch_estimates(tiles: list, loaded: LoadedModel, device: str) -> tuple[list[float], object]:
+    """torch's float estimate of `tiles` (the early exit's sample), and the coder model that made it."""
+    import torch
+
+    from vaezip.coding import TorchLatentModel, deterministic_kernels
+
+    coder_model = TorchLatentModel(loaded.model, _resolve_device(device))  # integer-exact
+    # Two torch threads fewer than the machine's: the quick stream and the classical codings hold two cores
+    # meanwhile, and threads that wait on each other's share run slower than fewer (2 cores, kodim01: 1.5 s for
+    # its 48 tiles on two threads, 0.2 s alone; _encode_archive's bet).
+    threads = torch.get_num_threads()
+    try:
+        if coder_model.device.type == "cpu":
+            torch.set_num_threads(max(1, threads - 2))
+        with deterministic_kernels(pin_threads=not coder_model.integer):
+            return (coder_model.tile_bounds(tiles, estimate=True) if tiles else []), coder_model
+    finally:
+        torch.set_num_threads(threads)
 
 
 def gate_projection(bits: dict[int, float], pixels: dict[int, int], image_pixels: int) -> float:
