@@ -558,11 +558,6 @@ def record_adaptive(pixels: np.ndarray, context: Context, state: AdaptiveState,
     return Recorded(distribution, coded[0].astype(np.int32), coded[1].astype(np.uint8))
 
 
-def warm() -> None:
-    """Load the compiled coder now (TEMP experiment)."""
-    record_adaptive(np.zeros((1, 1, 1), np.uint8), Context(), AdaptiveState(), PARITY)
-
-
 def push_rows(stack: Stack, recorded: Recorded) -> None:
     """Push a recorded tile onto `stack`: by the compiled kernels where they are to be used on it (push_recorded),
     else by constriction with the same table rows (the same words)."""
