@@ -133,8 +133,8 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
                                fast=True, deflate=deflate, newest=newest)
 
     # The quick stream and the classical codings are made in threads of their own (the compiled coder and
-    # Pillow's encoders release the GIL) while torch loads and the model prices a sample of the tiles (the early
-    # exit: GATE_EVERY); the pool waits for both whatever happens.
+    # Pillow's encoders release the GIL) while the model prices a sample of the tiles (the early exit: GATE_EVERY;
+    # by numpy for a shipped model, else after torch loads); the pool waits for both whatever happens.
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="vaezip-quick") as worker:
         quick_later = worker.submit(quick_stream)
         classical_later = worker.submit(_screened_classical_codings, split, quick_later)
