@@ -773,8 +773,8 @@ def compiled() -> dict | None:
 
 # Below this many values (predictor tiles' subpixels) in a process the numpy coder is kept unless numba is loaded
 # already (the model's kernels load it): importing numba and loading the compiled kernels cost ~0.3 s, about 30
-# 32x32 colour predictor tiles' decoding. Counted in values, not calls: a tile of 128x128 (compress --fast's) is
-# 16 of those, and a decoder's run of predictor tiles counts whole (Stack.kernel_run_values).
+# 32x32 colour predictor tiles' decoding. Counted in values, not calls: a tile of 256x256 (compress --fast's) is
+# 64 of those, and a decoder's run of predictor tiles counts whole (Stack.kernel_run_values).
 COMPILE_AFTER_VALUES = 24 * 3 * 32 * 32
 _values_seen = 0
 

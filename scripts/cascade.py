@@ -6,6 +6,7 @@ alternatives; and the seconds each took.
 
     python scripts/cascade.py kodak                                   # --fast's tiles of 128
     python scripts/cascade.py photos-train --every 13 --tune          # how the cascade's numbers were chosen
+    python scripts/cascade.py kodak --sizes 128 256                   # format 13 in tiles of each size
 
 `--tune` searches the cascade's numbers by coordinate descent (each in turn 20 % up, else down, kept where the set
 costs less; then 10 %): codec/kernels.py's CASCADE_TUNING, predictive.CASCADE_STD_WEIGHTS (but the two the first
@@ -72,11 +73,23 @@ def tune(images, values: int, tile: int) -> None:
 
 def main() -> None:
     parser = set_parser(__doc__)
-    parser.set_defaults(tile=128)  # compress --fast's, and the quick stream's
+    # --fast's tiles until FAST_TILE became 256 (vaezip/archive.py), and those of every figure quoted from here
+    parser.set_defaults(tile=128)
+    parser.add_argument("--sizes", type=int, nargs="+",
+                        help="instead: format 13's bits in tiles of each of these sizes (archive.FAST_TILE's choice)")
     args = parser.parse_args()
     images, values = set_images(args)
-    print(f"{args.dataset}: {len(images)} images, {values} subpixels, tiles of {args.tile}", flush=True)
+    print(f"{args.dataset}: {len(images)} images, {values} subpixels, tiles of {args.sizes or args.tile}", flush=True)
     bits(images[:1], min(args.tile, 64), bitsback.PREDICTIVE_CASCADE)  # compiled before the clock starts
+    if args.sizes:
+        first = None
+        for size in args.sizes:
+            started = time.perf_counter()
+            total = bits(images, size, bitsback.PREDICTIVE_PARITY)
+            first = first or total
+            print(f"tiles of {size}: {total / values:.4f} bits per subpixel ({100 * (total / first - 1):+.3f} %), "
+                  f"{time.perf_counter() - started:.1f} s", flush=True)
+        return
     if args.tune:
         tune(images, values, args.tile)
         return

@@ -103,6 +103,9 @@ from conftest import make_tiny_weights  # noqa: E402
 from vaezip.api import compress_images, load_model  # noqa: E402
 
 GOLDEN = ROOT / "tests" / "data"
+# --fast's tile side (vaezip/archive.py FAST_TILE) when every `--fast` golden so far was written: their options
+# name it, so that they re-encode to their bytes whatever the default is now (256 since 2026-12-05)
+WRITTEN_FAST_TILE = 128
 
 
 def golden_image() -> Image.Image:
@@ -292,9 +295,9 @@ def predictor_files(version: int) -> dict[str, tuple[list[tuple[str, Image.Image
     if version >= 9:
         del files["model.vz"]
     if version == 10:
-        files["fast.vz"] = (golden, dict(classical=False, fast=True, tile=None, **version_option))
+        files["fast.vz"] = (golden, dict(classical=False, fast=True, tile=WRITTEN_FAST_TILE, **version_option))
         files["photo-fast.vz"] = ([("hopper.png", photo_crop())],
-                                  dict(classical=False, fast=True, tile=None, **version_option))
+                                  dict(classical=False, fast=True, tile=WRITTEN_FAST_TILE, **version_option))
     return files
 
 
@@ -312,7 +315,7 @@ def format11_files() -> dict[str, tuple[list[tuple[str, Image.Image]], dict]]:
     format 11 was the newest; format_version=11 gives the same files since format 12.)"""
     images = hopper_crops()
     return {"archive.vz": (images, dict(classical=False, predictor=False, tile=16, format_version=11)),
-            "archive-fast.vz": (images, dict(classical=False, fast=True, tile=None, format_version=11))}
+            "archive-fast.vz": (images, dict(classical=False, fast=True, tile=WRITTEN_FAST_TILE, format_version=11))}
 
 
 def format12_files(version: int = 12) -> dict[str, tuple[list[tuple[str, Image.Image]], dict]]:
@@ -323,7 +326,7 @@ def format12_files(version: int = 12) -> dict[str, tuple[list[tuple[str, Image.I
     the default options when format 12 was the newest; format_version=12 gives the same files since format 13.)"""
     golden = [("golden.png", golden_image())]
     chosen = {} if version == NEWEST else dict(format_version=version)
-    fast = dict(classical=False, fast=True, tile=None, **chosen)
+    fast = dict(classical=False, fast=True, tile=WRITTEN_FAST_TILE, **chosen)
     return {"predictor.vz": (golden, dict(classical=False, tile=16, **chosen)), "fast.vz": (golden, fast),
             "photo-fast.vz": ([("hopper.png", photo_crop())], fast), "archive-fast.vz": (hopper_crops(), fast)}
 

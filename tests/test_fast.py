@@ -125,8 +125,8 @@ def test_fast_cuts_larger_tiles_unless_told(tiny_weights):
     from vaezip.archive import DEFAULT_TILE, FAST_TILE
 
     model = load_model(tiny_weights[3])
-    pixels = smooth_rgb(130, 160, seed=4)
-    for tile, side, count in ((None, FAST_TILE, 4), (32, 32, 25)):
+    pixels = smooth_rgb(FAST_TILE + 2, FAST_TILE + 32, seed=4)
+    for tile, side, count in ((None, FAST_TILE, 4), (64, 64, 25)):
         result = compress_images([("image.png", Image.fromarray(pixels, "RGB"))], model, device="cpu",
                                  classical=False, fast=True, tile=tile)
         _, header, _ = read_versioned(result.data)

@@ -61,7 +61,7 @@ def compress_images(
     (format 4 or later, which readers of format 3 refuse).
     fast: run no network: every tile goes to the predictor (or raw bytes), and each image keeps the smaller of
     that stream and its classical codings (the quicker WebP: codec/classic.py FAST_WEBP_QUALITY); tiles of
-    FAST_TILE (128) unless `tile` says otherwise. Compress takes a fraction of the time, the file decodes without
+    FAST_TILE (256) unless `tile` says otherwise. Compress takes a fraction of the time, the file decodes without
     the model (and without torch), and on photographs it is about the default's size (Kodak: 0.003 % larger; the
     default keeps this stream where it is the smaller file), larger on thumbnails; the reports carry no model
     bound (nan)."""

@@ -46,9 +46,12 @@ if TYPE_CHECKING:
 
 GRID = LatentGrid()
 DEFAULT_TILE = 32  # pixels per tile side: the shipped models were trained on 32x32 crops and bound best there
-# compress --fast's: no model, and the predictor's larger tiles start from their context less often (Kodak's 24:
-# 3.1463 bpsp in tiles of 32, 3.1437 in 64, 3.1426 in 128, 3.1420 in 256; decoding 8.1, 7.6, 8.2 and 9.0 s).
-FAST_TILE = 128
+# compress --fast's and the default's quick stream: no model, and the predictor's larger tiles start from their
+# context less often. Format 9's tiles (Kodak's 24) gained little beyond 64: 3.1463 bpsp in tiles of 32, 3.1437 in
+# 64, 3.1426 in 128, 3.1420 in 256. The cascade's least-squares windows and statistics gain more from a larger
+# frame: format 13's 2.9109 in 128, 2.9068 in 256 (-0.14 %; every third image's -0.32 % in 64, -0.18 % in 512; the
+# decoder's limit, unpack.MAX_TILE, is 256), at the same speed (`python scripts/cascade.py kodak --sizes 128 256`).
+FAST_TILE = 256
 FLOAT_VERSION = 1  # .vz files coded by float inference (read only)
 __all__ = ["MAX_FILE_PIXELS", "combined_checksum", "decode_archive", "effective_tile", "encode_archive"]
 
