@@ -167,6 +167,37 @@ def test_weights_that_do_not_fit_or_a_file_not_the_manifests_are_refused(tmp_pat
         estimate.NumpyEstimator.from_file(copy, identity.sha256, identity.config)
 
 
+def test_a_file_numpy_does_not_hold_as_it_is_is_left_to_torch(tmp_path, monkeypatch):
+    """bfloat16 tensors (which torch's loader reads) or tensors that do not fit the config: no estimator, and the
+    early exit is priced by torch instead, the same file."""
+    import hashlib
+
+    from safetensors.torch import save_file
+
+    from vaezip import archive
+    from vaezip.coding import TorchLatentModel
+
+    identity = identify_model("photo2")
+    tensors = estimator_tensors(identity)
+    for name, changed in (("bf16", {k: torch.from_numpy(v).to(torch.bfloat16) for k, v in tensors.items()}),
+                          ("short", {k: torch.from_numpy(v) for k, v in tensors.items() if k != "decoder.initial"})):
+        path = tmp_path / f"{name}.safetensors"
+        save_file(changed, str(path))
+        sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+        assert estimate.NumpyEstimator.from_file(path, sha256, identity.config) is None, name
+
+    image = Image.open(SAMPLE).convert("RGB").crop((0, 0, 128, 96))
+    by_numpy = compress_images([("crop.png", image)])
+    priced = []
+    tile_bounds = TorchLatentModel.tile_bounds
+    monkeypatch.setattr(TorchLatentModel, "tile_bounds",
+                        lambda self, tiles, *a, **k: priced.append(len(tiles)) or tile_bounds(self, tiles, *a, **k))
+    monkeypatch.setattr(estimate.NumpyEstimator, "from_file", lambda *args: None)
+    by_torch = compress_images([("crop.png", image)])
+    assert priced and priced[0] == len(archive.gate_tiles(96, 128, 32))
+    assert by_torch.data == by_numpy.data
+
+
 def test_the_default_compress_of_a_photograph_imports_no_torch_where_the_early_exit_is_taken(tmp_path):
     """The sample photo goes to the predictor's stream by the numpy-priced sample: no torch in the process, and
     the report carries the sample's projected bound."""

@@ -49,8 +49,9 @@ DEFAULT_TILE = 32  # pixels per tile side: the shipped models were trained on 32
 # compress --fast's and the default's quick stream: no model, and the predictor's larger tiles start from their
 # context less often. Format 9's tiles (Kodak's 24) gained little beyond 64: 3.1463 bpsp in tiles of 32, 3.1437 in
 # 64, 3.1426 in 128, 3.1420 in 256. The cascade's least-squares windows and statistics gain more from a larger
-# frame: format 13's 2.9109 in 128, 2.9068 in 256 (-0.14 %; every third image's -0.32 % in 64, -0.18 % in 512; the
-# decoder's limit, unpack.MAX_TILE, is 256), at the same speed (`python scripts/cascade.py kodak --sizes 128 256`).
+# frame: format 13's files 2.9109 in 128, 2.9071 in 256, at the same speed (`python scripts/cascade.py kodak --sizes
+# 128 256`: -0.14 %; every third image's +0.32 % in 64 and -0.18 % in 512, beyond the decoder's limit of 256,
+# unpack.MAX_TILE).
 FAST_TILE = 256
 FLOAT_VERSION = 1  # .vz files coded by float inference (read only)
 __all__ = ["MAX_FILE_PIXELS", "combined_checksum", "decode_archive", "effective_tile", "encode_archive"]
@@ -496,7 +497,7 @@ def _price_sample(split: list[_Image], model, device: str) -> _Gate | None:
 
         if device in ("auto", "cpu") and unsupported(loaded.config) is None:
             estimator = NumpyEstimator.from_file(loaded.source, loaded.sha256, loaded.config)
-        else:
+        if estimator is None:
             loaded = load_model(loaded.name)
     channels, stride = loaded.config.image_channels, loaded.config.stride
     if any(item.planes.model_plane is not None and item.planes.model_channels != channels for item in split):

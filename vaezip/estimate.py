@@ -140,13 +140,15 @@ class NumpyEstimator:
             matrix = tensors[key].astype(np.float32).transpose(2, 3, 1, 0).reshape(kernel * kernel * inputs, outputs)
             self._convs[name] = (np.ascontiguousarray(matrix), tensors[f"{name}.bias"].astype(np.float32), kernel)
         head = tensors["decoder.head.weight"].astype(np.float32)  # C_in, P, f, f
-        self._head = (np.ascontiguousarray(head.reshape(head.shape[0], -1)), tensors["decoder.head.bias"].astype(np.float32))
+        self._head = (np.ascontiguousarray(head.reshape(head.shape[0], -1)),
+                      tensors["decoder.head.bias"].astype(np.float32))
         self._initial = tensors["decoder.initial"].astype(np.float32).reshape(-1)  # W_last
 
     @classmethod
-    def from_file(cls, path: str | Path, sha256: str, config: ModelConfig) -> NumpyEstimator:
+    def from_file(cls, path: str | Path, sha256: str, config: ModelConfig) -> NumpyEstimator | None:
         """The estimator of a weights file whose sha256 a manifest records (checked before anything is parsed;
-        safetensors executes no code)."""
+        safetensors executes no code), or None where numpy does not hold its tensors as they are (bfloat16, say,
+        which torch's loader reads; that loader also names whatever else is wrong with the file)."""
         from safetensors.numpy import load
 
         path = Path(path)
@@ -156,15 +158,18 @@ class NumpyEstimator:
             raise CheckpointError(f"cannot read {path.name}: {error.strerror or error}") from None
         actual = hashlib.sha256(data).hexdigest()
         if actual != sha256:
-            raise CheckpointError(f"{path.name}: sha256 {actual[:16]}... does not match the manifest's {sha256[:16]}...")
+            raise CheckpointError(
+                f"{path.name}: sha256 {actual[:16]}... does not match the manifest's {sha256[:16]}...")
         try:
             tensors = load(data)
-        except Exception as error:  # noqa: BLE001 - safetensors raises several types for a damaged file
-            raise CheckpointError(f"{path.name} is not a readable safetensors file ({error})") from None
+        except Exception:  # noqa: BLE001 - a dtype numpy lacks, or a damaged file: safetensors raises several types
+            return None
+        if not all(np.issubdtype(array.dtype, np.floating) for array in tensors.values()):
+            return None
         try:
             return cls(config, tensors)
-        except ValueError as error:
-            raise CheckpointError(f"{path.name}: {error}") from None
+        except ValueError:  # tensors that do not fit the config
+            return None
 
     # ------------------------------------------------------------------------------------------------ network
 
