@@ -288,7 +288,8 @@ class NumpyEstimator:
         interface: standard_normal) draws the posterior samples; by default one seeded with `seed`. `threads`:
         the BLAS threads of numpy's matrix products meanwhile (threadpoolctl; None: as they are)."""
         rng = np.random.default_rng(seed) if rng is None else rng
-        with _blas_threads(threads):
+        # silu's exp(-x) overflows to inf for a very negative x, where x / (1 + inf) is the right 0
+        with _blas_threads(threads), np.errstate(over="ignore"):
             return self._tile_bounds(tiles, rng)
 
     def _tile_bounds(self, tiles: Sequence, rng) -> list[float]:
