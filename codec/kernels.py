@@ -80,11 +80,20 @@ CASCADE_CONTEXTS = ADAPT_CHANNEL_CLASSES * ADAPT_LEVEL_GROUPS * 9 * 9  # 2,673, 
 # Kodak's every third image 0.66 % smaller, 23 of photos_train's training photographs (every 13th) 0.22 %, the
 # first 8 Wikimedia photographs 0.07 % larger (128x128 tiles; `python scripts/cascade.py SET`).
 PARITY_CONTEXTS = 4 * CASCADE_CONTEXTS
+# The wide cascade (predictive.WIDE, format 14): the cascade with parity whose blends weigh each predictor also by
+# its errors two columns to the left and two rows above (_neighbour_weight's `far`, _code_tile's `far_shares`):
+# the blend's seven by WIDE_FAR[0] of them, the least-squares prediction and the blend's by WIDE_FAR[1]. Those
+# values lie on the value's own place of the 2x2 grid, and widen the neighbourhood the weights are judged on. The
+# same statistics as the parity's. Chosen on 23 of photos_train's training photographs (every 13th), tiles of 256:
+# 0.27 % smaller there (0.35 to 0.7 each within 0.03 %), Kodak's every third image 0.26 %, every third Wikimedia
+# photograph 0.22 % (`python scripts/cascade.py SET --every 3 --tile 256`).
+WIDE_FAR = np.array([0.5, 0.5])
+NO_FAR = np.zeros(2)  # _code_tile's `far_shares` for the other distributions
 ADAPT_STATISTICS = ADAPT_CONTEXTS + CASCADE_CONTEXTS + PARITY_CONTEXTS  # predictive.AdaptiveState's rows
 CASCADE_APART = np.array([0.5, 2.0, 5.0, 12.0])
 CASCADE_TUNING = np.array([0.169, 0.9, 0.24, 0.3, 1.35, 0.625])
 NO_CASCADE = np.zeros(0)  # _code_tile's `cascade` for the other distributions (of the same type as CASCADE_TUNING)
-for _constant in (CASCADE_APART, CASCADE_TUNING):
+for _constant in (CASCADE_APART, CASCADE_TUNING, WIDE_FAR, NO_FAR):
     _constant.flags.writeable = False
 
 
@@ -231,11 +240,15 @@ LS_BLENDED = 2  # the extra errors a least-squares tile keeps: its least-squares
 BLEND_SUBS = 7  # the blend's own predictors (predictive.BLEND_PREDICTORS)
 
 
-def _neighbour_weight(errors, k, channel, at, around, diagonal, floor):
+def _neighbour_weight(errors, k, channel, at, around, diagonal, floor, far, width):
     """Predictor k's weight in a blend at (channel, at): 1 / (its errors at the left and above neighbours, those at
-    the above-left and above-right ones times `diagonal`, and `floor`)**2."""
+    the above-left and above-right ones times `diagonal`, and `floor`)**2; where `far` is above 0 (WIDE_FAR) and the
+    value lies two columns and rows from the frame's left and top, its errors two to the left and two above times
+    `far` join them. `width`: the frame's (raster order, whose values there are all coded before this one)."""
     spread = (errors[k, channel, around[0, at]] + errors[k, channel, around[1, at]]
               + diagonal * (errors[k, channel, around[2, at]] + errors[k, channel, around[3, at]]) + floor)
+    if far > 0.0 and at % width >= 2 and at // width >= 2:
+        spread = spread + far * (errors[k, channel, at - 2] + errors[k, channel, at - 2 * width])
     return 1.0 / (spread * spread)
 
 
@@ -420,7 +433,7 @@ def _borrowed(array):
 
 def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std_weights, gains, diagonal, floor,
                edges, cumulative, levels, bins, words, position, state, coded, encode, adaptive, tuning, cascade,
-               parity, moments, width):
+               parity, far_shares, moments, width):
     """Pop a blend tile into `frame` (C, M + 1), filling `errors` (K, C, M + 1) and `residuals` (C, M + 1) as
     predictive._blend_decoder does; or, with `encode`, take the values `frame` holds instead of popping them
     and record each one's table row and value in `coded` (2, P * C), in pop order, for _push. positions (P,):
@@ -435,7 +448,9 @@ def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std
     "adaptive contexts" at the top of this module), read and updated value by value in pop order; tuning:
     ADAPT_TUNING. cascade: CASCADE_TUNING for the cascade (its raster order, std terms and second stage, the
     second stage's statistics in `adaptive` after ADAPTIVE's; see "the cascade" above), or NO_CASCADE; parity:
-    the cascade's second stage reads the values' parity (PARITY_CONTEXTS, its statistics after the cascade's).
+    the cascade's second stage reads the values' parity (PARITY_CONTEXTS, its statistics after the cascade's);
+    far_shares (2,): WIDE_FAR for the cascade whose blends also read the errors two to the left and two above, else
+    NO_FAR.
     moments (LS_RING * width, sum of LS_MOMENTS over the channels; twice that for the cascade, its column sums
     after them: LS_RING's comment), or (0, 0) for none: LEAST_SQUARES's running sums of its last LS_RING rows
     (see "local least squares" above), zeros, and errors (BLEND_SUBS + LS_BLENDED, C, M + 1) with them; width:
@@ -448,6 +463,8 @@ def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std
         raise ValueError("moments too narrow for the least-squares sums asked for")
     if adaptive.shape[0] > 0 and adaptive.shape[0] < ADAPT_STATISTICS:
         raise ValueError("adaptive statistics with too few rows")
+    if far_shares.shape[0] < 2:
+        raise ValueError("far_shares needs the blend's share and the least-squares blend's")
     gram = np.empty((LS_FEATURES[2], LS_FEATURES[2]))
     window_sums = np.empty(LS_MOMENTS[2])
     features = np.empty(2 * LS_FEATURES[2] + 1)
@@ -463,13 +480,14 @@ def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std
     weight = np.empty(predictors)
     return _code_values(frame, errors, residuals, positions, fronts, sources, around, std_weights, gains, diagonal,
                         floor, edges, cumulative, levels, bins, words, position, state, coded, encode, adaptive,
-                        tuning, cascade, parity, moments, width, gram, window_sums, features, solved, subs, spatial,
-                        base, centre, weight)
+                        tuning, cascade, parity, far_shares, moments, width, gram, window_sums, features, solved, subs,
+                        spatial, base, centre, weight)
 
 
 def _code_values(frame, errors, residuals, positions, fronts, sources, around, std_weights, gains, diagonal, floor,
                  edges, cumulative, levels, bins, words, position, state, coded, encode, adaptive, tuning, cascade,
-                 parity, moments, width, gram, window_sums, features, solved, subs, spatial, base, centre, weight):
+                 parity, far_shares, moments, width, gram, window_sums, features, solved, subs, spatial, base, centre,
+                 weight):
     """_code_tile's work, with the scratch arrays it made (and holds meanwhile). Every array is borrowed first
     (_borrowed), so that the helpers called value by value take them without touching their reference counts."""
     frame, errors, residuals = _borrowed(frame), _borrowed(errors), _borrowed(residuals)
@@ -477,6 +495,7 @@ def _code_values(frame, errors, residuals, positions, fronts, sources, around, s
     std_weights, gains, edges = _borrowed(std_weights), _borrowed(gains), _borrowed(edges)
     cumulative, words, coded = _borrowed(cumulative), _borrowed(words), _borrowed(coded)
     adaptive, tuning, cascade, moments = _borrowed(adaptive), _borrowed(tuning), _borrowed(cascade), _borrowed(moments)
+    far_shares = _borrowed(far_shares)
     gram, window_sums, features = _borrowed(gram), _borrowed(window_sums), _borrowed(features)
     solved, subs, spatial, base = _borrowed(solved), _borrowed(subs), _borrowed(spatial), _borrowed(base)
     centre, weight = _borrowed(centre), _borrowed(weight)
@@ -511,7 +530,8 @@ def _code_values(frame, errors, residuals, positions, fronts, sources, around, s
                 subs[5, channel, j] = a
                 subs[6, channel, j] = b
                 for k in range(BLEND_SUBS):
-                    weight[k] = _neighbour_weight(errors, k, channel, at, around, diagonal, floor)
+                    weight[k] = _neighbour_weight(errors, k, channel, at, around, diagonal, floor, far_shares[0],
+                                                  width)
                 total = weight[0]
                 weighted = weight[0] * subs[0, channel, j]
                 for k in range(1, BLEND_SUBS):
@@ -548,9 +568,10 @@ def _code_values(frame, errors, residuals, positions, fronts, sources, around, s
                     subs[BLEND_SUBS, channel, j], subs[BLEND_SUBS + 1, channel, j] = ls_prediction, mean
                     for k in range(BLEND_SUBS, BLEND_SUBS + LS_BLENDED):
                         if cascading:
-                            weight[k] = _neighbour_weight(errors, k, channel, at, around, cascade[5], cascade[4])
+                            weight[k] = _neighbour_weight(errors, k, channel, at, around, cascade[5], cascade[4],
+                                                          far_shares[1], width)
                         else:
-                            weight[k] = _neighbour_weight(errors, k, channel, at, around, diagonal, floor)
+                            weight[k] = _neighbour_weight(errors, k, channel, at, around, diagonal, floor, 0.0, width)
                     mean = ((weight[BLEND_SUBS] * ls_prediction + weight[BLEND_SUBS + 1] * mean)
                             / (weight[BLEND_SUBS] + weight[BLEND_SUBS + 1]))
                 unrounded = min(max(mean, 0.0), 255.0)

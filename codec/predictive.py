@@ -36,9 +36,12 @@ std again by a second stage of context statistics, and codes with residual table
 "the cascade"): 1.2 % less than LEAST_SQUARES on Kodak's 128x128 tiles. PARITY (format 13) is CASCADE whose
 second stage's contexts also hold each value's place on the image's 2x2 grid (codec/kernels.py: PARITY_CONTEXTS):
 0.66 % less than CASCADE on every third Kodak image's tiles, 0.22 % on 23 of photos_train's training photographs.
+WIDE (format 14) is PARITY whose blends also judge each predictor by its errors two to the left and two above
+(codec/kernels.py: WIDE_FAR): 0.26 % less than PARITY on every third Kodak image's tiles of 256, 0.27 % on those
+23 photographs.
 
 Pixel (y, x) depends only on pixels of wavefront 2y' + x' < 2y + x, so the decoder pops a whole wavefront at
-a time (2h + w - 2 of them, channel by channel), not h x w pixels one by one (but CASCADE and PARITY, which
+a time (2h + w - 2 of them, channel by channel), not h x w pixels one by one (but CASCADE, PARITY and WIDE, which
 the compiled kernels pop pixel by pixel in raster order). Where numba is installed a BLEND or FITTED tile is coded
 instead by codec/kernels.py, pixel by pixel in one compiled call: the same bits. Encoder and decoder compute
 every number with the same elementwise float64 operations (+, -, *, /, abs, min, max, and the least-squares
@@ -83,11 +86,15 @@ LEAST_SQUARES = "blend-least-squares"
 CASCADE = "blend-cascade"
 # CASCADE with each value's column and row parity in its second stage's contexts, CASCADE's tables (format 13).
 PARITY = "blend-cascade-parity"
-CASCADES = (CASCADE, PARITY)  # raster order, the cascade's numbers and tables
+# PARITY whose blends also weigh each predictor by its errors two to the left and two above (codec/kernels.py:
+# WIDE_FAR), PARITY's statistics and CASCADE's tables (format 14).
+WIDE = "blend-cascade-wide"
+CASCADES = (CASCADE, PARITY, WIDE)  # raster order, the cascade's numbers and tables
+PARITIES = (PARITY, WIDE)  # whose second stage reads the values' parity (its statistics after the cascade's)
 # the distributions whose tiles carry AdaptiveState over the stream
-STATEFUL = (ADAPTIVE, LEAST_SQUARES, CASCADE, PARITY)
-LEAST_SQUARES_KINDS = (LEAST_SQUARES, CASCADE, PARITY)  # those that blend in the least-squares prediction
-DISTRIBUTIONS = (GAUSSIAN, LAPLACE, BLEND, FITTED, ADAPTIVE, LEAST_SQUARES, CASCADE, PARITY)
+STATEFUL = (ADAPTIVE, LEAST_SQUARES, CASCADE, PARITY, WIDE)
+LEAST_SQUARES_KINDS = (LEAST_SQUARES, CASCADE, PARITY, WIDE)  # those that blend in the least-squares prediction
+DISTRIBUTIONS = (GAUSSIAN, LAPLACE, BLEND, FITTED, ADAPTIVE, LEAST_SQUARES, CASCADE, PARITY, WIDE)
 _LEVELS = 256  # values 0..255
 
 
@@ -515,17 +522,17 @@ def _frame(tile: np.ndarray, context: Context) -> tuple[np.ndarray, int, int]:
 
 def _table_distribution(distribution: str) -> str:
     """The distribution whose tables (rows, edges, bins) `distribution` codes with: ADAPTIVE's and LEAST_SQUARES's
-    are FITTED's, CASCADE's its own, PARITY's CASCADE's."""
+    are FITTED's, CASCADE's its own, PARITY's and WIDE's CASCADE's."""
     if distribution in (ADAPTIVE, LEAST_SQUARES):
         return FITTED
-    return CASCADE if distribution == PARITY else distribution
+    return CASCADE if distribution in PARITIES else distribution
 
 
 class AdaptiveState:
     """The STATEFUL distributions' context statistics (kernels.ADAPT_STATISTICS, 4) float64, a context's four side
-    by side (ADAPTIVE's first, then CASCADE's second stage, then PARITY's): zeros at a stream's start, then updated
-    by each ADAPTIVE, LEAST_SQUARES, CASCADE or PARITY (STATEFUL) tile coded, in the decoder's
-    order. Encoder and decoder hold one each and must code the same tiles in the same order with it. A tile's
+    by side (ADAPTIVE's first, then CASCADE's second stage, then PARITY's, which WIDE shares): zeros at a stream's
+    start, then updated by each ADAPTIVE, LEAST_SQUARES, CASCADE, PARITY or WIDE (STATEFUL) tile coded, in the
+    decoder's order. Encoder and decoder hold one each and must code the same tiles in the same order with it. A tile's
     coding replaces `sums` with an updated array and never writes the one it read: a caller may keep that one to
     undo the tile."""
 
@@ -827,8 +834,8 @@ def _kernel_tile(forms: dict, values: np.ndarray, top: int, left: int, encode: b
         return forms["_code_tile"](
             frame_, errors, residuals, positions_, fronts_, sources, around, std_weights, _BLEND_GAINS, diagonal,
             floor, edges, cumulative, _LEVELS, bins, words, length, np.uint64(head), coded_, encode_, adaptive_,
-            kernels.ADAPT_TUNING, kernels.CASCADE_TUNING if cascade else kernels.NO_CASCADE, distribution == PARITY,
-            moments, width)
+            kernels.ADAPT_TUNING, kernels.CASCADE_TUNING if cascade else kernels.NO_CASCADE, distribution in PARITIES,
+            kernels.WIDE_FAR if distribution == WIDE else kernels.NO_FAR, moments, width)
 
     if len(known):
         # The context's errors and residuals (_blend_context's), its values taken as they are, in a frame whose

@@ -1,12 +1,13 @@
 """What format 12's cascade predictor tiles (codec/predictive.py: CASCADE) save against format 10's least-squares ones,
-and format 13's cascade with parity (PARITY) against those, by real coding: each image cut into tiles as compress cuts
-them, every tile priced as the encoder prices a stream whose tiles all go to the predictor
-(bitsback.price_without_model), the exact bits each tile pushes, so a `--fast` file's payload without the classical
-alternatives; and the seconds each took.
+format 13's cascade with parity (PARITY) and format 14's wide cascade (WIDE) against those, by real coding: each
+image cut into tiles as compress cuts them, every tile priced as the encoder prices a stream whose tiles all go to
+the predictor (bitsback.price_without_model), the exact bits each tile pushes, so a `--fast` file's payload without
+the classical alternatives; and the seconds each took.
 
-    python scripts/cascade.py kodak                                   # --fast's tiles of 128
+    python scripts/cascade.py kodak                                   # --fast's former tiles of 128
+    python scripts/cascade.py kodak --every 3 --tile 256              # how format 14's WIDE_FAR was judged
     python scripts/cascade.py photos-train --every 13 --tune          # how the cascade's numbers were chosen
-    python scripts/cascade.py kodak --sizes 128 256                   # format 13 in tiles of each size
+    python scripts/cascade.py kodak --sizes 128 256                   # format 14 in tiles of each size
 
 `--tune` searches the cascade's numbers by coordinate descent (each in turn 20 % up, else down, kept where the set
 costs less; then 10 %): codec/kernels.py's CASCADE_TUNING, predictive.CASCADE_STD_WEIGHTS (but the two the first
@@ -76,7 +77,7 @@ def main() -> None:
     # --fast's tiles until FAST_TILE became 256 (vaezip/archive.py), and those of every figure quoted from here
     parser.set_defaults(tile=128)
     parser.add_argument("--sizes", type=int, nargs="+",
-                        help="instead: format 13's bits in tiles of each of these sizes (archive.FAST_TILE's choice)")
+                        help="instead: format 14's bits in tiles of each of these sizes (archive.FAST_TILE's choice)")
     args = parser.parse_args()
     images, values = set_images(args)
     print(f"{args.dataset}: {len(images)} images, {values} subpixels, tiles of {args.sizes or args.tile}", flush=True)
@@ -85,7 +86,7 @@ def main() -> None:
         first = None
         for size in args.sizes:
             started = time.perf_counter()
-            total = bits(images, size, bitsback.PREDICTIVE_PARITY)
+            total = bits(images, size, bitsback.PREDICTIVE_WIDE)
             first = first or total
             print(f"tiles of {size}: {total / values:.4f} bits per subpixel ({100 * (total / first - 1):+.3f} %), "
                   f"{time.perf_counter() - started:.1f} s", flush=True)
@@ -95,7 +96,8 @@ def main() -> None:
         return
     for kind, label in ((bitsback.PREDICTIVE_LEAST_SQUARES, "format 10 (predictive-least-squares)"),
                         (bitsback.PREDICTIVE_CASCADE, "format 12 (predictive-cascade)"),
-                        (bitsback.PREDICTIVE_PARITY, "format 13 (predictive-parity)")):
+                        (bitsback.PREDICTIVE_PARITY, "format 13 (predictive-parity)"),
+                        (bitsback.PREDICTIVE_WIDE, "format 14 (predictive-wide)")):
         started = time.perf_counter()
         total = bits(images, args.tile, kind)
         print(f"{label}: {total / values:.4f} bits per subpixel, {time.perf_counter() - started:.1f} s", flush=True)

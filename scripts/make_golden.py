@@ -63,6 +63,10 @@ writes tests/data/format13/*.vz, the first files of format 13 (the cascade's til
 images and options, and a 23x21 crop as `--fast` codes it (odd-fast.vz), written today by default. Never
 regenerate them either.
 
+    python scripts/make_golden.py --format14 [--force]
+writes tests/data/format14/*.vz, the first files of format 14 (the wide cascade's tiles): --format13's images and
+options, `--fast`'s tiles of 256 named, written today by default. Never regenerate them either.
+
     python scripts/make_golden.py --binary [--force]
 writes tests/data/binary/model.vz, the first file of a model with binary latent groups (DVAE++; the seeded
 untrained tiny model with binary_groups = 2, "tiny-binary"): golden.png through the model only (format 5,
@@ -281,7 +285,7 @@ def make_format3_fixtures(force: bool) -> None:
 # The predictor kind of the files of tests/data/format5, format6, format8, format9 and format10 (predictor_files).
 PREDICTOR_KINDS = {5: "predictive-laplace", 6: "predictive-blend", 8: "predictive-fitted", 9: "predictive-adaptive",
                    10: "predictive-least-squares"}
-NEWEST = 13  # the format compress_images writes by default (format_version=None) where the predictor codes
+NEWEST = 14  # the format compress_images writes by default (format_version=None) where the predictor codes
 
 
 def predictor_files(version: int) -> dict[str, tuple[list[tuple[str, Image.Image]], dict]]:
@@ -318,33 +322,43 @@ def format11_files() -> dict[str, tuple[list[tuple[str, Image.Image]], dict]]:
             "archive-fast.vz": (images, dict(classical=False, fast=True, tile=WRITTEN_FAST_TILE, format_version=11))}
 
 
-def format12_files(version: int = 12) -> dict[str, tuple[list[tuple[str, Image.Image]], dict]]:
-    """tests/data/format12 (or format13, `version` 13): file name -> (the images it holds, compress_images's
-    options): golden.png through the tiny model with the predictor's choice (predictor.vz) and as `--fast` codes it
+def format12_files(version: int = 12, fast_tile: int = WRITTEN_FAST_TILE
+                   ) -> dict[str, tuple[list[tuple[str, Image.Image]], dict]]:
+    """tests/data/format12 (or format13 and 14, `version` 13 or 14): file name -> (the images it holds,
+    compress_images's options): golden.png through the tiny model with the predictor's choice (predictor.vz) and as `--fast` codes it
     (fast.vz), photo_crop as `--fast` codes it (photo-fast.vz: the cascade's windows, solves and both stages all
     take part) and hopper_crops the same way (archive-fast.vz); no classical coding. (Format 12's were written with
-    the default options when format 12 was the newest; format_version=12 gives the same files since format 13.)"""
+    the default options when format 12 was the newest; format_version=12 gives the same files since format 13.)
+    `fast_tile`: the --fast tile the files name (the default's when they were written)."""
     golden = [("golden.png", golden_image())]
     chosen = {} if version == NEWEST else dict(format_version=version)
-    fast = dict(classical=False, fast=True, tile=WRITTEN_FAST_TILE, **chosen)
+    fast = dict(classical=False, fast=True, tile=fast_tile, **chosen)
     return {"predictor.vz": (golden, dict(classical=False, tile=16, **chosen)), "fast.vz": (golden, fast),
             "photo-fast.vz": ([("hopper.png", photo_crop())], fast), "archive-fast.vz": (hopper_crops(), fast)}
 
 
-def format13_files() -> dict[str, tuple[list[tuple[str, Image.Image]], dict]]:
+def format13_files(version: int = 13, fast_tile: int = WRITTEN_FAST_TILE
+                   ) -> dict[str, tuple[list[tuple[str, Image.Image]], dict]]:
     """tests/data/format13: format12_files's images and options, written in format 13 (the cascade with parity),
     and a 23x21 corner of photo_crop as `--fast` codes it (odd-fast.vz: one tile of odd sides, its parity counted
-    from its last column and row)."""
-    files = format12_files(13)
+    from its last column and row). (Written with the default options when format 13 was the newest;
+    format_version=13 gives the same files since format 14.)"""
+    files = format12_files(version, fast_tile)
     files["odd-fast.vz"] = ([("odd.png", photo_crop().crop((0, 0, 23, 21)))], files["fast.vz"][1])
     return files
 
 
+def format14_files() -> dict[str, tuple[list[tuple[str, Image.Image]], dict]]:
+    """tests/data/format14: format13_files's images and options written in format 14 (the wide cascade), --fast's
+    tiles of 256."""
+    return format13_files(14, fast_tile=256)
+
+
 def make_deflated_fixtures(version: int, force: bool) -> None:
-    """tests/data/format11, format12 or format13."""
+    """tests/data/format11, format12, format13 or format14."""
     folder = GOLDEN / f"format{version}"
     folder.mkdir(parents=True, exist_ok=True)
-    files = {11: format11_files, 12: format12_files, 13: format13_files}[version]()
+    files = {11: format11_files, 12: format12_files, 13: format13_files, 14: format14_files}[version]()
     with tempfile.TemporaryDirectory() as scratch:
         weights = _tiny_models(Path(scratch))
         for file_name, (images, options) in files.items():
@@ -469,6 +483,7 @@ def main() -> None:
     action.add_argument("--format11", action="store_true", help="tests/data/format11/*.vz")
     action.add_argument("--format12", action="store_true", help="tests/data/format12/*.vz")
     action.add_argument("--format13", action="store_true", help="tests/data/format13/*.vz")
+    action.add_argument("--format14", action="store_true", help="tests/data/format14/*.vz")
     action.add_argument("--binary", action="store_true", help="tests/data/binary/model.vz")
     action.add_argument("--global", dest="global_", action="store_true", help="tests/data/global/model.vz")
     action.add_argument("--sizes", action="store_true", help="print issue 15's size table (writes nothing)")
@@ -489,8 +504,9 @@ def main() -> None:
         version = 8 if args.format8 else 9 if args.format9 else 10
         make_predictor_fixtures(version, args.force)
         make_format7_fixture(args.force, version)
-    elif args.format11 or args.format12 or args.format13:
-        make_deflated_fixtures(11 if args.format11 else 12 if args.format12 else 13, args.force)
+    elif args.format11 or args.format12 or args.format13 or args.format14:
+        make_deflated_fixtures(11 if args.format11 else 12 if args.format12 else 13 if args.format13 else 14,
+                               args.force)
     elif args.binary:
         make_latent_fixture("binary", binary_weights, args.force)
     elif args.global_:

@@ -1014,7 +1014,10 @@ def compress(
                                 "importance-weighted (Monte-Carlo) bits-back, paying the K-sample bound instead of "
                                 "the ELBO for K times the model's work each way (format 4 or later: vaezip before it "
                                 "cannot read such files)"),
-    format_version: Optional[int] = typer.Option(None, "--format", metavar="N", help="write format 12 (the "
+    format_version: Optional[int] = typer.Option(None, "--format", metavar="N", help="write format 13 (the "
+                                                 "cascade's predictor tiles with parity, their blends not "
+                                                 "reading the errors two away: readable by vaezip since format "
+                                                 "13), 12 (the "
                                                  "cascade's predictor tiles without parity: readable by vaezip "
                                                  "since format 12), 11 (the "
                                                  "predictor's tiles of format 10, not the cascade's: readable by "
@@ -1029,9 +1032,9 @@ def compress(
                                                  "6), 5 (the predictor's simpler Laplace tiles, since format 5), 3 "
                                                  "(readable by every vaezip since issue 15: the predictor's "
                                                  "tiles with Gaussian residuals) or 2 (JSON header, every image "
-                                                 "through the model); default (or 13): the oldest format that "
-                                                 "holds the file (13 where the cascade's predictor tiles with "
-                                                 "parity code a tile, 11 where the header deflated is the "
+                                                 "through the model); default (or 14): the oldest format that "
+                                                 "holds the file (14 where the wide cascade's predictor tiles "
+                                                 "code a tile, 11 where the header deflated is the "
                                                  "smaller, 9 where the "
                                                  "model's stream is kept with its adaptive predictor tiles, 7 "
                                                  "where only the order needs it)"),
@@ -1050,15 +1053,16 @@ def compress(
         if samples not in (1, *IMPORTANCE_SAMPLES):
             raise UsageFailure(f"--samples must be 1, {', '.join(map(str, IMPORTANCE_SAMPLES))}, not {samples}")
         from codec.container import (CASCADE_VERSION, DEFLATED_VERSION, LEAST_SQUARES_VERSION, OLDER_FORMATS,
-                                     PARITY_VERSION)
+                                     PARITY_VERSION, WIDE_VERSION)
 
-        if format_version not in (None, *OLDER_FORMATS, PARITY_VERSION):
-            known = f"{', '.join(map(str, OLDER_FORMATS))} or {PARITY_VERSION}"
+        if format_version not in (None, *OLDER_FORMATS, WIDE_VERSION):
+            known = f"{', '.join(map(str, OLDER_FORMATS))} or {WIDE_VERSION}"
             raise UsageFailure(f"--format must be {known} (without it: the oldest format that holds the file), "
                                f"not {format_version}")
-        if format_version == PARITY_VERSION:  # the newest: what compress writes without --format
+        if format_version == WIDE_VERSION:  # the newest: what compress writes without --format
             format_version = None
-        if format_version not in (None, LEAST_SQUARES_VERSION, DEFLATED_VERSION, CASCADE_VERSION) and samples != 1:
+        if (format_version not in (None, LEAST_SQUARES_VERSION, DEFLATED_VERSION, CASCADE_VERSION, PARITY_VERSION)
+                and samples != 1):
             raise UsageFailure(f"--samples {samples} writes format 4 or later: not with --format {format_version}")
         if fast and samples != 1:
             raise UsageFailure(f"--fast runs no network: not with --samples {samples}")

@@ -339,10 +339,10 @@ def adaptive_stream(forms, monkeypatch, pairs, distribution=predictive.ADAPTIVE)
 @compiled
 @pytest.mark.parametrize("distribution", predictive.STATEFUL)
 def test_adaptive_tiles_compiled_and_as_plain_python_are_the_same_bits(monkeypatch, distribution):
-    """The STATEFUL distributions (ADAPTIVE, LEAST_SQUARES, CASCADE, PARITY) have no numpy coder: the compiled
+    """The STATEFUL distributions (ADAPTIVE, LEAST_SQUARES, CASCADE, PARITY, WIDE) have no numpy coder: the compiled
     kernels and their plain Python forms (where numba is missing) must record the same rows, write the same words
     and learn the same statistics, and both decode; only the cascade's tiles touch its second stage's statistics,
-    and only those with parity the parity contexts' (after the cascade's)."""
+    and only those with parity (PARITY's and WIDE's) the parity contexts' (after the cascade's)."""
     pairs = list(tiles(np.random.default_rng(31)))[::7]  # every shape and channel count, smooth and noisy
     runs = [adaptive_stream(forms, monkeypatch, pairs, distribution)
             for forms in (kernels.compiled(), kernels.PLAIN_FORMS)]
@@ -353,7 +353,7 @@ def test_adaptive_tiles_compiled_and_as_plain_python_are_the_same_bits(monkeypat
         second_stage = np.count_nonzero(state.sums[kernels.ADAPT_CONTEXTS : parity_rows, 1])
         with_parity = np.count_nonzero(state.sums[parity_rows:, 1])
         assert (second_stage > 50) if distribution == predictive.CASCADE else second_stage == 0
-        assert (with_parity > 50) if distribution == predictive.PARITY else with_parity == 0
+        assert (with_parity > 50) if distribution in predictive.PARITIES else with_parity == 0
     (compiled_rows, compiled_words, _, compiled_state, _), (plain_rows, plain_words, _, plain_state, _) = runs
     assert all(np.array_equal(a.rows, b.rows) and np.array_equal(a.values, b.values)
                for a, b in zip(compiled_rows, plain_rows))
@@ -447,3 +447,12 @@ def test_the_least_squares_prediction_solves_the_ridge_normal_equations_of_its_w
             assert abs(solved[channel, y, 14] - error) < 1e-6 * max(1.0, error), (y, x, channel, error)
             checked += 1
     assert checked >= 9
+
+
+def test_the_coder_refuses_far_shares_it_cannot_read(monkeypatch):
+    """The compiled forms check no index: a `far_shares` of fewer than its two shares is refused before coding."""
+    monkeypatch.setattr(kernels, "always", lambda: kernels.PLAIN_FORMS)
+    monkeypatch.setattr(kernels, "WIDE_FAR", np.zeros(1))
+    with pytest.raises(ValueError, match="far_shares"):
+        predictive.record_adaptive(np.zeros((1, 3, 3), np.uint8), predictive.Context(), predictive.AdaptiveState(),
+                                   predictive.WIDE)
