@@ -32,10 +32,11 @@ are the model's initial bits. The header holds the order as runs
 (`order_runs`); the decoder rebuilds it (`order_from_runs`).
 
 Format 9's predictor tiles (PREDICTIVE_ADAPTIVE; format 10's PREDICTIVE_LEAST_SQUARES, 12's PREDICTIVE_CASCADE, 13's
-PREDICTIVE_PARITY and 14's PREDICTIVE_WIDE too) learn statistics of their values' contexts over the stream, in the
-order the decoder pops them: the reverse of the pushes. The encoder therefore records every such tile first, in that
-order, once the kinds and the order are fixed (encode_tiles), and pushes the recordings; a tile the encoder decides
-on while pushing (one that cannot pop at a stream's start) takes the stateless PREDICTIVE_FITTED instead.
+PREDICTIVE_PARITY, 14's PREDICTIVE_WIDE and 15's PREDICTIVE_STAGED too) learn statistics of their values' contexts
+over the stream, in the order the decoder pops them: the reverse of the pushes. The encoder therefore records every
+such tile first, in that order, once the kinds and the order are fixed (encode_tiles), and pushes the recordings; a
+tile the encoder decides on while pushing (one that cannot pop at a stream's start) takes the stateless
+PREDICTIVE_FITTED instead.
 
 How each kind of batch is pushed and popped (direct, bits-back, raw, whitened, predictive, predictive with
 neighbours) is declared once, in tilekinds.py; this module chooses the kinds and the batches, and replays them.
@@ -58,19 +59,20 @@ from codec.tiling import Tile, TileSpec
 # The tile kinds (each one's push and pop) live in tilekinds.py; their names and `whitening` stay importable here.
 from codec.tilekinds import (  # noqa: F401
     BITSBACK, DIRECT, PREDICTIVE, PREDICTIVE_ADAPTIVE, PREDICTIVE_BLEND, PREDICTIVE_CASCADE, PREDICTIVE_FITTED,
-    PREDICTIVE_LAPLACE, PREDICTIVE_LEAST_SQUARES, PREDICTIVE_NEIGHBOURS, PREDICTIVE_PARITY, PREDICTIVE_WIDE, RAW,
-    WHITENED, Stream,
+    PREDICTIVE_LAPLACE, PREDICTIVE_LEAST_SQUARES, PREDICTIVE_NEIGHBOURS, PREDICTIVE_PARITY, PREDICTIVE_STAGED,
+    PREDICTIVE_WIDE, RAW, WHITENED, Stream,
     raw_bits, whitening,
 )
 
 KINDS = tuple(kind.name for kind in tilekinds.KINDS)  # every kind's name, in tilekinds.KINDS's order
-# The predictor kinds the encoder may write, each with its residual model (codec/predictive.py): PREDICTIVE_WIDE
-# (format 14, the default), PREDICTIVE_PARITY (format 13), PREDICTIVE_CASCADE (format 12), PREDICTIVE_LEAST_SQUARES
-# (formats 10 and 11), PREDICTIVE_ADAPTIVE (format 9), PREDICTIVE_FITTED (format 8), PREDICTIVE_BLEND (formats 6 and
-# 7), PREDICTIVE_LAPLACE (format 5) and PREDICTIVE_NEIGHBOURS (what files of formats 1 to 4 hold).
+# The predictor kinds the encoder may write, each with its residual model (codec/predictive.py): PREDICTIVE_STAGED
+# (format 15, the default), PREDICTIVE_WIDE (format 14), PREDICTIVE_PARITY (format 13), PREDICTIVE_CASCADE (format
+# 12), PREDICTIVE_LEAST_SQUARES (formats 10 and 11), PREDICTIVE_ADAPTIVE (format 9), PREDICTIVE_FITTED (format 8),
+# PREDICTIVE_BLEND (formats 6 and 7), PREDICTIVE_LAPLACE (format 5) and PREDICTIVE_NEIGHBOURS (what files of formats
+# 1 to 4 hold).
 PREDICTORS = {kind: tilekinds.RESIDUALS[kind] for kind in (
-    PREDICTIVE_WIDE, PREDICTIVE_PARITY, PREDICTIVE_CASCADE, PREDICTIVE_LEAST_SQUARES, PREDICTIVE_ADAPTIVE,
-    PREDICTIVE_FITTED, PREDICTIVE_BLEND, PREDICTIVE_LAPLACE, PREDICTIVE_NEIGHBOURS)}
+    PREDICTIVE_STAGED, PREDICTIVE_WIDE, PREDICTIVE_PARITY, PREDICTIVE_CASCADE, PREDICTIVE_LEAST_SQUARES,
+    PREDICTIVE_ADAPTIVE, PREDICTIVE_FITTED, PREDICTIVE_BLEND, PREDICTIVE_LAPLACE, PREDICTIVE_NEIGHBOURS)}
 # The predictor kinds whose statistics run over the stream (predictive.STATEFUL): every such tile is recorded before
 # any push (see the module's doc).
 STATEFUL = frozenset(kind for kind, residuals in PREDICTORS.items() if residuals in predictive.STATEFUL)
@@ -79,7 +81,7 @@ STATEFUL = frozenset(kind for kind, residuals in PREDICTORS.items() if residuals
 STATELESS = {kind: PREDICTIVE_FITTED for kind in STATEFUL}
 
 
-def without_bits(predictor: str = PREDICTIVE_WIDE) -> tuple[str, ...]:
+def without_bits(predictor: str = PREDICTIVE_STAGED) -> tuple[str, ...]:
     """What a tile that cannot pop is coded as: the cheapest, the first of these on a tie (the order is part of
     what the encoder writes)."""
     if predictor not in PREDICTORS:
@@ -177,7 +179,7 @@ def encode(
     on_batch: ProgressFn | None = None,
     model_bits: Sequence[float] | None = None,
     bitsback_kind: str = BITSBACK,
-    predictor: str = PREDICTIVE_WIDE,
+    predictor: str = PREDICTIVE_STAGED,
     model_last_order: bool = False,
 ) -> EncodeResult:
     """Code `tiles` (raster order) onto an empty stack; `model_last_order` (with model_bits): in the stream order
@@ -221,7 +223,7 @@ def encode_tiles(
     on_batch: ProgressFn | None = None,
     model_bits: Sequence[float] | None = None,
     bitsback_kind: str = BITSBACK,
-    predictor: str = PREDICTIVE_WIDE,
+    predictor: str = PREDICTIVE_STAGED,
     priced: Sequence[tuple[str, float]] | None = None,
     order: Sequence[int] | None = None,
 ) -> tuple[Schedule, list[TileStats]]:
@@ -231,8 +233,8 @@ def encode_tiles(
     (tilekinds.importance_kind(K): K network passes per tile for the K-sample bound), with single-tile
     BITSBACK batches where the stack holds too few bits for it (a stream's start).
 
-    predictor: the predictor kind of the tiles coded without the model (PREDICTORS: PREDICTIVE_WIDE;
-    PREDICTIVE_PARITY for a file of format 13, PREDICTIVE_CASCADE for one of format 12, PREDICTIVE_LEAST_SQUARES for
+    predictor: the predictor kind of the tiles coded without the model (PREDICTORS: PREDICTIVE_STAGED;
+    PREDICTIVE_WIDE for a file of format 14, PREDICTIVE_PARITY for one of format 13, PREDICTIVE_CASCADE for one of format 12, PREDICTIVE_LEAST_SQUARES for
     one of format 10 or 11, PREDICTIVE_ADAPTIVE for one of format 9, PREDICTIVE_FITTED for one of format 8,
     PREDICTIVE_BLEND for one of format 6 or 7, PREDICTIVE_LAPLACE for one of format 5, PREDICTIVE_NEIGHBOURS for one
     of formats 1 to 4).
@@ -470,7 +472,7 @@ class Price(tuple):
         return price
 
 
-def price_without_model(tiles: Sequence[Tile], predictor: str = PREDICTIVE_WIDE,
+def price_without_model(tiles: Sequence[Tile], predictor: str = PREDICTIVE_STAGED,
                         record_below: Sequence[float] | None = None, record_bytes: int = RECORD_BYTES) -> list[Price]:
     """Per tile of a stream (a whole image's tiles at least: the predictor reads each tile's neighbours below
     and to the right) the cheaper of `predictor` and WHITENED, and its exact cost in bits: what a tile coded
@@ -547,7 +549,7 @@ def _chain_holds(priced: Sequence | None, tiles: Sequence[Tile], adaptive: Seque
 
 
 def cheaper_without_model(
-    tiles: Sequence[Tile], model_bits: Sequence[float], predictor: str = PREDICTIVE_WIDE,
+    tiles: Sequence[Tile], model_bits: Sequence[float], predictor: str = PREDICTIVE_STAGED,
     priced: Sequence[tuple[str, float]] | None = None,
 ) -> list[str | None]:
     """Per tile `predictor` or WHITENED where that kind's exact cost is below `model_bits`, else None."""

@@ -38,10 +38,13 @@ second stage's contexts also hold each value's place on the image's 2x2 grid (co
 0.66 % less than CASCADE on every third Kodak image's tiles, 0.22 % on 23 of photos_train's training photographs.
 WIDE (format 14) is PARITY whose blends also judge each predictor by its errors two to the left and two above
 (codec/kernels.py: WIDE_FAR): 0.26 % less than PARITY on every third Kodak image's tiles of 256, 0.27 % on those
-23 photographs.
+23 photographs. STAGED (format 15) is WIDE whose std also reads the residuals two to the left and two above and
+whose contexts adapt in a third stage, keyed on the signed residuals left of and above each value
+(codec/kernels.py: "the staged cascade"): 0.23 % less than WIDE on every third Kodak image's tiles of 256, 0.42 %
+on those 23 photographs.
 
 Pixel (y, x) depends only on pixels of wavefront 2y' + x' < 2y + x, so the decoder pops a whole wavefront at
-a time (2h + w - 2 of them, channel by channel), not h x w pixels one by one (but CASCADE, PARITY and WIDE, which
+a time (2h + w - 2 of them, channel by channel), not h x w pixels one by one (but the CASCADES, which
 the compiled kernels pop pixel by pixel in raster order). Where numba is installed a BLEND or FITTED tile is coded
 instead by codec/kernels.py, pixel by pixel in one compiled call: the same bits. Encoder and decoder compute
 every number with the same elementwise float64 operations (+, -, *, /, abs, min, max, and the least-squares
@@ -89,12 +92,16 @@ PARITY = "blend-cascade-parity"
 # PARITY whose blends also weigh each predictor by its errors two to the left and two above (codec/kernels.py:
 # WIDE_FAR), PARITY's statistics and CASCADE's tables (format 14).
 WIDE = "blend-cascade-wide"
-CASCADES = (CASCADE, PARITY, WIDE)  # raster order, the cascade's numbers and tables
-PARITIES = (PARITY, WIDE)  # whose second stage reads the values' parity (its statistics after the cascade's)
+# WIDE whose std also reads the residuals two to the left and two above, with a third stage of context statistics
+# keyed on the signed residuals left and above (codec/kernels.py: "the staged cascade"): WIDE's numbers and CASCADE's
+# tables (format 15).
+STAGED = "blend-cascade-staged"
+CASCADES = (CASCADE, PARITY, WIDE, STAGED)  # raster order, a cascade's numbers and CASCADE's tables
+PARITIES = (PARITY, WIDE, STAGED)  # whose second stage reads the values' parity (its statistics after the cascade's)
 # the distributions whose tiles carry AdaptiveState over the stream
-STATEFUL = (ADAPTIVE, LEAST_SQUARES, CASCADE, PARITY, WIDE)
-LEAST_SQUARES_KINDS = (LEAST_SQUARES, CASCADE, PARITY, WIDE)  # those that blend in the least-squares prediction
-DISTRIBUTIONS = (GAUSSIAN, LAPLACE, BLEND, FITTED, ADAPTIVE, LEAST_SQUARES, CASCADE, PARITY, WIDE)
+STATEFUL = (ADAPTIVE, LEAST_SQUARES, CASCADE, PARITY, WIDE, STAGED)
+LEAST_SQUARES_KINDS = (LEAST_SQUARES, CASCADE, PARITY, WIDE, STAGED)  # those that blend in the least-squares prediction
+DISTRIBUTIONS = (GAUSSIAN, LAPLACE, BLEND, FITTED, ADAPTIVE, LEAST_SQUARES, CASCADE, PARITY, WIDE, STAGED)
 _LEVELS = 256  # values 0..255
 
 
@@ -522,7 +529,7 @@ def _frame(tile: np.ndarray, context: Context) -> tuple[np.ndarray, int, int]:
 
 def _table_distribution(distribution: str) -> str:
     """The distribution whose tables (rows, edges, bins) `distribution` codes with: ADAPTIVE's and LEAST_SQUARES's
-    are FITTED's, CASCADE's its own, PARITY's and WIDE's CASCADE's."""
+    are FITTED's, CASCADE's its own, PARITY's, WIDE's and STAGED's CASCADE's."""
     if distribution in (ADAPTIVE, LEAST_SQUARES):
         return FITTED
     return CASCADE if distribution in PARITIES else distribution
@@ -530,11 +537,11 @@ def _table_distribution(distribution: str) -> str:
 
 class AdaptiveState:
     """The STATEFUL distributions' context statistics (kernels.ADAPT_STATISTICS, 4) float64, a context's four side
-    by side (ADAPTIVE's first, then CASCADE's second stage, then PARITY's, which WIDE shares): zeros at a stream's
-    start, then updated by each ADAPTIVE, LEAST_SQUARES, CASCADE, PARITY or WIDE (STATEFUL) tile coded, in the
-    decoder's order. Encoder and decoder hold one each and must code the same tiles in the same order with it. A tile's
-    coding replaces `sums` with an updated array and never writes the one it read: a caller may keep that one to
-    undo the tile."""
+    by side (ADAPTIVE's first, then CASCADE's second stage, then PARITY's, which WIDE and STAGED share, then STAGED's
+    third stage): zeros at a stream's start, then updated by each STATEFUL tile coded, in the decoder's order.
+    Encoder and decoder hold one each and must code the same tiles in the same order with it. A tile's coding
+    replaces `sums` with an updated array and never writes the one it read: a caller may keep that one to undo
+    the tile."""
 
     def __init__(self, sums: np.ndarray | None = None):
         self.sums = np.zeros((kernels.ADAPT_STATISTICS, 4)) if sums is None else sums
@@ -818,7 +825,7 @@ def _kernel_tile(forms: dict, values: np.ndarray, top: int, left: int, encode: b
     least_squares = distribution in LEAST_SQUARES_KINDS
     cascade = distribution in CASCADES
     extra = kernels.LS_BLENDED if least_squares else 0
-    frame, errors, residuals = _blend_frames(values, BLEND_PREDICTORS + extra)
+    frame, errors, residuals = _blend_frames(values, BLEND_PREDICTORS + extra, signed=distribution == STAGED)
     moments = _zeroed_moments(kernels.LS_RING * width, channels, cascade) if least_squares else kernels.NO_MOMENTS
     positions, fronts = (_raster_pop_order if cascade else _blend_pop_order)(height, width, top, left)
     known, known_fronts = _context_order(height, width, top, left)
@@ -835,7 +842,8 @@ def _kernel_tile(forms: dict, values: np.ndarray, top: int, left: int, encode: b
             frame_, errors, residuals, positions_, fronts_, sources, around, std_weights, _BLEND_GAINS, diagonal,
             floor, edges, cumulative, _LEVELS, bins, words, length, np.uint64(head), coded_, encode_, adaptive_,
             kernels.ADAPT_TUNING, kernels.CASCADE_TUNING if cascade else kernels.NO_CASCADE, distribution in PARITIES,
-            kernels.WIDE_FAR if distribution == WIDE else kernels.NO_FAR, moments, width)
+            kernels.WIDE_FAR if distribution in (WIDE, STAGED) else kernels.NO_FAR,
+            kernels.STAGED_TUNING if distribution == STAGED else kernels.NO_STAGES, moments, width)
 
     if len(known):
         # The context's errors and residuals (_blend_context's), its values taken as they are, in a frame whose
@@ -950,13 +958,14 @@ def _context_mask(height: int, width: int, top: int, left: int) -> np.ndarray:
     return known.reshape(-1)
 
 
-def _blend_frames(values: np.ndarray,
-                  predictors: int = BLEND_PREDICTORS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _blend_frames(values: np.ndarray, predictors: int = BLEND_PREDICTORS,
+                  signed: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The frame (C, H, W) flattened with one more cell, NEUTRAL, that missing neighbours read: (C, H * W + 1);
-    and zeroed errors (K, C, H * W + 1) and residuals (C, H * W + 1), whose extra cell (0) missing neighbours read."""
+    and zeroed errors (K, C, H * W + 1) and residuals (C, H * W + 1), whose extra cell (0) missing neighbours read;
+    with `signed` (STAGED's) residuals (2C, H * W + 1), the signed ones after them."""
     channels = values.shape[0]
     frame = np.concatenate([values.reshape(channels, -1), np.full((channels, 1), NEUTRAL)], axis=1)
-    return frame, np.zeros((predictors, *frame.shape)), np.zeros_like(frame)
+    return frame, np.zeros((predictors, *frame.shape)), np.zeros(((2 if signed else 1) * channels, frame.shape[1]))
 
 
 @functools.lru_cache(maxsize=64)

@@ -56,9 +56,9 @@ class Stream:
     replays: Mapping[int, predictive.Recorded] = field(default_factory=dict)
     # Where a pricing pass keeps the predictor's pushes (by raster index), or None: none kept.
     recordings: dict[int, predictive.Recorded] | None = None
-    # The stateful predictor kinds' context statistics (PREDICTIVE_ADAPTIVE, _LEAST_SQUARES, _CASCADE, _PARITY and
-    # _WIDE): a decoder's, updated by each such tile it pops (the encoder records its tiles in that order first, on a
-    # stream of their own: bitsback.encode_tiles).
+    # The stateful predictor kinds' context statistics (PREDICTIVE_ADAPTIVE, _LEAST_SQUARES, _CASCADE, _PARITY,
+    # _WIDE and _STAGED): a decoder's, updated by each such tile it pops (the encoder records its tiles in that order
+    # first, on a stream of their own: bitsback.encode_tiles).
     adaptive: predictive.AdaptiveState = field(default_factory=predictive.AdaptiveState)
 
 
@@ -498,9 +498,9 @@ def _push_neighbours(distribution: str) -> PushFn:
 
 def _push_stateful(distribution: str) -> PushFn:
     def push(stack: Stack, tiles: Sequence[Tile], start: int, stream: Stream) -> np.ndarray:
-        """A stateful predictor tile (PREDICTIVE_ADAPTIVE, _LEAST_SQUARES, _CASCADE, _PARITY or _WIDE): what was
-        recorded for it (record_adaptive) pushed. Its statistics run in the decoder's order, the reverse
-        of the pushes, so every such tile of a stream is recorded first, in that order
+        """A stateful predictor tile (PREDICTIVE_ADAPTIVE, _LEAST_SQUARES, _CASCADE, _PARITY, _WIDE or
+        _STAGED): what was recorded for it (record_adaptive) pushed. Its statistics run in the decoder's order,
+        the reverse of the pushes, so every such tile of a stream is recorded first, in that order
         (bitsback.encode_tiles), and pushed from its recording here. Its exact bits (1,)."""
         _one_tile(tiles, f"predictive ({distribution})")
         replay = stream.replays.get(start)
@@ -515,9 +515,9 @@ def _push_stateful(distribution: str) -> PushFn:
 
 
 def record_adaptive(tile: Tile, index: int, stream: Stream, kind: str) -> predictive.Recorded:
-    """What `kind` (PREDICTIVE_ADAPTIVE, _LEAST_SQUARES, _CASCADE, _PARITY or _WIDE) pushes for raster tile `index` of
-    `stream` after the stateful tiles the decoder pops before it (their statistics: stream.adaptive, updated by
-    this one), turned and with its context as _push_neighbours codes it."""
+    """What `kind` (PREDICTIVE_ADAPTIVE, _LEAST_SQUARES, _CASCADE, _PARITY, _WIDE or _STAGED) pushes for raster tile
+    `index` of `stream` after the stateful tiles the decoder pops before it (their statistics: stream.adaptive,
+    updated by this one), turned and with its context as _push_neighbours codes it."""
     context = _context(index, tile.valid, tile.neighbours, stream.total, stream.pixels_of)
     return predictive.record_adaptive(np.ascontiguousarray(tile.valid_pixels[:, ::-1, ::-1]), context,
                                       stream.adaptive, RESIDUALS[kind])
@@ -604,24 +604,27 @@ PREDICTIVE_PARITY = "predictive-parity"
 # The same whose blends also weigh each predictor by its errors two to the left and two above (predictive.WIDE):
 # what the encoder writes instead (format 14).
 PREDICTIVE_WIDE = "predictive-wide"
+# The same whose std also reads the residuals two to the left and two above, with a third stage of context statistics
+# (predictive.STAGED): what the encoder writes instead (format 15).
+PREDICTIVE_STAGED = "predictive-staged"
 # The residual distribution (predictive.py's residual model) of each predictor kind with neighbours.
 RESIDUALS = {PREDICTIVE_NEIGHBOURS: predictive.GAUSSIAN, PREDICTIVE_LAPLACE: predictive.LAPLACE,
              PREDICTIVE_BLEND: predictive.BLEND, PREDICTIVE_FITTED: predictive.FITTED,
              PREDICTIVE_ADAPTIVE: predictive.ADAPTIVE, PREDICTIVE_LEAST_SQUARES: predictive.LEAST_SQUARES,
              PREDICTIVE_CASCADE: predictive.CASCADE, PREDICTIVE_PARITY: predictive.PARITY,
-             PREDICTIVE_WIDE: predictive.WIDE}
+             PREDICTIVE_WIDE: predictive.WIDE, PREDICTIVE_STAGED: predictive.STAGED}
 
 # In the order of docs/FORMAT.md's table. RAW and PREDICTIVE were last written before format 2 existed.
 KINDS: tuple[TileKind, ...] = (
     TileKind(
         DIRECT, "d", "every latent at its prior mean (nothing popped), the valid pixels pushed through the model",
-        formats=tuple(range(1, 15)), written=True, single=False, uses_model=True, needs_bits=False,
+        formats=tuple(range(1, 16)), written=True, single=False, uses_model=True, needs_bits=False,
         push=_push_direct, pop=_pop_direct,
     ),
     TileKind(
         BITSBACK, "b", "bits-back: the latents popped with the posterior, the valid pixels pushed through the "
         "model, the latents pushed with the prior",
-        formats=tuple(range(1, 15)), written=True, single=False, uses_model=True, needs_bits=True,
+        formats=tuple(range(1, 16)), written=True, single=False, uses_model=True, needs_bits=True,
         push=_push_bitsback, pop=_pop_bitsback,
     ),
     TileKind(
@@ -631,7 +634,7 @@ KINDS: tuple[TileKind, ...] = (
     ),
     TileKind(
         WHITENED, "w", "the valid pixels at 8 bits each, whitened: value i pushed as (v + whitening(t, i)) mod 256",
-        formats=tuple(range(1, 15)), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=tuple(range(1, 16)), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_whitened, pop=_pop_whitened,
     ),
     TileKind(
@@ -642,38 +645,38 @@ KINDS: tuple[TileKind, ...] = (
     TileKind(
         PREDICTIVE_NEIGHBOURS, "q", "the valid pixels through the local predictor, turned by 180 degrees, with "
         "the tiles below and to the right as context",
-        formats=tuple(range(1, 15)), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=tuple(range(1, 16)), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_neighbours(RESIDUALS[PREDICTIVE_NEIGHBOURS]), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_NEIGHBOURS]),
     ),
     TileKind(
         PREDICTIVE_LAPLACE, "e", "as q, each value's residual coded with a Laplace of the same mean and variance "
         "(its std rounded to a level) instead of a Gaussian",
-        formats=(5, 6, 7, 8, 9, 10, 11, 12, 13, 14), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=(5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_neighbours(RESIDUALS[PREDICTIVE_LAPLACE]), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_LAPLACE]),
     ),
     TileKind(
         PREDICTIVE_BLEND, "f", "as q, each value predicted by a blend of predictors weighted by their errors "
         "around it, its residual coded with a Laplace of a fitted std (codec/predictive.py: BLEND)",
-        formats=(6, 7, 8, 9, 10, 11, 12, 13, 14), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=(6, 7, 8, 9, 10, 11, 12, 13, 14, 15), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_neighbours(RESIDUALS[PREDICTIVE_BLEND]), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_BLEND]),
     ),
     TileKind(
         PREDICTIVE_FITTED, "g", "as f, each residual coded with a table fitted on photographs, chosen by its std "
         "and by the quarter its mean falls in between integers (codec/predictive.py: FITTED)",
-        formats=(8, 9, 10, 11, 12, 13, 14), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=(8, 9, 10, 11, 12, 13, 14, 15), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_neighbours(RESIDUALS[PREDICTIVE_FITTED]), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_FITTED]),
     ),
     TileKind(
         PREDICTIVE_ADAPTIVE, "h", "as g, each value's mean and std corrected by the statistics of its context over "
         "the values of the stream's h tiles decoded before it (codec/predictive.py: ADAPTIVE)",
-        formats=(9, 10, 11, 12, 13, 14), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=(9, 10, 11, 12, 13, 14, 15), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_stateful(predictive.ADAPTIVE), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_ADAPTIVE]),
     ),
     TileKind(
         PREDICTIVE_LEAST_SQUARES, "m", "as h, each value's mean blended again with a local least-squares prediction "
         "from the values around it decoded before it, by their errors on its neighbours; the same statistics as "
         "h's (codec/predictive.py: LEAST_SQUARES)",
-        formats=(10, 11, 12, 13, 14), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=(10, 11, 12, 13, 14, 15), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_stateful(predictive.LEAST_SQUARES), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_LEAST_SQUARES]),
     ),
     TileKind(
@@ -681,25 +684,32 @@ KINDS: tuple[TileKind, ...] = (
         "fit's error over its window and by how far the two predictions lie apart, its mean and std corrected "
         "again by a second stage of context statistics, its residuals coded with tables of its own "
         "(codec/predictive.py: CASCADE)",
-        formats=(12, 13, 14), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=(12, 13, 14, 15), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_stateful(predictive.CASCADE), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_CASCADE]),
     ),
     TileKind(
         PREDICTIVE_PARITY, "o", "as n, its second stage's contexts also holding each value's column and row parity "
         "(codec/predictive.py: PARITY)",
-        formats=(13, 14), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=(13, 14, 15), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_stateful(predictive.PARITY), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_PARITY]),
     ),
     TileKind(
         PREDICTIVE_WIDE, "s", "as o, each predictor's blend weight also reading its errors two columns to the left and "
         "two rows above; the same statistics as o's (codec/predictive.py: WIDE)",
-        formats=(14,), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=(14, 15), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_stateful(predictive.WIDE), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_WIDE]),
+    ),
+    TileKind(
+        PREDICTIVE_STAGED, "t", "as s, each value's std also grown by the residuals two columns to the left and two "
+        "rows above, its mean and std corrected again by a third stage of context statistics, keyed on the signed "
+        "residuals left of and above it (codec/predictive.py: STAGED)",
+        formats=(15,), written=True, single=True, uses_model=False, needs_bits=False,
+        push=_push_stateful(predictive.STAGED), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_STAGED]),
     ),
     *(TileKind(
         importance_kind(samples), code, f"importance-weighted (Monte-Carlo) bits-back with {samples} posterior samples "
         "per tile: one chosen in proportion to its weight p(x, z) / q(z given x), the others pushed back",
-        formats=(4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14), written=True, single=False, uses_model=True, needs_bits=True,
+        formats=tuple(range(4, 16)), written=True, single=False, uses_model=True, needs_bits=True,
         push=_push_importance(samples), pop=_pop_importance(samples), samples=samples,
     ) for samples, code in zip(SAMPLE_COUNTS, "ijkl")),
 )

@@ -1,19 +1,22 @@
 """What format 12's cascade predictor tiles (codec/predictive.py: CASCADE) save against format 10's least-squares ones,
-format 13's cascade with parity (PARITY) and format 14's wide cascade (WIDE) against those, by real coding: each
-image cut into tiles as compress cuts them, every tile priced as the encoder prices a stream whose tiles all go to
-the predictor (bitsback.price_without_model), the exact bits each tile pushes, so a `--fast` file's payload without
-the classical alternatives; and the seconds each took.
+format 13's cascade with parity (PARITY), format 14's wide cascade (WIDE) and format 15's staged cascade (STAGED)
+against those, by real coding: each image cut into tiles as compress cuts them, every tile priced as the encoder
+prices a stream whose tiles all go to the predictor (bitsback.price_without_model), the exact bits each tile pushes,
+so a `--fast` file's payload without the classical alternatives; and the seconds each took.
 
     python scripts/cascade.py kodak                                   # --fast's former tiles of 128
     python scripts/cascade.py kodak --every 3 --tile 256              # how format 14's WIDE_FAR was judged
     python scripts/cascade.py photos-train --every 13 --tune          # how the cascade's numbers were chosen
-    python scripts/cascade.py kodak --sizes 128 256                   # format 14 in tiles of each size
+    python scripts/cascade.py kodak --sizes 128 256                   # format 15 in tiles of each size
+    python scripts/cascade.py photos-train --every 13 --tile 256 --stages   # how format 15's numbers were chosen
 
 `--tune` searches the cascade's numbers by coordinate descent (each in turn 20 % up, else down, kept where the set
 costs less; then 10 %): codec/kernels.py's CASCADE_TUNING, predictive.CASCADE_STD_WEIGHTS (but the two the first
 channel never reads) and the blend's CASCADE_ERROR_DIAGONAL and _FLOOR, starting from the shipped ones, and prints
 each step. Its residual tables stay the shipped ones meanwhile (scripts/fit_residual_tables.py --cascade fits them
-again for the numbers chosen). `--every K` takes every K-th image of the set (after `--limit`).
+again for the numbers chosen). `--stages` prices format 15 with other values of each of codec/kernels.py's
+STAGED_TUNING in turn (the std's share of the residuals two away, the third stage's share of its mean residual, and
+its classes' edges), the others as shipped. `--every K` takes every K-th image of the set (after `--limit`).
 """
 
 from __future__ import annotations
@@ -72,12 +75,34 @@ def tune(images, values: int, tile: int) -> None:
         print(f"after steps of {step:.0%}: {lowest:.5f} with {best}", flush=True)
 
 
+# What --stages tries: for each of STAGED_TUNING's numbers, the values beside the shipped one (edges as pairs).
+STAGE_TRIALS = {"residuals two away": [(share, None, None, None) for share in (0.0, 0.05, 0.15, 0.2, 0.3)],
+                "third stage's share": [(None, share, None, None) for share in (0.0, 0.25, 0.8)],
+                "third stage's edges": [(None, None, outer, inner) for outer, inner in ((0.7, 0.15), (1.0, 0.25),
+                                                                                        (2.0, 0.5))]}
+
+
+def stages(images, values: int, tile: int) -> None:
+    shipped = kernels.STAGED_TUNING
+    print(f"shipped {tuple(shipped)}: {bits(images, tile, bitsback.PREDICTIVE_STAGED) / values:.5f} bits per subpixel",
+          flush=True)
+    try:
+        for name, trials in STAGE_TRIALS.items():
+            for trial in trials:
+                kernels.STAGED_TUNING = np.array([s if t is None else t for s, t in zip(shipped, trial)])
+                total = bits(images, tile, bitsback.PREDICTIVE_STAGED)
+                print(f"{name} {tuple(kernels.STAGED_TUNING)}: {total / values:.5f}", flush=True)
+    finally:
+        kernels.STAGED_TUNING = shipped
+
+
 def main() -> None:
     parser = set_parser(__doc__)
     # --fast's tiles until FAST_TILE became 256 (vaezip/archive.py), and those of every figure quoted from here
     parser.set_defaults(tile=128)
     parser.add_argument("--sizes", type=int, nargs="+",
-                        help="instead: format 14's bits in tiles of each of these sizes (archive.FAST_TILE's choice)")
+                        help="instead: format 15's bits in tiles of each of these sizes (archive.FAST_TILE's choice)")
+    parser.add_argument("--stages", action="store_true", help="instead: format 15 with other STAGED_TUNING values")
     args = parser.parse_args()
     images, values = set_images(args)
     print(f"{args.dataset}: {len(images)} images, {values} subpixels, tiles of {args.sizes or args.tile}", flush=True)
@@ -86,7 +111,7 @@ def main() -> None:
         first = None
         for size in args.sizes:
             started = time.perf_counter()
-            total = bits(images, size, bitsback.PREDICTIVE_WIDE)
+            total = bits(images, size, bitsback.PREDICTIVE_STAGED)
             first = first or total
             print(f"tiles of {size}: {total / values:.4f} bits per subpixel ({100 * (total / first - 1):+.3f} %), "
                   f"{time.perf_counter() - started:.1f} s", flush=True)
@@ -94,10 +119,14 @@ def main() -> None:
     if args.tune:
         tune(images, values, args.tile)
         return
+    if args.stages:
+        stages(images, values, args.tile)
+        return
     for kind, label in ((bitsback.PREDICTIVE_LEAST_SQUARES, "format 10 (predictive-least-squares)"),
                         (bitsback.PREDICTIVE_CASCADE, "format 12 (predictive-cascade)"),
                         (bitsback.PREDICTIVE_PARITY, "format 13 (predictive-parity)"),
-                        (bitsback.PREDICTIVE_WIDE, "format 14 (predictive-wide)")):
+                        (bitsback.PREDICTIVE_WIDE, "format 14 (predictive-wide)"),
+                        (bitsback.PREDICTIVE_STAGED, "format 15 (predictive-staged)")):
         started = time.perf_counter()
         total = bits(images, args.tile, kind)
         print(f"{label}: {total / values:.4f} bits per subpixel, {time.perf_counter() - started:.1f} s", flush=True)

@@ -65,7 +65,12 @@ regenerate them either.
 
     python scripts/make_golden.py --format14 [--force]
 writes tests/data/format14/*.vz, the first files of format 14 (the wide cascade's tiles): --format13's images and
-options, `--fast`'s tiles of 256 named, written today by default. Never regenerate them either.
+options, `--fast`'s tiles of 256 named, written by default when format 14 was the newest. Never regenerate them
+either.
+
+    python scripts/make_golden.py --format15 [--force]
+writes tests/data/format15/*.vz, the first files of format 15 (the staged cascade's tiles): --format14's images and
+options, written today by default. Never regenerate them either.
 
     python scripts/make_golden.py --binary [--force]
 writes tests/data/binary/model.vz, the first file of a model with binary latent groups (DVAE++; the seeded
@@ -285,7 +290,7 @@ def make_format3_fixtures(force: bool) -> None:
 # The predictor kind of the files of tests/data/format5, format6, format8, format9 and format10 (predictor_files).
 PREDICTOR_KINDS = {5: "predictive-laplace", 6: "predictive-blend", 8: "predictive-fitted", 9: "predictive-adaptive",
                    10: "predictive-least-squares"}
-NEWEST = 14  # the format compress_images writes by default (format_version=None) where the predictor codes
+NEWEST = 15  # the format compress_images writes by default (format_version=None) where the predictor codes
 
 
 def predictor_files(version: int) -> dict[str, tuple[list[tuple[str, Image.Image]], dict]]:
@@ -348,17 +353,24 @@ def format13_files(version: int = 13, fast_tile: int = WRITTEN_FAST_TILE
     return files
 
 
-def format14_files() -> dict[str, tuple[list[tuple[str, Image.Image]], dict]]:
-    """tests/data/format14: format13_files's images and options written in format 14 (the wide cascade), --fast's
-    tiles of 256."""
-    return format13_files(14, fast_tile=256)
+def format14_files(version: int = 14) -> dict[str, tuple[list[tuple[str, Image.Image]], dict]]:
+    """tests/data/format14 (or format15, `version` 15): format13_files's images and options written in format 14
+    (the wide cascade), --fast's tiles of 256. (Written with the default options when format 14 was the newest;
+    format_version=14 gives the same files since format 15.)"""
+    return format13_files(version, fast_tile=256)
+
+
+def format15_files() -> dict[str, tuple[list[tuple[str, Image.Image]], dict]]:
+    """tests/data/format15: format14_files's images and options written in format 15 (the staged cascade)."""
+    return format14_files(15)
 
 
 def make_deflated_fixtures(version: int, force: bool) -> None:
-    """tests/data/format11, format12, format13 or format14."""
+    """tests/data/format11 to format15."""
     folder = GOLDEN / f"format{version}"
     folder.mkdir(parents=True, exist_ok=True)
-    files = {11: format11_files, 12: format12_files, 13: format13_files, 14: format14_files}[version]()
+    files = {11: format11_files, 12: format12_files, 13: format13_files, 14: format14_files,
+             15: format15_files}[version]()
     with tempfile.TemporaryDirectory() as scratch:
         weights = _tiny_models(Path(scratch))
         for file_name, (images, options) in files.items():
@@ -484,6 +496,7 @@ def main() -> None:
     action.add_argument("--format12", action="store_true", help="tests/data/format12/*.vz")
     action.add_argument("--format13", action="store_true", help="tests/data/format13/*.vz")
     action.add_argument("--format14", action="store_true", help="tests/data/format14/*.vz")
+    action.add_argument("--format15", action="store_true", help="tests/data/format15/*.vz")
     action.add_argument("--binary", action="store_true", help="tests/data/binary/model.vz")
     action.add_argument("--global", dest="global_", action="store_true", help="tests/data/global/model.vz")
     action.add_argument("--sizes", action="store_true", help="print issue 15's size table (writes nothing)")
@@ -504,9 +517,9 @@ def main() -> None:
         version = 8 if args.format8 else 9 if args.format9 else 10
         make_predictor_fixtures(version, args.force)
         make_format7_fixture(args.force, version)
-    elif args.format11 or args.format12 or args.format13 or args.format14:
-        make_deflated_fixtures(11 if args.format11 else 12 if args.format12 else 13 if args.format13 else 14,
-                               args.force)
+    elif args.format11 or args.format12 or args.format13 or args.format14 or args.format15:
+        version = next(v for v in range(11, 16) if getattr(args, f"format{v}"))
+        make_deflated_fixtures(version, args.force)
     elif args.binary:
         make_latent_fixture("binary", binary_weights, args.force)
     elif args.global_:

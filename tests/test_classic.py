@@ -90,8 +90,8 @@ def test_every_kind_takes_its_smallest_path_and_is_never_larger_than_a_classical
         if report.coding == "model":
             model_coded.add(kind)
             header = container.read(result.data)[0]
-            assert result.format_version == 14
-            assert {k for k, _ in header.coder.schedule} == {"predictive-wide"}
+            assert result.format_version == 15
+            assert {k for k, _ in header.coder.schedule} == {"predictive-staged"}
             assert tried["model"] < min(tried[coding] for coding in classic.CODINGS), kind
             continue
         assert result.format_version == 3 and report.coding in classic.CODINGS, kind

@@ -32,7 +32,7 @@ FORMAT3 = GOLDEN / "format3"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from make_golden import (  # noqa: E402
     FORMAT7_TILE, PREDICTOR_KINDS, format3_files, format7_estimates, format7_file, format11_files, format12_files,
-    format13_files, format14_files, hopper_crops, photo_crop, predictor_files,
+    format13_files, format14_files, format15_files, hopper_crops, photo_crop, predictor_files,
 )
 
 
@@ -123,8 +123,8 @@ def test_the_untrained_model_loses_every_tile_of_the_golden_image_to_the_predict
     still."""
     image = Image.open(GOLDEN / "golden.png")
     sizes = {}
-    kinds = {None: "predictive-wide", 13: "predictive-parity", 12: "predictive-cascade", 10: "predictive-least-squares",
-             9: "predictive-adaptive", 8: "predictive-fitted", 6: "predictive-blend",
+    kinds = {None: "predictive-staged", 14: "predictive-wide", 13: "predictive-parity", 12: "predictive-cascade",
+             10: "predictive-least-squares", 9: "predictive-adaptive", 8: "predictive-fitted", 6: "predictive-blend",
              5: "predictive-laplace", 3: "predictive-neighbours"}
     for version, predictor_kind in kinds.items():
         result = compress_images([("golden.png", image)], load_model(tiny_weights[3]), tile=16, device="cpu",
@@ -291,17 +291,17 @@ def test_format_3_golden_files_say_how_each_image_was_coded():
 
 
 def test_the_cli_writes_an_older_format_on_request(tiny_weights, tmp_path):
-    """--format 13 for readers before format 14 (the cascade's tiles with parity, their blends not reading the
-    errors two away), 12 for readers before format 13 (the cascade's tiles without parity), 11 for readers before format
+    """--format 14 for readers before format 15 (the wide cascade's tiles, without the third stage), 13 for readers
+    before format 14 (the cascade's tiles with parity, their blends not reading the errors two away), 12 for readers before format 13 (the cascade's tiles without parity), 11 for readers before format
     12 (format 10's least-squares tiles, not the cascade's), 10 for those
     before format 11 (the same, the header as it is), 9 for readers before format 10 (the adaptive tiles without
     least squares), 8 for those before format 9 (the fitted tiles without adapting), 7 or 6 for those before
     format 8 (the blend's Laplace tiles), 5 for those before format 6, 3 (and 2) for those before format 5: the
-    predictor's Laplace or Gaussian tiles; the same bytes in a worker process (-j 2); --format 14 is the default;
+    predictor's Laplace or Gaussian tiles; the same bytes in a worker process (-j 2); --format 15 is the default;
     --format with --samples, or a format it cannot write, is a usage error."""
     image = np.asarray(Image.open(GOLDEN / "golden.png"))
-    formats = {"new": [], "fourteen": ["--format", "14"], "thirteen": ["--format", "13"], "twelve": ["--format", "12"],
-               "eleven": ["--format", "11"],
+    formats = {"new": [], "fifteen": ["--format", "15"], "fourteen": ["--format", "14"],
+               "thirteen": ["--format", "13"], "twelve": ["--format", "12"], "eleven": ["--format", "11"],
                "ten": ["--format", "10"],
                "nine": ["--format", "9"], "eight": ["--format", "8"],
                "seven": ["--format", "7"], "six": ["--format", "6"], "five": ["--format", "5"],
@@ -313,12 +313,14 @@ def test_the_cli_writes_an_older_format_on_request(tiny_weights, tmp_path):
         back = run_cli("decompress", tmp_path / f"{name}.vz", "-o", tmp_path / f"{name}.png", "-m", tiny_weights[3])
         assert back.returncode == 0 and np.array_equal(np.asarray(Image.open(tmp_path / f"{name}.png")), image)
     versions = {name: read_versioned((tmp_path / f"{name}.vz").read_bytes())[0] for name in formats}
-    assert versions["three"] == 3 and versions["two"] == 2 and versions["new"] in (3, 14) and versions["five"] in (3, 5)
+    assert versions["three"] == 3 and versions["two"] == 2 and versions["new"] in (3, 15) and versions["five"] in (3, 5)
     assert versions["six"] == versions["seven"] in (3, 6)  # nothing for the stream order to move here
     assert versions["eight"] in (3, 8) and versions["nine"] in (3, 9)
     assert versions["ten"] in (3, 10) and versions["eleven"] in (3, 10, 11)  # 11 where deflating pays
-    assert (tmp_path / "fourteen.vz").read_bytes() == (tmp_path / "new.vz").read_bytes()
-    assert versions["twelve"] in (3, 12) and versions["thirteen"] in (3, 13)
+    assert (tmp_path / "fifteen.vz").read_bytes() == (tmp_path / "new.vz").read_bytes()
+    assert versions["twelve"] in (3, 12) and versions["thirteen"] in (3, 13) and versions["fourteen"] in (3, 14)
+    fourteen_kinds = {kind for kind, _ in read_versioned((tmp_path / "fourteen.vz").read_bytes())[1].coder.schedule}
+    assert "predictive-staged" not in fourteen_kinds
     thirteen_kinds = {kind for kind, _ in read_versioned((tmp_path / "thirteen.vz").read_bytes())[1].coder.schedule}
     assert "predictive-wide" not in thirteen_kinds
     twelve_kinds = {kind for kind, _ in read_versioned((tmp_path / "twelve.vz").read_bytes())[1].coder.schedule}
@@ -349,7 +351,9 @@ def test_the_cli_writes_an_older_format_on_request(tiny_weights, tmp_path):
 
 
 # Pinned files whose model stream went without the model tile by tile (predictor tiles, or no tiles at all).
-MODEL_FREE = ["format14/predictor.vz", "format14/fast.vz", "format14/photo-fast.vz", "format14/archive-fast.vz",
+MODEL_FREE = ["format15/predictor.vz", "format15/fast.vz", "format15/photo-fast.vz", "format15/archive-fast.vz",
+              "format15/odd-fast.vz",
+              "format14/predictor.vz", "format14/fast.vz", "format14/photo-fast.vz", "format14/archive-fast.vz",
               "format14/odd-fast.vz",
               "format13/predictor.vz", "format13/fast.vz", "format13/photo-fast.vz", "format13/archive-fast.vz",
               "format13/odd-fast.vz",
@@ -398,9 +402,9 @@ def test_a_file_with_model_tiles_still_needs_its_model():
 
 @pytest.mark.parametrize("name", ["format9/predictor.vz", "format9/reordered.vz", "format10/predictor.vz",
                                   "format10/fast.vz", "format10/photo-fast.vz", "format12/photo-fast.vz",
-                                  "format13/photo-fast.vz", "format14/photo-fast.vz"])
-def test_format_9_to_14_files_decode_in_a_fresh_process_without_numba(name, tiny_weights, tmp_path):
-    """Format 9's adaptive predictor tiles, format 10's least-squares ones and the cascade's of formats 12 to 14
+                                  "format13/photo-fast.vz", "format14/photo-fast.vz", "format15/photo-fast.vz"])
+def test_format_9_to_15_files_decode_in_a_fresh_process_without_numba(name, tiny_weights, tmp_path):
+    """Format 9's adaptive predictor tiles, format 10's least-squares ones and the cascade's of formats 12 to 15
     have no numpy coder: where numba cannot be imported the kernels run as plain Python (codec/kernels.py
     PLAIN_FORMS, _borrowed the array itself), the same pixels."""
     expected = np.asarray(photo_crop() if name.endswith("photo-fast.vz") else Image.open(GOLDEN / "golden.png"))
@@ -418,19 +422,20 @@ def test_format_9_to_14_files_decode_in_a_fresh_process_without_numba(name, tiny
     assert np.array_equal(np.load(tmp_path / "image.npy"), expected)
 
 
-# ---------------------------------------------------------------------------------------------- formats 11 to 14
+# ---------------------------------------------------------------------------------------------- formats 11 to 15
 
-DEFLATED_FILES = {11: format11_files, 12: format12_files, 13: format13_files, 14: format14_files}
+DEFLATED_FILES = {11: format11_files, 12: format12_files, 13: format13_files, 14: format14_files,
+                  15: format15_files}
 DEFLATED_GOLDENS = [(version, name) for version, files in DEFLATED_FILES.items() for name in sorted(files())]
 
 
 @pytest.mark.parametrize("version, file_name", DEFLATED_GOLDENS)
-def test_format_11_to_14_golden_files_reencode_to_their_bytes_and_decode_in_a_fresh_process_under_other_kernels(
+def test_format_11_to_15_golden_files_reencode_to_their_bytes_and_decode_in_a_fresh_process_under_other_kernels(
         version, file_name, tiny_weights, tmp_path):
     """format11/*.vz: archives of twelve small images whose header is stored deflated (format 11), through the
     model and as --fast codes them; format12/*.vz: images and an archive through the predictor's cascade tiles
     (format 12, its header always deflated); format13/*.vz: the same through the cascade's tiles with parity;
-    format14/*.vz: the same through the wide cascade's tiles.
+    format14/*.vz: the same through the wide cascade's tiles; format15/*.vz: the same through the staged cascade's.
     Encoding again gives the same bytes; a fresh process decodes the same images whatever kernels the CPU runs. A
     failure means the format changed."""
     from codec.container import inflate_header
@@ -448,7 +453,8 @@ def test_format_11_to_14_golden_files_reencode_to_their_bytes_and_decode_in_a_fr
     read_version, header, words = read_versioned(pinned)
     assert read_version == version and [image.name for image in header.images] == [name for name, _ in images]
     if version >= 12:
-        assert {12: "predictive-cascade", 13: "predictive-parity", 14: "predictive-wide"}[version] in {
+        assert {12: "predictive-cascade", 13: "predictive-parity", 14: "predictive-wide",
+                15: "predictive-staged"}[version] in {
             kind for kind, _ in header.coder.schedule}
     position, length, shift = 10, 0, 0
     while True:  # the stored header's length, a varint
@@ -480,26 +486,27 @@ def test_format_11_to_14_golden_files_reencode_to_their_bytes_and_decode_in_a_fr
         info.stdout.decode()
 
 
-def test_formats_10_to_13_asked_for_are_the_defaults_coding_with_their_predictor_tiles(tiny_weights):
+def test_formats_10_to_14_asked_for_are_the_defaults_coding_with_their_predictor_tiles(tiny_weights):
     """--format 11 (format_version=11) codes as the default does, the quick stream and the early exit included,
-    with format 10's least-squares predictor tiles instead of the wide cascade's (format 14's), the header
+    with format 10's least-squares predictor tiles instead of the staged cascade's (format 15's), the header
     deflated; --format 10 writes the same header and words plainly; --format 12 the cascade's tiles without
-    parity, --format 13 those with parity, and nothing else changes."""
+    parity, --format 13 those with parity, --format 14 the wide cascade's, and nothing else changes."""
     images = hopper_crops()
     model = load_model(tiny_weights[3])
     newest = compress_images(images, model, device="cpu", classical=True)
+    fourteen = compress_images(images, model, device="cpu", classical=True, format_version=14)
     thirteen = compress_images(images, model, device="cpu", classical=True, format_version=13)
     twelve = compress_images(images, model, device="cpu", classical=True, format_version=12)
     deflated = compress_images(images, model, device="cpu", classical=True, format_version=11)
     plain = compress_images(images, model, device="cpu", classical=True, format_version=10)
-    assert (newest.format_version, thirteen.format_version, twelve.format_version, deflated.format_version,
-            plain.format_version) == (14, 13, 12, 11, 10)
-    assert compress_images(images, model, device="cpu", classical=True, format_version=14).data == newest.data
+    assert (newest.format_version, fourteen.format_version, thirteen.format_version, twelve.format_version,
+            deflated.format_version, plain.format_version) == (15, 14, 13, 12, 11, 10)
+    assert compress_images(images, model, device="cpu", classical=True, format_version=15).data == newest.data
     newest_kinds = {kind for kind, _ in read(newest.data)[0].coder.schedule}
-    assert "predictive-wide" in newest_kinds and not {"predictive-least-squares", "predictive-cascade",
-                                                      "predictive-parity"} & newest_kinds
-    for older, kind in ((thirteen, "predictive-parity"), (twelve, "predictive-cascade"),
+    assert "predictive-staged" in newest_kinds and not {"predictive-least-squares", "predictive-cascade",
+                                                        "predictive-parity", "predictive-wide"} & newest_kinds
+    for older, kind in ((fourteen, "predictive-wide"), (thirteen, "predictive-parity"), (twelve, "predictive-cascade"),
                         (deflated, "predictive-least-squares")):
-        assert {k for k, _ in read(older.data)[0].coder.schedule} == newest_kinds - {"predictive-wide"} | {kind}
+        assert {k for k, _ in read(older.data)[0].coder.schedule} == newest_kinds - {"predictive-staged"} | {kind}
     (_, header, words), (_, plain_header, plain_words) = read_versioned(deflated.data), read_versioned(plain.data)
     assert header == plain_header and np.array_equal(words, plain_words) and len(deflated.data) < len(plain.data)

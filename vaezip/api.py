@@ -45,8 +45,10 @@ def compress_images(
     where the predictor's tiles go first in the stream, so that the model's run in full batches; 8 where a tile
     decided on while coding goes to the predictor, whose residuals format 8 codes with tables fitted on
     photographs; 9 where the predictor's tiles adapt their contexts' statistics over the stream; 11 where the
-    header deflated saves 16 bytes or more; 14 where the predictor's wide cascade tiles code a tile), as 14 does;
-    13 to write the cascade's tiles with parity, format 13 at most, which readers older than format 14 read; 12 to
+    header deflated saves 16 bytes or more; 15 where the predictor's staged cascade tiles code a tile), as 15 does;
+    14 to write the wide cascade's tiles (without the third stage), format 14 at most, which readers older than
+    format 15 read; 13 to write the cascade's tiles with parity, format 13 at most, which readers older than format
+    14 read; 12 to
     write the cascade's tiles without parity, format 12 at most, which readers older than format 13 read; 11 to
     write the predictor's tiles of format 10 instead of the cascade's, format 11 at most, which readers older than
     format 12 read; 10 to write those with the header as it is, format 10 at most, which readers older than format 11
@@ -167,6 +169,8 @@ INFERENCE = {
         "codings, its header deflated: decodes on any machine",
     14: "integer-exact inference with wide cascade predictor tiles first in the stream, and classical codings, its "
         "header deflated: decodes on any machine",
+    15: "integer-exact inference with staged cascade predictor tiles first in the stream, and classical codings, "
+        "its header deflated: decodes on any machine",
 }
 
 
@@ -189,7 +193,7 @@ def file_info(data: bytes) -> FileInfo:
     if deflated:  # any content of formats 3 to 10: described as the oldest of them that holds it
         version = container.binary_version(kinds, ordered=bool(coder is not None and coder.order))
     inference = INFERENCE[version]
-    if version in (5, 6, 7, 8, 9, 10, 12, 13, 14) and any(tilekinds.BY_NAME[kind].samples > 1 for kind in kinds):
+    if version in (5, 6, 7, 8, 9, 10, 12, 13, 14, 15) and any(tilekinds.BY_NAME[kind].samples > 1 for kind in kinds):
         predictor = {5: "Laplace predictor tiles", 6: "blend predictor tiles",
                      7: "blend predictor tiles first in the stream",
                      8: "blend predictor tiles coded by fitted residual tables, first in the stream",
@@ -197,9 +201,10 @@ def file_info(data: bytes) -> FileInfo:
                      10: "adaptive least-squares predictor tiles first in the stream",
                      12: "cascade predictor tiles first in the stream",
                      13: "cascade predictor tiles with parity first in the stream",
-                     14: "wide cascade predictor tiles first in the stream"}[version]
+                     14: "wide cascade predictor tiles first in the stream",
+                     15: "staged cascade predictor tiles first in the stream"}[version]
         inference = (f"integer-exact inference with {predictor} and importance-weighted bits-back, and classical "
-                     f"codings{', its header deflated' if version in (12, 13, 14) else ''}: decodes on any machine")
+                     f"codings{', its header deflated' if version in (12, 13, 14, 15) else ''}: decodes on any machine")
     if deflated:
         inference = inference.replace(": decodes on any machine", ", its header deflated: decodes on any machine")
         version = container.DEFLATED_VERSION

@@ -116,16 +116,17 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
     reports' bounds are then the sample's projection."""
     started = time.perf_counter()
     split = _split(images)  # once: `images` may be an iterator, and both codings read the same planes
-    # Format 10, 11, 12 or 13 asked for: the default's coding with their predictor tiles instead of format 14's wide
+    # Format 10 to 14 asked for: the default's coding with their predictor tiles instead of format 15's staged
     # cascade (10 and 11: the least-squares tiles, format 10 with its header as it is, 11 deflating it where that
-    # pays; 12: the cascade's tiles without parity; 13: the cascade's with parity).
+    # pays; 12: the cascade's tiles without parity; 13: the cascade's with parity; 14: the wide cascade's).
     older = {container.LEAST_SQUARES_VERSION: bitsback.PREDICTIVE_LEAST_SQUARES,
              container.DEFLATED_VERSION: bitsback.PREDICTIVE_LEAST_SQUARES,
              container.CASCADE_VERSION: bitsback.PREDICTIVE_CASCADE,
-             container.PARITY_VERSION: bitsback.PREDICTIVE_PARITY}.get(format_version)
-    format_version = None if format_version == container.WIDE_VERSION else format_version  # the newest
+             container.PARITY_VERSION: bitsback.PREDICTIVE_PARITY,
+             container.WIDE_VERSION: bitsback.PREDICTIVE_WIDE}.get(format_version)
+    format_version = None if format_version == container.STAGED_VERSION else format_version  # the newest
     deflate = format_version != container.LEAST_SQUARES_VERSION
-    newest = older or bitsback.PREDICTIVE_WIDE
+    newest = older or bitsback.PREDICTIVE_STAGED
     format_version = None if older else format_version
     if fast or tile is not None or not (predictor and classical) or format_version is not None or samples != 1:
         return _encode_archive(split, started, model, tile=tile, max_batch=max_batch, device=device, progress=progress,
@@ -194,18 +195,18 @@ def _encode_archive(split: list[_Image], started: float, model, *, tile, max_bat
                     classical, format_version, samples, fast, alongside=None,
                     predictor_kind: str | None = None, gate: _Gate | None = None,
                     classical_later: Future | None = None, deflate: bool = True,
-                    newest: str = bitsback.PREDICTIVE_WIDE) -> CompressResult:
+                    newest: str = bitsback.PREDICTIVE_STAGED) -> CompressResult:
     """encode_archive's coding of `split` (_split's) with these options, its time counted from `started`;
     `alongside()` is called once the classical codings run beside the coder, before the model's tiles are priced
     (not at all where no classical coding runs); what it returns gives, called after the pricing, each image's
     payload bits in another file the caller will choose from (encode_archive's quick stream); where the model's
     estimates say that file will be the smaller, the model codes nothing.
     `predictor_kind`: the predictor kind of the model stream's tiles coded without the model, instead of
-    format_version's (`newest` where None: PREDICTIVE_WIDE, or format 13's PREDICTIVE_PARITY, 12's
-    PREDICTIVE_CASCADE, or format 10's and 11's PREDICTIVE_LEAST_SQUARES).
+    format_version's (`newest` where None: PREDICTIVE_STAGED, or format 14's PREDICTIVE_WIDE, 13's
+    PREDICTIVE_PARITY, 12's PREDICTIVE_CASCADE, or format 10's and 11's PREDICTIVE_LEAST_SQUARES).
     `gate`: the early exit's model and priced sample, reused; `classical_later`: the classical codings
     (encode_archive's _screened_classical_codings), made already or being made. `deflate`: format 11's deflated
-    header where it pays and no older format was asked for (format 12's, 13's and 14's are always deflated)."""
+    header where it pays and no older format was asked for (formats 12 to 15's are always deflated)."""
     if format_version not in (None, *container.OLDER_FORMATS):
         raise ValueError(f"format_version must be one of {', '.join(map(str, container.OLDER_FORMATS))}, "
                          f"not {format_version}")
@@ -243,9 +244,10 @@ def _encode_archive(split: list[_Image], started: float, model, *, tile, max_bat
         coder_model = (gate.coder_model if gate is not None and gate.coder_model is not None
                        else TorchLatentModel(loaded.model, _resolve_device(device)))
     integer = coder_model is None or coder_model.integer
-    # Format 14's predictor tiles (the blend of predictors and local least squares in raster order, weighed by their
-    # errors around and two away, with fitted residual tables, its contexts adapting over the stream in two stages,
-    # the second reading each value's parity), format 13's, 12's or 10's where `newest` says so, or
+    # Format 15's predictor tiles (the blend of predictors and local least squares in raster order, weighed by their
+    # errors around and two away, with fitted residual tables, its contexts adapting over the stream in three stages,
+    # the second reading each value's parity, the third the signed residuals next to it), format 14's, 13's, 12's or
+    # 10's where `newest` says so, or
     # the `predictor_kind` asked for; where an older format was asked for, format 9's (without least squares),
     # format 8's (without adapting), format 6 and 7's (the blend with Laplace residuals), format 5's (Laplace
     # residuals), else Gaussian ones (formats 1 to 4; the model's files are format 1 without integer inference).

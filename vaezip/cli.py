@@ -1014,30 +1014,13 @@ def compress(
                                 "importance-weighted (Monte-Carlo) bits-back, paying the K-sample bound instead of "
                                 "the ELBO for K times the model's work each way (format 4 or later: vaezip before it "
                                 "cannot read such files)"),
-    format_version: Optional[int] = typer.Option(None, "--format", metavar="N", help="write format 13 (the "
-                                                 "cascade's predictor tiles with parity, their blends not "
-                                                 "reading the errors two away: readable by vaezip since format "
-                                                 "13), 12 (the "
-                                                 "cascade's predictor tiles without parity: readable by vaezip "
-                                                 "since format 12), 11 (the "
-                                                 "predictor's tiles of format 10, not the cascade's: readable by "
-                                                 "vaezip since format 11), 10 (those, the header not deflated: "
-                                                 "since format 10), 9 (the "
-                                                 "predictor's tiles without least squares, readable by vaezip "
-                                                 "since format 9), 8 (the "
-                                                 "predictor's tiles without adapting their contexts, readable by "
-                                                 "vaezip since format 8), 7 (the "
-                                                 "predictor's tiles with Laplace residuals, readable by vaezip "
-                                                 "since format 7), 6 (those tiles in raster order, since format "
-                                                 "6), 5 (the predictor's simpler Laplace tiles, since format 5), 3 "
-                                                 "(readable by every vaezip since issue 15: the predictor's "
-                                                 "tiles with Gaussian residuals) or 2 (JSON header, every image "
-                                                 "through the model); default (or 14): the oldest format that "
-                                                 "holds the file (14 where the wide cascade's predictor tiles "
-                                                 "code a tile, 11 where the header deflated is the "
-                                                 "smaller, 9 where the "
-                                                 "model's stream is kept with its adaptive predictor tiles, 7 "
-                                                 "where only the order needs it)"),
+    format_version: Optional[int] = typer.Option(None, "--format", metavar="N", help="write an older format for an "
+                                                 "older vaezip to read: 14 (the wide cascade's predictor tiles, "
+                                                 "without the third stage), 13, 12, 11, 10, 9, 8, 7, 6, 5, 3 or 2 "
+                                                 "(JSON header, every image through the model); docs/FORMAT.md's "
+                                                 "Versioning says what each holds and which vaezip reads it. "
+                                                 "Default (or 15): the oldest format that holds the file (15 where "
+                                                 "the staged cascade's predictor tiles code a tile)"),
     fast: bool = typer.Option(False, "--fast", help="run no network: every tile by the model-free predictor (or "
                               "the smaller classical coding), several times faster to compress, on photographs "
                               "within a fraction of a per cent of the default's size (larger on thumbnails); the "
@@ -1053,16 +1036,16 @@ def compress(
         if samples not in (1, *IMPORTANCE_SAMPLES):
             raise UsageFailure(f"--samples must be 1, {', '.join(map(str, IMPORTANCE_SAMPLES))}, not {samples}")
         from codec.container import (CASCADE_VERSION, DEFLATED_VERSION, LEAST_SQUARES_VERSION, OLDER_FORMATS,
-                                     PARITY_VERSION, WIDE_VERSION)
+                                     PARITY_VERSION, STAGED_VERSION, WIDE_VERSION)
 
-        if format_version not in (None, *OLDER_FORMATS, WIDE_VERSION):
-            known = f"{', '.join(map(str, OLDER_FORMATS))} or {WIDE_VERSION}"
+        if format_version not in (None, *OLDER_FORMATS, STAGED_VERSION):
+            known = f"{', '.join(map(str, OLDER_FORMATS))} or {STAGED_VERSION}"
             raise UsageFailure(f"--format must be {known} (without it: the oldest format that holds the file), "
                                f"not {format_version}")
-        if format_version == WIDE_VERSION:  # the newest: what compress writes without --format
+        if format_version == STAGED_VERSION:  # the newest: what compress writes without --format
             format_version = None
-        if (format_version not in (None, LEAST_SQUARES_VERSION, DEFLATED_VERSION, CASCADE_VERSION, PARITY_VERSION)
-                and samples != 1):
+        if (format_version not in (None, LEAST_SQUARES_VERSION, DEFLATED_VERSION, CASCADE_VERSION, PARITY_VERSION,
+                                   WIDE_VERSION) and samples != 1):
             raise UsageFailure(f"--samples {samples} writes format 4 or later: not with --format {format_version}")
         if fast and samples != 1:
             raise UsageFailure(f"--fast runs no network: not with --samples {samples}")

@@ -339,10 +339,11 @@ def adaptive_stream(forms, monkeypatch, pairs, distribution=predictive.ADAPTIVE)
 @compiled
 @pytest.mark.parametrize("distribution", predictive.STATEFUL)
 def test_adaptive_tiles_compiled_and_as_plain_python_are_the_same_bits(monkeypatch, distribution):
-    """The STATEFUL distributions (ADAPTIVE, LEAST_SQUARES, CASCADE, PARITY, WIDE) have no numpy coder: the compiled
-    kernels and their plain Python forms (where numba is missing) must record the same rows, write the same words
-    and learn the same statistics, and both decode; only the cascade's tiles touch its second stage's statistics,
-    and only those with parity (PARITY's and WIDE's) the parity contexts' (after the cascade's)."""
+    """The STATEFUL distributions (ADAPTIVE, LEAST_SQUARES, CASCADE, PARITY, WIDE, STAGED) have no numpy coder: the
+    compiled kernels and their plain Python forms (where numba is missing) must record the same rows, write the
+    same words and learn the same statistics, and both decode; only the cascade's tiles touch its second stage's
+    statistics, only those with parity (PARITY's, WIDE's and STAGED's) the parity contexts' (after the cascade's),
+    and only STAGED's the third stage's (after those)."""
     pairs = list(tiles(np.random.default_rng(31)))[::7]  # every shape and channel count, smooth and noisy
     runs = [adaptive_stream(forms, monkeypatch, pairs, distribution)
             for forms in (kernels.compiled(), kernels.PLAIN_FORMS)]
@@ -351,9 +352,12 @@ def test_adaptive_tiles_compiled_and_as_plain_python_are_the_same_bits(monkeypat
         assert np.array_equal(state.sums, decoder.sums) and np.count_nonzero(state.sums[:, 1]) > 100
         parity_rows = kernels.ADAPT_CONTEXTS + kernels.CASCADE_CONTEXTS
         second_stage = np.count_nonzero(state.sums[kernels.ADAPT_CONTEXTS : parity_rows, 1])
-        with_parity = np.count_nonzero(state.sums[parity_rows:, 1])
+        third_rows = parity_rows + kernels.PARITY_CONTEXTS
+        with_parity = np.count_nonzero(state.sums[parity_rows:third_rows, 1])
+        third_stage = np.count_nonzero(state.sums[third_rows:, 1])
         assert (second_stage > 50) if distribution == predictive.CASCADE else second_stage == 0
         assert (with_parity > 50) if distribution in predictive.PARITIES else with_parity == 0
+        assert (third_stage > 50) if distribution == predictive.STAGED else third_stage == 0
     (compiled_rows, compiled_words, _, compiled_state, _), (plain_rows, plain_words, _, plain_state, _) = runs
     assert all(np.array_equal(a.rows, b.rows) and np.array_equal(a.values, b.values)
                for a, b in zip(compiled_rows, plain_rows))
@@ -456,3 +460,18 @@ def test_the_coder_refuses_far_shares_it_cannot_read(monkeypatch):
     with pytest.raises(ValueError, match="far_shares"):
         predictive.record_adaptive(np.zeros((1, 3, 3), np.uint8), predictive.Context(), predictive.AdaptiveState(),
                                    predictive.WIDE)
+
+
+@pytest.mark.parametrize("problem", ["numbers", "signed"])
+def test_the_coder_refuses_stages_it_cannot_read(monkeypatch, problem):
+    """The compiled forms check no index: a `staged` of fewer than its four numbers, or residuals without the rows
+    of the signed ones, is refused before coding."""
+    monkeypatch.setattr(kernels, "always", lambda: kernels.PLAIN_FORMS)
+    if problem == "numbers":
+        monkeypatch.setattr(kernels, "STAGED_TUNING", np.zeros(3))
+    else:
+        plain = predictive._blend_frames
+        monkeypatch.setattr(predictive, "_blend_frames", lambda values, predictors, signed: plain(values, predictors))
+    with pytest.raises(ValueError, match="staged"):
+        predictive.record_adaptive(np.zeros((1, 3, 3), np.uint8), predictive.Context(), predictive.AdaptiveState(),
+                                   predictive.STAGED)
