@@ -16,7 +16,9 @@ channel never reads) and the blend's CASCADE_ERROR_DIAGONAL and _FLOOR, starting
 each step. Its residual tables stay the shipped ones meanwhile (scripts/fit_residual_tables.py --cascade fits them
 again for the numbers chosen). `--stages` prices format 15 with other values of each of codec/kernels.py's
 STAGED_TUNING in turn (the std's share of the residuals two away, the third stage's share of its mean residual, and
-its classes' edges), the others as shipped. `--every K` takes every K-th image of the set (after `--limit`).
+its classes' edges), the others as shipped. `--every K` takes every K-th image of the set (after `--limit`);
+`--one-stream` prices all the images' tiles as one stream, as an archive codes them (how Imagenette's 32x32 images
+were measured: `python scripts/cascade.py imagenette32-val --limit 2000 --every 5 --tile 256 --one-stream`).
 """
 
 from __future__ import annotations
@@ -29,9 +31,22 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from adaptive_contexts import bits, set_images, set_parser  # noqa: E402
+import adaptive_contexts  # noqa: E402
+from adaptive_contexts import image_tiles, set_images, set_parser  # noqa: E402
 
 from codec import bitsback, kernels, predictive  # noqa: E402
+
+
+ONE_STREAM = False  # --one-stream: every image's tiles in one stream, as an archive codes them
+
+
+def bits(images, tile: int, predictor: str) -> float:
+    """Total bits of every image's tiles: each image a stream of its own (adaptive_contexts.bits), or with
+    ONE_STREAM all of them in one, the statistics running on from image to image as in an archive."""
+    if not ONE_STREAM:
+        return adaptive_contexts.bits(images, tile, predictor)
+    tiles = [cut for image in images for cut in image_tiles(image, tile)]
+    return float(sum(price[1] for price in bitsback.price_without_model(tiles, predictor)))
 
 
 def numbers() -> dict[str, float]:
@@ -84,14 +99,14 @@ STAGE_TRIALS = {"residuals two away": [(share, None, None, None) for share in (0
 
 def stages(images, values: int, tile: int) -> None:
     shipped = kernels.STAGED_TUNING
-    print(f"shipped {tuple(shipped)}: {bits(images, tile, bitsback.PREDICTIVE_STAGED) / values:.5f} bits per subpixel",
-          flush=True)
+    print(f"shipped {shipped.tolist()}: {bits(images, tile, bitsback.PREDICTIVE_STAGED) / values:.5f} bits per "
+          "subpixel", flush=True)
     try:
         for name, trials in STAGE_TRIALS.items():
             for trial in trials:
                 kernels.STAGED_TUNING = np.array([s if t is None else t for s, t in zip(shipped, trial)])
                 total = bits(images, tile, bitsback.PREDICTIVE_STAGED)
-                print(f"{name} {tuple(kernels.STAGED_TUNING)}: {total / values:.5f}", flush=True)
+                print(f"{name} {kernels.STAGED_TUNING.tolist()}: {total / values:.5f}", flush=True)
     finally:
         kernels.STAGED_TUNING = shipped
 
@@ -103,10 +118,13 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+",
                         help="instead: format 15's bits in tiles of each of these sizes (archive.FAST_TILE's choice)")
     parser.add_argument("--stages", action="store_true", help="instead: format 15 with other STAGED_TUNING values")
+    parser.add_argument("--one-stream", action="store_true", help="every image's tiles in one stream (an archive's)")
     args = parser.parse_args()
+    global ONE_STREAM
+    ONE_STREAM = args.one_stream
     images, values = set_images(args)
     print(f"{args.dataset}: {len(images)} images, {values} subpixels, tiles of {args.sizes or args.tile}", flush=True)
-    bits(images[:1], min(args.tile, 64), bitsback.PREDICTIVE_CASCADE)  # compiled before the clock starts
+    adaptive_contexts.bits(images[:1], min(args.tile, 64), bitsback.PREDICTIVE_CASCADE)  # compiled before the clock
     if args.sizes:
         first = None
         for size in args.sizes:

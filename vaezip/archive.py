@@ -57,6 +57,17 @@ FLOAT_VERSION = 1  # .vz files coded by float inference (read only)
 __all__ = ["MAX_FILE_PIXELS", "combined_checksum", "decode_archive", "effective_tile", "encode_archive"]
 
 
+# The older formats written with the default's coding (quick stream, early exit, --samples) and only their own
+# predictor tiles instead of format 15's staged cascade: 10 and 11 the least-squares tiles (format 10 with its header
+# as it is, 11 deflating it where that pays), 12 the cascade's without parity, 13 those with parity, 14 the wide
+# cascade's. Older ones than these are written by their own, older coding.
+DEFAULT_CODING_FORMATS = {container.LEAST_SQUARES_VERSION: bitsback.PREDICTIVE_LEAST_SQUARES,
+                          container.DEFLATED_VERSION: bitsback.PREDICTIVE_LEAST_SQUARES,
+                          container.CASCADE_VERSION: bitsback.PREDICTIVE_CASCADE,
+                          container.PARITY_VERSION: bitsback.PREDICTIVE_PARITY,
+                          container.WIDE_VERSION: bitsback.PREDICTIVE_WIDE}
+
+
 def effective_tile(tile: int | None, stride: int) -> int:
     """The tile side the coder uses when asked for `tile`: a multiple of the model's stride, at least one."""
     tile = tile or DEFAULT_TILE
@@ -116,14 +127,7 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
     reports' bounds are then the sample's projection."""
     started = time.perf_counter()
     split = _split(images)  # once: `images` may be an iterator, and both codings read the same planes
-    # Format 10 to 14 asked for: the default's coding with their predictor tiles instead of format 15's staged
-    # cascade (10 and 11: the least-squares tiles, format 10 with its header as it is, 11 deflating it where that
-    # pays; 12: the cascade's tiles without parity; 13: the cascade's with parity; 14: the wide cascade's).
-    older = {container.LEAST_SQUARES_VERSION: bitsback.PREDICTIVE_LEAST_SQUARES,
-             container.DEFLATED_VERSION: bitsback.PREDICTIVE_LEAST_SQUARES,
-             container.CASCADE_VERSION: bitsback.PREDICTIVE_CASCADE,
-             container.PARITY_VERSION: bitsback.PREDICTIVE_PARITY,
-             container.WIDE_VERSION: bitsback.PREDICTIVE_WIDE}.get(format_version)
+    older = DEFAULT_CODING_FORMATS.get(format_version)
     format_version = None if format_version == container.STAGED_VERSION else format_version  # the newest
     deflate = format_version != container.LEAST_SQUARES_VERSION
     newest = older or bitsback.PREDICTIVE_STAGED

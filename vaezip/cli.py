@@ -1035,8 +1035,8 @@ def compress(
             raise UsageFailure(f"--jobs must be 0 (one per core) or more, not {jobs_at_once}")
         if samples not in (1, *IMPORTANCE_SAMPLES):
             raise UsageFailure(f"--samples must be 1, {', '.join(map(str, IMPORTANCE_SAMPLES))}, not {samples}")
-        from codec.container import (CASCADE_VERSION, DEFLATED_VERSION, LEAST_SQUARES_VERSION, OLDER_FORMATS,
-                                     PARITY_VERSION, STAGED_VERSION, WIDE_VERSION)
+        from codec.container import OLDER_FORMATS, STAGED_VERSION
+        from vaezip.archive import DEFAULT_CODING_FORMATS
 
         if format_version not in (None, *OLDER_FORMATS, STAGED_VERSION):
             known = f"{', '.join(map(str, OLDER_FORMATS))} or {STAGED_VERSION}"
@@ -1044,8 +1044,7 @@ def compress(
                                f"not {format_version}")
         if format_version == STAGED_VERSION:  # the newest: what compress writes without --format
             format_version = None
-        if (format_version not in (None, LEAST_SQUARES_VERSION, DEFLATED_VERSION, CASCADE_VERSION, PARITY_VERSION,
-                                   WIDE_VERSION) and samples != 1):
+        if format_version not in (None, *DEFAULT_CODING_FORMATS) and samples != 1:
             raise UsageFailure(f"--samples {samples} writes format 4 or later: not with --format {format_version}")
         if fast and samples != 1:
             raise UsageFailure(f"--fast runs no network: not with --samples {samples}")
