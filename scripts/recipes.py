@@ -197,9 +197,10 @@ RECIPES: dict[str, Recipe] = {
             "adaptive predictor takes most photograph tiles, only a model well below photo2 would pay. Third "
             "sitting 2026-12-05 (120 minutes, the same way): to step 15,691, held-out bound 4.515 at step 15,654 "
             "(still falling ~0.025 per 1,000 steps); since format 10's least-squares predictor the quick stream "
-            "wins every photograph and even Imagenette's thumbnails against photo2. "
-            "runs/photo-ms (45 MB) resumes where it stopped; too large, with the tree and the data, for a GPU "
-            "window's 64 MiB carry as scripts/gpu_window.sh stands",
+            "wins every photograph and even Imagenette's thumbnails against photo2. A fourth sitting reached step "
+            "18,237. Its run folder (45 MB, never committed) was gone from the checkout of 2026-12-05 (twenty-fourth "
+            "sitting): the recipe starts from scratch again; worth it only on a GPU (too large, with the tree and "
+            "the data, for a GPU window's 64 MiB carry as scripts/gpu_window.sh stands)",
         ),
         Recipe(
             "mnist", "mnist-train", "cpu", steps=11377, decay_steps=16000,
