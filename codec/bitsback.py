@@ -234,10 +234,10 @@ def encode_tiles(
     BITSBACK batches where the stack holds too few bits for it (a stream's start).
 
     predictor: the predictor kind of the tiles coded without the model (PREDICTORS: PREDICTIVE_STAGED;
-    PREDICTIVE_WIDE for a file of format 14, PREDICTIVE_PARITY for one of format 13, PREDICTIVE_CASCADE for one of format 12, PREDICTIVE_LEAST_SQUARES for
-    one of format 10 or 11, PREDICTIVE_ADAPTIVE for one of format 9, PREDICTIVE_FITTED for one of format 8,
-    PREDICTIVE_BLEND for one of format 6 or 7, PREDICTIVE_LAPLACE for one of format 5, PREDICTIVE_NEIGHBOURS for one
-    of formats 1 to 4).
+    PREDICTIVE_WIDE for a file of format 14, PREDICTIVE_PARITY for one of format 13, PREDICTIVE_CASCADE for one of
+    format 12, PREDICTIVE_LEAST_SQUARES for one of format 10 or 11, PREDICTIVE_ADAPTIVE for one of format 9,
+    PREDICTIVE_FITTED for one of format 8, PREDICTIVE_BLEND for one of format 6 or 7, PREDICTIVE_LAPLACE for one of
+    format 5, PREDICTIVE_NEIGHBOURS for one of formats 1 to 4).
 
     model_bits: what bits-back is expected to cost for each tile (the model's negative ELBO with one posterior
     sample will do). A tile that the local predictor or whitened raw bytes code for less is coded that way

@@ -101,9 +101,10 @@ NO_FAR = np.zeros(2)  # _code_tile's `far_shares` for the other distributions
 # stages before left of the neighbours' errors: where both lie on one side, the value's often does too. Chosen by hand
 # on 23 of photos_train's training photographs (every 13th), every third Kodak image and every fifth of Imagenette
 # 32x32's first 2,000 validation images as one stream, tiles of 256 (`python scripts/cascade.py SET --every K --tile
-# 256 --stages`, Imagenette's with --one-stream): 0.42 %, 0.23 % and 0.50 % smaller than the wide cascade there. Tuning the cascade's numbers for it
-# as well (--tune's coordinate descent on those photographs) took them 0.17 % lower still, and photos_train's
-# validation photographs 0.17 %, but Kodak 0.09 % and Imagenette 0.16 % higher: not taken.
+# 256 --stages`, Imagenette's with --one-stream): 0.42 %, 0.23 % and 0.50 % smaller than the wide cascade there.
+# Tuning the cascade's numbers for it as well (--tune's coordinate descent on those photographs) took them 0.17 %
+# lower still, and photos_train's validation photographs 0.17 %, but Kodak 0.09 % and Imagenette 0.16 % higher: not
+# taken.
 THIRD_CLASSES = 5
 THIRD_CONTEXTS = ADAPT_CHANNEL_CLASSES * ADAPT_LEVEL_GROUPS * THIRD_CLASSES * THIRD_CLASSES  # 825
 STAGED_TUNING = np.array([0.1, 0.5, 1.5, 0.4])

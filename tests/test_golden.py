@@ -292,13 +292,14 @@ def test_format_3_golden_files_say_how_each_image_was_coded():
 
 def test_the_cli_writes_an_older_format_on_request(tiny_weights, tmp_path):
     """--format 14 for readers before format 15 (the wide cascade's tiles, without the third stage), 13 for readers
-    before format 14 (the cascade's tiles with parity, their blends not reading the errors two away), 12 for readers before format 13 (the cascade's tiles without parity), 11 for readers before format
-    12 (format 10's least-squares tiles, not the cascade's), 10 for those
-    before format 11 (the same, the header as it is), 9 for readers before format 10 (the adaptive tiles without
-    least squares), 8 for those before format 9 (the fitted tiles without adapting), 7 or 6 for those before
-    format 8 (the blend's Laplace tiles), 5 for those before format 6, 3 (and 2) for those before format 5: the
-    predictor's Laplace or Gaussian tiles; the same bytes in a worker process (-j 2); --format 15 is the default;
-    --format with --samples, or a format it cannot write, is a usage error."""
+    before format 14 (the cascade's tiles with parity, their blends not reading the errors two away), 12 for
+    readers before format 13 (the cascade's tiles without parity), 11 for readers before format 12 (format 10's
+    least-squares tiles, not the cascade's), 10 for those before format 11 (the same, the header as it is), 9 for
+    readers before format 10 (the adaptive tiles without least squares), 8 for those before format 9 (the fitted
+    tiles without adapting), 7 or 6 for those before format 8 (the blend's Laplace tiles), 5 for those before format
+    6, 3 (and 2) for those before format 5: the predictor's Laplace or Gaussian tiles; the same bytes in a worker
+    process (-j 2); --format 15 is the default; --format with --samples, or a format it cannot write, is a usage
+    error."""
     image = np.asarray(Image.open(GOLDEN / "golden.png"))
     formats = {"new": [], "fifteen": ["--format", "15"], "fourteen": ["--format", "14"],
                "thirteen": ["--format", "13"], "twelve": ["--format", "12"], "eleven": ["--format", "11"],
