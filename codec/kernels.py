@@ -443,6 +443,18 @@ def _learn(adaptive, context, residual, spread, tuning):
             adaptive[context, statistic] *= 0.5
 
 
+def _corrected(adaptive, context, unrounded, mean, std, share, tuning):
+    """A stage's correction by its context's statistics (row `context` of `adaptive`): the unrounded mean moved by
+    `share` of the context's mean residual (where it has a value yet; clamped to 0..255) and rounded again, the std
+    scaled by the context's spread against its expectation (with tuning[1]'s prior, within tuning[3] and [4]).
+    Returns (unrounded, mean, std) after it."""
+    if adaptive[context, 1] > 0.0:
+        unrounded = min(max(unrounded + share * adaptive[context, 0] / adaptive[context, 1], 0.0), 255.0)
+        mean = np.floor(unrounded + 0.5)
+    ratio = (adaptive[context, 2] + tuning[1]) / (adaptive[context, 3] + tuning[1])
+    return unrounded, mean, std * min(max(ratio, tuning[3]), tuning[4])
+
+
 def _signed_class(residual, std, outer, inner):
     """Where a signed residual lies against `std` (STAGED's third stage): 0 at or below -outer stds, 1 at or below
     -inner, 2 within inner either side, 3 below outer, else 4."""
@@ -648,13 +660,10 @@ def _code_values(frame, errors, residuals, positions, fronts, sources, around, s
                     group = min(level // ADAPT_LEVEL_DIVISOR, ADAPT_LEVEL_GROUPS - 1)
                     context = ((min(channel, ADAPT_CHANNEL_CLASSES - 1) * ADAPT_LEVEL_GROUPS + group) * 81
                                + texture) * 3 + previous
-                    # The mean moved by the context's mean residual, the std scaled by its spread so far.
-                    if adaptive[context, 1] > 0.0:
-                        coded_unrounded = min(max(unrounded + adaptive[context, 0] / adaptive[context, 1], 0.0), 255.0)
-                        coded_mean = np.floor(coded_unrounded + 0.5)
-                    ratio = (adaptive[context, 2] + tuning[1]) / (adaptive[context, 3] + tuning[1])
-                    # _level(edges, coded_std), stepped from the std's own level: the ratio moves it a few levels
-                    coded_std = std * min(max(ratio, tuning[3]), tuning[4])
+                    # The mean moved by the context's mean residual (all of it: 1.0 times it is the residual
+                    # exactly), the std scaled by its spread so far.
+                    coded_unrounded, coded_mean, coded_std = _corrected(adaptive, context, unrounded, mean, std, 1.0,
+                                                                        tuning)
                     first_unrounded, first_std = coded_unrounded, coded_std
                     if cascading:
                         # The second stage's context: channel class and std group, where the least-squares
@@ -676,12 +685,8 @@ def _code_values(frame, errors, residuals, positions, fronts, sources, around, s
                                       + ((width - 1 - x) % 2) * 2 + (rows - 1 - y) % 2)
                         else:
                             second = ADAPT_CONTEXTS + second
-                        if adaptive[second, 1] > 0.0:
-                            coded_unrounded = min(max(coded_unrounded + cascade[3] * adaptive[second, 0]
-                                                      / adaptive[second, 1], 0.0), 255.0)
-                            coded_mean = np.floor(coded_unrounded + 0.5)
-                        ratio = (adaptive[second, 2] + tuning[1]) / (adaptive[second, 3] + tuning[1])
-                        coded_std = coded_std * min(max(ratio, tuning[3]), tuning[4])
+                        coded_unrounded, coded_mean, coded_std = _corrected(
+                            adaptive, second, coded_unrounded, coded_mean, coded_std, cascade[3], tuning)
                         if staging and x >= 1 and y >= 1:
                             # The third stage's context: channel class and std group, where the signed residuals
                             # left and above lie against this std.
@@ -693,12 +698,9 @@ def _code_values(frame, errors, residuals, positions, fronts, sources, around, s
                             third = (ADAPT_CONTEXTS + CASCADE_CONTEXTS + PARITY_CONTEXTS
                                      + ((min(channel, ADAPT_CHANNEL_CLASSES - 1) * ADAPT_LEVEL_GROUPS + group)
                                         * THIRD_CLASSES + left) * THIRD_CLASSES + up)
-                            if adaptive[third, 1] > 0.0:
-                                coded_unrounded = min(max(coded_unrounded + staged[1] * adaptive[third, 0]
-                                                          / adaptive[third, 1], 0.0), 255.0)
-                                coded_mean = np.floor(coded_unrounded + 0.5)
-                            ratio = (adaptive[third, 2] + tuning[1]) / (adaptive[third, 3] + tuning[1])
-                            coded_std = coded_std * min(max(ratio, tuning[3]), tuning[4])
+                            coded_unrounded, coded_mean, coded_std = _corrected(
+                                adaptive, third, coded_unrounded, coded_mean, coded_std, staged[1], tuning)
+                    # _level(edges, coded_std), stepped from the std's own level: the ratios move it a few levels
                     while coded_level < len(edges) and edges[coded_level] < coded_std:
                         coded_level += 1
                     while coded_level > 0 and edges[coded_level - 1] >= coded_std:
@@ -739,7 +741,7 @@ def _code_values(frame, errors, residuals, positions, fronts, sources, around, s
 
 PYTHON_FORMS = {function.__name__: function for function in (
     _ans_pop, _ans_push, _pop, _push, _level, _neighbour_weight, _ls_features, _ls_offset, _ls_moments, _ls_predict,
-    _learn, _signed_class, _code_tile, _code_values)}
+    _learn, _corrected, _signed_class, _code_tile, _code_values)}
 
 
 # The helpers that _code_values and _push call value by value, compiled into them: a call of a compiled function
