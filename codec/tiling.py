@@ -10,6 +10,7 @@ of its valid pixels. Only valid pixels are coded. The padding is a pure function
 from __future__ import annotations
 
 import bisect
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -108,6 +109,19 @@ def split_tiles(image: np.ndarray, tile: int, stride: int) -> list[Tile]:
         Tile(pad_tile(image[:, y0 : y0 + h, x0 : x0 + w], th, tw), (h, w), near)
         for (y0, x0, h, w), near in zip(boxes, neighbours)
     ]
+
+
+def shape_batches(tiles: Sequence[Tile], batch_pixels: int, stride: int = 1) -> Iterator[list[int]]:
+    """The indices of `tiles` in batches of one padded shape (C, H, W), at most `batch_pixels` pixels of the
+    shape's sides raised to a multiple of `stride` a batch (at least one tile): how a network prices many tiles at
+    once (vaezip/coding.py's tile_bounds and vaezip/estimate.py's, both in this order)."""
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for index, tile in enumerate(tiles):
+        by_shape.setdefault(tile.pixels.shape, []).append(index)
+    for (_, height, width), indices in by_shape.items():
+        step = max(1, batch_pixels // (ceil_to(height, stride) * ceil_to(width, stride)))
+        for start in range(0, len(indices), step):
+            yield indices[start : start + step]
 
 
 def merge_tiles(tiles: list[np.ndarray], height: int, width: int, tile: int) -> np.ndarray:

@@ -20,7 +20,7 @@ import torch
 from codec.errors import CodingError
 from codec.latents import LatentGrid, binary_kl_bits, gaussian_kl_bits
 from codec.protocol import BinaryParams, LatentParams
-from codec.tiling import Tile
+from codec.tiling import Tile, shape_batches
 from vaezip.evaluate import repeatable_sampling, valid_mask
 from vaezip.model import HierarchicalVAE
 from vaezip.model import kernels
@@ -320,25 +320,19 @@ class TorchLatentModel:
         integer = self.integer and not estimate
         network = self.estimate_network if self.integer and estimate else self.model
         bounds = [0.0] * len(tiles)
-        by_shape: dict[tuple[int, ...], list[int]] = {}
-        for index, tile in enumerate(tiles):
-            by_shape.setdefault(tile.pixels.shape, []).append(index)
         rng = np.random.default_rng(seed)
         with repeatable_sampling(seed, self.device):
-            for (_, height, width), indices in by_shape.items():
-                step = max(1, BOUND_BATCH_PIXELS // (height * width))
-                for start in range(0, len(indices), step):
-                    chosen = indices[start : start + step]
-                    pixels = np.stack([tiles[k].pixels for k in chosen])
-                    mask = valid_mask((height, width), [tiles[k].valid for k in chosen])  # B, 1, H, W
-                    if integer:
-                        bits = self._integer_bounds(pixels, mask[:, 0].astype(bool), rng, grid)
-                    else:
-                        tensor = torch.from_numpy(pixels).to(self.device)
-                        output = network(tensor, mask=torch.from_numpy(mask).to(self.device))
-                        bits = output.bound_bits.tolist()
-                    for k, value in zip(chosen, bits):
-                        bounds[k] = float(value)
+            for chosen in shape_batches(tiles, BOUND_BATCH_PIXELS):
+                pixels = np.stack([tiles[k].pixels for k in chosen])  # B, C, H, W
+                mask = valid_mask(pixels.shape[2:], [tiles[k].valid for k in chosen])  # B, 1, H, W
+                if integer:
+                    bits = self._integer_bounds(pixels, mask[:, 0].astype(bool), rng, grid)
+                else:
+                    tensor = torch.from_numpy(pixels).to(self.device)
+                    output = network(tensor, mask=torch.from_numpy(mask).to(self.device))
+                    bits = output.bound_bits.tolist()
+                for k, value in zip(chosen, bits):
+                    bounds[k] = float(value)
         return bounds
 
     @functools.cached_property

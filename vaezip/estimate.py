@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from codec.tiling import ceil_to, shape_batches
 from vaezip.config import ModelConfig, mixture_param_count
 from vaezip.errors import CheckpointError
 
@@ -295,22 +296,17 @@ class NumpyEstimator:
     def _tile_bounds(self, tiles: Sequence, rng) -> list[float]:
         stride = self.config.stride
         bounds = [0.0] * len(tiles)
-        by_shape: dict[tuple[int, ...], list[int]] = {}
-        for index, tile in enumerate(tiles):
-            by_shape.setdefault(tile.pixels.shape, []).append(index)
-        for (_, height, width), indices in by_shape.items():
-            padded_height, padded_width = height + -height % stride, width + -width % stride
-            step = max(1, BATCH_PIXELS // (padded_height * padded_width))
-            for start in range(0, len(indices), step):
-                chosen = indices[start : start + step]
-                pixels = np.stack([tiles[k].pixels for k in chosen])  # B, C, H, W
-                # Edge-replicated to the stride, those pixels not counted (vaezip/model/vae.py pad_to_stride)
-                pixels = np.pad(pixels, ((0, 0), (0, 0), (0, padded_height - height), (0, padded_width - width)),
-                                mode="edge")
-                mask = np.zeros((len(chosen), padded_height, padded_width), np.float32)
-                for row, k in enumerate(chosen):
-                    valid_height, valid_width = tiles[k].valid
-                    mask[row, :valid_height, :valid_width] = 1.0
-                for k, bits in zip(chosen, self._bound_bits(pixels, mask, rng)):
-                    bounds[k] = float(bits)
+        for chosen in shape_batches(tiles, BATCH_PIXELS, stride):
+            pixels = np.stack([tiles[k].pixels for k in chosen])  # B, C, H, W
+            height, width = pixels.shape[2:]
+            padded_height, padded_width = ceil_to(height, stride), ceil_to(width, stride)
+            # Edge-replicated to the stride, those pixels not counted (vaezip/model/vae.py pad_to_stride)
+            pixels = np.pad(pixels, ((0, 0), (0, 0), (0, padded_height - height), (0, padded_width - width)),
+                            mode="edge")
+            mask = np.zeros((len(chosen), padded_height, padded_width), np.float32)
+            for row, k in enumerate(chosen):
+                valid_height, valid_width = tiles[k].valid
+                mask[row, :valid_height, :valid_width] = 1.0
+            for k, bits in zip(chosen, self._bound_bits(pixels, mask, rng)):
+                bounds[k] = float(bits)
         return bounds

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from codec.errors import CodingError
-from codec.tiling import ceil_to, merge_tiles, pad_tile, padded_shape, split_tiles, tile_boxes, tile_specs
+from codec.tiling import ceil_to, merge_tiles, pad_tile, padded_shape, shape_batches, split_tiles, tile_boxes, tile_specs
 
 
 def check_tiling(image, tile, stride):
@@ -88,3 +88,15 @@ def test_neighbour_offsets_point_at_the_tiles_below_and_to_the_right(h, w, tile)
             assert boxes[k + below][:2] == (y0 + tile, x0) and boxes[k + below][3] == tw  # same valid width
         if right:
             assert boxes[k + right][:2] == (y0, x0 + tile) and boxes[k + right][2] == th  # same valid height
+
+
+
+def test_shape_batches_group_tiles_of_one_shape_within_the_pixel_budget_in_order():
+    # an archive's tiles: six of a 70x50 image (each padded to 32x32), then two small images' (20x18 each)
+    tiles = split_tiles(np.zeros((3, 70, 50), np.uint8), 32, 1) + 2 * split_tiles(np.zeros((3, 20, 18), np.uint8), 32, 1)
+    assert [tile.pixels.shape[1:] for tile in tiles] == [(32, 32)] * 6 + [(20, 18)] * 2
+    assert list(shape_batches(tiles, batch_pixels=2 * 32 * 32)) == [[0, 1], [2, 3], [4, 5], [6, 7]]
+    assert list(shape_batches(tiles, batch_pixels=1)) == [[k] for k in range(8)]  # at least one tile a batch
+    # the stride raises the sides the budget counts: 20x18 -> 20x20 with stride 4, over 20x36 for two
+    assert list(shape_batches(tiles, batch_pixels=20 * 36))[-1] == [6, 7]
+    assert list(shape_batches(tiles, batch_pixels=20 * 36, stride=4))[-2:] == [[6], [7]]
