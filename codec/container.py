@@ -84,24 +84,28 @@ PARITY_VERSION = 13
 WIDE_VERSION = 14
 # Format 14 and predictor tiles of the staged cascade (codec/tilekinds.py: PREDICTIVE_STAGED).
 STAGED_VERSION = 15
+# Format 15 and the staged cascade's tiles in sections, each on a stack of its own (codec/tilekinds.py:
+# PREDICTIVE_SECTIONS): a decoder decodes the sections side by side.
+SECTIONS_VERSION = 16
 # the formats whose header is stored deflated
-DEFLATED_HEADERS = (DEFLATED_VERSION, CASCADE_VERSION, PARITY_VERSION, WIDE_VERSION, STAGED_VERSION)
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+DEFLATED_HEADERS = (DEFLATED_VERSION, CASCADE_VERSION, PARITY_VERSION, WIDE_VERSION, STAGED_VERSION, SECTIONS_VERSION)
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16)
 # Formats vaezip writes on request, for readers before the newest: 2, the JSON header, every image through the
 # model; 3, the predictor's Gaussian tiles; 5, its Laplace tiles; 6, the blend's tiles in raster order; 7, the
 # blend's tiles (Laplace residuals) in the stream order; 8, the blend's tiles with fitted residual tables; 9, those
 # with their contexts adapting over the stream; 10, those with local least squares too, the header as it is; 11,
 # format 10's tiles with the header deflated where that pays; 12, the cascade's tiles without parity; 13, the
 # cascade's tiles with parity, their blends not reading the errors two away; 14, the wide cascade's tiles, without
-# the third stage.
+# the third stage; 15, the staged cascade's tiles in one chain over the stream, not in sections.
 OLDER_FORMATS = (2, VERSION, LAPLACE_VERSION, BLEND_VERSION, ORDER_VERSION, FITTED_VERSION, ADAPTIVE_VERSION,
-                 LEAST_SQUARES_VERSION, DEFLATED_VERSION, CASCADE_VERSION, PARITY_VERSION, WIDE_VERSION)
+                 LEAST_SQUARES_VERSION, DEFLATED_VERSION, CASCADE_VERSION, PARITY_VERSION, WIDE_VERSION,
+                 STAGED_VERSION)
 JSON_VERSIONS = (1, 2)  # the layout with a JSON header and two CRCs
 # The binary layout; a file gets the first of these whose tile kinds hold its schedule (binary_version), so
 # that a file holding nothing newer stays readable by readers of format 3.
 BINARY_VERSIONS = (VERSION, IMPORTANCE_VERSION, LAPLACE_VERSION, BLEND_VERSION, ORDER_VERSION, FITTED_VERSION,
                    ADAPTIVE_VERSION, LEAST_SQUARES_VERSION, DEFLATED_VERSION, CASCADE_VERSION, PARITY_VERSION,
-                   WIDE_VERSION, STAGED_VERSION)
+                   WIDE_VERSION, STAGED_VERSION, SECTIONS_VERSION)
 MAX_HEADER_BYTES = 16 * 2**20
 _PREFIX = struct.Struct("<8sHI")  # magic, version, header length: 14 bytes
 _U32 = struct.Struct("<I")
@@ -110,7 +114,7 @@ _U16 = struct.Struct("<H")
 __all__ = [
     "BINARY_VERSIONS", "CASCADE_VERSION", "DEFLATED_HEADERS", "DEFLATED_VERSION", "MAGIC", "MAX_HEADER_BYTES",
     "PARITY_VERSION",
-    "READABLE_VERSIONS", "STAGED_VERSION", "VERSION", "WIDE_VERSION",
+    "READABLE_VERSIONS", "SECTIONS_VERSION", "STAGED_VERSION", "VERSION", "WIDE_VERSION",
     "CoderSettings", "Header", "ImageEntry", "binary_version", "deflate_header", "inflate_header", "pack_header",
     "read", "read_versioned", "unpack_header", "write",
 ]

@@ -41,7 +41,8 @@ WIDE (format 14) is PARITY whose blends also judge each predictor by its errors 
 23 photographs. STAGED (format 15) is WIDE whose std also reads the residuals two to the left and two above and
 whose contexts adapt in a third stage, keyed on the signed residuals left of and above each value
 (codec/kernels.py: "the staged cascade"): 0.23 % less than WIDE on every third Kodak image's tiles of 256, 0.42 %
-on those 23 photographs.
+on those 23 photographs. Format 16 codes STAGED's tiles in sections, each starting from initial_statistics
+(codec/tilekinds.py: PREDICTIVE_SECTIONS).
 
 Pixel (y, x) depends only on pixels of wavefront 2y' + x' < 2y + x, so the decoder pops a whole wavefront at
 a time (2h + w - 2 of them, channel by channel), not h x w pixels one by one (but the CASCADES, which
@@ -535,6 +536,36 @@ def _table_distribution(distribution: str) -> str:
     return CASCADE if distribution in PARITIES else distribution
 
 
+# Format 16's sections (codec/tilekinds.py: PREDICTIVE_SECTIONS) each start their statistics from this state instead
+# of zeros: STAGED's statistics after the tiles of 8 of photos_train's training photographs (every 13th, tiles of
+# 256, in the decoder's order), stored as float32 in initial_statistics.npz and pinned by the sha256 of those float32
+# values (`python scripts/initial_statistics.py` makes the file). A section then codes its first values as if it
+# came after photographs, not after nothing: Kodak's every third image 0.15 % smaller as one stream, and two
+# sections of an image cost what one cold stream did (`python scripts/cascade.py kodak --every 3 --tile 256
+# --sections`). Part of format 16.
+INITIAL_STATISTICS_FILE = Path(__file__).with_name("initial_statistics.npz")
+INITIAL_STATISTICS_SHA256 = "d925d57fa1fc6f265d7159facde61711af3d18919510fbf4f1394efcc934dc03"
+
+
+@functools.lru_cache(maxsize=1)
+def initial_statistics() -> np.ndarray:
+    """The sections' initial statistics (kernels.ADAPT_STATISTICS, 4) float64, read-only, checked: the file's
+    float32 values' sha256 and shape, every count and expectation finite and at least 0."""
+    path = INITIAL_STATISTICS_FILE
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            values = np.ascontiguousarray(stored["sums"], dtype="<f4")
+    except (OSError, KeyError, ValueError) as error:
+        raise CodingError(f"format 16's initial statistics are missing or unreadable ({path}: {error})") from None
+    if hashlib.sha256(values.tobytes()).hexdigest() != INITIAL_STATISTICS_SHA256:
+        raise CodingError(f"format 16's initial statistics ({path}) are not the ones vaezip was built with")
+    sums = values.astype(np.float64)
+    if sums.shape != (kernels.ADAPT_STATISTICS, 4) or not np.all(np.isfinite(sums)) or sums[:, 1:].min() < 0:
+        raise CodingError(f"format 16's initial statistics ({path}) are malformed")
+    sums.flags.writeable = False
+    return sums
+
+
 class AdaptiveState:
     """The STATEFUL distributions' context statistics (kernels.ADAPT_STATISTICS, 4) float64, a context's four side
     by side (ADAPTIVE's first, then CASCADE's second stage, then PARITY's, which WIDE and STAGED share, then STAGED's
@@ -548,6 +579,12 @@ class AdaptiveState:
 
     def copy(self) -> "AdaptiveState":
         return AdaptiveState(self.sums.copy())
+
+    @classmethod
+    def initial(cls) -> "AdaptiveState":
+        """A format-16 section's statistics as it starts (initial_statistics: read-only, which a coding never
+        writes)."""
+        return cls(initial_statistics())
 
 
 def _state_for(distribution: str, state: AdaptiveState | None) -> AdaptiveState:

@@ -79,6 +79,10 @@ class TileKind:
     push: PushFn
     pop: PopFn
     samples: int = 1  # model rows per tile (importance-weighted bits-back: its K)
+    # pop takes the batch's words off the stack and returns, instead of the tiles, a function of no arguments
+    # that decodes them (a list of padded tiles) from those words alone (any thread, any time before a later batch
+    # reads them): PREDICTIVE_SECTIONS, whose sections bitsback.decode_tiles decodes side by side.
+    deferred: bool = False
 
 
 # ---------------------------------------------------------------------------------------------- direct
@@ -534,6 +538,93 @@ def _pop_neighbours(distribution: str) -> PopFn:
     return pop
 
 
+# ---------------------------------------------------------------------------------------------- sections
+#
+# Format 16 (PREDICTIVE_SECTIONS): a batch of n consecutive raster tiles is a section, coded on a stack of its own
+# with the staged cascade (predictive.STAGED), its statistics starting from predictive.initial_statistics(), each
+# tile's context only the section's own tiles. A section reads nothing of the rest of the stream, nor the rest of
+# the stream anything of it but its pixels, so a decoder decodes the sections of a stream side by side, one a core
+# (bitsback.decode_tiles). The section's stack's words (constriction's, its head included) are pushed onto the
+# stream's stack as uniform 16-bit halves, low half first, after their count (two halves, low first): exactly 32
+# bits a word.
+
+PREDICTIVE_SECTIONS = "predictive-sections"
+_HALVES = 2**16
+
+
+def section_neighbours(index: int, neighbours: tuple[int, int], end: int) -> tuple[int, int]:
+    """The neighbours (below, right) that the context of raster tile `index` reads in a section that ends before
+    raster tile `end`: those in the section, and the one to the right only where the corner between them is too
+    (a context with a row above and a column left has its corner)."""
+    below, right = neighbours
+    below = below if below and index + below < end else 0
+    right = right if right and index + right < end and (not below or index + below + right < end) else 0
+    return below, right
+
+
+def record_section(tiles: Sequence[Tile], first: int) -> list[predictive.Recorded]:
+    """What a section of `tiles` (raster tiles first .. first + n - 1) pushes for each of them, in raster order:
+    each tile recorded after the tiles the decoder pops before it (those after it), the statistics starting from
+    the initial ones."""
+    end, state = first + len(tiles), predictive.AdaptiveState.initial()
+    recorded: list[predictive.Recorded] = [None] * len(tiles)  # type: ignore[list-item]
+    for offset in range(len(tiles) - 1, -1, -1):
+        tile, index = tiles[offset], first + offset
+        context = _context(index, tile.valid, section_neighbours(index, tile.neighbours, end), end,
+                           lambda k: tiles[k - first].pixels)
+        recorded[offset] = predictive.record_adaptive(np.ascontiguousarray(tile.valid_pixels[:, ::-1, ::-1]), context,
+                                                      state, predictive.STAGED)
+    return recorded
+
+
+def _push_sections(stack: Stack, tiles: Sequence[Tile], start: int, stream: Stream) -> np.ndarray:
+    """A section (raster tiles start .. start + n - 1): its tiles' recordings (the stream's replays where it holds
+    every one, made by record_section; else recorded again) pushed onto a stack of their own, in raster order,
+    and that stack's words onto `stack`. Each tile's exact bits on the section's stack (n,)."""
+    recorded = [stream.replays.get(start + offset) for offset in range(len(tiles))]
+    if any(replay is None or replay.distribution != predictive.STAGED for replay in recorded):
+        recorded = record_section(tiles, start)
+    section, bits = Stack(), []
+    for replay in recorded:
+        before = section.num_valid_bits()
+        predictive.push_rows(section, replay)
+        bits.append(float(section.num_valid_bits() - before))
+    words = section.words()
+    halves = np.ascontiguousarray(words, dtype="<u4").view("<u2").astype(np.int32)
+    stack.push_uniform(np.concatenate([[len(words) & 0xFFFF, len(words) >> 16], halves]), _HALVES)
+    return np.array(bits)
+
+
+def _pop_sections(stack: Stack, specs: Sequence[TileSpec], start: int,
+                  stream: Stream) -> Callable[[], list[np.ndarray]]:
+    """A section's words taken off `stack`; returns what decodes its tiles from them (deferred: decode_section)."""
+    low, high = (int(half) for half in stack.pop_uniform(2, _HALVES))
+    count = low | high << 16
+    if 32 * count > stack.num_bits():
+        raise CodingError(f"a section of {count} words on a stack of {stack.num_bits() // 32}")
+    words = stack.pop_uniform(2 * count, _HALVES).astype("<u2").view("<u4").astype(np.uint32)
+    specs = list(specs)
+    return lambda: decode_section(words, specs, start)
+
+
+def decode_section(words: np.ndarray, specs: Sequence[TileSpec], first: int) -> list[np.ndarray]:
+    """The padded tiles (C, Th, Tw) uint8 of a section (raster tiles first .. first + n - 1; their padded shapes may
+    differ) from its stack's words, last tile first, as record_section recorded them; every word must be consumed."""
+    section, end = Stack.from_words(words), first + len(specs)
+    state = predictive.AdaptiveState.initial()
+    tiles: list[np.ndarray] = [None] * len(specs)  # type: ignore[list-item]
+    for offset in range(len(specs) - 1, -1, -1):
+        spec, index = specs[offset], first + offset
+        context = _context(index, spec.valid, section_neighbours(index, spec.neighbours, end), end,
+                           lambda k: tiles[k - first])
+        (c, th, tw), (h, w) = spec.shape, spec.valid
+        turned = predictive.decode(section, c, h, w, context, predictive.STAGED, state)
+        tiles[offset] = pad_tile(np.ascontiguousarray(turned[:, ::-1, ::-1]), th, tw)
+    if not section.is_empty():
+        raise CodingError(f"a section's words hold more than its {len(specs)} tiles")
+    return tiles
+
+
 def _context(
     index: int, valid: tuple[int, int], neighbours: tuple[int, int], total: int, pixels_of: Callable
 ) -> predictive.Context:
@@ -618,13 +709,13 @@ RESIDUALS = {PREDICTIVE_NEIGHBOURS: predictive.GAUSSIAN, PREDICTIVE_LAPLACE: pre
 KINDS: tuple[TileKind, ...] = (
     TileKind(
         DIRECT, "d", "every latent at its prior mean (nothing popped), the valid pixels pushed through the model",
-        formats=tuple(range(1, 16)), written=True, single=False, uses_model=True, needs_bits=False,
+        formats=tuple(range(1, 17)), written=True, single=False, uses_model=True, needs_bits=False,
         push=_push_direct, pop=_pop_direct,
     ),
     TileKind(
         BITSBACK, "b", "bits-back: the latents popped with the posterior, the valid pixels pushed through the "
         "model, the latents pushed with the prior",
-        formats=tuple(range(1, 16)), written=True, single=False, uses_model=True, needs_bits=True,
+        formats=tuple(range(1, 17)), written=True, single=False, uses_model=True, needs_bits=True,
         push=_push_bitsback, pop=_pop_bitsback,
     ),
     TileKind(
@@ -634,7 +725,7 @@ KINDS: tuple[TileKind, ...] = (
     ),
     TileKind(
         WHITENED, "w", "the valid pixels at 8 bits each, whitened: value i pushed as (v + whitening(t, i)) mod 256",
-        formats=tuple(range(1, 16)), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=tuple(range(1, 17)), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_whitened, pop=_pop_whitened,
     ),
     TileKind(
@@ -645,38 +736,38 @@ KINDS: tuple[TileKind, ...] = (
     TileKind(
         PREDICTIVE_NEIGHBOURS, "q", "the valid pixels through the local predictor, turned by 180 degrees, with "
         "the tiles below and to the right as context",
-        formats=tuple(range(1, 16)), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=tuple(range(1, 17)), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_neighbours(RESIDUALS[PREDICTIVE_NEIGHBOURS]), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_NEIGHBOURS]),
     ),
     TileKind(
         PREDICTIVE_LAPLACE, "e", "as q, each value's residual coded with a Laplace of the same mean and variance "
         "(its std rounded to a level) instead of a Gaussian",
-        formats=(5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=tuple(range(5, 17)), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_neighbours(RESIDUALS[PREDICTIVE_LAPLACE]), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_LAPLACE]),
     ),
     TileKind(
         PREDICTIVE_BLEND, "f", "as q, each value predicted by a blend of predictors weighted by their errors "
         "around it, its residual coded with a Laplace of a fitted std (codec/predictive.py: BLEND)",
-        formats=(6, 7, 8, 9, 10, 11, 12, 13, 14, 15), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=tuple(range(6, 17)), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_neighbours(RESIDUALS[PREDICTIVE_BLEND]), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_BLEND]),
     ),
     TileKind(
         PREDICTIVE_FITTED, "g", "as f, each residual coded with a table fitted on photographs, chosen by its std "
         "and by the quarter its mean falls in between integers (codec/predictive.py: FITTED)",
-        formats=(8, 9, 10, 11, 12, 13, 14, 15), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=tuple(range(8, 17)), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_neighbours(RESIDUALS[PREDICTIVE_FITTED]), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_FITTED]),
     ),
     TileKind(
         PREDICTIVE_ADAPTIVE, "h", "as g, each value's mean and std corrected by the statistics of its context over "
         "the values of the stream's h tiles decoded before it (codec/predictive.py: ADAPTIVE)",
-        formats=(9, 10, 11, 12, 13, 14, 15), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=tuple(range(9, 17)), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_stateful(predictive.ADAPTIVE), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_ADAPTIVE]),
     ),
     TileKind(
         PREDICTIVE_LEAST_SQUARES, "m", "as h, each value's mean blended again with a local least-squares prediction "
         "from the values around it decoded before it, by their errors on its neighbours; the same statistics as "
         "h's (codec/predictive.py: LEAST_SQUARES)",
-        formats=(10, 11, 12, 13, 14, 15), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=tuple(range(10, 17)), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_stateful(predictive.LEAST_SQUARES), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_LEAST_SQUARES]),
     ),
     TileKind(
@@ -684,32 +775,39 @@ KINDS: tuple[TileKind, ...] = (
         "fit's error over its window and by how far the two predictions lie apart, its mean and std corrected "
         "again by a second stage of context statistics, its residuals coded with tables of its own "
         "(codec/predictive.py: CASCADE)",
-        formats=(12, 13, 14, 15), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=tuple(range(12, 17)), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_stateful(predictive.CASCADE), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_CASCADE]),
     ),
     TileKind(
         PREDICTIVE_PARITY, "o", "as n, its second stage's contexts also holding each value's column and row parity "
         "(codec/predictive.py: PARITY)",
-        formats=(13, 14, 15), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=tuple(range(13, 17)), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_stateful(predictive.PARITY), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_PARITY]),
     ),
     TileKind(
         PREDICTIVE_WIDE, "s", "as o, each predictor's blend weight also reading its errors two columns to the left and "
         "two rows above; the same statistics as o's (codec/predictive.py: WIDE)",
-        formats=(14, 15), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=tuple(range(14, 17)), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_stateful(predictive.WIDE), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_WIDE]),
     ),
     TileKind(
         PREDICTIVE_STAGED, "t", "as s, each value's std also grown by the residuals two columns to the left and two "
         "rows above, its mean and std corrected again by a third stage of context statistics, keyed on the signed "
         "residuals left of and above it (codec/predictive.py: STAGED)",
-        formats=(15,), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=(15, 16), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_stateful(predictive.STAGED), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_STAGED]),
+    ),
+    TileKind(
+        PREDICTIVE_SECTIONS, "u", "a section: its tiles as t's, on a stack of their own whose words are pushed as "
+        "uniform 16-bit halves after their count, their statistics starting from the initial ones, their context "
+        "only the section's tiles (codec/tilekinds.py: sections)",
+        formats=(16,), written=True, single=False, uses_model=False, needs_bits=False,
+        push=_push_sections, pop=_pop_sections, deferred=True,
     ),
     *(TileKind(
         importance_kind(samples), code, f"importance-weighted (Monte-Carlo) bits-back with {samples} posterior samples "
         "per tile: one chosen in proportion to its weight p(x, z) / q(z given x), the others pushed back",
-        formats=tuple(range(4, 16)), written=True, single=False, uses_model=True, needs_bits=True,
+        formats=tuple(range(4, 17)), written=True, single=False, uses_model=True, needs_bits=True,
         push=_push_importance(samples), pop=_pop_importance(samples), samples=samples,
     ) for samples, code in zip(SAMPLE_COUNTS, "ijkl")),
 )

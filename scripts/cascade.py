@@ -21,6 +21,9 @@ its classes' edges), the others as shipped. `--every K` takes every K-th image o
 were measured: `python scripts/cascade.py imagenette32-val --limit 2000 --every 5 --tile 256 --one-stream`).
 `--warm N` prices each image with its statistics as they start and as they would after N training photographs
 (`python scripts/cascade.py kodak --every 3 --tile 256 --warm 8`: what a shipped initial state could save).
+`--sections` prices format 16 against format 15: each image (or with --one-stream the whole set) as one chain of the
+staged cascade from zeros (format 15), in sections as the encoder cuts them (bitsback.price_sections: format 16) and
+in one section (`python scripts/cascade.py kodak --every 3 --tile 256 --sections`).
 """
 
 from __future__ import annotations
@@ -133,6 +136,27 @@ def warm(images, values: int, tile: int, count: int) -> None:
     print(f"all: {cold_total / values:.5f} -> {warm_total / values:.5f} ({100 * (warm_total / cold_total - 1):+.3f} %)")
 
 
+def sections(images, values: int, tile: int) -> None:
+    """Format 15's chain from zeros, format 16's sections as the encoder cuts them, and one section, per image (or
+    per set with ONE_STREAM)."""
+    streams = [[cut for image in images for cut in image_tiles(image, tile)]] if ONE_STREAM else \
+        [image_tiles(image, tile) for image in images]
+    totals = np.zeros(3)
+    for tiles in streams:
+        runs = bitsback.section_runs(tiles)
+        costs = np.array([sum(price[1] for price in prices) for prices in (
+            bitsback.price_without_model(tiles, bitsback.PREDICTIVE_STAGED), bitsback.price_sections(tiles),
+            bitsback.price_sections(tiles, runs=[len(tiles)]))])
+        totals += costs
+        count = sum(tile.pixels.shape[0] * tile.valid[0] * tile.valid[1] for tile in tiles)
+        print(f"{costs[0] / count:.4f} -> {costs[1] / count:.4f} in {len(runs)} sections of {runs} tiles "
+              f"({100 * (costs[1] / costs[0] - 1):+.3f} %), {costs[2] / count:.4f} in one "
+              f"({100 * (costs[2] / costs[0] - 1):+.3f} %)", flush=True)
+    print(f"all: format 15 {totals[0] / values:.5f}, format 16 {totals[1] / values:.5f} "
+          f"({100 * (totals[1] / totals[0] - 1):+.3f} %), one section {totals[2] / values:.5f} "
+          f"({100 * (totals[2] / totals[0] - 1):+.3f} %)")
+
+
 def main() -> None:
     parser = set_parser(__doc__)
     # --fast's tiles until FAST_TILE became 256 (vaezip/archive.py), and those of every figure quoted from here
@@ -141,6 +165,7 @@ def main() -> None:
                         help="instead: format 15's bits in tiles of each of these sizes (archive.FAST_TILE's choice)")
     parser.add_argument("--stages", action="store_true", help="instead: format 15 with other STAGED_TUNING values")
     parser.add_argument("--one-stream", action="store_true", help="every image's tiles in one stream (an archive's)")
+    parser.add_argument("--sections", action="store_true", help="instead: format 16's sections against format 15")
     parser.add_argument("--warm", type=int, metavar="N", help="instead: format 15 with its statistics warmed by N "
                         "training photographs first")
     args = parser.parse_args()
@@ -166,6 +191,9 @@ def main() -> None:
         return
     if args.warm:
         warm(images, values, args.tile, args.warm)
+        return
+    if args.sections:
+        sections(images, values, args.tile)
         return
     for kind, label in ((bitsback.PREDICTIVE_LEAST_SQUARES, "format 10 (predictive-least-squares)"),
                         (bitsback.PREDICTIVE_CASCADE, "format 12 (predictive-cascade)"),

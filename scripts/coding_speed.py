@@ -10,6 +10,8 @@ predictor (pricing every tile, coding some). The model is given to compress by n
 The C allocator is set as the vaezip command sets it (vaezip/allocator.py) unless --system-allocator.
 --float codes with the float network (format 1, what vaezip wrote before the integer-exact coder; decodes
 only on the kind of machine that wrote it), for comparison. --fast codes with no network (compress --fast).
+Format 16's sections are coded in threads side by side: the predictor's time is then summed over those threads
+(the cores' time, which can exceed the command's).
 """
 
 from __future__ import annotations

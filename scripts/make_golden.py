@@ -70,7 +70,13 @@ either.
 
     python scripts/make_golden.py --format15 [--force]
 writes tests/data/format15/*.vz, the first files of format 15 (the staged cascade's tiles): --format14's images and
-options, written today by default. Never regenerate them either.
+options, written by default when format 15 was the newest. Never regenerate them either.
+
+    python scripts/make_golden.py --format16 [--force]
+writes tests/data/format16/*.vz, the first files of format 16 (the staged cascade's tiles in sections):
+--format15's images and options but smaller tiles where --fast codes one image (so that it holds rows of tiles),
+written today by default with sections cut at far fewer values than compress cuts them (small_sections: several
+sections a file). Never regenerate them either.
 
     python scripts/make_golden.py --binary [--force]
 writes tests/data/binary/model.vz, the first file of a model with binary latent groups (DVAE++; the seeded
@@ -97,7 +103,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -290,7 +296,7 @@ def make_format3_fixtures(force: bool) -> None:
 # The predictor kind of the files of tests/data/format5, format6, format8, format9 and format10 (predictor_files).
 PREDICTOR_KINDS = {5: "predictive-laplace", 6: "predictive-blend", 8: "predictive-fitted", 9: "predictive-adaptive",
                    10: "predictive-least-squares"}
-NEWEST = 15  # the format compress_images writes by default (format_version=None) where the predictor codes
+NEWEST = 16  # the format compress_images writes by default (format_version=None) where the predictor codes
 
 
 def predictor_files(version: int) -> dict[str, tuple[list[tuple[str, Image.Image]], dict]]:
@@ -365,13 +371,44 @@ def format15_files() -> dict[str, tuple[list[tuple[str, Image.Image]], dict]]:
     return format14_files(15)
 
 
+def format16_files() -> dict[str, tuple[list[tuple[str, Image.Image]], dict]]:
+    """tests/data/format16: format15_files's images and options written in format 16 (the staged cascade's tiles in
+    sections), where --fast codes one image in tiles small enough for rows of them: golden.png's 24x20 in tiles of
+    8 (fast.vz), photo_crop's 96x64 in tiles of 32 (photo-fast.vz) and the 23x21 corner in tiles of 8
+    (odd-fast.vz). Written within small_sections."""
+    files = format14_files(NEWEST)
+    for name, tile in (("fast.vz", 8), ("photo-fast.vz", 32), ("odd-fast.vz", 8)):
+        files[name] = (files[name][0], {**files[name][1], "tile": tile})
+    return files
+
+
+# What small_sections cuts sections at, instead of bitsback.SECTION_VALUES and SECTIONS_MOST: a few hundred values
+# (a 16x16 colour tile holds 768), so that tests/data/format16's small images hold several sections each.
+SMALL_SECTION_VALUES = 256
+SMALL_SECTIONS_MOST = 64
+
+
+@contextmanager
+def small_sections():
+    """compress_images cutting format 16's sections at SMALL_SECTION_VALUES values (the files' format is the
+    same; only where the encoder cuts changes)."""
+    from codec import bitsback
+
+    kept = bitsback.SECTION_VALUES, bitsback.SECTIONS_MOST
+    bitsback.SECTION_VALUES, bitsback.SECTIONS_MOST = SMALL_SECTION_VALUES, SMALL_SECTIONS_MOST
+    try:
+        yield
+    finally:
+        bitsback.SECTION_VALUES, bitsback.SECTIONS_MOST = kept
+
+
 def make_deflated_fixtures(version: int, force: bool) -> None:
-    """tests/data/format11 to format15."""
+    """tests/data/format11 to format16."""
     folder = GOLDEN / f"format{version}"
     folder.mkdir(parents=True, exist_ok=True)
     files = {11: format11_files, 12: format12_files, 13: format13_files, 14: format14_files,
-             15: format15_files}[version]()
-    with tempfile.TemporaryDirectory() as scratch:
+             15: format15_files, 16: format16_files}[version]()
+    with tempfile.TemporaryDirectory() as scratch, small_sections() if version == 16 else nullcontext():
         weights = _tiny_models(Path(scratch))
         for file_name, (images, options) in files.items():
             result = compress_images(images, load_model(weights[3]), **{"device": "cpu", **options})
@@ -497,6 +534,7 @@ def main() -> None:
     action.add_argument("--format13", action="store_true", help="tests/data/format13/*.vz")
     action.add_argument("--format14", action="store_true", help="tests/data/format14/*.vz")
     action.add_argument("--format15", action="store_true", help="tests/data/format15/*.vz")
+    action.add_argument("--format16", action="store_true", help="tests/data/format16/*.vz")
     action.add_argument("--binary", action="store_true", help="tests/data/binary/model.vz")
     action.add_argument("--global", dest="global_", action="store_true", help="tests/data/global/model.vz")
     action.add_argument("--sizes", action="store_true", help="print issue 15's size table (writes nothing)")
@@ -517,8 +555,8 @@ def main() -> None:
         version = 8 if args.format8 else 9 if args.format9 else 10
         make_predictor_fixtures(version, args.force)
         make_format7_fixture(args.force, version)
-    elif args.format11 or args.format12 or args.format13 or args.format14 or args.format15:
-        version = next(v for v in range(11, 16) if getattr(args, f"format{v}"))
+    elif any(getattr(args, f"format{v}") for v in range(11, 17)):
+        version = next(v for v in range(11, 17) if getattr(args, f"format{v}"))
         make_deflated_fixtures(version, args.force)
     elif args.binary:
         make_latent_fixture("binary", binary_weights, args.force)

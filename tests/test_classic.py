@@ -80,8 +80,8 @@ def coded(models) -> dict[str, tuple[Image.Image, object]]:
 
 def test_every_kind_takes_its_smallest_path_and_is_never_larger_than_a_classical_one_plus_the_header(coded):
     """The untrained model loses every kind to a classical coding, but for the LA and RGBA images: their tiles
-    are all first tiles (nothing to pop yet), which the predictor's tiles (format 13's cascade ones with parity)
-    code in fewer bytes than WebP."""
+    are all first tiles (nothing to pop yet), which the predictor's tiles (format 16's sections of the staged
+    cascade's) code in fewer bytes than WebP."""
     model_coded = set()
     for kind, (image, result) in coded.items():
         report = result.images[0]
@@ -90,8 +90,8 @@ def test_every_kind_takes_its_smallest_path_and_is_never_larger_than_a_classical
         if report.coding == "model":
             model_coded.add(kind)
             header = container.read(result.data)[0]
-            assert result.format_version == 15
-            assert {k for k, _ in header.coder.schedule} == {"predictive-staged"}
+            assert result.format_version == 16
+            assert {k for k, _ in header.coder.schedule} == {"predictive-sections"}
             assert tried["model"] < min(tried[coding] for coding in classic.CODINGS), kind
             continue
         assert result.format_version == 3 and report.coding in classic.CODINGS, kind

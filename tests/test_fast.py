@@ -4,6 +4,7 @@ keeps the smaller of that stream and its classical codings, and the file decodes
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 from PIL import Image
 
 from codec.container import read_versioned
-from conftest import run_cli, smooth_rgb
+from conftest import OTHER_KERNELS, run_cli, smooth_rgb
 from vaezip.api import compress_images, decompress_images, load_model
 from vaezip.coding import TorchLatentModel
 from vaezip.unpack import needs_no_model
@@ -313,3 +314,36 @@ def test_an_archive_whose_graphic_goes_classical_keeps_the_models_file_where_tha
     assert all(dict(report.candidate_bytes)["predictor"] < dict(report.candidate_bytes)["model"]
                for report in default.images)
     assert len(default.data) < len(quick.data) / 1.5
+
+
+def test_a_photograph_sized_image_is_cut_into_sections_decoded_side_by_side(tiny_weights, tmp_path):
+    """--fast on a 768x512 image (2 rows of 3 tiles of 256, 1.2 million values): format 16, two sections of a row
+    of tiles each (bitsback.section_runs); a fresh process decodes it the same on one thread under other kernel
+    settings as this one does on every core. Where a tile would cost raw bytes less (noise), the stream is format
+    15's chain."""
+    image = smooth_rgb(512, 768, seed=5)
+    result = compress_images([("big.png", Image.fromarray(image))], load_model(tiny_weights[3]), device="cpu",
+                             fast=True)
+    version, header, _ = read_versioned(result.data)
+    assert version == 16 and header.coder.schedule == (("predictive-sections", 3), ("predictive-sections", 3))
+    path = tmp_path / "big.vz"
+    path.write_bytes(result.data)
+    script = ("import sys, numpy as np; sys.path.insert(0, sys.argv[1]); from codec import bitsback;"
+              "bitsback.section_workers = lambda: int(sys.argv[3]);"
+              "from vaezip.api import decompress_images;"
+              "(_, image), = decompress_images(open(sys.argv[2], 'rb').read());"
+              "np.save(sys.argv[4], np.asarray(image)); print('ok')")
+    out = subprocess.run([sys.executable, "-c", script, str(ROOT), str(path), "1", str(tmp_path / "out.npy")],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, **OTHER_KERNELS})
+    assert out.stdout.strip() == "ok", out.stderr
+    assert np.array_equal(np.load(tmp_path / "out.npy"), image)
+    (_, back), = decompress_images(result.data)  # here, one section a core
+    assert np.array_equal(np.asarray(back), image)
+    noise = np.random.default_rng(6).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    mixed = np.concatenate([image[:64, :64], noise], axis=1)
+    result = compress_images([("mixed.png", Image.fromarray(mixed))], load_model(tiny_weights[3]), device="cpu",
+                             fast=True, classical=False, tile=32)
+    version, header, _ = read_versioned(result.data)
+    assert version == 15 and "predictive-sections" not in {kind for kind, _ in header.coder.schedule}
+    (_, back), = decompress_images(result.data)
+    assert np.array_equal(np.asarray(back), mixed)

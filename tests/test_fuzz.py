@@ -63,9 +63,9 @@ def test_fuzz_crafted_weights_and_adversarial_quick(tiny_weights, tmp_path):
 
 
 def test_fuzz_binary_formats_quick(tmp_path):
-    """Mutations of today's files made with the shipped models (formats 10 to 15: bits-back, the predictor's
-    least-squares and cascade tiles, with parity and without, wide, staged, the stream order, whitened tiles,
-    deflated headers): every one a one-line rejection or the original images, also through the CLI."""
+    """Mutations of today's files made with the shipped models (formats 10 to 16: bits-back, the predictor's
+    least-squares and cascade tiles, with parity and without, wide, staged, in sections, the stream order, whitened
+    tiles, deflated headers): every one a one-line rejection or the original images, also through the CLI."""
     report = fuzz.fuzz(0, seed=7, timeout=60.0, cli_every=15, crafted=False, binary_cases=90)
     (tmp_path / "report.md").write_text(fuzz.to_markdown(report))
     section = report["sections"][fuzz.BINARY_SECTION]

@@ -32,7 +32,8 @@ FORMAT3 = GOLDEN / "format3"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from make_golden import (  # noqa: E402
     FORMAT7_TILE, PREDICTOR_KINDS, format3_files, format7_estimates, format7_file, format11_files, format12_files,
-    format13_files, format14_files, format15_files, hopper_crops, photo_crop, predictor_files,
+    format13_files, format14_files, format15_files, format16_files, hopper_crops, photo_crop, predictor_files,
+    small_sections,
 )
 
 
@@ -123,7 +124,7 @@ def test_the_untrained_model_loses_every_tile_of_the_golden_image_to_the_predict
     still."""
     image = Image.open(GOLDEN / "golden.png")
     sizes = {}
-    kinds = {None: "predictive-staged", 14: "predictive-wide", 13: "predictive-parity", 12: "predictive-cascade",
+    kinds = {None: "predictive-sections", 15: "predictive-staged", 14: "predictive-wide", 13: "predictive-parity", 12: "predictive-cascade",
              10: "predictive-least-squares", 9: "predictive-adaptive", 8: "predictive-fitted", 6: "predictive-blend",
              5: "predictive-laplace", 3: "predictive-neighbours"}
     for version, predictor_kind in kinds.items():
@@ -134,7 +135,7 @@ def test_the_untrained_model_loses_every_tile_of_the_golden_image_to_the_predict
         assert result.images[0].tiles_without_bitsback == result.images[0].tiles == 4
         sizes[version] = result.images[0].payload_bits
         assert len(result.data) < len((GOLDEN / "golden.vz").read_bytes())
-    assert sizes[6] < sizes[5] < sizes[3] and sizes[8] < sizes[5] and sizes[None] < sizes[5]  # noisy, synthetic
+    assert sizes[6] < sizes[5] < sizes[3] and sizes[8] < sizes[5] and sizes[None] < sizes[15] < sizes[5]  # synthetic
 
 
 @pytest.mark.parametrize("version", sorted(PREDICTOR_KINDS))
@@ -291,17 +292,18 @@ def test_format_3_golden_files_say_how_each_image_was_coded():
 
 
 def test_the_cli_writes_an_older_format_on_request(tiny_weights, tmp_path):
-    """--format 14 for readers before format 15 (the wide cascade's tiles, without the third stage), 13 for readers
+    """--format 15 for readers before format 16 (the staged cascade's tiles in one chain, not in sections), 14 for
+    readers before format 15 (the wide cascade's tiles, without the third stage), 13 for readers
     before format 14 (the cascade's tiles with parity, their blends not reading the errors two away), 12 for
     readers before format 13 (the cascade's tiles without parity), 11 for readers before format 12 (format 10's
     least-squares tiles, not the cascade's), 10 for those before format 11 (the same, the header as it is), 9 for
     readers before format 10 (the adaptive tiles without least squares), 8 for those before format 9 (the fitted
     tiles without adapting), 7 or 6 for those before format 8 (the blend's Laplace tiles), 5 for those before format
     6, 3 (and 2) for those before format 5: the predictor's Laplace or Gaussian tiles; the same bytes in a worker
-    process (-j 2); --format 15 is the default; --format with --samples, or a format it cannot write, is a usage
+    process (-j 2); --format 16 is the default; --format with --samples, or a format it cannot write, is a usage
     error."""
     image = np.asarray(Image.open(GOLDEN / "golden.png"))
-    formats = {"new": [], "fifteen": ["--format", "15"], "fourteen": ["--format", "14"],
+    formats = {"new": [], "sixteen": ["--format", "16"], "fifteen": ["--format", "15"], "fourteen": ["--format", "14"],
                "thirteen": ["--format", "13"], "twelve": ["--format", "12"], "eleven": ["--format", "11"],
                "ten": ["--format", "10"],
                "nine": ["--format", "9"], "eight": ["--format", "8"],
@@ -314,12 +316,15 @@ def test_the_cli_writes_an_older_format_on_request(tiny_weights, tmp_path):
         back = run_cli("decompress", tmp_path / f"{name}.vz", "-o", tmp_path / f"{name}.png", "-m", tiny_weights[3])
         assert back.returncode == 0 and np.array_equal(np.asarray(Image.open(tmp_path / f"{name}.png")), image)
     versions = {name: read_versioned((tmp_path / f"{name}.vz").read_bytes())[0] for name in formats}
-    assert versions["three"] == 3 and versions["two"] == 2 and versions["new"] in (3, 15) and versions["five"] in (3, 5)
+    assert versions["three"] == 3 and versions["two"] == 2 and versions["new"] in (3, 16) and versions["five"] in (3, 5)
     assert versions["six"] == versions["seven"] in (3, 6)  # nothing for the stream order to move here
     assert versions["eight"] in (3, 8) and versions["nine"] in (3, 9)
     assert versions["ten"] in (3, 10) and versions["eleven"] in (3, 10, 11)  # 11 where deflating pays
-    assert (tmp_path / "fifteen.vz").read_bytes() == (tmp_path / "new.vz").read_bytes()
+    assert (tmp_path / "sixteen.vz").read_bytes() == (tmp_path / "new.vz").read_bytes()
     assert versions["twelve"] in (3, 12) and versions["thirteen"] in (3, 13) and versions["fourteen"] in (3, 14)
+    assert versions["fifteen"] in (3, 15)  # 3: without the initial statistics PNG codes this image for less
+    fifteen_coder = read_versioned((tmp_path / "fifteen.vz").read_bytes())[1].coder
+    assert fifteen_coder is None or "predictive-sections" not in {kind for kind, _ in fifteen_coder.schedule}
     fourteen_kinds = {kind for kind, _ in read_versioned((tmp_path / "fourteen.vz").read_bytes())[1].coder.schedule}
     assert "predictive-staged" not in fourteen_kinds
     thirteen_kinds = {kind for kind, _ in read_versioned((tmp_path / "thirteen.vz").read_bytes())[1].coder.schedule}
@@ -352,13 +357,12 @@ def test_the_cli_writes_an_older_format_on_request(tiny_weights, tmp_path):
 
 
 # Pinned files whose model stream went without the model tile by tile (predictor tiles, or no tiles at all).
-MODEL_FREE = ["format15/predictor.vz", "format15/fast.vz", "format15/photo-fast.vz", "format15/archive-fast.vz",
-              "format15/odd-fast.vz",
-              "format14/predictor.vz", "format14/fast.vz", "format14/photo-fast.vz", "format14/archive-fast.vz",
-              "format14/odd-fast.vz",
-              "format13/predictor.vz", "format13/fast.vz", "format13/photo-fast.vz", "format13/archive-fast.vz",
-              "format13/odd-fast.vz",
-              "format12/predictor.vz", "format12/fast.vz", "format12/photo-fast.vz", "format12/archive-fast.vz",
+MODEL_FREE = ["format16/predictor.vz", "format16/fast.vz", "format16/photo-fast.vz", "format16/archive-fast.vz",
+              "format16/odd-fast.vz",
+              # formats 12 to 15: the same code decodes each one's files; two of each (the rest decode in
+              # test_format_11_to_16_golden_files_..., with the model loaded)
+              "format15/predictor.vz", "format15/archive-fast.vz", "format14/fast.vz", "format14/odd-fast.vz",
+              "format13/photo-fast.vz", "format13/archive-fast.vz", "format12/predictor.vz", "format12/fast.vz",
               "format11/archive-fast.vz", "format10/predictor.vz", "format10/fast.vz", "format10/photo-fast.vz",
               "format9/predictor.vz",
               "format8/predictor.vz", "format6/predictor.vz", "format5/predictor.vz", "format3/model-alpha.vz",
@@ -403,9 +407,10 @@ def test_a_file_with_model_tiles_still_needs_its_model():
 
 @pytest.mark.parametrize("name", ["format9/predictor.vz", "format9/reordered.vz", "format10/predictor.vz",
                                   "format10/fast.vz", "format10/photo-fast.vz", "format12/photo-fast.vz",
-                                  "format13/photo-fast.vz", "format14/photo-fast.vz", "format15/photo-fast.vz"])
-def test_format_9_to_15_files_decode_in_a_fresh_process_without_numba(name, tiny_weights, tmp_path):
-    """Format 9's adaptive predictor tiles, format 10's least-squares ones and the cascade's of formats 12 to 15
+                                  "format13/photo-fast.vz", "format14/photo-fast.vz", "format15/photo-fast.vz",
+                                  "format16/photo-fast.vz"])
+def test_format_9_to_16_files_decode_in_a_fresh_process_without_numba(name, tiny_weights, tmp_path):
+    """Format 9's adaptive predictor tiles, format 10's least-squares ones and the cascade's of formats 12 to 16
     have no numpy coder: where numba cannot be imported the kernels run as plain Python (codec/kernels.py
     PLAIN_FORMS, _borrowed the array itself), the same pixels."""
     expected = np.asarray(photo_crop() if name.endswith("photo-fast.vz") else Image.open(GOLDEN / "golden.png"))
@@ -423,28 +428,30 @@ def test_format_9_to_15_files_decode_in_a_fresh_process_without_numba(name, tiny
     assert np.array_equal(np.load(tmp_path / "image.npy"), expected)
 
 
-# ---------------------------------------------------------------------------------------------- formats 11 to 15
+# ---------------------------------------------------------------------------------------------- formats 11 to 16
 
 DEFLATED_FILES = {11: format11_files, 12: format12_files, 13: format13_files, 14: format14_files,
-                  15: format15_files}
+                  15: format15_files, 16: format16_files}
 DEFLATED_GOLDENS = [(version, name) for version, files in DEFLATED_FILES.items() for name in sorted(files())]
 
 
 @pytest.mark.parametrize("version, file_name", DEFLATED_GOLDENS)
-def test_format_11_to_15_golden_files_reencode_to_their_bytes_and_decode_in_a_fresh_process_under_other_kernels(
+def test_format_11_to_16_golden_files_reencode_to_their_bytes_and_decode_in_a_fresh_process_under_other_kernels(
         version, file_name, tiny_weights, tmp_path):
     """format11/*.vz: archives of twelve small images whose header is stored deflated (format 11), through the
     model and as --fast codes them; format12/*.vz: images and an archive through the predictor's cascade tiles
     (format 12, its header always deflated); format13/*.vz: the same through the cascade's tiles with parity;
-    format14/*.vz: the same through the wide cascade's tiles; format15/*.vz: the same through the staged cascade's.
-    Encoding again gives the same bytes; a fresh process decodes the same images whatever kernels the CPU runs. A
-    failure means the format changed."""
+    format14/*.vz: the same through the wide cascade's tiles; format15/*.vz: the same through the staged cascade's;
+    format16/*.vz: the same in sections (cut at a few hundred values: make_golden.small_sections). Encoding again
+    gives the same bytes; a fresh process decodes the same images whatever kernels the CPU runs. A failure means
+    the format changed."""
     from codec.container import inflate_header
     from codec.header import to_binary
 
     images, options = DEFLATED_FILES[version]()[file_name]
     pinned = (GOLDEN / f"format{version}" / file_name).read_bytes()
-    again = compress_images(images, load_model(tiny_weights[3]), device="cpu", **options)
+    with small_sections():  # cuts only format 16's sections
+        again = compress_images(images, load_model(tiny_weights[3]), device="cpu", **options)
     assert again.format_version == version
     # byte for byte where this zlib deflates as the one that wrote it (zlib-ng, say, may not): else the same
     # header and the same words
@@ -455,7 +462,7 @@ def test_format_11_to_15_golden_files_reencode_to_their_bytes_and_decode_in_a_fr
     assert read_version == version and [image.name for image in header.images] == [name for name, _ in images]
     if version >= 12:
         assert {12: "predictive-cascade", 13: "predictive-parity", 14: "predictive-wide",
-                15: "predictive-staged"}[version] in {
+                15: "predictive-staged", 16: "predictive-sections"}[version] in {
             kind for kind, _ in header.coder.schedule}
     position, length, shift = 10, 0, 0
     while True:  # the stored header's length, a varint
@@ -487,14 +494,19 @@ def test_format_11_to_15_golden_files_reencode_to_their_bytes_and_decode_in_a_fr
         info.stdout.decode()
 
 
-def test_formats_10_to_14_asked_for_are_the_defaults_coding_with_their_predictor_tiles(tiny_weights):
+def test_formats_10_to_15_asked_for_are_the_defaults_coding_with_their_predictor_tiles(tiny_weights):
     """--format 11 (format_version=11) codes as the default does, the quick stream and the early exit included,
     with format 10's least-squares predictor tiles instead of the staged cascade's (format 15's), the header
     deflated; --format 10 writes the same header and words plainly; --format 12 the cascade's tiles without
-    parity, --format 13 those with parity, --format 14 the wide cascade's, and nothing else changes."""
+    parity, --format 13 those with parity, --format 14 the wide cascade's, --format 15 the staged cascade's in one
+    chain, not in sections (format 16's), and nothing else changes."""
     images = hopper_crops()
     model = load_model(tiny_weights[3])
     newest = compress_images(images, model, device="cpu", classical=True)
+    sixteen = compress_images(images, model, device="cpu", classical=True, format_version=16)
+    assert newest.format_version == 16 and sixteen.data == newest.data
+    assert {kind for kind, _ in read(newest.data)[0].coder.schedule} == {"predictive-sections"}
+    newest = compress_images(images, model, device="cpu", classical=True, format_version=15)
     fourteen = compress_images(images, model, device="cpu", classical=True, format_version=14)
     thirteen = compress_images(images, model, device="cpu", classical=True, format_version=13)
     twelve = compress_images(images, model, device="cpu", classical=True, format_version=12)
@@ -502,7 +514,6 @@ def test_formats_10_to_14_asked_for_are_the_defaults_coding_with_their_predictor
     plain = compress_images(images, model, device="cpu", classical=True, format_version=10)
     assert (newest.format_version, fourteen.format_version, thirteen.format_version, twelve.format_version,
             deflated.format_version, plain.format_version) == (15, 14, 13, 12, 11, 10)
-    assert compress_images(images, model, device="cpu", classical=True, format_version=15).data == newest.data
     newest_kinds = {kind for kind, _ in read(newest.data)[0].coder.schedule}
     assert "predictive-staged" in newest_kinds and not {"predictive-least-squares", "predictive-cascade",
                                                         "predictive-parity", "predictive-wide"} & newest_kinds

@@ -45,8 +45,9 @@ def compress_images(
     where the predictor's tiles go first in the stream, so that the model's run in full batches; 8 where a tile
     decided on while coding goes to the predictor, whose residuals format 8 codes with tables fitted on
     photographs; 9 where the predictor's tiles adapt their contexts' statistics over the stream; 11 where the
-    header deflated saves 16 bytes or more; 15 where the predictor's staged cascade tiles code a tile), as 15 does;
-    14 to write the wide cascade's tiles (without the third stage), format 14 at most, which readers older than
+    header deflated saves 16 bytes or more; 15 where the predictor's staged cascade tiles code a tile; 16 where they
+    code every tile, in sections), as 16 does; 15 to write the staged cascade's tiles in one chain, format 15 at
+    most, which readers older than format 16 read; 14 to write the wide cascade's tiles (without the third stage), format 14 at most, which readers older than
     format 15 read; 13 to write the cascade's tiles with parity, format 13 at most, which readers older than format
     14 read; 12 to
     write the cascade's tiles without parity, format 12 at most, which readers older than format 13 read; 11 to
@@ -171,6 +172,8 @@ INFERENCE = {
         "header deflated: decodes on any machine",
     15: "integer-exact inference with staged cascade predictor tiles first in the stream, and classical codings, "
         "its header deflated: decodes on any machine",
+    16: "integer-exact inference with staged cascade predictor tiles in sections, each decoded apart, and "
+        "classical codings, its header deflated: decodes on any machine",
 }
 
 

@@ -58,14 +58,16 @@ __all__ = ["MAX_FILE_PIXELS", "combined_checksum", "decode_archive", "effective_
 
 
 # The older formats written with the default's coding (quick stream, early exit, --samples) and only their own
-# predictor tiles instead of format 15's staged cascade: 10 and 11 the least-squares tiles (format 10 with its header
-# as it is, 11 deflating it where that pays), 12 the cascade's without parity, 13 those with parity, 14 the wide
-# cascade's. Older ones than these are written by their own, older coding.
+# predictor tiles instead of format 16's sections of the staged cascade: 10 and 11 the least-squares tiles (format 10
+# with its header as it is, 11 deflating it where that pays), 12 the cascade's without parity, 13 those with parity,
+# 14 the wide cascade's, 15 the staged cascade's in one chain over the stream. Older ones than these are written by
+# their own, older coding.
 DEFAULT_CODING_FORMATS = {container.LEAST_SQUARES_VERSION: bitsback.PREDICTIVE_LEAST_SQUARES,
                           container.DEFLATED_VERSION: bitsback.PREDICTIVE_LEAST_SQUARES,
                           container.CASCADE_VERSION: bitsback.PREDICTIVE_CASCADE,
                           container.PARITY_VERSION: bitsback.PREDICTIVE_PARITY,
-                          container.WIDE_VERSION: bitsback.PREDICTIVE_WIDE}
+                          container.WIDE_VERSION: bitsback.PREDICTIVE_WIDE,
+                          container.STAGED_VERSION: bitsback.PREDICTIVE_STAGED}
 
 
 def effective_tile(tile: int | None, stride: int) -> int:
@@ -128,19 +130,20 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
     started = time.perf_counter()
     split = _split(images)  # once: `images` may be an iterator, and both codings read the same planes
     older = DEFAULT_CODING_FORMATS.get(format_version)
-    format_version = None if format_version == container.STAGED_VERSION else format_version  # the newest
+    format_version = None if format_version == container.SECTIONS_VERSION else format_version  # the newest
     deflate = format_version != container.LEAST_SQUARES_VERSION
     newest = older or bitsback.PREDICTIVE_STAGED
+    sections = format_version is None  # format 16's sections where the predictor codes every tile
     format_version = None if older else format_version
     if fast or tile is not None or not (predictor and classical) or format_version is not None or samples != 1:
         return _encode_archive(split, started, model, tile=tile, max_batch=max_batch, device=device, progress=progress,
                                predictor=predictor, classical=classical, format_version=format_version,
-                               samples=samples, fast=fast, deflate=deflate, newest=newest)
+                               samples=samples, fast=fast, deflate=deflate, newest=newest, sections=sections)
 
     def quick_stream() -> CompressResult:
         return _encode_archive(split, time.perf_counter(), model, tile=None, max_batch=max_batch, device=device,
                                progress=None, predictor=True, classical=False, format_version=None, samples=1,
-                               fast=True, deflate=deflate, newest=newest)
+                               fast=True, deflate=deflate, newest=newest, sections=sections)
 
     # The quick stream and the classical codings are made in threads of their own (the compiled coder and
     # Pillow's encoders release the GIL) while the model prices a sample of the tiles (the early exit: GATE_EVERY;
@@ -169,7 +172,7 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
                 format_version=format_version, samples=samples, fast=fast,
                 alongside=lambda: lambda: [report.payload_bits for report in quick_later.result().images],
                 predictor_kind=bitsback.PREDICTIVE_ADAPTIVE, gate=gate, classical_later=classical_later,
-                deflate=deflate, newest=newest)
+                deflate=deflate, newest=newest, sections=sections)
         quick = quick_later.result()
     kept = result if len(result.data) <= len(quick.data) else quick
     # Each image keeps the model's bound (the network ran) and its candidates, the quick stream's share joining them.
@@ -199,7 +202,7 @@ def _encode_archive(split: list[_Image], started: float, model, *, tile, max_bat
                     classical, format_version, samples, fast, alongside=None,
                     predictor_kind: str | None = None, gate: _Gate | None = None,
                     classical_later: Future | None = None, deflate: bool = True,
-                    newest: str = bitsback.PREDICTIVE_STAGED) -> CompressResult:
+                    newest: str = bitsback.PREDICTIVE_STAGED, sections: bool = True) -> CompressResult:
     """encode_archive's coding of `split` (_split's) with these options, its time counted from `started`;
     `alongside()` is called once the classical codings run beside the coder, before the model's tiles are priced
     (not at all where no classical coding runs); what it returns gives, called after the pricing, each image's
@@ -210,7 +213,9 @@ def _encode_archive(split: list[_Image], started: float, model, *, tile, max_bat
     PREDICTIVE_PARITY, 12's PREDICTIVE_CASCADE, or format 10's and 11's PREDICTIVE_LEAST_SQUARES).
     `gate`: the early exit's model and priced sample, reused; `classical_later`: the classical codings
     (encode_archive's _screened_classical_codings), made already or being made. `deflate`: format 11's deflated
-    header where it pays and no older format was asked for (formats 12 to 15's are always deflated)."""
+    header where it pays and no older format was asked for (formats 12 to 16's are always deflated). `sections`:
+    where the staged cascade codes every tile of the model's stream for less than the model would, format 16's
+    sections (bitsback.price_sections) instead of format 15's one chain."""
     if format_version not in (None, *container.OLDER_FORMATS):
         raise ValueError(f"format_version must be one of {', '.join(map(str, container.OLDER_FORMATS))}, "
                          f"not {format_version}")
@@ -306,8 +311,14 @@ def _encode_archive(split: list[_Image], started: float, model, *, tile, max_bat
         # All the images' tiles at once, as the stream holds them: the adaptive predictor's statistics run over
         # them all, and its recordings hold where the stream codes these very tiles the same way.
         cuts = list(tiles_of.items())
-        every = bitsback.price_without_model([t for _, cut in cuts for t in cut], predictor_kind,
-                                             [e for k, _ in cuts for e in estimates_of[k]])
+        stream_tiles, limits = [t for _, cut in cuts for t in cut], [e for k, _ in cuts for e in estimates_of[k]]
+        every = None
+        if sections and format_version is None and predictor_kind == bitsback.PREDICTIVE_STAGED:
+            every = bitsback.price_sections(stream_tiles, limits)
+            if not bitsback.sections_hold(stream_tiles, every, limits):
+                every = None  # a tile goes to the model or to raw bytes: format 15's chain
+        if every is None:
+            every = bitsback.price_without_model(stream_tiles, predictor_kind, limits)
         priced_of, start = {}, 0
         for k, cut in cuts:
             priced_of[k], start = every[start : start + len(cut)], start + len(cut)
@@ -676,6 +687,13 @@ def _encode_model(split: list[_Image], indices: list[int], coder_model, tiles_of
     # schedule, so the choice needs no exactness.
     estimates = None if estimates_of is None else [e for k in indices for e in estimates_of.get(k, [])]
     priced = None if priced_of is None else [p for k in indices for p in priced_of.get(k, [])]
+    if priced and getattr(priced[0], "section", None) is not None and \
+            [price.section for price in priced] != bitsback.section_spans(tiles):
+        # Sections priced over more images than this stream holds: priced again over these (the same where the
+        # sections did not cross the images left out), or the chain where they no longer hold.
+        priced = bitsback.price_sections(tiles, estimates)
+        if not bitsback.sections_hold(tiles, priced, estimates):
+            priced = bitsback.price_without_model(tiles, predictor_kind)
     order = None
     if model_last_order and estimates is not None and version in container.BINARY_VERSIONS:
         if priced is None:
@@ -720,6 +738,8 @@ def _encode_model(split: list[_Image], indices: list[int], coder_model, tiles_of
         import torch
 
         extra = {"device": coder_model.device.type, "torch": str(torch.__version__), "vaezip": __version__}
+    # A section is one batch however many tiles it holds: the header's batch limit is at least its count.
+    max_batch = max([max_batch] + [n for kind, n in schedule if kind == bitsback.PREDICTIVE_SECTIONS])
     settings = CoderSettings(GRID.step, GRID.bound, tile, max_batch, tuple(schedule), constriction_version(), extra,
                              () if order is None else bitsback.order_runs(order))
 

@@ -1015,12 +1015,12 @@ def compress(
                                 "the ELBO for K times the model's work each way (format 4 or later: vaezip before it "
                                 "cannot read such files)"),
     format_version: Optional[int] = typer.Option(None, "--format", metavar="N", help="write an older format for an "
-                                                 "older vaezip to read: 14 (the wide cascade's predictor tiles, "
-                                                 "without the third stage), 13, 12, 11, 10, 9, 8, 7, 6, 5, 3 or 2 "
-                                                 "(JSON header, every image through the model); docs/FORMAT.md's "
+                                                 "older vaezip to read: 15 (the staged cascade's predictor tiles in "
+                                                 "one chain, not in sections), 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 3 "
+                                                 "or 2 (JSON header, every image through the model); docs/FORMAT.md's "
                                                  "Versioning says what each holds and which vaezip reads it. "
-                                                 "Default (or 15): the oldest format that holds the file (15 where "
-                                                 "the staged cascade's predictor tiles code a tile)"),
+                                                 "Default (or 16): the oldest format that holds the file (16 where "
+                                                 "the predictor codes every tile, in sections decoded side by side)"),
     fast: bool = typer.Option(False, "--fast", help="run no network: every tile by the model-free predictor (or "
                               "the smaller classical coding), several times faster to compress, on photographs "
                               "within a fraction of a per cent of the default's size (larger on thumbnails); the "
@@ -1035,14 +1035,14 @@ def compress(
             raise UsageFailure(f"--jobs must be 0 (one per core) or more, not {jobs_at_once}")
         if samples not in (1, *IMPORTANCE_SAMPLES):
             raise UsageFailure(f"--samples must be 1, {', '.join(map(str, IMPORTANCE_SAMPLES))}, not {samples}")
-        from codec.container import OLDER_FORMATS, STAGED_VERSION
+        from codec.container import OLDER_FORMATS, SECTIONS_VERSION
         from vaezip.archive import DEFAULT_CODING_FORMATS
 
-        if format_version not in (None, *OLDER_FORMATS, STAGED_VERSION):
-            known = f"{', '.join(map(str, OLDER_FORMATS))} or {STAGED_VERSION}"
+        if format_version not in (None, *OLDER_FORMATS, SECTIONS_VERSION):
+            known = f"{', '.join(map(str, OLDER_FORMATS))} or {SECTIONS_VERSION}"
             raise UsageFailure(f"--format must be {known} (without it: the oldest format that holds the file), "
                                f"not {format_version}")
-        if format_version == STAGED_VERSION:  # the newest: what compress writes without --format
+        if format_version == SECTIONS_VERSION:  # the newest: what compress writes without --format
             format_version = None
         if format_version not in (None, *DEFAULT_CODING_FORMATS) and samples != 1:
             raise UsageFailure(f"--samples {samples} writes format 4 or later: not with --format {format_version}")

@@ -120,13 +120,15 @@ def decode_stream(header: Header, words: np.ndarray, *, channels: int, stride: i
     batch_start = 0
     for kind, n in header.coder.schedule:
         _, th, tw = in_stream[batch_start].shape
+        batch_start += n
+        if not tilekinds.BY_NAME[kind].uses_model:  # coded tile by tile (a section's many): no batch in memory
+            continue
         if n * th * tw > MAX_BATCH_PIXELS:
             raise LimitError(f"a batch of {n} tiles of {th}x{tw} is more than vaezip's limit of {MAX_BATCH_PIXELS} pixels")
         rows = n * tilekinds.BY_NAME[kind].samples  # an importance-weighted batch runs the model on K rows a tile
         if n > 1 and rows * th * tw > MAX_BATCH_PIXELS:
             raise LimitError(f"a batch of {n} tiles of {th}x{tw} with {rows // n} samples each is more than vaezip's "
                              f"limit of {MAX_BATCH_PIXELS} pixels")
-        batch_start += n
     stack = Stack.from_words(words)
 
     # An empty stack is no proof of damage: a black tile costs no payload at all, so whole files of black
