@@ -6,9 +6,10 @@ photos_train's training photographs, never from a benchmark set:
 The statistics of the staged cascade (predictive.STAGED) as they stand after coding every 13th training photograph
 (the first `--photos` of them) in tiles of 256, as one stream in the decoder's order, each tile with its
 neighbours below and to the right as context (what compress --fast codes), times `--scale` (every sum and count:
-the same means and ratios, weighing as a quarter as many values, so that a section's own values outweigh them
-sooner): where each of format 16's sections starts. Stored as float32 (numpy's .npz, no pickle); the sha256 of those float32 values is what
-codec/predictive.py pins (printed here). --check compares the result with the shipped file instead of writing it.
+the same means and ratios, weighing that share of the values, so that a section's own values outweigh them
+sooner): where each of format 16's sections starts. Stored as float32 (numpy's .npz, no pickle); the sha256 of
+those float32 values is what codec/predictive.py pins (printed here). --check compares the result with the shipped
+file instead of writing it.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ def main() -> None:
     args = parser.parse_args()
     sums = statistics(args.photos, args.scale)
     digest = hashlib.sha256(np.ascontiguousarray(sums, dtype="<f4").tobytes()).hexdigest()
-    print(f"{args.photos} photographs times {args.scale}: {int((sums[:, 1] > 0).sum())} of {len(sums)} contexts seen; sha256 {digest}")
+    seen = int((sums[:, 1] > 0).sum())
+    print(f"{args.photos} photographs times {args.scale}: {seen} of {len(sums)} contexts seen; sha256 {digest}")
     if args.check:
         shipped = predictive.INITIAL_STATISTICS_SHA256
         print("the same as the shipped file" if digest == shipped else f"differs from the shipped {shipped}")

@@ -47,10 +47,9 @@ def compress_images(
     photographs; 9 where the predictor's tiles adapt their contexts' statistics over the stream; 11 where the
     header deflated saves 16 bytes or more; 15 where the predictor's staged cascade tiles code a tile; 16 where they
     code every tile, in sections), as 16 does; 15 to write the staged cascade's tiles in one chain, format 15 at
-    most, which readers older than format 16 read; 14 to write the wide cascade's tiles (without the third stage), format 14 at most, which readers older than
-    format 15 read; 13 to write the cascade's tiles with parity, format 13 at most, which readers older than format
-    14 read; 12 to
-    write the cascade's tiles without parity, format 12 at most, which readers older than format 13 read; 11 to
+    most, which readers older than format 16 read; 14 to write the wide cascade's tiles (without the third stage),
+    format 14 at most, which readers older than format 15 read; 13 to write the cascade's tiles with parity, format
+    13 at most, which readers older than format 14 read; 12 to write the cascade's tiles without parity, format 12 at most, which readers older than format 13 read; 11 to
     write the predictor's tiles of format 10 instead of the cascade's, format 11 at most, which readers older than
     format 12 read; 10 to write those with the header as it is, format 10 at most, which readers older than format 11
     read; 9 to write format 9 (the predictor's tiles without least squares), which readers older than format 10 read; 8
