@@ -359,14 +359,17 @@ def decode_tiles(
     pending: list[tuple[int, int, Future]] = []
     pool: ThreadPoolExecutor | None = None
 
-    def settle() -> None:
+    def place(start: int, n: int, pixels) -> None:
         nonlocal done
+        for offset, tile in enumerate(pixels):
+            tiles[order[start + offset]] = tile
+        done += n
+        if on_batch is not None:
+            on_batch(done, len(specs))
+
+    def settle() -> None:
         for start, n, later in pending:
-            for offset, tile in enumerate(later.result()):
-                tiles[order[start + offset]] = tile
-            done += n
-            if on_batch is not None:
-                on_batch(done, len(specs))
+            place(start, n, later.result())
         pending.clear()
 
     try:
@@ -386,12 +389,7 @@ def decode_tiles(
                     f"{start}..{start + n - 1} of the stream, a genuine stream holds at least {margin_bits}"
                 )
             stack.kernel_run_values = run
-            pixels = kind.pop(stack, specs[start : start + n], order[start], stream)
-            for offset, tile in enumerate(pixels):
-                tiles[order[start + offset]] = tile
-            done += n
-            if on_batch is not None:
-                on_batch(done, len(specs))
+            place(start, n, kind.pop(stack, specs[start : start + n], order[start], stream))
         settle()
     finally:
         if pool is not None:
@@ -559,6 +557,13 @@ def _kept(recorded: predictive.Recorded | None, bits: float, record_below: Seque
     return recorded
 
 
+def _pushed_bits(recorded: predictive.Recorded) -> int:
+    """What a recorded tile costs: its exact bits pushed alone onto an empty stack."""
+    trial = Stack()
+    predictive.push_rows(trial, recorded)
+    return trial.num_valid_bits()
+
+
 def _price_adaptive(tiles: Sequence[Tile], predictor: str, record_below: Sequence[float] | None,
                     record_bytes: int) -> list[Price]:
     """price_without_model for a predictor whose statistics run over the stream (STATEFUL): they run over
@@ -572,9 +577,7 @@ def _price_adaptive(tiles: Sequence[Tile], predictor: str, record_below: Sequenc
     for index in range(len(tiles) - 1, -1, -1):
         before = stream.adaptive.sums  # a recording replaces the array, never writes it (AdaptiveState)
         recorded = tilekinds.record_adaptive(tiles[index], index, stream, predictor)
-        trial = Stack()
-        predictive.push_rows(trial, recorded)
-        costs = {predictor: trial.num_valid_bits(), WHITENED: raw_bits(tiles[index])}
+        costs = {predictor: _pushed_bits(recorded), WHITENED: raw_bits(tiles[index])}
         kind = min(costs, key=costs.get)
         if kind != predictor:
             stream.adaptive.sums = before
@@ -641,8 +644,12 @@ def section_spans(tiles: Sequence[Tile]) -> list[tuple[int, int] | None]:
     runs = section_runs(tiles)
     if runs is None:
         return [None] * len(tiles)
-    starts = np.cumsum([0, *runs[:-1]]).tolist()
-    return [(first, n) for first, n in zip(starts, runs) for _ in range(n)]
+    return [(first, n) for first, n in zip(_starts(runs), runs) for _ in range(n)]
+
+
+def _starts(runs: Sequence[int]) -> list[int]:
+    """The first tile of each section of `runs` (their tile counts, in stream order)."""
+    return np.cumsum([0, *runs[:-1]]).tolist()
 
 
 def price_sections(tiles: Sequence[Tile], record_below: Sequence[float] | None = None,
@@ -656,7 +663,7 @@ def price_sections(tiles: Sequence[Tile], record_below: Sequence[float] | None =
     runs = section_runs(tiles) if runs is None else list(runs)
     if runs is None or not tiles:
         return None
-    starts = np.cumsum([0, *runs[:-1]]).tolist()
+    starts = _starts(runs)
     if sum(runs) != len(tiles) or any(n < 1 or n > SECTION_TILES for n in runs):
         raise CodingError(f"sections of {runs[:8]} tiles do not cut a stream of {len(tiles)}")
     with ThreadPoolExecutor(max_workers=min(len(runs), section_workers())) as pool:
@@ -665,9 +672,7 @@ def price_sections(tiles: Sequence[Tile], record_below: Sequence[float] | None =
     priced, kept = [], 0
     for first, n, recorded in zip(starts, runs, recordings):
         for offset, replay in enumerate(recorded):
-            trial = Stack()
-            predictive.push_rows(trial, replay)
-            bits = trial.num_valid_bits()
+            bits = _pushed_bits(replay)
             replay = _kept(replay, bits, record_below, first + offset, record_bytes - kept)
             kept += 0 if replay is None else replay.nbytes
             priced.append(Price(PREDICTIVE_SECTIONS, bits, replay, section=(first, n)))
@@ -681,6 +686,14 @@ def sections_hold(tiles: Sequence[Tile], priced: Sequence[Price] | None,
     return priced is not None and len(priced) == len(tiles) and all(
         price[1] < raw_bits(tile) and (model_bits is None or price[1] < model_bits[k])
         for k, (tile, price) in enumerate(zip(tiles, priced)))
+
+
+def price_stream(tiles: Sequence[Tile], predictor: str, model_bits: Sequence[float] | None) -> list[Price]:
+    """The prices of a stream coded without the model where that is cheaper than `model_bits`: format 16's
+    sections (price_sections) where they hold (sections_hold), else `predictor`'s (price_without_model, format 15's
+    chain for PREDICTIVE_STAGED)."""
+    priced = price_sections(tiles, model_bits)
+    return priced if sections_hold(tiles, priced, model_bits) else price_without_model(tiles, predictor, model_bits)
 
 
 def section_workers() -> int:

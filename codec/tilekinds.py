@@ -491,8 +491,8 @@ def _push_neighbours(distribution: str) -> PushFn:
         replay = stream.replays.get(start)
         if replay is None or replay.distribution != distribution or not predictive.push_recorded(stack, replay):
             context = _context(start, tile.valid, tile.neighbours, stream.total, stream.pixels_of)
-            recorded = predictive.encode(stack, np.ascontiguousarray(tile.valid_pixels[:, ::-1, ::-1]), context,
-                                         distribution, record=stream.recordings is not None)
+            recorded = predictive.encode(stack, _turned(tile), context, distribution,
+                                         record=stream.recordings is not None)
             if recorded is not None:
                 stream.recordings[start] = recorded
         return np.array([float(stack.num_valid_bits() - before)])
@@ -523,8 +523,7 @@ def record_adaptive(tile: Tile, index: int, stream: Stream, kind: str) -> predic
     `index` of `stream` after the stateful tiles the decoder pops before it (their statistics: stream.adaptive,
     updated by this one), turned and with its context as _push_neighbours codes it."""
     context = _context(index, tile.valid, tile.neighbours, stream.total, stream.pixels_of)
-    return predictive.record_adaptive(np.ascontiguousarray(tile.valid_pixels[:, ::-1, ::-1]), context,
-                                      stream.adaptive, RESIDUALS[kind])
+    return predictive.record_adaptive(_turned(tile), context, stream.adaptive, RESIDUALS[kind])
 
 
 def _pop_neighbours(distribution: str) -> PopFn:
@@ -533,7 +532,7 @@ def _pop_neighbours(distribution: str) -> PopFn:
         context = _context(start, spec.valid, spec.neighbours, stream.total, stream.pixels_of)
         (c, th, tw), (h, w) = _single_tile(specs, "predictive")
         turned = predictive.decode(stack, c, h, w, context, distribution, stream.adaptive)
-        return pad_tile(np.ascontiguousarray(turned[:, ::-1, ::-1]), th, tw)[None]
+        return _unturned(turned, th, tw)[None]
 
     return pop
 
@@ -572,8 +571,7 @@ def record_section(tiles: Sequence[Tile], first: int) -> list[predictive.Recorde
         tile, index = tiles[offset], first + offset
         context = _context(index, tile.valid, section_neighbours(index, tile.neighbours, end), end,
                            lambda k: tiles[k - first].pixels)
-        recorded[offset] = predictive.record_adaptive(np.ascontiguousarray(tile.valid_pixels[:, ::-1, ::-1]), context,
-                                                      state, predictive.STAGED)
+        recorded[offset] = predictive.record_adaptive(_turned(tile), context, state, predictive.STAGED)
     return recorded
 
 
@@ -619,10 +617,21 @@ def decode_section(words: np.ndarray, specs: Sequence[TileSpec], first: int) -> 
                            lambda k: tiles[k - first])
         (c, th, tw), (h, w) = spec.shape, spec.valid
         turned = predictive.decode(section, c, h, w, context, predictive.STAGED, state)
-        tiles[offset] = pad_tile(np.ascontiguousarray(turned[:, ::-1, ::-1]), th, tw)
+        tiles[offset] = _unturned(turned, th, tw)
     if not section.is_empty():
         raise CodingError(f"a section's words hold more than its {len(specs)} tiles")
     return tiles
+
+
+def _turned(tile: Tile) -> np.ndarray:
+    """A tile's valid pixels (C, h, w) turned by 180 degrees, as the predictor codes them (_context: its neighbours
+    below and to the right become the row above and the column to the left)."""
+    return np.ascontiguousarray(tile.valid_pixels[:, ::-1, ::-1])
+
+
+def _unturned(turned: np.ndarray, th: int, tw: int) -> np.ndarray:
+    """The padded tile (C, th, tw) of pixels the predictor decoded turned (_turned's inverse, padding recreated)."""
+    return pad_tile(np.ascontiguousarray(turned[:, ::-1, ::-1]), th, tw)
 
 
 def _context(

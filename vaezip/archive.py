@@ -312,12 +312,9 @@ def _encode_archive(split: list[_Image], started: float, model, *, tile, max_bat
         # them all, and its recordings hold where the stream codes these very tiles the same way.
         cuts = list(tiles_of.items())
         stream_tiles, limits = [t for _, cut in cuts for t in cut], [e for k, _ in cuts for e in estimates_of[k]]
-        every = None
         if sections and format_version is None and predictor_kind == bitsback.PREDICTIVE_STAGED:
-            every = bitsback.price_sections(stream_tiles, limits)
-            if not bitsback.sections_hold(stream_tiles, every, limits):
-                every = None  # a tile goes to the model or to raw bytes: format 15's chain
-        if every is None:
+            every = bitsback.price_stream(stream_tiles, predictor_kind, limits)
+        else:
             every = bitsback.price_without_model(stream_tiles, predictor_kind, limits)
         priced_of, start = {}, 0
         for k, cut in cuts:
@@ -691,9 +688,7 @@ def _encode_model(split: list[_Image], indices: list[int], coder_model, tiles_of
             [price.section for price in priced] != bitsback.section_spans(tiles):
         # Sections priced over more images than this stream holds: priced again over these (the same where the
         # sections did not cross the images left out), or the chain where they no longer hold.
-        priced = bitsback.price_sections(tiles, estimates)
-        if not bitsback.sections_hold(tiles, priced, estimates):
-            priced = bitsback.price_without_model(tiles, predictor_kind)
+        priced = bitsback.price_stream(tiles, predictor_kind, estimates)
     order = None
     if model_last_order and estimates is not None and version in container.BINARY_VERSIONS:
         if priced is None:
