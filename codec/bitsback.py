@@ -602,37 +602,56 @@ def _chain_holds(priced: Sequence | None, tiles: Sequence[Tile], adaptive: Seque
         all(chain[n] is tiles[k] and priced[k].recorded is not None for n, k in enumerate(adaptive))
 
 
-# Format 16's sections (tilekinds.PREDICTIVE_SECTIONS), as the encoder cuts a stream: as many as it holds
-# SECTION_VALUES values (SMALL_IMAGE_SECTIONS times that where its images hold fewer each: an archive of thumbnails),
-# at most SECTIONS_MOST, each a run of whole tile rows, cut at the row ends nearest to equal shares of the values. A
-# section's statistics start again (from their initial state) and its first row reads nothing below it, ~3-5 kbit
-# each: Kodak's every third image costs 0.06 % less in two sections than format 15's one chain from zeros (0.18 %
-# less in one section), Imagenette's first 2,000 32x32 validation images as one archive 0.02 % less in two sections
-# of 1,000 (`python scripts/cascade.py SET --sections`; in sections of 171 images they cost 0.11 % more than one
-# stream); every third Wikimedia photograph 0.01 % less in two, 0.06 % more in four; every third gray8bit photograph
-# 0.01 % more in two, 0.05 % in four, 0.12 % in eight. Two sections decode side by side on two cores; more would
-# use more cores for a larger file. A section holds at most SECTION_TILES tiles.
+# Format 16's sections (tilekinds.PREDICTIVE_SECTIONS), as the encoder cuts a stream (section_count): as many as it
+# holds SECTION_VALUES values (SMALL_IMAGE_SECTIONS times that where its images hold fewer each: an archive of
+# thumbnails) up to SECTIONS_NEAR, and beyond that one per LARGE_SECTION_VALUES values, at most SECTIONS_MOST; each a
+# run of whole tile rows, cut at the row ends nearest to equal shares of the values (cut_sections). A section's
+# statistics start again (from their initial state) and its first row reads nothing below it, ~3-5 kbit each: Kodak's
+# every third image costs 0.06 % less in two sections than format 15's one chain from zeros (0.18 % less in one
+# section), Imagenette's first 2,000 32x32 validation images as one archive 0.02 % less in two sections of 1,000
+# (`python scripts/cascade.py SET --sections`; in sections of 171 images they cost 0.11 % more than one stream);
+# every third Wikimedia photograph 0.01 % less in two, 0.06 % more in four; every third gray8bit photograph 0.01 % more
+# in two, 0.05 % in four, 0.12 % in eight. Sections decode side by side, one a core: two suit a 2-core machine. A
+# larger image takes one more section per LARGE_SECTION_VALUES values, each of them ~0.02 % of a 12-Mpixel grey
+# photograph (1.5 bits per value; less where a value costs more), so that a camera's photograph uses the cores of a
+# larger machine (24 Mpixel in colour: 16 sections, at ~4 kbit each ~0.03 % more than two); gray8bit's largest,
+# 12.1 M values: 2, 3, 4 and 8 sections 1.5254, +0.02 %, +0.04 % and +0.12 % (`python scripts/cascade.py gray8bit
+# --tile 256 --counts 2 3 4 8`). A section holds at most SECTION_TILES tiles.
 SECTION_VALUES = 2**19
-SECTIONS_MOST = 2
+SECTIONS_NEAR = 2
+LARGE_SECTION_VALUES = 2**22
+SECTIONS_MOST = 16
 SMALL_IMAGE_SECTIONS = 4
 SECTION_TILES = 4096  # codec/header.py's MAX_BATCH
+
+
+def section_count(values: int, images: int) -> int:
+    """How many sections the encoder cuts a stream of `values` values of `images` images into (before
+    cut_sections meets its rows)."""
+    least = SECTION_VALUES * (SMALL_IMAGE_SECTIONS if images and values / images < SECTION_VALUES else 1)
+    return max(1, min(SECTIONS_MOST, max(min(SECTIONS_NEAR, values // least), values // LARGE_SECTION_VALUES)))
 
 
 def section_runs(tiles: Sequence[Tile]) -> list[int] | None:
     """How the encoder cuts a stream of tiles (raster order: images after one another, each image's tiles row
     after row) into sections: their tile counts; None where a section would hold more than SECTION_TILES."""
+    values = sum(tile.pixels.shape[0] * tile.valid[0] * tile.valid[1] for tile in tiles)
+    return cut_sections(tiles, section_count(values, sum(1 for tile in tiles if tile.neighbours == (0, 0))))
+
+
+def cut_sections(tiles: Sequence[Tile], sections: int) -> list[int] | None:
+    """A stream of tiles cut into at most `sections` runs of whole tile rows, at the row ends nearest to equal
+    shares of its values: their tile counts; None where one would hold more than SECTION_TILES."""
     ends, values, count = [], [], 0  # after each row: its last tile's index + 1 and the values up to it
     for index, tile in enumerate(tiles):
         count += tile.pixels.shape[0] * tile.valid[0] * tile.valid[1]
         if tile.neighbours[1] == 0 or index == len(tiles) - 1:  # a row ends: no neighbour to its right
             ends.append(index + 1)
             values.append(count)
-    total, images = count, sum(1 for tile in tiles if tile.neighbours == (0, 0))
-    least = SECTION_VALUES * (SMALL_IMAGE_SECTIONS if images and total / images < SECTION_VALUES else 1)
-    sections = max(1, min(SECTIONS_MOST, total // least, len(ends)))
+    sections = max(1, min(sections, len(ends)))
     cuts = [0]
     for share in range(1, sections):
-        row = min(range(len(ends)), key=lambda r: abs(values[r] - share * total / sections))
+        row = min(range(len(ends)), key=lambda r: abs(values[r] - share * count / sections))
         if ends[row] > cuts[-1] and ends[row] < len(tiles):
             cuts.append(ends[row])
     runs = [after - before for before, after in zip(cuts, [*cuts[1:], len(tiles)])]

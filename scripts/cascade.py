@@ -23,7 +23,9 @@ were measured: `python scripts/cascade.py imagenette32-val --limit 2000 --every 
 (`python scripts/cascade.py kodak --every 3 --tile 256 --warm 8`: what a shipped initial state could save).
 `--sections` prices format 16 against format 15: each image (or with --one-stream the whole set) as one chain of the
 staged cascade from zeros (format 15), in sections as the encoder cuts them (bitsback.price_sections: format 16) and
-in one section (`python scripts/cascade.py kodak --every 3 --tile 256 --sections`).
+in one section (`python scripts/cascade.py kodak --every 3 --tile 256 --sections`). `--counts N ...` prices each
+image in N sections for each N, cut as the encoder cuts them (bitsback.cut_sections): what one more section costs
+(`python scripts/cascade.py gray8bit --tile 256 --counts 2 3 4 8`).
 """
 
 from __future__ import annotations
@@ -157,6 +159,23 @@ def sections(images, values: int, tile: int) -> None:
           f"({100 * (totals[2] / totals[0] - 1):+.3f} %)")
 
 
+def counts(images, values: int, tile: int, sections: list[int]) -> None:
+    """Format 16's bits of each image (or with ONE_STREAM the set) in each count of sections, against the first."""
+    streams = [[cut for image in images for cut in image_tiles(image, tile)]] if ONE_STREAM else \
+        [image_tiles(image, tile) for image in images]
+    totals = np.zeros(len(sections))
+    for tiles in streams:
+        runs = [bitsback.cut_sections(tiles, count) for count in sections]
+        costs = np.array([sum(price[1] for price in bitsback.price_sections(tiles, runs=cut)) for cut in runs])
+        totals += costs
+        count = sum(tile.pixels.shape[0] * tile.valid[0] * tile.valid[1] for tile in tiles)
+        print(f"{count} values: " + ", ".join(
+            f"{len(cut)} sections {cost / count:.5f} ({100 * (cost / costs[0] - 1):+.3f} %)"
+            for cut, cost in zip(runs, costs)), flush=True)
+    print("all: " + ", ".join(f"{count} sections {total / values:.5f} ({100 * (total / totals[0] - 1):+.3f} %)"
+                              for count, total in zip(sections, totals)))
+
+
 def main() -> None:
     parser = set_parser(__doc__)
     # --fast's tiles until FAST_TILE became 256 (vaezip/archive.py), and those of every figure quoted from here
@@ -166,6 +185,8 @@ def main() -> None:
     parser.add_argument("--stages", action="store_true", help="instead: format 15 with other STAGED_TUNING values")
     parser.add_argument("--one-stream", action="store_true", help="every image's tiles in one stream (an archive's)")
     parser.add_argument("--sections", action="store_true", help="instead: format 16's sections against format 15")
+    parser.add_argument("--counts", type=int, nargs="+", metavar="N",
+                        help="instead: format 16 in N sections for each N (bitsback.cut_sections)")
     parser.add_argument("--warm", type=int, metavar="N", help="instead: format 15 with its statistics warmed by N "
                         "training photographs first")
     args = parser.parse_args()
@@ -194,6 +215,9 @@ def main() -> None:
         return
     if args.sections:
         sections(images, values, args.tile)
+        return
+    if args.counts:
+        counts(images, values, args.tile, args.counts)
         return
     for kind, label in ((bitsback.PREDICTIVE_LEAST_SQUARES, "format 10 (predictive-least-squares)"),
                         (bitsback.PREDICTIVE_CASCADE, "format 12 (predictive-cascade)"),

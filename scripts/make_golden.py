@@ -382,8 +382,9 @@ def format16_files() -> dict[str, tuple[list[tuple[str, Image.Image]], dict]]:
     return files
 
 
-# What small_sections cuts sections at, instead of bitsback.SECTION_VALUES and SECTIONS_MOST: a few hundred values
-# (a 16x16 colour tile holds 768), so that tests/data/format16's small images hold several sections each.
+# What small_sections cuts sections at, instead of bitsback.SECTION_VALUES, SECTIONS_NEAR and SECTIONS_MOST: a few
+# hundred values (a 16x16 colour tile holds 768), so that tests/data/format16's small images hold several sections
+# each (LARGE_SECTION_VALUES, millions, adds none to them).
 SMALL_SECTION_VALUES = 256
 SMALL_SECTIONS_MOST = 64
 
@@ -394,12 +395,13 @@ def small_sections():
     same; only where the encoder cuts changes)."""
     from codec import bitsback
 
-    kept = bitsback.SECTION_VALUES, bitsback.SECTIONS_MOST
-    bitsback.SECTION_VALUES, bitsback.SECTIONS_MOST = SMALL_SECTION_VALUES, SMALL_SECTIONS_MOST
+    kept = bitsback.SECTION_VALUES, bitsback.SECTIONS_NEAR, bitsback.SECTIONS_MOST
+    bitsback.SECTION_VALUES, bitsback.SECTIONS_NEAR, bitsback.SECTIONS_MOST = \
+        SMALL_SECTION_VALUES, SMALL_SECTIONS_MOST, SMALL_SECTIONS_MOST
     try:
         yield
     finally:
-        bitsback.SECTION_VALUES, bitsback.SECTIONS_MOST = kept
+        bitsback.SECTION_VALUES, bitsback.SECTIONS_NEAR, bitsback.SECTIONS_MOST = kept
 
 
 def make_deflated_fixtures(version: int, force: bool) -> None:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from codec import bitsback
 from codec.container import read_versioned
 from conftest import OTHER_KERNELS, run_cli, smooth_rgb
 from vaezip.api import compress_images, decompress_images, load_model
@@ -347,3 +348,17 @@ def test_a_photograph_sized_image_is_cut_into_sections_decoded_side_by_side(tiny
     assert version == 15 and "predictive-sections" not in {kind for kind, _ in header.coder.schedule}
     (_, back), = decompress_images(result.data)
     assert np.array_equal(np.asarray(back), mixed)
+
+
+
+def test_a_large_image_takes_a_section_for_each_large_section_values(tiny_weights, monkeypatch):
+    """Beyond SECTIONS_NEAR sections, one a LARGE_SECTION_VALUES values (lowered here so that a 384x1024 image, 4
+    rows of 2 tiles of 256 and 1.2 million values, counts as large): four sections of a row each, decoded exactly."""
+    monkeypatch.setattr(bitsback, "LARGE_SECTION_VALUES", 2**18)
+    image = smooth_rgb(1024, 384, seed=7)
+    result = compress_images([("tall.png", Image.fromarray(image))], load_model(tiny_weights[3]), device="cpu",
+                             fast=True)
+    version, header, _ = read_versioned(result.data)
+    assert version == 16 and header.coder.schedule == (("predictive-sections", 2),) * 4
+    (_, back), = decompress_images(result.data)
+    assert np.array_equal(np.asarray(back), image)

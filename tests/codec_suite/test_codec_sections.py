@@ -34,6 +34,7 @@ def encode_sections(tiles, runs=None):
 
 def test_section_runs_cut_whole_rows_at_equal_shares_of_the_values(monkeypatch):
     monkeypatch.setattr(bitsback, "SECTION_VALUES", 3 * 16 * 16 * 3)  # three 16x16 colour tiles
+    monkeypatch.setattr(bitsback, "SECTIONS_NEAR", 100)
     monkeypatch.setattr(bitsback, "SECTIONS_MOST", 100)
     rng = np.random.default_rng(0)
     # one image of 5 rows of 4 tiles (the last column 8 wide): each row holds 3.5 tiles' values, 13,440 in all
@@ -41,10 +42,11 @@ def test_section_runs_cut_whole_rows_at_equal_shares_of_the_values(monkeypatch):
     assert bitsback.section_runs(tiles) == [4, 4, 4, 4, 4]  # five sections' worth: a row each
     monkeypatch.setattr(bitsback, "SECTION_VALUES", 5 * 16 * 16 * 3)  # three sections, cut at the rows nearest
     assert bitsback.section_runs(tiles) == [8, 4, 8]  # to a third and two thirds of the values
+    assert bitsback.cut_sections(tiles, 3) == [8, 4, 8] and bitsback.cut_sections(tiles, 9) == [4] * 5
     monkeypatch.setattr(bitsback, "SECTION_VALUES", 16 * 16 * 3)
-    monkeypatch.setattr(bitsback, "SECTIONS_MOST", 2)  # at most two; half the values lie in the middle row
+    monkeypatch.setattr(bitsback, "SECTIONS_NEAR", 2)  # at most two; half the values lie in the middle row
     assert bitsback.section_runs(tiles) == [8, 12]
-    monkeypatch.setattr(bitsback, "SECTIONS_MOST", 100)
+    monkeypatch.setattr(bitsback, "SECTIONS_NEAR", 100)
     # images smaller than SECTION_VALUES: sections of SMALL_IMAGE_SECTIONS times as many values
     monkeypatch.setattr(bitsback, "SECTION_VALUES", 16 * 16 * 3 + 1)
     small = image_tiles(rng, [(16, 16)] * 10)
@@ -54,6 +56,20 @@ def test_section_runs_cut_whole_rows_at_equal_shares_of_the_values(monkeypatch):
     assert bitsback.section_runs(tiles) == [20]  # fewer values than a section holds: one
     monkeypatch.setattr(bitsback, "SECTION_TILES", 3)  # a section would hold more tiles than a batch may
     assert bitsback.section_runs(tiles) is None and bitsback.price_sections(tiles) is None
+
+
+def test_section_count_takes_more_sections_only_for_large_images():
+    """Up to SECTIONS_NEAR sections of SECTION_VALUES values; beyond, one a LARGE_SECTION_VALUES, at most
+    SECTIONS_MOST: the shipped numbers, on the sizes of real images."""
+    colour = 3
+    assert bitsback.section_count(768 * 512 * colour, 1) == 2  # a Kodak image: two cores' worth
+    assert bitsback.section_count(300 * 200 * colour, 1) == 1
+    assert bitsback.section_count(4256 * 2848, 1) == 2  # gray8bit's largest, 12.1 M values: as before
+    assert bitsback.section_count(4000 * 3000 * colour, 1) == 8  # 12 Mpixel in colour, 36 M values
+    assert bitsback.section_count(6000 * 4000 * colour, 1) == bitsback.SECTIONS_MOST == 16
+    assert bitsback.section_count(2000 * 32 * 32 * colour, 2000) == 2  # Imagenette's archive: 6.1 M values
+    assert bitsback.section_count(20_000 * 32 * 32 * colour, 20_000) == 14  # sections of ~1,400 thumbnails
+    assert bitsback.section_count(0, 0) == 1
 
 
 @pytest.mark.parametrize("runs", [None, [6], [2, 4], [2, 2, 2], [1] * 6])
