@@ -41,24 +41,21 @@ def compress_images(
     classical: also code every image classically (raw, PNG or WebP samples) and keep, image by image, the
     smaller path, so that a file is never much larger than the best classical coding (False: the model codes
     every image, as before format 3).
-    format_version: None for the oldest format that holds the file (3; 4 for importance-weighted batches; 7
-    where the predictor's tiles go first in the stream, so that the model's run in full batches; 8 where a tile
-    decided on while coding goes to the predictor, whose residuals format 8 codes with tables fitted on
-    photographs; 9 where the predictor's tiles adapt their contexts' statistics over the stream; 11 where the
-    header deflated saves 16 bytes or more; 15 where the predictor's staged cascade tiles code a tile; 16 where they
-    code every tile, in sections), as 16 does; 15 to write the staged cascade's tiles in one chain, format 15 at
-    most, which readers older than format 16 read; 14 to write the wide cascade's tiles (without the third stage),
-    format 14 at most, which readers older than format 15 read; 13 to write the cascade's tiles with parity, format
-    13 at most, which readers older than format 14 read; 12 to write the cascade's tiles without parity, format 12 at most, which readers older than format 13 read; 11 to
-    write the predictor's tiles of format 10 instead of the cascade's, format 11 at most, which readers older than
-    format 12 read; 10 to write those with the header as it is, format 10 at most, which readers older than format 11
-    read; 9 to write format 9 (the predictor's tiles without least squares), which readers older than format 10 read; 8
-    to write format 8 (the predictor's tiles without adapting), which readers older than format 9 read; 7 to write
-    format 7 (the predictor's residuals with Laplaces), which readers older than format 8 read; 6 to write format
-    6 (its tiles in raster order), which readers older than format 7 read; 5 to write format 5 (the predictor's
-    Laplace residuals), which readers older than format 6 read; 3 for format 3 (its Gaussian ones), which readers
-    older than format 5 read; 2 for the format before it, which readers older than format 3 read (the model codes
-    every image).
+    format_version: None (or 16, the newest) for the oldest format that holds the file: 3; 4 for
+    importance-weighted batches; 7 where the predictor's tiles go first in the stream, so that the model's run in
+    full batches; 8 where a tile decided on while coding goes to the predictor, whose residuals format 8 codes with
+    tables fitted on photographs; 9 where the predictor's tiles adapt their contexts' statistics over the stream;
+    11 where the header deflated saves 16 bytes or more; 15 where the predictor's staged cascade tiles code a tile;
+    16 where they code every tile, in sections. An older version N writes what format N wrote, at most format N,
+    which readers older than N + 1 read:
+      15: the staged cascade's tiles in one chain;
+      14: the wide cascade's tiles (without the third stage);
+      13: the cascade's tiles with parity; 12: the cascade's tiles without parity;
+      11: the predictor's tiles of format 10 instead of the cascade's; 10: those with the header as it is;
+      9: the predictor's tiles without least squares; 8: without adapting;
+      7: the predictor's residuals with Laplaces; 6: its tiles in raster order;
+      5: the predictor's Laplace residuals; 3: its Gaussian ones;
+      2: the format before 3 (the model codes every image).
     samples: posterior samples per tile; above 1 (2, 4, 8 or 16), importance-weighted (Monte-Carlo) bits-back:
     the K-sample importance-weighted bound instead of the ELBO, for K times the model's work each way
     (format 4 or later, which readers of format 3 refuse).

@@ -1042,9 +1042,8 @@ def compress(
             known = f"{', '.join(map(str, OLDER_FORMATS))} or {SECTIONS_VERSION}"
             raise UsageFailure(f"--format must be {known} (without it: the oldest format that holds the file), "
                                f"not {format_version}")
-        if format_version == SECTIONS_VERSION:  # the newest: what compress writes without --format
-            format_version = None
-        if format_version not in (None, *DEFAULT_CODING_FORMATS) and samples != 1:
+        # the newest (what compress writes without --format; archive.encode_archive reads it so) and the default's
+        if format_version not in (None, SECTIONS_VERSION, *DEFAULT_CODING_FORMATS) and samples != 1:
             raise UsageFailure(f"--samples {samples} writes format 4 or later: not with --format {format_version}")
         if fast and samples != 1:
             raise UsageFailure(f"--fast runs no network: not with --samples {samples}")
