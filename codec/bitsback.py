@@ -264,6 +264,7 @@ def encode_tiles(
     raster = tiles
     replays = {k: price.recorded for k, price in enumerate(priced or ())
                if getattr(price, "recorded", None) is not None}
+    sections = {price.section[0]: price.coded for price in priced or () if getattr(price, "coded", None) is not None}
     if order is not None:
         if list(order) != (model_last(alone) or list(range(len(tiles)))):
             # Another order could put a predictor tile before the neighbours it reads.
@@ -276,7 +277,7 @@ def encode_tiles(
     if adaptive and not _chain_holds(priced, raster, adaptive):
         recording = Stream(len(raster), lambda k: raster[k].pixels)
         replays.update({k: tilekinds.record_adaptive(raster[k], k, recording, predictor) for k in adaptive})
-    stream = Stream(len(raster), lambda k: raster[k].pixels, model, grid, margin_bits, replays)
+    stream = Stream(len(raster), lambda k: raster[k].pixels, model, grid, margin_bits, replays, sections=sections)
     position = np.empty(len(order), dtype=np.int64)
     position[np.asarray(order, dtype=np.int64)] = np.arange(len(order))
     schedule: Schedule = []
@@ -513,11 +514,13 @@ class Price(tuple):
     recorded: predictive.Recorded | None
     chain: list[Tile] | None
     section: tuple[int, int] | None  # PREDICTIVE_SECTIONS's: its section's first tile and tile count
+    coded: tilekinds.CodedSection | None  # PREDICTIVE_SECTIONS's: its section coded (one for all its tiles)
 
     def __new__(cls, kind: str, bits: float, recorded: predictive.Recorded | None = None,
-                chain: list[Tile] | None = None, section: tuple[int, int] | None = None) -> "Price":
+                chain: list[Tile] | None = None, section: tuple[int, int] | None = None,
+                coded: tilekinds.CodedSection | None = None) -> "Price":
         price = super().__new__(cls, (kind, bits))
-        price.recorded, price.chain, price.section = recorded, chain, section
+        price.recorded, price.chain, price.section, price.coded = recorded, chain, section, coded
         return price
 
 
@@ -671,31 +674,27 @@ def _starts(runs: Sequence[int]) -> list[int]:
     return np.cumsum([0, *runs[:-1]]).tolist()
 
 
-def price_sections(tiles: Sequence[Tile], record_below: Sequence[float] | None = None,
-                   record_bytes: int = RECORD_BYTES, runs: Sequence[int] | None = None) -> list[Price] | None:
+def price_sections(tiles: Sequence[Tile], runs: Sequence[int] | None = None) -> list[Price] | None:
     """price_without_model for format 16: each tile's exact cost as PREDICTIVE_SECTIONS codes it in its section
     of `runs` (section_runs's by default; None where the stream cannot be cut), every section priced at once, one
-    a core. Each price names its section (Price.section); its recording is kept as price_without_model keeps
-    them (a section whose recordings are not all kept is recorded again when pushed)."""
-    if record_below is not None and len(record_below) != len(tiles):
-        raise CodingError(f"{len(record_below)} limits for {len(tiles)} tiles")
+    a core. Each price names its section (Price.section) and holds it coded (Price.coded: encode_tiles pushes
+    those words as they are), not the tiles' recordings: a section's words take ~3 bits a value where its
+    recordings took 5 bytes, so that a photograph of any size is recorded once."""
     runs = section_runs(tiles) if runs is None else list(runs)
     if runs is None or not tiles:
         return None
     starts = _starts(runs)
     if sum(runs) != len(tiles) or any(n < 1 or n > SECTION_TILES for n in runs):
         raise CodingError(f"sections of {runs[:8]} tiles do not cut a stream of {len(tiles)}")
+
+    def price(first: int, n: int) -> tuple[tilekinds.CodedSection, list[int]]:
+        recorded = tilekinds.record_section(tiles[first: first + n], first)
+        return tilekinds.code_section(recorded), [_pushed_bits(replay) for replay in recorded]
+
     with ThreadPoolExecutor(max_workers=min(len(runs), section_workers())) as pool:
-        recordings = list(pool.map(lambda first, n: tilekinds.record_section(tiles[first: first + n], first),
-                                   starts, runs))
-    priced, kept = [], 0
-    for first, n, recorded in zip(starts, runs, recordings):
-        for offset, replay in enumerate(recorded):
-            bits = _pushed_bits(replay)
-            replay = _kept(replay, bits, record_below, first + offset, record_bytes - kept)
-            kept += 0 if replay is None else replay.nbytes
-            priced.append(Price(PREDICTIVE_SECTIONS, bits, replay, section=(first, n)))
-    return priced
+        sections = list(pool.map(price, starts, runs))
+    return [Price(PREDICTIVE_SECTIONS, bits, section=(first, n), coded=coded)
+            for first, n, (coded, alone) in zip(starts, runs, sections) for bits in alone]
 
 
 def sections_hold(tiles: Sequence[Tile], priced: Sequence[Price] | None,
@@ -711,7 +710,7 @@ def price_stream(tiles: Sequence[Tile], predictor: str, model_bits: Sequence[flo
     """The prices of a stream coded without the model where that is cheaper than `model_bits`: format 16's
     sections (price_sections) where they hold (sections_hold), else `predictor`'s (price_without_model, format 15's
     chain for PREDICTIVE_STAGED)."""
-    priced = price_sections(tiles, model_bits)
+    priced = price_sections(tiles)
     return priced if sections_hold(tiles, priced, model_bits) else price_without_model(tiles, predictor, model_bits)
 
 

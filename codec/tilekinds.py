@@ -56,6 +56,9 @@ class Stream:
     replays: Mapping[int, predictive.Recorded] = field(default_factory=dict)
     # Where a pricing pass keeps the predictor's pushes (by raster index), or None: none kept.
     recordings: dict[int, predictive.Recorded] | None = None
+    # Format 16's sections coded already (CodedSection, by their first tile's raster index), pushed as they are
+    # (the encoder's: bitsback.price_sections codes each section while it prices it).
+    sections: Mapping[int, "CodedSection"] = field(default_factory=dict)
     # The stateful predictor kinds' context statistics (PREDICTIVE_ADAPTIVE, _LEAST_SQUARES, _CASCADE, _PARITY,
     # _WIDE and _STAGED): a decoder's, updated by each such tile it pops (the encoder records its tiles in that order
     # first, on a stream of their own: bitsback.encode_tiles).
@@ -575,22 +578,38 @@ def record_section(tiles: Sequence[Tile], first: int) -> list[predictive.Recorde
     return recorded
 
 
-def _push_sections(stack: Stack, tiles: Sequence[Tile], start: int, stream: Stream) -> np.ndarray:
-    """A section (raster tiles start .. start + n - 1): its tiles' recordings (the stream's replays where it holds
-    every one, made by record_section; else recorded again) pushed onto a stack of their own, in raster order,
-    and that stack's words onto `stack`. Each tile's exact bits on the section's stack (n,)."""
-    recorded = [stream.replays.get(start + offset) for offset in range(len(tiles))]
-    if any(replay is None or replay.distribution != predictive.STAGED for replay in recorded):
-        recorded = record_section(tiles, start)
+@dataclass(frozen=True)
+class CodedSection:
+    """A section's own stack, coded: its words, and each tile's exact bits on it (n,), in raster order."""
+
+    words: np.ndarray  # (W,) uint32
+    bits: np.ndarray  # (n,) float64
+
+
+def code_section(recorded: Sequence[predictive.Recorded]) -> CodedSection:
+    """A section's tiles' recordings (record_section's, raster order) pushed onto a stack of their own."""
     section, bits = Stack(), []
     for replay in recorded:
         before = section.num_valid_bits()
         predictive.push_rows(section, replay)
         bits.append(float(section.num_valid_bits() - before))
-    words = section.words()
-    halves = np.ascontiguousarray(words, dtype="<u4").view("<u2").astype(np.int32)
-    stack.push_uniform(np.concatenate([[len(words) & 0xFFFF, len(words) >> 16], halves]), _HALVES)
-    return np.array(bits)
+    return CodedSection(section.words(), np.array(bits))
+
+
+def _push_sections(stack: Stack, tiles: Sequence[Tile], start: int, stream: Stream) -> np.ndarray:
+    """A section (raster tiles start .. start + n - 1) coded on a stack of its own (the stream's CodedSection where
+    it has one of n tiles; else its tiles' recordings, the stream's replays where it holds every one, made by
+    record_section, or recorded again, pushed there), and that stack's words onto `stack`. Each tile's exact bits on
+    the section's stack (n,)."""
+    coded = stream.sections.get(start)
+    if coded is None or len(coded.bits) != len(tiles):
+        recorded = [stream.replays.get(start + offset) for offset in range(len(tiles))]
+        if any(replay is None or replay.distribution != predictive.STAGED for replay in recorded):
+            recorded = record_section(tiles, start)
+        coded = code_section(recorded)
+    halves = np.ascontiguousarray(coded.words, dtype="<u4").view("<u2").astype(np.int32)
+    stack.push_uniform(np.concatenate([[len(coded.words) & 0xFFFF, len(coded.words) >> 16], halves]), _HALVES)
+    return coded.bits
 
 
 def _pop_sections(stack: Stack, specs: Sequence[TileSpec], start: int,

@@ -37,7 +37,8 @@ from vaezip.api import compress_images, decompress_images, load_model
 from vaezip.errors import USER_ERRORS, IntegrityError
 from vaezip.images import pixel_checksum
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
 from make_golden import classic_images, p_duplicates, palette_image, rgba_smooth, tiny_image  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not features.check("webp"), reason="Pillow built without WebP")
@@ -333,6 +334,26 @@ def test_low_index_planes_are_packed_below_8_bits():
     data = classic.encode(indices, "png")
     assert classic.LAYOUTS[data[0]] == (3, 2)  # 2-bit palette layout
     assert np.array_equal(classic.decode("png", data, 40, 40, 1), indices)
+
+
+def test_png_at_its_best_is_made_only_where_its_quick_form_comes_near_the_smallest(monkeypatch):
+    """A photograph (the quick start's sample: quick PNG 1.4 times WebP's size): PNG's level-9 form is not made and
+    its quick one is what smallest reports; a 2-bit index plane (PNG within a few % of WebP): it is made, and the
+    result is what it was when every PNG was made at its best (PNG_SCREEN unbounded)."""
+    made = []
+    encode_png = classic._encode_png
+    monkeypatch.setattr(classic, "_encode_png", lambda samples, quick=False: made.append(quick) or
+                        encode_png(samples, quick))
+    photo = np.asarray(Image.open(ROOT / "samples" / "hopper.png"))
+    coding, data, sizes = classic.smallest(photo, fast=True)
+    assert made == [True] and coding == "webp"
+    assert sizes["png"] == len(encode_png(photo, quick=True)) > classic.PNG_SCREEN * sizes["webp"]
+    indices = np.random.default_rng(1).integers(0, 4, (40, 40), dtype=np.uint8)
+    made.clear()
+    screened = classic.smallest(indices)
+    assert made == [True, False] and screened[2]["png"] == len(classic.encode(indices, "png"))
+    monkeypatch.setattr(classic, "PNG_SCREEN", float("inf"))
+    assert classic.smallest(indices) == screened and classic.smallest(photo, fast=True)[:2] == (coding, data)
 
 
 # ---------------------------------------------------------------------------------------------- hostile data

@@ -25,7 +25,7 @@ def image_tiles(rng, sizes, tile=16, channels=3):
 
 def encode_sections(tiles, runs=None):
     """Every tile in sections (runs: section_runs's where None): (words, schedule, prices)."""
-    priced = bitsback.price_sections(tiles, [INF] * len(tiles), runs=runs)
+    priced = bitsback.price_sections(tiles, runs=runs)
     stack = Stack()
     schedule, stats = bitsback.encode_tiles(stack, tiles, None, model_bits=[INF] * len(tiles), priced=priced)
     assert len(stats) == len(tiles)
