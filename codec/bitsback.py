@@ -509,7 +509,8 @@ class Price(tuple):
     compares as one), and the predictor's push of it where that was kept (`recorded`, predictive.Recorded, or
     None): encode_tiles pushes a recorded tile again instead of predicting it again, the same words. An adaptive
     tile's recording holds only after the same tiles in the same order: `chain`, the tiles its pricing recorded as
-    adaptive, in that order (one list shared by the prices of one call), or None."""
+    adaptive, in that order (one list shared by the prices of one call), or None. A PREDICTIVE_SECTIONS tile's price
+    names its section (`section`) and holds it coded (`coded`, pushed as it is), and no recording."""
 
     recorded: predictive.Recorded | None
     chain: list[Tile] | None

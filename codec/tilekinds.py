@@ -598,15 +598,11 @@ def code_section(recorded: Sequence[predictive.Recorded]) -> CodedSection:
 
 def _push_sections(stack: Stack, tiles: Sequence[Tile], start: int, stream: Stream) -> np.ndarray:
     """A section (raster tiles start .. start + n - 1) coded on a stack of its own (the stream's CodedSection where
-    it has one of n tiles; else its tiles' recordings, the stream's replays where it holds every one, made by
-    record_section, or recorded again, pushed there), and that stack's words onto `stack`. Each tile's exact bits on
-    the section's stack (n,)."""
+    it has one of n tiles, else recorded and coded here), and that stack's words onto `stack`. Each tile's exact
+    bits on the section's stack (n,)."""
     coded = stream.sections.get(start)
     if coded is None or len(coded.bits) != len(tiles):
-        recorded = [stream.replays.get(start + offset) for offset in range(len(tiles))]
-        if any(replay is None or replay.distribution != predictive.STAGED for replay in recorded):
-            recorded = record_section(tiles, start)
-        coded = code_section(recorded)
+        coded = code_section(record_section(tiles, start))
     halves = np.ascontiguousarray(coded.words, dtype="<u4").view("<u2").astype(np.int32)
     stack.push_uniform(np.concatenate([[len(coded.words) & 0xFFFF, len(coded.words) >> 16], halves]), _HALVES)
     return coded.bits

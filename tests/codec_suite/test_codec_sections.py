@@ -87,6 +87,22 @@ def test_sections_round_trip_each_decoded_from_its_own_words(runs):
         np.testing.assert_array_equal(pixels, tile.pixels)
 
 
+def test_the_sections_priced_are_pushed_as_coded_the_same_words_as_coding_them_again():
+    """price_sections codes each section while it prices it (Price.coded) and keeps no recording; encode_tiles
+    pushes those words. Without them (prices of the same kinds and sections, nothing coded) the encoder records and
+    codes each section itself: the same words, the same bits per tile."""
+    rng = np.random.default_rng(4)
+    tiles = image_tiles(rng, [(48, 40)])  # 3 rows of 3
+    words, schedule, priced = encode_sections(tiles, [3, 6])
+    assert all(price.recorded is None and price.coded is priced[price.section[0]].coded for price in priced)
+    assert [len(priced[first].coded.bits) for first in (0, 3)] == [3, 6]
+    bare = [bitsback.Price(price[0], price[1], section=price.section) for price in priced]
+    stack = Stack()
+    again, stats = bitsback.encode_tiles(stack, tiles, None, model_bits=[INF] * len(tiles), priced=bare)
+    assert again == schedule and np.array_equal(stack.words(), words)
+    assert [stat.ideal_bits for stat in stats] == [*priced[0].coded.bits, *priced[3].coded.bits]
+
+
 def test_a_section_reads_no_tile_of_another_and_starts_from_the_initial_statistics(monkeypatch):
     """Each section's tiles decode from its own words alone (decode_section, given nothing of the stream), and the
     sections come off in threads of their own: the pops of every section are taken first, the decoding after."""
