@@ -11,11 +11,17 @@ how often each sample rate's gate (projection > GATE_RATIO x quick) would skip t
 ever skips an image whose full estimate, less its margin, was below the quick stream (a possible loss).
 
     python scripts/model_gate.py kodak [--model photo2] [--limit 24] [--every 4 8 16]
+
+`--most N ...` instead times the early exit's pricing of each image (archive._price_sample, what the default
+compress runs beside the quick stream) with archive.GATE_MOST set to each N, and prints the tiles sampled, the
+seconds and the projected bits per subpixel: how GATE_MOST was chosen (`python scripts/make_mosaic.py kodak 8 8
+/tmp/m/mosaic.png; python scripts/model_gate.py /tmp/m --most 100000 1024 512`).
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +41,12 @@ from vaezip.images import open_image, split_image  # noqa: E402
 def main() -> None:
     parser = set_parser(__doc__)
     parser.add_argument("--every", type=int, nargs="+", default=[4, 8, 16], help="sample rates: one tile in S")
+    parser.add_argument("--most", type=int, nargs="+", help="instead: time the sample's pricing at these GATE_MOST")
     args = parser.parse_args()
     folder, paths = set_paths(args, (".png", ".tif", ".tiff", ".bmp", ".webp"))
+    if args.most:
+        time_samples(paths, args.model, args.most)
+        return
     loaded, coder, stride = set_coder(args)
     tile = archive.effective_tile(None, stride)
     print(f"{folder.name}, model {loaded.name} (sha256 {loaded.sha256[:16]}), tiles of {tile}, gate ratio "
@@ -72,6 +82,21 @@ def main() -> None:
     for every in args.every:
         print(f"\n1 in {every}: the full pricing skipped on {skipped[every]} of {len(paths)} images, "
               f"{losses[every]} of them images whose full estimate could have won")
+
+
+def time_samples(paths: list[Path], model: str, counts: list[int]) -> None:
+    """Each image's early-exit pricing timed with GATE_MOST set to each of `counts`."""
+    for path in paths:
+        image = open_image(path)
+        split = archive._split([(path.name, image)])
+        for most in counts:
+            archive.GATE_MOST = most
+            started = time.perf_counter()
+            gate = archive._price_sample(split, model, "cpu")
+            seconds = time.perf_counter() - started
+            projected = gate.projected[0] / split[0].planes.subpixels
+            print(f"{path.name}: GATE_MOST {most}: {len(gate.sampled[0])} tiles in {seconds:.2f} s, projected "
+                  f"{projected:.4f} bpsp", flush=True)
 
 
 if __name__ == "__main__":

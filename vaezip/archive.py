@@ -570,10 +570,12 @@ def gate_projection(bits: dict[int, float], pixels: dict[int, int], image_pixels
 
 
 def gate_tiles(height: int, width: int, tile: int) -> list[int]:
-    """The tiles the early exit prices of a height x width image: gate_sample's one in GATE_EVERY, or every
-    tile of an image of fewer than GATE_WHOLE, where one tile would stand for too much of it."""
-    every = GATE_EVERY if count_tiles(height, width, tile) >= GATE_WHOLE else 1
-    return gate_sample(height, width, tile, every)
+    """The tiles the early exit prices of a height x width image: gate_sample's one in GATE_EVERY (in more, at
+    most about GATE_MOST tiles, in an image of more than GATE_EVERY * GATE_MOST), or every tile of an image of
+    fewer than GATE_WHOLE, where one tile would stand for too much of it."""
+    count = count_tiles(height, width, tile)
+    every = 1 if count < GATE_WHOLE else max(GATE_EVERY, -(-count // GATE_MOST))
+    return gate_sample(height, width, tile, every + (every % 3 == 0))  # a multiple of 3 would skip columns
 
 
 # Whether compress may code with the model while the classical codings finish (tests compare both ways).
@@ -609,6 +611,12 @@ SKIP_NOISE = 0.07
 GATE_EVERY = 8
 GATE_RATIO = 1.05
 GATE_WHOLE = 16  # an image of fewer tiles is priced whole (a 128x128 image's 16: two of them in the sample)
+# A larger photograph's sample is about GATE_MOST tiles: a 6144x4096 mosaic of Kodak's images (24,576 tiles;
+# scripts/make_mosaic.py kodak 8 8) took 21.8 s to price one in 8 (3,072 tiles, 3.3336 bpsp projected), 7.3 s one
+# in 25 (982 tiles, 3.3221) and 4.3 s one in 49 (502 tiles, 3.3833: the mosaic's period of 24 tile columns
+# aliases such a lattice), beside the quick stream's ~30 s of two cores (`python scripts/model_gate.py FOLDER
+# --most 100000 1024 512`). Kodak's and the Wikimedia set's images hold fewer than 8,192 tiles: one in 8.
+GATE_MOST = 1024
 
 
 def gate_sample(height: int, width: int, tile: int, every: int) -> list[int]:
