@@ -94,6 +94,9 @@ def time_samples(paths: list[Path], model: str, counts: list[int]) -> None:
             started = time.perf_counter()
             gate = archive._price_sample(split, model, "cpu")
             seconds = time.perf_counter() - started
+            if gate is None or 0 not in gate.projected:
+                print(f"{path.name}: the model {model} cannot code it", flush=True)
+                break
             projected = gate.projected[0] / split[0].planes.subpixels
             print(f"{path.name}: GATE_MOST {most}: {len(gate.sampled[0])} tiles in {seconds:.2f} s, projected "
                   f"{projected:.4f} bpsp", flush=True)
