@@ -9,7 +9,9 @@
 # `run` (there) decodes on the GPU the files made here on the CPU, encodes the same images on the GPU and
 # decodes them on that machine's CPU (torch 2.11 there, 2.13 here), brings those files back for `check`,
 # times kodim23 each way on the GPU (scripts/coding_speed.py, twice: the first pays CUDA's and numba's
-# start) and the training throughput of the presets (scripts/throughput.py). Every result lands in $OUT.
+# start), the training throughput of the presets (scripts/throughput.py), and a 25-Mpixel mosaic of the two Kodak
+# images (scripts/make_mosaic.py) with --fast on every core and on two (its 16 sections: what more cores buy).
+# Every result lands in $OUT.
 #
 # What it cannot do: train on photos_train. The working tree travels whole (tracked files, ~57 MB with
 # pretrained/) and a call carries at most 64 MiB, so the 46 MB of photos_train and the 35 MB of Imagenette
@@ -57,6 +59,10 @@ run)
   done
   echo "== training throughput on the GPU"
   timeout 120 "${PYTHON:-python3}" scripts/throughput.py --presets cpu gpu --size 32 --device "$device" | tee "$OUT/throughput.txt"
+  echo "== a 25-Mpixel photograph (16 sections) with --fast on every core of that machine, then on two"
+  python3 scripts/make_mosaic.py .gpu/data/kodak 8 8 /tmp/mosaic.png
+  timeout 150 "${PYTHON:-python3}" scripts/coding_speed.py /tmp/mosaic.png --fast | tee "$OUT/mosaic-every-core.txt"
+  timeout 150 taskset -c 0,1 "${PYTHON:-python3}" scripts/coding_speed.py /tmp/mosaic.png --fast | tee "$OUT/mosaic-two-cores.txt"
   ;;
 check)
   dir="${2:?give the files_at folder of the device call}"
