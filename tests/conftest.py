@@ -43,6 +43,49 @@ def smooth_pixels(channels: int, batch: int = 2, size: int = 16, seed: int = 0) 
 SHARED_DATA = Path(os.environ.get("VAEZIP_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
+def assert_decoder_posteriors_equal_a_second_pass(integer, pixels: torch.Tensor) -> list:
+    """An IntegerVAE's decoder posteriors, from the states of its prior-only walk, equal those of a walk begun with
+    the (B, C, 16, 16) pixels, group by group, exactly: each group's latents set from its prior (a Gaussian group's
+    mean, a binary group's likelier value; a binary group has a frequency of z = 1 and no std). The posteriors."""
+    from vaezip.model.integer import ONE
+
+    with torch.inference_mode():
+        prior_walk, full_walk = integer.walk(None, 2, 16, 16), integer.walk(pixels, 2, 16, 16)
+        expected = []
+        for _ in range(prior_walk.num_groups):
+            prior_first, prior_std, _, _ = prior_walk.step()
+            _, _, post_first, post_std = full_walk.step()
+            assert (prior_std is None) == (post_std is None)
+            expected.append((post_first, post_std))
+            z = (prior_first >= 2**23).double() * ONE if prior_std is None else torch.round(prior_first / 64) * 64
+            prior_walk.advance(z)
+            full_walk.advance(z)
+        got = prior_walk.posteriors(pixels)
+    assert len(got) == len(expected)
+    for (first, std), (first_e, std_e) in zip(got, expected):
+        assert torch.equal(first, first_e) and (std is None) == (std_e is None)
+        assert std is None or torch.equal(std, std_e)
+    return got
+
+
+def randomised_tiny() -> HierarchicalVAE:
+    """A tiny model with every weight random (seed 0), so that posteriors and priors differ in every group and the
+    groups' KLs differ."""
+    torch.manual_seed(0)
+    model = HierarchicalVAE(get_preset("tiny").model)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.normal_(0, 0.3)
+    return model
+
+@pytest.fixture()
+def tiny_npz(tmp_path) -> str:
+    """A training set of 48 random 8x8 colour images in mid greys (an .npz's `x`), for the few steps a test trains."""
+    x = np.random.default_rng(0).integers(90, 160, size=(48, 8, 8, 3), dtype=np.uint8)
+    np.savez(tmp_path / "tiny.npz", x=x)
+    return str(tmp_path / "tiny.npz")
+
+
 def make_tiny_weights(path: Path, channels: int, name: str, seed: int = 0, pixel_context: int = 0,
                       **model_options) -> Path:
     """An untrained tiny model's weights file; `model_options`: other ModelConfig fields (residual_posterior,

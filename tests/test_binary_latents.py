@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import (
-    check_pinned_model_file, make_tiny_weights, perturbed_model, round_trip_in_fresh_processes, run_cli, smooth_pixels,
-    smooth_rgb,
+    assert_decoder_posteriors_equal_a_second_pass, check_pinned_model_file, make_tiny_weights, perturbed_model,
+    round_trip_in_fresh_processes, run_cli, smooth_pixels, smooth_rgb,
 )
 from PIL import Image
 
@@ -162,21 +162,8 @@ def test_integer_frequencies_are_the_sigmoid_table_floored_and_clamped():
     assert float((got[2:6] / BINARY_TOTAL - torch.sigmoid(middle)).abs().max()) < 1e-6
     # the walk gives frequencies for binary groups and (mean, std) for the others; the decoder's posteriors
     # from its prior-only walk equal a walk begun with pixels
-    pixels = smooth_pixels(3, seed=2)
-    with torch.inference_mode():
-        prior_walk, full_walk = integer.walk(None, 2, 16, 16), integer.walk(pixels, 2, 16, 16)
-        expected = []
-        for g in range(prior_walk.num_groups):
-            prior_first, prior_std, _, _ = prior_walk.step()
-            _, _, post_first, post_std = full_walk.step()
-            assert (prior_std is None) == (post_std is None) == (g < 2)
-            expected.append((post_first, post_std))
-            z = (prior_first >= 2**23).double() * 2**14 if g < 2 else torch.round(prior_first / 64) * 64
-            prior_walk.advance(z)
-            full_walk.advance(z)
-        got_posteriors = prior_walk.posteriors(pixels)
-    for (first, std), (first_e, std_e) in zip(got_posteriors, expected):
-        assert torch.equal(first, first_e) and (std is None) == (std_e is None)
+    posteriors = assert_decoder_posteriors_equal_a_second_pass(integer, smooth_pixels(3, seed=2))
+    assert [std is None for _, std in posteriors] == [g < 2 for g in range(len(posteriors))]
 
 
 def test_binary_pops_and_pushes_are_exact_and_cost_the_entropy():
@@ -280,13 +267,11 @@ def test_configs_name_the_option_only_where_it_is_not_the_default():
         model_config_from_dict({**old, "binary_groups": 1}, format_version=1)
 
 
-def test_training_binary_groups_and_refusing_a_start_without_them(tmp_path):
+def test_training_binary_groups_and_refusing_a_start_without_them(tmp_path, tiny_npz):
     from vaezip.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
     from vaezip.train import train
 
-    x = np.random.default_rng(0).integers(90, 160, size=(48, 8, 8, 3), dtype=np.uint8)
-    np.savez(tmp_path / "tiny.npz", x=x)
-    data = str(tmp_path / "tiny.npz")
+    data = tiny_npz
     overrides = dict(batch_size=4, crop=8, val_every=1000, checkpoint_every=1000, val_images=8, binary_beta=12.0)
     summary = train(tmp_path / "run", data, get_preset("tiny"), steps=3, train_overrides=overrides,
                     model_options={"binary_groups": 2}, coded_validation=None)

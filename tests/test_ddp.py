@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -25,14 +24,6 @@ def torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     return subprocess.run([*launcher, "--standalone", "--nproc_per_node=2", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
-
-
-@pytest.fixture()
-def tiny_npz(tmp_path):
-    rng = np.random.default_rng(0)
-    path = tmp_path / "tiny.npz"
-    np.savez(path, x=rng.integers(90, 160, size=(48, 8, 8, 3), dtype=np.uint8))
-    return path
 
 
 # Each rank trains 3 steps, then resumes the checkpoint to 5, recording its weights at every save and a digest

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import randomised_tiny
 from typer.testing import CliRunner
 
 from vaezip import zoo
@@ -18,16 +19,6 @@ from vaezip.model.layers import gaussian_kl
 from vaezip.train import train
 
 OVERRIDES = dict(batch_size=4, crop=8, val_every=1000, checkpoint_every=1000, val_images=8)
-
-
-def _randomised_tiny() -> HierarchicalVAE:
-    """A tiny model with every weight random, so that posteriors and priors differ in every group."""
-    torch.manual_seed(0)
-    model = HierarchicalVAE(get_preset("tiny").model)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.normal_(0, 0.3)
-    return model
 
 
 def _log_normal(x, mean, std):
@@ -53,7 +44,7 @@ def _reference_log_weights(model, pixels, noises, kl_weight):
 
 @pytest.mark.parametrize("kl_weight", [1.0, 0.25])
 def test_the_loss_is_the_annealed_importance_weighted_bound(monkeypatch, kl_weight):
-    model = _randomised_tiny()
+    model = randomised_tiny()
     batch, samples = 3, 4
     pixels = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (batch, 3, 16, 16), dtype=np.uint8))
     # Record the noise the model draws (one (K * B, ...) tensor per group), to walk each sample again by hand.
@@ -82,7 +73,7 @@ def test_the_loss_is_the_annealed_importance_weighted_bound(monkeypatch, kl_weig
 
 
 def test_one_sample_is_the_elbo_and_the_reported_figures_stay_the_elbo(monkeypatch):
-    model = _randomised_tiny()
+    model = randomised_tiny()
     pixels = torch.from_numpy(np.random.default_rng(2).integers(0, 256, (2, 3, 16, 16), dtype=np.uint8))
     drawn = []
     randn_like = torch.randn_like
@@ -122,18 +113,11 @@ def test_one_sample_is_the_elbo_and_the_reported_figures_stay_the_elbo(monkeypat
 
 
 def test_gradients_reach_encoder_and_decoder():
-    model = _randomised_tiny()
+    model = randomised_tiny()
     pixels = torch.from_numpy(np.random.default_rng(3).integers(0, 256, (2, 3, 8, 8), dtype=np.uint8))
     model(pixels, kl_weight=0.5, importance_samples=3).loss.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.encoder.parameters())
     assert all(p.grad is not None for p in model.decoder.parameters())
-
-
-@pytest.fixture()
-def tiny_npz(tmp_path):
-    x = np.random.default_rng(0).integers(90, 160, size=(48, 8, 8, 3), dtype=np.uint8)
-    np.savez(tmp_path / "tiny.npz", x=x)
-    return str(tmp_path / "tiny.npz")
 
 
 def test_training_uses_the_samples_and_a_checkpoint_from_before_loads_with_one(tmp_path, tiny_npz, monkeypatch):

@@ -8,6 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from conftest import assert_decoder_posteriors_equal_a_second_pass
 
 from vaezip.config import get_preset
 from vaezip.model import HierarchicalVAE
@@ -479,20 +480,7 @@ def test_decoder_posteriors_equal_a_second_pass():
     model = HierarchicalVAE(get_preset("tiny").model).eval()
     integer = IntegerVAE(model)
     pixels = torch.from_numpy(np.random.default_rng(4).integers(0, 256, (2, 3, 16, 16), dtype=np.uint8))
-    with torch.inference_mode():
-        prior_walk, full_walk = integer.walk(None, 2, 16, 16), integer.walk(pixels, 2, 16, 16)
-        expected = []
-        for _ in range(prior_walk.num_groups):
-            prior_mean, _, _, _ = prior_walk.step()
-            _, _, post_mean, post_std = full_walk.step()
-            expected.append((post_mean, post_std))
-            z = torch.round(prior_mean / 64) * 64
-            prior_walk.advance(z)
-            full_walk.advance(z)
-        got = prior_walk.posteriors(pixels)
-    assert len(got) == len(expected)
-    for (mean, std), (mean_e, std_e) in zip(got, expected):
-        assert torch.equal(mean, mean_e) and torch.equal(std, std_e)
+    assert_decoder_posteriors_equal_a_second_pass(integer, pixels)
 
 
 @pytest.mark.parametrize("order", ["rows", "scales"])

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import randomised_tiny
 
 from vaezip.checkpoint import load_checkpoint
 from vaezip.config import ConfigError, config_to_dict, get_preset, train_config_from_dict
@@ -42,18 +43,8 @@ def test_equal_kl_per_position_gives_every_group_one():
         kl_balance_coefficients(torch.ones(2, 3), [4, 16])
 
 
-def _randomised_tiny() -> HierarchicalVAE:
-    """A tiny model with every weight random, so that every group has a KL and they differ."""
-    torch.manual_seed(0)
-    model = HierarchicalVAE(get_preset("tiny").model)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.normal_(0, 0.3)
-    return model
-
-
 def test_the_balanced_loss_differs_but_the_bound_does_not():
-    model = _randomised_tiny()
+    model = randomised_tiny()
     pixels = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (2, 3, 16, 16), dtype=np.uint8))
     outputs = {}
     for balance in (False, True):
@@ -85,13 +76,6 @@ def test_balancing_only_during_the_warm_up():
     assert not any(kl_balancing(dataclasses.replace(config, kl_balance=False), step) for step in range(5))
     assert not kl_balancing(dataclasses.replace(config, kl_warmup_steps=0), 0)
     assert get_preset("tiny").train.kl_balance is False  # off unless asked for
-
-
-@pytest.fixture()
-def tiny_npz(tmp_path):
-    x = np.random.default_rng(0).integers(90, 160, size=(48, 8, 8, 3), dtype=np.uint8)
-    np.savez(tmp_path / "tiny.npz", x=x)
-    return str(tmp_path / "tiny.npz")
 
 
 def test_training_balances_the_warm_up_steps_only(tmp_path, tiny_npz, monkeypatch):

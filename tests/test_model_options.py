@@ -262,13 +262,11 @@ def test_configs_name_the_option_only_where_it_is_not_the_default():
         model_config_from_dict({**old, "likelihood": "gaussian"}, format_version=1)
 
 
-def test_training_with_a_likelihood_and_refusing_a_start_with_another(tmp_path):
+def test_training_with_a_likelihood_and_refusing_a_start_with_another(tmp_path, tiny_npz):
     from vaezip.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
     from vaezip.train import train
 
-    x = np.random.default_rng(0).integers(90, 160, size=(48, 8, 8, 3), dtype=np.uint8)
-    np.savez(tmp_path / "tiny.npz", x=x)
-    data = str(tmp_path / "tiny.npz")
+    data = tiny_npz
     overrides = dict(batch_size=4, crop=8, val_every=1000, checkpoint_every=1000, val_images=8)
     gaussian = {"likelihood": "gaussian"}
     summary = train(tmp_path / "run", data, get_preset("tiny"), steps=3, train_overrides=overrides,

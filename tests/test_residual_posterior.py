@@ -11,7 +11,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import make_tiny_weights, round_trip_in_fresh_processes, smooth_rgb
+from conftest import assert_decoder_posteriors_equal_a_second_pass, make_tiny_weights, round_trip_in_fresh_processes
+from conftest import smooth_rgb
 from conftest import perturbed_model as _perturbed
 from conftest import smooth_pixels as _smooth_pixels
 
@@ -183,20 +184,7 @@ def test_decoder_posteriors_equal_a_second_pass():
     model = _perturbed(residual_config(), seed=4)
     integer = IntegerVAE(model)
     pixels = _smooth_pixels(3, seed=4)
-    with torch.inference_mode():
-        prior_walk, full_walk = integer.walk(None, 2, 16, 16), integer.walk(pixels, 2, 16, 16)
-        expected = []
-        for _ in range(prior_walk.num_groups):
-            prior_mean, _, _, _ = prior_walk.step()
-            _, _, post_mean, post_std = full_walk.step()
-            expected.append((post_mean, post_std))
-            z = torch.round(prior_mean / 64) * 64
-            prior_walk.advance(z)
-            full_walk.advance(z)
-        got = prior_walk.posteriors(pixels)
-    assert len(got) == len(expected)
-    for (mean, std), (mean_e, std_e) in zip(got, expected):
-        assert torch.equal(mean, mean_e) and torch.equal(std, std_e)
+    assert_decoder_posteriors_equal_a_second_pass(integer, pixels)
 
 
 # ---------------------------------------------------------------------------------------------- coding
@@ -256,13 +244,11 @@ def test_plain_weights_files_are_unchanged_and_shipped_models_load_as_before(tmp
         assert not any(block.residual_posterior for block in loaded.model.decoder.blocks)
 
 
-def test_training_a_residual_model_and_refusing_an_absolute_start(tmp_path):
+def test_training_a_residual_model_and_refusing_an_absolute_start(tmp_path, tiny_npz):
     from vaezip.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
     from vaezip.train import train
 
-    x = np.random.default_rng(0).integers(90, 160, size=(48, 8, 8, 3), dtype=np.uint8)
-    np.savez(tmp_path / "tiny.npz", x=x)
-    data = str(tmp_path / "tiny.npz")
+    data = tiny_npz
     overrides = dict(batch_size=4, crop=8, val_every=1000, checkpoint_every=1000, val_images=8)
     summary = train(tmp_path / "run", data, get_preset("tiny"), steps=2, train_overrides=overrides,
                     residual_posterior=True, coded_validation=None)

@@ -17,15 +17,6 @@ from vaezip.train import train
 OVERRIDES = dict(batch_size=4, crop=8, val_every=1000, checkpoint_every=1000, val_images=8)
 
 
-@pytest.fixture()
-def tiny_npz(tmp_path):
-    rng = np.random.default_rng(0)
-    x = rng.integers(90, 160, size=(48, 8, 8, 3), dtype=np.uint8)
-    path = tmp_path / "tiny.npz"
-    np.savez(path, x=x)
-    return str(path)
-
-
 def test_resume_continues_exactly(tmp_path, tiny_npz):
     preset = get_preset("tiny")
     straight = train(tmp_path / "a", tiny_npz, preset, steps=12, train_overrides=OVERRIDES)
