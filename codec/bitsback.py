@@ -51,7 +51,7 @@ Only valid pixels are coded; padding is recreated by edge replication (tiling.pa
 from __future__ import annotations
 
 import os
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -675,12 +675,14 @@ def _starts(runs: Sequence[int]) -> list[int]:
     return np.cumsum([0, *runs[:-1]]).tolist()
 
 
-def price_sections(tiles: Sequence[Tile], runs: Sequence[int] | None = None) -> list[Price] | None:
+def price_sections(tiles: Sequence[Tile], runs: Sequence[int] | None = None,
+                   progress: ProgressFn | None = None) -> list[Price] | None:
     """price_without_model for format 16: each tile's exact cost as PREDICTIVE_SECTIONS codes it in its section
     of `runs` (section_runs's by default; None where the stream cannot be cut), every section priced at once, one
     a core. Each price names its section (Price.section) and holds it coded (Price.coded: encode_tiles pushes
     those words as they are), not the tiles' recordings: a section's words take ~3 bits a value where its
-    recordings took 5 bytes, so that a photograph of any size is recorded once."""
+    recordings took 5 bytes, so that a photograph of any size is recorded once. `progress(tiles priced, tiles)`
+    is called in the calling thread as each section is done: most of a photograph's compress."""
     runs = section_runs(tiles) if runs is None else list(runs)
     if runs is None or not tiles:
         return None
@@ -693,7 +695,13 @@ def price_sections(tiles: Sequence[Tile], runs: Sequence[int] | None = None) -> 
         return tilekinds.code_section(recorded), [_pushed_bits(replay) for replay in recorded]
 
     with ThreadPoolExecutor(max_workers=min(len(runs), section_workers())) as pool:
-        sections = list(pool.map(price, starts, runs))
+        pending = {pool.submit(price, first, n): n for first, n in zip(starts, runs)}
+        if progress is not None:
+            done = 0
+            for future in as_completed(pending):
+                done += pending[future]
+                progress(done, len(tiles))
+        sections = [future.result() for future in pending]  # in submission order: the sections' own
     return [Price(PREDICTIVE_SECTIONS, bits, section=(first, n), coded=coded)
             for first, n, (coded, alone) in zip(starts, runs, sections) for bits in alone]
 
@@ -707,11 +715,12 @@ def sections_hold(tiles: Sequence[Tile], priced: Sequence[Price] | None,
         for k, (tile, price) in enumerate(zip(tiles, priced)))
 
 
-def price_stream(tiles: Sequence[Tile], predictor: str, model_bits: Sequence[float] | None) -> list[Price]:
+def price_stream(tiles: Sequence[Tile], predictor: str, model_bits: Sequence[float] | None,
+                 progress: ProgressFn | None = None) -> list[Price]:
     """The prices of a stream coded without the model where that is cheaper than `model_bits`: format 16's
-    sections (price_sections) where they hold (sections_hold), else `predictor`'s (price_without_model, format 15's
-    chain for PREDICTIVE_STAGED)."""
-    priced = price_sections(tiles)
+    sections (price_sections, reporting to `progress`) where they hold (sections_hold), else `predictor`'s
+    (price_without_model, format 15's chain for PREDICTIVE_STAGED)."""
+    priced = price_sections(tiles, progress=progress)
     return priced if sections_hold(tiles, priced, model_bits) else price_without_model(tiles, predictor, model_bits)
 
 

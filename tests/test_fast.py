@@ -352,6 +352,10 @@ def test_a_photograph_sized_image_is_cut_into_sections_decoded_side_by_side(tiny
     assert np.array_equal(np.load(tmp_path / "out.npy"), image)
     (_, back), = decompress_images(result.data)  # here, one section a core
     assert np.array_equal(np.asarray(back), image)
+    reported = []  # the sections' pricing shows (most of the work), then their coding (pushing their words)
+    compress_images([("big.png", Image.fromarray(image))], load_model(tiny_weights[3]), device="cpu", fast=True,
+                    progress=lambda done, total: reported.append((done, total)))
+    assert reported == [(3, 6), (6, 6)] * 2
     noise = np.random.default_rng(6).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     mixed = np.concatenate([image[:64, :64], noise], axis=1)
     result = compress_images([("mixed.png", Image.fromarray(mixed))], load_model(tiny_weights[3]), device="cpu",

@@ -141,8 +141,9 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
                                samples=samples, fast=fast, deflate=deflate, newest=newest, sections=sections)
 
     def quick_stream() -> CompressResult:
+        # Its progress is shown: on photographs it is the file, and its sections' pricing most of the work.
         return _encode_archive(split, time.perf_counter(), model, tile=None, max_batch=max_batch, device=device,
-                               progress=None, predictor=True, classical=False, format_version=None, samples=1,
+                               progress=progress, predictor=True, classical=False, format_version=None, samples=1,
                                fast=True, deflate=deflate, newest=newest, sections=sections)
 
     # The quick stream and the classical codings are made in threads of their own (the compiled coder and
@@ -313,7 +314,7 @@ def _encode_archive(split: list[_Image], started: float, model, *, tile, max_bat
         cuts = list(tiles_of.items())
         stream_tiles, limits = [t for _, cut in cuts for t in cut], [e for k, _ in cuts for e in estimates_of[k]]
         if sections and format_version is None and predictor_kind == bitsback.PREDICTIVE_STAGED:
-            every = bitsback.price_stream(stream_tiles, predictor_kind, limits)
+            every = bitsback.price_stream(stream_tiles, predictor_kind, limits, progress)
         else:
             every = bitsback.price_without_model(stream_tiles, predictor_kind, limits)
         priced_of, start = {}, 0

@@ -103,6 +103,19 @@ def test_the_sections_priced_are_pushed_as_coded_the_same_words_as_coding_them_a
     assert [stat.ideal_bits for stat in stats] == [*priced[0].coded.bits, *priced[3].coded.bits]
 
 
+def test_pricing_reports_each_section_as_it_is_done():
+    """price_sections's progress: one call a section, in the calling thread, the tiles priced so far of all."""
+    import threading
+
+    rng = np.random.default_rng(5)
+    tiles = image_tiles(rng, [(48, 40)])  # 3 rows of 3
+    calls = []
+    priced = bitsback.price_sections(tiles, runs=[3, 3, 3], progress=lambda done, total: calls.append(
+        (done, total, threading.current_thread() is threading.main_thread())))
+    assert calls == [(3, 9, True), (6, 9, True), (9, 9, True)]
+    assert [price[1] for price in priced] == [price[1] for price in bitsback.price_sections(tiles, runs=[3, 3, 3])]
+
+
 def test_a_section_reads_no_tile_of_another_and_starts_from_the_initial_statistics(monkeypatch):
     """Each section's tiles decode from its own words alone (decode_section, given nothing of the stream), and the
     sections come off in threads of their own: the pops of every section are taken first, the decoding after."""
