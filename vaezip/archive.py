@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -140,11 +141,23 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
                                predictor=predictor, classical=classical, format_version=format_version,
                                samples=samples, fast=fast, deflate=deflate, newest=newest, sections=sections)
 
+    # The quick stream's progress is shown (on photographs it is the file, its sections' pricing most of the work)
+    # until the full path's begins, where the model codes after all.
+    full_path_reports = threading.Event()
+
+    def quick_progress(done: int, total: int) -> None:
+        if not full_path_reports.is_set():
+            progress(done, total)
+
+    def full_progress(done: int, total: int) -> None:
+        full_path_reports.set()
+        progress(done, total)
+
     def quick_stream() -> CompressResult:
-        # Its progress is shown: on photographs it is the file, and its sections' pricing most of the work.
         return _encode_archive(split, time.perf_counter(), model, tile=None, max_batch=max_batch, device=device,
-                               progress=progress, predictor=True, classical=False, format_version=None, samples=1,
-                               fast=True, deflate=deflate, newest=newest, sections=sections)
+                               progress=progress and quick_progress, predictor=True, classical=False,
+                               format_version=None, samples=1, fast=True, deflate=deflate, newest=newest,
+                               sections=sections)
 
     # The quick stream and the classical codings are made in threads of their own (the compiled coder and
     # Pillow's encoders release the GIL) while the model prices a sample of the tiles (the early exit: GATE_EVERY;
@@ -169,7 +182,7 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
         else:
             result = _encode_archive(
                 split, started, model if gate is None else gate.model, tile=tile, max_batch=max_batch,
-                device=device, progress=progress, predictor=predictor, classical=classical,
+                device=device, progress=progress and full_progress, predictor=predictor, classical=classical,
                 format_version=format_version, samples=samples, fast=fast,
                 alongside=lambda: lambda: [report.payload_bits for report in quick_later.result().images],
                 predictor_kind=bitsback.PREDICTIVE_ADAPTIVE, gate=gate, classical_later=classical_later,
