@@ -759,7 +759,7 @@ def _report(result, output: str, verified: float | None = None, verbose: bool = 
             if predictor_only:
                 bound = "no model bound, " if math.isnan(image.bound_bpsp) else f"model bound {_bound_of(image)}, "
                 _say(f"{image.name}: {image.width}x{image.height} {image.mode}, predictor (no model tile): payload "
-                     f"{share:.4f} bpsp ({bound}{image.tiles} tiles{others})")
+                     f"{share:.4f} bpsp ({bound}{image.tiles} tile{'' if image.tiles == 1 else 's'}{others})")
                 continue
             _say(
                 f"{image.name}: {image.width}x{image.height} {image.mode}, model: bound {image.bound_bpsp:.4f} bpsp, "
