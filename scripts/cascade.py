@@ -47,13 +47,18 @@ from codec import bitsback, kernels, predictive  # noqa: E402
 ONE_STREAM = False  # --one-stream: every image's tiles in one stream, as an archive codes them
 
 
+def image_streams(images, tile: int) -> list[list]:
+    """Each image's tiles as a stream of its own, or with ONE_STREAM all of them in one (an archive's)."""
+    if ONE_STREAM:
+        return [[cut for image in images for cut in image_tiles(image, tile)]]
+    return [image_tiles(image, tile) for image in images]
+
+
 def bits(images, tile: int, predictor: str) -> float:
-    """Total bits of every image's tiles: each image a stream of its own (adaptive_contexts.bits), or with
+    """Total bits of every image's tiles (image_streams): each image a stream of its own, or with
     ONE_STREAM all of them in one, the statistics running on from image to image as in an archive."""
-    if not ONE_STREAM:
-        return adaptive_contexts.bits(images, tile, predictor)
-    tiles = [cut for image in images for cut in image_tiles(image, tile)]
-    return float(sum(price[1] for price in bitsback.price_without_model(tiles, predictor)))
+    return float(sum(price[1] for tiles in image_streams(images, tile)
+                     for price in bitsback.price_without_model(tiles, predictor)))
 
 
 def numbers() -> dict[str, float]:
@@ -141,8 +146,7 @@ def warm(images, values: int, tile: int, count: int) -> None:
 def sections(images, values: int, tile: int) -> None:
     """Format 15's chain from zeros, format 16's sections as the encoder cuts them, and one section, per image (or
     per set with ONE_STREAM)."""
-    streams = [[cut for image in images for cut in image_tiles(image, tile)]] if ONE_STREAM else \
-        [image_tiles(image, tile) for image in images]
+    streams = image_streams(images, tile)
     totals = np.zeros(3)
     for tiles in streams:
         runs = bitsback.section_runs(tiles)
@@ -160,9 +164,9 @@ def sections(images, values: int, tile: int) -> None:
 
 
 def counts(images, values: int, tile: int, sections: list[int]) -> None:
-    """Format 16's bits of each image (or with ONE_STREAM the set) in each count of sections, against the first."""
-    streams = [[cut for image in images for cut in image_tiles(image, tile)]] if ONE_STREAM else \
-        [image_tiles(image, tile) for image in images]
+    """Format 16's bits of each image (or with ONE_STREAM the set) in each count of sections (at most one a row of
+    tiles: an image's line says how many it got), against the first."""
+    streams = image_streams(images, tile)
     totals = np.zeros(len(sections))
     for tiles in streams:
         runs = [bitsback.cut_sections(tiles, count) for count in sections]
@@ -172,8 +176,9 @@ def counts(images, values: int, tile: int, sections: list[int]) -> None:
         print(f"{count} values: " + ", ".join(
             f"{len(cut)} sections {cost / count:.5f} ({100 * (cost / costs[0] - 1):+.3f} %)"
             for cut, cost in zip(runs, costs)), flush=True)
-    print("all: " + ", ".join(f"{count} sections {total / values:.5f} ({100 * (total / totals[0] - 1):+.3f} %)"
-                              for count, total in zip(sections, totals)))
+    print("all: " + ", ".join(
+        f"at most {count} sections {total / values:.5f} ({100 * (total / totals[0] - 1):+.3f} %)"
+        for count, total in zip(sections, totals)))
 
 
 def main() -> None:
