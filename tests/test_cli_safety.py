@@ -308,7 +308,7 @@ def test_a_signal_during_the_write_leaves_nothing(tmp_path, model, signum, code,
     assert snapshot(work) == before  # no temporary, no output, the input kept
 
 
-def test_a_killed_write_leaves_a_temporary_that_the_next_write_removes(tmp_path, model):
+def test_a_killed_write_leaves_a_temporary_that_the_next_write_of_that_name_removes(tmp_path, model):
     work = tmp_path / "work"
     work.mkdir()
     image(1).save(work / "a.png")
@@ -316,13 +316,17 @@ def test_a_killed_write_leaves_a_temporary_that_the_next_write_removes(tmp_path,
     process = start_stuck_write(tmp_path, work, "compress", "a.png", "-m", model)
     process.kill()  # SIGKILL: no cleanup can run
     process.communicate(timeout=HANG_GUARD_S)
-    assert temporaries(work) == [f".a.vz.tmp-{process.pid}"]
-    alive = f".c.vz.tmp-{os.getpid()}"  # another process's write in progress (this test's pid is alive)
+    stale = f".a.vz.tmp-{process.pid}"
+    assert temporaries(work) == [stale]
+    alive = f".a.vz.tmp-{os.getpid()}"  # another process's write in progress (this test's pid is alive)
     (work / alive).write_bytes(b"half")
     result = cli("compress", "b.png", "-m", model, "-q", cwd=work)
     assert result.returncode == 0, lines_of(result)
+    assert temporaries(work) == sorted([stale, alive])  # another name's write leaves them alone
+    result = cli("compress", "a.png", "-m", model, "-q", cwd=work)
+    assert result.returncode == 0, lines_of(result)
     assert temporaries(work) == [alive]  # the dead process's temporary is gone, the live one's kept
-    assert sorted(os.listdir(work)) == sorted(["a.png", "b.png", "b.vz", alive])
+    assert sorted(os.listdir(work)) == sorted(["a.png", "b.png", "a.vz", "b.vz", alive])
 
 
 def test_remove_stale_temporaries(tmp_path):
@@ -330,20 +334,25 @@ def test_remove_stale_temporaries(tmp_path):
     dead.wait()  # reaped: its pid names no process
     names = {
         f".a.vz.tmp-{dead.pid}": False,  # removed
-        f".line\nbreak.png.tmp-{dead.pid}": False,  # removed (a name with a newline)
-        f".b.vz.tmp-{os.getpid()}": True,  # this process: kept
-        ".c.vz.tmp-1": True,  # pid 1 is alive: kept
-        ".d.vz.tmp-0": True,  # 0 is never a writer's pid: kept (and never signalled)
-        f"e.vz.tmp-{dead.pid}": True,  # not hidden: not a temporary of ours
-        f".f.vz.tmp-{dead.pid}.bak": True,
+        f".a.vz.tmp-{os.getpid()}": True,  # this process: kept
+        ".a.vz.tmp-1": True,  # pid 1 is alive: kept
+        ".a.vz.tmp-0": True,  # 0 is never a writer's pid: kept (and never signalled)
+        ".a.vz.tmp-abc": True,  # not a pid
+        f"a.vz.tmp-{dead.pid}": True,  # not hidden: not a temporary of ours
+        f".a.vz.tmp-{dead.pid}.bak": True,
+        f".b.vz.tmp-{dead.pid}": True,  # another name's: left for a write of b.vz
+        f".report.odt.tmp-{dead.pid}": True,  # anybody's
     }
     for name in names:
         (tmp_path / name).write_bytes(b"x")
-    (tmp_path / f".g.vz.tmp-{dead.pid}").mkdir()  # a folder is never removed
-    removed = files.remove_stale_temporaries(tmp_path)
-    assert sorted(p.name for p in removed) == sorted(name for name, kept in names.items() if not kept)
+    (tmp_path / f".a.vz.tmp-{dead.pid}0").mkdir()  # a folder is never removed
+    removed = files.remove_stale_temporaries(tmp_path / "a.vz")
+    assert [p.name for p in removed] == [name for name, kept in names.items() if not kept]
     assert sorted(os.listdir(tmp_path)) == sorted([name for name, kept in names.items() if kept] +
-                                                  [f".g.vz.tmp-{dead.pid}"])
+                                                  [f".a.vz.tmp-{dead.pid}0"])
+    newline = tmp_path / "line\nbreak.png"  # a name with a newline: its temporaries too
+    (tmp_path / f".{newline.name}.tmp-{dead.pid}").write_bytes(b"x")
+    assert [p.name for p in files.remove_stale_temporaries(newline)] == [f".{newline.name}.tmp-{dead.pid}"]
 
 
 def test_atomic_write_never_replaces_without_overwrite(tmp_path):

@@ -22,7 +22,7 @@ import torch
 
 import vaezip.checkpoint as checkpoint_module
 from vaezip.api import load_model
-from vaezip.checkpoint import CheckpointError, load_weights, remove_stale_writes
+from vaezip.checkpoint import CheckpointError, load_weights
 from vaezip.config import (
     MAX_PARAMETERS,
     PRESETS,
@@ -34,6 +34,7 @@ from vaezip.config import (
     model_config_from_dict,
     parameter_count,
 )
+from vaezip.files import remove_stale_temporaries
 from vaezip.model import HierarchicalVAE
 
 TINY = dataclasses.replace(get_preset("tiny").model, image_channels=3)
@@ -369,7 +370,7 @@ def test_crafted_weights_through_eval(tmp_path):
 # ---------------------------------------------------------------------------------------------- temporaries
 
 
-def test_remove_stale_writes_keeps_live_writers(tmp_path):
+def test_remove_stale_temporaries_of_a_checkpoint_keeps_live_writers(tmp_path):
     target = tmp_path / "last.pt"
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -387,7 +388,7 @@ def test_remove_stale_writes_keeps_live_writers(tmp_path):
         for name in names.values():
             (tmp_path / name).write_bytes(b"partial")
         (tmp_path / f".last.pt.tmp-{dead.pid}0").mkdir()  # not a file: left alone, and no error
-        remove_stale_writes(target)
+        remove_stale_temporaries(target)
         assert (tmp_path / f".last.pt.tmp-{dead.pid}0").is_dir()
         left = {key for key, name in names.items() if (tmp_path / name).exists()}
     finally:

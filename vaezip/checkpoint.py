@@ -27,7 +27,7 @@ from vaezip.config import (
     train_config_from_dict,
 )
 from vaezip.errors import CheckpointError  # defined there: catching user errors must not import torch
-from vaezip.files import fsync_dir
+from vaezip.files import fsync_dir, temporary_path
 from vaezip.model import HierarchicalVAE
 
 CHECKPOINT_NAME = "last.pt"
@@ -45,51 +45,9 @@ MAX_SAFETENSORS_HEADER_BYTES = 4 * 2**20
 FLOAT_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64}
 
 
-
-
-def _temporary(path: Path, pid: int | str) -> Path:
-    return path.with_name(f".{path.name}.tmp-{pid}")
-
-
-def _process_alive(pid: int) -> bool:
-    """Whether a process with this PID exists (another user's process counts: it may be writing)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (OverflowError, OSError):  # PermissionError: alive, someone else's
-        return True
-    return True
-
-
-def remove_stale_writes(path: Path) -> None:
-    """Delete the temporary files `.NAME.tmp-PID` that writers of `path` killed mid-write (SIGKILL skips
-    cleanup) left: only those whose PID is no longer a live process, so that a writer running right now
-    (in this process or another) never loses its file. A name whose suffix is not a PID, and anything but a
-    file or a link, is left alone."""
-    path = Path(path)
-    prefix = _temporary(path, "").name
-    try:
-        candidates = [entry for entry in path.parent.iterdir() if entry.name.startswith(prefix)]
-    except OSError:
-        return
-    for stale in candidates:
-        suffix = stale.name[len(prefix):]
-        if not (suffix.isascii() and suffix.isdigit()) or len(suffix) > 10:
-            continue
-        pid = int(suffix)
-        if pid <= 0 or pid == os.getpid() or _process_alive(pid):
-            continue
-        try:
-            if stale.is_symlink() or stale.is_file():
-                stale.unlink()
-        except OSError:
-            continue  # gone already, or not ours to remove: never a reason to fail a save
-
-
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
-    tmp = _temporary(path, os.getpid())
+    tmp = temporary_path(path)
     try:
         with open(tmp, "wb") as handle:
             handle.write(data)
@@ -356,7 +314,6 @@ __all__ = [
     "CHECKPOINT_NAME",
     "CheckpointError",
     "atomic_write_bytes",
-    "remove_stale_writes",
     "build_model",
     "check_tensors",
     "expected_shapes",

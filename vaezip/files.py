@@ -23,8 +23,8 @@ from pathlib import Path
 MAX_INPUT_BYTES = 1 << 30
 _CHUNK = 1 << 20
 
-# `.NAME.tmp-PID`: the temporary an atomic write of NAME by process PID uses (vaezip/checkpoint.py uses the same).
-_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>[0-9]{1,10})$", re.DOTALL)
+# `.NAME.tmp-PID`: the temporary an atomic write of NAME by process PID uses (vaezip/checkpoint.py's too).
+_PID_SUFFIX = re.compile(r"[0-9]{1,10}")
 # Characters never printed raw nor used in a file name: controls (newline, ESC...), format characters (bidi
 # overrides), lone surrogates (undecodable bytes of a file name), line and paragraph separators.
 _UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
@@ -162,8 +162,12 @@ def file_identity(path: str) -> tuple:
 # ---------------------------------------------------------------------------------------------- writing
 
 
+def _temporary_prefix(path: Path) -> str:
+    return f".{path.name}.tmp-"
+
+
 def temporary_path(path: Path, pid: int | None = None) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid() if pid is None else pid}")
+    return path.with_name(f"{_temporary_prefix(path)}{os.getpid() if pid is None else pid}")
 
 
 def _process_alive(pid: int) -> bool:
@@ -178,21 +182,25 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temporaries(folder: Path) -> list[Path]:
-    """Delete, in `folder`, the `.NAME.tmp-PID` regular files whose process PID no longer runs (a writer killed
-    by SIGKILL cannot clean up). Files of a live process (another vaezip writing, a training run) are kept.
-    Returns what was removed; a folder that cannot be listed is left alone."""
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Delete the `.NAME.tmp-PID` regular files of `path` (NAME its name, in its folder) whose process PID no
+    longer runs: a writer of `path` killed by SIGKILL cannot clean up. Only `path`'s own: a file of another name
+    that only looks like a temporary (`.report.odt.tmp-4000`) may be anybody's, and is never touched. Files of a
+    live process (another vaezip writing the same name, a training run) are kept. Returns what was removed; a
+    folder that cannot be listed is left alone."""
+    path = Path(path)
+    prefix = _temporary_prefix(path)
     removed = []
     try:
-        entries = list(os.scandir(folder))
+        entries = [entry for entry in os.scandir(path.parent) if entry.name.startswith(prefix)]
     except OSError:
         return removed
     for entry in entries:
-        match = _TEMPORARY.match(entry.name)
-        if match is None or int(match["pid"]) == os.getpid():
+        suffix = entry.name[len(prefix):]
+        if not _PID_SUFFIX.fullmatch(suffix) or int(suffix) == os.getpid():
             continue
         try:
-            if not entry.is_file(follow_symlinks=False) or _process_alive(int(match["pid"])):
+            if not entry.is_file(follow_symlinks=False) or _process_alive(int(suffix)):
                 continue
             os.unlink(entry.path)
             removed.append(Path(entry.path))
@@ -253,7 +261,7 @@ class FolderMissing(OutputError):
 
 def atomic_write(path: Path | str, data: bytes, *, overwrite: bool) -> None:
     """Write `data` to `path` through `.NAME.tmp-PID` in the same folder (written, fsynced, renamed): `path` is
-    either untouched or complete. Stale temporaries of dead processes in that folder are removed first; the
+    either untouched or complete. Stale temporaries of `path` by dead processes are removed first; the
     temporary is removed on every failure, Ctrl-C and SIGTERM included (see signals_as_exceptions). Without
     `overwrite`, an existing `path` (a dangling symlink included) is never replaced, even one created while
     this wrote (the rename is then a hard link, which fails on an existing name)."""
@@ -261,7 +269,7 @@ def atomic_write(path: Path | str, data: bytes, *, overwrite: bool) -> None:
     folder = path.parent
     if not folder.is_dir():
         raise FolderMissing(f"{folder}: no such folder")
-    remove_stale_temporaries(folder)
+    remove_stale_temporaries(path)
     tmp = temporary_path(path)
     created = False
     try:

@@ -28,7 +28,6 @@ from vaezip.checkpoint import (
     CHECKPOINT_NAME,
     CheckpointError,
     load_checkpoint,
-    remove_stale_writes,
     save_checkpoint,
 )
 from vaezip.config import (
@@ -41,6 +40,7 @@ from vaezip.config import (
 )
 from vaezip.devices import amx_available, resolve_device
 from vaezip.evaluate import EvalResult, evaluate
+from vaezip.files import remove_stale_temporaries
 from vaezip.model import HierarchicalVAE
 from vaezip.model.layers import MAX_BINARY_BETA
 
@@ -541,7 +541,7 @@ def restore(session: Session) -> None:
     session.seconds_before = session.counters.train_seconds
     if session.dist.main:
         plan.run_dir.mkdir(parents=True, exist_ok=True)
-        remove_stale_writes(plan.checkpoint_path)
+        remove_stale_temporaries(plan.checkpoint_path)  # a run killed mid-save left its temporary
     if session.dist.world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
