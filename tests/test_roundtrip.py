@@ -71,6 +71,35 @@ def test_sizes_and_modes_round_trip_in_a_fresh_process(tmp_path, tiny_weights, m
         assert_same(original, outputs / path.name)
 
 
+def test_palette_indices_past_the_palette_come_back_as_they_were(tmp_path):
+    """A GIF (or PNG) may hold indices, or a transparency entry, past its palette's end. Pillow would write
+    them into a PNG cut down to the palette's bit depth (index 39 of 4 entries -> 3); the PNG written holds them,
+    its palette extended with the opaque black entries viewers show there."""
+    ramp = (np.arange(64).reshape(8, 8) % 40).astype(np.uint8)
+    palette = [255, 0, 0, 0, 255, 0, 0, 0, 255, 9, 9, 9]
+    past = Image.fromarray(ramp, "P")
+    past.putpalette(palette)
+    past.save(tmp_path / "past.gif")
+    keyed = Image.fromarray(ramp % 4, "P")
+    keyed.putpalette(palette)
+    keyed.save(tmp_path / "keyed.gif", transparency=10)
+    for name in ("past", "keyed"):
+        original = Image.open(tmp_path / f"{name}.gif")
+        original.load()
+        result = run_cli("compress", f"{name}.gif", "--fast", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr.decode()
+        result = run_cli("decompress", f"{name}.vz", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr.decode()
+        decoded = Image.open(tmp_path / f"{name}.png")
+        assert decoded.mode == "P"
+        assert np.array_equal(np.asarray(decoded), np.asarray(original))
+        assert decoded.info.get("transparency") == original.info.get("transparency")
+        assert decoded.getpalette()[: len(palette)] == palette
+        assert np.array_equal(np.asarray(decoded.convert("RGBA")), np.asarray(original.convert("RGBA")))
+    assert np.asarray(Image.open(tmp_path / "past.png")).max() == 39
+    assert Image.open(tmp_path / "keyed.png").info["transparency"] == 10
+
+
 @pytest.mark.parametrize("mode, order", [("L", "rows"), ("RGBA", "rows"), ("RGB", "scales")])
 def test_a_pixel_context_model_round_trips_in_a_fresh_process(tmp_path, context_weights, mode, order):
     """Pixels coded phase by phase from their coded neighbours: partial tiles, one-pixel rows and columns.

@@ -1168,14 +1168,6 @@ def _safe_name(name: str) -> str:
     return str(Path(base).with_suffix(".png"))
 
 
-def _save_png(image) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def _single_image_file(data: bytes) -> bool:
     """Whether a .vz holds exactly one image, from its header alone (no model); False if the header does not
     parse (the decoder then says why)."""
@@ -1205,6 +1197,7 @@ def decompress(
     import time
 
     from vaezip.files import file_identity, signals_as_exceptions
+    from vaezip.images import png_bytes
 
     with user_errors(), signals_as_exceptions():
         if jobs_at_once < 0:
@@ -1286,7 +1279,7 @@ def decompress(
                     if directory is not None:
                         directory.mkdir(parents=True, exist_ok=True)
                     for target, (_, image) in zip(targets, images):
-                        _write_output(target, _save_png(image), force, derived)
+                        _write_output(target, png_bytes(image), force, derived)
                         if target != "-":
                             written.add(file_identity(target))
                     subpixels = sum(len(image.getbands()) * image.width * image.height for _, image in images)

@@ -344,6 +344,37 @@ def _join_palette(planes: Planes) -> Image.Image:
     return image
 
 
+def png_bytes(image: Image.Image) -> bytes:
+    """`image` as a PNG file that holds every pixel as it is. Pillow sizes a palette PNG's bit depth (and its PLTE
+    and tRNS chunks) by the palette, so indices past the palette's end, which GIFs and PNGs may hold, would be cut
+    down (a 4-entry palette: 2 bits, index 39 -> 3) and a transparency entry past it dropped: such a palette is
+    first extended with opaque black entries (what viewers show for those indices) up to the highest index used."""
+    if image.mode == "P":
+        image = _palette_covering(image)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _palette_covering(image: Image.Image) -> Image.Image:
+    palette_mode = image.palette.mode if image.palette is not None else "RGB"
+    palette = bytes(image.palette.tobytes()) if image.palette is not None else b""
+    width = len(palette_mode)
+    needed = int(np.asarray(image).max()) + 1
+    transparency = image.info.get("transparency")
+    if isinstance(transparency, int):
+        needed = max(needed, transparency + 1)
+    elif isinstance(transparency, bytes):
+        needed = max(needed, len(transparency))
+    entries = len(palette) // width
+    if min(needed, 256) <= entries:
+        return image
+    black = bytes(min(width, 3)) + b"\xff" * (width - 3)  # opaque where the palette holds alpha
+    covering = image.copy()  # the caller's image keeps its palette (and its checksum)
+    covering.putpalette(palette[: entries * width] + black * (min(needed, 256) - entries), rawmode=palette_mode)
+    return covering
+
+
 def pixel_checksum(image: Image.Image) -> str:
     """sha256 of everything a decode must restore: mode, size, pixel values, palette and transparency (the
     palette's, or an L / RGB image's colour key). An image without a key hashes as it always has."""
