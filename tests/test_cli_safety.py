@@ -2,9 +2,10 @@
 
 - an output that is an input, or that two inputs share, is refused before any work (whatever --force);
 - `--rm` deletes an input only after its .vz was decoded in process and matched the input's pixels;
-- FIFOs, devices and folders are refused unread, stdin and files are read with a size limit;
+- FIFOs, devices and folders are refused unread, stdin and files are read with a size limit; as outputs they
+  are never replaced, --force or not; `--rm` with stdout as the output is refused;
 - SIGTERM / Ctrl-C during a write leave no temporary (exit 143 / 130); temporaries of killed processes are
-  removed by the next write into that folder;
+  removed by the next write of that name (never files of other names);
 - names are printed escaped (one line, no terminal control) and stored names become plain file names.
 
 CLI runs go through `python -m vaezip` in a fresh process, except where a function of the running process is
@@ -431,3 +432,34 @@ def test_a_dangling_symlink_output_needs_force(tmp_path, model):
     assert result.returncode == 0, lines_of(result)
     assert not (tmp_path / "link.vz").is_symlink()  # the link itself is replaced, nothing written through it
     assert sorted(os.listdir(tmp_path)) == ["a.png", "link.vz"]
+
+
+def test_a_fifo_or_device_output_is_never_replaced(tmp_path, model):
+    """A rename would put a regular file where the FIFO or device was, even with --force (as root, `-o /dev/null
+    -f` would have replaced the null device): refused, before any work; `-o - > PATH` writes into it."""
+    image(1).save(tmp_path / "a.png")
+    assert cli("compress", "a.png", "-m", model, "-q", cwd=tmp_path).returncode == 0
+    os.mkfifo(tmp_path / "fifo")  # nobody reads it: a write into it would hang (the guard would fire)
+    before = snapshot(tmp_path)
+    for command, source in (("compress", "a.png"), ("decompress", "a.vz")):
+        for force in ([], ["--force"]):
+            one_error(cli(command, source, "-o", "fifo", *force, "-m", model, cwd=tmp_path),
+                      f"{source}: fifo: not a regular file (a FIFO); vaezip writes regular files, or '-' for stdout")
+    one_error(cli("decompress", "a.vz", "-o", "/dev/null", "-f", "-m", model, cwd=tmp_path),
+              "/dev/null: not a regular file (a character device)")
+    with pytest.raises(files.OutputError, match="a FIFO"):
+        files.atomic_write(tmp_path / "fifo", b"data", overwrite=True)
+    assert snapshot(tmp_path) == before
+    assert (tmp_path / "fifo").is_fifo()
+
+
+def test_rm_with_stdout_output_is_refused(tmp_path, model):
+    """As gzip -c keeps its input: what a pipe did with the bytes (`| cat > /dev/full`, `| head -c 10`) is
+    unknown, so --rm cannot know the output is safe."""
+    image(1).save(tmp_path / "a.png")
+    before = snapshot(tmp_path)
+    result = cli("compress", "a.png", "-o", "-", "--rm", "-m", model, cwd=tmp_path)
+    assert result.returncode == 2 and result.stdout == b"", lines_of(result)
+    assert lines_of(result) == ["vaezip: error: --rm deletes inputs only once their output file reads back as "
+                                "written: not with -o - (stdout)"]
+    assert snapshot(tmp_path) == before

@@ -700,9 +700,12 @@ def _exists(target: str, derived: bool) -> Failure:
 def _check_target(target: str, force: bool, derived: bool = False) -> None:
     """Before the work: the output can be written (its folder exists) and needs --force if it exists (a
     dangling symlink included). `derived`: the name came from the input's, not from -o."""
+    from vaezip.files import refuse_special_output
+
     path = Path(target)
     if path.is_dir():
         raise Failure(f"{target}: is a directory")
+    refuse_special_output(path)  # before --force's question: --force does not replace it either
     if os.path.lexists(path) and not force:
         raise _exists(target, derived)
     folder = path.parent
@@ -714,8 +717,8 @@ def _check_target(target: str, force: bool, derived: bool = False) -> None:
 
 def _write_output(path: str, data: bytes, force: bool, derived: bool = False) -> None:
     """Write atomically (temporary file + rename, removed on failure, Ctrl-C and SIGTERM); never overwrite
-    without --force."""
-    from vaezip.files import atomic_write
+    without --force, never replace a FIFO or device."""
+    from vaezip.files import atomic_write, refuse_special_output
 
     if path == "-":
         sys.stdout.buffer.write(data)
@@ -724,6 +727,7 @@ def _write_output(path: str, data: bytes, force: bool, derived: bool = False) ->
     target = Path(path)
     if target.is_dir():
         raise Failure(f"{path}: is a directory")
+    refuse_special_output(target)
     if os.path.lexists(target) and not force:
         raise _exists(path, derived)
     atomic_write(target, data, overwrite=force)
@@ -1053,6 +1057,9 @@ def compress(
             output = "-"
         if output == "-":
             _refuse_terminal_output("compressed data")
+            if not keep:  # as gzip -c: what a pipe did with the bytes is unknown, so the inputs stay
+                raise UsageFailure("--rm deletes inputs only once their output file reads back as written: not with "
+                                   "-o - (stdout)")
         if output is not None:
             jobs = [(inputs, output)]
             pairs = [(inputs[0], output)]  # one archive of all the inputs
@@ -1196,7 +1203,7 @@ def decompress(
     """Restore the exact images from .vz files (as PNG)."""
     import time
 
-    from vaezip.files import file_identity, signals_as_exceptions
+    from vaezip.files import file_identity, refuse_special_output, signals_as_exceptions
     from vaezip.images import png_bytes
 
     with user_errors(), signals_as_exceptions():
@@ -1274,6 +1281,7 @@ def decompress(
                             raise Failure(f"{target}: this output would overwrite an input; nothing written")
                         if identity in written:
                             raise Failure(f"{target}: already written by this run from another input; nothing written")
+                        refuse_special_output(target)
                         if os.path.lexists(target) and not force:
                             raise _exists(target, derived)
                     if directory is not None:

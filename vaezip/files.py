@@ -259,16 +259,31 @@ class FolderMissing(OutputError):
     """The folder an output goes to does not exist."""
 
 
+def refuse_special_output(path: Path | str) -> None:
+    """OutputError where `path` exists as something a write would not write into: a FIFO, a device or a socket.
+    A rename would put a regular file in its place, even with --force (`-o /dev/null -f` as root would replace
+    the null device); the CLI's `-o - > PATH` writes into it instead. A folder is the caller's to name."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode) or stat.S_ISDIR(mode)):
+        raise OutputError(f"{path}: not a regular file ({_kind(mode)}); vaezip writes regular files, or '-' for "
+                          f"stdout (-o - > {path})")
+
+
 def atomic_write(path: Path | str, data: bytes, *, overwrite: bool) -> None:
     """Write `data` to `path` through `.NAME.tmp-PID` in the same folder (written, fsynced, renamed): `path` is
     either untouched or complete. Stale temporaries of `path` by dead processes are removed first; the
     temporary is removed on every failure, Ctrl-C and SIGTERM included (see signals_as_exceptions). Without
     `overwrite`, an existing `path` (a dangling symlink included) is never replaced, even one created while
-    this wrote (the rename is then a hard link, which fails on an existing name)."""
+    this wrote (the rename is then a hard link, which fails on an existing name). A FIFO, device or socket at `path`
+    is refused (refuse_special_output), with `overwrite` too."""
     path = Path(path)
     folder = path.parent
     if not folder.is_dir():
         raise FolderMissing(f"{folder}: no such folder")
+    refuse_special_output(path)
     remove_stale_temporaries(path)
     tmp = temporary_path(path)
     created = False
