@@ -411,6 +411,24 @@ def test_names_are_printed_escaped_and_stored_names_become_plain_file_names(tmp_
     assert same_pixels(Image.open(tmp_path / "out" / "line_break.png"), image(1))
 
 
+def test_images_of_one_name_in_an_archive_all_come_back(tmp_path, model):
+    """x.png and x.jpg, or x.png from two folders, are both stored; --dir writes every one of them (the archive
+    could not be extracted before, and --rm had deleted its inputs)."""
+    (tmp_path / "d").mkdir()
+    # X-2.png: the name the second x would get, taken (names compared case-folded), so that one is x-3
+    originals = {name: image(seed) for seed, name in enumerate(("x.png", "x.bmp", "d/x.png", "X-2.png"))}
+    for name, picture in originals.items():
+        picture.save(tmp_path / name)
+    result = cli("compress", *originals, "-o", "set.vz", "--rm", "-m", model, "-q", cwd=tmp_path)
+    assert result.returncode == 0, lines_of(result)
+    result = cli("decompress", "set.vz", "-d", "out", "-m", model, cwd=tmp_path)
+    assert result.returncode == 0, lines_of(result)
+    assert lines_of(result)[0] == "set.vz: 2 image(s) share a name with an earlier one, written as x-3.png, x-4.png"
+    assert sorted(os.listdir(tmp_path / "out")) == ["X-2.png", "x-3.png", "x-4.png", "x.png"]
+    for written, name in [("x.png", "x.png"), ("x-3.png", "x.bmp"), ("x-4.png", "d/x.png"), ("X-2.png", "X-2.png")]:
+        assert same_pixels(Image.open(tmp_path / "out" / written), originals[name])
+
+
 def test_safe_name_keeps_stored_names_plain():
     assert _safe_name("line\nbreak.png") == "line_break.png"
     assert _safe_name("a\x00b\x1b[2J.png") == "a_b_[2J.png"

@@ -1175,6 +1175,27 @@ def _safe_name(name: str) -> str:
     return str(Path(base).with_suffix(".png"))
 
 
+def _output_names(stored: list[str]) -> list[str]:
+    """The file names an archive's images get in the --dir folder: each stored name as _safe_name makes it; where
+    several images would get one name (x.png and x.jpg, or two x.png from two folders), the first keeps it and
+    the others are numbered in the stored order (x-2.png, x-3.png), never a name another image has. Names are
+    compared case-folded, as a case-insensitive file system would."""
+    names = [_safe_name(name) for name in stored]
+    taken = {name.casefold() for name in names}
+    given: set[str] = set()
+    unique = []
+    for name in names:
+        if name.casefold() in given:
+            stem, number = name[: -len(".png")], 2
+            while f"{stem}-{number}.png".casefold() in taken:
+                number += 1
+            name = f"{stem}-{number}.png"
+            taken.add(name.casefold())
+        given.add(name.casefold())
+        unique.append(name)
+    return unique
+
+
 def _single_image_file(data: bytes) -> bool:
     """Whether a .vz holds exactly one image, from its header alone (no model); False if the header does not
     parse (the decoder then says why)."""
@@ -1264,15 +1285,18 @@ def decompress(
                     if output is not None:
                         targets = [output]
                     elif directory is not None:
-                        targets = [str(directory / _safe_name(name)) for name, _ in images]
+                        names = _output_names([name for name, _ in images])
+                        targets = [str(directory / name) for name in names]
+                        renamed = [name for name, (stored, _) in zip(names, images) if name != _safe_name(stored)]
+                        if renamed and not quiet:
+                            _say(f"{path}: {len(renamed)} image(s) share a name with an earlier one, written as "
+                                 f"{', '.join(renamed[:3])}{', ...' if len(renamed) > 3 else ''}")
                     elif len(images) == 1 and path != "-":
                         targets = [_default_output(path, ".png")]
                     elif len(images) == 1:
                         targets = ["-"]
                     else:
                         raise Failure(f"{path} holds {len(images)} images: use --dir")
-                    if len(set(targets)) != len(targets):
-                        raise Failure(f"{path}: several images would get the same output name")
                     for target in targets:
                         if target == "-":
                             continue
