@@ -210,12 +210,29 @@ def test_binary_output_to_a_terminal_is_refused(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("value", ["0", "-32"])
-def test_a_tile_below_one_pixel_is_a_usage_error(tmp_path, value):
+@pytest.mark.parametrize(("value", "message"), [("0", "--tile must be a positive number of pixels, not 0"),
+                                               ("-32", "--tile must be a positive number of pixels, not -32"),
+                                               ("257", "--tile must be at most 256 pixels (what a decoder reads)")])
+def test_a_tile_outside_what_decoders_read_is_a_usage_error(tmp_path, value, message):
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
-    one_error(run_cli("compress", "a.png", f"--tile={value}", cwd=tmp_path), 2,
-              f"--tile must be a positive number of pixels, not {int(value)}")
+    one_error(run_cli("compress", "a.png", f"--tile={value}", "--fast", cwd=tmp_path), 2, message)
     assert [path.name for path in tmp_path.iterdir()] == ["a.png"]
+
+
+@pytest.mark.parametrize("command", ["compress a.png", "decompress a.vz", "eval photo2 kodak", "train folder",
+                                     "bench folder"])
+def test_an_unknown_device_is_a_usage_error(tmp_path, command):
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    one_error(run_cli(*command.split(), "--device", "tpu", cwd=tmp_path), 2,
+              "--device must be auto, cpu or cuda, not 'tpu'")
+    assert [path.name for path in tmp_path.iterdir()] == ["a.png"]
+
+
+def test_bench_into_a_file_is_refused_before_the_run(tmp_path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    (tmp_path / "results").write_bytes(b"kept")
+    one_error(run_cli("bench", ".", "-o", "results", cwd=tmp_path), 1, "results: not a folder (bench writes")
+    assert (tmp_path / "results").read_bytes() == b"kept"
 
 
 def test_debug_shows_the_traceback_and_nothing_else_changes(tmp_path):

@@ -243,16 +243,23 @@ def _encode_archive(split: list[_Image], started: float, model, *, tile, max_bat
         tilekinds.importance_kind(samples)  # one of the sample counts a kind exists for (CodingError if not)
     classical = classical and not legacy
     check_file_pixels(sum(item.planes.width * item.planes.height for item in split), ImageError)
+    chosen_by_mode = model is None
     if model is None:
         model = default_model(split[0].planes.mode)
     loaded = identify_model(model) if fast else model if isinstance(model, LoadedModel) else load_model(model)
     channels, stride = loaded.config.image_channels, loaded.config.stride
     for item in split:  # the model is the default path: an image it cannot code is an error, as before format 3
-        if item.planes.model_plane is not None and item.planes.model_channels != channels:
-            raise ImageError(
-                f"{item.name}: a {item.planes.mode} image needs a {item.planes.model_channels}-channel model, "
-                f"but {loaded.name} codes {channels}-channel images (mixed grey and colour need separate files)"
-            )
+        if item.planes.model_plane is None or item.planes.model_channels == channels:
+            continue
+        article = "a" if item.planes.mode == "P" else "an"  # an L, an RGB
+        if chosen_by_mode:  # the user named no model (or --fast runs none): the first image's kind decided
+            kind = "grey" if channels == 1 else "colour"
+            raise ImageError(f"{item.name}: {article} {item.planes.mode} image in an archive of {kind} images ({split[0].name} "
+                             f"is {split[0].planes.mode}): one archive holds grey or colour images, not both; "
+                             f"compress them into two archives")
+        raise ImageError(f"{item.name}: {article} {item.planes.mode} image needs a {item.planes.model_channels}-channel "
+                         f"model, but {loaded.name} codes {channels}-channel images (mixed grey and colour need "
+                         f"separate files)")
     tile = effective_tile(tile or (FAST_TILE if fast else None), stride)
     max_batch = max(1, min(max_batch, MAX_BATCH_PIXELS // (tile * tile)))
     everyone = list(range(len(split)))

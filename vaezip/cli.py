@@ -94,9 +94,19 @@ def _refuse_terminal_output(what: str) -> None:
         raise Failure(f"refusing to write {what} to a terminal: redirect stdout (> FILE) or use -o FILE")
 
 
-def _check_tile(tile: int | None) -> None:
+def _check_tile(tile: int | None, coded: bool = True) -> None:
+    """`coded`: the tiles go into files, which decoders read up to unpack.MAX_TILE (eval's bounds need not)."""
+    from vaezip.unpack import MAX_TILE  # numpy and codec/, no torch
+
     if tile is not None and tile < 1:
         raise UsageFailure(f"--tile must be a positive number of pixels, not {tile}")
+    if coded and tile is not None and tile > MAX_TILE:
+        raise UsageFailure(f"--tile must be at most {MAX_TILE} pixels (what a decoder reads), not {tile}")
+
+
+def _check_device(device: str) -> None:
+    if device not in ("auto", "cpu", "cuda"):
+        raise UsageFailure(f"--device must be auto, cpu or cuda, not {device!r}")
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
@@ -369,6 +379,7 @@ def train(
     unless --init, --preset or --from-scratch says otherwise. At the end, the new model, the shipped one and
     WebP / JPEG-XL code held-out images for real, side by side. Ctrl-C saves a checkpoint (--resume continues it)."""
     with user_errors():
+        _check_device(device)
         if threads is not None and threads < 1:
             raise UsageFailure(f"--threads must be at least 1, not {threads}")
         if minutes is not None and not minutes > 0:
@@ -599,7 +610,8 @@ def eval_command(
     from vaezip.evaluate import evaluate
 
     with user_errors():
-        _check_tile(tile)
+        _check_tile(tile, coded=False)
+        _check_device(device)
         if samples not in (1, *IMPORTANCE_SAMPLES):
             raise UsageFailure(f"--samples must be 1, {', '.join(map(str, IMPORTANCE_SAMPLES))}, not {samples}")
         loaded = load_model(model)
@@ -1035,6 +1047,7 @@ def compress(
 
     with user_errors(), signals_as_exceptions():
         _check_tile(tile)
+        _check_device(device)
         if jobs_at_once < 0:
             raise UsageFailure(f"--jobs must be 0 (one per core) or more, not {jobs_at_once}")
         if samples not in (1, *IMPORTANCE_SAMPLES):
@@ -1228,6 +1241,7 @@ def decompress(
     from vaezip.images import png_bytes
 
     with user_errors(), signals_as_exceptions():
+        _check_device(device)
         if jobs_at_once < 0:
             raise UsageFailure(f"--jobs must be 0 (one per core) or more, not {jobs_at_once}")
         if output is not None and (len(inputs) > 1 or directory is not None):
@@ -1577,6 +1591,9 @@ def bench(
         if limit is not None and limit < 1:
             raise UsageFailure(f"--limit must be at least 1, not {limit}")
         _check_tile(tile)
+        _check_device(device)
+        if out_dir.exists() and not out_dir.is_dir():  # known before the run, not after its minutes
+            raise Failure(f"{out_dir}: not a folder (bench writes results.csv, results.md and charts into a folder)")
         plan = prepare(datasets or (), models=model or (), limit=limit, codecs=codecs, tile=tile, device=device)
         command = shlex.join(["vaezip", *sys.argv[1:]]) if sys.argv[1:2] == ["bench"] else None
         if command is None:  # called in-process (tests): rebuild it from the arguments
