@@ -254,12 +254,12 @@ def _encode_archive(split: list[_Image], started: float, model, *, tile, max_bat
         article = "a" if item.planes.mode == "P" else "an"  # an L, an RGB
         if chosen_by_mode:  # the user named no model (or --fast runs none): the first image's kind decided
             kind = "grey" if channels == 1 else "colour"
-            raise ImageError(f"{item.name}: {article} {item.planes.mode} image in an archive of {kind} images ({split[0].name} "
-                             f"is {split[0].planes.mode}): one archive holds grey or colour images, not both; "
-                             f"compress them into two archives")
-        raise ImageError(f"{item.name}: {article} {item.planes.mode} image needs a {item.planes.model_channels}-channel "
-                         f"model, but {loaded.name} codes {channels}-channel images (mixed grey and colour need "
-                         f"separate files)")
+            raise ImageError(f"{item.name}: {article} {item.planes.mode} image in an archive of {kind} images "
+                             f"({split[0].name} is {split[0].planes.mode}): one archive holds grey or colour images, "
+                             f"not both; compress them into two archives")
+        raise ImageError(f"{item.name}: {article} {item.planes.mode} image needs a {item.planes.model_channels}-"
+                         f"channel model, but {loaded.name} codes {channels}-channel images (mixed grey and colour "
+                         f"need separate files)")
     tile = effective_tile(tile or (FAST_TILE if fast else None), stride)
     max_batch = max(1, min(max_batch, MAX_BATCH_PIXELS // (tile * tile)))
     everyone = list(range(len(split)))
