@@ -121,6 +121,18 @@ def test_quick_start_round_trips_exactly(quick_start_on_a_crop):
     assert "verified (checksum)" in error_lines(results[1])[-1]
 
 
+def test_the_readme_python_example_runs_and_round_trips(quick_start_on_a_crop, tmp_path):
+    """The README's API example, verbatim, in a fresh process, on the crop of the sample."""
+    block = re.search(r"^From Python .*?```python\n(.*?)```", README.read_text(), re.S | re.M)
+    assert block, "README.md has no python block after 'From Python'"
+    folder, _ = quick_start_on_a_crop
+    (tmp_path / "samples").mkdir()
+    shutil.copy(folder / "samples" / "hopper.png", tmp_path / "samples" / "hopper.png")
+    result = subprocess.run([sys.executable, "-c", block.group(1)], cwd=tmp_path, capture_output=True, timeout=900)
+    assert result.returncode == 0, result.stderr.decode()
+    assert np.array_equal(pixels(tmp_path / "hopper.out.png"), pixels(tmp_path / "samples" / "hopper.png"))
+
+
 @pytest.mark.slow
 def test_quick_start_on_the_whole_sample(tmp_path):
     shutil.copytree(SAMPLE.parent, tmp_path / "samples")

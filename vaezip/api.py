@@ -13,7 +13,8 @@ from vaezip.results import CompressResult, ImageReport
 
 __all__ = [
     "CompressResult", "FileInfo", "ImageInfo", "ImageReport", "INFERENCE", "LoadedModel", "compress",
-    "compress_images", "decompress", "decompress_images", "default_model", "file_info", "load_model", "read_header",
+    "compress_images", "decompress", "decompress_images", "default_model", "file_info", "load_model", "png_bytes",
+    "read_header",
 ]
 
 
@@ -105,6 +106,14 @@ def decompress_images(data: bytes, model: LoadedModel | str | None = None, *, de
 def decompress(data: bytes, model: LoadedModel | str | None = None, **options):
     """.vz bytes of a single image -> PIL image."""
     return decompress_images(data, model, **options)[0][1]
+
+
+def png_bytes(image) -> bytes:
+    """A decoded image as the PNG file `vaezip decompress` writes: every pixel as decoded. (Pillow's own
+    `image.save(path)` cuts palette indices past the palette's end down to its bit depth.)"""
+    from vaezip.images import png_bytes as as_png  # Pillow, on first use
+
+    return as_png(image)
 
 
 def read_header(data: bytes):
