@@ -333,6 +333,35 @@ def test_a_malformed_key_is_refused_before_coding():
         split_image(image)
 
 
+def test_palette_transparency_of_any_type_the_api_may_be_handed_round_trips_or_is_refused(monkeypatch):
+    """Pillow reads a palette image's transparency as an int or bytes; an API caller's image may hold a numpy
+    integer or a bytearray (kept, as the int or bytes a decode gives back), or an (r, g, b) left by quantize() of an
+    RGB image with a colour key (refused). Such a file was written and then refused by every decoder."""
+    def palette_image(transparency):
+        image = Image.fromarray(RNG.integers(0, 16, (9, 7), dtype=np.uint8), "P")
+        image.putpalette(list(range(48)))
+        image.info["transparency"] = transparency
+        return image
+
+    for given, restored in [(np.uint8(3), 3), (bytearray(b"\x00\x10"), b"\x00\x10")]:
+        image = palette_image(given)
+        (_, decoded), = decompress_images(compress_images([("p.png", image)], None, fast=True).data)
+        assert decoded.info["transparency"] == restored and pixel_checksum(decoded) == pixel_checksum(image)
+    keyed = io.BytesIO()
+    Image.fromarray(RNG.integers(0, 256, (9, 7, 3), dtype=np.uint8)).save(keyed, "PNG", transparency=(1, 2, 3))
+    quantized = Image.open(keyed).quantize(16)
+    assert quantized.info["transparency"] == (1, 2, 3)
+    for image in (quantized, palette_image([0, 255, 128])):
+        with pytest.raises(ImageError, match="neither a palette index nor alpha bytes"):
+            compress_images([("q.png", image)], None, fast=True)
+    # Whatever else would not come back is refused before coding, not by the decoder.
+    import vaezip.archive
+
+    monkeypatch.setattr(vaezip.archive, "join_planes", lambda planes: palette_image(None))
+    with pytest.raises(ImageError, match="p.png: its palette or transparency would not come back exactly"):
+        compress_images([("p.png", palette_image(3))], None, fast=True)
+
+
 def test_checksums_without_a_key_are_unchanged():
     """Every .vz already written (and the golden files) must still verify: only a colour key adds to the hash."""
     images = [

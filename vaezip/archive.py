@@ -35,7 +35,7 @@ from vaezip.classical import MAX_FILE_PIXELS, check_file_pixels, combined_checks
 from vaezip.classical import smallest_entry
 from vaezip.config import importance_coding_obstacle
 from vaezip.errors import CheckpointError, ImageError
-from vaezip.images import Planes, pixel_checksum, split_image
+from vaezip.images import Planes, join_planes, pixel_checksum, split_image
 from vaezip.models import LoadedModel, ModelIdentity, default_model, identify_model, load_model
 from vaezip.results import CompressResult, ImageReport
 from vaezip.unpack import MAX_BATCH_PIXELS, MAX_TILE, MAX_TILES, count_tiles, decode_file, decode_stream
@@ -204,7 +204,12 @@ def _split(images) -> list[_Image]:
     split = []
     for name, image in images:
         try:
-            split.append(_Image(name, image, split_image(image), pixel_checksum(image)))
+            planes, checksum = split_image(image), pixel_checksum(image)
+            # A palette or transparency the planes would not give back is found here, not by the decoder: an API
+            # caller's image may hold types Pillow never reads from a file. Plain pixels need no second look.
+            if (image.mode == "P" or "transparency" in image.info) and pixel_checksum(join_planes(planes)) != checksum:
+                raise ImageError("its palette or transparency would not come back exactly")
+            split.append(_Image(name, image, planes, checksum))
         except ImageError as error:
             raise ImageError(f"{name}: {error}") from None
     if not split:

@@ -278,16 +278,29 @@ def _colour_key(mode: str, value) -> int | tuple[int, int, int]:
     raise ValueError(f"bad colour key {value!r} for mode {mode}")
 
 
+def _as_restored(transparency):
+    """A palette image's transparency as a decode gives it back: a numpy integer as an int, a bytearray as bytes
+    (what the API may be handed; Pillow itself reads an int or bytes); anything else as it is."""
+    if isinstance(transparency, np.integer):
+        return int(transparency)
+    if isinstance(transparency, bytearray):
+        return bytes(transparency)
+    return transparency
+
+
 def _split_palette(image: Image.Image, indices: np.ndarray, planes: Planes) -> None:
     palette_mode = image.palette.mode if image.palette is not None else "RGB"
     raw = bytes(image.palette.tobytes()) if image.palette is not None else b""
     planes.palette = raw
     planes.info["palette_mode"] = palette_mode
-    transparency = image.info.get("transparency")
+    transparency = _as_restored(image.info.get("transparency"))
     if isinstance(transparency, int):
         planes.info["transparency"] = transparency
     elif isinstance(transparency, bytes):
         planes.info["transparency"] = transparency.hex()
+    elif transparency is not None:  # quantize() of an RGB image with a colour key leaves its (r, g, b) here
+        raise ImageError(f"transparency {transparency!r} of a palette image is neither a palette index nor alpha "
+                         f"bytes")
     width = len(palette_mode)
     colours = np.frombuffer(raw, dtype=np.uint8).reshape(-1, width)[:, :3] if raw else np.zeros((0, 3), np.uint8)
     used = np.unique(indices)
@@ -383,7 +396,7 @@ def pixel_checksum(image: Image.Image) -> str:
     digest.update(np.ascontiguousarray(np.asarray(image)).tobytes())
     if image.mode == "P" and image.palette is not None:
         digest.update(image.palette.mode.encode() + bytes(image.palette.tobytes()))
-        digest.update(repr(image.info.get("transparency")).encode())
+        digest.update(repr(_as_restored(image.info.get("transparency"))).encode())
     key = image.info.get("transparency")
     if image.mode in ("L", "RGB") and key is not None:
         try:
