@@ -14,6 +14,7 @@ replaced (CliRunner, in-process). No test measures time.
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -480,4 +481,26 @@ def test_rm_with_stdout_output_is_refused(tmp_path, model):
     assert result.returncode == 2 and result.stdout == b"", lines_of(result)
     assert lines_of(result) == ["vaezip: error: --rm deletes inputs only once their output file reads back as "
                                 "written: not with -o - (stdout)"]
+    assert snapshot(tmp_path) == before
+
+
+def test_stdin_among_files_goes_to_stdout_and_is_read_once(tmp_path, model):
+    """`compress a.png -` (no -o) wrote stdin's file as './-.vz'; it goes to stdout, as decompress's does."""
+    image(1).save(tmp_path / "a.png")
+    piped = io.BytesIO()
+    image(2).save(piped, format="PNG")
+    result = cli("compress", "a.png", "-", "-m", model, "-q", cwd=tmp_path, input=piped.getvalue())
+    assert result.returncode == 0, lines_of(result)
+    assert sorted(os.listdir(tmp_path)) == ["a.png", "a.vz"]
+    (_, decoded), = decompress_images(result.stdout, load_model(model))
+    assert same_pixels(decoded, image(2))
+    result = cli("decompress", "a.vz", "-", "--force", "-m", model, "-q", cwd=tmp_path, input=result.stdout)
+    assert result.returncode == 0, lines_of(result)
+    assert same_pixels(Image.open(io.BytesIO(result.stdout)), image(2))
+    assert same_pixels(Image.open(tmp_path / "a.png"), image(1))
+    before = snapshot(tmp_path)
+    for command in ("compress", "decompress"):
+        result = cli(command, "-", "-", "-m", model, cwd=tmp_path, input=b"")
+        assert result.returncode == 2 and lines_of(result) == [
+            "vaezip: error: '-' (stdin) is given more than once: it can be read once"]
     assert snapshot(tmp_path) == before

@@ -775,7 +775,7 @@ def _report(result, output: str, verified: float | None = None, verbose: bool = 
             if predictor_only:
                 bound = "no model bound, " if math.isnan(image.bound_bpsp) else f"model bound {_bound_of(image)}, "
                 _say(f"{image.name}: {image.width}x{image.height} {image.mode}, predictor (no model tile): payload "
-                     f"{share:.4f} bpsp ({bound}{image.tiles} tile{'' if image.tiles == 1 else 's'}{others})")
+                     f"{share:.4f} bpsp ({bound}{_counted(image.tiles, 'tile')}{others})")
                 continue
             _say(
                 f"{image.name}: {image.width}x{image.height} {image.mode}, model: bound {image.bound_bpsp:.4f} bpsp, "
@@ -854,14 +854,18 @@ class _Totals:
     def compressed_line(self) -> str:
         achieved = 8 * self.bytes / max(self.subpixels, 1)
         bound = self.bound_bits / max(self.subpixels, 1)
-        return (f"compressed {self.files} files ({self.images} images): {self.bytes} bytes, achieved "
-                f"{achieved:.4f} bpsp vs {_bound_and_ratio(achieved, bound, self.sampled)}) "
+        return (f"compressed {_counted(self.files, 'file')} ({_counted(self.images, 'image')}): {self.bytes} bytes, "
+                f"achieved {achieved:.4f} bpsp vs {_bound_and_ratio(achieved, bound, self.sampled)}) "
                 f"in {self._time()} with model {', '.join(self.models)} (-v: a line per file)")
 
     def decompressed_line(self) -> str:
-        return (f"decompressed {self.files} files ({self.images} images, "
+        return (f"decompressed {_counted(self.files, 'file')} ({_counted(self.images, 'image')}, "
                 f"{8 * self.bytes / max(self.subpixels, 1):.4f} bpsp), verified (checksum) in "
                 f"{self._time()} (-v: a line per file)")
+
+
+def _counted(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _verify(data: bytes, images, model, device: str) -> float:
@@ -1066,10 +1070,13 @@ def compress(
             raise UsageFailure(f"--fast runs no network: not with --samples {samples}")
         if fast and format_version == 2:
             raise UsageFailure("--fast runs no network: not with --format 2 (every image through the model)")
+        if inputs.count("-") > 1:
+            raise UsageFailure("'-' (stdin) is given more than once: it can be read once")
         if output is None and inputs == ["-"]:
             output = "-"
-        if output == "-":
+        if output == "-" or (output is None and "-" in inputs):  # stdin's own file goes to stdout, as decompress's
             _refuse_terminal_output("compressed data")
+        if output == "-":
             if not keep:  # as gzip -c: what a pipe did with the bytes is unknown, so the inputs stay
                 raise UsageFailure("--rm deletes inputs only once their output file reads back as written: not with "
                                    "-o - (stdout)")
@@ -1077,7 +1084,7 @@ def compress(
             jobs = [(inputs, output)]
             pairs = [(inputs[0], output)]  # one archive of all the inputs
         else:
-            jobs = [([path], _default_output(path, ".vz")) for path in inputs]
+            jobs = [([path], "-" if path == "-" else _default_output(path, ".vz")) for path in inputs]
             pairs = [(paths[0], target) for paths, target in jobs]
         _refuse_clashes(inputs, pairs, "compress them into one archive with -o, or rename one")
 
@@ -1242,6 +1249,8 @@ def decompress(
 
     with user_errors(), signals_as_exceptions():
         _check_device(device)
+        if inputs.count("-") > 1:
+            raise UsageFailure("'-' (stdin) is given more than once: it can be read once")
         if jobs_at_once < 0:
             raise UsageFailure(f"--jobs must be 0 (one per core) or more, not {jobs_at_once}")
         if output is not None and (len(inputs) > 1 or directory is not None):
