@@ -92,8 +92,14 @@ def test_16bit_rejected(tmp_path):
     (tmp_path / "sub").mkdir()
     q = tmp_path / "sub" / "g16.png"
     Image.fromarray(np.arange(16, dtype=np.uint16).reshape(4, 4) * 4000).save(q)
-    with pytest.raises(DataError, match="g16.png"):
-        load(tmp_path / "sub")  # also inside a folder: an error, not a silent skip
+    # In a folder (one's own images to train on) it is passed over, never narrowed, and named in a warning;
+    # a folder of nothing else is an error.
+    with pytest.raises(DataError, match="no readable images"), pytest.warns(UserWarning, match=r"g16.png \(not 8"):
+        load(tmp_path / "sub")
+    Image.fromarray(np.full((4, 4), 9, np.uint8)).save(tmp_path / "sub" / "g8.png")
+    with pytest.warns(UserWarning, match=r"skipped 1 image file\(s\) it cannot train on: g16.png \(not 8-bit\)"):
+        kept = load(tmp_path / "sub")
+    assert kept.names == ("g8.png",) and kept.skipped == 1
 
 
 def test_unknown_name_error():

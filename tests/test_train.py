@@ -89,6 +89,7 @@ def test_a_format_1_checkpoint_is_upgraded_on_load_and_resumes(tmp_path, tiny_np
 
 # ---------------------------------------------------------------------------------------------- the train command
 
+from conftest import run_cli  # noqa: E402
 from PIL import Image  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
@@ -197,6 +198,35 @@ def test_bad_train_options_are_usage_errors_before_any_work(tmp_path, png_folder
         result = invoke(png_folder, "--out", tmp_path / "run", "--name", shipped, "--preset", "tiny")
         assert result.exit_code == 1 and "shipped model" in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_a_folder_of_one_image_is_refused_before_any_work(tmp_path, png_folder):
+    """A run holds images out for validation, the end's comparison and --name's check: with one image there is
+    none to hold out (it failed at the first validation; from scratch, after its steps, saving nothing)."""
+    one = tmp_path / "one"
+    one.mkdir()
+    first = sorted(png_folder.iterdir())[0]
+    (one / first.name).write_bytes(first.read_bytes())
+    for other in ([], ["--from-scratch", "--preset", "tiny"]):
+        result = invoke(one, "--out", tmp_path / "run", "--steps", "2", *other, *TINY_CLI)
+        assert result.exit_code == 1, (result.stdout, result.stderr, result.exception)
+        assert result.stderr.strip() == (f"vaezip: error: {one}: 1 image: a run holds some out to measure the model "
+                                         f"on, so it needs at least 2")
+    assert not (tmp_path / "run").exists()
+
+
+def test_files_it_cannot_train_on_are_named_in_a_one_line_warning(tmp_path, png_folder):
+    """A broken file and a 16-bit image in one's folder are passed over, never narrowed, and named; the
+    command's warning is one line, as its errors are (not Python's two, with a source line)."""
+    (png_folder / "text.png").write_text("not an image")
+    Image.fromarray(np.full((8, 8), 40000, np.uint16)).save(png_folder / "deep.png")
+    result = run_cli("train", png_folder, "--out", tmp_path / "run", "--steps", "1", "--from-scratch", "--preset",
+                     "tiny", *TINY_CLI)
+    assert result.returncode == 0, result.stderr.decode()
+    lines = result.stderr.decode().splitlines()
+    assert lines[0] == ("vaezip: warning: photos: skipped 2 image file(s) it cannot train on: deep.png (not 8-bit), "
+                        "text.png (unreadable)"), lines
+    assert "Warning" not in result.stderr.decode() and "training on cpu" in result.stdout.decode()
 
 
 def test_name_installs_only_a_model_no_worse_than_the_shipped_one(tmp_path, png_folder, tiny_default, monkeypatch):

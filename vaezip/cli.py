@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
@@ -79,6 +80,17 @@ def _app_options(
                                "message (also VAEZIP_DEBUG=1)"),
 ) -> None:
     _options["debug"] = debug
+
+
+_PYTHON_SHOWWARNING = warnings.showwarning
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one line, as an error is (Python's shows the source line under it); in full with --debug."""
+    if _debugging():
+        _PYTHON_SHOWWARNING(message, category, filename, lineno, file, line)
+        return
+    err.print(f"vaezip: warning: {shown(str(message))}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _stdout_is_terminal() -> bool:
@@ -164,7 +176,7 @@ class RichTrainReporter:
                 target += " (learning rate decays over that time)"
         self.console.print(
             f"training on {info['device']} (x{info['world']}, {info.get('threads', '?')} CPU thread(s)): "
-            f"{info['train_images']} images ({info['val_images']} held out), "
+            f"{_counted(info['train_images'], 'image')} ({info['val_images']} held out), "
             f"crops {' / '.join(f'{h}x{w}' for h, w in crops)}, {info['channels']} channel(s), "
             f"{info['parameters'] / 1e6:.2f} M parameters, {target}{init}",
             highlight=False, markup=False,
@@ -1692,6 +1704,7 @@ def main() -> None:
     nothing vaezip runs needs an exit hook. Tests call `app` itself. Before the app, the C allocator is set
     to keep freed memory for reuse (vaezip/allocator.py: page faults cost the coder ~0.3 s of kodim23's 4 s)."""
     retain_freed_memory()
+    warnings.showwarning = _one_line_warning  # here, not in the app: tests call the app and record warnings
     try:
         app(prog_name="vaezip")
         code = 0

@@ -7,8 +7,8 @@ Sources accepted by :func:`load`:
 
 * a data set NAME from :data:`DATASETS` (files under the data root, see :func:`data_root`);
 * a folder: searched recursively for .png .jpg .jpeg .webp .bmp .tif .tiff (case-insensitive),
-  sorted by relative path; files Pillow cannot read are skipped (counted in ``ImageSet.skipped``
-  and reported with a warning);
+  sorted by relative path; files Pillow cannot read, and images of more than 8 bits, are skipped
+  (counted in ``ImageSet.skipped`` and named in a warning);
 * a single image file;
 * an ``.npz`` file: the key is ``x_train`` if present, else ``x``; ``file.npz:key`` selects a key
   explicitly.  If the file also holds a ``split`` array with one entry per row, only the
@@ -65,7 +65,8 @@ class ImageSet:
 
     ``images`` is a stacked ``(N, H, W, C)`` array when all images share a shape, else a list
     of ``(H, W, C)`` arrays.  ``names`` (optional) gives one identifier per image (file path
-    relative to the source folder, or the row index); ``skipped`` counts unreadable files.
+    relative to the source folder, or the row index); ``skipped`` counts the files passed over
+    (unreadable, or not 8-bit).
     """
 
     name: str
@@ -294,7 +295,7 @@ def _finish(name: str, imgs: list[np.ndarray], names: list[str], skipped: int,
             channels: int | None) -> ImageSet:
     if not imgs:
         raise DataError(f"{name}: no readable images"
-                        + (f" ({skipped} unreadable files skipped)" if skipped else ""))
+                        + (f" ({skipped} unreadable or not 8-bit files skipped)" if skipped else ""))
     if channels is None:
         channels = 3 if any(im.shape[-1] == 3 for im in imgs) else 1
     imgs = [_to_channels(im, channels) for im in imgs]
@@ -315,25 +316,29 @@ def _load_files(name: str, files: list[tuple[Path, str]], limit: int | None,
                 channels: int | None, *, skip_unreadable: bool) -> ImageSet:
     from PIL import Image, UnidentifiedImageError
 
-    imgs, names, skipped = [], [], 0
+    imgs, names, passed_over = [], [], []
     for path, label in files:
         if limit is not None and len(imgs) >= limit:
             break
         try:
             with Image.open(path) as im:
                 a = _pil_to_array(im, str(path))
-        except DataError:
-            raise
+        except DataError:  # read, but not 8-bit: in a folder of one's own images, one such file stops nothing
+            if not skip_unreadable:
+                raise
+            passed_over.append(f"{label} (not 8-bit)")
+            continue
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
             if not skip_unreadable:
                 raise DataError(f"{path}: cannot read image ({type(e).__name__}: {e})") from e
-            skipped += 1
+            passed_over.append(f"{label} (unreadable)")
             continue
         imgs.append(a)
         names.append(label)
-    if skipped:
-        warnings.warn(f"{name}: skipped {skipped} unreadable image file(s)", stacklevel=3)
-    return _finish(name, imgs, names, skipped, channels)
+    if passed_over:
+        listed = ", ".join(passed_over[:3]) + (", ..." if len(passed_over) > 3 else "")
+        warnings.warn(f"{name}: skipped {len(passed_over)} image file(s) it cannot train on: {listed}", stacklevel=3)
+    return _finish(name, imgs, names, len(passed_over), channels)
 
 
 def _npz_array(path: Path, key: str | None, label: str) -> tuple[np.ndarray, str]:

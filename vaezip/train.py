@@ -283,6 +283,9 @@ def _load_data(source: str, channels: int | None, val_images: int) -> TrainingDa
     mixture = datasets.parse_mixture(source)
     if len(mixture) == 1:
         train_set, val_set = datasets.split_holdout(datasets.load(source, channels=channels), max_count=val_images)
+        if len(val_set) == 0:  # validation, the end's comparison and --name's check all need held-out images
+            raise datasets.DataError(f"{source}: {len(train_set)} image: a run holds some out to measure the model "
+                                     f"on, so it needs at least 2")
         return TrainingData((train_set,), (1.0,), val_set)
     loaded = [datasets.load(name, channels=channels) for name, _ in mixture]
     if channels is None and len({part.channels for part in loaded}) > 1:
