@@ -362,6 +362,28 @@ def test_palette_transparency_of_any_type_the_api_may_be_handed_round_trips_or_i
         compress_images([("p.png", palette_image(3))], None, fast=True)
 
 
+def test_the_api_refuses_arrays_and_closed_images_it_cannot_code_in_one_line(tmp_path):
+    from vaezip.api import compress, decompress
+
+    grey = RNG.integers(0, 256, (9, 7, 1), dtype=np.uint8)  # (H, W, 1): grey
+    decoded = decompress(compress(grey, fast=True))
+    assert decoded.mode == "L" and np.array_equal(np.asarray(decoded), grey[..., 0])
+    for array, message in [(np.zeros((9, 7, 3), np.int64), "an array of int64: vaezip codes uint8 samples"),
+                           (np.zeros((9, 7), np.float32), "an array of float32"),
+                           (np.zeros((9, 7, 5), np.uint8), r"an array of shape \(9, 7, 5\): vaezip codes"),
+                           (np.zeros((2, 9, 7, 3), np.uint8), r"an array of shape \(2, 9, 7, 3\)")]:
+        with pytest.raises(ImageError, match=message):
+            compress(array, fast=True)
+    Image.fromarray(grey[..., 0]).save(tmp_path / "g.png")
+    with Image.open(tmp_path / "g.png") as lazy:
+        pass  # closed before its pixels were ever read
+    opened = Image.open(tmp_path / "g.png")
+    opened.close()
+    for closed in (lazy, opened):
+        with pytest.raises(ImageError, match=r"image.png: its pixels cannot be read \(.*; a closed image\?\)"):
+            compress(closed, fast=True)
+
+
 def test_checksums_without_a_key_are_unchanged():
     """Every .vz already written (and the golden files) must still verify: only a colour key adds to the hash."""
     images = [

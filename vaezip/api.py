@@ -75,11 +75,13 @@ def compress_images(
 
 
 def compress(image, model: LoadedModel | str | None = None, *, name: str = "image.png", **options) -> bytes:
-    """Compress one PIL image or (H, W) / (H, W, C) uint8 array to .vz bytes."""
+    """Compress one PIL image or (H, W) / (H, W, C) uint8 array (C from 1 to 4) to .vz bytes."""
     from PIL import Image
 
+    from vaezip.images import image_from_array
+
     if not isinstance(image, Image.Image):
-        image = Image.fromarray(image)
+        image = image_from_array(image)
     return compress_images([(name, image)], model, **options).data
 
 

@@ -231,6 +231,21 @@ def _check_mode(image: Image.Image) -> None:
     raise ImageError(f"unsupported image mode {image.mode}{kind}; vaezip codes 8-bit L, LA, RGB, RGBA and P")
 
 
+def image_from_array(array) -> Image.Image:
+    """An (H, W) or (H, W, C) uint8 array (C from 1 to 4) as an L, L, LA, RGB or RGBA image; ImageError for any
+    other dtype or shape (Pillow's own message names neither)."""
+    array = np.asarray(array)
+    if array.dtype != np.uint8:
+        raise ImageError(f"an array of {array.dtype}: vaezip codes uint8 samples (8 bits)")
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[..., 0]
+    channels = array.shape[2] if array.ndim == 3 else None
+    mode = "L" if array.ndim == 2 else {2: "LA", 3: "RGB", 4: "RGBA"}.get(channels)
+    if mode is None:
+        raise ImageError(f"an array of shape {array.shape}: vaezip codes (H, W) and (H, W, C) arrays, C from 1 to 4")
+    return Image.fromarray(np.ascontiguousarray(array), mode)
+
+
 def split_image(image: Image.Image) -> Planes:
     refuse_what_would_be_lost(image)  # before np.asarray loads it: the raw mode is only readable until then
     _check_mode(image)
@@ -238,6 +253,11 @@ def split_image(image: Image.Image) -> Planes:
         raise ImageError("image has no pixels")
     if image.width * image.height > MAX_IMAGE_PIXELS:  # the decoder refuses such files: never write one
         raise ImageError(f"image has more than {MAX_IMAGE_PIXELS} pixels (vaezip's limit)")
+    try:
+        image.load()  # a lazily opened image decodes here: one closed meanwhile cannot (Pillow says so tersely)
+    except (ValueError, AssertionError, OSError) as error:
+        detail = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        raise ImageError(f"its pixels cannot be read ({detail}; a closed image?)") from None
     pixels = np.asarray(image)
     planes = Planes(image.mode, image.width, image.height, None)
     if image.mode in ("L", "LA"):
