@@ -207,6 +207,11 @@ def test_info_says_how_each_file_was_coded():
     assert "format 9 (integer-exact inference with adaptive blend predictor tiles first in the stream" in lines[5]
     assert "format 10 (integer-exact inference with adaptive least-squares predictor tiles first in the stream" in \
         lines[6]
+    from codec.container import read_versioned
+
+    schedule = read_versioned((GOLDEN / "format6" / "model.vz").read_bytes())[1].coder.schedule
+    batches, tiles = len(schedule), sum(count for _, count in schedule)
+    assert batches < tiles and f", {batches} batches of {tiles} tiles (" in lines[2]  # the kinds count tiles
 
 
 def test_info_needs_no_model_and_imports_no_torch():

@@ -877,7 +877,7 @@ class _Totals:
 
 
 def _counted(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
+    return f"{count} {noun}{'' if count == 1 else 'es' if noun.endswith('ch') else 's'}"
 
 
 def _verify(data: bytes, images, model, device: str) -> float:
@@ -1396,7 +1396,8 @@ def info(inputs: list[str] = typer.Argument(..., help=".vz files")):
                 needed = " (not needed to decode: no tile went through it)" if needs_no_model(header) else ""
                 coding = (
                     f"model {header.model_name} (sha256 {header.model_sha256}...){needed}; tile {coder.tile}, "
-                    f"{len(coder.schedule)} batches ({', '.join(f'{n} {k}' for k, n in kinds.items()) or 'no tiles'}); "
+                    f"{_counted(len(coder.schedule), 'batch')} of {_counted(sum(kinds.values()), 'tile')} "
+                    f"({', '.join(f'{n} {k}' for k, n in kinds.items()) or 'no tiles'}); "
                     f"made with constriction {coder.constriction}"
                     + "".join(f", {k} {v}" for k, v in sorted(coder.extra.items()))
                 )
