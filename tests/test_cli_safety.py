@@ -430,6 +430,15 @@ def test_images_of_one_name_in_an_archive_all_come_back(tmp_path, model):
         assert same_pixels(Image.open(tmp_path / "out" / written), originals[name])
 
 
+def test_output_names_are_unique_case_folded_and_numbered_in_stored_order():
+    from vaezip.cli import _output_names
+
+    assert _output_names(["x.png", "x.jpg", "X-2.png", "d/x.png", "X.PNG", "y.bmp"]) == [
+        "x.png", "x-3.png", "X-2.png", "x-4.png", "X-5.png", "y.png"]
+    many = _output_names(["a.png"] * 4096)  # the most an archive holds
+    assert len({name.casefold() for name in many}) == 4096 and many[:2] == ["a.png", "a-2.png"]
+
+
 def test_safe_name_keeps_stored_names_plain():
     assert _safe_name("line\nbreak.png") == "line_break.png"
     assert _safe_name("a\x00b\x1b[2J.png") == "a_b_[2J.png"

@@ -1215,12 +1215,15 @@ def _output_names(stored: list[str]) -> list[str]:
     names = [_safe_name(name) for name in stored]
     taken = {name.casefold() for name in names}
     given: set[str] = set()
+    next_number: dict[str, int] = {}  # a stem's next number to try: 4,096 images of one name stay linear
     unique = []
     for name in names:
         if name.casefold() in given:
-            stem, number = name[: -len(".png")], 2
+            stem = name[: -len(".png")]
+            number = next_number.get(stem.casefold(), 2)
             while f"{stem}-{number}.png".casefold() in taken:
                 number += 1
+            next_number[stem.casefold()] = number + 1
             name = f"{stem}-{number}.png"
             taken.add(name.casefold())
         given.add(name.casefold())
