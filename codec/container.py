@@ -288,6 +288,10 @@ def _read_binary(data: memoryview, version: int) -> tuple[Header, np.ndarray]:
     if position + n > size:
         raise TruncatedError(f"truncated file: header claims {n} bytes, only {size - position} present")
     crc_ok = size >= 4 and zlib.crc32(data[: size - 4]) == _U32.unpack_from(data, size - 4)[0]
+    if position - 10 != len(_varint(n)):  # a padded length (0x85 0x00 for 5): two byte strings for one file
+        if not crc_ok:
+            raise ChecksumError("checksum mismatch (file corrupted)")
+        raise HeaderError("bad header: not in its one canonical binary form (its length field is padded)")
     try:
         raw = data[position : position + n]
         header, lengths, count = from_binary(inflate_header(raw) if version in DEFLATED_HEADERS else raw, version)

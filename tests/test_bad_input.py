@@ -10,6 +10,7 @@ import importlib.util
 import io
 import json
 import os
+import pickle
 import struct
 import subprocess
 import sys
@@ -291,6 +292,13 @@ def test_an_archive_of_grey_and_colour_images_is_refused_with_its_reason(rgb_mod
     assert files_in(tmp_path) == ["colour.png", "grey.png"]
 
 
+def test_the_api_refuses_a_tile_outside_what_decoders_read():
+    image = Image.fromarray(np.full((6, 5, 3), 90, np.uint8))
+    for tile in (0, -5, 257):  # 0 was taken as "the default"
+        with pytest.raises(ValueError, match=f"tile must be between 1 and 256 pixels, not {tile}"):
+            compress_images([("a.png", image)], None, tile=tile, fast=True)
+
+
 # ---------------------------------------------------------------------------------------------- nothing lost
 
 
@@ -348,6 +356,10 @@ def test_pickle_checkpoint_is_refused_without_running(tmp_path):
     image_rgb().save(tmp_path / "x.png")
     assert_one_error(cli("compress", "x.png", "-m", "evil.pt", cwd=tmp_path), "evil.pt is not a readable vaezip checkpoint")
     assert not marker.exists() and files_in(tmp_path) == ["evil.pt", "x.png"]
+    with open(tmp_path / "evil4.pt", "wb") as handle:  # a newer pickle protocol: torch warned before the refusal
+        pickle.dump(Payload(marker), handle, protocol=4)
+    assert_one_error(cli("compress", "x.png", "-m", "evil4.pt", cwd=tmp_path), "evil4.pt is not a readable vaezip")
+    assert not marker.exists()
 
 
 def test_manifest_sha256_mismatch(tiny_weights, tmp_path, monkeypatch):

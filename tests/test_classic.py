@@ -573,6 +573,19 @@ def test_binary_headers_have_one_form():
         from_binary(raw[:typed] + b"\x80\x02{}")
 
 
+def test_a_padded_header_length_is_refused_too():
+    """The header's length field is a varint in its shortest form like every other: padded (0x85 0x00 for 5),
+    the same file would have two byte strings."""
+    image = Image.fromarray(np.arange(48, dtype=np.uint8).reshape(4, 4, 3))
+    good = compress_images([("a.png", image)], None, fast=True, format_version=3).data
+    assert container.read_versioned(good)[0] == 3 and good[10] < 0x80  # a one-byte length
+    body = good[:10] + bytes([good[10] | 0x80, 0]) + good[11:-4]
+    with pytest.raises(HeaderError, match="canonical binary form"):
+        container.read_versioned(body + struct.pack("<I", zlib.crc32(body)))
+    with pytest.raises(ChecksumError):  # a damaged file is the likelier story where the checksum fails too
+        container.read_versioned(body + good[-4:])
+
+
 def test_what_the_binary_header_refuses_to_write():
     with pytest.raises(HeaderError, match="names no model"):
         to_binary(a_header(images=(ImageEntry("x", "L", 1, 1, None, {}, "raw", b"\0"),)), 0)

@@ -72,8 +72,9 @@ DEFAULT_CODING_FORMATS = {container.LEAST_SQUARES_VERSION: bitsback.PREDICTIVE_L
 
 
 def effective_tile(tile: int | None, stride: int) -> int:
-    """The tile side the coder uses when asked for `tile`: a multiple of the model's stride, at least one."""
-    tile = tile or DEFAULT_TILE
+    """The tile side the coder uses when asked for `tile` (None: DEFAULT_TILE): a multiple of the model's stride,
+    at least one."""
+    tile = DEFAULT_TILE if tile is None else tile
     if not 1 <= tile <= MAX_TILE:
         raise ValueError(f"tile must be between 1 and {MAX_TILE} pixels, not {tile}")
     return max(stride, tile // stride * stride)
@@ -265,7 +266,7 @@ def _encode_archive(split: list[_Image], started: float, model, *, tile, max_bat
         raise ImageError(f"{item.name}: {article} {item.planes.mode} image needs a {item.planes.model_channels}-"
                          f"channel model, but {loaded.name} codes {channels}-channel images (mixed grey and colour "
                          f"need separate files)")
-    tile = effective_tile(tile or (FAST_TILE if fast else None), stride)
+    tile = effective_tile(FAST_TILE if tile is None and fast else tile, stride)
     max_batch = max(1, min(max_batch, MAX_BATCH_PIXELS // (tile * tile)))
     everyone = list(range(len(split)))
     tiles_needed = sum(count_tiles(item.planes.height, item.planes.width, tile) for item in split

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +77,9 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         raise CheckpointError(f"no checkpoint at {path}")
     try:
         # TorchVersion is a plain str subclass (no code runs when it is rebuilt); early runs stored it.
-        with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
+        # torch warns about a hostile file's pickle protocol before refusing it: the refusal says all there is
+        with torch.serialization.safe_globals([torch.torch_version.TorchVersion]), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises several types for damaged or hostile files
         raise CheckpointError(f"{path} is not a readable vaezip checkpoint ({type(error).__name__})") from None

@@ -1035,7 +1035,7 @@ def compress(
                               "first decodes the output in process and checks it against the input (as --verify)"),
     verify: bool = typer.Option(False, "--verify", help="decode the output in process and compare it with the input "
                                 "before writing it (implied by --rm); the report gives the time it took"),
-    tile: Optional[int] = typer.Option(None, help="tile side in pixels (default 32; 128 with --fast)"),
+    tile: Optional[int] = typer.Option(None, help="tile side in pixels (default 32; 256 with --fast)"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no report"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="a report line for every file and image (default: "
@@ -1603,7 +1603,7 @@ def bench(
     ),
     out_dir: Path = typer.Option(Path("bench-results"), "--out", "-o",
                                  help="folder for results.csv, summary.csv, results.md and charts (replaced)"),
-    tile: Optional[int] = typer.Option(None, help="vaezip tile side in pixels (default 32; 128 for vaezip-fast)"),
+    tile: Optional[int] = typer.Option(None, help="vaezip tile side in pixels (default 32; 256 for vaezip-fast)"),
     device: str = typer.Option("auto", help="auto | cpu | cuda (vaezip)"),
 ):
     """Compare vaezip with classical lossless codecs: bits per subpixel, MB/s, round trip; report + charts."""
