@@ -101,7 +101,8 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
 def _readable_format(version, label, kind: str) -> None:
     """Refuse a format version this vaezip does not read (a bool is not a version)."""
     if isinstance(version, bool) or version not in READABLE_FORMATS:
-        raise CheckpointError(f"{label} has {kind} format {short_repr(version)}, this vaezip reads {READABLE_FORMATS}")
+        readable = " and ".join(map(str, READABLE_FORMATS))
+        raise CheckpointError(f"{label} has {kind} format {short_repr(version)}; this vaezip reads {readable}")
 
 
 def sha256_file(path: Path) -> str:

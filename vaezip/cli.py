@@ -1549,6 +1549,8 @@ def models(
         for row in rows:
             figures = row.get("figures") if isinstance(row.get("figures"), dict) else {}
             text = "; ".join(f"{k}: {v}" for k, v in figures.items())
+            if text and row["kind"] == "shipped" and row.get("measured_on"):  # coders improve after shipping
+                text += f" (measured when shipped: {row['measured_on']}; today's coder: README's Results)"
             if row.get("problem"):
                 text = f"UNUSABLE: {row['problem']}"
             # A user manifest is a file anyone may have edited: no markup, no control characters.

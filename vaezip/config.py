@@ -382,7 +382,8 @@ def _strict_kwargs(cls: type, data: dict[str, Any]) -> dict[str, Any]:
 def _upgrade(cls: type, data: Any, format_version: int, added: dict[str, Any]) -> Any:
     """`data` of `format_version` in the current format: format 1 lacks the fields `added` (name: value)."""
     if isinstance(format_version, bool) or format_version not in READABLE_FORMATS:
-        raise ConfigError(f"format {short_repr(format_version)} is not one this vaezip reads ({READABLE_FORMATS})")
+        readable = " and ".join(map(str, READABLE_FORMATS))
+        raise ConfigError(f"format {short_repr(format_version)} is not one this vaezip reads ({readable})")
     if format_version == 1 and isinstance(data, dict):
         for name in added:
             if name in data:
