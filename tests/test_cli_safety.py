@@ -332,8 +332,9 @@ def test_a_killed_write_leaves_a_temporary_that_the_next_write_of_that_name_remo
 
 
 def test_remove_stale_temporaries(tmp_path):
-    dead = subprocess.Popen([sys.executable, "-c", ""])
+    dead, dead_too = (subprocess.Popen([sys.executable, "-c", ""]) for _ in range(2))
     dead.wait()  # reaped: its pid names no process
+    dead_too.wait()
     names = {
         f".a.vz.tmp-{dead.pid}": False,  # removed
         f".a.vz.tmp-{os.getpid()}": True,  # this process: kept
@@ -347,11 +348,11 @@ def test_remove_stale_temporaries(tmp_path):
     }
     for name in names:
         (tmp_path / name).write_bytes(b"x")
-    (tmp_path / f".a.vz.tmp-{dead.pid}0").mkdir()  # a folder is never removed
+    (tmp_path / f".a.vz.tmp-{dead_too.pid}").mkdir()  # a folder is never removed
     removed = files.remove_stale_temporaries(tmp_path / "a.vz")
     assert [p.name for p in removed] == [name for name, kept in names.items() if not kept]
     assert sorted(os.listdir(tmp_path)) == sorted([name for name, kept in names.items() if kept] +
-                                                  [f".a.vz.tmp-{dead.pid}0"])
+                                                  [f".a.vz.tmp-{dead_too.pid}"])
     newline = tmp_path / "line\nbreak.png"  # a name with a newline: its temporaries too
     (tmp_path / f".{newline.name}.tmp-{dead.pid}").write_bytes(b"x")
     assert [p.name for p in files.remove_stale_temporaries(newline)] == [f".{newline.name}.tmp-{dead.pid}"]
@@ -477,8 +478,21 @@ def test_a_fifo_or_device_output_is_never_replaced(tmp_path, model):
               "/dev/null: not a regular file (a character device)")
     with pytest.raises(files.OutputError, match="a FIFO"):
         files.atomic_write(tmp_path / "fifo", b"data", overwrite=True)
-    assert snapshot(tmp_path) == before
-    assert (tmp_path / "fifo").is_fifo()
+    os.symlink("fifo", tmp_path / "link")  # a link to it: --force would replace the link, so it is refused too
+    os.symlink("/dev/stdout", tmp_path / "out")  # -> /proc/self/fd/1: stdout, here a regular file
+    with open(tmp_path.parent / "stdout.txt", "wb") as stdout:
+        for target, why in (("link", "not a regular file (a FIFO, through a link)"),
+                            ("/dev/stdout", "names a device or an open file (/dev/stdout)"),
+                            ("out", "names a device or an open file (/dev/stdout)")):
+            result = subprocess.run([sys.executable, "-m", "vaezip", "compress", "a.png", "-o", target, "-f", "-m",
+                                     str(model)], cwd=tmp_path, stdout=stdout, stderr=subprocess.PIPE,
+                                    timeout=HANG_GUARD_S)
+            assert result.returncode == 1 and result.stderr.decode().strip() == (
+                f"vaezip: error: a.png: {target}: {why}; vaezip writes regular files, or '-' for stdout (-o - > "
+                f"{target})"), result.stderr.decode()
+    assert os.path.islink("/dev/stdout") or not os.path.exists("/dev/stdout")
+    assert (tmp_path / "fifo").is_fifo() and os.readlink(tmp_path / "link") == "fifo"
+    assert snapshot(tmp_path) == {**before, "link": b"->fifo", "out": b"->/dev/stdout"}
 
 
 def test_rm_with_stdout_output_is_refused(tmp_path, model):

@@ -211,7 +211,7 @@ def test_info_says_how_each_file_was_coded():
 
     schedule = read_versioned((GOLDEN / "format6" / "model.vz").read_bytes())[1].coder.schedule
     batches, tiles = len(schedule), sum(count for _, count in schedule)
-    assert batches < tiles and f", {batches} batches of {tiles} tiles (" in lines[2]  # the kinds count tiles
+    assert batches < tiles and f", {tiles} tiles in {batches} batches (" in lines[2]  # the kinds count tiles
 
 
 def test_info_needs_no_model_and_imports_no_torch():

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 from conftest import SHARED_DATA, run_cli
 from PIL import Image
+
+from vaezip.images import png_bytes
 
 SIZES = [(1, 1), (1, 500), (7, 3), (33, 65), (300, 1), (1000, 3)]  # (height, width)
 
@@ -98,6 +102,11 @@ def test_palette_indices_past_the_palette_come_back_as_they_were(tmp_path):
         assert np.array_equal(np.asarray(decoded.convert("RGBA")), np.asarray(original.convert("RGBA")))
     assert np.asarray(Image.open(tmp_path / "past.png")).max() == 39
     assert Image.open(tmp_path / "keyed.png").info["transparency"] == 10
+    wide = Image.fromarray(ramp, "P")
+    wide.putpalette(list(range(51)))  # 17 entries: Pillow writes 8 bits and every index exactly, so its PNG it is
+    plain = io.BytesIO()
+    wide.save(plain, format="PNG")
+    assert png_bytes(wide) == plain.getvalue()
 
 
 @pytest.mark.parametrize("mode, order", [("L", "rows"), ("RGBA", "rows"), ("RGB", "scales")])

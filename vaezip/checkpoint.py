@@ -21,6 +21,7 @@ import torch
 from vaezip.config import (
     FORMAT_VERSION,
     READABLE_FORMATS,
+    READABLE_FORMATS_TEXT,
     ModelConfig,
     short_repr,
     config_to_dict,
@@ -101,8 +102,8 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
 def _readable_format(version, label, kind: str) -> None:
     """Refuse a format version this vaezip does not read (a bool is not a version)."""
     if isinstance(version, bool) or version not in READABLE_FORMATS:
-        readable = " and ".join(map(str, READABLE_FORMATS))
-        raise CheckpointError(f"{label} has {kind} format {short_repr(version)}; this vaezip reads {readable}")
+        raise CheckpointError(f"{label} has {kind} format {short_repr(version)}; this vaezip reads "
+                              f"{READABLE_FORMATS_TEXT}")
 
 
 def sha256_file(path: Path) -> str:

@@ -106,19 +106,21 @@ def _refuse_terminal_output(what: str) -> None:
         raise Failure(f"refusing to write {what} to a terminal: redirect stdout (> FILE) or use -o FILE")
 
 
-def _check_tile(tile: int | None, coded: bool = True) -> None:
-    """`coded`: the tiles go into files, which decoders read up to unpack.MAX_TILE (eval's bounds need not)."""
+def _check_tile(tile: int | None) -> None:
+    """A tile side decoders read (unpack.MAX_TILE at most), before any work."""
     from vaezip.unpack import MAX_TILE  # numpy and codec/, no torch
 
     if tile is not None and tile < 1:
         raise UsageFailure(f"--tile must be a positive number of pixels, not {tile}")
-    if coded and tile is not None and tile > MAX_TILE:
+    if tile is not None and tile > MAX_TILE:
         raise UsageFailure(f"--tile must be at most {MAX_TILE} pixels (what a decoder reads), not {tile}")
 
 
 def _check_device(device: str) -> None:
-    if device not in ("auto", "cpu", "cuda"):
-        raise UsageFailure(f"--device must be auto, cpu or cuda, not {device!r}")
+    from vaezip.devices import DEVICE_NAMES  # no torch
+
+    if device not in DEVICE_NAMES:
+        raise UsageFailure(f"--device must be {', '.join(DEVICE_NAMES[:-1])} or {DEVICE_NAMES[-1]}, not {device!r}")
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
@@ -622,7 +624,7 @@ def eval_command(
     from vaezip.evaluate import evaluate
 
     with user_errors():
-        _check_tile(tile, coded=False)
+        _check_tile(tile)
         _check_device(device)
         if samples not in (1, *IMPORTANCE_SAMPLES):
             raise UsageFailure(f"--samples must be 1, {', '.join(map(str, IMPORTANCE_SAMPLES))}, not {samples}")
@@ -721,18 +723,22 @@ def _exists(target: str, derived: bool) -> Failure:
     return Failure(f"{target} already exists (use --force to overwrite{also})")
 
 
-def _check_target(target: str, force: bool, derived: bool = False) -> None:
-    """Before the work: the output can be written (its folder exists) and needs --force if it exists (a
-    dangling symlink included). `derived`: the name came from the input's, not from -o."""
+def _refuse_target(target: str, force: bool, derived: bool) -> None:
+    """An output that is a folder, a FIFO or device (or a link to one: --force does not replace those either),
+    or that exists without --force (a dangling symlink included). `derived`: the name came from the input's."""
     from vaezip.files import refuse_special_output
 
-    path = Path(target)
-    if path.is_dir():
+    if Path(target).is_dir():
         raise Failure(f"{target}: is a directory")
-    refuse_special_output(path)  # before --force's question: --force does not replace it either
-    if os.path.lexists(path) and not force:
+    refuse_special_output(target)
+    if os.path.lexists(target) and not force:
         raise _exists(target, derived)
-    folder = path.parent
+
+
+def _check_target(target: str, force: bool, derived: bool = False) -> None:
+    """Before the work: _refuse_target's checks, and the output's folder exists."""
+    _refuse_target(target, force, derived)
+    folder = Path(target).parent
     if os.path.lexists(folder) and not folder.is_dir():
         raise Failure(f"{folder}: not a folder")
     if not folder.is_dir():
@@ -740,21 +746,16 @@ def _check_target(target: str, force: bool, derived: bool = False) -> None:
 
 
 def _write_output(path: str, data: bytes, force: bool, derived: bool = False) -> None:
-    """Write atomically (temporary file + rename, removed on failure, Ctrl-C and SIGTERM); never overwrite
-    without --force, never replace a FIFO or device."""
-    from vaezip.files import atomic_write, refuse_special_output
+    """Write atomically (temporary file + rename, removed on failure, Ctrl-C and SIGTERM), after _refuse_target's
+    checks (again: a file may have appeared since)."""
+    from vaezip.files import atomic_write
 
     if path == "-":
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return
-    target = Path(path)
-    if target.is_dir():
-        raise Failure(f"{path}: is a directory")
-    refuse_special_output(target)
-    if os.path.lexists(target) and not force:
-        raise _exists(path, derived)
-    atomic_write(target, data, overwrite=force)
+    _refuse_target(path, force, derived)
+    atomic_write(Path(path), data, overwrite=force)
 
 
 def _progress(total_label: str):
@@ -1059,7 +1060,7 @@ def compress(
                               "file decodes without the model"),
 ):
     """Compress images to .vz (one file each, or one archive with -o)."""
-    from vaezip.files import InputError, read_input, signals_as_exceptions
+    from vaezip.files import InputError, check_input, read_input, signals_as_exceptions
 
     with user_errors(), signals_as_exceptions():
         _check_tile(tile)
@@ -1088,10 +1089,10 @@ def compress(
             output = "-"
         if output == "-" or (output is None and "-" in inputs):  # stdin's own file goes to stdout, as decompress's
             _refuse_terminal_output("compressed data")
-        if output == "-":
-            if not keep:  # as gzip -c: what a pipe did with the bytes is unknown, so the inputs stay
-                raise UsageFailure("--rm deletes inputs only once their output file reads back as written: not with "
-                                   "-o - (stdout)")
+        if output == "-" and not keep and any(path != "-" for path in inputs):
+            # as gzip -c: what a pipe did with the bytes is unknown, so the inputs stay (stdin is never deleted)
+            raise UsageFailure("--rm deletes inputs only once their output file reads back as written: not with "
+                               "-o - (stdout)")
         if output is not None:
             jobs = [(inputs, output)]
             pairs = [(inputs[0], output)]  # one archive of all the inputs
@@ -1101,6 +1102,12 @@ def compress(
         _refuse_clashes(inputs, pairs, "compress them into one archive with -o, or rename one")
 
         def read_images(paths: list[str], target: str | None):
+            for path in paths:  # an input's own fault first (/dev/zero, not its output /dev/zero.vz)
+                try:
+                    if path != "-":
+                        check_input(path)
+                except InputError as error:
+                    raise Failure(f"{path}: {error}") from None
             if target is not None and target != "-":
                 _check_target(target, force, derived=output is None)
             # Only now the heavy imports (torch): a refusal above costs nothing.
@@ -1259,7 +1266,7 @@ def decompress(
     """Restore the exact images from .vz files (as PNG)."""
     import time
 
-    from vaezip.files import file_identity, refuse_special_output, signals_as_exceptions
+    from vaezip.files import check_input, file_identity, signals_as_exceptions
     from vaezip.images import png_bytes
 
     with user_errors(), signals_as_exceptions():
@@ -1290,6 +1297,8 @@ def decompress(
         derived = output is None and directory is None  # output names made from the input's
 
         def read_file(path: str) -> bytes:
+            if path != "-":
+                check_input(path)  # an input's own fault first
             if output is not None and output != "-":
                 _check_target(output, force)  # before decoding: a missing folder is no reason to decode
             data = _read_input(path)
@@ -1320,15 +1329,13 @@ def decompress(
                         images, started = _decompress_here(data, model, device)
                     if output is not None and len(images) > 1:
                         raise Failure(f"{path} holds {len(images)} images: use --dir")
+                    renamed = []  # --dir names numbered because an earlier image has the name
                     if output is not None:
                         targets = [output]
                     elif directory is not None:
                         names = _output_names([name for name, _ in images])
                         targets = [str(directory / name) for name in names]
                         renamed = [name for name, (stored, _) in zip(names, images) if name != _safe_name(stored)]
-                        if renamed and not quiet:
-                            _say(f"{path}: {len(renamed)} image(s) share a name with an earlier one, written as "
-                                 f"{', '.join(renamed[:3])}{', ...' if len(renamed) > 3 else ''}")
                     elif len(images) == 1 and path != "-":
                         targets = [_default_output(path, ".png")]
                     elif len(images) == 1:
@@ -1343,15 +1350,16 @@ def decompress(
                             raise Failure(f"{target}: this output would overwrite an input; nothing written")
                         if identity in written:
                             raise Failure(f"{target}: already written by this run from another input; nothing written")
-                        refuse_special_output(target)
-                        if os.path.lexists(target) and not force:
-                            raise _exists(target, derived)
+                        _refuse_target(target, force, derived)
                     if directory is not None:
                         directory.mkdir(parents=True, exist_ok=True)
                     for target, (_, image) in zip(targets, images):
                         _write_output(target, png_bytes(image), force, derived)
                         if target != "-":
                             written.add(file_identity(target))
+                    if renamed and not quiet:
+                        _say(f"{path}: {len(renamed)} image(s) share a name with an earlier one, written as "
+                             f"{', '.join(renamed[:3])}{', ...' if len(renamed) > 3 else ''}")
                     subpixels = sum(len(image.getbands()) * image.width * image.height for _, image in images)
                     seconds = time.perf_counter() - started
                     totals.add_decompressed(len(data), len(images), subpixels, seconds)
@@ -1399,7 +1407,7 @@ def info(inputs: list[str] = typer.Argument(..., help=".vz files")):
                 needed = " (not needed to decode: no tile went through it)" if needs_no_model(header) else ""
                 coding = (
                     f"model {header.model_name} (sha256 {header.model_sha256}...){needed}; tile {coder.tile}, "
-                    f"{_counted(len(coder.schedule), 'batch')} of {_counted(sum(kinds.values()), 'tile')} "
+                    f"{_counted(sum(kinds.values()), 'tile')} in {_counted(len(coder.schedule), 'batch')} "
                     f"({', '.join(f'{n} {k}' for k, n in kinds.items()) or 'no tiles'}); "
                     f"made with constriction {coder.constriction}"
                     + "".join(f", {k} {v}" for k, v in sorted(coder.extra.items()))

@@ -19,6 +19,7 @@ from typing import Any
 FORMAT_VERSION = 2
 # Format 1 had no pixel context; its files load as pixel_context = 0, train_only_context = False.
 READABLE_FORMATS = (1, 2)
+READABLE_FORMATS_TEXT = " and ".join(map(str, READABLE_FORMATS))  # for messages: "1 and 2"
 # TrainConfig fields added after format 2 was fixed -> the value a checkpoint without them loads with (the
 # behaviour of the vaezip that wrote it). Training-only: a model or a coded file never depends on them.
 TRAIN_FIELDS_SINCE_FORMAT_2: dict[str, Any] = {"kl_balance": False, "importance_samples": 1, "binary_beta": 8.0}
@@ -382,8 +383,7 @@ def _strict_kwargs(cls: type, data: dict[str, Any]) -> dict[str, Any]:
 def _upgrade(cls: type, data: Any, format_version: int, added: dict[str, Any]) -> Any:
     """`data` of `format_version` in the current format: format 1 lacks the fields `added` (name: value)."""
     if isinstance(format_version, bool) or format_version not in READABLE_FORMATS:
-        readable = " and ".join(map(str, READABLE_FORMATS))
-        raise ConfigError(f"format {short_repr(format_version)} is not one this vaezip reads ({readable})")
+        raise ConfigError(f"format {short_repr(format_version)} is not one this vaezip reads ({READABLE_FORMATS_TEXT})")
     if format_version == 1 and isinstance(data, dict):
         for name in added:
             if name in data:

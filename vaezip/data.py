@@ -15,9 +15,9 @@ Sources accepted by :func:`load`:
   ``split == 0`` (train) rows are kept.  Arrays may be (N, H, W) grey, (N, H, W, C) with
   C in {1, 3, 4} or (N, C, H, W) with C in {1, 3}; they must be uint8.
 
-16-bit (or float / 32-bit integer) images are rejected with an error naming the file: this
-project codes 8-bit data only and Pillow would otherwise silently drop the low byte of
-16-bit RGB files.
+16-bit (or float / 32-bit integer) images are never narrowed: a file alone is refused with an
+error naming it, one in a folder passed over and named in the warning (this project codes 8-bit
+data only, and Pillow would otherwise silently drop the low byte of 16-bit RGB files).
 
 Batches handed to models are NCHW ``uint8`` (:class:`CropSampler`, :func:`iter_batches`).
 """
@@ -222,6 +222,14 @@ _HIGH_DEPTH_MODES = {"I", "F", "I;16", "I;16B", "I;16L", "I;16N", "I;16S", "I;32
 _RAW16 = re.compile(r";16[BLNS]|^I;16|;32")
 
 
+class _NotCodable(DataError):
+    """An image read, but not one to train on; `reason` is what a folder's warning says of it."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
 def _pil_to_array(im, path: str) -> np.ndarray:
     """Pillow image -> HWC uint8 with C in {1, 3} (alpha dropped). Rejects >8-bit data."""
     from PIL import Image  # noqa: F401  (Pillow imported lazily)
@@ -233,8 +241,8 @@ def _pil_to_array(im, path: str) -> np.ndarray:
         if raw:
             break
     if im.mode in _HIGH_DEPTH_MODES or (raw and _RAW16.search(raw)):
-        raise DataError(f"{path}: {im.mode} image with raw mode {raw or im.mode!r} is not 8-bit; "
-                        "vaezip codes 8-bit images only")
+        raise _NotCodable(f"{path}: {im.mode} image with raw mode {raw or im.mode!r} is not 8-bit; "
+                          "vaezip codes 8-bit images only", "not 8-bit")
     mode = im.mode
     if mode in ("L", "1"):
         im = im.convert("L")
@@ -249,10 +257,10 @@ def _pil_to_array(im, path: str) -> np.ndarray:
     elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
         im = im.convert("RGB")
     else:
-        raise DataError(f"{path}: unsupported image mode {mode!r}")
+        raise _NotCodable(f"{path}: unsupported image mode {mode!r}", f"mode {mode}")
     a = np.asarray(im)
     if a.dtype != np.uint8:
-        raise DataError(f"{path}: decoded to {a.dtype}, not uint8")
+        raise _NotCodable(f"{path}: decoded to {a.dtype}, not uint8", "not 8-bit")
     if a.ndim == 2:
         a = a[:, :, None]
     return np.ascontiguousarray(a)
@@ -323,10 +331,10 @@ def _load_files(name: str, files: list[tuple[Path, str]], limit: int | None,
         try:
             with Image.open(path) as im:
                 a = _pil_to_array(im, str(path))
-        except DataError:  # read, but not 8-bit: in a folder of one's own images, one such file stops nothing
+        except _NotCodable as error:  # in a folder of one's own images, one such file stops nothing
             if not skip_unreadable:
                 raise
-            passed_over.append(f"{label} (not 8-bit)")
+            passed_over.append(f"{label} ({error.reason})")
             continue
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
             if not skip_unreadable:

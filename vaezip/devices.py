@@ -4,17 +4,24 @@ and whether the CPU multiplies bfloat16 in AMX tiles (the encoder's estimates an
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
+
+DEVICE_NAMES = ("auto", "cpu", "cuda")  # what --device takes (the CLI checks it before torch loads)
 
 
 def resolve_device(name: str) -> torch.device:
+    """The torch.device `name` (one of DEVICE_NAMES) stands for here."""
+    import torch  # here: DEVICE_NAMES is read without it
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for, but torch sees no CUDA device")
-    if name not in ("cpu", "cuda"):
-        raise ValueError(f"unknown device {name!r}; use auto, cpu or cuda")
+    if name not in DEVICE_NAMES:
+        raise ValueError(f"unknown device {name!r}; use {', '.join(DEVICE_NAMES)}")
     return torch.device(name)
 
 
@@ -23,6 +30,8 @@ def amx_available() -> bool:
     where torch has none), torch uses oneDNN, and ONEDNN_MAX_CPU_ISA (or, where it is unset, its old name
     DNNL_MAX_CPU_ISA) does not keep oneDNN below AMX. Where any of them fails oneDNN would emulate bfloat16,
     slower than float32 (kodim23's estimate: 1.9 s against 0.7 under AVX512_CORE)."""
+    import torch
+
     limit = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").upper()
     if limit not in ("", "ALL", "DEFAULT") and "AMX" not in limit:
         return False

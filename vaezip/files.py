@@ -119,6 +119,17 @@ def read_limited(stream, limit: int | None = None) -> bytes:
             raise _too_large("stdin holds", limit)
 
 
+def check_input(path: str) -> None:
+    """InputError where `path` names no regular file (missing, a folder, a FIFO or device): read_input's first
+    look, which the CLI also takes before it looks at the output, so that an input's fault is the one named."""
+    try:
+        before = os.stat(path)
+    except (OSError, ValueError) as error:  # ValueError: a NUL byte in the name
+        raise _os_error(error) if isinstance(error, OSError) else InputError("no such file") from None
+    if not stat.S_ISREG(before.st_mode):
+        raise _refuse(before.st_mode)
+
+
 def read_input(path: str, limit: int | None = None) -> tuple[bytes, os.stat_result | None]:
     """The bytes of a regular file (or of stdin for '-') and the file's stat (None for stdin).
 
@@ -127,12 +138,7 @@ def read_input(path: str, limit: int | None = None) -> tuple[bytes, os.stat_resu
     limit = MAX_INPUT_BYTES if limit is None else limit
     if path == "-":
         return read_limited(sys.stdin.buffer, limit), None
-    try:
-        before = os.stat(path)
-    except (OSError, ValueError) as error:  # ValueError: a NUL byte in the name
-        raise _os_error(error) if isinstance(error, OSError) else InputError("no such file") from None
-    if not stat.S_ISREG(before.st_mode):
-        raise _refuse(before.st_mode)
+    check_input(path)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as error:
@@ -260,16 +266,41 @@ class FolderMissing(OutputError):
 
 
 def refuse_special_output(path: Path | str) -> None:
-    """OutputError where `path` exists as something a write would not write into: a FIFO, a device or a socket.
-    A rename would put a regular file in its place, even with --force (`-o /dev/null -f` as root would replace
-    the null device); the CLI's `-o - > PATH` writes into it instead. A folder is the caller's to name."""
-    try:
-        mode = os.lstat(path).st_mode
-    except OSError:
-        return
-    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode) or stat.S_ISDIR(mode)):
-        raise OutputError(f"{path}: not a regular file ({_kind(mode)}); vaezip writes regular files, or '-' for "
-                          f"stdout (-o - > {path})")
+    """OutputError where `path` is something a write would not write into: a FIFO, a device or a socket, a link
+    to one, or a name in /dev or /proc on the way through its links (/dev/stdout -> /proc/self/fd/1, which leads
+    to whatever stdout is, a regular file too). A rename would put a regular file in its place, even with --force
+    (as root, `-o /dev/null -f` would replace the null device); the CLI's `-o - > PATH` writes into it instead.
+    A folder is the caller's to name; a dangling link, or one to a regular file elsewhere, is replaced with
+    --force."""
+    for follow in (False, True):
+        try:
+            mode = os.stat(path, follow_symlinks=follow).st_mode
+        except OSError:
+            break
+        if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode) or stat.S_ISDIR(mode)):
+            link = ", through a link" if follow else ""
+            raise OutputError(f"{path}: not a regular file ({_kind(mode)}{link}); vaezip writes regular files, or "
+                              f"'-' for stdout (-o - > {path})")
+    system = _system_name(path)
+    if system is not None:
+        raise OutputError(f"{path}: names a device or an open file ({system}); vaezip writes regular files, or "
+                          f"'-' for stdout (-o - > {path})")
+
+
+def _system_name(path: Path | str) -> str | None:
+    """The first name on the way from `path` through its symlinks that lies in /dev itself (not in a folder of it
+    such as /dev/shm, where files are files) or in /dev/fd or /proc; None if there is none."""
+    current = os.path.join(os.path.realpath(os.path.dirname(os.path.abspath(path))), os.path.basename(path))
+    for _ in range(40):  # the kernel's own limit on links followed
+        folder = os.path.dirname(current)
+        if folder == "/dev" or folder.startswith("/dev/fd") or current.startswith("/proc/"):
+            return current
+        try:
+            target = os.readlink(current)
+        except OSError:  # not a link (or gone): the end of the way
+            return None
+        current = os.path.normpath(os.path.join(folder, target))
+    return None
 
 
 def atomic_write(path: Path | str, data: bytes, *, overwrite: bool) -> None:

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from vaezip.config import short_repr
 from vaezip.errors import ImageError
 
 # Refused before decoding (Pillow raises DecompressionBombError above twice its own limit; ours is lower).
@@ -257,7 +258,8 @@ def split_image(image: Image.Image) -> Planes:
         image.load()  # a lazily opened image decodes here: one closed meanwhile cannot (Pillow says so tersely)
     except (ValueError, AssertionError, OSError) as error:
         detail = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-        raise ImageError(f"its pixels cannot be read ({detail}; a closed image?)") from None
+        closed = "" if isinstance(error, OSError) else "; a closed image?"  # an OSError: a damaged file
+        raise ImageError(f"its pixels cannot be read ({detail}{closed})") from None
     pixels = np.asarray(image)
     planes = Planes(image.mode, image.width, image.height, None)
     if image.mode in ("L", "LA"):
@@ -319,8 +321,8 @@ def _split_palette(image: Image.Image, indices: np.ndarray, planes: Planes) -> N
     elif isinstance(transparency, bytes):
         planes.info["transparency"] = transparency.hex()
     elif transparency is not None:  # quantize() of an RGB image with a colour key leaves its (r, g, b) here
-        raise ImageError(f"transparency {transparency!r} of a palette image is neither a palette index nor alpha "
-                         f"bytes")
+        raise ImageError(f"a palette image's transparency ({short_repr(transparency)}) is neither a palette index "
+                         f"nor alpha bytes")
     width = len(palette_mode)
     colours = np.frombuffer(raw, dtype=np.uint8).reshape(-1, width)[:, :3] if raw else np.zeros((0, 3), np.uint8)
     used = np.unique(indices)
@@ -378,10 +380,11 @@ def _join_palette(planes: Planes) -> Image.Image:
 
 
 def png_bytes(image: Image.Image) -> bytes:
-    """`image` as a PNG file that holds every pixel as it is. Pillow sizes a palette PNG's bit depth (and its PLTE
-    and tRNS chunks) by the palette, so indices past the palette's end, which GIFs and PNGs may hold, would be cut
-    down (a 4-entry palette: 2 bits, index 39 -> 3) and a transparency entry past it dropped: such a palette is
-    first extended with opaque black entries (what viewers show for those indices) up to the highest index used."""
+    """`image` as a PNG file that holds every pixel as it is. Pillow sizes a palette PNG's bit depth (and its tRNS
+    chunk) by the palette, so indices past the palette's end, which GIFs and PNGs may hold, would be cut down where
+    the palette has 16 entries or fewer (4 entries: 2 bits, index 39 -> 3) and a transparency entry past it
+    dropped: only there is the palette first extended with opaque black entries (what viewers show for those
+    indices) up to the highest index used. Everywhere else the PNG is Pillow's, as vaezip always wrote it."""
     if image.mode == "P":
         image = _palette_covering(image)
     buffer = io.BytesIO()
@@ -392,19 +395,24 @@ def png_bytes(image: Image.Image) -> bytes:
 def _palette_covering(image: Image.Image) -> Image.Image:
     palette_mode = image.palette.mode if image.palette is not None else "RGB"
     palette = bytes(image.palette.tobytes()) if image.palette is not None else b""
-    width = len(palette_mode)
-    needed = int(np.asarray(image).max()) + 1
+    # What Pillow's PNG writer makes of the palette (PngImagePlugin._save): `colors` entries, 1, 2, 4 or 8 bits.
+    colors = max(min(len(image.palette.getdata()[1]) // 3, 256), 1) if image.palette is not None else 256
+    bits = next(b for b in (1, 2, 4, 8) if colors <= 1 << b or b == 8)
+    highest = int(np.asarray(image).max())
     transparency = image.info.get("transparency")
+    alphas = 0  # the tRNS entries the transparency needs
     if isinstance(transparency, int):
-        needed = max(needed, transparency + 1)
+        alphas = transparency + 1
     elif isinstance(transparency, bytes):
-        needed = max(needed, len(transparency))
+        alphas = len(transparency)
+    if highest < 1 << bits and alphas <= colors:
+        return image  # Pillow writes it exactly
+    width = len(palette_mode)
     entries = len(palette) // width
-    if min(needed, 256) <= entries:
-        return image
+    needed = min(max(highest + 1, alphas, entries), 256)
     black = bytes(min(width, 3)) + b"\xff" * (width - 3)  # opaque where the palette holds alpha
     covering = image.copy()  # the caller's image keeps its palette (and its checksum)
-    covering.putpalette(palette[: entries * width] + black * (min(needed, 256) - entries), rawmode=palette_mode)
+    covering.putpalette(palette[: entries * width] + black * (needed - entries), rawmode=palette_mode)
     return covering
 
 

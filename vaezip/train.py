@@ -283,7 +283,7 @@ def _load_data(source: str, channels: int | None, val_images: int) -> TrainingDa
     mixture = datasets.parse_mixture(source)
     if len(mixture) == 1:
         train_set, val_set = datasets.split_holdout(datasets.load(source, channels=channels), max_count=val_images)
-        if len(val_set) == 0:  # validation, the end's comparison and --name's check all need held-out images
+        if len(train_set) + len(val_set) < 2:  # validation, the end's comparison and --name's check hold some out
             raise datasets.DataError(f"{source}: {len(train_set)} image: a run holds some out to measure the model "
                                      f"on, so it needs at least 2")
         return TrainingData((train_set,), (1.0,), val_set)
