@@ -107,6 +107,11 @@ def test_palette_indices_past_the_palette_come_back_as_they_were(tmp_path):
     plain = io.BytesIO()
     wide.save(plain, format="PNG")
     assert png_bytes(wide) == plain.getvalue()
+    with_alpha = Image.fromarray(ramp % 6, "P")  # an RGBA palette (quantize() of an RGBA image makes one)
+    with_alpha.putpalette(bytes(range(16)), rawmode="RGBA")  # 4 entries, index 5
+    back = Image.open(io.BytesIO(png_bytes(with_alpha)))
+    assert np.array_equal(np.asarray(back), np.asarray(with_alpha))
+    assert np.array_equal(np.asarray(back.convert("RGBA")), np.asarray(with_alpha.convert("RGBA")))
 
 
 @pytest.mark.parametrize("mode, order", [("L", "rows"), ("RGBA", "rows"), ("RGB", "scales")])

@@ -210,8 +210,8 @@ def test_a_folder_of_one_image_is_refused_before_any_work(tmp_path, png_folder):
     for other in ([], ["--from-scratch", "--preset", "tiny"]):
         result = invoke(one, "--out", tmp_path / "run", "--steps", "2", *other, *TINY_CLI)
         assert result.exit_code == 1, (result.stdout, result.stderr, result.exception)
-        assert result.stderr.strip() == (f"vaezip: error: {one}: 1 image: a run holds some out to measure the model "
-                                         f"on, so it needs at least 2")
+        assert result.stderr.strip() == (f"vaezip: error: {one}: 1 image, none held out: a run holds some out to "
+                                         f"measure the model on, so it needs at least 2 (and val_images 1 or more)")
     assert not (tmp_path / "run").exists()
 
 

@@ -113,7 +113,7 @@ def _check_tile(tile: int | None) -> None:
     if tile is not None and tile < 1:
         raise UsageFailure(f"--tile must be a positive number of pixels, not {tile}")
     if tile is not None and tile > MAX_TILE:
-        raise UsageFailure(f"--tile must be at most {MAX_TILE} pixels (what a decoder reads), not {tile}")
+        raise UsageFailure(f"--tile must be at most {MAX_TILE} pixels (the largest tile a .vz holds), not {tile}")
 
 
 def _check_device(device: str) -> None:
@@ -730,6 +730,8 @@ def _refuse_target(target: str, force: bool, derived: bool) -> None:
 
     if Path(target).is_dir():
         raise Failure(f"{target}: is a directory")
+    if target.endswith(("/", os.sep)):  # not a folder (above), so not a name a file can have
+        raise Failure(f"{target}: ends in '/' but is not a folder: give a file name")
     refuse_special_output(target)
     if os.path.lexists(target) and not force:
         raise _exists(target, derived)

@@ -21,7 +21,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for, but torch sees no CUDA device")
     if name not in DEVICE_NAMES:
-        raise ValueError(f"unknown device {name!r}; use {', '.join(DEVICE_NAMES)}")
+        raise ValueError(f"unknown device {name!r}; use {', '.join(DEVICE_NAMES[:-1])} or {DEVICE_NAMES[-1]}")
     return torch.device(name)
 
 

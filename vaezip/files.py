@@ -282,16 +282,21 @@ def refuse_special_output(path: Path | str) -> None:
             raise OutputError(f"{path}: not a regular file ({_kind(mode)}{link}); vaezip writes regular files, or "
                               f"'-' for stdout (-o - > {path})")
     system = _system_name(path)
-    if system is not None:
+    if system is not None and os.path.lexists(path):
         raise OutputError(f"{path}: names a device or an open file ({system}); vaezip writes regular files, or "
                           f"'-' for stdout (-o - > {path})")
+    if system is not None:  # nothing there yet: no file to make in /dev or /proc either
+        raise OutputError(f"{path}: in {os.path.dirname(system)}, a folder of devices or open files: choose an "
+                          f"output elsewhere")
 
 
 def _system_name(path: Path | str) -> str | None:
     """The first name on the way from `path` through its symlinks that lies in /dev itself (not in a folder of it
     such as /dev/shm, where files are files) or in /dev/fd or /proc; None if there is none."""
-    current = os.path.join(os.path.realpath(os.path.dirname(os.path.abspath(path))), os.path.basename(path))
+    current = os.path.abspath(path)
     for _ in range(40):  # the kernel's own limit on links followed
+        # each name's folder resolved (a link to /dev on the way), the name itself looked at as it is
+        current = os.path.join(os.path.realpath(os.path.dirname(current)), os.path.basename(current))
         folder = os.path.dirname(current)
         if folder == "/dev" or folder.startswith("/dev/fd") or current.startswith("/proc/"):
             return current
@@ -299,7 +304,7 @@ def _system_name(path: Path | str) -> str | None:
             target = os.readlink(current)
         except OSError:  # not a link (or gone): the end of the way
             return None
-        current = os.path.normpath(os.path.join(folder, target))
+        current = os.path.join(folder, target)
     return None
 
 

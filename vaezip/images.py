@@ -382,34 +382,64 @@ def _join_palette(planes: Planes) -> Image.Image:
 def png_bytes(image: Image.Image) -> bytes:
     """`image` as a PNG file that holds every pixel as it is. Pillow sizes a palette PNG's bit depth (and its tRNS
     chunk) by the palette, so indices past the palette's end, which GIFs and PNGs may hold, would be cut down where
-    the palette has 16 entries or fewer (4 entries: 2 bits, index 39 -> 3) and a transparency entry past it
-    dropped: only there is the palette first extended with opaque black entries (what viewers show for those
-    indices) up to the highest index used. Everywhere else the PNG is Pillow's, as vaezip always wrote it."""
-    if image.mode == "P":
-        image = _palette_covering(image)
+    the palette is short (4 entries: 2 bits, index 39 -> 3) and a transparency entry past it dropped. So a palette
+    image's PNG is read back: where it differs, the palette is extended with opaque black entries (what viewers
+    show for those indices) up to the highest index used, and the PNG made again and checked again (ImageError if
+    even that differs: a wrong image is never written). Elsewhere the PNG is Pillow's, as vaezip always wrote it."""
+    data = _png(image)
+    if image.mode != "P" or _holds(data, image):
+        return data
+    data = _png(_palette_covering(image))
+    if not _holds(data, image):
+        raise ImageError("Pillow cannot write this palette image as a PNG that holds its pixels exactly")
+    return data
+
+
+def _png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
 
 
+def _holds(data: bytes, image: Image.Image) -> bool:
+    """Whether the PNG `data` gives back the palette image's indices and the alpha its transparency gives each
+    entry (an index or alpha bytes: the same table either way)."""
+    with Image.open(io.BytesIO(data)) as back:
+        back.load()
+        return (back.mode == "P" and np.array_equal(np.asarray(back), np.asarray(image))
+                and _alpha_table(back.info.get("transparency")) == _alpha_table(_transparency_of(image)))
+
+
+def _transparency_of(image: Image.Image):
+    """What a PNG writer makes the palette image's tRNS of: its transparency, else an RGBA palette's alphas."""
+    transparency = image.info.get("transparency")
+    if transparency is None and image.palette is not None and image.palette.mode == "RGBA":
+        return bytes(image.palette.tobytes()[3::4])
+    return transparency
+
+
+def _alpha_table(transparency) -> bytes | None:
+    """A palette's transparency as alpha bytes per entry, entries past the table opaque (so trailing 255s dropped);
+    None for anything else (which the PNG cannot hold)."""
+    if isinstance(transparency, int):
+        return b"\xff" * transparency + b"\0"
+    if isinstance(transparency, bytes):
+        return transparency.rstrip(b"\xff")
+    return b"" if transparency is None else None
+
+
 def _palette_covering(image: Image.Image) -> Image.Image:
     palette_mode = image.palette.mode if image.palette is not None else "RGB"
     palette = bytes(image.palette.tobytes()) if image.palette is not None else b""
-    # What Pillow's PNG writer makes of the palette (PngImagePlugin._save): `colors` entries, 1, 2, 4 or 8 bits.
-    colors = max(min(len(image.palette.getdata()[1]) // 3, 256), 1) if image.palette is not None else 256
-    bits = next(b for b in (1, 2, 4, 8) if colors <= 1 << b or b == 8)
-    highest = int(np.asarray(image).max())
     transparency = image.info.get("transparency")
     alphas = 0  # the tRNS entries the transparency needs
     if isinstance(transparency, int):
         alphas = transparency + 1
     elif isinstance(transparency, bytes):
         alphas = len(transparency)
-    if highest < 1 << bits and alphas <= colors:
-        return image  # Pillow writes it exactly
     width = len(palette_mode)
     entries = len(palette) // width
-    needed = min(max(highest + 1, alphas, entries), 256)
+    needed = min(max(int(np.asarray(image).max()) + 1, alphas, entries), 256)
     black = bytes(min(width, 3)) + b"\xff" * (width - 3)  # opaque where the palette holds alpha
     covering = image.copy()  # the caller's image keeps its palette (and its checksum)
     covering.putpalette(palette[: entries * width] + black * (needed - entries), rawmode=palette_mode)

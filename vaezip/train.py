@@ -283,9 +283,11 @@ def _load_data(source: str, channels: int | None, val_images: int) -> TrainingDa
     mixture = datasets.parse_mixture(source)
     if len(mixture) == 1:
         train_set, val_set = datasets.split_holdout(datasets.load(source, channels=channels), max_count=val_images)
-        if len(train_set) + len(val_set) < 2:  # validation, the end's comparison and --name's check hold some out
-            raise datasets.DataError(f"{source}: {len(train_set)} image: a run holds some out to measure the model "
-                                     f"on, so it needs at least 2")
+        if len(val_set) == 0:  # validation, the end's comparison and --name's check all need held-out images
+            count = len(train_set)
+            raise datasets.DataError(f"{source}: {count} image{'' if count == 1 else 's'}, none held out: a run holds "
+                                     f"some out to measure the model on, so it needs at least 2 (and val_images 1 "
+                                     f"or more)")
         return TrainingData((train_set,), (1.0,), val_set)
     loaded = [datasets.load(name, channels=channels) for name, _ in mixture]
     if channels is None and len({part.channels for part in loaded}) > 1:
