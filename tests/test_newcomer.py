@@ -224,7 +224,7 @@ def test_binary_output_to_a_terminal_is_refused(tmp_path):
 
 @pytest.mark.parametrize(("value", "message"), [("0", "--tile must be a positive number of pixels, not 0"),
                                                ("-32", "--tile must be a positive number of pixels, not -32"),
-                                               ("257", "--tile must be at most 256 pixels (the largest tile a .vz holds)")])
+                                               ("257", "--tile must be at most 256 pixels (the largest tile")])
 def test_a_tile_outside_what_decoders_read_is_a_usage_error(tmp_path, value, message):
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
     one_error(run_cli("compress", "a.png", f"--tile={value}", "--fast", cwd=tmp_path), 2, message)
