@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from vaezip.config import (
     train_config_from_dict,
 )
 from vaezip.errors import CheckpointError  # defined there: catching user errors must not import torch
-from vaezip.files import fsync_dir, temporary_path
+from vaezip.files import atomic_write
 from vaezip.model import HierarchicalVAE
 
 CHECKPOINT_NAME = "last.pt"
@@ -47,27 +46,12 @@ MAX_SAFETENSORS_HEADER_BYTES = 4 * 2**20
 FLOAT_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64}
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    tmp = temporary_path(path)
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    fsync_dir(path.parent)
-
-
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     import io
 
     buffer = io.BytesIO()
     torch.save({"kind": KIND, "format_version": FORMAT_VERSION, **payload}, buffer)
-    atomic_write_bytes(Path(path), buffer.getvalue())
+    atomic_write(path, buffer.getvalue(), overwrite=True)
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -199,7 +183,7 @@ def export_weights(checkpoint: dict[str, Any], path: Path, name: str, use_ema: b
     # would get a different sha256 on every export.
     metadata = {"vaezip": json.dumps(description, sort_keys=True, separators=(",", ":"))}
     tensors = {key: value.detach().cpu().contiguous() for key, value in state.items()}
-    atomic_write_bytes(Path(path), save(tensors, metadata=metadata))
+    atomic_write(path, save(tensors, metadata=metadata), overwrite=True)
     return sha256_file(Path(path))
 
 
@@ -318,7 +302,6 @@ def model_from_checkpoint(data: dict[str, Any], use_ema: bool = True) -> Hierarc
 __all__ = [
     "CHECKPOINT_NAME",
     "CheckpointError",
-    "atomic_write_bytes",
     "build_model",
     "check_tensors",
     "expected_shapes",

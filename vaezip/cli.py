@@ -116,6 +116,11 @@ def _check_tile(tile: int | None) -> None:
         raise UsageFailure(f"--tile must be at most {MAX_TILE} pixels (the largest tile a .vz holds), not {tile}")
 
 
+def _check_stdin_once(inputs: list[str]) -> None:
+    if inputs.count("-") > 1:
+        raise UsageFailure("'-' (stdin) is given more than once: it can be read once")
+
+
 def _check_device(device: str) -> None:
     from vaezip.devices import DEVICE_NAMES  # no torch
 
@@ -1085,8 +1090,7 @@ def compress(
             raise UsageFailure(f"--fast runs no network: not with --samples {samples}")
         if fast and format_version == 2:
             raise UsageFailure("--fast runs no network: not with --format 2 (every image through the model)")
-        if inputs.count("-") > 1:
-            raise UsageFailure("'-' (stdin) is given more than once: it can be read once")
+        _check_stdin_once(inputs)
         if output is None and inputs == ["-"]:
             output = "-"
         if output == "-" or (output is None and "-" in inputs):  # stdin's own file goes to stdout, as decompress's
@@ -1273,8 +1277,7 @@ def decompress(
 
     with user_errors(), signals_as_exceptions():
         _check_device(device)
-        if inputs.count("-") > 1:
-            raise UsageFailure("'-' (stdin) is given more than once: it can be read once")
+        _check_stdin_once(inputs)
         if jobs_at_once < 0:
             raise UsageFailure(f"--jobs must be 0 (one per core) or more, not {jobs_at_once}")
         if output is not None and (len(inputs) > 1 or directory is not None):

@@ -23,7 +23,7 @@ from pathlib import Path
 MAX_INPUT_BYTES = 1 << 30
 _CHUNK = 1 << 20
 
-# `.NAME.tmp-PID`: the temporary an atomic write of NAME by process PID uses (vaezip/checkpoint.py's too).
+# `.NAME.tmp-PID`: the temporary an atomic write of NAME by process PID uses (outputs, checkpoints, user models).
 _PID_SUFFIX = re.compile(r"[0-9]{1,10}")
 # Characters never printed raw nor used in a file name: controls (newline, ESC...), format characters (bidi
 # overrides), lone surrogates (undecodable bytes of a file name), line and paragraph separators.
