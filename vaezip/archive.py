@@ -131,6 +131,23 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
     reports' bounds are then the sample's projection."""
     started = time.perf_counter()
     split = _split(images)  # once: `images` may be an iterator, and both codings read the same planes
+    options = dict(tile=tile, max_batch=max_batch, device=device, progress=progress, predictor=predictor,
+                   classical=classical, format_version=format_version, samples=samples, fast=fast)
+    chosen, other_kind = _mixed_kinds(split) if model is None and classical and format_version != 2 else (None, [])
+    if not other_kind:
+        return _encode_images(split, started, model, **options)
+    # Grey among colour images (or colour among grey): the model of the kind holding most of the pixels codes
+    # those, and each image of the other kind goes by its smallest classical coding, which any reader of format 3
+    # or later decodes without a model.
+    own = [k for k in range(len(split)) if k not in set(other_kind)]
+    coded = _encode_images([split[k] for k in own], started, chosen, **options)
+    return _with_classical(coded, split, own, fast=fast, deflate=format_version is None
+                           or format_version >= container.DEFLATED_VERSION, started=started)
+
+
+def _encode_images(split: list[_Image], started: float, model, *, tile, max_batch, device, progress, predictor,
+                   classical, format_version, samples, fast) -> CompressResult:
+    """encode_archive's coding of `split` (_split's), its time counted from `started`."""
     older = DEFAULT_CODING_FORMATS.get(format_version)
     format_version = None if format_version == container.SECTIONS_VERSION else format_version  # the newest
     deflate = format_version != container.LEAST_SQUARES_VERSION
@@ -200,6 +217,52 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
     return dataclasses.replace(kept, images=reports, seconds=time.perf_counter() - started)
 
 
+def _mixed_kinds(split: list[_Image]) -> tuple[str | None, list[int]]:
+    """Where the images mix grey and colour model planes: the shipped default model of the kind whose images hold
+    the most pixels (colour on a tie) and the indices of the other kind's images; else (None, [])."""
+    pixels: dict[int, int] = {}
+    first_mode: dict[int, str] = {}
+    for item in split:
+        if item.planes.model_plane is not None:
+            channels = item.planes.model_channels
+            pixels[channels] = pixels.get(channels, 0) + item.planes.width * item.planes.height
+            first_mode.setdefault(channels, item.planes.mode)
+    if len(pixels) < 2:
+        return None, []
+    most = max(pixels, key=lambda channels: (pixels[channels], channels))
+    chosen = default_model(first_mode[most])
+    if identify_model(chosen).config.image_channels != most:  # no shipped model for that kind: the error stands
+        return None, []
+    return chosen, [k for k, item in enumerate(split)
+                    if item.planes.model_plane is not None and item.planes.model_channels != most]
+
+
+def _with_classical(coded: CompressResult, split: list[_Image], own: list[int], *, fast: bool, deflate: bool,
+                    started: float) -> CompressResult:
+    """`coded` (the file of the images `own` of `split`) with every other image of `split` in its place by its
+    smallest classical coding: the same payload, a header with every image and the checksum over them all."""
+    version, header, words = container.read_versioned(coded.data)
+    if version not in container.BINARY_VERSIONS:  # a float model's format 1 holds model-coded images only
+        raise ImageError(f"format {version} cannot hold images coded classically beside the model's")
+    others = [k for k in range(len(split)) if k not in set(own)]
+    codings = dict(zip(others, _classical_codings([split[k] for k in others], fast).values()))
+    entries = dict(zip(own, header.images)) | {k: entry for k, (entry, _) in codings.items()}
+    merged = dataclasses.replace(header, images=tuple(entries[k] for k in range(len(split))),
+                                 pixels_sha256=combined_checksum(item.checksum for item in split))
+    data = container.write(merged, words, version, deflate=deflate)
+    written = int.from_bytes(data[8:10], "little")  # format 11 where the longer header now deflates
+    reports = dict(zip(own, coded.images))
+    for k, (entry, sizes) in codings.items():
+        planes = split[k].planes
+        reports[k] = ImageReport(split[k].name, planes.mode, planes.width, planes.height, planes.subpixels,
+                                 math.nan, 8 * len(entry.data), 0.0, 0, 0, entry.coding,
+                                 tuple(sorted(sizes.items(), key=lambda pair: pair[1])),
+                                 other_kind="grey" if planes.model_channels == 1 else "colour")
+    return dataclasses.replace(coded, data=data, images=tuple(reports[k] for k in range(len(split))),
+                               header_bytes=_header_bytes(data, written), seconds=time.perf_counter() - started,
+                               format_version=written)
+
+
 def _split(images) -> list[_Image]:
     """Each (name, image) as its planes and pixel checksum; ImageError naming the image that cannot be coded."""
     split = []
@@ -261,11 +324,11 @@ def _encode_archive(split: list[_Image], started: float, model, *, tile, max_bat
         if chosen_by_mode:  # the user named no model (or --fast runs none): the first image's kind decided
             kind = "grey" if channels == 1 else "colour"
             raise ImageError(f"{item.name}: {article} {item.planes.mode} image in an archive of {kind} images "
-                             f"({split[0].name} is {split[0].planes.mode}): one archive holds grey or colour images, "
-                             f"not both; compress them into two archives")
+                             f"({split[0].name} is {split[0].planes.mode}): without classical codings one archive "
+                             f"holds grey or colour images, not both; compress them into two archives")
         raise ImageError(f"{item.name}: {article} {item.planes.mode} image needs a {item.planes.model_channels}-"
                          f"channel model, but {loaded.name} codes {channels}-channel images (mixed grey and colour "
-                         f"need separate files)")
+                         f"need separate files, or no model named: the other kind then goes classically)")
     tile = effective_tile(FAST_TILE if tile is None and fast else tile, stride)
     max_batch = max(1, min(max_batch, MAX_BATCH_PIXELS // (tile * tile)))
     everyone = list(range(len(split)))

@@ -789,6 +789,9 @@ def _report(result, output: str, verified: float | None = None, verbose: bool = 
             others = "".join(f", {coding} {size} B" for coding, size in image.candidate_bytes if coding != taken)
             if image.coding != "model":
                 bound = "no model bound" if math.isnan(image.bound_bpsp) else f"model bound {_bound_of(image)}"
+                if image.other_kind:
+                    other = "colour" if image.other_kind == "grey" else "grey"
+                    bound = f"a {image.other_kind} image, no model bound: {result.model} codes {other} images"
                 _say(f"{image.name}: {image.width}x{image.height} {image.mode}, coded as {image.coding}: "
                      f"{share:.4f} bpsp ({bound}{others})")
                 continue
@@ -807,7 +810,7 @@ def _report(result, output: str, verified: float | None = None, verbose: bool = 
     count = f"{len(result.images)} images, " if len(result.images) > 1 else ""
     _say(
         f"-> {output}: {count}{len(result.data)} bytes, achieved {result.achieved_bpsp:.4f} bpsp vs "
-        f"{_bound_and_ratio(result.achieved_bpsp, result.bound_bpsp, _sampled(result))}; "
+        f"{_bound_and_ratio(result.achieved_bpsp, result.bound_bpsp, _sampled(result), result.other_kind_images)}; "
         f"header {result.header_bytes} B) "
         f"in {result.seconds:.2f} s with model {result.model}{check}"
     )
@@ -826,9 +829,13 @@ def _sampled(result) -> bool:
     return any(image.bound_sample for image in result.images)
 
 
-def _bound_and_ratio(achieved: float, bound: float, sampled: bool = False) -> str:
+def _bound_and_ratio(achieved: float, bound: float, sampled: bool = False, other_kind: int = 0) -> str:
     """'bound B (Rx' for a report line ('bound ~B' where some image's is projected from a sample of its tiles),
-    or 'no model bound (--fast' where no network ran (bound nan)."""
+    'no bound for the whole file (N images ... classically' where `other_kind` images went classically beside a
+    model of the other kind (grey or colour), or 'no model bound (--fast' where no network ran (bound nan)."""
+    if math.isnan(bound) and other_kind:
+        return (f"no bound for the whole file ({_counted(other_kind, 'image')} of the kind the model does not "
+                f"code went classically")
     if math.isnan(bound):
         return "no model bound (--fast"
     return f"bound {'~' if sampled else ''}{bound:.4f} ({achieved / bound if bound else float('nan'):.4f}x"
@@ -843,6 +850,7 @@ class _Totals:
         self.files = self.images = self.bytes = self.subpixels = 0
         self.bound_bits = self.seconds = 0.0
         self.sampled = False  # some image's bound projected from a sample of its tiles
+        self.other_kind = 0  # images coded classically beside a model of the other kind (grey or colour)
         self.models: dict[str, None] = {}
         self.started = time.perf_counter()
         self.workers = 0  # with -j: the summary gives the wall time, not the sum of the files' times
@@ -861,6 +869,7 @@ class _Totals:
         self.subpixels += result.subpixels
         self.bound_bits += result.bound_bpsp * result.subpixels
         self.sampled = self.sampled or _sampled(result)
+        self.other_kind += result.other_kind_images
         self.seconds += result.seconds
         self.models[result.model] = None
 
@@ -875,7 +884,7 @@ class _Totals:
         achieved = 8 * self.bytes / max(self.subpixels, 1)
         bound = self.bound_bits / max(self.subpixels, 1)
         return (f"compressed {_counted(self.files, 'file')} ({_counted(self.images, 'image')}): {self.bytes} bytes, "
-                f"achieved {achieved:.4f} bpsp vs {_bound_and_ratio(achieved, bound, self.sampled)}) "
+                f"achieved {achieved:.4f} bpsp vs {_bound_and_ratio(achieved, bound, self.sampled, self.other_kind)}) "
                 f"in {self._time()} with model {', '.join(self.models)} (-v: a line per file)")
 
     def decompressed_line(self) -> str:

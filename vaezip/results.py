@@ -36,6 +36,9 @@ class ImageReport:
     # tiles: the default compress's early exit, which found the model far behind the predictor's stream there
     # (vaezip/archive.py GATE_RATIO); () where every tile was priced.
     bound_sample: tuple[int, int] = ()
+    # "grey" or "colour" (this image's kind) where the image went classically because the archive's model codes
+    # the other kind (vaezip/archive.py: encode_archive); its bound is then nan. "" elsewhere.
+    other_kind: str = ""
 
     @property
     def bound_bpsp(self) -> float:
@@ -59,6 +62,11 @@ class CompressResult:
     @property
     def subpixels(self) -> int:
         return sum(image.subpixels for image in self.images)
+
+    @property
+    def other_kind_images(self) -> int:
+        """The images coded classically because the model codes the other kind (grey or colour)."""
+        return sum(1 for image in self.images if image.other_kind)
 
     @property
     def achieved_bpsp(self) -> float:
