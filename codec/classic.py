@@ -86,6 +86,10 @@ def encode(samples: np.ndarray, coding: str, fast: bool = False) -> bytes | None
     raise CodingError(f"unknown classical coding {coding!r}")
 
 
+# From this many samples (a 4-Mpixel colour image) smallest makes its codings one after the other.
+SERIAL_SAMPLES = 12 * 2**20
+
+
 def smallest(samples: np.ndarray, codings=CODINGS, pool: Executor | None = None,
              fast: bool = False) -> tuple[str, bytes, dict[str, int]]:
     """The coding that holds `samples` in the fewest bytes, checked by decoding it: (coding, data, the size of
@@ -93,13 +97,21 @@ def smallest(samples: np.ndarray, codings=CODINGS, pool: Executor | None = None,
     in `codings`. With `pool`, the codings are made in its threads at once (Pillow's encoders release the GIL): the
     same result. `fast`: see encode."""
     height, width = samples.shape[:2]
-    made = map if pool is None else pool.map
-    coded = dict(zip(codings, made(lambda coding: _first_coding(samples, coding, fast), codings)))
+    # Raw bytes are the samples as they are: measured here, made only where they are the smallest (a 25-Mpixel
+    # photograph's would be 75 MB). A large image's codings are made one after the other: lossless WebP alone
+    # takes ~30 bytes a pixel, and PNG's working memory would add to it.
+    made = map if pool is None or samples.size >= SERIAL_SAMPLES else pool.map
+    made_here = [coding for coding in codings if coding != RAW]
+    coded = dict(zip(made_here, made(lambda coding: _first_coding(samples, coding, fast), made_here)))
     rivals = [len(data) for coding, data in coded.items() if coding != PNG and data is not None]
+    rivals += [samples.size] if RAW in codings else []
     if PNG in coded and (not rivals or len(coded[PNG]) <= PNG_SCREEN * min(rivals)):
         coded[PNG] = _encode_png(samples)
     sizes = {coding: len(data) for coding, data in coded.items() if data is not None}
+    sizes |= {RAW: samples.size} if RAW in codings else {}
     for coding in sorted(sizes, key=lambda c: (sizes[c], codings.index(c))):
+        if coding == RAW:
+            return coding, np.ascontiguousarray(samples).tobytes(), sizes
         try:
             back = decode(coding, coded[coding], height, width, channels_of(samples))
         except CodingError:

@@ -356,6 +356,38 @@ def test_png_at_its_best_is_made_only_where_its_quick_form_comes_near_the_smalle
     assert classic.smallest(indices) == screened and classic.smallest(photo, fast=True)[:2] == (coding, data)
 
 
+def test_raw_bytes_are_made_only_where_they_are_the_smallest(monkeypatch):
+    """Raw bytes are measured, not made, unless they win (a 25-Mpixel photograph's would be 75 MB): noise takes
+    them, a photograph does not, and both report raw's size as before."""
+    tobytes_calls = []
+    real_encode = classic.encode
+    monkeypatch.setattr(classic, "encode", lambda samples, coding, fast=False: tobytes_calls.append(coding) or
+                        real_encode(samples, coding, fast))
+    noise = np.random.default_rng(2).integers(0, 256, (30, 20, 3), dtype=np.uint8)
+    coding, data, sizes = classic.smallest(noise)
+    assert coding == "raw" and data == noise.tobytes() and sizes["raw"] == noise.size < min(sizes["png"], sizes["webp"])
+    photo = np.asarray(Image.open(ROOT / "samples" / "hopper.png"))
+    coding, data, sizes = classic.smallest(photo, fast=True)
+    assert coding == "webp" and sizes["raw"] == photo.size
+    assert "raw" not in tobytes_calls and tobytes_calls  # WebP went through encode, raw never did
+
+
+def test_a_large_images_codings_are_made_one_after_the_other_with_the_same_result(monkeypatch):
+    """From SERIAL_SAMPLES on, the pool's threads are not used (WebP's and PNG's working memory would add up)."""
+
+    class NoThreads:
+        def map(self, *_):
+            raise AssertionError("made in threads at once")
+
+    photo = np.asarray(Image.open(ROOT / "samples" / "hopper.png"))
+    alone = classic.smallest(photo, fast=True)
+    monkeypatch.setattr(classic, "SERIAL_SAMPLES", photo.size)
+    assert classic.smallest(photo, pool=NoThreads(), fast=True) == alone
+    monkeypatch.setattr(classic, "SERIAL_SAMPLES", photo.size + 1)
+    with pytest.raises(AssertionError, match="made in threads at once"):
+        classic.smallest(photo, pool=NoThreads(), fast=True)
+
+
 # ---------------------------------------------------------------------------------------------- hostile data
 
 
