@@ -850,7 +850,6 @@ class _Totals:
         self.files = self.images = self.bytes = self.subpixels = 0
         self.bound_bits = self.seconds = 0.0
         self.sampled = False  # some image's bound projected from a sample of its tiles
-        self.other_kind = 0  # images coded classically beside a model of the other kind (grey or colour)
         self.models: dict[str, None] = {}
         self.started = time.perf_counter()
         self.workers = 0  # with -j: the summary gives the wall time, not the sum of the files' times
@@ -869,7 +868,6 @@ class _Totals:
         self.subpixels += result.subpixels
         self.bound_bits += result.bound_bpsp * result.subpixels
         self.sampled = self.sampled or _sampled(result)
-        self.other_kind += result.other_kind_images
         self.seconds += result.seconds
         self.models[result.model] = None
 
@@ -884,7 +882,7 @@ class _Totals:
         achieved = 8 * self.bytes / max(self.subpixels, 1)
         bound = self.bound_bits / max(self.subpixels, 1)
         return (f"compressed {_counted(self.files, 'file')} ({_counted(self.images, 'image')}): {self.bytes} bytes, "
-                f"achieved {achieved:.4f} bpsp vs {_bound_and_ratio(achieved, bound, self.sampled, self.other_kind)}) "
+                f"achieved {achieved:.4f} bpsp vs {_bound_and_ratio(achieved, bound, self.sampled)}) "
                 f"in {self._time()} with model {', '.join(self.models)} (-v: a line per file)")
 
     def decompressed_line(self) -> str:
