@@ -536,3 +536,30 @@ def test_stdin_among_files_goes_to_stdout_and_is_read_once(tmp_path, model):
         assert result.returncode == 2 and lines_of(result) == [
             "vaezip: error: '-' (stdin) is given more than once: it can be read once"]
     assert snapshot(tmp_path) == before
+
+
+def test_decompress_test_decodes_and_verifies_every_file_and_writes_nothing(tmp_path):
+    """`decompress --test` (as gzip -t): each file decoded and checked against its checksum; nothing written;
+    exit 1 where a file fails (the others still tested), 2 with an output option."""
+    rng = np.random.default_rng(3)
+    for name in ("a", "b"):
+        Image.fromarray(rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)).save(tmp_path / f"{name}.png")
+    assert cli("compress", "a.png", "b.png", "--fast", cwd=tmp_path).returncode == 0
+    data = (tmp_path / "b.vz").read_bytes()
+    (tmp_path / "cut.vz").write_bytes(data[: len(data) // 2])
+    before = snapshot(tmp_path)
+    tested = cli("decompress", "-t", "a.vz", "b.vz", cwd=tmp_path)
+    assert tested.returncode == 0, tested.stderr
+    assert tested.stderr.decode().startswith("tested 2 files (2 images, ")
+    assert "nothing written" in tested.stderr.decode() and snapshot(tmp_path) == before
+    one = cli("decompress", "--test", "-", cwd=tmp_path, input=(tmp_path / "a.vz").read_bytes())
+    assert one.returncode == 0 and one.stdout == b"" and "-: 1 image, " in one.stderr.decode()
+    assert "OK: decoded and verified (checksum)" in one.stderr.decode()
+    broken = cli("decompress", "-t", "cut.vz", "a.vz", cwd=tmp_path)
+    assert broken.returncode == 1 and "vaezip: error: cut.vz: truncated file" in broken.stderr.decode()
+    assert "1 of 2 succeeded, 1 failed" in broken.stderr.decode() and snapshot(tmp_path) == before
+    for option in (["-o", "x.png"], ["--dir", "out"], ["--force"]):
+        refused = cli("decompress", "-t", "a.vz", *option, cwd=tmp_path)
+        assert refused.returncode == 2
+        assert "--test writes nothing: not with -o, --dir or --force" in refused.stderr.decode()
+    assert snapshot(tmp_path) == before

@@ -885,6 +885,11 @@ class _Totals:
                 f"achieved {achieved:.4f} bpsp vs {_bound_and_ratio(achieved, bound, self.sampled)}) "
                 f"in {self._time()} with model {', '.join(self.models)} (-v: a line per file)")
 
+    def tested_line(self) -> str:
+        return (f"tested {_counted(self.files, 'file')} ({_counted(self.images, 'image')}, "
+                f"{8 * self.bytes / max(self.subpixels, 1):.4f} bpsp): decoded and verified (checksum) in "
+                f"{self._time()}, nothing written (-v: a line per file)")
+
     def decompressed_line(self) -> str:
         return (f"decompressed {_counted(self.files, 'file')} ({_counted(self.images, 'image')}, "
                 f"{8 * self.bytes / max(self.subpixels, 1):.4f} bpsp), verified (checksum) in "
@@ -1275,6 +1280,8 @@ def decompress(
                                  "written (default: one summary line for several files)"),
     jobs_at_once: int = typer.Option(1, "--jobs", "-j", help="decode this many files at once, each in a worker "
                                      "process (0: one per core)"),
+    test: bool = typer.Option(False, "--test", "-t", help="decode each file and check its images against its "
+                              "checksum, writing nothing (as gzip -t); exit 1 if any fails"),
 ):
     """Restore the exact images from .vz files (as PNG)."""
     import time
@@ -1287,13 +1294,17 @@ def decompress(
         _check_stdin_once(inputs)
         if jobs_at_once < 0:
             raise UsageFailure(f"--jobs must be 0 (one per core) or more, not {jobs_at_once}")
+        if test and (output is not None or directory is not None or force):
+            raise UsageFailure("--test writes nothing: not with -o, --dir or --force")
         if output is not None and (len(inputs) > 1 or directory is not None):
             raise Failure("-o takes one single-image input and no --dir")
         if directory is not None and os.path.lexists(directory) and not directory.is_dir():
             raise Failure(f"{directory}: not a folder")
-        if output == "-" or (output is None and directory is None and "-" in inputs):
+        if not test and (output == "-" or (output is None and directory is None and "-" in inputs)):
             _refuse_terminal_output("image data")
-        if output is not None:
+        if test:
+            planned = []
+        elif output is not None:
             planned = [(inputs[0], output)]
         elif directory is None:
             planned = [(path, "-" if path == "-" else _default_output(path, ".png")) for path in inputs]
@@ -1306,7 +1317,7 @@ def decompress(
         failures = 0
         totals = _Totals()
         each = verbose or len(inputs) == 1
-        derived = output is None and directory is None  # output names made from the input's
+        derived = output is None and directory is None and not test  # output names made from the input's
 
         def read_file(path: str) -> bytes:
             if path != "-":
@@ -1339,6 +1350,14 @@ def decompress(
                     else:
                         data = read_file(path)
                         images, started = _decompress_here(data, model, device)
+                    if test:  # decoded and checked against the file's checksum: nothing to write
+                        subpixels = sum(len(image.getbands()) * image.width * image.height for _, image in images)
+                        seconds = time.perf_counter() - started
+                        totals.add_decompressed(len(data), len(images), subpixels, seconds)
+                        if not quiet and each:
+                            _say(f"{path}: {_counted(len(images), 'image')}, {8 * len(data) / max(subpixels, 1):.4f} "
+                                 f"bpsp, OK: decoded and verified (checksum) in {seconds:.2f} s")
+                        continue  # a success: nothing for the failures count below
                     if output is not None and len(images) > 1:
                         raise Failure(f"{path} holds {len(images)} images: use --dir")
                     renamed = []  # --dir names numbered because an earlier image has the name
@@ -1387,7 +1406,7 @@ def decompress(
         finally:
             ahead.close()
         if not quiet and not each and totals.files:
-            _say(totals.decompressed_line())
+            _say(totals.tested_line() if test else totals.decompressed_line())
         _finish(failures, len(inputs))
 
 
