@@ -563,3 +563,37 @@ def test_decompress_test_decodes_and_verifies_every_file_and_writes_nothing(tmp_
         assert refused.returncode == 2
         assert "--test writes nothing: not with -o, --dir or --force" in refused.stderr.decode()
     assert snapshot(tmp_path) == before
+
+
+def test_recursive_inputs_are_the_lossless_images_under_a_folder_in_path_order(tmp_path):
+    """-r: a folder stands for its PNG, GIF, BMP, TIFF, WebP and PNM images (any case) at any depth, in the order
+    of their paths; JPEGs, other files, hidden names and links are passed over."""
+    tree = tmp_path / "tree"
+    for folder in ("sub/deeper", ".hidden", "sub/.cache"):
+        (tree / folder).mkdir(parents=True)
+    rng = np.random.default_rng(4)
+    colour = lambda: Image.fromarray(rng.integers(0, 256, (10, 12, 3), dtype=np.uint8))  # noqa: E731
+    for name in ("b.png", "sub/g.PNG", "sub/deeper/c.bmp", "sub/t.tiff", "a.gif", "sub/j.jpg", ".hidden/h.png",
+                 "sub/.dot.png", "sub/.cache/k.png"):
+        colour().save(tree / name)
+    (tree / "notes.txt").write_text("not an image")
+    (tree / "sub" / "link.png").symlink_to(tree / "b.png")
+    expected = ["a.gif", "b.png", "sub/deeper/c.bmp", "sub/g.PNG", "sub/t.tiff"]
+    found = files.files_under(str(tree), files.RECURSIVE_IMAGE_SUFFIXES)
+    assert [Path(path).relative_to(tree).as_posix() for path in found] == expected
+    made = cli("compress", "-r", "tree", "--fast", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    assert "compressed 5 files (5 images)" in made.stderr.decode()
+    written = sorted(path.relative_to(tree).as_posix() for path in tree.rglob("*.vz"))
+    assert written == sorted(str(Path(name).with_suffix(".vz")) for name in expected)
+    archive = cli("compress", "-r", "tree", "-o", "all.vz", "--fast", cwd=tmp_path)
+    assert archive.returncode == 0, archive.stderr
+    assert [name for name, _ in decompress_images((tmp_path / "all.vz").read_bytes())] == [
+        Path(name).name for name in expected]
+    tested = cli("decompress", "-r", "-t", "tree", cwd=tmp_path)
+    assert tested.returncode == 0 and "tested 5 files (5 images" in tested.stderr.decode(), tested.stderr
+    (tmp_path / "empty").mkdir()
+    one_error(cli("compress", "-r", "empty", cwd=tmp_path),
+              "empty: no PNG, GIF, BMP, TIFF, WebP or PNM image under this folder")
+    one_error(cli("decompress", "-r", "empty", cwd=tmp_path), "empty: no .vz file under this folder")
+    one_error(cli("compress", "tree", cwd=tmp_path), "tree: is a directory")  # without -r, as before

@@ -689,6 +689,25 @@ def _read_input(path: str) -> bytes:
     return read_input(path)[0]
 
 
+def _expanded(inputs: list[str], recursive: bool, suffixes: tuple[str, ...], what: str) -> list[str]:
+    """With -r, each folder among `inputs` replaced by the files under it that end in `suffixes`
+    (files.files_under); a folder without any is an error, before any work."""
+    from vaezip.files import files_under
+
+    if not recursive:
+        return inputs
+    expanded = []
+    for path in inputs:
+        if path == "-" or not os.path.isdir(path):
+            expanded.append(path)
+            continue
+        found = files_under(path, suffixes)
+        if not found:
+            raise Failure(f"{path}: no {what} under this folder")
+        expanded.extend(found)
+    return expanded
+
+
 def _default_output(path: str, suffix: str) -> str | None:
     """The output an input gets without -o (a.png -> a.vz, a.vz -> a.png); None if the path has no file name."""
     try:
@@ -1077,11 +1096,15 @@ def compress(
                               "the smaller classical coding), several times faster to compress, on photographs "
                               "within a fraction of a per cent of the default's size (larger on thumbnails); the "
                               "file decodes without the model"),
+    recursive: bool = typer.Option(False, "--recursive", "-r", help="a folder among the inputs stands for the "
+                                   "PNG, GIF, BMP, TIFF, WebP and PNM images under it (not JPEGs, hidden files or "
+                                   "links), each to its own .vz beside it, or all into one archive with -o"),
 ):
     """Compress images to .vz (one file each, or one archive with -o)."""
-    from vaezip.files import InputError, check_input, read_input, signals_as_exceptions
+    from vaezip.files import RECURSIVE_IMAGE_SUFFIXES, InputError, check_input, read_input, signals_as_exceptions
 
     with user_errors(), signals_as_exceptions():
+        inputs = _expanded(inputs, recursive, RECURSIVE_IMAGE_SUFFIXES, "PNG, GIF, BMP, TIFF, WebP or PNM image")
         _check_tile(tile)
         _check_device(device)
         if jobs_at_once < 0:
@@ -1282,6 +1305,8 @@ def decompress(
                                      "process (0: one per core)"),
     test: bool = typer.Option(False, "--test", "-t", help="decode each file and check its images against its "
                               "checksum, writing nothing (as gzip -t); exit 1 if any fails"),
+    recursive: bool = typer.Option(False, "--recursive", "-r", help="a folder among the inputs stands for the .vz "
+                                   "files under it (not hidden files or links)"),
 ):
     """Restore the exact images from .vz files (as PNG)."""
     import time
@@ -1290,6 +1315,7 @@ def decompress(
     from vaezip.images import png_bytes
 
     with user_errors(), signals_as_exceptions():
+        inputs = _expanded(inputs, recursive, (".vz",), ".vz file")
         _check_device(device)
         _check_stdin_once(inputs)
         if jobs_at_once < 0:

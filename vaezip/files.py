@@ -155,6 +155,26 @@ def read_input(path: str, limit: int | None = None) -> tuple[bytes, os.stat_resu
     return data, info
 
 
+# What `compress -r` takes from a folder: lossless image formats. JPEGs are left alone (their decoded pixels take
+# more room than the JPEG does), as are .vz files.
+RECURSIVE_IMAGE_SUFFIXES = (".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm")
+
+
+def files_under(folder: str, suffixes: tuple[str, ...]) -> list[str]:
+    """The regular files under `folder` whose names end in one of `suffixes` (any case), in the order of their
+    paths relative to it: hidden names (a leading '.') and symbolic links (to files or folders) are passed
+    over, as are vaezip's own temporaries (hidden too)."""
+    found = []
+    for root, folders, names in os.walk(folder, followlinks=False):
+        folders[:] = [name for name in folders if not name.startswith(".")]
+        for name in names:
+            path = os.path.join(root, name)
+            if (not name.startswith(".") and name.lower().endswith(suffixes) and not os.path.islink(path)
+                    and os.path.isfile(path)):
+                found.append(path)
+    return sorted(found, key=lambda path: Path(os.path.relpath(path, folder)).parts)
+
+
 def file_identity(path: str) -> tuple:
     """What `path` names: (device, inode) of an existing file (so hard links, symlinks and other spellings of one
     file compare equal, as os.path.samefile does), else its resolved absolute path."""
