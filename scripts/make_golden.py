@@ -78,6 +78,12 @@ writes tests/data/format16/*.vz, the first files of format 16 (the staged cascad
 written today by default with sections cut at far fewer values than compress cuts them (small_sections: several
 sections a file). Never regenerate them either.
 
+    python scripts/make_golden.py --mixed [--force]
+writes tests/data/mixed/*.vz, the first archives that mix grey and colour images (2026-12-05, format 16, as
+`--fast` codes them with the shipped default models): the kind with most pixels through its model's stream, the
+other kind's images by their classical codings (mixed_files). Never regenerate them either: they pin that such
+archives decode.
+
     python scripts/make_golden.py --binary [--force]
 writes tests/data/binary/model.vz, the first file of a model with binary latent groups (DVAE++; the seeded
 untrained tiny model with binary_groups = 2, "tiny-binary"): golden.png through the model only (format 5,
@@ -404,6 +410,31 @@ def small_sections():
         bitsback.SECTION_VALUES, bitsback.SECTIONS_NEAR, bitsback.SECTIONS_MOST = kept
 
 
+def mixed_files() -> dict[str, tuple[list[tuple[str, Image.Image]], dict]]:
+    """tests/data/mixed: file name -> (the images it holds, compress_images's options, no model named): colour
+    hopper crops with a grey one and a grey-with-alpha one among them (colour.vz: photo2's stream, the two grey
+    images classical), and a grey 96x64 crop with a small colour one (grey.vz: photo-gray2's stream, the colour
+    image classical); `--fast`, in tiles of 8."""
+    crops = [image for _, image in hopper_crops()]
+    alpha = Image.fromarray(np.tile(np.arange(16, dtype=np.uint8) * 16, (16, 1)), "L")
+    grey_alpha = crops[3].convert("L")
+    grey_alpha.putalpha(alpha)
+    colour = [("0.png", crops[0]), ("1.png", crops[1].convert("L")), ("2.png", crops[2]), ("3.png", grey_alpha)]
+    grey = [("photo.png", photo_crop().convert("L")), ("small.png", crops[4])]
+    options = {"fast": True, "tile": 8}
+    return {"colour.vz": (colour, options), "grey.vz": (grey, options)}
+
+
+def make_mixed_fixtures(force: bool) -> None:
+    folder = GOLDEN / "mixed"
+    folder.mkdir(parents=True, exist_ok=True)
+    for file_name, (images, options) in mixed_files().items():
+        result = compress_images(images, **options)
+        assert result.other_kind_images, file_name
+        if write_pinned(folder / file_name, result.data, force):
+            print(f"mixed/{file_name}: {len(result.data)} bytes, model {result.model}")
+
+
 def make_deflated_fixtures(version: int, force: bool) -> None:
     """tests/data/format11 to format16."""
     folder = GOLDEN / f"format{version}"
@@ -537,6 +568,7 @@ def main() -> None:
     action.add_argument("--format14", action="store_true", help="tests/data/format14/*.vz")
     action.add_argument("--format15", action="store_true", help="tests/data/format15/*.vz")
     action.add_argument("--format16", action="store_true", help="tests/data/format16/*.vz")
+    action.add_argument("--mixed", action="store_true", help="tests/data/mixed/*.vz")
     action.add_argument("--binary", action="store_true", help="tests/data/binary/model.vz")
     action.add_argument("--global", dest="global_", action="store_true", help="tests/data/global/model.vz")
     action.add_argument("--sizes", action="store_true", help="print issue 15's size table (writes nothing)")
@@ -560,6 +592,8 @@ def main() -> None:
     elif any(getattr(args, f"format{v}") for v in range(11, 17)):
         version = next(v for v in range(11, 17) if getattr(args, f"format{v}"))
         make_deflated_fixtures(version, args.force)
+    elif args.mixed:
+        make_mixed_fixtures(args.force)
     elif args.binary:
         make_latent_fixture("binary", binary_weights, args.force)
     elif args.global_:

@@ -32,7 +32,8 @@ FORMAT3 = GOLDEN / "format3"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from make_golden import (  # noqa: E402
     FORMAT7_TILE, PREDICTOR_KINDS, format3_files, format7_estimates, format7_file, format11_files, format12_files,
-    format13_files, format14_files, format15_files, format16_files, hopper_crops, photo_crop, predictor_files,
+    format13_files, format14_files, format15_files, format16_files, hopper_crops, mixed_files, photo_crop,
+    predictor_files,
     small_sections,
 )
 
@@ -527,3 +528,44 @@ def test_formats_10_to_15_asked_for_are_the_defaults_coding_with_their_predictor
         assert {k for k, _ in read(older.data)[0].coder.schedule} == newest_kinds - {"predictive-staged"} | {kind}
     (_, header, words), (_, plain_header, plain_words) = read_versioned(deflated.data), read_versioned(plain.data)
     assert header == plain_header and np.array_equal(words, plain_words) and len(deflated.data) < len(plain.data)
+
+
+# ---------------------------------------------------------------------------------------------- mixed archives
+
+
+@pytest.mark.parametrize("file_name", sorted(mixed_files()))
+def test_archives_mixing_grey_and_colour_decode_in_a_fresh_process_and_their_stream_codes_again_the_same(
+        file_name, tmp_path):
+    """mixed/*.vz: the first archives of grey and colour images (the kind with most pixels through its model's
+    stream, --fast; the other kind classical). A fresh process under other kernels decodes them to their images
+    without torch; coding them again gives the same stream and model entries (the classical entries' bytes are
+    Pillow's, which another Pillow may make otherwise)."""
+    from codec.header import MODEL
+    from conftest import OTHER_KERNELS
+
+    images, options = mixed_files()[file_name]
+    pinned = (GOLDEN / "mixed" / file_name).read_bytes()
+    script = (
+        "import sys, numpy as np; sys.path.insert(0, sys.argv[1]);"
+        "from vaezip.api import decompress_images;"
+        "images = decompress_images(open(sys.argv[2], 'rb').read());"
+        "assert not any(m == 'torch' or m.startswith('torch.') for m in sys.modules), 'torch imported';"
+        "np.savez(sys.argv[3], *[np.asarray(image) for _, image in images]);"
+        "print(' '.join(image.mode for _, image in images))"
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(GOLDEN.parents[1]), str(GOLDEN / "mixed" / file_name),
+                          str(tmp_path / "images.npz")], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, **OTHER_KERNELS})
+    assert out.stdout.split() == [image.mode for _, image in images], out.stderr
+    got = np.load(tmp_path / "images.npz")
+    for k, (_, image) in enumerate(images):
+        assert np.array_equal(got[f"arr_{k}"], np.asarray(image)), (file_name, k)
+    again = compress_images(images, **options)
+    (_, header, words), (_, pinned_header, pinned_words) = read_versioned(again.data), read_versioned(pinned)
+    assert np.array_equal(words, pinned_words) and header.coder == pinned_header.coder
+    assert (header.model_name, header.model_sha256) == (pinned_header.model_name, pinned_header.model_sha256)
+    assert [entry.coding == MODEL for entry in pinned_header.images] == [not report.other_kind
+                                                                          for report in again.images]
+    for entry, pinned_entry in zip(header.images, pinned_header.images):
+        if pinned_entry.coding == MODEL:
+            assert entry == pinned_entry
