@@ -85,8 +85,8 @@ def test_an_older_format_holds_a_mixed_archive_where_it_holds_classical_codings(
 
 def test_without_classical_codings_or_with_a_named_model_mixing_is_refused(tiny_weights):
     images = [("a.png", _colour(16, 16, 14)), ("b.png", _grey(16, 16, 15))]
-    with pytest.raises(ImageError, match="b.png: an L image in an archive of colour images .* without classical "
-                                         "codings one archive holds grey or colour images, not both"):
+    with pytest.raises(ImageError, match=r"b.png: an L image in an archive of colour images .* without classical "
+                                         r"codings \(--format 2\) one archive holds grey or colour images, not both"):
         compress_images(images, classical=False, fast=False, tile=16)
     with pytest.raises(ImageError, match="without classical codings"):
         compress_images(images, format_version=2)
@@ -101,7 +101,8 @@ def test_the_command_line_writes_a_mixed_archive_and_restores_every_image(tmp_pa
     made = run_cli("compress", "colour.png", "grey.png", "-o", "all.vz", "-v", cwd=tmp_path)
     assert made.returncode == 0, made.stderr
     said = made.stderr.decode()
-    assert "grey.png: 32x30 L, coded as " in said and "(a grey image, no model bound: photo2 codes colour images" in said
+    assert "grey.png: 32x30 L, coded as " in said
+    assert "(a grey image, no model bound: photo2 codes colour images" in said
     assert "vs no bound for the whole file (1 image of the kind the model does not code went classically;" in said
     (tmp_path / "out").mkdir()
     restored = run_cli("decompress", "all.vz", "--dir", "out", cwd=tmp_path, env=OTHER_KERNELS)
@@ -109,3 +110,39 @@ def test_the_command_line_writes_a_mixed_archive_and_restores_every_image(tmp_pa
     for name in ("colour.png", "grey.png"):
         original, back = Image.open(tmp_path / name), Image.open(tmp_path / "out" / name)
         assert back.mode == original.mode and np.array_equal(np.asarray(back), np.asarray(original))
+
+
+def test_a_palette_image_coding_its_indices_first_does_not_choose_the_model():
+    """A palette image whose used indices share a colour codes its indices (no model plane): any model's file holds
+    it, so grey images after it take the grey model, as they do before it."""
+    palette = Image.fromarray((np.arange(480).reshape(20, 24) % 4).astype(np.uint8), "P")
+    palette.putpalette([10, 20, 30, 10, 20, 30, 50, 60, 70, 80, 90, 100])
+    grey = _grey(30, 30, 18)
+    for images in ([("p.png", palette), ("g.png", grey)], [("g.png", grey), ("p.png", palette)]):
+        result = compress_images(images, fast=True)
+        assert result.model == "photo-gray2" and result.other_kind_images == 0
+        _assert_same_images(decompress_images(result.data), images)
+
+
+def test_a_mixed_archive_over_the_files_pixel_limit_is_refused_before_it_is_written(monkeypatch):
+    """The limit counts every image, the classical ones too: the decoder would refuse the file."""
+    from vaezip import classical
+
+    monkeypatch.setattr(classical, "MAX_FILE_PIXELS", 5000)
+    images = [("c.png", _colour(50, 60, 19)), ("g.png", _grey(50, 50, 20))]  # 3,000 + 2,500 pixels
+    with pytest.raises(ImageError, match="5500 pixels in one file, more than vaezip's limit of 5000"):
+        compress_images(images, fast=True)
+
+
+def test_a_grey_palette_image_among_grey_ones_is_named_a_palette_image(tmp_path):
+    """A palette image's model plane is its colours, so a grey model's archive codes it classically: the report
+    calls it a palette image, not a colour one."""
+    palette = _grey(24, 24, 21).convert("RGB").quantize(8)
+    _grey(40, 40, 22).save(tmp_path / "grey.png")
+    palette.save(tmp_path / "palette.png")
+    made = run_cli("compress", "grey.png", "palette.png", "-o", "all.vz", "-v", "--fast", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    said = made.stderr.decode()
+    assert "(a palette image, no model bound: photo-gray2 codes grey images" in said
+    assert ("vs no bound for the whole file (--fast; 1 image of the kind the model does not code went "
+            "classically;") in said

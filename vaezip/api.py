@@ -37,6 +37,10 @@ def compress_images(
 ) -> CompressResult:
     """images: a sequence of (name, PIL image). Chains bits-back across all the model-coded ones in one stream.
 
+    model: None for the shipped default model of the images' kind (grey or colour); where they mix both kinds,
+    that of the kind holding most of the pixels (colour on a tie), the other kind's images then coded classically
+    (ImageReport.other_kind names them). A named model refuses an image it cannot code.
+
     predictor: let the model-free predictor code any tile it codes for less than the model would (False: only
     the stream's first tiles, which cannot use bits-back, go without the model).
     classical: also code every image classically (raw, PNG or WebP samples) and keep, image by image, the

@@ -131,11 +131,16 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
     reports' bounds are then the sample's projection."""
     started = time.perf_counter()
     split = _split(images)  # once: `images` may be an iterator, and both codings read the same planes
+    # Every image's pixels, whichever path takes it: the decoder holds them all (the paths below check their own).
+    check_file_pixels(sum(item.planes.width * item.planes.height for item in split), ImageError)
     options = dict(tile=tile, max_batch=max_batch, device=device, progress=progress, predictor=predictor,
                    classical=classical, format_version=format_version, samples=samples, fast=fast)
-    chosen, other_kind = _mixed_kinds(split) if model is None and classical and format_version != 2 else (None, [])
-    if not other_kind:
-        return _encode_images(split, started, model, **options)
+    chosen, other_kind = _mixed_kinds(split) if model is None else (None, [])
+    if not other_kind or not classical or format_version == 2:  # without classical codings mixing is an error
+        # One kind, whose model the first image's mode would not choose where that is a palette image coding its
+        # indices (no model plane): the kind's model.
+        first_would = chosen is None or other_kind or chosen == default_model(split[0].planes.mode)
+        return _encode_images(split, started, model if first_would else chosen, **options)
     # Grey among colour images (or colour among grey): the model of the kind holding most of the pixels codes
     # those, and each image of the other kind goes by its smallest classical coding, which any reader of format 3
     # or later decodes without a model.
@@ -218,8 +223,8 @@ def _encode_images(split: list[_Image], started: float, model, *, tile, max_batc
 
 
 def _mixed_kinds(split: list[_Image]) -> tuple[str | None, list[int]]:
-    """Where the images mix grey and colour model planes: the shipped default model of the kind whose images hold
-    the most pixels (colour on a tie) and the indices of the other kind's images; else (None, [])."""
+    """The shipped default model of the kind (grey or colour model planes) whose images hold the most pixels
+    (colour on a tie), and the indices of the other kind's images; (None, []) where no image has a model plane."""
     pixels: dict[int, int] = {}
     first_mode: dict[int, str] = {}
     for item in split:
@@ -227,12 +232,13 @@ def _mixed_kinds(split: list[_Image]) -> tuple[str | None, list[int]]:
             channels = item.planes.model_channels
             pixels[channels] = pixels.get(channels, 0) + item.planes.width * item.planes.height
             first_mode.setdefault(channels, item.planes.mode)
-    if len(pixels) < 2:
+    if not pixels:
         return None, []
     most = max(pixels, key=lambda channels: (pixels[channels], channels))
     chosen = default_model(first_mode[most])
     if identify_model(chosen).config.image_channels != most:  # no shipped model for that kind: the error stands
         return None, []
+    # One kind (a palette image that codes its indices, which any model's file holds, may come first): its model.
     return chosen, [k for k, item in enumerate(split)
                     if item.planes.model_plane is not None and item.planes.model_channels != most]
 
@@ -257,7 +263,8 @@ def _with_classical(coded: CompressResult, split: list[_Image], own: list[int], 
         reports[k] = ImageReport(split[k].name, planes.mode, planes.width, planes.height, planes.subpixels,
                                  math.nan, 8 * len(entry.data), 0.0, 0, 0, entry.coding,
                                  tuple(sorted(sizes.items(), key=lambda pair: pair[1])),
-                                 other_kind="grey" if planes.model_channels == 1 else "colour")
+                                 other_kind="grey" if planes.model_channels == 1
+                                 else "palette" if planes.mode == "P" else "colour")
     return dataclasses.replace(coded, data=data, images=tuple(reports[k] for k in range(len(split))),
                                header_bytes=_header_bytes(data, written), seconds=time.perf_counter() - started,
                                format_version=written)
@@ -324,8 +331,8 @@ def _encode_archive(split: list[_Image], started: float, model, *, tile, max_bat
         if chosen_by_mode:  # the user named no model (or --fast runs none): the first image's kind decided
             kind = "grey" if channels == 1 else "colour"
             raise ImageError(f"{item.name}: {article} {item.planes.mode} image in an archive of {kind} images "
-                             f"({split[0].name} is {split[0].planes.mode}): without classical codings one archive "
-                             f"holds grey or colour images, not both; compress them into two archives")
+                             f"({split[0].name} is {split[0].planes.mode}): without classical codings (--format 2) "
+                             f"one archive holds grey or colour images, not both; compress them into two archives")
         raise ImageError(f"{item.name}: {article} {item.planes.mode} image needs a {item.planes.model_channels}-"
                          f"channel model, but {loaded.name} codes {channels}-channel images (mixed grey and colour "
                          f"need separate files, or no model named: the other kind then goes classically)")

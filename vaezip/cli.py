@@ -809,7 +809,7 @@ def _report(result, output: str, verified: float | None = None, verbose: bool = 
             if image.coding != "model":
                 bound = "no model bound" if math.isnan(image.bound_bpsp) else f"model bound {_bound_of(image)}"
                 if image.other_kind:
-                    other = "colour" if image.other_kind == "grey" else "grey"
+                    other = "grey" if image.other_kind != "grey" else "colour"
                     bound = f"a {image.other_kind} image, no model bound: {result.model} codes {other} images"
                 _say(f"{image.name}: {image.width}x{image.height} {image.mode}, coded as {image.coding}: "
                      f"{share:.4f} bpsp ({bound}{others})")
@@ -827,9 +827,10 @@ def _report(result, output: str, verified: float | None = None, verbose: bool = 
             )
     check = "" if verified is None else f", verified (decoded and compared) in {verified:.2f} s"
     count = f"{len(result.images)} images, " if len(result.images) > 1 else ""
+    versus = _bound_and_ratio(result.achieved_bpsp, result.bound_bpsp, _sampled(result), result.other_kind_images,
+                              _ran(result))
     _say(
-        f"-> {output}: {count}{len(result.data)} bytes, achieved {result.achieved_bpsp:.4f} bpsp vs "
-        f"{_bound_and_ratio(result.achieved_bpsp, result.bound_bpsp, _sampled(result), result.other_kind_images)}; "
+        f"-> {output}: {count}{len(result.data)} bytes, achieved {result.achieved_bpsp:.4f} bpsp vs {versus}; "
         f"header {result.header_bytes} B) "
         f"in {result.seconds:.2f} s with model {result.model}{check}"
     )
@@ -848,13 +849,20 @@ def _sampled(result) -> bool:
     return any(image.bound_sample for image in result.images)
 
 
-def _bound_and_ratio(achieved: float, bound: float, sampled: bool = False, other_kind: int = 0) -> str:
+def _ran(result) -> bool:
+    """Whether the network ran for the model's images (not --fast): some image the model could code has a bound."""
+    return any(not math.isnan(image.bound_bits) for image in result.images if not image.other_kind)
+
+
+def _bound_and_ratio(achieved: float, bound: float, sampled: bool = False, other_kind: int = 0,
+                     ran: bool = True) -> str:
     """'bound B (Rx' for a report line ('bound ~B' where some image's is projected from a sample of its tiles),
     'no bound for the whole file (N images ... classically' where `other_kind` images went classically beside a
-    model of the other kind (grey or colour), or 'no model bound (--fast' where no network ran (bound nan)."""
+    model of the other kind (grey or colour; '(--fast; N images ...' where no network `ran`), or 'no model bound
+    (--fast' where no network ran (bound nan)."""
     if math.isnan(bound) and other_kind:
-        return (f"no bound for the whole file ({_counted(other_kind, 'image')} of the kind the model does not "
-                f"code went classically")
+        return (f"no bound for the whole file ({'' if ran else '--fast; '}{_counted(other_kind, 'image')} of the "
+                f"kind the model does not code went classically")
     if math.isnan(bound):
         return "no model bound (--fast"
     return f"bound {'~' if sampled else ''}{bound:.4f} ({achieved / bound if bound else float('nan'):.4f}x"

@@ -36,8 +36,9 @@ class ImageReport:
     # tiles: the default compress's early exit, which found the model far behind the predictor's stream there
     # (vaezip/archive.py GATE_RATIO); () where every tile was priced.
     bound_sample: tuple[int, int] = ()
-    # "grey" or "colour" (this image's kind) where the image went classically because the archive's model codes
-    # the other kind (vaezip/archive.py: encode_archive); its bound is then nan. "" elsewhere.
+    # "grey", "colour" or "palette" (this image's kind: a palette image's model plane is its colours) where the
+    # image went classically because the archive's model codes the other kind (vaezip/archive.py:
+    # encode_archive); its bound is then nan. "" elsewhere.
     other_kind: str = ""
 
     @property
