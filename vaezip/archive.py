@@ -236,8 +236,12 @@ def _mixed_kinds(split: list[_Image]) -> tuple[str | None, list[int]]:
         return None, []
     most = max(pixels, key=lambda channels: (pixels[channels], channels))
     chosen = default_model(first_mode[most])
-    if identify_model(chosen).config.image_channels != most:  # no shipped model for that kind: the error stands
-        return None, []
+    if len(pixels) > 1:
+        try:
+            if identify_model(chosen).config.image_channels != most:  # no shipped model of that kind
+                return None, []
+        except CheckpointError:  # a broken manifest entry: the coding path says what is wrong
+            return None, []
     # One kind (a palette image that codes its indices, which any model's file holds, may come first): its model.
     return chosen, [k for k, item in enumerate(split)
                     if item.planes.model_plane is not None and item.planes.model_channels != most]
