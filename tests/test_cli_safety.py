@@ -576,11 +576,12 @@ def test_recursive_inputs_are_the_lossless_images_under_a_folder_in_path_order(t
     for name in ("b.png", "sub/g.PNG", "sub/deeper/c.bmp", "sub/t.tiff", "a.gif", "sub/j.jpg", ".hidden/h.png",
                  "sub/.dot.png", "sub/.cache/k.png"):
         colour().save(tree / name)
+    colour().convert("1").save(tree / "sub" / "bits.pbm")  # 1-bit: vaezip does not code it
     (tree / "notes.txt").write_text("not an image")
     (tree / "sub" / "link.png").symlink_to(tree / "b.png")
     expected = ["a.gif", "b.png", "sub/deeper/c.bmp", "sub/g.PNG", "sub/t.tiff"]
-    found = files.files_under(str(tree), files.RECURSIVE_IMAGE_SUFFIXES)
-    assert [Path(path).relative_to(tree).as_posix() for path in found] == expected
+    found, unread = files.files_under(str(tree), files.RECURSIVE_IMAGE_SUFFIXES)
+    assert [Path(path).relative_to(tree).as_posix() for path in found] == expected and unread == []
     made = cli("compress", "-r", "tree", "--fast", cwd=tmp_path)
     assert made.returncode == 0, made.stderr
     assert "compressed 5 files (5 images)" in made.stderr.decode()
@@ -597,3 +598,75 @@ def test_recursive_inputs_are_the_lossless_images_under_a_folder_in_path_order(t
               "empty: no PNG, GIF, BMP, TIFF, WebP or PNM image under this folder")
     one_error(cli("decompress", "-r", "empty", cwd=tmp_path), "empty: no .vz file under this folder")
     one_error(cli("compress", "tree", cwd=tmp_path), "tree: is a directory")  # without -r, as before
+
+
+def test_recursive_inputs_take_each_file_once_and_pass_over_a_folder_without_any(tmp_path):
+    """Overlapping inputs (a folder and its subfolder, a file and its folder) give each file once; a folder
+    without images is passed over with a warning where other inputs remain."""
+    (tmp_path / "a" / "sub").mkdir(parents=True)
+    (tmp_path / "empty").mkdir()
+    rng = np.random.default_rng(5)
+    for name in ("a/1.png", "a/sub/2.png"):
+        Image.fromarray(rng.integers(0, 256, (8, 9, 3), dtype=np.uint8)).save(tmp_path / name)
+    made = cli("compress", "-r", "a", "a/sub", "./a/1.png", "empty", "--fast", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    said = lines_of(made)
+    assert said[0] == "vaezip: warning: empty: no PNG, GIF, BMP, TIFF, WebP or PNM image under this folder"
+    assert said[1].startswith("compressed 2 files (2 images)")
+    archive = cli("compress", "-r", "a", "a/sub", "empty", "-o", "all.vz", "--fast", cwd=tmp_path)
+    assert archive.returncode == 0, archive.stderr
+    assert [name for name, _ in decompress_images((tmp_path / "all.vz").read_bytes())] == ["1.png", "2.png"]
+
+
+def test_recursive_inputs_report_a_folder_they_cannot_read(tmp_path, monkeypatch):
+    """A folder os.walk cannot read is an error naming it (the other files are still done, exit 1); into an
+    archive, which would leave its files out, nothing is done. (Root reads any folder: the refusal is made.)"""
+    (tmp_path / "tree" / "locked").mkdir(parents=True)
+    Image.fromarray(np.full((6, 7, 3), 40, np.uint8)).save(tmp_path / "tree" / "ok.png")
+    Image.fromarray(np.full((6, 7, 3), 90, np.uint8)).save(tmp_path / "tree" / "locked" / "in.png")
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if os.path.basename(os.fspath(path)) == "locked":
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    monkeypatch.chdir(tmp_path)
+    found, unread = files.files_under("tree", files.RECURSIVE_IMAGE_SUFFIXES)
+    assert found == [os.path.join("tree", "ok.png")]
+    assert unread == [(os.path.join("tree", "locked"), "permission denied")]
+    result = CliRunner().invoke(app, ["compress", "-r", "tree", "--fast"])
+    assert result.exit_code == 1
+    assert "vaezip: error: tree/locked: permission denied: the files under it are left out" in result.output
+    assert "1 of 2 succeeded, 1 failed" in result.output and (tmp_path / "tree" / "ok.vz").exists()
+    result = CliRunner().invoke(app, ["compress", "-r", "tree", "--fast", "-o", "all.vz"])
+    assert result.exit_code == 1 and not (tmp_path / "all.vz").exists()
+    assert ("tree/locked: permission denied: the archive would leave out the files under it; nothing done"
+            in result.output)
+
+
+def test_more_images_than_an_archive_holds_are_refused_before_any_is_read(tmp_path):
+    for k in range(4097):
+        (tmp_path / f"{k}.png").write_bytes(b"")  # never read: the count is refused first
+    one_error(cli("compress", "-r", ".", "-o", "all.vz", cwd=tmp_path),
+              "4097 images, more than 4096 in one archive: compress them into several archives")
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+def test_stdin_from_a_terminal_is_refused(tmp_path):
+    """'-' with stdin on a terminal would wait for typed binary data: refused, as gzip does."""
+    import pty
+
+    for args, what in ((["decompress", "-t", "-"], "compressed data"), (["compress", "-", "-o", "x.vz"], "image data")):
+        leader, follower = pty.openpty()
+        try:
+            done = subprocess.run([sys.executable, "-m", "vaezip", *args], stdin=follower, capture_output=True,
+                                  cwd=tmp_path, timeout=HANG_GUARD_S)
+        finally:
+            os.close(leader)
+            os.close(follower)
+        assert done.returncode == 1
+        said = done.stderr.decode()
+        assert f"refusing to read {what} from a terminal: redirect stdin (< FILE) or name a file" in said
+    assert not (tmp_path / "x.vz").exists()

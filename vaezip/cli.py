@@ -100,6 +100,16 @@ def _stdout_is_terminal() -> bool:
         return False
 
 
+def _refuse_terminal_input(inputs: list[str], what: str) -> None:
+    """'-' read from a terminal would wait for typed binary data (gzip refuses it too)."""
+    try:
+        terminal = "-" in inputs and sys.stdin.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stdin: not a terminal
+        terminal = False
+    if terminal:
+        raise Failure(f"refusing to read {what} from a terminal: redirect stdin (< FILE) or name a file")
+
+
 def _refuse_terminal_output(what: str) -> None:
     """Binary data on a terminal garbles it and helps nobody (zstd and gzip refuse too)."""
     if _stdout_is_terminal():
@@ -689,23 +699,43 @@ def _read_input(path: str) -> bytes:
     return read_input(path)[0]
 
 
-def _expanded(inputs: list[str], recursive: bool, suffixes: tuple[str, ...], what: str) -> list[str]:
+def _expanded(inputs: list[str], recursive: bool, suffixes: tuple[str, ...], what: str,
+              archive: bool = False) -> tuple[list[str], int]:
     """With -r, each folder among `inputs` replaced by the files under it that end in `suffixes`
-    (files.files_under); a folder without any is an error, before any work."""
-    from vaezip.files import files_under
+    (files.files_under), each file once however often the inputs reach it; and how many folders could not be
+    read, each reported as an error (for an archive, `archive`, one is the command's error: its files would be
+    left out). A folder without such files is passed over with a warning, unless nothing at all is left."""
+    from vaezip.files import file_identity, files_under
 
     if not recursive:
-        return inputs
-    expanded = []
+        return inputs, 0
+    expanded, seen, empty, unread = [], set(), [], []
     for path in inputs:
-        if path == "-" or not os.path.isdir(path):
-            expanded.append(path)
-            continue
-        found = files_under(path, suffixes)
-        if not found:
-            raise Failure(f"{path}: no {what} under this folder")
-        expanded.extend(found)
-    return expanded
+        found = [path]
+        if path != "-" and os.path.isdir(path):
+            found, refused = files_under(path, suffixes)
+            unread += refused
+            if not found and not refused:
+                empty.append(path)
+        for name in found:
+            identity = file_identity(name) if name != "-" else ("stdin",)
+            if identity not in seen:
+                seen.add(identity)
+                expanded.append(name)
+    if unread and archive:
+        folder, reason = unread[0]
+        raise Failure(f"{folder}: {reason}: the archive would leave out the files under it; nothing done")
+    for folder, reason in unread:
+        err.print(f"vaezip: error: {shown(f'{folder}: {reason}: the files under it are left out')}",
+                  markup=False, highlight=False, soft_wrap=True)
+    if not expanded and not unread:
+        raise Failure(f"{', '.join(empty)}: no {what} under {'this folder' if len(empty) == 1 else 'these folders'}")
+    if not expanded:
+        _finish(len(unread), len(unread))
+    for folder in empty:
+        err.print(f"vaezip: warning: {shown(f'{folder}: no {what} under this folder')}", markup=False,
+                  highlight=False, soft_wrap=True)
+    return expanded, len(unread)
 
 
 def _default_output(path: str, suffix: str) -> str | None:
@@ -1112,7 +1142,6 @@ def compress(
     from vaezip.files import RECURSIVE_IMAGE_SUFFIXES, InputError, check_input, read_input, signals_as_exceptions
 
     with user_errors(), signals_as_exceptions():
-        inputs = _expanded(inputs, recursive, RECURSIVE_IMAGE_SUFFIXES, "PNG, GIF, BMP, TIFF, WebP or PNM image")
         _check_tile(tile)
         _check_device(device)
         if jobs_at_once < 0:
@@ -1133,7 +1162,15 @@ def compress(
             raise UsageFailure(f"--fast runs no network: not with --samples {samples}")
         if fast and format_version == 2:
             raise UsageFailure("--fast runs no network: not with --format 2 (every image through the model)")
+        inputs, unread = _expanded(inputs, recursive, RECURSIVE_IMAGE_SUFFIXES,
+                                   "PNG, GIF, BMP, TIFF, WebP or PNM image", archive=output is not None)
         _check_stdin_once(inputs)
+        _refuse_terminal_input(inputs, "image data")
+        from codec.header import MAX_IMAGES  # numpy, no torch
+
+        if output is not None and len(inputs) > MAX_IMAGES:
+            raise Failure(f"{len(inputs)} images, more than {MAX_IMAGES} in one archive: compress them into several "
+                          f"archives")
         if output is None and inputs == ["-"]:
             output = "-"
         if output == "-" or (output is None and "-" in inputs):  # stdin's own file goes to stdout, as decompress's
@@ -1185,7 +1222,7 @@ def compress(
 
         ahead = _ReadAhead(workers, len(jobs), submit)
         loaded = []  # the model, loaded once for every file (and for the verifying decode)
-        failures = 0
+        failures = unread  # folders -r could not read: reported already
         totals = _Totals()
         totals.workers = workers.count if workers is not None else 0
         each = verbose or len(jobs) == 1
@@ -1218,7 +1255,7 @@ def compress(
             ahead.close()
         if not quiet and not each and totals.files:
             _say(totals.compressed_line())
-        _finish(failures, len(jobs))
+        _finish(failures, len(jobs) + unread)
 
 
 @contextmanager
@@ -1323,13 +1360,14 @@ def decompress(
     from vaezip.images import png_bytes
 
     with user_errors(), signals_as_exceptions():
-        inputs = _expanded(inputs, recursive, (".vz",), ".vz file")
         _check_device(device)
         _check_stdin_once(inputs)
         if jobs_at_once < 0:
             raise UsageFailure(f"--jobs must be 0 (one per core) or more, not {jobs_at_once}")
         if test and (output is not None or directory is not None or force):
             raise UsageFailure("--test writes nothing: not with -o, --dir or --force")
+        inputs, unread = _expanded(inputs, recursive, (".vz",), ".vz file")
+        _refuse_terminal_input(inputs, "compressed data")
         if output is not None and (len(inputs) > 1 or directory is not None):
             raise Failure("-o takes one single-image input and no --dir")
         if directory is not None and os.path.lexists(directory) and not directory.is_dir():
@@ -1348,7 +1386,7 @@ def decompress(
 
         inputs_named = {file_identity(path) for path in inputs if path != "-"}
         written: set[tuple] = set()  # what this run wrote: a later input never replaces it
-        failures = 0
+        failures = unread  # folders -r could not read: reported already
         totals = _Totals()
         each = verbose or len(inputs) == 1
         derived = output is None and directory is None and not test  # output names made from the input's
@@ -1441,7 +1479,7 @@ def decompress(
             ahead.close()
         if not quiet and not each and totals.files:
             _say(totals.tested_line() if test else totals.decompressed_line())
-        _finish(failures, len(inputs))
+        _finish(failures, len(inputs) + unread)
 
 
 @app.command()

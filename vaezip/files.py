@@ -157,22 +157,28 @@ def read_input(path: str, limit: int | None = None) -> tuple[bytes, os.stat_resu
 
 # What `compress -r` takes from a folder: lossless image formats. JPEGs are left alone (their decoded pixels take
 # more room than the JPEG does), as are .vz files.
-RECURSIVE_IMAGE_SUFFIXES = (".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm")
+# (.pbm is not among them: Pillow reads a PBM as a 1-bit image, which vaezip does not code.)
+RECURSIVE_IMAGE_SUFFIXES = (".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm")
 
 
-def files_under(folder: str, suffixes: tuple[str, ...]) -> list[str]:
+def files_under(folder: str, suffixes: tuple[str, ...]) -> tuple[list[str], list[tuple[str, str]]]:
     """The regular files under `folder` whose names end in one of `suffixes` (any case), in the order of their
     paths relative to it: hidden names (a leading '.') and symbolic links (to files or folders) are passed
-    over, as are vaezip's own temporaries (hidden too)."""
-    found = []
-    for root, folders, names in os.walk(folder, followlinks=False):
+    over, as are vaezip's own temporaries (hidden too). Also (folder, reason) for each folder that could not be
+    read: what it holds is not among the files, and the caller says so."""
+    found, unread = [], []
+
+    def refused(error: OSError) -> None:
+        unread.append((error.filename or folder, _os_error(error).args[0]))
+
+    for root, folders, names in os.walk(folder, onerror=refused, followlinks=False):
         folders[:] = [name for name in folders if not name.startswith(".")]
         for name in names:
             path = os.path.join(root, name)
             if (not name.startswith(".") and name.lower().endswith(suffixes) and not os.path.islink(path)
                     and os.path.isfile(path)):
                 found.append(path)
-    return sorted(found, key=lambda path: Path(os.path.relpath(path, folder)).parts)
+    return sorted(found, key=lambda path: Path(os.path.relpath(path, folder)).parts), unread
 
 
 def file_identity(path: str) -> tuple:
