@@ -670,3 +670,21 @@ def test_stdin_from_a_terminal_is_refused(tmp_path):
         said = done.stderr.decode()
         assert f"refusing to read {what} from a terminal: redirect stdin (< FILE) or name a file" in said
     assert not (tmp_path / "x.vz").exists()
+
+
+def test_a_file_name_that_is_not_utf8_is_stored_with_replacement_characters(tmp_path):
+    """An archive keeps names in UTF-8: the bytes of a name that are not UTF-8 become U+FFFD there (the header
+    could not be written before); the file decompressed beside it keeps the real name."""
+    name = os.fsdecode(b"bad\xff.png")
+    try:
+        Image.fromarray(np.full((5, 6, 3), 70, np.uint8)).save(tmp_path / name, format="PNG")
+    except (OSError, UnicodeError):
+        pytest.skip("this file system refuses names that are not UTF-8")
+    made = cli("compress", "--fast", name, cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    vz = tmp_path / os.fsdecode(b"bad\xff.vz")
+    assert [stored for stored, _ in decompress_images(vz.read_bytes())] == ["bad\ufffd.png"]
+    (tmp_path / name).unlink()
+    back = cli("decompress", vz.name, cwd=tmp_path)
+    assert back.returncode == 0, back.stderr
+    assert np.array_equal(np.asarray(Image.open(tmp_path / name)), np.full((5, 6, 3), 70, np.uint8))

@@ -738,6 +738,14 @@ def _expanded(inputs: list[str], recursive: bool, suffixes: tuple[str, ...], wha
     return expanded, len(unread)
 
 
+def _stored_name(path: str) -> str:
+    """The name an archive keeps for an input: its file name, in UTF-8 (bytes of the name that are not UTF-8,
+    which Python holds as lone surrogates, become U+FFFD; the output beside the input keeps the real name)."""
+    if path == "-":
+        return "stdin.png"
+    return os.fsencode(Path(path).name).decode("utf-8", "replace")
+
+
 def _default_output(path: str, suffix: str) -> str | None:
     """The output an input gets without -o (a.png -> a.vz, a.vz -> a.png); None if the path has no file name."""
     try:
@@ -1204,7 +1212,7 @@ def compress(
             for path in paths:
                 try:
                     data, info = read_input(path)
-                    images.append((Path(path).name if path != "-" else "stdin.png", open_image(data)))
+                    images.append((_stored_name(path), open_image(data)))
                 except (ImageError, InputError) as error:
                     raise Failure(f"{path}: {error}") from None
                 read.append((path, info))
