@@ -688,3 +688,21 @@ def test_a_file_name_that_is_not_utf8_is_stored_with_replacement_characters(tmp_
     back = cli("decompress", vz.name, cwd=tmp_path)
     assert back.returncode == 0, back.stderr
     assert np.array_equal(np.asarray(Image.open(tmp_path / name)), np.full((5, 6, 3), 70, np.uint8))
+
+
+def test_recursive_inputs_sharing_an_output_are_left_out_and_the_rest_goes_on(tmp_path):
+    """x.png and x.gif in one folder both want x.vz: under -r each is an error and left out, and the rest of the
+    tree is done (named one by one they are refused together before any work, as before)."""
+    (tmp_path / "tree").mkdir()
+    rng = np.random.default_rng(6)
+    for name in ("x.png", "x.gif", "y.png"):
+        Image.fromarray(rng.integers(0, 256, (7, 8, 3), dtype=np.uint8)).save(tmp_path / "tree" / name)
+    done = cli("compress", "-r", "tree", "--fast", cwd=tmp_path)
+    said = lines_of(done)
+    assert done.returncode == 1
+    assert said[0] == "vaezip: error: tree/x.vz: the output of both tree/x.gif and tree/x.png: all left out (rename " \
+                      "all but one)"
+    assert said[-1] == "vaezip: 1 of 3 succeeded, 2 failed"
+    assert sorted(path.name for path in (tmp_path / "tree").iterdir()) == ["x.gif", "x.png", "y.png", "y.vz"]
+    one_error(cli("compress", "tree/x.png", "tree/x.gif", "--fast", cwd=tmp_path),
+              "tree/x.vz: the output of both tree/x.png and tree/x.gif; nothing done")

@@ -738,6 +738,30 @@ def _expanded(inputs: list[str], recursive: bool, suffixes: tuple[str, ...], wha
     return expanded, len(unread)
 
 
+def _without_shared_outputs(inputs: list[str], suffix: str) -> tuple[list[str], int]:
+    """-r over folders: inputs whose outputs beside them would be one file (x.png and x.tif both x.vz) are each
+    an error and left out, so that the rest of the tree goes on (the inputs named one by one are refused
+    together, before any work, by _refuse_clashes); and how many were left out."""
+    from vaezip.files import file_identity
+
+    groups: dict[tuple, tuple[str, list[str]]] = {}
+    for path in inputs:
+        target = None if path == "-" else _default_output(path, suffix)
+        if target is not None:
+            groups.setdefault(file_identity(target), (target, []))[1].append(path)
+    shared = set()
+    for target, sources in groups.values():
+        if len(sources) > 1:
+            shared.update(sources)
+            line = f"{target}: the output of {_listed(sources)}: all left out (rename all but one)"
+            err.print(f"vaezip: error: {shown(line)}", markup=False, highlight=False, soft_wrap=True)
+    return [path for path in inputs if path not in shared], len(shared)
+
+
+def _listed(names: list[str]) -> str:
+    return f"both {names[0]} and {names[1]}" if len(names) == 2 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
 def _stored_name(path: str) -> str:
     """The name an archive keeps for an input: its file name, in UTF-8 (bytes of the name that are not UTF-8,
     which Python holds as lone surrogates, become U+FFFD; the output beside the input keeps the real name)."""
@@ -1179,6 +1203,9 @@ def compress(
         if output is not None and len(inputs) > MAX_IMAGES:
             raise Failure(f"{len(inputs)} images, more than {MAX_IMAGES} in one archive: compress them into several "
                           f"archives")
+        if recursive and output is None:
+            inputs, shared = _without_shared_outputs(inputs, ".vz")
+            unread += shared
         if output is None and inputs == ["-"]:
             output = "-"
         if output == "-" or (output is None and "-" in inputs):  # stdin's own file goes to stdout, as decompress's
@@ -1230,7 +1257,7 @@ def compress(
 
         ahead = _ReadAhead(workers, len(jobs), submit)
         loaded = []  # the model, loaded once for every file (and for the verifying decode)
-        failures = unread  # folders -r could not read: reported already
+        failures = unread  # what -r left out (folders it could not read, inputs sharing an output): reported
         totals = _Totals()
         totals.workers = workers.count if workers is not None else 0
         each = verbose or len(jobs) == 1
@@ -1376,6 +1403,9 @@ def decompress(
             raise UsageFailure("--test writes nothing: not with -o, --dir or --force")
         inputs, unread = _expanded(inputs, recursive, (".vz",), ".vz file")
         _refuse_terminal_input(inputs, "compressed data")
+        if recursive and output is None and directory is None and not test:
+            inputs, shared = _without_shared_outputs(inputs, ".png")
+            unread += shared
         if output is not None and (len(inputs) > 1 or directory is not None):
             raise Failure("-o takes one single-image input and no --dir")
         if directory is not None and os.path.lexists(directory) and not directory.is_dir():
@@ -1394,7 +1424,7 @@ def decompress(
 
         inputs_named = {file_identity(path) for path in inputs if path != "-"}
         written: set[tuple] = set()  # what this run wrote: a later input never replaces it
-        failures = unread  # folders -r could not read: reported already
+        failures = unread  # what -r left out (folders it could not read, inputs sharing an output): reported
         totals = _Totals()
         each = verbose or len(inputs) == 1
         derived = output is None and directory is None and not test  # output names made from the input's
