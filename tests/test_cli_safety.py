@@ -558,10 +558,10 @@ def test_decompress_test_decodes_and_verifies_every_file_and_writes_nothing(tmp_
     broken = cli("decompress", "-t", "cut.vz", "a.vz", cwd=tmp_path)
     assert broken.returncode == 1 and "vaezip: error: cut.vz: truncated file" in broken.stderr.decode()
     assert "1 of 2 succeeded, 1 failed" in broken.stderr.decode() and snapshot(tmp_path) == before
-    for option in (["-o", "x.png"], ["--dir", "out"], ["--force"]):
+    for option in (["-o", "x.png"], ["--dir", "out"], ["--force"], ["--rm"]):
         refused = cli("decompress", "-t", "a.vz", *option, cwd=tmp_path)
         assert refused.returncode == 2
-        assert "--test writes nothing: not with -o, --dir or --force" in refused.stderr.decode()
+        assert "--test writes nothing: not with -o, --dir, --force or --rm" in refused.stderr.decode()
     assert snapshot(tmp_path) == before
 
 
@@ -706,3 +706,31 @@ def test_recursive_inputs_sharing_an_output_are_left_out_and_the_rest_goes_on(tm
     assert sorted(path.name for path in (tmp_path / "tree").iterdir()) == ["x.gif", "x.png", "y.png", "y.vz"]
     one_error(cli("compress", "tree/x.png", "tree/x.gif", "--fast", cwd=tmp_path),
               "tree/x.vz: the output of both tree/x.png and tree/x.gif; nothing done")
+
+
+def test_decompress_rm_deletes_each_vz_once_its_images_are_written_and_read_back(tmp_path):
+    """decompress --rm: a .vz goes once its images are on disk as written; where writing fails (an output that
+    exists) it stays; stdin is never deleted, and --rm with -o - is a usage error."""
+    rng = np.random.default_rng(7)
+    pixels = {name: rng.integers(0, 256, (9, 8, 3), dtype=np.uint8) for name in ("a", "b", "c")}
+    for name, array in pixels.items():
+        Image.fromarray(array).save(tmp_path / f"{name}.png")
+    assert cli("compress", "--fast", "a.png", "b.png", cwd=tmp_path).returncode == 0
+    assert cli("compress", "--fast", "a.png", "c.png", "-o", "ac.vz", cwd=tmp_path).returncode == 0
+    (tmp_path / "a.png").unlink()
+    (tmp_path / "c.png").unlink()
+    done = cli("decompress", "--rm", "a.vz", "b.vz", cwd=tmp_path)  # b.png exists: b.vz is kept
+    assert done.returncode == 1 and "b.png already exists" in done.stderr.decode()
+    assert not (tmp_path / "a.vz").exists() and (tmp_path / "b.vz").exists()
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "a.png")), pixels["a"])
+    assert cli("decompress", "--rm", "ac.vz", "-d", "out", cwd=tmp_path).returncode == 0
+    assert not (tmp_path / "ac.vz").exists()
+    for name in ("a", "c"):
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / f"{name}.png")), pixels[name])
+    single = (tmp_path / "b.vz").read_bytes()
+    piped = cli("decompress", "--rm", "-", "-o", "from-stdin.png", cwd=tmp_path, input=single)
+    assert piped.returncode == 0 and (tmp_path / "from-stdin.png").exists()
+    refused = cli("decompress", "--rm", "b.vz", "-o", "-", cwd=tmp_path)
+    assert refused.returncode == 2 and (tmp_path / "b.vz").exists()
+    assert "--rm deletes inputs only once their output files read back as written: not with -o - (stdout)" in \
+        refused.stderr.decode()

@@ -1107,6 +1107,8 @@ def _compress_here(images, model: str | None, loaded: list, tile, device: str, c
 
 
 def _same_file_still(path: str, before) -> bool:
+    if before is None:  # never read here: nothing to compare, so not deleted
+        return False
     try:
         now = os.stat(path)
     except OSError:
@@ -1377,6 +1379,8 @@ def decompress(
     directory: Optional[Path] = typer.Option(None, "--dir", "-d", help="folder for the images (archives)"),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="override the model named in the file"),
     force: bool = typer.Option(False, "--force", "-f", help="overwrite existing outputs (never an input)"),
+    keep: bool = typer.Option(True, "--keep/--rm", help="keep (default) or delete each .vz once its images are "
+                              "written and read back as written"),
     device: str = typer.Option("auto", help="auto | cpu | cuda (format-1 files: default the device class that encoded)"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="a report line for every file, naming every image "
@@ -1391,7 +1395,7 @@ def decompress(
     """Restore the exact images from .vz files (as PNG)."""
     import time
 
-    from vaezip.files import check_input, file_identity, signals_as_exceptions
+    from vaezip.files import check_input, file_identity, read_input, signals_as_exceptions
     from vaezip.images import png_bytes
 
     with user_errors(), signals_as_exceptions():
@@ -1399,8 +1403,11 @@ def decompress(
         _check_stdin_once(inputs)
         if jobs_at_once < 0:
             raise UsageFailure(f"--jobs must be 0 (one per core) or more, not {jobs_at_once}")
-        if test and (output is not None or directory is not None or force):
-            raise UsageFailure("--test writes nothing: not with -o, --dir or --force")
+        if test and (output is not None or directory is not None or force or not keep):
+            raise UsageFailure("--test writes nothing: not with -o, --dir, --force or --rm")
+        if output == "-" and not keep and any(path != "-" for path in inputs):
+            raise UsageFailure("--rm deletes inputs only once their output files read back as written: not with "
+                               "-o - (stdout)")
         inputs, unread = _expanded(inputs, recursive, (".vz",), ".vz file")
         _refuse_terminal_input(inputs, "compressed data")
         if recursive and output is None and directory is None and not test:
@@ -1429,12 +1436,14 @@ def decompress(
         each = verbose or len(inputs) == 1
         derived = output is None and directory is None and not test  # output names made from the input's
 
+        read_as: dict[str, object] = {}  # --rm: each input's stat when read, to keep one that changed since
+
         def read_file(path: str) -> bytes:
             if path != "-":
                 check_input(path)  # an input's own fault first
             if output is not None and output != "-":
                 _check_target(output, force)  # before decoding: a missing folder is no reason to decode
-            data = _read_input(path)
+            data, read_as[path] = read_input(path)
             default = _default_output(path, ".png") if derived and path != "-" else None
             if default and not force and os.path.lexists(default) and _single_image_file(data):
                 # The usual clash (photo.png kept beside photo.vz) is known before seconds of decoding.
@@ -1495,9 +1504,16 @@ def decompress(
                     if directory is not None:
                         directory.mkdir(parents=True, exist_ok=True)
                     for target, (_, image) in zip(targets, images):
-                        _write_output(target, png_bytes(image), force, derived)
+                        png = png_bytes(image)
+                        _write_output(target, png, force, derived)
                         if target != "-":
                             written.add(file_identity(target))
+                        if not keep and target != "-" and Path(target).read_bytes() != png:
+                            raise Failure(f"{target} reads back different from what was written (disk error?); "
+                                          f"input kept")
+                    if not keep and path != "-":
+                        where = targets[0] if len(targets) == 1 else f"{len(targets)} images in {directory}"
+                        _remove_inputs([(path, read_as.pop(path, None))], where)
                     if renamed and not quiet:
                         _say(f"{path}: {len(renamed)} image(s) share a name with an earlier one, written as "
                              f"{', '.join(renamed[:3])}{', ...' if len(renamed) > 3 else ''}")
