@@ -734,3 +734,46 @@ def test_decompress_rm_deletes_each_vz_once_its_images_are_written_and_read_back
     assert refused.returncode == 2 and (tmp_path / "b.vz").exists()
     assert "--rm deletes inputs only once their output files read back as written: not with -o - (stdout)" in \
         refused.stderr.decode()
+
+
+def test_rm_never_deletes_a_symbolic_link_or_what_it_points_to(tmp_path):
+    """--rm on an input that is a symbolic link (as /dev/stdin is) deletes neither the link nor its target: an
+    error after the output is written (compress and decompress alike)."""
+    Image.fromarray(np.full((6, 5, 3), 33, np.uint8)).save(tmp_path / "real.png")
+    (tmp_path / "link.png").symlink_to("real.png")
+    done = cli("compress", "--fast", "--rm", "link.png", cwd=tmp_path)
+    assert done.returncode == 1 and (tmp_path / "link.vz").exists()
+    assert "link.png is a symbolic link: not deleted, nor what it points to (link.vz is written and verified)" in \
+        done.stderr.decode()
+    assert (tmp_path / "link.png").is_symlink() and (tmp_path / "real.png").exists()
+    (tmp_path / "real.vz").symlink_to("link.vz")
+    (tmp_path / "real.png").unlink()
+    back = cli("decompress", "--rm", "real.vz", cwd=tmp_path)
+    assert back.returncode == 1 and "real.vz is a symbolic link: not deleted" in back.stderr.decode()
+    assert (tmp_path / "real.vz").is_symlink() and (tmp_path / "link.vz").exists()
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "real.png")), np.full((6, 5, 3), 33, np.uint8))
+
+
+def test_rm_with_workers_keeps_an_input_given_twice_that_was_replaced_between_its_reads(tmp_path, monkeypatch):
+    """With -j 2 both readings of `a.vz a.vz` come before either is decoded; replaced between them, a.vz holds an
+    image that was not written (the second is refused: the first wrote its name), so it is kept."""
+    for name, value in (("a", 10), ("b", 200)):
+        Image.fromarray(np.full((6, 5, 3), value, np.uint8)).save(tmp_path / "img.png")
+        assert cli("compress", "--fast", "img.png", "-o", f"{name}.vz", cwd=tmp_path).returncode == 0
+    (tmp_path / "img.png").unlink()
+    real_read_input = files.read_input
+    reads = []
+
+    def read_input(path, limit=None):
+        reads.append(path)
+        if len(reads) == 2:  # a.vz replaced by another file between the two readings
+            os.replace(tmp_path / "b.vz", tmp_path / "a.vz")
+        return real_read_input(path, limit)
+
+    monkeypatch.setattr(files, "read_input", read_input)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["decompress", "--rm", "-j", "2", "-d", "out", "a.vz", "a.vz"])
+    assert reads == ["a.vz", "a.vz"] and result.exit_code == 1, result.output
+    assert (tmp_path / "a.vz").exists() and "a.vz changed while it was decompressed: kept" in result.output
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / "img.png")), np.full((6, 5, 3), 10, np.uint8))
+    assert decompress_images((tmp_path / "a.vz").read_bytes())[0][1].getpixel((0, 0)) == (200, 200, 200)

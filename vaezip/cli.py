@@ -1113,12 +1113,15 @@ def _same_file_still(path: str, before) -> bool:
         now = os.stat(path)
     except OSError:
         return False
-    return (now.st_dev, now.st_ino, now.st_size, now.st_mtime_ns) == (
-        before.st_dev, before.st_ino, before.st_size, before.st_mtime_ns)
+    # ctime too: a rewrite in place of the same size whose mtime was set back still moves it
+    return (now.st_dev, now.st_ino, now.st_size, now.st_mtime_ns, now.st_ctime_ns) == (
+        before.st_dev, before.st_ino, before.st_size, before.st_mtime_ns, before.st_ctime_ns)
 
 
-def _remove_inputs(read: list[tuple[str, object]], target: str) -> None:
-    """--rm, after the output is written and verified: delete each input once, unless it changed meanwhile."""
+def _remove_inputs(read: list[tuple[str, object]], target: str, done: str = "compressed",
+                   plural: bool = False) -> None:
+    """--rm, after the output is written and verified: delete each input once, unless it changed meanwhile or is
+    a symbolic link (deleting the link would leave its target, and /dev/stdin is one)."""
     from vaezip.files import file_identity
 
     unique = {}
@@ -1126,14 +1129,18 @@ def _remove_inputs(read: list[tuple[str, object]], target: str) -> None:
         if path != "-":
             unique.setdefault(file_identity(path), (path, info))
     for path, info in unique.values():
+        if os.path.islink(path):
+            raise Failure(f"{path} is a symbolic link: not deleted, nor what it points to ({target} "
+                          f"{'are' if plural else 'is'} written and verified)")
         if not _same_file_still(path, info):
-            raise Failure(f"{path} changed while it was compressed: kept ({target} holds the version read)")
+            raise Failure(f"{path} changed while it was {done}: kept ({target} {'hold' if plural else 'holds'} the "
+                          f"version read)")
     for path, _ in unique.values():
         try:
             Path(path).unlink()
         except OSError as error:
-            raise Failure(f"{path}: not deleted ({error.strerror or type(error).__name__}); {target} is written "
-                          f"and verified") from None
+            raise Failure(f"{path}: not deleted ({error.strerror or type(error).__name__}); {target} "
+                          f"{'are' if plural else 'is'} written and verified") from None
 
 
 @app.command()
@@ -1436,14 +1443,17 @@ def decompress(
         each = verbose or len(inputs) == 1
         derived = output is None and directory is None and not test  # output names made from the input's
 
-        read_as: dict[str, object] = {}  # --rm: each input's stat when read, to keep one that changed since
+        # --rm: each input's stat when read (by its place among the inputs: one given twice is read twice), to
+        # keep one that changed since
+        read_as: dict[int, object] = {}
 
-        def read_file(path: str) -> bytes:
+        def read_file(index: int) -> bytes:
+            path = inputs[index]
             if path != "-":
                 check_input(path)  # an input's own fault first
             if output is not None and output != "-":
                 _check_target(output, force)  # before decoding: a missing folder is no reason to decode
-            data, read_as[path] = read_input(path)
+            data, read_as[index] = read_input(path)
             default = _default_output(path, ".png") if derived and path != "-" else None
             if default and not force and os.path.lexists(default) and _single_image_file(data):
                 # The usual clash (photo.png kept beside photo.vz) is known before seconds of decoding.
@@ -1454,7 +1464,7 @@ def decompress(
         totals.workers = workers.count if workers is not None else 0
 
         def submit(index: int):
-            data = read_file(inputs[index])
+            data = read_file(index)
             return data, workers.decompress(data, device)
 
         ahead = _ReadAhead(workers, len(inputs), submit)
@@ -1467,7 +1477,7 @@ def decompress(
                         images, decoding = _worker_result(future)
                         started = time.perf_counter() - decoding  # the worker's time, not the queue's
                     else:
-                        data = read_file(path)
+                        data = read_file(index)
                         images, started = _decompress_here(data, model, device)
                     if test:  # decoded and checked against the file's checksum: nothing to write
                         subpixels = sum(len(image.getbands()) * image.width * image.height for _, image in images)
@@ -1513,7 +1523,7 @@ def decompress(
                                           f"input kept")
                     if not keep and path != "-":
                         where = targets[0] if len(targets) == 1 else f"{len(targets)} images in {directory}"
-                        _remove_inputs([(path, read_as.pop(path, None))], where)
+                        _remove_inputs([(path, read_as.pop(index, None))], where, "decompressed", len(targets) > 1)
                     if renamed and not quiet:
                         _say(f"{path}: {len(renamed)} image(s) share a name with an earlier one, written as "
                              f"{', '.join(renamed[:3])}{', ...' if len(renamed) > 3 else ''}")
