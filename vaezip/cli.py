@@ -90,7 +90,13 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     if _debugging():
         _PYTHON_SHOWWARNING(message, category, filename, lineno, file, line)
         return
-    err.print(f"vaezip: warning: {shown(str(message))}", markup=False, highlight=False, soft_wrap=True)
+    _tell("warning", str(message))
+
+
+def _tell(kind: str, text: str) -> None:
+    """`vaezip: KIND: TEXT` on stderr, one line (names escaped, no rich markup, no wrapping): an error that does
+    not stop the command, or a warning."""
+    err.print(f"vaezip: {kind}: {shown(text)}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _stdout_is_terminal() -> bool:
@@ -726,15 +732,13 @@ def _expanded(inputs: list[str], recursive: bool, suffixes: tuple[str, ...], wha
         folder, reason = unread[0]
         raise Failure(f"{folder}: {reason}: the archive would leave out the files under it; nothing done")
     for folder, reason in unread:
-        err.print(f"vaezip: error: {shown(f'{folder}: {reason}: the files under it are left out')}",
-                  markup=False, highlight=False, soft_wrap=True)
+        _tell("error", f"{folder}: {reason}: the files under it are left out")
     if not expanded and not unread:
         raise Failure(f"{', '.join(empty)}: no {what} under {'this folder' if len(empty) == 1 else 'these folders'}")
     if not expanded:
         _finish(len(unread), len(unread))
     for folder in empty:
-        err.print(f"vaezip: warning: {shown(f'{folder}: no {what} under this folder')}", markup=False,
-                  highlight=False, soft_wrap=True)
+        _tell("warning", f"{folder}: no {what} under this folder")
     return expanded, len(unread)
 
 
@@ -753,8 +757,7 @@ def _without_shared_outputs(inputs: list[str], suffix: str) -> tuple[list[str], 
     for target, sources in groups.values():
         if len(sources) > 1:
             shared.update(sources)
-            line = f"{target}: the output of {_listed(sources)}: all left out (rename all but one)"
-            err.print(f"vaezip: error: {shown(line)}", markup=False, highlight=False, soft_wrap=True)
+            _tell("error", f"{target}: the output of {_listed(sources)}: all left out (rename all but one)")
     return [path for path in inputs if path not in shared], len(shared)
 
 
@@ -1712,7 +1715,7 @@ def models(
         try:
             rows = zoo.listing()
         except ValueError as error:  # a damaged user manifest: still show the shipped models, and say why
-            err.print(f"vaezip: warning: {shown(str(error))}", highlight=False, markup=False, soft_wrap=True)
+            _tell("warning", str(error))
             rows = [row for row in _shipped_rows(zoo)]
         folder = zoo.user_models_dir()
         columns = ("name", "kind", "channels", "default for", "trained on", "figures")
