@@ -359,9 +359,9 @@ def test_png_at_its_best_is_made_only_where_its_quick_form_comes_near_the_smalle
 def test_raw_bytes_are_made_only_where_they_are_the_smallest(monkeypatch):
     """Raw bytes are measured, not made, unless they win (a 25-Mpixel photograph's would be 75 MB): noise takes
     them, a photograph does not, and both report raw's size as before."""
-    tobytes_calls = []
+    encode_calls = []
     real_encode = classic.encode
-    monkeypatch.setattr(classic, "encode", lambda samples, coding, fast=False: tobytes_calls.append(coding) or
+    monkeypatch.setattr(classic, "encode", lambda samples, coding, fast=False: encode_calls.append(coding) or
                         real_encode(samples, coding, fast))
     noise = np.random.default_rng(2).integers(0, 256, (30, 20, 3), dtype=np.uint8)
     coding, data, sizes = classic.smallest(noise)
@@ -369,7 +369,7 @@ def test_raw_bytes_are_made_only_where_they_are_the_smallest(monkeypatch):
     photo = np.asarray(Image.open(ROOT / "samples" / "hopper.png"))
     coding, data, sizes = classic.smallest(photo, fast=True)
     assert coding == "webp" and sizes["raw"] == photo.size
-    assert "raw" not in tobytes_calls and tobytes_calls  # WebP went through encode, raw never did
+    assert "raw" not in encode_calls and encode_calls  # WebP went through encode, raw never did
 
 
 def test_a_large_images_codings_are_made_one_after_the_other_with_the_same_result(monkeypatch):

@@ -710,7 +710,8 @@ def test_recursive_inputs_sharing_an_output_are_left_out_and_the_rest_goes_on(tm
 
 def test_decompress_rm_deletes_each_vz_once_its_images_are_written_and_read_back(tmp_path):
     """decompress --rm: a .vz goes once its images are on disk as written; where writing fails (an output that
-    exists) it stays; stdin is never deleted, and --rm with -o - is a usage error."""
+    exists), or where a PNG cannot hold the image exactly (a palette index past the palette's end), it stays;
+    stdin may be given, and --rm with -o - is a usage error."""
     rng = np.random.default_rng(7)
     pixels = {name: rng.integers(0, 256, (9, 8, 3), dtype=np.uint8) for name in ("a", "b", "c")}
     for name, array in pixels.items():
@@ -730,6 +731,12 @@ def test_decompress_rm_deletes_each_vz_once_its_images_are_written_and_read_back
     single = (tmp_path / "b.vz").read_bytes()
     piped = cli("decompress", "--rm", "-", "-o", "from-stdin.png", cwd=tmp_path, input=single)
     assert piped.returncode == 0 and (tmp_path / "from-stdin.png").exists()
+    palette = Image.fromarray((np.arange(80).reshape(8, 10) % 40).astype(np.uint8), "P")
+    palette.putpalette(list(range(12)))  # 4 entries, indices up to 39: the PNG's palette is extended
+    (tmp_path / "p.vz").write_bytes(compress_images([("p.png", palette)], fast=True).data)
+    near = cli("decompress", "--rm", "p.vz", cwd=tmp_path)
+    assert near.returncode == 1 and (tmp_path / "p.vz").exists() and (tmp_path / "p.png").exists()
+    assert "p.png: a PNG cannot hold this image exactly as the .vz does" in near.stderr.decode()
     refused = cli("decompress", "--rm", "b.vz", "-o", "-", cwd=tmp_path)
     assert refused.returncode == 2 and (tmp_path / "b.vz").exists()
     assert "--rm deletes inputs only once their output files read back as written: not with -o - (stdout)" in \
@@ -777,3 +784,39 @@ def test_rm_with_workers_keeps_an_input_given_twice_that_was_replaced_between_it
     assert (tmp_path / "a.vz").exists() and "a.vz changed while it was decompressed: kept" in result.output
     assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / "img.png")), np.full((6, 5, 3), 10, np.uint8))
     assert decompress_images((tmp_path / "a.vz").read_bytes())[0][1].getpixel((0, 0)) == (200, 200, 200)
+
+
+def test_a_file_rewritten_in_place_with_its_size_and_mtime_kept_counts_as_changed(tmp_path):
+    """--rm's check before deleting: ctime moves even where a rewrite kept the size and set the mtime back."""
+    from vaezip.cli import _same_file_still
+
+    path = tmp_path / "a.png"
+    path.write_bytes(b"x" * 100)
+    before = os.stat(path)
+    assert _same_file_still(str(path), before)
+    for _ in range(500):  # a later ctime needs the clock to move past the file system's granularity
+        with open(path, "r+b") as file:
+            file.write(b"y")
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+        now = os.stat(path)
+        if now.st_ctime_ns != before.st_ctime_ns:
+            break
+        time.sleep(0.01)
+    else:
+        pytest.skip("this file system's ctime did not move")
+    assert (now.st_size, now.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    assert not _same_file_still(str(path), before)
+
+
+def test_compress_never_replaces_an_output_this_run_wrote(tmp_path, monkeypatch):
+    """Where the up-front clash check misses two inputs sharing an output (Photo.png and photo.gif on a file system
+    that folds case: Photo.vz is photo.vz), the second is refused after the first is written, even with --force
+    and --rm: the first input's only copy is never replaced."""
+    import vaezip.cli
+
+    Image.fromarray(np.full((6, 5, 3), 44, np.uint8)).save(tmp_path / "x.png")
+    monkeypatch.setattr(vaezip.cli, "_refuse_clashes", lambda *args: None)  # as on such a file system
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["compress", "--fast", "--force", "x.png", "x.png"])
+    assert result.exit_code == 1 and "x.vz: already written by this run from another input" in result.output
+    assert (tmp_path / "x.vz").exists() and (tmp_path / "x.png").exists()

@@ -136,11 +136,11 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
     options = dict(tile=tile, max_batch=max_batch, device=device, progress=progress, predictor=predictor,
                    classical=classical, format_version=format_version, samples=samples, fast=fast)
     chosen, other_kind = _mixed_kinds(split) if model is None else (None, [])
-    if not other_kind or not classical or format_version == 2:  # without classical codings mixing is an error
-        # One kind, whose model the first image's mode would not choose where that is a palette image coding its
-        # indices (no model plane): the kind's model.
-        first_would = chosen is None or other_kind or chosen == default_model(split[0].planes.mode)
-        return _encode_images(split, started, model if first_would else chosen, **options)
+    if other_kind and (not classical or format_version == 2):  # without classical codings: the error stands
+        return _encode_images(split, started, model, **options)
+    if not other_kind:
+        # One kind: its model, not the first image's mode's where that is a palette image coding its indices.
+        return _encode_images(split, started, model if chosen is None else chosen, **options)
     # Grey among colour images (or colour among grey): the model of the kind holding most of the pixels codes
     # those, and each image of the other kind goes by its smallest classical coding, which any reader of format 3
     # or later decodes without a model.

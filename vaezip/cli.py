@@ -710,7 +710,8 @@ def _expanded(inputs: list[str], recursive: bool, suffixes: tuple[str, ...], wha
     """With -r, each folder among `inputs` replaced by the files under it that end in `suffixes`
     (files.files_under), each file once however often the inputs reach it; and how many folders could not be
     read, each reported as an error (for an archive, `archive`, one is the command's error: its files would be
-    left out). A folder without such files is passed over with a warning, unless nothing at all is left."""
+    left out; where nothing is left, the command ends there, exit 1). A folder without such files is passed over
+    with a warning, unless nothing at all is left."""
     from vaezip.files import file_identity, files_under
 
     if not recursive:
@@ -735,17 +736,17 @@ def _expanded(inputs: list[str], recursive: bool, suffixes: tuple[str, ...], wha
         _tell("error", f"{folder}: {reason}: the files under it are left out")
     if not expanded and not unread:
         raise Failure(f"{', '.join(empty)}: no {what} under {'this folder' if len(empty) == 1 else 'these folders'}")
-    if not expanded:
-        _finish(len(unread), len(unread))
     for folder in empty:
         _tell("warning", f"{folder}: no {what} under this folder")
+    if not expanded:  # every folder unread: nothing to do, the errors said why
+        raise typer.Exit(1)
     return expanded, len(unread)
 
 
 def _without_shared_outputs(inputs: list[str], suffix: str) -> tuple[list[str], int]:
-    """-r over folders: inputs whose outputs beside them would be one file (x.png and x.tif both x.vz) are each
-    an error and left out, so that the rest of the tree goes on (the inputs named one by one are refused
-    together, before any work, by _refuse_clashes); and how many were left out."""
+    """With -r: inputs whose outputs beside them would be one file (x.png and x.tif both x.vz) are each an error
+    and left out, so that the rest of a tree goes on (without -r, _refuse_clashes refuses them together before
+    any work); and how many were left out."""
     from vaezip.files import file_identity
 
     groups: dict[tuple, tuple[str, list[str]]] = {}
@@ -1121,6 +1122,19 @@ def _same_file_still(path: str, before) -> bool:
         before.st_dev, before.st_ino, before.st_size, before.st_mtime_ns, before.st_ctime_ns)
 
 
+def _check_written_png(target: str, png: bytes, image) -> None:
+    """decompress --rm, before the .vz goes: the file holds the PNG written, and that PNG holds the image exactly
+    (its pixel checksum; a palette Pillow cuts is extended, so such a PNG is a near copy, not the image)."""
+    from vaezip.images import open_image, pixel_checksum
+
+    on_disk = Path(target).read_bytes()
+    if on_disk != png:
+        raise Failure(f"{target} reads back different from what was written (disk error?); input kept")
+    if pixel_checksum(open_image(on_disk)) != pixel_checksum(image):
+        raise Failure(f"{target}: a PNG cannot hold this image exactly as the .vz does (its palette or "
+                      f"transparency); input kept")
+
+
 def _remove_inputs(read: list[tuple[str, object]], target: str, done: str = "compressed",
                    plural: bool = False) -> None:
     """--rm, after the output is written and verified: delete each input once, unless it changed meanwhile or is
@@ -1183,7 +1197,8 @@ def compress(
                                    "links), each to its own .vz beside it, or all into one archive with -o"),
 ):
     """Compress images to .vz (one file each, or one archive with -o)."""
-    from vaezip.files import RECURSIVE_IMAGE_SUFFIXES, InputError, check_input, read_input, signals_as_exceptions
+    from vaezip.files import (RECURSIVE_IMAGE_SUFFIXES, InputError, check_input, file_identity, read_input,
+                              signals_as_exceptions)
 
     with user_errors(), signals_as_exceptions():
         _check_tile(tile)
@@ -1206,9 +1221,13 @@ def compress(
             raise UsageFailure(f"--fast runs no network: not with --samples {samples}")
         if fast and format_version == 2:
             raise UsageFailure("--fast runs no network: not with --format 2 (every image through the model)")
+        _check_stdin_once(inputs)
+        if output == "-" and not keep and any(path != "-" for path in inputs):
+            # as gzip -c: what a pipe did with the bytes is unknown, so the inputs stay (stdin is never deleted)
+            raise UsageFailure("--rm deletes inputs only once their output file reads back as written: not with "
+                               "-o - (stdout)")
         inputs, unread = _expanded(inputs, recursive, RECURSIVE_IMAGE_SUFFIXES,
                                    "PNG, GIF, BMP, TIFF, WebP or PNM image", archive=output is not None)
-        _check_stdin_once(inputs)
         _refuse_terminal_input(inputs, "image data")
         from codec.header import MAX_IMAGES  # numpy, no torch
 
@@ -1222,10 +1241,6 @@ def compress(
             output = "-"
         if output == "-" or (output is None and "-" in inputs):  # stdin's own file goes to stdout, as decompress's
             _refuse_terminal_output("compressed data")
-        if output == "-" and not keep and any(path != "-" for path in inputs):
-            # as gzip -c: what a pipe did with the bytes is unknown, so the inputs stay (stdin is never deleted)
-            raise UsageFailure("--rm deletes inputs only once their output file reads back as written: not with "
-                               "-o - (stdout)")
         if output is not None:
             jobs = [(inputs, output)]
             pairs = [(inputs[0], output)]  # one archive of all the inputs
@@ -1268,6 +1283,7 @@ def compress(
             return images, read, workers.compress(images, options, checking)
 
         ahead = _ReadAhead(workers, len(jobs), submit)
+        written: set[tuple] = set()  # what this run wrote
         loaded = []  # the model, loaded once for every file (and for the verifying decode)
         failures = unread  # what -r left out (folders it could not read, inputs sharing an output): reported
         totals = _Totals()
@@ -1287,7 +1303,13 @@ def compress(
                         images, read = read_images(paths, target)
                         result, verified = _compress_here(images, model, loaded, tile, device, checking, samples,
                                                           format_version, fast)
+                    # A later input never replaces an output this run wrote (Photo.png and photo.gif on a file
+                    # system that folds case both make Photo.vz), as decompress's `written`.
+                    if target != "-" and file_identity(target) in written:
+                        raise Failure(f"{target}: already written by this run from another input; nothing written")
                     _write_output(target, result.data, force, derived=output is None)
+                    if target != "-":
+                        written.add(file_identity(target))
                     if verified is not None and target != "-" and Path(target).read_bytes() != result.data:
                         raise Failure(f"{target} reads back different from what was written and verified (disk "
                                       f"error?); input kept")
@@ -1521,12 +1543,11 @@ def decompress(
                         _write_output(target, png, force, derived)
                         if target != "-":
                             written.add(file_identity(target))
-                        if not keep and target != "-" and Path(target).read_bytes() != png:
-                            raise Failure(f"{target} reads back different from what was written (disk error?); "
-                                          f"input kept")
+                        if not keep and target != "-":
+                            _check_written_png(target, png, image)
                     if not keep and path != "-":
                         where = targets[0] if len(targets) == 1 else f"{len(targets)} images in {directory}"
-                        _remove_inputs([(path, read_as.pop(index, None))], where, "decompressed", len(targets) > 1)
+                        _remove_inputs([(path, read_as.pop(index))], where, "decompressed", len(targets) > 1)
                     if renamed and not quiet:
                         _say(f"{path}: {len(renamed)} image(s) share a name with an earlier one, written as "
                              f"{', '.join(renamed[:3])}{', ...' if len(renamed) > 3 else ''}")
