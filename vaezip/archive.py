@@ -131,7 +131,7 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
     reports' bounds are then the sample's projection."""
     started = time.perf_counter()
     split = _split(images)  # once: `images` may be an iterator, and both codings read the same planes
-    # Every image's pixels, whichever path takes it: the decoder holds them all (the paths below check their own).
+    # Every image's pixels, whichever path takes it (the classical ones too): the decoder holds them all.
     check_file_pixels(sum(item.planes.width * item.planes.height for item in split), ImageError)
     options = dict(tile=tile, max_batch=max_batch, device=device, progress=progress, predictor=predictor,
                    classical=classical, format_version=format_version, samples=samples, fast=fast)
@@ -322,7 +322,6 @@ def _encode_archive(split: list[_Image], started: float, model, *, tile, max_bat
             raise ValueError(f"importance-weighted coding (samples > 1) writes format 4 or later, not {format_version}")
         tilekinds.importance_kind(samples)  # one of the sample counts a kind exists for (CodingError if not)
     classical = classical and not legacy
-    check_file_pixels(sum(item.planes.width * item.planes.height for item in split), ImageError)
     chosen_by_mode = model is None
     if model is None:
         model = default_model(split[0].planes.mode)

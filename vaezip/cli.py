@@ -94,31 +94,27 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 
 def _tell(kind: str, text: str) -> None:
-    """`vaezip: KIND: TEXT` on stderr, one line (names escaped, no rich markup, no wrapping): an error that does
-    not stop the command, or a warning."""
+    """`vaezip: KIND: TEXT` on stderr, one line (names escaped, no rich markup; soft_wrap: no wrapping whatever
+    the terminal width, where rich would wrap at 80 columns in a pipe): an error or a warning."""
     err.print(f"vaezip: {kind}: {shown(text)}", markup=False, highlight=False, soft_wrap=True)
 
 
-def _stdout_is_terminal() -> bool:
+def _is_terminal(stream) -> bool:
     try:
-        return sys.stdout.isatty()
-    except (AttributeError, ValueError):  # replaced or closed stdout: not a terminal
+        return stream.isatty()
+    except (AttributeError, ValueError):  # replaced or closed: not a terminal
         return False
 
 
 def _refuse_terminal_input(inputs: list[str], what: str) -> None:
     """'-' read from a terminal would wait for typed binary data (gzip refuses it too)."""
-    try:
-        terminal = "-" in inputs and sys.stdin.isatty()
-    except (AttributeError, ValueError):  # replaced or closed stdin: not a terminal
-        terminal = False
-    if terminal:
+    if "-" in inputs and _is_terminal(sys.stdin):
         raise Failure(f"refusing to read {what} from a terminal: redirect stdin (< FILE) or name a file")
 
 
 def _refuse_terminal_output(what: str) -> None:
     """Binary data on a terminal garbles it and helps nobody (zstd and gzip refuse too)."""
-    if _stdout_is_terminal():
+    if _is_terminal(sys.stdout):
         raise Failure(f"refusing to write {what} to a terminal: redirect stdout (> FILE) or use -o FILE")
 
 
@@ -171,9 +167,7 @@ def user_errors():
             _print_traceback(error)
         # Escaped, not cut at a newline: a file name may hold one (and control characters must not reach the
         # terminal); library messages are single lines otherwise.
-        message = shown(str(error).strip()) or type(error).__name__
-        # soft_wrap: one line whatever the terminal width (rich would otherwise wrap at 80 columns in a pipe).
-        err.print(f"vaezip: error: {message}", markup=False, highlight=False, soft_wrap=True)
+        _tell("error", str(error).strip() or type(error).__name__)
         raise typer.Exit(2 if isinstance(error, UsageFailure) else 1)
 
 
@@ -1492,6 +1486,50 @@ def decompress(
             data = read_file(index)
             return data, workers.decompress(data, device)
 
+        def write_images(index: int, path: str, images: list) -> list[str]:
+            """The decoded images of input `index` written (-o, --dir or beside it) and, with --rm, the input
+            deleted; the outputs' names."""
+            if output is not None and len(images) > 1:
+                raise Failure(f"{path} holds {len(images)} images: use --dir")
+            renamed = []  # --dir names numbered because an earlier image has the name
+            if output is not None:
+                targets = [output]
+            elif directory is not None:
+                names = _output_names([name for name, _ in images])
+                targets = [str(directory / name) for name in names]
+                renamed = [name for name, (stored, _) in zip(names, images) if name != _safe_name(stored)]
+            elif len(images) == 1 and path != "-":
+                targets = [_default_output(path, ".png")]
+            elif len(images) == 1:
+                targets = ["-"]
+            else:
+                raise Failure(f"{path} holds {len(images)} images: use --dir")
+            for target in targets:
+                if target == "-":
+                    continue
+                identity = file_identity(target)
+                if identity in inputs_named:
+                    raise Failure(f"{target}: this output would overwrite an input; nothing written")
+                if identity in written:
+                    raise Failure(f"{target}: already written by this run from another input; nothing written")
+                _refuse_target(target, force, derived)
+            if directory is not None:
+                directory.mkdir(parents=True, exist_ok=True)
+            for target, (_, image) in zip(targets, images):
+                png = png_bytes(image)
+                _write_output(target, png, force, derived)
+                if target != "-":
+                    written.add(file_identity(target))
+                if not keep and target != "-":
+                    _check_written_png(target, png, image)
+            if not keep and path != "-":
+                where = targets[0] if len(targets) == 1 else f"{len(targets)} images in {directory}"
+                _remove_inputs([(path, read_as.pop(index))], where, "decompressed", len(targets) > 1)
+            if renamed and not quiet:
+                _say(f"{path}: {len(renamed)} image(s) share a name with an earlier one, written as "
+                     f"{', '.join(renamed[:3])}{', ...' if len(renamed) > 3 else ''}")
+            return targets
+
         ahead = _ReadAhead(workers, len(inputs), submit)
         try:
             for index, path in enumerate(inputs):
@@ -1504,57 +1542,15 @@ def decompress(
                     else:
                         data = read_file(index)
                         images, started = _decompress_here(data, model, device)
-                    if test:  # decoded and checked against the file's checksum: nothing to write
-                        subpixels = sum(len(image.getbands()) * image.width * image.height for _, image in images)
-                        seconds = time.perf_counter() - started
-                        totals.add_decompressed(len(data), len(images), subpixels, seconds)
-                        if not quiet and each:
-                            _say(f"{path}: {_counted(len(images), 'image')}, {8 * len(data) / max(subpixels, 1):.4f} "
-                                 f"bpsp, OK: decoded and verified (checksum) in {seconds:.2f} s")
-                        continue  # a success: nothing for the failures count below
-                    if output is not None and len(images) > 1:
-                        raise Failure(f"{path} holds {len(images)} images: use --dir")
-                    renamed = []  # --dir names numbered because an earlier image has the name
-                    if output is not None:
-                        targets = [output]
-                    elif directory is not None:
-                        names = _output_names([name for name, _ in images])
-                        targets = [str(directory / name) for name in names]
-                        renamed = [name for name, (stored, _) in zip(names, images) if name != _safe_name(stored)]
-                    elif len(images) == 1 and path != "-":
-                        targets = [_default_output(path, ".png")]
-                    elif len(images) == 1:
-                        targets = ["-"]
-                    else:
-                        raise Failure(f"{path} holds {len(images)} images: use --dir")
-                    for target in targets:
-                        if target == "-":
-                            continue
-                        identity = file_identity(target)
-                        if identity in inputs_named:
-                            raise Failure(f"{target}: this output would overwrite an input; nothing written")
-                        if identity in written:
-                            raise Failure(f"{target}: already written by this run from another input; nothing written")
-                        _refuse_target(target, force, derived)
-                    if directory is not None:
-                        directory.mkdir(parents=True, exist_ok=True)
-                    for target, (_, image) in zip(targets, images):
-                        png = png_bytes(image)
-                        _write_output(target, png, force, derived)
-                        if target != "-":
-                            written.add(file_identity(target))
-                        if not keep and target != "-":
-                            _check_written_png(target, png, image)
-                    if not keep and path != "-":
-                        where = targets[0] if len(targets) == 1 else f"{len(targets)} images in {directory}"
-                        _remove_inputs([(path, read_as.pop(index))], where, "decompressed", len(targets) > 1)
-                    if renamed and not quiet:
-                        _say(f"{path}: {len(renamed)} image(s) share a name with an earlier one, written as "
-                             f"{', '.join(renamed[:3])}{', ...' if len(renamed) > 3 else ''}")
+                    # --test: decoded and checked against the file's checksum, nothing to write
+                    targets = [] if test else write_images(index, path, images)
                     subpixels = sum(len(image.getbands()) * image.width * image.height for _, image in images)
                     seconds = time.perf_counter() - started
                     totals.add_decompressed(len(data), len(images), subpixels, seconds)
-                    if not quiet and each:
+                    if not quiet and each and test:
+                        _say(f"{path}: {_counted(len(images), 'image')}, {8 * len(data) / max(subpixels, 1):.4f} "
+                             f"bpsp, OK: decoded and verified (checksum) in {seconds:.2f} s")
+                    elif not quiet and each:
                         shown_targets = (", ".join(targets) if verbose or len(targets) == 1
                                          else f"{len(targets)} files in {directory} (-v: their names)")
                         _say(
