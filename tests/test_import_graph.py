@@ -109,3 +109,13 @@ def test_an_old_cycle_put_back_fails(tmp_path):
     found = import_graph.cycles(import_graph.build(tmp_path))
     assert found and all("vaezip.zoo" in cycle for cycle in found)
     assert any(line.startswith("import cycle:") for line in import_graph.problems(import_graph.build(tmp_path)))
+
+
+def test_numpy_random_is_imported_before_compress_starts_its_threads():
+    """Two threads importing numpy.random for the first time at once (numba's import and numpy's lazy np.random)
+    deadlocked in Python's import locks: vaezip.archive imports it first, in a fresh process here."""
+    import subprocess
+
+    script = "import sys, vaezip.archive; print('numpy.random' in sys.modules, 'numba' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.stdout.split() == ["True", "False"], out.stderr

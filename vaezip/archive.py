@@ -23,6 +23,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+# Imported here, before compress starts its threads: numba's import in the quick stream's thread and numpy's lazy
+# `np.random` in the estimator's (the main thread) once imported it at the same time, and Python's import locks
+# refused that with a _DeadlockError (its submodules import each other). ~8 ms.
+import numpy.random  # noqa: F401
 
 from codec import bitsback, classic, container, tilekinds
 from codec.ans import Stack, constriction_version
