@@ -18,7 +18,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-from codec import tilekinds
+from codec import metadata, tilekinds
 from codec.errors import CodingError, HeaderError, LimitError
 from codec.latents import LatentGrid
 
@@ -66,6 +66,8 @@ class ImageEntry:
     coding: str = MODEL  # MODEL, or the classical coding (codec/classic.py) of `data` (format 3)
     # The classically coded samples; for MODEL, its classically coded side planes (format 3: see info planes)
     data: bytes = b""
+    # Format 17: what the image's file held besides its pixels, as PNG chunks (codec/metadata.py)
+    metadata: tuple[metadata.Chunk, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,8 @@ def to_json(header: Header, version: int | None = None) -> bytes:
         raise HeaderError("a format-1 or -2 header holds model-coded images only (classical codings need format 3)")
     if header.coder.order:
         raise HeaderError(f"a format-1 or -2 header holds no stream order (format {FORMAT_ORDER} and later)")
+    if any(image.metadata for image in header.images):
+        raise HeaderError(f"a format-1 or -2 header holds no metadata (format {FORMAT_METADATA} and later)")
     try:
         text = _canonical(_header_to_json(header))
     except (TypeError, ValueError) as error:  # NaN, a non-JSON object in info/extra, a lone surrogate
@@ -283,6 +287,7 @@ def _is_hex(s: str) -> bool:
 
 FORMAT_BINARY = 3  # the first format version whose header is binary (container.VERSION)
 FORMAT_ORDER = 7  # the first whose header holds the stream order (container.ORDER_VERSION)
+FORMAT_METADATA = 17  # the first whose header holds each image's metadata chunks (container.METADATA_VERSION)
 _FLAG_MODEL = 1  # some image is coded by the model: the header names the model and the coder settings
 _F64 = struct.Struct("<d")
 # The latent grid: a step of 2**-e and a whole bound (vaezip's, 2**-8 and 16) in three bytes; else two float64s.
@@ -364,7 +369,11 @@ def from_binary(raw: bytes, version: int = FORMAT_BINARY) -> tuple[Header, list[
         palette = None
         if MODES[mode] == "P":
             palette = reader.take(reader.varint("palette length", 0, MAX_PALETTE_BYTES), "palette")
-        images.append(ImageEntry(image_name, MODES[mode], width, height, palette, reader.info(), CODINGS[coding]))
+        info = reader.info()
+        chunks = reader.chunks(f"image {i}") if version >= FORMAT_METADATA else ()
+        images.append(ImageEntry(image_name, MODES[mode], width, height, palette, info, CODINGS[coding], b"", chunks))
+    if sum(len(chunk.data) for image in images for chunk in image.metadata) > metadata.MAX_FILE_METADATA_BYTES:
+        raise LimitError(f"the images' metadata hold more than {metadata.MAX_FILE_METADATA_BYTES} bytes")
     if reader.position != len(raw):
         raise HeaderError(f"bad header: {len(raw) - reader.position} bytes after the last image")
     if flags & _FLAG_MODEL:
@@ -431,7 +440,25 @@ def _encode_binary(h: Header, words: int, lengths: list[int], version: int) -> b
         elif image.palette is not None:
             raise ValueError(f"a palette in a {image.mode} image")
         _put_info(out, image.info)
+        if version >= FORMAT_METADATA:
+            _put_chunks(out, image.metadata)
+        elif image.metadata:
+            raise ValueError(f"metadata in a format-{version} header (format {FORMAT_METADATA} and later hold them)")
     return bytes(out)
+
+
+def _put_chunks(out: bytearray, chunks: tuple[metadata.Chunk, ...]) -> None:
+    """Format 17's metadata of an image: a varint count, then each chunk's place (u8), type (4 bytes) and data (a
+    varint length, the bytes)."""
+    trouble = metadata.problem(chunks)
+    if trouble:
+        raise ValueError(trouble)
+    _put_varint(out, len(chunks))
+    for chunk in chunks:
+        out.append(chunk.place)
+        out += chunk.kind
+        _put_varint(out, len(chunk.data))
+        out += chunk.data
 
 
 # An image's info in format 3: a mask byte. Bit 7: canonical JSON follows (varint length, then the object), for
@@ -577,6 +604,18 @@ class _Reader:
         except UnicodeDecodeError:
             raise HeaderError(f"bad header: {what} is not UTF-8") from None
         return _str(text, what, max_chars)
+
+    def chunks(self, what: str) -> tuple[metadata.Chunk, ...]:
+        found = []
+        for _ in range(self.varint(f"{what}'s metadata chunks", 0, metadata.MAX_CHUNKS)):
+            place = self.u8("metadata place")
+            kind = self.take(4, "metadata chunk type")
+            length = self.varint("metadata length", 0, metadata.MAX_CHUNK_BYTES)
+            found.append(metadata.Chunk(place, kind, self.take(length, "metadata chunk")))
+        trouble = metadata.problem(found)
+        if trouble:
+            raise HeaderError(f"bad header: {what}: {trouble}")
+        return tuple(found)
 
     def info(self) -> dict[str, Any]:
         mask = self.u8("info")

@@ -141,15 +141,16 @@ BINARY_SECTION = "binary_format16"  # the report's section of binary_corpus's mu
 
 
 def binary_corpus(models: dict) -> dict[str, tuple[bytes, list, str]]:
-    """Files of today's formats (10 to 16: binary header, one CRC over the file) made with the shipped models from
+    """Files of today's formats (10 to 17: binary header, one CRC over the file) made with the shipped models from
     crops of samples/hopper.png, key -> (data, images, model: "photo2" or "photo-gray2"): tiles by bits-back, the
     predictor and whitened bytes in the stream order (model tiles last; a grey crop as RGB, where photo2 wins a
     tile), a colour crop by the predictor alone (--fast) in format 16's sections (one, and in tiles of 16 four, cut
     as scripts/make_golden.py's small_sections cuts them), with format 15's staged cascade tiles in one chain
     (--format 15), with format 14's wide ones (--format 14), format 13's cascade tiles with parity (--format 13),
     format 12's without (--format 12) and format 10's least-squares ones (--format 11), a grey image, an archive of
-    two, and one of 24 small crops (its header deflated). What the JSON corpus above cannot reach: the binary
-    header's parser, the stream order, the fitted tables and the compiled coder under damaged words.
+    two, one of 24 small crops (its header deflated), and a crop with metadata chunks (format 17). What the JSON
+    corpus above cannot reach: the binary header's parser, the stream order, the fitted tables and the compiled
+    coder under damaged words.
     `models`: shipped_models()."""
     from PIL import Image
 
@@ -173,12 +174,15 @@ def binary_corpus(models: dict) -> dict[str, tuple[bytes, list, str]]:
     }
     cases["least-squares-small-archive"] = (cases["small-archive"][0], "photo2", {"format_version": 11})
     sys.path.insert(0, str(ROOT / "scripts"))
-    from make_golden import small_sections
+    from make_golden import metadata_files, small_sections
+
+    cases["metadata-fast"] = (metadata_files()["photo-fast.vz"][0], "photo2", {"fast": True})  # format 17
 
     with small_sections():
         corpus = {key: (compress_images(images, models[model], classical=False, **options).data, images, model)
                   for key, (images, model, options) in cases.items()}
     assert corpus["fast"][0][8] == corpus["small-archive"][0][8] == 16  # sections, the header deflated
+    assert corpus["metadata-fast"][0][8] == 17  # and each image's metadata chunks
     assert corpus["staged-fast"][0][8] == 15 and corpus["wide-fast"][0][8] == 14
     assert corpus["parity-fast"][0][8] == 13 and corpus["cascade-fast"][0][8] == 12
     assert corpus["least-squares-fast"][0][8] in (10, 11) and corpus["least-squares-small-archive"][0][8] == 11

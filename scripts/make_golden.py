@@ -84,6 +84,13 @@ writes tests/data/mixed/*.vz, the first archives that mix grey and colour images
 other kind's images by their classical codings (mixed_files). Never regenerate them either: they pin that such
 archives decode.
 
+    python scripts/make_golden.py --format17 [--force]
+writes tests/data/format17/*.vz, the first files of format 17 (2026-12-06: each image's metadata chunks in the
+header), as `--fast` codes them with the shipped default models: a colour crop with a colour profile, colour space
+chunks, EXIF, text and a private chunk in each of the three places (photo-fast.vz), and an archive of a palette image
+with a background colour, a grey image without metadata and a colour one with XMP (archive-fast.vz)
+(metadata_files). Never regenerate them either: they pin how metadata are stored.
+
     python scripts/make_golden.py --binary [--force]
 writes tests/data/binary/model.vz, the first file of a model with binary latent groups (DVAE++; the seeded
 untrained tiny model with binary_groups = 2, "tiny-binary"): golden.png through the model only (format 5,
@@ -109,6 +116,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import zlib
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
@@ -425,6 +433,42 @@ def mixed_files() -> dict[str, tuple[list[tuple[str, Image.Image]], dict]]:
     return {"colour.vz": (colour, options), "grey.vz": (grey, options)}
 
 
+def metadata_files() -> dict[str, tuple[list[tuple[str, Image.Image]], dict]]:
+    """tests/data/format17: file name -> (the images it holds, each with its metadata chunks in its info as
+    open_image puts them there, compress_images's options, no model named)."""
+    from vaezip.metadata import METADATA
+    from codec.metadata import AFTER_DATA, AFTER_HEADER, BEFORE_DATA, Chunk
+
+    profile = b"ICC profile\0\0" + zlib.compress(bytes(range(256)) * 2, 9)  # opaque to vaezip: any bytes
+    photo = photo_crop()
+    photo.info[METADATA] = (
+        Chunk(AFTER_HEADER, b"iCCP", profile), Chunk(AFTER_HEADER, b"gAMA", (45455).to_bytes(4, "big")),
+        Chunk(AFTER_HEADER, b"eXIf", b"MM\0*\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01\0\x06\0\0\0\0\0\0"),
+        Chunk(BEFORE_DATA, b"pHYs", (2835).to_bytes(4, "big") * 2 + b"\x01"),
+        Chunk(BEFORE_DATA, b"tEXt", b"Title\0hopper, a crop"), Chunk(BEFORE_DATA, b"prVt", b"\0\xff private"),
+        Chunk(AFTER_DATA, b"tIME", bytes([7, 234, 12, 6, 2, 40, 0])), Chunk(AFTER_DATA, b"tEXt", b"Comment\0after"),
+    )
+    crops = [image for _, image in hopper_crops()]
+    palette = crops[0].quantize(16)
+    palette.info[METADATA] = (Chunk(BEFORE_DATA, b"bKGD", b"\x03"),)
+    colour = crops[2].copy()
+    colour.info[METADATA] = (Chunk(BEFORE_DATA, b"iTXt", b"XML:com.adobe.xmp\0\0\0\0\0<x:xmpmeta/>"),)
+    grey = crops[1].convert("L")
+    options = {"fast": True, "tile": 8}
+    return {"photo-fast.vz": ([("photo.png", photo)], options),
+            "archive-fast.vz": ([("palette.png", palette), ("grey.png", grey), ("colour.png", colour)], options)}
+
+
+def make_metadata_fixtures(force: bool) -> None:
+    folder = GOLDEN / "format17"
+    folder.mkdir(parents=True, exist_ok=True)
+    for file_name, (images, options) in metadata_files().items():
+        result = compress_images(images, **options)
+        assert result.format_version == 17, file_name
+        if write_pinned(folder / file_name, result.data, force):
+            print(f"format17/{file_name}: {len(result.data)} bytes, model {result.model}")
+
+
 def make_mixed_fixtures(force: bool) -> None:
     folder = GOLDEN / "mixed"
     folder.mkdir(parents=True, exist_ok=True)
@@ -568,6 +612,7 @@ def main() -> None:
     action.add_argument("--format14", action="store_true", help="tests/data/format14/*.vz")
     action.add_argument("--format15", action="store_true", help="tests/data/format15/*.vz")
     action.add_argument("--format16", action="store_true", help="tests/data/format16/*.vz")
+    action.add_argument("--format17", action="store_true", help="tests/data/format17/*.vz")
     action.add_argument("--mixed", action="store_true", help="tests/data/mixed/*.vz")
     action.add_argument("--binary", action="store_true", help="tests/data/binary/model.vz")
     action.add_argument("--global", dest="global_", action="store_true", help="tests/data/global/model.vz")
@@ -592,6 +637,8 @@ def main() -> None:
     elif any(getattr(args, f"format{v}") for v in range(11, 17)):
         version = next(v for v in range(11, 17) if getattr(args, f"format{v}"))
         make_deflated_fixtures(version, args.force)
+    elif args.format17:
+        make_metadata_fixtures(args.force)
     elif args.mixed:
         make_mixed_fixtures(args.force)
     elif args.binary:

@@ -34,6 +34,7 @@ def compress_images(
     format_version: int | None = None,
     samples: int = 1,
     fast: bool = False,
+    metadata: bool = True,
 ) -> CompressResult:
     """images: a sequence of (name, PIL image). Chains bits-back across all the model-coded ones in one stream.
 
@@ -46,13 +47,14 @@ def compress_images(
     classical: also code every image classically (raw, PNG or WebP samples) and keep, image by image, the
     smaller path, so that a file is never much larger than the best classical coding (False: the model codes
     every image, as before format 3).
-    format_version: None (or 16, the newest) for the oldest format that holds the file: 3; 4 for
+    format_version: None (or 17, the newest) for the oldest format that holds the file: 3; 4 for
     importance-weighted batches; 7 where the predictor's tiles go first in the stream, so that the model's run in
     full batches; 8 where a tile decided on while coding goes to the predictor, whose residuals format 8 codes with
     tables fitted on photographs; 9 where the predictor's tiles adapt their contexts' statistics over the stream;
     11 where the header deflated saves 16 bytes or more; 15 where the predictor's staged cascade tiles code a tile;
-    16 where they code every tile, in sections. An older version N writes what format N wrote, at most format N,
-    which readers older than N + 1 read:
+    16 where they code every tile, in sections; 17 where an image keeps metadata. An older version N writes what
+    format N wrote, at most format N, which readers older than N + 1 read:
+      16: no metadata;
       15: the staged cascade's tiles in one chain;
       14: the wide cascade's tiles (without the third stage);
       13: the cascade's tiles with parity; 12: the cascade's tiles without parity;
@@ -69,12 +71,17 @@ def compress_images(
     FAST_TILE (256) unless `tile` says otherwise. Compress takes a fraction of the time, the file decodes without
     the model (and without torch), and on photographs it is about the default's size (Kodak: 0.003 % larger; the
     default keeps this stream where it is the smaller file), larger on thumbnails; the reports carry no model
-    bound (nan)."""
+    bound (nan).
+    metadata: keep what each image's file held besides its pixels (a colour profile, EXIF, XMP, a PNG's text and
+    other ancillary chunks: vaezip/metadata.py), which decompress writes back into its PNG; a file that keeps some
+    is format 17. False, or a format_version of 16 or older: the file keeps none (ImageReport.metadata_left_out
+    names what was left out). An image opened by vaezip's open_image brings its file's chunks; any other image
+    its colour profile, EXIF and XMP as Pillow holds them in its info."""
     from vaezip.archive import encode_archive
 
     return encode_archive(
         images, model, tile=tile, max_batch=max_batch, device=device, progress=progress, predictor=predictor,
-        classical=classical, format_version=format_version, samples=samples, fast=fast,
+        classical=classical, format_version=format_version, samples=samples, fast=fast, metadata=metadata,
     )
 
 
@@ -92,10 +99,19 @@ def compress(image, model: LoadedModel | str | None = None, *, name: str = "imag
 def decompress_images(data: bytes, model: LoadedModel | str | None = None, *, device: str = "auto", progress=None):
     """.vz bytes -> list of (name, PIL image); raises IntegrityError unless every checksum matches. A file whose
     images are all coded classically, or whose every tile went without the model (the predictor's, raw bytes),
-    needs no model (and imports no torch); `model` is then not used."""
+    needs no model (and imports no torch); `model` is then not used. A format-17 image carries its metadata
+    chunks in its info (vaezip/metadata.py METADATA, with Pillow's icc_profile and exif), which png_bytes writes."""
     from codec.container import read_versioned
+    from vaezip.metadata import attach
 
     parsed = read_versioned(data)
+    images = _decoded(data, parsed, model, device, progress)
+    for (_, image), entry in zip(images, parsed[1].images):
+        attach(image, entry.metadata)
+    return images
+
+
+def _decoded(data: bytes, parsed, model, device: str, progress):
     if not parsed[1].uses_model:
         from vaezip.classical import decode_without_model
 
@@ -139,6 +155,7 @@ class ImageInfo:
     # planes, if any, are in `side_bytes`)
     coded_bytes: int | None
     side_bytes: int = 0
+    metadata: tuple = ()  # the metadata chunks it keeps (codec.metadata.Chunk), written back into its PNG
 
 
 @dataclass(frozen=True)
@@ -185,6 +202,7 @@ INFERENCE = {
         "its header deflated: decodes on any machine",
     16: "integer-exact inference with staged cascade predictor tiles in sections, each decoded apart, and "
         "classical codings, its header deflated: decodes on any machine",
+    17: "the content of an earlier format, its header deflated, and each image's metadata: decodes on any machine",
 }
 
 
@@ -200,12 +218,14 @@ def file_info(data: bytes) -> FileInfo:
         kinds[kind] = kinds.get(kind, 0) + n
     images = tuple(
         ImageInfo(e.name, e.mode, e.width, e.height, e.coding, None if e.coding == "model" else len(e.data),
-                  len(e.data) if e.coding == "model" else 0)
+                  len(e.data) if e.coding == "model" else 0, e.metadata)
         for e in header.images
     )
     deflated = version == container.DEFLATED_VERSION
-    if deflated:  # any content of formats 3 to 10: described as the oldest of them that holds it
+    with_metadata = version == container.METADATA_VERSION
+    if deflated or with_metadata:  # any content of formats 3 to 16: described as the oldest of them that holds it
         version = container.binary_version(kinds, ordered=bool(coder is not None and coder.order))
+        deflated = version not in container.DEFLATED_HEADERS  # format 17's header is deflated too
     inference = INFERENCE[version]
     if version in (5, 6, 7, 8, 9, 10, 12, 13, 14, 15) and any(tilekinds.BY_NAME[kind].samples > 1 for kind in kinds):
         predictor = {5: "Laplace predictor tiles", 6: "blend predictor tiles",
@@ -222,6 +242,10 @@ def file_info(data: bytes) -> FileInfo:
     if deflated:
         inference = inference.replace(": decodes on any machine", ", its header deflated: decodes on any machine")
         version = container.DEFLATED_VERSION
+    if with_metadata:
+        inference = inference.replace(": decodes on any machine", ", and each image's metadata: decodes on any "
+                                      "machine")
+        version = container.METADATA_VERSION
     return FileInfo(
         len(data), version, inference, header.model_name or None, header.model_sha256 or None,
         None if coder is None else coder.tile, 0 if coder is None else len(coder.schedule), tuple(kinds.items()),

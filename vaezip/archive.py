@@ -29,6 +29,7 @@ import numpy as np
 import numpy.random  # noqa: F401
 
 from codec import bitsback, classic, container, tilekinds
+from codec.metadata import MAX_FILE_METADATA_BYTES
 from codec.ans import Stack, constriction_version
 from codec.header import MODEL, CoderSettings, Header, ImageEntry
 from codec.latents import LatentGrid
@@ -40,6 +41,7 @@ from vaezip.classical import smallest_entry
 from vaezip.config import importance_coding_obstacle
 from vaezip.errors import CheckpointError, ImageError
 from vaezip.images import Planes, join_planes, pixel_checksum, split_image
+from vaezip.metadata import DROPPED, image_chunks
 from vaezip.models import LoadedModel, ModelIdentity, default_model, identify_model, load_model
 from vaezip.results import CompressResult, ImageReport
 from vaezip.unpack import MAX_BATCH_PIXELS, MAX_TILE, MAX_TILES, count_tiles, decode_file, decode_stream
@@ -118,7 +120,7 @@ class _ModelCoding:
 
 
 def encode_archive(images, model, *, tile, max_batch, device, progress, predictor=True, classical=True,
-                   format_version=None, samples=1, fast=False) -> CompressResult:
+                   format_version=None, samples=1, fast=False, metadata=True) -> CompressResult:
     """compress_images (vaezip/api.py). By default (no tile, format or sample count asked for) the file is also
     coded as `fast` codes it without its classical codings, the predictor's tiles of FAST_TILE, and the smaller
     file kept: since format 9's adaptive predictor the model's tiles of 32 gain less on most photographs than
@@ -132,13 +134,30 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
     file is the smaller of the quick stream and the classical codings, which the full path would keep there too,
     and nothing more is priced; the classical codings are the quick ones unless they come near the quick stream
     (CLASSICAL_SCREEN). Kodak: 73 -> 33 s to compress, the same files; kodim23's whole command 6.5 -> 3.0 s. The
-    reports' bounds are then the sample's projection."""
+    reports' bounds are then the sample's projection.
+
+    metadata: keep each image's metadata (its colour profile, EXIF, text: vaezip/metadata.py) in a format-17 file,
+    where the format is not one asked for that holds none (16 or older; those files keep none)."""
     started = time.perf_counter()
+    keep_metadata = metadata and format_version in (None, container.METADATA_VERSION)
+    format_version = None if format_version == container.METADATA_VERSION else format_version
     split = _split(images)  # once: `images` may be an iterator, and both codings read the same planes
     # Every image's pixels, whichever path takes it (the classical ones too): the decoder holds them all.
     check_file_pixels(sum(item.planes.width * item.planes.height for item in split), ImageError)
-    options = dict(tile=tile, max_batch=max_batch, device=device, progress=progress, predictor=predictor,
-                   classical=classical, format_version=format_version, samples=samples, fast=fast)
+    chunks = [image_chunks(item.image) if keep_metadata else () for item in split]
+    stored = sum(len(chunk.data) for found in chunks for chunk in found)
+    if stored > MAX_FILE_METADATA_BYTES:
+        raise ImageError(f"the images' metadata take {stored / 2**20:.1f} MiB, more than a file keeps "
+                         f"({MAX_FILE_METADATA_BYTES // 2**20} MiB): --strip leaves it out")
+    result = _encode_split(split, started, model, tile=tile, max_batch=max_batch, device=device, progress=progress,
+                           predictor=predictor, classical=classical, format_version=format_version, samples=samples,
+                           fast=fast)
+    return _with_metadata(result, split, chunks)
+
+
+def _encode_split(split: list[_Image], started: float, model, **options) -> CompressResult:
+    """encode_archive's file of `split` (_split's), without metadata."""
+    format_version, classical, fast = options["format_version"], options["classical"], options["fast"]
     chosen, other_kind = _mixed_kinds(split) if model is None else (None, [])
     if other_kind and (not classical or format_version == 2):  # without classical codings: the error stands
         return _encode_images(split, started, model, **options)
@@ -249,6 +268,27 @@ def _mixed_kinds(split: list[_Image]) -> tuple[str | None, list[int]]:
     # One kind (a palette image that codes its indices, which any model's file holds, may come first): its model.
     return chosen, [k for k, item in enumerate(split)
                     if item.planes.model_plane is not None and item.planes.model_channels != most]
+
+
+def _with_metadata(result: CompressResult, split: list[_Image], chunks: list[tuple]) -> CompressResult:
+    """`result` with each image's metadata `chunks` in a format-17 header (its payload as it was), and its reports
+    saying what each image's file held that the file keeps and what it does not."""
+    reports = []
+    for item, report, found in zip(split, result.images, chunks):
+        left_out = (chunk.kind.decode() for chunk in image_chunks(item.image) if chunk not in found)
+        unkept = (kind.decode("latin-1") for kind in item.image.info.get(DROPPED, ()))
+        reports.append(dataclasses.replace(report, metadata=tuple(found), metadata_left_out=tuple(dict.fromkeys(
+            left_out)), metadata_unkept=tuple(dict.fromkeys(unkept))))
+    result = dataclasses.replace(result, images=tuple(reports))
+    if not any(chunks):
+        return result
+    version, header, words = container.read_versioned(result.data)
+    if version not in container.BINARY_VERSIONS:  # a float model's format 1 (format 2 is only asked for: no metadata)
+        raise ImageError(f"format {version} cannot hold metadata: --strip leaves it out")
+    entries = tuple(dataclasses.replace(entry, metadata=tuple(found)) for entry, found in zip(header.images, chunks))
+    data = container.write(dataclasses.replace(header, images=entries), words, container.METADATA_VERSION)
+    return dataclasses.replace(result, data=data, header_bytes=_header_bytes(data, container.METADATA_VERSION),
+                               format_version=container.METADATA_VERSION)
 
 
 def _with_classical(coded: CompressResult, split: list[_Image], own: list[int], *, fast: bool, deflate: bool,

@@ -873,18 +873,16 @@ def _report(result, output: str, verified: float | None = None, verbose: bool = 
                     bound = f"a {image.other_kind} image, no model bound: {result.model} codes {other} images"
                 _say(f"{image.name}: {image.width}x{image.height} {image.mode}, coded as {image.coding}: "
                      f"{share:.4f} bpsp ({bound}{others})")
-                continue
-            if predictor_only:
+            elif predictor_only:
                 bound = "no model bound, " if math.isnan(image.bound_bpsp) else f"model bound {_bound_of(image)}, "
                 _say(f"{image.name}: {image.width}x{image.height} {image.mode}, predictor (no model tile): payload "
                      f"{share:.4f} bpsp ({bound}{_counted(image.tiles, 'tile')}{others})")
-                continue
-            _say(
-                f"{image.name}: {image.width}x{image.height} {image.mode}, model: bound {image.bound_bpsp:.4f} bpsp, "
-                f"payload {share:.4f} bpsp ({image.tiles_without_bitsback} of {image.tiles} tiles without "
-                f"bits-back: {image.without_bitsback_excess_bits / image.subpixels:+.4f} bpsp against their bound"
-                f"{others})"
-            )
+            else:
+                _say(f"{image.name}: {image.width}x{image.height} {image.mode}, model: bound "
+                     f"{image.bound_bpsp:.4f} bpsp, payload {share:.4f} bpsp ({image.tiles_without_bitsback} of "
+                     f"{image.tiles} tiles without bits-back: "
+                     f"{image.without_bitsback_excess_bits / image.subpixels:+.4f} bpsp against their bound{others})")
+            _say_metadata(image)
     check = "" if verified is None else f", verified (decoded and compared) in {verified:.2f} s"
     count = f"{len(result.images)} images, " if len(result.images) > 1 else ""
     versus = _bound_and_ratio(result.achieved_bpsp, result.bound_bpsp, _sampled(result), result.other_kind_images,
@@ -894,6 +892,17 @@ def _report(result, output: str, verified: float | None = None, verbose: bool = 
         f"header {result.header_bytes} B) "
         f"in {result.seconds:.2f} s with model {result.model}{check}"
     )
+
+
+def _say_metadata(image) -> None:
+    """What of the image's metadata the file keeps, and what it leaves out (a line each, where there is any)."""
+    from vaezip.metadata import describe
+
+    if image.metadata:
+        _say(f"  metadata kept: {describe(image.metadata)}")
+    if image.metadata_unkept:
+        _say(f"  metadata left out: {', '.join(image.metadata_unkept)} (chunks that describe the input file's own "
+             f"bytes: unsafe to copy)")
 
 
 def _bound_of(image) -> str:
@@ -1087,7 +1096,7 @@ def _decompress_here(data: bytes, model: str | None, device: str):
 
 
 def _compress_here(images, model: str | None, loaded: list, tile, device: str, checking: bool, samples: int = 1,
-                   format_version: int | None = None, fast: bool = False):
+                   format_version: int | None = None, fast: bool = False, metadata: bool = True):
     """One file compressed in this process, with a progress bar: (result, seconds verifying or None)."""
     from vaezip.api import compress_images, load_model
     from vaezip.models import identify_model
@@ -1099,7 +1108,7 @@ def _compress_here(images, model: str | None, loaded: list, tile, device: str, c
         task = bar.add_task("compress", total=None)
         result = compress_images(
             images, chosen, tile=tile, device=device, samples=samples, format_version=format_version, fast=fast,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
+            metadata=metadata, progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     return result, (_verify(result.data, images, chosen, device) if checking else None)
 
@@ -1176,12 +1185,14 @@ def compress(
                                 "the ELBO for K times the model's work each way (format 4 or later: vaezip before it "
                                 "cannot read such files)"),
     format_version: Optional[int] = typer.Option(None, "--format", metavar="N", help="write an older format for an "
-                                                 "older vaezip to read: 15 (the staged cascade's predictor tiles in "
-                                                 "one chain, not in sections), 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 3 "
-                                                 "or 2 (JSON header, every image through the model); docs/FORMAT.md's "
-                                                 "Versioning says what each holds and which vaezip reads it. "
-                                                 "Default (or 16): the oldest format that holds the file (16 where "
-                                                 "the predictor codes every tile, in sections decoded side by side)"),
+                                                 "older vaezip to read: 16 (no metadata), 15 (the staged cascade's "
+                                                 "predictor tiles in one chain, not in sections), 14, 13, 12, 11, 10, "
+                                                 "9, 8, 7, 6, 5, 3 or 2 (JSON header, every image through the model); "
+                                                 "docs/FORMAT.md's Versioning says what each holds and which vaezip "
+                                                 "reads it; before 17 no file keeps metadata. Default (or 17): the "
+                                                 "oldest format that holds the file (16 where the predictor codes "
+                                                 "every tile, in sections decoded side by side; 17 where it keeps "
+                                                 "an image's metadata)"),
     fast: bool = typer.Option(False, "--fast", help="run no network: every tile by the model-free predictor (or "
                               "the smaller classical coding), several times faster to compress, on photographs "
                               "within a fraction of a per cent of the default's size (larger on thumbnails); the "
@@ -1189,6 +1200,9 @@ def compress(
     recursive: bool = typer.Option(False, "--recursive", "-r", help="a folder among the inputs stands for the "
                                    "PNG, GIF, BMP, TIFF, WebP and PNM images under it (not JPEGs, hidden files or "
                                    "links), each to its own .vz beside it, or all into one archive with -o"),
+    strip: bool = typer.Option(False, "--strip", help="keep no metadata (by default a file keeps the colour "
+                               "profile, EXIF, XMP, and a PNG's text and other ancillary chunks, and decompress "
+                               "writes them back; the pixels are exact either way)"),
 ):
     """Compress images to .vz (one file each, or one archive with -o)."""
     from vaezip.files import (RECURSIVE_IMAGE_SUFFIXES, InputError, check_input, file_identity, read_input,
@@ -1201,15 +1215,15 @@ def compress(
             raise UsageFailure(f"--jobs must be 0 (one per core) or more, not {jobs_at_once}")
         if samples not in (1, *IMPORTANCE_SAMPLES):
             raise UsageFailure(f"--samples must be 1, {', '.join(map(str, IMPORTANCE_SAMPLES))}, not {samples}")
-        from codec.container import OLDER_FORMATS, SECTIONS_VERSION
+        from codec.container import METADATA_VERSION, OLDER_FORMATS, SECTIONS_VERSION
         from vaezip.archive import DEFAULT_CODING_FORMATS
 
-        if format_version not in (None, *OLDER_FORMATS, SECTIONS_VERSION):
-            known = f"{', '.join(map(str, OLDER_FORMATS))} or {SECTIONS_VERSION}"
+        if format_version not in (None, *OLDER_FORMATS, SECTIONS_VERSION, METADATA_VERSION):
+            known = f"{', '.join(map(str, OLDER_FORMATS))}, {SECTIONS_VERSION} or {METADATA_VERSION}"
             raise UsageFailure(f"--format must be {known} (without it: the oldest format that holds the file), "
                                f"not {format_version}")
         # the newest (what compress writes without --format; archive.encode_archive reads it so) and the default's
-        if format_version not in (None, SECTIONS_VERSION, *DEFAULT_CODING_FORMATS) and samples != 1:
+        if format_version not in (None, SECTIONS_VERSION, METADATA_VERSION, *DEFAULT_CODING_FORMATS) and samples != 1:
             raise UsageFailure(f"--samples {samples} writes format 4 or later: not with --format {format_version}")
         if fast and samples != 1:
             raise UsageFailure(f"--fast runs no network: not with --samples {samples}")
@@ -1273,7 +1287,8 @@ def compress(
 
         def submit(index: int):
             images, read = read_images(*jobs[index])
-            options = dict(tile=tile, device=device, samples=samples, format_version=format_version, fast=fast)
+            options = dict(tile=tile, device=device, samples=samples, format_version=format_version, fast=fast,
+                           metadata=not strip)
             return images, read, workers.compress(images, options, checking)
 
         ahead = _ReadAhead(workers, len(jobs), submit)
@@ -1296,7 +1311,7 @@ def compress(
                     else:
                         images, read = read_images(paths, target)
                         result, verified = _compress_here(images, model, loaded, tile, device, checking, samples,
-                                                          format_version, fast)
+                                                          format_version, fast, not strip)
                     # A later input never replaces an output this run wrote (Photo.png and photo.gif on a file
                     # system that folds case both make Photo.vz), as decompress's `written`.
                     if target != "-" and file_identity(target) in written:
@@ -1309,6 +1324,12 @@ def compress(
                                       f"error?); input kept")
                     if not quiet and each:
                         _report(result, target, verified, verbose)
+                    left_out = [image for image in result.images if image.metadata_left_out]
+                    if left_out and not strip and not quiet:
+                        what = (f"{left_out[0].name}'s {', '.join(left_out[0].metadata_left_out)}"
+                                if len(left_out) == 1 else f"the metadata of {len(left_out)} images")
+                        _tell("warning", f"{target}: format {result.format_version} holds no metadata: {what} left "
+                                         f"out (without --format the file keeps it)")
                     if not keep:
                         _remove_inputs(read, target)
                     totals.add_compressed(result)
@@ -1608,6 +1629,10 @@ def info(inputs: list[str] = typer.Argument(..., help=".vz files")):
                 how = coding if coding == "model" else f"{coding}, {data_bytes} B"
                 if coding == "model" and data_bytes:
                     how += f" (+ {data_bytes} B of classically coded planes)"
+                if entry.metadata:
+                    from vaezip.metadata import describe
+
+                    how += f"; metadata {describe(entry.metadata)}"
                 say(f"  {entry.name}: {entry.width}x{entry.height} {entry.mode}, {how}")
             say(f"  {8 * len(data) / max(subpixels, 1):.4f} bits per subpixel")
         failures += failed()

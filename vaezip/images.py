@@ -32,6 +32,7 @@ from PIL import Image, UnidentifiedImageError
 
 from vaezip.config import short_repr
 from vaezip.errors import ImageError
+from vaezip.metadata import DROPPED, METADATA, chunks_from_info, read_png_chunks, with_chunks
 
 # Refused before decoding (Pillow raises DecompressionBombError above twice its own limit; ours is lower).
 MAX_IMAGE_PIXELS = 100_000_000
@@ -71,8 +72,12 @@ def open_image(source) -> Image.Image:
             raise Image.DecompressionBombError("too many pixels")
     refuse_what_would_be_lost(image, source if isinstance(source, (bytes, bytearray)) else None)
     low_grey_bits = _grey_bits_below_8(image)
+    # A PNG's chunks as they are, read before load() (which closes a file Pillow opened); other formats' metadata
+    # from what Pillow read of it.
+    chunks = read_png_chunks(image.fp) if image.format == "PNG" and image.fp is not None else None
     with _readable():
         image.load()
+    image.info[METADATA], image.info[DROPPED] = chunks if chunks is not None else chunks_from_info(image.info)
     if image.width * image.height > MAX_IMAGE_PIXELS:
         raise ImageError(f"image has more than {MAX_IMAGE_PIXELS} pixels (vaezip's limit)")
     if low_grey_bits and isinstance(image.info.get("transparency"), int) and image.mode == "L":
@@ -385,19 +390,21 @@ def png_bytes(image: Image.Image) -> bytes:
     the palette is short (4 entries: 2 bits, index 39 -> 3) and a transparency entry past it dropped. So a palette
     image's PNG is read back: where it differs, the palette is extended with opaque black entries (what viewers
     show for those indices) up to the highest index used, and the PNG made again and checked again (ImageError if
-    even that differs: a wrong image is never written). Elsewhere the PNG is Pillow's, as vaezip always wrote it."""
+    even that differs: a wrong image is never written). Elsewhere the PNG is Pillow's, as vaezip always wrote it.
+    The image's metadata chunks (vaezip/metadata.py: METADATA, a format-17 file's) go into it, each in its place."""
     data = _png(image)
-    if image.mode != "P" or _holds(data, image):
-        return data
-    data = _png(_palette_covering(image))
-    if not _holds(data, image):
-        raise ImageError("Pillow cannot write this palette image as a PNG that holds its pixels exactly")
-    return data
+    if image.mode == "P" and not _holds(data, image):
+        data = _png(_palette_covering(image))
+        if not _holds(data, image):
+            raise ImageError("Pillow cannot write this palette image as a PNG that holds its pixels exactly")
+    return with_chunks(data, image.info.get(METADATA, ()))
 
 
 def _png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    # No profile of Pillow's own: the metadata chunks hold the image's (vaezip/metadata.py attach sets icc_profile
+    # from them for callers who save it otherwise).
+    image.save(buffer, format="PNG", icc_profile=None)
     return buffer.getvalue()
 
 

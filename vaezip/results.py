@@ -40,6 +40,12 @@ class ImageReport:
     # image went classically because the archive's model codes the other kind (vaezip/archive.py:
     # encode_archive); its bound is then nan. "" elsewhere.
     other_kind: str = ""
+    # The metadata chunks the file keeps of this image (codec.metadata.Chunk: its colour profile, EXIF, text); the
+    # types of those its file held that this file does not keep (all of them with --strip or a format before 17);
+    # and the types of the chunks no file keeps (codec/metadata.py: unsafe to copy, such as Apple's iDOT).
+    metadata: tuple = ()
+    metadata_left_out: tuple[str, ...] = ()
+    metadata_unkept: tuple[str, ...] = ()
 
     @property
     def bound_bpsp(self) -> float:

@@ -1,0 +1,266 @@
+"""Metadata (format 17): what an image's file held besides its pixels, a colour profile, EXIF, XMP, a PNG's text and
+other ancillary chunks, comes back in the PNG that decompress writes; --strip and older formats keep none and say
+so; a header that names a chunk no file may keep is refused."""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from codec import container, metadata
+from codec.errors import HeaderError, LimitError
+from codec.header import Header, ImageEntry
+from conftest import OTHER_KERNELS, run_cli, smooth_rgb
+from vaezip.api import compress_images, decompress_images, file_info, png_bytes
+from vaezip.errors import ImageError
+from vaezip.images import open_image
+from vaezip.metadata import DROPPED, METADATA, read_png_chunks
+
+GOLDEN = Path(__file__).parent / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from make_golden import metadata_files  # noqa: E402
+
+PROFILE = bytes(range(256)) * 3  # a colour profile's bytes are opaque to vaezip
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def chunks_of(png: bytes) -> list[tuple[bytes, bytes]]:
+    """Every chunk of a PNG file, (type, data), in order."""
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    found, at = [], 8
+    while at < len(png):
+        length, kind = struct.unpack_from(">I4s", png, at)
+        found.append((kind, png[at + 8: at + 8 + length]))
+        at += 12 + length
+    return found
+
+
+def with_chunks(png: bytes, before: list[tuple[bytes, bytes]], after: list[tuple[bytes, bytes]]) -> bytes:
+    """A Pillow PNG with chunks put after its IHDR and before its IEND, as other writers place them."""
+    header_end = 8 + 25
+    return (png[:header_end] + b"".join(_chunk(k, d) for k, d in before) + png[header_end:-12]
+            + b"".join(_chunk(k, d) for k, d in after) + png[-12:])
+
+
+def ancillary(png: bytes) -> list[tuple[bytes, bytes, str]]:
+    """The PNG's ancillary chunks but tRNS, each with where it lies: before or after the image data."""
+    found, seen_data = [], False
+    for kind, data in chunks_of(png):
+        seen_data |= kind == b"IDAT"
+        if kind[0] & 32 and kind != b"tRNS":
+            found.append((kind, data, "after" if seen_data else "before"))
+    return found
+
+
+def photo_png(height: int = 40, width: int = 48) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(smooth_rgb(height, width, 3)).save(buffer, format="PNG")
+    exif = b"II*\0\x08\0\0\0\x01\0\x12\x01\x03\0\x01\0\0\0\x06\0\0\0\0\0\0\0"  # orientation 6: turned in viewers
+    before = [(b"iCCP", b"ICC profile\0\0" + zlib.compress(PROFILE)), (b"gAMA", (45455).to_bytes(4, "big")),
+              (b"cHRM", bytes(32)), (b"eXIf", exif), (b"pHYs", (3780).to_bytes(4, "big") * 2 + b"\x01"),
+              (b"tEXt", b"parameters\0steps: 20, seed: 1"), (b"iDOT", bytes(28)), (b"vpAg", bytes(9))]
+    after = [(b"tIME", bytes([7, 234, 12, 6, 1, 2, 3])), (b"zTXt", b"Comment\0\0" + zlib.compress(b"later"))]
+    return with_chunks(buffer.getvalue(), before, after)
+
+
+def test_a_png_s_chunks_come_back_in_their_places_but_those_unsafe_to_copy(tmp_path):
+    source = photo_png()
+    (tmp_path / "photo.png").write_bytes(source)
+    for options in ([], ["--fast"]):
+        result = run_cli("compress", tmp_path / "photo.png", "-o", tmp_path / "photo.vz", "-f", *options)
+        assert result.returncode == 0, result.stderr
+        report = result.stderr.decode()
+        assert "metadata kept: iCCP, gAMA, cHRM, eXIf, pHYs, tEXt, vpAg, tIME, zTXt" in report
+        assert "metadata left out: iDOT" in report
+        assert container.read_versioned((tmp_path / "photo.vz").read_bytes())[0] == container.METADATA_VERSION
+        result = run_cli("decompress", tmp_path / "photo.vz", "-o", tmp_path / "back.png", "-f")
+        assert result.returncode == 0, result.stderr
+        back = (tmp_path / "back.png").read_bytes()
+        assert ancillary(back) == [chunk for chunk in ancillary(source) if chunk[0] != b"iDOT"]
+        with Image.open(tmp_path / "back.png") as image:
+            assert np.array_equal(np.asarray(image), np.asarray(Image.open(tmp_path / "photo.png")))
+            assert image.info["icc_profile"] == PROFILE
+    info = run_cli("info", tmp_path / "photo.vz")
+    assert "metadata iCCP, gAMA, cHRM, eXIf, pHYs, tEXt, vpAg, tIME, zTXt" in info.stdout.decode()
+
+
+def test_a_palette_image_s_background_stays_after_its_palette(tmp_path):
+    image = Image.fromarray(smooth_rgb(24, 24, 5)).quantize(8)
+    image.info["transparency"] = 2
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", transparency=2)
+    plain = buffer.getvalue()
+    data_at = plain.index(b"IDAT") - 4
+    source = plain[:data_at] + _chunk(b"bKGD", b"\x05") + plain[data_at:]  # after PLTE and tRNS, as PNG wants
+    (tmp_path / "p.png").write_bytes(source)
+    assert run_cli("compress", tmp_path / "p.png").returncode == 0
+    assert run_cli("decompress", tmp_path / "p.vz", "-o", tmp_path / "back.png").returncode == 0
+    kinds = [kind for kind, _ in chunks_of((tmp_path / "back.png").read_bytes())]
+    assert kinds.index(b"PLTE") < kinds.index(b"tRNS") < kinds.index(b"bKGD") < kinds.index(b"IDAT")
+    with Image.open(tmp_path / "back.png") as back, Image.open(tmp_path / "p.png") as original:
+        assert np.array_equal(np.asarray(back), np.asarray(original)) and back.info["transparency"] == 2
+
+
+@pytest.mark.parametrize("image_format", ["WEBP", "JPEG", "TIFF"])
+def test_other_formats_keep_their_colour_profile_and_exif(tmp_path, image_format):
+    exif = Image.Exif()
+    exif[0x0112] = 3  # orientation: turned half round
+    exif[0x010F] = "vaezip test camera"
+    buffer = io.BytesIO()
+    options = {"lossless": True} if image_format == "WEBP" else {"quality": 95} if image_format == "JPEG" else {}
+    Image.fromarray(smooth_rgb(32, 40, 9)).save(buffer, format=image_format, icc_profile=PROFILE, exif=exif, **options)
+    path = tmp_path / f"photo.{image_format.lower()}"
+    path.write_bytes(buffer.getvalue())
+    assert run_cli("compress", path, "-o", tmp_path / "p.vz").returncode == 0
+    assert run_cli("decompress", tmp_path / "p.vz", "-o", tmp_path / "back.png").returncode == 0
+    with Image.open(tmp_path / "back.png") as back, Image.open(path) as original:
+        assert np.array_equal(np.asarray(back), np.asarray(original.convert(back.mode)))
+        assert back.info["icc_profile"] == PROFILE
+        if image_format != "TIFF":  # a TIFF's EXIF is its own tags, which Pillow does not give as EXIF bytes
+            assert back.getexif()[0x0112] == 3 and back.getexif()[0x010F] == "vaezip test camera"
+
+
+def test_strip_and_older_formats_keep_none_and_say_so(tmp_path):
+    (tmp_path / "photo.png").write_bytes(photo_png())
+    stripped = run_cli("compress", tmp_path / "photo.png", "-o", tmp_path / "s.vz", "--strip")
+    assert stripped.returncode == 0 and b"warning" not in stripped.stderr and b"metadata kept" not in stripped.stderr
+    older = run_cli("compress", tmp_path / "photo.png", "-o", tmp_path / "o.vz", "--format", "16")
+    assert older.returncode == 0
+    assert "warning: " in older.stderr.decode() and "format 16 holds no metadata: photo.png's iCCP" in \
+        older.stderr.decode()
+    quiet = run_cli("compress", tmp_path / "photo.png", "-o", tmp_path / "q.vz", "--format", "16", "-q")
+    assert quiet.returncode == 0 and quiet.stderr == b""
+    for name in ("s.vz", "o.vz"):
+        data = (tmp_path / name).read_bytes()
+        assert container.read_versioned(data)[0] == container.SECTIONS_VERSION
+        assert run_cli("decompress", tmp_path / name, "-o", tmp_path / "back.png", "-f").returncode == 0
+        assert ancillary((tmp_path / "back.png").read_bytes()) == []
+    assert (tmp_path / "s.vz").read_bytes() == (tmp_path / "o.vz").read_bytes()
+    kept = run_cli("compress", tmp_path / "photo.png", "-o", tmp_path / "k.vz", "--format", "17")
+    assert kept.returncode == 0 and container.read_versioned((tmp_path / "k.vz").read_bytes())[0] == 17
+
+
+def test_the_api_keeps_what_pillow_read_and_gives_it_back():
+    buffer = io.BytesIO()
+    Image.fromarray(smooth_rgb(24, 32, 1)).save(buffer, format="PNG", icc_profile=PROFILE)
+    opened = Image.open(io.BytesIO(buffer.getvalue()))  # not vaezip's open_image: Pillow's info alone
+    result = compress_images([("a.png", opened)], fast=True)
+    assert result.format_version == container.METADATA_VERSION and result.images[0].metadata
+    (_, image), = decompress_images(result.data)
+    assert image.info["icc_profile"] == PROFILE and image.info[METADATA] == result.images[0].metadata
+    assert [kind for kind, _ in chunks_of(png_bytes(image))][:2] == [b"IHDR", b"iCCP"]
+    assert file_info(result.data).images[0].metadata == result.images[0].metadata
+    plain = compress_images([("a.png", opened)], fast=True, metadata=False)
+    assert plain.format_version < container.METADATA_VERSION and plain.images[0].metadata_left_out == ("iCCP",)
+    assert decompress_images(plain.data)[0][1].info.get("icc_profile") is None
+    # the same payload either way: metadata live in the header alone
+    assert np.array_equal(container.read(result.data)[1], container.read(plain.data)[1])
+
+
+def test_open_image_reads_the_chunks_and_sets_aside_those_unsafe_to_copy():
+    source = photo_png()
+    image = open_image(source)
+    assert [chunk.kind for chunk in image.info[METADATA]] == [
+        b"iCCP", b"gAMA", b"cHRM", b"eXIf", b"pHYs", b"tEXt", b"vpAg", b"tIME", b"zTXt"]
+    assert [chunk.place for chunk in image.info[METADATA]][-2:] == [metadata.AFTER_DATA] * 2
+    assert image.info[DROPPED] == (b"iDOT",)
+    stream = io.BytesIO(source[:60])  # cut short: what was read before the cut, the position put back
+    stream.seek(5)
+    kept, _ = read_png_chunks(stream)
+    assert stream.tell() == 5 and [chunk.kind for chunk in kept] == []
+
+
+def test_only_chunks_an_editor_may_copy_are_kept():
+    for kind in (b"iCCP", b"tEXt", b"eXIf", b"vpAg", b"prVt", b"cICP"):
+        assert metadata.keepable(kind), kind
+    for kind in (b"IDAT", b"IEND", b"PLTE", b"tRNS", b"hIST", b"acTL", b"fcTL", b"fdAT", b"iDOT", b"prvt", b"ab1c",
+                 b"abc", b"abcde"):
+        assert not metadata.keepable(kind), kind
+
+
+def _entry(chunks) -> ImageEntry:
+    return ImageEntry("a.png", "L", 2, 2, None, {}, "raw", b"abcd", tuple(chunks))
+
+
+@pytest.mark.parametrize("chunk", [metadata.Chunk(0, b"IDAT", b"x"), metadata.Chunk(1, b"tRNS", b"\0"),
+                                   metadata.Chunk(0, b"iDOT", b""), metadata.Chunk(3, b"tEXt", b"a\0b")])
+def test_a_header_naming_a_chunk_no_file_keeps_is_refused(chunk):
+    good = container.write(Header("", "", None, (_entry([metadata.Chunk(0, b"gAMA", b"WXYZ")]),), "0" * 64),
+                           np.zeros(0, np.uint32), container.METADATA_VERSION)
+    with pytest.raises(HeaderError, match="metadata chunk"):
+        container.write(Header("", "", None, (_entry([chunk]),), "0" * 64), np.zeros(0, np.uint32),
+                        container.METADATA_VERSION)
+    # The same file with the chunk's type or place forged (the CRC made right): the reader refuses it too.
+    raw = container.inflate_header(good[11:-8])
+    forged = raw.replace(b"\0gAMA", bytes([chunk.place]) + chunk.kind) if len(chunk.kind) == 4 else raw
+    packed = container.deflate_header(forged)
+    body = good[:10] + bytes([len(packed)]) + packed + good[-8:-4]
+    with pytest.raises(HeaderError, match="metadata chunk"):
+        container.read(body + struct.pack("<I", zlib.crc32(body)))
+    assert container.read(good)[0].images[0].metadata == (metadata.Chunk(0, b"gAMA", b"WXYZ"),)
+
+
+def test_metadata_need_format_17_and_have_a_limit():
+    header = Header("", "", None, (_entry([metadata.Chunk(0, b"tEXt", b"a\0b")]),), "0" * 64)
+    with pytest.raises(HeaderError, match="format 17"):
+        container.write(header, np.zeros(0, np.uint32), container.SECTIONS_VERSION)
+    big = Image.fromarray(smooth_rgb(8, 8, 2))
+    big.info[METADATA] = (metadata.Chunk(2, b"tEXt", b"k\0" + bytes(metadata.MAX_FILE_METADATA_BYTES)),)
+    with pytest.raises(ImageError, match="--strip"):
+        compress_images([("big.png", big)], fast=True)
+    entry = _entry([metadata.Chunk(2, b"tEXt", bytes(metadata.MAX_CHUNK_BYTES))] * 1)
+    with pytest.raises((HeaderError, LimitError)):
+        container.write(Header("", "", None, (entry, entry), "0" * 64), np.zeros(0, np.uint32),
+                        container.METADATA_VERSION)
+
+
+def test_several_files_in_worker_processes_keep_theirs(tmp_path):
+    for name in ("a.png", "b.png"):
+        (tmp_path / name).write_bytes(photo_png(16 + len(name), 20))
+    assert run_cli("compress", tmp_path / "a.png", tmp_path / "b.png", "-j", "2", "--rm").returncode == 0
+    assert run_cli("decompress", tmp_path / "a.vz", tmp_path / "b.vz", "--rm").returncode == 0
+    for name in ("a.png", "b.png"):
+        assert [kind for kind, _, _ in ancillary((tmp_path / name).read_bytes())] == [
+            b"iCCP", b"gAMA", b"cHRM", b"eXIf", b"pHYs", b"tEXt", b"vpAg", b"tIME", b"zTXt"]
+
+
+@pytest.mark.parametrize("file_name", sorted(metadata_files()))
+def test_format_17_goldens_decode_in_a_fresh_process_with_their_metadata(file_name, tmp_path):
+    """format17/*.vz: the first files with metadata. A fresh process under other kernels decodes them without
+    torch to their images, each PNG holding its chunks in their places; coding the images again gives the same
+    header entries' metadata and the same stream."""
+    images, options = metadata_files()[file_name]
+    path = GOLDEN / "format17" / file_name
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1]);"
+        "from vaezip.api import decompress_images, png_bytes;"
+        "images = decompress_images(open(sys.argv[2], 'rb').read());"
+        "assert not any(m == 'torch' or m.startswith('torch.') for m in sys.modules), 'torch imported';"
+        "[open(f'{sys.argv[3]}/{k}.png', 'wb').write(png_bytes(image)) for k, (_, image) in enumerate(images)]"
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(GOLDEN.parents[1]), str(path), str(tmp_path)],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, **OTHER_KERNELS})
+    assert out.returncode == 0, out.stderr
+    for k, (_, image) in enumerate(images):
+        png = (tmp_path / f"{k}.png").read_bytes()
+        with Image.open(io.BytesIO(png)) as back:
+            assert np.array_equal(np.asarray(back), np.asarray(image)), (file_name, k)
+        places = {metadata.AFTER_HEADER: "before", metadata.BEFORE_DATA: "before", metadata.AFTER_DATA: "after"}
+        expected = [(chunk.kind, chunk.data, places[chunk.place]) for chunk in image.info.get(METADATA, ())]
+        assert ancillary(png) == expected, (file_name, k)
+    pinned = container.read(path.read_bytes())
+    again = container.read(compress_images(images, **options).data)
+    assert [entry.metadata for entry in again[0].images] == [entry.metadata for entry in pinned[0].images]
+    assert np.array_equal(again[1], pinned[1])
