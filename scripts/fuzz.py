@@ -33,7 +33,7 @@ Besides the random mutations, every run also goes through (issue 19):
   letterboxed, gradients, 1x1 .. 3x3 and larger, in every mode L / LA / RGB / RGBA / P), compressed and
   decoded in process: anything but the exact original back is a failure; `--adversarial-cases` adds random
   small images made of large constant regions.
-- with --binary-cases N, N mutations of today's files (formats 10 to 16: binary header, one CRC over the file)
+- with --binary-cases N, N mutations of today's files (formats 10 to 17: binary header, one CRC over the file)
   made with the shipped photo2 and photo-gray2 from crops of samples/hopper.png: bits-back and predictor tiles
   in the stream order, --fast with format 13's, 12's and 10's predictor tiles, grey, an
   archive, and an archive of 24 small crops (binary_corpus); byte edits, cuts and payload
@@ -137,7 +137,7 @@ def shipped_models() -> dict:
     return {name: load_model(ROOT / "pretrained" / f"{name}.safetensors") for name in SHIPPED}
 
 
-BINARY_SECTION = "binary_format16"  # the report's section of binary_corpus's mutations (today's formats)
+BINARY_SECTION = "binary_format17"  # the report's section of binary_corpus's mutations (today's formats)
 
 
 def binary_corpus(models: dict) -> dict[str, tuple[bytes, list, str]]:
@@ -1071,7 +1071,7 @@ def fuzz(cases: int, seed: int = 0, timeout: float = 10.0, cli_every: int = 50, 
          grey_model_path: Path | None = None, binary_cases: int = 0) -> dict:
     """Run `cases` random mutations of the corpus, then (crafted) the crafted headers and the named crafted
     weights, `weights_cases` random crafted weights, (adversarial) the adversarial round-trip suite plus
-    `adversarial_cases` random contents, and `binary_cases` mutations of format 10 to 16 files made with the
+    `adversarial_cases` random contents, and `binary_cases` mutations of format 10 to 17 files made with the
     shipped models (binary_corpus). `quick`: small subsets of the crafted headers and of the adversarial suite
     (for the test suite)."""
     from vaezip.api import load_model
@@ -1217,7 +1217,7 @@ def fuzz(cases: int, seed: int = 0, timeout: float = 10.0, cli_every: int = 50, 
                             outcome, detail = "FAIL-cli", problem
                     section.add(f"{index} {key}: {what}", outcome, detail, seconds, peak_before)
                     if log is not None and (index + 1) % 1000 == 0:
-                        log(f"binary formats 10 to 16: {index + 1} cases, failures {len(section.failures)}")
+                        log(f"binary formats 10 to 17: {index + 1} cases, failures {len(section.failures)}")
         finally:
             signal.signal(signal.SIGALRM, previous)
         elapsed = time.perf_counter() - started
@@ -1313,7 +1313,7 @@ def main(argv=None) -> int:
     parser.add_argument("--adversarial-cases", type=int, default=200,
                         help="random adversarial images after the fixed suite (with --adversarial)")
     parser.add_argument("--binary-cases", type=int, default=0,
-                        help="mutations of format 10 to 16 files made with the shipped models (binary header, "
+                        help="mutations of format 10 to 17 files made with the shipped models (binary header, "
                              "the predictor's tiles, bits-back)")
     parser.add_argument("--memory-limit-gb", type=float, default=8.0,
                         help="cap this process's address space (RLIMIT_AS; 0: no cap), so that a case which "

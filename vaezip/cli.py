@@ -831,9 +831,10 @@ def _check_target(target: str, force: bool, derived: bool = False) -> None:
         raise Failure(f"{folder}: no such folder")
 
 
-def _write_output(path: str, data: bytes, force: bool, derived: bool = False) -> None:
+def _write_output(path: str, data: bytes, force: bool, derived: bool = False, like=None) -> None:
     """Write atomically (temporary file + rename, removed on failure, Ctrl-C and SIGTERM), after _refuse_target's
-    checks (again: a file may have appeared since)."""
+    checks (again: a file may have appeared since); `like`: the stat of the input it is made from, whose times
+    and permission bits it takes (files.atomic_write)."""
     from vaezip.files import atomic_write
 
     if path == "-":
@@ -841,7 +842,7 @@ def _write_output(path: str, data: bytes, force: bool, derived: bool = False) ->
         sys.stdout.buffer.flush()
         return
     _refuse_target(path, force, derived)
-    atomic_write(Path(path), data, overwrite=force)
+    atomic_write(Path(path), data, overwrite=force, like=like)
 
 
 def _progress(total_label: str):
@@ -1316,7 +1317,9 @@ def compress(
                     # system that folds case both make Photo.vz), as decompress's `written`.
                     if target != "-" and file_identity(target) in written:
                         raise Failure(f"{target}: already written by this run from another input; nothing written")
-                    _write_output(target, result.data, force, derived=output is None)
+                    # One input's file takes its times and permissions, as gzip's; an archive of several, its own.
+                    _write_output(target, result.data, force, derived=output is None,
+                                  like=read[0][1] if len(read) == 1 else None)
                     if target != "-":
                         written.add(file_identity(target))
                     if verified is not None and target != "-" and Path(target).read_bytes() != result.data:
@@ -1538,7 +1541,7 @@ def decompress(
                 directory.mkdir(parents=True, exist_ok=True)
             for target, (_, image) in zip(targets, images):
                 png = png_bytes(image)
-                _write_output(target, png, force, derived)
+                _write_output(target, png, force, derived, like=read_as.get(index))  # the .vz's times, as gunzip
                 if target != "-":
                     written.add(file_identity(target))
                 if not keep and target != "-":

@@ -335,13 +335,15 @@ def _system_name(path: Path | str) -> str | None:
     return None
 
 
-def atomic_write(path: Path | str, data: bytes, *, overwrite: bool) -> None:
+def atomic_write(path: Path | str, data: bytes, *, overwrite: bool, like: os.stat_result | None = None) -> None:
     """Write `data` to `path` through `.NAME.tmp-PID` in the same folder (written, fsynced, renamed): `path` is
     either untouched or complete. Stale temporaries of `path` by dead processes are removed first; the
     temporary is removed on every failure, Ctrl-C and SIGTERM included (see signals_as_exceptions). Without
     `overwrite`, an existing `path` (a dangling symlink included) is never replaced, even one created while
     this wrote (the rename is then a hard link, which fails on an existing name). A FIFO, device or socket at `path`
-    is refused (refuse_special_output), with `overwrite` too."""
+    is refused (refuse_special_output), with `overwrite` too. `like`: the stat of the file `path` is made from,
+    whose permission bits and access and modification times `path` takes, as gzip, xz and zstd give their
+    outputs (where the file system allows; a file system that refuses keeps the new file's own)."""
     path = Path(path)
     folder = path.parent
     if not folder.is_dir():
@@ -363,6 +365,8 @@ def atomic_write(path: Path | str, data: bytes, *, overwrite: bool) -> None:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
+            if like is not None:
+                _take_attributes(handle.fileno(), like)
             os.fsync(handle.fileno())
         if overwrite:
             os.replace(tmp, path)
@@ -373,6 +377,19 @@ def atomic_write(path: Path | str, data: bytes, *, overwrite: bool) -> None:
             if created and os.path.lexists(tmp):
                 os.unlink(tmp)
     fsync_dir(folder)
+
+
+def _take_attributes(fd: int, like: os.stat_result) -> None:
+    """The open file `fd` given `like`'s permission bits (not set-user-ID and the like) and times, after its last
+    write (a write would move its modification time again)."""
+    try:
+        os.fchmod(fd, stat.S_IMODE(like.st_mode) & 0o777)
+    except (OSError, AttributeError):  # a file system without permissions (FAT), or Windows
+        pass
+    try:
+        os.utime(fd, ns=(like.st_atime_ns, like.st_mtime_ns))
+    except (OSError, NotImplementedError, TypeError):  # no utime through a descriptor here
+        pass
 
 
 def _link_no_clobber(tmp: Path, path: Path) -> None:

@@ -1,0 +1,48 @@
+"""Outputs take their input's modification time and permissions, as gzip's, xz's and zstd's do: a photograph
+compressed with --rm and decompressed again keeps its date, by which file managers sort photographs."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+from PIL import Image
+
+from conftest import run_cli, smooth_rgb
+
+OLD = 981173106_123456789  # 2001-02-03, in nanoseconds
+
+
+@pytest.mark.skipif(os.name != "posix", reason="permission bits as POSIX has them")
+def test_a_round_trip_keeps_the_image_s_time_and_permissions(tmp_path):
+    image = tmp_path / "photo.png"
+    Image.fromarray(smooth_rgb(24, 32, 4)).save(image)
+    os.chmod(image, 0o640)
+    os.utime(image, ns=(OLD, OLD))
+    assert run_cli("compress", image, "--rm", "--fast").returncode == 0
+    packed = os.stat(tmp_path / "photo.vz")
+    assert packed.st_mtime_ns == OLD and stat.S_IMODE(packed.st_mode) == 0o640
+    assert run_cli("decompress", tmp_path / "photo.vz", "--rm").returncode == 0
+    back = os.stat(image)
+    assert back.st_mtime_ns == OLD and stat.S_IMODE(back.st_mode) == 0o640
+
+
+def test_an_archive_of_several_images_has_its_own_time_and_its_images_the_archive_s(tmp_path):
+    for name in ("a.png", "b.png"):
+        Image.fromarray(smooth_rgb(16, 16, len(name))).save(tmp_path / name)
+        os.utime(tmp_path / name, ns=(OLD, OLD))
+    assert run_cli("compress", tmp_path / "a.png", tmp_path / "b.png", "-o", tmp_path / "set.vz",
+                   "--fast").returncode == 0
+    assert os.stat(tmp_path / "set.vz").st_mtime_ns != OLD  # made now, from two files
+    os.utime(tmp_path / "set.vz", ns=(OLD + 10**9, OLD + 10**9))
+    assert run_cli("decompress", tmp_path / "set.vz", "--dir", tmp_path / "out").returncode == 0
+    assert [os.stat(tmp_path / "out" / name).st_mtime_ns for name in ("a.png", "b.png")] == [OLD + 10**9] * 2
+
+
+def test_stdin_and_stdout_have_no_times_to_give(tmp_path):
+    png = tmp_path / "a.png"
+    Image.fromarray(smooth_rgb(16, 16, 1)).save(png)
+    os.utime(png, ns=(OLD, OLD))
+    result = run_cli("compress", "-", "-o", tmp_path / "a.vz", "--fast", input=png.read_bytes())
+    assert result.returncode == 0 and os.stat(tmp_path / "a.vz").st_mtime_ns != OLD
