@@ -46,3 +46,16 @@ def test_stdin_and_stdout_have_no_times_to_give(tmp_path):
     os.utime(png, ns=(OLD, OLD))
     result = run_cli("compress", "-", "-o", tmp_path / "a.vz", "--fast", input=png.read_bytes())
     assert result.returncode == 0 and os.stat(tmp_path / "a.vz").st_mtime_ns != OLD
+
+
+def test_rm_keeps_an_input_smaller_than_its_output_and_says_so(tmp_path):
+    """A JPEG's decoded pixels take more room than the JPEG: replacing it by its .vz would only cost room."""
+    Image.fromarray(smooth_rgb(64, 96, 7)).save(tmp_path / "photo.jpg", quality=80)
+    result = run_cli("compress", tmp_path / "photo.jpg", "--rm", "--fast")
+    assert result.returncode == 0
+    assert (tmp_path / "photo.jpg").exists() and (tmp_path / "photo.vz").exists()
+    assert os.path.getsize(tmp_path / "photo.vz") > os.path.getsize(tmp_path / "photo.jpg")
+    assert "warning: " in result.stderr.decode() and "a JPEG's decoded pixels take more room than the JPEG; " \
+        "the input is kept (--rm)" in result.stderr.decode()
+    quiet = run_cli("compress", tmp_path / "photo.jpg", "--rm", "--fast", "-q", "-f")
+    assert quiet.returncode == 0 and quiet.stderr == b"" and (tmp_path / "photo.jpg").exists()

@@ -1114,6 +1114,18 @@ def _compress_here(images, model: str | None, loaded: list, tile, device: str, c
     return result, (_verify(result.data, images, chosen, device) if checking else None)
 
 
+def _larger_than_input(read: list, size: int) -> str:
+    """'photo.jpg (77329 bytes): a JPEG's decoded pixels take more room than the JPEG' where the one input read
+    from a file is smaller than its output of `size` bytes (a JPEG, or a PNG squeezed harder than vaezip's own PNG
+    coding); "" elsewhere. Replacing such an input by its output would only cost room, so --rm keeps it."""
+    if len(read) != 1 or read[0][1] is None or read[0][1].st_size >= size:
+        return ""
+    path, info = read[0]
+    why = ": a JPEG's decoded pixels take more room than the JPEG" if Path(path).suffix.lower() in (
+        ".jpg", ".jpeg", ".jpe", ".jfif") else ""
+    return f"{path} ({info.st_size} bytes){why}"
+
+
 def _same_file_still(path: str, before) -> bool:
     if before is None:  # never read here: nothing to compare, so not deleted
         return False
@@ -1171,7 +1183,8 @@ def compress(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="model name, run folder or weights file (default: by image mode)"),
     force: bool = typer.Option(False, "--force", "-f", help="overwrite existing outputs (never an input)"),
     keep: bool = typer.Option(True, "--keep/--rm", help="keep (default) or delete the inputs after success; --rm "
-                              "first decodes the output in process and checks it against the input (as --verify)"),
+                              "first decodes the output in process and checks it against the input (as --verify), "
+                              "and keeps an input smaller than its output (a JPEG, say) with a warning"),
     verify: bool = typer.Option(False, "--verify", help="decode the output in process and compare it with the input "
                                 "before writing it (implied by --rm); the report gives the time it took"),
     tile: Optional[int] = typer.Option(None, help="tile side in pixels (default 32; 256 with --fast)"),
@@ -1333,7 +1346,11 @@ def compress(
                                 if len(left_out) == 1 else f"the metadata of {len(left_out)} images")
                         _tell("warning", f"{target}: format {result.format_version} holds no metadata: {what} left "
                                          f"out (without --format the file keeps it)")
-                    if not keep:
+                    grown = _larger_than_input(read, len(result.data))
+                    if grown and not quiet:
+                        _tell("warning", f"{target} ({len(result.data)} bytes) is larger than {grown}"
+                                         f"{'; the input is kept (--rm)' if not keep else ''}")
+                    if not keep and not grown:
                         _remove_inputs(read, target)
                     totals.add_compressed(result)
                 failures += failed()
