@@ -47,7 +47,8 @@ from codec.errors import (
     TruncatedError,
     UnsupportedVersionError,
 )
-from codec.header import CoderSettings, Header, ImageEntry, from_binary, from_json, to_binary, to_json
+from codec.header import CoderSettings, Header, ImageEntry, from_binary_with_chunks, from_json, to_binary, to_json
+from codec.metadata import Chunk
 
 MAGIC = b"\x89.VZ\r\n\x1a\n"  # non-ASCII first byte, then CRLF / EOF (^Z) / LF traps as in PNG
 # Version 3: a binary header, and images coded classically (codec/classic.py) beside the model's; the model
@@ -268,7 +269,8 @@ def _write_binary(header: Header, words: np.ndarray, version: int, deflate: bool
         if len(plain) <= MAX_HEADER_BYTES and len(packed) + DEFLATE_SAVING <= len(text):
             version, text = DEFLATED_VERSION, packed
     parts = [MAGIC, _U16.pack(version), _varint(len(text)), text]
-    parts += [bytes(image.data) for image in header.images]
+    for image in header.images:  # each image's data, then its metadata chunks' (format 17)
+        parts += [bytes(image.data)] + [bytes(chunk.data) for chunk in image.metadata]
     parts.append(words.astype("<u4").tobytes())
     body = b"".join(parts)
     return body + _U32.pack(zlib.crc32(body))
@@ -298,13 +300,14 @@ def _read_binary(data: memoryview, version: int) -> tuple[Header, np.ndarray]:
         raise HeaderError("bad header: not in its one canonical binary form (its length field is padded)")
     try:
         raw = data[position : position + n]
-        header, lengths, count = from_binary(inflate_header(raw) if version in DEFLATED_HEADERS else raw, version)
+        header, lengths, chunk_lengths, count = from_binary_with_chunks(
+            inflate_header(raw) if version in DEFLATED_HEADERS else raw, version)
     except (HeaderError, LimitError):
         if not crc_ok:  # a damaged file is the likelier story than a forged header
             raise ChecksumError("checksum mismatch (file corrupted)") from None
         raise
     start = position + n
-    payload = sum(lengths) + 4 * count
+    payload = sum(lengths) + sum(map(sum, chunk_lengths)) + 4 * count
     present = size - start - 4
     if payload > present:
         raise TruncatedError(f"truncated file: payload claims {payload} bytes, only {max(0, present)} present")
@@ -313,9 +316,14 @@ def _read_binary(data: memoryview, version: int) -> tuple[Header, np.ndarray]:
     if not crc_ok:
         raise ChecksumError("checksum mismatch (file corrupted)")
     images = []
-    for image, length in zip(header.images, lengths):
-        images.append(ImageEntry(image.name, image.mode, image.width, image.height, image.palette, image.info,
-                                 image.coding, bytes(data[start : start + length]), image.metadata))
+    for image, length, sizes in zip(header.images, lengths, chunk_lengths):
+        own = bytes(data[start : start + length])
         start += length
+        chunks = []
+        for chunk, size in zip(image.metadata, sizes):
+            chunks.append(Chunk(chunk.place, chunk.kind, bytes(data[start : start + size])))
+            start += size
+        images.append(ImageEntry(image.name, image.mode, image.width, image.height, image.palette, image.info,
+                                 image.coding, own, tuple(chunks)))
     words = np.frombuffer(data, dtype="<u4", count=count, offset=start).astype(np.uint32)
     return Header(header.model_name, header.model_sha256, header.coder, tuple(images), header.pixels_sha256), words

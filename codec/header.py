@@ -66,7 +66,8 @@ class ImageEntry:
     coding: str = MODEL  # MODEL, or the classical coding (codec/classic.py) of `data` (format 3)
     # The classically coded samples; for MODEL, its classically coded side planes (format 3: see info planes)
     data: bytes = b""
-    # Format 17: what the image's file held besides its pixels, as PNG chunks (codec/metadata.py)
+    # Format 17: what the image's file held besides its pixels, as PNG chunks (codec/metadata.py); the header holds
+    # their places, types and lengths, the file's data part their bytes after the image's data
     metadata: tuple[metadata.Chunk, ...] = ()
 
 
@@ -318,6 +319,13 @@ def to_binary(header: Header, words: int, version: int = FORMAT_BINARY) -> bytes
 def from_binary(raw: bytes, version: int = FORMAT_BINARY) -> tuple[Header, list[int], int]:
     """Parse the binary header of a format `version` (3 to 6) file: (header with every image's `data` empty,
     each image's data length (0 for the model), the count of ANS words)."""
+    header, lengths, _, words = from_binary_with_chunks(raw, version)
+    return header, lengths, words
+
+
+def from_binary_with_chunks(raw: bytes, version: int) -> tuple[Header, list[int], list[list[int]], int]:
+    """from_binary, and each image's metadata chunks' data lengths (format 17), whose bytes follow the image's data
+    in the file: the header's images hold their chunks with empty data."""
     reader = _Reader(raw)
     flags = reader.u8("flags")
     if flags & ~_FLAG_MODEL:
@@ -353,7 +361,7 @@ def from_binary(raw: bytes, version: int = FORMAT_BINARY) -> tuple[Header, list[
             order = tuple(reader.varint("order run", 0 if k == 0 else 1, MAX_ORDER_RUN) for k in range(count))
         words = reader.varint("payload words", 0, 2**32 - 1)
     count = reader.varint("image count", 1, MAX_IMAGES)
-    images, lengths = [], []
+    images, lengths, chunk_lengths = [], [], []
     for i in range(count):
         image_name = reader.string("image name", MAX_NAME_CHARS)
         mode = reader.u8("mode")
@@ -370,10 +378,10 @@ def from_binary(raw: bytes, version: int = FORMAT_BINARY) -> tuple[Header, list[
         if MODES[mode] == "P":
             palette = reader.take(reader.varint("palette length", 0, MAX_PALETTE_BYTES), "palette")
         info = reader.info()
-        chunks = reader.chunks(f"image {i}") if version >= FORMAT_METADATA else ()
+        table = reader.chunks(f"image {i}", MODES[mode]) if version >= FORMAT_METADATA else []
+        chunk_lengths.append([length for _, _, length in table])
+        chunks = tuple(metadata.Chunk(place, kind, b"") for place, kind, _ in table)
         images.append(ImageEntry(image_name, MODES[mode], width, height, palette, info, CODINGS[coding], b"", chunks))
-    if sum(len(chunk.data) for image in images for chunk in image.metadata) > metadata.MAX_FILE_METADATA_BYTES:
-        raise LimitError(f"the images' metadata hold more than {metadata.MAX_FILE_METADATA_BYTES} bytes")
     if reader.position != len(raw):
         raise HeaderError(f"bad header: {len(raw) - reader.position} bytes after the last image")
     if flags & _FLAG_MODEL:
@@ -386,12 +394,15 @@ def from_binary(raw: bytes, version: int = FORMAT_BINARY) -> tuple[Header, list[
                               f"{model_pixels} pixels")
         coder = CoderSettings(step, bound, tile, max_batch, schedule, constriction, extra, order)
     header = Header(name, sha, coder, tuple(images), pixels)
-    if _encode_binary(header, words, lengths, version) != bytes(raw):
+    if _encode_binary(header, words, lengths, version, chunk_lengths) != bytes(raw):
         raise HeaderError("bad header: not in its one canonical binary form")
-    return header, lengths, words
+    return header, lengths, chunk_lengths, words
 
 
-def _encode_binary(h: Header, words: int, lengths: list[int], version: int) -> bytes:
+def _encode_binary(h: Header, words: int, lengths: list[int], version: int,
+                   chunk_lengths: list[list[int]] | None = None) -> bytes:
+    """The binary header; `chunk_lengths`: each image's metadata chunks' data lengths, where its chunks hold no
+    data (from_binary_with_chunks's), else theirs."""
     out = bytearray()
     model = h.uses_model
     out.append(_FLAG_MODEL if model else 0)
@@ -427,7 +438,7 @@ def _encode_binary(h: Header, words: int, lengths: list[int], version: int) -> b
             raise ValueError(f"a stream order in a format-{version} header (format {FORMAT_ORDER} and later hold one)")
         _put_varint(out, words)
     _put_varint(out, len(h.images))
-    for image, length in zip(h.images, lengths):
+    for i, (image, length) in enumerate(zip(h.images, lengths)):
         _put_string(out, image.name)
         out.append(MODES.index(image.mode))
         _put_varint(out, image.width)
@@ -441,24 +452,25 @@ def _encode_binary(h: Header, words: int, lengths: list[int], version: int) -> b
             raise ValueError(f"a palette in a {image.mode} image")
         _put_info(out, image.info)
         if version >= FORMAT_METADATA:
-            _put_chunks(out, image.metadata)
+            sizes = [len(chunk.data) for chunk in image.metadata] if chunk_lengths is None else chunk_lengths[i]
+            _put_chunks(out, [(chunk.place, chunk.kind, size) for chunk, size in zip(image.metadata, sizes)],
+                        image.mode)
         elif image.metadata:
             raise ValueError(f"metadata in a format-{version} header (format {FORMAT_METADATA} and later hold them)")
     return bytes(out)
 
 
-def _put_chunks(out: bytearray, chunks: tuple[metadata.Chunk, ...]) -> None:
-    """Format 17's metadata of an image: a varint count, then each chunk's place (u8), type (4 bytes) and data (a
-    varint length, the bytes)."""
-    trouble = metadata.problem(chunks)
+def _put_chunks(out: bytearray, chunks: list[tuple[int, bytes, int]], mode: str) -> None:
+    """Format 17's table of an image's metadata chunks ((place, type, data length), ...): a varint count, then each
+    chunk's place (u8), type (4 bytes) and data length (varint)."""
+    trouble = metadata.problem(chunks, mode)
     if trouble:
         raise ValueError(trouble)
     _put_varint(out, len(chunks))
-    for chunk in chunks:
-        out.append(chunk.place)
-        out += chunk.kind
-        _put_varint(out, len(chunk.data))
-        out += chunk.data
+    for place, kind, length in chunks:
+        out.append(place)
+        out += kind
+        _put_varint(out, length)
 
 
 # An image's info in format 3: a mask byte. Bit 7: canonical JSON follows (varint length, then the object), for
@@ -605,17 +617,17 @@ class _Reader:
             raise HeaderError(f"bad header: {what} is not UTF-8") from None
         return _str(text, what, max_chars)
 
-    def chunks(self, what: str) -> tuple[metadata.Chunk, ...]:
+    def chunks(self, what: str, mode: str) -> list[tuple[int, bytes, int]]:
+        """Format 17's table of an image's metadata chunks: (place, type, data length), ..."""
         found = []
         for _ in range(self.varint(f"{what}'s metadata chunks", 0, metadata.MAX_CHUNKS)):
             place = self.u8("metadata place")
             kind = self.take(4, "metadata chunk type")
-            length = self.varint("metadata length", 0, metadata.MAX_CHUNK_BYTES)
-            found.append(metadata.Chunk(place, kind, self.take(length, "metadata chunk")))
-        trouble = metadata.problem(found)
+            found.append((place, kind, self.varint("metadata length", 0, metadata.MAX_CHUNK_BYTES)))
+        trouble = metadata.problem(found, mode)
         if trouble:
             raise HeaderError(f"bad header: {what}: {trouble}")
-        return tuple(found)
+        return found
 
     def info(self) -> dict[str, Any]:
         mask = self.u8("info")

@@ -31,9 +31,19 @@ KNOWN = frozenset({
 })
 NEVER = frozenset({b"tRNS", b"hIST", b"acTL", b"fcTL", b"fdAT"})
 
+# Where the PNG specification puts the known chunks: before PLTE (and so right after IHDR here), after PLTE, before
+# IDAT; the others anywhere. A file keeps each chunk at a place its type allows, and at most one of each of SINGLE.
+BEFORE_PALETTE = frozenset({b"iCCP", b"sRGB", b"gAMA", b"cHRM", b"cICP", b"mDCv", b"cLLI", b"sBIT"})
+AFTER_PALETTE = frozenset({b"bKGD"})
+BEFORE_IMAGE_DATA = frozenset({b"pHYs", b"sPLT", b"eXIf", b"oFFs", b"pCAL", b"sCAL", b"sTER"})
+SINGLE = frozenset({b"iCCP", b"sRGB", b"gAMA", b"cHRM", b"cICP", b"mDCv", b"cLLI", b"sBIT", b"bKGD", b"pHYs", b"eXIf",
+                    b"tIME", b"oFFs", b"pCAL", b"sCAL", b"sTER"})
+# The data length a chunk's type has in an image of each mode (PNG: by colour type)
+LENGTHS = {b"bKGD": {"L": 2, "LA": 2, "RGB": 6, "RGBA": 6, "P": 1},
+           b"sBIT": {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4, "P": 3}}
+
 MAX_CHUNKS = 4096  # per image
-MAX_CHUNK_BYTES = 2**24  # one chunk's data
-MAX_FILE_METADATA_BYTES = 2**23  # every image's chunk data together (the header inflates to at most 16 MiB)
+MAX_CHUNK_BYTES = 2**30  # one chunk's data (a PNG's limit is 2**31 - 1; vaezip reads inputs of at most 1 GiB)
 
 
 class Chunk(NamedTuple):
@@ -50,15 +60,34 @@ def keepable(kind: bytes) -> bool:
     return bool(ancillary) and reserved_ok and kind not in NEVER and (kind in KNOWN or bool(safe_to_copy))
 
 
-def problem(chunks) -> str | None:
-    """What is wrong with one image's `chunks` as a file may hold them, or None."""
+def places(kind: bytes) -> tuple[int, ...]:
+    """The places a chunk of type `kind` may take."""
+    if kind in BEFORE_PALETTE:
+        return (AFTER_HEADER,)
+    if kind in AFTER_PALETTE:
+        return (BEFORE_DATA,)
+    if kind in BEFORE_IMAGE_DATA:
+        return (AFTER_HEADER, BEFORE_DATA)
+    return PLACES
+
+
+def problem(chunks, mode: str) -> str | None:
+    """What is wrong with the chunks `chunks` ((place, type, data length), ...) of an image of `mode` as a file may
+    hold them, or None."""
+    chunks = list(chunks)
     if len(chunks) > MAX_CHUNKS:
         return f"{len(chunks)} metadata chunks (at most {MAX_CHUNKS})"
-    for chunk in chunks:
-        if chunk.place not in PLACES:
-            return f"metadata chunk place {chunk.place!r}"
-        if not keepable(chunk.kind):
-            return f"metadata chunk type {chunk.kind!r} is not one a file keeps"
-        if len(chunk.data) > MAX_CHUNK_BYTES:
-            return f"a {chunk.kind.decode()} chunk of {len(chunk.data)} bytes (at most {MAX_CHUNK_BYTES})"
+    seen = set()
+    for place, kind, length in chunks:
+        if not keepable(kind):
+            return f"metadata chunk type {kind!r} is not one a file keeps"
+        if place not in places(kind):
+            return f"a {kind.decode()} chunk at place {place}"
+        if kind in SINGLE and kind in seen:
+            return f"a second {kind.decode()} chunk"
+        seen.add(kind)
+        if length > MAX_CHUNK_BYTES:
+            return f"a {kind.decode()} chunk of {length} bytes (at most {MAX_CHUNK_BYTES})"
+        if kind in LENGTHS and LENGTHS[kind].get(mode) != length:
+            return f"a {kind.decode()} chunk of {length} bytes in a {mode} image"
     return None

@@ -439,7 +439,8 @@ def metadata_files() -> dict[str, tuple[list[tuple[str, Image.Image]], dict]]:
     from vaezip.metadata import METADATA
     from codec.metadata import AFTER_DATA, AFTER_HEADER, BEFORE_DATA, Chunk
 
-    profile = b"ICC profile\0\0" + zlib.compress(bytes(range(256)) * 2, 9)  # opaque to vaezip: any bytes
+    # opaque to vaezip but for the data colour space in its header (bytes 16 to 20)
+    profile = b"ICC profile\0\0" + zlib.compress(bytes(16) + b"RGB " + bytes(range(256)) * 2, 9)
     photo = photo_crop()
     photo.info[METADATA] = (
         Chunk(AFTER_HEADER, b"iCCP", profile), Chunk(AFTER_HEADER, b"gAMA", (45455).to_bytes(4, "big")),

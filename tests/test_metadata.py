@@ -17,19 +17,21 @@ import pytest
 from PIL import Image
 
 from codec import container, metadata
-from codec.errors import HeaderError, LimitError
+from codec.errors import HeaderError
 from codec.header import Header, ImageEntry
 from conftest import OTHER_KERNELS, run_cli, smooth_rgb
 from vaezip.api import compress_images, decompress_images, file_info, png_bytes
 from vaezip.errors import ImageError
 from vaezip.images import open_image
-from vaezip.metadata import DROPPED, METADATA, read_png_chunks
+from vaezip.metadata import DROPPED, METADATA, image_chunks, read_png_chunks
 
 GOLDEN = Path(__file__).parent / "data"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from make_golden import metadata_files  # noqa: E402
 
-PROFILE = bytes(range(256)) * 3  # a colour profile's bytes are opaque to vaezip
+# A colour profile's bytes are opaque to vaezip but for its header's data colour space (bytes 16 to 20)
+PROFILE = bytes(range(16)) + b"RGB " + bytes(range(236)) * 3
+GREY_PROFILE = bytes(16) + b"GRAY" + bytes(100)
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
@@ -83,7 +85,7 @@ def test_a_png_s_chunks_come_back_in_their_places_but_those_unsafe_to_copy(tmp_p
         assert result.returncode == 0, result.stderr
         report = result.stderr.decode()
         assert "metadata kept: iCCP, gAMA, cHRM, eXIf, pHYs, tEXt, vpAg, tIME, zTXt" in report
-        assert "metadata left out: iDOT" in report
+        assert "metadata left out: iDOT (unsafe to copy)" in report
         assert container.read_versioned((tmp_path / "photo.vz").read_bytes())[0] == container.METADATA_VERSION
         result = run_cli("decompress", tmp_path / "photo.vz", "-o", tmp_path / "back.png", "-f")
         assert result.returncode == 0, result.stderr
@@ -91,7 +93,7 @@ def test_a_png_s_chunks_come_back_in_their_places_but_those_unsafe_to_copy(tmp_p
         assert ancillary(back) == [chunk for chunk in ancillary(source) if chunk[0] != b"iDOT"]
         with Image.open(tmp_path / "back.png") as image:
             assert np.array_equal(np.asarray(image), np.asarray(Image.open(tmp_path / "photo.png")))
-            assert image.info["icc_profile"] == PROFILE
+            assert image.info["icc_profile"] == PROFILE  # as Pillow reads the PNG's iCCP
     info = run_cli("info", tmp_path / "photo.vz")
     assert "metadata iCCP, gAMA, cHRM, eXIf, pHYs, tEXt, vpAg, tIME, zTXt" in info.stdout.decode()
 
@@ -138,7 +140,7 @@ def test_strip_and_older_formats_keep_none_and_say_so(tmp_path):
     assert stripped.returncode == 0 and b"warning" not in stripped.stderr and b"metadata kept" not in stripped.stderr
     older = run_cli("compress", tmp_path / "photo.png", "-o", tmp_path / "o.vz", "--format", "16")
     assert older.returncode == 0
-    assert "warning: " in older.stderr.decode() and "format 16 holds no metadata: photo.png's iCCP" in \
+    assert "warning: " in older.stderr.decode() and "--format 16 keeps no metadata: photo.png's iCCP" in \
         older.stderr.decode()
     quiet = run_cli("compress", tmp_path / "photo.png", "-o", tmp_path / "q.vz", "--format", "16", "-q")
     assert quiet.returncode == 0 and quiet.stderr == b""
@@ -159,12 +161,14 @@ def test_the_api_keeps_what_pillow_read_and_gives_it_back():
     result = compress_images([("a.png", opened)], fast=True)
     assert result.format_version == container.METADATA_VERSION and result.images[0].metadata
     (_, image), = decompress_images(result.data)
-    assert image.info["icc_profile"] == PROFILE and image.info[METADATA] == result.images[0].metadata
+    assert image.info[METADATA] == result.images[0].metadata
+    with Image.open(io.BytesIO(png_bytes(image))) as back:
+        assert back.info["icc_profile"] == PROFILE
     assert [kind for kind, _ in chunks_of(png_bytes(image))][:2] == [b"IHDR", b"iCCP"]
     assert file_info(result.data).images[0].metadata == result.images[0].metadata
     plain = compress_images([("a.png", opened)], fast=True, metadata=False)
     assert plain.format_version < container.METADATA_VERSION and plain.images[0].metadata_left_out == ("iCCP",)
-    assert decompress_images(plain.data)[0][1].info.get("icc_profile") is None
+    assert METADATA not in decompress_images(plain.data)[0][1].info
     # the same payload either way: metadata live in the header alone
     assert np.array_equal(container.read(result.data)[1], container.read(plain.data)[1])
 
@@ -175,7 +179,7 @@ def test_open_image_reads_the_chunks_and_sets_aside_those_unsafe_to_copy():
     assert [chunk.kind for chunk in image.info[METADATA]] == [
         b"iCCP", b"gAMA", b"cHRM", b"eXIf", b"pHYs", b"tEXt", b"vpAg", b"tIME", b"zTXt"]
     assert [chunk.place for chunk in image.info[METADATA]][-2:] == [metadata.AFTER_DATA] * 2
-    assert image.info[DROPPED] == (b"iDOT",)
+    assert image.info[DROPPED] == ("iDOT (unsafe to copy)",)
     stream = io.BytesIO(source[:60])  # cut short: what was read before the cut, the position put back
     stream.seek(5)
     kept, _ = read_png_chunks(stream)
@@ -194,36 +198,105 @@ def _entry(chunks) -> ImageEntry:
     return ImageEntry("a.png", "L", 2, 2, None, {}, "raw", b"abcd", tuple(chunks))
 
 
-@pytest.mark.parametrize("chunk", [metadata.Chunk(0, b"IDAT", b"x"), metadata.Chunk(1, b"tRNS", b"\0"),
-                                   metadata.Chunk(0, b"iDOT", b""), metadata.Chunk(3, b"tEXt", b"a\0b")])
-def test_a_header_naming_a_chunk_no_file_keeps_is_refused(chunk):
-    good = container.write(Header("", "", None, (_entry([metadata.Chunk(0, b"gAMA", b"WXYZ")]),), "0" * 64),
-                           np.zeros(0, np.uint32), container.METADATA_VERSION)
-    with pytest.raises(HeaderError, match="metadata chunk"):
-        container.write(Header("", "", None, (_entry([chunk]),), "0" * 64), np.zeros(0, np.uint32),
+GOOD_TABLE = [metadata.Chunk(0, b"gAMA", b"WXYZ"), metadata.Chunk(1, b"tEXt", b"a\0bc")]
+
+
+def _forged(entry: bytes) -> bytes:
+    """A format-17 file of an L image with GOOD_TABLE's chunks, its second chunk's table entry (place, type, length)
+    replaced by `entry` in the header, the header's length and the file's CRC made right again."""
+    good = container.write(Header("", "", None, (_entry(GOOD_TABLE),), "0" * 64), np.zeros(0, np.uint32),
+                           container.METADATA_VERSION)
+    length = good[10]
+    assert length < 128  # a one-byte varint
+    raw = container.inflate_header(good[11: 11 + length])
+    assert raw.count(b"\x01tEXt\x04") == 1
+    packed = container.deflate_header(raw.replace(b"\x01tEXt\x04", entry))
+    body = good[:10] + bytes([len(packed)]) + packed + good[11 + length: -4]
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+@pytest.mark.parametrize("entry", [b"\x00IDAT\x04", b"\x01tRNS\x04", b"\x00iDOT\x04", b"\x03tEXt\x04",
+                                   b"\x02pHYs\x04", b"\x00gAMA\x04", b"\x01bKGD\x04", b"\x00sBIT\x04"])
+def test_a_header_whose_chunk_no_file_keeps_or_is_out_of_place_is_refused(entry):
+    """An unsafe or critical type, a place above 2 or not one its type allows, a second gAMA, a background or
+    significant bits of another colour type's length: refused by the reader (and never written)."""
+    with pytest.raises(HeaderError, match="bad header: image 0: "):
+        container.read(_forged(entry))
+    chunk = metadata.Chunk(entry[0], entry[1:5], b"abcd")
+    with pytest.raises(HeaderError):
+        container.write(Header("", "", None, (_entry([GOOD_TABLE[0], chunk]),), "0" * 64), np.zeros(0, np.uint32),
                         container.METADATA_VERSION)
-    # The same file with the chunk's type or place forged (the CRC made right): the reader refuses it too.
-    raw = container.inflate_header(good[11:-8])
-    forged = raw.replace(b"\0gAMA", bytes([chunk.place]) + chunk.kind) if len(chunk.kind) == 4 else raw
-    packed = container.deflate_header(forged)
-    body = good[:10] + bytes([len(packed)]) + packed + good[-8:-4]
-    with pytest.raises(HeaderError, match="metadata chunk"):
-        container.read(body + struct.pack("<I", zlib.crc32(body)))
-    assert container.read(good)[0].images[0].metadata == (metadata.Chunk(0, b"gAMA", b"WXYZ"),)
+    header, words = container.read(_forged(b"\x02tEXt\x04"))  # the same at a place tEXt may take: read
+    assert header.images[0].metadata == (GOOD_TABLE[0], metadata.Chunk(2, b"tEXt", b"a\0bc"))
 
 
-def test_metadata_need_format_17_and_have_a_limit():
-    header = Header("", "", None, (_entry([metadata.Chunk(0, b"tEXt", b"a\0b")]),), "0" * 64)
+def test_metadata_need_format_17_and_have_limits():
+    header = Header("", "", None, (_entry(GOOD_TABLE),), "0" * 64)
     with pytest.raises(HeaderError, match="format 17"):
         container.write(header, np.zeros(0, np.uint32), container.SECTIONS_VERSION)
-    big = Image.fromarray(smooth_rgb(8, 8, 2))
-    big.info[METADATA] = (metadata.Chunk(2, b"tEXt", b"k\0" + bytes(metadata.MAX_FILE_METADATA_BYTES)),)
+    many = Image.fromarray(smooth_rgb(8, 8, 2))
+    many.info[METADATA] = (metadata.Chunk(2, b"tEXt", b"k\0v"),) * (metadata.MAX_CHUNKS + 1)
     with pytest.raises(ImageError, match="--strip"):
-        compress_images([("big.png", big)], fast=True)
-    entry = _entry([metadata.Chunk(2, b"tEXt", bytes(metadata.MAX_CHUNK_BYTES))] * 1)
-    with pytest.raises((HeaderError, LimitError)):
-        container.write(Header("", "", None, (entry, entry), "0" * 64), np.zeros(0, np.uint32),
-                        container.METADATA_VERSION)
+        compress_images([("many.png", many)], fast=True)
+    assert compress_images([("many.png", many)], fast=True, metadata=False).format_version < 17
+    # The chunks' bytes lie in the file's data part, not in its header: no header limit holds them.
+    big = Image.fromarray(smooth_rgb(8, 8, 2))
+    big.info[METADATA] = (metadata.Chunk(2, b"zTXt", b"k\0\0" + os.urandom(20 * 2**20)),)
+    result = compress_images([("big.png", big)], fast=True)
+    assert result.header_bytes < 200 and decompress_images(result.data)[0][1].info[METADATA] == big.info[METADATA]
+
+
+def test_chunks_that_no_longer_fit_the_image_are_left_out_and_named():
+    """An API caller's image converted since it was opened: its background, significant bits and colour profile
+    belong to another colour type."""
+    source = photo_png()
+    image = open_image(source)
+    grey = image.convert("L")
+    kept, left_out = image_chunks(grey)
+    assert b"iCCP" not in [chunk.kind for chunk in kept] and "iCCP (a RGB profile does not fit a L image)" in left_out
+    assert [chunk.kind for chunk in image_chunks(image)[0]][0] == b"iCCP"
+    paletted = Image.fromarray(smooth_rgb(8, 8, 3)).quantize(4)
+    paletted.info[METADATA] = (metadata.Chunk(1, b"bKGD", b"\x01"), metadata.Chunk(0, b"sBIT", b"\x05\x05\x05"))
+    assert image_chunks(paletted)[0] == paletted.info[METADATA]
+    kept, left_out = image_chunks(paletted.convert("RGB"))
+    assert [chunk.kind for chunk in kept] == [b"sBIT"] and left_out == ("bKGD (1 bytes do not fit a RGB image)",)
+    grey_profiled = Image.fromarray(smooth_rgb(8, 8, 3)[..., 0])
+    grey_profiled.info["icc_profile"] = GREY_PROFILE
+    assert [chunk.kind for chunk in image_chunks(grey_profiled)[0]] == [b"iCCP"]
+
+
+def test_an_input_s_odd_chunks_are_mended_or_left_out(tmp_path):
+    """Out of its place (a background before the palette, a colour chunk after it), a second of a type PNG allows
+    once, a damaged one after the image data (Pillow does not check those), a 2-bit grey's background (scaled as
+    Pillow scales the pixels); tRNS is the pixels' and never named."""
+    image = Image.fromarray((smooth_rgb(12, 12, 2)[..., 0] // 64).astype(np.uint8) * 85)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", bits=2, transparency=170)
+    plain = buffer.getvalue()
+    assert plain[24] == 2  # IHDR's bit depth
+    data_at = plain.index(b"IDAT") - 4
+    bad = _chunk(b"tEXt", b"late\0x")[:-1] + b"\0"  # its CRC's last byte changed
+    source = (plain[:33] + _chunk(b"bKGD", (3).to_bytes(2, "big")) + _chunk(b"gAMA", bytes(4))
+              + plain[33:data_at] + _chunk(b"gAMA", bytes([0, 0, 1, 0])) + plain[data_at:-12] + bad + plain[-12:])
+    opened = open_image(source)
+    assert np.array_equal(np.asarray(opened), np.asarray(Image.open(io.BytesIO(source))))
+    kept = opened.info[METADATA]
+    assert kept == (metadata.Chunk(1, b"bKGD", (255).to_bytes(2, "big")), metadata.Chunk(0, b"gAMA", bytes(4)))
+    assert opened.info[DROPPED] == ("gAMA (a second one)", "tEXt (damaged: bad CRC)")
+    (tmp_path / "g.png").write_bytes(source)
+    result = run_cli("compress", tmp_path / "g.png")
+    assert result.returncode == 0 and b"tRNS" not in result.stderr
+    assert run_cli("decompress", tmp_path / "g.vz", "-o", tmp_path / "back.png").returncode == 0
+    kinds = [kind for kind, _ in chunks_of((tmp_path / "back.png").read_bytes())]
+    assert kinds == [b"IHDR", b"gAMA", b"tRNS", b"bKGD", b"IDAT", b"IEND"]
+
+
+def test_a_jpeg_s_comment_and_density_come_back():
+    buffer = io.BytesIO()
+    Image.fromarray(smooth_rgb(16, 16, 4)).save(buffer, format="JPEG", comment=b"caf\xe9 du matin", dpi=(300, 300))
+    kept, _ = image_chunks(open_image(buffer.getvalue()))
+    assert metadata.Chunk(1, b"tEXt", b"Comment\0caf\xe9 du matin") in kept  # Latin-1, as the JPEG held it
+    assert metadata.Chunk(0, b"pHYs", struct.pack(">IIB", 11811, 11811, 1)) in kept
 
 
 def test_several_files_in_worker_processes_keep_theirs(tmp_path):
@@ -258,7 +331,8 @@ def test_format_17_goldens_decode_in_a_fresh_process_with_their_metadata(file_na
         with Image.open(io.BytesIO(png)) as back:
             assert np.array_equal(np.asarray(back), np.asarray(image)), (file_name, k)
         places = {metadata.AFTER_HEADER: "before", metadata.BEFORE_DATA: "before", metadata.AFTER_DATA: "after"}
-        expected = [(chunk.kind, chunk.data, places[chunk.place]) for chunk in image.info.get(METADATA, ())]
+        expected = [(chunk.kind, chunk.data, places[chunk.place]) for chunk in image_chunks(image)[0]]
+        assert len(expected) == len(image.info.get(METADATA, ()))  # every chunk of the golden's images kept
         assert ancillary(png) == expected, (file_name, k)
     pinned = container.read(path.read_bytes())
     again = container.read(compress_images(images, **options).data)

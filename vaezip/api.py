@@ -100,7 +100,7 @@ def decompress_images(data: bytes, model: LoadedModel | str | None = None, *, de
     """.vz bytes -> list of (name, PIL image); raises IntegrityError unless every checksum matches. A file whose
     images are all coded classically, or whose every tile went without the model (the predictor's, raw bytes),
     needs no model (and imports no torch); `model` is then not used. A format-17 image carries its metadata
-    chunks in its info (vaezip/metadata.py METADATA, with Pillow's icc_profile and exif), which png_bytes writes."""
+    chunks in its info (vaezip/metadata.py METADATA), which png_bytes writes into its PNG."""
     from codec.container import read_versioned
     from vaezip.metadata import attach
 

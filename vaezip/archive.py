@@ -29,7 +29,7 @@ import numpy as np
 import numpy.random  # noqa: F401
 
 from codec import bitsback, classic, container, tilekinds
-from codec.metadata import MAX_FILE_METADATA_BYTES
+from codec.metadata import MAX_CHUNKS
 from codec.ans import Stack, constriction_version
 from codec.header import MODEL, CoderSettings, Header, ImageEntry
 from codec.latents import LatentGrid
@@ -41,7 +41,7 @@ from vaezip.classical import smallest_entry
 from vaezip.config import importance_coding_obstacle
 from vaezip.errors import CheckpointError, ImageError
 from vaezip.images import Planes, join_planes, pixel_checksum, split_image
-from vaezip.metadata import DROPPED, image_chunks
+from vaezip.metadata import image_chunks
 from vaezip.models import LoadedModel, ModelIdentity, default_model, identify_model, load_model
 from vaezip.results import CompressResult, ImageReport
 from vaezip.unpack import MAX_BATCH_PIXELS, MAX_TILE, MAX_TILES, count_tiles, decode_file, decode_stream
@@ -144,15 +144,15 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
     split = _split(images)  # once: `images` may be an iterator, and both codings read the same planes
     # Every image's pixels, whichever path takes it (the classical ones too): the decoder holds them all.
     check_file_pixels(sum(item.planes.width * item.planes.height for item in split), ImageError)
-    chunks = [image_chunks(item.image) if keep_metadata else () for item in split]
-    stored = sum(len(chunk.data) for found in chunks for chunk in found)
-    if stored > MAX_FILE_METADATA_BYTES:
-        raise ImageError(f"the images' metadata take {stored / 2**20:.1f} MiB, more than a file keeps "
-                         f"({MAX_FILE_METADATA_BYTES // 2**20} MiB): --strip leaves it out")
+    found = [image_chunks(item.image) for item in split]  # (kept, left out) of each
+    for item, (kept, _) in zip(split, found):
+        if keep_metadata and len(kept) > MAX_CHUNKS:
+            raise ImageError(f"{item.name}: {len(kept)} metadata chunks, more than a file keeps of an image "
+                             f"({MAX_CHUNKS}): --strip leaves them out")
     result = _encode_split(split, started, model, tile=tile, max_batch=max_batch, device=device, progress=progress,
                            predictor=predictor, classical=classical, format_version=format_version, samples=samples,
                            fast=fast)
-    return _with_metadata(result, split, chunks)
+    return _with_metadata(result, found, keep_metadata)
 
 
 def _encode_split(split: list[_Image], started: float, model, **options) -> CompressResult:
@@ -270,15 +270,16 @@ def _mixed_kinds(split: list[_Image]) -> tuple[str | None, list[int]]:
                     if item.planes.model_plane is not None and item.planes.model_channels != most]
 
 
-def _with_metadata(result: CompressResult, split: list[_Image], chunks: list[tuple]) -> CompressResult:
-    """`result` with each image's metadata `chunks` in a format-17 header (its payload as it was), and its reports
-    saying what each image's file held that the file keeps and what it does not."""
+def _with_metadata(result: CompressResult, found: list[tuple], keep: bool) -> CompressResult:
+    """`result` with each image's metadata chunks (`found`: image_chunks's (kept, left out) of each) in a format-17
+    file (its payload as it was) where `keep`, and its reports saying what each image's file held that the file
+    keeps and what it does not."""
+    chunks = [kept if keep else () for kept, _ in found]
     reports = []
-    for item, report, found in zip(split, result.images, chunks):
-        left_out = (chunk.kind.decode() for chunk in image_chunks(item.image) if chunk not in found)
-        unkept = (kind.decode("latin-1") for kind in item.image.info.get(DROPPED, ()))
-        reports.append(dataclasses.replace(report, metadata=tuple(found), metadata_left_out=tuple(dict.fromkeys(
-            left_out)), metadata_unkept=tuple(dict.fromkeys(unkept))))
+    for report, (kept, unkept), stored in zip(result.images, found, chunks):
+        left_out = () if stored else tuple(dict.fromkeys(chunk.kind.decode() for chunk in kept))
+        reports.append(dataclasses.replace(report, metadata=stored, metadata_left_out=left_out,
+                                           metadata_unkept=unkept))
     result = dataclasses.replace(result, images=tuple(reports))
     if not any(chunks):
         return result

@@ -901,9 +901,8 @@ def _say_metadata(image) -> None:
 
     if image.metadata:
         _say(f"  metadata kept: {describe(image.metadata)}")
-    if image.metadata_unkept:
-        _say(f"  metadata left out: {', '.join(image.metadata_unkept)} (chunks that describe the input file's own "
-             f"bytes: unsafe to copy)")
+    if image.metadata_unkept and not image.metadata_left_out:  # --strip, --format 16: none kept, nothing to say
+        _say(f"  metadata left out: {', '.join(image.metadata_unkept)}")
 
 
 def _bound_of(image) -> str:
@@ -1341,11 +1340,11 @@ def compress(
                     if not quiet and each:
                         _report(result, target, verified, verbose)
                     left_out = [image for image in result.images if image.metadata_left_out]
-                    if left_out and not strip and not quiet:
+                    if left_out and not strip and not quiet:  # only --format 16 or older leaves them out so
                         what = (f"{left_out[0].name}'s {', '.join(left_out[0].metadata_left_out)}"
                                 if len(left_out) == 1 else f"the metadata of {len(left_out)} images")
-                        _tell("warning", f"{target}: format {result.format_version} holds no metadata: {what} left "
-                                         f"out (without --format the file keeps it)")
+                        _tell("warning", f"{target}: --format {format_version} keeps no metadata: {what} left out "
+                                         f"(without --format the file keeps it)")
                     grown = _larger_than_input(read, len(result.data))
                     if grown and not quiet:
                         _tell("warning", f"{target} ({len(result.data)} bytes) is larger than {grown}"

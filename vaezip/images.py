@@ -74,7 +74,7 @@ def open_image(source) -> Image.Image:
     low_grey_bits = _grey_bits_below_8(image)
     # A PNG's chunks as they are, read before load() (which closes a file Pillow opened); other formats' metadata
     # from what Pillow read of it.
-    chunks = read_png_chunks(image.fp) if image.format == "PNG" and image.fp is not None else None
+    chunks = read_png_chunks(image.fp, low_grey_bits) if image.format == "PNG" and image.fp is not None else None
     with _readable():
         image.load()
     image.info[METADATA], image.info[DROPPED] = chunks if chunks is not None else chunks_from_info(image.info)

@@ -3,7 +3,8 @@ which are kept), carried in the PIL image's info under METADATA, stored in a for
 the PNG that decompress makes.
 
 A PNG's chunks are taken as they are, each with its place. Other formats' colour profile, EXIF and XMP (what
-Pillow reads of them) become the PNG chunks that hold the same: iCCP, eXIf and an iTXt named XML:com.adobe.xmp.
+Pillow reads of them) become the PNG chunks that hold the same: iCCP, eXIf and an iTXt named XML:com.adobe.xmp, and
+their comment (JPEG, GIF) an iTXt named Comment and their dots per inch a pHYs.
 """
 
 from __future__ import annotations
@@ -11,22 +12,28 @@ from __future__ import annotations
 import struct
 import zlib
 
-from codec.metadata import AFTER_DATA, AFTER_HEADER, BEFORE_DATA, Chunk, keepable
+from codec.metadata import AFTER_DATA, AFTER_HEADER, BEFORE_DATA, LENGTHS, SINGLE, Chunk, keepable, places
 
-METADATA = "vaezip.metadata"  # image.info key: the image's chunks (a tuple of codec.metadata.Chunk)
-DROPPED = "vaezip.dropped"  # image.info key: the chunk types its file held that are not kept (a tuple of bytes)
+METADATA = "vaezip.metadata"  # image.info key: the chunks its file held (a tuple of codec.metadata.Chunk)
+DROPPED = "vaezip.dropped"  # image.info key: what its file held that no file keeps, "TYPE (why)" each
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _LENGTH_TYPE = struct.Struct(">I4s")
 _XMP_KEYWORD = b"XML:com.adobe.xmp"
 _EXIF_PREFIX = b"Exif\0\0"
 _TIFF_HEADS = (b"II*\0", b"MM\0*")
+_WHY_NOT = {b"hIST": "it describes the palette's entries", b"acTL": "animation", b"fcTL": "animation",
+            b"fdAT": "animation"}
+# An ICC profile's data colour space (bytes 16 to 20 of its header) that fits each mode's PNG colour type
+_PROFILE_SPACES = {"L": b"GRAY", "LA": b"GRAY", "RGB": b"RGB ", "RGBA": b"RGB ", "P": b"RGB "}
 
 
-def read_png_chunks(file) -> tuple[tuple[Chunk, ...], tuple[bytes, ...]]:
-    """The kept chunks of the PNG file object `file` (read from its start; its position is put back) and the types
-    of the ancillary ones left out. A file cut short or malformed gives what was read before the fault (the
-    image's decoder has the final word on the file)."""
+def read_png_chunks(file, low_grey_bits: int = 0) -> tuple[tuple[Chunk, ...], tuple[str, ...]]:
+    """The chunks of the PNG file object `file` that a file may keep (read from its start; its position is put
+    back), each at a place its type allows, and what is left out ("TYPE (why)"): chunks unsafe to copy, a damaged
+    one (its CRC: Pillow does not check those after the image data), a second one of a type PNG allows once.
+    `low_grey_bits`: a grey PNG's bit depth below 8, whose background grey is scaled up as Pillow scales its
+    pixels. A file cut short or malformed gives what was read before the fault (Pillow has the final word)."""
     position = file.tell()
     kept, dropped = [], []
     try:
@@ -41,21 +48,29 @@ def read_png_chunks(file) -> tuple[tuple[Chunk, ...], tuple[bytes, ...]]:
             length, kind = _LENGTH_TYPE.unpack(head)
             if kind == b"IEND" or length >= 2**31:
                 break
-            if kind in (b"IHDR", b"PLTE", b"IDAT") or not kind[0] & 32:  # critical: skipped, marking the place
+            if kind in (b"IHDR", b"PLTE", b"IDAT", b"tRNS") or not kind[0] & 32:  # critical, or in the pixels
                 seen_palette |= kind == b"PLTE"
                 seen_data |= kind == b"IDAT"
                 file.seek(length + 4, 1)
                 continue
             if not keepable(kind):
-                dropped.append(kind)
+                dropped.append(f"{kind.decode('latin-1')} ({_WHY_NOT.get(kind, 'unsafe to copy')})")
                 file.seek(length + 4, 1)
                 continue
-            data = file.read(length)
-            file.seek(4, 1)  # the chunk's CRC: Pillow checked it while reading the image
-            if len(data) < length:
+            data, crc = file.read(length), file.read(4)
+            if len(crc) < 4:
                 break
+            if struct.unpack(">I", crc)[0] != zlib.crc32(kind + data):
+                dropped.append(f"{kind.decode()} (damaged: bad CRC)")
+                continue
+            if kind in SINGLE and any(chunk.kind == kind for chunk in kept):
+                dropped.append(f"{kind.decode()} (a second one)")
+                continue
+            if kind == b"bKGD" and low_grey_bits and length == 2:
+                data = (int.from_bytes(data, "big") * 255 // ((1 << low_grey_bits) - 1)).to_bytes(2, "big")
             place = AFTER_DATA if seen_data else BEFORE_DATA if seen_palette else AFTER_HEADER
-            kept.append(Chunk(place, kind, data))
+            allowed = places(kind)  # an input's chunk out of its place is put where PNG wants it
+            kept.append(Chunk(place if place in allowed else allowed[-1 if place > allowed[-1] else 0], kind, data))
     except (OSError, ValueError, struct.error):
         pass
     finally:
@@ -63,9 +78,9 @@ def read_png_chunks(file) -> tuple[tuple[Chunk, ...], tuple[bytes, ...]]:
     return tuple(kept), tuple(dropped)
 
 
-def chunks_from_info(info: dict) -> tuple[tuple[Chunk, ...], tuple[bytes, ...]]:
-    """The chunks that hold what Pillow read of a non-PNG file's metadata (its info): the colour profile, EXIF and
-    XMP; and what could not be held (EXIF that is not a TIFF structure)."""
+def chunks_from_info(info: dict) -> tuple[tuple[Chunk, ...], tuple[str, ...]]:
+    """The chunks that hold what Pillow read of a non-PNG file's metadata (its info): the colour profile, EXIF, XMP,
+    a comment (JPEG, GIF) and the pixel size in dots per inch; and what could not be held ("TYPE (why)")."""
     kept, dropped = [], []
     profile = info.get("icc_profile")
     if isinstance(profile, (bytes, bytearray)) and profile:
@@ -77,7 +92,12 @@ def chunks_from_info(info: dict) -> tuple[tuple[Chunk, ...], tuple[bytes, ...]]:
         if exif[:4] in _TIFF_HEADS:
             kept.append(Chunk(AFTER_HEADER, b"eXIf", exif))
         else:
-            dropped.append(b"eXIf")
+            dropped.append("EXIF (not a TIFF structure)")
+    dpi = info.get("dpi")
+    if isinstance(dpi, tuple) and len(dpi) == 2 and all(isinstance(v, (int, float)) and 0 < v < 1e6 for v in dpi):
+        per_metre = [round(v / 0.0254) for v in dpi]
+        if all(0 < v < 2**31 for v in per_metre):
+            kept.append(Chunk(AFTER_HEADER, b"pHYs", struct.pack(">IIB", *per_metre, 1)))
     xmp = info.get("xmp")
     if isinstance(xmp, str):
         xmp = xmp.encode("utf-8")
@@ -85,42 +105,63 @@ def chunks_from_info(info: dict) -> tuple[tuple[Chunk, ...], tuple[bytes, ...]]:
         # iTXt: keyword, NUL, compression flag and method (0: not compressed), language tag and translated keyword
         # (both empty, each NUL-terminated), the UTF-8 text
         kept.append(Chunk(BEFORE_DATA, b"iTXt", _XMP_KEYWORD + b"\0\0\0\0\0" + bytes(xmp)))
+    comment = info.get("comment")
+    if isinstance(comment, str):
+        comment = comment.encode("utf-8")
+    if isinstance(comment, (bytes, bytearray)) and comment:
+        comment = bytes(comment)
+        try:
+            plain = comment.decode("utf-8").isascii()  # tEXt holds Latin-1, iTXt UTF-8
+        except UnicodeDecodeError:
+            plain = True  # not UTF-8: taken as Latin-1, as JPEG and GIF comments often are
+        if b"\0" in comment:
+            dropped.append("comment (holds a NUL byte)")
+        else:
+            kept.append(Chunk(BEFORE_DATA, b"tEXt", b"Comment\0" + comment) if plain
+                        else Chunk(BEFORE_DATA, b"iTXt", b"Comment\0\0\0\0\0" + comment))
     return tuple(kept), tuple(dropped)
 
 
-def image_chunks(image) -> tuple[Chunk, ...]:
-    """The chunks an image carries: those its file held where vaezip opened it (open_image), else those that hold
-    its colour profile, EXIF and XMP as Pillow holds them (an image an API caller opened or made)."""
-    chunks = image.info.get(METADATA)
-    if chunks is not None:
-        return tuple(chunks)
-    return chunks_from_info(image.info)[0]
+def image_chunks(image) -> tuple[tuple[Chunk, ...], tuple[str, ...]]:
+    """The chunks a file keeps of an image, and what it leaves out ("TYPE (why)"): those its file held where vaezip
+    opened it (open_image), else those that hold what Pillow holds of it (an image an API caller opened or made);
+    without those that no longer fit the image's mode (an image converted since: a background or significant bits
+    of another colour type, a colour profile of another colour space)."""
+    if METADATA in image.info:
+        found, dropped = tuple(image.info[METADATA]), tuple(image.info.get(DROPPED, ()))
+    else:
+        found, dropped = chunks_from_info(image.info)
+    kept, unfit = [], []
+    for chunk in found:
+        why = _unfit(chunk, image.mode)
+        if why:
+            unfit.append(f"{chunk.kind.decode('latin-1')} ({why})")
+        else:
+            kept.append(chunk)
+    return tuple(kept), dropped + tuple(unfit)
+
+
+def _unfit(chunk: Chunk, mode: str) -> str:
+    """Why `chunk` cannot be kept in an image of `mode` ("" where it can)."""
+    if chunk.kind in LENGTHS and LENGTHS[chunk.kind].get(mode) != len(chunk.data):
+        return f"{len(chunk.data)} bytes do not fit a {mode} image"
+    if chunk.kind == b"iCCP":
+        name_end = chunk.data.find(b"\0")
+        try:
+            head = zlib.decompressobj().decompress(chunk.data[name_end + 2:], 20) if name_end > 0 else b""
+        except zlib.error:
+            head = b""
+        if len(head) < 20:
+            return "damaged"
+        if head[16:20] != _PROFILE_SPACES.get(mode):
+            return f"a {head[16:20].decode('latin-1').strip()} profile does not fit a {mode} image"
+    return ""
 
 
 def attach(image, chunks: tuple[Chunk, ...]) -> None:
-    """Give a decoded image its chunks (METADATA), and Pillow's own keys for what they hold, so that a caller who
-    saves it with Pillow in another format keeps its colour profile and EXIF."""
-    if not chunks:
-        return
-    image.info[METADATA] = tuple(chunks)
-    for chunk in chunks:
-        if chunk.kind == b"iCCP" and "icc_profile" not in image.info:
-            name_end = chunk.data.find(b"\0")
-            try:
-                if name_end > 0 and chunk.data[name_end + 1: name_end + 2] == b"\0":
-                    image.info["icc_profile"] = _inflate(chunk.data[name_end + 2:])
-            except zlib.error:
-                pass  # the PNG still gets the chunk as it was
-        elif chunk.kind == b"eXIf" and "exif" not in image.info:
-            image.info["exif"] = _EXIF_PREFIX + chunk.data
-
-
-def _inflate(data: bytes, limit: int = 2**26) -> bytes:
-    inflater = zlib.decompressobj()
-    out = inflater.decompress(data, limit)
-    if inflater.unconsumed_tail:
-        raise zlib.error("profile too large")
-    return out
+    """Give a decoded image its chunks (METADATA), which png_bytes writes into its PNG."""
+    if chunks:
+        image.info[METADATA] = tuple(chunks)
 
 
 def with_chunks(png: bytes, chunks: tuple[Chunk, ...]) -> bytes:

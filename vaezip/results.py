@@ -41,8 +41,8 @@ class ImageReport:
     # encode_archive); its bound is then nan. "" elsewhere.
     other_kind: str = ""
     # The metadata chunks the file keeps of this image (codec.metadata.Chunk: its colour profile, EXIF, text); the
-    # types of those its file held that this file does not keep (all of them with --strip or a format before 17);
-    # and the types of the chunks no file keeps (codec/metadata.py: unsafe to copy, such as Apple's iDOT).
+    # types of those a file could keep that this one does not (--strip, or a format before 17); and what no file
+    # keeps, "TYPE (why)" each (vaezip/metadata.py: unsafe to copy such as Apple's iDOT, damaged, not fitting).
     metadata: tuple = ()
     metadata_left_out: tuple[str, ...] = ()
     metadata_unkept: tuple[str, ...] = ()
