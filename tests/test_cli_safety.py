@@ -593,6 +593,13 @@ def test_recursive_inputs_are_the_lossless_images_under_a_folder_in_path_order(t
         Path(name).name for name in expected]
     tested = cli("decompress", "-r", "-t", "tree", cwd=tmp_path)
     assert tested.returncode == 0 and "tested 5 files (5 images" in tested.stderr.decode(), tested.stderr
+    # --dir keeps the tree under the folder given, as zstd's --output-dir-mirror: sub/g.vz -> out/sub/g.png
+    (tree / "sub" / "deeper" / "b.vz").write_bytes((tree / "b.vz").read_bytes())  # a second b.png, elsewhere
+    mirrored = cli("decompress", "-r", "tree", "--dir", "out", cwd=tmp_path)
+    assert mirrored.returncode == 0, mirrored.stderr
+    restored = sorted(path.relative_to(tmp_path / "out").as_posix() for path in (tmp_path / "out").rglob("*.png"))
+    others = [str(Path(name).with_suffix(".png")) for name in expected if name != "b.png"]
+    assert restored == sorted(["b.png", "sub/deeper/b.png"] + others)
     (tmp_path / "empty").mkdir()
     one_error(cli("compress", "-r", "empty", cwd=tmp_path),
               "empty: no PNG, GIF, BMP, TIFF, WebP or PNM image under this folder")

@@ -700,12 +700,13 @@ def _read_input(path: str) -> bytes:
 
 
 def _expanded(inputs: list[str], recursive: bool, suffixes: tuple[str, ...], what: str,
-              archive: bool = False) -> tuple[list[str], int]:
+              archive: bool = False, folders: dict | None = None) -> tuple[list[str], int]:
     """With -r, each folder among `inputs` replaced by the files under it that end in `suffixes`
     (files.files_under), each file once however often the inputs reach it; and how many folders could not be
     read, each reported as an error (for an archive, `archive`, one is the command's error: its files would be
     left out; where nothing is left, the command ends there, exit 1). A folder without such files is passed over
-    with a warning, unless nothing at all is left."""
+    with a warning, unless nothing at all is left. `folders`, where given, gets each file found under a folder
+    and the folder it lies in relative to that one ("" for one right in it)."""
     from vaezip.files import file_identity, files_under
 
     if not recursive:
@@ -723,6 +724,8 @@ def _expanded(inputs: list[str], recursive: bool, suffixes: tuple[str, ...], wha
             if identity not in seen:
                 seen.add(identity)
                 expanded.append(name)
+                if folders is not None and name != path:
+                    folders[name] = os.path.relpath(os.path.dirname(name), path)
     if unread and archive:
         folder, reason = unread[0]
         raise Failure(f"{folder}: {reason}: the archive would leave out the files under it; nothing done")
@@ -1442,7 +1445,8 @@ def _single_image_file(data: bytes) -> bool:
 def decompress(
     inputs: list[str] = typer.Argument(..., help=".vz files; '-' reads stdin"),
     output: Optional[str] = typer.Option(None, "--output", "-o", help="output PNG (single-image files); '-' for stdout"),
-    directory: Optional[Path] = typer.Option(None, "--dir", "-d", help="folder for the images (archives)"),
+    directory: Optional[Path] = typer.Option(None, "--dir", "-d", help="folder for the images (archives); with -r "
+                                             "the folders under the one given are made there too"),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="override the model named in the file"),
     force: bool = typer.Option(False, "--force", "-f", help="overwrite existing outputs (never an input)"),
     keep: bool = typer.Option(True, "--keep/--rm", help="keep (default) or delete each .vz once its images are "
@@ -1474,7 +1478,9 @@ def decompress(
         if output == "-" and not keep and any(path != "-" for path in inputs):
             raise UsageFailure("--rm deletes inputs only once their output files read back as written: not with "
                                "-o - (stdout)")
-        inputs, unread = _expanded(inputs, recursive, (".vz",), ".vz file")
+        # --dir with -r keeps the tree: photos/2020/a.vz's images go to DIR/2020/ (as zstd --output-dir-mirror)
+        subfolders: dict[str, str] = {}
+        inputs, unread = _expanded(inputs, recursive, (".vz",), ".vz file", folders=subfolders)
         _refuse_terminal_input(inputs, "compressed data")
         if recursive and output is None and directory is None and not test:
             inputs, shared = _without_shared_outputs(inputs, ".png")
@@ -1536,7 +1542,8 @@ def decompress(
                 targets = [output]
             elif directory is not None:
                 names = _output_names([name for name, _ in images])
-                targets = [str(directory / name) for name in names]
+                folder = directory / subfolders.get(path, "")  # "." for a .vz right in a folder given
+                targets = [str(folder / name) for name in names]
                 renamed = [name for name, (stored, _) in zip(names, images) if name != _safe_name(stored)]
             elif len(images) == 1 and path != "-":
                 targets = [_default_output(path, ".png")]
@@ -1554,7 +1561,7 @@ def decompress(
                     raise Failure(f"{target}: already written by this run from another input; nothing written")
                 _refuse_target(target, force, derived)
             if directory is not None:
-                directory.mkdir(parents=True, exist_ok=True)
+                folder.mkdir(parents=True, exist_ok=True)
             for target, (_, image) in zip(targets, images):
                 png = png_bytes(image)
                 _write_output(target, png, force, derived, like=read_as.get(index))  # the .vz's times, as gunzip
