@@ -827,3 +827,22 @@ def test_compress_never_replaces_an_output_this_run_wrote(tmp_path, monkeypatch)
     result = CliRunner().invoke(app, ["compress", "--fast", "--force", "x.png", "x.png"])
     assert result.exit_code == 1 and "x.vz: already written by this run from another input" in result.output
     assert (tmp_path / "x.vz").exists() and (tmp_path / "x.png").exists()
+
+
+def test_an_output_named_as_another_format_is_refused_before_any_work(tmp_path):
+    """compress writes .vz and decompress PNG, whatever -o says: a .vz named photo.png or a PNG named photo.jpg
+    would be misread by whatever goes by the name (a web server, a file manager). Usage errors, nothing written."""
+    Image.fromarray(np.full((8, 8, 3), 7, np.uint8)).save(tmp_path / "a.png")
+    before = snapshot(tmp_path)
+    for command, name, hint in (("compress", "b.png", "compress writes .vz files; name it b.vz"),
+                                ("compress", "b.WEBP", "name it b.vz")):
+        result = cli(command, "a.png", "-o", name, cwd=tmp_path)
+        assert result.returncode == 2 and hint in lines_of(result)[0], lines_of(result)
+    assert snapshot(tmp_path) == before
+    assert cli("compress", "a.png", "--fast", cwd=tmp_path).returncode == 0
+    before = snapshot(tmp_path)
+    for name in ("c.jpg", "c.webp", "c.vz"):
+        result = cli("decompress", "a.vz", "-o", name, cwd=tmp_path)
+        assert result.returncode == 2 and "decompress writes PNG files; name it c.png" in lines_of(result)[0]
+    assert snapshot(tmp_path) == before
+    assert cli("decompress", "a.vz", "-o", "c", cwd=tmp_path).returncode == 0  # no suffix: a name of one's own

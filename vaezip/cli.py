@@ -771,6 +771,12 @@ def _stored_name(path: str) -> str:
     return os.fsencode(Path(path).name).decode("utf-8", "replace")
 
 
+# Names of other image formats, which decompress's PNG must not take (it writes PNG whatever -o says)
+_OTHER_IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".gif", ".bmp", ".tif", ".tiff",
+                                   ".ppm", ".pgm", ".pnm", ".pbm", ".jxl", ".avif", ".heic", ".heif", ".jp2", ".qoi",
+                                   ".ico", ".tga", ".psd", ".vz"})
+
+
 def _default_output(path: str, suffix: str) -> str | None:
     """The output an input gets without -o (a.png -> a.vz, a.vz -> a.png); None if the path has no file name."""
     try:
@@ -1246,6 +1252,8 @@ def compress(
         if fast and format_version == 2:
             raise UsageFailure("--fast runs no network: not with --format 2 (every image through the model)")
         _check_stdin_once(inputs)
+        if output is not None and Path(output).suffix.lower() in (_OTHER_IMAGE_SUFFIXES | {".png"}) - {".vz"}:
+            raise UsageFailure(f"-o {output}: compress writes .vz files; name it {Path(output).stem}.vz")
         if output == "-" and not keep and any(path != "-" for path in inputs):
             # as gzip -c: what a pipe did with the bytes is unknown, so the inputs stay (stdin is never deleted)
             raise UsageFailure("--rm deletes inputs only once their output file reads back as written: not with "
@@ -1487,6 +1495,9 @@ def decompress(
             unread += shared
         if output is not None and (len(inputs) > 1 or directory is not None):
             raise Failure("-o takes one single-image input and no --dir")
+        if output is not None and Path(output).suffix.lower() in _OTHER_IMAGE_SUFFIXES:
+            # a PNG under another format's name: a web server or a tool that goes by the name would misread it
+            raise UsageFailure(f"-o {output}: decompress writes PNG files; name it {Path(output).stem}.png")
         if directory is not None and os.path.lexists(directory) and not directory.is_dir():
             raise Failure(f"{directory}: not a folder")
         if not test and (output == "-" or (output is None and directory is None and "-" in inputs)):
