@@ -846,3 +846,15 @@ def test_an_output_named_as_another_format_is_refused_before_any_work(tmp_path):
         assert result.returncode == 2 and "decompress writes PNG files; name it c.png" in lines_of(result)[0]
     assert snapshot(tmp_path) == before
     assert cli("decompress", "a.vz", "-o", "c", cwd=tmp_path).returncode == 0  # no suffix: a name of one's own
+
+
+def test_c_writes_to_stdout_as_gzip_does(tmp_path):
+    Image.fromarray(np.full((8, 8, 3), 9, np.uint8)).save(tmp_path / "a.png")
+    packed = cli("compress", "-c", "a.png", "--fast", "-q", cwd=tmp_path)
+    assert packed.returncode == 0 and packed.stdout[:8] == b"\x89.VZ\r\n\x1a\n"
+    assert not (tmp_path / "a.vz").exists()
+    back = cli("decompress", "-c", "-", cwd=tmp_path, input=packed.stdout)
+    assert back.returncode == 0 and np.array_equal(np.asarray(Image.open(io.BytesIO(back.stdout))),
+                                                   np.asarray(Image.open(tmp_path / "a.png")))
+    refused = cli("compress", "-c", "-o", "b.vz", "a.png", cwd=tmp_path)
+    assert refused.returncode == 2 and "-c writes to stdout: not with -o b.vz" in lines_of(refused)[0]

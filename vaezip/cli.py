@@ -771,6 +771,13 @@ def _stored_name(path: str) -> str:
     return os.fsencode(Path(path).name).decode("utf-8", "replace")
 
 
+def _stdout_or(output: str | None, to_stdout: bool) -> str | None:
+    """-o's output, or '-' for -c / --stdout (with -o naming a file: a usage error)."""
+    if to_stdout and output not in (None, "-"):
+        raise UsageFailure(f"-c writes to stdout: not with -o {output}")
+    return "-" if to_stdout else output
+
+
 # Names of other image formats, which decompress's PNG must not take (it writes PNG whatever -o says)
 _OTHER_IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".gif", ".bmp", ".tif", ".tiff",
                                    ".ppm", ".pgm", ".pnm", ".pbm", ".jxl", ".avif", ".heic", ".heif", ".jp2", ".qoi",
@@ -1188,6 +1195,7 @@ def _remove_inputs(read: list[tuple[str, object]], target: str, done: str = "com
 def compress(
     inputs: list[str] = typer.Argument(..., help="images (PNG, JPEG, WebP, BMP, TIFF...); '-' reads stdin"),
     output: Optional[str] = typer.Option(None, "--output", "-o", help="output file; several inputs -> one archive; '-' for stdout"),
+    to_stdout: bool = typer.Option(False, "--stdout", "-c", help="write to stdout (as gzip -c): the same as -o -"),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="model name, run folder or weights file (default: by image mode)"),
     force: bool = typer.Option(False, "--force", "-f", help="overwrite existing outputs (never an input)"),
     keep: bool = typer.Option(True, "--keep/--rm", help="keep (default) or delete the inputs after success; --rm "
@@ -1231,6 +1239,7 @@ def compress(
                               signals_as_exceptions)
 
     with user_errors(), signals_as_exceptions():
+        output = _stdout_or(output, to_stdout)
         _check_tile(tile)
         _check_device(device)
         if jobs_at_once < 0:
@@ -1453,6 +1462,7 @@ def _single_image_file(data: bytes) -> bool:
 def decompress(
     inputs: list[str] = typer.Argument(..., help=".vz files; '-' reads stdin"),
     output: Optional[str] = typer.Option(None, "--output", "-o", help="output PNG (single-image files); '-' for stdout"),
+    to_stdout: bool = typer.Option(False, "--stdout", "-c", help="write to stdout (as gzip -c): the same as -o -"),
     directory: Optional[Path] = typer.Option(None, "--dir", "-d", help="folder for the images (archives); with -r "
                                              "the folders under the one given are made there too"),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="override the model named in the file"),
@@ -1477,6 +1487,7 @@ def decompress(
     from vaezip.images import png_bytes
 
     with user_errors(), signals_as_exceptions():
+        output = _stdout_or(output, to_stdout)
         _check_device(device)
         _check_stdin_once(inputs)
         if jobs_at_once < 0:
