@@ -59,3 +59,12 @@ def test_rm_keeps_an_input_smaller_than_its_output_and_says_so(tmp_path):
         "the input is kept (--rm)" in result.stderr.decode()
     quiet = run_cli("compress", tmp_path / "photo.jpg", "--rm", "--fast", "-q", "-f")
     assert quiet.returncode == 0 and quiet.stderr == b"" and (tmp_path / "photo.jpg").exists()
+
+
+def test_rm_keeps_inputs_smaller_together_than_their_archive(tmp_path):
+    for name in ("a.jpg", "b.jpg"):
+        Image.fromarray(smooth_rgb(48, 64, len(name))).save(tmp_path / name, quality=70)
+    result = run_cli("compress", tmp_path / "a.jpg", tmp_path / "b.jpg", "-o", tmp_path / "set.vz", "--rm", "--fast")
+    assert result.returncode == 0 and (tmp_path / "a.jpg").exists() and (tmp_path / "b.jpg").exists()
+    assert "is larger than its 2 inputs" in result.stderr.decode() and "the inputs are kept (--rm)" in \
+        result.stderr.decode()

@@ -286,7 +286,7 @@ def _with_metadata(result: CompressResult, found: list[tuple], keep: bool) -> Co
     version, header, words = container.read_versioned(result.data)
     if version not in container.BINARY_VERSIONS:  # a float model's format 1 (format 2 is only asked for: no metadata)
         raise ImageError(f"format {version} cannot hold metadata: --strip leaves it out")
-    entries = tuple(dataclasses.replace(entry, metadata=tuple(found)) for entry, found in zip(header.images, chunks))
+    entries = tuple(dataclasses.replace(entry, metadata=tuple(own)) for entry, own in zip(header.images, chunks))
     data = container.write(dataclasses.replace(header, images=entries), words, container.METADATA_VERSION)
     return dataclasses.replace(result, data=data, header_bytes=_header_bytes(data, container.METADATA_VERSION),
                                format_version=container.METADATA_VERSION)

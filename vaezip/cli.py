@@ -1130,15 +1130,17 @@ def _compress_here(images, model: str | None, loaded: list, tile, device: str, c
 
 
 def _larger_than_input(read: list, size: int) -> str:
-    """'photo.jpg (77329 bytes): a JPEG's decoded pixels take more room than the JPEG' where the one input read
-    from a file is smaller than its output of `size` bytes (a JPEG, or a PNG squeezed harder than vaezip's own PNG
-    coding); "" elsewhere. Replacing such an input by its output would only cost room, so --rm keeps it."""
-    if len(read) != 1 or read[0][1] is None or read[0][1].st_size >= size:
+    """'photo.jpg (77329 bytes): a JPEG's decoded pixels take more room than the JPEG' where the inputs read from
+    files (an archive's: together) are smaller than their output of `size` bytes (JPEGs, or PNGs squeezed harder
+    than vaezip's own PNG coding); "" elsewhere, and where one came from stdin. Replacing such inputs by their output
+    would only cost room, so --rm keeps them."""
+    if not read or any(info is None for _, info in read) or sum(info.st_size for _, info in read) >= size:
         return ""
-    path, info = read[0]
-    why = ": a JPEG's decoded pixels take more room than the JPEG" if Path(path).suffix.lower() in (
-        ".jpg", ".jpeg", ".jpe", ".jfif") else ""
-    return f"{path} ({info.st_size} bytes){why}"
+    jpeg = any(Path(path).suffix.lower() in (".jpg", ".jpeg", ".jpe", ".jfif") for path, _ in read)
+    why = ": a JPEG's decoded pixels take more room than the JPEG" if jpeg else ""
+    if len(read) == 1:
+        return f"{read[0][0]} ({read[0][1].st_size} bytes){why}"
+    return f"its {len(read)} inputs ({sum(info.st_size for _, info in read)} bytes together){why}"
 
 
 def _same_file_still(path: str, before) -> bool:
@@ -1367,8 +1369,8 @@ def compress(
                                          f"(without --format the file keeps it)")
                     grown = _larger_than_input(read, len(result.data))
                     if grown and not quiet:
-                        _tell("warning", f"{target} ({len(result.data)} bytes) is larger than {grown}"
-                                         f"{'; the input is kept (--rm)' if not keep else ''}")
+                        kept_note = f"; the input{'s are' if len(read) > 1 else ' is'} kept (--rm)" if not keep else ""
+                        _tell("warning", f"{target} ({len(result.data)} bytes) is larger than {grown}{kept_note}")
                     if not keep and not grown:
                         _remove_inputs(read, target)
                     totals.add_compressed(result)

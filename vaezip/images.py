@@ -402,9 +402,9 @@ def png_bytes(image: Image.Image) -> bytes:
 
 def _png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
-    # No profile of Pillow's own: the metadata chunks hold the image's (vaezip/metadata.py attach sets icc_profile
-    # from them for callers who save it otherwise).
-    image.save(buffer, format="PNG", icc_profile=None)
+    # Where the image carries metadata chunks, they hold its profile (with_chunks writes it): none of Pillow's.
+    options = {"icc_profile": None} if METADATA in image.info else {}
+    image.save(buffer, format="PNG", **options)
     return buffer.getvalue()
 
 
