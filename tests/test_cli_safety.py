@@ -593,13 +593,15 @@ def test_recursive_inputs_are_the_lossless_images_under_a_folder_in_path_order(t
         Path(name).name for name in expected]
     tested = cli("decompress", "-r", "-t", "tree", cwd=tmp_path)
     assert tested.returncode == 0 and "tested 5 files (5 images" in tested.stderr.decode(), tested.stderr
-    # --dir keeps the tree under the folder given, as zstd's --output-dir-mirror: sub/g.vz -> out/sub/g.png
+    # --dir keeps the tree as given, as zstd's --output-dir-mirror: tree/sub/g.vz -> out/tree/sub/g.png
     (tree / "sub" / "deeper" / "b.vz").write_bytes((tree / "b.vz").read_bytes())  # a second b.png, elsewhere
-    mirrored = cli("decompress", "-r", "tree", "--dir", "out", cwd=tmp_path)
+    mirrored = cli("decompress", "-r", "tree", str(tree / "sub"), "--dir", "out", cwd=tmp_path)  # absolute: sub
     assert mirrored.returncode == 0, mirrored.stderr
     restored = sorted(path.relative_to(tmp_path / "out").as_posix() for path in (tmp_path / "out").rglob("*.png"))
     others = [str(Path(name).with_suffix(".png")) for name in expected if name != "b.png"]
-    assert restored == sorted(["b.png", "sub/deeper/b.png"] + others)
+    assert restored == sorted(["tree/b.png", "tree/sub/deeper/b.png"] + [f"tree/{name}" for name in others])
+    again = cli("decompress", "-r", str(tree / "sub"), "--dir", "out2", cwd=tmp_path)
+    assert again.returncode == 0 and (tmp_path / "out2" / "sub" / "deeper" / "b.png").exists(), again.stderr
     (tmp_path / "empty").mkdir()
     one_error(cli("compress", "-r", "empty", cwd=tmp_path),
               "empty: no PNG, GIF, BMP, TIFF, WebP or PNM image under this folder")

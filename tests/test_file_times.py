@@ -68,3 +68,29 @@ def test_rm_keeps_inputs_smaller_together_than_their_archive(tmp_path):
     assert result.returncode == 0 and (tmp_path / "a.jpg").exists() and (tmp_path / "b.jpg").exists()
     assert "is larger than its 2 inputs" in result.stderr.decode() and "the inputs are kept (--rm)" in \
         result.stderr.decode()
+
+
+def test_rm_counts_stdin_among_an_archive_s_inputs(tmp_path):
+    Image.fromarray(smooth_rgb(48, 64, 3)).save(tmp_path / "a.jpg", quality=70)
+    buffer = __import__("io").BytesIO()
+    Image.fromarray(smooth_rgb(40, 40, 5)).save(buffer, format="JPEG", quality=70)
+    result = run_cli("compress", tmp_path / "a.jpg", "-", "-o", tmp_path / "set.vz", "--rm", "--fast",
+                     input=buffer.getvalue())
+    assert result.returncode == 0 and (tmp_path / "a.jpg").exists(), result.stderr
+    assert "is larger than its 2 inputs" in result.stderr.decode()
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() != 0, reason="giving a file to another user takes root")
+def test_as_root_an_output_goes_to_its_input_s_owner_who_can_read_it(tmp_path):
+    """Root compressing a user's 0600 image: the .vz is the user's (gzip's way), not root's with the user's 0600; an
+    input its owner cannot read (0244) still gives an output its owner can read (0644)."""
+    image = tmp_path / "mine.png"
+    Image.fromarray(smooth_rgb(16, 16, 2)).save(image)
+    os.chown(image, 65534, 65534)
+    os.chmod(image, 0o600)
+    assert run_cli("compress", image, "--fast").returncode == 0
+    packed = os.stat(tmp_path / "mine.vz")
+    assert (packed.st_uid, packed.st_gid, stat.S_IMODE(packed.st_mode)) == (65534, 65534, 0o600)
+    os.chmod(image, 0o244)
+    assert run_cli("compress", image, "--fast", "-f", "--verify").returncode == 0
+    assert stat.S_IMODE(os.stat(tmp_path / "mine.vz").st_mode) == 0o644

@@ -706,7 +706,8 @@ def _expanded(inputs: list[str], recursive: bool, suffixes: tuple[str, ...], wha
     read, each reported as an error (for an archive, `archive`, one is the command's error: its files would be
     left out; where nothing is left, the command ends there, exit 1). A folder without such files is passed over
     with a warning, unless nothing at all is left. `folders`, where given, gets each file found under a folder
-    and the folder it lies in relative to that one ("" for one right in it)."""
+    and the folder it lies in as given (photos/2020 for photos/2020/a.vz under photos), without a leading / or ..
+    (a folder given as /home/me/photos or ../photos is taken as photos)."""
     from vaezip.files import file_identity, files_under
 
     if not recursive:
@@ -725,7 +726,10 @@ def _expanded(inputs: list[str], recursive: bool, suffixes: tuple[str, ...], wha
                 seen.add(identity)
                 expanded.append(name)
                 if folders is not None and name != path:
-                    folders[name] = os.path.relpath(os.path.dirname(name), path)
+                    given = os.path.normpath(path)
+                    if os.path.isabs(given) or given.split(os.sep)[0] == os.pardir:
+                        given = os.path.basename(given)
+                    folders[name] = os.path.normpath(os.path.join(given, os.path.relpath(os.path.dirname(name), path)))
     if unread and archive:
         folder, reason = unread[0]
         raise Failure(f"{folder}: {reason}: the archive would leave out the files under it; nothing done")
@@ -782,6 +786,17 @@ def _stdout_or(output: str | None, to_stdout: bool) -> str | None:
 _OTHER_IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".gif", ".bmp", ".tif", ".tiff",
                                    ".ppm", ".pgm", ".pnm", ".pbm", ".jxl", ".avif", ".heic", ".heif", ".jp2", ".qoi",
                                    ".ico", ".tga", ".psd", ".vz"})
+
+
+def _refuse_other_format(output: str | None, suffix: str) -> None:
+    """A usage error for an -o whose suffix names another image format than `suffix` (.vz for compress, .png for
+    decompress): a web server or a tool that goes by the name would misread the file."""
+    if output is None or output == "-":
+        return
+    own = Path(output).suffix.lower()
+    if own != suffix and own in _OTHER_IMAGE_SUFFIXES | {".png"}:
+        what = "compress writes .vz files" if suffix == ".vz" else "decompress writes PNG files"
+        raise UsageFailure(f"-o {output}: {what}; name it {Path(output).with_suffix(suffix)}")
 
 
 def _default_output(path: str, suffix: str) -> str | None:
@@ -1129,18 +1144,19 @@ def _compress_here(images, model: str | None, loaded: list, tile, device: str, c
     return result, (_verify(result.data, images, chosen, device) if checking else None)
 
 
-def _larger_than_input(read: list, size: int) -> str:
-    """'photo.jpg (77329 bytes): a JPEG's decoded pixels take more room than the JPEG' where the inputs read from
-    files (an archive's: together) are smaller than their output of `size` bytes (JPEGs, or PNGs squeezed harder
-    than vaezip's own PNG coding); "" elsewhere, and where one came from stdin. Replacing such inputs by their output
-    would only cost room, so --rm keeps them."""
-    if not read or any(info is None for _, info in read) or sum(info.st_size for _, info in read) >= size:
+def _larger_than_input(read: list, size: int, stdin_bytes: int = 0) -> str:
+    """'photo.jpg (77329 bytes): a JPEG's decoded pixels take more room than the JPEG' where the inputs (an
+    archive's: together; `stdin_bytes` read from stdin among them) are smaller than their output of `size` bytes
+    (JPEGs, or PNGs squeezed harder than vaezip's own PNG coding); "" elsewhere. Replacing such inputs by their
+    output would only cost room, so --rm keeps them."""
+    total = sum(stdin_bytes if info is None else info.st_size for _, info in read)
+    if not read or total >= size:
         return ""
     jpeg = any(Path(path).suffix.lower() in (".jpg", ".jpeg", ".jpe", ".jfif") for path, _ in read)
     why = ": a JPEG's decoded pixels take more room than the JPEG" if jpeg else ""
     if len(read) == 1:
-        return f"{read[0][0]} ({read[0][1].st_size} bytes){why}"
-    return f"its {len(read)} inputs ({sum(info.st_size for _, info in read)} bytes together){why}"
+        return f"{'stdin' if read[0][0] == '-' else read[0][0]} ({total} bytes){why}"
+    return f"its {len(read)} inputs ({total} bytes together){why}"
 
 
 def _same_file_still(path: str, before) -> bool:
@@ -1202,7 +1218,8 @@ def compress(
     force: bool = typer.Option(False, "--force", "-f", help="overwrite existing outputs (never an input)"),
     keep: bool = typer.Option(True, "--keep/--rm", help="keep (default) or delete the inputs after success; --rm "
                               "first decodes the output in process and checks it against the input (as --verify), "
-                              "and keeps an input smaller than its output (a JPEG, say) with a warning"),
+                              "and keeps inputs smaller than their output (a JPEG, say; an archive's together) with "
+                              "a warning"),
     verify: bool = typer.Option(False, "--verify", help="decode the output in process and compare it with the input "
                                 "before writing it (implied by --rm); the report gives the time it took"),
     tile: Optional[int] = typer.Option(None, help="tile side in pixels (default 32; 256 with --fast)"),
@@ -1263,8 +1280,6 @@ def compress(
         if fast and format_version == 2:
             raise UsageFailure("--fast runs no network: not with --format 2 (every image through the model)")
         _check_stdin_once(inputs)
-        if output is not None and Path(output).suffix.lower() in (_OTHER_IMAGE_SUFFIXES | {".png"}) - {".vz"}:
-            raise UsageFailure(f"-o {output}: compress writes .vz files; name it {Path(output).stem}.vz")
         if output == "-" and not keep and any(path != "-" for path in inputs):
             # as gzip -c: what a pipe did with the bytes is unknown, so the inputs stay (stdin is never deleted)
             raise UsageFailure("--rm deletes inputs only once their output file reads back as written: not with "
@@ -1291,6 +1306,9 @@ def compress(
             jobs = [([path], "-" if path == "-" else _default_output(path, ".vz")) for path in inputs]
             pairs = [(paths[0], target) for paths, target in jobs]
         _refuse_clashes(inputs, pairs, "compress them into one archive with -o, or rename one")
+        _refuse_other_format(output, ".vz")
+
+        stdin_bytes = [0]  # what was read from stdin (read once a command), for _larger_than_input
 
         def read_images(paths: list[str], target: str | None):
             for path in paths:  # an input's own fault first (/dev/zero, not its output /dev/zero.vz)
@@ -1309,6 +1327,8 @@ def compress(
             for path in paths:
                 try:
                     data, info = read_input(path)
+                    if path == "-":
+                        stdin_bytes[0] = len(data)
                     images.append((_stored_name(path), open_image(data)))
                 except (ImageError, InputError) as error:
                     raise Failure(f"{path}: {error}") from None
@@ -1367,7 +1387,7 @@ def compress(
                                 if len(left_out) == 1 else f"the metadata of {len(left_out)} images")
                         _tell("warning", f"{target}: --format {format_version} keeps no metadata: {what} left out "
                                          f"(without --format the file keeps it)")
-                    grown = _larger_than_input(read, len(result.data))
+                    grown = _larger_than_input(read, len(result.data), stdin_bytes[0])
                     if grown and not quiet:
                         kept_note = f"; the input{'s are' if len(read) > 1 else ' is'} kept (--rm)" if not keep else ""
                         _tell("warning", f"{target} ({len(result.data)} bytes) is larger than {grown}{kept_note}")
@@ -1499,7 +1519,7 @@ def decompress(
         if output == "-" and not keep and any(path != "-" for path in inputs):
             raise UsageFailure("--rm deletes inputs only once their output files read back as written: not with "
                                "-o - (stdout)")
-        # --dir with -r keeps the tree: photos/2020/a.vz's images go to DIR/2020/ (as zstd --output-dir-mirror)
+        # --dir with -r keeps the tree: photos/2020/a.vz's images go to DIR/photos/2020/ (as zstd --output-dir-mirror)
         subfolders: dict[str, str] = {}
         inputs, unread = _expanded(inputs, recursive, (".vz",), ".vz file", folders=subfolders)
         _refuse_terminal_input(inputs, "compressed data")
@@ -1507,10 +1527,7 @@ def decompress(
             inputs, shared = _without_shared_outputs(inputs, ".png")
             unread += shared
         if output is not None and (len(inputs) > 1 or directory is not None):
-            raise Failure("-o takes one single-image input and no --dir")
-        if output is not None and Path(output).suffix.lower() in _OTHER_IMAGE_SUFFIXES:
-            # a PNG under another format's name: a web server or a tool that goes by the name would misread it
-            raise UsageFailure(f"-o {output}: decompress writes PNG files; name it {Path(output).stem}.png")
+            raise Failure("-o (or -c) takes one single-image input and no --dir")
         if directory is not None and os.path.lexists(directory) and not directory.is_dir():
             raise Failure(f"{directory}: not a folder")
         if not test and (output == "-" or (output is None and directory is None and "-" in inputs)):
@@ -1524,6 +1541,7 @@ def decompress(
         else:
             planned = []  # the stored names: checked once decoded
         _refuse_clashes(inputs, planned, "decompress them one at a time with -o")
+        _refuse_other_format(output, ".png")
 
         inputs_named = {file_identity(path) for path in inputs if path != "-"}
         written: set[tuple] = set()  # what this run wrote: a later input never replaces it
@@ -1566,7 +1584,7 @@ def decompress(
                 targets = [output]
             elif directory is not None:
                 names = _output_names([name for name, _ in images])
-                folder = directory / subfolders.get(path, "")  # "." for a .vz right in a folder given
+                folder = directory / subfolders.get(path, "")
                 targets = [str(folder / name) for name in names]
                 renamed = [name for name, (stored, _) in zip(names, images) if name != _safe_name(stored)]
             elif len(images) == 1 and path != "-":
@@ -1585,7 +1603,11 @@ def decompress(
                     raise Failure(f"{target}: already written by this run from another input; nothing written")
                 _refuse_target(target, force, derived)
             if directory is not None:
-                folder.mkdir(parents=True, exist_ok=True)
+                try:
+                    folder.mkdir(parents=True, exist_ok=True)
+                except OSError as error:
+                    raise Failure(f"{folder}: cannot make this folder ({error.strerror or type(error).__name__})") \
+                        from None
             for target, (_, image) in zip(targets, images):
                 png = png_bytes(image)
                 _write_output(target, png, force, derived, like=read_as.get(index))  # the .vz's times, as gunzip
@@ -1594,7 +1616,7 @@ def decompress(
                 if not keep and target != "-":
                     _check_written_png(target, png, image)
             if not keep and path != "-":
-                where = targets[0] if len(targets) == 1 else f"{len(targets)} images in {directory}"
+                where = targets[0] if len(targets) == 1 else f"{len(targets)} images in {folder}"
                 _remove_inputs([(path, read_as.pop(index))], where, "decompressed", len(targets) > 1)
             if renamed and not quiet:
                 _say(f"{path}: {len(renamed)} image(s) share a name with an earlier one, written as "

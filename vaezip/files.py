@@ -380,10 +380,18 @@ def atomic_write(path: Path | str, data: bytes, *, overwrite: bool, like: os.sta
 
 
 def _take_attributes(fd: int, like: os.stat_result) -> None:
-    """The open file `fd` given `like`'s permission bits (not set-user-ID and the like) and times, after its last
-    write (a write would move its modification time again)."""
+    """The open file `fd` given `like`'s owner and group where this process may (root may; a user may give it one
+    of their groups), its permission bits (not set-user-ID and the like) with the owner's read bit always set (the
+    output of an input its owner could not read is read back), and its times, after its last write (a write would
+    move its modification time again). As gzip: the owner first, so that the bits never apply to the wrong one."""
+    for owner in ((like.st_uid, like.st_gid), (-1, like.st_gid)):
+        try:
+            os.fchown(fd, *owner)
+            break
+        except (OSError, AttributeError):  # not this process's to give, or Windows
+            continue
     try:
-        os.fchmod(fd, stat.S_IMODE(like.st_mode) & 0o777)
+        os.fchmod(fd, stat.S_IMODE(like.st_mode) & 0o777 | stat.S_IRUSR)
     except (OSError, AttributeError):  # a file system without permissions (FAT), or Windows
         pass
     try:
