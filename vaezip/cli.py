@@ -1486,7 +1486,8 @@ def decompress(
     output: Optional[str] = typer.Option(None, "--output", "-o", help="output PNG (single-image files); '-' for stdout"),
     to_stdout: bool = typer.Option(False, "--stdout", "-c", help="write to stdout (as gzip -c): the same as -o -"),
     directory: Optional[Path] = typer.Option(None, "--dir", "-d", help="folder for the images (archives); with -r "
-                                             "the folders under the one given are made there too"),
+                                             "each .vz's folder as given is made under it (photos/2020/a.vz: "
+                                             "DIR/photos/2020/a.png)"),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="override the model named in the file"),
     force: bool = typer.Option(False, "--force", "-f", help="overwrite existing outputs (never an input)"),
     keep: bool = typer.Option(True, "--keep/--rm", help="keep (default) or delete each .vz once its images are "
@@ -1502,7 +1503,7 @@ def decompress(
     recursive: bool = typer.Option(False, "--recursive", "-r", help="a folder among the inputs stands for the .vz "
                                    "files under it (not hidden files or links)"),
 ):
-    """Restore the exact images from .vz files (as PNG)."""
+    """Restore the exact images from .vz files (as PNG, with the metadata their files kept)."""
     import time
 
     from vaezip.files import check_input, file_identity, read_input, signals_as_exceptions
