@@ -144,6 +144,10 @@ def test_strip_and_older_formats_keep_none_and_say_so(tmp_path):
         older.stderr.decode()
     quiet = run_cli("compress", tmp_path / "photo.png", "-o", tmp_path / "q.vz", "--format", "16", "-q")
     assert quiet.returncode == 0 and quiet.stderr == b""
+    # --rm with an older format keeps the input that holds what the file does not; with --strip it was asked for
+    removed = run_cli("compress", tmp_path / "photo.png", "-o", tmp_path / "r.vz", "--format", "16", "--rm")
+    assert removed.returncode == 0 and (tmp_path / "photo.png").exists()
+    assert "left out (without --format the file keeps it); the input is kept (--rm)" in removed.stderr.decode()
     for name in ("s.vz", "o.vz"):
         data = (tmp_path / name).read_bytes()
         assert container.read_versioned(data)[0] == container.SECTIONS_VERSION
@@ -152,6 +156,8 @@ def test_strip_and_older_formats_keep_none_and_say_so(tmp_path):
     assert (tmp_path / "s.vz").read_bytes() == (tmp_path / "o.vz").read_bytes()
     kept = run_cli("compress", tmp_path / "photo.png", "-o", tmp_path / "k.vz", "--format", "17")
     assert kept.returncode == 0 and container.read_versioned((tmp_path / "k.vz").read_bytes())[0] == 17
+    asked = run_cli("compress", tmp_path / "photo.png", "-o", tmp_path / "a.vz", "--strip", "--rm")
+    assert asked.returncode == 0 and not (tmp_path / "photo.png").exists()  # --strip: the user's choice
 
 
 def test_the_api_keeps_what_pillow_read_and_gives_it_back():

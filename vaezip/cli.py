@@ -1381,17 +1381,19 @@ def compress(
                                       f"error?); input kept")
                     if not quiet and each:
                         _report(result, target, verified, verbose)
-                    left_out = [image for image in result.images if image.metadata_left_out]
-                    if left_out and not strip and not quiet:  # only --format 16 or older leaves them out so
+                    # Only --format 16 or older leaves metadata out unasked: --rm then keeps the inputs that hold it
+                    left_out = [] if strip else [image for image in result.images if image.metadata_left_out]
+                    if left_out and not quiet:
                         what = (f"{left_out[0].name}'s {', '.join(left_out[0].metadata_left_out)}"
                                 if len(left_out) == 1 else f"the metadata of {len(left_out)} images")
+                        kept_note = "; the input is kept (--rm)" if not keep else ""
                         _tell("warning", f"{target}: --format {format_version} keeps no metadata: {what} left out "
-                                         f"(without --format the file keeps it)")
+                                         f"(without --format the file keeps it){kept_note}")
                     grown = _larger_than_input(read, len(result.data), stdin_bytes[0])
                     if grown and not quiet:
                         kept_note = f"; the input{'s are' if len(read) > 1 else ' is'} kept (--rm)" if not keep else ""
                         _tell("warning", f"{target} ({len(result.data)} bytes) is larger than {grown}{kept_note}")
-                    if not keep and not grown:
+                    if not keep and not grown and not left_out:
                         _remove_inputs(read, target)
                     totals.add_compressed(result)
                 failures += failed()
