@@ -512,7 +512,7 @@ def test_rm_with_stdout_output_is_refused(tmp_path, model):
     result = cli("compress", "a.png", "-o", "-", "--rm", "-m", model, cwd=tmp_path)
     assert result.returncode == 2 and result.stdout == b"", lines_of(result)
     assert lines_of(result) == ["vaezip: error: --rm deletes inputs only once their output file reads back as "
-                                "written: not with -o - (stdout)"]
+                                "written: not with -o - or -c (stdout)"]
     assert snapshot(tmp_path) == before
 
 
@@ -601,7 +601,15 @@ def test_recursive_inputs_are_the_lossless_images_under_a_folder_in_path_order(t
     others = [str(Path(name).with_suffix(".png")) for name in expected if name != "b.png"]
     assert restored == sorted(["tree/b.png", "tree/sub/deeper/b.png"] + [f"tree/{name}" for name in others])
     again = cli("decompress", "-r", str(tree / "sub"), "--dir", "out2", cwd=tmp_path)
-    assert again.returncode == 0 and (tmp_path / "out2" / "sub" / "deeper" / "b.png").exists(), again.stderr
+    mirrored_sub = tmp_path / "out2" / str(tree / "sub").lstrip(os.sep)  # an absolute folder: its whole path
+    assert again.returncode == 0 and (mirrored_sub / "deeper" / "b.png").exists(), again.stderr
+    # a folder given through '..': its whole path under --dir's folder, never outside it
+    before = set(tmp_path.rglob("*.png"))
+    up = cli("decompress", "-r", "..", "--dir", "out3", cwd=tree / "sub")
+    assert up.returncode == 0, up.stderr
+    made = set(tmp_path.rglob("*.png")) - before
+    assert made and all(tree / "sub" / "out3" in path.parents for path in made), made
+    assert (tree / "sub" / "out3" / str(tree).lstrip(os.sep) / "b.png") in made
     (tmp_path / "empty").mkdir()
     one_error(cli("compress", "-r", "empty", cwd=tmp_path),
               "empty: no PNG, GIF, BMP, TIFF, WebP or PNM image under this folder")
@@ -748,7 +756,7 @@ def test_decompress_rm_deletes_each_vz_once_its_images_are_written_and_read_back
     assert "p.png: a PNG cannot hold this image exactly as the .vz does" in near.stderr.decode()
     refused = cli("decompress", "--rm", "b.vz", "-o", "-", cwd=tmp_path)
     assert refused.returncode == 2 and (tmp_path / "b.vz").exists()
-    assert "--rm deletes inputs only once their output files read back as written: not with -o - (stdout)" in \
+    assert "--rm deletes inputs only once their output files read back as written: not with -o - or -c (stdout)" in \
         refused.stderr.decode()
 
 

@@ -40,7 +40,7 @@ def test_an_archive_of_several_images_has_its_own_time_and_its_images_the_archiv
     assert [os.stat(tmp_path / "out" / name).st_mtime_ns for name in ("a.png", "b.png")] == [OLD + 10**9] * 2
 
 
-def test_stdin_and_stdout_have_no_times_to_give(tmp_path):
+def test_an_input_from_stdin_has_no_times_to_give(tmp_path):
     png = tmp_path / "a.png"
     Image.fromarray(smooth_rgb(16, 16, 1)).save(png)
     os.utime(png, ns=(OLD, OLD))

@@ -122,14 +122,20 @@ def test_other_formats_keep_their_colour_profile_and_exif(tmp_path, image_format
     exif[0x010F] = "vaezip test camera"
     buffer = io.BytesIO()
     options = {"lossless": True} if image_format == "WEBP" else {"quality": 95} if image_format == "JPEG" else {}
-    Image.fromarray(smooth_rgb(32, 40, 9)).save(buffer, format=image_format, icc_profile=PROFILE, exif=exif, **options)
+    Image.fromarray(smooth_rgb(32, 40, 9)).save(buffer, format=image_format, icc_profile=PROFILE, exif=exif,
+                                                 dpi=(300, 300), **options)
     path = tmp_path / f"photo.{image_format.lower()}"
     path.write_bytes(buffer.getvalue())
-    assert run_cli("compress", path, "-o", tmp_path / "p.vz").returncode == 0
+    made = run_cli("compress", path, "-o", tmp_path / "p.vz")
+    assert made.returncode == 0
+    assert ("metadata left out: EXIF (a TIFF's own tags are not kept)" in made.stderr.decode()) == (
+        image_format == "TIFF")
     assert run_cli("decompress", tmp_path / "p.vz", "-o", tmp_path / "back.png").returncode == 0
     with Image.open(tmp_path / "back.png") as back, Image.open(path) as original:
         assert np.array_equal(np.asarray(back), np.asarray(original.convert(back.mode)))
         assert back.info["icc_profile"] == PROFILE
+        if image_format != "WEBP":  # WebP holds no pixel size
+            assert [round(v) for v in back.info["dpi"]] == [300, 300]
         if image_format != "TIFF":  # a TIFF's EXIF is its own tags, which Pillow does not give as EXIF bytes
             assert back.getexif()[0x0112] == 3 and back.getexif()[0x010F] == "vaezip test camera"
 

@@ -76,7 +76,7 @@ def compress_images(
     other ancillary chunks: vaezip/metadata.py), which decompress writes back into its PNG; a file that keeps some
     is format 17. False, or a format_version of 16 or older: the file keeps none (ImageReport.metadata_left_out
     names what was left out). An image opened by vaezip's open_image brings its file's chunks; any other image
-    its colour profile, EXIF and XMP as Pillow holds them in its info."""
+    its colour profile, EXIF, XMP, comment and dots per inch as Pillow holds them in its info."""
     from vaezip.archive import encode_archive
 
     return encode_archive(
@@ -131,8 +131,9 @@ def decompress(data: bytes, model: LoadedModel | str | None = None, **options):
 
 
 def png_bytes(image) -> bytes:
-    """A decoded image as the PNG file `vaezip decompress` writes: every pixel as decoded. (Pillow's own
-    `image.save(path)` cuts palette indices past the palette's end down to its bit depth.)"""
+    """A decoded image as the PNG file `vaezip decompress` writes: every pixel as decoded, and its metadata
+    chunks in their places. (Pillow's own `image.save(path)` cuts palette indices past the palette's end down to
+    its bit depth.)"""
     from vaezip.images import png_bytes as as_png  # Pillow, on first use
 
     return as_png(image)

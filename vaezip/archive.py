@@ -148,7 +148,7 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
     for item, (kept, _) in zip(split, found):
         if keep_metadata and len(kept) > MAX_CHUNKS:
             raise ImageError(f"{item.name}: {len(kept)} metadata chunks, more than a file keeps of an image "
-                             f"({MAX_CHUNKS}): --strip leaves them out")
+                             f"({MAX_CHUNKS}): keep no metadata (--strip; compress_images(metadata=False))")
     result = _encode_split(split, started, model, tile=tile, max_batch=max_batch, device=device, progress=progress,
                            predictor=predictor, classical=classical, format_version=format_version, samples=samples,
                            fast=fast)
@@ -279,13 +279,13 @@ def _with_metadata(result: CompressResult, found: list[tuple], keep: bool) -> Co
     for report, (kept, unkept), stored in zip(result.images, found, chunks):
         left_out = () if stored else tuple(dict.fromkeys(chunk.kind.decode() for chunk in kept))
         reports.append(dataclasses.replace(report, metadata=stored, metadata_left_out=left_out,
-                                           metadata_unkept=unkept))
+                                           metadata_unkept=unkept if keep else ()))
     result = dataclasses.replace(result, images=tuple(reports))
     if not any(chunks):
         return result
     version, header, words = container.read_versioned(result.data)
     if version not in container.BINARY_VERSIONS:  # a float model's format 1 (format 2 is only asked for: no metadata)
-        raise ImageError(f"format {version} cannot hold metadata: --strip leaves it out")
+        raise ImageError(f"format {version} holds no metadata: keep none (--strip; compress_images(metadata=False))")
     entries = tuple(dataclasses.replace(entry, metadata=tuple(own)) for entry, own in zip(header.images, chunks))
     data = container.write(dataclasses.replace(header, images=entries), words, container.METADATA_VERSION)
     return dataclasses.replace(result, data=data, header_bytes=_header_bytes(data, container.METADATA_VERSION),

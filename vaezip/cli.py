@@ -706,8 +706,7 @@ def _expanded(inputs: list[str], recursive: bool, suffixes: tuple[str, ...], wha
     read, each reported as an error (for an archive, `archive`, one is the command's error: its files would be
     left out; where nothing is left, the command ends there, exit 1). A folder without such files is passed over
     with a warning, unless nothing at all is left. `folders`, where given, gets each file found under a folder
-    and the folder it lies in as given (photos/2020 for photos/2020/a.vz under photos), without a leading / or ..
-    (a folder given as /home/me/photos or ../photos is taken as photos)."""
+    and the folder it lies in as given (_mirrored)."""
     from vaezip.files import file_identity, files_under
 
     if not recursive:
@@ -726,10 +725,7 @@ def _expanded(inputs: list[str], recursive: bool, suffixes: tuple[str, ...], wha
                 seen.add(identity)
                 expanded.append(name)
                 if folders is not None and name != path:
-                    given = os.path.normpath(path)
-                    if os.path.isabs(given) or given.split(os.sep)[0] == os.pardir:
-                        given = os.path.basename(given)
-                    folders[name] = os.path.normpath(os.path.join(given, os.path.relpath(os.path.dirname(name), path)))
+                    folders[name] = _mirrored(path, name)
     if unread and archive:
         folder, reason = unread[0]
         raise Failure(f"{folder}: {reason}: the archive would leave out the files under it; nothing done")
@@ -742,6 +738,19 @@ def _expanded(inputs: list[str], recursive: bool, suffixes: tuple[str, ...], wha
     if not expanded:  # every folder unread: nothing to do, the errors said why
         raise typer.Exit(1)
     return expanded, len(unread)
+
+
+def _mirrored(folder: str, path: str) -> str:
+    """The folder, relative and without '..', that `path` (found under the input folder `folder`) lies in as
+    given: photos/2020 for photos/2020/a.vz under photos; a folder given as an absolute path or through '..' as
+    its absolute path without the leading separator (/home/me/photos/2020, as zstd's --output-dir-mirror)."""
+    given = os.path.normpath(folder)
+    if os.path.isabs(given) or given.split(os.sep)[0] == os.pardir:
+        given = os.path.splitdrive(os.path.abspath(folder))[1].lstrip(os.sep)
+    mirrored = os.path.normpath(os.path.join(given, os.path.relpath(os.path.dirname(path), folder)))
+    if os.path.isabs(mirrored) or mirrored.split(os.sep)[0] == os.pardir:  # never outside --dir's folder
+        raise Failure(f"{path}: its folder cannot be mirrored under --dir")
+    return mirrored
 
 
 def _without_shared_outputs(inputs: list[str], suffix: str) -> tuple[list[str], int]:
@@ -782,7 +791,8 @@ def _stdout_or(output: str | None, to_stdout: bool) -> str | None:
     return "-" if to_stdout else output
 
 
-# Names of other image formats, which decompress's PNG must not take (it writes PNG whatever -o says)
+# Image formats' suffixes (.vz among them) that -o may not give another format's file: compress writes .vz and
+# decompress PNG whatever the name says (_refuse_other_format)
 _OTHER_IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".gif", ".bmp", ".tif", ".tiff",
                                    ".ppm", ".pgm", ".pnm", ".pbm", ".jxl", ".avif", ".heic", ".heif", ".jp2", ".qoi",
                                    ".ico", ".tga", ".psd", ".vz"})
@@ -1218,8 +1228,8 @@ def compress(
     force: bool = typer.Option(False, "--force", "-f", help="overwrite existing outputs (never an input)"),
     keep: bool = typer.Option(True, "--keep/--rm", help="keep (default) or delete the inputs after success; --rm "
                               "first decodes the output in process and checks it against the input (as --verify), "
-                              "and keeps inputs smaller than their output (a JPEG, say; an archive's together) with "
-                              "a warning"),
+                              "and keeps, with a warning, inputs smaller than their output (a JPEG, say; an "
+                              "archive's together) or whose metadata an older --format leaves out"),
     verify: bool = typer.Option(False, "--verify", help="decode the output in process and compare it with the input "
                                 "before writing it (implied by --rm); the report gives the time it took"),
     tile: Optional[int] = typer.Option(None, help="tile side in pixels (default 32; 256 with --fast)"),
@@ -1283,7 +1293,7 @@ def compress(
         if output == "-" and not keep and any(path != "-" for path in inputs):
             # as gzip -c: what a pipe did with the bytes is unknown, so the inputs stay (stdin is never deleted)
             raise UsageFailure("--rm deletes inputs only once their output file reads back as written: not with "
-                               "-o - (stdout)")
+                               "-o - or -c (stdout)")
         inputs, unread = _expanded(inputs, recursive, RECURSIVE_IMAGE_SUFFIXES,
                                    "PNG, GIF, BMP, TIFF, WebP or PNM image", archive=output is not None)
         _refuse_terminal_input(inputs, "image data")
@@ -1521,7 +1531,7 @@ def decompress(
             raise UsageFailure("--test writes nothing: not with -o, --dir, --force or --rm")
         if output == "-" and not keep and any(path != "-" for path in inputs):
             raise UsageFailure("--rm deletes inputs only once their output files read back as written: not with "
-                               "-o - (stdout)")
+                               "-o - or -c (stdout)")
         # --dir with -r keeps the tree: photos/2020/a.vz's images go to DIR/photos/2020/ (as zstd --output-dir-mirror)
         subfolders: dict[str, str] = {}
         inputs, unread = _expanded(inputs, recursive, (".vz",), ".vz file", folders=subfolders)
@@ -1553,8 +1563,8 @@ def decompress(
         each = verbose or len(inputs) == 1
         derived = output is None and directory is None and not test  # output names made from the input's
 
-        # --rm: each input's stat when read (by its place among the inputs: one given twice is read twice), to
-        # keep one that changed since
+        # Each input's stat when read (by its place among the inputs: one given twice is read twice): --rm keeps
+        # one that changed since, and the outputs take its times and permissions
         read_as: dict[int, object] = {}
 
         def read_file(index: int) -> bytes:

@@ -32,7 +32,7 @@ from PIL import Image, UnidentifiedImageError
 
 from vaezip.config import short_repr
 from vaezip.errors import ImageError
-from vaezip.metadata import DROPPED, METADATA, chunks_from_info, read_png_chunks, with_chunks
+from vaezip.metadata import DROPPED, METADATA, chunks_from_info, image_chunks, read_png_chunks, with_chunks
 
 # Refused before decoding (Pillow raises DecompressionBombError above twice its own limit; ours is lower).
 MAX_IMAGE_PIXELS = 100_000_000
@@ -77,7 +77,10 @@ def open_image(source) -> Image.Image:
     chunks = read_png_chunks(image.fp, low_grey_bits) if image.format == "PNG" and image.fp is not None else None
     with _readable():
         image.load()
-    image.info[METADATA], image.info[DROPPED] = chunks if chunks is not None else chunks_from_info(image.info)
+    if chunks is None:  # a TIFF's EXIF fields: its orientation (274), camera (271, 272), date (306), EXIF IFD (34665)
+        tiff_exif = image.format == "TIFF" and bool({274, 271, 272, 306, 34665} & set(image.getexif()))
+        chunks = chunks_from_info(image.info, tiff_exif)
+    image.info[METADATA], image.info[DROPPED] = chunks
     if image.width * image.height > MAX_IMAGE_PIXELS:
         raise ImageError(f"image has more than {MAX_IMAGE_PIXELS} pixels (vaezip's limit)")
     if low_grey_bits and isinstance(image.info.get("transparency"), int) and image.mode == "L":
@@ -391,13 +394,14 @@ def png_bytes(image: Image.Image) -> bytes:
     image's PNG is read back: where it differs, the palette is extended with opaque black entries (what viewers
     show for those indices) up to the highest index used, and the PNG made again and checked again (ImageError if
     even that differs: a wrong image is never written). Elsewhere the PNG is Pillow's, as vaezip always wrote it.
-    The image's metadata chunks (vaezip/metadata.py: METADATA, a format-17 file's) go into it, each in its place."""
+    The image's metadata chunks (vaezip/metadata.py: METADATA, a format-17 file's) go into it, each in its place,
+    but those that no longer fit the image (converted since it was opened: image_chunks)."""
     data = _png(image)
     if image.mode == "P" and not _holds(data, image):
         data = _png(_palette_covering(image))
         if not _holds(data, image):
             raise ImageError("Pillow cannot write this palette image as a PNG that holds its pixels exactly")
-    return with_chunks(data, image.info.get(METADATA, ()))
+    return with_chunks(data, image_chunks(image)[0] if METADATA in image.info else ())
 
 
 def _png(image: Image.Image) -> bytes:

@@ -9,6 +9,7 @@ their comment (JPEG, GIF) an iTXt named Comment and their dots per inch a pHYs.
 
 from __future__ import annotations
 
+import numbers
 import struct
 import zlib
 
@@ -78,10 +79,11 @@ def read_png_chunks(file, low_grey_bits: int = 0) -> tuple[tuple[Chunk, ...], tu
     return tuple(kept), tuple(dropped)
 
 
-def chunks_from_info(info: dict) -> tuple[tuple[Chunk, ...], tuple[str, ...]]:
+def chunks_from_info(info: dict, tiff_exif: bool = False) -> tuple[tuple[Chunk, ...], tuple[str, ...]]:
     """The chunks that hold what Pillow read of a non-PNG file's metadata (its info): the colour profile, EXIF, XMP,
-    a comment (JPEG, GIF) and the pixel size in dots per inch; and what could not be held ("TYPE (why)")."""
-    kept, dropped = [], []
+    a comment (JPEG, GIF) and the pixel size in dots per inch; and what could not be held ("TYPE (why)"). A TIFF's
+    EXIF fields are tags of the TIFF itself, which no chunk holds: `tiff_exif` says the file has some."""
+    kept, dropped = [], ["EXIF (a TIFF's own tags are not kept)"] if tiff_exif else []
     profile = info.get("icc_profile")
     if isinstance(profile, (bytes, bytearray)) and profile:
         kept.append(Chunk(AFTER_HEADER, b"iCCP", b"ICC profile\0\0" + zlib.compress(bytes(profile), 9)))
@@ -94,8 +96,8 @@ def chunks_from_info(info: dict) -> tuple[tuple[Chunk, ...], tuple[str, ...]]:
         else:
             dropped.append("EXIF (not a TIFF structure)")
     dpi = info.get("dpi")
-    if isinstance(dpi, tuple) and len(dpi) == 2 and all(isinstance(v, (int, float)) and 0 < v < 1e6 for v in dpi):
-        per_metre = [round(v / 0.0254) for v in dpi]
+    if isinstance(dpi, tuple) and len(dpi) == 2 and all(isinstance(v, numbers.Real) and 0 < v < 1e6 for v in dpi):
+        per_metre = [round(float(v) / 0.0254) for v in dpi]  # a TIFF's are fractions (IFDRational)
         if all(0 < v < 2**31 for v in per_metre):
             kept.append(Chunk(AFTER_HEADER, b"pHYs", struct.pack(">IIB", *per_metre, 1)))
     xmp = info.get("xmp")
@@ -196,7 +198,7 @@ def _find_chunk(png: bytes, wanted: bytes) -> int:
 
 
 def describe(chunks: tuple[Chunk, ...]) -> str:
-    """'iCCP, pHYs, 2 tEXt (3.3 KB)': the chunk types in file order, counted, and their size."""
+    """'iCCP, pHYs, 2 tEXt (3.3 KB)': the chunk types in the order they first come, counted, and their size."""
     counts: dict[bytes, int] = {}
     for chunk in chunks:
         counts[chunk.kind] = counts.get(chunk.kind, 0) + 1
