@@ -38,7 +38,7 @@ CODINGS = (RAW, PNG, WEBP)
 LAYOUTS = ((0, 8), (3, 1), (3, 2), (3, 4), (3, 8), (4, 8), (2, 8), (6, 8))
 _LAYOUT_CHANNELS = (1, 1, 1, 1, 1, 2, 3, 4)
 _PNG_MODES = {0: "L", 3: "P", 4: "LA", 2: "RGB", 6: "RGBA"}
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 WEBP_MAX_SIDE = 16383  # VP8L stores each side minus one in 14 bits
 # Lossless WebP effort: quality 100 at method 4 came within 0.1 % of method 6 on a screenshot, a palette image
 # and an RGBA image (15,334 / 5,762 / 82,994 B both), 10 to 20 times faster (0.09 s instead of 1.6 s for the
@@ -155,7 +155,7 @@ def _encode_png(samples: np.ndarray, quick: bool = False) -> bytes:
 
 def _strip_png(png: bytes) -> bytes:
     """Layout byte + the IDAT zlib stream of a PNG that Pillow wrote."""
-    position, layout, idat = len(_PNG_SIGNATURE), None, []
+    position, layout, idat = len(PNG_SIGNATURE), None, []
     while position < len(png):
         (length,) = struct.unpack_from(">I", png, position)
         kind, body = png[position + 4 : position + 8], png[position + 8 : position + 8 + length]
@@ -229,7 +229,8 @@ def decode(coding: str, data: bytes, height: int, width: int, channels: int) -> 
     raise CodingError(f"unknown classical coding {coding!r}")
 
 
-def _chunk(kind: bytes, body: bytes) -> bytes:
+def png_chunk(kind: bytes, body: bytes) -> bytes:
+    """A PNG chunk: length, type, `body`, CRC (also vaezip/metadata.py's, for the chunks it writes back)."""
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
@@ -237,10 +238,10 @@ def _png_file(data: bytes, height: int, width: int, channels: int) -> bytes:
     if not data or data[0] >= len(LAYOUTS) or _LAYOUT_CHANNELS[data[0]] != channels:
         raise CodingError(f"bad PNG layout byte for {channels}-channel samples")
     colour, depth = LAYOUTS[data[0]]
-    header = _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0))
+    header = png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0))
     # Pillow reads indices as they are: any palette of 2**depth entries gives the same samples.
-    palette = _chunk(b"PLTE", bytes(3 << depth)) if colour == 3 else b""
-    return _PNG_SIGNATURE + header + palette + _chunk(b"IDAT", data[1:]) + _chunk(b"IEND", b"")
+    palette = png_chunk(b"PLTE", bytes(3 << depth)) if colour == 3 else b""
+    return PNG_SIGNATURE + header + palette + png_chunk(b"IDAT", data[1:]) + png_chunk(b"IEND", b"")
 
 
 def _webp_file(data: bytes, height: int, width: int) -> bytes:

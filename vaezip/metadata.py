@@ -13,12 +13,12 @@ import numbers
 import struct
 import zlib
 
+from codec.classic import PNG_SIGNATURE, png_chunk
 from codec.metadata import AFTER_DATA, AFTER_HEADER, BEFORE_DATA, LENGTHS, SINGLE, Chunk, keepable, places
 
 METADATA = "vaezip.metadata"  # image.info key: the chunks its file held (a tuple of codec.metadata.Chunk)
 DROPPED = "vaezip.dropped"  # image.info key: what its file held that no file keeps, "TYPE (why)" each
 
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _LENGTH_TYPE = struct.Struct(">I4s")
 _XMP_KEYWORD = b"XML:com.adobe.xmp"
 _EXIF_PREFIX = b"Exif\0\0"
@@ -39,9 +39,10 @@ def read_png_chunks(file, low_grey_bits: int = 0) -> tuple[tuple[Chunk, ...], tu
     kept, dropped = [], []
     try:
         file.seek(0)
-        if file.read(8) != _PNG_SIGNATURE:
+        if file.read(8) != PNG_SIGNATURE:
             return (), ()
         seen_palette = seen_data = False
+        kinds_kept = set()
         while True:
             head = file.read(8)
             if len(head) < 8:
@@ -64,7 +65,7 @@ def read_png_chunks(file, low_grey_bits: int = 0) -> tuple[tuple[Chunk, ...], tu
             if struct.unpack(">I", crc)[0] != zlib.crc32(kind + data):
                 dropped.append(f"{kind.decode()} (damaged: bad CRC)")
                 continue
-            if kind in SINGLE and any(chunk.kind == kind for chunk in kept):
+            if kind in SINGLE and kind in kinds_kept:
                 dropped.append(f"{kind.decode()} (a second one)")
                 continue
             if kind == b"bKGD" and low_grey_bits and length == 2:
@@ -72,6 +73,7 @@ def read_png_chunks(file, low_grey_bits: int = 0) -> tuple[tuple[Chunk, ...], tu
             place = AFTER_DATA if seen_data else BEFORE_DATA if seen_palette else AFTER_HEADER
             allowed = places(kind)  # an input's chunk out of its place is put where PNG wants it
             kept.append(Chunk(place if place in allowed else allowed[-1 if place > allowed[-1] else 0], kind, data))
+            kinds_kept.add(kind)
     except (OSError, ValueError, struct.error):
         pass
     finally:
@@ -171,7 +173,7 @@ def with_chunks(png: bytes, chunks: tuple[Chunk, ...]) -> bytes:
     each in its place: after IHDR, before the first IDAT, or before IEND."""
     if not chunks:
         return png
-    placed = {place: b"".join(_chunk(c.kind, c.data) for c in chunks if c.place == place)
+    placed = {place: b"".join(png_chunk(c.kind, c.data) for c in chunks if c.place == place)
               for place in (AFTER_HEADER, BEFORE_DATA, AFTER_DATA)}
     header_end = 8 + 12 + _LENGTH_TYPE.unpack_from(png, 8)[0]
     first_data = _find_chunk(png, b"IDAT")
@@ -180,10 +182,6 @@ def with_chunks(png: bytes, chunks: tuple[Chunk, ...]) -> bytes:
         raise ValueError("not a PNG as Pillow writes it")
     return b"".join([png[:header_end], placed[AFTER_HEADER], png[header_end:first_data], placed[BEFORE_DATA],
                      png[first_data:end], placed[AFTER_DATA], png[end:]])
-
-
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return _LENGTH_TYPE.pack(len(data), kind) + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
 def _find_chunk(png: bytes, wanted: bytes) -> int:
