@@ -31,6 +31,7 @@ file can be broken raises its own FormatError subclass (errors.py) with a one-li
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 import zlib
 
@@ -91,10 +92,13 @@ SECTIONS_VERSION = 16
 # Format 16 and each image's metadata in the header: PNG ancillary chunks that decompress writes back (a colour
 # profile, EXIF, text; codec/metadata.py). Written only where an image holds some.
 METADATA_VERSION = 17
+# Format 17 and 16-bit images, each as two 8-bit images with its depth in the header (codec/depth.py). Written only
+# where an image has more than 8 bits per sample.
+DEPTH_VERSION = 18
 # the formats whose header is stored deflated
 DEFLATED_HEADERS = (DEFLATED_VERSION, CASCADE_VERSION, PARITY_VERSION, WIDE_VERSION, STAGED_VERSION, SECTIONS_VERSION,
-                    METADATA_VERSION)
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17)
+                    METADATA_VERSION, DEPTH_VERSION)
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18)
 # Formats vaezip writes on request, for readers before the newest: 2, the JSON header, every image through the
 # model; 3, the predictor's Gaussian tiles; 5, its Laplace tiles; 6, the blend's tiles in raster order; 7, the
 # blend's tiles (Laplace residuals) in the stream order; 8, the blend's tiles with fitted residual tables; 9, those
@@ -110,14 +114,14 @@ JSON_VERSIONS = (1, 2)  # the layout with a JSON header and two CRCs
 # that a file holding nothing newer stays readable by readers of format 3.
 BINARY_VERSIONS = (VERSION, IMPORTANCE_VERSION, LAPLACE_VERSION, BLEND_VERSION, ORDER_VERSION, FITTED_VERSION,
                    ADAPTIVE_VERSION, LEAST_SQUARES_VERSION, DEFLATED_VERSION, CASCADE_VERSION, PARITY_VERSION,
-                   WIDE_VERSION, STAGED_VERSION, SECTIONS_VERSION, METADATA_VERSION)
+                   WIDE_VERSION, STAGED_VERSION, SECTIONS_VERSION, METADATA_VERSION, DEPTH_VERSION)
 MAX_HEADER_BYTES = 16 * 2**20
 _PREFIX = struct.Struct("<8sHI")  # magic, version, header length: 14 bytes
 _U32 = struct.Struct("<I")
 _U16 = struct.Struct("<H")
 
 __all__ = [
-    "BINARY_VERSIONS", "CASCADE_VERSION", "DEFLATED_HEADERS", "DEFLATED_VERSION", "MAGIC", "MAX_HEADER_BYTES",
+    "BINARY_VERSIONS", "CASCADE_VERSION", "DEFLATED_HEADERS", "DEPTH_VERSION", "DEFLATED_VERSION", "MAGIC", "MAX_HEADER_BYTES",
     "METADATA_VERSION", "PARITY_VERSION",
     "READABLE_VERSIONS", "SECTIONS_VERSION", "STAGED_VERSION", "VERSION", "WIDE_VERSION",
     "CoderSettings", "Header", "ImageEntry", "binary_version", "deflate_header", "inflate_header", "pack_header",
@@ -323,7 +327,6 @@ def _read_binary(data: memoryview, version: int) -> tuple[Header, np.ndarray]:
         for chunk, size in zip(image.metadata, sizes):
             chunks.append(Chunk(chunk.place, chunk.kind, bytes(data[start : start + size])))
             start += size
-        images.append(ImageEntry(image.name, image.mode, image.width, image.height, image.palette, image.info,
-                                 image.coding, own, tuple(chunks)))
+        images.append(dataclasses.replace(image, data=own, metadata=tuple(chunks)))
     words = np.frombuffer(data, dtype="<u4", count=count, offset=start).astype(np.uint32)
     return Header(header.model_name, header.model_sha256, header.coder, tuple(images), header.pixels_sha256), words

@@ -18,6 +18,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
+from codec import depth as depths
 from codec import metadata, tilekinds
 from codec.errors import CodingError, HeaderError, LimitError
 from codec.latents import LatentGrid
@@ -69,6 +70,9 @@ class ImageEntry:
     # Format 17: what the image's file held besides its pixels, as PNG chunks (codec/metadata.py); the header holds
     # their places, types and lengths, the file's data part their bytes after the image's data
     metadata: tuple[metadata.Chunk, ...] = ()
+    # Format 18: "" for an 8-bit image; a 16-bit image's depth (codec/depth.py: "shift:12", ...), its samples' top 8
+    # bits in this image; depth.LOW for the low bits of the image before it
+    depth: str = ""
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,8 @@ def to_json(header: Header, version: int | None = None) -> bytes:
         raise HeaderError(f"a format-1 or -2 header holds no stream order (format {FORMAT_ORDER} and later)")
     if any(image.metadata for image in header.images):
         raise HeaderError(f"a format-1 or -2 header holds no metadata (format {FORMAT_METADATA} and later)")
+    if any(image.depth for image in header.images):
+        raise HeaderError(f"a format-1 or -2 header holds no 16-bit image (format {FORMAT_DEPTH} and later)")
     try:
         text = _canonical(_header_to_json(header))
     except (TypeError, ValueError) as error:  # NaN, a non-JSON object in info/extra, a lone surrogate
@@ -289,6 +295,7 @@ def _is_hex(s: str) -> bool:
 FORMAT_BINARY = 3  # the first format version whose header is binary (container.VERSION)
 FORMAT_ORDER = 7  # the first whose header holds the stream order (container.ORDER_VERSION)
 FORMAT_METADATA = 17  # the first whose header holds each image's metadata chunks (container.METADATA_VERSION)
+FORMAT_DEPTH = 18  # the first whose header holds each image's depth (container.DEPTH_VERSION)
 _FLAG_MODEL = 1  # some image is coded by the model: the header names the model and the coder settings
 _F64 = struct.Struct("<d")
 # The latent grid: a step of 2**-e and a whole bound (vaezip's, 2**-8 and 16) in three bytes; else two float64s.
@@ -381,9 +388,18 @@ def from_binary_with_chunks(raw: bytes, version: int) -> tuple[Header, list[int]
         table = reader.chunks(f"image {i}", MODES[mode]) if version >= FORMAT_METADATA else []
         chunk_lengths.append([length for _, _, length in table])
         chunks = tuple(metadata.Chunk(place, kind, b"") for place, kind, _ in table)
-        images.append(ImageEntry(image_name, MODES[mode], width, height, palette, info, CODINGS[coding], b"", chunks))
+        depth = 0
+        if version >= FORMAT_DEPTH:
+            depth = reader.u8("depth")
+            if depth >= len(depths.DEPTHS):
+                raise HeaderError(f"bad header: image {i} has depth number {depth}")
+        images.append(ImageEntry(image_name, MODES[mode], width, height, palette, info, CODINGS[coding], b"", chunks,
+                                 depths.DEPTHS[depth]))
     if reader.position != len(raw):
         raise HeaderError(f"bad header: {len(raw) - reader.position} bytes after the last image")
+    trouble = depth_problem(images)
+    if trouble:
+        raise HeaderError(f"bad header: {trouble}")
     if flags & _FLAG_MODEL:
         model_pixels = sum(im.width * im.height for im in images if im.coding == MODEL)
         if not model_pixels:
@@ -457,7 +473,40 @@ def _encode_binary(h: Header, words: int, lengths: list[int], version: int,
                         image.mode)
         elif image.metadata:
             raise ValueError(f"metadata in a format-{version} header (format {FORMAT_METADATA} and later hold them)")
+        if version >= FORMAT_DEPTH:
+            out.append(depths.DEPTHS.index(image.depth))
+        elif image.depth:
+            raise ValueError(f"a 16-bit image in a format-{version} header (format {FORMAT_DEPTH} and later hold them)")
+    trouble = depth_problem(h.images)
+    if trouble:
+        raise ValueError(trouble)
     return bytes(out)
+
+
+def depth_problem(images) -> str:
+    """What is wrong with the images' depths ("" where nothing is): a 16-bit image is grey or colour, with or
+    without alpha, and holds no colour key; its low part (where its depth has low bits) follows it at once with its
+    name, mode and size, and holds nothing but samples: no info, no metadata."""
+    expected = None  # the image whose low part comes next
+    for k, image in enumerate(images):
+        if expected is not None:
+            if image.depth != depths.LOW or (image.name, image.mode, image.width, image.height) != (
+                    expected.name, expected.mode, expected.width, expected.height):
+                return f"image {k - 1} ({expected.depth}) is not followed by its low part"
+            if image.metadata or set(image.info) - {"planes"}:
+                return f"image {k} (a low part) holds more than samples"
+            expected = None
+            continue
+        if image.depth == depths.LOW:
+            return f"image {k} is a low part without a 16-bit image before it"
+        if image.depth:
+            if image.mode not in ("L", "LA", "RGB", "RGBA") or set(image.info) - {"planes"}:
+                return f"image {k} is a 16-bit {image.mode} image with {sorted(image.info)} in its info"
+            if depths.low_bits(image.depth):
+                expected = image
+    if expected is not None:
+        return f"the last image ({expected.depth}) has no low part"
+    return ""
 
 
 def _put_chunks(out: bytearray, chunks: list[tuple[int, bytes, int]], mode: str) -> None:

@@ -1,5 +1,6 @@
 """What vaezip cannot hold exactly is refused, never narrowed (issue 19 items 2 and 4): images with more than 8 bits
-per channel and images with more than one frame are refused before any output is written; the tRNS colour key
+per channel (but 16-bit PNGs, tests/test_deep.py) and images with more than one frame are refused before any output
+is written; the tRNS colour key
 of L and RGB images is coded, restored and covered by the pixel checksum."""
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from codec import container
 from vaezip.api import compress_images, decompress_images, load_model
 from vaezip.archive import combined_checksum
 from vaezip.errors import ImageError, IntegrityError
-from vaezip.images import open_image, pixel_checksum, sniff_bits_per_channel, split_image
+from vaezip.images import DeepImage, open_image, pixel_checksum, sniff_bits_per_channel, split_image
 
 GOLDEN = Path(__file__).parent / "data"
 RNG = np.random.default_rng(19)
@@ -115,21 +116,24 @@ def old_pixel_checksum(image: Image.Image) -> str:
 
 
 @pytest.mark.parametrize("colour_type, pillow_mode", [(0, "I;16"), (2, "RGB"), (4, "RGBA"), (6, "RGBA")])
-def test_sixteen_bit_pngs_are_refused(colour_type, pillow_mode):
-    """Pillow opens 16-bit RGB, RGBA and grey+alpha as 8-bit RGB / RGBA: each must be refused, not narrowed."""
-    data = deep_png(colour_type)
+def test_sixteen_bit_pngs_are_read_with_all_their_bits(colour_type, pillow_mode):
+    """Pillow opens 16-bit RGB, RGBA and grey+alpha as 8-bit RGB / RGBA; open_image reads every bit."""
+    channels = {0: 1, 2: 3, 4: 2, 6: 4}[colour_type]
+    samples = RNG.integers(0, 65536, (5, 6 * channels))
+    data = crafted_png(samples, 16, colour_type)
     assert Image.open(io.BytesIO(data)).mode == pillow_mode  # what made the loss silent
-    with pytest.raises(ImageError, match=r"^16-bit PNG \(16 bits per channel\); vaezip codes 8 bits per channel"):
-        open_image(data)
+    image = open_image(data)
+    assert isinstance(image, DeepImage) and image.mode == {0: "L", 2: "RGB", 4: "LA", 6: "RGBA"}[colour_type]
+    assert np.array_equal(image.samples.reshape(5, -1), samples)
 
 
 @pytest.mark.parametrize("colour_type", [2, 4, 6])
-def test_sixteen_bit_pngs_are_refused_by_the_api(tmp_path, tiny_weights, colour_type):
-    """compress_images refuses them too: opened and not yet loaded, or loaded from a path."""
+def test_sixteen_bit_pngs_opened_by_pillow_are_refused_by_the_api(tmp_path, tiny_weights, colour_type):
+    """compress_images refuses the 8 bits Pillow makes of them: opened and not yet loaded, or loaded from a path."""
     path = tmp_path / "deep.png"
     path.write_bytes(deep_png(colour_type))
     model = load_model(tiny_weights[3])
-    with pytest.raises(ImageError, match="deep.png: 16-bit PNG"):
+    with pytest.raises(ImageError, match="deep.png: 16-bit PNG .* open it with vaezip.images.open_image"):
         compress_images([("deep.png", Image.open(io.BytesIO(path.read_bytes())))], model, device="cpu")
     with pytest.raises(ImageError, match="16-bit PNG"):
         split_image(Image.open(path))
@@ -149,7 +153,6 @@ def test_other_deep_files_are_refused():
         "ppm-10": (b"P6 4 3 1023\n" + (samples % 1024).astype(">u2").tobytes(), "10-bit PPM"),
         "pgm-16": (b"P5 4 3 65535\n" + samples[..., 0].astype(">u2").tobytes(), "16-bit PPM"),
         "sgi-16": (encoded(Image.new("RGB", (4, 3), (1, 2, 3)), "SGI", bpc=2), "16-bit SGI"),
-        "png-grey16": (encoded(Image.new("I;16", (4, 3), 1000), "PNG"), "16-bit PNG"),
     }
     opened = Image.open(io.BytesIO(cases["tiff-rgb16"][0]))
     assert opened.mode == "RGB" and opened.tag_v2[258] == (16, 16, 16)  # the crafted file is what it claims
@@ -157,6 +160,10 @@ def test_other_deep_files_are_refused():
         with pytest.raises(ImageError, match=message):
             open_image(data)
         print(name, "refused")
+    with pytest.raises(ImageError, match=r"convert it to a 16-bit PNG \(no loss\)"):
+        open_image(cases["tiff-rgb16"][0])
+    with pytest.raises(ImageError, match="convert it to 16 or 8 bits first"):
+        open_image(cases["tiff-float"][0])
 
 
 @pytest.mark.skipif(not features.check("jpg_2000"), reason="Pillow built without OpenJPEG")
@@ -235,10 +242,8 @@ def test_an_icon_with_several_sizes_is_refused():
 
 def test_cli_refuses_deep_and_animated_images_and_writes_nothing(tmp_path, tiny_weights):
     """The real console path, --rm included: every input kept, no .vz, one line per file naming the reason."""
-    files = {
-        "rgb16.png": deep_png(2), "rgba16.png": deep_png(6), "la16.png": deep_png(4), "tiff16.tif": tiff_rgb16(),
-        "anim-gif.gif": animated("GIF"), "anim-png.png": animated("PNG"), "pages.tif": animated("TIFF"),
-    }
+    files = {"tiff16.tif": tiff_rgb16(), "anim-gif.gif": animated("GIF"), "anim-png.png": animated("PNG"),
+             "pages.tif": animated("TIFF")}
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
     result = run_cli("compress", *files, "-m", tiny_weights[3], "--rm", "-q", cwd=tmp_path)
@@ -249,6 +254,7 @@ def test_cli_refuses_deep_and_animated_images_and_writes_nothing(tmp_path, tiny_
         line = next(line for line in lines if f" {name}: " in line)
         reason = "has 3 frames" if name.startswith(("anim", "pages")) else "16-bit"
         assert reason in line, line
+    (tmp_path / "rgb16.png").write_bytes(deep_png(2))
     result = run_cli("compress", "rgb16.png", "anim-gif.gif", "-o", "all.vz", "-m", tiny_weights[3], "--rm", "-q",
                      cwd=tmp_path)
     assert result.returncode == 1 and not (tmp_path / "all.vz").exists()

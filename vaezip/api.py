@@ -6,6 +6,7 @@ headers only."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from vaezip.models import LoadedModel, default_model, load_model
@@ -36,7 +37,9 @@ def compress_images(
     fast: bool = False,
     metadata: bool = True,
 ) -> CompressResult:
-    """images: a sequence of (name, PIL image). Chains bits-back across all the model-coded ones in one stream.
+    """images: a sequence of (name, PIL image) or (name, vaezip.images.DeepImage), a 16-bit image (what open_image
+    gives of a 16-bit PNG, image_from_array of a uint16 array). Chains bits-back across all the model-coded ones in
+    one stream.
 
     model: None for the shipped default model of the images' kind (grey or colour); where they mix both kinds,
     that of the kind holding most of the pixels (colour on a tie), the other kind's images then coded classically
@@ -47,12 +50,13 @@ def compress_images(
     classical: also code every image classically (raw, PNG or WebP samples) and keep, image by image, the
     smaller path, so that a file is never much larger than the best classical coding (False: the model codes
     every image, as before format 3).
-    format_version: None (or 17, the newest) for the oldest format that holds the file: 3; 4 for
+    format_version: None (or 18, the newest) for the oldest format that holds the file: 3; 4 for
     importance-weighted batches; 7 where the predictor's tiles go first in the stream, so that the model's run in
     full batches; 8 where a tile decided on while coding goes to the predictor, whose residuals format 8 codes with
     tables fitted on photographs; 9 where the predictor's tiles adapt their contexts' statistics over the stream;
     11 where the header deflated saves 16 bytes or more; 15 where the predictor's staged cascade tiles code a tile;
-    16 where they code every tile, in sections; 17 where an image keeps metadata. An older version N writes what
+    16 where they code every tile, in sections; 17 where an image keeps metadata; 18 where an image has 16 bits
+    per sample (such an image needs it). An older version N writes what
     format N wrote, at most format N, which readers older than N + 1 read:
       16: no metadata;
       15: the staged cascade's tiles in one chain;
@@ -86,28 +90,39 @@ def compress_images(
 
 
 def compress(image, model: LoadedModel | str | None = None, *, name: str = "image.png", **options) -> bytes:
-    """Compress one PIL image or (H, W) / (H, W, C) uint8 array (C from 1 to 4) to .vz bytes."""
+    """Compress one PIL image, DeepImage, or (H, W) / (H, W, C) uint8 or uint16 array (C from 1 to 4) to .vz
+    bytes."""
     from PIL import Image
 
-    from vaezip.images import image_from_array
+    from vaezip.images import DeepImage, image_from_array
 
-    if not isinstance(image, Image.Image):
+    if not isinstance(image, (Image.Image, DeepImage)):
         image = image_from_array(image)
     return compress_images([(name, image)], model, **options).data
 
 
 def decompress_images(data: bytes, model: LoadedModel | str | None = None, *, device: str = "auto", progress=None):
-    """.vz bytes -> list of (name, PIL image); raises IntegrityError unless every checksum matches. A file whose
+    """.vz bytes -> list of (name, PIL image), a 16-bit image as a vaezip.images.DeepImage (its `samples` uint16);
+    raises IntegrityError unless every checksum matches. A file whose
     images are all coded classically, or whose every tile went without the model (the predictor's, raw bytes),
     needs no model (and imports no torch); `model` is then not used. A format-17 image carries its metadata
     chunks in its info (vaezip/metadata.py METADATA), which png_bytes writes into its PNG."""
     from codec.container import read_versioned
+    from codec.depth import LOW, low_bits
     from vaezip.metadata import attach
 
     parsed = read_versioned(data)
-    images = _decoded(data, parsed, model, device, progress)
-    for (_, image), entry in zip(images, parsed[1].images):
+    parts = _decoded(data, parsed, model, device, progress)
+    images = []
+    for k, ((name, image), entry) in enumerate(zip(parts, parsed[1].images)):
+        if entry.depth == LOW:  # joined with the image before it
+            continue
+        if entry.depth:
+            from vaezip.images import join_deep
+
+            image = join_deep(entry.depth, image, parts[k + 1][1] if low_bits(entry.depth) else None)
         attach(image, entry.metadata)
+        images.append((name, image))
     return images
 
 
@@ -126,7 +141,7 @@ def _decoded(data: bytes, parsed, model, device: str, progress):
 
 
 def decompress(data: bytes, model: LoadedModel | str | None = None, **options):
-    """.vz bytes of a single image -> PIL image."""
+    """.vz bytes of a single image -> PIL image (a DeepImage for a 16-bit one)."""
     return decompress_images(data, model, **options)[0][1]
 
 
@@ -151,12 +166,14 @@ class ImageInfo:
     mode: str
     width: int
     height: int
-    coding: str  # "model", "raw", "png" or "webp"
+    coding: str  # "model", "raw", "png" or "webp"; a 16-bit image's high part's
     # A classical coding's size; for the model, None (its images share one stream; classically coded side
     # planes, if any, are in `side_bytes`)
     coded_bytes: int | None
     side_bytes: int = 0
     metadata: tuple = ()  # the metadata chunks it keeps (codec.metadata.Chunk), written back into its PNG
+    depth: str = ""  # a 16-bit image's (codec/depth.py: "shift:12", ...); "" for an 8-bit image
+    low: "ImageInfo | None" = None  # a 16-bit image's low part, where its depth has one
 
 
 @dataclass(frozen=True)
@@ -204,6 +221,7 @@ INFERENCE = {
     16: "integer-exact inference with staged cascade predictor tiles in sections, each decoded apart, and "
         "classical codings, its header deflated: decodes on any machine",
     17: "the content of an earlier format, its header deflated, and each image's metadata: decodes on any machine",
+    18: "the content of an earlier format, its header deflated, and 16-bit images: decodes on any machine",
 }
 
 
@@ -211,19 +229,24 @@ def file_info(data: bytes) -> FileInfo:
     """What a .vz file holds, from its header (checked as a decode would check it first; no pixel decoded)."""
     from codec import container, tilekinds
     from codec.container import read_versioned
+    from codec.depth import LOW
 
     version, header, words = read_versioned(data)
     coder = header.coder
     kinds: dict[str, int] = {}
     for kind, n in coder.schedule if coder is not None else ():
         kinds[kind] = kinds.get(kind, 0) + n
-    images = tuple(
-        ImageInfo(e.name, e.mode, e.width, e.height, e.coding, None if e.coding == "model" else len(e.data),
-                  len(e.data) if e.coding == "model" else 0, e.metadata)
-        for e in header.images
-    )
+    images: list[ImageInfo] = []
+    for e in header.images:
+        found = ImageInfo(e.name, e.mode, e.width, e.height, e.coding, None if e.coding == "model" else len(e.data),
+                          len(e.data) if e.coding == "model" else 0, e.metadata, e.depth if e.depth != LOW else "")
+        if e.depth == LOW:  # one ImageInfo an image: a low part goes into its image's
+            images[-1] = dataclasses.replace(images[-1], low=found)
+        else:
+            images.append(found)
     deflated = version == container.DEFLATED_VERSION
-    with_metadata = version == container.METADATA_VERSION
+    newest = version
+    with_metadata = version in (container.METADATA_VERSION, container.DEPTH_VERSION)
     if deflated or with_metadata:  # any content of formats 3 to 16: described as the oldest of them that holds it
         version = container.binary_version(kinds, ordered=bool(coder is not None and coder.order))
         deflated = version not in container.DEFLATED_HEADERS  # format 17's header is deflated too
@@ -244,12 +267,15 @@ def file_info(data: bytes) -> FileInfo:
         inference = inference.replace(": decodes on any machine", ", its header deflated: decodes on any machine")
         version = container.DEFLATED_VERSION
     if with_metadata:
-        inference = inference.replace(": decodes on any machine", ", and each image's metadata: decodes on any "
-                                      "machine")
-        version = container.METADATA_VERSION
+        kept = [what for what, present in (("each image's metadata", any(e.metadata for e in header.images)),
+                                           ("16-bit images", any(e.depth for e in header.images))) if present]
+        if kept:
+            inference = inference.replace(": decodes on any machine", f", and {' and '.join(kept)}: decodes on any "
+                                          "machine")
+        version = newest
     return FileInfo(
         len(data), version, inference, header.model_name or None, header.model_sha256 or None,
         None if coder is None else coder.tile, 0 if coder is None else len(coder.schedule), tuple(kinds.items()),
-        len(words), images,
+        len(words), tuple(images),
         None if coder is None else coder.constriction, {} if coder is None else dict(coder.extra),
     )

@@ -29,10 +29,11 @@ import numpy as np
 import numpy.random  # noqa: F401
 
 from codec import bitsback, classic, container, tilekinds
-from codec.metadata import MAX_CHUNKS
 from codec.ans import Stack, constriction_version
+from codec.depth import LOW
 from codec.header import MODEL, CoderSettings, Header, ImageEntry
 from codec.latents import LatentGrid
+from codec.metadata import MAX_CHUNKS
 from codec.planes import fit_histogram, push_plane
 from codec.tiling import split_tiles
 from vaezip import __version__
@@ -40,7 +41,7 @@ from vaezip.classical import MAX_FILE_PIXELS, check_file_pixels, combined_checks
 from vaezip.classical import smallest_entry
 from vaezip.config import importance_coding_obstacle
 from vaezip.errors import CheckpointError, ImageError
-from vaezip.images import Planes, join_planes, pixel_checksum, split_image
+from vaezip.images import Planes, deep_parts, is_deep, join_planes, pixel_checksum, split_image
 from vaezip.metadata import image_chunks
 from vaezip.models import LoadedModel, ModelIdentity, default_model, identify_model, load_model
 from vaezip.results import CompressResult, ImageReport
@@ -139,8 +140,13 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
     metadata: keep each image's metadata (its colour profile, EXIF, text: vaezip/metadata.py) in a format-17 file,
     where the format is not one asked for that holds none (16 or older; those files keep none)."""
     started = time.perf_counter()
-    keep_metadata = metadata and format_version in (None, container.METADATA_VERSION)
-    format_version = None if format_version == container.METADATA_VERSION else format_version
+    images, depths = _parts(images)
+    if any(depths) and format_version not in (None, container.METADATA_VERSION, container.DEPTH_VERSION):
+        name = next(name for (name, _), depth in zip(images, depths) if depth)
+        raise ImageError(f"{name}: a 16-bit image needs format {container.DEPTH_VERSION} (the default), not "
+                         f"{format_version}")
+    keep_metadata = metadata and format_version in (None, container.METADATA_VERSION, container.DEPTH_VERSION)
+    format_version = None if format_version in (container.METADATA_VERSION, container.DEPTH_VERSION) else format_version
     split = _split(images)  # once: `images` may be an iterator, and both codings read the same planes
     # Every image's pixels, whichever path takes it (the classical ones too): the decoder holds them all.
     check_file_pixels(sum(item.planes.width * item.planes.height for item in split), ImageError)
@@ -152,7 +158,25 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
     result = _encode_split(split, started, model, tile=tile, max_batch=max_batch, device=device, progress=progress,
                            predictor=predictor, classical=classical, format_version=format_version, samples=samples,
                            fast=fast)
-    return _with_metadata(result, found, keep_metadata)
+    return _finished(result, found, keep_metadata, depths)
+
+
+def _parts(images) -> tuple[list[tuple[str, object]], list[str]]:
+    """The images as 8-bit PIL images, each 16-bit one (a DeepImage) as its parts (vaezip/images.py deep_parts), and
+    each one's depth ("" for an 8-bit image, codec/depth.py's LOW for a low part)."""
+    parts, depths = [], []
+    for name, image in images:
+        if not is_deep(image):
+            parts.append((name, image))
+            depths.append("")
+            continue
+        try:
+            depth, found = deep_parts(image)
+        except ImageError as error:
+            raise ImageError(f"{name}: {error}") from None
+        parts += [(name, part) for part in found]
+        depths += [depth] + [LOW] * (len(found) - 1)
+    return parts, depths
 
 
 def _encode_split(split: list[_Image], started: float, model, **options) -> CompressResult:
@@ -270,26 +294,39 @@ def _mixed_kinds(split: list[_Image]) -> tuple[str | None, list[int]]:
                     if item.planes.model_plane is not None and item.planes.model_channels != most]
 
 
-def _with_metadata(result: CompressResult, found: list[tuple], keep: bool) -> CompressResult:
-    """`result` with each image's metadata chunks (`found`: image_chunks's (kept, left out) of each) in a format-17
-    file (its payload as it was) where `keep`, and its reports saying what each image's file held that the file
-    keeps and what it does not."""
-    chunks = [kept if keep else () for kept, _ in found]
-    reports = []
-    for report, (kept, unkept), stored in zip(result.images, found, chunks):
+def _finished(result: CompressResult, found: list[tuple], keep: bool, depths: list[str]) -> CompressResult:
+    """`result` (of the images with each 16-bit one as its parts: `depths`, _parts's) with each image's metadata
+    chunks (`found`: image_chunks's (kept, left out) of each) where `keep`, and each image's depth: a format-17 file
+    where some image keeps metadata, 18 where some image has 16 bits (its payload as it was). Its reports say what
+    each image's file held that the file keeps and what it does not, one a 16-bit image with its parts' figures
+    added up."""
+    chunks = [kept if keep else () for kept, _ in found]  # a low part's are ()
+    reports: list[ImageReport] = []
+    for report, (kept, unkept), stored, depth in zip(result.images, found, chunks, depths):
+        if depth == LOW:
+            high = reports[-1]
+            reports[-1] = dataclasses.replace(
+                high, bound_bits=high.bound_bits + report.bound_bits, payload_bits=high.payload_bits
+                + report.payload_bits, without_bitsback_excess_bits=high.without_bitsback_excess_bits
+                + report.without_bitsback_excess_bits, tiles=high.tiles + report.tiles,
+                tiles_without_bitsback=high.tiles_without_bitsback + report.tiles_without_bitsback,
+                low_coding=report.coding)
+            continue
         left_out = () if stored else tuple(dict.fromkeys(chunk.kind.decode() for chunk in kept))
         reports.append(dataclasses.replace(report, metadata=stored, metadata_left_out=left_out,
-                                           metadata_unkept=unkept if keep else ()))
+                                           metadata_unkept=unkept if keep else (), depth=depth))
     result = dataclasses.replace(result, images=tuple(reports))
-    if not any(chunks):
+    if not any(chunks) and not any(depths):
         return result
     version, header, words = container.read_versioned(result.data)
     if version not in container.BINARY_VERSIONS:  # a float model's format 1 (format 2 is only asked for: no metadata)
-        raise ImageError(f"format {version} holds no metadata: keep none (--strip; compress_images(metadata=False))")
-    entries = tuple(dataclasses.replace(entry, metadata=tuple(own)) for entry, own in zip(header.images, chunks))
-    data = container.write(dataclasses.replace(header, images=entries), words, container.METADATA_VERSION)
-    return dataclasses.replace(result, data=data, header_bytes=_header_bytes(data, container.METADATA_VERSION),
-                               format_version=container.METADATA_VERSION)
+        what = "16-bit images" if any(depths) else "metadata: keep none (--strip; compress_images(metadata=False))"
+        raise ImageError(f"format {version} holds no {what}")
+    entries = tuple(dataclasses.replace(entry, metadata=tuple(own), depth=depth)
+                    for entry, own, depth in zip(header.images, chunks, depths))
+    written = container.DEPTH_VERSION if any(depths) else container.METADATA_VERSION
+    data = container.write(dataclasses.replace(header, images=entries), words, written)
+    return dataclasses.replace(result, data=data, header_bytes=_header_bytes(data, written), format_version=written)
 
 
 def _with_classical(coded: CompressResult, split: list[_Image], own: list[int], *, fast: bool, deflate: bool,

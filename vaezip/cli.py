@@ -913,14 +913,14 @@ def _report(result, output: str, verified: float | None = None, verbose: bool = 
                 if image.other_kind:
                     other = "grey" if image.other_kind != "grey" else "colour"
                     bound = f"a {image.other_kind} image, no model bound: {result.model} codes {other} images"
-                _say(f"{image.name}: {image.width}x{image.height} {image.mode}, coded as {image.coding}: "
+                _say(f"{image.name}: {_described(image)}, coded as {image.coding}: "
                      f"{share:.4f} bpsp ({bound}{others})")
             elif predictor_only:
                 bound = "no model bound, " if math.isnan(image.bound_bpsp) else f"model bound {_bound_of(image)}, "
-                _say(f"{image.name}: {image.width}x{image.height} {image.mode}, predictor (no model tile): payload "
+                _say(f"{image.name}: {_described(image)}, predictor (no model tile): payload "
                      f"{share:.4f} bpsp ({bound}{_counted(image.tiles, 'tile')}{others})")
             else:
-                _say(f"{image.name}: {image.width}x{image.height} {image.mode}, model: bound "
+                _say(f"{image.name}: {_described(image)}, model: bound "
                      f"{image.bound_bpsp:.4f} bpsp, payload {share:.4f} bpsp ({image.tiles_without_bitsback} of "
                      f"{image.tiles} tiles without bits-back: "
                      f"{image.without_bitsback_excess_bits / image.subpixels:+.4f} bpsp against their bound{others})")
@@ -1152,6 +1152,18 @@ def _compress_here(images, model: str | None, loaded: list, tile, device: str, c
             metadata=metadata, progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     return result, (_verify(result.data, images, chosen, device) if checking else None)
+
+
+def _described(image) -> str:
+    """'128x96 RGB' of a compress report's image; '128x96 RGB 16-bit (shift:12; its low 4 bits webp)' of a 16-bit
+    one, whose high part's path the rest of its line names."""
+    described = f"{image.width}x{image.height} {image.mode}"
+    if not image.depth:
+        return described
+    from codec.depth import low_bits
+
+    low = f"; its low {_counted(low_bits(image.depth), 'bit')} {image.low_coding}" if image.low_coding else ""
+    return f"{described} 16-bit ({image.depth}{low})"
 
 
 def _larger_than_input(read: list, size: int, stdin_bytes: int = 0) -> str:
@@ -1676,6 +1688,7 @@ def decompress(
 def info(inputs: list[str] = typer.Argument(..., help=".vz files")):
     """Show what a .vz file holds (without decoding it)."""
     from codec.container import read_versioned
+    from codec.depth import low_bits
     from vaezip.images import SUBPIXELS_PER_PIXEL
 
     def say(line: str) -> None:  # names and the model name come from the header: escaped, no markup
@@ -1708,17 +1721,22 @@ def info(inputs: list[str] = typer.Argument(..., help=".vz files")):
             say(f"{path}: {len(data)} bytes, payload {4 * len(words)} B; {described}; {coding}")
             subpixels = 0
             for entry in header.images:
-                channels = SUBPIXELS_PER_PIXEL.get(entry.mode, 3)
-                subpixels += channels * entry.width * entry.height
                 coding, data_bytes = entry.coding, len(entry.data)  # formats 1 and 2: always the model
                 how = coding if coding == "model" else f"{coding}, {data_bytes} B"
                 if coding == "model" and data_bytes:
                     how += f" (+ {data_bytes} B of classically coded planes)"
+                if entry.depth == "low":  # a 16-bit image's low bits, after the image
+                    say(f"    its low {_counted(low_bits(previous.depth), 'bit')}: {how}")
+                    continue
+                channels = SUBPIXELS_PER_PIXEL.get(entry.mode, 3)
+                subpixels += channels * entry.width * entry.height
                 if entry.metadata:
                     from vaezip.metadata import describe
 
                     how += f"; metadata {describe(entry.metadata)}"
-                say(f"  {entry.name}: {entry.width}x{entry.height} {entry.mode}, {how}")
+                bits = f" 16-bit ({entry.depth}), its top 8 bits" if entry.depth else ""
+                say(f"  {entry.name}: {entry.width}x{entry.height} {entry.mode}{bits}, {how}")
+                previous = entry
             say(f"  {8 * len(data) / max(subpixels, 1):.4f} bits per subpixel")
         failures += failed()
     _finish(failures, len(inputs))

@@ -9,10 +9,11 @@ checksum that proves a decode exact.
 | RGBA | colour                 | alpha                                |
 | P    | colour via the palette | - (or the index plane when two used indices share a colour) |
 
-Only pixel values (the palette and its transparency entry, and the tRNS colour key of an L or RGB image) are
-kept; metadata such as EXIF or ICC profiles is not. What vaezip cannot hold exactly is refused before anything is
-written, never narrowed: more than 8 bits per channel, more than one frame (animations, multi-page TIFF, icons
-with several sizes), modes other than the five above.
+A 16-bit PNG (grey, grey + alpha, RGB, RGBA) is a DeepImage, which Pillow cannot hold: its samples go as two of
+these images, the high part and the low one (codec/depth.py). What vaezip cannot hold exactly is refused before
+anything is written, never narrowed: more than 8 bits per channel in other formats than PNG, more than one frame
+(animations, multi-page TIFF, icons with several sizes), modes other than the five above. The image's metadata
+travel in its info (vaezip/metadata.py).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from codec import depth as depths
+from vaezip import png16
 from vaezip.config import short_repr
 from vaezip.errors import ImageError
 from vaezip.metadata import DROPPED, METADATA, chunks_from_info, image_chunks, read_png_chunks, with_chunks
@@ -62,15 +65,57 @@ class Planes:
         return SUBPIXELS_PER_PIXEL[self.mode] * self.width * self.height
 
 
-def open_image(source) -> Image.Image:
+@dataclass(eq=False)
+class DeepImage:
+    """A 16-bit image, which Pillow holds only in grey: `samples` (H, W) for L, else (H, W, C) uint16, with C the
+    mode's channels (L, LA, RGB or RGBA), and `info` as a PIL image's (its metadata: vaezip/metadata.py)."""
+
+    samples: np.ndarray
+    mode: str
+    info: dict[str, Any] = field(default_factory=dict)
+    format: str | None = None
+
+    def __post_init__(self) -> None:
+        samples = self.samples
+        channels = png16.CHANNELS.get(self.mode)
+        shape = samples.shape if samples.ndim == 3 else (*samples.shape, 1)
+        if samples.dtype != np.uint16 or channels is None or samples.ndim not in (2, 3) or shape[2] != channels or (
+                self.mode != "L" and samples.ndim == 2):
+            raise ImageError(f"{samples.dtype} samples of shape {samples.shape} are no 16-bit {self.mode} image")
+
+    @property
+    def width(self) -> int:
+        return self.samples.shape[1]
+
+    @property
+    def height(self) -> int:
+        return self.samples.shape[0]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.width, self.height
+
+    def getbands(self) -> tuple[str, ...]:
+        return tuple(self.mode)
+
+
+def is_deep(image) -> bool:
+    return isinstance(image, DeepImage)
+
+
+def open_image(source) -> Image.Image | DeepImage:
     """Open and fully decode an image file (path, bytes or file object); every failure is an ImageError, and so
-    is an image that vaezip cannot hold exactly (refused from its header, before any pixel is decoded)."""
+    is an image that vaezip cannot hold exactly (refused from its header, before any pixel is decoded). A 16-bit
+    PNG comes as a DeepImage."""
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
     with _readable():
         image = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
         if image.width * image.height > MAX_IMAGE_PIXELS:  # from the header alone, before decoding any pixel
             raise Image.DecompressionBombError("too many pixels")
-    refuse_what_would_be_lost(image, source if isinstance(source, (bytes, bytearray)) else None)
+    data = source if isinstance(source, (bytes, bytearray)) else None
+    if image.format == "PNG" and sniff_bits_per_channel(_file_head(image, data)) == 16 and _frame_count(image) == 1:
+        return _open_deep(image, data)
+    refuse_what_would_be_lost(image, data)
     low_grey_bits = _grey_bits_below_8(image)
     # A PNG's chunks as they are, read before load() (which closes a file Pillow opened); other formats' metadata
     # from what Pillow read of it.
@@ -90,6 +135,25 @@ def open_image(source) -> Image.Image:
         if 0 <= key < 1 << low_grey_bits:
             image.info["transparency"] = key * 255 // ((1 << low_grey_bits) - 1)
     return image
+
+
+def _open_deep(image: Image.Image, data: bytes | None) -> DeepImage:
+    """A 16-bit PNG that Pillow opened (its header read), read whole by vaezip/png16.py."""
+    try:
+        if data is None:
+            image.fp.seek(0)
+            data = image.fp.read()
+        chunks = read_png_chunks(io.BytesIO(data))
+        samples, mode = png16.read(bytes(data), MAX_IMAGE_PIXELS)
+    except png16.PngError as error:
+        raise ImageError(f"not a readable image ({error})" if "tRNS" not in str(error) else str(error)) from None
+    except (OSError, ValueError, AttributeError) as error:
+        raise ImageError(f"not a readable image ({str(error).strip() or type(error).__name__})") from None
+    finally:
+        image.close()
+    deep = DeepImage(samples, mode, format="PNG")
+    deep.info[METADATA], deep.info[DROPPED] = chunks
+    return deep
 
 
 @contextmanager
@@ -131,11 +195,14 @@ def refuse_what_would_be_lost(image: Image.Image, data: bytes | None = None) -> 
     if sizes is not None and len(sizes) > 1:
         raise ImageError(f"icon holds {len(sizes)} sizes; vaezip codes single-frame images")
     bits = _bits_per_channel(image, data)
+    if bits > 8 and image.format == "PNG" and bits == 16:  # opened by Pillow, not open_image
+        raise ImageError("16-bit PNG (16 bits per channel) opened as Pillow opens it, which keeps 8: open it with "
+                         "vaezip.images.open_image, which keeps all 16")
     if bits > 8:
-        raise ImageError(
-            f"{bits}-bit {image.format or 'image'} ({bits} bits per channel); vaezip codes 8 bits per channel and "
-            "will not drop the low bits: convert it to 8 bits first if that loss is acceptable"
-        )
+        advice = ("convert it to a 16-bit PNG (no loss)" if bits <= 16
+                  else "convert it to 16 or 8 bits first if that loss is acceptable")
+        raise ImageError(f"{bits}-bit {image.format or 'image'} ({bits} bits per channel); vaezip codes 8 bits per "
+                         f"channel (16 in a PNG) and will not drop the low bits: {advice}")
 
 
 def _frame_count(image: Image.Image) -> int:
@@ -240,18 +307,20 @@ def _check_mode(image: Image.Image) -> None:
     raise ImageError(f"unsupported image mode {image.mode}{kind}; vaezip codes 8-bit L, LA, RGB, RGBA and P")
 
 
-def image_from_array(array) -> Image.Image:
-    """An (H, W) or (H, W, C) uint8 array (C from 1 to 4) as an L, L, LA, RGB or RGBA image; ImageError for any
-    other dtype or shape (Pillow's own message names neither)."""
+def image_from_array(array) -> Image.Image | DeepImage:
+    """An (H, W) or (H, W, C) uint8 array (C from 1 to 4) as an L, L, LA, RGB or RGBA image (a uint16 one as such
+    a DeepImage); ImageError for any other dtype or shape (Pillow's own message names neither)."""
     array = np.asarray(array)
-    if array.dtype != np.uint8:
-        raise ImageError(f"an array of {array.dtype}: vaezip codes uint8 samples (8 bits)")
+    if array.dtype not in (np.uint8, np.uint16):
+        raise ImageError(f"an array of {array.dtype}: vaezip codes uint8 samples (8 bits) and uint16 ones (16)")
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[..., 0]
     channels = array.shape[2] if array.ndim == 3 else None
     mode = "L" if array.ndim == 2 else {2: "LA", 3: "RGB", 4: "RGBA"}.get(channels)
     if mode is None:
         raise ImageError(f"an array of shape {array.shape}: vaezip codes (H, W) and (H, W, C) arrays, C from 1 to 4")
+    if array.dtype == np.uint16:
+        return DeepImage(np.ascontiguousarray(array), mode)
     return Image.fromarray(np.ascontiguousarray(array), mode)
 
 
@@ -395,7 +464,10 @@ def png_bytes(image: Image.Image) -> bytes:
     show for those indices) up to the highest index used, and the PNG made again and checked again (ImageError if
     even that differs: a wrong image is never written). Elsewhere the PNG is Pillow's, as vaezip always wrote it.
     The image's metadata chunks (vaezip/metadata.py: METADATA, a format-17 file's) go into it, each in its place,
-    but those that no longer fit the image (converted since it was opened: image_chunks)."""
+    but those that no longer fit the image (converted since it was opened: image_chunks). A DeepImage is a 16-bit
+    PNG (vaezip/png16.py)."""
+    if isinstance(image, DeepImage):
+        return png16.write(image.samples, image.mode, image_chunks(image)[0] if METADATA in image.info else ())
     data = _png(image)
     if image.mode == "P" and not _holds(data, image):
         data = _png(_palette_covering(image))
@@ -460,6 +532,8 @@ def _palette_covering(image: Image.Image) -> Image.Image:
 def pixel_checksum(image: Image.Image) -> str:
     """sha256 of everything a decode must restore: mode, size, pixel values, palette and transparency (the
     palette's, or an L / RGB image's colour key). An image without a key hashes as it always has."""
+    if isinstance(image, DeepImage):
+        return deep_checksum(image)
     digest = hashlib.sha256()
     digest.update(f"{image.mode}:{image.width}x{image.height}:".encode())
     digest.update(np.ascontiguousarray(np.asarray(image)).tobytes())
@@ -473,4 +547,38 @@ def pixel_checksum(image: Image.Image) -> str:
         except ValueError:
             pass  # hashed as it is (split_image refuses such an image)
         digest.update(b"colour key:" + repr(key).encode())
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------- 16-bit images
+
+
+def deep_parts(image: DeepImage) -> tuple[str, list[Image.Image]]:
+    """A 16-bit image as its depth (codec/depth.py) and the 8-bit images that hold it: the high part, which keeps
+    the image's info (its metadata), and the low part where the depth has low bits."""
+    if image.info.get("transparency") is not None:
+        raise ImageError("a 16-bit image with a transparent colour: vaezip keeps 16-bit images without one")
+    if image.width * image.height > MAX_IMAGE_PIXELS:
+        raise ImageError(f"image has more than {MAX_IMAGE_PIXELS} pixels (vaezip's limit)")
+    depth = depths.choose(image.samples)
+    parts = []
+    for samples in depths.split(image.samples, depth):
+        if samples is not None:
+            parts.append(Image.fromarray(np.ascontiguousarray(samples), image.mode))
+    parts[0].info.update(image.info)
+    if len(parts) > 1:
+        parts[1].info[METADATA] = ()
+    return depth, parts
+
+
+def join_deep(depth: str, high: Image.Image, low: Image.Image | None) -> DeepImage:
+    """The 16-bit image back from deep_parts's (its metadata: attach them after)."""
+    samples = depths.join(np.asarray(high), None if low is None else np.asarray(low), depth)
+    return DeepImage(samples, high.mode)
+
+
+def deep_checksum(image: DeepImage) -> str:
+    digest = hashlib.sha256()
+    digest.update(f"{image.mode};16:{image.width}x{image.height}:".encode())
+    digest.update(np.ascontiguousarray(image.samples).astype(">u2").tobytes())
     return digest.hexdigest()

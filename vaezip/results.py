@@ -46,6 +46,11 @@ class ImageReport:
     metadata: tuple = ()
     metadata_left_out: tuple[str, ...] = ()
     metadata_unkept: tuple[str, ...] = ()
+    # A 16-bit image's depth (codec/depth.py: "shift:12" where the file held 12-bit samples shifted up; "" for an
+    # 8-bit image) and the path its low part took ("" where it has none): `coding` and `candidate_bytes` are its high
+    # part's, the other figures both parts' together.
+    depth: str = ""
+    low_coding: str = ""
 
     @property
     def bound_bpsp(self) -> float:
