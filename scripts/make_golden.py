@@ -91,6 +91,13 @@ chunks, EXIF, text and a private chunk in each of the three places (photo-fast.v
 with a background colour, a grey image without metadata and a colour one with XMP (archive-fast.vz)
 (metadata_files). Never regenerate them either: they pin how metadata are stored.
 
+    python scripts/make_golden.py --format18 [--force]
+writes tests/data/format18/*.vz, the first files of format 18 (2026-12-06: 16-bit images, each as its high and low
+parts, codec/depth.py), as `--fast` codes them with the shipped default models (deep_files): a 16-bit colour crop of
+12 significant bits shifted up, with a colour profile and significant bits chunk (photo-fast.vz), and an archive of a
+16-bit grey + alpha image scaled up from 10 bits, an 8-bit colour image, a 16-bit RGBA image of all 16 bits and a
+16-bit grey one that holds 8 (archive-fast.vz). Never regenerate them either: they pin how 16-bit images are stored.
+
     python scripts/make_golden.py --binary [--force]
 writes tests/data/binary/model.vz, the first file of a model with binary latent groups (DVAE++; the seeded
 untrained tiny model with binary_groups = 2, "tiny-binary"): golden.png through the model only (format 5,
@@ -470,6 +477,45 @@ def make_metadata_fixtures(force: bool) -> None:
             print(f"format17/{file_name}: {len(result.data)} bytes, model {result.model}")
 
 
+def deep_files() -> dict[str, tuple[list[tuple[str, object]], dict]]:
+    """tests/data/format18: file name -> (the images it holds, 16-bit ones as vaezip.images.DeepImage with their
+    metadata chunks as open_image puts them, compress_images's options, no model named)."""
+    from codec.metadata import AFTER_HEADER, BEFORE_DATA, Chunk
+    from vaezip.images import DeepImage
+    from vaezip.metadata import METADATA
+
+    rng = np.random.default_rng(18)
+    photo = np.asarray(photo_crop()).astype(np.uint16)  # (64, 96, 3)
+    twelve = (photo << 4 | rng.integers(0, 16, photo.shape, dtype=np.uint16)) << 4  # 12 bits, shifted up
+    profile = b"ICC profile\0\0" + zlib.compress(bytes(16) + b"RGB " + bytes(range(256)) * 2, 9)
+    shifted = DeepImage(twelve, "RGB")
+    shifted.info[METADATA] = (Chunk(AFTER_HEADER, b"iCCP", profile), Chunk(AFTER_HEADER, b"sBIT", b"\x0c" * 3),
+                              Chunk(BEFORE_DATA, b"tEXt", b"Title\0hopper, 12 bits"))
+    crops = [np.asarray(image) for _, image in hopper_crops()]
+    ten = crops[1][..., 0].astype(np.uint16) << 2 | rng.integers(0, 4, (16, 16), dtype=np.uint16)
+    grey_alpha = np.stack([ten, np.full((16, 16), 1023, np.uint16)], axis=-1)
+    grey_alpha = (grey_alpha.astype(np.int64) * 65535 + 511) // 1023  # scaled up from 10 bits to the full range
+    full = np.concatenate([crops[2], crops[3][..., :1]], axis=-1).astype(np.uint16) * 256
+    full = (full + rng.integers(0, 256, full.shape, dtype=np.uint16)).astype(np.uint16)  # all 16 bits
+    eight = crops[4][..., 1].astype(np.uint16) * 257
+    options = {"fast": True, "tile": 8}
+    return {"photo-fast.vz": ([("photo.png", shifted)], options),
+            "archive-fast.vz": ([("grey-alpha.png", DeepImage(grey_alpha.astype(np.uint16), "LA")),
+                                 ("colour.png", Image.fromarray(crops[5])),
+                                 ("rgba.png", DeepImage(full, "RGBA")), ("grey.png", DeepImage(eight, "L"))], options)}
+
+
+def make_deep_fixtures(force: bool) -> None:
+    folder = GOLDEN / "format18"
+    folder.mkdir(parents=True, exist_ok=True)
+    for file_name, (images, options) in deep_files().items():
+        result = compress_images(images, **options)
+        assert result.format_version == 18, file_name
+        if write_pinned(folder / file_name, result.data, force):
+            print(f"format18/{file_name}: {len(result.data)} bytes, model {result.model}, depths "
+                  f"{[image.depth for image in result.images]}")
+
+
 def make_mixed_fixtures(force: bool) -> None:
     folder = GOLDEN / "mixed"
     folder.mkdir(parents=True, exist_ok=True)
@@ -614,6 +660,7 @@ def main() -> None:
     action.add_argument("--format15", action="store_true", help="tests/data/format15/*.vz")
     action.add_argument("--format16", action="store_true", help="tests/data/format16/*.vz")
     action.add_argument("--format17", action="store_true", help="tests/data/format17/*.vz")
+    action.add_argument("--format18", action="store_true", help="tests/data/format18/*.vz")
     action.add_argument("--mixed", action="store_true", help="tests/data/mixed/*.vz")
     action.add_argument("--binary", action="store_true", help="tests/data/binary/model.vz")
     action.add_argument("--global", dest="global_", action="store_true", help="tests/data/global/model.vz")
@@ -640,6 +687,8 @@ def main() -> None:
         make_deflated_fixtures(version, args.force)
     elif args.format17:
         make_metadata_fixtures(args.force)
+    elif args.format18:
+        make_deep_fixtures(args.force)
     elif args.mixed:
         make_mixed_fixtures(args.force)
     elif args.binary:

@@ -1,0 +1,289 @@
+"""16-bit images (format 18): every bit of a 16-bit PNG comes back, its samples coded as a high and a low 8-bit
+image after the fewest bits that hold them (codec/depth.py), read and written by vaezip/png16.py."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from codec import container, depth
+from codec.errors import CodingError, HeaderError
+from codec.metadata import AFTER_DATA, AFTER_HEADER, Chunk
+from conftest import OTHER_KERNELS, run_cli, smooth_rgb
+from vaezip import png16
+from vaezip.api import compress, compress_images, decompress, decompress_images, file_info, png_bytes
+from vaezip.errors import ImageError
+from vaezip.images import DeepImage, open_image, pixel_checksum
+from vaezip.metadata import METADATA
+
+GOLDEN = Path(__file__).parent / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from make_golden import deep_files  # noqa: E402
+
+RNG = np.random.default_rng(18)
+MODES = ("L", "LA", "RGB", "RGBA")
+FAST = {"fast": True, "tile": 16}
+
+
+def deep(mode: str, height: int = 20, width: int = 28, bits: int = 16, seed: int = 0) -> np.ndarray:
+    """(H, W) or (H, W, C) uint16: smooth colour in the top 8 bits, noise below, `bits` significant bits shifted up."""
+    rng = np.random.default_rng(seed)
+    channels = png16.CHANNELS[mode]
+    base = np.concatenate([smooth_rgb(height, width, seed)] * 2, axis=-1)[..., :channels].astype(np.int64)
+    values = base << (bits - 8) | rng.integers(0, 1 << (bits - 8), base.shape)
+    samples = (values << (16 - bits)).astype(np.uint16)
+    return samples[..., 0] if mode == "L" else samples
+
+
+# ---------------------------------------------------------------------------------------------- depths
+
+
+def test_each_depth_gives_back_what_it_is_chosen_for_and_the_fewest_bits_are_chosen():
+    for name in depth.DEPTHS[2:]:
+        form, n = name.split(":")
+        x = RNG.integers(0, 1 << int(n), (9, 11, 3))
+        x.flat[:2] = (0, (1 << int(n)) - 1)
+        v = depth._forward(name, x).astype(np.uint16)
+        chosen = depth.choose(v)
+        assert depth.bits(chosen) <= int(n), (name, chosen)
+        high, low = depth.split(v, chosen)
+        assert high.dtype == np.uint8 and (low is None) == (chosen.endswith(":8"))
+        assert np.array_equal(depth.join(high, low, chosen), v), name
+    assert depth.choose(np.arange(256, dtype=np.uint16) * 257) == "scale:8"  # 8-bit pictures saved as 16-bit
+    assert depth.choose(np.array([0, 1, 65535], np.uint16)) == "shift:16"
+    assert depth.choose(np.array([0, 16, 4080], np.uint16)) == "shift:12"
+
+
+def test_a_depth_refuses_samples_it_does_not_hold_and_parts_that_do_not_fit():
+    with pytest.raises(ValueError, match="does not hold"):
+        depth.split(np.array([1, 256], np.uint16), "shift:8")
+    high = np.zeros((2, 2), np.uint8)
+    with pytest.raises(CodingError, match="more than 4 bits"):
+        depth.join(high, np.full((2, 2), 16, np.uint8), "shift:12")
+    with pytest.raises(CodingError, match="do not fit"):
+        depth.join(high, None, "shift:12")
+    with pytest.raises(CodingError, match="do not fit"):
+        depth.join(high, high, "scale:8")
+    with pytest.raises(CodingError, match="unknown depth"):
+        depth.bits("shift:17")
+
+
+# ---------------------------------------------------------------------------------------------- 16-bit PNGs
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_png16_round_trips_and_other_readers_agree(mode):
+    samples = deep(mode, 13, 17)
+    data = png16.write(samples, mode)
+    back, found = png16.read(data, 10**6)
+    assert found == mode and np.array_equal(back, samples)
+    if mode == "L":  # Pillow reads 16-bit grey with all its bits
+        with Image.open(io.BytesIO(data)) as pillow:
+            assert np.array_equal(np.asarray(pillow).astype(np.uint16), samples)
+    codecs = pytest.importorskip("imagecodecs")
+    assert np.array_equal(codecs.png_decode(data), samples)
+    assert np.array_equal(png16.read(codecs.png_encode(samples), 10**6)[0], samples)
+
+
+def interlaced(samples: np.ndarray, colour_type: int) -> bytes:
+    """An Adam7 PNG of `samples` written by hand, each pass's rows with filters 0 to 4 in turn."""
+    height, width = samples.shape[:2]
+    cells = samples.reshape(height, width, -1)
+    raw = b""
+    for top, left, down, across in png16._PASSES:
+        part = cells[top::down, left::across]
+        if part.size:
+            rows = part.reshape(part.shape[0], -1).astype(">u2").view(np.uint8)
+            previous = np.zeros(rows.shape[1], np.uint8)
+            for r, row in enumerate(rows):
+                line = png16._filtered(row[None], previous, 2 * cells.shape[2])[0]
+                raw += bytes(line)  # the filter png16's writer chooses; the pass structure is what is tested
+                previous = row
+    ihdr = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 1)
+    return png16.PNG_SIGNATURE + png16.png_chunk(b"IHDR", ihdr) + png16.png_chunk(
+        b"IDAT", zlib.compress(raw)) + png16.png_chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("size", [(1, 1), (3, 5), (9, 10), (17, 23)])
+def test_interlaced_png16_is_read(size):
+    samples = deep("RGB", *size)
+    back, mode = png16.read(interlaced(samples, 2), 10**6)
+    assert mode == "RGB" and np.array_equal(back, samples)
+    with Image.open(io.BytesIO(interlaced(samples[..., 0], 0))) as pillow:  # Pillow agrees on a grey one
+        assert np.array_equal(np.asarray(pillow).astype(np.uint16), samples[..., 0])
+
+
+def test_damaged_or_unfit_png16_is_refused_in_one_line():
+    data = png16.write(deep("RGB", 6, 7), "RGB")
+    at = data.index(b"IDAT")
+    cases = {
+        "crc": (data[: at + 6] + bytes([data[at + 6] ^ 1]) + data[at + 7 :], "IDAT chunk damaged"),
+        "short": (data[:-20], "not a readable image"),
+        "trns": (data[:33] + png16.png_chunk(b"tRNS", bytes(6)) + data[33:], "transparent colour"),
+    }
+    for name, (bad, message) in cases.items():
+        with pytest.raises(ImageError, match=message):
+            open_image(bad)
+    with pytest.raises(png16.PngError, match="row filter"):
+        lines = np.zeros((2, 1 + 6), np.uint8)
+        lines[1, 0] = 7
+        png16._unfiltered(lines.tobytes(), 2, 1, 6)
+
+
+# ---------------------------------------------------------------------------------------------- coding
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("bits", [8, 12, 16])
+def test_sixteen_bit_images_round_trip_through_the_api(mode, bits):
+    samples = deep(mode, bits=bits, seed=bits)
+    data = compress(samples, **FAST)
+    image = decompress(data)
+    assert isinstance(image, DeepImage) and image.mode == mode and np.array_equal(image.samples, samples)
+    info = file_info(data)
+    assert info.version == 18 and info.images[0].depth == f"shift:{bits}" and "16-bit images" in info.inference
+    assert (info.images[0].low is None) == (bits == 8)
+
+
+def test_an_archive_mixes_8_and_16_bit_images_and_each_comes_back_in_its_place():
+    images = [("a.png", DeepImage(deep("RGB", seed=1), "RGB")), ("b.png", Image.fromarray(smooth_rgb(12, 9, 2))),
+              ("c.png", DeepImage(deep("RGB", bits=8, seed=3), "RGB")),
+              ("d.png", DeepImage(deep("RGBA", bits=10, seed=4), "RGBA"))]
+    for options in (FAST, {}):
+        result = compress_images(images, **options)
+        assert result.format_version == 18
+        assert [report.depth for report in result.images] == ["shift:16", "", "shift:8", "shift:10"]
+        assert result.images[0].low_coding and not result.images[2].low_coding
+        assert result.subpixels == 3 * 20 * 28 + 3 * 12 * 9 + 3 * 20 * 28 + 4 * 20 * 28
+        decoded = decompress_images(result.data)
+        assert [name for name, _ in decoded] == ["a.png", "b.png", "c.png", "d.png"]
+        for (_, original), (_, back) in zip(images, decoded):
+            assert pixel_checksum(back) == pixel_checksum(original)
+
+
+def test_a_sixteen_bit_image_needs_format_18_and_a_file_without_one_is_written_as_before():
+    samples = deep("L", 8, 8)
+    for version in (16, 17 - 1, 3):
+        with pytest.raises(ImageError, match="a 16-bit image needs format 18"):
+            compress(samples, format_version=version, **FAST)
+    assert container.read_versioned(compress(samples, format_version=18, **FAST))[0] == 18
+    eight = compress(Image.fromarray(smooth_rgb(8, 8, 0)), **FAST)
+    assert container.read_versioned(eight)[0] < 17
+    assert compress(Image.fromarray(smooth_rgb(8, 8, 0)), format_version=18, **FAST) == eight
+
+
+def test_metadata_of_a_sixteen_bit_image_come_back_in_its_png(tmp_path):
+    samples = deep("RGB", 10, 12, bits=12)
+    profile = b"p\0\0" + zlib.compress(bytes(16) + b"RGB " + bytes(64))
+    chunks = (Chunk(AFTER_HEADER, b"iCCP", profile), Chunk(AFTER_HEADER, b"sBIT", b"\x0c\x0c\x0c"))
+    png = png16.write(samples, "RGB", chunks)
+    opened = open_image(png)
+    assert opened.info[METADATA] == chunks
+    back = decompress(compress(opened, **FAST))
+    assert back.info[METADATA] == chunks and png_bytes(back) == png
+
+
+def test_the_api_refuses_what_no_16_bit_image_holds():
+    with pytest.raises(ImageError, match="no 16-bit RGB image"):
+        DeepImage(np.zeros((2, 2), np.uint16), "RGB")
+    with pytest.raises(ImageError, match="no 16-bit L image"):
+        DeepImage(np.zeros((2, 2), np.uint8), "L")
+    keyed = DeepImage(np.zeros((2, 2), np.uint16), "L", {"transparency": 5})
+    with pytest.raises(ImageError, match="x.png: a 16-bit image with a transparent colour"):
+        compress_images([("x.png", keyed)], **FAST)
+    with pytest.raises(ImageError, match="int32"):
+        compress(np.zeros((2, 2), np.int32))
+
+
+# ---------------------------------------------------------------------------------------------- the header
+
+
+def entries_of(data: bytes):
+    version, header, words = container.read_versioned(data)
+    return header, words
+
+
+def test_the_reader_refuses_parts_that_do_not_make_an_image():
+    images = [("a.png", DeepImage(deep("RGB", 6, 5), "RGB")), ("b.png", DeepImage(deep("L", 4, 4), "L"))]
+    header, words = entries_of(compress_images(images, **FAST).data)
+    a, a_low, b, b_low = header.images
+    forged = {
+        "no low part": [a, b, b_low],
+        "low part first": [a_low, a, b, b_low],
+        "low part of another size": [a, dataclasses.replace(b_low, name=a.name), b, b_low],
+        "low part with metadata": [a, dataclasses.replace(a_low, metadata=(Chunk(0, b"gAMA", bytes(4)),)), b, b_low],
+        "a palette image of 16 bits": [dataclasses.replace(b, depth="scale:8", mode="P", palette=bytes(3))],
+    }
+    for name, images_ in forged.items():
+        with pytest.raises(HeaderError):
+            container.write(dataclasses.replace(header, images=tuple(images_)), words, 18)
+        print(name, "refused")
+    raw = container.write(header, words, 18)
+    with pytest.raises(HeaderError, match="16-bit image"):
+        container.write(header, words, 17)
+    # a depth number past the table, in a file whose CRC is right
+    text = container.inflate_header(raw[11:11 + raw[10]]) if raw[10] < 128 else None
+    assert text is not None
+    position = text.rindex(bytes([depth.DEPTHS.index(b.depth)]))
+    bad = bytearray(text)
+    bad[position] = len(depth.DEPTHS)
+    packed = container.deflate_header(bytes(bad))
+    body = raw[:10] + bytes([len(packed)]) + packed + raw[11 + raw[10]:-4]
+    with pytest.raises(HeaderError, match="depth number"):
+        container.read(body + struct.pack("<I", zlib.crc32(body)))
+
+
+# ---------------------------------------------------------------------------------------------- the command
+
+
+def test_cli_compresses_and_decompresses_a_16_bit_png_exactly(tmp_path):
+    samples = deep("RGBA", 24, 30, bits=12)
+    chunks = (Chunk(AFTER_HEADER, b"sBIT", b"\x0c" * 4),)
+    png = png16.write(samples, "RGBA", chunks)
+    (tmp_path / "deep.png").write_bytes(png)
+    result = run_cli("compress", "-v", "--fast", "deep.png", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr.decode()
+    assert "deep.png: 30x24 RGBA 16-bit (shift:12; its low 4 bits" in (result.stdout + result.stderr).decode()
+    info = run_cli("info", "deep.vz", cwd=tmp_path).stdout.decode()
+    assert "format 18" in info and "RGBA 16-bit (shift:12), its top 8 bits" in info and "its low 4 bits:" in info
+    (tmp_path / "deep.png").rename(tmp_path / "original.png")
+    result = run_cli("decompress", "deep.vz", "--rm", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr.decode()
+    assert (tmp_path / "deep.png").read_bytes() == png and not (tmp_path / "deep.vz").exists()
+    result = run_cli("compress", "original.png", "--format", "16", cwd=tmp_path)
+    assert result.returncode == 1 and result.stderr.decode().count("\n") == 1
+    assert "a 16-bit image needs format 18" in result.stderr.decode()
+
+
+@pytest.mark.parametrize("file_name", sorted(deep_files()))
+def test_format_18_goldens_decode_in_a_fresh_process(file_name, tmp_path):
+    """format18/*.vz: the first files with 16-bit images. A fresh process under other kernels decodes them without
+    torch to their images, the PNGs 16-bit where the images are; coding the images again gives the same file."""
+    images, options = deep_files()[file_name]
+    path = GOLDEN / "format18" / file_name
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1]);"
+        "from vaezip.api import decompress_images, png_bytes;"
+        "images = decompress_images(open(sys.argv[2], 'rb').read());"
+        "assert not any(m == 'torch' or m.startswith('torch.') for m in sys.modules), 'torch imported';"
+        "[open(f'{sys.argv[3]}/{k}.png', 'wb').write(png_bytes(image)) for k, (_, image) in enumerate(images)]"
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(GOLDEN.parents[1]), str(path), str(tmp_path)],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, **OTHER_KERNELS})
+    assert out.returncode == 0, out.stderr
+    for k, (_, image) in enumerate(images):
+        back = open_image((tmp_path / f"{k}.png").read_bytes())
+        assert pixel_checksum(back) == pixel_checksum(image), (file_name, k)
+        after = [(chunk.kind, chunk.data, chunk.place == AFTER_DATA) for chunk in back.info[METADATA]]
+        assert after == [(chunk.kind, chunk.data, chunk.place == AFTER_DATA) for chunk in image.info.get(METADATA, ())]
+    assert compress_images(images, **options).data == path.read_bytes()
