@@ -2,22 +2,29 @@
 image is, and a low part holding the bits below it.
 
 Most 16-bit files hold fewer significant bits: 8-bit pictures saved as 16-bit (each value x * 257), 10- to 14-bit
-sensor data shifted up (x << 4) or scaled to the full range (round(x * 65535 / 4095)). A *depth* names how the file's
-values v come from n-bit values x, and the coder codes x: its top 8 bits as the high part, its n - 8 low bits (if any)
-as the low part. Every form is exact both ways on the values it is chosen for; `choose` tries them from the fewest
-bits up.
+sensor data shifted up (x << 4), scaled to the full range (round(x * 65535 / 4095)) or by any other factor, a tone
+curve or a white balance's gain per channel. A *depth* names how the file's values v come from n-bit values x, and
+the coder codes x: its top 8 bits as the high part, its n - 8 low bits (if any) as the low part. Every depth is exact
+both ways on the values it is chosen for.
 
 | depth | v from x (x has n bits) |
 |---|---|
 | `shift:n`, n = 8 .. 16 | x << (16 - n) (`shift:16`: v = x, any 16-bit value) |
 | `scale:n`, n = 8 .. 15 | (x * 65535 + (2^n - 1) // 2) // (2^n - 1), the nearest to x * 65535 / (2^n - 1) |
 | `replicate:n`, n = 9 .. 15 | (x << (16 - n)) \\| (x >> (2n - 16)), x's top bits repeated below it |
+| `levels:n`, n = 8 .. 15 | levels[c][x]: channel c's values that occur, in increasing order (at most 2^n), x a rank |
+
+`choose` takes the depth of fewest bits; of equal bits the first of shift, scale, replicate, levels (levels last: its
+values must be stored, the others are formulas). Levels rank a channel's values, so they hold any value set of at
+most 2^15 values a channel, and the ranks keep the order, hence the picture, of the values they stand for.
 
 Format 18's header names an image's depth by its index in DEPTHS: 0 an 8-bit image (every image of earlier formats),
-1 the low part of the image before it, then the forms.
+1 the low part of the image before it, then the others; a levels depth's values follow it (codec/header.py).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -25,10 +32,13 @@ from codec.errors import CodingError
 
 LOW = "low"
 DEPTHS = ("", LOW) + tuple(f"shift:{n}" for n in range(8, 17)) + tuple(f"scale:{n}" for n in range(8, 16)) + tuple(
-    f"replicate:{n}" for n in range(9, 16))
-# The order `choose` tries them in: fewest bits first, then shift, scale, replicate (scale:8 is also replicate:8).
-_TRIED = sorted(DEPTHS[2:], key=lambda depth: (int(depth.split(":")[1]),
-                                              ("shift", "scale", "replicate").index(depth.split(":")[0])))
+    f"replicate:{n}" for n in range(9, 16)) + tuple(f"levels:{n}" for n in range(8, 16))
+_FORMS = ("shift", "scale", "replicate", "levels")
+# The order `choose` tries the formulas in: fewest bits first, then shift, scale, replicate (scale:8 is replicate:8)
+_TRIED = sorted((d for d in DEPTHS[2:] if not d.startswith("levels")),
+                key=lambda d: (int(d.split(":")[1]), _FORMS.index(d.split(":")[0])))
+
+Levels = tuple  # of np.ndarray: each channel's values, strictly increasing uint16 (an empty tuple: no levels)
 
 
 def bits(depth: str) -> int:
@@ -43,8 +53,12 @@ def low_bits(depth: str) -> int:
     return bits(depth) - 8
 
 
+def has_levels(depth: str) -> bool:
+    return depth.startswith("levels:")
+
+
 def _forward(depth: str, x: np.ndarray) -> np.ndarray:
-    """v from x (int64 arrays)."""
+    """v from x (int64 arrays), for the formulas."""
     form, n = depth.split(":")[0], bits(depth)
     if form == "shift":
         return x << (16 - n)
@@ -63,30 +77,62 @@ def _backward(depth: str, v: np.ndarray) -> np.ndarray:
     return v >> (16 - n)
 
 
-def choose(samples: np.ndarray) -> str:
-    """The depth of the fewest bits that gives back every one of `samples` (uint16, any shape) exactly."""
+def _channels(samples: np.ndarray) -> list[np.ndarray]:
+    return [samples] if samples.ndim == 2 else [samples[..., c] for c in range(samples.shape[2])]
+
+
+def choose(samples: np.ndarray) -> tuple[str, Levels]:
+    """The depth of the fewest bits that gives back every one of `samples` ((H, W) or (H, W, C) uint16), and its
+    levels (each channel's values; () for a formula)."""
     present = np.flatnonzero(np.bincount(samples.reshape(-1), minlength=1 << 16)).astype(np.int64)
-    for depth in _TRIED:
-        if np.array_equal(_forward(depth, _backward(depth, present)), present):
-            return depth
-    raise AssertionError("shift:16 holds every 16-bit value")
+    formula = next(d for d in _TRIED if np.array_equal(_forward(d, _backward(d, present)), present))  # shift:16 last
+    levels = tuple(np.flatnonzero(np.bincount(channel.reshape(-1), minlength=1 << 16)).astype(np.uint16)
+                   for channel in _channels(samples))
+    n = max(8, max(math.ceil(math.log2(len(values))) for values in levels))
+    if n < bits(formula):
+        return f"levels:{n}", levels
+    return formula, ()
 
 
-def split(samples: np.ndarray, depth: str) -> tuple[np.ndarray, np.ndarray | None]:
+def check_levels(depth: str, levels: Levels, channels: int) -> str:
+    """What is wrong with `levels` for `depth` in an image of `channels` ("" where nothing is): a levels depth has one
+    array a channel, each of 1 to 2^n strictly increasing values; any other depth none."""
+    if not has_levels(depth):
+        return "levels without a levels depth" if levels else ""
+    if len(levels) != channels:
+        return f"{len(levels)} level tables for {channels} channels"
+    for values in levels:
+        if not 1 <= len(values) <= 1 << bits(depth):
+            return f"{len(values)} levels in a {depth} image"
+        if np.any(np.diff(values.astype(np.int64)) <= 0):
+            return "levels not strictly increasing"
+    return ""
+
+
+def split(samples: np.ndarray, depth: str, levels: Levels = ()) -> tuple[np.ndarray, np.ndarray | None]:
     """(high, low) uint8 arrays of `samples`' shape: x's top 8 bits, and its low_bits(depth) bits below them (None
     where there are none). ValueError where `depth` does not give back every sample."""
-    v = samples.astype(np.int64)
-    x = _backward(depth, v)
-    if not np.array_equal(_forward(depth, x), v):
-        raise ValueError(f"depth {depth} does not hold these samples")
+    if has_levels(depth):
+        x = np.empty(samples.shape, np.int64)
+        for channel, out, values in zip(_channels(samples), _channels(x), levels):
+            ranks = np.searchsorted(values, channel)
+            if np.any(ranks >= len(values)) or not np.array_equal(values[np.minimum(ranks, len(values) - 1)],
+                                                                  channel):
+                raise ValueError(f"levels do not hold these samples")
+            out[...] = ranks
+    else:
+        v = samples.astype(np.int64)
+        x = _backward(depth, v)
+        if not np.array_equal(_forward(depth, x), v):
+            raise ValueError(f"depth {depth} does not hold these samples")
     below = low_bits(depth)
     high = (x >> below).astype(np.uint8)
     return high, ((x & ((1 << below) - 1)).astype(np.uint8) if below else None)
 
 
-def join(high: np.ndarray, low: np.ndarray | None, depth: str) -> np.ndarray:
+def join(high: np.ndarray, low: np.ndarray | None, depth: str, levels: Levels = ()) -> np.ndarray:
     """The uint16 samples back from split's parts; CodingError where the low part does not fit the depth (more bits
-    than it holds, present or missing against low_bits, another shape)."""
+    than it holds, present or missing against low_bits, another shape) or x is past a channel's levels."""
     below = low_bits(depth)
     if (low is None) != (below == 0) or (low is not None and low.shape != high.shape):
         raise CodingError(f"a {depth} image's parts do not fit together")
@@ -95,4 +141,11 @@ def join(high: np.ndarray, low: np.ndarray | None, depth: str) -> np.ndarray:
         if below < 8 and int(low.max(initial=0)) >> below:
             raise CodingError(f"a {depth} image's low part holds values of more than {below} bits")
         x |= low.astype(np.int64)
-    return _forward(depth, x).astype(np.uint16)
+    if not has_levels(depth):
+        return _forward(depth, x).astype(np.uint16)
+    out = np.empty(x.shape, np.uint16)
+    for ranks, channel, values in zip(_channels(x), _channels(out), levels):
+        if int(ranks.max(initial=0)) >= len(values):
+            raise CodingError(f"a {depth} image's samples go past its {len(values)} levels")
+        channel[...] = values[ranks]
+    return out

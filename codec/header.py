@@ -18,6 +18,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from codec import depth as depths
 from codec import metadata, tilekinds
 from codec.errors import CodingError, HeaderError, LimitError
@@ -71,8 +73,10 @@ class ImageEntry:
     # their places, types and lengths, the file's data part their bytes after the image's data
     metadata: tuple[metadata.Chunk, ...] = ()
     # Format 18: "" for an 8-bit image; a 16-bit image's depth (codec/depth.py: "shift:12", ...), its samples' top 8
-    # bits in this image; depth.LOW for the low bits of the image before it
+    # bits in this image; depth.LOW for the low bits of the image before it. A "levels:n" depth's values, each
+    # channel's strictly increasing (its samples' ranks in them are what the parts hold); () for any other depth.
     depth: str = ""
+    levels: tuple[tuple[int, ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -102,7 +106,7 @@ def to_json(header: Header, version: int | None = None) -> bytes:
         raise HeaderError(f"a format-1 or -2 header holds no stream order (format {FORMAT_ORDER} and later)")
     if any(image.metadata for image in header.images):
         raise HeaderError(f"a format-1 or -2 header holds no metadata (format {FORMAT_METADATA} and later)")
-    if any(image.depth for image in header.images):
+    if any(image.depth or image.levels for image in header.images):
         raise HeaderError(f"a format-1 or -2 header holds no 16-bit image (format {FORMAT_DEPTH} and later)")
     try:
         text = _canonical(_header_to_json(header))
@@ -388,13 +392,15 @@ def from_binary_with_chunks(raw: bytes, version: int) -> tuple[Header, list[int]
         table = reader.chunks(f"image {i}", MODES[mode]) if version >= FORMAT_METADATA else []
         chunk_lengths.append([length for _, _, length in table])
         chunks = tuple(metadata.Chunk(place, kind, b"") for place, kind, _ in table)
-        depth = 0
+        depth, levels = 0, ()
         if version >= FORMAT_DEPTH:
             depth = reader.u8("depth")
             if depth >= len(depths.DEPTHS):
                 raise HeaderError(f"bad header: image {i} has depth number {depth}")
+            if depths.has_levels(depths.DEPTHS[depth]):
+                levels = reader.levels(depths.bits(depths.DEPTHS[depth]), len(MODES[mode]) if mode < 4 else 1)
         images.append(ImageEntry(image_name, MODES[mode], width, height, palette, info, CODINGS[coding], b"", chunks,
-                                 depths.DEPTHS[depth]))
+                                 depths.DEPTHS[depth], levels))
     if reader.position != len(raw):
         raise HeaderError(f"bad header: {len(raw) - reader.position} bytes after the last image")
     trouble = depth_problem(images)
@@ -475,6 +481,10 @@ def _encode_binary(h: Header, words: int, lengths: list[int], version: int,
             raise ValueError(f"metadata in a format-{version} header (format {FORMAT_METADATA} and later hold them)")
         if version >= FORMAT_DEPTH:
             out.append(depths.DEPTHS.index(image.depth))
+            for values in image.levels:  # each channel's: a count, the first value, then each step less 1
+                _put_varint(out, len(values))
+                for k, value in enumerate(values):
+                    _put_varint(out, value - (values[k - 1] + 1 if k else 0))
         elif image.depth:
             raise ValueError(f"a 16-bit image in a format-{version} header (format {FORMAT_DEPTH} and later hold them)")
     trouble = depth_problem(h.images)
@@ -502,6 +512,11 @@ def depth_problem(images) -> str:
         if image.depth:
             if image.mode not in ("L", "LA", "RGB", "RGBA") or set(image.info) - {"planes"}:
                 return f"image {k} is a 16-bit {image.mode} image with {sorted(image.info)} in its info"
+        trouble = depths.check_levels(image.depth, tuple(np.asarray(v, np.int64) for v in image.levels),
+                                      len(image.mode)) if image.depth or image.levels else ""
+        if trouble:
+            return f"image {k}: {trouble}"
+        if image.depth:
             if depths.low_bits(image.depth):
                 expected = image
     if expected is not None:
@@ -677,6 +692,20 @@ class _Reader:
         if trouble:
             raise HeaderError(f"bad header: {what}: {trouble}")
         return found
+
+    def levels(self, n: int, channels: int) -> tuple[tuple[int, ...], ...]:
+        """A levels depth's values (codec/depth.py), each channel's: a count (1 .. 2^n), the first value, then each
+        step less 1; every value at most 65535."""
+        found = []
+        for _ in range(channels):
+            values, value = [], -1
+            for _ in range(self.varint("levels", 1, 1 << n)):
+                value += 1 + self.varint("level step", 0, 65535)
+                if value > 65535:
+                    raise HeaderError("bad header: a level past 65535")
+                values.append(value)
+            found.append(tuple(values))
+        return tuple(found)
 
     def info(self) -> dict[str, Any]:
         mask = self.u8("info")

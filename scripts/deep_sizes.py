@@ -1,12 +1,17 @@
-"""What a 16-bit file of an 8-bit photograph costs (format 18): each image of a set saved as 16-bit samples the way
-editors write them (x * 257, every 8-bit value spread over the 16-bit range), against its 8-bit file, a 16-bit PNG
-and lossless JPEG-XL of the same 16-bit samples.
+"""What 16-bit files cost (format 18) against a 16-bit PNG and lossless JPEG-XL of the same samples.
 
-    python scripts/deep_sizes.py kodak [--limit N] [--fast]
+    python scripts/deep_sizes.py kodak --form x257 [--limit N] [--fast]
+    python scripts/deep_sizes.py photos_fullsize/imagecompression_info/gray8bit --form box4-scaled
 
-Prints a markdown table of bits per subpixel (bytes * 8 / subpixels) and the sum. The data sets have no real
-16-bit photographs, so only this form is measured here: vaezip finds the 8 significant bits (codec/depth.py,
-scale:8) and codes them as the 8-bit image, so the two files differ by the header's few bytes.
+The data sets hold no 16-bit photographs, so each image of a set is made into one of these forms:
+- x257: its 8-bit samples as editors save them in 16 bits (x * 257): vaezip finds the 8 significant bits
+  (codec/depth.py scale:8) and codes the 8-bit image; the 8-bit file is measured beside it.
+- boxK-shifted, boxK-scaled: the sums of its KxK blocks (K = 2 or 4), which hold 8 + log2(K*K) real bits each (what
+  averaging a photograph down gives, as a camera's 10- to 14-bit data is real), shifted up to the top bits of 16
+  (vaezip finds them: shift:10 or shift:12) or scaled to the whole 16-bit range (65535 / (255 K^2): no depth holds
+  fewer bits than 16, the low byte is coded as an image of its own).
+
+Prints a markdown table of bits per 16-bit subpixel (bytes * 8 / subpixels) and the sums.
 """
 
 from __future__ import annotations
@@ -21,14 +26,31 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from vaezip import data as datasets  # noqa: E402
-from vaezip import png16  # noqa: E402
 from vaezip.api import compress_images  # noqa: E402
 from vaezip.images import DeepImage, open_image  # noqa: E402
+
+FORMS = ("x257", "box2-shifted", "box2-scaled", "box4-shifted", "box4-scaled")
+
+
+def deep_samples(pixels: np.ndarray, form: str) -> np.ndarray:
+    """(H', W'[, C]) uint16 samples of an (H, W[, C]) uint8 image in `form`."""
+    if form == "x257":
+        return pixels.astype(np.uint16) * 257
+    k = int(form[3])
+    height, width = pixels.shape[0] // k * k, pixels.shape[1] // k * k
+    blocks = pixels[:height, :width].astype(np.int64)
+    sums = blocks.reshape(height // k, k, width // k, k, *pixels.shape[2:]).sum(axis=(1, 3))  # 0 .. 255 k^2
+    bits = 8 + int(np.log2(k * k))
+    if form.endswith("shifted"):
+        return (sums << (16 - bits)).astype(np.uint16)
+    top = 255 * k * k
+    return ((sums * 65535 + top // 2) // top).astype(np.uint16)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("set", help="a data set folder under $VAEZIP_DATA (kodak, ...) or any folder of PNGs")
+    parser.add_argument("set", help="a folder under $VAEZIP_DATA (kodak, ...) or any folder of 8-bit PNGs")
+    parser.add_argument("--form", choices=FORMS, default="x257")
     parser.add_argument("--limit", type=int, default=0, help="the first N images (0: all)")
     parser.add_argument("--fast", action="store_true", help="vaezip compress --fast")
     args = parser.parse_args()
@@ -38,26 +60,28 @@ def main() -> None:
     if not folder.is_dir():
         folder = Path(datasets.data_root()) / args.set
     paths = sorted(folder.glob("*.png"))[: args.limit or None]
-    rows, totals = [], np.zeros(5)
-    subpixels_total = 0
-    print("| image | vaezip 8-bit | vaezip 16-bit | PNG 16-bit (level 9) | JPEG-XL e7 16-bit |")
-    print("|---|---|---|---|---|")
+    eight = args.form == "x257"
+    columns = (["vaezip 8-bit"] if eight else []) + ["vaezip 16-bit", "depth", "PNG 16-bit (level 9)",
+                                                      "JPEG-XL e7 16-bit"]
+    print(f"{args.set}, {args.form}{' --fast' if args.fast else ''}\n")
+    print("| image | " + " | ".join(columns) + " |")
+    print("|---" * (len(columns) + 1) + "|")
+    totals, subpixels_total = np.zeros(4), 0
     for path in paths:
         image = open_image(path)
-        samples = np.asarray(image).astype(np.uint16) * 257
-        subpixels = samples.size
-        sizes = [
-            len(compress_images([(path.name, image)], fast=args.fast).data),
-            len(compress_images([(path.name, DeepImage(samples, image.mode))], fast=args.fast).data),
-            len(imagecodecs.png_encode(samples, level=9)),
-            len(imagecodecs.jpegxl_encode(samples, lossless=True, effort=7)),
-        ]
-        assert png16.read(imagecodecs.png_encode(samples, level=9), 10**9)[0].shape == samples.shape
-        rows.append(sizes)
-        totals[:4] += sizes
-        subpixels_total += subpixels
-        print(f"| {path.name} | " + " | ".join(f"{8 * size / subpixels:.4f}" for size in sizes) + " |", flush=True)
-    print("| **all** | " + " | ".join(f"**{8 * total / subpixels_total:.4f}**" for total in totals[:4]) + " |")
+        samples = deep_samples(np.asarray(image), args.form)
+        result = compress_images([(path.name, DeepImage(np.ascontiguousarray(samples), image.mode))], fast=args.fast)
+        sizes = [len(compress_images([(path.name, image)], fast=args.fast).data) if eight else 0, len(result.data),
+                 len(imagecodecs.png_encode(samples, level=9)),
+                 len(imagecodecs.jpegxl_encode(samples, lossless=True, effort=7))]
+        totals += sizes
+        subpixels_total += samples.size
+        cells = [f"{8 * size / samples.size:.4f}" for size in sizes]
+        cells.insert(2, result.images[0].depth)
+        print(f"| {path.name} | " + " | ".join(cells[0 if eight else 1:]) + " |", flush=True)
+    cells = [f"**{8 * total / subpixels_total:.4f}**" for total in totals]
+    cells.insert(2, "")
+    print("| **all** | " + " | ".join(cells[0 if eight else 1:]) + " |")
 
 
 if __name__ == "__main__":

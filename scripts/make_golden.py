@@ -95,8 +95,9 @@ with a background colour, a grey image without metadata and a colour one with XM
 writes tests/data/format18/*.vz, the first files of format 18 (2026-12-06: 16-bit images, each as its high and low
 parts, codec/depth.py), as `--fast` codes them with the shipped default models (deep_files): a 16-bit colour crop of
 12 significant bits shifted up, with a colour profile and significant bits chunk (photo-fast.vz), and an archive of a
-16-bit grey + alpha image scaled up from 10 bits, an 8-bit colour image, a 16-bit RGBA image of all 16 bits and a
-16-bit grey one that holds 8 (archive-fast.vz). Never regenerate them either: they pin how 16-bit images are stored.
+16-bit grey + alpha image scaled up from 10 bits, an 8-bit colour image, a 16-bit RGBA image of 256 values a channel
+(levels of 8 bits), a 16-bit colour one of 12 bits with a gain per channel (levels of 11 bits) and a 16-bit grey one
+that holds 8 (archive-fast.vz). Never regenerate them either: they pin how 16-bit images are stored.
 
     python scripts/make_golden.py --binary [--force]
 writes tests/data/binary/model.vz, the first file of a model with binary latent groups (DVAE++; the seeded
@@ -492,17 +493,20 @@ def deep_files() -> dict[str, tuple[list[tuple[str, object]], dict]]:
     shifted.info[METADATA] = (Chunk(AFTER_HEADER, b"iCCP", profile), Chunk(AFTER_HEADER, b"sBIT", b"\x0c" * 3),
                               Chunk(BEFORE_DATA, b"tEXt", b"Title\0hopper, 12 bits"))
     crops = [np.asarray(image) for _, image in hopper_crops()]
-    ten = crops[1][..., 0].astype(np.uint16) << 2 | rng.integers(0, 4, (16, 16), dtype=np.uint16)
-    grey_alpha = np.stack([ten, np.full((16, 16), 1023, np.uint16)], axis=-1)
-    grey_alpha = (grey_alpha.astype(np.int64) * 65535 + 511) // 1023  # scaled up from 10 bits to the full range
+    ten = np.arange(1024, dtype=np.int64).reshape(32, 32)  # every 10-bit value, scaled up to the full range
+    grey_alpha = (np.stack([ten, np.full((32, 32), 1023)], axis=-1) * 65535 + 511) // 1023
     full = np.concatenate([crops[2], crops[3][..., :1]], axis=-1).astype(np.uint16) * 256
-    full = (full + rng.integers(0, 256, full.shape, dtype=np.uint16)).astype(np.uint16)  # all 16 bits
+    full = (full + rng.integers(0, 256, full.shape, dtype=np.uint16)).astype(np.uint16)  # 256 values a channel
+    twelve = np.asarray(photo_crop()).astype(np.int64)[:32, :48] * 16 + rng.integers(0, 16, (32, 48, 3))
+    balanced = (twelve * np.array([65535, 50000, 61000]) + 2047) // 4095  # a white balance's gain per channel
     eight = crops[4][..., 1].astype(np.uint16) * 257
     options = {"fast": True, "tile": 8}
     return {"photo-fast.vz": ([("photo.png", shifted)], options),
             "archive-fast.vz": ([("grey-alpha.png", DeepImage(grey_alpha.astype(np.uint16), "LA")),
                                  ("colour.png", Image.fromarray(crops[5])),
-                                 ("rgba.png", DeepImage(full, "RGBA")), ("grey.png", DeepImage(eight, "L"))], options)}
+                                 ("rgba.png", DeepImage(full, "RGBA")),
+                                 ("balanced.png", DeepImage(balanced.astype(np.uint16), "RGB")),
+                                 ("grey.png", DeepImage(eight, "L"))], options)}
 
 
 def make_deep_fixtures(force: bool) -> None:

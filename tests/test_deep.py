@@ -51,17 +51,38 @@ def deep(mode: str, height: int = 20, width: int = 28, bits: int = 16, seed: int
 def test_each_depth_gives_back_what_it_is_chosen_for_and_the_fewest_bits_are_chosen():
     for name in depth.DEPTHS[2:]:
         form, n = name.split(":")
-        x = RNG.integers(0, 1 << int(n), (9, 11, 3))
-        x.flat[:2] = (0, (1 << int(n)) - 1)
+        if form == "levels":
+            continue
+        x = np.arange(1 << int(n)).reshape(-1, 1, 1).repeat(3, axis=2)  # every value: no levels of fewer bits
         v = depth._forward(name, x).astype(np.uint16)
-        chosen = depth.choose(v)
-        assert depth.bits(chosen) <= int(n), (name, chosen)
+        chosen, levels = depth.choose(v)
+        assert depth.bits(chosen) <= int(n) and not levels, (name, chosen)
         high, low = depth.split(v, chosen)
         assert high.dtype == np.uint8 and (low is None) == (chosen.endswith(":8"))
         assert np.array_equal(depth.join(high, low, chosen), v), name
-    assert depth.choose(np.arange(256, dtype=np.uint16) * 257) == "scale:8"  # 8-bit pictures saved as 16-bit
-    assert depth.choose(np.array([0, 1, 65535], np.uint16)) == "shift:16"
-    assert depth.choose(np.array([0, 16, 4080], np.uint16)) == "shift:12"
+    assert depth.choose(np.arange(256, dtype=np.uint16)[None] * 257)[0] == "scale:8"  # 8-bit pictures in 16 bits
+    assert depth.choose(np.arange(65536, dtype=np.uint16).reshape(256, 256))[0] == "shift:16"
+    assert depth.choose(np.arange(4096, dtype=np.uint16).reshape(64, 64) << 4)[0] == "shift:12"
+
+
+def test_levels_hold_any_value_set_of_fewer_bits_per_channel():
+    """A 12-bit picture scaled by 65535 / 4080 (no formula's), and channels of their own gains (a white balance):
+    each channel's values ranked, in 12 bits."""
+    x = np.stack([RNG.permutation(np.arange(64 * 64) % 4081).reshape(64, 64) for _ in range(3)], axis=-1)
+    v = ((x * np.array([65535, 50000, 61000]) + 2040) // 4080).astype(np.uint16)
+    chosen, levels = depth.choose(v)
+    assert chosen == "levels:12" and len(levels) == 3
+    assert [len(values) for values in levels] == [len(np.unique(v[..., c])) for c in range(3)]
+    high, low = depth.split(v, chosen, levels)
+    assert int(low.max()) < 16 and np.array_equal(depth.join(high, low, chosen, levels), v)
+    assert depth.check_levels(chosen, levels, 3) == ""
+    assert "4 level tables" in depth.check_levels(chosen, levels + levels[:1], 3)
+    assert "not strictly increasing" in depth.check_levels(chosen, (levels[0][::-1],) + levels[1:], 3)
+    with pytest.raises(CodingError, match="past its"):
+        depth.join(np.full((1, 1, 3), 255, np.uint8), np.full((1, 1, 3), 15, np.uint8), chosen,
+                   tuple(values[:10] for values in levels))
+    with pytest.raises(ValueError, match="levels do not hold"):
+        depth.split(v + 1, chosen, levels)
 
 
 def test_a_depth_refuses_samples_it_does_not_hold_and_parts_that_do_not_fit():
@@ -151,8 +172,10 @@ def test_sixteen_bit_images_round_trip_through_the_api(mode, bits):
     image = decompress(data)
     assert isinstance(image, DeepImage) and image.mode == mode and np.array_equal(image.samples, samples)
     info = file_info(data)
-    assert info.version == 18 and info.images[0].depth == f"shift:{bits}" and "16-bit images" in info.inference
-    assert (info.images[0].low is None) == (bits == 8)
+    chosen = depth.choose(samples)[0]  # a 20x28 image's few values: levels below 16 bits
+    assert depth.bits(chosen) <= bits and (bits == 8 or chosen.startswith("levels"))
+    assert info.version == 18 and info.images[0].depth == chosen and "16-bit images" in info.inference
+    assert (info.images[0].low is None) == (depth.bits(chosen) == 8)
 
 
 def test_an_archive_mixes_8_and_16_bit_images_and_each_comes_back_in_its_place():
@@ -162,7 +185,9 @@ def test_an_archive_mixes_8_and_16_bit_images_and_each_comes_back_in_its_place()
     for options in (FAST, {}):
         result = compress_images(images, **options)
         assert result.format_version == 18
-        assert [report.depth for report in result.images] == ["shift:16", "", "shift:8", "shift:10"]
+        assert [report.depth for report in result.images] == [
+            depth.choose(image.samples)[0] if isinstance(image, DeepImage) else "" for _, image in images]
+        assert result.images[2].depth == "shift:8"
         assert result.images[0].low_coding and not result.images[2].low_coding
         assert result.subpixels == 3 * 20 * 28 + 3 * 12 * 9 + 3 * 20 * 28 + 4 * 20 * 28
         decoded = decompress_images(result.data)
@@ -173,7 +198,7 @@ def test_an_archive_mixes_8_and_16_bit_images_and_each_comes_back_in_its_place()
 
 def test_a_sixteen_bit_image_needs_format_18_and_a_file_without_one_is_written_as_before():
     samples = deep("L", 8, 8)
-    for version in (16, 17 - 1, 3):
+    for version in (17, 16, 3):
         with pytest.raises(ImageError, match="a 16-bit image needs format 18"):
             compress(samples, format_version=version, **FAST)
     assert container.read_versioned(compress(samples, format_version=18, **FAST))[0] == 18
@@ -214,7 +239,7 @@ def entries_of(data: bytes):
 
 
 def test_the_reader_refuses_parts_that_do_not_make_an_image():
-    images = [("a.png", DeepImage(deep("RGB", 6, 5), "RGB")), ("b.png", DeepImage(deep("L", 4, 4), "L"))]
+    images = [("a.png", DeepImage(deep("RGB"), "RGB")), ("b.png", DeepImage(deep("L"), "L"))]  # levels:10
     header, words = entries_of(compress_images(images, **FAST).data)
     a, a_low, b, b_low = header.images
     forged = {
@@ -225,20 +250,23 @@ def test_the_reader_refuses_parts_that_do_not_make_an_image():
         "a palette image of 16 bits": [dataclasses.replace(b, depth="scale:8", mode="P", palette=bytes(3))],
     }
     for name, images_ in forged.items():
+        payload = words if any(image.coding == "model" for image in images_) else words[:0]
         with pytest.raises(HeaderError):
-            container.write(dataclasses.replace(header, images=tuple(images_)), words, 18)
+            container.write(dataclasses.replace(header, images=tuple(images_)), payload, 18)
         print(name, "refused")
     raw = container.write(header, words, 18)
     with pytest.raises(HeaderError, match="16-bit image"):
         container.write(header, words, 17)
-    # a depth number past the table, in a file whose CRC is right
-    text = container.inflate_header(raw[11:11 + raw[10]]) if raw[10] < 128 else None
-    assert text is not None
-    position = text.rindex(bytes([depth.DEPTHS.index(b.depth)]))
-    bad = bytearray(text)
-    bad[position] = len(depth.DEPTHS)
-    packed = container.deflate_header(bytes(bad))
-    body = raw[:10] + bytes([len(packed)]) + packed + raw[11 + raw[10]:-4]
+    # a depth number past the table, in a file whose CRC is right: a lone scale:8 image's is its header's last byte
+    raw = compress((deep("L", bits=8) >> 8) * 257, **FAST)
+    assert entries_of(raw)[0].images[0].depth == "scale:8"
+    length, start = raw[10], 11
+    assert length < 128
+    text = bytearray(container.inflate_header(raw[start:start + length]))
+    assert text[-1] == depth.DEPTHS.index(entries_of(raw)[0].images[0].depth)
+    text[-1] = len(depth.DEPTHS)
+    packed = container.deflate_header(bytes(text))
+    body = raw[:10] + bytes([len(packed)]) + packed + raw[start + length:-4]
     with pytest.raises(HeaderError, match="depth number"):
         container.read(body + struct.pack("<I", zlib.crc32(body)))
 
@@ -253,9 +281,11 @@ def test_cli_compresses_and_decompresses_a_16_bit_png_exactly(tmp_path):
     (tmp_path / "deep.png").write_bytes(png)
     result = run_cli("compress", "-v", "--fast", "deep.png", cwd=tmp_path)
     assert result.returncode == 0, result.stderr.decode()
-    assert "deep.png: 30x24 RGBA 16-bit (shift:12; its low 4 bits" in (result.stdout + result.stderr).decode()
+    chosen = depth.choose(samples)[0]
+    below = depth.low_bits(chosen)
+    assert f"deep.png: 30x24 RGBA 16-bit ({chosen}; its low {below} bits" in (result.stdout + result.stderr).decode()
     info = run_cli("info", "deep.vz", cwd=tmp_path).stdout.decode()
-    assert "format 18" in info and "RGBA 16-bit (shift:12), its top 8 bits" in info and "its low 4 bits:" in info
+    assert "format 18" in info and f"RGBA 16-bit ({chosen}), its top 8 bits" in info and f"its low {below} bits:" in info
     (tmp_path / "deep.png").rename(tmp_path / "original.png")
     result = run_cli("decompress", "deep.vz", "--rm", cwd=tmp_path)
     assert result.returncode == 0, result.stderr.decode()
@@ -287,3 +317,45 @@ def test_format_18_goldens_decode_in_a_fresh_process(file_name, tmp_path):
         after = [(chunk.kind, chunk.data, chunk.place == AFTER_DATA) for chunk in back.info[METADATA]]
         assert after == [(chunk.kind, chunk.data, chunk.place == AFTER_DATA) for chunk in image.info.get(METADATA, ())]
     assert compress_images(images, **options).data == path.read_bytes()
+
+
+def test_a_low_part_of_more_bits_than_its_depth_gives_is_refused_in_one_line(tmp_path):
+    """Checksums cover the parts, not their join: a forged file whose low part holds 5 bits for a 12-bit depth,
+    every checksum right, is refused by the join (never written as other samples)."""
+    high = Image.fromarray(smooth_rgb(6, 7, 1))
+    low = Image.fromarray(np.full((6, 7, 3), 31, np.uint8))
+    parts = compress_images([("x.png", high), ("x.png", low)], **FAST).data
+    header, words = entries_of(parts)
+    entries = (dataclasses.replace(header.images[0], depth="shift:12"), dataclasses.replace(header.images[1],
+                                                                                             depth="low"))
+    forged = container.write(dataclasses.replace(header, images=entries), words, 18)
+    with pytest.raises(CodingError, match="low part holds values of more than 4 bits"):
+        decompress_images(forged)
+    (tmp_path / "x.vz").write_bytes(forged)
+    result = run_cli("decompress", "x.vz", cwd=tmp_path)
+    assert result.returncode == 1 and not (tmp_path / "x.png").exists()
+    assert result.stderr.decode() == ("vaezip: error: x.vz: a shift:12 image's low part holds values of more than 4 "
+                                      "bits\n")
+    entries = (dataclasses.replace(header.images[0], depth="shift:13"), entries[1])
+    fitting = container.write(dataclasses.replace(header, images=entries), words, 18)
+    (image_name, image), = decompress_images(fitting)
+    expected = (np.asarray(high).astype(np.uint16) << 5 | 31) << 3
+    assert image_name == "x.png" and np.array_equal(image.samples, expected)
+
+
+def test_levels_are_stored_in_the_header_and_checked_both_ways():
+    x = np.stack([RNG.permutation(np.arange(40 * 40) % 1500).reshape(40, 40) for _ in range(3)], axis=-1)
+    samples = ((x * np.array([43, 40, 37])) % 65536).astype(np.uint16)
+    data = compress(samples, **FAST)
+    header, words = entries_of(data)
+    high = header.images[0]
+    assert high.depth == "levels:11" and len(high.levels) == 3 and header.images[1].depth == "low"
+    assert [len(values) for values in high.levels] == [1500] * 3
+    assert np.array_equal(decompress(data).samples, samples)
+    payload = words if any(image.coding == "model" for image in header.images) else words[:0]
+    too_many = dataclasses.replace(high, depth="levels:10")  # 1500 values do not fit 10 bits
+    stray = dataclasses.replace(header.images[1], levels=high.levels)  # levels on a low part
+    short = dataclasses.replace(high, levels=high.levels[:2])
+    for images in ([too_many, header.images[1]], [high, stray], [short, header.images[1]]):
+        with pytest.raises(HeaderError):
+            container.write(dataclasses.replace(header, images=tuple(images)), payload, 18)

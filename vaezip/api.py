@@ -120,7 +120,7 @@ def decompress_images(data: bytes, model: LoadedModel | str | None = None, *, de
         if entry.depth:
             from vaezip.images import join_deep
 
-            image = join_deep(entry.depth, image, parts[k + 1][1] if low_bits(entry.depth) else None)
+            image = join_deep(entry.depth, entry.levels, image, parts[k + 1][1] if low_bits(entry.depth) else None)
         attach(image, entry.metadata)
         images.append((name, image))
     return images

@@ -141,8 +141,8 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
     where the format is not one asked for that holds none (16 or older; those files keep none)."""
     started = time.perf_counter()
     images, depths = _parts(images)
-    if any(depths) and format_version not in (None, container.METADATA_VERSION, container.DEPTH_VERSION):
-        name = next(name for (name, _), depth in zip(images, depths) if depth)
+    if any(depth for depth, _ in depths) and format_version not in (None, container.DEPTH_VERSION):
+        name = next(name for (name, _), (depth, _) in zip(images, depths) if depth)
         raise ImageError(f"{name}: a 16-bit image needs format {container.DEPTH_VERSION} (the default), not "
                          f"{format_version}")
     keep_metadata = metadata and format_version in (None, container.METADATA_VERSION, container.DEPTH_VERSION)
@@ -161,21 +161,21 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
     return _finished(result, found, keep_metadata, depths)
 
 
-def _parts(images) -> tuple[list[tuple[str, object]], list[str]]:
+def _parts(images) -> tuple[list[tuple[str, object]], list[tuple[str, tuple]]]:
     """The images as 8-bit PIL images, each 16-bit one (a DeepImage) as its parts (vaezip/images.py deep_parts), and
-    each one's depth ("" for an 8-bit image, codec/depth.py's LOW for a low part)."""
+    each one's depth and levels (("", ()) for an 8-bit image, codec/depth.py's LOW for a low part)."""
     parts, depths = [], []
     for name, image in images:
         if not is_deep(image):
             parts.append((name, image))
-            depths.append("")
+            depths.append(("", ()))
             continue
         try:
-            depth, found = deep_parts(image)
+            depth, levels, found = deep_parts(image)
         except ImageError as error:
             raise ImageError(f"{name}: {error}") from None
         parts += [(name, part) for part in found]
-        depths += [depth] + [LOW] * (len(found) - 1)
+        depths += [(depth, levels)] + [(LOW, ())] * (len(found) - 1)
     return parts, depths
 
 
@@ -294,15 +294,17 @@ def _mixed_kinds(split: list[_Image]) -> tuple[str | None, list[int]]:
                     if item.planes.model_plane is not None and item.planes.model_channels != most]
 
 
-def _finished(result: CompressResult, found: list[tuple], keep: bool, depths: list[str]) -> CompressResult:
+def _finished(result: CompressResult, found: list[tuple], keep: bool,
+              depths: list[tuple[str, tuple]]) -> CompressResult:
     """`result` (of the images with each 16-bit one as its parts: `depths`, _parts's) with each image's metadata
     chunks (`found`: image_chunks's (kept, left out) of each) where `keep`, and each image's depth: a format-17 file
     where some image keeps metadata, 18 where some image has 16 bits (its payload as it was). Its reports say what
     each image's file held that the file keeps and what it does not, one a 16-bit image with its parts' figures
     added up."""
     chunks = [kept if keep else () for kept, _ in found]  # a low part's are ()
+    deep = any(depth for depth, _ in depths)
     reports: list[ImageReport] = []
-    for report, (kept, unkept), stored, depth in zip(result.images, found, chunks, depths):
+    for report, (kept, unkept), stored, (depth, _) in zip(result.images, found, chunks, depths):
         if depth == LOW:
             high = reports[-1]
             reports[-1] = dataclasses.replace(
@@ -316,15 +318,15 @@ def _finished(result: CompressResult, found: list[tuple], keep: bool, depths: li
         reports.append(dataclasses.replace(report, metadata=stored, metadata_left_out=left_out,
                                            metadata_unkept=unkept if keep else (), depth=depth))
     result = dataclasses.replace(result, images=tuple(reports))
-    if not any(chunks) and not any(depths):
+    if not any(chunks) and not deep:
         return result
     version, header, words = container.read_versioned(result.data)
     if version not in container.BINARY_VERSIONS:  # a float model's format 1 (format 2 is only asked for: no metadata)
-        what = "16-bit images" if any(depths) else "metadata: keep none (--strip; compress_images(metadata=False))"
+        what = "16-bit images" if deep else "metadata: keep none (--strip; compress_images(metadata=False))"
         raise ImageError(f"format {version} holds no {what}")
-    entries = tuple(dataclasses.replace(entry, metadata=tuple(own), depth=depth)
-                    for entry, own, depth in zip(header.images, chunks, depths))
-    written = container.DEPTH_VERSION if any(depths) else container.METADATA_VERSION
+    entries = tuple(dataclasses.replace(entry, metadata=tuple(own), depth=depth, levels=levels)
+                    for entry, own, (depth, levels) in zip(header.images, chunks, depths))
+    written = container.DEPTH_VERSION if deep else container.METADATA_VERSION
     data = container.write(dataclasses.replace(header, images=entries), words, written)
     return dataclasses.replace(result, data=data, header_bytes=_header_bytes(data, written), format_version=written)
 

@@ -553,27 +553,28 @@ def pixel_checksum(image: Image.Image) -> str:
 # ---------------------------------------------------------------------------------------------- 16-bit images
 
 
-def deep_parts(image: DeepImage) -> tuple[str, list[Image.Image]]:
-    """A 16-bit image as its depth (codec/depth.py) and the 8-bit images that hold it: the high part, which keeps
-    the image's info (its metadata), and the low part where the depth has low bits."""
+def deep_parts(image: DeepImage) -> tuple[str, tuple, list[Image.Image]]:
+    """A 16-bit image as its depth and levels (codec/depth.py) and the 8-bit images that hold it: the high part, which
+    keeps the image's info (its metadata), and the low part where the depth has low bits."""
     if image.info.get("transparency") is not None:
         raise ImageError("a 16-bit image with a transparent colour: vaezip keeps 16-bit images without one")
     if image.width * image.height > MAX_IMAGE_PIXELS:
         raise ImageError(f"image has more than {MAX_IMAGE_PIXELS} pixels (vaezip's limit)")
-    depth = depths.choose(image.samples)
+    depth, levels = depths.choose(image.samples)
     parts = []
-    for samples in depths.split(image.samples, depth):
+    for samples in depths.split(image.samples, depth, levels):
         if samples is not None:
             parts.append(Image.fromarray(np.ascontiguousarray(samples), image.mode))
     parts[0].info.update(image.info)
     if len(parts) > 1:
         parts[1].info[METADATA] = ()
-    return depth, parts
+    return depth, tuple(tuple(int(v) for v in values) for values in levels), parts
 
 
-def join_deep(depth: str, high: Image.Image, low: Image.Image | None) -> DeepImage:
+def join_deep(depth: str, levels: tuple, high: Image.Image, low: Image.Image | None) -> DeepImage:
     """The 16-bit image back from deep_parts's (its metadata: attach them after)."""
-    samples = depths.join(np.asarray(high), None if low is None else np.asarray(low), depth)
+    samples = depths.join(np.asarray(high), None if low is None else np.asarray(low), depth,
+                          tuple(np.asarray(values, np.uint16) for values in levels))
     return DeepImage(samples, high.mode)
 
 

@@ -92,7 +92,8 @@ def read(data: bytes, max_pixels: int) -> tuple[np.ndarray, str]:
             if rows and columns:
                 length = rows * (1 + 2 * channels * columns)
                 part = _unfiltered(raw[offset : offset + length], rows, columns, 2 * channels)
-                samples.reshape(height, width, channels)[top::down, left::across] = part.reshape(rows, columns, channels)
+                cells = samples.reshape(height, width, channels)
+                cells[top::down, left::across] = part.reshape(rows, columns, channels)
                 offset += length
     samples = samples.reshape(height, width, channels)
     return (samples[..., 0] if channels == 1 else samples), mode
