@@ -320,15 +320,22 @@ def test_format_18_goldens_decode_in_a_fresh_process(file_name, tmp_path):
 
 
 def test_a_low_part_of_more_bits_than_its_depth_gives_is_refused_in_one_line(tmp_path):
-    """Checksums cover the parts, not their join: a forged file whose low part holds 5 bits for a 12-bit depth,
-    every checksum right, is refused by the join (never written as other samples)."""
+    """A forged file whose low part holds 5 bits for a 12-bit depth, every checksum right (they cover the parts and
+    the depth, not the samples joined), is refused by the join, never written as other samples."""
     high = Image.fromarray(smooth_rgb(6, 7, 1))
     low = Image.fromarray(np.full((6, 7, 3), 31, np.uint8))
+    from vaezip.classical import combined_checksum, with_depth
+
     parts = compress_images([("x.png", high), ("x.png", low)], **FAST).data
     header, words = entries_of(parts)
-    entries = (dataclasses.replace(header.images[0], depth="shift:12"), dataclasses.replace(header.images[1],
+
+    def labelled(depth_: str) -> bytes:  # the parts as a 16-bit image of `depth_`, its checksum made anew
+        entries = (dataclasses.replace(header.images[0], depth=depth_), dataclasses.replace(header.images[1],
                                                                                              depth="low"))
-    forged = container.write(dataclasses.replace(header, images=entries), words, 18)
+        digest = combined_checksum([with_depth(pixel_checksum(high), depth_, ()), pixel_checksum(low)])
+        return container.write(dataclasses.replace(header, images=entries, pixels_sha256=digest), words, 18)
+
+    forged = labelled("shift:12")
     with pytest.raises(CodingError, match="low part holds values of more than 4 bits"):
         decompress_images(forged)
     (tmp_path / "x.vz").write_bytes(forged)
@@ -336,9 +343,7 @@ def test_a_low_part_of_more_bits_than_its_depth_gives_is_refused_in_one_line(tmp
     assert result.returncode == 1 and not (tmp_path / "x.png").exists()
     assert result.stderr.decode() == ("vaezip: error: x.vz: a shift:12 image's low part holds values of more than 4 "
                                       "bits\n")
-    entries = (dataclasses.replace(header.images[0], depth="shift:13"), entries[1])
-    fitting = container.write(dataclasses.replace(header, images=entries), words, 18)
-    (image_name, image), = decompress_images(fitting)
+    (image_name, image), = decompress_images(labelled("shift:13"))
     expected = (np.asarray(high).astype(np.uint16) << 5 | 31) << 3
     assert image_name == "x.png" and np.array_equal(image.samples, expected)
 
@@ -359,3 +364,38 @@ def test_levels_are_stored_in_the_header_and_checked_both_ways():
     for images in ([too_many, header.images[1]], [high, stray], [short, header.images[1]]):
         with pytest.raises(HeaderError):
             container.write(dataclasses.replace(header, images=tuple(images)), payload, 18)
+
+
+def test_an_edited_depth_or_level_is_found_by_the_checksum():
+    """The parts' pixels are unchanged, but what they stand for is not: the file's checksum covers the depth and the
+    levels, so an edited header (every CRC right) is an IntegrityError, never other samples."""
+    from vaezip.errors import IntegrityError
+
+    shifted = compress(deep("RGB", bits=12), **FAST)
+    header, words = entries_of(shifted)
+    assert header.images[0].depth.startswith(("shift", "levels"))
+    ranked = compress(deep("RGB", 40, 40, bits=16, seed=3), **FAST)
+    ranked_header, ranked_words = entries_of(ranked)
+    levels = ranked_header.images[0].levels
+    assert ranked_header.images[0].depth.startswith("levels")
+    edits = [
+        (header, words, dataclasses.replace(header.images[0], depth="replicate:" + header.images[0].depth[-2:])
+         if header.images[0].depth.startswith("shift") else dataclasses.replace(
+             header.images[0], levels=(tuple(v + 1 for v in header.images[0].levels[0]),)
+             + header.images[0].levels[1:])),
+        (ranked_header, ranked_words, dataclasses.replace(
+            ranked_header.images[0], levels=(levels[0][:-1] + (levels[0][-1] + 1,),) + levels[1:])),
+    ]
+    for header_, words_, edited in edits:
+        forged = container.write(dataclasses.replace(header_, images=(edited,) + header_.images[1:]), words_, 18)
+        with pytest.raises(IntegrityError, match="do not match the checksum"):
+            decompress_images(forged)
+
+
+def test_an_archive_of_too_many_parts_is_refused_before_coding(monkeypatch):
+    from vaezip import archive
+
+    monkeypatch.setattr(archive, "MAX_IMAGES", 3)
+    images = [(f"{k}.png", DeepImage(deep("L", seed=k), "L")) for k in range(2)]  # levels:10, a low part each
+    with pytest.raises(ImageError, match="4 images with the low parts of 16-bit images, more than 3 in one archive"):
+        compress_images(images, **FAST)

@@ -31,13 +31,13 @@ import numpy.random  # noqa: F401
 from codec import bitsback, classic, container, tilekinds
 from codec.ans import Stack, constriction_version
 from codec.depth import LOW
-from codec.header import MODEL, CoderSettings, Header, ImageEntry
+from codec.header import MAX_IMAGES, MODEL, CoderSettings, Header, ImageEntry
 from codec.latents import LatentGrid
 from codec.metadata import MAX_CHUNKS
 from codec.planes import fit_histogram, push_plane
 from codec.tiling import split_tiles
 from vaezip import __version__
-from vaezip.classical import MAX_FILE_PIXELS, check_file_pixels, combined_checksum
+from vaezip.classical import MAX_FILE_PIXELS, check_file_pixels, combined_checksum, with_depth
 from vaezip.classical import smallest_entry
 from vaezip.config import importance_coding_obstacle
 from vaezip.errors import CheckpointError, ImageError
@@ -141,6 +141,9 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
     where the format is not one asked for that holds none (16 or older; those files keep none)."""
     started = time.perf_counter()
     images, depths = _parts(images)
+    if len(images) > MAX_IMAGES and any(depth for depth, _ in depths):  # more images than inputs
+        raise ImageError(f"{len(images)} images with the low parts of 16-bit images, more than {MAX_IMAGES} in one "
+                         f"archive: compress them into several archives")
     if any(depth for depth, _ in depths) and format_version not in (None, container.DEPTH_VERSION):
         name = next(name for (name, _), (depth, _) in zip(images, depths) if depth)
         raise ImageError(f"{name}: a 16-bit image needs format {container.DEPTH_VERSION} (the default), not "
@@ -148,6 +151,8 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
     keep_metadata = metadata and format_version in (None, container.METADATA_VERSION, container.DEPTH_VERSION)
     format_version = None if format_version in (container.METADATA_VERSION, container.DEPTH_VERSION) else format_version
     split = _split(images)  # once: `images` may be an iterator, and both codings read the same planes
+    for item, (depth, levels) in zip(split, depths):  # the file's checksum covers a 16-bit image's depth too
+        item.checksum = with_depth(item.checksum, depth, levels)
     # Every image's pixels, whichever path takes it (the classical ones too): the decoder holds them all.
     check_file_pixels(sum(item.planes.width * item.planes.height for item in split), ImageError)
     found = [image_chunks(item.image) for item in split]  # (kept, left out) of each
@@ -223,11 +228,10 @@ def _encode_images(split: list[_Image], started: float, model, *, tile, max_batc
         full_path_reports.set()
         progress(done, total)
 
-    def quick_stream() -> CompressResult:
-        return _encode_archive(split, time.perf_counter(), model, tile=None, max_batch=max_batch, device=device,
-                               progress=progress and quick_progress, predictor=True, classical=False,
-                               format_version=None, samples=1, fast=True, deflate=deflate, newest=newest,
-                               sections=sections)
+    def quick_stream(images: list[_Image] = split, shown=progress and quick_progress) -> CompressResult:
+        return _encode_archive(images, time.perf_counter(), model, tile=None, max_batch=max_batch, device=device,
+                               progress=shown, predictor=True, classical=False, format_version=None, samples=1,
+                               fast=True, deflate=deflate, newest=newest, sections=sections)
 
     # The quick stream and the classical codings are made in threads of their own (the compiled coder and
     # Pillow's encoders release the GIL) while the model prices a sample of the tiles (the early exit: GATE_EVERY;
@@ -258,7 +262,18 @@ def _encode_images(split: list[_Image], started: float, model, *, tile, max_batc
                 predictor_kind=bitsback.PREDICTIVE_ADAPTIVE, gate=gate, classical_later=classical_later,
                 deflate=deflate, newest=newest, sections=sections)
         quick = quick_later.result()
-    kept = result if len(result.data) <= len(quick.data) else quick
+        kept = result if len(result.data) <= len(quick.data) else quick
+        # Where some image's classical coding beats its share of the quick stream (a 16-bit image's noisy low bits,
+        # a drawing among photographs), the quick stream of the others beside those codings may beat both files.
+        codings = classical_later.result()
+        classically = [k for k, (entry, _) in codings.items() if 8 * len(entry.data) < quick.images[k].payload_bits]
+        if classically and len(classically) < len(split):
+            own = [k for k in range(len(split)) if k not in set(classically)]
+            mixed = _with_classical(quick_stream([split[k] for k in own], None), split, own, fast=False,
+                                    deflate=deflate, started=started)
+            if len(mixed.data) < len(kept.data):
+                kept = dataclasses.replace(mixed, images=tuple(dataclasses.replace(report, other_kind="")
+                                                               for report in mixed.images))
     # Each image keeps the model's bound (the network ran) and its candidates, the quick stream's share joining them.
     reports = tuple(dataclasses.replace(
         report, bound_bits=model_report.bound_bits, bound_sample=model_report.bound_sample,

@@ -136,6 +136,26 @@ def combined_checksum(digests) -> str:
     return combined.hexdigest()
 
 
+def with_depth(digest: str, depth: str, levels) -> str:
+    """An image's pixel digest as the file's checksum holds it: a 16-bit image's high part's also covers its depth
+    and levels (format 18), header data that turn the parts into the image, so that an edited depth is found as an
+    edited pixel is; any other image's as it is."""
+    if not depth or depth == "low":
+        return digest
+    combined = hashlib.sha256(bytes.fromhex(digest) + b"depth:" + depth.encode())
+    for values in levels:
+        combined.update(len(values).to_bytes(4, "big") + b"".join(value.to_bytes(2, "big") for value in values))
+    return combined.hexdigest()
+
+
+def entry_digests(header: Header, results) -> list[str]:
+    """The decoded images' (`results`: (name, image) in the header's order) digests as the checksum holds them."""
+    from vaezip.images import pixel_checksum
+
+    return [with_depth(pixel_checksum(image), entry.depth, entry.levels)
+            for entry, (_, image) in zip(header.images, results)]
+
+
 def matches(header: Header, digests) -> bool:
     """Whether the images' pixel digests give the header's checksum (format 3 keeps a prefix of it)."""
     return combined_checksum(digests)[: len(header.pixels_sha256)] == header.pixels_sha256
@@ -143,13 +163,11 @@ def matches(header: Header, digests) -> bool:
 
 def decode_without_model(header: Header) -> list[tuple[str, Image.Image]]:
     """Every image of a file whose images are all coded classically, checked against the pixel checksum."""
-    from vaezip.images import pixel_checksum
-
     if any(entry.coding == MODEL for entry in header.images):
         raise ValueError("this file needs the model")
     check_header(header)
     results = [(entry.name, decode_entry(entry)) for entry in header.images]
-    if not matches(header, (pixel_checksum(image) for _, image in results)):
+    if not matches(header, entry_digests(header, results)):
         names = results[0][0] if len(results) == 1 else f"{len(results)} images"
         raise IntegrityError(f"{names}: decoded pixels do not match the checksum; the file is damaged")
     return results

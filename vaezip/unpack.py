@@ -20,9 +20,9 @@ from codec.header import MODEL, Header, ImageEntry
 from codec.latents import LatentGrid
 from codec.planes import Histogram, pop_plane
 from codec.tiling import LazyTileSpecs, merge_tiles
-from vaezip.classical import check_header, decode_entry, matches
+from vaezip.classical import check_header, decode_entry, entry_digests, matches
 from vaezip.errors import IntegrityError
-from vaezip.images import Planes, join_planes, pixel_checksum
+from vaezip.images import Planes, join_planes
 
 # vaezip's own limits (on top of codec/header.py's), the same when writing and reading, so that a forged header
 # cannot make the decoder build huge tile lists or run the model on a huge batch (docs/ERRORS.md).
@@ -59,7 +59,7 @@ def decode_file(data: bytes, model_part: ModelPart, parsed=None) -> list:
         images, cause = model_part(version, header, words)
         decoded.update(images)
     results = [(entry.name, decoded[k]) for k, entry in enumerate(header.images)]
-    if not matches(header, (pixel_checksum(image) for _, image in results)):
+    if not matches(header, entry_digests(header, results)):
         names = results[0][0] if len(results) == 1 else f"{len(results)} images"
         raise IntegrityError(f"{names}: decoded pixels do not match the checksum; {cause}")
     return results
