@@ -115,11 +115,11 @@ def split(samples: np.ndarray, depth: str, levels: Levels = ()) -> tuple[np.ndar
     if has_levels(depth):
         x = np.empty(samples.shape, np.int64)
         for channel, out, values in zip(_channels(samples), _channels(x), levels):
-            ranks = np.searchsorted(values, channel)
-            if np.any(ranks >= len(values)) or not np.array_equal(values[np.minimum(ranks, len(values) - 1)],
-                                                                  channel):
-                raise ValueError(f"levels do not hold these samples")
-            out[...] = ranks
+            rank = np.zeros(1 << 16, np.int64)  # a lookup table: one pass over the samples
+            rank[values] = np.arange(len(values))
+            out[...] = rank[channel]
+            if not np.array_equal(values[out], channel):
+                raise ValueError("levels do not hold these samples")
     else:
         v = samples.astype(np.int64)
         x = _backward(depth, v)

@@ -510,8 +510,10 @@ def depth_problem(images) -> str:
         if image.depth == depths.LOW:
             return f"image {k} is a low part without a 16-bit image before it"
         if image.depth:
-            if image.mode not in ("L", "LA", "RGB", "RGBA") or set(image.info) - {"planes"}:
-                return f"image {k} is a 16-bit {image.mode} image with {sorted(image.info)} in its info"
+            if image.mode not in ("L", "LA", "RGB", "RGBA"):
+                return f"image {k} is a 16-bit {image.mode} image (16-bit images are L, LA, RGB or RGBA)"
+            if set(image.info) - {"planes"}:
+                return f"image {k} is a 16-bit image with {sorted(set(image.info) - {'planes'})} in its info"
         trouble = depths.check_levels(image.depth, tuple(np.asarray(v, np.int64) for v in image.levels),
                                       len(image.mode)) if image.depth or image.levels else ""
         if trouble:

@@ -132,13 +132,17 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
     the model's estimate rules every image out against the quick stream, the model codes nothing (with the quick
     stream in a thread of its own beside the pricing, 73 s). The early exit: the model first prices a sample of
     one tile in GATE_EVERY; where that puts it far behind the quick stream on every image (_Gate.rules_out), the
-    file is the smaller of the quick stream and the classical codings, which the full path would keep there too,
-    and nothing more is priced; the classical codings are the quick ones unless they come near the quick stream
-    (CLASSICAL_SCREEN). Kodak: 73 -> 33 s to compress, the same files; kodim23's whole command 6.5 -> 3.0 s. The
-    reports' bounds are then the sample's projection.
+    file is the smallest of the quick stream, the classical codings, and the quick stream of the images it codes for
+    less beside the others' classical codings, which the full path would keep there too, and nothing more is
+    priced; the classical codings are the quick ones unless they come near the quick stream (CLASSICAL_SCREEN).
+    Kodak: 73 -> 33 s to compress, the same files; kodim23's whole command 6.5 -> 3.0 s. The reports' bounds are
+    then the sample's projection.
+
+    Where the network runs, the file is likewise the smallest of its file, the quick stream and that mixed file.
 
     metadata: keep each image's metadata (its colour profile, EXIF, text: vaezip/metadata.py) in a format-17 file,
-    where the format is not one asked for that holds none (16 or older; those files keep none)."""
+    where the format is not one asked for that holds none (16 or older; those files keep none). A 16-bit image
+    (vaezip/images.py DeepImage) goes as its two 8-bit parts, in a format-18 file."""
     started = time.perf_counter()
     images, depths = _parts(images)
     if len(images) > MAX_IMAGES and any(depth for depth, _ in depths):  # more images than inputs
@@ -242,9 +246,9 @@ def _encode_images(split: list[_Image], started: float, model, *, tile, max_batc
         gate = _price_sample(split, model, device)
         quick_bits = None if gate is None else [report.payload_bits for report in quick_later.result().images]
         # The classical codings are waited for only where the sample rules the model out: else the full path
-        # prices the model's tiles while they finish.
-        if gate is not None and gate.rules_out(quick_bits) and gate.classical_agrees(quick_bits,
-                                                                                      classical_later.result()):
+        # prices the model's tiles while they finish. Ruled out, the file is the smallest of the classical codings,
+        # the quick stream, and (below, where they disagree) the quick stream beside some classical codings.
+        if gate is not None and gate.rules_out(quick_bits):
             alternatives = classical_later.result()
             entries = {index: entry for index, (entry, _) in alternatives.items()}
             sizes = {index: tried for index, (_, tried) in alternatives.items()}
@@ -684,13 +688,6 @@ class _Gate:
     def partly(self, k: int) -> bool:
         """Whether image k's bound is projected from some of its tiles, not summed over all of them."""
         return k in self.counts and self.counts[k][0] < self.counts[k][1]
-
-    @staticmethod
-    def classical_agrees(quick_bits: list[float], alternatives: dict[int, tuple[ImageEntry, dict]]) -> bool:
-        """Whether the file is then the smaller of the quick stream and every image's classical coding: those are
-        the smaller for every image or for none (else the full path's file, some images classical and the others
-        in its predictor's tiles, may be the smallest)."""
-        return len({8 * len(alternatives[k][0].data) < bits for k, bits in enumerate(quick_bits)}) == 1
 
 
 def _price_sample(split: list[_Image], model, device: str) -> _Gate | None:

@@ -195,7 +195,7 @@ def refuse_what_would_be_lost(image: Image.Image, data: bytes | None = None) -> 
     if sizes is not None and len(sizes) > 1:
         raise ImageError(f"icon holds {len(sizes)} sizes; vaezip codes single-frame images")
     bits = _bits_per_channel(image, data)
-    if bits > 8 and image.format == "PNG" and bits == 16:  # opened by Pillow, not open_image
+    if image.format == "PNG" and bits == 16:  # opened by Pillow, not open_image
         raise ImageError("16-bit PNG (16 bits per channel) opened as Pillow opens it, which keeps 8: open it with "
                          "vaezip.images.open_image, which keeps all 16")
     if bits > 8:
