@@ -6,10 +6,10 @@
 The data sets hold no 16-bit photographs, so each image of a set is made into one of these forms:
 - x257: its 8-bit samples as editors save them in 16 bits (x * 257): vaezip finds the 8 significant bits
   (codec/depth.py scale:8) and codes the 8-bit image; the 8-bit file is measured beside it.
-- boxK-shifted, boxK-scaled: the sums of its KxK blocks (K = 2 or 4), which hold 8 + log2(K*K) real bits each (what
-  averaging a photograph down gives, as a camera's 10- to 14-bit data is real), shifted up to the top bits of 16
-  (vaezip finds them: shift:10 or shift:12) or scaled to the whole 16-bit range (65535 / (255 K^2): no depth holds
-  fewer bits than 16, the low byte is coded as an image of its own).
+- boxK-shifted, boxK-scaled: the sums of its KxK blocks (K = 2, 4 or 8), which hold 8 + log2(K*K) real bits each
+  (what averaging a photograph down gives, as a camera's 10- to 14-bit data is real), shifted up to the top bits of
+  16 (vaezip finds them: shift:10, shift:12, shift:14) or scaled to the whole 16-bit range by 65535 / (255 K^2),
+  which no formula undoes (vaezip ranks each channel's values: levels).
 
 Prints a markdown table of bits per 16-bit subpixel (bytes * 8 / subpixels) and the sums.
 """
@@ -29,7 +29,7 @@ from vaezip import data as datasets  # noqa: E402
 from vaezip.api import compress_images  # noqa: E402
 from vaezip.images import DeepImage, open_image  # noqa: E402
 
-FORMS = ("x257", "box2-shifted", "box2-scaled", "box4-shifted", "box4-scaled")
+FORMS = ("x257", "box2-shifted", "box2-scaled", "box4-shifted", "box4-scaled", "box8-shifted", "box8-scaled")
 
 
 def deep_samples(pixels: np.ndarray, form: str) -> np.ndarray:

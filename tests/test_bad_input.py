@@ -231,8 +231,7 @@ def bad_images() -> dict[str, tuple[bytes, str]]:
     return {
         "text.png": (b"hello, not an image\n", "not a readable image"),
         "truncated.png": (good[: len(good) // 2], "not a readable image"),
-        "deep.tif": (encoded(Image.fromarray(np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000), "TIFF"),
-                     "16-bit"),
+        "deep.ppm": (b"P6 8 8 65535\n" + (np.arange(192, dtype=np.uint16) * 300).astype(">u2").tobytes(), "16-bit"),
         "cmyk.jpg": (encoded(Image.new("CMYK", (8, 8), (1, 2, 3, 4)), "JPEG"), "unsupported image mode CMYK"),
         "cmyk-tiff.tif": (encoded(Image.new("CMYK", (8, 8), (1, 2, 3, 4)), "TIFF"), "unsupported image mode CMYK"),
         "zero.png": (crafted_png(0, 0), "not a readable image"),

@@ -161,6 +161,24 @@ def test_damaged_or_unfit_png16_is_refused_in_one_line():
         png16._unfiltered(lines.tobytes(), 2, 1, 6)
 
 
+def test_grey_sixteen_bit_tiff_and_pgm_are_read_with_all_their_bits():
+    """Pillow reads these as they are stored (I;16, I;16B): open_image keeps them, in one strip or several, raw or
+    compressed; a colour one (which Pillow narrows) and a PGM of another maxval (which it scales) stay refused."""
+    samples = deep("L", 40, 30)
+    for options in ({}, {"compression": "tiff_lzw"}, {"tiffinfo": {278: 4}}):
+        buffer = io.BytesIO()
+        Image.fromarray(samples).save(buffer, format="TIFF", **options)
+        image = open_image(buffer.getvalue())
+        assert isinstance(image, DeepImage) and image.format == "TIFF" and np.array_equal(image.samples, samples)
+    image = open_image(b"P5 30 40 65535\n" + samples.astype(">u2").tobytes())
+    assert isinstance(image, DeepImage) and image.mode == "L" and np.array_equal(image.samples, samples)
+    assert np.array_equal(decompress(compress(image, **FAST)).samples, samples)
+    with pytest.raises(ImageError, match="16-bit PPM"):
+        open_image(b"P6 30 40 65535\n" + np.repeat(samples[..., None], 3, axis=2).astype(">u2").tobytes())
+    with pytest.raises(ImageError, match="10-bit PPM"):
+        open_image(b"P5 30 40 1023\n" + (samples >> 6).astype(">u2").tobytes())
+
+
 # ---------------------------------------------------------------------------------------------- coding
 
 

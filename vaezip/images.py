@@ -9,9 +9,10 @@ checksum that proves a decode exact.
 | RGBA | colour                 | alpha                                |
 | P    | colour via the palette | - (or the index plane when two used indices share a colour) |
 
-A 16-bit PNG (grey, grey + alpha, RGB, RGBA) is a DeepImage, which Pillow cannot hold: its samples go as two of
-these images, the high part and the low one (codec/depth.py). What vaezip cannot hold exactly is refused before
-anything is written, never narrowed: more than 8 bits per channel in other formats than PNG, more than one frame
+A 16-bit PNG (grey, grey + alpha, RGB, RGBA), grey TIFF or grey PGM is a DeepImage, which Pillow cannot hold in
+colour: its samples go as two of these images, the high part and the low one (codec/depth.py). What vaezip cannot
+hold exactly is refused before anything is written, never narrowed: more than 8 bits per channel but those, more
+than one frame
 (animations, multi-page TIFF, icons with several sizes), modes other than the five above. The image's metadata
 travel in its info (vaezip/metadata.py).
 """
@@ -106,7 +107,7 @@ def is_deep(image) -> bool:
 def open_image(source) -> Image.Image | DeepImage:
     """Open and fully decode an image file (path, bytes or file object); every failure is an ImageError, and so
     is an image that vaezip cannot hold exactly (refused from its header, before any pixel is decoded). A 16-bit
-    PNG comes as a DeepImage."""
+    PNG, grey TIFF or grey PGM (maxval 65535) comes as a DeepImage."""
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
     with _readable():
         image = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
@@ -115,6 +116,8 @@ def open_image(source) -> Image.Image | DeepImage:
     data = source if isinstance(source, (bytes, bytearray)) else None
     if image.format == "PNG" and sniff_bits_per_channel(_file_head(image, data)) == 16 and _frame_count(image) == 1:
         return _open_deep(image, data)
+    if image.format in ("TIFF", "PPM") and _tile_rawmode(image) in _GREY16_RAWMODES and _frame_count(image) == 1:
+        return _open_grey16(image)
     refuse_what_would_be_lost(image, data)
     low_grey_bits = _grey_bits_below_8(image)
     # A PNG's chunks as they are, read before load() (which closes a file Pillow opened); other formats' metadata
@@ -153,6 +156,35 @@ def _open_deep(image: Image.Image, data: bytes | None) -> DeepImage:
         image.close()
     deep = DeepImage(samples, mode, format="PNG")
     deep.info[METADATA], deep.info[DROPPED] = chunks
+    return deep
+
+
+# Unsigned 16-bit grey as Pillow reads it from a TIFF (I;16) or a PGM of maxval 65535 (I;16B), every value as stored
+_GREY16_RAWMODES = ("I;16", "I;16B", "I;16L", "I;16N")
+
+
+def _tile_rawmode(image: Image.Image) -> str | None:
+    """How Pillow will unpack the file's tiles (before load): their raw mode, where they share one; else None."""
+    found = set()
+    for tile in getattr(image, "tile", None) or ():
+        args = tile[-1]
+        rawmode = args if isinstance(args, str) else args[0] if isinstance(args, tuple) and args else None
+        found.add(rawmode if isinstance(rawmode, str) else None)
+    return found.pop() if len(found) == 1 else None
+
+
+def _open_grey16(image: Image.Image) -> DeepImage:
+    """A 16-bit grey TIFF or PGM (maxval 65535), whose samples Pillow reads as they are, as a DeepImage."""
+    tiff_exif = image.format == "TIFF" and bool({274, 271, 272, 306, 34665} & set(image.getexif()))
+    with _readable():
+        image.load()
+    samples = np.asarray(image)
+    if samples.ndim != 2 or samples.size and (int(samples.min()) < 0 or int(samples.max()) > 0xFFFF):
+        raise ImageError(f"not a readable image (16-bit grey {image.format} read as {samples.dtype} "
+                         f"{samples.shape})")
+    deep = DeepImage(np.ascontiguousarray(samples.astype(np.uint16)), "L", format=image.format)
+    deep.info[METADATA], deep.info[DROPPED] = chunks_from_info(image.info, tiff_exif)
+    image.close()
     return deep
 
 
@@ -202,7 +234,7 @@ def refuse_what_would_be_lost(image: Image.Image, data: bytes | None = None) -> 
         advice = ("convert it to a 16-bit PNG (no loss)" if bits <= 16
                   else "convert it to 16 or 8 bits first if that loss is acceptable")
         raise ImageError(f"{bits}-bit {image.format or 'image'} ({bits} bits per channel); vaezip codes 8 bits per "
-                         f"channel (16 in a PNG) and will not drop the low bits: {advice}")
+                         f"channel (16 in a PNG, a grey TIFF or PGM) and will not drop the low bits: {advice}")
 
 
 def _frame_count(image: Image.Image) -> int:
