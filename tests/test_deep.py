@@ -417,3 +417,57 @@ def test_an_archive_of_too_many_parts_is_refused_before_coding(monkeypatch):
     images = [(f"{k}.png", DeepImage(deep("L", seed=k), "L")) for k in range(2)]  # levels:10, a low part each
     with pytest.raises(ImageError, match="4 images with the low parts of 16-bit images, more than 3 in one archive"):
         compress_images(images, **FAST)
+
+
+def test_png16_image_data_is_never_inflated_past_the_image():
+    """IDATs past the image's size (a bomb after it) are refused without inflating them."""
+    samples = deep("L", 4, 4)
+    raw = b"".join(b"\0" + row.astype(">u2").tobytes() for row in samples)
+    packer = zlib.compressobj()
+    stream = packer.compress(raw + bytes(100_000_000)) + packer.flush()  # 100 MB of zeros: ~100 KB deflated
+    data = png16.write(samples, "L")
+    at = data.index(b"IDAT") - 4
+    end = at + 12 + struct.unpack(">I", data[at:at + 4])[0]
+    chunks = b"".join(png16.png_chunk(b"IDAT", stream[k:k + 8192]) for k in range(0, len(stream), 8192))
+    with pytest.raises(png16.PngError, match="longer than the image"):
+        png16.read(data[:at] + chunks + data[end:], 10**6)
+
+
+def test_damaged_16_bit_pngs_give_one_line_errors_or_an_image():
+    """600 mutations of 16-bit PNGs (plain and interlaced, CRCs recomputed half the time so that the damage reaches
+    the reader's checks): each one is an ImageError or a 16-bit image, never another exception."""
+    import random
+
+    rng = random.Random(18)
+    sources = [png16.write(deep("RGBA", 9, 7), "RGBA"), interlaced(deep("RGB", 11, 6), 2),
+               png16.write(deep("L", 5, 30), "L")]
+    outcomes = {"error": 0, "image": 0}
+    for case in range(600):
+        data = bytearray(rng.choice(sources))
+        where = rng.randrange(8, len(data))
+        kind = rng.choice(["flip", "byte", "cut", "insert"])
+        if kind == "flip":
+            data[where] ^= 1 << rng.randrange(8)
+        elif kind == "byte":
+            data[where] = rng.randrange(256)
+        elif kind == "cut":
+            del data[where:]
+        else:
+            data[where:where] = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 9)))
+        if case % 2:  # every chunk's CRC made right again
+            position = 8
+            while position + 12 <= len(data):
+                length = struct.unpack_from(">I", data, position)[0]
+                if position + 12 + length > len(data):
+                    break
+                body = bytes(data[position + 4:position + 8 + length])
+                struct.pack_into(">I", data, position + 8 + length, zlib.crc32(body))
+                position += 12 + length
+        try:
+            image = open_image(bytes(data))
+        except ImageError:
+            outcomes["error"] += 1
+        else:
+            outcomes["image"] += 1
+            assert isinstance(image, (DeepImage, Image.Image))
+    assert outcomes["error"] > 100 and outcomes["image"] >= 1, outcomes  # mutations past IEND, in ancillary chunks

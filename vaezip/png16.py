@@ -53,6 +53,7 @@ def read(data: bytes, max_pixels: int) -> tuple[np.ndarray, str]:
     mode = COLOUR_TYPES[colour]
     stream = zlib.decompressobj()
     position, parts, size = 8, [], _data_size(width, height, 2 * CHANNELS[mode], interlace)
+    inflated = 0  # bytes so far: the stream is never inflated past one byte more than the image holds
     while True:
         if position + 8 > len(data):
             raise PngError("file ends before IEND")
@@ -65,10 +66,13 @@ def read(data: bytes, max_pixels: int) -> tuple[np.ndarray, str]:
             if zlib.crc32(body, zlib.crc32(kind)) != crc:
                 raise PngError(f"{kind.decode('latin-1')} chunk damaged (CRC)")
         if kind == b"IDAT":
+            if inflated > size:  # (a max_length of 0 would mean no limit)
+                raise PngError("image data longer than the image")
             try:
-                parts.append(stream.decompress(body, size + 1 - sum(map(len, parts))))
+                parts.append(stream.decompress(body, size + 1 - inflated))
             except zlib.error:
                 raise PngError("image data is not a zlib stream") from None
+            inflated += len(parts[-1])
         elif kind == b"tRNS":
             raise PngError("a 16-bit PNG with a transparent colour (tRNS); vaezip keeps 16-bit images without one")
         elif kind == b"PLTE" and colour in (0, 4):
