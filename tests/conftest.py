@@ -157,6 +157,22 @@ def run_cli(*args: str, input: bytes | None = None, cwd: Path | None = None,
 OTHER_KERNELS = {"ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "1"}
 
 
+def pngs_from_a_fresh_process(path: Path, folder: Path) -> None:
+    """Decode the .vz at `path` in a fresh process under OTHER_KERNELS, which must not import torch, and write each
+    image as vaezip decompress writes it into `folder` as 0.png, 1.png, ..."""
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1]);"
+        "from vaezip.api import decompress_images, png_bytes;"
+        "images = decompress_images(open(sys.argv[2], 'rb').read());"
+        "assert not any(m == 'torch' or m.startswith('torch.') for m in sys.modules), 'torch imported';"
+        "[open(f'{sys.argv[3]}/{k}.png', 'wb').write(png_bytes(image)) for k, (_, image) in enumerate(images)]"
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(Path(__file__).resolve().parents[1]), str(path),
+                          str(folder)], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, **OTHER_KERNELS})
+    assert out.returncode == 0, out.stderr
+
+
 def smooth_rgb(height: int, width: int, seed: int) -> np.ndarray:
     """(H, W, 3) uint8: waves plus noise, a photograph's kind of content that every option's model codes."""
     rng = np.random.default_rng(seed)

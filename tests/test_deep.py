@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import os
 import struct
-import subprocess
 import sys
 import zlib
 from pathlib import Path
@@ -19,7 +17,7 @@ from PIL import Image
 from codec import container, depth
 from codec.errors import CodingError, HeaderError
 from codec.metadata import AFTER_DATA, AFTER_HEADER, Chunk
-from conftest import OTHER_KERNELS, run_cli, smooth_rgb
+from conftest import pngs_from_a_fresh_process, run_cli, smooth_rgb
 from vaezip import png16
 from vaezip.api import compress, compress_images, decompress, decompress_images, file_info, png_bytes
 from vaezip.errors import ImageError
@@ -319,16 +317,7 @@ def test_format_18_goldens_decode_in_a_fresh_process(file_name, tmp_path):
     torch to their images, the PNGs 16-bit where the images are; coding the images again gives the same file."""
     images, options = deep_files()[file_name]
     path = GOLDEN / "format18" / file_name
-    script = (
-        "import sys; sys.path.insert(0, sys.argv[1]);"
-        "from vaezip.api import decompress_images, png_bytes;"
-        "images = decompress_images(open(sys.argv[2], 'rb').read());"
-        "assert not any(m == 'torch' or m.startswith('torch.') for m in sys.modules), 'torch imported';"
-        "[open(f'{sys.argv[3]}/{k}.png', 'wb').write(png_bytes(image)) for k, (_, image) in enumerate(images)]"
-    )
-    out = subprocess.run([sys.executable, "-c", script, str(GOLDEN.parents[1]), str(path), str(tmp_path)],
-                         capture_output=True, text=True, timeout=300, env={**os.environ, **OTHER_KERNELS})
-    assert out.returncode == 0, out.stderr
+    pngs_from_a_fresh_process(path, tmp_path)
     for k, (_, image) in enumerate(images):
         back = open_image((tmp_path / f"{k}.png").read_bytes())
         assert pixel_checksum(back) == pixel_checksum(image), (file_name, k)

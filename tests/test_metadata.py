@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import os
 import struct
-import subprocess
 import sys
 import zlib
 from pathlib import Path
@@ -19,7 +18,7 @@ from PIL import Image
 from codec import container, metadata
 from codec.errors import HeaderError
 from codec.header import Header, ImageEntry
-from conftest import OTHER_KERNELS, run_cli, smooth_rgb
+from conftest import pngs_from_a_fresh_process, run_cli, smooth_rgb
 from vaezip.api import compress_images, decompress_images, file_info, png_bytes
 from vaezip.errors import ImageError
 from vaezip.images import open_image
@@ -328,16 +327,7 @@ def test_format_17_goldens_decode_in_a_fresh_process_with_their_metadata(file_na
     header entries' metadata and the same stream."""
     images, options = metadata_files()[file_name]
     path = GOLDEN / "format17" / file_name
-    script = (
-        "import sys; sys.path.insert(0, sys.argv[1]);"
-        "from vaezip.api import decompress_images, png_bytes;"
-        "images = decompress_images(open(sys.argv[2], 'rb').read());"
-        "assert not any(m == 'torch' or m.startswith('torch.') for m in sys.modules), 'torch imported';"
-        "[open(f'{sys.argv[3]}/{k}.png', 'wb').write(png_bytes(image)) for k, (_, image) in enumerate(images)]"
-    )
-    out = subprocess.run([sys.executable, "-c", script, str(GOLDEN.parents[1]), str(path), str(tmp_path)],
-                         capture_output=True, text=True, timeout=300, env={**os.environ, **OTHER_KERNELS})
-    assert out.returncode == 0, out.stderr
+    pngs_from_a_fresh_process(path, tmp_path)
     for k, (_, image) in enumerate(images):
         png = (tmp_path / f"{k}.png").read_bytes()
         with Image.open(io.BytesIO(png)) as back:
