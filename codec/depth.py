@@ -88,22 +88,39 @@ def choose(samples: np.ndarray) -> tuple[str, Levels]:
     formula = next(d for d in _TRIED if np.array_equal(_forward(d, _backward(d, present)), present))  # shift:16 last
     levels = tuple(np.flatnonzero(np.bincount(channel.reshape(-1), minlength=1 << 16)).astype(np.uint16)
                    for channel in _channels(samples))
-    n = max(8, max(math.ceil(math.log2(len(values))) for values in levels))
-    if n < bits(formula):
+    n = max(8, max(math.ceil(math.log2(max(len(values), 1))) for values in levels))
+    # Levels save (bits(formula) - n) bits a sample, at most, and cost their table in the header: not worth it for a
+    # small image of many values (a 96x96 14-bit photograph: the table takes more than the bit it saves).
+    if n < bits(formula) and table_bytes(levels) < (bits(formula) - n) * samples.size / 8:
         return f"levels:{n}", levels
     return formula, ()
 
 
-def check_levels(depth: str, levels: Levels, channels: int) -> str:
-    """What is wrong with `levels` for `depth` in an image of `channels` ("" where nothing is): a levels depth has one
-    array a channel, each of 1 to 2^n strictly increasing values; any other depth none."""
+def table_bytes(levels: Levels) -> int:
+    """The bytes the levels take in a format-18 header before it is deflated (codec/header.py): a varint count, the
+    first value, each step less 1, a varint each."""
+    total = 0
+    for values in levels:
+        steps = np.diff(values.astype(np.int64), prepend=-1) - 1  # the first: the first value
+        total += _varint_size(len(values)) + int(np.sum(1 + (steps >= 1 << 7) + (steps >= 1 << 14)))
+    return total
+
+
+def _varint_size(value: int) -> int:
+    return 1 + (value >= 1 << 7) + (value >= 1 << 14) + (value >= 1 << 21)
+
+
+def check_levels(depth: str, levels: Levels, channels: int, pixels: int) -> str:
+    """What is wrong with `levels` for `depth` in an image of `channels` and `pixels` ("" where nothing is): a levels
+    depth has one array a channel, each of 1 to 2^n strictly increasing values, and no more than the image has
+    pixels (each stands for a value some pixel holds); any other depth none."""
     if not has_levels(depth):
         return "levels without a levels depth" if levels else ""
     if len(levels) != channels:
         return f"{len(levels)} level tables for {channels} channels"
     for values in levels:
-        if not 1 <= len(values) <= 1 << bits(depth):
-            return f"{len(values)} levels in a {depth} image"
+        if not 1 <= len(values) <= min(1 << bits(depth), pixels):
+            return f"{len(values)} levels in a {depth} image of {pixels} pixels"
         if np.any(np.diff(values.astype(np.int64)) <= 0):
             return "levels not strictly increasing"
     return ""

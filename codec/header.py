@@ -398,7 +398,8 @@ def from_binary_with_chunks(raw: bytes, version: int) -> tuple[Header, list[int]
             if depth >= len(depths.DEPTHS):
                 raise HeaderError(f"bad header: image {i} has depth number {depth}")
             if depths.has_levels(depths.DEPTHS[depth]):
-                levels = reader.levels(depths.bits(depths.DEPTHS[depth]), len(MODES[mode]) if mode < 4 else 1)
+                levels = reader.levels(min(1 << depths.bits(depths.DEPTHS[depth]), width * height),
+                                       len(MODES[mode]) if mode < 4 else 1)
         images.append(ImageEntry(image_name, MODES[mode], width, height, palette, info, CODINGS[coding], b"", chunks,
                                  depths.DEPTHS[depth], levels))
     if reader.position != len(raw):
@@ -514,8 +515,10 @@ def depth_problem(images) -> str:
                 return f"image {k} is a 16-bit {image.mode} image (16-bit images are L, LA, RGB or RGBA)"
             if set(image.info) - {"planes"}:
                 return f"image {k} is a 16-bit image with {sorted(set(image.info) - {'planes'})} in its info"
-        trouble = depths.check_levels(image.depth, tuple(np.asarray(v, np.int64) for v in image.levels),
-                                      len(image.mode)) if image.depth or image.levels else ""
+        trouble = ""
+        if image.depth or image.levels:
+            trouble = depths.check_levels(image.depth, tuple(np.asarray(v, np.int64) for v in image.levels),
+                                          len(image.mode), image.width * image.height)
         if trouble:
             return f"image {k}: {trouble}"
         if image.depth:
@@ -695,13 +698,14 @@ class _Reader:
             raise HeaderError(f"bad header: {what}: {trouble}")
         return found
 
-    def levels(self, n: int, channels: int) -> tuple[tuple[int, ...], ...]:
-        """A levels depth's values (codec/depth.py), each channel's: a count (1 .. 2^n), the first value, then each
-        step less 1; every value at most 65535."""
+    def levels(self, most: int, channels: int) -> tuple[tuple[int, ...], ...]:
+        """A levels depth's values (codec/depth.py), each channel's: a count (1 .. `most`: 2^n, and no more than the
+        image's pixels, so that a small file cannot declare large tables), the first value, then each step less 1;
+        every value at most 65535."""
         found = []
         for _ in range(channels):
             values, value = [], -1
-            for _ in range(self.varint("levels", 1, 1 << n)):
+            for _ in range(self.varint("levels", 1, most)):
                 value += 1 + self.varint("level step", 0, 65535)
                 if value > 65535:
                     raise HeaderError("bad header: a level past 65535")

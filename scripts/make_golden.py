@@ -96,7 +96,7 @@ writes tests/data/format18/*.vz, the first files of format 18 (2026-12-06: 16-bi
 parts, codec/depth.py), as `--fast` codes them with the shipped default models (deep_files): a 16-bit colour crop of
 12 significant bits shifted up, with a colour profile and significant bits chunk (photo-fast.vz), and an archive of a
 16-bit grey + alpha image scaled up from 10 bits, an 8-bit colour image, a 16-bit RGBA image of 256 values a channel
-(levels of 8 bits), a 16-bit colour one of 12 bits with a gain per channel (levels of 11 bits) and a 16-bit grey one
+(levels of 8 bits), a 16-bit colour one of 10 bits with a gain per channel (levels of 10 bits) and a 16-bit grey one
 that holds 8 (archive-fast.vz). Never regenerate them either: they pin how 16-bit images are stored.
 
     python scripts/make_golden.py --binary [--force]
@@ -495,10 +495,10 @@ def deep_files() -> dict[str, tuple[list[tuple[str, object]], dict]]:
     crops = [np.asarray(image) for _, image in hopper_crops()]
     ten = np.arange(1024, dtype=np.int64).reshape(32, 32)  # every 10-bit value, scaled up to the full range
     grey_alpha = (np.stack([ten, np.full((32, 32), 1023)], axis=-1) * 65535 + 511) // 1023
-    full = np.concatenate([crops[2], crops[3][..., :1]], axis=-1).astype(np.uint16) * 256
-    full = (full + rng.integers(0, 256, full.shape, dtype=np.uint16)).astype(np.uint16)  # 256 values a channel
-    twelve = np.asarray(photo_crop()).astype(np.int64)[:32, :48] * 16 + rng.integers(0, 16, (32, 48, 3))
-    balanced = (twelve * np.array([65535, 50000, 61000]) + 2047) // 4095  # a white balance's gain per channel
+    palette = rng.integers(0, 65536, (256, 4))  # 256 values a channel, anywhere in 16 bits
+    full = palette[rng.integers(0, 256, (32, 32, 4)), np.arange(4)].astype(np.uint16)
+    ten = np.asarray(photo_crop()).astype(np.int64) * 4 + rng.integers(0, 4, (64, 96, 3))
+    balanced = (ten * np.array([65535, 50000, 61000]) + 511) // 1023  # a white balance's gain per channel
     eight = crops[4][..., 1].astype(np.uint16) * 257
     options = {"fast": True, "tile": 8}
     return {"photo-fast.vz": ([("photo.png", shifted)], options),

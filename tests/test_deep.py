@@ -66,16 +66,17 @@ def test_each_depth_gives_back_what_it_is_chosen_for_and_the_fewest_bits_are_cho
 def test_levels_hold_any_value_set_of_fewer_bits_per_channel():
     """A 12-bit picture scaled by 65535 / 4080 (no formula's), and channels of their own gains (a white balance):
     each channel's values ranked, in 12 bits."""
-    x = np.stack([RNG.permutation(np.arange(64 * 64) % 4081).reshape(64, 64) for _ in range(3)], axis=-1)
+    x = np.stack([RNG.permutation(np.arange(128 * 128) % 4081).reshape(128, 128) for _ in range(3)], axis=-1)
     v = ((x * np.array([65535, 50000, 61000]) + 2040) // 4080).astype(np.uint16)
     chosen, levels = depth.choose(v)
     assert chosen == "levels:12" and len(levels) == 3
     assert [len(values) for values in levels] == [len(np.unique(v[..., c])) for c in range(3)]
     high, low = depth.split(v, chosen, levels)
     assert int(low.max()) < 16 and np.array_equal(depth.join(high, low, chosen, levels), v)
-    assert depth.check_levels(chosen, levels, 3) == ""
-    assert "4 level tables" in depth.check_levels(chosen, levels + levels[:1], 3)
-    assert "not strictly increasing" in depth.check_levels(chosen, (levels[0][::-1],) + levels[1:], 3)
+    assert depth.check_levels(chosen, levels, 3, 128 * 128) == ""
+    assert "4 level tables" in depth.check_levels(chosen, levels + levels[:1], 3, 128 * 128)
+    assert "not strictly increasing" in depth.check_levels(chosen, (levels[0][::-1],) + levels[1:], 3, 128 * 128)
+    assert "4081 levels in a levels:12 image of 4000 pixels" in depth.check_levels(chosen, levels, 3, 4000)
     with pytest.raises(CodingError, match="past its"):
         depth.join(np.full((1, 1, 3), 255, np.uint8), np.full((1, 1, 3), 15, np.uint8), chosen,
                    tuple(values[:10] for values in levels))
@@ -188,8 +189,8 @@ def test_sixteen_bit_images_round_trip_through_the_api(mode, bits):
     image = decompress(data)
     assert isinstance(image, DeepImage) and image.mode == mode and np.array_equal(image.samples, samples)
     info = file_info(data)
-    chosen = depth.choose(samples)[0]  # a 20x28 image's few values: levels below 16 bits
-    assert depth.bits(chosen) <= bits and (bits == 8 or chosen.startswith("levels"))
+    chosen = depth.choose(samples)[0]
+    assert depth.bits(chosen) <= bits
     assert info.version == 18 and info.images[0].depth == chosen and "16-bit images" in info.inference
     assert (info.images[0].low is None) == (depth.bits(chosen) == 8)
 
@@ -356,7 +357,7 @@ def test_a_low_part_of_more_bits_than_its_depth_gives_is_refused_in_one_line(tmp
 
 
 def test_levels_are_stored_in_the_header_and_checked_both_ways():
-    x = np.stack([RNG.permutation(np.arange(40 * 40) % 1500).reshape(40, 40) for _ in range(3)], axis=-1)
+    x = np.stack([RNG.permutation(np.arange(100 * 100) % 1500).reshape(100, 100) for _ in range(3)], axis=-1)
     samples = ((x * np.array([43, 40, 37])) % 65536).astype(np.uint16)
     data = compress(samples, **FAST)
     header, words = entries_of(data)
@@ -381,7 +382,8 @@ def test_an_edited_depth_or_level_is_found_by_the_checksum():
     shifted = compress(deep("RGB", bits=12), **FAST)
     header, words = entries_of(shifted)
     assert header.images[0].depth.startswith(("shift", "levels"))
-    ranked = compress(deep("RGB", 40, 40, bits=16, seed=3), **FAST)
+    x = np.stack([RNG.permutation(np.arange(100 * 100) % 1500).reshape(100, 100) for _ in range(3)], axis=-1)
+    ranked = compress(((x * np.array([43, 40, 37])) % 65536).astype(np.uint16), **FAST)
     ranked_header, ranked_words = entries_of(ranked)
     levels = ranked_header.images[0].levels
     assert ranked_header.images[0].depth.startswith("levels")
@@ -460,3 +462,63 @@ def test_damaged_16_bit_pngs_give_one_line_errors_or_an_image():
             outcomes["image"] += 1
             assert isinstance(image, (DeepImage, Image.Image))
     assert outcomes["error"] > 100 and outcomes["image"] >= 1, outcomes  # mutations past IEND, in ancillary chunks
+
+
+def test_png16_keeps_to_the_chunk_order_png_asks_for():
+    """A second IHDR, image data split by another chunk, an IHDR of another length: refused (libpng refuses them)."""
+    samples = deep("RGB", 6, 9)
+    data = png16.write(samples, "RGB")
+    at = data.index(b"IDAT") - 4
+    end = at + 12 + struct.unpack(">I", data[at:at + 4])[0]
+    stream = data[at + 8:end - 4]
+    split = png16.png_chunk(b"IDAT", stream[:10]) + png16.png_chunk(b"tEXt", b"a\0b") + png16.png_chunk(
+        b"IDAT", stream[10:])
+    together = png16.png_chunk(b"IDAT", stream[:10]) + png16.png_chunk(b"IDAT", stream[10:])
+    assert np.array_equal(png16.read(data[:at] + together + data[end:], 10**6)[0], samples)
+    with pytest.raises(png16.PngError, match="split by another chunk"):
+        png16.read(data[:at] + split + data[end:], 10**6)
+    with pytest.raises(png16.PngError, match="a second IHDR"):
+        png16.read(data[:33] + data[8:33] + data[33:], 10**6)
+    long_header = data[:8] + png16.png_chunk(b"IHDR", data[16:29] + b"\0") + data[33:]
+    with pytest.raises(png16.PngError, match="not a PNG"):
+        png16.read(long_header, 10**6)
+
+
+def tiff16(samples: np.ndarray, photometric: int) -> bytes:
+    """An uncompressed little-endian 16-bit grey TIFF written by hand (Pillow writes no photometric 0 of 16 bits)."""
+    height, width = samples.shape
+    pixels = samples.astype("<u2").tobytes()
+    tags = [(256, width), (257, height), (258, 16), (259, 1), (262, photometric), (273, 8 + 2 + 12 * 9 + 4),
+            (277, 1), (278, height), (279, len(pixels))]
+    ifd = struct.pack("<H", len(tags)) + b"".join(struct.pack("<HHIHH", tag, 3, 1, value, 0) if tag != 273 and tag
+                                                  != 279 else struct.pack("<HHII", tag, 4, 1, value)
+                                                  for tag, value in tags)
+    return b"II*\0" + struct.pack("<I", 8) + ifd + bytes(4) + pixels
+
+
+def test_a_16_bit_tiff_whose_white_is_zero_is_turned_over_as_pillow_turns_an_8_bit_one():
+    samples = np.array([[0, 1000, 65535, 40000]], np.uint16)
+    assert np.array_equal(open_image(tiff16(samples, 1)).samples, samples)
+    assert np.array_equal(open_image(tiff16(samples, 0)).samples, 65535 - samples)
+
+
+def test_the_levels_of_a_small_image_of_many_values_are_not_worth_their_table():
+    """96x96 at 14 bits: levels would save a bit a sample (3.4 KB) and cost more in the header; the formula is kept.
+    A header may not declare more levels than the image has pixels."""
+    x = np.stack([RNG.permutation(96 * 96) % 12000 for _ in range(3)], axis=-1).reshape(96, 96, 3)
+    samples = (x << 2).astype(np.uint16)
+    assert depth.choose(samples)[0] == "shift:14"
+    big = RNG.integers(0, 4000, (300, 300)).astype(np.uint16) << 4
+    assert depth.choose(big)[0] == "shift:12"  # no better levels
+    scaled = ((RNG.integers(0, 4001, (300, 300)) * 65535 + 2000) // 4000).astype(np.uint16)
+    chosen, levels = depth.choose(scaled)
+    assert chosen == "levels:12" and depth.table_bytes(levels) < 4 * scaled.size / 8
+
+
+def test_a_header_cannot_declare_more_levels_than_its_image_has_pixels():
+    """A 1x1 image's levels are one value a channel: a small file cannot make the reader build large tables."""
+    header, words = entries_of(compress(deep("RGBA", 1, 1), **FAST))
+    many = tuple(tuple(range(0, 65536, 2)) for _ in range(4))  # 32768 each
+    entries = (dataclasses.replace(header.images[0], depth="levels:15", levels=many),)
+    with pytest.raises(HeaderError, match="32768 levels in a levels:15 image of 1 pixels"):
+        container.write(dataclasses.replace(header, images=entries), words, 18)

@@ -1501,7 +1501,7 @@ def _single_image_file(data: bytes) -> bool:
     from codec.container import read_versioned
 
     try:
-        return len(read_versioned(data)[1].images) == 1
+        return sum(1 for entry in read_versioned(data)[1].images if entry.depth != "low") == 1  # 16-bit: 2 parts
     except Exception:  # noqa: BLE001 - any damage is the decoder's to report, with its own message
         return False
 

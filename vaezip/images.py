@@ -80,8 +80,8 @@ class DeepImage:
         samples = self.samples
         channels = png16.CHANNELS.get(self.mode)
         shape = samples.shape if samples.ndim == 3 else (*samples.shape, 1)
-        if samples.dtype != np.uint16 or channels is None or samples.ndim not in (2, 3) or shape[2] != channels or (
-                self.mode != "L" and samples.ndim == 2):
+        if samples.dtype != np.uint16 or channels is None or samples.ndim != (2 if self.mode == "L" else 3) or (
+                shape[2] != channels):
             raise ImageError(f"{samples.dtype} samples of shape {samples.shape} are no 16-bit {self.mode} image")
 
     @property
@@ -174,15 +174,18 @@ def _tile_rawmode(image: Image.Image) -> str | None:
 
 
 def _open_grey16(image: Image.Image) -> DeepImage:
-    """A 16-bit grey TIFF or PGM (maxval 65535), whose samples Pillow reads as they are, as a DeepImage."""
+    """A 16-bit grey TIFF or PGM (maxval 65535), whose samples Pillow reads as they are, as a DeepImage. A TIFF whose
+    white is 0 (photometric interpretation 0) is turned over, as Pillow turns over an 8-bit one: 0 is then black."""
     tiff_exif = image.format == "TIFF" and bool({274, 271, 272, 306, 34665} & set(image.getexif()))
+    white_is_zero = image.format == "TIFF" and getattr(image, "tag_v2", {}).get(262) == 0
     with _readable():
         image.load()
     samples = np.asarray(image)
     if samples.ndim != 2 or samples.size and (int(samples.min()) < 0 or int(samples.max()) > 0xFFFF):
         raise ImageError(f"not a readable image (16-bit grey {image.format} read as {samples.dtype} "
                          f"{samples.shape})")
-    deep = DeepImage(np.ascontiguousarray(samples.astype(np.uint16)), "L", format=image.format)
+    samples = samples.astype(np.uint16)
+    deep = DeepImage(np.ascontiguousarray(0xFFFF - samples if white_is_zero else samples), "L", format=image.format)
     deep.info[METADATA], deep.info[DROPPED] = chunks_from_info(image.info, tiff_exif)
     image.close()
     return deep
@@ -588,6 +591,8 @@ def pixel_checksum(image: Image.Image) -> str:
 def deep_parts(image: DeepImage) -> tuple[str, tuple, list[Image.Image]]:
     """A 16-bit image as its depth and levels (codec/depth.py) and the 8-bit images that hold it: the high part, which
     keeps the image's info (its metadata), and the low part where the depth has low bits."""
+    if image.width < 1 or image.height < 1:
+        raise ImageError("image has no pixels")
     if image.info.get("transparency") is not None:
         raise ImageError("a 16-bit image with a transparent colour: vaezip keeps 16-bit images without one")
     if image.width * image.height > MAX_IMAGE_PIXELS:

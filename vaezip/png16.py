@@ -32,7 +32,7 @@ class PngError(ValueError):
 
 def header(data: bytes) -> tuple[int, int, int, int, int] | None:
     """(width, height, bit depth, colour type, interlace) from a PNG's IHDR; None where `data` starts otherwise."""
-    if data[:8] != PNG_SIGNATURE or data[12:16] != b"IHDR" or len(data) < 33:
+    if data[:8] != PNG_SIGNATURE or data[8:16] != b"\0\0\0\x0dIHDR" or len(data) < 33:
         return None
     width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])
     return width, height, depth, colour, interlace
@@ -54,6 +54,7 @@ def read(data: bytes, max_pixels: int) -> tuple[np.ndarray, str]:
     stream = zlib.decompressobj()
     position, parts, size = 8, [], _data_size(width, height, 2 * CHANNELS[mode], interlace)
     inflated = 0  # bytes so far: the stream is never inflated past one byte more than the image holds
+    data_ended = False  # IDATs are consecutive
     while True:
         if position + 8 > len(data):
             raise PngError("file ends before IEND")
@@ -65,6 +66,11 @@ def read(data: bytes, max_pixels: int) -> tuple[np.ndarray, str]:
             crc = struct.unpack_from(">I", data, position + 8 + length)[0]
             if zlib.crc32(body, zlib.crc32(kind)) != crc:
                 raise PngError(f"{kind.decode('latin-1')} chunk damaged (CRC)")
+        if kind == b"IDAT" and data_ended:
+            raise PngError("image data split by another chunk")
+        data_ended |= bool(parts) and kind != b"IDAT"
+        if kind == b"IHDR" and position > 8:
+            raise PngError("a second IHDR")
         if kind == b"IDAT":
             if inflated > size:  # (a max_length of 0 would mean no limit)
                 raise PngError("image data longer than the image")
