@@ -121,7 +121,8 @@ _U32 = struct.Struct("<I")
 _U16 = struct.Struct("<H")
 
 __all__ = [
-    "BINARY_VERSIONS", "CASCADE_VERSION", "DEFLATED_HEADERS", "DEPTH_VERSION", "DEFLATED_VERSION", "MAGIC", "MAX_HEADER_BYTES",
+    "BINARY_VERSIONS", "CASCADE_VERSION", "DEFLATED_HEADERS", "DEFLATED_VERSION", "DEPTH_VERSION", "MAGIC",
+    "MAX_HEADER_BYTES",
     "METADATA_VERSION", "PARITY_VERSION",
     "READABLE_VERSIONS", "SECTIONS_VERSION", "STAGED_VERSION", "VERSION", "WIDE_VERSION",
     "CoderSettings", "Header", "ImageEntry", "binary_version", "deflate_header", "inflate_header", "pack_header",

@@ -231,7 +231,7 @@ def bad_images() -> dict[str, tuple[bytes, str]]:
     return {
         "text.png": (b"hello, not an image\n", "not a readable image"),
         "truncated.png": (good[: len(good) // 2], "not a readable image"),
-        "deep.ppm": (b"P6 8 8 65535\n" + (np.arange(192, dtype=np.uint16) * 300).astype(">u2").tobytes(), "16-bit"),
+        "deep.ppm": (b"P6 8 8 1023\n" + (np.arange(192, dtype=np.uint16) * 5).astype(">u2").tobytes(), "10-bit"),
         "cmyk.jpg": (encoded(Image.new("CMYK", (8, 8), (1, 2, 3, 4)), "JPEG"), "unsupported image mode CMYK"),
         "cmyk-tiff.tif": (encoded(Image.new("CMYK", (8, 8), (1, 2, 3, 4)), "TIFF"), "unsupported image mode CMYK"),
         "zero.png": (crafted_png(0, 0), "not a readable image"),

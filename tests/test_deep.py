@@ -162,7 +162,7 @@ def test_damaged_or_unfit_png16_is_refused_in_one_line():
 
 def test_grey_sixteen_bit_tiff_and_pgm_are_read_with_all_their_bits():
     """Pillow reads these as they are stored (I;16, I;16B): open_image keeps them, in one strip or several, raw or
-    compressed; a colour one (which Pillow narrows) and a PGM of another maxval (which it scales) stay refused."""
+    compressed; a PGM of another maxval (which Pillow scales) stays refused."""
     samples = deep("L", 40, 30)
     for options in ({}, {"compression": "tiff_lzw"}, {"tiffinfo": {278: 4}}):
         buffer = io.BytesIO()
@@ -172,8 +172,6 @@ def test_grey_sixteen_bit_tiff_and_pgm_are_read_with_all_their_bits():
     image = open_image(b"P5 30 40 65535\n" + samples.astype(">u2").tobytes())
     assert isinstance(image, DeepImage) and image.mode == "L" and np.array_equal(image.samples, samples)
     assert np.array_equal(decompress(compress(image, **FAST)).samples, samples)
-    with pytest.raises(ImageError, match="16-bit PPM"):
-        open_image(b"P6 30 40 65535\n" + np.repeat(samples[..., None], 3, axis=2).astype(">u2").tobytes())
     with pytest.raises(ImageError, match="10-bit PPM"):
         open_image(b"P5 30 40 1023\n" + (samples >> 6).astype(">u2").tobytes())
 
@@ -302,7 +300,8 @@ def test_cli_compresses_and_decompresses_a_16_bit_png_exactly(tmp_path):
     below = depth.low_bits(chosen)
     assert f"deep.png: 30x24 RGBA 16-bit ({chosen}; its low {below} bits" in (result.stdout + result.stderr).decode()
     info = run_cli("info", "deep.vz", cwd=tmp_path).stdout.decode()
-    assert "format 18" in info and f"RGBA 16-bit ({chosen}), its top 8 bits" in info and f"its low {below} bits:" in info
+    assert "format 18" in info and f"RGBA 16-bit ({chosen}), its top 8 bits" in info
+    assert f"its low {below} bits:" in info
     (tmp_path / "deep.png").rename(tmp_path / "original.png")
     result = run_cli("decompress", "deep.vz", "--rm", cwd=tmp_path)
     assert result.returncode == 0, result.stderr.decode()
@@ -522,3 +521,28 @@ def test_a_header_cannot_declare_more_levels_than_its_image_has_pixels():
     entries = (dataclasses.replace(header.images[0], depth="levels:15", levels=many),)
     with pytest.raises(HeaderError, match="32768 levels in a levels:15 image of 1 pixels"):
         container.write(dataclasses.replace(header, images=entries), words, 18)
+
+
+def test_colour_16_bit_tiff_and_ppm_are_read_with_all_their_bits(monkeypatch):
+    """Pillow keeps 8 bits of these: a binary PPM of maxval 65535 is read as stored, a colour TIFF through
+    imagecodecs (its libtiff: any compression, predictor, planar configuration, tiles) where that is installed."""
+    samples = deep("RGB", 12, 17)
+    image = open_image(b"P6\n# a comment\n17 12\n65535\n" + samples.astype(">u2").tobytes())
+    assert isinstance(image, DeepImage) and image.mode == "RGB" and np.array_equal(image.samples, samples)
+    with pytest.raises(ImageError, match="truncated"):
+        open_image(b"P6 17 12 65535\n" + samples.astype(">u2").tobytes()[:-1])
+    codecs = pytest.importorskip("imagecodecs")
+    rgba = deep("RGBA", 12, 17)
+    for array, options in ((samples, {}), (samples, {"compression": "lzw", "predictor": True}),
+                           (np.ascontiguousarray(samples.transpose(2, 0, 1)), {"planarconfig": "separate",
+                                                                               "photometric": "rgb"}),
+                           (rgba, {"compression": "deflate"})):
+        image = open_image(codecs.tiff_encode(array, **options))
+        expected = samples if array.ndim == 3 and array.shape[0] != 3 and array.shape[2] == 3 else (
+            rgba if array.shape[-1] == 4 else samples)
+        assert isinstance(image, DeepImage) and image.format == "TIFF" and np.array_equal(image.samples, expected)
+        assert np.array_equal(decompress(compress(image, **FAST)).samples, expected)
+    monkeypatch.setitem(sys.modules, "imagecodecs", None)  # not installed
+    with pytest.raises(ImageError, match="16-bit RGB TIFF: vaezip reads one through imagecodecs, which is not "
+                                         "installed"):
+        open_image(codecs.tiff_encode(samples))

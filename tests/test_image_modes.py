@@ -6,6 +6,7 @@ of L and RGB images is coded, restored and covered by the pixel checksum."""
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import hashlib
 import io
 import struct
@@ -51,20 +52,22 @@ def deep_png(colour_type: int, height: int = 5, width: int = 6) -> bytes:
     return crafted_png(RNG.integers(0, 65536, (height, width * channels)), 16, colour_type)
 
 
-def tiff_rgb16(height: int = 4, width: int = 5) -> bytes:
-    """An uncompressed little-endian TIFF, RGB with BitsPerSample (16, 16, 16)."""
-    pixels = RNG.integers(0, 65536, (height, width, 3)).astype("<u2").tobytes()
-    tags = [(256, 3, 1, width), (257, 3, 1, height), (258, 3, 3, None), (259, 3, 1, 1), (262, 3, 1, 2),
-            (273, 4, 1, None), (277, 3, 1, 3), (278, 3, 1, height), (279, 4, 1, len(pixels)), (284, 3, 1, 1)]
+def tiff_rgb16(height: int = 4, width: int = 5, samples: int = 3) -> bytes:
+    """An uncompressed little-endian TIFF, RGB with BitsPerSample (16, 16, 16); with `samples` 4, a fourth sample
+    that no ExtraSamples tag names (RGBX: vaezip keeps no such TIFF)."""
+    pixels = RNG.integers(0, 65536, (height, width, samples)).astype("<u2").tobytes()
+    tags = [(256, 3, 1, width), (257, 3, 1, height), (258, 3, samples, None), (259, 3, 1, 1), (262, 3, 1, 2),
+            (273, 4, 1, None), (277, 3, 1, samples), (278, 3, 1, height), (279, 4, 1, len(pixels)), (284, 3, 1, 1)]
     ifd_size = 2 + 12 * len(tags) + 4
     bits_at = 8 + ifd_size
-    pixels_at = bits_at + 6
+    pixels_at = bits_at + 2 * samples
     ifd = struct.pack("<H", len(tags))
     for tag, kind, count, value in tags:
         value = {258: bits_at, 273: pixels_at}.get(tag, value)
         packed = struct.pack("<HH", value, 0) if kind == 3 and count == 1 else struct.pack("<I", value)
         ifd += struct.pack("<HHI", tag, kind, count) + packed
-    return b"II*\0" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0) + struct.pack("<3H", 16, 16, 16) + pixels
+    bits = struct.pack(f"<{samples}H", *[16] * samples)
+    return b"II*\0" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0) + bits + pixels
 
 
 def bmp_565(height: int = 3, width: int = 2) -> bytes:
@@ -146,21 +149,21 @@ def test_sixteen_bit_pngs_opened_by_pillow_are_refused_by_the_api(tmp_path, tiny
 def test_other_deep_files_are_refused():
     samples = RNG.integers(0, 65536, (3, 4, 3))
     cases = {
-        "tiff-rgb16": (tiff_rgb16(), "16-bit TIFF"),
+        "tiff-rgbx16": (tiff_rgb16(samples=4), "16-bit TIFF"),
         "tiff-float": (encoded(Image.new("F", (4, 3), 0.5), "TIFF"), "32-bit TIFF"),
-        "ppm-16": (b"P6 4 3 65535\n" + samples.astype(">u2").tobytes(), "16-bit PPM"),
         "ppm-10": (b"P6 4 3 1023\n" + (samples % 1024).astype(">u2").tobytes(), "10-bit PPM"),
         "pgm-10": (b"P5 4 3 1023\n" + (samples[..., 0] % 1024).astype(">u2").tobytes(), "10-bit PPM"),
         "sgi-16": (encoded(Image.new("RGB", (4, 3), (1, 2, 3)), "SGI", bpc=2), "16-bit SGI"),
     }
-    opened = Image.open(io.BytesIO(cases["tiff-rgb16"][0]))
+    opened = Image.open(io.BytesIO(tiff_rgb16()))
     assert opened.mode == "RGB" and opened.tag_v2[258] == (16, 16, 16)  # the crafted file is what it claims
+    assert isinstance(open_image(tiff_rgb16()), DeepImage) == (importlib.util.find_spec("imagecodecs") is not None)
     for name, (data, message) in cases.items():
         with pytest.raises(ImageError, match=message):
             open_image(data)
         print(name, "refused")
     with pytest.raises(ImageError, match=r"convert it to a 16-bit PNG \(no loss\)"):
-        open_image(cases["tiff-rgb16"][0])
+        open_image(cases["tiff-rgbx16"][0])
     with pytest.raises(ImageError, match="convert it to 16 or 8 bits first"):
         open_image(cases["tiff-float"][0])
 
@@ -241,7 +244,7 @@ def test_an_icon_with_several_sizes_is_refused():
 
 def test_cli_refuses_deep_and_animated_images_and_writes_nothing(tmp_path, tiny_weights):
     """The real console path, --rm included: every input kept, no .vz, one line per file naming the reason."""
-    files = {"tiff16.tif": tiff_rgb16(), "anim-gif.gif": animated("GIF"), "anim-png.png": animated("PNG"),
+    files = {"tiff16.tif": tiff_rgb16(samples=4), "anim-gif.gif": animated("GIF"), "anim-png.png": animated("PNG"),
              "pages.tif": animated("TIFF")}
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)

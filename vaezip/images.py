@@ -9,12 +9,11 @@ checksum that proves a decode exact.
 | RGBA | colour                 | alpha                                |
 | P    | colour via the palette | - (or the index plane when two used indices share a colour) |
 
-A 16-bit PNG (grey, grey + alpha, RGB, RGBA), grey TIFF or grey PGM is a DeepImage, which Pillow cannot hold in
-colour: its samples go as two of these images, the high part and the low one (codec/depth.py). What vaezip cannot
-hold exactly is refused before anything is written, never narrowed: more than 8 bits per channel but those, more
-than one frame
-(animations, multi-page TIFF, icons with several sizes), modes other than the five above. The image's metadata
-travel in its info (vaezip/metadata.py).
+A 16-bit PNG (grey, grey + alpha, RGB, RGBA), TIFF (grey, RGB, RGBA) or binary PNM is a DeepImage, which Pillow
+cannot hold in colour: its samples go as two of these images, the high part and the low one (codec/depth.py). What
+vaezip cannot hold exactly is refused before anything is written, never narrowed: more than 8 bits per channel but
+those, more than one frame (animations, multi-page TIFF, icons with several sizes), modes other than the five above.
+The image's metadata travel in its info (vaezip/metadata.py).
 """
 
 from __future__ import annotations
@@ -107,7 +106,7 @@ def is_deep(image) -> bool:
 def open_image(source) -> Image.Image | DeepImage:
     """Open and fully decode an image file (path, bytes or file object); every failure is an ImageError, and so
     is an image that vaezip cannot hold exactly (refused from its header, before any pixel is decoded). A 16-bit
-    PNG, grey TIFF or grey PGM (maxval 65535) comes as a DeepImage."""
+    PNG, TIFF (a colour one through imagecodecs) or binary PGM / PPM (maxval 65535) comes as a DeepImage."""
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
     with _readable():
         image = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
@@ -118,6 +117,10 @@ def open_image(source) -> Image.Image | DeepImage:
         return _open_deep(image, data)
     if image.format in ("TIFF", "PPM") and _tile_rawmode(image) in _GREY16_RAWMODES and _frame_count(image) == 1:
         return _open_grey16(image)
+    if image.format == "PPM" and _tile_args(image) == ("RGB", 0xFFFF):
+        return _open_ppm16(image, data)
+    if image.format == "TIFF" and _tiff16_mode(image) is not None and _frame_count(image) == 1:
+        return _open_tiff16(image, data)
     refuse_what_would_be_lost(image, data)
     low_grey_bits = _grey_bits_below_8(image)
     # A PNG's chunks as they are, read before load() (which closes a file Pillow opened); other formats' metadata
@@ -191,6 +194,75 @@ def _open_grey16(image: Image.Image) -> DeepImage:
     return deep
 
 
+def _tile_args(image: Image.Image):
+    tiles = getattr(image, "tile", None) or ()
+    return tiles[0][-1] if len(tiles) == 1 else None
+
+
+def _whole_file(image: Image.Image, data: bytes | None) -> bytes:
+    if data is not None:
+        return bytes(data)
+    with _readable():
+        image.fp.seek(0)
+        return image.fp.read()
+
+
+def _open_ppm16(image: Image.Image, data: bytes | None) -> DeepImage:
+    """A binary PPM of maxval 65535 (P6), which Pillow narrows to 8 bits: its big-endian samples read as stored."""
+    data = _whole_file(image, data)
+    offset, count = image.tile[0][2], image.width * image.height * 3
+    if len(data) < offset + 2 * count:
+        raise ImageError("not a readable image (image file is truncated)")
+    samples = np.frombuffer(data, ">u2", count, offset).astype(np.uint16).reshape(image.height, image.width, 3)
+    deep = DeepImage(samples, "RGB", format="PPM")
+    deep.info[METADATA], deep.info[DROPPED] = chunks_from_info(image.info, False)
+    image.close()
+    return deep
+
+
+def _tiff16_mode(image: Image.Image) -> str | None:
+    """RGB, RGBA or LA for a TIFF of unsigned 16-bit samples with an unassociated alpha where it has one (Pillow
+    narrows those to 8 bits); None for any other TIFF."""
+    tags = getattr(image, "tag_v2", None)
+    if tags is None:
+        return None
+
+    def values(tag: int, default) -> tuple:
+        found = tags.get(tag, default)
+        return found if isinstance(found, tuple) else (found,)
+
+    samples, photometric, extra = tags.get(277, 1), tags.get(262), values(338, ())
+    if values(258, 1) != (16,) * samples or any(kind != 1 for kind in values(339, 1)):
+        return None
+    return {(3, 2, ()): "RGB", (4, 2, (2,)): "RGBA", (2, 1, (2,)): "LA"}.get((samples, photometric, extra))
+
+
+def _open_tiff16(image: Image.Image, data: bytes | None) -> DeepImage:
+    """A 16-bit colour (or grey + alpha) TIFF, read through imagecodecs' libtiff where it is installed (Pillow keeps 8
+    bits of it)."""
+    mode = _tiff16_mode(image)
+    try:
+        import imagecodecs
+    except ImportError:
+        raise ImageError(f"16-bit {mode} TIFF: vaezip reads one through imagecodecs, which is not installed (pip "
+                         f"install imagecodecs); or convert it to a 16-bit PNG") from None
+    tiff_exif = bool({274, 271, 272, 306, 34665} & set(image.getexif()))
+    data = _whole_file(image, data)
+    try:
+        samples = imagecodecs.tiff_decode(data)
+    except Exception as error:  # noqa: BLE001 - imagecodecs' own error classes: a damaged or unreadable file
+        raise ImageError(f"not a readable image ({str(error).strip() or type(error).__name__})") from None
+    channels = png16.CHANNELS[mode]
+    if samples.shape == (channels, image.height, image.width):  # stored a plane a channel
+        samples = samples.transpose(1, 2, 0)
+    if samples.dtype != np.uint16 or samples.shape != (image.height, image.width, channels):
+        raise ImageError(f"not a readable image (a 16-bit {mode} TIFF read as {samples.dtype} {samples.shape})")
+    deep = DeepImage(np.ascontiguousarray(samples), mode, format="TIFF")
+    deep.info[METADATA], deep.info[DROPPED] = chunks_from_info(image.info, tiff_exif)
+    image.close()
+    return deep
+
+
 @contextmanager
 def _readable():
     """Pillow's failures while opening or decoding, as one-line ImageErrors (nothing else may raise inside)."""
@@ -237,7 +309,7 @@ def refuse_what_would_be_lost(image: Image.Image, data: bytes | None = None) -> 
         advice = ("convert it to a 16-bit PNG (no loss)" if bits <= 16
                   else "convert it to 16 or 8 bits first if that loss is acceptable")
         raise ImageError(f"{bits}-bit {image.format or 'image'} ({bits} bits per channel); vaezip codes 8 bits per "
-                         f"channel (16 in a PNG, a grey TIFF or PGM) and will not drop the low bits: {advice}")
+                         f"channel (16 in most PNG, TIFF and PNM files) and will not drop the low bits: {advice}")
 
 
 def _frame_count(image: Image.Image) -> int:
