@@ -18,6 +18,7 @@ import zlib
 import numpy as np
 
 from codec.classic import PNG_SIGNATURE, png_chunk
+from vaezip.metadata import with_chunks
 
 COLOUR_TYPES = {0: "L", 4: "LA", 2: "RGB", 6: "RGBA"}  # PNG colour type -> mode, for bit depth 16
 CHANNELS = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
@@ -179,8 +180,6 @@ def write(samples: np.ndarray, mode: str, chunks=()) -> bytes:
     """A 16-bit PNG of `samples` ((H, W) or (H, W, C) uint16) in `mode`, non-interlaced, each row with the filter
     whose bytes sum smallest as signed (libpng's heuristic), deflated at level 6; `chunks` (codec.metadata.Chunk)
     each in its place, as vaezip/metadata.py's with_chunks puts them."""
-    from vaezip.metadata import with_chunks
-
     height, width = samples.shape[:2]
     channels = CHANNELS[mode]
     rows = np.ascontiguousarray(samples.reshape(height, width * channels).astype(">u2")).view(np.uint8)
