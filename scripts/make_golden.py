@@ -468,14 +468,18 @@ def metadata_files() -> dict[str, tuple[list[tuple[str, Image.Image]], dict]]:
             "archive-fast.vz": ([("palette.png", palette), ("grey.png", grey), ("colour.png", colour)], options)}
 
 
-def make_metadata_fixtures(force: bool) -> None:
-    folder = GOLDEN / "format17"
+def make_version_fixtures(version: int, files: dict, force: bool) -> None:
+    """tests/data/formatN: each of `files` (metadata_files's, deep_files's) as compress_images codes it, which must
+    be format `version` (17 for metadata, 18 for 16-bit images)."""
+    folder = GOLDEN / f"format{version}"
     folder.mkdir(parents=True, exist_ok=True)
-    for file_name, (images, options) in metadata_files().items():
+    for file_name, (images, options) in files.items():
         result = compress_images(images, **options)
-        assert result.format_version == 17, file_name
+        assert result.format_version == version, file_name
         if write_pinned(folder / file_name, result.data, force):
-            print(f"format17/{file_name}: {len(result.data)} bytes, model {result.model}")
+            depths = [image.depth for image in result.images]
+            print(f"format{version}/{file_name}: {len(result.data)} bytes, model {result.model}"
+                  + (f", depths {depths}" if any(depths) else ""))
 
 
 def deep_files() -> dict[str, tuple[list[tuple[str, object]], dict]]:
@@ -497,8 +501,8 @@ def deep_files() -> dict[str, tuple[list[tuple[str, object]], dict]]:
     grey_alpha = (np.stack([ten, np.full((32, 32), 1023)], axis=-1) * 65535 + 511) // 1023
     palette = rng.integers(0, 65536, (256, 4))  # 256 values a channel, anywhere in 16 bits
     full = palette[rng.integers(0, 256, (32, 32, 4)), np.arange(4)].astype(np.uint16)
-    ten = np.asarray(photo_crop()).astype(np.int64) * 4 + rng.integers(0, 4, (64, 96, 3))
-    balanced = (ten * np.array([65535, 50000, 61000]) + 511) // 1023  # a white balance's gain per channel
+    ten_bit_photo = np.asarray(photo_crop()).astype(np.int64) * 4 + rng.integers(0, 4, (64, 96, 3))
+    balanced = (ten_bit_photo * np.array([65535, 50000, 61000]) + 511) // 1023  # a white balance's gain per channel
     eight = crops[4][..., 1].astype(np.uint16) * 257
     options = {"fast": True, "tile": 8}
     return {"photo-fast.vz": ([("photo.png", shifted)], options),
@@ -507,17 +511,6 @@ def deep_files() -> dict[str, tuple[list[tuple[str, object]], dict]]:
                                  ("rgba.png", DeepImage(full, "RGBA")),
                                  ("balanced.png", DeepImage(balanced.astype(np.uint16), "RGB")),
                                  ("grey.png", DeepImage(eight, "L"))], options)}
-
-
-def make_deep_fixtures(force: bool) -> None:
-    folder = GOLDEN / "format18"
-    folder.mkdir(parents=True, exist_ok=True)
-    for file_name, (images, options) in deep_files().items():
-        result = compress_images(images, **options)
-        assert result.format_version == 18, file_name
-        if write_pinned(folder / file_name, result.data, force):
-            print(f"format18/{file_name}: {len(result.data)} bytes, model {result.model}, depths "
-                  f"{[image.depth for image in result.images]}")
 
 
 def make_mixed_fixtures(force: bool) -> None:
@@ -690,9 +683,9 @@ def main() -> None:
         version = next(v for v in range(11, 17) if getattr(args, f"format{v}"))
         make_deflated_fixtures(version, args.force)
     elif args.format17:
-        make_metadata_fixtures(args.force)
+        make_version_fixtures(17, metadata_files(), args.force)
     elif args.format18:
-        make_deep_fixtures(args.force)
+        make_version_fixtures(18, deep_files(), args.force)
     elif args.mixed:
         make_mixed_fixtures(args.force)
     elif args.binary:

@@ -145,10 +145,11 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
     (vaezip/images.py DeepImage) goes as its two 8-bit parts, in a format-18 file."""
     started = time.perf_counter()
     images, depths = _parts(images)
-    if len(images) > MAX_IMAGES and any(depth for depth, _ in depths):  # more images than inputs
+    deep = any(depth for depth, _ in depths)
+    if len(images) > MAX_IMAGES and deep:  # more images than inputs
         raise ImageError(f"{len(images)} images with the low parts of 16-bit images, more than {MAX_IMAGES} in one "
                          f"archive: compress them into several archives")
-    if any(depth for depth, _ in depths) and format_version not in (None, container.DEPTH_VERSION):
+    if deep and format_version not in (None, container.DEPTH_VERSION):
         name = next(name for (name, _), (depth, _) in zip(images, depths) if depth)
         raise ImageError(f"{name}: a 16-bit image needs format {container.DEPTH_VERSION} (the default), not "
                          f"{format_version}")

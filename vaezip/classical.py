@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from codec import classic
+from codec.depth import LOW
 from codec.errors import CodingError, HeaderError
 from codec.header import MODEL, Header, ImageEntry
 from codec.errors import LimitError
@@ -140,7 +141,7 @@ def with_depth(digest: str, depth: str, levels) -> str:
     """An image's pixel digest as the file's checksum holds it: a 16-bit image's high part's also covers its depth
     and levels (format 18), header data that turn the parts into the image, so that an edited depth is found as an
     edited pixel is; any other image's as it is."""
-    if not depth or depth == "low":
+    if not depth or depth == LOW:
         return digest
     combined = hashlib.sha256(bytes.fromhex(digest) + b"depth:" + depth.encode())
     for values in levels:

@@ -1499,9 +1499,10 @@ def _single_image_file(data: bytes) -> bool:
     """Whether a .vz holds exactly one image, from its header alone (no model); False if the header does not
     parse (the decoder then says why)."""
     from codec.container import read_versioned
+    from codec.depth import LOW
 
     try:
-        return sum(1 for entry in read_versioned(data)[1].images if entry.depth != "low") == 1  # 16-bit: 2 parts
+        return sum(1 for entry in read_versioned(data)[1].images if entry.depth != LOW) == 1  # 16-bit: 2 parts
     except Exception:  # noqa: BLE001 - any damage is the decoder's to report, with its own message
         return False
 
@@ -1690,7 +1691,7 @@ def decompress(
 def info(inputs: list[str] = typer.Argument(..., help=".vz files")):
     """Show what a .vz file holds (without decoding it)."""
     from codec.container import read_versioned
-    from codec.depth import low_bits
+    from codec.depth import LOW, low_bits
     from vaezip.images import SUBPIXELS_PER_PIXEL
 
     def say(line: str) -> None:  # names and the model name come from the header: escaped, no markup
@@ -1727,7 +1728,7 @@ def info(inputs: list[str] = typer.Argument(..., help=".vz files")):
                 how = coding if coding == "model" else f"{coding}, {data_bytes} B"
                 if coding == "model" and data_bytes:
                     how += f" (+ {data_bytes} B of classically coded planes)"
-                if entry.depth == "low":  # a 16-bit image's low bits, after the image
+                if entry.depth == LOW:  # a 16-bit image's low bits, after the image
                     say(f"    its low {_counted(low_bits(previous.depth), 'bit')}: {how}")
                     continue
                 channels = SUBPIXELS_PER_PIXEL.get(entry.mode, 3)

@@ -128,9 +128,8 @@ def open_image(source) -> Image.Image | DeepImage:
     chunks = read_png_chunks(image.fp, low_grey_bits) if image.format == "PNG" and image.fp is not None else None
     with _readable():
         image.load()
-    if chunks is None:  # a TIFF's EXIF fields: its orientation (274), camera (271, 272), date (306), EXIF IFD (34665)
-        tiff_exif = image.format == "TIFF" and bool({274, 271, 272, 306, 34665} & set(image.getexif()))
-        chunks = chunks_from_info(image.info, tiff_exif)
+    if chunks is None:
+        chunks = chunks_from_info(image.info, _tiff_exif(image))
     image.info[METADATA], image.info[DROPPED] = chunks
     if image.width * image.height > MAX_IMAGE_PIXELS:
         raise ImageError(f"image has more than {MAX_IMAGE_PIXELS} pixels (vaezip's limit)")
@@ -143,23 +142,33 @@ def open_image(source) -> Image.Image | DeepImage:
     return image
 
 
+def _tiff_exif(image: Image.Image) -> bool:
+    """Whether a TIFF holds EXIF fields as its own tags: its orientation (274), camera (271, 272), date (306), EXIF
+    IFD (34665), which no PNG chunk keeps (vaezip/metadata.py names them as left out)."""
+    return image.format == "TIFF" and bool({274, 271, 272, 306, 34665} & set(image.getexif()))
+
+
+def _deep(image: Image.Image, samples: np.ndarray, mode: str, chunks: tuple) -> DeepImage:
+    """The DeepImage of `samples` read from the file Pillow opened as `image` (closed here), with its metadata."""
+    deep = DeepImage(np.ascontiguousarray(samples), mode, format=image.format)
+    deep.info[METADATA], deep.info[DROPPED] = chunks
+    image.close()
+    return deep
+
+
 def _open_deep(image: Image.Image, data: bytes | None) -> DeepImage:
     """A 16-bit PNG that Pillow opened (its header read), read whole by vaezip/png16.py."""
     try:
-        if data is None:
-            image.fp.seek(0)
-            data = image.fp.read()
+        data = _whole_file(image, data)
         chunks = read_png_chunks(io.BytesIO(data))
-        samples, mode = png16.read(bytes(data), MAX_IMAGE_PIXELS)
+        samples, mode = png16.read(data, MAX_IMAGE_PIXELS)
     except png16.PngError as error:
         raise ImageError(f"not a readable image ({error})" if "tRNS" not in str(error) else str(error)) from None
     except (OSError, ValueError, AttributeError) as error:
         raise ImageError(f"not a readable image ({str(error).strip() or type(error).__name__})") from None
     finally:
-        image.close()
-    deep = DeepImage(samples, mode, format="PNG")
-    deep.info[METADATA], deep.info[DROPPED] = chunks
-    return deep
+        image.close()  # whatever happened (_deep closes it too: a second close does nothing)
+    return _deep(image, samples, mode, chunks)
 
 
 # Unsigned 16-bit grey as Pillow reads it from a TIFF (I;16) or a PGM of maxval 65535 (I;16B), every value as stored
@@ -168,18 +177,21 @@ _GREY16_RAWMODES = ("I;16", "I;16B", "I;16L", "I;16N")
 
 def _tile_rawmode(image: Image.Image) -> str | None:
     """How Pillow will unpack the file's tiles (before load): their raw mode, where they share one; else None."""
-    found = set()
-    for tile in getattr(image, "tile", None) or ():
-        args = tile[-1]
-        rawmode = args if isinstance(args, str) else args[0] if isinstance(args, tuple) and args else None
-        found.add(rawmode if isinstance(rawmode, str) else None)
+    found = {_rawmode(tile) for tile in getattr(image, "tile", None) or ()}
     return found.pop() if len(found) == 1 else None
+
+
+def _rawmode(tile) -> str | None:
+    """A Pillow tile's raw mode ("RGB;16B", "I;16", "L;4"), None where its arguments name none."""
+    args = tile[-1]
+    rawmode = args if isinstance(args, str) else args[0] if isinstance(args, tuple) and args else None
+    return rawmode if isinstance(rawmode, str) else None
 
 
 def _open_grey16(image: Image.Image) -> DeepImage:
     """A 16-bit grey TIFF or PGM (maxval 65535), whose samples Pillow reads as they are, as a DeepImage. A TIFF whose
     white is 0 (photometric interpretation 0) is turned over, as Pillow turns over an 8-bit one: 0 is then black."""
-    tiff_exif = image.format == "TIFF" and bool({274, 271, 272, 306, 34665} & set(image.getexif()))
+    tiff_exif = _tiff_exif(image)
     white_is_zero = image.format == "TIFF" and getattr(image, "tag_v2", {}).get(262) == 0
     with _readable():
         image.load()
@@ -188,10 +200,7 @@ def _open_grey16(image: Image.Image) -> DeepImage:
         raise ImageError(f"not a readable image (16-bit grey {image.format} read as {samples.dtype} "
                          f"{samples.shape})")
     samples = samples.astype(np.uint16)
-    deep = DeepImage(np.ascontiguousarray(0xFFFF - samples if white_is_zero else samples), "L", format=image.format)
-    deep.info[METADATA], deep.info[DROPPED] = chunks_from_info(image.info, tiff_exif)
-    image.close()
-    return deep
+    return _deep(image, 0xFFFF - samples if white_is_zero else samples, "L", chunks_from_info(image.info, tiff_exif))
 
 
 def _tile_args(image: Image.Image):
@@ -214,10 +223,7 @@ def _open_ppm16(image: Image.Image, data: bytes | None) -> DeepImage:
     if len(data) < offset + 2 * count:
         raise ImageError("not a readable image (image file is truncated)")
     samples = np.frombuffer(data, ">u2", count, offset).astype(np.uint16).reshape(image.height, image.width, 3)
-    deep = DeepImage(samples, "RGB", format="PPM")
-    deep.info[METADATA], deep.info[DROPPED] = chunks_from_info(image.info, False)
-    image.close()
-    return deep
+    return _deep(image, samples, "RGB", chunks_from_info(image.info, False))
 
 
 def _tiff16_mode(image: Image.Image) -> str | None:
@@ -246,7 +252,7 @@ def _open_tiff16(image: Image.Image, data: bytes | None) -> DeepImage:
     except ImportError:
         raise ImageError(f"16-bit {mode} TIFF: vaezip reads one through imagecodecs, which is not installed (pip "
                          f"install imagecodecs); or convert it to a 16-bit PNG") from None
-    tiff_exif = bool({274, 271, 272, 306, 34665} & set(image.getexif()))
+    tiff_exif = _tiff_exif(image)
     data = _whole_file(image, data)
     try:
         samples = imagecodecs.tiff_decode(data)
@@ -257,10 +263,7 @@ def _open_tiff16(image: Image.Image, data: bytes | None) -> DeepImage:
         samples = samples.transpose(1, 2, 0)
     if samples.dtype != np.uint16 or samples.shape != (image.height, image.width, channels):
         raise ImageError(f"not a readable image (a 16-bit {mode} TIFF read as {samples.dtype} {samples.shape})")
-    deep = DeepImage(np.ascontiguousarray(samples), mode, format="TIFF")
-    deep.info[METADATA], deep.info[DROPPED] = chunks_from_info(image.info, tiff_exif)
-    image.close()
-    return deep
+    return _deep(image, samples, mode, chunks_from_info(image.info, tiff_exif))
 
 
 @contextmanager
@@ -323,9 +326,8 @@ def _frame_count(image: Image.Image) -> int:
 def _bits_per_channel(image: Image.Image, data: bytes | None) -> int:
     """The most bits per channel that the file holds (8 where nothing says more)."""
     for tile in getattr(image, "tile", None) or ():  # before load(): how Pillow will unpack the file's bytes
-        codec, args = tile[0], tile[-1]
-        rawmode = args if isinstance(args, str) else args[0] if isinstance(args, tuple) and args else None
-        if isinstance(rawmode, str) and _rawmode_bits(rawmode) > 8:
+        codec, args, rawmode = tile[0], tile[-1], _rawmode(tile)
+        if rawmode is not None and _rawmode_bits(rawmode) > 8:
             return _rawmode_bits(rawmode)
         if codec == "SGI16" or (codec == "sgi_rle" and isinstance(args, tuple) and len(args) > 2 and args[2] == 2):
             return 16
@@ -357,9 +359,8 @@ def _rawmode_bits(rawmode: str) -> int:
 def _grey_bits_below_8(image: Image.Image) -> int:
     """1, 2 or 4 when Pillow will scale this image's grey samples up from that many bits (before load only)."""
     for tile in getattr(image, "tile", None) or ():
-        args = tile[-1]
-        rawmode = args if isinstance(args, str) else args[0] if isinstance(args, tuple) and args else None
-        if isinstance(rawmode, str) and rawmode in ("L;1", "L;2", "L;4"):
+        rawmode = _rawmode(tile)
+        if rawmode in ("L;1", "L;2", "L;4"):
             return int(rawmode[2])
     return 0
 
