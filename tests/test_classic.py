@@ -155,6 +155,28 @@ def test_the_model_runs_only_where_its_estimate_comes_within_the_skip_ratio(mode
         k: v for k, v in candidates[1e9].items() if k != "model"}
 
 
+def test_the_quick_stream_rules_the_model_out_by_the_whole_files_margin():
+    """The model's file is not coded where, each image at the cheaper of its estimate and its classical coding,
+    it would still be larger than the quick stream, with the margin of all the file's tiles: an estimate 3 %
+    above each one-tile image's share of the quick stream is within that image's own margin (7.5 %) but not
+    within a 100-image file's (1.2 %), and an image that goes classical can tip the file back."""
+    from vaezip import archive
+
+    quick, one_tile = [1000.0] * 10, {k: 1 for k in range(10)}
+    far = {k: 4000 for k in range(10)}
+    above = {k: 1030.0 for k in range(10)}
+    assert archive.skip_ratio(1) > 1.03 > archive.skip_ratio(10) > 1.0 + archive.SKIP_MARGIN
+    assert archive.quick_file_wins(above, one_tile, far, quick)
+    assert not archive.quick_file_wins({0: 1030.0}, {0: 1}, {0: 4000}, [1000.0])  # one image: its own margin
+    assert not archive.quick_file_wins({k: 1005.0 for k in range(10)}, one_tile, far, quick)
+    assert not archive.quick_file_wins(above, one_tile, far | {0: 500}, quick)  # image 0 goes classical
+    many = range(100)
+    assert archive.quick_file_wins({k: 1030.0 for k in many}, {k: 1 for k in many}, {k: 4000 for k in many},
+                                   [1000.0] * 100)
+    # images the model cannot code count at their classical coding
+    assert not archive.quick_file_wins(above, one_tile, far | {10: 0}, quick + [1000.0])
+
+
 def smooth_photo(seed: int) -> Image.Image:
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:48, 0:64]
