@@ -177,6 +177,36 @@ def test_the_quick_stream_rules_the_model_out_by_the_whole_files_margin():
     assert not archive.quick_file_wins(above, one_tile, far | {10: 0}, quick + [1000.0])
 
 
+def test_within_reusing_each_coding_of_the_same_samples_is_made_once(monkeypatch):
+    """classic.reusing(): the default compress makes some images' classical codings twice (its screened codings,
+    then the file of the others' predictor stream beside them); within it a coding of the same samples (any array
+    holding them) with the same settings is made once and gives the same bytes, and nothing outlives it."""
+    from codec import classic
+
+    made = []
+    real_webp, real_png = classic._made_webp, classic._made_png
+    monkeypatch.setattr(classic, "_made_webp", lambda samples, quality: made.append(("webp", quality))
+                        or real_webp(samples, quality))
+    monkeypatch.setattr(classic, "_made_png", lambda samples, quick: made.append(("png", quick))
+                        or real_png(samples, quick))
+    samples = np.random.default_rng(3).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    webp, png = classic.encode(samples, "webp"), classic.encode(samples, "png")
+    classic.encode(samples, "webp")
+    assert made == [("webp", 100), ("png", False), ("webp", 100)]  # outside: made each time
+    made.clear()
+    with classic.reusing():
+        assert classic.encode(samples.copy(), "webp") == webp and classic.encode(samples, "png") == png
+        with classic.reusing():  # nested (compress calls in threads of one program): the same store
+            assert classic.encode(samples, "webp") == webp
+        assert classic.encode(samples, "webp") == webp
+        classic.encode(samples, "webp", fast=True)  # other settings
+        classic.encode(samples[::-1], "webp")  # other samples
+        assert made == [("webp", 100), ("png", False), ("webp", 50), ("webp", 100)]
+    assert not classic._reused and classic._reused_bytes == 0
+    classic.encode(samples, "webp")
+    assert made[-1] == ("webp", 100) and len(made) == 5
+
+
 def smooth_photo(seed: int) -> Image.Image:
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:48, 0:64]

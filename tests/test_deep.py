@@ -211,6 +211,30 @@ def test_an_archive_mixes_8_and_16_bit_images_and_each_comes_back_in_its_place()
             assert pixel_checksum(back) == pixel_checksum(original)
 
 
+def test_the_default_compress_makes_a_low_parts_best_webp_once(monkeypatch):
+    """A 16-bit image whose low byte repeats a pattern (which PNG and WebP find, the predictor not): the default
+    compress codes that part classically beside the top byte's predictor stream, making each classical coding of
+    it once (the screened codings' are reused, not made again for that file; codec/classic.py reusing) and no
+    best WebP of the top byte, which no classical coding comes near."""
+    from codec import classic
+
+    made = []
+    real = classic._made_webp
+    monkeypatch.setattr(classic, "_made_webp", lambda samples, quality: made.append(
+        (quality, samples.tobytes())) or real(samples, quality))
+    photograph = Image.open(Path(__file__).resolve().parents[1] / "samples" / "hopper.png").convert("RGB")
+    top = np.asarray(photograph.crop((64, 64, 148, 124))).astype(np.uint16)  # 60 x 84
+    pattern = np.random.default_rng(5).integers(0, 256, (5, 7, 3))
+    samples = (top << 8 | np.tile(pattern, (12, 12, 1))).astype(np.uint16)
+    result = compress_images([("a.png", DeepImage(samples, "RGB"))])
+    assert result.images[0].low_coding in ("png", "webp") and result.images[0].coding == "model", result.images
+    assert len(made) == len(set(made)) and made.count(made[0]) == 1
+    high, low = depth.split(samples, depth.choose(samples)[0])
+    best = [one for quality, one in made if quality == classic.WEBP_QUALITY]
+    assert best == [np.ascontiguousarray(low).tobytes()], len(best)  # the low part's only
+    assert np.array_equal(decompress(result.data).samples, samples)
+
+
 def test_a_sixteen_bit_image_needs_format_18_and_a_file_without_one_is_written_as_before():
     samples = deep("L", 8, 8)
     for version in (17, 16, 3):

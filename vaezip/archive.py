@@ -241,7 +241,8 @@ def _encode_images(split: list[_Image], started: float, model, *, tile, max_batc
     # The quick stream and the classical codings are made in threads of their own (the compiled coder and
     # Pillow's encoders release the GIL) while the model prices a sample of the tiles (the early exit: GATE_EVERY;
     # by numpy for a shipped model, else after torch loads); the pool waits for both whatever happens.
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="vaezip-quick") as worker:
+    # classic.reusing(): the mixed file's classical codings below are mostly made already by the screened ones.
+    with classic.reusing(), ThreadPoolExecutor(max_workers=2, thread_name_prefix="vaezip-quick") as worker:
         quick_later = worker.submit(quick_stream)
         classical_later = worker.submit(_screened_classical_codings, split, quick_later)
         gate = _price_sample(split, model, device)
@@ -632,26 +633,28 @@ def _classical_codings(split: list[_Image], fast: bool) -> dict[int, tuple[Image
             coders.shutdown(wait=False)
 
 
-# The default compress makes the classical codings at their best (WebP at quality 100: 0.5-2.8 s of a core for a
-# Kodak photograph) only where some image's quick ones (--fast's: PNG, WebP at FAST_WEBP_QUALITY) come within
+# The default compress makes an image's classical codings at their best (WebP at quality 100: 0.5-2.8 s of a core
+# for a Kodak photograph) only where its quick ones (--fast's: PNG, WebP at FAST_WEBP_QUALITY) come within
 # CLASSICAL_SCREEN times its share of the quick stream; elsewhere no classical coding can be smaller than that
-# stream, WebP's best being within 3.5 % of its quick one on charts and 0.4 % on Kodak (codec/classic.py). On
-# Kodak 21 of the 24 photographs are spared it. (Where the full path runs after all, an image's classical coding
-# also competes with the model's stream there, which may take the quick WebP a little above its best.)
+# share, WebP's best being within 3.5 % of its quick one on charts and 0.4 % on Kodak (codec/classic.py). On
+# Kodak 21 of the 24 photographs are spared it, and so is a 16-bit photograph's top byte where its low byte, noise,
+# is not (2.3 s of a 6-Mpixel grey one's). (Where the full path runs after all, an image's classical coding also
+# competes with the model's stream there, which may take the quick WebP a little above its best.)
 CLASSICAL_SCREEN = 1.05
 
 
 def _screened_classical_codings(split: list[_Image], quick_later: Future) -> dict[int, tuple[ImageEntry, dict]]:
-    """The default compress's classical codings (_classical_codings): the quick ones, or, where some image's come
-    within CLASSICAL_SCREEN of its share of the quick stream (`quick_later`'s), the smaller of those and WebP's
-    best (never larger than the best ones alone)."""
+    """The default compress's classical codings (_classical_codings): the quick ones, and for each image whose
+    quick ones come within CLASSICAL_SCREEN of its share of the quick stream (`quick_later`'s) the smaller of those
+    and WebP's best (never larger than the best ones alone)."""
     quick_ones = _classical_codings(split, True)
     quick_bits = [report.payload_bits for report in quick_later.result().images]
-    if all(8 * len(quick_ones[k][0].data) > CLASSICAL_SCREEN * bits for k, bits in enumerate(quick_bits)):
-        return quick_ones
     best = {}
     for k, item in enumerate(split):  # PNG has no quicker form: only WebP is made again, at its best
         entry, sizes = quick_ones[k]
+        if 8 * len(entry.data) > CLASSICAL_SCREEN * quick_bits[k]:
+            best[k] = quick_ones[k]
+            continue
         webp, webp_sizes = smallest_entry(item.name, item.planes, item.image, codings=(classic.RAW, classic.WEBP))
         best[k] = (webp if len(webp.data) < len(entry.data) else entry,
                    {coding: min(size, sizes.get(coding, size)) for coding, size in webp_sizes.items()} | {
