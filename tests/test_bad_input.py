@@ -387,3 +387,14 @@ def test_a_failed_file_is_named_once_by_the_path_given(rgb_model, tmp_path):
     line = error_lines(result)[0]
     assert result.returncode == 1
     assert line.startswith("vaezip: error: sub/grey.png: ") and line.count("grey.png") == 1, line
+
+
+def test_names_are_printed_as_they_are_never_as_markup_or_emoji(tmp_path):
+    """rich reads "[red]" as markup and ":x:" as an emoji code: a file name holding them is printed as it is, in
+    the report and in an error."""
+    name = "a:x:[red]b:smile:.png"
+    Image.fromarray(np.full((8, 8), 7, np.uint8), "L").save(tmp_path / name)
+    result = cli("compress", "--fast", "-v", name, "no:x:[bold]such.png", cwd=tmp_path)
+    assert result.returncode == 1
+    assert f"{name}: 8x8 L" in result.stderr and "a:x:[red]b:smile:.vz" in result.stderr, result.stderr
+    assert "vaezip: error: no:x:[bold]such.png: no such file" in result.stderr, result.stderr

@@ -292,3 +292,15 @@ def test_downsampled_photos_are_half_the_size_of_their_originals():
     assert half.names == full.names
     for (h, w, c), (hh, hw, hc) in zip(full.shapes, half.shapes):
         assert (hh, hw, hc) == (h // 2, w // 2, c)
+
+
+def test_an_npz_that_is_not_one_of_images_is_refused_naming_the_file(tmp_path):
+    """numpy's own messages named no file and invited loading it unsafely (allow_pickle); vaezip never does."""
+    (tmp_path / "text.npz").write_text("not a zip")
+    np.savez(tmp_path / "objects.npz", x=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(DataError, match=r"text.npz: not an .npz file \(a zip of numpy arrays\)$"):
+        load(str(tmp_path / "text.npz"))
+    with pytest.raises(DataError, match=r"objects.npz: not a readable .npz of images: it holds Python objects, "
+                       r"which vaezip never loads$") as caught:
+        load(str(tmp_path / "objects.npz"))
+    assert "allow_pickle" not in str(caught.value)

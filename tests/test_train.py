@@ -236,7 +236,8 @@ def test_name_installs_only_a_model_no_worse_than_the_shipped_one(tmp_path, png_
 
     def worse(trained, others, images, **options):
         comparison = real(trained, others, images, **options)
-        rows = tuple(dataclasses.replace(row, achieved_bpsp=row.achieved_bpsp + 1.0) if row.kind == "trained"
+        rows = tuple(dataclasses.replace(row, achieved_bpsp=row.achieved_bpsp + 1.0,
+                                         payload_bpsp=row.payload_bpsp + 1.0) if row.kind == "trained"
                      else row for row in comparison.rows)
         return dataclasses.replace(comparison, rows=rows)
 
@@ -250,6 +251,53 @@ def test_name_installs_only_a_model_no_worse_than_the_shipped_one(tmp_path, png_
                     "--force", *TINY_CLI)
     assert result.exit_code == 0, (result.stdout, result.stderr)
     assert zoo.user_models()["mine"]["figures"]["held-out achieved"] > 0
+
+
+def test_a_model_worse_than_the_shipped_one_is_not_installed_though_the_predictor_codes_both_files(
+        tmp_path, png_folder, monkeypatch):
+    """The end's comparison codes the held-out images with each model's own stream: a model of random weights
+    (two steps from scratch) is worse than the shipped one, and --name refuses it, though `vaezip compress` would
+    give both the model-free predictor's file (a review found such a model installed, "0.10 % smaller")."""
+    monkeypatch.setenv("VAEZIP_MODELS", str(tmp_path / "user-models"))
+    result = invoke(png_folder, "--out", tmp_path / "run", "--steps", "2", "--from-scratch", "--preset", "tiny",
+                    "--name", "mine", *TINY_CLI)
+    assert result.exit_code == 1, (result.stdout, result.stderr, result.exception)
+    assert "WARNING: the trained model codes the held-out images" in result.stderr, result.stderr
+    assert "not installed as 'mine'" in result.stderr and "mine" not in zoo.user_models()
+    assert "vaezip compress with the trained model: " in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize("option", [("--batch-size", "0"), ("--batch-size", "-1"), ("--checkpoint-every", "0"),
+                                    ("--val-every", "0"), ("--seed", "-1")])
+def test_counts_that_cannot_be_are_usage_errors_before_any_work(tmp_path, png_folder, option):
+    """A review found --batch-size 0 and --checkpoint-every 0 failing after the run began, with tracebacks."""
+    result = invoke(png_folder, "--out", tmp_path / "run", "--steps", "2", *option)
+    assert result.exit_code == 2 and option[0] in result.output, result.output
+    assert "Traceback" not in result.output and not (tmp_path / "run").exists()
+
+
+def test_resume_continues_the_run_as_it_was_set_up_or_refuses(tmp_path, png_folder):
+    """--resume on other images (which would also hold out others) or with other settings is refused in one line,
+    naming what differs (a review found both taken silently); the same command line again, its preset named,
+    continues the run, with a warning that the preset has no effect."""
+    run = tmp_path / "run"
+    assert invoke(png_folder, "--out", run, "--steps", "2", "--from-scratch", "--preset", "tiny", *TINY_CLI
+                  ).exit_code == 0
+    other = tmp_path / "other"
+    other.mkdir()
+    for path in sorted(png_folder.iterdir())[:5]:
+        (other / path.name).write_bytes(path.read_bytes())
+    refused = invoke(other, "--out", run, "--steps", "3", "--resume")
+    assert refused.exit_code == 1 and refused.stderr.startswith(f"vaezip: error: --resume continues {run} on "
+                                                                f"{png_folder}, not on {other}"), refused.stderr
+    refused = invoke(png_folder, "--out", run, "--steps", "3", "--resume", "--lr", "0.5", "--crop", "8")
+    assert refused.exit_code == 1 and "not with lr 0.5:" in refused.stderr and "crop" not in refused.stderr, \
+        refused.stderr
+    assert invoke(png_folder, "--out", run, "--steps", "3", "--resume", "--init", "photo2").exit_code == 2
+    assert load_checkpoint(run)["step"] == 2
+    again = invoke(png_folder, "--out", run, "--steps", "3", "--resume", "--preset", "tiny", *TINY_CLI)
+    assert again.exit_code == 0, (again.stdout, again.stderr)
+    assert "vaezip: warning: --resume continues the run in" in again.stderr and load_checkpoint(run)["step"] == 3
 
 
 def test_a_time_planned_run_records_its_schedule(tmp_path, png_folder, tiny_default):

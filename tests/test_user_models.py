@@ -146,6 +146,36 @@ def test_names_that_shadow_shipped_models_or_look_like_paths_are_refused(runs, m
     assert not (models_dir / "manifest.json").exists()
 
 
+def test_a_models_name_wins_over_a_run_folder_of_that_name_in_the_working_directory(runs, models_dir, tmp_path,
+                                                                                    monkeypatch):
+    """`vaezip train FOLDER --out pets --name pets`, then `-m pets` in that directory: the installed model, not the
+    run folder (whose weights a file would record under the name with another sha256, which then decodes nowhere
+    else); `./pets` names the folder. The same for a shipped model's name."""
+    import shutil
+
+    from vaezip.api import load_model
+
+    assert invoke("export", runs["a"], "--name", "pets").exit_code == 0
+    shutil.copytree(runs["b"], tmp_path / "pets")
+    shipped = next(iter(zoo.manifest()["models"]))
+    shutil.copytree(runs["b"], tmp_path / shipped)
+    monkeypatch.chdir(tmp_path)
+    installed, folder = load_model("pets"), load_model("./pets")
+    assert installed.sha256 == zoo.user_models()["pets"]["sha256"] and installed.source != folder.source
+    assert folder.sha256 != installed.sha256 and folder.name == "pets"
+    assert load_model(shipped).sha256 == zoo.manifest()["models"][shipped]["sha256"]
+
+
+def test_export_writes_only_a_safetensors_file(runs, models_dir, tmp_path):
+    """A weights file named otherwise (out.pt, a .png) was written, and `-m` then read it as what its suffix says."""
+    (tmp_path / "photo.png").write_bytes(b"an image")
+    for name in ("out.pt", "photo.png", "weights"):
+        one_error(invoke("export", runs["a"], tmp_path / name, "--name", "mine", "--force"), "must end in "
+                  ".safetensors", code=2)
+    assert (tmp_path / "photo.png").read_bytes() == b"an image" and not (tmp_path / "out.pt").exists()
+    assert invoke("export", runs["a"], tmp_path / "w.safetensors", "--name", "mine").exit_code == 0
+
+
 def test_overwriting_an_installed_model_needs_force(runs, models_dir):
     assert invoke("export", runs["a"], "--name", "mine").exit_code == 0
     first = zoo.user_models()["mine"]

@@ -34,12 +34,14 @@ app = typer.Typer(
     help="vaezip: neural lossless image compression (hierarchical VAE + bits-back ANS).",
     context_settings={"help_option_names": ["-h", "--help"]},  # inherited by every command
 )
-out = Console()
+# No markup and no emoji codes: a file name may hold "[red]" or ":x:", which rich would take for them.
+out = Console(emoji=False, markup=False, highlight=False)
 if not out.is_terminal:
     # A pipe or a log file has no width: rich would wrap tables and long lines at 80 columns (or $COLUMNS),
     # which breaks grep and cut. Tables take only the width their cells need.
     out.width = 10_000
-err = Console(stderr=True, soft_wrap=True)  # one line per message, also in logs and pipes
+# One line per message, also in logs and pipes.
+err = Console(stderr=True, soft_wrap=True, emoji=False, markup=False, highlight=False)
 
 # Set by the app's options on every invocation (CliRunner runs many in one process).
 _options = {"debug": False}
@@ -323,17 +325,17 @@ def train(
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     minutes: Optional[float] = typer.Option(None, help="stop (and checkpoint) after this many minutes; the "
                                             "learning-rate decay and the ETA are planned to end then"),
-    batch_size: Optional[int] = typer.Option(None, help="override the preset's batch size"),
+    batch_size: Optional[int] = typer.Option(None, min=1, help="override the preset's batch size"),
     lr: Optional[float] = typer.Option(None, help="override the learning rate (the preset's; 2e-4 when "
                                        "fine-tuning the shipped model)"),
     crop: Optional[int] = typer.Option(None, help="override the preset's crop size"),
     decay_steps: Optional[int] = typer.Option(None, help="cosine learning-rate decay length (0: none); default: "
                                               "over --steps, or over the time --minutes gives"),
-    seed: Optional[int] = typer.Option(None, help="override the preset's seed"),
-    checkpoint_every: Optional[int] = typer.Option(None, help="steps between checkpoints (there is also one "
+    seed: Optional[int] = typer.Option(None, min=0, help="override the preset's seed"),
+    checkpoint_every: Optional[int] = typer.Option(None, min=1, help="steps between checkpoints (there is also one "
                                                    "every 5 minutes, and on Ctrl-C)"),
-    val_every: Optional[int] = typer.Option(None, help="steps between validations of the bound (there is also "
-                                            "one after the first minute, then every 10 minutes)"),
+    val_every: Optional[int] = typer.Option(None, min=1, help="steps between validations of the bound (there is "
+                                            "also one after the first minute, then every 10 minutes)"),
     kl_warmup: Optional[int] = typer.Option(None, "--kl-warmup", metavar="STEPS",
                                             help="ramp the KL term's weight in the training loss linearly (1/STEPS at "
                                             "the first step) to 1 over the first STEPS steps (default 0: full weight from the "
@@ -439,6 +441,13 @@ def train(
 
         if context_order is not None and context_order not in CONTEXT_OFFSETS:
             raise UsageFailure(f"--context-order must be one of {', '.join(CONTEXT_OFFSETS)}, not {context_order!r}")
+        if resume and init is not None:
+            raise UsageFailure("--resume continues the run's own weights: not with --init (to start a new run from "
+                               "this one: --init RUN --out NEW)")
+        if resume and (preset is not None or from_scratch):
+            # the same command line again with --resume (its preset named) continues the run as it was set up
+            _tell("warning", f"--resume continues the run in {out_dir} with its own model: "
+                             f"{'--preset' if preset is not None else '--from-scratch'} has no effect")
         if context_order not in (None, "rows") and not pixel_context and not resume and init is None:
             raise UsageFailure("--context-order applies to a pixel-context head: give --pixel-context WIDTH too")
         if binary_groups is not None and binary_groups < 0:
@@ -488,7 +497,7 @@ def train(
         if steps is None and minutes is None:
             steps = 10_000
         time_schedule = minutes is not None and decay_steps is None
-        if not time_schedule and decay_steps is None and steps is not None:
+        if not time_schedule and decay_steps is None and steps is not None and not resume:
             overrides["decay_steps"] = steps  # a new run plans its decay over its steps (a resumed one keeps its)
         start = DEFAULT_INIT if fine_tune else init
         timing = Timing(
@@ -570,29 +579,30 @@ def _compare_after_training(run_dir: Path, checkpoint: dict, summary: dict, init
     trained = LoadedModel("trained", model_from_checkpoint(checkpoint), "0" * 64, str(run_dir))
     comparison = compare_on_holdout(trained, others, held_out.images, device=device)
     out.print(f"held-out images, coded for real ({comparison.images} images, centre crops up to "
-              f"{COMPARISON_SIDE}x{COMPARISON_SIDE}; models: one archive each, codecs: one file per image):",
-              highlight=False, markup=False)
+              f"{COMPARISON_SIDE}x{COMPARISON_SIDE}; models: each one's own stream, every tile by the model, one "
+              f"archive each; codecs: one file per image):")
     width = max(len(_comparison_label(row, shipped, run_dir)) for row in comparison.rows)
     for row in comparison.rows:
         bound = "" if row.bound_bpsp != row.bound_bpsp else f"  (bound {row.bound_bpsp:.4f})"
-        out.print(f"  {_comparison_label(row, shipped, run_dir):<{width}}  {row.achieved_bpsp:.4f} bpsp{bound}",
-                  highlight=False, markup=False)
+        out.print(f"  {_comparison_label(row, shipped, run_dir):<{width}}  {row.achieved_bpsp:.4f} bpsp{bound}")
     if comparison.skipped:
-        out.print(f"  not available here: {', '.join(comparison.skipped)} (pip install imagecodecs)",
-                  highlight=False, markup=False)
-    mine, worse = comparison.trained.achieved_bpsp, comparison.worse_than()
+        out.print(f"  not available here: {', '.join(comparison.skipped)} (pip install imagecodecs)")
+    # What compress makes with it: where the model-free predictor codes every tile for less, the model changes
+    # no file, however it compares with the others.
+    spared = "" if comparison.default_uses_model else (
+        " (the model-free predictor codes every tile of them for less: on such images the model changes no file)")
+    out.print(f"vaezip compress with the trained model: {comparison.default_bpsp:.4f} bpsp{spared}")
+    mine, worse = comparison.trained.payload_bpsp, comparison.worse_than()
     for row in (row for row in comparison.rows if row.kind == "model"):
         label = _comparison_label(row, shipped)
         if row in worse:  # the same test that keeps --name from installing it
-            err.print(f"WARNING: the trained model codes the held-out images {mine / row.achieved_bpsp - 1:.2%} "
-                      f"larger than {label}: keep using {row.name}, or train longer",
-                      highlight=False, markup=False, soft_wrap=True)
-        elif mine == row.achieved_bpsp:
-            out.print(f"the trained model codes the held-out images as small as {label}", highlight=False,
-                      markup=False)
+            err.print(f"WARNING: the trained model codes the held-out images {mine / row.payload_bpsp - 1:.2%} "
+                      f"larger than {label}: keep using {row.name}, or train longer")
+        elif mine == row.payload_bpsp:
+            out.print(f"the trained model codes the held-out images as small as {label}")
         else:
-            out.print(f"the trained model codes the held-out images {1 - mine / row.achieved_bpsp:.2%} smaller "
-                      f"than {label}", highlight=False, markup=False)
+            out.print(f"the trained model codes the held-out images {1 - mine / row.payload_bpsp:.2%} smaller "
+                      f"than {label}")
     return comparison, shipped
 
 
@@ -611,6 +621,7 @@ def _comparison_figures(comparison, shipped: str | None) -> dict:
         "held-out images (centre crops)": f"{comparison.images}, up to {comparison.side}x{comparison.side}",
         "held-out achieved": round(comparison.trained.achieved_bpsp, 4),
         "held-out bound": round(comparison.trained.bound_bpsp, 4),
+        "held-out vaezip compress": round(comparison.default_bpsp, 4),
     }
     for row in comparison.rows:
         if row.kind != "trained":
@@ -1834,6 +1845,8 @@ def export(
         from vaezip.checkpoint import export_weights, load_checkpoint
         from vaezip.model.integer import INTEGER_RULES
 
+        if output.suffix != ".safetensors":  # `-m FILE` reads weights by that suffix (a .pt is a checkpoint)
+            raise UsageFailure(f"OUTPUT must end in .safetensors, not {output.name!r}")
         if output.exists() and not force:
             raise Failure(f"{output} already exists (use --force to overwrite)")
         digest = export_weights(load_checkpoint(run), output, name)
@@ -2020,7 +2033,8 @@ def bench(
             if any(not math.isnan(a.bound_bpsp) for a in aggs if a.codec == name):
                 table.add_row(f"  {name} bound", *(text(ds, name, "bound_bpsp") for ds in sets))
         # a pipe or a log file gets the whole table, however many data sets (a terminal wraps it itself)
-        wide = out if out.is_terminal else Console(width=max(out.width, 24 + 19 * len(sets)), file=out.file)
+        wide = out if out.is_terminal else Console(width=max(out.width, 24 + 19 * len(sets)), file=out.file,
+                                                   emoji=False, markup=False, highlight=False)
         wide.print(table)
         out.print(f"wrote {', '.join(str(p) for p in files.values())}", highlight=False, soft_wrap=True)
         failures = sum(1 for r in rows if not r.roundtrip_ok)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -350,6 +351,26 @@ def _load_files(name: str, files: list[tuple[Path, str]], limit: int | None,
 
 
 def _npz_array(path: Path, key: str | None, label: str) -> tuple[np.ndarray, str]:
+    """The images array of an .npz file (a zip of .npy arrays, never pickles: numpy's own message would invite
+    loading the file unsafely) and its key."""
+    try:
+        with open(path, "rb") as file:
+            zipped = file.read(4) == b"PK\x03\x04"
+    except OSError as error:
+        raise DataError(f"{label}: cannot read it ({error.strerror or error})") from None
+    if not zipped:
+        raise DataError(f"{label}: not an .npz file (a zip of numpy arrays)")
+    try:
+        return _npz_key(path, key, label)
+    except DataError:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+        reason = ("it holds Python objects, which vaezip never loads" if "pickle" in str(error)
+                  else str(error) or type(error).__name__)
+        raise DataError(f"{label}: not a readable .npz of images: {reason}") from None
+
+
+def _npz_key(path: Path, key: str | None, label: str) -> tuple[np.ndarray, str]:
     with np.load(path, allow_pickle=False) as z:
         keys = list(z.keys())
         if key is None:

@@ -412,7 +412,8 @@ def _check_mode(image: Image.Image) -> None:
         return
     hint = {"CMYK": "CMYK", "1": "1-bit", "PA": "palette with alpha", "YCbCr": "YCbCr", "LAB": "Lab", "HSV": "HSV"}
     kind = f" ({hint[image.mode]})" if image.mode in hint and hint[image.mode] != image.mode else ""
-    raise ImageError(f"unsupported image mode {image.mode}{kind}; vaezip codes 8-bit L, LA, RGB, RGBA and P")
+    raise ImageError(f"unsupported image mode {image.mode}{kind}; vaezip codes L, LA, RGB, RGBA and P images (8 bits a "
+                     f"channel, or 16 in PNG, TIFF and PNM files)")
 
 
 def image_from_array(array) -> Image.Image | DeepImage:

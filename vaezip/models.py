@@ -40,6 +40,15 @@ class ModelIdentity:
     source: str
 
 
+def _model_name(spec) -> str | None:
+    """`spec` where it names a shipped or user model: a str (not a Path) that one holds. A name wins over a folder
+    or file of that name in the working directory (`./NAME` names those): run with `--out pets --name pets`, the
+    folder would otherwise stand for the installed model and files record its name with another sha256."""
+    if not isinstance(spec, str) or "/" in spec or "\\" in spec or spec.endswith((".pt", ".safetensors")):
+        return None  # a path
+    return spec if zoo.has_model(spec) else None
+
+
 def identify_model(spec: str | Path | LoadedModel | ModelIdentity) -> LoadedModel | ModelIdentity:
     """A shipped model's name: its identity from the manifest (no weights read, no torch); a loaded model as
     it is; anything else loaded (load_model), whose weights files and run folders only torch reads."""
@@ -47,8 +56,8 @@ def identify_model(spec: str | Path | LoadedModel | ModelIdentity) -> LoadedMode
 
     if isinstance(spec, (LoadedModel, ModelIdentity)):
         return spec
-    if not Path(spec).exists() and zoo.is_shipped(str(spec)):
-        name = str(spec)
+    name = _model_name(spec)
+    if name is not None and zoo.is_shipped(name):
         entry = zoo.manifest()["models"][name]
         path, sha256 = zoo.weights_file(name)
         try:
@@ -60,9 +69,15 @@ def identify_model(spec: str | Path | LoadedModel | ModelIdentity) -> LoadedMode
 
 
 def load_model(spec: str | Path) -> LoadedModel:
-    """A run folder, a checkpoint (.pt), a weights file (.safetensors) or a shipped or user model's name."""
+    """A shipped or user model's name, a run folder, a checkpoint (.pt) or a weights file (.safetensors)."""
     from vaezip.checkpoint import CHECKPOINT_NAME, load_checkpoint, load_weights, model_from_checkpoint, sha256_file
 
+    name = _model_name(spec)
+    if name is not None:
+        # The file's sha256 is checked against the manifest that lists it before anything in it is parsed.
+        path, sha256 = zoo.weights_file(name)
+        model, _ = load_weights(path, expected_sha256=sha256)
+        return LoadedModel(name, model, sha256, str(path))
     path = Path(spec)
     if path.is_dir():
         path = path / CHECKPOINT_NAME
@@ -73,13 +88,8 @@ def load_model(spec: str | Path) -> LoadedModel:
         checkpoint = load_checkpoint(path)
         name = path.parent.name if path.name == CHECKPOINT_NAME else path.stem
         return LoadedModel(name, model_from_checkpoint(checkpoint), sha256_file(path), str(path))
-    name = str(spec)
-    if zoo.has_model(name):
-        # The file's sha256 is checked against the manifest that lists it before anything in it is parsed.
-        path, sha256 = zoo.weights_file(name)
-        model, _ = load_weights(path, expected_sha256=sha256)
-        return LoadedModel(name, model, sha256, str(path))
-    raise CheckpointError(f"no model {name!r}: not a run folder, .pt, .safetensors or shipped model name")
+    raise CheckpointError(f"no model {str(spec)!r}: not a shipped or installed model's name, a run folder, .pt or "
+                          f".safetensors")
 
 
 def default_model(mode: str) -> str:

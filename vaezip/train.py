@@ -16,6 +16,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
@@ -345,6 +346,21 @@ def _load_initial(init: str, channels: int):
     return load_model(init)
 
 
+def _resumed_data(run_dir: Path, given: str | None, saved: str) -> str:
+    """The data a resumed run continues on: the run's own. Other data (which would also hold out other images) is
+    refused; a path the run recorded that is not found from here is taken as `given` says, with a warning."""
+    if not given or given == saved:
+        return saved
+    if Path(given).exists() and Path(saved).exists() and Path(given).resolve() == Path(saved).resolve():
+        return given
+    if Path(saved).exists() or not Path(given).exists():
+        raise CheckpointError(f"--resume continues {run_dir} on {saved}, not on {given}: to train it on other "
+                              f"images, start a new run from it (--init {run_dir} --out NEW)")
+    warnings.warn(f"--resume: {run_dir} was trained on {saved}, not found from here; continuing on {given}",
+                  stacklevel=2)
+    return given
+
+
 def resolve_run(
     run_dir: Path,
     data_source: str,
@@ -366,7 +382,16 @@ def resolve_run(
         saved = load_checkpoint(checkpoint_path, map_location="cpu")
         model_config = model_config_from_dict(saved["model_config"])
         train_config = train_config_from_dict(saved["train_config"])
-        data_source = data_source or saved["data_source"]
+        data_source = _resumed_data(run_dir, data_source, saved["data_source"])
+        # A resumed run continues exactly: what it was set up with stays (its held-out images, its schedule).
+        changed = {key: value for key, value in (train_overrides or {}).items() if getattr(train_config, key) != value}
+        if channels is not None and channels != model_config.image_channels:
+            changed["channels"] = channels
+        if changed:
+            was = ", ".join(f"{key} {getattr(train_config, key, model_config.image_channels)}" for key in changed)
+            raise CheckpointError(f"--resume continues {run_dir} as it was set up ({was}), not with "
+                                  f"{', '.join(f'{key} {value}' for key, value in changed.items())}: to change "
+                                  f"them, start a new run from it (--init {run_dir} --out NEW)")
         time_schedule = saved.get("schedule") == "time"
     else:
         if resume:
@@ -920,8 +945,9 @@ def train(
 class ComparisonRow:
     name: str
     kind: str  # "trained", "model" (another model) or "codec" (a classical codec)
-    achieved_bpsp: float  # real bytes of the file(s) per subpixel
+    achieved_bpsp: float  # real bytes of the file(s) per subpixel (a model's: its own stream, every tile by it)
     bound_bpsp: float = math.nan  # the model's negative ELBO (nan for a codec)
+    payload_bpsp: float = math.nan  # a model's: its stream without the header (which names the model)
 
 
 @dataclass(frozen=True)
@@ -931,15 +957,18 @@ class Comparison:
     subpixels: int
     rows: tuple[ComparisonRow, ...]
     skipped: tuple[str, ...] = ()  # codecs not available here
+    default_bpsp: float = math.nan  # `vaezip compress` with the trained model: the smallest of its paths
+    default_uses_model: bool = True  # whether some tile of that file went through the trained model
 
     @property
     def trained(self) -> ComparisonRow:
         return next(row for row in self.rows if row.kind == "trained")
 
     def worse_than(self) -> list[ComparisonRow]:
-        """The other models that code these images in fewer bytes than the trained one."""
-        mine = self.trained.achieved_bpsp
-        return [row for row in self.rows if row.kind == "model" and row.achieved_bpsp < mine]
+        """The other models whose own streams code these images in fewer bits than the trained one's (headers left
+        out: they differ by the model's name only)."""
+        mine = self.trained.payload_bpsp
+        return [row for row in self.rows if row.kind == "model" and row.payload_bpsp < mine]
 
 
 def holdout_sample(images, max_images: int = COMPARISON_IMAGES, side: int = COMPARISON_SIDE) -> list[np.ndarray]:
@@ -995,9 +1024,14 @@ def compare_on_holdout(
     codecs: Sequence[str] = COMPARISON_CODECS,
 ) -> Comparison:
     """`trained` and each of `others` (LoadedModels) code the held-out `images` (centre crops, one archive per
-    model: real files, classical fallbacks included, as `vaezip compress` writes them); each codec of
+    model: real files of the model's own stream, every tile by the model but the first, which no bits-back can
+    code, so that the files compare the models; `vaezip compress` keeps the smaller of that and the model-free
+    predictor's, which on photographs codes every tile whatever the model: a random-weight model's files came out
+    as small as the shipped one's); the trained model's also as `vaezip compress` writes them; each codec of
     `codecs` available here codes each image as its own file. Models with another channel count are left out."""
+    from codec.container import read_versioned
     from vaezip.api import compress_images
+    from vaezip.unpack import needs_no_model
 
     sample = holdout_sample(images, max_images, side)
     if not sample:
@@ -1012,10 +1046,14 @@ def compare_on_holdout(
         if loaded.model.config.image_channels != channels:
             continue
         bound = evaluate(loaded.model.to(target), stacked, batch_size=64, device=target).bound_bpsp
-        result = compress_images(pil, loaded, device=target.type)
-        rows.append(ComparisonRow(loaded.name, kind, result.achieved_bpsp, bound))
+        own = compress_images(pil, loaded, device=target.type, predictor=False, classical=False)
+        payload = sum(report.payload_bits for report in own.images)
+        rows.append(ComparisonRow(loaded.name, kind, own.achieved_bpsp, bound, payload / subpixels))
+    default = compress_images(pil, trained, device=target.type)
     encoders, skipped = _codec_encoders(codecs)
     for name, encode in encoders:
         total = sum(len(encode(image)) for image in sample)
         rows.append(ComparisonRow(name, "codec", 8 * total / subpixels))
-    return Comparison(len(sample), side, subpixels, tuple(rows), tuple(skipped))
+    header = read_versioned(default.data)[1]  # no coder where every image went classically
+    return Comparison(len(sample), side, subpixels, tuple(rows), tuple(skipped), default.achieved_bpsp,
+                      header.coder is not None and not needs_no_model(header))
