@@ -172,7 +172,7 @@ def test_a_truncated_payload_is_one_line_error(good_vz, rgb_model):
 
 def test_wrong_and_missing_model(good_vz, tiny_weights, tmp_path):
     other = fuzz.make_model(tmp_path / "other.safetensors", seed=1, name="other")  # same shape, other weights
-    with pytest.raises(CheckpointError, match="not installed: pass --model"):
+    with pytest.raises(CheckpointError, match="not installed here: pass --model"):
         decompress_images(good_vz, None)
     with pytest.raises(CheckpointError, match="was made with model 'tiny-rgb'"):
         decompress_images(good_vz, load_model(other))
@@ -201,7 +201,8 @@ def test_cli_single_errors(good_vz, rgb_model, tmp_path):
     (tmp_path / "a.vz").write_bytes(good_vz)
     (tmp_path / "other.safetensors").write_bytes(b"")
     fuzz.make_model(tmp_path / "other.safetensors", seed=1, name="other")
-    assert_one_error(cli("decompress", "a.vz", cwd=tmp_path), "model 'tiny-rgb', which is not installed: pass --model")
+    assert_one_error(cli("decompress", "a.vz", cwd=tmp_path), "model 'tiny-rgb' (sha256 ",
+                     "which is not installed here: pass --model")
     assert_one_error(cli("decompress", "a.vz", "-m", "other.safetensors", cwd=tmp_path), "not with 'other'")
     assert_one_error(cli("decompress", "missing.vz", cwd=tmp_path), "missing.vz: no such file")
     assert files_in(tmp_path) == ["a.vz", "other.safetensors"]

@@ -408,7 +408,7 @@ def test_a_file_with_model_tiles_still_needs_its_model():
     data = (GOLDEN / "format6" / "model.vz").read_bytes()
     assert not needs_no_model(read(data)[0])
     result = run_cli("decompress", GOLDEN / "format6" / "model.vz", "-o", "-")
-    assert result.returncode != 0 and b"not installed: pass --model" in result.stderr
+    assert result.returncode != 0 and b"not installed here: pass --model" in result.stderr
 
 
 @pytest.mark.parametrize("name", ["format9/predictor.vz", "format9/reordered.vz", "format10/predictor.vz",

@@ -1042,18 +1042,24 @@ def _header_bytes(data: bytes, version: int) -> int:
 def _model_for(header: Header, model) -> LoadedModel:
     from vaezip import zoo
 
+    named = f"model {header.model_name!r} (sha256 {header.model_sha256}...)"
     if model is None:
-        if not zoo.has_model(header.model_name):
-            raise CheckpointError(
-                f"this file was made with model {header.model_name!r}, which is not installed: pass --model"
-            )
+        # By name, or where that name now holds other weights (installed again) or none, by the weights' sha256:
+        # the same weights under another name code the same.
         model = header.model_name
+        if not zoo.has_model(model) or zoo.weights_file(model)[1][:16] != header.model_sha256:
+            model = zoo.with_sha256(header.model_sha256)
+        if model is None:
+            if zoo.has_model(header.model_name):
+                raise CheckpointError(f"this file was made with {named}; the installed {header.model_name!r} has "
+                                      f"other weights (sha256 {zoo.weights_file(header.model_name)[1][:16]}...), "
+                                      f"installed since: pass --model with the weights it was made with")
+            raise CheckpointError(f"this file was made with {named}, which is not installed here: pass --model "
+                                  f"with its weights, or install them (vaezip export FILE --name NAME)")
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     if loaded.sha256[:16] != header.model_sha256:
-        raise CheckpointError(
-            f"this file was made with model {header.model_name!r} (sha256 {header.model_sha256}...), "
-            f"not with {loaded.name!r} (sha256 {loaded.sha256[:16]}...)"
-        )
+        raise CheckpointError(f"this file was made with {named}, not with {loaded.name!r} (sha256 "
+                              f"{loaded.sha256[:16]}...)")
     return loaded
 
 

@@ -151,6 +151,16 @@ def has_model(name: str) -> bool:
     return is_shipped(name) or name in user_models()
 
 
+def with_sha256(prefix: str) -> str | None:
+    """The name of a shipped or installed model whose weights' sha256 starts with `prefix` (a .vz header's), shipped
+    first; None if none. The same weights under another name (installed again, or renamed) code the same."""
+    shipped = manifest()["models"]
+    for name, entry in [*shipped.items(), *user_models().items()]:
+        if isinstance(entry, dict) and str(entry.get("sha256", "")).startswith(prefix):
+            return name
+    return None
+
+
 def weights_file(name: str) -> tuple[Path, str]:
     """The weights file of the model called `name` and the sha256 that the manifest it is listed in records
     (vaezip/models.py loads it, checking that sha256 before parsing anything)."""
