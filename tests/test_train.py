@@ -267,13 +267,19 @@ def test_a_model_worse_than_the_shipped_one_is_not_installed_though_the_predicto
     assert "vaezip compress with the trained model: " in result.stdout, result.stdout
 
 
-@pytest.mark.parametrize("option", [("--batch-size", "0"), ("--batch-size", "-1"), ("--checkpoint-every", "0"),
-                                    ("--val-every", "0"), ("--seed", "-1")])
-def test_counts_that_cannot_be_are_usage_errors_before_any_work(tmp_path, png_folder, option):
-    """A review found --batch-size 0 and --checkpoint-every 0 failing after the run began, with tracebacks."""
-    result = invoke(png_folder, "--out", tmp_path / "run", "--steps", "2", *option)
+@pytest.mark.parametrize("option", [["--batch-size", "0"], ["--batch-size", "-1"], ["--checkpoint-every", "0"],
+                                    ["--val-every", "0"], ["--seed", "-1"], ["--force"], ["--out", "TAKEN"]])
+def test_options_that_cannot_be_are_usage_errors_before_any_work(tmp_path, png_folder, option):
+    """A review found --batch-size 0 and --checkpoint-every 0 failing after the run began, with tracebacks, an
+    --out that is a file failing with Python's words, and --force without --name ignored."""
+    taken = tmp_path / "taken.png"
+    taken.write_bytes(b"a file")
+    given = [str(taken) if value == "TAKEN" else value for value in option]
+    out = [] if option[0] == "--out" else ["--out", tmp_path / "run"]
+    result = invoke(png_folder, *out, "--steps", "2", *given)
     assert result.exit_code == 2 and option[0] in result.output, result.output
     assert "Traceback" not in result.output and not (tmp_path / "run").exists()
+    assert taken.read_bytes() == b"a file"
 
 
 def test_resume_continues_the_run_as_it_was_set_up_or_refuses(tmp_path, png_folder):

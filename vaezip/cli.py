@@ -195,7 +195,7 @@ class RichTrainReporter:
                 target += " (learning rate decays over that time)"
         self.console.print(
             f"training on {info['device']} (x{info['world']}, {info.get('threads', '?')} CPU thread(s)): "
-            f"{_counted(info['train_images'], 'image')} ({info['val_images']} held out), "
+            f"{_counted(info['train_images'], 'image')} to train on ({info['val_images']} more held out), "
             f"crops {' / '.join(f'{h}x{w}' for h, w in crops)}, {info['channels']} channel(s), "
             f"{info['parameters'] / 1e6:.2f} M parameters, {target}{init}",
             highlight=False, markup=False,
@@ -467,6 +467,10 @@ def train(
                                                            binary_groups=binary_groups,
                                                            global_latents=global_latents).items()
                          if value is not None}
+        if out_dir.exists() and not out_dir.is_dir():
+            raise UsageFailure(f"--out {out_dir}: a file, not a folder for the run")
+        if force and name is None:
+            raise UsageFailure("--force replaces an installed model of --name's: give --name NAME too")
         if name is not None:
             from vaezip import zoo
 
