@@ -304,3 +304,11 @@ def test_an_npz_that_is_not_one_of_images_is_refused_naming_the_file(tmp_path):
                        r"which vaezip never loads$") as caught:
         load(str(tmp_path / "objects.npz"))
     assert "allow_pickle" not in str(caught.value)
+
+
+def test_a_folder_passes_over_hidden_files_and_folders(tmp_path):
+    """As `vaezip compress -r` does: a viewer's .thumbnails folder is not trained on."""
+    for path in ("a.png", "sub/b.png", ".hidden.png", ".thumbnails/c.png", "sub/.cache/d.png"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((8, 8, 3), 9, np.uint8)).save(tmp_path / path)
+    assert list(load(str(tmp_path)).names) == ["a.png", "sub/b.png"]

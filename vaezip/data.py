@@ -317,7 +317,10 @@ def _finish(name: str, imgs: list[np.ndarray], names: list[str], skipped: int,
 
 
 def _list_images(folder: Path) -> list[Path]:
-    files = [p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+    """The image files under `folder`, but hidden ones and those in hidden folders (a viewer's .thumbnails, a .git),
+    as `vaezip compress -r` passes them over."""
+    files = [p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+             and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
     return sorted(files, key=lambda p: p.relative_to(folder).as_posix())
 
 
