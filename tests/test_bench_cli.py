@@ -77,6 +77,11 @@ def test_bench_writes_report_with_vaezip_and_classical_rows(tmp_path, folders, t
         assert arc.roundtrip_ok and arc.index == -1 and math.isfinite(arc.bound_bpsp)
         assert arc.subpixels == sum(r.subpixels for r in vz)
         assert arc.bpsp == pytest.approx(8 * arc.bytes / arc.subpixels)
+    import csv
+
+    with open(out / "summary.csv", newline="") as file:  # an archive's row counts the images it holds
+        counted = {(row["dataset"], row["codec"]): int(row["images"]) for row in csv.DictReader(file)}
+    assert counted[("rgb", "vaezip-archive")] == 3 and counted[("grey", "vaezip-archive")] == 2, counted
     md = (out / "results.md").read_text()
     assert "Rate bounds" in md and "vaezip-archive" in md and "tiny-rgb" in md and "tiny-grey" in md
     assert "vaezip bench" in md and "--codecs" in md  # the exact command
@@ -159,3 +164,64 @@ def test_defaults_are_consistent():
     help_text = " ".join(result.stdout.split())
     for name in DEFAULT_SETS:
         assert name in help_text
+
+
+def test_a_folder_benched_twice_into_itself_measures_its_images_only_and_the_report_is_replaced(tmp_path, folders,
+                                                                                               monkeypatch):
+    """`vaezip bench .` writes bench-results/ inside the folder: a second run measured its charts too; and a report
+    folder kept the last run's charts beside the new tables (a review found both)."""
+    import shutil
+
+    work = tmp_path / "work"
+    shutil.copytree(folders["rgb"], work)
+    monkeypatch.chdir(work)
+    for codecs in ("png,webp", "png,webp", "png"):
+        result = _bench(".", "-c", codecs)
+        assert result.exit_code == 0, result.stderr
+        assert ".: 3 images (all)" in result.stderr, result.stderr
+    rows = read_csv(work / "bench-results" / "results.csv")
+    assert {row.image for row in rows} == {"img0.png", "img1.png", "img2.png"} and {row.codec for row in rows} == {
+        "png"}
+    assert not list((work / "bench-results").glob("scatter_webp.png"))
+    assert not list(work.glob(".bench-results.partial-*"))
+
+
+def test_bench_says_what_reading_changed_and_names_sets_apart(tmp_path, folders):
+    """The loader gives every codec grey or RGB samples: a grey image among colour ones (repeated into RGB) or an
+    RGBA one (its alpha dropped) is named in a warning and the report's notes; two folders of one name are two
+    columns; an archive's row counts its images."""
+    mixed = tmp_path / "a" / "set"
+    mixed.mkdir(parents=True)
+    for name in ("img0.png", "img1.png"):
+        (mixed / name).write_bytes((folders["rgb"] / name).read_bytes())
+    (mixed / "grey.png").write_bytes((folders["grey"] / "img0.png").read_bytes())
+    Image.fromarray(np.full((8, 8, 4), 90, np.uint8)).save(mixed / "alpha.png")
+    other = tmp_path / "b" / "set"
+    other.mkdir(parents=True)
+    (other / "x.png").write_bytes((folders["rgb"] / "img2.png").read_bytes())
+    result = _bench(mixed, other, "-c", "png", "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.stderr
+    assert f"vaezip: warning: {mixed}: grey repeated into RGB: grey.png (1 of 4)" in result.stderr, result.stderr
+    assert f"{mixed}: alpha dropped: alpha.png (1 of 4)" in result.stderr
+    notes = (tmp_path / "out" / "results.md").read_text()
+    assert "grey repeated into RGB: grey.png (1 of 4)" in notes
+    assert {row.dataset for row in read_csv(tmp_path / "out" / "results.csv")} == {str(mixed), str(other)}
+
+
+def test_bench_refuses_an_out_inside_a_file_before_the_run(tmp_path, folders):
+    (tmp_path / "file.png").write_bytes(b"x")
+    result = _bench(folders["rgb"], "-c", "png", "--out", tmp_path / "file.png" / "sub")
+    assert result.exit_code == 1 and result.stderr.startswith("vaezip: error: --out ") and "not a folder" in \
+        result.stderr, result.stderr
+    assert f"{folders['rgb'].name}: 3 images" not in result.stderr  # refused before loading anything
+
+
+def test_eval_says_when_it_converts_the_images_and_refuses_a_batch_of_none(tmp_path, folders, tiny_weights):
+    """A grey folder under a colour model is evaluated as grey repeated into RGB: per subpixel of those (a third of
+    a figure per grey subpixel), so a warning says so; --batch-size 0 was a Python error, -1 "no images"."""
+    result = runner.invoke(app, ["eval", str(tiny_weights[3]), str(folders["grey"])])
+    assert result.exit_code == 0, result.stderr
+    assert "vaezip: warning: grey: grey repeated into RGB" in result.stderr, result.stderr
+    for size in ("0", "-1"):
+        refused = runner.invoke(app, ["eval", str(tiny_weights[3]), str(folders["rgb"]), "--batch-size", size])
+        assert refused.exit_code == 2 and "--batch-size" in refused.output, refused.output

@@ -97,7 +97,7 @@ def test_16bit_rejected(tmp_path):
     with pytest.raises(DataError, match="no readable images"), pytest.warns(UserWarning, match=r"g16.png \(not 8"):
         load(tmp_path / "sub")
     Image.fromarray(np.full((4, 4), 9, np.uint8)).save(tmp_path / "sub" / "g8.png")
-    with pytest.warns(UserWarning, match=r"skipped 1 image file\(s\) it cannot train on: g16.png \(not 8-bit\)"):
+    with pytest.warns(UserWarning, match=r"skipped 1 image file\(s\) it cannot use: g16.png \(not 8-bit\)"):
         kept = load(tmp_path / "sub")
     assert kept.names == ("g8.png",) and kept.skipped == 1
 

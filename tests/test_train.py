@@ -224,7 +224,7 @@ def test_files_it_cannot_train_on_are_named_in_a_one_line_warning(tmp_path, png_
                      "tiny", *TINY_CLI)
     assert result.returncode == 0, result.stderr.decode()
     lines = result.stderr.decode().splitlines()
-    assert lines[0] == ("vaezip: warning: photos: skipped 2 image file(s) it cannot train on: deep.png (not 8-bit), "
+    assert lines[0] == ("vaezip: warning: photos: skipped 2 image file(s) it cannot use: deep.png (not 8-bit), "
                         "text.png (unreadable)"), lines
     assert "Warning" not in result.stderr.decode() and "training on cpu" in result.stdout.decode()
 

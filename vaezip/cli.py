@@ -638,8 +638,8 @@ def _comparison_figures(comparison, shipped: str | None) -> dict:
 def eval_command(
     model: str = typer.Argument(..., help="a run folder, a checkpoint .pt, a .safetensors file or a model name"),
     data: str = typer.Argument(..., help="a folder of images, an .npz file, or a data set name"),
-    limit: Optional[int] = typer.Option(None, help="only the first N images"),
-    batch_size: int = typer.Option(64),
+    limit: Optional[int] = typer.Option(None, min=1, help="only the first N images"),
+    batch_size: int = typer.Option(64, min=1),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     tile: Optional[int] = typer.Option(None, help="cut images into tiles as `vaezip compress --tile` does (the "
                                        "bound a file pays); default: whole images"),
@@ -659,7 +659,14 @@ def eval_command(
         if samples not in (1, *IMPORTANCE_SAMPLES):
             raise UsageFailure(f"--samples must be 1, {', '.join(map(str, IMPORTANCE_SAMPLES))}, not {samples}")
         loaded = load_model(model)
-        images = datasets.load(data, limit=limit, channels=loaded.model.config.image_channels)
+        channels = loaded.model.config.image_channels
+        images = datasets.load(data, limit=limit, channels=channels)
+        native = datasets.load(data, limit=1).channels  # (a folder's images are read again: one is enough)
+        into = "grey repeated into RGB" if channels == 3 else "colour converted to grey"
+        converted = list(images.changed) or ([into] if native != channels else [])
+        for change in converted:  # the bound is per subpixel of the images as converted: say so
+            _tell("warning", f"{images.name}: {change}: the bound is per subpixel of the images as read "
+                             f"({loaded.name} codes {'colour' if channels == 3 else 'grey'} images)")
         target = resolve_device(device)
         if tile is not None:
             from codec.tiling import tile_boxes
@@ -1737,10 +1744,12 @@ def info(inputs: list[str] = typer.Argument(..., help=".vz files")):
                     + "".join(f", {k} {v}" for k, v in sorted(coder.extra.items()))
                 )
             say(f"{path}: {len(data)} bytes, payload {4 * len(words)} B; {described}; {coding}")
+            # The model's stream, where no tile of it went through the model, is the predictor's (as compress says)
+            stream = "predictor (no model tile)" if coder is not None and needs_no_model(header) else "model"
             subpixels = 0
             for entry in header.images:
                 coding, data_bytes = entry.coding, len(entry.data)  # formats 1 and 2: always the model
-                how = coding if coding == "model" else f"{coding}, {data_bytes} B"
+                how = stream if coding == "model" else f"{coding}, {data_bytes} B"
                 if coding == "model" and data_bytes:
                     how += f" (+ {data_bytes} B of classically coded planes)"
                 if entry.depth == LOW:  # a 16-bit image's low bits, after the image
@@ -1964,7 +1973,13 @@ def bench(
         _check_device(device)
         if out_dir.exists() and not out_dir.is_dir():  # known before the run, not after its minutes
             raise Failure(f"{out_dir}: not a folder (bench writes results.csv, results.md and charts into a folder)")
-        plan = prepare(datasets or (), models=model or (), limit=limit, codecs=codecs, tile=tile, device=device)
+        there = out_dir.absolute()
+        while not there.exists():
+            there = there.parent
+        if not there.is_dir() or not os.access(there, os.W_OK):
+            raise Failure(f"--out {out_dir}: {there} is {'not a folder' if not there.is_dir() else 'not writable'}")
+        plan = prepare(datasets or (), models=model or (), limit=limit, codecs=codecs, tile=tile, device=device,
+                       exclude=out_dir)
         command = shlex.join(["vaezip", *sys.argv[1:]]) if sys.argv[1:2] == ["bench"] else None
         if command is None:  # called in-process (tests): rebuild it from the arguments
             args = [*(datasets or ())]
@@ -1980,11 +1995,12 @@ def bench(
         if not have_matplotlib():
             err.print("matplotlib is not installed: no charts (pip install -e '.[bench]')", highlight=False)
         for s in plan.sets:
-            err.print(
-                f"{s.name}: {len(s.images)} images ({'all' if s.limit is None else f'limit {s.limit}'}), "
-                f"codecs {', '.join(c.name for c in s.codecs)}{', vaezip-archive' if s.archive else ''}",
-                highlight=False, soft_wrap=True,
-            )
+            listed = [c.name for c in s.codecs] + (["vaezip-archive"] if s.archive else [])
+            err.print(f"{s.name}: {len(s.images)} images ({'all' if s.limit is None else f'limit {s.limit}'}), "
+                      f"codecs {', '.join(listed)}")
+            for change in s.images.changed:  # bench measures grey or RGB samples: what reading changed is said
+                _tell("warning", f"{s.name}: {change}; every codec measures the images as read (compress keeps "
+                                 f"them whole)")
         group: list = []
 
         def flush():

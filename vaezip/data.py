@@ -48,7 +48,7 @@ __all__ = [
     "iter_batches",
 ]
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm", ".pnm")
 
 
 class DataError(ValueError):
@@ -67,13 +67,17 @@ class ImageSet:
     ``images`` is a stacked ``(N, H, W, C)`` array when all images share a shape, else a list
     of ``(H, W, C)`` arrays.  ``names`` (optional) gives one identifier per image (file path
     relative to the source folder, or the row index); ``skipped`` counts the files passed over
-    (unreadable, or not 8-bit).
+    (unreadable, or not 8-bit); ``changed`` says what reading changed of the images (alpha dropped, a palette
+    expanded, grey repeated into RGB beside colour images).
     """
 
     name: str
     images: np.ndarray | list[np.ndarray]
     names: tuple[str, ...] = field(default=(), repr=False)
     skipped: int = 0
+    # What reading changed of the files' images, one line a kind: e.g. "alpha dropped: a.png, b.png (2 of 9)"
+    # (training and bench take grey or RGB samples; compress keeps them all)
+    changed: tuple[str, ...] = field(default=(), repr=False)
 
     def __post_init__(self) -> None:
         imgs = self.images
@@ -144,7 +148,7 @@ class ImageSet:
         else:
             imgs = _maybe_stack([self.images[i] for i in idx])
         names = tuple(self.names[i] for i in idx) if self.names else ()
-        return ImageSet(name or self.name, imgs, names, self.skipped)
+        return ImageSet(name or self.name, imgs, names, self.skipped, self.changed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -231,8 +235,9 @@ class _NotCodable(DataError):
         self.reason = reason
 
 
-def _pil_to_array(im, path: str) -> np.ndarray:
-    """Pillow image -> HWC uint8 with C in {1, 3} (alpha dropped). Rejects >8-bit data."""
+def _pil_to_array(im, path: str, changes: list[str] | None = None) -> np.ndarray:
+    """Pillow image -> HWC uint8 with C in {1, 3} (alpha dropped: `changes` gets what was changed). Rejects
+    >8-bit data and several frames."""
     from PIL import Image  # noqa: F401  (Pillow imported lazily)
 
     raw = ""
@@ -242,9 +247,16 @@ def _pil_to_array(im, path: str) -> np.ndarray:
         if raw:
             break
     if im.mode in _HIGH_DEPTH_MODES or (raw and _RAW16.search(raw)):
-        raise _NotCodable(f"{path}: {im.mode} image with raw mode {raw or im.mode!r} is not 8-bit; "
-                          "vaezip codes 8-bit images only", "not 8-bit")
+        raise _NotCodable(f"{path}: {im.mode} image with raw mode {raw or im.mode!r} is not 8-bit; training "
+                          "and bench read 8-bit images (compress keeps 16 bits)", "not 8-bit")
+    if getattr(im, "n_frames", 1) > 1:
+        raise _NotCodable(f"{path}: {im.n_frames} frames; training and bench read single images", "several frames")
     mode = im.mode
+    what = {"LA": "alpha dropped", "RGBA": "alpha dropped", "RGBa": "alpha dropped", "P": "palette expanded to RGB",
+            "PA": "palette expanded to RGB, alpha dropped", "CMYK": "converted to RGB", "YCbCr": "converted to RGB",
+            "LAB": "converted to RGB", "HSV": "converted to RGB"}.get(mode)
+    if what is not None and changes is not None:
+        changes.append(what)
     if mode in ("L", "1"):
         im = im.convert("L")
     elif mode == "LA":
@@ -301,14 +313,24 @@ def box_downsample(image: np.ndarray, factor: int) -> np.ndarray:
 
 
 def _finish(name: str, imgs: list[np.ndarray], names: list[str], skipped: int,
-            channels: int | None) -> ImageSet:
+            channels: int | None, changes: Sequence[tuple[str, str]] = ()) -> ImageSet:
+    """The set of `imgs` in one channel count; `changes`: (what, label) of what reading changed."""
     if not imgs:
         raise DataError(f"{name}: no readable images"
                         + (f" ({skipped} unreadable or not 8-bit files skipped)" if skipped else ""))
     if channels is None:
         channels = 3 if any(im.shape[-1] == 3 for im in imgs) else 1
+    changes = list(changes)
+    if names:
+        changes += [("grey repeated into RGB" if channels == 3 else "colour converted to grey", label)
+                    for im, label in zip(imgs, names) if im.shape[-1] != channels]
     imgs = [_to_channels(im, channels) for im in imgs]
-    return ImageSet(name, _maybe_stack(imgs), tuple(names), skipped)
+    grouped: dict[str, list[str]] = {}
+    for what, label in changes:
+        grouped.setdefault(what, []).append(label)
+    changed = tuple(f"{what}: {', '.join(labels[:3])}{', ...' if len(labels) > 3 else ''} ({len(labels)} of "
+                    f"{len(imgs)})" for what, labels in grouped.items())
+    return ImageSet(name, _maybe_stack(imgs), tuple(names), skipped, changed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -324,17 +346,31 @@ def _list_images(folder: Path) -> list[Path]:
     return sorted(files, key=lambda p: p.relative_to(folder).as_posix())
 
 
+def _reported(file: Path, folder: Path, report: str | os.PathLike | None) -> bool:
+    """Whether `file` (in `folder`) belongs to the report folder `report`: under it, or where the report is
+    `folder` itself, one of its charts."""
+    if report is None:
+        return False
+    report = Path(report).resolve()
+    if report == folder.resolve():
+        charts = re.fullmatch(r"bpsp_bars\.png|scatter_.*\.png", file.name) is not None
+        return charts and file.parent.resolve() == report
+    return file.resolve().is_relative_to(report)
+
+
 def _load_files(name: str, files: list[tuple[Path, str]], limit: int | None,
                 channels: int | None, *, skip_unreadable: bool) -> ImageSet:
     from PIL import Image, UnidentifiedImageError
 
-    imgs, names, passed_over = [], [], []
+    imgs, names, passed_over, changes = [], [], [], []
     for path, label in files:
         if limit is not None and len(imgs) >= limit:
             break
         try:
             with Image.open(path) as im:
-                a = _pil_to_array(im, str(path))
+                changed: list[str] = []
+                a = _pil_to_array(im, str(path), changed)
+                changes += [(what, label) for what in changed]
         except _NotCodable as error:  # in a folder of one's own images, one such file stops nothing
             if not skip_unreadable:
                 raise
@@ -349,8 +385,8 @@ def _load_files(name: str, files: list[tuple[Path, str]], limit: int | None,
         names.append(label)
     if passed_over:
         listed = ", ".join(passed_over[:3]) + (", ..." if len(passed_over) > 3 else "")
-        warnings.warn(f"{name}: skipped {len(passed_over)} image file(s) it cannot train on: {listed}", stacklevel=3)
-    return _finish(name, imgs, names, len(passed_over), channels)
+        warnings.warn(f"{name}: skipped {len(passed_over)} image file(s) it cannot use: {listed}", stacklevel=3)
+    return _finish(name, imgs, names, len(passed_over), channels, changes)
 
 
 def _npz_array(path: Path, key: str | None, label: str) -> tuple[np.ndarray, str]:
@@ -462,12 +498,14 @@ def _load_name(name: str, limit: int | None, channels: int | None) -> ImageSet:
 
 
 def load(source: str | os.PathLike, *, limit: int | None = None,
-         channels: int | None = None) -> ImageSet:
+         channels: int | None = None, exclude: str | os.PathLike | None = None) -> ImageSet:
     """Load images from a data set name, a folder, an image file or an .npz (see module doc).
 
     ``limit`` keeps the first ``limit`` images (in sorted / row order).  ``channels`` (1 or 3)
     forces the channel count: grey -> RGB by repetition, RGB -> grey as Pillow's
-    ``convert("L")``.  Without it, a set with any RGB image is RGB, otherwise grey.
+    ``convert("L")``.  Without it, a set with any RGB image is RGB, otherwise grey. ``exclude``: a report
+    folder (`vaezip bench -o`) whose files a folder's set leaves out (its charts only, where it is the folder
+    itself).
     """
     if channels not in (None, 1, 3):
         raise DataError(f"channels must be 1, 3 or None, got {channels!r}")
@@ -483,7 +521,7 @@ def load(source: str | os.PathLike, *, limit: int | None = None,
         src, key = m.group(1), m.group(2)
     path = Path(src).expanduser()
     if path.is_dir():
-        files = [(f, f.relative_to(path).as_posix()) for f in _list_images(path)]
+        files = [(f, f.relative_to(path).as_posix()) for f in _list_images(path) if not _reported(f, path, exclude)]
         if not files:
             raise DataError(f"{path}: no image files ({' '.join(IMAGE_EXTENSIONS)}) found")
         return _load_files(path.name or str(path), files, limit, channels, skip_unreadable=True)

@@ -360,6 +360,14 @@ def run(images, codecs: Sequence[Codec], *, dataset: str | None = None, verify: 
     return rows
 
 
+def _images_in(row: Row) -> int:
+    """The images a row measured: one, or an archive's (index -1, labelled "N images in one archive")."""
+    if row.index >= 0:
+        return 1
+    count = row.image.split(" ", 1)[0]
+    return int(count) if count.isdigit() else 1
+
+
 def aggregate(rows: Iterable[Row]) -> list[Aggregate]:
     """Per (dataset, codec) totals, in first-seen order.  Failed rows are excluded from rates."""
     groups: dict[tuple[str, str], list[Row]] = {}
@@ -375,7 +383,7 @@ def aggregate(rows: Iterable[Row]) -> list[Aggregate]:
         bounds = [(r.bound_bpsp, r.subpixels) for r in good if not math.isnan(r.bound_bpsp)]
         bound = (sum(b * s for b, s in bounds) / sum(s for _, s in bounds)) if bounds else math.nan
         out.append(Aggregate(
-            dataset=ds, codec=cname, images=len(rs), subpixels=sub, bytes=nb,
+            dataset=ds, codec=cname, images=sum(_images_in(r) for r in rs), subpixels=sub, bytes=nb,
             bpsp=(8.0 * nb / sub) if sub else math.nan,
             mean_image_bpsp=float(np.mean([r.bpsp for r in good])) if good else math.nan,
             encode_MBps=(sub / enc / 1e6) if enc > 0 else math.nan,

@@ -10,6 +10,8 @@ import datetime as _dt
 import math
 import os
 import platform
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -321,10 +323,32 @@ def write_report(rows: Sequence[Row], out_dir: str | os.PathLike, *, codecs: Seq
     the classical codecs in ``codecs`` other than ``scatter_codec`` (every other codec in
     ``rows`` when ``codecs`` is empty).
     """
-    from .classical import ClassicalCodec
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # Written beside it first, then moved in over the last report's files (its charts among them, which would
+    # contradict the new tables): an error or Ctrl-C midway leaves the last report as it was.
+    partial = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        written = _write_report(rows, partial, codecs=codecs, command=command, scatter_codec=scatter_codec,
+                                reference=reference, title=title, notes=notes)
+        for stale in [*REPORT_FILES, *(path.name for path in out.glob("scatter_*.png"))]:
+            (out / stale).unlink(missing_ok=True)
+        for name in written:
+            os.replace(partial / name, out / name)
+        return {name: out / name for name in written}
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+# What a report folder holds (and scatter_<codec>.png): write_report replaces them all.
+REPORT_FILES = ("results.csv", "summary.csv", "results.md", "bpsp_bars.png")
+
+
+def _write_report(rows: Sequence[Row], out: Path, *, codecs: Sequence, command: str | None,
+                  scatter_codec: str | None, reference: Sequence[str] | None, title: str,
+                  notes: Sequence[str]) -> dict[str, Path]:
+    from .classical import ClassicalCodec
+
     aggs = aggregate(rows)
     files = {
         "results.csv": write_csv(rows, out / "results.csv"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -142,11 +143,13 @@ def _model_for(channels: int, models: dict[int, object]):
 
 def prepare(sources: Sequence[str] = (), *, models: Sequence[str] = (), limit: int | None = None,
             codecs: Sequence[str] | None = None, tile: int | None = None, device: str = "auto",
-            limits: dict[str, int] | None = None) -> Plan:
+            limits: dict[str, int] | None = None, exclude: str | os.PathLike | None = None) -> Plan:
     """Load the data sets (default :data:`DEFAULT_SETS`; each capped at ``limit``, else its entry in
     ``limits`` (default :data:`DEFAULT_LIMITS`)), load a model per image mode (``models``: names, run
     folders or weights files, at most one grey and one colour; missing modes use the shipped default),
-    and build the codecs (``codecs``: names, default every classical codec + vaezip + vaezip-archive)."""
+    and build the codecs (``codecs``: names, default every classical codec + vaezip + vaezip-archive).
+    ``exclude``: a folder whose images no data set takes (the report's own: `bench .` run twice would measure
+    its charts)."""
     from vaezip.data import load
 
     names = parse_codecs(codecs)
@@ -163,10 +166,15 @@ def prepare(sources: Sequence[str] = (), *, models: Sequence[str] = (), limit: i
         if not torch.cuda.is_available():
             raise ValueError("--device cuda was asked for, but torch sees no CUDA device")
     loaded = _load_models(models) if learned else {}
+    given = dict(loaded)
     plans: list[SetPlan] = []
     for src in (list(sources) or list(DEFAULT_SETS)):
         n = limit if limit is not None else limits.get(os.fspath(src))
-        iset = load(src, limit=n)
+        iset = load(src, limit=n, exclude=exclude)
+        if any(plan.name == iset.name for plan in plans) or any(Path(other).name == iset.name and other != src
+                                                               for other in sources):
+            # two folders of one name (a/set, b/set): each its own column, named as given
+            iset = iset.subset(range(len(iset)), name=os.fspath(src))
         cs: list = list(classical)
         archive = None
         if learned:
@@ -180,6 +188,10 @@ def prepare(sources: Sequence[str] = (), *, models: Sequence[str] = (), limit: i
             if ARCHIVE_NAME in learned and (len(iset) > 1 or "vaezip" not in learned):
                 archive = codec  # (an archive of one image is the per-image file: not coded twice)
         plans.append(SetPlan(iset, os.fspath(src), n, cs, archive))
+    for channels, model in given.items():
+        if all(s.images.channels != channels for s in plans):
+            warnings.warn(f"--model {model.name} codes {'grey' if channels == 1 else 'colour'} images, and no data "
+                          f"set here has them: the shipped default codes these", stacklevel=2)
     return Plan(plans, names, loaded, device, skipped=skipped)
 
 
@@ -205,6 +217,8 @@ def _notes(plan: Plan) -> list[str]:
         shape = "x".join(map(str, next(iter(shapes)))) if len(shapes) == 1 else "mixed sizes"
         notes.append(f"data set {s.name} ({s.source}): {len(s.images)} images ({lim}; HxWxC {shape}, "
                      f"{s.images.subpixels} subpixels)")
+        notes += [f"data set {s.name}, as read (every codec measured these samples): {change}"
+                  for change in s.images.changed]
     for ch, m in sorted(plan.models.items()):
         notes.append(f"vaezip model for {'grey' if ch == 1 else 'colour'} images: {m.name} "
                      f"({_shown(m.source)}, sha256 {m.sha256[:16]})")
