@@ -1886,11 +1886,12 @@ def models(
             entry = zoo.remove(remove)
             out.print(f"removed user model {remove!r} ({entry.get('file', '?')})", highlight=False, markup=False)
             return
+        broken = False
         try:
             rows = zoo.listing()
         except ValueError as error:  # a damaged user manifest: still show the shipped models, and say why
             _tell("warning", str(error))
-            rows = [row for row in _shipped_rows(zoo)]
+            rows, broken = list(_shipped_rows(zoo)), True
         folder = zoo.user_models_dir()
         columns = ("name", "kind", "channels", "default for", "trained on", "figures")
         table = Table(title=f"models: shipped (pretrained/) and user ({folder})")
@@ -1916,9 +1917,11 @@ def models(
             out.print(table)
         else:
             typer.echo("\n".join(lines))  # rich would expand the tabs
-        if not any(row["kind"] == "user" for row in rows):
-            (out if out.is_terminal else err).print(f"no user models in {folder} (set {zoo.USER_MODELS_ENV} for another folder; "
-                      f"vaezip export RUN --name NAME installs one)", highlight=False, markup=False, soft_wrap=True)
+        if folder.exists() and not folder.is_dir():
+            _tell("warning", f"{folder} ({zoo.USER_MODELS_ENV} or the XDG default) is not a folder: no user models")
+        elif not any(row["kind"] == "user" for row in rows) and not broken:
+            (out if out.is_terminal else err).print(f"no user models in {folder} (set {zoo.USER_MODELS_ENV} for "
+                                                    f"another folder; vaezip export RUN --name NAME installs one)")
 
 
 def _shipped_rows(zoo) -> list[dict]:
@@ -1964,11 +1967,15 @@ def bench(
     import math
     import shlex
 
-    from vaezip.bench.suite import execute, prepare, report
+    from vaezip.bench.suite import execute, parse_codecs, prepare, report
 
     with user_errors():
         if limit is not None and limit < 1:
             raise UsageFailure(f"--limit must be at least 1, not {limit}")
+        try:
+            parse_codecs(codecs)
+        except ValueError as error:  # a usage error, as every option's (exit 2)
+            raise UsageFailure(str(error)) from None
         _check_tile(tile)
         _check_device(device)
         if out_dir.exists() and not out_dir.is_dir():  # known before the run, not after its minutes

@@ -136,6 +136,8 @@ def evaluate(
             else:
                 cut = ((batch, None) for batch in batches_of(images, batch_size, crop))
             for batch, mask in cut:
+                # a batch may be a read-only view (odd-sized images): torch warns on those, and only reads them
+                batch = batch if batch.flags.writeable else batch.copy()
                 yield torch.from_numpy(batch).to(device), None if mask is None else torch.from_numpy(mask).to(device)
 
         for pixels, real in batches():
