@@ -165,7 +165,7 @@ def _once(settings: tuple, samples: np.ndarray, make):
     if not _reusers:
         return make()
     digest = hashlib.blake2b(np.ascontiguousarray(samples).data, digest_size=16).digest()
-    key = (*settings, samples.shape, digest)
+    key = (*settings, samples.dtype.str, samples.shape, digest)
     with _reused_lock:
         if key in _reused:
             return _reused[key]

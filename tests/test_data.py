@@ -312,3 +312,16 @@ def test_a_folder_passes_over_hidden_files_and_folders(tmp_path):
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.full((8, 8, 3), 9, np.uint8)).save(tmp_path / path)
     assert list(load(str(tmp_path)).names) == ["a.png", "sub/b.png"]
+
+
+def test_a_report_folder_leaves_out_its_own_files_only(tmp_path):
+    """bench's report folder (load's exclude): inside the data folder, all it holds; the data folder itself or a
+    folder above it, only the charts it holds itself (a review found `-o ..` leaving out every image)."""
+    for path in ("a.png", "bpsp_bars.png", "sub/scatter_png.png", "report/b.png"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((8, 8, 3), 9, np.uint8)).save(tmp_path / path)
+    every = ["a.png", "bpsp_bars.png", "report/b.png", "sub/scatter_png.png"]
+    assert list(load(str(tmp_path), exclude=tmp_path / "report").names) == every[:2] + every[3:]
+    assert list(load(str(tmp_path), exclude=tmp_path).names) == ["a.png", "report/b.png", "sub/scatter_png.png"]
+    assert list(load(str(tmp_path / "sub"), exclude=tmp_path).names) == ["scatter_png.png"]
+    assert list(load(str(tmp_path), exclude=tmp_path.parent).names) == every

@@ -362,3 +362,31 @@ def test_cpu_training_steps_run_in_bfloat16_where_onednn_has_amx(tmp_path, tiny_
         handle.remove()
     assert result["step"] == 3 and dtypes
     assert dtypes == ({torch.bfloat16} if limit is None and devices.amx_available() else {torch.float32})
+
+
+def test_resume_refuses_a_folder_whose_images_changed_in_number(tmp_path, png_folder):
+    """The held-out images are drawn from the folder's count: a resumed run on a folder that gained images would
+    train on some it held out (the checkpoint records the count)."""
+    run = tmp_path / "run"
+    assert invoke(png_folder, "--out", run, "--steps", "1", "--from-scratch", "--preset", "tiny", *TINY_CLI
+                  ).exit_code == 0
+    assert load_checkpoint(run)["data_images"] == 30
+    Image.fromarray(np.full((16, 16, 3), 7, np.uint8)).save(png_folder / "new.png")
+    refused = invoke(png_folder, "--out", run, "--steps", "2", "--resume")
+    assert refused.exit_code == 1 and "holds 31 images now, 30 when" in refused.stderr, refused.stderr
+    (png_folder / "new.png").unlink()
+    resumed = invoke(png_folder, "--out", run, "--steps", "2", "--resume", "--checkpoint-every", "5")
+    assert resumed.exit_code == 0, resumed.stderr
+    assert load_checkpoint(run)["train_config"]["checkpoint_every"] == 5  # bookkeeping may change
+
+
+def test_a_resumed_run_of_a_named_set_a_mixture_or_an_npz_key_refuses_a_folder(tmp_path, png_folder):
+    """Only a folder the run recorded that is gone from here may be given anew (with a warning): a data set's
+    name, a mixture or an .npz's key is no path, and another folder is not it."""
+    from vaezip.train import _resumed_data
+
+    for saved in ("mnist-train", "mnist-train@1+cifar4k-train@1", "digits.npz:x"):
+        with pytest.raises(CheckpointError, match="--resume continues"):
+            _resumed_data(tmp_path / "run", str(png_folder), saved)
+    with pytest.warns(UserWarning, match="not found from here"):
+        assert _resumed_data(tmp_path / "run", str(png_folder), str(tmp_path / "moved")) == str(png_folder)

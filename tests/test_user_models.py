@@ -179,7 +179,7 @@ def test_export_writes_only_a_safetensors_file(runs, models_dir, tmp_path):
 def test_a_file_finds_its_weights_by_sha256_where_its_name_holds_others(runs, models_dir, tmp_path):
     """A file made with 'mine', then 'mine' installed again with other weights: decompress uses the installed
     model whose weights the file's sha256 names (here 'kept', the same weights file), and where none has them says
-    the installed 'mine' has other weights (it said: made with 'mine', not with 'mine')."""
+    the 'mine' here has other weights (it said: made with 'mine', not with 'mine')."""
     from vaezip.api import compress_images, decompress_images, load_model
 
     weights = tmp_path / "mine.safetensors"
@@ -191,7 +191,7 @@ def test_a_file_finds_its_weights_by_sha256_where_its_name_holds_others(runs, mo
     assert invoke("export", runs["b"], "--name", "mine", "--force").exit_code == 0
     (tmp_path / "x.vz").write_bytes(data)
     result = invoke("decompress", tmp_path / "x.vz", "-o", tmp_path / "none.png")
-    one_error(result, "this file was made with model 'mine' (sha256 ", "the installed 'mine' has other weights")
+    one_error(result, "this file was made with model 'mine' (sha256 ", "the 'mine' here has other weights")
     assert invoke("export", weights, "--name", "kept").exit_code == 0
     assert np.array_equal(np.asarray(decompress_images(data)[0][1]), np.asarray(image))
 

@@ -1051,9 +1051,9 @@ def _model_for(header: Header, model) -> LoadedModel:
             model = zoo.with_sha256(header.model_sha256)
         if model is None:
             if zoo.has_model(header.model_name):
-                raise CheckpointError(f"this file was made with {named}; the installed {header.model_name!r} has "
-                                      f"other weights (sha256 {zoo.weights_file(header.model_name)[1][:16]}...), "
-                                      f"installed since: pass --model with the weights it was made with")
+                raise CheckpointError(f"this file was made with {named}; the {header.model_name!r} here has "
+                                      f"other weights (sha256 {zoo.weights_file(header.model_name)[1][:16]}...): "
+                                      f"pass --model with the weights it was made with")
             raise CheckpointError(f"this file was made with {named}, which is not installed here: pass --model "
                                   f"with its weights, or install them (vaezip export FILE --name NAME)")
     loaded = model if isinstance(model, LoadedModel) else load_model(model)

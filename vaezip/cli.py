@@ -661,9 +661,10 @@ def eval_command(
         loaded = load_model(model)
         channels = loaded.model.config.image_channels
         images = datasets.load(data, limit=limit, channels=channels)
-        native = datasets.load(data, limit=1).channels  # (a folder's images are read again: one is enough)
-        into = "grey repeated into RGB" if channels == 3 else "colour converted to grey"
-        converted = list(images.changed) or ([into] if native != channels else [])
+        converted = list(images.changed)
+        if not converted and not images.names:  # a named set or an .npz (a folder's names its changes): one image
+            into = "grey repeated into RGB" if channels == 3 else "colour converted to grey"
+            converted = [into] if datasets.load(data, limit=1).channels != channels else []
         for change in converted:  # the bound is per subpixel of the images as converted: say so
             _tell("warning", f"{images.name}: {change}: the bound is per subpixel of the images as read "
                              f"({loaded.name} codes {'colour' if channels == 3 else 'grey'} images)")

@@ -249,7 +249,7 @@ def _pil_to_array(im, path: str, changes: list[str] | None = None) -> np.ndarray
     if im.mode in _HIGH_DEPTH_MODES or (raw and _RAW16.search(raw)):
         raise _NotCodable(f"{path}: {im.mode} image with raw mode {raw or im.mode!r} is not 8-bit; training "
                           "and bench read 8-bit images (compress keeps 16 bits)", "not 8-bit")
-    if getattr(im, "n_frames", 1) > 1:
+    if getattr(im, "n_frames", 1) > 1 and im.format != "MPO":  # a camera's MPO JPEG: its first picture
         raise _NotCodable(f"{path}: {im.n_frames} frames; training and bench read single images", "several frames")
     mode = im.mode
     what = {"LA": "alpha dropped", "RGBA": "alpha dropped", "RGBa": "alpha dropped", "P": "palette expanded to RGB",
@@ -347,15 +347,14 @@ def _list_images(folder: Path) -> list[Path]:
 
 
 def _reported(file: Path, folder: Path, report: str | os.PathLike | None) -> bool:
-    """Whether `file` (in `folder`) belongs to the report folder `report`: under it, or where the report is
-    `folder` itself, one of its charts."""
+    """Whether `file` (in `folder`) belongs to the report folder `report`: under it where it lies inside `folder`;
+    else (the report is `folder` or above it) one of the charts it holds itself."""
     if report is None:
         return False
-    report = Path(report).resolve()
-    if report == folder.resolve():
-        charts = re.fullmatch(r"bpsp_bars\.png|scatter_.*\.png", file.name) is not None
-        return charts and file.parent.resolve() == report
-    return file.resolve().is_relative_to(report)
+    report, folder = Path(report).resolve(), folder.resolve()
+    if report != folder and report.is_relative_to(folder):
+        return file.resolve().is_relative_to(report)
+    return file.resolve().parent == report and re.fullmatch(r"bpsp_bars\.png|scatter_.*\.png", file.name) is not None
 
 
 def _load_files(name: str, files: list[tuple[Path, str]], limit: int | None,

@@ -46,7 +46,12 @@ def _model_name(spec) -> str | None:
     folder would otherwise stand for the installed model and files record its name with another sha256."""
     if not isinstance(spec, str) or "/" in spec or "\\" in spec or spec.endswith((".pt", ".safetensors")):
         return None  # a path
-    return spec if zoo.has_model(spec) else None
+    try:
+        return spec if zoo.has_model(spec) else None
+    except CheckpointError:  # a damaged user manifest: a folder or file of that name still loads
+        if Path(spec).exists():
+            return None
+        raise
 
 
 def identify_model(spec: str | Path | LoadedModel | ModelIdentity) -> LoadedModel | ModelIdentity:

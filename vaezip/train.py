@@ -274,6 +274,11 @@ class TrainingData:
     def channels(self) -> int:
         return self.parts[0].channels
 
+    @property
+    def images(self) -> int:
+        """Every image read, the held-out ones with the others."""
+        return sum(len(part) for part in self.parts) + len(self.validation)
+
     def sampler(self, crop: int, seed: int):
         if len(self.parts) == 1:
             return datasets.CropSampler(self.parts[0], crop, seed=seed)
@@ -348,12 +353,15 @@ def _load_initial(init: str, channels: int):
 
 def _resumed_data(run_dir: Path, given: str | None, saved: str) -> str:
     """The data a resumed run continues on: the run's own. Other data (which would also hold out other images) is
-    refused; a path the run recorded that is not found from here is taken as `given` says, with a warning."""
+    refused; a path the run recorded (not a data set's name, a mixture or an .npz's key) that is not found from
+    here is taken as `given` says, with a warning."""
     if not given or given == saved:
         return saved
-    if Path(given).exists() and Path(saved).exists() and Path(given).resolve() == Path(saved).resolve():
+    here, there = Path(given).expanduser(), Path(saved).expanduser()
+    if here.exists() and there.exists() and here.resolve() == there.resolve():
         return given
-    if Path(saved).exists() or not Path(given).exists():
+    a_path = saved not in datasets.DATASETS and len(datasets.parse_mixture(saved)) == 1 and ":" not in there.name
+    if there.exists() or not here.exists() or not a_path:
         raise CheckpointError(f"--resume continues {run_dir} on {saved}, not on {given}: to train it on other "
                               f"images, start a new run from it (--init {run_dir} --out NEW)")
     warnings.warn(f"--resume: {run_dir} was trained on {saved}, not found from here; continuing on {given}",
@@ -384,7 +392,12 @@ def resolve_run(
         train_config = train_config_from_dict(saved["train_config"])
         data_source = _resumed_data(run_dir, data_source, saved["data_source"])
         # A resumed run continues exactly: what it was set up with stays (its held-out images, its schedule).
-        changed = {key: value for key, value in (train_overrides or {}).items() if getattr(train_config, key) != value}
+        # How often it checkpoints or validates changes neither the model nor the images: given, it is taken.
+        bookkeeping = {key: value for key, value in (train_overrides or {}).items()
+                       if key in ("checkpoint_every", "val_every")}
+        train_config = dataclasses.replace(train_config, **bookkeeping)
+        changed = {key: value for key, value in (train_overrides or {}).items()
+                   if key not in bookkeeping and getattr(train_config, key) != value}
         if channels is not None and channels != model_config.image_channels:
             changed["channels"] = channels
         if changed:
@@ -416,6 +429,10 @@ def resolve_run(
         initial = _load_initial(init, 3)
     training_data = _load_data(data_source, channels if saved is None else model_config.image_channels,
                                train_config.val_images)
+    if saved is not None and saved.get("data_images", training_data.images) != training_data.images:
+        raise CheckpointError(f"--resume: {data_source} holds {training_data.images} images now, "
+                              f"{saved['data_images']} when {run_dir} began (the held-out ones would be others): to "
+                              f"train on them, start a new run from it (--init {run_dir} --out NEW)")
     if saved is None and init == DEFAULT_INIT:
         initial = _load_initial(init, training_data.channels)
     if initial is not None:
@@ -662,6 +679,7 @@ def save(session: Session, reporter: TrainReporter) -> None:
         "model_config": config_to_dict(plan.model_config),
         "train_config": config_to_dict(plan.train_config),
         "data_source": str(plan.data_source),
+        "data_images": plan.training_data.images,  # a resumed run checks it: its held-out images depend on it
         "init": plan.init_record,
         "model": session.model.state_dict(),
         "ema": session.ema.state_dict(),

@@ -154,10 +154,10 @@ def has_model(name: str) -> bool:
 def with_sha256(prefix: str) -> str | None:
     """The name of a shipped or installed model whose weights' sha256 starts with `prefix` (a .vz header's), shipped
     first; None if none. The same weights under another name (installed again, or renamed) code the same."""
-    shipped = manifest()["models"]
-    for name, entry in [*shipped.items(), *user_models().items()]:
-        if isinstance(entry, dict) and str(entry.get("sha256", "")).startswith(prefix):
-            return name
+    for entries in (lambda: manifest()["models"], user_models):  # the user manifest read only where needed
+        for name, entry in entries().items():
+            if isinstance(entry, dict) and str(entry.get("sha256", "")).startswith(prefix):
+                return name
     return None
 
 

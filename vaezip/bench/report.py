@@ -325,16 +325,18 @@ def write_report(rows: Sequence[Row], out_dir: str | os.PathLike, *, codecs: Seq
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    # Written beside it first, then moved in over the last report's files (its charts among them, which would
-    # contradict the new tables): an error or Ctrl-C midway leaves the last report as it was.
-    partial = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    # Written into a hidden folder inside it first (one file system: the moves are renames), then moved in, then
+    # the last report's files that were not written again removed (a chart of other codecs would contradict the
+    # new tables): an error or Ctrl-C while the report is made leaves the last one as it was.
+    partial = Path(tempfile.mkdtemp(prefix=".partial-", dir=out))
     try:
         written = _write_report(rows, partial, codecs=codecs, command=command, scatter_codec=scatter_codec,
                                 reference=reference, title=title, notes=notes)
-        for stale in [*REPORT_FILES, *(path.name for path in out.glob("scatter_*.png"))]:
-            (out / stale).unlink(missing_ok=True)
         for name in written:
             os.replace(partial / name, out / name)
+        for stale in [*REPORT_FILES, *(path.name for path in out.glob("scatter_*.png"))]:
+            if stale not in written:
+                (out / stale).unlink(missing_ok=True)
         return {name: out / name for name in written}
     finally:
         shutil.rmtree(partial, ignore_errors=True)
