@@ -378,6 +378,8 @@ def test_resume_refuses_a_folder_whose_images_changed_in_number(tmp_path, png_fo
     resumed = invoke(png_folder, "--out", run, "--steps", "2", "--resume", "--checkpoint-every", "5")
     assert resumed.exit_code == 0, resumed.stderr
     assert load_checkpoint(run)["train_config"]["checkpoint_every"] == 5  # bookkeeping may change
+    again = invoke(png_folder, "--out", run, "--steps", "1", "--resume")  # it said "steps 2 -> 1"
+    assert again.exit_code == 0 and "at step 2 already (--steps 1): no step to train" in again.stdout, again.stdout
 
 
 def test_a_resumed_run_of_a_named_set_a_mixture_or_an_npz_key_refuses_a_folder(tmp_path, png_folder):

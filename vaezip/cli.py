@@ -189,6 +189,8 @@ class RichTrainReporter:
         init = f", started from {info['init']['name']}" if info.get("init") else ""
         target = f"steps {info['start_step']} -> {info['steps']}" if info.get("steps") is not None else \
             f"from step {info['start_step']}"
+        if info.get("steps") is not None and info["steps"] <= info["start_step"]:  # a finished run resumed
+            target = f"at step {info['start_step']} already (--steps {info['steps']}): no step to train"
         if info.get("time_limit") is not None:
             target += f", for {info['time_limit'] / 60:g} minutes"
             if info.get("time_schedule"):
@@ -547,7 +549,13 @@ def train(
         from vaezip.checkpoint import load_checkpoint
 
         checkpoint = load_checkpoint(out_dir)  # what export and install take: the EMA weights as saved
-        comparison, shipped = _compare_after_training(out_dir, checkpoint, summary, init, device)
+        try:
+            comparison, shipped = _compare_after_training(out_dir, checkpoint, summary, init, device)
+        except KeyboardInterrupt:
+            if name is not None:  # the run is saved; only the check before installing was cut short
+                _tell("warning", f"not installed as {name!r}: the comparison was interrupted (vaezip export "
+                                 f"{out_dir} --name {name} installs it as it is)")
+            raise
         if name is not None:
             worse = comparison.worse_than() if comparison is not None else []
             if worse and not force:
