@@ -225,3 +225,21 @@ def test_eval_says_when_it_converts_the_images_and_refuses_a_batch_of_none(tmp_p
     for size in ("0", "-1"):
         refused = runner.invoke(app, ["eval", str(tiny_weights[3]), str(folders["rgb"]), "--batch-size", size])
         assert refused.exit_code == 2 and "--batch-size" in refused.output, refused.output
+
+
+def test_eval_of_images_of_several_sizes_gives_each_groups_scale_and_mean_dims(tiny_weights):
+    """The latent grid and the dims per image were the first batch's: for images of several sizes the table now
+    gives each group's scale and its mean dims per image."""
+    from vaezip.api import load_model
+    from vaezip.evaluate import _group_shapes, evaluate
+
+    model = load_model(tiny_weights[3]).model
+    rng = np.random.default_rng(2)
+    images = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in ((16, 16, 3), (32, 16, 3))]
+    result = evaluate(model, images, batch_size=1)
+    each = [_group_shapes(model, image.shape[0], image.shape[1]) for image in images]
+    for group, small, large in zip(result.groups, *each):
+        assert group.resolution == f"1/{16 // small[1]}", group
+        assert group.latent_dims == round((small[3] + large[3]) / 2), group
+    alike = evaluate(model, images[:1] * 2, batch_size=1)
+    assert [group.resolution for group in alike.groups] == [f"{h}x{w}" for _, h, w, _ in each[0]]

@@ -22,8 +22,8 @@ IMPORTANCE_CHUNK = 8
 class GroupKL:
     group: int
     stage: int
-    resolution: str  # e.g. "8x8" for a 32x32 input, or "1/4" when images differ in size
-    latent_dims: int  # latent dimensions per image (first batch's shape)
+    resolution: str  # e.g. "8x8" for a 32x32 input, or "1/4" when images (or tiles) differ in size
+    latent_dims: int  # latent dimensions per image (their mean where images differ in size)
     bpsp: float  # bits per real subpixel this group costs
 
 
@@ -128,6 +128,8 @@ def evaluate(
         total_subpixels = 0
         count = 0
         shapes: list[tuple[int, int, int]] = []
+        sizes: set[tuple[int, int]] = set()  # (H, W) of the batches' inputs
+        dims = None  # every group's latent dimensions over the batches, summed
 
         def batches():
             """(pixels, mask of real pixels or None) tensors on the device, batch by batch."""
@@ -147,8 +149,11 @@ def evaluate(
             total_nll += float(out.nll_bits)
             total_subpixels += int(out.subpixels.sum())
             count += pixels.shape[0]
-            if not shapes:
-                shapes = _group_shapes(model, pixels.shape[2], pixels.shape[3])
+            batch_shapes = _group_shapes(model, pixels.shape[2], pixels.shape[3])
+            shapes = shapes or batch_shapes
+            sizes.add((pixels.shape[2], pixels.shape[3]))
+            counted = [one[3] * pixels.shape[0] for one in batch_shapes]
+            dims = counted if dims is None else [a + b for a, b in zip(dims, counted)]
             if progress is not None:
                 progress(pixels.shape[0])
     if total_kl is None:
@@ -163,9 +168,13 @@ def evaluate(
                     progress(pixels.shape[0])
     if tile is not None:
         count = len(images)
+    # Where the images (or the tiles) differ in size, a group's grid is given as its scale (a global group's is
+    # one position), its dims as a mean per image.
     groups = tuple(
-        GroupKL(index, stage, f"{h}x{w}", dims, float(total_kl[index]) / total_subpixels)
-        for index, (stage, h, w, dims) in enumerate(shapes)
+        GroupKL(index, stage,
+                f"{h}x{w}" if len(sizes) == 1 or (h, w) == (1, 1) else f"1/{model.config.stem_factor * 2**stage}",
+                round(dims[index] / count), float(total_kl[index]) / total_subpixels)
+        for index, (stage, h, w, _) in enumerate(shapes)
     )
     kl_total = float(total_kl.sum()) / total_subpixels
     nll = total_nll / total_subpixels
