@@ -2050,7 +2050,8 @@ def bench(
         aggs = aggregate(rows)
         cell = {(a.dataset, a.codec): a for a in aggs}
         sets = list(dict.fromkeys(a.dataset for a in aggs))
-        table = Table(title=f"bits per subpixel (lower is better), {plan.seconds:.0f} s")
+        title = f"bits per subpixel (lower is better), {plan.seconds:.0f} s"
+        table = Table(title=title, min_width=len(title) + 4)  # a narrow table would wrap its title over lines
         table.add_column("codec")
         for ds in sets:
             table.add_column(ds, justify="right")
