@@ -144,6 +144,22 @@ def context_weights(tmp_path_factory) -> dict[int | str, Path]:
     }
 
 
+def mutate(data: bytearray, rng, where: int, cut: int | None, inserted: int) -> str:
+    """One random edit of `data` at `where`, as the fuzz tests make them, and its kind: a bit flipped, a byte
+    replaced, bytes cut (to the end where `cut` is None, else 1 to `cut` of them) or 1 to `inserted` random bytes
+    inserted."""
+    kind = rng.choice(["flip", "byte", "cut", "insert"])
+    if kind == "flip":
+        data[where] ^= 1 << rng.randrange(8)
+    elif kind == "byte":
+        data[where] = rng.randrange(256)
+    elif kind == "cut":
+        del data[where : None if cut is None else where + rng.randrange(1, cut + 1)]
+    else:
+        data[where:where] = bytes(rng.randrange(256) for _ in range(rng.randrange(1, inserted + 1)))
+    return kind
+
+
 def run_cli(*args: str, input: bytes | None = None, cwd: Path | None = None,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """`vaezip ARGS` in a fresh process (so decoding never shares state with encoding); `env` adds variables."""

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
+from conftest import mutate, run_cli
 from PIL import Image, features
 
 from codec import classic, container
@@ -573,15 +573,7 @@ def test_mutated_format_3_files_fail_with_user_errors_or_decode_exactly(coded, m
         data, originals = corpus[case % len(corpus)]
         body = bytearray(data[:-4])
         where = rng.randrange(len(body))
-        kind = rng.choice(["flip", "byte", "cut", "insert"])
-        if kind == "flip":
-            body[where] ^= 1 << rng.randrange(8)
-        elif kind == "byte":
-            body[where] = rng.randrange(256)
-        elif kind == "cut":
-            del body[where : where + rng.randrange(1, 4)]
-        else:
-            body[where:where] = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 4)))
+        kind = mutate(body, rng, where, cut=3, inserted=3)
         mutated = bytes(body) + (struct.pack("<I", zlib.crc32(bytes(body))) if case % 2 else data[-4:])
         try:
             decoded = decompress_images(mutated, models[3], device="cpu")

@@ -17,7 +17,7 @@ from PIL import Image
 from codec import container, depth
 from codec.errors import CodingError, HeaderError
 from codec.metadata import AFTER_DATA, AFTER_HEADER, Chunk
-from conftest import pngs_from_a_fresh_process, run_cli, smooth_rgb
+from conftest import mutate, pngs_from_a_fresh_process, run_cli, smooth_rgb
 from vaezip import png16
 from vaezip.api import compress, compress_images, decompress, decompress_images, file_info, png_bytes
 from vaezip.errors import ImageError
@@ -458,16 +458,7 @@ def test_damaged_16_bit_pngs_give_one_line_errors_or_an_image():
     outcomes = {"error": 0, "image": 0}
     for case in range(600):
         data = bytearray(rng.choice(sources))
-        where = rng.randrange(8, len(data))
-        kind = rng.choice(["flip", "byte", "cut", "insert"])
-        if kind == "flip":
-            data[where] ^= 1 << rng.randrange(8)
-        elif kind == "byte":
-            data[where] = rng.randrange(256)
-        elif kind == "cut":
-            del data[where:]
-        else:
-            data[where:where] = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 9)))
+        mutate(data, rng, rng.randrange(8, len(data)), cut=None, inserted=8)
         if case % 2:  # every chunk's CRC made right again
             position = 8
             while position + 12 <= len(data):
