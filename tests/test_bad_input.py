@@ -399,3 +399,12 @@ def test_names_are_printed_as_they_are_never_as_markup_or_emoji(tmp_path):
     assert result.returncode == 1
     assert f"{name}: 8x8 L" in result.stderr and "a:x:[red]b:smile:.vz" in result.stderr, result.stderr
     assert "vaezip: error: no:x:[bold]such.png: no such file" in result.stderr, result.stderr
+
+
+def test_the_api_refuses_a_name_that_is_no_text_and_names_every_format_it_writes():
+    image = Image.new("RGB", (4, 4))
+    for name in (None, 3, b"a.png"):
+        with pytest.raises(ImageError, match="an image's name must be a str"):
+            compress_images([(name, image)], fast=True)
+    with pytest.raises(ValueError, match=r"one of 2, .*, 16, 17, 18, not 99"):
+        compress_images([("a.png", image)], format_version=99)

@@ -269,6 +269,25 @@ def test_the_api_refuses_what_no_16_bit_image_holds():
         compress(np.zeros((2, 2), np.int32))
 
 
+def test_the_api_refuses_a_16_bit_file_that_pillow_loaded_or_takes_its_samples_in_either_byte_order(tmp_path):
+    """Pillow keeps 8 bits of a 16-bit colour PNG or a 16-bit PPM; once it has loaded one its raw mode is gone, but
+    the file it keeps open (a PNG's: a format of several frames) or the path it was opened by still says 16 bits:
+    refused, as before loading. A big-endian uint16 array (a 16-bit file's samples as stored) is coded as its
+    values."""
+    samples = np.random.default_rng(3).integers(0, 65536, (6, 5, 3)).astype(np.uint16)
+    png = png16.write(samples, "RGB")
+    (tmp_path / "deep.png").write_bytes(png)
+    (tmp_path / "deep.ppm").write_bytes(b"P6\n# made here\n5 6\n65535\n" + samples.astype(">u2").tobytes())
+    for source in (io.BytesIO(png), tmp_path / "deep.png", tmp_path / "deep.ppm"):
+        image = Image.open(source)
+        image.load()
+        assert image.mode == "RGB"
+        with pytest.raises(ImageError, match="16-bit (PNG|PPM).*open_image"):
+            compress_images([("deep", image)], **FAST)
+    big_endian = samples.astype(">u2")
+    assert np.array_equal(decompress(compress(big_endian, **FAST)).samples, samples)
+
+
 # ---------------------------------------------------------------------------------------------- the header
 
 

@@ -299,6 +299,22 @@ def test_a_low_depth_grey_key_is_scaled_with_its_pixels(tmp_path, tiny_weights):
     assert np.asarray(decoded.convert("LA"))[..., 1].tolist() == [[255, 0, 255, 255], [0, 0, 0, 0]]
 
 
+def test_a_low_depth_grey_key_is_scaled_with_its_pixels_where_pillow_opened_the_png(tmp_path):
+    """The same 2-bit grey opened by Pillow, not open_image, keeps its key as stored: compress scales it too, whether
+    Pillow has loaded the image or not (the file's header says the depth)."""
+    samples = np.array([[0b00011011], [0b01010101]], dtype=np.uint8)
+    data = crafted_png(samples, 2, 0, png_chunk(b"tRNS", struct.pack(">H", 1)))
+    (tmp_path / "g.png").write_bytes(data)
+    for source, load in ((io.BytesIO(data), False), (io.BytesIO(data), True), (tmp_path / "g.png", True)):
+        image = Image.open(source)
+        if load:
+            image.load()
+        assert image.info["transparency"] == 1
+        (_, decoded), = decompress_images(compress_images([("g.png", image)], fast=True).data)
+        assert decoded.info["transparency"] == 85
+        assert np.asarray(decoded.convert("LA"))[..., 1].tolist() == [[255, 0, 255, 255], [0, 0, 0, 0]]
+
+
 @pytest.mark.parametrize("mode", ["L", "RGB"])
 def test_a_decode_that_loses_or_changes_the_key_fails_the_checksum(tiny_weights, mode):
     image = open_image(colour_key_png(mode)[0])

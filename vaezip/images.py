@@ -24,18 +24,21 @@ import os
 import re
 import struct
 import warnings
+import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from codec import depth as depths
+from codec.classic import PNG_SIGNATURE
 from vaezip import png16
 from vaezip.config import short_repr
 from vaezip.errors import ImageError
-from vaezip.metadata import DROPPED, METADATA, chunks_from_info, image_chunks, read_png_chunks, with_chunks
+from vaezip.metadata import DROPPED, METADATA, chunks_from_info, image_chunks, read_png_chunks, stated_info
+from vaezip.metadata import tiff_tags_left_out, with_chunks
 
 # Refused before decoding (Pillow raises DecompressionBombError above twice its own limit; ours is lower).
 MAX_IMAGE_PIXELS = 100_000_000
@@ -106,8 +109,59 @@ def is_deep(image) -> bool:
 def open_image(source) -> Image.Image | DeepImage:
     """Open and fully decode an image file (path, bytes or file object); every failure is an ImageError, and so
     is an image that vaezip cannot hold exactly (refused from its header, before any pixel is decoded). A 16-bit
-    PNG, TIFF (a colour one through imagecodecs) or binary PGM / PPM (maxval 65535) comes as a DeepImage."""
+    PNG, TIFF (a colour one through imagecodecs) or binary PGM / PPM (maxval 65535) comes as a DeepImage. A PNG's
+    damaged ancillary chunk is left out (and named in the image's DROPPED) wherever it is."""
+    try:
+        return _open_image(source)
+    except ImageError:
+        data = _png_data(source)
+        repaired, damaged = _without_damaged_chunks(data) if data is not None else (None, ())
+        if not damaged:
+            raise
+    image = _open_image(repaired)
+    image.info[DROPPED] = damaged + tuple(image.info.get(DROPPED, ()))
+    return image
+
+
+def _png_data(source) -> bytes | None:
+    """The whole of `source` (bytes, a path or a file object) where it is a PNG file, else None."""
+    try:
+        if isinstance(source, (bytes, bytearray)):
+            data = bytes(source)
+        elif isinstance(source, (str, os.PathLike)):
+            with open(source, "rb") as file:
+                head = file.read(len(PNG_SIGNATURE))
+                data = head + file.read() if head == PNG_SIGNATURE else head
+        else:
+            source.seek(0)
+            data = source.read()
+    except (OSError, ValueError, AttributeError, TypeError):
+        return None
+    return data if isinstance(data, bytes) and data.startswith(PNG_SIGNATURE) else None
+
+
+def _without_damaged_chunks(data: bytes) -> tuple[bytes, tuple[str, ...]]:
+    """A PNG without its damaged ancillary chunks before the image data, which Pillow refuses the file for (it
+    checks no CRC after them: vaezip/metadata.py read_png_chunks leaves those out), and what was left out."""
+    kept, damaged, position = [data[: len(PNG_SIGNATURE)]], [], len(PNG_SIGNATURE)
+    while position + 12 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, position)
+        end = position + 12 + length
+        if end > len(data) or kind == b"IDAT":
+            break
+        if kind[0] & 32 and struct.unpack_from(">I", data, end - 4)[0] != zlib.crc32(data[position + 4 : end - 4]):
+            damaged.append(f"{kind.decode('latin-1')} (damaged: bad CRC)")
+        else:
+            kept.append(data[position:end])
+        position = end
+    return b"".join(kept) + data[position:], tuple(damaged)
+
+
+def _open_image(source) -> Image.Image | DeepImage:
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    # Pillow refuses a PNG whose text chunk inflates past 1 MB (a large XMP packet): vaezip keeps the chunks as
+    # stored, and their inflated total stays within Pillow's own 64 MB for all of a file's text.
+    PngImagePlugin.MAX_TEXT_CHUNK = max(PngImagePlugin.MAX_TEXT_CHUNK, PngImagePlugin.MAX_TEXT_MEMORY)
     with _readable():
         image = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
         if image.width * image.height > MAX_IMAGE_PIXELS:  # from the header alone, before decoding any pixel
@@ -129,23 +183,15 @@ def open_image(source) -> Image.Image | DeepImage:
     with _readable():
         image.load()
     if chunks is None:
-        chunks = chunks_from_info(image.info, _tiff_exif(image))
+        chunks = chunks_from_info(stated_info(image), tiff_tags_left_out(image))
     image.info[METADATA], image.info[DROPPED] = chunks
     if image.width * image.height > MAX_IMAGE_PIXELS:
         raise ImageError(f"image has more than {MAX_IMAGE_PIXELS} pixels (vaezip's limit)")
-    if low_grey_bits and isinstance(image.info.get("transparency"), int) and image.mode == "L":
+    if isinstance(image.info.get("transparency"), int) and image.mode == "L":
         # Pillow scales 1/2/4-bit grey up to 0..255 but leaves the tRNS key as stored: scale it with the pixels
         # (otherwise the key would name a grey no pixel has, and the transparency would be lost).
-        key = image.info["transparency"]
-        if 0 <= key < 1 << low_grey_bits:
-            image.info["transparency"] = key * 255 // ((1 << low_grey_bits) - 1)
+        image.info["transparency"] = _scaled_key(image.info["transparency"], low_grey_bits)
     return image
-
-
-def _tiff_exif(image: Image.Image) -> bool:
-    """Whether a TIFF holds EXIF fields as its own tags: its orientation (274), camera (271, 272), date (306), EXIF
-    IFD (34665), which no PNG chunk keeps (vaezip/metadata.py names them as left out)."""
-    return image.format == "TIFF" and bool({274, 271, 272, 306, 34665} & set(image.getexif()))
 
 
 def _deep(image: Image.Image, samples: np.ndarray, mode: str, chunks: tuple) -> DeepImage:
@@ -191,16 +237,17 @@ def _rawmode(tile) -> str | None:
 def _open_grey16(image: Image.Image) -> DeepImage:
     """A 16-bit grey TIFF or PGM (maxval 65535), whose samples Pillow reads as they are, as a DeepImage. A TIFF whose
     white is 0 (photometric interpretation 0) is turned over, as Pillow turns over an 8-bit one: 0 is then black."""
-    tiff_exif = _tiff_exif(image)
     white_is_zero = image.format == "TIFF" and getattr(image, "tag_v2", {}).get(262) == 0
     with _readable():
         image.load()
+    tiff_tags = tiff_tags_left_out(image)  # loaded: Pillow has turned the pixels by its orientation tag, and dropped it
     samples = np.asarray(image)
     if samples.ndim != 2 or samples.size and (int(samples.min()) < 0 or int(samples.max()) > 0xFFFF):
         raise ImageError(f"not a readable image (16-bit grey {image.format} read as {samples.dtype} "
                          f"{samples.shape})")
     samples = samples.astype(np.uint16)
-    return _deep(image, 0xFFFF - samples if white_is_zero else samples, "L", chunks_from_info(image.info, tiff_exif))
+    return _deep(image, 0xFFFF - samples if white_is_zero else samples, "L",
+                 chunks_from_info(stated_info(image), tiff_tags))
 
 
 def _tile_args(image: Image.Image):
@@ -223,7 +270,7 @@ def _open_ppm16(image: Image.Image, data: bytes | None) -> DeepImage:
     if len(data) < offset + 2 * count:
         raise ImageError("not a readable image (image file is truncated)")
     samples = np.frombuffer(data, ">u2", count, offset).astype(np.uint16).reshape(image.height, image.width, 3)
-    return _deep(image, samples, "RGB", chunks_from_info(image.info, False))
+    return _deep(image, samples, "RGB", chunks_from_info(stated_info(image)))
 
 
 def _tiff16_mode(image: Image.Image) -> str | None:
@@ -252,7 +299,7 @@ def _open_tiff16(image: Image.Image, data: bytes | None) -> DeepImage:
     except ImportError:
         raise ImageError(f"16-bit {mode} TIFF: vaezip reads one through imagecodecs, which is not installed (pip "
                          f"install imagecodecs); or convert it to a 16-bit PNG") from None
-    tiff_exif = _tiff_exif(image)
+    tiff_tags = tiff_tags_left_out(image)
     data = _whole_file(image, data)
     try:
         samples = imagecodecs.tiff_decode(data)
@@ -263,7 +310,7 @@ def _open_tiff16(image: Image.Image, data: bytes | None) -> DeepImage:
         samples = samples.transpose(1, 2, 0)
     if samples.dtype != np.uint16 or samples.shape != (image.height, image.width, channels):
         raise ImageError(f"not a readable image (a 16-bit {mode} TIFF read as {samples.dtype} {samples.shape})")
-    return _deep(image, samples, mode, chunks_from_info(image.info, tiff_exif))
+    return _deep(image, samples, mode, chunks_from_info(stated_info(image), tiff_tags))
 
 
 @contextmanager
@@ -305,9 +352,9 @@ def refuse_what_would_be_lost(image: Image.Image, data: bytes | None = None) -> 
     if sizes is not None and len(sizes) > 1:
         raise ImageError(f"icon holds {len(sizes)} sizes; vaezip codes single-frame images")
     bits = _bits_per_channel(image, data)
-    if image.format == "PNG" and bits == 16:  # opened by Pillow, not open_image
-        raise ImageError("16-bit PNG (16 bits per channel) opened as Pillow opens it, which keeps 8: open it with "
-                         "vaezip.images.open_image, which keeps all 16")
+    if image.format in ("PNG", "PPM") and bits == 16:  # opened by Pillow, not open_image
+        raise ImageError(f"16-bit {image.format} (16 bits per channel) opened as Pillow opens it, which keeps 8 (or "
+                         f"no colour): open it with vaezip.images.open_image, which keeps all 16")
     if bits > 8:
         advice = ("convert it to a 16-bit PNG (no loss)" if bits <= 16
                   else "convert it to 16 or 8 bits first if that loss is acceptable")
@@ -365,10 +412,44 @@ def _grey_bits_below_8(image: Image.Image) -> int:
     return 0
 
 
+def _unscaled_key_bits(image: Image.Image) -> int:
+    """1, 2 or 4 where `image` is a grey PNG of that depth whose colour key Pillow left as stored while scaling the
+    pixels up to 0..255 (open_image scales it with them), else 0."""
+    if METADATA in image.info or image.mode != "L" or not isinstance(image.info.get("transparency"), int):
+        return 0
+    return _grey_bits_below_8(image) or _png_grey_bits_below_8(image)
+
+
+def _scaled_key(key, low_grey_bits: int):
+    """A grey colour key of `low_grey_bits` bits scaled as Pillow scales the pixels (as it is where 0)."""
+    if low_grey_bits and isinstance(key, int) and 0 <= key < 1 << low_grey_bits:
+        return key * 255 // ((1 << low_grey_bits) - 1)
+    return key
+
+
+def _png_grey_bits_below_8(image: Image.Image) -> int:
+    """1, 2 or 4 where `image` is a grey PNG of that bit depth by its file's header (0 where that is not known)."""
+    if image.format != "PNG" or image.mode != "L":
+        return 0
+    head = _file_head(image, None)
+    if head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR" or len(head) < 26:
+        return 0
+    return head[24] if head[25] == 0 and head[24] in (1, 2, 4) else 0  # colour type 0: grey
+
+
 def _file_head(image: Image.Image, data: bytes | None) -> bytes:
+    """The start of the file Pillow opened `image` from, where it can still be read (b"" where not: an image Pillow
+    made, or copied, holds nothing of its file)."""
     if data is not None:
         return bytes(data[:_SNIFF_BYTES])
     fp = getattr(image, "fp", None)
+    if fp is None:  # loaded: Pillow keeps the file of a format of several frames (PNG among them) open
+        try:
+            fp = getattr(image, "_fp", None)
+            if not hasattr(fp, "seek") or getattr(fp, "closed", True):
+                fp = None
+        except ValueError:  # closed: Pillow's stand-in raises on every attribute
+            fp = None
     try:
         if fp is None:  # loaded already: Pillow has closed the file, but a path opened by name is still there
             filename = getattr(image, "filename", None)
@@ -386,9 +467,12 @@ def _file_head(image: Image.Image, data: bytes | None) -> bytes:
 
 
 def sniff_bits_per_channel(head: bytes) -> int:
-    """Bits per channel from the start of a PNG, JPEG 2000 or AVIF file (8 for anything else)."""
+    """Bits per channel from the start of a PNG, JPEG 2000, AVIF or PNM file (8 for anything else)."""
     if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR" and len(head) > 24:
         return max(8, head[24])  # IHDR bit depth: 1, 2, 4, 8 or 16
+    if head[:2] in (b"P2", b"P3", b"P5", b"P6"):
+        fields = _pnm_fields(head)  # width, height, maximum value (Pillow scales one above 255 down to 8 bits)
+        return max(8, fields[2].bit_length()) if len(fields) == 3 else 8
     codestream = head.find(b"\xff\x4f\xff\x51")  # JPEG 2000: SOC, then the SIZ marker segment
     if codestream >= 0 and (head[:2] == b"\xff\x4f" or head[4:8] == b"jP  "):
         siz = head[codestream + 2 :]
@@ -407,6 +491,27 @@ def sniff_bits_per_channel(head: bytes) -> int:
     return 8
 
 
+def _pnm_fields(head: bytes) -> list[int]:
+    """The width, height and maximum value of a PNM header (fewer where the head does not hold them)."""
+    fields, position = [], 2
+    while len(fields) < 3:
+        while position < len(head) and head[position : position + 1].isspace():
+            position += 1
+        if head[position : position + 1] == b"#":  # a comment runs to the end of its line
+            end = head.find(b"\n", position)
+            if end < 0:
+                break
+            position = end + 1
+            continue
+        start = position
+        while position < len(head) and head[position : position + 1].isdigit():
+            position += 1
+        if position == start or position - start > 10:
+            break
+        fields.append(int(head[start:position]))
+    return fields
+
+
 def _check_mode(image: Image.Image) -> None:
     if image.mode in SUPPORTED_MODES:
         return
@@ -420,6 +525,8 @@ def image_from_array(array) -> Image.Image | DeepImage:
     """An (H, W) or (H, W, C) uint8 array (C from 1 to 4) as an L, L, LA, RGB or RGBA image (a uint16 one as such
     a DeepImage); ImageError for any other dtype or shape (Pillow's own message names neither)."""
     array = np.asarray(array)
+    if array.dtype.kind == "u" and array.dtype.itemsize == 2 and array.dtype != np.uint16:
+        array = array.astype(np.uint16)  # big-endian samples (a 16-bit PNG's or PNM's, read as they are stored)
     if array.dtype not in (np.uint8, np.uint16):
         raise ImageError(f"an array of {array.dtype}: vaezip codes uint8 samples (8 bits) and uint16 ones (16)")
     if array.ndim == 3 and array.shape[2] == 1:
@@ -436,6 +543,7 @@ def image_from_array(array) -> Image.Image | DeepImage:
 def split_image(image: Image.Image) -> Planes:
     refuse_what_would_be_lost(image)  # before np.asarray loads it: the raw mode is only readable until then
     _check_mode(image)
+    low_grey_bits = _unscaled_key_bits(image)  # before load(), while Pillow's raw mode says it
     if image.width < 1 or image.height < 1:
         raise ImageError("image has no pixels")
     if image.width * image.height > MAX_IMAGE_PIXELS:  # the decoder refuses such files: never write one
@@ -466,6 +574,7 @@ def split_image(image: Image.Image) -> Planes:
             raise ImageError(
                 f"transparency {image.info['transparency']!r} is not a colour key for a {image.mode} image"
             ) from None
+        key = _scaled_key(key, low_grey_bits)
         planes.info["transparency"] = key if isinstance(key, int) else list(key)  # JSON-able
     return planes
 
@@ -652,7 +761,7 @@ def pixel_checksum(image: Image.Image) -> str:
     key = image.info.get("transparency")
     if image.mode in ("L", "RGB") and key is not None:
         try:
-            key = _colour_key(image.mode, key)
+            key = _scaled_key(_colour_key(image.mode, key), _unscaled_key_bits(image))
         except ValueError:
             pass  # hashed as it is (split_image refuses such an image)
         digest.update(b"colour key:" + repr(key).encode())

@@ -81,11 +81,61 @@ def read_png_chunks(file, low_grey_bits: int = 0) -> tuple[tuple[Chunk, ...], tu
     return tuple(kept), tuple(dropped)
 
 
-def chunks_from_info(info: dict, tiff_exif: bool = False) -> tuple[tuple[Chunk, ...], tuple[str, ...]]:
-    """The chunks that hold what Pillow read of a non-PNG file's metadata (its info): the colour profile, EXIF, XMP,
-    a comment (JPEG, GIF) and the pixel size in dots per inch; and what could not be held ("TYPE (why)"). A TIFF's
-    EXIF fields are tags of the TIFF itself, which no chunk holds: `tiff_exif` says the file has some."""
-    kept, dropped = [], ["EXIF (a TIFF's own tags are not kept)"] if tiff_exif else []
+# A TIFF's tags that describe its pixels' layout (or that a chunk keeps: the colour profile, XMP), not metadata left
+# out: the baseline and extension tags of the image's structure (TIFF 6.0), by number.
+_TIFF_STRUCTURE = {254, 255, 256, 257, 258, 259, 262, 263, 264, 265, 266, 273, 277, 278, 279, 280, 281, 284, 290,
+                   291, 292, 293, 297, 317, 320, 321, 322, 323, 324, 325, 338, 339, 340, 341, 347, 512, 513, 514, 515,
+                   517, 518, 519, 520, 521, 529, 530, 531, 532, 700, 34675}
+_TIFF_RESOLUTION = {282, 283, 296}  # kept as a pHYs where Pillow gives the dots per inch
+_NAMED_TAGS = 6  # a report names this many of a TIFF's left-out tags, then counts the others
+
+
+def stated_info(image) -> dict:
+    """`image.info` without the dots per inch that Pillow makes up where the file states none: a TIFF without
+    resolution tags reads as 1 dpi, a JPEG whose EXIF holds no resolution (and no JFIF density) as 72."""
+    info = image.info
+    if "dpi" not in info:
+        return info
+    if image.format == "TIFF":
+        tags = getattr(image, "tag_v2", None) or {}
+        stated = 282 in tags and 283 in tags
+    elif image.format in ("JPEG", "MPO") and info.get("jfif_unit") not in (1, 2):
+        try:
+            stated = 0x011A in image.getexif()  # XResolution: Pillow read the dots per inch from the EXIF
+        except Exception:  # noqa: BLE001 - Pillow's many errors of a damaged EXIF: then it made the 72 up
+            stated = False
+    else:
+        stated = True
+    return info if stated else {key: value for key, value in info.items() if key != "dpi"}
+
+
+def tiff_tags_left_out(image) -> tuple[str, ...]:
+    """The names of a TIFF's own tags that no chunk keeps (its EXIF fields among them: orientation, camera, date,
+    the EXIF and GPS directories; artist, copyright, description, software ...); () for other formats."""
+    if image.format != "TIFF":
+        return ()
+    from PIL import TiffTags
+
+    tags = getattr(image, "tag_v2", None) or {}
+    kept = _TIFF_STRUCTURE | (_TIFF_RESOLUTION if "dpi" in stated_info(image) else set())
+    names = []
+    for tag in sorted(tags.keys()):
+        if tag not in kept:
+            name = TiffTags.lookup(tag).name
+            names.append(name if name and name != "unknown" else f"tag {tag}")
+    return tuple(names)
+
+
+def chunks_from_info(info: dict, tiff_tags: tuple[str, ...] = ()) -> tuple[tuple[Chunk, ...], tuple[str, ...]]:
+    """The chunks that hold what Pillow read of a non-PNG file's metadata (its info, stated_info): the colour
+    profile, EXIF, XMP, a comment (JPEG, GIF) and the pixel size in dots per inch; and what could not be held
+    ("TYPE (why)"). A TIFF's EXIF fields are tags of the TIFF itself, which no chunk holds: `tiff_tags` names the
+    file's (tiff_tags_left_out)."""
+    kept, dropped = [], []
+    if tiff_tags:
+        named = ", ".join(tiff_tags[:_NAMED_TAGS]) + (
+            f" and {len(tiff_tags) - _NAMED_TAGS} more" if len(tiff_tags) > _NAMED_TAGS else "")
+        dropped.append(f"TIFF tags {named} (a TIFF's own tags are not kept)")
     profile = info.get("icc_profile")
     if isinstance(profile, (bytes, bytearray)) and profile:
         kept.append(Chunk(AFTER_HEADER, b"iCCP", b"ICC profile\0\0" + zlib.compress(bytes(profile), 9)))
@@ -134,7 +184,7 @@ def image_chunks(image) -> tuple[tuple[Chunk, ...], tuple[str, ...]]:
     if METADATA in image.info:
         found, dropped = tuple(image.info[METADATA]), tuple(image.info.get(DROPPED, ()))
     else:
-        found, dropped = chunks_from_info(image.info)
+        found, dropped = chunks_from_info(stated_info(image), tiff_tags_left_out(image))
     kept, unfit = [], []
     for chunk in found:
         why = _unfit(chunk, image.mode)
