@@ -392,6 +392,10 @@ def decode_tiles(
             stack.kernel_run_values = run
             place(start, n, kind.pop(stack, specs[start : start + n], order[start], stream))
         settle()
+    except BaseException:
+        _abandon(pool)
+        pool = None
+        raise
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -675,6 +679,14 @@ def _starts(runs: Sequence[int]) -> list[int]:
     return np.cumsum([0, *runs[:-1]]).tolist()
 
 
+def _abandon(pool: ThreadPoolExecutor | None) -> None:
+    """Leave a pool's sections behind on a failure or an interrupt (Ctrl-C, SIGTERM): those queued are dropped,
+    those running finish in their threads unused (a compiled call cannot be stopped), and the caller goes on at
+    once; waiting for them took up to minutes on a forged 100-Mpixel file (the CLI then ends the process)."""
+    if pool is not None:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
 def price_sections(tiles: Sequence[Tile], runs: Sequence[int] | None = None,
                    progress: ProgressFn | None = None) -> list[Price] | None:
     """price_without_model for format 16: each tile's exact cost as PREDICTIVE_SECTIONS codes it in its section
@@ -694,7 +706,8 @@ def price_sections(tiles: Sequence[Tile], runs: Sequence[int] | None = None,
         recorded = tilekinds.record_section(tiles[first: first + n], first)
         return tilekinds.code_section(recorded), [_pushed_bits(replay) for replay in recorded]
 
-    with ThreadPoolExecutor(max_workers=min(len(runs), section_workers())) as pool:
+    pool = ThreadPoolExecutor(max_workers=min(len(runs), section_workers()))
+    try:
         pending = {pool.submit(price, first, n): n for first, n in zip(starts, runs)}
         if progress is not None:
             done = 0
@@ -702,6 +715,10 @@ def price_sections(tiles: Sequence[Tile], runs: Sequence[int] | None = None,
                 done += pending[future]
                 progress(done, len(tiles))
         sections = [future.result() for future in pending]  # in submission order: the sections' own
+    except BaseException:
+        _abandon(pool)
+        raise
+    pool.shutdown(wait=True)
     return [Price(PREDICTIVE_SECTIONS, bits, section=(first, n), coded=coded)
             for first, n, (coded, alone) in zip(starts, runs, sections) for bits in alone]
 

@@ -8,7 +8,9 @@ prices) by its bits per pixel (archive.gate_projection) for each S asked for, an
 of its model stream (each tile the cheaper of the model and format 9's predictor, archive._model_estimate), which
 the full path compares with the quick stream. Prints per image the ratios to the quick stream, and over the set
 how often each sample rate's gate (projection > GATE_RATIO x quick) would skip the full pricing, and whether it
-ever skips an image whose full estimate, less its margin, was below the quick stream (a possible loss).
+ever skips an image whose full estimate, less its margin, was below the quick stream (a possible loss). For a
+large image, also the first stage of its sample (archive.gate_stages: its tiles and their projection), which rules
+the model out at GATE_FIRST_RATIO x quick without pricing the rest.
 
     python scripts/model_gate.py kodak [--model photo2] [--limit 24] [--every 4 8 16]
 
@@ -52,9 +54,10 @@ def main() -> None:
     print(f"{folder.name}, model {loaded.name} (sha256 {loaded.sha256[:16]}), tiles of {tile}, gate ratio "
           f"{archive.GATE_RATIO}\n")
     print("| image | tiles | quick bpsp | model alone / quick | " + " | ".join(f"1 in {s} / quick" for s in args.every)
-          + " | full estimate / quick |")
-    print("|---|---|---|---|" + "---|" * len(args.every) + "---|")
+          + " | first stage: tiles, / quick | full estimate / quick |")
+    print("|---|---|---|---|" + "---|" * len(args.every) + "---|---|")
     skipped = {s: 0 for s in args.every}
+    first_stages = first_skipped = first_losses = 0
     losses = {s: 0 for s in args.every}
     for path in paths:
         image = open_image(path)
@@ -77,8 +80,24 @@ def main() -> None:
             skipped[every] += skip
             losses[every] += skip and could_win
             cells.append(f"{projected / quick:.4f}{' skip' if skip else ''}")
+        first, second = archive.gate_stages(planes.height, planes.width, tile)
+        if second:  # the first stage of a large image's sample (archive.gate_stages)
+            projected = archive.gate_projection({t: estimates[t] for t in first},
+                                                {t: tiles[t].valid[0] * tiles[t].valid[1] for t in first},
+                                                planes.height * planes.width)
+            skip = projected > archive.GATE_FIRST_RATIO * quick
+            first_stages += 1
+            first_skipped += skip
+            first_losses += skip and could_win
+            first_cell = f"{len(first)}: {projected / quick:.4f}{' skip' if skip else ''}"
+        else:
+            first_cell = "-"
         print(f"| {path.name} | {len(tiles)} | {quick / planes.subpixels:.4f} | {estimates.sum() / quick:.4f} | "
-              + " | ".join(cells) + f" | {full / quick:.4f}{' (could win)' if could_win else ''} |", flush=True)
+              + " | ".join(cells) + f" | {first_cell} | {full / quick:.4f}{' (could win)' if could_win else ''} |",
+              flush=True)
+    print(f"\nfirst stage (GATE_FIRST_RATIO {archive.GATE_FIRST_RATIO}): on {first_stages} of {len(paths)} images, "
+          f"the rest of the sample skipped on {first_skipped}, {first_losses} of them images whose full estimate "
+          "could have won")
     for every in args.every:
         print(f"\n1 in {every}: the full pricing skipped on {skipped[every]} of {len(paths)} images, "
               f"{losses[every]} of them images whose full estimate could have won")

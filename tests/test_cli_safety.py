@@ -868,3 +868,54 @@ def test_c_writes_to_stdout_as_gzip_does(tmp_path):
                                                    np.asarray(Image.open(tmp_path / "a.png")))
     refused = cli("compress", "-c", "-o", "b.vz", "a.png", cwd=tmp_path)
     assert refused.returncode == 2 and "-c writes to stdout: not with -o b.vz" in lines_of(refused)[0]
+
+
+def test_a_stored_name_too_long_for_a_file_is_cut_and_a_failed_archive_leaves_none_of_its_images(tmp_path,
+                                                                                              monkeypatch):
+    """An archive made through the API may name an image beyond the file system's 255 bytes: --dir cuts it (at a
+    character's end, room left for a number and the temporary it is written through). Where writing one image of
+    an archive fails, the ones written before it are removed: a failure leaves no output file."""
+    from vaezip.cli import _NAME_BYTES, _output_names, _safe_name
+
+    long_name = "é" * 200 + ".png"  # 404 bytes
+    cut = _safe_name(long_name)
+    assert cut.endswith(".png") and len(cut.encode()) <= _NAME_BYTES and cut[:-4] == "é" * ((_NAME_BYTES - 4) // 2)
+    assert len(_output_names([long_name, long_name])[1].encode()) <= 255 - len("..tmp-4194304")
+    grey = Image.fromarray(np.zeros((4, 5), np.uint8))
+    (tmp_path / "set.vz").write_bytes(compress_images([("first.png", grey), (long_name, grey)], fast=True).data)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["decompress", "set.vz", "-d", "out"])
+    assert result.exit_code == 0, result.output
+    assert sorted(os.listdir(tmp_path / "out")) == sorted(["first.png", cut])
+
+    atomic_write, calls = files.atomic_write, []
+
+    def fails_the_second(path, data, **options):
+        calls.append(path)
+        if len(calls) == 2:
+            raise files.OutputError(f"{path.parent}: cannot write there (No space left on device)")
+        atomic_write(path, data, **options)
+
+    monkeypatch.setattr(files, "atomic_write", fails_the_second)
+    result = CliRunner().invoke(app, ["decompress", "set.vz", "-d", "again"])
+    assert result.exit_code == 1 and "No space left on device" in result.output
+    assert len(calls) == 2 and os.listdir(tmp_path / "again") == []
+
+
+def test_a_file_is_read_in_what_it_holds_and_running_out_of_memory_is_one_line(tmp_path, monkeypatch):
+    """read_input asked for the whole input limit at once (1 GiB: every command failed under `ulimit -v`); a
+    limit far beyond the memory there is reads a small file all the same. A MemoryError is one line, exit 1."""
+    (tmp_path / "small.bin").write_bytes(b"x" * 1000)
+    assert files.read_input(str(tmp_path / "small.bin"), limit=1 << 45)[0] == b"x" * 1000
+    image(1).save(tmp_path / "a.png")
+    monkeypatch.chdir(tmp_path)
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(files, "read_input", no_memory)
+    result = CliRunner().invoke(app, ["compress", "a.png", "--fast"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip() == "vaezip: error: a.png: out of memory (the image, or the limit on this process's " \
+                                    "memory, too large)"
+    assert not (tmp_path / "a.vz").exists()

@@ -78,15 +78,15 @@ def test_fast_keeps_the_smallest_of_the_predictor_stream_and_the_classical_codin
                                  device="cpu", fast=True)
         report, = result.images
         sizes = dict(report.candidate_bytes)
-        assert {"model", "png", "webp"} <= set(sizes)
+        assert {"predictor", "png", "webp"} <= set(sizes) and "model" not in sizes  # no model tile in the stream
         # The smaller file is kept: the predictor's stream (its header holds the coder's settings too) or the
         # smallest classical coding.
         stream = compress_images([("image.png", Image.fromarray(np.ascontiguousarray(image), "RGB"))], model,
                                  device="cpu", fast=True, classical=False).data
         if report.coding == "model":  # its header the larger, so its payload the smaller too
-            assert result.data == stream and sizes["model"] == min(sizes.values()), sizes
+            assert result.data == stream and sizes["predictor"] == min(sizes.values()), sizes
         else:
-            assert sizes[report.coding] == min(size for coding, size in sizes.items() if coding != "model")
+            assert sizes[report.coding] == min(size for coding, size in sizes.items() if coding != "predictor")
             assert len(result.data) <= len(stream), (report.coding, sizes, len(stream))
         chosen.add(report.coding)
     assert "model" in chosen and len(chosen) > 1  # both kinds of choice were made
@@ -273,6 +273,50 @@ def test_the_early_exit_prices_a_sample_of_the_tiles_and_writes_the_full_paths_f
     assert full.data == early.data and full.images[0].bound_sample == ()
     # the projection from 5 of 40 tiles against the sum over all of them
     assert abs(report.bound_bits / full.images[0].bound_bits - 1) < 0.1
+
+
+def test_a_large_images_sample_is_priced_in_two_stages_the_second_only_where_the_first_does_not_rule_out(
+        tiny_weights, monkeypatch):
+    """A large image's sample is priced first on a sub-lattice of one tile in GATE_FIRST (made here the hopper
+    crop's one tile of it): where that projects the model more than GATE_FIRST_RATIO times the quick stream, the
+    rest of the sample is not priced and the report says from how few tiles the bound is projected; else the rest
+    is priced and the exit decided as before, each tile priced once whatever is decided. The file is the same."""
+    from vaezip import archive
+    from vaezip.coding import TorchLatentModel
+
+    image = Image.open(ROOT / "samples" / "hopper.png").convert("RGB").crop((0, 0, 256, 160))
+    loaded = load_model(tiny_weights[3])
+    monkeypatch.setattr(archive, "GATE_FIRST_LEAST", 1)
+    first, second = archive.gate_stages(160, 256, 32)
+    assert len(first) == 1 and sorted(first + second) == sorted(archive.gate_tiles(160, 256, 32))
+    priced = []
+    tile_bounds = TorchLatentModel.tile_bounds
+    monkeypatch.setattr(TorchLatentModel, "tile_bounds",
+                        lambda self, tiles, *a, **k: priced.append(len(tiles)) or tile_bounds(self, tiles, *a, **k))
+    early = compress_images([("a.png", image)], loaded, device="cpu")
+    assert priced == [1] and early.images[0].bound_sample == (1, 40)  # the untrained model: far behind
+
+    files = {early.data}
+    for ratios, expected in (((math.inf, archive.GATE_RATIO), [1, 4]), ((math.inf, math.inf), [1, 4, 35])):
+        monkeypatch.setattr(archive, "GATE_FIRST_RATIO", ratios[0])
+        monkeypatch.setattr(archive, "GATE_RATIO", ratios[1])
+        priced.clear()
+        result = compress_images([("a.png", image)], loaded, device="cpu")
+        assert priced == expected, ratios
+        assert result.images[0].bound_sample == ((5, 40) if len(expected) == 2 else ())
+        files.add(result.data)
+    assert len(files) == 1
+
+
+def test_the_first_stage_is_a_sub_lattice_of_the_sample_on_large_images_only():
+    from vaezip.archive import GATE_FIRST, GATE_FIRST_LEAST, gate_stages, gate_tiles
+
+    assert gate_stages(512, 768, 32) == (gate_tiles(512, 768, 32), [])  # a Kodak image: one stage
+    first, second = gate_stages(4096, 6144, 32)
+    assert sorted(first + second) == sorted(gate_tiles(4096, 6144, 32)) and not set(first) & set(second)
+    assert len(first) >= GATE_FIRST_LEAST and abs(len(first) * GATE_FIRST / (len(first) + len(second)) - 1) < 0.05
+    rows, columns = 128, 192
+    assert len({t // columns for t in first}) > rows // 2 and len({t % columns for t in first}) > columns // 2
 
 
 def test_the_early_exits_sample_is_a_lattice_over_every_row_and_column_of_tiles():

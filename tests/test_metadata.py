@@ -164,6 +164,23 @@ def test_a_resolution_that_pillow_makes_up_is_not_kept_and_a_tiff_s_own_tags_are
     assert made.returncode == 0 and b"TIFF tags ImageDescription" in made.stderr
 
 
+def test_a_jpeg_s_segments_that_no_chunk_holds_are_named():
+    """IPTC (Photoshop's APP13) and other application segments are left out and named; the JFIF header, EXIF, XMP, the
+    colour profile and the comment are kept, and not named."""
+    buffer = io.BytesIO()
+    Image.fromarray(smooth_rgb(8, 8, 5)).save(buffer, format="JPEG", icc_profile=PROFILE, xmp=b"<x/>", comment=b"hi",
+                                             exif=Image.Exif().tobytes())
+    iptc = b"Photoshop 3.0\0" + b"8BIM\x04\x04\0\0\0\0\0\x05\x1c\x02\x05\0\x01A"
+    ducky = b"Ducky\0" + bytes(8)
+    segments = b"".join(marker + (len(data) + 2).to_bytes(2, "big") + data
+                        for marker, data in ((b"\xff\xed", iptc), (b"\xff\xec", ducky)))
+    data = buffer.getvalue()
+    opened = open_image(data[:2] + segments + data[2:])
+    assert {chunk.kind for chunk in opened.info[METADATA]} == {b"iCCP", b"eXIf", b"iTXt", b"tEXt"}
+    assert opened.info[DROPPED] == ("JPEG segments APP13 Photoshop 3.0, APP12 Ducky (no chunk holds them)",)
+    assert open_image(data).info[DROPPED] == ()
+
+
 def test_a_damaged_chunk_before_the_image_data_is_left_out_and_named(tmp_path):
     """Pillow checks the CRCs of the chunks before the image data and refuses the file where one is wrong; a damaged
     ancillary chunk there is left out and named, as one after the image data is."""

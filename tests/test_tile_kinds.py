@@ -184,3 +184,37 @@ def test_a_file_takes_the_oldest_binary_format_that_holds_its_kinds():
     assert container.binary_version(["predictive-fitted", "predictive-blend", "bitsback-iw8"]) == 8
     with pytest.raises(CodingError):
         container.binary_version(["raw"])  # format 1 only
+
+
+def test_an_interrupt_while_sections_are_priced_does_not_wait_for_the_running_ones(monkeypatch):
+    """Ctrl-C (or SIGTERM) while a photograph's sections are priced ends the command at once: the sections still
+    running (a compiled call cannot be stopped) finish in their threads unused. Here the second section blocks
+    until the test lets it go: waiting for it would never return."""
+    import threading
+
+    from codec.tiling import split_tiles
+
+    release, started, finished = threading.Event(), threading.Event(), threading.Event()
+    record = tilekinds.record_section
+
+    def slow_second(tiles, first):
+        if first > 0:
+            started.set()
+            release.wait(timeout=60)  # a pool that waits for it: the test fails after a minute, not hangs
+            finished.set()
+        return record(tiles, first)
+
+    monkeypatch.setattr(tilekinds, "record_section", slow_second)
+    monkeypatch.setattr(bitsback, "section_workers", lambda: 2)
+    tiles = split_tiles(smooth_image(np.random.default_rng(5), 3, 32, 64), 32, 1)
+
+    def interrupted(done: int, total: int) -> None:
+        started.wait(timeout=600)
+        raise KeyboardInterrupt
+
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            bitsback.price_sections(tiles, [1, 1], progress=interrupted)
+        assert not finished.is_set()  # the second section still runs, and was not waited for
+    finally:
+        release.set()

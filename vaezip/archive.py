@@ -144,6 +144,10 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
     where the format is not one asked for that holds none (16 or older; those files keep none). A 16-bit image
     (vaezip/images.py DeepImage) goes as its two 8-bit parts, in a format-18 file."""
     started = time.perf_counter()
+    writable = (*container.OLDER_FORMATS, container.SECTIONS_VERSION, container.METADATA_VERSION,
+                container.DEPTH_VERSION)
+    if format_version not in (None, *writable):
+        raise ValueError(f"format_version must be one of {', '.join(map(str, writable))}, not {format_version}")
     images, depths = _parts(images)
     deep = any(depth for depth, _ in depths)
     if len(images) > MAX_IMAGES and deep:  # more images than inputs
@@ -176,6 +180,8 @@ def _parts(images) -> tuple[list[tuple[str, object]], list[tuple[str, tuple]]]:
     each one's depth and levels (("", ()) for an 8-bit image, codec/depth.py's LOW for a low part)."""
     parts, depths = [], []
     for name, image in images:
+        if not isinstance(name, str):  # the header holds names as UTF-8 text
+            raise ImageError(f"an image's name must be a str, not {type(name).__name__}")
         if not is_deep(image):
             parts.append((name, image))
             depths.append(("", ()))
@@ -247,6 +253,8 @@ def _encode_images(split: list[_Image], started: float, model, *, tile, max_batc
         classical_later = worker.submit(_screened_classical_codings, split, quick_later)
         gate = _price_sample(split, model, device)
         quick_bits = None if gate is None else [report.payload_bits for report in quick_later.result().images]
+        if gate is not None and not gate.rules_out(quick_bits):
+            gate = gate.completed()  # a large image's second stage
         # The classical codings are waited for only where the sample rules the model out: else the full path
         # prices the model's tiles while they finish. Ruled out, the file is the smallest of the classical codings,
         # the quick stream, and (below, where they disagree) the quick stream beside some classical codings.
@@ -283,8 +291,8 @@ def _encode_images(split: list[_Image], started: float, model, *, tile, max_batc
     # Each image keeps the model's bound (the network ran) and its candidates, the quick stream's share joining them.
     reports = tuple(dataclasses.replace(
         report, bound_bits=model_report.bound_bits, bound_sample=model_report.bound_sample,
-        candidate_bytes=tuple(sorted((*model_report.candidate_bytes,
-                                      ("predictor", math.ceil(quick_report.payload_bits / 8))),
+        candidate_bytes=tuple(sorted(({**dict(model_report.candidate_bytes),
+                                       "predictor": math.ceil(quick_report.payload_bits / 8)}).items(),
                                      key=lambda pair: pair[1])))
         for report, model_report, quick_report in zip(kept.images, result.images, quick.images))
     return dataclasses.replace(kept, images=reports, seconds=time.perf_counter() - started)
@@ -665,24 +673,51 @@ def _screened_classical_codings(split: list[_Image], quick_later: Future) -> dic
 @dataclass
 class _Gate:
     """The default compress's early exit (encode_archive): the model, loaded once, and its float network's
-    estimate of a sample of each image's tiles, reused by the full path where the exit is not taken."""
+    estimate of a sample of each image's tiles, reused by the full path where the exit is not taken. A large
+    image's sample is priced in two stages (GATE_FIRST): `rest` prices the second's tiles where the first's do
+    not rule the model out."""
 
     loaded: LoadedModel | ModelIdentity  # a shipped model's identity where numpy priced the sample (no torch)
     coder_model: object | None  # vaezip.coding.TorchLatentModel; None where numpy priced the sample
     sampled: dict[int, dict[int, float]]  # image index -> {tile index (raster): its estimate, bits}
-    projected: dict[int, float]  # image index -> the sample's bits per pixel times the image's: the model alone
+    valid: dict[int, dict[int, int]]  # image index -> {tile index: its valid pixels}
+    pixels: dict[int, int]  # image index -> its pixels
     counts: dict[int, tuple[int, int]]  # image index -> (tiles priced, tiles)
+    rest: dict[int, dict[int, object]] = dataclasses.field(default_factory=dict)  # image -> {tile index: Tile}
+    price: object = None  # the pricing of a list of Tiles, bits each (the same network as the first stage's)
 
     @property
     def model(self) -> LoadedModel | str:
         """The model for the full path: loaded, or the shipped model's name to load (with torch) there."""
         return self.loaded if isinstance(self.loaded, LoadedModel) else self.loaded.name
 
+    @property
+    def projected(self) -> dict[int, float]:
+        """Image index -> the sample's bits per pixel times the image's: the model alone."""
+        return {k: gate_projection(self.sampled[k], self.valid[k], self.pixels[k]) for k in self.sampled}
+
     def rules_out(self, quick_bits: list[float]) -> bool:
         """Whether the model path is not worth pricing in full: each image the model can code costs it, by the
-        sample, more than GATE_RATIO times its share of the quick stream (the model codes no image that it
-        cannot: no model plane, a file of more than MAX_TILES tiles)."""
-        return all(self.projected.get(k, math.inf) > GATE_RATIO * bits for k, bits in enumerate(quick_bits))
+        sample, more than GATE_RATIO times its share of the quick stream (GATE_FIRST_RATIO where only the first
+        stage's tiles are priced; the model codes no image that it cannot: no model plane, a file of more than
+        MAX_TILES tiles)."""
+        projected = self.projected
+        return all(projected.get(k, math.inf) > (GATE_FIRST_RATIO if k in self.rest else GATE_RATIO) * bits
+                   for k, bits in enumerate(quick_bits))
+
+    def completed(self) -> _Gate:
+        """The gate with the second stage's tiles priced too (itself where there are none)."""
+        if not self.rest:
+            return self
+        wanted = [(k, t) for k, tiles in self.rest.items() for t in tiles]
+        estimates = self.price([self.rest[k][t] for k, t in wanted])
+        sampled = {k: dict(bits) for k, bits in self.sampled.items()}
+        valid = {k: dict(pixels) for k, pixels in self.valid.items()}
+        for (k, t), bits in zip(wanted, estimates):
+            one = self.rest[k][t]
+            sampled[k][t], valid[k][t] = bits, one.valid[0] * one.valid[1]
+        counts = {k: (len(sampled[k]), total) for k, (_, total) in self.counts.items()}
+        return dataclasses.replace(self, sampled=sampled, valid=valid, counts=counts, rest={})
 
     def partly(self, k: int) -> bool:
         """Whether image k's bound is projected from some of its tiles, not summed over all of them."""
@@ -716,35 +751,49 @@ def _price_sample(split: list[_Image], model, device: str) -> _Gate | None:
     planes_of = {k: item.planes for k, item in enumerate(split) if item.planes.model_plane is not None}
     if sum(count_tiles(p.height, p.width, tile) for p in planes_of.values()) > MAX_TILES:
         planes_of = {}  # the full path codes no image by the model either
-    chosen, tiles = [], []
+    chosen, tiles, rest = [], [], {}
     for k, planes in planes_of.items():
         cut = split_tiles(planes.model_plane, tile, stride)
-        for t in gate_tiles(planes.height, planes.width, tile):
+        first, second = gate_stages(planes.height, planes.width, tile)
+        for t in first:
             chosen.append((k, t))
             tiles.append(cut[t])
+        if second:
+            rest[k] = {t: cut[t] for t in second}
     coder_model = None  # made by the full path where numpy prices the sample
     if estimator is not None:
         # One BLAS thread: the quick stream and the classical codings hold the machine's cores meanwhile (the
-        # torch form below takes two threads fewer than the machine's, for the same reason).
+        # torch form below takes two threads fewer than the machine's, for the same reason). The second stage's
+        # tiles are drawn their posterior samples from a seed of their own: its estimates do not depend on what
+        # else the first priced.
         estimates = estimator.tile_bounds(tiles, threads=1)
+
+        def price(tiles: list) -> list[float]:
+            return estimator.tile_bounds(tiles, seed=1, threads=1)
     else:
         estimates, coder_model = _torch_estimates(tiles, loaded, device)
+
+        def price(tiles: list) -> list[float]:
+            return _torch_estimates(tiles, loaded, device, coder_model)[0]
     sampled: dict[int, dict[int, float]] = {k: {} for k in planes_of}
     valid: dict[int, dict[int, int]] = {k: {} for k in planes_of}
     for (k, t), one, bits in zip(chosen, tiles, estimates):
         sampled[k][t], valid[k][t] = bits, one.valid[0] * one.valid[1]
     counts = {k: (len(sampled[k]), count_tiles(p.height, p.width, tile)) for k, p in planes_of.items()}
-    projected = {k: gate_projection(sampled[k], valid[k], p.height * p.width) for k, p in planes_of.items()}
-    return _Gate(loaded, coder_model, sampled, projected, counts)
+    pixels = {k: p.height * p.width for k, p in planes_of.items()}
+    return _Gate(loaded, coder_model, sampled, valid, pixels, counts, rest, price)
 
 
-def _torch_estimates(tiles: list, loaded: LoadedModel, device: str) -> tuple[list[float], object]:
-    """torch's float estimate of `tiles` (the early exit's sample), and the coder model that made it."""
+def _torch_estimates(tiles: list, loaded: LoadedModel, device: str,
+                     coder_model=None) -> tuple[list[float], object]:
+    """torch's float estimate of `tiles` (the early exit's sample), and the coder model that made it (made here
+    where `coder_model` is None)."""
     import torch
 
     from vaezip.coding import TorchLatentModel, deterministic_kernels
 
-    coder_model = TorchLatentModel(loaded.model, _resolve_device(device))  # integer-exact
+    if coder_model is None:
+        coder_model = TorchLatentModel(loaded.model, _resolve_device(device))  # integer-exact
     # Two torch threads fewer than the machine's: the quick stream and the classical codings hold two cores
     # meanwhile, and threads that wait on each other's share run slower than fewer (2 cores, kodim01: 1.5 s for
     # its 48 tiles on two threads, 0.2 s alone; _encode_archive's bet).
@@ -771,6 +820,21 @@ def gate_tiles(height: int, width: int, tile: int) -> list[int]:
     count = count_tiles(height, width, tile)
     every = 1 if count < GATE_WHOLE else max(GATE_EVERY, -(-count // GATE_MOST))
     return gate_sample(height, width, tile, every + (every % 3 == 0))  # a multiple of 3 would skip columns
+
+
+def gate_stages(height: int, width: int, tile: int) -> tuple[list[int], list[int]]:
+    """gate_tiles's sample of a height x width image in the two stages of the early exit: the tiles of its
+    sub-lattice of one in GATE_FIRST of them, where that holds GATE_FIRST_LEAST or more, and the others (the
+    second stage's, priced only where the first does not rule the model out); else all of them and none."""
+    count = count_tiles(height, width, tile)
+    every = 1 if count < GATE_WHOLE else max(GATE_EVERY, -(-count // GATE_MOST))
+    every += every % 3 == 0  # as gate_tiles
+    sample = gate_sample(height, width, tile, every)
+    # every * GATE_FIRST is no multiple of 3 either (GATE_FIRST is none), and a multiple of every: a sub-lattice
+    first = set(gate_sample(height, width, tile, every * GATE_FIRST)) if every > 1 else set()
+    if len(first) < GATE_FIRST_LEAST:
+        return sample, []
+    return [t for t in sample if t in first], [t for t in sample if t not in first]
 
 
 # Whether compress may code with the model while the classical codings finish (tests compare both ways).
@@ -812,6 +876,16 @@ GATE_WHOLE = 16  # an image of fewer tiles is priced whole (a 128x128 image's 16
 # aliases such a lattice), beside the quick stream's ~30 s of two cores (`python scripts/model_gate.py FOLDER
 # --most 100000 1024 512`). Kodak's and the Wikimedia set's images hold fewer than 8,192 tiles: one in 8.
 GATE_MOST = 1024
+# On a large photograph the sample is priced in two stages (gate_stages): first one tile in GATE_FIRST of it, where
+# that is GATE_FIRST_LEAST tiles or more, the rest only where the first's projection is within GATE_FIRST_RATIO of
+# the quick stream. On gray8bit's nine (3-12 Mpixel, photo-gray2) the first stage's projection came within -3.6 % and
+# +0.7 % of the model alone over every tile (the whole sample's within -1.0 % and +0.9 %), and ruled the model out on
+# five, none of them an image whose full estimate could have won, and on a 25-Mpixel mosaic of Kodak's (`python
+# scripts/model_gate.py FOLDER --model photo-gray2 --every 8`; docs/results/early-exit/gray8bit.md, mosaic.md).
+# cathedral.png's default compress with one of the two cores busy elsewhere: 10.4 -> 7.3 s (--fast 6.4 s).
+GATE_FIRST = 4
+GATE_FIRST_LEAST = 64
+GATE_FIRST_RATIO = 1.08
 
 
 def gate_sample(height: int, width: int, tile: int, every: int) -> list[int]:
@@ -1004,20 +1078,24 @@ def _result(data: bytes, split: list[_Image], coded: _ModelCoding | None, classi
         planes = item.planes
         tried = dict(sizes.get(k, {}))
         bound = math.nan
+        stream_bytes = None
         if everything is not None and k in everything.reports:
-            tried["model"] = math.ceil(everything.payload_bytes(k))
-            bound = everything.reports[k][1]
+            stream_bytes, bound = math.ceil(everything.payload_bytes(k)), everything.reports[k][1]
         elif estimated and k in estimated:  # ruled out by its estimate, not run
-            tried["model"] = math.ceil(estimated[k][0] / 8)
-            bound = estimated[k][1]
+            stream_bytes, bound = math.ceil(estimated[k][0] / 8), estimated[k][1]
+        if stream_bytes is not None:
+            # the stream of an image without a model plane (a palette's indices), or one no network ran for
+            # (--fast), holds no model tile
+            tried["model" if planes.model_plane is not None and math.isfinite(bound) else "predictor"] = stream_bytes
         if coded is not None and k in coded.reports:
             payload, bound, excess, n_tiles, alone = coded.reports[k]
             coding = MODEL
         else:
             payload, excess, n_tiles, alone = 8 * len(classical[k].data), 0.0, 0, 0
             coding = classical[k].coding
-        # Fast coding: the network never ran (every estimate infinite), so there is no model bound.
-        bound = bound if math.isfinite(bound) else math.nan
+        # Fast coding: the network never ran (every estimate infinite), so there is no model bound; nor for an image
+        # without a model plane (its side planes' histograms are no model's).
+        bound = bound if math.isfinite(bound) and planes.model_plane is not None else math.nan
         excess = excess if math.isfinite(excess) else math.nan
         candidates = tuple(sorted(tried.items(), key=lambda pair: pair[1]))
         reports.append(ImageReport(item.name, planes.mode, planes.width, planes.height, planes.subpixels, bound,

@@ -11,7 +11,7 @@ import math
 import os
 import sys
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Optional
 
@@ -146,7 +146,13 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     """vaezip.errors.USER_ERRORS without importing it (it imports torch): every class there is a ValueError or
     an OSError, and if the module is loaded its tuple is added as it stands."""
     errors = sys.modules.get("vaezip.errors")
-    return (Failure, ValueError, OSError, *getattr(errors, "USER_ERRORS", ()))
+    return (Failure, ValueError, OSError, MemoryError, *getattr(errors, "USER_ERRORS", ()))
+
+
+def _error_message(error: BaseException) -> str:
+    if isinstance(error, MemoryError):  # its own text is empty, or the size asked for
+        return "out of memory (the image, or the limit on this process's memory, too large)"
+    return str(error).strip() or type(error).__name__
 
 
 @contextmanager
@@ -169,7 +175,7 @@ def user_errors():
             _print_traceback(error)
         # Escaped, not cut at a newline: a file name may hold one (and control characters must not reach the
         # terminal); library messages are single lines otherwise.
-        _tell("error", str(error).strip() or type(error).__name__)
+        _tell("error", _error_message(error))
         raise typer.Exit(2 if isinstance(error, UsageFailure) else 1)
 
 
@@ -936,7 +942,7 @@ def _report(result, output: str, verified: float | None = None, verbose: bool = 
             share = image.payload_bits / image.subpixels
             # No model tile: --fast, or by default where the predictor's own stream was the smaller file.
             predictor_only = image.coding == "model" and math.isnan(image.without_bitsback_excess_bits)
-            # What the other paths would have cost (the file keeps the smallest); with --fast "model" is this stream.
+            # What the other paths would have cost (the file keeps the smallest); the stream itself among them.
             taken = "predictor" if predictor_only and "predictor" in dict(image.candidate_bytes) else image.coding
             others = "".join(f", {coding} {size} B" for coding, size in image.candidate_bytes if coding != taken)
             if image.coding != "model":
@@ -1470,7 +1476,7 @@ def user_errors_counted(label: str | None = None):
             try:
                 yield lambda: state["failed"]
             except _user_error_types() as error:
-                message = str(error).strip() or type(error).__name__
+                message = _error_message(error)
                 if label is None or message.startswith(f"{label}:") or message.startswith(f"{label} "):
                     raise
                 # The archive names an image by its base name: show the path the user gave instead, once.
@@ -1493,13 +1499,24 @@ def _finish(failures: int, total: int) -> None:
 
 def _safe_name(name: str) -> str:
     """A stored image name as a plain file name in the output folder (never a path outside it, no control
-    characters: a newline, NUL or ESC becomes '_'), as PNG."""
+    characters: a newline, NUL or ESC becomes '_'), as PNG, of at most _NAME_BYTES bytes."""
     from vaezip.files import safe_file_name
 
     base = Path(safe_file_name(name).replace("\\", "/")).name
     if base in ("", ".", ".."):
         base = "image"
-    return str(Path(base).with_suffix(".png"))
+    plain = str(Path(base).with_suffix(".png"))
+    if len(plain.encode()) <= _NAME_BYTES:
+        return plain
+    # A name longer than file systems take (one set through the API, or a long one given ".png"): cut at a
+    # character's end.
+    stem = plain[: -len(".png")].encode()[: _NAME_BYTES - len(".png")].decode("utf-8", "ignore")
+    return f"{stem}.png"
+
+
+# Most file systems take names of 255 bytes: room is left for _output_names's number (x-4096.png) and for the
+# temporary that a file is written through (files.temporary_path: .NAME.tmp-PID).
+_NAME_BYTES = 255 - len("-4096") - len("..tmp-4194304")
 
 
 def _output_names(stored: list[str]) -> list[str]:
@@ -1667,13 +1684,23 @@ def decompress(
                 except OSError as error:
                     raise Failure(f"{folder}: cannot make this folder ({error.strerror or type(error).__name__})") \
                         from None
-            for target, (_, image) in zip(targets, images):
-                png = png_bytes(image)
-                _write_output(target, png, force, derived, like=read_as.get(index))  # the .vz's times, as gunzip
-                if target != "-":
-                    written.add(file_identity(target))
-                if not keep and target != "-":
-                    _check_written_png(target, png, image)
+            made = []  # an archive's images written so far: a failure on a later one removes them
+            try:
+                for target, (_, image) in zip(targets, images):
+                    png = png_bytes(image)
+                    _write_output(target, png, force, derived, like=read_as.get(index))  # the .vz's times, as gunzip
+                    if target != "-":
+                        made.append(target)
+                        written.add(file_identity(target))
+                    if not keep and target != "-":
+                        _check_written_png(target, png, image)
+            except BaseException:
+                if len(targets) > 1:
+                    for target in made:
+                        written.discard(file_identity(target))
+                        with suppress(OSError):
+                            os.unlink(target)
+                raise
             if not keep and path != "-":
                 where = targets[0] if len(targets) == 1 else f"{len(targets)} images in {folder}"
                 _remove_inputs([(path, read_as.pop(index))], where, "decompressed", len(targets) > 1)

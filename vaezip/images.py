@@ -38,7 +38,7 @@ from vaezip import png16
 from vaezip.config import short_repr
 from vaezip.errors import ImageError
 from vaezip.metadata import DROPPED, METADATA, chunks_from_info, image_chunks, read_png_chunks, stated_info
-from vaezip.metadata import tiff_tags_left_out, with_chunks
+from vaezip.metadata import fields_left_out, with_chunks
 
 # Refused before decoding (Pillow raises DecompressionBombError above twice its own limit; ours is lower).
 MAX_IMAGE_PIXELS = 100_000_000
@@ -183,7 +183,7 @@ def _open_image(source) -> Image.Image | DeepImage:
     with _readable():
         image.load()
     if chunks is None:
-        chunks = chunks_from_info(stated_info(image), tiff_tags_left_out(image))
+        chunks = chunks_from_info(stated_info(image), fields_left_out(image))
     image.info[METADATA], image.info[DROPPED] = chunks
     if image.width * image.height > MAX_IMAGE_PIXELS:
         raise ImageError(f"image has more than {MAX_IMAGE_PIXELS} pixels (vaezip's limit)")
@@ -240,14 +240,14 @@ def _open_grey16(image: Image.Image) -> DeepImage:
     white_is_zero = image.format == "TIFF" and getattr(image, "tag_v2", {}).get(262) == 0
     with _readable():
         image.load()
-    tiff_tags = tiff_tags_left_out(image)  # loaded: Pillow has turned the pixels by its orientation tag, and dropped it
+    left_out = fields_left_out(image)  # loaded: Pillow has turned the pixels by its orientation tag and dropped it
     samples = np.asarray(image)
     if samples.ndim != 2 or samples.size and (int(samples.min()) < 0 or int(samples.max()) > 0xFFFF):
         raise ImageError(f"not a readable image (16-bit grey {image.format} read as {samples.dtype} "
                          f"{samples.shape})")
     samples = samples.astype(np.uint16)
     return _deep(image, 0xFFFF - samples if white_is_zero else samples, "L",
-                 chunks_from_info(stated_info(image), tiff_tags))
+                 chunks_from_info(stated_info(image), left_out))
 
 
 def _tile_args(image: Image.Image):
@@ -299,7 +299,7 @@ def _open_tiff16(image: Image.Image, data: bytes | None) -> DeepImage:
     except ImportError:
         raise ImageError(f"16-bit {mode} TIFF: vaezip reads one through imagecodecs, which is not installed (pip "
                          f"install imagecodecs); or convert it to a 16-bit PNG") from None
-    tiff_tags = tiff_tags_left_out(image)
+    left_out = fields_left_out(image)
     data = _whole_file(image, data)
     try:
         samples = imagecodecs.tiff_decode(data)
@@ -310,7 +310,7 @@ def _open_tiff16(image: Image.Image, data: bytes | None) -> DeepImage:
         samples = samples.transpose(1, 2, 0)
     if samples.dtype != np.uint16 or samples.shape != (image.height, image.width, channels):
         raise ImageError(f"not a readable image (a 16-bit {mode} TIFF read as {samples.dtype} {samples.shape})")
-    return _deep(image, samples, mode, chunks_from_info(stated_info(image), tiff_tags))
+    return _deep(image, samples, mode, chunks_from_info(stated_info(image), left_out))
 
 
 @contextmanager

@@ -87,7 +87,11 @@ _TIFF_STRUCTURE = {254, 255, 256, 257, 258, 259, 262, 263, 264, 265, 266, 273, 2
                    291, 292, 293, 297, 317, 320, 321, 322, 323, 324, 325, 338, 339, 340, 341, 347, 512, 513, 514, 515,
                    517, 518, 519, 520, 521, 529, 530, 531, 532, 700, 34675}
 _TIFF_RESOLUTION = {282, 283, 296}  # kept as a pHYs where Pillow gives the dots per inch
-_NAMED_TAGS = 6  # a report names this many of a TIFF's left-out tags, then counts the others
+_NAMED_FIELDS = 6  # a report names this many of a file's left-out tags or segments, then counts the others
+# A JPEG's application segments that a chunk keeps (EXIF, XMP, the colour profile, the JFIF density as a pHYs) or
+# that describe its pixels (an MPO's picture index, Adobe's colour transform): (marker, identifier)
+_JPEG_KEPT = {("APP0", b"JFIF"), ("APP1", b"http://ns.adobe.com/xap/1.0/"), ("APP2", b"ICC_PROFILE"),
+              ("APP2", b"MPF"), ("APP14", b"Adobe")}
 
 
 def stated_info(image) -> dict:
@@ -109,11 +113,21 @@ def stated_info(image) -> dict:
     return info if stated else {key: value for key, value in info.items() if key != "dpi"}
 
 
-def tiff_tags_left_out(image) -> tuple[str, ...]:
-    """The names of a TIFF's own tags that no chunk keeps (its EXIF fields among them: orientation, camera, date,
-    the EXIF and GPS directories; artist, copyright, description, software ...); () for other formats."""
-    if image.format != "TIFF":
+def fields_left_out(image) -> tuple[str, ...]:
+    """What of a TIFF's own tags or of a JPEG's application segments no chunk keeps ("TYPE (why)" each; () for other
+    formats): a TIFF's EXIF fields (orientation, camera, date, the EXIF and GPS directories), artist, copyright,
+    description, software, IPTC ...; a JPEG's IPTC (Photoshop's APP13), extended XMP, a JFXX thumbnail ..."""
+    names = _tiff_tags_left_out(image) if image.format == "TIFF" else _jpeg_segments_left_out(image)
+    if not names:
         return ()
+    named = ", ".join(names[:_NAMED_FIELDS]) + (
+        f" and {len(names) - _NAMED_FIELDS} more" if len(names) > _NAMED_FIELDS else "")
+    if image.format == "TIFF":
+        return (f"TIFF tags {named} (a TIFF's own tags are not kept)",)
+    return (f"JPEG segments {named} (no chunk holds them)",)
+
+
+def _tiff_tags_left_out(image) -> list[str]:
     from PIL import TiffTags
 
     tags = getattr(image, "tag_v2", None) or {}
@@ -123,19 +137,30 @@ def tiff_tags_left_out(image) -> tuple[str, ...]:
         if tag not in kept:
             name = TiffTags.lookup(tag).name
             names.append(name if name and name != "unknown" else f"tag {tag}")
-    return tuple(names)
+    return names
 
 
-def chunks_from_info(info: dict, tiff_tags: tuple[str, ...] = ()) -> tuple[tuple[Chunk, ...], tuple[str, ...]]:
+def _jpeg_segments_left_out(image) -> list[str]:
+    """Each application segment of a JPEG (or MPO) that is not its JFIF header, EXIF, XMP, colour profile, the
+    MPO's picture index or Adobe's colour transform, as 'APPn identifier'."""
+    if image.format not in ("JPEG", "MPO"):
+        return []
+    names = []
+    for marker, data in getattr(image, "applist", None) or ():
+        identifier = bytes(data[:40]).split(b"\0", 1)[0]
+        exif = marker == "APP1" and data.startswith(_EXIF_PREFIX)
+        if not marker.startswith("APP") or (marker, identifier) in _JPEG_KEPT or exif:
+            continue
+        shown = identifier.decode("latin-1") if identifier.isascii() and identifier.decode().isprintable() else ""
+        names.append(f"{marker} {shown}".strip())
+    return names
+
+
+def chunks_from_info(info: dict, left_out: tuple[str, ...] = ()) -> tuple[tuple[Chunk, ...], tuple[str, ...]]:
     """The chunks that hold what Pillow read of a non-PNG file's metadata (its info, stated_info): the colour
     profile, EXIF, XMP, a comment (JPEG, GIF) and the pixel size in dots per inch; and what could not be held
-    ("TYPE (why)"). A TIFF's EXIF fields are tags of the TIFF itself, which no chunk holds: `tiff_tags` names the
-    file's (tiff_tags_left_out)."""
-    kept, dropped = [], []
-    if tiff_tags:
-        named = ", ".join(tiff_tags[:_NAMED_TAGS]) + (
-            f" and {len(tiff_tags) - _NAMED_TAGS} more" if len(tiff_tags) > _NAMED_TAGS else "")
-        dropped.append(f"TIFF tags {named} (a TIFF's own tags are not kept)")
+    ("TYPE (why)"), after `left_out` (fields_left_out: what of the file no chunk holds)."""
+    kept, dropped = [], list(left_out)
     profile = info.get("icc_profile")
     if isinstance(profile, (bytes, bytearray)) and profile:
         kept.append(Chunk(AFTER_HEADER, b"iCCP", b"ICC profile\0\0" + zlib.compress(bytes(profile), 9)))
@@ -184,7 +209,7 @@ def image_chunks(image) -> tuple[tuple[Chunk, ...], tuple[str, ...]]:
     if METADATA in image.info:
         found, dropped = tuple(image.info[METADATA]), tuple(image.info.get(DROPPED, ()))
     else:
-        found, dropped = chunks_from_info(stated_info(image), tiff_tags_left_out(image))
+        found, dropped = chunks_from_info(stated_info(image), fields_left_out(image))
     kept, unfit = [], []
     for chunk in found:
         why = _unfit(chunk, image.mode)
