@@ -900,6 +900,12 @@ def test_a_stored_name_too_long_for_a_file_is_cut_and_a_failed_archive_leaves_no
     result = CliRunner().invoke(app, ["decompress", "set.vz", "-d", "again"])
     assert result.exit_code == 1 and "No space left on device" in result.output
     assert len(calls) == 2 and os.listdir(tmp_path / "again") == []
+    # with --force, an image that replaced a file stays (what it replaced is gone either way)
+    calls.clear()
+    (tmp_path / "again" / "first.png").write_bytes(b"an older file")
+    result = CliRunner().invoke(app, ["decompress", "set.vz", "-d", "again", "--force"])
+    assert result.exit_code == 1 and os.listdir(tmp_path / "again") == ["first.png"]
+    assert same_pixels(Image.open(tmp_path / "again" / "first.png"), grey)
 
 
 def test_a_file_is_read_in_what_it_holds_and_running_out_of_memory_is_one_line(tmp_path, monkeypatch):

@@ -288,6 +288,21 @@ def test_the_api_refuses_a_16_bit_file_that_pillow_loaded_or_takes_its_samples_i
     assert np.array_equal(decompress(compress(big_endian, **FAST)).samples, samples)
 
 
+def test_plain_text_16_bit_pnms_are_read_as_their_numbers():
+    """A plain PPM or PGM (P3, P2) of maxval 65535: its samples are decimal numbers (they were read as the binary
+    form's bytes, and came back as other values, verified); damaged ones are refused in one line."""
+    samples = np.array([[[1, 2, 3], [4000, 65535, 0]], [[7, 8, 9], [10, 11, 12]]], np.uint16)
+    text = b"P3\n# a comment\n2 2\n65535\n" + b" ".join(str(v).encode() for v in samples.ravel()) + b"\n"
+    grey = b"P2 3 1 65535\n0 300\n65535\n"
+    for data, mode, expected in ((text, "RGB", samples), (grey, "L", np.array([[0, 300, 65535]], np.uint16))):
+        image = open_image(data)
+        assert isinstance(image, DeepImage) and image.mode == mode and np.array_equal(image.samples, expected)
+        assert np.array_equal(decompress(compress(image, **FAST)).samples, expected)
+    for damaged in (grey.replace(b"300", b"3x0"), grey[:-8], grey.replace(b"300", b"70000")):
+        with pytest.raises(ImageError, match="not a readable image"):
+            open_image(damaged)
+
+
 # ---------------------------------------------------------------------------------------------- the header
 
 

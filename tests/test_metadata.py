@@ -148,7 +148,10 @@ def test_a_resolution_that_pillow_makes_up_is_not_kept_and_a_tiff_s_own_tags_are
     exif[0x0112] = 1
     Image.fromarray(smooth_rgb(8, 8, 1)).save(tmp_path / "plain.tif")
     Image.fromarray(smooth_rgb(8, 8, 2)).save(tmp_path / "exif.jpg", exif=exif, quality=95)
-    for name in ("plain.tif", "exif.jpg"):
+    unitless = Image.Exif()
+    unitless[0x011A] = 300.0  # XResolution without ResolutionUnit: Pillow makes up 72 all the same
+    Image.fromarray(smooth_rgb(8, 8, 2)).save(tmp_path / "unitless.jpg", exif=unitless, quality=95)
+    for name in ("plain.tif", "exif.jpg", "unitless.jpg"):
         with Image.open(tmp_path / name) as pillow:
             assert pillow.info["dpi"] in ((1, 1), (72, 72))
         opened = open_image(tmp_path / name)
@@ -200,6 +203,18 @@ def test_a_damaged_chunk_before_the_image_data_is_left_out_and_named(tmp_path):
     broken_pixels[source.index(b"IDAT") + 6] ^= 0xFF  # inside the image data: a critical chunk is not mended
     with pytest.raises(ImageError):
         open_image(bytes(broken_pixels))
+    # nor a damaged tRNS (the pixels' transparency: left out, transparent pixels would come back opaque)
+    buffer = io.BytesIO()
+    Image.fromarray(np.arange(16, dtype=np.uint8).reshape(4, 4), "P").save(buffer, format="PNG", transparency=3)
+    keyed = bytearray(buffer.getvalue())
+    keyed[keyed.index(b"tRNS") + 4] ^= 0x01
+    (tmp_path / "keyed.png").write_bytes(keyed)
+    for damaged in (bytes(keyed), tmp_path / "keyed.png", io.BytesIO(bytes(keyed))):
+        with pytest.raises(ImageError, match="not a readable image"):
+            open_image(damaged)
+    (tmp_path / "early.png").write_bytes(source)
+    for other in (tmp_path / "early.png", io.BytesIO(source)):  # a path or a file object, as bytes
+        assert open_image(other).info[DROPPED] == ("tEXt (damaged: bad CRC)",)
 
 
 def test_strip_and_older_formats_keep_none_and_say_so(tmp_path):

@@ -935,8 +935,8 @@ def _say(line: str) -> None:
     err.print(shown(line), markup=False, highlight=False, soft_wrap=True)
 
 
-def _report(result, output: str, verified: float | None = None, verbose: bool = False) -> None:
-    """One line per image (an archive's only with -v), then one for the file."""
+def _report(result, output: str, verified: float | None = None, verbose: bool = False, fast: bool = False) -> None:
+    """One line per image (an archive's only with -v), then one for the file (`fast`: compress --fast made it)."""
     if verbose or len(result.images) == 1:
         for image in result.images:
             share = image.payload_bits / image.subpixels
@@ -965,7 +965,7 @@ def _report(result, output: str, verified: float | None = None, verbose: bool = 
     check = "" if verified is None else f", verified (decoded and compared) in {verified:.2f} s"
     count = f"{len(result.images)} images, " if len(result.images) > 1 else ""
     versus = _bound_and_ratio(result.achieved_bpsp, result.bound_bpsp, _sampled(result), result.other_kind_images,
-                              _ran(result))
+                              _ran(result), fast)
     _say(
         f"-> {output}: {count}{len(result.data)} bytes, achieved {result.achieved_bpsp:.4f} bpsp vs {versus}; "
         f"header {result.header_bytes} B) "
@@ -1002,16 +1002,16 @@ def _ran(result) -> bool:
 
 
 def _bound_and_ratio(achieved: float, bound: float, sampled: bool = False, other_kind: int = 0,
-                     ran: bool = True) -> str:
+                     ran: bool = True, fast: bool = True) -> str:
     """'bound B (Rx' for a report line ('bound ~B' where some image's is projected from a sample of its tiles),
     'no bound for the whole file (N images ... classically' where `other_kind` images went classically beside a
     model of the other kind (grey or colour; '(--fast; N images ...' where no network `ran`), or 'no model bound
-    (--fast' where no network ran (bound nan)."""
+    (--fast' where no network ran (bound nan; '(no model tile' where --fast was not asked for)."""
     if math.isnan(bound) and other_kind:
-        return (f"no bound for the whole file ({'' if ran else '--fast; '}{_counted(other_kind, 'image')} of the "
-                f"kind the model does not code went classically")
+        return (f"no bound for the whole file ({'' if ran else '--fast; ' if fast else 'no model tile; '}"
+                f"{_counted(other_kind, 'image')} of the kind the model does not code went classically")
     if math.isnan(bound):
-        return "no model bound (--fast"
+        return "no model bound (--fast" if fast else "no model bound (no model tile"
     return f"bound {'~' if sampled else ''}{bound:.4f} ({achieved / bound if bound else float('nan'):.4f}x"
 
 
@@ -1052,11 +1052,12 @@ class _Totals:
         self.subpixels += subpixels
         self.seconds += seconds
 
-    def compressed_line(self) -> str:
+    def compressed_line(self, fast: bool = True) -> str:
         achieved = 8 * self.bytes / max(self.subpixels, 1)
         bound = self.bound_bits / max(self.subpixels, 1)
+        versus = _bound_and_ratio(achieved, bound, self.sampled, fast=fast)
         return (f"compressed {_counted(self.files, 'file')} ({_counted(self.images, 'image')}): {self.bytes} bytes, "
-                f"achieved {achieved:.4f} bpsp vs {_bound_and_ratio(achieved, bound, self.sampled)}) "
+                f"achieved {achieved:.4f} bpsp vs {versus}) "
                 f"in {self._time()} with model {', '.join(self.models)} (-v: a line per file)")
 
     def tested_line(self) -> str:
@@ -1441,7 +1442,7 @@ def compress(
                         raise Failure(f"{target} reads back different from what was written and verified (disk "
                                       f"error?); input kept")
                     if not quiet and each:
-                        _report(result, target, verified, verbose)
+                        _report(result, target, verified, verbose, fast)
                     # Only --format 16 or older leaves metadata out unasked: --rm then keeps the inputs that hold it
                     left_out = [] if strip else [image for image in result.images if image.metadata_left_out]
                     if left_out and not quiet:
@@ -1462,7 +1463,7 @@ def compress(
         finally:
             ahead.close()
         if not quiet and not each and totals.files:
-            _say(totals.compressed_line())
+            _say(totals.compressed_line(fast))
         _finish(failures, len(jobs) + unread)
 
 
@@ -1684,13 +1685,17 @@ def decompress(
                 except OSError as error:
                     raise Failure(f"{folder}: cannot make this folder ({error.strerror or type(error).__name__})") \
                         from None
-            made = []  # an archive's images written so far: a failure on a later one removes them
+            # An archive's images written so far where no file was: a failure on a later one removes them (one
+            # that replaced a file with --force stays: the file it replaced is gone either way).
+            made = []
             try:
                 for target, (_, image) in zip(targets, images):
                     png = png_bytes(image)
+                    new = target != "-" and not os.path.lexists(target)
                     _write_output(target, png, force, derived, like=read_as.get(index))  # the .vz's times, as gunzip
-                    if target != "-":
+                    if new:
                         made.append(target)
+                    if target != "-":
                         written.add(file_identity(target))
                     if not keep and target != "-":
                         _check_written_png(target, png, image)

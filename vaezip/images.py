@@ -37,6 +37,7 @@ from codec.classic import PNG_SIGNATURE
 from vaezip import png16
 from vaezip.config import short_repr
 from vaezip.errors import ImageError
+from vaezip.files import read_limited
 from vaezip.metadata import DROPPED, METADATA, chunks_from_info, image_chunks, read_png_chunks, stated_info
 from vaezip.metadata import fields_left_out, with_chunks
 
@@ -109,13 +110,12 @@ def is_deep(image) -> bool:
 def open_image(source) -> Image.Image | DeepImage:
     """Open and fully decode an image file (path, bytes or file object); every failure is an ImageError, and so
     is an image that vaezip cannot hold exactly (refused from its header, before any pixel is decoded). A 16-bit
-    PNG, TIFF (a colour one through imagecodecs) or binary PGM / PPM (maxval 65535) comes as a DeepImage. A PNG's
+    PNG, TIFF (a colour one through imagecodecs) or PGM / PPM of maxval 65535 comes as a DeepImage. A PNG's
     damaged ancillary chunk is left out (and named in the image's DROPPED) wherever it is."""
     try:
         return _open_image(source)
     except ImageError:
-        data = _png_data(source)
-        repaired, damaged = _without_damaged_chunks(data) if data is not None else (None, ())
+        repaired, damaged = _without_damaged_chunks(source)
         if not damaged:
             raise
     image = _open_image(repaired)
@@ -123,36 +123,54 @@ def open_image(source) -> Image.Image | DeepImage:
     return image
 
 
-def _png_data(source) -> bytes | None:
-    """The whole of `source` (bytes, a path or a file object) where it is a PNG file, else None."""
+def _without_damaged_chunks(source) -> tuple[bytes | None, tuple[str, ...]]:
+    """A PNG (bytes, a path or a file object) without its damaged ancillary chunks before the image data, which
+    Pillow refuses the file for (it checks no CRC after them: vaezip/metadata.py read_png_chunks leaves those out),
+    and what was left out; (None, ()) where it has none, or is no PNG. Only the chunks before the image data are
+    read to find them. A damaged tRNS (the pixels' transparency) or critical chunk is never left out, and a walk
+    that leaves the chunks' bounds finds nothing: such a file is refused as it is."""
     try:
         if isinstance(source, (bytes, bytearray)):
-            data = bytes(source)
-        elif isinstance(source, (str, os.PathLike)):
+            return _cut_damaged(io.BytesIO(source))
+        if isinstance(source, (str, os.PathLike)):
             with open(source, "rb") as file:
-                head = file.read(len(PNG_SIGNATURE))
-                data = head + file.read() if head == PNG_SIGNATURE else head
-        else:
-            source.seek(0)
-            data = source.read()
-    except (OSError, ValueError, AttributeError, TypeError):
-        return None
-    return data if isinstance(data, bytes) and data.startswith(PNG_SIGNATURE) else None
+                return _cut_damaged(file)
+        return _cut_damaged(source)
+    except (OSError, ValueError, AttributeError, TypeError, struct.error):
+        return None, ()
 
 
-def _without_damaged_chunks(data: bytes) -> tuple[bytes, tuple[str, ...]]:
-    """A PNG without its damaged ancillary chunks before the image data, which Pillow refuses the file for (it
-    checks no CRC after them: vaezip/metadata.py read_png_chunks leaves those out), and what was left out."""
-    kept, damaged, position = [data[: len(PNG_SIGNATURE)]], [], len(PNG_SIGNATURE)
-    while position + 12 <= len(data):
-        length, kind = struct.unpack_from(">I4s", data, position)
-        end = position + 12 + length
-        if end > len(data) or kind == b"IDAT":
+def _cut_damaged(file) -> tuple[bytes | None, tuple[str, ...]]:
+    file.seek(0)
+    if file.read(len(PNG_SIGNATURE)) != PNG_SIGNATURE:
+        return None, ()
+    damaged, cuts = [], []  # cuts: (start, end) of each damaged chunk
+    while True:
+        start = file.tell()
+        head = file.read(8)
+        if len(head) < 8:
+            return None, ()
+        length, kind = struct.unpack(">I4s", head)
+        if not kind.isalpha() or length >= 2**31:
+            return None, ()  # off the chunks' bounds: nothing is mended
+        if kind == b"IDAT" or kind == b"IEND":
             break
-        if kind[0] & 32 and struct.unpack_from(">I", data, end - 4)[0] != zlib.crc32(data[position + 4 : end - 4]):
+        if not kind[0] & 32 or kind == b"tRNS":
+            file.seek(length + 4, 1)
+            continue
+        body, crc = file.read(length), file.read(4)
+        if len(crc) < 4:
+            return None, ()
+        if struct.unpack(">I", crc)[0] != zlib.crc32(kind + body):
             damaged.append(f"{kind.decode('latin-1')} (damaged: bad CRC)")
-        else:
-            kept.append(data[position:end])
+            cuts.append((start, file.tell()))
+    if not damaged:
+        return None, ()
+    file.seek(0)
+    data = read_limited(file, what="the PNG holds")  # past the input limit: an InputError, the file refused
+    kept, position = [], 0
+    for start, end in cuts:
+        kept.append(data[position:start])
         position = end
     return b"".join(kept) + data[position:], tuple(damaged)
 
@@ -171,11 +189,14 @@ def _open_image(source) -> Image.Image | DeepImage:
         return _open_deep(image, data)
     if image.format in ("TIFF", "PPM") and _tile_rawmode(image) in _GREY16_RAWMODES and _frame_count(image) == 1:
         return _open_grey16(image)
-    if image.format == "PPM" and _tile_args(image) == ("RGB", 0xFFFF):
+    if image.format == "PPM" and _tile_args(image) == ("RGB", 0xFFFF) and _tile_codec(image) == "ppm":
         return _open_ppm16(image, data)
+    if image.format == "PPM" and _tile_args(image) in (("RGB", 0xFFFF), ("L", 0xFFFF)) and \
+            _tile_codec(image) == "ppm_plain":
+        return _open_plain_pnm16(image, data)
     if image.format == "TIFF" and _tiff16_mode(image) is not None and _frame_count(image) == 1:
         return _open_tiff16(image, data)
-    refuse_what_would_be_lost(image, data)
+    refuse_what_would_be_lost(image, data, opened_here=True)
     low_grey_bits = _grey_bits_below_8(image)
     # A PNG's chunks as they are, read before load() (which closes a file Pillow opened); other formats' metadata
     # from what Pillow read of it.
@@ -273,6 +294,26 @@ def _open_ppm16(image: Image.Image, data: bytes | None) -> DeepImage:
     return _deep(image, samples, "RGB", chunks_from_info(stated_info(image)))
 
 
+def _tile_codec(image: Image.Image) -> str | None:
+    tiles = getattr(image, "tile", None) or ()
+    return tiles[0][0] if len(tiles) == 1 else None
+
+
+def _open_plain_pnm16(image: Image.Image, data: bytes | None) -> DeepImage:
+    """A plain (text) PPM or PGM of maxval 65535 (P3, P2), which Pillow narrows to 8 bits: its decimal samples."""
+    mode = _tile_args(image)[0]
+    data = _whole_file(image, data)
+    count = image.width * image.height * len(mode)
+    words = data[image.tile[0][2] :].split(maxsplit=count)[:count]
+    if len(words) < count or not all(word.isdigit() and len(word) <= 5 for word in words):
+        raise ImageError("not a readable image (a plain PNM's samples are not as many numbers as its pixels hold)")
+    samples = np.array(words, dtype=np.int64)
+    if int(samples.max(initial=0)) > 0xFFFF:
+        raise ImageError("not a readable image (a plain PNM's sample is above its maximum value 65535)")
+    shape = (image.height, image.width, 3) if mode == "RGB" else (image.height, image.width)
+    return _deep(image, samples.astype(np.uint16).reshape(shape), mode, chunks_from_info(stated_info(image)))
+
+
 def _tiff16_mode(image: Image.Image) -> str | None:
     """RGB, RGBA or LA for a TIFF of unsigned 16-bit samples with an unassociated alpha where it has one (Pillow
     narrows those to 8 bits); None for any other TIFF."""
@@ -338,13 +379,14 @@ _DEEP_MODES = {"I;16": 16, "I;16B": 16, "I;16L": 16, "I;16N": 16, "I": 32, "F": 
 _SNIFF_BYTES = 1 << 20  # how much of a file's start is searched for a JPEG 2000 or AVIF header
 
 
-def refuse_what_would_be_lost(image: Image.Image, data: bytes | None = None) -> None:
+def refuse_what_would_be_lost(image: Image.Image, data: bytes | None = None, opened_here: bool = False) -> None:
     """Raise ImageError, naming the reason, when coding `image` would hold less than its file: more than 8 bits
     per channel (Pillow reads 16-bit RGB, RGBA and grey+alpha PNGs as 8-bit RGB / RGBA, silently), or more than
     one frame (animated GIF / PNG / WebP, multi-page TIFF, an icon with several sizes).
 
     Best before the image is loaded: the raw mode and the file's own header are only readable then. `data` is the
-    whole file where the caller has it (else the image's still-open file is read)."""
+    whole file where the caller has it (else the image's still-open file is read); `opened_here`: open_image is
+    the caller (whose refusal is final), not an API caller's image that open_image would read whole."""
     frames = _frame_count(image)
     if frames > 1:
         raise ImageError(f"image has {frames} frames; vaezip codes single-frame images")
@@ -352,7 +394,7 @@ def refuse_what_would_be_lost(image: Image.Image, data: bytes | None = None) -> 
     if sizes is not None and len(sizes) > 1:
         raise ImageError(f"icon holds {len(sizes)} sizes; vaezip codes single-frame images")
     bits = _bits_per_channel(image, data)
-    if image.format in ("PNG", "PPM") and bits == 16:  # opened by Pillow, not open_image
+    if image.format in ("PNG", "PPM") and bits == 16 and not opened_here:  # opened by Pillow, not open_image
         raise ImageError(f"16-bit {image.format} (16 bits per channel) opened as Pillow opens it, which keeps 8 (or "
                          f"no colour): open it with vaezip.images.open_image, which keeps all 16")
     if bits > 8:

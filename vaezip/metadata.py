@@ -9,6 +9,7 @@ their comment (JPEG, GIF) an iTXt named Comment and their dots per inch a pHYs.
 
 from __future__ import annotations
 
+import math
 import numbers
 import struct
 import zlib
@@ -104,8 +105,9 @@ def stated_info(image) -> dict:
         tags = getattr(image, "tag_v2", None) or {}
         stated = 282 in tags and 283 in tags
     elif image.format in ("JPEG", "MPO") and info.get("jfif_unit") not in (1, 2):
-        try:
-            stated = 0x011A in image.getexif()  # XResolution: Pillow read the dots per inch from the EXIF
+        try:  # Pillow read the dots per inch from the EXIF where it holds a resolution unit and a usable XResolution
+            exif = image.getexif()
+            stated = 0x0128 in exif and 0 < float(exif[0x011A]) < math.inf
         except Exception:  # noqa: BLE001 - Pillow's many errors of a damaged EXIF: then it made the 72 up
             stated = False
     else:
