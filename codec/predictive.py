@@ -178,7 +178,7 @@ def push_recorded(stack: Stack, recorded: Recorded) -> bool:
                                         recorded.values.astype(np.int64), parts.buffer, parts.length,
                                         np.uint64(parts.head))
     except Exception as error:  # noqa: BLE001 - as _blend_compiled: the kernels' compile failing here
-        kernels.disable(f"{type(error).__name__}: {error}")
+        kernels.disable(f"{type(error).__name__}: {error}", error)
         return False
     stack.set_raw_parts(RawParts(int(head), parts.buffer, position))
     return True
@@ -645,7 +645,7 @@ def _adaptive_run(values: np.ndarray, top: int, left: int, encode: bool, state: 
     except Exception as error:  # noqa: BLE001 - numba's first-call compile failing on this platform
         if forms is kernels.PLAIN_FORMS:
             raise
-        kernels.disable(f"{type(error).__name__}: {error}")
+        kernels.disable(f"{type(error).__name__}: {error}", error)
         work = state.sums.copy()
         result = _kernel_tile(kernels.PLAIN_FORMS, values, top, left, encode, distribution, words, length, head,
                               work)
@@ -836,7 +836,7 @@ def _blend_compiled(stack: Stack, values: np.ndarray, top: int, left: int, encod
             position, head = forms["_push"](_blend_cumulative(distribution), coded[0], coded[1], parts.buffer,
                                             position, np.uint64(head))
     except Exception as error:  # noqa: BLE001 - numba's first-call compile failing on this platform
-        kernels.disable(f"{type(error).__name__}: {error}")
+        kernels.disable(f"{type(error).__name__}: {error}", error)
         return None
     stack.set_raw_parts(RawParts(int(head), parts.buffer, position))
     recorded = None

@@ -475,3 +475,32 @@ def test_the_coder_refuses_stages_it_cannot_read(monkeypatch, problem):
     with pytest.raises(ValueError, match="staged"):
         predictive.record_adaptive(np.zeros((1, 3, 3), np.uint8), predictive.Context(), predictive.AdaptiveState(),
                                    predictive.STAGED)
+
+
+def test_a_damaged_cache_is_emptied_and_the_forms_compiled_afresh_once(monkeypatch):
+    """A compiled form whose cache file was cut short fails its first call with a pickle error: the forms' caches
+    are emptied and the forms built again (compiled afresh at their next call), once a process; another failure,
+    or any other kind, leaves the numpy coder."""
+    import pickle
+
+    flushed = []
+
+    class Cache:
+        def flush(self):
+            flushed.append(self)
+
+    form = types.SimpleNamespace(_cache=Cache())
+    for name, value in (("_compiled", {"_code_tile": form}), ("_failed", False), ("_flushed", False)):
+        monkeypatch.setattr(kernels, name, value)
+    with pytest.warns(RuntimeWarning, match="compiling it afresh"):
+        kernels.disable("UnpicklingError: pickle data was truncated", pickle.UnpicklingError("truncated"))
+    assert flushed == [form._cache] and kernels._compiled is None and not kernels._failed
+    monkeypatch.setattr(kernels, "_compiled", {"_code_tile": form})
+    with pytest.warns(RuntimeWarning, match="blend coder is off"):
+        kernels.disable("UnpicklingError: again", pickle.UnpicklingError("again"))
+    assert kernels._failed and len(flushed) == 1
+    for name, value in (("_compiled", {"_code_tile": form}), ("_failed", False), ("_flushed", False)):
+        monkeypatch.setattr(kernels, name, value)
+    with pytest.warns(RuntimeWarning, match="blend coder is off"):
+        kernels.disable("RuntimeError: no machine code", RuntimeError("no machine code"))
+    assert kernels._failed and len(flushed) == 1

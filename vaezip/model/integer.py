@@ -122,7 +122,7 @@ class Table:
                                      self.identity_above, self.output_per_input, out.numpy().reshape(-1))
                 return out
             except Exception as error:  # noqa: BLE001 - numba's first-call compile failing on this platform
-                kernels.disable(f"{type(error).__name__}: {error}")
+                kernels.disable(f"{type(error).__name__}: {error}", error)
         return self.torch_form(q)
 
     def torch_form(self, q: torch.Tensor) -> torch.Tensor:
@@ -771,7 +771,7 @@ class IntegerMixture(FrequencyTables):
                                    (*arguments[3:], PROBABILITY_BITS), out, torch.get_num_threads())
                 return
             except Exception as error:  # noqa: BLE001 - numba's first-call compile failing on this platform
-                kernels.disable(f"{type(error).__name__}: {error}")
+                kernels.disable(f"{type(error).__name__}: {error}", error)
         super().probabilities(flat, values, channel, out)
 
     def compiled_masses(self, flat: torch.Tensor, values: torch.Tensor, channel: int) -> torch.Tensor:

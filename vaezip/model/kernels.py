@@ -15,13 +15,14 @@ integers, slower.
 from __future__ import annotations
 
 import os
+import pickle
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from codec.kernels import njit_forms
+from codec.kernels import flush_caches, njit_forms
 
 try:  # numba is a dependency, but the coder must not break where it cannot be installed
     import numba
@@ -299,10 +300,13 @@ def in_threads(kernel, rows: tuple, shared: tuple, out: np.ndarray | tuple, thre
             future.result()  # waits for every range, and raises what a range raised
 
 
-def disable(reason: str) -> None:
-    """Use the torch form from now on (a compile or run failure of the kernel on this platform)."""
+def disable(reason: str, error: BaseException | None = None) -> None:
+    """Use the torch form from now on (a compile or run failure of the kernel on this platform). Where `error` is a
+    damaged cache's (a pickle cut short), the kernels' caches are emptied: the next process compiles afresh."""
     global AVAILABLE
     if AVAILABLE:
         warnings.warn(f"vaezip: the compiled table kernel is off ({reason}); using the slower torch form",
                       RuntimeWarning, stacklevel=2)
+        if isinstance(error, (pickle.UnpicklingError, EOFError)):
+            flush_caches(_functions)
     AVAILABLE = False
