@@ -258,6 +258,10 @@ def test_checkpoint_format_must_be_an_int(tmp_path):
                 "ema": STATE}, path)
     with pytest.raises(CheckpointError, match="checkpoint format True"):
         load_model(path)
+    torch.save({"kind": "vaezip-checkpoint", "format_version": 2.0, "model_config": config_to_dict(TINY),
+                "ema": STATE}, path)
+    with pytest.raises(CheckpointError, match="checkpoint format 2.0"):
+        load_model(path)
 
 
 # ---------------------------------------------------------------------------------------------- configs
@@ -395,3 +399,16 @@ def test_remove_stale_temporaries_of_a_checkpoint_keeps_live_writers(tmp_path):
         live.kill()
         live.wait()
     assert left == set(names) - {"dead"}
+
+
+def test_a_checkpoints_training_settings_must_have_their_types():
+    """`train --resume` reads them from the checkpoint: a crafted one was a traceback mid-run ('<=' between a float
+    and a str)."""
+    from vaezip.config import ConfigError, TrainConfig, train_config_from_dict
+
+    good = config_to_dict(TrainConfig())
+    assert train_config_from_dict(good) == TrainConfig()
+    for key, value in (("lr", "fast"), ("seed", True), ("crop", 32.0), ("adam_betas", [0.9]),
+                       ("adam_betas", [0.9, "x"]), ("kl_balance", 1), ("optimizer", 3), ("lr", float("nan"))):
+        with pytest.raises(ConfigError, match=key):
+            train_config_from_dict({**good, key: value})

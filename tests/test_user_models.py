@@ -284,3 +284,84 @@ def test_models_imports_no_torch(models_dir):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_crafted_runs_and_entries_are_refused_or_harmless(runs, models_dir, tmp_path):
+    """From a review of how models are trusted: an export with a name the weights would refuse writes nothing (and
+    a --force keeps the file it would have replaced); a checkpoint's crafted 'init' and history install as plain
+    text, leaving no stray weights; an entry calling itself shipped is listed as the user's; a weights' sha256
+    installed under a name a shipped model shadows is not taken for it; a FIFO as the manifest is refused, not
+    read."""
+    import os
+
+    import torch
+
+    for bad in ("", "a\tb"):
+        out = tmp_path / "e.safetensors"
+        assert invoke("export", runs["a"], out, "--name", bad).exit_code != 0 and not out.exists()
+        out.write_bytes(b"good")
+        assert invoke("export", runs["a"], out, "--name", bad, "--force").exit_code != 0
+        assert out.read_bytes() == b"good" and not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+        out.unlink()
+
+    checkpoint = torch.load(f"{runs['a']}/last.pt", weights_only=True)
+    checkpoint["init"] = {"name": torch.zeros(2), "sha256": b"\x00"}
+    checkpoint["counters"] = [1]
+    torch.save(checkpoint, tmp_path / "crafted.pt")
+    assert invoke("export", tmp_path / "crafted.pt", "--name", "crafted").exit_code == 0
+    entry = zoo.user_models()["crafted"]
+    assert all(isinstance(value, str) for value in entry["init"].values()) and entry["figures"] == {}
+    assert files(models_dir) == sorted(["manifest.json", entry["file"]])
+
+    manifest = json.loads((models_dir / "manifest.json").read_text())
+    manifest["models"]["spoof"] = {**entry, "kind": "shipped", "name": "photo2", "default_for": "colour"}
+    (models_dir / "manifest.json").write_text(json.dumps(manifest))
+    rows = {row["name"]: row for row in zoo.listing() if row["kind"] == "user"}
+    assert rows["spoof"]["default_for"] == "" and "photo2" not in rows
+    shipped = zoo.manifest()["models"]["mnist"]
+    manifest["models"]["mnist"] = {**entry, "sha256": "ab" * 32}
+    (models_dir / "manifest.json").write_text(json.dumps(manifest))
+    assert zoo.with_sha256("ab" * 8) is None and zoo.with_sha256(shipped["sha256"][:16]) == "mnist"
+
+    (models_dir / "manifest.json").unlink()
+    os.mkfifo(models_dir / "manifest.json")
+    with pytest.raises(zoo.CheckpointError, match="not a regular file"):
+        zoo.user_manifest()
+
+
+def test_weights_that_are_not_finite_are_refused_when_loaded(runs, tmp_path):
+    import torch
+
+    from vaezip.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+
+    checkpoint = load_checkpoint(f"{runs['a']}/last.pt")
+    key = next(iter(checkpoint["ema"]))
+    checkpoint["ema"][key] = torch.full_like(checkpoint["ema"][key], float("nan"))
+    with pytest.raises(CheckpointError, match="holds NaN or infinite values"):
+        model_from_checkpoint(checkpoint)
+    torch.save(checkpoint, tmp_path / "nan.pt")
+    one_error(invoke("export", tmp_path / "nan.pt", tmp_path / "nan.safetensors", "--name", "nan"),
+              "NaN or infinite")
+    assert not (tmp_path / "nan.safetensors").exists()
+
+
+def test_compressing_with_a_training_checkpoint_warns_that_only_it_decodes_the_file(runs, models_dir, tmp_path,
+                                                                                   monkeypatch):
+    """Said once where a file needs the model (some tile coded by it), not where no tile of it did."""
+    from vaezip import cli
+    from vaezip.api import compress_images, load_model
+
+    picture = Image.fromarray(np.random.default_rng(1).integers(90, 160, (64, 64, 3), dtype=np.uint8))
+    by_model = compress_images([("x.png", picture)], load_model(runs["a"]), predictor=False, classical=False,
+                               device="cpu").data
+    assert cli._needs_model(by_model) and not cli._needs_model(compress_images([("x.png", picture)], fast=True).data)
+    picture.save(tmp_path / "x.png")
+    picture.save(tmp_path / "z.png")
+    made = invoke("compress", tmp_path / "x.png", "-m", runs["a"], "-o", tmp_path / "w.vz")  # no model tile
+    assert made.exit_code == 0 and "training checkpoint" not in made.stderr
+    monkeypatch.setattr(cli, "_needs_model", lambda data: True)
+    made = invoke("compress", tmp_path / "x.png", tmp_path / "z.png", "-m", runs["a"])
+    assert made.exit_code == 0 and made.stderr.count("a training checkpoint") == 1 and "vaezip export" in made.stderr
+    assert invoke("export", runs["a"], "--name", "mine").exit_code == 0
+    made = invoke("compress", tmp_path / "x.png", "-m", "mine", "-o", tmp_path / "y.vz")
+    assert made.exit_code == 0 and "training checkpoint" not in made.stderr

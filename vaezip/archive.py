@@ -501,8 +501,8 @@ def _encode_archive(split: list[_Image], started: float, model, *, tile, max_bat
         known = gate.sampled if gate is not None else {}
         wanted = [(k, t) for k in everyone for t in range(len(tiles_of.get(k, ()))) if t not in known.get(k, {})]
         with deterministic_kernels(pin_threads=not coder_model.integer):
-            priced_now = dict(zip(wanted, coder_model.tile_bounds([tiles_of[k][t] for k, t in wanted],
-                                                                  estimate=True)))
+            priced_now = dict(zip(wanted, map(_usable, coder_model.tile_bounds([tiles_of[k][t] for k, t in wanted],
+                                                                               estimate=True))))
         estimates_of = {k: [known[k][t] if t in known.get(k, {}) else priced_now[k, t] for t in range(len(cut))]
                         for k, cut in tiles_of.items()}
     alternatives_later = None
@@ -715,7 +715,7 @@ class _Gate:
         valid = {k: dict(pixels) for k, pixels in self.valid.items()}
         for (k, t), bits in zip(wanted, estimates):
             one = self.rest[k][t]
-            sampled[k][t], valid[k][t] = bits, one.valid[0] * one.valid[1]
+            sampled[k][t], valid[k][t] = _usable(bits), one.valid[0] * one.valid[1]
         counts = {k: (len(sampled[k]), total) for k, (_, total) in self.counts.items()}
         return dataclasses.replace(self, sampled=sampled, valid=valid, counts=counts, rest={})
 
@@ -778,10 +778,16 @@ def _price_sample(split: list[_Image], model, device: str) -> _Gate | None:
     sampled: dict[int, dict[int, float]] = {k: {} for k in planes_of}
     valid: dict[int, dict[int, int]] = {k: {} for k in planes_of}
     for (k, t), one, bits in zip(chosen, tiles, estimates):
-        sampled[k][t], valid[k][t] = bits, one.valid[0] * one.valid[1]
+        sampled[k][t], valid[k][t] = _usable(bits), one.valid[0] * one.valid[1]
     counts = {k: (len(sampled[k]), count_tiles(p.height, p.width, tile)) for k, p in planes_of.items()}
     pixels = {k: p.height * p.width for k, p in planes_of.items()}
     return _Gate(loaded, coder_model, sampled, valid, pixels, counts, rest, price)
+
+
+def _usable(bits: float) -> float:
+    """A tile's estimate as the choices take it: NaN (weights whose activations overflow: a model that cannot
+    code) as infinite, the model never the cheaper."""
+    return bits if not math.isnan(bits) else math.inf
 
 
 def _torch_estimates(tiles: list, loaded: LoadedModel, device: str,
@@ -1078,15 +1084,16 @@ def _result(data: bytes, split: list[_Image], coded: _ModelCoding | None, classi
         planes = item.planes
         tried = dict(sizes.get(k, {}))
         bound = math.nan
-        stream_bytes = None
+        stream_bytes = math.nan
         if everything is not None and k in everything.reports:
-            stream_bytes, bound = math.ceil(everything.payload_bytes(k)), everything.reports[k][1]
+            stream_bytes, bound = everything.payload_bytes(k), everything.reports[k][1]
         elif estimated and k in estimated:  # ruled out by its estimate, not run
-            stream_bytes, bound = math.ceil(estimated[k][0] / 8), estimated[k][1]
-        if stream_bytes is not None:
+            stream_bytes, bound = estimated[k][0] / 8, estimated[k][1]
+        if math.isfinite(stream_bytes):
             # the stream of an image without a model plane (a palette's indices), or one no network ran for
             # (--fast), holds no model tile
-            tried["model" if planes.model_plane is not None and math.isfinite(bound) else "predictor"] = stream_bytes
+            ran = planes.model_plane is not None and math.isfinite(bound)
+            tried["model" if ran else "predictor"] = math.ceil(stream_bytes)
         if coded is not None and k in coded.reports:
             payload, bound, excess, n_tiles, alone = coded.reports[k]
             coding = MODEL
@@ -1116,6 +1123,17 @@ def _header_bytes(data: bytes, version: int) -> int:
             return position + n + 4
 
 
+def _installed_sha256(name: str) -> str:
+    """The sha256 the manifests record for the model called `name` ("" where none is installed, or its entry is
+    damaged: the file's weights are then looked for by their sha256)."""
+    from vaezip import zoo
+
+    try:
+        return zoo.weights_file(name)[1] if zoo.has_model(name) else ""
+    except CheckpointError:
+        return ""
+
+
 def _model_for(header: Header, model) -> LoadedModel:
     from vaezip import zoo
 
@@ -1124,15 +1142,18 @@ def _model_for(header: Header, model) -> LoadedModel:
         # By name, or where that name now holds other weights (installed again) or none, by the weights' sha256:
         # the same weights under another name code the same.
         model = header.model_name
-        if not zoo.has_model(model) or zoo.weights_file(model)[1][:16] != header.model_sha256:
+        if _installed_sha256(model)[:16] != header.model_sha256:
             model = zoo.with_sha256(header.model_sha256)
         if model is None:
-            if zoo.has_model(header.model_name):
+            if zoo.has_model(header.model_name) and not _installed_sha256(header.model_name):
+                zoo.weights_file(header.model_name)  # its entry is damaged: that is the error to name
+            if _installed_sha256(header.model_name):
                 raise CheckpointError(f"this file was made with {named}; the {header.model_name!r} here has "
-                                      f"other weights (sha256 {zoo.weights_file(header.model_name)[1][:16]}...): "
+                                      f"other weights (sha256 {_installed_sha256(header.model_name)[:16]}...): "
                                       f"pass --model with the weights it was made with")
             raise CheckpointError(f"this file was made with {named}, which is not installed here: pass --model "
-                                  f"with its weights, or install them (vaezip export FILE --name NAME)")
+                                  f"with the weights it was made with (the very .safetensors, .pt or run folder), "
+                                  f"or install its .safetensors (vaezip export FILE.safetensors --name NAME)")
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     if loaded.sha256[:16] != header.model_sha256:
         raise CheckpointError(f"this file was made with {named}, not with {loaded.name!r} (sha256 "

@@ -84,8 +84,8 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
 
 
 def _readable_format(version, label, kind: str) -> None:
-    """Refuse a format version this vaezip does not read (a bool is not a version)."""
-    if isinstance(version, bool) or version not in READABLE_FORMATS:
+    """Refuse a format version this vaezip does not read (an int's: a bool or a float 2.0 is not a version)."""
+    if type(version) is not int or version not in READABLE_FORMATS:
         raise CheckpointError(f"{label} has {kind} format {short_repr(version)}; this vaezip reads "
                               f"{READABLE_FORMATS_TEXT}")
 
@@ -145,6 +145,9 @@ def build_model(config: ModelConfig, state_dict: dict[str, torch.Tensor], label:
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise CheckpointError(f"{label}: the weights are not a mapping of names to tensors")
     check_tensors(config, {k: (tuple(v.shape), v.is_floating_point()) for k, v in state_dict.items()}, label)
+    broken = next((key for key, value in state_dict.items() if not bool(torch.isfinite(value).all())), None)
+    if broken is not None:  # a diverged run's: every estimate NaN, and the coder's integers undefined
+        raise CheckpointError(f"{label}: {short_repr(broken)} holds NaN or infinite values")
     model = HierarchicalVAE(config)
     try:
         model.load_state_dict(state_dict, strict=True)

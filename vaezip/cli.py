@@ -1174,6 +1174,27 @@ def _decompress_here(data: bytes, model: str | None, device: str):
     return images, started
 
 
+def _needs_model(data: bytes) -> bool:
+    """Whether a .vz decodes only with the model it names (some tile coded by it)."""
+    from codec.container import read_versioned
+    from vaezip.unpack import needs_no_model
+
+    header = read_versioned(data)[1]
+    return header.uses_model and not needs_no_model(header)
+
+
+def _is_checkpoint(model: str) -> bool:
+    """Whether `-m model` names a training checkpoint (a .pt, or a run folder holding one), not weights."""
+    from vaezip.models import _model_name
+
+    if _model_name(model) is not None:
+        return False
+    from vaezip.checkpoint import CHECKPOINT_NAME  # torch: a -m that is no model's name loads it anyway
+
+    path = Path(model)
+    return (path / CHECKPOINT_NAME).is_file() if path.is_dir() else path.suffix == ".pt"
+
+
 def _compress_here(images, model: str | None, loaded: list, tile, device: str, checking: bool, samples: int = 1,
                    format_version: int | None = None, fast: bool = False, metadata: bool = True):
     """One file compressed in this process, with a progress bar: (result, seconds verifying or None)."""
@@ -1400,6 +1421,7 @@ def compress(
             return images, read
 
         checking = verify or not keep
+        warn_checkpoint = model is not None and not fast and _is_checkpoint(model)
         workers = _workers(jobs_at_once, len(jobs), inputs, output, model)
 
         def submit(index: int):
@@ -1443,6 +1465,12 @@ def compress(
                                       f"error?); input kept")
                     if not quiet and each:
                         _report(result, target, verified, verbose, fast)
+                    if warn_checkpoint and _needs_model(result.data):
+                        warn_checkpoint = False  # once a command
+                        _tell("warning", f"-m {model}: a training checkpoint; a file its model codes decodes only "
+                                         f"with this very checkpoint, which the run's next save replaces: export "
+                                         f"its weights (vaezip export {model} W.safetensors --name NAME, or install "
+                                         f"them without W) and compress with those")
                     # Only --format 16 or older leaves metadata out unasked: --rm then keeps the inputs that hold it
                     left_out = [] if strip else [image for image in result.images if image.metadata_left_out]
                     if left_out and not quiet:
@@ -1813,22 +1841,31 @@ def info(inputs: list[str] = typer.Argument(..., help=".vz files")):
 def _run_info(checkpoint: dict, run: Path, figures: dict | None = None) -> dict:
     """What a user model's manifest entry says about where it came from (figures: as measured at install)."""
     config = checkpoint.get("model_config") or {}
+    init = checkpoint.get("init")
+    counters = checkpoint.get("counters")
+    history = counters.get("history") if isinstance(counters, dict) else None
+    step = checkpoint.get("step", 0)
     info = {
-        "channels": config.get("image_channels"),
+        "channels": config.get("image_channels") if isinstance(config, dict) else None,
         "data": str(checkpoint.get("data_source", "")),
-        "steps": int(checkpoint.get("step", 0)),
-        "init": checkpoint.get("init"),
+        "steps": step if type(step) is int else 0,
+        # where its training started (a shipped model's name and sha256): plain text only, whatever the file holds
+        "init": {str(key): str(value) for key, value in init.items()} if isinstance(init, dict) else None,
         "run": str(Path(run).resolve()),
         "vaezip": __version__,
     }
     if not figures:
         figures = {}
-        validated = [entry for entry in (checkpoint.get("counters") or {}).get("history", []) if "val_bpsp" in entry]
-        if validated:
-            last = validated[-1]
-            figures[f"validation bound (step {int(last['step'])})"] = round(float(last["val_bpsp"]), 4)
-            if "achieved_bpsp" in last:
-                figures["validation achieved"] = round(float(last["achieved_bpsp"]), 4)
+        validated = [entry for entry in history if isinstance(entry, dict) and "val_bpsp" in entry] \
+            if isinstance(history, list) else []
+        try:
+            if validated:
+                last = validated[-1]
+                figures[f"validation bound (step {int(last['step'])})"] = round(float(last["val_bpsp"]), 4)
+                if "achieved_bpsp" in last:
+                    figures["validation achieved"] = round(float(last["achieved_bpsp"]), 4)
+        except (KeyError, TypeError, ValueError, OverflowError):  # a checkpoint's history of other kinds: no figures
+            figures = {}
     info["figures"] = figures
     return info
 
@@ -1903,11 +1940,23 @@ def export(
             raise UsageFailure(f"OUTPUT must end in .safetensors, not {output.name!r}")
         if output.exists() and not force:
             raise Failure(f"{output} already exists (use --force to overwrite)")
-        digest = export_weights(load_checkpoint(run), output, name)
-        problem, _ = _integer_problem(output)
-        if problem is not None:
-            output.unlink()
-            raise Failure(f"{output}: not written: {problem}")
+        from vaezip import zoo
+        from vaezip.files import temporary_path
+
+        zoo.check_name(name)  # a name the weights then refuse to load with: checked before anything is written
+        checkpoint = load_checkpoint(run)
+        # Written beside OUTPUT and checked there: weights that cannot build the integer model (or load at all)
+        # leave OUTPUT as it was, a file --force would replace included.
+        written = temporary_path(output.resolve())
+        try:
+            digest = export_weights(checkpoint, written, name)
+            problem, _ = _integer_problem(written)
+            if problem is not None:
+                raise Failure(f"{output}: not written: {problem}")
+            os.replace(written, output)
+        finally:
+            with suppress(OSError):
+                written.unlink()
         kind = f"integer-exact model, rules {INTEGER_RULES} (its files decode on any machine)"
         out.print(f"{output}: sha256 {digest}; {kind}", highlight=False)
 

@@ -413,7 +413,24 @@ def train_config_from_dict(data: dict[str, Any], format_version: int = FORMAT_VE
     if isinstance(data, dict):
         data = {**TRAIN_FIELDS_SINCE_FORMAT_2, **data}
     kwargs = _strict_kwargs(TrainConfig, data)
-    kwargs["adam_betas"] = tuple(kwargs["adam_betas"])
+    betas = kwargs["adam_betas"]
+    if not isinstance(betas, (list, tuple)) or len(betas) != 2:
+        raise ConfigError(f"TrainConfig: adam_betas must be two numbers, not {short_repr(betas)}")
+    kwargs["adam_betas"] = tuple(betas)
+    for field_ in dataclasses.fields(TrainConfig):  # a checkpoint's values, of the types the fields declare
+        value, kind = kwargs[field_.name], field_.type
+        values = value if field_.name == "adam_betas" else (value,)
+        if kind in ("int", int):
+            fits = all(type(v) is int for v in values)
+        elif kind in ("float", float) or field_.name == "adam_betas":
+            fits = all(type(v) in (int, float) and math.isfinite(v) for v in values)
+        elif kind in ("bool", bool):
+            fits = type(value) is bool
+        else:
+            fits = isinstance(value, str)
+        if not fits:
+            wanted = "two numbers" if field_.name == "adam_betas" else f"a {field_.type}"
+            raise ConfigError(f"TrainConfig: {field_.name} must be {wanted}, not {short_repr(value)}")
     return TrainConfig(**kwargs)
 
 

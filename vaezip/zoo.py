@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -101,11 +102,14 @@ def user_manifest() -> dict[str, Any]:
     if not path.exists():
         return _empty_user_manifest()
     try:
-        size = path.stat().st_size
-        if size > MAX_USER_MANIFEST_BYTES:
-            raise CheckpointError(f"{path}: {size:,} bytes, more than a user model manifest may hold "
-                                  f"({MAX_USER_MANIFEST_BYTES:,})")
-        text = path.read_text(encoding="utf-8")
+        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO or a device would hang or flood the read
+            raise CheckpointError(f"{path}: the user model manifest is not a regular file")
+        with open(path, "rb") as file:
+            raw = file.read(MAX_USER_MANIFEST_BYTES + 1)  # bounded whatever its size says
+        if len(raw) > MAX_USER_MANIFEST_BYTES:
+            raise CheckpointError(f"{path}: more than a user model manifest may hold ({MAX_USER_MANIFEST_BYTES:,} "
+                                  f"bytes)")
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as error:
         reason = getattr(error, "strerror", None) or type(error).__name__
         raise CheckpointError(f"{path}: cannot read the user model manifest ({reason})") from None
@@ -115,7 +119,7 @@ def user_manifest() -> dict[str, Any]:
         raise CheckpointError(f"{path}: the user model manifest is not valid JSON ({str(error)[:100]})") from None
     if not isinstance(data, dict) or data.get("kind") != USER_MANIFEST_KIND or not isinstance(data.get("models"), dict):
         raise CheckpointError(f"{path} is not a vaezip user model manifest")
-    if data.get("format_version") != USER_MANIFEST_FORMAT:
+    if type(data.get("format_version")) is not int or data.get("format_version") != USER_MANIFEST_FORMAT:
         raise CheckpointError(f"{path}: user model manifest format {str(data.get('format_version'))[:20]!r}, this "
                               f"vaezip reads {USER_MANIFEST_FORMAT}")
     return data
@@ -154,10 +158,13 @@ def has_model(name: str) -> bool:
 def with_sha256(prefix: str) -> str | None:
     """The name of a shipped or installed model whose weights' sha256 starts with `prefix` (a .vz header's), shipped
     first; None if none. The same weights under another name (installed again, or renamed) code the same."""
-    for entries in (lambda: manifest()["models"], user_models):  # the user manifest read only where needed
-        for name, entry in entries().items():
-            if isinstance(entry, dict) and str(entry.get("sha256", "")).startswith(prefix):
-                return name
+    shipped = manifest()["models"]
+    for name, entry in shipped.items():
+        if isinstance(entry, dict) and str(entry.get("sha256", "")).startswith(prefix):
+            return name
+    for name, entry in user_models().items():  # the user manifest read only where needed
+        if name not in shipped and isinstance(entry, dict) and str(entry.get("sha256", "")).startswith(prefix):
+            return name  # (a name a shipped model shadows would load the shipped weights)
     return None
 
 
@@ -224,7 +231,6 @@ def _install_locked(folder: Path, name: str, weights: bytes, info: dict[str, Any
     previous = data["models"].get(name)
     sha = hashlib.sha256(weights).hexdigest()
     file = f"{name}-{sha[:12]}.safetensors"
-    atomic_write(folder / file, weights, overwrite=True)  # same name, same bytes
     entry = {
         **(info or {}),
         "file": file,
@@ -233,7 +239,11 @@ def _install_locked(folder: Path, name: str, weights: bytes, info: dict[str, Any
         "installed": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat(),
     }
     data["models"][name] = entry
-    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    try:  # before any file is written: what cannot be recorded leaves no weights behind
+        text = json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"the model's description cannot be recorded ({str(error)[:100]})") from None
+    atomic_write(folder / file, weights, overwrite=True)  # same name, same bytes
     atomic_write(folder / USER_MANIFEST_NAME, text.encode("utf-8"), overwrite=True)
     if isinstance(previous, dict):
         _remove_unreferenced(previous.get("file"), data)
@@ -328,7 +338,8 @@ def listing() -> list[dict[str, Any]]:
     for name, entry in user_models().items():
         row = {"name": str(name), "kind": "user", "default_for": ""}
         try:
-            row.update(_checked_entry(name, entry))
+            # the entry's own fields, but never its name, kind or defaults (an entry saying "shipped" is not one)
+            row.update({key: value for key, value in _checked_entry(name, entry).items() if key not in row})
             if name in shipped["models"]:
                 row["problem"] = "shadowed by the shipped model of that name (not used)"
             elif not (user_models_dir() / entry["file"]).is_file():
