@@ -365,3 +365,37 @@ def test_compressing_with_a_training_checkpoint_warns_that_only_it_decodes_the_f
     assert invoke("export", runs["a"], "--name", "mine").exit_code == 0
     made = invoke("compress", tmp_path / "x.png", "-m", "mine", "-o", tmp_path / "y.vz")
     assert made.exit_code == 0 and "training checkpoint" not in made.stderr
+
+
+def test_export_to_a_file_takes_names_as_loading_does_and_never_replaces_a_fifo(runs, models_dir, tmp_path):
+    """From a review of the export changes: OUTPUT takes any name its weights load with (spaces, accents), a FIFO is
+    refused as before, a link is replaced (with --force), not what it points to; a checkpoint whose history holds an
+    infinite figure installs without it; a damaged entry is passed over for another holding the same weights."""
+    import os
+
+    import torch
+
+    out = tmp_path / "w.safetensors"
+    assert invoke("export", runs["a"], out, "--name", "my modèle").exit_code == 0 and out.is_file()
+    os.mkfifo(tmp_path / "fifo.safetensors")
+    one_error(invoke("export", runs["a"], tmp_path / "fifo.safetensors", "--name", "x", "--force"), "FIFO")
+    (tmp_path / "target").mkdir()
+    (tmp_path / "target" / "t.safetensors").write_bytes(b"kept")
+    (tmp_path / "link.safetensors").symlink_to(tmp_path / "target" / "t.safetensors")
+    assert invoke("export", runs["a"], tmp_path / "link.safetensors", "--name", "x", "--force").exit_code == 0
+    assert not (tmp_path / "link.safetensors").is_symlink()
+    assert (tmp_path / "target" / "t.safetensors").read_bytes() == b"kept"
+
+    checkpoint = torch.load(f"{runs['a']}/last.pt", weights_only=True)
+    checkpoint["counters"]["history"].append({"step": 2, "val_bpsp": float("inf")})
+    torch.save(checkpoint, tmp_path / "inf.pt")
+    assert invoke("export", tmp_path / "inf.pt", "--name", "inf").exit_code == 0
+    assert zoo.user_models()["inf"]["figures"] == {}
+
+    for name in ("ua", "ub"):
+        assert invoke("export", out, "--name", name).exit_code == 0
+    sha = zoo.user_models()["ua"]["sha256"]
+    manifest = json.loads((models_dir / "manifest.json").read_text())
+    manifest["models"]["ua"]["file"] = "missing/../ua.safetensors"
+    (models_dir / "manifest.json").write_text(json.dumps(manifest))
+    assert zoo.with_sha256(sha[:16]) == "ub"

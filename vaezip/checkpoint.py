@@ -232,14 +232,18 @@ def parse_weights_metadata(metadata: Any, label: str) -> dict[str, Any]:
     if not isinstance(description, dict) or description.get("kind") != WEIGHTS_KIND:
         raise CheckpointError(f"{label} is not vaezip weights")
     _readable_format(description.get("format_version"), label, "weights")
-    name = description.get("name")
-    if name is not None and not (
-        isinstance(name, str) and 0 < len(name) <= MAX_MODEL_NAME_CHARS and name.isprintable()
-    ):
+    if description.get("name") is not None:
+        check_model_name(description["name"], label)
+    return description
+
+
+def check_model_name(name, label: str) -> None:
+    """The name a weights file records (and a .vz header then), as loading takes it: printable text of 1 to
+    MAX_MODEL_NAME_CHARS characters."""
+    if not (isinstance(name, str) and 0 < len(name) <= MAX_MODEL_NAME_CHARS and name.isprintable()):
         raise CheckpointError(
             f"{label}: model name must be printable text of 1..{MAX_MODEL_NAME_CHARS} chars, not {short_repr(name)}"
         )
-    return description
 
 
 def load_weights(path: Path, expected_sha256: str | None = None) -> tuple[HierarchicalVAE, dict[str, str]]:

@@ -1189,7 +1189,7 @@ def _is_checkpoint(model: str) -> bool:
 
     if _model_name(model) is not None:
         return False
-    from vaezip.checkpoint import CHECKPOINT_NAME  # torch: a -m that is no model's name loads it anyway
+    from vaezip.checkpoint import CHECKPOINT_NAME  # torch: loaded already, the model having coded the file
 
     path = Path(model)
     return (path / CHECKPOINT_NAME).is_file() if path.is_dir() else path.suffix == ".pt"
@@ -1421,7 +1421,7 @@ def compress(
             return images, read
 
         checking = verify or not keep
-        warn_checkpoint = model is not None and not fast and _is_checkpoint(model)
+        warn_checkpoint = model is not None and not fast and not quiet  # and -m a checkpoint: asked below
         workers = _workers(jobs_at_once, len(jobs), inputs, output, model)
 
         def submit(index: int):
@@ -1465,7 +1465,7 @@ def compress(
                                       f"error?); input kept")
                     if not quiet and each:
                         _report(result, target, verified, verbose, fast)
-                    if warn_checkpoint and _needs_model(result.data):
+                    if warn_checkpoint and _needs_model(result.data) and _is_checkpoint(model):
                         warn_checkpoint = False  # once a command
                         _tell("warning", f"-m {model}: a training checkpoint; a file its model codes decodes only "
                                          f"with this very checkpoint, which the run's next save replaces: export "
@@ -1866,7 +1866,9 @@ def _run_info(checkpoint: dict, run: Path, figures: dict | None = None) -> dict:
                     figures["validation achieved"] = round(float(last["achieved_bpsp"]), 4)
         except (KeyError, TypeError, ValueError, OverflowError):  # a checkpoint's history of other kinds: no figures
             figures = {}
-    info["figures"] = figures
+    # JSON holds no NaN or infinity (a diverged validation's): such a figure is left out of the manifest
+    info["figures"] = {key: value for key, value in figures.items()
+                       if not isinstance(value, float) or math.isfinite(value)}
     return info
 
 
@@ -1940,17 +1942,21 @@ def export(
             raise UsageFailure(f"OUTPUT must end in .safetensors, not {output.name!r}")
         if output.exists() and not force:
             raise Failure(f"{output} already exists (use --force to overwrite)")
-        from vaezip import zoo
-        from vaezip.files import temporary_path
+        from vaezip.checkpoint import CheckpointError, check_model_name
+        from vaezip.files import refuse_special_output, temporary_path
 
-        zoo.check_name(name)  # a name the weights then refuse to load with: checked before anything is written
+        check_model_name(name, "--name")  # one the weights would then refuse to load with: before any writing
+        refuse_special_output(output)  # a FIFO or device is never replaced, --force or not
         checkpoint = load_checkpoint(run)
-        # Written beside OUTPUT and checked there: weights that cannot build the integer model (or load at all)
-        # leave OUTPUT as it was, a file --force would replace included.
-        written = temporary_path(output.resolve())
+        # Written beside OUTPUT (a link's own folder: the rename replaces the link) and checked there: weights that
+        # cannot build the integer model (or load at all) leave OUTPUT as it was, a file --force would replace too.
+        written = temporary_path(output.absolute())
         try:
             digest = export_weights(checkpoint, written, name)
-            problem, _ = _integer_problem(written)
+            try:
+                problem, _ = _integer_problem(written)
+            except CheckpointError as error:  # named as OUTPUT, not as the temporary
+                raise CheckpointError(str(error).replace(written.name, output.name)) from None
             if problem is not None:
                 raise Failure(f"{output}: not written: {problem}")
             os.replace(written, output)

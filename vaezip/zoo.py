@@ -163,8 +163,13 @@ def with_sha256(prefix: str) -> str | None:
         if isinstance(entry, dict) and str(entry.get("sha256", "")).startswith(prefix):
             return name
     for name, entry in user_models().items():  # the user manifest read only where needed
-        if name not in shipped and isinstance(entry, dict) and str(entry.get("sha256", "")).startswith(prefix):
-            return name  # (a name a shipped model shadows would load the shipped weights)
+        if name in shipped or not isinstance(entry, dict) or not str(entry.get("sha256", "")).startswith(prefix):
+            continue  # (a name a shipped model shadows would load the shipped weights)
+        try:
+            _checked_entry(name, entry)
+        except CheckpointError:  # a damaged entry: another may hold the same weights
+            continue
+        return name
     return None
 
 
