@@ -16,7 +16,8 @@ the model out at GATE_FIRST_RATIO x quick without pricing the rest.
 
 `--most N ...` instead times the early exit's pricing of each image (archive._price_sample, what the default
 compress runs beside the quick stream) with archive.GATE_MOST set to each N, and prints the tiles sampled, the
-seconds and the projected bits per subpixel: how GATE_MOST was chosen (`python scripts/make_mosaic.py kodak 8 8
+seconds and the projected bits per subpixel (for a large image its first stage, then with the second stage's
+tiles: archive.gate_stages): how GATE_MOST was chosen (`python scripts/make_mosaic.py kodak 8 8
 /tmp/m/mosaic.png; python scripts/model_gate.py /tmp/m --most 100000 1024 512`).
 """
 
@@ -117,8 +118,15 @@ def time_samples(paths: list[Path], model: str, counts: list[int]) -> None:
                 print(f"{path.name}: the model {model} cannot code it", flush=True)
                 break
             projected = gate.projected[0] / split[0].planes.subpixels
-            print(f"{path.name}: GATE_MOST {most}: {len(gate.sampled[0])} tiles in {seconds:.2f} s, projected "
-                  f"{projected:.4f} bpsp", flush=True)
+            line = (f"{path.name}: GATE_MOST {most}: {len(gate.sampled[0])} tiles in {seconds:.2f} s, projected "
+                    f"{projected:.4f} bpsp")
+            if gate.rest:  # a large image's first stage only: the second stage's tiles too, what it spares
+                started = time.perf_counter()
+                whole = gate.completed()
+                line += (f" (first stage); with the second stage's {len(whole.sampled[0]) - len(gate.sampled[0])} "
+                         f"tiles {seconds + time.perf_counter() - started:.2f} s, projected "
+                         f"{whole.projected[0] / split[0].planes.subpixels:.4f} bpsp")
+            print(line, flush=True)
 
 
 if __name__ == "__main__":

@@ -888,7 +888,8 @@ GATE_MOST = 1024
 # +0.7 % of the model alone over every tile (the whole sample's within -1.0 % and +0.9 %), and ruled the model out on
 # five, none of them an image whose full estimate could have won, and on a 25-Mpixel mosaic of Kodak's (`python
 # scripts/model_gate.py FOLDER --model photo-gray2 --every 8`; docs/results/early-exit/gray8bit.md, mosaic.md).
-# cathedral.png's default compress with one of the two cores busy elsewhere: 10.4 -> 7.3 s (--fast 6.4 s).
+# cathedral.png's sample priced in 1.03 s instead of 3.65 s (`python scripts/model_gate.py FOLDER --model
+# photo-gray2 --most 1024`, 2-core EPYC busy with a test run); `vaezip compress cathedral.png` 5.8 -> 3.8 s (quiet).
 GATE_FIRST = 4
 GATE_FIRST_LEAST = 64
 GATE_FIRST_RATIO = 1.08
