@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import os
 import subprocess
 import sys
@@ -412,3 +413,19 @@ def test_a_checkpoints_training_settings_must_have_their_types():
                        ("adam_betas", [0.9, "x"]), ("kl_balance", 1), ("optimizer", 3), ("lr", float("nan"))):
         with pytest.raises(ConfigError, match=key):
             train_config_from_dict({**good, key: value})
+
+
+@pytest.mark.parametrize("changes, fragment", [
+    ({"comment": "hello"}, "unknown keys ['comment']"),
+    ({"step": "12"}, "step must be a whole number"),
+    ({"step": -1}, "step must be a whole number"),
+    ({"step": 1.5}, "step must be a whole number"),
+])
+def test_weights_metadata_is_read_strictly(changes, fragment, tmp_path):
+    """As the configs are: unknown keys and a step that is no whole number are refused, not passed over."""
+    path = tmp_path / "strict.safetensors"
+    path.write_bytes(safetensors_bytes(description(**changes)))
+    with pytest.raises(CheckpointError, match=re.escape(fragment)):
+        load_model(path)
+    path.write_bytes(safetensors_bytes(description()))
+    assert load_model(path).name == "crafted"

@@ -232,9 +232,20 @@ def parse_weights_metadata(metadata: Any, label: str) -> dict[str, Any]:
     if not isinstance(description, dict) or description.get("kind") != WEIGHTS_KIND:
         raise CheckpointError(f"{label} is not vaezip weights")
     _readable_format(description.get("format_version"), label, "weights")
+    unknown = sorted(short_repr(key) for key in set(description) - _WEIGHTS_KEYS)
+    if unknown:  # strict, as the configs are: what this vaezip does not know it does not silently pass over
+        raise CheckpointError(f"{label}: vaezip metadata holds unknown keys [{', '.join(unknown[:5])}"
+                              f"{', ...' if len(unknown) > 5 else ''}]")
+    step = description.get("step", 0)
+    if type(step) is not int or step < 0:
+        raise CheckpointError(f"{label}: vaezip metadata's step must be a whole number, not {short_repr(step)}")
     if description.get("name") is not None:
         check_model_name(description["name"], label)
     return description
+
+
+# What export_weights writes (every weights file since the one-key JSON metadata)
+_WEIGHTS_KEYS = {"kind", "format_version", "name", "model_config", "step"}
 
 
 def check_model_name(name, label: str) -> None:
