@@ -904,6 +904,11 @@ def flush_caches(forms: dict) -> None:
                 flush()
 
 
+def damaged_cache(error: BaseException | None) -> bool:
+    """Whether a compiled form's first call failed on numba's cache on disk, damaged (a pickle cut short)."""
+    return isinstance(error, (pickle.UnpicklingError, EOFError))
+
+
 def disable(reason: str, error: BaseException | None = None) -> None:
     """Use the numpy coder from now on (the kernels failed to compile or run on this platform). Where `error` (what
     the failing call raised) is a damaged cache's (a pickle cut short), the forms' caches are emptied instead and
@@ -911,7 +916,7 @@ def disable(reason: str, error: BaseException | None = None) -> None:
     compiled again."""
     global _failed, _compiled, _flushed
     with _building:
-        if not _flushed and _compiled and isinstance(error, (pickle.UnpicklingError, EOFError)):
+        if not _flushed and _compiled and damaged_cache(error):
             _flushed = True
             flush_caches(_compiled)
             _compiled = None

@@ -823,18 +823,21 @@ def gate_tiles(height: int, width: int, tile: int) -> list[int]:
     """The tiles the early exit prices of a height x width image: gate_sample's one in GATE_EVERY (in more, at
     most about GATE_MOST tiles, in an image of more than GATE_EVERY * GATE_MOST), or every tile of an image of
     fewer than GATE_WHOLE, where one tile would stand for too much of it."""
+    return gate_sample(height, width, tile, _gate_every(height, width, tile))
+
+
+def _gate_every(height: int, width: int, tile: int) -> int:
+    """gate_tiles's lattice step: one in GATE_EVERY (or more, about GATE_MOST tiles), 1 below GATE_WHOLE tiles."""
     count = count_tiles(height, width, tile)
     every = 1 if count < GATE_WHOLE else max(GATE_EVERY, -(-count // GATE_MOST))
-    return gate_sample(height, width, tile, every + (every % 3 == 0))  # a multiple of 3 would skip columns
+    return every + (every % 3 == 0)  # a multiple of 3 would skip columns
 
 
 def gate_stages(height: int, width: int, tile: int) -> tuple[list[int], list[int]]:
     """gate_tiles's sample of a height x width image in the two stages of the early exit: the tiles of its
     sub-lattice of one in GATE_FIRST of them, where that holds GATE_FIRST_LEAST or more, and the others (the
     second stage's, priced only where the first does not rule the model out); else all of them and none."""
-    count = count_tiles(height, width, tile)
-    every = 1 if count < GATE_WHOLE else max(GATE_EVERY, -(-count // GATE_MOST))
-    every += every % 3 == 0  # as gate_tiles
+    every = _gate_every(height, width, tile)
     sample = gate_sample(height, width, tile, every)
     # every * GATE_FIRST is no multiple of 3 either (GATE_FIRST is none), and a multiple of every: a sub-lattice
     first = set(gate_sample(height, width, tile, every * GATE_FIRST)) if every > 1 else set()
@@ -1142,15 +1145,15 @@ def _model_for(header: Header, model) -> LoadedModel:
     if model is None:
         # By name, or where that name now holds other weights (installed again) or none, by the weights' sha256:
         # the same weights under another name code the same.
-        model = header.model_name
-        if _installed_sha256(model)[:16] != header.model_sha256:
+        model, installed = header.model_name, _installed_sha256(header.model_name)
+        if installed[:16] != header.model_sha256:
             model = zoo.with_sha256(header.model_sha256)
         if model is None:
-            if zoo.has_model(header.model_name) and not _installed_sha256(header.model_name):
+            if zoo.has_model(header.model_name) and not installed:
                 zoo.weights_file(header.model_name)  # its entry is damaged: that is the error to name
-            if _installed_sha256(header.model_name):
+            if installed:
                 raise CheckpointError(f"this file was made with {named}; the {header.model_name!r} here has "
-                                      f"other weights (sha256 {_installed_sha256(header.model_name)[:16]}...): "
+                                      f"other weights (sha256 {installed[:16]}...): "
                                       f"pass --model with the weights it was made with")
             raise CheckpointError(f"this file was made with {named}, which is not installed here: pass --model "
                                   f"with the weights it was made with (the very .safetensors, .pt or run folder), "

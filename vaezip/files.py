@@ -105,19 +105,18 @@ def _os_error(error: OSError) -> InputError:
     return InputError(error.strerror or type(error).__name__)
 
 
-def read_limited(stream, limit: int | None = None, what: str = "stdin holds") -> bytes:
-    """Read a binary stream to its end, refusing it (`what` it holds, in the message) as soon as it holds more than
-    `limit` bytes."""
+def read_limited(stream, limit: int | None = None, what: str = "stdin holds", start: bytes = b"") -> bytes:
+    """Read a binary stream to its end (after `start`, what was read of it already), refusing it (`what` it holds,
+    in the message) as soon as it holds more than `limit` bytes."""
     limit = MAX_INPUT_BYTES if limit is None else limit
-    chunks, total = [], 0
-    while True:
+    chunks, total = [start], len(start)
+    while total <= limit:
         chunk = stream.read(min(_CHUNK, limit + 1 - total))
         if not chunk:
             return b"".join(chunks)
         chunks.append(chunk)
         total += len(chunk)
-        if total > limit:
-            raise _too_large(what, limit)
+    raise _too_large(what, limit)
 
 
 def check_input(path: str) -> None:
@@ -153,17 +152,8 @@ def read_input(path: str, limit: int | None = None) -> tuple[bytes, os.stat_resu
         # As many bytes as it holds, and one more: read(limit + 1) took the whole limit's memory for every input
         # (1 GiB: a 140-byte file failed under `ulimit -v`).
         data = handle.read(info.st_size + 1)
-        if len(data) > info.st_size:  # it grew since: the rest, up to a byte past the limit
-            chunks, total = [data], len(data)
-            while total <= limit:
-                chunk = handle.read(min(_CHUNK, limit + 1 - total))
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                total += len(chunk)
-            data = b"".join(chunks)
-    if len(data) > limit:
-        raise _too_large("grew while read to", limit)
+        if len(data) > info.st_size:  # it grew since: the rest, within the limit
+            data = read_limited(handle, limit, "grew while read to", start=data)
     return data, info
 
 

@@ -15,14 +15,13 @@ integers, slower.
 from __future__ import annotations
 
 import os
-import pickle
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from codec.kernels import flush_caches, njit_forms
+from codec.kernels import damaged_cache, flush_caches, njit_forms
 
 try:  # numba is a dependency, but the coder must not break where it cannot be installed
     import numba
@@ -307,6 +306,6 @@ def disable(reason: str, error: BaseException | None = None) -> None:
     if AVAILABLE:
         warnings.warn(f"vaezip: the compiled table kernel is off ({reason}); using the slower torch form",
                       RuntimeWarning, stacklevel=2)
-        if isinstance(error, (pickle.UnpicklingError, EOFError)):
+        if damaged_cache(error):
             flush_caches(_functions)
     AVAILABLE = False
