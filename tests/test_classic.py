@@ -673,3 +673,14 @@ def test_what_the_binary_header_refuses_to_write():
         to_binary(a_header(images=(ImageEntry("x", "L", 1, 1, b"\0\0\0"),)), 0)  # a palette outside P
     with pytest.raises(LimitError):
         to_binary(a_header(images=(ImageEntry("x", "L", 70000, 1),)), 0)
+
+
+def test_an_image_without_a_model_plane_reports_no_model_bound(models):
+    """A palette whose used indices share a colour codes its indices, with no model plane: no model bound,
+    with or without --fast (the fast path used to report its index plane's histogram as one)."""
+    import math
+
+    images = [("dup.png", p_duplicates()), ("palette.png", palette_image())]
+    for fast in (False, True):
+        result = compress_images(images, models[3], tile=16, device="cpu", fast=fast)
+        assert math.isnan(result.images[0].bound_bpsp), (fast, result.images[0])

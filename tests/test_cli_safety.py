@@ -925,3 +925,14 @@ def test_a_file_is_read_in_what_it_holds_and_running_out_of_memory_is_one_line(t
     assert result.output.strip() == "vaezip: error: a.png: out of memory (the image, or the limit on this process's " \
                                     "memory, too large)"
     assert not (tmp_path / "a.vz").exists()
+
+
+def test_a_library_warning_is_shown_with_one_vaezip_prefix(capsys, monkeypatch):
+    """The coder's warnings name vaezip for the API's readers; the CLI's line names it once, not twice."""
+    from vaezip import cli as cli_module
+
+    monkeypatch.delenv("VAEZIP_DEBUG", raising=False)
+    cli_module._one_line_warning("vaezip: the compiled blend coder is off (test)", RuntimeWarning, "x.py", 1)
+    cli_module._one_line_warning("photos: skipped 1 image file(s)", UserWarning, "x.py", 1)
+    assert capsys.readouterr().err.splitlines() == ["vaezip: warning: the compiled blend coder is off (test)",
+                                                    "vaezip: warning: photos: skipped 1 image file(s)"]

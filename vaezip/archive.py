@@ -1104,8 +1104,9 @@ def _result(data: bytes, split: list[_Image], coded: _ModelCoding | None, classi
         else:
             payload, excess, n_tiles, alone = 8 * len(classical[k].data), 0.0, 0, 0
             coding = classical[k].coding
-        # Fast coding: the network never ran (every estimate infinite), so there is no model bound.
-        bound = bound if math.isfinite(bound) else math.nan
+        # Fast coding: the network never ran (every estimate infinite), so there is no model bound; nor for an
+        # image without a model plane (a palette's indices), whatever its side plane's coder priced.
+        bound = bound if math.isfinite(bound) and planes.model_plane is not None else math.nan
         excess = excess if math.isfinite(excess) else math.nan
         candidates = tuple(sorted(tried.items(), key=lambda pair: pair[1]))
         reports.append(ImageReport(item.name, planes.mode, planes.width, planes.height, planes.subpixels, bound,

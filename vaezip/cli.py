@@ -92,7 +92,9 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     if _debugging():
         _PYTHON_SHOWWARNING(message, category, filename, lineno, file, line)
         return
-    _tell("warning", str(message))
+    text = str(message)
+    # The library's own warnings name vaezip for readers of the API's warnings; the CLI's prefix already does.
+    _tell("warning", text.removeprefix("vaezip: "))
 
 
 def _tell(kind: str, text: str) -> None:
