@@ -429,3 +429,12 @@ def test_weights_metadata_is_read_strictly(changes, fragment, tmp_path):
         load_model(path)
     path.write_bytes(safetensors_bytes(description()))
     assert load_model(path).name == "crafted"
+
+
+def test_a_refusal_keeps_every_line_of_the_error_it_quotes():
+    """Torch's errors about odd tensors say what went wrong past their first line: the one-line refusal keeps
+    every line (joined, cut at its limit), not the first alone."""
+    quoted = checkpoint_module._one_line(RuntimeError("Could not run 'aten::x' with arguments\n\n  from 'Meta'"))
+    assert quoted == "Could not run 'aten::x' with arguments from 'Meta'"
+    assert checkpoint_module._one_line(ValueError("")) == "ValueError"
+    assert checkpoint_module._one_line(ValueError("x\n" * 300), limit=50) == "x " * 23 + "x..."

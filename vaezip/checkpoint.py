@@ -99,8 +99,8 @@ def sha256_file(path: Path) -> str:
 
 
 def _one_line(error: BaseException, limit: int = 200) -> str:
-    lines = str(error).strip().splitlines()
-    text = lines[0] if lines else type(error).__name__
+    # Torch's errors about odd tensors (sparse, meta) say what went wrong past their first line: every line.
+    text = " ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
