@@ -22,7 +22,7 @@ from conftest import pngs_from_a_fresh_process, run_cli, smooth_rgb
 from vaezip.api import compress_images, decompress_images, file_info, png_bytes
 from vaezip.errors import ImageError
 from vaezip.images import open_image
-from vaezip.metadata import DROPPED, METADATA, image_chunks, read_png_chunks
+from vaezip.metadata import DROPPED, METADATA, image_chunks, read_png_chunks, walk_png_chunks
 
 GOLDEN = Path(__file__).parent / "data"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
@@ -418,3 +418,20 @@ def test_format_17_goldens_decode_in_a_fresh_process_with_their_metadata(file_na
     again = container.read(compress_images(images, **options).data)
     assert [entry.metadata for entry in again[0].images] == [entry.metadata for entry in pinned[0].images]
     assert np.array_equal(again[1], pinned[1])
+
+
+def test_the_chunk_walk_goes_on_from_each_chunks_end_whatever_its_reader_read():
+    """One walk serves the metadata reader and the damaged-chunk cutter: at each chunk the file sits at its data,
+    and the next chunk is found from the chunk's end however much of it the caller read; a head cut short or a
+    length past PNG's bound ends it."""
+    body = b"".join(struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+                    for kind, data in ((b"IHDR", bytes(13)), (b"tEXt", b"a\0bc"), (b"IDAT", b"xyz")))
+    file = io.BytesIO(b"\x89PNG\r\n\x1a\n" + body + b"\0\0")
+    file.seek(8)
+    seen = []
+    for start, length, kind in walk_png_chunks(file):
+        seen.append((start, length, kind, file.read(1 if kind == b"tEXt" else 0)))
+    assert seen == [(8, 13, b"IHDR", b""), (33, 4, b"tEXt", b"a"), (49, 3, b"IDAT", b"")]
+    file = io.BytesIO(b"\x89PNG\r\n\x1a\n" + struct.pack(">I4s", 2**31, b"tEXt") + bytes(16))
+    file.seek(8)
+    assert list(walk_png_chunks(file)) == []

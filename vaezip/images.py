@@ -39,7 +39,7 @@ from vaezip.config import short_repr
 from vaezip.errors import ImageError
 from vaezip.files import read_limited
 from vaezip.metadata import DROPPED, METADATA, chunks_from_info, image_chunks, read_png_chunks, stated_info
-from vaezip.metadata import fields_left_out, with_chunks
+from vaezip.metadata import fields_left_out, walk_png_chunks, with_chunks
 
 # Refused before decoding (Pillow raises DecompressionBombError above twice its own limit; ours is lower).
 MAX_IMAGE_PIXELS = 100_000_000
@@ -145,18 +145,12 @@ def _cut_damaged(file) -> tuple[bytes | None, tuple[str, ...]]:
     if file.read(len(PNG_SIGNATURE)) != PNG_SIGNATURE:
         return None, ()
     damaged, cuts = [], []  # cuts: (start, end) of each damaged chunk
-    while True:
-        start = file.tell()
-        head = file.read(8)
-        if len(head) < 8:
-            return None, ()
-        length, kind = struct.unpack(">I4s", head)
-        if not kind.isalpha() or length >= 2**31:
+    for start, length, kind in walk_png_chunks(file):
+        if not kind.isalpha():
             return None, ()  # off the chunks' bounds: nothing is mended
         if kind == b"IDAT" or kind == b"IEND":
             break
         if not kind[0] & 32 or kind == b"tRNS":
-            file.seek(length + 4, 1)
             continue
         body, crc = file.read(length), file.read(4)
         if len(crc) < 4:
@@ -164,6 +158,8 @@ def _cut_damaged(file) -> tuple[bytes | None, tuple[str, ...]]:
         if struct.unpack(">I", crc)[0] != zlib.crc32(kind + body):
             damaged.append(f"{kind.decode('latin-1')} (damaged: bad CRC)")
             cuts.append((start, file.tell()))
+    else:  # cut short before the image data
+        return None, ()
     if not damaged:
         return None, ()
     file.seek(0)

@@ -30,6 +30,22 @@ _WHY_NOT = {b"hIST": "it describes the palette's entries", b"acTL": "animation",
 _PROFILE_SPACES = {"L": b"GRAY", "LA": b"GRAY", "RGB": b"RGB ", "RGBA": b"RGB ", "P": b"RGB "}
 
 
+def walk_png_chunks(file):
+    """(start, length, type) of each chunk of the PNG file object `file`, read from just past its signature, up
+    to a head cut short or a length PNG does not allow. At each one the file sits at the chunk's data; whatever
+    the caller reads of it, the walk goes on from the chunk's end (its CRC's)."""
+    while True:
+        start = file.tell()
+        head = file.read(8)
+        if len(head) < 8:
+            return
+        length, kind = _LENGTH_TYPE.unpack(head)
+        if length >= 2**31:
+            return
+        yield start, length, kind
+        file.seek(start + 12 + length)
+
+
 def read_png_chunks(file, low_grey_bits: int = 0) -> tuple[tuple[Chunk, ...], tuple[str, ...]]:
     """The chunks of the PNG file object `file` that a file may keep (read from its start; its position is put
     back), each at a place its type allows, and what is left out ("TYPE (why)"): chunks unsafe to copy, a damaged
@@ -44,21 +60,15 @@ def read_png_chunks(file, low_grey_bits: int = 0) -> tuple[tuple[Chunk, ...], tu
             return (), ()
         seen_palette = seen_data = False
         kinds_kept = set()
-        while True:
-            head = file.read(8)
-            if len(head) < 8:
-                break
-            length, kind = _LENGTH_TYPE.unpack(head)
-            if kind == b"IEND" or length >= 2**31:
+        for _, length, kind in walk_png_chunks(file):
+            if kind == b"IEND":
                 break
             if kind in (b"IHDR", b"PLTE", b"IDAT", b"tRNS") or not kind[0] & 32:  # critical, or in the pixels
                 seen_palette |= kind == b"PLTE"
                 seen_data |= kind == b"IDAT"
-                file.seek(length + 4, 1)
                 continue
             if not keepable(kind):
                 dropped.append(f"{kind.decode('latin-1')} ({_WHY_NOT.get(kind, 'unsafe to copy')})")
-                file.seek(length + 4, 1)
                 continue
             data, crc = file.read(length), file.read(4)
             if len(crc) < 4:
