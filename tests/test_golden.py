@@ -213,6 +213,16 @@ def test_info_says_how_each_file_was_coded():
     schedule = read_versioned((GOLDEN / "format6" / "model.vz").read_bytes())[1].coder.schedule
     batches, tiles = len(schedule), sum(count for _, count in schedule)
     assert batches < tiles and f", {tiles} tiles in {batches} batches (" in lines[2]  # the kinds count tiles
+    # the file's bytes split as compress reports them: its header is everything but the words and classical codings
+    from vaezip.archive import _header_bytes
+
+    paths = [GOLDEN / "golden.vz", GOLDEN / "golden-v4.vz", GOLDEN / "format6" / "model.vz"]
+    for path, line in zip(paths, lines):
+        data = path.read_bytes()
+        version, header, words = read_versioned(data)
+        classical = sum(len(entry.data) for entry in header.images)
+        assert (f"{len(data)} bytes (header {_header_bytes(data, version)} B, ANS stream {4 * len(words)} B, "
+                f"classical codings {classical} B)") in line, line
 
 
 def test_info_needs_no_model_and_imports_no_torch():

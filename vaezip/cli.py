@@ -1814,7 +1814,11 @@ def info(inputs: list[str] = typer.Argument(..., help=".vz files")):
                     f"made with constriction {coder.constriction}"
                     + "".join(f", {k} {v}" for k, v in sorted(coder.extra.items()))
                 )
-            say(f"{path}: {len(data)} bytes, payload {4 * len(words)} B; {described}; {coding}")
+            # Split as compress reports it: the header is everything but the ANS words and the classical codings.
+            stream_bytes, classical_bytes = 4 * len(words), sum(len(entry.data) for entry in header.images)
+            parts = (f"header {len(data) - stream_bytes - classical_bytes} B, ANS stream {stream_bytes} B, "
+                     f"classical codings {classical_bytes} B")
+            say(f"{path}: {len(data)} bytes ({parts}); {described}; {coding}")
             # The model's stream, where no tile of it went through the model, is the predictor's (as compress says)
             stream = "predictor (no model tile)" if coder is not None and needs_no_model(header) else "model"
             subpixels = 0
