@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates docs/results/ (results.md, results.csv, summary.csv, bpsp_bars.png, scatter_vaezip.png): the
-# README's results section. It is the default `vaezip bench` run (all default data sets, their default limits,
+# default bench's report. It is the default `vaezip bench` run (all default data sets, their default limits,
 # every classical codec, vaezip per image and as one archive, shipped default models), about 15 minutes on a
 # 2-core CPU. Extra arguments go to `vaezip bench`, e.g. `--model runs/photo --model runs/mnist`.
 # Needs the data root (../shared/data or $VAEZIP_DATA) and the bench extra (imagecodecs, matplotlib).
@@ -8,4 +8,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VAEZIP="${VAEZIP:-.venv/bin/vaezip}"
 [ -x "$VAEZIP" ] || VAEZIP=vaezip
-exec "$VAEZIP" bench --out docs/results "$@"
+exec "$VAEZIP" bench --out docs/results --force "$@"

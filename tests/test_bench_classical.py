@@ -103,6 +103,26 @@ def test_run_and_bpsp_arithmetic():
     assert aggs["png"].all_ok and math.isnan(aggs["png"].bound_bpsp)
 
 
+def test_each_codec_codes_a_crop_untimed_before_its_rows():
+    """A codec's first call (imports, compiled kernels) is paid on an untimed crop of the first image, not in the
+    first row; a crop that fails records nothing, and the images are still measured."""
+    class Seen(FakeLearned):
+        def __init__(self, fail_first=False):
+            self.shapes, self.fail_first = [], fail_first
+
+        def encode(self, img):
+            self.shapes.append(img.shape)
+            if self.fail_first and len(self.shapes) == 1:
+                raise RuntimeError("first call")
+            return super().encode(img)
+
+    imgs = ImageSet("toy", [_smooth(80, 70, 3, 1), _smooth(20, 6, 3, 2)], names=("a", "b"))
+    for codec in (Seen(), Seen(fail_first=True)):
+        rows = run(imgs, [codec])
+        assert codec.shapes == [(64, 64, 3), (80, 70, 3), (20, 6, 3)]
+        assert [r.image for r in rows] == ["a", "b"] and all(r.roundtrip_ok for r in rows)
+
+
 def test_set_rate_is_bytes_weighted_not_mean():
     rows = [Row("d", "c", 0, "0", 10, 10, 1, 100, 100, 8.0, 0.1, 0.1, True),
             Row("d", "c", 1, "1", 30, 10, 1, 300, 75, 2.0, 0.1, 0.1, True)]

@@ -175,8 +175,8 @@ def test_a_folder_benched_twice_into_itself_measures_its_images_only_and_the_rep
     work = tmp_path / "work"
     shutil.copytree(folders["rgb"], work)
     monkeypatch.chdir(work)
-    for codecs in ("png,webp", "png,webp", "png"):
-        result = _bench(".", "-c", codecs)
+    for codecs, force in (("png,webp", ()), ("png,webp", ("--force",)), ("png", ("-f",))):
+        result = _bench(".", "-c", codecs, *force)
         assert result.exit_code == 0, result.stderr
         assert ".: 3 images (all)" in result.stderr, result.stderr
     rows = read_csv(work / "bench-results" / "results.csv")
@@ -243,3 +243,44 @@ def test_eval_of_images_of_several_sizes_gives_each_groups_scale_and_mean_dims(t
         assert group.latent_dims == round((small[3] + large[3]) / 2), group
     alike = evaluate(model, images[:1] * 2, batch_size=1)
     assert [group.resolution for group in alike.groups] == [f"{h}x{w}" for _, h, w, _ in each[0]]
+
+
+def test_bench_replaces_a_report_only_with_force(tmp_path, folders):
+    """A folder that holds a report (or a chart named like one) is refused before the run, its files untouched;
+    --force replaces the report and drops the charts this run did not draw."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "results.md").write_text("my notes")
+    (out / "scatter_holiday.png").write_text("x")
+    (out / "other.txt").write_text("kept")
+    result = _bench(folders["rgb"], "-c", "png", "--out", out)
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [
+        f"vaezip: error: {out}: holds a report already (results.md, scatter_holiday.png); --force replaces it, or "
+        f"choose another --out"]
+    assert (out / "results.md").read_text() == "my notes" and (out / "scatter_holiday.png").exists()
+    result = _bench(folders["rgb"], "-c", "png", "--out", out, "--force")
+    assert result.exit_code == 0, result.stderr
+    assert "my notes" not in (out / "results.md").read_text() and not (out / "scatter_holiday.png").exists()
+    assert (out / "other.txt").read_text() == "kept"
+    assert "--force" in (out / "results.md").read_text()  # the command that made it, as given
+
+
+def test_bench_of_classical_codecs_names_what_it_passed_over_and_imports_no_torch(tmp_path, folders):
+    """Classical codecs alone need no model: the run imports no torch (its report used to, for a thread count).
+    A file the loader passes over is named in the report, which no longer says "all images"."""
+    import shutil
+    import subprocess
+    import sys
+
+    work = tmp_path / "set"
+    shutil.copytree(folders["rgb"], work)
+    Image.fromarray(np.zeros((4, 4), np.uint16) + 300).save(work / "deep.png")  # 16-bit: passed over
+    script = ("import sys; from typer.testing import CliRunner; from vaezip.cli import app; "
+              f"result = CliRunner().invoke(app, ['bench', {str(work)!r}, '-c', 'png', '-o', {str(tmp_path / 'o')!r}]);"
+              " print(result.exit_code, 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.stdout.split() == ["0", "False"], (done.stdout, done.stderr)
+    report = (tmp_path / "o" / "results.md").read_text()
+    assert "3 images (all images it could read;" in report, report
+    assert "set: 1 file(s) passed over, measured by no codec: deep.png (not 8-bit)" in report, report

@@ -2061,9 +2061,11 @@ def bench(
         "'all' (default: the classical ones but webp-q75, vaezip and vaezip-archive)",
     ),
     out_dir: Path = typer.Option(Path("bench-results"), "--out", "-o",
-                                 help="folder for results.csv, summary.csv, results.md and charts (replaced)"),
+                                 help="folder for results.csv, summary.csv, results.md and charts"),
     tile: Optional[int] = typer.Option(None, help="vaezip tile side in pixels (default 32; 256 for vaezip-fast)"),
     device: str = typer.Option("auto", help="auto | cpu | cuda (vaezip)"),
+    force: bool = typer.Option(False, "--force", "-f", help="replace the report the --out folder holds (its "
+                               "results, charts and any chart named scatter_*.png)"),
 ):
     """Compare vaezip with classical lossless codecs: bits per subpixel, MB/s, round trip; report + charts."""
     import math
@@ -2087,6 +2089,12 @@ def bench(
             there = there.parent
         if not there.is_dir() or not os.access(there, os.W_OK):
             raise Failure(f"--out {out_dir}: {there} is {'not a folder' if not there.is_dir() else 'not writable'}")
+        from vaezip.bench.report import report_files_in
+
+        held = report_files_in(out_dir)
+        if held and not force:  # known before the run: a report replaces them all (and drops charts it did not draw)
+            raise Failure(f"{out_dir}: holds a report already ({', '.join(held)}); --force replaces it, or choose "
+                          f"another --out")
         plan = prepare(datasets or (), models=model or (), limit=limit, codecs=codecs, tile=tile, device=device,
                        exclude=out_dir)
         command = shlex.join(["vaezip", *sys.argv[1:]]) if sys.argv[1:2] == ["bench"] else None
@@ -2095,6 +2103,7 @@ def bench(
             args += [f"--model={m}" for m in model or ()] + ([f"--limit={limit}"] if limit is not None else [])
             args += [f"--codecs={c}" for c in codecs or ()] + [f"--out={out_dir}"]
             args += ([f"--tile={tile}"] if tile is not None else []) + ([f"--device={device}"] if device != "auto" else [])
+            args += ["--force"] if force else []
             command = shlex.join(["vaezip", "bench", *args])
         from vaezip.bench.report import have_matplotlib
 

@@ -78,6 +78,8 @@ class ImageSet:
     # What reading changed of the files' images, one line a kind: e.g. "alpha dropped: a.png, b.png (2 of 9)"
     # (training and bench take grey or RGB samples; compress keeps them all)
     changed: tuple[str, ...] = field(default=(), repr=False)
+    # The files passed over, each "name (why)": what `skipped` counts
+    passed_over: tuple[str, ...] = field(default=(), repr=False)
 
     def __post_init__(self) -> None:
         imgs = self.images
@@ -148,7 +150,7 @@ class ImageSet:
         else:
             imgs = _maybe_stack([self.images[i] for i in idx])
         names = tuple(self.names[i] for i in idx) if self.names else ()
-        return ImageSet(name or self.name, imgs, names, self.skipped, self.changed)
+        return ImageSet(name or self.name, imgs, names, self.skipped, self.changed, self.passed_over)
 
 
 # --------------------------------------------------------------------------------------------
@@ -313,7 +315,7 @@ def box_downsample(image: np.ndarray, factor: int) -> np.ndarray:
 
 
 def _finish(name: str, imgs: list[np.ndarray], names: list[str], skipped: int,
-            channels: int | None, changes: Sequence[tuple[str, str]] = ()) -> ImageSet:
+            channels: int | None, changes: Sequence[tuple[str, str]] = (), passed_over: Sequence[str] = ()) -> ImageSet:
     """The set of `imgs` in one channel count; `changes`: (what, label) of what reading changed."""
     if not imgs:
         raise DataError(f"{name}: no readable images"
@@ -330,7 +332,7 @@ def _finish(name: str, imgs: list[np.ndarray], names: list[str], skipped: int,
         grouped.setdefault(what, []).append(label)
     changed = tuple(f"{what}: {', '.join(labels[:3])}{', ...' if len(labels) > 3 else ''} ({len(labels)} of "
                     f"{len(imgs)})" for what, labels in grouped.items())
-    return ImageSet(name, _maybe_stack(imgs), tuple(names), skipped, changed)
+    return ImageSet(name, _maybe_stack(imgs), tuple(names), skipped, changed, tuple(passed_over))
 
 
 # --------------------------------------------------------------------------------------------
@@ -385,7 +387,7 @@ def _load_files(name: str, files: list[tuple[Path, str]], limit: int | None,
     if passed_over:
         listed = ", ".join(passed_over[:3]) + (", ..." if len(passed_over) > 3 else "")
         warnings.warn(f"{name}: skipped {len(passed_over)} image file(s) it cannot use: {listed}", stacklevel=3)
-    return _finish(name, imgs, names, len(passed_over), channels, changes)
+    return _finish(name, imgs, names, len(passed_over), channels, changes, passed_over)
 
 
 def _npz_array(path: Path, key: str | None, label: str) -> tuple[np.ndarray, str]:

@@ -346,6 +346,16 @@ def write_report(rows: Sequence[Row], out_dir: str | os.PathLike, *, codecs: Seq
 REPORT_FILES = ("results.csv", "summary.csv", "results.md", "bpsp_bars.png")
 
 
+def report_files_in(out_dir: str | os.PathLike) -> list[str]:
+    """The names of the report files (a chart, a table, scatter_*.png) the folder `out_dir` holds: what
+    write_report would replace or remove."""
+    out = Path(out_dir)
+    if not out.is_dir():
+        return []
+    return [*(name for name in REPORT_FILES if (out / name).exists() or (out / name).is_symlink()),
+            *sorted(path.name for path in out.glob("scatter_*.png"))]
+
+
 def _write_report(rows: Sequence[Row], out: Path, *, codecs: Sequence, command: str | None,
                   scatter_codec: str | None, reference: Sequence[str] | None, title: str,
                   notes: Sequence[str]) -> dict[str, Path]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .classical import CODEC_NAMES, Row, get_codecs, run
+from .classical import CODEC_NAMES, WARM_UP_SIDE, Row, get_codecs, run
 from .learned import ARCHIVE_NAME, ArchiveFlags, VaezipCodec, _shown, run_archive
 
 __all__ = ["DEFAULT_SETS", "DEFAULT_LIMITS", "LEARNED_NAMES", "DEFAULT_CODECS", "Plan", "SetPlan",
@@ -208,21 +208,26 @@ def execute(plan: Plan, progress: Callable[[Row], None] | None = None) -> list[R
 
 
 def _notes(plan: Plan) -> list[str]:
-    import torch
-
     notes = []
     for s in plan.sets:
         lim = "all images" if s.limit is None else f"first {s.limit}"
+        if s.images.skipped:
+            lim = "all images it could read" if s.limit is None else f"first {s.limit} it could read"
         shapes = {im.shape for im in s.images}
         shape = "x".join(map(str, next(iter(shapes)))) if len(shapes) == 1 else "mixed sizes"
         notes.append(f"data set {s.name} ({s.source}): {len(s.images)} images ({lim}; HxWxC {shape}, "
                      f"{s.images.subpixels} subpixels)")
         notes += [f"data set {s.name}, as read (every codec measured these samples): {change}"
                   for change in s.images.changed]
+        if s.images.skipped:
+            shown = ", ".join(s.images.passed_over[:10]) + (", ..." if len(s.images.passed_over) > 10 else "")
+            notes.append(f"data set {s.name}: {s.images.skipped} file(s) passed over, measured by no codec: {shown}")
     for ch, m in sorted(plan.models.items()):
         notes.append(f"vaezip model for {'grey' if ch == 1 else 'colour'} images: {m.name} "
                      f"({_shown(m.source)}, sha256 {m.sha256[:16]})")
     if plan.models:
+        import torch  # loaded with the models
+
         notes.append(f"vaezip device: {plan.device}; torch threads: {torch.get_num_threads()}")
         notes.append("vaezip = one .vz file per image (header, entry and checksum counted in every file); "
                      "vaezip-archive = all images of the data set in one .vz archive (bits-back chained); "
@@ -237,6 +242,8 @@ def _notes(plan: Plan) -> list[str]:
     notes.append("default limits (first N images, `--limit` overrides): "
                  + ", ".join(f"{k} {v}" for k, v in DEFAULT_LIMITS.items() if k in DEFAULT_SETS)
                  + f"; default data sets: {', '.join(DEFAULT_SETS)}")
+    notes.append(f"times: each codec first codes a crop of each data set's first image (at most {WARM_UP_SIDE}x"
+                 f"{WARM_UP_SIDE}), untimed, so that no row pays a first call's imports and compiled kernels")
     if not math.isnan(plan.seconds):
         notes.append(f"total wall time of the run: {plan.seconds:.0f} s")
     return notes
