@@ -183,3 +183,26 @@ def test_report_default_scatter_is_best_classical(tmp_path):
     codecs = get_codecs(["png", "qoi"])
     files = write_report(run(a, codecs), tmp_path, codecs=codecs)
     assert any(k.startswith("scatter_") for k in files) == (CHARTS and len(codecs) > 1)
+
+
+def test_a_projected_bound_is_marked_in_rows_totals_csv_and_report(tmp_path):
+    """A bound the codec says it projected from a sample of the tiles (compress's early exit) is marked "~" in the
+    report's bound table, with what it means, and kept as such through results.csv; an exact one is not."""
+    from vaezip.bench.report import markdown_report
+
+    class Projects(FakeLearned):
+        name = "projects"
+
+        def bound_projected(self, img):
+            return img.shape[0] > 10
+
+    imgs = ImageSet("toy", [_smooth(8, 8, 3, 1), _smooth(20, 6, 3, 2)], names=("a", "b"))
+    rows = run(imgs, [FakeLearned(), Projects()])
+    assert [r.bound_projected for r in rows] == [False, False, False, True]
+    totals = {a.codec: a.bound_projected for a in aggregate(rows)}
+    assert totals == {"fake": False, "projects": True}
+    report = markdown_report(rows)
+    assert "| toy | 2 | 7.500 | ~7.500 |" in report and "~: projected from the model's estimate" in report
+    write_report(rows, tmp_path)
+    assert [r.bound_projected for r in read_csv(tmp_path / "results.csv")] == [False, False, False, True]
+    assert "~" not in markdown_report(rows[:2])

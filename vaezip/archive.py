@@ -727,9 +727,9 @@ class _Gate:
 def _price_sample(split: list[_Image], model, device: str) -> _Gate | None:
     """The early exit's model and priced sample (gate_sample) of every image it could code; None where the model
     cannot code some image (the full path says why). A shipped model on the CPU is priced by numpy
-    (vaezip/estimate.py) without importing torch, which the full path then imports where the exit is not taken;
-    any other model (a file, a run, a user model, a network numpy does not compute) or device by torch's float
-    network, as the full path prices the other tiles."""
+    (vaezip/estimate.py) without importing torch, which the full path then imports where the exit is not taken
+    (loaded already or named: the same figures); any other model (a run, a user model, a network numpy does not
+    compute) or device by torch's float network, as the full path prices the other tiles."""
     if model is None:
         model = default_model(split[0].planes.mode)
     try:
@@ -737,13 +737,17 @@ def _price_sample(split: list[_Image], model, device: str) -> _Gate | None:
     except CheckpointError:  # a manifest entry without a usable config: loading says what is wrong, or loads it
         loaded = load_model(model)
     estimator = None
-    if isinstance(loaded, ModelIdentity):
+    if device in ("auto", "cpu"):
         from vaezip.estimate import NumpyEstimator, unsupported
 
-        if device in ("auto", "cpu") and unsupported(loaded.config) is None:
+        # A model loaded already (the API's, bench's) is priced by numpy too, from the weights it holds: the same
+        # figures as by its name or file
+        if unsupported(loaded.config) is None and isinstance(loaded, ModelIdentity):
             estimator = NumpyEstimator.from_file(loaded.source, loaded.sha256, loaded.config)
-        if estimator is None:
-            loaded = load_model(loaded.name)
+        elif unsupported(loaded.config) is None:
+            estimator = NumpyEstimator.from_model(loaded.model)
+    if estimator is None and isinstance(loaded, ModelIdentity):
+        loaded = load_model(loaded.name)
     channels, stride = loaded.config.image_channels, loaded.config.stride
     if any(item.planes.model_plane is not None and item.planes.model_channels != channels for item in split):
         return None

@@ -2128,8 +2128,10 @@ def bench(
                 sub, nbytes = sum(r.subpixels for r in good), sum(r.bytes for r in good)
                 seconds = sum(r.encode_s + (0 if math.isnan(r.decode_s) else r.decode_s) for r in good)
                 rate = f"{8 * nbytes / sub:.3f} bpsp" if sub else "n/a"
-                bound = [r.bound_bpsp * r.subpixels for r in good if not math.isnan(r.bound_bpsp)]
-                rate += f" (bound {sum(bound) / sub:.3f})" if bound and sub else ""
+                bounded = [r for r in good if not math.isnan(r.bound_bpsp)]  # weighted as the report's aggregate
+                if bounded:
+                    bound = sum(r.bound_bpsp * r.subpixels for r in bounded) / sum(r.subpixels for r in bounded)
+                    rate += f" (bound {'~' if any(r.bound_projected for r in bounded) else ''}{bound:.3f})"
                 failed = f", {len(group) - len(good)} FAILED" if len(good) < len(group) else ""
                 bar.console.print(f"  {r0.dataset} / {r0.codec}: {rate}, {seconds:.1f} s{failed}", highlight=False,
                                   soft_wrap=True)
@@ -2165,7 +2167,8 @@ def bench(
             value = getattr(a, field)
             if math.isnan(value):
                 return "-" if a.all_ok else "failed"
-            return f"{value:.3f}" + ("" if a.all_ok else f" ({a.failures} failed)")
+            marked = "~" if field == "bound_bpsp" and a.bound_projected else ""
+            return f"{marked}{value:.3f}" + ("" if a.all_ok else f" ({a.failures} failed)")
 
         for name in dict.fromkeys(a.codec for a in aggs):
             table.add_row(name, *(text(ds, name, "bpsp") for ds in sets))

@@ -172,6 +172,16 @@ class NumpyEstimator:
         except ValueError:  # tensors that do not fit the config
             return None
 
+    @classmethod
+    def from_model(cls, model) -> NumpyEstimator | None:
+        """The estimator of a model loaded already (a HierarchicalVAE): its weights as it holds them, so that it
+        prices what it codes; None where numpy does not compute its network."""
+        tensors = {name: value.detach().cpu().float().numpy() for name, value in model.state_dict().items()}
+        try:
+            return cls(model.config, tensors)
+        except ValueError:
+            return None
+
     # ------------------------------------------------------------------------------------------------ network
 
     def _conv(self, x: np.ndarray, name: str) -> np.ndarray:

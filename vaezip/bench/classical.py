@@ -270,6 +270,9 @@ class Row:
     roundtrip_ok: bool
     bound_bpsp: float = math.nan
     error: str = ""
+    # The bound projected from the model's estimate of a sample of the tiles (compress's early exit), not summed
+    # over every tile
+    bound_projected: bool = False
 
 
 @dataclass
@@ -290,6 +293,7 @@ class Aggregate:
     all_ok: bool
     failures: int
     bound_bpsp: float = math.nan  # subpixel-weighted bound, if the codec gives one
+    bound_projected: bool = False  # some row's bound projected from a sample of its tiles
 
     @staticmethod
     def fieldnames() -> list[str]:
@@ -341,6 +345,7 @@ def run(images, codecs: Sequence[Codec], *, dataset: str | None = None, verify: 
     rows: list[Row] = []
     for codec in codecs:
         bound_fn = getattr(codec, "bound_bpsp", None)
+        projected_fn = getattr(codec, "bound_projected", None)
         if len(iset):
             warm_up(codec, _check_image(iset.images[0]))
         for i in range(len(iset)):
@@ -364,8 +369,9 @@ def run(images, codecs: Sequence[Codec], *, dataset: str | None = None, verify: 
                 if callable(bound_fn):
                     b = bound_fn(img)
                     bound = math.nan if b is None else float(b)
+                projected = bool(projected_fn(img)) if callable(projected_fn) and not math.isnan(bound) else False
                 row = Row(name, codec.name, i, label, h, w, c, sub, nbytes, 8.0 * nbytes / sub,
-                          t1 - t0, (t2 - t1) if verify else math.nan, ok, bound, err)
+                          t1 - t0, (t2 - t1) if verify else math.nan, ok, bound, err, projected)
             except Exception as e:  # noqa: BLE001 - recorded, the benchmark goes on
                 row = Row(name, codec.name, i, label, h, w, c, sub, -1, math.nan, math.nan,
                           math.nan, False, math.nan, f"{type(e).__name__}: {e}"[:300])
@@ -404,7 +410,7 @@ def aggregate(rows: Iterable[Row]) -> list[Aggregate]:
             encode_MBps=(sub / enc / 1e6) if enc > 0 else math.nan,
             decode_MBps=(sub / dec / 1e6) if dec > 0 else math.nan,
             encode_s=enc, decode_s=dec, all_ok=len(good) == len(rs), failures=len(rs) - len(good),
-            bound_bpsp=bound))
+            bound_bpsp=bound, bound_projected=any(r.bound_projected for r in good if not math.isnan(r.bound_bpsp))))
     return out
 
 

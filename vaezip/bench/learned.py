@@ -91,7 +91,8 @@ class VaezipCodec:
         img = _check_image(img)
         result = compress_images([("image", to_pil(img))], self.model, tile=self.tile, device=self.device,
                                  classical=self.classical, fast=self.fast)
-        self._bounds = {_key(img): result.images[0].bound_bpsp}  # only the latest image is kept
+        report = result.images[0]
+        self._bounds = {_key(img): (report.bound_bpsp, bool(report.bound_sample))}  # only the latest image is kept
         return result.data
 
     def decode(self, data: bytes) -> np.ndarray:
@@ -102,7 +103,13 @@ class VaezipCodec:
 
     def bound_bpsp(self, img: np.ndarray) -> float | None:
         """The bound recorded when ``img`` was last encoded (``None`` if it was not)."""
-        return self._bounds.get(_key(_check_image(img)))
+        bound = self._bounds.get(_key(_check_image(img)))
+        return None if bound is None else bound[0]
+
+    def bound_projected(self, img: np.ndarray) -> bool:
+        """Whether that bound was projected from the model's estimate of a sample of the tiles (the early exit)."""
+        bound = self._bounds.get(_key(_check_image(img)))
+        return bound is not None and bound[1]
 
 
 class ArchiveFlags:
@@ -151,7 +158,8 @@ def run_archive(images, codec: VaezipCodec, *, dataset: str | None = None, name:
             t2 = t1
         nbytes = len(result.data)
         row = Row(ds, name, -1, label, h, w, c, sub, nbytes, 8.0 * nbytes / sub, t1 - t0,
-                  (t2 - t1) if verify else math.nan, ok, float(result.bound_bpsp), err)
+                  (t2 - t1) if verify else math.nan, ok, float(result.bound_bpsp), err,
+                  any(bool(image.bound_sample) for image in result.images))
     except Exception as e:  # noqa: BLE001 - recorded, the benchmark goes on
         row = Row(ds, name, -1, label, h, w, c, sub, -1, math.nan, math.nan, math.nan, False, math.nan,
                   f"{type(e).__name__}: {e}"[:300])

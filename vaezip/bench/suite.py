@@ -231,7 +231,9 @@ def _notes(plan: Plan) -> list[str]:
         notes.append(f"vaezip device: {plan.device}; torch threads: {torch.get_num_threads()}")
         notes.append("vaezip = one .vz file per image (header, entry and checksum counted in every file); "
                      "vaezip-archive = all images of the data set in one .vz archive (bits-back chained); "
-                     "bound = the model's negative ELBO (+ ideal side-plane cost) for the same images")
+                     "bound = the model's negative ELBO (+ ideal side-plane cost) for the same images, as compress "
+                     "reports it: from the coding pass where the model's stream was coded, else the model's "
+                     "estimate (~: projected from a sample of the tiles)")
     single = [s.name for s in plan.sets if s.archive is None and len(s.images) == 1
               and ARCHIVE_NAME in plan.codec_names and "vaezip" in plan.codec_names]
     if single:
