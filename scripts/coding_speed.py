@@ -2,7 +2,8 @@
 entropy coder (everything else: tiling, planes, container), and the parts of those worth watching: the
 network's convolutions (and the rate their float64 GEMMs reach) and activation lookups, the encoder's up-front
 estimate pass over every tile (float network; numpy's for a shipped model's early-exit sample) and the local
-predictor (pricing every tile, coding some). The model is given to compress by name, as the command gives it.
+predictor (pricing every tile, coding some). The model is given to both by name, as the commands give it: each
+call loads what it needs (a file without a model tile, nothing), and that load is timed, as each command pays it.
 
     python scripts/coding_speed.py ../shared/data/kodak/kodim23.png [--model NAME] [--device cpu|cuda] [--float]
         [--classical] [--fast] [--repeat N] [--system-allocator]
@@ -110,8 +111,8 @@ def main() -> None:
         # encode_archive imports it from vaezip.coding at each call
         coding.TorchLatentModel = functools.partial(latent_model, integer=False)
     image = open_image(args.image)
-    spec = args.model or default_model(image.mode)  # compress is given the name, as the command is: a shipped
-    loaded = load_model(spec)  # model's early exit is then priced by numpy (vaezip/estimate.py), without torch
+    spec = args.model or default_model(image.mode)  # both are given the name, as the commands are
+    loaded = load_model(spec)  # its name and the classes timed below
     for kind in (coding.TorchPass, coding.IntegerPass):  # float (format 1) and integer-exact (format 2) passes
         for name in ("__init__", "latent_params", "set_latent", "posteriors"):
             timed(kind, name, "network")
@@ -141,7 +142,7 @@ def main() -> None:
                                          classical=args.classical, fast=args.fast)
                 data = result.data
             else:
-                (_, decoded), = decompress_images(data, loaded, device=args.device)
+                (_, decoded), = decompress_images(data, spec, device=args.device)
                 assert np.array_equal(np.asarray(decoded), np.asarray(image)), "round trip is not exact"
             total = time.perf_counter() - started
             if phase not in report or total < report[phase][0]:

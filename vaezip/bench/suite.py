@@ -229,7 +229,8 @@ def _notes(plan: Plan) -> list[str]:
         import torch  # loaded with the models
 
         notes.append(f"vaezip device: {plan.device}; torch threads: {torch.get_num_threads()}")
-        notes.append("vaezip = one .vz file per image (header, entry and checksum counted in every file); "
+        notes.append("vaezip = one .vz file per image (header, entry and checksum counted in every file; each "
+                     "stores the name 'image' and, as every codec here, the samples as read, no metadata); "
                      "vaezip-archive = all images of the data set in one .vz archive (bits-back chained); "
                      "bound = the model's negative ELBO (+ ideal side-plane cost) for the same images, as compress "
                      "reports it: from the coding pass where the model's stream was coded, else the model's "
