@@ -2072,8 +2072,9 @@ def bench(
     import shlex
 
     from vaezip.bench.suite import execute, parse_codecs, prepare, report
+    from vaezip.files import signals_as_exceptions
 
-    with user_errors():
+    with user_errors(), signals_as_exceptions():  # SIGTERM as Ctrl-C: a report half made is removed, the last kept
         if limit is not None and limit < 1:
             raise UsageFailure(f"--limit must be at least 1, not {limit}")
         try:

@@ -76,11 +76,14 @@ class VaezipCodec:
         self.fast = fast  # True: no network runs (compress --fast)
         self.channels = int(model.model.config.image_channels)
         self.library = _library()
-        from vaezip.archive import DEFAULT_TILE, FAST_TILE
+        from vaezip.archive import DEFAULT_TILE, FAST_TILE, effective_tile
 
         where = _shown(model.source)
+        shown_tile = f"default ({FAST_TILE if fast else DEFAULT_TILE})" if tile is None else str(tile)
+        coded_tile = effective_tile(tile, model.model.config.stride) if tile is not None and not fast else tile
+        shown_tile += f" (coded as {coded_tile}: a multiple of the model's stride)" if coded_tile != tile else ""
         self.flags = (f"compress_images([(name, image)], model={model.name!r} "
-                      f"[{where}, sha256 {model.sha256[:16]}], tile={tile or f'default ({FAST_TILE if fast else DEFAULT_TILE})'}, "
+                      f"[{where}, sha256 {model.sha256[:16]}], tile={shown_tile}, "
                       f"device={device!r}{'' if classical else ', classical=False'}{', fast=True' if fast else ''}); "
                       f"one .vz file per image")
         self._bounds: dict[tuple, float] = {}
