@@ -325,3 +325,45 @@ def test_a_report_folder_leaves_out_its_own_files_only(tmp_path):
     assert list(load(str(tmp_path), exclude=tmp_path).names) == ["a.png", "report/b.png", "sub/scatter_png.png"]
     assert list(load(str(tmp_path / "sub"), exclude=tmp_path).names) == ["scatter_png.png"]
     assert list(load(str(tmp_path), exclude=tmp_path.parent).names) == every
+
+
+def _declared_png(width: int, height: int) -> bytes:
+    """A PNG whose header declares width x height grey pixels (its data is not there: never decoded)."""
+    import struct
+    import zlib
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
+
+
+def test_a_folder_passes_over_huge_deep_and_linked_images_and_names_them(tmp_path):
+    """What training and bench never take from a folder, each named: an image of more pixels than compress
+    takes (either side of Pillow's own limit: a traceback, or a decode of gigabytes), a PPM or PGM of more than
+    8 bits (Pillow scales it to 8: other values), and a symbolic link (to an image already there: it could be
+    held out while its original is trained on)."""
+    import os
+
+    d = tmp_path / "set"
+    d.mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        Image.fromarray(_rgb(12, 12, len(name))).save(d / name)
+    (d / "huge.png").write_bytes(_declared_png(11_000, 10_000))  # 110 M pixels: past compress's 100 M
+    (d / "huger.png").write_bytes(_declared_png(20_000, 20_000))  # past twice Pillow's limit too
+    samples = (np.arange(12) * 5000).astype(">u2").tobytes()
+    (d / "deep.ppm").write_bytes(b"P6 2 2 65535\n" + samples)
+    (d / "ten.ppm").write_bytes(b"P6 2 2 1023\n" + (np.arange(12) * 80).astype(">u2").tobytes())
+    (d / "plain.ppm").write_bytes(b"P3 2 2 65535\n" + b" ".join(b"%d" % (v * 5000) for v in range(12)))
+    os.symlink("a.png", d / "link.png")
+    with pytest.warns(UserWarning) as caught:
+        s = load(d)
+    assert s.names == ("a.png", "b.png", "c.png") and s.skipped == 5
+    assert s.passed_over == ("deep.ppm (not 8-bit)", "huge.png (too many pixels)", "huger.png (too many pixels)",
+                             "plain.ppm (not 8-bit)", "ten.ppm (not 8-bit)")
+    assert [str(w.message) for w in caught] == [
+        "set: skipped 5 image file(s) it cannot use: deep.ppm (not 8-bit), huge.png (too many pixels), huger.png "
+        "(too many pixels), ..."]
+    with pytest.raises(DataError, match="more than 100,000,000 pixels"):
+        load(d / "huger.png")

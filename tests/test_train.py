@@ -378,8 +378,40 @@ def test_resume_refuses_a_folder_whose_images_changed_in_number(tmp_path, png_fo
     resumed = invoke(png_folder, "--out", run, "--steps", "2", "--resume", "--checkpoint-every", "5")
     assert resumed.exit_code == 0, resumed.stderr
     assert load_checkpoint(run)["train_config"]["checkpoint_every"] == 5  # bookkeeping may change
+    saved = (run / "last.pt").stat()
     again = invoke(png_folder, "--out", run, "--steps", "1", "--resume")  # it said "steps 2 -> 1"
     assert again.exit_code == 0 and "at step 2 already (--steps 1): no step to train" in again.stdout, again.stdout
+    # nothing trained: the checkpoint and its history as they were (it was validated and written again)
+    assert (run / "last.pt").stat().st_mtime_ns == saved.st_mtime_ns and (run / "last.pt").stat().st_ino == \
+        saved.st_ino
+    # as many images, but others: the held-out ones would be others too
+    for path in sorted(png_folder.glob("*.png")):
+        Image.fromarray(255 - np.asarray(Image.open(path))).save(path)
+    refused = invoke(png_folder, "--out", run, "--steps", "3", "--resume")
+    assert refused.exit_code == 1 and "holds other images than when" in refused.stderr, refused.stderr
+
+
+def test_a_run_refuses_to_save_over_a_checkpoint_another_run_wrote(tmp_path, tiny_npz, monkeypatch):
+    """Two runs given one --out: the one that saves second finds a checkpoint it did not write or resume and stops
+    with an error instead of writing over the other's work (it used to, silently)."""
+    import vaezip.train as train_module
+
+    run = tmp_path / "run"
+    train(run, tiny_npz, get_preset("tiny"), steps=2, train_overrides=OVERRIDES)
+    before, written = load_checkpoint(run)["step"], []
+    original = train_module.save
+
+    def another_run_saves_first(session, reporter):
+        if not written:  # between this run's resume and its first save, another run saves into the same folder
+            written.append((run / "last.pt").read_bytes())
+            (run / "last.pt").unlink()
+            (run / "last.pt").write_bytes(written[0])
+        return original(session, reporter)
+
+    monkeypatch.setattr(train_module, "save", another_run_saves_first)
+    with pytest.raises(CheckpointError, match="was written by another run meanwhile"):
+        train(run, tiny_npz, get_preset("tiny"), steps=4, resume=True)
+    assert written and (run / "last.pt").read_bytes() == written[0] and load_checkpoint(run)["step"] == before
 
 
 def test_a_resumed_run_of_a_named_set_a_mixture_or_an_npz_key_refuses_a_folder(tmp_path, png_folder):
@@ -392,3 +424,19 @@ def test_a_resumed_run_of_a_named_set_a_mixture_or_an_npz_key_refuses_a_folder(t
             _resumed_data(tmp_path / "run", str(png_folder), saved)
     with pytest.warns(UserWarning, match="not found from here"):
         assert _resumed_data(tmp_path / "run", str(png_folder), str(tmp_path / "moved")) == str(png_folder)
+
+
+def test_images_smaller_than_the_crop_are_said_not_trained_on(tmp_path, png_folder):
+    """Images smaller than the crop are never cropped from: the count of images to train on leaves them out and a
+    warning says so (a folder of mostly small images trained on its few large ones without a word)."""
+    import re
+
+    for index in range(3):
+        Image.fromarray(np.full((5, 6, 3), 40 * index, np.uint8)).save(png_folder / f"small{index}.png")
+    result = invoke(png_folder, "--out", tmp_path / "run", "--steps", "1", "--from-scratch", "--preset", "tiny",
+                    *TINY_CLI)
+    assert result.exit_code == 0, result.stderr
+    small = re.search(r"vaezip: warning: (\d) images? smaller than the crop not trained on", result.stderr)
+    counted = re.search(r"(\d+) images to train on \((\d+) more held out\)", result.stdout)
+    assert small and counted, (result.stdout, result.stderr)
+    assert int(counted[1]) + int(small[1]) + int(counted[2]) == 33 and int(small[1]) >= 2

@@ -210,6 +210,9 @@ class RichTrainReporter:
             f"{info['parameters'] / 1e6:.2f} M parameters, {target}{init}",
             highlight=False, markup=False,
         )
+        if info.get("too_small"):
+            _tell("warning", f"{_counted(info['too_small'], 'image')} smaller than the crop not trained on (the "
+                             f"count above leaves them out; --crop takes smaller crops)")
         if self.plain:
             return
         self.progress = Progress(

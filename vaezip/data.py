@@ -237,6 +237,17 @@ class _NotCodable(DataError):
         self.reason = reason
 
 
+def _pnm_maximum(im) -> int:
+    """The maximum value of a PPM or PGM whose samples Pillow scales as it decodes (its tile's arguments hold
+    it), 255 for any other image."""
+    for tile in getattr(im, "tile", None) or []:
+        args = tile[3] if len(tile) > 3 else None
+        if tile[0] in ("ppm", "ppm_plain") and isinstance(args, tuple) and len(args) > 1 \
+                and isinstance(args[1], int):
+            return args[1]
+    return 255
+
+
 def _pil_to_array(im, path: str, changes: list[str] | None = None) -> np.ndarray:
     """Pillow image -> HWC uint8 with C in {1, 3} (alpha dropped: `changes` gets what was changed). Rejects
     >8-bit data and several frames."""
@@ -251,6 +262,10 @@ def _pil_to_array(im, path: str, changes: list[str] | None = None) -> np.ndarray
     if im.mode in _HIGH_DEPTH_MODES or (raw and _RAW16.search(raw)):
         raise _NotCodable(f"{path}: {im.mode} image with raw mode {raw or im.mode!r} is not 8-bit; training "
                           "and bench read 8-bit images (compress keeps 16 bits)", "not 8-bit")
+    maxval = _pnm_maximum(im)
+    if maxval > 255:  # Pillow scales such a PPM or PGM down to 8 bits: that would be training on other values
+        raise _NotCodable(f"{path}: a PNM image of maximum value {maxval} is not 8-bit; training and bench read "
+                          "8-bit images (compress keeps 16 bits)", "not 8-bit")
     if getattr(im, "n_frames", 1) > 1 and im.format != "MPO":  # a camera's MPO JPEG: its first picture
         raise _NotCodable(f"{path}: {im.n_frames} frames; training and bench read single images", "several frames")
     mode = im.mode
@@ -341,10 +356,11 @@ def _finish(name: str, imgs: list[np.ndarray], names: list[str], skipped: int,
 
 
 def _list_images(folder: Path) -> list[Path]:
-    """The image files under `folder`, but hidden ones and those in hidden folders (a viewer's .thumbnails, a .git),
-    as `vaezip compress -r` passes them over."""
-    files = [p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-             and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+    """The image files under `folder`, but hidden ones and those in hidden folders (a viewer's .thumbnails, a .git)
+    and symbolic links, as `vaezip compress -r` passes them over (a link to an image of the folder would put the
+    same image among the held-out ones and the trained-on ones)."""
+    files = [p for p in folder.rglob("*") if p.is_file() and not p.is_symlink() and p.suffix.lower() in
+             IMAGE_EXTENSIONS and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
     return sorted(files, key=lambda p: p.relative_to(folder).as_posix())
 
 
@@ -363,12 +379,20 @@ def _load_files(name: str, files: list[tuple[Path, str]], limit: int | None,
                 channels: int | None, *, skip_unreadable: bool) -> ImageSet:
     from PIL import Image, UnidentifiedImageError
 
+    from vaezip.images import MAX_IMAGE_PIXELS
+
     imgs, names, passed_over, changes = [], [], [], []
     for path, label in files:
         if limit is not None and len(imgs) >= limit:
             break
         try:
-            with Image.open(path) as im:
+            with warnings.catch_warnings():  # Pillow's own warning of a large image: compress's limit decides here
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                opened = Image.open(path)
+            with opened as im:
+                if im.width * im.height > MAX_IMAGE_PIXELS:  # from the header, before any pixel is decoded
+                    raise _NotCodable(f"{path}: {im.width}x{im.height} is more than {MAX_IMAGE_PIXELS:,} pixels",
+                                      "too many pixels")
                 changed: list[str] = []
                 a = _pil_to_array(im, str(path), changed)
                 changes += [(what, label) for what in changed]
@@ -376,6 +400,11 @@ def _load_files(name: str, files: list[tuple[Path, str]], limit: int | None,
             if not skip_unreadable:
                 raise
             passed_over.append(f"{label} ({error.reason})")
+            continue
+        except Image.DecompressionBombError:  # past twice Pillow's limit, which is above compress's: refused as such
+            if not skip_unreadable:
+                raise _NotCodable(f"{path}: more than {MAX_IMAGE_PIXELS:,} pixels", "too many pixels") from None
+            passed_over.append(f"{label} (too many pixels)")
             continue
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
             if not skip_unreadable:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import math
 import os
 import signal
@@ -245,7 +246,9 @@ def _pil_images(arrays) -> list:
 
 
 def coded_rate(model: HierarchicalVAE, images, crop: int, device: torch.device) -> tuple[float, float, int]:
-    """Compress the first validation images (centre crops) as one archive: (achieved, bound, count)."""
+    """Compress the first validation images (centre crops) as one archive, every tile by the model but the
+    stream's first (no predictor or classical coding: how close the coder gets to this model's bound, as the end's
+    comparison measures the model's own stream): (achieved, bound, count)."""
     from vaezip.api import LoadedModel, compress_images
     from vaezip.evaluate import batches_of
 
@@ -254,7 +257,8 @@ def coded_rate(model: HierarchicalVAE, images, crop: int, device: torch.device) 
         arrays.extend(pixels.transpose(1, 2, 0) for pixels in batch)  # C, H, W -> H, W, C
     pil = _pil_images(arrays)
     was_training = model.training
-    result = compress_images(pil, LoadedModel("validation", model, "0" * 64, "memory"), device=device.type)
+    result = compress_images(pil, LoadedModel("validation", model, "0" * 64, "memory"), device=device.type,
+                             predictor=False, classical=False)
     model.train(was_training)
     return result.achieved_bpsp, result.bound_bpsp, len(pil)
 
@@ -278,6 +282,16 @@ class TrainingData:
     def images(self) -> int:
         """Every image read, the held-out ones with the others."""
         return sum(len(part) for part in self.parts) + len(self.validation)
+
+    def held_out_sha256(self) -> str:
+        """A digest of the held-out images' pixels: a resumed run checks that it validates on the same ones (a
+        file renamed in the folder moves which ones are held out, the count unchanged)."""
+        digest = hashlib.sha256()
+        for index in range(len(self.validation)):
+            image = np.ascontiguousarray(self.validation.images[index])
+            digest.update(repr(image.shape).encode())
+            digest.update(image.tobytes())
+        return digest.hexdigest()
 
     def sampler(self, crop: int, seed: int):
         if len(self.parts) == 1:
@@ -336,6 +350,9 @@ class RunPlan:
     train_config: TrainConfig
     training_data: TrainingData
     saved: dict[str, Any] | None  # the checkpoint resumed
+    # (inode, size, mtime) of the run's checkpoint as this run last saw it (None: there was none): a save finding
+    # another refuses to write over it (two runs given one --out)
+    checkpoint_seen: tuple[int, int, int] | None
     initial: Any  # the LoadedModel a new run starts from (None: random weights or resumed)
     init_record: dict[str, str] | None  # {"name", "sha256"} of the model the run started from
     time_schedule: bool
@@ -386,6 +403,7 @@ def resolve_run(
     run_dir = Path(run_dir)
     checkpoint_path = run_dir / CHECKPOINT_NAME
     saved = None
+    checkpoint_seen = checkpoint_identity(checkpoint_path)
     if resume and checkpoint_path.exists():
         saved = load_checkpoint(checkpoint_path, map_location="cpu")
         model_config = model_config_from_dict(saved["model_config"])
@@ -432,6 +450,11 @@ def resolve_run(
     if saved is not None and saved.get("data_images", training_data.images) != training_data.images:
         raise CheckpointError(f"--resume: {data_source} holds {training_data.images} images now, "
                               f"{saved['data_images']} when {run_dir} began (the held-out ones would be others): to "
+                              f"train on them, start a new run from it (--init {run_dir} --out NEW)")
+    if saved is not None and saved.get("held_out_sha256", training_data.held_out_sha256()) != \
+            training_data.held_out_sha256():
+        raise CheckpointError(f"--resume: {data_source} holds other images than when {run_dir} began (the held-out "
+                              f"ones are others now: a file renamed, replaced or added with another removed): to "
                               f"train on them, start a new run from it (--init {run_dir} --out NEW)")
     if saved is None and init == DEFAULT_INIT:
         initial = _load_initial(init, training_data.channels)
@@ -494,7 +517,16 @@ def resolve_run(
         raise ValueError("binary latent groups train on the ELBO: a relaxed binary sample has no probability for "
                          "importance_samples > 1 to weigh")
     return RunPlan(run_dir, checkpoint_path, data_source, model_config, train_config, training_data, saved,
-                   initial, init_record, time_schedule)
+                   checkpoint_seen, initial, init_record, time_schedule)
+
+
+def checkpoint_identity(path: Path) -> tuple[int, int, int] | None:
+    """(inode, size, mtime in ns) of the file at `path`, None where there is none: what a save compares."""
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 # ---------------------------------------------------------------------------------------------- build
@@ -516,6 +548,11 @@ class Session:
     step: int = 0
     seconds_before: float = 0.0  # training time of earlier sessions
     session_start: float = field(default_factory=time.perf_counter)
+    checkpoint_seen: tuple[int, int, int] | None = None  # the run's checkpoint as this session last saw it
+
+    def __post_init__(self):
+        if self.checkpoint_seen is None:
+            self.checkpoint_seen = self.plan.checkpoint_seen
 
     @property
     def config(self) -> TrainConfig:
@@ -680,6 +717,7 @@ def save(session: Session, reporter: TrainReporter) -> None:
         "train_config": config_to_dict(plan.train_config),
         "data_source": str(plan.data_source),
         "data_images": plan.training_data.images,  # a resumed run checks it: its held-out images depend on it
+        "held_out_sha256": plan.training_data.held_out_sha256(),  # and that they are the same
         "init": plan.init_record,
         "model": session.model.state_dict(),
         "ema": session.ema.state_dict(),
@@ -695,7 +733,11 @@ def save(session: Session, reporter: TrainReporter) -> None:
     }
     if plan.time_schedule:
         payload["schedule"] = "time"  # a resumed run goes on decaying along the time it is given
+    if checkpoint_identity(plan.checkpoint_path) != session.checkpoint_seen:
+        raise CheckpointError(f"{plan.checkpoint_path} was written by another run meanwhile (two runs given one "
+                              f"--out?): this run's step {session.step} is not saved over it")
     save_checkpoint(plan.checkpoint_path, payload)
+    session.checkpoint_seen = checkpoint_identity(plan.checkpoint_path)
     reporter.checkpoint(session.step, plan.checkpoint_path)
 
 
@@ -866,7 +908,8 @@ def train(
         {
             "device": str(device),
             "world": dist.world,
-            "train_images": sum(len(part) for part in plan.training_data.parts),
+            "train_images": session.sampler.num_images,  # those the crops are drawn from
+            "too_small": session.sampler.skipped,  # images smaller than the crop, never drawn from
             "val_images": len(val_set),
             "crop": session.sampler.crop,
             "channels": plan.model_config.image_channels,
@@ -936,14 +979,18 @@ def train(
         # barrier, which this rank must reach too before it leaves.
         dist.close()
         stop.raise_requested()
-    if dist.main and (last_val is None or counters.history[-1]["step"] != session.step):
+    # A resumed run already at its target: its checkpoint and history stay as they are (no step, nothing to save)
+    untouched = plan.saved is not None and session.step == plan.saved["step"]
+    if dist.main and not untouched and (last_val is None or counters.history[-1]["step"] != session.step):
         last_val = validate(session, reporter, coded_validation)
-    save(session, reporter)
+    if not untouched:
+        save(session, reporter)
     dist.close()
+    validated = [entry for entry in counters.history if "val_bpsp" in entry]
     return {
         "rank": dist.rank,  # only rank 0's summary (and its checkpoint) counts
         "step": session.step,
-        "val_bpsp": last_val.bound_bpsp if last_val else None,
+        "val_bpsp": last_val.bound_bpsp if last_val else validated[-1]["val_bpsp"] if validated else None,
         "best_val_bpsp": counters.best_val_bpsp,
         "skipped_nan": counters.skipped_nan,
         "skipped_norm": counters.skipped_norm,
