@@ -24,12 +24,9 @@ __all__ = ["DEFAULT_SETS", "DEFAULT_LIMITS", "LEARNED_NAMES", "DEFAULT_CODECS", 
 DEFAULT_SETS: tuple[str, ...] = ("mnist-test", "imagenette32-val", "imagenette56-val", "cifar4k-holdout", "kodak")
 
 #: first N images of each named set unless ``--limit`` is given (folders and .npz files: all images).
-#: Sized so that the default run (DEFAULT_SETS, every codec, vaezip per image and as an archive) takes at
-#: most ~15 minutes on a 2-core CPU.  vaezip is the slow codec there (measured 2026-11-22 on a shared
-#: 2-core AMD EPYC: about 1-3 s per small image, 28x28 .. 56x56, encode + decode of the per-image file and
-#: of the archive together; minutes for one 768x512 Kodak image); the slow classical settings (webp q100,
-#: jpegxl-e9: seconds per Kodak image) are cheap next to it at these sizes.  The report records the limits
-#: and the wall time of the run.
+#: Sized when vaezip took minutes a Kodak image (2026-11-22), so that the default run (DEFAULT_SETS, every
+#: codec, vaezip per image and as an archive) stayed within ~15 minutes on a 2-core CPU; it now takes 34 s
+#: (2026-12-06, a shared 2-core AMD EPYC).  The report records the limits and the wall time of the run.
 DEFAULT_LIMITS: dict[str, int] = {
     "mnist-test": 30,
     "imagenette32-val": 30,
