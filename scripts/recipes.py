@@ -38,8 +38,9 @@ class Recipe:
     lr: float | None = None  # None: the preset's
     init: str | None = None  # the recipe whose finished run this one starts from
     init_model: str | None = None  # or: a shipped model (by name) to start from
-    # A recipe made of sittings: each trains this long with its learning-rate decay planned over the time
-    # (not over steps); `train` again with the run folder there resumes it (without a time plan of its own).
+    # A recipe made of sittings: each trains this long (--minutes gives another length), the learning rate's
+    # decay planned over the time (not over steps); `train` again with the run folder there resumes it for
+    # another sitting as long, going on along the decay from where the last one left it.
     sitting_minutes: float | None = None
 
     def __post_init__(self):
@@ -90,7 +91,7 @@ class Recipe:
                 args += ["--importance-samples", str(self.importance_samples)]
             if self.global_latents is not None:
                 args += ["--global-latents", str(self.global_latents)]
-        if minutes is None and not resume:
+        if minutes is None:  # a resumed sitting too: without it, it trained on to the step target for hours
             minutes = self.sitting_minutes
         if minutes is not None:
             args += ["--minutes", repr(minutes)]

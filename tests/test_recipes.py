@@ -45,3 +45,16 @@ def test_every_shipped_model_has_a_recipe():
     for name, entry in manifest()["models"].items():
         assert name in recipes.RECIPES, name
         assert entry["recipe"] == f"python scripts/recipes.py train {name}"
+
+
+def test_every_sitting_of_a_sitting_recipe_is_as_long_as_the_first():
+    """A recipe made of sittings is time-limited when it resumes too (a second sitting trained on for hours to the
+    step target); --minutes gives another length either way."""
+    sittings = [recipe for recipe in recipes.RECIPES.values() if recipe.sitting_minutes is not None]
+    assert sittings
+    for recipe in sittings:
+        for resume in (False, True):
+            command = recipe.command(resume=resume, minutes=None, device="auto")
+            assert command[command.index("--minutes") + 1] == repr(recipe.sitting_minutes), (recipe.name, resume)
+            given = recipe.command(resume=resume, minutes=30.0, device="auto")
+            assert given[given.index("--minutes") + 1] == "30.0"
