@@ -726,10 +726,11 @@ class _Gate:
 
 def _price_sample(split: list[_Image], model, device: str) -> _Gate | None:
     """The early exit's model and priced sample (gate_sample) of every image it could code; None where the model
-    cannot code some image (the full path says why). A shipped model on the CPU is priced by numpy
-    (vaezip/estimate.py) without importing torch, which the full path then imports where the exit is not taken
-    (loaded already or named: the same figures); any other model (a run, a user model, a network numpy does not
-    compute) or device by torch's float network, as the full path prices the other tiles."""
+    cannot code some image (the full path says why). On the CPU a network numpy computes is priced by numpy
+    (vaezip/estimate.py): a model named by a manifest from its file, without importing torch (which the full path
+    then imports where the exit is not taken), one loaded already from the weights it holds, the same figures
+    either way. A network numpy does not compute, or CUDA, is priced by torch's float network, as the full path
+    prices the other tiles."""
     if model is None:
         model = default_model(split[0].planes.mode)
     try:

@@ -451,8 +451,7 @@ def resolve_run(
         raise CheckpointError(f"--resume: {data_source} holds {training_data.images} images now, "
                               f"{saved['data_images']} when {run_dir} began (the held-out ones would be others): to "
                               f"train on them, start a new run from it (--init {run_dir} --out NEW)")
-    if saved is not None and saved.get("held_out_sha256", training_data.held_out_sha256()) != \
-            training_data.held_out_sha256():
+    if saved is not None and saved.get("held_out_sha256") not in (None, training_data.held_out_sha256()):
         raise CheckpointError(f"--resume: {data_source} holds other images than when {run_dir} began (the held-out "
                               f"ones are others now: a file renamed, replaced or added with another removed): to "
                               f"train on them, start a new run from it (--init {run_dir} --out NEW)")
