@@ -26,7 +26,6 @@ import hashlib
 import io
 import struct
 import threading
-import warnings
 import zlib
 from concurrent.futures import Executor
 
@@ -315,14 +314,35 @@ def _webp_file(data: bytes, height: int, width: int) -> bytes:
     return b"RIFF" + struct.pack("<I", 12 + len(data) + len(pad)) + b"WEBPVP8L" + struct.pack("<I", len(data)) + data + pad
 
 
+_PILLOW_SETTINGS = threading.RLock()
+
+
+@contextlib.contextmanager
+def pillow_settings(text_chunk: int | None = None):
+    """Pillow's process-wide limits set aside while vaezip opens and decodes an image, and put back as the host
+    program had them: its pixel limit (vaezip applies its own: the header's size, within the format's limits, or
+    vaezip.config.MAX_IMAGE_PIXELS), and with `text_chunk` a PNG text chunk's inflated size at least that. A host's
+    stricter limit refused valid files as damaged, and setting Pillow's globals for good changed the host's. One
+    opening at a time in the process holds them (a lock): two would put back each other's. No warnings filter is
+    touched (catch_warnings is not thread-safe): with no pixel limit Pillow has nothing to warn of."""
+    from PIL import Image, PngImagePlugin
+
+    with _PILLOW_SETTINGS:
+        saved = Image.MAX_IMAGE_PIXELS, PngImagePlugin.MAX_TEXT_CHUNK
+        Image.MAX_IMAGE_PIXELS = None
+        if text_chunk is not None:
+            PngImagePlugin.MAX_TEXT_CHUNK = max(saved[1], text_chunk)
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS, PngImagePlugin.MAX_TEXT_CHUNK = saved
+
+
 def _open(file: bytes, kind: str, height: int, width: int):
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with warnings.catch_warnings():
-            # The size is the header's, within the format's limits: Pillow's warning below its own error
-            # threshold would only be noise on stderr.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with pillow_settings():  # the size is the header's, within the format's limits
             image = Image.open(io.BytesIO(file), formats=[kind])
             if image.size != (width, height):
                 raise CodingError(f"{kind} data of {image.size[0]}x{image.size[1]}, the image is {width}x{height}")

@@ -9,8 +9,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+import numpy as np
+
 from vaezip.models import LoadedModel, default_model, load_model
 from vaezip.results import CompressResult, ImageReport
+
+# numpy's own defaults, whatever np.seterr the calling thread set (a host's all="raise" made compress fail on an
+# underflow the estimate expects): what vaezip computes, the files included, never depends on them
+_NUMPY_DEFAULTS = np.errstate(divide="warn", over="warn", under="ignore", invalid="warn")
 
 __all__ = [
     "CompressResult", "FileInfo", "ImageInfo", "ImageReport", "INFERENCE", "LoadedModel", "compress",
@@ -22,6 +28,7 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------- coding
 
 
+@_NUMPY_DEFAULTS
 def compress_images(
     images,
     model: LoadedModel | str | None = None,
@@ -38,8 +45,9 @@ def compress_images(
     metadata: bool = True,
 ) -> CompressResult:
     """images: a sequence of (name, PIL image) or (name, vaezip.images.DeepImage), a 16-bit image (what open_image
-    gives of a 16-bit PNG, image_from_array of a uint16 array). Chains bits-back across all the model-coded ones in
-    one stream.
+    gives of a 16-bit PNG, image_from_array of a uint16 array), or (name, array) as compress takes one. Chains
+    bits-back across all the model-coded ones in one stream. `progress(done, total)` may be called from a thread of
+    vaezip's own (the quick stream's), not only the caller's.
 
     model: None for the shipped default model of the images' kind (grey or colour); where they mix both kinds,
     that of the kind holding most of the pixels (colour on a tie), the other kind's images then coded classically
@@ -92,15 +100,10 @@ def compress_images(
 def compress(image, model: LoadedModel | str | None = None, *, name: str = "image.png", **options) -> bytes:
     """Compress one PIL image, DeepImage, or (H, W) / (H, W, C) uint8 or uint16 array (C from 1 to 4) to .vz
     bytes."""
-    from PIL import Image
-
-    from vaezip.images import DeepImage, image_from_array
-
-    if not isinstance(image, (Image.Image, DeepImage)):
-        image = image_from_array(image)
     return compress_images([(name, image)], model, **options).data
 
 
+@_NUMPY_DEFAULTS
 def decompress_images(data: bytes, model: LoadedModel | str | None = None, *, device: str = "auto", progress=None):
     """.vz bytes -> list of (name, PIL image), a 16-bit image as a vaezip.images.DeepImage (its `samples` uint16);
     raises IntegrityError unless every checksum matches. A file whose

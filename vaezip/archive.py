@@ -41,7 +41,7 @@ from vaezip.classical import MAX_FILE_PIXELS, check_file_pixels, combined_checks
 from vaezip.classical import smallest_entry
 from vaezip.config import importance_coding_obstacle
 from vaezip.errors import CheckpointError, ImageError
-from vaezip.images import Planes, deep_parts, is_deep, join_planes, pixel_checksum, split_image
+from vaezip.images import Planes, as_image, deep_parts, is_deep, join_planes, pixel_checksum, split_image
 from vaezip.metadata import image_chunks
 from vaezip.models import LoadedModel, ModelIdentity, default_model, identify_model, load_model
 from vaezip.results import CompressResult, ImageReport
@@ -182,6 +182,10 @@ def _parts(images) -> tuple[list[tuple[str, object]], list[tuple[str, tuple]]]:
     for name, image in images:
         if not isinstance(name, str):  # the header holds names as UTF-8 text
             raise ImageError(f"an image's name must be a str, not {type(name).__name__}")
+        try:
+            image = as_image(image)  # an array as compress takes it
+        except ImageError as error:
+            raise ImageError(f"{name}: {error}") from None
         if not is_deep(image):
             parts.append((name, image))
             depths.append(("", ()))
@@ -580,33 +584,30 @@ def _encode_archive(split: list[_Image], started: float, model, *, tile, max_bat
         # the share whose core the classical coding holds). The integer path computes the same integers on
         # any number of threads (the float path of format 1 pins its own count, and a GPU's batches take no CPU
         # thread: both left alone; with no network, fast, there is nothing to give back). torch's count is the
-        # process's: compress calls in several threads of one program share it, as deterministic_kernels'
-        # pinning always did.
-        set_threads, threads, spare = None, 1, 1
+        # process's: compress calls in several threads of one program share it, and the last to end puts the
+        # host's count back (process_settings.py).
+        threads = contextlib.nullcontext()
         if coder_model is not None and coder_model.integer and coder_model.device.type == "cpu":
-            import torch
+            from vaezip.process_settings import torch_threads
 
-            set_threads, threads = torch.set_num_threads, torch.get_num_threads()
-            spare = max(1, threads - 1)
+            threads = torch_threads().held(lambda host: max(1, host - 1))
+        given_back = []
 
         def watching(done: int, total: int) -> None:
             if progress is not None:
                 progress(done, total)
             if alternatives_later.done():
-                if spare != threads:
-                    set_threads(threads)
+                if host is not None and not given_back:
+                    given_back.append(True)
+                    torch_threads().set(host)
                 if worth_the_model(alternatives_later.result()) != candidates:
                     raise _LostBet
 
-        try:
-            if spare != threads:
-                set_threads(spare)
-            everything = code(candidates, watching)
-        except Exception:  # noqa: BLE001 - a lost bet, or a failure on an image that may be ruled out: the
-            everything = None  # coding below raises again whatever concerns the images ruled in
-        finally:
-            if spare != threads:
-                set_threads(threads)
+        with threads as host:
+            try:
+                everything = code(candidates, watching)
+            except Exception:  # noqa: BLE001 - a lost bet, or a failure on an image that may be ruled out: the
+                everything = None  # coding below raises again whatever concerns the images ruled in
     alternatives = alternatives_later.result()
     classical_entries = {index: entry for index, (entry, _) in alternatives.items()}
     sizes = {index: tried for index, (_, tried) in alternatives.items()}
@@ -799,23 +800,18 @@ def _torch_estimates(tiles: list, loaded: LoadedModel, device: str,
                      coder_model=None) -> tuple[list[float], object]:
     """torch's float estimate of `tiles` (the early exit's sample), and the coder model that made it (made here
     where `coder_model` is None)."""
-    import torch
-
     from vaezip.coding import TorchLatentModel, deterministic_kernels
+    from vaezip.process_settings import torch_threads
 
     if coder_model is None:
         coder_model = TorchLatentModel(loaded.model, _resolve_device(device))  # integer-exact
     # Two torch threads fewer than the machine's: the quick stream and the classical codings hold two cores
     # meanwhile, and threads that wait on each other's share run slower than fewer (2 cores, kodim01: 1.5 s for
     # its 48 tiles on two threads, 0.2 s alone; _encode_archive's bet).
-    threads = torch.get_num_threads()
-    try:
-        if coder_model.device.type == "cpu":
-            torch.set_num_threads(max(1, threads - 2))
-        with deterministic_kernels(pin_threads=not coder_model.integer):
-            return (coder_model.tile_bounds(tiles, estimate=True) if tiles else []), coder_model
-    finally:
-        torch.set_num_threads(threads)
+    threads = torch_threads().held(lambda host: max(1, host - 2)) if coder_model.device.type == "cpu" else \
+        contextlib.nullcontext()
+    with threads, deterministic_kernels(pin_threads=not coder_model.integer):
+        return (coder_model.tile_bounds(tiles, estimate=True) if tiles else []), coder_model
 
 
 def gate_projection(bits: dict[int, float], pixels: dict[int, int], image_pixels: int) -> float:

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
+import vaezip.process_settings  # noqa: F401  (a forked child's torch threads: see there)
 from vaezip.config import (
     FORMAT_VERSION,
     READABLE_FORMATS,
@@ -63,7 +65,11 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     try:
         # TorchVersion is a plain str subclass (no code runs when it is rebuilt); early runs stored it.
         # torch warns about a hostile file's pickle protocol before refusing it: the refusal says all there is
-        with torch.serialization.safe_globals([torch.torch_version.TorchVersion]), warnings.catch_warnings():
+        # Both contexts change process-wide lists (the allowed globals, the warnings filters) and put back what
+        # they found: one load at a time, or two in a host's threads put back each other's (a host's warnings
+        # silenced for good, a load refused).
+        with _LOADING, torch.serialization.safe_globals([torch.torch_version.TorchVersion]), \
+                warnings.catch_warnings():
             warnings.simplefilter("ignore")
             data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises several types for damaged or hostile files
@@ -96,6 +102,9 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+_LOADING = threading.Lock()  # load_checkpoint's, see there
 
 
 def _one_line(error: BaseException, limit: int = 200) -> str:

@@ -10,6 +10,7 @@ Encoder and decoder must compute bit-identical distributions. Two ways, chosen b
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from contextlib import contextmanager
 from typing import Sequence
@@ -27,6 +28,7 @@ from vaezip.model import kernels
 from vaezip.model.estimator import bfloat16_estimator
 from vaezip.model.integer import MEAN_LIMIT, ONE, IntegerVAE, fixed_to_float, latent_to_fixed
 from vaezip.model.likelihood import OPTIMAL_SIGMA_CODES, optimal_log_sigma, optimal_sigma_codes
+from vaezip.process_settings import cudnn_flags, torch_threads
 
 # Rows of a tile batch whose probability tables are built at once: bounds the (B, K, rows, W, 256) temporary.
 TABLE_ELEMENTS = 2**25
@@ -54,31 +56,10 @@ def deterministic_kernels(pin_threads: bool = True):
     deterministically for a fixed thread count (CODING_THREADS), while torch.use_deterministic_algorithms
     would switch it off (20x slower convolutions), so it is not used; the pixel checksum guards the result.
     """
-    threads = torch.get_num_threads()
-    if pin_threads:
-        torch.set_num_threads(CODING_THREADS)
-    saved = (
-        torch.backends.cudnn.deterministic,
-        torch.backends.cudnn.benchmark,
-        torch.backends.cudnn.allow_tf32,
-        torch.backends.cuda.matmul.allow_tf32,
-    )
-    torch.backends.cudnn.deterministic = True
-    torch.backends.cudnn.benchmark = False
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        with torch.inference_mode():
-            yield
-    finally:
-        if pin_threads:
-            torch.set_num_threads(threads)
-        (
-            torch.backends.cudnn.deterministic,
-            torch.backends.cudnn.benchmark,
-            torch.backends.cudnn.allow_tf32,
-            torch.backends.cuda.matmul.allow_tf32,
-        ) = saved
+    # Process-wide settings, held as calls in several threads of one program share them (process_settings.py)
+    threads = contextlib.nullcontext() if not pin_threads else torch_threads().held(lambda host: CODING_THREADS)
+    with threads, cudnn_flags().held(lambda host: (True, False, False, False)), torch.inference_mode():
+        yield
 
 
 def _to_numpy(tensor: torch.Tensor, batch: int) -> np.ndarray:

@@ -58,6 +58,8 @@ LIMITS: dict[str, tuple[float, float]] = {
 }
 IMAGE_CHANNELS = (1, 3)
 MAX_PARAMETERS = 200_000_000  # total implied by a config (the gpu preset has 7.9 M, 32 MB in fp32)
+# The most pixels of an image vaezip reads, refused from its header before any is decoded (compress, train, bench)
+MAX_IMAGE_PIXELS = 100_000_000
 
 
 class ConfigError(ValueError):

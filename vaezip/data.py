@@ -379,18 +379,18 @@ def _load_files(name: str, files: list[tuple[Path, str]], limit: int | None,
                 channels: int | None, *, skip_unreadable: bool) -> ImageSet:
     from PIL import Image, UnidentifiedImageError
 
-    from vaezip.images import MAX_IMAGE_PIXELS
+    from codec.classic import pillow_settings
+    from vaezip.config import MAX_IMAGE_PIXELS
 
     imgs, names, passed_over, changes = [], [], [], []
     for path, label in files:
         if limit is not None and len(imgs) >= limit:
             break
         try:
-            with warnings.catch_warnings():  # Pillow's own warning of a large image: compress's limit decides here
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                opened = Image.open(path)
-            with opened as im:
-                if im.width * im.height > MAX_IMAGE_PIXELS:  # from the header, before any pixel is decoded
+            # compress's pixel limit, not Pillow's (which a host program may have set otherwise), checked from the
+            # header before any pixel is decoded
+            with pillow_settings(), Image.open(path) as im:
+                if im.width * im.height > MAX_IMAGE_PIXELS:
                     raise _NotCodable(f"{path}: {im.width}x{im.height} is more than {MAX_IMAGE_PIXELS:,} pixels",
                                       "too many pixels")
                 changed: list[str] = []
@@ -400,11 +400,6 @@ def _load_files(name: str, files: list[tuple[Path, str]], limit: int | None,
             if not skip_unreadable:
                 raise
             passed_over.append(f"{label} ({error.reason})")
-            continue
-        except Image.DecompressionBombError:  # past twice Pillow's limit, which is above compress's: refused as such
-            if not skip_unreadable:
-                raise _NotCodable(f"{path}: more than {MAX_IMAGE_PIXELS:,} pixels", "too many pixels") from None
-            passed_over.append(f"{label} (too many pixels)")
             continue
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
             if not skip_unreadable:

@@ -19,7 +19,6 @@ Activations are channels-last (B, H, W, C), so that a convolution is one matrix 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import math
 from collections.abc import Sequence
@@ -30,6 +29,7 @@ import numpy as np
 from codec.tiling import ceil_to, shape_batches
 from vaezip.config import ModelConfig, mixture_param_count
 from vaezip.errors import CheckpointError
+from vaezip.process_settings import blas_threads
 
 __all__ = ["BATCH_PIXELS", "NumpyEstimator", "unsupported"]
 
@@ -90,17 +90,12 @@ def _layout(config: ModelConfig) -> dict[str, tuple[int, ...]]:
 
 
 def _blas_threads(threads: int | None):
-    """A context in which numpy's BLAS runs `threads` threads (process-wide; restored after): OpenBLAS's idle
-    threads spin between products, and beside busy threads on a 2-core machine that costs them a core
-    (kodim23's compress, 2-core EPYC: the predictor's stream 1.6-1.9 s with two BLAS threads, 1.2-1.4 s with
-    one). Without threadpoolctl, or with `threads` None, nothing is changed."""
-    if threads is None:
-        return contextlib.nullcontext()
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # a dependency; an environment installed before it codes the same, a little slower
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=threads, user_api="blas")
+    """A context in which numpy's BLAS runs `threads` threads (process-wide, put back as the host had them by the
+    last call holding it: vaezip/process_settings.py): OpenBLAS's idle threads spin between products, and beside
+    busy threads on a 2-core machine that costs them a core (kodim23's compress, 2-core EPYC: the predictor's
+    stream 1.6-1.9 s with two BLAS threads, 1.2-1.4 s with one). Without threadpoolctl, or with `threads` None,
+    nothing is changed."""
+    return blas_threads(threads)
 
 
 def _silu(x: np.ndarray) -> np.ndarray:

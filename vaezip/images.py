@@ -23,7 +23,6 @@ import io
 import os
 import re
 import struct
-import warnings
 import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,16 +32,14 @@ import numpy as np
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from codec import depth as depths
-from codec.classic import PNG_SIGNATURE
+from codec.classic import PNG_SIGNATURE, pillow_settings
 from vaezip import png16
-from vaezip.config import short_repr
+from vaezip.config import MAX_IMAGE_PIXELS, short_repr
 from vaezip.errors import ImageError
 from vaezip.files import read_limited
 from vaezip.metadata import DROPPED, METADATA, chunks_from_info, image_chunks, read_png_chunks, stated_info
 from vaezip.metadata import fields_left_out, walk_png_chunks, with_chunks
 
-# Refused before decoding (Pillow raises DecompressionBombError above twice its own limit; ours is lower).
-MAX_IMAGE_PIXELS = 100_000_000
 SUPPORTED_MODES = ("L", "LA", "RGB", "RGBA", "P")
 SUBPIXELS_PER_PIXEL = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4, "P": 1}  # as stored: a palette index counts once
 
@@ -172,10 +169,6 @@ def _cut_damaged(file) -> tuple[bytes | None, tuple[str, ...]]:
 
 
 def _open_image(source) -> Image.Image | DeepImage:
-    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
-    # Pillow refuses a PNG whose text chunk inflates past 1 MB (a large XMP packet): vaezip keeps the chunks as
-    # stored, and their inflated total stays within Pillow's own 64 MB for all of a file's text.
-    PngImagePlugin.MAX_TEXT_CHUNK = max(PngImagePlugin.MAX_TEXT_CHUNK, PngImagePlugin.MAX_TEXT_MEMORY)
     with _readable():
         image = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
         if image.width * image.height > MAX_IMAGE_PIXELS:  # from the header alone, before decoding any pixel
@@ -354,8 +347,10 @@ def _open_tiff16(image: Image.Image, data: bytes | None) -> DeepImage:
 def _readable():
     """Pillow's failures while opening or decoding, as one-line ImageErrors (nothing else may raise inside)."""
     try:
-        with warnings.catch_warnings():  # Pillow warns (stderr noise) between its limit and twice it: refuse
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+        # Pillow's own limits set aside (pillow_settings): vaezip's MAX_IMAGE_PIXELS is checked from the header.
+        # Pillow refuses a PNG whose text chunk inflates past 1 MB (a large XMP packet): vaezip keeps the chunks
+        # as stored, and their inflated total stays within Pillow's own 64 MB for all of a file's text.
+        with pillow_settings(text_chunk=PngImagePlugin.MAX_TEXT_MEMORY):
             yield
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(f"image has more than {MAX_IMAGE_PIXELS} pixels (vaezip's limit)") from None
@@ -557,6 +552,17 @@ def _check_mode(image: Image.Image) -> None:
     kind = f" ({hint[image.mode]})" if image.mode in hint and hint[image.mode] != image.mode else ""
     raise ImageError(f"unsupported image mode {image.mode}{kind}; vaezip codes L, LA, RGB, RGBA and P images (8 bits a "
                      f"channel, or 16 in PNG, TIFF and PNM files)")
+
+
+def as_image(image) -> Image.Image | DeepImage:
+    """What the API codes from what a caller gives: a PIL image or a DeepImage as it is, an array through
+    image_from_array; ImageError for anything else (a path, bytes, None)."""
+    if isinstance(image, (Image.Image, DeepImage)):
+        return image
+    if isinstance(image, (str, bytes, bytearray, os.PathLike)) or image is None:
+        raise ImageError(f"a {type(image).__name__}: vaezip codes a PIL image, a DeepImage or a uint8 or uint16 "
+                         f"array (open a file with vaezip.images.open_image)")
+    return image_from_array(image)
 
 
 def image_from_array(array) -> Image.Image | DeepImage:

@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class LoadedModel:
+    """A model and the weights file it came from. Its weights must not be changed in place: a file it codes names
+    the weights file's sha256, and a decoder elsewhere loads that file."""
+
     name: str  # what the .vz header records and `--model` accepts
     model: HierarchicalVAE
     sha256: str  # of the file the weights came from

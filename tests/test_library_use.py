@@ -1,0 +1,138 @@
+"""vaezip used as a library by a host program: calls from several threads at once, the host's own settings (torch's
+and BLAS's threads, warnings filters, Pillow's limits, numpy's error state) left as the host had them and not
+changing what vaezip computes, a forked worker after a model was loaded, and what the API accepts."""
+
+from __future__ import annotations
+
+import multiprocessing
+import subprocess
+import sys
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, PngImagePlugin
+
+from vaezip.api import compress, compress_images, decompress, decompress_images, load_model, png_bytes
+from vaezip.errors import ImageError
+from vaezip.images import open_image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _crops(count: int) -> list[Image.Image]:
+    hopper = Image.open(ROOT / "samples" / "hopper.png").convert("RGB")
+    return [hopper.crop((16 * k, 8 * k, 16 * k + 48, 8 * k + 40)) for k in range(count)]
+
+
+def _blas_threads() -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+
+def test_calls_in_several_threads_give_the_same_files_and_leave_the_hosts_threads_as_they_were(tiny_weights):
+    """Each call used to save torch's and BLAS's thread counts, lower them and put back what it saved: overlapping
+    calls put back each other's lowered counts, and the host's BLAS stayed at one thread for good. The files are
+    those of the calls one after another."""
+    loaded = load_model(tiny_weights[3])
+    crops = _crops(6)
+    alone = [compress(image, loaded, predictor=False, classical=False) for image in crops]
+    torch_before, blas_before = torch.get_num_threads(), _blas_threads()
+    for _ in range(2):
+        with ThreadPoolExecutor(6) as pool:
+            together = list(pool.map(lambda image: compress(image, loaded, predictor=False, classical=False), crops))
+            defaults = list(pool.map(lambda image: compress(image, loaded), crops))
+        assert together == alone
+        assert torch.get_num_threads() == torch_before and _blas_threads() == blas_before
+    with ThreadPoolExecutor(6) as pool:
+        decoded = list(pool.map(lambda data: decompress(data, loaded), alone + defaults))
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(decoded, crops + crops))
+    assert torch.get_num_threads() == torch_before and _blas_threads() == blas_before
+
+
+def test_the_hosts_warnings_filters_and_pillows_limits_are_left_as_they_were(tmp_path, tiny_weights):
+    """catch_warnings is not thread-safe: images opened, files decoded and checkpoints loaded in several threads
+    left a filter behind (a host's warnings silenced, or Pillow's bomb warning turned into an error); and
+    open_image set Pillow's pixel and text limits for good."""
+    from vaezip.train import train
+    from vaezip.config import get_preset
+
+    run = tmp_path / "run"
+    images = tmp_path / "images"
+    images.mkdir()
+    for k, image in enumerate(_crops(24)):
+        image.save(images / f"{k:02d}.png")
+    train(run, str(images), get_preset("tiny"), steps=1, train_overrides=dict(batch_size=2, crop=8, val_images=2),
+          coded_validation=None)
+    classical = [compress(image, fast=True) for image in _crops(4)]
+    Image.MAX_IMAGE_PIXELS, PngImagePlugin.MAX_TEXT_CHUNK = 123_456, 2_000  # a host's own, stricter limits
+    filters = list(warnings.filters)
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            for _ in range(3):
+                list(pool.map(lambda path: open_image(path), sorted(images.glob("*.png"))))
+                list(pool.map(lambda data: decompress(data), classical))
+                list(pool.map(lambda _: load_model(str(run)), range(4)))
+        assert warnings.filters == filters
+        assert (Image.MAX_IMAGE_PIXELS, PngImagePlugin.MAX_TEXT_CHUNK) == (123_456, 2_000)
+    finally:
+        Image.MAX_IMAGE_PIXELS, PngImagePlugin.MAX_TEXT_CHUNK = 89_478_485, 1024 * 1024
+
+
+def test_a_hosts_stricter_pillow_limit_changes_no_file_and_refuses_none(monkeypatch):
+    """A host's Pillow limit below an image's size made compress drop its PNG and WebP candidates (a larger
+    file) and decompress call a valid file damaged: vaezip applies its own limits only."""
+    image = _crops(1)[0]
+    expected = compress(image, fast=True)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)
+    assert compress(image, fast=True) == expected
+    assert np.array_equal(np.asarray(decompress(expected)), np.asarray(image))
+    assert png_bytes(decompress(expected))[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_numpys_error_state_of_the_calling_thread_changes_nothing(tiny_weights):
+    """np.seterr(all="raise") in the host made compress fail on an underflow the estimate expects."""
+    image = _crops(1)[0]
+    expected = compress(image, load_model(tiny_weights[3]))
+    with np.errstate(all="raise"):
+        data = compress(image, load_model(tiny_weights[3]))
+        assert data == expected and np.array_equal(np.asarray(decompress(data, load_model(tiny_weights[3]))),
+                                                   np.asarray(image))
+        assert np.geterr()["under"] == "raise"  # the host's, as it set it
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork on this platform")
+def test_a_worker_forked_after_a_model_was_loaded_codes_instead_of_hanging(tiny_weights):
+    """torch's OpenMP threads do not survive fork: a worker forked from a host that had loaded a model hung in its
+    first parallel region (gunicorn's preload). The child now runs torch on one thread: the same file."""
+    script = f"""
+import multiprocessing, sys
+sys.path.insert(0, {str(ROOT)!r})
+from PIL import Image
+from vaezip import api
+image = Image.open({str(ROOT / "samples" / "hopper.png")!r}).convert("RGB").crop((0, 0, 64, 48))
+loaded = api.load_model({str(tiny_weights[3])!r})
+expected = api.compress(image, loaded, predictor=False, classical=False)
+def work(_):
+    return api.compress(image, loaded, predictor=False, classical=False)
+if __name__ == "__main__":
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        print(pool.map_async(work, [0]).get(timeout=120) == [expected])
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.stdout.split() == ["True"], (done.stdout, done.stderr[-2000:])
+
+
+def test_compress_images_takes_arrays_and_refuses_what_is_no_image_in_one_line():
+    array = np.asarray(_crops(1)[0])
+    result = compress_images([("a", array)], fast=True)
+    assert np.array_equal(np.asarray(decompress_images(result.data)[0][1]), array)
+    for thing in ("photo.png", None, b"\x89PNG"):
+        with pytest.raises(ImageError, match="vaezip codes a PIL image, a DeepImage or a uint8 or uint16 array"):
+            compress(thing)
+    with pytest.raises(ImageError, match="^b: a str: "):
+        compress_images([("b", "photo.png")])

@@ -1,0 +1,137 @@
+"""Process-wide settings that vaezip changes while it computes (torch's thread count, numpy's BLAS threads, cuDNN's
+flags), put back as the host program had them once the calls that changed them end.
+
+Each call used to save a setting, change it and put back what it saved: calls overlapping in a host's threads put
+back one another's changes, and the host's BLAS stayed at one thread for the rest of the process. A setting here
+is saved by the first call that holds it and put back by the last to let go; the calls between set it as they
+need (the integer-exact coder computes the same integers on any number of threads, so they may share one value).
+Nothing here imports torch: a setting reads and writes through the functions it is given.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import threading
+from typing import Any, Callable, Iterator
+
+__all__ = ["SharedSetting", "blas_threads", "torch_threads", "cudnn_flags"]
+
+
+class SharedSetting:
+    """One process-wide setting (`read()`, `write(value)`) held by any number of calls at once."""
+
+    def __init__(self, read: Callable[[], Any], write: Callable[[Any], None]):
+        self._read, self._write = read, write
+        self._lock = threading.Lock()
+        self._holders = 0
+        self._host: Any = None
+
+    @contextlib.contextmanager
+    def held(self, value_of: Callable[[Any], Any]) -> Iterator[Any]:
+        """Set the setting to `value_of(the host's value)` while the block runs; yields the host's value."""
+        with self._lock:
+            if self._holders == 0:
+                self._host = self._read()
+            self._holders += 1
+            host = self._host
+            self._write(value_of(host))
+        try:
+            yield host
+        finally:
+            with self._lock:
+                self._holders -= 1
+                if self._holders == 0:
+                    self._write(self._host)
+
+    def set(self, value: Any) -> None:
+        """Set it anew inside a held block (a thread given back mid-coding); the last holder still puts the host's
+        value back."""
+        with self._lock:
+            self._write(value)
+
+
+_made: dict[str, SharedSetting] = {}
+_made_lock = threading.Lock()
+
+
+def _setting(name: str, make: Callable[[], SharedSetting]) -> SharedSetting:
+    with _made_lock:
+        if name not in _made:
+            _made[name] = make()
+        return _made[name]
+
+
+def torch_threads() -> SharedSetting:
+    """torch's intra-op thread count (torch.get_num_threads / set_num_threads)."""
+    import torch
+
+    return _setting("torch threads", lambda: SharedSetting(torch.get_num_threads, torch.set_num_threads))
+
+
+def cudnn_flags() -> SharedSetting:
+    """cuDNN's determinism, autotuning and TF32 flags, and CUDA matmul's TF32 flag, as one tuple."""
+    import torch
+
+    def read() -> tuple[bool, bool, bool, bool]:
+        return (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
+                torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+
+    def write(flags: tuple[bool, bool, bool, bool]) -> None:
+        (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
+         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) = flags
+
+    return _setting("cudnn flags", lambda: SharedSetting(read, write))
+
+
+_blas_lock = threading.Lock()
+_blas_held = False
+
+
+@contextlib.contextmanager
+def _first_holder_limits_blas(threads: int) -> Iterator[None]:
+    global _blas_held
+    with _blas_lock:
+        mine, _blas_held = not _blas_held, True
+    if not mine:  # another call holds the limit: this one runs under it, or after it under the host's count
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    try:
+        # threadpoolctl lets only the thread that set OpenBLAS's count change it again, and puts it back as it
+        # found it: set and put back in this one thread, by this one call.
+        with threadpool_limits(limits=threads, user_api="blas"):
+            yield
+    finally:
+        with _blas_lock:
+            _blas_held = False
+
+
+def blas_threads(threads: int | None):
+    """A context in which numpy's BLAS runs `threads` threads, put back as the host had them after. Calls that
+    overlap in a host's threads leave the limit to the first of them (each saving and putting back its own left
+    the host's count at one thread: the later ones saved the first's limit, and threadpoolctl lets only the thread
+    that set OpenBLAS's count set it again). Without threadpoolctl, or with `threads` None, nothing is changed."""
+    if threads is None:
+        return contextlib.nullcontext()
+    try:
+        import threadpoolctl  # noqa: F401
+    except ImportError:  # a dependency; an environment installed before it codes the same, a little slower
+        return contextlib.nullcontext()
+    return _first_holder_limits_blas(threads)
+
+
+def _single_threaded_torch_after_fork() -> None:
+    """In a child forked from a process whose torch had started its OpenMP threads (loading a model does), torch's
+    next parallel region waits for threads the child does not have: it hangs (torch's own limit; a host that loads
+    a model, then forks workers, as gunicorn's preload does). One thread needs none of them, and the integer-exact
+    coder computes the same integers on any count; a child may raise it again where it knows better."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_single_threaded_torch_after_fork)
