@@ -136,3 +136,12 @@ def test_compress_images_takes_arrays_and_refuses_what_is_no_image_in_one_line()
             compress(thing)
     with pytest.raises(ImageError, match="^b: a str: "):
         compress_images([("b", "photo.png")])
+
+
+def test_a_16_bit_image_made_in_memory_is_refused_with_a_way_that_keeps_it_whole():
+    """Pillow's I;16 image of a program's own array: the refusal says how to code it whole (its samples as a
+    uint16 array), not to convert it to a PNG file; and that way codes every bit."""
+    samples = (np.arange(40 * 48).reshape(40, 48) * 37 % 65536).astype(np.uint16)
+    with pytest.raises(ImageError, match=r"give its samples as a uint16 array \(np.asarray\(image\)\)"):
+        compress(Image.fromarray(samples), fast=True)
+    assert np.array_equal(decompress(compress(np.asarray(Image.fromarray(samples)), fast=True)).samples, samples)

@@ -389,7 +389,9 @@ def refuse_what_would_be_lost(image: Image.Image, data: bytes | None = None, ope
         raise ImageError(f"16-bit {image.format} (16 bits per channel) opened as Pillow opens it, which keeps 8 (or "
                          f"no colour): open it with vaezip.images.open_image, which keeps all 16")
     if bits > 8:
-        advice = ("convert it to a 16-bit PNG (no loss)" if bits <= 16
+        in_memory = image.format is None and bits <= 16  # made in a program (Image.fromarray), not read
+        advice = ("give its samples as a uint16 array (np.asarray(image)), which vaezip codes whole" if in_memory
+                  else "convert it to a 16-bit PNG (no loss)" if bits <= 16
                   else "convert it to 16 or 8 bits first if that loss is acceptable")
         raise ImageError(f"{bits}-bit {image.format or 'image'} ({bits} bits per channel); vaezip codes 8 bits per "
                          f"channel (16 in most PNG, TIFF and PNM files) and will not drop the low bits: {advice}")
