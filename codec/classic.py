@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import os
 import struct
 import threading
 import zlib
@@ -315,27 +316,54 @@ def _webp_file(data: bytes, height: int, width: int) -> bytes:
 
 
 _PILLOW_SETTINGS = threading.RLock()
+# Pillow's pixel limit while vaezip opens an image: far above any image vaezip reads (its own limits refuse more
+# from the header: MAX_PIXELS, vaezip.config.MAX_IMAGE_PIXELS), so that Pillow neither warns nor refuses one, and
+# still a limit for the host's threads that open images meanwhile (Pillow refuses twice it)
+PILLOW_PIXELS_WHILE_OPENING = 2**30
 
 
 @contextlib.contextmanager
 def pillow_settings(text_chunk: int | None = None):
-    """Pillow's process-wide limits set aside while vaezip opens and decodes an image, and put back as the host
-    program had them: its pixel limit (vaezip applies its own: the header's size, within the format's limits, or
-    vaezip.config.MAX_IMAGE_PIXELS), and with `text_chunk` a PNG text chunk's inflated size at least that. A host's
-    stricter limit refused valid files as damaged, and setting Pillow's globals for good changed the host's. One
-    opening at a time in the process holds them (a lock): two would put back each other's. No warnings filter is
-    touched (catch_warnings is not thread-safe): with no pixel limit Pillow has nothing to warn of."""
+    """Pillow's process-wide limits raised while vaezip opens and decodes an image, and put back as the host
+    program had them: its pixel limit to PILLOW_PIXELS_WHILE_OPENING (vaezip applies its own), and with
+    `text_chunk` a PNG text chunk's inflated size to at least that. A host's stricter limit refused valid files as
+    damaged, and setting Pillow's globals for good changed the host's. One opening at a time in the process holds
+    them (a lock): two would put back each other's. No warnings filter is touched (catch_warnings is not
+    thread-safe): below the raised limit Pillow has nothing to warn of."""
     from PIL import Image, PngImagePlugin
 
     with _PILLOW_SETTINGS:
         saved = Image.MAX_IMAGE_PIXELS, PngImagePlugin.MAX_TEXT_CHUNK
-        Image.MAX_IMAGE_PIXELS = None
+        _hosts_settings.append(saved)
+        if saved[0] is not None:
+            Image.MAX_IMAGE_PIXELS = max(saved[0], PILLOW_PIXELS_WHILE_OPENING)
         if text_chunk is not None:
             PngImagePlugin.MAX_TEXT_CHUNK = max(saved[1], text_chunk)
         try:
             yield
         finally:
             Image.MAX_IMAGE_PIXELS, PngImagePlugin.MAX_TEXT_CHUNK = saved
+            _hosts_settings.pop()
+
+
+# What each pillow_settings found (nested in one thread: the first is the host's)
+_hosts_settings: list[tuple] = []
+
+
+def _fresh_lock_after_fork() -> None:
+    """A child forked while another thread opened an image has that thread's lock, not the thread: a new lock, and
+    Pillow's limits put back as the host had them."""
+    global _PILLOW_SETTINGS
+    _PILLOW_SETTINGS = threading.RLock()
+    if _hosts_settings:
+        from PIL import Image, PngImagePlugin
+
+        Image.MAX_IMAGE_PIXELS, PngImagePlugin.MAX_TEXT_CHUNK = _hosts_settings[0]
+        _hosts_settings.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_fresh_lock_after_fork)
 
 
 def _open(file: bytes, kind: str, height: int, width: int):

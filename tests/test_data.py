@@ -359,11 +359,11 @@ def test_a_folder_passes_over_huge_deep_and_linked_images_and_names_them(tmp_pat
     os.symlink("a.png", d / "link.png")
     with pytest.warns(UserWarning) as caught:
         s = load(d)
-    assert s.names == ("a.png", "b.png", "c.png") and s.skipped == 5
+    assert s.names == ("a.png", "b.png", "c.png") and s.skipped == 6
     assert s.passed_over == ("deep.ppm (not 8-bit)", "huge.png (too many pixels)", "huger.png (too many pixels)",
-                             "plain.ppm (not 8-bit)", "ten.ppm (not 8-bit)")
+                             "link.png (a symbolic link)", "plain.ppm (not 8-bit)", "ten.ppm (not 8-bit)")
     assert [str(w.message) for w in caught] == [
-        "set: skipped 5 image file(s) it cannot use: deep.ppm (not 8-bit), huge.png (too many pixels), huger.png "
+        "set: skipped 6 image file(s) it cannot use: deep.ppm (not 8-bit), huge.png (too many pixels), huger.png "
         "(too many pixels), ..."]
     with pytest.raises(DataError, match="more than 100,000,000 pixels"):
         load(d / "huger.png")

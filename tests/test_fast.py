@@ -310,22 +310,23 @@ def test_a_large_images_sample_is_priced_in_two_stages_the_second_only_where_the
     assert len(files) == 1
 
 
-def test_a_loaded_model_is_priced_as_its_file_is(tiny_weights, monkeypatch):
+def test_a_loaded_model_is_priced_as_its_file_is(monkeypatch):
     """The early exit's sample of a model loaded already (the API's, bench's) is priced by numpy from the weights
-    it holds, as the same weights named by their file are: the same estimates, bound and file either way (bench
-    and compress reported two bounds for one file)."""
+    it holds (NumpyEstimator.from_model), as the shipped model named is priced from its file (from_file, without
+    torch): the same estimates, bound and file either way (bench and compress reported two bounds for one file)."""
     from vaezip.estimate import NumpyEstimator
 
     image = Image.open(ROOT / "samples" / "hopper.png").convert("RGB").crop((0, 0, 256, 160))
-    priced = []
-    tile_bounds = NumpyEstimator.tile_bounds
-    monkeypatch.setattr(NumpyEstimator, "tile_bounds",
-                        lambda self, tiles, *a, **k: priced.append(len(tiles)) or tile_bounds(self, tiles, *a, **k))
-    by_file = compress_images([("a.png", image)], str(tiny_weights[3]), device="cpu")
-    loaded = compress_images([("a.png", image)], load_model(tiny_weights[3]), device="cpu")
-    assert priced and priced[: len(priced) // 2] == priced[len(priced) // 2:]
-    assert loaded.data == by_file.data and loaded.images[0].bound_bits == by_file.images[0].bound_bits
-    assert loaded.images[0].bound_sample == by_file.images[0].bound_sample != ()
+    made = []
+    for way in ("from_file", "from_model"):
+        original = getattr(NumpyEstimator, way).__func__
+        monkeypatch.setattr(NumpyEstimator, way, classmethod(
+            lambda cls, *a, _way=way, _original=original: made.append(_way) or _original(cls, *a)))
+    by_name = compress_images([("a.png", image)], "photo2", device="cpu")
+    loaded = compress_images([("a.png", image)], load_model("photo2"), device="cpu")
+    assert made == ["from_file", "from_model"]
+    assert loaded.data == by_name.data and loaded.images[0].bound_bits == by_name.images[0].bound_bits
+    assert loaded.images[0].bound_sample == by_name.images[0].bound_sample != ()
 
 
 def test_the_first_stage_is_a_sub_lattice_of_the_sample_on_large_images_only():

@@ -216,13 +216,19 @@ def test_info_says_how_each_file_was_coded():
     # the file's bytes split as compress reports them: its header is everything but the words and classical codings
     from vaezip.archive import _header_bytes
 
-    paths = [GOLDEN / "golden.vz", GOLDEN / "golden-v4.vz", GOLDEN / "format6" / "model.vz"]
+    paths = [GOLDEN / "golden.vz", GOLDEN / "golden-v4.vz", GOLDEN / "format6" / "model.vz",
+             GOLDEN / "format17" / "archive-fast.vz", GOLDEN / "format18" / "photo-fast.vz"]
+    result = run_cli("info", *paths)
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.decode().splitlines() if not line.startswith(" ")]
     for path, line in zip(paths, lines):
         data = path.read_bytes()
         version, header, words = read_versioned(data)
         classical = sum(len(entry.data) for entry in header.images)
+        metadata = sum(len(chunk.data) for entry in header.images for chunk in entry.metadata)
         assert (f"{len(data)} bytes (header {_header_bytes(data, version)} B, ANS stream {4 * len(words)} B, "
-                f"classical codings {classical} B)") in line, line
+                f"classical codings {classical} B" + (f", metadata {metadata} B)" if metadata else ")")) in line, line
+    assert ", metadata " in lines[3] and ", metadata " in lines[4]  # the metadata files' own share
 
 
 def test_info_needs_no_model_and_imports_no_torch():

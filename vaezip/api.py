@@ -7,6 +7,7 @@ headers only."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,9 +15,18 @@ import numpy as np
 from vaezip.models import LoadedModel, default_model, load_model
 from vaezip.results import CompressResult, ImageReport
 
-# numpy's own defaults, whatever np.seterr the calling thread set (a host's all="raise" made compress fail on an
-# underflow the estimate expects): what vaezip computes, the files included, never depends on them
-_NUMPY_DEFAULTS = np.errstate(divide="warn", over="warn", under="ignore", invalid="warn")
+
+def _numpy_defaults(function):
+    """`function` under numpy's own error handling, whatever np.seterr the calling thread set (a host's all="raise"
+    made compress fail on an underflow the estimate expects): what vaezip computes, the files included, never
+    depends on it. A new errstate each call (numpy 1.x's keeps its saved state on the object)."""
+
+    @functools.wraps(function)
+    def under_defaults(*args, **kwargs):
+        with np.errstate(divide="warn", over="warn", under="ignore", invalid="warn"):
+            return function(*args, **kwargs)
+
+    return under_defaults
 
 __all__ = [
     "CompressResult", "FileInfo", "ImageInfo", "ImageReport", "INFERENCE", "LoadedModel", "compress",
@@ -28,7 +38,7 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------- coding
 
 
-@_NUMPY_DEFAULTS
+@_numpy_defaults
 def compress_images(
     images,
     model: LoadedModel | str | None = None,
@@ -103,7 +113,7 @@ def compress(image, model: LoadedModel | str | None = None, *, name: str = "imag
     return compress_images([(name, image)], model, **options).data
 
 
-@_NUMPY_DEFAULTS
+@_numpy_defaults
 def decompress_images(data: bytes, model: LoadedModel | str | None = None, *, device: str = "auto", progress=None):
     """.vz bytes -> list of (name, PIL image), a 16-bit image as a vaezip.images.DeepImage (its `samples` uint16);
     raises IntegrityError unless every checksum matches. A file whose

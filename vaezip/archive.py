@@ -583,23 +583,24 @@ def _encode_archive(split: list[_Image], started: float, model, *, tile, max_bat
         # those batches' convolutions run at 20-30 GFLOP/s instead of 75 (the split of every step waits for
         # the share whose core the classical coding holds). The integer path computes the same integers on
         # any number of threads (the float path of format 1 pins its own count, and a GPU's batches take no CPU
-        # thread: both left alone; with no network, fast, there is nothing to give back). torch's count is the
-        # process's: compress calls in several threads of one program share it, and the last to end puts the
-        # host's count back (process_settings.py).
+        # thread: both left alone; with no network, fast, there is nothing to give back). A call from a thread
+        # other than the main one leaves torch's count alone (process_settings.py: torch_threads).
         threads = contextlib.nullcontext()
         if coder_model is not None and coder_model.integer and coder_model.device.type == "cpu":
+            import torch
+
             from vaezip.process_settings import torch_threads
 
-            threads = torch_threads().held(lambda host: max(1, host - 1))
+            threads = torch_threads(lambda host: max(1, host - 1))
         given_back = []
 
         def watching(done: int, total: int) -> None:
             if progress is not None:
                 progress(done, total)
             if alternatives_later.done():
-                if host is not None and not given_back:
+                if host is not None and not given_back:  # watching runs in this thread: its count
                     given_back.append(True)
-                    torch_threads().set(host)
+                    torch.set_num_threads(host)
                 if worth_the_model(alternatives_later.result()) != candidates:
                     raise _LostBet
 
@@ -808,7 +809,7 @@ def _torch_estimates(tiles: list, loaded: LoadedModel, device: str,
     # Two torch threads fewer than the machine's: the quick stream and the classical codings hold two cores
     # meanwhile, and threads that wait on each other's share run slower than fewer (2 cores, kodim01: 1.5 s for
     # its 48 tiles on two threads, 0.2 s alone; _encode_archive's bet).
-    threads = torch_threads().held(lambda host: max(1, host - 2)) if coder_model.device.type == "cpu" else \
+    threads = torch_threads(lambda host: max(1, host - 2)) if coder_model.device.type == "cpu" else \
         contextlib.nullcontext()
     with threads, deterministic_kernels(pin_threads=not coder_model.integer):
         return (coder_model.tile_bounds(tiles, estimate=True) if tiles else []), coder_model

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 import warnings
 from pathlib import Path
@@ -105,6 +106,15 @@ def sha256_file(path: Path) -> str:
 
 
 _LOADING = threading.Lock()  # load_checkpoint's, see there
+
+
+def _fresh_lock_after_fork() -> None:
+    global _LOADING  # a child forked while another thread loaded has that thread's lock, not the thread
+    _LOADING = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_fresh_lock_after_fork)
 
 
 def _one_line(error: BaseException, limit: int = 200) -> str:

@@ -1817,10 +1817,13 @@ def info(inputs: list[str] = typer.Argument(..., help=".vz files")):
                     f"made with constriction {coder.constriction}"
                     + "".join(f", {k} {v}" for k, v in sorted(coder.extra.items()))
                 )
-            # Split as compress reports it: the header is everything but the ANS words and the classical codings.
+            # Split as compress reports it: the header is everything but the ANS words, the classical codings and
+            # the images' metadata chunks (format 17 on), which follow it.
             stream_bytes, classical_bytes = 4 * len(words), sum(len(entry.data) for entry in header.images)
-            parts = (f"header {len(data) - stream_bytes - classical_bytes} B, ANS stream {stream_bytes} B, "
-                     f"classical codings {classical_bytes} B")
+            metadata_bytes = sum(len(chunk.data) for entry in header.images for chunk in entry.metadata)
+            parts = (f"header {len(data) - stream_bytes - classical_bytes - metadata_bytes} B, ANS stream "
+                     f"{stream_bytes} B, classical codings {classical_bytes} B"
+                     + (f", metadata {metadata_bytes} B" if metadata_bytes else ""))
             say(f"{path}: {len(data)} bytes ({parts}); {described}; {coding}")
             # The model's stream, where no tile of it went through the model, is the predictor's (as compress says)
             stream = "predictor (no model tile)" if coder is not None and needs_no_model(header) else "model"

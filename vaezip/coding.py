@@ -56,8 +56,8 @@ def deterministic_kernels(pin_threads: bool = True):
     deterministically for a fixed thread count (CODING_THREADS), while torch.use_deterministic_algorithms
     would switch it off (20x slower convolutions), so it is not used; the pixel checksum guards the result.
     """
-    # Process-wide settings, held as calls in several threads of one program share them (process_settings.py)
-    threads = contextlib.nullcontext() if not pin_threads else torch_threads().held(lambda host: CODING_THREADS)
+    # torch's thread count in any thread, and cuDNN's flags, which calls in several threads share (process_settings.py)
+    threads = contextlib.nullcontext() if not pin_threads else torch_threads(lambda host: CODING_THREADS, always=True)
     with threads, cudnn_flags().held(lambda host: (True, False, False, False)), torch.inference_mode():
         yield
 

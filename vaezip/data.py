@@ -7,8 +7,8 @@ Sources accepted by :func:`load`:
 
 * a data set NAME from :data:`DATASETS` (files under the data root, see :func:`data_root`);
 * a folder: searched recursively for .png .jpg .jpeg .webp .bmp .tif .tiff (case-insensitive),
-  sorted by relative path; files Pillow cannot read, and images of more than 8 bits, are skipped
-  (counted in ``ImageSet.skipped`` and named in a warning);
+  sorted by relative path; files Pillow cannot read, images of more than 8 bits or 100 Mpixel, and symbolic
+  links are skipped (counted in ``ImageSet.skipped``, named in ``ImageSet.passed_over`` and in a warning);
 * a single image file;
 * an ``.npz`` file: the key is ``x_train`` if present, else ``x``; ``file.npz:key`` selects a key
   explicitly.  If the file also holds a ``split`` array with one entry per row, only the
@@ -355,11 +355,11 @@ def _finish(name: str, imgs: list[np.ndarray], names: list[str], skipped: int,
 # --------------------------------------------------------------------------------------------
 
 
-def _list_images(folder: Path) -> list[Path]:
+def _list_images(folder: Path, links: bool = False) -> list[Path]:
     """The image files under `folder`, but hidden ones and those in hidden folders (a viewer's .thumbnails, a .git)
     and symbolic links, as `vaezip compress -r` passes them over (a link to an image of the folder would put the
-    same image among the held-out ones and the trained-on ones)."""
-    files = [p for p in folder.rglob("*") if p.is_file() and not p.is_symlink() and p.suffix.lower() in
+    same image among the held-out ones and the trained-on ones); `links`: those links instead."""
+    files = [p for p in folder.rglob("*") if p.is_file() and p.is_symlink() == links and p.suffix.lower() in
              IMAGE_EXTENSIONS and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
     return sorted(files, key=lambda p: p.relative_to(folder).as_posix())
 
@@ -376,13 +376,14 @@ def _reported(file: Path, folder: Path, report: str | os.PathLike | None) -> boo
 
 
 def _load_files(name: str, files: list[tuple[Path, str]], limit: int | None,
-                channels: int | None, *, skip_unreadable: bool) -> ImageSet:
+                channels: int | None, *, skip_unreadable: bool, passed_over: Sequence[str] = ()) -> ImageSet:
+    """The images of `files` ((path, label) pairs); `passed_over`: files left out before (named with them)."""
     from PIL import Image, UnidentifiedImageError
 
     from codec.classic import pillow_settings
     from vaezip.config import MAX_IMAGE_PIXELS
 
-    imgs, names, passed_over, changes = [], [], [], []
+    imgs, names, passed_over, changes = [], [], list(passed_over), []
     for path, label in files:
         if limit is not None and len(imgs) >= limit:
             break
@@ -408,6 +409,7 @@ def _load_files(name: str, files: list[tuple[Path, str]], limit: int | None,
             continue
         imgs.append(a)
         names.append(label)
+    passed_over.sort()
     if passed_over:
         listed = ", ".join(passed_over[:3]) + (", ..." if len(passed_over) > 3 else "")
         warnings.warn(f"{name}: skipped {len(passed_over)} image file(s) it cannot use: {listed}", stacklevel=3)
@@ -549,7 +551,8 @@ def load(source: str | os.PathLike, *, limit: int | None = None,
         files = [(f, f.relative_to(path).as_posix()) for f in _list_images(path) if not _reported(f, path, exclude)]
         if not files:
             raise DataError(f"{path}: no image files ({' '.join(IMAGE_EXTENSIONS)}) found")
-        return _load_files(path.name or str(path), files, limit, channels, skip_unreadable=True)
+        links = [f"{f.relative_to(path).as_posix()} (a symbolic link)" for f in _list_images(path, links=True)]
+        return _load_files(path.name or str(path), files, limit, channels, skip_unreadable=True, passed_over=links)
     if path.is_file():
         if path.suffix.lower() == ".npz":
             x, key = _npz_array(path, key, str(path))

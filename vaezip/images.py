@@ -751,7 +751,7 @@ def _png(image: Image.Image) -> bytes:
 def _holds(data: bytes, image: Image.Image) -> bool:
     """Whether the PNG `data` gives back the palette image's indices and the alpha its transparency gives each
     entry (an index or alpha bytes: the same table either way)."""
-    with Image.open(io.BytesIO(data)) as back:
+    with pillow_settings(), Image.open(io.BytesIO(data)) as back:  # the image's own size: no limit of Pillow's
         back.load()
         return (back.mode == "P" and np.array_equal(np.asarray(back), np.asarray(image))
                 and _alpha_table(back.info.get("transparency")) == _alpha_table(_transparency_of(image)))

@@ -1,11 +1,10 @@
-"""Process-wide settings that vaezip changes while it computes (torch's thread count, numpy's BLAS threads, cuDNN's
-flags), put back as the host program had them once the calls that changed them end.
+"""Settings that vaezip changes while it computes, put back as the host program had them.
 
-Each call used to save a setting, change it and put back what it saved: calls overlapping in a host's threads put
-back one another's changes, and the host's BLAS stayed at one thread for the rest of the process. A setting here
-is saved by the first call that holds it and put back by the last to let go; the calls between set it as they
-need (the integer-exact coder computes the same integers on any number of threads, so they may share one value).
-Nothing here imports torch: a setting reads and writes through the functions it is given.
+torch's thread count is changed by calls from the main thread only (torch_threads). cuDNN's flags and numpy's
+BLAS threads are the process's: calls that overlap in a host's threads used to save and put back one another's
+changes (the host's BLAS stayed at one thread for good), so cuDNN's flags are saved by the first call that holds
+them and put back by the last to let go, and the BLAS limit is held by the first call alone. Nothing here imports
+torch until a torch setting is asked for.
 """
 
 from __future__ import annotations
@@ -45,12 +44,6 @@ class SharedSetting:
                 if self._holders == 0:
                     self._write(self._host)
 
-    def set(self, value: Any) -> None:
-        """Set it anew inside a held block (a thread given back mid-coding); the last holder still puts the host's
-        value back."""
-        with self._lock:
-            self._write(value)
-
 
 _made: dict[str, SharedSetting] = {}
 _made_lock = threading.Lock()
@@ -63,11 +56,24 @@ def _setting(name: str, make: Callable[[], SharedSetting]) -> SharedSetting:
         return _made[name]
 
 
-def torch_threads() -> SharedSetting:
-    """torch's intra-op thread count (torch.get_num_threads / set_num_threads)."""
+@contextlib.contextmanager
+def torch_threads(value_of: Callable[[int], int], always: bool = False) -> Iterator[int | None]:
+    """torch's thread count set to `value_of(the count)` while the block runs, and put back after; yields the count
+    it had, or None where it was left alone. Only a call from the main thread changes it (the command's; `always`:
+    any thread, for a count the computation needs). torch keeps one count for the whole process, which
+    get_num_threads reads, but OpenMP's is each thread's own: calls in a host's threads read one another's lowered
+    count as theirs and put that back, which left their threads at one thread for good."""
     import torch
 
-    return _setting("torch threads", lambda: SharedSetting(torch.get_num_threads, torch.set_num_threads))
+    if not always and threading.current_thread() is not threading.main_thread():
+        yield None
+        return
+    host = torch.get_num_threads()
+    torch.set_num_threads(value_of(host))
+    try:
+        yield host
+    finally:
+        torch.set_num_threads(host)
 
 
 def cudnn_flags() -> SharedSetting:
@@ -133,5 +139,15 @@ def _single_threaded_torch_after_fork() -> None:
         torch.set_num_threads(1)
 
 
+def _fresh_state_after_fork() -> None:
+    """A child forked while another thread held a setting has that thread's lock and count, not the thread: new
+    locks, and each setting held by no one (its value as the fork left it)."""
+    global _made_lock, _blas_lock, _blas_held
+    _made_lock, _blas_lock, _blas_held = threading.Lock(), threading.Lock(), False
+    for setting in _made.values():
+        setting._lock, setting._holders = threading.Lock(), 0
+
+
 if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_fresh_state_after_fork)
     os.register_at_fork(after_in_child=_single_threaded_torch_after_fork)
