@@ -316,33 +316,32 @@ def _webp_file(data: bytes, height: int, width: int) -> bytes:
 
 
 _PILLOW_SETTINGS = threading.RLock()
-# Pillow's pixel limit while vaezip opens an image: far above any image vaezip reads (its own limits refuse more
-# from the header: MAX_PIXELS, vaezip.config.MAX_IMAGE_PIXELS), so that Pillow neither warns nor refuses one, and
-# still a limit for the host's threads that open images meanwhile (Pillow refuses twice it)
-PILLOW_PIXELS_WHILE_OPENING = 2**30
+TEXT_MEMORY = 64 * 2**20  # a PNG's text chunks inflated, all together: Pillow's own default
 
 
 @contextlib.contextmanager
 def pillow_settings(text_chunk: int | None = None):
-    """Pillow's process-wide limits raised while vaezip opens and decodes an image, and put back as the host
-    program had them: its pixel limit to PILLOW_PIXELS_WHILE_OPENING (vaezip applies its own), and with
-    `text_chunk` a PNG text chunk's inflated size to at least that. A host's stricter limit refused valid files as
-    damaged, and setting Pillow's globals for good changed the host's. One opening at a time in the process holds
-    them (a lock): two would put back each other's. No warnings filter is touched (catch_warnings is not
-    thread-safe): below the raised limit Pillow has nothing to warn of."""
+    """Pillow's process-wide limits lifted while vaezip opens and decodes an image, and put back as the host program
+    had them: its pixel limit (vaezip applies its own from the header: MAX_PIXELS, vaezip.config.MAX_IMAGE_PIXELS;
+    a finite one would have Pillow warn, or refuse, before vaezip's one-line refusal), and with `text_chunk` a PNG
+    text chunk's inflated size raised to at least that and all of a file's text to TEXT_MEMORY. A host's stricter
+    limits refused valid files as damaged, and setting Pillow's globals for good changed the host's. One opening at
+    a time in the process holds them (a lock: two would put back each other's), so a host's own thread that opens
+    an image meanwhile does so without a pixel limit. No warnings filter is touched (catch_warnings is not
+    thread-safe)."""
     from PIL import Image, PngImagePlugin
 
     with _PILLOW_SETTINGS:
-        saved = Image.MAX_IMAGE_PIXELS, PngImagePlugin.MAX_TEXT_CHUNK
+        saved = Image.MAX_IMAGE_PIXELS, PngImagePlugin.MAX_TEXT_CHUNK, PngImagePlugin.MAX_TEXT_MEMORY
         _hosts_settings.append(saved)
-        if saved[0] is not None:
-            Image.MAX_IMAGE_PIXELS = max(saved[0], PILLOW_PIXELS_WHILE_OPENING)
+        Image.MAX_IMAGE_PIXELS = None
         if text_chunk is not None:
             PngImagePlugin.MAX_TEXT_CHUNK = max(saved[1], text_chunk)
+            PngImagePlugin.MAX_TEXT_MEMORY = max(saved[2], TEXT_MEMORY)
         try:
             yield
         finally:
-            Image.MAX_IMAGE_PIXELS, PngImagePlugin.MAX_TEXT_CHUNK = saved
+            Image.MAX_IMAGE_PIXELS, PngImagePlugin.MAX_TEXT_CHUNK, PngImagePlugin.MAX_TEXT_MEMORY = saved
             _hosts_settings.pop()
 
 
@@ -358,7 +357,7 @@ def _fresh_lock_after_fork() -> None:
     if _hosts_settings:
         from PIL import Image, PngImagePlugin
 
-        Image.MAX_IMAGE_PIXELS, PngImagePlugin.MAX_TEXT_CHUNK = _hosts_settings[0]
+        Image.MAX_IMAGE_PIXELS, PngImagePlugin.MAX_TEXT_CHUNK, PngImagePlugin.MAX_TEXT_MEMORY = _hosts_settings[0]
         _hosts_settings.clear()
 
 

@@ -8,6 +8,7 @@ import io
 import multiprocessing
 import subprocess
 import sys
+import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -35,31 +36,73 @@ def _blas_threads() -> list[int]:
     return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
 
 
-def test_calls_in_several_threads_give_the_same_files_and_leave_the_hosts_threads_as_they_were(context_weights):
-    """torch reads one thread count for the process but runs each thread on its own: calls in several threads
-    that each saved, lowered and put back the count left threads at one for good; numpy's BLAS count is the
-    process's, and calls that each saved and put it back left it at one thread for good. The files are those of
-    the calls one after another. (A model with a context head, which numpy does not price: torch's estimate.)"""
+def _openmp_threads() -> int:
+    from threadpoolctl import threadpool_info
+
+    return next(pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "openmp")
+
+
+def test_calls_in_several_threads_give_the_same_files_and_leave_each_threads_count_as_it_was(context_weights):
+    """Calls in a host's threads, some of which set torch's count and some not: each thread keeps its own count,
+    and the files are those of the calls one after another. (A model with a context head, which numpy does not
+    price: torch's estimate, on a lowered count.)"""
     loaded = load_model(context_weights[3])
     crops = _crops(6)
     alone = [compress(image, loaded) for image in crops]
-    blas_before = _blas_threads()
 
-    def in_a_worker(image):
-        torch.set_num_threads(2)  # the worker thread's own count, as a host set it
+    def in_a_worker(k_image):
+        k, image = k_image
+        if k % 2:
+            torch.set_num_threads(2)  # the worker's own count, as a host set it
+        before = torch.get_num_threads(), _openmp_threads()
         data = compress(image, loaded)
-        return data, torch.get_num_threads()
+        return data, before == (torch.get_num_threads(), _openmp_threads())
 
     for _ in range(2):
         with ThreadPoolExecutor(4) as pool:
-            results = list(pool.map(in_a_worker, crops))
-        assert [data for data, _ in results] == alone
-        assert [threads for _, threads in results] == [2] * len(crops)
-        assert _blas_threads() == blas_before
+            results = list(pool.map(in_a_worker, enumerate(crops)))
+        assert [data for data, _ in results] == alone and all(same for _, same in results)
     with ThreadPoolExecutor(6) as pool:
         decoded = list(pool.map(lambda data: decompress(data, loaded), alone))
     assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(decoded, crops))
-    assert _blas_threads() == blas_before
+
+
+def test_a_lowered_count_is_the_calling_threads_alone():
+    """torch.set_num_threads also set the count that threads touching torch for the first time start from: threads
+    a host started while a call had lowered it kept one thread for good. The lowering is now the calling thread's
+    OpenMP count alone."""
+    from vaezip.process_settings import torch_threads
+
+    host = torch.get_num_threads()
+    seen = []
+    with torch_threads(lambda count: 1) as before:
+        worker = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+        worker.start()
+        worker.join()
+        assert _openmp_threads() == 1 and before is not None
+    assert seen == [host] and torch.get_num_threads() == host and _openmp_threads() == before
+
+
+def test_blas_threads_are_left_as_the_host_had_them(monkeypatch):
+    """numpy's BLAS count is the process's: calls in several threads that each saved and put it back left it at one
+    thread for good, and so did a host's own threadpoolctl limit held meanwhile."""
+    from threadpoolctl import threadpool_limits
+
+    from vaezip import process_settings
+
+    limited = []
+    original = process_settings._first_holder_limits_blas
+    monkeypatch.setattr(process_settings, "_first_holder_limits_blas",
+                        lambda threads: limited.append(threads) or original(threads))
+    crops = _crops(4)
+    before = _blas_threads()
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda image: compress(image, "photo2"), crops))
+    assert limited and _blas_threads() == before  # photo2's estimate asked for a limit
+    with threadpool_limits(limits=1, user_api="blas"):  # the host's own, while vaezip codes in another thread
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(compress, crops[0], "photo2").result()
+    assert _blas_threads() == before
 
 
 def test_the_hosts_warnings_filters_and_pillows_limits_are_left_as_they_were(tmp_path, tiny_weights):

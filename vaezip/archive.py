@@ -583,13 +583,11 @@ def _encode_archive(split: list[_Image], started: float, model, *, tile, max_bat
         # those batches' convolutions run at 20-30 GFLOP/s instead of 75 (the split of every step waits for
         # the share whose core the classical coding holds). The integer path computes the same integers on
         # any number of threads (the float path of format 1 pins its own count, and a GPU's batches take no CPU
-        # thread: both left alone; with no network, fast, there is nothing to give back). A call from a thread
-        # other than the main one leaves torch's count alone (process_settings.py: torch_threads).
+        # thread: both left alone; with no network, fast, there is nothing to give back). The count is this
+        # thread's own (process_settings.py: torch_threads).
         threads = contextlib.nullcontext()
         if coder_model is not None and coder_model.integer and coder_model.device.type == "cpu":
-            import torch
-
-            from vaezip.process_settings import torch_threads
+            from vaezip.process_settings import set_torch_threads, torch_threads
 
             threads = torch_threads(lambda host: max(1, host - 1))
         given_back = []
@@ -600,7 +598,7 @@ def _encode_archive(split: list[_Image], started: float, model, *, tile, max_bat
             if alternatives_later.done():
                 if host is not None and not given_back:  # watching runs in this thread: its count
                     given_back.append(True)
-                    torch.set_num_threads(host)
+                    set_torch_threads(host)
                 if worth_the_model(alternatives_later.result()) != candidates:
                     raise _LostBet
 

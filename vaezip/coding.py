@@ -57,7 +57,7 @@ def deterministic_kernels(pin_threads: bool = True):
     would switch it off (20x slower convolutions), so it is not used; the pixel checksum guards the result.
     """
     # torch's thread count in any thread, and cuDNN's flags, which calls in several threads share (process_settings.py)
-    threads = contextlib.nullcontext() if not pin_threads else torch_threads(lambda host: CODING_THREADS, always=True)
+    threads = contextlib.nullcontext() if not pin_threads else torch_threads(lambda host: CODING_THREADS)
     with threads, cudnn_flags().held(lambda host: (True, False, False, False)), torch.inference_mode():
         yield
 

@@ -22,6 +22,7 @@ import hashlib
 import io
 import os
 import re
+import stat
 import struct
 import zlib
 from contextlib import contextmanager
@@ -29,10 +30,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from PIL import Image, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from codec import depth as depths
-from codec.classic import PNG_SIGNATURE, pillow_settings
+from codec.classic import PNG_SIGNATURE, TEXT_MEMORY, pillow_settings
 from vaezip import png16
 from vaezip.config import MAX_IMAGE_PIXELS, short_repr
 from vaezip.errors import ImageError
@@ -109,6 +110,7 @@ def open_image(source) -> Image.Image | DeepImage:
     is an image that vaezip cannot hold exactly (refused from its header, before any pixel is decoded). A 16-bit
     PNG, TIFF (a colour one through imagecodecs) or PGM / PPM of maxval 65535 comes as a DeepImage. A PNG's
     damaged ancillary chunk is left out (and named in the image's DROPPED) wherever it is."""
+    source = _at_hand(source)
     try:
         return _open_image(source)
     except ImageError:
@@ -118,6 +120,38 @@ def open_image(source) -> Image.Image | DeepImage:
     image = _open_image(repaired)
     image.info[DROPPED] = damaged + tuple(image.info.get(DROPPED, ()))
     return image
+
+
+def _at_hand(source):
+    """`source` read into bytes where reading it could wait on another thread (a pipe, a socket, a FIFO: a file
+    object that cannot seek, or a path that is no regular file), as it is elsewhere. Pillow opens an image under
+    a lock (pillow_settings), and a read that waited there for a thread that decodes an image would wait for ever."""
+    if isinstance(source, (bytes, bytearray)):
+        return source
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            regular = stat.S_ISREG(os.stat(source).st_mode)
+        except OSError:
+            return source  # Pillow's open says what is wrong
+        if regular:
+            return source
+        try:
+            with open(source, "rb") as file:
+                return read_limited(file, what="the image file holds")
+        except OSError as error:
+            raise ImageError(f"cannot read it ({error.strerror or error})") from None
+        except ValueError as error:  # past the input limit
+            raise ImageError(str(error)) from None
+    try:
+        seekable = source.seekable()
+    except (AttributeError, ValueError, OSError):
+        seekable = False
+    if seekable or not hasattr(source, "read"):
+        return source  # Pillow's open says what is wrong with something that is no file
+    try:
+        return read_limited(source, what="the image file holds")
+    except (OSError, ValueError) as error:
+        raise ImageError(f"cannot read it ({str(error).strip() or type(error).__name__})") from None
 
 
 def _without_damaged_chunks(source) -> tuple[bytes | None, tuple[str, ...]]:
@@ -350,7 +384,7 @@ def _readable():
         # Pillow's own limits set aside (pillow_settings): vaezip's MAX_IMAGE_PIXELS is checked from the header.
         # Pillow refuses a PNG whose text chunk inflates past 1 MB (a large XMP packet): vaezip keeps the chunks
         # as stored, and their inflated total stays within Pillow's own 64 MB for all of a file's text.
-        with pillow_settings(text_chunk=PngImagePlugin.MAX_TEXT_MEMORY):
+        with pillow_settings(text_chunk=TEXT_MEMORY):
             yield
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(f"image has more than {MAX_IMAGE_PIXELS} pixels (vaezip's limit)") from None

@@ -1,7 +1,7 @@
 """Settings that vaezip changes while it computes, put back as the host program had them.
 
-torch's thread count is changed by calls from the main thread only (torch_threads). cuDNN's flags and numpy's
-BLAS threads are the process's: calls that overlap in a host's threads used to save and put back one another's
+torch's thread count is the calling thread's OpenMP count, lowered and put back in that thread alone
+(torch_threads). cuDNN's flags and numpy's BLAS threads are the process's: calls that overlap in a host's threads used to save and put back one another's
 changes (the host's BLAS stayed at one thread for good), so cuDNN's flags are saved by the first call that holds
 them and put back by the last to let go, and the BLAS limit is held by the first call alone. Nothing here imports
 torch until a torch setting is asked for.
@@ -15,7 +15,7 @@ import sys
 import threading
 from typing import Any, Callable, Iterator
 
-__all__ = ["SharedSetting", "blas_threads", "torch_threads", "cudnn_flags"]
+__all__ = ["SharedSetting", "blas_threads", "torch_threads", "set_torch_threads", "cudnn_flags"]
 
 
 class SharedSetting:
@@ -57,23 +57,31 @@ def _setting(name: str, make: Callable[[], SharedSetting]) -> SharedSetting:
 
 
 @contextlib.contextmanager
-def torch_threads(value_of: Callable[[int], int], always: bool = False) -> Iterator[int | None]:
-    """torch's thread count set to `value_of(the count)` while the block runs, and put back after; yields the count
-    it had, or None where it was left alone. Only a call from the main thread changes it (the command's; `always`:
-    any thread, for a count the computation needs). torch keeps one count for the whole process, which
-    get_num_threads reads, but OpenMP's is each thread's own: calls in a host's threads read one another's lowered
-    count as theirs and put that back, which left their threads at one thread for good."""
-    import torch
-
-    if not always and threading.current_thread() is not threading.main_thread():
+def torch_threads(value_of: Callable[[int], int]) -> Iterator[int | None]:
+    """The calling thread's OpenMP thread count (torch's convolutions and tables run on it) set to `value_of(its
+    count)` while the block runs, and put back after; yields the count it had (None: left alone, without
+    threadpoolctl or an OpenMP library). OpenMP keeps a count per thread; torch.set_num_threads also sets the
+    count that threads which first touch torch afterwards start from, and torch.get_num_threads read that: calls
+    in a host's threads put back one another's lowered counts, and threads started meanwhile kept one for good."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # a dependency; an environment installed before it codes the same, a little slower
         yield None
         return
-    host = torch.get_num_threads()
-    torch.set_num_threads(value_of(host))
-    try:
+    probe = threadpool_limits(limits=None, user_api="openmp")
+    host = probe.get_original_num_threads().get("openmp")
+    if host is None:
+        yield None
+        return
+    with threadpool_limits(limits=value_of(host), user_api="openmp"):  # this thread's own count (libgomp)
         yield host
-    finally:
-        torch.set_num_threads(host)
+
+
+def set_torch_threads(count: int) -> None:
+    """The calling thread's OpenMP count set to `count` inside torch_threads (a thread given back mid-coding)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=count, user_api="openmp")
 
 
 def cudnn_flags() -> SharedSetting:
@@ -93,6 +101,7 @@ def cudnn_flags() -> SharedSetting:
 
 _blas_lock = threading.Lock()
 _blas_held = False
+_blas_limiter = None  # the held limit (a forked child puts the host's counts back through it)
 
 
 @contextlib.contextmanager
@@ -103,16 +112,22 @@ def _first_holder_limits_blas(threads: int) -> Iterator[None]:
     if not mine:  # another call holds the limit: this one runs under it, or after it under the host's count
         yield
         return
-    from threadpoolctl import threadpool_limits
+    global _blas_limiter
+    from threadpoolctl import threadpool_info, threadpool_limits
 
     try:
+        counts = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+        if all(count <= threads for count in counts):  # nothing to lower (a host's own limit, say): left alone
+            yield
+            return
         # threadpoolctl lets only the thread that set OpenBLAS's count change it again, and puts it back as it
         # found it: set and put back in this one thread, by this one call.
-        with threadpool_limits(limits=threads, user_api="blas"):
+        with threadpool_limits(limits=threads, user_api="blas") as limiter:
+            _blas_limiter = limiter
             yield
     finally:
         with _blas_lock:
-            _blas_held = False
+            _blas_held, _blas_limiter = False, None
 
 
 def blas_threads(threads: int | None):
@@ -129,23 +144,40 @@ def blas_threads(threads: int | None):
     return _first_holder_limits_blas(threads)
 
 
+_models_loaded = False
+
+
+def model_loaded() -> None:
+    """Called where vaezip builds a model: from then on a forked child runs torch on one thread (see below)."""
+    global _models_loaded
+    _models_loaded = True
+
+
 def _single_threaded_torch_after_fork() -> None:
     """In a child forked from a process whose torch had started its OpenMP threads (loading a model does), torch's
     next parallel region waits for threads the child does not have: it hangs (torch's own limit; a host that loads
     a model, then forks workers, as gunicorn's preload does). One thread needs none of them, and the integer-exact
     coder computes the same integers on any count; a child may raise it again where it knows better."""
     torch = sys.modules.get("torch")
-    if torch is not None:
+    if torch is not None and _models_loaded:
         torch.set_num_threads(1)
 
 
 def _fresh_state_after_fork() -> None:
     """A child forked while another thread held a setting has that thread's lock and count, not the thread: new
-    locks, and each setting held by no one (its value as the fork left it)."""
-    global _made_lock, _blas_lock, _blas_held
-    _made_lock, _blas_lock, _blas_held = threading.Lock(), threading.Lock(), False
+    locks, each setting put back as the host had it and held by no one."""
+    global _made_lock, _blas_lock, _blas_held, _blas_limiter
+    _made_lock, _blas_lock = threading.Lock(), threading.Lock()
     for setting in _made.values():
+        if setting._holders:
+            setting._write(setting._host)
         setting._lock, setting._holders = threading.Lock(), 0
+    if _blas_limiter is not None:
+        try:  # the thread that set the count is gone in the child: threadpoolctl lets this one set it back
+            _blas_limiter.restore_original_limits()
+        except Exception:  # noqa: BLE001 - a child that cannot is left as it is
+            pass
+    _blas_held, _blas_limiter = False, None
 
 
 if hasattr(os, "register_at_fork"):
