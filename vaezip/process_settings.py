@@ -1,10 +1,10 @@
 """Settings that vaezip changes while it computes, put back as the host program had them.
 
 torch's thread count is the calling thread's OpenMP count, lowered and put back in that thread alone
-(torch_threads). cuDNN's flags and numpy's BLAS threads are the process's: calls that overlap in a host's threads used to save and put back one another's
-changes (the host's BLAS stayed at one thread for good), so cuDNN's flags are saved by the first call that holds
-them and put back by the last to let go, and the BLAS limit is held by the first call alone. Nothing here imports
-torch until a torch setting is asked for.
+(torch_threads). cuDNN's flags and numpy's BLAS threads are the process's: calls that overlap in a host's threads
+used to save and put back one another's changes (the host's BLAS stayed at one thread for good), so cuDNN's flags
+are saved by the first call that holds them and put back by the last to let go, and the BLAS limit is held by the
+first call alone. Nothing here imports torch until a torch setting is asked for.
 """
 
 from __future__ import annotations
