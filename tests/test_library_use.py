@@ -208,3 +208,37 @@ def test_a_16_bit_image_made_in_memory_is_refused_with_a_way_that_keeps_it_whole
     with pytest.raises(ImageError, match=r"give its samples as a uint16 array \(np.asarray\(image\)\)"):
         compress(Image.fromarray(samples), fast=True)
     assert np.array_equal(decompress(compress(np.asarray(Image.fromarray(samples)), fast=True)).samples, samples)
+
+
+def test_a_threads_count_is_set_up_before_it_is_lowered_or_pinned():
+    """torch sets a thread's count when the thread first uses torch, from the last torch.set_num_threads: inside a
+    lowered or pinned block that undid the count (a pinned float decode ran on the host's one thread and failed),
+    and the count put back after was not the thread's."""
+    from vaezip.process_settings import torch_threads
+
+    host = torch.get_num_threads()
+    torch.set_num_threads(1)  # the host's, before its worker thread ever touches torch
+    seen = []
+
+    def worker():
+        with torch_threads(lambda count: 2) as before:
+            seen.append((before, torch.get_num_threads(), _openmp_threads()))
+        seen.append(torch.get_num_threads())
+
+    try:
+        thread = threading.Thread(target=worker)
+        thread.start()
+        thread.join()
+    finally:
+        torch.set_num_threads(host)
+    assert seen == [(1, 2, 2), 1]
+
+
+def test_open_image_refuses_what_is_no_file_in_one_line(tmp_path):
+    for thing in (123, None, [1]):
+        with pytest.raises(ImageError, match="open_image reads a path, bytes or a binary file object"):
+            open_image(thing)
+    with pytest.raises(ImageError, match="embedded null byte"):
+        open_image("a\0b.png")
+    with pytest.raises(ImageError):
+        open_image(io.StringIO("not bytes"))

@@ -124,33 +124,34 @@ def open_image(source) -> Image.Image | DeepImage:
 
 def _at_hand(source):
     """`source` read into bytes where reading it could wait on another thread (a pipe, a socket, a FIFO: a file
-    object that cannot seek, or a path that is no regular file), as it is elsewhere. Pillow opens an image under
-    a lock (pillow_settings), and a read that waited there for a thread that decodes an image would wait for ever."""
+    object that cannot seek, or a path to a FIFO or socket), as it is elsewhere. Pillow opens an image under a lock
+    (pillow_settings), and a read that waited there for a thread that decodes an image would wait for ever. Any
+    other path is left to Pillow (a device is refused from what it reads first, not read to a limit)."""
     if isinstance(source, (bytes, bytearray)):
         return source
     if isinstance(source, (str, os.PathLike)):
         try:
-            regular = stat.S_ISREG(os.stat(source).st_mode)
-        except OSError:
-            return source  # Pillow's open says what is wrong
-        if regular:
+            kind = os.stat(source).st_mode
+        except (OSError, ValueError):  # missing, unreadable, a NUL in the name: Pillow's open says what is wrong
+            return source
+        if not (stat.S_ISFIFO(kind) or stat.S_ISSOCK(kind)):
             return source
         try:
             with open(source, "rb") as file:
                 return read_limited(file, what="the image file holds")
-        except OSError as error:
-            raise ImageError(f"cannot read it ({error.strerror or error})") from None
-        except ValueError as error:  # past the input limit
-            raise ImageError(str(error)) from None
+        except (OSError, ValueError) as error:  # past the input limit, too
+            raise ImageError(f"cannot read it ({str(error).strip() or type(error).__name__})") from None
+    if not hasattr(source, "read"):
+        raise ImageError(f"a {type(source).__name__}: open_image reads a path, bytes or a binary file object")
     try:
         seekable = source.seekable()
     except (AttributeError, ValueError, OSError):
         seekable = False
-    if seekable or not hasattr(source, "read"):
-        return source  # Pillow's open says what is wrong with something that is no file
+    if seekable:
+        return source
     try:
         return read_limited(source, what="the image file holds")
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, TypeError) as error:  # TypeError: a text-mode stream
         raise ImageError(f"cannot read it ({str(error).strip() or type(error).__name__})") from None
 
 

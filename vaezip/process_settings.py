@@ -56,32 +56,46 @@ def _setting(name: str, make: Callable[[], SharedSetting]) -> SharedSetting:
         return _made[name]
 
 
+def _torchs_openmp():
+    """threadpoolctl's controller of torch's own OpenMP library (not another one a host loaded), or None (no
+    threadpoolctl, or no OpenMP library under torch's folder). torch sets a thread's count when that thread first
+    uses torch, from the last torch.set_num_threads of any thread: asked for here first, so that setting it up
+    later cannot undo a count set below."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # a dependency; an environment installed before it codes the same, a little slower
+        return None
+    import torch
+
+    torch.get_num_threads()  # this thread's count set up now (see above)
+    folder = os.path.join(os.path.dirname(os.path.realpath(torch.__file__)), "")
+    controller = ThreadpoolController()
+    own = [lib.filepath for lib in controller.lib_controllers
+           if lib.user_api == "openmp" and os.path.realpath(lib.filepath).startswith(folder)]
+    return controller.select(filepath=own) if own else None
+
+
 @contextlib.contextmanager
 def torch_threads(value_of: Callable[[int], int]) -> Iterator[int | None]:
     """The calling thread's OpenMP thread count (torch's convolutions and tables run on it) set to `value_of(its
     count)` while the block runs, and put back after; yields the count it had (None: left alone, without
-    threadpoolctl or an OpenMP library). OpenMP keeps a count per thread; torch.set_num_threads also sets the
-    count that threads which first touch torch afterwards start from, and torch.get_num_threads read that: calls
-    in a host's threads put back one another's lowered counts, and threads started meanwhile kept one for good."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # a dependency; an environment installed before it codes the same, a little slower
+    threadpoolctl or torch's OpenMP library). OpenMP keeps a count per thread; torch.set_num_threads also sets the
+    count that threads which first touch torch afterwards start from: calls in a host's threads put back one
+    another's lowered counts, and threads started meanwhile kept one for good."""
+    openmp = _torchs_openmp()
+    if openmp is None:
         yield None
         return
-    probe = threadpool_limits(limits=None, user_api="openmp")
-    host = probe.get_original_num_threads().get("openmp")
-    if host is None:
-        yield None
-        return
-    with threadpool_limits(limits=value_of(host), user_api="openmp"):  # this thread's own count (libgomp)
+    host = min(lib["num_threads"] for lib in openmp.info())
+    with openmp.limit(limits=value_of(host)):  # this thread's own count (libgomp keeps one per thread)
         yield host
 
 
 def set_torch_threads(count: int) -> None:
     """The calling thread's OpenMP count set to `count` inside torch_threads (a thread given back mid-coding)."""
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(limits=count, user_api="openmp")
+    openmp = _torchs_openmp()
+    if openmp is not None:
+        openmp.limit(limits=count)
 
 
 def cudnn_flags() -> SharedSetting:
