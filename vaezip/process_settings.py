@@ -120,13 +120,12 @@ _blas_limiter = None  # the held limit (a forked child puts the host's counts ba
 
 @contextlib.contextmanager
 def _first_holder_limits_blas(threads: int) -> Iterator[None]:
-    global _blas_held
+    global _blas_held, _blas_limiter
     with _blas_lock:
         mine, _blas_held = not _blas_held, True
     if not mine:  # another call holds the limit: this one runs under it, or after it under the host's count
         yield
         return
-    global _blas_limiter
     from threadpoolctl import threadpool_info, threadpool_limits
 
     try:
