@@ -284,3 +284,19 @@ def test_bench_of_classical_codecs_names_what_it_passed_over_and_imports_no_torc
     report = (tmp_path / "o" / "results.md").read_text()
     assert "3 images (all images it could read;" in report, report
     assert "set: 1 file(s) passed over, measured by no codec: deep.png (not 8-bit)" in report, report
+
+
+def test_bench_of_vaezip_fast_reads_no_weights_and_imports_no_torch(tmp_path, folders):
+    """vaezip-fast runs no network: a shipped model's identity is all it needs (its name, sha256 and stride), as
+    `compress --fast` needs; the files decode and the report names the model."""
+    import subprocess
+    import sys
+
+    script = ("import sys; from typer.testing import CliRunner; from vaezip.cli import app; "
+              f"result = CliRunner().invoke(app, ['bench', {str(folders['rgb'])!r}, '-c', 'vaezip-fast,png', '-o', "
+              f"{str(tmp_path / 'o')!r}]); print(result.exit_code, 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.stdout.split() == ["0", "False"], (done.stdout, done.stderr)
+    rows = read_csv(tmp_path / "o" / "results.csv")
+    assert {row.codec for row in rows} == {"png", "vaezip-fast"} and all(row.roundtrip_ok for row in rows)
+    assert "model='photo2'" in (tmp_path / "o" / "results.md").read_text()

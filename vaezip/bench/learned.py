@@ -50,7 +50,7 @@ def _key(img: np.ndarray) -> tuple:
 
 
 def _library() -> str:
-    import torch
+    from importlib.metadata import PackageNotFoundError, version
 
     from vaezip import __version__
 
@@ -60,11 +60,16 @@ def _library() -> str:
         cons = constriction_version()
     except Exception:  # noqa: BLE001  # pragma: no cover
         cons = "?"
-    return f"vaezip {__version__} (torch {torch.__version__}, constriction {cons})"
+    try:
+        torch = version("torch")  # read from its metadata: a bench that runs no network imports no torch
+    except PackageNotFoundError:  # pragma: no cover
+        torch = "?"
+    return f"vaezip {__version__} (torch {torch}, constriction {cons})"
 
 
 class VaezipCodec:
-    """vaezip, one ``.vz`` file per image, with a loaded model (:class:`vaezip.api.LoadedModel`)."""
+    """vaezip, one ``.vz`` file per image, with a loaded model (:class:`vaezip.api.LoadedModel`), or for
+    ``fast`` alone a shipped model's identity (vaezip.models.ModelIdentity: no weights read, no torch)."""
 
     def __init__(self, model, *, tile: int | None = None, device: str = "auto", name: str = "vaezip",
                  classical: bool = True, fast: bool = False):
@@ -74,13 +79,13 @@ class VaezipCodec:
         self.name = name
         self.classical = classical  # False: the model path for every image (what the model alone achieves)
         self.fast = fast  # True: no network runs (compress --fast)
-        self.channels = int(model.model.config.image_channels)
+        self.channels = int(model.config.image_channels)
         self.library = _library()
         from vaezip.archive import DEFAULT_TILE, FAST_TILE, effective_tile
 
         where = _shown(model.source)
         shown_tile = f"default ({FAST_TILE if fast else DEFAULT_TILE})" if tile is None else str(tile)
-        coded_tile = effective_tile(tile, model.model.config.stride) if tile is not None and not fast else tile
+        coded_tile = effective_tile(tile, model.config.stride) if tile is not None and not fast else tile
         shown_tile += f" (coded as {coded_tile}: a multiple of the model's stride)" if coded_tile != tile else ""
         self.flags = (f"compress_images([(name, image)], model={model.name!r} "
                       f"[{where}, sha256 {model.sha256[:16]}], tile={shown_tile}, "

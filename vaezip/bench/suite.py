@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -115,14 +116,15 @@ class Plan:
         return list(seen.values())
 
 
-def _load_models(specs: Sequence[str]) -> dict[int, object]:
-    from vaezip.api import load_model
-    from vaezip.checkpoint import CheckpointError
+def _load_models(specs: Sequence[str], identify: bool = False) -> dict[int, object]:
+    """`identify`: a shipped model's identity only (no weights, no torch), all that coding with no network needs."""
+    from vaezip.errors import CheckpointError
+    from vaezip.models import identify_model, load_model
 
     models: dict[int, object] = {}
     for spec in specs:
-        loaded = load_model(spec)
-        ch = int(loaded.model.config.image_channels)
+        loaded = identify_model(spec) if identify else load_model(spec)
+        ch = int(loaded.config.image_channels)
         if ch in models:
             raise CheckpointError(f"two --model for {('grey' if ch == 1 else 'colour')} images: "
                                   f"{models[ch].source} and {loaded.source}")
@@ -130,11 +132,12 @@ def _load_models(specs: Sequence[str]) -> dict[int, object]:
     return models
 
 
-def _model_for(channels: int, models: dict[int, object]):
-    from vaezip.api import default_model, load_model
+def _model_for(channels: int, models: dict[int, object], identify: bool = False):
+    from vaezip.models import default_model, identify_model, load_model
 
     if channels not in models:
-        models[channels] = load_model(default_model("L" if channels == 1 else "RGB"))
+        name = default_model("L" if channels == 1 else "RGB")
+        models[channels] = identify_model(name) if identify else load_model(name)
     return models[channels]
 
 
@@ -162,7 +165,8 @@ def prepare(sources: Sequence[str] = (), *, models: Sequence[str] = (), limit: i
 
         if not torch.cuda.is_available():
             raise ValueError("--device cuda was asked for, but torch sees no CUDA device")
-    loaded = _load_models(models) if learned else {}
+    identify = learned == [FAST_NAME]  # no network runs: no weights read, no torch (for shipped models)
+    loaded = _load_models(models, identify) if learned else {}
     given = dict(loaded)
     plans: list[SetPlan] = []
     for src in (list(sources) or list(DEFAULT_SETS)):
@@ -175,7 +179,7 @@ def prepare(sources: Sequence[str] = (), *, models: Sequence[str] = (), limit: i
         cs: list = list(classical)
         archive = None
         if learned:
-            codec = VaezipCodec(_model_for(iset.channels, loaded), tile=tile, device=device)
+            codec = VaezipCodec(_model_for(iset.channels, loaded, identify), tile=tile, device=device)
             if "vaezip" in learned:
                 cs.append(codec)
             if MODEL_PATH_NAME in learned:
@@ -223,9 +227,9 @@ def _notes(plan: Plan) -> list[str]:
         notes.append(f"vaezip model for {'grey' if ch == 1 else 'colour'} images: {m.name} "
                      f"({_shown(m.source)}, sha256 {m.sha256[:16]})")
     if plan.models:
-        import torch  # loaded with the models
-
-        notes.append(f"vaezip device: {plan.device}; torch threads: {torch.get_num_threads()}")
+        torch = sys.modules.get("torch")  # loaded with the models (not for vaezip-fast alone)
+        threads = f"; torch threads: {torch.get_num_threads()}" if torch is not None else "; no torch (no network)"
+        notes.append(f"vaezip device: {plan.device}{threads}")
         notes.append("vaezip = one .vz file per image (header, entry and checksum counted in every file; each "
                      "stores the name 'image' and, as every codec here, the samples as read, no metadata); "
                      "vaezip-archive = all images of the data set in one .vz archive (bits-back chained); "
