@@ -399,3 +399,31 @@ def test_export_to_a_file_takes_names_as_loading_does_and_never_replaces_a_fifo(
     manifest["models"]["ua"]["file"] = "missing/../ua.safetensors"
     (models_dir / "manifest.json").write_text(json.dumps(manifest))
     assert zoo.with_sha256(sha[:16]) == "ub"
+
+
+def test_export_to_a_file_refuses_a_shipped_name_a_path_and_a_folder_before_reading_the_run(runs, models_dir, tmp_path):
+    """A file exported under a shipped model's name passed for that model beside every figure (eval's table,
+    compress's line, info); a name with '/' read as a path; OUTPUT a folder failed with a raw error naming a
+    temporary file, after the export. Each is refused first, and nothing is written."""
+    for name, fragment in (("photo2", "is the name of a shipped model (photo2)"),
+                           ("Photo2", "is the name of a shipped model (photo2)"),
+                           ("a/b", "a model name holds no '/'")):
+        one_error(invoke("export", runs["a"], tmp_path / "w.safetensors", "--name", name), fragment)
+    (tmp_path / "d.safetensors").mkdir()
+    one_error(invoke("export", runs["a"], tmp_path / "d.safetensors", "--name", "x", "--force"), "is a folder")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["d.safetensors"] + (
+        ["user-models"] if (tmp_path / "user-models").exists() else [])
+
+
+def test_usage_errors_of_eval_and_export_come_before_torch(tmp_path):
+    """A wrong --tile, --samples or OUTPUT needs no model: refused before torch is imported (~1 s on a small CPU)."""
+    import subprocess
+    import sys
+
+    calls = [["eval", "photo2", str(tmp_path), "--tile", "0"], ["eval", "photo2", str(tmp_path), "--samples", "3"],
+             ["export", str(tmp_path), str(tmp_path / "x.txt"), "--name", "a"]]
+    script = ("import sys; from typer.testing import CliRunner; from vaezip.cli import app; "
+              f"codes = [CliRunner().invoke(app, args).exit_code for args in {calls!r}]; "
+              "print(*codes, 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.stdout.split() == ["2", "2", "2", "False"], (done.stdout, done.stderr)

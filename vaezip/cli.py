@@ -667,16 +667,16 @@ def eval_command(
                                 "ELBO only)"),
 ):
     """Print the bound (negative ELBO, bits per subpixel) and the KL of each latent group."""
-    from vaezip import data as datasets
-    from vaezip.api import load_model
-    from vaezip.devices import resolve_device
-    from vaezip.evaluate import evaluate
-
     with user_errors():
-        _check_tile(tile)
+        _check_tile(tile)  # usage errors before torch is imported
         _check_device(device)
         if samples not in (1, *IMPORTANCE_SAMPLES):
             raise UsageFailure(f"--samples must be 1, {', '.join(map(str, IMPORTANCE_SAMPLES))}, not {samples}")
+        from vaezip import data as datasets
+        from vaezip.api import load_model
+        from vaezip.devices import resolve_device
+        from vaezip.evaluate import evaluate
+
         loaded = load_model(model)
         channels = loaded.model.config.image_channels
         images = datasets.load(data, limit=limit, channels=channels)
@@ -1947,18 +1947,27 @@ def export(
             checkpoint = load_checkpoint(run)
             _install(checkpoint, name, force, _run_info(checkpoint, run))
             return
-        from vaezip.checkpoint import export_weights, load_checkpoint
-        from vaezip.model.integer import INTEGER_RULES
-
+        # Every refusal before torch is imported and the checkpoint read
         if output.suffix != ".safetensors":  # `-m FILE` reads weights by that suffix (a .pt is a checkpoint)
             raise UsageFailure(f"OUTPUT must end in .safetensors, not {output.name!r}")
+        if output.is_dir():
+            raise Failure(f"{output}: is a folder")
         if output.exists() and not force:
             raise Failure(f"{output} already exists (use --force to overwrite)")
-        from vaezip.checkpoint import CheckpointError, check_model_name
+        from vaezip import zoo
+        from vaezip.errors import CheckpointError
         from vaezip.files import refuse_special_output, temporary_path
 
-        check_model_name(name, "--name")  # one the weights would then refuse to load with: before any writing
+        if "/" in name or "\\" in name:  # shown beside every figure of the file: never a path
+            raise CheckpointError(f"--name {name!r}: a model name holds no '/' or '\\'")
+        clash = [shipped for shipped in zoo.manifest()["models"] if shipped.lower() == name.lower()]
+        if clash:  # a file under that name would pass for the shipped model beside its figures
+            raise CheckpointError(f"--name {name!r} is the name of a shipped model ({clash[0]}): choose another name")
         refuse_special_output(output)  # a FIFO or device is never replaced, --force or not
+        from vaezip.checkpoint import check_model_name, export_weights, load_checkpoint
+        from vaezip.model.integer import INTEGER_RULES
+
+        check_model_name(name, "--name")  # one the weights would then refuse to load with: before any writing
         checkpoint = load_checkpoint(run)
         # Written beside OUTPUT (a link's own folder: the rename replaces the link) and checked there: weights that
         # cannot build the integer model (or load at all) leave OUTPUT as it was, a file --force would replace too.
