@@ -427,3 +427,12 @@ def test_usage_errors_of_eval_and_export_come_before_torch(tmp_path):
               "print(*codes, 'torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.stdout.split() == ["2", "2", "2", "False"], (done.stdout, done.stderr)
+
+
+def test_a_user_model_folder_that_cannot_be_made_is_refused_before_the_export(runs, tmp_path, monkeypatch):
+    """VAEZIP_MODELS naming a file (or a folder under one) was found only after the checkpoint was read and its
+    weights written and checked."""
+    (tmp_path / "afile").write_text("x")
+    for where in (tmp_path / "afile", tmp_path / "afile" / "models"):
+        monkeypatch.setenv("VAEZIP_MODELS", str(where))
+        one_error(invoke("export", runs["a"], "--name", "zz"), f"({tmp_path / 'afile'} is a file)")

@@ -207,6 +207,10 @@ def check_name(name: str) -> None:
 def check_installable(name: str, force: bool) -> None:
     """Everything that would make `install(name, ...)` refuse, checked before hours of training."""
     check_name(name)
+    folder = user_models_dir()
+    there = next((path for path in (folder, *folder.parents) if path.exists()), None)
+    if there is not None and not there.is_dir():  # a file where the folder, or one above it, would go
+        raise CheckpointError(f"{folder}: cannot create the user model directory ({there} is a file)")
     if name in user_models() and not force:
         raise FileExistsError(f"user model {name!r} is already installed in {user_models_dir()} (use --force to "
                               f"replace it)")
