@@ -743,10 +743,9 @@ def _price_sample(split: list[_Image], model, device: str) -> _Gate | None:
 
         # A model loaded already (the API's, bench's) is priced by numpy too, from the weights it holds: the same
         # figures as by its name or file
-        if unsupported(loaded.config) is None and isinstance(loaded, ModelIdentity):
-            estimator = NumpyEstimator.from_file(loaded.source, loaded.sha256, loaded.config)
-        elif unsupported(loaded.config) is None:
-            estimator = NumpyEstimator.from_model(loaded.model)
+        if unsupported(loaded.config) is None:
+            estimator = NumpyEstimator.from_file(loaded.source, loaded.sha256, loaded.config) \
+                if isinstance(loaded, ModelIdentity) else NumpyEstimator.from_model(loaded.model)
     if estimator is None and isinstance(loaded, ModelIdentity):
         loaded = load_model(loaded.name)
     channels, stride = loaded.config.image_channels, loaded.config.stride

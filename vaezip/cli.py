@@ -1960,9 +1960,7 @@ def export(
 
         if "/" in name or "\\" in name:  # shown beside every figure of the file: never a path
             raise CheckpointError(f"--name {name!r}: a model name holds no '/' or '\\'")
-        clash = [shipped for shipped in zoo.manifest()["models"] if shipped.lower() == name.lower()]
-        if clash:  # a file under that name would pass for the shipped model beside its figures
-            raise CheckpointError(f"--name {name!r} is the name of a shipped model ({clash[0]}): choose another name")
+        zoo.check_not_shipped(name, "--name ")  # a file under it would pass for the shipped model beside its figures
         refuse_special_output(output)  # a FIFO or device is never replaced, --force or not
         from vaezip.checkpoint import check_model_name, export_weights, load_checkpoint
         from vaezip.model.integer import INTEGER_RULES

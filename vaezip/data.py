@@ -355,13 +355,20 @@ def _finish(name: str, imgs: list[np.ndarray], names: list[str], skipped: int,
 # --------------------------------------------------------------------------------------------
 
 
-def _list_images(folder: Path, links: bool = False) -> list[Path]:
+def _list_images(folder: Path) -> list[Path]:
     """The image files under `folder`, but hidden ones and those in hidden folders (a viewer's .thumbnails, a .git)
-    and symbolic links, as `vaezip compress -r` passes them over (a link to an image of the folder would put the
-    same image among the held-out ones and the trained-on ones); `links`: those links instead."""
-    files = [p for p in folder.rglob("*") if p.is_file() and p.is_symlink() == links and p.suffix.lower() in
-             IMAGE_EXTENSIONS and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
-    return sorted(files, key=lambda p: p.relative_to(folder).as_posix())
+    and symbolic links (_images_and_links)."""
+    return _images_and_links(folder)[0]
+
+
+def _images_and_links(folder: Path) -> tuple[list[Path], list[Path]]:
+    """The image files under `folder` and, apart, those that are symbolic links, in one walk; hidden ones and those
+    in hidden folders (a viewer's .thumbnails, a .git) left out of both. `vaezip compress -r` passes links over,
+    and a link to an image of the folder would put the same image among the held-out ones and the trained-on ones."""
+    found = sorted((p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                    and not any(part.startswith(".") for part in p.relative_to(folder).parts)),
+                   key=lambda p: p.relative_to(folder).as_posix())
+    return [p for p in found if not p.is_symlink()], [p for p in found if p.is_symlink()]
 
 
 def _reported(file: Path, folder: Path, report: str | os.PathLike | None) -> bool:
@@ -548,10 +555,11 @@ def load(source: str | os.PathLike, *, limit: int | None = None,
         src, key = m.group(1), m.group(2)
     path = Path(src).expanduser()
     if path.is_dir():
-        files = [(f, f.relative_to(path).as_posix()) for f in _list_images(path) if not _reported(f, path, exclude)]
+        images, linked = _images_and_links(path)
+        files = [(f, f.relative_to(path).as_posix()) for f in images if not _reported(f, path, exclude)]
         if not files:
             raise DataError(f"{path}: no image files ({' '.join(IMAGE_EXTENSIONS)}) found")
-        links = [f"{f.relative_to(path).as_posix()} (a symbolic link)" for f in _list_images(path, links=True)]
+        links = [f"{f.relative_to(path).as_posix()} (a symbolic link)" for f in linked]
         return _load_files(path.name or str(path), files, limit, channels, skip_unreadable=True, passed_over=links)
     if path.is_file():
         if path.suffix.lower() == ".npz":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import math
 import os
@@ -283,9 +284,11 @@ class TrainingData:
         """Every image read, the held-out ones with the others."""
         return sum(len(part) for part in self.parts) + len(self.validation)
 
+    @functools.cached_property
     def held_out_sha256(self) -> str:
-        """A digest of the held-out images' pixels: a resumed run checks that it validates on the same ones (a
-        file renamed in the folder moves which ones are held out, the count unchanged)."""
+        """A digest of the held-out images' pixels (once: every checkpoint records it): a resumed run checks that
+        it validates on the same ones (a file renamed in the folder moves which ones are held out, the count
+        unchanged)."""
         digest = hashlib.sha256()
         for index in range(len(self.validation)):
             image = np.ascontiguousarray(self.validation.images[index])
@@ -451,7 +454,7 @@ def resolve_run(
         raise CheckpointError(f"--resume: {data_source} holds {training_data.images} images now, "
                               f"{saved['data_images']} when {run_dir} began (the held-out ones would be others): to "
                               f"train on them, start a new run from it (--init {run_dir} --out NEW)")
-    if saved is not None and saved.get("held_out_sha256") not in (None, training_data.held_out_sha256()):
+    if saved is not None and saved.get("held_out_sha256") not in (None, training_data.held_out_sha256):
         raise CheckpointError(f"--resume: {data_source} holds other images than when {run_dir} began (the held-out "
                               f"ones are others now: a file renamed, replaced or added with another removed): to "
                               f"train on them, start a new run from it (--init {run_dir} --out NEW)")
@@ -716,7 +719,7 @@ def save(session: Session, reporter: TrainReporter) -> None:
         "train_config": config_to_dict(plan.train_config),
         "data_source": str(plan.data_source),
         "data_images": plan.training_data.images,  # a resumed run checks it: its held-out images depend on it
-        "held_out_sha256": plan.training_data.held_out_sha256(),  # and that they are the same
+        "held_out_sha256": plan.training_data.held_out_sha256,  # and that they are the same
         "init": plan.init_record,
         "model": session.model.state_dict(),
         "ema": session.ema.state_dict(),

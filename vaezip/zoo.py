@@ -199,9 +199,15 @@ def check_name(name: str) -> None:
     if name.lower().endswith(PATH_LIKE_SUFFIXES):
         raise CheckpointError(f"model name {name!r} looks like a file name: choose one without "
                               f"{'.' + name.rsplit('.', 1)[-1]!r}")
+    check_not_shipped(name)
+
+
+def check_not_shipped(name: str, label: str = "") -> None:
+    """Refuse a shipped model's name, in any case (on a case-insensitive disk or in a user's mind, Photo is photo):
+    a model under it would pass for the shipped one. `label`: what gave it ("--name "), before the name."""
     clash = [shipped for shipped in manifest()["models"] if shipped.lower() == name.lower()]
     if clash:
-        raise CheckpointError(f"{name!r} is the name of a shipped model ({clash[0]}): choose another name")
+        raise CheckpointError(f"{label}{name!r} is the name of a shipped model ({clash[0]}): choose another name")
 
 
 def check_installable(name: str, force: bool) -> None:

@@ -338,7 +338,7 @@ def write_report(rows: Sequence[Row], out_dir: str | os.PathLike, *, codecs: Seq
                                 reference=reference, title=title, notes=notes)
         for name in written:
             os.replace(partial / name, out / name)
-        for stale in [*REPORT_FILES, *(path.name for path in out.glob("scatter_*.png"))]:
+        for stale in report_files_in(out):
             if stale not in written:
                 (out / stale).unlink(missing_ok=True)
         return {name: out / name for name in written}
