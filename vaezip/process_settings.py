@@ -87,7 +87,7 @@ def torch_threads(value_of: Callable[[int], int]) -> Iterator[int | None]:
         yield None
         return
     host = min(lib["num_threads"] for lib in openmp.info())
-    with openmp.limit(limits=value_of(host)):  # this thread's own count (libgomp keeps one per thread)
+    with openmp.limit(limits=_possible(value_of(host))):  # this thread's own count (libgomp keeps one per thread)
         yield host
 
 
@@ -95,7 +95,7 @@ def set_torch_threads(count: int) -> None:
     """The calling thread's OpenMP count set to `count` inside torch_threads (a thread given back mid-coding)."""
     openmp = _torchs_openmp()
     if openmp is not None:
-        openmp.limit(limits=count)
+        openmp.limit(limits=_possible(count))
 
 
 def cudnn_flags() -> SharedSetting:
@@ -158,6 +158,17 @@ def blas_threads(threads: int | None):
 
 
 _models_loaded = False
+_threads_lost_in_fork = False  # this process was forked from one whose torch had started its threads
+
+
+def threads_lost_in_fork() -> bool:
+    """Whether this process runs torch on one thread because it was forked after torch started its threads."""
+    return _threads_lost_in_fork
+
+
+def _possible(count: int) -> int:
+    """A thread count torch can run here: one in a child that lost its parent's threads (see below)."""
+    return 1 if _threads_lost_in_fork else count
 
 
 def model_loaded() -> None:
@@ -170,9 +181,13 @@ def _single_threaded_torch_after_fork() -> None:
     """In a child forked from a process whose torch had started its OpenMP threads (loading a model does), torch's
     next parallel region waits for threads the child does not have: it hangs (torch's own limit; a host that loads
     a model, then forks workers, as gunicorn's preload does). One thread needs none of them, and the integer-exact
-    coder computes the same integers on any count; a child may raise it again where it knows better."""
+    coder computes the same integers on any count. vaezip's own counts (torch_threads) stay at one there too: the
+    float coder of format-1 files pins two, and hung; on one it decodes where one thread computes the same floats,
+    and refuses the file as made on another kind of machine where not."""
+    global _threads_lost_in_fork
     torch = sys.modules.get("torch")
     if torch is not None and _models_loaded:
+        _threads_lost_in_fork = True
         torch.set_num_threads(1)
 
 
