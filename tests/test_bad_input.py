@@ -14,6 +14,7 @@ import pickle
 import struct
 import subprocess
 import sys
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -358,6 +359,41 @@ def test_pickle_checkpoint_is_refused_without_running(tmp_path):
         pickle.dump(Payload(marker), handle, protocol=4)
     assert_one_error(cli("compress", "x.png", "-m", "evil4.pt", cwd=tmp_path), "evil4.pt is not a readable vaezip")
     assert not marker.exists()
+
+
+def test_odd_torch_archives_are_refused_in_one_line_and_loading_leaves_the_warnings_filters_alone(tmp_path,
+                                                                                                   monkeypatch):
+    """torch warns about a newer pickle protocol or a TorchScript archive before it refuses them; silencing that
+    changed the process's warnings filters while a model loaded, and hid a host's other threads' warnings."""
+    import warnings
+
+    from vaezip import checkpoint
+
+    torch.save({"kind": "vaezip-checkpoint"}, tmp_path / "protocol4.pt", pickle_protocol=4)
+    torch.save({"kind": "vaezip-checkpoint"}, tmp_path / "script.pt")
+    with zipfile.ZipFile(tmp_path / "script.pt", "a") as archive:  # what marks a TorchScript archive for torch
+        archive.writestr("script/constants.pkl", pickle.dumps((), protocol=2))
+    (tmp_path / "empty.pt").write_bytes(b"")
+    for name, why in (("protocol4.pt", "not pickle protocol 2"), ("script.pt", "a TorchScript archive"),
+                      ("empty.pt", "no torch archive")):
+        with warnings.catch_warnings(record=True) as shown:
+            warnings.simplefilter("always")
+            with pytest.raises(CheckpointError, match=rf"{name} is not a readable vaezip checkpoint \({why}\)"):
+                checkpoint.load_checkpoint(tmp_path / name)
+        assert not shown, [str(w.message) for w in shown]
+    filters_seen = []
+    real_load = torch.load
+
+    def load_and_look(*args, **kwargs):
+        filters_seen.append(list(warnings.filters))
+        return real_load(*args, **kwargs)
+
+    torch.save({"kind": "vaezip-checkpoint", "format_version": 0}, tmp_path / "old.pt")
+    monkeypatch.setattr(torch, "load", load_and_look)
+    before = list(warnings.filters)
+    with pytest.raises(CheckpointError, match="format 0"):
+        checkpoint.load_checkpoint(tmp_path / "old.pt")
+    assert filters_seen == [before]
 
 
 def test_manifest_sha256_mismatch(tiny_weights, tmp_path, monkeypatch):

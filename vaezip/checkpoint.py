@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import threading
-import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -64,15 +64,16 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
     try:
+        odd = _not_saved_by_torch(path)
+        if odd is not None:
+            raise CheckpointError(f"{path} is not a readable vaezip checkpoint ({odd})")
         # TorchVersion is a plain str subclass (no code runs when it is rebuilt); early runs stored it.
-        # torch warns about a hostile file's pickle protocol before refusing it: the refusal says all there is
-        # Both contexts change process-wide lists (the allowed globals, the warnings filters) and put back what
-        # they found: one load at a time, or two in a host's threads put back each other's (a host's warnings
-        # silenced for good, a load refused).
-        with _LOADING, torch.serialization.safe_globals([torch.torch_version.TorchVersion]), \
-                warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        # The allowed globals are a process-wide list, put back as found: one load at a time, or two in a host's
+        # threads put back each other's (a load refused).
+        with _LOADING, torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
             data = torch.load(path, map_location=map_location, weights_only=True)
+    except CheckpointError:
+        raise
     except Exception as error:  # torch raises several types for damaged or hostile files
         raise CheckpointError(f"{path} is not a readable vaezip checkpoint ({type(error).__name__})") from None
     if not isinstance(data, dict) or data.get("kind") != KIND:
@@ -106,6 +107,26 @@ def sha256_file(path: Path) -> str:
 
 
 _LOADING = threading.Lock()  # load_checkpoint's, see there
+
+
+def _not_saved_by_torch(path: Path) -> str | None:
+    """Why `path` is not an archive as torch.save writes it (a zip whose one data.pkl is pickle protocol 2 and
+    which is no TorchScript archive), or None. torch warns before it refuses such files: a warning filter to
+    silence it would be the whole process's, and hide a host's other threads' warnings while a model loads."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            pickles = [name for name in names if name.endswith("/data.pkl")]
+            if len(pickles) != 1:
+                return "no torch archive"
+            if any(name.endswith("/constants.pkl") for name in names):
+                return "a TorchScript archive"
+            with archive.open(pickles[0]) as pickled:
+                if pickled.read(2) != b"\x80\x02":
+                    return "not pickle protocol 2"
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError, NotImplementedError) as error:
+        return "no torch archive" if isinstance(error, zipfile.BadZipFile) else type(error).__name__
+    return None
 
 
 def _fresh_lock_after_fork() -> None:
