@@ -936,3 +936,56 @@ def test_a_library_warning_is_shown_with_one_vaezip_prefix(capsys, monkeypatch):
     cli_module._one_line_warning("photos: skipped 1 image file(s)", UserWarning, "x.py", 1)
     assert capsys.readouterr().err.splitlines() == ["vaezip: warning: the compiled blend coder is off (test)",
                                                     "vaezip: warning: photos: skipped 1 image file(s)"]
+
+
+def _noise_png(path: Path, side: int = 600) -> Path:
+    """Incompressible: its .vz is larger than a pipe's buffer (~1 MB), so a reader that stops early shows."""
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def test_output_to_a_reader_that_stops_early_ends_as_sigpipe_would_not_as_success(tmp_path):
+    """A buffered write to a pipe closed part-way returned a short count and raised nothing: the command said it
+    wrote all 1 MB and exited 0. Now 141 (gzip's status when SIGPIPE ends it), nothing on stderr, for the data
+    and for reports alike (rich exited 1)."""
+    _noise_png(tmp_path / "big.png")
+    env = {**os.environ, "COLUMNS": "60"}
+    for args in (["compress", "--fast", "-c", "big.png"], ["info", *["big.vz"] * 400]):
+        if args[0] == "info":
+            assert cli("compress", "--fast", "big.png", cwd=tmp_path).returncode == 0
+        process = subprocess.Popen([sys.executable, "-m", "vaezip", *args], cwd=tmp_path, env=env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert len(process.stdout.read(10)) == 10
+        process.stdout.close()  # the reader goes away, as `| head -c 10` does
+        stderr = process.stderr.read().decode()
+        assert process.wait(timeout=HANG_GUARD_S) == 141, (args[0], stderr)
+        assert "Traceback" not in stderr and "error" not in stderr, stderr
+
+
+def test_a_short_write_to_standard_output_is_an_error(tmp_path):
+    """A file size limit (or a full disk) stops the write part-way: one line and exit 1, not success."""
+    resource = pytest.importorskip("resource")
+    _noise_png(tmp_path / "big.png")
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+
+    with open(tmp_path / "big.vz", "wb") as target:
+        result = subprocess.run([sys.executable, "-m", "vaezip", "compress", "--fast", "-c", "big.png"],
+                                cwd=tmp_path, stdout=target, stderr=subprocess.PIPE, timeout=HANG_GUARD_S,
+                                preexec_fn=small_files)
+    one_error(result, "big.png: standard output: cannot write all of", "File too large")
+
+
+def test_a_closed_standard_output_or_error_is_no_failure_unless_the_data_goes_there(tmp_path):
+    image(0).save(tmp_path / "a.png")
+
+    def run(*args, closed: int):
+        return subprocess.run([sys.executable, "-m", "vaezip", *args], cwd=tmp_path, capture_output=True,
+                              timeout=HANG_GUARD_S, preexec_fn=lambda: os.close(closed))
+
+    assert run("compress", "--fast", "a.png", closed=1).returncode == 0  # a traceback and exit 1 before
+    assert decompress_images((tmp_path / "a.vz").read_bytes())[0][1].tobytes() == image(0).tobytes()
+    assert run("compress", "--fast", "-f", "a.png", closed=2).returncode == 0
+    result = run("compress", "--fast", "-c", "a.png", closed=1)
+    one_error(result, "a.png: standard output is closed")

@@ -7,6 +7,7 @@ VAEZIP_DEBUG=1) adds the full traceback before the one-line error.
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import sys
@@ -34,14 +35,36 @@ app = typer.Typer(
     help="vaezip: neural lossless image compression (hierarchical VAE + bits-back ANS).",
     context_settings={"help_option_names": ["-h", "--help"]},  # inherited by every command
 )
+PIPE_CLOSED = 128 + 13  # the status of a process that SIGPIPE ended (gzip's, a shell's `| head`)
+
+
+def _drop_standard_output() -> None:
+    """Standard output sent to the null device: what is still buffered for a reader that went away would fail
+    again at exit."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """A reader that went away (`vaezip info *.vz | head -1`) ends the command as a SIGPIPE would, 141, where
+        rich's own exits 1 (a failure, though nothing failed)."""
+        self.quiet = True
+        _drop_standard_output()
+        raise typer.Exit(PIPE_CLOSED)
+
+
 # No markup and no emoji codes: a file name may hold "[red]" or ":x:", which rich would take for them.
-out = Console(emoji=False, markup=False, highlight=False)
+out = _Console(emoji=False, markup=False, highlight=False)
 if not out.is_terminal:
     # A pipe or a log file has no width: rich would wrap tables and long lines at 80 columns (or $COLUMNS),
     # which breaks grep and cut. Tables take only the width their cells need.
     out.width = 10_000
 # One line per message, also in logs and pipes.
-err = Console(stderr=True, soft_wrap=True, emoji=False, markup=False, highlight=False)
+err = _Console(stderr=True, soft_wrap=True, emoji=False, markup=False, highlight=False)
 
 # Set by the app's options on every invocation (CliRunner runs many in one process).
 _options = {"debug": False}
@@ -163,6 +186,9 @@ def user_errors():
     SIGTERM 143 (SIGHUP 129) where signals_as_exceptions is active; temporaries are removed on the way out."""
     try:
         yield
+    except BrokenPipeError:  # whoever read the output stopped (`| head`): quietly, as a SIGPIPE would end it
+        _drop_standard_output()
+        raise typer.Exit(PIPE_CLOSED) from None
     except KeyboardInterrupt as stop:
         if _debugging():  # where a run that seemed to hang was
             _print_traceback(stop)
@@ -921,11 +947,31 @@ def _write_output(path: str, data: bytes, force: bool, derived: bool = False, li
     from vaezip.files import atomic_write
 
     if path == "-":
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
+        _write_stdout(data)
         return
     _refuse_target(path, force, derived)
     atomic_write(Path(path), data, overwrite=force, like=like)
+
+
+def _write_stdout(data: bytes) -> None:
+    """All of `data` to standard output, or an error: a buffered write that stops part-way (a full disk, a file
+    size limit, a reader gone) returns how much it wrote and raises nothing, and the command said it wrote all."""
+    if sys.stdout is None:
+        raise Failure("standard output is closed")
+    stream = sys.stdout.buffer
+    view = memoryview(data)
+    try:
+        while view:
+            written = stream.write(view)
+            if not written:
+                raise OSError(errno.EIO, "nothing written")
+            view = view[written:]
+        stream.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as error:
+        raise Failure(f"standard output: cannot write all of {len(data):,} bytes "
+                      f"({error.strerror or type(error).__name__})") from None
 
 
 def _progress(total_label: str):
@@ -1510,6 +1556,8 @@ def user_errors_counted(label: str | None = None):
             try:
                 yield lambda: state["failed"]
             except _user_error_types() as error:
+                if isinstance(error, BrokenPipeError):  # the reader went away: no file of the rest can reach it
+                    raise
                 message = _error_message(error)
                 if label is None or message.startswith(f"{label}:") or message.startswith(f"{label} "):
                     raise
@@ -2189,7 +2237,7 @@ def bench(
             if any(not math.isnan(a.bound_bpsp) for a in aggs if a.codec == name):
                 table.add_row(f"  {name} bound", *(text(ds, name, "bound_bpsp") for ds in sets))
         # a pipe or a log file gets the whole table, however many data sets (a terminal wraps it itself)
-        wide = out if out.is_terminal else Console(width=max(out.width, 24 + 19 * len(sets)), file=out.file,
+        wide = out if out.is_terminal else _Console(width=max(out.width, 24 + 19 * len(sets)), file=out.file,
                                                    emoji=False, markup=False, highlight=False)
         wide.print(table)
         out.print(f"wrote {', '.join(str(p) for p in files.values())}", highlight=False, soft_wrap=True)
@@ -2219,8 +2267,11 @@ def main() -> None:
         code = 1
     for stream in (sys.stdout, sys.stderr):
         try:
-            stream.flush()
-        except (OSError, ValueError):  # a closed pipe, or a closed stream: what was written is written
+            if stream is not None:  # None: the descriptor was closed when the process started
+                stream.flush()
+        except BrokenPipeError:  # text a reader that went away (`| head`) did not take: as a SIGPIPE would end it
+            code = code or PIPE_CLOSED
+        except (OSError, ValueError):  # a closed stream: what was written is written
             pass
     os._exit(code)
 
