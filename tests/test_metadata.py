@@ -165,6 +165,15 @@ def test_a_resolution_that_pillow_makes_up_is_not_kept_and_a_tiff_s_own_tags_are
                                     "are not kept)",)
     made = run_cli("compress", tmp_path / "tags.tif", "-o", tmp_path / "t.vz")
     assert made.returncode == 0 and b"TIFF tags ImageDescription" in made.stderr
+    # --rm deleted such a TIFF (two of them: without a word), its artist and copyright lost for good; it is kept,
+    # unless --strip asked for the metadata to go
+    (tmp_path / "other.tif").write_bytes((tmp_path / "tags.tif").read_bytes())
+    removed = run_cli("compress", tmp_path / "tags.tif", tmp_path / "other.tif", "--fast", "--rm", "-f")
+    assert removed.returncode == 0 and (tmp_path / "tags.tif").exists() and (tmp_path / "other.tif").exists()
+    assert removed.stderr.decode().count("Artist, Copyright (a TIFF's own tags are not kept); the input is kept "
+                                        "(--rm; --strip drops the metadata and lets --rm delete it)") == 2
+    stripped = run_cli("compress", tmp_path / "tags.tif", "--fast", "--rm", "--strip", "-f")
+    assert stripped.returncode == 0 and not (tmp_path / "tags.tif").exists() and b"warning" not in stripped.stderr
 
 
 def test_a_jpeg_s_segments_that_no_chunk_holds_are_named():

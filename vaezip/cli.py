@@ -1530,11 +1530,18 @@ def compress(
                         kept_note = "; the input is kept (--rm)" if not keep else ""
                         _tell("warning", f"{target}: --format {format_version} keeps no metadata: {what} left out "
                                          f"(without --format the file keeps it){kept_note}")
+                    # What no .vz keeps (TIFF tags, a damaged chunk): --rm would lose it for good, unless --strip
+                    unkept = [] if strip else [image for image in result.images if image.metadata_unkept]
+                    if unkept and not keep and not quiet:
+                        what = (f"{unkept[0].name}'s {', '.join(unkept[0].metadata_unkept)}"
+                                if len(unkept) == 1 else f"metadata of {len(unkept)} images")
+                        _tell("warning", f"{target} cannot keep {what}; the input is kept (--rm; --strip drops the "
+                                         f"metadata and lets --rm delete it)")
                     grown = _larger_than_input(read, len(result.data), stdin_bytes[0])
                     if grown and not quiet:
                         kept_note = f"; the input{'s are' if len(read) > 1 else ' is'} kept (--rm)" if not keep else ""
                         _tell("warning", f"{target} ({len(result.data)} bytes) is larger than {grown}{kept_note}")
-                    if not keep and not grown and not left_out:
+                    if not keep and not grown and not left_out and not unkept:
                         _remove_inputs(read, target)
                     totals.add_compressed(result)
                 failures += failed()
