@@ -177,9 +177,10 @@ def test_export_writes_only_a_safetensors_file(runs, models_dir, tmp_path):
 
 
 def test_a_file_finds_its_weights_by_sha256_where_its_name_holds_others(runs, models_dir, tmp_path):
-    """A file made with 'mine', then 'mine' installed again with other weights: decompress uses the installed
-    model whose weights the file's sha256 names (here 'kept', the same weights file), and where none has them says
-    the 'mine' here has other weights (it said: made with 'mine', not with 'mine')."""
+    """A file made with 'mine', then 'mine' installed again with other weights: the replaced weights stay as
+    retired and the file decodes with them (replacing deleted them: no file made with them ever decoded again).
+    Once they are purged, decompress uses the installed model whose weights the file's sha256 names (here 'kept',
+    the same weights file), and where none has them says the 'mine' here has other weights."""
     from vaezip.api import compress_images, decompress_images, load_model
 
     weights = tmp_path / "mine.safetensors"
@@ -188,8 +189,18 @@ def test_a_file_finds_its_weights_by_sha256_where_its_name_holds_others(runs, mo
     image = Image.fromarray(np.random.default_rng(4).integers(0, 256, (40, 40, 3), dtype=np.uint8))
     data = compress_images([("x.png", image)], load_model("mine"), device="cpu", classical=False,
                            predictor=False).data
-    assert invoke("export", runs["b"], "--name", "mine", "--force").exit_code == 0
+    replaced = invoke("export", runs["b"], "--name", "mine", "--force")
+    assert replaced.exit_code == 0 and "'mine' had other weights" in replaced.stderr
+    assert "stay as retired weights, so files made with them still decode" in replaced.stderr
     (tmp_path / "x.vz").write_bytes(data)
+    back = run_cli("decompress", tmp_path / "x.vz", "-o", tmp_path / "back.png")  # a fresh process
+    assert back.returncode == 0, back.stderr
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "back.png")), np.asarray(image))
+    listed = invoke("models").stdout
+    assert "mine\tretired\t3\t" in listed and "vaezip models --purge mine deletes it" in listed
+    purged = invoke("models", "--purge", "mine")
+    assert purged.exit_code == 0 and "files made with them will no longer decode" in purged.stdout
+    assert [entry["name"] for entry in zoo.retired_entries()] == []
     result = invoke("decompress", tmp_path / "x.vz", "-o", tmp_path / "none.png")
     one_error(result, "this file was made with model 'mine' (sha256 ", "the 'mine' here has other weights")
     assert invoke("export", weights, "--name", "kept").exit_code == 0
@@ -204,8 +215,11 @@ def test_overwriting_an_installed_model_needs_force(runs, models_dir):
     assert invoke("export", runs["b"], "--name", "mine", "--force").exit_code == 0
     second = zoo.user_models()["mine"]
     assert second["sha256"] != first["sha256"]
-    # the replaced weights are gone, the new ones in place
-    assert files(models_dir) == sorted(["manifest.json", second["file"]])
+    # the new weights in place, the replaced ones kept as retired (files made with them need them)
+    assert files(models_dir) == sorted(["manifest.json", first["file"], second["file"]])
+    assert [(entry["name"], entry["file"]) for entry in zoo.retired_entries()] == [("mine", first["file"])]
+    assert invoke("export", runs["a"], "--name", "mine", "--force").exit_code == 0  # back: retired no more
+    assert [(entry["name"], entry["file"]) for entry in zoo.retired_entries()] == [("mine", second["file"])]
 
 
 def test_a_weights_file_installs_byte_for_byte_and_can_be_removed(runs, models_dir, tmp_path):
@@ -214,10 +228,19 @@ def test_a_weights_file_installs_byte_for_byte_and_can_be_removed(runs, models_d
     assert invoke("export", weights, "--name", "given").exit_code == 0
     assert zoo.user_models()["given"]["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
     assert zoo.user_models()["given"]["channels"] == 3
+    file = zoo.user_models()["given"]["file"]
+    assert invoke("export", weights, "--name", "same").exit_code == 0  # the same weights under a second name
+    removed = invoke("models", "--remove", "same")
+    assert removed.exit_code == 0 and "its weights stay installed under another name" in removed.stdout
     removed = invoke("models", "--remove", "given")
     assert removed.exit_code == 0, removed.stderr
-    assert zoo.user_models() == {} and files(models_dir) == ["manifest.json"]
+    assert "stay as retired weights" in removed.stdout and "vaezip models --purge given deletes them" in removed.stdout
+    assert zoo.user_models() == {} and files(models_dir) == sorted(["manifest.json", file])
     one_error(invoke("models", "--remove", "given"), "no user model")
+    one_error(invoke("models", "--purge", "same"), "no retired weights of 'same'")
+    assert invoke("models", "--purge", "given").exit_code == 0
+    assert zoo.retired_entries() == [] and files(models_dir) == ["manifest.json"]
+    one_error(invoke("models", "--purge", "given", "--remove", "given"), "one at a time", code=2)
 
 
 def test_tampered_weights_and_crafted_entries_are_refused_in_one_line(runs, models_dir, tmp_path):

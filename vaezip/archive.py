@@ -43,7 +43,7 @@ from vaezip.config import importance_coding_obstacle
 from vaezip.errors import CheckpointError, ImageError
 from vaezip.images import Planes, as_image, deep_parts, is_deep, join_planes, pixel_checksum, split_image
 from vaezip.metadata import image_chunks
-from vaezip.models import LoadedModel, ModelIdentity, default_model, identify_model, load_model
+from vaezip.models import LoadedModel, ModelIdentity, default_model, identify_model, load_model, load_retired
 from vaezip.results import CompressResult, ImageReport
 from vaezip.unpack import MAX_BATCH_PIXELS, MAX_TILE, MAX_TILES, count_tiles, decode_file, decode_stream
 
@@ -1146,8 +1146,8 @@ def _model_for(header: Header, model) -> LoadedModel:
         # By name, or where that name now holds other weights (installed again) or none, by the weights' sha256:
         # the same weights under another name code the same.
         model, installed = header.model_name, _installed_sha256(header.model_name)
-        if installed[:16] != header.model_sha256:
-            model = zoo.with_sha256(header.model_sha256)
+        if installed[:16] != header.model_sha256:  # else weights replaced or removed, kept as retired
+            model = zoo.with_sha256(header.model_sha256) or load_retired(header.model_sha256)
         if model is None:
             if zoo.has_model(header.model_name) and not installed:
                 zoo.weights_file(header.model_name)  # its entry is damaged: that is the error to name
@@ -1156,8 +1156,10 @@ def _model_for(header: Header, model) -> LoadedModel:
                                       f"other weights (sha256 {installed[:16]}...): "
                                       f"pass --model with the weights it was made with")
             raise CheckpointError(f"this file was made with {named}, which is not installed here: pass --model "
-                                  f"with the weights it was made with (the very .safetensors, .pt or run folder), "
-                                  f"or install its .safetensors (vaezip export FILE.safetensors --name NAME)")
+                                  f"with those very weights (their .safetensors; a run folder or .pt only if the "
+                                  f"file was made with it), or install them (vaezip export FILE.safetensors --name "
+                                  f"NAME); a run exported again has them only unchanged since and under the name "
+                                  f"{header.model_name!r}")
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     if loaded.sha256[:16] != header.model_sha256:
         raise CheckpointError(f"this file was made with {named}, not with {loaded.name!r} (sha256 "

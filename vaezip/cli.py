@@ -1972,6 +1972,9 @@ def _install(checkpoint: dict | None, name: str, force: bool, info: dict, weight
         entry = zoo.install(name, weights.read_bytes(), info=info, force=force)
     out.print(f"installed user model {name!r}: {zoo.user_models_dir() / entry['file']} (sha256 {entry['sha256']}); "
               f"use it with: vaezip compress IMAGE -m {name}", highlight=False, markup=False, soft_wrap=True)
+    if entry.get("replaced"):
+        _say(f"{name!r} had other weights (sha256 {str(entry['replaced'].get('sha256'))[:16]}...)"
+             f"{_retired_note(zoo, name, entry['replaced'])}")
 
 
 @app.command()
@@ -2043,18 +2046,30 @@ def export(
 
 @app.command()
 def models(
-    remove: Optional[str] = typer.Option(None, "--remove", help="uninstall this user model (files made with it "
-                                         "then no longer decode by name)"),
+    remove: Optional[str] = typer.Option(None, "--remove", metavar="NAME", help="uninstall this user model: its "
+                                         "name goes, its weights stay as retired, for the files made with them"),
+    purge: Optional[str] = typer.Option(None, "--purge", metavar="NAME", help="delete the retired weights of this "
+                                        "name: files made with them will never decode again"),
 ):
-    """List the shipped models and your installed user models (vaezip export RUN --name NAME installs one)."""
+    """List the shipped models, your installed user models and retired weights (vaezip export RUN --name NAME
+    installs one)."""
     from rich.text import Text
 
     from vaezip import zoo
 
     with user_errors():
+        if remove is not None and purge is not None:
+            raise UsageFailure("--remove and --purge: one at a time")
         if remove is not None:
             entry = zoo.remove(remove)
-            out.print(f"removed user model {remove!r} ({entry.get('file', '?')})", highlight=False, markup=False)
+            retired = _retired_note(zoo, remove, entry)
+            out.print(f"removed user model {remove!r}{retired}", highlight=False, markup=False, soft_wrap=True)
+            return
+        if purge is not None:
+            purged = zoo.purge(purge)
+            shas = ", ".join(f"sha256 {str(entry.get('sha256', '?'))[:16]}..." for entry in purged)
+            out.print(f"deleted the retired weights of {purge!r} ({shas}): files made with them will no longer "
+                      f"decode", highlight=False, markup=False, soft_wrap=True)
             return
         broken = False
         try:
@@ -2074,6 +2089,9 @@ def models(
             text = "; ".join(f"{k}: {v}" for k, v in figures.items())
             if text and row["kind"] == "shipped" and row.get("measured_on"):  # coders improve after shipping
                 text += f" (measured when shipped: {row['measured_on']}; today's coder: README's Results)"
+            if row["kind"] == "retired":
+                text = (f"replaced or removed {str(row.get('retired', '?'))[:10]}; kept for the files made with it "
+                        f"(vaezip models --purge {row['name']} deletes it)")
             if row.get("problem"):
                 text = f"UNUSABLE: {row['problem']}"
             # A user manifest is a file anyone may have edited: no markup, no control characters.
@@ -2092,6 +2110,15 @@ def models(
         elif not any(row["kind"] == "user" for row in rows) and not broken:
             (out if out.is_terminal else err).print(f"no user models in {folder} (set {zoo.USER_MODELS_ENV} for "
                                                     f"another folder; vaezip export RUN --name NAME installs one)")
+
+
+def _retired_note(zoo, name: str, entry: dict) -> str:
+    """What became of the weights of user model `name` (its `entry`) that were just replaced or removed."""
+    file = entry.get("file", "?")
+    if not any(kept.get("file") == file for kept in zoo.retired_entries()):
+        return f" ({file}; its weights stay installed under another name)" if file != "?" else ""
+    return (f": its weights {zoo.user_models_dir() / file} stay as retired weights, so files made with them still "
+            f"decode (vaezip models --purge {name} deletes them)")
 
 
 def _shipped_rows(zoo) -> list[dict]:

@@ -100,6 +100,18 @@ def load_model(spec: str | Path) -> LoadedModel:
                           f".safetensors")
 
 
+def load_retired(sha256_prefix: str) -> LoadedModel | None:
+    """The retired user weights (vaezip/zoo.py: RETIRED) whose sha256 starts with `sha256_prefix`, or None."""
+    from vaezip.checkpoint import load_weights
+
+    found = zoo.retired_weights(sha256_prefix)
+    if found is None:
+        return None
+    path, sha256 = found
+    model, metadata = load_weights(path, expected_sha256=sha256)
+    return LoadedModel(str(metadata.get("name", path.stem)), model, sha256, str(path))
+
+
 def default_model(mode: str) -> str:
     """The shipped model's name that codes an image of this mode when no model is given."""
     return zoo.default_for(mode)

@@ -4,7 +4,8 @@ A name resolves to a weights file and its sha256, from the shipped manifest firs
 The user model directory is $VAEZIP_MODELS, else $XDG_DATA_HOME/vaezip/models, else
 ~/.local/share/vaezip/models. It holds `manifest.json` (and `.manifest.lock`, which installs and removals
 lock) and one `NAME-SHA.safetensors` per model;
-`vaezip export RUN --name NAME` (or `vaezip train ... --name NAME`) installs into it. Loading a user model
+`vaezip export RUN --name NAME` (or `vaezip train ... --name NAME`) installs into it. Weights replaced or
+removed stay there as retired (see RETIRED), for the files made with them. Loading a user model
 is as safe as loading a shipped one: safetensors only (no code runs), the file's sha256 checked against the
 manifest before anything is parsed.
 
@@ -239,34 +240,38 @@ def install(name: str, weights: bytes, *, info: dict[str, Any] | None = None, fo
         return _install_locked(folder, name, weights, info)
 
 
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
+
+
 def _install_locked(folder: Path, name: str, weights: bytes, info: dict[str, Any] | None) -> dict[str, Any]:
+    """The entry installed; a replaced model's weights are kept as retired (see RETIRED), and its entry is returned
+    under "replaced"."""
     from vaezip.files import atomic_write
 
     data = user_manifest()
     previous = data["models"].get(name)
     sha = hashlib.sha256(weights).hexdigest()
     file = f"{name}-{sha[:12]}.safetensors"
-    entry = {
-        **(info or {}),
-        "file": file,
-        "sha256": sha,
-        "bytes": len(weights),
-        "installed": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat(),
-    }
+    entry = {**(info or {}), "file": file, "sha256": sha, "bytes": len(weights), "installed": _now()}
     data["models"][name] = entry
+    # Installed again: retired no more (the same bytes, the same file name)
+    data[RETIRED] = [kept for kept in retired_entries(data) if kept.get("file") != file]
+    replaced = _retire(name, previous, data) if isinstance(previous, dict) else None
     try:  # before any file is written: what cannot be recorded leaves no weights behind
         text = json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n"
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"the model's description cannot be recorded ({str(error)[:100]})") from None
     atomic_write(folder / file, weights, overwrite=True)  # same name, same bytes
     atomic_write(folder / USER_MANIFEST_NAME, text.encode("utf-8"), overwrite=True)
-    if isinstance(previous, dict):
+    if isinstance(previous, dict) and replaced is None:
         _remove_unreferenced(previous.get("file"), data)
-    return entry
+    return {**entry, "replaced": replaced} if replaced is not None else entry
 
 
 def remove(name: str) -> dict[str, Any]:
-    """Uninstall user model `name` (its manifest entry, then its file); returns the entry it had."""
+    """Uninstall user model `name`: its name goes, its weights stay as retired (see RETIRED); returns the entry it
+    had."""
     if is_shipped(name):
         raise CheckpointError(f"{name!r} is a shipped model: only user models can be removed")
     folder = user_models_dir()
@@ -283,11 +288,84 @@ def _remove_locked(name: str) -> dict[str, Any]:
     if name not in data["models"]:
         raise CheckpointError(f"no user model {name!r} in {user_models_dir()}")
     entry = data["models"].pop(name)
+    retired = _retire(name, entry, data) if isinstance(entry, dict) else None
     text = json.dumps(data, indent=2, sort_keys=True) + "\n"
     atomic_write(user_manifest_path(), text.encode("utf-8"), overwrite=True)
-    if isinstance(entry, dict):
+    if isinstance(entry, dict) and retired is None:
         _remove_unreferenced(entry.get("file"), data)
     return entry
+
+
+# ---------------------------------------------------------------------------------------------- retired weights
+# A .vz file made with a user model decodes only with those very weights. Replacing the model (--force) or
+# removing its name deleted them, and every file made with them could never be decoded again. They are kept
+# instead, listed in the manifest as retired: `decompress` finds them by the sha256 a file records, `vaezip
+# models` lists them, and only `vaezip models --purge NAME` deletes them, saying what it costs.
+RETIRED = "retired"
+
+
+def retired_entries(data: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The retired weights the user manifest (or `data`) lists, oldest first (entries that are no mapping left
+    out: an older vaezip ignores the list, a hand edit may break it)."""
+    entries = (user_manifest() if data is None else data).get(RETIRED, [])
+    return [entry for entry in entries if isinstance(entry, dict)] if isinstance(entries, list) else []
+
+
+def _retire(name: str, entry: dict[str, Any], data: dict[str, Any]) -> dict[str, Any] | None:
+    """Record `entry` (user model `name`'s, just replaced or removed) in `data` as retired; the entry recorded, or
+    None where no file needs keeping: another installed name holds the same weights (the file is then a copy to
+    delete once the manifest is written: _remove_unreferenced), or the entry names no plain file."""
+    file = entry.get("file")
+    if not isinstance(file, str) or not FILE_PATTERN.fullmatch(file):
+        return None
+    if any(isinstance(other, dict) and (other.get("file") == file or other.get("sha256") == entry.get("sha256"))
+           for other in data["models"].values()):
+        return None
+    kept = [other for other in retired_entries(data) if other.get("file") != file]
+    retired = {key: entry[key] for key in ("file", "sha256", "bytes", "installed", "channels") if key in entry}
+    retired.update(name=name, retired=_now())
+    data[RETIRED] = [*kept, retired]
+    return retired
+
+
+def retired_weights(sha256_prefix: str) -> tuple[Path, str] | None:
+    """The retired weights file whose sha256 starts with `sha256_prefix` (a .vz header's) and the sha256 the
+    manifest records (checked before the file is parsed), or None."""
+    try:
+        entries = retired_entries()
+    except CheckpointError:  # a damaged manifest: the error that names it comes from the model's name
+        return None
+    for entry in reversed(entries):
+        try:
+            _checked_entry(str(entry.get("name", "?")), entry)
+        except CheckpointError:
+            continue
+        path = user_models_dir() / entry["file"]
+        if entry["sha256"].startswith(sha256_prefix) and path.is_file():
+            return path, entry["sha256"]
+    return None
+
+
+def purge(name: str) -> list[dict[str, Any]]:
+    """Delete the retired weights recorded under `name` (files made with them will no longer decode); returns
+    their entries. An installed model of that name is left alone."""
+    folder = user_models_dir()
+    if not folder.is_dir():
+        raise CheckpointError(f"no retired weights of {name!r} in {folder}")
+    with _manifest_lock(folder):
+        from vaezip.files import atomic_write
+
+        data = user_manifest()
+        entries = retired_entries(data)
+        purged = [entry for entry in entries if entry.get("name") == name]
+        if not purged:
+            raise CheckpointError(f"no retired weights of {name!r} in {folder} (vaezip models lists them)")
+        data[RETIRED] = [entry for entry in entries if entry.get("name") != name]
+        text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+        atomic_write(user_manifest_path(), text.encode("utf-8"), overwrite=True)
+        for entry in purged:
+            _remove_unreferenced(entry.get("file"), data)
+    return purged
 
 
 @contextlib.contextmanager
@@ -331,10 +409,12 @@ def _manifest_lock(folder: Path):
 
 
 def _remove_unreferenced(file: Any, data: dict[str, Any]) -> None:
-    """Delete a user model file that no manifest entry names any more (only a plain name in the folder)."""
+    """Delete a user model file that no manifest entry, installed or retired, names any more (only a plain name in
+    the folder)."""
     if not isinstance(file, str) or not FILE_PATTERN.fullmatch(file):
         return
-    if any(isinstance(entry, dict) and entry.get("file") == file for entry in data["models"].values()):
+    if any(isinstance(entry, dict) and entry.get("file") == file
+           for entry in (*data["models"].values(), *retired_entries(data))):
         return
     try:
         (user_models_dir() / file).unlink()
@@ -343,8 +423,8 @@ def _remove_unreferenced(file: Any, data: dict[str, Any]) -> None:
 
 
 def listing() -> list[dict[str, Any]]:
-    """Every model by name for `vaezip models`: shipped first, then the user's, each with `kind` ("shipped" or
-    "user"), and `problem` where a user entry cannot be used (it is listed, not hidden)."""
+    """Every model by name for `vaezip models`: shipped first, then the user's, then retired weights, each with
+    `kind` ("shipped", "user" or "retired"), and `problem` where an entry cannot be used (listed, not hidden)."""
     rows = []
     shipped = manifest()
     defaults = {value: key for key, value in shipped.get("defaults", {}).items()}
@@ -361,5 +441,11 @@ def listing() -> list[dict[str, Any]]:
                 row["problem"] = f"its file {entry['file']} is missing"
         except CheckpointError as error:
             row["problem"] = str(error)
+        rows.append(row)
+    for entry in retired_entries():
+        row = {"name": str(entry.get("name", "?")), "kind": "retired", "default_for": ""}
+        row.update({key: value for key, value in entry.items() if key not in row})
+        if not isinstance(entry.get("file"), str) or not (user_models_dir() / str(entry["file"])).is_file():
+            row["problem"] = f"its file {str(entry.get('file'))[:80]} is missing"
         rows.append(row)
     return rows
