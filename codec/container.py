@@ -12,8 +12,9 @@ Formats 1 and 2 (still read; written on request):
     22+N        4W    payload: the ANS words, u32 LE each
     22+N+4W     4     CRC32 of bytes [18+N, 22+N+4W) (count and payload), u32 LE; then end of file
 
-Formats 3 to 6 (written by default; 4, 5 and 6 differ from 3 only in the tile kinds their schedules may hold,
-codec/tilekinds.py): a binary header (header.py: to_binary) that also says how each image is coded,
+Formats 3 to 18 (written by default; shown here as 3 to 6, which differ from 3 only in the tile kinds their
+schedules may hold, codec/tilekinds.py; later ones add header fields and store it deflated, docs/FORMAT.md): a
+binary header (header.py: to_binary) that also says how each image is coded,
 so that a 5x5 image costs ~100 bytes, not ~400:
 
     0           8     magic
@@ -55,8 +56,8 @@ MAGIC = b"\x89.VZ\r\n\x1a\n"  # non-ASCII first byte, then CRLF / EOF (^Z) / LF 
 # Version 3: a binary header, and images coded classically (codec/classic.py) beside the model's; the model
 # path is version 2's. Version 2: the model's distributions are computed by integer-exact inference
 # (vaezip/model/integer.py), so a file decodes on any machine. Version 1 (float inference) files have version
-# 2's layout and decode only on the kind of machine that made them. All are still read, and 1 and 2 written
-# on request (pixel-context models, which have no integer form, write 1).
+# 2's layout and decode only on the kind of machine that made them. All are still read, 2 written on request
+# (--format 2) and 1 only by the float coder (vaezip/coding.py: TorchLatentModel(integer=False)).
 VERSION = 3
 # Format 3 and importance-weighted bits-back batches (codec/tilekinds.py).
 IMPORTANCE_VERSION = 4

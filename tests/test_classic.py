@@ -34,7 +34,7 @@ from codec.errors import (
 )
 from codec.header import CoderSettings, Header, ImageEntry, from_binary, to_binary
 from vaezip.api import compress_images, decompress_images, load_model
-from vaezip.errors import USER_ERRORS, IntegrityError
+from vaezip.errors import USER_ERRORS, ImageError, IntegrityError
 from vaezip.images import pixel_checksum
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -684,3 +684,27 @@ def test_an_image_without_a_model_plane_reports_no_model_bound(models):
     for fast in (False, True):
         result = compress_images(images, models[3], tile=16, device="cpu", fast=fast)
         assert math.isnan(result.images[0].bound_bpsp), (fast, result.images[0])
+
+
+def test_a_crafted_transparency_or_planes_entry_is_a_one_line_error(coded):
+    """A palette image's transparency index was unbounded: 2**30 made a decode build a gigabyte of alpha bytes
+    (2**63: a traceback); a model-coded image's 'planes' that is no mapping was a TypeError traceback."""
+    def with_info(data: bytes, **info) -> bytes:
+        version, header, words = container.read_versioned(data)
+        changed = dataclasses.replace(header.images[0], info={**header.images[0].info, **info})
+        return container.write(dataclasses.replace(header, images=(changed,)), words, version)
+
+    palette = coded["p-transparency"][1].data
+    assert container.read(palette)[0].images[0].mode == "P"
+    for index in (256, 2**30, 2**63 - 1):
+        with pytest.raises(IntegrityError, match=f"transparency {index} is no palette index or alpha table"):
+            decompress_images(with_info(palette, transparency=index))
+    with pytest.raises(ImageError, match="transparency .* is neither a palette index nor at most 256 alpha bytes"):
+        image = coded["p-transparency"][0].copy()
+        image.info["transparency"] = 300
+        compress_images([("p.png", image)], None, fast=True)
+    alpha = coded["rgba"][1].data
+    assert "alpha" in container.read(alpha)[0].images[0].info["planes"]
+    for planes in (1, None, ["alpha"]):
+        with pytest.raises(HeaderError, match="'planes' must map plane names to histograms"):
+            decompress_images(with_info(alpha, planes=planes))

@@ -686,19 +686,34 @@ def _as_restored(transparency):
     return transparency
 
 
+PALETTE_ENTRIES = 256  # a PNG's or a GIF's palette: its transparency names one of them, or gives each an alpha
+
+
+def _palette_transparency_fits(transparency) -> bool:
+    """Whether a palette image's transparency (an index, alpha bytes or None, as decoded) is one a palette can
+    have: a crafted file's index of 2**30 made a decode build a gigabyte of alpha bytes."""
+    if isinstance(transparency, bool):
+        return False
+    if isinstance(transparency, int):
+        return 0 <= transparency < PALETTE_ENTRIES
+    if isinstance(transparency, bytes):
+        return len(transparency) <= PALETTE_ENTRIES
+    return transparency is None
+
+
 def _split_palette(image: Image.Image, indices: np.ndarray, planes: Planes) -> None:
     palette_mode = image.palette.mode if image.palette is not None else "RGB"
     raw = bytes(image.palette.tobytes()) if image.palette is not None else b""
     planes.palette = raw
     planes.info["palette_mode"] = palette_mode
     transparency = _as_restored(image.info.get("transparency"))
+    if not _palette_transparency_fits(transparency):  # the decoder would refuse the file
+        raise ImageError(f"a palette image's transparency ({short_repr(transparency)}) is neither a palette index "
+                         f"nor at most {PALETTE_ENTRIES} alpha bytes")
     if isinstance(transparency, int):
         planes.info["transparency"] = transparency
     elif isinstance(transparency, bytes):
         planes.info["transparency"] = transparency.hex()
-    elif transparency is not None:  # quantize() of an RGB image with a colour key leaves its (r, g, b) here
-        raise ImageError(f"a palette image's transparency ({short_repr(transparency)}) is neither a palette index "
-                         f"nor alpha bytes")
     width = len(palette_mode)
     colours = np.frombuffer(raw, dtype=np.uint8).reshape(-1, width)[:, :3] if raw else np.zeros((0, 3), np.uint8)
     used = np.unique(indices)
@@ -748,10 +763,13 @@ def _join_palette(planes: Planes) -> Image.Image:
     image = Image.fromarray(np.ascontiguousarray(indices), "P")
     image.putpalette(planes.palette, rawmode=palette_mode)
     transparency = planes.info.get("transparency")
-    if isinstance(transparency, int):
+    if isinstance(transparency, str):
+        transparency = bytes.fromhex(transparency)
+    if not _palette_transparency_fits(transparency):
+        raise ValueError(f"a palette image's transparency {short_repr(planes.info.get('transparency'))} is no "
+                         f"palette index or alpha table")
+    if transparency is not None:
         image.info["transparency"] = transparency
-    elif isinstance(transparency, str):
-        image.info["transparency"] = bytes.fromhex(transparency)
     return image
 
 

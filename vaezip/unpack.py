@@ -72,6 +72,8 @@ def decode_model_free(data: bytes, *, progress=None, parsed=None) -> list:
         if not needs_no_model(header):
             raise CodingError("this file's tiles need its model")
         entries = [entry for entry in header.images if entry.coding == MODEL]
+        for entry in entries:  # before their planes are looked at (a crafted 'planes' may be no mapping)
+            _check_entry(entry)
         channels = {model_channels(entry.mode) for entry in entries if "index" not in entry.info.get("planes", {})}
         if len(channels) > 1:
             raise HeaderError("bad header: the model-coded images mix grey and colour")
