@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -459,3 +460,68 @@ def test_a_user_model_folder_that_cannot_be_made_is_refused_before_the_export(ru
     for where in (tmp_path / "afile", tmp_path / "afile" / "models"):
         monkeypatch.setenv("VAEZIP_MODELS", str(where))
         one_error(invoke("export", runs["a"], "--name", "zz"), f"({tmp_path / 'afile'} is a file)")
+    if os.path.isdir("/proc/self"):  # a folder no one may make, root included
+        monkeypatch.setenv("VAEZIP_MODELS", "/proc/vaezip-models")
+        one_error(invoke("export", runs["a"], "--name", "zz"), "/proc/vaezip-models: cannot create the user model "
+                                                               "directory")
+
+
+def test_a_relative_or_homeless_models_folder_is_one_line_and_models_still_lists_the_shipped(monkeypatch, tmp_path):
+    """A relative VAEZIP_MODELS named another folder in every working directory (a model installed in one was
+    'not installed' in the next); '~nosuchuser/m', or no home folder at all, was a traceback."""
+    for value, message in (("relmodels", "is a relative path: give an absolute one"),
+                           ("~vaezip-no-such-user/m", "no such home folder")):
+        monkeypatch.setenv("VAEZIP_MODELS", value)
+        one_error(invoke("export", tmp_path / "w.safetensors", "--name", "zz"), f"VAEZIP_MODELS={value!r}", message)
+        listed = invoke("models")
+        assert listed.exit_code == 0 and "photo2\tshipped" in listed.stdout, listed.stderr
+        assert listed.stderr.count("vaezip: warning: ") == 1 and "error" not in listed.stderr
+    monkeypatch.delenv("VAEZIP_MODELS")
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+
+    def no_home():
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(zoo.Path, "home", staticmethod(no_home))
+    with pytest.raises(zoo.CheckpointError, match="no home folder for the user models: set VAEZIP_MODELS"):
+        zoo.user_models_dir()
+
+
+def test_a_damaged_shipped_manifest_is_one_line(monkeypatch, tmp_path):
+    shipped = json.loads(zoo.MANIFEST.read_text())
+    Image.fromarray(np.full((8, 8, 3), 100, np.uint8)).save(tmp_path / "x.png")
+    monkeypatch.setattr(zoo, "MANIFEST", tmp_path / "manifest.json")
+    for damage in ("no sha256", "a string", "a list"):
+        data = json.loads(json.dumps(shipped))
+        if damage == "no sha256":
+            del data["models"]["photo2"]["sha256"]
+        elif damage == "a string":
+            data["models"]["photo2"] = "photo2.safetensors"
+        (tmp_path / "manifest.json").write_text(json.dumps([1] if damage == "a list" else data))
+        for args in (("models",), ("compress", tmp_path / "x.png")):
+            result = invoke(*args)
+            assert result.exit_code == 1 and "Traceback" not in result.stderr, (damage, result.stderr)
+            assert str(tmp_path / "manifest.json") in result.stderr
+
+
+def test_models_reads_every_listed_file_as_loading_would(runs, models_dir, tmp_path, monkeypatch):
+    """A damaged user weights file, or a shipped one gone, was listed as usable."""
+    assert invoke("export", runs["a"], "--name", "mine").exit_code == 0
+    entry = zoo.user_models()["mine"]
+    path = models_dir / entry["file"]
+    path.write_bytes(path.read_bytes()[:-1] + b"x")
+    listed = invoke("models").stdout
+    assert "UNUSABLE: its file " in listed and "is damaged or replaced (not the sha256 the manifest records)" in listed
+    pretrained = tmp_path / "pretrained"
+    pretrained.mkdir()
+    monkeypatch.setattr(zoo, "PRETRAINED_DIR", pretrained)  # the manifest's files are not there
+    listed = invoke("models").stdout
+    assert "UNUSABLE: its file photo2.safetensors is missing (a damaged install" in listed, listed[-3000:]
+
+
+def test_the_lock_file_is_never_made_through_a_link(models_dir, tmp_path):
+    models_dir.mkdir()
+    (models_dir / zoo.USER_MANIFEST_LOCK_NAME).symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(zoo.CheckpointError, match="cannot open the user model lock file"):
+        zoo.install("linked", b"weights")
+    assert not (tmp_path / "elsewhere").exists()

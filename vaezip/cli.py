@@ -598,7 +598,12 @@ def train(
             if worse and not force:
                 raise Failure(f"not installed as {name!r}: it codes the held-out images worse than "
                               f"{worse[0].name} (--force installs it anyway; the run stays in {out_dir})")
-            _install(checkpoint, name, force, _run_info(checkpoint, out_dir, _comparison_figures(comparison, shipped)))
+            try:
+                _install(checkpoint, name, force,
+                         _run_info(checkpoint, out_dir, _comparison_figures(comparison, shipped)))
+            except (Failure, ValueError, OSError) as error:  # after the training: say what is left and how to go on
+                raise Failure(f"not installed as {name!r}: {_error_message(error)} (the run stays in {out_dir}: "
+                              f"vaezip export {out_dir} --name {name} installs it)") from None
 
 
 def _compare_after_training(run_dir: Path, checkpoint: dict, summary: dict, init: str | None, device: str):
@@ -2075,11 +2080,17 @@ def models(
         try:
             rows = zoo.listing()
         except ValueError as error:  # a damaged user manifest: still show the shipped models, and say why
+            try:
+                rows, broken = list(_shipped_rows(zoo)), True
+            except ValueError:  # the shipped manifest is the damaged one: that error alone
+                raise error from None
             _tell("warning", str(error))
-            rows, broken = list(_shipped_rows(zoo)), True
-        folder = zoo.user_models_dir()
+        try:
+            folder = zoo.user_models_dir()
+        except ValueError:  # VAEZIP_MODELS unusable: said in the warning above, shipped models listed all the same
+            folder = None
         columns = ("name", "kind", "channels", "default for", "trained on", "figures")
-        table = Table(title=f"models: shipped (pretrained/) and user ({folder})")
+        table = Table(title=f"models: shipped (pretrained/) and user ({folder or 'none: see the warning'})")
         for column in columns:
             table.add_column(column)
         # A pipe or a log gets one tab-separated line per model, the weights file last.
@@ -2099,13 +2110,15 @@ def models(
                 row["name"], row["kind"], str(row.get("channels", "?")), row.get("default_for", ""),
                 str(row.get("data", "")), text)]
             table.add_row(*(Text(cell) for cell in cells))
-            home = zoo.PRETRAINED_DIR if row["kind"] == "shipped" else folder
+            home = zoo.PRETRAINED_DIR if row["kind"] == "shipped" else folder or Path("?")
             lines.append("\t".join((*cells, shown(str(home / str(row.get("file", "?")))).replace("\t", " "))))
         if out.is_terminal:
             out.print(table)
         else:
             typer.echo("\n".join(lines))  # rich would expand the tabs
-        if folder.exists() and not folder.is_dir():
+        if folder is None:
+            pass
+        elif folder.exists() and not folder.is_dir():
             _tell("warning", f"{folder} ({zoo.USER_MODELS_ENV} or the XDG default) is not a folder: no user models")
         elif not any(row["kind"] == "user" for row in rows) and not broken:
             (out if out.is_terminal else err).print(f"no user models in {folder} (set {zoo.USER_MODELS_ENV} for "

@@ -49,16 +49,32 @@ SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
 
 
 def manifest() -> dict[str, Any]:
-    """The shipped manifest ({"models": {}} if none is installed)."""
+    """The shipped manifest ({"models": {}} if none is installed); a damaged one is one CheckpointError line."""
     if not MANIFEST.is_file():
         return {"models": {}}
     try:
         data = json.loads(MANIFEST.read_text())
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"{MANIFEST} is not valid JSON ({error})") from None
-    if not isinstance(data.get("models"), dict):
+    except (OSError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{MANIFEST}: cannot read the shipped manifest "
+                              f"({getattr(error, 'strerror', None) or type(error).__name__})") from None
+    except (ValueError, RecursionError) as error:
+        raise CheckpointError(f"{MANIFEST} is not valid JSON ({str(error)[:100]})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("models"), dict):
         raise CheckpointError(f"{MANIFEST} has no 'models' mapping")
+    if not isinstance(data.get("defaults", {}), dict):
+        raise CheckpointError(f"{MANIFEST}: 'defaults' is not a mapping")
+    for name, entry in data["models"].items():  # a damaged install (a hand edit): named, never a KeyError
+        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) \
+                or not FILE_PATTERN.fullmatch(entry["file"]) or not isinstance(entry.get("sha256"), str) \
+                or not SHA256_PATTERN.fullmatch(entry["sha256"]):
+            raise CheckpointError(f"{MANIFEST}: the entry of shipped model {short_text(name)} has no plain weights "
+                                  f"file name and sha256 (a damaged install: install vaezip again)")
     return data
+
+
+def short_text(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def is_shipped(name: str) -> bool:
@@ -82,11 +98,23 @@ def user_models_dir() -> Path:
     ~/.local/share/vaezip/models (the XDG default)."""
     chosen = os.environ.get(USER_MODELS_ENV, "").strip()
     if chosen:
-        return Path(chosen).expanduser()
+        try:
+            folder = Path(chosen).expanduser()
+        except RuntimeError:  # ~someone who has no home folder here
+            raise CheckpointError(f"{USER_MODELS_ENV}={chosen!r}: no such home folder") from None
+        if not folder.is_absolute():  # it would name another folder in every working directory
+            raise CheckpointError(f"{USER_MODELS_ENV}={chosen!r} is a relative path: give an absolute one")
+        return folder
     data_home = os.environ.get("XDG_DATA_HOME", "").strip()
     # XDG says a relative $XDG_DATA_HOME is invalid and must be ignored.
-    base = Path(data_home) if data_home and os.path.isabs(data_home) else Path.home() / ".local" / "share"
-    return base / "vaezip" / "models"
+    if data_home and os.path.isabs(data_home):
+        return Path(data_home) / "vaezip" / "models"
+    try:
+        home = Path.home()
+    except RuntimeError:  # no HOME and no user entry (a container run under an arbitrary uid)
+        raise CheckpointError(f"no home folder for the user models: set {USER_MODELS_ENV} (or XDG_DATA_HOME) to "
+                              f"an absolute path") from None
+    return home / ".local" / "share" / "vaezip" / "models"
 
 
 def user_manifest_path() -> Path:
@@ -100,9 +128,9 @@ def _empty_user_manifest() -> dict[str, Any]:
 def user_manifest() -> dict[str, Any]:
     """The user's manifest (empty if there is none); a damaged one is one CheckpointError line."""
     path = user_manifest_path()
-    if not path.exists():
-        return _empty_user_manifest()
     try:
+        if not path.exists():
+            return _empty_user_manifest()
         if not stat.S_ISREG(path.stat().st_mode):  # a FIFO or a device would hang or flood the read
             raise CheckpointError(f"{path}: the user model manifest is not a regular file")
         with open(path, "rb") as file:
@@ -212,12 +240,20 @@ def check_not_shipped(name: str, label: str = "") -> None:
 
 
 def check_installable(name: str, force: bool) -> None:
-    """Everything that would make `install(name, ...)` refuse, checked before hours of training."""
+    """Everything that would make `install(name, ...)` refuse, checked before hours of training: the folder is
+    made now if it must be, and must take files."""
     check_name(name)
     folder = user_models_dir()
     there = next((path for path in (folder, *folder.parents) if path.exists()), None)
     if there is not None and not there.is_dir():  # a file where the folder, or one above it, would go
         raise CheckpointError(f"{folder}: cannot create the user model directory ({there} is a file)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CheckpointError(f"{folder}: cannot create the user model directory "
+                              f"({error.strerror or type(error).__name__})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CheckpointError(f"{folder}: the user model directory does not take files (no write permission)")
     if name in user_models() and not force:
         raise FileExistsError(f"user model {name!r} is already installed in {user_models_dir()} (use --force to "
                               f"replace it)")
@@ -374,8 +410,8 @@ def _manifest_lock(folder: Path):
     msvcrt.locking (Windows). Either is released when the file is closed, also when the process dies; it only
     excludes other vaezip installs and removals (readers need none: the manifest is replaced atomically)."""
     path = folder / USER_MANIFEST_LOCK_NAME
-    try:
-        handle = open(path, "a+b")
+    try:  # never through a link: the lock file would be made wherever it points
+        handle = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644), "r+b")
     except OSError as error:
         raise CheckpointError(f"{path}: cannot open the user model lock file "
                               f"({error.strerror or type(error).__name__})") from None
@@ -422,14 +458,36 @@ def _remove_unreferenced(file: Any, data: dict[str, Any]) -> None:
         pass  # already gone, or not ours to delete: a stray file costs disk space, nothing else
 
 
+def _file_problem(path: Path, sha256: Any) -> str | None:
+    """What keeps a listed weights file from loading: missing, or not the bytes its manifest records (every load
+    refuses it then; the listing said it was fine)."""
+    if not path.is_file():
+        return f"its file {path.name} is missing"
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as error:
+        return f"its file {path.name} cannot be read ({error.strerror or type(error).__name__})"
+    if digest.hexdigest() != sha256:
+        return f"its file {path.name} is damaged or replaced (not the sha256 the manifest records)"
+    return None
+
+
 def listing() -> list[dict[str, Any]]:
     """Every model by name for `vaezip models`: shipped first, then the user's, then retired weights, each with
-    `kind` ("shipped", "user" or "retired"), and `problem` where an entry cannot be used (listed, not hidden)."""
+    `kind` ("shipped", "user" or "retired"), and `problem` where an entry cannot be used (listed, not hidden):
+    each weights file is read and checked against its sha256, as loading it would."""
     rows = []
     shipped = manifest()
     defaults = {value: key for key, value in shipped.get("defaults", {}).items()}
     for name, entry in shipped["models"].items():
-        rows.append({**entry, "name": name, "kind": "shipped", "default_for": defaults.get(name, "")})
+        row = {**entry, "name": name, "kind": "shipped", "default_for": defaults.get(name, "")}
+        problem = _file_problem(PRETRAINED_DIR / entry["file"], entry["sha256"])
+        if problem is not None:
+            row["problem"] = f"{problem} (a damaged install: install vaezip again)"
+        rows.append(row)
     for name, entry in user_models().items():
         row = {"name": str(name), "kind": "user", "default_for": ""}
         try:
@@ -437,15 +495,22 @@ def listing() -> list[dict[str, Any]]:
             row.update({key: value for key, value in _checked_entry(name, entry).items() if key not in row})
             if name in shipped["models"]:
                 row["problem"] = "shadowed by the shipped model of that name (not used)"
-            elif not (user_models_dir() / entry["file"]).is_file():
-                row["problem"] = f"its file {entry['file']} is missing"
+            else:
+                problem = _file_problem(user_models_dir() / entry["file"], entry["sha256"])
+                if problem is not None:
+                    row["problem"] = problem
         except CheckpointError as error:
             row["problem"] = str(error)
         rows.append(row)
     for entry in retired_entries():
         row = {"name": str(entry.get("name", "?")), "kind": "retired", "default_for": ""}
         row.update({key: value for key, value in entry.items() if key not in row})
-        if not isinstance(entry.get("file"), str) or not (user_models_dir() / str(entry["file"])).is_file():
-            row["problem"] = f"its file {str(entry.get('file'))[:80]} is missing"
+        try:
+            _checked_entry(row["name"], entry)
+            problem = _file_problem(user_models_dir() / entry["file"], entry["sha256"])
+            if problem is not None:
+                row["problem"] = problem
+        except CheckpointError as error:
+            row["problem"] = str(error)
         rows.append(row)
     return rows
