@@ -98,7 +98,7 @@ def test_compress_output_that_is_an_input_is_refused_before_any_work(folder, mod
     before = snapshot(folder)
     cases = {
         ("a.png", "-o", "a.png"): "a.png: this output would overwrite the input;",
-        ("pic.vz",): "pic.vz: this output would overwrite the input;",
+        ("pic.vz",): "pic.vz: already a .vz file; left as it is (vaezip decompress it)",
         ("a.png", "a.jpg"): "a.vz: the output of both a.png and a.jpg; nothing done",
         ("a.png", "./a.png"): "a.vz: the output of both a.png and ./a.png",
         ("a.png", "-o", "hard.png"): "hard.png: this output would overwrite the input a.png",  # a hard link
@@ -112,6 +112,21 @@ def test_compress_output_that_is_an_input_is_refused_before_any_work(folder, mod
     one_error(cli("compress", "a.png", "-o", "link.vz", "-f", "--rm", "-m", model, cwd=folder),
               "link.vz: this output would overwrite the input a.png")
     assert (folder / "a.png").read_bytes() == before["a.png"] and (folder / "link.vz").is_symlink()
+
+
+def test_a_vz_among_the_inputs_is_left_as_it_is_and_the_others_are_compressed(tmp_path):
+    """As gzip with a .gz: `vaezip compress *` in a folder holding one .vz refused every file."""
+    for name, seed in (("a.png", 0), ("b.png", 1)):
+        image(seed).save(tmp_path / name)
+    (tmp_path / "old.vz").write_bytes(b"anything")
+    result = cli("compress", "--fast", "a.png", "old.vz", "b.png", cwd=tmp_path)
+    lines = lines_of(result)
+    assert result.returncode == 1 and lines[0] == "vaezip: error: old.vz: already a .vz file; left as it is " \
+                                                   "(vaezip decompress it)", lines
+    assert lines[-1] == "vaezip: 2 of 3 succeeded, 1 failed"
+    assert (tmp_path / "old.vz").read_bytes() == b"anything"
+    for name, seed in (("a", 0), ("b", 1)):
+        assert same_pixels(decompress_images((tmp_path / f"{name}.vz").read_bytes())[0][1], image(seed))
 
 
 def test_decompress_output_that_is_an_input_is_refused(folder, model):

@@ -1434,6 +1434,12 @@ def compress(
         if recursive and output is None:
             inputs, shared = _without_shared_outputs(inputs, ".vz")
             unread += shared
+        if output is None:  # as gzip does with a .gz: one .vz in `compress *` stopped every other file
+            already = [path for path in inputs if path != "-" and path.lower().endswith(".vz")]
+            for path in already:
+                _tell("error", f"{path}: already a .vz file; left as it is (vaezip decompress it)")
+            inputs = [path for path in inputs if path not in already]
+            unread += len(already)
         if output is None and inputs == ["-"]:
             output = "-"
         if output == "-" or (output is None and "-" in inputs):  # stdin's own file goes to stdout, as decompress's
@@ -1697,7 +1703,7 @@ def decompress(
             inputs, shared = _without_shared_outputs(inputs, ".png")
             unread += shared
         if output is not None and (len(inputs) > 1 or directory is not None):
-            raise Failure("-o (or -c) takes one single-image input and no --dir")
+            raise UsageFailure("-o (or -c) takes one single-image input and no --dir")
         if directory is not None and os.path.lexists(directory) and not directory.is_dir():
             raise Failure(f"{directory}: not a folder")
         if not test and (output == "-" or (output is None and directory is None and "-" in inputs)):
