@@ -4,10 +4,20 @@ runs in a fresh process, with the untrained tiny model on small images; no test 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 from conftest import run_cli
 from PIL import Image
+
+from vaezip.api import decompress_images
+
+HANG_GUARD_S = 600  # only against a hang: never a speed check
 
 
 def _images(folder, count: int = 4) -> list:
@@ -68,3 +78,49 @@ def test_a_model_that_does_not_load_fails_each_file_as_without_workers(tmp_path)
     lines = [line for line in done.stderr.decode().splitlines() if line.strip()]
     assert len(lines) == 3 and lines[-1] == "vaezip: 0 of 2 succeeded, 2 failed", lines
     assert all(line.startswith(f"vaezip: error: {path}: no model") for line, path in zip(lines, paths)), lines
+
+
+def _workers_of(pid: int) -> list[int]:
+    """The pool's worker processes among `pid`'s children (not multiprocessing's resource tracker)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                command = Path(f"/proc/{child}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"spawn_main" in command:
+                found.append(int(child))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the workers through /proc (Linux)")
+def test_a_worker_killed_mid_run_fails_no_file(tmp_path):
+    """One worker killed (the out-of-memory killer, say) broke the pool: every file still queued failed with it,
+    where -j 1 would have failed none. The pool starts afresh and those files are tried once more."""
+    import signal
+
+    rng = np.random.default_rng(5)
+    names = []
+    for k in range(8):
+        Image.fromarray(rng.integers(0, 256, (192, 192, 3), dtype=np.uint8)).save(tmp_path / f"f{k}.png")
+        names.append(f"f{k}.png")
+    process = subprocess.Popen([sys.executable, "-m", "vaezip", "compress", "--fast", "-j", "2", *names],
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    killed = False
+    for _ in range(6000):  # until a worker has started (a bound against a hang, not a time measured)
+        workers = _workers_of(process.pid) if process.poll() is None else []
+        if workers:
+            os.kill(workers[0], signal.SIGKILL)
+            killed = True
+            break
+        if process.poll() is not None:
+            break
+        time.sleep(0.01)
+    _, stderr = process.communicate(timeout=HANG_GUARD_S)
+    if not killed:
+        pytest.skip("the run ended before a worker could be killed")
+    assert process.returncode == 0, stderr.decode()
+    for k in range(8):
+        (_, back), = decompress_images((tmp_path / f"f{k}.vz").read_bytes())
+        assert np.array_equal(np.asarray(back), np.asarray(Image.open(tmp_path / f"f{k}.png")))

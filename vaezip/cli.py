@@ -1187,31 +1187,47 @@ class _ReadAhead:
         self.workers, self.count, self.submit = workers, count, submit
         self.submitted = 0
         self.pending: dict[int, tuple] = {}
+        self.generation_of: dict[int, int] = {}  # the pool (Workers.generation) each file went to
         self.finished = False  # every file taken and done: close() waits for nothing
+
+    def _submit(self, index: int) -> tuple:
+        self.generation_of[index] = self.workers.generation
+        return self.submit(index)
 
     def take(self, index: int):
         while self.workers is not None and self.submitted < min(self.count, index + 1 + 2 * self.workers.count):
             self.submitted += 1
             try:
-                self.pending[self.submitted - 1] = self.submit(self.submitted - 1)
+                self.pending[self.submitted - 1] = self._submit(self.submitted - 1)
             except Exception:  # noqa: BLE001 - met again in its turn, and reported there
                 continue
         return self.pending.pop(index, None)
+
+    def result(self, index: int, submitted: tuple) -> tuple[tuple, object]:
+        """(what was submitted for file `index`, the worker's result). A worker that died (killed, out of memory)
+        broke the pool and failed every file in it or queued for it, where -j 1 would have failed none or one:
+        the pool is started afresh and each such file tried once more in it; dying again is this file's
+        failure."""
+        from concurrent.futures import CancelledError
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
+            return submitted, submitted[-1].result()
+        except (BrokenProcessPool, CancelledError):  # cancelled: queued when another file restarted the pool
+            pass
+        if self.generation_of.get(index) == self.workers.generation:  # the first file to meet this pool's end
+            self.workers.restart()
+        submitted = self._submit(index)
+        try:
+            return submitted, submitted[-1].result()
+        except BrokenProcessPool:
+            raise Failure("a worker process ended abruptly on this file twice (killed, or out of memory?); try "
+                          "fewer --jobs") from None
 
     def close(self) -> None:
         """Stop the workers; unless every file was done (Ctrl-C, a signal), end the running ones at once."""
         if self.workers is not None:
             self.workers.close(cancel=not self.finished)
-
-
-def _worker_result(future):
-    """A worker's result; a worker that died (killed, out of memory) is this file's failure."""
-    from concurrent.futures.process import BrokenProcessPool
-
-    try:
-        return future.result()
-    except BrokenProcessPool:
-        raise Failure("a worker process ended abruptly (killed, or out of memory?); try fewer --jobs") from None
 
 
 def _decompress_here(data: bytes, model: str | None, device: str):
@@ -1504,8 +1520,7 @@ def compress(
                 with user_errors_counted(paths[0] if len(paths) == 1 else target) as failed:
                     submitted = ahead.take(index)
                     if submitted is not None:
-                        images, read, future = submitted
-                        result, decoded, seconds = _worker_result(future)
+                        (images, read, _), (result, decoded, seconds) = ahead.result(index, submitted)
                         if checking:
                             _compare_decoded(decoded, images)
                         verified = seconds
@@ -1819,8 +1834,7 @@ def decompress(
                 with user_errors_counted(path) as failed:
                     submitted = ahead.take(index)
                     if submitted is not None:
-                        data, future = submitted
-                        images, decoding = _worker_result(future)
+                        (data, _), (images, decoding) = ahead.result(index, submitted)
                         started = time.perf_counter() - decoding  # the worker's time, not the queue's
                     else:
                         data = read_file(index)

@@ -93,9 +93,23 @@ class Workers:
 
     def __init__(self, jobs: int, model_spec: str | None):
         self.count = jobs
-        threads = max(1, (os.cpu_count() or 1) // jobs)
-        self._pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                                         initializer=_start_worker, initargs=(model_spec, threads))
+        self._model_spec = model_spec
+        self.generation = 0  # pools started before this one: restart()
+        self._pool = self._start()
+
+    def _start(self) -> ProcessPoolExecutor:
+        threads = max(1, (os.cpu_count() or 1) // self.count)
+        return ProcessPoolExecutor(self.count, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_start_worker, initargs=(self._model_spec, threads))
+
+    def restart(self) -> None:
+        """A fresh pool: one worker that died (killed, out of memory) broke the pool and failed every file in it
+        and queued for it. The broken pool's other workers are ended: left alone, one waited for ever on the
+        pool's queue after the command had ended, holding its standard streams open."""
+        self._end_workers()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = self._start()
+        self.generation += 1
 
     def compress(self, images, options: dict, verify: bool) -> Future:
         return self._pool.submit(_compress, images, options, verify)
@@ -106,10 +120,13 @@ class Workers:
     def close(self, cancel: bool = False) -> None:
         """Wait for the workers (or, with `cancel`, drop queued files and end the running ones now)."""
         if cancel:
-            processes = getattr(self._pool, "_processes", None) or {}  # pid -> process (CPython's pool)
-            for process in list(processes.values()):
-                process.terminate()
+            self._end_workers()
         self._pool.shutdown(wait=True, cancel_futures=cancel)
+
+    def _end_workers(self) -> None:
+        processes = getattr(self._pool, "_processes", None) or {}  # pid -> process (CPython's pool)
+        for process in list(processes.values()):
+            process.terminate()
 
 
 def default_jobs(requested: int) -> int:
