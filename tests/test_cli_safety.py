@@ -1004,3 +1004,22 @@ def test_a_closed_standard_output_or_error_is_no_failure_unless_the_data_goes_th
     assert run("compress", "--fast", "-f", "a.png", closed=2).returncode == 0
     result = run("compress", "--fast", "-c", "a.png", closed=1)
     one_error(result, "a.png: standard output is closed")
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGTERM") or sys.platform == "win32", reason="POSIX signals")
+def test_a_second_sigterm_does_not_cut_the_first_ones_clean_up_short():
+    """`timeout` signals the process and its group: the second SIGTERM raised again inside the clean-up of the
+    first (workers left running, `vaezip: terminated` twice)."""
+    cleaned = False
+    with pytest.raises(files.Terminated):
+        with files.signals_as_exceptions():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                for _ in range(1000):  # the handler runs between bytecodes: soon
+                    time.sleep(0.001)
+            finally:
+                os.kill(os.getpid(), signal.SIGTERM)  # the second, during the clean-up
+                for _ in range(100):
+                    time.sleep(0.001)
+                cleaned = True
+    assert cleaned

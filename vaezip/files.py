@@ -253,8 +253,14 @@ def signals_as_exceptions():
         yield
         return
 
+    raised = []
+
     def raise_terminated(signum, frame):
-        raise Terminated(signum)
+        # Once: `timeout` signals both the process and its group, and a second Terminated raised inside the
+        # clean-up of the first cut it short (workers not ended, the message printed twice).
+        if not raised:
+            raised.append(signum)
+            raise Terminated(signum)
 
     previous = {}
     for name in ("SIGTERM", "SIGHUP"):
