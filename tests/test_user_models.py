@@ -232,7 +232,7 @@ def test_a_weights_file_installs_byte_for_byte_and_can_be_removed(runs, models_d
     file = zoo.user_models()["given"]["file"]
     assert invoke("export", weights, "--name", "same").exit_code == 0  # the same weights under a second name
     removed = invoke("models", "--remove", "same")
-    assert removed.exit_code == 0 and "its weights stay installed under another name" in removed.stdout
+    assert removed.exit_code == 0 and "its weights stay installed as 'given'" in removed.stdout
     removed = invoke("models", "--remove", "given")
     assert removed.exit_code == 0, removed.stderr
     assert "stay as retired weights" in removed.stdout and "vaezip models --purge given deletes them" in removed.stdout
@@ -525,3 +525,70 @@ def test_the_lock_file_is_never_made_through_a_link(models_dir, tmp_path):
     with pytest.raises(zoo.CheckpointError, match="cannot open the user model lock file"):
         zoo.install("linked", b"weights")
     assert not (tmp_path / "elsewhere").exists()
+
+
+def _model_file(runs, models_dir, tmp_path, name: str) -> bytes:
+    """A .vz file that needs the user model `name` (its tile coded by the model)."""
+    from vaezip.api import compress_images, load_model
+
+    image = Image.fromarray(np.random.default_rng(4).integers(0, 256, (40, 40, 3), dtype=np.uint8))
+    return compress_images([("x.png", image)], load_model(name), device="cpu", classical=False,
+                           predictor=False).data
+
+
+def test_weights_are_deleted_only_where_a_copy_that_loads_is_installed(runs, models_dir, tmp_path):
+    """Removing 'a' deleted its weights because 'b' listed the same sha256, though b's file was gone: a file made
+    with 'a' could never be decoded again. A damaged copy found first no longer hides a good one either."""
+    from vaezip.api import decompress_images
+
+    weights = tmp_path / "w.safetensors"
+    assert invoke("export", runs["a"], weights, "--name", "a").exit_code == 0
+    for name in ("a", "b"):
+        assert invoke("export", weights, "--name", name).exit_code == 0
+    data = _model_file(runs, models_dir, tmp_path, "a")
+    (models_dir / zoo.user_models()["b"]["file"]).unlink()
+    assert invoke("models", "--remove", "a").exit_code == 0
+    assert [entry["name"] for entry in zoo.retired_entries()] == ["a"]
+    assert len(decompress_images(data)) == 1
+    # a damaged installed copy of the same weights, tried first, is passed over for the retired one
+    assert invoke("export", weights, "--name", "c").exit_code == 0
+    assert not zoo.retired_entries()  # installed again: the retired copy is deleted, not kept twice
+    assert len(decompress_images(data)) == 1
+    assert invoke("models", "--remove", "c").exit_code == 0 and invoke("export", weights, "--name", "d").exit_code == 0
+    copy = models_dir / zoo.user_models()["d"]["file"]
+    copy.write_bytes(copy.read_bytes()[:-1] + b"x")
+    assert [entry["name"] for entry in zoo.retired_entries()] == []
+    assert invoke("models", "--remove", "d").exit_code == 0  # d's copy is damaged: not deleted for another
+    assert [entry["name"] for entry in zoo.retired_entries()] == ["d"]
+
+
+def test_the_manifest_never_grows_past_what_can_be_read_back(runs, models_dir, tmp_path, monkeypatch):
+    weights = tmp_path / "w.safetensors"
+    assert invoke("export", runs["a"], weights, "--name", "a").exit_code == 0
+    assert invoke("export", weights, "--name", "a").exit_code == 0
+    size = zoo.user_manifest_path().stat().st_size
+    monkeypatch.setattr(zoo, "MAX_USER_MANIFEST_BYTES", size + 100)  # room for no retired entry
+    one_error(invoke("export", runs["b"], "--name", "a", "--force"), "would hold more than",
+              "vaezip models --purge NAME deletes retired weights")
+    assert zoo.user_models()["a"]["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+
+
+def test_hand_edited_retired_entries_and_shipped_defaults_are_handled_in_one_line(models_dir, monkeypatch, tmp_path):
+    models_dir.mkdir()
+    manifest = {"kind": zoo.USER_MANIFEST_KIND, "format_version": zoo.USER_MANIFEST_FORMAT, "models": {},
+                "retired": [{"file": "x-0.safetensors", "sha256": "0" * 64}, "not a mapping"]}
+    zoo.user_manifest_path().write_text(json.dumps(manifest))
+    listed = invoke("models")
+    assert listed.exit_code == 0 and "?\tretired" in listed.stdout and "1 retired weights file listed" in listed.stderr
+    purged = invoke("models", "--purge", "?")  # the name it is listed by
+    assert purged.exit_code == 0, purged.stderr
+    monkeypatch.setenv("HOME", "relhome")
+    monkeypatch.delenv("VAEZIP_MODELS")
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    with pytest.raises(zoo.CheckpointError, match="no home folder for the user models"):
+        zoo.user_models_dir()
+    shipped = json.loads(zoo.MANIFEST.read_text())
+    shipped["defaults"]["colour"] = ["photo2"]
+    monkeypatch.setattr(zoo, "MANIFEST", tmp_path / "manifest.json")
+    zoo.MANIFEST.write_text(json.dumps(shipped))
+    one_error(invoke("models"), "'defaults' is not a mapping of kinds to model names")

@@ -43,7 +43,7 @@ from vaezip.config import importance_coding_obstacle
 from vaezip.errors import CheckpointError, ImageError
 from vaezip.images import Planes, as_image, deep_parts, is_deep, join_planes, pixel_checksum, split_image
 from vaezip.metadata import image_chunks
-from vaezip.models import LoadedModel, ModelIdentity, default_model, identify_model, load_model, load_retired
+from vaezip.models import LoadedModel, ModelIdentity, default_model, identify_model, load_by_sha256, load_model
 from vaezip.results import CompressResult, ImageReport
 from vaezip.unpack import MAX_BATCH_PIXELS, MAX_TILE, MAX_TILES, count_tiles, decode_file, decode_stream
 
@@ -1146,8 +1146,15 @@ def _model_for(header: Header, model) -> LoadedModel:
         # By name, or where that name now holds other weights (installed again) or none, by the weights' sha256:
         # the same weights under another name code the same.
         model, installed = header.model_name, _installed_sha256(header.model_name)
-        if installed[:16] != header.model_sha256:  # else weights replaced or removed, kept as retired
-            model = zoo.with_sha256(header.model_sha256) or load_retired(header.model_sha256)
+        if installed[:16] == header.model_sha256:
+            try:
+                model = load_model(header.model_name)
+            except CheckpointError:  # its file damaged or gone: another copy of the weights may be installed
+                model = load_by_sha256(header.model_sha256)
+                if model is None:
+                    raise
+        else:  # another name's, or weights replaced or removed (retired)
+            model = load_by_sha256(header.model_sha256)
         if model is None:
             if zoo.has_model(header.model_name) and not installed:
                 zoo.weights_file(header.model_name)  # its entry is damaged: that is the error to name

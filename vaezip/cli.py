@@ -2141,15 +2141,18 @@ def models(
         elif folder.exists() and not folder.is_dir():
             _tell("warning", f"{folder} ({zoo.USER_MODELS_ENV} or the XDG default) is not a folder: no user models")
         elif not any(row["kind"] == "user" for row in rows) and not broken:
-            (out if out.is_terminal else err).print(f"no user models in {folder} (set {zoo.USER_MODELS_ENV} for "
-                                                    f"another folder; vaezip export RUN --name NAME installs one)")
+            retired = sum(row["kind"] == "retired" for row in rows)
+            kept = f" ({_counted(retired, 'retired weights file')} listed)" if retired else ""
+            (out if out.is_terminal else err).print(f"no user models in {folder}{kept} (set {zoo.USER_MODELS_ENV} "
+                                                    f"for another folder; vaezip export RUN --name NAME installs one)")
 
 
 def _retired_note(zoo, name: str, entry: dict) -> str:
     """What became of the weights of user model `name` (its `entry`) that were just replaced or removed."""
     file = entry.get("file", "?")
     if not any(kept.get("file") == file for kept in zoo.retired_entries()):
-        return f" ({file}; its weights stay installed under another name)" if file != "?" else ""
+        holder = zoo.usable_holder(str(entry.get("sha256", "")), zoo.user_manifest())
+        return f" ({file}; its weights stay installed as {holder!r})" if holder is not None else f" ({file})"
     return (f": its weights {zoo.user_models_dir() / file} stay as retired weights, so files made with them still "
             f"decode (vaezip models --purge {name} deletes them)")
 

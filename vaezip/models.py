@@ -100,16 +100,24 @@ def load_model(spec: str | Path) -> LoadedModel:
                           f".safetensors")
 
 
-def load_retired(sha256_prefix: str) -> LoadedModel | None:
-    """The retired user weights (vaezip/zoo.py: RETIRED) whose sha256 starts with `sha256_prefix`, or None."""
+def load_by_sha256(sha256_prefix: str) -> LoadedModel | None:
+    """A model whose weights' sha256 starts with `sha256_prefix` (a .vz header's): an installed one (shipped
+    first), else retired user weights (vaezip/zoo.py: RETIRED), newest first; a copy that does not load (its file
+    gone or damaged) is passed over for the next. None where none loads."""
     from vaezip.checkpoint import load_weights
 
-    found = zoo.retired_weights(sha256_prefix)
-    if found is None:
-        return None
-    path, sha256 = found
-    model, metadata = load_weights(path, expected_sha256=sha256)
-    return LoadedModel(str(metadata.get("name", path.stem)), model, sha256, str(path))
+    for name in zoo.names_with_sha256(sha256_prefix):
+        try:
+            return load_model(name)
+        except CheckpointError:
+            continue
+    for path, sha256 in zoo.retired_weights(sha256_prefix):
+        try:
+            model, metadata = load_weights(path, expected_sha256=sha256)
+        except CheckpointError:
+            continue
+        return LoadedModel(str(metadata.get("name", path.stem)), model, sha256, str(path))
+    return None
 
 
 def default_model(mode: str) -> str:

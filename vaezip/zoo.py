@@ -61,8 +61,9 @@ def manifest() -> dict[str, Any]:
         raise CheckpointError(f"{MANIFEST} is not valid JSON ({str(error)[:100]})") from None
     if not isinstance(data, dict) or not isinstance(data.get("models"), dict):
         raise CheckpointError(f"{MANIFEST} has no 'models' mapping")
-    if not isinstance(data.get("defaults", {}), dict):
-        raise CheckpointError(f"{MANIFEST}: 'defaults' is not a mapping")
+    defaults = data.get("defaults", {})
+    if not isinstance(defaults, dict) or not all(isinstance(value, str) for value in defaults.values()):
+        raise CheckpointError(f"{MANIFEST}: 'defaults' is not a mapping of kinds to model names")
     for name, entry in data["models"].items():  # a damaged install (a hand edit): named, never a KeyError
         if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) \
                 or not FILE_PATTERN.fullmatch(entry["file"]) or not isinstance(entry.get("sha256"), str) \
@@ -112,8 +113,10 @@ def user_models_dir() -> Path:
     try:
         home = Path.home()
     except RuntimeError:  # no HOME and no user entry (a container run under an arbitrary uid)
+        home = Path()
+    if not home.is_absolute():  # HOME relative, or empty
         raise CheckpointError(f"no home folder for the user models: set {USER_MODELS_ENV} (or XDG_DATA_HOME) to "
-                              f"an absolute path") from None
+                              f"an absolute path")
     return home / ".local" / "share" / "vaezip" / "models"
 
 
@@ -184,22 +187,27 @@ def has_model(name: str) -> bool:
     return is_shipped(name) or name in user_models()
 
 
-def with_sha256(prefix: str) -> str | None:
-    """The name of a shipped or installed model whose weights' sha256 starts with `prefix` (a .vz header's), shipped
-    first; None if none. The same weights under another name (installed again, or renamed) code the same."""
+def names_with_sha256(prefix: str, data: dict[str, Any] | None = None) -> list[str]:
+    """The names of the shipped and installed models whose weights' sha256 starts with `prefix` (a .vz header's),
+    shipped first (`data`: the user manifest, read where needed otherwise). The same weights under another name
+    (installed again, or renamed) code the same."""
     shipped = manifest()["models"]
-    for name, entry in shipped.items():
-        if isinstance(entry, dict) and str(entry.get("sha256", "")).startswith(prefix):
-            return name
-    for name, entry in user_models().items():  # the user manifest read only where needed
+    names = [name for name, entry in shipped.items() if entry["sha256"].startswith(prefix)]
+    models = (user_manifest() if data is None else data)["models"]
+    for name, entry in models.items():
         if name in shipped or not isinstance(entry, dict) or not str(entry.get("sha256", "")).startswith(prefix):
             continue  # (a name a shipped model shadows would load the shipped weights)
         try:
             _checked_entry(name, entry)
         except CheckpointError:  # a damaged entry: another may hold the same weights
             continue
-        return name
-    return None
+        names.append(name)
+    return names
+
+
+def with_sha256(prefix: str) -> str | None:
+    """The first of names_with_sha256, or None."""
+    return next(iter(names_with_sha256(prefix)), None)
 
 
 def weights_file(name: str) -> tuple[Path, str]:
@@ -291,18 +299,31 @@ def _install_locked(folder: Path, name: str, weights: bytes, info: dict[str, Any
     file = f"{name}-{sha[:12]}.safetensors"
     entry = {**(info or {}), "file": file, "sha256": sha, "bytes": len(weights), "installed": _now()}
     data["models"][name] = entry
-    # Installed again: retired no more (the same bytes, the same file name)
-    data[RETIRED] = [kept for kept in retired_entries(data) if kept.get("file") != file]
+    # Installed again: retired no more (copies of the same bytes under other names deleted once it is written)
+    copies = [kept for kept in retired_entries(data) if kept.get("sha256") == sha]
+    data[RETIRED] = [kept for kept in retired_entries(data) if kept.get("sha256") != sha]
     replaced = _retire(name, previous, data) if isinstance(previous, dict) else None
-    try:  # before any file is written: what cannot be recorded leaves no weights behind
-        text = json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n"
-    except (TypeError, ValueError) as error:
-        raise CheckpointError(f"the model's description cannot be recorded ({str(error)[:100]})") from None
+    text = _manifest_text(data)  # before any file is written: what cannot be recorded leaves no weights behind
     atomic_write(folder / file, weights, overwrite=True)  # same name, same bytes
-    atomic_write(folder / USER_MANIFEST_NAME, text.encode("utf-8"), overwrite=True)
+    atomic_write(folder / USER_MANIFEST_NAME, text, overwrite=True)
     if isinstance(previous, dict) and replaced is None:
         _remove_unreferenced(previous.get("file"), data)
+    for copy in copies:
+        _remove_unreferenced(copy.get("file"), data)
     return {**entry, "replaced": replaced} if replaced is not None else entry
+
+
+def _manifest_text(data: dict[str, Any]) -> bytes:
+    """The user manifest as written, refused where it could not be read back (too large: every retired weights
+    file adds an entry)."""
+    try:
+        text = (json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"the model's description cannot be recorded ({str(error)[:100]})") from None
+    if len(text) > MAX_USER_MANIFEST_BYTES:
+        raise CheckpointError(f"the user model manifest would hold more than {MAX_USER_MANIFEST_BYTES:,} bytes: "
+                              f"vaezip models --purge NAME deletes retired weights")
+    return text
 
 
 def remove(name: str) -> dict[str, Any]:
@@ -325,8 +346,7 @@ def _remove_locked(name: str) -> dict[str, Any]:
         raise CheckpointError(f"no user model {name!r} in {user_models_dir()}")
     entry = data["models"].pop(name)
     retired = _retire(name, entry, data) if isinstance(entry, dict) else None
-    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
-    atomic_write(user_manifest_path(), text.encode("utf-8"), overwrite=True)
+    atomic_write(user_manifest_path(), _manifest_text(data), overwrite=True)
     if isinstance(entry, dict) and retired is None:
         _remove_unreferenced(entry.get("file"), data)
     return entry
@@ -354,32 +374,57 @@ def _retire(name: str, entry: dict[str, Any], data: dict[str, Any]) -> dict[str,
     file = entry.get("file")
     if not isinstance(file, str) or not FILE_PATTERN.fullmatch(file):
         return None
-    if any(isinstance(other, dict) and (other.get("file") == file or other.get("sha256") == entry.get("sha256"))
-           for other in data["models"].values()):
+    if any(isinstance(other, dict) and _same_file(other.get("file"), file) for other in data["models"].values()):
         return None
-    kept = [other for other in retired_entries(data) if other.get("file") != file]
-    retired = {key: entry[key] for key in ("file", "sha256", "bytes", "installed", "channels") if key in entry}
-    retired.update(name=name, retired=_now())
+    if usable_holder(str(entry.get("sha256", "")), data) is not None:
+        return None
+    kept = [other for other in retired_entries(data) if not _same_file(other.get("file"), file)]
+    retired = {**entry, "name": name, "retired": _now()}
     data[RETIRED] = [*kept, retired]
     return retired
 
 
-def retired_weights(sha256_prefix: str) -> tuple[Path, str] | None:
-    """The retired weights file whose sha256 starts with `sha256_prefix` (a .vz header's) and the sha256 the
-    manifest records (checked before the file is parsed), or None."""
+def usable_holder(sha256: str, data: dict[str, Any]) -> str | None:
+    """The name of an installed user model (in `data`) that holds the weights `sha256` and that a decode would
+    load: not shadowed by a shipped name, a plain file name, its file there and of that sha256. Only such a copy
+    lets another be deleted."""
+    if not SHA256_PATTERN.fullmatch(sha256):
+        return None
+    shipped = manifest()["models"]
+    for name in names_with_sha256(sha256, data):
+        if name not in shipped and _file_problem(user_models_dir() / data["models"][name]["file"], sha256) is None:
+            return name
+    return None
+
+
+def _same_file(a: Any, b: Any) -> bool:
+    """Whether two plain file names name one file on this disk (in any case: on a case-insensitive disk, as
+    macOS's and Windows' are, Foo-x.safetensors is foo-x.safetensors)."""
+    return isinstance(a, str) and isinstance(b, str) and a.lower() == b.lower()
+
+
+def retired_weights(sha256_prefix: str) -> list[tuple[Path, str]]:
+    """The retired weights files whose sha256 starts with `sha256_prefix` (a .vz header's), newest first, each with
+    the sha256 the manifest records (checked before the file is parsed: a damaged copy is passed over)."""
     try:
         entries = retired_entries()
     except CheckpointError:  # a damaged manifest: the error that names it comes from the model's name
-        return None
+        return []
+    found = []
     for entry in reversed(entries):
         try:
-            _checked_entry(str(entry.get("name", "?")), entry)
+            _checked_entry(retired_name(entry), entry)
         except CheckpointError:
             continue
         path = user_models_dir() / entry["file"]
         if entry["sha256"].startswith(sha256_prefix) and path.is_file():
-            return path, entry["sha256"]
-    return None
+            found.append((path, entry["sha256"]))
+    return found
+
+
+def retired_name(entry: dict[str, Any]) -> str:
+    """The name a retired entry is listed and purged by."""
+    return str(entry.get("name", "?"))
 
 
 def purge(name: str) -> list[dict[str, Any]]:
@@ -393,12 +438,11 @@ def purge(name: str) -> list[dict[str, Any]]:
 
         data = user_manifest()
         entries = retired_entries(data)
-        purged = [entry for entry in entries if entry.get("name") == name]
+        purged = [entry for entry in entries if retired_name(entry) == name]
         if not purged:
             raise CheckpointError(f"no retired weights of {name!r} in {folder} (vaezip models lists them)")
-        data[RETIRED] = [entry for entry in entries if entry.get("name") != name]
-        text = json.dumps(data, indent=2, sort_keys=True) + "\n"
-        atomic_write(user_manifest_path(), text.encode("utf-8"), overwrite=True)
+        data[RETIRED] = [entry for entry in entries if retired_name(entry) != name]
+        atomic_write(user_manifest_path(), _manifest_text(data), overwrite=True)
         for entry in purged:
             _remove_unreferenced(entry.get("file"), data)
     return purged
@@ -449,7 +493,7 @@ def _remove_unreferenced(file: Any, data: dict[str, Any]) -> None:
     the folder)."""
     if not isinstance(file, str) or not FILE_PATTERN.fullmatch(file):
         return
-    if any(isinstance(entry, dict) and entry.get("file") == file
+    if any(isinstance(entry, dict) and _same_file(entry.get("file"), file)
            for entry in (*data["models"].values(), *retired_entries(data))):
         return
     try:
@@ -503,7 +547,7 @@ def listing() -> list[dict[str, Any]]:
             row["problem"] = str(error)
         rows.append(row)
     for entry in retired_entries():
-        row = {"name": str(entry.get("name", "?")), "kind": "retired", "default_for": ""}
+        row = {"name": retired_name(entry), "kind": "retired", "default_for": ""}
         row.update({key: value for key, value in entry.items() if key not in row})
         try:
             _checked_entry(row["name"], entry)
