@@ -127,6 +127,13 @@ def test_a_vz_among_the_inputs_is_left_as_it_is_and_the_others_are_compressed(tm
     assert (tmp_path / "old.vz").read_bytes() == b"anything"
     for name, seed in (("a", 0), ("b", 1)):
         assert same_pixels(decompress_images((tmp_path / f"{name}.vz").read_bytes())[0][1], image(seed))
+    # a.png's output would be a.vz, an input left as it is: --force or not, it stays
+    (tmp_path / "a.vz").write_bytes(b"kept")
+    result = cli("compress", "--fast", "-f", "a.png", "a.vz", "b.png", cwd=tmp_path)
+    lines = lines_of(result)
+    assert result.returncode == 1 and (tmp_path / "a.vz").read_bytes() == b"kept"
+    assert "vaezip: error: a.png: its output a.vz is an input of this command, left as it is; nothing done " \
+           "(choose another output name with -o)" in lines and lines[-1] == "vaezip: 1 of 3 succeeded, 2 failed"
 
 
 def test_decompress_output_that_is_an_input_is_refused(folder, model):
@@ -1004,6 +1011,7 @@ def test_a_closed_standard_output_or_error_is_no_failure_unless_the_data_goes_th
     assert run("compress", "--fast", "-f", "a.png", closed=2).returncode == 0
     result = run("compress", "--fast", "-c", "a.png", closed=1)
     one_error(result, "a.png: standard output is closed")
+    one_error(run("info", "a.vz", closed=1), "a.vz: standard output is closed")  # its output is the point
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGTERM") or sys.platform == "win32", reason="POSIX signals")

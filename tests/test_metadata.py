@@ -174,6 +174,16 @@ def test_a_resolution_that_pillow_makes_up_is_not_kept_and_a_tiff_s_own_tags_are
                                         "(--rm; --strip drops the metadata and lets --rm delete it)") == 2
     stripped = run_cli("compress", tmp_path / "tags.tif", "--fast", "--rm", "--strip", "-f")
     assert stripped.returncode == 0 and not (tmp_path / "tags.tif").exists() and b"warning" not in stripped.stderr
+    # what a PNG editor drops too (iDOT, in every macOS screenshot: unsafe to copy) keeps no input
+    png = (tmp_path / "back.png")
+    Image.fromarray(smooth_rgb(8, 8, 4)).save(png)
+    data = png.read_bytes()
+    at = data.index(b"IDAT") - 4
+    body = b"\0" * 28
+    idot = struct.pack(">I", len(body)) + b"iDOT" + body + struct.pack(">I", zlib.crc32(b"iDOT" + body))
+    png.write_bytes(data[:at] + idot + data[at:])
+    removed = run_cli("compress", png, "--fast", "--rm", "-f")
+    assert removed.returncode == 0 and not png.exists() and b"warning" not in removed.stderr, removed.stderr
 
 
 def test_a_jpeg_s_segments_that_no_chunk_holds_are_named():

@@ -49,6 +49,13 @@ def _drop_standard_output() -> None:
 
 
 class _Console(Console):
+    def print(self, *args, **kwargs) -> None:
+        """As rich's; standard output closed when the process started (`>&-`) is an error where what is printed
+        there is the command's output (`info`, `models`): rich printed nothing and the command said it succeeded."""
+        if not self.stderr and self._file is None and sys.stdout is None:
+            raise Failure("standard output is closed")
+        super().print(*args, **kwargs)
+
     def on_broken_pipe(self) -> None:
         """A reader that went away (`vaezip info *.vz | head -1`) ends the command as a SIGPIPE would, 141, where
         rich's own exits 1 (a failure, though nothing failed)."""
@@ -1187,11 +1194,9 @@ class _ReadAhead:
         self.workers, self.count, self.submit = workers, count, submit
         self.submitted = 0
         self.pending: dict[int, tuple] = {}
-        self.generation_of: dict[int, int] = {}  # the pool (Workers.generation) each file went to
         self.finished = False  # every file taken and done: close() waits for nothing
 
     def _submit(self, index: int) -> tuple:
-        self.generation_of[index] = self.workers.generation
         return self.submit(index)
 
     def take(self, index: int):
@@ -1215,14 +1220,18 @@ class _ReadAhead:
             return submitted, submitted[-1].result()
         except (BrokenProcessPool, CancelledError):  # cancelled: queued when another file restarted the pool
             pass
-        if self.generation_of.get(index) == self.workers.generation:  # the first file to meet this pool's end
-            self.workers.restart()
-        submitted = self._submit(index)
-        try:
-            return submitted, submitted[-1].result()
-        except BrokenProcessPool:
-            raise Failure("a worker process ended abruptly on this file twice (killed, or out of memory?); try "
-                          "fewer --jobs") from None
+        for attempt in (1, 2):
+            if self.workers.broken:  # this file's death, or another's that it was queued behind
+                self.workers.restart()
+            try:
+                submitted = self._submit(index)
+                return submitted, submitted[-1].result()
+            except (BrokenProcessPool, CancelledError):
+                if attempt == 2:
+                    if self.workers.broken:  # the files after this one start afresh
+                        self.workers.restart()
+                    raise Failure("a worker process ended abruptly on this file twice (killed, or out of "
+                                  "memory?); try fewer --jobs") from None
 
     def close(self) -> None:
         """Stop the workers; unless every file was done (Ctrl-C, a signal), end the running ones at once."""
@@ -1451,11 +1460,22 @@ def compress(
             inputs, shared = _without_shared_outputs(inputs, ".vz")
             unread += shared
         if output is None:  # as gzip does with a .gz: one .vz in `compress *` stopped every other file
-            already = [path for path in inputs if path != "-" and path.lower().endswith(".vz")]
+            already = [path for path in inputs if path != "-" and path.lower().endswith(".vz")
+                       and not os.path.isdir(path)]
             for path in already:
                 _tell("error", f"{path}: already a .vz file; left as it is (vaezip decompress it)")
+            kept = {file_identity(path) for path in already}
             inputs = [path for path in inputs if path not in already]
+            for path in list(inputs):  # never an output over one of them, --force or not
+                target = None if path == "-" else _default_output(path, ".vz")
+                if target is not None and file_identity(target) in kept:
+                    _tell("error", f"{path}: its output {target} is an input of this command, left as it is; "
+                                   f"nothing done (choose another output name with -o)")
+                    inputs.remove(path)
+                    unread += 1
             unread += len(already)
+            if not inputs:
+                _finish(unread, unread)
         if output is None and inputs == ["-"]:
             output = "-"
         if output == "-" or (output is None and "-" in inputs):  # stdin's own file goes to stdout, as decompress's
@@ -1556,11 +1576,16 @@ def compress(
                         kept_note = "; the input is kept (--rm)" if not keep else ""
                         _tell("warning", f"{target}: --format {format_version} keeps no metadata: {what} left out "
                                          f"(without --format the file keeps it){kept_note}")
-                    # What no .vz keeps (TIFF tags, a damaged chunk): --rm would lose it for good, unless --strip
-                    unkept = [] if strip else [image for image in result.images if image.metadata_unkept]
+                    # Information no .vz keeps (a TIFF's Artist and Copyright tags): --rm would lose it for good,
+                    # unless --strip (what a PNG editor drops too, such as iDOT, does not count)
+                    from vaezip.metadata import loses_information
+
+                    unkept = [] if strip else [
+                        (image.name, lost) for image in result.images
+                        if (lost := [entry for entry in image.metadata_unkept if loses_information(entry)])]
                     if unkept and not keep and not quiet:
-                        what = (f"{unkept[0].name}'s {', '.join(unkept[0].metadata_unkept)}"
-                                if len(unkept) == 1 else f"metadata of {len(unkept)} images")
+                        what = (f"{unkept[0][0]}'s {', '.join(unkept[0][1])}" if len(unkept) == 1
+                                else f"metadata of {len(unkept)} images")
                         _tell("warning", f"{target} cannot keep {what}; the input is kept (--rm; --strip drops the "
                                          f"metadata and lets --rm delete it)")
                     grown = _larger_than_input(read, len(result.data), stdin_bytes[0])
@@ -2135,6 +2160,8 @@ def models(
         if out.is_terminal:
             out.print(table)
         else:
+            if sys.stdout is None:
+                raise Failure("standard output is closed")
             typer.echo("\n".join(lines))  # rich would expand the tabs
         if folder is None:
             pass

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 import struct
 import zlib
 
@@ -247,6 +248,20 @@ def _unfit(chunk: Chunk, mode: str) -> str:
         if head[16:20] != _PROFILE_SPACES.get(mode):
             return f"a {head[16:20].decode('latin-1').strip()} profile does not fit a {mode} image"
     return ""
+
+
+# What of an image's file no .vz keeps that a PNG editor drops as well whenever it rewrites the pixels (PNG's own
+# rules: chunks unsafe to copy, such as the iDOT of every macOS screenshot; a damaged chunk; one PNG allows once,
+# again; one that does not fit the image), as against information the file held (a TIFF's Artist and Copyright, a
+# JPEG's IPTC), which `compress --rm` keeps the input for.
+_EDITORS_DROP = re.compile(r"\S+ \((unsafe to copy|damaged.*|a second one|it describes the palette's entries|animation|"
+                           r"\d+ bytes do not fit a \w+ image|a .* profile does not fit a \w+ image)\)")
+
+
+def loses_information(unkept: str) -> bool:
+    """Whether `unkept` (an ImageReport.metadata_unkept entry, "TYPE (why)") is information a PNG editor would
+    keep: what `compress --rm` must not delete."""
+    return _EDITORS_DROP.fullmatch(unkept) is None
 
 
 def attach(image, chunks: tuple[Chunk, ...]) -> None:

@@ -94,13 +94,17 @@ class Workers:
     def __init__(self, jobs: int, model_spec: str | None):
         self.count = jobs
         self._model_spec = model_spec
-        self.generation = 0  # pools started before this one: restart()
         self._pool = self._start()
 
     def _start(self) -> ProcessPoolExecutor:
         threads = max(1, (os.cpu_count() or 1) // self.count)
         return ProcessPoolExecutor(self.count, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_start_worker, initargs=(self._model_spec, threads))
+
+    @property
+    def broken(self) -> bool:
+        """Whether a worker died and took the pool with it (every file in it or queued for it failed)."""
+        return bool(getattr(self._pool, "_broken", False))
 
     def restart(self) -> None:
         """A fresh pool: one worker that died (killed, out of memory) broke the pool and failed every file in it
@@ -109,7 +113,6 @@ class Workers:
         self._end_workers()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._pool = self._start()
-        self.generation += 1
 
     def compress(self, images, options: dict, verify: bool) -> Future:
         return self._pool.submit(_compress, images, options, verify)
@@ -121,7 +124,10 @@ class Workers:
         """Wait for the workers (or, with `cancel`, drop queued files and end the running ones now)."""
         if cancel:
             self._end_workers()
-        self._pool.shutdown(wait=True, cancel_futures=cancel)
+        try:
+            self._pool.shutdown(wait=True, cancel_futures=cancel)
+        except RuntimeError:  # a pool stopped (SIGTERM) before its manager thread started: nothing to wait for
+            pass
 
     def _end_workers(self) -> None:
         processes = getattr(self._pool, "_processes", None) or {}  # pid -> process (CPython's pool)
