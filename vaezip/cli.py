@@ -1196,14 +1196,11 @@ class _ReadAhead:
         self.pending: dict[int, tuple] = {}
         self.finished = False  # every file taken and done: close() waits for nothing
 
-    def _submit(self, index: int) -> tuple:
-        return self.submit(index)
-
     def take(self, index: int):
         while self.workers is not None and self.submitted < min(self.count, index + 1 + 2 * self.workers.count):
             self.submitted += 1
             try:
-                self.pending[self.submitted - 1] = self._submit(self.submitted - 1)
+                self.pending[self.submitted - 1] = self.submit(self.submitted - 1)
             except Exception:  # noqa: BLE001 - met again in its turn, and reported there
                 continue
         return self.pending.pop(index, None)
@@ -1224,7 +1221,7 @@ class _ReadAhead:
             if self.workers.broken:  # this file's death, or another's that it was queued behind
                 self.workers.restart()
             try:
-                submitted = self._submit(index)
+                submitted = self.submit(index)
                 return submitted, submitted[-1].result()
             except (BrokenProcessPool, CancelledError):
                 if attempt == 2:
@@ -2335,7 +2332,7 @@ def bench(
                 table.add_row(f"  {name} bound", *(text(ds, name, "bound_bpsp") for ds in sets))
         # a pipe or a log file gets the whole table, however many data sets (a terminal wraps it itself)
         wide = out if out.is_terminal else _Console(width=max(out.width, 24 + 19 * len(sets)), file=out.file,
-                                                   emoji=False, markup=False, highlight=False)
+                                                    emoji=False, markup=False, highlight=False)
         wide.print(table)
         out.print(f"wrote {', '.join(str(p) for p in files.values())}", highlight=False, soft_wrap=True)
         failures = sum(1 for r in rows if not r.roundtrip_ok)
