@@ -592,3 +592,24 @@ def test_hand_edited_retired_entries_and_shipped_defaults_are_handled_in_one_lin
     monkeypatch.setattr(zoo, "MANIFEST", tmp_path / "manifest.json")
     zoo.MANIFEST.write_text(json.dumps(shipped))
     one_error(invoke("models"), "'defaults' is not a mapping of kinds to model names")
+
+
+def test_export_of_a_weights_file_to_a_file_says_what_to_do(tmp_path):
+    """It said the weights file is not a vaezip checkpoint, true but no help."""
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"not even read")
+    one_error(invoke("export", weights, tmp_path / "out.safetensors", "--name", "n"),
+              "w.safetensors is a weights file already: copy it as it is, or install it without OUTPUT", code=2)
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_a_weights_file_that_claims_a_shipped_name_goes_by_its_file_name(tmp_path):
+    """Weights recording 'photo2' (or 'Photo2') but not photo2's passed for it beside every figure, and decompress
+    blamed the shipped model for a file they made."""
+    from conftest import make_tiny_weights
+    from vaezip.api import load_model
+
+    for claimed in ("photo2", "Photo2"):
+        path = make_tiny_weights(tmp_path / f"{claimed}-fake.safetensors", 3, claimed)
+        assert load_model(path).name == path.name
+    assert load_model(zoo.PRETRAINED_DIR / "photo2.safetensors").name == "photo2"  # the very weights: their name

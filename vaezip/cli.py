@@ -2059,6 +2059,9 @@ def export(
             raise Failure(f"{output}: is a folder")
         if output.exists() and not force:
             raise Failure(f"{output} already exists (use --force to overwrite)")
+        if run.suffix == ".safetensors" and run.is_file():  # already weights: they go as they are, or installed
+            raise UsageFailure(f"{run} is a weights file already: copy it as it is, or install it without OUTPUT "
+                               f"(vaezip export {run} --name NAME)")
         from vaezip import zoo
         from vaezip.errors import CheckpointError
         from vaezip.files import refuse_special_output, temporary_path

@@ -91,13 +91,24 @@ def load_model(spec: str | Path) -> LoadedModel:
         path = path / CHECKPOINT_NAME
     if path.suffix == ".safetensors" and path.is_file():
         model, metadata = load_weights(path)
-        return LoadedModel(metadata.get("name", path.stem), model, sha256_file(path), str(path))
+        sha256 = sha256_file(path)
+        return LoadedModel(_own_name(metadata.get("name", path.stem), sha256, path), model, sha256, str(path))
     if path.suffix == ".pt" and path.is_file():
         checkpoint = load_checkpoint(path)
+        sha256 = sha256_file(path)
         name = path.parent.name if path.name == CHECKPOINT_NAME else path.stem
-        return LoadedModel(name, model_from_checkpoint(checkpoint), sha256_file(path), str(path))
+        return LoadedModel(_own_name(name, sha256, path), model_from_checkpoint(checkpoint), sha256, str(path))
     raise CheckpointError(f"no model {str(spec)!r}: not a shipped or installed model's name, a run folder, .pt or "
                           f".safetensors")
+
+
+def _own_name(name: str, sha256: str, path: Path) -> str:
+    """The name a model loaded from `path` goes by (in .vz headers, reports): the one it records, unless that is a
+    shipped model's (in any case) and these are other weights, which would then pass for that model beside every
+    figure and be blamed on it by decompress: its file's name instead."""
+    shipped = zoo.manifest()["models"]
+    clash = next((other for other in shipped if other.lower() == str(name).lower()), None)
+    return name if clash is None or shipped[clash]["sha256"] == sha256 else path.name
 
 
 def load_by_sha256(sha256_prefix: str) -> LoadedModel | None:
