@@ -106,9 +106,13 @@ def _own_name(name: str, sha256: str, path: Path) -> str:
     """The name a model loaded from `path` goes by (in .vz headers, reports): the one it records, unless that is a
     shipped model's (in any case) and these are other weights, which would then pass for that model beside every
     figure and be blamed on it by decompress: its file's name instead."""
+    from vaezip.checkpoint import CHECKPOINT_NAME
+
     shipped = zoo.manifest()["models"]
     clash = next((other for other in shipped if other.lower() == str(name).lower()), None)
-    return name if clash is None or shipped[clash]["sha256"] == sha256 else path.name
+    if clash is None or shipped[clash]["sha256"] == sha256:
+        return name
+    return f"{path.parent.name}/{path.name}" if path.name == CHECKPOINT_NAME else path.name
 
 
 def load_by_sha256(sha256_prefix: str) -> LoadedModel | None:
