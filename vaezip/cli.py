@@ -401,7 +401,7 @@ def train(
     from_scratch: bool = typer.Option(False, "--from-scratch", help="for a folder of your images: start from "
                                       "random weights (the --preset model) instead of the shipped model"),
     channels: Optional[int] = typer.Option(None, help="1: train a grey model (colour images converted to luma); "
-                                           "3: colour; default: colour if any image is"),
+                                           "3: colour; default: colour if any image is in colour"),
     pixel_context: Optional[int] = typer.Option(None, help="hidden width of the causal pixel-context head "
                                                 "(0: none); with --init, the head is added to that model"),
     train_only_context: bool = typer.Option(False, "--train-only-context",
@@ -1403,9 +1403,9 @@ def compress(
                                                  "every tile, in sections decoded side by side; 17 where it keeps "
                                                  "an image's metadata; 18 where it holds a 16-bit image)"),
     fast: bool = typer.Option(False, "--fast", help="run no network: every tile by the model-free predictor (or "
-                              "the smaller classical coding), several times faster to compress, on photographs "
-                              "within a fraction of a per cent of the default's size (larger on thumbnails); the "
-                              "file decodes without the model"),
+                              "the smaller classical coding); much faster where the model would run (small images, "
+                              "graphics); on photographs usually the default's very file in about the same time "
+                              "(larger on thumbnails); the file decodes without the model"),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="a folder among the inputs stands for the "
                                    "PNG, GIF, BMP, TIFF, WebP and PNM images under it (not JPEGs, hidden files or "
                                    "links), each to its own .vz beside it, or all into one archive with -o"),
@@ -1705,7 +1705,7 @@ def decompress(
     keep: bool = typer.Option(True, "--keep/--rm", help="keep (default) or delete each .vz once its images are "
                               "written and read back as written"),
     device: str = typer.Option("auto", help="auto | cpu | cuda (format-1 files: default the device class that encoded)"),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no report"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="a report line for every file, naming every image "
                                  "written (default: one summary line for several files)"),
     jobs_at_once: int = typer.Option(1, "--jobs", "-j", help="decode this many files at once, each in a worker "
