@@ -1031,3 +1031,16 @@ def test_a_second_sigterm_does_not_cut_the_first_ones_clean_up_short():
                     time.sleep(0.001)
                 cleaned = True
     assert cleaned
+
+
+def test_the_help_to_a_reader_that_stops_or_a_full_disk_is_no_traceback(tmp_path):
+    process = subprocess.Popen([sys.executable, "-m", "vaezip", "compress", "--help"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env={**os.environ, "COLUMNS": "60"})
+    process.stdout.close()  # before the help is written (smaller than a pipe's buffer, it would all fit)
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=HANG_GUARD_S) == 141 and stderr == "", stderr
+    if os.path.exists("/dev/full"):
+        with open("/dev/full", "w") as full:
+            result = subprocess.run([sys.executable, "-m", "vaezip", "--help"], stdout=full, stderr=subprocess.PIPE,
+                                    timeout=HANG_GUARD_S)
+        one_error(result, "cannot write (No space left on device)")

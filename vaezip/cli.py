@@ -2352,11 +2352,17 @@ def main() -> None:
     to keep freed memory for reuse (vaezip/allocator.py: page faults cost the coder ~0.3 s of kodim23's 4 s)."""
     retain_freed_memory()
     warnings.showwarning = _one_line_warning  # here, not in the app: tests call the app and record warnings
+    Console.on_broken_pipe = _Console.on_broken_pipe  # Typer's own consoles (the help) as vaezip's: 141, not 1
     try:
         app(prog_name="vaezip")
         code = 0
     except SystemExit as exit_:
         code = exit_.code
+    except BrokenPipeError:  # outside any command (the help): as a SIGPIPE would end it
+        _drop_standard_output()
+        code = PIPE_CLOSED
+    except OSError as error:  # the same (the help to a full disk): one line, not a traceback
+        code = f"vaezip: error: cannot write ({error.strerror or type(error).__name__})"
     if code is None:
         code = 0
     elif not isinstance(code, int):
