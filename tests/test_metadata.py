@@ -184,6 +184,12 @@ def test_a_resolution_that_pillow_makes_up_is_not_kept_and_a_tiff_s_own_tags_are
     png.write_bytes(data[:at] + idot + data[at:])
     removed = run_cli("compress", png, "--fast", "--rm", "-f")
     assert removed.returncode == 0 and not png.exists() and b"warning" not in removed.stderr, removed.stderr
+    # but a private chunk unsafe to copy (Fireworks keeps its layers so) or a damaged tEXt is information: kept
+    for kind, body, crc_change in ((b"mkBF", b"layers" * 100, 0), (b"tEXt", b"Copyright\0me", 1)):
+        chunk = struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) ^ crc_change)
+        png.write_bytes(data[:at] + chunk + data[at:])
+        removed = run_cli("compress", png, "--fast", "--rm", "-f")
+        assert removed.returncode == 0 and png.exists() and b"the input is kept (--rm" in removed.stderr, kind
 
 
 def test_a_jpeg_s_segments_that_no_chunk_holds_are_named():

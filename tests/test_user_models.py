@@ -538,7 +538,7 @@ def _model_file(runs, models_dir, tmp_path, name: str) -> bytes:
 
 def test_weights_are_deleted_only_where_a_copy_that_loads_is_installed(runs, models_dir, tmp_path):
     """Removing 'a' deleted its weights because 'b' listed the same sha256, though b's file was gone: a file made
-    with 'a' could never be decoded again. A damaged copy found first no longer hides a good one either."""
+    with 'a' could never be decoded again. A damaged copy is not taken for a holder either."""
     from vaezip.api import decompress_images
 
     weights = tmp_path / "w.safetensors"
@@ -550,7 +550,6 @@ def test_weights_are_deleted_only_where_a_copy_that_loads_is_installed(runs, mod
     assert invoke("models", "--remove", "a").exit_code == 0
     assert [entry["name"] for entry in zoo.retired_entries()] == ["a"]
     assert len(decompress_images(data)) == 1
-    # a damaged installed copy of the same weights, tried first, is passed over for the retired one
     assert invoke("export", weights, "--name", "c").exit_code == 0
     assert not zoo.retired_entries()  # installed again: the retired copy is deleted, not kept twice
     assert len(decompress_images(data)) == 1
@@ -603,7 +602,7 @@ def test_export_of_a_weights_file_to_a_file_says_what_to_do(tmp_path):
     assert not (tmp_path / "out.safetensors").exists()
 
 
-def test_a_weights_file_that_claims_a_shipped_name_goes_by_its_file_name(tmp_path):
+def test_a_weights_file_that_claims_a_shipped_name_goes_by_its_file_name(runs, tmp_path):
     """Weights recording 'photo2' (or 'Photo2') but not photo2's passed for it beside every figure, and decompress
     blamed the shipped model for a file they made."""
     from conftest import make_tiny_weights
@@ -613,3 +612,27 @@ def test_a_weights_file_that_claims_a_shipped_name_goes_by_its_file_name(tmp_pat
         path = make_tiny_weights(tmp_path / f"{claimed}-fake.safetensors", 3, claimed)
         assert load_model(path).name == path.name
     assert load_model(zoo.PRETRAINED_DIR / "photo2.safetensors").name == "photo2"  # the very weights: their name
+    import shutil
+
+    shutil.copytree(runs["a"], tmp_path / "photo2")  # a run folder of that name: its checkpoint
+    assert load_model(tmp_path / "photo2").name == "photo2/last.pt"
+    assert load_model(runs["a"]).name == "a"
+
+
+def test_a_damaged_copy_is_passed_over_for_a_good_one_and_named_where_it_is_the_only_one(runs, models_dir, tmp_path):
+    from vaezip.api import decompress_images
+
+    weights = tmp_path / "w.safetensors"
+    assert invoke("export", runs["a"], weights, "--name", "a").exit_code == 0
+    for name in ("a", "b"):
+        assert invoke("export", weights, "--name", name).exit_code == 0
+    data = _model_file(runs, models_dir, tmp_path, "a")
+    damaged = models_dir / zoo.user_models()["a"]["file"]
+    damaged.write_bytes(damaged.read_bytes()[:-1] + b"x")
+    assert len(decompress_images(data)) == 1  # a's own copy is damaged: b's is used
+    assert invoke("models", "--remove", "a").exit_code == 0  # retired (damaged), b still installed
+    held = models_dir / zoo.user_models()["b"]["file"]
+    held.write_bytes(held.read_bytes()[:-1] + b"x")
+    (tmp_path / "x.vz").write_bytes(data)
+    message = one_error(invoke("decompress", tmp_path / "x.vz", "-o", tmp_path / "x.png"))
+    assert "does not match" in message and "not installed here" not in message, message

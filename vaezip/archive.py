@@ -1138,6 +1138,15 @@ def _installed_sha256(name: str) -> str:
         return ""
 
 
+def _exported_again(name: str) -> str:
+    """What exporting the run again gives, where the file's model name is one export takes (not a file's name)."""
+    from vaezip import zoo
+
+    if not zoo.NAME_PATTERN.fullmatch(name) or name.lower().endswith(zoo.PATH_LIKE_SUFFIXES):
+        return ""
+    return f"; a run exported again has them only unchanged since and under the name {name!r}"
+
+
 def _model_for(header: Header, model) -> LoadedModel:
     from vaezip import zoo
 
@@ -1150,7 +1159,10 @@ def _model_for(header: Header, model) -> LoadedModel:
             try:
                 model = load_model(header.model_name)
             except CheckpointError:  # its file damaged or gone: another copy of the weights may be installed
-                model = load_by_sha256(header.model_sha256)
+                try:
+                    model = load_by_sha256(header.model_sha256)
+                except CheckpointError:
+                    model = None
                 if model is None:
                     raise
         else:  # another name's, or weights replaced or removed (retired)
@@ -1165,8 +1177,7 @@ def _model_for(header: Header, model) -> LoadedModel:
             raise CheckpointError(f"this file was made with {named}, which is not installed here: pass --model "
                                   f"with those very weights (their .safetensors; a run folder or .pt only if the "
                                   f"file was made with it), or install them (vaezip export FILE.safetensors --name "
-                                  f"NAME); a run exported again has them only unchanged since and under the name "
-                                  f"{header.model_name!r}")
+                                  f"NAME){_exported_again(header.model_name)}")
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     if loaded.sha256[:16] != header.model_sha256:
         raise CheckpointError(f"this file was made with {named}, not with {loaded.name!r} (sha256 "

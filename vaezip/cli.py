@@ -48,14 +48,14 @@ def _drop_standard_output() -> None:
         pass
 
 
-class _Console(Console):
-    def print(self, *args, **kwargs) -> None:
-        """As rich's; standard output closed when the process started (`>&-`) is an error where what is printed
-        there is the command's output (`info`, `models`): rich printed nothing and the command said it succeeded."""
-        if not self.stderr and self._file is None and sys.stdout is None:
-            raise Failure("standard output is closed")
-        super().print(*args, **kwargs)
+def _require_stdout() -> None:
+    """Where standard output carries the command's output (`info`, the `models` listing): closed when the process
+    started (`>&-`), rich printed nothing and the command said it succeeded."""
+    if sys.stdout is None:
+        raise Failure("standard output is closed")
 
+
+class _Console(Console):
     def on_broken_pipe(self) -> None:
         """A reader that went away (`vaezip info *.vz | head -1`) ends the command as a SIGPIPE would, 141, where
         rich's own exits 1 (a failure, though nothing failed)."""
@@ -1200,10 +1200,23 @@ class _ReadAhead:
         while self.workers is not None and self.submitted < min(self.count, index + 1 + 2 * self.workers.count):
             self.submitted += 1
             try:
-                self.pending[self.submitted - 1] = self.submit(self.submitted - 1)
+                self.pending[self.submitted - 1] = self._submitted(self.submitted - 1)
             except Exception:  # noqa: BLE001 - met again in its turn, and reported there
                 continue
         return self.pending.pop(index, None)
+
+    def _submitted(self, index: int) -> tuple:
+        """submit(index), into a fresh pool where a worker's death broke this one (else the file would be coded in
+        this process, where running out of memory ends the whole run)."""
+        from concurrent.futures.process import BrokenProcessPool
+
+        if self.workers.broken:
+            self.workers.restart()
+        try:
+            return self.submit(index)
+        except BrokenProcessPool:  # broken between the check and the submit
+            self.workers.restart()
+            return self.submit(index)
 
     def result(self, index: int, submitted: tuple) -> tuple[tuple, object]:
         """(what was submitted for file `index`, the worker's result). A worker that died (killed, out of memory)
@@ -1217,18 +1230,14 @@ class _ReadAhead:
             return submitted, submitted[-1].result()
         except (BrokenProcessPool, CancelledError):  # cancelled: queued when another file restarted the pool
             pass
-        for attempt in (1, 2):
-            if self.workers.broken:  # this file's death, or another's that it was queued behind
+        try:
+            submitted = self._submitted(index)  # into a fresh pool: this file's death, or another's
+            return submitted, submitted[-1].result()
+        except (BrokenProcessPool, CancelledError):
+            if self.workers.broken:  # the files after this one start afresh
                 self.workers.restart()
-            try:
-                submitted = self.submit(index)
-                return submitted, submitted[-1].result()
-            except (BrokenProcessPool, CancelledError):
-                if attempt == 2:
-                    if self.workers.broken:  # the files after this one start afresh
-                        self.workers.restart()
-                    raise Failure("a worker process ended abruptly on this file twice (killed, or out of "
-                                  "memory?); try fewer --jobs") from None
+            raise Failure("a worker process ended abruptly on this file twice (killed, or out of memory?); try "
+                          "fewer --jobs") from None
 
     def close(self) -> None:
         """Stop the workers; unless every file was done (Ctrl-C, a signal), end the running ones at once."""
@@ -1899,6 +1908,7 @@ def info(inputs: list[str] = typer.Argument(..., help=".vz files")):
     failures = 0
     for path in inputs:
         with user_errors_counted(path) as failed:
+            _require_stdout()
             data = _read_input(path)
             version, header, words = read_versioned(data)
             coder = header.coder
@@ -2160,8 +2170,7 @@ def models(
         if out.is_terminal:
             out.print(table)
         else:
-            if sys.stdout is None:
-                raise Failure("standard output is closed")
+            _require_stdout()
             typer.echo("\n".join(lines))  # rich would expand the tabs
         if folder is None:
             pass

@@ -250,18 +250,18 @@ def _unfit(chunk: Chunk, mode: str) -> str:
     return ""
 
 
-# What of an image's file no .vz keeps that a PNG editor drops as well whenever it rewrites the pixels (PNG's own
-# rules: chunks unsafe to copy, such as the iDOT of every macOS screenshot; a damaged chunk; one PNG allows once,
-# again; one that does not fit the image), as against information the file held (a TIFF's Artist and Copyright, a
-# JPEG's IPTC), which `compress --rm` keeps the input for.
-_EDITORS_DROP = re.compile(r"\S+ \((unsafe to copy|damaged.*|a second one|it describes the palette's entries|animation|"
-                           r"\d+ bytes do not fit a \w+ image|a .* profile does not fit a \w+ image)\)")
+# What of an image's file no .vz keeps that holds nothing of the image's own: iDOT (every macOS screenshot's: where
+# the file's bytes split, for decoding in parallel), a second chunk PNG allows once, the palette's histogram, one that
+# does not fit the image. Anything else (a TIFF's Artist and Copyright, a JPEG's IPTC, a private chunk unsafe to copy
+# such as Fireworks' layers, a damaged tEXt whose text is intact) is information: `compress --rm` keeps the input.
+_NOTHING_OF_ITS_OWN = re.compile(r"iDOT \(unsafe to copy\)|\S+ \((a second one|it describes the palette's entries|"
+                                 r"\d+ bytes do not fit a \w+ image|a .* profile does not fit a \w+ image)\)")
 
 
 def loses_information(unkept: str) -> bool:
-    """Whether `unkept` (an ImageReport.metadata_unkept entry, "TYPE (why)") is information a PNG editor would
-    keep: what `compress --rm` must not delete."""
-    return _EDITORS_DROP.fullmatch(unkept) is None
+    """Whether `unkept` (an ImageReport.metadata_unkept entry, "TYPE (why)") is information of the image's file:
+    what `compress --rm` must not delete."""
+    return _NOTHING_OF_ITS_OWN.fullmatch(unkept) is None
 
 
 def attach(image, chunks: tuple[Chunk, ...]) -> None:

@@ -108,7 +108,10 @@ def _own_name(name: str, sha256: str, path: Path) -> str:
     figure and be blamed on it by decompress: its file's name instead."""
     from vaezip.checkpoint import CHECKPOINT_NAME
 
-    shipped = zoo.manifest()["models"]
+    try:
+        shipped = zoo.manifest()["models"]
+    except CheckpointError:  # a damaged install: a weights file given by its path loads all the same
+        return name
     clash = next((other for other in shipped if other.lower() == str(name).lower()), None)
     if clash is None or shipped[clash]["sha256"] == sha256:
         return name
@@ -118,20 +121,25 @@ def _own_name(name: str, sha256: str, path: Path) -> str:
 def load_by_sha256(sha256_prefix: str) -> LoadedModel | None:
     """A model whose weights' sha256 starts with `sha256_prefix` (a .vz header's): an installed one (shipped
     first), else retired user weights (vaezip/zoo.py: RETIRED), newest first; a copy that does not load (its file
-    gone or damaged) is passed over for the next. None where none loads."""
+    gone or damaged) is passed over for the next. None where there is none; where none of them loads, the first
+    one's error (a damaged copy is named, not called missing)."""
     from vaezip.checkpoint import load_weights
 
+    first_error = None
     for name in zoo.names_with_sha256(sha256_prefix):
         try:
             return load_model(name)
-        except CheckpointError:
-            continue
+        except CheckpointError as error:
+            first_error = first_error or error
     for path, sha256 in zoo.retired_weights(sha256_prefix):
         try:
             model, metadata = load_weights(path, expected_sha256=sha256)
-        except CheckpointError:
+        except CheckpointError as error:
+            first_error = first_error or error
             continue
         return LoadedModel(str(metadata.get("name", path.stem)), model, sha256, str(path))
+    if first_error is not None:
+        raise first_error
     return None
 
 

@@ -398,9 +398,17 @@ def usable_holder(sha256: str, data: dict[str, Any]) -> str | None:
 
 
 def _same_file(a: Any, b: Any) -> bool:
-    """Whether two plain file names name one file on this disk (in any case: on a case-insensitive disk, as
-    macOS's and Windows' are, Foo-x.safetensors is foo-x.safetensors)."""
-    return isinstance(a, str) and isinstance(b, str) and a.lower() == b.lower()
+    """Whether two plain file names of the user model folder name one file: the same name, or names that differ
+    in case only where the disk does not tell them apart (macOS's and Windows' do not: Foo-x.safetensors is
+    foo-x.safetensors there, and deleting one deleted the other)."""
+    if not isinstance(a, str) or not isinstance(b, str) or a.lower() != b.lower():
+        return False
+    if a == b:
+        return True
+    try:
+        return os.path.samefile(user_models_dir() / a, user_models_dir() / b)
+    except (OSError, CheckpointError):  # one of them is not there: two names, two files (or none)
+        return False
 
 
 def retired_weights(sha256_prefix: str) -> list[tuple[Path, str]]:
