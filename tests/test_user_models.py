@@ -636,3 +636,33 @@ def test_a_damaged_copy_is_passed_over_for_a_good_one_and_named_where_it_is_the_
     (tmp_path / "x.vz").write_bytes(data)
     message = one_error(invoke("decompress", tmp_path / "x.vz", "-o", tmp_path / "x.png"))
     assert "does not match" in message and "not installed here" not in message, message
+
+
+def test_a_name_that_differs_from_an_installed_one_in_case_only_is_refused(runs, models_dir, tmp_path):
+    """On macOS's and Windows' disks Mine-x.safetensors is mine-x.safetensors: removing one deleted the other."""
+    weights = tmp_path / "w.safetensors"
+    assert invoke("export", runs["a"], weights, "--name", "Mine").exit_code == 0
+    assert invoke("export", weights, "--name", "Mine").exit_code == 0
+    one_error(invoke("export", weights, "--name", "mine", "--force"), "user model 'Mine' is installed: a name that "
+              "differs from it in case only is refused")
+    assert list(zoo.user_models()) == ["Mine"]
+
+
+def test_fast_with_a_user_model_reads_no_weights(runs, models_dir, tmp_path):
+    """As with a shipped model, --fast takes the model's identity from the manifest: it loaded the weights (torch,
+    and a missing file was an error), though no tile goes through the network."""
+    from codec.container import read
+
+    assert invoke("export", runs["a"], "--name", "mine").exit_code == 0
+    entry = zoo.user_models()["mine"]
+    (models_dir / entry["file"]).rename(tmp_path / "elsewhere.safetensors")
+    Image.open(zoo.PRETRAINED_DIR.parent / "samples" / "hopper.png").convert("RGB").crop((0, 0, 48, 48)).save(
+        tmp_path / "x.png")  # the predictor's: a file that names its model
+    made = run_cli("compress", "--fast", tmp_path / "x.png", "-m", "mine")
+    assert made.returncode == 0, made.stderr
+    header = read((tmp_path / "x.vz").read_bytes())[0]
+    assert header.model_name == "mine" and entry["sha256"].startswith(header.model_sha256)
+    probe = subprocess.run([sys.executable, "-c", "import sys\nfrom vaezip.models import identify_model\n"
+                            "identify_model('mine')\nprint('torch' in sys.modules)"], capture_output=True, text=True,
+                           timeout=300)
+    assert probe.stdout.strip() == "False", probe.stderr

@@ -1996,9 +1996,9 @@ def _run_info(checkpoint: dict, run: Path, figures: dict | None = None) -> dict:
     return info
 
 
-def _integer_problem(path: Path) -> tuple[str | None, int]:
+def _integer_problem(path: Path):
     """Why the weights at `path` cannot build the integer model the coder runs (None: they can), and the
-    model's channel count. A file that is not valid weights at all is a CheckpointError naming it."""
+    model's config. A file that is not valid weights at all is a CheckpointError naming it."""
     from vaezip.checkpoint import load_weights
     from vaezip.model.integer import IntegerVAE
 
@@ -2006,8 +2006,8 @@ def _integer_problem(path: Path) -> tuple[str | None, int]:
     try:
         IntegerVAE(model)  # a pixel-context head included
     except ValueError as error:
-        return str(error), model.config.image_channels
-    return None, model.config.image_channels
+        return str(error), model.config
+    return None, model.config
 
 
 def _install(checkpoint: dict | None, name: str, force: bool, info: dict, weights: Path | None = None) -> None:
@@ -2022,10 +2022,14 @@ def _install(checkpoint: dict | None, name: str, force: bool, info: dict, weight
         if weights is None:
             weights = Path(folder) / f"{name}.safetensors"
             export_weights(checkpoint, weights, name)
-        problem, channels = _integer_problem(weights)
+        problem, config = _integer_problem(weights)
         if problem is not None:
             raise Failure(f"not installed: {problem}")
-        info = {**info, "channels": channels}
+        from vaezip.config import FORMAT_VERSION, config_to_dict
+
+        # the config, as the shipped manifest records it: `compress --fast -m NAME` then reads no weights
+        info = {**info, "channels": config.image_channels, "config": config_to_dict(config),
+                "weights_format": FORMAT_VERSION}
         entry = zoo.install(name, weights.read_bytes(), info=info, force=force)
     out.print(f"installed user model {name!r}: {zoo.user_models_dir() / entry['file']} (sha256 {entry['sha256']}); "
               f"use it with: vaezip compress IMAGE -m {name}", highlight=False, markup=False, soft_wrap=True)

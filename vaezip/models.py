@@ -58,8 +58,9 @@ def _model_name(spec) -> str | None:
 
 
 def identify_model(spec: str | Path | LoadedModel | ModelIdentity) -> LoadedModel | ModelIdentity:
-    """A shipped model's name: its identity from the manifest (no weights read, no torch); a loaded model as
-    it is; anything else loaded (load_model), whose weights files and run folders only torch reads."""
+    """A shipped model's name, or an installed user model's: its identity from the manifest (no weights read, no
+    torch); a loaded model as it is; anything else loaded (load_model), whose weights files and run folders only
+    torch reads."""
     from vaezip.config import model_config_from_dict
 
     if isinstance(spec, (LoadedModel, ModelIdentity)):
@@ -72,6 +73,14 @@ def identify_model(spec: str | Path | LoadedModel | ModelIdentity) -> LoadedMode
             config = model_config_from_dict(entry["config"], entry["weights_format"])
         except (KeyError, TypeError, ValueError) as error:
             raise CheckpointError(f"the manifest's entry for {name!r} has no valid config ({error})") from None
+        return ModelIdentity(name, sha256, config, str(path))
+    if name is not None and zoo.is_user_model(name):  # installed with its config (older installs: loaded)
+        path, sha256 = zoo.weights_file(name)
+        entry = zoo.user_models()[name]
+        try:
+            config = model_config_from_dict(entry["config"], entry["weights_format"])
+        except (KeyError, TypeError, ValueError, RecursionError):
+            return load_model(spec)
         return ModelIdentity(name, sha256, config, str(path))
     return load_model(spec)
 

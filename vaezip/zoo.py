@@ -262,7 +262,12 @@ def check_installable(name: str, force: bool) -> None:
                               f"({error.strerror or type(error).__name__})") from None
     if not os.access(folder, os.W_OK | os.X_OK):
         raise CheckpointError(f"{folder}: the user model directory does not take files (no write permission)")
-    if name in user_models() and not force:
+    installed = user_models()
+    other_case = next((other for other in installed if other.lower() == name.lower() and other != name), None)
+    if other_case is not None:  # their files would be one on a case-insensitive disk (macOS's, Windows')
+        raise CheckpointError(f"user model {other_case!r} is installed: a name that differs from it in case only "
+                              f"is refused (vaezip models --remove {other_case} first, or choose another name)")
+    if name in installed and not force:
         raise FileExistsError(f"user model {name!r} is already installed in {user_models_dir()} (use --force to "
                               f"replace it)")
 
@@ -379,7 +384,9 @@ def _retire(name: str, entry: dict[str, Any], data: dict[str, Any]) -> dict[str,
     if usable_holder(str(entry.get("sha256", "")), data) is not None:
         return None
     kept = [other for other in retired_entries(data) if not _same_file(other.get("file"), file)]
-    retired = {**entry, "name": name, "retired": _now()}
+    # not its config (a decode reads it from the weights): a retired entry stays small
+    retired = {**{key: value for key, value in entry.items() if key not in ("config", "weights_format")},
+               "name": name, "retired": _now()}
     data[RETIRED] = [*kept, retired]
     return retired
 
