@@ -225,6 +225,13 @@ def test_eval_says_when_it_converts_the_images_and_refuses_a_batch_of_none(tmp_p
     for size in ("0", "-1"):
         refused = runner.invoke(app, ["eval", str(tiny_weights[3]), str(folders["rgb"]), "--batch-size", size])
         assert refused.exit_code == 2 and "--batch-size" in refused.output, refused.output
+    # a --tile the model cuts otherwise (to a multiple of its stride) is said, not rounded in silence
+    from vaezip.api import load_model
+
+    stride = load_model(tiny_weights[3]).model.config.stride
+    rounded = runner.invoke(app, ["eval", str(tiny_weights[3]), str(folders["rgb"]), "--tile", str(stride + 1)])
+    assert rounded.exit_code == 0 and f"--tile {stride + 1}: " in rounded.stderr, rounded.stderr
+    assert f"multiple of its stride {stride}: tiles of {stride}" in rounded.stderr
 
 
 def test_eval_of_images_of_several_sizes_gives_each_groups_scale_and_mean_dims(tiny_weights):

@@ -730,7 +730,10 @@ def eval_command(
             from codec.tiling import tile_boxes
             from vaezip.archive import effective_tile
 
-            tile = effective_tile(tile, loaded.model.config.stride)
+            asked, tile = tile, effective_tile(tile, loaded.model.config.stride)
+            if tile != asked:  # as compress cuts them: the bound is of those tiles
+                _tell("warning", f"--tile {asked}: {loaded.name} cuts images into tiles of a multiple of its stride "
+                                 f"{loaded.model.config.stride}: tiles of {tile}")
             total = sum(len(tile_boxes(image.shape[0], image.shape[1], tile)) for image in images)
         else:
             total = len(images)
