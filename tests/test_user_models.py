@@ -648,14 +648,13 @@ def test_a_name_that_differs_from_an_installed_one_in_case_only_is_refused(runs,
     assert list(zoo.user_models()) == ["Mine"]
 
 
-def test_fast_with_a_user_model_reads_no_weights(runs, models_dir, tmp_path):
-    """As with a shipped model, --fast takes the model's identity from the manifest: it loaded the weights (torch,
-    and a missing file was an error), though no tile goes through the network."""
+def test_fast_with_a_user_model_imports_no_torch(runs, models_dir, tmp_path):
+    """--fast with a user model loaded its weights into torch, though no tile goes through the network: its
+    identity (name, sha256, the config its weights record) is read without torch now, as a shipped model's."""
     from codec.container import read
 
     assert invoke("export", runs["a"], "--name", "mine").exit_code == 0
     entry = zoo.user_models()["mine"]
-    (models_dir / entry["file"]).rename(tmp_path / "elsewhere.safetensors")
     Image.open(zoo.PRETRAINED_DIR.parent / "samples" / "hopper.png").convert("RGB").crop((0, 0, 48, 48)).save(
         tmp_path / "x.png")  # the predictor's: a file that names its model
     made = run_cli("compress", "--fast", tmp_path / "x.png", "-m", "mine")
@@ -666,3 +665,20 @@ def test_fast_with_a_user_model_reads_no_weights(runs, models_dir, tmp_path):
                             "identify_model('mine')\nprint('torch' in sys.modules)"], capture_output=True, text=True,
                            timeout=300)
     assert probe.stdout.strip() == "False", probe.stderr
+
+
+def test_a_model_whose_stride_is_past_the_largest_tile_is_refused_before_any_file(models_dir, tmp_path):
+    """Its tiles are a multiple of its stride: compress wrote tile 512, which every decoder refuses (exit 0, and
+    the image lost once the input was deleted)."""
+    from conftest import make_tiny_weights
+    from vaezip.config import get_preset
+
+    stages = (get_preset("tiny").model.stages[0],) * 7
+    weights = make_tiny_weights(tmp_path / "big.safetensors", 3, "big", stem_factor=8, stages=stages)
+    one_error(invoke("export", weights, "--name", "big"), "its stride 512 is more than vaezip's largest tile 256")
+    Image.fromarray(np.full((8, 8, 3), 100, np.uint8)).save(tmp_path / "x.png")
+    for fast in ((), ("--fast",)):
+        result = run_cli("compress", tmp_path / "x.png", "-m", weights, *fast)
+        assert result.returncode == 1 and b"stride 512 is more than vaezip's largest tile 256" in result.stderr, \
+            result.stderr
+        assert not (tmp_path / "x.vz").exists()

@@ -84,6 +84,9 @@ def effective_tile(tile: int | None, stride: int) -> int:
     tile = DEFAULT_TILE if tile is None else tile
     if not 1 <= tile <= MAX_TILE:
         raise ValueError(f"tile must be between 1 and {MAX_TILE} pixels, not {tile}")
+    if stride > MAX_TILE:  # a tile is a multiple of it: the decoder refuses tiles past its limit
+        raise CheckpointError(f"the model's stride {stride} is more than vaezip's largest tile {MAX_TILE}: it can "
+                              f"code no file")
     return max(stride, tile // stride * stride)
 
 

@@ -2005,7 +2005,12 @@ def _integer_problem(path: Path):
     from vaezip.checkpoint import load_weights
     from vaezip.model.integer import IntegerVAE
 
+    from vaezip.unpack import MAX_TILE
+
     model, _ = load_weights(path)
+    if model.config.stride > MAX_TILE:  # its tiles are a multiple of it: no file of it would decode
+        return (f"its stride {model.config.stride} is more than vaezip's largest tile {MAX_TILE}: it can code no "
+                f"file"), model.config
     try:
         IntegerVAE(model)  # a pixel-context head included
     except ValueError as error:
@@ -2028,11 +2033,7 @@ def _install(checkpoint: dict | None, name: str, force: bool, info: dict, weight
         problem, config = _integer_problem(weights)
         if problem is not None:
             raise Failure(f"not installed: {problem}")
-        from vaezip.config import FORMAT_VERSION, config_to_dict
-
-        # the config, as the shipped manifest records it: `compress --fast -m NAME` then reads no weights
-        info = {**info, "channels": config.image_channels, "config": config_to_dict(config),
-                "weights_format": FORMAT_VERSION}
+        info = {**info, "channels": config.image_channels}
         entry = zoo.install(name, weights.read_bytes(), info=info, force=force)
     out.print(f"installed user model {name!r}: {zoo.user_models_dir() / entry['file']} (sha256 {entry['sha256']}); "
               f"use it with: vaezip compress IMAGE -m {name}", highlight=False, markup=False, soft_wrap=True)

@@ -74,15 +74,32 @@ def identify_model(spec: str | Path | LoadedModel | ModelIdentity) -> LoadedMode
         except (KeyError, TypeError, ValueError) as error:
             raise CheckpointError(f"the manifest's entry for {name!r} has no valid config ({error})") from None
         return ModelIdentity(name, sha256, config, str(path))
-    if name is not None and zoo.is_user_model(name):  # installed with its config (older installs: loaded)
+    if name is not None and zoo.is_user_model(name):
         path, sha256 = zoo.weights_file(name)
-        entry = zoo.user_models()[name]
-        try:
-            config = model_config_from_dict(entry["config"], entry["weights_format"])
-        except (KeyError, TypeError, ValueError, RecursionError):
-            return load_model(spec)
-        return ModelIdentity(name, sha256, config, str(path))
+        config = _recorded_config(path, sha256)
+        return ModelIdentity(name, sha256, config, str(path)) if config is not None else load_model(spec)
     return load_model(spec)
+
+
+def _recorded_config(path: Path, sha256: str):
+    """The model config a weights file records in its safetensors header, read without torch, where the file is
+    the one the manifest names (its sha256); None for anything else, which load_model then loads or names."""
+    import hashlib
+    import json
+
+    from vaezip.config import model_config_from_dict
+
+    try:
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != sha256:
+            return None
+        length = int.from_bytes(data[:8], "little")
+        if not 0 < length <= min(len(data) - 8, 1 << 24):
+            return None
+        description = json.loads(json.loads(data[8: 8 + length])["__metadata__"]["vaezip"])
+        return model_config_from_dict(description["model_config"], description["format_version"])
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):  # CheckpointError is a ValueError
+        return None
 
 
 def load_model(spec: str | Path) -> LoadedModel:

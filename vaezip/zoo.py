@@ -384,9 +384,7 @@ def _retire(name: str, entry: dict[str, Any], data: dict[str, Any]) -> dict[str,
     if usable_holder(str(entry.get("sha256", "")), data) is not None:
         return None
     kept = [other for other in retired_entries(data) if not _same_file(other.get("file"), file)]
-    # not its config (a decode reads it from the weights): a retired entry stays small
-    retired = {**{key: value for key, value in entry.items() if key not in ("config", "weights_format")},
-               "name": name, "retired": _now()}
+    retired = {**entry, "name": name, "retired": _now()}
     data[RETIRED] = [*kept, retired]
     return retired
 
