@@ -9,7 +9,6 @@ half-way never replaces the last good checkpoint.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
@@ -31,7 +30,7 @@ from vaezip.config import (
     train_config_from_dict,
 )
 from vaezip.errors import CheckpointError  # defined there: catching user errors must not import torch
-from vaezip.files import atomic_write
+from vaezip.files import atomic_write, sha256_file
 from vaezip.model import HierarchicalVAE
 
 CHECKPOINT_NAME = "last.pt"
@@ -96,14 +95,6 @@ def _readable_format(version, label, kind: str) -> None:
     if type(version) is not int or version not in READABLE_FORMATS:
         raise CheckpointError(f"{label} has {kind} format {short_repr(version)}; this vaezip reads "
                               f"{READABLE_FORMATS_TEXT}")
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 _LOADING = threading.Lock()  # load_checkpoint's, see there

@@ -38,14 +38,15 @@ app = typer.Typer(
 PIPE_CLOSED = 128 + 13  # the status of a process that SIGPIPE ended (gzip's, a shell's `| head`)
 
 
-def _drop_standard_output() -> None:
-    """Standard output sent to the null device: what is still buffered for a reader that went away would fail
-    again at exit."""
+def _reader_gone() -> int:
+    """The exit status where whoever read standard output went away (`| head`): SIGPIPE's, quietly. Standard
+    output goes to the null device: what is still buffered there would fail again at exit."""
     try:
         null = os.open(os.devnull, os.O_WRONLY)
         os.dup2(null, sys.stdout.fileno())
     except (OSError, ValueError, AttributeError):
         pass
+    return PIPE_CLOSED
 
 
 def _require_stdout() -> None:
@@ -55,23 +56,22 @@ def _require_stdout() -> None:
         raise Failure("standard output is closed")
 
 
-class _Console(Console):
-    def on_broken_pipe(self) -> None:
-        """A reader that went away (`vaezip info *.vz | head -1`) ends the command as a SIGPIPE would, 141, where
-        rich's own exits 1 (a failure, though nothing failed)."""
-        self.quiet = True
-        _drop_standard_output()
-        raise typer.Exit(PIPE_CLOSED)
+def _on_broken_pipe(console: Console) -> None:
+    """Every rich console's in the command's process (vaezip's, and Typer's for the help; main() installs it): a
+    reader that went away (`vaezip info *.vz | head -1`) ends the command as a SIGPIPE would, 141, where rich's own
+    exits 1 (a failure, though nothing failed)."""
+    console.quiet = True
+    raise typer.Exit(_reader_gone())
 
 
 # No markup and no emoji codes: a file name may hold "[red]" or ":x:", which rich would take for them.
-out = _Console(emoji=False, markup=False, highlight=False)
+out = Console(emoji=False, markup=False, highlight=False)
 if not out.is_terminal:
     # A pipe or a log file has no width: rich would wrap tables and long lines at 80 columns (or $COLUMNS),
     # which breaks grep and cut. Tables take only the width their cells need.
     out.width = 10_000
 # One line per message, also in logs and pipes.
-err = _Console(stderr=True, soft_wrap=True, emoji=False, markup=False, highlight=False)
+err = Console(stderr=True, soft_wrap=True, emoji=False, markup=False, highlight=False)
 
 # Set by the app's options on every invocation (CliRunner runs many in one process).
 _options = {"debug": False}
@@ -194,8 +194,7 @@ def user_errors():
     try:
         yield
     except BrokenPipeError:  # whoever read the output stopped (`| head`): quietly, as a SIGPIPE would end it
-        _drop_standard_output()
-        raise typer.Exit(PIPE_CLOSED) from None
+        raise typer.Exit(_reader_gone()) from None
     except KeyboardInterrupt as stop:
         if _debugging():  # where a run that seemed to hang was
             _print_traceback(stop)
@@ -1586,7 +1585,7 @@ def compress(
                         _tell("warning", f"{target}: --format {format_version} keeps no metadata: {what} left out "
                                          f"(without --format the file keeps it){kept_note}")
                     # Information no .vz keeps (a TIFF's Artist and Copyright tags): --rm would lose it for good,
-                    # unless --strip (what a PNG editor drops too, such as iDOT, does not count)
+                    # unless --strip (what holds nothing of the image's own, such as iDOT, does not count)
                     from vaezip.metadata import loses_information
 
                     unkept = [] if strip else [
@@ -2351,8 +2350,8 @@ def bench(
             if any(not math.isnan(a.bound_bpsp) for a in aggs if a.codec == name):
                 table.add_row(f"  {name} bound", *(text(ds, name, "bound_bpsp") for ds in sets))
         # a pipe or a log file gets the whole table, however many data sets (a terminal wraps it itself)
-        wide = out if out.is_terminal else _Console(width=max(out.width, 24 + 19 * len(sets)), file=out.file,
-                                                    emoji=False, markup=False, highlight=False)
+        wide = out if out.is_terminal else Console(width=max(out.width, 24 + 19 * len(sets)), file=out.file,
+                                                   emoji=False, markup=False, highlight=False)
         wide.print(table)
         out.print(f"wrote {', '.join(str(p) for p in files.values())}", highlight=False, soft_wrap=True)
         failures = sum(1 for r in rows if not r.roundtrip_ok)
@@ -2369,15 +2368,14 @@ def main() -> None:
     to keep freed memory for reuse (vaezip/allocator.py: page faults cost the coder ~0.3 s of kodim23's 4 s)."""
     retain_freed_memory()
     warnings.showwarning = _one_line_warning  # here, not in the app: tests call the app and record warnings
-    Console.on_broken_pipe = _Console.on_broken_pipe  # Typer's own consoles (the help) as vaezip's: 141, not 1
+    Console.on_broken_pipe = _on_broken_pipe  # here, not at import: a host importing vaezip keeps rich's own
     try:
         app(prog_name="vaezip")
         code = 0
     except SystemExit as exit_:
         code = exit_.code
     except BrokenPipeError:  # outside any command (the help): as a SIGPIPE would end it
-        _drop_standard_output()
-        code = PIPE_CLOSED
+        code = _reader_gone()
     except OSError as error:  # the same (the help to a full disk): one line, not a traceback
         code = f"vaezip: error: cannot write ({error.strerror or type(error).__name__})"
     if code is None:

@@ -89,15 +89,6 @@ def _layout(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _blas_threads(threads: int | None):
-    """A context in which numpy's BLAS runs `threads` threads (process-wide, put back as the host had them by the
-    last call holding it: vaezip/process_settings.py): OpenBLAS's idle threads spin between products, and beside
-    busy threads on a 2-core machine that costs them a core (kodim23's compress, 2-core EPYC: the predictor's
-    stream 1.6-1.9 s with two BLAS threads, 1.2-1.4 s with one). Without threadpoolctl, or with `threads` None,
-    nothing is changed."""
-    return blas_threads(threads)
-
-
 def _silu(x: np.ndarray) -> np.ndarray:
     return x / (1.0 + np.exp(-x))
 
@@ -294,8 +285,10 @@ class NumpyEstimator:
         interface: standard_normal) draws the posterior samples; by default one seeded with `seed`. `threads`:
         the BLAS threads of numpy's matrix products meanwhile (threadpoolctl; None: as they are)."""
         rng = np.random.default_rng(seed) if rng is None else rng
-        # silu's exp(-x) overflows to inf for a very negative x, where x / (1 + inf) is the right 0
-        with _blas_threads(threads), np.errstate(over="ignore"):
+        # OpenBLAS's idle threads spin between products, and beside busy threads on a 2-core machine that costs them
+        # a core (kodim23's compress, 2-core EPYC: the predictor's stream 1.6-1.9 s with two BLAS threads, 1.2-1.4 s
+        # with one). silu's exp(-x) overflows to inf for a very negative x, where x / (1 + inf) is the right 0.
+        with blas_threads(threads), np.errstate(over="ignore"):
             return self._tile_bounds(tiles, rng)
 
     def _tile_bounds(self, tiles: Sequence, rng) -> list[float]:

@@ -7,6 +7,7 @@ No heavy imports here (no torch, numpy or Pillow): the CLI refuses bad arguments
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import signal
@@ -341,6 +342,15 @@ def _system_name(path: Path | str) -> str | None:
             return None
         current = os.path.join(folder, target)
     return None
+
+
+def sha256_file(path: Path | str) -> str:
+    """The hex sha256 of a file, read a MiB at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def atomic_write(path: Path | str, data: bytes, *, overwrite: bool, like: os.stat_result | None = None) -> None:

@@ -135,11 +135,10 @@ def _own_name(name: str, sha256: str, path: Path) -> str:
     from vaezip.checkpoint import CHECKPOINT_NAME
 
     try:
-        shipped = zoo.manifest()["models"]
+        clash = zoo.shipped_name_like(name)
+        if clash is None or zoo.manifest()["models"][clash]["sha256"] == sha256:
+            return name
     except CheckpointError:  # a damaged install: a weights file given by its path loads all the same
-        return name
-    clash = next((other for other in shipped if other.lower() == str(name).lower()), None)
-    if clash is None or shipped[clash]["sha256"] == sha256:
         return name
     return f"{path.parent.name}/{path.name}" if path.name == CHECKPOINT_NAME else path.name
 

@@ -242,9 +242,15 @@ def check_name(name: str) -> None:
 def check_not_shipped(name: str, label: str = "") -> None:
     """Refuse a shipped model's name, in any case (on a case-insensitive disk or in a user's mind, Photo is photo):
     a model under it would pass for the shipped one. `label`: what gave it ("--name "), before the name."""
-    clash = [shipped for shipped in manifest()["models"] if shipped.lower() == name.lower()]
-    if clash:
-        raise CheckpointError(f"{label}{name!r} is the name of a shipped model ({clash[0]}): choose another name")
+    clash = shipped_name_like(name)
+    if clash is not None:
+        raise CheckpointError(f"{label}{name!r} is the name of a shipped model ({clash}): choose another name")
+
+
+def shipped_name_like(name: str) -> str | None:
+    """The shipped model whose name is `name` in any case (on a case-insensitive disk or in a user's mind, Photo is
+    photo), or None."""
+    return next((shipped for shipped in manifest()["models"] if shipped.lower() == str(name).lower()), None)
 
 
 def check_installable(name: str, force: bool) -> None:
@@ -518,16 +524,15 @@ def _remove_unreferenced(file: Any, data: dict[str, Any]) -> None:
 def _file_problem(path: Path, sha256: Any) -> str | None:
     """What keeps a listed weights file from loading: missing, or not the bytes its manifest records (every load
     refuses it then; the listing said it was fine)."""
+    from vaezip.files import sha256_file
+
     if not path.is_file():
         return f"its file {path.name} is missing"
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+        actual = sha256_file(path)
     except OSError as error:
         return f"its file {path.name} cannot be read ({error.strerror or type(error).__name__})"
-    if digest.hexdigest() != sha256:
+    if actual != sha256:
         return f"its file {path.name} is damaged or replaced (not the sha256 the manifest records)"
     return None
 
@@ -545,29 +550,24 @@ def listing() -> list[dict[str, Any]]:
         if problem is not None:
             row["problem"] = f"{problem} (a damaged install: install vaezip again)"
         rows.append(row)
-    for name, entry in user_models().items():
-        row = {"name": str(name), "kind": "user", "default_for": ""}
+    entries = [(str(name), "user", entry) for name, entry in user_models().items()]
+    entries += [(retired_name(entry), "retired", entry) for entry in retired_entries()]
+    for name, kind, entry in entries:
+        row = {"name": name, "kind": kind, "default_for": ""}
+        # the entry's own fields, but never its name, kind or defaults (an entry saying "shipped" is not one); a user
+        # entry's only once it checks out, a retired one's always (its date is the listing's text)
+        fields = {key: value for key, value in entry.items() if key not in row} if isinstance(entry, dict) else {}
+        if kind == "retired":
+            row.update(fields)
         try:
-            # the entry's own fields, but never its name, kind or defaults (an entry saying "shipped" is not one)
-            row.update({key: value for key, value in _checked_entry(name, entry).items() if key not in row})
-            if name in shipped["models"]:
-                row["problem"] = "shadowed by the shipped model of that name (not used)"
-            else:
-                problem = _file_problem(user_models_dir() / entry["file"], entry["sha256"])
-                if problem is not None:
-                    row["problem"] = problem
+            _checked_entry(name, entry)
+            if kind == "user":
+                row.update(fields)
+            problem = ("shadowed by the shipped model of that name (not used)" if kind == "user" and
+                       name in shipped["models"] else _file_problem(user_models_dir() / entry["file"], entry["sha256"]))
         except CheckpointError as error:
-            row["problem"] = str(error)
-        rows.append(row)
-    for entry in retired_entries():
-        row = {"name": retired_name(entry), "kind": "retired", "default_for": ""}
-        row.update({key: value for key, value in entry.items() if key not in row})
-        try:
-            _checked_entry(row["name"], entry)
-            problem = _file_problem(user_models_dir() / entry["file"], entry["sha256"])
-            if problem is not None:
-                row["problem"] = problem
-        except CheckpointError as error:
-            row["problem"] = str(error)
+            problem = str(error)
+        if problem is not None:
+            row["problem"] = problem
         rows.append(row)
     return rows
