@@ -132,7 +132,7 @@ def test_fast_cuts_larger_tiles_unless_told(tiny_weights):
         result = compress_images([("image.png", Image.fromarray(pixels, "RGB"))], model, device="cpu",
                                  classical=False, fast=True, tile=tile)
         _, header, _ = read_versioned(result.data)
-        assert header.coder.tile == side and result.images[0].tiles == count
+        assert header.coder.tile == side == result.tile and result.images[0].tiles == count
         (_, image), = decompress_images(result.data, model)
         assert np.array_equal(np.asarray(image), pixels)
     assert FAST_TILE > DEFAULT_TILE
@@ -168,6 +168,15 @@ def test_the_command_line_fast_option(tiny_weights, tmp_path):
         assert done.returncode == 0, done.stderr.decode()
     for name in ("a.vz", "d.vz"):
         assert (tmp_path / "j1" / name).read_bytes() == (tmp_path / "j2" / name).read_bytes()
+    # A --tile the model cuts otherwise (to a multiple of its stride) is said, not rounded in silence.
+    done = run_cli("compress", tmp_path / "a.png", "-o", tmp_path / "e.vz", "--fast", "-m", tiny_weights[3],
+                   "--tile", "65")
+    assert done.returncode == 0 and b"--tile 65: tiny-rgb cuts images into tiles of a multiple of its stride: " \
+        b"tiles of 64" in done.stderr, done.stderr.decode()
+    assert read_versioned((tmp_path / "e.vz").read_bytes())[1].coder.tile == 64
+    done = run_cli("compress", tmp_path / "a.png", "-o", tmp_path / "f.vz", "--fast", "-m", tiny_weights[3],
+                   "--tile", "64")
+    assert done.returncode == 0 and b"--tile" not in done.stderr, done.stderr.decode()
     for refused in (["--samples", "4"], ["--format", "2"]):
         done = run_cli("compress", tmp_path / "a.png", "-o", tmp_path / "c.vz", "--fast", *refused)
         assert done.returncode == 2 and b"--fast" in done.stderr, done.stderr.decode()

@@ -550,7 +550,7 @@ def _encode_archive(split: list[_Image], started: float, model, *, tile, max_bat
     if legacy or not classical:
         everything = code(everyone) if tiles_needed <= MAX_TILES else None
         data = _write(split, everything, {}, loaded, legacy, deflate)
-        return _result(data, split, everything, {}, {}, loaded, started)
+        return _result(data, split, everything, {}, {}, loaded, started, tile=tile)
 
     # Classical codings of every image; then the files worth writing, the smallest of which is kept. The model
     # codes the images its estimate does not rule out (skip_ratio: the estimate's error shrinks with the tiles
@@ -628,7 +628,7 @@ def _encode_archive(split: list[_Image], started: float, model, *, tile, max_bat
             some = code(cheaper)
             files.append((_write(split, some, classical_entries, loaded, False, deflate), some))
     data, chosen = min(files, key=lambda file: len(file[0]))
-    return _result(data, split, chosen, classical_entries, sizes, loaded, started, everything, estimated)
+    return _result(data, split, chosen, classical_entries, sizes, loaded, started, everything, estimated, tile)
 
 
 def _classical_codings(split: list[_Image], fast: bool) -> dict[int, tuple[ImageEntry, dict[str, int]]]:
@@ -1082,8 +1082,8 @@ def _write(split: list[_Image], coded: _ModelCoding | None, classical: dict[int,
 
 def _result(data: bytes, split: list[_Image], coded: _ModelCoding | None, classical: dict[int, ImageEntry],
             sizes: dict[int, dict[str, int]], loaded: LoadedModel | ModelIdentity, started: float,
-            everything: _ModelCoding | None = None, estimated: dict[int, tuple[float, float]] | None = None
-            ) -> CompressResult:
+            everything: _ModelCoding | None = None, estimated: dict[int, tuple[float, float]] | None = None,
+            tile: int | None = None) -> CompressResult:
     everything = everything or coded
     reports = []
     for k, item in enumerate(split):
@@ -1115,7 +1115,7 @@ def _result(data: bytes, split: list[_Image], coded: _ModelCoding | None, classi
                                    payload, excess, n_tiles, alone, coding, candidates))
     version = int.from_bytes(data[8:10], "little")
     return CompressResult(data, loaded.name, tuple(reports), _header_bytes(data, version),
-                          time.perf_counter() - started, version)
+                          time.perf_counter() - started, version, tile)
 
 
 def _header_bytes(data: bytes, version: int) -> int:

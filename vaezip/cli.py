@@ -1543,6 +1543,7 @@ def compress(
         totals = _Totals()
         totals.workers = workers.count if workers is not None else 0
         each = verbose or len(jobs) == 1
+        warned_tile = False
         try:
             for index, (paths, target) in enumerate(jobs):
                 with user_errors_counted(paths[0] if len(paths) == 1 else target) as failed:
@@ -1570,6 +1571,10 @@ def compress(
                                       f"error?); input kept")
                     if not quiet and each:
                         _report(result, target, verified, verbose, fast)
+                    if tile is not None and result.tile not in (None, tile) and not quiet and not warned_tile:
+                        warned_tile = True  # once a command, as eval's
+                        _tell("warning", f"--tile {tile}: {result.model} cuts images into tiles of a multiple of its "
+                                         f"stride: tiles of {result.tile}")
                     if warn_checkpoint and _needs_model(result.data) and _is_checkpoint(model):
                         warn_checkpoint = False  # once a command
                         _tell("warning", f"-m {model}: a training checkpoint; a file its model codes decodes only "

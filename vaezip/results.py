@@ -65,6 +65,9 @@ class CompressResult:
     header_bytes: int  # everything in the file except the payload (the model's words, the classical codings)
     seconds: float
     format_version: int = 3
+    # The tile side the images were cut into: --tile rounded to a multiple of the model's stride (None where the
+    # default's early exit chose the file before any was cut)
+    tile: int | None = None
 
     @property
     def codings(self) -> tuple[str, ...]:
