@@ -460,3 +460,30 @@ def test_the_chunk_walk_goes_on_from_each_chunks_end_whatever_its_reader_read():
     file = io.BytesIO(b"\x89PNG\r\n\x1a\n" + struct.pack(">I4s", 2**31, b"tEXt") + bytes(16))
     file.seek(8)
     assert list(walk_png_chunks(file)) == []
+
+
+def test_decompress_names_a_crafted_file_s_chunk_that_fits_no_png_and_keeps_the_file(tmp_path, monkeypatch):
+    """A colour profile of another colour space goes into no PNG. compress never stores one, so a file holding one
+    was made otherwise: decompress said nothing of the chunk it left out, and --rm deleted the only copy of it."""
+    import vaezip.metadata as vaezip_metadata
+
+    image = Image.fromarray(smooth_rgb(16, 24, 5))
+    image.info[METADATA] = (metadata.Chunk(0, b"iCCP", b"grey\0\0" + zlib.compress(GREY_PROFILE)),
+                            metadata.Chunk(2, b"tEXt", b"Title\0crafted"))
+    monkeypatch.setattr(vaezip_metadata, "_unfit", lambda chunk, mode: "")  # a writer that does not check
+    (tmp_path / "crafted.vz").write_bytes(compress_images([("crafted.png", image)], fast=True).data)
+    monkeypatch.undo()
+    done = run_cli("decompress", tmp_path / "crafted.vz", "--rm")
+    assert done.returncode == 0, done.stderr.decode()
+    assert "warning: " in done.stderr.decode() and "crafted.png's iCCP (a GRAY profile does not fit a RGB image): " \
+        "left out of its PNG; the input is kept (--rm)" in done.stderr.decode(), done.stderr.decode()
+    assert (tmp_path / "crafted.vz").exists()
+    png = (tmp_path / "crafted.png").read_bytes()
+    assert [kind for kind, _ in chunks_of(png) if kind in (b"iCCP", b"tEXt")] == [b"tEXt"]
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), np.asarray(image))
+    # a file whose chunks all fit: nothing said, and --rm deletes it
+    (tmp_path / "plain.vz").write_bytes(compress_images([("plain.png", Image.open(io.BytesIO(png)))],
+                                                        fast=True).data)
+    done = run_cli("decompress", tmp_path / "plain.vz", "--rm")
+    assert done.returncode == 0 and b"warning" not in done.stderr, done.stderr.decode()
+    assert not (tmp_path / "plain.vz").exists()

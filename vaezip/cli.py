@@ -1736,6 +1736,7 @@ def decompress(
 
     from vaezip.files import check_input, file_identity, read_input, signals_as_exceptions
     from vaezip.images import png_bytes
+    from vaezip.metadata import METADATA, image_chunks
 
     with user_errors(), signals_as_exceptions():
         output = _stdout_or(output, to_stdout)
@@ -1858,7 +1859,16 @@ def decompress(
                         with suppress(OSError):
                             os.unlink(target)
                 raise
-            if not keep and path != "-":
+            # A chunk that does not fit its image (a colour profile of another colour space) goes into no PNG;
+            # compress never stores one, so its file was made otherwise: said, and --rm keeps that file.
+            unfit = [(name, image_chunks(image)[1]) for name, image in images if METADATA in image.info]
+            unfit = [(name, left_out) for name, left_out in unfit if left_out]
+            if unfit and not quiet:
+                kept_note = "; the input is kept (--rm)" if not keep and path != "-" else ""
+                _tell("warning", f"{path}: {unfit[0][0]}'s {', '.join(unfit[0][1])}: left out of its PNG"
+                                 f"{f' (and metadata of {len(unfit) - 1} more images)' if len(unfit) > 1 else ''}"
+                                 f"{kept_note}")
+            if not keep and path != "-" and not unfit:
                 where = targets[0] if len(targets) == 1 else f"{len(targets)} images in {folder}"
                 _remove_inputs([(path, read_as.pop(index))], where, "decompressed", len(targets) > 1)
             if renamed and not quiet:
