@@ -128,6 +128,27 @@ def test_broken_files_raise_their_error(good_vz, rgb_model):
         assert "\n" not in str(caught.value)
 
 
+def test_info_refuses_what_the_decoder_refuses_from_the_header(good_vz, tmp_path):
+    """`vaezip info` showed a 12000x10000 image, an image of mode 'x' and a schedule of no tiles, exit 0, where
+    decompress refuses each from the header (a review); ERRORS.md promised info the pixel limit's message."""
+    from vaezip.api import file_info
+
+    def empty_schedule(obj):
+        obj["coder"]["schedule"] = []
+
+    forged = {"too-many-pixels": (broken_files(good_vz)["too-many-pixels"][0], f"more than {MAX_IMAGE_PIXELS} pixels"),
+              "mode": (edit_header(good_vz, lambda o: o["images"][0].update(mode="x")), "unsupported image mode 'x'"),
+              "schedule": (edit_header(good_vz, empty_schedule), "the schedule covers 0 tiles")}
+    for name, (data, fragment) in forged.items():
+        with pytest.raises(ValueError, match=fragment):
+            file_info(data)
+        (tmp_path / f"{name}.vz").write_bytes(data)
+        done = subprocess.run([sys.executable, "-m", "vaezip", "info", str(tmp_path / f"{name}.vz")],
+                              capture_output=True, text=True)
+        assert done.returncode == 1 and done.stdout == "" and fragment in done.stderr, (name, done.stderr)
+    assert file_info(good_vz).images  # the genuine file still shown
+
+
 def test_forged_huge_image_with_empty_payload_is_refused_before_any_model_run(good_vz, rgb_model, monkeypatch):
     """A header claiming 10000x10000 pixels with a consistent bits-back schedule and (almost) no payload: a
     genuine stream with bits-back batches holds at least the encoder's margin of bits, so it is refused from

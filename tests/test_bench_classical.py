@@ -206,3 +206,28 @@ def test_a_projected_bound_is_marked_in_rows_totals_csv_and_report(tmp_path):
     write_report(rows, tmp_path)
     assert [r.bound_projected for r in read_csv(tmp_path / "results.csv")] == [False, False, False, True]
     assert "~" not in markdown_report(rows[:2])
+
+
+def test_a_codec_that_failed_on_some_image_is_never_the_row_s_best(tmp_path):
+    """Its figure covers only the images it coded: bolded beside codecs that coded them all, it claimed to win
+    (a review: png 4.818 against **0.760 (1 failed)**)."""
+
+    class FailsOnNoise(FakeLearned):
+        name = "noisefail"
+
+        def encode(self, img):
+            if img.std() > 50:
+                raise RuntimeError("boom")
+            return b"\0" * 3
+
+        def decode(self, data):
+            return np.zeros((10, 12, 3), np.uint8)
+
+    noise = np.random.default_rng(0).integers(0, 256, (10, 12, 3), dtype=np.uint8)
+    imgs = ImageSet("toy", np.stack([np.zeros((10, 12, 3), np.uint8), noise]), names=("flat", "noise"))
+    rows = run(imgs, [make_codec("png"), FailsOnNoise()])
+    write_report(rows, tmp_path, codecs=[], command="vaezip bench test")
+    table = (tmp_path / "results.md").read_text().split("\n\n")[2]
+    row = next(line for line in table.splitlines() if line.startswith("| toy "))
+    png, failed = row.split("|")[3:5]
+    assert "(1 failed)" in failed and "**" not in failed and png.strip().startswith("**"), row

@@ -307,3 +307,25 @@ def test_bench_of_vaezip_fast_reads_no_weights_and_imports_no_torch(tmp_path, fo
     rows = read_csv(tmp_path / "o" / "results.csv")
     assert {row.codec for row in rows} == {"png", "vaezip-fast"} and all(row.roundtrip_ok for row in rows)
     assert "model='photo2'" in (tmp_path / "o" / "results.md").read_text()
+
+
+def test_bench_refuses_what_made_an_empty_or_doubled_report_or_failed_after_the_run(tmp_path, folders, monkeypatch):
+    """A review: a data set given twice was measured twice in one column; with no codec available here the run
+    wrote an empty report and exit 0; a dangling link as --out, or a folder named like a report file in it, failed
+    after the whole run (the report half replaced)."""
+    twice = _bench(folders["rgb"], folders["rgb"], "-c", "png", "--out", tmp_path / "a")
+    assert twice.exit_code == 2 and "given twice" in twice.output, twice.output
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    dangling = _bench(folders["rgb"], "-c", "png", "--out", tmp_path / "dangling")
+    assert dangling.exit_code == 1 and "a link to nothing" in dangling.stderr, dangling.stderr
+    (tmp_path / "b" / "results.md").mkdir(parents=True)
+    folder = _bench(folders["rgb"], "-c", "png", "--out", tmp_path / "b", "--force")
+    assert folder.exit_code == 1 and "a folder where the report has a file" in folder.stderr, folder.stderr
+    assert f"{folders['rgb'].name}: 3 images" not in folder.stderr  # refused before loading anything
+    from vaezip.bench import suite
+
+    monkeypatch.setattr(suite, "get_codecs", lambda names: [])  # as where imagecodecs is not installed
+    nothing = _bench(folders["rgb"], "-c", "webp", "--out", tmp_path / "c")
+    assert nothing.exit_code == 1 and "no codec to run: webp is not available here" in nothing.stderr, \
+        nothing.stderr
+    assert not (tmp_path / "c" / "results.md").exists()

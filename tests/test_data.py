@@ -132,7 +132,8 @@ def test_npz_loading(tmp_path):
     split = np.array([0, 1] * 5, np.uint8)
     p = tmp_path / "set.npz"
     np.savez(p, x=x, split=split, other=x[:3, :, :, 0])
-    s = load(p)
+    with pytest.warns(UserWarning, match=r"set\.npz: 5 of its 10 images taken, those whose 'split' is 0"):
+        s = load(p)  # said: bench and eval of such a file measured its training rows without a word
     assert s.images.shape == (5, 8, 8, 3)  # only split == 0 rows
     np.testing.assert_array_equal(s.images, x[split == 0])
     s2 = load(f"{p}:other")
@@ -150,6 +151,20 @@ def test_npz_loading(tmp_path):
     np.savez(bad, x=x.astype(np.uint16))
     with pytest.raises(DataError, match="uint16"):
         load(bad)
+
+    # A review: a 2-D array is one image (--limit took rows of it); no pixels; alpha dropped said, as a folder's
+    one = tmp_path / "one.npz"
+    np.savez(one, x=x[0, :, :, 0])
+    assert load(one, limit=3).images.shape == (1, 8, 8, 1)
+    empty = tmp_path / "empty.npz"
+    np.savez(empty, x=np.zeros((2, 0, 5, 3), np.uint8))
+    with pytest.raises(DataError, match="images of 5x0 pixels: none to code"):
+        load(empty)
+    rgba = tmp_path / "rgba.npz"
+    np.savez(rgba, x=np.concatenate([x, x[..., :1]], axis=-1))
+    dropped = load(rgba)
+    np.testing.assert_array_equal(dropped.images, x)
+    assert dropped.changed == ("alpha dropped: every image (10 of 10)",)
 
 
 # ------------------------------------------------------------------ split, sampler, batches
@@ -314,17 +329,25 @@ def test_a_folder_passes_over_hidden_files_and_folders(tmp_path):
     assert list(load(str(tmp_path)).names) == ["a.png", "sub/b.png"]
 
 
-def test_a_report_folder_leaves_out_its_own_files_only(tmp_path):
-    """bench's report folder (load's exclude): inside the data folder, all it holds; the data folder itself or a
-    folder above it, only the charts it holds itself (a review found `-o ..` leaving out every image)."""
-    for path in ("a.png", "bpsp_bars.png", "sub/scatter_png.png", "report/b.png"):
+def test_a_report_folder_leaves_out_its_own_charts_only(tmp_path):
+    """bench's charts are not data: those beside a report's tables (an earlier run's, whatever its --out) and those
+    in the report folder (load's exclude); the images in a report folder inside the data folder are data (a review
+    found `-o ph/2020` leaving out the photographs of ph/2020, and a report inside a data folder measured as one
+    of its images by the next run)."""
+    for path in ("a.png", "bpsp_bars.png", "sub/scatter_png.png", "report/b.png", "report/bpsp_bars.png",
+                 "old/bpsp_bars.png", "old/scatter_vaezip.png"):
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.full((8, 8, 3), 9, np.uint8)).save(tmp_path / path)
-    every = ["a.png", "bpsp_bars.png", "report/b.png", "sub/scatter_png.png"]
-    assert list(load(str(tmp_path), exclude=tmp_path / "report").names) == every[:2] + every[3:]
-    assert list(load(str(tmp_path), exclude=tmp_path).names) == ["a.png", "report/b.png", "sub/scatter_png.png"]
+    (tmp_path / "old" / "results.md").write_text("# vaezip bench\n")
+    every = ["a.png", "bpsp_bars.png", "report/b.png", "report/bpsp_bars.png", "sub/scatter_png.png"]
+    assert list(load(str(tmp_path)).names) == every
+    with pytest.warns(UserWarning, match=r"report/bpsp_bars\.png \(a vaezip bench report's chart\)"):
+        assert list(load(str(tmp_path), exclude=tmp_path / "report").names) == every[:3] + every[4:]
+    assert list(load(str(tmp_path), exclude=tmp_path).names) == every[0:1] + every[2:]
     assert list(load(str(tmp_path / "sub"), exclude=tmp_path).names) == ["scatter_png.png"]
     assert list(load(str(tmp_path), exclude=tmp_path.parent).names) == every
+    (tmp_path / "report" / "summary.csv").write_text("")
+    assert list(load(str(tmp_path)).names) == every[:3] + every[4:]
 
 
 def _declared_png(width: int, height: int) -> bytes:

@@ -244,7 +244,13 @@ def file_info(data: bytes) -> FileInfo:
     from codec.container import read_versioned
     from codec.depth import LOW
 
+    from vaezip.classical import check_header
+    from vaezip.unpack import check_stream
+
     version, header, words = read_versioned(data)
+    check_header(header)
+    if header.uses_model:
+        check_stream(header)
     coder = header.coder
     kinds: dict[str, int] = {}
     for kind, n in coder.schedule if coder is not None else ():

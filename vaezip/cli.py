@@ -1954,8 +1954,14 @@ def info(inputs: list[str] = typer.Argument(..., help=".vz files")):
                      f"{stream_bytes} B, classical codings {classical_bytes} B"
                      + (f", metadata {metadata_bytes} B" if metadata_bytes else ""))
             say(f"{path}: {len(data)} bytes ({parts}); {described}; {coding}")
-            # The model's stream, where no tile of it went through the model, is the predictor's (as compress says)
-            stream = "predictor (no model tile)" if coder is not None and needs_no_model(header) else "model"
+            # The model's stream, where no tile of it went through the model, is the predictor's (as compress says),
+            # or raw bytes where every tile is (format 2's whitened tiles)
+            stream = "model"
+            if coder is not None and needs_no_model(header):
+                from codec.tilekinds import RAW, WHITENED
+
+                raw = coder.schedule and all(kind in (RAW, WHITENED) for kind, _ in coder.schedule)
+                stream = f"{'raw bytes' if raw else 'predictor'} (no model tile)"
             subpixels = 0
             for entry in header.images:
                 coding, data_bytes = entry.coding, len(entry.data)  # formats 1 and 2: always the model
@@ -2260,7 +2266,7 @@ def bench(
     import math
     import shlex
 
-    from vaezip.bench.suite import execute, parse_codecs, prepare, report
+    from vaezip.bench.suite import execute, given_twice, parse_codecs, prepare, report
     from vaezip.files import signals_as_exceptions
 
     with user_errors(), signals_as_exceptions():  # SIGTERM as Ctrl-C: a report half made is removed, the last kept
@@ -2270,8 +2276,13 @@ def bench(
             parse_codecs(codecs)
         except ValueError as error:  # a usage error, as every option's (exit 2)
             raise UsageFailure(str(error)) from None
+        twice = given_twice(datasets or ())
+        if twice is not None:
+            raise UsageFailure(f"data set {twice} given twice")
         _check_tile(tile)
         _check_device(device)
+        if out_dir.is_symlink() and not out_dir.exists():
+            raise Failure(f"--out {out_dir}: a link to nothing")
         if out_dir.exists() and not out_dir.is_dir():  # known before the run, not after its minutes
             raise Failure(f"{out_dir}: not a folder (bench writes results.csv, results.md and charts into a folder)")
         there = out_dir.absolute()
@@ -2282,6 +2293,9 @@ def bench(
         from vaezip.bench.report import report_files_in
 
         held = report_files_in(out_dir)
+        folders = [name for name in held if (out_dir / name).is_dir() and not (out_dir / name).is_symlink()]
+        if folders:  # the report writes (or removes) a file of that name
+            raise Failure(f"{out_dir / folders[0]}: a folder where the report has a file; choose another --out")
         if held and not force:  # known before the run: a report replaces them all (and drops charts it did not draw)
             raise Failure(f"{out_dir}: holds a report already ({', '.join(held)}); --force replaces it, or choose "
                           f"another --out")

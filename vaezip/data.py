@@ -371,15 +371,28 @@ def _images_and_links(folder: Path) -> tuple[list[Path], list[Path]]:
     return [p for p in found if not p.is_symlink()], [p for p in found if p.is_symlink()]
 
 
-def _reported(file: Path, folder: Path, report: str | os.PathLike | None) -> bool:
-    """Whether `file` (in `folder`) belongs to the report folder `report`: under it where it lies inside `folder`;
-    else (the report is `folder` or above it) one of the charts it holds itself."""
-    if report is None:
+# What `vaezip bench` writes beside its tables (vaezip/bench/report.py REPORT_FILES): charts, not data
+_REPORT_CHART = re.compile(r"bpsp_bars\.png|scatter_.+\.png")
+_REPORT_TABLES = ("results.csv", "summary.csv", "results.md")
+
+
+def _report_chart(file: Path, report: str | os.PathLike | None) -> bool:
+    """Whether `file` is a chart of a bench report: named as one, in the report folder `report` (bench's --out) or
+    beside a report's tables. A report written into a data folder (or a folder above one) was measured as data by
+    the next bench; bench's --out inside a data folder left out the images in it."""
+    if _REPORT_CHART.fullmatch(file.name) is None:
         return False
-    report, folder = Path(report).resolve(), folder.resolve()
-    if report != folder and report.is_relative_to(folder):
-        return file.resolve().is_relative_to(report)
-    return file.resolve().parent == report and re.fullmatch(r"bpsp_bars\.png|scatter_.*\.png", file.name) is not None
+    if report is not None and file.parent.resolve() == Path(report).resolve():
+        return True
+    return any((file.parent / table).is_file() for table in _REPORT_TABLES)
+
+
+def _without_charts(files: list[tuple[Path, str]], report: str | os.PathLike | None
+                    ) -> tuple[list[tuple[Path, str]], list[str]]:
+    """`files` ((path, label) pairs) without bench's charts (_report_chart), and those as passed-over entries."""
+    charts = {path for path, _ in files if _report_chart(path, report)}
+    return ([(path, label) for path, label in files if path not in charts],
+            [f"{label} (a vaezip bench report's chart)" for path, label in files if path in charts])
 
 
 def _load_files(name: str, files: list[tuple[Path, str]], limit: int | None,
@@ -457,11 +470,16 @@ def _npz_key(path: Path, key: str | None, label: str) -> tuple[np.ndarray, str]:
         if "split" in keys and key != "split":
             split = z["split"]
             if split.ndim == 1 and len(split) == len(x):
-                x = x[split == 0]
+                kept = split == 0  # a data set's own file (the shared Imagenette's): its training rows
+                if not kept.all():
+                    warnings.warn(f"{label}: {int(kept.sum())} of its {len(x)} images taken, those whose 'split' "
+                                  f"is 0 (its training rows)", stacklevel=4)
+                x = x[kept]
     return x, key
 
 
-def _normalise_stack(x: np.ndarray, label: str) -> np.ndarray:
+def _normalise_stack(x: np.ndarray, label: str, changes: list[str] | None = None) -> np.ndarray:
+    """An array of images as (N, H, W, C) uint8 with C in {1, 3}; `changes` gets "alpha dropped" where C was 4."""
     if x.dtype != np.uint8:
         raise DataError(f"{label}: array dtype {x.dtype} is not uint8 (8-bit images only)")
     if x.ndim == 2:
@@ -473,31 +491,38 @@ def _normalise_stack(x: np.ndarray, label: str) -> np.ndarray:
             x = x.transpose(0, 2, 3, 1)
         if x.shape[-1] == 4:
             x = x[..., :3]
+            if changes is not None:
+                changes.append("alpha dropped")
         if x.shape[-1] not in (1, 3):
             raise DataError(f"{label}: cannot interpret array of shape {x.shape} as images")
     else:
         raise DataError(f"{label}: cannot interpret array of shape {x.shape} as images")
+    if 0 in x.shape[1:3]:  # torch and the codecs failed on them after loading
+        raise DataError(f"{label}: images of {x.shape[2]}x{x.shape[1]} pixels: none to code")
     return np.ascontiguousarray(x)
 
 
 def _from_array(name: str, x: np.ndarray, limit: int | None, channels: int | None,
                 offset: int = 0) -> ImageSet:
-    if limit is not None:
+    if limit is not None and x.ndim != 2:  # a 2-D array is one image: its rows are not images
         x = x[:limit]
-    x = _normalise_stack(x, name)
+    changes: list[str] = []
+    x = _normalise_stack(x, name, changes)
     if channels is not None:
         x = _to_channels(x, channels)
     if len(x) == 0:
         raise DataError(f"{name}: no images")
-    return ImageSet(name, x)
+    # as _finish words a folder's changes; every row of the array has them
+    return ImageSet(name, x, changed=tuple(f"{what}: every image ({len(x)} of {len(x)})" for what in changes))
 
 
-def _load_name(name: str, limit: int | None, channels: int | None) -> ImageSet:
+def _load_name(name: str, limit: int | None, channels: int | None,
+               exclude: str | os.PathLike | None = None) -> ImageSet:
     root = data_root()
     desc, spec = _SPECS[name]
     if spec[0] == "shrink":
         _, base, factor = spec
-        source = _load_name(base, limit, channels)
+        source = _load_name(base, limit, channels, exclude)
         return _finish(name, [box_downsample(image, factor) for image in source], list(source.names), 0, channels)
     if spec[0] == "npz":
         _, rel, key, rows = spec
@@ -517,8 +542,8 @@ def _load_name(name: str, limit: int | None, channels: int | None) -> ImageSet:
             raise DataError(f"data set {name!r}: missing {root / list_file} (set VAEZIP_DATA to the data root)")
         listed = {line.strip() for line in (root / list_file).read_text().splitlines() if line.strip()}
         chosen = [f for f in _list_images(root / folder) if (f.name in listed) == keep]
-        return _load_files(name, [(f, f.relative_to(root).as_posix()) for f in chosen], limit, channels,
-                           skip_unreadable=False)
+        files, charts = _without_charts([(f, f.relative_to(root).as_posix()) for f in chosen], exclude)
+        return _load_files(name, files, limit, channels, skip_unreadable=False, passed_over=charts)
     files: list[tuple[Path, str]] = []
     for rel in spec[1]:
         p = root / rel
@@ -528,7 +553,8 @@ def _load_name(name: str, limit: int | None, channels: int | None) -> ImageSet:
             files.append((p, p.relative_to(root).as_posix()))
         else:
             raise DataError(f"data set {name!r}: missing {p} (set VAEZIP_DATA to the data root)")
-    return _load_files(name, files, limit, channels, skip_unreadable=False)
+    files, charts = _without_charts(files, exclude)
+    return _load_files(name, files, limit, channels, skip_unreadable=False, passed_over=charts)
 
 
 def load(source: str | os.PathLike, *, limit: int | None = None,
@@ -537,9 +563,9 @@ def load(source: str | os.PathLike, *, limit: int | None = None,
 
     ``limit`` keeps the first ``limit`` images (in sorted / row order).  ``channels`` (1 or 3)
     forces the channel count: grey -> RGB by repetition, RGB -> grey as Pillow's
-    ``convert("L")``.  Without it, a set with any RGB image is RGB, otherwise grey. ``exclude``: a report
-    folder (`vaezip bench -o`) whose files a folder's set leaves out (its charts only, where it is the folder
-    itself).
+    ``convert("L")``.  Without it, a set with any RGB image is RGB, otherwise grey. A bench report's charts
+    are left out (_report_chart): those beside its tables, and those in ``exclude``, the report folder
+    (`vaezip bench -o`).
     """
     if channels not in (None, 1, 3):
         raise DataError(f"channels must be 1, 3 or None, got {channels!r}")
@@ -547,7 +573,7 @@ def load(source: str | os.PathLike, *, limit: int | None = None,
         raise DataError(f"limit must be >= 1, got {limit}")
     src = os.fspath(source)
     if src in _SPECS:
-        return _load_name(src, limit, channels)
+        return _load_name(src, limit, channels, exclude)
 
     key = None
     m = re.match(r"^(.*\.npz):([^:/\\]+)$", src, flags=re.IGNORECASE)
@@ -556,11 +582,12 @@ def load(source: str | os.PathLike, *, limit: int | None = None,
     path = Path(src).expanduser()
     if path.is_dir():
         images, linked = _images_and_links(path)
-        files = [(f, f.relative_to(path).as_posix()) for f in images if not _reported(f, path, exclude)]
+        files, charts = _without_charts([(f, f.relative_to(path).as_posix()) for f in images], exclude)
         if not files:
             raise DataError(f"{path}: no image files ({' '.join(IMAGE_EXTENSIONS)}) found")
         links = [f"{f.relative_to(path).as_posix()} (a symbolic link)" for f in linked]
-        return _load_files(path.name or str(path), files, limit, channels, skip_unreadable=True, passed_over=links)
+        return _load_files(path.name or str(path), files, limit, channels, skip_unreadable=True,
+                           passed_over=links + charts)
     if path.is_file():
         if path.suffix.lower() == ".npz":
             x, key = _npz_array(path, key, str(path))

@@ -89,6 +89,28 @@ def decode_model_free(data: bytes, *, progress=None, parsed=None) -> list:
     return decode_file(data, model_part, parsed)
 
 
+def check_stream(header: Header) -> tuple[list[bool], int]:
+    """The checks of a file's model stream that need no model, before anything is built (what `vaezip info`
+    runs too): its entries, its tile, and a schedule that covers exactly the tiles the images need. Whether each
+    model-coded entry has a model plane, and the tiles they need."""
+    tile = header.coder.tile
+    planes_of = []
+    for entry in header.images:
+        if entry.coding == MODEL:
+            _check_entry(entry)
+            planes_of.append("index" not in entry.info.get("planes", {}))
+    if tile > MAX_TILE:
+        raise LimitError(f"tile = {tile} outside vaezip's limit {MAX_TILE}")
+    entries = [entry for entry in header.images if entry.coding == MODEL]
+    needed = sum(count_tiles(e.height, e.width, tile) for e, uses in zip(entries, planes_of) if uses)
+    if needed > MAX_TILES:
+        raise LimitError(f"{needed} tiles, more than vaezip's limit {MAX_TILES}")
+    scheduled = sum(n for _, n in header.coder.schedule)
+    if scheduled != needed:
+        raise CodingError(f"the schedule covers {scheduled} tiles, the images need {needed}")
+    return planes_of, needed
+
+
 def decode_stream(header: Header, words: np.ndarray, *, channels: int, stride: int, decode: TileDecoder,
                   cause: str) -> dict:
     """The model-coded images of a file, {image index: image}: the model plane's tiles by `decode` (for
@@ -97,23 +119,10 @@ def decode_stream(header: Header, words: np.ndarray, *, channels: int, stride: i
     tile = header.coder.tile
     indices = [k for k, entry in enumerate(header.images) if entry.coding == MODEL]
     entries = [header.images[k] for k in indices]
-    planes_of = []
-    for entry in entries:
-        _check_entry(entry)
-        histograms = entry.info.get("planes", {})
-        uses_model = "index" not in histograms
+    planes_of, needed = check_stream(header)
+    for entry, uses_model in zip(entries, planes_of):
         if uses_model and model_channels(entry.mode) != channels:
             raise CodingError(f"{entry.name}: mode {entry.mode} does not match the model's {channels} channels")
-        planes_of.append(uses_model)
-    if tile > MAX_TILE:
-        raise LimitError(f"tile = {tile} outside vaezip's limit {MAX_TILE}")
-    # Count before building anything: the schedule must cover exactly the tiles the images need.
-    needed = sum(count_tiles(e.height, e.width, tile) for e, uses in zip(entries, planes_of) if uses)
-    if needed > MAX_TILES:
-        raise LimitError(f"{needed} tiles, more than vaezip's limit {MAX_TILES}")
-    scheduled = sum(n for _, n in header.coder.schedule)
-    if scheduled != needed:
-        raise CodingError(f"the schedule covers {scheduled} tiles, the images need {needed}")
     sizes = [(e.height, e.width) for e, uses in zip(entries, planes_of) if uses]
     specs = LazyTileSpecs(channels, sizes, tile, stride)  # nothing per tile is built before it is decoded
     counts = [count_tiles(e.height, e.width, tile) if uses else 0 for e, uses in zip(entries, planes_of)]

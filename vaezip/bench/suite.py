@@ -19,7 +19,7 @@ from .classical import CODEC_NAMES, WARM_UP_SIDE, Row, get_codecs, run
 from .learned import ARCHIVE_NAME, ArchiveFlags, VaezipCodec, _shown, run_archive
 
 __all__ = ["DEFAULT_SETS", "DEFAULT_LIMITS", "LEARNED_NAMES", "DEFAULT_CODECS", "Plan", "SetPlan",
-           "parse_codecs", "prepare", "execute", "report"]
+           "given_twice", "parse_codecs", "prepare", "execute", "report"]
 
 #: what ``vaezip bench`` runs with no data set arguments
 DEFAULT_SETS: tuple[str, ...] = ("mnist-test", "imagenette32-val", "imagenette56-val", "cifar4k-holdout", "kodak")
@@ -141,6 +141,17 @@ def _model_for(channels: int, models: dict[int, object], identify: bool = False)
     return models[channels]
 
 
+def given_twice(sources: Sequence[str | os.PathLike]) -> str | None:
+    """A data set among `sources` that another names too (a folder by its real path), or None."""
+    seen = set()
+    for src in sources:
+        key = os.path.realpath(src) if os.path.exists(src) else os.fspath(src)
+        if key in seen:
+            return os.fspath(src)
+        seen.add(key)
+    return None
+
+
 def prepare(sources: Sequence[str] = (), *, models: Sequence[str] = (), limit: int | None = None,
             codecs: Sequence[str] | None = None, tile: int | None = None, device: str = "auto",
             limits: dict[str, int] | None = None, exclude: str | os.PathLike | None = None) -> Plan:
@@ -157,6 +168,12 @@ def prepare(sources: Sequence[str] = (), *, models: Sequence[str] = (), limit: i
     classical = get_codecs(classical_names)
     skipped = [n for n in classical_names if n not in {c.name for c in classical}]
     learned = [n for n in names if n in LEARNED_NAMES]
+    if not classical and not learned:  # an empty report, exit 0, was the run's only result
+        raise ValueError(f"no codec to run: {', '.join(skipped)} "
+                         f"{'is' if len(skipped) == 1 else 'are'} not available here (pip install imagecodecs)")
+    twice = given_twice(sources)
+    if twice is not None:  # its images were measured twice, in one column
+        raise ValueError(f"data set {twice} given twice")
     limits = DEFAULT_LIMITS if limits is None else limits
     if learned and device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"--device must be auto, cpu or cuda, not {device!r}")
