@@ -390,3 +390,21 @@ def test_a_folder_passes_over_huge_deep_and_linked_images_and_names_them(tmp_pat
         "(too many pixels), ..."]
     with pytest.raises(DataError, match="more than 100,000,000 pixels"):
         load(d / "huger.png")
+
+
+def test_a_folder_here_named_like_a_data_set_is_the_user_s_own(tmp_path, monkeypatch):
+    """`vaezip train photos` in a folder holding photos/ trained on vaezip's data set `photos` (43 other images,
+    from scratch) without a word (a review): the path wins, and a warning says so."""
+    from vaezip import data as datasets
+    from vaezip.train import is_user_data
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(datasets, "_SAID_PATH_WINS", set())
+    (tmp_path / "photos").mkdir()
+    for k in range(3):
+        Image.fromarray(np.full((8, 8, 3), k, np.uint8)).save(tmp_path / "photos" / f"{k}.png")
+    with pytest.warns(UserWarning, match="photos: the folder here, not vaezip's data set of that name"):
+        loaded = load("photos")
+    assert loaded.names == ("0.png", "1.png", "2.png")
+    assert is_user_data("photos") and datasets.parse_mixture("photos") == [("photos", 1.0)]
+    assert not is_user_data("kodak") and datasets.names_data_set("kodak")  # no such folder here: the data set

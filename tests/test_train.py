@@ -31,6 +31,28 @@ def test_resume_continues_exactly(tmp_path, tiny_npz):
     assert model.config.image_channels == 3
 
 
+def test_a_stop_during_the_last_validation_loses_no_step(tmp_path, tiny_npz, monkeypatch):
+    """The run's end validated (minutes, with real files) before it saved: Ctrl-C or SIGTERM then lost every step
+    since the last checkpoint (a review: step 300 reached, 240 saved)."""
+    from vaezip import train as training
+
+    real = training.validate
+
+    def interrupted(session, *args, **kwargs):
+        if session.step == 5:
+            raise KeyboardInterrupt
+        return real(session, *args, **kwargs)
+
+    monkeypatch.setattr(training, "validate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "run", tiny_npz, get_preset("tiny"), steps=5, train_overrides=OVERRIDES)
+    assert load_checkpoint(tmp_path / "run")["step"] == 5
+    monkeypatch.undo()
+    finished = train(tmp_path / "whole", tiny_npz, get_preset("tiny"), steps=5, train_overrides=OVERRIDES)
+    assert load_checkpoint(tmp_path / "whole")["counters"]["history"][-1]["step"] == 5 == finished["step"]
+    assert "val_bpsp" in load_checkpoint(tmp_path / "whole")["counters"]["history"][-1]  # its last validation kept
+
+
 def test_refuses_to_overwrite_a_run(tmp_path, tiny_npz):
     preset = get_preset("tiny")
     train(tmp_path / "run", tiny_npz, preset, steps=2, train_overrides=OVERRIDES)
@@ -185,6 +207,13 @@ def test_a_folder_fine_tunes_the_shipped_default_unless_told_otherwise(tmp_path,
         result = invoke(png_folder, "--out", out, "--steps", "1", *other, *TINY_CLI)
         assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
         assert load_checkpoint(out)["init"] is None
+    # --init names the trained start: its low rate too, unless --lr says otherwise (the preset's 2e-3 was used)
+    result = invoke(png_folder, "--out", tmp_path / "init", "--steps", "1", "--init", "tiny-start", *TINY_CLI)
+    assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
+    assert load_checkpoint(tmp_path / "init")["train_config"]["lr"] == FINE_TUNE_OVERRIDES["lr"]
+    result = invoke(png_folder, "--out", tmp_path / "init-lr", "--steps", "1", "--init", "tiny-start", "--lr",
+                    "0.001", *TINY_CLI)
+    assert result.exit_code == 0 and load_checkpoint(tmp_path / "init-lr")["train_config"]["lr"] == 0.001
 
 
 def test_bad_train_options_are_usage_errors_before_any_work(tmp_path, png_folder):
@@ -253,6 +282,38 @@ def test_name_installs_only_a_model_no_worse_than_the_shipped_one(tmp_path, png_
     assert zoo.user_models()["mine"]["figures"]["held-out achieved"] > 0
 
 
+def test_files_of_one_size_leave_the_bounds_to_decide_the_install(tmp_path, png_folder, tiny_default, monkeypatch):
+    """A few small held-out images: every tile goes raw, every model's file is the same size, and an untrained
+    model was installed as "as small as" the shipped one (a review). The bounds decide then."""
+    from vaezip import train as training
+
+    real = training.compare_on_holdout
+
+    def tied(higher_bound: bool):
+        def compare(trained, others, images, **options):
+            comparison = real(trained, others, images, **options)
+            shipped = next(row for row in comparison.rows if row.kind == "model")
+            rows = tuple(dataclasses.replace(row, payload_bpsp=shipped.payload_bpsp,
+                                             bound_bpsp=shipped.bound_bpsp + (0.5 if higher_bound else -0.5))
+                         if row.kind == "trained" else row for row in comparison.rows)
+            return dataclasses.replace(comparison, rows=rows)
+        return compare
+
+    monkeypatch.setattr(training, "compare_on_holdout", tied(True))
+    result = invoke(png_folder, "--out", tmp_path / "run", "--steps", "1", "--preset", "tiny", "--name", "mine",
+                    *TINY_CLI)
+    assert result.exit_code == 1, (result.stdout, result.stderr)
+    assert "WARNING: the trained model codes the held-out images no smaller than" in result.stderr
+    assert "every model's file the same size" in result.stderr and "not installed as 'mine'" in result.stderr
+    assert "mine" not in zoo.user_models()
+    monkeypatch.setattr(training, "compare_on_holdout", tied(False))
+    result = invoke(png_folder, "--out", tmp_path / "run2", "--steps", "1", "--preset", "tiny", "--name", "mine",
+                    *TINY_CLI)
+    assert result.exit_code == 0, (result.stdout, result.stderr)
+    assert "as small as" in result.stdout and "every model's file the same size" in result.stdout
+    assert "mine" in zoo.user_models()
+
+
 def test_a_model_worse_than_the_shipped_one_is_not_installed_though_the_predictor_codes_both_files(
         tmp_path, png_folder, monkeypatch):
     """The end's comparison codes the held-out images with each model's own stream: a model of random weights
@@ -280,6 +341,28 @@ def test_options_that_cannot_be_are_usage_errors_before_any_work(tmp_path, png_f
     assert result.exit_code == 2 and option[0] in result.output, result.output
     assert "Traceback" not in result.output and not (tmp_path / "run").exists()
     assert taken.read_bytes() == b"a file"
+
+
+def test_resume_alone_goes_on_to_the_run_s_own_target(tmp_path, tiny_npz, capsys):
+    """The stop message's `--resume --out RUN` went on to the default 10,000 steps, not the run's --steps (a
+    review): the checkpoint records its target; one saved without it says so and takes the default."""
+    run = tmp_path / "run"
+    train(run, tiny_npz, get_preset("tiny"), steps=2, train_overrides=OVERRIDES)
+    saved = load_checkpoint(run)
+    assert saved["target"] == {"steps": 2, "minutes": None}
+    resumed = invoke(tiny_npz, "--out", run, "--resume")
+    assert resumed.exit_code == 0, (resumed.stdout, resumed.stderr)
+    assert "10000" not in resumed.stdout and "10,000" not in resumed.stderr
+    assert load_checkpoint(run)["step"] == 2  # at its target already: nothing more
+    from vaezip.checkpoint import save_checkpoint
+
+    del saved["target"]
+    save_checkpoint(run / "last.pt", {key: value for key, value in saved.items()
+                                      if key not in ("kind", "format_version")})
+    from vaezip import cli
+
+    assert cli._saved_target(run) == (None, None)  # the default then, said
+    assert "checkpoint records no step target or time" in capsys.readouterr().err
 
 
 def test_resume_continues_the_run_as_it_was_set_up_or_refuses(tmp_path, png_folder):
@@ -341,6 +424,28 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path, png_folder):
     assert resumed["step"] == saved["step"] + 2
 
 
+def test_a_reader_that_goes_away_stops_the_run_saved(tmp_path, png_folder):
+    """`vaezip train ... | head -2`: the first print after the reader left ended the process (141) without saving,
+    the steps since the last checkpoint lost (a review). It stops as on Ctrl-C: saved, then 141 quietly."""
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "vaezip", "train", str(png_folder), "--preset", "tiny", "--out", str(run),
+               "--steps", "100000", "--threads", "1", "--val-every", "2", "--checkpoint-every", "100000", *TINY_CLI]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in process.stdout:
+            if line.startswith("step 2: validation bound"):
+                break
+        process.stdout.close()  # the reader goes away
+        stderr = process.stderr.read()
+        process.wait(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 141, stderr
+    assert "Traceback" not in stderr and "error" not in stderr, stderr
+    assert load_checkpoint(run)["step"] >= 2
+
+
 @pytest.mark.parametrize("limit", [None, "AVX2"], ids=["default", "onednn-avx2"])
 def test_cpu_training_steps_run_in_bfloat16_where_onednn_has_amx(tmp_path, tiny_npz, monkeypatch, limit):
     """On a CPU with AMX tiles the steps' convolutions run in bfloat16 (autocast, as on CUDA); a oneDNN kept
@@ -384,6 +489,18 @@ def test_resume_refuses_a_folder_whose_images_changed_in_number(tmp_path, png_fo
     # nothing trained: the checkpoint and its history as they were (it was validated and written again)
     assert (run / "last.pt").stat().st_mtime_ns == saved.st_mtime_ns and (run / "last.pt").stat().st_ino == \
         saved.st_ino
+    # one trained-on image replaced, the held-out ones the same: it went on without a word (a review)
+    from vaezip.train import _load_data
+
+    held_out = _load_data(str(png_folder), 3, load_checkpoint(run)["train_config"]["val_images"]).validation
+    trained_on = next(path for path in sorted(png_folder.glob("*.png")) if not any(
+        np.array_equal(np.asarray(Image.open(path).convert("RGB")), image) for image in held_out.images))
+    original = trained_on.read_bytes()
+    Image.fromarray(255 - np.asarray(Image.open(trained_on))).save(trained_on)
+    refused = invoke(png_folder, "--out", run, "--steps", "3", "--resume")
+    assert refused.exit_code == 1 and "holds other images than when" in refused.stderr and "(one changed or " \
+        "replaced)" in refused.stderr, refused.stderr
+    trained_on.write_bytes(original)
     # as many images, but others: the held-out ones would be others too
     for path in sorted(png_folder.glob("*.png")):
         Image.fromarray(255 - np.asarray(Image.open(path))).save(path)

@@ -222,6 +222,18 @@ class RichTrainReporter:
         # In a log file a live bar is useless: print a plain status line every 30 s instead.
         self.plain = not console.is_terminal
         self.last_line = 0.0
+        # Its reader went away (`vaezip train ... | head`): nothing more is printed, and the loop stops and saves
+        # (train: the reporter's `closed`), where it ended at the failed print, the steps since the last checkpoint
+        # lost
+        self.closed = False
+
+    def _print(self, *args, **kwargs) -> None:
+        if self.closed:
+            return
+        try:
+            self.console.print(*args, **kwargs)
+        except (BrokenPipeError, typer.Exit, SystemExit):  # rich's broken-pipe handler's (main()'s: typer.Exit)
+            self.closed = True
 
     def start(self, info):
         # A mixture of differently sized sets has one crop size per part.
@@ -235,7 +247,7 @@ class RichTrainReporter:
             target += f", for {info['time_limit'] / 60:g} minutes"
             if info.get("time_schedule"):
                 target += " (learning rate decays over that time)"
-        self.console.print(
+        self._print(
             f"training on {info['device']} (x{info['world']}, {info.get('threads', '?')} CPU thread(s)): "
             f"{_counted(info['train_images'], 'image')} to train on ({info['val_images']} more held out), "
             f"crops {' / '.join(f'{h}x{w}' for h, w in crops)}, {info['channels']} channel(s), "
@@ -276,21 +288,21 @@ class RichTrainReporter:
                 of = f" of ~{planned}" if planned is not None else ""
                 left = stats.get("seconds_left")
                 eta = f" | {left / 60:.1f} min left" if left is not None else ""
-                self.console.print(f"step {step}{of}: {status} | lr {stats['lr']:.2e}{eta}", highlight=False)
+                self._print(f"step {step}{of}: {status} | lr {stats['lr']:.2e}{eta}", highlight=False)
             return
         self.progress.update(self.task, completed=step, status=status,
                              **({"total": planned} if planned is not None else {}))
 
     def validation(self, step, result):
         self.last_val = result.bound_bpsp
-        self.console.print(
+        self._print(
             f"step {step}: validation bound {result.bound_bpsp:.4f} bpsp "
             f"(NLL {result.nll_bpsp:.4f} + KL {result.kl_bpsp:.4f}) on {result.images} images",
             highlight=False,
         )
 
     def coded(self, step, achieved_bpsp, bound_bpsp, images):
-        self.console.print(
+        self._print(
             f"step {step}: {images} validation images compressed for real: achieved {achieved_bpsp:.4f} bpsp "
             f"vs bound {bound_bpsp:.4f} ({achieved_bpsp / bound_bpsp:.3f}x, first tiles and header included)",
             highlight=False,
@@ -301,7 +313,7 @@ class RichTrainReporter:
 
     def stopped(self, step, path, signum):
         self.close()
-        self.console.print(f"stopped at step {step}: checkpoint saved to {path} (--resume --out {path.parent} "
+        self._print(f"stopped at step {step}: checkpoint saved to {path} (--resume --out {path.parent} "
                            f"continues it)", highlight=False, markup=False)
 
     def close(self):
@@ -372,7 +384,7 @@ def train(
                                             "learning-rate decay and the ETA are planned to end then"),
     batch_size: Optional[int] = typer.Option(None, min=1, help="override the preset's batch size"),
     lr: Optional[float] = typer.Option(None, help="override the learning rate (the preset's; 2e-4 when "
-                                       "fine-tuning the shipped model)"),
+                                       "starting from a trained model: the shipped one, or --init's)"),
     crop: Optional[int] = typer.Option(None, help="override the preset's crop size"),
     decay_steps: Optional[int] = typer.Option(None, help="cosine learning-rate decay length (0: none); default: "
                                               "over --steps, or over the time --minutes gives"),
@@ -454,7 +466,9 @@ def train(
     A folder of your images fine-tunes the shipped default of its mode (colour or grey: `vaezip models`)
     unless --init, --preset or --from-scratch says otherwise. At the end, the new model, the shipped one and
     WebP / JPEG-XL code held-out images for real, side by side. Ctrl-C saves a checkpoint (--resume continues it)."""
-    with user_errors():
+    from vaezip.files import signals_as_exceptions
+
+    with user_errors(), signals_as_exceptions():  # SIGTERM outside the loop's own handling: 143
         _check_device(device)
         if threads is not None and threads < 1:
             raise UsageFailure(f"--threads must be at least 1, not {threads}")
@@ -534,6 +548,8 @@ def train(
         fine_tune = not resume and init is None and preset is None and not from_scratch and is_user_data(data)
         chosen = get_preset(preset or "cpu")
         overrides = dict(FINE_TUNE_OVERRIDES) if fine_tune else {}
+        if init is not None and not resume:  # a trained model's start too: the from-scratch rate undoes it
+            overrides["lr"] = FINE_TUNE_OVERRIDES["lr"]
         overrides.update({
             key: value
             for key, value in dict(batch_size=batch_size, lr=lr, crop=crop, decay_steps=decay_steps, seed=seed,
@@ -543,6 +559,8 @@ def train(
                                train_only_context=train_only_context or None).items()
             if value is not None
         })
+        if resume and steps is None and minutes is None:  # the run's own target (or another sitting as long)
+            steps, minutes = _saved_target(out_dir)
         if steps is None and minutes is None:
             steps = 10_000
         time_schedule = minutes is not None and decay_steps is None
@@ -602,7 +620,9 @@ def train(
         if name is not None:
             worse = comparison.worse_than() if comparison is not None else []
             if worse and not force:
-                raise Failure(f"not installed as {name!r}: it codes the held-out images worse than "
+                how = "worse" if worse[0].payload_bpsp < comparison.trained.payload_bpsp else "no smaller, and its " \
+                    "bound is higher,"
+                raise Failure(f"not installed as {name!r}: it codes the held-out images {how} than "
                               f"{worse[0].name} (--force installs it anyway; the run stays in {out_dir})")
             try:
                 _install(checkpoint, name, force,
@@ -639,8 +659,8 @@ def _compare_after_training(run_dir: Path, checkpoint: dict, summary: dict, init
     trained = LoadedModel("trained", model_from_checkpoint(checkpoint), "0" * 64, str(run_dir))
     comparison = compare_on_holdout(trained, others, held_out.images, device=device)
     out.print(f"held-out images, coded for real ({comparison.images} images, centre crops up to "
-              f"{COMPARISON_SIDE}x{COMPARISON_SIDE}; models: each one's own stream, every tile by the model, one "
-              f"archive each; codecs: one file per image):")
+              f"{COMPARISON_SIDE}x{COMPARISON_SIDE}; models: each one's own stream, every tile by the model (or raw "
+              f"where that is smaller), one archive each; codecs: one file per image):")
     width = max(len(_comparison_label(row, shipped, run_dir)) for row in comparison.rows)
     for row in comparison.rows:
         bound = "" if row.bound_bpsp != row.bound_bpsp else f"  (bound {row.bound_bpsp:.4f})"
@@ -653,17 +673,36 @@ def _compare_after_training(run_dir: Path, checkpoint: dict, summary: dict, init
         " (the model-free predictor codes every tile of them for less: on such images the model changes no file)")
     out.print(f"vaezip compress with the trained model: {comparison.default_bpsp:.4f} bpsp{spared}")
     mine, worse = comparison.trained.payload_bpsp, comparison.worse_than()
+    my_bound = comparison.trained.bound_bpsp
     for row in (row for row in comparison.rows if row.kind == "model"):
         label = _comparison_label(row, shipped)
+        # Files of one size: every tile went raw (a few small images), and the bounds tell the models apart.
+        tie = (f" (every model's file the same size: the held-out images too few or small for any tile to go "
+               f"through a model; bound {my_bound / row.bound_bpsp - 1:+.2%})") if mine == row.payload_bpsp else ""
         if row in worse:  # the same test that keeps --name from installing it
-            err.print(f"WARNING: the trained model codes the held-out images {mine / row.payload_bpsp - 1:.2%} "
-                      f"larger than {label}: keep using {row.name}, or train longer")
-        elif mine == row.payload_bpsp:
-            out.print(f"the trained model codes the held-out images as small as {label}")
+            larger = f"{mine / row.payload_bpsp - 1:.2%} larger than" if not tie else "no smaller than"
+            err.print(f"WARNING: the trained model codes the held-out images {larger} {label}{tie}: keep using "
+                      f"{row.name}, or train longer")
+        elif tie:
+            out.print(f"the trained model codes the held-out images as small as {label}{tie}")
         else:
             out.print(f"the trained model codes the held-out images {1 - mine / row.payload_bpsp:.2%} smaller "
                       f"than {label}")
     return comparison, shipped
+
+
+def _saved_target(run_dir: Path) -> tuple[int | None, float | None]:
+    """The step target and minutes a run's checkpoint records (None, None where an earlier vaezip saved it: the
+    default target then, with a warning)."""
+    from vaezip.checkpoint import load_checkpoint
+
+    target = load_checkpoint(run_dir).get("target")
+    if not isinstance(target, dict) or (target.get("steps") is None and target.get("minutes") is None):
+        _tell("warning", f"--resume: {run_dir}'s checkpoint records no step target or time (an earlier vaezip saved "
+                         f"it): going on to 10,000 steps (--steps or --minutes sets another)")
+        return None, None
+    steps, minutes = target.get("steps"), target.get("minutes")
+    return (int(steps) if steps is not None else None), (float(minutes) if minutes is not None else None)
 
 
 def _comparison_label(row, shipped: str | None, run_dir: Path | None = None) -> str:

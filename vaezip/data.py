@@ -572,7 +572,7 @@ def load(source: str | os.PathLike, *, limit: int | None = None,
     if limit is not None and limit < 1:
         raise DataError(f"limit must be >= 1, got {limit}")
     src = os.fspath(source)
-    if src in _SPECS:
+    if names_data_set(src):
         return _load_name(src, limit, channels, exclude)
 
     key = None
@@ -671,7 +671,8 @@ class CropSampler:
             keep = [im for im in iset.images if im.shape[0] >= ch and im.shape[1] >= cw]
             self.skipped = len(iset) - len(keep)
             if not keep:
-                raise DataError(f"CropSampler: all {len(iset)} images are smaller than crop {ch}x{cw}")
+                raise DataError(f"{iset.name}: all {len(iset)} images are smaller than the training crop "
+                                f"{ch}x{cw} (--crop takes smaller crops)")
             self._list = keep
             self._view = None
         self.crop = (ch, cw)
@@ -744,12 +745,30 @@ class MixtureSampler:
             sampler.set_state(part_state)
 
 
+_SAID_PATH_WINS: set[str] = set()  # sources whose warning was given (each check would give it again)
+
+
+def names_data_set(source: str) -> bool:
+    """Whether `source` names one of vaezip's data sets (DATASETS). A path that exists here is the user's own
+    images even where a data set has its name (a folder `photos`): with a warning; `vaezip train photos` trained
+    on the data set instead, without a word."""
+    if source not in _SPECS:
+        return False
+    if not Path(source).expanduser().exists():
+        return True
+    if source not in _SAID_PATH_WINS:
+        _SAID_PATH_WINS.add(source)
+        warnings.warn(f"{source}: the {'folder' if Path(source).expanduser().is_dir() else 'file'} here, not "
+                      f"vaezip's data set of that name", stacklevel=3)
+    return False
+
+
 def parse_mixture(source: str) -> list[tuple[str, float]]:
     """``"skimage-rgb@1+imagenette32-train@1"`` -> ``[("skimage-rgb", 1.0), ("imagenette32-train", 1.0)]``.
 
     A source that names a data set or an existing path is one part of weight 1, even when it contains
     ``+`` or ``@``.  A part without ``@WEIGHT`` has weight 1."""
-    if source in _SPECS or Path(source).expanduser().exists():
+    if names_data_set(source) or Path(source).expanduser().exists():
         return [(source, 1.0)]
     parts = []
     for item in source.split("+"):

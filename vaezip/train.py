@@ -269,6 +269,16 @@ def coded_rate(model: HierarchicalVAE, images, crop: int, device: torch.device) 
 MIN_IMAGES_FOR_HOLDOUT = 20
 
 
+def _pixels_sha256(sets) -> str:
+    digest = hashlib.sha256()
+    for image_set in sets:
+        for index in range(len(image_set)):
+            image = np.ascontiguousarray(image_set.images[index])
+            digest.update(repr(image.shape).encode())
+            digest.update(image.tobytes())
+    return digest.hexdigest()
+
+
 @dataclass(frozen=True)
 class TrainingData:
     parts: tuple[datasets.ImageSet, ...]  # what the sampler crops from
@@ -289,12 +299,13 @@ class TrainingData:
         """A digest of the held-out images' pixels (once: every checkpoint records it): a resumed run checks that
         it validates on the same ones (a file renamed in the folder moves which ones are held out, the count
         unchanged)."""
-        digest = hashlib.sha256()
-        for index in range(len(self.validation)):
-            image = np.ascontiguousarray(self.validation.images[index])
-            digest.update(repr(image.shape).encode())
-            digest.update(image.tobytes())
-        return digest.hexdigest()
+        return _pixels_sha256([self.validation])
+
+    @functools.cached_property
+    def images_sha256(self) -> str:
+        """A digest of every image's pixels, the trained-on ones too: a resumed run checks that it trains on the
+        same images (one replaced, the count unchanged, went on without a word)."""
+        return _pixels_sha256([*self.parts, self.validation])
 
     def sampler(self, crop: int, seed: int):
         if len(self.parts) == 1:
@@ -304,8 +315,9 @@ class TrainingData:
 
 def _load_data(source: str, channels: int | None, val_images: int) -> TrainingData:
     mixture = datasets.parse_mixture(source)
-    if len(mixture) == 1:
-        train_set, val_set = datasets.split_holdout(datasets.load(source, channels=channels), max_count=val_images)
+    if len(mixture) == 1:  # (`imgs@2`: one part, its weight no matter)
+        train_set, val_set = datasets.split_holdout(datasets.load(mixture[0][0], channels=channels),
+                                                    max_count=val_images)
         if len(val_set) == 0:  # validation, the end's comparison and --name's check all need held-out images
             count = len(train_set)
             raise datasets.DataError(f"{source}: {count} image{'' if count == 1 else 's'}, none held out: a run holds "
@@ -334,7 +346,7 @@ def _load_data(source: str, channels: int | None, val_images: int) -> TrainingDa
 def is_user_data(source: str) -> bool:
     """Whether `source` is the user's own images (a folder, an image or an .npz file) rather than a named
     data set or a mixture: those are what a run starts from the shipped model for by default."""
-    if source in datasets.DATASETS or len(datasets.parse_mixture(source)) != 1:
+    if datasets.names_data_set(source) or len(datasets.parse_mixture(source)) != 1:
         return False
     return Path(source).expanduser().exists()
 
@@ -380,7 +392,7 @@ def _resumed_data(run_dir: Path, given: str | None, saved: str) -> str:
     here, there = Path(given).expanduser(), Path(saved).expanduser()
     if here.exists() and there.exists() and here.resolve() == there.resolve():
         return given
-    a_path = saved not in datasets.DATASETS and len(datasets.parse_mixture(saved)) == 1 and ":" not in there.name
+    a_path = not datasets.names_data_set(saved) and len(datasets.parse_mixture(saved)) == 1 and ":" not in there.name
     if there.exists() or not here.exists() or not a_path:
         raise CheckpointError(f"--resume continues {run_dir} on {saved}, not on {given}: to train it on other "
                               f"images, start a new run from it (--init {run_dir} --out NEW)")
@@ -458,6 +470,9 @@ def resolve_run(
         raise CheckpointError(f"--resume: {data_source} holds other images than when {run_dir} began (the held-out "
                               f"ones are others now: a file renamed, replaced or added with another removed): to "
                               f"train on them, start a new run from it (--init {run_dir} --out NEW)")
+    if saved is not None and saved.get("images_sha256") not in (None, training_data.images_sha256):
+        raise CheckpointError(f"--resume: {data_source} holds other images than when {run_dir} began (one changed or "
+                              f"replaced): to train on them, start a new run from it (--init {run_dir} --out NEW)")
     if saved is None and init == DEFAULT_INIT:
         initial = _load_initial(init, training_data.channels)
     if initial is not None:
@@ -473,7 +488,11 @@ def resolve_run(
     if saved is None and initial is None:
         model_config = dataclasses.replace(model_config, image_channels=training_data.channels)
     elif training_data.channels != model_config.image_channels:
-        raise CheckpointError("the data's channel count differs from the model's")
+        start = f"--init {init}" if saved is None else f"the run in {run_dir}"
+        kinds = {1: "grey", 3: "colour"}
+        raise CheckpointError(f"{data_source}: {kinds.get(training_data.channels)} images, but {start} is a "
+                              f"{kinds.get(model_config.image_channels)} model (--channels "
+                              f"{model_config.image_channels} converts the images)")
     if saved is None and pixel_context is not None:
         if initial is not None and initial.model.config.pixel_context not in (0, pixel_context):
             raise CheckpointError("--pixel-context: the --init model already has a context head of another width")
@@ -551,6 +570,8 @@ class Session:
     seconds_before: float = 0.0  # training time of earlier sessions
     session_start: float = field(default_factory=time.perf_counter)
     checkpoint_seen: tuple[int, int, int] | None = None  # the run's checkpoint as this session last saw it
+    # What the session was asked for (a checkpoint records it: `--resume` alone goes on to the same target)
+    target: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.checkpoint_seen is None:
@@ -720,6 +741,7 @@ def save(session: Session, reporter: TrainReporter) -> None:
         "data_source": str(plan.data_source),
         "data_images": plan.training_data.images,  # a resumed run checks it: its held-out images depend on it
         "held_out_sha256": plan.training_data.held_out_sha256,  # and that they are the same
+        "images_sha256": plan.training_data.images_sha256,  # and that it trains on the same images
         "init": plan.init_record,
         "model": session.model.state_dict(),
         "ema": session.ema.state_dict(),
@@ -732,6 +754,7 @@ def save(session: Session, reporter: TrainReporter) -> None:
             "sampler": session.sampler.state(),
         },
         "torch_version": str(torch.__version__),
+        "target": dict(session.target),  # {"steps": total or None, "minutes": a session's or None}
     }
     if plan.time_schedule:
         payload["schedule"] = "time"  # a resumed run goes on decaying along the time it is given
@@ -767,9 +790,16 @@ class StopRequests:
     def _raise(signum: int):
         if signum == signal.SIGINT:
             raise KeyboardInterrupt
+        if signum == getattr(signal, "SIGPIPE", None):
+            raise BrokenPipeError("the reader of the training's output went away")
         from vaezip.files import Terminated
 
         raise Terminated(signum)
+
+    def request(self, signum: int) -> None:
+        """Ask the loop to stop as this signal would (SIGPIPE: the reporter's reader went away)."""
+        if self.signum is None:
+            self.signum = signum
 
     def raise_requested(self) -> None:
         if self.signum is not None:
@@ -902,6 +932,7 @@ def train(
                        model_options=model_options,
                        time_schedule=timing.time_schedule and timing.time_limit is not None)
     session = build(plan, device, dist)
+    session.target = {"steps": steps, "minutes": None if timing.time_limit is None else timing.time_limit / 60}
     restore(session)
     config, counters = plan.train_config, session.counters
     val_set = plan.training_data.validation
@@ -941,6 +972,8 @@ def train(
                 # Each step takes its share of the decay still to go: the cosine ends with the run, however
                 # the machine's speed changes on the way (a fixed plan from the first minute would not).
                 progress += (1.0 - progress) / max(1.0, remaining)
+            if getattr(reporter, "closed", False) and hasattr(signal, "SIGPIPE"):
+                stop.request(signal.SIGPIPE)  # its output's reader went away (`| head`): saved, as on Ctrl-C
             stopping, progress = dist.agree(stop.signum is not None or clock.out_of_time(), progress)
             if stopping:
                 break
@@ -983,10 +1016,11 @@ def train(
         stop.raise_requested()
     # A resumed run already at its target: its checkpoint and history stay as they are (no step, nothing to save)
     untouched = plan.saved is not None and session.step == plan.saved["step"]
+    if not untouched:  # first: a stop during the last validation (minutes, with its real files) loses no step
+        save(session, reporter)
     if dist.main and not untouched and (last_val is None or counters.history[-1]["step"] != session.step):
         last_val = validate(session, reporter, coded_validation)
-    if not untouched:
-        save(session, reporter)
+        save(session, reporter)  # with the validation in its history
     dist.close()
     validated = [entry for entry in counters.history if "val_bpsp" in entry]
     return {
@@ -1033,9 +1067,12 @@ class Comparison:
 
     def worse_than(self) -> list[ComparisonRow]:
         """The other models whose own streams code these images in fewer bits than the trained one's (headers left
-        out: they differ by the model's name only)."""
-        mine = self.trained.payload_bpsp
-        return [row for row in self.rows if row.kind == "model" and row.payload_bpsp < mine]
+        out: they differ by the model's name only), or as many with a lower bound: where every tile of a few small
+        held-out images goes raw, every model's stream is the same size, and an untrained model passed."""
+        mine = self.trained
+        return [row for row in self.rows if row.kind == "model" and (
+            row.payload_bpsp < mine.payload_bpsp
+            or (row.payload_bpsp == mine.payload_bpsp and row.bound_bpsp < mine.bound_bpsp))]
 
 
 def holdout_sample(images, max_images: int = COMPARISON_IMAGES, side: int = COMPARISON_SIDE) -> list[np.ndarray]:

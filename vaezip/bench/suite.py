@@ -161,7 +161,7 @@ def prepare(sources: Sequence[str] = (), *, models: Sequence[str] = (), limit: i
     and build the codecs (``codecs``: names, default every classical codec + vaezip + vaezip-archive).
     ``exclude``: a folder whose images no data set takes (the report's own: `bench .` run twice would measure
     its charts)."""
-    from vaezip.data import load
+    from vaezip.data import load, names_data_set
 
     names = parse_codecs(codecs)
     classical_names = [n for n in names if n not in LEARNED_NAMES]
@@ -187,7 +187,8 @@ def prepare(sources: Sequence[str] = (), *, models: Sequence[str] = (), limit: i
     given = dict(loaded)
     plans: list[SetPlan] = []
     for src in (list(sources) or list(DEFAULT_SETS)):
-        n = limit if limit is not None else limits.get(os.fspath(src))
+        # a data set's own limit, not a folder's that has its name (a folder `kodak` here is the user's)
+        n = limit if limit is not None else limits.get(os.fspath(src)) if names_data_set(os.fspath(src)) else None
         iset = load(src, limit=n, exclude=exclude)
         if any(plan.name == iset.name for plan in plans) or any(Path(other).name == iset.name and other != src
                                                                for other in sources):
