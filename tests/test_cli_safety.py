@@ -29,7 +29,8 @@ from typer.testing import CliRunner
 
 from vaezip import files
 from vaezip.api import compress_images, decompress_images, load_model
-from vaezip.cli import _safe_name, app
+from vaezip.cli import app
+from vaezip.files import png_file_name as _safe_name
 
 HANG_GUARD_S = 600  # only against a hang (as the other CLI tests' subprocess timeout): never a speed check
 
@@ -454,7 +455,7 @@ def test_images_of_one_name_in_an_archive_all_come_back(tmp_path, model):
 
 
 def test_output_names_are_unique_case_folded_and_numbered_in_stored_order():
-    from vaezip.cli import _output_names
+    from vaezip.files import png_file_names as _output_names
 
     assert _output_names(["x.png", "x.jpg", "X-2.png", "d/x.png", "X.PNG", "y.bmp"]) == [
         "x.png", "x-3.png", "X-2.png", "x-4.png", "X-5.png", "y.png"]
@@ -697,7 +698,8 @@ def test_stdin_from_a_terminal_is_refused(tmp_path):
     """'-' with stdin on a terminal would wait for typed binary data: refused, as gzip does."""
     import pty
 
-    for args, what in ((["decompress", "-t", "-"], "compressed data"), (["compress", "-", "-o", "x.vz"], "image data")):
+    for args, what in ((["decompress", "-t", "-"], "compressed data"), (["compress", "-", "-o", "x.vz"], "image data"),
+                       (["info", "-"], "compressed data")):
         leader, follower = pty.openpty()
         try:
             done = subprocess.run([sys.executable, "-m", "vaezip", *args], stdin=follower, capture_output=True,
@@ -897,7 +899,7 @@ def test_a_stored_name_too_long_for_a_file_is_cut_and_a_failed_archive_leaves_no
     """An archive made through the API may name an image beyond the file system's 255 bytes: --dir cuts it (at a
     character's end, room left for a number and the temporary it is written through). Where writing one image of
     an archive fails, the ones written before it are removed: a failure leaves no output file."""
-    from vaezip.cli import _NAME_BYTES, _output_names, _safe_name
+    from vaezip.files import NAME_BYTES as _NAME_BYTES, png_file_name as _safe_name, png_file_names as _output_names
 
     long_name = "é" * 200 + ".png"  # 404 bytes
     cut = _safe_name(long_name)
@@ -921,13 +923,36 @@ def test_a_stored_name_too_long_for_a_file_is_cut_and_a_failed_archive_leaves_no
     monkeypatch.setattr(files, "atomic_write", fails_the_second)
     result = CliRunner().invoke(app, ["decompress", "set.vz", "-d", "again"])
     assert result.exit_code == 1 and "No space left on device" in result.output
-    assert len(calls) == 2 and os.listdir(tmp_path / "again") == []
+    # said, and the folders the run made for them removed too (a review found both left in silence)
+    assert "(the 1 of its images written before it removed)" in result.output, result.output
+    assert len(calls) == 2 and not (tmp_path / "again").exists()
     # with --force, an image that replaced a file stays (what it replaced is gone either way)
     calls.clear()
+    (tmp_path / "again").mkdir()
     (tmp_path / "again" / "first.png").write_bytes(b"an older file")
     result = CliRunner().invoke(app, ["decompress", "set.vz", "-d", "again", "--force"])
     assert result.exit_code == 1 and os.listdir(tmp_path / "again") == ["first.png"]
+    assert "(1 written over files (--force) stay)" in result.output, result.output
     assert same_pixels(Image.open(tmp_path / "again" / "first.png"), grey)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="no file size limits here")
+def test_a_write_that_fails_names_its_file(tmp_path):
+    """`ulimit -f`: the error said `set.vz: [Errno 27] File too large`, naming neither the image nor the folder."""
+    import resource
+
+    grey = Image.fromarray(np.random.default_rng(0).integers(0, 256, (200, 200), dtype=np.uint8))
+    (tmp_path / "set.vz").write_bytes(compress_images([("a.png", grey.crop((0, 0, 8, 8))), ("big.png", grey)],
+                                                      fast=True).data)
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, resource.RLIM_INFINITY))
+
+    done = subprocess.run([sys.executable, "-m", "vaezip", "decompress", "set.vz", "-d", "out/sub"], cwd=tmp_path,
+                          capture_output=True, text=True, preexec_fn=small_files)
+    assert done.returncode == 1 and "out/sub/big.png: cannot write it (File too large) (the 1 of its images " \
+        "written before it removed)" in done.stderr, done.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_file_is_read_in_what_it_holds_and_running_out_of_memory_is_one_line(tmp_path, monkeypatch):

@@ -191,6 +191,29 @@ if __name__ == "__main__":
 
 
 @pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork on this platform")
+def test_a_worker_forked_after_the_host_s_own_torch_work_codes_instead_of_hanging(tiny_weights):
+    """The host ran torch itself (its threads started) and loaded no model before forking: vaezip hung in the
+    child (a review)."""
+    script = f"""
+import multiprocessing, sys
+sys.path.insert(0, {str(ROOT)!r})
+import torch
+from PIL import Image
+from vaezip import api
+torch.set_num_threads(2)
+for _ in range(3):
+    torch.nn.functional.conv2d(torch.ones(1, 8, 64, 64), torch.ones(8, 8, 3, 3))
+image = Image.open({str(ROOT / "samples" / "hopper.png")!r}).convert("RGB").crop((0, 0, 64, 48))
+def work(_):
+    return len(api.compress(image, {str(tiny_weights[3])!r}, predictor=False, classical=False)) > 0
+if __name__ == "__main__":
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        print(pool.map_async(work, [0]).get(timeout=120))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.stdout.split() == ["[True]"], (done.stdout, done.stderr[-2000:])
+
+
 def test_a_float_file_in_a_worker_forked_after_a_model_was_loaded_is_decoded_or_refused_not_hung(tiny_weights):
     """The format-1 float coder pins torch to two threads, which a forked child no longer has: it hung in its first
     convolution. It now runs on the one thread the child has: the image where one thread computes the floats that
@@ -230,6 +253,56 @@ def test_compress_images_takes_arrays_and_refuses_what_is_no_image_in_one_line()
             compress(thing)
     with pytest.raises(ImageError, match="^b: a str: "):
         compress_images([("b", "photo.png")])
+
+
+def test_what_the_api_is_given_wrongly_is_said_before_any_work(tiny_weights):
+    """A review: a file object, a dict of images, a path to decompress, a name past the header's limit, max_batch
+    2.5 or 0 and device 'bogus' were Python's errors, one after all the work, or taken in silence."""
+    import io as io_module
+
+    image = _crops(1)[0]
+    with pytest.raises(ImageError, match="vaezip codes a PIL image"):
+        compress(io_module.BytesIO(b"\x89PNG"))
+    with pytest.raises(ImageError, match=r"takes a sequence of \(name, image\) pairs, not a dict"):
+        compress_images({"a.png": image})
+    with pytest.raises(ImageError, match="name of 5000 characters \\(at most 4096\\)"):
+        compress_images([("x" * 5000, image)], fast=True)
+    for bad in (2.5, 0, -1, True):
+        with pytest.raises(ValueError, match="max_batch must be a positive int"):
+            compress_images([("a.png", image)], fast=True, max_batch=bad)
+    with pytest.raises(ValueError, match="device must be one of auto, cpu, cuda, not 'bogus'"):
+        compress_images([("a.png", image)], fast=True, device="bogus")
+    data = compress_images([("a.png", image), ("b.png", image)], fast=True).data
+    with pytest.raises(ValueError, match="device must be one of"):
+        decompress_images(data, device="bogus")
+    with pytest.raises(TypeError, match=r"a \.vz file's bytes, not str \(pass open\(path, 'rb'\)\.read\(\)\)"):
+        decompress("set.vz")
+    # decompress of an archive: the first image was given, the others dropped without a word
+    with pytest.raises(ValueError, match="the file holds 2 images: decompress_images gives them all"):
+        decompress(data)
+
+
+def test_loading_a_model_leaves_the_host_s_random_numbers_alone(tiny_weights):
+    """The model's random initial weights, replaced at once by its own, drew from torch's global generator."""
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    load_model(tiny_weights[3])
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_stored_names_are_given_as_stored_and_made_plain_file_names_on_request():
+    """decompress_images gives a name as the file stores it ('../x.png' from whoever made the file);
+    png_file_names makes the names `decompress --dir` writes under."""
+    from vaezip.api import png_file_names
+
+    image = _crops(1)[0]
+    data = compress_images([("../evil.png", image), ("/tmp/abs.png", image), ("A.png", image), ("a.png", image)],
+                           fast=True).data
+    names = [name for name, _ in decompress_images(data)]
+    assert names == ["../evil.png", "/tmp/abs.png", "A.png", "a.png"]
+    assert png_file_names(names) == ["evil.png", "abs.png", "A.png", "a-2.png"]
+    assert png_file_names(["\u00e9.png", "e\u0301.png"]) == ["\u00e9.png", "e\u0301-2.png"]  # one name on macOS
 
 
 def test_a_16_bit_image_made_in_memory_is_refused_with_a_way_that_keeps_it_whole():

@@ -31,8 +31,10 @@ def _numpy_defaults(function):
 __all__ = [
     "CompressResult", "FileInfo", "ImageInfo", "ImageReport", "INFERENCE", "LoadedModel", "compress",
     "compress_images", "decompress", "decompress_images", "default_model", "file_info", "load_model", "png_bytes",
-    "read_header",
+    "png_file_names", "read_header",
 ]
+
+from vaezip.files import png_file_names  # noqa: E402  (torch-free; re-exported: see decompress_images)
 
 
 # ---------------------------------------------------------------------------------------------- coding
@@ -100,7 +102,13 @@ def compress_images(
     names what was left out). An image opened by vaezip's open_image brings its file's chunks; any other image
     its colour profile, EXIF, XMP, comment and dots per inch as Pillow holds them in its info."""
     from vaezip.archive import encode_archive
+    from vaezip.devices import DEVICE_NAMES  # no torch
 
+    # Known before any work: a bad max_batch failed after all of it, and a bad device passed wherever no model ran
+    if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+        raise ValueError(f"max_batch must be a positive int, not {max_batch!r}")
+    if device not in DEVICE_NAMES:
+        raise ValueError(f"device must be one of {', '.join(DEVICE_NAMES)}, not {device!r}")
     return encode_archive(
         images, model, tile=tile, max_batch=max_batch, device=device, progress=progress, predictor=predictor,
         classical=classical, format_version=format_version, samples=samples, fast=fast, metadata=metadata,
@@ -116,7 +124,9 @@ def compress(image, model: LoadedModel | str | None = None, *, name: str = "imag
 @_numpy_defaults
 def decompress_images(data: bytes, model: LoadedModel | str | None = None, *, device: str = "auto", progress=None):
     """.vz bytes -> list of (name, PIL image), a 16-bit image as a vaezip.images.DeepImage (its `samples` uint16);
-    raises IntegrityError unless every checksum matches. A file whose
+    raises IntegrityError unless every checksum matches. A name is as the file stores it, whoever made the file:
+    it may hold '../', '/', control characters, or repeat another's; `png_file_names(names)` gives the plain,
+    distinct file names `vaezip decompress --dir` writes them under. A file whose
     images are all coded classically, or whose every tile went without the model (the predictor's, raw bytes),
     needs no model (and imports no torch); `model` is then not used. A format-17 image carries its metadata
     chunks in its info (vaezip/metadata.py METADATA), which png_bytes writes into its PNG."""
@@ -124,7 +134,11 @@ def decompress_images(data: bytes, model: LoadedModel | str | None = None, *, de
     from codec.depth import LOW, low_bits
     from vaezip.metadata import attach
 
-    parsed = read_versioned(data)
+    from vaezip.devices import DEVICE_NAMES  # no torch
+
+    if device not in DEVICE_NAMES:
+        raise ValueError(f"device must be one of {', '.join(DEVICE_NAMES)}, not {device!r}")
+    parsed = read_versioned(_file_bytes(data))
     parts = _decoded(data, parsed, model, device, progress)
     images = []
     for k, ((name, image), entry) in enumerate(zip(parts, parsed[1].images)):
@@ -154,8 +168,22 @@ def _decoded(data: bytes, parsed, model, device: str, progress):
 
 
 def decompress(data: bytes, model: LoadedModel | str | None = None, **options):
-    """.vz bytes of a single image -> PIL image (a DeepImage for a 16-bit one)."""
+    """.vz bytes of a single image -> PIL image (a DeepImage for a 16-bit one); ValueError for an archive of
+    several (decompress_images gives them all)."""
+    from codec.container import read_versioned
+    from codec.depth import LOW
+
+    count = sum(entry.depth != LOW for entry in read_versioned(_file_bytes(data))[1].images)
+    if count != 1:  # the first alone was given, the others dropped without a word
+        raise ValueError(f"the file holds {count} images: decompress_images gives them all")
     return decompress_images(data, model, **options)[0][1]
+
+
+def _file_bytes(data) -> bytes:
+    """A .vz file's bytes as the API takes them; a path or file object is a TypeError that says what to pass."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return data
+    raise TypeError(f"a .vz file's bytes, not {type(data).__name__} (pass open(path, 'rb').read())")
 
 
 def png_bytes(image) -> bytes:
@@ -247,7 +275,7 @@ def file_info(data: bytes) -> FileInfo:
     from vaezip.classical import check_header
     from vaezip.unpack import check_stream
 
-    version, header, words = read_versioned(data)
+    version, header, words = read_versioned(_file_bytes(data))
     check_header(header)
     if header.uses_model:
         check_stream(header)

@@ -31,7 +31,7 @@ import numpy.random  # noqa: F401
 from codec import bitsback, classic, container, tilekinds
 from codec.ans import Stack, constriction_version
 from codec.depth import LOW
-from codec.header import MAX_IMAGES, MODEL, CoderSettings, Header, ImageEntry
+from codec.header import MAX_IMAGES, MAX_NAME_CHARS, MODEL, CoderSettings, Header, ImageEntry
 from codec.latents import LatentGrid
 from codec.metadata import MAX_CHUNKS
 from codec.planes import fit_histogram, push_plane
@@ -182,9 +182,17 @@ def _parts(images) -> tuple[list[tuple[str, object]], list[tuple[str, tuple]]]:
     """The images as 8-bit PIL images, each 16-bit one (a DeepImage) as its parts (vaezip/images.py deep_parts), and
     each one's depth and levels (("", ()) for an 8-bit image, codec/depth.py's LOW for a low part)."""
     parts, depths = [], []
-    for name, image in images:
+    if isinstance(images, (dict, str, bytes)):  # a dict's keys, a path's characters: "too many values to unpack"
+        raise ImageError(f"compress_images takes a sequence of (name, image) pairs, not a {type(images).__name__}")
+    for pair in images:
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise ImageError(f"compress_images takes a sequence of (name, image) pairs, not one of "
+                             f"{type(pair).__name__}")
+        name, image = pair
         if not isinstance(name, str):  # the header holds names as UTF-8 text
             raise ImageError(f"an image's name must be a str, not {type(name).__name__}")
+        if len(name) > MAX_NAME_CHARS:  # the header refused it after all the work
+            raise ImageError(f"an image's name of {len(name)} characters (at most {MAX_NAME_CHARS})")
         try:
             image = as_image(image)  # an array as compress takes it
         except ImageError as error:

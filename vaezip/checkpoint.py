@@ -176,11 +176,11 @@ def build_model(config: ModelConfig, state_dict: dict[str, torch.Tensor], label:
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise CheckpointError(f"{label}: the weights are not a mapping of names to tensors")
     check_tensors(config, {k: (tuple(v.shape), v.is_floating_point()) for k, v in state_dict.items()}, label)
-    process_settings.model_loaded()  # torch's threads start here: a forked child runs it on one (see there)
     broken = next((key for key, value in state_dict.items() if not bool(torch.isfinite(value).all())), None)
     if broken is not None:  # a diverged run's: every estimate NaN, and the coder's integers undefined
         raise CheckpointError(f"{label}: {short_repr(broken)} holds NaN or infinite values")
-    model = HierarchicalVAE(config)
+    with torch.random.fork_rng(devices=[]):  # the random initial weights, replaced at once, drew from the host's
+        model = HierarchicalVAE(config)  # generator: loading a model changed what torch.rand gave next
     try:
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as error:

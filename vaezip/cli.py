@@ -23,7 +23,7 @@ from rich.table import Table
 
 from vaezip import __version__
 from vaezip.allocator import retain_freed_memory  # light: ctypes and os
-from vaezip.files import Terminated, shown  # light: no torch, numpy or Pillow
+from vaezip.files import Terminated, png_file_name, png_file_names, shown  # light: no torch, numpy or Pillow
 
 # --samples: codec.tilekinds.SAMPLE_COUNTS, repeated here so that the CLI imports no numpy before it needs to
 # (tests/test_importance.py holds the two equal)
@@ -1003,7 +1003,12 @@ def _write_output(path: str, data: bytes, force: bool, derived: bool = False, li
         _write_stdout(data)
         return
     _refuse_target(path, force, derived)
-    atomic_write(Path(path), data, overwrite=force, like=like)
+    try:
+        atomic_write(Path(path), data, overwrite=force, like=like)
+    except OSError as error:  # Python's words named no file: `[Errno 27] File too large`
+        if isinstance(error, (FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)):
+            raise
+        raise Failure(f"{path}: cannot write it ({error.strerror or type(error).__name__})") from None
 
 
 def _write_stdout(data: bytes) -> None:
@@ -1689,62 +1694,16 @@ def _finish(failures: int, total: int) -> None:
         raise typer.Exit(1)
 
 
-def _safe_name(name: str) -> str:
-    """A stored image name as a plain file name in the output folder (never a path outside it, no control
-    characters: a newline, NUL or ESC becomes '_'), as PNG, of at most _NAME_BYTES bytes."""
-    from vaezip.files import safe_file_name
-
-    base = Path(safe_file_name(name).replace("\\", "/")).name
-    if base in ("", ".", ".."):
-        base = "image"
-    plain = str(Path(base).with_suffix(".png"))
-    if len(plain.encode()) <= _NAME_BYTES:
-        return plain
-    # A name longer than file systems take (one set through the API, or a long one given ".png"): cut at a
-    # character's end.
-    stem = plain[: -len(".png")].encode()[: _NAME_BYTES - len(".png")].decode("utf-8", "ignore")
-    return f"{stem}.png"
-
-
-# Most file systems take names of 255 bytes: room is left for _output_names's number (x-4096.png) and for the
-# temporary that a file is written through (files.temporary_path: .NAME.tmp-PID).
-_NAME_BYTES = 255 - len("-4096") - len("..tmp-4194304")
-
-
-def _output_names(stored: list[str]) -> list[str]:
-    """The file names an archive's images get in the --dir folder: each stored name as _safe_name makes it; where
-    several images would get one name (x.png and x.jpg, or two x.png from two folders), the first keeps it and
-    the others are numbered in the stored order (x-2.png, x-3.png), never a name another image has. Names are
-    compared case-folded, as a case-insensitive file system would."""
-    names = [_safe_name(name) for name in stored]
-    taken = {name.casefold() for name in names}
-    given: set[str] = set()
-    next_number: dict[str, int] = {}  # a stem's next number to try: 4,096 images of one name stay linear
-    unique = []
-    for name in names:
-        if name.casefold() in given:
-            stem = name[: -len(".png")]
-            number = next_number.get(stem.casefold(), 2)
-            while f"{stem}-{number}.png".casefold() in taken:
-                number += 1
-            next_number[stem.casefold()] = number + 1
-            name = f"{stem}-{number}.png"
-            taken.add(name.casefold())
-        given.add(name.casefold())
-        unique.append(name)
-    return unique
-
-
-def _single_image_file(data: bytes) -> bool:
-    """Whether a .vz holds exactly one image, from its header alone (no model); False if the header does not
-    parse (the decoder then says why)."""
+def _image_count(data: bytes) -> int | None:
+    """How many images a .vz holds, from its header alone (no model); None if the header does not parse (the
+    decoder then says why)."""
     from codec.container import read_versioned
     from codec.depth import LOW
 
     try:
-        return sum(1 for entry in read_versioned(data)[1].images if entry.depth != LOW) == 1  # 16-bit: 2 parts
+        return sum(1 for entry in read_versioned(data)[1].images if entry.depth != LOW)  # 16-bit: 2 parts
     except Exception:  # noqa: BLE001 - any damage is the decoder's to report, with its own message
-        return False
+        return None
 
 
 @app.command()
@@ -1830,8 +1789,11 @@ def decompress(
             if output is not None and output != "-":
                 _check_target(output, force)  # before decoding: a missing folder is no reason to decode
             data, read_as[index] = read_input(path)
+            count = _image_count(data)
+            if output is not None and count is not None and count > 1:  # known before seconds of decoding
+                raise Failure(f"{path} holds {count} images: use --dir")
             default = _default_output(path, ".png") if derived and path != "-" else None
-            if default and not force and os.path.lexists(default) and _single_image_file(data):
+            if default and not force and os.path.lexists(default) and count == 1:
                 # The usual clash (photo.png kept beside photo.vz) is known before seconds of decoding.
                 raise _exists(default, derived=True)
             return data
@@ -1852,10 +1814,10 @@ def decompress(
             if output is not None:
                 targets = [output]
             elif directory is not None:
-                names = _output_names([name for name, _ in images])
+                names = png_file_names([name for name, _ in images])
                 folder = directory / subfolders.get(path, "")
                 targets = [str(folder / name) for name in names]
-                renamed = [name for name, (stored, _) in zip(names, images) if name != _safe_name(stored)]
+                renamed = [name for name, (stored, _) in zip(names, images) if name != png_file_name(stored)]
             elif len(images) == 1 and path != "-":
                 targets = [_default_output(path, ".png")]
             elif len(images) == 1:
@@ -1871,7 +1833,12 @@ def decompress(
                 if identity in written:
                     raise Failure(f"{target}: already written by this run from another input; nothing written")
                 _refuse_target(target, force, derived)
+            made_folders = []  # those this input's images made: removed again where a failure leaves them empty
             if directory is not None:
+                missing = folder
+                while not os.path.lexists(missing) and missing != missing.parent:
+                    made_folders.append(missing)
+                    missing = missing.parent
                 try:
                     folder.mkdir(parents=True, exist_ok=True)
                 except OSError as error:
@@ -1879,7 +1846,7 @@ def decompress(
                         from None
             # An archive's images written so far where no file was: a failure on a later one removes them (one
             # that replaced a file with --force stays: the file it replaced is gone either way).
-            made = []
+            made, replaced = [], 0
             try:
                 for target, (_, image) in zip(targets, images):
                     png = png_bytes(image)
@@ -1887,16 +1854,26 @@ def decompress(
                     _write_output(target, png, force, derived, like=read_as.get(index))  # the .vz's times, as gunzip
                     if new:
                         made.append(target)
+                    else:
+                        replaced += 1
                     if target != "-":
                         written.add(file_identity(target))
                     if not keep and target != "-":
                         _check_written_png(target, png, image)
-            except BaseException:
+            except BaseException as error:
                 if len(targets) > 1:
                     for target in made:
                         written.discard(file_identity(target))
                         with suppress(OSError):
                             os.unlink(target)
+                for made_folder in made_folders:  # innermost first; one that holds anything stays
+                    with suppress(OSError):
+                        made_folder.rmdir()
+                if len(targets) > 1 and isinstance(error, (Failure, ValueError, OSError)) and (made or replaced):
+                    # Said: the archive's images before the failing one were written, then removed
+                    said = [f"the {len(made)} of its images written before it removed"] if made else []
+                    said += [f"{replaced} written over files (--force) stay"] if replaced else []
+                    raise Failure(f"{_error_message(error)} ({'; '.join(said)})") from None
                 raise
             # A chunk that does not fit its image (a colour profile of another colour space) goes into no PNG;
             # compress never stores one, so its file was made otherwise: said, and --rm keeps that file.
@@ -1961,6 +1938,8 @@ def info(inputs: list[str] = typer.Argument(..., help=".vz files")):
         out.print(shown(line), markup=False, highlight=False, soft_wrap=True)
 
     from vaezip.api import file_info  # torch-free
+    with user_errors():  # as compress and decompress: '-' waited for typed binary data
+        _refuse_terminal_input(inputs, "compressed data")
     failures = 0
     for path in inputs:
         with user_errors_counted(path) as failed:

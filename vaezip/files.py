@@ -70,6 +70,55 @@ def safe_file_name(name: str, replacement: str = "_") -> str:
     return "".join(replacement if _unsafe(char) else char for char in name)
 
 
+def png_file_name(name: str) -> str:
+    """A stored image name as a plain file name in the output folder (never a path outside it, no control
+    characters: a newline, NUL or ESC becomes '_'), as PNG, of at most NAME_BYTES bytes."""
+    base = Path(safe_file_name(name).replace("\\", "/")).name
+    if base in ("", ".", ".."):
+        base = "image"
+    plain = str(Path(base).with_suffix(".png"))
+    if len(plain.encode()) <= NAME_BYTES:
+        return plain
+    # A name longer than file systems take (one set through the API, or a long one given ".png"): cut at a
+    # character's end.
+    stem = plain[: -len(".png")].encode()[: NAME_BYTES - len(".png")].decode("utf-8", "ignore")
+    return f"{stem}.png"
+
+
+# Most file systems take names of 255 bytes: room is left for png_file_names's number (x-4096.png) and for the
+# temporary that a file is written through (files.temporary_path: .NAME.tmp-PID).
+NAME_BYTES = 255 - len("-4096") - len("..tmp-4194304")
+
+
+def png_file_names(stored: list[str]) -> list[str]:
+    """The file names an archive's images get in the --dir folder: each stored name as png_file_name makes it; where
+    several images would get one name (x.png and x.jpg, or two x.png from two folders), the first keeps it and
+    the others are numbered in the stored order (x-2.png, x-3.png), never a name another image has. Names are
+    compared case-folded and in one Unicode form, as a case-insensitive file system (macOS's) would."""
+    names = [png_file_name(name) for name in stored]
+    taken = {_folded(name) for name in names}
+    given: set[str] = set()
+    next_number: dict[str, int] = {}  # a stem's next number to try: 4,096 images of one name stay linear
+    unique = []
+    for name in names:
+        if _folded(name) in given:
+            stem = name[: -len(".png")]
+            number = next_number.get(_folded(stem), 2)
+            while _folded(f"{stem}-{number}.png") in taken:
+                number += 1
+            next_number[_folded(stem)] = number + 1
+            name = f"{stem}-{number}.png"
+            taken.add(_folded(name))
+        given.add(_folded(name))
+        unique.append(name)
+    return unique
+
+
+def _folded(name: str) -> str:
+    """`name` as a case-insensitive file system compares it: é typed in one character or two, any case."""
+    return unicodedata.normalize("NFC", name).casefold()
+
+
 # ---------------------------------------------------------------------------------------------- reading
 
 

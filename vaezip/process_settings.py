@@ -157,7 +157,6 @@ def blas_threads(threads: int | None):
     return _first_holder_limits_blas(threads)
 
 
-_models_loaded = False
 _threads_lost_in_fork = False  # this process was forked from one whose torch had started its threads
 
 
@@ -171,24 +170,22 @@ def _possible(count: int) -> int:
     return 1 if _threads_lost_in_fork else count
 
 
-def model_loaded() -> None:
-    """Called where vaezip builds a model: from then on a forked child runs torch on one thread (see below)."""
-    global _models_loaded
-    _models_loaded = True
-
-
 def _single_threaded_torch_after_fork() -> None:
-    """In a child forked from a process whose torch had started its OpenMP threads (loading a model does), torch's
-    next parallel region waits for threads the child does not have: it hangs (torch's own limit; a host that loads
-    a model, then forks workers, as gunicorn's preload does). One thread needs none of them, and the integer-exact
+    """In a child forked from a process whose torch had started its OpenMP threads (loading a model does, and any
+    parallel operation of the host's), torch's next parallel region waits for threads the child does not have: it
+    hangs (torch's own limit; a host that loads a model, then forks workers, as gunicorn's preload does). One thread needs none of them, and the integer-exact
     coder computes the same integers on any count. vaezip's own counts (torch_threads) stay at one there too: the
     float coder of format-1 files pins two, and hung; on one it decodes where one thread computes the same floats,
     and refuses the file as made on another kind of machine where not."""
     global _threads_lost_in_fork
     torch = sys.modules.get("torch")
-    if torch is not None and _models_loaded:
-        _threads_lost_in_fork = True
-        torch.set_num_threads(1)
+    if torch is None:
+        return
+    # The host's own torch work starts the threads as well (a review: a few convolutions, then a fork, and any
+    # torch operation in the child hung, vaezip's first): one thread wherever torch was imported, as torch's own
+    # DataLoader workers run.
+    _threads_lost_in_fork = True
+    torch.set_num_threads(1)
 
 
 def _fresh_state_after_fork() -> None:
