@@ -214,8 +214,10 @@ def user_errors():
 
 
 class RichTrainReporter:
-    def __init__(self, console: Console):
+    def __init__(self, console: Console, resume_command: str | None = None):
         self.console = console
+        # What continues a stopped run, said when it stops (`vaezip train DATA --resume --out RUN`)
+        self.resume_command = resume_command
         self.progress: Progress | None = None
         self.task = None
         self.last_val = float("nan")
@@ -313,8 +315,9 @@ class RichTrainReporter:
 
     def stopped(self, step, path, signum):
         self.close()
-        self._print(f"stopped at step {step}: checkpoint saved to {path} (--resume --out {path.parent} "
-                           f"continues it)", highlight=False, markup=False)
+        again = self.resume_command or f"--resume --out {path.parent}"
+        self._print(f"stopped at step {step}: checkpoint saved to {path} ({again} continues it)", highlight=False,
+                    markup=False)
 
     def close(self):
         if self.progress is not None:
@@ -575,7 +578,11 @@ def train(
             validation_seconds=VALIDATION_SECONDS,
             validate_at_start=start is not None,  # the bound of the model the run starts from, at once
         )
-        reporter = RichTrainReporter(out)
+        # The data and the --name are needed again: the run keeps the one, and installs only under the other
+        import shlex
+
+        again = ["vaezip", "train", data, "--resume", "--out", str(out_dir), *(["--name", name] if name else [])]
+        reporter = RichTrainReporter(out, shlex.join(again))
         try:
             summary = run_training(
                 out_dir,
