@@ -317,24 +317,29 @@ def _webp_file(data: bytes, height: int, width: int) -> bytes:
 
 _PILLOW_SETTINGS = threading.RLock()
 TEXT_MEMORY = 64 * 2**20  # a PNG's text chunks inflated, all together: Pillow's own default
+# Pillow's pixel limit while vaezip opens an image, where the host's is lower: Pillow refuses twice it (2^28
+# pixels, the largest image a .vz header holds) and warns past it, beyond vaezip's own 10^8 (checked from the
+# header), so that no image vaezip codes meets either; a host thread's image meanwhile still meets a limit.
+PILLOW_PIXELS = 2**27
 
 
 @contextlib.contextmanager
 def pillow_settings(text_chunk: int | None = None):
-    """Pillow's process-wide limits lifted while vaezip opens and decodes an image, and put back as the host program
-    had them: its pixel limit (vaezip applies its own from the header: MAX_PIXELS, vaezip.config.MAX_IMAGE_PIXELS;
-    a finite one would have Pillow warn, or refuse, before vaezip's one-line refusal), and with `text_chunk` a PNG
-    text chunk's inflated size raised to at least that and all of a file's text to TEXT_MEMORY. A host's stricter
-    limits refused valid files as damaged, and setting Pillow's globals for good changed the host's. One opening at
-    a time in the process holds them (a lock: two would put back each other's), so a host's own thread that opens
-    an image meanwhile does so without a pixel limit. No warnings filter is touched (catch_warnings is not
-    thread-safe)."""
+    """Pillow's process-wide limits raised while vaezip opens and decodes an image, and put back as the host program
+    had them: its pixel limit to at least PILLOW_PIXELS (vaezip applies its own from the header:
+    vaezip.config.MAX_IMAGE_PIXELS; the host's lower one would have Pillow warn, or refuse, before vaezip's one-line
+    refusal), and with `text_chunk` a PNG text chunk's inflated size raised to at least that and all of a file's
+    text to TEXT_MEMORY. A host's stricter limits refused valid files as damaged, and setting Pillow's globals for
+    good changed the host's. One opening at a time in the process holds them (a lock: two would put back each
+    other's), so a host's own thread that opens an image meanwhile does so under these. No warnings filter is
+    touched (catch_warnings is not thread-safe): an image past PILLOW_PIXELS, which vaezip refuses, brings Pillow's
+    DecompressionBombWarning (the CLI shows none)."""
     from PIL import Image, PngImagePlugin
 
     with _PILLOW_SETTINGS:
         saved = Image.MAX_IMAGE_PIXELS, PngImagePlugin.MAX_TEXT_CHUNK, PngImagePlugin.MAX_TEXT_MEMORY
         _hosts_settings.append(saved)
-        Image.MAX_IMAGE_PIXELS = None
+        Image.MAX_IMAGE_PIXELS = None if saved[0] is None else max(saved[0], PILLOW_PIXELS)
         if text_chunk is not None:
             PngImagePlugin.MAX_TEXT_CHUNK = max(saved[1], text_chunk)
             PngImagePlugin.MAX_TEXT_MEMORY = max(saved[2], TEXT_MEMORY)

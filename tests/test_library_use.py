@@ -134,6 +134,24 @@ def test_the_hosts_warnings_filters_and_pillows_limits_are_left_as_they_were(tmp
         Image.MAX_IMAGE_PIXELS, PngImagePlugin.MAX_TEXT_CHUNK = 89_478_485, 1024 * 1024
 
 
+def test_while_vaezip_opens_an_image_the_host_s_threads_keep_a_pixel_limit():
+    """Pillow's limit is the process's: vaezip lifted it (None) while it opened an image, so that a host's own
+    thread opened anything meanwhile (a review). It is raised to at least PILLOW_PIXELS, never lifted; a host that
+    lifted it keeps none."""
+    from codec.classic import PILLOW_PIXELS, pillow_settings
+
+    for host, during in ((123_456, PILLOW_PIXELS), (2**30, 2**30), (None, None)):
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = host
+        try:
+            with pillow_settings():
+                assert Image.MAX_IMAGE_PIXELS == during
+            assert Image.MAX_IMAGE_PIXELS == host
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+    assert 2 * PILLOW_PIXELS == 2**28  # the largest image a header holds: Pillow refuses only past it
+
+
 def _palette_graphic() -> Image.Image:
     """A palette image of few colours: its file keeps a classical coding, which decompress decodes with Pillow."""
     y, x = np.mgrid[0:40, 0:56]

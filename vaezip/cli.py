@@ -122,6 +122,8 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     if _debugging():
         _PYTHON_SHOWWARNING(message, category, filename, lineno, file, line)
         return
+    if category.__name__ == "DecompressionBombWarning":  # Pillow's, of an image vaezip refuses in its own words
+        return
     text = str(message)
     # The library's own warnings name vaezip for readers of the API's warnings; the CLI's prefix already does.
     _tell("warning", text.removeprefix("vaezip: "))
@@ -1015,7 +1017,7 @@ def _write_output(path: str, data: bytes, force: bool, derived: bool = False, li
     except OSError as error:  # Python's words named no file: `[Errno 27] File too large`
         if isinstance(error, (FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)):
             raise
-        raise Failure(f"{path}: cannot write it ({error.strerror or type(error).__name__})") from None
+        raise Failure(f"{path}: cannot write it ({error.strerror or str(error) or type(error).__name__})") from None
 
 
 def _write_stdout(data: bytes) -> None:

@@ -382,7 +382,7 @@ def _open_tiff16(image: Image.Image, data: bytes | None) -> DeepImage:
 def _readable():
     """Pillow's failures while opening or decoding, as one-line ImageErrors (nothing else may raise inside)."""
     try:
-        # Pillow's own limits set aside (pillow_settings): vaezip's MAX_IMAGE_PIXELS is checked from the header.
+        # Pillow's own limits raised (pillow_settings): vaezip's MAX_IMAGE_PIXELS is checked from the header.
         # Pillow refuses a PNG whose text chunk inflates past 1 MB (a large XMP packet): vaezip keeps the chunks
         # as stored, and their inflated total stays within Pillow's own 64 MB for all of a file's text.
         with pillow_settings(text_chunk=TEXT_MEMORY):
