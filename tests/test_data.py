@@ -408,3 +408,10 @@ def test_a_folder_here_named_like_a_data_set_is_the_user_s_own(tmp_path, monkeyp
     assert loaded.names == ("0.png", "1.png", "2.png")
     assert is_user_data("photos") and datasets.parse_mixture("photos") == [("photos", 1.0)]
     assert not is_user_data("kodak") and datasets.names_data_set("kodak")  # no such folder here: the data set
+    # a name the user did not type (bench's default sets): the data set, the folder here notwithstanding
+    try:
+        named = load("photos", limit=1, data_set=True)
+    except DataError as error:  # ../shared/data absent: the data set's files were looked for, not the folder's
+        assert "data set 'photos'" in str(error), error
+    else:
+        assert named.names != ("0.png",)

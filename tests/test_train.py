@@ -304,13 +304,13 @@ def test_files_of_one_size_leave_the_bounds_to_decide_the_install(tmp_path, png_
                     *TINY_CLI)
     assert result.exit_code == 1, (result.stdout, result.stderr)
     assert "WARNING: the trained model codes the held-out images no smaller than" in result.stderr
-    assert "every model's file the same size" in result.stderr and "not installed as 'mine'" in result.stderr
+    assert "every model's stream the same size" in result.stderr and "not installed as 'mine'" in result.stderr
     assert "mine" not in zoo.user_models()
     monkeypatch.setattr(training, "compare_on_holdout", tied(False))
     result = invoke(png_folder, "--out", tmp_path / "run2", "--steps", "1", "--preset", "tiny", "--name", "mine",
                     *TINY_CLI)
     assert result.exit_code == 0, (result.stdout, result.stderr)
-    assert "as small as" in result.stdout and "every model's file the same size" in result.stdout
+    assert "as small as" in result.stdout and "every model's stream the same size" in result.stdout
     assert "mine" in zoo.user_models()
 
 

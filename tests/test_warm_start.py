@@ -99,7 +99,7 @@ def test_a_context_head_added_to_an_init_model_starts_as_that_model(tmp_path, co
     grey = np.random.default_rng(1).integers(0, 256, size=(40, 8, 8), dtype=np.uint8)
     np.savez(tmp_path / "grey.npz", x=grey)
     train(tmp_path / "grey", str(tmp_path / "grey.npz"), preset, steps=1, train_overrides=OVERRIDES)
-    with pytest.raises(CheckpointError, match="channel count"):
+    with pytest.raises(CheckpointError, match=r"colour images, but --init .* is a grey model \(--channels 1 "):
         train(tmp_path / "mixed", colour_npz, preset, steps=0, train_overrides=OVERRIDES,
               init=str(tmp_path / "grey"), pixel_context=8)
 

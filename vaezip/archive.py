@@ -1235,7 +1235,8 @@ def _likely_cause(header: Header, device: torch.device, integer: bool) -> str:
     # constriction is named too: a different ANS or quantiser version codes the same tables differently.
     made = f"{extra.get('device', '?')} with torch {extra.get('torch', '?')}, constriction {header.coder.constriction}"
     here = f"{device.type} with torch {torch.__version__}, constriction {constriction_version()}"
-    forked = ("; this process was forked after torch started its threads, so torch runs on one thread here, where the "
-              "float coder needs two: decode it in a fresh process" if process_settings.threads_lost_in_fork() else "")
+    forked = ("; this process was forked from one that had imported torch, so torch runs on one thread here (its "
+              "threads may not have survived the fork), where the float coder needs two: decode it in a fresh process"
+              if process_settings.threads_lost_in_fork() else "")
     return (f"this is a format-1 file (float inference), made on {made}, decoded on {here}: such files decode "
             f"only on the kind of machine (CPU instruction set, GPU) and versions that made them{forked}")

@@ -179,8 +179,7 @@ def build_model(config: ModelConfig, state_dict: dict[str, torch.Tensor], label:
     broken = next((key for key, value in state_dict.items() if not bool(torch.isfinite(value).all())), None)
     if broken is not None:  # a diverged run's: every estimate NaN, and the coder's integers undefined
         raise CheckpointError(f"{label}: {short_repr(broken)} holds NaN or infinite values")
-    with torch.random.fork_rng(devices=[]):  # the random initial weights, replaced at once, drew from the host's
-        model = HierarchicalVAE(config)  # generator: loading a model changed what torch.rand gave next
+    model = HierarchicalVAE(config)  # (its random initial weights draw from torch's generator: README)
     try:
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as error:

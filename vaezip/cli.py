@@ -686,8 +686,9 @@ def _compare_after_training(run_dir: Path, checkpoint: dict, summary: dict, init
     for row in (row for row in comparison.rows if row.kind == "model"):
         label = _comparison_label(row, shipped)
         # Files of one size: every tile went raw (a few small images), and the bounds tell the models apart.
-        tie = (f" (every model's file the same size: the held-out images too few or small for any tile to go "
-               f"through a model; bound {my_bound / row.bound_bpsp - 1:+.2%})") if mine == row.payload_bpsp else ""
+        tie = (f" (every model's stream the same size, the header that names the model aside: the held-out images "
+               f"too few or small for any tile to go through a model; bound {my_bound / row.bound_bpsp - 1:+.2%})"
+               ) if mine == row.payload_bpsp else ""
         if row in worse:  # the same test that keeps --name from installing it
             larger = f"{mine / row.payload_bpsp - 1:.2%} larger than" if not tie else "no smaller than"
             err.print(f"WARNING: the trained model codes the held-out images {larger} {label}{tie}: keep using "
@@ -1624,7 +1625,8 @@ def compress(
                                       f"error?); input kept")
                     if not quiet and each:
                         _report(result, target, verified, verbose, fast)
-                    if tile is not None and result.tile not in (None, tile) and not quiet and not warned_tile:
+                    if tile is not None and result.tile not in (None, tile) and "model" in result.codings and \
+                            not quiet and not warned_tile:  # (a file of classical codings cut no tile)
                         warned_tile = True  # once a command, as eval's
                         _tell("warning", f"--tile {tile}: {result.model} cuts images into tiles of a multiple of its "
                                          f"stride: tiles of {result.tile}")

@@ -557,22 +557,23 @@ def _load_name(name: str, limit: int | None, channels: int | None,
     return _load_files(name, files, limit, channels, skip_unreadable=False, passed_over=charts)
 
 
-def load(source: str | os.PathLike, *, limit: int | None = None,
-         channels: int | None = None, exclude: str | os.PathLike | None = None) -> ImageSet:
+def load(source: str | os.PathLike, *, limit: int | None = None, channels: int | None = None,
+         exclude: str | os.PathLike | None = None, data_set: bool = False) -> ImageSet:
     """Load images from a data set name, a folder, an image file or an .npz (see module doc).
 
     ``limit`` keeps the first ``limit`` images (in sorted / row order).  ``channels`` (1 or 3)
     forces the channel count: grey -> RGB by repetition, RGB -> grey as Pillow's
     ``convert("L")``.  Without it, a set with any RGB image is RGB, otherwise grey. A bench report's charts
     are left out (_report_chart): those beside its tables, and those in ``exclude``, the report folder
-    (`vaezip bench -o`).
+    (`vaezip bench -o`). ``data_set``: ``source`` is a data set's name, whatever path here has it (a name the
+    user did not type: bench's defaults); else such a path wins (names_data_set).
     """
     if channels not in (None, 1, 3):
         raise DataError(f"channels must be 1, 3 or None, got {channels!r}")
     if limit is not None and limit < 1:
         raise DataError(f"limit must be >= 1, got {limit}")
     src = os.fspath(source)
-    if names_data_set(src):
+    if (data_set and src in _SPECS) or names_data_set(src):
         return _load_name(src, limit, channels, exclude)
 
     key = None

@@ -157,11 +157,12 @@ def blas_threads(threads: int | None):
     return _first_holder_limits_blas(threads)
 
 
-_threads_lost_in_fork = False  # this process was forked from one whose torch had started its threads
+_threads_lost_in_fork = False  # this process was forked from one that had imported torch (see below)
 
 
 def threads_lost_in_fork() -> bool:
-    """Whether this process runs torch on one thread because it was forked after torch started its threads."""
+    """Whether this process runs torch on one thread because it was forked from one that had imported torch (whose
+    threads it may have started: nothing tells)."""
     return _threads_lost_in_fork
 
 
@@ -182,8 +183,9 @@ def _single_threaded_torch_after_fork() -> None:
     if torch is None:
         return
     # The host's own torch work starts the threads as well (a review: a few convolutions, then a fork, and any
-    # torch operation in the child hung, vaezip's first): one thread wherever torch was imported, as torch's own
-    # DataLoader workers run.
+    # torch operation in the child hung, vaezip's first), and no API tells whether they were: one thread wherever
+    # torch was imported, as torch's own DataLoader workers run. (A format-1 float file, made on two, is then
+    # refused there: decoded in a fresh process.)
     _threads_lost_in_fork = True
     torch.set_num_threads(1)
 

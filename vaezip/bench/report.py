@@ -146,7 +146,7 @@ def _table(aggs: Sequence[Aggregate], value, fmt: str, best=None, projected: boo
             s = ("~" if projected and a.bound_projected else "") + format(v, fmt)
             if not a.all_ok:
                 s += f" ({a.failures} failed)"
-            cells.append(f"**{s}**" if b is not None and v == b else s)
+            cells.append(f"**{s}**" if b is not None and v == b and a.all_ok else s)
         lines.append(f"| {ds} | {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -186,10 +186,12 @@ def prepare(sources: Sequence[str] = (), *, models: Sequence[str] = (), limit: i
     loaded = _load_models(models, identify) if learned else {}
     given = dict(loaded)
     plans: list[SetPlan] = []
+    defaults = not sources  # names the user did not type: the data sets, whatever folder here has one's name
     for src in (list(sources) or list(DEFAULT_SETS)):
-        # a data set's own limit, not a folder's that has its name (a folder `kodak` here is the user's)
-        n = limit if limit is not None else limits.get(os.fspath(src)) if names_data_set(os.fspath(src)) else None
-        iset = load(src, limit=n, exclude=exclude)
+        # a data set's own limit, not a folder's that has its name (a folder `kodak` here, typed, is the user's)
+        named = defaults or names_data_set(os.fspath(src))
+        n = limit if limit is not None else limits.get(os.fspath(src)) if named else None
+        iset = load(src, limit=n, exclude=exclude, data_set=defaults)
         if any(plan.name == iset.name for plan in plans) or any(Path(other).name == iset.name and other != src
                                                                for other in sources):
             # two folders of one name (a/set, b/set): each its own column, named as given
