@@ -409,14 +409,17 @@ def _load_files(name: str, files: list[tuple[Path, str]], limit: int | None,
             break
         try:
             # compress's pixel limit, not Pillow's (which a host program may have set otherwise), checked from the
-            # header before any pixel is decoded
-            with pillow_settings(), Image.open(path) as im:
-                if im.width * im.height > MAX_IMAGE_PIXELS:
-                    raise _NotCodable(f"{path}: {im.width}x{im.height} is more than {MAX_IMAGE_PIXELS:,} pixels",
-                                      "too many pixels")
-                changed: list[str] = []
-                a = _pil_to_array(im, str(path), changed)
-                changes += [(what, label) for what in changed]
+            # header before any pixel is decoded; past twice Pillow's raised one, Pillow refuses it first
+            try:
+                with pillow_settings(), Image.open(path) as im:
+                    if im.width * im.height > MAX_IMAGE_PIXELS:
+                        raise _NotCodable(f"{path}: {im.width}x{im.height} is more than {MAX_IMAGE_PIXELS:,} "
+                                          f"pixels", "too many pixels")
+                    changed: list[str] = []
+                    a = _pil_to_array(im, str(path), changed)
+                    changes += [(what, label) for what in changed]
+            except Image.DecompressionBombError:
+                raise _NotCodable(f"{path}: more than {MAX_IMAGE_PIXELS:,} pixels", "too many pixels") from None
         except _NotCodable as error:  # in a folder of one's own images, one such file stops nothing
             if not skip_unreadable:
                 raise
