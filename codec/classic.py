@@ -321,10 +321,13 @@ TEXT_MEMORY = 64 * 2**20  # a PNG's text chunks inflated, all together: Pillow's
 # pixels, the largest image a .vz header holds) and warns past it, beyond vaezip's own 10^8 (checked from the
 # header), so that no image vaezip codes meets either; a host thread's image meanwhile still meets a limit.
 PILLOW_PIXELS = 2**27
+# What an icon file begins with (ICO, CUR): Pillow decodes its largest picture as it opens it, before its size can
+# be checked (pillow_settings' `pixels`)
+ICON_HEADS = (b"\0\0\1\0", b"\0\0\2\0")
 
 
 @contextlib.contextmanager
-def pillow_settings(text_chunk: int | None = None):
+def pillow_settings(text_chunk: int | None = None, pixels: int | None = None):
     """Pillow's process-wide limits raised while vaezip opens and decodes an image, and put back as the host program
     had them: its pixel limit to at least PILLOW_PIXELS (vaezip applies its own from the header:
     vaezip.config.MAX_IMAGE_PIXELS; the host's lower one would have Pillow warn, or refuse, before vaezip's one-line
@@ -333,13 +336,15 @@ def pillow_settings(text_chunk: int | None = None):
     good changed the host's. One opening at a time in the process holds them (a lock: two would put back each
     other's), so a host's own thread that opens an image meanwhile does so under these. No warnings filter is
     touched (catch_warnings is not thread-safe): an image past PILLOW_PIXELS, which vaezip refuses, brings Pillow's
-    DecompressionBombWarning (the CLI shows none)."""
+    DecompressionBombWarning (the CLI shows none). `pixels`: Pillow's limit is that instead (a format whose opening
+    decodes the image, before its size can be checked: an icon's)."""
     from PIL import Image, PngImagePlugin
 
     with _PILLOW_SETTINGS:
         saved = Image.MAX_IMAGE_PIXELS, PngImagePlugin.MAX_TEXT_CHUNK, PngImagePlugin.MAX_TEXT_MEMORY
         _hosts_settings.append(saved)
-        Image.MAX_IMAGE_PIXELS = None if saved[0] is None else max(saved[0], PILLOW_PIXELS)
+        Image.MAX_IMAGE_PIXELS = pixels if pixels is not None else None if saved[0] is None else max(saved[0],
+                                                                                                   PILLOW_PIXELS)
         if text_chunk is not None:
             PngImagePlugin.MAX_TEXT_CHUNK = max(saved[1], text_chunk)
             PngImagePlugin.MAX_TEXT_MEMORY = max(saved[2], TEXT_MEMORY)

@@ -243,6 +243,12 @@ def crafted_png(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", zlib.compress(b"\0" * 16)) + png_chunk(b"IEND", b"")
 
 
+def crafted_icon(width: int, height: int) -> bytes:
+    """An ICO holding one crafted_png: Pillow decodes an icon's picture as it opens the file."""
+    picture = crafted_png(width, height)
+    return struct.pack("<HHH", 0, 1, 1) + struct.pack("<BBBBHHII", 0, 0, 0, 0, 1, 32, len(picture), 22) + picture
+
+
 def encoded(image: Image.Image, fmt: str) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=fmt)
@@ -263,7 +269,26 @@ def bad_images() -> dict[str, tuple[bytes, str]]:
         # past Pillow's limit while vaezip opens it (codec.classic.PILLOW_PIXELS), short of its refusal: its warning
         # is not shown (one line an image)
         "bomb-middle.png": (crafted_png(14000, 14000), f"image has more than {MAX_IMAGE_PIXELS} pixels"),
+        "icon-bomb.ico": (crafted_icon(16383, 16383), f"image has more than {MAX_IMAGE_PIXELS} pixels"),
     }
+
+
+def test_an_icon_that_claims_a_huge_picture_is_refused_before_it_is_decoded(tmp_path):
+    """Pillow decodes an icon's picture as it opens the file: a 90-byte ICO claiming 16383x16383 took 1 GB before
+    vaezip could look at its size (a review). Under a 600 MB address-space limit it is refused in vaezip's words."""
+    import resource
+
+    (tmp_path / "bomb.ico").write_bytes(crafted_icon(16383, 16383))
+    script = ("import sys; from vaezip.images import open_image; from vaezip.errors import ImageError\n"
+              "try:\n    open_image(sys.argv[1])\nexcept ImageError as error:\n    print(error)")
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_AS, (600 * 2**20, resource.RLIM_INFINITY))
+
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "bomb.ico")], capture_output=True, text=True,
+                          preexec_fn=limited, timeout=120)
+    assert done.stdout.strip() == f"image has more than {MAX_IMAGE_PIXELS} pixels (vaezip's limit)", \
+        (done.stdout, done.stderr[-2000:])
 
 
 def test_open_image_refuses_bombs_before_decoding():

@@ -150,6 +150,18 @@ def test_while_vaezip_opens_an_image_the_host_s_threads_keep_a_pixel_limit():
         finally:
             Image.MAX_IMAGE_PIXELS = saved
     assert 2 * PILLOW_PIXELS == 2**28  # the largest image a header holds: Pillow refuses only past it
+    # A GIF's frames were counted outside these settings: a host's limit of 1,000 pixels was Pillow's raw error
+    frames = [Image.fromarray(np.random.default_rng(k).integers(0, 256, (64, 64, 3), dtype=np.uint8)) for k in (0, 1)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], disposal=2)
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = 1000
+    try:
+        with pytest.raises(ImageError, match="image has 2 frames"):
+            open_image(buffer.getvalue())
+        assert Image.MAX_IMAGE_PIXELS == 1000
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
 
 
 def _palette_graphic() -> Image.Image:

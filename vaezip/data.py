@@ -400,7 +400,7 @@ def _load_files(name: str, files: list[tuple[Path, str]], limit: int | None,
     """The images of `files` ((path, label) pairs); `passed_over`: files left out before (named with them)."""
     from PIL import Image, UnidentifiedImageError
 
-    from codec.classic import pillow_settings
+    from codec.classic import ICON_HEADS, pillow_settings
     from vaezip.config import MAX_IMAGE_PIXELS
 
     imgs, names, passed_over, changes = [], [], list(passed_over), []
@@ -410,15 +410,17 @@ def _load_files(name: str, files: list[tuple[Path, str]], limit: int | None,
         try:
             # compress's pixel limit, not Pillow's (which a host program may have set otherwise), checked from the
             # header before any pixel is decoded; past twice Pillow's raised one, Pillow refuses it first
+            with open(path, "rb") as file:
+                icon = file.read(4) in ICON_HEADS  # decoded as it is opened: Pillow refuses past vaezip's limit
             try:
-                with pillow_settings(), Image.open(path) as im:
+                with pillow_settings(pixels=MAX_IMAGE_PIXELS // 2 if icon else None), Image.open(path) as im:
                     if im.width * im.height > MAX_IMAGE_PIXELS:
                         raise _NotCodable(f"{path}: {im.width}x{im.height} is more than {MAX_IMAGE_PIXELS:,} "
                                           f"pixels", "too many pixels")
                     changed: list[str] = []
                     a = _pil_to_array(im, str(path), changed)
                     changes += [(what, label) for what in changed]
-            except Image.DecompressionBombError:
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning):  # (the warning: where an error)
                 raise _NotCodable(f"{path}: more than {MAX_IMAGE_PIXELS:,} pixels", "too many pixels") from None
         except _NotCodable as error:  # in a folder of one's own images, one such file stops nothing
             if not skip_unreadable:

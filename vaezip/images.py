@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from codec import depth as depths
-from codec.classic import PNG_SIGNATURE, TEXT_MEMORY, pillow_settings
+from codec.classic import ICON_HEADS, PNG_SIGNATURE, TEXT_MEMORY, pillow_settings
 from vaezip import png16
 from vaezip.config import MAX_IMAGE_PIXELS, short_repr
 from vaezip.errors import ImageError
@@ -203,10 +203,26 @@ def _cut_damaged(file) -> tuple[bytes | None, tuple[str, ...]]:
     return b"".join(kept) + data[position:], tuple(damaged)
 
 
+def _file_start(source, count: int) -> bytes:
+    if isinstance(source, (bytes, bytearray)):
+        return bytes(source[:count])
+    try:
+        if hasattr(source, "read"):
+            at = source.tell()
+            head = source.read(count)
+            source.seek(at)
+            return head
+        with open(source, "rb") as file:
+            return file.read(count)
+    except (OSError, ValueError, AttributeError):  # Pillow's open says what is wrong with it
+        return b""
+
+
 def _open_image(source) -> Image.Image | DeepImage:
-    with _readable():
+    with _readable(decoded_on_opening=_file_start(source, 4) in ICON_HEADS):
         image = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
         if image.width * image.height > MAX_IMAGE_PIXELS:  # from the header alone, before decoding any pixel
+            image.close()  # a file Pillow opened from a path
             raise Image.DecompressionBombError("too many pixels")
     data = source if isinstance(source, (bytes, bytearray)) else None
     if image.format == "PNG" and sniff_bits_per_channel(_file_head(image, data)) == 16 and _frame_count(image) == 1:
@@ -379,13 +395,15 @@ def _open_tiff16(image: Image.Image, data: bytes | None) -> DeepImage:
 
 
 @contextmanager
-def _readable():
-    """Pillow's failures while opening or decoding, as one-line ImageErrors (nothing else may raise inside)."""
+def _readable(decoded_on_opening: bool = False):
+    """Pillow's failures while opening or decoding, as one-line ImageErrors (nothing else may raise inside).
+    `decoded_on_opening`: a format Pillow decodes as it opens it (an icon: a 90-byte one claiming 16383x16383
+    took 1 GB before vaezip could look at its size), opened under Pillow's limit set to refuse past vaezip's."""
     try:
         # Pillow's own limits raised (pillow_settings): vaezip's MAX_IMAGE_PIXELS is checked from the header.
         # Pillow refuses a PNG whose text chunk inflates past 1 MB (a large XMP packet): vaezip keeps the chunks
         # as stored, and their inflated total stays within Pillow's own 64 MB for all of a file's text.
-        with pillow_settings(text_chunk=TEXT_MEMORY):
+        with pillow_settings(text_chunk=TEXT_MEMORY, pixels=MAX_IMAGE_PIXELS // 2 if decoded_on_opening else None):
             yield
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(f"image has more than {MAX_IMAGE_PIXELS} pixels (vaezip's limit)") from None
@@ -434,7 +452,10 @@ def refuse_what_would_be_lost(image: Image.Image, data: bytes | None = None, ope
 
 def _frame_count(image: Image.Image) -> int:
     try:
-        frames = getattr(image, "n_frames", 1)  # GIF and WebP count by reading through the file
+        with pillow_settings():  # a GIF's frames are size-checked as they are read: a host's lower limit refused them
+            frames = getattr(image, "n_frames", 1)  # GIF and WebP count by reading through the file
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"image has more than {MAX_IMAGE_PIXELS} pixels (vaezip's limit)") from None
     except (OSError, SyntaxError, ValueError, EOFError, LookupError, struct.error) as error:
         raise ImageError(f"not a readable image ({str(error).strip() or type(error).__name__})") from None
     return frames if isinstance(frames, int) else 1
@@ -804,7 +825,7 @@ def _png(image: Image.Image) -> bytes:
 def _holds(data: bytes, image: Image.Image) -> bool:
     """Whether the PNG `data` gives back the palette image's indices and the alpha its transparency gives each
     entry (an index or alpha bytes: the same table either way)."""
-    with pillow_settings(), Image.open(io.BytesIO(data)) as back:  # the image's own size: no limit of Pillow's
+    with pillow_settings(), Image.open(io.BytesIO(data)) as back:  # the image's own size: within Pillow's raised limit
         back.load()
         return (back.mode == "P" and np.array_equal(np.asarray(back), np.asarray(image))
                 and _alpha_table(back.info.get("transparency")) == _alpha_table(_transparency_of(image)))
