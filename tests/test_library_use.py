@@ -295,6 +295,8 @@ def test_what_the_api_is_given_wrongly_is_said_before_any_work(tiny_weights):
         compress(io_module.BytesIO(b"\x89PNG"))
     with pytest.raises(ImageError, match=r"takes a sequence of \(name, image\) pairs, not a dict"):
         compress_images({"a.png": image})
+    with pytest.raises(ImageError, match="a dict: vaezip codes a PIL image"):
+        compress({"a.png": image})
     with pytest.raises(ImageError, match="name of 5000 characters \\(at most 4096\\)"):
         compress_images([("x" * 5000, image)], fast=True)
     for bad in (2.5, 0, -1, True):

@@ -382,7 +382,8 @@ def train(
                                          "cpu); giving it for a folder of your images trains from scratch"),
     out_dir: Path = typer.Option(Path("runs/latest"), "--out", "-o", help="run folder (checkpoint last.pt)"),
     steps: Optional[int] = typer.Option(None, help="total number of optimizer steps (counted across resumes); "
-                                        "default 10,000, or as many as --minutes allow"),
+                                        "default 10,000, or as many as --minutes allow; with --resume alone, "
+                                        "the run's own"),
     resume: bool = typer.Option(False, "--resume", help="continue the checkpoint in --out"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     minutes: Optional[float] = typer.Option(None, help="stop (and checkpoint) after this many minutes; the "
@@ -397,7 +398,8 @@ def train(
     checkpoint_every: Optional[int] = typer.Option(None, min=1, help="steps between checkpoints (there is also one "
                                                    "every 5 minutes, and on Ctrl-C)"),
     val_every: Optional[int] = typer.Option(None, min=1, help="steps between validations of the bound (there is "
-                                            "also one after the first minute, then every 10 minutes)"),
+                                            "also one at the start of a run that starts from a model, else after "
+                                            "the first minute, then every 10 minutes)"),
     kl_warmup: Optional[int] = typer.Option(None, "--kl-warmup", metavar="STEPS",
                                             help="ramp the KL term's weight in the training loss linearly (1/STEPS at "
                                             "the first step) to 1 over the first STEPS steps (default 0: full weight from the "
@@ -1443,10 +1445,13 @@ def compress(
     keep: bool = typer.Option(True, "--keep/--rm", help="keep (default) or delete the inputs after success; --rm "
                               "first decodes the output in process and checks it against the input (as --verify), "
                               "and keeps, with a warning, inputs smaller than their output (a JPEG, say; an "
-                              "archive's together) or whose metadata an older --format leaves out"),
+                              "archive's together) or whose metadata no .vz keeps (a TIFF's Artist tag; all of it "
+                              "with an older --format; --strip lets it go)"),
     verify: bool = typer.Option(False, "--verify", help="decode the output in process and compare it with the input "
                                 "before writing it (implied by --rm); the report gives the time it took"),
-    tile: Optional[int] = typer.Option(None, help="tile side in pixels (default 32; 256 with --fast)"),
+    tile: Optional[int] = typer.Option(None, help="tile side in pixels of the model's stream (32 unless "
+                                       "given; 256 with --fast). Given, it turns off the default's predictor "
+                                       "stream in tiles of 256 and its early check: on photographs ~1 % larger"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no report"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="a report line for every file and image (default: "
@@ -1461,7 +1466,7 @@ def compress(
                                                  "older vaezip to read: 17 (no 16-bit image), 16 (no metadata), 15 "
                                                  "(the staged cascade's predictor tiles in one chain, not in "
                                                  "sections), 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 3 or 2 (JSON header, "
-                                                 "every image through the model); docs/FORMAT.md's Versioning says "
+                                                 "the model's stream for every image, no classical coding); docs/FORMAT.md's Versioning says "
                                                  "what each holds and which vaezip reads it; before 17 no file keeps "
                                                  "metadata, before 18 none holds a 16-bit image. Default (or 18): the "
                                                  "oldest format that holds the file (16 where the predictor codes "
@@ -1628,8 +1633,8 @@ def compress(
                     if tile is not None and result.tile not in (None, tile) and "model" in result.codings and \
                             not quiet and not warned_tile:  # (a file of classical codings cut no tile)
                         warned_tile = True  # once a command, as eval's
-                        _tell("warning", f"--tile {tile}: {result.model} cuts images into tiles of a multiple of its "
-                                         f"stride: tiles of {result.tile}")
+                        _tell("warning", f"--tile {tile}: tiles are a multiple of {result.model}'s stride: tiles "
+                                         f"of {result.tile}")
                     if warn_checkpoint and _needs_model(result.data) and _is_checkpoint(model):
                         warn_checkpoint = False  # once a command
                         _tell("warning", f"-m {model}: a training checkpoint; a file its model codes decodes only "

@@ -617,7 +617,7 @@ def as_image(image) -> Image.Image | DeepImage:
     image_from_array; ImageError for anything else (a path, bytes, None)."""
     if isinstance(image, (Image.Image, DeepImage)):
         return image
-    if isinstance(image, (str, bytes, bytearray, os.PathLike)) or image is None or hasattr(image, "read"):
+    if isinstance(image, (str, bytes, bytearray, os.PathLike, dict)) or image is None or hasattr(image, "read"):
         raise ImageError(f"a {type(image).__name__}: vaezip codes a PIL image, a DeepImage or a uint8 or uint16 "
                          f"array (open a file with vaezip.images.open_image)")
     return image_from_array(image)
