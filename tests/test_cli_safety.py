@@ -379,6 +379,15 @@ def test_remove_stale_temporaries(tmp_path):
     newline = tmp_path / "line\nbreak.png"  # a name with a newline: its temporaries too
     (tmp_path / f".{newline.name}.tmp-{dead.pid}").write_bytes(b"x")
     assert [p.name for p in files.remove_stale_temporaries(newline)] == [f".{newline.name}.tmp-{dead.pid}"]
+    # A name of 249 bytes or more: `.NAME.tmp-PID` would pass 255 bytes, and such an output could not be written
+    # at all (a review); its temporary is named by the name's digest, and found again as stale
+    long = tmp_path / ("b" * 250 + ".vz")
+    assert len(files.temporary_path(long).name.encode()) <= 255
+    files.atomic_write(long, b"data", overwrite=False)
+    assert long.read_bytes() == b"data" and not files.temporary_path(long).exists()
+    stale = files.temporary_path(long, pid=dead.pid)
+    stale.write_bytes(b"x")
+    assert files.remove_stale_temporaries(long) == [stale] and not stale.exists()
 
 
 def test_atomic_write_never_replaces_without_overwrite(tmp_path):

@@ -94,3 +94,28 @@ def test_as_root_an_output_goes_to_its_input_s_owner_who_can_read_it(tmp_path):
     os.chmod(image, 0o244)
     assert run_cli("compress", image, "--fast", "-f", "--verify").returncode == 0
     assert stat.S_IMODE(os.stat(tmp_path / "mine.vz").st_mode) == 0o644
+
+
+@pytest.mark.skipif(os.name != "posix", reason="permission bits as POSIX has them")
+def test_an_output_is_never_readable_by_others_before_it_takes_its_input_s_bits(tmp_path, monkeypatch):
+    """The temporary was made 0666 (less the umask) and written before it took an owner-only input's 0600:
+    another user could open it meanwhile and read on (a review). It is 0600 until then."""
+    from vaezip import files
+
+    seen = []
+    take = files._take_attributes
+
+    def recorded(fd, like):
+        seen.append(stat.S_IMODE(os.fstat(fd).st_mode))
+        take(fd, like)
+
+    monkeypatch.setattr(files, "_take_attributes", recorded)
+    source = tmp_path / "private.png"
+    source.write_bytes(b"x")
+    os.chmod(source, 0o600)
+    previous = os.umask(0o022)
+    try:
+        files.atomic_write(tmp_path / "out.vz", b"secret" * 1000, overwrite=False, like=os.stat(source))
+    finally:
+        os.umask(previous)
+    assert seen == [0o600] and stat.S_IMODE(os.stat(tmp_path / "out.vz").st_mode) == 0o600

@@ -428,3 +428,40 @@ def test_checksums_without_a_key_are_unchanged():
     keyed = images[2].copy()
     keyed.info["transparency"] = (1, 2, 3)
     assert pixel_checksum(keyed) != pixel_checksum(images[2])
+
+
+def test_a_32_bit_bmp_keeps_its_fourth_bytes_as_alpha(tmp_path):
+    """Pillow writes an RGBA image as a 32-bit BMP and reads it back as RGB (BGRX), dropping the alpha: `--rm`
+    deleted the file (a review). The fourth bytes are the image's alpha, unless all 0 (padding) or all 255."""
+    rgba = np.random.default_rng(7).integers(0, 256, (5, 7, 4), dtype=np.uint8)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.bmp")
+    with Image.open(tmp_path / "a.bmp") as pillow:
+        assert pillow.mode == "RGB"  # Pillow's own reading: what was lost
+    opened = open_image(tmp_path / "a.bmp")
+    assert opened.mode == "RGBA" and np.array_equal(np.asarray(opened), rgba)
+    (_, back), = decompress_images(compress_images([("a.bmp", opened)], fast=True).data)
+    assert np.array_equal(np.asarray(back), rgba)
+    for fourth in (0, 255):
+        rgba[..., 3] = fourth
+        Image.fromarray(rgba, "RGBA").save(tmp_path / "b.bmp")
+        assert open_image(tmp_path / "b.bmp").mode == "RGB"
+
+
+def test_a_tiff_of_premultiplied_alpha_is_refused_not_converted(tmp_path):
+    """Pillow divides a premultiplied (ExtraSamples 1) TIFF's colours by its alpha as it reads them: values lost,
+    and `--rm` deleted the file (a review). Refused, as 16-bit ones are."""
+    rgba = np.random.default_rng(8).integers(0, 256, (16, 16, 4), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buffer, format="TIFF")
+    data = bytearray(buffer.getvalue())
+    directory = struct.unpack_from("<I", data, 4)[0]
+    for entry in range(struct.unpack_from("<H", data, directory)[0]):
+        at = directory + 2 + 12 * entry
+        if struct.unpack_from("<H", data, at)[0] == 338:  # ExtraSamples: 2 (straight) -> 1 (premultiplied)
+            struct.pack_into("<H", data, at + 8, 1)
+    (tmp_path / "pm.tif").write_bytes(bytes(data))
+    with pytest.raises(ImageError, match=r"TIFF of premultiplied alpha \(RGBa\)"):
+        open_image(tmp_path / "pm.tif")
+    done = run_cli("compress", tmp_path / "pm.tif", "--fast", "--rm")
+    assert done.returncode == 1 and (tmp_path / "pm.tif").exists() and not (tmp_path / "pm.vz").exists()
+    assert open_image(buffer.getvalue()).mode == "RGBA"  # straight alpha, as saved: taken

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -125,3 +126,55 @@ def test_a_worker_killed_on_a_file_fails_that_file_alone(tmp_path):
             (_, back), = decompress_images((tmp_path / name.replace(".png", ".vz")).read_bytes())
             assert np.array_equal(np.asarray(back), np.asarray(Image.open(tmp_path / name)))
     assert not (tmp_path / "bomb.vz").exists()
+
+
+_SLOW = """
+import os, sys, time
+if "--multiprocessing-fork" in sys.argv:
+    import vaezip.parallel as parallel
+    coded = parallel._compress
+    def _compress(images, options, verify):
+        open(os.path.join(os.environ["SLOW_DIR"], "worker-%d" % os.getpid()), "w").close()
+        time.sleep(60)
+        return coded(images, options, verify)
+    parallel._compress = _compress
+"""
+
+
+def _running(pid: int) -> bool:
+    """Whether process `pid` still runs (a zombie no one has reaped yet has ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_workers_end_when_the_command_is_killed_outright(tmp_path):
+    """SIGKILL (the OOM killer, `timeout -s KILL`) on the command left its workers running for ever, holding its
+    standard streams: a pipeline or CI job waiting on them hung (a review). They end within seconds."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(_SLOW)
+    for k in range(3):
+        Image.fromarray(np.full((8, 8, 3), k, np.uint8)).save(tmp_path / f"f{k}.png")
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hook), root]), "SLOW_DIR": str(tmp_path)}
+    process = subprocess.Popen([sys.executable, "-m", "vaezip", "compress", "--fast", "-j", "2", "f0.png", "f1.png",
+                                "f2.png"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + HANG_GUARD_S
+        while len(list(tmp_path.glob("worker-*"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        workers = [int(path.name.split("-")[1]) for path in tmp_path.glob("worker-*")]
+        assert len(workers) == 2
+        process.kill()
+        process.wait(timeout=30)
+        deadline = time.monotonic() + HANG_GUARD_S  # a worker looks for its parent every second
+        while any(_running(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_running(pid) for pid in workers), "a worker outlived the command"
+    finally:
+        if process.poll() is None:
+            process.kill()

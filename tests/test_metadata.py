@@ -190,6 +190,11 @@ def test_a_resolution_that_pillow_makes_up_is_not_kept_and_a_tiff_s_own_tags_are
         png.write_bytes(data[:at] + chunk + data[at:])
         removed = run_cli("compress", png, "--fast", "--rm", "-f")
         assert removed.returncode == 0 and png.exists() and b"the input is kept (--rm" in removed.stderr, kind
+    # as are bytes after IEND (an archive appended to the PNG): deleted without a word (a review)
+    png.write_bytes(data + b"PK\x03\x04 an appended archive")
+    removed = run_cli("compress", png, "--fast", "--rm", "-f")
+    assert removed.returncode == 0 and png.exists() and b"24 bytes after IEND (not a chunk); the input is kept " \
+        b"(--rm" in removed.stderr, removed.stderr
 
 
 def test_a_jpeg_s_segments_that_no_chunk_holds_are_named():

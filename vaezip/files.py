@@ -248,7 +248,12 @@ def file_identity(path: str) -> tuple:
 
 
 def _temporary_prefix(path: Path) -> str:
-    return f".{path.name}.tmp-"
+    """`.NAME.tmp-`, or where that and a pid would pass a file name's 255 bytes (an output name of 249 bytes and
+    more could not be written at all), `.H.tmp-` with H the first 16 hex digits of the name's sha256."""
+    prefix = f".{path.name}.tmp-"
+    if len(os.fsencode(prefix)) + 10 <= 255:  # a pid has at most 10 digits (_PID_SUFFIX)
+        return prefix
+    return f".{hashlib.sha256(os.fsencode(path.name)).hexdigest()[:16]}.tmp-"
 
 
 def temporary_path(path: Path, pid: int | None = None) -> Path:
@@ -425,7 +430,9 @@ def atomic_write(path: Path | str, data: bytes, *, overwrite: bool, like: os.sta
                 os.unlink(tmp)  # ours: the pid is this process's (a previous holder of this pid was killed)
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
             try:
-                fd = os.open(tmp, flags, 0o666)
+                # Owner-only until `like`'s bits are given: an input only its owner may read was readable by
+                # others through its output's temporary between the write and the chmod (gzip creates 0600 too)
+                fd = os.open(tmp, flags, 0o600 if like is not None else 0o666)
             except OSError as error:
                 raise OutputError(f"{folder}: cannot write there ({error.strerror or type(error).__name__})") from None
             created = True

@@ -241,8 +241,15 @@ def _open_image(source) -> Image.Image | DeepImage:
     # A PNG's chunks as they are, read before load() (which closes a file Pillow opened); other formats' metadata
     # from what Pillow read of it.
     chunks = read_png_chunks(image.fp, low_grey_bits) if image.format == "PNG" and image.fp is not None else None
+    alpha = _bmp_alpha(image, data) if image.format == "BMP" and _tile_rawmode(image) == "BGRX" else None
     with _readable():
         image.load()
+    if alpha is not None:  # the fourth bytes as the image's alpha: RGBA
+        rgba = image.convert("RGBA")
+        rgba.putalpha(Image.fromarray(alpha, "L"))
+        rgba.info.update(image.info)
+        rgba.format = image.format
+        image = rgba
     if chunks is None:
         chunks = chunks_from_info(stated_info(image), fields_left_out(image))
     image.info[METADATA], image.info[DROPPED] = chunks
@@ -253,6 +260,28 @@ def _open_image(source) -> Image.Image | DeepImage:
         # (otherwise the key would name a grey no pixel has, and the transparency would be lost).
         image.info["transparency"] = _scaled_key(image.info["transparency"], low_grey_bits)
     return image
+
+
+def _bmp_alpha(image: Image.Image, data: bytes | None) -> np.ndarray | None:
+    """A 32-bit BMP's fourth bytes (H, W), where they hold anything: Pillow reads such a BMP as RGB, dropping them
+    (BGRX), so an RGBA image Pillow itself saved as BMP lost its alpha, and `--rm` deleted the file. None where they
+    are all 0 (padding) or all 255 (opaque), or where the file is not as its tile says (Pillow's load says why)."""
+    (tile,) = image.tile
+    args = tile[-1]
+    if not (isinstance(args, tuple) and len(args) == 3 and isinstance(args[1], int) and isinstance(args[2], int)):
+        return None
+    _, stride, orientation = args
+    width, height = image.size
+    raw = _whole_file(image, data)
+    if stride < 4 * width or len(raw) < tile[2] + stride * height:
+        return None
+    rows = np.frombuffer(raw, np.uint8, count=stride * height, offset=tile[2]).reshape(height, stride)
+    fourth = rows[:, : 4 * width].reshape(height, width, 4)[..., 3]
+    if orientation < 0:  # bottom-up rows, as most BMPs store them
+        fourth = fourth[::-1]
+    if (fourth == 0).all() or (fourth == 255).all():
+        return None
+    return np.ascontiguousarray(fourth)
 
 
 def _deep(image: Image.Image, samples: np.ndarray, mode: str, chunks: tuple) -> DeepImage:
@@ -448,6 +477,13 @@ def refuse_what_would_be_lost(image: Image.Image, data: bytes | None = None, ope
                   else "convert it to 16 or 8 bits first if that loss is acceptable")
         raise ImageError(f"{bits}-bit {image.format or 'image'} ({bits} bits per channel); vaezip codes 8 bits per "
                          f"channel (16 in most PNG, TIFF and PNM files) and will not drop the low bits: {advice}")
+    rawmode = _tile_rawmode(image)
+    if rawmode is not None and "a" in rawmode.split(";")[0]:
+        # Premultiplied ("associated") alpha, a TIFF's ExtraSamples 1: Pillow divides the colours by it as it reads
+        # them (where the alpha is 0, or below a colour, the stored values are gone); the file was deleted by --rm.
+        raise ImageError(f"{image.format or 'an image'} of premultiplied alpha ({rawmode}): Pillow converts it to "
+                         f"straight alpha as it reads it, which loses values, and vaezip will not: convert it to a "
+                         f"PNG first if that loss is acceptable")
 
 
 def _frame_count(image: Image.Image) -> int:

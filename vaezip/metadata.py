@@ -61,8 +61,14 @@ def read_png_chunks(file, low_grey_bits: int = 0) -> tuple[tuple[Chunk, ...], tu
             return (), ()
         seen_palette = seen_data = False
         kinds_kept = set()
-        for _, length, kind in walk_png_chunks(file):
+        for start, length, kind in walk_png_chunks(file):
             if kind == b"IEND":
+                # Bytes after the image's end (an appended archive, a second file): no PNG decompress writes holds
+                # them, and `compress --rm` deleted them without a word
+                file.seek(start + 12 + length)
+                after = len(file.read(1 << 20))
+                if after:
+                    dropped.append(f"{'over 1048576' if after == 1 << 20 else after} bytes after IEND (not a chunk)")
                 break
             if kind in (b"IHDR", b"PLTE", b"IDAT", b"tRNS") or not kind[0] & 32:  # critical, or in the pixels
                 seen_palette |= kind == b"PLTE"

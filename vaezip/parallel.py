@@ -22,10 +22,26 @@ _WORKER: dict = {}
 
 def _start_worker(model_spec: str | None, threads: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
+    _end_with_parent(os.getppid())
     retain_freed_memory()  # as the command's own process does (a spawned worker starts with glibc's defaults)
     # Read by torch when (if) it is imported: a file coded classically needs no torch, and no model.
     os.environ["OMP_NUM_THREADS"] = str(threads)
     _WORKER["spec"] = model_spec
+
+
+def _end_with_parent(parent: int, every_s: float = 1.0) -> None:
+    """End this worker once its parent is gone: a parent killed outright (SIGKILL, the OOM killer) left its workers
+    running for ever, holding both ends of their queue and the command's standard streams (a pipeline or CI job
+    waiting on them hung). A daemon thread that looks every `every_s` seconds; a worker holds nothing to clean."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="vaezip-parent-watch", daemon=True).start()
 
 
 def _model():
