@@ -441,27 +441,43 @@ def test_a_32_bit_bmp_keeps_its_fourth_bytes_as_alpha(tmp_path):
     assert opened.mode == "RGBA" and np.array_equal(np.asarray(opened), rgba)
     (_, back), = decompress_images(compress_images([("a.bmp", opened)], fast=True).data)
     assert np.array_equal(np.asarray(back), rgba)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.dib", format="DIB")  # a headerless one too
+    assert np.array_equal(np.asarray(open_image(tmp_path / "a.dib")), rgba)
+    # opened by Pillow and given to the API: refused, as a 16-bit PNG Pillow opened is
+    with pytest.raises(ImageError, match="32-bit BMP whose fourth bytes hold an alpha, opened as Pillow opens it"):
+        compress_images([("a.bmp", Image.open(tmp_path / "a.bmp"))], fast=True)
     for fourth in (0, 255):
         rgba[..., 3] = fourth
         Image.fromarray(rgba, "RGBA").save(tmp_path / "b.bmp")
         assert open_image(tmp_path / "b.bmp").mode == "RGB"
+        assert compress_images([("b.bmp", Image.open(tmp_path / "b.bmp"))], fast=True).images[0].mode == "RGB"
 
 
-def test_a_tiff_of_premultiplied_alpha_is_refused_not_converted(tmp_path):
-    """Pillow divides a premultiplied (ExtraSamples 1) TIFF's colours by its alpha as it reads them: values lost,
-    and `--rm` deleted the file (a review). Refused, as 16-bit ones are."""
-    rgba = np.random.default_rng(8).integers(0, 256, (16, 16, 4), dtype=np.uint8)
+def _premultiplied_tiff(rgba: np.ndarray) -> tuple[bytes, bytes]:
+    """An RGBA TIFF as Pillow saves it (straight alpha), and the same with its ExtraSamples tag saying
+    premultiplied (1 where Pillow writes 2)."""
     buffer = io.BytesIO()
     Image.fromarray(rgba, "RGBA").save(buffer, format="TIFF")
     data = bytearray(buffer.getvalue())
     directory = struct.unpack_from("<I", data, 4)[0]
     for entry in range(struct.unpack_from("<H", data, directory)[0]):
         at = directory + 2 + 12 * entry
-        if struct.unpack_from("<H", data, at)[0] == 338:  # ExtraSamples: 2 (straight) -> 1 (premultiplied)
+        if struct.unpack_from("<H", data, at)[0] == 338:
             struct.pack_into("<H", data, at + 8, 1)
-    (tmp_path / "pm.tif").write_bytes(bytes(data))
+    return buffer.getvalue(), bytes(data)
+
+
+def test_a_tiff_of_premultiplied_alpha_is_refused_not_converted(tmp_path):
+    """Pillow divides a premultiplied (ExtraSamples 1) TIFF's colours by its alpha as it reads them: values lost,
+    and `--rm` deleted the file (a review). Refused, unless every alpha is 255 (the division then changes
+    nothing)."""
+    rgba = np.random.default_rng(8).integers(0, 256, (16, 16, 4), dtype=np.uint8)
+    straight, premultiplied = _premultiplied_tiff(rgba)
+    (tmp_path / "pm.tif").write_bytes(premultiplied)
     with pytest.raises(ImageError, match=r"TIFF of premultiplied alpha \(RGBa\)"):
         open_image(tmp_path / "pm.tif")
     done = run_cli("compress", tmp_path / "pm.tif", "--fast", "--rm")
     assert done.returncode == 1 and (tmp_path / "pm.tif").exists() and not (tmp_path / "pm.vz").exists()
-    assert open_image(buffer.getvalue()).mode == "RGBA"  # straight alpha, as saved: taken
+    assert open_image(straight).mode == "RGBA"  # straight alpha, as saved: taken
+    rgba[..., 3] = 255
+    assert np.array_equal(np.asarray(open_image(_premultiplied_tiff(rgba)[1])), rgba)

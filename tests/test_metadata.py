@@ -195,6 +195,10 @@ def test_a_resolution_that_pillow_makes_up_is_not_kept_and_a_tiff_s_own_tags_are
     removed = run_cli("compress", png, "--fast", "--rm", "-f")
     assert removed.returncode == 0 and png.exists() and b"24 bytes after IEND (not a chunk); the input is kept " \
         b"(--rm" in removed.stderr, removed.stderr
+    # but not a newline or padding some tools append: nothing of the file's own
+    png.write_bytes(data + b"\r\n\0\0")
+    removed = run_cli("compress", png, "--fast", "--rm", "-f")
+    assert removed.returncode == 0 and not png.exists() and b"warning" not in removed.stderr, removed.stderr
 
 
 def test_a_jpeg_s_segments_that_no_chunk_holds_are_named():

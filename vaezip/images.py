@@ -241,7 +241,7 @@ def _open_image(source) -> Image.Image | DeepImage:
     # A PNG's chunks as they are, read before load() (which closes a file Pillow opened); other formats' metadata
     # from what Pillow read of it.
     chunks = read_png_chunks(image.fp, low_grey_bits) if image.format == "PNG" and image.fp is not None else None
-    alpha = _bmp_alpha(image, data) if image.format == "BMP" and _tile_rawmode(image) == "BGRX" else None
+    alpha = _bmp_alpha(image, data) if _bmp_fourth_bytes(image) else None
     with _readable():
         image.load()
     if alpha is not None:  # the fourth bytes as the image's alpha: RGBA
@@ -260,6 +260,13 @@ def _open_image(source) -> Image.Image | DeepImage:
         # (otherwise the key would name a grey no pixel has, and the transparency would be lost).
         image.info["transparency"] = _scaled_key(image.info["transparency"], low_grey_bits)
     return image
+
+
+def _bmp_fourth_bytes(image: Image.Image) -> bool:
+    """Whether Pillow reads `image` (not loaded yet) as a 32-bit BMP or DIB of plain RGB (BI_RGB) whose fourth bytes
+    it drops (BGRX): where an RGBA image Pillow itself saved keeps its alpha. (A BI_BITFIELDS one's masks say
+    whether those bytes are alpha: Pillow reads them as it says.)"""
+    return image.format in ("BMP", "DIB") and image.info.get("compression") == 0 and _tile_rawmode(image) == "BGRX"
 
 
 def _bmp_alpha(image: Image.Image, data: bytes | None) -> np.ndarray | None:
@@ -480,10 +487,22 @@ def refuse_what_would_be_lost(image: Image.Image, data: bytes | None = None, ope
     rawmode = _tile_rawmode(image)
     if rawmode is not None and "a" in rawmode.split(";")[0]:
         # Premultiplied ("associated") alpha, a TIFF's ExtraSamples 1: Pillow divides the colours by it as it reads
-        # them (where the alpha is 0, or below a colour, the stored values are gone); the file was deleted by --rm.
-        raise ImageError(f"{image.format or 'an image'} of premultiplied alpha ({rawmode}): Pillow converts it to "
-                         f"straight alpha as it reads it, which loses values, and vaezip will not: convert it to a "
-                         f"PNG first if that loss is acceptable")
+        # them (where the alpha is below 255 the stored values may be gone); the file was deleted by --rm. Where
+        # every alpha is 255 the division changes nothing.
+        with _readable():
+            image.load()
+        if image.mode.endswith("A") and image.getextrema()[-1][0] < 255:
+            raise ImageError(f"{image.format or 'an image'} of premultiplied alpha ({rawmode}): Pillow converts it "
+                             f"to straight alpha as it reads it, which loses values, and vaezip will not: convert it "
+                             f"to a PNG first if that loss is acceptable")
+    if not opened_here and _bmp_fourth_bytes(image):
+        try:
+            held = _bmp_alpha(image, data) is not None
+        except ImageError:  # the file can no longer be read: nothing to tell
+            held = False
+        if held:
+            raise ImageError(f"32-bit {image.format} whose fourth bytes hold an alpha, opened as Pillow opens it, "
+                             f"which drops them: open it with vaezip.images.open_image, which keeps them")
 
 
 def _frame_count(image: Image.Image) -> int:

@@ -66,9 +66,11 @@ def read_png_chunks(file, low_grey_bits: int = 0) -> tuple[tuple[Chunk, ...], tu
                 # Bytes after the image's end (an appended archive, a second file): no PNG decompress writes holds
                 # them, and `compress --rm` deleted them without a word
                 file.seek(start + 12 + length)
-                after = len(file.read(1 << 20))
-                if after:
-                    dropped.append(f"{'over 1048576' if after == 1 << 20 else after} bytes after IEND (not a chunk)")
+                after = file.read(1 << 20)
+                if after.strip(b" \t\r\n\0"):  # a newline or padding some tools append is nothing of the file's
+                    count = "over 1048576 bytes" if len(after) == 1 << 20 else \
+                        f"{len(after)} byte{'' if len(after) == 1 else 's'}"
+                    dropped.append(f"{count} after IEND (not a chunk)")
                 break
             if kind in (b"IHDR", b"PLTE", b"IDAT", b"tRNS") or not kind[0] & 32:  # critical, or in the pixels
                 seen_palette |= kind == b"PLTE"

@@ -20,9 +20,9 @@ from vaezip.allocator import retain_freed_memory
 _WORKER: dict = {}
 
 
-def _start_worker(model_spec: str | None, threads: int) -> None:
+def _start_worker(model_spec: str | None, threads: int, parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
-    _end_with_parent(os.getppid())
+    _end_with_parent(parent)  # the parent's pid as it gave it: one killed while this started is gone already
     retain_freed_memory()  # as the command's own process does (a spawned worker starts with glibc's defaults)
     # Read by torch when (if) it is imported: a file coded classically needs no torch, and no model.
     os.environ["OMP_NUM_THREADS"] = str(threads)
@@ -115,7 +115,7 @@ class Workers:
     def _start(self) -> ProcessPoolExecutor:
         threads = max(1, (os.cpu_count() or 1) // self.count)
         return ProcessPoolExecutor(self.count, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_start_worker, initargs=(self._model_spec, threads))
+                                   initializer=_start_worker, initargs=(self._model_spec, threads, os.getpid()))
 
     @property
     def broken(self) -> bool:
