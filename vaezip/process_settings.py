@@ -175,9 +175,10 @@ def _single_threaded_torch_after_fork() -> None:
     """In a child forked from a process whose torch had started its OpenMP threads (loading a model does, and any
     parallel operation of the host's), torch's next parallel region waits for threads the child does not have: it
     hangs (torch's own limit; a host that loads a model, then forks workers, as gunicorn's preload does). One
-    thread needs none of them, and the integer-exact coder computes the same integers on any count. vaezip's own counts (torch_threads) stay at one there too: the
-    float coder of format-1 files pins two, and hung; on one it decodes where one thread computes the same floats,
-    and refuses the file as made on another kind of machine where not."""
+    thread needs none of them, and the integer-exact coder computes the same integers on any count. vaezip's own
+    counts (torch_threads) stay at one there too: the float coder of format-1 files pins two, and hung; on one it
+    decodes where one thread computes the same floats, and refuses the file as made on another kind of machine where
+    not."""
     global _threads_lost_in_fork
     torch = sys.modules.get("torch")
     if torch is None:
