@@ -77,5 +77,7 @@ def test_a_worker_of_several_jobs_sets_the_allocator_as_the_command_does(monkeyp
     monkeypatch.setattr(parallel.signal, "signal", lambda *_: None)  # this process keeps its Ctrl-C
     monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))  # restored afterwards
     monkeypatch.setattr(parallel, "_WORKER", {})  # nor does it keep a worker's state
-    parallel._start_worker(None, 1)
+    monkeypatch.setattr(parallel, "_end_with_parent", lambda parent: calls.append(("watch", parent)))
+    parallel._start_worker(None, 1, 4321)
+    assert calls.pop(0) == ("watch", 4321)  # a worker ends with the parent that started it
     assert calls == ["allocator"]

@@ -451,6 +451,10 @@ def test_a_32_bit_bmp_keeps_its_fourth_bytes_as_alpha(tmp_path):
         Image.fromarray(rgba, "RGBA").save(tmp_path / "b.bmp")
         assert open_image(tmp_path / "b.bmp").mode == "RGB"
         assert compress_images([("b.bmp", Image.open(tmp_path / "b.bmp"))], fast=True).images[0].mode == "RGB"
+    with Image.open(tmp_path / "b.bmp") as closed:  # closed: an ImageError, not an AttributeError (a review)
+        pass
+    with pytest.raises(ImageError):
+        compress_images([("b.bmp", closed)], fast=True)
 
 
 def _premultiplied_tiff(rgba: np.ndarray) -> tuple[bytes, bytes]:
@@ -481,3 +485,9 @@ def test_a_tiff_of_premultiplied_alpha_is_refused_not_converted(tmp_path):
     assert open_image(straight).mode == "RGBA"  # straight alpha, as saved: taken
     rgba[..., 3] = 255
     assert np.array_equal(np.asarray(open_image(_premultiplied_tiff(rgba)[1])), rgba)
+    # a closed one given to the API: one clear error (Pillow's bare AssertionError escaped, a review)
+    (tmp_path / "pm255.tif").write_bytes(_premultiplied_tiff(rgba)[1])
+    with Image.open(tmp_path / "pm255.tif") as closed:
+        pass
+    with pytest.raises(ImageError, match="a closed image"):
+        compress_images([("pm255.tif", closed)], fast=True)

@@ -489,16 +489,20 @@ def refuse_what_would_be_lost(image: Image.Image, data: bytes | None = None, ope
         # Premultiplied ("associated") alpha, a TIFF's ExtraSamples 1: Pillow divides the colours by it as it reads
         # them (where the alpha is below 255 the stored values may be gone); the file was deleted by --rm. Where
         # every alpha is 255 the division changes nothing.
-        with _readable():
-            image.load()
-        if image.mode.endswith("A") and image.getextrema()[-1][0] < 255:
+        try:
+            with _readable():
+                image.load()
+        except (ImageError, AssertionError, AttributeError) as error:  # closed (Pillow asserts), or damaged
+            raise ImageError(f"its pixels cannot be read ({str(error) or type(error).__name__}; a closed "
+                             f"image?)") from None
+        if image.mode[-1:] in ("A", "a") and image.getextrema()[-1][0] < 255:
             raise ImageError(f"{image.format or 'an image'} of premultiplied alpha ({rawmode}): Pillow converts it "
                              f"to straight alpha as it reads it, which loses values, and vaezip will not: convert it "
                              f"to a PNG first if that loss is acceptable")
     if not opened_here and _bmp_fourth_bytes(image):
         try:
             held = _bmp_alpha(image, data) is not None
-        except ImageError:  # the file can no longer be read: nothing to tell
+        except (ImageError, AttributeError):  # the file can no longer be read (closed): nothing to tell
             held = False
         if held:
             raise ImageError(f"32-bit {image.format} whose fourth bytes hold an alpha, opened as Pillow opens it, "

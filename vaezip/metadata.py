@@ -67,10 +67,11 @@ def read_png_chunks(file, low_grey_bits: int = 0) -> tuple[tuple[Chunk, ...], tu
                 # them, and `compress --rm` deleted them without a word
                 file.seek(start + 12 + length)
                 after = file.read(1 << 20)
-                if after.strip(b" \t\r\n\0"):  # a newline or padding some tools append is nothing of the file's
+                # A newline or padding some tools append is nothing of the file's; past 1 MiB, it is something
+                if after.strip(b" \t\r\n\0") or len(after) == 1 << 20:
                     count = "over 1048576 bytes" if len(after) == 1 << 20 else \
                         f"{len(after)} byte{'' if len(after) == 1 else 's'}"
-                    dropped.append(f"{count} after IEND (not a chunk)")
+                    dropped.append(f"{count} after IEND")
                 break
             if kind in (b"IHDR", b"PLTE", b"IDAT", b"tRNS") or not kind[0] & 32:  # critical, or in the pixels
                 seen_palette |= kind == b"PLTE"
