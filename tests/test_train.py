@@ -1,6 +1,7 @@
 """Training: resumable, atomic checkpoints, and a run that survives SIGKILL."""
 
 import dataclasses
+import os
 import signal
 import subprocess
 import sys
@@ -446,6 +447,20 @@ def test_a_reader_that_goes_away_stops_the_run_saved(tmp_path, png_folder):
     assert process.returncode == 141, stderr
     assert "Traceback" not in stderr and "error" not in stderr, stderr
     assert load_checkpoint(run)["step"] >= 2
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_an_output_that_cannot_be_written_stops_the_run_saved(tmp_path, png_folder):
+    """`vaezip train ... > /dev/full` ended with a bare errno and no checkpoint (a review): it stops as on Ctrl-C,
+    saved, and says what failed (exit 1)."""
+    run = tmp_path / "run"
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "vaezip", "train", str(png_folder), "--preset", "tiny", "--out",
+                               str(run), "--steps", "100000", "--threads", "1", *TINY_CLI], stdout=full,
+                              stderr=subprocess.PIPE, text=True, timeout=300)
+    assert done.returncode == 1 and done.stderr.startswith("vaezip: error: standard output: cannot write (No space "
+                                                           "left on device); the run stopped and saved"), done.stderr
+    assert load_checkpoint(run)["step"] >= 0
 
 
 @pytest.mark.parametrize("limit", [None, "AVX2"], ids=["default", "onednn-avx2"])

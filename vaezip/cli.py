@@ -230,6 +230,7 @@ class RichTrainReporter:
         # (train: the reporter's `closed`), where it ended at the failed print, the steps since the last checkpoint
         # lost
         self.closed = False
+        self.write_error: OSError | None = None  # why standard output could not be written (a full disk), if so
 
     def _print(self, *args, **kwargs) -> None:
         if self.closed:
@@ -238,6 +239,8 @@ class RichTrainReporter:
             self.console.print(*args, **kwargs)
         except (BrokenPipeError, typer.Exit, SystemExit):  # rich's broken-pipe handler's (main()'s: typer.Exit)
             self.closed = True
+        except OSError as error:  # `> /dev/full`: the run stops and saves too, then says so (exit 1)
+            self.closed, self.write_error = True, error
 
     def start(self, info):
         # A mixture of differently sized sets has one crop size per part.
@@ -585,7 +588,8 @@ def train(
         # The data and the --name are needed again: the run keeps the one, and installs only under the other
         import shlex
 
-        again = ["vaezip", "train", data, "--resume", "--out", str(out_dir), *(["--name", name] if name else [])]
+        shown_data = f"./{data}" if data.startswith("-") else data  # not taken for an option
+        again = ["vaezip", "train", shown_data, "--resume", "--out", str(out_dir), *(["--name", name] if name else [])]
         reporter = RichTrainReporter(out, shlex.join(again))
         try:
             summary = run_training(
@@ -605,6 +609,11 @@ def train(
                 timing=timing,
                 stop_on_signals=True,
             )
+        except BrokenPipeError:
+            if reporter.write_error is None:
+                raise  # its reader went away: 141, quietly
+            raise Failure(f"standard output: cannot write ({reporter.write_error.strerror or reporter.write_error}); "
+                          f"the run stopped and saved its checkpoint ({shlex.join(again)} continues it)") from None
         finally:
             reporter.close()
             if previous_threads is not None:
@@ -706,8 +715,10 @@ def _compare_after_training(run_dir: Path, checkpoint: dict, summary: dict, init
 def _saved_target(run_dir: Path) -> tuple[int | None, float | None]:
     """The step target and minutes a run's checkpoint records (None, None where an earlier vaezip saved it: the
     default target then, with a warning)."""
-    from vaezip.checkpoint import load_checkpoint
+    from vaezip.checkpoint import CHECKPOINT_NAME, load_checkpoint
 
+    if not (Path(run_dir) / CHECKPOINT_NAME).is_file():  # resume's own message says so
+        return None, None
     target = load_checkpoint(run_dir).get("target")
     if not isinstance(target, dict) or (target.get("steps") is None and target.get("minutes") is None):
         _tell("warning", f"--resume: {run_dir}'s checkpoint records no step target or time (an earlier vaezip saved "
