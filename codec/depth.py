@@ -41,6 +41,11 @@ _TRIED = sorted((d for d in DEPTHS[2:] if not d.startswith("levels")),
 Levels = tuple  # of np.ndarray: each channel's values, strictly increasing uint16 (an empty tuple: no levels)
 
 
+def image_count(entries) -> int:
+    """How many images a header's entries hold: a 16-bit image's low part is an entry of its own, not an image."""
+    return sum(1 for entry in entries if entry.depth != LOW)
+
+
 def bits(depth: str) -> int:
     """n, the bits a sample holds under `depth` (8 for an 8-bit image); CodingError for a name not in DEPTHS."""
     if depth not in DEPTHS or depth == LOW:

@@ -102,13 +102,11 @@ def compress_images(
     names what was left out). An image opened by vaezip's open_image brings its file's chunks; any other image
     its colour profile, EXIF, XMP, comment and dots per inch as Pillow holds them in its info."""
     from vaezip.archive import encode_archive
-    from vaezip.devices import DEVICE_NAMES  # no torch
 
     # Known before any work: a bad max_batch failed after all of it, and a bad device passed wherever no model ran
     if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
         raise ValueError(f"max_batch must be a positive int, not {max_batch!r}")
-    if device not in DEVICE_NAMES:
-        raise ValueError(f"device must be one of {', '.join(DEVICE_NAMES)}, not {device!r}")
+    _check_device(device)
     return encode_archive(
         images, model, tile=tile, max_batch=max_batch, device=device, progress=progress, predictor=predictor,
         classical=classical, format_version=format_version, samples=samples, fast=fast, metadata=metadata,
@@ -131,14 +129,16 @@ def decompress_images(data: bytes, model: LoadedModel | str | None = None, *, de
     needs no model (and imports no torch); `model` is then not used. A format-17 image carries its metadata
     chunks in its info (vaezip/metadata.py METADATA), which png_bytes writes into its PNG."""
     from codec.container import read_versioned
+
+    _check_device(device)
+    return _images(data, read_versioned(_file_bytes(data)), model, device, progress)
+
+
+def _images(data: bytes, parsed, model, device: str, progress) -> list:
+    """decompress_images's images of the file `data`, read_versioned's `parsed`."""
     from codec.depth import LOW, low_bits
     from vaezip.metadata import attach
 
-    from vaezip.devices import DEVICE_NAMES  # no torch
-
-    if device not in DEVICE_NAMES:
-        raise ValueError(f"device must be one of {', '.join(DEVICE_NAMES)}, not {device!r}")
-    parsed = read_versioned(_file_bytes(data))
     parts = _decoded(data, parsed, model, device, progress)
     images = []
     for k, ((name, image), entry) in enumerate(zip(parts, parsed[1].images)):
@@ -167,16 +167,27 @@ def _decoded(data: bytes, parsed, model, device: str, progress):
     return decode_archive(data, model, device=device, progress=progress, parsed=parsed)
 
 
-def decompress(data: bytes, model: LoadedModel | str | None = None, **options):
+@_numpy_defaults
+def decompress(data: bytes, model: LoadedModel | str | None = None, *, device: str = "auto", progress=None):
     """.vz bytes of a single image -> PIL image (a DeepImage for a 16-bit one); ValueError for an archive of
     several (decompress_images gives them all)."""
     from codec.container import read_versioned
-    from codec.depth import LOW
+    from codec.depth import image_count
 
-    count = sum(entry.depth != LOW for entry in read_versioned(_file_bytes(data))[1].images)
+    _check_device(device)
+    parsed = read_versioned(_file_bytes(data))
+    count = image_count(parsed[1].images)
     if count != 1:  # the first alone was given, the others dropped without a word
         raise ValueError(f"the file holds {count} images: decompress_images gives them all")
-    return decompress_images(data, model, **options)[0][1]
+    return _images(data, parsed, model, device, progress)[0][1]
+
+
+def _check_device(device: str) -> None:
+    """A device the API takes (the CLI's --device values), before any work: one no model needs passed unseen."""
+    from vaezip.devices import DEVICE_NAMES  # no torch
+
+    if device not in DEVICE_NAMES:
+        raise ValueError(f"device must be one of {', '.join(DEVICE_NAMES)}, not {device!r}")
 
 
 def _file_bytes(data) -> bytes:

@@ -1726,10 +1726,10 @@ def _image_count(data: bytes) -> int | None:
     """How many images a .vz holds, from its header alone (no model); None if the header does not parse (the
     decoder then says why)."""
     from codec.container import read_versioned
-    from codec.depth import LOW
+    from codec.depth import image_count
 
     try:
-        return sum(1 for entry in read_versioned(data)[1].images if entry.depth != LOW)  # 16-bit: 2 parts
+        return image_count(read_versioned(data)[1].images)
     except Exception:  # noqa: BLE001 - any damage is the decoder's to report, with its own message
         return None
 
