@@ -1,0 +1,132 @@
+"""What follows an image in its file (vaezip/file_ends.py): a second netpbm image is refused, other bytes are named
+and keep the input under `compress --rm` (they were deleted without a word); padding and a file's own structures
+(a JPEG's EXIF thumbnail, a TGA's footer, a BMP's embedded colour profile) are not claimed."""
+
+from __future__ import annotations
+
+import io
+import struct
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import run_cli, smooth_rgb
+from vaezip.errors import ImageError
+from vaezip.file_ends import ENDS_KNOWN, LOOK_AHEAD, following
+from vaezip.images import open_image
+from vaezip.metadata import DROPPED, METADATA
+
+PROFILE = bytes(range(16)) + b"RGB " + bytes(range(236)) * 3
+
+
+def _images():
+    rng = np.random.default_rng(5)
+    for mode in ("1", "L", "P", "RGB", "RGBA", "LA"):
+        for width, height in ((1, 1), (7, 5), (33, 17)):
+            pixels = rng.integers(0, 256, (height, width, 4), dtype=np.uint8)
+            rgba = Image.fromarray(pixels, "RGBA")
+            yield rgba.convert("RGB").quantize(16) if mode == "P" else rgba.convert(mode)
+
+
+SAVED = (("PPM", {}), ("BMP", {}), ("DIB", {}), ("GIF", {}), ("WEBP", {"lossless": True}), ("JPEG", {}),
+         ("JPEG", {"progressive": True, "exif": Image.Exif().tobytes()}), ("ICO", {}), ("QOI", {}), ("TGA", {}),
+         ("TGA", {"compression": "tga_rle"}))
+
+
+def _saved(image: Image.Image, format: str, options: dict) -> bytes | None:
+    buffer = io.BytesIO()
+    try:
+        image.save(buffer, format, **options)
+    except (OSError, ValueError, KeyError):  # a mode the format does not hold
+        return None
+    return buffer.getvalue()
+
+
+def test_each_format_s_end_is_found_in_every_file_pillow_writes():
+    checked = set()
+    for image in _images():
+        for format, options in SAVED:
+            data = _saved(image, format, options)
+            if data is None:
+                continue
+            opened = Image.open(io.BytesIO(data))
+            at = opened.tile[0][2] if len(opened.tile) == 1 else None
+            footer = 26 if format == "TGA" else 0  # Pillow's TGA footer points to nothing: not the image's
+            assert following(data, opened.format, at) is None, (image.mode, image.size, format, options)
+            assert following(data + b"\r\n\0 ", opened.format, at) is None, (image.mode, format)
+            twice = following(data + data, opened.format, at)
+            assert twice is not None and twice.count in (len(data), len(data) - footer), (image.mode, format)
+            assert twice.image == (format == "PPM") and not twice.more
+            checked.add(opened.format)
+    assert checked == ENDS_KNOWN - {"MPO", "CUR"}
+
+
+def test_plain_and_deep_pnm_ends_and_what_is_past_the_look_ahead():
+    p3 = b"P3\n# a comment\n2 1\n255\n1 2 3\n4 5 6\n"
+    assert following(p3, "PPM") is None
+    assert following(p3 + b"junk", "PPM").count == 5  # from the last sample's end
+    assert following(p3.replace(b"4 5", b"4 # why not\n5") + b"P3 1 1 255 0 0 0", "PPM").image
+    p1 = b"P1 3 2 010\n1 1 0\n"
+    assert following(p1, "PPM") is None and following(p1 + b"1", "PPM").count == 2
+    deep = b"P6 1 1 65535\n" + bytes(6)
+    assert following(deep, "PPM") is None and following(deep + b"x", "PPM").count == 1
+    long = following(b"P5 1 1 255\n\0" + bytes(LOOK_AHEAD) + b"x", "PPM")
+    assert long.more and long.describe() == "over 1048576 bytes after the image's end"
+    # a file not as its format says claims nothing (Pillow, which reads it, says what is wrong)
+    assert following(b"P6 1 1", "PPM") is None and following(b"GIF89a", "GIF") is None
+
+
+def test_bmp_rle_and_its_embedded_colour_profile(tmp_path):
+    # RLE8: a run of 2, a literal of 3 (padded to 4 bytes), end of line, end of bitmap
+    rle = bytes([2, 7, 0, 3, 1, 2, 3, 0, 0, 0, 0, 1])
+    palette = b"".join(bytes([i, i, i, 0]) for i in range(256))
+    info = struct.pack("<IiiHHIIiiII", 40, 5, 1, 1, 8, 1, len(rle), 0, 0, 256, 0)
+    offset = 14 + len(info) + len(palette)
+    head = b"BM" + struct.pack("<IHHI", offset + len(rle), 0, 0, offset)
+    bmp = head + info + palette + rle
+    opened = Image.open(io.BytesIO(bmp))
+    at = opened.tile[0][2]
+    assert np.asarray(opened).tolist() == [[7, 7, 1, 2, 3]]
+    assert following(bmp, "BMP", at) is None and following(bmp, "BMP") is None
+    assert following(bmp + b"more", "BMP", at).count == 4
+    # A version-5 header embedding a colour profile after the pixels: Pillow reads none of it; vaezip keeps it
+    pixels = smooth_rgb(3, 2, 1)
+    rows = b"".join(pixels[y, :, ::-1].tobytes() + b"\0\0" for y in range(2, -1, -1))  # bottom-up BGR, 4-byte rows
+    v5 = bytearray(struct.pack("<IiiHHIIiiII", 124, 2, 3, 1, 24, 0, len(rows), 0, 0, 0, 0) + bytes(84))
+    v5[56:60] = b"DEBM"  # CSType PROFILE_EMBEDDED
+    v5[112:120] = struct.pack("<II", 124 + len(rows), len(PROFILE))
+    offset = 14 + 124
+    bmp = b"BM" + struct.pack("<IHHI", offset + len(rows) + len(PROFILE), 0, 0, offset) + bytes(v5) + rows + PROFILE
+    path = tmp_path / "profile.bmp"
+    path.write_bytes(bmp)
+    image = open_image(path)
+    assert np.array_equal(np.asarray(image), pixels) and image.info[DROPPED] == ()
+    assert [chunk.kind for chunk in image.info[METADATA]] == [b"iCCP"]
+    path.write_bytes(bmp + b"appended")
+    assert open_image(path).info[DROPPED] == ("8 bytes after the image's end",)
+
+
+def test_a_second_netpbm_image_is_refused_and_appended_bytes_keep_the_input(tmp_path):
+    one = _saved(Image.fromarray(smooth_rgb(8, 8, 3)), "PPM", {})
+    stream = tmp_path / "two.ppm"
+    stream.write_bytes(one + one)
+    with pytest.raises(ImageError, match="more than one image"):
+        open_image(stream)
+    refused = run_cli("compress", stream, "--fast", "--rm")
+    assert refused.returncode != 0 and stream.exists() and not (tmp_path / "two.vz").exists()
+    assert b"more than one image" in refused.stderr and b"Traceback" not in refused.stderr
+    deep = b"P6 2 1 65535\n" + bytes(12)  # the 16-bit path too
+    with pytest.raises(ImageError, match="more than one image"):
+        open_image(deep + b"\nP6 2 1 65535\n" + bytes(12))
+    # A motion photo: a phone's video after its JPEG, deleted by --rm without a word
+    jpeg = tmp_path / "motion.jpg"
+    jpeg.write_bytes(_saved(Image.fromarray(smooth_rgb(8, 8, 4)), "JPEG", {}) + b"\0\0\0\x18ftypmp42 a video")
+    kept = run_cli("compress", jpeg, "--fast", "--rm")
+    assert kept.returncode == 0 and jpeg.exists() and (tmp_path / "motion.vz").exists()
+    assert b"20 bytes after the image's end; the input is kept (--rm" in kept.stderr, kept.stderr
+    # padding is nothing of the file's: deleted as before
+    bmp = tmp_path / "padded.bmp"
+    bmp.write_bytes(_saved(Image.fromarray(smooth_rgb(8, 8, 5)), "BMP", {}) + b"\n")
+    removed = run_cli("compress", bmp, "--fast", "--rm")
+    assert removed.returncode == 0 and not bmp.exists() and b"warning" not in removed.stderr, removed.stderr

@@ -1,0 +1,296 @@
+"""Where an image file's image ends, and what follows it.
+
+Pillow reads an image and stops: bytes after it (a second PNM image of a netpbm stream, the video of a phone's
+motion photo after its JPEG, a second GIF or BMP, an appended archive) are read by no one, no .vz holds them, and
+`compress --rm` deleted them without a word. Each reader here walks its format's own structure to the image's end
+(never decoding a pixel): PNM, BMP and DIB, GIF, WebP, JPEG (and MPO), ICO and CUR, QOI and TGA. A format not known here, or a
+file not as its format says (Pillow's reading has the final word on it), gives no end, and nothing is claimed. A
+PNG's end is read with its chunks (vaezip/metadata.py read_png_chunks).
+
+Torch-free and Pillow-free: it reads bytes (or a read-only mmap) only.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+# A newline, spaces or NULs that some tools append are nothing of the file's; past 1 MiB anything is something
+PADDING = b" \t\r\n\0"
+LOOK_AHEAD = 1 << 20
+_PNM_SPACE = b" \t\n\v\f\r"
+_PNM_IMAGE = re.compile(rb"P[1-7]\s")  # what a netpbm stream's next image starts with
+_TGA_EMPTY_FOOTER = b"\0" * 8 + b"TRUEVISION-XFILE.\0"
+_RLE_WALK_PIXELS = 1 << 22  # a TGA's RLE packets are walked one by one: larger ones are left unclaimed
+
+
+@dataclass(frozen=True)
+class Following:
+    """What follows an image in its file: `count` bytes (0: nothing but padding), at most LOOK_AHEAD of them read
+    (`more`: the file goes on past those), and whether they start another image of the same format (`image`: a
+    netpbm stream of several)."""
+
+    count: int
+    more: bool = False
+    image: bool = False
+
+    def describe(self) -> str:
+        """As an ImageReport's metadata_unkept entry ("what (why)"-like: `compress --rm` then keeps the input)."""
+        size = "over 1048576 bytes" if self.more else f"{self.count} byte{'' if self.count == 1 else 's'}"
+        return f"{size} after the image's end"
+
+
+def following(buffer, format: str | None, pixels_at: int | None = None) -> Following | None:
+    """What follows the image in `buffer` (bytes or an mmap of a file Pillow opened as `format`); None where nothing
+    does (or padding only), the format is not known here, or the file is not as its format says. `pixels_at`: where
+    Pillow reads a BMP's or DIB's pixels from (its tile's offset), which its header says in more than one way."""
+    reader = _ENDS.get(format or "")
+    if reader is None:
+        return None
+    try:
+        end = reader(buffer, pixels_at) if format in ("BMP", "DIB") else reader(buffer)
+    except (IndexError, ValueError, struct.error, OverflowError):  # cut short or malformed: Pillow says what
+        return None
+    if end is None or end >= len(buffer):
+        return None
+    count = len(buffer) - end
+    after = bytes(buffer[end: end + LOOK_AHEAD])
+    if format == "TGA" and _TGA_EMPTY_FOOTER in after:
+        # TGA 2.0's footer pointing to nothing (as Pillow writes it) is nothing of the image's; one that points to an
+        # extension area (author, comments, dates, a thumbnail) or developer fields is part of what follows
+        after = after.replace(_TGA_EMPTY_FOOTER, b"", 1)
+        count -= len(_TGA_EMPTY_FOOTER)
+    more = count > LOOK_AHEAD
+    if not more and not after.strip(PADDING):
+        return None
+    image = format == "PPM" and _PNM_IMAGE.match(after.lstrip(_PNM_SPACE)) is not None
+    return Following(count, more, image)
+
+
+def bmp_profile(buffer) -> bytes | None:
+    """The colour profile a version-5 BMP or DIB embeds (PROFILE_EMBEDDED), which Pillow does not read; None where it
+    embeds none or the file is not as its header says."""
+    try:
+        start = 14 if bytes(buffer[:2]) == b"BM" else 0
+        (size,) = struct.unpack_from("<I", buffer, start)
+        if size < 124 or bytes(buffer[start + 56: start + 60]) != b"DEBM":  # CSType 'MBED', little-endian
+            return None
+        offset, length = struct.unpack_from("<II", buffer, start + 112)  # from the info header's start
+        profile = bytes(buffer[start + offset: start + offset + length])
+    except (IndexError, ValueError, struct.error):
+        return None
+    return profile if length and len(profile) == length else None
+
+
+def _pnm_end(buffer) -> int | None:
+    magic = bytes(buffer[:2])
+    if magic not in (b"P1", b"P2", b"P3", b"P4", b"P5", b"P6"):
+        return None
+    fields, position = [], 2
+    wanted = 2 if magic in (b"P1", b"P4") else 3
+    while len(fields) < wanted:
+        token = re.compile(rb"(?:\s|#[^\r\n]*)*(\d+)").match(bytes(buffer[position: position + 4096]))
+        if token is None:
+            return None
+        fields.append(int(token.group(1)))
+        position += token.end()
+    width, height = fields[0], fields[1]
+    channels = 3 if magic in (b"P3", b"P6") else 1
+    if magic in (b"P4", b"P5", b"P6"):
+        position += 1  # the one whitespace after the header
+        if magic == b"P4":
+            return position + (width + 7) // 8 * height
+        return position + width * height * channels * (1 if fields[2] < 256 else 2)
+    return _plain_end(buffer, position, width * height * channels, single_digits=magic == b"P1")
+
+
+def _plain_end(buffer, start: int, count: int, single_digits: bool) -> int | None:
+    """Where a plain PNM's `count`-th sample ends: decimal numbers apart (P2, P3), or digits 0 and 1 with or without
+    space between them (P1)."""
+    if count == 0:
+        return start
+    text = np.frombuffer(buffer, np.uint8, offset=start) if start < len(buffer) else np.zeros(0, np.uint8)
+    if (text == ord("#")).any():  # a comment among the samples: token by token
+        pattern = re.compile(rb"(?:\s|#[^\r\n]*)*" + (rb"[01]" if single_digits else rb"\d+"))
+        data, position = bytes(buffer[start:]), 0
+        for _ in range(count):
+            token = pattern.match(data, position)
+            if token is None:
+                return None
+            position = token.end()
+        return start + position
+    solid = ~np.isin(text, np.frombuffer(_PNM_SPACE, np.uint8))
+    if single_digits:
+        ends = np.flatnonzero(solid)
+    else:  # the last byte of each number: solid, and followed by a space or the file's end
+        ends = np.flatnonzero(solid & ~np.append(solid[1:], False))
+    return start + int(ends[count - 1]) + 1 if len(ends) >= count else None
+
+
+def _bmp_end(buffer, pixels_at: int | None) -> int | None:
+    file_header = bytes(buffer[:2]) == b"BM"
+    start = 14 if file_header else 0
+    (size,) = struct.unpack_from("<I", buffer, start)
+    if size == 12:  # OS/2 1.x: 16-bit width and height, no compression
+        width, height, _, bits = struct.unpack_from("<HHHH", buffer, start + 4)
+        compression, image_size, colours = 0, 0, 0
+    elif size in (40, 52, 56, 64, 108, 124):
+        width, height, _, bits, compression, image_size, _, _, colours = struct.unpack_from(
+            "<iiHHIIiiI", buffer, start + 4)
+    else:
+        return None
+    if pixels_at is not None:
+        offset = pixels_at
+    elif file_header:
+        (offset,) = struct.unpack_from("<I", buffer, 10)
+    else:  # a DIB: the palette (or BI_BITFIELDS' masks) right after the info header
+        masks = 12 if compression == 3 and size == 40 else 16 if compression == 6 and size == 40 else 0
+        entries = colours or (1 << bits if bits <= 8 else 0)
+        offset = size + masks + entries * (3 if size == 12 else 4)
+    if compression in (0, 3, 6):
+        end = offset + (abs(width) * bits + 31) // 32 * 4 * abs(height)
+    elif compression in (1, 2):  # RLE8, RLE4: to the end-of-bitmap code
+        end = _bmp_rle_end(buffer, offset, four_bits=compression == 2)
+    else:  # JPEG or PNG inside, or not a BMP's: Pillow refuses those, or reads them its own way
+        return None
+    if end is None:
+        return None
+    if size >= 124 and bytes(buffer[start + 56: start + 60]) in (b"DEBM", b"KNIL"):  # an embedded or linked profile
+        profile_offset, profile_size = struct.unpack_from("<II", buffer, start + 112)
+        end = max(end, start + profile_offset + profile_size)
+    return end
+
+
+def _bmp_rle_end(buffer, position: int, four_bits: bool) -> int | None:
+    while position + 2 <= len(buffer):
+        count, value = buffer[position], buffer[position + 1]
+        position += 2
+        if count:  # a run of one value
+            continue
+        if value == 1:  # end of bitmap
+            return position
+        if value == 2:  # a move: two bytes more
+            position += 2
+        elif value >= 3:  # literal pixels, padded to an even count of bytes
+            stored = (value + 1) // 2 if four_bits else value
+            position += stored + (stored & 1)
+    return None
+
+
+def _gif_end(buffer) -> int | None:
+    if bytes(buffer[:6]) not in (b"GIF87a", b"GIF89a"):
+        return None
+    flags = buffer[10]
+    position = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
+    while True:
+        block = buffer[position]
+        if block == 0x3B:  # the trailer
+            return position + 1
+        if block == 0x21:  # an extension: its label, then sub-blocks
+            position = _gif_sub_blocks(buffer, position + 2)
+        elif block == 0x2C:  # an image: its descriptor, local colours, LZW code size, sub-blocks
+            flags = buffer[position + 9]
+            position += 10 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
+            position = _gif_sub_blocks(buffer, position + 1)
+        else:
+            return None
+
+
+def _gif_sub_blocks(buffer, position: int) -> int:
+    while True:
+        size = buffer[position]
+        position += 1 + size
+        if size == 0:
+            return position
+
+
+def _webp_end(buffer) -> int | None:
+    if bytes(buffer[:4]) != b"RIFF" or bytes(buffer[8:12]) != b"WEBP":
+        return None
+    (size,) = struct.unpack_from("<I", buffer, 4)
+    return 8 + size + (size & 1)
+
+
+def _jpeg_end(buffer) -> int | None:
+    """After the end-of-image marker, the segments walked by their lengths and each scan's coded data to the
+    first marker in it that is neither a stuffed 0xFF nor a restart."""
+    if bytes(buffer[:2]) != b"\xff\xd8":
+        return None
+    position, length = 2, len(buffer)
+    while position < length:
+        if buffer[position] != 0xFF:
+            return None
+        while position < length and buffer[position] == 0xFF:  # fill bytes
+            position += 1
+        marker = buffer[position]
+        position += 1
+        if marker == 0xD9:
+            return position
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # no length
+            continue
+        (size,) = struct.unpack_from(">H", buffer, position)
+        if size < 2:
+            return None
+        position += size
+        if marker == 0xDA:
+            while True:
+                found = buffer.find(b"\xff", position)
+                if found < 0 or found + 1 >= length:
+                    return None
+                after = buffer[found + 1]
+                if after == 0 or 0xD0 <= after <= 0xD7:
+                    position = found + 2
+                elif after == 0xFF:
+                    position = found + 1
+                else:
+                    position = found
+                    break
+    return None
+
+
+def _icon_end(buffer) -> int | None:
+    reserved, kind, count = struct.unpack_from("<HHH", buffer, 0)
+    if reserved != 0 or kind not in (1, 2) or count == 0:
+        return None
+    ends = [sum(struct.unpack_from("<II", buffer, 6 + 16 * entry + 8)) for entry in range(count)]
+    return max(ends)
+
+
+def _qoi_end(buffer) -> int | None:
+    """After the end marker (seven 0 bytes and a 1): an encoder never writes seven index-0 operations in a row
+    (the same pixel seven times is a run)."""
+    if bytes(buffer[:4]) != b"qoif":
+        return None
+    found = buffer.find(b"\0" * 7 + b"\1", 14)
+    return None if found < 0 else found + 8
+
+
+def _tga_end(buffer) -> int | None:
+    id_length, has_map, kind, _, map_length, map_bits, _, _, width, height, bits, _ = struct.unpack_from(
+        "<BBBHHBHHHHBB", buffer, 0)
+    if kind not in (1, 2, 3, 9, 10, 11) or has_map not in (0, 1):
+        return None
+    position = 18 + id_length + (map_length * ((map_bits + 7) // 8) if has_map else 0)
+    pixel = (bits + 7) // 8
+    pixels = width * height
+    if kind < 9:
+        end = position + (width * bits + 7) // 8 * height  # 1-bit rows packed, each to a whole byte
+    elif pixels > _RLE_WALK_PIXELS or bits < 8:
+        return None
+    else:
+        done = 0
+        while done < pixels:
+            packet = buffer[position]
+            count = (packet & 0x7F) + 1
+            position += 1 + (pixel if packet & 0x80 else count * pixel)
+            done += count
+        end = position
+    return end
+
+
+_ENDS = {"PPM": _pnm_end, "BMP": _bmp_end, "DIB": _bmp_end, "GIF": _gif_end, "WEBP": _webp_end, "JPEG": _jpeg_end,
+         "MPO": _jpeg_end, "ICO": _icon_end, "CUR": _icon_end, "QOI": _qoi_end, "TGA": _tga_end}
+ENDS_KNOWN = frozenset(_ENDS)  # the formats (as Pillow names them) whose end is read here
