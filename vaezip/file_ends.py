@@ -24,7 +24,8 @@ LOOK_AHEAD = 1 << 20
 _PNM_SPACE = b" \t\n\v\f\r"
 _PNM_IMAGE = re.compile(rb"P[1-7]\s")  # what a netpbm stream's next image starts with
 _TGA_EMPTY_FOOTER = b"\0" * 8 + b"TRUEVISION-XFILE.\0"
-_RLE_WALK_PIXELS = 1 << 22  # a TGA's RLE packets are walked one by one: larger ones are left unclaimed
+_RLE_WALK_PIXELS = 1 << 22
+_SCAN_WINDOW = 1 << 16  # a TGA's RLE packets are walked one by one: larger ones are left unclaimed
 
 
 @dataclass(frozen=True)
@@ -236,18 +237,24 @@ def _jpeg_end(buffer) -> int | None:
             return None
         position += size
         if marker == 0xDA:
-            while True:
-                found = buffer.find(b"\xff", position)
-                if found < 0 or found + 1 >= length:
-                    return None
-                after = buffer[found + 1]
-                if after == 0 or 0xD0 <= after <= 0xD7:
-                    position = found + 2
-                elif after == 0xFF:
-                    position = found + 1
-                else:
-                    position = found
-                    break
+            position = _scan_end(buffer, position)
+            if position is None:
+                return None
+    return None
+
+
+def _scan_end(buffer, position: int) -> int | None:
+    """Where a scan's coded data ends: the first 0xFF in it followed by a marker (not a stuffed 0, a restart or
+    another 0xFF), found a window at a time (a crafted file of stuffed bytes alone is not walked byte by byte)."""
+    view = np.frombuffer(buffer, np.uint8)
+    while position < len(view) - 1:
+        window = view[position: position + _SCAN_WINDOW + 1]
+        fill = np.flatnonzero(window[:-1] == 0xFF)
+        after = window[fill + 1]
+        markers = fill[(after != 0) & (after != 0xFF) & ((after < 0xD0) | (after > 0xD7))]
+        if markers.size:
+            return position + int(markers[0])
+        position += len(window) - 1
     return None
 
 
