@@ -1,6 +1,6 @@
 """What follows an image in its file (vaezip/file_ends.py): a second netpbm image is refused, other bytes are named
 and keep the input under `compress --rm` (they were deleted without a word); padding and a file's own structures
-(a JPEG's EXIF thumbnail, a TGA's footer, a BMP's embedded colour profile) are not claimed."""
+(a JPEG's EXIF thumbnail, a TGA's footer and extension area, a BMP's embedded colour profile) are not claimed."""
 
 from __future__ import annotations
 
@@ -62,6 +62,30 @@ def test_each_format_s_end_is_found_in_every_file_pillow_writes():
     assert checked == ENDS_KNOWN - {"MPO", "CUR"}
 
 
+def test_files_pillow_reads_with_stray_bytes_and_tga_areas():
+    jpeg = _saved(Image.fromarray(smooth_rgb(8, 8, 1)), "JPEG", {})
+    stray = jpeg[:20] + b"\0\0" + jpeg[20:]  # between two segments: libjpeg warns and passes over them
+    assert following(stray + b"PKzip", "JPEG").count == 5 and following(jpeg + b"\xff" * 16, "JPEG") is None
+    gif = _saved(Image.fromarray(smooth_rgb(8, 8, 1)).quantize(8), "GIF", {})
+    assert following(gif[:-1] + b"\0;" + b"PKzip", "GIF").count == 5  # a stray byte before the trailer
+    # an RLE8 BMP without an end-of-bitmap code: Pillow stops when its pixels are filled, and so does the walk
+    palette = b"".join(bytes([i, i, i, 0]) for i in range(256))
+    rle = bytes([4, 9, 0, 0])  # a run of 4, end of line
+    info = struct.pack("<IiiHHIIiiII", 40, 4, 1, 1, 8, 1, len(rle), 0, 0, 256, 0)
+    offset = 14 + len(info) + len(palette)
+    bmp = b"BM" + struct.pack("<IHHI", offset + len(rle), 0, 0, offset) + info + palette + rle
+    assert np.asarray(Image.open(io.BytesIO(bmp))).tolist() == [[9, 9, 9, 9]]
+    assert following(bmp, "BMP") is None and following(bmp + b"PK\0\1zip", "BMP").count == 7
+    # A TGA 2.0 extension area (Photoshop writes one): the file's own, left out as metadata, not bytes after it
+    tga = _saved(Image.fromarray(smooth_rgb(4, 4, 1)), "TGA", {})[:-26]
+    area = struct.pack("<H", 495) + b"me".ljust(41, b"\0") + bytes(452)
+    with_area = tga + area + struct.pack("<II", len(tga), 0) + b"TRUEVISION-XFILE.\0"
+    assert following(with_area, "TGA") is None
+    assert open_image(with_area).info[DROPPED] == ("TGA extension area (not kept)",)
+    # bytes after the footer: it is no longer the file's end, and all after the pixels is named as what follows
+    assert open_image(with_area + b"PK").info[DROPPED] == (f"{len(area) + 28} bytes after the image's end",)
+
+
 def test_plain_and_deep_pnm_ends_and_what_is_past_the_look_ahead():
     p3 = b"P3\n# a comment\n2 1\n255\n1 2 3\n4 5 6\n"
     assert following(p3, "PPM") is None
@@ -71,6 +95,14 @@ def test_plain_and_deep_pnm_ends_and_what_is_past_the_look_ahead():
     assert following(p1, "PPM") is None and following(p1 + b"1", "PPM").count == 2
     deep = b"P6 1 1 65535\n" + bytes(6)
     assert following(deep, "PPM") is None and following(deep + b"x", "PPM").count == 1
+    # a header's comment of any length; comments among the samples, across the reader's windows too
+    assert following(b"P2 #" + b"c" * 5000 + b"\n2 1 255\n1 2\nPK", "PPM").count == 3
+    samples = b" ".join(b"%d" % (k % 256) for k in range(3 * 700 * 700))
+    noted = samples.replace(b" 7 ", b" 7 # seven\n ")
+    assert len(noted) > 2**21
+    for body in (samples, noted):
+        plain = b"P3 700 700 255\n" + body
+        assert following(plain + b"\n", "PPM") is None and following(plain + b" 12", "PPM").count == 3
     long = following(b"P5 1 1 255\n\0" + bytes(LOOK_AHEAD) + b"x", "PPM")
     assert long.more and long.describe() == "over 1048576 bytes after the image's end"
     # a file not as its format says claims nothing (Pillow, which reads it, says what is wrong)
@@ -125,6 +157,12 @@ def test_a_second_netpbm_image_is_refused_and_appended_bytes_keep_the_input(tmp_
     kept = run_cli("compress", jpeg, "--fast", "--rm")
     assert kept.returncode == 0 and jpeg.exists() and (tmp_path / "motion.vz").exists()
     assert b"20 bytes after the image's end; the input is kept (--rm" in kept.stderr, kept.stderr
+    # not metadata: kept with --strip and with a format that keeps no metadata, where the hint is not given
+    for options in (("--strip",), ("--format", "16")):
+        kept = run_cli("compress", jpeg, "--fast", "--rm", "-f", "-v", *options)
+        assert kept.returncode == 0 and jpeg.exists(), (options, kept.stderr)
+        assert b"20 bytes after the image's end; the input is kept (--rm)\n" in kept.stderr, (options, kept.stderr)
+        assert b"not kept: 20 bytes after the image's end (no .vz holds them)" in kept.stdout + kept.stderr
     # padding is nothing of the file's: deleted as before
     bmp = tmp_path / "padded.bmp"
     bmp.write_bytes(_saved(Image.fromarray(smooth_rgb(8, 8, 5)), "BMP", {}) + b"\n")

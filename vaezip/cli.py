@@ -1107,12 +1107,16 @@ def _report(result, output: str, verified: float | None = None, verbose: bool = 
 
 def _say_metadata(image) -> None:
     """What of the image's metadata the file keeps, and what it leaves out (a line each, where there is any)."""
-    from vaezip.metadata import describe
+    from vaezip.metadata import after_image, describe
 
     if image.metadata:
         _say(f"  metadata kept: {describe(image.metadata)}")
-    if image.metadata_unkept and not image.metadata_left_out:  # --strip, --format 16: none kept, nothing to say
-        _say(f"  metadata left out: {', '.join(image.metadata_unkept)}")
+    beyond = [entry for entry in image.metadata_unkept if after_image(entry)]
+    unkept = [entry for entry in image.metadata_unkept if not after_image(entry)]
+    if unkept and not image.metadata_left_out:  # --strip, --format 16: none kept, nothing to say
+        _say(f"  metadata left out: {', '.join(unkept)}")
+    if beyond:
+        _say(f"  not kept: {', '.join(beyond)} (no .vz holds them)")
 
 
 def _bound_of(image) -> str:
@@ -1662,17 +1666,21 @@ def compress(
                         _tell("warning", f"{target}: --format {format_version} keeps no metadata: {what} left out "
                                          f"(without --format the file keeps it){kept_note}")
                     # Information no .vz keeps (a TIFF's Artist and Copyright tags): --rm would lose it for good,
-                    # unless --strip (what holds nothing of the image's own, such as iDOT, does not count)
-                    from vaezip.metadata import loses_information
+                    # unless --strip (what holds nothing of the image's own, such as iDOT, does not count); bytes
+                    # after the image in its file (an appended archive, a motion photo's video) even with --strip
+                    from vaezip.metadata import after_image, loses_information
 
-                    unkept = [] if strip else [
-                        (image.name, lost) for image in result.images
-                        if (lost := [entry for entry in image.metadata_unkept if loses_information(entry)])]
+                    unkept = [(image.name, lost) for image in result.images if (lost := [
+                        entry for entry in image.metadata_unkept
+                        if loses_information(entry) and (not strip or after_image(entry))])]
                     if unkept and not keep and not quiet:
+                        metadata_only = not any(after_image(entry) for _, lost in unkept for entry in lost)
                         what = (f"{unkept[0][0]}'s {', '.join(unkept[0][1])}" if len(unkept) == 1
-                                else f"metadata of {len(unkept)} images")
-                        _tell("warning", f"{target} cannot keep {what}; the input is kept (--rm; --strip drops the "
-                                         f"metadata and lets --rm delete it)")
+                                else f"metadata of {len(unkept)} images" if metadata_only
+                                else f"what the files of {len(unkept)} images hold besides their pixels")
+                        hint = "; --strip drops the metadata and lets --rm delete it" if metadata_only else ""
+                        _tell("warning", f"{target} cannot keep {what}; the input{'s are' if len(read) > 1 else ' is'} "
+                                         f"kept (--rm{hint})")
                     grown = _larger_than_input(read, len(result.data), stdin_bytes[0])
                     if grown and not quiet:
                         kept_note = f"; the input{'s are' if len(read) > 1 else ' is'} kept (--rm)" if not keep else ""

@@ -7,7 +7,7 @@ motion photo after its JPEG, a second GIF or BMP, an appended archive) are read 
 file not as its format says (Pillow's reading has the final word on it), gives no end, and nothing is claimed. A
 PNG's end is read with its chunks (vaezip/metadata.py read_png_chunks).
 
-Torch-free and Pillow-free: it reads bytes (or a read-only mmap) only.
+Torch-free and Pillow-free: it reads the bytes of a file only.
 """
 
 from __future__ import annotations
@@ -23,9 +23,13 @@ PADDING = b" \t\r\n\0"
 LOOK_AHEAD = 1 << 20
 _PNM_SPACE = b" \t\n\v\f\r"
 _PNM_IMAGE = re.compile(rb"P[1-7]\s")  # what a netpbm stream's next image starts with
-_TGA_EMPTY_FOOTER = b"\0" * 8 + b"TRUEVISION-XFILE.\0"
-_RLE_WALK_PIXELS = 1 << 22
-_SCAN_WINDOW = 1 << 16  # a TGA's RLE packets are walked one by one: larger ones are left unclaimed
+_PNM_SPACE_TABLE = np.zeros(256, bool)
+_PNM_SPACE_TABLE[np.frombuffer(_PNM_SPACE, np.uint8)] = True
+_PNM_FIELD = re.compile(rb"(?:\s|#[^\r\n]*(?![^\r\n]))*(\d+)")  # a header's next number (a comment to its line's end)
+_TGA_SIGNATURE = b"TRUEVISION-XFILE.\0"
+_TGA_EMPTY_FOOTER = b"\0" * 8 + _TGA_SIGNATURE
+_SCAN_WINDOW = 1 << 16
+_PLAIN_WINDOW = 1 << 20  # a TGA's RLE packets are walked one by one: larger ones are left unclaimed
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,7 @@ class Following:
 
 
 def following(buffer, format: str | None, pixels_at: int | None = None) -> Following | None:
-    """What follows the image in `buffer` (bytes or an mmap of a file Pillow opened as `format`); None where nothing
+    """What follows the image in `buffer` (the bytes of a file Pillow opened as `format`); None where nothing
     does (or padding only), the format is not known here, or the file is not as its format says. `pixels_at`: where
     Pillow reads a BMP's or DIB's pixels from (its tile's offset), which its header says in more than one way."""
     reader = _ENDS.get(format or "")
@@ -60,15 +64,26 @@ def following(buffer, format: str | None, pixels_at: int | None = None) -> Follo
     count = len(buffer) - end
     after = bytes(buffer[end: end + LOOK_AHEAD])
     if format == "TGA" and _TGA_EMPTY_FOOTER in after:
-        # TGA 2.0's footer pointing to nothing (as Pillow writes it) is nothing of the image's; one that points to an
-        # extension area (author, comments, dates, a thumbnail) or developer fields is part of what follows
+        # TGA 2.0's footer pointing to nothing (as Pillow writes it) is nothing of the image's (one that points to an
+        # extension area or developer fields ends the image's file: _tga_end, tga_areas)
         after = after.replace(_TGA_EMPTY_FOOTER, b"", 1)
         count -= len(_TGA_EMPTY_FOOTER)
     more = count > LOOK_AHEAD
-    if not more and not after.strip(PADDING):
+    if not more and not after.strip(PADDING + (b"\xff" if format in ("JPEG", "MPO") else b"")):  # JPEG's fill bytes
         return None
     image = format == "PPM" and _PNM_IMAGE.match(after.lstrip(_PNM_SPACE)) is not None
     return Following(count, more, image)
+
+
+def tga_areas(buffer) -> tuple[str, ...]:
+    """What a TGA 2.0 file's footer points to, which Pillow does not read and no .vz keeps ("TYPE (why)" each, as
+    vaezip/metadata.py names what a file leaves out): its extension area (author, comments, dates, software, a
+    thumbnail) and developer fields; () where it has none."""
+    if len(buffer) < 26 or bytes(buffer[-18:]) != _TGA_SIGNATURE:
+        return ()
+    extension, developer = struct.unpack_from("<II", buffer, len(buffer) - 26)
+    return tuple(f"TGA {what} (not kept)" for what, offset in (("extension area", extension),
+                                                                ("developer fields", developer)) if offset)
 
 
 def bmp_profile(buffer) -> bytes | None:
@@ -93,11 +108,11 @@ def _pnm_end(buffer) -> int | None:
     fields, position = [], 2
     wanted = 2 if magic in (b"P1", b"P4") else 3
     while len(fields) < wanted:
-        token = re.compile(rb"(?:\s|#[^\r\n]*)*(\d+)").match(bytes(buffer[position: position + 4096]))
+        token = _PNM_FIELD.match(buffer, position)
         if token is None:
             return None
         fields.append(int(token.group(1)))
-        position += token.end()
+        position = token.end()
     width, height = fields[0], fields[1]
     channels = 3 if magic in (b"P3", b"P6") else 1
     if magic in (b"P4", b"P5", b"P6"):
@@ -110,25 +125,30 @@ def _pnm_end(buffer) -> int | None:
 
 def _plain_end(buffer, start: int, count: int, single_digits: bool) -> int | None:
     """Where a plain PNM's `count`-th sample ends: decimal numbers apart (P2, P3), or digits 0 and 1 with or without
-    space between them (P1)."""
+    space between them (P1), a comment (# to the line's end) anywhere as a space. Read a window at a time (numpy:
+    a few times the window's bytes of memory, whatever the file's size)."""
     if count == 0:
         return start
-    text = np.frombuffer(buffer, np.uint8, offset=start) if start < len(buffer) else np.zeros(0, np.uint8)
-    if (text == ord("#")).any():  # a comment among the samples: token by token
-        pattern = re.compile(rb"(?:\s|#[^\r\n]*)*" + (rb"[01]" if single_digits else rb"\d+"))
-        data, position = bytes(buffer[start:]), 0
-        for _ in range(count):
-            token = pattern.match(data, position)
-            if token is None:
-                return None
-            position = token.end()
-        return start + position
-    solid = ~np.isin(text, np.frombuffer(_PNM_SPACE, np.uint8))
-    if single_digits:
-        ends = np.flatnonzero(solid)
-    else:  # the last byte of each number: solid, and followed by a space or the file's end
-        ends = np.flatnonzero(solid & ~np.append(solid[1:], False))
-    return start + int(ends[count - 1]) + 1 if len(ends) >= count else None
+    view = np.frombuffer(buffer, np.uint8)
+    seen, in_comment = 0, False
+    for position in range(start, len(view), _PLAIN_WINDOW):
+        window = view[position: position + _PLAIN_WINDOW + 1]  # one byte more: whether the last token goes on
+        newline = (window == 10) | (window == 13)
+        hashes = np.cumsum(window == ord("#"), dtype=np.int32)
+        # each byte's line's start (within the window), and whether a '#' lies between it and the byte
+        line_start = np.maximum.accumulate(np.where(newline, np.arange(1, len(window) + 1, dtype=np.int32), 0))
+        before = np.where(line_start > 0, hashes[np.maximum(line_start - 1, 0)], 0)
+        comment = (hashes - before > 0) | ((line_start == 0) & in_comment)
+        solid = ~_PNM_SPACE_TABLE[window] & ~comment
+        ends = solid[:-1] if single_digits else solid[:-1] & ~solid[1:]
+        if len(window) <= _PLAIN_WINDOW:  # the file's last window: its last byte ends a token
+            ends = solid if single_digits else np.append(ends, solid[-1])
+        found = np.flatnonzero(ends)
+        if seen + len(found) >= count:
+            return position + int(found[count - seen - 1]) + 1
+        seen += len(found)
+        in_comment = bool(comment[min(_PLAIN_WINDOW, len(window)) - 1]) and not newline[-1]
+    return None
 
 
 def _bmp_end(buffer, pixels_at: int | None) -> int | None:
@@ -154,7 +174,7 @@ def _bmp_end(buffer, pixels_at: int | None) -> int | None:
     if compression in (0, 3, 6):
         end = offset + (abs(width) * bits + 31) // 32 * 4 * abs(height)
     elif compression in (1, 2):  # RLE8, RLE4: to the end-of-bitmap code
-        end = _bmp_rle_end(buffer, offset, four_bits=compression == 2)
+        end = _bmp_rle_end(buffer, offset, compression == 2, abs(width), abs(height))
     else:  # JPEG or PNG inside, or not a BMP's: Pillow refuses those, or reads them its own way
         return None
     if end is None:
@@ -165,20 +185,31 @@ def _bmp_end(buffer, pixels_at: int | None) -> int | None:
     return end
 
 
-def _bmp_rle_end(buffer, position: int, four_bits: bool) -> int | None:
-    while position + 2 <= len(buffer):
+def _bmp_rle_end(buffer, position: int, four_bits: bool, width: int, height: int) -> int | None:
+    """After the RLE codes that fill the image's pixels as Pillow counts them (its decoder stops there, whether or
+    not an end-of-bitmap code follows), and the end-of-line and end-of-bitmap codes right after them."""
+    total, filled = width * height, 0
+    while filled < total:
         count, value = buffer[position], buffer[position + 1]
         position += 2
         if count:  # a run of one value
-            continue
-        if value == 1:  # end of bitmap
+            filled += count
+        elif value == 0:  # end of line: the row's rest
+            filled += -filled % width if width else 0
+        elif value == 1:  # end of bitmap
             return position
-        if value == 2:  # a move: two bytes more
+        elif value == 2:  # a move right and up
+            filled += buffer[position] + buffer[position + 1] * width
             position += 2
-        elif value >= 3:  # literal pixels, padded to an even count of bytes
+        else:  # literal pixels, padded to an even count of bytes
             stored = (value + 1) // 2 if four_bits else value
             position += stored + (stored & 1)
-    return None
+            filled += value
+    while bytes(buffer[position: position + 2]) in (b"\0\0", b"\0\1"):
+        position += 2
+        if buffer[position - 1] == 1:
+            break
+    return position
 
 
 def _gif_end(buffer) -> int | None:
@@ -196,8 +227,8 @@ def _gif_end(buffer) -> int | None:
             flags = buffer[position + 9]
             position += 10 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
             position = _gif_sub_blocks(buffer, position + 1)
-        else:
-            return None
+        else:  # a stray byte, which Pillow passes over
+            position += 1
 
 
 def _gif_sub_blocks(buffer, position: int) -> int:
@@ -222,8 +253,10 @@ def _jpeg_end(buffer) -> int | None:
         return None
     position, length = 2, len(buffer)
     while position < length:
-        if buffer[position] != 0xFF:
-            return None
+        if buffer[position] != 0xFF:  # stray bytes before a marker: libjpeg warns and passes over them
+            position = buffer.find(b"\xff", position)
+            if position < 0:
+                return None
         while position < length and buffer[position] == 0xFF:  # fill bytes
             position += 1
         marker = buffer[position]
@@ -285,7 +318,7 @@ def _tga_end(buffer) -> int | None:
     pixels = width * height
     if kind < 9:
         end = position + (width * bits + 7) // 8 * height  # 1-bit rows packed, each to a whole byte
-    elif pixels > _RLE_WALK_PIXELS or bits < 8:
+    elif bits < 8:
         return None
     else:
         done = 0
@@ -295,6 +328,8 @@ def _tga_end(buffer) -> int | None:
             position += 1 + (pixel if packet & 0x80 else count * pixel)
             done += count
         end = position
+    if tga_areas(buffer) and len(buffer) - 26 >= end:  # the areas its footer points to are the file's own
+        return len(buffer)
     return end
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import mmap
 import os
 import re
 import stat
@@ -38,7 +37,7 @@ from codec.classic import ICON_HEADS, PNG_SIGNATURE, TEXT_MEMORY, pillow_setting
 from vaezip import png16
 from vaezip.config import MAX_IMAGE_PIXELS, short_repr
 from vaezip.errors import ImageError
-from vaezip.file_ends import ENDS_KNOWN, Following, bmp_profile, following
+from vaezip.file_ends import ENDS_KNOWN, Following, bmp_profile, following, tga_areas
 from vaezip.files import read_limited
 from vaezip.metadata import DROPPED, METADATA, chunks_from_info, image_chunks, read_png_chunks, stated_info
 from vaezip.metadata import fields_left_out, walk_png_chunks, with_chunks
@@ -226,48 +225,49 @@ def _open_image(source) -> Image.Image | DeepImage:
         if image.width * image.height > MAX_IMAGE_PIXELS:  # from the header alone, before decoding any pixel
             image.close()  # a file Pillow opened from a path
             raise Image.DecompressionBombError("too many pixels")
-    follows, profile = _beyond_pixels(source, image)
+    follows, profile, areas = _beyond_pixels(source, image)
     if follows is not None and follows.image:
         image.close()
         raise ImageError("the file holds more than one image (a netpbm stream of several); vaezip codes single-frame "
-                         "images: split it first (pnmsplit)")
+                         "images: split it first (pamsplit)")
     if profile is not None and "icc_profile" not in image.info:
         image.info["icc_profile"] = profile
     opened = _decode(image, source)
-    if follows is not None:  # no .vz holds them: named, and `compress --rm` keeps the file
-        opened.info[DROPPED] = tuple(opened.info.get(DROPPED, ())) + (follows.describe(),)
+    # No .vz holds them: named, and `compress --rm` keeps the file (bytes after the image even with --strip)
+    opened.info[DROPPED] = tuple(opened.info.get(DROPPED, ())) + areas + (
+        (follows.describe(),) if follows is not None else ())
     return opened
 
 
-def _beyond_pixels(source, image: Image.Image) -> tuple[Following | None, bytes | None]:
-    """What follows the image in its file (vaezip/file_ends.py; a PNG's is read with its chunks), and a BMP's
-    embedded colour profile, which Pillow does not read; (None, None) where the file cannot be read again."""
+def _beyond_pixels(source, image: Image.Image) -> tuple[Following | None, bytes | None, tuple[str, ...]]:
+    """What follows the image in its file (vaezip/file_ends.py; a PNG's is read with its chunks), a BMP's embedded
+    colour profile and what a TGA's footer points to, which Pillow does not read; nothing where the file cannot be
+    read again (past vaezip's input limit: only a path or file object given to the API can be)."""
     if image.format not in ENDS_KNOWN:
-        return None, None
+        return None, None, ()
     tiles = getattr(image, "tile", None) or ()
     pixels_at = tiles[0][2] if len(tiles) == 1 and isinstance(tiles[0][2], int) else None
     try:
-        with _file_bytes(source) as buffer:
-            profile = bmp_profile(buffer) if image.format in ("BMP", "DIB") else None
-            return following(buffer, image.format, pixels_at), profile
+        buffer = _file_bytes(source)
     except (OSError, ValueError, TypeError, AttributeError):  # Pillow, which read it, has the final word
-        return None, None
+        return None, None, ()
+    profile = bmp_profile(buffer) if image.format in ("BMP", "DIB") else None
+    areas = tga_areas(buffer) if image.format == "TGA" else ()
+    return following(buffer, image.format, pixels_at), profile, areas
 
 
-@contextmanager
-def _file_bytes(source):
-    """`source`'s bytes: itself, a path's read-only map, a file object's whole content (its position put back)."""
+def _file_bytes(source) -> bytes:
+    """`source`'s bytes: itself, a path's content or a file object's whole content (its position put back). Read, not
+    mapped: a mapped file that shrinks as it is read kills the process (SIGBUS)."""
     if isinstance(source, (bytes, bytearray)):
-        yield source
-        return
+        return source
     if isinstance(source, (str, os.PathLike)):
-        with open(source, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-            yield mapped
-        return
+        with open(source, "rb") as file:
+            return read_limited(file, what="the image file holds")
     position = source.tell()
     try:
         source.seek(0)
-        yield read_limited(source, what="the image file holds")
+        return read_limited(source, what="the image file holds")
     finally:
         source.seek(position)
 

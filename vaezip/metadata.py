@@ -267,6 +267,17 @@ _NOTHING_OF_ITS_OWN = re.compile(r"iDOT \(unsafe to copy\)|\S+ \((a second one|i
                                  r"\d+ bytes do not fit a \w+ image|a .* profile does not fit a \w+ image)\)")
 
 
+# Bytes after the image in its file (after a PNG's IEND, or vaezip/file_ends.py's): not metadata, which --strip and
+# an older --format drop on request, but another file's bytes or a video that nothing reads back from a .vz:
+# `compress --rm` keeps the input for them whatever else it is asked.
+_AFTER_IMAGE = re.compile(r"(over )?\d+ bytes? after (IEND|the image's end)")
+
+
+def after_image(unkept: str) -> bool:
+    """Whether `unkept` (an ImageReport.metadata_unkept entry) names bytes after the image in its file."""
+    return _AFTER_IMAGE.fullmatch(unkept) is not None
+
+
 def loses_information(unkept: str) -> bool:
     """Whether `unkept` (an ImageReport.metadata_unkept entry, "TYPE (why)") is information of the image's file:
     what `compress --rm` must not delete."""
