@@ -548,14 +548,28 @@ def refuse_what_would_be_lost(image: Image.Image, data: bytes | None = None, ope
             raise ImageError(f"{image.format or 'an image'} of premultiplied alpha ({rawmode}): Pillow converts it "
                              f"to straight alpha as it reads it, which loses values, and vaezip will not: convert it "
                              f"to a PNG first if that loss is acceptable")
-    if not opened_here and _bmp_fourth_bytes(image):
+    if not opened_here and image.format in ("BMP", "DIB"):
         try:
-            held = _bmp_alpha(image, data) is not None
+            held = _bmp_alpha(image, data) is not None if _bmp_fourth_bytes(image) else _loaded_bmp_alpha(image)
         except (ImageError, AttributeError):  # the file can no longer be read (closed): nothing to tell
             held = False
         if held:
             raise ImageError(f"32-bit {image.format} whose fourth bytes hold an alpha, opened as Pillow opens it, "
                              f"which drops them: open it with vaezip.images.open_image, which keeps them")
+
+
+def _loaded_bmp_alpha(image: Image.Image) -> bool:
+    """Whether the BMP or DIB file a loaded `image` was opened from by name (Pillow no longer says how it read it)
+    holds an alpha in its fourth bytes, which Pillow dropped; False where it cannot tell."""
+    filename = getattr(image, "filename", None)
+    if getattr(image, "tile", None) or not isinstance(filename, str) or not os.path.isfile(filename):
+        return False
+    try:
+        with pillow_settings(), Image.open(filename) as twin:
+            return twin.format == image.format and twin.size == image.size and _bmp_fourth_bytes(twin) and \
+                _bmp_alpha(twin, None) is not None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):  # changed or gone since: cannot tell
+        return False
 
 
 def _frame_count(image: Image.Image) -> int:
