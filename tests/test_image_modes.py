@@ -464,11 +464,11 @@ def test_a_32_bit_bmp_keeps_its_fourth_bytes_as_alpha(tmp_path):
         compress_images([("b.bmp", closed)], fast=True)
 
 
-def _premultiplied_tiff(rgba: np.ndarray) -> tuple[bytes, bytes]:
-    """An RGBA TIFF as Pillow saves it (straight alpha), and the same with its ExtraSamples tag saying
+def _premultiplied_tiff(rgba: np.ndarray, mode: str = "RGBA") -> tuple[bytes, bytes]:
+    """An RGBA (or LA) TIFF as Pillow saves it (straight alpha), and the same with its ExtraSamples tag saying
     premultiplied (1 where Pillow writes 2)."""
     buffer = io.BytesIO()
-    Image.fromarray(rgba, "RGBA").save(buffer, format="TIFF")
+    Image.fromarray(np.ascontiguousarray(rgba), mode).save(buffer, format="TIFF")
     data = bytearray(buffer.getvalue())
     directory = struct.unpack_from("<I", data, 4)[0]
     for entry in range(struct.unpack_from("<H", data, directory)[0]):
@@ -492,6 +492,17 @@ def test_a_tiff_of_premultiplied_alpha_is_refused_not_converted(tmp_path):
     assert open_image(straight).mode == "RGBA"  # straight alpha, as saved: taken
     rgba[..., 3] = 255
     assert np.array_equal(np.asarray(open_image(_premultiplied_tiff(rgba)[1])), rgba)
+    # grey + alpha: Pillow keeps such a TIFF as mode La, which compress then refused as a mode it does not code
+    la = rgba[..., 2:]
+    la_tiff = _premultiplied_tiff(la, "LA")[1]
+    assert Image.open(io.BytesIO(la_tiff)).mode == "La"
+    opened = open_image(la_tiff)
+    assert opened.mode == "LA" and np.array_equal(np.asarray(opened), la)
+    (_, back), = decompress_images(compress_images([("la.tif", opened)], fast=True).data)
+    assert np.array_equal(np.asarray(back), la)
+    la[..., 1] = 254
+    with pytest.raises(ImageError, match=r"TIFF of premultiplied alpha \(La\)"):
+        open_image(_premultiplied_tiff(la, "LA")[1])
     # a closed one given to the API: one clear error (Pillow's bare AssertionError escaped, a review)
     (tmp_path / "pm255.tif").write_bytes(_premultiplied_tiff(rgba)[1])
     with Image.open(tmp_path / "pm255.tif") as closed:

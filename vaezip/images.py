@@ -299,6 +299,11 @@ def _decode(image: Image.Image, source) -> Image.Image | DeepImage:
         rgba.info.update(image.info)
         rgba.format = image.format
         image = rgba
+    elif image.mode == "La":  # premultiplied grey + alpha whose every alpha is 255 (else refused): straight as it is
+        straight = image.convert("LA")
+        straight.info.update(image.info)
+        straight.format = image.format
+        image = straight
     if chunks is None:
         chunks = chunks_from_info(stated_info(image), fields_left_out(image))
     image.info[METADATA], image.info[DROPPED] = chunks
