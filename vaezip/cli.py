@@ -1407,9 +1407,11 @@ def _same_file_still(path: str, before) -> bool:
         now = os.stat(path)
     except OSError:
         return False
-    # ctime too: a rewrite in place of the same size whose mtime was set back still moves it
-    return (now.st_dev, now.st_ino, now.st_size, now.st_mtime_ns, now.st_ctime_ns) == (
-        before.st_dev, before.st_ino, before.st_size, before.st_mtime_ns, before.st_ctime_ns)
+    # ctime too: a rewrite in place of the same size whose mtime was set back still moves it; so does deleting
+    # another link to the file (`--rm -j 2` of two hard links kept the second as changed), which leaves fewer links
+    return (now.st_dev, now.st_ino, now.st_size, now.st_mtime_ns) == (
+        before.st_dev, before.st_ino, before.st_size, before.st_mtime_ns) and (
+        now.st_ctime_ns == before.st_ctime_ns or now.st_nlink < before.st_nlink)
 
 
 def _check_written_png(target: str, png: bytes, image) -> None:
