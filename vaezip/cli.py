@@ -1664,7 +1664,7 @@ def compress(
                     if left_out and not quiet:
                         what = (f"{left_out[0].name}'s {', '.join(left_out[0].metadata_left_out)}"
                                 if len(left_out) == 1 else f"the metadata of {len(left_out)} images")
-                        kept_note = "; the input is kept (--rm)" if not keep else ""
+                        kept_note = f"; the input{'s are' if len(read) > 1 else ' is'} kept (--rm)" if not keep else ""
                         _tell("warning", f"{target}: --format {format_version} keeps no metadata: {what} left out "
                                          f"(without --format the file keeps it){kept_note}")
                     # Information no .vz keeps (a TIFF's Artist and Copyright tags): --rm would lose it for good,

@@ -25,11 +25,12 @@ _PNM_SPACE = b" \t\n\v\f\r"
 _PNM_IMAGE = re.compile(rb"P[1-7]\s")  # what a netpbm stream's next image starts with
 _PNM_SPACE_TABLE = np.zeros(256, bool)
 _PNM_SPACE_TABLE[np.frombuffer(_PNM_SPACE, np.uint8)] = True
-_PNM_FIELD = re.compile(rb"(?:\s|#[^\r\n]*(?![^\r\n]))*(\d+)")  # a header's next number (a comment to its line's end)
+_PNM_SPACE_BYTES = frozenset(_PNM_SPACE)
+_LINE_END = re.compile(rb"[\r\n]")
 _TGA_SIGNATURE = b"TRUEVISION-XFILE.\0"
-_TGA_EMPTY_FOOTER = b"\0" * 8 + _TGA_SIGNATURE
 _SCAN_WINDOW = 1 << 16
-_PLAIN_WINDOW = 1 << 20  # a TGA's RLE packets are walked one by one: larger ones are left unclaimed
+
+_PLAIN_WINDOW = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -63,11 +64,6 @@ def following(buffer, format: str | None, pixels_at: int | None = None) -> Follo
         return None
     count = len(buffer) - end
     after = bytes(buffer[end: end + LOOK_AHEAD])
-    if format == "TGA" and _TGA_EMPTY_FOOTER in after:
-        # TGA 2.0's footer pointing to nothing (as Pillow writes it) is nothing of the image's (one that points to an
-        # extension area or developer fields ends the image's file: _tga_end, tga_areas)
-        after = after.replace(_TGA_EMPTY_FOOTER, b"", 1)
-        count -= len(_TGA_EMPTY_FOOTER)
     more = count > LOOK_AHEAD
     if not more and not after.strip(PADDING + (b"\xff" if format in ("JPEG", "MPO") else b"")):  # JPEG's fill bytes
         return None
@@ -78,12 +74,15 @@ def following(buffer, format: str | None, pixels_at: int | None = None) -> Follo
 def tga_areas(buffer) -> tuple[str, ...]:
     """What a TGA 2.0 file's footer points to, which Pillow does not read and no .vz keeps ("TYPE (why)" each, as
     vaezip/metadata.py names what a file leaves out): its extension area (author, comments, dates, software, a
-    thumbnail) and developer fields; () where it has none."""
-    if len(buffer) < 26 or bytes(buffer[-18:]) != _TGA_SIGNATURE:
+    thumbnail) and developer fields; () where it has none (or no footer of its own: _tga_footer)."""
+    try:
+        footer = _tga_footer(buffer, _tga_pixels_end(buffer))
+    except (IndexError, ValueError, struct.error, OverflowError):
         return ()
-    extension, developer = struct.unpack_from("<II", buffer, len(buffer) - 26)
-    return tuple(f"TGA {what} (not kept)" for what, offset in (("extension area", extension),
-                                                                ("developer fields", developer)) if offset)
+    if footer is None:
+        return ()
+    return tuple(f"TGA {what} (not kept)" for what, offset in zip(("extension area", "developer fields"), footer[1])
+                 if offset)
 
 
 def bmp_profile(buffer) -> bytes | None:
@@ -102,25 +101,42 @@ def bmp_profile(buffer) -> bytes | None:
 
 
 def _pnm_end(buffer) -> int | None:
-    magic = bytes(buffer[:2])
-    if magic not in (b"P1", b"P2", b"P3", b"P4", b"P5", b"P6"):
+    magic = bytes(buffer[:3])
+    if len(magic) < 3 or magic[:2] not in (b"P1", b"P2", b"P3", b"P4", b"P5", b"P6") or \
+            magic[2] not in _PNM_SPACE_BYTES:
         return None
-    fields, position = [], 2
-    wanted = 2 if magic in (b"P1", b"P4") else 3
-    while len(fields) < wanted:
-        token = _PNM_FIELD.match(buffer, position)
-        if token is None:
+    fields, position = [], 3  # Pillow reads the magic number and the whitespace after it
+    for _ in range(2 if magic[:2] in (b"P1", b"P4") else 3):
+        token, position = _pnm_token(buffer, position)
+        if not token.isdigit():
             return None
-        fields.append(int(token.group(1)))
-        position = token.end()
+        fields.append(int(token))
     width, height = fields[0], fields[1]
-    channels = 3 if magic in (b"P3", b"P6") else 1
-    if magic in (b"P4", b"P5", b"P6"):
-        position += 1  # the one whitespace after the header
-        if magic == b"P4":
-            return position + (width + 7) // 8 * height
+    channels = 3 if magic[:2] in (b"P3", b"P6") else 1
+    if magic[:2] == b"P4":
+        return position + (width + 7) // 8 * height
+    if magic[:2] in (b"P5", b"P6"):
         return position + width * height * channels * (1 if fields[2] < 256 else 2)
-    return _plain_end(buffer, position, width * height * channels, single_digits=magic == b"P1")
+    return _plain_end(buffer, position, width * height * channels, single_digits=magic[:2] == b"P1")
+
+
+def _pnm_token(buffer, position: int) -> tuple[bytes, int]:
+    """A PNM header's next token and where the bytes after it start, as Pillow reads them: whitespace before it
+    skipped, a comment (# to the end of its line, CR or LF included) skipped wherever it is, even inside the token,
+    and the one whitespace byte that ends it read."""
+    token = bytearray()
+    while len(token) <= 10 and position < len(buffer):
+        byte = buffer[position]
+        position += 1
+        if byte in _PNM_SPACE_BYTES:
+            if token:
+                break
+        elif byte == 0x23:  # '#'
+            end = _LINE_END.search(buffer, position)
+            position = len(buffer) if end is None else end.end()
+        else:
+            token.append(byte)
+    return bytes(token), position
 
 
 def _plain_end(buffer, start: int, count: int, single_digits: bool) -> int | None:
@@ -186,25 +202,34 @@ def _bmp_end(buffer, pixels_at: int | None) -> int | None:
 
 
 def _bmp_rle_end(buffer, position: int, four_bits: bool, width: int, height: int) -> int | None:
-    """After the RLE codes that fill the image's pixels as Pillow counts them (its decoder stops there, whether or
-    not an end-of-bitmap code follows), and the end-of-line and end-of-bitmap codes right after them."""
-    total, filled = width * height, 0
+    """After the RLE codes that fill the image's pixels, counted as Pillow's decoder counts them (a run cut at its
+    row's end, a literal run padded to an even file offset), which stops there whether or not an end-of-line or
+    end-of-bitmap code follows; and after such codes right after them."""
+    total, filled, column = width * height, 0, 0
     while filled < total:
         count, value = buffer[position], buffer[position + 1]
         position += 2
-        if count:  # a run of one value
+        if count:  # a run of one value, cut at the row's end
+            count = min(count, max(0, width - column))
             filled += count
+            column += count
         elif value == 0:  # end of line: the row's rest
-            filled += -filled % width if width else 0
+            filled += -filled % width
+            column = 0
         elif value == 1:  # end of bitmap
             return position
         elif value == 2:  # a move right and up
-            filled += buffer[position] + buffer[position + 1] * width
+            filled += min(total - filled, buffer[position] + buffer[position + 1] * width)
+            column = filled % width
             position += 2
-        else:  # literal pixels, padded to an even count of bytes
-            stored = (value + 1) // 2 if four_bits else value
-            position += stored + (stored & 1)
-            filled += value
+        else:  # literal pixels
+            pixels = min(total - filled, value)
+            position += (pixels + 1) // 2 if four_bits else pixels
+            filled += pixels
+            position += position % 2  # (Pillow stops before this padding where the pixels are full: the file has it)
+            if filled == total:
+                break
+            column += value
     while bytes(buffer[position: position + 2]) in (b"\0\0", b"\0\1"):
         position += 2
         if buffer[position - 1] == 1:
@@ -309,6 +334,38 @@ def _qoi_end(buffer) -> int | None:
 
 
 def _tga_end(buffer) -> int | None:
+    pixels_end = _tga_pixels_end(buffer)
+    footer = _tga_footer(buffer, pixels_end)
+    return pixels_end if footer is None else footer[0]
+
+
+def _tga_footer(buffer, pixels_end: int | None) -> tuple[int, tuple[int, int]] | None:
+    """The end of a TGA 2.0 file's footer, the first after its pixels (a second TGA 2.0 file after it has one too),
+    and the offsets of the extension area and developer fields it points to; None where there is none, or where
+    what it points to is not between the pixels and the footer as such an area starts."""
+    if pixels_end is None:
+        return None
+    found = buffer.find(_TGA_SIGNATURE, pixels_end + 8)
+    if found < 0:
+        return None
+    footer = found - 8
+    offsets = struct.unpack_from("<II", buffer, footer)
+    if not all(offset == 0 or _tga_area_fits(buffer, offset, pixels_end, footer, extension)
+               for offset, extension in zip(offsets, (True, False))):
+        return None
+    return found + len(_TGA_SIGNATURE), offsets
+
+
+def _tga_area_fits(buffer, offset: int, pixels_end: int, footer: int, extension: bool) -> bool:
+    """Whether an area a TGA's footer points to lies between the pixels and the footer and starts as one does: the
+    extension area with its size (495), the developer directory with its tag count (10 bytes a tag)."""
+    if not pixels_end <= offset <= footer - 2:
+        return False
+    (first,) = struct.unpack_from("<H", buffer, offset)
+    return offset + (first if extension else 2 + 10 * first) <= footer and (not extension or first == 495)
+
+
+def _tga_pixels_end(buffer) -> int | None:
     id_length, has_map, kind, _, map_length, map_bits, _, _, width, height, bits, _ = struct.unpack_from(
         "<BBBHHBHHHHBB", buffer, 0)
     if kind not in (1, 2, 3, 9, 10, 11) or has_map not in (0, 1):
@@ -328,8 +385,6 @@ def _tga_end(buffer) -> int | None:
             position += 1 + (pixel if packet & 0x80 else count * pixel)
             done += count
         end = position
-    if tga_areas(buffer) and len(buffer) - 26 >= end:  # the areas its footer points to are the file's own
-        return len(buffer)
     return end
 
 
