@@ -75,26 +75,41 @@ def test_files_pillow_reads_with_stray_bytes_and_tga_areas():
     offset = 14 + len(info) + len(palette)
     bmp = b"BM" + struct.pack("<IHHI", offset + len(rle), 0, 0, offset) + info + palette + rle
     assert np.asarray(Image.open(io.BytesIO(bmp))).tolist() == [[9, 9, 9, 9]]
-    assert following(bmp, "BMP") is None and following(bmp + b"PK\0\1zip", "BMP").count == 7
+    # (its last end-of-line code, which is not followed by an end of bitmap, counts with what follows)
+    assert following(bmp, "BMP") is None and following(bmp + b"PK\0\1zip", "BMP").count == 9
     # ImageMagick codes each row out to its padded width, then ends the line: Pillow cuts the run at the row's end
     rle = bytes([4, 7, 0, 0, 4, 9, 0, 1])
     info = struct.pack("<IiiHHIIiiII", 40, 3, 2, 1, 8, 1, len(rle), 0, 0, 256, 0)
     bmp = b"BM" + struct.pack("<IHHI", offset + len(rle), 0, 0, offset) + info + palette + rle
     assert np.asarray(Image.open(io.BytesIO(bmp))).tolist() == [[9, 9, 9], [7, 7, 7]]
     assert following(bmp, "BMP") is None and following(bmp + b"PK", "BMP").count == 2
+    # the last row's padding as a run of its own, and a literal run longer than the pixels left (Pillow stops in it)
+    for codes, pixels in ((bytes([1, 5, 1, 6, 1, 7, 1, 0, 0, 0, 0, 1]), [5, 6, 7]),
+                          (bytes([0, 8, 1, 2, 3, 4, 5, 9, 9, 9, 0, 0, 0, 1]), [1, 2, 3, 4, 5])):
+        info = struct.pack("<IiiHHIIiiII", 40, len(pixels), 1, 1, 8, 1, len(codes), 0, 0, 256, 0)
+        bmp = b"BM" + struct.pack("<IHHI", offset + len(codes), 0, 0, offset) + info + palette + codes
+        assert np.asarray(Image.open(io.BytesIO(bmp))).tolist() == [pixels]
+        assert following(bmp, "BMP") is None and following(bmp + b"PK", "BMP").count == 2
+    # without an end code, a file after it that starts as one (a TGA's first bytes) is counted whole
+    tga = _saved(Image.fromarray(smooth_rgb(2, 2, 3)), "TGA", {})
+    assert tga[:2] == b"\0\0" and following(bmp[:-4] + tga, "BMP").count == len(tga)
     # A TGA 2.0 extension area (Photoshop writes one): the file's own, left out as metadata, not bytes after it
     tga = _saved(Image.fromarray(smooth_rgb(4, 4, 1)), "TGA", {})[:-26]
     area = struct.pack("<H", 495) + b"me".ljust(41, b"\0") + bytes(452)
     with_area = tga + area + struct.pack("<II", len(tga), 0) + b"TRUEVISION-XFILE.\0"
     assert following(with_area, "TGA") is None
-    assert open_image(with_area).info[DROPPED] == ("TGA extension area (not kept)",)
+    assert open_image(with_area).info[DROPPED] == ("TGA extension area (a TGA's own fields)",)
     # two such files one after the other: the first footer after the pixels is the first file's, and ends it
-    assert tga_areas(with_area + with_area) == ("TGA extension area (not kept)",)
+    assert tga_areas(with_area + with_area) == ("TGA extension area (a TGA's own fields)",)
     assert following(with_area + with_area, "TGA").count == len(with_area)
     pillow_tga = _saved(Image.fromarray(smooth_rgb(4, 4, 2)), "TGA", {})  # its footer points to nothing
+    # a TGA without a footer (ImageMagick writes none), then one with: the second's footer is not the first's
+    bare = pillow_tga[:-26]
+    assert following(bare + pillow_tga, "TGA").count == len(pillow_tga)
+    assert following(bare + b"PKzip" + pillow_tga, "TGA").count == len(pillow_tga) + 5
     assert tga_areas(pillow_tga + with_area) == () and following(pillow_tga + with_area, "TGA").count == len(with_area)
     # bytes after the footer: what follows
-    assert open_image(with_area + b"PK").info[DROPPED] == ("TGA extension area (not kept)",
+    assert open_image(with_area + b"PK").info[DROPPED] == ("TGA extension area (a TGA's own fields)",
                                                            "2 bytes after the image's end")
 
 
@@ -107,7 +122,10 @@ def test_plain_and_deep_pnm_ends_and_what_is_past_the_look_ahead():
     assert following(p1, "PPM") is None and following(p1 + b"1", "PPM").count == 2
     deep = b"P6 1 1 65535\n" + bytes(6)
     assert following(deep, "PPM") is None and following(deep + b"x", "PPM").count == 1
-    # header comments where Pillow reads them: after the last number, inside a number
+    # numbers as Pillow reads them (Python's int), header comments where it reads them: after the last number, inside
+    # a number
+    for header in (b"P5 +2 1 255\n", b"P5 2 1 2_55\n"):
+        assert following(header + b"\1\2", "PPM") is None and following(header + b"\1\2PK", "PPM").count == 2
     for header, pixels in ((b"P5 1 1 255#c\n\n", 1), (b"P5 1 1 255#xP5 \n\n", 1), (b"P5\n1#x\n0 1\n255\n", 10)):
         data = header + b"\x80" * pixels
         assert Image.open(io.BytesIO(data)).tile[0][2] == len(header)

@@ -1113,7 +1113,7 @@ def _say_metadata(image) -> None:
         _say(f"  metadata kept: {describe(image.metadata)}")
     beyond = [entry for entry in image.metadata_unkept if after_image(entry)]
     unkept = [entry for entry in image.metadata_unkept if not after_image(entry)]
-    if unkept and not image.metadata_left_out:  # --strip, --format 16: none kept, nothing to say
+    if unkept:  # what no .vz keeps (with --strip only the bytes after the image are named: the user asked)
         _say(f"  metadata left out: {', '.join(unkept)}")
     if beyond:
         _say(f"  not kept: {', '.join(beyond)} (no .vz holds them)")

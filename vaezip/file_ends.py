@@ -81,8 +81,8 @@ def tga_areas(buffer) -> tuple[str, ...]:
         return ()
     if footer is None:
         return ()
-    return tuple(f"TGA {what} (not kept)" for what, offset in zip(("extension area", "developer fields"), footer[1])
-                 if offset)
+    return tuple(f"TGA {what} (a TGA's own fields)" for what, offset in zip(("extension area", "developer fields"),
+                                                                         footer[1]) if offset)
 
 
 def bmp_profile(buffer) -> bytes | None:
@@ -108,9 +108,9 @@ def _pnm_end(buffer) -> int | None:
     fields, position = [], 3  # Pillow reads the magic number and the whitespace after it
     for _ in range(2 if magic[:2] in (b"P1", b"P4") else 3):
         token, position = _pnm_token(buffer, position)
-        if not token.isdigit():
-            return None
-        fields.append(int(token))
+        fields.append(int(token))  # as Pillow reads it ("+48" and "2_55" too); a ValueError: no claim
+    if min(fields) < 0:
+        return None
     width, height = fields[0], fields[1]
     channels = 3 if magic[:2] in (b"P3", b"P6") else 1
     if magic[:2] == b"P4":
@@ -203,38 +203,56 @@ def _bmp_end(buffer, pixels_at: int | None) -> int | None:
 
 def _bmp_rle_end(buffer, position: int, four_bits: bool, width: int, height: int) -> int | None:
     """After the RLE codes that fill the image's pixels, counted as Pillow's decoder counts them (a run cut at its
-    row's end, a literal run padded to an even file offset), which stops there whether or not an end-of-line or
-    end-of-bitmap code follows; and after such codes right after them."""
-    total, filled, column = width * height, 0, 0
+    row's end, a literal run padded to an even file offset), which stops there whether or not the row's padding, an
+    end-of-line or an end-of-bitmap code follows; and after those (ImageMagick codes each row out to its padded
+    width, then ends the line)."""
+    total, filled, column, row = width * height, 0, 0, 0  # row: the current row's pixels as coded, past its end too
+    padded = -(-width // 8) * 8 if four_bits else -(-width // 4) * 4  # a stored row's pixels, 4-byte padded
     while filled < total:
         count, value = buffer[position], buffer[position + 1]
         position += 2
         if count:  # a run of one value, cut at the row's end
+            row += count
             count = min(count, max(0, width - column))
             filled += count
             column += count
         elif value == 0:  # end of line: the row's rest
             filled += -filled % width
-            column = 0
+            column = row = 0
         elif value == 1:  # end of bitmap
             return position
         elif value == 2:  # a move right and up
             filled += min(total - filled, buffer[position] + buffer[position + 1] * width)
-            column = filled % width
+            column = row = filled % width
             position += 2
         else:  # literal pixels
             pixels = min(total - filled, value)
-            position += (pixels + 1) // 2 if four_bits else pixels
+            stored = _rle_literal_bytes(four_bits, value if filled + pixels == total and row + value <= padded
+                                        else pixels)  # Pillow stops in the last one: the file holds all of it
+            position += stored
+            position += position % 2
             filled += pixels
-            position += position % 2  # (Pillow stops before this padding where the pixels are full: the file has it)
-            if filled == total:
-                break
             column += value
-    while bytes(buffer[position: position + 2]) in (b"\0\0", b"\0\1"):
-        position += 2
-        if buffer[position - 1] == 1:
+            row += value
+    while position + 2 <= len(buffer):  # the last row's padding, as runs or literal pixels
+        count, value = buffer[position], buffer[position + 1]
+        if count and row + count <= padded:
+            row += count
+            position += 2
+        elif not count and value >= 3 and row + value <= padded:
+            position += 2 + _rle_literal_bytes(four_bits, value)
+            position += position % 2
+            row += value
+        else:
             break
-    return position
+    for code in (b"\0\1", b"\0\0\0\1"):  # end of bitmap, or end of line and of bitmap
+        if bytes(buffer[position: position + len(code)]) == code:
+            return position + len(code)
+    return position + 2 if bytes(buffer[position:]) == b"\0\0" else position  # an end of line ending the file
+
+
+def _rle_literal_bytes(four_bits: bool, pixels: int) -> int:
+    return (pixels + 1) // 2 if four_bits else pixels
 
 
 def _gif_end(buffer) -> int | None:
@@ -350,6 +368,8 @@ def _tga_footer(buffer, pixels_end: int | None) -> tuple[int, tuple[int, int]] |
         return None
     footer = found - 8
     offsets = struct.unpack_from("<II", buffer, footer)
+    if not any(offsets) and footer != pixels_end:  # pointing to nothing, it follows the pixels: a second file's
+        return None
     if not all(offset == 0 or _tga_area_fits(buffer, offset, pixels_end, footer, extension)
                for offset, extension in zip(offsets, (True, False))):
         return None
