@@ -14,7 +14,8 @@ from PIL import Image
 
 from conftest import run_cli, smooth_rgb
 from vaezip.errors import ImageError
-from vaezip.file_ends import ENDS_KNOWN, LOOK_AHEAD, following, tga_areas
+from vaezip import file_ends
+from vaezip.file_ends import ENDS_KNOWN, LOOK_AHEAD, beyond_pixels, following
 from vaezip.images import open_image
 from vaezip.metadata import DROPPED, METADATA
 
@@ -57,9 +58,14 @@ def test_each_format_s_end_is_found_in_every_file_pillow_writes():
             assert following(data + b"\r\n\0 ", opened.format, at) is None, (image.mode, format)
             twice = following(data + data, opened.format, at)
             assert twice is not None and twice.count == len(data), (image.mode, format)
-            assert twice.image == (format == "PPM") and not twice.more
+            assert twice.another_image == (format == "PPM")
             checked.add(opened.format)
     assert checked == ENDS_KNOWN - {"MPO", "CUR"}
+    # a cursor is an icon of type 2 (Pillow writes none)
+    cursor = bytearray(_saved(Image.fromarray(smooth_rgb(16, 16, 1)), "ICO", {"sizes": [(16, 16)], "bitmap_format": "bmp"}))
+    cursor[2] = 2
+    assert Image.open(io.BytesIO(bytes(cursor))).format == "CUR"
+    assert following(bytes(cursor), "CUR") is None and following(bytes(cursor) + b"PK", "CUR").count == 2
 
 
 def test_files_pillow_reads_with_stray_bytes_and_tga_areas():
@@ -100,14 +106,15 @@ def test_files_pillow_reads_with_stray_bytes_and_tga_areas():
     assert following(with_area, "TGA") is None
     assert open_image(with_area).info[DROPPED] == ("TGA extension area (a TGA's own fields)",)
     # two such files one after the other: the first footer after the pixels is the first file's, and ends it
-    assert tga_areas(with_area + with_area) == ("TGA extension area (a TGA's own fields)",)
+    assert beyond_pixels(with_area + with_area, "TGA").areas == ("TGA extension area (a TGA's own fields)",)
     assert following(with_area + with_area, "TGA").count == len(with_area)
     pillow_tga = _saved(Image.fromarray(smooth_rgb(4, 4, 2)), "TGA", {})  # its footer points to nothing
     # a TGA without a footer (ImageMagick writes none), then one with: the second's footer is not the first's
     bare = pillow_tga[:-26]
     assert following(bare + pillow_tga, "TGA").count == len(pillow_tga)
     assert following(bare + b"PKzip" + pillow_tga, "TGA").count == len(pillow_tga) + 5
-    assert tga_areas(pillow_tga + with_area) == () and following(pillow_tga + with_area, "TGA").count == len(with_area)
+    assert beyond_pixels(pillow_tga + with_area, "TGA").areas == ()
+    assert following(pillow_tga + with_area, "TGA").count == len(with_area)
     # bytes after the footer: what follows
     assert open_image(with_area + b"PK").info[DROPPED] == ("TGA extension area (a TGA's own fields)",
                                                            "2 bytes after the image's end")
@@ -117,7 +124,7 @@ def test_plain_and_deep_pnm_ends_and_what_is_past_the_look_ahead():
     p3 = b"P3\n# a comment\n2 1\n255\n1 2 3\n4 5 6\n"
     assert following(p3, "PPM") is None
     assert following(p3 + b"junk", "PPM").count == 5  # from the last sample's end
-    assert following(p3.replace(b"4 5", b"4 # why not\n5") + b"P3 1 1 255 0 0 0", "PPM").image
+    assert following(p3.replace(b"4 5", b"4 # why not\n5") + b"P3 1 1 255 0 0 0", "PPM").another_image
     p1 = b"P1 3 2 010\n1 1 0\n"
     assert following(p1, "PPM") is None and following(p1 + b"1", "PPM").count == 2
     deep = b"P6 1 1 65535\n" + bytes(6)
@@ -138,10 +145,55 @@ def test_plain_and_deep_pnm_ends_and_what_is_past_the_look_ahead():
     for body in (samples, noted):
         plain = b"P3 700 700 255\n" + body
         assert following(plain + b"\n", "PPM") is None and following(plain + b" 12", "PPM").count == 3
-    long = following(b"P5 1 1 255\n\0" + bytes(LOOK_AHEAD) + b"x", "PPM")
-    assert long.more and long.describe() == "over 1048576 bytes after the image's end"
+    # a comment is taken out with its line's end, as Pillow takes it out: the numbers either side join
+    joined = b"P2 2 1 255\n1 2#c\n3"
+    assert np.asarray(Image.open(io.BytesIO(joined))).tolist() == [[1, 23]]
+    assert following(joined, "PPM") is None and following(joined + b" 4", "PPM").count == 2
+    # padding past the look-ahead is something; counts are exact
+    assert following(b"P5 1 1 255\n\0" + bytes(LOOK_AHEAD + 1), "PPM").describe() == "1048577 bytes after the " \
+        "image's end"
     # a file not as its format says claims nothing (Pillow, which reads it, says what is wrong)
     assert following(b"P6 1 1", "PPM") is None and following(b"GIF89a", "GIF") is None
+
+
+def _reference_plain_end(data: bytes, start: int, count: int, single_digits: bool) -> int | None:
+    """Where the count-th sample of a plain PNM ends, byte by byte: comments out with their line's end."""
+    seen, position, last = 0, start, None
+    while position < len(data):
+        byte = data[position]
+        if byte == ord("#"):
+            while position < len(data) and data[position] not in b"\r\n":
+                position += 1
+            position += 1
+            continue
+        if byte in b" \t\n\v\f\r":
+            if last is not None:
+                seen, last = seen + 1, None
+                if seen == count:
+                    return ends
+        elif single_digits:
+            seen += 1
+            if seen == count:
+                return position + 1
+        else:
+            last = ends = position + 1
+        position += 1
+    return ends if last is not None and seen + 1 == count else None
+
+
+def test_the_plain_pnm_reader_s_windows_agree_with_a_byte_by_byte_reading(monkeypatch):
+    rng = np.random.default_rng(3)
+    pieces = [b" ", b"\n", b"\r\n", b"\r", b"\t", b"# c\n", b"#\r", b"#x#y\r\n", b"#"]
+    for window in (1, 2, 3, 5, 8, 64):
+        monkeypatch.setattr(file_ends, "_PLAIN_WINDOW", window)
+        for _ in range(60):
+            single = bool(rng.integers(0, 2))
+            body = b"".join((b"01"[int(rng.integers(0, 2))] if single else b"%d" % rng.integers(0, 300)).to_bytes(
+                1, "big") if single else b"%d" % rng.integers(0, 300)
+                + pieces[int(rng.integers(0, len(pieces)))] * int(rng.integers(0, 2)) for _ in range(40))
+            count = int(rng.integers(1, 30))
+            assert file_ends._plain_end(body, 0, count, single) == _reference_plain_end(body, 0, count, single), (
+                window, single, count, body)
 
 
 def test_bmp_rle_and_its_embedded_colour_profile(tmp_path):
@@ -205,9 +257,19 @@ def test_a_second_netpbm_image_is_refused_and_appended_bytes_keep_the_input(tmp_
     assert removed.returncode == 0 and not bmp.exists() and b"warning" not in removed.stderr, removed.stderr
 
 
-def test_damaged_files_claim_nothing_wrong_and_raise_nothing_but_image_errors():
-    """Flipped, cut and inserted bytes in every format's file: following() returns or claims, never raises or
-    walks for ever, and open_image refuses with an ImageError where it refuses."""
+def test_changed_pixels_claim_nothing_and_damaged_files_raise_nothing_but_image_errors():
+    """A raw file's pixels changed leave its end where it was; flipped, cut and inserted bytes in every format's file
+    never make following() raise or walk for ever, and open_image refuses with an ImageError where it refuses."""
+    rng = np.random.default_rng(12)
+    image = Image.fromarray(smooth_rgb(9, 13, 2))
+    for format in ("PPM", "BMP", "TGA"):
+        data = bytearray(_saved(image, format, {}))
+        pixels = slice(len(data) - 9 * 13 * 3 - (26 if format == "TGA" else 0), len(data) - (26 if format == "TGA"
+                                                                                           else 0))
+        assert following(bytes(data), format) is None
+        data[pixels] = rng.integers(0, 256, 9 * 13 * 3, dtype=np.uint8).tobytes()
+        assert following(bytes(data), format) is None, format
+        assert following(bytes(data) + b"PK", format).count == 2, format
     rng = np.random.default_rng(11)
     image = Image.fromarray(smooth_rgb(9, 13, 2))
     for format, options in SAVED:
@@ -223,8 +285,7 @@ def test_damaged_files_claim_nothing_wrong_and_raise_nothing_but_image_errors():
                     del damaged[at:at + int(rng.integers(1, 64))]
                 else:
                     damaged[at:at] = rng.integers(0, 256, int(rng.integers(1, 16)), dtype=np.uint8).tobytes()
-            found = following(bytes(damaged), format)
-            assert found is None or 0 < found.count <= len(damaged)
+            following(bytes(damaged), format)
             try:
                 open_image(bytes(damaged))
             except ImageError:

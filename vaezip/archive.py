@@ -175,7 +175,7 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
     result = _encode_split(split, started, model, tile=tile, max_batch=max_batch, device=device, progress=progress,
                            predictor=predictor, classical=classical, format_version=format_version, samples=samples,
                            fast=fast)
-    return _finished(result, found, keep_metadata, depths, asked=metadata)
+    return _finished(result, found, keep_metadata, depths, metadata_asked=metadata)
 
 
 def _parts(images) -> tuple[list[tuple[str, object]], list[tuple[str, tuple]]]:
@@ -339,11 +339,11 @@ def _mixed_kinds(split: list[_Image]) -> tuple[str | None, list[int]]:
 
 
 def _finished(result: CompressResult, found: list[tuple], keep: bool,
-              depths: list[tuple[str, tuple]], asked: bool = True) -> CompressResult:
+              depths: list[tuple[str, tuple]], metadata_asked: bool) -> CompressResult:
     """`result` (of the images with each 16-bit one as its parts: `depths`, _parts's) with each image's metadata
     chunks (`found`: image_chunks's (kept, left out) of each) where `keep`, and each image's depth: a format-17 file
     where some image keeps metadata, 18 where some image has 16 bits (its payload as it was). Its reports say what
-    each image's file held that the file keeps and what it does not (where metadata was `asked` for, whether or not
+    each image's file held that the file keeps and what it does not (where `metadata_asked`, whether or not
     the format keeps it; else only the bytes after the image in its file, which are not metadata), one a 16-bit
     image with its parts' figures added up."""
     chunks = [kept if keep else () for kept, _ in found]  # a low part's are ()
@@ -361,7 +361,8 @@ def _finished(result: CompressResult, found: list[tuple], keep: bool,
             continue
         left_out = () if stored else tuple(dict.fromkeys(chunk.kind.decode() for chunk in kept))
         reports.append(dataclasses.replace(report, metadata=stored, metadata_left_out=left_out,
-                                           metadata_unkept=unkept if asked else tuple(filter(after_image, unkept)),
+                                           metadata_unkept=unkept if metadata_asked
+                                           else tuple(filter(after_image, unkept)),
                                            depth=depth))
     result = dataclasses.replace(result, images=tuple(reports))
     if not any(chunks) and not deep:

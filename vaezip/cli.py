@@ -1106,7 +1106,8 @@ def _report(result, output: str, verified: float | None = None, verbose: bool = 
 
 
 def _say_metadata(image) -> None:
-    """What of the image's metadata the file keeps, and what it leaves out (a line each, where there is any)."""
+    """What of the image's metadata the file keeps, what it leaves out, and the bytes after the image in its file,
+    which no .vz holds (a line each, where there is any)."""
     from vaezip.metadata import after_image, describe
 
     if image.metadata:
@@ -1400,6 +1401,10 @@ def _larger_than_input(read: list, size: int, stdin_bytes: int = 0) -> str:
     return f"its {len(read)} inputs ({total} bytes together){why}"
 
 
+def _inputs_kept(read: list) -> str:
+    return "the inputs are kept" if len(read) > 1 else "the input is kept"
+
+
 def _same_file_still(path: str, before) -> bool:
     if before is None:  # never read here: nothing to compare, so not deleted
         return False
@@ -1664,7 +1669,7 @@ def compress(
                     if left_out and not quiet:
                         what = (f"{left_out[0].name}'s {', '.join(left_out[0].metadata_left_out)}"
                                 if len(left_out) == 1 else f"the metadata of {len(left_out)} images")
-                        kept_note = f"; the input{'s are' if len(read) > 1 else ' is'} kept (--rm)" if not keep else ""
+                        kept_note = f"; {_inputs_kept(read)} (--rm)" if not keep else ""
                         _tell("warning", f"{target}: --format {format_version} keeps no metadata: {what} left out "
                                          f"(without --format the file keeps it){kept_note}")
                     # Information no .vz keeps (a TIFF's Artist and Copyright tags): --rm would lose it for good,
@@ -1681,11 +1686,10 @@ def compress(
                                 else f"metadata of {len(unkept)} images" if metadata_only
                                 else f"what the files of {len(unkept)} images hold besides their pixels")
                         hint = "; --strip drops the metadata and lets --rm delete it" if metadata_only else ""
-                        _tell("warning", f"{target} cannot keep {what}; the input{'s are' if len(read) > 1 else ' is'} "
-                                         f"kept (--rm{hint})")
+                        _tell("warning", f"{target} cannot keep {what}; {_inputs_kept(read)} (--rm{hint})")
                     grown = _larger_than_input(read, len(result.data), stdin_bytes[0])
                     if grown and not quiet:
-                        kept_note = f"; the input{'s are' if len(read) > 1 else ' is'} kept (--rm)" if not keep else ""
+                        kept_note = f"; {_inputs_kept(read)} (--rm)" if not keep else ""
                         _tell("warning", f"{target} ({len(result.data)} bytes) is larger than {grown}{kept_note}")
                     if not keep and not grown and not left_out and not unkept:
                         _remove_inputs(read, target)

@@ -3,9 +3,10 @@
 Pillow reads an image and stops: bytes after it (a second PNM image of a netpbm stream, the video of a phone's
 motion photo after its JPEG, a second GIF or BMP, an appended archive) are read by no one, no .vz holds them, and
 `compress --rm` deleted them without a word. Each reader here walks its format's own structure to the image's end
-(never decoding a pixel): PNM, BMP and DIB, GIF, WebP, JPEG (and MPO), ICO and CUR, QOI and TGA. A format not known here, or a
-file not as its format says (Pillow's reading has the final word on it), gives no end, and nothing is claimed. A
-PNG's end is read with its chunks (vaezip/metadata.py read_png_chunks).
+(never decoding a pixel): PNM, BMP and DIB, GIF, WebP, JPEG (and MPO), ICO and CUR, QOI and TGA. A format not known
+here, or a file not as its format says (Pillow's reading has the final word on it), gives no end, and nothing is
+claimed. A PNG's end is read with its chunks (vaezip/metadata.py read_png_chunks), and named as here
+(describe_following).
 
 Torch-free and Pillow-free: it reads the bytes of a file only.
 """
@@ -21,6 +22,7 @@ import numpy as np
 # A newline, spaces or NULs that some tools append are nothing of the file's; past 1 MiB anything is something
 PADDING = b" \t\r\n\0"
 LOOK_AHEAD = 1 << 20
+AFTER = "after the image's end"  # how an ImageReport's metadata_unkept names what follows (describe_following)
 _PNM_SPACE = b" \t\n\v\f\r"
 _PNM_IMAGE = re.compile(rb"P[1-7]\s")  # what a netpbm stream's next image starts with
 _PNM_SPACE_TABLE = np.zeros(256, bool)
@@ -29,63 +31,90 @@ _PNM_SPACE_BYTES = frozenset(_PNM_SPACE)
 _LINE_END = re.compile(rb"[\r\n]")
 _TGA_SIGNATURE = b"TRUEVISION-XFILE.\0"
 _SCAN_WINDOW = 1 << 16
-
 _PLAIN_WINDOW = 1 << 20
 
 
 @dataclass(frozen=True)
 class Following:
-    """What follows an image in its file: `count` bytes (0: nothing but padding), at most LOOK_AHEAD of them read
-    (`more`: the file goes on past those), and whether they start another image of the same format (`image`: a
-    netpbm stream of several)."""
+    """What follows an image in its file: `count` bytes (more than padding), and whether they start another image
+    of the same format (a netpbm stream of several)."""
 
     count: int
-    more: bool = False
-    image: bool = False
+    another_image: bool = False
 
     def describe(self) -> str:
-        """As an ImageReport's metadata_unkept entry ("what (why)"-like: `compress --rm` then keeps the input)."""
-        size = "over 1048576 bytes" if self.more else f"{self.count} byte{'' if self.count == 1 else 's'}"
-        return f"{size} after the image's end"
+        return describe_following(self.count)
+
+
+@dataclass(frozen=True)
+class Beyond:
+    """What a file holds besides its image's pixels that Pillow does not read: what follows the image (None:
+    nothing, or padding), what a TGA's footer points to ("TYPE (why)" each, as vaezip/metadata.py names what a file
+    leaves out) and a BMP's embedded colour profile."""
+
+    following: Following | None = None
+    areas: tuple[str, ...] = ()
+    profile: bytes | None = None
+
+
+def describe_following(count: int, where: str = AFTER) -> str:
+    """What follows an image as an ImageReport's metadata_unkept entry (`compress --rm` then keeps the input):
+    "12 bytes after the image's end"; `where`: "after IEND" for a PNG."""
+    return f"{count} byte{'' if count == 1 else 's'} {where}"
+
+
+def is_after_image(entry: str) -> bool:
+    """Whether a metadata_unkept entry is describe_following's (any format's): bytes after the image, not metadata."""
+    return _DESCRIBED.fullmatch(entry) is not None
+
+
+def is_padding(after: bytes, count: int, format: str | None = None) -> bool:
+    """Whether the `count` bytes after an image, whose first LOOK_AHEAD are `after`, are only padding (a JPEG's 0xFF
+    fill too): nothing of the file's."""
+    return count <= LOOK_AHEAD and not after.strip(PADDING + (b"\xff" if format in ("JPEG", "MPO") else b""))
+
+
+def beyond_pixels(buffer, format: str | None, pixels_at: int | None = None) -> Beyond:
+    """What the file in `buffer` (its bytes; Pillow opened it as `format`) holds besides its image's pixels.
+    `pixels_at`: where Pillow reads a BMP's or DIB's pixels from (its tile's offset), which its header says in more
+    than one way."""
+    if format == "TGA":
+        try:
+            pixels_end = _tga_pixels_end(buffer)
+            footer = _tga_footer(buffer, pixels_end)
+        except (IndexError, ValueError, struct.error, OverflowError):  # cut short or malformed: Pillow says what
+            return Beyond()
+        if footer is None:
+            return Beyond(_following(buffer, format, pixels_end))
+        areas = tuple(f"TGA {what} (a TGA's own fields)"
+                      for what, offset in zip(("extension area", "developer fields"), footer.offsets) if offset)
+        return Beyond(_following(buffer, format, footer.end), areas)
+    reader = _ENDS.get(format or "")
+    if reader is None:
+        return Beyond()
+    try:
+        end = reader(buffer, pixels_at) if format in ("BMP", "DIB") else reader(buffer)
+    except (IndexError, ValueError, struct.error, OverflowError):
+        end = None
+    return Beyond(_following(buffer, format, end), profile=_bmp_profile(buffer) if format in ("BMP", "DIB") else None)
 
 
 def following(buffer, format: str | None, pixels_at: int | None = None) -> Following | None:
-    """What follows the image in `buffer` (the bytes of a file Pillow opened as `format`); None where nothing
-    does (or padding only), the format is not known here, or the file is not as its format says. `pixels_at`: where
-    Pillow reads a BMP's or DIB's pixels from (its tile's offset), which its header says in more than one way."""
-    reader = _ENDS.get(format or "")
-    if reader is None:
-        return None
-    try:
-        end = reader(buffer, pixels_at) if format in ("BMP", "DIB") else reader(buffer)
-    except (IndexError, ValueError, struct.error, OverflowError):  # cut short or malformed: Pillow says what
-        return None
+    """What follows the image in `buffer` (beyond_pixels's `following`)."""
+    return beyond_pixels(buffer, format, pixels_at).following
+
+
+def _following(buffer, format: str | None, end: int | None) -> Following | None:
     if end is None or end >= len(buffer):
         return None
     count = len(buffer) - end
     after = bytes(buffer[end: end + LOOK_AHEAD])
-    more = count > LOOK_AHEAD
-    if not more and not after.strip(PADDING + (b"\xff" if format in ("JPEG", "MPO") else b"")):  # JPEG's fill bytes
+    if is_padding(after, count, format):
         return None
-    image = format == "PPM" and _PNM_IMAGE.match(after.lstrip(_PNM_SPACE)) is not None
-    return Following(count, more, image)
+    return Following(count, format == "PPM" and _PNM_IMAGE.match(after.lstrip(_PNM_SPACE)) is not None)
 
 
-def tga_areas(buffer) -> tuple[str, ...]:
-    """What a TGA 2.0 file's footer points to, which Pillow does not read and no .vz keeps ("TYPE (why)" each, as
-    vaezip/metadata.py names what a file leaves out): its extension area (author, comments, dates, software, a
-    thumbnail) and developer fields; () where it has none (or no footer of its own: _tga_footer)."""
-    try:
-        footer = _tga_footer(buffer, _tga_pixels_end(buffer))
-    except (IndexError, ValueError, struct.error, OverflowError):
-        return ()
-    if footer is None:
-        return ()
-    return tuple(f"TGA {what} (a TGA's own fields)" for what, offset in zip(("extension area", "developer fields"),
-                                                                         footer[1]) if offset)
-
-
-def bmp_profile(buffer) -> bytes | None:
+def _bmp_profile(buffer) -> bytes | None:
     """The colour profile a version-5 BMP or DIB embeds (PROFILE_EMBEDDED), which Pillow does not read; None where it
     embeds none or the file is not as its header says."""
     try:
@@ -100,7 +129,9 @@ def bmp_profile(buffer) -> bytes | None:
     return profile if length and len(profile) == length else None
 
 
-def _pnm_end(buffer) -> int | None:
+def pnm_header(buffer) -> tuple[list[int], int] | None:
+    """A PNM (P1 to P6) header as Pillow reads it: width, height and (but for P1 and P4) maximum value, and where the
+    samples start; None where it is not one, or not whole in `buffer`."""
     magic = bytes(buffer[:3])
     if len(magic) < 3 or magic[:2] not in (b"P1", b"P2", b"P3", b"P4", b"P5", b"P6") or \
             magic[2] not in _PNM_SPACE_BYTES:
@@ -108,16 +139,25 @@ def _pnm_end(buffer) -> int | None:
     fields, position = [], 3  # Pillow reads the magic number and the whitespace after it
     for _ in range(2 if magic[:2] in (b"P1", b"P4") else 3):
         token, position = _pnm_token(buffer, position)
-        fields.append(int(token))  # as Pillow reads it ("+48" and "2_55" too); a ValueError: no claim
-    if min(fields) < 0:
+        try:
+            fields.append(int(token))  # as Pillow reads it ("+48" and "2_55" too)
+        except ValueError:
+            return None
+    return (fields, position) if min(fields) >= 0 else None
+
+
+def _pnm_end(buffer) -> int | None:
+    header = pnm_header(buffer)
+    if header is None:
         return None
-    width, height = fields[0], fields[1]
-    channels = 3 if magic[:2] in (b"P3", b"P6") else 1
-    if magic[:2] == b"P4":
+    (width, height, *maximum), position = header
+    kind = bytes(buffer[:2])
+    channels = 3 if kind in (b"P3", b"P6") else 1
+    if kind == b"P4":
         return position + (width + 7) // 8 * height
-    if magic[:2] in (b"P5", b"P6"):
-        return position + width * height * channels * (1 if fields[2] < 256 else 2)
-    return _plain_end(buffer, position, width * height * channels, single_digits=magic[:2] == b"P1")
+    if kind in (b"P5", b"P6"):
+        return position + width * height * channels * (1 if maximum[0] < 256 else 2)
+    return _plain_end(buffer, position, width * height * channels, single_digits=kind == b"P1")
 
 
 def _pnm_token(buffer, position: int) -> tuple[bytes, int]:
@@ -141,30 +181,42 @@ def _pnm_token(buffer, position: int) -> tuple[bytes, int]:
 
 def _plain_end(buffer, start: int, count: int, single_digits: bool) -> int | None:
     """Where a plain PNM's `count`-th sample ends: decimal numbers apart (P2, P3), or digits 0 and 1 with or without
-    space between them (P1), a comment (# to the line's end) anywhere as a space. Read a window at a time (numpy:
-    a few times the window's bytes of memory, whatever the file's size)."""
+    space between them (P1). A comment (# to its line's end, that CR or LF included) is taken out, as Pillow takes it
+    out: the numbers either side of one join. Read a window at a time (numpy: a few times the window's bytes of
+    memory, whatever the file's size)."""
     if count == 0:
         return start
     view = np.frombuffer(buffer, np.uint8)
-    seen, in_comment = 0, False
+    seen, in_comment, pending = 0, False, None  # pending: where the last window's last number may end
     for position in range(start, len(view), _PLAIN_WINDOW):
-        window = view[position: position + _PLAIN_WINDOW + 1]  # one byte more: whether the last token goes on
+        window = view[position: position + _PLAIN_WINDOW]  # (n,) uint8
         newline = (window == 10) | (window == 13)
         hashes = np.cumsum(window == ord("#"), dtype=np.int32)
-        # each byte's line's start (within the window), and whether a '#' lies between it and the byte
+        # each byte's line's start within the window, and whether a '#' lies between it and the byte
         line_start = np.maximum.accumulate(np.where(newline, np.arange(1, len(window) + 1, dtype=np.int32), 0))
         before = np.where(line_start > 0, hashes[np.maximum(line_start - 1, 0)], 0)
         comment = (hashes - before > 0) | ((line_start == 0) & in_comment)
-        solid = ~_PNM_SPACE_TABLE[window] & ~comment
-        ends = solid[:-1] if single_digits else solid[:-1] & ~solid[1:]
-        if len(window) <= _PLAIN_WINDOW:  # the file's last window: its last byte ends a token
-            ends = solid if single_digits else np.append(ends, solid[-1])
-        found = np.flatnonzero(ends)
-        if seen + len(found) >= count:
-            return position + int(found[count - seen - 1]) + 1
-        seen += len(found)
-        in_comment = bool(comment[min(_PLAIN_WINDOW, len(window)) - 1]) and not newline[-1]
-    return None
+        ending = newline & np.append(in_comment, comment[:-1])  # the CR or LF that ends a comment goes with it
+        kept = np.flatnonzero(~(comment | ending))  # (k,) the window's bytes that are not comments
+        solid = ~_PNM_SPACE_TABLE[window[kept]]
+        in_comment = bool(comment[-1])
+        if not len(kept):
+            continue
+        if pending is not None:  # the last window's last number ends unless this window goes on with it
+            if solid[0] and not single_digits:
+                pending = None
+            else:
+                seen += 1
+                if seen == count:
+                    return pending
+                pending = None
+        ends = np.flatnonzero(solid if single_digits else solid & ~np.append(solid[1:], False))
+        if not single_digits and solid[-1]:  # may go on in the next window
+            ends, pending = ends[:-1], position + int(kept[-1]) + 1
+        if seen + len(ends) >= count:
+            return position + int(kept[ends[count - seen - 1]]) + 1
+        seen += len(ends)
+    return pending if pending is not None and seen + 1 == count else None
 
 
 def _bmp_end(buffer, pixels_at: int | None) -> int | None:
@@ -201,7 +253,7 @@ def _bmp_end(buffer, pixels_at: int | None) -> int | None:
     return end
 
 
-def _bmp_rle_end(buffer, position: int, four_bits: bool, width: int, height: int) -> int | None:
+def _bmp_rle_end(buffer, position: int, four_bits: bool, width: int, height: int) -> int:
     """After the RLE codes that fill the image's pixels, counted as Pillow's decoder counts them (a run cut at its
     row's end, a literal run padded to an even file offset), which stops there whether or not the row's padding, an
     end-of-line or an end-of-bitmap code follows; and after those (ImageMagick codes each row out to its padded
@@ -351,16 +403,16 @@ def _qoi_end(buffer) -> int | None:
     return None if found < 0 else found + 8
 
 
-def _tga_end(buffer) -> int | None:
-    pixels_end = _tga_pixels_end(buffer)
-    footer = _tga_footer(buffer, pixels_end)
-    return pixels_end if footer is None else footer[0]
+@dataclass(frozen=True)
+class _Footer:
+    end: int  # where the file ends: after the footer
+    offsets: tuple[int, int]  # of the extension area and the developer fields, 0 where none
 
 
-def _tga_footer(buffer, pixels_end: int | None) -> tuple[int, tuple[int, int]] | None:
-    """The end of a TGA 2.0 file's footer, the first after its pixels (a second TGA 2.0 file after it has one too),
-    and the offsets of the extension area and developer fields it points to; None where there is none, or where
-    what it points to is not between the pixels and the footer as such an area starts."""
+def _tga_footer(buffer, pixels_end: int | None) -> _Footer | None:
+    """A TGA 2.0 file's footer: the first after its pixels (a second TGA 2.0 file after it has one too); None where
+    there is none, where one that points to nothing does not follow the pixels right away (then it is a second
+    file's), or where what it points to is not between the pixels and the footer as such an area starts."""
     if pixels_end is None:
         return None
     found = buffer.find(_TGA_SIGNATURE, pixels_end + 8)
@@ -368,12 +420,12 @@ def _tga_footer(buffer, pixels_end: int | None) -> tuple[int, tuple[int, int]] |
         return None
     footer = found - 8
     offsets = struct.unpack_from("<II", buffer, footer)
-    if not any(offsets) and footer != pixels_end:  # pointing to nothing, it follows the pixels: a second file's
+    if not any(offsets) and footer != pixels_end:
         return None
     if not all(offset == 0 or _tga_area_fits(buffer, offset, pixels_end, footer, extension)
                for offset, extension in zip(offsets, (True, False))):
         return None
-    return found + len(_TGA_SIGNATURE), offsets
+    return _Footer(found + len(_TGA_SIGNATURE), offsets)
 
 
 def _tga_area_fits(buffer, offset: int, pixels_end: int, footer: int, extension: bool) -> bool:
@@ -409,5 +461,6 @@ def _tga_pixels_end(buffer) -> int | None:
 
 
 _ENDS = {"PPM": _pnm_end, "BMP": _bmp_end, "DIB": _bmp_end, "GIF": _gif_end, "WEBP": _webp_end, "JPEG": _jpeg_end,
-         "MPO": _jpeg_end, "ICO": _icon_end, "CUR": _icon_end, "QOI": _qoi_end, "TGA": _tga_end}
-ENDS_KNOWN = frozenset(_ENDS)  # the formats (as Pillow names them) whose end is read here
+         "MPO": _jpeg_end, "ICO": _icon_end, "CUR": _icon_end, "QOI": _qoi_end}
+ENDS_KNOWN = frozenset({*_ENDS, "TGA"})  # the formats (as Pillow names them) whose end is read here
+_DESCRIBED = re.compile(r"\d+ bytes? after (IEND|the image's end)")

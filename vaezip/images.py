@@ -37,7 +37,7 @@ from codec.classic import ICON_HEADS, PNG_SIGNATURE, TEXT_MEMORY, pillow_setting
 from vaezip import png16
 from vaezip.config import MAX_IMAGE_PIXELS, short_repr
 from vaezip.errors import ImageError
-from vaezip.file_ends import ENDS_KNOWN, Following, bmp_profile, following, tga_areas
+from vaezip.file_ends import ENDS_KNOWN, Beyond, beyond_pixels, pnm_header
 from vaezip.files import read_limited
 from vaezip.metadata import DROPPED, METADATA, chunks_from_info, image_chunks, read_png_chunks, stated_info
 from vaezip.metadata import fields_left_out, walk_png_chunks, with_chunks
@@ -225,35 +225,36 @@ def _open_image(source) -> Image.Image | DeepImage:
         if image.width * image.height > MAX_IMAGE_PIXELS:  # from the header alone, before decoding any pixel
             image.close()  # a file Pillow opened from a path
             raise Image.DecompressionBombError("too many pixels")
-    follows, profile, areas = _beyond_pixels(source, image)
-    if follows is not None and follows.image:
+    data, beyond = _beyond_pixels(source, image)
+    follows = beyond.following
+    if follows is not None and follows.another_image:
         image.close()
         raise ImageError("the file holds more than one image (a netpbm stream of several); vaezip codes single-frame "
                          "images: split it first (pamsplit)")
-    if profile is not None and "icc_profile" not in image.info:
-        image.info["icc_profile"] = profile
-    opened = _decode(image, source)
+    if beyond.profile is not None and "icc_profile" not in image.info:
+        image.info["icc_profile"] = beyond.profile
+    opened = _decode(image, data)
     # No .vz holds them: named, and `compress --rm` keeps the file (bytes after the image even with --strip)
-    opened.info[DROPPED] = tuple(opened.info.get(DROPPED, ())) + areas + (
+    opened.info[DROPPED] = tuple(opened.info.get(DROPPED, ())) + beyond.areas + (
         (follows.describe(),) if follows is not None else ())
     return opened
 
 
-def _beyond_pixels(source, image: Image.Image) -> tuple[Following | None, bytes | None, tuple[str, ...]]:
-    """What follows the image in its file (vaezip/file_ends.py; a PNG's is read with its chunks), a BMP's embedded
-    colour profile and what a TGA's footer points to, which Pillow does not read; nothing where the file cannot be
-    read again (past vaezip's input limit: only a path or file object given to the API can be)."""
+def _beyond_pixels(source, image: Image.Image) -> tuple[bytes | None, Beyond]:
+    """The file's bytes where they were read here (`source` itself where it is bytes), and what the file holds besides
+    the image's pixels that Pillow does not read (vaezip/file_ends.py; a PNG's bytes after IEND are read with its
+    chunks); nothing where the file cannot be read again (past vaezip's input limit: only a path or file object
+    given to the API can be)."""
+    data = source if isinstance(source, (bytes, bytearray)) else None
     if image.format not in ENDS_KNOWN:
-        return None, None, ()
+        return data, Beyond()
     tiles = getattr(image, "tile", None) or ()
     pixels_at = tiles[0][2] if len(tiles) == 1 and isinstance(tiles[0][2], int) else None
     try:
-        buffer = _file_bytes(source)
+        data = _file_bytes(source)
     except (OSError, ValueError, TypeError, AttributeError):  # Pillow, which read it, has the final word
-        return None, None, ()
-    profile = bmp_profile(buffer) if image.format in ("BMP", "DIB") else None
-    areas = tga_areas(buffer) if image.format == "TGA" else ()
-    return following(buffer, image.format, pixels_at), profile, areas
+        return data, Beyond()
+    return data, beyond_pixels(data, image.format, pixels_at)
 
 
 def _file_bytes(source) -> bytes:
@@ -272,8 +273,8 @@ def _file_bytes(source) -> bytes:
         source.seek(position)
 
 
-def _decode(image: Image.Image, source) -> Image.Image | DeepImage:
-    data = source if isinstance(source, (bytes, bytearray)) else None
+def _decode(image: Image.Image, data: bytes | None) -> Image.Image | DeepImage:
+    """The image Pillow opened from its file (whose bytes are `data` where they were read) decoded."""
     if image.format == "PNG" and sniff_bits_per_channel(_file_head(image, data)) == 16 and _frame_count(image) == 1:
         return _open_deep(image, data)
     if image.format in ("TIFF", "PPM") and _tile_rawmode(image) in _GREY16_RAWMODES and _frame_count(image) == 1:
@@ -689,8 +690,8 @@ def sniff_bits_per_channel(head: bytes) -> int:
     if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR" and len(head) > 24:
         return max(8, head[24])  # IHDR bit depth: 1, 2, 4, 8 or 16
     if head[:2] in (b"P2", b"P3", b"P5", b"P6"):
-        fields = _pnm_fields(head)  # width, height, maximum value (Pillow scales one above 255 down to 8 bits)
-        return max(8, fields[2].bit_length()) if len(fields) == 3 else 8
+        header = pnm_header(head)  # width, height, maximum value (Pillow scales one above 255 down to 8 bits)
+        return max(8, header[0][2].bit_length()) if header is not None else 8
     codestream = head.find(b"\xff\x4f\xff\x51")  # JPEG 2000: SOC, then the SIZ marker segment
     if codestream >= 0 and (head[:2] == b"\xff\x4f" or head[4:8] == b"jP  "):
         siz = head[codestream + 2 :]
@@ -707,27 +708,6 @@ def sniff_bits_per_channel(head: bytes) -> int:
             if flags & 0x40:
                 return 12 if flags & 0x20 else 10
     return 8
-
-
-def _pnm_fields(head: bytes) -> list[int]:
-    """The width, height and maximum value of a PNM header (fewer where the head does not hold them)."""
-    fields, position = [], 2
-    while len(fields) < 3:
-        while position < len(head) and head[position : position + 1].isspace():
-            position += 1
-        if head[position : position + 1] == b"#":  # a comment runs to the end of its line
-            end = head.find(b"\n", position)
-            if end < 0:
-                break
-            position = end + 1
-            continue
-        start = position
-        while position < len(head) and head[position : position + 1].isdigit():
-            position += 1
-        if position == start or position - start > 10:
-            break
-        fields.append(int(head[start:position]))
-    return fields
 
 
 def _check_mode(image: Image.Image) -> None:

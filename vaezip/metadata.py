@@ -9,6 +9,7 @@ their comment (JPEG, GIF) an iTXt named Comment and their dots per inch a pHYs.
 
 from __future__ import annotations
 
+import io
 import math
 import numbers
 import re
@@ -17,6 +18,7 @@ import zlib
 
 from codec.classic import PNG_SIGNATURE, png_chunk
 from codec.metadata import AFTER_DATA, AFTER_HEADER, BEFORE_DATA, LENGTHS, SINGLE, Chunk, keepable, places
+from vaezip.file_ends import LOOK_AHEAD, describe_following, is_after_image, is_padding
 
 METADATA = "vaezip.metadata"  # image.info key: the chunks its file held (a tuple of codec.metadata.Chunk)
 DROPPED = "vaezip.dropped"  # image.info key: what its file held that no file keeps, "TYPE (why)" each
@@ -65,13 +67,10 @@ def read_png_chunks(file, low_grey_bits: int = 0) -> tuple[tuple[Chunk, ...], tu
             if kind == b"IEND":
                 # Bytes after the image's end (an appended archive, a second file): no PNG decompress writes holds
                 # them, and `compress --rm` deleted them without a word
-                file.seek(start + 12 + length)
-                after = file.read(1 << 20)
-                # A newline or padding some tools append is nothing of the file's; past 1 MiB, it is something
-                if after.strip(b" \t\r\n\0") or len(after) == 1 << 20:
-                    count = "over 1048576 bytes" if len(after) == 1 << 20 else \
-                        f"{len(after)} byte{'' if len(after) == 1 else 's'}"
-                    dropped.append(f"{count} after IEND")
+                end = file.seek(start + 12 + length)
+                after, count = file.read(LOOK_AHEAD), file.seek(0, io.SEEK_END) - end
+                if count > 0 and not is_padding(after, count):
+                    dropped.append(describe_following(count, "after IEND"))
                 break
             if kind in (b"IHDR", b"PLTE", b"IDAT", b"tRNS") or not kind[0] & 32:  # critical, or in the pixels
                 seen_palette |= kind == b"PLTE"
@@ -267,15 +266,12 @@ _NOTHING_OF_ITS_OWN = re.compile(r"iDOT \(unsafe to copy\)|\S+ \((a second one|i
                                  r"\d+ bytes do not fit a \w+ image|a .* profile does not fit a \w+ image)\)")
 
 
-# Bytes after the image in its file (after a PNG's IEND, or vaezip/file_ends.py's): not metadata, which --strip and
-# an older --format drop on request, but another file's bytes or a video that nothing reads back from a .vz:
-# `compress --rm` keeps the input for them whatever else it is asked.
-_AFTER_IMAGE = re.compile(r"(over )?\d+ bytes? after (IEND|the image's end)")
-
-
 def after_image(unkept: str) -> bool:
-    """Whether `unkept` (an ImageReport.metadata_unkept entry) names bytes after the image in its file."""
-    return _AFTER_IMAGE.fullmatch(unkept) is not None
+    """Whether `unkept` (an ImageReport.metadata_unkept entry) names bytes after the image in its file (after a PNG's
+    IEND, or vaezip/file_ends.py's): not metadata, which --strip and an older --format drop on request, but another
+    file's bytes or a video that nothing reads back from a .vz: `compress --rm` keeps the input for them whatever
+    else it is asked."""
+    return is_after_image(unkept)
 
 
 def loses_information(unkept: str) -> bool:
