@@ -62,7 +62,8 @@ def test_each_format_s_end_is_found_in_every_file_pillow_writes():
             checked.add(opened.format)
     assert checked == ENDS_KNOWN - {"MPO", "CUR"}
     # a cursor is an icon of type 2 (Pillow writes none)
-    cursor = bytearray(_saved(Image.fromarray(smooth_rgb(16, 16, 1)), "ICO", {"sizes": [(16, 16)], "bitmap_format": "bmp"}))
+    options = {"sizes": [(16, 16)], "bitmap_format": "bmp"}
+    cursor = bytearray(_saved(Image.fromarray(smooth_rgb(16, 16, 1)), "ICO", options))
     cursor[2] = 2
     assert Image.open(io.BytesIO(bytes(cursor))).format == "CUR"
     assert following(bytes(cursor), "CUR") is None and following(bytes(cursor) + b"PK", "CUR").count == 2
