@@ -306,3 +306,40 @@ def test_metadata_no_file_keeps_keeps_the_input_with_an_older_format_too(tmp_pat
         done = run_cli("compress", png, "--fast", "--rm", "-f", *options)
         assert done.returncode == 0 and png.exists() == kept, (options, done.stderr)
         assert (b"cannot keep private.png's prVT (unsafe to copy); the input is kept" in done.stderr) == kept
+
+
+def test_what_pillow_does_not_read_keeps_the_input_whatever_the_options(tmp_path):
+    """Formats Pillow reads in part or through a conversion (an EPS rendered, a DDS's first surface, a PSD's
+    composite, an SGI...: only the formats vaezip reads whole are deleted by --rm), a TIFF's extra samples, a PNM of
+    a maximum value below 255 (its samples scaled), an icon of two images of one size (Pillow reads one: refused)."""
+    pixels = smooth_rgb(8, 8, 7)
+    files = {"x.sgi": _saved(Image.fromarray(pixels), "SGI", {}), "m.pgm": b"P5 4 1 100\n\x10\x20\x30\x40"}
+    rgba = _saved(Image.fromarray(np.dstack([pixels, pixels[..., :1]]), "RGBA"), "TIFF", {})
+    directory = struct.unpack_from("<I", rgba, 4)[0]
+    tiff = bytearray(rgba)
+    for entry in range(struct.unpack_from("<H", tiff, directory)[0]):  # ExtraSamples 2 (alpha) -> 0 (unspecified)
+        if struct.unpack_from("<H", tiff, directory + 2 + 12 * entry)[0] == 338:
+            struct.pack_into("<H", tiff, directory + 2 + 12 * entry + 8, 0)
+    files["x.tif"] = bytes(tiff)
+    expected = {"x.sgi": "other SGI content (not read: --rm deletes PNG, TIFF, JPEG, WebP, GIF, BMP, PNM, QOI, TGA "
+                         "and ICO files only)",
+                "m.pgm": "PNM maximum value 100 (not read: samples scaled to 255)",
+                "x.tif": "TIFF extra samples (not read)"}
+    for name, data in files.items():
+        assert open_image(data).info[DROPPED] == (expected[name],), name
+        (tmp_path / name).write_bytes(data)
+        done = run_cli("compress", tmp_path / name, "--fast", "--rm", "--strip", "-o", tmp_path / f"{name}.vz")
+        assert done.returncode == 0 and (tmp_path / name).exists(), (name, done.stderr)
+        assert f"cannot keep {name}'s {expected[name]}; the input is kept (--rm)".encode() in done.stderr, done.stderr
+    assert open_image(_saved(Image.fromarray(pixels), "PPM", {})).info[DROPPED] == ()
+    # two entries of one size in an icon: Pillow reads one of them
+    icon = bytearray(_saved(Image.fromarray(pixels), "ICO", {"sizes": [(8, 8)]}))
+    (entry_size, entry_offset) = struct.unpack_from("<II", icon, 6 + 8)
+    second = icon[entry_offset: entry_offset + entry_size]
+    twice = bytearray(icon[:6 + 16]) + icon[6:6 + 16] + icon[6 + 16:]
+    struct.pack_into("<H", twice, 4, 2)
+    struct.pack_into("<I", twice, 6 + 12, entry_offset + 16)
+    struct.pack_into("<I", twice, 6 + 16 + 12, len(twice))
+    twice += second
+    with pytest.raises(ImageError, match="icon holds 2 images"):
+        open_image(bytes(twice))

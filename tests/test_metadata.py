@@ -216,6 +216,13 @@ def test_a_jpeg_s_segments_that_no_chunk_holds_are_named():
     assert {chunk.kind for chunk in opened.info[METADATA]} == {b"iCCP", b"eXIf", b"iTXt", b"tEXt"}
     assert opened.info[DROPPED] == ("JPEG segments APP13 Photoshop 3.0, APP12 Ducky (no chunk holds them)",)
     assert open_image(data).info[DROPPED] == ()
+    # Pillow keeps a JPEG's last comment: one before it is named (it was lost without a word, a review)
+    first = b"\xff\xfe" + (len(b"first") + 2).to_bytes(2, "big") + b"first"
+    assert open_image(data[:2] + first + data[2:]).info[DROPPED] == ("JPEG segments COM (no chunk holds them)",)
+    # a TGA's image ID field, which Pillow reads and no chunk keeps
+    tga = io.BytesIO()
+    Image.fromarray(smooth_rgb(4, 4, 5)).save(tga, format="TGA", id_section=b"Scan 12, J. Smith")
+    assert open_image(tga.getvalue()).info[DROPPED] == ("TGA image ID (a TGA's own fields)",)
 
 
 def test_a_damaged_chunk_before_the_image_data_is_left_out_and_named(tmp_path):

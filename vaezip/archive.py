@@ -42,7 +42,7 @@ from vaezip.classical import smallest_entry
 from vaezip.config import importance_coding_obstacle
 from vaezip.errors import CheckpointError, ImageError
 from vaezip.images import Planes, as_image, deep_parts, is_deep, join_planes, pixel_checksum, split_image
-from vaezip.metadata import after_image, image_chunks
+from vaezip.metadata import image_chunks, not_metadata
 from vaezip.models import LoadedModel, ModelIdentity, default_model, identify_model, load_by_sha256, load_model
 from vaezip.results import CompressResult, ImageReport
 from vaezip.unpack import MAX_BATCH_PIXELS, MAX_TILE, MAX_TILES, count_tiles, decode_file, decode_stream
@@ -362,7 +362,7 @@ def _finished(result: CompressResult, found: list[tuple], keep: bool,
         left_out = () if stored else tuple(dict.fromkeys(chunk.kind.decode() for chunk in kept))
         reports.append(dataclasses.replace(report, metadata=stored, metadata_left_out=left_out,
                                            metadata_unkept=unkept if metadata_asked
-                                           else tuple(filter(after_image, unkept)),
+                                           else tuple(filter(not_metadata, unkept)),
                                            depth=depth))
     result = dataclasses.replace(result, images=tuple(reports))
     if not any(chunks) and not deep:

@@ -1106,15 +1106,15 @@ def _report(result, output: str, verified: float | None = None, verbose: bool = 
 
 
 def _say_metadata(image) -> None:
-    """What of the image's metadata the file keeps, what it leaves out, and the bytes after the image in its file,
-    which no .vz holds (a line each, where there is any)."""
-    from vaezip.metadata import after_image, describe
+    """What of the image's metadata the file keeps, what it leaves out, and what of its file is not metadata that no
+    .vz holds (bytes after the image, what Pillow does not read; a line each, where there is any)."""
+    from vaezip.metadata import describe, not_metadata
 
     if image.metadata:
         _say(f"  metadata kept: {describe(image.metadata)}")
-    beyond = [entry for entry in image.metadata_unkept if after_image(entry)]
-    unkept = [entry for entry in image.metadata_unkept if not after_image(entry)]
-    if unkept:  # what no .vz keeps (with --strip only the bytes after the image are named: the user asked)
+    beyond = [entry for entry in image.metadata_unkept if not_metadata(entry)]
+    unkept = [entry for entry in image.metadata_unkept if not not_metadata(entry)]
+    if unkept:  # what no .vz keeps (with --strip only what is not metadata is named: the user asked)
         _say(f"  metadata left out: {', '.join(unkept)}")
     if beyond:
         _say(f"  not kept: {', '.join(beyond)} (no .vz holds them)")
@@ -1675,13 +1675,13 @@ def compress(
                     # Information no .vz keeps (a TIFF's Artist and Copyright tags): --rm would lose it for good,
                     # unless --strip (what holds nothing of the image's own, such as iDOT, does not count); bytes
                     # after the image in its file (an appended archive, a motion photo's video) even with --strip
-                    from vaezip.metadata import after_image, loses_information
+                    from vaezip.metadata import loses_information, not_metadata
 
                     unkept = [(image.name, lost) for image in result.images if (lost := [
                         entry for entry in image.metadata_unkept
-                        if loses_information(entry) and (not strip or after_image(entry))])]
+                        if loses_information(entry) and (not strip or not_metadata(entry))])]
                     if unkept and not keep and not quiet:
-                        metadata_only = not any(after_image(entry) for _, lost in unkept for entry in lost)
+                        metadata_only = not any(not_metadata(entry) for _, lost in unkept for entry in lost)
                         what = (f"{unkept[0][0]}'s {', '.join(unkept[0][1])}" if len(unkept) == 1
                                 else f"metadata of {len(unkept)} images" if metadata_only
                                 else f"what the files of {len(unkept)} images hold besides their pixels")

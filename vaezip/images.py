@@ -226,6 +226,7 @@ def _open_image(source) -> Image.Image | DeepImage:
             image.close()  # a file Pillow opened from a path
             raise Image.DecompressionBombError("too many pixels")
     data, beyond = _beyond_pixels(source, image)
+    unread = _not_read(image)
     follows = beyond.following
     if follows is not None and follows.another_image:
         image.close()
@@ -235,9 +236,35 @@ def _open_image(source) -> Image.Image | DeepImage:
         image.info["icc_profile"] = beyond.profile
     opened = _decode(image, data)
     # No .vz holds them: named, and `compress --rm` keeps the file (bytes after the image even with --strip)
-    opened.info[DROPPED] = tuple(opened.info.get(DROPPED, ())) + beyond.areas + (
+    opened.info[DROPPED] = tuple(opened.info.get(DROPPED, ())) + beyond.areas + unread + (
         (follows.describe(),) if follows is not None else ())
     return opened
+
+
+# The formats whose files vaezip reads whole (but what vaezip/metadata.py and vaezip/file_ends.py name): `compress
+# --rm` deletes no file of another. Pillow renders an EPS, reads one surface of a DDS or BLP (not its mipmaps or cube
+# faces), one plane of a FITS, a PSD's composite without its other channels and layers, a PhotoCD's base scan turned
+# into RGB, a Sun raster's 32-bit pixels in another byte order, an XPM's 16-bit colours wrongly, a cursor without its
+# hotspot or mask, ... (a review found each).
+READ_WHOLE = frozenset({"PNG", "BMP", "DIB", "GIF", "TIFF", "PPM", "WEBP", "JPEG", "MPO", "QOI", "TGA", "ICO"})
+_READ_WHOLE_NAMES = "PNG, TIFF, JPEG, WebP, GIF, BMP, PNM, QOI, TGA and ICO"
+
+
+def _not_read(image: Image.Image) -> tuple[str, ...]:
+    """What of the file Pillow opened as `image` (not loaded yet) its pixels do not hold, "WHAT (not read...)" each
+    (vaezip/metadata.py not_metadata: `compress --rm` keeps the file, --strip or not)."""
+    if image.format not in READ_WHOLE:
+        return (f"other {image.format or 'file'} content (not read: --rm deletes {_READ_WHOLE_NAMES} files only)",)
+    rawmode = (_tile_rawmode(image) or "").split(";")[0]
+    if image.format == "TIFF" and "X" in rawmode:
+        photometric = (getattr(image, "tag_v2", None) or {}).get(262)
+        return ("TIFF YCbCr samples (not read: converted to RGB)",) if photometric == 6 else \
+            ("TIFF extra samples (not read)",)
+    args = _tile_args(image)
+    if image.format == "PPM" and isinstance(args, tuple) and len(args) > 1 and isinstance(args[1], int) and \
+            args[1] < 255:  # Pillow scales the samples to 0..255; the maximum value is nowhere in a .vz
+        return (f"PNM maximum value {args[1]} (not read: samples scaled to 255)",)
+    return ()
 
 
 def _beyond_pixels(source, image: Image.Image) -> tuple[bytes | None, Beyond]:
@@ -528,6 +555,9 @@ def refuse_what_would_be_lost(image: Image.Image, data: bytes | None = None, ope
     sizes = image.info.get("sizes") if image.format in ("ICO", "ICNS") else None
     if sizes is not None and len(sizes) > 1:
         raise ImageError(f"icon holds {len(sizes)} sizes; vaezip codes single-frame images")
+    entries = getattr(getattr(image, "ico", None), "entry", None) if image.format in ("ICO", "CUR") else None
+    if isinstance(entries, list) and len(entries) > 1:  # two of one size (24-bit and 32-bit): Pillow reads one
+        raise ImageError(f"icon holds {len(entries)} images; vaezip codes single-frame images")
     bits = _bits_per_channel(image, data)
     if image.format in ("PNG", "PPM") and bits == 16 and not opened_here:  # opened by Pillow, not open_image
         raise ImageError(f"16-bit {image.format} (16 bits per channel) opened as Pillow opens it, which keeps 8 (or "

@@ -135,9 +135,12 @@ def stated_info(image) -> dict:
 
 
 def fields_left_out(image) -> tuple[str, ...]:
-    """What of a TIFF's own tags or of a JPEG's application segments no chunk keeps ("TYPE (why)" each; () for other
-    formats): a TIFF's EXIF fields (orientation, camera, date, the EXIF and GPS directories), artist, copyright,
-    description, software, IPTC ...; a JPEG's IPTC (Photoshop's APP13), extended XMP, a JFXX thumbnail ..."""
+    """What of a TIFF's own tags, of a JPEG's application segments and comments, or a TGA's image ID no chunk keeps
+    ("TYPE (why)" each; () for other formats): a TIFF's EXIF fields (orientation, camera, date, the EXIF and GPS
+    directories), artist, copyright, description, software, IPTC ...; a JPEG's IPTC (Photoshop's APP13), extended
+    XMP, a JFXX thumbnail, a comment before its last ..."""
+    if image.format == "TGA" and image.info.get("id_section"):  # the image ID field (a name, a scan's notes)
+        return ("TGA image ID (a TGA's own fields)",)
     names = _tiff_tags_left_out(image) if image.format == "TIFF" else _jpeg_segments_left_out(image)
     if not names:
         return ()
@@ -163,11 +166,13 @@ def _tiff_tags_left_out(image) -> list[str]:
 
 def _jpeg_segments_left_out(image) -> list[str]:
     """Each application segment of a JPEG (or MPO) that is not its JFIF header, EXIF, XMP, colour profile, the
-    MPO's picture index or Adobe's colour transform, as 'APPn identifier'."""
+    MPO's picture index or Adobe's colour transform, as 'APPn identifier'; and each comment but the last (Pillow
+    keeps the last one only), as 'COM'."""
     if image.format not in ("JPEG", "MPO"):
         return []
-    names = []
-    for marker, data in getattr(image, "applist", None) or ():
+    segments = getattr(image, "applist", None) or ()
+    names = ["COM"] * max(0, sum(marker == "COM" for marker, _ in segments) - 1)
+    for marker, data in segments:
         identifier = bytes(data[:40]).split(b"\0", 1)[0]
         exif = marker == "APP1" and data.startswith(_EXIF_PREFIX)
         if not marker.startswith("APP") or (marker, identifier) in _JPEG_KEPT or exif:
@@ -266,12 +271,15 @@ _NOTHING_OF_ITS_OWN = re.compile(r"iDOT \(unsafe to copy\)|\S+ \((a second one|i
                                  r"\d+ bytes do not fit a \w+ image|a .* profile does not fit a \w+ image)\)")
 
 
-def after_image(unkept: str) -> bool:
-    """Whether `unkept` (an ImageReport.metadata_unkept entry) names bytes after the image in its file (after a PNG's
-    IEND, or vaezip/file_ends.py's): not metadata, which --strip and an older --format drop on request, but another
-    file's bytes or a video that nothing reads back from a .vz: `compress --rm` keeps the input for them whatever
-    else it is asked."""
-    return is_after_image(unkept)
+def not_metadata(unkept: str) -> bool:
+    """Whether `unkept` (an ImageReport.metadata_unkept entry) names what is not metadata, which --strip and an older
+    --format drop on request: bytes after the image in its file (after a PNG's IEND, or vaezip/file_ends.py's: another
+    file's bytes, a video), or what Pillow does not read into the pixels ("... (not read...)": vaezip/images.py
+    _not_read). Nothing reads them back from a .vz: `compress --rm` keeps the input whatever else it is asked."""
+    return is_after_image(unkept) or _NOT_READ.search(unkept) is not None
+
+
+_NOT_READ = re.compile(r" \(not read(: [^()]*)?\)$")
 
 
 def loses_information(unkept: str) -> bool:

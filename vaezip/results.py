@@ -43,8 +43,9 @@ class ImageReport:
     # The metadata chunks the file keeps of this image (codec.metadata.Chunk: its colour profile, EXIF, text); the
     # types of those a file could keep that this one does not (--strip, or a format before 17); and what no file
     # keeps, "TYPE (why)" each (vaezip/metadata.py: unsafe to copy such as Apple's iDOT, damaged, not fitting), and
-    # the bytes after the image in its file ("N bytes after the image's end": metadata.after_image), which are named
-    # without metadata too (--strip; compress_images(metadata=False)).
+    # what is not metadata (metadata.not_metadata: the bytes after the image in its file, "N bytes after the image's
+    # end", and what Pillow does not read into its pixels, "... (not read)"), named without metadata too (--strip;
+    # compress_images(metadata=False)).
     metadata: tuple = ()
     metadata_left_out: tuple[str, ...] = ()
     metadata_unkept: tuple[str, ...] = ()
