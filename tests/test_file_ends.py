@@ -16,7 +16,8 @@ from conftest import run_cli, smooth_rgb
 from vaezip.errors import ImageError
 from vaezip import file_ends
 from vaezip.file_ends import ENDS_KNOWN, LOOK_AHEAD, beyond_pixels, following
-from vaezip.images import open_image
+from vaezip import png16
+from vaezip.images import open_image, sniff_bits_per_channel
 from vaezip.metadata import DROPPED, METADATA
 
 PROFILE = bytes(range(16)) + b"RGB " + bytes(range(236)) * 3
@@ -343,3 +344,38 @@ def test_what_pillow_does_not_read_keeps_the_input_whatever_the_options(tmp_path
     twice += second
     with pytest.raises(ImageError, match="icon holds 2 images"):
         open_image(bytes(twice))
+
+
+def test_an_alpha_mask_a_colour_map_an_icon_s_16_bit_png_and_an_avif_brand_pillow_narrows():
+    """Pillow reads an ARGB1555 BMP as RGB, a TIFF colour map's 16-bit entries as value // 256, an icon's 16-bit PNG
+    in 8 bits, and vaezip took a 10-bit AVIF of major brand mif1 for an 8-bit one: named or refused."""
+    pixels = struct.pack("<HH", 0x8000 | 0x7C00, 0x001F)
+    for alpha, dropped in ((0x8000, ("BMP alpha (not read: Pillow reads its alpha mask's bits as no alpha)",)),
+                           (0, ())):
+        info = struct.pack("<IiiHHIIiiII", 56, 2, 1, 1, 16, 3, len(pixels), 0, 0, 0, 0) + struct.pack(
+            "<IIII", 0x7C00, 0x3E0, 0x1F, alpha)
+        offset = 14 + len(info)
+        bmp = b"BM" + struct.pack("<IHHI", offset + len(pixels), 0, 0, offset) + info + pixels
+        assert Image.open(io.BytesIO(bmp)).mode == "RGB" and open_image(bmp).info[DROPPED] == dropped
+    for palette, dropped in ((list(range(256)) * 3, ()), ([258] * 768, ("TIFF colour map (not read: its 16-bit entries "
+                                                                        "narrowed to 8)",)),
+                             ([1 << 8] * 768, ())):  # v * 256, as Pillow writes its own
+        image = Image.fromarray(np.arange(16, dtype=np.uint8).reshape(4, 4), "P")
+        image.putpalette(list(range(256)) * 3)
+        buffer = io.BytesIO()
+        image.save(buffer, format="TIFF")
+        data = bytearray(buffer.getvalue())
+        directory = struct.unpack_from("<I", data, 4)[0]
+        for entry in range(struct.unpack_from("<H", data, directory)[0]):
+            at = directory + 2 + 12 * entry
+            if struct.unpack_from("<H", data, at)[0] == 320:  # ColorMap: its 768 shorts where the entry points
+                struct.pack_into("<768H", data, struct.unpack_from("<I", data, at + 8)[0], *[v * 257 % 65536 if
+                                                                                             v < 256 else v
+                                                                                             for v in palette])
+        assert open_image(bytes(data)).info[DROPPED] == dropped
+    deep = png16.write(np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000, "L")
+    icon = struct.pack("<HHH", 0, 1, 1) + struct.pack("<BBBBHHII", 8, 8, 0, 0, 1, 16, len(deep), 22) + deep
+    with pytest.raises(ImageError, match="icon holds a 16-bit PNG"):
+        open_image(icon)
+    head = b"\0\0\0\x1cftypmif1\0\0\0\0mif1avifmiaf" + b"av1C\x81\x00\x4c\x00"
+    assert sniff_bits_per_channel(head) == 10 and sniff_bits_per_channel(head.replace(b"avif", b"heic")) == 8

@@ -260,6 +260,13 @@ def _not_read(image: Image.Image) -> tuple[str, ...]:
         photometric = (getattr(image, "tag_v2", None) or {}).get(262)
         return ("TIFF YCbCr samples (not read: converted to RGB)",) if photometric == 6 else \
             ("TIFF extra samples (not read)",)
+    if image.format == "TIFF" and (getattr(image, "tag_v2", None) or {}).get(262) == 3:
+        colours = (getattr(image, "tag_v2", None) or {}).get(320)
+        # Pillow keeps value // 256: exact where a writer stored v * 257 or (as Pillow) v * 256 of 8-bit colours
+        if isinstance(colours, tuple) and any(value % 257 and value % 256 for value in colours):
+            return ("TIFF colour map (not read: its 16-bit entries narrowed to 8)",)
+    if image.format in ("BMP", "DIB") and "A" not in image.mode and _bmp_alpha_mask(image):
+        return ("BMP alpha (not read: Pillow reads its alpha mask's bits as no alpha)",)
     args = _tile_args(image)
     if image.format == "PPM" and isinstance(args, tuple) and len(args) > 1 and isinstance(args[1], int) and \
             args[1] < 255:  # Pillow scales the samples to 0..255; the maximum value is nowhere in a .vz
@@ -558,6 +565,10 @@ def refuse_what_would_be_lost(image: Image.Image, data: bytes | None = None, ope
     entries = getattr(getattr(image, "ico", None), "entry", None) if image.format in ("ICO", "CUR") else None
     if isinstance(entries, list) and len(entries) > 1:  # two of one size (24-bit and 32-bit): Pillow reads one
         raise ImageError(f"icon holds {len(entries)} images; vaezip codes single-frame images")
+    if isinstance(entries, list) and entries and sniff_bits_per_channel(
+            _file_head(image, data)[getattr(entries[0], "offset", 0):][:32]) == 16:
+        raise ImageError("icon holds a 16-bit PNG, which Pillow reads in 8 bits: save it as a PNG file of its own "
+                         "(vaezip codes 16-bit PNGs whole)")
     bits = _bits_per_channel(image, data)
     if image.format in ("PNG", "PPM") and bits == 16 and not opened_here:  # opened by Pillow, not open_image
         raise ImageError(f"16-bit {image.format} (16 bits per channel) opened as Pillow opens it, which keeps 8 (or "
@@ -592,6 +603,21 @@ def refuse_what_would_be_lost(image: Image.Image, data: bytes | None = None, ope
         if held:
             raise ImageError(f"32-bit {image.format} whose fourth bytes hold an alpha, opened as Pillow opens it, "
                              f"which drops them: open it with vaezip.images.open_image, which keeps them")
+
+
+def _bmp_alpha_mask(image: Image.Image) -> bool:
+    """Whether a BMP or DIB of bit fields (BI_BITFIELDS, BI_ALPHABITFIELDS) names an alpha mask (ARGB1555, ARGB4444),
+    which Pillow reads as no alpha; False where its header cannot be read again."""
+    if image.info.get("compression") not in (3, 6):
+        return False
+    try:
+        head = _file_head(image, None)
+        start = 14 if head[:2] == b"BM" else 0
+        (size,) = struct.unpack_from("<I", head, start)
+        at = start + 52 if size >= 56 else start + 40 + 12 if image.info.get("compression") == 6 else None
+        return at is not None and struct.unpack_from("<I", head, at)[0] != 0
+    except struct.error:
+        return False
 
 
 def _loaded_bmp_alpha(image: Image.Image) -> bool:
@@ -731,13 +757,21 @@ def sniff_bits_per_channel(head: bytes) -> int:
             if depths and max(depths) > 8:
                 return max(depths)
         return 8
-    if head[4:8] == b"ftyp" and head[8:12] in (b"avif", b"avis"):
+    if head[4:8] == b"ftyp" and _avif_brand(head):
         box = head.find(b"av1C")  # AV1 codec configuration: high_bitdepth and twelve_bit flags in byte 2
         if box >= 0 and len(head) > box + 6:
             flags = head[box + 6]
             if flags & 0x40:
                 return 12 if flags & 0x20 else 10
     return 8
+
+
+def _avif_brand(head: bytes) -> bool:
+    """Whether a file's ftyp box names AVIF, as its major brand or among its compatible ones (a 10-bit AVIF of major
+    brand mif1 was narrowed to 8 bits without a word)."""
+    size = int.from_bytes(head[:4], "big")
+    brands = [head[at: at + 4] for at in range(8, min(size, len(head)) - 3, 4) if at != 12]  # major, then compatible
+    return any(brand in (b"avif", b"avis") for brand in brands)
 
 
 def _check_mode(image: Image.Image) -> None:
