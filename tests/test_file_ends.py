@@ -251,7 +251,7 @@ def test_a_second_netpbm_image_is_refused_and_appended_bytes_keep_the_input(tmp_
         kept = run_cli("compress", jpeg, "--fast", "--rm", "-f", "-v", *options)
         assert kept.returncode == 0 and jpeg.exists(), (options, kept.stderr)
         assert b"20 bytes after the image's end; the input is kept (--rm)\n" in kept.stderr, (options, kept.stderr)
-        assert b"not kept: 20 bytes after the image's end (no .vz holds them)" in kept.stdout + kept.stderr
+        assert b"not kept (no .vz holds it): 20 bytes after the image's end" in kept.stdout + kept.stderr
     # padding is nothing of the file's: deleted as before
     bmp = tmp_path / "padded.bmp"
     bmp.write_bytes(_saved(Image.fromarray(smooth_rgb(8, 8, 5)), "BMP", {}) + b"\n")
@@ -322,8 +322,8 @@ def test_what_pillow_does_not_read_keeps_the_input_whatever_the_options(tmp_path
         if struct.unpack_from("<H", tiff, directory + 2 + 12 * entry)[0] == 338:
             struct.pack_into("<H", tiff, directory + 2 + 12 * entry + 8, 0)
     files["x.tif"] = bytes(tiff)
-    expected = {"x.sgi": "other SGI content (not read: --rm deletes PNG, TIFF, JPEG, WebP, GIF, BMP, PNM, QOI, TGA "
-                         "and ICO files only)",
+    expected = {"x.sgi": "SGI file as it is (not read whole: --rm deletes PNG, TIFF, JPEG, WebP, GIF, BMP, PNM, QOI, "
+                         "TGA and ICO files only)",
                 "m.pgm": "PNM maximum value 100 (not read: samples scaled to 255)",
                 "x.tif": "TIFF extra samples (not read)"}
     for name, data in files.items():
@@ -333,6 +333,20 @@ def test_what_pillow_does_not_read_keeps_the_input_whatever_the_options(tmp_path
         assert done.returncode == 0 and (tmp_path / name).exists(), (name, done.stderr)
         assert f"cannot keep {name}'s {expected[name]}; the input is kept (--rm)".encode() in done.stderr, done.stderr
     assert open_image(_saved(Image.fromarray(pixels), "PPM", {})).info[DROPPED] == ()
+    # image data in a TIFF's tags (a DNG's full image in a SubIFD, Photoshop's layers): not metadata either
+    layers = io.BytesIO()
+    Image.fromarray(pixels).save(layers, format="TIFF", tiffinfo={37724: b"Adobe Photoshop Document Data Block\0"})
+    assert open_image(layers.getvalue()).info[DROPPED] == ("TIFF ImageSourceData (not read: Photoshop's layers)",)
+    # a GIF's extensions Pillow passes over are named (metadata); a PNM's header comments are kept
+    gif = bytearray(_saved(Image.fromarray(pixels).quantize(8), "GIF", {}))
+    xmp = b"\x21\xff\x0bXMP DataXMP\x03<x>\x00"
+    text = b"\x21\x01\x0c" + bytes(12) + b"\x02hi\x00"
+    gif[-1:] = b"\x21\xfe\x05later\x00;"  # a comment after the image
+    gif[13 + 3 * 8: 13 + 3 * 8] = xmp + text  # after the global colours, before the image
+    assert open_image(bytes(gif)).info[DROPPED] == ("GIF application extension XMP DataXMP (not kept)",
+                                                    "GIF plain text (not kept)",
+                                                    "GIF comment after the image (not kept)")
+    assert open_image(b"P5\n# Created by GIMP\n2 1\n255\n\x01\x02").info["comment"] == b"Created by GIMP"
     # two entries of one size in an icon: Pillow reads one of them
     icon = bytearray(_saved(Image.fromarray(pixels), "ICO", {"sizes": [(8, 8)]}))
     (entry_size, entry_offset) = struct.unpack_from("<II", icon, 6 + 8)
@@ -350,10 +364,11 @@ def test_an_alpha_mask_a_colour_map_an_icon_s_16_bit_png_and_an_avif_brand_pillo
     """Pillow reads an ARGB1555 BMP as RGB, a TIFF colour map's 16-bit entries as value // 256, an icon's 16-bit PNG
     in 8 bits, and vaezip took a 10-bit AVIF of major brand mif1 for an 8-bit one: named or refused."""
     pixels = struct.pack("<HH", 0x8000 | 0x7C00, 0x001F)
-    for alpha, dropped in ((0x8000, ("BMP alpha (not read: Pillow reads its alpha mask's bits as no alpha)",)),
-                           (0, ())):
+    for colours, alpha, dropped in ((0x1F, 0x8000, ("BMP alpha (not read: Pillow reads its alpha mask's bits as no "
+                                                    "alpha)",)),
+                                    (0x1F, 0, ()), (0x1F, 0x10000, ())):  # no bits within the pixel: no alpha
         info = struct.pack("<IiiHHIIiiII", 56, 2, 1, 1, 16, 3, len(pixels), 0, 0, 0, 0) + struct.pack(
-            "<IIII", 0x7C00, 0x3E0, 0x1F, alpha)
+            "<IIII", 0x7C00, 0x3E0, colours, alpha)
         offset = 14 + len(info)
         bmp = b"BM" + struct.pack("<IHHI", offset + len(pixels), 0, 0, offset) + info + pixels
         assert Image.open(io.BytesIO(bmp)).mode == "RGB" and open_image(bmp).info[DROPPED] == dropped

@@ -1117,7 +1117,7 @@ def _say_metadata(image) -> None:
     if unkept:  # what no .vz keeps (with --strip only what is not metadata is named: the user asked)
         _say(f"  metadata left out: {', '.join(unkept)}")
     if beyond:
-        _say(f"  not kept: {', '.join(beyond)} (no .vz holds them)")
+        _say(f"  not kept (no .vz holds it): {', '.join(beyond)}")
 
 
 def _bound_of(image) -> str:
@@ -1399,6 +1399,14 @@ def _larger_than_input(read: list, size: int, stdin_bytes: int = 0) -> str:
     if len(read) == 1:
         return f"{'stdin' if read[0][0] == '-' else read[0][0]} ({total} bytes){why}"
     return f"its {len(read)} inputs ({total} bytes together){why}"
+
+
+def _named(names, shown: int = 3) -> str:
+    """'a.png, b.png and c.png', or 'a.png, b.png, c.png and 4 more'."""
+    names = list(names)
+    if len(names) <= shown:
+        return " and ".join([", ".join(names[:-1]), names[-1]]) if len(names) > 1 else "".join(names)
+    return f"{', '.join(names[:shown])} and {len(names) - shown} more"
 
 
 def _inputs_kept(read: list) -> str:
@@ -1684,7 +1692,8 @@ def compress(
                         metadata_only = not any(not_metadata(entry) for _, lost in unkept for entry in lost)
                         what = (f"{unkept[0][0]}'s {', '.join(unkept[0][1])}" if len(unkept) == 1
                                 else f"metadata of {len(unkept)} images" if metadata_only
-                                else f"what the files of {len(unkept)} images hold besides their pixels")
+                                else f"what the files of {_named(name for name, _ in unkept)} hold besides the "
+                                     f"pixels read (-v names it)")
                         hint = "; --strip drops the metadata and lets --rm delete it" if metadata_only else ""
                         _tell("warning", f"{target} cannot keep {what}; {_inputs_kept(read)} (--rm{hint})")
                     grown = _larger_than_input(read, len(result.data), stdin_bytes[0])

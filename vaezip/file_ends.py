@@ -49,8 +49,8 @@ class Following:
 @dataclass(frozen=True)
 class Beyond:
     """What a file holds besides its image's pixels that Pillow does not read: what follows the image (None:
-    nothing, or padding), what a TGA's footer points to ("TYPE (why)" each, as vaezip/metadata.py names what a file
-    leaves out) and a BMP's embedded colour profile."""
+    nothing, or padding), what a TGA's footer points to and a GIF's extensions Pillow passes over ("TYPE (why)" each,
+    as vaezip/metadata.py names what a file leaves out), and a BMP's embedded colour profile."""
 
     following: Following | None = None
     areas: tuple[str, ...] = ()
@@ -89,6 +89,13 @@ def beyond_pixels(buffer, format: str | None, pixels_at: int | None = None) -> B
         areas = tuple(f"TGA {what} (a TGA's own fields)"
                       for what, offset in zip(("extension area", "developer fields"), footer.offsets) if offset)
         return Beyond(_following(buffer, format, footer.end), areas)
+    if format == "GIF":
+        unread: list[str] = []
+        try:
+            end = _gif_end(buffer, unread)
+        except (IndexError, ValueError, struct.error, OverflowError):
+            end = None
+        return Beyond(_following(buffer, format, end), tuple(dict.fromkeys(unread)))
     reader = _ENDS.get(format or "")
     if reader is None:
         return Beyond()
@@ -129,16 +136,23 @@ def _bmp_profile(buffer) -> bytes | None:
     return profile if length and len(profile) == length else None
 
 
-def pnm_header(buffer) -> tuple[list[int], int] | None:
+def pnm_comments(buffer) -> bytes:
+    """The comments of a PNM's header (GIMP writes "Created by GIMP ..."), a line each, which Pillow passes over."""
+    comments: list[bytes] = []
+    pnm_header(buffer, comments)
+    return b"\n".join(comment.strip() for comment in comments)
+
+
+def pnm_header(buffer, comments: list[bytes] | None = None) -> tuple[list[int], int] | None:
     """A PNM (P1 to P6) header as Pillow reads it: width, height and (but for P1 and P4) maximum value, and where the
-    samples start; None where it is not one, or not whole in `buffer`."""
+    samples start; None where it is not one, or not whole in `buffer`. `comments` gets each comment's text."""
     magic = bytes(buffer[:3])
     if len(magic) < 3 or magic[:2] not in (b"P1", b"P2", b"P3", b"P4", b"P5", b"P6") or \
             magic[2] not in _PNM_SPACE_BYTES:
         return None
     fields, position = [], 3  # Pillow reads the magic number and the whitespace after it
     for _ in range(2 if magic[:2] in (b"P1", b"P4") else 3):
-        token, position = _pnm_token(buffer, position)
+        token, position = _pnm_token(buffer, position, comments)
         try:
             fields.append(int(token))  # as Pillow reads it ("+48" and "2_55" too)
         except ValueError:
@@ -160,7 +174,7 @@ def _pnm_end(buffer) -> int | None:
     return _plain_end(buffer, position, width * height * channels, single_digits=kind == b"P1")
 
 
-def _pnm_token(buffer, position: int) -> tuple[bytes, int]:
+def _pnm_token(buffer, position: int, comments: list[bytes] | None = None) -> tuple[bytes, int]:
     """A PNM header's next token and where the bytes after it start, as Pillow reads them: whitespace before it
     skipped, a comment (# to the end of its line, CR or LF included) skipped wherever it is, even inside the token,
     and the one whitespace byte that ends it read."""
@@ -173,6 +187,8 @@ def _pnm_token(buffer, position: int) -> tuple[bytes, int]:
                 break
         elif byte == 0x23:  # '#'
             end = _LINE_END.search(buffer, position)
+            if comments is not None:
+                comments.append(bytes(buffer[position: len(buffer) if end is None else end.start()]))
             position = len(buffer) if end is None else end.end()
         else:
             token.append(byte)
@@ -307,21 +323,33 @@ def _rle_literal_bytes(four_bits: bool, pixels: int) -> int:
     return (pixels + 1) // 2 if four_bits else pixels
 
 
-def _gif_end(buffer) -> int | None:
+def _gif_end(buffer, unread: list[str] | None = None) -> int | None:
+    """After a GIF's trailer; `unread` gets what of it Pillow does not read ("WHAT (not kept)" each): a plain text
+    extension, an application extension but the animation's loop, a comment after the image."""
     if bytes(buffer[:6]) not in (b"GIF87a", b"GIF89a"):
         return None
+    unread = [] if unread is None else unread
     flags = buffer[10]
-    position = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
+    position, imaged = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0), False
     while True:
         block = buffer[position]
         if block == 0x3B:  # the trailer
             return position + 1
         if block == 0x21:  # an extension: its label, then sub-blocks
+            label, first = buffer[position + 1], bytes(buffer[position + 3: position + 3 + buffer[position + 2]])
+            if label == 0x01:
+                unread.append("GIF plain text (not kept)")
+            elif label == 0xFF and first[:11] not in (b"NETSCAPE2.0", b"ANIMEXTS1.0"):
+                name = first[:11].decode("latin-1") if first[:11].isascii() else "?"
+                unread.append(f"GIF application extension {name.strip()} (not kept)")
+            elif label == 0xFE and imaged:
+                unread.append("GIF comment after the image (not kept)")
             position = _gif_sub_blocks(buffer, position + 2)
         elif block == 0x2C:  # an image: its descriptor, local colours, LZW code size, sub-blocks
             flags = buffer[position + 9]
             position += 10 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
             position = _gif_sub_blocks(buffer, position + 1)
+            imaged = True
         else:  # a stray byte, which Pillow passes over
             position += 1
 

@@ -37,9 +37,10 @@ from codec.classic import ICON_HEADS, PNG_SIGNATURE, TEXT_MEMORY, pillow_setting
 from vaezip import png16
 from vaezip.config import MAX_IMAGE_PIXELS, short_repr
 from vaezip.errors import ImageError
-from vaezip.file_ends import ENDS_KNOWN, Beyond, beyond_pixels, pnm_header
+from vaezip.file_ends import ENDS_KNOWN, Beyond, beyond_pixels, pnm_comments, pnm_header
 from vaezip.files import read_limited
-from vaezip.metadata import DROPPED, METADATA, chunks_from_info, image_chunks, read_png_chunks, stated_info
+from vaezip.metadata import (DROPPED, METADATA, TIFF_IMAGE_DATA, chunks_from_info, image_chunks, read_png_chunks,
+                             stated_info)
 from vaezip.metadata import fields_left_out, walk_png_chunks, with_chunks
 
 SUPPORTED_MODES = ("L", "LA", "RGB", "RGBA", "P")
@@ -234,6 +235,10 @@ def _open_image(source) -> Image.Image | DeepImage:
                          "images: split it first (pamsplit)")
     if beyond.profile is not None and "icc_profile" not in image.info:
         image.info["icc_profile"] = beyond.profile
+    if image.format == "PPM" and data is not None and "comment" not in image.info:
+        comment = pnm_comments(data)  # kept as the PNG's comment
+        if comment:
+            image.info["comment"] = comment
     opened = _decode(image, data)
     # No .vz holds them: named, and `compress --rm` keeps the file (bytes after the image even with --strip)
     opened.info[DROPPED] = tuple(opened.info.get(DROPPED, ())) + beyond.areas + unread + (
@@ -254,12 +259,18 @@ def _not_read(image: Image.Image) -> tuple[str, ...]:
     """What of the file Pillow opened as `image` (not loaded yet) its pixels do not hold, "WHAT (not read...)" each
     (vaezip/metadata.py not_metadata: `compress --rm` keeps the file, --strip or not)."""
     if image.format not in READ_WHOLE:
-        return (f"other {image.format or 'file'} content (not read: --rm deletes {_READ_WHOLE_NAMES} files only)",)
+        return (f"{image.format or 'image'} file as it is (not read whole: --rm deletes {_READ_WHOLE_NAMES} files "
+                f"only)",)
     rawmode = (_tile_rawmode(image) or "").split(";")[0]
-    if image.format == "TIFF" and "X" in rawmode:
-        photometric = (getattr(image, "tag_v2", None) or {}).get(262)
-        return ("TIFF YCbCr samples (not read: converted to RGB)",) if photometric == 6 else \
-            ("TIFF extra samples (not read)",)
+    tags = (getattr(image, "tag_v2", None) or {}) if image.format == "TIFF" else {}
+    unread = [f"TIFF {name} (not read: {why})" for tag, (name, why) in TIFF_IMAGE_DATA.items() if tag in tags]
+    extra = tags.get(338, ())
+    if 0 in (extra if isinstance(extra, tuple) else (extra,)):  # unspecified: Pillow drops them (planar ones too)
+        unread.append("TIFF extra samples (not read)")
+    elif tags.get(262) == 6 and "X" in rawmode:  # libtiff's RGBA of YCbCr (not of JPEG's)
+        unread.append("TIFF YCbCr samples (not read: converted to RGB)")
+    if unread:
+        return tuple(unread)
     if image.format == "TIFF" and (getattr(image, "tag_v2", None) or {}).get(262) == 3:
         colours = (getattr(image, "tag_v2", None) or {}).get(320)
         # Pillow keeps value // 256: exact where a writer stored v * 257 or (as Pillow) v * 256 of 8-bit colours
@@ -536,7 +547,8 @@ def _readable(decoded_on_opening: bool = False):
         raise ImageError("not a readable image (unknown or damaged format)") from None
     except LookupError:  # a plugin's table has no entry for this variant (e.g. a 16-bit PSD)
         raise ImageError("not a readable image (a variant of its format that Pillow cannot read)") from None
-    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as error:
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error, RuntimeError, TypeError) as error:
+        # (RuntimeError: the AVIF plugin's damaged file; TypeError: a TIFF's directory without its size)
         raise ImageError(f"not a readable image ({str(error).strip() or type(error).__name__})") from None
 
 
@@ -565,10 +577,12 @@ def refuse_what_would_be_lost(image: Image.Image, data: bytes | None = None, ope
     entries = getattr(getattr(image, "ico", None), "entry", None) if image.format in ("ICO", "CUR") else None
     if isinstance(entries, list) and len(entries) > 1:  # two of one size (24-bit and 32-bit): Pillow reads one
         raise ImageError(f"icon holds {len(entries)} images; vaezip codes single-frame images")
-    if isinstance(entries, list) and entries and sniff_bits_per_channel(
-            _file_head(image, data)[getattr(entries[0], "offset", 0):][:32]) == 16:
-        raise ImageError("icon holds a 16-bit PNG, which Pillow reads in 8 bits: save it as a PNG file of its own "
-                         "(vaezip codes 16-bit PNGs whole)")
+    if isinstance(entries, list) and entries:
+        offset = getattr(entries[0], "offset", 0)
+        whole = data if data is not None and offset < len(data) else _file_head(image, None)
+        if sniff_bits_per_channel(bytes(whole[offset: offset + 32])) == 16:
+            raise ImageError("icon holds a 16-bit PNG, which vaezip does not read from an icon: save it as a PNG "
+                             "file of its own (vaezip codes 16-bit PNGs whole)")
     bits = _bits_per_channel(image, data)
     if image.format in ("PNG", "PPM") and bits == 16 and not opened_here:  # opened by Pillow, not open_image
         raise ImageError(f"16-bit {image.format} (16 bits per channel) opened as Pillow opens it, which keeps 8 (or "
@@ -613,9 +627,11 @@ def _bmp_alpha_mask(image: Image.Image) -> bool:
     try:
         head = _file_head(image, None)
         start = 14 if head[:2] == b"BM" else 0
-        (size,) = struct.unpack_from("<I", head, start)
-        at = start + 52 if size >= 56 else start + 40 + 12 if image.info.get("compression") == 6 else None
-        return at is not None and struct.unpack_from("<I", head, at)[0] != 0
+        size, bits = struct.unpack_from("<I", head, start)[0], struct.unpack_from("<H", head, start + 14)[0]
+        if size < 56 and image.info.get("compression") != 6:
+            return False
+        red, green, blue, alpha = struct.unpack_from("<IIII", head, start + 40)  # in the header, or right after it
+        return bool(alpha & ~(red | green | blue) & ((1 << bits) - 1))  # bits of their own, within the pixel
     except struct.error:
         return False
 
@@ -640,7 +656,7 @@ def _frame_count(image: Image.Image) -> int:
             frames = getattr(image, "n_frames", 1)  # GIF and WebP count by reading through the file
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(f"image has more than {MAX_IMAGE_PIXELS} pixels (vaezip's limit)") from None
-    except (OSError, SyntaxError, ValueError, EOFError, LookupError, struct.error) as error:
+    except (OSError, SyntaxError, ValueError, EOFError, LookupError, struct.error, RuntimeError, TypeError) as error:
         raise ImageError(f"not a readable image ({str(error).strip() or type(error).__name__})") from None
     return frames if isinstance(frames, int) else 1
 

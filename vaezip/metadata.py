@@ -107,6 +107,10 @@ _TIFF_STRUCTURE = {254, 255, 256, 257, 258, 259, 262, 263, 264, 265, 266, 273, 2
                    291, 292, 293, 297, 317, 320, 321, 322, 323, 324, 325, 338, 339, 340, 341, 347, 512, 513, 514, 515,
                    517, 518, 519, 520, 521, 529, 530, 531, 532, 700, 34675}
 _TIFF_RESOLUTION = {282, 283, 296}  # kept as a pHYs where Pillow gives the dots per inch
+# A TIFF's tags that hold images or their parts, which Pillow does not read: not metadata (--strip let --rm delete
+# them), named by vaezip/images.py's _not_read
+TIFF_IMAGE_DATA = {330: ("SubIFDs", "images such as a DNG's full one"),
+                   37724: ("ImageSourceData", "Photoshop's layers")}
 _NAMED_FIELDS = 6  # a report names this many of a file's left-out tags or segments, then counts the others
 # A JPEG's application segments that a chunk keeps (EXIF, XMP, the colour profile, the JFIF density as a pHYs) or
 # that describe its pixels (an MPO's picture index, Adobe's colour transform): (marker, identifier)
@@ -155,7 +159,7 @@ def _tiff_tags_left_out(image) -> list[str]:
     from PIL import TiffTags
 
     tags = getattr(image, "tag_v2", None) or {}
-    kept = _TIFF_STRUCTURE | (_TIFF_RESOLUTION if "dpi" in stated_info(image) else set())
+    kept = _TIFF_STRUCTURE | TIFF_IMAGE_DATA.keys() | (_TIFF_RESOLUTION if "dpi" in stated_info(image) else set())
     names = []
     for tag in sorted(tags.keys()):
         if tag not in kept:
@@ -171,7 +175,8 @@ def _jpeg_segments_left_out(image) -> list[str]:
     if image.format not in ("JPEG", "MPO"):
         return []
     segments = getattr(image, "applist", None) or ()
-    names = ["COM"] * max(0, sum(marker == "COM" for marker, _ in segments) - 1)
+    comments = [bytes(data) for marker, data in segments if marker == "COM"]
+    names = ["COM"] * sum(1 for comment in comments[:-1] if comment)  # an empty one holds nothing
     for marker, data in segments:
         identifier = bytes(data[:40]).split(b"\0", 1)[0]
         exif = marker == "APP1" and data.startswith(_EXIF_PREFIX)
@@ -279,7 +284,7 @@ def not_metadata(unkept: str) -> bool:
     return is_after_image(unkept) or _NOT_READ.search(unkept) is not None
 
 
-_NOT_READ = re.compile(r" \(not read(: [^()]*)?\)$")
+_NOT_READ = re.compile(r" \(not read( whole)?(: [^()]*)?\)$")
 
 
 def loses_information(unkept: str) -> bool:
