@@ -344,9 +344,13 @@ def test_what_pillow_does_not_read_keeps_the_input_whatever_the_options(tmp_path
     gif[-1:] = b"\x21\xfe\x05later\x00;"  # a comment after the image
     gif[13 + 3 * 8: 13 + 3 * 8] = xmp + text  # after the global colours, before the image
     assert open_image(bytes(gif)).info[DROPPED] == ("GIF application extension XMP DataXMP (not kept)",
-                                                    "GIF plain text (not kept)",
+                                                    "GIF plain text (not read: text drawn onto the image)",
                                                     "GIF comment after the image (not kept)")
-    assert open_image(b"P5\n# Created by GIMP\n2 1\n255\n\x01\x02").info["comment"] == b"Created by GIMP"
+    gif[-10:] = b"\x21\xfe\x00" + b"\x21\x02\x01x\x00;"  # an empty comment holds nothing; an unknown extension
+    assert open_image(bytes(gif)).info[DROPPED][-1:] == ("GIF extension 0x02 (not kept)",)
+    assert "GIF comment after the image (not kept)" not in open_image(bytes(gif)).info[DROPPED]
+    assert open_image(b"P5\n# Created by GIMP\n#\n2 1\n255\n\x01\x02").info["comment"] == b"Created by GIMP"
+    assert "comment" not in open_image(b"P5\n#\n#\n2 1\n255\n\x01\x02").info
     # two entries of one size in an icon: Pillow reads one of them
     icon = bytearray(_saved(Image.fromarray(pixels), "ICO", {"sizes": [(8, 8)]}))
     (entry_size, entry_offset) = struct.unpack_from("<II", icon, 6 + 8)
@@ -374,7 +378,8 @@ def test_an_alpha_mask_a_colour_map_an_icon_s_16_bit_png_and_an_avif_brand_pillo
         assert Image.open(io.BytesIO(bmp)).mode == "RGB" and open_image(bmp).info[DROPPED] == dropped
     for palette, dropped in ((list(range(256)) * 3, ()), ([258] * 768, ("TIFF colour map (not read: its 16-bit entries "
                                                                         "narrowed to 8)",)),
-                             ([1 << 8] * 768, ())):  # v * 256, as Pillow writes its own
+                             ([1 << 8] * 768, ()),  # v * 256, as Pillow writes its own
+                             ([256, 257] * 384, ("TIFF colour map (not read: its 16-bit entries narrowed to 8)",))):
         image = Image.fromarray(np.arange(16, dtype=np.uint8).reshape(4, 4), "P")
         image.putpalette(list(range(256)) * 3)
         buffer = io.BytesIO()

@@ -140,7 +140,7 @@ def pnm_comments(buffer) -> bytes:
     """The comments of a PNM's header (GIMP writes "Created by GIMP ..."), a line each, which Pillow passes over."""
     comments: list[bytes] = []
     pnm_header(buffer, comments)
-    return b"\n".join(comment.strip() for comment in comments)
+    return b"\n".join(text for text in (comment.strip() for comment in comments) if text)
 
 
 def pnm_header(buffer, comments: list[bytes] | None = None) -> tuple[list[int], int] | None:
@@ -324,8 +324,9 @@ def _rle_literal_bytes(four_bits: bool, pixels: int) -> int:
 
 
 def _gif_end(buffer, unread: list[str] | None = None) -> int | None:
-    """After a GIF's trailer; `unread` gets what of it Pillow does not read ("WHAT (not kept)" each): a plain text
-    extension, an application extension but the animation's loop, a comment after the image."""
+    """After a GIF's trailer; `unread` gets what of it Pillow does not read ("WHAT (why)" each): a plain text
+    extension (text drawn onto the image), an application extension but the animation's loop, a comment after the
+    image, an extension of another label."""
     if bytes(buffer[:6]) not in (b"GIF87a", b"GIF89a"):
         return None
     unread = [] if unread is None else unread
@@ -337,13 +338,15 @@ def _gif_end(buffer, unread: list[str] | None = None) -> int | None:
             return position + 1
         if block == 0x21:  # an extension: its label, then sub-blocks
             label, first = buffer[position + 1], bytes(buffer[position + 3: position + 3 + buffer[position + 2]])
-            if label == 0x01:
-                unread.append("GIF plain text (not kept)")
+            if label == 0x01:  # text drawn onto the image: not metadata
+                unread.append("GIF plain text (not read: text drawn onto the image)")
             elif label == 0xFF and first[:11] not in (b"NETSCAPE2.0", b"ANIMEXTS1.0"):
-                name = first[:11].decode("latin-1") if first[:11].isascii() else "?"
-                unread.append(f"GIF application extension {name.strip()} (not kept)")
-            elif label == 0xFE and imaged:
+                name = first[:11].decode("latin-1").strip() if first[:11].isascii() else "?"
+                unread.append(f"GIF application extension{' ' + name if name else ''} (not kept)")
+            elif label == 0xFE and imaged and first:  # (Pillow keeps a comment before the image)
                 unread.append("GIF comment after the image (not kept)")
+            elif label not in (0x01, 0xF9, 0xFE, 0xFF):
+                unread.append(f"GIF extension 0x{label:02x} (not kept)")
             position = _gif_sub_blocks(buffer, position + 2)
         elif block == 0x2C:  # an image: its descriptor, local colours, LZW code size, sub-blocks
             flags = buffer[position + 9]

@@ -269,20 +269,17 @@ def _not_read(image: Image.Image) -> tuple[str, ...]:
         unread.append("TIFF extra samples (not read)")
     elif tags.get(262) == 6 and "X" in rawmode:  # libtiff's RGBA of YCbCr (not of JPEG's)
         unread.append("TIFF YCbCr samples (not read: converted to RGB)")
-    if unread:
-        return tuple(unread)
-    if image.format == "TIFF" and (getattr(image, "tag_v2", None) or {}).get(262) == 3:
-        colours = (getattr(image, "tag_v2", None) or {}).get(320)
-        # Pillow keeps value // 256: exact where a writer stored v * 257 or (as Pillow) v * 256 of 8-bit colours
-        if isinstance(colours, tuple) and any(value % 257 and value % 256 for value in colours):
-            return ("TIFF colour map (not read: its 16-bit entries narrowed to 8)",)
+    colours = tags.get(320) if tags.get(262) == 3 else None
+    # Pillow keeps value // 256: exact where a writer stored every entry as v * 257, or (as Pillow) as v * 256
+    if isinstance(colours, tuple) and any(value % 257 for value in colours) and any(value % 256 for value in colours):
+        unread.append("TIFF colour map (not read: its 16-bit entries narrowed to 8)")
     if image.format in ("BMP", "DIB") and "A" not in image.mode and _bmp_alpha_mask(image):
-        return ("BMP alpha (not read: Pillow reads its alpha mask's bits as no alpha)",)
+        unread.append("BMP alpha (not read: Pillow reads its alpha mask's bits as no alpha)")
     args = _tile_args(image)
     if image.format == "PPM" and isinstance(args, tuple) and len(args) > 1 and isinstance(args[1], int) and \
             args[1] < 255:  # Pillow scales the samples to 0..255; the maximum value is nowhere in a .vz
-        return (f"PNM maximum value {args[1]} (not read: samples scaled to 255)",)
-    return ()
+        unread.append(f"PNM maximum value {args[1]} (not read: samples scaled to 255)")
+    return tuple(unread)
 
 
 def _beyond_pixels(source, image: Image.Image) -> tuple[bytes | None, Beyond]:
@@ -579,8 +576,7 @@ def refuse_what_would_be_lost(image: Image.Image, data: bytes | None = None, ope
         raise ImageError(f"icon holds {len(entries)} images; vaezip codes single-frame images")
     if isinstance(entries, list) and entries:
         offset = getattr(entries[0], "offset", 0)
-        whole = data if data is not None and offset < len(data) else _file_head(image, None)
-        if sniff_bits_per_channel(bytes(whole[offset: offset + 32])) == 16:
+        if sniff_bits_per_channel(_bytes_at(image, data, offset, 32)) == 16:
             raise ImageError("icon holds a 16-bit PNG, which vaezip does not read from an icon: save it as a PNG "
                              "file of its own (vaezip codes 16-bit PNGs whole)")
     bits = _bits_per_channel(image, data)
@@ -617,6 +613,22 @@ def refuse_what_would_be_lost(image: Image.Image, data: bytes | None = None, ope
         if held:
             raise ImageError(f"32-bit {image.format} whose fourth bytes hold an alpha, opened as Pillow opens it, "
                              f"which drops them: open it with vaezip.images.open_image, which keeps them")
+
+
+def _bytes_at(image: Image.Image, data: bytes | None, offset: int, count: int) -> bytes:
+    """`count` bytes at `offset` of the file Pillow opened as `image` (its whole bytes `data`, else read from its
+    still-open file, the position put back); b"" where they cannot be read."""
+    if data is not None:
+        return bytes(data[offset: offset + count])
+    fp = getattr(image, "fp", None)
+    try:
+        position = fp.tell()
+        fp.seek(offset)
+        found = fp.read(count)
+        fp.seek(position)
+    except (OSError, ValueError, AttributeError):
+        return b""
+    return found if isinstance(found, bytes) else b""
 
 
 def _bmp_alpha_mask(image: Image.Image) -> bool:

@@ -4,7 +4,8 @@ the PNG that decompress makes.
 
 A PNG's chunks are taken as they are, each with its place. Other formats' colour profile, EXIF and XMP (what
 Pillow reads of them) become the PNG chunks that hold the same: iCCP, eXIf and an iTXt named XML:com.adobe.xmp, and
-their comment (JPEG, GIF) an iTXt named Comment and their dots per inch a pHYs.
+their comment (JPEG, GIF, a PNM's header comments) a tEXt named Comment (an iTXt where it is UTF-8 beyond ASCII)
+and their dots per inch a pHYs.
 """
 
 from __future__ import annotations
@@ -189,7 +190,7 @@ def _jpeg_segments_left_out(image) -> list[str]:
 
 def chunks_from_info(info: dict, left_out: tuple[str, ...] = ()) -> tuple[tuple[Chunk, ...], tuple[str, ...]]:
     """The chunks that hold what Pillow read of a non-PNG file's metadata (its info, stated_info): the colour
-    profile, EXIF, XMP, a comment (JPEG, GIF) and the pixel size in dots per inch; and what could not be held
+    profile, EXIF, XMP, a comment (JPEG, GIF, PNM) and the pixel size in dots per inch; and what could not be held
     ("TYPE (why)"), after `left_out` (fields_left_out: what of the file no chunk holds)."""
     kept, dropped = [], list(left_out)
     profile = info.get("icc_profile")
