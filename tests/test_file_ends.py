@@ -74,6 +74,7 @@ def test_files_pillow_reads_with_stray_bytes_and_tga_areas():
     jpeg = _saved(Image.fromarray(smooth_rgb(8, 8, 1)), "JPEG", {})
     stray = jpeg[:20] + b"\0\0" + jpeg[20:]  # between two segments: libjpeg warns and passes over them
     assert following(stray + b"PKzip", "JPEG").count == 5 and following(jpeg + b"\xff" * 16, "JPEG") is None
+    assert following(jpeg + b"\xff\xd9", "JPEG") is None  # an end-of-image marker written twice
     gif = _saved(Image.fromarray(smooth_rgb(8, 8, 1)).quantize(8), "GIF", {})
     assert following(gif[:-1] + b"\0;" + b"PKzip", "GIF").count == 5  # a stray byte before the trailer
     # an RLE8 BMP without an end-of-bitmap code: Pillow stops when its pixels are filled, and so does the walk
@@ -342,7 +343,8 @@ def test_what_pillow_does_not_read_keeps_the_input_whatever_the_options(tmp_path
     xmp = b"\x21\xff\x0bXMP DataXMP\x03<x>\x00"
     text = b"\x21\x01\x0c" + bytes(12) + b"\x02hi\x00"
     gif[-1:] = b"\x21\xfe\x05later\x00;"  # a comment after the image
-    gif[13 + 3 * 8: 13 + 3 * 8] = xmp + text  # after the global colours, before the image
+    magick = b"\x21\xff\x0bImageMagick\x0dgamma=0.45455\x00"  # what ImageMagick writes in every GIF: nothing
+    gif[13 + 3 * 8: 13 + 3 * 8] = xmp + magick + text  # after the global colours, before the image
     assert open_image(bytes(gif)).info[DROPPED] == ("GIF application extension XMP DataXMP (not kept)",
                                                     "GIF plain text (not read: text drawn onto the image)",
                                                     "GIF comment after the image (not kept)")

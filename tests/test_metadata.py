@@ -219,6 +219,8 @@ def test_a_jpeg_s_segments_that_no_chunk_holds_are_named():
     # Pillow keeps a JPEG's last comment: one before it is named (it was lost without a word, a review)
     first = b"\xff\xfe" + (len(b"first") + 2).to_bytes(2, "big") + b"first"
     assert open_image(data[:2] + first + data[2:]).info[DROPPED] == ("JPEG segments COM (no chunk holds them)",)
+    same = b"\xff\xfe" + (len(b"hi") + 2).to_bytes(2, "big") + b"hi"  # the same as the last one: nothing more
+    assert open_image(data[:2] + same + data[2:]).info[DROPPED] == ()
     # a TGA's image ID field, which Pillow reads and no chunk keeps
     tga = io.BytesIO()
     Image.fromarray(smooth_rgb(4, 4, 5)).save(tga, format="TGA", id_section=b"Scan 12, J. Smith")

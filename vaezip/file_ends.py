@@ -31,6 +31,9 @@ _PNM_SPACE_BYTES = frozenset(_PNM_SPACE)
 _LINE_END = re.compile(rb"[\r\n]")
 _TGA_SIGNATURE = b"TRUEVISION-XFILE.\0"
 _SCAN_WINDOW = 1 << 16
+# A GIF's application extensions that hold nothing of the image: an animation's loop count, and the gamma ImageMagick
+# writes into every GIF it makes (its own default, 0.45455, or 0 for unknown), which no other reader uses
+_GIF_OWN_EXTENSIONS = (b"NETSCAPE2.0", b"ANIMEXTS1.0", b"ImageMagick")
 _PLAIN_WINDOW = 1 << 20
 
 
@@ -70,8 +73,10 @@ def is_after_image(entry: str) -> bool:
 
 def is_padding(after: bytes, count: int, format: str | None = None) -> bool:
     """Whether the `count` bytes after an image, whose first LOOK_AHEAD are `after`, are only padding (a JPEG's 0xFF
-    fill too): nothing of the file's."""
-    return count <= LOOK_AHEAD and not after.strip(PADDING + (b"\xff" if format in ("JPEG", "MPO") else b""))
+    fill and a second end-of-image marker too): nothing of the file's."""
+    if format in ("JPEG", "MPO"):  # 0xFF fill, and an end-of-image marker written twice
+        after = after.replace(b"\xff\xd9", b"").strip(b"\xff")
+    return count <= LOOK_AHEAD and not after.strip(PADDING)
 
 
 def beyond_pixels(buffer, format: str | None, pixels_at: int | None = None) -> Beyond:
@@ -340,7 +345,7 @@ def _gif_end(buffer, unread: list[str] | None = None) -> int | None:
             label, first = buffer[position + 1], bytes(buffer[position + 3: position + 3 + buffer[position + 2]])
             if label == 0x01:  # text drawn onto the image: not metadata
                 unread.append("GIF plain text (not read: text drawn onto the image)")
-            elif label == 0xFF and first[:11] not in (b"NETSCAPE2.0", b"ANIMEXTS1.0"):
+            elif label == 0xFF and first[:11] not in _GIF_OWN_EXTENSIONS:
                 name = first[:11].decode("latin-1").strip() if first[:11].isascii() else "?"
                 unread.append(f"GIF application extension{' ' + name if name else ''} (not kept)")
             elif label == 0xFE and imaged and first:  # (Pillow keeps a comment before the image)

@@ -177,7 +177,8 @@ def _jpeg_segments_left_out(image) -> list[str]:
         return []
     segments = getattr(image, "applist", None) or ()
     comments = [bytes(data) for marker, data in segments if marker == "COM"]
-    names = ["COM"] * sum(1 for comment in comments[:-1] if comment)  # an empty one holds nothing
+    # an empty one, or one the same as the last (which is kept), holds nothing more
+    names = ["COM"] * sum(1 for comment in comments[:-1] if comment and comment != comments[-1])
     for marker, data in segments:
         identifier = bytes(data[:40]).split(b"\0", 1)[0]
         exif = marker == "APP1" and data.startswith(_EXIF_PREFIX)
