@@ -328,13 +328,12 @@ def _rle_literal_bytes(four_bits: bool, pixels: int) -> int:
     return (pixels + 1) // 2 if four_bits else pixels
 
 
-def _gif_end(buffer, unread: list[str] | None = None) -> int | None:
+def _gif_end(buffer, unread: list[str]) -> int | None:
     """After a GIF's trailer; `unread` gets what of it Pillow does not read ("WHAT (why)" each): a plain text
     extension (text drawn onto the image), an application extension but the animation's loop, a comment after the
     image, an extension of another label."""
     if bytes(buffer[:6]) not in (b"GIF87a", b"GIF89a"):
         return None
-    unread = [] if unread is None else unread
     flags = buffer[10]
     position, imaged = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0), False
     while True:
@@ -496,7 +495,7 @@ def _tga_pixels_end(buffer) -> int | None:
     return end
 
 
-_ENDS = {"PPM": _pnm_end, "BMP": _bmp_end, "DIB": _bmp_end, "GIF": _gif_end, "WEBP": _webp_end, "JPEG": _jpeg_end,
+_ENDS = {"PPM": _pnm_end, "BMP": _bmp_end, "DIB": _bmp_end, "WEBP": _webp_end, "JPEG": _jpeg_end,
          "MPO": _jpeg_end, "ICO": _icon_end, "CUR": _icon_end, "QOI": _qoi_end}
-ENDS_KNOWN = frozenset({*_ENDS, "TGA"})  # the formats (as Pillow names them) whose end is read here
+ENDS_KNOWN = frozenset({*_ENDS, "GIF", "TGA"})  # the formats (as Pillow names them) whose end is read here
 _DESCRIBED = re.compile(r"\d+ bytes? after (IEND|the image's end)")

@@ -227,7 +227,7 @@ def _open_image(source) -> Image.Image | DeepImage:
             image.close()  # a file Pillow opened from a path
             raise Image.DecompressionBombError("too many pixels")
     data, beyond = _beyond_pixels(source, image)
-    unread = _not_read(image)
+    unread = _not_read(image, data)
     follows = beyond.following
     if follows is not None and follows.another_image:
         image.close()
@@ -255,9 +255,10 @@ READ_WHOLE = frozenset({"PNG", "BMP", "DIB", "GIF", "TIFF", "PPM", "WEBP", "JPEG
 _READ_WHOLE_NAMES = "PNG, TIFF, JPEG, WebP, GIF, BMP, PNM, QOI, TGA and ICO"
 
 
-def _not_read(image: Image.Image) -> tuple[str, ...]:
-    """What of the file Pillow opened as `image` (not loaded yet) its pixels do not hold, "WHAT (not read...)" each
-    (vaezip/metadata.py not_metadata: `compress --rm` keeps the file, --strip or not)."""
+def _not_read(image: Image.Image, data: bytes | None) -> tuple[str, ...]:
+    """What of the file Pillow opened as `image` (not loaded yet; its bytes `data` where they were read) its pixels do
+    not hold, "WHAT (not read...)" each (vaezip/metadata.py not_metadata: `compress --rm` keeps the file, --strip or
+    not)."""
     if image.format not in READ_WHOLE:
         return (f"{image.format or 'image'} file as it is (not read whole: --rm deletes {_READ_WHOLE_NAMES} files "
                 f"only)",)
@@ -273,7 +274,7 @@ def _not_read(image: Image.Image) -> tuple[str, ...]:
     # Pillow keeps value // 256: exact where a writer stored every entry as v * 257, or (as Pillow) as v * 256
     if isinstance(colours, tuple) and any(value % 257 for value in colours) and any(value % 256 for value in colours):
         unread.append("TIFF colour map (not read: its 16-bit entries narrowed to 8)")
-    if image.format in ("BMP", "DIB") and "A" not in image.mode and _bmp_alpha_mask(image):
+    if image.format in ("BMP", "DIB") and "A" not in image.mode and _bmp_alpha_mask(image, data):
         unread.append("BMP alpha (not read: Pillow reads its alpha mask's bits as no alpha)")
     args = _tile_args(image)
     if image.format == "PPM" and isinstance(args, tuple) and len(args) > 1 and isinstance(args[1], int) and \
@@ -631,13 +632,16 @@ def _bytes_at(image: Image.Image, data: bytes | None, offset: int, count: int) -
     return found if isinstance(found, bytes) else b""
 
 
-def _bmp_alpha_mask(image: Image.Image) -> bool:
+_BMP_MASKS_END = 14 + 40 + 16  # a BMP's file header, info header and its four bit-field masks
+
+
+def _bmp_alpha_mask(image: Image.Image, data: bytes | None) -> bool:
     """Whether a BMP or DIB of bit fields (BI_BITFIELDS, BI_ALPHABITFIELDS) names an alpha mask (ARGB1555, ARGB4444),
     which Pillow reads as no alpha; False where its header cannot be read again."""
     if image.info.get("compression") not in (3, 6):
         return False
     try:
-        head = _file_head(image, None)
+        head = _bytes_at(image, data, 0, _BMP_MASKS_END)
         start = 14 if head[:2] == b"BM" else 0
         size, bits = struct.unpack_from("<I", head, start)[0], struct.unpack_from("<H", head, start + 14)[0]
         if size < 56 and image.info.get("compression") != 6:
