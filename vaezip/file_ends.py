@@ -3,10 +3,10 @@
 Pillow reads an image and stops: bytes after it (a second PNM image of a netpbm stream, the video of a phone's
 motion photo after its JPEG, a second GIF or BMP, an appended archive) are read by no one, no .vz holds them, and
 `compress --rm` deleted them without a word. Each reader here walks its format's own structure to the image's end
-(never decoding a pixel): PNM, BMP and DIB, GIF, WebP, JPEG (and MPO), ICO and CUR, QOI and TGA. A format not known
-here, or a file not as its format says (Pillow's reading has the final word on it), gives no end, and nothing is
-claimed. A PNG's end is read with its chunks (vaezip/metadata.py read_png_chunks), and named as here
-(describe_following).
+(never decoding a pixel): PNM, BMP and DIB, GIF, WebP, JPEG (and MPO), TIFF (to the last byte any of its directories
+takes or points to), ICO and CUR, QOI and TGA. A format not known here, or a file not as its format says (Pillow's
+reading has the final word on it), gives no end, and nothing is claimed. A PNG's end is read with its chunks
+(vaezip/metadata.py read_png_chunks), and named as here (describe_following).
 
 Torch-free and Pillow-free: it reads the bytes of a file only.
 """
@@ -438,6 +438,76 @@ def _qoi_end(buffer) -> int | None:
     return None if found < 0 else found + 8
 
 
+# A TIFF entry's value bytes by field type (Pillow skips an entry of another), and the entries that point to further
+# directories (SubIFDs, the Exif, GPS and Interoperability directories) or to data by offset and byte count
+_TIFF_TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4, 16: 8, 17: 8,
+                    18: 8}
+_TIFF_DIRECTORIES = frozenset({330, 34665, 34853, 40965})
+_TIFF_DATA = {273: 279, 324: 325, 288: 289, 513: 514}  # strips, tiles, free space, an old-style JPEG's stream
+_TIFF_MOST_ENTRIES = 1 << 16  # a file's directories hold some hundreds; a crafted one is not walked for ever
+
+
+def _tiff_end(buffer) -> int | None:
+    """After the last byte any of a TIFF's (or BigTIFF's) directories, their values or the data they point to
+    (strips, tiles, ...) takes, every directory of its chain and those its entries point to walked; None where
+    something points past the file's end (cut short: Pillow says what) or the file is not a TIFF."""
+    order = {b"II": "<", b"MM": ">"}.get(bytes(buffer[:2]))
+    if order is None:
+        return None
+    (version,) = struct.unpack_from(order + "H", buffer, 2)
+    if version == 42:
+        offset_form, count_form, entry_size, inline, end = "I", "H", 12, 4, 8
+        (first,) = struct.unpack_from(order + "I", buffer, 4)
+    elif version == 43:
+        offset_form, count_form, entry_size, inline, end = "Q", "Q", 20, 8, 16
+        (first,) = struct.unpack_from(order + "Q", buffer, 8)
+    else:
+        return None
+    pending, seen, walked = [first], set(), 0
+    while pending:
+        directory = pending.pop()
+        if directory == 0 or directory in seen:
+            continue
+        seen.add(directory)
+        (count,) = struct.unpack_from(order + count_form, buffer, directory)
+        walked += count + 1
+        if walked > _TIFF_MOST_ENTRIES:
+            return None
+        entries = directory + struct.calcsize(count_form)
+        after = entries + count * entry_size + struct.calcsize(offset_form)  # the entries, then the next's offset
+        if after > len(buffer):
+            return None
+        end = max(end, after)
+        values: dict[int, np.ndarray] = {}
+        for at in range(entries, entries + count * entry_size, entry_size):
+            tag, kind, number = struct.unpack_from(order + "HH" + offset_form, buffer, at)
+            size = _TIFF_TYPE_SIZES.get(kind)
+            if size is None:
+                continue
+            start = at + 4 + struct.calcsize(offset_form)
+            if size * number > inline:
+                (start,) = struct.unpack_from(order + offset_form, buffer, start)
+                end = max(end, start + size * number)
+                if end > len(buffer):
+                    return None
+            if tag in _TIFF_DIRECTORIES or tag in _TIFF_DATA or tag in _TIFF_DATA.values():
+                if kind not in (3, 4, 13, 16, 18):
+                    return None  # an offset or size of no integer type: not as Pillow reads it
+                form = {3: "u2", 4: "u4", 13: "u4"}.get(kind, "u8")
+                values[tag] = np.frombuffer(buffer, np.dtype(order + form), number, start).astype(np.uint64)
+        for tag in _TIFF_DIRECTORIES & values.keys():
+            pending.extend(int(offset) for offset in values[tag])
+        for offsets_tag, counts_tag in _TIFF_DATA.items():
+            offsets, counts = values.get(offsets_tag), values.get(counts_tag)
+            if offsets is not None and counts is not None and offsets.size == counts.size and offsets.size:
+                if max(offsets.max(), counts.max()) > len(buffer):
+                    return None
+                end = max(end, int((offsets + counts).max()))
+        (following,) = struct.unpack_from(order + offset_form, buffer, after - struct.calcsize(offset_form))
+        pending.append(following)
+    return end if end <= len(buffer) else None
+
+
 @dataclass(frozen=True)
 class _Footer:
     end: int  # where the file ends: after the footer
@@ -496,6 +566,6 @@ def _tga_pixels_end(buffer) -> int | None:
 
 
 _ENDS = {"PPM": _pnm_end, "BMP": _bmp_end, "DIB": _bmp_end, "WEBP": _webp_end, "JPEG": _jpeg_end,
-         "MPO": _jpeg_end, "ICO": _icon_end, "CUR": _icon_end, "QOI": _qoi_end}
+         "MPO": _jpeg_end, "ICO": _icon_end, "CUR": _icon_end, "QOI": _qoi_end, "TIFF": _tiff_end}
 ENDS_KNOWN = frozenset({*_ENDS, "GIF", "TGA"})  # the formats (as Pillow names them) whose end is read here
 _DESCRIBED = re.compile(r"\d+ bytes? after (IEND|the image's end)")
