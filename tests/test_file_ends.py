@@ -15,10 +15,10 @@ from PIL import Image
 from conftest import run_cli, smooth_rgb
 from vaezip.errors import ImageError
 from vaezip import file_ends
-from vaezip.file_ends import ENDS_KNOWN, LOOK_AHEAD, beyond_pixels, following
+from vaezip.file_ends import ENDS_KNOWN, LOOK_AHEAD, beyond_pixels, following, is_after_image
 from vaezip import png16
 from vaezip.images import open_image, sniff_bits_per_channel
-from vaezip.metadata import DROPPED, METADATA
+from vaezip.metadata import DROPPED, METADATA, not_metadata
 
 PROFILE = bytes(range(16)) + b"RGB " + bytes(range(236)) * 3
 
@@ -377,6 +377,10 @@ def test_what_pillow_does_not_read_keeps_the_input_whatever_the_options(tmp_path
     """Formats Pillow reads in part or through a conversion (an EPS rendered, a DDS's first surface, a PSD's
     composite, an SGI...: only the formats vaezip reads whole are deleted by --rm), a TIFF's extra samples, a PNM of
     a maximum value below 255 (its samples scaled), an icon of two images of one size (Pillow reads one: refused)."""
+    for entry in (file_ends.describe_unread("TIFF extra samples"), file_ends.describe_unread("X", "why"),
+                  file_ends.describe_unread("EPS file as it is", "--rm deletes PNG files only", whole=True)):
+        assert not_metadata(entry) and not is_after_image(entry), entry
+    assert not not_metadata("TIFF tags Artist (a TIFF's own tags are not kept)")
     pixels = smooth_rgb(8, 8, 7)
     files = {"x.sgi": _saved(Image.fromarray(pixels), "SGI", {}), "m.pgm": b"P5 4 1 100\n\x10\x20\x30\x40"}
     rgba = _saved(Image.fromarray(np.dstack([pixels, pixels[..., :1]]), "RGBA"), "TIFF", {})

@@ -71,6 +71,18 @@ def is_after_image(entry: str) -> bool:
     return _DESCRIBED.fullmatch(entry) is not None
 
 
+def describe_unread(what: str, why: str | None = None, whole: bool = False) -> str:
+    """What of a file Pillow does not read into the pixels as an ImageReport's metadata_unkept entry (not metadata:
+    `compress --rm` keeps the input, --strip or not): "TIFF colour map (not read: its 16-bit entries narrowed to 8)";
+    `whole`: a file of a format not read whole, "EPS file as it is (not read whole: ...)"."""
+    return f"{what} (not read{' whole' if whole else ''}{': ' + why if why else ''})"
+
+
+def is_unread(entry: str) -> bool:
+    """Whether a metadata_unkept entry is describe_unread's."""
+    return _UNREAD.search(entry) is not None
+
+
 def is_padding(after: bytes, count: int, format: str | None = None) -> bool:
     """Whether the `count` bytes after an image, whose first LOOK_AHEAD are `after`, are only padding (a JPEG's 0xFF
     fill and a second end-of-image marker too): nothing of the file's."""
@@ -343,7 +355,7 @@ def _gif_end(buffer, unread: list[str]) -> int | None:
         if block == 0x21:  # an extension: its label, then sub-blocks
             label, first = buffer[position + 1], bytes(buffer[position + 3: position + 3 + buffer[position + 2]])
             if label == 0x01:  # text drawn onto the image: not metadata
-                unread.append("GIF plain text (not read: text drawn onto the image)")
+                unread.append(describe_unread("GIF plain text", "text drawn onto the image"))
             elif label == 0xFF and first[:11] not in _GIF_OWN_EXTENSIONS:
                 name = first[:11].decode("latin-1").strip() if first[:11].isascii() else "?"
                 unread.append(f"GIF application extension{' ' + name if name else ''} (not kept)")
@@ -569,3 +581,4 @@ _ENDS = {"PPM": _pnm_end, "BMP": _bmp_end, "DIB": _bmp_end, "WEBP": _webp_end, "
          "MPO": _jpeg_end, "ICO": _icon_end, "CUR": _icon_end, "QOI": _qoi_end, "TIFF": _tiff_end}
 ENDS_KNOWN = frozenset({*_ENDS, "GIF", "TGA"})  # the formats (as Pillow names them) whose end is read here
 _DESCRIBED = re.compile(r"\d+ bytes? after (IEND|the image's end)")
+_UNREAD = re.compile(r" \(not read( whole)?(: [^()]*)?\)$")

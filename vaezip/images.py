@@ -37,7 +37,7 @@ from codec.classic import ICON_HEADS, PNG_SIGNATURE, TEXT_MEMORY, pillow_setting
 from vaezip import png16
 from vaezip.config import MAX_IMAGE_PIXELS, short_repr
 from vaezip.errors import ImageError
-from vaezip.file_ends import ENDS_KNOWN, Beyond, beyond_pixels, pnm_comments, pnm_header
+from vaezip.file_ends import ENDS_KNOWN, Beyond, beyond_pixels, describe_unread, pnm_comments, pnm_header
 from vaezip.files import read_limited
 from vaezip.metadata import (DROPPED, METADATA, TIFF_IMAGE_DATA, chunks_from_info, image_chunks, read_png_chunks,
                              stated_info)
@@ -257,29 +257,29 @@ _READ_WHOLE_NAMES = "PNG, TIFF, JPEG, WebP, GIF, BMP, PNM, QOI, TGA and ICO"
 
 def _not_read(image: Image.Image, data: bytes | None) -> tuple[str, ...]:
     """What of the file Pillow opened as `image` (not loaded yet; its bytes `data` where they were read) its pixels do
-    not hold, "WHAT (not read...)" each (vaezip/metadata.py not_metadata: `compress --rm` keeps the file, --strip or
-    not)."""
+    not hold, file_ends.describe_unread's each (vaezip/metadata.py not_metadata: `compress --rm` keeps the file,
+    --strip or not)."""
     if image.format not in READ_WHOLE:
-        return (f"{image.format or 'image'} file as it is (not read whole: --rm deletes {_READ_WHOLE_NAMES} files "
-                f"only)",)
+        return (describe_unread(f"{image.format or 'image'} file as it is", f"--rm deletes {_READ_WHOLE_NAMES} files "
+                                f"only", whole=True),)
     rawmode = (_tile_rawmode(image) or "").split(";")[0]
     tags = (getattr(image, "tag_v2", None) or {}) if image.format == "TIFF" else {}
-    unread = [f"TIFF {name} (not read: {why})" for tag, (name, why) in TIFF_IMAGE_DATA.items() if tag in tags]
+    unread = [describe_unread(f"TIFF {name}", why) for tag, (name, why) in TIFF_IMAGE_DATA.items() if tag in tags]
     extra = tags.get(338, ())
     if 0 in (extra if isinstance(extra, tuple) else (extra,)):  # unspecified: Pillow drops them (planar ones too)
-        unread.append("TIFF extra samples (not read)")
+        unread.append(describe_unread("TIFF extra samples"))
     elif tags.get(262) == 6 and "X" in rawmode:  # libtiff's RGBA of YCbCr (not of JPEG's)
-        unread.append("TIFF YCbCr samples (not read: converted to RGB)")
+        unread.append(describe_unread("TIFF YCbCr samples", "converted to RGB"))
     colours = tags.get(320) if tags.get(262) == 3 else None
     # Pillow keeps value // 256: exact where a writer stored every entry as v * 257, or (as Pillow) as v * 256
     if isinstance(colours, tuple) and any(value % 257 for value in colours) and any(value % 256 for value in colours):
-        unread.append("TIFF colour map (not read: its 16-bit entries narrowed to 8)")
+        unread.append(describe_unread("TIFF colour map", "its 16-bit entries narrowed to 8"))
     if image.format in ("BMP", "DIB") and "A" not in image.mode and _bmp_alpha_mask(image, data):
-        unread.append("BMP alpha (not read: Pillow reads its alpha mask's bits as no alpha)")
+        unread.append(describe_unread("BMP alpha", "Pillow reads its alpha mask's bits as no alpha"))
     args = _tile_args(image)
     if image.format == "PPM" and isinstance(args, tuple) and len(args) > 1 and isinstance(args[1], int) and \
             args[1] < 255:  # Pillow scales the samples to 0..255; the maximum value is nowhere in a .vz
-        unread.append(f"PNM maximum value {args[1]} (not read: samples scaled to 255)")
+        unread.append(describe_unread(f"PNM maximum value {args[1]}", "samples scaled to 255"))
     return tuple(unread)
 
 

@@ -19,7 +19,7 @@ import zlib
 
 from codec.classic import PNG_SIGNATURE, png_chunk
 from codec.metadata import AFTER_DATA, AFTER_HEADER, BEFORE_DATA, LENGTHS, SINGLE, Chunk, keepable, places
-from vaezip.file_ends import LOOK_AHEAD, describe_following, is_after_image, is_padding
+from vaezip.file_ends import LOOK_AHEAD, describe_following, is_after_image, is_padding, is_unread
 
 METADATA = "vaezip.metadata"  # image.info key: the chunks its file held (a tuple of codec.metadata.Chunk)
 DROPPED = "vaezip.dropped"  # image.info key: what its file held that no file keeps, "TYPE (why)" each
@@ -281,12 +281,9 @@ _NOTHING_OF_ITS_OWN = re.compile(r"iDOT \(unsafe to copy\)|\S+ \((a second one|i
 def not_metadata(unkept: str) -> bool:
     """Whether `unkept` (an ImageReport.metadata_unkept entry) names what is not metadata, which --strip and an older
     --format drop on request: bytes after the image in its file (after a PNG's IEND, or vaezip/file_ends.py's: another
-    file's bytes, a video), or what Pillow does not read into the pixels ("... (not read...)": vaezip/images.py
+    file's bytes, a video), or what Pillow does not read into the pixels (file_ends.describe_unread's: vaezip/images.py
     _not_read). Nothing reads them back from a .vz: `compress --rm` keeps the input whatever else it is asked."""
-    return is_after_image(unkept) or _NOT_READ.search(unkept) is not None
-
-
-_NOT_READ = re.compile(r" \(not read( whole)?(: [^()]*)?\)$")
+    return is_after_image(unkept) or is_unread(unkept)
 
 
 def loses_information(unkept: str) -> bool:
