@@ -321,6 +321,27 @@ def test_a_tiff_s_end_is_after_every_directory_and_what_its_entries_point_to(tmp
     assert b"15 bytes after the image's end; the input is kept (--rm" in kept.stderr, kept.stderr
 
 
+def test_a_gif_without_its_trailer_ends_after_its_last_whole_block(tmp_path):
+    """Pillow reads a GIF without its trailer (it passes over stray bytes to the file's end): bytes appended to one
+    were claimed by no one (the walk ran off the file's end) and --rm deleted them."""
+    image = Image.fromarray(smooth_rgb(30, 20, 8)).quantize(64)
+    whole = _saved(image, "GIF", {"comment": b"a comment"})
+    assert whole.endswith(b";") and following(whole, "GIF") is None
+    cut = whole[:-1]
+    assert following(cut, "GIF") is None and following(cut + b"\0\0", "GIF") is None
+    assert following(cut + b"\0;", "GIF") is None  # a stray terminator before the trailer: padding
+    for tail in (b"PK\3\4 an archive", b"PK\3\4 an archive with ; inside", b"PK!\x01\x05abc",
+                 b"!\xfe\x40cut short"):
+        assert following(cut + tail, "GIF").count == len(tail), tail
+    assert following(cut + bytes(1 << 22) + b"x", "GIF").count == (1 << 22) + 1  # past the look-ahead's padding
+    path = tmp_path / "no-trailer.gif"
+    path.write_bytes(cut + b"PK\3\4 an archive")
+    assert np.array_equal(np.asarray(open_image(path)), np.asarray(Image.open(io.BytesIO(whole))))
+    kept = run_cli("compress", path, "--fast", "--rm")
+    assert kept.returncode == 0 and path.exists() and (tmp_path / "no-trailer.vz").exists(), kept.stderr
+    assert b"15 bytes after the image's end; the input is kept (--rm" in kept.stderr, kept.stderr
+
+
 def test_changed_pixels_claim_nothing_and_damaged_files_raise_nothing_but_image_errors():
     """A raw file's pixels changed leave its end where it was; flipped, cut and inserted bytes in every format's file
     never make following() raise or walk for ever, and open_image refuses with an ImageError where it refuses."""

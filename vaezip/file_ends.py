@@ -35,6 +35,7 @@ _SCAN_WINDOW = 1 << 16
 # writes into every GIF it makes (its own default, 0.45455, or 0 for unknown), which no other reader uses
 _GIF_OWN_EXTENSIONS = (b"NETSCAPE2.0", b"ANIMEXTS1.0", b"ImageMagick")
 _PLAIN_WINDOW = 1 << 20
+_GIF_BLOCK = re.compile(rb"[!,;]")  # what a GIF's blocks start with: an extension, an image, the trailer
 
 
 @dataclass(frozen=True)
@@ -343,34 +344,49 @@ def _rle_literal_bytes(four_bits: bool, pixels: int) -> int:
 def _gif_end(buffer, unread: list[str]) -> int | None:
     """After a GIF's trailer; `unread` gets what of it Pillow does not read ("WHAT (why)" each): a plain text
     extension (text drawn onto the image), an application extension but the animation's loop, a comment after the
-    image, an extension of another label."""
+    image, an extension of another label. A GIF without its trailer ends after its last whole block: what follows
+    (stray bytes Pillow passes over, a block cut short, a trailer after other bytes) is no part of it."""
     if bytes(buffer[:6]) not in (b"GIF87a", b"GIF89a"):
         return None
     flags = buffer[10]
     position, imaged = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0), False
-    while True:
-        block = buffer[position]
-        if block == 0x3B:  # the trailer
-            return position + 1
-        if block == 0x21:  # an extension: its label, then sub-blocks
-            label, first = buffer[position + 1], bytes(buffer[position + 3: position + 3 + buffer[position + 2]])
-            if label == 0x01:  # text drawn onto the image: not metadata
-                unread.append(describe_unread("GIF plain text", "text drawn onto the image"))
-            elif label == 0xFF and first[:11] not in _GIF_OWN_EXTENSIONS:
-                name = first[:11].decode("latin-1").strip() if first[:11].isascii() else "?"
-                unread.append(f"GIF application extension{' ' + name if name else ''} (not kept)")
-            elif label == 0xFE and imaged and first:  # (Pillow keeps a comment before the image)
-                unread.append("GIF comment after the image (not kept)")
-            elif label not in (0x01, 0xF9, 0xFE, 0xFF):
-                unread.append(f"GIF extension 0x{label:02x} (not kept)")
-            position = _gif_sub_blocks(buffer, position + 2)
-        elif block == 0x2C:  # an image: its descriptor, local colours, LZW code size, sub-blocks
-            flags = buffer[position + 9]
-            position += 10 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
-            position = _gif_sub_blocks(buffer, position + 1)
-            imaged = True
-        else:  # a stray byte, which Pillow passes over
-            position += 1
+    last = position  # after the last whole block
+    while position < len(buffer):
+        try:
+            position, imaged, whole = _gif_block(buffer, position, imaged, unread)
+        except IndexError:  # a block cut short
+            return last
+        if whole is None:  # the trailer, where no more than padding lies between it and the last block
+            return position if not bytes(buffer[last: position - 1]).strip(PADDING) else last
+        if whole:
+            last = position
+    return last
+
+
+def _gif_block(buffer, position: int, imaged: bool, unread: list[str]) -> tuple[int, bool, bool | None]:
+    """The GIF block at `position`: where the next starts, whether an image has been read, and whether it was a
+    whole block (None: the trailer; False: a stray byte, which Pillow passes over)."""
+    block = buffer[position]
+    if block == 0x3B:
+        return position + 1, imaged, None
+    if block == 0x21:  # an extension: its label, then sub-blocks
+        label, first = buffer[position + 1], bytes(buffer[position + 3: position + 3 + buffer[position + 2]])
+        if label == 0x01:  # text drawn onto the image: not metadata
+            unread.append(describe_unread("GIF plain text", "text drawn onto the image"))
+        elif label == 0xFF and first[:11] not in _GIF_OWN_EXTENSIONS:
+            name = first[:11].decode("latin-1").strip() if first[:11].isascii() else "?"
+            unread.append(f"GIF application extension{' ' + name if name else ''} (not kept)")
+        elif label == 0xFE and imaged and first:  # (Pillow keeps a comment before the image)
+            unread.append("GIF comment after the image (not kept)")
+        elif label not in (0x01, 0xF9, 0xFE, 0xFF):
+            unread.append(f"GIF extension 0x{label:02x} (not kept)")
+        return _gif_sub_blocks(buffer, position + 2), imaged, True
+    if block == 0x2C:  # an image: its descriptor, local colours, LZW code size, sub-blocks
+        flags = buffer[position + 9]
+        position += 10 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
+        return _gif_sub_blocks(buffer, position + 1), True, True
+    found = _GIF_BLOCK.search(buffer, position)  # past stray bytes at once (a crafted run of them is long)
+    return (found.start() if found else len(buffer)), imaged, False
 
 
 def _gif_sub_blocks(buffer, position: int) -> int:
@@ -379,6 +395,8 @@ def _gif_sub_blocks(buffer, position: int) -> int:
         position += 1 + size
         if size == 0:
             return position
+        if position >= len(buffer):  # cut short
+            raise IndexError(position)
 
 
 def _webp_end(buffer) -> int | None:
