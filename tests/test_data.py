@@ -365,8 +365,8 @@ def _declared_png(width: int, height: int) -> bytes:
 def test_a_folder_passes_over_huge_deep_and_linked_images_and_names_them(tmp_path):
     """What training and bench never take from a folder, each named: an image of more pixels than compress
     takes (either side of Pillow's own limit: a traceback, or a decode of gigabytes), a PPM or PGM of more than
-    8 bits (Pillow scales it to 8: other values), and a symbolic link (to an image already there: it could be
-    held out while its original is trained on)."""
+    8 bits (Pillow scales it to 8: other values), a netpbm stream of several images (Pillow reads the first), and a
+    symbolic link (to an image already there: it could be held out while its original is trained on)."""
     import os
 
     d = tmp_path / "set"
@@ -379,17 +379,21 @@ def test_a_folder_passes_over_huge_deep_and_linked_images_and_names_them(tmp_pat
     (d / "deep.ppm").write_bytes(b"P6 2 2 65535\n" + samples)
     (d / "ten.ppm").write_bytes(b"P6 2 2 1023\n" + (np.arange(12) * 80).astype(">u2").tobytes())
     (d / "plain.ppm").write_bytes(b"P3 2 2 65535\n" + b" ".join(b"%d" % (v * 5000) for v in range(12)))
+    (d / "stream.ppm").write_bytes(b"P6 2 1 255\n" + bytes(6) + b"P6 2 1 255\n" + bytes(range(6)))  # Pillow: the first
     os.symlink("a.png", d / "link.png")
     with pytest.warns(UserWarning) as caught:
         s = load(d)
-    assert s.names == ("a.png", "b.png", "c.png") and s.skipped == 6
+    assert s.names == ("a.png", "b.png", "c.png") and s.skipped == 7
     assert s.passed_over == ("deep.ppm (not 8-bit)", "huge.png (too many pixels)", "huger.png (too many pixels)",
-                             "link.png (a symbolic link)", "plain.ppm (not 8-bit)", "ten.ppm (not 8-bit)")
+                             "link.png (a symbolic link)", "plain.ppm (not 8-bit)", "stream.ppm (several images)",
+                             "ten.ppm (not 8-bit)")
     assert [str(w.message) for w in caught] == [
-        "set: skipped 6 image file(s) it cannot use: deep.ppm (not 8-bit), huge.png (too many pixels), huger.png "
+        "set: skipped 7 image file(s) it cannot use: deep.ppm (not 8-bit), huge.png (too many pixels), huger.png "
         "(too many pixels), ..."]
     with pytest.raises(DataError, match="more than 100,000,000 pixels"):
         load(d / "huger.png")
+    with pytest.raises(DataError, match="a netpbm stream of several images"):
+        load(d / "stream.ppm")
 
 
 def test_a_folder_here_named_like_a_data_set_is_the_user_s_own(tmp_path, monkeypatch):

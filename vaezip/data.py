@@ -7,8 +7,8 @@ Sources accepted by :func:`load`:
 
 * a data set NAME from :data:`DATASETS` (files under the data root, see :func:`data_root`);
 * a folder: searched recursively for .png .jpg .jpeg .webp .bmp .tif .tiff (case-insensitive),
-  sorted by relative path; files Pillow cannot read, images of more than 8 bits or 100 Mpixel, and symbolic
-  links are skipped (counted in ``ImageSet.skipped``, named in ``ImageSet.passed_over`` and in a warning);
+  sorted by relative path; files Pillow cannot read, images of more than 8 bits or 100 Mpixel, files of several
+  frames or images, and symbolic links are skipped (counted in ``ImageSet.skipped``, named in ``ImageSet.passed_over`` and in a warning);
 * a single image file;
 * an ``.npz`` file: the key is ``x_train`` if present, else ``x``; ``file.npz:key`` selects a key
   explicitly.  If the file also holds a ``split`` array with one entry per row, only the
@@ -248,6 +248,18 @@ def _pnm_maximum(im) -> int:
     return 255
 
 
+def _single_netpbm(path) -> None:
+    """Refuse a netpbm file of several images, of which Pillow reads the first without a word (compress refuses it
+    too)."""
+    from vaezip.file_ends import following
+
+    with open(path, "rb") as file:
+        after = following(file.read(), "PPM")
+    if after is not None and after.another_image:
+        raise _NotCodable(f"{path}: a netpbm stream of several images; training and bench read single images "
+                          "(split it first: pamsplit)", "several images")
+
+
 def _pil_to_array(im, path: str, changes: list[str] | None = None) -> np.ndarray:
     """Pillow image -> HWC uint8 with C in {1, 3} (alpha dropped: `changes` gets what was changed). Rejects
     >8-bit data and several frames."""
@@ -417,6 +429,8 @@ def _load_files(name: str, files: list[tuple[Path, str]], limit: int | None,
                     if im.width * im.height > MAX_IMAGE_PIXELS:
                         raise _NotCodable(f"{path}: {im.width}x{im.height} is more than {MAX_IMAGE_PIXELS:,} "
                                           f"pixels", "too many pixels")
+                    if im.format == "PPM":
+                        _single_netpbm(path)
                     changed: list[str] = []
                     a = _pil_to_array(im, str(path), changed)
                     changes += [(what, label) for what in changed]
