@@ -311,6 +311,13 @@ def test_a_tiff_s_end_is_after_every_directory_and_what_its_entries_point_to(tmp
         assert following(data, "TIFF") is None, tag
         assert following(data[:-1], "TIFF") is None, tag  # the second directory cut short: nothing claimed
         assert following(data + b"PK", "TIFF").count == 2, tag
+    # strips by the million are read a part at a time; a million SubIFDs are not walked
+    many = (1 << 20) + 5
+    counts = (4, [1] * (many - 1) + [len(pixels)])
+    last = len(_tiff({**grey, 273: (4, [8] * many), 279: counts}, b""))  # the last strip after the directory's values
+    strips = _tiff({**grey, 273: (4, [8] * (many - 1) + [last]), 279: counts}, b"", pixels)
+    assert following(strips, "TIFF") is None and following(strips + b"PK", "TIFF").count == 2
+    assert following(_tiff({**grey, 330: (4, list(range(8, 8 + many)))}, pixels) + b"PK", "TIFF") is None
     # a chain back to its own directory ends; an offset past the file's end claims nothing
     assert following(_tiff(grey, pixels, next_directory=-1) + b"PK", "TIFF").count == 2
     assert following(_tiff({**grey, 273: (4, [4096])}, pixels) + b"PK", "TIFF") is None

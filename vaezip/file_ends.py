@@ -475,6 +475,7 @@ _TIFF_TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8,
 _TIFF_DIRECTORIES = frozenset({330, 34665, 34853, 40965})
 _TIFF_DATA = {273: 279, 324: 325, 288: 289, 513: 514}  # strips, tiles, free space, an old-style JPEG's stream
 _TIFF_MOST_ENTRIES = 1 << 16  # a file's directories hold some hundreds; a crafted one is not walked for ever
+_TIFF_CHUNK = 1 << 20
 
 
 def _tiff_end(buffer) -> int | None:
@@ -524,15 +525,19 @@ def _tiff_end(buffer) -> int | None:
                 if kind not in (3, 4, 13, 16, 18):
                     return None  # an offset or size of no integer type: not as Pillow reads it
                 form = {3: "u2", 4: "u4", 13: "u4"}.get(kind, "u8")
-                values[tag] = np.frombuffer(buffer, np.dtype(order + form), number, start).astype(np.uint64)
+                values[tag] = np.frombuffer(buffer, np.dtype(order + form), number, start)
         for tag in _TIFF_DIRECTORIES & values.keys():
+            if values[tag].size > _TIFF_MOST_ENTRIES:
+                return None
             pending.extend(int(offset) for offset in values[tag])
         for offsets_tag, counts_tag in _TIFF_DATA.items():
             offsets, counts = values.get(offsets_tag), values.get(counts_tag)
             if offsets is not None and counts is not None and offsets.size == counts.size and offsets.size:
-                if max(offsets.max(), counts.max()) > len(buffer):
+                if max(int(offsets.max()), int(counts.max())) > len(buffer):
                     return None
-                end = max(end, int((offsets + counts).max()))
+                for first in range(0, offsets.size, _TIFF_CHUNK):  # (in int64, a part at a time)
+                    part = slice(first, first + _TIFF_CHUNK)
+                    end = max(end, int((offsets[part].astype(np.int64) + counts[part]).max()))
         (following,) = struct.unpack_from(order + offset_form, buffer, after - struct.calcsize(offset_form))
         pending.append(following)
     return end if end <= len(buffer) else None
