@@ -263,13 +263,13 @@ def test_a_second_netpbm_image_is_refused_and_appended_bytes_keep_the_input(tmp_
 
 def _tiff(entries: dict[int, tuple[int, list[int]]], data: bytes, tail: bytes = b"", next_directory: int = 0) -> bytes:
     """A little-endian TIFF: its header, `data` at offset 8, then one directory of `entries` (tag: (type, values),
-    each of type 3 or 4 or 13, inline where it fits), its values, then `tail`; `next_directory` -1 points the chain
-    back to the directory itself."""
+    each of type 3, 4, 7, 9 or 13, inline where it fits), its values, then `tail`; `next_directory` -1 points the
+    chain back to the directory itself."""
     directory = 8 + len(data)
     values_at = directory + 2 + 12 * len(entries) + 4
     table, values = b"", b""
     for tag, (kind, numbers) in sorted(entries.items()):
-        packed = struct.pack(f"<{len(numbers)}{'H' if kind == 3 else 'I'}", *numbers)
+        packed = struct.pack(f"<{len(numbers)}{ {3: 'H', 7: 'B', 9: 'i'}.get(kind, 'I')}", *numbers)
         if len(packed) <= 4:
             table += struct.pack("<HHI", tag, kind, len(numbers)) + packed.ljust(4, b"\0")
         else:
@@ -309,7 +309,8 @@ def test_a_tiff_s_end_is_after_every_directory_and_what_its_entries_point_to(tmp
         pointing = {**pointing, 273: (4, [head + 12]), tag: (kind, [head + 12 + len(pixels)])}
         data = _tiff(pointing, b"", pixels + second)
         assert following(data, "TIFF") is None, tag
-        assert following(data[:-1], "TIFF") is None, tag  # the second directory cut short: nothing claimed
+        # the second directory cut short is passed over (as Pillow passes over what it cannot read): named
+        assert following(data[:-1], "TIFF").count == len(second) - 1, tag
         assert following(data + b"PK", "TIFF").count == 2, tag
     # strips by the million are read a part at a time; a million SubIFDs are not walked
     many = (1 << 20) + 5
@@ -318,9 +319,21 @@ def test_a_tiff_s_end_is_after_every_directory_and_what_its_entries_point_to(tmp
     strips = _tiff({**grey, 273: (4, [8] * (many - 1) + [last]), 279: counts}, b"", pixels)
     assert following(strips, "TIFF") is None and following(strips + b"PK", "TIFF").count == 2
     assert following(_tiff({**grey, 330: (4, list(range(8, 8 + many)))}, pixels) + b"PK", "TIFF") is None
-    # a chain back to its own directory ends; an offset past the file's end claims nothing
+    # a chain back to its own directory ends; strip offsets of a signed type are read (as Pillow reads them)
     assert following(_tiff(grey, pixels, next_directory=-1) + b"PK", "TIFF").count == 2
-    assert following(_tiff({**grey, 273: (4, [4096])}, pixels) + b"PK", "TIFF") is None
+    signed = {**moved, 273: (9, [head]), 279: (9, [len(pixels)])}
+    assert following(_tiff(signed, b"", pixels), "TIFF") is None
+    assert following(_tiff(signed, b"", pixels) + b"PK", "TIFF").count == 2
+    # what points past the file's end is passed over, as Pillow passes over it (a review: appended bytes were then
+    # claimed by no one): strips, a private tag's value, an Exif directory's next link
+    assert following(_tiff({**grey, 273: (4, [4096])}, pixels) + b"PK", "TIFF").count == 2
+    private = bytearray(_tiff({**grey, 65000: (7, [0] * 100)}, pixels))
+    struct.pack_into("<I", private, 8 + len(pixels) + 2 + 12 * len(grey) + 8, 0xFFFFFF00)  # its value's offset
+    assert following(bytes(private) + b"PK", "TIFF").count == 2 + 100  # (the value no one points to now)
+    exif = {**moved, 273: (4, [head + 12]), 34665: (4, [head + 12 + len(pixels)])}
+    assert len(_tiff(exif, b"")) == head + 12
+    linked = _tiff(exif, b"", pixels + _tiff(grey, b"", next_directory=0xDEADBEEF)[8:])
+    assert following(linked, "TIFF") is None and following(linked + b"PK", "TIFF").count == 2
     path = tmp_path / "appended.tif"
     path.write_bytes(plain + b"PK\3\4 an archive")
     kept = run_cli("compress", path, "--fast", "--rm")
@@ -338,8 +351,9 @@ def test_a_gif_without_its_trailer_ends_after_its_last_whole_block(tmp_path):
     assert following(cut, "GIF") is None and following(cut + b"\0\0", "GIF") is None
     assert following(cut + b"\0;", "GIF") is None  # a stray terminator before the trailer: padding
     for tail in (b"PK\3\4 an archive", b"PK\3\4 an archive with ; inside", b"PK!\x01\x05abc",
-                 b"!\xfe\x40cut short"):
+                 b"!\xfe\x40cut short", b"!\n\x05a tar" + bytes(600), b"!\n\x05a tar" + bytes(600) + b";" + bytes(9)):
         assert following(cut + tail, "GIF").count == len(tail), tail
+    assert following(cut[:-1], "GIF") is None  # the image's terminator missing too: Pillow reads it whole
     assert following(cut + bytes(1 << 22) + b"x", "GIF").count == (1 << 22) + 1  # past the look-ahead's padding
     path = tmp_path / "no-trailer.gif"
     path.write_bytes(cut + b"PK\3\4 an archive")
@@ -405,7 +419,7 @@ def test_what_pillow_does_not_read_keeps_the_input_whatever_the_options(tmp_path
     """Formats Pillow reads in part or through a conversion (an EPS rendered, a DDS's first surface, a PSD's
     composite, an SGI...: only the formats vaezip reads whole are deleted by --rm), a TIFF's extra samples, a PNM of
     a maximum value below 255 (its samples scaled), an icon of two images of one size (Pillow reads one: refused)."""
-    for entry in (file_ends.describe_unread("TIFF extra samples"), file_ends.describe_unread("X", "why"),
+    for entry in (file_ends.describe_unread("TIFF extra samples"), file_ends.describe_unread("X", "why (and more)"),
                   file_ends.describe_unread("EPS file as it is", "--rm deletes PNG files only", whole=True)):
         assert not_metadata(entry) and not is_after_image(entry), entry
     assert not not_metadata("TIFF tags Artist (a TIFF's own tags are not kept)")
@@ -443,9 +457,12 @@ def test_what_pillow_does_not_read_keeps_the_input_whatever_the_options(tmp_path
     assert open_image(bytes(gif)).info[DROPPED] == ("GIF application extension XMP DataXMP (not kept)",
                                                     "GIF plain text (not read: text drawn onto the image)",
                                                     "GIF comment after the image (not kept)")
-    gif[-10:] = b"\x21\xfe\x00" + b"\x21\x02\x01x\x00;"  # an empty comment holds nothing; an unknown extension
-    assert open_image(bytes(gif)).info[DROPPED][-1:] == ("GIF extension 0x02 (not kept)",)
+    gif[-10:] = b"\x21\xfe\x00;"  # an empty comment holds nothing
     assert "GIF comment after the image (not kept)" not in open_image(bytes(gif)).info[DROPPED]
+    gif[13 + 3 * 8: 13 + 3 * 8] = b"\x21\x02\x01x\x00"  # an extension of a label no writer uses, before the image
+    assert "GIF extension 0x02 (not kept)" in open_image(bytes(gif)).info[DROPPED]
+    gif[-1:] = b"\x21\x02\x01x\x00;"  # after it: bytes appended (an archive's, read as blocks), whatever follows
+    assert open_image(bytes(gif)).info[DROPPED][-1:] == ("6 bytes after the image's end",)
     assert open_image(b"P5\n# Created by GIMP\n#\n2 1\n255\n\x01\x02").info["comment"] == b"Created by GIMP"
     assert "comment" not in open_image(b"P5\n#\n#\n2 1\n255\n\x01\x02").info
     # two entries of one size in an icon: Pillow reads one of them

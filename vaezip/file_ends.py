@@ -344,31 +344,40 @@ def _rle_literal_bytes(four_bits: bool, pixels: int) -> int:
 def _gif_end(buffer, unread: list[str]) -> int | None:
     """After a GIF's trailer; `unread` gets what of it Pillow does not read ("WHAT (why)" each): a plain text
     extension (text drawn onto the image), an application extension but the animation's loop, a comment after the
-    image, an extension of another label. A GIF without its trailer ends after its last whole block: what follows
-    (stray bytes Pillow passes over, a block cut short, a trailer after other bytes) is no part of it."""
+    image, an extension of another label. A GIF without its trailer ends after its last whole block. Past the image,
+    bytes other than padding where a block should start, or an extension of a label no GIF writer uses, end it
+    where they begin: appended bytes (an archive) read as blocks are no part of it, a trailer after them neither."""
     if bytes(buffer[:6]) not in (b"GIF87a", b"GIF89a"):
         return None
     flags = buffer[10]
     position, imaged = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0), False
     last = position  # after the last whole block
+    doubted: int | None = None  # `last` where, past the image, something not a GIF's began
     while position < len(buffer):
+        start = position
         try:
-            position, imaged, whole = _gif_block(buffer, position, imaged, unread)
+            position, kind = _gif_block(buffer, position, imaged, unread)
         except IndexError:  # a block cut short
-            return last
-        if whole is None:  # the trailer, where no more than padding lies between it and the last block
-            return position if not bytes(buffer[last: position - 1]).strip(PADDING) else last
-        if whole:
-            last = position
-    return last
+            break
+        if kind == "trailer":
+            return position if doubted is None else doubted
+        if kind == "stray":  # bytes Pillow passes over
+            if imaged and doubted is None and bytes(buffer[start: position]).strip(PADDING):
+                doubted = last
+            continue
+        if kind == "unknown" and imaged and doubted is None:
+            doubted = last
+        imaged = imaged or kind == "image"
+        last = position
+    return last if doubted is None else doubted
 
 
-def _gif_block(buffer, position: int, imaged: bool, unread: list[str]) -> tuple[int, bool, bool | None]:
-    """The GIF block at `position`: where the next starts, whether an image has been read, and whether it was a
-    whole block (None: the trailer; False: a stray byte, which Pillow passes over)."""
+def _gif_block(buffer, position: int, imaged: bool, unread: list[str]) -> tuple[int, str]:
+    """The GIF block at `position` (`imaged`: after the image): where the next starts, and what it was: "trailer",
+    "image", "extension", "unknown" (an extension of another label) or "stray" (bytes up to the next block)."""
     block = buffer[position]
     if block == 0x3B:
-        return position + 1, imaged, None
+        return position + 1, "trailer"
     if block == 0x21:  # an extension: its label, then sub-blocks
         label, first = buffer[position + 1], bytes(buffer[position + 3: position + 3 + buffer[position + 2]])
         if label == 0x01:  # text drawn onto the image: not metadata
@@ -380,22 +389,25 @@ def _gif_block(buffer, position: int, imaged: bool, unread: list[str]) -> tuple[
             unread.append("GIF comment after the image (not kept)")
         elif label not in (0x01, 0xF9, 0xFE, 0xFF):
             unread.append(f"GIF extension 0x{label:02x} (not kept)")
-        return _gif_sub_blocks(buffer, position + 2), imaged, True
+            return _gif_sub_blocks(buffer, position + 2), "unknown"
+        return _gif_sub_blocks(buffer, position + 2), "extension"
     if block == 0x2C:  # an image: its descriptor, local colours, LZW code size, sub-blocks
         flags = buffer[position + 9]
         position += 10 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
-        return _gif_sub_blocks(buffer, position + 1), True, True
+        return _gif_sub_blocks(buffer, position + 1), "image"
     found = _GIF_BLOCK.search(buffer, position)  # past stray bytes at once (a crafted run of them is long)
-    return (found.start() if found else len(buffer)), imaged, False
+    return (found.start() if found else len(buffer)), "stray"
 
 
 def _gif_sub_blocks(buffer, position: int) -> int:
+    """After the sub-blocks at `position` and their terminator (or the file's end right after one, where Pillow
+    reads them as whole)."""
     while True:
         size = buffer[position]
         position += 1 + size
-        if size == 0:
+        if size == 0 or position == len(buffer):
             return position
-        if position >= len(buffer):  # cut short
+        if position > len(buffer):  # cut short
             raise IndexError(position)
 
 
@@ -468,79 +480,108 @@ def _qoi_end(buffer) -> int | None:
     return None if found < 0 else found + 8
 
 
-# A TIFF entry's value bytes by field type (Pillow skips an entry of another), and the entries that point to further
-# directories (SubIFDs, the Exif, GPS and Interoperability directories) or to data by offset and byte count
+# A TIFF entry's value bytes by field type (Pillow skips an entry of another), the integer types an offset or a byte
+# count may have, and the entries that point to further directories (SubIFDs, the Exif, GPS and Interoperability
+# directories) or to data by offset and byte count
 _TIFF_TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4, 16: 8, 17: 8,
                     18: 8}
+_TIFF_INTEGERS = {3: "u2", 4: "u4", 8: "i2", 9: "i4", 13: "u4", 16: "u8", 17: "i8", 18: "u8"}
 _TIFF_DIRECTORIES = frozenset({330, 34665, 34853, 40965})
 _TIFF_DATA = {273: 279, 324: 325, 288: 289, 513: 514}  # strips, tiles, free space, an old-style JPEG's stream
 _TIFF_MOST_ENTRIES = 1 << 16  # a file's directories hold some hundreds; a crafted one is not walked for ever
+_TIFF_MOST_DATA = 1 << 24  # strips and tiles: 100 Mpixel in tiles of 16 x 16 are 400,000
 _TIFF_CHUNK = 1 << 20
 
 
 def _tiff_end(buffer) -> int | None:
     """After the last byte any of a TIFF's (or BigTIFF's) directories, their values or the data they point to
-    (strips, tiles, ...) takes, every directory of its chain and those its entries point to walked; None where
-    something points past the file's end (cut short: Pillow says what) or the file is not a TIFF."""
+    (strips, tiles, ...) takes, every directory of its chain and those its entries point to walked. What points past
+    the file's end is passed over, as Pillow passes over such a tag (where it needs it, its reading says what): the
+    end found is then earlier, never later. None where the file is not a TIFF, or is one crafted to be walked for
+    ever."""
     order = {b"II": "<", b"MM": ">"}.get(bytes(buffer[:2]))
     if order is None:
         return None
     (version,) = struct.unpack_from(order + "H", buffer, 2)
     if version == 42:
-        offset_form, count_form, entry_size, inline, end = "I", "H", 12, 4, 8
-        (first,) = struct.unpack_from(order + "I", buffer, 4)
+        offset_form, count_form, entry_size, inline, end = order + "I", order + "H", 12, 4, 8
     elif version == 43:
-        offset_form, count_form, entry_size, inline, end = "Q", "Q", 20, 8, 16
-        (first,) = struct.unpack_from(order + "Q", buffer, 8)
+        offset_form, count_form, entry_size, inline, end = order + "Q", order + "Q", 20, 8, 16
     else:
         return None
-    pending, seen, walked = [first], set(), 0
+    (first,) = struct.unpack_from(offset_form, buffer, end - struct.calcsize(offset_form))
+    length, offset_size, count_size = len(buffer), struct.calcsize(offset_form), struct.calcsize(count_form)
+    pending, queued, walked, added, data_entries = [first], {first}, 0, set(), 0  # added: the arrays read
+
+    def queue(offsets) -> None:
+        fresh = [offset for offset in map(int, offsets) if offset not in queued]
+        queued.update(fresh)
+        pending.extend(fresh)
+
     while pending:
         directory = pending.pop()
-        if directory == 0 or directory in seen:
+        if directory == 0 or directory + count_size > length:
             continue
-        seen.add(directory)
-        (count,) = struct.unpack_from(order + count_form, buffer, directory)
+        (count,) = struct.unpack_from(count_form, buffer, directory)
         walked += count + 1
-        if walked > _TIFF_MOST_ENTRIES:
+        if walked > _TIFF_MOST_ENTRIES or len(queued) > _TIFF_MOST_ENTRIES:
             return None
-        entries = directory + struct.calcsize(count_form)
-        after = entries + count * entry_size + struct.calcsize(offset_form)  # the entries, then the next's offset
-        if after > len(buffer):
-            return None
+        entries = directory + count_size
+        after = entries + count * entry_size + offset_size  # the entries, then the next directory's offset
+        if after > length:
+            continue
         end = max(end, after)
-        values: dict[int, np.ndarray] = {}
-        for at in range(entries, entries + count * entry_size, entry_size):
-            tag, kind, number = struct.unpack_from(order + "HH" + offset_form, buffer, at)
+        values: dict[int, tuple[int, int, int]] = {}  # tag: (where its values start, how many, their type)
+        for at in range(entries, after - offset_size, entry_size):
+            tag, kind, number = struct.unpack_from(order + "HH" + offset_form[1], buffer, at)
             size = _TIFF_TYPE_SIZES.get(kind)
             if size is None:
                 continue
-            start = at + 4 + struct.calcsize(offset_form)
+            start = at + 4 + offset_size
             if size * number > inline:
-                (start,) = struct.unpack_from(order + offset_form, buffer, start)
+                (start,) = struct.unpack_from(offset_form, buffer, start)
+                if start + size * number > length:
+                    continue
                 end = max(end, start + size * number)
-                if end > len(buffer):
-                    return None
-            if tag in _TIFF_DIRECTORIES or tag in _TIFF_DATA or tag in _TIFF_DATA.values():
-                if kind not in (3, 4, 13, 16, 18):
-                    return None  # an offset or size of no integer type: not as Pillow reads it
-                form = {3: "u2", 4: "u4", 13: "u4"}.get(kind, "u8")
-                values[tag] = np.frombuffer(buffer, np.dtype(order + form), number, start)
+            if kind in _TIFF_INTEGERS and (tag in _TIFF_DIRECTORIES or tag in _TIFF_DATA or tag in _TIFF_DATA.values()):
+                values[tag] = (start, number, kind)
         for tag in _TIFF_DIRECTORIES & values.keys():
-            if values[tag].size > _TIFF_MOST_ENTRIES:
+            if values[tag] in added:  # (directories may share one)
+                continue
+            added.add(values[tag])
+            walked += values[tag][1]
+            if walked > _TIFF_MOST_ENTRIES:
                 return None
-            pending.extend(int(offset) for offset in values[tag])
+            queue(_tiff_array(buffer, order, values[tag]))
         for offsets_tag, counts_tag in _TIFF_DATA.items():
-            offsets, counts = values.get(offsets_tag), values.get(counts_tag)
-            if offsets is not None and counts is not None and offsets.size == counts.size and offsets.size:
-                if max(int(offsets.max()), int(counts.max())) > len(buffer):
-                    return None
-                for first in range(0, offsets.size, _TIFF_CHUNK):  # (in int64, a part at a time)
-                    part = slice(first, first + _TIFF_CHUNK)
-                    end = max(end, int((offsets[part].astype(np.int64) + counts[part]).max()))
-        (following,) = struct.unpack_from(order + offset_form, buffer, after - struct.calcsize(offset_form))
-        pending.append(following)
-    return end if end <= len(buffer) else None
+            pair = values.get(offsets_tag), values.get(counts_tag)
+            if None in pair or pair[0][1] != pair[1][1] or pair in added:
+                continue
+            added.add(pair)
+            data_entries += pair[0][1]
+            if data_entries > _TIFF_MOST_DATA:
+                return None
+            end = max(end, _tiff_data_end(_tiff_array(buffer, order, pair[0]), _tiff_array(buffer, order, pair[1]),
+                                          length))
+        queue(struct.unpack_from(offset_form, buffer, after - offset_size))
+    return end
+
+
+def _tiff_array(buffer, order: str, value: tuple[int, int, int]) -> np.ndarray:
+    start, number, kind = value
+    return np.frombuffer(buffer, np.dtype(order + _TIFF_INTEGERS[kind]), number, start)
+
+
+def _tiff_data_end(offsets: np.ndarray, counts: np.ndarray, length: int) -> int:
+    """After the last byte of data at `offsets` of `counts` bytes each; 0 where some lie outside the file."""
+    if not offsets.size or min(int(offsets.min()), int(counts.min())) < 0 or \
+            max(int(offsets.max()), int(counts.max())) > length:
+        return 0
+    end = 0
+    for first in range(0, offsets.size, _TIFF_CHUNK):  # (in int64, a part at a time)
+        part = slice(first, first + _TIFF_CHUNK)
+        end = max(end, int((offsets[part].astype(np.int64) + counts[part]).max()))
+    return end
 
 
 @dataclass(frozen=True)
@@ -604,4 +645,4 @@ _ENDS = {"PPM": _pnm_end, "BMP": _bmp_end, "DIB": _bmp_end, "WEBP": _webp_end, "
          "MPO": _jpeg_end, "ICO": _icon_end, "CUR": _icon_end, "QOI": _qoi_end, "TIFF": _tiff_end}
 ENDS_KNOWN = frozenset({*_ENDS, "GIF", "TGA"})  # the formats (as Pillow names them) whose end is read here
 _DESCRIBED = re.compile(r"\d+ bytes? after (IEND|the image's end)")
-_UNREAD = re.compile(r" \(not read( whole)?(: [^()]*)?\)$")
+_UNREAD = re.compile(r" \(not read( whole)?(: .*)?\)$", re.DOTALL)
