@@ -312,13 +312,30 @@ def test_a_tiff_s_end_is_after_every_directory_and_what_its_entries_point_to(tmp
         # the second directory cut short is passed over (as Pillow passes over what it cannot read): named
         assert following(data[:-1], "TIFF").count == len(second) - 1, tag
         assert following(data + b"PK", "TIFF").count == 2, tag
-    # strips by the million are read a part at a time; a million SubIFDs are not walked
+    # strips by the million are read a part at a time; a million SubIFDs are not walked, but what the walk found so
+    # far holds (what follows it keeps the input: a review)
     many = (1 << 20) + 5
     counts = (4, [1] * (many - 1) + [len(pixels)])
     last = len(_tiff({**grey, 273: (4, [8] * many), 279: counts}, b""))  # the last strip after the directory's values
     strips = _tiff({**grey, 273: (4, [8] * (many - 1) + [last]), 279: counts}, b"", pixels)
     assert following(strips, "TIFF") is None and following(strips + b"PK", "TIFF").count == 2
-    assert following(_tiff({**grey, 330: (4, list(range(8, 8 + many)))}, pixels) + b"PK", "TIFF") is None
+    assert following(_tiff({**grey, 330: (4, list(range(8, 8 + many)))}, pixels) + b"PK", "TIFF").count == 2
+    big = {tag: (3, [0]) for tag in range(1000, 41000)}  # two such directories: more entries than a walk reads
+    at = len(_tiff({**grey, **big, 330: (4, [0])}, pixels))
+    second = _tiff(big, b"")[8:]
+    budget = _tiff({**grey, **big, 330: (4, [at])}, pixels, second)
+    assert following(budget + b"PK", "TIFF").count == len(second) + 2
+    # a signed directory offset below 0 points nowhere (it read the file's end: a review)
+    negative = _tiff({**grey, 34665: (9, [-18])}, pixels)
+    assert following(negative, "TIFF") is None
+    tail = struct.pack("<HHHII", 1, 270, 2, 8, len(negative) + 10) + bytes(4)  # a directory whose text ends the file
+    assert following(negative + tail, "TIFF").count == 18
+    # GDAL's cloud-optimised files repeat each tile's last 4 bytes after it, as their header says
+    ghost = b"GDAL_STRUCTURAL_METADATA_SIZE=000040 bytes\nBLOCK_TRAILER=LAST_4_BYTES_REPEATED\n"
+    at = len(_tiff(grey, ghost))  # the pixels after the directory, as GDAL lays them out
+    cog = _tiff({**grey, 273: (4, [at])}, ghost, pixels + pixels[-4:])
+    assert following(cog, "TIFF") is None and following(cog + b"PK", "TIFF").count == 2
+    assert following(_tiff({**grey, 273: (4, [at])}, bytes(len(ghost)), pixels + pixels[-4:]), "TIFF").count == 4
     # a chain back to its own directory ends; strip offsets of a signed type are read (as Pillow reads them)
     assert following(_tiff(grey, pixels, next_directory=-1) + b"PK", "TIFF").count == 2
     signed = {**moved, 273: (9, [head]), 279: (9, [len(pixels)])}
@@ -354,6 +371,15 @@ def test_a_gif_without_its_trailer_ends_after_its_last_whole_block(tmp_path):
                  b"!\xfe\x40cut short", b"!\n\x05a tar" + bytes(600), b"!\n\x05a tar" + bytes(600) + b";" + bytes(9)):
         assert following(cut + tail, "GIF").count == len(tail), tail
     assert following(cut[:-1], "GIF") is None  # the image's terminator missing too: Pillow reads it whole
+    # (the image's only: an extension's last sub-block ending the file is appended bytes, a review)
+    assert following(cut + b"!\xf9\x0bsecret data", "GIF").count == 14
+    # blocks by the million are not walked (nor named) one by one to the end: what follows keeps the input
+    crafted = beyond_pixels(cut + b"!\xfe\x00" * 100_000 + b";", "GIF")  # empty comments
+    assert crafted.following is not None and 0 < crafted.following.count < 300_000 and not crafted.areas
+    crafted = beyond_pixels(cut + b"!\x02\x00" * 100_000 + b";", "GIF")  # named once
+    assert crafted.following.count == 300_001 and crafted.areas == ("GIF extension 0x02 (not kept)",)
+    many = beyond_pixels(cut + b"".join(b"!\xff\x0bAPP%08d\x00" % k for k in range(40)) + b";", "GIF")
+    assert many.following is None and len(many.areas) == 16
     assert following(cut + bytes(1 << 22) + b"x", "GIF").count == (1 << 22) + 1  # past the look-ahead's padding
     path = tmp_path / "no-trailer.gif"
     path.write_bytes(cut + b"PK\3\4 an archive")

@@ -35,6 +35,8 @@ _SCAN_WINDOW = 1 << 16
 # writes into every GIF it makes (its own default, 0.45455, or 0 for unknown), which no other reader uses
 _GIF_OWN_EXTENSIONS = (b"NETSCAPE2.0", b"ANIMEXTS1.0", b"ImageMagick")
 _PLAIN_WINDOW = 1 << 20
+_GIF_MOST_BLOCKS = 1 << 16  # a single image's GIF has a few (Pillow refuses none: vaezip refuses animations)
+_GIF_MOST_NAMED = 16
 _GIF_BLOCK = re.compile(rb"[!,;]")  # what a GIF's blocks start with: an extension, an image, the trailer
 
 
@@ -353,13 +355,17 @@ def _gif_end(buffer, unread: list[str]) -> int | None:
     position, imaged = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0), False
     last = position  # after the last whole block
     doubted: int | None = None  # `last` where, past the image, something not a GIF's began
-    while position < len(buffer):
+    named: dict[str, None] = {}  # what Pillow does not read, each once
+    for _ in range(_GIF_MOST_BLOCKS):
+        if position >= len(buffer):
+            break
         start = position
         try:
-            position, kind = _gif_block(buffer, position, imaged, unread)
+            position, kind = _gif_block(buffer, position, imaged, named)
         except IndexError:  # a block cut short
             break
         if kind == "trailer":
+            unread.extend(list(named)[:_GIF_MOST_NAMED])
             return position if doubted is None else doubted
         if kind == "stray":  # bytes Pillow passes over
             if imaged and doubted is None and bytes(buffer[start: position]).strip(PADDING):
@@ -369,43 +375,47 @@ def _gif_end(buffer, unread: list[str]) -> int | None:
             doubted = last
         imaged = imaged or kind == "image"
         last = position
+    else:  # a crafted file of blocks by the million: walked so far (what follows keeps the input)
+        doubted = last if doubted is None else doubted
+    unread.extend(list(named)[:_GIF_MOST_NAMED])
     return last if doubted is None else doubted
 
 
-def _gif_block(buffer, position: int, imaged: bool, unread: list[str]) -> tuple[int, str]:
+def _gif_block(buffer, position: int, imaged: bool, unread: dict[str, None]) -> tuple[int, str]:
     """The GIF block at `position` (`imaged`: after the image): where the next starts, and what it was: "trailer",
-    "image", "extension", "unknown" (an extension of another label) or "stray" (bytes up to the next block)."""
+    "image", "extension", "unknown" (an extension of another label) or "stray" (bytes up to the next block);
+    `unread` gets what of it Pillow does not read."""
     block = buffer[position]
     if block == 0x3B:
         return position + 1, "trailer"
     if block == 0x21:  # an extension: its label, then sub-blocks
         label, first = buffer[position + 1], bytes(buffer[position + 3: position + 3 + buffer[position + 2]])
         if label == 0x01:  # text drawn onto the image: not metadata
-            unread.append(describe_unread("GIF plain text", "text drawn onto the image"))
+            unread[describe_unread("GIF plain text", "text drawn onto the image")] = None
         elif label == 0xFF and first[:11] not in _GIF_OWN_EXTENSIONS:
             name = first[:11].decode("latin-1").strip() if first[:11].isascii() else "?"
-            unread.append(f"GIF application extension{' ' + name if name else ''} (not kept)")
+            unread[f"GIF application extension{' ' + name if name else ''} (not kept)"] = None
         elif label == 0xFE and imaged and first:  # (Pillow keeps a comment before the image)
-            unread.append("GIF comment after the image (not kept)")
+            unread["GIF comment after the image (not kept)"] = None
         elif label not in (0x01, 0xF9, 0xFE, 0xFF):
-            unread.append(f"GIF extension 0x{label:02x} (not kept)")
+            unread[f"GIF extension 0x{label:02x} (not kept)"] = None
             return _gif_sub_blocks(buffer, position + 2), "unknown"
         return _gif_sub_blocks(buffer, position + 2), "extension"
     if block == 0x2C:  # an image: its descriptor, local colours, LZW code size, sub-blocks
         flags = buffer[position + 9]
         position += 10 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
-        return _gif_sub_blocks(buffer, position + 1), "image"
+        return _gif_sub_blocks(buffer, position + 1, ends_file=not imaged), "image"
     found = _GIF_BLOCK.search(buffer, position)  # past stray bytes at once (a crafted run of them is long)
     return (found.start() if found else len(buffer)), "stray"
 
 
-def _gif_sub_blocks(buffer, position: int) -> int:
-    """After the sub-blocks at `position` and their terminator (or the file's end right after one, where Pillow
-    reads them as whole)."""
+def _gif_sub_blocks(buffer, position: int, ends_file: bool = False) -> int:
+    """After the sub-blocks at `position` and their terminator; `ends_file` (the image's): or the file's end right
+    after one, where Pillow reads them as whole."""
     while True:
         size = buffer[position]
         position += 1 + size
-        if size == 0 or position == len(buffer):
+        if size == 0 or (ends_file and position == len(buffer)):
             return position
         if position > len(buffer):  # cut short
             raise IndexError(position)
@@ -491,14 +501,15 @@ _TIFF_DATA = {273: 279, 324: 325, 288: 289, 513: 514}  # strips, tiles, free spa
 _TIFF_MOST_ENTRIES = 1 << 16  # a file's directories hold some hundreds; a crafted one is not walked for ever
 _TIFF_MOST_DATA = 1 << 24  # strips and tiles: 100 Mpixel in tiles of 16 x 16 are 400,000
 _TIFF_CHUNK = 1 << 20
+_GDAL_TRAILER = b"BLOCK_TRAILER=LAST_4_BYTES_REPEATED"
 
 
 def _tiff_end(buffer) -> int | None:
     """After the last byte any of a TIFF's (or BigTIFF's) directories, their values or the data they point to
-    (strips, tiles, ...) takes, every directory of its chain and those its entries point to walked. What points past
-    the file's end is passed over, as Pillow passes over such a tag (where it needs it, its reading says what): the
-    end found is then earlier, never later. None where the file is not a TIFF, or is one crafted to be walked for
-    ever."""
+    (strips, tiles, ...) takes, every directory of its chain and those its entries point to walked. What points
+    outside the file is passed over, as Pillow passes over such a tag (where it needs it, its reading says what), and
+    a file crafted to be walked for ever is walked so far: the end found is then earlier, never later (what follows
+    it keeps the input). None where the file is not a TIFF."""
     order = {b"II": "<", b"MM": ">"}.get(bytes(buffer[:2]))
     if order is None:
         return None
@@ -510,6 +521,8 @@ def _tiff_end(buffer) -> int | None:
     else:
         return None
     (first,) = struct.unpack_from(offset_form, buffer, end - struct.calcsize(offset_form))
+    # GDAL's cloud-optimised files repeat each strip's or tile's last 4 bytes after it, as their header says
+    trailer = 4 if _GDAL_TRAILER in bytes(buffer[end: end + 1024]) else 0
     length, offset_size, count_size = len(buffer), struct.calcsize(offset_form), struct.calcsize(count_form)
     pending, queued, walked, added, data_entries = [first], {first}, 0, set(), 0  # added: the arrays read
 
@@ -520,16 +533,16 @@ def _tiff_end(buffer) -> int | None:
 
     while pending:
         directory = pending.pop()
-        if directory == 0 or directory + count_size > length:
+        if directory <= 0 or directory + count_size > length:  # (a signed type's offset may be negative)
             continue
         (count,) = struct.unpack_from(count_form, buffer, directory)
-        walked += count + 1
-        if walked > _TIFF_MOST_ENTRIES or len(queued) > _TIFF_MOST_ENTRIES:
-            return None
         entries = directory + count_size
         after = entries + count * entry_size + offset_size  # the entries, then the next directory's offset
         if after > length:
             continue
+        walked += count + 1
+        if walked > _TIFF_MOST_ENTRIES or len(queued) > _TIFF_MOST_ENTRIES:
+            return end
         end = max(end, after)
         values: dict[int, tuple[int, int, int]] = {}  # tag: (where its values start, how many, their type)
         for at in range(entries, after - offset_size, entry_size):
@@ -551,7 +564,7 @@ def _tiff_end(buffer) -> int | None:
             added.add(values[tag])
             walked += values[tag][1]
             if walked > _TIFF_MOST_ENTRIES:
-                return None
+                return end
             queue(_tiff_array(buffer, order, values[tag]))
         for offsets_tag, counts_tag in _TIFF_DATA.items():
             pair = values.get(offsets_tag), values.get(counts_tag)
@@ -560,9 +573,10 @@ def _tiff_end(buffer) -> int | None:
             added.add(pair)
             data_entries += pair[0][1]
             if data_entries > _TIFF_MOST_DATA:
-                return None
-            end = max(end, _tiff_data_end(_tiff_array(buffer, order, pair[0]), _tiff_array(buffer, order, pair[1]),
-                                          length))
+                return end
+            data_end = _tiff_data_end(_tiff_array(buffer, order, pair[0]), _tiff_array(buffer, order, pair[1]),
+                                      length)
+            end = max(end, min(data_end + trailer, length) if data_end and offsets_tag in (273, 324) else data_end)
         queue(struct.unpack_from(offset_form, buffer, after - offset_size))
     return end
 
