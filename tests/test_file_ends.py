@@ -228,6 +228,15 @@ def test_bmp_rle_and_its_embedded_colour_profile(tmp_path):
     assert [chunk.kind for chunk in image.info[METADATA]] == [b"iCCP"]
     path.write_bytes(bmp + b"appended")
     assert open_image(path).info[DROPPED] == ("8 bytes after the image's end",)
+    # a linked profile: the name of a profile's file, which no .vz keeps (named: --rm keeps the input but --strip)
+    v5[56:60] = b"KNIL"
+    name = b"C:\\profiles\\sRGB.icc\0"
+    v5[112:120] = struct.pack("<II", 124 + len(rows), len(name))
+    path.write_bytes(b"BM" + struct.pack("<IHHI", offset + len(rows) + len(name), 0, 0, offset) + bytes(v5) + rows
+                     + name)
+    linked = open_image(path)
+    assert np.array_equal(np.asarray(linked), pixels) and not linked.info[METADATA]
+    assert linked.info[DROPPED] == ("BMP linked colour profile (the name of a profile's file, not kept)",)
 
 
 def test_a_second_netpbm_image_is_refused_and_appended_bytes_keep_the_input(tmp_path):

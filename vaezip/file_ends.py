@@ -123,7 +123,10 @@ def beyond_pixels(buffer, format: str | None, pixels_at: int | None = None) -> B
         end = reader(buffer, pixels_at) if format in ("BMP", "DIB") else reader(buffer)
     except (IndexError, ValueError, struct.error, OverflowError):
         end = None
-    return Beyond(_following(buffer, format, end), profile=_bmp_profile(buffer) if format in ("BMP", "DIB") else None)
+    if format not in ("BMP", "DIB"):
+        return Beyond(_following(buffer, format, end))
+    linked = ("BMP linked colour profile (the name of a profile's file, not kept)",) if _bmp_linked(buffer) else ()
+    return Beyond(_following(buffer, format, end), linked, _bmp_profile(buffer))
 
 
 def following(buffer, format: str | None, pixels_at: int | None = None) -> Following | None:
@@ -154,6 +157,16 @@ def _bmp_profile(buffer) -> bytes | None:
     except (IndexError, ValueError, struct.error):
         return None
     return profile if length and len(profile) == length else None
+
+
+def _bmp_linked(buffer) -> bool:
+    """Whether a version-5 BMP or DIB names its colour profile's file (PROFILE_LINKED), which no .vz keeps."""
+    start = 14 if bytes(buffer[:2]) == b"BM" else 0
+    try:
+        (size,) = struct.unpack_from("<I", buffer, start)
+    except struct.error:
+        return False
+    return size >= 124 and bytes(buffer[start + 56: start + 60]) == b"KNIL"  # CSType 'LINK', little-endian
 
 
 def pnm_comments(buffer) -> bytes:
