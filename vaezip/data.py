@@ -8,7 +8,8 @@ Sources accepted by :func:`load`:
 * a data set NAME from :data:`DATASETS` (files under the data root, see :func:`data_root`);
 * a folder: searched recursively for .png .jpg .jpeg .webp .bmp .tif .tiff (case-insensitive),
   sorted by relative path; files Pillow cannot read, images of more than 8 bits or 100 Mpixel, files of several
-  frames or images, and symbolic links are skipped (counted in ``ImageSet.skipped``, named in ``ImageSet.passed_over`` and in a warning);
+  frames or images, and symbolic links are skipped (counted in ``ImageSet.skipped``, named in
+  ``ImageSet.passed_over`` and in a warning);
 * a single image file;
 * an ``.npz`` file: the key is ``x_train`` if present, else ``x``; ``file.npz:key`` selects a key
   explicitly.  If the file also holds a ``split`` array with one entry per row, only the

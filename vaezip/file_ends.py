@@ -511,6 +511,7 @@ _TIFF_TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8,
 _TIFF_INTEGERS = {3: "u2", 4: "u4", 8: "i2", 9: "i4", 13: "u4", 16: "u8", 17: "i8", 18: "u8"}
 _TIFF_DIRECTORIES = frozenset({330, 34665, 34853, 40965})
 _TIFF_DATA = {273: 279, 324: 325, 288: 289, 513: 514}  # strips, tiles, free space, an old-style JPEG's stream
+_TIFF_POINTING = _TIFF_DIRECTORIES | set(_TIFF_DATA) | set(_TIFF_DATA.values())
 _TIFF_MOST_ENTRIES = 1 << 16  # a file's directories hold some hundreds; a crafted one is not walked for ever
 _TIFF_MOST_DATA = 1 << 24  # strips and tiles: 100 Mpixel in tiles of 16 x 16 are 400,000
 _TIFF_CHUNK = 1 << 20
@@ -569,7 +570,7 @@ def _tiff_end(buffer) -> int | None:
                 if start + size * number > length:
                     continue
                 end = max(end, start + size * number)
-            if kind in _TIFF_INTEGERS and (tag in _TIFF_DIRECTORIES or tag in _TIFF_DATA or tag in _TIFF_DATA.values()):
+            if kind in _TIFF_INTEGERS and tag in _TIFF_POINTING:
                 values[tag] = (start, number, kind)
         for tag in _TIFF_DIRECTORIES & values.keys():
             if values[tag] in added:  # (directories may share one)

@@ -260,8 +260,8 @@ def _not_read(image: Image.Image, data: bytes | None) -> tuple[str, ...]:
     not hold, file_ends.describe_unread's each (vaezip/metadata.py not_metadata: `compress --rm` keeps the file,
     --strip or not)."""
     if image.format not in READ_WHOLE:
-        return (describe_unread(f"{image.format or 'image'} file as it is", f"--rm deletes {_READ_WHOLE_NAMES} files "
-                                f"only", whole=True),)
+        return (describe_unread(f"{image.format or 'image'} file as it is",
+                                f"--rm deletes {_READ_WHOLE_NAMES} files only", whole=True),)
     rawmode = (_tile_rawmode(image) or "").split(";")[0]
     tags = (getattr(image, "tag_v2", None) or {}) if image.format == "TIFF" else {}
     unread = [describe_unread(f"TIFF {name}", why) for tag, (name, why) in TIFF_IMAGE_DATA.items() if tag in tags]
