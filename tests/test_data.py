@@ -394,6 +394,10 @@ def test_a_folder_passes_over_huge_deep_and_linked_images_and_names_them(tmp_pat
         load(d / "huger.png")
     with pytest.raises(DataError, match="a netpbm stream of several images"):
         load(d / "stream.ppm")
+    # one image with whitespace, a comment or other bytes after it is still one image
+    for tail in (b"\n\n", b"# a comment\n", b"PK\3\4"):
+        (d / "one.ppm").write_bytes(b"P6 2 1 255\n" + bytes(range(6)) + tail)
+        assert np.array_equal(load(d / "one.ppm").images[0], np.arange(6, dtype=np.uint8).reshape(1, 2, 3)), tail
 
 
 def test_a_folder_here_named_like_a_data_set_is_the_user_s_own(tmp_path, monkeypatch):

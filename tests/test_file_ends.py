@@ -237,6 +237,9 @@ def test_bmp_rle_and_its_embedded_colour_profile(tmp_path):
     linked = open_image(path)
     assert np.array_equal(np.asarray(linked), pixels) and not linked.info[METADATA]
     assert linked.info[DROPPED] == ("BMP linked colour profile (the name of a profile's file, not kept)",)
+    v5[112:120] = struct.pack("<II", 124 + len(rows), len(name) + 200)  # its size overstated: the file's end not its
+    overstated = b"BM" + struct.pack("<IHHI", offset + len(rows) + len(name), 0, 0, offset) + bytes(v5) + rows + name
+    assert following(overstated + b"PK\3\4 archive", "BMP").count == len(name) + 12
 
 
 def test_a_second_netpbm_image_is_refused_and_appended_bytes_keep_the_input(tmp_path):
@@ -311,7 +314,7 @@ def test_a_tiff_s_end_is_after_every_directory_and_what_its_entries_point_to(tmp
     # strips after the directory and a second directory pointed to (as a SubIFD, and an Exif one) past them
     moved = {**grey, 273: (4, [0])}
     head = len(_tiff(moved, b""))
-    second = _tiff(grey, b"")[8:]  # a directory whose strip offset (8) is made to point to the pixels below
+    second = _tiff(grey, b"")[8:]  # a second directory (its strip offset, 8, points into the first's header)
     for tag, kind in ((330, 13), (34665, 4)):
         pointing = {**moved, 273: (4, [head]), tag: (kind, [head + len(pixels)])}
         assert len(_tiff(pointing, b"")) == head + 12
@@ -329,6 +332,16 @@ def test_a_tiff_s_end_is_after_every_directory_and_what_its_entries_point_to(tmp
     strips = _tiff({**grey, 273: (4, [8] * (many - 1) + [last]), 279: counts}, b"", pixels)
     assert following(strips, "TIFF") is None and following(strips + b"PK", "TIFF").count == 2
     assert following(_tiff({**grey, 330: (4, list(range(8, 8 + many)))}, pixels) + b"PK", "TIFF").count == 2
+    # a SubIFDs array of more entries than a walk reads (one offset 70,000 times): walked so far
+    target = _tiff(grey, b"")[8:]  # a directory whose values are all inline: the same bytes anywhere
+    at = len(_tiff({**grey, 330: (4, [0] * 70_000)}, pixels))
+    assert following(_tiff({**grey, 330: (4, [at] * 70_000)}, pixels, target), "TIFF").count == len(target)
+    # one SubIFDs array that two directories share is read once (else twice its 40,000 entries end the walk early)
+    values_at = 8 + len(pixels) + 2 + 12 * (len(grey) + 1) + 4
+    at = len(_tiff({**grey, 330: (4, [0] * 40_000)}, pixels))
+    sharing = struct.pack("<HHHII", 1, 330, 4, 40_000, values_at) + bytes(4)  # a directory pointing to that array
+    shared = _tiff({**grey, 330: (4, [at + len(sharing)] + [at] * 39_999)}, pixels, sharing + target)
+    assert following(shared, "TIFF") is None and following(shared + b"PK", "TIFF").count == 2
     big = {tag: (3, [0]) for tag in range(1000, 41000)}  # two such directories: more entries than a walk reads
     at = len(_tiff({**grey, **big, 330: (4, [0])}, pixels))
     second = _tiff(big, b"")[8:]
@@ -345,6 +358,10 @@ def test_a_tiff_s_end_is_after_every_directory_and_what_its_entries_point_to(tmp
     cog = _tiff({**grey, 273: (4, [at])}, ghost, pixels + pixels[-4:])
     assert following(cog, "TIFF") is None and following(cog + b"PK", "TIFF").count == 2
     assert following(_tiff({**grey, 273: (4, [at])}, bytes(len(ghost)), pixels + pixels[-4:]), "TIFF").count == 4
+    # a strip's byte count overstated past the file's end (old writers; Pillow reads what it needs) is passed over:
+    # appended bytes are not its (a review)
+    over = _tiff({**moved, 273: (4, [head]), 279: (4, [len(pixels) + 64])}, b"", pixels)
+    assert following(over + b"PK\3\4 secret", "TIFF").count == len(pixels) + 11
     # a chain back to its own directory ends; strip offsets of a signed type are read (as Pillow reads them)
     assert following(_tiff(grey, pixels, next_directory=-1) + b"PK", "TIFF").count == 2
     signed = {**moved, 273: (9, [head]), 279: (9, [len(pixels)])}

@@ -6,7 +6,7 @@ C in {1, 3}: grey stays one channel, alpha is dropped.
 Sources accepted by :func:`load`:
 
 * a data set NAME from :data:`DATASETS` (files under the data root, see :func:`data_root`);
-* a folder: searched recursively for .png .jpg .jpeg .webp .bmp .tif .tiff (case-insensitive),
+* a folder: searched recursively for .png .jpg .jpeg .webp .bmp .tif .tiff .gif .ppm .pgm .pnm (case-insensitive),
   sorted by relative path; files Pillow cannot read, images of more than 8 bits or 100 Mpixel, files of several
   frames or images, and symbolic links are skipped (counted in ``ImageSet.skipped``, named in
   ``ImageSet.passed_over`` and in a warning);

@@ -55,8 +55,9 @@ class Following:
 @dataclass(frozen=True)
 class Beyond:
     """What a file holds besides its image's pixels that Pillow does not read: what follows the image (None:
-    nothing, or padding), what a TGA's footer points to and a GIF's extensions Pillow passes over ("TYPE (why)" each,
-    as vaezip/metadata.py names what a file leaves out), and a BMP's embedded colour profile."""
+    nothing, or padding), what a TGA's footer points to, a GIF's extensions Pillow passes over and a BMP's linked
+    colour profile ("TYPE (why)" each, as vaezip/metadata.py names what a file leaves out), and a BMP's embedded
+    colour profile."""
 
     following: Following | None = None
     areas: tuple[str, ...] = ()
@@ -298,7 +299,8 @@ def _bmp_end(buffer, pixels_at: int | None) -> int | None:
         return None
     if size >= 124 and bytes(buffer[start + 56: start + 60]) in (b"DEBM", b"KNIL"):  # an embedded or linked profile
         profile_offset, profile_size = struct.unpack_from("<II", buffer, start + 112)
-        end = max(end, start + profile_offset + profile_size)
+        if start + profile_offset + profile_size <= len(buffer):  # (a size overstated: appended bytes are not its)
+            end = max(end, start + profile_offset + profile_size)
     return end
 
 
@@ -388,8 +390,8 @@ def _gif_end(buffer, unread: list[str]) -> int | None:
             doubted = last
         imaged = imaged or kind == "image"
         last = position
-    else:  # a crafted file of blocks by the million: walked so far (what follows keeps the input)
-        doubted = last if doubted is None else doubted
+    # the file's end, a block cut short, or (a crafted file of blocks by the million) walked so far: what follows the
+    # last whole block keeps the input
     unread.extend(list(named)[:_GIF_MOST_NAMED])
     return last if doubted is None else doubted
 
@@ -541,7 +543,7 @@ def _tiff_end(buffer) -> int | None:
     pending, queued, walked, added, data_entries = [first], {first}, 0, set(), 0  # added: the arrays read
 
     def queue(offsets) -> None:
-        fresh = [offset for offset in map(int, offsets) if offset not in queued]
+        fresh = [offset for offset in dict.fromkeys(map(int, offsets)) if offset not in queued]
         queued.update(fresh)
         pending.extend(fresh)
 
@@ -601,7 +603,8 @@ def _tiff_array(buffer, order: str, value: tuple[int, int, int]) -> np.ndarray:
 
 
 def _tiff_data_end(offsets: np.ndarray, counts: np.ndarray, length: int) -> int:
-    """After the last byte of data at `offsets` of `counts` bytes each; 0 where some lie outside the file."""
+    """After the last byte of data at `offsets` of `counts` bytes each; 0 where some lie outside the file (passed
+    over: appended bytes would otherwise count as theirs)."""
     if not offsets.size or min(int(offsets.min()), int(counts.min())) < 0 or \
             max(int(offsets.max()), int(counts.max())) > length:
         return 0
@@ -609,7 +612,7 @@ def _tiff_data_end(offsets: np.ndarray, counts: np.ndarray, length: int) -> int:
     for first in range(0, offsets.size, _TIFF_CHUNK):  # (in int64, a part at a time)
         part = slice(first, first + _TIFF_CHUNK)
         end = max(end, int((offsets[part].astype(np.int64) + counts[part]).max()))
-    return end
+    return end if end <= length else 0  # (a count overstated past the file's end, which Pillow's reading passes)
 
 
 @dataclass(frozen=True)
