@@ -22,7 +22,7 @@ from vaezip import png16
 from vaezip.api import compress, compress_images, decompress, decompress_images, file_info, png_bytes
 from vaezip.errors import ImageError
 from vaezip.images import DeepImage, open_image, pixel_checksum
-from vaezip.metadata import METADATA
+from vaezip.metadata import DROPPED, METADATA
 
 GOLDEN = Path(__file__).parent / "data"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
@@ -548,6 +548,34 @@ def test_a_16_bit_tiff_whose_white_is_zero_is_turned_over_as_pillow_turns_an_8_b
     samples = np.array([[0, 1000, 65535, 40000]], np.uint16)
     assert np.array_equal(open_image(tiff16(samples, 1)).samples, samples)
     assert np.array_equal(open_image(tiff16(samples, 0)).samples, 65535 - samples)
+
+
+def rgb_tiff(samples: np.ndarray, orientation: int) -> bytes:
+    """An uncompressed little-endian RGB TIFF of 8- or 16-bit `samples` (H, W, 3) with an orientation tag."""
+    height, width, _ = samples.shape
+    bits = samples.dtype.itemsize * 8
+    pixels = samples.astype(f"<u{samples.dtype.itemsize}").tobytes()
+    values_at = 8 + 2 + 12 * 10 + 4
+    tags = [(256, 3, width), (257, 3, height), (258, 3, None), (259, 3, 1), (262, 3, 2), (273, 4, values_at + 6),
+            (274, 3, orientation), (277, 3, 3), (278, 3, height), (279, 4, len(pixels))]
+    ifd = struct.pack("<H", len(tags)) + b"".join(
+        struct.pack("<HHII", tag, 3, 3, values_at) if value is None else
+        struct.pack("<HHIHH", tag, kind, 1, value, 0) if kind == 3 else struct.pack("<HHII", tag, kind, 1, value)
+        for tag, kind, value in tags)
+    return b"II*\0" + struct.pack("<I", 8) + ifd + bytes(4) + struct.pack("<3H", bits, bits, bits) + pixels
+
+
+def test_a_16_bit_colour_tiff_is_turned_by_its_orientation_as_pillow_turns_an_8_bit_one():
+    """libtiff (imagecodecs) gives a TIFF's samples as stored; Pillow turns an 8-bit one by its orientation tag and
+    drops the tag. A 16-bit one was refused where the turn swaps width and height, and kept as stored otherwise (its
+    orientation named as a tag left out): turned as the 8-bit one is now."""
+    pytest.importorskip("imagecodecs")
+    samples = deep("RGB", 5, 7)
+    for orientation in range(1, 9):
+        image = open_image(rgb_tiff(samples, orientation))
+        expected = np.asarray(Image.open(io.BytesIO(rgb_tiff((samples >> 8).astype(np.uint8), orientation))))
+        assert isinstance(image, DeepImage) and np.array_equal(image.samples >> 8, expected), orientation
+        assert not any("Orientation" in entry for entry in image.info.get(DROPPED, ())), orientation
 
 
 def test_the_levels_of_a_small_image_of_many_values_are_not_worth_their_table():

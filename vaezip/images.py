@@ -514,18 +514,28 @@ def _open_tiff16(image: Image.Image, data: bytes | None) -> DeepImage:
     except ImportError:
         raise ImageError(f"16-bit {mode} TIFF: vaezip reads one through imagecodecs, which is not installed (pip "
                          f"install imagecodecs); or convert it to a 16-bit PNG") from None
-    left_out = fields_left_out(image)
     data = _whole_file(image, data)
     try:
         samples = imagecodecs.tiff_decode(data)
     except Exception as error:  # noqa: BLE001 - imagecodecs' own error classes: a damaged or unreadable file
         raise ImageError(f"not a readable image ({str(error).strip() or type(error).__name__})") from None
     channels = png16.CHANNELS[mode]
-    if samples.shape == (channels, image.height, image.width):  # stored a plane a channel
+    # libtiff gives the samples as stored; Pillow turns an image by its orientation tag as it loads it, gives the
+    # turned size already, and drops the tag: so here too
+    turn = _TURNS.get(image.tag_v2.get(274, 1), lambda stored: stored)
+    height, width = (image.width, image.height) if image.tag_v2.get(274) in (5, 6, 7, 8) else image.size[::-1]
+    if samples.shape == (channels, height, width):  # stored a plane a channel
         samples = samples.transpose(1, 2, 0)
-    if samples.dtype != np.uint16 or samples.shape != (image.height, image.width, channels):
+    if samples.dtype != np.uint16 or samples.shape != (height, width, channels):
         raise ImageError(f"not a readable image (a 16-bit {mode} TIFF read as {samples.dtype} {samples.shape})")
-    return _deep(image, samples, mode, chunks_from_info(stated_info(image), left_out))
+    image.tag_v2.pop(274, None)
+    left_out = fields_left_out(image)
+    return _deep(image, np.ascontiguousarray(turn(samples)), mode, chunks_from_info(stated_info(image), left_out))
+
+
+# What Pillow's ImageOps.exif_transpose does to an image of each TIFF orientation, on (H, W, C) samples
+_TURNS = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1], 5: lambda a: a.swapaxes(0, 1),
+          6: lambda a: np.rot90(a, -1), 7: lambda a: a[::-1, ::-1].swapaxes(0, 1), 8: lambda a: np.rot90(a, 1)}
 
 
 @contextmanager
