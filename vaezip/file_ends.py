@@ -116,7 +116,7 @@ def beyond_pixels(buffer, format: str | None, pixels_at: int | None = None) -> B
             end = _gif_end(buffer, unread)
         except (IndexError, ValueError, struct.error, OverflowError):
             end = None
-        return Beyond(_following(buffer, format, end), tuple(dict.fromkeys(unread)))
+        return Beyond(_following(buffer, format, end), tuple(unread))
     reader = _ENDS.get(format or "")
     if reader is None:
         return Beyond()
@@ -126,8 +126,9 @@ def beyond_pixels(buffer, format: str | None, pixels_at: int | None = None) -> B
         end = None
     if format not in ("BMP", "DIB"):
         return Beyond(_following(buffer, format, end))
-    linked = ("BMP linked colour profile (the name of a profile's file, not kept)",) if _bmp_linked(buffer) else ()
-    return Beyond(_following(buffer, format, end), linked, _bmp_profile(buffer))
+    linked = _bmp_colour_space(buffer)[1] == _LINKED  # the name of a profile's file, which no .vz keeps
+    areas = ("BMP linked colour profile (the name of a profile's file, not kept)",) if linked else ()
+    return Beyond(_following(buffer, format, end), areas, _bmp_profile(buffer))
 
 
 def following(buffer, format: str | None, pixels_at: int | None = None) -> Following | None:
@@ -145,29 +146,32 @@ def _following(buffer, format: str | None, end: int | None) -> Following | None:
     return Following(count, format == "PPM" and _PNM_IMAGE.match(after.lstrip(_PNM_SPACE)) is not None)
 
 
-def _bmp_profile(buffer) -> bytes | None:
-    """The colour profile a version-5 BMP or DIB embeds (PROFILE_EMBEDDED), which Pillow does not read; None where it
-    embeds none or the file is not as its header says."""
-    try:
-        start = 14 if bytes(buffer[:2]) == b"BM" else 0
-        (size,) = struct.unpack_from("<I", buffer, start)
-        if size < 124 or bytes(buffer[start + 56: start + 60]) != b"DEBM":  # CSType 'MBED', little-endian
-            return None
-        offset, length = struct.unpack_from("<II", buffer, start + 112)  # from the info header's start
-        profile = bytes(buffer[start + offset: start + offset + length])
-    except (IndexError, ValueError, struct.error):
-        return None
-    return profile if length and len(profile) == length else None
+_EMBEDDED, _LINKED = b"DEBM", b"KNIL"  # a BMP's colour space types PROFILE_EMBEDDED ('MBED') and PROFILE_LINKED
 
 
-def _bmp_linked(buffer) -> bool:
-    """Whether a version-5 BMP or DIB names its colour profile's file (PROFILE_LINKED), which no .vz keeps."""
+def _bmp_colour_space(buffer) -> tuple[int, bytes]:
+    """Where a BMP's or DIB's info header starts, and its colour space type as stored (b"" before version 5, or where
+    the header cannot be read)."""
     start = 14 if bytes(buffer[:2]) == b"BM" else 0
     try:
         (size,) = struct.unpack_from("<I", buffer, start)
     except struct.error:
-        return False
-    return size >= 124 and bytes(buffer[start + 56: start + 60]) == b"KNIL"  # CSType 'LINK', little-endian
+        return start, b""
+    return start, bytes(buffer[start + 56: start + 60]) if size >= 124 else b""
+
+
+def _bmp_profile(buffer) -> bytes | None:
+    """The colour profile a version-5 BMP or DIB embeds, which Pillow does not read; None where it embeds none or the
+    file is not as its header says."""
+    start, colour_space = _bmp_colour_space(buffer)
+    if colour_space != _EMBEDDED:
+        return None
+    try:
+        offset, length = struct.unpack_from("<II", buffer, start + 112)  # from the info header's start
+    except struct.error:
+        return None
+    profile = bytes(buffer[start + offset: start + offset + length])
+    return profile if length and len(profile) == length else None
 
 
 def pnm_comments(buffer) -> bytes:
@@ -297,7 +301,7 @@ def _bmp_end(buffer, pixels_at: int | None) -> int | None:
         return None
     if end is None:
         return None
-    if size >= 124 and bytes(buffer[start + 56: start + 60]) in (b"DEBM", b"KNIL"):  # an embedded or linked profile
+    if _bmp_colour_space(buffer)[1] in (_EMBEDDED, _LINKED):  # an embedded or linked profile
         profile_offset, profile_size = struct.unpack_from("<II", buffer, start + 112)
         if start + profile_offset + profile_size <= len(buffer):  # (a size overstated: appended bytes are not its)
             end = max(end, start + profile_offset + profile_size)
@@ -380,8 +384,8 @@ def _gif_end(buffer, unread: list[str]) -> int | None:
         except IndexError:  # a block cut short
             break
         if kind == "trailer":
-            unread.extend(list(named)[:_GIF_MOST_NAMED])
-            return position if doubted is None else doubted
+            last = position
+            break
         if kind == "stray":  # bytes Pillow passes over
             if imaged and doubted is None and bytes(buffer[start: position]).strip(PADDING):
                 doubted = last
@@ -390,8 +394,8 @@ def _gif_end(buffer, unread: list[str]) -> int | None:
             doubted = last
         imaged = imaged or kind == "image"
         last = position
-    # the file's end, a block cut short, or (a crafted file of blocks by the million) walked so far: what follows the
-    # last whole block keeps the input
+    # after the trailer, the file's end, a block cut short, or (a crafted file of blocks by the million) walked so
+    # far: what follows the last whole block keeps the input
     unread.extend(list(named)[:_GIF_MOST_NAMED])
     return last if doubted is None else doubted
 

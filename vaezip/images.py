@@ -523,7 +523,8 @@ def _open_tiff16(image: Image.Image, data: bytes | None) -> DeepImage:
     # libtiff gives the samples as stored; Pillow turns an image by its orientation tag as it loads it, gives the
     # turned size already, and drops the tag: so here too
     turn = _TURNS.get(image.tag_v2.get(274, 1), lambda stored: stored)
-    height, width = (image.width, image.height) if image.tag_v2.get(274) in (5, 6, 7, 8) else image.size[::-1]
+    turned = image.tag_v2.get(274) in (5, 6, 7, 8)  # width and height swapped
+    height, width = (image.width, image.height) if turned else (image.height, image.width)
     if samples.shape == (channels, height, width):  # stored a plane a channel
         samples = samples.transpose(1, 2, 0)
     if samples.dtype != np.uint16 or samples.shape != (height, width, channels):
@@ -631,7 +632,11 @@ def _bytes_at(image: Image.Image, data: bytes | None, offset: int, count: int) -
     still-open file, the position put back); b"" where they cannot be read."""
     if data is not None:
         return bytes(data[offset: offset + count])
-    fp = getattr(image, "fp", None)
+    return _read_at(getattr(image, "fp", None), offset, count)
+
+
+def _read_at(fp, offset: int, count: int) -> bytes:
+    """`count` bytes at `offset` of the open file `fp`, its position put back; b"" where they cannot be read."""
     try:
         position = fp.tell()
         fp.seek(offset)
@@ -767,20 +772,17 @@ def _file_head(image: Image.Image, data: bytes | None) -> bytes:
                 fp = None
         except ValueError:  # closed: Pillow's stand-in raises on every attribute
             fp = None
-    try:
-        if fp is None:  # loaded already: Pillow has closed the file, but a path opened by name is still there
-            filename = getattr(image, "filename", None)
-            if image.format is None or not isinstance(filename, str) or not os.path.isfile(filename):
-                return b""
-            with open(filename, "rb") as file:
-                return file.read(_SNIFF_BYTES)
-        position = fp.tell()
-        fp.seek(0)
-        head = fp.read(_SNIFF_BYTES)
-        fp.seek(position)
-    except (OSError, ValueError, AttributeError):
+    if fp is not None:
+        return _read_at(fp, 0, _SNIFF_BYTES)
+    # loaded already: Pillow has closed the file, but a path opened by name is still there
+    filename = getattr(image, "filename", None)
+    if image.format is None or not isinstance(filename, str) or not os.path.isfile(filename):
         return b""
-    return head if isinstance(head, bytes) else b""
+    try:
+        with open(filename, "rb") as file:
+            return file.read(_SNIFF_BYTES)
+    except (OSError, ValueError):
+        return b""
 
 
 def sniff_bits_per_channel(head: bytes) -> int:
