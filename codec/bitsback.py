@@ -67,7 +67,7 @@ from codec.tiling import Tile, TileSpec
 from codec.tilekinds import (  # noqa: F401
     BITSBACK, DIRECT, PREDICTIVE, PREDICTIVE_ADAPTIVE, PREDICTIVE_BLEND, PREDICTIVE_CASCADE, PREDICTIVE_FITTED,
     PREDICTIVE_LAPLACE, PREDICTIVE_LEAST_SQUARES, PREDICTIVE_NEIGHBOURS, PREDICTIVE_PARITY, PREDICTIVE_SECTIONS,
-    PREDICTIVE_STAGED, PREDICTIVE_WIDE, RAW, WHITENED, Stream,
+    PREDICTIVE_SMALL_SECTIONS, PREDICTIVE_STAGED, PREDICTIVE_WIDE, RAW, WHITENED, Stream,
     raw_bits, whitening,
 )
 
@@ -285,8 +285,8 @@ def encode_tiles(
     done, target = 0, 1
     while done < len(tiles):
         before = stack.num_valid_bits()
-        if alone[done] == PREDICTIVE_SECTIONS:
-            n, kind = _section_batch(priced, order, alone, done), PREDICTIVE_SECTIONS
+        if alone[done] in SECTION_KINDS:
+            n, kind = _section_batch(priced, order, alone, done), alone[done]
             ideal = tilekinds.BY_NAME[kind].push(stack, tiles[done : done + n], order[done], stream)
         elif alone[done] is not None:
             n, kind = 1, alone[done]
@@ -320,7 +320,7 @@ def _section_batch(priced: Sequence[Price], order: Sequence[int], alone: Sequenc
     """The tile count of the section (price_sections's) that starts at stream position `done`: its tiles must
     follow one another in raster order there, every one coded in it."""
     first, n = priced[order[done]].section
-    if first != order[done] or any(order[done + k] != first + k or alone[done + k] != PREDICTIVE_SECTIONS
+    if first != order[done] or any(order[done + k] != first + k or alone[done + k] != alone[done]
                                    for k in range(n)):
         raise CodingError(f"the section of raster tiles {first}..{first + n - 1} is not whole at stream position "
                           f"{done}")
@@ -513,13 +513,13 @@ class Price(tuple):
     compares as one), and the predictor's push of it where that was kept (`recorded`, predictive.Recorded, or
     None): encode_tiles pushes a recorded tile again instead of predicting it again, the same words. An adaptive
     tile's recording holds only after the same tiles in the same order: `chain`, the tiles its pricing recorded as
-    adaptive, in that order (one list shared by the prices of one call), or None. A PREDICTIVE_SECTIONS tile's price
-    names its section (`section`) and holds it coded (`coded`, pushed as it is), and no recording."""
+    adaptive, in that order (one list shared by the prices of one call), or None. A section kind's (SECTION_KINDS)
+    tile's price names its section (`section`) and holds it coded (`coded`, pushed as it is), and no recording."""
 
     recorded: predictive.Recorded | None
     chain: list[Tile] | None
-    section: tuple[int, int] | None  # PREDICTIVE_SECTIONS's: its section's first tile and tile count
-    coded: tilekinds.CodedSection | None  # PREDICTIVE_SECTIONS's: its section coded (one for all its tiles)
+    section: tuple[int, int] | None  # a section kind's: its section's first tile and tile count
+    coded: tilekinds.CodedSection | None  # a section kind's: its section coded (one for all its tiles)
 
     def __new__(cls, kind: str, bits: float, recorded: predictive.Recorded | None = None,
                 chain: list[Tile] | None = None, section: tuple[int, int] | None = None,
@@ -633,6 +633,9 @@ SMALL_IMAGE_SECTIONS = 4
 SECTION_TILES = 4096  # codec/header.py's MAX_BATCH
 
 
+SECTION_KINDS = (PREDICTIVE_SECTIONS, PREDICTIVE_SMALL_SECTIONS)  # format 16's and format 19's
+
+
 def section_count(values: int, images: int) -> int:
     """How many sections the encoder cuts a stream of `values` values of `images` images into (before
     cut_sections meets its rows)."""
@@ -640,11 +643,30 @@ def section_count(values: int, images: int) -> int:
     return max(1, min(SECTIONS_MOST, max(min(SECTIONS_NEAR, values // least), values // LARGE_SECTION_VALUES)))
 
 
+# Images of fewer values than this each are small: their sections are priced in format 19's small-image profile too
+# (section_kinds). A photograph's are not: the profile codes them for more (every third Kodak image +0.84 %:
+# `python scripts/small_profile.py --price kodak --every 3 --each`).
+SMALL_PROFILE_VALUES = 2**19
+
+
+def _values_and_images(tiles: Sequence[Tile]) -> tuple[int, int]:
+    """The values of a stream of tiles (raster order) and its images (each image's last tile has no neighbour)."""
+    values = sum(tile.pixels.shape[0] * tile.valid[0] * tile.valid[1] for tile in tiles)
+    return values, sum(1 for tile in tiles if tile.neighbours == (0, 0))
+
+
 def section_runs(tiles: Sequence[Tile]) -> list[int] | None:
     """How the encoder cuts a stream of tiles (raster order: images after one another, each image's tiles row
     after row) into sections: their tile counts; None where a section would hold more than SECTION_TILES."""
-    values = sum(tile.pixels.shape[0] * tile.valid[0] * tile.valid[1] for tile in tiles)
-    return cut_sections(tiles, section_count(values, sum(1 for tile in tiles if tile.neighbours == (0, 0))))
+    return cut_sections(tiles, section_count(*_values_and_images(tiles)))
+
+
+def section_kinds(tiles: Sequence[Tile], small: bool = True) -> tuple[str, ...]:
+    """The section kinds the encoder prices each section of a stream of tiles with, keeping the cheapest (the first
+    on a tie): format 16's, and where `small` (format 19 may be written) and the stream's images are small (fewer
+    than SMALL_PROFILE_VALUES values each), format 19's small-image profile too."""
+    values, images = _values_and_images(tiles)
+    return SECTION_KINDS if small and images and values / images < SMALL_PROFILE_VALUES else (PREDICTIVE_SECTIONS,)
 
 
 def cut_sections(tiles: Sequence[Tile], sections: int) -> list[int] | None:
@@ -687,24 +709,33 @@ def _abandon(pool: ThreadPoolExecutor | None) -> None:
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-def price_sections(tiles: Sequence[Tile], runs: Sequence[int] | None = None,
-                   progress: ProgressFn | None = None) -> list[Price] | None:
-    """price_without_model for format 16: each tile's exact cost as PREDICTIVE_SECTIONS codes it in its section
-    of `runs` (section_runs's by default; None where the stream cannot be cut), every section priced at once, one
-    a core. Each price names its section (Price.section) and holds it coded (Price.coded: encode_tiles pushes
+def price_sections(tiles: Sequence[Tile], runs: Sequence[int] | None = None, progress: ProgressFn | None = None,
+                   kinds: Sequence[str] | None = None) -> list[Price] | None:
+    """price_without_model for formats 16 and 19: each tile's exact cost as its section of `runs` (section_runs's by
+    default; None where the stream cannot be cut) codes it, each section coded by each of `kinds` (SECTION_KINDS;
+    section_kinds's by default) and kept in the one whose words are fewest, every section priced at once, one a
+    core. Each price names its kind, its section (Price.section) and holds it coded (Price.coded: encode_tiles pushes
     those words as they are), not the tiles' recordings: a section's words take ~3 bits a value where its
     recordings took 5 bytes, so that a photograph of any size is recorded once. `progress(tiles priced, tiles)`
     is called in the calling thread as each section is done: most of a photograph's compress."""
     runs = section_runs(tiles) if runs is None else list(runs)
     if runs is None or not tiles:
         return None
+    kinds = section_kinds(tiles) if kinds is None else tuple(kinds)
+    if not kinds or any(kind not in SECTION_KINDS for kind in kinds):
+        raise CodingError(f"sections are coded as one of {', '.join(SECTION_KINDS)}, not {kinds}")
     starts = _starts(runs)
     if sum(runs) != len(tiles) or any(n < 1 or n > SECTION_TILES for n in runs):
         raise CodingError(f"sections of {runs[:8]} tiles do not cut a stream of {len(tiles)}")
 
-    def price(first: int, n: int) -> tuple[tilekinds.CodedSection, list[int]]:
-        recorded = tilekinds.record_section(tiles[first: first + n], first)
-        return tilekinds.code_section(recorded), [_pushed_bits(replay) for replay in recorded]
+    def price(first: int, n: int) -> tuple[str, tilekinds.CodedSection, list[int]]:
+        cheapest = None
+        for kind in kinds:
+            recorded = tilekinds.record_section(tiles[first: first + n], first, tilekinds.SECTION_DISTRIBUTIONS[kind])
+            coded = tilekinds.code_section(recorded)
+            if cheapest is None or len(coded.words) < len(cheapest[1].words):
+                cheapest = kind, coded, [_pushed_bits(replay) for replay in recorded]
+        return cheapest
 
     pool = ThreadPoolExecutor(max_workers=min(len(runs), section_workers()))
     try:
@@ -719,8 +750,8 @@ def price_sections(tiles: Sequence[Tile], runs: Sequence[int] | None = None,
         _abandon(pool)
         raise
     pool.shutdown(wait=True)
-    return [Price(PREDICTIVE_SECTIONS, bits, section=(first, n), coded=coded)
-            for first, n, (coded, alone) in zip(starts, runs, sections) for bits in alone]
+    return [Price(kind, bits, section=(first, n), coded=coded)
+            for first, n, (kind, coded, alone) in zip(starts, runs, sections) for bits in alone]
 
 
 def sections_hold(tiles: Sequence[Tile], priced: Sequence[Price] | None,
@@ -733,11 +764,11 @@ def sections_hold(tiles: Sequence[Tile], priced: Sequence[Price] | None,
 
 
 def price_stream(tiles: Sequence[Tile], predictor: str, model_bits: Sequence[float] | None,
-                 progress: ProgressFn | None = None) -> list[Price]:
+                 progress: ProgressFn | None = None, small: bool = True) -> list[Price]:
     """The prices of a stream coded without the model where that is cheaper than `model_bits`: format 16's
-    sections (price_sections, reporting to `progress`) where they hold (sections_hold), else `predictor`'s
-    (price_without_model, format 15's chain for PREDICTIVE_STAGED)."""
-    priced = price_sections(tiles, progress=progress)
+    sections, or with `small` format 19's where they cost less (price_sections, reporting to `progress`) where they
+    hold (sections_hold), else `predictor`'s (price_without_model, format 15's chain for PREDICTIVE_STAGED)."""
+    priced = price_sections(tiles, progress=progress, kinds=section_kinds(tiles, small))
     return priced if sections_hold(tiles, priced, model_bits) else price_without_model(tiles, predictor, model_bits)
 
 

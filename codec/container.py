@@ -96,10 +96,13 @@ METADATA_VERSION = 17
 # Format 17 and 16-bit images, each as two 8-bit images with its depth in the header (codec/depth.py). Written only
 # where an image has more than 8 bits per sample.
 DEPTH_VERSION = 18
+# Format 18 and sections coded by the staged cascade's small-image profile (codec/tilekinds.py:
+# PREDICTIVE_SMALL_SECTIONS). Written where a section of small images codes for less so.
+SMALL_VERSION = 19
 # the formats whose header is stored deflated
 DEFLATED_HEADERS = (DEFLATED_VERSION, CASCADE_VERSION, PARITY_VERSION, WIDE_VERSION, STAGED_VERSION, SECTIONS_VERSION,
-                    METADATA_VERSION, DEPTH_VERSION)
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18)
+                    METADATA_VERSION, DEPTH_VERSION, SMALL_VERSION)
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19)
 # Formats vaezip writes on request, for readers before the newest: 2, the JSON header, every image through the
 # model; 3, the predictor's Gaussian tiles; 5, its Laplace tiles; 6, the blend's tiles in raster order; 7, the
 # blend's tiles (Laplace residuals) in the stream order; 8, the blend's tiles with fitted residual tables; 9, those
@@ -115,7 +118,7 @@ JSON_VERSIONS = (1, 2)  # the layout with a JSON header and two CRCs
 # that a file holding nothing newer stays readable by readers of format 3.
 BINARY_VERSIONS = (VERSION, IMPORTANCE_VERSION, LAPLACE_VERSION, BLEND_VERSION, ORDER_VERSION, FITTED_VERSION,
                    ADAPTIVE_VERSION, LEAST_SQUARES_VERSION, DEFLATED_VERSION, CASCADE_VERSION, PARITY_VERSION,
-                   WIDE_VERSION, STAGED_VERSION, SECTIONS_VERSION, METADATA_VERSION, DEPTH_VERSION)
+                   WIDE_VERSION, STAGED_VERSION, SECTIONS_VERSION, METADATA_VERSION, DEPTH_VERSION, SMALL_VERSION)
 MAX_HEADER_BYTES = 16 * 2**20
 _PREFIX = struct.Struct("<8sHI")  # magic, version, header length: 14 bytes
 _U32 = struct.Struct("<I")
@@ -125,7 +128,7 @@ __all__ = [
     "BINARY_VERSIONS", "CASCADE_VERSION", "DEFLATED_HEADERS", "DEFLATED_VERSION", "DEPTH_VERSION", "MAGIC",
     "MAX_HEADER_BYTES",
     "METADATA_VERSION", "PARITY_VERSION",
-    "READABLE_VERSIONS", "SECTIONS_VERSION", "STAGED_VERSION", "VERSION", "WIDE_VERSION",
+    "READABLE_VERSIONS", "SECTIONS_VERSION", "SMALL_VERSION", "STAGED_VERSION", "VERSION", "WIDE_VERSION",
     "CoderSettings", "Header", "ImageEntry", "binary_version", "deflate_header", "inflate_header", "pack_header",
     "read", "read_versioned", "unpack_header", "write",
 ]

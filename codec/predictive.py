@@ -42,7 +42,10 @@ WIDE (format 14) is PARITY whose blends also judge each predictor by its errors 
 whose contexts adapt in a third stage, keyed on the signed residuals left of and above each value
 (codec/kernels.py: "the staged cascade"): 0.23 % less than WIDE on every third Kodak image's tiles of 256, 0.42 %
 on those 23 photographs. Format 16 codes STAGED's tiles in sections, each starting from initial_statistics
-(codec/tilekinds.py: PREDICTIVE_SECTIONS).
+(codec/tilekinds.py: PREDICTIVE_SECTIONS). SMALL (format 19) is STAGED with numbers and residual tables fitted on
+Imagenette's training thumbnails and its channels coded last first, in sections of its own
+(PREDICTIVE_SMALL_SECTIONS): 0.96 % less than STAGED's sections on the first 2,000 validation thumbnails as one
+archive (see "the small-image profile" below).
 
 Pixel (y, x) depends only on pixels of wavefront 2y' + x' < 2y + x, so the decoder pops a whole wavefront at
 a time (2h + w - 2 of them, channel by channel), not h x w pixels one by one (but the CASCADES, which
@@ -97,12 +100,18 @@ WIDE = "blend-cascade-wide"
 # keyed on the signed residuals left and above (codec/kernels.py: "the staged cascade"): WIDE's numbers and CASCADE's
 # tables (format 15).
 STAGED = "blend-cascade-staged"
-CASCADES = (CASCADE, PARITY, WIDE, STAGED)  # raster order, a cascade's numbers and CASCADE's tables
-PARITIES = (PARITY, WIDE, STAGED)  # whose second stage reads the values' parity (its statistics after the cascade's)
+# STAGED with the numbers of SMALL_PROFILE and residual tables of its own, both fitted on small images (Imagenette's
+# training thumbnails), its channels coded last first (format 19; see "the small-image profile" below).
+SMALL = "blend-cascade-staged-small"
+CASCADES = (CASCADE, PARITY, WIDE, STAGED, SMALL)  # raster order, a cascade's numbers and tables
+# whose second stage reads the values' parity (its statistics after the cascade's)
+PARITIES = (PARITY, WIDE, STAGED, SMALL)
+STAGES = (STAGED, SMALL)  # with the staged cascade's third stage
 # the distributions whose tiles carry AdaptiveState over the stream
-STATEFUL = (ADAPTIVE, LEAST_SQUARES, CASCADE, PARITY, WIDE, STAGED)
-LEAST_SQUARES_KINDS = (LEAST_SQUARES, CASCADE, PARITY, WIDE, STAGED)  # those that blend in the least-squares prediction
-DISTRIBUTIONS = (GAUSSIAN, LAPLACE, BLEND, FITTED, ADAPTIVE, LEAST_SQUARES, CASCADE, PARITY, WIDE, STAGED)
+STATEFUL = (ADAPTIVE, LEAST_SQUARES, CASCADE, PARITY, WIDE, STAGED, SMALL)
+# those that blend in the least-squares prediction
+LEAST_SQUARES_KINDS = (LEAST_SQUARES, CASCADE, PARITY, WIDE, STAGED, SMALL)
+DISTRIBUTIONS = (GAUSSIAN, LAPLACE, BLEND, FITTED, ADAPTIVE, LEAST_SQUARES, CASCADE, PARITY, WIDE, STAGED, SMALL)
 _LEVELS = 256  # values 0..255
 
 
@@ -190,9 +199,11 @@ def decode(stack: Stack, channels: int, height: int, width: int, context: Contex
     distribution (and for STATEFUL ones the same `state`, updated as the encoder's was)."""
     _check_distribution(distribution)
     # Entries of the tile not yet decoded are never read (BLEND: read as the zeros they are, as its encoder does).
-    values, top, left = _frame(np.zeros((channels, height, width)), context)
     if distribution in STATEFUL:
-        return _adaptive_decoder(stack, values, top, left, _state_for(distribution, state), distribution)
+        values, top, left = _frame(np.zeros((channels, height, width)), _context_in_order(context, distribution))
+        tile = _adaptive_decoder(stack, values, top, left, _state_for(distribution, state), distribution)
+        return _coding_order(tile, distribution)
+    values, top, left = _frame(np.zeros((channels, height, width)), context)
     if distribution in BLENDS:
         return _blend_decoder(stack, values, top, left, distribution)
     residuals = np.zeros_like(values)
@@ -364,7 +375,11 @@ FITTED_TABLE_SHA256 = "52fdd555d159313d78f37489ea761dd09de058528b883176da94b9680
 # Kodak's tiles 0.3 % below FITTED's tables for the same rows. Part of format 12.
 CASCADE_TABLE_FILE = Path(__file__).with_name("cascade_residuals.npy")
 CASCADE_TABLE_SHA256 = "552afe9e5d4dcf1f2b70a621418293e6225b3455e316e52f77b9e1a651b79f91"
-TABLE_SETS = (FITTED, CASCADE)  # the residual models with fitted tables, each its own file
+# SMALL's tables: the same levels and quarters, fitted on what SMALL codes of Imagenette's training thumbnails (every
+# third, as one stream: `python scripts/small_profile.py --tables`). Part of format 19.
+SMALL_TABLE_FILE = Path(__file__).with_name("small_residuals.npy")
+SMALL_TABLE_SHA256 = "4027729c06ddadd7e1165b9cd8fb887247c5337a7a0b092803545c4b3ace79e6"
+TABLE_SETS = (FITTED, CASCADE, SMALL)  # the residual models with fitted tables, each its own file
 _OFFSETS = 2 * _LEVELS - 1  # -255..255
 
 
@@ -388,6 +403,8 @@ def _table_file(tables: str) -> tuple[Path, str, int]:
     """A table set's file, its sha256 and the format it is part of (read when asked: tests move them)."""
     if tables == CASCADE:
         return CASCADE_TABLE_FILE, CASCADE_TABLE_SHA256, 12
+    if tables == SMALL:
+        return SMALL_TABLE_FILE, SMALL_TABLE_SHA256, 19
     return FITTED_TABLE_FILE, FITTED_TABLE_SHA256, 8
 
 
@@ -530,10 +547,10 @@ def _frame(tile: np.ndarray, context: Context) -> tuple[np.ndarray, int, int]:
 
 def _table_distribution(distribution: str) -> str:
     """The distribution whose tables (rows, edges, bins) `distribution` codes with: ADAPTIVE's and LEAST_SQUARES's
-    are FITTED's, CASCADE's its own, PARITY's, WIDE's and STAGED's CASCADE's."""
+    are FITTED's, CASCADE's and SMALL's their own, PARITY's, WIDE's and STAGED's CASCADE's."""
     if distribution in (ADAPTIVE, LEAST_SQUARES):
         return FITTED
-    return CASCADE if distribution in PARITIES else distribution
+    return CASCADE if distribution in (PARITY, WIDE, STAGED) else distribution
 
 
 # Format 16's sections (codec/tilekinds.py: PREDICTIVE_SECTIONS) each start their statistics from this state instead
@@ -605,9 +622,23 @@ def record_adaptive(pixels: np.ndarray, context: Context, state: AdaptiveState,
         raise CodingError(f"{distribution} tiles carry no statistics over the stream")
     if pixels.dtype != np.uint8:
         raise CodingError(f"{distribution} codes uint8 pixels, got {pixels.dtype}")
-    values, top, left = _frame(pixels.astype(np.float64), context)
+    ordered = _coding_order(pixels, distribution)
+    values, top, left = _frame(ordered.astype(np.float64), _context_in_order(context, distribution))
     _, coded = _adaptive_run(values, top, left, True, state, _NO_WORDS, 0, 0, distribution)[:2]
     return Recorded(distribution, coded[0].astype(np.int32), coded[1].astype(np.uint8))
+
+
+def _coding_order(array: np.ndarray | None, distribution: str) -> np.ndarray | None:
+    """A tile (C, h, w) or a part of its context (C, ...) with its channels in the order `distribution` codes them
+    (its own inverse): SMALL's last first (on Imagenette's training thumbnails blue, green, red cost 0.17 % less than
+    red, green, blue), the others' as they are."""
+    if distribution != SMALL or array is None:
+        return array
+    return np.ascontiguousarray(array[::-1])
+
+
+def _context_in_order(context: Context, distribution: str) -> Context:
+    return Context(*(_coding_order(part, distribution) for part in (context.above, context.left, context.corner)))
 
 
 def push_rows(stack: Stack, recorded: Recorded) -> None:
@@ -863,7 +894,7 @@ def _kernel_tile(forms: dict, values: np.ndarray, top: int, left: int, encode: b
     least_squares = distribution in LEAST_SQUARES_KINDS
     cascade = distribution in CASCADES
     extra = kernels.LS_BLENDED if least_squares else 0
-    frame, errors, residuals = _blend_frames(values, BLEND_PREDICTORS + extra, signed=distribution == STAGED)
+    frame, errors, residuals = _blend_frames(values, BLEND_PREDICTORS + extra, signed=distribution in STAGES)
     moments = _zeroed_moments(kernels.LS_RING * width, channels, cascade) if least_squares else kernels.NO_MOMENTS
     positions, fronts = (_raster_pop_order if cascade else _blend_pop_order)(height, width, top, left)
     known, known_fronts = _context_order(height, width, top, left)
@@ -872,16 +903,22 @@ def _kernel_tile(forms: dict, values: np.ndarray, top: int, left: int, encode: b
     edges, cumulative = _blend_edges(tables), _blend_cumulative(tables)
     bins = FITTED_BINS if tables in TABLE_SETS else 1
     coded = np.empty((2, count if encode else 0), dtype=np.int64)  # (table row, value) per value, in pop order
-    std_weights, diagonal, floor = ((_CASCADE_STD_WEIGHTS, CASCADE_ERROR_DIAGONAL, CASCADE_ERROR_FLOOR) if cascade
-                                    else (_BLEND_STD_WEIGHTS, BLEND_ERROR_DIAGONAL, BLEND_ERROR_FLOOR))
+    if distribution == SMALL:
+        numbers = SMALL_PROFILE
+    else:
+        std_weights, diagonal, floor = ((_CASCADE_STD_WEIGHTS, CASCADE_ERROR_DIAGONAL, CASCADE_ERROR_FLOOR) if cascade
+                                        else (_BLEND_STD_WEIGHTS, BLEND_ERROR_DIAGONAL, BLEND_ERROR_FLOOR))
+        numbers = Profile(kernels.ADAPT_TUNING, kernels.CASCADE_TUNING if cascade else kernels.NO_CASCADE,
+                          kernels.WIDE_FAR if distribution in (WIDE, STAGED) else kernels.NO_FAR,
+                          kernels.STAGED_TUNING if distribution == STAGED else kernels.NO_STAGES, std_weights,
+                          diagonal, floor)
 
     def run(frame_, positions_, fronts_, coded_, encode_, adaptive_):
         return forms["_code_tile"](
-            frame_, errors, residuals, positions_, fronts_, sources, around, std_weights, _BLEND_GAINS, diagonal,
-            floor, edges, cumulative, _LEVELS, bins, words, length, np.uint64(head), coded_, encode_, adaptive_,
-            kernels.ADAPT_TUNING, kernels.CASCADE_TUNING if cascade else kernels.NO_CASCADE, distribution in PARITIES,
-            kernels.WIDE_FAR if distribution in (WIDE, STAGED) else kernels.NO_FAR,
-            kernels.STAGED_TUNING if distribution == STAGED else kernels.NO_STAGES, moments, width)
+            frame_, errors, residuals, positions_, fronts_, sources, around, numbers.std_weights, _BLEND_GAINS,
+            numbers.diagonal, numbers.floor, edges, cumulative, _LEVELS, bins, words, length, np.uint64(head), coded_,
+            encode_, adaptive_, numbers.adapt, numbers.cascade, distribution in PARITIES, numbers.far, numbers.staged,
+            moments, width)
 
     if len(known):
         # The context's errors and residuals (_blend_context's), its values taken as they are, in a frame whose
@@ -923,6 +960,44 @@ CASCADE_STD_WEIGHTS = ((0.935, 0.265, 0.407, 0.192, 0.0, 0.0), (0.341, 0.0, 0.68
 CASCADE_ERROR_DIAGONAL, CASCADE_ERROR_FLOOR = 0.625, 1.6875
 _CASCADE_STD_WEIGHTS = np.array(CASCADE_STD_WEIGHTS)  # (2, 6)
 for _array in (_BLEND_STD_WEIGHTS, _BLEND_GAINS, _CASCADE_STD_WEIGHTS):
+    _array.flags.writeable = False
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A cascade's free numbers, as codec/kernels.py's _code_tile takes them: the adaptive contexts' tuning (5,: as
+    kernels.ADAPT_TUNING), the cascade's (6,: CASCADE_TUNING), the blends' shares of the errors two away (2,:
+    WIDE_FAR), the staged cascade's (4,: STAGED_TUNING), the std weights (2, 6) and the blend's error diagonal
+    share and floor."""
+
+    adapt: np.ndarray
+    cascade: np.ndarray
+    far: np.ndarray
+    staged: np.ndarray
+    std_weights: np.ndarray
+    diagonal: float
+    floor: float
+
+
+# ---------------------------------------------------------------------------------------------- the small-image profile
+#
+# SMALL (format 19) is STAGED with other numbers, other residual tables and its channels coded last first (blue, green,
+# red), all chosen on Imagenette's training thumbnails (32x32, never its validation images): the numbers by coordinate
+# descent from STAGED's on every 23rd thumbnail as one stream, the tables fitted on every third with those numbers
+# (`python scripts/small_profile.py`). On small images whose statistics run over many of them (an archive of
+# thumbnails) SMALL codes for about 1 % less than STAGED; on photographs it codes for more. The encoder prices a
+# stream of small images' sections both ways and keeps the cheaper for each (codec/bitsback.py: price_sections).
+SMALL_PROFILE = Profile(
+    adapt=np.array([149.0, 19.5, 0.651, 0.469, 3.3]),
+    cascade=np.array([0.118, 0.33, 0.138, 0.17, 0.884, 0.553]),
+    far=np.array([0.446, 0.5]),
+    staged=np.array([0.085, 0.47, 1.14, 0.598]),
+    std_weights=np.array([[1.54, 0.368, 0.635, 0.221, 0.0, 0.0], [0.648, 0.0, 0.668, 0.346, 0.102, 0.0494]]),
+    diagonal=0.625,
+    floor=3.1,
+)
+for _array in (SMALL_PROFILE.adapt, SMALL_PROFILE.cascade, SMALL_PROFILE.far, SMALL_PROFILE.staged,
+               SMALL_PROFILE.std_weights):
     _array.flags.writeable = False
 
 

@@ -551,6 +551,10 @@ def _pop_neighbours(distribution: str) -> PopFn:
 # bits a word.
 
 PREDICTIVE_SECTIONS = "predictive-sections"
+# Format 19: a section as PREDICTIVE_SECTIONS's, its tiles coded by the staged cascade's small-image profile
+# (predictive.SMALL); the encoder prices a stream of small images' sections both ways (bitsback.price_sections).
+PREDICTIVE_SMALL_SECTIONS = "predictive-small-sections"
+SECTION_DISTRIBUTIONS = {PREDICTIVE_SECTIONS: predictive.STAGED, PREDICTIVE_SMALL_SECTIONS: predictive.SMALL}
 _HALVES = 2**16
 
 
@@ -564,17 +568,18 @@ def section_neighbours(index: int, neighbours: tuple[int, int], end: int) -> tup
     return below, right
 
 
-def record_section(tiles: Sequence[Tile], first: int) -> list[predictive.Recorded]:
+def record_section(tiles: Sequence[Tile], first: int,
+                   distribution: str = predictive.STAGED) -> list[predictive.Recorded]:
     """What a section of `tiles` (raster tiles first .. first + n - 1) pushes for each of them, in raster order:
     each tile recorded after the tiles the decoder pops before it (those after it), the statistics starting from
-    the initial ones."""
+    the initial ones. `distribution`: its section kind's (SECTION_DISTRIBUTIONS)."""
     end, state = first + len(tiles), predictive.AdaptiveState.initial()
     recorded: list[predictive.Recorded] = [None] * len(tiles)  # type: ignore[list-item]
     for offset in range(len(tiles) - 1, -1, -1):
         tile, index = tiles[offset], first + offset
         context = _context(index, tile.valid, section_neighbours(index, tile.neighbours, end), end,
                            lambda k: tiles[k - first].pixels)
-        recorded[offset] = predictive.record_adaptive(_turned(tile), context, state, predictive.STAGED)
+        recorded[offset] = predictive.record_adaptive(_turned(tile), context, state, distribution)
     return recorded
 
 
@@ -584,6 +589,7 @@ class CodedSection:
 
     words: np.ndarray  # (W,) uint32
     bits: np.ndarray  # (n,) float64
+    distribution: str = predictive.STAGED  # what coded its tiles (SECTION_DISTRIBUTIONS)
 
 
 def code_section(recorded: Sequence[predictive.Recorded]) -> CodedSection:
@@ -593,36 +599,49 @@ def code_section(recorded: Sequence[predictive.Recorded]) -> CodedSection:
         before = section.num_valid_bits()
         predictive.push_rows(section, replay)
         bits.append(float(section.num_valid_bits() - before))
-    return CodedSection(section.words(), np.array(bits))
+    distribution = recorded[0].distribution if recorded else predictive.STAGED
+    return CodedSection(section.words(), np.array(bits), distribution)
 
 
-def _push_sections(stack: Stack, tiles: Sequence[Tile], start: int, stream: Stream) -> np.ndarray:
-    """A section (raster tiles start .. start + n - 1) coded on a stack of its own (the stream's CodedSection where
-    it has one of n tiles, else recorded and coded here), and that stack's words onto `stack`. Each tile's exact
-    bits on the section's stack (n,)."""
-    coded = stream.sections.get(start)
-    if coded is None or len(coded.bits) != len(tiles):
-        coded = code_section(record_section(tiles, start))
-    halves = np.ascontiguousarray(coded.words, dtype="<u4").view("<u2").astype(np.int32)
-    stack.push_uniform(np.concatenate([[len(coded.words) & 0xFFFF, len(coded.words) >> 16], halves]), _HALVES)
-    return coded.bits
+def _push_sections(kind: str) -> PushFn:
+    distribution = SECTION_DISTRIBUTIONS[kind]
+
+    def push(stack: Stack, tiles: Sequence[Tile], start: int, stream: Stream) -> np.ndarray:
+        """A section (raster tiles start .. start + n - 1) coded on a stack of its own (the stream's CodedSection
+        where it has one of n tiles coded so, else recorded and coded here), and that stack's words onto `stack`.
+        Each tile's exact bits on the section's stack (n,)."""
+        coded = stream.sections.get(start)
+        if coded is None or len(coded.bits) != len(tiles) or coded.distribution != distribution:
+            coded = code_section(record_section(tiles, start, distribution))
+        halves = np.ascontiguousarray(coded.words, dtype="<u4").view("<u2").astype(np.int32)
+        stack.push_uniform(np.concatenate([[len(coded.words) & 0xFFFF, len(coded.words) >> 16], halves]), _HALVES)
+        return coded.bits
+
+    return push
 
 
-def _pop_sections(stack: Stack, specs: Sequence[TileSpec], start: int,
-                  stream: Stream) -> Callable[[], list[np.ndarray]]:
-    """A section's words taken off `stack`; returns what decodes its tiles from them (deferred: decode_section)."""
-    low, high = (int(half) for half in stack.pop_uniform(2, _HALVES))
-    count = low | high << 16
-    if 32 * count > stack.num_bits():
-        raise CodingError(f"a section of {count} words on a stack of {stack.num_bits() // 32}")
-    words = stack.pop_uniform(2 * count, _HALVES).astype("<u2").view("<u4").astype(np.uint32)
-    specs = list(specs)
-    return lambda: decode_section(words, specs, start)
+def _pop_sections(kind: str) -> PopFn:
+    distribution = SECTION_DISTRIBUTIONS[kind]
+
+    def pop(stack: Stack, specs: Sequence[TileSpec], start: int, stream: Stream) -> Callable[[], list[np.ndarray]]:
+        """A section's words taken off `stack`; returns what decodes its tiles from them (deferred:
+        decode_section)."""
+        low, high = (int(half) for half in stack.pop_uniform(2, _HALVES))
+        count = low | high << 16
+        if 32 * count > stack.num_bits():
+            raise CodingError(f"a section of {count} words on a stack of {stack.num_bits() // 32}")
+        words = stack.pop_uniform(2 * count, _HALVES).astype("<u2").view("<u4").astype(np.uint32)
+        specs_ = list(specs)
+        return lambda: decode_section(words, specs_, start, distribution)
+
+    return pop
 
 
-def decode_section(words: np.ndarray, specs: Sequence[TileSpec], first: int) -> list[np.ndarray]:
+def decode_section(words: np.ndarray, specs: Sequence[TileSpec], first: int,
+                   distribution: str = predictive.STAGED) -> list[np.ndarray]:
     """The padded tiles (C, Th, Tw) uint8 of a section (raster tiles first .. first + n - 1; their padded shapes may
-    differ) from its stack's words, last tile first, as record_section recorded them; every word must be consumed."""
+    differ) from its stack's words, last tile first, as record_section recorded them with `distribution`; every word
+    must be consumed."""
     section, end = Stack.from_words(words), first + len(specs)
     state = predictive.AdaptiveState.initial()
     tiles: list[np.ndarray] = [None] * len(specs)  # type: ignore[list-item]
@@ -631,7 +650,7 @@ def decode_section(words: np.ndarray, specs: Sequence[TileSpec], first: int) -> 
         context = _context(index, spec.valid, section_neighbours(index, spec.neighbours, end), end,
                            lambda k: tiles[k - first])
         (c, th, tw), (h, w) = spec.shape, spec.valid
-        turned = predictive.decode(section, c, h, w, context, predictive.STAGED, state)
+        turned = predictive.decode(section, c, h, w, context, distribution, state)
         tiles[offset] = _unturned(turned, th, tw)
     if not section.is_empty():
         raise CodingError(f"a section's words hold more than its {len(specs)} tiles")
@@ -733,13 +752,13 @@ RESIDUALS = {PREDICTIVE_NEIGHBOURS: predictive.GAUSSIAN, PREDICTIVE_LAPLACE: pre
 KINDS: tuple[TileKind, ...] = (
     TileKind(
         DIRECT, "d", "every latent at its prior mean (nothing popped), the valid pixels pushed through the model",
-        formats=tuple(range(1, 19)), written=True, single=False, uses_model=True, needs_bits=False,
+        formats=tuple(range(1, 20)), written=True, single=False, uses_model=True, needs_bits=False,
         push=_push_direct, pop=_pop_direct,
     ),
     TileKind(
         BITSBACK, "b", "bits-back: the latents popped with the posterior, the valid pixels pushed through the "
         "model, the latents pushed with the prior",
-        formats=tuple(range(1, 19)), written=True, single=False, uses_model=True, needs_bits=True,
+        formats=tuple(range(1, 20)), written=True, single=False, uses_model=True, needs_bits=True,
         push=_push_bitsback, pop=_pop_bitsback,
     ),
     TileKind(
@@ -749,7 +768,7 @@ KINDS: tuple[TileKind, ...] = (
     ),
     TileKind(
         WHITENED, "w", "the valid pixels at 8 bits each, whitened: value i pushed as (v + whitening(t, i)) mod 256",
-        formats=tuple(range(1, 19)), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=tuple(range(1, 20)), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_whitened, pop=_pop_whitened,
     ),
     TileKind(
@@ -760,38 +779,38 @@ KINDS: tuple[TileKind, ...] = (
     TileKind(
         PREDICTIVE_NEIGHBOURS, "q", "the valid pixels through the local predictor, turned by 180 degrees, with "
         "the tiles below and to the right as context",
-        formats=tuple(range(1, 19)), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=tuple(range(1, 20)), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_neighbours(RESIDUALS[PREDICTIVE_NEIGHBOURS]), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_NEIGHBOURS]),
     ),
     TileKind(
         PREDICTIVE_LAPLACE, "e", "as q, each value's residual coded with a Laplace of the same mean and variance "
         "(its std rounded to a level) instead of a Gaussian",
-        formats=tuple(range(5, 19)), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=tuple(range(5, 20)), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_neighbours(RESIDUALS[PREDICTIVE_LAPLACE]), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_LAPLACE]),
     ),
     TileKind(
         PREDICTIVE_BLEND, "f", "as q, each value predicted by a blend of predictors weighted by their errors "
         "around it, its residual coded with a Laplace of a fitted std (codec/predictive.py: BLEND)",
-        formats=tuple(range(6, 19)), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=tuple(range(6, 20)), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_neighbours(RESIDUALS[PREDICTIVE_BLEND]), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_BLEND]),
     ),
     TileKind(
         PREDICTIVE_FITTED, "g", "as f, each residual coded with a table fitted on photographs, chosen by its std "
         "and by the quarter its mean falls in between integers (codec/predictive.py: FITTED)",
-        formats=tuple(range(8, 19)), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=tuple(range(8, 20)), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_neighbours(RESIDUALS[PREDICTIVE_FITTED]), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_FITTED]),
     ),
     TileKind(
         PREDICTIVE_ADAPTIVE, "h", "as g, each value's mean and std corrected by the statistics of its context over "
         "the values of the stream's h tiles decoded before it (codec/predictive.py: ADAPTIVE)",
-        formats=tuple(range(9, 19)), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=tuple(range(9, 20)), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_stateful(predictive.ADAPTIVE), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_ADAPTIVE]),
     ),
     TileKind(
         PREDICTIVE_LEAST_SQUARES, "m", "as h, each value's mean blended again with a local least-squares prediction "
         "from the values around it decoded before it, by their errors on its neighbours; the same statistics as "
         "h's (codec/predictive.py: LEAST_SQUARES)",
-        formats=tuple(range(10, 19)), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=tuple(range(10, 20)), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_stateful(predictive.LEAST_SQUARES), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_LEAST_SQUARES]),
     ),
     TileKind(
@@ -799,39 +818,46 @@ KINDS: tuple[TileKind, ...] = (
         "fit's error over its window and by how far the two predictions lie apart, its mean and std corrected "
         "again by a second stage of context statistics, its residuals coded with tables of its own "
         "(codec/predictive.py: CASCADE)",
-        formats=tuple(range(12, 19)), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=tuple(range(12, 20)), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_stateful(predictive.CASCADE), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_CASCADE]),
     ),
     TileKind(
         PREDICTIVE_PARITY, "o", "as n, its second stage's contexts also holding each value's column and row parity "
         "(codec/predictive.py: PARITY)",
-        formats=tuple(range(13, 19)), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=tuple(range(13, 20)), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_stateful(predictive.PARITY), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_PARITY]),
     ),
     TileKind(
         PREDICTIVE_WIDE, "s", "as o, each predictor's blend weight also reading its errors two columns to the left and "
         "two rows above; the same statistics as o's (codec/predictive.py: WIDE)",
-        formats=tuple(range(14, 19)), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=tuple(range(14, 20)), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_stateful(predictive.WIDE), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_WIDE]),
     ),
     TileKind(
         PREDICTIVE_STAGED, "t", "as s, each value's std also grown by the residuals two columns to the left and two "
         "rows above, its mean and std corrected again by a third stage of context statistics, keyed on the signed "
         "residuals left of and above it (codec/predictive.py: STAGED)",
-        formats=(15, 16, 17, 18), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=(15, 16, 17, 18, 19), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_stateful(predictive.STAGED), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_STAGED]),
     ),
     TileKind(
         PREDICTIVE_SECTIONS, "u", "a section: its tiles as t's, on a stack of their own whose words are pushed as "
         "uniform 16-bit halves after their count, their statistics starting from the initial ones, their context "
         "only the section's tiles (codec/tilekinds.py: sections)",
-        formats=(16, 17, 18), written=True, single=False, uses_model=False, needs_bits=False,
-        push=_push_sections, pop=_pop_sections, deferred=True,
+        formats=(16, 17, 18, 19), written=True, single=False, uses_model=False, needs_bits=False,
+        push=_push_sections(PREDICTIVE_SECTIONS), pop=_pop_sections(PREDICTIVE_SECTIONS), deferred=True,
+    ),
+    TileKind(
+        PREDICTIVE_SMALL_SECTIONS, "v", "a section as u's, its tiles coded by the staged cascade's small-image "
+        "profile: other numbers and residual tables, fitted on small images, each pixel's channels coded last first "
+        "(codec/predictive.py: SMALL)",
+        formats=(19,), written=True, single=False, uses_model=False, needs_bits=False,
+        push=_push_sections(PREDICTIVE_SMALL_SECTIONS), pop=_pop_sections(PREDICTIVE_SMALL_SECTIONS), deferred=True,
     ),
     *(TileKind(
         importance_kind(samples), code, f"importance-weighted (Monte-Carlo) bits-back with {samples} posterior samples "
         "per tile: one chosen in proportion to its weight p(x, z) / q(z given x), the others pushed back",
-        formats=tuple(range(4, 19)), written=True, single=False, uses_model=True, needs_bits=True,
+        formats=tuple(range(4, 20)), written=True, single=False, uses_model=True, needs_bits=True,
         push=_push_importance(samples), pop=_pop_importance(samples), samples=samples,
     ) for samples, code in zip(SAMPLE_COUNTS, "ijkl")),
 )

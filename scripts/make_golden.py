@@ -78,6 +78,12 @@ writes tests/data/format16/*.vz, the first files of format 16 (the staged cascad
 written today by default with sections cut at far fewer values than compress cuts them (small_sections: several
 sections a file). Never regenerate them either.
 
+    python scripts/make_golden.py --format19 [--force]
+writes tests/data/format19/*.vz, the first files of format 19 (2026-12-07: small images' sections coded by the staged
+cascade's small-image profile), as `--fast` codes them in tiles of 8 with the tiny models, written by default with
+sections cut at far fewer values than compress cuts them (small_sections): twelve 16x16 hopper crops in colour and in
+grey, and golden.png with a 23x21 corner (format19_files). Never regenerate them either.
+
     python scripts/make_golden.py --mixed [--force]
 writes tests/data/mixed/*.vz, the first archives that mix grey and colour images (2026-12-05, format 16, as
 `--fast` codes them with the shipped default models): the kind with most pixels through its model's stream, the
@@ -318,7 +324,7 @@ def make_format3_fixtures(force: bool) -> None:
 # The predictor kind of the files of tests/data/format5, format6, format8, format9 and format10 (predictor_files).
 PREDICTOR_KINDS = {5: "predictive-laplace", 6: "predictive-blend", 8: "predictive-fitted", 9: "predictive-adaptive",
                    10: "predictive-least-squares"}
-NEWEST = 16  # the format compress_images writes by default (format_version=None) where the predictor codes
+NEWEST = 19  # the format compress_images writes by default (format_version=None) where the predictor codes
 
 
 def predictor_files(version: int) -> dict[str, tuple[list[tuple[str, Image.Image]], dict]]:
@@ -398,10 +404,22 @@ def format16_files() -> dict[str, tuple[list[tuple[str, Image.Image]], dict]]:
     sections), where --fast codes one image in tiles small enough for rows of them: golden.png's 24x20 in tiles of
     8 (fast.vz), photo_crop's 96x64 in tiles of 32 (photo-fast.vz) and the 23x21 corner in tiles of 8
     (odd-fast.vz). Written within small_sections."""
-    files = format14_files(NEWEST)
+    files = format14_files(16)  # the default's when format 16 was the newest
     for name, tile in (("fast.vz", 8), ("photo-fast.vz", 32), ("odd-fast.vz", 8)):
         files[name] = (files[name][0], {**files[name][1], "tile": tile})
     return files
+
+
+def format19_files() -> dict[str, tuple[list[tuple[str, Image.Image]], dict]]:
+    """tests/data/format19: file name -> (the images it holds, compress_images's options, the tiny models): small
+    images whose sections the staged cascade's small-image profile codes (predictive-small-sections), as `--fast`
+    codes them in tiles of 8: hopper_crops in colour (archive-fast.vz), in grey (grey-fast.vz), and golden.png with
+    a 23x21 corner of photo_crop (odd-fast.vz). Written by default (format 19 the newest), within small_sections."""
+    crops = hopper_crops()
+    fast = dict(classical=False, fast=True, tile=8)
+    return {"archive-fast.vz": (crops, fast),
+            "grey-fast.vz": ([(name, image.convert("L")) for name, image in crops], fast),
+            "odd-fast.vz": ([("golden.png", golden_image()), ("odd.png", photo_crop().crop((0, 0, 23, 21)))], fast)}
 
 
 # What small_sections cuts sections at, instead of bitsback.SECTION_VALUES, SECTIONS_NEAR and SECTIONS_MOST: a few
@@ -437,7 +455,7 @@ def mixed_files() -> dict[str, tuple[list[tuple[str, Image.Image]], dict]]:
     grey_alpha.putalpha(alpha)
     colour = [("0.png", crops[0]), ("1.png", crops[1].convert("L")), ("2.png", crops[2]), ("3.png", grey_alpha)]
     grey = [("photo.png", photo_crop().convert("L")), ("small.png", crops[4])]
-    options = {"fast": True, "tile": 8}
+    options = {"fast": True, "tile": 8, "format_version": 16}  # the default's when they were written
     return {"colour.vz": (colour, options), "grey.vz": (grey, options)}
 
 
@@ -524,15 +542,16 @@ def make_mixed_fixtures(force: bool) -> None:
 
 
 def make_deflated_fixtures(version: int, force: bool) -> None:
-    """tests/data/format11 to format16."""
+    """tests/data/format11 to format16, and format19."""
     folder = GOLDEN / f"format{version}"
     folder.mkdir(parents=True, exist_ok=True)
     files = {11: format11_files, 12: format12_files, 13: format13_files, 14: format14_files,
-             15: format15_files, 16: format16_files}[version]()
-    with tempfile.TemporaryDirectory() as scratch, small_sections() if version == 16 else nullcontext():
+             15: format15_files, 16: format16_files, 19: format19_files}[version]()
+    with tempfile.TemporaryDirectory() as scratch, small_sections() if version in (16, 19) else nullcontext():
         weights = _tiny_models(Path(scratch))
         for file_name, (images, options) in files.items():
-            result = compress_images(images, load_model(weights[3]), **{"device": "cpu", **options})
+            channels = 1 if images[0][1].mode == "L" else 3
+            result = compress_images(images, load_model(weights[channels]), **{"device": "cpu", **options})
             assert result.format_version == version, file_name
             if write_pinned(folder / file_name, result.data, force):
                 print(f"format{version}/{file_name}: {len(result.data)} bytes")
@@ -658,6 +677,7 @@ def main() -> None:
     action.add_argument("--format16", action="store_true", help="tests/data/format16/*.vz")
     action.add_argument("--format17", action="store_true", help="tests/data/format17/*.vz")
     action.add_argument("--format18", action="store_true", help="tests/data/format18/*.vz")
+    action.add_argument("--format19", action="store_true", help="tests/data/format19/*.vz")
     action.add_argument("--mixed", action="store_true", help="tests/data/mixed/*.vz")
     action.add_argument("--binary", action="store_true", help="tests/data/binary/model.vz")
     action.add_argument("--global", dest="global_", action="store_true", help="tests/data/global/model.vz")
@@ -686,6 +706,8 @@ def main() -> None:
         make_version_fixtures(17, metadata_files(), args.force)
     elif args.format18:
         make_version_fixtures(18, deep_files(), args.force)
+    elif args.format19:
+        make_deflated_fixtures(19, args.force)
     elif args.mixed:
         make_mixed_fixtures(args.force)
     elif args.binary:

@@ -452,3 +452,39 @@ def test_a_large_image_takes_a_section_for_each_large_section_values(tiny_weight
     assert version == 16 and header.coder.schedule == (("predictive-sections", 2),) * 4
     (_, back), = decompress_images(result.data)
     assert np.array_equal(np.asarray(back), image)
+
+def _thumbnails(size: int = 32) -> list[tuple[str, Image.Image]]:
+    """samples/hopper.png box-downsampled by 2 (128x128) cut into size x size crops: an archive of thumbnails."""
+    reduced = Image.open(ROOT / "samples" / "hopper.png").convert("RGB").reduce(2)
+    return [(f"{y}-{x}.png", reduced.crop((x, y, x + size, y + size)))
+            for y in range(0, reduced.height, size) for x in range(0, reduced.width, size)]
+
+
+def test_small_images_take_format_19s_profile_where_it_costs_less_and_older_formats_never(tmp_path):
+    """An archive of small photographs: by default its sections are priced in both profiles, each kept in the one
+    of fewer words (format 19 where any takes the small-image profile); --format 18 (or 16) writes format 16's
+    sections only, and no smaller file; metadata kept do not turn a format-19 file into 17; all decode."""
+    from vaezip.metadata import METADATA
+    from codec.metadata import BEFORE_DATA, Chunk
+
+    thumbnails = _thumbnails()
+    newest = compress_images(thumbnails, fast=True, classical=False)
+    older = {version: compress_images(thumbnails, fast=True, classical=False, format_version=version)
+             for version in (16, 18)}
+    kinds = {kind for kind, _ in read_versioned(newest.data)[1].coder.schedule}
+    assert newest.format_version == 19 and "predictive-small-sections" in kinds
+    assert kinds <= {"predictive-sections", "predictive-small-sections"}
+    assert older[16].data == older[18].data and older[18].format_version == 16
+    assert {kind for kind, _ in read_versioned(older[18].data)[1].coder.schedule} == {"predictive-sections"}
+    assert len(newest.data) < len(older[18].data)
+    for data in (newest.data, older[18].data):
+        for (_, image), (_, back) in zip(thumbnails, decompress_images(data)):
+            assert np.array_equal(np.asarray(back), np.asarray(image))
+    tagged = [(name, image.copy()) for name, image in thumbnails]
+    tagged[0][1].info[METADATA] = (Chunk(BEFORE_DATA, b"tEXt", b"Title\0a thumbnail"),)
+    kept = compress_images(tagged, fast=True, classical=False)
+    assert kept.format_version == 19 and kept.images[0].metadata
+    (_, back), *_ = decompress_images(kept.data)
+    assert np.array_equal(np.asarray(back), np.asarray(thumbnails[0][1]))
+    asked = compress_images(tagged, fast=True, classical=False, format_version=17)
+    assert asked.format_version == 17 and asked.images[0].metadata

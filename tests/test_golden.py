@@ -32,7 +32,8 @@ FORMAT3 = GOLDEN / "format3"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from make_golden import (  # noqa: E402
     FORMAT7_TILE, PREDICTOR_KINDS, format3_files, format7_estimates, format7_file, format11_files, format12_files,
-    format13_files, format14_files, format15_files, format16_files, hopper_crops, mixed_files, photo_crop,
+    format13_files, format14_files, format15_files, format16_files, format19_files, hopper_crops, mixed_files,
+    photo_crop,
     predictor_files,
     small_sections,
 )
@@ -125,7 +126,8 @@ def test_the_untrained_model_loses_every_tile_of_the_golden_image_to_the_predict
     still."""
     image = Image.open(GOLDEN / "golden.png")
     sizes = {}
-    kinds = {None: "predictive-sections", 15: "predictive-staged", 14: "predictive-wide", 13: "predictive-parity", 12: "predictive-cascade",
+    kinds = {None: "predictive-small-sections", 16: "predictive-sections", 15: "predictive-staged",
+             14: "predictive-wide", 13: "predictive-parity", 12: "predictive-cascade",
              10: "predictive-least-squares", 9: "predictive-adaptive", 8: "predictive-fitted", 6: "predictive-blend",
              5: "predictive-laplace", 3: "predictive-neighbours"}
     for version, predictor_kind in kinds.items():
@@ -136,7 +138,8 @@ def test_the_untrained_model_loses_every_tile_of_the_golden_image_to_the_predict
         assert result.images[0].tiles_without_bitsback == result.images[0].tiles == 4
         sizes[version] = result.images[0].payload_bits
         assert len(result.data) < len((GOLDEN / "golden.vz").read_bytes())
-    assert sizes[6] < sizes[5] < sizes[3] and sizes[8] < sizes[5] and sizes[None] < sizes[15] < sizes[5]  # synthetic
+    assert sizes[6] < sizes[5] < sizes[3] and sizes[8] < sizes[5] and sizes[16] < sizes[15] < sizes[5]  # synthetic
+    assert sizes[None] < sizes[16]  # a small image: the small-image profile where it costs less
 
 
 @pytest.mark.parametrize("version", sorted(PREDICTOR_KINDS))
@@ -322,10 +325,11 @@ def test_the_cli_writes_an_older_format_on_request(tiny_weights, tmp_path):
     readers before format 10 (the adaptive tiles without least squares), 8 for those before format 9 (the fitted
     tiles without adapting), 7 or 6 for those before format 8 (the blend's Laplace tiles), 5 for those before format
     6, 3 (and 2) for those before format 5: the predictor's Laplace or Gaussian tiles; the same bytes in a worker
-    process (-j 2); --format 16 is the default; --format with --samples, or a format it cannot write, is a usage
-    error."""
+    process (-j 2); --format 19 is the default, 18 and 16 write format 16's sections without the small-image
+    profile; --format with --samples, or a format it cannot write, is a usage error."""
     image = np.asarray(Image.open(GOLDEN / "golden.png"))
-    formats = {"new": [], "sixteen": ["--format", "16"], "fifteen": ["--format", "15"], "fourteen": ["--format", "14"],
+    formats = {"new": [], "nineteen": ["--format", "19"], "eighteen": ["--format", "18"], "sixteen": ["--format", "16"],
+               "fifteen": ["--format", "15"], "fourteen": ["--format", "14"],
                "thirteen": ["--format", "13"], "twelve": ["--format", "12"], "eleven": ["--format", "11"],
                "ten": ["--format", "10"],
                "nine": ["--format", "9"], "eight": ["--format", "8"],
@@ -338,11 +342,13 @@ def test_the_cli_writes_an_older_format_on_request(tiny_weights, tmp_path):
         back = run_cli("decompress", tmp_path / f"{name}.vz", "-o", tmp_path / f"{name}.png", "-m", tiny_weights[3])
         assert back.returncode == 0 and np.array_equal(np.asarray(Image.open(tmp_path / f"{name}.png")), image)
     versions = {name: read_versioned((tmp_path / f"{name}.vz").read_bytes())[0] for name in formats}
-    assert versions["three"] == 3 and versions["two"] == 2 and versions["new"] in (3, 16) and versions["five"] in (3, 5)
+    assert versions["three"] == 3 and versions["two"] == 2 and versions["five"] in (3, 5)
+    assert versions["new"] in (3, 16, 19) and versions["sixteen"] in (3, 16)
     assert versions["six"] == versions["seven"] in (3, 6)  # nothing for the stream order to move here
     assert versions["eight"] in (3, 8) and versions["nine"] in (3, 9)
     assert versions["ten"] in (3, 10) and versions["eleven"] in (3, 10, 11)  # 11 where deflating pays
-    assert (tmp_path / "sixteen.vz").read_bytes() == (tmp_path / "new.vz").read_bytes()
+    assert (tmp_path / "nineteen.vz").read_bytes() == (tmp_path / "new.vz").read_bytes()
+    assert (tmp_path / "eighteen.vz").read_bytes() == (tmp_path / "sixteen.vz").read_bytes()
     assert versions["twelve"] in (3, 12) and versions["thirteen"] in (3, 13) and versions["fourteen"] in (3, 14)
     assert versions["fifteen"] in (3, 15)  # 3: without the initial statistics PNG codes this image for less
     fifteen_coder = read_versioned((tmp_path / "fifteen.vz").read_bytes())[1].coder
@@ -453,27 +459,28 @@ def test_format_9_to_16_files_decode_in_a_fresh_process_without_numba(name, tiny
 # ---------------------------------------------------------------------------------------------- formats 11 to 16
 
 DEFLATED_FILES = {11: format11_files, 12: format12_files, 13: format13_files, 14: format14_files,
-                  15: format15_files, 16: format16_files}
+                  15: format15_files, 16: format16_files, 19: format19_files}
 DEFLATED_GOLDENS = [(version, name) for version, files in DEFLATED_FILES.items() for name in sorted(files())]
 
 
 @pytest.mark.parametrize("version, file_name", DEFLATED_GOLDENS)
-def test_format_11_to_16_golden_files_reencode_to_their_bytes_and_decode_in_a_fresh_process_under_other_kernels(
+def test_format_11_to_19_golden_files_reencode_to_their_bytes_and_decode_in_a_fresh_process_under_other_kernels(
         version, file_name, tiny_weights, tmp_path):
     """format11/*.vz: archives of twelve small images whose header is stored deflated (format 11), through the
     model and as --fast codes them; format12/*.vz: images and an archive through the predictor's cascade tiles
     (format 12, its header always deflated); format13/*.vz: the same through the cascade's tiles with parity;
     format14/*.vz: the same through the wide cascade's tiles; format15/*.vz: the same through the staged cascade's;
-    format16/*.vz: the same in sections (cut at a few hundred values: make_golden.small_sections). Encoding again
-    gives the same bytes; a fresh process decodes the same images whatever kernels the CPU runs. A failure means
-    the format changed."""
+    format16/*.vz: the same in sections (cut at a few hundred values: make_golden.small_sections); format19/*.vz:
+    small images in sections, some coded by the small-image profile. Encoding again gives the same bytes; a fresh
+    process decodes the same images whatever kernels the CPU runs. A failure means the format changed."""
     from codec.container import inflate_header
     from codec.header import to_binary
 
     images, options = DEFLATED_FILES[version]()[file_name]
+    weights = tiny_weights[1 if images[0][1].mode == "L" else 3]
     pinned = (GOLDEN / f"format{version}" / file_name).read_bytes()
-    with small_sections():  # cuts only format 16's sections
-        again = compress_images(images, load_model(tiny_weights[3]), device="cpu", **options)
+    with small_sections():  # cuts only format 16's and 19's sections
+        again = compress_images(images, load_model(weights), device="cpu", **options)
     assert again.format_version == version
     # byte for byte where this zlib deflates as the one that wrote it (zlib-ng, say, may not): else the same
     # header and the same words
@@ -484,7 +491,7 @@ def test_format_11_to_16_golden_files_reencode_to_their_bytes_and_decode_in_a_fr
     assert read_version == version and [image.name for image in header.images] == [name for name, _ in images]
     if version >= 12:
         assert {12: "predictive-cascade", 13: "predictive-parity", 14: "predictive-wide",
-                15: "predictive-staged", 16: "predictive-sections"}[version] in {
+                15: "predictive-staged", 16: "predictive-sections", 19: "predictive-small-sections"}[version] in {
             kind for kind, _ in header.coder.schedule}
     position, length, shift = 10, 0, 0
     while True:  # the stored header's length, a varint
@@ -503,7 +510,7 @@ def test_format_11_to_16_golden_files_reencode_to_their_bytes_and_decode_in_a_fr
     )
     for env in ({}, {"ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "1"}):
         out = subprocess.run([sys.executable, "-c", script, str(GOLDEN.parents[1]),
-                              str(GOLDEN / f"format{version}" / file_name), str(tiny_weights[3]),
+                              str(GOLDEN / f"format{version}" / file_name), str(weights),
                               str(tmp_path / "images.npz")],
                              capture_output=True, text=True, timeout=300, env={**os.environ, **env})
         assert out.stdout.strip() == "ok", out.stderr
@@ -525,9 +532,14 @@ def test_formats_10_to_15_asked_for_are_the_defaults_coding_with_their_predictor
     images = hopper_crops()
     model = load_model(tiny_weights[3])
     newest = compress_images(images, model, device="cpu", classical=True)
+    nineteen = compress_images(images, model, device="cpu", classical=True, format_version=19)
+    assert newest.format_version == 19 and nineteen.data == newest.data
+    assert {kind for kind, _ in read(newest.data)[0].coder.schedule} <= {"predictive-sections",
+                                                                         "predictive-small-sections"}
     sixteen = compress_images(images, model, device="cpu", classical=True, format_version=16)
-    assert newest.format_version == 16 and sixteen.data == newest.data
-    assert {kind for kind, _ in read(newest.data)[0].coder.schedule} == {"predictive-sections"}
+    eighteen = compress_images(images, model, device="cpu", classical=True, format_version=18)
+    assert sixteen.format_version == 16 and eighteen.data == sixteen.data
+    assert {kind for kind, _ in read(sixteen.data)[0].coder.schedule} == {"predictive-sections"}
     newest = compress_images(images, model, device="cpu", classical=True, format_version=15)
     fourteen = compress_images(images, model, device="cpu", classical=True, format_version=14)
     thirteen = compress_images(images, model, device="cpu", classical=True, format_version=13)

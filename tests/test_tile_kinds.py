@@ -197,12 +197,12 @@ def test_an_interrupt_while_sections_are_priced_does_not_wait_for_the_running_on
     release, started, finished = threading.Event(), threading.Event(), threading.Event()
     record = tilekinds.record_section
 
-    def slow_second(tiles, first):
+    def slow_second(tiles, first, *distribution):
         if first > 0:
             started.set()
             release.wait(timeout=60)  # a pool that waits for it: the test fails after a minute, not hangs
             finished.set()
-        return record(tiles, first)
+        return record(tiles, first, *distribution)
 
     monkeypatch.setattr(tilekinds, "record_section", slow_second)
     monkeypatch.setattr(bitsback, "section_workers", lambda: 2)

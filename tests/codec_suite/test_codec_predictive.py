@@ -147,19 +147,24 @@ def test_the_fitted_rows_are_the_shipped_tables_with_their_tails_folded():
     assert np.array_equal(rows.sums, every.sums[table * 256 + rounded.astype(np.int64)])
 
 
-def test_the_cascades_tables_are_their_own_and_its_cumulatives_constrictions_of_its_rows():
-    """Format 12's tables (codec/cascade_residuals.npy): the same levels and quarters as format 8's, other
-    integers; its rows are valid tables and the kernels' cumulatives are constriction's of them."""
-    cascade, fitted = predictive._fitted_offsets(predictive.CASCADE), predictive._fitted_offsets()
-    assert cascade.shape == fitted.shape and not np.array_equal(cascade, fitted)
-    every, edges = predictive._fitted_every_table(predictive.CASCADE)
+@pytest.mark.parametrize("tables", [predictive.CASCADE, predictive.SMALL])
+def test_the_cascades_tables_are_their_own_and_its_cumulatives_constrictions_of_its_rows(tables):
+    """Format 12's tables (codec/cascade_residuals.npy) and format 19's (small_residuals.npy): the same levels and
+    quarters as format 8's, other integers; their rows are valid tables and the kernels' cumulatives are
+    constriction's of them."""
+    own, fitted = predictive._fitted_offsets(tables), predictive._fitted_offsets()
+    assert own.shape == fitted.shape and not np.array_equal(own, fitted)
+    assert not np.array_equal(predictive._fitted_offsets(predictive.CASCADE), predictive._fitted_offsets(
+        predictive.SMALL))
+    every, edges = predictive._fitted_every_table(tables)
     assert edges is predictive.fitted_levels()[1] and every.rows.min() >= 16
     assert np.all(every.rows.sum(axis=1, dtype=np.float64) == 2**24)
-    assert np.array_equal(predictive._fitted_cumulative(predictive.CASCADE), kernels.left_cumulatives(every.rows))
+    assert np.array_equal(predictive._fitted_cumulative(tables), kernels.left_cumulatives(every.rows))
 
 
 @pytest.mark.parametrize("tables, attribute", [(predictive.FITTED, "FITTED_TABLE_FILE"),
-                                               (predictive.CASCADE, "CASCADE_TABLE_FILE")])
+                                               (predictive.CASCADE, "CASCADE_TABLE_FILE"),
+                                               (predictive.SMALL, "SMALL_TABLE_FILE")])
 def test_a_changed_or_missing_table_file_is_refused(tmp_path, monkeypatch, tables, attribute):
     changed = predictive._fitted_offsets(tables).astype(np.uint32)  # a copy
     changed[3, 1, 250] += 1

@@ -23,9 +23,10 @@ def image_tiles(rng, sizes, tile=16, channels=3):
     return [t for h, w in sizes for t in split_tiles(smooth_image(rng, channels, h, w), tile, 2)]
 
 
-def encode_sections(tiles, runs=None):
-    """Every tile in sections (runs: section_runs's where None): (words, schedule, prices)."""
-    priced = bitsback.price_sections(tiles, runs=runs)
+def encode_sections(tiles, runs=None, kinds=(PREDICTIVE_SECTIONS,)):
+    """Every tile in sections (runs: section_runs's where None) of `kinds` (format 16's by default):
+    (words, schedule, prices)."""
+    priced = bitsback.price_sections(tiles, runs=runs, kinds=kinds)
     stack = Stack()
     schedule, stats = bitsback.encode_tiles(stack, tiles, None, model_bits=[INF] * len(tiles), priced=priced)
     assert len(stats) == len(tiles)

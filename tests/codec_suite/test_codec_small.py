@@ -1,0 +1,122 @@
+"""Format 19's small-image profile (codec/predictive.py: SMALL; codec/tilekinds.py: PREDICTIVE_SMALL_SECTIONS;
+codec/bitsback.py: section_kinds, price_sections): the staged cascade with other numbers and tables and its channels
+coded last first, in sections the encoder keeps where they cost less."""
+
+import numpy as np
+import pytest
+from codec_toymodel import smooth_image
+
+from codec import bitsback, predictive, tilekinds
+from codec.ans import Stack
+from codec.bitsback import PREDICTIVE_SECTIONS, PREDICTIVE_SMALL_SECTIONS
+from codec.errors import CodingError
+from codec.tiling import split_tiles
+
+INF = float("inf")
+
+
+def image_tiles(rng, sizes, tile=16, channels=3):
+    """The tiles of smooth images of `sizes`, one stream."""
+    return [t for h, w in sizes for t in split_tiles(smooth_image(rng, channels, h, w), tile, 2)]
+
+
+def clear_tables():
+    for cached in (predictive._fitted_offsets, predictive._fitted_windows, predictive._fitted_cumulative,
+                   predictive._fitted_every_table):
+        cached.cache_clear()
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_small_sections_decode_to_their_tiles(channels):
+    rng = np.random.default_rng(channels)
+    tiles = image_tiles(rng, [(32, 40), (16, 16), (24, 8)], channels=channels)
+    priced = bitsback.price_sections(tiles, runs=[6, 1, 2], kinds=[PREDICTIVE_SMALL_SECTIONS])  # an image each
+    assert {price[0] for price in priced} == {PREDICTIVE_SMALL_SECTIONS}
+    stack = Stack()
+    schedule, _ = bitsback.encode_tiles(stack, tiles, None, model_bits=[INF] * len(tiles), priced=priced)
+    assert schedule == [(PREDICTIVE_SMALL_SECTIONS, 6), (PREDICTIVE_SMALL_SECTIONS, 1),
+                        (PREDICTIVE_SMALL_SECTIONS, 2)]
+    decoded = bitsback.decode(stack.words(), schedule, [t.spec for t in tiles], None)
+    for tile, pixels in zip(tiles, decoded):
+        np.testing.assert_array_equal(pixels, tile.pixels)
+    # a section's words popped as the other profile's are refused or decode to other pixels, never silently right
+    other = [(PREDICTIVE_SECTIONS, n) for _, n in schedule]
+    try:
+        wrong = bitsback.decode(stack.words(), other, [t.spec for t in tiles], None)
+    except CodingError:
+        return
+    assert any(not np.array_equal(got, tile.pixels) for got, tile in zip(wrong, tiles))
+
+
+def test_the_profile_is_the_staged_cascade_with_its_numbers_and_tables_and_the_channels_turned(monkeypatch):
+    """With the staged cascade's numbers and tables in its place, SMALL records a colour tile exactly as STAGED
+    records the tile with its channels in the other order: the profile differs in nothing else."""
+    rng = np.random.default_rng(7)
+    tile = smooth_image(rng, 3, 20, 24)  # (3, 20, 24) uint8
+    context = predictive.Context(above=smooth_image(rng, 3, 1, 24)[:, 0], left=smooth_image(rng, 3, 20, 1)[:, :, 0],
+                                 corner=np.array([10, 200, 30], dtype=np.uint8))
+    small = predictive.record_adaptive(tile, context, predictive.AdaptiveState(), predictive.SMALL)
+    turned = predictive.Context(context.above[::-1], context.left[::-1], context.corner[::-1])
+    staged = predictive.record_adaptive(np.ascontiguousarray(tile[::-1]), turned, predictive.AdaptiveState(),
+                                        predictive.STAGED)
+    assert not np.array_equal(small.rows, staged.rows)  # its own numbers and tables
+    from codec import kernels
+
+    shipped = predictive._table_file
+    monkeypatch.setattr(predictive, "SMALL_PROFILE", predictive.Profile(
+        kernels.ADAPT_TUNING, kernels.CASCADE_TUNING, kernels.WIDE_FAR, kernels.STAGED_TUNING,
+        np.array(predictive.CASCADE_STD_WEIGHTS), predictive.CASCADE_ERROR_DIAGONAL, predictive.CASCADE_ERROR_FLOOR))
+    monkeypatch.setattr(predictive, "_table_file", lambda tables: shipped(
+        predictive.CASCADE if tables == predictive.SMALL else tables))
+    clear_tables()
+    try:
+        as_staged = predictive.record_adaptive(tile, context, predictive.AdaptiveState(), predictive.SMALL)
+    finally:
+        monkeypatch.undo()
+        clear_tables()
+    np.testing.assert_array_equal(as_staged.rows, staged.rows)
+    np.testing.assert_array_equal(as_staged.values, staged.values)
+    assert not np.array_equal(as_staged.values, small.values[::-1])  # turned, not only reordered at the end
+
+
+def test_each_section_keeps_the_profile_that_codes_it_in_fewer_words():
+    rng = np.random.default_rng(3)
+    tiles = image_tiles(rng, [(16, 16)] * 8)
+    runs = [2, 2, 2, 2]
+    both = bitsback.price_sections(tiles, runs=runs, kinds=bitsback.SECTION_KINDS)
+    alone = {kind: bitsback.price_sections(tiles, runs=runs, kinds=[kind]) for kind in bitsback.SECTION_KINDS}
+    for start in range(0, 8, 2):
+        words = {kind: len(prices[start].coded.words) for kind, prices in alone.items()}
+        chosen = both[start]
+        assert len(chosen.coded.words) == min(words.values())
+        assert chosen[0] == min(bitsback.SECTION_KINDS, key=lambda kind: (words[kind], kind != PREDICTIVE_SECTIONS))
+        assert [price[0] for price in both[start : start + 2]] == [chosen[0]] * 2
+    with pytest.raises(CodingError, match="sections are coded as one of"):
+        bitsback.price_sections(tiles, runs=runs, kinds=["predictive-staged"])
+
+
+def test_only_small_images_and_only_where_format_19_may_be_written_are_priced_in_the_profile(monkeypatch):
+    rng = np.random.default_rng(4)
+    small = image_tiles(rng, [(16, 16)] * 3)
+    assert bitsback.section_kinds(small) == bitsback.SECTION_KINDS
+    assert bitsback.section_kinds(small, small=False) == (PREDICTIVE_SECTIONS,)
+    monkeypatch.setattr(bitsback, "SMALL_PROFILE_VALUES", 16 * 16 * 3)  # those images no longer small
+    assert bitsback.section_kinds(small) == (PREDICTIVE_SECTIONS,)
+    priced = bitsback.price_stream(small, bitsback.PREDICTIVE_STAGED, [INF] * len(small))
+    assert {price[0] for price in priced} == {PREDICTIVE_SECTIONS}
+
+
+def test_the_profiles_tables_are_pinned(monkeypatch, tmp_path):
+    tampered = bytearray(predictive.SMALL_TABLE_FILE.read_bytes())
+    tampered[-1] ^= 1
+    (tmp_path / "small_residuals.npy").write_bytes(bytes(tampered))
+    monkeypatch.setattr(predictive, "SMALL_TABLE_FILE", tmp_path / "small_residuals.npy")
+    clear_tables()
+    try:
+        with pytest.raises(CodingError, match="format 19's residual tables .* not the ones"):
+            predictive.record_adaptive(smooth_image(np.random.default_rng(5), 3, 8, 8), predictive.Context(),
+                                       predictive.AdaptiveState(), predictive.SMALL)
+    finally:
+        monkeypatch.undo()
+        clear_tables()
+    assert tilekinds.BY_NAME[PREDICTIVE_SMALL_SECTIONS].formats == (19,)
