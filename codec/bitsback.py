@@ -647,6 +647,10 @@ def section_count(values: int, images: int) -> int:
 # (section_kinds). A photograph's are not: the profile codes them for more (every third Kodak image +0.84 %:
 # `python scripts/small_profile.py --price kodak --every 3 --each`).
 SMALL_PROFILE_VALUES = 2**19
+# A format-19 file's header holds two bytes an image more than a format-16 file's (format 18's layout: each image's
+# metadata count and depth): a section is kept in the small-image profile only where its words save more than that
+# for each image that ends in it, and one word, so that the default's file is never the larger.
+SMALL_HEADER_BITS = 16
 
 
 def _values_and_images(tiles: Sequence[Tile]) -> tuple[int, int]:
@@ -663,8 +667,8 @@ def section_runs(tiles: Sequence[Tile]) -> list[int] | None:
 
 def section_kinds(tiles: Sequence[Tile], small: bool = True) -> tuple[str, ...]:
     """The section kinds the encoder prices each section of a stream of tiles with, keeping the cheapest (the first
-    on a tie): format 16's, and where `small` (format 19 may be written) and the stream's images are small (fewer
-    than SMALL_PROFILE_VALUES values each), format 19's small-image profile too."""
+    on a tie; price_sections): format 16's, and where `small` (format 19 may be written) and the stream's images
+    are small (fewer than SMALL_PROFILE_VALUES values each on average), format 19's small-image profile too."""
     values, images = _values_and_images(tiles)
     return SECTION_KINDS if small and images and values / images < SMALL_PROFILE_VALUES else (PREDICTIVE_SECTIONS,)
 
@@ -713,8 +717,9 @@ def price_sections(tiles: Sequence[Tile], runs: Sequence[int] | None = None, pro
                    kinds: Sequence[str] | None = None) -> list[Price] | None:
     """price_without_model for formats 16 and 19: each tile's exact cost as its section of `runs` (section_runs's by
     default; None where the stream cannot be cut) codes it, each section coded by each of `kinds` (SECTION_KINDS;
-    section_kinds's by default) and kept in the one whose words are fewest, every section priced at once, one a
-    core. Each price names its kind, its section (Price.section) and holds it coded (Price.coded: encode_tiles pushes
+    section_kinds's by default) and kept in the one whose words are fewest (the small-image profile's counted with
+    SMALL_HEADER_BITS for each image that ends in the section and one word more), every section priced at once, one
+    a core. Each price names its kind, its section (Price.section) and holds it coded (Price.coded: encode_tiles pushes
     those words as they are), not the tiles' recordings: a section's words take ~3 bits a value where its
     recordings took 5 bytes, so that a photograph of any size is recorded once. `progress(tiles priced, tiles)`
     is called in the calling thread as each section is done: most of a photograph's compress."""
@@ -729,12 +734,16 @@ def price_sections(tiles: Sequence[Tile], runs: Sequence[int] | None = None, pro
         raise CodingError(f"sections of {runs[:8]} tiles do not cut a stream of {len(tiles)}")
 
     def price(first: int, n: int) -> tuple[str, tilekinds.CodedSection, list[int]]:
-        cheapest = None
+        cheapest, lowest = None, 0
+        ending = sum(1 for tile in tiles[first: first + n] if tile.neighbours == (0, 0))  # the images that end here
         for kind in kinds:
             recorded = tilekinds.record_section(tiles[first: first + n], first, tilekinds.SECTION_DISTRIBUTIONS[kind])
             coded = tilekinds.code_section(recorded)
-            if cheapest is None or len(coded.words) < len(cheapest[1].words):
-                cheapest = kind, coded, [_pushed_bits(replay) for replay in recorded]
+            cost = 32 * len(coded.words)
+            if kind == PREDICTIVE_SMALL_SECTIONS:
+                cost += SMALL_HEADER_BITS * ending + 32
+            if cheapest is None or cost < lowest:
+                cheapest, lowest = (kind, coded, [_pushed_bits(replay) for replay in recorded]), cost
         return cheapest
 
     pool = ThreadPoolExecutor(max_workers=min(len(runs), section_workers()))

@@ -12,7 +12,7 @@ Formats 1 and 2 (still read; written on request):
     22+N        4W    payload: the ANS words, u32 LE each
     22+N+4W     4     CRC32 of bytes [18+N, 22+N+4W) (count and payload), u32 LE; then end of file
 
-Formats 3 to 18 (written by default; shown here as 3 to 6, which differ from 3 only in the tile kinds their
+Formats 3 to 19 (written by default; shown here as 3 to 6, which differ from 3 only in the tile kinds their
 schedules may hold, codec/tilekinds.py; later ones add header fields and store it deflated, docs/FORMAT.md): a
 binary header (header.py: to_binary) that also says how each image is coded,
 so that a 5x5 image costs ~100 bytes, not ~400:

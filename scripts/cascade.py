@@ -44,6 +44,7 @@ from adaptive_contexts import image_tiles, set_images, set_parser  # noqa: E402
 from codec import bitsback, kernels, predictive  # noqa: E402
 
 
+FORMAT16 = [bitsback.PREDICTIVE_SECTIONS]  # format 16's sections only (not format 19's small-image profile)
 ONE_STREAM = False  # --one-stream: every image's tiles in one stream, as an archive codes them
 
 
@@ -151,8 +152,9 @@ def sections(images, values: int, tile: int) -> None:
     for tiles in streams:
         runs = bitsback.section_runs(tiles)
         costs = np.array([sum(price[1] for price in prices) for prices in (
-            bitsback.price_without_model(tiles, bitsback.PREDICTIVE_STAGED), bitsback.price_sections(tiles),
-            bitsback.price_sections(tiles, runs=[len(tiles)]))])
+            bitsback.price_without_model(tiles, bitsback.PREDICTIVE_STAGED),
+            bitsback.price_sections(tiles, kinds=FORMAT16),
+            bitsback.price_sections(tiles, runs=[len(tiles)], kinds=FORMAT16))])
         totals += costs
         count = sum(tile.pixels.shape[0] * tile.valid[0] * tile.valid[1] for tile in tiles)
         print(f"{costs[0] / count:.4f} -> {costs[1] / count:.4f} in {len(runs)} sections of {runs} tiles "
@@ -170,7 +172,8 @@ def counts(images, values: int, tile: int, sections: list[int]) -> None:
     totals = np.zeros(len(sections))
     for tiles in streams:
         runs = [bitsback.cut_sections(tiles, count) for count in sections]
-        costs = np.array([sum(price[1] for price in bitsback.price_sections(tiles, runs=cut)) for cut in runs])
+        costs = np.array([sum(price[1] for price in bitsback.price_sections(tiles, runs=cut, kinds=FORMAT16))
+                          for cut in runs])
         totals += costs
         count = sum(tile.pixels.shape[0] * tile.valid[0] * tile.valid[1] for tile in tiles)
         print(f"{count} values: " + ", ".join(

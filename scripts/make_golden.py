@@ -481,7 +481,7 @@ def metadata_files() -> dict[str, tuple[list[tuple[str, Image.Image]], dict]]:
     colour = crops[2].copy()
     colour.info[METADATA] = (Chunk(BEFORE_DATA, b"iTXt", b"XML:com.adobe.xmp\0\0\0\0\0<x:xmpmeta/>"),)
     grey = crops[1].convert("L")
-    options = {"fast": True, "tile": 8}
+    options = {"fast": True, "tile": 8, "format_version": 17}  # the default's when they were written
     return {"photo-fast.vz": ([("photo.png", photo)], options),
             "archive-fast.vz": ([("palette.png", palette), ("grey.png", grey), ("colour.png", colour)], options)}
 
@@ -522,7 +522,7 @@ def deep_files() -> dict[str, tuple[list[tuple[str, object]], dict]]:
     ten_bit_photo = np.asarray(photo_crop()).astype(np.int64) * 4 + rng.integers(0, 4, (64, 96, 3))
     balanced = (ten_bit_photo * np.array([65535, 50000, 61000]) + 511) // 1023  # a white balance's gain per channel
     eight = crops[4][..., 1].astype(np.uint16) * 257
-    options = {"fast": True, "tile": 8}
+    options = {"fast": True, "tile": 8, "format_version": 18}  # the default's when they were written
     return {"photo-fast.vz": ([("photo.png", shifted)], options),
             "archive-fast.vz": ([("grey-alpha.png", DeepImage(grey_alpha.astype(np.uint16), "LA")),
                                  ("colour.png", Image.fromarray(crops[5])),

@@ -291,7 +291,8 @@ def test_the_api_keeps_what_pillow_read_and_gives_it_back():
     Image.fromarray(smooth_rgb(24, 32, 1)).save(buffer, format="PNG", icc_profile=PROFILE)
     opened = Image.open(io.BytesIO(buffer.getvalue()))  # not vaezip's open_image: Pillow's info alone
     result = compress_images([("a.png", opened)], fast=True)
-    assert result.format_version == container.METADATA_VERSION and result.images[0].metadata
+    # 19 where the small-image profile codes this small image for less
+    assert result.format_version in (container.METADATA_VERSION, container.SMALL_VERSION) and result.images[0].metadata
     (_, image), = decompress_images(result.data)
     assert image.info[METADATA] == result.images[0].metadata
     with Image.open(io.BytesIO(png_bytes(image))) as back:
@@ -299,7 +300,9 @@ def test_the_api_keeps_what_pillow_read_and_gives_it_back():
     assert [kind for kind, _ in chunks_of(png_bytes(image))][:2] == [b"IHDR", b"iCCP"]
     assert file_info(result.data).images[0].metadata == result.images[0].metadata
     plain = compress_images([("a.png", opened)], fast=True, metadata=False)
-    assert plain.format_version < container.METADATA_VERSION and plain.images[0].metadata_left_out == ("iCCP",)
+    assert plain.format_version in (container.SECTIONS_VERSION, container.SMALL_VERSION)  # no metadata field
+    assert plain.format_version == result.format_version or result.format_version == container.METADATA_VERSION
+    assert plain.images[0].metadata_left_out == ("iCCP",)
     assert METADATA not in decompress_images(plain.data)[0][1].info
     # the same payload either way: metadata live in the header alone
     assert np.array_equal(container.read(result.data)[1], container.read(plain.data)[1])

@@ -308,8 +308,9 @@ def file_info(data: bytes) -> FileInfo:
             images.append(found)
     deflated = version == container.DEFLATED_VERSION
     newest = version
-    with_metadata = version in (container.METADATA_VERSION, container.DEPTH_VERSION)
-    if deflated or with_metadata:  # any content of formats 3 to 16: described as the oldest of them that holds it
+    # formats 17 to 19 may hold any content of the formats before them: described as the oldest that holds it
+    with_metadata = version in (container.METADATA_VERSION, container.DEPTH_VERSION, container.SMALL_VERSION)
+    if deflated or with_metadata:
         version = container.binary_version(kinds, ordered=bool(coder is not None and coder.order))
         deflated = version not in container.DEFLATED_HEADERS  # format 17's header is deflated too
     inference = INFERENCE[version]

@@ -158,8 +158,8 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
                          f"archive: compress them into several archives")
     if deep and format_version not in (None, container.DEPTH_VERSION, container.SMALL_VERSION):
         name = next(name for (name, _), (depth, _) in zip(images, depths) if depth)
-        raise ImageError(f"{name}: a 16-bit image needs format {container.DEPTH_VERSION} (the default), not "
-                         f"{format_version}")
+        raise ImageError(f"{name}: a 16-bit image needs format {container.DEPTH_VERSION} or {container.SMALL_VERSION} "
+                         f"(the default), not {format_version}")
     newest = (None, container.METADATA_VERSION, container.DEPTH_VERSION, container.SMALL_VERSION)
     keep_metadata = metadata and format_version in newest
     # Format 19's small-image sections only where no older format was asked for.

@@ -76,21 +76,34 @@ def test_the_profile_is_the_staged_cascade_with_its_numbers_and_tables_and_the_c
         clear_tables()
     np.testing.assert_array_equal(as_staged.rows, staged.rows)
     np.testing.assert_array_equal(as_staged.values, staged.values)
-    assert not np.array_equal(as_staged.values, small.values[::-1])  # turned, not only reordered at the end
+    unturned = predictive.record_adaptive(tile, context, predictive.AdaptiveState(), predictive.STAGED)
+    assert not np.array_equal(unturned.rows, as_staged.rows)  # the turn is what is left to tell them apart
 
 
-def test_each_section_keeps_the_profile_that_codes_it_in_fewer_words():
+@pytest.mark.parametrize("header_bits", [0, bitsback.SMALL_HEADER_BITS, 10**6])
+def test_each_section_keeps_the_profile_that_codes_it_in_fewer_words_with_the_headers_bytes(monkeypatch,
+                                                                                          header_bits):
+    """The small-image profile pays the two header bytes an image that format 19 adds (and a word): kept only where
+    its words save more."""
+    monkeypatch.setattr(bitsback, "SMALL_HEADER_BITS", header_bits)
     rng = np.random.default_rng(3)
-    tiles = image_tiles(rng, [(16, 16)] * 8)
+    tiles = image_tiles(rng, [(16, 16)] * 8)  # one tile an image: two images end in each section
     runs = [2, 2, 2, 2]
     both = bitsback.price_sections(tiles, runs=runs, kinds=bitsback.SECTION_KINDS)
     alone = {kind: bitsback.price_sections(tiles, runs=runs, kinds=[kind]) for kind in bitsback.SECTION_KINDS}
+    chosen_kinds = set()
     for start in range(0, 8, 2):
-        words = {kind: len(prices[start].coded.words) for kind, prices in alone.items()}
+        cost = {kind: 32 * len(prices[start].coded.words) for kind, prices in alone.items()}
+        cost[PREDICTIVE_SMALL_SECTIONS] += 2 * header_bits + 32
         chosen = both[start]
-        assert len(chosen.coded.words) == min(words.values())
-        assert chosen[0] == min(bitsback.SECTION_KINDS, key=lambda kind: (words[kind], kind != PREDICTIVE_SECTIONS))
+        assert chosen[0] == min(bitsback.SECTION_KINDS, key=lambda kind: (cost[kind], kind != PREDICTIVE_SECTIONS))
+        assert chosen.coded.words.tolist() == alone[chosen[0]][start].coded.words.tolist()
         assert [price[0] for price in both[start : start + 2]] == [chosen[0]] * 2
+        chosen_kinds.add(chosen[0])
+    if header_bits == 0:
+        assert PREDICTIVE_SMALL_SECTIONS in chosen_kinds  # these images: the profile wins some sections
+    if header_bits == 10**6:
+        assert chosen_kinds == {PREDICTIVE_SECTIONS}
     with pytest.raises(CodingError, match="sections are coded as one of"):
         bitsback.price_sections(tiles, runs=runs, kinds=["predictive-staged"])
 
@@ -107,6 +120,8 @@ def test_only_small_images_and_only_where_format_19_may_be_written_are_priced_in
 
 
 def test_the_profiles_tables_are_pinned(monkeypatch, tmp_path):
+    """(Read directly: a coding that met them would take the failure for the compiled kernels' and turn them off
+    for the rest of the process.)"""
     tampered = bytearray(predictive.SMALL_TABLE_FILE.read_bytes())
     tampered[-1] ^= 1
     (tmp_path / "small_residuals.npy").write_bytes(bytes(tampered))
@@ -114,8 +129,7 @@ def test_the_profiles_tables_are_pinned(monkeypatch, tmp_path):
     clear_tables()
     try:
         with pytest.raises(CodingError, match="format 19's residual tables .* not the ones"):
-            predictive.record_adaptive(smooth_image(np.random.default_rng(5), 3, 8, 8), predictive.Context(),
-                                       predictive.AdaptiveState(), predictive.SMALL)
+            predictive._fitted_offsets(predictive.SMALL)
     finally:
         monkeypatch.undo()
         clear_tables()
