@@ -256,7 +256,11 @@ from vaezip import api
 from vaezip.errors import IntegrityError
 loaded = api.load_model({str(tiny_weights[3])!r})
 data = open({str(ROOT / "tests" / "data" / "golden-v4.vz")!r}, "rb").read()
-golden = np.asarray(api.decompress(data, loaded))  # this machine made it, on two threads
+try:
+    golden = np.asarray(api.decompress(data, loaded))  # this machine made it, on two threads
+except IntegrityError:
+    print("another kind of machine")
+    sys.exit(0)
 def work(_):
     try:
         return np.array_equal(np.asarray(api.decompress(data, loaded)), golden)
@@ -267,7 +271,8 @@ if __name__ == "__main__":
         print(repr(pool.map_async(work, [0]).get(timeout=120)[0]))
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
-    if "IntegrityError" in done.stderr and "golden = " in done.stderr:
+    # (a traceback of a `python -c` script shows no source line to tell where it failed)
+    if done.stdout.strip() == "another kind of machine":
         pytest.skip("golden-v4.vz is a float file of another kind of machine than this one")
     result = done.stdout.strip()
     assert result == "True" or ("format-1 file (float inference)" in result and "forked" in result

@@ -357,7 +357,7 @@ def test_adaptive_tiles_compiled_and_as_plain_python_are_the_same_bits(monkeypat
         third_stage = np.count_nonzero(state.sums[third_rows:, 1])
         assert (second_stage > 50) if distribution == predictive.CASCADE else second_stage == 0
         assert (with_parity > 50) if distribution in predictive.PARITIES else with_parity == 0
-        assert (third_stage > 50) if distribution == predictive.STAGED else third_stage == 0
+        assert (third_stage > 50) if distribution in predictive.STAGES else third_stage == 0
     (compiled_rows, compiled_words, _, compiled_state, _), (plain_rows, plain_words, _, plain_state, _) = runs
     assert all(np.array_equal(a.rows, b.rows) and np.array_equal(a.values, b.values)
                for a, b in zip(compiled_rows, plain_rows))
