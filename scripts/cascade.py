@@ -90,7 +90,14 @@ def tune(images, values: int, tile: int) -> None:
     best = numbers()
     lowest = cost(best)
     print(f"shipped: {lowest:.5f} bits per subpixel", flush=True)
-    for step in (0.2, 0.1):
+    descend(best, lowest, cost, (0.2, 0.1))
+
+
+def descend(best: dict[str, float], lowest: float, cost, steps) -> dict[str, float]:
+    """Coordinate descent from the numbers `best` (costing `lowest`): for each step, each number in turn `step` up,
+    else down (a zero to +-step / 2), kept where `cost` falls; prints each change and each step's result. The
+    numbers found."""
+    for step in steps:
         for name in list(best):
             for direction in (1, -1):
                 trial = dict(best)
@@ -101,6 +108,7 @@ def tune(images, values: int, tile: int) -> None:
                     print(f"{name} -> {best[name]:.4f}: {lowest:.5f}", flush=True)
                     break
         print(f"after steps of {step:.0%}: {lowest:.5f} with {best}", flush=True)
+    return best
 
 
 # What --stages tries: for each of STAGED_TUNING's numbers, the values beside the shipped one (edges as pairs).

@@ -73,18 +73,30 @@ def count_cascade_offsets(images) -> np.ndarray:
 
     from codec import bitsback
 
-    levels, _ = predictive.fitted_levels()
-    counts = np.zeros((levels * predictive.FITTED_BINS, 2 * 255 + 1))
-    shipped = predictive._table_file
-    predictive._table_file = lambda tables: shipped(predictive.FITTED)  # any valid tables: the rows are the same
-    try:
+    def recordings():
         for image in images:
             tiles = image_tiles(image, 128)
             for price in bitsback.price_without_model(tiles, bitsback.PREDICTIVE_CASCADE,
                                                       record_below=[float("inf")] * len(tiles), record_bytes=2**62):
                 if price.recorded is not None:
-                    table, mean = np.divmod(price.recorded.rows.astype(np.int64), 256)
-                    np.add.at(counts, (table, price.recorded.values.astype(np.int64) - mean + 255), 1.0)
+                    yield price.recorded
+
+    return recorded_offsets(recordings, predictive.FITTED)  # any valid tables: the rows are the same
+
+
+def recorded_offsets(recordings, stand_in: str) -> np.ndarray:
+    """(levels, bins, 511) float64 counts of the offsets value - coded mean of every value of the recorded tiles
+    (predictive.Recorded) that `recordings()` yields, in the table its row names, recorded while the table set
+    `stand_in` stands in for every other (the rows do not depend on the tables' contents; a set being fitted may not
+    exist yet). The tables' caches are cleared after."""
+    levels, _ = predictive.fitted_levels()
+    counts = np.zeros((levels * predictive.FITTED_BINS, 2 * 255 + 1))
+    shipped = predictive._table_file
+    predictive._table_file = lambda tables: shipped(stand_in)
+    try:
+        for recorded in recordings():
+            table, mean = np.divmod(recorded.rows.astype(np.int64), 256)
+            np.add.at(counts, (table, recorded.values.astype(np.int64) - mean + 255), 1.0)
     finally:
         predictive._table_file = shipped
         for cached in (predictive._fitted_offsets, predictive._fitted_windows, predictive._fitted_cumulative,

@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import fit_residual_tables  # noqa: E402
 from adaptive_contexts import image_tiles  # noqa: E402
+from cascade import descend  # noqa: E402
 
 from codec import bitsback, kernels, predictive, tilekinds  # noqa: E402
 from vaezip import data  # noqa: E402
@@ -99,37 +100,15 @@ def tune(steps: list[float], from_staged: bool) -> None:
     best = numbers(base)
     lowest = cost(best)
     print(f"{len(tiles)} thumbnails, start: {lowest:.5f} bits per subpixel", flush=True)
-    for step in steps:
-        for name in list(best):
-            for direction in (1, -1):
-                trial = dict(best)
-                trial[name] = best[name] * (1 + direction * step) if best[name] else direction * step / 2
-                trial_cost = cost(trial)
-                if trial_cost < lowest - 1e-5:
-                    best, lowest = trial, trial_cost
-                    print(f"{name} -> {best[name]:.4f}: {lowest:.5f}", flush=True)
-                    break
-        print(f"after steps of {step:.0%}: {lowest:.5f} with {best}", flush=True)
+    descend(best, lowest, cost, steps)
 
 
 def count_offsets(tiles) -> np.ndarray:
     """(levels, bins, 511) float64 counts of the offsets value - coded mean of every value SMALL codes of `tiles`
     (one section), in the table its row names (the rows do not depend on the tables' contents: the cascade's tables
     stand in while recording)."""
-    levels, _ = predictive.fitted_levels()
-    counts = np.zeros((levels * predictive.FITTED_BINS, 2 * 255 + 1))
-    shipped = predictive._table_file
-    predictive._table_file = lambda tables: shipped(predictive.CASCADE)
-    try:
-        for recorded in tilekinds.record_section(tiles, 0, predictive.SMALL):
-            table, mean = np.divmod(recorded.rows.astype(np.int64), 256)
-            np.add.at(counts, (table, recorded.values.astype(np.int64) - mean + 255), 1.0)
-    finally:
-        predictive._table_file = shipped
-        for cached in (predictive._fitted_offsets, predictive._fitted_windows, predictive._fitted_cumulative,
-                       predictive._fitted_every_table):
-            cached.cache_clear()
-    return counts.reshape(levels, predictive.FITTED_BINS, -1)
+    return fit_residual_tables.recorded_offsets(
+        lambda: tilekinds.record_section(tiles, 0, predictive.SMALL), predictive.CASCADE)
 
 
 def tables(check: bool) -> None:
