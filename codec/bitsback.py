@@ -50,6 +50,7 @@ Only valid pixels are coded; padding is recreated by edge replication (tiling.pa
 
 from __future__ import annotations
 
+import math
 import os
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -67,7 +68,7 @@ from codec.tiling import Tile, TileSpec
 from codec.tilekinds import (  # noqa: F401
     BITSBACK, DIRECT, PREDICTIVE, PREDICTIVE_ADAPTIVE, PREDICTIVE_BLEND, PREDICTIVE_CASCADE, PREDICTIVE_FITTED,
     PREDICTIVE_LAPLACE, PREDICTIVE_LEAST_SQUARES, PREDICTIVE_NEIGHBOURS, PREDICTIVE_PARITY, PREDICTIVE_SECTIONS,
-    PREDICTIVE_SMALL_SECTIONS, PREDICTIVE_STAGED, PREDICTIVE_WIDE, RAW, WHITENED, Stream,
+    PREDICTIVE_PHOTO_SECTIONS, PREDICTIVE_SMALL_SECTIONS, PREDICTIVE_STAGED, PREDICTIVE_WIDE, RAW, WHITENED, Stream,
     raw_bits, whitening,
 )
 
@@ -633,7 +634,7 @@ SMALL_IMAGE_SECTIONS = 4
 SECTION_TILES = 4096  # codec/header.py's MAX_BATCH
 
 
-SECTION_KINDS = (PREDICTIVE_SECTIONS, PREDICTIVE_SMALL_SECTIONS)  # format 16's and format 19's
+SECTION_KINDS = (PREDICTIVE_SECTIONS, PREDICTIVE_SMALL_SECTIONS, PREDICTIVE_PHOTO_SECTIONS)  # formats 16, 19, 20
 
 
 def section_count(values: int, images: int) -> int:
@@ -647,9 +648,16 @@ def section_count(values: int, images: int) -> int:
 # (section_kinds). A photograph's are not: the profile codes them for more (every third Kodak image +0.84 %:
 # `python scripts/small_profile.py --price kodak --every 3 --each`).
 SMALL_PROFILE_VALUES = 2**19
+# Images of this many values or more each are coded by format 20's photograph profile instead of format 16's staged
+# cascade (section_kinds): Kodak's 24 0.50 % smaller, photos_train's 30 validation photographs (384x384) 0.38 %,
+# Imagenette's 32x32 thumbnails 0.27 % (`python scripts/photo_profile.py --price SET`). Not smaller images': a
+# format-20 file's header holds two bytes an image more than format 16's (format 18's layout), more than the profile
+# saves on an image of a few hundred values; from 2^14 values (a 74x74 colour image, ~3-4 kB) it saves ~10 bytes.
+PHOTO_PROFILE_VALUES = 2**14
 # A format-19 file's header holds two bytes an image more than a format-16 file's (format 18's layout: each image's
-# metadata count and depth): a section is kept in the small-image profile only where its words save more than that
-# for each image that ends in it, and one word, so that the default's file is never the larger.
+# metadata count and depth): a section priced against format 16's is kept in the small-image profile only where its
+# words save more than that for each image that ends in it, and one word, so that such a file is never the larger
+# (against format 20's photograph profile, whose file holds those bytes too, the words alone decide).
 SMALL_HEADER_BITS = 16
 
 
@@ -665,12 +673,18 @@ def section_runs(tiles: Sequence[Tile]) -> list[int] | None:
     return cut_sections(tiles, section_count(*_values_and_images(tiles)))
 
 
-def section_kinds(tiles: Sequence[Tile], small: bool = True) -> tuple[str, ...]:
+def section_kinds(tiles: Sequence[Tile], allowed: Sequence[str] = SECTION_KINDS) -> tuple[str, ...]:
     """The section kinds the encoder prices each section of a stream of tiles with, keeping the cheapest (the first
-    on a tie; price_sections): format 16's, and where `small` (format 19 may be written) and the stream's images
-    are small (fewer than SMALL_PROFILE_VALUES values each on average), format 19's small-image profile too."""
+    on a tie; price_sections), of those `allowed` (the formats that may be written: SECTION_KINDS, or format 19's
+    first two, or format 16's alone): format 20's photograph profile where it is allowed and the stream's images
+    hold PHOTO_PROFILE_VALUES values or more each on average, else format 16's; and where they hold fewer than
+    SMALL_PROFILE_VALUES, format 19's small-image profile too where it is allowed."""
     values, images = _values_and_images(tiles)
-    return SECTION_KINDS if small and images and values / images < SMALL_PROFILE_VALUES else (PREDICTIVE_SECTIONS,)
+    average = values / images if images else math.inf
+    photo = PREDICTIVE_PHOTO_SECTIONS in allowed and average >= PHOTO_PROFILE_VALUES
+    first = PREDICTIVE_PHOTO_SECTIONS if photo else PREDICTIVE_SECTIONS
+    small = PREDICTIVE_SMALL_SECTIONS in allowed and average < SMALL_PROFILE_VALUES
+    return (first, PREDICTIVE_SMALL_SECTIONS) if small else (first,)
 
 
 def cut_sections(tiles: Sequence[Tile], sections: int) -> list[int] | None:
@@ -715,14 +729,14 @@ def _abandon(pool: ThreadPoolExecutor | None) -> None:
 
 def price_sections(tiles: Sequence[Tile], runs: Sequence[int] | None = None, progress: ProgressFn | None = None,
                    kinds: Sequence[str] | None = None) -> list[Price] | None:
-    """price_without_model for formats 16 and 19: each tile's exact cost as its section of `runs` (section_runs's by
-    default; None where the stream cannot be cut) codes it, each section coded by each of `kinds` (SECTION_KINDS;
-    section_kinds's by default) and kept in the one whose words are fewest (the small-image profile's counted with
-    SMALL_HEADER_BITS for each image that ends in the section and one word more), every section priced at once, one
-    a core. Each price names its kind, its section (Price.section) and holds it coded (Price.coded: encode_tiles pushes
-    those words as they are), not the tiles' recordings: a section's words take ~3 bits a value where its
-    recordings took 5 bytes, so that a photograph of any size is recorded once. `progress(tiles priced, tiles)`
-    is called in the calling thread as each section is done: most of a photograph's compress."""
+    """price_without_model for formats 16, 19 and 20: each tile's exact cost as its section of `runs`
+    (section_runs's by default; None where the stream cannot be cut) codes it, each section coded by each of `kinds`
+    (SECTION_KINDS; section_kinds's by default) and kept in the one whose words are fewest (the small-image profile's
+    counted with SMALL_HEADER_BITS for each image that ends in the section and one word more), every section priced
+    at once, one a core. Each price names its kind, its section (Price.section) and holds it coded (Price.coded:
+    encode_tiles pushes those words as they are), not the tiles' recordings: a section's words take ~3 bits a value
+    where its recordings took 5 bytes, so that a photograph of any size is recorded once. `progress(tiles priced,
+    tiles)` is called in the calling thread as each section is done: most of a photograph's compress."""
     runs = section_runs(tiles) if runs is None else list(runs)
     if runs is None or not tiles:
         return None
@@ -740,7 +754,7 @@ def price_sections(tiles: Sequence[Tile], runs: Sequence[int] | None = None, pro
             recorded = tilekinds.record_section(tiles[first: first + n], first, tilekinds.SECTION_DISTRIBUTIONS[kind])
             coded = tilekinds.code_section(recorded)
             cost = 32 * len(coded.words)
-            if kind == PREDICTIVE_SMALL_SECTIONS:
+            if kind == PREDICTIVE_SMALL_SECTIONS and PREDICTIVE_SECTIONS in kinds:  # its header against format 16's
                 cost += SMALL_HEADER_BITS * ending + 32
             if cheapest is None or cost < lowest:
                 cheapest, lowest = (kind, coded, [_pushed_bits(replay) for replay in recorded]), cost
@@ -773,11 +787,11 @@ def sections_hold(tiles: Sequence[Tile], priced: Sequence[Price] | None,
 
 
 def price_stream(tiles: Sequence[Tile], predictor: str, model_bits: Sequence[float] | None,
-                 progress: ProgressFn | None = None, small: bool = True) -> list[Price]:
-    """The prices of a stream coded without the model where that is cheaper than `model_bits`: format 16's
-    sections, or with `small` format 19's where they cost less (price_sections, reporting to `progress`) where they
-    hold (sections_hold), else `predictor`'s (price_without_model, format 15's chain for PREDICTIVE_STAGED)."""
-    priced = price_sections(tiles, progress=progress, kinds=section_kinds(tiles, small))
+                 progress: ProgressFn | None = None, allowed: Sequence[str] = SECTION_KINDS) -> list[Price]:
+    """The prices of a stream coded without the model where that is cheaper than `model_bits`: its sections in the
+    kinds section_kinds chooses of those `allowed` (price_sections, reporting to `progress`) where they hold
+    (sections_hold), else `predictor`'s (price_without_model, format 15's chain for PREDICTIVE_STAGED)."""
+    priced = price_sections(tiles, progress=progress, kinds=section_kinds(tiles, allowed))
     return priced if sections_hold(tiles, priced, model_bits) else price_without_model(tiles, predictor, model_bits)
 
 

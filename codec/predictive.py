@@ -45,7 +45,9 @@ on those 23 photographs. Format 16 codes STAGED's tiles in sections, each starti
 (codec/tilekinds.py: PREDICTIVE_SECTIONS). SMALL (format 19) is STAGED with numbers and residual tables fitted on
 Imagenette's training thumbnails and its channels coded last first, in sections of its own
 (PREDICTIVE_SMALL_SECTIONS): 0.96 % less than STAGED's sections on the first 2,000 validation thumbnails as one
-archive (see "the small-image profile" below).
+archive (see "the small-image profile" below). PHOTO (format 20) is STAGED with its numbers chosen again, all together,
+and residual tables fitted for them, on photos_train's training photographs, in sections of its own
+(PREDICTIVE_PHOTO_SECTIONS) for photographs (see "the photograph profile" below).
 
 Pixel (y, x) depends only on pixels of wavefront 2y' + x' < 2y + x, so the decoder pops a whole wavefront at
 a time (2h + w - 2 of them, channel by channel), not h x w pixels one by one (but the CASCADES, which
@@ -103,15 +105,19 @@ STAGED = "blend-cascade-staged"
 # STAGED with the numbers of SMALL_PROFILE and residual tables of its own, both fitted on small images (Imagenette's
 # training thumbnails), its channels coded last first (format 19; see "the small-image profile" below).
 SMALL = "blend-cascade-staged-small"
-CASCADES = (CASCADE, PARITY, WIDE, STAGED, SMALL)  # raster order, a cascade's numbers and tables
+# STAGED with the numbers of PHOTO_PROFILE, chosen all together on photos_train's training photographs, and residual
+# tables of its own fitted on them for those numbers (format 20; see "the photograph profile" below).
+PHOTO = "blend-cascade-staged-photo"
+CASCADES = (CASCADE, PARITY, WIDE, STAGED, SMALL, PHOTO)  # raster order, a cascade's numbers and tables
 # whose second stage reads the values' parity (its statistics after the cascade's)
-PARITIES = (PARITY, WIDE, STAGED, SMALL)
-STAGES = (STAGED, SMALL)  # with the staged cascade's third stage
+PARITIES = (PARITY, WIDE, STAGED, SMALL, PHOTO)
+STAGES = (STAGED, SMALL, PHOTO)  # with the staged cascade's third stage
 # the distributions whose tiles carry AdaptiveState over the stream
-STATEFUL = (ADAPTIVE, LEAST_SQUARES, CASCADE, PARITY, WIDE, STAGED, SMALL)
+STATEFUL = (ADAPTIVE, LEAST_SQUARES, CASCADE, PARITY, WIDE, STAGED, SMALL, PHOTO)
 # those that blend in the least-squares prediction
-LEAST_SQUARES_KINDS = (LEAST_SQUARES, CASCADE, PARITY, WIDE, STAGED, SMALL)
-DISTRIBUTIONS = (GAUSSIAN, LAPLACE, BLEND, FITTED, ADAPTIVE, LEAST_SQUARES, CASCADE, PARITY, WIDE, STAGED, SMALL)
+LEAST_SQUARES_KINDS = (LEAST_SQUARES, CASCADE, PARITY, WIDE, STAGED, SMALL, PHOTO)
+DISTRIBUTIONS = (GAUSSIAN, LAPLACE, BLEND, FITTED, ADAPTIVE, LEAST_SQUARES, CASCADE, PARITY, WIDE, STAGED, SMALL,
+                 PHOTO)
 _LEVELS = 256  # values 0..255
 
 
@@ -379,7 +385,11 @@ CASCADE_TABLE_SHA256 = "552afe9e5d4dcf1f2b70a621418293e6225b3455e316e52f77b9e1a6
 # third, as one stream: `python scripts/small_profile.py --tables`). Part of format 19.
 SMALL_TABLE_FILE = Path(__file__).with_name("small_residuals.npy")
 SMALL_TABLE_SHA256 = "4027729c06ddadd7e1165b9cd8fb887247c5337a7a0b092803545c4b3ace79e6"
-TABLE_SETS = (FITTED, CASCADE, SMALL)  # the residual models with fitted tables, each its own file
+# PHOTO's tables: the same levels and quarters, fitted on what PHOTO codes of photos_train's training photographs
+# (every one, each as a section: `python scripts/photo_profile.py --tables`). Part of format 20.
+PHOTO_TABLE_FILE = Path(__file__).with_name("photo_residuals.npy")
+PHOTO_TABLE_SHA256 = "dd25b44f116793358a17e5e20b2db6e6e43e73de741a95f8eac75e7586317aa9"
+TABLE_SETS = (FITTED, CASCADE, SMALL, PHOTO)  # the residual models with fitted tables, each its own file
 _OFFSETS = 2 * _LEVELS - 1  # -255..255
 
 
@@ -405,6 +415,8 @@ def _table_file(tables: str) -> tuple[Path, str, int]:
         return CASCADE_TABLE_FILE, CASCADE_TABLE_SHA256, 12
     if tables == SMALL:
         return SMALL_TABLE_FILE, SMALL_TABLE_SHA256, 19
+    if tables == PHOTO:
+        return PHOTO_TABLE_FILE, PHOTO_TABLE_SHA256, 20
     return FITTED_TABLE_FILE, FITTED_TABLE_SHA256, 8
 
 
@@ -462,6 +474,13 @@ def _fitted_cumulative(tables: str = FITTED) -> np.ndarray:
     cumulative = cumulative.reshape(-1, symbols + 1)
     cumulative.flags.writeable = False
     return cumulative
+
+
+def clear_table_caches() -> None:
+    """Forget every table set read and built (_fitted_offsets and what is made from it): for scripts and tests that
+    put other tables or files in place (the next coding reads the files again)."""
+    for cached in (_fitted_offsets, _fitted_windows, _fitted_cumulative, _fitted_every_table):
+        cached.cache_clear()
 
 
 def _blend_edges(distribution: str) -> np.ndarray:
@@ -547,7 +566,7 @@ def _frame(tile: np.ndarray, context: Context) -> tuple[np.ndarray, int, int]:
 
 def _table_distribution(distribution: str) -> str:
     """The distribution whose tables (rows, edges, bins) `distribution` codes with: ADAPTIVE's and LEAST_SQUARES's
-    are FITTED's, CASCADE's and SMALL's their own, PARITY's, WIDE's and STAGED's CASCADE's."""
+    are FITTED's, CASCADE's, SMALL's and PHOTO's their own, PARITY's, WIDE's and STAGED's CASCADE's."""
     if distribution in (ADAPTIVE, LEAST_SQUARES):
         return FITTED
     return CASCADE if distribution in (PARITY, WIDE, STAGED) else distribution
@@ -903,8 +922,8 @@ def _kernel_tile(forms: dict, values: np.ndarray, top: int, left: int, encode: b
     edges, cumulative = _blend_edges(tables), _blend_cumulative(tables)
     bins = FITTED_BINS if tables in TABLE_SETS else 1
     coded = np.empty((2, count if encode else 0), dtype=np.int64)  # (table row, value) per value, in pop order
-    if distribution == SMALL:
-        numbers = SMALL_PROFILE
+    if distribution in (SMALL, PHOTO):
+        numbers = SMALL_PROFILE if distribution == SMALL else PHOTO_PROFILE
     else:
         std_weights, diagonal, floor = ((_CASCADE_STD_WEIGHTS, CASCADE_ERROR_DIAGONAL, CASCADE_ERROR_FLOOR) if cascade
                                         else (_BLEND_STD_WEIGHTS, BLEND_ERROR_DIAGONAL, BLEND_ERROR_FLOOR))
@@ -998,6 +1017,28 @@ SMALL_PROFILE = Profile(
 )
 for _array in (SMALL_PROFILE.adapt, SMALL_PROFILE.cascade, SMALL_PROFILE.far, SMALL_PROFILE.staged,
                SMALL_PROFILE.std_weights):
+    _array.flags.writeable = False
+
+
+# ------------------------------------------------------------------------------------------- the photograph profile
+#
+# PHOTO (format 20) is STAGED with other numbers and other residual tables. STAGED's numbers were chosen a few at a
+# time as its stages came (formats 12 to 15, each on tiles of 128 or one chain, the others held); PHOTO's were chosen
+# again all together by coordinate descent from STAGED's on every 13th of photos_train's training photographs (23),
+# each as one section, as format 16 codes it, and its tables fitted for them on every training photograph
+# (`python scripts/photo_profile.py`; never on a benchmark set). The encoder codes a stream of photographs' sections
+# (images of SMALL_PROFILE_VALUES values or more each) by PHOTO (codec/bitsback.py: section_kinds).
+PHOTO_PROFILE = Profile(
+    adapt=np.array([119.0, 14.9, 0.7, 0.196, 2.93]),
+    cascade=np.array([0.286, 0.63, 0.24, 0.351, 1.35, 0.625]),
+    far=np.array([0.65, 0.65]),
+    staged=np.array([0.1, 0.585, 1.35, 0.52]),
+    std_weights=np.array([[1.22, 0.265, 0.37, 0.192, 0.0, 0.0], [0.488, 0.0, 0.476, 0.167, 0.12, 0.0455]]),
+    diagonal=0.625,
+    floor=2.41,
+)
+for _array in (PHOTO_PROFILE.adapt, PHOTO_PROFILE.cascade, PHOTO_PROFILE.far, PHOTO_PROFILE.staged,
+               PHOTO_PROFILE.std_weights):
     _array.flags.writeable = False
 
 

@@ -99,9 +99,7 @@ def recorded_offsets(recordings, stand_in: str) -> np.ndarray:
             np.add.at(counts, (table, recorded.values.astype(np.int64) - mean + 255), 1.0)
     finally:
         predictive._table_file = shipped
-        for cached in (predictive._fitted_offsets, predictive._fitted_windows, predictive._fitted_cumulative,
-                       predictive._fitted_every_table):
-            cached.cache_clear()
+        predictive.clear_table_caches()
     return counts.reshape(levels, predictive.FITTED_BINS, -1)
 
 

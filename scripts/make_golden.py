@@ -84,6 +84,14 @@ cascade's small-image profile), as `--fast` codes them in tiles of 8 with the ti
 sections cut at far fewer values than compress cuts them (small_sections): twelve 16x16 hopper crops in colour and in
 grey, and golden.png with a 23x21 corner (format19_files). Never regenerate them either.
 
+    python scripts/make_golden.py --format20 [--force]
+writes tests/data/format20/*.vz, the first files of format 20 (2026-12-07: photographs' sections coded by the staged
+cascade's photograph profile), as `--fast` codes them with the tiny models, written by default with sections cut at
+far fewer values than compress cuts them (small_sections) and images of a thousand values or more taken for
+photographs (photo_sections): photo_crop in tiles of 32 in colour (photo-fast.vz) and in grey (grey-fast.vz), and
+golden.png with a 23x21 corner of photo_crop in tiles of 8 (odd-fast.vz) (format20_files). Never regenerate them
+either.
+
     python scripts/make_golden.py --mixed [--force]
 writes tests/data/mixed/*.vz, the first archives that mix grey and colour images (2026-12-05, format 16, as
 `--fast` codes them with the shipped default models): the kind with most pixels through its model's stream, the
@@ -324,7 +332,7 @@ def make_format3_fixtures(force: bool) -> None:
 # The predictor kind of the files of tests/data/format5, format6, format8, format9 and format10 (predictor_files).
 PREDICTOR_KINDS = {5: "predictive-laplace", 6: "predictive-blend", 8: "predictive-fitted", 9: "predictive-adaptive",
                    10: "predictive-least-squares"}
-NEWEST = 19  # the format compress_images writes by default (format_version=None) where the predictor codes
+NEWEST = 20  # the format compress_images writes by default (format_version=None) where the predictor codes
 
 
 def predictor_files(version: int) -> dict[str, tuple[list[tuple[str, Image.Image]], dict]]:
@@ -420,6 +428,40 @@ def format19_files() -> dict[str, tuple[list[tuple[str, Image.Image]], dict]]:
     return {"archive-fast.vz": (crops, fast),
             "grey-fast.vz": ([(name, image.convert("L")) for name, image in crops], fast),
             "odd-fast.vz": ([("golden.png", golden_image()), ("odd.png", photo_crop().crop((0, 0, 23, 21)))], fast)}
+
+
+def format20_files() -> dict[str, tuple[list[tuple[str, Image.Image]], dict]]:
+    """tests/data/format20: file name -> (the images it holds, compress_images's options, the tiny models):
+    photographs (within photo_sections) whose sections the staged cascade's photograph profile codes
+    (predictive-photo-sections), as `--fast` codes them: photo_crop in tiles of 32 in colour (photo-fast.vz) and in
+    grey (grey-fast.vz), and golden.png with a 23x21 corner of photo_crop in tiles of 8 (odd-fast.vz). Written by
+    default (format 20 the newest), within small_sections and photo_sections."""
+    fast = dict(classical=False, fast=True)
+    crop = photo_crop()
+    return {"photo-fast.vz": ([("hopper.png", crop)], {**fast, "tile": 32}),
+            "grey-fast.vz": ([("hopper.png", crop.convert("L"))], {**fast, "tile": 32}),
+            "odd-fast.vz": ([("golden.png", golden_image()), ("odd.png", crop.crop((0, 0, 23, 21)))],
+                            {**fast, "tile": 8})}
+
+
+# What photo_sections takes for a photograph instead of bitsback.PHOTO_PROFILE_VALUES and SMALL_PROFILE_VALUES: images
+# of a thousand values or more each on average, so that tests/data/format20's small images are coded as photographs
+# are (the photograph profile alone).
+PHOTO_SECTION_VALUES = 1000
+
+
+@contextmanager
+def photo_sections():
+    """compress_images taking images of PHOTO_SECTION_VALUES values or more each for photographs (format 20's
+    photograph profile alone; the files' format is the same, only the encoder's choice of profile changes)."""
+    from codec import bitsback
+
+    kept = bitsback.PHOTO_PROFILE_VALUES, bitsback.SMALL_PROFILE_VALUES
+    bitsback.PHOTO_PROFILE_VALUES = bitsback.SMALL_PROFILE_VALUES = PHOTO_SECTION_VALUES
+    try:
+        yield
+    finally:
+        bitsback.PHOTO_PROFILE_VALUES, bitsback.SMALL_PROFILE_VALUES = kept
 
 
 # What small_sections cuts sections at, instead of bitsback.SECTION_VALUES, SECTIONS_NEAR and SECTIONS_MOST: a few
@@ -542,12 +584,13 @@ def make_mixed_fixtures(force: bool) -> None:
 
 
 def make_deflated_fixtures(version: int, force: bool) -> None:
-    """tests/data/format11 to format16, and format19."""
+    """tests/data/format11 to format16, format19 and format20."""
     folder = GOLDEN / f"format{version}"
     folder.mkdir(parents=True, exist_ok=True)
     files = {11: format11_files, 12: format12_files, 13: format13_files, 14: format14_files,
-             15: format15_files, 16: format16_files, 19: format19_files}[version]()
-    with tempfile.TemporaryDirectory() as scratch, small_sections() if version in (16, 19) else nullcontext():
+             15: format15_files, 16: format16_files, 19: format19_files, 20: format20_files}[version]()
+    with tempfile.TemporaryDirectory() as scratch, small_sections() if version in (16, 19, 20) else nullcontext(), \
+            photo_sections() if version == 20 else nullcontext():
         weights = _tiny_models(Path(scratch))
         for file_name, (images, options) in files.items():
             channels = 1 if images[0][1].mode == "L" else 3
@@ -678,6 +721,7 @@ def main() -> None:
     action.add_argument("--format17", action="store_true", help="tests/data/format17/*.vz")
     action.add_argument("--format18", action="store_true", help="tests/data/format18/*.vz")
     action.add_argument("--format19", action="store_true", help="tests/data/format19/*.vz")
+    action.add_argument("--format20", action="store_true", help="tests/data/format20/*.vz")
     action.add_argument("--mixed", action="store_true", help="tests/data/mixed/*.vz")
     action.add_argument("--binary", action="store_true", help="tests/data/binary/model.vz")
     action.add_argument("--global", dest="global_", action="store_true", help="tests/data/global/model.vz")
@@ -706,8 +750,8 @@ def main() -> None:
         make_version_fixtures(17, metadata_files(), args.force)
     elif args.format18:
         make_version_fixtures(18, deep_files(), args.force)
-    elif args.format19:
-        make_deflated_fixtures(19, args.force)
+    elif args.format19 or args.format20:
+        make_deflated_fixtures(19 if args.format19 else 20, args.force)
     elif args.mixed:
         make_mixed_fixtures(args.force)
     elif args.binary:

@@ -45,6 +45,7 @@ from codec import bitsback, kernels, predictive, tilekinds  # noqa: E402
 from vaezip import data  # noqa: E402
 
 TILE = 256  # vaezip/archive.py's FAST_TILE: a thumbnail is one tile
+SMALL_KINDS = (bitsback.PREDICTIVE_SECTIONS, bitsback.PREDICTIVE_SMALL_SECTIONS)  # format 16's and format 19's
 TUNE_EVERY = 23
 TABLE_EVERY = 3
 
@@ -138,7 +139,7 @@ def price(dataset: str, limit: int | None, every: int, each: bool) -> None:
     print(f"{dataset}: {len(images)} images, {values} values, {sum(map(len, runs))} sections as the encoder cuts "
           f"{'each image' if each else 'them as one archive'}")
     totals = {}
-    for kind in bitsback.SECTION_KINDS:
+    for kind in SMALL_KINDS:
         started = time.perf_counter()
         totals[kind] = 0
         for tiles, cut in zip(streams, runs):
@@ -146,7 +147,7 @@ def price(dataset: str, limit: int | None, every: int, each: bool) -> None:
             totals[kind] += 32 * sum({id(price.coded): len(price.coded.words) for price in priced}.values())
         print(f"{kind}: {totals[kind] / values:.5f} bits per subpixel ({time.perf_counter() - started:.1f} s)",
               flush=True)
-    first, second = (totals[kind] for kind in bitsback.SECTION_KINDS)
+    first, second = (totals[kind] for kind in SMALL_KINDS)
     print(f"format 19's profile against format 16: {100 * (second / first - 1):+.2f} %")
 
 

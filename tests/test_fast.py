@@ -404,15 +404,21 @@ def test_an_archive_whose_graphic_goes_classical_keeps_the_models_file_where_tha
 
 
 def test_a_photograph_sized_image_is_cut_into_sections_decoded_side_by_side(tiny_weights, tmp_path):
-    """--fast on a 768x512 image (2 rows of 3 tiles of 256, 1.2 million values): format 16, two sections of a row
-    of tiles each (bitsback.section_runs); a fresh process decodes it the same on one thread under other kernel
-    settings as this one does on every core. Where a tile would cost raw bytes less (noise), the stream is format
-    15's chain."""
+    """--fast on a 768x512 image (2 rows of 3 tiles of 256, 1.2 million values): format 20, two sections of a row
+    of tiles each (bitsback.section_runs) in the photograph profile (format 16's with --format 19); a fresh process
+    decodes it the same on one thread under other kernel settings as this one does on every core. Where a tile would
+    cost raw bytes less (noise), the stream is format 15's chain."""
     image = smooth_rgb(512, 768, seed=5)
     result = compress_images([("big.png", Image.fromarray(image))], load_model(tiny_weights[3]), device="cpu",
                              fast=True)
     version, header, _ = read_versioned(result.data)
-    assert version == 16 and header.coder.schedule == (("predictive-sections", 3), ("predictive-sections", 3))
+    assert version == 20 and header.coder.schedule == (("predictive-photo-sections", 3),) * 2
+    older = compress_images([("big.png", Image.fromarray(image))], load_model(tiny_weights[3]), device="cpu",
+                            fast=True, format_version=19)
+    version, header, _ = read_versioned(older.data)
+    assert version == 16 and header.coder.schedule == (("predictive-sections", 3),) * 2
+    (_, back), = decompress_images(older.data)
+    assert np.array_equal(np.asarray(back), image) and len(result.data) < len(older.data)
     path = tmp_path / "big.vz"
     path.write_bytes(result.data)
     script = ("import sys, numpy as np; sys.path.insert(0, sys.argv[1]); from codec import bitsback;"
@@ -443,13 +449,14 @@ def test_a_photograph_sized_image_is_cut_into_sections_decoded_side_by_side(tiny
 
 def test_a_large_image_takes_a_section_for_each_large_section_values(tiny_weights, monkeypatch):
     """Beyond SECTIONS_NEAR sections, one a LARGE_SECTION_VALUES values (lowered here so that a 384x1024 image, 4
-    rows of 2 tiles of 256 and 1.2 million values, counts as large): four sections of a row each, decoded exactly."""
+    rows of 2 tiles of 256 and 1.2 million values, counts as large): four sections of a row each, in the photograph
+    profile, decoded exactly."""
     monkeypatch.setattr(bitsback, "LARGE_SECTION_VALUES", 2**18)
     image = smooth_rgb(1024, 384, seed=7)
     result = compress_images([("tall.png", Image.fromarray(image))], load_model(tiny_weights[3]), device="cpu",
                              fast=True)
     version, header, _ = read_versioned(result.data)
-    assert version == 16 and header.coder.schedule == (("predictive-sections", 2),) * 4
+    assert version == 20 and header.coder.schedule == (("predictive-photo-sections", 2),) * 4
     (_, back), = decompress_images(result.data)
     assert np.array_equal(np.asarray(back), image)
 

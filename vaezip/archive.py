@@ -148,7 +148,7 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
     (vaezip/images.py DeepImage) goes as its two 8-bit parts, in a format-18 file."""
     started = time.perf_counter()
     writable = (*container.OLDER_FORMATS, container.SECTIONS_VERSION, container.METADATA_VERSION,
-                container.DEPTH_VERSION, container.SMALL_VERSION)
+                container.DEPTH_VERSION, container.SMALL_VERSION, container.PHOTO_VERSION)
     if format_version not in (None, *writable):
         raise ValueError(f"format_version must be one of {', '.join(map(str, writable))}, not {format_version}")
     images, depths = _parts(images)
@@ -156,14 +156,17 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
     if len(images) > MAX_IMAGES and deep:  # more images than inputs
         raise ImageError(f"{len(images)} images with the low parts of 16-bit images, more than {MAX_IMAGES} in one "
                          f"archive: compress them into several archives")
-    if deep and format_version not in (None, container.DEPTH_VERSION, container.SMALL_VERSION):
+    if deep and format_version not in (None, container.DEPTH_VERSION, container.SMALL_VERSION,
+                                       container.PHOTO_VERSION):
         name = next(name for (name, _), (depth, _) in zip(images, depths) if depth)
-        raise ImageError(f"{name}: a 16-bit image needs format {container.DEPTH_VERSION} or {container.SMALL_VERSION} "
-                         f"(the default), not {format_version}")
-    newest = (None, container.METADATA_VERSION, container.DEPTH_VERSION, container.SMALL_VERSION)
+        raise ImageError(f"{name}: a 16-bit image needs format {container.DEPTH_VERSION}, {container.SMALL_VERSION} or "
+                         f"{container.PHOTO_VERSION} (the default), not {format_version}")
+    newest = (None, container.METADATA_VERSION, container.DEPTH_VERSION, container.SMALL_VERSION,
+              container.PHOTO_VERSION)
     keep_metadata = metadata and format_version in newest
-    # Format 19's small-image sections only where no older format was asked for.
-    small = format_version in (None, container.SMALL_VERSION)
+    # Format 19's small-image sections and format 20's photograph sections only where no older format was asked for.
+    allowed = {None: bitsback.SECTION_KINDS, container.PHOTO_VERSION: bitsback.SECTION_KINDS,
+               container.SMALL_VERSION: bitsback.SECTION_KINDS[:2]}.get(format_version, bitsback.SECTION_KINDS[:1])
     format_version = None if format_version in newest else format_version
     split = _split(images)  # once: `images` may be an iterator, and both codings read the same planes
     for item, (depth, levels) in zip(split, depths):  # the file's checksum covers a 16-bit image's depth too
@@ -177,7 +180,7 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
                              f"({MAX_CHUNKS}): keep no metadata (--strip; compress_images(metadata=False))")
     result = _encode_split(split, started, model, tile=tile, max_batch=max_batch, device=device, progress=progress,
                            predictor=predictor, classical=classical, format_version=format_version, samples=samples,
-                           fast=fast, small=small)
+                           fast=fast, allowed=allowed)
     return _finished(result, found, keep_metadata, depths, metadata_asked=metadata)
 
 
@@ -232,7 +235,7 @@ def _encode_split(split: list[_Image], started: float, model, **options) -> Comp
 
 
 def _encode_images(split: list[_Image], started: float, model, *, tile, max_batch, device, progress, predictor,
-                   classical, format_version, samples, fast, small=True) -> CompressResult:
+                   classical, format_version, samples, fast, allowed=bitsback.SECTION_KINDS) -> CompressResult:
     """encode_archive's coding of `split` (_split's), its time counted from `started`."""
     older = DEFAULT_CODING_FORMATS.get(format_version)
     format_version = None if format_version == container.SECTIONS_VERSION else format_version  # the newest
@@ -244,7 +247,7 @@ def _encode_images(split: list[_Image], started: float, model, *, tile, max_batc
         return _encode_archive(split, started, model, tile=tile, max_batch=max_batch, device=device, progress=progress,
                                predictor=predictor, classical=classical, format_version=format_version,
                                samples=samples, fast=fast, deflate=deflate, newest=newest, sections=sections,
-                               small=small)
+                               allowed=allowed)
 
     # The quick stream's progress is shown (on photographs it is the file, its sections' pricing most of the work)
     # until the full path's begins, where the model codes after all.
@@ -261,7 +264,7 @@ def _encode_images(split: list[_Image], started: float, model, *, tile, max_batc
     def quick_stream(images: list[_Image] = split, shown=progress and quick_progress) -> CompressResult:
         return _encode_archive(images, time.perf_counter(), model, tile=None, max_batch=max_batch, device=device,
                                progress=shown, predictor=True, classical=False, format_version=None, samples=1,
-                               fast=True, deflate=deflate, newest=newest, sections=sections, small=small)
+                               fast=True, deflate=deflate, newest=newest, sections=sections, allowed=allowed)
 
     # The quick stream and the classical codings are made in threads of their own (the compiled coder and
     # Pillow's encoders release the GIL) while the model prices a sample of the tiles (the early exit: GATE_EVERY;
@@ -293,7 +296,7 @@ def _encode_images(split: list[_Image], started: float, model, *, tile, max_batc
                 format_version=format_version, samples=samples, fast=fast,
                 alongside=lambda: lambda: [report.payload_bits for report in quick_later.result().images],
                 predictor_kind=bitsback.PREDICTIVE_ADAPTIVE, gate=gate, classical_later=classical_later,
-                deflate=deflate, newest=newest, sections=sections, small=small)
+                deflate=deflate, newest=newest, sections=sections, allowed=allowed)
         quick = quick_later.result()
         kept = result if len(result.data) <= len(quick.data) else quick
         # Where some image's classical coding beats its share of the quick stream (a 16-bit image's noisy low bits,
@@ -377,7 +380,7 @@ def _finished(result: CompressResult, found: list[tuple], keep: bool,
         raise ImageError(f"format {version} holds no {what}")
     entries = tuple(dataclasses.replace(entry, metadata=tuple(own), depth=depth, levels=levels)
                     for entry, own, (depth, levels) in zip(header.images, chunks, depths))
-    # Format 19's layout holds metadata and depths too: a file with small-image sections stays format 19.
+    # Format 19's and 20's layout holds metadata and depths too: a file with their sections stays format 19 or 20.
     written = max(version, container.DEPTH_VERSION if deep else container.METADATA_VERSION)
     data = container.write(dataclasses.replace(header, images=entries), words, written)
     return dataclasses.replace(result, data=data, header_bytes=_header_bytes(data, written), format_version=written)
@@ -433,7 +436,7 @@ def _encode_archive(split: list[_Image], started: float, model, *, tile, max_bat
                     predictor_kind: str | None = None, gate: _Gate | None = None,
                     classical_later: Future | None = None, deflate: bool = True,
                     newest: str = bitsback.PREDICTIVE_STAGED, sections: bool = True,
-                    small: bool = True) -> CompressResult:
+                    allowed: tuple[str, ...] = bitsback.SECTION_KINDS) -> CompressResult:
     """encode_archive's coding of `split` (_split's) with these options, its time counted from `started`;
     `alongside()` is called once the classical codings run beside the coder, before the model's tiles are priced
     (not at all where no classical coding runs); what it returns gives, called after the pricing, each image's
@@ -446,8 +449,9 @@ def _encode_archive(split: list[_Image], started: float, model, *, tile, max_bat
     (encode_archive's _screened_classical_codings), made already or being made. `deflate`: format 11's deflated
     header where it pays and no older format was asked for (formats 12 to 16's are always deflated). `sections`:
     where the staged cascade codes every tile of the model's stream for less than the model would, format 16's
-    sections (bitsback.price_sections) instead of format 15's one chain; `small`: those of small images in format 19's
-    small-image profile where it codes them for less (else only format 16's)."""
+    sections (bitsback.price_sections) instead of format 15's one chain; `allowed`: the section kinds the format asked
+    for may hold (bitsback.section_kinds: format 19's small-image profile for small images where it codes them for
+    less, format 20's photograph profile for photographs; format 16's alone for an older format)."""
     if format_version not in (None, *container.OLDER_FORMATS):
         raise ValueError(f"format_version must be one of {', '.join(map(str, container.OLDER_FORMATS))}, "
                          f"not {format_version}")
@@ -551,7 +555,7 @@ def _encode_archive(split: list[_Image], started: float, model, *, tile, max_bat
         cuts = list(tiles_of.items())
         stream_tiles, limits = [t for _, cut in cuts for t in cut], [e for k, _ in cuts for e in estimates_of[k]]
         if sections and format_version is None and predictor_kind == bitsback.PREDICTIVE_STAGED:
-            every = bitsback.price_stream(stream_tiles, predictor_kind, limits, progress, small)
+            every = bitsback.price_stream(stream_tiles, predictor_kind, limits, progress, allowed)
         else:
             every = bitsback.price_without_model(stream_tiles, predictor_kind, limits)
         priced_of, start = {}, 0
@@ -563,7 +567,7 @@ def _encode_archive(split: list[_Image], started: float, model, *, tile, max_bat
         return _encode_model(split, indices, coder_model, tiles_of, estimates_of if predictor else None, tile,
                              max_batch, on_batch, legacy, predictor_kind, samples, priced_of,
                              model_last_order=format_version is None
-                             or format_version >= container.ORDER_VERSION, small=small)
+                             or format_version >= container.ORDER_VERSION, allowed=allowed)
 
     if legacy or not classical:
         everything = code(everyone) if tiles_needed <= MAX_TILES else None
@@ -962,14 +966,15 @@ def _encode_model(split: list[_Image], indices: list[int], coder_model, tiles_of
                   estimates_of: dict[int, list[float]] | None, tile: int, max_batch: int, progress,
                   legacy: bool, predictor_kind: str, samples: int = 1,
                   priced_of: dict[int, list[tuple[str, float]]] | None = None,
-                  model_last_order: bool = False, small: bool = True) -> _ModelCoding:
+                  model_last_order: bool = False,
+                  allowed: tuple[str, ...] = bitsback.SECTION_KINDS) -> _ModelCoding:
     """The model path over split[k] for k in `indices`: their planes and tiles in one bits-back stack;
     `samples` > 1: importance-weighted bits-back (format 4 or later where a batch is coded so), batches of at most
     max(1, max_batch // samples) tiles, so that a batch's passes hold no more rows than plain bits-back's
     (but for a single tile). predictor_kind: that of the tiles coded without the model (one the file's format
     holds: PREDICTIVE_NEIGHBOURS for formats 1 and 2). model_last_order: the tiles the predictor takes first in
-    the stream, then the model's in full batches (formats 7 on; bitsback.model_last), where any tile moves. `small`:
-    sections priced again (over fewer images) may take format 19's small-image profile."""
+    the stream, then the model's in full batches (formats 7 on; bitsback.model_last), where any tile moves. `allowed`:
+    the section kinds that sections priced again (over fewer images) may take (bitsback.section_kinds)."""
     integer = coder_model is None or coder_model.integer  # None: no network runs (fast)
     version = (2 if legacy else container.VERSION) if integer else FLOAT_VERSION
     bitsback_kind = tilekinds.BITSBACK
@@ -1011,7 +1016,7 @@ def _encode_model(split: list[_Image], indices: list[int], coder_model, tiles_of
             [price.section for price in priced] != bitsback.section_spans(tiles):
         # Sections priced over more images than this stream holds: priced again over these (the same where the
         # sections did not cross the images left out), or the chain where they no longer hold.
-        priced = bitsback.price_stream(tiles, predictor_kind, estimates, small=small)
+        priced = bitsback.price_stream(tiles, predictor_kind, estimates, allowed=allowed)
     order = None
     if model_last_order and estimates is not None and version in container.BINARY_VERSIONS:
         if priced is None:

@@ -164,7 +164,8 @@ def test_the_cascades_tables_are_their_own_and_its_cumulatives_constrictions_of_
 
 @pytest.mark.parametrize("tables, attribute", [(predictive.FITTED, "FITTED_TABLE_FILE"),
                                                (predictive.CASCADE, "CASCADE_TABLE_FILE"),
-                                               (predictive.SMALL, "SMALL_TABLE_FILE")])
+                                               (predictive.SMALL, "SMALL_TABLE_FILE"),
+                                               (predictive.PHOTO, "PHOTO_TABLE_FILE")])
 def test_a_changed_or_missing_table_file_is_refused(tmp_path, monkeypatch, tables, attribute):
     changed = predictive._fitted_offsets(tables).astype(np.uint32)  # a copy
     changed[3, 1, 250] += 1

@@ -20,12 +20,6 @@ def image_tiles(rng, sizes, tile=16, channels=3):
     return [t for h, w in sizes for t in split_tiles(smooth_image(rng, channels, h, w), tile, 2)]
 
 
-def clear_tables():
-    for cached in (predictive._fitted_offsets, predictive._fitted_windows, predictive._fitted_cumulative,
-                   predictive._fitted_every_table):
-        cached.cache_clear()
-
-
 @pytest.mark.parametrize("channels", [1, 3])
 def test_small_sections_decode_to_their_tiles(channels):
     rng = np.random.default_rng(channels)
@@ -68,12 +62,12 @@ def test_the_profile_is_the_staged_cascade_with_its_numbers_and_tables_and_the_c
         np.array(predictive.CASCADE_STD_WEIGHTS), predictive.CASCADE_ERROR_DIAGONAL, predictive.CASCADE_ERROR_FLOOR))
     monkeypatch.setattr(predictive, "_table_file", lambda tables: shipped(
         predictive.CASCADE if tables == predictive.SMALL else tables))
-    clear_tables()
+    predictive.clear_table_caches()
     try:
         as_staged = predictive.record_adaptive(tile, context, predictive.AdaptiveState(), predictive.SMALL)
     finally:
         monkeypatch.undo()
-        clear_tables()
+        predictive.clear_table_caches()
     np.testing.assert_array_equal(as_staged.rows, staged.rows)
     np.testing.assert_array_equal(as_staged.values, staged.values)
     unturned = predictive.record_adaptive(tile, context, predictive.AdaptiveState(), predictive.STAGED)
@@ -88,15 +82,15 @@ def test_each_section_keeps_the_profile_that_codes_it_in_fewer_words_with_the_he
     monkeypatch.setattr(bitsback, "SMALL_HEADER_BITS", header_bits)
     rng = np.random.default_rng(3)
     tiles = image_tiles(rng, [(16, 16)] * 8)  # one tile an image: two images end in each section
-    runs = [2, 2, 2, 2]
-    both = bitsback.price_sections(tiles, runs=runs, kinds=bitsback.SECTION_KINDS)
-    alone = {kind: bitsback.price_sections(tiles, runs=runs, kinds=[kind]) for kind in bitsback.SECTION_KINDS}
+    runs, kinds = [2, 2, 2, 2], (PREDICTIVE_SECTIONS, PREDICTIVE_SMALL_SECTIONS)
+    both = bitsback.price_sections(tiles, runs=runs, kinds=kinds)
+    alone = {kind: bitsback.price_sections(tiles, runs=runs, kinds=[kind]) for kind in kinds}
     chosen_kinds = set()
     for start in range(0, 8, 2):
         cost = {kind: 32 * len(prices[start].coded.words) for kind, prices in alone.items()}
         cost[PREDICTIVE_SMALL_SECTIONS] += 2 * header_bits + 32
         chosen = both[start]
-        assert chosen[0] == min(bitsback.SECTION_KINDS, key=lambda kind: (cost[kind], kind != PREDICTIVE_SECTIONS))
+        assert chosen[0] == min(kinds, key=lambda kind: (cost[kind], kind != PREDICTIVE_SECTIONS))
         assert chosen.coded.words.tolist() == alone[chosen[0]][start].coded.words.tolist()
         assert [price[0] for price in both[start : start + 2]] == [chosen[0]] * 2
         chosen_kinds.add(chosen[0])
@@ -111,11 +105,12 @@ def test_each_section_keeps_the_profile_that_codes_it_in_fewer_words_with_the_he
 def test_only_small_images_and_only_where_format_19_may_be_written_are_priced_in_the_profile(monkeypatch):
     rng = np.random.default_rng(4)
     small = image_tiles(rng, [(16, 16)] * 3)
-    assert bitsback.section_kinds(small) == bitsback.SECTION_KINDS
-    assert bitsback.section_kinds(small, small=False) == (PREDICTIVE_SECTIONS,)
+    both = (PREDICTIVE_SECTIONS, PREDICTIVE_SMALL_SECTIONS)
+    assert bitsback.section_kinds(small) == both == bitsback.section_kinds(small, both)
+    assert bitsback.section_kinds(small, (PREDICTIVE_SECTIONS,)) == (PREDICTIVE_SECTIONS,)
     monkeypatch.setattr(bitsback, "SMALL_PROFILE_VALUES", 16 * 16 * 3)  # those images no longer small
-    assert bitsback.section_kinds(small) == (PREDICTIVE_SECTIONS,)
-    priced = bitsback.price_stream(small, bitsback.PREDICTIVE_STAGED, [INF] * len(small))
+    assert PREDICTIVE_SMALL_SECTIONS not in bitsback.section_kinds(small)
+    priced = bitsback.price_stream(small, bitsback.PREDICTIVE_STAGED, [INF] * len(small), allowed=both)
     assert {price[0] for price in priced} == {PREDICTIVE_SECTIONS}
 
 
@@ -126,11 +121,11 @@ def test_the_profiles_tables_are_pinned(monkeypatch, tmp_path):
     tampered[-1] ^= 1
     (tmp_path / "small_residuals.npy").write_bytes(bytes(tampered))
     monkeypatch.setattr(predictive, "SMALL_TABLE_FILE", tmp_path / "small_residuals.npy")
-    clear_tables()
+    predictive.clear_table_caches()
     try:
         with pytest.raises(CodingError, match="format 19's residual tables .* not the ones"):
             predictive._fitted_offsets(predictive.SMALL)
     finally:
         monkeypatch.undo()
-        clear_tables()
-    assert tilekinds.BY_NAME[PREDICTIVE_SMALL_SECTIONS].formats == (19,)
+        predictive.clear_table_caches()
+    assert tilekinds.BY_NAME[PREDICTIVE_SMALL_SECTIONS].formats == (19, 20)

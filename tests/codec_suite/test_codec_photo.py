@@ -1,0 +1,123 @@
+"""Format 20's photograph profile (codec/predictive.py: PHOTO; codec/tilekinds.py: PREDICTIVE_PHOTO_SECTIONS;
+codec/bitsback.py: section_kinds): the staged cascade with its numbers chosen again and tables of its own, in sections
+the encoder codes a stream of photographs with."""
+
+import numpy as np
+import pytest
+from codec_toymodel import smooth_image
+
+from codec import bitsback, kernels, predictive, tilekinds
+from codec.ans import Stack
+from codec.bitsback import PREDICTIVE_PHOTO_SECTIONS, PREDICTIVE_SECTIONS, PREDICTIVE_SMALL_SECTIONS
+from codec.errors import CodingError
+from codec.tiling import split_tiles
+
+INF = float("inf")
+
+
+def image_tiles(rng, sizes, tile=16, channels=3):
+    """The tiles of smooth images of `sizes`, one stream."""
+    return [t for h, w in sizes for t in split_tiles(smooth_image(rng, channels, h, w), tile, 2)]
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_photo_sections_decode_to_their_tiles(channels):
+    rng = np.random.default_rng(10 + channels)
+    tiles = image_tiles(rng, [(48, 40), (16, 24)], channels=channels)  # 9 tiles, then 2
+    priced = bitsback.price_sections(tiles, runs=[6, 3, 2], kinds=[PREDICTIVE_PHOTO_SECTIONS])
+    assert {price[0] for price in priced} == {PREDICTIVE_PHOTO_SECTIONS}
+    stack = Stack()
+    schedule, _ = bitsback.encode_tiles(stack, tiles, None, model_bits=[INF] * len(tiles), priced=priced)
+    assert schedule == [(PREDICTIVE_PHOTO_SECTIONS, 6), (PREDICTIVE_PHOTO_SECTIONS, 3), (PREDICTIVE_PHOTO_SECTIONS, 2)]
+    decoded = bitsback.decode(stack.words(), schedule, [t.spec for t in tiles], None)
+    for tile, pixels in zip(tiles, decoded):
+        np.testing.assert_array_equal(pixels, tile.pixels)
+    # a section's words popped as another profile's are refused or decode to other pixels, never silently right
+    for other in (PREDICTIVE_SECTIONS, PREDICTIVE_SMALL_SECTIONS):
+        try:
+            wrong = bitsback.decode(stack.words(), [(other, n) for _, n in schedule], [t.spec for t in tiles], None)
+        except CodingError:
+            continue
+        assert any(not np.array_equal(got, tile.pixels) for got, tile in zip(wrong, tiles))
+
+
+def test_the_profile_is_the_staged_cascade_with_its_numbers_and_tables(monkeypatch):
+    """With the staged cascade's numbers and tables in its place, PHOTO records a tile exactly as STAGED does: the
+    profile differs in nothing else (the channels in their own order)."""
+    rng = np.random.default_rng(8)
+    tile = smooth_image(rng, 3, 20, 24)  # (3, 20, 24) uint8
+    context = predictive.Context(above=smooth_image(rng, 3, 1, 24)[:, 0], left=smooth_image(rng, 3, 20, 1)[:, :, 0],
+                                 corner=np.array([10, 200, 30], dtype=np.uint8))
+    photo = predictive.record_adaptive(tile, context, predictive.AdaptiveState(), predictive.PHOTO)
+    staged = predictive.record_adaptive(tile, context, predictive.AdaptiveState(), predictive.STAGED)
+    assert not np.array_equal(photo.rows, staged.rows)  # its own numbers and tables
+    shipped = predictive._table_file
+    monkeypatch.setattr(predictive, "PHOTO_PROFILE", predictive.Profile(
+        kernels.ADAPT_TUNING, kernels.CASCADE_TUNING, kernels.WIDE_FAR, kernels.STAGED_TUNING,
+        np.array(predictive.CASCADE_STD_WEIGHTS), predictive.CASCADE_ERROR_DIAGONAL, predictive.CASCADE_ERROR_FLOOR))
+    monkeypatch.setattr(predictive, "_table_file", lambda tables: shipped(
+        predictive.CASCADE if tables == predictive.PHOTO else tables))
+    predictive.clear_table_caches()
+    try:
+        as_staged = predictive.record_adaptive(tile, context, predictive.AdaptiveState(), predictive.PHOTO)
+    finally:
+        monkeypatch.undo()
+        predictive.clear_table_caches()
+    np.testing.assert_array_equal(as_staged.rows, staged.rows)
+    np.testing.assert_array_equal(as_staged.values, staged.values)
+
+
+def test_which_images_take_the_photograph_profile(monkeypatch):
+    """Images of PHOTO_PROFILE_VALUES values or more each (on average) take the photograph profile instead of the
+    staged cascade's sections, where format 20 may be written; below SMALL_PROFILE_VALUES the small-image profile is
+    priced beside either."""
+    rng = np.random.default_rng(5)
+    tiles = image_tiles(rng, [(32, 32)] * 2)  # 3,072 values an image
+    small, older = (PREDICTIVE_SECTIONS, PREDICTIVE_SMALL_SECTIONS), bitsback.SECTION_KINDS[:2]
+    assert bitsback.section_kinds(tiles) == small == bitsback.section_kinds(tiles, older)  # as format 19 prices them
+    monkeypatch.setattr(bitsback, "PHOTO_PROFILE_VALUES", 32 * 32 * 3)  # mid-sized now
+    assert bitsback.section_kinds(tiles) == (PREDICTIVE_PHOTO_SECTIONS, PREDICTIVE_SMALL_SECTIONS)
+    assert bitsback.section_kinds(tiles, older) == small
+    monkeypatch.setattr(bitsback, "SMALL_PROFILE_VALUES", 32 * 32 * 3)  # photographs now
+    assert bitsback.section_kinds(tiles) == (PREDICTIVE_PHOTO_SECTIONS,)
+    assert bitsback.section_kinds(tiles, older) == (PREDICTIVE_SECTIONS,)
+    assert bitsback.section_kinds(tiles, (PREDICTIVE_SECTIONS,)) == (PREDICTIVE_SECTIONS,)
+    priced = bitsback.price_stream(tiles, bitsback.PREDICTIVE_STAGED, [INF] * len(tiles))
+    assert {price[0] for price in priced} == {PREDICTIVE_PHOTO_SECTIONS}
+    priced = bitsback.price_stream(tiles, bitsback.PREDICTIVE_STAGED, [INF] * len(tiles), allowed=older)
+    assert {price[0] for price in priced} == {PREDICTIVE_SECTIONS}
+
+
+def test_against_the_photograph_profile_the_small_image_profile_pays_no_header_bytes(monkeypatch):
+    """Both profiles' files hold format 18's layout: the words alone decide between them (the small-image profile's
+    header bytes count only against format 16's sections)."""
+    monkeypatch.setattr(bitsback, "SMALL_HEADER_BITS", 10**6)
+    rng = np.random.default_rng(3)
+    tiles = image_tiles(rng, [(16, 16)] * 8)  # one tile an image: two images end in each section
+    runs, kinds = [2, 2, 2, 2], (PREDICTIVE_PHOTO_SECTIONS, PREDICTIVE_SMALL_SECTIONS)
+    both = bitsback.price_sections(tiles, runs=runs, kinds=kinds)
+    alone = {kind: bitsback.price_sections(tiles, runs=runs, kinds=[kind]) for kind in kinds}
+    chosen = set()
+    for start in range(0, 8, 2):
+        words = {kind: len(prices[start].coded.words) for kind, prices in alone.items()}
+        assert both[start][0] == min(kinds, key=lambda kind: (words[kind], kind != PREDICTIVE_PHOTO_SECTIONS))
+        chosen.add(both[start][0])
+    assert PREDICTIVE_SMALL_SECTIONS in chosen  # these images: the small-image profile wins some sections
+
+
+def test_the_profiles_tables_are_pinned(monkeypatch, tmp_path):
+    """(Read directly: a coding that met them would take the failure for the compiled kernels' and turn them off
+    for the rest of the process.)"""
+    tampered = bytearray(predictive.PHOTO_TABLE_FILE.read_bytes())
+    tampered[-1] ^= 1
+    (tmp_path / "photo_residuals.npy").write_bytes(bytes(tampered))
+    monkeypatch.setattr(predictive, "PHOTO_TABLE_FILE", tmp_path / "photo_residuals.npy")
+    predictive.clear_table_caches()
+    try:
+        with pytest.raises(CodingError, match="format 20's residual tables .* not the ones"):
+            predictive._fitted_offsets(predictive.PHOTO)
+    finally:
+        monkeypatch.undo()
+        predictive.clear_table_caches()
+    assert tilekinds.BY_NAME[PREDICTIVE_PHOTO_SECTIONS].formats == (20,)
+    assert tilekinds.BY_NAME[PREDICTIVE_PHOTO_SECTIONS].code == "x"
