@@ -41,7 +41,9 @@ PREDICTIVE_FITTED instead.
 Format 16 (PREDICTIVE_SECTIONS): where the predictor codes every tile of a stream, the encoder cuts it into sections
 of whole tile rows (section_runs), each coded on a stack of its own from initial statistics and reading nothing of
 the others (tilekinds.py: sections), and pushes their words as one batch each; pricing codes the sections side by
-side (price_sections), and so does the decoder (decode_tiles), one a core.
+side (price_sections), and so does the decoder (decode_tiles), one a core. Formats 19 and 20 code a section in the
+staged cascade's small-image or photograph profile instead (PREDICTIVE_SMALL_SECTIONS, PREDICTIVE_PHOTO_SECTIONS):
+section_kinds says which the encoder prices, by the sizes of the stream's images.
 
 How each kind of batch is pushed and popped (direct, bits-back, raw, whitened, predictive, predictive with
 neighbours) is declared once, in tilekinds.py; this module chooses the kinds and the batches, and replays them.

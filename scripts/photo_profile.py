@@ -3,7 +3,7 @@ tables codec/photo_residuals.npy), chosen on photos_train's training photographs
 
     python scripts/photo_profile.py --tune [--from-staged] [--steps 0.3 0.1]   # search the profile's numbers
     python scripts/photo_profile.py --tables [--check]                         # fit its tables for the numbers
-    python scripts/photo_profile.py --price kodak [--every 3]                  # format 16 against format 20
+    python scripts/photo_profile.py --price kodak [--every 3] [--one-stream]   # format 16 against format 20
 
 `--tune` searches PHOTO_PROFILE's numbers by coordinate descent (scripts/cascade.py: descend; each number in turn
 `step` up, else down, kept where the set costs less; then the next step), starting from the shipped profile (or with
@@ -14,8 +14,10 @@ scripts/fit_residual_tables.py --cascade fits the cascade's: what PHOTO codes of
 as one section, each value's offset from its coded mean counted in the table its row names, with the same smoothing
 and integers; `--check` compares with the shipped file instead of writing it (and prints the sha256 that
 codec/predictive.py pins). `--price SET` codes each of a set's images (every K-th of the first N) as its own file's
-stream, in sections as the encoder cuts them, by format 16's staged cascade and by format 20's profile, and prints
-both (the bits the sections' words take) and the images the profile codes for more.
+stream (with `--one-stream` all of them as one archive's), in sections as the encoder cuts them, by format 16's
+staged cascade, by format 20's profile, as format 19's encoder chooses (format 16's or the small-image profile, its
+header bytes counted) and as format 20's does (bitsback.section_kinds), and prints each (the bits the sections'
+words take) and the streams the profile codes for more than format 16's.
 
 How the shipped profile was made (2026-12-07): from the staged cascade's numbers with the cascade's tables standing
 (`--tune --from-staged --steps 0.3 0.3 0.1`: 2.21020 -> 2.20148 bits per subpixel on the 23 photographs; the first
@@ -97,22 +99,35 @@ def tables(check: bool) -> None:
     print(f"wrote {predictive.PHOTO_TABLE_FILE}")
 
 
-def price(dataset: str, limit: int | None, every: int) -> None:
-    streams, values = photograph_streams(dataset, limit, every)
-    kinds = (bitsback.PREDICTIVE_SECTIONS, bitsback.PREDICTIVE_PHOTO_SECTIONS)
-    print(f"{dataset}: {len(streams)} images, {values} values, each in sections as the encoder cuts it")
-    words = {kind: [] for kind in kinds}
-    for kind in kinds:
+# What --price codes each stream with: the kinds a section is priced in (the fewest words kept, as the encoder keeps)
+PRICED = {
+    "format 16's sections": lambda tiles: (bitsback.PREDICTIVE_SECTIONS,),
+    "the photograph profile's": lambda tiles: (bitsback.PREDICTIVE_PHOTO_SECTIONS,),
+    "format 19's choice": lambda tiles: bitsback.section_kinds(tiles, bitsback.SECTION_KINDS[:2]),
+    "format 20's choice": lambda tiles: bitsback.section_kinds(tiles),
+}
+
+
+def price(dataset: str, limit: int | None, every: int, one_stream: bool) -> None:
+    images = list(data.load(dataset, limit=limit).images)[::every]
+    streams = [stream_tiles(images)] if one_stream else [stream_tiles([image]) for image in images]
+    values = sum(image.size for image in images)
+    print(f"{dataset}: {len(images)} images, {values} values, {'one stream' if one_stream else 'each its own'}, "
+          "in sections as the encoder cuts it")
+    words: dict[str, list[int]] = {}
+    for name, kinds in PRICED.items():
         started = time.perf_counter()
+        words[name] = []
         for tiles in streams:
-            priced = bitsback.price_sections(tiles, kinds=[kind])
-            words[kind].append(sum({id(one.coded): len(one.coded.words) for one in priced}.values()))
-        print(f"{kind}: {32 * sum(words[kind]) / values:.5f} bits per subpixel ({time.perf_counter() - started:.1f} s)",
-              flush=True)
-    before, after = (sum(words[kind]) for kind in kinds)
-    larger = [k for k, (old, new) in enumerate(zip(*words.values())) if new > old]
-    print(f"format 20's profile against format 16: {100 * (after / before - 1):+.3f} %; larger on {len(larger)} of "
-          f"{len(streams)} images{': ' + ', '.join(map(str, larger)) if larger else ''}")
+            priced = bitsback.price_sections(tiles, kinds=kinds(tiles))
+            words[name].append(sum({id(one.coded): len(one.coded.words) for one in priced}.values()))
+        change = 100 * (sum(words[name]) / sum(next(iter(words.values()))) - 1)
+        print(f"{name}: {32 * sum(words[name]) / values:.5f} bits per subpixel ({change:+.3f} %; "
+              f"{time.perf_counter() - started:.1f} s)", flush=True)
+    before, after = words["format 16's sections"], words["the photograph profile's"]
+    larger = [k for k, (old, new) in enumerate(zip(before, after)) if new > old]
+    print(f"the photograph profile larger than format 16's sections on {len(larger)} of {len(streams)} streams"
+          f"{': ' + ', '.join(map(str, larger)) if larger else ''}")
 
 
 def main() -> None:
@@ -125,13 +140,14 @@ def main() -> None:
     parser.add_argument("--price", metavar="SET", help="format 16 against format 20 on a data set's images")
     parser.add_argument("--limit", type=int)
     parser.add_argument("--every", type=int, default=1)
+    parser.add_argument("--one-stream", action="store_true", help="--price: the images as one archive's stream")
     args = parser.parse_args()
     if args.tune:
         tune(args.steps, args.from_staged)
     elif args.tables:
         tables(args.check)
     elif args.price:
-        price(args.price, args.limit, args.every)
+        price(args.price, args.limit, args.every, args.one_stream)
     else:
         parser.error("one of --tune, --tables or --price")
 
