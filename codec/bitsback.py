@@ -651,10 +651,12 @@ def section_count(values: int, images: int) -> int:
 # `python scripts/small_profile.py --price kodak --every 3 --each`).
 SMALL_PROFILE_VALUES = 2**19
 # Images of this many values or more each are coded by format 20's photograph profile instead of format 16's staged
-# cascade (section_kinds): Kodak's 24 0.50 % smaller, photos_train's 30 validation photographs (384x384) 0.38 %,
-# Imagenette's 32x32 thumbnails 0.27 % (`python scripts/photo_profile.py --price SET`). Not smaller images': a
-# format-20 file's header holds two bytes an image more than format 16's (format 18's layout), more than the profile
-# saves on an image of a few hundred values; from 2^14 values (a 74x74 colour image, ~3-4 kB) it saves ~10 bytes.
+# cascade (section_kinds): Kodak's 24 0.50 % smaller, photos_train's 30 validation photographs (384x384) 0.38 %
+# (`python scripts/photo_profile.py --price SET`). Not smaller images': a format-20 file's header holds two bytes an
+# image more than format 16's (format 18's layout), more than the profile saves on an image of a few hundred values
+# (~0.3 % of its bytes); from 2^14 values (a 74x74 colour image, ~3-4 kB) it saves ~10. A cautious line, not a
+# measured one: on Imagenette's 32x32 thumbnails (3,072 values) the profile still saves ~4 bytes an image (0.27 %),
+# where the small-image profile saves more.
 PHOTO_PROFILE_VALUES = 2**14
 # A format-19 file's header holds two bytes an image more than a format-16 file's (format 18's layout: each image's
 # metadata count and depth): a section priced against format 16's is kept in the small-image profile only where its

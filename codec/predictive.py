@@ -1026,8 +1026,9 @@ for _array in (SMALL_PROFILE.adapt, SMALL_PROFILE.cascade, SMALL_PROFILE.far, SM
 # time as its stages came (formats 12 to 15, each on tiles of 128 or one chain, the others held); PHOTO's were chosen
 # again all together by coordinate descent from STAGED's on every 13th of photos_train's training photographs (23),
 # each as one section, as format 16 codes it, and its tables fitted for them on every training photograph
-# (`python scripts/photo_profile.py`; never on a benchmark set). The encoder codes a stream of photographs' sections
-# (images of SMALL_PROFILE_VALUES values or more each) by PHOTO (codec/bitsback.py: section_kinds).
+# (`python scripts/photo_profile.py`; never on a benchmark set). The encoder codes the sections of a stream of images
+# of PHOTO_PROFILE_VALUES values or more each by PHOTO (or, below SMALL_PROFILE_VALUES, by SMALL where that codes a
+# section in fewer words: codec/bitsback.py, section_kinds).
 PHOTO_PROFILE = Profile(
     adapt=np.array([119.0, 14.9, 0.7, 0.196, 2.93]),
     cascade=np.array([0.286, 0.63, 0.24, 0.351, 1.35, 0.625]),

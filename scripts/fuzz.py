@@ -33,7 +33,7 @@ Besides the random mutations, every run also goes through (issue 19):
   letterboxed, gradients, 1x1 .. 3x3 and larger, in every mode L / LA / RGB / RGBA / P), compressed and
   decoded in process: anything but the exact original back is a failure; `--adversarial-cases` adds random
   small images made of large constant regions.
-- with --binary-cases N, N mutations of today's files (formats 10 to 19: binary header, one CRC over the file)
+- with --binary-cases N, N mutations of today's files (formats 10 to 20: binary header, one CRC over the file)
   made with the shipped photo2 and photo-gray2 from crops of samples/hopper.png: bits-back and predictor tiles
   in the stream order, --fast with format 13's, 12's and 10's predictor tiles, grey, an
   archive, and an archive of 24 small crops (binary_corpus); byte edits, cuts and payload
@@ -137,15 +137,16 @@ def shipped_models() -> dict:
     return {name: load_model(ROOT / "pretrained" / f"{name}.safetensors") for name in SHIPPED}
 
 
-BINARY_SECTION = "binary_format19"  # the report's section of binary_corpus's mutations (today's formats)
+BINARY_SECTION = "binary_format20"  # the report's section of binary_corpus's mutations (today's formats)
 
 
 def binary_corpus(models: dict) -> dict[str, tuple[bytes, list, str]]:
-    """Files of today's formats (10 to 19: binary header, one CRC over the file) made with the shipped models from
+    """Files of today's formats (10 to 20: binary header, one CRC over the file) made with the shipped models from
     crops of samples/hopper.png, key -> (data, images, model: "photo2" or "photo-gray2"): tiles by bits-back, the
     predictor and whitened bytes in the stream order (model tiles last; a grey crop as RGB, where photo2 wins a
-    tile), a colour crop by the predictor alone (--fast) in format 16's sections (one, and in tiles of 16 four, cut
-    as scripts/make_golden.py's small_sections cuts them), with format 15's staged cascade tiles in one chain
+    tile), a colour crop by the predictor alone (--fast) in sections (format 20's, some of them in the photograph
+    profile: one, and in tiles of 16 four, cut as scripts/make_golden.py's small_sections cuts them; and format 16's
+    with --format 19), with format 15's staged cascade tiles in one chain
     (--format 15), with format 14's wide ones (--format 14), format 13's cascade tiles with parity (--format 13),
     format 12's without (--format 12) and format 10's least-squares ones (--format 11), a grey image, an archive of
     two, one of 24 small crops (its header deflated; format 19, some of its sections in the small-image profile, and
@@ -164,6 +165,7 @@ def binary_corpus(models: dict) -> dict[str, tuple[bytes, list, str]]:
         "model": ([("grey-as-rgb.png", grey.convert("RGB"))], "photo2", {}),
         "fast": ([("crop.png", colour)], "photo2", {"fast": True}),
         "sections-fast": ([("crop.png", colour)], "photo2", {"fast": True, "tile": 16}),
+        "format16-sections-fast": ([("crop.png", colour)], "photo2", {"fast": True, "tile": 16, "format_version": 19}),
         "staged-fast": ([("crop.png", colour)], "photo2", {"fast": True, "format_version": 15}),
         "wide-fast": ([("crop.png", colour)], "photo2", {"fast": True, "format_version": 14}),
         "parity-fast": ([("crop.png", colour)], "photo2", {"fast": True, "format_version": 13}),
@@ -188,7 +190,8 @@ def binary_corpus(models: dict) -> dict[str, tuple[bytes, list, str]]:
     with small_sections():
         corpus = {key: (compress_images(images, models[model], classical=False, **options).data, images, model)
                   for key, (images, model, options) in cases.items()}
-    assert corpus["fast"][0][8] in (16, 19) and corpus["sections-small-archive"][0][8] == 16  # sections, deflated
+    assert corpus["fast"][0][8] == corpus["sections-fast"][0][8] == 20  # sections in the photograph profile
+    assert corpus["format16-sections-fast"][0][8] == corpus["sections-small-archive"][0][8] == 16  # sections
     assert corpus["small-archive"][0][8] == 19  # and some sections in the small-image profile
     assert corpus["metadata-fast"][0][8] == 17  # and each image's metadata chunks
     assert corpus["deep-fast"][0][8] == 18  # and 16-bit images
@@ -1080,7 +1083,7 @@ def fuzz(cases: int, seed: int = 0, timeout: float = 10.0, cli_every: int = 50, 
          grey_model_path: Path | None = None, binary_cases: int = 0) -> dict:
     """Run `cases` random mutations of the corpus, then (crafted) the crafted headers and the named crafted
     weights, `weights_cases` random crafted weights, (adversarial) the adversarial round-trip suite plus
-    `adversarial_cases` random contents, and `binary_cases` mutations of format 10 to 19 files made with the
+    `adversarial_cases` random contents, and `binary_cases` mutations of format 10 to 20 files made with the
     shipped models (binary_corpus). `quick`: small subsets of the crafted headers and of the adversarial suite
     (for the test suite)."""
     from vaezip.api import load_model

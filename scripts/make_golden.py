@@ -88,9 +88,10 @@ grey, and golden.png with a 23x21 corner (format19_files). Never regenerate them
 writes tests/data/format20/*.vz, the first files of format 20 (2026-12-07: photographs' sections coded by the staged
 cascade's photograph profile), as `--fast` codes them with the tiny models, written by default with sections cut at
 far fewer values than compress cuts them (small_sections) and images of a thousand values or more taken for
-photographs (photo_sections): photo_crop in tiles of 32 in colour (photo-fast.vz) and in grey (grey-fast.vz), and
-golden.png with a 23x21 corner of photo_crop in tiles of 8 (odd-fast.vz) (format20_files). Never regenerate them
-either.
+photographs, of five hundred for images that take the photograph profile beside the small-image one (photo_sections):
+photo_crop in tiles of 32 in colour (photo-fast.vz) and in grey (grey-fast.vz), golden.png with a 23x21 corner of
+photo_crop in tiles of 8 (odd-fast.vz), and hopper_crops in tiles of 8, each section in one profile or the other
+(archive-fast.vz) (format20_files). Never regenerate them either.
 
     python scripts/make_golden.py --mixed [--force]
 writes tests/data/mixed/*.vz, the first archives that mix grey and colour images (2026-12-05, format 16, as
@@ -434,30 +435,32 @@ def format20_files() -> dict[str, tuple[list[tuple[str, Image.Image]], dict]]:
     """tests/data/format20: file name -> (the images it holds, compress_images's options, the tiny models):
     photographs (within photo_sections) whose sections the staged cascade's photograph profile codes
     (predictive-photo-sections), as `--fast` codes them: photo_crop in tiles of 32 in colour (photo-fast.vz) and in
-    grey (grey-fast.vz), and golden.png with a 23x21 corner of photo_crop in tiles of 8 (odd-fast.vz). Written by
+    grey (grey-fast.vz), and golden.png with a 23x21 corner of photo_crop in tiles of 8 (odd-fast.vz); and hopper_crops
+    in tiles of 8, whose sections take the photograph profile or the small-image one (archive-fast.vz). Written by
     default (format 20 the newest), within small_sections and photo_sections."""
     fast = dict(classical=False, fast=True)
     crop = photo_crop()
     return {"photo-fast.vz": ([("hopper.png", crop)], {**fast, "tile": 32}),
             "grey-fast.vz": ([("hopper.png", crop.convert("L"))], {**fast, "tile": 32}),
             "odd-fast.vz": ([("golden.png", golden_image()), ("odd.png", crop.crop((0, 0, 23, 21)))],
-                            {**fast, "tile": 8})}
+                            {**fast, "tile": 8}),
+            "archive-fast.vz": (hopper_crops(), {**fast, "tile": 8})}
 
 
-# What photo_sections takes for a photograph instead of bitsback.PHOTO_PROFILE_VALUES and SMALL_PROFILE_VALUES: images
-# of a thousand values or more each on average, so that tests/data/format20's small images are coded as photographs
-# are (the photograph profile alone).
-PHOTO_SECTION_VALUES = 1000
+# What photo_sections takes instead of bitsback.PHOTO_PROFILE_VALUES and SMALL_PROFILE_VALUES: images of five hundred
+# values or more each on average take the photograph profile (with the small-image one beside it below a thousand),
+# so that tests/data/format20's small images are coded as photographs are.
+PHOTO_SECTION_VALUES = 500, 1000
 
 
 @contextmanager
 def photo_sections():
     """compress_images taking images of PHOTO_SECTION_VALUES values or more each for photographs (format 20's
-    photograph profile alone; the files' format is the same, only the encoder's choice of profile changes)."""
+    photograph profile; the files' format is the same, only the encoder's choice of profile changes)."""
     from codec import bitsback
 
     kept = bitsback.PHOTO_PROFILE_VALUES, bitsback.SMALL_PROFILE_VALUES
-    bitsback.PHOTO_PROFILE_VALUES = bitsback.SMALL_PROFILE_VALUES = PHOTO_SECTION_VALUES
+    bitsback.PHOTO_PROFILE_VALUES, bitsback.SMALL_PROFILE_VALUES = PHOTO_SECTION_VALUES
     try:
         yield
     finally:

@@ -16,8 +16,8 @@ and integers; `--check` compares with the shipped file instead of writing it (an
 codec/predictive.py pins). `--price SET` codes each of a set's images (every K-th of the first N) as its own file's
 stream (with `--one-stream` all of them as one archive's), in sections as the encoder cuts them, by format 16's
 staged cascade, by format 20's profile, as format 19's encoder chooses (format 16's or the small-image profile, its
-header bytes counted) and as format 20's does (bitsback.section_kinds), and prints each (the bits the sections'
-words take) and the streams the profile codes for more than format 16's.
+header bytes counted in its choice) and as format 20's does (bitsback.section_kinds), and prints each (the bits the
+sections' words take, without the header's bytes) and the streams the profile codes for more than format 16's.
 
 How the shipped profile was made (2026-12-07): from the staged cascade's numbers with the cascade's tables standing
 (`--tune --from-staged --steps 0.3 0.3 0.1`: 2.21020 -> 2.20148 bits per subpixel on the 23 photographs; the first
@@ -61,21 +61,25 @@ def photograph_streams(dataset: str, limit: int | None, every: int) -> tuple[lis
 def tune(steps: list[float], from_staged: bool) -> None:
     streams, values = photograph_streams(TRAINING, None, TUNE_EVERY)
     base = staged_profile() if from_staged else predictive.PHOTO_PROFILE
-    shipped_tables = predictive._table_file
+    shipped_tables, shipped_profile = predictive._table_file, predictive.PHOTO_PROFILE
     if from_staged:  # the cascade's tables stand in for the profile's (which may not exist yet)
         predictive._table_file = lambda tables: shipped_tables(predictive.CASCADE if tables == predictive.PHOTO
                                                                 else tables)
+        predictive.clear_table_caches()
     pool = ThreadPoolExecutor(bitsback.section_workers())
 
     def cost(chosen: dict[str, float]) -> float:
         predictive.PHOTO_PROFILE = profile_of(chosen, base)
         return sum(pool.map(lambda tiles: section_bits(tiles, predictive.PHOTO), streams)) / values
 
-    best = numbers(base)
-    lowest = cost(best)
-    print(f"{len(streams)} photographs, start: {lowest:.5f} bits per subpixel", flush=True)
-    descend(best, lowest, cost, steps)
-    predictive._table_file = shipped_tables
+    try:
+        best = numbers(base)
+        lowest = cost(best)
+        print(f"{len(streams)} photographs, start: {lowest:.5f} bits per subpixel", flush=True)
+        descend(best, lowest, cost, steps)
+    finally:
+        predictive._table_file, predictive.PHOTO_PROFILE = shipped_tables, shipped_profile
+        predictive.clear_table_caches()
 
 
 def tables(check: bool) -> None:
@@ -120,6 +124,8 @@ def price(dataset: str, limit: int | None, every: int, one_stream: bool) -> None
         words[name] = []
         for tiles in streams:
             priced = bitsback.price_sections(tiles, kinds=kinds(tiles))
+            if priced is None:
+                sys.exit(f"{dataset}: an image holds more than {bitsback.SECTION_TILES} tiles in a section")
             words[name].append(sum({id(one.coded): len(one.coded.words) for one in priced}.values()))
         change = 100 * (sum(words[name]) / sum(next(iter(words.values()))) - 1)
         print(f"{name}: {32 * sum(words[name]) / values:.5f} bits per subpixel ({change:+.3f} %; "

@@ -626,3 +626,38 @@ def test_colour_16_bit_tiff_and_ppm_are_read_with_all_their_bits(monkeypatch):
     with pytest.raises(ImageError, match="16-bit RGB TIFF: vaezip reads one through imagecodecs, which is not "
                                          "installed"):
         open_image(codecs.tiff_encode(samples))
+
+
+def test_photographs_16_bits_and_metadata_in_format_20(monkeypatch, tmp_path):
+    """Where a section takes the photograph profile the file is format 20 (format 18's layout), with a 16-bit
+    image's depth and an image's metadata as in formats 18 and 17, and `vaezip info` names it; --format 19 writes
+    format 16's sections (18 with the 16-bit image, 17 with the metadata), and every file comes back."""
+    from codec import bitsback
+
+    for threshold in ("PHOTO_PROFILE_VALUES", "SMALL_PROFILE_VALUES"):  # these 40x56 images: photographs
+        monkeypatch.setattr(bitsback, threshold, 1000)
+    samples = deep("RGB", height=40, width=56, bits=12, seed=9)
+    buffer = io.BytesIO()
+    profile = bytes(range(16)) + b"RGB " + bytes(range(236)) * 3  # a colour profile's header says RGB
+    Image.fromarray(smooth_rgb(40, 56, 3)).save(buffer, format="PNG", icc_profile=profile)
+    tagged = Image.open(io.BytesIO(buffer.getvalue()))
+    for image, feature in ((DeepImage(samples, "RGB"), container.DEPTH_VERSION),
+                           (tagged, container.METADATA_VERSION)):
+        newest = compress_images([("a.png", image)], **FAST, classical=False)
+        kinds = {kind for kind, _ in container.read(newest.data)[0].coder.schedule}
+        assert newest.format_version == container.PHOTO_VERSION and "predictive-photo-sections" in kinds
+        older = compress_images([("a.png", image)], **FAST, classical=False, format_version=19)
+        assert older.format_version == feature
+        assert {kind for kind, _ in container.read(older.data)[0].coder.schedule} <= {"predictive-sections",
+                                                                                     "whitened"}
+        for data in (newest.data, older.data):
+            (_, back), = decompress_images(data)
+            if isinstance(image, DeepImage):
+                assert np.array_equal(back.samples, samples)
+            else:
+                assert np.array_equal(np.asarray(back), np.asarray(image)) and back.info[METADATA]
+        info = file_info(newest.data)
+        assert info.version == container.PHOTO_VERSION and "photograph profile" in info.inference
+        (tmp_path / "a.vz").write_bytes(newest.data)
+        shown = run_cli("info", tmp_path / "a.vz")
+        assert shown.returncode == 0 and "format 20 (" in shown.stdout.decode()

@@ -279,7 +279,7 @@ INFERENCE = {
     19: "integer-exact inference with staged cascade predictor tiles in sections, some coded by its small-image "
         "profile, and classical codings, its header deflated: decodes on any machine",
     20: "integer-exact inference with staged cascade predictor tiles in sections, some coded by its photograph "
-        "profile, and classical codings, its header deflated: decodes on any machine",
+        "profile (and its small-image profile), and classical codings, its header deflated: decodes on any machine",
 }
 
 
