@@ -15,7 +15,7 @@ from PIL import Image
 
 from codec import bitsback
 from codec.container import read_versioned
-from conftest import OTHER_KERNELS, run_cli, smooth_rgb
+from conftest import OTHER_KERNELS, SHARED_DATA, run_cli, smooth_rgb
 from vaezip.api import compress_images, decompress_images, load_model
 from vaezip.coding import TorchLatentModel
 from vaezip.unpack import needs_no_model
@@ -495,3 +495,32 @@ def test_small_images_take_format_19s_profile_where_it_costs_less_and_older_form
     assert np.array_equal(np.asarray(back), np.asarray(thumbnails[0][1]))
     asked = compress_images(tagged, fast=True, classical=False, format_version=17)
     assert asked.format_version == 17 and asked.images[0].metadata
+
+
+IMAGENETTE = SHARED_DATA / "imagenette_lowres" / "imagenette_32x32_box7.npz"
+
+
+@pytest.mark.skipif(not IMAGENETTE.is_file(), reason="../shared/data/imagenette_lowres is absent")
+def test_thumbnails_whose_quick_stream_wins_load_no_torch_and_give_the_same_file(tmp_path):
+    """The default compress of an archive of Imagenette's thumbnails with the shipped model: the early exit lets the
+    full path run (some thumbnail's sample comes near its share of the quick stream), whose estimate then rules the
+    model out for the whole file (quick_file_wins): no tile needs the network, so torch is never imported; the file
+    is the one `--fast` makes."""
+    script = (
+        "import sys, pickle; sys.path.insert(0, sys.argv[1]); from PIL import Image; from vaezip import archive, data;"
+        "from vaezip.api import compress_images;"
+        "images = [(f'{k}.png', Image.fromarray(a)) for k, a in enumerate(data.load('imagenette32-val', limit=100)"
+        ".images)];"
+        "calls = []; full = archive._encode_archive;"
+        "archive._encode_archive = lambda *a, **k: calls.append(k['fast']) or full(*a, **k);"
+        "made = compress_images(images).data; fast = compress_images(images, fast=True).data;"
+        "pickle.dump((made == fast, calls, 'torch' in sys.modules), open(sys.argv[2], 'wb'))"
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(ROOT), str(tmp_path / "out.pkl")], capture_output=True,
+                         text=True, timeout=600, env={**os.environ, "VAEZIP_DATA": str(SHARED_DATA)})
+    assert out.returncode == 0, out.stderr
+    import pickle
+
+    same, calls, torch_imported = pickle.loads((tmp_path / "out.pkl").read_bytes())
+    assert False in calls  # the full path ran (beside the quick stream's calls, fast)
+    assert not torch_imported and same

@@ -467,7 +467,9 @@ def _encode_archive(split: list[_Image], started: float, model, *, tile, max_bat
     chosen_by_mode = model is None
     if model is None:
         model = default_model(split[0].planes.mode)
-    loaded = identify_model(model) if fast else model if isinstance(model, LoadedModel) else load_model(model)
+    # A shipped or installed model by its identity (no torch, no weights read): loaded where the network runs
+    # (coder_model below); anything else (a weights file, a run folder) loaded here.
+    loaded = identify_model(model)
     channels, stride = loaded.config.image_channels, loaded.config.stride
     for item in split:  # the model is the default path: an image it cannot code is an error, as before format 3
         if item.planes.model_plane is None or item.planes.model_channels == channels:
@@ -488,13 +490,27 @@ def _encode_archive(split: list[_Image], started: float, model, *, tile, max_bat
                        if item.planes.model_plane is not None)
     if tiles_needed > MAX_TILES and not classical:
         raise ImageError(f"{tiles_needed} tiles, more than {MAX_TILES} in one file: use a larger --tile")
-    coder_model = None  # fast: no network
-    if not fast:
-        from vaezip.coding import TorchLatentModel
+    if not fast and device not in ("auto", "cpu"):
+        _resolve_device(device)  # a device asked for that this machine lacks is refused whatever runs
+    made = [gate.coder_model] if gate is not None and gate.coder_model is not None else []
 
-        coder_model = (gate.coder_model if gate is not None and gate.coder_model is not None
-                       else TorchLatentModel(loaded.model, _resolve_device(device)))
-    integer = coder_model is None or coder_model.integer
+    def coder_model():
+        """The integer-exact coder model (None for fast: no network), made where the network first runs: torch
+        imported and the weights loaded only then. An archive of thumbnails that the early exit lets through but
+        whose quick stream the full path then keeps (quick_file_wins) needs neither: ~2.5 s of its compress."""
+        if fast:
+            return None
+        if not made:
+            from vaezip.coding import TorchLatentModel
+
+            full = loaded if isinstance(loaded, LoadedModel) else load_model(loaded.name)
+            if full.sha256 != loaded.sha256:
+                raise CheckpointError(f"{loaded.name}: its weights changed while compressing")
+            made.append(TorchLatentModel(full.model, _resolve_device(device)))
+        return made[0]
+
+    # The coder's inference: integer-exact (TorchLatentModel's default; the early exit's coder model says so too).
+    integer = fast or not made or made[0].integer
     # Format 15's predictor tiles (the blend of predictors and local least squares in raster order, weighed by their
     # errors around and two away, with fitted residual tables, its contexts adapting over the stream in three stages,
     # the second reading each value's parity, the third the signed residuals next to it), format 14's, 13's, 12's or
@@ -524,14 +540,17 @@ def _encode_archive(split: list[_Image], started: float, model, *, tile, max_bat
     elif predictor or classical:
         # The float network's estimate of each tile's cost (fast), over every tile at once whatever is coded
         # later: the predictor's choice of tiles depends on it, and one image always gives the same bytes.
-        from vaezip.coding import deterministic_kernels
-
         # The early exit's sample (encode_archive) is priced already: only the other tiles are.
         known = gate.sampled if gate is not None else {}
         wanted = [(k, t) for k in everyone for t in range(len(tiles_of.get(k, ()))) if t not in known.get(k, {})]
-        with deterministic_kernels(pin_threads=not coder_model.integer):
-            priced_now = dict(zip(wanted, map(_usable, coder_model.tile_bounds([tiles_of[k][t] for k, t in wanted],
-                                                                               estimate=True))))
+        priced_now = {}
+        if wanted:
+            from vaezip.coding import deterministic_kernels
+
+            coder = coder_model()
+            with deterministic_kernels(pin_threads=not coder.integer):
+                priced_now = dict(zip(wanted, map(_usable, coder.tile_bounds([tiles_of[k][t] for k, t in wanted],
+                                                                             estimate=True))))
         estimates_of = {k: [known[k][t] if t in known.get(k, {}) else priced_now[k, t] for t in range(len(cut))]
                         for k, cut in tiles_of.items()}
     alternatives_later = None
@@ -564,7 +583,7 @@ def _encode_archive(split: list[_Image], started: float, model, *, tile, max_bat
     quick_bits = quick_later() if quick_later is not None else None
 
     def code(indices: list[int], on_batch=progress) -> _ModelCoding:
-        return _encode_model(split, indices, coder_model, tiles_of, estimates_of if predictor else None, tile,
+        return _encode_model(split, indices, coder_model(), tiles_of, estimates_of if predictor else None, tile,
                              max_batch, on_batch, legacy, predictor_kind, samples, priced_of,
                              model_last_order=format_version is None
                              or format_version >= container.ORDER_VERSION, allowed=allowed)
@@ -611,7 +630,8 @@ def _encode_archive(split: list[_Image], started: float, model, *, tile, max_bat
         # thread: both left alone; with no network, fast, there is nothing to give back). The count is this
         # thread's own (process_settings.py: torch_threads).
         threads = contextlib.nullcontext()
-        if coder_model is not None and coder_model.integer and coder_model.device.type == "cpu":
+        coder = coder_model()  # the model codes now, on the bet
+        if coder is not None and coder.integer and coder.device.type == "cpu":
             from vaezip.process_settings import set_torch_threads, torch_threads
 
             threads = torch_threads(lambda host: max(1, host - 1))
