@@ -34,11 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from make_golden import (  # noqa: E402
     FORMAT7_TILE, PREDICTOR_KINDS, format3_files, format7_estimates, format7_file, format11_files, format12_files,
     format13_files, format14_files, format15_files, format16_files, format19_files, format20_files, hopper_crops,
-    mixed_files,
-    photo_crop,
-    photo_sections,
-    predictor_files,
-    small_sections,
+    mixed_files, photo_crop, photo_sections, predictor_files, small_sections,
 )
 
 
@@ -476,10 +472,10 @@ def test_format_11_to_20_golden_files_reencode_to_their_bytes_and_decode_in_a_fr
     (format 12, its header always deflated); format13/*.vz: the same through the cascade's tiles with parity;
     format14/*.vz: the same through the wide cascade's tiles; format15/*.vz: the same through the staged cascade's;
     format16/*.vz: the same in sections (cut at a few hundred values: make_golden.small_sections); format19/*.vz:
-    small images in sections, some coded by the small-image profile; format20/*.vz: photographs (images of a
-    thousand values or more: make_golden.photo_sections) in sections coded by the photograph profile. Encoding again
-    gives the same bytes; a fresh
-    process decodes the same images whatever kernels the CPU runs. A failure means the format changed."""
+    small images in sections, some coded by the small-image profile; format20/*.vz: images taken for photographs
+    (make_golden.photo_sections) in sections coded by the photograph profile (and, in the archive, the small-image
+    one). Encoding again gives the same bytes; a fresh process decodes the same images whatever kernels the CPU runs.
+    A failure means the format changed."""
     from codec.container import inflate_header
     from codec.header import to_binary
 
