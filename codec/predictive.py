@@ -924,13 +924,14 @@ def _kernel_tile(forms: dict, values: np.ndarray, top: int, left: int, encode: b
     coded = np.empty((2, count if encode else 0), dtype=np.int64)  # (table row, value) per value, in pop order
     if distribution in (SMALL, PHOTO):
         numbers = SMALL_PROFILE if distribution == SMALL else PHOTO_PROFILE
+    elif distribution == STAGED:
+        numbers = staged_profile()
     else:
         std_weights, diagonal, floor = ((_CASCADE_STD_WEIGHTS, CASCADE_ERROR_DIAGONAL, CASCADE_ERROR_FLOOR) if cascade
                                         else (_BLEND_STD_WEIGHTS, BLEND_ERROR_DIAGONAL, BLEND_ERROR_FLOOR))
         numbers = Profile(kernels.ADAPT_TUNING, kernels.CASCADE_TUNING if cascade else kernels.NO_CASCADE,
-                          kernels.WIDE_FAR if distribution in (WIDE, STAGED) else kernels.NO_FAR,
-                          kernels.STAGED_TUNING if distribution == STAGED else kernels.NO_STAGES, std_weights,
-                          diagonal, floor)
+                          kernels.WIDE_FAR if distribution == WIDE else kernels.NO_FAR, kernels.NO_STAGES,
+                          std_weights, diagonal, floor)
 
     def run(frame_, positions_, fronts_, coded_, encode_, adaptive_):
         return forms["_code_tile"](
@@ -998,6 +999,20 @@ class Profile:
     floor: float
 
 
+def _frozen(profile: Profile) -> Profile:
+    """A profile whose arrays are read-only (shared by every coding)."""
+    for array in (profile.adapt, profile.cascade, profile.far, profile.staged, profile.std_weights):
+        array.flags.writeable = False
+    return profile
+
+
+def staged_profile() -> Profile:
+    """STAGED's numbers (format 15's, and format 16's sections'), from which the other profiles were searched: read
+    from codec/kernels.py's constants at each call, where scripts put others in place while they search them."""
+    return Profile(kernels.ADAPT_TUNING, kernels.CASCADE_TUNING, kernels.WIDE_FAR, kernels.STAGED_TUNING,
+                   _CASCADE_STD_WEIGHTS, CASCADE_ERROR_DIAGONAL, CASCADE_ERROR_FLOOR)
+
+
 # ---------------------------------------------------------------------------------------------- the small-image profile
 #
 # SMALL (format 19) is STAGED with other numbers, other residual tables and its channels coded last first (blue, green,
@@ -1006,7 +1021,7 @@ class Profile:
 # (`python scripts/small_profile.py`). On small images whose statistics run over many of them (an archive of
 # thumbnails) SMALL codes for about 1 % less than STAGED; on photographs it codes for more. The encoder prices a
 # stream of small images' sections both ways and keeps the cheaper for each (codec/bitsback.py: price_sections).
-SMALL_PROFILE = Profile(
+SMALL_PROFILE = _frozen(Profile(
     adapt=np.array([149.0, 19.5, 0.651, 0.469, 3.3]),
     cascade=np.array([0.118, 0.33, 0.138, 0.17, 0.884, 0.553]),
     far=np.array([0.446, 0.5]),
@@ -1014,10 +1029,7 @@ SMALL_PROFILE = Profile(
     std_weights=np.array([[1.54, 0.368, 0.635, 0.221, 0.0, 0.0], [0.648, 0.0, 0.668, 0.346, 0.102, 0.0494]]),
     diagonal=0.625,
     floor=3.1,
-)
-for _array in (SMALL_PROFILE.adapt, SMALL_PROFILE.cascade, SMALL_PROFILE.far, SMALL_PROFILE.staged,
-               SMALL_PROFILE.std_weights):
-    _array.flags.writeable = False
+))
 
 
 # ------------------------------------------------------------------------------------------- the photograph profile
@@ -1029,7 +1041,7 @@ for _array in (SMALL_PROFILE.adapt, SMALL_PROFILE.cascade, SMALL_PROFILE.far, SM
 # (`python scripts/photo_profile.py`; never on a benchmark set). The encoder codes the sections of a stream of images
 # of PHOTO_PROFILE_VALUES values or more each by PHOTO (or, below SMALL_PROFILE_VALUES, by SMALL where that codes a
 # section in fewer words: codec/bitsback.py, section_kinds).
-PHOTO_PROFILE = Profile(
+PHOTO_PROFILE = _frozen(Profile(
     adapt=np.array([119.0, 14.9, 0.7, 0.196, 2.93]),
     cascade=np.array([0.286, 0.63, 0.24, 0.351, 1.35, 0.625]),
     far=np.array([0.65, 0.65]),
@@ -1037,10 +1049,7 @@ PHOTO_PROFILE = Profile(
     std_weights=np.array([[1.22, 0.265, 0.37, 0.192, 0.0, 0.0], [0.488, 0.0, 0.476, 0.167, 0.12, 0.0455]]),
     diagonal=0.625,
     floor=2.41,
-)
-for _array in (PHOTO_PROFILE.adapt, PHOTO_PROFILE.cascade, PHOTO_PROFILE.far, PHOTO_PROFILE.staged,
-               PHOTO_PROFILE.std_weights):
-    _array.flags.writeable = False
+))
 
 
 @functools.lru_cache(maxsize=64)

@@ -133,6 +133,23 @@ def integer_tables(counts: np.ndarray) -> np.ndarray:
     return tables.astype(np.uint32)
 
 
+def save_tables(counts: np.ndarray, shipped: Path, check: bool, out: Path | None = None) -> None:
+    """integer_tables of `counts` as the .npy bytes a table set's file holds, their sha256 printed (what
+    codec/predictive.py pins); with `check` compared with the shipped file (exit status 0 where they are the same,
+    1 where not), else written to `out` (the shipped file's path by default)."""
+    buffer = io.BytesIO()
+    np.save(buffer, integer_tables(counts), allow_pickle=False)
+    raw = buffer.getvalue()
+    print(f"sha256 {hashlib.sha256(raw).hexdigest()}")
+    if check:
+        same = shipped.read_bytes() == raw
+        print("the same as the shipped file" if same else "DIFFERENT from the shipped file")
+        sys.exit(0 if same else 1)
+    out = out or shipped
+    out.write_bytes(raw)
+    print(f"wrote {out}")
+
+
 def _values(images, step: int):
     """tile_values's arrays of every tile, concatenated: (values, unrounded means, stds)."""
     return tuple(np.concatenate(part) for part in zip(*tile_values(images, step)))
@@ -188,20 +205,9 @@ def main() -> None:
     started = time.perf_counter()
     images = data.load("photos-train", limit=args.limit)
     counts = (count_cascade_offsets if args.cascade else count_offsets)(images.images)
-    shipped_file = predictive.CASCADE_TABLE_FILE if args.cascade else predictive.FITTED_TABLE_FILE
-    tables = integer_tables(counts)
-    buffer = io.BytesIO()
-    np.save(buffer, tables, allow_pickle=False)
-    digest = hashlib.sha256(buffer.getvalue()).hexdigest()
-    print(f"{len(images)} photographs, {int(counts.sum())} values in {time.perf_counter() - started:.0f} s; "
-          f"tables {tables.shape}, sha256 {digest}")
-    if args.check:
-        shipped = hashlib.sha256(shipped_file.read_bytes()).hexdigest()
-        print("the same as the shipped file" if shipped == digest else f"differs from the shipped file ({shipped})")
-        sys.exit(0 if shipped == digest else 1)
-    out = args.out or shipped_file
-    out.write_bytes(buffer.getvalue())
-    print(f"wrote {out}")
+    print(f"{len(images)} photographs, {int(counts.sum())} values in {time.perf_counter() - started:.0f} s")
+    save_tables(counts, predictive.CASCADE_TABLE_FILE if args.cascade else predictive.FITTED_TABLE_FILE, args.check,
+                args.out)
 
 
 if __name__ == "__main__":

@@ -30,20 +30,16 @@ photograph -0.46 %, gray8bit's nine -0.54 %, none of those images larger.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import io
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import fit_residual_tables  # noqa: E402
 from cascade import descend  # noqa: E402
-from small_profile import numbers, profile_of, section_bits, staged_profile, stream_tiles  # noqa: E402
+from small_profile import numbers, profile_of, section_bits, stream_tiles  # noqa: E402
 
 from codec import bitsback, predictive, tilekinds  # noqa: E402
 from vaezip import data  # noqa: E402
@@ -60,7 +56,7 @@ def photograph_streams(dataset: str, limit: int | None, every: int) -> tuple[lis
 
 def tune(steps: list[float], from_staged: bool) -> None:
     streams, values = photograph_streams(TRAINING, None, TUNE_EVERY)
-    base = staged_profile() if from_staged else predictive.PHOTO_PROFILE
+    base = predictive.staged_profile() if from_staged else predictive.PHOTO_PROFILE
     shipped_tables, shipped_profile = predictive._table_file, predictive.PHOTO_PROFILE
     if from_staged:  # the cascade's tables stand in for the profile's (which may not exist yet)
         predictive._table_file = lambda tables: shipped_tables(predictive.CASCADE if tables == predictive.PHOTO
@@ -88,19 +84,8 @@ def tables(check: bool) -> None:
     counts = fit_residual_tables.recorded_offsets(
         lambda: (replay for tiles in streams for replay in tilekinds.record_section(tiles, 0, predictive.PHOTO)),
         predictive.CASCADE)
-    fitted = fit_residual_tables.integer_tables(counts)
-    buffer = io.BytesIO()
-    np.save(buffer, fitted)
-    raw = buffer.getvalue()
-    digest = hashlib.sha256(raw).hexdigest()
-    print(f"{len(streams)} photographs, {counts.sum():.0f} values in {time.perf_counter() - started:.0f} s; "
-          f"sha256 {digest}")
-    if check:
-        shipped = predictive.PHOTO_TABLE_FILE.read_bytes()
-        print("the same as the shipped file" if shipped == raw else "DIFFERENT from the shipped file")
-        sys.exit(0 if shipped == raw else 1)
-    predictive.PHOTO_TABLE_FILE.write_bytes(raw)
-    print(f"wrote {predictive.PHOTO_TABLE_FILE}")
+    print(f"{len(streams)} photographs, {counts.sum():.0f} values in {time.perf_counter() - started:.0f} s")
+    fit_residual_tables.save_tables(counts, predictive.PHOTO_TABLE_FILE, check)
 
 
 # What --price codes each stream with: the kinds a section is priced in (the fewest words kept, as the encoder keeps)

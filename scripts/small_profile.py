@@ -27,8 +27,6 @@ tables fitted; steps of 10 and 5 %; the numbers rounded to three significant dig
 from __future__ import annotations
 
 import argparse
-import hashlib
-import io
 import sys
 import time
 from pathlib import Path
@@ -41,7 +39,7 @@ import fit_residual_tables  # noqa: E402
 from adaptive_contexts import image_tiles  # noqa: E402
 from cascade import descend  # noqa: E402
 
-from codec import bitsback, kernels, predictive, tilekinds  # noqa: E402
+from codec import bitsback, predictive, tilekinds  # noqa: E402
 from vaezip import data  # noqa: E402
 
 TILE = 256  # vaezip/archive.py's FAST_TILE: a thumbnail is one tile
@@ -82,17 +80,10 @@ def profile_of(chosen: dict[str, float], base: predictive.Profile) -> predictive
     return predictive.Profile(**arrays, std_weights=weights, diagonal=chosen["diagonal"], floor=chosen["floor"])
 
 
-def staged_profile() -> predictive.Profile:
-    """The staged cascade's numbers (format 15's) as a profile."""
-    return predictive.Profile(kernels.ADAPT_TUNING, kernels.CASCADE_TUNING, kernels.WIDE_FAR, kernels.STAGED_TUNING,
-                              np.array(predictive.CASCADE_STD_WEIGHTS), predictive.CASCADE_ERROR_DIAGONAL,
-                              predictive.CASCADE_ERROR_FLOOR)
-
-
 def tune(steps: list[float], from_staged: bool) -> None:
     tiles = stream_tiles(list(data.load("imagenette32-train").images)[::TUNE_EVERY])
     values = sum(tile.pixels.shape[0] * tile.valid[0] * tile.valid[1] for tile in tiles)
-    base = staged_profile() if from_staged else predictive.SMALL_PROFILE
+    base = predictive.staged_profile() if from_staged else predictive.SMALL_PROFILE
 
     def cost(chosen: dict[str, float]) -> float:
         predictive.SMALL_PROFILE = profile_of(chosen, base)
@@ -116,19 +107,8 @@ def tables(check: bool) -> None:
     started = time.perf_counter()
     tiles = stream_tiles(list(data.load("imagenette32-train").images)[::TABLE_EVERY])
     counts = count_offsets(tiles)
-    fitted = fit_residual_tables.integer_tables(counts)
-    buffer = io.BytesIO()
-    np.save(buffer, fitted)
-    raw = buffer.getvalue()
-    digest = hashlib.sha256(raw).hexdigest()
-    print(f"{len(tiles)} thumbnails, {counts.sum():.0f} values in {time.perf_counter() - started:.0f} s; "
-          f"sha256 {digest}")
-    if check:
-        shipped = predictive.SMALL_TABLE_FILE.read_bytes()
-        print("the same as the shipped file" if shipped == raw else "DIFFERENT from the shipped file")
-        sys.exit(0 if shipped == raw else 1)
-    predictive.SMALL_TABLE_FILE.write_bytes(raw)
-    print(f"wrote {predictive.SMALL_TABLE_FILE}")
+    print(f"{len(tiles)} thumbnails, {counts.sum():.0f} values in {time.perf_counter() - started:.0f} s")
+    fit_residual_tables.save_tables(counts, predictive.SMALL_TABLE_FILE, check)
 
 
 def price(dataset: str, limit: int | None, every: int, each: bool) -> None:

@@ -278,3 +278,23 @@ def context_of(image: np.ndarray, top: int, left: int, height: int, width: int, 
     beside = image[:, top : top + height, left - 1] if "left" in which else None
     corner = image[:, top - 1, left - 1] if above is not None and beside is not None else None
     return predictive.Context(above, beside, corner)
+
+
+def recorded_with_staged_numbers(distribution: str, profile: str, tile: np.ndarray, context):
+    """predictive.record_adaptive of a fresh state's `distribution` (a profile of the staged cascade, its numbers
+    predictive.`profile`) with the staged cascade's numbers and the cascade's tables standing in for its own: what
+    the profile does apart from its numbers and tables."""
+    import pytest
+
+    from codec import predictive
+
+    shipped = predictive._table_file
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(predictive, profile, predictive.staged_profile())
+        patch.setattr(predictive, "_table_file",
+                      lambda tables: shipped(predictive.CASCADE if tables == distribution else tables))
+        predictive.clear_table_caches()
+        try:
+            return predictive.record_adaptive(tile, context, predictive.AdaptiveState(), distribution)
+        finally:
+            predictive.clear_table_caches()  # the next coding reads the shipped tables again

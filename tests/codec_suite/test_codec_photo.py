@@ -4,9 +4,9 @@ the encoder codes a stream of photographs with."""
 
 import numpy as np
 import pytest
-from codec_toymodel import smooth_image
+from codec_toymodel import recorded_with_staged_numbers, smooth_image
 
-from codec import bitsback, kernels, predictive, tilekinds
+from codec import bitsback, predictive, tilekinds
 from codec.ans import Stack
 from codec.bitsback import PREDICTIVE_PHOTO_SECTIONS, PREDICTIVE_SECTIONS, PREDICTIVE_SMALL_SECTIONS
 from codec.errors import CodingError
@@ -41,7 +41,7 @@ def test_photo_sections_decode_to_their_tiles(channels):
         assert any(not np.array_equal(got, tile.pixels) for got, tile in zip(wrong, tiles))
 
 
-def test_the_profile_is_the_staged_cascade_with_its_numbers_and_tables(monkeypatch):
+def test_the_profile_is_the_staged_cascade_with_its_numbers_and_tables():
     """With the staged cascade's numbers and tables in its place, PHOTO records a tile exactly as STAGED does: the
     profile differs in nothing else (the channels in their own order)."""
     rng = np.random.default_rng(8)
@@ -51,18 +51,7 @@ def test_the_profile_is_the_staged_cascade_with_its_numbers_and_tables(monkeypat
     photo = predictive.record_adaptive(tile, context, predictive.AdaptiveState(), predictive.PHOTO)
     staged = predictive.record_adaptive(tile, context, predictive.AdaptiveState(), predictive.STAGED)
     assert not np.array_equal(photo.rows, staged.rows)  # its own numbers and tables
-    shipped = predictive._table_file
-    monkeypatch.setattr(predictive, "PHOTO_PROFILE", predictive.Profile(
-        kernels.ADAPT_TUNING, kernels.CASCADE_TUNING, kernels.WIDE_FAR, kernels.STAGED_TUNING,
-        np.array(predictive.CASCADE_STD_WEIGHTS), predictive.CASCADE_ERROR_DIAGONAL, predictive.CASCADE_ERROR_FLOOR))
-    monkeypatch.setattr(predictive, "_table_file", lambda tables: shipped(
-        predictive.CASCADE if tables == predictive.PHOTO else tables))
-    predictive.clear_table_caches()
-    try:
-        as_staged = predictive.record_adaptive(tile, context, predictive.AdaptiveState(), predictive.PHOTO)
-    finally:
-        monkeypatch.undo()
-        predictive.clear_table_caches()
+    as_staged = recorded_with_staged_numbers(predictive.PHOTO, "PHOTO_PROFILE", tile, context)
     np.testing.assert_array_equal(as_staged.rows, staged.rows)
     np.testing.assert_array_equal(as_staged.values, staged.values)
 

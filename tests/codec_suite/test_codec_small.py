@@ -4,7 +4,7 @@ coded last first, in sections the encoder keeps where they cost less."""
 
 import numpy as np
 import pytest
-from codec_toymodel import smooth_image
+from codec_toymodel import recorded_with_staged_numbers, smooth_image
 
 from codec import bitsback, predictive, tilekinds
 from codec.ans import Stack
@@ -42,7 +42,7 @@ def test_small_sections_decode_to_their_tiles(channels):
     assert any(not np.array_equal(got, tile.pixels) for got, tile in zip(wrong, tiles))
 
 
-def test_the_profile_is_the_staged_cascade_with_its_numbers_and_tables_and_the_channels_turned(monkeypatch):
+def test_the_profile_is_the_staged_cascade_with_its_numbers_and_tables_and_the_channels_turned():
     """With the staged cascade's numbers and tables in its place, SMALL records a colour tile exactly as STAGED
     records the tile with its channels in the other order: the profile differs in nothing else."""
     rng = np.random.default_rng(7)
@@ -54,20 +54,7 @@ def test_the_profile_is_the_staged_cascade_with_its_numbers_and_tables_and_the_c
     staged = predictive.record_adaptive(np.ascontiguousarray(tile[::-1]), turned, predictive.AdaptiveState(),
                                         predictive.STAGED)
     assert not np.array_equal(small.rows, staged.rows)  # its own numbers and tables
-    from codec import kernels
-
-    shipped = predictive._table_file
-    monkeypatch.setattr(predictive, "SMALL_PROFILE", predictive.Profile(
-        kernels.ADAPT_TUNING, kernels.CASCADE_TUNING, kernels.WIDE_FAR, kernels.STAGED_TUNING,
-        np.array(predictive.CASCADE_STD_WEIGHTS), predictive.CASCADE_ERROR_DIAGONAL, predictive.CASCADE_ERROR_FLOOR))
-    monkeypatch.setattr(predictive, "_table_file", lambda tables: shipped(
-        predictive.CASCADE if tables == predictive.SMALL else tables))
-    predictive.clear_table_caches()
-    try:
-        as_staged = predictive.record_adaptive(tile, context, predictive.AdaptiveState(), predictive.SMALL)
-    finally:
-        monkeypatch.undo()
-        predictive.clear_table_caches()
+    as_staged = recorded_with_staged_numbers(predictive.SMALL, "SMALL_PROFILE", tile, context)
     np.testing.assert_array_equal(as_staged.rows, staged.rows)
     np.testing.assert_array_equal(as_staged.values, staged.values)
     unturned = predictive.record_adaptive(tile, context, predictive.AdaptiveState(), predictive.STAGED)
