@@ -43,7 +43,7 @@ of whole tile rows (section_runs), each coded on a stack of its own from initial
 the others (tilekinds.py: sections), and pushes their words as one batch each; pricing codes the sections side by
 side (price_sections), and so does the decoder (decode_tiles), one a core. Formats 19 and 20 code a section in the
 staged cascade's small-image or photograph profile instead (PREDICTIVE_SMALL_SECTIONS, PREDICTIVE_PHOTO_SECTIONS):
-section_kinds says which the encoder prices, by the sizes of the stream's images.
+sections_kinds says which the encoder prices for each section, by the sizes of the images it holds parts of.
 
 How each kind of batch is pushed and popped (direct, bits-back, raw, whitened, predictive, predictive with
 neighbours) is declared once, in tilekinds.py; this module chooses the kinds and the batches, and replays them.
@@ -647,16 +647,16 @@ def section_count(values: int, images: int) -> int:
 
 
 # Images of fewer values than this each are small: their sections are priced in format 19's small-image profile too
-# (section_kinds). A photograph's are not: the profile codes them for more (every third Kodak image +0.84 %:
+# (sections_kinds). A photograph's are not: the profile codes them for more (every third Kodak image +0.84 %:
 # `python scripts/small_profile.py --price kodak --every 3 --each`).
 SMALL_PROFILE_VALUES = 2**19
-# Images of this many values or more each are coded by format 20's photograph profile instead of format 16's staged
-# cascade (section_kinds): Kodak's 24 0.50 % smaller, photos_train's 30 validation photographs (384x384) 0.38 %
-# (`python scripts/photo_profile.py --price SET`). Not smaller images': a format-20 file's header holds two bytes an
-# image more than format 16's (format 18's layout), more than the profile saves on an image of a few hundred values
-# (~0.3 % of its bytes); from 2^14 values (a 74x74 colour image, ~3-4 kB) it saves ~10. A cautious line, not a
-# measured one: on Imagenette's 32x32 thumbnails (3,072 values) the profile still saves ~4 bytes an image (0.27 %),
-# where the small-image profile saves more.
+# Images of this many values or more each (those a section holds parts of) are coded by format 20's photograph profile
+# instead of format 16's staged cascade, and so is every section of their stream (sections_kinds): Kodak's 24 0.50 %
+# smaller, photos_train's 30 validation photographs (384x384) 0.38 % (`python scripts/photo_profile.py --price SET`).
+# Not smaller images': a format-20 file's header holds two bytes an image more than format 16's (format 18's layout),
+# more than the profile saves on an image of a few hundred values (~0.3 % of its bytes); from 2^14 values (a 74x74
+# colour image, ~3-4 kB) it saves ~10. A cautious line, not a measured one: on Imagenette's 32x32 thumbnails (3,072
+# values) the profile still saves ~4 bytes an image (0.27 %), where the small-image profile saves more.
 PHOTO_PROFILE_VALUES = 2**14
 # A format-19 file's header holds two bytes an image more than a format-16 file's (format 18's layout: each image's
 # metadata count and depth): a section priced against format 16's is kept in the small-image profile only where its
@@ -678,17 +678,49 @@ def section_runs(tiles: Sequence[Tile]) -> list[int] | None:
 
 
 def section_kinds(tiles: Sequence[Tile], allowed: Sequence[str] = SECTION_KINDS) -> tuple[str, ...]:
-    """The section kinds the encoder prices each section of a stream of tiles with, keeping the cheapest (the first
-    on a tie; price_sections), of those `allowed` (the formats that may be written: SECTION_KINDS, or format 19's
-    first two, or format 16's alone): format 20's photograph profile where it is allowed and the stream's images
-    hold PHOTO_PROFILE_VALUES values or more each on average, else format 16's; and where they hold fewer than
-    SMALL_PROFILE_VALUES, format 19's small-image profile too where it is allowed."""
-    values, images = _values_and_images(tiles)
-    average = values / images if images else math.inf
-    photo = PREDICTIVE_PHOTO_SECTIONS in allowed and average >= PHOTO_PROFILE_VALUES
+    """The section kinds the encoder prices a stream of tiles with where the stream is one section (sections_kinds),
+    keeping the cheapest (the first on a tie; price_sections), of those `allowed` (the formats that may be written:
+    SECTION_KINDS, or format 19's first two, or format 16's alone)."""
+    return sections_kinds(tiles, [len(tiles)], allowed)[0]
+
+
+def sections_kinds(tiles: Sequence[Tile], runs: Sequence[int],
+                   allowed: Sequence[str] = SECTION_KINDS) -> list[tuple[str, ...]]:
+    """The section kinds the encoder prices each section of a stream with (`runs`: their tile counts), by the sizes of
+    the images each holds parts of (image_shares), of those `allowed`: format 20's photograph profile where it is
+    allowed and the images of a section hold PHOTO_PROFILE_VALUES values or more each on average, and then in every
+    section (the file holds format 18's layout either way), else format 16's; and, for a section whose images hold
+    fewer than SMALL_PROFILE_VALUES, format 19's small-image profile too where it is allowed. So a photograph
+    archived with thumbnails is coded in the photograph profile, and they as small images."""
+    shares = image_shares(tiles)
+    averages = [_average_image_values(tiles[first: first + n], shares[first: first + n])
+                for first, n in zip(_starts(runs), runs)]
+    photo = PREDICTIVE_PHOTO_SECTIONS in allowed and any(average >= PHOTO_PROFILE_VALUES for average in averages)
     first = PREDICTIVE_PHOTO_SECTIONS if photo else PREDICTIVE_SECTIONS
-    small = PREDICTIVE_SMALL_SECTIONS in allowed and average < SMALL_PROFILE_VALUES
-    return (first, PREDICTIVE_SMALL_SECTIONS) if small else (first,)
+    small = PREDICTIVE_SMALL_SECTIONS in allowed
+    return [(first, PREDICTIVE_SMALL_SECTIONS) if small and average < SMALL_PROFILE_VALUES else (first,)
+            for average in averages]
+
+
+def image_shares(tiles: Sequence[Tile]) -> list[float]:
+    """Each tile's share of its image's values (a stream in raster order: an image's last tile has no neighbour;
+    tiles after the last such are taken as one image), so that a run of the stream's tiles holds the sum of its
+    shares in images: a section of a photograph a fraction of one, a section of thumbnails their count."""
+    shares, image = [], []
+    for tile in tiles:
+        image.append(tile.pixels.shape[0] * tile.valid[0] * tile.valid[1])
+        if tile.neighbours == (0, 0):
+            shares += [values / max(1, sum(image)) for values in image]
+            image = []
+    return shares + [values / max(1, sum(image)) for values in image]
+
+
+def _average_image_values(tiles: Sequence[Tile], shares: Sequence[float]) -> float:
+    """The values an image holds on average over the images (`shares`: image_shares's, of these tiles or of the
+    stream they are a run of) that the tiles are parts of, each weighed by its share here."""
+    images = sum(shares)
+    values = sum(tile.pixels.shape[0] * tile.valid[0] * tile.valid[1] for tile in tiles)
+    return values / images if images else math.inf
 
 
 def cut_sections(tiles: Sequence[Tile], sections: int) -> list[int] | None:
@@ -732,26 +764,30 @@ def _abandon(pool: ThreadPoolExecutor | None) -> None:
 
 
 def price_sections(tiles: Sequence[Tile], runs: Sequence[int] | None = None, progress: ProgressFn | None = None,
-                   kinds: Sequence[str] | None = None) -> list[Price] | None:
+                   kinds: Sequence[str] | None = None,
+                   allowed: Sequence[str] = SECTION_KINDS) -> list[Price] | None:
     """price_without_model for formats 16, 19 and 20: each tile's exact cost as its section of `runs`
     (section_runs's by default; None where the stream cannot be cut) codes it, each section coded by each of `kinds`
-    (SECTION_KINDS; section_kinds's by default) and kept in the one whose words are fewest (the small-image profile's
-    counted with SMALL_HEADER_BITS for each image that ends in the section and one word more), every section priced
-    at once, one a core. Each price names its kind, its section (Price.section) and holds it coded (Price.coded:
+    (SECTION_KINDS), or by default each of those sections_kinds chooses of `allowed` for the images it holds parts of
+    (a photograph archived with thumbnails: its sections in the photograph profile, theirs as small images' too), and
+    kept in the one whose words are fewest (the small-image profile's counted with SMALL_HEADER_BITS for each image
+    that ends in the section and one word more, where format 16's is priced beside it), every section priced at
+    once, one a core. Each price names its kind, its section (Price.section) and holds it coded (Price.coded:
     encode_tiles pushes those words as they are), not the tiles' recordings: a section's words take ~3 bits a value
     where its recordings took 5 bytes, so that a photograph of any size is recorded once. `progress(tiles priced,
     tiles)` is called in the calling thread as each section is done: most of a photograph's compress."""
     runs = section_runs(tiles) if runs is None else list(runs)
     if runs is None or not tiles:
         return None
-    kinds = section_kinds(tiles) if kinds is None else tuple(kinds)
-    if not kinds or any(kind not in SECTION_KINDS for kind in kinds):
-        raise CodingError(f"sections are coded as one of {', '.join(SECTION_KINDS)}, not {kinds}")
     starts = _starts(runs)
     if sum(runs) != len(tiles) or any(n < 1 or n > SECTION_TILES for n in runs):
         raise CodingError(f"sections of {runs[:8]} tiles do not cut a stream of {len(tiles)}")
+    kinds_of = sections_kinds(tiles, runs, allowed) if kinds is None else [tuple(kinds)] * len(runs)
+    for chosen in kinds_of:
+        if not chosen or any(kind not in SECTION_KINDS for kind in chosen):
+            raise CodingError(f"sections are coded as one of {', '.join(SECTION_KINDS)}, not {chosen}")
 
-    def price(first: int, n: int) -> tuple[str, tilekinds.CodedSection, list[int]]:
+    def price(first: int, n: int, kinds: tuple[str, ...]) -> tuple[str, tilekinds.CodedSection, list[int]]:
         cheapest, lowest = None, 0
         ending = sum(1 for tile in tiles[first: first + n] if tile.neighbours == (0, 0))  # the images that end here
         for kind in kinds:
@@ -766,7 +802,7 @@ def price_sections(tiles: Sequence[Tile], runs: Sequence[int] | None = None, pro
 
     pool = ThreadPoolExecutor(max_workers=min(len(runs), section_workers()))
     try:
-        pending = {pool.submit(price, first, n): n for first, n in zip(starts, runs)}
+        pending = {pool.submit(price, first, n, chosen): n for first, n, chosen in zip(starts, runs, kinds_of)}
         if progress is not None:
             done = 0
             for future in as_completed(pending):
@@ -792,10 +828,10 @@ def sections_hold(tiles: Sequence[Tile], priced: Sequence[Price] | None,
 
 def price_stream(tiles: Sequence[Tile], predictor: str, model_bits: Sequence[float] | None,
                  progress: ProgressFn | None = None, allowed: Sequence[str] = SECTION_KINDS) -> list[Price]:
-    """The prices of a stream coded without the model where that is cheaper than `model_bits`: its sections in the
-    kinds section_kinds chooses of those `allowed` (price_sections, reporting to `progress`) where they hold
-    (sections_hold), else `predictor`'s (price_without_model, format 15's chain for PREDICTIVE_STAGED)."""
-    priced = price_sections(tiles, progress=progress, kinds=section_kinds(tiles, allowed))
+    """The prices of a stream coded without the model where that is cheaper than `model_bits`: its sections, each in
+    the kinds sections_kinds chooses of those `allowed` for its images (price_sections, reporting to `progress`), where
+    they hold (sections_hold), else `predictor`'s (price_without_model, format 15's chain for PREDICTIVE_STAGED)."""
+    priced = price_sections(tiles, progress=progress, allowed=allowed)
     return priced if sections_hold(tiles, priced, model_bits) else price_without_model(tiles, predictor, model_bits)
 
 

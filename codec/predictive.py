@@ -1040,7 +1040,7 @@ SMALL_PROFILE = _frozen(Profile(
 # each as one section, as format 16 codes it, and its tables fitted for them on every training photograph
 # (`python scripts/photo_profile.py`; never on a benchmark set). The encoder codes the sections of a stream of images
 # of PHOTO_PROFILE_VALUES values or more each by PHOTO (or, below SMALL_PROFILE_VALUES, by SMALL where that codes a
-# section in fewer words: codec/bitsback.py, section_kinds).
+# section in fewer words: codec/bitsback.py, sections_kinds).
 PHOTO_PROFILE = _frozen(Profile(
     adapt=np.array([119.0, 14.9, 0.7, 0.196, 2.93]),
     cascade=np.array([0.286, 0.63, 0.24, 0.351, 1.35, 0.625]),

@@ -555,7 +555,7 @@ PREDICTIVE_SECTIONS = "predictive-sections"
 # (predictive.SMALL); the encoder prices a stream of small images' sections both ways (bitsback.price_sections).
 PREDICTIVE_SMALL_SECTIONS = "predictive-small-sections"
 # Format 20: a section as PREDICTIVE_SECTIONS's, its tiles coded by the staged cascade's photograph profile
-# (predictive.PHOTO); the encoder codes a stream of photographs' sections so (bitsback.section_kinds).
+# (predictive.PHOTO); the encoder codes a stream of photographs' sections so (bitsback.sections_kinds).
 PREDICTIVE_PHOTO_SECTIONS = "predictive-photo-sections"
 SECTION_DISTRIBUTIONS = {PREDICTIVE_SECTIONS: predictive.STAGED, PREDICTIVE_SMALL_SECTIONS: predictive.SMALL,
                          PREDICTIVE_PHOTO_SECTIONS: predictive.PHOTO}

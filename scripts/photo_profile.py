@@ -4,6 +4,7 @@ tables codec/photo_residuals.npy), chosen on photos_train's training photographs
     python scripts/photo_profile.py --tune [--from-staged] [--steps 0.3 0.1]   # search the profile's numbers
     python scripts/photo_profile.py --tables [--check]                         # fit its tables for the numbers
     python scripts/photo_profile.py --price kodak [--every 3] [--one-stream]   # format 16 against format 20
+    python scripts/photo_profile.py --price kodak:4 imagenette32-val:1000 --one-stream   # a mixed archive
 
 `--tune` searches PHOTO_PROFILE's numbers by coordinate descent (scripts/cascade.py: descend; each number in turn
 `step` up, else down, kept where the set costs less; then the next step), starting from the shipped profile (or with
@@ -13,11 +14,13 @@ from the initial statistics, as format 16 and 20 code an image. `--tables` fits 
 scripts/fit_residual_tables.py --cascade fits the cascade's: what PHOTO codes of every training photograph (297), each
 as one section, each value's offset from its coded mean counted in the table its row names, with the same smoothing
 and integers; `--check` compares with the shipped file instead of writing it (and prints the sha256 that
-codec/predictive.py pins). `--price SET` codes each of a set's images (every K-th of the first N) as its own file's
-stream (with `--one-stream` all of them as one archive's), in sections as the encoder cuts them, by format 16's
-staged cascade, by format 20's profile, as format 19's encoder chooses (format 16's or the small-image profile, its
-header bytes counted in its choice) and as format 20's does (bitsback.section_kinds), and prints each (the bits the
-sections' words take, without the header's bytes) and the streams the profile codes for more than format 16's.
+codec/predictive.py pins). `--price SET [SET...]` codes each of the sets' images (every K-th of the first N; SET:N
+for a set's own N) as its own file's stream (with `--one-stream` all of them, set after set, as one archive's), in
+sections as the encoder cuts them, by format 16's staged cascade, by format 20's profile, as format 19's encoder
+chooses (format 16's or the small-image profile, its header bytes counted in its choice) and as format 20's does
+(bitsback.sections_kinds; and by the stream's average image, as it did until the fortieth sitting), and prints each
+(the bits the sections' words take, without the header's bytes) and the streams the profile codes for more than
+format 16's.
 
 How the shipped profile was made (2026-12-07): from the staged cascade's numbers with the cascade's tables standing
 (`--tune --from-staged --steps 0.3 0.3 0.1`: 2.21020 -> 2.20148 bits per subpixel on the 23 photographs; the first
@@ -88,29 +91,37 @@ def tables(check: bool) -> None:
     fit_residual_tables.save_tables(counts, predictive.PHOTO_TABLE_FILE, check)
 
 
-# What --price codes each stream with: the kinds a section is priced in (the fewest words kept, as the encoder keeps)
+# What --price codes each stream with (bitsback.price_sections's options for its tiles): the kinds every section is
+# priced in, or those the encoder prices each in (bitsback.sections_kinds) where the format allows them; the fewest
+# words kept
 PRICED = {
-    "format 16's sections": lambda tiles: (bitsback.PREDICTIVE_SECTIONS,),
-    "the photograph profile's": lambda tiles: (bitsback.PREDICTIVE_PHOTO_SECTIONS,),
-    "format 19's choice": lambda tiles: bitsback.section_kinds(tiles, bitsback.SECTION_KINDS[:2]),
-    "format 20's choice": lambda tiles: bitsback.section_kinds(tiles),
+    "format 16's sections": lambda tiles: {"kinds": (bitsback.PREDICTIVE_SECTIONS,)},
+    "the photograph profile's": lambda tiles: {"kinds": (bitsback.PREDICTIVE_PHOTO_SECTIONS,)},
+    "format 19's choice": lambda tiles: {"allowed": bitsback.SECTION_KINDS[:2]},
+    "format 20's choice by the stream's average image (until the fortieth sitting)":
+        lambda tiles: {"kinds": bitsback.section_kinds(tiles)},
+    "format 20's choice": lambda tiles: {},
 }
 
 
-def price(dataset: str, limit: int | None, every: int, one_stream: bool) -> None:
-    images = list(data.load(dataset, limit=limit).images)[::every]
+def price(datasets: list[str], limit: int | None, every: int, one_stream: bool) -> None:
+    """`datasets`: names, each with its own limit where it ends in :N (kodak:4), the images one after another."""
+    images = []
+    for dataset in datasets:
+        name, _, own = dataset.partition(":")
+        images += list(data.load(name, limit=int(own) if own else limit).images)[::every]
     streams = [stream_tiles(images)] if one_stream else [stream_tiles([image]) for image in images]
     values = sum(image.size for image in images)
-    print(f"{dataset}: {len(images)} images, {values} values, {'one stream' if one_stream else 'each its own'}, "
-          "in sections as the encoder cuts it")
+    print(f"{' + '.join(datasets)}: {len(images)} images, {values} values, "
+          f"{'one stream' if one_stream else 'each its own'}, in sections as the encoder cuts it")
     words: dict[str, list[int]] = {}
-    for name, kinds in PRICED.items():
+    for name, options in PRICED.items():
         started = time.perf_counter()
         words[name] = []
         for tiles in streams:
-            priced = bitsback.price_sections(tiles, kinds=kinds(tiles))
+            priced = bitsback.price_sections(tiles, **options(tiles))
             if priced is None:
-                sys.exit(f"{dataset}: an image holds more than {bitsback.SECTION_TILES} tiles in a section")
+                sys.exit(f"an image holds more than {bitsback.SECTION_TILES} tiles in a section")
             words[name].append(sum({id(one.coded): len(one.coded.words) for one in priced}.values()))
         change = 100 * (sum(words[name]) / sum(next(iter(words.values()))) - 1)
         print(f"{name}: {32 * sum(words[name]) / values:.5f} bits per subpixel ({change:+.3f} %; "
@@ -128,7 +139,8 @@ def main() -> None:
     parser.add_argument("--steps", type=float, nargs="+", default=[0.1, 0.05])
     parser.add_argument("--tables", action="store_true", help="fit the profile's residual tables")
     parser.add_argument("--check", action="store_true", help="--tables: compare with the shipped file")
-    parser.add_argument("--price", metavar="SET", help="format 16 against format 20 on a data set's images")
+    parser.add_argument("--price", metavar="SET[:N]", nargs="+",
+                        help="format 16 against format 20 on data sets' images (each of its first N where given)")
     parser.add_argument("--limit", type=int)
     parser.add_argument("--every", type=int, default=1)
     parser.add_argument("--one-stream", action="store_true", help="--price: the images as one archive's stream")

@@ -450,7 +450,7 @@ def _encode_archive(split: list[_Image], started: float, model, *, tile, max_bat
     header where it pays and no older format was asked for (formats 12 to 16's are always deflated). `sections`:
     where the staged cascade codes every tile of the model's stream for less than the model would, format 16's
     sections (bitsback.price_sections) instead of format 15's one chain; `allowed`: the section kinds the format asked
-    for may hold (bitsback.section_kinds: format 19's small-image profile for small images where it codes them for
+    for may hold (bitsback.sections_kinds: format 19's small-image profile for small images where it codes them for
     less, format 20's photograph profile for photographs; format 16's alone for an older format)."""
     if format_version not in (None, *container.OLDER_FORMATS):
         raise ValueError(f"format_version must be one of {', '.join(map(str, container.OLDER_FORMATS))}, "
@@ -994,7 +994,7 @@ def _encode_model(split: list[_Image], indices: list[int], coder_model, tiles_of
     (but for a single tile). predictor_kind: that of the tiles coded without the model (one the file's format
     holds: PREDICTIVE_NEIGHBOURS for formats 1 and 2). model_last_order: the tiles the predictor takes first in
     the stream, then the model's in full batches (formats 7 on; bitsback.model_last), where any tile moves. `allowed`:
-    the section kinds that sections priced again (over fewer images) may take (bitsback.section_kinds)."""
+    the section kinds that sections priced again (over fewer images) may take (bitsback.sections_kinds)."""
     integer = coder_model is None or coder_model.integer  # None: no network runs (fast)
     version = (2 if legacy else container.VERSION) if integer else FLOAT_VERSION
     bitsback_kind = tilekinds.BITSBACK

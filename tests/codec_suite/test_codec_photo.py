@@ -1,6 +1,6 @@
 """Format 20's photograph profile (codec/predictive.py: PHOTO; codec/tilekinds.py: PREDICTIVE_PHOTO_SECTIONS;
-codec/bitsback.py: section_kinds): the staged cascade with its numbers chosen again and tables of its own, in sections
-the encoder codes a stream of photographs with."""
+codec/bitsback.py: section_kinds, sections_kinds): the staged cascade with its numbers chosen again and tables of its
+own, in sections the encoder codes a stream of photographs with."""
 
 import numpy as np
 import pytest
@@ -75,6 +75,35 @@ def test_which_images_take_the_photograph_profile(monkeypatch):
     assert {price[0] for price in priced} == {PREDICTIVE_PHOTO_SECTIONS}
     priced = bitsback.price_stream(tiles, bitsback.PREDICTIVE_STAGED, [INF] * len(tiles), allowed=older)
     assert {price[0] for price in priced} == {PREDICTIVE_SECTIONS}
+
+
+def test_a_photograph_archived_with_thumbnails_takes_the_photograph_profile(monkeypatch):
+    """Each section is priced in the kinds its own images call for, not all by the stream's average image: a
+    photograph's sections in the photograph profile alone, the thumbnails' after it in the small-image profile too
+    (and, the file holding format 18's layout then, the photograph profile instead of format 16's sections)."""
+    monkeypatch.setattr(bitsback, "PHOTO_PROFILE_VALUES", 48 * 48 * 3)
+    monkeypatch.setattr(bitsback, "SMALL_PROFILE_VALUES", 48 * 48 * 3)
+    rng = np.random.default_rng(6)
+    tiles = image_tiles(rng, [(64, 64)] + [(16, 16)] * 12)  # 16 tiles of 12,288 values, then 12 of 768
+    shares = bitsback.image_shares(tiles)
+    assert shares[:16] == [1 / 16] * 16 and shares[16:] == [1.0] * 12
+    photo, small = (PREDICTIVE_PHOTO_SECTIONS,), (PREDICTIVE_SECTIONS, PREDICTIVE_SMALL_SECTIONS)
+    assert bitsback.section_kinds(tiles) == small  # as one section: 1,656 values an image
+    runs = [8, 8, 6, 6]  # the photograph's two halves, the thumbnails in two
+    both = photo + small[1:]
+    assert bitsback.sections_kinds(tiles, runs) == [photo, photo, both, both]
+    assert bitsback.sections_kinds(tiles[16:], [6, 6]) == [small, small]  # the thumbnails alone
+    older = bitsback.SECTION_KINDS[:2]
+    assert bitsback.sections_kinds(tiles, runs, older) == [small[:1], small[:1], small, small]
+    priced = bitsback.price_sections(tiles, runs=runs)
+    assert [price[0] for price in priced[:16]] == [PREDICTIVE_PHOTO_SECTIONS] * 16
+    assert [price[0] for price in bitsback.price_sections(tiles, runs=runs, allowed=older)][:16] == [
+        PREDICTIVE_SECTIONS] * 16  # format 19's choice
+    stack = Stack()
+    schedule, _ = bitsback.encode_tiles(stack, tiles, None, model_bits=[INF] * len(tiles), priced=priced)
+    decoded = bitsback.decode(stack.words(), schedule, [t.spec for t in tiles], None)
+    for tile, pixels in zip(tiles, decoded):
+        np.testing.assert_array_equal(pixels, tile.pixels)
 
 
 def test_against_the_photograph_profile_the_small_image_profile_pays_no_header_bytes(monkeypatch):
