@@ -77,8 +77,9 @@ def compress_images(
     11 where the header deflated saves 16 bytes or more; 15 where the predictor's staged cascade tiles code a tile;
     16 where they code every tile, in sections; 17 where an image keeps metadata; 18 where an image has 16 bits
     per sample (such an image needs it, and 19 and 20); 19 where small images' sections code for less by the
-    predictor's small-image profile; 20 where photographs' sections are coded by its photograph profile. An older
-    version N writes what format N wrote, at most format N, which readers older than N + 1 read:
+    predictor's small-image profile; 20 where a section is coded by its photograph profile (a photograph's, and the
+    sections of its stream). An older version N writes what format N wrote, at most format N, which readers older
+    than N + 1 read:
       19: no photograph sections; 18: no small-image sections; 17: no 16-bit image (such an image is refused);
       16: no metadata;
       15: the staged cascade's tiles in one chain;
@@ -279,7 +280,8 @@ INFERENCE = {
     19: "integer-exact inference with staged cascade predictor tiles in sections, some coded by its small-image "
         "profile, and classical codings, its header deflated: decodes on any machine",
     20: "integer-exact inference with staged cascade predictor tiles in sections, some coded by its photograph "
-        "profile (and its small-image profile), and classical codings, its header deflated: decodes on any machine",
+        "profile (others perhaps by its small-image profile), and classical codings, its header deflated: decodes on "
+        "any machine",
 }
 
 

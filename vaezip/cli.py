@@ -1505,8 +1505,8 @@ def compress(
                                                  "every tile, in sections decoded side by side; 17 where it keeps "
                                                  "an image's metadata; 18 where it holds a 16-bit image; 19 where "
                                                  "small images' sections are coded by the predictor's small-image "
-                                                 "profile; 20 where photographs' sections are coded by its "
-                                                 "photograph profile)"),
+                                                 "profile; 20 where a photograph's sections, and those of "
+                                                 "its stream, are coded by its photograph profile)"),
     fast: bool = typer.Option(False, "--fast", help="run no network: every tile by the model-free predictor (or "
                               "the smaller classical coding); much faster where the model would run (small images, "
                               "graphics); on photographs usually the default's very file in about the same time "
