@@ -101,6 +101,27 @@ def test_the_shipped_default_estimates_what_torch_does(monkeypatch):
     assert abs(sum(sampled) / sampled_by_torch.sum() - 1) < 0.01 and sum(sampled) > sum(ours)
 
 
+def test_the_estimate_is_the_same_on_any_count_of_blas_threads():
+    """The early exit prices on one BLAS thread while the quick stream is made beside it, then on all of them
+    (archive._price_sample): the count, set batch by batch, must not move a figure, or a file's choices would hang
+    on the timing. 24 tiles (three batches) of photo2 and of photo-gray2."""
+    from threadpoolctl import threadpool_info
+
+    counts = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+    switches = iter([1, None, 2] * 10)
+    for name, mode in (("photo2", "RGB"), ("photo-gray2", "L")):
+        identity = identify_model(name)
+        estimator = estimate.NumpyEstimator.from_file(identity.source, identity.sha256, identity.config)
+        planes = split_image(Image.open(SAMPLE).convert(mode).crop((0, 0, 256, 96)))
+        tiles = split_tiles(planes.model_plane, 32, identity.config.stride)
+        assert len(tiles) == 24
+        one = estimator.tile_bounds(tiles, threads=1)
+        assert estimator.tile_bounds(tiles, threads=2) == one
+        assert estimator.tile_bounds(tiles, threads=lambda: next(switches)) == one
+    # each setting put back
+    assert [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"] == counts
+
+
 def estimator_tensors(identity) -> dict[str, np.ndarray]:
     from safetensors.numpy import load_file
 

@@ -19,9 +19,10 @@ Activations are channels-last (B, H, W, C), so that a convolution is one matrix 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -279,32 +280,43 @@ class NumpyEstimator:
 
     # ------------------------------------------------------------------------------------------------ tiles
 
-    def tile_bounds(self, tiles: Sequence, seed: int = 0, rng=None, threads: int | None = None) -> list[float]:
+    def tile_bounds(self, tiles: Sequence, seed: int = 0, rng=None,
+                    threads: int | Callable[[], int | None] | None = None) -> list[float]:
         """The negative ELBO (bits, one posterior sample, valid pixels only) of each tile (codec/tiling.py Tile:
         padded pixels (C, H, W) and valid extent), in batches of equal padded shape. `rng` (numpy's Generator
         interface: standard_normal) draws the posterior samples; by default one seeded with `seed`. `threads`:
-        the BLAS threads of numpy's matrix products meanwhile (threadpoolctl; None: as they are)."""
+        the BLAS threads of numpy's matrix products meanwhile (threadpoolctl; None: as they are), or what a
+        function returns before each batch: the count never changes the figures (OpenBLAS shares out each product's
+        output, every entry summed as on one thread; a test holds the two to each other)."""
         rng = np.random.default_rng(seed) if rng is None else rng
         # OpenBLAS's idle threads spin between products, and beside busy threads on a 2-core machine that costs them
         # a core (kodim23's compress, 2-core EPYC: the predictor's stream 1.6-1.9 s with two BLAS threads, 1.2-1.4 s
         # with one). silu's exp(-x) overflows to inf for a very negative x, where x / (1 + inf) is the right 0.
-        with blas_threads(threads), np.errstate(over="ignore"):
-            return self._tile_bounds(tiles, rng)
+        threads_now = threads if callable(threads) else lambda: threads
+        with np.errstate(over="ignore"):
+            return self._tile_bounds(tiles, rng, threads_now)
 
-    def _tile_bounds(self, tiles: Sequence, rng) -> list[float]:
+    def _tile_bounds(self, tiles: Sequence, rng, threads_now: Callable[[], int | None]) -> list[float]:
         stride = self.config.stride
         bounds = [0.0] * len(tiles)
-        for chosen in shape_batches(tiles, BATCH_PIXELS, stride):
-            pixels = np.stack([tiles[k].pixels for k in chosen])  # B, C, H, W
-            height, width = pixels.shape[2:]
-            padded_height, padded_width = ceil_to(height, stride), ceil_to(width, stride)
-            # Edge-replicated to the stride, those pixels not counted (vaezip/model/vae.py pad_to_stride)
-            pixels = np.pad(pixels, ((0, 0), (0, 0), (0, padded_height - height), (0, padded_width - width)),
-                            mode="edge")
-            mask = np.zeros((len(chosen), padded_height, padded_width), np.float32)
-            for row, k in enumerate(chosen):
-                valid_height, valid_width = tiles[k].valid
-                mask[row, :valid_height, :valid_width] = 1.0
-            for k, bits in zip(chosen, self._bound_bits(pixels, mask, rng)):
-                bounds[k] = float(bits)
+        with contextlib.ExitStack() as limit:
+            current = None
+            for chosen in shape_batches(tiles, BATCH_PIXELS, stride):
+                pixels = np.stack([tiles[k].pixels for k in chosen])  # B, C, H, W
+                height, width = pixels.shape[2:]
+                padded_height, padded_width = ceil_to(height, stride), ceil_to(width, stride)
+                # Edge-replicated to the stride, those pixels not counted (vaezip/model/vae.py pad_to_stride)
+                pixels = np.pad(pixels, ((0, 0), (0, 0), (0, padded_height - height), (0, padded_width - width)),
+                                mode="edge")
+                mask = np.zeros((len(chosen), padded_height, padded_width), np.float32)
+                for row, k in enumerate(chosen):
+                    valid_height, valid_width = tiles[k].valid
+                    mask[row, :valid_height, :valid_width] = 1.0
+                wanted = threads_now()
+                if wanted != current:  # set only where the count changes: each setting reads the loaded libraries
+                    limit.close()
+                    limit.enter_context(blas_threads(wanted))
+                    current = wanted
+                for k, bits in zip(chosen, self._bound_bits(pixels, mask, rng)):
+                    bounds[k] = float(bits)
         return bounds
