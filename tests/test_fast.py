@@ -460,6 +460,29 @@ def test_a_large_image_takes_a_section_for_each_large_section_values(tiny_weight
     (_, back), = decompress_images(result.data)
     assert np.array_equal(np.asarray(back), image)
 
+def test_a_photograph_archived_with_thumbnails_is_coded_in_the_photograph_profile(monkeypatch):
+    """Each section takes the kinds its own images call for (bitsback.sections_kinds): a photograph archived before
+    thumbnails in the photograph profile alone, the thumbnails in it or the small-image profile, not all of them by
+    the archive's average image (which would code the photograph as thumbnails are). Thresholds and section sizes
+    lowered so that a 128x128 image counts as a photograph and the archive holds several sections."""
+    monkeypatch.setattr(bitsback, "PHOTO_PROFILE_VALUES", 64 * 64 * 3)
+    monkeypatch.setattr(bitsback, "SMALL_PROFILE_VALUES", 64 * 64 * 3)
+    monkeypatch.setattr(bitsback, "SECTION_VALUES", 128 * 128 * 3 // 8)
+    photograph = Image.open(ROOT / "samples" / "hopper.png").convert("RGB").reduce(2)  # 128x128
+    archive = [("photo.png", photograph), *_thumbnails(16)[:32]]
+    result = compress_images(archive, fast=True, classical=False)
+    version, header, _ = read_versioned(result.data)
+    schedule = header.coder.schedule
+    assert version == 20 and len(schedule) >= 2
+    assert schedule[0][0] == "predictive-photo-sections" and {kind for kind, _ in schedule} <= {
+        "predictive-photo-sections", "predictive-small-sections"}
+    photograph_last = [*archive[1:], archive[0]]
+    assert read_versioned(compress_images(photograph_last, fast=True, classical=False).data)[1].coder.schedule[-1][
+        0] == "predictive-photo-sections"
+    for (_, image), (_, back) in zip(archive, decompress_images(result.data)):
+        assert np.array_equal(np.asarray(back), np.asarray(image))
+
+
 def _thumbnails(size: int = 32) -> list[tuple[str, Image.Image]]:
     """samples/hopper.png box-downsampled by 2 (128x128) cut into size x size crops: an archive of thumbnails."""
     reduced = Image.open(ROOT / "samples" / "hopper.png").convert("RGB").reduce(2)
