@@ -28,7 +28,9 @@ image smaller, by 1.0 % to 3.3 %, most on the smooth ones JPEG-XL codes for less
 `--warm 10 --warm-limit 30` 2.48740, -1.12 %); every fourth Wikimedia photograph (`--set photos-wikimedia --every
 4 --integer`) 3.29991 -> 3.27946 (-0.62 %). Knobs moved it little on kodim05, 09 and 13 (-1.45 % there): the
 mixer's rate 0.0005-0.004 -1.21 .. -1.33 %, the counters' limit 60 or 1000, the map's rate, weight sets by table,
-a final probability map of the mixer's output (+0.03 %); the ten context groups against seven -0.07 %.
+a final probability map of the mixer's output (+0.03 %); the ten context groups against seven -0.07 %. What a
+coder's constraints cost (`--integer`, -1.45 % there): residuals known within 256x256 tiles only (`--tile 256`)
+-1.44 %; each group's counters in 2^19 slots (no two contexts share one) -1.45 %, hashed into 2^16 -1.41 %.
 
 EMMA (a classical context-mixing coder, ../shared/notes/anchors.md) codes Kodak at 2.60 bpsp against JPEG-XL's 2.87
 and vaezip's 2.876 (format 20): this measures how much of that an adaptive refinement of the profile's
@@ -112,18 +114,27 @@ def _decision(prefix, t, c, r, k):
 
 
 @njit(cache=False)
-def _slots(slots, values, residual, n, ch, y, x, channels, width, c, t, decision, side):
-    """Each counter group's context (GROUPS) of a decision about the value (ch, y, x), the n-th recorded."""
-    left = residual[ch, y, x - 1] if x > 0 else 0
-    above = residual[ch, y - 1, x] if y > 0 else 0
-    above_left = residual[ch, y - 1, x - 1] if x > 0 and y > 0 else 0
-    above_right = residual[ch, y - 1, x + 1] if y > 0 and x + 1 < width else 0
-    left_left = residual[ch, y, x - 2] if x > 1 else 0
-    above_above = residual[ch, y - 2, x] if y > 1 else 0
+def _residual_at(residual, ch, y, x, y0, x0, tile):
+    """The residual at (ch, y, x) as the value at (y0, x0) sees it: 0 outside the image or its tile."""
+    if y < 0 or x < 0 or x >= residual.shape[2] or y // tile != y0 // tile or x // tile != x0 // tile:
+        return 0
+    return residual[ch, y, x]
+
+
+@njit(cache=False)
+def _slots(slots, values, residual, n, ch, y, x, channels, width, c, t, decision, side, tile, group_size):
+    """Each counter group's context (GROUPS) of a decision about the value (ch, y, x), the n-th recorded. `tile`: a
+    neighbour in another tile of that size counts as residual 0 (a coder that keeps residuals tile by tile)."""
+    left = _residual_at(residual, ch, y, x - 1, y, x, tile)
+    above = _residual_at(residual, ch, y - 1, x, y, x, tile)
+    above_left = _residual_at(residual, ch, y - 1, x - 1, y, x, tile)
+    above_right = _residual_at(residual, ch, y - 1, x + 1, y, x, tile)
+    left_left = _residual_at(residual, ch, y, x - 2, y, x, tile)
+    above_above = _residual_at(residual, ch, y - 2, x, y, x, tile)
     before = residual[ch - 1, y, x] if ch > 0 else 0
     first = residual[0, y, x] if ch > 1 else 0
-    before_left = residual[ch - 1, y, x - 1] if ch > 0 and x > 0 else 0
-    before_above = residual[ch - 1, y - 1, x] if ch > 0 and y > 0 else 0
+    before_left = _residual_at(residual, ch - 1, y, x - 1, y, x, tile) if ch > 0 else 0
+    before_above = _residual_at(residual, ch - 1, y - 1, x, y, x, tile) if ch > 0 else 0
     # the neighbours' values, where the mean lies among them
     a = values[n - channels] if x > 0 else c
     b = values[n - channels * width] if y > 0 else c
@@ -142,7 +153,7 @@ def _slots(slots, values, residual, n, ch, y, x, channels, width, c, t, decision
     slots[8] = ((key * 7 + _class(before)) * 7 + _class(before_left)) * 7 + _class(before_above)
     slots[9] = ((key * 33 + level) * 7 + _class(before)) * 7 + _class(first)
     for g in range(GROUPS):
-        slots[g] = slots[g] % GROUP_SIZE
+        slots[g] = slots[g] % group_size
 
 
 # The integer form (every number an integer, as a portable coder's must be): paq's 12-bit squash by interpolation in
@@ -177,16 +188,16 @@ def _stretch_table():
     return table
 
 
-def fresh_state(channels: int, mixer_levels: int) -> tuple:
+def fresh_state(channels: int, mixer_levels: int, group_size: int = GROUP_SIZE) -> tuple:
     """The refinement's state before anything is coded: (counters, counts, weights, maps) of the float form, then
     those of the integer form."""
-    counters = np.full((GROUPS, GROUP_SIZE), 0.5)
-    counts = np.zeros((GROUPS, GROUP_SIZE), np.int64)
+    counters = np.full((GROUPS, group_size), 0.5)
+    counts = np.zeros((GROUPS, group_size), np.int64)
     weights = np.zeros((DECISIONS * channels * mixer_levels, INPUTS))
     weights[:, 0] = 1.0
     knots = (np.arange(MAP_BUCKETS) - (MAP_BUCKETS - 1) / 2) * (2 * LIMIT / (MAP_BUCKETS - 1))
     maps = np.tile(1.0 / (1.0 + np.exp(-knots)), (DECISIONS * channels * 40, 1))
-    counters16 = np.full((GROUPS, GROUP_SIZE), 32768, np.int64)
+    counters16 = np.full((GROUPS, group_size), 32768, np.int64)
     weights16 = np.zeros((DECISIONS * channels * mixer_levels, INPUTS), np.int64)
     weights16[:, 0] = 65536
     maps16 = np.tile(np.array([_squash_int((b - 16) * 128) * 16 for b in range(MAP_BUCKETS)], np.int64),
@@ -196,7 +207,7 @@ def fresh_state(channels: int, mixer_levels: int) -> tuple:
 
 @njit(cache=False)
 def _refine(tables, centres, values, channels, height, width, prefix, rate, map_rate, limit, mixer_levels, integer,
-            int_rate, int_map_shift, counters, counts, weights, maps, counters16, weights16, maps16):
+            int_rate, int_map_shift, tile, counters, counts, weights, maps, counters16, weights16, maps16):
     """(baseline bits, chain-rule bits, refined bits) of the recorded values (raster order, channels innermost),
     the refinement's state (fresh_state's arrays) updated in place."""
     residual = np.zeros((channels, height, width), np.int64)
@@ -224,7 +235,8 @@ def _refine(tables, centres, values, channels, height, width, prefix, rate, map_
                     p = one / both
                     chain -= np.log2(p if bit == 1 else 1.0 - p)
                     side = 0 if k < 2 else (1 if r > 0 else 2)
-                    _slots(slots, values, residual, n, ch, y, x, channels, width, c, t, decision, side)
+                    _slots(slots, values, residual, n, ch, y, x, channels, width, c, t, decision, side, tile,
+                           counters.shape[1])
                     row = decision * channels + ch
                     mixer = row * mixer_levels + min(level * mixer_levels // 33, mixer_levels - 1)
                     map_row = row * 40 + level
@@ -295,8 +307,8 @@ def _refine(tables, centres, values, channels, height, width, prefix, rate, map_
 
 
 def measure(image: np.ndarray, rate: float = 0.002, map_rate: float = 0.02, limit: int = 255, mixer_levels: int = 4,
-            integer: bool = False, int_rate: int = 6, int_map_shift: int = 6,
-            state: tuple | None = None) -> tuple[float, float, float]:
+            integer: bool = False, int_rate: int = 6, int_map_shift: int = 6, tile: int = 1 << 30,
+            group_size: int = GROUP_SIZE, state: tuple | None = None) -> tuple[float, float, float]:
     """image (C, H, W) uint8 -> (baseline, chain, refined) bits, from `state` (fresh_state's; updated) or a fresh
     one."""
     recorded = predictive.record_adaptive(image, predictive.Context(), predictive.AdaptiveState(), predictive.PHOTO)
@@ -305,9 +317,9 @@ def measure(image: np.ndarray, rate: float = 0.002, map_rate: float = 0.02, limi
         -1, predictive._OFFSETS)
     prefix = np.cumsum(offsets, axis=1).astype(np.float64)
     channels, height, width = image.shape
-    state = fresh_state(channels, mixer_levels) if state is None else state
+    state = fresh_state(channels, mixer_levels, group_size) if state is None else state
     return _refine(tables, centres, recorded.values.astype(np.int64), channels, height, width, prefix, rate,
-                   map_rate, limit, mixer_levels, integer, int_rate, int_map_shift, *state)
+                   map_rate, limit, mixer_levels, integer, int_rate, int_map_shift, tile, *state)
 
 
 def main() -> None:
@@ -322,17 +334,21 @@ def main() -> None:
     parser.add_argument("--integer", action="store_true", help="every number an integer, as a coder's must be")
     parser.add_argument("--int-rate", type=int, default=6, help="--integer: the mixer's learning rate")
     parser.add_argument("--int-map-shift", type=int, default=6, help="--integer: the map's rate, 2^-N")
+    parser.add_argument("--tile", type=int, default=1 << 30,
+                        help="neighbours in another tile of this size count as residual 0")
+    parser.add_argument("--group-size", type=int, default=GROUP_SIZE, help="each counter group's slots")
     parser.add_argument("--warm", type=int, default=0,
                         help="learn the state on this many of photos_train's training photographs first, each test "
                              "image then coded from it")
     parser.add_argument("--warm-limit", type=int, default=255, help="--warm: the learnt counts capped at this")
     args = parser.parse_args()
     options = dict(rate=args.rate, map_rate=args.map_rate, limit=args.limit, mixer_levels=args.mixer_levels,
-                   integer=args.integer, int_rate=args.int_rate, int_map_shift=args.int_map_shift)
+                   integer=args.integer, int_rate=args.int_rate, int_map_shift=args.int_map_shift, tile=args.tile,
+                   group_size=args.group_size)
     warmed = None
     if args.warm:
         training = list(data.load("photos-train").images)
-        warmed = fresh_state(3, args.mixer_levels)
+        warmed = fresh_state(3, args.mixer_levels, args.group_size)
         for pixels in training[:: max(1, len(training) // args.warm)][: args.warm]:
             measure(np.ascontiguousarray(np.asarray(pixels).transpose(2, 0, 1)), state=warmed, **options)
         np.minimum(warmed[1], args.warm_limit, out=warmed[1])
