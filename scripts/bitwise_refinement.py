@@ -1,5 +1,5 @@
-"""What an adaptive bitwise refinement of the photograph profile's distributions would buy (ideal code lengths; no
-file format has it yet): a lead for issue 14, measured, not a coder.
+"""What an adaptive bitwise refinement of the photograph profile's distributions would buy (ideal code lengths, and
+real words with `--code`; no file format has it yet): a lead for issue 14, measured.
 
 Each image is recorded as one tile of the photograph profile (codec/predictive.py: PHOTO; the staged cascade with its
 numbers and residual tables, from zeroed statistics), which gives each value's distribution over 0..255 (its table
@@ -15,14 +15,20 @@ per subpixel, before and after.
     python scripts/bitwise_refinement.py [--set kodak] [--images kodim09 kodim13] [--every K]
     python scripts/bitwise_refinement.py --integer        # every number an integer, as a portable coder's must be
     python scripts/bitwise_refinement.py --integer --warm 10 --warm-limit 30   # a state learnt on photos_train first
+    python scripts/bitwise_refinement.py --integer --code  # coded for real, decoded again and compared
 
 `--integer` computes the same model in integers only (paq's 12-bit squash and stretch tables, 16-bit counters and
 map, weights in 16.16 fixed point): what a coder could compute bit for bit on any machine. `--warm N` first runs the
 refinement over N of photos_train's training photographs (never a benchmark set) and codes each image from a copy of
 the state it learnt, the counts capped at `--warm-limit` so that it still adapts: a state a format could ship as a
-table, as it ships the cascade's initial statistics.
+table, as it ships the cascade's initial statistics. `--code` codes each image for real in the integer form (each
+decision a 2-symbol categorical of 24-bit probability, the mixer's 12-bit one shifted up, pushed last first and
+popped by the ANS coder the kernels run, constriction's; the remainder beyond MAGNITUDES by halving its range, each
+half's probability its table mass, every value's mass one more so that none is 0), decodes it from those words
+alone (each value's table and mean taken from the recording, as the cascade would give them) and checks every value.
 
-Measured (2026-12-07, fortieth sitting): Kodak's 24 2.87560 -> 2.82501 (-1.76 %; `--integer` 2.82536, -1.75 %; every
+Measured (2026-12-07, fortieth sitting): Kodak's 24 2.87560 -> 2.82501 (-1.76 %; `--integer` 2.82536, -1.75 %;
+coded for real, `--integer --code`, 2.82539 with each image's 8-byte head, every image decoded exactly; every
 image smaller, by 1.0 % to 3.3 %, most on the smooth ones JPEG-XL codes for less today: kodim09, 10, 12, 16, 17 by
 1.9-2.6 %); photos_train's 30 validation photographs (384x384) 2.51565 -> 2.49218 (`--integer`, -0.93 %; with
 `--warm 10 --warm-limit 30` 2.48740, -1.12 %); every fourth Wikimedia photograph (`--set photos-wikimedia --every
@@ -50,6 +56,7 @@ from numba import njit
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from codec import predictive  # noqa: E402
+from codec.kernels import _ans_pop as _ans_pop_python, _ans_push as _ans_push_python  # noqa: E402
 from vaezip import data  # noqa: E402
 
 MAGNITUDES = 12  # |r| > k decisions refined for k = 1..MAGNITUDES; beyond, the distribution alone
@@ -59,6 +66,7 @@ INPUTS = GROUPS + 2  # the distribution's stretch, the counters', the map's
 DECISIONS = 2 + 2 * MAGNITUDES  # zero, sign, then each magnitude on each side
 MAP_BUCKETS = 33
 LIMIT = 12.0  # stretch domain bound
+_ans_pop, _ans_push = njit(_ans_pop_python), njit(_ans_push_python)  # constriction's coder, as the kernels run it
 
 
 @njit(cache=False)
@@ -188,6 +196,40 @@ def _stretch_table():
     return table
 
 
+@njit(cache=False)
+def _int_predict(inputs16, slots, counters16, weights16, maps16, stretch, one, both, mixer, map_row):
+    """The integer form's 12-bit probability of a one for a decision whose table masses are `one` of `both`, its
+    inputs left in inputs16, and the map's bucket and share (for _int_learn)."""
+    base = min(max((np.int64(one) * 4096) // np.int64(both), 1), 4095)
+    inputs16[0] = stretch[base]
+    for g in range(GROUPS):
+        inputs16[1 + g] = stretch[counters16[g, slots[g]] >> 4]
+    position = (inputs16[0] + 2048) * 32
+    low, share = position >> 12, position & 4095
+    mapped = (maps16[map_row, low] * (4096 - share) + maps16[map_row, low + 1] * share) >> 16
+    inputs16[INPUTS - 1] = stretch[min(max(mapped, 1), 4095)]
+    dot = 0
+    for i in range(INPUTS):
+        dot += weights16[mixer, i] * inputs16[i]
+    return min(max(_squash_int(dot >> 16), 1), 4095), low, share
+
+
+@njit(cache=False)
+def _int_learn(bit, q, inputs16, slots, counters16, counts, reciprocal, weights16, maps16, mixer, map_row, low, share,
+               limit, int_rate, int_map_shift):
+    """The integer form's state after a decision's bit: the mixer's weights, the counters, the map."""
+    error = ((bit << 12) - q) * int_rate
+    for i in range(INPUTS):
+        weights16[mixer, i] += (inputs16[i] * error + 32768) >> 16
+    for g in range(GROUPS):
+        s = slots[g]
+        counts[g, s] = min(counts[g, s] + 1, limit)
+        counters16[g, s] += (((bit << 16) - counters16[g, s]) * reciprocal[counts[g, s]]) >> 16
+    target = bit << 16
+    maps16[map_row, low] += ((target - maps16[map_row, low]) * (4096 - share)) >> (12 + int_map_shift)
+    maps16[map_row, low + 1] += ((target - maps16[map_row, low + 1]) * share) >> (12 + int_map_shift)
+
+
 def fresh_state(channels: int, mixer_levels: int, group_size: int = GROUP_SIZE) -> tuple:
     """The refinement's state before anything is coded: (counters, counts, weights, maps) of the float form, then
     those of the integer form."""
@@ -241,31 +283,11 @@ def _refine(tables, centres, values, channels, height, width, prefix, rate, map_
                     mixer = row * mixer_levels + min(level * mixer_levels // 33, mixer_levels - 1)
                     map_row = row * 40 + level
                     if integer:
-                        base = min(max((np.int64(one) * 4096) // np.int64(both), 1), 4095)
-                        inputs16[0] = stretch[base]
-                        for g in range(GROUPS):
-                            inputs16[1 + g] = stretch[counters16[g, slots[g]] >> 4]
-                        position = (inputs16[0] + 2048) * 32
-                        low, share = position >> 12, position & 4095
-                        mapped = (maps16[map_row, low] * (4096 - share) + maps16[map_row, low + 1] * share) >> 16
-                        inputs16[INPUTS - 1] = stretch[min(max(mapped, 1), 4095)]
-                        dot = 0
-                        for i in range(INPUTS):
-                            dot += weights16[mixer, i] * inputs16[i]
-                        q = min(max(_squash_int(dot >> 16), 1), 4095)
+                        q, low, share = _int_predict(inputs16, slots, counters16, weights16, maps16, stretch, one,
+                                                     both, mixer, map_row)
                         refined -= np.log2((q if bit == 1 else 4096 - q) / 4096)
-                        error = ((bit << 12) - q) * int_rate
-                        for i in range(INPUTS):
-                            weights16[mixer, i] += (inputs16[i] * error + 32768) >> 16
-                        for g in range(GROUPS):
-                            s = slots[g]
-                            counts[g, s] = min(counts[g, s] + 1, limit)
-                            counters16[g, s] += (((bit << 16) - counters16[g, s]) * reciprocal[counts[g, s]]) >> 16
-                        target = bit << 16
-                        maps16[map_row, low] += ((target - maps16[map_row, low]) * (4096 - share)) >> (
-                            12 + int_map_shift)
-                        maps16[map_row, low + 1] += ((target - maps16[map_row, low + 1]) * share) >> (
-                            12 + int_map_shift)
+                        _int_learn(bit, q, inputs16, slots, counters16, counts, reciprocal, weights16, maps16, mixer,
+                                   map_row, low, share, limit, int_rate, int_map_shift)
                     else:
                         inputs[0] = min(max(_stretch(p), -LIMIT), LIMIT)
                         for g in range(GROUPS):
@@ -306,6 +328,165 @@ def _refine(tables, centres, values, channels, height, width, prefix, rate, map_
     return baseline, chain, refined
 
 
+@njit(cache=False)
+def _side_masses(prefix, t, c, positive, m):
+    """(the table's mass of |r| > m, of |r| >= m) on one side of mean c, each value's mass one more (no decision
+    of a coder may have probability 0)."""
+    if positive:
+        one = prefix[t, 510] - _cumulative(prefix, t, c, c + m) + (255 - c - m)
+        both = prefix[t, 510] - _cumulative(prefix, t, c, c + m - 1) + (256 - c - m)
+    else:
+        one = _cumulative(prefix, t, c, c - m - 1) + (c - m)
+        both = _cumulative(prefix, t, c, c - m) + (c - m + 1)
+    return one, both
+
+
+@njit(cache=False)
+def _binary(decode, bit, frequency, words, position, state, frequencies, bits, count):
+    """One decision of 24-bit probability `frequency` of a one: recorded (the encoder's, pushed in reverse later) or
+    popped (the decoder's, as kernels._pop pops: a one above the zero's [0, 2**24 - frequency)). (bit, position,
+    state, count)."""
+    if not decode:
+        frequencies[count], bits[count] = frequency, bit
+        return bit, position, state, count + 1
+    zero = (1 << 24) - frequency
+    quantile = np.int64(state & np.uint64((1 << 24) - 1))
+    bit = 1 if quantile >= zero else 0
+    position, state = _ans_pop(state, quantile, zero if bit else 0, frequency if bit else zero, words, position)
+    return bit, position, state, count
+
+
+@njit(cache=False)
+def _code(tables, centres, values, channels, height, width, prefix, limit, mixer_levels, int_rate, int_map_shift,
+          decode, words, position, state, frequencies, bits, counters16, counts, weights16, maps16):
+    """The integer refinement as a coder over a recording (each value's table and mean): the encoder (decode
+    False) records each decision's 24-bit frequency of a one and its bit; the decoder pops them from `words`
+    (the bulk up to `position`, the head `state`) and writes the values it decodes into `values`. The remainder
+    beyond MAGNITUDES is coded by halving its range, each half's probability its table mass. (position, state,
+    decisions recorded)."""
+    residual = np.zeros((channels, height, width), np.int64)
+    stretch = _stretch_table()
+    reciprocal = np.array([131072 // (2 * k + 3) for k in range(1024)], np.int64)
+    inputs16 = np.zeros(INPUTS, np.int64)
+    slots = np.zeros(GROUPS, np.int64)
+    count = 0
+    n = 0
+    for y in range(height):
+        for x in range(width):
+            for ch in range(channels):
+                t, c = tables[n], centres[n]
+                r = values[n] - c  # the encoder's; the decoder finds it
+                level = min(t // 4, 32)
+                positive, magnitude = True, 0
+                for k in range(2 + MAGNITUDES):
+                    if k == 0:
+                        zero = _cumulative(prefix, t, c, c) - _cumulative(prefix, t, c, c - 1) + 1
+                        decision, one, both, bit = 0, zero, prefix[t, 510] + 256, 1 if r == 0 else 0
+                    elif k == 1:
+                        zero = _cumulative(prefix, t, c, c) - _cumulative(prefix, t, c, c - 1) + 1
+                        decision = 1
+                        one, both = prefix[t, 510] - _cumulative(prefix, t, c, c) + 255 - c, prefix[t, 510] + 256 - zero
+                        bit = 1 if r > 0 else 0
+                        if c == 255 or c == 0:  # one side only: nothing to decide
+                            decision = -1
+                            bit = 0 if c == 255 else 1
+                    else:
+                        m = k - 1
+                        if (positive and c + m >= 255) or (not positive and c - m <= 0):
+                            break  # no value beyond: |r| is m
+                        one, both = _side_masses(prefix, t, c, positive, m)
+                        decision = 2 + 2 * (m - 1) + (1 if positive else 0)
+                        bit = 1 if abs(r) > m else 0
+                    if decision >= 0:
+                        side = 0 if k < 2 else (1 if positive else 2)
+                        _slots(slots, values, residual, n, ch, y, x, channels, width, c, t, decision, side,
+                               1 << 30, counters16.shape[1])
+                        row = decision * channels + ch
+                        mixer = row * mixer_levels + min(level * mixer_levels // 33, mixer_levels - 1)
+                        map_row = row * 40 + level
+                        q, low, share = _int_predict(inputs16, slots, counters16, weights16, maps16, stretch, one,
+                                                     both, mixer, map_row)
+                        bit, position, state, count = _binary(decode, bit, q << 12, words, position, state,
+                                                              frequencies, bits, count)
+                        _int_learn(bit, q, inputs16, slots, counters16, counts, reciprocal, weights16, maps16, mixer,
+                                   map_row, low, share, limit, int_rate, int_map_shift)
+                    if k == 0:
+                        if bit == 1:
+                            break
+                        magnitude = 1
+                    elif k == 1:
+                        positive = bit == 1
+                    else:
+                        if bit == 0:
+                            break
+                        magnitude = k  # |r| > m: at least m + 1
+                # beyond MAGNITUDES: the value by halving its range
+                if magnitude > MAGNITUDES:
+                    low_value, high_value = (c + magnitude, 255) if positive else (0, c - magnitude)
+                    while low_value < high_value:
+                        middle = (low_value + high_value) // 2
+                        upper = _cumulative(prefix, t, c, high_value) - _cumulative(prefix, t, c, middle) + (
+                            high_value - middle)
+                        every = _cumulative(prefix, t, c, high_value) - _cumulative(prefix, t, c, low_value - 1) + (
+                            high_value - low_value + 1)
+                        frequency = min(max((np.int64(upper) << 24) // np.int64(every), 1), (1 << 24) - 1)
+                        value = values[n]
+                        bit, position, state, count = _binary(decode, 1 if value > middle else 0, frequency, words,
+                                                              position, state, frequencies, bits, count)
+                        if bit:
+                            low_value = middle + 1
+                        else:
+                            high_value = middle
+                    value = low_value
+                else:
+                    value = c + (magnitude if positive else -magnitude)
+                if decode:
+                    values[n] = value
+                residual[ch, y, x] = value - c
+                n += 1
+    return position, state, count
+
+
+@njit(cache=False)
+def _push_decisions(frequencies, bits, count, words):
+    """The recorded decisions pushed last first onto an empty coder (kernels._ans_push): (bulk words, head)."""
+    position, state = 0, np.uint64(0)
+    for i in range(count - 1, -1, -1):
+        frequency = np.int64(frequencies[i])
+        zero = (1 << 24) - frequency
+        position, state = _ans_push(state, zero if bits[i] else 0, frequency if bits[i] else zero, words, position)
+    return position, state
+
+
+def code(image: np.ndarray, limit: int = 255, mixer_levels: int = 4, int_rate: int = 6,
+         int_map_shift: int = 6) -> tuple[int, int]:
+    """image (C, H, W) uint8 coded for real by the integer refinement and decoded again (the same values, checked):
+    (the words' bytes with the head's 8, the values' count)."""
+    recorded = predictive.record_adaptive(image, predictive.Context(), predictive.AdaptiveState(), predictive.PHOTO)
+    tables, centres = np.divmod(recorded.rows.astype(np.int64), predictive._LEVELS)
+    offsets = predictive._fitted_offsets(predictive._table_distribution(predictive.PHOTO)).reshape(
+        -1, predictive._OFFSETS)
+    prefix = np.cumsum(offsets, axis=1)
+    channels, height, width = image.shape
+    values = recorded.values.astype(np.int64)
+    room = len(values) * (4 + MAGNITUDES + 8)
+    frequencies, bits = np.zeros(room, np.int64), np.zeros(room, np.int64)
+    words = np.zeros(room // 8 + 1024, np.uint32)
+    state = fresh_state(channels, mixer_levels, 1 << 19)
+    options = (limit, mixer_levels, int_rate, int_map_shift)
+    _, _, count = _code(tables, centres, values, channels, height, width, prefix, *options, False, words, 0,
+                        np.uint64(0), frequencies, bits, state[4], state[1], state[5], state[6])
+    position, head = _push_decisions(frequencies, bits, count, words)
+    head = np.uint64(head)  # numba hands it back as a Python int, which a compiled call would type as signed
+    decoded = np.zeros_like(values)
+    fresh = fresh_state(channels, mixer_levels, 1 << 19)
+    end, last, _ = _code(tables, centres, decoded, channels, height, width, prefix, *options, True, words, position,
+                         head, frequencies, bits, fresh[4], fresh[1], fresh[5], fresh[6])
+    if not np.array_equal(decoded, values) or end != 0 or last != 0:
+        raise AssertionError("the refinement did not decode its own words")
+    return 4 * position + 8, len(values)
+
+
 def measure(image: np.ndarray, rate: float = 0.002, map_rate: float = 0.02, limit: int = 255, mixer_levels: int = 4,
             integer: bool = False, int_rate: int = 6, int_map_shift: int = 6, tile: int = 1 << 30,
             group_size: int = GROUP_SIZE, state: tuple | None = None) -> tuple[float, float, float]:
@@ -337,6 +518,8 @@ def main() -> None:
     parser.add_argument("--tile", type=int, default=1 << 30,
                         help="neighbours in another tile of this size count as residual 0")
     parser.add_argument("--group-size", type=int, default=GROUP_SIZE, help="each counter group's slots")
+    parser.add_argument("--code", action="store_true", help="code each image for real (the integer form, its words "
+                        "pushed and popped as the kernels' ANS coder does) and decode it again")
     parser.add_argument("--warm", type=int, default=0,
                         help="learn the state on this many of photos_train's training photographs first, each test "
                              "image then coded from it")
@@ -355,7 +538,7 @@ def main() -> None:
     loaded = data.load(args.set)
     names = [Path(str(name)).stem for name in loaded.names]
     sums = np.zeros(3)
-    values = 0
+    values = real = 0
     for wanted in args.images or names[::args.every]:
         pixels = np.asarray(loaded.images[names.index(wanted)])  # H, W, C
         image = np.ascontiguousarray((pixels[..., None] if pixels.ndim == 2 else pixels).transpose(2, 0, 1))
@@ -363,11 +546,17 @@ def main() -> None:
         state = None if warmed is None else tuple(array.copy() for array in warmed)
         bits = np.array(measure(image, state=state, **options))
         assert abs(bits[1] / bits[0] - 1) < 1e-9, bits  # the chain rule: the profile's own code length
+        coded = ""
+        if args.code:
+            size, _ = code(image, args.limit, args.mixer_levels, args.int_rate, args.int_map_shift)
+            real += 8 * size
+            coded = f", coded {8 * size / image.size:.5f} and decoded"
         sums += bits
         values += image.size
         print(f"{wanted}: {bits[0] / image.size:.5f} -> {bits[2] / image.size:.5f} bpsp "
-              f"({100 * (bits[2] / bits[0] - 1):+.2f} %; {time.perf_counter() - started:.1f} s)", flush=True)
-    print(f"all: {sums[0] / values:.5f} -> {sums[2] / values:.5f} bpsp ({100 * (sums[2] / sums[0] - 1):+.2f} %)")
+              f"({100 * (bits[2] / bits[0] - 1):+.2f} %{coded}; {time.perf_counter() - started:.1f} s)", flush=True)
+    print(f"all: {sums[0] / values:.5f} -> {sums[2] / values:.5f} bpsp ({100 * (sums[2] / sums[0] - 1):+.2f} %)"
+          + (f"; coded {real / values:.5f} ({100 * (real / sums[0] - 1):+.2f} %)" if args.code else ""))
 
 
 if __name__ == "__main__":
