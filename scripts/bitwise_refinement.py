@@ -92,7 +92,7 @@ def _class(r):
 def _cumulative(prefix, t, c, x):
     """The table's mass of values <= x around mean c (values 0 and 255 fold the tails)."""
     if x < 0:
-        return 0.0
+        return prefix[t, 0] * 0  # of prefix's type (integers in the coder, floats in the ideal pass)
     if x >= 255:
         return prefix[t, 510]
     return prefix[t, x - c + 255]
