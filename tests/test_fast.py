@@ -460,6 +460,7 @@ def test_a_large_image_takes_a_section_for_each_large_section_values(tiny_weight
     (_, back), = decompress_images(result.data)
     assert np.array_equal(np.asarray(back), image)
 
+
 def test_a_photograph_archived_with_thumbnails_is_coded_in_the_photograph_profile(monkeypatch):
     """Each section takes the kinds its own images call for (bitsback.sections_kinds): a photograph archived before
     thumbnails in the photograph profile alone, the thumbnails in it or the small-image profile, not all of them by
