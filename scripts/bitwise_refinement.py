@@ -36,7 +36,10 @@ image smaller, by 1.0 % to 3.3 %, most on the smooth ones JPEG-XL codes for less
 mixer's rate 0.0005-0.004 -1.21 .. -1.33 %, the counters' limit 60 or 1000, the map's rate, weight sets by table,
 a final probability map of the mixer's output (+0.03 %); the ten context groups against seven -0.07 %. What a
 coder's constraints cost (`--integer`, -1.45 % there): residuals known within 256x256 tiles only (`--tile 256`)
--1.44 %; each group's counters in 2^19 slots (no two contexts share one) -1.45 %, hashed into 2^16 -1.41 %.
+-1.44 %; each group's counters in 2^19 slots (no two contexts share one) -1.45 %, hashed into 2^16 -1.41 %. What
+cheaper models keep (`--integer` there): |r| > m refined only up to m = 4, the table alone beyond
+(`--refined-magnitudes 4`) -1.47 %, up to 2 -1.38 %; the first six counter groups alone (`--groups 6`) -1.19 %, four
+-0.93 %.
 
 EMMA (a classical context-mixing coder, ../shared/notes/anchors.md) codes Kodak at 2.60 bpsp against JPEG-XL's 2.87
 and vaezip's 2.876 (format 20): this measures how much of that an adaptive refinement of the profile's
@@ -197,13 +200,13 @@ def _stretch_table():
 
 
 @njit(cache=False)
-def _int_predict(inputs16, slots, counters16, weights16, maps16, stretch, one, both, mixer, map_row):
+def _int_predict(inputs16, slots, counters16, weights16, maps16, stretch, one, both, mixer, map_row, active=GROUPS):
     """The integer form's 12-bit probability of a one for a decision whose table masses are `one` of `both`, its
     inputs left in inputs16, and the map's bucket and share (for _int_learn)."""
     base = min(max((np.int64(one) * 4096) // np.int64(both), 1), 4095)
     inputs16[0] = stretch[base]
-    for g in range(GROUPS):
-        inputs16[1 + g] = stretch[counters16[g, slots[g]] >> 4]
+    for g in range(GROUPS):  # the first `active` groups only (the others' inputs 0: their weights never move)
+        inputs16[1 + g] = stretch[counters16[g, slots[g]] >> 4] if g < active else 0
     position = (inputs16[0] + 2048) * 32
     low, share = position >> 12, position & 4095
     mapped = (maps16[map_row, low] * (4096 - share) + maps16[map_row, low + 1] * share) >> 16
@@ -216,12 +219,12 @@ def _int_predict(inputs16, slots, counters16, weights16, maps16, stretch, one, b
 
 @njit(cache=False)
 def _int_learn(bit, q, inputs16, slots, counters16, counts, reciprocal, weights16, maps16, mixer, map_row, low, share,
-               limit, int_rate, int_map_shift):
+               limit, int_rate, int_map_shift, active=GROUPS):
     """The integer form's state after a decision's bit: the mixer's weights, the counters, the map."""
     error = ((bit << 12) - q) * int_rate
     for i in range(INPUTS):
         weights16[mixer, i] += (inputs16[i] * error + 32768) >> 16
-    for g in range(GROUPS):
+    for g in range(active):
         s = slots[g]
         counts[g, s] = min(counts[g, s] + 1, limit)
         counters16[g, s] += (((bit << 16) - counters16[g, s]) * reciprocal[counts[g, s]]) >> 16
@@ -249,7 +252,8 @@ def fresh_state(channels: int, mixer_levels: int, group_size: int = GROUP_SIZE) 
 
 @njit(cache=False)
 def _refine(tables, centres, values, channels, height, width, prefix, rate, map_rate, limit, mixer_levels, integer,
-            int_rate, int_map_shift, tile, counters, counts, weights, maps, counters16, weights16, maps16):
+            int_rate, int_map_shift, tile, refined_magnitudes, active, counters, counts, weights, maps, counters16,
+            weights16, maps16):
     """(baseline bits, chain-rule bits, refined bits) of the recorded values (raster order, channels innermost),
     the refinement's state (fresh_state's arrays) updated in place."""
     residual = np.zeros((channels, height, width), np.int64)
@@ -282,12 +286,14 @@ def _refine(tables, centres, values, channels, height, width, prefix, rate, map_
                     row = decision * channels + ch
                     mixer = row * mixer_levels + min(level * mixer_levels // 33, mixer_levels - 1)
                     map_row = row * 40 + level
-                    if integer:
+                    if k >= 2 and k - 1 > refined_magnitudes:  # the table's probability alone, nothing learnt
+                        refined -= np.log2(p if bit == 1 else 1.0 - p)
+                    elif integer:
                         q, low, share = _int_predict(inputs16, slots, counters16, weights16, maps16, stretch, one,
-                                                     both, mixer, map_row)
+                                                     both, mixer, map_row, active)
                         refined -= np.log2((q if bit == 1 else 4096 - q) / 4096)
                         _int_learn(bit, q, inputs16, slots, counters16, counts, reciprocal, weights16, maps16, mixer,
-                                   map_row, low, share, limit, int_rate, int_map_shift)
+                                   map_row, low, share, limit, int_rate, int_map_shift, active)
                     else:
                         inputs[0] = min(max(_stretch(p), -LIMIT), LIMIT)
                         for g in range(GROUPS):
@@ -489,7 +495,8 @@ def code(image: np.ndarray, limit: int = 255, mixer_levels: int = 4, int_rate: i
 
 def measure(image: np.ndarray, rate: float = 0.002, map_rate: float = 0.02, limit: int = 255, mixer_levels: int = 4,
             integer: bool = False, int_rate: int = 6, int_map_shift: int = 6, tile: int = 1 << 30,
-            group_size: int = GROUP_SIZE, state: tuple | None = None) -> tuple[float, float, float]:
+            group_size: int = GROUP_SIZE, refined_magnitudes: int = MAGNITUDES, active: int = GROUPS,
+            state: tuple | None = None) -> tuple[float, float, float]:
     """image (C, H, W) uint8 -> (baseline, chain, refined) bits, from `state` (fresh_state's; updated) or a fresh
     one."""
     recorded = predictive.record_adaptive(image, predictive.Context(), predictive.AdaptiveState(), predictive.PHOTO)
@@ -500,7 +507,8 @@ def measure(image: np.ndarray, rate: float = 0.002, map_rate: float = 0.02, limi
     channels, height, width = image.shape
     state = fresh_state(channels, mixer_levels, group_size) if state is None else state
     return _refine(tables, centres, recorded.values.astype(np.int64), channels, height, width, prefix, rate,
-                   map_rate, limit, mixer_levels, integer, int_rate, int_map_shift, tile, *state)
+                   map_rate, limit, mixer_levels, integer, int_rate, int_map_shift, tile, refined_magnitudes, active,
+                   *state)
 
 
 def main() -> None:
@@ -520,6 +528,9 @@ def main() -> None:
     parser.add_argument("--group-size", type=int, default=GROUP_SIZE, help="each counter group's slots")
     parser.add_argument("--code", action="store_true", help="code each image for real (the integer form, its words "
                         "pushed and popped as the kernels' ANS coder does) and decode it again")
+    parser.add_argument("--refined-magnitudes", type=int, default=MAGNITUDES,
+                        help="refine |r| > m only up to this m (beyond: the table's probability alone)")
+    parser.add_argument("--groups", type=int, default=GROUPS, help="--integer: only the first N counter groups")
     parser.add_argument("--warm", type=int, default=0,
                         help="learn the state on this many of photos_train's training photographs first, each test "
                              "image then coded from it")
@@ -527,7 +538,7 @@ def main() -> None:
     args = parser.parse_args()
     options = dict(rate=args.rate, map_rate=args.map_rate, limit=args.limit, mixer_levels=args.mixer_levels,
                    integer=args.integer, int_rate=args.int_rate, int_map_shift=args.int_map_shift, tile=args.tile,
-                   group_size=args.group_size)
+                   group_size=args.group_size, refined_magnitudes=args.refined_magnitudes, active=args.groups)
     warmed = None
     if args.warm:
         training = list(data.load("photos-train").images)
