@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import fit_residual_tables  # noqa: E402
 from cascade import descend  # noqa: E402
-from small_profile import numbers, profile_of, section_bits, stream_tiles  # noqa: E402
+from small_profile import numbers, priced_words, profile_of, section_bits, stream_tiles  # noqa: E402
 
 from codec import bitsback, predictive, tilekinds  # noqa: E402
 from vaezip import data  # noqa: E402
@@ -122,7 +122,7 @@ def price(datasets: list[str], limit: int | None, every: int, one_stream: bool) 
             priced = bitsback.price_sections(tiles, **options(tiles))
             if priced is None:
                 sys.exit(f"an image holds more than {bitsback.SECTION_TILES} tiles in a section")
-            words[name].append(sum({id(one.coded): len(one.coded.words) for one in priced}.values()))
+            words[name].append(priced_words(priced))
         change = 100 * (sum(words[name]) / sum(next(iter(words.values()))) - 1)
         print(f"{name}: {32 * sum(words[name]) / values:.5f} bits per subpixel ({change:+.3f} %; "
               f"{time.perf_counter() - started:.1f} s)", flush=True)

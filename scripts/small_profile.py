@@ -53,6 +53,12 @@ def stream_tiles(images) -> list:
     return [cut for image in images for cut in image_tiles(image, TILE)]
 
 
+def priced_words(priced) -> int:
+    """The words of a stream's sections as bitsback.price_sections coded them (each section's once: its tiles' prices
+    share its coding)."""
+    return sum({id(price.coded): len(price.coded.words) for price in priced}.values())
+
+
 def section_bits(tiles, distribution: str) -> int:
     """The bits of one section of `tiles` coded by `distribution` (its words')."""
     return 32 * len(tilekinds.code_section(tilekinds.record_section(tiles, 0, distribution)).words)
@@ -124,7 +130,7 @@ def price(dataset: str, limit: int | None, every: int, each: bool) -> None:
         totals[kind] = 0
         for tiles, cut in zip(streams, runs):
             priced = bitsback.price_sections(tiles, cut, kinds=[kind])
-            totals[kind] += 32 * sum({id(price.coded): len(price.coded.words) for price in priced}.values())
+            totals[kind] += 32 * priced_words(priced)
         print(f"{kind}: {totals[kind] / values:.5f} bits per subpixel ({time.perf_counter() - started:.1f} s)",
               flush=True)
     first, second = (totals[kind] for kind in SMALL_KINDS)
