@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from codec_toymodel import recorded_with_staged_numbers, smooth_image
 
-from codec import bitsback, predictive, tilekinds
+from codec import bitsback, predictive
 from codec.ans import Stack
 from codec.bitsback import PREDICTIVE_PHOTO_SECTIONS, PREDICTIVE_SECTIONS, PREDICTIVE_SMALL_SECTIONS
 from codec.errors import CodingError
@@ -121,21 +121,3 @@ def test_against_the_photograph_profile_the_small_image_profile_pays_no_header_b
         assert both[start][0] == min(kinds, key=lambda kind: (words[kind], kind != PREDICTIVE_PHOTO_SECTIONS))
         chosen.add(both[start][0])
     assert PREDICTIVE_SMALL_SECTIONS in chosen  # these images: the small-image profile wins some sections
-
-
-def test_the_profiles_tables_are_pinned(monkeypatch, tmp_path):
-    """(Read directly: a coding that met them would take the failure for the compiled kernels' and turn them off
-    for the rest of the process.)"""
-    tampered = bytearray(predictive.PHOTO_TABLE_FILE.read_bytes())
-    tampered[-1] ^= 1
-    (tmp_path / "photo_residuals.npy").write_bytes(bytes(tampered))
-    monkeypatch.setattr(predictive, "PHOTO_TABLE_FILE", tmp_path / "photo_residuals.npy")
-    predictive.clear_table_caches()
-    try:
-        with pytest.raises(CodingError, match="format 20's residual tables .* not the ones"):
-            predictive._fitted_offsets(predictive.PHOTO)
-    finally:
-        monkeypatch.undo()
-        predictive.clear_table_caches()
-    assert tilekinds.BY_NAME[PREDICTIVE_PHOTO_SECTIONS].formats == (20,)
-    assert tilekinds.BY_NAME[PREDICTIVE_PHOTO_SECTIONS].code == "x"

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from codec_toymodel import context_of, smooth_image
 
-from codec import kernels, predictive
+from codec import kernels, predictive, tilekinds
 from codec.ans import Stack
+from codec.errors import CodingError
 
 HERE = Path(__file__).parent
 
@@ -183,6 +184,30 @@ def test_a_changed_or_missing_table_file_is_refused(tmp_path, monkeypatch, table
         monkeypatch.undo()
         predictive._fitted_offsets.cache_clear()
     assert predictive._fitted_offsets(tables).shape == (41, 4, 511)
+
+
+@pytest.mark.parametrize("tables, attribute, version, kind, code, formats", [
+    (predictive.SMALL, "SMALL_TABLE_FILE", 19, tilekinds.PREDICTIVE_SMALL_SECTIONS, "v", (19, 20)),
+    (predictive.PHOTO, "PHOTO_TABLE_FILE", 20, tilekinds.PREDICTIVE_PHOTO_SECTIONS, "x", (20,)),
+], ids=["small", "photo"])
+def test_a_profiles_tampered_table_file_is_refused_naming_its_format(monkeypatch, tmp_path, tables, attribute,
+                                                                     version, kind, code, formats):
+    """A profile's tables, pinned by their sha256, refused where one byte of the file differs, the error naming the
+    format whose tables they are; the section kind that codes with them is that format's. (Read directly: a coding
+    that met them would take the failure for the compiled kernels' and turn them off for the rest of the
+    process.)"""
+    tampered = bytearray(getattr(predictive, attribute).read_bytes())
+    tampered[-1] ^= 1
+    (tmp_path / "tables.npy").write_bytes(bytes(tampered))
+    monkeypatch.setattr(predictive, attribute, tmp_path / "tables.npy")
+    predictive.clear_table_caches()
+    try:
+        with pytest.raises(CodingError, match=f"format {version}'s residual tables .* not the ones"):
+            predictive._fitted_offsets(tables)
+    finally:
+        monkeypatch.undo()
+        predictive.clear_table_caches()
+    assert tilekinds.BY_NAME[kind].formats == formats and tilekinds.BY_NAME[kind].code == code
 
 
 def test_a_means_quarter_stays_in_its_range_at_every_edge():

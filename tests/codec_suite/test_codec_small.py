@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from codec_toymodel import recorded_with_staged_numbers, smooth_image
 
-from codec import bitsback, predictive, tilekinds
+from codec import bitsback, predictive
 from codec.ans import Stack
 from codec.bitsback import PREDICTIVE_SECTIONS, PREDICTIVE_SMALL_SECTIONS
 from codec.errors import CodingError
@@ -99,20 +99,3 @@ def test_only_small_images_and_only_where_format_19_may_be_written_are_priced_in
     assert PREDICTIVE_SMALL_SECTIONS not in bitsback.section_kinds(small)
     priced = bitsback.price_stream(small, bitsback.PREDICTIVE_STAGED, [INF] * len(small), allowed=both)
     assert {price[0] for price in priced} == {PREDICTIVE_SECTIONS}
-
-
-def test_the_profiles_tables_are_pinned(monkeypatch, tmp_path):
-    """(Read directly: a coding that met them would take the failure for the compiled kernels' and turn them off
-    for the rest of the process.)"""
-    tampered = bytearray(predictive.SMALL_TABLE_FILE.read_bytes())
-    tampered[-1] ^= 1
-    (tmp_path / "small_residuals.npy").write_bytes(bytes(tampered))
-    monkeypatch.setattr(predictive, "SMALL_TABLE_FILE", tmp_path / "small_residuals.npy")
-    predictive.clear_table_caches()
-    try:
-        with pytest.raises(CodingError, match="format 19's residual tables .* not the ones"):
-            predictive._fitted_offsets(predictive.SMALL)
-    finally:
-        monkeypatch.undo()
-        predictive.clear_table_caches()
-    assert tilekinds.BY_NAME[PREDICTIVE_SMALL_SECTIONS].formats == (19, 20)
