@@ -820,8 +820,8 @@ def _price_sample(split: list[_Image], model, device: str,
         # EPYC: 740 tiles, the compress 9.1-9.3 -> 7.6-8.2 s; 496 Imagenette thumbnails 8.2-9.3 -> 7.4 s). The second
         # stage's tiles are drawn their posterior samples from a seed of their own: its estimates do not depend on what
         # else the first priced.
-        def threads() -> int | None:
-            return 1 if busy() else None
+        def threads() -> int:  # the cores asked for once not busy: a limit above the host's own leaves it alone
+            return 1 if busy() else bitsback.section_workers()
 
         estimates = estimator.tile_bounds(tiles, threads=threads)
 
