@@ -108,16 +108,19 @@ SMALL = "blend-cascade-staged-small"
 # STAGED with the numbers of PHOTO_PROFILE, chosen all together on photos_train's training photographs, and residual
 # tables of its own fitted on them for those numbers (format 20; see "the photograph profile" below).
 PHOTO = "blend-cascade-staged-photo"
-CASCADES = (CASCADE, PARITY, WIDE, STAGED, SMALL, PHOTO)  # raster order, a cascade's numbers and tables
+# PHOTO whose values are coded as binary decisions refined by an adaptive model (codec/kernels.py: "the
+# refinement"): work in progress for a format 21, which no file holds yet.
+REFINED = "blend-cascade-staged-photo-refined"
+CASCADES = (CASCADE, PARITY, WIDE, STAGED, SMALL, PHOTO, REFINED)  # raster order, a cascade's numbers and tables
 # whose second stage reads the values' parity (its statistics after the cascade's)
-PARITIES = (PARITY, WIDE, STAGED, SMALL, PHOTO)
-STAGES = (STAGED, SMALL, PHOTO)  # with the staged cascade's third stage
+PARITIES = (PARITY, WIDE, STAGED, SMALL, PHOTO, REFINED)
+STAGES = (STAGED, SMALL, PHOTO, REFINED)  # with the staged cascade's third stage
 # the distributions whose tiles carry AdaptiveState over the stream
-STATEFUL = (ADAPTIVE, LEAST_SQUARES, CASCADE, PARITY, WIDE, STAGED, SMALL, PHOTO)
+STATEFUL = (ADAPTIVE, LEAST_SQUARES, CASCADE, PARITY, WIDE, STAGED, SMALL, PHOTO, REFINED)
 # those that blend in the least-squares prediction
-LEAST_SQUARES_KINDS = (LEAST_SQUARES, CASCADE, PARITY, WIDE, STAGED, SMALL, PHOTO)
+LEAST_SQUARES_KINDS = (LEAST_SQUARES, CASCADE, PARITY, WIDE, STAGED, SMALL, PHOTO, REFINED)
 DISTRIBUTIONS = (GAUSSIAN, LAPLACE, BLEND, FITTED, ADAPTIVE, LEAST_SQUARES, CASCADE, PARITY, WIDE, STAGED, SMALL,
-                 PHOTO)
+                 PHOTO, REFINED)
 _LEVELS = 256  # values 0..255
 
 
@@ -143,10 +146,11 @@ class Recorded:
     distribution: str
     rows: np.ndarray  # (N,) int32
     values: np.ndarray  # (N,) uint8
+    decisions: np.ndarray | None = None  # REFINED's: (2, D) int64, each decision's 24-bit frequency of a one and bit
 
     @property
     def nbytes(self) -> int:
-        return self.rows.nbytes + self.values.nbytes
+        return self.rows.nbytes + self.values.nbytes + (0 if self.decisions is None else self.decisions.nbytes)
 
 
 def encode(stack: Stack, pixels: np.ndarray, context: Context = Context(), distribution: str = GAUSSIAN,
@@ -182,19 +186,26 @@ def encode(stack: Stack, pixels: np.ndarray, context: Context = Context(), distr
 def push_recorded(stack: Stack, recorded: Recorded) -> bool:
     """Push a recorded tile (see Recorded) onto `stack`: the words `encode` would push for it there. False,
     and the stack untouched, where the compiled kernels are not to be used on this stack (encode it then)."""
-    count = len(recorded.rows)
-    forms = stack.kernel_forms(count)
+    count = len(recorded.rows) if recorded.decisions is None else recorded.decisions.shape[1]
+    forms = stack.kernel_forms(count) if recorded.decisions is None else kernels.always()
     if forms is None:
         return False
-    parts = stack.raw_parts(room=count)  # a push writes at most one word per value
+    parts = stack.raw_parts(room=count)  # a push writes at most one word per value (or decision)
     try:
-        position, head = forms["_push"](_blend_cumulative(_table_distribution(recorded.distribution)),
-                                        recorded.rows.astype(np.int64),
-                                        recorded.values.astype(np.int64), parts.buffer, parts.length,
-                                        np.uint64(parts.head))
+        if recorded.decisions is not None:
+            position, head = forms["_push_decisions"](recorded.decisions, count, parts.buffer, parts.length,
+                                                      np.uint64(parts.head))
+        else:
+            position, head = forms["_push"](_blend_cumulative(_table_distribution(recorded.distribution)),
+                                            recorded.rows.astype(np.int64),
+                                            recorded.values.astype(np.int64), parts.buffer, parts.length,
+                                            np.uint64(parts.head))
     except Exception as error:  # noqa: BLE001 - as _blend_compiled: the kernels' compile failing here
         kernels.disable(f"{type(error).__name__}: {error}", error)
-        return False
+        if recorded.decisions is None:
+            return False
+        position, head = kernels.PLAIN_FORMS["_push_decisions"](recorded.decisions, count, parts.buffer,
+                                                                 parts.length, np.uint64(parts.head))
     stack.set_raw_parts(RawParts(int(head), parts.buffer, position))
     return True
 
@@ -569,6 +580,8 @@ def _table_distribution(distribution: str) -> str:
     are FITTED's, CASCADE's, SMALL's and PHOTO's their own, PARITY's, WIDE's and STAGED's CASCADE's."""
     if distribution in (ADAPTIVE, LEAST_SQUARES):
         return FITTED
+    if distribution == REFINED:
+        return PHOTO
     return CASCADE if distribution in (PARITY, WIDE, STAGED) else distribution
 
 
@@ -611,17 +624,43 @@ class AdaptiveState:
     replaces `sums` with an updated array and never writes the one it read: a caller may keep that one to undo
     the tile."""
 
-    def __init__(self, sums: np.ndarray | None = None):
+    def __init__(self, sums: np.ndarray | None = None, refinement: "Refinement | None" = None):
         self.sums = np.zeros((kernels.ADAPT_STATISTICS, 4)) if sums is None else sums
+        self.refinement = refinement  # REFINED's, made by its first tile; changed in place, never undone
 
     def copy(self) -> "AdaptiveState":
-        return AdaptiveState(self.sums.copy())
+        return AdaptiveState(self.sums.copy(), self.refinement)
 
     @classmethod
     def initial(cls) -> "AdaptiveState":
         """A format-16 section's statistics as it starts (initial_statistics: read-only, which a coding never
         writes)."""
         return cls(initial_statistics())
+
+
+class Refinement:
+    """REFINED's adaptive model as a stream starts (codec/kernels.py: "the refinement"): its counters at one half,
+    no counts, the mixer's weights on the table's probability alone, its map the identity. ~42 MB: one a section,
+    changed in place by each tile coded."""
+
+    def __init__(self):
+        shape = (kernels.REFINE_GROUPS, kernels.REFINE_SLOTS)
+        self.counters = np.full(shape, 32768, np.int32)
+        self.counts = np.zeros(shape, np.int32)
+        rows = kernels.REFINE_DECISIONS * 3  # decision x channel class
+        self.weights = np.zeros((rows * kernels.REFINE_MIXER_LEVELS, kernels.REFINE_INPUTS), np.int64)
+        self.weights[:, 0] = 1 << 16
+        identity = [16 * kernels._refine_squash((b - kernels.REFINE_BUCKETS // 2) * 128, kernels.REFINE_KNOTS)
+                    for b in range(kernels.REFINE_BUCKETS)]
+        self.maps = np.tile(np.array(identity, np.int64), (rows * kernels.REFINE_LEVELS, 1))
+
+
+@functools.lru_cache(maxsize=1)
+def _refine_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """REFINED's read-only tables: PHOTO's residual tables' running sums (T, 511) int64, stretch, reciprocals."""
+    prefix = np.cumsum(_fitted_offsets(PHOTO).reshape(-1, _OFFSETS).astype(np.int64), axis=1)
+    prefix.flags.writeable = False
+    return prefix, kernels.refine_stretch(), kernels.refine_reciprocals()
 
 
 def _state_for(distribution: str, state: AdaptiveState | None) -> AdaptiveState:
@@ -643,8 +682,8 @@ def record_adaptive(pixels: np.ndarray, context: Context, state: AdaptiveState,
         raise CodingError(f"{distribution} codes uint8 pixels, got {pixels.dtype}")
     ordered = _coding_order(pixels, distribution)
     values, top, left = _frame(ordered.astype(np.float64), _context_in_order(context, distribution))
-    _, coded = _adaptive_run(values, top, left, True, state, _NO_WORDS, 0, 0, distribution)[:2]
-    return Recorded(distribution, coded[0].astype(np.int32), coded[1].astype(np.uint8))
+    _, coded, _, _, decisions = _adaptive_run(values, top, left, True, state, _NO_WORDS, 0, 0, distribution)
+    return Recorded(distribution, coded[0].astype(np.int32), coded[1].astype(np.uint8), decisions)
 
 
 def _coding_order(array: np.ndarray | None, distribution: str) -> np.ndarray | None:
@@ -678,8 +717,8 @@ def _adaptive_decoder(stack: Stack, values: np.ndarray, top: int, left: int, sta
     """Pop a tile of `distribution` (STATEFUL) into the frame `values` (C, H, W) (context filled in, tile zeros),
     updating `state`."""
     parts = stack.raw_parts()
-    frame, _, position, head = _adaptive_run(values, top, left, False, state, parts.buffer, parts.length, parts.head,
-                                             distribution)
+    frame, _, position, head, _ = _adaptive_run(values, top, left, False, state, parts.buffer, parts.length,
+                                                parts.head, distribution)
     stack.set_raw_parts(RawParts(int(head), parts.buffer, position))
     return _tile_of(frame, values, top, left)
 
@@ -689,16 +728,20 @@ def _adaptive_run(values: np.ndarray, top: int, left: int, encode: bool, state: 
     """_kernel_tile for `distribution` (STATEFUL) by kernels.always()'s forms, falling back to the plain Python
     ones where the compiled ones fail here; `state` changes only once a run succeeded."""
     forms = kernels.always()
+    refinement = None
+    if distribution == REFINED:
+        # changed in place (a copy a tile would cost ~42 MB); a compile that fails does so before it runs
+        state.refinement = refinement = state.refinement or Refinement()
     try:
         work = state.sums.copy()
-        result = _kernel_tile(forms, values, top, left, encode, distribution, words, length, head, work)
+        result = _kernel_tile(forms, values, top, left, encode, distribution, words, length, head, work, refinement)
     except Exception as error:  # noqa: BLE001 - numba's first-call compile failing on this platform
         if forms is kernels.PLAIN_FORMS:
             raise
         kernels.disable(f"{type(error).__name__}: {error}", error)
         work = state.sums.copy()
         result = _kernel_tile(kernels.PLAIN_FORMS, values, top, left, encode, distribution, words, length, head,
-                              work)
+                              work, refinement)
     state.sums = work
     return result
 
@@ -880,8 +923,8 @@ def _blend_compiled(stack: Stack, values: np.ndarray, top: int, left: int, encod
         return None
     parts = stack.raw_parts(room=count if encode else 0)  # a push writes at most one word per value
     try:
-        frame, coded, position, head = _kernel_tile(forms, values, top, left, encode, distribution, parts.buffer,
-                                                     parts.length, parts.head, kernels.NO_ADAPTATION)
+        frame, coded, position, head, _ = _kernel_tile(forms, values, top, left, encode, distribution, parts.buffer,
+                                                        parts.length, parts.head, kernels.NO_ADAPTATION)
         if encode:
             position, head = forms["_push"](_blend_cumulative(distribution), coded[0], coded[1], parts.buffer,
                                             position, np.uint64(head))
@@ -901,13 +944,15 @@ def _tile_of(frame: np.ndarray, values: np.ndarray, top: int, left: int) -> np.n
 
 
 def _kernel_tile(forms: dict, values: np.ndarray, top: int, left: int, encode: bool, distribution: str,
-                 words: np.ndarray, length: int, head: int, adaptive: np.ndarray):
+                 words: np.ndarray, length: int, head: int, adaptive: np.ndarray,
+                 refinement: Refinement | None = None):
     """One tile of `distribution` (BLENDS or STATEFUL) through `forms["_code_tile"]` (codec/kernels.py): popped
     from the stack (`words`, its bulk's `length`, `head`) into the frame `values` (C, H, W) (context filled in,
     tile zeros), or with `encode` the values `values` holds taken (nothing pushed). `adaptive`: a STATEFUL
-    distribution's statistics (AdaptiveState.sums), updated in place, or kernels.NO_ADAPTATION. (The kernel's
-    frame (C, M + 1), each value's (table row, value) in pop order (2, N) where `encode`, the stack's bulk length
-    and head.)"""
+    distribution's statistics (AdaptiveState.sums), updated in place, or kernels.NO_ADAPTATION; `refinement`:
+    REFINED's model, updated in place. (The kernel's frame (C, M + 1), each value's (table row, value) in pop order
+    (2, N) where `encode`, the stack's bulk length and head, and REFINED's decisions (2, D) where `encode`, else
+    None.)"""
     channels, height, width = values.shape
     count = channels * (height - top) * (width - left)  # values to code
     least_squares = distribution in LEAST_SQUARES_KINDS
@@ -922,7 +967,7 @@ def _kernel_tile(forms: dict, values: np.ndarray, top: int, left: int, encode: b
     edges, cumulative = _blend_edges(tables), _blend_cumulative(tables)
     bins = FITTED_BINS if tables in TABLE_SETS else 1
     coded = np.empty((2, count if encode else 0), dtype=np.int64)  # (table row, value) per value, in pop order
-    if distribution in (SMALL, PHOTO):
+    if distribution in (SMALL, PHOTO, REFINED):
         numbers = SMALL_PROFILE if distribution == SMALL else PHOTO_PROFILE
     elif distribution == STAGED:
         numbers = staged_profile()
@@ -933,12 +978,22 @@ def _kernel_tile(forms: dict, values: np.ndarray, top: int, left: int, encode: b
                           kernels.WIDE_FAR if distribution == WIDE else kernels.NO_FAR, kernels.NO_STAGES,
                           std_weights, diagonal, floor)
 
-    def run(frame_, positions_, fronts_, coded_, encode_, adaptive_):
+    refine = kernels.NO_REFINEMENT
+    used = np.zeros(1, np.int64)
+    if refinement is not None:
+        prefix, stretch, reciprocal = _refine_tables()
+        record = np.empty((2, count * (3 + kernels.REFINE_MAGNITUDES + 8) if encode else 0), np.int64)
+        refine = (prefix, refinement.counters, refinement.counts, refinement.weights, refinement.maps,
+                  np.zeros((channels, height * width + 1), np.int64), record)
+    else:
+        stretch = reciprocal = np.zeros(0, np.int64)
+
+    def run(frame_, positions_, fronts_, coded_, encode_, adaptive_, refine_):
         return forms["_code_tile"](
             frame_, errors, residuals, positions_, fronts_, sources, around, numbers.std_weights, _BLEND_GAINS,
             numbers.diagonal, numbers.floor, edges, cumulative, _LEVELS, bins, words, length, np.uint64(head), coded_,
             encode_, adaptive_, numbers.adapt, numbers.cascade, distribution in PARITIES, numbers.far, numbers.staged,
-            moments, width)
+            moments, width, *refine_, used, stretch, reciprocal)
 
     if len(known):
         # The context's errors and residuals (_blend_context's), its values taken as they are, in a frame whose
@@ -950,9 +1005,10 @@ def _kernel_tile(forms: dict, values: np.ndarray, top: int, left: int, encode: b
             masked = frame.copy()
             masked[:, positions] = 0.0
         run(masked, known, known_fronts, np.empty((2, channels * len(known)), dtype=np.int64), True,
-            kernels.NO_ADAPTATION)
-    position, head = run(frame, positions, fronts, coded, encode, adaptive)
-    return frame, coded, position, head
+            kernels.NO_ADAPTATION, kernels.NO_REFINEMENT)
+    position, head = run(frame, positions, fronts, coded, encode, adaptive, refine)
+    decisions = refine[6][:, : used[0]].copy() if refinement is not None and encode else None
+    return frame, coded, position, head, decisions
 
 
 _scratch = threading.local()  # each thread's buffer for LEAST_SQUARES's running sums
