@@ -93,6 +93,11 @@ photo_crop in tiles of 32 in colour (photo-fast.vz) and in grey (grey-fast.vz), 
 photo_crop in tiles of 8 (odd-fast.vz), and hopper_crops in tiles of 8, each section in one profile or the other
 (archive-fast.vz) (format20_files). Never regenerate them either.
 
+    python scripts/make_golden.py --format21 [--force]
+writes tests/data/format21/*.vz, the first files of format 21 (2026-12-07: the photograph profile's values coded bit
+by bit, refined by an adaptive model), format20_files's images and options written by default (format21_files).
+Never regenerate them either.
+
     python scripts/make_golden.py --mixed [--force]
 writes tests/data/mixed/*.vz, the first archives that mix grey and colour images (2026-12-05, format 16, as
 `--fast` codes them with the shipped default models): the kind with most pixels through its model's stream, the
@@ -333,7 +338,7 @@ def make_format3_fixtures(force: bool) -> None:
 # The predictor kind of the files of tests/data/format5, format6, format8, format9 and format10 (predictor_files).
 PREDICTOR_KINDS = {5: "predictive-laplace", 6: "predictive-blend", 8: "predictive-fitted", 9: "predictive-adaptive",
                    10: "predictive-least-squares"}
-NEWEST = 20  # the format compress_images writes by default (format_version=None) where the predictor codes
+NEWEST = 21  # the format compress_images writes by default (format_version=None) where the predictor codes
 
 
 def predictor_files(version: int) -> dict[str, tuple[list[tuple[str, Image.Image]], dict]]:
@@ -437,7 +442,15 @@ def format20_files() -> dict[str, tuple[list[tuple[str, Image.Image]], dict]]:
     (predictive-photo-sections), as `--fast` codes them: photo_crop in tiles of 32 in colour (photo-fast.vz) and in
     grey (grey-fast.vz), and golden.png with a 23x21 corner of photo_crop in tiles of 8 (odd-fast.vz); and hopper_crops
     in tiles of 8, whose sections take the photograph profile or the small-image one (archive-fast.vz). Written by
-    default (format 20 the newest), within small_sections and photo_sections."""
+    default when format 20 was the newest (format_version=20 gives the same files since format 21), within
+    small_sections and photo_sections."""
+    return {name: (images, {**options, "format_version": 20}) for name, (images, options) in format21_files().items()}
+
+
+def format21_files() -> dict[str, tuple[list[tuple[str, Image.Image]], dict]]:
+    """tests/data/format21: format20_files's images and options, written by default (format 21 the newest): the
+    photograph profile's sections refined bit by bit (predictive-refined-sections), within small_sections and
+    photo_sections."""
     fast = dict(classical=False, fast=True)
     crop = photo_crop()
     return {"photo-fast.vz": ([("hopper.png", crop)], {**fast, "tile": 32}),
@@ -587,13 +600,15 @@ def make_mixed_fixtures(force: bool) -> None:
 
 
 def make_deflated_fixtures(version: int, force: bool) -> None:
-    """tests/data/format11 to format16, format19 and format20."""
+    """tests/data/format11 to format16 and format19 to format21."""
     folder = GOLDEN / f"format{version}"
     folder.mkdir(parents=True, exist_ok=True)
     files = {11: format11_files, 12: format12_files, 13: format13_files, 14: format14_files,
-             15: format15_files, 16: format16_files, 19: format19_files, 20: format20_files}[version]()
-    with tempfile.TemporaryDirectory() as scratch, small_sections() if version in (16, 19, 20) else nullcontext(), \
-            photo_sections() if version == 20 else nullcontext():
+             15: format15_files, 16: format16_files, 19: format19_files, 20: format20_files,
+             21: format21_files}[version]()
+    with tempfile.TemporaryDirectory() as scratch, \
+            small_sections() if version in (16, 19, 20, 21) else nullcontext(), \
+            photo_sections() if version in (20, 21) else nullcontext():
         weights = _tiny_models(Path(scratch))
         for file_name, (images, options) in files.items():
             channels = 1 if images[0][1].mode == "L" else 3
@@ -725,6 +740,7 @@ def main() -> None:
     action.add_argument("--format18", action="store_true", help="tests/data/format18/*.vz")
     action.add_argument("--format19", action="store_true", help="tests/data/format19/*.vz")
     action.add_argument("--format20", action="store_true", help="tests/data/format20/*.vz")
+    action.add_argument("--format21", action="store_true", help="tests/data/format21/*.vz")
     action.add_argument("--mixed", action="store_true", help="tests/data/mixed/*.vz")
     action.add_argument("--binary", action="store_true", help="tests/data/binary/model.vz")
     action.add_argument("--global", dest="global_", action="store_true", help="tests/data/global/model.vz")
@@ -753,8 +769,8 @@ def main() -> None:
         make_version_fixtures(17, metadata_files(), args.force)
     elif args.format18:
         make_version_fixtures(18, deep_files(), args.force)
-    elif args.format19 or args.format20:
-        make_deflated_fixtures(19 if args.format19 else 20, args.force)
+    elif args.format19 or args.format20 or args.format21:
+        make_deflated_fixtures(19 if args.format19 else 20 if args.format20 else 21, args.force)
     elif args.mixed:
         make_mixed_fixtures(args.force)
     elif args.binary:

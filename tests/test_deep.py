@@ -628,10 +628,13 @@ def test_colour_16_bit_tiff_and_ppm_are_read_with_all_their_bits(monkeypatch):
         open_image(codecs.tiff_encode(samples))
 
 
-def test_photographs_16_bits_and_metadata_in_format_20(monkeypatch, tmp_path):
-    """Where a section takes the photograph profile the file is format 20 (format 18's layout), with a 16-bit
-    image's depth and an image's metadata as in formats 18 and 17, and `vaezip info` names it; --format 19 writes
-    format 16's sections (18 with the 16-bit image, 17 with the metadata), and every file comes back."""
+@pytest.mark.parametrize("asked, version, kind", [(None, 21, "predictive-refined-sections"),
+                                                  (20, 20, "predictive-photo-sections")])
+def test_photographs_16_bits_and_metadata_in_formats_20_and_21(monkeypatch, tmp_path, asked, version, kind):
+    """Where a section takes the photograph profile the file is format 21 (refined; format 20 with --format 20:
+    format 18's layout either way), with a 16-bit image's depth and an image's metadata as in formats 18 and 17, and
+    `vaezip info` names it; --format 19 writes format 16's sections (18 with the 16-bit image, 17 with the
+    metadata), and every file comes back."""
     from codec import bitsback
 
     for threshold in ("PHOTO_PROFILE_VALUES", "SMALL_PROFILE_VALUES"):  # these 40x56 images: photographs
@@ -643,9 +646,9 @@ def test_photographs_16_bits_and_metadata_in_format_20(monkeypatch, tmp_path):
     tagged = Image.open(io.BytesIO(buffer.getvalue()))
     for image, feature in ((DeepImage(samples, "RGB"), container.DEPTH_VERSION),
                            (tagged, container.METADATA_VERSION)):
-        newest = compress_images([("a.png", image)], **FAST, classical=False)
-        kinds = {kind for kind, _ in container.read(newest.data)[0].coder.schedule}
-        assert newest.format_version == container.PHOTO_VERSION and "predictive-photo-sections" in kinds
+        newest = compress_images([("a.png", image)], **FAST, classical=False, format_version=asked)
+        kinds = {coded for coded, _ in container.read(newest.data)[0].coder.schedule}
+        assert newest.format_version == version and kind in kinds
         older = compress_images([("a.png", image)], **FAST, classical=False, format_version=19)
         assert older.format_version == feature
         assert {kind for kind, _ in container.read(older.data)[0].coder.schedule} <= {"predictive-sections",
@@ -657,7 +660,7 @@ def test_photographs_16_bits_and_metadata_in_format_20(monkeypatch, tmp_path):
             else:
                 assert np.array_equal(np.asarray(back), np.asarray(image)) and back.info[METADATA]
         info = file_info(newest.data)
-        assert info.version == container.PHOTO_VERSION and "photograph profile" in info.inference
+        assert info.version == version and "photograph profile" in info.inference
         (tmp_path / "a.vz").write_bytes(newest.data)
         shown = run_cli("info", tmp_path / "a.vz")
-        assert shown.returncode == 0 and "format 20 (" in shown.stdout.decode()
+        assert shown.returncode == 0 and f"format {version} (" in shown.stdout.decode()

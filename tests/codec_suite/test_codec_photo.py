@@ -8,11 +8,13 @@ from codec_toymodel import recorded_with_staged_numbers, smooth_image
 
 from codec import bitsback, predictive
 from codec.ans import Stack
-from codec.bitsback import PREDICTIVE_PHOTO_SECTIONS, PREDICTIVE_SECTIONS, PREDICTIVE_SMALL_SECTIONS
+from codec.bitsback import (PREDICTIVE_PHOTO_SECTIONS, PREDICTIVE_REFINED_SECTIONS, PREDICTIVE_SECTIONS,
+                            PREDICTIVE_SMALL_SECTIONS)
 from codec.errors import CodingError
 from codec.tiling import split_tiles
 
 INF = float("inf")
+FORMAT20 = bitsback.SECTION_KINDS[:3]  # the kinds format 20 may hold (format 21 refines the photograph profile's)
 
 
 def image_tiles(rng, sizes, tile=16, channels=3):
@@ -58,20 +60,21 @@ def test_the_profile_is_the_staged_cascade_with_its_numbers_and_tables():
 
 def test_which_images_take_the_photograph_profile(monkeypatch):
     """Images of PHOTO_PROFILE_VALUES values or more each (on average) take the photograph profile instead of the
-    staged cascade's sections, where format 20 may be written; below SMALL_PROFILE_VALUES the small-image profile is
-    priced beside either."""
+    staged cascade's sections, where format 20 may be written (refined where format 21 may); below
+    SMALL_PROFILE_VALUES the small-image profile is priced beside either."""
     rng = np.random.default_rng(5)
     tiles = image_tiles(rng, [(32, 32)] * 2)  # 3,072 values an image
     small, older = (PREDICTIVE_SECTIONS, PREDICTIVE_SMALL_SECTIONS), bitsback.SECTION_KINDS[:2]
-    assert bitsback.section_kinds(tiles) == small == bitsback.section_kinds(tiles, older)  # as format 19 prices them
+    assert bitsback.section_kinds(tiles, FORMAT20) == small == bitsback.section_kinds(tiles, older)  # as format 19's
     monkeypatch.setattr(bitsback, "PHOTO_PROFILE_VALUES", 32 * 32 * 3)  # mid-sized now
-    assert bitsback.section_kinds(tiles) == (PREDICTIVE_PHOTO_SECTIONS, PREDICTIVE_SMALL_SECTIONS)
+    assert bitsback.section_kinds(tiles, FORMAT20) == (PREDICTIVE_PHOTO_SECTIONS, PREDICTIVE_SMALL_SECTIONS)
+    assert bitsback.section_kinds(tiles) == (PREDICTIVE_REFINED_SECTIONS, PREDICTIVE_SMALL_SECTIONS)
     assert bitsback.section_kinds(tiles, older) == small
     monkeypatch.setattr(bitsback, "SMALL_PROFILE_VALUES", 32 * 32 * 3)  # photographs now
-    assert bitsback.section_kinds(tiles) == (PREDICTIVE_PHOTO_SECTIONS,)
+    assert bitsback.section_kinds(tiles, FORMAT20) == (PREDICTIVE_PHOTO_SECTIONS,)
     assert bitsback.section_kinds(tiles, older) == (PREDICTIVE_SECTIONS,)
     assert bitsback.section_kinds(tiles, (PREDICTIVE_SECTIONS,)) == (PREDICTIVE_SECTIONS,)
-    priced = bitsback.price_stream(tiles, bitsback.PREDICTIVE_STAGED, [INF] * len(tiles))
+    priced = bitsback.price_stream(tiles, bitsback.PREDICTIVE_STAGED, [INF] * len(tiles), allowed=FORMAT20)
     assert {price[0] for price in priced} == {PREDICTIVE_PHOTO_SECTIONS}
     priced = bitsback.price_stream(tiles, bitsback.PREDICTIVE_STAGED, [INF] * len(tiles), allowed=older)
     assert {price[0] for price in priced} == {PREDICTIVE_SECTIONS}
@@ -88,14 +91,14 @@ def test_a_photograph_archived_with_thumbnails_takes_the_photograph_profile(monk
     shares = bitsback.image_shares(tiles)
     assert shares[:16] == [1 / 16] * 16 and shares[16:] == [1.0] * 12
     photo, small = (PREDICTIVE_PHOTO_SECTIONS,), (PREDICTIVE_SECTIONS, PREDICTIVE_SMALL_SECTIONS)
-    assert bitsback.section_kinds(tiles) == small  # as one section: 1,656 values an image
+    assert bitsback.section_kinds(tiles, FORMAT20) == small  # as one section: 1,656 values an image
     runs = [8, 8, 6, 6]  # the photograph's two halves, the thumbnails in two
     both = photo + small[1:]
-    assert bitsback.sections_kinds(tiles, runs) == [photo, photo, both, both]
-    assert bitsback.sections_kinds(tiles[16:], [6, 6]) == [small, small]  # the thumbnails alone
+    assert bitsback.sections_kinds(tiles, runs, FORMAT20) == [photo, photo, both, both]
+    assert bitsback.sections_kinds(tiles[16:], [6, 6], FORMAT20) == [small, small]  # the thumbnails alone
     older = bitsback.SECTION_KINDS[:2]
     assert bitsback.sections_kinds(tiles, runs, older) == [small[:1], small[:1], small, small]
-    priced = bitsback.price_sections(tiles, runs=runs)
+    priced = bitsback.price_sections(tiles, runs=runs, allowed=FORMAT20)
     assert [price[0] for price in priced[:16]] == [PREDICTIVE_PHOTO_SECTIONS] * 16
     assert [price[0] for price in bitsback.price_sections(tiles, runs=runs, allowed=older)][:16] == [
         PREDICTIVE_SECTIONS] * 16  # format 19's choice
