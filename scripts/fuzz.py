@@ -137,16 +137,16 @@ def shipped_models() -> dict:
     return {name: load_model(ROOT / "pretrained" / f"{name}.safetensors") for name in SHIPPED}
 
 
-BINARY_SECTION = "binary_format20"  # the report's section of binary_corpus's mutations (today's formats)
+BINARY_SECTION = "binary_format21"  # the report's section of binary_corpus's mutations (today's formats)
 
 
 def binary_corpus(models: dict) -> dict[str, tuple[bytes, list, str]]:
-    """Files of today's formats (10 to 20: binary header, one CRC over the file) made with the shipped models from
+    """Files of today's formats (10 to 21: binary header, one CRC over the file) made with the shipped models from
     crops of samples/hopper.png, key -> (data, images, model: "photo2" or "photo-gray2"): tiles by bits-back, the
     predictor and whitened bytes in the stream order (model tiles last; a grey crop as RGB, where photo2 wins a
-    tile), a colour crop by the predictor alone (--fast) in sections (format 20's, some of them in the photograph
-    profile: one, and in tiles of 16 four, cut as scripts/make_golden.py's small_sections cuts them; and format 16's
-    with --format 19), with format 15's staged cascade tiles in one chain
+    tile), a colour crop by the predictor alone (--fast) in sections (format 21's, in the photograph profile refined:
+    one, and in tiles of 16 four, cut as scripts/make_golden.py's small_sections cuts them; format 20's unrefined
+    with --format 20; and format 16's with --format 19), with format 15's staged cascade tiles in one chain
     (--format 15), with format 14's wide ones (--format 14), format 13's cascade tiles with parity (--format 13),
     format 12's without (--format 12) and format 10's least-squares ones (--format 11), a grey image, an archive of
     two, one of 24 small crops (its header deflated; format 19, some of its sections in the small-image profile, and
@@ -165,6 +165,7 @@ def binary_corpus(models: dict) -> dict[str, tuple[bytes, list, str]]:
         "model": ([("grey-as-rgb.png", grey.convert("RGB"))], "photo2", {}),
         "fast": ([("crop.png", colour)], "photo2", {"fast": True}),
         "sections-fast": ([("crop.png", colour)], "photo2", {"fast": True, "tile": 16}),
+        "photo-sections-fast": ([("crop.png", colour)], "photo2", {"fast": True, "tile": 16, "format_version": 20}),
         "format16-sections-fast": ([("crop.png", colour)], "photo2", {"fast": True, "tile": 16, "format_version": 19}),
         "staged-fast": ([("crop.png", colour)], "photo2", {"fast": True, "format_version": 15}),
         "wide-fast": ([("crop.png", colour)], "photo2", {"fast": True, "format_version": 14}),
@@ -190,7 +191,8 @@ def binary_corpus(models: dict) -> dict[str, tuple[bytes, list, str]]:
     with small_sections():
         corpus = {key: (compress_images(images, models[model], classical=False, **options).data, images, model)
                   for key, (images, model, options) in cases.items()}
-    assert corpus["fast"][0][8] == corpus["sections-fast"][0][8] == 20  # sections in the photograph profile
+    assert corpus["fast"][0][8] == corpus["sections-fast"][0][8] == 21  # sections in the photograph profile refined
+    assert corpus["photo-sections-fast"][0][8] == 20  # unrefined
     assert corpus["format16-sections-fast"][0][8] == corpus["sections-small-archive"][0][8] == 16  # sections
     assert corpus["small-archive"][0][8] == 19  # and some sections in the small-image profile
     assert corpus["metadata-fast"][0][8] == 17  # and each image's metadata chunks
