@@ -540,7 +540,7 @@ def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std
     centre = np.empty((channels, widest))  # each value's unrounded mean (ADAPTIVE's contexts read the last channel's)
     weight = np.empty(predictors)
     refine_inputs = np.zeros(REFINE_INPUTS, np.int64)
-    refine_slots = np.zeros(REFINE_GROUPS, np.int64)
+    refine_slots = np.zeros(2 * REFINE_GROUPS, np.int64)  # the slots, then the value's contexts
     return _code_values(frame, errors, residuals, positions, fronts, sources, around, std_weights, gains, diagonal,
                         floor, edges, cumulative, levels, bins, words, position, state, coded, encode, adaptive,
                         tuning, cascade, parity, far_shares, staged, moments, width, gram, window_sums, features,
@@ -845,10 +845,17 @@ def _refine_mass(prefix, t, c, x):
     return prefix[t, x - c + 255] + x + 1
 
 
-def _refine_slots(slots, frame, residual, at, width, channel, c, t, decision, side):
-    """Each counter group's slot for a decision about the value (channel, at) of `frame` (C, M + 1): contexts of
-    the neighbours' residuals (`residual`, 0 outside the tile), where its mean c lies among the neighbours' values,
-    their gradients and its table t."""
+# Each counter group's context as key x REFINE_RADICES[g] + the value's own part (_refine_contexts): the same slots as
+# the mixed-radix numbers (key, ...) the format describes, the value's part computed once for all its decisions
+REFINE_RADICES = np.array([REFINE_LEVELS * 4, 49, 343, 343, 343, REFINE_LEVELS * 49, 343, 343, 343, REFINE_LEVELS * 49],
+                          np.int64)
+REFINE_RADICES.flags.writeable = False
+
+
+def _refine_contexts(tails, frame, residual, at, width, channel, c, t):
+    """Into tails (REFINE_GROUPS,): each counter group's context of the value (channel, at) of `frame` (C, M + 1)
+    but for the decision's key: the neighbours' residuals (`residual`, 0 outside the tile), where its mean c lies
+    among the neighbours' values, their gradients and its table t."""
     x, y = at % width, at // width
     left = residual[channel, at - 1] if x > 0 else 0
     above = residual[channel, at - width] if y > 0 else 0
@@ -865,20 +872,24 @@ def _refine_slots(slots, frame, residual, at, width, channel, c, t, decision, si
     d = np.int64(frame[channel, at - width + 1]) if y > 0 and x + 1 < width else c
     e = np.int64(frame[channel, at - width - 1]) if y > 0 and x > 0 else c
     level, fraction = min(t // 4, REFINE_LEVELS - 1), t % 4
-    key = (decision * 3 + min(channel, 2)) * 3 + side
-    slots[0] = (key * REFINE_LEVELS + level) * 4 + fraction
-    slots[1] = (key * 7 + _refine_class(left)) * 7 + _refine_class(above)
-    slots[2] = ((key * 7 + _refine_class(before)) * 7 + _refine_class(first)) * 7 + _refine_class(left)
-    slots[3] = ((key * 7 + _refine_class(above_left)) * 7 + _refine_class(above_right)) * 7 + _refine_class(left_left)
-    slots[4] = ((key * 7 + _refine_class(a - c)) * 7 + _refine_class(b - c)) * 7 + _refine_class(d - c)
-    slots[5] = ((key * REFINE_LEVELS + level) * 7 + _refine_class(left)) * 7 + _refine_class(above)
-    slots[6] = ((key * 7 + _refine_class(above_above)) * 7 + _refine_class(left + above)) * 7 + _refine_class(
+    tails[0] = level * 4 + fraction
+    tails[1] = _refine_class(left) * 7 + _refine_class(above)
+    tails[2] = (_refine_class(before) * 7 + _refine_class(first)) * 7 + _refine_class(left)
+    tails[3] = (_refine_class(above_left) * 7 + _refine_class(above_right)) * 7 + _refine_class(left_left)
+    tails[4] = (_refine_class(a - c) * 7 + _refine_class(b - c)) * 7 + _refine_class(d - c)
+    tails[5] = (level * 7 + _refine_class(left)) * 7 + _refine_class(above)
+    tails[6] = (_refine_class(above_above) * 7 + _refine_class(left + above)) * 7 + _refine_class(
         above_left + above_right)
-    slots[7] = ((key * 7 + _refine_class(a - b)) * 7 + _refine_class(b - d)) * 7 + _refine_class(a - e)
-    slots[8] = ((key * 7 + _refine_class(before)) * 7 + _refine_class(before_left)) * 7 + _refine_class(before_above)
-    slots[9] = ((key * REFINE_LEVELS + level) * 7 + _refine_class(before)) * 7 + _refine_class(first)
+    tails[7] = (_refine_class(a - b) * 7 + _refine_class(b - d)) * 7 + _refine_class(a - e)
+    tails[8] = (_refine_class(before) * 7 + _refine_class(before_left)) * 7 + _refine_class(before_above)
+    tails[9] = (level * 7 + _refine_class(before)) * 7 + _refine_class(first)
+
+
+def _refine_slots(slots, tails, channel, decision, side):
+    """Each counter group's slot for a decision about a value whose contexts _refine_contexts put in `tails`."""
+    key = (decision * 3 + min(channel, 2)) * 3 + side
     for g in range(REFINE_GROUPS):
-        slots[g] = slots[g] % REFINE_SLOTS
+        slots[g] = (key * REFINE_RADICES[g] + tails[g]) % REFINE_SLOTS
 
 
 def _refine_decide(encode, bit, one, both, row, level, slots, counters, counts, weights, maps, stretch, reciprocal,
@@ -932,6 +943,8 @@ def _refine_value(encode, symbol, t, c, channel, at, width, frame, residual, pre
     popped. Returns (symbol, position, state, recorded)."""
     r = symbol - c  # the encoder's; the decoder's is found
     level = min(t // 4, REFINE_LEVELS - 1)
+    tails = slots[REFINE_GROUPS:]
+    _refine_contexts(tails, frame, residual, at, width, channel, c, t)
     positive, magnitude = True, 0
     for k in range(2 + REFINE_MAGNITUDES):
         decision, one, both, bit = -1, np.int64(0), np.int64(1), 0
@@ -961,7 +974,7 @@ def _refine_value(encode, symbol, t, c, channel, at, width, frame, residual, pre
             decision, bit = 2 + 2 * (m - 1) + (1 if positive else 0), 1 if abs(r) > m else 0
         if decision >= 0:
             side = 0 if k < 2 else (1 if positive else 2)
-            _refine_slots(slots, frame, residual, at, width, channel, c, t, decision, side)
+            _refine_slots(slots, tails, channel, decision, side)
             bit, position, state, recorded = _refine_decide(
                 encode, bit, one, both, decision * 3 + min(channel, 2), level, slots, counters, counts, weights,
                 maps, stretch, reciprocal, inputs, words, position, state, record, recorded)
@@ -1014,7 +1027,7 @@ NO_REFINEMENT = (np.zeros((0, 511), np.int64), np.zeros((0, 0), np.int32), np.ze
 PYTHON_FORMS = {function.__name__: function for function in (
     _ans_pop, _ans_push, _pop, _push, _level, _neighbour_weight, _ls_features, _ls_offset, _ls_moments, _ls_predict,
     _learn, _corrected, _signed_class, _code_tile, _code_values, _refine_squash, _refine_class, _refine_mass,
-    _refine_slots, _refine_decide, _refine_binary, _refine_value, _push_decisions)}
+    _refine_contexts, _refine_slots, _refine_decide, _refine_binary, _refine_value, _push_decisions)}
 
 
 # The helpers that _code_values and _push call value by value, compiled into them: a call of a compiled function
@@ -1022,7 +1035,7 @@ PYTHON_FORMS = {function.__name__: function for function in (
 # cascade's time (perf: numba's NRT_MemInfo_acquire and _release). The same operations in the same order: the
 # same values.
 INLINED = frozenset(name for name in PYTHON_FORMS if name not in ("_code_tile", "_code_values", "_push",
-                                                                   "_push_decisions", "_refine_value"))
+                                                                   "_push_decisions"))
 
 
 def _plain_forms() -> dict:
