@@ -1,0 +1,92 @@
+"""Format 21's refinement (codec/kernels.py: "the refinement"; codec/predictive.py: REFINED; codec/tilekinds.py:
+PREDICTIVE_REFINED_SECTIONS): the photograph profile's values coded as binary decisions refined by an adaptive
+integer model, carried through a section."""
+
+import numpy as np
+import pytest
+from codec_toymodel import smooth_image
+
+from codec import bitsback, kernels, predictive
+from codec.ans import Stack
+from codec.bitsback import PREDICTIVE_PHOTO_SECTIONS, PREDICTIVE_REFINED_SECTIONS
+from codec.errors import CodingError
+from codec.tiling import split_tiles
+
+INF = float("inf")
+
+
+def coded(tiles, contexts, distribution):
+    """The tiles (C, h, w) recorded in pop order with one state, pushed last first: (stack, recordings)."""
+    state, recorded = predictive.AdaptiveState(), []
+    for tile, context in zip(tiles, contexts):
+        recorded.append(predictive.record_adaptive(tile, context, state, distribution))
+    stack = Stack()
+    for one in reversed(recorded):
+        predictive.push_rows(stack, one)
+    return stack, recorded
+
+
+def noisy_crop(seed: int, channels: int = 3) -> np.ndarray:
+    """A smooth image with noise of a few levels (C, 24, 40) uint8: residuals beyond 12 too."""
+    rng = np.random.default_rng(seed)
+    image = smooth_image(rng, channels, 24, 40).astype(np.int64)
+    image += rng.integers(-3, 4, image.shape)
+    image[:, 5, 7] = 255 - image[:, 5, 7]  # far from any prediction: the remainder's halving
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_refined_tiles_decode_with_the_state_carried_through(channels):
+    """Three tiles, each with context from the one before, coded with one state and decoded with another: the same
+    pixels, the stack emptied; the refinement's model lives in the state (made by the first tile) and moves."""
+    image = noisy_crop(channels, channels)
+    tiles = [np.ascontiguousarray(image[:, :, :20]), np.ascontiguousarray(image[:, :, 20:]),
+             np.ascontiguousarray(image[:, :12, :20])]
+    contexts = [predictive.Context(), predictive.Context(left=image[:, :, 19]), predictive.Context()]
+    stack, recorded = coded(tiles, contexts, predictive.REFINED)
+    assert all(one.decisions is not None and one.decisions.shape[1] >= one.values.size for one in recorded)
+    assert recorded[0].decisions[1].max() == 1 and (recorded[0].decisions[0] > 0).all()
+    state = predictive.AdaptiveState()
+    for tile, context in zip(tiles, contexts):
+        np.testing.assert_array_equal(predictive.decode(stack, *tile.shape, context, predictive.REFINED, state),
+                                      tile)
+    assert stack.is_empty()
+    assert state.refinement is not None and (state.refinement.counts > 0).any()
+
+
+def test_the_plain_python_forms_code_the_compiled_forms_bits(monkeypatch):
+    """Without numba the kernels run as plain Python: the same decisions and the same words as compiled."""
+    tile = noisy_crop(7)[:, :8, :12].copy()
+    compiled_stack, compiled_recorded = coded([tile], [predictive.Context()], predictive.REFINED)
+    for name, function in kernels.PYTHON_FORMS.items():
+        monkeypatch.setitem(kernels.__dict__, name, function)
+    monkeypatch.setattr(kernels, "always", lambda: kernels.PYTHON_FORMS)
+    plain_stack, plain_recorded = coded([tile], [predictive.Context()], predictive.REFINED)
+    np.testing.assert_array_equal(plain_recorded[0].decisions, compiled_recorded[0].decisions)
+    np.testing.assert_array_equal(plain_stack.words(), compiled_stack.words())
+    state = predictive.AdaptiveState()
+    np.testing.assert_array_equal(predictive.decode(Stack.from_words(compiled_stack.words()), *tile.shape,
+                                                    predictive.Context(), predictive.REFINED, state), tile)
+
+
+def test_refined_sections_take_the_photograph_profiles_place_where_format_21_may_be_written(monkeypatch):
+    """The encoder codes in refined sections where it coded format 20's photograph sections; format 20 (and older)
+    never; a section's words popped as the unrefined kind are refused or decode to other pixels."""
+    monkeypatch.setattr(bitsback, "PHOTO_PROFILE_VALUES", 100)
+    rng = np.random.default_rng(4)
+    tiles = split_tiles(smooth_image(rng, 3, 48, 40), 16, 2)
+    assert bitsback.section_kinds(tiles) == (PREDICTIVE_REFINED_SECTIONS, bitsback.PREDICTIVE_SMALL_SECTIONS)
+    assert PREDICTIVE_REFINED_SECTIONS not in bitsback.section_kinds(tiles, bitsback.SECTION_KINDS[:3])
+    priced = bitsback.price_sections(tiles, runs=[6, 3], kinds=[PREDICTIVE_REFINED_SECTIONS])
+    stack = Stack()
+    schedule, _ = bitsback.encode_tiles(stack, tiles, None, model_bits=[INF] * len(tiles), priced=priced)
+    assert schedule == [(PREDICTIVE_REFINED_SECTIONS, 6), (PREDICTIVE_REFINED_SECTIONS, 3)]
+    decoded = bitsback.decode(stack.words(), schedule, [t.spec for t in tiles], None)
+    for tile, pixels in zip(tiles, decoded):
+        np.testing.assert_array_equal(pixels, tile.pixels)
+    try:
+        wrong = bitsback.decode(stack.words(), [(PREDICTIVE_PHOTO_SECTIONS, n) for _, n in schedule],
+                                [t.spec for t in tiles], None)
+    except CodingError:
+        return
+    assert any(not np.array_equal(got, tile.pixels) for got, tile in zip(wrong, tiles))
