@@ -1022,6 +1022,11 @@ def _push_decisions(record, count, words, position, state):
 NO_REFINEMENT = (np.zeros((0, 511), np.int64), np.zeros((0, 0), np.int32), np.zeros((0, 0), np.int32),
                  np.zeros((0, REFINE_INPUTS), np.int64), np.zeros((0, REFINE_BUCKETS), np.int64),
                  np.zeros((0, 0), np.int64), np.zeros((2, 0), np.int64))  # prefix .. record for the others
+NO_REFINE_TABLE = np.zeros(0, np.int64)  # the stretch and reciprocal tables for the others
+# read-only as the refinement's own tables are (predictive._refine_tables): numba types a read-only array apart, and
+# _code_tile would be compiled twice (~40 s the second time) for the two
+for _constant in (NO_REFINEMENT[0], NO_REFINE_TABLE):
+    _constant.flags.writeable = False
 
 
 PYTHON_FORMS = {function.__name__: function for function in (

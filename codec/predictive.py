@@ -986,7 +986,7 @@ def _kernel_tile(forms: dict, values: np.ndarray, top: int, left: int, encode: b
         refine = (prefix, refinement.counters, refinement.counts, refinement.weights, refinement.maps,
                   np.zeros((channels, height * width + 1), np.int64), record)
     else:
-        stretch = reciprocal = np.zeros(0, np.int64)
+        stretch = reciprocal = kernels.NO_REFINE_TABLE
 
     def run(frame_, positions_, fronts_, coded_, encode_, adaptive_, refine_):
         return forms["_code_tile"](
