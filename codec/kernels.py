@@ -483,7 +483,7 @@ def _borrowed(array):
 
 def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std_weights, gains, diagonal, floor,
                edges, cumulative, levels, bins, words, position, state, coded, encode, adaptive, tuning, cascade,
-               parity, far_shares, staged, moments, width, refine_prefix, refine_counters, refine_counts,
+               parity, far_shares, staged, moments, width, refine_prefix, refine_counters,
                refine_weights, refine_maps, refine_residual, refine_record, refine_used, refine_stretch,
                refine_reciprocal):
     """Pop a blend tile into `frame` (C, M + 1), filling `errors` (K, C, M + 1) and `residuals` (C, M + 1) as
@@ -510,7 +510,7 @@ def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std
     (see "local least squares" above), zeros, and errors (BLEND_SUBS + LS_BLENDED, C, M + 1) with them; width:
     the frame's.
     refine_*: the refinement's (see "the refinement" above; NO_REFINEMENT's empty arrays for none): the tables'
-    running masses (T, 511) int64, its counters and counts (REFINE_GROUPS, REFINE_SLOTS) int32, weights and map
+    running masses (T, 511) int64, its counters (REFINE_GROUPS, REFINE_SLOTS) int32, weights and map
     rows, updated in place; the tile's residuals (C, M + 1) int64 (zeros outside the tile); where `encode`, the
     decisions recorded in refine_record (2, D) from refine_used[0] on (which it advances); the stretch and
     reciprocal tables.
@@ -544,7 +544,7 @@ def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std
     return _code_values(frame, errors, residuals, positions, fronts, sources, around, std_weights, gains, diagonal,
                         floor, edges, cumulative, levels, bins, words, position, state, coded, encode, adaptive,
                         tuning, cascade, parity, far_shares, staged, moments, width, gram, window_sums, features,
-                        solved, subs, spatial, base, centre, weight, refine_prefix, refine_counters, refine_counts,
+                        solved, subs, spatial, base, centre, weight, refine_prefix, refine_counters,
                         refine_weights, refine_maps, refine_residual, refine_record, refine_used, refine_stretch,
                         refine_reciprocal, refine_inputs, refine_slots)
 
@@ -552,7 +552,7 @@ def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std
 def _code_values(frame, errors, residuals, positions, fronts, sources, around, std_weights, gains, diagonal, floor,
                  edges, cumulative, levels, bins, words, position, state, coded, encode, adaptive, tuning, cascade,
                  parity, far_shares, staged, moments, width, gram, window_sums, features, solved, subs, spatial, base,
-                 centre, weight, refine_prefix, refine_counters, refine_counts, refine_weights, refine_maps,
+                 centre, weight, refine_prefix, refine_counters, refine_weights, refine_maps,
                  refine_residual, refine_record, refine_used, refine_stretch, refine_reciprocal, refine_inputs,
                  refine_slots):
     """_code_tile's work, with the scratch arrays it made (and holds meanwhile). Every array is borrowed first
@@ -566,8 +566,7 @@ def _code_values(frame, errors, residuals, positions, fronts, sources, around, s
     gram, window_sums, features = _borrowed(gram), _borrowed(window_sums), _borrowed(features)
     solved, subs, spatial, base = _borrowed(solved), _borrowed(subs), _borrowed(spatial), _borrowed(base)
     centre, weight = _borrowed(centre), _borrowed(weight)
-    refine_prefix, refine_counters, refine_counts = _borrowed(refine_prefix), _borrowed(refine_counters), _borrowed(
-        refine_counts)
+    refine_prefix, refine_counters = _borrowed(refine_prefix), _borrowed(refine_counters)
     refine_weights, refine_maps, refine_residual = _borrowed(refine_weights), _borrowed(refine_maps), _borrowed(
         refine_residual)
     refine_record, refine_stretch, refine_reciprocal = _borrowed(refine_record), _borrowed(refine_stretch), _borrowed(
@@ -738,7 +737,7 @@ def _code_values(frame, errors, residuals, positions, fronts, sources, around, s
                     symbol, position, state, used = _refine_value(
                         encode, np.int64(frame[channel, at]) if encode else np.int64(0), np.int64(table),
                         np.int64(coded_mean), channel, at, width, frame, refine_residual, refine_prefix,
-                        refine_counters, refine_counts, refine_weights, refine_maps, refine_stretch, refine_reciprocal,
+                        refine_counters, refine_weights, refine_maps, refine_stretch, refine_reciprocal,
                         refine_inputs, refine_slots, words, position, state, refine_record, used)
                     if encode:
                         coded[0, count], coded[1, count] = row, symbol
@@ -774,15 +773,16 @@ def _code_values(frame, errors, residuals, positions, fronts, sources, around, s
     return position, state
 
 
-# The refinement (work in progress for a format 21; predictive.REFINED, no format writes it yet): the photograph
-# profile's value coded as binary decisions about its residual r from the coded mean (r == 0?, r > 0?, then |r| > m
-# for m = 1..REFINE_MAGNITUDES on r's side; beyond, the value by halving the rest of its range), each decision's
-# probability the table's own mixed, by a logistic mixer whose weights learn online, with adaptive counters in
-# REFINE_GROUPS groups of contexts and an adaptive map of the table's probability: every number an integer (paq's
-# 12-bit squash and stretch, 16-bit counters and map, weights in 16.16 fixed point), so that any machine computes the
-# same bits. Each decision is pushed and popped as a 2-symbol categorical of 24-bit probability. Measured before it
-# was built: scripts/bitwise_refinement.py (Kodak -1.75 %).
-REFINE_MAGNITUDES = 12
+# The refinement (format 21's tile kind y; predictive.REFINED): the photograph profile's value coded as binary
+# decisions about its residual r from the coded mean (r == 0?, r > 0?, then |r| > m for m = 1..REFINE_MAGNITUDES on
+# r's side; beyond, the value as one symbol of the table's masses there), each decision's probability the table's own
+# mixed, by a logistic mixer whose weights learn online, with adaptive counters in REFINE_GROUPS groups of contexts
+# and an adaptive map of the table's probability: every number an integer (paq's 12-bit squash and stretch, 16-bit
+# counters and map, weights in 16.16 fixed point), so that any machine computes the same bits. Each decision is pushed
+# and popped as a 2-symbol categorical of 24-bit probability. Measured before it was built:
+# scripts/bitwise_refinement.py (Kodak -1.75 %; refining |r| > m beyond m = 4 buys nothing and costs a decision
+# each: a busy photograph's values would take ~6 decisions each instead of ~3.5).
+REFINE_MAGNITUDES = 4
 REFINE_GROUPS = 10
 REFINE_SLOTS = 1 << 19  # each group's contexts, none sharing a slot
 REFINE_INPUTS = REFINE_GROUPS + 2  # the table's stretch, the counters', the map's
@@ -792,7 +792,7 @@ REFINE_MIXER_LEVELS = 4
 REFINE_BUCKETS = 33
 REFINE_RATE = 6
 REFINE_MAP_SHIFT = 6
-REFINE_LIMIT = 255
+REFINE_LIMIT = 255  # a counter's count, kept in its low 8 bits (its 16-bit probability above them)
 REFINE_KNOTS = np.array([1, 2, 3, 6, 10, 16, 27, 45, 73, 120, 194, 310, 488, 747, 1101, 1546, 2047, 2549, 2994, 3348,
                          3607, 3785, 3901, 3975, 4022, 4050, 4068, 4079, 4085, 4089, 4092, 4093, 4094], np.int64)
 REFINE_KNOTS.flags.writeable = False
@@ -889,19 +889,19 @@ def _refine_slots(slots, tails, channel, decision, side):
     """Each counter group's slot for a decision about a value whose contexts _refine_contexts put in `tails`."""
     key = (decision * 3 + min(channel, 2)) * 3 + side
     for g in range(REFINE_GROUPS):
-        slots[g] = (key * REFINE_RADICES[g] + tails[g]) % REFINE_SLOTS
+        slots[g] = (key * REFINE_RADICES[g] + tails[g]) & (REFINE_SLOTS - 1)  # never negative: the % of them
 
 
-def _refine_decide(encode, bit, one, both, row, level, slots, counters, counts, weights, maps, stretch, reciprocal,
+def _refine_decide(encode, bit, one, both, row, level, slots, counters, weights, maps, stretch, reciprocal,
                    inputs, words, position, state, record, recorded):
     """One refined decision (the table's masses `one` of `both`): its probability mixed, then its bit recorded
-    (`encode`: record[:, recorded] its 24-bit frequency of a one and the bit) or popped, then every part of the
+    (`encode`: record[:, recorded] its bit's start and frequency among 2**24) or popped, then every part of the
     state taught it. Returns (bit, position, state, recorded)."""
     mixer = row * REFINE_MIXER_LEVELS + min(level * REFINE_MIXER_LEVELS // REFINE_LEVELS, REFINE_MIXER_LEVELS - 1)
     map_row = row * REFINE_LEVELS + level
     inputs[0] = stretch[min(max((one * 4096) // both, 1), 4095)]
     for g in range(REFINE_GROUPS):
-        inputs[1 + g] = stretch[counters[g, slots[g]] >> 4]
+        inputs[1 + g] = stretch[counters[g, slots[g]] >> 12]
     at = (inputs[0] + 2048) * 32
     low, share = at >> 12, at & 4095
     mapped = (maps[map_row, low] * (4096 - share) + maps[map_row, low + 1] * share) >> 16
@@ -916,8 +916,10 @@ def _refine_decide(encode, bit, one, both, row, level, slots, counters, counts, 
         weights[mixer, i] += (inputs[i] * error + 32768) >> 16
     for g in range(REFINE_GROUPS):
         s = slots[g]
-        counts[g, s] = min(counts[g, s] + 1, REFINE_LIMIT)
-        counters[g, s] += (((bit << 16) - counters[g, s]) * reciprocal[counts[g, s]]) >> 16
+        count = min((counters[g, s] & 255) + 1, REFINE_LIMIT)
+        probability = counters[g, s] >> 8
+        probability += (((bit << 16) - probability) * reciprocal[count]) >> 16
+        counters[g, s] = (probability << 8) | count
     target = bit << 16
     maps[map_row, low] += ((target - maps[map_row, low]) * (4096 - share)) >> (12 + REFINE_MAP_SHIFT)
     maps[map_row, low + 1] += ((target - maps[map_row, low + 1]) * share) >> (12 + REFINE_MAP_SHIFT)
@@ -927,17 +929,47 @@ def _refine_decide(encode, bit, one, both, row, level, slots, counters, counts, 
 def _refine_binary(encode, bit, frequency, words, position, state, record, recorded):
     """A decision of 24-bit probability `frequency` of a one: recorded (the encoder's, pushed last first by
     _push_decisions) or popped (a one above the zero's [0, 2**24 - frequency)). (bit, position, state, recorded)."""
-    if encode:
-        record[0, recorded], record[1, recorded] = frequency, bit
-        return bit, position, state, recorded + 1
     zero = (1 << PRECISION) - frequency
+    if encode:
+        record[0, recorded], record[1, recorded] = (zero, frequency) if bit else (0, zero)
+        return bit, position, state, recorded + 1
     quantile = np.int64(state & np.uint64((1 << PRECISION) - 1))
     bit = 1 if quantile >= zero else 0
     position, state = _ans_pop(state, quantile, zero if bit else 0, frequency if bit else zero, words, position)
     return bit, position, state, recorded
 
 
-def _refine_value(encode, symbol, t, c, channel, at, width, frame, residual, prefix, counters, counts, weights, maps,
+def _refine_start(x, low, base, every, room, prefix, t, c):
+    """Where value x starts among the 2**24 of _refine_rest's symbol over low.. (table t's masses from `base` on,
+    `every` of them, in `room` of the 2**24, and one for each value: none is empty)."""
+    return ((_refine_mass(prefix, t, c, x - 1) - base) * room) // every + x - low
+
+
+def _refine_rest(encode, symbol, low, high, t, c, prefix, words, position, state, record, recorded):
+    """The value beyond the refined magnitudes, one of low..high, as one symbol of table t's masses over them:
+    recorded (the encoder's `symbol`) or popped. Returns (symbol, position, state, recorded)."""
+    base = _refine_mass(prefix, t, c, low - 1)
+    every = _refine_mass(prefix, t, c, high) - base
+    room = (1 << PRECISION) - (high - low + 1)
+    quantile = np.int64(state & np.uint64((1 << PRECISION) - 1))  # the decoder's
+    if not encode:
+        symbol, top = low, high  # the last value starting at or below the quantile
+        while symbol < top:
+            middle = (symbol + top + 1) // 2
+            if _refine_start(middle, low, base, every, room, prefix, t, c) <= quantile:
+                symbol = middle
+            else:
+                top = middle - 1
+    start = _refine_start(symbol, low, base, every, room, prefix, t, c)
+    frequency = _refine_start(symbol + 1, low, base, every, room, prefix, t, c) - start
+    if encode:
+        record[0, recorded], record[1, recorded] = start, frequency
+        return symbol, position, state, recorded + 1
+    position, state = _ans_pop(state, quantile, start, frequency, words, position)
+    return symbol, position, state, recorded
+
+
+def _refine_value(encode, symbol, t, c, channel, at, width, frame, residual, prefix, counters, weights, maps,
                   stretch, reciprocal, inputs, slots, words, position, state, record, recorded):
     """The value (channel, at) of table t around mean c: its decisions recorded (`encode`, the value `symbol`) or
     popped. Returns (symbol, position, state, recorded)."""
@@ -976,7 +1008,7 @@ def _refine_value(encode, symbol, t, c, channel, at, width, frame, residual, pre
             side = 0 if k < 2 else (1 if positive else 2)
             _refine_slots(slots, tails, channel, decision, side)
             bit, position, state, recorded = _refine_decide(
-                encode, bit, one, both, decision * 3 + min(channel, 2), level, slots, counters, counts, weights,
+                encode, bit, one, both, decision * 3 + min(channel, 2), level, slots, counters, weights,
                 maps, stretch, reciprocal, inputs, words, position, state, record, recorded)
         if k == 0:
             if bit == 1:
@@ -988,20 +1020,10 @@ def _refine_value(encode, symbol, t, c, channel, at, width, frame, residual, pre
             if bit == 0:
                 break
             magnitude = k  # |r| > m: at least m + 1
-    if magnitude > REFINE_MAGNITUDES:  # the rest: its range halved, each half by its table mass
+    if magnitude > REFINE_MAGNITUDES:  # the rest: one symbol of the table's masses beyond
         low, high = (c + magnitude, 255) if positive else (0, c - magnitude)
-        while low < high:
-            middle = (low + high) // 2
-            upper = _refine_mass(prefix, t, c, high) - _refine_mass(prefix, t, c, middle)
-            every = _refine_mass(prefix, t, c, high) - _refine_mass(prefix, t, c, low - 1)
-            frequency = min(max((upper << PRECISION) // every, 1), (1 << PRECISION) - 1)
-            bit, position, state, recorded = _refine_binary(encode, 1 if symbol > middle else 0, frequency, words,
-                                                            position, state, record, recorded)
-            if bit:
-                low = middle + 1
-            else:
-                high = middle
-        symbol = low
+        symbol, position, state, recorded = _refine_rest(encode, symbol, low, high, t, c, prefix, words, position,
+                                                         state, record, recorded)
     else:
         symbol = c + (magnitude if positive else -magnitude)
     residual[channel, at] = symbol - c
@@ -1009,19 +1031,17 @@ def _refine_value(encode, symbol, t, c, channel, at, width, frame, residual, pre
 
 
 def _push_decisions(record, count, words, position, state):
-    """Push record[:, :count] (24-bit frequencies of a one, bits) the last first (they pop back first to last) onto
-    the bulk `words[:position]` (room for count more words) and head `state` (np.uint64). (position, state)."""
+    """Push record[:, :count] (each decision's or rest's start and frequency among 2**24) the last first (they pop
+    back first to last) onto the bulk `words[:position]` (room for count more words) and head `state` (np.uint64).
+    (position, state)."""
     for i in range(count - 1, -1, -1):
-        frequency = record[0, i]
-        zero = (1 << PRECISION) - frequency
-        position, state = _ans_push(state, zero if record[1, i] else 0, frequency if record[1, i] else zero, words,
-                                    position)
+        position, state = _ans_push(state, record[0, i], record[1, i], words, position)
     return position, state
 
 
-NO_REFINEMENT = (np.zeros((0, 511), np.int64), np.zeros((0, 0), np.int32), np.zeros((0, 0), np.int32),
-                 np.zeros((0, REFINE_INPUTS), np.int64), np.zeros((0, REFINE_BUCKETS), np.int64),
-                 np.zeros((0, 0), np.int64), np.zeros((2, 0), np.int64))  # prefix .. record for the others
+NO_REFINEMENT = (np.zeros((0, 511), np.int64), np.zeros((0, 0), np.int32), np.zeros((0, REFINE_INPUTS), np.int64),
+                 np.zeros((0, REFINE_BUCKETS), np.int64), np.zeros((0, 0), np.int64),
+                 np.zeros((2, 0), np.int64))  # prefix .. record for the others
 NO_REFINE_TABLE = np.zeros(0, np.int64)  # the stretch and reciprocal tables for the others
 # read-only as the refinement's own tables are (predictive._refine_tables): numba types a read-only array apart, and
 # _code_tile would be compiled twice (~40 s the second time) for the two
@@ -1032,7 +1052,8 @@ for _constant in (NO_REFINEMENT[0], NO_REFINE_TABLE):
 PYTHON_FORMS = {function.__name__: function for function in (
     _ans_pop, _ans_push, _pop, _push, _level, _neighbour_weight, _ls_features, _ls_offset, _ls_moments, _ls_predict,
     _learn, _corrected, _signed_class, _code_tile, _code_values, _refine_squash, _refine_class, _refine_mass,
-    _refine_contexts, _refine_slots, _refine_decide, _refine_binary, _refine_value, _push_decisions)}
+    _refine_contexts, _refine_slots, _refine_decide, _refine_binary, _refine_start, _refine_rest, _refine_value,
+    _push_decisions)}
 
 
 # The helpers that _code_values and _push call value by value, compiled into them: a call of a compiled function

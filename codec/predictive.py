@@ -109,7 +109,7 @@ SMALL = "blend-cascade-staged-small"
 # tables of its own fitted on them for those numbers (format 20; see "the photograph profile" below).
 PHOTO = "blend-cascade-staged-photo"
 # PHOTO whose values are coded as binary decisions refined by an adaptive model (codec/kernels.py: "the
-# refinement"): work in progress for a format 21, which no file holds yet.
+# refinement"; format 21).
 REFINED = "blend-cascade-staged-photo-refined"
 CASCADES = (CASCADE, PARITY, WIDE, STAGED, SMALL, PHOTO, REFINED)  # raster order, a cascade's numbers and tables
 # whose second stage reads the values' parity (its statistics after the cascade's)
@@ -146,7 +146,7 @@ class Recorded:
     distribution: str
     rows: np.ndarray  # (N,) int32
     values: np.ndarray  # (N,) uint8
-    decisions: np.ndarray | None = None  # REFINED's: (2, D) int64, each decision's 24-bit frequency of a one and bit
+    decisions: np.ndarray | None = None  # REFINED's: (2, D) int64, each decision's (or rest's) start and frequency
 
     @property
     def nbytes(self) -> int:
@@ -640,13 +640,12 @@ class AdaptiveState:
 
 class Refinement:
     """REFINED's adaptive model as a stream starts (codec/kernels.py: "the refinement"): its counters at one half,
-    no counts, the mixer's weights on the table's probability alone, its map the identity. ~42 MB: one a section,
+    no counts yet, the mixer's weights on the table's probability alone, its map the identity. ~21 MB: one a section,
     changed in place by each tile coded."""
 
     def __init__(self):
         shape = (kernels.REFINE_GROUPS, kernels.REFINE_SLOTS)
-        self.counters = np.full(shape, 32768, np.int32)
-        self.counts = np.zeros(shape, np.int32)
+        self.counters = np.full(shape, 32768 << 8, np.int32)  # each a 16-bit probability, then its count
         rows = kernels.REFINE_DECISIONS * 3  # decision x channel class
         self.weights = np.zeros((rows * kernels.REFINE_MIXER_LEVELS, kernels.REFINE_INPUTS), np.int64)
         self.weights[:, 0] = 1 << 16
@@ -730,7 +729,7 @@ def _adaptive_run(values: np.ndarray, top: int, left: int, encode: bool, state: 
     forms = kernels.always()
     refinement = None
     if distribution == REFINED:
-        # changed in place (a copy a tile would cost ~42 MB); a compile that fails does so before it runs
+        # changed in place (a copy a tile would cost ~21 MB); a compile that fails does so before it runs
         state.refinement = refinement = state.refinement or Refinement()
     try:
         work = state.sums.copy()
@@ -982,8 +981,9 @@ def _kernel_tile(forms: dict, values: np.ndarray, top: int, left: int, encode: b
     used = np.zeros(1, np.int64)
     if refinement is not None:
         prefix, stretch, reciprocal = _refine_tables()
-        record = np.empty((2, count * (3 + kernels.REFINE_MAGNITUDES + 8) if encode else 0), np.int64)
-        refine = (prefix, refinement.counters, refinement.counts, refinement.weights, refinement.maps,
+        # each value at most 2 + REFINE_MAGNITUDES decisions and its rest
+        record = np.empty((2, count * (3 + kernels.REFINE_MAGNITUDES) if encode else 0), np.int64)
+        refine = (prefix, refinement.counters, refinement.weights, refinement.maps,
                   np.zeros((channels, height * width + 1), np.int64), record)
     else:
         stretch = reciprocal = kernels.NO_REFINE_TABLE
@@ -1007,7 +1007,7 @@ def _kernel_tile(forms: dict, values: np.ndarray, top: int, left: int, encode: b
         run(masked, known, known_fronts, np.empty((2, channels * len(known)), dtype=np.int64), True,
             kernels.NO_ADAPTATION, kernels.NO_REFINEMENT)
     position, head = run(frame, positions, fronts, coded, encode, adaptive, refine)
-    decisions = refine[6][:, : used[0]].copy() if refinement is not None and encode else None
+    decisions = refine[5][:, : used[0]].copy() if refinement is not None and encode else None
     return frame, coded, position, head, decisions
 
 

@@ -27,11 +27,11 @@ def coded(tiles, contexts, distribution):
 
 
 def noisy_crop(seed: int, channels: int = 3) -> np.ndarray:
-    """A smooth image with noise of a few levels (C, 24, 40) uint8: residuals beyond 12 too."""
+    """A smooth image with noise of a few levels (C, 24, 40) uint8: residuals beyond 4 too."""
     rng = np.random.default_rng(seed)
     image = smooth_image(rng, channels, 24, 40).astype(np.int64)
     image += rng.integers(-3, 4, image.shape)
-    image[:, 5, 7] = 255 - image[:, 5, 7]  # far from any prediction: the remainder's halving
+    image[:, 5, 7] = 255 - image[:, 5, 7]  # far from any prediction: the rest's symbol
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
@@ -45,13 +45,16 @@ def test_refined_tiles_decode_with_the_state_carried_through(channels):
     contexts = [predictive.Context(), predictive.Context(left=image[:, :, 19]), predictive.Context()]
     stack, recorded = coded(tiles, contexts, predictive.REFINED)
     assert all(one.decisions is not None and one.decisions.shape[1] >= one.values.size for one in recorded)
-    assert recorded[0].decisions[1].max() == 1 and (recorded[0].decisions[0] > 0).all()
+    start, frequency = recorded[0].decisions
+    assert (frequency > 0).all() and (start + frequency <= 1 << 24).all()
+    # a binary decision's zero starts at 0, its one ends at 2**24; a rest's symbol (|r| > 4) lies between
+    assert ((start > 0) & (start + frequency < 1 << 24)).any()
     state = predictive.AdaptiveState()
     for tile, context in zip(tiles, contexts):
         np.testing.assert_array_equal(predictive.decode(stack, *tile.shape, context, predictive.REFINED, state),
                                       tile)
     assert stack.is_empty()
-    assert state.refinement is not None and (state.refinement.counts > 0).any()
+    assert state.refinement is not None and (state.refinement.counters & 255 > 0).any()  # counted
 
 
 def test_the_plain_python_forms_code_the_compiled_forms_bits(monkeypatch):
