@@ -616,8 +616,8 @@ def test_a_decoders_run_of_predictor_tiles_goes_to_the_kernels_under_a_large_sta
 
     def counted(*args):
         # encode False (before adaptive, tuning, cascade, parity, far_shares, staged, moments, width and the
-        # refinement's ten): popped
-        pops.append(not args[-19])
+        # refinement's nine): popped
+        pops.append(not args[-18])
         return kernels.PYTHON_FORMS["_code_tile"](*args)
 
     for name, function in kernels.PYTHON_FORMS.items():  # plain Python throughout, calling each other as such
