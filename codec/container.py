@@ -134,8 +134,8 @@ _U16 = struct.Struct("<H")
 __all__ = [
     "BINARY_VERSIONS", "CASCADE_VERSION", "DEFLATED_HEADERS", "DEFLATED_VERSION", "DEPTH_VERSION", "MAGIC",
     "MAX_HEADER_BYTES",
-    "METADATA_VERSION", "PARITY_VERSION", "PHOTO_VERSION",
-    "READABLE_VERSIONS", "REFINED_VERSION", "SECTIONS_VERSION", "SMALL_VERSION", "STAGED_VERSION", "VERSION", "WIDE_VERSION",
+    "METADATA_VERSION", "PARITY_VERSION", "PHOTO_VERSION", "READABLE_VERSIONS", "REFINED_VERSION", "SECTIONS_VERSION",
+    "SMALL_VERSION", "STAGED_VERSION", "VERSION", "WIDE_VERSION",
     "CoderSettings", "Header", "ImageEntry", "binary_version", "deflate_header", "inflate_header", "pack_header",
     "read", "read_versioned", "unpack_header", "write",
 ]

@@ -405,9 +405,9 @@ def test_an_archive_whose_graphic_goes_classical_keeps_the_models_file_where_tha
 
 def test_a_photograph_sized_image_is_cut_into_sections_decoded_side_by_side(tiny_weights, tmp_path):
     """--fast on a 768x512 image (2 rows of 3 tiles of 256, 1.2 million values): format 21, two sections of a row
-    of tiles each (bitsback.section_runs) in the photograph profile refined (format 16's with --format 19); a fresh process
-    decodes it the same on one thread under other kernel settings as this one does on every core. Where a tile would
-    cost raw bytes less (noise), the stream is format 15's chain."""
+    of tiles each (bitsback.section_runs) in the photograph profile refined (format 16's with --format 19); a fresh
+    process decodes it the same on one thread under other kernel settings as this one does on every core. Where a
+    tile would cost raw bytes less (noise), the stream is format 15's chain."""
     image = smooth_rgb(512, 768, seed=5)
     result = compress_images([("big.png", Image.fromarray(image))], load_model(tiny_weights[3]), device="cpu",
                              fast=True)

@@ -80,7 +80,8 @@ def compress_images(
     predictor's small-image profile; 21 where a section is coded by its photograph profile refined bit by bit (a
     photograph's, and the sections of its stream). An older version N writes what format N wrote, at most format N,
     which readers older than N + 1 read:
-      20: the photograph profile's sections unrefined; 19: no photograph sections; 18: no small-image sections; 17: no 16-bit image (such an image is refused);
+      20: the photograph profile's sections unrefined; 19: no photograph sections; 18: no small-image sections;
+      17: no 16-bit image (such an image is refused);
       16: no metadata;
       15: the staged cascade's tiles in one chain;
       14: the wide cascade's tiles (without the third stage);
