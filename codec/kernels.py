@@ -510,10 +510,10 @@ def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std
     (see "local least squares" above), zeros, and errors (BLEND_SUBS + LS_BLENDED, C, M + 1) with them; width:
     the frame's.
     refine_*: the refinement's (see "the refinement" above; NO_REFINEMENT's empty arrays for none): the tables'
-    running masses (T, 511) int64, its counters (REFINE_GROUPS, REFINE_SLOTS) int32, weights and map
-    rows, updated in place; the tile's residuals (C, M + 1) int64 (zeros outside the tile); where `encode`, the
-    decisions recorded in refine_record (2, D) from refine_used[0] on (which it advances); the stretch and
-    reciprocal tables.
+    running masses (T, 511) int64, its counters (REFINE_GROUPS, REFINE_SLOTS) int32, weights and map rows, updated
+    in place; the tile's residuals (C, M + 1) int64 (zeros outside the tile); where `encode`, the decisions recorded
+    in refine_record (2, D) int32 (each one's start and frequency) from refine_used[0] on (which it advances); the
+    stretch and reciprocal tables.
     Returns the stack's (position, state) afterwards (unchanged when encoding)."""
     channels, predictors = frame.shape[0], errors.shape[0]
     least_squares = moments.shape[0] > 0
@@ -1041,7 +1041,7 @@ def _push_decisions(record, count, words, position, state):
 
 NO_REFINEMENT = (np.zeros((0, 511), np.int64), np.zeros((0, 0), np.int32), np.zeros((0, REFINE_INPUTS), np.int64),
                  np.zeros((0, REFINE_BUCKETS), np.int64), np.zeros((0, 0), np.int64),
-                 np.zeros((2, 0), np.int64))  # prefix .. record for the others
+                 np.zeros((2, 0), np.int32))  # prefix .. record for the others
 NO_REFINE_TABLE = np.zeros(0, np.int64)  # the stretch and reciprocal tables for the others
 # read-only as the refinement's own tables are (predictive._refine_tables): numba types a read-only array apart, and
 # _code_tile would be compiled twice (~40 s the second time) for the two

@@ -146,7 +146,7 @@ class Recorded:
     distribution: str
     rows: np.ndarray  # (N,) int32
     values: np.ndarray  # (N,) uint8
-    decisions: np.ndarray | None = None  # REFINED's: (2, D) int64, each decision's (or rest's) start and frequency
+    decisions: np.ndarray | None = None  # REFINED's: (2, D) int32, each decision's (or rest's) start and frequency
 
     @property
     def nbytes(self) -> int:
@@ -982,7 +982,7 @@ def _kernel_tile(forms: dict, values: np.ndarray, top: int, left: int, encode: b
     if refinement is not None:
         prefix, stretch, reciprocal = _refine_tables()
         # each value at most 2 + REFINE_MAGNITUDES decisions and its rest
-        record = np.empty((2, count * (3 + kernels.REFINE_MAGNITUDES) if encode else 0), np.int64)
+        record = np.empty((2, count * (3 + kernels.REFINE_MAGNITUDES) if encode else 0), np.int32)
         refine = (prefix, refinement.counters, refinement.weights, refinement.maps,
                   np.zeros((channels, height * width + 1), np.int64), record)
     else:
