@@ -1,5 +1,6 @@
-"""What an adaptive bitwise refinement of the photograph profile's distributions would buy (ideal code lengths, and
-real words with `--code`; no file format has it yet): a lead for issue 14, measured.
+"""What an adaptive bitwise refinement of the photograph profile's distributions buys (ideal code lengths, and real
+words with `--code`): how it was measured for issue 14 before format 21 shipped it (codec/kernels.py: "the
+refinement", with |r| > m refined up to m = 4 and the rest one symbol of the table; docs/FORMAT.md has its numbers).
 
 Each image is recorded as one tile of the photograph profile (codec/predictive.py: PHOTO; the staged cascade with its
 numbers and residual tables, from zeroed statistics), which gives each value's distribution over 0..255 (its table

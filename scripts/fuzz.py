@@ -33,7 +33,7 @@ Besides the random mutations, every run also goes through (issue 19):
   letterboxed, gradients, 1x1 .. 3x3 and larger, in every mode L / LA / RGB / RGBA / P), compressed and
   decoded in process: anything but the exact original back is a failure; `--adversarial-cases` adds random
   small images made of large constant regions.
-- with --binary-cases N, N mutations of today's files (formats 10 to 20: binary header, one CRC over the file)
+- with --binary-cases N, N mutations of today's files (formats 10 to 21: binary header, one CRC over the file)
   made with the shipped photo2 and photo-gray2 from crops of samples/hopper.png: bits-back and predictor tiles
   in the stream order, --fast with format 13's, 12's and 10's predictor tiles, grey, an
   archive, and an archive of 24 small crops (binary_corpus); byte edits, cuts and payload
@@ -1231,7 +1231,7 @@ def fuzz(cases: int, seed: int = 0, timeout: float = 10.0, cli_every: int = 50, 
                             outcome, detail = "FAIL-cli", problem
                     section.add(f"{index} {key}: {what}", outcome, detail, seconds, peak_before)
                     if log is not None and (index + 1) % 1000 == 0:
-                        log(f"binary formats 10 to 18: {index + 1} cases, failures {len(section.failures)}")
+                        log(f"binary formats 10 to 21: {index + 1} cases, failures {len(section.failures)}")
         finally:
             signal.signal(signal.SIGALRM, previous)
         elapsed = time.perf_counter() - started
