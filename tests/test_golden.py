@@ -340,8 +340,11 @@ def test_the_cli_writes_an_older_format_on_request(tiny_weights, tmp_path):
         done = run_cli("compress", GOLDEN / "golden.png", "-o", tmp_path / f"{name}.vz", "-m", tiny_weights[3],
                        "--tile", "16", *extra)
         assert done.returncode == 0, done.stderr.decode()
-        back = run_cli("decompress", tmp_path / f"{name}.vz", "-o", tmp_path / f"{name}.png", "-m", tiny_weights[3])
-        assert back.returncode == 0 and np.array_equal(np.asarray(Image.open(tmp_path / f"{name}.png")), image)
+    # one command decodes them all (each beside its file), as a user's `vaezip decompress *.vz` would
+    back = run_cli("decompress", *(tmp_path / f"{name}.vz" for name in formats), "-m", tiny_weights[3])
+    assert back.returncode == 0, back.stderr.decode()
+    for name in formats:
+        assert np.array_equal(np.asarray(Image.open(tmp_path / f"{name}.png")), image), name
     versions = {name: read_versioned((tmp_path / f"{name}.vz").read_bytes())[0] for name in formats}
     assert versions["three"] == 3 and versions["two"] == 2 and versions["five"] in (3, 5)
     assert versions["new"] in (3, 16, 19) and versions["sixteen"] in (3, 16)
