@@ -325,8 +325,9 @@ def test_the_cli_writes_an_older_format_on_request(tiny_weights, tmp_path):
     readers before format 10 (the adaptive tiles without least squares), 8 for those before format 9 (the fitted
     tiles without adapting), 7 or 6 for those before format 8 (the blend's Laplace tiles), 5 for those before format
     6, 3 (and 2) for those before format 5: the predictor's Laplace or Gaussian tiles; the same bytes in a worker
-    process (-j 2); --format 20 is the default (and 19, for this small image), 18 and 16 write format 16's sections
-    without the small-image profile; --format with --samples, or a format it cannot write, is a usage error."""
+    process (-j 2); --format 20 and 19 write the default's very file for this small image (no photograph
+    sections), 18 and 16 format 16's sections without the small-image profile; --format with --samples, or a
+    format it cannot write, is a usage error."""
     image = np.asarray(Image.open(GOLDEN / "golden.png"))
     formats = {"new": [], "twenty": ["--format", "20"], "nineteen": ["--format", "19"], "eighteen": ["--format", "18"],
                "sixteen": ["--format", "16"],
