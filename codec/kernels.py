@@ -977,12 +977,13 @@ def _refine_value(encode, symbol, t, c, channel, at, width, frame, residual, pre
     level = min(t // 4, REFINE_LEVELS - 1)
     tails = slots[REFINE_GROUPS:]
     _refine_contexts(tails, frame, residual, at, width, channel, c, t)
+    total, through_c = prefix[t, 510] + 256, _refine_mass(prefix, t, c, c)  # mass(255), mass(c)
+    zero = through_c - _refine_mass(prefix, t, c, c - 1)  # r = 0's
     positive, magnitude = True, 0
     for k in range(2 + REFINE_MAGNITUDES):
         decision, one, both, bit = -1, np.int64(0), np.int64(1), 0
         if k == 0:  # r == 0?
-            one = _refine_mass(prefix, t, c, c) - _refine_mass(prefix, t, c, c - 1)
-            decision, both, bit = 0, prefix[t, 510] + 256, 1 if r == 0 else 0
+            decision, one, both, bit = 0, zero, total, 1 if r == 0 else 0
         elif k == 1:  # r > 0, given r != 0: decided only where both sides hold values
             bit = 1 if r > 0 else 0
             if c == 255:
@@ -990,16 +991,14 @@ def _refine_value(encode, symbol, t, c, channel, at, width, frame, residual, pre
             elif c == 0:
                 bit = 1
             else:
-                zero = _refine_mass(prefix, t, c, c) - _refine_mass(prefix, t, c, c - 1)
-                decision, one, both = 1, prefix[t, 510] + 256 - _refine_mass(prefix, t, c, c), prefix[
-                    t, 510] + 256 - zero
+                decision, one, both = 1, total - through_c, total - zero
         else:  # |r| > m given |r| >= m, on r's side
             m = k - 1
             if (positive and c + m >= 255) or (not positive and c - m <= 0):
                 break  # no value beyond: |r| is m
             if positive:
-                one = prefix[t, 510] + 256 - _refine_mass(prefix, t, c, c + m)
-                both = prefix[t, 510] + 256 - _refine_mass(prefix, t, c, c + m - 1)
+                one = total - _refine_mass(prefix, t, c, c + m)
+                both = total - _refine_mass(prefix, t, c, c + m - 1)
             else:
                 one = _refine_mass(prefix, t, c, c - m - 1)
                 both = _refine_mass(prefix, t, c, c - m)
