@@ -68,10 +68,10 @@ from codec.protocol import LatentModel
 from codec.tiling import Tile, TileSpec
 # The tile kinds (each one's push and pop) live in tilekinds.py; their names and `whitening` stay importable here.
 from codec.tilekinds import (  # noqa: F401
-    BITSBACK, DIRECT, PREDICTIVE, PREDICTIVE_ADAPTIVE, PREDICTIVE_BLEND, PREDICTIVE_CASCADE, PREDICTIVE_FITTED,
-    PREDICTIVE_LAPLACE, PREDICTIVE_LEAST_SQUARES, PREDICTIVE_NEIGHBOURS, PREDICTIVE_PARITY, PREDICTIVE_SECTIONS,
-    PREDICTIVE_PHOTO_SECTIONS, PREDICTIVE_REFINED_SECTIONS, PREDICTIVE_SMALL_SECTIONS, PREDICTIVE_STAGED,
-    PREDICTIVE_WIDE, RAW, WHITENED, Stream, raw_bits, whitening,
+    BITSBACK, DIRECT, PREDICTIVE, PREDICTIVE_ACROSS_SECTIONS, PREDICTIVE_ADAPTIVE, PREDICTIVE_BLEND, PREDICTIVE_CASCADE,
+    PREDICTIVE_FITTED, PREDICTIVE_LAPLACE, PREDICTIVE_LEAST_SQUARES, PREDICTIVE_NEIGHBOURS, PREDICTIVE_PARITY,
+    PREDICTIVE_PHOTO_SECTIONS, PREDICTIVE_REFINED_SECTIONS, PREDICTIVE_SECTIONS, PREDICTIVE_SMALL_SECTIONS,
+    PREDICTIVE_STAGED, PREDICTIVE_WIDE, RAW, WHITENED, Stream, raw_bits, whitening,
 )
 
 KINDS = tuple(kind.name for kind in tilekinds.KINDS)  # every kind's name, in tilekinds.KINDS's order
@@ -636,8 +636,9 @@ SMALL_IMAGE_SECTIONS = 4
 SECTION_TILES = 4096  # codec/header.py's MAX_BATCH
 
 
-# formats 16, 19, 20 and 21
-SECTION_KINDS = (PREDICTIVE_SECTIONS, PREDICTIVE_SMALL_SECTIONS, PREDICTIVE_PHOTO_SECTIONS, PREDICTIVE_REFINED_SECTIONS)
+# formats 16, 19, 20, 21 and 22
+SECTION_KINDS = (PREDICTIVE_SECTIONS, PREDICTIVE_SMALL_SECTIONS, PREDICTIVE_PHOTO_SECTIONS, PREDICTIVE_REFINED_SECTIONS,
+                 PREDICTIVE_ACROSS_SECTIONS)
 
 
 def section_count(values: int, images: int) -> int:
@@ -697,8 +698,9 @@ def sections_kinds(tiles: Sequence[Tile], runs: Sequence[int],
     averages = [_average_image_values(tiles[first: first + n], shares[first: first + n])
                 for first, n in zip(_starts(runs), runs)]
     photo = PREDICTIVE_PHOTO_SECTIONS in allowed and any(average >= PHOTO_PROFILE_VALUES for average in averages)
-    # format 21's refinement of the photograph profile where it is allowed
-    profile = PREDICTIVE_REFINED_SECTIONS if PREDICTIVE_REFINED_SECTIONS in allowed else PREDICTIVE_PHOTO_SECTIONS
+    # the newest refinement of the photograph profile that is allowed (format 22's, 21's), else the profile itself
+    profile = next((kind for kind in (PREDICTIVE_ACROSS_SECTIONS, PREDICTIVE_REFINED_SECTIONS) if kind in allowed),
+                   PREDICTIVE_PHOTO_SECTIONS)
     first = profile if photo else PREDICTIVE_SECTIONS
     small = PREDICTIVE_SMALL_SECTIONS in allowed
     return [(first, PREDICTIVE_SMALL_SECTIONS) if small and average < SMALL_PROFILE_VALUES else (first,)

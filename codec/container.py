@@ -12,7 +12,7 @@ Formats 1 and 2 (still read; written on request):
     22+N        4W    payload: the ANS words, u32 LE each
     22+N+4W     4     CRC32 of bytes [18+N, 22+N+4W) (count and payload), u32 LE; then end of file
 
-Formats 3 to 21 (written by default; shown here as 3 to 6, which differ from 3 only in the tile kinds their
+Formats 3 to 22 (written by default; shown here as 3 to 6, which differ from 3 only in the tile kinds their
 schedules may hold, codec/tilekinds.py; later ones add header fields and store it deflated, docs/FORMAT.md): a
 binary header (header.py: to_binary) that also says how each image is coded,
 so that a 5x5 image costs ~100 bytes, not ~400:
@@ -105,10 +105,13 @@ PHOTO_VERSION = 20
 # Format 20 and sections coded by the photograph profile with its values refined bit by bit by an adaptive model
 # (codec/tilekinds.py: PREDICTIVE_REFINED_SECTIONS). Written where a stream of photographs is coded in sections.
 REFINED_VERSION = 21
+# Format 21 and refined sections whose refinement also reads the earlier channels' gradients (codec/tilekinds.py:
+# PREDICTIVE_ACROSS_SECTIONS). Written where a stream of photographs is coded in sections.
+ACROSS_VERSION = 22
 # the formats whose header is stored deflated
 DEFLATED_HEADERS = (DEFLATED_VERSION, CASCADE_VERSION, PARITY_VERSION, WIDE_VERSION, STAGED_VERSION, SECTIONS_VERSION,
-                    METADATA_VERSION, DEPTH_VERSION, SMALL_VERSION, PHOTO_VERSION, REFINED_VERSION)
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21)
+                    METADATA_VERSION, DEPTH_VERSION, SMALL_VERSION, PHOTO_VERSION, REFINED_VERSION, ACROSS_VERSION)
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22)
 # Formats vaezip writes on request, for readers before the newest: 2, the JSON header, every image through the
 # model; 3, the predictor's Gaussian tiles; 5, its Laplace tiles; 6, the blend's tiles in raster order; 7, the
 # blend's tiles (Laplace residuals) in the stream order; 8, the blend's tiles with fitted residual tables; 9, those
@@ -125,14 +128,14 @@ JSON_VERSIONS = (1, 2)  # the layout with a JSON header and two CRCs
 BINARY_VERSIONS = (VERSION, IMPORTANCE_VERSION, LAPLACE_VERSION, BLEND_VERSION, ORDER_VERSION, FITTED_VERSION,
                    ADAPTIVE_VERSION, LEAST_SQUARES_VERSION, DEFLATED_VERSION, CASCADE_VERSION, PARITY_VERSION,
                    WIDE_VERSION, STAGED_VERSION, SECTIONS_VERSION, METADATA_VERSION, DEPTH_VERSION, SMALL_VERSION,
-                   PHOTO_VERSION, REFINED_VERSION)
+                   PHOTO_VERSION, REFINED_VERSION, ACROSS_VERSION)
 MAX_HEADER_BYTES = 16 * 2**20
 _PREFIX = struct.Struct("<8sHI")  # magic, version, header length: 14 bytes
 _U32 = struct.Struct("<I")
 _U16 = struct.Struct("<H")
 
 __all__ = [
-    "BINARY_VERSIONS", "CASCADE_VERSION", "DEFLATED_HEADERS", "DEFLATED_VERSION", "DEPTH_VERSION", "MAGIC",
+    "ACROSS_VERSION", "BINARY_VERSIONS", "CASCADE_VERSION", "DEFLATED_HEADERS", "DEFLATED_VERSION", "DEPTH_VERSION", "MAGIC",
     "MAX_HEADER_BYTES",
     "METADATA_VERSION", "PARITY_VERSION", "PHOTO_VERSION", "READABLE_VERSIONS", "REFINED_VERSION", "SECTIONS_VERSION",
     "SMALL_VERSION", "STAGED_VERSION", "VERSION", "WIDE_VERSION",

@@ -111,16 +111,21 @@ PHOTO = "blend-cascade-staged-photo"
 # PHOTO whose values are coded as binary decisions refined by an adaptive model (codec/kernels.py: "the
 # refinement"; format 21).
 REFINED = "blend-cascade-staged-photo-refined"
-CASCADES = (CASCADE, PARITY, WIDE, STAGED, SMALL, PHOTO, REFINED)  # raster order, a cascade's numbers and tables
+# REFINED whose refinement also reads where the earlier channels' gradients carried over put the value against its
+# mean (codec/kernels.py: REFINE_ACROSS_GROUPS; format 22).
+REFINED_ACROSS = "blend-cascade-staged-photo-refined-across"
+REFINEMENTS = (REFINED, REFINED_ACROSS)  # coded as binary decisions, with a Refinement
+# raster order, a cascade's numbers and tables
+CASCADES = (CASCADE, PARITY, WIDE, STAGED, SMALL, PHOTO, REFINED, REFINED_ACROSS)
 # whose second stage reads the values' parity (its statistics after the cascade's)
-PARITIES = (PARITY, WIDE, STAGED, SMALL, PHOTO, REFINED)
-STAGES = (STAGED, SMALL, PHOTO, REFINED)  # with the staged cascade's third stage
+PARITIES = (PARITY, WIDE, STAGED, SMALL, PHOTO, REFINED, REFINED_ACROSS)
+STAGES = (STAGED, SMALL, PHOTO, REFINED, REFINED_ACROSS)  # with the staged cascade's third stage
 # the distributions whose tiles carry AdaptiveState over the stream
-STATEFUL = (ADAPTIVE, LEAST_SQUARES, CASCADE, PARITY, WIDE, STAGED, SMALL, PHOTO, REFINED)
+STATEFUL = (ADAPTIVE, LEAST_SQUARES, CASCADE, PARITY, WIDE, STAGED, SMALL, PHOTO, REFINED, REFINED_ACROSS)
 # those that blend in the least-squares prediction
-LEAST_SQUARES_KINDS = (LEAST_SQUARES, CASCADE, PARITY, WIDE, STAGED, SMALL, PHOTO, REFINED)
+LEAST_SQUARES_KINDS = (LEAST_SQUARES, CASCADE, PARITY, WIDE, STAGED, SMALL, PHOTO, REFINED, REFINED_ACROSS)
 DISTRIBUTIONS = (GAUSSIAN, LAPLACE, BLEND, FITTED, ADAPTIVE, LEAST_SQUARES, CASCADE, PARITY, WIDE, STAGED, SMALL,
-                 PHOTO, REFINED)
+                 PHOTO, REFINED, REFINED_ACROSS)
 _LEVELS = 256  # values 0..255
 
 
@@ -146,7 +151,7 @@ class Recorded:
     distribution: str
     rows: np.ndarray  # (N,) int32
     values: np.ndarray  # (N,) uint8
-    decisions: np.ndarray | None = None  # REFINED's: (2, D) int32, each decision's (or rest's) start and frequency
+    decisions: np.ndarray | None = None  # REFINEMENTS': (2, D) int32, each decision's (or rest's) start and frequency
 
     @property
     def nbytes(self) -> int:
@@ -580,7 +585,7 @@ def _table_distribution(distribution: str) -> str:
     are FITTED's, CASCADE's, SMALL's and PHOTO's their own, PARITY's, WIDE's and STAGED's CASCADE's."""
     if distribution in (ADAPTIVE, LEAST_SQUARES):
         return FITTED
-    if distribution == REFINED:
+    if distribution in REFINEMENTS:
         return PHOTO
     return CASCADE if distribution in (PARITY, WIDE, STAGED) else distribution
 
@@ -626,7 +631,7 @@ class AdaptiveState:
 
     def __init__(self, sums: np.ndarray | None = None, refinement: "Refinement | None" = None):
         self.sums = np.zeros((kernels.ADAPT_STATISTICS, 4)) if sums is None else sums
-        self.refinement = refinement  # REFINED's, made by its first tile; changed in place, never undone
+        self.refinement = refinement  # REFINEMENTS', made by its first tile; changed in place, never undone
 
     def copy(self) -> "AdaptiveState":
         return AdaptiveState(self.sums.copy(), self.refinement)
@@ -639,15 +644,16 @@ class AdaptiveState:
 
 
 class Refinement:
-    """REFINED's adaptive model as a stream starts (codec/kernels.py: "the refinement"): its counters at one half,
-    no counts yet, the mixer's weights on the table's probability alone, its map the identity. ~21 MB: one a section,
-    changed in place by each tile coded."""
+    """REFINEMENTS' adaptive model as a stream starts (codec/kernels.py: "the refinement"): its counters at one half,
+    no counts yet, the mixer's weights on the table's probability alone, its map the identity. ~21 MB (REFINED's ten
+    groups of counters; REFINED_ACROSS's fifteen ~32 MB): one a section, changed in place by each tile coded."""
 
-    def __init__(self):
-        shape = (kernels.REFINE_GROUPS, kernels.REFINE_SLOTS)
-        self.counters = np.full(shape, 32768 << 8, np.int32)  # each a 16-bit probability, then its count
+    def __init__(self, distribution: str = REFINED):
+        groups = kernels.REFINE_WIDEST if distribution == REFINED_ACROSS else kernels.REFINE_GROUPS
+        self.distribution = distribution
+        self.counters = np.full((groups, kernels.REFINE_SLOTS), 32768 << 8, np.int32)  # 16-bit probability, count
         rows = kernels.REFINE_DECISIONS * 3  # decision x channel class
-        self.weights = np.zeros((rows * kernels.REFINE_MIXER_LEVELS, kernels.REFINE_INPUTS), np.int64)
+        self.weights = np.zeros((rows * kernels.REFINE_MIXER_LEVELS, groups + 2), np.int64)
         self.weights[:, 0] = 1 << 16
         identity = [16 * kernels._refine_squash((b - kernels.REFINE_BUCKETS // 2) * 128, kernels.REFINE_KNOTS)
                     for b in range(kernels.REFINE_BUCKETS)]
@@ -656,7 +662,7 @@ class Refinement:
 
 @functools.lru_cache(maxsize=1)
 def _refine_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """REFINED's read-only tables: PHOTO's residual tables' running sums (T, 511) int64, stretch, reciprocals."""
+    """REFINEMENTS' read-only tables: PHOTO's residual tables' running sums (T, 511) int64, stretch, reciprocals."""
     prefix = np.cumsum(_fitted_offsets(PHOTO).reshape(-1, _OFFSETS).astype(np.int64), axis=1)
     prefix.flags.writeable = False
     return prefix, kernels.refine_stretch(), kernels.refine_reciprocals()
@@ -728,9 +734,11 @@ def _adaptive_run(values: np.ndarray, top: int, left: int, encode: bool, state: 
     ones where the compiled ones fail here; `state` changes only once a run succeeded."""
     forms = kernels.always()
     refinement = None
-    if distribution == REFINED:
+    if distribution in REFINEMENTS:
         # changed in place (a copy a tile would cost ~21 MB); a compile that fails does so before it runs
-        state.refinement = refinement = state.refinement or Refinement()
+        state.refinement = refinement = state.refinement or Refinement(distribution)
+        if refinement.distribution != distribution:
+            raise CodingError(f"a stream's {refinement.distribution} tiles and {distribution} ones share no model")
     try:
         work = state.sums.copy()
         result = _kernel_tile(forms, values, top, left, encode, distribution, words, length, head, work, refinement)
@@ -949,9 +957,9 @@ def _kernel_tile(forms: dict, values: np.ndarray, top: int, left: int, encode: b
     from the stack (`words`, its bulk's `length`, `head`) into the frame `values` (C, H, W) (context filled in,
     tile zeros), or with `encode` the values `values` holds taken (nothing pushed). `adaptive`: a STATEFUL
     distribution's statistics (AdaptiveState.sums), updated in place, or kernels.NO_ADAPTATION; `refinement`:
-    REFINED's model, updated in place. (The kernel's frame (C, M + 1), each value's (table row, value) in pop order
-    (2, N) where `encode`, the stack's bulk length and head, and REFINED's decisions (2, D) where `encode`, else
-    None.)"""
+    REFINEMENTS' model, updated in place. (The kernel's frame (C, M + 1), each value's (table row, value) in pop
+    order (2, N) where `encode`, the stack's bulk length and head, and REFINEMENTS' decisions (2, D) where `encode`,
+    else None.)"""
     channels, height, width = values.shape
     count = channels * (height - top) * (width - left)  # values to code
     least_squares = distribution in LEAST_SQUARES_KINDS
@@ -966,7 +974,7 @@ def _kernel_tile(forms: dict, values: np.ndarray, top: int, left: int, encode: b
     edges, cumulative = _blend_edges(tables), _blend_cumulative(tables)
     bins = FITTED_BINS if tables in TABLE_SETS else 1
     coded = np.empty((2, count if encode else 0), dtype=np.int64)  # (table row, value) per value, in pop order
-    if distribution in (SMALL, PHOTO, REFINED):
+    if distribution in (SMALL, PHOTO) + REFINEMENTS:
         numbers = SMALL_PROFILE if distribution == SMALL else PHOTO_PROFILE
     elif distribution == STAGED:
         numbers = staged_profile()

@@ -64,7 +64,8 @@ from codec.kernels import _ans_pop as _ans_pop_python, _ans_push as _ans_push_py
 from vaezip import data  # noqa: E402
 
 MAGNITUDES = 12  # |r| > k decisions refined for k = 1..MAGNITUDES; beyond, the distribution alone
-GROUPS = 10  # counter context groups (_refine's slots)
+FORMAT21_GROUPS = 10  # counter context groups of format 21's refinement (_refine's slots)
+GROUPS = 15  # with format 22's five (--across): each of the earlier channels' gradients carried over, against c
 GROUP_SIZE = 1 << 20
 INPUTS = GROUPS + 2  # the distribution's stretch, the counters', the map's
 DECISIONS = 2 + 2 * MAGNITUDES  # zero, sign, then each magnitude on each side
@@ -82,6 +83,14 @@ def _stretch(p):
 @njit(cache=False)
 def _squash(x):
     return 1.0 / (1.0 + np.exp(-x))
+
+
+@njit(cache=False)
+def _fine_class(r):
+    """A difference in 15 classes: 0, +-1, +-2, +-3, +-(4..5), +-(6..8), +-(9..12), +-(13 or more)."""
+    m = abs(r)
+    q = m if m <= 3 else (4 if m <= 5 else (5 if m <= 8 else (6 if m <= 12 else 7)))
+    return 7 + q if r > 0 else 7 - q
 
 
 @njit(cache=False)
@@ -164,6 +173,27 @@ def _slots(slots, values, residual, n, ch, y, x, channels, width, c, t, decision
     slots[7] = ((key * 7 + _class(a - b)) * 7 + _class(b - d)) * 7 + _class(a - e)
     slots[8] = ((key * 7 + _class(before)) * 7 + _class(before_left)) * 7 + _class(before_above)
     slots[9] = ((key * 33 + level) * 7 + _class(before)) * 7 + _class(first)
+    # format 22's five (codec/kernels.py: REFINE_ACROSS_GROUPS): in the first channel spatial predictions against c,
+    # in the others the earlier channels' gradients carried over to this one (p: the previous channel, f: the first)
+    if ch == 0:
+        aa = values[n - 2 * channels] if x > 1 else a
+        bb = values[n - 2 * channels * width] if y > 1 else b
+        pairs = ((a - c, b - c), (a + b - e - c, 2 * b - bb - c), (d - c, e - c), (2 * a - aa - c, a + d - b - c),
+                 (a - c, d - c))
+    else:
+        p = values[n - 1]
+        pa = p - values[n - channels - 1] if x > 0 else 0
+        pb = p - values[n - channels * width - 1] if y > 0 else 0
+        pd = p - values[n - channels * width + channels - 1] if y > 0 and x + 1 < width else 0
+        pe = p - values[n - channels * width - channels - 1] if y > 0 and x > 0 else 0
+        fa = fb = 0
+        if ch > 1:
+            fa = values[n - ch] - values[n - channels - ch] if x > 0 else 0
+            fb = values[n - ch] - values[n - channels * width - ch] if y > 0 else 0
+        pairs = ((a + pa - c, b + pb - c), (a + fa - c, b + fb - c), (d + pd - c, e + pe - c),
+                 (a + fa - c, a + pa - c), (b + fb - c, b + pb - c))
+    for j in range(5):
+        slots[FORMAT21_GROUPS + j] = (key * 15 + _fine_class(pairs[j][0])) * 15 + _fine_class(pairs[j][1])
     for g in range(GROUPS):
         slots[g] = slots[g] % group_size
 
@@ -297,8 +327,9 @@ def _refine(tables, centres, values, channels, height, width, prefix, rate, map_
                                    map_row, low, share, limit, int_rate, int_map_shift, active)
                     else:
                         inputs[0] = min(max(_stretch(p), -LIMIT), LIMIT)
-                        for g in range(GROUPS):
-                            inputs[1 + g] = min(max(_stretch(counters[g, slots[g]]), -LIMIT), LIMIT)
+                        for g in range(GROUPS):  # the first `active` groups only, as _int_predict reads them
+                            inputs[1 + g] = min(max(_stretch(counters[g, slots[g]]), -LIMIT), LIMIT) if g < active \
+                                else 0.0
                         where = (inputs[0] + LIMIT) / (2 * LIMIT) * (MAP_BUCKETS - 1)
                         low = min(int(where), MAP_BUCKETS - 2)
                         share = where - low
@@ -313,7 +344,7 @@ def _refine(tables, centres, values, channels, height, width, prefix, rate, map_
                         error = bit - mixed
                         for i in range(INPUTS):
                             weights[mixer, i] += rate * error * inputs[i]
-                        for g in range(GROUPS):
+                        for g in range(active):
                             s = slots[g]
                             counts[g, s] = min(counts[g, s] + 1, limit)
                             counters[g, s] += (bit - counters[g, s]) / (counts[g, s] + 0.5)
@@ -365,7 +396,7 @@ def _binary(decode, bit, frequency, words, position, state, frequencies, bits, c
 
 @njit(cache=False)
 def _code(tables, centres, values, channels, height, width, prefix, limit, mixer_levels, int_rate, int_map_shift,
-          decode, words, position, state, frequencies, bits, counters16, counts, weights16, maps16):
+          active, decode, words, position, state, frequencies, bits, counters16, counts, weights16, maps16):
     """The integer refinement as a coder over a recording (each value's table and mean): the encoder (decode
     False) records each decision's 24-bit frequency of a one and its bit; the decoder pops them from `words`
     (the bulk up to `position`, the head `state`) and writes the values it decodes into `values`. The remainder
@@ -412,11 +443,11 @@ def _code(tables, centres, values, channels, height, width, prefix, limit, mixer
                         mixer = row * mixer_levels + min(level * mixer_levels // 33, mixer_levels - 1)
                         map_row = row * 40 + level
                         q, low, share = _int_predict(inputs16, slots, counters16, weights16, maps16, stretch, one,
-                                                     both, mixer, map_row)
+                                                     both, mixer, map_row, active)
                         bit, position, state, count = _binary(decode, bit, q << 12, words, position, state,
                                                               frequencies, bits, count)
                         _int_learn(bit, q, inputs16, slots, counters16, counts, reciprocal, weights16, maps16, mixer,
-                                   map_row, low, share, limit, int_rate, int_map_shift)
+                                   map_row, low, share, limit, int_rate, int_map_shift, active)
                     if k == 0:
                         if bit == 1:
                             break
@@ -466,7 +497,7 @@ def _push_decisions(frequencies, bits, count, words):
 
 
 def code(image: np.ndarray, limit: int = 255, mixer_levels: int = 4, int_rate: int = 6,
-         int_map_shift: int = 6) -> tuple[int, int]:
+         int_map_shift: int = 6, active: int = FORMAT21_GROUPS) -> tuple[int, int]:
     """image (C, H, W) uint8 coded for real by the integer refinement and decoded again (the same values, checked):
     (the words' bytes with the head's 8, the values' count)."""
     recorded = predictive.record_adaptive(image, predictive.Context(), predictive.AdaptiveState(), predictive.PHOTO)
@@ -480,7 +511,7 @@ def code(image: np.ndarray, limit: int = 255, mixer_levels: int = 4, int_rate: i
     frequencies, bits = np.zeros(room, np.int64), np.zeros(room, np.int64)
     words = np.zeros(room // 8 + 1024, np.uint32)
     state = fresh_state(channels, mixer_levels, 1 << 19)
-    options = (limit, mixer_levels, int_rate, int_map_shift)
+    options = (limit, mixer_levels, int_rate, int_map_shift, active)
     _, _, count = _code(tables, centres, values, channels, height, width, prefix, *options, False, words, 0,
                         np.uint64(0), frequencies, bits, state[4], state[1], state[5], state[6])
     position, head = _push_decisions(frequencies, bits, count, words)
@@ -496,7 +527,7 @@ def code(image: np.ndarray, limit: int = 255, mixer_levels: int = 4, int_rate: i
 
 def measure(image: np.ndarray, rate: float = 0.002, map_rate: float = 0.02, limit: int = 255, mixer_levels: int = 4,
             integer: bool = False, int_rate: int = 6, int_map_shift: int = 6, tile: int = 1 << 30,
-            group_size: int = GROUP_SIZE, refined_magnitudes: int = MAGNITUDES, active: int = GROUPS,
+            group_size: int = GROUP_SIZE, refined_magnitudes: int = MAGNITUDES, active: int = FORMAT21_GROUPS,
             state: tuple | None = None) -> tuple[float, float, float]:
     """image (C, H, W) uint8 -> (baseline, chain, refined) bits, from `state` (fresh_state's; updated) or a fresh
     one."""
@@ -522,7 +553,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=255, help="the counters' count limit")
     parser.add_argument("--mixer-levels", type=int, default=4, help="mixer weight sets by the table's level")
     parser.add_argument("--integer", action="store_true", help="every number an integer, as a coder's must be")
-    parser.add_argument("--int-rate", type=int, default=6, help="--integer: the mixer's learning rate")
+    parser.add_argument("--int-rate", type=int, help="--integer: the mixer's learning rate (default 6; --across 12)")
     parser.add_argument("--int-map-shift", type=int, default=6, help="--integer: the map's rate, 2^-N")
     parser.add_argument("--tile", type=int, default=1 << 30,
                         help="neighbours in another tile of this size count as residual 0")
@@ -531,12 +562,17 @@ def main() -> None:
                         "pushed and popped as the kernels' ANS coder does) and decode it again")
     parser.add_argument("--refined-magnitudes", type=int, default=MAGNITUDES,
                         help="refine |r| > m only up to this m (beyond: the table's probability alone)")
-    parser.add_argument("--groups", type=int, default=GROUPS, help="--integer: only the first N counter groups")
+    parser.add_argument("--groups", type=int, help="only the first N counter groups (default: format 21's ten, "
+                        "--across's fifteen)")
+    parser.add_argument("--across", action="store_true", help="format 22's refinement: five groups more, on the "
+                        "earlier channels' gradients carried over, and --int-rate 12 (unless given)")
     parser.add_argument("--warm", type=int, default=0,
                         help="learn the state on this many of photos_train's training photographs first, each test "
                              "image then coded from it")
     parser.add_argument("--warm-limit", type=int, default=255, help="--warm: the learnt counts capped at this")
     args = parser.parse_args()
+    args.groups = args.groups or (GROUPS if args.across else FORMAT21_GROUPS)
+    args.int_rate = args.int_rate or (12 if args.across else 6)
     options = dict(rate=args.rate, map_rate=args.map_rate, limit=args.limit, mixer_levels=args.mixer_levels,
                    integer=args.integer, int_rate=args.int_rate, int_map_shift=args.int_map_shift, tile=args.tile,
                    group_size=args.group_size, refined_magnitudes=args.refined_magnitudes, active=args.groups)
@@ -560,7 +596,7 @@ def main() -> None:
         assert abs(bits[1] / bits[0] - 1) < 1e-9, bits  # the chain rule: the profile's own code length
         coded = ""
         if args.code:
-            size, _ = code(image, args.limit, args.mixer_levels, args.int_rate, args.int_map_shift)
+            size, _ = code(image, args.limit, args.mixer_levels, args.int_rate, args.int_map_shift, args.groups)
             real += 8 * size
             coded = f", coded {8 * size / image.size:.5f} and decoded"
         sums += bits

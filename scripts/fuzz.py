@@ -33,7 +33,7 @@ Besides the random mutations, every run also goes through (issue 19):
   letterboxed, gradients, 1x1 .. 3x3 and larger, in every mode L / LA / RGB / RGBA / P), compressed and
   decoded in process: anything but the exact original back is a failure; `--adversarial-cases` adds random
   small images made of large constant regions.
-- with --binary-cases N, N mutations of today's files (formats 10 to 21: binary header, one CRC over the file)
+- with --binary-cases N, N mutations of today's files (formats 10 to 22: binary header, one CRC over the file)
   made with the shipped photo2 and photo-gray2 from crops of samples/hopper.png: bits-back and predictor tiles
   in the stream order, --fast with format 13's, 12's and 10's predictor tiles, grey, an
   archive, and an archive of 24 small crops (binary_corpus); byte edits, cuts and payload
@@ -137,16 +137,17 @@ def shipped_models() -> dict:
     return {name: load_model(ROOT / "pretrained" / f"{name}.safetensors") for name in SHIPPED}
 
 
-BINARY_SECTION = "binary_format21"  # the report's section of binary_corpus's mutations (today's formats)
+BINARY_SECTION = "binary_format22"  # the report's section of binary_corpus's mutations (today's formats)
 
 
 def binary_corpus(models: dict) -> dict[str, tuple[bytes, list, str]]:
-    """Files of today's formats (10 to 21: binary header, one CRC over the file) made with the shipped models from
+    """Files of today's formats (10 to 22: binary header, one CRC over the file) made with the shipped models from
     crops of samples/hopper.png, key -> (data, images, model: "photo2" or "photo-gray2"): tiles by bits-back, the
     predictor and whitened bytes in the stream order (model tiles last; a grey crop as RGB, where photo2 wins a
-    tile), a colour crop by the predictor alone (--fast) in sections (format 21's, in the photograph profile refined:
-    one, and in tiles of 16 four, cut as scripts/make_golden.py's small_sections cuts them; format 20's unrefined
-    with --format 20; and format 16's with --format 19), with format 15's staged cascade tiles in one chain
+    tile), a colour crop by the predictor alone (--fast) in sections (format 22's, in the photograph profile refined
+    across channels: one, and in tiles of 16 four, cut as scripts/make_golden.py's small_sections cuts them; format
+    21's refined within each channel with --format 21; format 20's unrefined with --format 20; and format 16's with
+    --format 19), with format 15's staged cascade tiles in one chain
     (--format 15), with format 14's wide ones (--format 14), format 13's cascade tiles with parity (--format 13),
     format 12's without (--format 12) and format 10's least-squares ones (--format 11), a grey image, an archive of
     two, one of 24 small crops (its header deflated; format 19, some of its sections in the small-image profile, and
@@ -165,6 +166,7 @@ def binary_corpus(models: dict) -> dict[str, tuple[bytes, list, str]]:
         "model": ([("grey-as-rgb.png", grey.convert("RGB"))], "photo2", {}),
         "fast": ([("crop.png", colour)], "photo2", {"fast": True}),
         "sections-fast": ([("crop.png", colour)], "photo2", {"fast": True, "tile": 16}),
+        "refined-sections-fast": ([("crop.png", colour)], "photo2", {"fast": True, "tile": 16, "format_version": 21}),
         "photo-sections-fast": ([("crop.png", colour)], "photo2", {"fast": True, "tile": 16, "format_version": 20}),
         "format16-sections-fast": ([("crop.png", colour)], "photo2", {"fast": True, "tile": 16, "format_version": 19}),
         "staged-fast": ([("crop.png", colour)], "photo2", {"fast": True, "format_version": 15}),
@@ -191,7 +193,8 @@ def binary_corpus(models: dict) -> dict[str, tuple[bytes, list, str]]:
     with small_sections():
         corpus = {key: (compress_images(images, models[model], classical=False, **options).data, images, model)
                   for key, (images, model, options) in cases.items()}
-    assert corpus["fast"][0][8] == corpus["sections-fast"][0][8] == 21  # sections in the photograph profile refined
+    assert corpus["fast"][0][8] == corpus["sections-fast"][0][8] == 22  # the photograph profile refined across
+    assert corpus["refined-sections-fast"][0][8] == 21  # refined within each channel
     assert corpus["photo-sections-fast"][0][8] == 20  # unrefined
     assert corpus["format16-sections-fast"][0][8] == corpus["sections-small-archive"][0][8] == 16  # sections
     assert corpus["small-archive"][0][8] == 19  # and some sections in the small-image profile
@@ -1231,7 +1234,7 @@ def fuzz(cases: int, seed: int = 0, timeout: float = 10.0, cli_every: int = 50, 
                             outcome, detail = "FAIL-cli", problem
                     section.add(f"{index} {key}: {what}", outcome, detail, seconds, peak_before)
                     if log is not None and (index + 1) % 1000 == 0:
-                        log(f"binary formats 10 to 21: {index + 1} cases, failures {len(section.failures)}")
+                        log(f"binary formats 10 to 22: {index + 1} cases, failures {len(section.failures)}")
         finally:
             signal.signal(signal.SIGALRM, previous)
         elapsed = time.perf_counter() - started

@@ -95,8 +95,13 @@ photo_crop in tiles of 8 (odd-fast.vz), and hopper_crops in tiles of 8, each sec
 
     python scripts/make_golden.py --format21 [--force]
 writes tests/data/format21/*.vz, the first files of format 21 (2026-12-07: the photograph profile's values coded bit
-by bit, refined by an adaptive model), format20_files's images and options written by default (format21_files).
-Never regenerate them either.
+by bit, refined by an adaptive model), format20_files's images and options written with format_version=21
+(format21_files). Never regenerate them either.
+
+    python scripts/make_golden.py --format22 [--force]
+writes tests/data/format22/*.vz, the first files of format 22 (2026-12-07: the refinement also reading the earlier
+channels' gradients), format20_files's images and options written by default (format22_files). Never regenerate
+them either.
 
     python scripts/make_golden.py --mixed [--force]
 writes tests/data/mixed/*.vz, the first archives that mix grey and colour images (2026-12-05, format 16, as
@@ -444,13 +449,20 @@ def format20_files() -> dict[str, tuple[list[tuple[str, Image.Image]], dict]]:
     in tiles of 8, whose sections take the photograph profile or the small-image one (archive-fast.vz). Written by
     default when format 20 was the newest (format_version=20 gives the same files since format 21), within
     small_sections and photo_sections."""
-    return {name: (images, {**options, "format_version": 20}) for name, (images, options) in format21_files().items()}
+    return {name: (images, {**options, "format_version": 20}) for name, (images, options) in format22_files().items()}
 
 
 def format21_files() -> dict[str, tuple[list[tuple[str, Image.Image]], dict]]:
-    """tests/data/format21: format20_files's images and options, written by default (format 21 the newest): the
-    photograph profile's sections refined bit by bit (predictive-refined-sections), within small_sections and
-    photo_sections."""
+    """tests/data/format21: format20_files's images and options, written by default when format 21 was the newest
+    (format_version=21 gives the same files since format 22): the photograph profile's sections refined bit by bit
+    (predictive-refined-sections), within small_sections and photo_sections."""
+    return {name: (images, {**options, "format_version": 21}) for name, (images, options) in format22_files().items()}
+
+
+def format22_files() -> dict[str, tuple[list[tuple[str, Image.Image]], dict]]:
+    """tests/data/format22: format20_files's images and options, written by default (format 22 the newest): the
+    photograph profile's sections refined bit by bit, the refinement reading the earlier channels' gradients too
+    (predictive-refined-across-sections), within small_sections and photo_sections."""
     fast = dict(classical=False, fast=True)
     crop = photo_crop()
     return {"photo-fast.vz": ([("hopper.png", crop)], {**fast, "tile": 32}),
@@ -600,15 +612,15 @@ def make_mixed_fixtures(force: bool) -> None:
 
 
 def make_deflated_fixtures(version: int, force: bool) -> None:
-    """tests/data/format11 to format16 and format19 to format21."""
+    """tests/data/format11 to format16 and format19 to format22."""
     folder = GOLDEN / f"format{version}"
     folder.mkdir(parents=True, exist_ok=True)
     files = {11: format11_files, 12: format12_files, 13: format13_files, 14: format14_files,
              15: format15_files, 16: format16_files, 19: format19_files, 20: format20_files,
-             21: format21_files}[version]()
+             21: format21_files, 22: format22_files}[version]()
     with tempfile.TemporaryDirectory() as scratch, \
-            small_sections() if version in (16, 19, 20, 21) else nullcontext(), \
-            photo_sections() if version in (20, 21) else nullcontext():
+            small_sections() if version in (16, 19, 20, 21, 22) else nullcontext(), \
+            photo_sections() if version in (20, 21, 22) else nullcontext():
         weights = _tiny_models(Path(scratch))
         for file_name, (images, options) in files.items():
             channels = 1 if images[0][1].mode == "L" else 3
@@ -741,6 +753,7 @@ def main() -> None:
     action.add_argument("--format19", action="store_true", help="tests/data/format19/*.vz")
     action.add_argument("--format20", action="store_true", help="tests/data/format20/*.vz")
     action.add_argument("--format21", action="store_true", help="tests/data/format21/*.vz")
+    action.add_argument("--format22", action="store_true", help="tests/data/format22/*.vz")
     action.add_argument("--mixed", action="store_true", help="tests/data/mixed/*.vz")
     action.add_argument("--binary", action="store_true", help="tests/data/binary/model.vz")
     action.add_argument("--global", dest="global_", action="store_true", help="tests/data/global/model.vz")
@@ -769,8 +782,8 @@ def main() -> None:
         make_version_fixtures(17, metadata_files(), args.force)
     elif args.format18:
         make_version_fixtures(18, deep_files(), args.force)
-    elif args.format19 or args.format20 or args.format21:
-        make_deflated_fixtures(19 if args.format19 else 20 if args.format20 else 21, args.force)
+    elif args.format19 or args.format20 or args.format21 or args.format22:
+        make_deflated_fixtures(next(v for v in (19, 20, 21, 22) if getattr(args, f"format{v}")), args.force)
     elif args.mixed:
         make_mixed_fixtures(args.force)
     elif args.binary:

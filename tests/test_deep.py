@@ -628,10 +628,12 @@ def test_colour_16_bit_tiff_and_ppm_are_read_with_all_their_bits(monkeypatch):
         open_image(codecs.tiff_encode(samples))
 
 
-@pytest.mark.parametrize("asked, version, kind", [(None, 21, "predictive-refined-sections"),
+@pytest.mark.parametrize("asked, version, kind", [(None, 22, "predictive-refined-across-sections"),
+                                                  (21, 21, "predictive-refined-sections"),
                                                   (20, 20, "predictive-photo-sections")])
-def test_photographs_16_bits_and_metadata_in_formats_20_and_21(monkeypatch, tmp_path, asked, version, kind):
-    """Where a section takes the photograph profile the file is format 21 (refined; format 20 with --format 20:
+def test_photographs_16_bits_and_metadata_in_formats_20_to_22(monkeypatch, tmp_path, asked, version, kind):
+    """Where a section takes the photograph profile the file is format 22 (refined across channels; format 21 or 20
+    with --format 21 or 20:
     format 18's layout either way), with a 16-bit image's depth and an image's metadata as in formats 18 and 17, and
     `vaezip info` names it; --format 19 writes format 16's sections (18 with the 16-bit image, 17 with the
     metadata), and every file comes back."""

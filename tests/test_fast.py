@@ -404,7 +404,7 @@ def test_an_archive_whose_graphic_goes_classical_keeps_the_models_file_where_tha
 
 
 def test_a_photograph_sized_image_is_cut_into_sections_decoded_side_by_side(tiny_weights, tmp_path):
-    """--fast on a 768x512 image (2 rows of 3 tiles of 256, 1.2 million values): format 21, two sections of a row
+    """--fast on a 768x512 image (2 rows of 3 tiles of 256, 1.2 million values): format 22, two sections of a row
     of tiles each (bitsback.section_runs) in the photograph profile refined (format 16's with --format 19); a fresh
     process decodes it the same on one thread under other kernel settings as this one does on every core. Where a
     tile would cost raw bytes less (noise), the stream is format 15's chain."""
@@ -412,7 +412,7 @@ def test_a_photograph_sized_image_is_cut_into_sections_decoded_side_by_side(tiny
     result = compress_images([("big.png", Image.fromarray(image))], load_model(tiny_weights[3]), device="cpu",
                              fast=True)
     version, header, _ = read_versioned(result.data)
-    assert version == 21 and header.coder.schedule == (("predictive-refined-sections", 3),) * 2
+    assert version == 22 and header.coder.schedule == (("predictive-refined-across-sections", 3),) * 2
     older = compress_images([("big.png", Image.fromarray(image))], load_model(tiny_weights[3]), device="cpu",
                             fast=True, format_version=19)
     version, header, _ = read_versioned(older.data)
@@ -456,7 +456,7 @@ def test_a_large_image_takes_a_section_for_each_large_section_values(tiny_weight
     result = compress_images([("tall.png", Image.fromarray(image))], load_model(tiny_weights[3]), device="cpu",
                              fast=True)
     version, header, _ = read_versioned(result.data)
-    assert version == 21 and header.coder.schedule == (("predictive-refined-sections", 2),) * 4
+    assert version == 22 and header.coder.schedule == (("predictive-refined-across-sections", 2),) * 4
     (_, back), = decompress_images(result.data)
     assert np.array_equal(np.asarray(back), image)
 
@@ -474,12 +474,12 @@ def test_a_photograph_archived_with_thumbnails_is_coded_in_the_photograph_profil
     result = compress_images(archive, fast=True, classical=False)
     version, header, _ = read_versioned(result.data)
     schedule = header.coder.schedule
-    assert version == 21 and len(schedule) >= 2
-    assert schedule[0][0] == "predictive-refined-sections" and {kind for kind, _ in schedule} <= {
-        "predictive-refined-sections", "predictive-small-sections"}
+    assert version == 22 and len(schedule) >= 2
+    assert schedule[0][0] == "predictive-refined-across-sections" and {kind for kind, _ in schedule} <= {
+        "predictive-refined-across-sections", "predictive-small-sections"}
     photograph_last = [*archive[1:], archive[0]]
     assert read_versioned(compress_images(photograph_last, fast=True, classical=False).data)[1].coder.schedule[-1][
-        0] == "predictive-refined-sections"
+        0] == "predictive-refined-across-sections"
     for (_, image), (_, back) in zip(archive, decompress_images(result.data)):
         assert np.array_equal(np.asarray(back), np.asarray(image))
 

@@ -34,8 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from make_golden import (  # noqa: E402
     FORMAT7_TILE, PREDICTOR_KINDS, format3_files, format7_estimates, format7_file, format11_files, format12_files,
     format13_files, format14_files, format15_files, format16_files, format19_files, format20_files, format21_files,
-    hopper_crops,
-    mixed_files, photo_crop, photo_sections, predictor_files, small_sections,
+    format22_files, hopper_crops, mixed_files, photo_crop, photo_sections, predictor_files, small_sections,
 )
 
 
@@ -325,11 +324,11 @@ def test_the_cli_writes_an_older_format_on_request(tiny_weights, tmp_path):
     readers before format 10 (the adaptive tiles without least squares), 8 for those before format 9 (the fitted
     tiles without adapting), 7 or 6 for those before format 8 (the blend's Laplace tiles), 5 for those before format
     6, 3 (and 2) for those before format 5: the predictor's Laplace or Gaussian tiles; the same bytes in a worker
-    process (-j 2); --format 20 and 19 write the default's very file for this small image (no photograph
+    process (-j 2); --format 21, 20 and 19 write the default's very file for this small image (no photograph
     sections), 18 and 16 format 16's sections without the small-image profile; --format with --samples, or a
     format it cannot write, is a usage error."""
     image = np.asarray(Image.open(GOLDEN / "golden.png"))
-    formats = {"new": [], "twenty": ["--format", "20"], "nineteen": ["--format", "19"], "eighteen": ["--format", "18"],
+    formats = {"new": [], "twenty-one": ["--format", "21"], "twenty": ["--format", "20"], "nineteen": ["--format", "19"], "eighteen": ["--format", "18"],
                "sixteen": ["--format", "16"],
                "fifteen": ["--format", "15"], "fourteen": ["--format", "14"],
                "thirteen": ["--format", "13"], "twelve": ["--format", "12"], "eleven": ["--format", "11"],
@@ -354,6 +353,7 @@ def test_the_cli_writes_an_older_format_on_request(tiny_weights, tmp_path):
     assert versions["ten"] in (3, 10) and versions["eleven"] in (3, 10, 11)  # 11 where deflating pays
     assert (tmp_path / "nineteen.vz").read_bytes() == (tmp_path / "new.vz").read_bytes()
     assert (tmp_path / "twenty.vz").read_bytes() == (tmp_path / "new.vz").read_bytes()
+    assert (tmp_path / "twenty-one.vz").read_bytes() == (tmp_path / "new.vz").read_bytes()
     assert (tmp_path / "eighteen.vz").read_bytes() == (tmp_path / "sixteen.vz").read_bytes()
     assert versions["twelve"] in (3, 12) and versions["thirteen"] in (3, 13) and versions["fourteen"] in (3, 14)
     assert versions["fifteen"] in (3, 15)  # 3: without the initial statistics PNG codes this image for less
@@ -466,12 +466,12 @@ def test_format_9_to_16_files_decode_in_a_fresh_process_without_numba(name, tiny
 
 DEFLATED_FILES = {11: format11_files, 12: format12_files, 13: format13_files, 14: format14_files,
                   15: format15_files, 16: format16_files, 19: format19_files, 20: format20_files,
-                  21: format21_files}
+                  21: format21_files, 22: format22_files}
 DEFLATED_GOLDENS = [(version, name) for version, files in DEFLATED_FILES.items() for name in sorted(files())]
 
 
 @pytest.mark.parametrize("version, file_name", DEFLATED_GOLDENS)
-def test_format_11_to_21_golden_files_reencode_to_their_bytes_and_decode_in_a_fresh_process_under_other_kernels(
+def test_format_11_to_22_golden_files_reencode_to_their_bytes_and_decode_in_a_fresh_process_under_other_kernels(
         version, file_name, tiny_weights, tmp_path):
     """format11/*.vz: archives of twelve small images whose header is stored deflated (format 11), through the
     model and as --fast codes them; format12/*.vz: images and an archive through the predictor's cascade tiles
@@ -480,8 +480,8 @@ def test_format_11_to_21_golden_files_reencode_to_their_bytes_and_decode_in_a_fr
     format16/*.vz: the same in sections (cut at a few hundred values: make_golden.small_sections); format19/*.vz:
     small images in sections, some coded by the small-image profile; format20/*.vz: images taken for photographs
     (make_golden.photo_sections) in sections coded by the photograph profile (and, in the archive, the small-image
-    one); format21/*.vz: the same images, the photograph profile's sections refined bit by bit. Encoding again gives
-    the same bytes; a fresh process decodes the same images whatever kernels the CPU runs.
+    one); format21/*.vz: the same images, the photograph profile's sections refined bit by bit; format22/*.vz: the
+    same, the refinement reading the earlier channels' gradients too. Encoding again gives the same bytes; a fresh process decodes the same images whatever kernels the CPU runs.
     A failure means the format changed."""
     from codec.container import inflate_header
     from codec.header import to_binary
@@ -489,7 +489,7 @@ def test_format_11_to_21_golden_files_reencode_to_their_bytes_and_decode_in_a_fr
     images, options = DEFLATED_FILES[version]()[file_name]
     weights = tiny_weights[1 if images[0][1].mode == "L" else 3]
     pinned = (GOLDEN / f"format{version}" / file_name).read_bytes()
-    with small_sections(), photo_sections() if version in (20, 21) else nullcontext():  # cuts only sections
+    with small_sections(), photo_sections() if version in (20, 21, 22) else nullcontext():  # cuts only sections
         again = compress_images(images, load_model(weights), device="cpu", **options)
     assert again.format_version == version
     # byte for byte where this zlib deflates as the one that wrote it (zlib-ng, say, may not): else the same
@@ -502,7 +502,8 @@ def test_format_11_to_21_golden_files_reencode_to_their_bytes_and_decode_in_a_fr
     if version >= 12:
         assert {12: "predictive-cascade", 13: "predictive-parity", 14: "predictive-wide",
                 15: "predictive-staged", 16: "predictive-sections", 19: "predictive-small-sections",
-                20: "predictive-photo-sections", 21: "predictive-refined-sections"}[version] in {
+                20: "predictive-photo-sections", 21: "predictive-refined-sections",
+                22: "predictive-refined-across-sections"}[version] in {
             kind for kind, _ in header.coder.schedule}
     position, length, shift = 10, 0, 0
     while True:  # the stored header's length, a varint

@@ -70,17 +70,17 @@ def compress_images(
     classical: also code every image classically (raw, PNG or WebP samples) and keep, image by image, the
     smaller path, so that a file is never much larger than the best classical coding (False: the model codes
     every image, as before format 3).
-    format_version: None (or 21, the newest) for the oldest format that holds the file: 3; 4 for
+    format_version: None (or 22, the newest) for the oldest format that holds the file: 3; 4 for
     importance-weighted batches; 7 where the predictor's tiles go first in the stream, so that the model's run in
     full batches; 8 where a tile decided on while coding goes to the predictor, whose residuals format 8 codes with
     tables fitted on photographs; 9 where the predictor's tiles adapt their contexts' statistics over the stream;
     11 where the header deflated saves 16 bytes or more; 15 where the predictor's staged cascade tiles code a tile;
     16 where they code every tile, in sections; 17 where an image keeps metadata; 18 where an image has 16 bits
-    per sample (such an image needs it, and 19 to 21); 19 where small images' sections code for less by the
-    predictor's small-image profile; 21 where a section is coded by its photograph profile refined bit by bit (a
+    per sample (such an image needs it, and 19 to 22); 19 where small images' sections code for less by the
+    predictor's small-image profile; 22 where a section is coded by its photograph profile refined bit by bit (a
     photograph's, and the sections of its stream). An older version N writes what format N wrote, at most format N,
     which readers older than N + 1 read:
-      20: the photograph profile's sections unrefined; 19: no photograph sections; 18: no small-image sections;
+      21: the refined sections' refinement reading no other channel; 20: the photograph profile's sections unrefined; 19: no photograph sections; 18: no small-image sections;
       17: no 16-bit image (such an image is refused);
       16: no metadata;
       15: the staged cascade's tiles in one chain;
@@ -286,6 +286,9 @@ INFERENCE = {
     21: "integer-exact inference with staged cascade predictor tiles in sections, some coded by its photograph "
         "profile refined bit by bit by an adaptive model (others perhaps by its small-image profile), and classical "
         "codings, its header deflated: decodes on any machine",
+    22: "integer-exact inference with staged cascade predictor tiles in sections, some coded by its photograph "
+        "profile refined bit by bit by an adaptive model that also reads the earlier channels' gradients (others "
+        "perhaps by its small-image profile), and classical codings, its header deflated: decodes on any machine",
 }
 
 
@@ -316,9 +319,9 @@ def file_info(data: bytes) -> FileInfo:
             images.append(found)
     deflated = version == container.DEFLATED_VERSION
     newest = version
-    # formats 17 to 21 may hold any content of the formats before them: described as the oldest that holds it
+    # formats 17 to 22 may hold any content of the formats before them: described as the oldest that holds it
     with_metadata = version in (container.METADATA_VERSION, container.DEPTH_VERSION, container.SMALL_VERSION,
-                                container.PHOTO_VERSION, container.REFINED_VERSION)
+                                container.PHOTO_VERSION, container.REFINED_VERSION, container.ACROSS_VERSION)
     if deflated or with_metadata:
         version = container.binary_version(kinds, ordered=bool(coder is not None and coder.order))
         deflated = version not in container.DEFLATED_HEADERS  # format 17's header is deflated too

@@ -150,7 +150,7 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
     started = time.perf_counter()
     writable = (*container.OLDER_FORMATS, container.SECTIONS_VERSION, container.METADATA_VERSION,
                 container.DEPTH_VERSION, container.SMALL_VERSION, container.PHOTO_VERSION,
-                container.REFINED_VERSION)
+                container.REFINED_VERSION, container.ACROSS_VERSION)
     if format_version not in (None, *writable):
         raise ValueError(f"format_version must be one of {', '.join(map(str, writable))}, not {format_version}")
     images, depths = _parts(images)
@@ -159,17 +159,18 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
         raise ImageError(f"{len(images)} images with the low parts of 16-bit images, more than {MAX_IMAGES} in one "
                          f"archive: compress them into several archives")
     if deep and format_version not in (None, container.DEPTH_VERSION, container.SMALL_VERSION,
-                                       container.PHOTO_VERSION, container.REFINED_VERSION):
+                                       container.PHOTO_VERSION, container.REFINED_VERSION, container.ACROSS_VERSION):
         name = next(name for (name, _), (depth, _) in zip(images, depths) if depth)
         raise ImageError(f"{name}: a 16-bit image needs format {container.DEPTH_VERSION}, {container.SMALL_VERSION}, "
-                         f"{container.PHOTO_VERSION} or {container.REFINED_VERSION} (the default), not "
-                         f"{format_version}")
+                         f"{container.PHOTO_VERSION}, {container.REFINED_VERSION} or {container.ACROSS_VERSION} (the "
+                         f"default), not {format_version}")
     newest = (None, container.METADATA_VERSION, container.DEPTH_VERSION, container.SMALL_VERSION,
-              container.PHOTO_VERSION, container.REFINED_VERSION)
+              container.PHOTO_VERSION, container.REFINED_VERSION, container.ACROSS_VERSION)
     keep_metadata = metadata and format_version in newest
-    # Format 19's small-image sections, format 20's photograph sections and format 21's refined ones only where no
-    # older format was asked for.
-    allowed = {None: bitsback.SECTION_KINDS, container.REFINED_VERSION: bitsback.SECTION_KINDS,
+    # Format 19's small-image sections, format 20's photograph sections, format 21's refined ones and format 22's
+    # refined across channels only where no older format was asked for.
+    allowed = {None: bitsback.SECTION_KINDS, container.ACROSS_VERSION: bitsback.SECTION_KINDS,
+               container.REFINED_VERSION: bitsback.SECTION_KINDS[:4],
                container.PHOTO_VERSION: bitsback.SECTION_KINDS[:3],
                container.SMALL_VERSION: bitsback.SECTION_KINDS[:2]}.get(format_version, bitsback.SECTION_KINDS[:1])
     format_version = None if format_version in newest else format_version

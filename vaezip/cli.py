@@ -1493,18 +1493,19 @@ def compress(
                                 "the ELBO for K times the model's work each way (format 4 or later: vaezip before it "
                                 "cannot read such files)"),
     format_version: Optional[int] = typer.Option(None, "--format", metavar="N", help="write an older format for an "
-                                                 "older vaezip to read: 20 (no refined sections), 19 (no photograph "
+                                                 "older vaezip to read: 21 (refined sections that read no other "
+                                                 "channel), 20 (no refined sections), 19 (no photograph "
                                                  "sections), 18 (no small-image sections), 17 (no 16-bit image), 16 "
                                                  "(no metadata), 15 (the staged cascade's predictor tiles in one "
                                                  "chain, not in sections), 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 3 or 2 "
                                                  "(JSON header, the model's stream for every image, no classical "
                                                  "coding); docs/FORMAT.md's Versioning says what each holds and which "
                                                  "vaezip reads it; before 17 no file keeps metadata, before 18 none "
-                                                 "holds a 16-bit image. Default (or 21): the oldest format that holds "
+                                                 "holds a 16-bit image. Default (or 22): the oldest format that holds "
                                                  "the file (16 where the predictor codes every tile, in sections "
                                                  "decoded side by side; 17 where it keeps an image's metadata; 18 "
                                                  "where it holds a 16-bit image; 19 where small images' sections are "
-                                                 "coded by the predictor's small-image profile; 21 where a "
+                                                 "coded by the predictor's small-image profile; 22 where a "
                                                  "photograph's sections, and those of its stream, are coded by its "
                                                  "photograph profile, refined bit by bit)"),
     fast: bool = typer.Option(False, "--fast", help="run no network: every tile by the model-free predictor (or "
@@ -1530,13 +1531,14 @@ def compress(
             raise UsageFailure(f"--jobs must be 0 (one per core) or more, not {jobs_at_once}")
         if samples not in (1, *IMPORTANCE_SAMPLES):
             raise UsageFailure(f"--samples must be 1, {', '.join(map(str, IMPORTANCE_SAMPLES))}, not {samples}")
-        from codec.container import (DEPTH_VERSION, METADATA_VERSION, OLDER_FORMATS, PHOTO_VERSION,
+        from codec.container import (ACROSS_VERSION, DEPTH_VERSION, METADATA_VERSION, OLDER_FORMATS, PHOTO_VERSION,
                                      REFINED_VERSION, SECTIONS_VERSION, SMALL_VERSION)
         from vaezip.archive import DEFAULT_CODING_FORMATS
 
-        newest = (SECTIONS_VERSION, METADATA_VERSION, DEPTH_VERSION, SMALL_VERSION, PHOTO_VERSION, REFINED_VERSION)
+        newest = (SECTIONS_VERSION, METADATA_VERSION, DEPTH_VERSION, SMALL_VERSION, PHOTO_VERSION, REFINED_VERSION,
+                  ACROSS_VERSION)
         if format_version not in (None, *OLDER_FORMATS, *newest):
-            known = f"{', '.join(map(str, OLDER_FORMATS + newest[:-1]))} or {REFINED_VERSION}"
+            known = f"{', '.join(map(str, OLDER_FORMATS + newest[:-1]))} or {ACROSS_VERSION}"
             raise UsageFailure(f"--format must be {known} (without it: the oldest format that holds the file), "
                                f"not {format_version}")
         # the newest (what compress writes without --format; archive.encode_archive reads it so) and the default's

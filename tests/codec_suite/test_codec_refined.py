@@ -1,18 +1,22 @@
-"""Format 21's refinement (codec/kernels.py: "the refinement"; codec/predictive.py: REFINED; codec/tilekinds.py:
-PREDICTIVE_REFINED_SECTIONS): the photograph profile's values coded as binary decisions refined by an adaptive
-integer model, carried through a section."""
+"""Formats 21 and 22's refinements (codec/kernels.py: "the refinement"; codec/predictive.py: REFINED and
+REFINED_ACROSS; codec/tilekinds.py: PREDICTIVE_REFINED_SECTIONS and PREDICTIVE_ACROSS_SECTIONS): the photograph
+profile's values coded as binary decisions refined by an adaptive integer model, carried through a section."""
+
+from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from codec_toymodel import smooth_image
 
 from codec import bitsback, kernels, predictive
 from codec.ans import Stack
-from codec.bitsback import PREDICTIVE_PHOTO_SECTIONS, PREDICTIVE_REFINED_SECTIONS
+from codec.bitsback import PREDICTIVE_ACROSS_SECTIONS, PREDICTIVE_PHOTO_SECTIONS, PREDICTIVE_REFINED_SECTIONS
 from codec.errors import CodingError
 from codec.tiling import split_tiles
 
 INF = float("inf")
+REFINEMENTS = pytest.mark.parametrize("distribution", predictive.REFINEMENTS)
 
 
 def coded(tiles, contexts, distribution):
@@ -35,15 +39,16 @@ def noisy_crop(seed: int, channels: int = 3) -> np.ndarray:
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
+@REFINEMENTS
 @pytest.mark.parametrize("channels", [1, 3])
-def test_refined_tiles_decode_with_the_state_carried_through(channels):
+def test_refined_tiles_decode_with_the_state_carried_through(channels, distribution):
     """Three tiles, each with context from the one before, coded with one state and decoded with another: the same
     pixels, the stack emptied; the refinement's model lives in the state (made by the first tile) and moves."""
     image = noisy_crop(channels, channels)
     tiles = [np.ascontiguousarray(image[:, :, :20]), np.ascontiguousarray(image[:, :, 20:]),
              np.ascontiguousarray(image[:, :12, :20])]
     contexts = [predictive.Context(), predictive.Context(left=image[:, :, 19]), predictive.Context()]
-    stack, recorded = coded(tiles, contexts, predictive.REFINED)
+    stack, recorded = coded(tiles, contexts, distribution)
     assert all(one.decisions is not None and one.decisions.shape[1] >= one.values.size for one in recorded)
     start, frequency = recorded[0].decisions
     assert (frequency > 0).all() and (start + frequency <= 1 << 24).all()
@@ -51,45 +56,68 @@ def test_refined_tiles_decode_with_the_state_carried_through(channels):
     assert ((start > 0) & (start + frequency < 1 << 24)).any()
     state = predictive.AdaptiveState()
     for tile, context in zip(tiles, contexts):
-        np.testing.assert_array_equal(predictive.decode(stack, *tile.shape, context, predictive.REFINED, state),
-                                      tile)
+        np.testing.assert_array_equal(predictive.decode(stack, *tile.shape, context, distribution, state), tile)
     assert stack.is_empty()
-    assert state.refinement is not None and (state.refinement.counters & 255 > 0).any()  # counted
+    assert state.refinement is not None
+    groups = kernels.REFINE_WIDEST if distribution == predictive.REFINED_ACROSS else kernels.REFINE_GROUPS
+    assert state.refinement.counters.shape == (groups, kernels.REFINE_SLOTS)
+    assert ((state.refinement.counters & 255) > 0).any(axis=1).all()  # every group counted
 
 
-def test_the_plain_python_forms_code_the_compiled_forms_bits(monkeypatch):
+@REFINEMENTS
+def test_the_plain_python_forms_code_the_compiled_forms_bits(monkeypatch, distribution):
     """Without numba the kernels run as plain Python: the same decisions and the same words as compiled."""
     tile = noisy_crop(7)[:, :8, :12].copy()
-    compiled_stack, compiled_recorded = coded([tile], [predictive.Context()], predictive.REFINED)
+    compiled_stack, compiled_recorded = coded([tile], [predictive.Context()], distribution)
     for name, function in kernels.PYTHON_FORMS.items():
         monkeypatch.setitem(kernels.__dict__, name, function)
     monkeypatch.setattr(kernels, "always", lambda: kernels.PYTHON_FORMS)
-    plain_stack, plain_recorded = coded([tile], [predictive.Context()], predictive.REFINED)
+    plain_stack, plain_recorded = coded([tile], [predictive.Context()], distribution)
     np.testing.assert_array_equal(plain_recorded[0].decisions, compiled_recorded[0].decisions)
     np.testing.assert_array_equal(plain_stack.words(), compiled_stack.words())
     state = predictive.AdaptiveState()
     np.testing.assert_array_equal(predictive.decode(Stack.from_words(compiled_stack.words()), *tile.shape,
-                                                    predictive.Context(), predictive.REFINED, state), tile)
+                                                    predictive.Context(), distribution, state), tile)
 
 
-def test_refined_sections_take_the_photograph_profiles_place_where_format_21_may_be_written(monkeypatch):
-    """The encoder codes in refined sections where it coded format 20's photograph sections; format 20 (and older)
-    never; a section's words popped as the unrefined kind are refused or decode to other pixels."""
+def test_refined_sections_take_the_photograph_profiles_place_where_format_21_or_22_may_be_written(monkeypatch):
+    """The encoder codes in format 22's refined sections where it coded format 20's photograph sections, in format 21's
+    where 21 is the newest allowed; format 20 (and older) never; a section's words popped as another kind are refused
+    or decode to other pixels."""
     monkeypatch.setattr(bitsback, "PHOTO_PROFILE_VALUES", 100)
     rng = np.random.default_rng(4)
     tiles = split_tiles(smooth_image(rng, 3, 48, 40), 16, 2)
-    assert bitsback.section_kinds(tiles) == (PREDICTIVE_REFINED_SECTIONS, bitsback.PREDICTIVE_SMALL_SECTIONS)
-    assert PREDICTIVE_REFINED_SECTIONS not in bitsback.section_kinds(tiles, bitsback.SECTION_KINDS[:3])
-    priced = bitsback.price_sections(tiles, runs=[6, 3], kinds=[PREDICTIVE_REFINED_SECTIONS])
-    stack = Stack()
-    schedule, _ = bitsback.encode_tiles(stack, tiles, None, model_bits=[INF] * len(tiles), priced=priced)
-    assert schedule == [(PREDICTIVE_REFINED_SECTIONS, 6), (PREDICTIVE_REFINED_SECTIONS, 3)]
-    decoded = bitsback.decode(stack.words(), schedule, [t.spec for t in tiles], None)
-    for tile, pixels in zip(tiles, decoded):
-        np.testing.assert_array_equal(pixels, tile.pixels)
-    try:
-        wrong = bitsback.decode(stack.words(), [(PREDICTIVE_PHOTO_SECTIONS, n) for _, n in schedule],
-                                [t.spec for t in tiles], None)
-    except CodingError:
-        return
-    assert any(not np.array_equal(got, tile.pixels) for got, tile in zip(wrong, tiles))
+    assert bitsback.section_kinds(tiles) == (PREDICTIVE_ACROSS_SECTIONS, bitsback.PREDICTIVE_SMALL_SECTIONS)
+    assert bitsback.section_kinds(tiles, bitsback.SECTION_KINDS[:4])[0] == PREDICTIVE_REFINED_SECTIONS
+    assert not {PREDICTIVE_REFINED_SECTIONS, PREDICTIVE_ACROSS_SECTIONS} & set(
+        bitsback.section_kinds(tiles, bitsback.SECTION_KINDS[:3]))
+    for kind, other in ((PREDICTIVE_ACROSS_SECTIONS, PREDICTIVE_REFINED_SECTIONS),
+                        (PREDICTIVE_REFINED_SECTIONS, PREDICTIVE_PHOTO_SECTIONS)):
+        priced = bitsback.price_sections(tiles, runs=[6, 3], kinds=[kind])
+        stack = Stack()
+        schedule, _ = bitsback.encode_tiles(stack, tiles, None, model_bits=[INF] * len(tiles), priced=priced)
+        assert schedule == [(kind, 6), (kind, 3)]
+        decoded = bitsback.decode(stack.words(), schedule, [t.spec for t in tiles], None)
+        for tile, pixels in zip(tiles, decoded):
+            np.testing.assert_array_equal(pixels, tile.pixels)
+        try:
+            wrong = bitsback.decode(stack.words(), [(other, n) for _, n in schedule], [t.spec for t in tiles], None)
+        except CodingError:
+            continue
+        assert any(not np.array_equal(got, tile.pixels) for got, tile in zip(wrong, tiles))
+
+
+def test_the_refinement_across_channels_codes_a_photograph_in_fewer_bits():
+    """samples/hopper.png (256x256 colour) as one tile: format 22's refinement, which also reads where the earlier
+    channels' gradients put each value, codes it in fewer bits than format 21's (~1.7 % fewer; Kodak's photographs
+    ~10 %), its grey version in about as many."""
+    with Image.open(Path(__file__).parents[2] / "samples" / "hopper.png") as opened:
+        colour = np.ascontiguousarray(np.asarray(opened.convert("RGB")).transpose(2, 0, 1))
+        grey = np.asarray(opened.convert("L"))[None].copy()
+
+    def bits(image, distribution):
+        recorded = predictive.record_adaptive(image, predictive.Context(), predictive.AdaptiveState(), distribution)
+        return -np.log2(recorded.decisions[1].astype(np.float64) / 2**24).sum()
+
+    assert bits(colour, predictive.REFINED_ACROSS) < 0.99 * bits(colour, predictive.REFINED)
+    assert abs(bits(grey, predictive.REFINED_ACROSS) / bits(grey, predictive.REFINED) - 1) < 0.01
