@@ -70,8 +70,8 @@ from codec.tiling import Tile, TileSpec
 from codec.tilekinds import (  # noqa: F401
     BITSBACK, DIRECT, PREDICTIVE, PREDICTIVE_ACROSS_SECTIONS, PREDICTIVE_ADAPTIVE, PREDICTIVE_BLEND, PREDICTIVE_CASCADE,
     PREDICTIVE_FITTED, PREDICTIVE_LAPLACE, PREDICTIVE_LEAST_SQUARES, PREDICTIVE_NEIGHBOURS, PREDICTIVE_PARITY,
-    PREDICTIVE_PHOTO_SECTIONS, PREDICTIVE_REFINED_SECTIONS, PREDICTIVE_SECTIONS, PREDICTIVE_SMALL_SECTIONS,
-    PREDICTIVE_STAGED, PREDICTIVE_WIDE, RAW, WHITENED, Stream, raw_bits, whitening,
+    PREDICTIVE_PHOTO_SECTIONS, PREDICTIVE_REFINED_SECTIONS, PREDICTIVE_SECTIONS, PREDICTIVE_SMALL_ACROSS_SECTIONS,
+    PREDICTIVE_SMALL_SECTIONS, PREDICTIVE_STAGED, PREDICTIVE_WIDE, RAW, WHITENED, Stream, raw_bits, whitening,
 )
 
 KINDS = tuple(kind.name for kind in tilekinds.KINDS)  # every kind's name, in tilekinds.KINDS's order
@@ -636,9 +636,10 @@ SMALL_IMAGE_SECTIONS = 4
 SECTION_TILES = 4096  # codec/header.py's MAX_BATCH
 
 
-# formats 16, 19, 20, 21 and 22
+# formats 16, 19, 20, 21 and 22 (its two)
 SECTION_KINDS = (PREDICTIVE_SECTIONS, PREDICTIVE_SMALL_SECTIONS, PREDICTIVE_PHOTO_SECTIONS, PREDICTIVE_REFINED_SECTIONS,
-                 PREDICTIVE_ACROSS_SECTIONS)
+                 PREDICTIVE_ACROSS_SECTIONS, PREDICTIVE_SMALL_ACROSS_SECTIONS)
+SMALL_KINDS = (PREDICTIVE_SMALL_SECTIONS, PREDICTIVE_SMALL_ACROSS_SECTIONS)  # in a small-image profile
 
 
 def section_count(values: int, images: int) -> int:
@@ -690,9 +691,10 @@ def sections_kinds(tiles: Sequence[Tile], runs: Sequence[int],
                    allowed: Sequence[str] = SECTION_KINDS) -> list[tuple[str, ...]]:
     """The section kinds the encoder prices each section of a stream with (`runs`: their tile counts), by the sizes of
     the images each holds parts of (image_shares), of those `allowed`: format 20's photograph profile where it is
-    allowed and the images of a section hold PHOTO_PROFILE_VALUES values or more each on average, and then in every
-    section (the file holds format 18's layout either way), else format 16's; and, for a section whose images hold
-    fewer than SMALL_PROFILE_VALUES, format 19's small-image profile too where it is allowed. So a photograph
+    allowed (refined as the newest format allowed refines it) and the images of a section hold PHOTO_PROFILE_VALUES
+    values or more each on average, and then in every section (the file holds format 18's layout either way), else
+    format 16's; and, for a section whose images hold fewer than SMALL_PROFILE_VALUES, a small-image profile too
+    where one is allowed (format 22's refined, else format 19's). So a photograph
     archived with thumbnails is coded in the photograph profile, and they as small images."""
     shares = image_shares(tiles)
     averages = [_average_image_values(tiles[first: first + n], shares[first: first + n])
@@ -702,9 +704,10 @@ def sections_kinds(tiles: Sequence[Tile], runs: Sequence[int],
     profile = next((kind for kind in (PREDICTIVE_ACROSS_SECTIONS, PREDICTIVE_REFINED_SECTIONS) if kind in allowed),
                    PREDICTIVE_PHOTO_SECTIONS)
     first = profile if photo else PREDICTIVE_SECTIONS
-    small = PREDICTIVE_SMALL_SECTIONS in allowed
-    return [(first, PREDICTIVE_SMALL_SECTIONS) if small and average < SMALL_PROFILE_VALUES else (first,)
-            for average in averages]
+    # the newest small-image profile allowed: format 22's refined, else format 19's
+    small = next((kind for kind in (PREDICTIVE_SMALL_ACROSS_SECTIONS, PREDICTIVE_SMALL_SECTIONS) if kind in allowed),
+                 None)
+    return [(first, small) if small and average < SMALL_PROFILE_VALUES else (first,) for average in averages]
 
 
 def image_shares(tiles: Sequence[Tile]) -> list[float]:
@@ -799,7 +802,7 @@ def price_sections(tiles: Sequence[Tile], runs: Sequence[int] | None = None, pro
             recorded = tilekinds.record_section(tiles[first: first + n], first, tilekinds.SECTION_DISTRIBUTIONS[kind])
             coded = tilekinds.code_section(recorded)
             cost = 32 * len(coded.words)
-            if kind == PREDICTIVE_SMALL_SECTIONS and PREDICTIVE_SECTIONS in kinds:  # its header against format 16's
+            if kind in SMALL_KINDS and PREDICTIVE_SECTIONS in kinds:  # its header against format 16's
                 cost += SMALL_HEADER_BITS * ending + 32
             if cheapest is None or cost < lowest:
                 cheapest, lowest = (kind, coded, [_pushed_bits(replay) for replay in recorded]), cost

@@ -564,9 +564,13 @@ PREDICTIVE_REFINED_SECTIONS = "predictive-refined-sections"
 # gradients carried over put each value against its mean (predictive.REFINED_ACROSS); the encoder codes a stream of
 # photographs' sections so (bitsback.sections_kinds).
 PREDICTIVE_ACROSS_SECTIONS = "predictive-refined-across-sections"
+# Format 22: a section as PREDICTIVE_SMALL_SECTIONS's, refined as PREDICTIVE_ACROSS_SECTIONS's are
+# (predictive.SMALL_ACROSS); the encoder prices small images' sections so where format 22 may be written.
+PREDICTIVE_SMALL_ACROSS_SECTIONS = "predictive-small-refined-across-sections"
 SECTION_DISTRIBUTIONS = {PREDICTIVE_SECTIONS: predictive.STAGED, PREDICTIVE_SMALL_SECTIONS: predictive.SMALL,
                          PREDICTIVE_PHOTO_SECTIONS: predictive.PHOTO, PREDICTIVE_REFINED_SECTIONS: predictive.REFINED,
-                         PREDICTIVE_ACROSS_SECTIONS: predictive.REFINED_ACROSS}
+                         PREDICTIVE_ACROSS_SECTIONS: predictive.REFINED_ACROSS,
+                         PREDICTIVE_SMALL_ACROSS_SECTIONS: predictive.SMALL_ACROSS}
 _HALVES = 2**16
 
 
@@ -889,6 +893,13 @@ KINDS: tuple[TileKind, ...] = (
         "REFINED_ACROSS; codec/kernels.py: REFINE_ACROSS_GROUPS)",
         formats=(22,), written=True, single=False, uses_model=False, needs_bits=False,
         push=_push_sections(PREDICTIVE_ACROSS_SECTIONS), pop=_pop_sections(PREDICTIVE_ACROSS_SECTIONS),
+        deferred=True,
+    ),
+    TileKind(
+        PREDICTIVE_SMALL_ACROSS_SECTIONS, "a", "a section as v's, each value coded as binary decisions refined as z's "
+        "are (codec/predictive.py: SMALL_ACROSS)",
+        formats=(22,), written=True, single=False, uses_model=False, needs_bits=False,
+        push=_push_sections(PREDICTIVE_SMALL_ACROSS_SECTIONS), pop=_pop_sections(PREDICTIVE_SMALL_ACROSS_SECTIONS),
         deferred=True,
     ),
     *(TileKind(

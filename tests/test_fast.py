@@ -476,7 +476,7 @@ def test_a_photograph_archived_with_thumbnails_is_coded_in_the_photograph_profil
     schedule = header.coder.schedule
     assert version == 22 and len(schedule) >= 2
     assert schedule[0][0] == "predictive-refined-across-sections" and {kind for kind, _ in schedule} <= {
-        "predictive-refined-across-sections", "predictive-small-sections"}
+        "predictive-refined-across-sections", "predictive-small-refined-across-sections"}
     photograph_last = [*archive[1:], archive[0]]
     assert read_versioned(compress_images(photograph_last, fast=True, classical=False).data)[1].coder.schedule[-1][
         0] == "predictive-refined-across-sections"
@@ -491,30 +491,35 @@ def _thumbnails(size: int = 32) -> list[tuple[str, Image.Image]]:
             for y in range(0, reduced.height, size) for x in range(0, reduced.width, size)]
 
 
-def test_small_images_take_format_19s_profile_where_it_costs_less_and_older_formats_never(tmp_path):
-    """An archive of small photographs: by default its sections are priced in both profiles, each kept in the one
-    of fewer words (format 19 where any takes the small-image profile); --format 18 (or 16) writes format 16's
-    sections only, and no smaller file; metadata kept do not turn a format-19 file into 17; all decode."""
+def test_small_images_take_the_small_image_profile_where_it_costs_less_and_older_formats_never(tmp_path):
+    """An archive of small photographs: by default its sections are priced in format 16's and the small-image profile
+    refined (format 22's), each kept in the one of fewer words (format 22 where any takes it); --format 21 (or 20, 19)
+    prices format 19's small-image profile, unrefined, instead (a format-19 file, larger); --format 18 (or 16) writes
+    format 16's sections only, and no smaller file; metadata kept do not turn a format-22 file into 17; all
+    decode."""
     from vaezip.metadata import METADATA
     from codec.metadata import BEFORE_DATA, Chunk
 
     thumbnails = _thumbnails()
     newest = compress_images(thumbnails, fast=True, classical=False)
     older = {version: compress_images(thumbnails, fast=True, classical=False, format_version=version)
-             for version in (16, 18)}
+             for version in (16, 18, 19, 21)}
     kinds = {kind for kind, _ in read_versioned(newest.data)[1].coder.schedule}
-    assert newest.format_version == 19 and "predictive-small-sections" in kinds
-    assert kinds <= {"predictive-sections", "predictive-small-sections"}
+    assert newest.format_version == 22 and "predictive-small-refined-across-sections" in kinds
+    assert kinds <= {"predictive-sections", "predictive-small-refined-across-sections"}
+    nineteen = {kind for kind, _ in read_versioned(older[21].data)[1].coder.schedule}
+    assert older[21].data == older[19].data and older[19].format_version == 19
+    assert "predictive-small-sections" in nineteen and nineteen <= {"predictive-sections", "predictive-small-sections"}
     assert older[16].data == older[18].data and older[18].format_version == 16
     assert {kind for kind, _ in read_versioned(older[18].data)[1].coder.schedule} == {"predictive-sections"}
-    assert len(newest.data) < len(older[18].data)
-    for data in (newest.data, older[18].data):
+    assert len(newest.data) < len(older[19].data) < len(older[18].data)
+    for data in (newest.data, older[19].data, older[18].data):
         for (_, image), (_, back) in zip(thumbnails, decompress_images(data)):
             assert np.array_equal(np.asarray(back), np.asarray(image))
     tagged = [(name, image.copy()) for name, image in thumbnails]
     tagged[0][1].info[METADATA] = (Chunk(BEFORE_DATA, b"tEXt", b"Title\0a thumbnail"),)
     kept = compress_images(tagged, fast=True, classical=False)
-    assert kept.format_version == 19 and kept.images[0].metadata
+    assert kept.format_version == 22 and kept.images[0].metadata
     (_, back), *_ = decompress_images(kept.data)
     assert np.array_equal(np.asarray(back), np.asarray(thumbnails[0][1]))
     asked = compress_images(tagged, fast=True, classical=False, format_version=17)

@@ -9,7 +9,7 @@ from codec_toymodel import recorded_with_staged_numbers, smooth_image
 from codec import bitsback, predictive
 from codec.ans import Stack
 from codec.bitsback import (PREDICTIVE_ACROSS_SECTIONS, PREDICTIVE_PHOTO_SECTIONS, PREDICTIVE_REFINED_SECTIONS,
-                            PREDICTIVE_SECTIONS, PREDICTIVE_SMALL_SECTIONS)
+                            PREDICTIVE_SECTIONS, PREDICTIVE_SMALL_ACROSS_SECTIONS, PREDICTIVE_SMALL_SECTIONS)
 from codec.errors import CodingError
 from codec.tiling import split_tiles
 
@@ -61,14 +61,16 @@ def test_the_profile_is_the_staged_cascade_with_its_numbers_and_tables():
 def test_which_images_take_the_photograph_profile(monkeypatch):
     """Images of PHOTO_PROFILE_VALUES values or more each (on average) take the photograph profile instead of the
     staged cascade's sections, where format 20 may be written (refined where format 21 or 22 may); below
-    SMALL_PROFILE_VALUES the small-image profile is priced beside either."""
+    SMALL_PROFILE_VALUES the small-image profile is priced beside either (refined where format 22 may be
+    written)."""
     rng = np.random.default_rng(5)
     tiles = image_tiles(rng, [(32, 32)] * 2)  # 3,072 values an image
     small, older = (PREDICTIVE_SECTIONS, PREDICTIVE_SMALL_SECTIONS), bitsback.SECTION_KINDS[:2]
     assert bitsback.section_kinds(tiles, FORMAT20) == small == bitsback.section_kinds(tiles, older)  # as format 19's
+    assert bitsback.section_kinds(tiles) == (PREDICTIVE_SECTIONS, PREDICTIVE_SMALL_ACROSS_SECTIONS)
     monkeypatch.setattr(bitsback, "PHOTO_PROFILE_VALUES", 32 * 32 * 3)  # mid-sized now
     assert bitsback.section_kinds(tiles, FORMAT20) == (PREDICTIVE_PHOTO_SECTIONS, PREDICTIVE_SMALL_SECTIONS)
-    assert bitsback.section_kinds(tiles) == (PREDICTIVE_ACROSS_SECTIONS, PREDICTIVE_SMALL_SECTIONS)
+    assert bitsback.section_kinds(tiles) == (PREDICTIVE_ACROSS_SECTIONS, PREDICTIVE_SMALL_ACROSS_SECTIONS)
     assert bitsback.section_kinds(tiles, bitsback.SECTION_KINDS[:4]) == (PREDICTIVE_REFINED_SECTIONS,
                                                                          PREDICTIVE_SMALL_SECTIONS)
     assert bitsback.section_kinds(tiles, older) == small

@@ -59,7 +59,7 @@ def test_refined_tiles_decode_with_the_state_carried_through(channels, distribut
         np.testing.assert_array_equal(predictive.decode(stack, *tile.shape, context, distribution, state), tile)
     assert stack.is_empty()
     assert state.refinement is not None
-    groups = kernels.REFINE_WIDEST if distribution == predictive.REFINED_ACROSS else kernels.REFINE_GROUPS
+    groups = kernels.REFINE_WIDEST if distribution in predictive.ACROSS else kernels.REFINE_GROUPS
     assert state.refinement.counters.shape == (groups, kernels.REFINE_SLOTS)
     assert ((state.refinement.counters & 255) > 0).any(axis=1).all()  # every group counted
 
@@ -87,7 +87,7 @@ def test_refined_sections_take_the_photograph_profiles_place_where_format_21_or_
     monkeypatch.setattr(bitsback, "PHOTO_PROFILE_VALUES", 100)
     rng = np.random.default_rng(4)
     tiles = split_tiles(smooth_image(rng, 3, 48, 40), 16, 2)
-    assert bitsback.section_kinds(tiles) == (PREDICTIVE_ACROSS_SECTIONS, bitsback.PREDICTIVE_SMALL_SECTIONS)
+    assert bitsback.section_kinds(tiles) == (PREDICTIVE_ACROSS_SECTIONS, bitsback.PREDICTIVE_SMALL_ACROSS_SECTIONS)
     assert bitsback.section_kinds(tiles, bitsback.SECTION_KINDS[:4])[0] == PREDICTIVE_REFINED_SECTIONS
     assert not {PREDICTIVE_REFINED_SECTIONS, PREDICTIVE_ACROSS_SECTIONS} & set(
         bitsback.section_kinds(tiles, bitsback.SECTION_KINDS[:3]))

@@ -93,9 +93,10 @@ def test_only_small_images_and_only_where_format_19_may_be_written_are_priced_in
     rng = np.random.default_rng(4)
     small = image_tiles(rng, [(16, 16)] * 3)
     both = (PREDICTIVE_SECTIONS, PREDICTIVE_SMALL_SECTIONS)
-    assert bitsback.section_kinds(small) == both == bitsback.section_kinds(small, both)
+    assert bitsback.section_kinds(small, bitsback.SECTION_KINDS[:4]) == both == bitsback.section_kinds(small, both)
+    assert bitsback.section_kinds(small) == (PREDICTIVE_SECTIONS, bitsback.PREDICTIVE_SMALL_ACROSS_SECTIONS)
     assert bitsback.section_kinds(small, (PREDICTIVE_SECTIONS,)) == (PREDICTIVE_SECTIONS,)
     monkeypatch.setattr(bitsback, "SMALL_PROFILE_VALUES", 16 * 16 * 3)  # those images no longer small
-    assert PREDICTIVE_SMALL_SECTIONS not in bitsback.section_kinds(small)
+    assert bitsback.section_kinds(small) == (PREDICTIVE_SECTIONS,)
     priced = bitsback.price_stream(small, bitsback.PREDICTIVE_STAGED, [INF] * len(small), allowed=both)
     assert {price[0] for price in priced} == {PREDICTIVE_SECTIONS}
