@@ -105,8 +105,9 @@ PHOTO_VERSION = 20
 # Format 20 and sections coded by the photograph profile with its values refined bit by bit by an adaptive model
 # (codec/tilekinds.py: PREDICTIVE_REFINED_SECTIONS). Written where a stream of photographs is coded in sections.
 REFINED_VERSION = 21
-# Format 21 and refined sections whose refinement also reads the earlier channels' gradients (codec/tilekinds.py:
-# PREDICTIVE_ACROSS_SECTIONS). Written where a stream of photographs is coded in sections.
+# Format 21 and refined sections whose refinement also reads the earlier channels' gradients, in the photograph or the
+# small-image profile (codec/tilekinds.py: PREDICTIVE_ACROSS_SECTIONS, PREDICTIVE_SMALL_ACROSS_SECTIONS). Written
+# where a section takes either.
 ACROSS_VERSION = 22
 # the formats whose header is stored deflated
 DEFLATED_HEADERS = (DEFLATED_VERSION, CASCADE_VERSION, PARITY_VERSION, WIDE_VERSION, STAGED_VERSION, SECTIONS_VERSION,
@@ -135,8 +136,8 @@ _U32 = struct.Struct("<I")
 _U16 = struct.Struct("<H")
 
 __all__ = [
-    "ACROSS_VERSION", "BINARY_VERSIONS", "CASCADE_VERSION", "DEFLATED_HEADERS", "DEFLATED_VERSION", "DEPTH_VERSION", "MAGIC",
-    "MAX_HEADER_BYTES",
+    "ACROSS_VERSION", "BINARY_VERSIONS", "CASCADE_VERSION", "DEFLATED_HEADERS", "DEFLATED_VERSION", "DEPTH_VERSION",
+    "MAGIC", "MAX_HEADER_BYTES",
     "METADATA_VERSION", "PARITY_VERSION", "PHOTO_VERSION", "READABLE_VERSIONS", "REFINED_VERSION", "SECTIONS_VERSION",
     "SMALL_VERSION", "STAGED_VERSION", "VERSION", "WIDE_VERSION",
     "CoderSettings", "Header", "ImageEntry", "binary_version", "deflate_header", "inflate_header", "pack_header",

@@ -785,13 +785,14 @@ def _code_values(frame, errors, residuals, positions, fronts, sources, around, s
 # each: a busy photograph's values would take ~6 decisions each instead of ~3.5).
 REFINE_MAGNITUDES = 4
 REFINE_GROUPS = 10
-# Format 22's refinement across channels (tile kind z; predictive.REFINED_ACROSS): five groups more, whose contexts
-# are where other predictions of the value lie against its mean, finely (_refine_fine_class): each of the earlier
-# channels' gradients carried over to this channel (a + (p - p_left), b + (p - p_above), ... for the previous
-# channel p and the first f), in the first channel spatial ones; and its mixer learning twice as fast. The cascade's
-# mean already carries the first channel's gradient, but its table cannot say how sure it is: where those
-# predictions agree with the mean the residual is far more often zero. Chosen on every 10th of photos_train's
-# training photographs (scripts/bitwise_refinement.py: -1.07 % -> -4.68 % against the profile alone).
+# Format 22's refinement across channels (tile kinds z and a; predictive.REFINED_ACROSS, and SMALL_ACROSS in the
+# small-image profile): five groups more, whose contexts are where other predictions of the value lie against its
+# mean, finely (_refine_fine_class): each of the earlier channels' gradients carried over to this channel (a + (p -
+# p_left), b + (p - p_above), ... for the previous channel p and the first f), in the first channel spatial ones; and
+# its mixer learning twice as fast. The cascade's mean already carries the first channel's gradient, but its table
+# cannot say how sure it is: where those predictions agree with the mean the residual is far more often zero. Chosen
+# on every 10th of photos_train's training photographs (scripts/bitwise_refinement.py: -1.07 % -> -4.68 % against the
+# profile alone).
 REFINE_ACROSS_GROUPS = 5
 REFINE_WIDEST = REFINE_GROUPS + REFINE_ACROSS_GROUPS
 REFINE_SLOTS = 1 << 19  # each group's contexts, none sharing a slot
@@ -847,20 +848,17 @@ def _refine_class(r):
     return 3 + q if r > 0 else 3 - q
 
 
+# _refine_fine_class's classes of -13 .. 13 (a table: the branches, inlined twenty times, took the kernels' first
+# compile from ~1.2 to ~1.8 GB of memory)
+REFINE_FINE_CLASSES = np.array([7 + q if r > 0 else 7 - q for r in range(-13, 14)
+                                for q in [min(abs(r), 3) if abs(r) <= 3 else 4 if abs(r) <= 5 else 5 if abs(r) <= 8
+                                          else 6 if abs(r) <= 12 else 7]], np.int64)
+REFINE_FINE_CLASSES.flags.writeable = False
+
+
 def _refine_fine_class(r):
     """A difference in 15 classes: 0, +-1, +-2, +-3, +-(4..5), +-(6..8), +-(9..12), +-(13 or more)."""
-    m = abs(r)
-    if m <= 3:
-        q = m
-    elif m <= 5:
-        q = 4
-    elif m <= 8:
-        q = 5
-    elif m <= 12:
-        q = 6
-    else:
-        q = 7
-    return 7 + q if r > 0 else 7 - q
+    return REFINE_FINE_CLASSES[min(max(r, -13), 13) + 13]
 
 
 def _refine_mass(prefix, t, c, x):

@@ -586,7 +586,8 @@ def _frame(tile: np.ndarray, context: Context) -> tuple[np.ndarray, int, int]:
 
 def _table_distribution(distribution: str) -> str:
     """The distribution whose tables (rows, edges, bins) `distribution` codes with: ADAPTIVE's and LEAST_SQUARES's
-    are FITTED's, CASCADE's, SMALL's and PHOTO's their own, PARITY's, WIDE's and STAGED's CASCADE's."""
+    are FITTED's, CASCADE's, SMALL's and PHOTO's their own, PARITY's, WIDE's and STAGED's CASCADE's, SMALL_ACROSS's
+    SMALL's and the other refinements' PHOTO's."""
     if distribution in (ADAPTIVE, LEAST_SQUARES):
         return FITTED
     if distribution == SMALL_ACROSS:

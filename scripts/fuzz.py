@@ -150,8 +150,8 @@ def binary_corpus(models: dict) -> dict[str, tuple[bytes, list, str]]:
     --format 19), with format 15's staged cascade tiles in one chain
     (--format 15), with format 14's wide ones (--format 14), format 13's cascade tiles with parity (--format 13),
     format 12's without (--format 12) and format 10's least-squares ones (--format 11), a grey image, an archive of
-    two, one of 24 small crops (its header deflated; format 19, some of its sections in the small-image profile, and
-    in format 16's sections only), a crop with metadata chunks (format 17) and an archive of 16-bit images with and
+    two, one of 24 small crops (its header deflated; format 22, some of its sections in the small-image profile
+    refined, format 19's unrefined, and in format 16's sections only), a crop with metadata chunks (format 17) and an archive of 16-bit images with and
     without low parts beside an 8-bit one (format 18). What the JSON
     corpus above cannot reach: the binary header's parser, the stream order, the fitted tables and the compiled
     coder under damaged words.
@@ -181,6 +181,7 @@ def binary_corpus(models: dict) -> dict[str, tuple[bytes, list, str]]:
     }
     cases["least-squares-small-archive"] = (cases["small-archive"][0], "photo2", {"format_version": 11})
     cases["sections-small-archive"] = (cases["small-archive"][0], "photo2", {"format_version": 16})
+    cases["unrefined-small-archive"] = (cases["small-archive"][0], "photo2", {"format_version": 19})
     sys.path.insert(0, str(ROOT / "scripts"))
     from make_golden import deep_files, metadata_files, small_sections
 
@@ -197,7 +198,8 @@ def binary_corpus(models: dict) -> dict[str, tuple[bytes, list, str]]:
     assert corpus["refined-sections-fast"][0][8] == 21  # refined within each channel
     assert corpus["photo-sections-fast"][0][8] == 20  # unrefined
     assert corpus["format16-sections-fast"][0][8] == corpus["sections-small-archive"][0][8] == 16  # sections
-    assert corpus["small-archive"][0][8] == 19  # and some sections in the small-image profile
+    assert corpus["small-archive"][0][8] == 22  # and some sections in the small-image profile, refined
+    assert corpus["unrefined-small-archive"][0][8] == 19  # unrefined
     assert corpus["metadata-fast"][0][8] == 17  # and each image's metadata chunks
     assert corpus["deep-fast"][0][8] == 18  # and 16-bit images
     assert corpus["staged-fast"][0][8] == 15 and corpus["wide-fast"][0][8] == 14

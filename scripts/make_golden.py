@@ -100,8 +100,8 @@ by bit, refined by an adaptive model), format20_files's images and options writt
 
     python scripts/make_golden.py --format22 [--force]
 writes tests/data/format22/*.vz, the first files of format 22 (2026-12-07: the refinement also reading the earlier
-channels' gradients), format20_files's images and options written by default (format22_files). Never regenerate
-them either.
+channels' gradients, and refining small images' sections too), format20_files's images and options written by default
+(format22_files). Never regenerate them either.
 
     python scripts/make_golden.py --mixed [--force]
 writes tests/data/mixed/*.vz, the first archives that mix grey and colour images (2026-12-05, format 16, as
@@ -433,9 +433,10 @@ def format19_files() -> dict[str, tuple[list[tuple[str, Image.Image]], dict]]:
     """tests/data/format19: file name -> (the images it holds, compress_images's options, the tiny models): small
     images whose sections the staged cascade's small-image profile codes (predictive-small-sections), as `--fast`
     codes them in tiles of 8: hopper_crops in colour (archive-fast.vz), in grey (grey-fast.vz), and golden.png with
-    a 23x21 corner of photo_crop (odd-fast.vz). Written by default (format 19 the newest), within small_sections."""
+    a 23x21 corner of photo_crop (odd-fast.vz). Written by default when format 19 was the newest (format_version=19
+    gives the same files since format 22 refines small images' sections), within small_sections."""
     crops = hopper_crops()
-    fast = dict(classical=False, fast=True, tile=8)
+    fast = dict(classical=False, fast=True, tile=8, format_version=19)
     return {"archive-fast.vz": (crops, fast),
             "grey-fast.vz": ([(name, image.convert("L")) for name, image in crops], fast),
             "odd-fast.vz": ([("golden.png", golden_image()), ("odd.png", photo_crop().crop((0, 0, 23, 21)))], fast)}
@@ -462,7 +463,8 @@ def format21_files() -> dict[str, tuple[list[tuple[str, Image.Image]], dict]]:
 def format22_files() -> dict[str, tuple[list[tuple[str, Image.Image]], dict]]:
     """tests/data/format22: format20_files's images and options, written by default (format 22 the newest): the
     photograph profile's sections refined bit by bit, the refinement reading the earlier channels' gradients too
-    (predictive-refined-across-sections), within small_sections and photo_sections."""
+    (predictive-refined-across-sections), and in the archive the small-image profile's refined so
+    (predictive-small-refined-across-sections), within small_sections and photo_sections."""
     fast = dict(classical=False, fast=True)
     crop = photo_crop()
     return {"photo-fast.vz": ([("hopper.png", crop)], {**fast, "tile": 32}),

@@ -77,10 +77,11 @@ def compress_images(
     11 where the header deflated saves 16 bytes or more; 15 where the predictor's staged cascade tiles code a tile;
     16 where they code every tile, in sections; 17 where an image keeps metadata; 18 where an image has 16 bits
     per sample (such an image needs it, and 19 to 22); 19 where small images' sections code for less by the
-    predictor's small-image profile; 22 where a section is coded by its photograph profile refined bit by bit (a
-    photograph's, and the sections of its stream). An older version N writes what format N wrote, at most format N,
-    which readers older than N + 1 read:
-      21: the refined sections' refinement reading no other channel; 20: the photograph profile's sections unrefined; 19: no photograph sections; 18: no small-image sections;
+    predictor's small-image profile (22 where refined bit by bit); 22 where a section is coded by its photograph
+    profile refined bit by bit (a photograph's, and the sections of its stream). An older version N writes what
+    format N wrote, at most format N, which readers older than N + 1 read:
+      21: the refinement reading no other channel, small images' sections unrefined;
+      20: the photograph profile's sections unrefined; 19: no photograph sections; 18: no small-image sections;
       17: no 16-bit image (such an image is refused);
       16: no metadata;
       15: the staged cascade's tiles in one chain;
@@ -288,7 +289,8 @@ INFERENCE = {
         "codings, its header deflated: decodes on any machine",
     22: "integer-exact inference with staged cascade predictor tiles in sections, some coded by its photograph "
         "profile refined bit by bit by an adaptive model that also reads the earlier channels' gradients (others "
-        "perhaps by its small-image profile), and classical codings, its header deflated: decodes on any machine",
+        "perhaps by its small-image profile, refined so), and classical codings, its header deflated: decodes on any "
+        "machine",
 }
 
 
