@@ -151,8 +151,8 @@ def binary_corpus(models: dict) -> dict[str, tuple[bytes, list, str]]:
     (--format 15), with format 14's wide ones (--format 14), format 13's cascade tiles with parity (--format 13),
     format 12's without (--format 12) and format 10's least-squares ones (--format 11), a grey image, an archive of
     two, one of 24 small crops (its header deflated; format 22, some of its sections in the small-image profile
-    refined, format 19's unrefined, and in format 16's sections only), a crop with metadata chunks (format 17) and an archive of 16-bit images with and
-    without low parts beside an 8-bit one (format 18). What the JSON
+    refined, format 19's unrefined, and in format 16's sections only), a crop with metadata chunks (format 17) and
+    an archive of 16-bit images with and without low parts beside an 8-bit one (format 18). What the JSON
     corpus above cannot reach: the binary header's parser, the stream order, the fitted tables and the compiled
     coder under damaged words.
     `models`: shipped_models()."""
