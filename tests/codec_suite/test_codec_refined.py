@@ -1,6 +1,7 @@
-"""Formats 21 and 22's refinements (codec/kernels.py: "the refinement"; codec/predictive.py: REFINED and
-REFINED_ACROSS; codec/tilekinds.py: PREDICTIVE_REFINED_SECTIONS and PREDICTIVE_ACROSS_SECTIONS): the photograph
-profile's values coded as binary decisions refined by an adaptive integer model, carried through a section."""
+"""Formats 21 and 22's refinements (codec/kernels.py: "the refinement"; codec/predictive.py: REFINED, and
+REFINED_ACROSS and SMALL_ACROSS; codec/tilekinds.py: PREDICTIVE_REFINED_SECTIONS, and PREDICTIVE_ACROSS_SECTIONS and
+PREDICTIVE_SMALL_ACROSS_SECTIONS): the photograph (or small-image) profile's values coded as binary decisions refined
+by an adaptive integer model, carried through a section."""
 
 from pathlib import Path
 
