@@ -119,6 +119,7 @@ REFINED_ACROSS = "blend-cascade-staged-photo-refined-across"
 SMALL_ACROSS = "blend-cascade-staged-small-refined-across"
 REFINEMENTS = (REFINED, REFINED_ACROSS, SMALL_ACROSS)  # coded as binary decisions, with a Refinement
 ACROSS = (REFINED_ACROSS, SMALL_ACROSS)  # whose refinement reads the earlier channels' gradients too
+SMALL_PROFILES = (SMALL, SMALL_ACROSS)  # with the small-image profile's numbers, tables and channel order
 # raster order, a cascade's numbers and tables
 CASCADES = (CASCADE, PARITY, WIDE, STAGED, SMALL, PHOTO) + REFINEMENTS
 # whose second stage reads the values' parity (its statistics after the cascade's)
@@ -590,7 +591,7 @@ def _table_distribution(distribution: str) -> str:
     SMALL's and the other refinements' PHOTO's."""
     if distribution in (ADAPTIVE, LEAST_SQUARES):
         return FITTED
-    if distribution == SMALL_ACROSS:
+    if distribution in SMALL_PROFILES:
         return SMALL
     if distribution in REFINEMENTS:
         return PHOTO
@@ -703,7 +704,7 @@ def _coding_order(array: np.ndarray | None, distribution: str) -> np.ndarray | N
     """A tile (C, h, w) or a part of its context (C, ...) with its channels in the order `distribution` codes them
     (its own inverse): SMALL's and SMALL_ACROSS's last first (on Imagenette's training thumbnails blue, green, red
     cost 0.17 % less than red, green, blue), the others' as they are."""
-    if distribution not in (SMALL, SMALL_ACROSS) or array is None:
+    if distribution not in SMALL_PROFILES or array is None:
         return array
     return np.ascontiguousarray(array[::-1])
 
@@ -983,7 +984,7 @@ def _kernel_tile(forms: dict, values: np.ndarray, top: int, left: int, encode: b
     bins = FITTED_BINS if tables in TABLE_SETS else 1
     coded = np.empty((2, count if encode else 0), dtype=np.int64)  # (table row, value) per value, in pop order
     if distribution in (SMALL, PHOTO) + REFINEMENTS:
-        numbers = SMALL_PROFILE if distribution in (SMALL, SMALL_ACROSS) else PHOTO_PROFILE
+        numbers = SMALL_PROFILE if distribution in SMALL_PROFILES else PHOTO_PROFILE
     elif distribution == STAGED:
         numbers = staged_profile()
     else:

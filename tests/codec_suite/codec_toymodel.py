@@ -298,3 +298,27 @@ def recorded_with_staged_numbers(distribution: str, profile: str, tile: np.ndarr
             return predictive.record_adaptive(tile, context, predictive.AdaptiveState(), distribution)
         finally:
             predictive.clear_table_caches()  # the next coding reads the shipped tables again
+
+
+def assert_sections_decode_only_as_their_kind(tiles, runs, kind, others) -> None:
+    """The tiles (codec.tiling.Tile, raster order) priced and coded in sections of `kind` (`runs`: their tile
+    counts) decode to their pixels; their words popped as each of `others` are refused or decode to other pixels,
+    never silently right."""
+    from codec import bitsback
+    from codec.ans import Stack
+    from codec.errors import CodingError
+
+    priced = bitsback.price_sections(tiles, runs=runs, kinds=[kind])
+    assert {price[0] for price in priced} == {kind}
+    stack = Stack()
+    schedule, _ = bitsback.encode_tiles(stack, tiles, None, model_bits=[float("inf")] * len(tiles), priced=priced)
+    assert schedule == [(kind, n) for n in runs]
+    specs = [tile.spec for tile in tiles]
+    for tile, pixels in zip(tiles, bitsback.decode(stack.words(), schedule, specs, None)):
+        np.testing.assert_array_equal(pixels, tile.pixels)
+    for other in others:
+        try:
+            wrong = bitsback.decode(stack.words(), [(other, n) for n in runs], specs, None)
+        except CodingError:
+            continue
+        assert any(not np.array_equal(got, tile.pixels) for got, tile in zip(wrong, tiles))

@@ -4,13 +4,13 @@ own, in sections the encoder codes a stream of photographs with."""
 
 import numpy as np
 import pytest
-from codec_toymodel import recorded_with_staged_numbers, smooth_image
+from codec_toymodel import (assert_sections_decode_only_as_their_kind, recorded_with_staged_numbers,
+                            smooth_image)
 
 from codec import bitsback, predictive
 from codec.ans import Stack
 from codec.bitsback import (PREDICTIVE_ACROSS_SECTIONS, PREDICTIVE_PHOTO_SECTIONS, PREDICTIVE_REFINED_SECTIONS,
                             PREDICTIVE_SECTIONS, PREDICTIVE_SMALL_ACROSS_SECTIONS, PREDICTIVE_SMALL_SECTIONS)
-from codec.errors import CodingError
 from codec.tiling import split_tiles
 
 INF = float("inf")
@@ -26,21 +26,9 @@ def image_tiles(rng, sizes, tile=16, channels=3):
 def test_photo_sections_decode_to_their_tiles(channels):
     rng = np.random.default_rng(10 + channels)
     tiles = image_tiles(rng, [(48, 40), (16, 24)], channels=channels)  # 9 tiles, then 2
-    priced = bitsback.price_sections(tiles, runs=[6, 3, 2], kinds=[PREDICTIVE_PHOTO_SECTIONS])
-    assert {price[0] for price in priced} == {PREDICTIVE_PHOTO_SECTIONS}
-    stack = Stack()
-    schedule, _ = bitsback.encode_tiles(stack, tiles, None, model_bits=[INF] * len(tiles), priced=priced)
-    assert schedule == [(PREDICTIVE_PHOTO_SECTIONS, 6), (PREDICTIVE_PHOTO_SECTIONS, 3), (PREDICTIVE_PHOTO_SECTIONS, 2)]
-    decoded = bitsback.decode(stack.words(), schedule, [t.spec for t in tiles], None)
-    for tile, pixels in zip(tiles, decoded):
-        np.testing.assert_array_equal(pixels, tile.pixels)
     # a section's words popped as another profile's are refused or decode to other pixels, never silently right
-    for other in (PREDICTIVE_SECTIONS, PREDICTIVE_SMALL_SECTIONS):
-        try:
-            wrong = bitsback.decode(stack.words(), [(other, n) for _, n in schedule], [t.spec for t in tiles], None)
-        except CodingError:
-            continue
-        assert any(not np.array_equal(got, tile.pixels) for got, tile in zip(wrong, tiles))
+    assert_sections_decode_only_as_their_kind(tiles, [6, 3, 2], PREDICTIVE_PHOTO_SECTIONS,
+                                              [PREDICTIVE_SECTIONS, PREDICTIVE_SMALL_SECTIONS])
 
 
 def test_the_profile_is_the_staged_cascade_with_its_numbers_and_tables():

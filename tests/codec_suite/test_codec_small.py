@@ -4,10 +4,10 @@ coded last first, in sections the encoder keeps where they cost less."""
 
 import numpy as np
 import pytest
-from codec_toymodel import recorded_with_staged_numbers, smooth_image
+from codec_toymodel import (assert_sections_decode_only_as_their_kind, recorded_with_staged_numbers,
+                            smooth_image)
 
 from codec import bitsback, predictive
-from codec.ans import Stack
 from codec.bitsback import PREDICTIVE_SECTIONS, PREDICTIVE_SMALL_SECTIONS
 from codec.errors import CodingError
 from codec.tiling import split_tiles
@@ -24,22 +24,8 @@ def image_tiles(rng, sizes, tile=16, channels=3):
 def test_small_sections_decode_to_their_tiles(channels):
     rng = np.random.default_rng(channels)
     tiles = image_tiles(rng, [(32, 40), (16, 16), (24, 8)], channels=channels)
-    priced = bitsback.price_sections(tiles, runs=[6, 1, 2], kinds=[PREDICTIVE_SMALL_SECTIONS])  # an image each
-    assert {price[0] for price in priced} == {PREDICTIVE_SMALL_SECTIONS}
-    stack = Stack()
-    schedule, _ = bitsback.encode_tiles(stack, tiles, None, model_bits=[INF] * len(tiles), priced=priced)
-    assert schedule == [(PREDICTIVE_SMALL_SECTIONS, 6), (PREDICTIVE_SMALL_SECTIONS, 1),
-                        (PREDICTIVE_SMALL_SECTIONS, 2)]
-    decoded = bitsback.decode(stack.words(), schedule, [t.spec for t in tiles], None)
-    for tile, pixels in zip(tiles, decoded):
-        np.testing.assert_array_equal(pixels, tile.pixels)
-    # a section's words popped as the other profile's are refused or decode to other pixels, never silently right
-    other = [(PREDICTIVE_SECTIONS, n) for _, n in schedule]
-    try:
-        wrong = bitsback.decode(stack.words(), other, [t.spec for t in tiles], None)
-    except CodingError:
-        return
-    assert any(not np.array_equal(got, tile.pixels) for got, tile in zip(wrong, tiles))
+    # an image each; a section's words popped as the other profile's are refused or decode to other pixels
+    assert_sections_decode_only_as_their_kind(tiles, [6, 1, 2], PREDICTIVE_SMALL_SECTIONS, [PREDICTIVE_SECTIONS])
 
 
 def test_the_profile_is_the_staged_cascade_with_its_numbers_and_tables_and_the_channels_turned():
