@@ -23,9 +23,11 @@ from PIL import Image
 
 import pytest
 from conftest import run_cli
+from typer.testing import CliRunner
 
 from codec.container import VERSION, read, read_versioned
 from vaezip.api import compress_images, decompress_images, load_model
+from vaezip.cli import app
 from vaezip.errors import IntegrityError
 
 GOLDEN = Path(__file__).parent / "data"
@@ -339,10 +341,12 @@ def test_the_cli_writes_an_older_format_on_request(tiny_weights, tmp_path):
                "nine": ["--format", "9"], "eight": ["--format", "8"],
                "seven": ["--format", "7"], "six": ["--format", "6"], "five": ["--format", "5"],
                "three": ["--format", "3"], "two": ["--format", "2"]}
+    # The writes in this process (typer's CliRunner: each fresh process cost ~2.5 s, nineteen of them), the reads
+    # in a fresh one, and the same bytes from a worker process below
     for name, extra in formats.items():
-        done = run_cli("compress", GOLDEN / "golden.png", "-o", tmp_path / f"{name}.vz", "-m", tiny_weights[3],
-                       "--tile", "16", *extra)
-        assert done.returncode == 0, done.stderr.decode()
+        done = CliRunner().invoke(app, ["compress", str(GOLDEN / "golden.png"), "-o", str(tmp_path / f"{name}.vz"),
+                                        "-m", str(tiny_weights[3]), "--tile", "16", *extra])
+        assert done.exit_code == 0, done.output
     # one command decodes them all (each beside its file), as a user's `vaezip decompress *.vz` would
     back = run_cli("decompress", *(tmp_path / f"{name}.vz" for name in formats), "-m", tiny_weights[3])
     assert back.returncode == 0, back.stderr.decode()
@@ -442,27 +446,62 @@ def test_a_file_with_model_tiles_still_needs_its_model():
     assert result.returncode != 0 and b"not installed here: pass --model" in result.stderr
 
 
-@pytest.mark.parametrize("name", ["format9/predictor.vz", "format9/reordered.vz", "format10/predictor.vz",
-                                  "format10/fast.vz", "format10/photo-fast.vz", "format12/photo-fast.vz",
-                                  "format13/photo-fast.vz", "format14/photo-fast.vz", "format15/photo-fast.vz",
-                                  "format16/photo-fast.vz"])
-def test_format_9_to_16_files_decode_in_a_fresh_process_without_numba(name, tiny_weights, tmp_path):
+WITHOUT_NUMBA = ["format9/predictor.vz", "format9/reordered.vz", "format10/predictor.vz", "format10/fast.vz",
+                 "format10/photo-fast.vz", "format12/photo-fast.vz", "format13/photo-fast.vz", "format14/photo-fast.vz",
+                 "format15/photo-fast.vz", "format16/photo-fast.vz"]
+
+
+def decode_in_a_fresh_process(jobs: dict, folder: Path, env: dict[str, str] | None = None,
+                              without_numba: bool = False) -> dict[str, str]:
+    """Decode each job (key -> (.vz path, weights path)) in ONE fresh process (one per file cost ~2-4 s each, torch's
+    import included), its images saved as `folder`/KEY.npz; returns {key: what went wrong} for the files that did not
+    decode (the traceback). `without_numba`: numba cannot be imported there, and the kernels must run as plain
+    Python."""
+    script = """if True:
+        import json, sys, traceback, numpy as np
+        if sys.argv[3] == 'without-numba':
+            sys.modules['numba'] = None
+        sys.path.insert(0, sys.argv[1])
+        from vaezip.api import decompress_images, load_model; from codec import kernels
+        models = {}
+        for source, weights, target in json.loads(sys.argv[2]):
+            try:
+                if weights not in models:
+                    models[weights] = load_model(weights)
+                images = decompress_images(open(source, 'rb').read(), models[weights], device='cpu')
+                assert sys.argv[3] != 'without-numba' or (kernels.compiled() is None
+                                                          and kernels.always() is kernels.PLAIN_FORMS)
+                np.savez(target, *[np.asarray(image) for _, image in images])
+            except Exception:
+                open(target + '.failed', 'w').write(traceback.format_exc())
+        print('ok')"""
+    targets = {key: folder / f"{key}.npz" for key in jobs}
+    listed = [[str(source), str(weights), str(targets[key])] for key, (source, weights) in jobs.items()]
+    out = subprocess.run([sys.executable, "-c", script, str(GOLDEN.parents[1]), json.dumps(listed),
+                          "without-numba" if without_numba else "with-numba"],
+                         capture_output=True, text=True, timeout=900, env={**os.environ, **(env or {})})
+    assert out.stdout.strip() == "ok", out.stderr
+    return {key: Path(f"{target}.failed").read_text() for key, target in targets.items()
+            if Path(f"{target}.failed").exists()}
+
+
+def decoded_images(folder: Path, key: str) -> list[np.ndarray]:
+    """The images decode_in_a_fresh_process saved for `key`, in order."""
+    got = np.load(folder / f"{key}.npz")
+    return [got[f"arr_{k}"] for k in range(len(got.files))]
+
+
+def test_format_9_to_16_files_decode_in_a_fresh_process_without_numba(tiny_weights, tmp_path):
     """Format 9's adaptive predictor tiles, format 10's least-squares ones and the cascade's of formats 12 to 16
     have no numpy coder: where numba cannot be imported the kernels run as plain Python (codec/kernels.py
     PLAIN_FORMS, _borrowed the array itself), the same pixels."""
-    expected = np.asarray(photo_crop() if name.endswith("photo-fast.vz") else Image.open(GOLDEN / "golden.png"))
-    script = (
-        "import sys, numpy as np; sys.modules['numba'] = None; sys.path.insert(0, sys.argv[1]);"
-        "from vaezip.api import decompress_images, load_model; from codec import kernels;"
-        "(_, image), = decompress_images(open(sys.argv[2], 'rb').read(), load_model(sys.argv[3]), device='cpu');"
-        "assert kernels.compiled() is None and kernels.always() is kernels.PLAIN_FORMS;"
-        "np.save(sys.argv[4], np.asarray(image)); print('ok')"
-    )
-    out = subprocess.run([sys.executable, "-c", script, str(GOLDEN.parents[1]), str(GOLDEN / name),
-                          str(tiny_weights[3]), str(tmp_path / "image.npy")], capture_output=True, text=True,
-                         timeout=300)
-    assert out.stdout.strip() == "ok", out.stderr
-    assert np.array_equal(np.load(tmp_path / "image.npy"), expected)
+    jobs = {name.replace("/", "-"): (GOLDEN / name, tiny_weights[3]) for name in WITHOUT_NUMBA}
+    failures = decode_in_a_fresh_process(jobs, tmp_path, without_numba=True)
+    assert not failures, failures
+    for name in WITHOUT_NUMBA:
+        expected = np.asarray(photo_crop() if name.endswith("photo-fast.vz") else Image.open(GOLDEN / "golden.png"))
+        got = decoded_images(tmp_path, name.replace("/", "-"))
+        assert len(got) == 1 and np.array_equal(got[0], expected), name
 
 
 # ---------------------------------------------------------------------------------------------- formats 11 to 16
@@ -473,9 +512,13 @@ DEFLATED_FILES = {11: format11_files, 12: format12_files, 13: format13_files, 14
 DEFLATED_GOLDENS = [(version, name) for version, files in DEFLATED_FILES.items() for name in sorted(files())]
 
 
+def _weights_of(images: list, tiny_weights: dict[int, Path]) -> Path:
+    """The tiny model that codes `images` (name, image): grey or colour, as their first."""
+    return tiny_weights[1 if images[0][1].mode == "L" else 3]
+
+
 @pytest.mark.parametrize("version, file_name", DEFLATED_GOLDENS)
-def test_format_11_to_22_golden_files_reencode_to_their_bytes_and_decode_in_a_fresh_process_under_other_kernels(
-        version, file_name, tiny_weights, tmp_path):
+def test_format_11_to_22_golden_files_reencode_to_their_bytes(version, file_name, tiny_weights):
     """format11/*.vz: archives of twelve small images whose header is stored deflated (format 11), through the
     model and as --fast codes them; format12/*.vz: images and an archive through the predictor's cascade tiles
     (format 12, its header always deflated); format13/*.vz: the same through the cascade's tiles with parity;
@@ -484,14 +527,13 @@ def test_format_11_to_22_golden_files_reencode_to_their_bytes_and_decode_in_a_fr
     small images in sections, some coded by the small-image profile; format20/*.vz: images taken for photographs
     (make_golden.photo_sections) in sections coded by the photograph profile (and, in the archive, the small-image
     one); format21/*.vz: the same images, the photograph profile's sections refined bit by bit; format22/*.vz: the
-    same, the refinement reading the earlier channels' gradients too. Encoding again gives the same bytes; a fresh
-    process decodes the same images whatever kernels the CPU runs.
-    A failure means the format changed."""
+    same, the refinement reading the earlier channels' gradients too. Encoding again gives the same bytes (the next
+    test decodes them in a fresh process). A failure means the format changed."""
     from codec.container import inflate_header
     from codec.header import to_binary
 
     images, options = DEFLATED_FILES[version]()[file_name]
-    weights = tiny_weights[1 if images[0][1].mode == "L" else 3]
+    weights = _weights_of(images, tiny_weights)
     pinned = (GOLDEN / f"format{version}" / file_name).read_bytes()
     with small_sections(), photo_sections() if version in (20, 21, 22) else nullcontext():  # cuts only sections
         again = compress_images(images, load_model(weights), device="cpu", **options)
@@ -518,25 +560,30 @@ def test_format_11_to_22_golden_files_reencode_to_their_bytes_and_decode_in_a_fr
     plain = to_binary(header, len(words), version)
     assert inflate_header(pinned[position : position + length]) == plain
     assert length < len(plain) or not file_name.startswith("archive")  # 12 and 13 deflate a single image's too
-    script = (
-        "import sys, numpy as np; sys.path.insert(0, sys.argv[1]);"
-        "from vaezip.api import decompress_images, load_model;"
-        "images = decompress_images(open(sys.argv[2], 'rb').read(), load_model(sys.argv[3]), device='cpu');"
-        "np.savez(sys.argv[4], *[np.asarray(image) for _, image in images]); print('ok')"
-    )
-    for env in ({}, {"ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "1"}):
-        out = subprocess.run([sys.executable, "-c", script, str(GOLDEN.parents[1]),
-                              str(GOLDEN / f"format{version}" / file_name), str(weights),
-                              str(tmp_path / "images.npz")],
-                             capture_output=True, text=True, timeout=300, env={**os.environ, **env})
-        assert out.stdout.strip() == "ok", out.stderr
-        got = np.load(tmp_path / "images.npz")
-        assert len(got.files) == len(images)
-        for k, (_, image) in enumerate(images):
-            assert np.array_equal(got[f"arr_{k}"], np.asarray(image)), (file_name, k, env)
     info = run_cli("info", GOLDEN / f"format{version}" / file_name)
     assert info.returncode == 0 and f"format {version} (" in info.stdout.decode() and "its header deflated" in \
         info.stdout.decode()
+
+
+def test_format_11_to_22_golden_files_decode_in_a_fresh_process_under_other_kernels(tiny_weights, tmp_path):
+    """Every file of test_format_11_to_22_golden_files_reencode_to_their_bytes decodes to its images in a fresh
+    process, as the encoder ran and under generic ATen kernels on one thread: the same images whatever kernels the
+    CPU runs."""
+    wanted = {f"{version}-{name}": DEFLATED_FILES[version]()[name][0] for version, name in DEFLATED_GOLDENS}
+    jobs = {f"{version}-{name}": (GOLDEN / f"format{version}" / name, _weights_of(wanted[f"{version}-{name}"],
+                                                                                  tiny_weights))
+            for version, name in DEFLATED_GOLDENS}
+    for setting, env in {"as-encoded": {}, "other-kernels": {"ATEN_CPU_CAPABILITY": "default",
+                                                             "OMP_NUM_THREADS": "1"}}.items():
+        folder = tmp_path / setting
+        folder.mkdir()
+        failures = decode_in_a_fresh_process(jobs, folder, env)
+        assert not failures, (setting, failures)
+        for key, images in wanted.items():
+            got = decoded_images(folder, key)
+            assert len(got) == len(images), (setting, key)
+            for k, (_, image) in enumerate(images):
+                assert np.array_equal(got[k], np.asarray(image)), (setting, key, k)
 
 
 def test_formats_10_to_15_asked_for_are_the_defaults_coding_with_their_predictor_tiles(tiny_weights):
