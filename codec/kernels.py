@@ -1115,9 +1115,12 @@ PYTHON_FORMS = {function.__name__: function for function in (
 # The helpers that _code_values and _push call value by value, compiled into them: a call of a compiled function
 # passes each array with an atomic increment and decrement of its reference count, which took ~20 % of the
 # cascade's time (perf: numba's NRT_MemInfo_acquire and _release). The same operations in the same order: the
-# same values.
+# same values. _refine_contexts is called, not compiled in: once a value, with borrowed arrays (no reference counts),
+# it costs no measurable time, and compiled into _code_values it made the kernels' first compile 38 s and 1.5 GB
+# instead of ~23 s and 0.6 GB (the sample photo's first compress, 2-core EPYC: LLVM's time grows faster than the
+# function). _refine_value so costs ~8 % of a photograph's coding and saves ~4 s more: compiled in.
 INLINED = frozenset(name for name in PYTHON_FORMS if name not in ("_code_tile", "_code_values", "_push",
-                                                                   "_push_decisions"))
+                                                                   "_push_decisions", "_refine_contexts"))
 
 
 def _plain_forms() -> dict:
