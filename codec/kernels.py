@@ -795,7 +795,6 @@ REFINE_GROUPS = 10
 # profile alone).
 REFINE_ACROSS_GROUPS = 5
 REFINE_WIDEST = REFINE_GROUPS + REFINE_ACROSS_GROUPS
-REFINE_SLOTS = 1 << 19  # each group's contexts, none sharing a slot
 REFINE_INPUTS = REFINE_GROUPS + 2  # the table's stretch, the counters', the map's (format 21's; G + 2 for G groups)
 REFINE_DECISIONS = 2 + 2 * REFINE_MAGNITUDES
 REFINE_LEVELS = 33  # the tables' std levels, the counters' and the map's
@@ -870,11 +869,16 @@ def _refine_mass(prefix, t, c, x):
     return prefix[t, x - c + 255] + x + 1
 
 
-# Each counter group's context as key x REFINE_RADICES[g] + the value's own part (_refine_contexts): the same slots as
-# the mixed-radix numbers (key, ...) the format describes, the value's part computed once for all its decisions
+# Each counter group's context is the mixed-radix number (key, ...) the format describes: the decision's key (one of
+# REFINE_KEYS) and the value's own part (_refine_contexts, computed once for all its decisions, one of
+# REFINE_RADICES[g]). No two contexts share a counter, so where each is kept changes no bit: a group's counters are kept
+# value part first, key last (slot = part x REFINE_KEYS + key), so that a value's decisions read neighbouring counters
+# (a cache line or two, not one each), in REFINE_SLOTS a group (~0.6 MB; the format's 2^19, unused beyond, took ~2 MB)
 REFINE_RADICES = np.array([REFINE_LEVELS * 4, 49, 343, 343, 343, REFINE_LEVELS * 49, 343, 343, 343, REFINE_LEVELS * 49,
                            225, 225, 225, 225, 225], np.int64)
 REFINE_RADICES.flags.writeable = False
+REFINE_KEYS = REFINE_DECISIONS * 3 * 3  # decision x channel class x side
+REFINE_SLOTS = int(REFINE_RADICES.max()) * REFINE_KEYS
 
 
 def _refine_contexts(tails, frame, residual, at, width, channel, c, t, groups):
@@ -942,7 +946,7 @@ def _refine_slots(slots, tails, channel, decision, side, groups):
     """Each counter group's slot for a decision about a value whose contexts _refine_contexts put in `tails`."""
     key = (decision * 3 + min(channel, 2)) * 3 + side
     for g in range(groups):
-        slots[g] = (key * REFINE_RADICES[g] + tails[g]) & (REFINE_SLOTS - 1)  # never negative: the % of them
+        slots[g] = tails[g] * REFINE_KEYS + key
 
 
 def _refine_decide(encode, bit, one, both, row, level, slots, counters, weights, maps, stretch, reciprocal,

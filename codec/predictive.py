@@ -653,8 +653,8 @@ class AdaptiveState:
 
 class Refinement:
     """REFINEMENTS' adaptive model as a stream starts (codec/kernels.py: "the refinement"): its counters at one half,
-    no counts yet, the mixer's weights on the table's probability alone, its map the identity. ~21 MB (REFINED's ten
-    groups of counters; ACROSS's fifteen ~32 MB): one a section, changed in place by each tile coded."""
+    no counts yet, the mixer's weights on the table's probability alone, its map the identity. ~6 MB (REFINED's ten
+    groups of counters; ACROSS's fifteen ~9 MB): one a section, changed in place by each tile coded."""
 
     def __init__(self, distribution: str = REFINED):
         groups = kernels.REFINE_WIDEST if distribution in ACROSS else kernels.REFINE_GROUPS
