@@ -744,7 +744,7 @@ def _adaptive_run(values: np.ndarray, top: int, left: int, encode: bool, state: 
     forms = kernels.always()
     refinement = None
     if distribution in REFINEMENTS:
-        # changed in place (a copy a tile would cost ~21 MB); a compile that fails does so before it runs
+        # changed in place (a copy a tile would cost ~6-9 MB); a compile that fails does so before it runs
         state.refinement = refinement = state.refinement or Refinement(distribution)
         if refinement.distribution != distribution:
             raise CodingError(f"a stream's {refinement.distribution} tiles and {distribution} ones share no model")
