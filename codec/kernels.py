@@ -872,8 +872,9 @@ def _refine_mass(prefix, t, c, x):
 # Each counter group's context is the mixed-radix number (key, ...) the format describes: the decision's key (one of
 # REFINE_KEYS) and the value's own part (_refine_contexts, computed once for all its decisions, one of
 # REFINE_RADICES[g]). No two contexts share a counter, so where each is kept changes no bit: a group's counters are kept
-# value part first, key last (slot = part x REFINE_KEYS + key), so that a value's decisions read neighbouring counters
-# (a cache line or two, not one each), in REFINE_SLOTS a group (~0.6 MB; the format's 2^19, unused beyond, took ~2 MB)
+# value part first, key last (slot = part x REFINE_KEYS + key: a value's decisions read neighbouring counters), in
+# REFINE_SLOTS a group, ~0.6 MB (2^19 a group took ~2 MB, unused beyond; no faster on the 2-core EPYC, whose cache held
+# either). The compiled forms check no index: test_codec_refined holds every part below its radix.
 REFINE_RADICES = np.array([REFINE_LEVELS * 4, 49, 343, 343, 343, REFINE_LEVELS * 49, 343, 343, 343, REFINE_LEVELS * 49,
                            225, 225, 225, 225, 225], np.int64)
 REFINE_RADICES.flags.writeable = False

@@ -109,3 +109,44 @@ def test_the_refinement_across_channels_codes_a_photograph_in_fewer_bits():
 
     assert bits(colour, predictive.REFINED_ACROSS) < 0.99 * bits(colour, predictive.REFINED)
     assert abs(bits(grey, predictive.REFINED_ACROSS) / bits(grey, predictive.REFINED) - 1) < 0.01
+
+
+def test_every_context_has_a_counter_of_its_own_inside_its_group():
+    """The compiled kernels check no index: each group's context (the decision's key, the value's own part) must
+    give a slot inside the group's counters, and two contexts never one slot (kernels.REFINE_KEYS and RADICES). The
+    value's parts, over frames at their extremes (values 0 and 255, residuals of +-255, every table), stay below their
+    radices; the slots of all keys and parts are distinct."""
+    contexts = kernels.PLAIN_FORMS["_refine_contexts"]
+    rng = np.random.default_rng(3)
+    width, height = 7, 5
+    largest = np.zeros(kernels.REFINE_WIDEST, np.int64)
+    tails = np.zeros(kernels.REFINE_WIDEST, np.int64)
+    for trial in range(400):
+        extremes = rng.integers(0, 2, (3, width * height + 1)) * 255
+        frame = np.where(rng.random(extremes.shape) < 0.5, extremes, rng.integers(0, 256, extremes.shape))
+        frame = frame.astype(np.float64)
+        residual = np.where(rng.random(frame.shape) < 0.5, rng.choice([-255, 255], frame.shape),
+                            rng.integers(-255, 256, frame.shape)).astype(np.int64)
+        at, channel = int(rng.integers(0, width * height)), int(rng.integers(0, 3))
+        c, t = int(rng.choice([0, 255, int(rng.integers(0, 256))])), int(rng.integers(0, 200))
+        contexts(tails, frame, residual, at, width, channel, c, t, kernels.REFINE_WIDEST)
+        assert (tails >= 0).all(), (trial, tails)
+        largest = np.maximum(largest, tails)
+    assert (largest < kernels.REFINE_RADICES).all(), (largest, kernels.REFINE_RADICES)
+    assert (largest >= kernels.REFINE_RADICES // 2).all()  # the trials reached far into every group's parts
+    keys = [(decision * 3 + channel_class) * 3 + side for decision in range(kernels.REFINE_DECISIONS)
+            for channel_class in range(3) for side in range(3)]
+    assert sorted(keys) == list(range(kernels.REFINE_KEYS))
+    slots = kernels.PLAIN_FORMS["_refine_slots"]
+    for g, radix in enumerate(kernels.REFINE_RADICES):
+        taken = np.zeros(kernels.REFINE_SLOTS, bool)
+        parts = np.zeros(kernels.REFINE_WIDEST, np.int64)
+        out = np.zeros(2 * kernels.REFINE_WIDEST, np.int64)
+        for part in range(radix):
+            parts[g] = part
+            for decision in range(kernels.REFINE_DECISIONS):
+                for channel in range(3):
+                    for side in range(3):
+                        slots(out, parts, channel, decision, side, kernels.REFINE_WIDEST)
+                        assert 0 <= out[g] < kernels.REFINE_SLOTS and not taken[out[g]]
+                        taken[out[g]] = True
