@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 import pytest
-from conftest import run_cli
+from conftest import OTHER_KERNELS, run_cli
 from typer.testing import CliRunner
 
 from codec.container import VERSION, read, read_versioned
@@ -75,7 +75,7 @@ def test_a_float_inference_file_decodes_or_is_refused_with_what_it_needs(tiny_we
 def test_golden_decodes_to_the_golden_pixels_in_a_fresh_process_under_other_kernels(tiny_weights, tmp_path):
     """The format-2 golden file decodes exactly whatever kernels the CPU runs (see test_portability.py for the
     full matrix)."""
-    for env in ({}, {"ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "1"}):
+    for env in ({}, OTHER_KERNELS):
         result = run_cli("decompress", GOLDEN / "golden.vz", "-o", tmp_path / "out.png", "-f", "-m", tiny_weights[3],
                          env=env)
         assert result.returncode == 0, result.stderr
@@ -187,7 +187,7 @@ def test_the_reordered_golden_files_hold_their_stream_order_and_reencode_to_thei
 def test_the_reordered_golden_files_decode_exactly_in_a_fresh_process_under_other_kernels(version, tiny_weights,
                                                                                           tmp_path):
     expected = np.asarray(Image.open(GOLDEN / "golden.png"))
-    for env in ({}, {"ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "1"}):
+    for env in ({}, OTHER_KERNELS):
         out = tmp_path / "out.png"
         result = run_cli("decompress", GOLDEN / f"format{version}" / "reordered.vz", "-o", out, "-f", "-m",
                          tiny_weights[3], env=env)
@@ -569,12 +569,13 @@ def test_format_11_to_22_golden_files_decode_in_a_fresh_process_under_other_kern
     """Every file of test_format_11_to_22_golden_files_reencode_to_their_bytes decodes to its images in a fresh
     process, as the encoder ran and under generic ATen kernels on one thread: the same images whatever kernels the
     CPU runs."""
-    wanted = {f"{version}-{name}": DEFLATED_FILES[version]()[name][0] for version, name in DEFLATED_GOLDENS}
-    jobs = {f"{version}-{name}": (GOLDEN / f"format{version}" / name, _weights_of(wanted[f"{version}-{name}"],
-                                                                                  tiny_weights))
-            for version, name in DEFLATED_GOLDENS}
-    for setting, env in {"as-encoded": {}, "other-kernels": {"ATEN_CPU_CAPABILITY": "default",
-                                                             "OMP_NUM_THREADS": "1"}}.items():
+    files = {version: make() for version, make in DEFLATED_FILES.items()}
+    wanted, jobs = {}, {}
+    for version, name in DEFLATED_GOLDENS:
+        key = f"{version}-{name}"
+        wanted[key] = files[version][name][0]
+        jobs[key] = (GOLDEN / f"format{version}" / name, _weights_of(wanted[key], tiny_weights))
+    for setting, env in {"as-encoded": {}, "other-kernels": OTHER_KERNELS}.items():
         folder = tmp_path / setting
         folder.mkdir()
         failures = decode_in_a_fresh_process(jobs, folder, env)
@@ -635,7 +636,6 @@ def test_archives_mixing_grey_and_colour_decode_in_a_fresh_process_and_their_str
     without torch; coding them again gives the same stream and model entries (the classical entries' bytes are
     Pillow's, which another Pillow may make otherwise)."""
     from codec.header import MODEL
-    from conftest import OTHER_KERNELS
 
     images, options = mixed_files()[file_name]
     pinned = (GOLDEN / "mixed" / file_name).read_bytes()
