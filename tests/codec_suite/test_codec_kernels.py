@@ -506,3 +506,36 @@ def test_a_damaged_cache_is_emptied_and_the_forms_compiled_afresh_once(monkeypat
     with pytest.warns(RuntimeWarning, match="blend coder is off"):
         kernels.disable("RuntimeError: no machine code", RuntimeError("no machine code"))
     assert kernels._failed and len(flushed) == 1
+
+
+IN_CACHE_SCRIPT = """if True:
+    import sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]
+    from codec import kernels
+    import twice
+    if sys.argv[3] == 'notice':  # an empty cache: building the forms tells, once
+        told = []
+        kernels.compile_notice = lambda: told.append(1)
+        assert kernels.compiled() and kernels.compiled()
+        print(len(told), kernels.in_cache(kernels.compiled()['_code_tile']))
+    else:
+        before = kernels.in_cache(twice.twice)
+        twice.twice(3)  # compiled, or loaded from the cache
+        print(before, kernels.in_cache(twice.twice))"""
+
+
+def test_in_cache_tells_whether_numbas_cache_holds_a_form_and_an_empty_one_gets_the_compile_notice(tmp_path):
+    """kernels.in_cache reads numba's cache index (not a public API): a cached form compiled in one process is in
+    the cache in the next, not before; where the coder's forms are not in it, building them calls
+    kernels.compile_notice once (the command line's progress bar then says the first run compiles)."""
+    (tmp_path / "twice.py").write_text("import numba\n\n@numba.njit(cache=True)\ndef twice(x):\n    return 2 * x\n")
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+
+    def run(mode: str) -> str:
+        out = subprocess.run([sys.executable, "-c", IN_CACHE_SCRIPT, str(HERE.parents[1]), str(tmp_path), mode],
+                             capture_output=True, text=True, env=env, timeout=300)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip()
+
+    assert run("twice") == "False True"  # compiled here, written to the cache
+    assert run("twice") == "True True"  # loaded from it
+    assert run("notice") == "1 False"  # the coder's forms: an empty cache (built, not compiled: no call)
