@@ -1248,9 +1248,12 @@ def compiled() -> dict | None:
 
 def in_cache(form) -> bool | None:
     """Whether numba's cache on disk holds machine code of this source for the compiled form `form` (a numba
-    dispatcher made with cache=True), so that its first call loads it rather than compiling it; None where that cannot
-    be told (numba's cache internals, not a public API, look otherwise in this release)."""
+    dispatcher), so that its first call loads it rather than compiling it: False for a form made without a cache
+    (njit_forms' where no folder is writable: every process compiles); None where that cannot be told (numba's cache
+    internals, not a public API, look otherwise in this release)."""
     try:
+        if type(form._cache).__name__ == "NullCache":
+            return False
         return bool(form._cache._cache_file._load_index())
     except Exception:  # noqa: BLE001 - only a notice depends on it
         return None

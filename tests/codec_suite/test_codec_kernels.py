@@ -536,6 +536,9 @@ def test_in_cache_tells_whether_numbas_cache_holds_a_form_and_an_empty_one_gets_
         assert out.returncode == 0, out.stderr
         return out.stdout.strip()
 
+    import numba
+
+    assert kernels.in_cache(numba.njit(cache=False)(lambda x: x)) is False  # no cache: every process compiles
     assert run("twice") == "False True"  # compiled here, written to the cache
     assert run("twice") == "True True"  # loaded from it
     assert run("notice") == "1 False"  # the coder's forms: an empty cache (built, not compiled: no call)
