@@ -1124,7 +1124,7 @@ PYTHON_FORMS = {function.__name__: function for function in (
 # same values. _refine_contexts is called, not compiled in: once a value, with borrowed arrays (no reference counts),
 # it costs no measurable time, and compiled into _code_values it made the kernels' first compile 38 s and 1.5 GB
 # instead of ~23 s and 0.6 GB (the sample photo's first compress, 2-core EPYC: LLVM's time grows faster than the
-# function). _refine_value so costs ~8 % of a photograph's coding and saves ~4 s more: compiled in.
+# function). _refine_value called so would save ~4 s more of the compile but cost ~8 % of a photograph's coding.
 INLINED = frozenset(name for name in PYTHON_FORMS if name not in ("_code_tile", "_code_values", "_push",
                                                                    "_push_decisions", "_refine_contexts"))
 
