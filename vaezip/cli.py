@@ -1055,30 +1055,27 @@ def _write_stdout(data: bytes) -> None:
                       f"({error.strerror or type(error).__name__})") from None
 
 
-def _progress():
-    return Progress(
+@contextmanager
+def _coding_progress(label: str):
+    """A progress bar of tiles labelled `label` on a terminal's stderr, and the callback that moves it (done, total).
+    Where the coder's kernels compile first meanwhile (a first run: numba's cache holds none), the label says so until
+    tiles are done, rather than a bar standing still for ~25 s."""
+    with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("tiles"), TimeElapsedColumn(),
         TimeRemainingColumn(), console=err, transient=True, disable=not err.is_terminal,
-    )
+    ) as bar:
+        if bar.disable:
+            yield lambda done, total: None
+            return
+        from codec import kernels
 
-
-@contextmanager
-def _coding_shown(bar: Progress, label: str):
-    """A task of `bar` labelled `label`, and the progress callback that moves it (done, total). Where the coder's
-    kernels compile first meanwhile (a first run: numba's cache holds none), the label says so until tiles are done,
-    rather than a bar standing still for ~25 s."""
-    task = bar.add_task(label, total=None)
-    if bar.disable:
-        yield lambda done, total: None
-        return
-    from codec import kernels
-
-    kernels.compile_notice = lambda: bar.update(
-        task, description=f"{label}: compiling the coder (first run only, ~25 s)")
-    try:
-        yield lambda done, total: bar.update(task, completed=done, total=total, description=label)
-    finally:
-        kernels.compile_notice = None
+        task = bar.add_task(label, total=None)
+        kernels.compile_notice = lambda: bar.update(
+            task, description=f"{label}: compiling the coder (first run only, ~25 s)")
+        try:
+            yield lambda done, total: bar.update(task, completed=done, total=total, description=label)
+        finally:
+            kernels.compile_notice = None
 
 
 def _say(line: str) -> None:
@@ -1345,7 +1342,7 @@ def _decompress_here(data: bytes, model: str | None, device: str):
     from vaezip.api import decompress_images  # torch: only once there is something to decode
 
     started = time.perf_counter()
-    with _progress() as bar, _coding_shown(bar, "decompress") as progress:
+    with _coding_progress("decompress") as progress:
         images = decompress_images(data, model, device=device, progress=progress)
     return images, started
 
@@ -1380,7 +1377,7 @@ def _compress_here(images, model: str | None, loaded: list, tile, device: str, c
     if model is not None and not loaded:
         loaded.append(identify_model(model) if fast else load_model(model))  # fast: no weights, no torch
     chosen = loaded[0] if loaded else None
-    with _progress() as bar, _coding_shown(bar, "compress") as progress:
+    with _coding_progress("compress") as progress:
         result = compress_images(
             images, chosen, tile=tile, device=device, samples=samples, format_version=format_version, fast=fast,
             metadata=metadata, progress=progress,
