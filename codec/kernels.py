@@ -528,6 +528,31 @@ def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std
         raise ValueError("far_shares needs the blend's share and the least-squares blend's")
     if staged.shape[0] > 0 and (staged.shape[0] < 4 or residuals.shape[0] < 2 * channels or cascade.shape[0] == 0):
         raise ValueError("staged needs its four numbers, the cascade's and rows for the signed residuals")
+    if (predictors < BLEND_SUBS + (LS_BLENDED if least_squares else 0) or errors.shape[1] < channels
+            or errors.shape[2] < frame.shape[1] or residuals.shape[0] < channels or residuals.shape[1] < frame.shape[1]):
+        raise ValueError("errors or residuals smaller than the frame and the predictors asked for")
+    tables = (len(edges) + 1) * bins  # a table is a std level (0 .. len(edges)) and, with bins, a quarter
+    refining = refine_prefix.shape[0] > 0
+    if not encode and not refining and (levels < 256 or cumulative.shape[1] < 257
+                                        or cumulative.shape[0] < tables * levels):
+        raise ValueError("cumulative has fewer rows than the tables and levels ask for")
+    if not encode and not 0 <= position <= len(words):
+        raise ValueError("position outside the words")
+    if encode and (coded.shape[0] < 2 or coded.shape[1] < len(positions) * channels):
+        raise ValueError("coded has room for fewer values than the tile's")
+    if refining:
+        groups = refine_counters.shape[0]
+        if (refine_prefix.shape[0] < tables or refine_prefix.shape[1] < 511
+                or (groups != REFINE_GROUPS and groups != REFINE_WIDEST) or refine_counters.shape[1] < REFINE_SLOTS
+                or refine_weights.shape[0] < REFINE_DECISIONS * 3 * REFINE_MIXER_LEVELS
+                or refine_weights.shape[1] < groups + 2
+                or refine_maps.shape[0] < REFINE_DECISIONS * 3 * REFINE_LEVELS
+                or refine_maps.shape[1] < REFINE_BUCKETS
+                or refine_residual.shape[0] < channels or refine_residual.shape[1] < frame.shape[1]
+                or len(refine_stretch) < 4096 or len(refine_reciprocal) < REFINE_LIMIT + 1 or len(refine_used) < 1):
+            raise ValueError("a refinement array smaller than its tables, groups and the frame ask for")
+        if encode and refine_record.shape[1] < refine_used[0] + len(positions) * channels * (3 + REFINE_MAGNITUDES):
+            raise ValueError("refine_record has room for fewer decisions than the tile's")
     gram = np.empty((LS_FEATURES[2], LS_FEATURES[2]))
     window_sums = np.empty(LS_MOMENTS[2])
     features = np.empty(2 * LS_FEATURES[2] + 1)

@@ -50,6 +50,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import os
 import random
 import re
 import resource
@@ -1318,6 +1319,22 @@ def to_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def checked_kernels() -> None:
+    """--boundscheck: the kernels compiled with numba's bounds checks, in a cache folder of this run's (the usual
+    cache keeps the unchecked forms), and their fallback to the plain forms made an error: an IndexError inside
+    them then fails its case (a traceback) instead of being retried by the plain forms."""
+    if "numba" in sys.modules:
+        raise SystemExit("--boundscheck: numba was imported before its settings could be made")
+    os.environ["NUMBA_BOUNDSCHECK"] = "1"
+    os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="vaezip-fuzz-boundscheck-")
+    from codec import kernels
+
+    def fail(reason: str, error: BaseException | None = None) -> None:
+        raise RuntimeError(f"a compiled kernel failed under bounds checking: {reason}") from error
+
+    kernels.disable = fail
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=10_000, help="random mutations of the .vz corpus")
@@ -1332,14 +1349,20 @@ def main(argv=None) -> int:
     parser.add_argument("--adversarial-cases", type=int, default=200,
                         help="random adversarial images after the fixed suite (with --adversarial)")
     parser.add_argument("--binary-cases", type=int, default=0,
-                        help="mutations of format 10 to 18 files made with the shipped models (binary header, "
+                        help="mutations of format 10 to 22 files made with the shipped models (binary header, "
                              "the predictor's tiles, bits-back)")
+    parser.add_argument("--boundscheck", action="store_true",
+                        help="compile the coder's kernels with numba's bounds checks (in a cache of their own) and "
+                             "count a kernel that fails (its fallback to the plain forms) as a failure: an index "
+                             "out of range shows up, where the compiled forms would read past an array silently")
     parser.add_argument("--memory-limit-gb", type=float, default=8.0,
                         help="cap this process's address space (RLIMIT_AS; 0: no cap), so that a case which "
                              "would take the machine's memory fails as a MemoryError instead")
     parser.add_argument("--report", type=Path, required=True, help="summary: .json, or .md for markdown")
     parser.add_argument("--markdown", action="store_true", help="also write a .md next to a .json report")
     args = parser.parse_args(argv)
+    if args.boundscheck:
+        checked_kernels()
     import torch
 
     torch.set_num_threads(1)

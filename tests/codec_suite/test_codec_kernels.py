@@ -2,6 +2,7 @@
 compiled coder codes exactly the bits of predictive.py's numpy coder."""
 
 import importlib.util
+import inspect
 import itertools
 import os
 import subprocess
@@ -542,3 +543,60 @@ def test_in_cache_tells_whether_numbas_cache_holds_a_form_and_an_empty_one_gets_
     assert run("twice") == "False True"  # compiled here, written to the cache
     assert run("twice") == "True True"  # loaded from it
     assert run("notice") == "1 False"  # the coder's forms: an empty cache (built, not compiled: no call)
+
+
+# (_code_tile's argument, the axis it loses an entry along (None: an integer one lower, or the position one past the
+# words), whether the tile is encoded, the distribution): each an array too small (or a number out of range) for what
+# the other arguments ask, which the compiled forms would read or write past the end of.
+TOO_SMALL = [("errors", 0, False, predictive.REFINED_ACROSS), ("errors", 2, False, predictive.REFINED_ACROSS),
+             ("residuals", 1, False, predictive.REFINED_ACROSS), ("cumulative", 0, False, predictive.PHOTO),
+             ("cumulative", 1, False, predictive.PHOTO), ("levels", None, False, predictive.PHOTO),
+             ("position", None, False, predictive.PHOTO), ("coded", 1, True, predictive.PHOTO),
+             *((name, axis, False, predictive.REFINED_ACROSS) for name, axis in (
+                 ("refine_prefix", 0), ("refine_prefix", 1), ("refine_counters", 0), ("refine_counters", 1),
+                 ("refine_weights", 0), ("refine_weights", 1), ("refine_maps", 0), ("refine_maps", 1),
+                 ("refine_residual", 0), ("refine_residual", 1), ("refine_stretch", 0), ("refine_reciprocal", 0))),
+             ("refine_record", 1, True, predictive.REFINED_ACROSS)]
+
+
+def smaller(value, axis):
+    """`value` with one entry fewer along `axis`, of the same type to numba (C-contiguous, writable or not as it
+    was: another type would compile _code_tile again); an integer one lower."""
+    if axis is None:
+        return value - 1
+    cut = np.ascontiguousarray(np.take(value, np.arange(value.shape[axis] - 1), axis=axis))
+    cut.flags.writeable = value.flags.writeable
+    return cut
+
+
+@pytest.mark.parametrize("form", ["plain", pytest.param("compiled", marks=compiled)])
+def test_code_tile_refuses_arrays_smaller_than_its_other_arguments_ask(form):
+    """The compiled forms check no index, so _code_tile checks its arrays' sizes against what its other arguments
+    ask before any value is coded: one entry fewer anywhere (or a position past the words) is a ValueError, where
+    the arrays as predictive makes them code the tile."""
+    code_tile = kernels.PLAIN_FORMS["_code_tile"] if form == "plain" else kernels.always()["_code_tile"]
+    names = list(inspect.signature(kernels.PYTHON_FORMS["_code_tile"]).parameters)
+    rng = np.random.default_rng(5)
+    tile = smooth_image(rng, 3, 6, 5).astype(np.float64)
+    words = random_words(rng, 64)
+
+    def code(distribution, encode, change=None):
+        def call(*args):
+            args = list(args)
+            if change is not None:
+                at = names.index(change[0])
+                args[at] = len(words) + 1 if change[0] == "position" else smaller(args[at], change[1])
+            return code_tile(*args)
+
+        refinement = predictive.Refinement(distribution) if distribution in predictive.REFINEMENTS else None
+        stack = (predictive._NO_WORDS, 0, 0) if encode else (words, len(words), (1 << 40) + 12345)
+        return predictive._kernel_tile({"_code_tile": call}, tile if encode else np.zeros_like(tile), 0, 0, encode,
+                                       distribution, *stack, predictive.AdaptiveState().sums, refinement)
+
+    for distribution in {case[3] for case in TOO_SMALL}:
+        for encode in (False, True):
+            frame, coded, *_ = code(distribution, encode)  # as predictive makes them: coded
+            assert frame.shape == (3, 31) and (coded.shape == (2, 90) if encode else coded.size == 0)
+    for name, axis, encode, distribution in TOO_SMALL:
+        with pytest.raises(ValueError):
+            code(distribution, encode, (name, axis))
