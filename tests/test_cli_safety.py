@@ -1049,6 +1049,70 @@ def test_a_closed_standard_output_or_error_is_no_failure_unless_the_data_goes_th
     assert run("--version", closed=1).returncode == 0  # as any command whose output is no data
 
 
+def test_a_closed_or_unreadable_standard_input_is_one_error(tmp_path):
+    """'-' with stdin closed (`<&-`: sys.stdin is None) was a traceback; open for writing only (`0> file`) a raw
+    errno. Each is one line and exit 1, and nothing is written."""
+    image(0).save(tmp_path / "a.png")
+
+    def run(*args, stdin=None):
+        return subprocess.run([sys.executable, "-m", "vaezip", *args], cwd=tmp_path, capture_output=True,
+                              timeout=HANG_GUARD_S, stdin=stdin, preexec_fn=None if stdin else lambda: os.close(0))
+
+    for args in (("compress", "-", "-o", "x.vz"), ("decompress", "-", "-o", "x.png"), ("decompress", "-t", "-"),
+                 ("info", "-")):
+        one_error(run(*args), "-: standard input is closed")
+        with open(tmp_path / "w.bin", "wb") as write_only:
+            one_error(run(*args, stdin=write_only), "-: cannot read standard input (Bad file descriptor)")
+        assert sorted(path.name for path in tmp_path.iterdir()) == ["a.png", "w.bin"]
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full here")
+def test_info_to_a_full_standard_output_blames_the_output(tmp_path):
+    image(0).save(tmp_path / "a.png")
+    assert subprocess.run([sys.executable, "-m", "vaezip", "compress", "--fast", "-q", "a.png"], cwd=tmp_path,
+                          timeout=HANG_GUARD_S).returncode == 0
+    with open("/dev/full", "wb") as full:
+        result = subprocess.run([sys.executable, "-m", "vaezip", "info", "a.vz"], cwd=tmp_path, stdout=full,
+                                stderr=subprocess.PIPE, timeout=HANG_GUARD_S)
+    one_error(result, "a.vz: standard output: cannot write (No space left on device)")
+
+
+def test_an_empty_output_name_is_a_usage_error(tmp_path):
+    image(0).save(tmp_path / "a.png")
+    for args in (("compress", "a.png", "-o", ""), ("decompress", "a.vz", "-o", "")):
+        result = subprocess.run([sys.executable, "-m", "vaezip", *args], cwd=tmp_path, capture_output=True,
+                                timeout=HANG_GUARD_S)
+        assert result.returncode == 2 and lines_of(result) == [
+            "vaezip: error: -o '' names no file: give a file name, or '-' for stdout"], lines_of(result)
+    assert [path.name for path in tmp_path.iterdir()] == ["a.png"]
+
+
+# A Ctrl-C at any moment: while the command line's modules load (the entry point's guard), while typer parses the
+# command line (it exits 130 without a word), or before the app runs. Each stands in for the signal where it lands.
+INTERRUPTED_AT = {
+    "import": "import builtins; real = builtins.__import__\n"
+              "def imported(name, *args, **kwargs):\n"
+              "    if name == 'vaezip.cli': raise KeyboardInterrupt\n"
+              "    return real(name, *args, **kwargs)\n"
+              "builtins.__import__ = imported\n"
+              "from vaezip.command import main; main()",
+    "typer": "import vaezip.cli as cli\n"
+             "def app(**kwargs): raise SystemExit(130)\n"
+             "cli.app = app; cli.main()",
+    "before the app": "import vaezip.cli as cli\n"
+                      "def app(**kwargs): raise KeyboardInterrupt\n"
+                      "cli.app = app; cli.main()",
+}
+
+
+@pytest.mark.parametrize("where", INTERRUPTED_AT)
+def test_a_ctrl_c_before_the_command_runs_is_one_line_and_exit_130(where):
+    result = subprocess.run([sys.executable, "-c", INTERRUPTED_AT[where]], capture_output=True, text=True,
+                            timeout=HANG_GUARD_S)
+    assert result.returncode == 130 and lines_of(result) == ["vaezip: interrupted"], (result.returncode,
+                                                                                       result.stderr)
+
+
 @pytest.mark.skipif(not hasattr(signal, "SIGTERM") or sys.platform == "win32", reason="POSIX signals")
 def test_a_second_sigterm_does_not_cut_the_first_ones_clean_up_short():
     """`timeout` signals the process and its group: the second SIGTERM raised again inside the clean-up of the

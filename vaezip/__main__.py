@@ -1,3 +1,3 @@
-from vaezip.cli import main
+from vaezip.command import main
 
 main()

@@ -189,6 +189,11 @@ def _error_message(error: BaseException) -> str:
     return str(error).strip() or type(error).__name__
 
 
+# Whether user_errors said `vaezip: interrupted`: typer turns a Ctrl-C outside it (while it parses the command line)
+# into exit 130 without a word, which main() then says.
+_interruption_told = False
+
+
 @contextmanager
 def user_errors():
     """Turn expected failures into one line on stderr and exit code 1; never a traceback. Ctrl-C exits 130,
@@ -200,6 +205,8 @@ def user_errors():
     except KeyboardInterrupt as stop:
         if _debugging():  # where a run that seemed to hang was
             _print_traceback(stop)
+        global _interruption_told
+        _interruption_told = True
         err.print("vaezip: interrupted")
         raise typer.Exit(130)
     except Terminated as stop:
@@ -944,7 +951,9 @@ _OTHER_IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".
 
 def _refuse_other_format(output: str | None, suffix: str) -> None:
     """A usage error for an -o whose suffix names another image format than `suffix` (.vz for compress, .png for
-    decompress): a web server or a tool that goes by the name would misread the file."""
+    decompress): a web server or a tool that goes by the name would misread the file; and for an empty -o."""
+    if output == "":
+        raise UsageFailure("-o '' names no file: give a file name, or '-' for stdout")
     if output is None or output == "-":
         return
     own = Path(output).suffix.lower()
@@ -2005,7 +2014,12 @@ def info(inputs: list[str] = typer.Argument(..., help=".vz files")):
     from vaezip.images import SUBPIXELS_PER_PIXEL
 
     def say(line: str) -> None:  # names and the model name come from the header: escaped, no markup
-        out.print(shown(line), markup=False, highlight=False, soft_wrap=True)
+        try:
+            out.print(shown(line), markup=False, highlight=False, soft_wrap=True)
+        except BrokenPipeError:  # its reader went away (`| head`): user_errors ends the run quietly
+            raise
+        except OSError as error:  # a full disk: the output's fault, not the file's
+            raise Failure(f"standard output: cannot write ({error.strerror or type(error).__name__})") from None
 
     from vaezip.api import file_info  # torch-free
     with user_errors():  # as compress and decompress: '-' waited for typed binary data
@@ -2476,8 +2490,16 @@ def bench(
             raise Failure(f"{failures} round trip(s) failed: see {out_dir / 'results.md'}")
 
 
+def _say_interrupted() -> None:
+    try:
+        err.print("vaezip: interrupted")
+    except (OSError, ValueError):  # stderr closed or gone: the exit status says it
+        pass
+
+
 def main() -> None:
-    """The `vaezip` command (and `python -m vaezip`): the app, then the process ends at once with its exit
+    """The `vaezip` command (and `python -m vaezip`; both through vaezip.command, which imports this module under a
+    guard against Ctrl-C): the app, then the process ends at once with its exit
     status (os._exit), without the interpreter's teardown, which spent ~0.6 s freeing torch's, numba's and the
     model's objects one by one after every command that codes through the model (kodim23's compress: 7.6 ->
     7.0 s). By then every output file is written and closed (or removed), and the streams are flushed here;
@@ -2491,6 +2513,11 @@ def main() -> None:
         code = 0
     except SystemExit as exit_:
         code = exit_.code
+        if code == 130 and not _interruption_told:  # typer's silent exit on a Ctrl-C before the command ran
+            _say_interrupted()
+    except KeyboardInterrupt:  # before the app took over
+        code = 130
+        _say_interrupted()
     except BrokenPipeError:  # outside any command (the help): as a SIGPIPE would end it
         code = _reader_gone()
     except OSError as error:  # the same (the help to a full disk): one line, not a traceback

@@ -187,7 +187,12 @@ def read_input(path: str, limit: int | None = None) -> tuple[bytes, os.stat_resu
     nobody writes to cannot hang the CLI), and so is anything larger than `limit` (default MAX_INPUT_BYTES)."""
     limit = MAX_INPUT_BYTES if limit is None else limit
     if path == "-":
-        return read_limited(sys.stdin.buffer, limit), None
+        if sys.stdin is None:  # its descriptor was closed when the process started (`<&-`)
+            raise InputError("standard input is closed")
+        try:
+            return read_limited(sys.stdin.buffer, limit), None
+        except OSError as error:  # open, but not for reading (`0> file`)
+            raise InputError(f"cannot read standard input ({error.strerror or type(error).__name__})") from None
     check_input(path)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
