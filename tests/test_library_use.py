@@ -319,6 +319,40 @@ def test_what_the_api_is_given_wrongly_is_said_before_any_work(tiny_weights):
         decompress(data)
 
 
+def test_numpy_integers_views_and_odd_metadata_are_taken_or_refused_before_any_work():
+    """An audit: an np.int64 tile or samples reached the header's writer after all the coding (HeaderError), a float
+    or str tile a TypeError deep inside; an image instead of a list was 'not iterable'; a memoryview of another item
+    size or shape gave file_info a wrong size or a TypeError; text that is not Unicode in an image's info was a bare
+    UnicodeEncodeError, a profile held as a memoryview was left out without a word; png_bytes of no image an
+    AttributeError."""
+    from vaezip.api import file_info
+    from vaezip.images import DeepImage
+
+    image = np.asarray(_crops(1)[0])
+    data = compress(image, fast=True, tile=np.int64(32), samples=np.int64(1), format_version=np.int32(22))
+    assert data == compress(image, fast=True, tile=32)
+    for view in (memoryview(data).cast("B", (1, len(data))), memoryview(np.repeat(np.frombuffer(data, np.uint8),
+                                                                                     2)[::2])):
+        assert file_info(view).size == len(data)
+        assert np.array_equal(np.asarray(decompress(view)), image)
+    for option, bad in (("tile", 16.0), ("tile", "32"), ("samples", "4"), ("samples", 2.0),
+                        ("format_version", True)):
+        with pytest.raises(ValueError, match=f"^{option} must be an int, not {bad!r}$"):
+            compress(image, fast=True, **{option: bad})
+    with pytest.raises(ImageError, match=r"takes a sequence of \(name, image\) pairs, not a Image"):
+        compress_images(_crops(1)[0])
+    with_text = Image.fromarray(image)
+    with_text.info.update(xmp="\ud800", comment=5, icc_profile=memoryview(b"\0" * 128))
+    unkept = compress_images([("a", with_text)], fast=True).images[0].metadata_unkept
+    # the profile read from its memoryview and judged (128 zero bytes: no profile of an RGB image), not passed over
+    assert unkept[:2] == ("XMP (text that is not Unicode)", "comment (not bytes: int)") and len(unkept) == 3
+    assert unkept[2].startswith("iCCP (") and "does not fit a RGB image" in unkept[2]
+    with pytest.raises(TypeError, match="png_bytes takes a PIL image or a vaezip.images.DeepImage, not a ndarray"):
+        png_bytes(image)
+    with pytest.raises(ImageError, match="image has no pixels"):
+        png_bytes(DeepImage(np.zeros((0, 5), np.uint16), "L"))
+
+
 def test_stored_names_are_given_as_stored_and_made_plain_file_names_on_request():
     """decompress_images gives a name as the file stores it ('../x.png' from whoever made the file);
     png_file_names makes the names `decompress --dir` writes under."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import operator
 from dataclasses import dataclass
 
 import numpy as np
@@ -108,8 +109,12 @@ def compress_images(
     its colour profile, EXIF, XMP, comment and dots per inch as Pillow holds them in its info."""
     from vaezip.archive import encode_archive
 
-    # Known before any work: a bad max_batch failed after all of it, and a bad device passed wherever no model ran
-    if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+    # Known before any work: a bad max_batch failed after all of it, and a bad device passed wherever no model ran;
+    # numpy's integers are taken as ints (an np.int64 tile reached the header's writer after all the coding)
+    max_batch, samples = _integer(max_batch, "max_batch", "a positive int"), _integer(samples, "samples")
+    tile = None if tile is None else _integer(tile, "tile")
+    format_version = None if format_version is None else _integer(format_version, "format_version")
+    if max_batch < 1:
         raise ValueError(f"max_batch must be a positive int, not {max_batch!r}")
     _check_device(device)
     return encode_archive(
@@ -136,7 +141,8 @@ def decompress_images(data: bytes, model: LoadedModel | str | None = None, *, de
     from codec.container import read_versioned
 
     _check_device(device)
-    return _images(data, read_versioned(_file_bytes(data)), model, device, progress)
+    data = _file_bytes(data)
+    return _images(data, read_versioned(data), model, device, progress)
 
 
 def _images(data: bytes, parsed, model, device: str, progress) -> list:
@@ -180,7 +186,8 @@ def decompress(data: bytes, model: LoadedModel | str | None = None, *, device: s
     from codec.depth import image_count
 
     _check_device(device)
-    parsed = read_versioned(_file_bytes(data))
+    data = _file_bytes(data)
+    parsed = read_versioned(data)
     count = image_count(parsed[1].images)
     if count != 1:  # the first alone was given, the others dropped without a word
         raise ValueError(f"the file holds {count} images: decompress_images gives them all")
@@ -195,8 +202,21 @@ def _check_device(device: str) -> None:
         raise ValueError(f"device must be one of {', '.join(DEVICE_NAMES)}, not {device!r}")
 
 
+def _integer(value, name: str, kind: str = "an int") -> int:
+    """An option that is a whole number, as an int (a numpy integer too); a bool, float or str is a ValueError."""
+    if not isinstance(value, bool):
+        try:
+            return operator.index(value)
+        except TypeError:
+            pass
+    raise ValueError(f"{name} must be {kind}, not {value!r}")
+
+
 def _file_bytes(data) -> bytes:
-    """A .vz file's bytes as the API takes them; a path or file object is a TypeError that says what to pass."""
+    """A .vz file's bytes as the API takes them (a memoryview of any shape or item size as its bytes); a path or
+    file object is a TypeError that says what to pass."""
+    if isinstance(data, memoryview) and (data.ndim != 1 or data.itemsize != 1 or not data.contiguous):
+        return data.tobytes()  # len() counts its bytes, and the reader's casts take it
     if isinstance(data, (bytes, bytearray, memoryview)):
         return data
     raise TypeError(f"a .vz file's bytes, not {type(data).__name__} (pass open(path, 'rb').read())")
@@ -214,7 +234,7 @@ def png_bytes(image) -> bytes:
 def read_header(data: bytes):
     from codec.container import read
 
-    return read(data)[0]
+    return read(_file_bytes(data))[0]
 
 
 @dataclass(frozen=True)
@@ -303,7 +323,8 @@ def file_info(data: bytes) -> FileInfo:
     from vaezip.classical import check_header
     from vaezip.unpack import check_stream
 
-    version, header, words = read_versioned(_file_bytes(data))
+    data = _file_bytes(data)
+    version, header, words = read_versioned(data)
     check_header(header)
     if header.uses_model:
         check_stream(header)

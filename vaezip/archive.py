@@ -194,7 +194,8 @@ def _parts(images) -> tuple[list[tuple[str, object]], list[tuple[str, tuple]]]:
     """The images as 8-bit PIL images, each 16-bit one (a DeepImage) as its parts (vaezip/images.py deep_parts), and
     each one's depth and levels (("", ()) for an 8-bit image, codec/depth.py's LOW for a low part)."""
     parts, depths = [], []
-    if isinstance(images, (dict, str, bytes)):  # a dict's keys, a path's characters: "too many values to unpack"
+    # a dict's keys, a path's characters: "too many values to unpack"; an image itself: "not iterable"
+    if isinstance(images, (dict, str, bytes)) or not hasattr(images, "__iter__"):
         raise ImageError(f"compress_images takes a sequence of (name, image) pairs, not a {type(images).__name__}")
     for pair in images:
         if not isinstance(pair, (tuple, list)) or len(pair) != 2:

@@ -1019,6 +1019,10 @@ def png_bytes(image: Image.Image) -> bytes:
     The image's metadata chunks (vaezip/metadata.py: METADATA, a format-17 file's) go into it, each in its place,
     but those that no longer fit the image (converted since it was opened: image_chunks). A DeepImage is a 16-bit
     PNG (vaezip/png16.py)."""
+    if not isinstance(image, (Image.Image, DeepImage)):
+        raise TypeError(f"png_bytes takes a PIL image or a vaezip.images.DeepImage, not a {type(image).__name__}")
+    if isinstance(image, DeepImage) and image.samples.size == 0:
+        raise ImageError("image has no pixels")
     if isinstance(image, DeepImage):
         return png16.write(image.samples, image.mode, image_chunks(image)[0] if METADATA in image.info else ())
     data = _png(image)

@@ -189,17 +189,34 @@ def _jpeg_segments_left_out(image) -> list[str]:
     return names
 
 
+def _field_bytes(info: dict, key: str, name: str, dropped: list[str]) -> bytes:
+    """The bytes of info[key] as Pillow (or a caller) may hold them: bytes, a bytearray or memoryview, text as UTF-8;
+    b"" where it holds none. Anything else is named in `dropped` ("NAME (why)"), not left out without a word."""
+    value = info.get(key)
+    if value is None:
+        return b""
+    if isinstance(value, str):
+        try:
+            return value.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates: no file can hold them
+            dropped.append(f"{name} (text that is not Unicode)")
+            return b""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    dropped.append(f"{name} (not bytes: {type(value).__name__})")
+    return b""
+
+
 def chunks_from_info(info: dict, left_out: tuple[str, ...] = ()) -> tuple[tuple[Chunk, ...], tuple[str, ...]]:
     """The chunks that hold what Pillow read of a non-PNG file's metadata (its info, stated_info): the colour
     profile, EXIF, XMP, a comment (JPEG, GIF, PNM) and the pixel size in dots per inch; and what could not be held
     ("TYPE (why)"), after `left_out` (fields_left_out: what of the file no chunk holds)."""
     kept, dropped = [], list(left_out)
-    profile = info.get("icc_profile")
-    if isinstance(profile, (bytes, bytearray)) and profile:
-        kept.append(Chunk(AFTER_HEADER, b"iCCP", b"ICC profile\0\0" + zlib.compress(bytes(profile), 9)))
-    exif = info.get("exif")
-    if isinstance(exif, (bytes, bytearray)) and exif:
-        exif = bytes(exif)
+    profile = _field_bytes(info, "icc_profile", "iCCP", dropped)
+    if profile:
+        kept.append(Chunk(AFTER_HEADER, b"iCCP", b"ICC profile\0\0" + zlib.compress(profile, 9)))
+    exif = _field_bytes(info, "exif", "EXIF", dropped)
+    if exif:
         exif = exif[len(_EXIF_PREFIX):] if exif.startswith(_EXIF_PREFIX) else exif
         if exif[:4] in _TIFF_HEADS:
             kept.append(Chunk(AFTER_HEADER, b"eXIf", exif))
@@ -210,18 +227,13 @@ def chunks_from_info(info: dict, left_out: tuple[str, ...] = ()) -> tuple[tuple[
         per_metre = [round(float(v) / 0.0254) for v in dpi]  # a TIFF's are fractions (IFDRational)
         if all(0 < v < 2**31 for v in per_metre):
             kept.append(Chunk(AFTER_HEADER, b"pHYs", struct.pack(">IIB", *per_metre, 1)))
-    xmp = info.get("xmp")
-    if isinstance(xmp, str):
-        xmp = xmp.encode("utf-8")
-    if isinstance(xmp, (bytes, bytearray)) and xmp:
+    xmp = _field_bytes(info, "xmp", "XMP", dropped)
+    if xmp:
         # iTXt: keyword, NUL, compression flag and method (0: not compressed), language tag and translated keyword
         # (both empty, each NUL-terminated), the UTF-8 text
-        kept.append(Chunk(BEFORE_DATA, b"iTXt", _XMP_KEYWORD + b"\0\0\0\0\0" + bytes(xmp)))
-    comment = info.get("comment")
-    if isinstance(comment, str):
-        comment = comment.encode("utf-8")
-    if isinstance(comment, (bytes, bytearray)) and comment:
-        comment = bytes(comment)
+        kept.append(Chunk(BEFORE_DATA, b"iTXt", _XMP_KEYWORD + b"\0\0\0\0\0" + xmp))
+    comment = _field_bytes(info, "comment", "comment", dropped)
+    if comment:
         try:
             plain = comment.decode("utf-8").isascii()  # tEXt holds Latin-1, iTXt UTF-8
         except UnicodeDecodeError:
@@ -240,7 +252,12 @@ def image_chunks(image) -> tuple[tuple[Chunk, ...], tuple[str, ...]]:
     without those that no longer fit the image's mode (an image converted since: a background or significant bits
     of another colour type, a colour profile of another colour space)."""
     if METADATA in image.info:
-        found, dropped = tuple(image.info[METADATA]), tuple(image.info.get(DROPPED, ()))
+        found, dropped = image.info[METADATA], image.info.get(DROPPED, ())
+        if (not isinstance(found, (tuple, list)) or not all(isinstance(chunk, Chunk) for chunk in found)
+                or not isinstance(dropped, (tuple, list)) or not all(isinstance(why, str) for why in dropped)):
+            raise ValueError(f"image.info[{METADATA!r}] (and {DROPPED!r}) are vaezip's own, what open_image read "
+                             f"of a file: a tuple of codec.metadata.Chunk (and of str), not what it holds here")
+        found, dropped = tuple(found), tuple(dropped)
     else:
         found, dropped = chunks_from_info(stated_info(image), fields_left_out(image))
     kept, unfit = [], []
