@@ -44,14 +44,47 @@ def test_a_stop_during_the_last_validation_loses_no_step(tmp_path, tiny_npz, mon
             raise KeyboardInterrupt
         return real(session, *args, **kwargs)
 
+    class Told(training.SilentReporter):
+        stops = []
+
+        def stopped(self, step, path, signum):
+            self.stops.append((step, signum))
+
     monkeypatch.setattr(training, "validate", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        train(tmp_path / "run", tiny_npz, get_preset("tiny"), steps=5, train_overrides=OVERRIDES)
+        train(tmp_path / "run", tiny_npz, get_preset("tiny"), steps=5, train_overrides=OVERRIDES, reporter=Told())
     assert load_checkpoint(tmp_path / "run")["step"] == 5
+    assert Told.stops == [(5, signal.SIGINT)]  # said as any stop is: saved, --resume continues it (an audit)
     monkeypatch.undo()
+    # the resumed run, at its target already, does the validation the stop cut short (it reported none: an audit)
+    resumed = train(tmp_path / "run", tiny_npz, get_preset("tiny"), steps=5, resume=True)
+    assert resumed["step"] == 5 and resumed["val_bpsp"] is not None
+    assert "val_bpsp" in load_checkpoint(tmp_path / "run")["counters"]["history"][-1]
     finished = train(tmp_path / "whole", tiny_npz, get_preset("tiny"), steps=5, train_overrides=OVERRIDES)
     assert load_checkpoint(tmp_path / "whole")["counters"]["history"][-1]["step"] == 5 == finished["step"]
     assert "val_bpsp" in load_checkpoint(tmp_path / "whole")["counters"]["history"][-1]  # its last validation kept
+
+
+def test_a_second_signal_during_a_validation_stops_the_run_saved(tmp_path, tiny_npz, monkeypatch):
+    """An audit: a second Ctrl-C or SIGTERM while a validation ran (minutes, with real files) stopped at once: the
+    steps since the last checkpoint lost, and a run folder left empty. Between steps the weights are whole: saved."""
+    from vaezip import train as training
+    from vaezip.files import Terminated
+
+    real = training.validate
+
+    def signalled_twice(session, *args, **kwargs):
+        if session.step == 3:
+            for _ in range(2):
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.05)  # the handler runs in this thread between bytecodes: each in its turn
+        return real(session, *args, **kwargs)
+
+    monkeypatch.setattr(training, "validate", signalled_twice)
+    with pytest.raises(Terminated):
+        train(tmp_path / "run", tiny_npz, get_preset("tiny"), steps=10, stop_on_signals=True,
+              train_overrides={**OVERRIDES, "val_every": 3})
+    assert load_checkpoint(tmp_path / "run")["step"] == 3
 
 
 def test_refuses_to_overwrite_a_run(tmp_path, tiny_npz):
@@ -330,16 +363,21 @@ def test_a_model_worse_than_the_shipped_one_is_not_installed_though_the_predicto
 
 
 @pytest.mark.parametrize("option", [["--batch-size", "0"], ["--batch-size", "-1"], ["--checkpoint-every", "0"],
-                                    ["--val-every", "0"], ["--seed", "-1"], ["--force"], ["--out", "TAKEN"]])
+                                    ["--val-every", "0"], ["--seed", "-1"], ["--force"], ["--out", "TAKEN"],
+                                    ["--crop", "0"], ["--lr", "-1"], ["--lr", "nan"], ["--preset", "huge"],
+                                    ["--decay-steps", "-5"], ["--out", "TAKEN/sub"]])
 def test_options_that_cannot_be_are_usage_errors_before_any_work(tmp_path, png_folder, option):
     """A review found --batch-size 0 and --checkpoint-every 0 failing after the run began, with tracebacks, an
-    --out that is a file failing with Python's words, and --force without --name ignored."""
+    --out that is a file failing with Python's words, and --force without --name ignored; an audit --crop 0 and
+    --lr -1 failing (exit 1) after the data loaded, --preset huge exit 1, --decay-steps -5 taken as none, and
+    typer's own range checks (--val-every 0) a usage box, not one line."""
     taken = tmp_path / "taken.png"
     taken.write_bytes(b"a file")
-    given = [str(taken) if value == "TAKEN" else value for value in option]
+    given = [value.replace("TAKEN", str(taken)) for value in option]
     out = [] if option[0] == "--out" else ["--out", tmp_path / "run"]
     result = invoke(png_folder, *out, "--steps", "2", *given)
     assert result.exit_code == 2 and option[0] in result.output, result.output
+    assert result.stderr.startswith("vaezip: error: ") and result.stderr.count("\n") == 1, result.stderr
     assert "Traceback" not in result.output and not (tmp_path / "run").exists()
     assert taken.read_bytes() == b"a file"
 
@@ -384,6 +422,9 @@ def test_resume_continues_the_run_as_it_was_set_up_or_refuses(tmp_path, png_fold
     assert refused.exit_code == 1 and "not with lr 0.5:" in refused.stderr and "crop" not in refused.stderr, \
         refused.stderr
     assert invoke(png_folder, "--out", run, "--steps", "3", "--resume", "--init", "photo2").exit_code == 2
+    refused = invoke(png_folder, "--out", run, "--steps", "3", "--resume", "--pixel-context", "8")  # was taken
+    assert refused.exit_code == 1 and refused.stderr == (
+        "vaezip: error: --pixel-context 8: the run to resume trains a model with pixel_context = 0\n"), refused.stderr
     assert load_checkpoint(run)["step"] == 2
     again = invoke(png_folder, "--out", run, "--steps", "3", "--resume", "--preset", "tiny", *TINY_CLI)
     assert again.exit_code == 0, (again.stdout, again.stderr)
@@ -398,6 +439,23 @@ def test_a_time_planned_run_records_its_schedule(tmp_path, png_folder, tiny_defa
     saved = load_checkpoint(tmp_path / "run")
     assert saved["schedule"] == "time" and saved["step"] >= 1
     assert saved["train_config"]["kl_warmup_steps"] == 7
+
+
+def test_a_run_stopped_before_its_first_checkpoint_leaves_no_empty_folder(tmp_path, png_folder, monkeypatch):
+    """An audit: a run stopped at once (a second Ctrl-C mid-step) before anything was saved left its run folder
+    behind, empty; a folder that was there before stays."""
+    from vaezip import train as training
+
+    def stopped_at_once(run_dir, *args, **kwargs):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "train", stopped_at_once)
+    (tmp_path / "kept").mkdir()
+    for run, left in ((tmp_path / "new" / "run", False), (tmp_path / "kept", True)):
+        result = invoke(png_folder, "--out", run, "--steps", "3", "--from-scratch", "--preset", "tiny")
+        assert result.exit_code == 130 and result.stderr == "vaezip: interrupted\n", result.stderr
+        assert run.is_dir() == left
 
 
 def test_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path, png_folder):

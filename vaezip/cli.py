@@ -398,16 +398,16 @@ def train(
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     minutes: Optional[float] = typer.Option(None, help="stop (and checkpoint) after this many minutes; the "
                                             "learning-rate decay and the ETA are planned to end then"),
-    batch_size: Optional[int] = typer.Option(None, min=1, help="override the preset's batch size"),
+    batch_size: Optional[int] = typer.Option(None, help="override the preset's batch size"),
     lr: Optional[float] = typer.Option(None, help="override the learning rate (the preset's; 2e-4 when "
                                        "starting from a trained model: the shipped one, or --init's)"),
     crop: Optional[int] = typer.Option(None, help="override the preset's crop size"),
     decay_steps: Optional[int] = typer.Option(None, help="cosine learning-rate decay length (0: none); default: "
                                               "over --steps, or over the time --minutes gives"),
-    seed: Optional[int] = typer.Option(None, min=0, help="override the preset's seed"),
-    checkpoint_every: Optional[int] = typer.Option(None, min=1, help="steps between checkpoints (there is also one "
+    seed: Optional[int] = typer.Option(None, help="override the preset's seed"),
+    checkpoint_every: Optional[int] = typer.Option(None, help="steps between checkpoints (there is also one "
                                                    "every 5 minutes, and on Ctrl-C)"),
-    val_every: Optional[int] = typer.Option(None, min=1, help="steps between validations of the bound (there is "
+    val_every: Optional[int] = typer.Option(None, help="steps between validations of the bound (there is "
                                             "also one at the start of a run that starts from a model, else after "
                                             "the first minute, then every 10 minutes)"),
     kl_warmup: Optional[int] = typer.Option(None, "--kl-warmup", metavar="STEPS",
@@ -493,6 +493,18 @@ def train(
             raise UsageFailure(f"--minutes must be positive, not {minutes}")
         if steps is not None and steps < 0:
             raise UsageFailure(f"--steps must not be negative, not {steps}")
+        # One line each, as the others (typer's own range checks printed a usage box); known before any data loads
+        for flag, value, least in (("--batch-size", batch_size, 1), ("--crop", crop, 1), ("--seed", seed, 0),
+                                   ("--checkpoint-every", checkpoint_every, 1), ("--val-every", val_every, 1),
+                                   ("--decay-steps", decay_steps, 0)):
+            if value is not None and value < least:
+                raise UsageFailure(f"{flag} must be at least {least}, not {value}")
+        if lr is not None and not 0 < lr < math.inf:
+            raise UsageFailure(f"--lr must be a positive number, not {lr}")
+        from vaezip.config import PRESETS
+
+        if preset is not None and preset not in PRESETS:
+            raise UsageFailure(f"--preset must be one of {', '.join(PRESETS)}, not {preset!r}")
         if kl_warmup is not None and kl_warmup < 0:
             raise UsageFailure(f"--kl-warmup must not be negative, not {kl_warmup}")
         if kl_balance and not kl_warmup:
@@ -545,6 +557,9 @@ def train(
                          if value is not None}
         if out_dir.exists() and not out_dir.is_dir():
             raise UsageFailure(f"--out {out_dir}: a file, not a folder for the run")
+        above = next((parent for parent in out_dir.parents if parent.exists()), None)  # where the folder would be made
+        if above is not None and not above.is_dir():
+            raise UsageFailure(f"--out {out_dir}: {above} is a file, not a folder")
         if force and name is None:
             raise UsageFailure("--force replaces an installed model of --name's: give --name NAME too")
         if name is not None:
@@ -598,6 +613,7 @@ def train(
         shown_data = f"./{data}" if data.startswith("-") else data  # not taken for an option
         again = ["vaezip", "train", shown_data, "--resume", "--out", str(out_dir), *(["--name", name] if name else [])]
         reporter = RichTrainReporter(out, shlex.join(again))
+        created = not out_dir.exists()  # a run folder this command makes is not left behind empty
         try:
             summary = run_training(
                 out_dir,
@@ -621,6 +637,11 @@ def train(
                 raise  # its reader went away: 141, quietly
             raise Failure(f"standard output: cannot write ({reporter.write_error.strerror or reporter.write_error}); "
                           f"the run stopped and saved its checkpoint ({shlex.join(again)} continues it)") from None
+        except BaseException:
+            if created:
+                with suppress(OSError):  # not empty (a checkpoint was saved), or gone: as it is
+                    out_dir.rmdir()
+            raise
         finally:
             reporter.close()
             if previous_threads is not None:

@@ -43,7 +43,7 @@ from vaezip.config import (
 )
 from vaezip.devices import amx_available, resolve_device
 from vaezip.evaluate import EvalResult, evaluate
-from vaezip.files import remove_stale_temporaries
+from vaezip.files import Terminated, remove_stale_temporaries
 from vaezip.model import HierarchicalVAE
 from vaezip.model.layers import MAX_BINARY_BETA
 
@@ -493,6 +493,10 @@ def resolve_run(
         raise CheckpointError(f"{data_source}: {kinds.get(training_data.channels)} images, but {start} is a "
                               f"{kinds.get(model_config.image_channels)} model (--channels "
                               f"{model_config.image_channels} converts the images)")
+    if saved is not None and pixel_context is not None and pixel_context != model_config.pixel_context:
+        # as every other model option: a run's model is the one it started with (this one was passed over in silence)
+        raise CheckpointError(f"--pixel-context {pixel_context}: the run to resume trains a model with pixel_context "
+                              f"= {model_config.pixel_context!r}")
     if saved is None and pixel_context is not None:
         if initial is not None and initial.model.config.pixel_context not in (0, pixel_context):
             raise CheckpointError("--pixel-context: the --init model already has a context head of another width")
@@ -792,8 +796,6 @@ class StopRequests:
             raise KeyboardInterrupt
         if signum == getattr(signal, "SIGPIPE", None):
             raise BrokenPipeError("the reader of the training's output went away")
-        from vaezip.files import Terminated
-
         raise Terminated(signum)
 
     def request(self, signum: int) -> None:
@@ -1000,7 +1002,15 @@ def train(
             if now - window_start > 20:
                 window_start, window_images = now, 0
             if dist.main and (session.step % config.val_every == 0 or clock.validation_due()):
-                last_val = validate(session, reporter, coded_validation)
+                try:
+                    last_val = validate(session, reporter, coded_validation)
+                except (KeyboardInterrupt, Terminated):
+                    if stop.signum is None or dist.world > 1:  # not asked to stop, or ranks that must agree first
+                        raise
+                    # A second signal while a validation (minutes, with its real files) ran: the weights are those
+                    # of a whole step, so the run stops saved, where it stopped at once and lost the steps since its
+                    # last checkpoint (or left an empty run folder)
+                    break
                 clock.validated()
             if session.step % config.checkpoint_every == 0 or clock.checkpoint_due():
                 save(session, reporter)
@@ -1014,12 +1024,22 @@ def train(
         # barrier, which this rank must reach too before it leaves.
         dist.close()
         stop.raise_requested()
-    # A resumed run already at its target: its checkpoint and history stay as they are (no step, nothing to save)
+    # A resumed run already at its target: its checkpoint and history stay as they are (no step, nothing to save),
+    # but for the last validation where a stop cut it short
     untouched = plan.saved is not None and session.step == plan.saved["step"]
     if not untouched:  # first: a stop during the last validation (minutes, with its real files) loses no step
         save(session, reporter)
-    if dist.main and not untouched and (last_val is None or counters.history[-1]["step"] != session.step):
-        last_val = validate(session, reporter, coded_validation)
+    validated_last = bool(counters.history) and counters.history[-1]["step"] == session.step \
+        and "val_bpsp" in counters.history[-1]
+    if dist.main and not validated_last:
+        try:
+            last_val = validate(session, reporter, coded_validation)
+        except (KeyboardInterrupt, Terminated) as stopping:  # saved just before: said as any stop is
+            stopped = getattr(reporter, "stopped", None)
+            if stopped is not None:
+                stopped(session.step, plan.checkpoint_path,
+                        stopping.signum if isinstance(stopping, Terminated) else signal.SIGINT)
+            raise
         save(session, reporter)  # with the validation in its history
     dist.close()
     validated = [entry for entry in counters.history if "val_bpsp" in entry]
