@@ -529,7 +529,8 @@ def _code_tile(frame, errors, residuals, positions, fronts, sources, around, std
     if staged.shape[0] > 0 and (staged.shape[0] < 4 or residuals.shape[0] < 2 * channels or cascade.shape[0] == 0):
         raise ValueError("staged needs its four numbers, the cascade's and rows for the signed residuals")
     if (predictors < BLEND_SUBS + (LS_BLENDED if least_squares else 0) or errors.shape[1] < channels
-            or errors.shape[2] < frame.shape[1] or residuals.shape[0] < channels or residuals.shape[1] < frame.shape[1]):
+            or errors.shape[2] < frame.shape[1] or residuals.shape[0] < channels
+            or residuals.shape[1] < frame.shape[1]):
         raise ValueError("errors or residuals smaller than the frame and the predictors asked for")
     tables = (len(edges) + 1) * bins  # a table is a std level (0 .. len(edges)) and, with bins, a quarter
     refining = refine_prefix.shape[0] > 0

@@ -47,6 +47,7 @@ case that would take the machine's memory fails as a MemoryError instead.
 from __future__ import annotations
 
 import argparse
+import atexit
 import dataclasses
 import hashlib
 import json
@@ -54,6 +55,7 @@ import os
 import random
 import re
 import resource
+import shutil
 import signal
 import struct
 import sys
@@ -1326,7 +1328,9 @@ def checked_kernels() -> None:
     if "numba" in sys.modules:
         raise SystemExit("--boundscheck: numba was imported before its settings could be made")
     os.environ["NUMBA_BOUNDSCHECK"] = "1"
-    os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="vaezip-fuzz-boundscheck-")
+    cache = tempfile.mkdtemp(prefix="vaezip-fuzz-boundscheck-")
+    atexit.register(shutil.rmtree, cache, ignore_errors=True)
+    os.environ["NUMBA_CACHE_DIR"] = cache
     from codec import kernels
 
     def fail(reason: str, error: BaseException | None = None) -> None:

@@ -67,24 +67,40 @@ def test_a_stop_during_the_last_validation_loses_no_step(tmp_path, tiny_npz, mon
 
 def test_a_second_signal_during_a_validation_stops_the_run_saved(tmp_path, tiny_npz, monkeypatch):
     """An audit: a second Ctrl-C or SIGTERM while a validation ran (minutes, with real files) stopped at once: the
-    steps since the last checkpoint lost, and a run folder left empty. Between steps the weights are whole: saved."""
+    steps since the last checkpoint lost, and a run folder left empty. Between steps the weights are whole: saved,
+    and the run ends as the second signal says. A validation cut short leaves no entry in the history (a review:
+    its bound without its real files), so the resumed run at its target does all of it again."""
     from vaezip import train as training
     from vaezip.files import Terminated
 
-    real = training.validate
+    def signalled(*signals):
+        for signum in signals:
+            os.kill(os.getpid(), signum)
+            time.sleep(0.05)  # the handler runs in this thread between bytecodes: each in its turn
 
-    def signalled_twice(session, *args, **kwargs):
-        if session.step == 3:
-            for _ in range(2):
-                os.kill(os.getpid(), signal.SIGTERM)
-                time.sleep(0.05)  # the handler runs in this thread between bytecodes: each in its turn
-        return real(session, *args, **kwargs)
+    class Told(training.SilentReporter):
+        def __init__(self):
+            self.stops = []
 
-    monkeypatch.setattr(training, "validate", signalled_twice)
-    with pytest.raises(Terminated):
-        train(tmp_path / "run", tiny_npz, get_preset("tiny"), steps=10, stop_on_signals=True,
-              train_overrides={**OVERRIDES, "val_every": 3})
-    assert load_checkpoint(tmp_path / "run")["step"] == 3
+        def stopped(self, step, path, signum):
+            self.stops.append((step, signum))
+
+    def coded_signalled(model, images, crop, device):
+        signalled(signal.SIGTERM, signal.SIGHUP)
+        return 1.0, 1.0, len(images)
+
+    told = Told()
+    with pytest.raises(Terminated) as stopped:
+        train(tmp_path / "run", tiny_npz, get_preset("tiny"), steps=10, stop_on_signals=True, reporter=told,
+              train_overrides={**OVERRIDES, "val_every": 3}, coded_validation=coded_signalled)
+    assert stopped.value.signum == signal.SIGHUP and told.stops == [(3, signal.SIGHUP)]
+    saved = load_checkpoint(tmp_path / "run")
+    assert saved["step"] == 3 and saved["counters"]["history"] == []
+    resumed = train(tmp_path / "run", tiny_npz, get_preset("tiny"), steps=3, resume=True,
+                    coded_validation=lambda model, images, crop, device: (2.0, 1.5, len(images)))
+    assert resumed["step"] == 3 and resumed["val_bpsp"] is not None
+    last = load_checkpoint(tmp_path / "run")["counters"]["history"]
+    assert [(entry["step"], entry["achieved_bpsp"]) for entry in last] == [(3, 2.0)]
 
 
 def test_refuses_to_overwrite_a_run(tmp_path, tiny_npz):
@@ -456,6 +472,7 @@ def test_a_run_stopped_before_its_first_checkpoint_leaves_no_empty_folder(tmp_pa
         result = invoke(png_folder, "--out", run, "--steps", "3", "--from-scratch", "--preset", "tiny")
         assert result.exit_code == 130 and result.stderr == "vaezip: interrupted\n", result.stderr
         assert run.is_dir() == left
+    assert not (tmp_path / "new").exists()  # a folder made above it too
 
 
 def test_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path, png_folder):

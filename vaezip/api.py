@@ -213,13 +213,18 @@ def _integer(value, name: str, kind: str = "an int") -> int:
 
 
 def _file_bytes(data) -> bytes:
-    """A .vz file's bytes as the API takes them (a memoryview of any shape or item size as its bytes); a path or
-    file object is a TypeError that says what to pass."""
-    if isinstance(data, memoryview) and (data.ndim != 1 or data.itemsize != 1 or not data.contiguous):
-        return data.tobytes()  # len() counts its bytes, and the reader's casts take it
-    if isinstance(data, (bytes, bytearray, memoryview)):
+    """A .vz file's bytes as the API takes them: bytes, or anything that holds them (a bytearray, memoryview, mmap,
+    numpy array: of any shape or item size, as its bytes); a path or file object is a TypeError that says what to
+    pass."""
+    if isinstance(data, (bytes, bytearray)):
         return data
-    raise TypeError(f"a .vz file's bytes, not {type(data).__name__} (pass open(path, 'rb').read())")
+    try:
+        view = memoryview(data)
+    except TypeError:
+        raise TypeError(f"a .vz file's bytes, not {type(data).__name__} (pass open(path, 'rb').read())") from None
+    if view.ndim != 1 or view.itemsize != 1 or not view.contiguous:
+        return view.tobytes()  # len() counts its bytes, and the reader's casts take it
+    return view
 
 
 def png_bytes(image) -> bytes:

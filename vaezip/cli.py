@@ -613,7 +613,8 @@ def train(
         shown_data = f"./{data}" if data.startswith("-") else data  # not taken for an option
         again = ["vaezip", "train", shown_data, "--resume", "--out", str(out_dir), *(["--name", name] if name else [])]
         reporter = RichTrainReporter(out, shlex.join(again))
-        created = not out_dir.exists()  # a run folder this command makes is not left behind empty
+        # the run folder and the folders above it that this command makes, innermost first: none is left empty
+        created = [folder for folder in (out_dir, *out_dir.parents) if not folder.exists()]
         try:
             summary = run_training(
                 out_dir,
@@ -638,9 +639,9 @@ def train(
             raise Failure(f"standard output: cannot write ({reporter.write_error.strerror or reporter.write_error}); "
                           f"the run stopped and saved its checkpoint ({shlex.join(again)} continues it)") from None
         except BaseException:
-            if created:
+            for folder in created:
                 with suppress(OSError):  # not empty (a checkpoint was saved), or gone: as it is
-                    out_dir.rmdir()
+                    folder.rmdir()
             raise
         finally:
             reporter.close()

@@ -722,14 +722,16 @@ def validate(session: Session, reporter: TrainReporter, coded: CodedValidation |
     real; None: skip) for the achieved rate."""
     counters, val_set, crop = session.counters, session.plan.training_data.validation, session.config.crop
     result = evaluate(session.ema, val_set.images, batch_size=64, device=session.device, crop=crop)
-    counters.best_val_bpsp = min(counters.best_val_bpsp, result.bound_bpsp)
-    counters.history.append({"step": session.step, "val_bpsp": result.bound_bpsp,
-                             "images_seen": counters.images_seen})
+    entry = {"step": session.step, "val_bpsp": result.bound_bpsp, "images_seen": counters.images_seen}
     reporter.validation(session.step, result)
     if coded is not None:
         achieved, bound, count = coded(session.ema, val_set.images, crop, session.device)
-        counters.history[-1].update(achieved_bpsp=achieved, coded_bound_bpsp=bound)
+        entry.update(achieved_bpsp=achieved, coded_bound_bpsp=bound)
         reporter.coded(session.step, achieved, bound, count)
+    # Recorded once whole: a validation that a stop cut short leaves no entry, so the run's end (or the resumed run
+    # at its target) does all of it again
+    counters.best_val_bpsp = min(counters.best_val_bpsp, result.bound_bpsp)
+    counters.history.append(entry)
     session.model.train()
     return result
 
@@ -820,6 +822,11 @@ class StopRequests:
         for number, handler in self._previous.items():
             signal.signal(number, handler if handler is not None else signal.SIG_DFL)
         self._previous.clear()
+
+
+def _signum(stop: BaseException) -> int:
+    """The signal a KeyboardInterrupt or vaezip.files.Terminated stands for."""
+    return stop.signum if isinstance(stop, Terminated) else signal.SIGINT
 
 
 # ---------------------------------------------------------------------------------------------- the loop
@@ -960,6 +967,7 @@ def train(
         }
     )
     clock = _Clock(timing, session.step)
+    cut_short: BaseException | None = None  # a second signal that cut a validation short
     window_start, window_images = time.perf_counter(), 0
     last_val: EvalResult | None = None
     if timing.validate_at_start and plan.saved is None and dist.main:
@@ -1004,12 +1012,13 @@ def train(
             if dist.main and (session.step % config.val_every == 0 or clock.validation_due()):
                 try:
                     last_val = validate(session, reporter, coded_validation)
-                except (KeyboardInterrupt, Terminated):
+                except (KeyboardInterrupt, Terminated) as second:
                     if stop.signum is None or dist.world > 1:  # not asked to stop, or ranks that must agree first
                         raise
                     # A second signal while a validation (minutes, with its real files) ran: the weights are those
                     # of a whole step, so the run stops saved, where it stopped at once and lost the steps since its
-                    # last checkpoint (or left an empty run folder)
+                    # last checkpoint (or left an empty run folder); it ends as that second signal says
+                    cut_short = second
                     break
                 clock.validated()
             if session.step % config.checkpoint_every == 0 or clock.checkpoint_due():
@@ -1019,26 +1028,26 @@ def train(
         save(session, reporter)
         stopped = getattr(reporter, "stopped", None)
         if stopped is not None:
-            stopped(session.step, plan.checkpoint_path, stop.signum)
+            stopped(session.step, plan.checkpoint_path, stop.signum if cut_short is None else _signum(cut_short))
         # The other ranks may have stopped only because this one did (dist.agree): they end in close()'s
         # barrier, which this rank must reach too before it leaves.
         dist.close()
+        if cut_short is not None:
+            raise cut_short
         stop.raise_requested()
     # A resumed run already at its target: its checkpoint and history stay as they are (no step, nothing to save),
     # but for the last validation where a stop cut it short
     untouched = plan.saved is not None and session.step == plan.saved["step"]
     if not untouched:  # first: a stop during the last validation (minutes, with its real files) loses no step
         save(session, reporter)
-    validated_last = bool(counters.history) and counters.history[-1]["step"] == session.step \
-        and "val_bpsp" in counters.history[-1]
+    validated_last = bool(counters.history) and counters.history[-1]["step"] == session.step
     if dist.main and not validated_last:
         try:
             last_val = validate(session, reporter, coded_validation)
         except (KeyboardInterrupt, Terminated) as stopping:  # saved just before: said as any stop is
             stopped = getattr(reporter, "stopped", None)
             if stopped is not None:
-                stopped(session.step, plan.checkpoint_path,
-                        stopping.signum if isinstance(stopping, Terminated) else signal.SIGINT)
+                stopped(session.step, plan.checkpoint_path, _signum(stopping))
             raise
         save(session, reporter)  # with the validation in its history
     dist.close()
