@@ -1077,14 +1077,37 @@ def test_info_to_a_full_standard_output_blames_the_output(tmp_path):
     one_error(result, "a.vz: standard output: cannot write (No space left on device)")
 
 
-def test_an_empty_output_name_is_a_usage_error(tmp_path):
+def test_an_empty_output_or_folder_name_is_a_usage_error(tmp_path):
+    """-o '' said ': is a directory'; --dir '' and bench's or train's --out '' were taken for the current folder."""
     image(0).save(tmp_path / "a.png")
-    for args in (("compress", "a.png", "-o", ""), ("decompress", "a.vz", "-o", "")):
+    for args, line in ((("compress", "a.png", "-o", ""), "-o '' names no file: give a file name, or '-' for stdout"),
+                       (("decompress", "a.vz", "-o", ""), "-o '' names no file: give a file name, or '-' for stdout"),
+                       (("decompress", "a.vz", "--dir", ""), "--dir '' names no folder: give one ('.' for the current "
+                                                             "folder)"),
+                       (("bench", ".", "-c", "png", "-o", ""), "--out '' names no folder: give one ('.' for the "
+                                                               "current folder)"),
+                       (("train", ".", "-o", "", "--steps", "1"), "--out '' names no folder: give one ('.' for the "
+                                                                  "current folder)")):
         result = subprocess.run([sys.executable, "-m", "vaezip", *args], cwd=tmp_path, capture_output=True,
                                 timeout=HANG_GUARD_S)
-        assert result.returncode == 2 and lines_of(result) == [
-            "vaezip: error: -o '' names no file: give a file name, or '-' for stdout"], lines_of(result)
+        assert result.returncode == 2 and lines_of(result) == [f"vaezip: error: {line}"], lines_of(result)
     assert [path.name for path in tmp_path.iterdir()] == ["a.png"]
+
+
+def test_a_missing_input_fails_alone_whatever_its_name(tmp_path):
+    """An audit: `decompress good.vz nosuch.png` said 'nosuch.png: this output would overwrite the input' and did
+    nothing (a missing input's output named as itself); `compress nosuch.vz` said it was already a .vz file."""
+    image(0).save(tmp_path / "a.png")
+    assert subprocess.run([sys.executable, "-m", "vaezip", "compress", "--fast", "-q", "a.png"], cwd=tmp_path,
+                          timeout=HANG_GUARD_S).returncode == 0
+    (tmp_path / "a.png").unlink()
+    for args, missing in ((("decompress", "a.vz", "nosuch.png"), "nosuch.png"),
+                          (("compress", "nosuch.vz"), "nosuch.vz")):
+        result = subprocess.run([sys.executable, "-m", "vaezip", *args], cwd=tmp_path, capture_output=True,
+                                timeout=HANG_GUARD_S)
+        assert result.returncode == 1 and f"vaezip: error: {missing}: no such file" in lines_of(result), \
+            lines_of(result)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a.png", "a.vz"]  # a.vz's image written
 
 
 # A Ctrl-C at any moment: while the command line's modules load (the entry point's guard), while typer parses the

@@ -423,3 +423,27 @@ def test_a_folder_here_named_like_a_data_set_is_the_user_s_own(tmp_path, monkeyp
         assert "data set 'photos'" in str(error), error
     else:
         assert named.names != ("0.png",)
+
+
+def test_folders_it_cannot_read_are_said_not_passed_over(tmp_path, monkeypatch):
+    """An audit: `vaezip eval` or `bench` of a folder it could not read said it held no images, and one of its
+    subfolders it could not read was left out without a word (pathlib's and os's walks pass such folders over).
+    Permissions stand in for by the walk's own error: the tests may run as root, who reads anything."""
+    for name in ("a.png", "b.png", "sub/c.png"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        Image.fromarray(np.full((8, 8, 3), len(name), np.uint8)).save(tmp_path / name)
+    real_walk = data.os.walk
+
+    def walk_without(denied):
+        def walk(top, onerror=None, **kwargs):
+            if onerror is not None:
+                onerror(PermissionError(13, "Permission denied", str(top / denied)))
+            yield from real_walk(top, onerror=onerror, **kwargs)
+        return walk
+
+    monkeypatch.setattr(data.os, "walk", walk_without("sub"))
+    with pytest.warns(UserWarning, match=r"sub/ \(a folder it cannot read\)"):
+        load(str(tmp_path))
+    monkeypatch.setattr(data.os, "walk", walk_without("."))
+    with pytest.raises(DataError, match="cannot read the folder \\(permission denied\\)"):
+        load(str(tmp_path))

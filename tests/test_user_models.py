@@ -682,3 +682,16 @@ def test_a_model_whose_stride_is_past_the_largest_tile_is_refused_before_any_fil
         assert result.returncode == 1 and b"stride 512 is more than vaezip's largest tile 256" in result.stderr, \
             result.stderr
         assert not (tmp_path / "x.vz").exists()
+
+
+def test_removing_a_damaged_manifest_entry_is_said_in_one_line(models_dir):
+    """An audit: an entry that is not a mapping (`vaezip models` warns of it) made `models --remove` print a
+    traceback after it had written the manifest; it removes the entry, which named no weights."""
+    models_dir.mkdir()
+    (models_dir / zoo.USER_MANIFEST_NAME).write_text(json.dumps(
+        {"format_version": 1, "kind": "vaezip-user-models", "models": {"weird": 5}, "retired": []}))
+    result = invoke("models", "--remove", "weird")
+    assert result.exit_code == 0 and "Traceback" not in result.output, (result.output, result.exception)
+    assert result.stdout.strip() == ("removed user model 'weird' (its manifest entry named no weights: it was not a "
+                                     "mapping)"), result.stdout
+    assert json.loads((models_dir / zoo.USER_MANIFEST_NAME).read_text())["models"] == {}

@@ -390,7 +390,7 @@ def train(
                                "or a mixture NAME@WEIGHT+NAME@WEIGHT (each batch from one part)"),
     preset: Optional[str] = typer.Option(None, help="tiny | cpu | gpu: the model of a run from scratch (default "
                                          "cpu); giving it for a folder of your images trains from scratch"),
-    out_dir: Path = typer.Option(Path("runs/latest"), "--out", "-o", help="run folder (checkpoint last.pt)"),
+    out_dir: str = typer.Option("runs/latest", "--out", "-o", help="run folder (checkpoint last.pt)"),
     steps: Optional[int] = typer.Option(None, help="total number of optimizer steps (counted across resumes); "
                                         "default 10,000, or as many as --minutes allow; with --resume alone, "
                                         "the run's own"),
@@ -486,6 +486,7 @@ def train(
     from vaezip.files import signals_as_exceptions
 
     with user_errors(), signals_as_exceptions():  # SIGTERM outside the loop's own handling: 143
+        out_dir = _folder_option(out_dir, "--out")
         _check_device(device)
         if threads is not None and threads < 1:
             raise UsageFailure(f"--threads must be at least 1, not {threads}")
@@ -971,6 +972,13 @@ _OTHER_IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".
                                    ".ico", ".tga", ".psd", ".vz"})
 
 
+def _folder_option(value: str | None, flag: str) -> Path | None:
+    """A folder option as a Path; '' (which Path takes for '.', the current folder) is a usage error, as -o '' is."""
+    if value == "":
+        raise UsageFailure(f"{flag} '' names no folder: give one ('.' for the current folder)")
+    return None if value is None else Path(value)
+
+
 def _refuse_other_format(output: str | None, suffix: str) -> None:
     """A usage error for an -o whose suffix names another image format than `suffix` (.vz for compress, .png for
     decompress): a web server or a tool that goes by the name would misread the file; and for an empty -o."""
@@ -1000,7 +1008,7 @@ def _refuse_clashes(inputs: list[str], outputs: list[tuple[str, str | None]], hi
 
     named = {}
     for path in inputs:
-        if path != "-":
+        if path != "-" and os.path.lexists(path):  # a missing one fails alone ("no such file"), nothing overwritten
             named.setdefault(file_identity(path), path)
     claimed: dict[tuple, str] = {}
     for source, target in outputs:
@@ -1609,7 +1617,7 @@ def compress(
             unread += shared
         if output is None:  # as gzip does with a .gz: one .vz in `compress *` stopped every other file
             already = [path for path in inputs if path != "-" and path.lower().endswith(".vz")
-                       and not os.path.isdir(path)]
+                       and os.path.lexists(path) and not os.path.isdir(path)]  # a missing one: "no such file"
             for path in already:
                 _tell("error", f"{path}: already a .vz file; left as it is (vaezip decompress it)")
             kept = {file_identity(path) for path in already}
@@ -1812,9 +1820,9 @@ def decompress(
     inputs: list[str] = typer.Argument(..., help=".vz files; '-' reads stdin"),
     output: Optional[str] = typer.Option(None, "--output", "-o", help="output PNG (single-image files); '-' for stdout"),
     to_stdout: bool = typer.Option(False, "--stdout", "-c", help="write to stdout (as gzip -c): the same as -o -"),
-    directory: Optional[Path] = typer.Option(None, "--dir", "-d", help="folder for the images (archives); with -r "
-                                             "each .vz's folder as given is made under it (photos/2020/a.vz: "
-                                             "DIR/photos/2020/a.png)"),
+    directory: Optional[str] = typer.Option(None, "--dir", "-d", help="folder for the images (archives); with -r "
+                                             "each .vz's folder as given is made under it (photos/2020/a.vz, made "
+                                             "from img.png: DIR/photos/2020/img.png, the name it stores)"),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="override the model named in the file"),
     force: bool = typer.Option(False, "--force", "-f", help="overwrite existing outputs (never an input)"),
     keep: bool = typer.Option(True, "--keep/--rm", help="keep (default) or delete each .vz once its images are "
@@ -1839,6 +1847,7 @@ def decompress(
 
     with user_errors(), signals_as_exceptions():
         output = _stdout_or(output, to_stdout)
+        directory = _folder_option(directory, "--dir")
         _check_device(device)
         _check_stdin_once(inputs)
         if jobs_at_once < 0:
@@ -2335,8 +2344,10 @@ def models(
                                                     f"for another folder; vaezip export RUN --name NAME installs one)")
 
 
-def _retired_note(zoo, name: str, entry: dict) -> str:
+def _retired_note(zoo, name: str, entry) -> str:
     """What became of the weights of user model `name` (its `entry`) that were just replaced or removed."""
+    if not isinstance(entry, dict):  # a damaged manifest's entry (vaezip models warns of it): it named no weights
+        return " (its manifest entry named no weights: it was not a mapping)"
     file = entry.get("file", "?")
     if not any(kept.get("file") == file for kept in zoo.retired_entries()):
         holder = zoo.usable_holder(str(entry.get("sha256", "")), zoo.user_manifest())
@@ -2379,8 +2390,8 @@ def bench(
         "--fast: no network), or 'classical' / "
         "'all' (default: the classical ones but webp-q75, vaezip and vaezip-archive)",
     ),
-    out_dir: Path = typer.Option(Path("bench-results"), "--out", "-o",
-                                 help="folder for results.csv, summary.csv, results.md and charts"),
+    out_dir: str = typer.Option("bench-results", "--out", "-o",
+                                help="folder for results.csv, summary.csv, results.md and charts"),
     tile: Optional[int] = typer.Option(None, help="vaezip tile side in pixels (default 32; 256 for vaezip-fast)"),
     device: str = typer.Option("auto", help="auto | cpu | cuda (vaezip)"),
     force: bool = typer.Option(False, "--force", "-f", help="replace the report the --out folder holds (its "
@@ -2394,6 +2405,7 @@ def bench(
     from vaezip.files import signals_as_exceptions
 
     with user_errors(), signals_as_exceptions():  # SIGTERM as Ctrl-C: a report half made is removed, the last kept
+        out_dir = _folder_option(out_dir, "--out")
         if limit is not None and limit < 1:
             raise UsageFailure(f"--limit must be at least 1, not {limit}")
         try:

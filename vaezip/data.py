@@ -384,6 +384,17 @@ def _images_and_links(folder: Path) -> tuple[list[Path], list[Path]]:
     return [p for p in found if not p.is_symlink()], [p for p in found if p.is_symlink()]
 
 
+def _unreadable_folders(folder: Path) -> list[str]:
+    """The folders under `folder` (itself: ".") that cannot be listed, relative to it, hidden ones left out as
+    _images_and_links leaves them: a walk of pathlib's or os's passes them over without a word."""
+    failed = []
+    for _ in os.walk(folder, onerror=failed.append):
+        pass
+    names = [Path(error.filename).relative_to(folder).as_posix() for error in failed
+             if error.filename is not None and Path(error.filename).is_relative_to(folder)]
+    return sorted(name for name in names if not any(part.startswith(".") for part in Path(name).parts))
+
+
 # What `vaezip bench` writes beside its tables (vaezip/bench/report.py REPORT_FILES): charts, not data
 _REPORT_CHART = re.compile(r"bpsp_bars\.png|scatter_.+\.png")
 _REPORT_TABLES = ("results.csv", "summary.csv", "results.md")
@@ -602,13 +613,18 @@ def load(source: str | os.PathLike, *, limit: int | None = None, channels: int |
         src, key = m.group(1), m.group(2)
     path = Path(src).expanduser()
     if path.is_dir():
+        unreadable = _unreadable_folders(path)  # a walk passes them over without a word
+        if "." in unreadable:
+            raise DataError(f"{path}: cannot read the folder (permission denied)")
         images, linked = _images_and_links(path)
         files, charts = _without_charts([(f, f.relative_to(path).as_posix()) for f in images], exclude)
         if not files:
-            raise DataError(f"{path}: no image files ({' '.join(IMAGE_EXTENSIONS)}) found")
+            raise DataError(f"{path}: no image files ({' '.join(IMAGE_EXTENSIONS)}) found"
+                            + (f" (nor read: {', '.join(unreadable)})" if unreadable else ""))
         links = [f"{f.relative_to(path).as_posix()} (a symbolic link)" for f in linked]
+        folders = [f"{name}/ (a folder it cannot read)" for name in unreadable]
         return _load_files(path.name or str(path), files, limit, channels, skip_unreadable=True,
-                           passed_over=links + charts)
+                           passed_over=links + charts + folders)
     if path.is_file():
         if path.suffix.lower() == ".npz":
             x, key = _npz_array(path, key, str(path))
