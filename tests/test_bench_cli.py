@@ -222,9 +222,10 @@ def test_eval_says_when_it_converts_the_images_and_refuses_a_batch_of_none(tmp_p
     result = runner.invoke(app, ["eval", str(tiny_weights[3]), str(folders["grey"])])
     assert result.exit_code == 0, result.stderr
     assert "vaezip: warning: grey: grey repeated into RGB" in result.stderr, result.stderr
-    for size in ("0", "-1"):
-        refused = runner.invoke(app, ["eval", str(tiny_weights[3]), str(folders["rgb"]), "--batch-size", size])
-        assert refused.exit_code == 2 and "--batch-size" in refused.output, refused.output
+    for flag, size in (("--batch-size", "0"), ("--batch-size", "-1"), ("--limit", "0")):
+        refused = runner.invoke(app, ["eval", str(tiny_weights[3]), str(folders["rgb"]), flag, size])
+        assert refused.exit_code == 2 and refused.stderr == f"vaezip: error: {flag} must be at least 1, not {size}\n", \
+            refused.output  # one line, not typer's usage box
     # a --tile the model cuts otherwise (to a multiple of its stride) is said, not rounded in silence
     from vaezip.api import load_model
 

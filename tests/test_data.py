@@ -442,7 +442,7 @@ def test_folders_it_cannot_read_are_said_not_passed_over(tmp_path, monkeypatch):
         return walk
 
     monkeypatch.setattr(data.os, "walk", walk_without("sub"))
-    with pytest.warns(UserWarning, match=r"sub/ \(a folder it cannot read\)"):
+    with pytest.warns(UserWarning, match=r": left out 1 folder\(s\) it cannot read \(permission denied\): sub$"):
         load(str(tmp_path))
     monkeypatch.setattr(data.os, "walk", walk_without("."))
     with pytest.raises(DataError, match="cannot read the folder \\(permission denied\\)"):

@@ -786,8 +786,8 @@ def _comparison_figures(comparison, shipped: str | None) -> dict:
 def eval_command(
     model: str = typer.Argument(..., help="a run folder, a checkpoint .pt, a .safetensors file or a model name"),
     data: str = typer.Argument(..., help="a folder of images, an .npz file, or a data set name"),
-    limit: Optional[int] = typer.Option(None, min=1, help="only the first N images"),
-    batch_size: int = typer.Option(64, min=1),
+    limit: Optional[int] = typer.Option(None, help="only the first N images"),
+    batch_size: int = typer.Option(64, help="images (or tiles) a forward pass"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     tile: Optional[int] = typer.Option(None, help="cut images into tiles as `vaezip compress --tile` does (the "
                                        "bound a file pays); default: whole images"),
@@ -799,6 +799,9 @@ def eval_command(
     with user_errors():
         _check_tile(tile)  # usage errors before torch is imported
         _check_device(device)
+        for flag, value in (("--limit", limit), ("--batch-size", batch_size)):  # one line, not typer's usage box
+            if value is not None and value < 1:
+                raise UsageFailure(f"{flag} must be at least 1, not {value}")
         if samples not in (1, *IMPORTANCE_SAMPLES):
             raise UsageFailure(f"--samples must be 1, {', '.join(map(str, IMPORTANCE_SAMPLES))}, not {samples}")
         from vaezip import data as datasets

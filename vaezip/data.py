@@ -622,9 +622,11 @@ def load(source: str | os.PathLike, *, limit: int | None = None, channels: int |
             raise DataError(f"{path}: no image files ({' '.join(IMAGE_EXTENSIONS)}) found"
                             + (f" (nor read: {', '.join(unreadable)})" if unreadable else ""))
         links = [f"{f.relative_to(path).as_posix()} (a symbolic link)" for f in linked]
-        folders = [f"{name}/ (a folder it cannot read)" for name in unreadable]
+        if unreadable:
+            warnings.warn(f"{path.name or path}: left out {len(unreadable)} folder(s) it cannot read (permission "
+                          f"denied): {', '.join(unreadable)}", stacklevel=2)
         return _load_files(path.name or str(path), files, limit, channels, skip_unreadable=True,
-                           passed_over=links + charts + folders)
+                           passed_over=links + charts)
     if path.is_file():
         if path.suffix.lower() == ".npz":
             x, key = _npz_array(path, key, str(path))
