@@ -620,7 +620,8 @@ def load(source: str | os.PathLike, *, limit: int | None = None, channels: int |
         files, charts = _without_charts([(f, f.relative_to(path).as_posix()) for f in images], exclude)
         if not files:
             raise DataError(f"{path}: no image files ({' '.join(IMAGE_EXTENSIONS)}) found"
-                            + (f" (nor read: {', '.join(unreadable)})" if unreadable else ""))
+                            + (f", and {len(unreadable)} folder(s) it cannot read (permission denied): "
+                               f"{', '.join(unreadable)}" if unreadable else ""))
         links = [f"{f.relative_to(path).as_posix()} (a symbolic link)" for f in linked]
         if unreadable:
             warnings.warn(f"{path.name or path}: left out {len(unreadable)} folder(s) it cannot read (permission "
