@@ -493,3 +493,33 @@ def test_the_api_refuses_a_name_that_is_no_text_and_names_every_format_it_writes
             compress_images([(name, image)], fast=True)
     with pytest.raises(ValueError, match=r"one of 2, .*, 16, 17, 18, 19, 20, 21, 22, not 99"):
         compress_images([("a.png", image)], format_version=99)
+
+
+def _png_file(width: int, height: int, rows: bytes, crc_of_data: int | None = None) -> bytes:
+    """An 8-bit grey PNG of `width` x `height` whose image data holds `rows` (filter bytes included)."""
+    def chunk(kind: bytes, data: bytes, crc: int | None = None) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) if crc is None else crc))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows), crc_of_data) + chunk(b"IEND", b""))
+
+
+def test_an_8_bit_png_whose_image_data_is_short_or_damaged_is_refused_and_kept(tmp_path):
+    """An audit: image data that ends at a row's end (a whole zlib stream, rows missing), or an IDAT whose CRC is
+    wrong, Pillow reads without a word, filling the missing rows with black: compress --rm then deleted an image it
+    had not read. Refused as the 16-bit reader refuses them."""
+    row = b"\0" + bytes(range(20))
+    (tmp_path / "whole.png").write_bytes(_png_file(20, 4, row * 4))
+    (tmp_path / "short.png").write_bytes(_png_file(20, 4, row))
+    (tmp_path / "long.png").write_bytes(_png_file(20, 4, row * 5))
+    (tmp_path / "crc.png").write_bytes(_png_file(20, 4, row * 4, crc_of_data=12345))
+    with Image.open(tmp_path / "short.png") as pillow:  # what made it dangerous: Pillow reads it whole
+        pillow.load()
+    for name, why in (("short.png", "image data shorter or longer than the image"),
+                      ("long.png", "image data shorter or longer than the image"),
+                      ("crc.png", "IDAT chunk damaged (CRC)")):
+        assert_one_error(cli("compress", "--fast", "--rm", name, cwd=tmp_path), f"{name}: not a readable image ({why})")
+        assert (tmp_path / name).exists() and not (tmp_path / name).with_suffix(".vz").exists()
+    assert cli("compress", "--fast", "--rm", "-q", "whole.png", cwd=tmp_path).returncode == 0
+    assert not (tmp_path / "whole.png").exists() and (tmp_path / "whole.vz").exists()

@@ -227,6 +227,10 @@ def _open_image(source) -> Image.Image | DeepImage:
             image.close()  # a file Pillow opened from a path
             raise Image.DecompressionBombError("too many pixels")
     data, beyond = _beyond_pixels(source, image)
+    damage = png16.data_damage(data) if image.format == "PNG" and data is not None else None
+    if damage is not None:
+        image.close()
+        raise ImageError(f"not a readable image ({damage})")
     unread = _not_read(image, data)
     follows = beyond.following
     if follows is not None and follows.another_image:

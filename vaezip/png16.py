@@ -110,6 +110,59 @@ def read(data: bytes, max_pixels: int) -> tuple[np.ndarray, str]:
     return (samples[..., 0] if channels == 1 else samples), mode
 
 
+# PNG colour type -> samples a pixel, at any bit depth
+_SAMPLES = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+
+
+def data_damage(data: bytes) -> str | None:
+    """What is wrong with a PNG's image data that Pillow reads past without a word (None where nothing is): a
+    critical chunk's CRC (Pillow checks none of IDAT's), IDATs split by another chunk, a stream that is not zlib,
+    or image data shorter or longer than the image (Pillow fills what is missing with black: `compress --rm` then
+    deleted an image it had not read). As read() refuses a 16-bit PNG, for any bit depth; the stream is inflated
+    and counted, not kept."""
+    found = header(data)
+    if found is None:
+        return None  # Pillow's to judge
+    width, height, depth, colour, interlace = found
+    if colour not in _SAMPLES or depth not in (1, 2, 4, 8, 16) or interlace not in (0, 1):
+        return None
+    bits = _SAMPLES[colour] * depth
+    if interlace == 0:
+        size = height * (1 + (width * bits + 7) // 8)
+    else:
+        size = sum(_pass_size(height, top, down) * (1 + (_pass_size(width, left, across) * bits + 7) // 8)
+                   for top, left, down, across in _PASSES
+                   if _pass_size(height, top, down) and _pass_size(width, left, across))
+    stream, position, inflated, seen, ended = zlib.decompressobj(), 8, 0, False, False
+    while position + 8 <= len(data):
+        length, kind = _CHUNK_HEAD.unpack_from(data, position)
+        body = data[position + 8 : position + 8 + length]
+        if length >= 2**31 or len(data) < position + 12 + length:
+            return f"{kind.decode('latin-1')} chunk cut short"
+        if kind[0] & 32 == 0:  # critical: must be whole
+            crc = struct.unpack_from(">I", data, position + 8 + length)[0]
+            if zlib.crc32(body, zlib.crc32(kind)) != crc:
+                return f"{kind.decode('latin-1')} chunk damaged (CRC)"
+        if kind == b"IDAT":
+            if ended:
+                return "image data split by another chunk"
+            seen = True
+            try:
+                while body and inflated <= size:  # counted a piece at a time: never more than the image, and one
+                    inflated += len(stream.decompress(body, size + 1 - inflated))
+                    body = stream.unconsumed_tail
+            except zlib.error:
+                return "image data is not a zlib stream"
+        elif seen:
+            ended = True
+        if kind == b"IEND":
+            break
+        position += 12 + length
+    if inflated != size or not stream.eof:
+        return "image data shorter or longer than the image"
+    return None
+
+
 def _pass_size(size: int, start: int, step: int) -> int:
     return max(0, (size - start + step - 1) // step)
 
