@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from codec.errors import (
     BadMagicError,
@@ -523,3 +523,28 @@ def test_an_8_bit_png_whose_image_data_is_short_or_damaged_is_refused_and_kept(t
         assert (tmp_path / name).exists() and not (tmp_path / name).with_suffix(".vz").exists()
     assert cli("compress", "--fast", "--rm", "-q", "whole.png", cwd=tmp_path).returncode == 0
     assert not (tmp_path / "whole.png").exists() and (tmp_path / "whole.vz").exists()
+
+
+def test_an_icons_png_keeps_nothing_it_cannot_say(tmp_path):
+    """An audit: an icon holding a PNG lost that PNG's transparent colour, profile and text (Pillow reads the
+    pixels without them), unreported, and compress --rm deleted the icon. Its tRNS (pixels) is refused; other chunks
+    are named and the input kept."""
+    def icon(png: bytes) -> bytes:
+        return struct.pack("<3H", 0, 1, 1) + struct.pack("<4B2H2I", 16, 16, 0, 0, 1, 8, len(png), 22) + png
+
+    palette = Image.fromarray(np.arange(256, dtype=np.uint8).reshape(16, 16) % 8, "P")
+    palette.putpalette(list(range(24)))
+    keyed, texted, plain = io.BytesIO(), io.BytesIO(), io.BytesIO()
+    palette.save(keyed, "PNG", transparency=2)
+    text = PngImagePlugin.PngInfo()
+    text.add_text("Title", "x")
+    image_rgb(size=(16, 16)).save(texted, "PNG", pnginfo=text)
+    image_rgb(size=(16, 16)).save(plain, "PNG")
+    for name, png in (("keyed.ico", keyed), ("texted.ico", texted), ("plain.ico", plain)):
+        (tmp_path / name).write_bytes(icon(png.getvalue()))
+    assert_one_error(cli("compress", "--fast", "--rm", "keyed.ico", cwd=tmp_path),
+                     "keyed.ico: icon holds a PNG with a transparent colour (tRNS)")
+    texted_run = cli("compress", "--fast", "--rm", "texted.ico", cwd=tmp_path)
+    assert texted_run.returncode == 0 and "ICO's PNG chunks tEXt" in texted_run.stderr, texted_run.stderr
+    assert cli("compress", "--fast", "--rm", "plain.ico", cwd=tmp_path).returncode == 0
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["keyed.ico", "plain.vz", "texted.ico", "texted.vz"]

@@ -513,3 +513,30 @@ def test_decompress_names_a_crafted_file_s_chunk_that_fits_no_png_and_keeps_the_
     done = run_cli("decompress", tmp_path / "plain.vz", "--rm")
     assert done.returncode == 0 and b"warning" not in done.stderr, done.stderr.decode()
     assert not (tmp_path / "plain.vz").exists()
+
+
+def test_an_exif_block_prefixed_twice_is_kept():
+    """An audit: a WebP whose EXIF chunk held 'Exif\\0\\0' before a block that already began so (Pillow's
+    Exif.tobytes()) lost its EXIF as 'not a TIFF structure'; both prefixes go, the TIFF structure stays."""
+    exif = Image.Exif()
+    exif[0x010E] = "twice"
+    image = Image.fromarray(np.zeros((8, 8, 3), np.uint8))
+    image.info["exif"] = b"Exif\0\0" + exif.tobytes()
+    result = compress_images([("a", image)], fast=True)
+    assert result.images[0].metadata_unkept == ()
+    back = decompress_images(result.data)[0][1]
+    kept = [chunk.data for chunk in back.info[METADATA] if chunk.kind == b"eXIf"]
+    assert kept == [exif.tobytes()[len(b"Exif\0\0"):]]
+
+
+def test_a_jpegs_unitless_pixel_aspect_is_kept():
+    """An audit: a JFIF density without a unit (pixels 2:1) was left out without a word; a pHYs of unit 0 holds it."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(buffer, "JPEG")
+    data = bytearray(buffer.getvalue())
+    at = data.find(b"JFIF\0") + 7
+    data[at:at + 5] = b"\0\0\2\0\1"  # unit 0, density 2 x 1
+    result = compress_images([("a", open_image(bytes(data)))], fast=True)
+    assert result.images[0].metadata_unkept == ()
+    back = decompress_images(result.data)[0][1]
+    assert [(chunk.kind, chunk.data) for chunk in back.info[METADATA]] == [(b"pHYs", struct.pack(">IIB", 2, 1, 0))]

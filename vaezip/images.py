@@ -278,6 +278,10 @@ def _not_read(image: Image.Image, data: bytes | None) -> tuple[str, ...]:
     # Pillow keeps value // 256: exact where a writer stored every entry as v * 257, or (as Pillow) as v * 256
     if isinstance(colours, tuple) and any(value % 257 for value in colours) and any(value % 256 for value in colours):
         unread.append(describe_unread("TIFF colour map", "its 16-bit entries narrowed to 8"))
+    chunks = _icon_png_chunks(image, data)
+    if chunks:  # an icon's PNG's profile, text, ...: kept by no chunk of the .vz (its tRNS is refused)
+        unread.append(describe_unread(f"ICO's PNG chunks {', '.join(chunks)}", "Pillow reads an icon's PNG without "
+                                                                               "them"))
     if image.format in ("BMP", "DIB") and "A" not in image.mode and _bmp_alpha_mask(image, data):
         unread.append(describe_unread("BMP alpha", "Pillow reads its alpha mask's bits as no alpha"))
     args = _tile_args(image)
@@ -595,6 +599,9 @@ def refuse_what_would_be_lost(image: Image.Image, data: bytes | None = None, ope
         if sniff_bits_per_channel(_bytes_at(image, data, offset, 32)) == 16:
             raise ImageError("icon holds a 16-bit PNG, which vaezip does not read from an icon: save it as a PNG "
                              "file of its own (vaezip codes 16-bit PNGs whole)")
+        if "tRNS" in _icon_png_chunks(image, data):  # its transparency: pixels, not metadata
+            raise ImageError("icon holds a PNG with a transparent colour (tRNS), which Pillow does not read from an "
+                             "icon: save it as a PNG file of its own")
     bits = _bits_per_channel(image, data)
     if image.format in ("PNG", "PPM") and bits == 16 and not opened_here:  # opened by Pillow, not open_image
         raise ImageError(f"16-bit {image.format} (16 bits per channel) opened as Pillow opens it, which keeps 8 (or "
@@ -629,6 +636,26 @@ def refuse_what_would_be_lost(image: Image.Image, data: bytes | None = None, ope
         if held:
             raise ImageError(f"32-bit {image.format} whose fourth bytes hold an alpha, opened as Pillow opens it, "
                              f"which drops them: open it with vaezip.images.open_image, which keeps them")
+
+
+def _icon_png_chunks(image: Image.Image, data: bytes | None) -> list[str]:
+    """The chunks of the PNG an icon of one image holds besides those of its pixels (IHDR, PLTE, IDAT, IEND), which
+    Pillow reads the pixels without (a colour profile, text, a transparent colour); [] where it holds a bitmap."""
+    entries = getattr(getattr(image, "ico", None), "entry", None) if image.format in ("ICO", "CUR") else None
+    if not isinstance(entries, list) or len(entries) != 1:
+        return []
+    png = _bytes_at(image, data, getattr(entries[0], "offset", 0), min(getattr(entries[0], "size", 0), 1 << 26))
+    if not png.startswith(PNG_SIGNATURE):
+        return []
+    kinds, position = [], len(PNG_SIGNATURE)
+    while position + 8 <= len(png):
+        length, kind = struct.unpack_from(">I4s", png, position)
+        if kind == b"IEND":
+            break
+        if kind not in (b"IHDR", b"PLTE", b"IDAT"):
+            kinds.append(kind.decode("latin-1"))
+        position += 12 + length
+    return kinds
 
 
 def _bytes_at(image: Image.Image, data: bytes | None, offset: int, count: int) -> bytes:

@@ -217,7 +217,8 @@ def chunks_from_info(info: dict, left_out: tuple[str, ...] = ()) -> tuple[tuple[
         kept.append(Chunk(AFTER_HEADER, b"iCCP", b"ICC profile\0\0" + zlib.compress(profile, 9)))
     exif = _field_bytes(info, "exif", "EXIF", dropped)
     if exif:
-        exif = exif[len(_EXIF_PREFIX):] if exif.startswith(_EXIF_PREFIX) else exif
+        while exif.startswith(_EXIF_PREFIX):  # twice where a writer prefixed a prefixed block (seen in WebP files)
+            exif = exif[len(_EXIF_PREFIX):]
         if exif[:4] in _TIFF_HEADS:
             kept.append(Chunk(AFTER_HEADER, b"eXIf", exif))
         else:
@@ -227,6 +228,12 @@ def chunks_from_info(info: dict, left_out: tuple[str, ...] = ()) -> tuple[tuple[
         per_metre = [round(float(v) / 0.0254) for v in dpi]  # a TIFF's are fractions (IFDRational)
         if all(0 < v < 2**31 for v in per_metre):
             kept.append(Chunk(AFTER_HEADER, b"pHYs", struct.pack(">IIB", *per_metre, 1)))
+    density = info.get("jfif_density")
+    if (info.get("jfif_unit") == 0 and not any(chunk.kind == b"pHYs" for chunk in kept) and isinstance(density, tuple)
+            and len(density) == 2 and density != (1, 1)
+            and all(isinstance(v, int) and 0 < v < 2**31 for v in density)):
+        # a JFIF aspect ratio without a unit (2:1 pixels): pHYs's unit 0 says the same (it was left out unsaid)
+        kept.append(Chunk(AFTER_HEADER, b"pHYs", struct.pack(">IIB", *density, 0)))
     xmp = _field_bytes(info, "xmp", "XMP", dropped)
     if xmp:
         # iTXt: keyword, NUL, compression flag and method (0: not compressed), language tag and translated keyword
