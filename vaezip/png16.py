@@ -116,10 +116,11 @@ _SAMPLES = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 
 def data_damage(data: bytes) -> str | None:
     """What is wrong with a PNG's image data that Pillow reads past without a word (None where nothing is): a
-    critical chunk's CRC (Pillow checks none of IDAT's), IDATs split by another chunk, a stream that is not zlib,
-    or image data shorter or longer than the image (Pillow fills what is missing with black: `compress --rm` then
+    critical chunk's CRC up to the image data's end (Pillow checks none of IDAT's), a stream that is not zlib, or
+    image data shorter or longer than the image, where Pillow fills what is missing with black (`compress --rm` then
     deleted an image it had not read). As read() refuses a 16-bit PNG, for any bit depth; the stream is inflated
-    and counted, not kept."""
+    and counted, not kept. What follows the image data is metadata, named where it is damaged (vaezip/metadata.py,
+    vaezip/file_ends.py); an IDAT after another chunk is none of the image's, as Pillow reads it."""
     found = header(data)
     if found is None:
         return None  # Pillow's to judge
@@ -133,9 +134,11 @@ def data_damage(data: bytes) -> str | None:
         size = sum(_pass_size(height, top, down) * (1 + (_pass_size(width, left, across) * bits + 7) // 8)
                    for top, left, down, across in _PASSES
                    if _pass_size(height, top, down) and _pass_size(width, left, across))
-    stream, position, inflated, seen, ended = zlib.decompressobj(), 8, 0, False, False
+    stream, position, inflated, seen = zlib.decompressobj(), 8, 0, False
     while position + 8 <= len(data):
         length, kind = _CHUNK_HEAD.unpack_from(data, position)
+        if kind == b"IEND" or (seen and kind != b"IDAT"):  # the image data's end
+            break
         body = data[position + 8 : position + 8 + length]
         if length >= 2**31 or len(data) < position + 12 + length:
             return f"{kind.decode('latin-1')} chunk cut short"
@@ -144,19 +147,13 @@ def data_damage(data: bytes) -> str | None:
             if zlib.crc32(body, zlib.crc32(kind)) != crc:
                 return f"{kind.decode('latin-1')} chunk damaged (CRC)"
         if kind == b"IDAT":
-            if ended:
-                return "image data split by another chunk"
             seen = True
             try:
-                while body and inflated <= size:  # counted a piece at a time: never more than the image, and one
+                while body and inflated <= size:  # a piece at a time: never more than the image and one byte
                     inflated += len(stream.decompress(body, size + 1 - inflated))
                     body = stream.unconsumed_tail
             except zlib.error:
                 return "image data is not a zlib stream"
-        elif seen:
-            ended = True
-        if kind == b"IEND":
-            break
         position += 12 + length
     if inflated != size or not stream.eof:
         return "image data shorter or longer than the image"
