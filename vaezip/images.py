@@ -647,14 +647,13 @@ def _icon_png_chunks(image: Image.Image, data: bytes | None) -> list[str]:
     png = _bytes_at(image, data, getattr(entries[0], "offset", 0), min(getattr(entries[0], "size", 0), 1 << 26))
     if not png.startswith(PNG_SIGNATURE):
         return []
-    kinds, position = [], len(PNG_SIGNATURE)
-    while position + 8 <= len(png):
-        length, kind = struct.unpack_from(">I4s", png, position)
+    file, kinds = io.BytesIO(png), []
+    file.seek(len(PNG_SIGNATURE))
+    for _, _, kind in walk_png_chunks(file):
         if kind == b"IEND":
             break
         if kind not in (b"IHDR", b"PLTE", b"IDAT"):
             kinds.append(kind.decode("latin-1"))
-        position += 12 + length
     return kinds
 
 

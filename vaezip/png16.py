@@ -53,7 +53,7 @@ def read(data: bytes, max_pixels: int) -> tuple[np.ndarray, str]:
         raise PngError("unknown compression, filter or interlace method")
     mode = COLOUR_TYPES[colour]
     stream = zlib.decompressobj()
-    position, parts, size = 8, [], _data_size(width, height, 2 * CHANNELS[mode], interlace)
+    position, parts, size = 8, [], _data_size(width, height, 16 * CHANNELS[mode], interlace)
     inflated = 0  # bytes so far: the stream is never inflated past one byte more than the image holds
     data_ended = False  # IDATs are consecutive
     while True:
@@ -127,13 +127,7 @@ def data_damage(data: bytes) -> str | None:
     width, height, depth, colour, interlace = found
     if colour not in _SAMPLES or depth not in (1, 2, 4, 8, 16) or interlace not in (0, 1):
         return None
-    bits = _SAMPLES[colour] * depth
-    if interlace == 0:
-        size = height * (1 + (width * bits + 7) // 8)
-    else:
-        size = sum(_pass_size(height, top, down) * (1 + (_pass_size(width, left, across) * bits + 7) // 8)
-                   for top, left, down, across in _PASSES
-                   if _pass_size(height, top, down) and _pass_size(width, left, across))
+    size = _data_size(width, height, _SAMPLES[colour] * depth, interlace)
     stream, position, inflated, seen = zlib.decompressobj(), 8, 0, False
     while position + 8 <= len(data):
         length, kind = _CHUNK_HEAD.unpack_from(data, position)
@@ -164,14 +158,16 @@ def _pass_size(size: int, start: int, step: int) -> int:
     return max(0, (size - start + step - 1) // step)
 
 
-def _data_size(width: int, height: int, pixel_bytes: int, interlace: int) -> int:
+def _data_size(width: int, height: int, pixel_bits: int, interlace: int) -> int:
+    """The bytes of a PNG's inflated image data: each row (each pass's, interlaced) a filter byte and its pixels,
+    `pixel_bits` each, rounded up to whole bytes."""
     if not interlace:
-        return height * (1 + width * pixel_bytes)
+        return height * (1 + (width * pixel_bits + 7) // 8)
     total = 0
     for top, left, down, across in _PASSES:
         rows, columns = _pass_size(height, top, down), _pass_size(width, left, across)
         if rows and columns:
-            total += rows * (1 + columns * pixel_bytes)
+            total += rows * (1 + (columns * pixel_bits + 7) // 8)
     return total
 
 
