@@ -496,13 +496,13 @@ def test_the_api_refuses_a_name_that_is_no_text_and_names_every_format_it_writes
 
 
 def _png_file(width: int, height: int, rows: bytes, crc_of_data: int | None = None) -> bytes:
-    """An 8-bit grey PNG of `width` x `height` whose image data holds `rows` (filter bytes included)."""
-    def chunk(kind: bytes, data: bytes, crc: int | None = None) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) if crc is None else crc))
-
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(rows), crc_of_data) + chunk(b"IEND", b""))
+    """An 8-bit grey PNG of `width` x `height` whose image data holds `rows` (filter bytes included), its IDAT's
+    CRC `crc_of_data` where given."""
+    data = png_chunk(b"IDAT", zlib.compress(rows))
+    if crc_of_data is not None:
+        data = data[:-4] + struct.pack(">I", crc_of_data)
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + data + png_chunk(b"IEND", b""))
 
 
 def test_an_8_bit_png_whose_image_data_is_short_or_damaged_is_refused_and_kept(tmp_path):
