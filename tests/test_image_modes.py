@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import OTHER_KERNELS, run_cli
 from PIL import Image, features
 
 from codec import container
@@ -52,12 +52,14 @@ def deep_png(colour_type: int, height: int = 5, width: int = 6) -> bytes:
     return crafted_png(RNG.integers(0, 65536, (height, width * channels)), 16, colour_type)
 
 
-def tiff_rgb16(height: int = 4, width: int = 5, samples: int = 3) -> bytes:
+def tiff_rgb16(height: int = 4, width: int = 5, samples: int = 3, photometric: int = 2, extra: int | None = None
+               ) -> bytes:
     """An uncompressed little-endian TIFF, RGB with BitsPerSample (16, 16, 16); with `samples` 4, a fourth sample
-    that no ExtraSamples tag names (RGBX: vaezip keeps no such TIFF)."""
+    that no ExtraSamples tag names (RGBX: vaezip keeps no such TIFF); `extra`: an ExtraSamples tag of that value."""
     pixels = RNG.integers(0, 65536, (height, width, samples)).astype("<u2").tobytes()
-    tags = [(256, 3, 1, width), (257, 3, 1, height), (258, 3, samples, None), (259, 3, 1, 1), (262, 3, 1, 2),
-            (273, 4, 1, None), (277, 3, 1, samples), (278, 3, 1, height), (279, 4, 1, len(pixels)), (284, 3, 1, 1)]
+    tags = [(256, 3, 1, width), (257, 3, 1, height), (258, 3, samples, None), (259, 3, 1, 1),
+            (262, 3, 1, photometric), (273, 4, 1, None), (277, 3, 1, samples), (278, 3, 1, height),
+            (279, 4, 1, len(pixels)), (284, 3, 1, 1)] + ([(338, 3, 1, extra)] if extra is not None else [])
     ifd_size = 2 + 12 * len(tags) + 4
     bits_at = 8 + ifd_size
     pixels_at = bits_at + 2 * samples
@@ -65,6 +67,8 @@ def tiff_rgb16(height: int = 4, width: int = 5, samples: int = 3) -> bytes:
     for tag, kind, count, value in tags:
         value = {258: bits_at, 273: pixels_at}.get(tag, value)
         packed = struct.pack("<HH", value, 0) if kind == 3 and count == 1 else struct.pack("<I", value)
+        if tag == 258 and samples <= 2:  # values that fit in the entry are stored in it, not pointed to
+            packed = struct.pack("<HH", 16, 16 if samples == 2 else 0)
         ifd += struct.pack("<HHI", tag, kind, count) + packed
     bits = struct.pack(f"<{samples}H", *[16] * samples)
     return b"II*\0" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0) + bits + pixels
@@ -168,6 +172,29 @@ def test_other_deep_files_are_refused():
         open_image(cases["tiff-float"][0])
 
 
+def test_a_tiff_pillow_cannot_open_is_described_with_the_advice_that_fits(tmp_path):
+    """A 16-bit grey + alpha TIFF, which Pillow cannot open, was `not a readable image (unknown or damaged
+    format)`: now its layout and the advice to convert it, from a path, bytes and a file object; a TIFF whose
+    directory is cut short, and any other file Pillow cannot open, keep the old words."""
+    grey_alpha = tiff_rgb16(samples=2, photometric=1, extra=2)
+    assert tiff_rgb16(samples=3)[:4] == grey_alpha[:4]
+    with pytest.raises(Image.UnidentifiedImageError):
+        Image.open(io.BytesIO(grey_alpha))
+    (tmp_path / "la.tif").write_bytes(grey_alpha)
+    for source in (grey_alpha, tmp_path / "la.tif", io.BytesIO(grey_alpha)):
+        with pytest.raises(ImageError, match=r"^not a readable image \(a TIFF of 2 samples of 16 bits \(grey \+ "
+                                             r"alpha\), which Pillow cannot read: convert it to a 16-bit PNG \(no "
+                                             r"loss\), which vaezip codes whole\)$"):
+            open_image(source)
+    for damaged in (grey_alpha[:60], b"II*\0" + b"\xff" * 12, b"not an image at all"):
+        with pytest.raises(ImageError, match=r"^not a readable image \(unknown or damaged format\)$"):
+            open_image(damaged)
+    result = run_cli("compress", "--fast", tmp_path / "la.tif")
+    assert result.returncode == 1 and result.stderr.decode().count("\n") == 1, result.stderr
+    assert "la.tif: not a readable image (a TIFF of 2 samples" in result.stderr.decode(), result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["la.tif"]
+
+
 @pytest.mark.skipif(not features.check("jpg_2000"), reason="Pillow built without OpenJPEG")
 def test_deep_jpeg_2000_is_refused():
     """Pillow names a 3-component JPEG 2000 RGB whatever its precision: the SIZ marker says 12 or 16 bits."""
@@ -216,6 +243,46 @@ def test_eight_bits_and_fewer_are_accepted():
         image = open_image(data)
         assert image.mode == mode, name
         split_image(image)
+
+
+def test_bilevel_images_are_coded_as_the_grey_of_their_pixels(tmp_path):
+    """Bilevel (mode 1) images were refused (`unsupported image mode 1`): a 1-bit PNG, TIFF, PBM and BMP, and one made
+    in a program, are coded as the grey image of their pixels (0 and 255, as 2- and 4-bit grey PNGs are), a 1-bit
+    PNG's transparent grey and background scaled with them; decoded in a fresh process to those very pixels. A
+    bilevel image of several frames is still refused."""
+    bits = RNG.integers(0, 2, (9, 14)).astype(bool)
+    bilevel = Image.fromarray(bits)
+    assert bilevel.mode == "1"
+    grey = np.where(bits, 255, 0).astype(np.uint8)
+    files = {"a.png": encoded(bilevel, "PNG"), "a.tif": encoded(bilevel, "TIFF"), "a.pbm": encoded(bilevel, "PPM"),
+             "a.bmp": encoded(bilevel, "BMP"), "key.png": encoded(bilevel, "PNG", transparency=1)}
+    for name, data in files.items():
+        assert Image.open(io.BytesIO(data)).mode == "1", name  # what Pillow reads: the case that was refused
+        opened = open_image(data)
+        assert opened.mode == "L" and np.array_equal(np.asarray(opened), grey), name
+        (tmp_path / name).write_bytes(data)
+    # a bKGD of grey 1 among a 1-bit PNG's chunks comes back as 255, as the pixels do
+    background = files["key.png"]
+    at = background.index(b"IDAT") - 4
+    background = background[:at] + png_chunk(b"bKGD", b"\0\1") + background[at:]
+    (tmp_path / "bkgd.png").write_bytes(background)
+    for name in [*files, "bkgd.png"]:
+        out = tmp_path / f"{name}.out.png"
+        archive = tmp_path / f"{name}.vz"
+        assert run_cli("compress", "--fast", "-f", name, "-o", archive, cwd=tmp_path).returncode == 0
+        decoded = run_cli("decompress", archive, "-o", out, cwd=tmp_path, env=OTHER_KERNELS)
+        assert decoded.returncode == 0, decoded.stderr
+        restored = Image.open(out)
+        assert restored.mode == "L" and np.array_equal(np.asarray(restored), grey), name
+        assert restored.info.get("transparency") == (255 if name in ("key.png", "bkgd.png") else None), name
+        assert (png_chunk(b"bKGD", b"\0\xff") in out.read_bytes()) == (name == "bkgd.png"), name
+    made = compress_images([("made", bilevel)], fast=True)
+    ((_, back),) = decompress_images(made.data)
+    assert back.mode == "L" and np.array_equal(np.asarray(back), grey)
+    several = io.BytesIO()
+    bilevel.save(several, "TIFF", save_all=True, append_images=[bilevel.copy()])
+    with pytest.raises(ImageError, match="image has 2 frames"):
+        compress_images([("two", Image.open(io.BytesIO(several.getvalue())))], fast=True)
 
 
 # ---------------------------------------------------------------------------------------------- more than one frame

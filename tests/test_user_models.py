@@ -695,3 +695,17 @@ def test_removing_a_damaged_manifest_entry_is_said_in_one_line(models_dir):
     assert result.stdout.strip() == ("removed user model 'weird' (its manifest entry named no weights: it was not a "
                                      "mapping)"), result.stdout
     assert json.loads((models_dir / zoo.USER_MANIFEST_NAME).read_text())["models"] == {}
+
+
+def test_removing_a_model_whose_weights_are_gone_says_so_and_lists_no_retired_weights(runs, models_dir):
+    """It said `its weights ... stay as retired weights, so files made with them still decode` of a file that was
+    not there, and `vaezip models` then listed those weights as retired."""
+    assert invoke("export", runs["a"], "--name", "gone").exit_code == 0
+    file = zoo.user_models()["gone"]["file"]
+    (models_dir / file).unlink()
+    removed = invoke("models", "--remove", "gone")
+    assert removed.exit_code == 0, removed.stderr
+    assert removed.stdout.strip() == f"removed user model 'gone' (its weights file {file} was already missing: " \
+                                     f"none kept as retired)", removed.stdout
+    assert zoo.retired_entries() == [] and "gone" not in zoo.user_models()
+    assert "retired" not in invoke("models").stdout

@@ -42,7 +42,8 @@ from vaezip.classical import MAX_FILE_PIXELS, check_file_pixels, combined_checks
 from vaezip.classical import smallest_entry
 from vaezip.config import importance_coding_obstacle
 from vaezip.errors import CheckpointError, ImageError
-from vaezip.images import Planes, as_image, deep_parts, is_deep, join_planes, pixel_checksum, split_image
+from vaezip.images import (Planes, as_image, codable, deep_parts, is_deep, join_planes, pixel_checksum,
+                           split_image)
 from vaezip.metadata import image_chunks, not_metadata
 from vaezip.models import LoadedModel, ModelIdentity, default_model, identify_model, load_by_sha256, load_model
 from vaezip.results import CompressResult, ImageReport
@@ -425,6 +426,7 @@ def _split(images) -> list[_Image]:
     split = []
     for name, image in images:
         try:
+            image = codable(image)  # a bilevel image as grey
             planes, checksum = split_image(image), pixel_checksum(image)
             # A palette or transparency the planes would not give back is found here, not by the decoder: an API
             # caller's image may hold types Pillow never reads from a file. Plain pixels need no second look.

@@ -186,6 +186,11 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
 def _error_message(error: BaseException) -> str:
     if isinstance(error, MemoryError):  # its own text is empty, or the size asked for
         return "out of memory (the image, or the limit on this process's memory, too large)"
+    if isinstance(error, OSError) and error.strerror and str(error).startswith("[Errno "):
+        # The system's own words, as a shell's tools say them: `NAME: File name too long`, not Python's
+        # `[Errno 36] File name too long: 'NAME'`
+        names = [os.fsdecode(name) for name in (error.filename, error.filename2) if isinstance(name, (str, bytes))]
+        return ": ".join(names + [error.strerror])
     return str(error).strip() or type(error).__name__
 
 
@@ -2354,7 +2359,11 @@ def _retired_note(zoo, name: str, entry) -> str:
     file = entry.get("file", "?")
     if not any(kept.get("file") == file for kept in zoo.retired_entries()):
         holder = zoo.usable_holder(str(entry.get("sha256", "")), zoo.user_manifest())
-        return f" ({file}; its weights stay installed as {holder!r})" if holder is not None else f" ({file})"
+        if holder is not None:
+            return f" ({file}; its weights stay installed as {holder!r})"
+        if isinstance(file, str) and not (zoo.user_models_dir() / file).exists():
+            return f" (its weights file {file} was already missing: none kept as retired)"
+        return f" ({file})"
     return (f": its weights {zoo.user_models_dir() / file} stay as retired weights, so files made with them still "
             f"decode (vaezip models --purge {name} deletes them)")
 

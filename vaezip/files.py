@@ -214,9 +214,7 @@ def read_input(path: str, limit: int | None = None) -> tuple[bytes, os.stat_resu
 
 # What `compress -r` takes from a folder: lossless image formats. JPEGs are left alone (their decoded pixels take
 # more room than the JPEG does), as are .vz files.
-# (.pbm is not among them: Pillow reads a PBM as a 1-bit image, which vaezip does not code; a 1-bit .pnm is
-# refused when it is read, as any 1-bit image is.)
-RECURSIVE_IMAGE_SUFFIXES = (".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm")
+RECURSIVE_IMAGE_SUFFIXES = (".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm")
 
 
 def files_under(folder: str, suffixes: tuple[str, ...]) -> tuple[list[str], list[tuple[str, str]]]:

@@ -24,6 +24,7 @@ import os
 import re
 import stat
 import struct
+import warnings
 import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -220,9 +221,68 @@ def _file_start(source, count: int) -> bytes:
         return b""
 
 
+_PHOTOMETRIC_NAMES = {0: "grey", 1: "grey", 2: "RGB", 3: "palette", 4: "mask", 5: "separated", 6: "YCbCr", 8: "Lab"}
+
+
+def _tiff_layout(source) -> str | None:
+    """What a TIFF that Pillow cannot open holds (its first image's samples, their bits, photometric interpretation
+    and extra samples) with the advice that fits, such as `a TIFF of 2 samples of 16 bits (grey + alpha), which
+    Pillow cannot read: convert it to a 16-bit PNG (no loss)`; None for any other file, or a TIFF whose first
+    directory cannot be read (damaged: Pillow's own words then)."""
+    from PIL import TiffImagePlugin
+
+    try:
+        if isinstance(source, (bytes, bytearray)):
+            file = io.BytesIO(source)
+        elif hasattr(source, "read"):  # where Pillow reads a file object's image from: its start
+            file, at = source, source.tell()
+        else:
+            file = open(source, "rb")
+        try:
+            file.seek(0)
+            head = file.read(8)
+            if len(head) < 8 or head[:4] not in (b"II*\0", b"MM\0*"):
+                return None
+            directory = TiffImagePlugin.ImageFileDirectory_v2(head)
+            file.seek(directory.next)
+            with warnings.catch_warnings(record=True) as damage:  # Pillow warns of a directory cut short
+                warnings.simplefilter("always")
+                directory.load(file)
+        finally:
+            if file is source:
+                file.seek(at)
+            else:
+                file.close()
+        bits = directory.get(258, (1,))
+        bits = bits if isinstance(bits, tuple) else (bits,)
+        samples = int(directory.get(277, 1))
+        extra = directory.get(338, ())
+        extra = extra if isinstance(extra, tuple) else (extra,)
+        kind = _PHOTOMETRIC_NAMES.get(directory.get(262), f"photometric {directory.get(262)}")
+    except Exception:  # noqa: BLE001 - Pillow's parser raises many kinds on a damaged directory
+        return None
+    if damage:
+        return None
+    # A PNG holds such pixels as they are only where they are grey or RGB (and palette), with one alpha at most
+    kept = kind in ("grey", "RGB", "palette") and extra in ((), (1,), (2,))
+    kind += " + alpha" if any(e in (1, 2) for e in extra) else f" + {len(extra)} more" if extra else ""
+    depth = f"{max(bits)} bits" if len(set(bits)) == 1 else "/".join(map(str, bits)) + " bits"
+    no_loss = " (no loss)" if kept else ""
+    advice = (f"convert it to a 16-bit PNG{no_loss}, which vaezip codes whole" if 8 < max(bits) <= 16
+              else f"convert it to a PNG{no_loss}" if max(bits) <= 8
+              else "convert it to 16 or 8 bits first if that loss is acceptable")
+    return f"a TIFF of {samples} samples of {depth} ({kind}), which Pillow cannot read: {advice}"
+
+
 def _open_image(source) -> Image.Image | DeepImage:
     with _readable(decoded_on_opening=_file_start(source, 4) in ICON_HEADS):
-        image = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
+        try:
+            image = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
+        except UnidentifiedImageError:
+            layout = _tiff_layout(source)
+            if layout is None:
+                raise
+            raise ImageError(layout) from None  # _readable prefixes it: "not a readable image (...)"
         if image.width * image.height > MAX_IMAGE_PIXELS:  # from the header alone, before decoding any pixel
             image.close()  # a file Pillow opened from a path
             raise Image.DecompressionBombError("too many pixels")
@@ -338,14 +398,17 @@ def _decode(image: Image.Image, data: bytes | None) -> Image.Image | DeepImage:
     if image.format == "TIFF" and _tiff16_mode(image) is not None and _frame_count(image) == 1:
         return _open_tiff16(image, data)
     refuse_what_would_be_lost(image, data, opened_here=True)
-    low_grey_bits = _grey_bits_below_8(image)
+    low_grey_bits = _grey_bits_below_8(image) or (1 if image.mode == "1" else 0)
     # A PNG's chunks as they are, read before load() (which closes a file Pillow opened); other formats' metadata
     # from what Pillow read of it.
     chunks = read_png_chunks(image.fp, low_grey_bits) if image.format == "PNG" and image.fp is not None else None
     alpha = _bmp_alpha(image, data) if _bmp_fourth_bytes(image) else None
     with _readable():
         image.load()
-    if alpha is not None:  # the fourth bytes as the image's alpha: RGBA
+    if image.mode == "1":
+        bilevel, image = image, _bilevel_as_grey(image)
+        image.format = bilevel.format
+    elif alpha is not None:  # the fourth bytes as the image's alpha: RGBA
         rgba = image.convert("RGBA")
         rgba.putalpha(Image.fromarray(alpha, "L"))
         rgba.info.update(image.info)
@@ -366,6 +429,28 @@ def _decode(image: Image.Image, data: bytes | None) -> Image.Image | DeepImage:
         # (otherwise the key would name a grey no pixel has, and the transparency would be lost).
         image.info["transparency"] = _scaled_key(image.info["transparency"], low_grey_bits)
     return image
+
+
+def codable(image):
+    """`image` as vaezip codes it: a bilevel image (mode 1) as the grey one _bilevel_as_grey makes of it (checked
+    for what would be lost first, while its file says how many frames it has); any other as it is."""
+    if isinstance(image, Image.Image) and image.mode == "1":
+        refuse_what_would_be_lost(image)
+        return _bilevel_as_grey(image)
+    return image
+
+
+def _bilevel_as_grey(image: Image.Image) -> Image.Image:
+    """A bilevel (mode 1) image as the grey image of its pixels' values, 0 and 255 (as Pillow reads them), its info
+    kept and its colour key (0 or 1, as a 1-bit PNG's tRNS states it) scaled with them: coded, and decoded, as an
+    8-bit grey image, as 2- and 4-bit grey PNGs are (Pillow reads those as 8-bit grey)."""
+    with _readable():
+        grey = image.convert("L")
+    grey.info = dict(image.info)
+    key = grey.info.get("transparency")
+    if isinstance(key, int) and not isinstance(key, bool):
+        grey.info["transparency"] = _scaled_key(key, 1)
+    return grey
 
 
 def _bmp_fourth_bytes(image: Image.Image) -> bool:
@@ -851,10 +936,10 @@ def _avif_brand(head: bytes) -> bool:
 def _check_mode(image: Image.Image) -> None:
     if image.mode in SUPPORTED_MODES:
         return
-    hint = {"CMYK": "CMYK", "1": "1-bit", "PA": "palette with alpha", "YCbCr": "YCbCr", "LAB": "Lab", "HSV": "HSV"}
+    hint = {"CMYK": "CMYK", "PA": "palette with alpha", "YCbCr": "YCbCr", "LAB": "Lab", "HSV": "HSV"}
     kind = f" ({hint[image.mode]})" if image.mode in hint and hint[image.mode] != image.mode else ""
-    raise ImageError(f"unsupported image mode {image.mode}{kind}; vaezip codes L, LA, RGB, RGBA and P images (8 bits a "
-                     f"channel, or 16 in PNG, TIFF and PNM files)")
+    raise ImageError(f"unsupported image mode {image.mode}{kind}; vaezip codes 1, L, LA, RGB, RGBA and P images "
+                     f"(8 bits a channel, or 16 in PNG, TIFF and PNM files)")
 
 
 def as_image(image) -> Image.Image | DeepImage:

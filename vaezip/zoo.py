@@ -381,13 +381,16 @@ def retired_entries(data: dict[str, Any] | None = None) -> list[dict[str, Any]]:
 def _retire(name: str, entry: dict[str, Any], data: dict[str, Any]) -> dict[str, Any] | None:
     """Record `entry` (user model `name`'s, just replaced or removed) in `data` as retired; the entry recorded, or
     None where no file needs keeping: another installed name holds the same weights (the file is then a copy to
-    delete once the manifest is written: _remove_unreferenced), or the entry names no plain file."""
+    delete once the manifest is written: _remove_unreferenced), the entry names no plain file, or its file is
+    missing."""
     file = entry.get("file")
     if not isinstance(file, str) or not FILE_PATTERN.fullmatch(file):
         return None
     if any(isinstance(other, dict) and _same_file(other.get("file"), file) for other in data["models"].values()):
         return None
     if usable_holder(str(entry.get("sha256", "")), data) is not None:
+        return None
+    if not (user_models_dir() / file).is_file():  # gone already: a retired entry would list weights that are not there
         return None
     kept = [other for other in retired_entries(data) if not _same_file(other.get("file"), file)]
     retired = {**entry, "name": name, "retired": _now()}
