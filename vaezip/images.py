@@ -974,6 +974,8 @@ def image_from_array(array) -> Image.Image | DeepImage:
 
 def split_image(image: Image.Image) -> Planes:
     refuse_what_would_be_lost(image)  # before np.asarray loads it: the raw mode is only readable until then
+    if image.mode == "1":  # (its pixel checksum is the grey image's: archive._split converts it first, by codable)
+        image = _bilevel_as_grey(image)
     _check_mode(image)
     low_grey_bits = _unscaled_key_bits(image)  # before load(), while Pillow's raw mode says it
     if image.width < 1 or image.height < 1:
