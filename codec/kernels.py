@@ -266,14 +266,22 @@ BLEND_SUBS = 7  # the blend's own predictors (predictive.BLEND_PREDICTORS)
 
 def _neighbour_weight(errors, k, channel, at, around, diagonal, floor, far, width):
     """Predictor k's weight in a blend at (channel, at): 1 / (its errors at the left and above neighbours, those at
-    the above-left and above-right ones times `diagonal`, and `floor`)**2; where `far` is above 0 (WIDE_FAR) and the
-    value lies two columns and rows from the frame's left and top, its errors two to the left and two above times
-    `far` join them. `width`: the frame's (raster order, whose values there are all coded before this one)."""
+    the above-left and above-right ones times `diagonal`, and `floor`)**2; where `far` is above 0 (WIDE_FAR, passed
+    by the caller only where the value lies two columns and rows from the frame's left and top: _far_share), its
+    errors two to the left and two above times `far` join them. `width`: the frame's (raster order, whose values
+    there are all coded before this one)."""
     spread = (errors[k, channel, around[0, at]] + errors[k, channel, around[1, at]]
               + diagonal * (errors[k, channel, around[2, at]] + errors[k, channel, around[3, at]]) + floor)
-    if far > 0.0 and at % width >= 2 and at // width >= 2:
+    if far > 0.0:
         spread = spread + far * (errors[k, channel, at - 2] + errors[k, channel, at - 2 * width])
     return 1.0 / (spread * spread)
+
+
+def _far_share(far, at, width):
+    """`far` where the value at `at` lies two columns and rows from the frame's left and top (its errors two to the
+    left and two above are there), else 0.0: the test once a position, not in each of its values' nine weights (two
+    integer divisions each)."""
+    return far if at % width >= 2 and at // width >= 2 else 0.0
 
 
 def _ls_features(frame, channel, at, width, out):
@@ -615,6 +623,7 @@ def _code_values(frame, errors, residuals, positions, fronts, sources, around, s
         # What does not wait for this wavefront's values: predictions, blends, the std's neighbour terms.
         for i in range(start, end):
             at, j = positions[i], i - start
+            far_blend = _far_share(far_shares[0], at, width)
             for channel in range(channels):
                 a, b = frame[channel, sources[0, at]], frame[channel, sources[1, at]]
                 c, d = frame[channel, sources[2, at]], frame[channel, sources[3, at]]
@@ -634,8 +643,7 @@ def _code_values(frame, errors, residuals, positions, fronts, sources, around, s
                 subs[5, channel, j] = a
                 subs[6, channel, j] = b
                 for k in range(BLEND_SUBS):
-                    weight[k] = _neighbour_weight(errors, k, channel, at, around, diagonal, floor, far_shares[0],
-                                                  width)
+                    weight[k] = _neighbour_weight(errors, k, channel, at, around, diagonal, floor, far_blend, width)
                 total = weight[0]
                 weighted = weight[0] * subs[0, channel, j]
                 for k in range(1, BLEND_SUBS):
@@ -652,6 +660,7 @@ def _code_values(frame, errors, residuals, positions, fronts, sources, around, s
             w = min(channel, 1)
             for i in range(start, end):
                 at, j = positions[i], i - start
+                x, y = at % width, at // width
                 mean = spatial[channel, j]
                 if channel == 1:
                     mean = mean + (frame[0, at] - spatial[0, j])
@@ -673,7 +682,7 @@ def _code_values(frame, errors, residuals, positions, fronts, sources, around, s
                     for k in range(BLEND_SUBS, BLEND_SUBS + LS_BLENDED):
                         if cascading:
                             weight[k] = _neighbour_weight(errors, k, channel, at, around, cascade[5], cascade[4],
-                                                          far_shares[1], width)
+                                                          far_shares[1] if x >= 2 and y >= 2 else 0.0, width)
                         else:
                             weight[k] = _neighbour_weight(errors, k, channel, at, around, diagonal, floor, 0.0, width)
                     mean = ((weight[BLEND_SUBS] * ls_prediction + weight[BLEND_SUBS + 1] * mean)
@@ -685,7 +694,7 @@ def _code_values(frame, errors, residuals, positions, fronts, sources, around, s
                     std = std + std_weights[w, 4] * residuals[channel - 1, at]
                 if channel > 1:
                     std = std + std_weights[w, 5] * residuals[0, at]
-                if staging and at % width >= 2 and at // width >= 2:
+                if staging and x >= 2 and y >= 2:
                     std = std + staged[0] * (residuals[channel, at - 2] + residuals[channel, at - 2 * width])
                 if cascading:
                     if fit_error >= 0.0:
@@ -724,7 +733,6 @@ def _code_values(frame, errors, residuals, positions, fronts, sources, around, s
                             apart_class += 1
                         if apart < 0.0 and apart_class > 0:
                             apart_class += len(CASCADE_APART)
-                        x, y = at % width, at // width
                         far_left = frame[channel, at - 2] if x >= 2 else frame[channel, sources[0, at]]
                         far_above = frame[channel, at - 2 * width] if y >= 2 else frame[channel, sources[1, at]]
                         far = ((1 if far_left > unrounded + 0.5 else 2 if far_left < unrounded - 0.5 else 0) * 3
@@ -1142,10 +1150,10 @@ for _constant in (NO_REFINEMENT[0], NO_REFINE_TABLE):
 
 
 PYTHON_FORMS = {function.__name__: function for function in (
-    _ans_pop, _ans_push, _pop, _push, _level, _neighbour_weight, _ls_features, _ls_offset, _ls_moments, _ls_predict,
-    _learn, _corrected, _signed_class, _code_tile, _code_values, _refine_squash, _refine_class, _refine_fine_class,
-    _refine_mass, _refine_contexts, _refine_slots, _refine_decide, _refine_binary, _refine_start, _refine_rest,
-    _refine_value, _push_decisions)}
+    _ans_pop, _ans_push, _pop, _push, _level, _neighbour_weight, _far_share, _ls_features, _ls_offset, _ls_moments,
+    _ls_predict, _learn, _corrected, _signed_class, _code_tile, _code_values, _refine_squash, _refine_class,
+    _refine_fine_class, _refine_mass, _refine_contexts, _refine_slots, _refine_decide, _refine_binary, _refine_start,
+    _refine_rest, _refine_value, _push_decisions)}
 
 
 # The helpers that _code_values and _push call value by value, compiled into them: a call of a compiled function
