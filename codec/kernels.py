@@ -401,18 +401,24 @@ def _ls_predict(frame, moments, channel, at, width, gram, window_sums, features,
             gram[i, j] = window_sums[k]
             k += 1
         gram[i, i] = gram[i, i] + LS_RIDGE
-    # Cholesky, G = L L^T, L's diagonal kept as its reciprocals (one division a row, not one an entry)
-    for i in range(count):
-        for j in range(i + 1):
+    # Cholesky, G = L L^T, L's diagonal kept as its reciprocals (one division a row, not one an entry). Each entry is
+    # its own sum in a fixed order (m = 0, 1, ...), taken column by column: an entry reads only the columns before its
+    # own and its column's diagonal, so this is the row-by-row order's arithmetic, entry for entry, and a column's
+    # entries below its diagonal are chains of their own that the core runs side by side (row by row, each entry
+    # waited for the one left of it). Where a diagonal is not positive both orders give up at it.
+    for j in range(count):
+        total = gram[j, j]
+        for m in range(j):
+            total = total - gram[j, m] * gram[j, m]
+        if not total > 0.0:
+            return -1.0
+        diagonal = 1.0 / np.sqrt(total)
+        gram[j, j] = diagonal
+        for i in range(j + 1, count):
             total = gram[i, j]
             for m in range(j):
                 total = total - gram[i, m] * gram[j, m]
-            if i == j:
-                if not total > 0.0:
-                    return -1.0
-                gram[i, i] = 1.0 / np.sqrt(total)
-            else:
-                gram[i, j] = total * gram[j, j]
+            gram[i, j] = total * diagonal
     solution = count + 1  # where the solution starts in `features` (after the features and the value)
     for i in range(count):  # forward: L z = (the features' products with the value)
         total = window_sums[k + i]
