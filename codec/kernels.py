@@ -865,8 +865,9 @@ def refine_stretch() -> np.ndarray:
     """(4096,) int64: the inverse of _refine_squash (read-only)."""
     table = np.empty(4096, np.int64)
     previous = 0
+    squash = PLAIN_FORMS["_refine_squash"]  # not the compiled form: called from Python it loads a form of its own
     for d in range(-2047, 2048):
-        v = _refine_squash(d, REFINE_KNOTS)
+        v = squash(d, REFINE_KNOTS)
         table[previous: v + 1] = d
         previous = max(previous, v + 1)
     table[previous:] = 2047

@@ -663,7 +663,10 @@ class Refinement:
         rows = kernels.REFINE_DECISIONS * 3  # decision x channel class
         self.weights = np.zeros((rows * kernels.REFINE_MIXER_LEVELS, groups + 2), np.int64)
         self.weights[:, 0] = 1 << 16
-        identity = [16 * kernels._refine_squash((b - kernels.REFINE_BUCKETS // 2) * 128, kernels.REFINE_KNOTS)
+        # the plain form: the compiled one (once the kernels are built), called from Python, would first load (or
+        # compile) a form of its own for that call, ~0.13 s of a decode's start, in each section's thread
+        squash = kernels.PLAIN_FORMS["_refine_squash"]
+        identity = [16 * squash((b - kernels.REFINE_BUCKETS // 2) * 128, kernels.REFINE_KNOTS)
                     for b in range(kernels.REFINE_BUCKETS)]
         self.maps = np.tile(np.array(identity, np.int64), (rows * kernels.REFINE_LEVELS, 1))
 
