@@ -1184,3 +1184,13 @@ def test_a_name_the_system_refuses_is_said_in_its_words_not_pythons(tmp_path):
     one_error(cli("compress", "--fast", "a.png", "-o", f"{stem}.png.vz", cwd=tmp_path),
               f"a.png: {stem}.png.vz: File name too long")
     assert sorted(os.listdir(tmp_path)) == sorted([f"{stem}.vz", "a.png"])
+
+
+def test_an_error_of_two_names_says_which_way():
+    """A rename's error names its source and target: `A: B: ...` read as if B were inside A."""
+    from vaezip.cli import _error_message
+
+    assert _error_message(FileNotFoundError(2, "No such file or directory", "a.tmp", None, "b.png")) == \
+        "a.tmp -> b.png: No such file or directory"
+    assert _error_message(OSError(5, "Input/output error")) == "Input/output error"
+    assert _error_message(OSError(9, "Bad file descriptor", 3)) == "Bad file descriptor"  # a descriptor: no name

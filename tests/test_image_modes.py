@@ -186,7 +186,10 @@ def test_a_tiff_pillow_cannot_open_is_described_with_the_advice_that_fits(tmp_pa
                                              r"alpha\), which Pillow cannot read: convert it to a 16-bit PNG \(no "
                                              r"loss\), which vaezip codes whole\)$"):
             open_image(source)
-    for damaged in (grey_alpha[:60], b"II*\0" + b"\xff" * 12, b"not an image at all"):
+    rgb_without_width = tiff_rgb16(samples=2, photometric=1, extra=2).replace(struct.pack("<HHI", 256, 3, 1),
+                                                                              struct.pack("<HHI", 999, 3, 1), 1)
+    for damaged in (grey_alpha[:60], grey_alpha[:-1], rgb_without_width, b"II*\0" + b"\xff" * 12,
+                    b"not an image at all"):
         with pytest.raises(ImageError, match=r"^not a readable image \(unknown or damaged format\)$"):
             open_image(damaged)
     result = run_cli("compress", "--fast", tmp_path / "la.tif")
@@ -279,10 +282,35 @@ def test_bilevel_images_are_coded_as_the_grey_of_their_pixels(tmp_path):
     made = compress_images([("made", bilevel)], fast=True)
     ((_, back),) = decompress_images(made.data)
     assert back.mode == "L" and np.array_equal(np.asarray(back), grey)
+    lazy = Image.open(tmp_path / "a.png")
+    lazy.close()
+    with pytest.raises(ImageError, match=r"its pixels cannot be read \(ValueError: .*; a closed image\?\)"):
+        compress_images([("closed", lazy)], fast=True)
     several = io.BytesIO()
     bilevel.save(several, "TIFF", save_all=True, append_images=[bilevel.copy()])
     with pytest.raises(ImageError, match="image has 2 frames"):
         compress_images([("two", Image.open(io.BytesIO(several.getvalue())))], fast=True)
+
+
+def test_a_bilevel_tiffs_own_tags_are_read_from_it_before_it_is_coded_as_grey(tmp_path):
+    """The grey image made of a bilevel TIFF has none of the TIFF's tags: its stated resolution was dropped, its
+    Artist tag left out without a word, and `compress --rm` deleted it; through the API, Pillow's made-up 1 dpi of a
+    TIFF that states none was kept as a pHYs. Now as for a grey TIFF: kept and named, in both paths."""
+    bits = RNG.integers(0, 2, (12, 20)).astype(bool)
+    for mode, pixels in (("1", bits), ("L", np.where(bits, 255, 0).astype(np.uint8))):
+        Image.fromarray(pixels).save(tmp_path / f"{mode}.tif", dpi=(300, 300), tiffinfo={315: "Some Artist"})
+        done = run_cli("compress", "--fast", "--rm", f"{mode}.tif", cwd=tmp_path)
+        told = done.stderr.decode()
+        assert done.returncode == 0 and "Artist" in told and (tmp_path / f"{mode}.tif").exists(), (mode, told)
+        assert run_cli("decompress", f"{mode}.vz", cwd=tmp_path).returncode == 0
+        restored = Image.open(tmp_path / f"{mode}.png")
+        assert restored.mode == "L" and round(restored.info["dpi"][0]) == 300, (mode, restored.info)
+        unstated = io.BytesIO()
+        Image.fromarray(pixels).save(unstated, "TIFF")  # no resolution tags: Pillow says 1 dpi
+        opened = Image.open(io.BytesIO(unstated.getvalue()))
+        assert opened.info.get("dpi") is not None
+        (report,) = compress_images([("x", opened)], fast=True).images
+        assert report.metadata == (), (mode, report.metadata)  # no pHYs of the made-up 1 dpi
 
 
 # ---------------------------------------------------------------------------------------------- more than one frame

@@ -190,7 +190,7 @@ def _error_message(error: BaseException) -> str:
         # The system's own words, as a shell's tools say them: `NAME: File name too long`, not Python's
         # `[Errno 36] File name too long: 'NAME'`
         names = [os.fsdecode(name) for name in (error.filename, error.filename2) if isinstance(name, (str, bytes))]
-        return ": ".join(names + [error.strerror])
+        return " -> ".join(names) + f": {error.strerror}" if names else error.strerror  # a rename's: from -> to
     return str(error).strip() or type(error).__name__
 
 
@@ -2361,7 +2361,7 @@ def _retired_note(zoo, name: str, entry) -> str:
         holder = zoo.usable_holder(str(entry.get("sha256", "")), zoo.user_manifest())
         if holder is not None:
             return f" ({file}; its weights stay installed as {holder!r})"
-        if isinstance(file, str) and not (zoo.user_models_dir() / file).exists():
+        if isinstance(file, str) and not (zoo.user_models_dir() / file).is_file():  # as zoo._retire tells
             return f" (its weights file {file} was already missing: none kept as retired)"
         return f" ({file})"
     return (f": its weights {zoo.user_models_dir() / file} stay as retired weights, so files made with them still "

@@ -24,7 +24,6 @@ import os
 import re
 import stat
 import struct
-import warnings
 import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -227,9 +226,14 @@ _PHOTOMETRIC_NAMES = {0: "grey", 1: "grey", 2: "RGB", 3: "palette", 4: "mask", 5
 def _tiff_layout(source) -> str | None:
     """What a TIFF that Pillow cannot open holds (its first image's samples, their bits, photometric interpretation
     and extra samples) with the advice that fits, such as `a TIFF of 2 samples of 16 bits (grey + alpha), which
-    Pillow cannot read: convert it to a 16-bit PNG (no loss)`; None for any other file, or a TIFF whose first
-    directory cannot be read (damaged: Pillow's own words then)."""
+    Pillow cannot read: convert it to a 16-bit PNG (no loss)`; None for any other file, and for a TIFF whose first
+    directory is damaged (cut short, without the image's size or data, or of a layout Pillow reads): Pillow's own
+    words then."""
     from PIL import TiffImagePlugin
+
+    def values(tag: int, default: tuple) -> tuple:
+        found = directory.get(tag, default)
+        return found if isinstance(found, tuple) else (found,)
 
     try:
         if isinstance(source, (bytes, bytearray)):
@@ -244,34 +248,47 @@ def _tiff_layout(source) -> str | None:
             if len(head) < 8 or head[:4] not in (b"II*\0", b"MM\0*"):
                 return None
             directory = TiffImagePlugin.ImageFileDirectory_v2(head)
+            size = file.seek(0, 2)
             file.seek(directory.next)
-            with warnings.catch_warnings(record=True) as damage:  # Pillow warns of a directory cut short
-                warnings.simplefilter("always")
-                directory.load(file)
+            entries = struct.unpack("<H" if head[:2] == b"II" else ">H", file.read(2))[0]
+            if directory.next + 2 + 12 * entries + 4 > size:
+                return None  # cut short (Pillow leaves out the tags it cannot read)
+            file.seek(directory.next)
+            directory.load(file)
         finally:
             if file is source:
                 file.seek(at)
             else:
                 file.close()
-        bits = directory.get(258, (1,))
-        bits = bits if isinstance(bits, tuple) else (bits,)
-        samples = int(directory.get(277, 1))
-        extra = directory.get(338, ())
-        extra = extra if isinstance(extra, tuple) else (extra,)
-        kind = _PHOTOMETRIC_NAMES.get(directory.get(262), f"photometric {directory.get(262)}")
+        samples, photometric = directory.get(277, 1), directory.get(262)
+        bits, extra = values(258, (1,)), values(338, ())
+        if not (isinstance(samples, int) and 0 < samples <= 64 and bits and len(extra) < samples
+                and all(isinstance(b, int) and 0 < b <= 64 for b in bits + (samples,))):
+            return None
+        if not (256 in directory and 257 in directory and (273 in directory or 324 in directory)):
+            return None  # no size or no image data: damaged
+        starts, lengths = values(273, ()) or values(324, ()), values(279, ()) or values(325, ())
+        if len(starts) != len(lengths) or any(start + length > size for start, length in zip(starts, lengths)):
+            return None  # its image data's pieces are not all in the file
+        bits = bits * samples if len(bits) == 1 else bits
+        layout = (directory.prefix, photometric, values(339, (1,)), directory.get(266, 1), bits, extra)
+        if layout in TiffImagePlugin.OPEN_INFO:
+            return None  # a layout Pillow reads: the file is damaged
     except Exception:  # noqa: BLE001 - Pillow's parser raises many kinds on a damaged directory
         return None
-    if damage:
-        return None
+    kind = _PHOTOMETRIC_NAMES.get(photometric, f"photometric {photometric}")
     # A PNG holds such pixels as they are only where they are grey or RGB (and palette), with one alpha at most
     kept = kind in ("grey", "RGB", "palette") and extra in ((), (1,), (2,))
     kind += " + alpha" if any(e in (1, 2) for e in extra) else f" + {len(extra)} more" if extra else ""
-    depth = f"{max(bits)} bits" if len(set(bits)) == 1 else "/".join(map(str, bits)) + " bits"
+    deepest = max(bits)
+    depth = (f"{deepest} bit{'s' if deepest > 1 else ''}" if len(set(bits)) == 1
+             else "/".join(map(str, bits)) + " bits")
     no_loss = " (no loss)" if kept else ""
-    advice = (f"convert it to a 16-bit PNG{no_loss}, which vaezip codes whole" if 8 < max(bits) <= 16
-              else f"convert it to a PNG{no_loss}" if max(bits) <= 8
+    advice = (f"convert it to a 16-bit PNG{no_loss}, which vaezip codes whole" if 8 < deepest <= 16
+              else f"convert it to a PNG{no_loss}" if deepest <= 8
               else "convert it to 16 or 8 bits first if that loss is acceptable")
-    return f"a TIFF of {samples} samples of {depth} ({kind}), which Pillow cannot read: {advice}"
+    counted = f"{samples} sample{'s' if samples > 1 else ''}"
+    return f"a TIFF of {counted} of {depth} ({kind}), which Pillow cannot read: {advice}"
 
 
 def _open_image(source) -> Image.Image | DeepImage:
@@ -405,10 +422,7 @@ def _decode(image: Image.Image, data: bytes | None) -> Image.Image | DeepImage:
     alpha = _bmp_alpha(image, data) if _bmp_fourth_bytes(image) else None
     with _readable():
         image.load()
-    if image.mode == "1":
-        bilevel, image = image, _bilevel_as_grey(image)
-        image.format = bilevel.format
-    elif alpha is not None:  # the fourth bytes as the image's alpha: RGBA
+    if alpha is not None:  # the fourth bytes as the image's alpha: RGBA
         rgba = image.convert("RGBA")
         rgba.putalpha(Image.fromarray(alpha, "L"))
         rgba.info.update(image.info)
@@ -422,6 +436,8 @@ def _decode(image: Image.Image, data: bytes | None) -> Image.Image | DeepImage:
     if chunks is None:
         chunks = chunks_from_info(stated_info(image), fields_left_out(image))
     image.info[METADATA], image.info[DROPPED] = chunks
+    if image.mode == "1":  # after its metadata are read: a TIFF's tags are the file's, which the grey image lacks
+        image = _bilevel_as_grey(image)
     if image.width * image.height > MAX_IMAGE_PIXELS:
         raise ImageError(f"image has more than {MAX_IMAGE_PIXELS} pixels (vaezip's limit)")
     if isinstance(image.info.get("transparency"), int) and image.mode == "L":
@@ -443,10 +459,15 @@ def codable(image):
 def _bilevel_as_grey(image: Image.Image) -> Image.Image:
     """A bilevel (mode 1) image as the grey image of its pixels' values, 0 and 255 (as Pillow reads them), its info
     kept and its colour key (0 or 1, as a 1-bit PNG's tRNS states it) scaled with them: coded, and decoded, as an
-    8-bit grey image, as 2- and 4-bit grey PNGs are (Pillow reads those as 8-bit grey)."""
-    with _readable():
-        grey = image.convert("L")
+    8-bit grey image, as 2- and 4-bit grey PNGs are (Pillow reads those as 8-bit grey). Its metadata are read from
+    it first where open_image has not (an API caller's image): what its file states (a TIFF's resolution tags) and
+    what no chunk keeps (its other tags) are known from the bilevel image only."""
+    _load_pixels(image)
+    grey = image.convert("L")
     grey.info = dict(image.info)
+    grey.format = image.format
+    if METADATA not in grey.info:
+        grey.info[METADATA], grey.info[DROPPED] = chunks_from_info(stated_info(image), fields_left_out(image))
     key = grey.info.get("transparency")
     if isinstance(key, int) and not isinstance(key, bool):
         grey.info["transparency"] = _scaled_key(key, 1)
@@ -972,6 +993,17 @@ def image_from_array(array) -> Image.Image | DeepImage:
     return Image.fromarray(np.ascontiguousarray(array), mode)
 
 
+def _load_pixels(image: Image.Image) -> None:
+    """Decode a lazily opened image's pixels: ImageError where they cannot be (one closed meanwhile, of which Pillow
+    says tersely `Operation on closed image`)."""
+    try:
+        image.load()
+    except (ValueError, AssertionError, OSError) as error:
+        detail = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        closed = "" if isinstance(error, OSError) else "; a closed image?"  # an OSError: a damaged file
+        raise ImageError(f"its pixels cannot be read ({detail}{closed})") from None
+
+
 def split_image(image: Image.Image) -> Planes:
     refuse_what_would_be_lost(image)  # before np.asarray loads it: the raw mode is only readable until then
     if image.mode == "1":  # (its pixel checksum is the grey image's: archive._split converts it first, by codable)
@@ -982,12 +1014,7 @@ def split_image(image: Image.Image) -> Planes:
         raise ImageError("image has no pixels")
     if image.width * image.height > MAX_IMAGE_PIXELS:  # the decoder refuses such files: never write one
         raise ImageError(f"image has more than {MAX_IMAGE_PIXELS} pixels (vaezip's limit)")
-    try:
-        image.load()  # a lazily opened image decodes here: one closed meanwhile cannot (Pillow says so tersely)
-    except (ValueError, AssertionError, OSError) as error:
-        detail = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-        closed = "" if isinstance(error, OSError) else "; a closed image?"  # an OSError: a damaged file
-        raise ImageError(f"its pixels cannot be read ({detail}{closed})") from None
+    _load_pixels(image)
     pixels = np.asarray(image)
     planes = Planes(image.mode, image.width, image.height, None)
     if image.mode in ("L", "LA"):
