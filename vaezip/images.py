@@ -462,6 +462,8 @@ def _bilevel_as_grey(image: Image.Image) -> Image.Image:
     8-bit grey image, as 2- and 4-bit grey PNGs are (Pillow reads those as 8-bit grey). Its metadata are read from
     it first where open_image has not (an API caller's image): what its file states (a TIFF's resolution tags) and
     what no chunk keeps (its other tags) are known from the bilevel image only."""
+    if image.width * image.height > MAX_IMAGE_PIXELS:  # refused before eight times its bytes are asked for
+        raise ImageError(f"image has more than {MAX_IMAGE_PIXELS} pixels (vaezip's limit)")
     _load_pixels(image)
     grey = image.convert("L")
     grey.info = dict(image.info)
