@@ -186,9 +186,8 @@ def test_a_tiff_pillow_cannot_open_is_described_with_the_advice_that_fits(tmp_pa
                                              r"alpha\), which Pillow cannot read: convert it to a 16-bit PNG \(no "
                                              r"loss\), which vaezip codes whole\)$"):
             open_image(source)
-    rgb_without_width = tiff_rgb16(samples=2, photometric=1, extra=2).replace(struct.pack("<HHI", 256, 3, 1),
-                                                                              struct.pack("<HHI", 999, 3, 1), 1)
-    for damaged in (grey_alpha[:60], grey_alpha[:-1], rgb_without_width, b"II*\0" + b"\xff" * 12,
+    without_width = grey_alpha.replace(struct.pack("<HHI", 256, 3, 1), struct.pack("<HHI", 999, 3, 1), 1)
+    for damaged in (grey_alpha[:60], grey_alpha[:-1], without_width, b"II*\0" + b"\xff" * 12,
                     b"not an image at all"):
         with pytest.raises(ImageError, match=r"^not a readable image \(unknown or damaged format\)$"):
             open_image(damaged)
