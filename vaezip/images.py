@@ -220,6 +220,12 @@ def _file_start(source, count: int) -> bytes:
         return b""
 
 
+def _tag_values(tags, tag: int, default) -> tuple:
+    """A TIFF tag's values in `tags` (Pillow's directory) as a tuple, whether Pillow holds one value or several."""
+    found = tags.get(tag, default)
+    return found if isinstance(found, tuple) else (found,)
+
+
 _PHOTOMETRIC_NAMES = {0: "grey", 1: "grey", 2: "RGB", 3: "palette", 4: "mask", 5: "separated", 6: "YCbCr", 8: "Lab"}
 
 
@@ -230,10 +236,6 @@ def _tiff_layout(source) -> str | None:
     directory is damaged (cut short, without the image's size or data, or of a layout Pillow reads): Pillow's own
     words then."""
     from PIL import TiffImagePlugin
-
-    def values(tag: int, default: tuple) -> tuple:
-        found = directory.get(tag, default)
-        return found if isinstance(found, tuple) else (found,)
 
     try:
         if isinstance(source, (bytes, bytearray)):
@@ -261,17 +263,19 @@ def _tiff_layout(source) -> str | None:
             else:
                 file.close()
         samples, photometric = directory.get(277, 1), directory.get(262)
-        bits, extra = values(258, (1,)), values(338, ())
+        bits, extra = _tag_values(directory, 258, (1,)), _tag_values(directory, 338, ())
         if not (isinstance(samples, int) and 0 < samples <= 64 and bits and len(extra) < samples
                 and all(isinstance(b, int) and 0 < b <= 64 for b in bits + (samples,))):
             return None
         if not (256 in directory and 257 in directory and (273 in directory or 324 in directory)):
             return None  # no size or no image data: damaged
-        starts, lengths = values(273, ()) or values(324, ()), values(279, ()) or values(325, ())
+        starts = _tag_values(directory, 273, ()) or _tag_values(directory, 324, ())  # strips, or tiles
+        lengths = _tag_values(directory, 279, ()) or _tag_values(directory, 325, ())
         if len(starts) != len(lengths) or any(start + length > size for start, length in zip(starts, lengths)):
             return None  # its image data's pieces are not all in the file
         bits = bits * samples if len(bits) == 1 else bits
-        layout = (directory.prefix, photometric, values(339, (1,)), directory.get(266, 1), bits, extra)
+        layout = (directory.prefix, photometric, _tag_values(directory, 339, (1,)), directory.get(266, 1), bits,
+                  extra)
         if layout in TiffImagePlugin.OPEN_INFO:
             return None  # a layout Pillow reads: the file is damaged
     except Exception:  # noqa: BLE001 - Pillow's parser raises many kinds on a damaged directory
@@ -438,8 +442,7 @@ def _decode(image: Image.Image, data: bytes | None) -> Image.Image | DeepImage:
     image.info[METADATA], image.info[DROPPED] = chunks
     if image.mode == "1":  # after its metadata are read: a TIFF's tags are the file's, which the grey image lacks
         image = _bilevel_as_grey(image)
-    if image.width * image.height > MAX_IMAGE_PIXELS:
-        raise ImageError(f"image has more than {MAX_IMAGE_PIXELS} pixels (vaezip's limit)")
+    _within_pixel_limit(image)
     if isinstance(image.info.get("transparency"), int) and image.mode == "L":
         # Pillow scales 1/2/4-bit grey up to 0..255 but leaves the tRNS key as stored: scale it with the pixels
         # (otherwise the key would name a grey no pixel has, and the transparency would be lost).
@@ -462,8 +465,7 @@ def _bilevel_as_grey(image: Image.Image) -> Image.Image:
     8-bit grey image, as 2- and 4-bit grey PNGs are (Pillow reads those as 8-bit grey). Its metadata are read from
     it first where open_image has not (an API caller's image): what its file states (a TIFF's resolution tags) and
     what no chunk keeps (its other tags) are known from the bilevel image only."""
-    if image.width * image.height > MAX_IMAGE_PIXELS:  # refused before eight times its bytes are asked for
-        raise ImageError(f"image has more than {MAX_IMAGE_PIXELS} pixels (vaezip's limit)")
+    _within_pixel_limit(image)  # before eight times its bytes are asked for
     _load_pixels(image)
     grey = image.convert("L")
     grey.info = dict(image.info)
@@ -611,12 +613,8 @@ def _tiff16_mode(image: Image.Image) -> str | None:
     if tags is None:
         return None
 
-    def values(tag: int, default) -> tuple:
-        found = tags.get(tag, default)
-        return found if isinstance(found, tuple) else (found,)
-
-    samples, photometric, extra = tags.get(277, 1), tags.get(262), values(338, ())
-    if values(258, 1) != (16,) * samples or any(kind != 1 for kind in values(339, 1)):
+    samples, photometric, extra = tags.get(277, 1), tags.get(262), _tag_values(tags, 338, ())
+    if _tag_values(tags, 258, 1) != (16,) * samples or any(kind != 1 for kind in _tag_values(tags, 339, 1)):
         return None
     return {(3, 2, ()): "RGB", (4, 2, (2,)): "RGBA", (2, 1, (2,)): "LA"}.get((samples, photometric, extra))
 
@@ -995,6 +993,12 @@ def image_from_array(array) -> Image.Image | DeepImage:
     return Image.fromarray(np.ascontiguousarray(array), mode)
 
 
+def _within_pixel_limit(image) -> None:
+    """ImageError where `image` (a PIL image or a DeepImage) has more pixels than vaezip codes (MAX_IMAGE_PIXELS)."""
+    if image.width * image.height > MAX_IMAGE_PIXELS:
+        raise ImageError(f"image has more than {MAX_IMAGE_PIXELS} pixels (vaezip's limit)")
+
+
 def _load_pixels(image: Image.Image) -> None:
     """Decode a lazily opened image's pixels: ImageError where they cannot be (one closed meanwhile, of which Pillow
     says tersely `Operation on closed image`)."""
@@ -1014,8 +1018,7 @@ def split_image(image: Image.Image) -> Planes:
     low_grey_bits = _unscaled_key_bits(image)  # before load(), while Pillow's raw mode says it
     if image.width < 1 or image.height < 1:
         raise ImageError("image has no pixels")
-    if image.width * image.height > MAX_IMAGE_PIXELS:  # the decoder refuses such files: never write one
-        raise ImageError(f"image has more than {MAX_IMAGE_PIXELS} pixels (vaezip's limit)")
+    _within_pixel_limit(image)  # the decoder refuses such files: never write one
     _load_pixels(image)
     pixels = np.asarray(image)
     planes = Planes(image.mode, image.width, image.height, None)
@@ -1263,8 +1266,7 @@ def deep_parts(image: DeepImage) -> tuple[str, tuple, list[Image.Image]]:
         raise ImageError("image has no pixels")
     if image.info.get("transparency") is not None:
         raise ImageError("a 16-bit image with a transparent colour: vaezip keeps 16-bit images without one")
-    if image.width * image.height > MAX_IMAGE_PIXELS:
-        raise ImageError(f"image has more than {MAX_IMAGE_PIXELS} pixels (vaezip's limit)")
+    _within_pixel_limit(image)
     depth, levels = depths.choose(image.samples)
     parts = []
     for samples in depths.split(image.samples, depth, levels):
