@@ -878,17 +878,107 @@ def test_an_output_named_as_another_format_is_refused_before_any_work(tmp_path):
     Image.fromarray(np.full((8, 8, 3), 7, np.uint8)).save(tmp_path / "a.png")
     before = snapshot(tmp_path)
     for command, name, hint in (("compress", "b.png", "compress writes .vz files; name it b.vz"),
-                                ("compress", "b.WEBP", "name it b.vz")):
+                                ("compress", "b.WEBP", "name it b.vz"),
+                                ("compress", "b.vz.png", "name it b.vz"),  # not b.vz.vz
+                                ("compress", "b.VZ.jpg", "name it b.VZ")):
         result = cli(command, "a.png", "-o", name, cwd=tmp_path)
-        assert result.returncode == 2 and hint in lines_of(result)[0], lines_of(result)
+        assert result.returncode == 2 and lines_of(result)[0].endswith(hint), lines_of(result)
     assert snapshot(tmp_path) == before
     assert cli("compress", "a.png", "--fast", cwd=tmp_path).returncode == 0
     before = snapshot(tmp_path)
-    for name in ("c.jpg", "c.webp", "c.vz"):
+    for name in ("c.jpg", "c.webp", "c.vz", "c.png.vz"):
         result = cli("decompress", "a.vz", "-o", name, cwd=tmp_path)
-        assert result.returncode == 2 and "decompress writes PNG files; name it c.png" in lines_of(result)[0]
+        assert result.returncode == 2 and lines_of(result)[0].endswith("decompress writes PNG files; name it c.png")
     assert snapshot(tmp_path) == before
     assert cli("decompress", "a.vz", "-o", "c", cwd=tmp_path).returncode == 0  # no suffix: a name of one's own
+
+
+def test_an_archive_takes_each_file_once_and_rm_keeps_what_it_would_lose(tmp_path):
+    """A file named twice for one archive (or under a second name: a hard link) is archived once, with a warning each
+    time: its image twice made the archive about twice its size, and --rm deleted the input, its size check counting
+    the file twice (from a QA pass)."""
+    Image.open(Path(__file__).parent.parent / "samples" / "hopper.png").save(tmp_path / "a.png")
+    os.link(tmp_path / "a.png", tmp_path / "b.png")
+    image(3, (40, 30)).save(tmp_path / "c.png")
+    result = cli("compress", "--fast", "a.png", "c.png", "a.png", "b.png", "-o", "all.vz", cwd=tmp_path)
+    assert result.returncode == 0, lines_of(result)
+    assert lines_of(result)[:2] == ["vaezip: warning: a.png: named again: archived once",
+                                    "vaezip: warning: b.png: the same file as a.png: archived once"]
+    assert lines_of(result)[2].startswith("-> all.vz: 2 images, ")
+    assert [name for name, _ in decompress_images((tmp_path / "all.vz").read_bytes())] == ["a.png", "c.png"]
+    alone = cli("compress", "--fast", "-q", "a.png", "a.png", "-o", "one.vz", cwd=tmp_path)
+    assert alone.returncode == 0 and lines_of(alone) == []  # -q: no warning
+    result = cli("compress", "--fast", "--rm", "a.png", "a.png", "-o", "rm.vz", cwd=tmp_path)
+    assert result.returncode == 0 and "a.png: named again: archived once" in lines_of(result)[0]
+    assert (tmp_path / "rm.vz").read_bytes() == (tmp_path / "one.vz").read_bytes()
+    assert not (tmp_path / "a.png").exists() and (tmp_path / "b.png").exists()  # its one image, checked, then gone
+
+
+def test_pillows_warnings_name_their_file_in_its_turn_and_q_quiets_them(tmp_path):
+    """A damaged part Pillow reads past (an EXIF block cut short) was warned of in lines that named no file, with -q
+    too, and before a failure besides its one error line (from a QA pass): now `FILE: ...`, none with -q, and a file
+    that fails has its error line only."""
+    exif = b"Exif\0\0MM\0\x2a\0\0\0\x08\0\x05" + b"\x01\x0f\0\x02\0\0\0\x50\0\0\0\x80"
+    Image.fromarray(np.zeros((6, 7, 3), np.uint8)).save(tmp_path / "x.jpg", exif=exif)
+    image(1).save(tmp_path / "a.png")
+    Image.fromarray(np.zeros((5, 5, 3), np.uint8)).save(tmp_path / "ok.tif")
+    (tmp_path / "cut.tif").write_bytes((tmp_path / "ok.tif").read_bytes()[:60])
+    for jobs in ("1", "2"):
+        result = cli("compress", "--fast", "-f", "-j", jobs, "a.png", "x.jpg", cwd=tmp_path)
+        lines = lines_of(result)
+        assert result.returncode == 0 and lines[:2] == [
+            "vaezip: warning: x.jpg: Tag data larger than file. Skipping tag 271",
+            "vaezip: warning: x.jpg: Corrupt EXIF data.  Expecting to read 12 bytes but only got 0."], lines
+        assert len(lines) == 3 and lines[2].startswith("compressed 2 files")
+        quiet = cli("compress", "--fast", "-f", "-q", "-j", jobs, "a.png", "x.jpg", cwd=tmp_path)
+        assert quiet.returncode == 0 and lines_of(quiet) == []
+    failed = cli("compress", "--fast", "cut.tif", cwd=tmp_path)
+    assert failed.returncode == 1 and lines_of(failed) == [
+        "vaezip: error: cut.tif: not a readable image (unknown or damaged format)"]
+
+
+def test_a_name_that_is_not_utf8_is_said_to_be_stored_otherwise(tmp_path):
+    """An archive stores names in UTF-8: a name's bytes that are not UTF-8 become U+FFFD there, and `decompress
+    --dir` writes that name. Compress now says so (-q: not)."""
+    if sys.platform == "darwin":
+        pytest.skip("macOS file systems refuse names that are not UTF-8")
+    name = os.fsdecode(b"caf\xe9.png")
+    try:
+        image(2).save(tmp_path / name)
+    except (OSError, UnicodeEncodeError):
+        pytest.skip("this file system refuses names that are not UTF-8")
+    image(4).save(tmp_path / "b.png")
+    result = cli("compress", "--fast", name, "b.png", "-o", "all.vz", cwd=tmp_path)
+    assert result.returncode == 0
+    assert "vaezip: warning: caf\\udce9.png: its name is not UTF-8: the file stores it as caf\ufffd.png" in \
+        lines_of(result), lines_of(result)
+    assert [stored for stored, _ in decompress_images((tmp_path / "all.vz").read_bytes())] == ["caf\ufffd.png",
+                                                                                              "b.png"]
+    quiet = cli("compress", "--fast", "-q", "-f", name, "b.png", "-o", "all.vz", cwd=tmp_path)
+    assert quiet.returncode == 0 and lines_of(quiet) == []
+    plain = cli("compress", "--fast", "-f", "b.png", "-o", "b.vz", cwd=tmp_path)
+    assert not any("UTF-8" in line for line in lines_of(plain))
+
+
+def test_q_draws_no_progress_bar_on_a_terminal(tmp_path, monkeypatch):
+    """-q printed nothing but the progress bar, which a terminal still showed (from a QA pass); as zstd and xz, -q
+    now draws none, compressing or decompressing. The bar is drawn where stderr is a terminal: one that says so."""
+    from rich.console import Console
+
+    import vaezip.cli
+
+    image(5, (40, 36)).save(tmp_path / "a.png")
+    monkeypatch.chdir(tmp_path)
+    for quiet in (True, False):
+        drawn = {}
+        for command, name in (("compress", "a.png"), ("decompress", "a.vz")):
+            screen = io.StringIO()
+            monkeypatch.setattr(vaezip.cli, "err", Console(file=screen, force_terminal=True, width=100))
+            result = CliRunner().invoke(app, [command] + ["--fast"] * (command == "compress") + ["-f", name]
+                                        + ["-q"] * quiet)
+            assert result.exit_code == 0, result.output
+            drawn[command] = "\u2501" in screen.getvalue()  # the bar's line
+        assert drawn == {"compress": not quiet, "decompress": not quiet}, (quiet, drawn)
 
 
 def test_c_writes_to_stdout_as_gzip_does(tmp_path):

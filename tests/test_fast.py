@@ -183,6 +183,20 @@ def test_the_command_line_fast_option(tiny_weights, tmp_path):
         assert not (tmp_path / "c.vz").exists()
 
 
+def test_a_model_stream_whose_tiles_the_predictor_coded_is_reported_as_info_says(tiny_weights, tmp_path):
+    """--tile 32 on a one-tile image: the model's stream, whose only tile (a stream's first: no bits-back to pay
+    for the model's) the predictor coded. The report said `model: bound ... (1 of 1 tiles without bits-back ...)`
+    where `vaezip info` says no tile went through the model (from a QA pass): now both say the predictor's."""
+    Image.open(ROOT / "samples" / "hopper.png").convert("RGB").crop((0, 0, 32, 32)).save(tmp_path / "a.png")
+    done = run_cli("compress", tmp_path / "a.png", "--tile", "32", "-m", tiny_weights[3])
+    report = done.stderr.decode()
+    assert done.returncode == 0, report
+    info = run_cli("info", tmp_path / "a.vz").stdout.decode()
+    assert "(not needed to decode: no tile went through it)" in info and "predictor (no model tile)" in info
+    assert "a.png: 32x32 RGB, predictor (no model tile): payload" in report and "bits-back" not in report, report
+    assert "vs bound" in report  # the network ran: its bound stands beside the achieved rate
+
+
 def test_fast_compress_with_a_shipped_model_imports_no_torch(tmp_path):
     """The shipped model's identity (name, sha256, stride) comes from the manifest: no weights are read, torch
     is never imported, and the file is the one that compress with the model loaded makes."""

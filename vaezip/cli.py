@@ -129,10 +129,29 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     _tell("warning", text.removeprefix("vaezip: "))
 
 
+@contextmanager
+def _warnings_of(path: str):
+    """The warnings raised within (Pillow's, of a damaged part of a file it reads past: `Corrupt EXIF data`,
+    `Truncated File Read`), as lines that name the file `path`, for the caller to tell in the file's turn (-q: not
+    at all), instead of lines at once that do not say which file they are of; none where the block raises (the
+    error's line is the file's one line). Pillow's DecompressionBombWarning is left out, as _one_line_warning leaves
+    it out."""
+    told: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:  # the filters as they are (a new context shows each again)
+        yield told
+    told += [f"{'stdin' if path == '-' else path}: {str(warning.message).strip().removeprefix('vaezip: ')}"
+             for warning in caught if warning.category.__name__ != "DecompressionBombWarning"]
+
+
 def _tell(kind: str, text: str) -> None:
     """`vaezip: KIND: TEXT` on stderr, one line (names escaped, no rich markup; soft_wrap: no wrapping whatever
     the terminal width, where rich would wrap at 80 columns in a pipe): an error or a warning."""
     err.print(f"vaezip: {kind}: {shown(text)}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _tell_each(kind: str, lines: list[str]) -> None:
+    for text in lines:
+        _tell(kind, text)
 
 
 def _is_terminal(stream) -> bool:
@@ -922,6 +941,27 @@ def _expanded(inputs: list[str], recursive: bool, suffixes: tuple[str, ...], wha
     return expanded, len(unread)
 
 
+def _each_file_once(inputs: list[str], quiet: bool) -> list[str]:
+    """An archive's inputs with each file once, where it is first named, and a warning (not with -q, `quiet`) for each
+    time it is named again, by its name or another (a link): as -r takes each file once. An archive holding one
+    file's image twice was about twice its size, and --rm deleted the file, its size check counting the file as often
+    as it was named."""
+    from vaezip.files import file_identity
+
+    first: dict[tuple, str] = {}
+    once = []
+    for path in inputs:
+        identity = file_identity(path) if path != "-" else ("stdin",)
+        if identity in first:
+            again = "named again" if first[identity] == path else f"the same file as {first[identity]}"
+            if not quiet:
+                _tell("warning", f"{path}: {again}: archived once")
+            continue
+        first[identity] = path
+        once.append(path)
+    return once
+
+
 def _mirrored(folder: str, path: str) -> str:
     """The folder, relative and without '..', that `path` (found under the input folder `folder`) lies in as
     given: photos/2020 for photos/2020/a.vz under photos; a folder given as an absolute path or through '..' as
@@ -997,7 +1037,10 @@ def _refuse_other_format(output: str | None, suffix: str) -> None:
     own = Path(output).suffix.lower()
     if own != suffix and own in _OTHER_IMAGE_SUFFIXES | {".png"}:
         what = "compress writes .vz files" if suffix == ".vz" else "decompress writes PNG files"
-        raise UsageFailure(f"-o {output}: {what}; name it {Path(output).with_suffix(suffix)}")
+        named = Path(output).with_suffix("")
+        # out.vz.png -> out.vz, not out.vz.vz
+        proposed = named if named.suffix.lower() == suffix else named.with_name(named.name + suffix)
+        raise UsageFailure(f"-o {output}: {what}; name it {proposed}")
 
 
 def _default_output(path: str, suffix: str) -> str | None:
@@ -1103,13 +1146,13 @@ def _write_stdout(data: bytes) -> None:
 
 
 @contextmanager
-def _coding_progress(label: str):
-    """A progress bar of tiles labelled `label` on a terminal's stderr, and the callback that moves it (done, total).
-    Where the coder's kernels compile first meanwhile (a first run: numba's cache holds none), the label says so until
-    tiles are done, rather than a bar standing still for ~25 s."""
+def _coding_progress(label: str, quiet: bool = False):
+    """A progress bar of tiles labelled `label` on a terminal's stderr (none with -q, `quiet`, as zstd's and xz's),
+    and the callback that moves it (done, total). Where the coder's kernels compile first meanwhile (a first run:
+    numba's cache holds none), the label says so until tiles are done, rather than a bar standing still for ~25 s."""
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("tiles"), TimeElapsedColumn(),
-        TimeRemainingColumn(), console=err, transient=True, disable=not err.is_terminal,
+        TimeRemainingColumn(), console=err, transient=True, disable=quiet or not err.is_terminal,
     ) as bar:
         if bar.disable:
             yield lambda done, total: None
@@ -1133,10 +1176,14 @@ def _say(line: str) -> None:
 def _report(result, output: str, verified: float | None = None, verbose: bool = False, fast: bool = False) -> None:
     """One line per image (an archive's only with -v), then one for the file (`fast`: compress --fast made it)."""
     if verbose or len(result.images) == 1:
+        # A model's stream whose every tile the predictor coded (a small image with --tile or --samples: its first
+        # tiles have no bits-back to pay for the model's): `vaezip info` says no model tile too
+        no_model_tile = "model" in result.codings and not _needs_model(result.data)
         for image in result.images:
             share = image.payload_bits / image.subpixels
             # No model tile: --fast, or by default where the predictor's own stream was the smaller file.
-            predictor_only = image.coding == "model" and math.isnan(image.without_bitsback_excess_bits)
+            predictor_only = image.coding == "model" and (math.isnan(image.without_bitsback_excess_bits)
+                                                          or no_model_tile)
             # What the other paths would have cost (the file keeps the smallest); the stream itself among them.
             taken = "predictor" if predictor_only and "predictor" in dict(image.candidate_bytes) else image.coding
             others = "".join(f", {coding} {size} B" for coding, size in image.candidate_bytes if coding != taken)
@@ -1382,14 +1429,14 @@ class _ReadAhead:
             self.workers.close(cancel=not self.finished)
 
 
-def _decompress_here(data: bytes, model: str | None, device: str):
-    """One file decoded in this process, with a progress bar: (its images, when decoding started)."""
+def _decompress_here(data: bytes, model: str | None, device: str, quiet: bool = False):
+    """One file decoded in this process, with a progress bar (not with -q): (its images, when decoding started)."""
     import time
 
     from vaezip.api import decompress_images  # torch: only once there is something to decode
 
     started = time.perf_counter()
-    with _coding_progress("decompress") as progress:
+    with _coding_progress("decompress", quiet) as progress:
         images = decompress_images(data, model, device=device, progress=progress)
     return images, started
 
@@ -1416,15 +1463,17 @@ def _is_checkpoint(model: str) -> bool:
 
 
 def _compress_here(images, model: str | None, loaded: list, tile, device: str, checking: bool, samples: int = 1,
-                   format_version: int | None = None, fast: bool = False, metadata: bool = True):
-    """One file compressed in this process, with a progress bar: (result, seconds verifying or None)."""
+                   format_version: int | None = None, fast: bool = False, metadata: bool = True,
+                   quiet: bool = False):
+    """One file compressed in this process, with a progress bar (not with -q): (result, seconds verifying or
+    None)."""
     from vaezip.api import compress_images, load_model
     from vaezip.models import identify_model
 
     if model is not None and not loaded:
         loaded.append(identify_model(model) if fast else load_model(model))  # fast: no weights, no torch
     chosen = loaded[0] if loaded else None
-    with _coding_progress("compress") as progress:
+    with _coding_progress("compress", quiet) as progress:
         result = compress_images(
             images, chosen, tile=tile, device=device, samples=samples, format_version=format_version, fast=fast,
             metadata=metadata, progress=progress,
@@ -1614,6 +1663,8 @@ def compress(
                                "-o - or -c (stdout)")
         inputs, unread = _expanded(inputs, recursive, RECURSIVE_IMAGE_SUFFIXES,
                                    "PNG, GIF, BMP, TIFF, WebP or PNM image", archive=output is not None)
+        if output is not None:
+            inputs = _each_file_once(inputs, quiet)
         _refuse_terminal_input(inputs, "image data")
         from codec.header import MAX_IMAGES  # numpy, no torch
 
@@ -1668,29 +1719,33 @@ def compress(
             from vaezip.errors import ImageError
             from vaezip.images import open_image
 
-            images, read = [], []
+            images, read, said = [], [], []
             for path in paths:
                 try:
                     data, info = read_input(path)
                     if path == "-":
                         stdin_bytes[0] = len(data)
-                    images.append((_stored_name(path), open_image(data)))
-                except (ImageError, InputError) as error:
+                    with _warnings_of(path) as told:
+                        images.append((_stored_name(path), open_image(data)))
+                    said += told
+                    if path != "-" and images[-1][0] != Path(path).name:  # `decompress --dir` writes that name
+                        said.append(f"{path}: its name is not UTF-8: the file stores it as {images[-1][0]}")
+                except (ImageError, InputError) as error:  # what Pillow warned of on the way: this line says enough
                     raise Failure(f"{path}: {error}") from None
                 read.append((path, info))
             if target is None:
                 raise Failure(f"{paths[0]}: no file name to derive an output name from (use -o)")
-            return images, read
+            return images, read, said
 
         checking = verify or not keep
         warn_checkpoint = model is not None and not fast and not quiet  # and -m a checkpoint: asked below
         workers = _workers(jobs_at_once, len(jobs), inputs, output, model)
 
         def submit(index: int):
-            images, read = read_images(*jobs[index])
+            images, read, said = read_images(*jobs[index])
             options = dict(tile=tile, device=device, samples=samples, format_version=format_version, fast=fast,
                            metadata=not strip)
-            return images, read, workers.compress(images, options, checking)
+            return images, read, said, workers.compress(images, options, checking)
 
         ahead = _ReadAhead(workers, len(jobs), submit)
         written: set[tuple] = set()  # what this run wrote
@@ -1705,14 +1760,16 @@ def compress(
                 with user_errors_counted(paths[0] if len(paths) == 1 else target) as failed:
                     submitted = ahead.take(index)
                     if submitted is not None:
-                        (images, read, _), (result, decoded, seconds) = ahead.result(index, submitted)
+                        _tell_each("warning", [] if quiet else submitted[2])
+                        (images, read, _, _), (result, decoded, seconds) = ahead.result(index, submitted)
                         if checking:
                             _compare_decoded(decoded, images)
                         verified = seconds
                     else:
-                        images, read = read_images(paths, target)
+                        images, read, said = read_images(paths, target)
+                        _tell_each("warning", [] if quiet else said)
                         result, verified = _compress_here(images, model, loaded, tile, device, checking, samples,
-                                                          format_version, fast, not strip)
+                                                          format_version, fast, not strip, quiet)
                     # A later input never replaces an output this run wrote (Photo.png and photo.gif on a file
                     # system that folds case both make Photo.vz), as decompress's `written`.
                     if target != "-" and file_identity(target) in written:
@@ -2020,7 +2077,7 @@ def decompress(
                         started = time.perf_counter() - decoding  # the worker's time, not the queue's
                     else:
                         data = read_file(index)
-                        images, started = _decompress_here(data, model, device)
+                        images, started = _decompress_here(data, model, device, quiet)
                     # --test: decoded and checked against the file's checksum, nothing to write
                     targets = [] if test else write_images(index, path, images)
                     subpixels = sum(len(image.getbands()) * image.width * image.height for _, image in images)
