@@ -216,6 +216,18 @@ def test_bench_refuses_an_out_inside_a_file_before_the_run(tmp_path, folders):
     assert f"{folders['rgb'].name}: 3 images" not in result.stderr  # refused before loading anything
 
 
+def test_bench_refuses_a_model_that_no_codec_of_its_uses(tmp_path, folders):
+    """-m with only classical codecs was taken without a word, a mistyped name too (QA): a usage error, before any
+    work; with a vaezip codec an unknown name is refused as before."""
+    result = _bench(folders["rgb"], "-m", "nosuch", "-c", "png,webp", "--out", tmp_path / "r")
+    assert result.exit_code == 2 and result.stderr == (
+        "vaezip: error: --model applies to vaezip's codecs (vaezip, vaezip-archive, vaezip-model, vaezip-fast), and "
+        "-c names none of them\n"), result.stderr
+    assert not (tmp_path / "r").exists()
+    result = _bench(folders["rgb"], "-m", "nosuch", "-c", "png,vaezip-fast", "--out", tmp_path / "r")
+    assert result.exit_code == 1 and "no model 'nosuch'" in result.stderr, result.stderr
+
+
 def test_eval_says_when_it_converts_the_images_and_refuses_a_batch_of_none(tmp_path, folders, tiny_weights):
     """A grey folder under a colour model is evaluated as grey repeated into RGB: per subpixel of those (a third of
     a figure per grey subpixel), so a warning says so; --batch-size 0 was a Python error, -1 "no images"."""

@@ -319,6 +319,9 @@ def test_an_npz_that_is_not_one_of_images_is_refused_naming_the_file(tmp_path):
                        r"which vaezip never loads$") as caught:
         load(str(tmp_path / "objects.npz"))
     assert "allow_pickle" not in str(caught.value)
+    np.savez(tmp_path / "empty.npz")  # an empty zip: was "not an .npz file" (QA)
+    with pytest.raises(DataError, match=r"empty.npz: an .npz that holds no arrays$"):
+        load(str(tmp_path / "empty.npz"))
 
 
 def test_a_folder_passes_over_hidden_files_and_folders(tmp_path):
@@ -381,15 +384,19 @@ def test_a_folder_passes_over_huge_deep_and_linked_images_and_names_them(tmp_pat
     (d / "plain.ppm").write_bytes(b"P3 2 2 65535\n" + b" ".join(b"%d" % (v * 5000) for v in range(12)))
     (d / "stream.ppm").write_bytes(b"P6 2 1 255\n" + bytes(6) + b"P6 2 1 255\n" + bytes(range(6)))  # Pillow: the first
     os.symlink("a.png", d / "link.png")
+    # a link to nothing, a FIFO and a folder of an image's name: the first two were passed over unnamed (QA)
+    os.symlink("nowhere.png", d / "dangling.png")
+    os.mkfifo(d / "fifo.png")
+    (d / "folder.png").mkdir()
     with pytest.warns(UserWarning) as caught:
         s = load(d)
-    assert s.names == ("a.png", "b.png", "c.png") and s.skipped == 7
-    assert s.passed_over == ("deep.ppm (not 8-bit)", "huge.png (too many pixels)", "huger.png (too many pixels)",
-                             "link.png (a symbolic link)", "plain.ppm (not 8-bit)", "stream.ppm (several images)",
-                             "ten.ppm (not 8-bit)")
+    assert s.names == ("a.png", "b.png", "c.png") and s.skipped == 9
+    assert s.passed_over == ("dangling.png (a symbolic link)", "deep.ppm (not 8-bit)", "fifo.png (not a regular file)",
+                             "huge.png (too many pixels)", "huger.png (too many pixels)", "link.png (a symbolic link)",
+                             "plain.ppm (not 8-bit)", "stream.ppm (several images)", "ten.ppm (not 8-bit)")
     assert [str(w.message) for w in caught] == [
-        "set: skipped 7 image file(s) it cannot use: deep.ppm (not 8-bit), huge.png (too many pixels), huger.png "
-        "(too many pixels), ..."]
+        "set: skipped 9 image file(s) it cannot use: dangling.png (a symbolic link), deep.ppm (not 8-bit), fifo.png "
+        "(not a regular file), ..."]
     with pytest.raises(DataError, match="more than 100,000,000 pixels"):
         load(d / "huger.png")
     with pytest.raises(DataError, match="a netpbm stream of several images"):

@@ -365,6 +365,8 @@ def test_stored_names_are_given_as_stored_and_made_plain_file_names_on_request()
     assert names == ["../evil.png", "/tmp/abs.png", "A.png", "a.png"]
     assert png_file_names(names) == ["evil.png", "abs.png", "A.png", "a-2.png"]
     assert png_file_names(["\u00e9.png", "e\u0301.png"]) == ["\u00e9.png", "e\u0301-2.png"]  # one name on macOS
+    with pytest.raises(TypeError, match="a list of stored names, not one str"):  # was ['a.png', 'b.png', 'c.png']
+        png_file_names("abc")
 
 
 def test_a_16_bit_image_made_in_memory_is_refused_with_a_way_that_keeps_it_whole():

@@ -272,6 +272,9 @@ def test_bad_train_options_are_usage_errors_before_any_work(tmp_path, png_folder
         result = invoke(png_folder, "--out", tmp_path / "run", *args)
         assert result.exit_code == 2, (args, result.stderr)
         assert result.stderr.count("vaezip: error:") == 1, result.stderr
+    for channels in ("0", "2", "4"):  # was the data loader's `channels must be 1, 3 or None, got 2`, exit 1 (QA)
+        result = invoke(png_folder, "--out", tmp_path / "run", "--channels", channels)
+        assert result.exit_code == 2 and result.stderr == f"vaezip: error: --channels must be 1 or 3, not {channels}\n"
     shipped = next(iter(zoo.manifest()["models"]), None)
     if shipped is not None:
         result = invoke(png_folder, "--out", tmp_path / "run", "--name", shipped, "--preset", "tiny")
@@ -290,8 +293,32 @@ def test_a_folder_of_one_image_is_refused_before_any_work(tmp_path, png_folder):
         result = invoke(one, "--out", tmp_path / "run", "--steps", "2", *other, *TINY_CLI)
         assert result.exit_code == 1, (result.stdout, result.stderr, result.exception)
         assert result.stderr.strip() == (f"vaezip: error: {one}: 1 image, none held out: a run holds some out to "
-                                         f"measure the model on, so it needs at least 2 (and val_images 1 or more)")
+                                         f"measure the model on, so it needs at least 2")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_folder_of_images_smaller_than_the_crop_is_named_as_given(tmp_path):
+    """It said `tiny:train: all 8 images are smaller...` of a folder of 9 (one held out; QA): the folder's name and
+    the images counted as such."""
+    small = tmp_path / "tiny"
+    small.mkdir()
+    for k in range(9):
+        Image.fromarray(np.full((4 + k, 5 + 2 * k, 3), 20 * k, np.uint8)).save(small / f"{k}.png")
+    result = invoke(small, "--out", tmp_path / "run", "--steps", "1", "--crop", "32", "--from-scratch", "--preset",
+                    "tiny")
+    assert result.exit_code == 1 and result.stderr.strip() == (
+        "vaezip: error: tiny: all 8 images not held out are smaller than the training crop 32x32 (--crop takes "
+        "smaller crops)"), result.stderr
+    # Images of one size below the crop were trained on at their size without a word, beside the refusal above
+    same = tmp_path / "same"
+    same.mkdir()
+    for k in range(9):
+        Image.fromarray(np.full((8, 8, 3), 20 * k, np.uint8)).save(same / f"{k}.png")
+    result = invoke(same, "--out", tmp_path / "run2", "--steps", "1", "--crop", "32", "--batch-size", "4",
+                    "--from-scratch", "--preset", "tiny")
+    assert result.exit_code == 0, result.stderr
+    assert "vaezip: warning: images of 8x8, smaller than the crop 32x32: trained on crops of their size" in \
+        result.stderr.splitlines(), result.stderr
 
 
 def test_files_it_cannot_train_on_are_named_in_a_one_line_warning(tmp_path, png_folder):
@@ -649,3 +676,41 @@ def test_images_smaller_than_the_crop_are_said_not_trained_on(tmp_path, png_fold
     counted = re.search(r"(\d+) images to train on \((\d+) more held out\)", result.stdout)
     assert small and counted, (result.stdout, result.stderr)
     assert int(counted[1]) + int(small[1]) + int(counted[2]) == 33 and int(small[1]) >= 2
+
+
+def test_no_achieved_rate_is_shown_or_kept_where_no_tile_went_through_the_model(tiny_weights, tmp_path, tiny_npz):
+    """A few small held-out images: every tile is a stream's first, which the predictor codes, and the "compressed for
+    real: achieved" figure was the same whatever the weights (a random model "achieved" 0.319x its bound), printed at
+    every validation and kept in the user manifest as "validation achieved" (from a QA pass). Now no such figure."""
+    import io
+    import math
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from vaezip.api import load_model
+    from vaezip.cli import RichTrainReporter
+    from vaezip.train import coded_rate
+
+    model = load_model(tiny_weights[3]).model
+    # Noise: the second tile goes through the model by bits-back, and its file's rate is the model's to show
+    noise = np.random.default_rng(3).integers(60, 200, size=(2, 32, 32, 3), dtype=np.uint8)
+    achieved, bound, count = coded_rate(model, noise, 32, torch.device("cpu"))
+    assert 7 < achieved < 9 and bound > 0 and count == 2
+    photo = np.asarray(Image.open(Path(__file__).parent.parent / "samples" / "hopper.png").convert("RGB"))
+    crops = np.stack([photo[:32, :32], photo[32:64, 32:64]])  # the predictor codes both tiles
+    achieved, bound, count = coded_rate(model, crops, 32, torch.device("cpu"))
+    assert math.isnan(achieved) and bound > 0 and count == 2
+    screen = io.StringIO()
+    RichTrainReporter(Console(file=screen, width=200)).coded(7, achieved, bound, count)
+    assert screen.getvalue().strip() == ("step 7: 2 validation images compressed for real: no tile went through the "
+                                         "model (the held-out images too few or small: a stream's first tiles are "
+                                         "the predictor's)")
+    train(tmp_path / "run", tiny_npz, get_preset("tiny"), steps=2, train_overrides={**OVERRIDES, "val_every": 1},
+          coded_validation=lambda model, images, crop, device: (math.nan, 3.0, len(images)))
+    history = load_checkpoint(tmp_path / "run")["counters"]["history"]
+    assert history and all("val_bpsp" in entry and "achieved_bpsp" not in entry for entry in history)
+    from vaezip.cli import _run_info  # what export writes into the user manifest
+
+    info = _run_info(load_checkpoint(tmp_path / "run"), tmp_path / "run")
+    assert list(info["figures"]) == ["validation bound (step 2)"]

@@ -295,6 +295,11 @@ class RichTrainReporter:
         if info.get("too_small"):
             _tell("warning", f"{_counted(info['too_small'], 'image')} smaller than the crop not trained on (the "
                              f"count above leaves them out; --crop takes smaller crops)")
+        asked = info.get("crop_asked")
+        smaller = [f"{h}x{w}" for h, w in crops if asked is not None and min(h, w) < asked]
+        if smaller:  # images of one size below it: every crop is the whole image, said rather than passed over
+            _tell("warning", f"images of {' / '.join(smaller)}, smaller than the crop {asked}x{asked}: trained on "
+                             f"crops of their size")
         if self.plain:
             return
         self.progress = Progress(
@@ -340,6 +345,11 @@ class RichTrainReporter:
         )
 
     def coded(self, step, achieved_bpsp, bound_bpsp, images):
+        if math.isnan(achieved_bpsp):  # the predictor's file, whatever the weights: nothing of the model's to show
+            self._print(f"step {step}: {images} validation images compressed for real: no tile went through the "
+                        f"model (the held-out images too few or small: a stream's first tiles are the predictor's)",
+                        highlight=False)
+            return
         self._print(
             f"step {step}: {images} validation images compressed for real: achieved {achieved_bpsp:.4f} bpsp "
             f"vs bound {bound_bpsp:.4f} ({achieved_bpsp / bound_bpsp:.3f}x, first tiles and header included)",
@@ -526,6 +536,8 @@ def train(
                 raise UsageFailure(f"{flag} must be at least {least}, not {value}")
         if lr is not None and not 0 < lr < math.inf:
             raise UsageFailure(f"--lr must be a positive number, not {lr}")
+        if channels not in (None, 1, 3):
+            raise UsageFailure(f"--channels must be 1 or 3, not {channels}")
         from vaezip.config import PRESETS
 
         if preset is not None and preset not in PRESETS:
@@ -2470,7 +2482,7 @@ def bench(
     import math
     import shlex
 
-    from vaezip.bench.suite import execute, given_twice, parse_codecs, prepare, report
+    from vaezip.bench.suite import LEARNED_NAMES, execute, given_twice, parse_codecs, prepare, report
     from vaezip.files import signals_as_exceptions
 
     with user_errors(), signals_as_exceptions():  # SIGTERM as Ctrl-C: a report half made is removed, the last kept
@@ -2478,9 +2490,12 @@ def bench(
         if limit is not None and limit < 1:
             raise UsageFailure(f"--limit must be at least 1, not {limit}")
         try:
-            parse_codecs(codecs)
+            chosen = parse_codecs(codecs)
         except ValueError as error:  # a usage error, as every option's (exit 2)
             raise UsageFailure(str(error)) from None
+        if model and not any(name in LEARNED_NAMES for name in chosen):  # a typo of a name would pass unseen
+            raise UsageFailure(f"--model applies to vaezip's codecs ({', '.join(LEARNED_NAMES)}), and -c names "
+                               f"none of them")
         twice = given_twice(datasets or ())
         if twice is not None:
             raise UsageFailure(f"data set {twice} given twice")

@@ -374,14 +374,18 @@ def _list_images(folder: Path) -> list[Path]:
     return _images_and_links(folder)[0]
 
 
-def _images_and_links(folder: Path) -> tuple[list[Path], list[Path]]:
-    """The image files under `folder` and, apart, those that are symbolic links, in one walk; hidden ones and those
-    in hidden folders (a viewer's .thumbnails, a .git) left out of both. `vaezip compress -r` passes links over,
-    and a link to an image of the folder would put the same image among the held-out ones and the trained-on ones."""
-    found = sorted((p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+def _images_and_links(folder: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The image files under `folder` and, apart, those of an image's name passed over, each with why: symbolic links
+    (a link to nothing too) and what is no regular file (a FIFO, a device), in one walk; hidden ones and those in
+    hidden folders (a viewer's .thumbnails, a .git) left out of both. `vaezip compress -r` passes links over, and a
+    link to an image of the folder would put the same image among the held-out ones and the trained-on ones."""
+    found = sorted((p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS
+                    and (p.is_symlink() or not p.is_dir())
                     and not any(part.startswith(".") for part in p.relative_to(folder).parts)),
                    key=lambda p: p.relative_to(folder).as_posix())
-    return [p for p in found if not p.is_symlink()], [p for p in found if p.is_symlink()]
+    passed = [(p, "a symbolic link" if p.is_symlink() else "not a regular file") for p in found
+              if p.is_symlink() or not p.is_file()]
+    return [p for p in found if not p.is_symlink() and p.is_file()], passed
 
 
 def _unreadable_folders(folder: Path) -> list[str]:
@@ -472,7 +476,7 @@ def _npz_array(path: Path, key: str | None, label: str) -> tuple[np.ndarray, str
     loading the file unsafely) and its key."""
     try:
         with open(path, "rb") as file:
-            zipped = file.read(4) == b"PK\x03\x04"
+            zipped = file.read(4) in (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first entry, or an empty zip's end
     except OSError as error:
         raise DataError(f"{label}: cannot read it ({error.strerror or error})") from None
     if not zipped:
@@ -490,6 +494,8 @@ def _npz_array(path: Path, key: str | None, label: str) -> tuple[np.ndarray, str
 def _npz_key(path: Path, key: str | None, label: str) -> tuple[np.ndarray, str]:
     with np.load(path, allow_pickle=False) as z:
         keys = list(z.keys())
+        if not keys:  # np.savez() of no array
+            raise DataError(f"{label}: an .npz that holds no arrays")
         if key is None:
             key = "x_train" if "x_train" in keys else ("x" if "x" in keys else None)
             if key is None:
@@ -622,7 +628,7 @@ def load(source: str | os.PathLike, *, limit: int | None = None, channels: int |
             raise DataError(f"{path}: no image files ({' '.join(IMAGE_EXTENSIONS)}) found"
                             + (f", and {len(unreadable)} folder(s) it cannot read (permission denied): "
                                f"{', '.join(unreadable)}" if unreadable else ""))
-        links = [f"{f.relative_to(path).as_posix()} (a symbolic link)" for f in linked]
+        links = [f"{f.relative_to(path).as_posix()} ({why})" for f, why in linked]
         if unreadable:
             warnings.warn(f"{path.name or path}: left out {len(unreadable)} folder(s) it cannot read (permission "
                           f"denied): {', '.join(unreadable)}", stacklevel=2)
@@ -711,7 +717,10 @@ class CropSampler:
             keep = [im for im in iset.images if im.shape[0] >= ch and im.shape[1] >= cw]
             self.skipped = len(iset) - len(keep)
             if not keep:
-                raise DataError(f"{iset.name}: all {len(iset)} images are smaller than the training crop "
+                # split_holdout's training part: the folder's name, and a count that leaves out the held-out images
+                name, which = ((iset.name.removesuffix(":train"), " not held out") if iset.name.endswith(":train")
+                               else (iset.name, ""))
+                raise DataError(f"{name}: all {len(iset)} images{which} are smaller than the training crop "
                                 f"{ch}x{cw} (--crop takes smaller crops)")
             self._list = keep
             self._view = None

@@ -95,6 +95,8 @@ def png_file_names(stored: list[str]) -> list[str]:
     several images would get one name (x.png and x.jpg, or two x.png from two folders), the first keeps it and
     the others are numbered in the stored order (x-2.png, x-3.png), never a name another image has. Names are
     compared case-folded and in one Unicode form, as a case-insensitive file system (macOS's) would."""
+    if isinstance(stored, (str, bytes)):  # one name, whose characters would each be taken for a name
+        raise TypeError(f"png_file_names takes a list of stored names, not one {type(stored).__name__}")
     names = [png_file_name(name) for name in stored]
     taken = {_folded(name) for name in names}
     given: set[str] = set()

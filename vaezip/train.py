@@ -249,9 +249,13 @@ def _pil_images(arrays) -> list:
 def coded_rate(model: HierarchicalVAE, images, crop: int, device: torch.device) -> tuple[float, float, int]:
     """Compress the first validation images (centre crops) as one archive, every tile by the model but the
     stream's first (no predictor or classical coding: how close the coder gets to this model's bound, as the end's
-    comparison measures the model's own stream): (achieved, bound, count)."""
+    comparison measures the model's own stream): (achieved, bound, count). The achieved rate is NaN where no tile
+    went through the model (a few small held-out images: a stream's first tiles have no bits-back to pay for the
+    model's latents, and the predictor codes them), which would be the same figure whatever the weights."""
+    from codec.container import read_versioned
     from vaezip.api import LoadedModel, compress_images
     from vaezip.evaluate import batches_of
+    from vaezip.unpack import needs_no_model
 
     arrays = []
     for batch in batches_of(images[:CODED_VALIDATION_IMAGES], CODED_VALIDATION_IMAGES, crop):
@@ -261,7 +265,8 @@ def coded_rate(model: HierarchicalVAE, images, crop: int, device: torch.device) 
     result = compress_images(pil, LoadedModel("validation", model, "0" * 64, "memory"), device=device.type,
                              predictor=False, classical=False)
     model.train(was_training)
-    return result.achieved_bpsp, result.bound_bpsp, len(pil)
+    achieved = math.nan if needs_no_model(read_versioned(result.data)[1]) else result.achieved_bpsp
+    return achieved, result.bound_bpsp, len(pil)
 
 
 # A mixture part with fewer images than this gives none to validation: holding out one of six photographs
@@ -320,9 +325,9 @@ def _load_data(source: str, channels: int | None, val_images: int) -> TrainingDa
                                                     max_count=val_images)
         if len(val_set) == 0:  # validation, the end's comparison and --name's check all need held-out images
             count = len(train_set)
+            asked = "" if val_images >= 1 else f" (and val_images 1 or more, not {val_images})"  # the API's
             raise datasets.DataError(f"{source}: {count} image{'' if count == 1 else 's'}, none held out: a run holds "
-                                     f"some out to measure the model on, so it needs at least 2 (and val_images 1 "
-                                     f"or more)")
+                                     f"some out to measure the model on, so it needs at least 2{asked}")
         return TrainingData((train_set,), (1.0,), val_set)
     loaded = [datasets.load(name, channels=channels) for name, _ in mixture]
     if channels is None and len({part.channels for part in loaded}) > 1:
@@ -726,7 +731,8 @@ def validate(session: Session, reporter: TrainReporter, coded: CodedValidation |
     reporter.validation(session.step, result)
     if coded is not None:
         achieved, bound, count = coded(session.ema, val_set.images, crop, session.device)
-        entry.update(achieved_bpsp=achieved, coded_bound_bpsp=bound)
+        if not math.isnan(achieved):  # NaN: no tile went through the model, no figure of it to keep
+            entry.update(achieved_bpsp=achieved, coded_bound_bpsp=bound)
         reporter.coded(session.step, achieved, bound, count)
     # Recorded once whole: a validation that a stop cut short leaves no entry, so the run's end (or the resumed run
     # at its target) does all of it again
@@ -954,6 +960,7 @@ def train(
             "too_small": session.sampler.skipped,  # images smaller than the crop, never drawn from
             "val_images": len(val_set),
             "crop": session.sampler.crop,
+            "crop_asked": config.crop,  # a set of one smaller size is cropped at its size (MNIST's 28 of 32)
             "channels": plan.model_config.image_channels,
             "parameters": sum(p.numel() for p in session.model.parameters()),
             "start_step": session.step,
