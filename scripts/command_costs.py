@@ -7,9 +7,8 @@ and its pixels compared with the image's; the peak resident memory is the most o
         [--markdown docs/results/speed/kodim23-commands.md] [--made-by "COMMAND THAT MADE THE IMAGE"]
 
 The README's kodim23 command times, the sizes of its file in each format, and the memory of a large mosaic's
-(scripts/make_mosaic.py) commands come from this script. The first
-run after installing compiles the coder's kernels (~25 s): a warm-up compress and decompress run before the
-timed rounds, untimed.
+(scripts/make_mosaic.py) commands come from this script. The first run after installing compiles the coder's
+kernels (~25 s): a warm-up compress and decompress run before the timed rounds, untimed.
 """
 
 from __future__ import annotations
