@@ -8,7 +8,8 @@ and its pixels compared with the image's; the peak resident memory is the most o
 
 The README's kodim23 command times, the sizes of its file in each format, and the memory of a large mosaic's
 (scripts/make_mosaic.py) commands come from this script. The first run after installing compiles the coder's
-kernels (~25 s): a warm-up compress and decompress run before the timed rounds, untimed.
+kernels (~25 s): a warm-up compress and decompress with the default options run before the timed rounds,
+untimed (an option set whose kernels differ may still compile in its first round, on a cache that lacks them).
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def vaezip(*args: str) -> tuple[float, float, float]:
         if child.returncode != 0:
             said.seek(0)
             raise SystemExit(f"vaezip {' '.join(args)} failed: {said.read().decode().strip()}")
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024  # Linux: kilobytes
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024 / 1e6  # Linux: KiB
 
 
 def _processor() -> str:
@@ -82,6 +83,8 @@ def main() -> None:
     parser.add_argument("--markdown", help="also write the table, with the command and the machine, to this file")
     parser.add_argument("--made-by", help="the command that made the image, for the markdown (a mosaic's, say)")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     source = Path(args.image)
     pixels = np.asarray(Image.open(source))
     work = Path(tempfile.mkdtemp(prefix="vaezip-costs-"))
@@ -121,16 +124,16 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     if args.markdown:
-        command = "python scripts/command_costs.py " + " ".join(
-            [args.image, "--rounds", str(args.rounds), "--markdown", args.markdown]
-            + (["--sets", *args.sets] if args.sets != list(OPTION_SETS) else [])
-            + (["--made-by", shlex.quote(args.made_by)] if args.made_by else []))
+        command = shlex.join(["python", "scripts/command_costs.py", args.image, "--rounds", str(args.rounds),
+                              "--markdown", args.markdown]
+                             + (["--sets", *args.sets] if args.sets != list(OPTION_SETS) else [])
+                             + (["--made-by", args.made_by] if args.made_by else []))
         made = f" The image: `{args.made_by}`." if args.made_by else ""
         machine = f"{_processor()}, {os.cpu_count()} CPUs ({platform.machine()})"
         Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
         Path(args.markdown).write_text(
             f"# {source.name}: the whole commands, imports included\n\n"
-            f"`{command}`, {time.strftime('%Y-%m-%d')}, on {machine}: least and most of {args.rounds} rounds "
+            f"`{command}`, {time.strftime('%Y-%m-%d')}, on {machine}: least and most of {args.rounds} round(s) "
             f"(the option sets alternating), wall seconds and the command's CPU seconds; every file decoded to the "
             f"image's pixels.{made}\n\n```\n{table}\n```\n")
 

@@ -309,16 +309,20 @@ def test_a_folder_of_images_smaller_than_the_crop_is_named_as_given(tmp_path):
     assert result.exit_code == 1 and result.stderr.strip() == (
         "vaezip: error: tiny: all 8 images not held out are smaller than the training crop 32x32 (--crop takes "
         "smaller crops)"), result.stderr
-    # Images of one size below the crop were trained on at their size without a word, beside the refusal above
+    # Images of one size below the crop on a side were cropped smaller without a word, beside the refusal above
     same = tmp_path / "same"
     same.mkdir()
     for k in range(9):
-        Image.fromarray(np.full((8, 8, 3), 20 * k, np.uint8)).save(same / f"{k}.png")
+        Image.fromarray(np.full((8, 40, 3), 20 * k, np.uint8)).save(same / f"{k}.png")  # 40 wide, 8 high
     result = invoke(same, "--out", tmp_path / "run2", "--steps", "1", "--crop", "32", "--batch-size", "4",
                     "--from-scratch", "--preset", "tiny")
     assert result.exit_code == 0, result.stderr
-    assert "vaezip: warning: images of 8x8, smaller than the crop 32x32: trained on crops of their size" in \
+    assert "vaezip: warning: --crop 32: the images are 40x8 (width x height), so the crops are 32x8" in \
         result.stderr.splitlines(), result.stderr
+    # The preset's crop, not asked for: a data set's own smaller size (MNIST's 28 of 32) goes unsaid
+    result = invoke(same, "--out", tmp_path / "run3", "--steps", "1", "--batch-size", "4", "--from-scratch",
+                    "--preset", "tiny")
+    assert result.exit_code == 0 and "--crop" not in result.stderr, result.stderr
 
 
 def test_files_it_cannot_train_on_are_named_in_a_one_line_warning(tmp_path, png_folder):

@@ -139,7 +139,7 @@ def _warnings_of(path: str):
     told: list[str] = []
     with warnings.catch_warnings(record=True) as caught:  # the filters as they are (a new context shows each again)
         yield told
-    told += [f"{'stdin' if path == '-' else path}: {str(warning.message).strip().removeprefix('vaezip: ')}"
+    told += [f"{path}: {str(warning.message).strip().removeprefix('vaezip: ')}"  # '-': as stdin's errors name it
              for warning in caught if warning.category.__name__ != "DecompressionBombWarning"]
 
 
@@ -247,8 +247,9 @@ def user_errors():
 
 
 class RichTrainReporter:
-    def __init__(self, console: Console, resume_command: str | None = None):
+    def __init__(self, console: Console, resume_command: str | None = None, crop_given: int | None = None):
         self.console = console
+        self.crop_given = crop_given  # --crop, where given: a set of one smaller size is said to be cropped smaller
         # What continues a stopped run, said when it stops (`vaezip train DATA --resume --out RUN`)
         self.resume_command = resume_command
         self.progress: Progress | None = None
@@ -295,11 +296,10 @@ class RichTrainReporter:
         if info.get("too_small"):
             _tell("warning", f"{_counted(info['too_small'], 'image')} smaller than the crop not trained on (the "
                              f"count above leaves them out; --crop takes smaller crops)")
-        asked = info.get("crop_asked")
-        smaller = [f"{h}x{w}" for h, w in crops if asked is not None and min(h, w) < asked]
-        if smaller:  # images of one size below it: every crop is the whole image, said rather than passed over
-            _tell("warning", f"images of {' / '.join(smaller)}, smaller than the crop {asked}x{asked}: trained on "
-                             f"crops of their size")
+        if self.crop_given is not None and info.get("clipped"):  # a named data set's own size (MNIST's) goes unsaid
+            for height, width in info["clipped"]:
+                _tell("warning", f"--crop {self.crop_given}: the images are {width}x{height} (width x height), so the "
+                                 f"crops are {min(width, self.crop_given)}x{min(height, self.crop_given)}")
         if self.plain:
             return
         self.progress = Progress(
@@ -649,7 +649,7 @@ def train(
 
         shown_data = f"./{data}" if data.startswith("-") else data  # not taken for an option
         again = ["vaezip", "train", shown_data, "--resume", "--out", str(out_dir), *(["--name", name] if name else [])]
-        reporter = RichTrainReporter(out, shlex.join(again))
+        reporter = RichTrainReporter(out, shlex.join(again), crop_given=crop)
         # the run folder and the folders above it that this command makes, innermost first: none is left empty
         created = [folder for folder in (out_dir, *out_dir.parents) if not folder.exists()]
         try:
@@ -953,25 +953,24 @@ def _expanded(inputs: list[str], recursive: bool, suffixes: tuple[str, ...], wha
     return expanded, len(unread)
 
 
-def _each_file_once(inputs: list[str], quiet: bool) -> list[str]:
-    """An archive's inputs with each file once, where it is first named, and a warning (not with -q, `quiet`) for each
-    time it is named again, by its name or another (a link): as -r takes each file once. An archive holding one
-    file's image twice was about twice its size, and --rm deleted the file, its size check counting the file as often
-    as it was named."""
+def _each_file_once(inputs: list[str]) -> tuple[list[str], list[str]]:
+    """An archive's inputs with each file once, where it is first named, and a warning for each time it is named
+    again, by its name or another (a link): as -r takes each file once. An archive holding one file's image twice was
+    about twice its size, and --rm deleted the file, its size check counting the file as often as it was named."""
     from vaezip.files import file_identity
 
     first: dict[tuple, str] = {}
-    once = []
+    once, warned = [], []
     for path in inputs:
         identity = file_identity(path) if path != "-" else ("stdin",)
         if identity in first:
             again = "named again" if first[identity] == path else f"the same file as {first[identity]}"
-            if not quiet:
-                _tell("warning", f"{path}: {again}: archived once")
+            if identity[0] == "inode":  # a missing file: its error says so, once
+                warned.append(f"{path}: {again}: archived once")
             continue
         first[identity] = path
         once.append(path)
-    return once
+    return once, warned
 
 
 def _mirrored(folder: str, path: str) -> str:
@@ -1675,8 +1674,9 @@ def compress(
                                "-o - or -c (stdout)")
         inputs, unread = _expanded(inputs, recursive, RECURSIVE_IMAGE_SUFFIXES,
                                    "PNG, GIF, BMP, TIFF, WebP or PNM image", archive=output is not None)
+        named_again: list[str] = []  # said once the refusals below have passed: a refused command says only why
         if output is not None:
-            inputs = _each_file_once(inputs, quiet)
+            inputs, named_again = _each_file_once(inputs)
         _refuse_terminal_input(inputs, "image data")
         from codec.header import MAX_IMAGES  # numpy, no torch
 
@@ -1715,6 +1715,7 @@ def compress(
             pairs = [(paths[0], target) for paths, target in jobs]
         _refuse_clashes(inputs, pairs, "compress them into one archive with -o, or rename one")
         _refuse_other_format(output, ".vz")
+        _tell_each("warning", [] if quiet else named_again)
 
         stdin_bytes = [0]  # what was read from stdin (read once a command), for _larger_than_input
 

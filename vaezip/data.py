@@ -708,12 +708,15 @@ class CropSampler:
         if iset.same_shape:
             arr = iset.images
             _, h, w, _ = arr.shape
+            # a set of one size below the crop on a side is cropped at that side's size (MNIST's 28 of 32)
+            self.clipped = ((h, w),) if h < ch or w < cw else ()
             ch, cw = min(ch, h), min(cw, w)
             self._arr = arr
             # (N, H-ch+1, W-cw+1, C, ch, cw) view; v[i, y, x] is one crop in CHW layout
             self._view = sliding_window_view(arr, (ch, cw), axis=(1, 2))
             self._list = None
         else:
+            self.clipped = ()
             keep = [im for im in iset.images if im.shape[0] >= ch and im.shape[1] >= cw]
             self.skipped = len(iset) - len(keep)
             if not keep:
@@ -777,6 +780,7 @@ class MixtureSampler:
         self.crop = self._samplers[0].crop if len({s.crop for s in self._samplers}) == 1 \
             else tuple(s.crop for s in self._samplers)
         self.skipped = sum(s.skipped for s in self._samplers)
+        self.clipped = tuple(size for s in self._samplers for size in s.clipped)
         self.num_images = sum(s.num_images for s in self._samplers)
 
     def sample(self, batch_size: int) -> np.ndarray:

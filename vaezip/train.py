@@ -960,7 +960,7 @@ def train(
             "too_small": session.sampler.skipped,  # images smaller than the crop, never drawn from
             "val_images": len(val_set),
             "crop": session.sampler.crop,
-            "crop_asked": config.crop,  # a set of one smaller size is cropped at its size (MNIST's 28 of 32)
+            "clipped": session.sampler.clipped,  # (height, width) of each set of one size below the crop
             "channels": plan.model_config.image_channels,
             "parameters": sum(p.numel() for p in session.model.parameters()),
             "start_step": session.step,
