@@ -277,11 +277,11 @@ def _neighbour_weight(errors, k, channel, at, around, diagonal, floor, far, widt
     return 1.0 / (spread * spread)
 
 
-def _far_share(far, at, width):
-    """`far` where the value at `at` lies two columns and rows from the frame's left and top (its errors two to the
-    left and two above are there), else 0.0: the test once a position, not in each of its values' nine weights (two
-    integer divisions each)."""
-    return far if at % width >= 2 and at // width >= 2 else 0.0
+def _far_share(far, x, y):
+    """`far` where the value at column x, row y lies two columns and rows from the frame's left and top (its errors
+    two to the left and two above are there), else 0.0: the test once a position, not in each of its values' nine
+    weights."""
+    return far if x >= 2 and y >= 2 else 0.0
 
 
 def _ls_features(frame, channel, at, width, out):
@@ -629,7 +629,7 @@ def _code_values(frame, errors, residuals, positions, fronts, sources, around, s
         # What does not wait for this wavefront's values: predictions, blends, the std's neighbour terms.
         for i in range(start, end):
             at, j = positions[i], i - start
-            far_blend = _far_share(far_shares[0], at, width)
+            far_blend = _far_share(far_shares[0], at % width, at // width)
             for channel in range(channels):
                 a, b = frame[channel, sources[0, at]], frame[channel, sources[1, at]]
                 c, d = frame[channel, sources[2, at]], frame[channel, sources[3, at]]
@@ -688,7 +688,7 @@ def _code_values(frame, errors, residuals, positions, fronts, sources, around, s
                     for k in range(BLEND_SUBS, BLEND_SUBS + LS_BLENDED):
                         if cascading:
                             weight[k] = _neighbour_weight(errors, k, channel, at, around, cascade[5], cascade[4],
-                                                          far_shares[1] if x >= 2 and y >= 2 else 0.0, width)
+                                                          _far_share(far_shares[1], x, y), width)
                         else:
                             weight[k] = _neighbour_weight(errors, k, channel, at, around, diagonal, floor, 0.0, width)
                     mean = ((weight[BLEND_SUBS] * ls_prediction + weight[BLEND_SUBS + 1] * mean)

@@ -370,11 +370,11 @@ def _finish(name: str, imgs: list[np.ndarray], names: list[str], skipped: int,
 
 def _list_images(folder: Path) -> list[Path]:
     """The image files under `folder`, but hidden ones and those in hidden folders (a viewer's .thumbnails, a .git)
-    and symbolic links (_images_and_links)."""
-    return _images_and_links(folder)[0]
+    and symbolic links (_images_and_passed_over)."""
+    return _images_and_passed_over(folder)[0]
 
 
-def _images_and_links(folder: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+def _images_and_passed_over(folder: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
     """The image files under `folder` and, apart, those of an image's name passed over, each with why: symbolic links
     (a link to nothing too) and what is no regular file (a FIFO, a device), in one walk; hidden ones and those in
     hidden folders (a viewer's .thumbnails, a .git) left out of both. `vaezip compress -r` passes links over, and a
@@ -390,7 +390,7 @@ def _images_and_links(folder: Path) -> tuple[list[Path], list[tuple[Path, str]]]
 
 def _unreadable_folders(folder: Path) -> list[str]:
     """The folders under `folder` (itself: ".") that cannot be listed, relative to it, hidden ones left out as
-    _images_and_links leaves them: a walk of pathlib's or os's passes them over without a word."""
+    _images_and_passed_over leaves them: a walk of pathlib's or os's passes them over without a word."""
     failed = []
     for _ in os.walk(folder, onerror=failed.append):
         pass
@@ -622,18 +622,18 @@ def load(source: str | os.PathLike, *, limit: int | None = None, channels: int |
         unreadable = _unreadable_folders(path)  # a walk passes them over without a word
         if "." in unreadable:
             raise DataError(f"{path}: cannot read the folder (permission denied)")
-        images, linked = _images_and_links(path)
+        images, passed = _images_and_passed_over(path)
         files, charts = _without_charts([(f, f.relative_to(path).as_posix()) for f in images], exclude)
         if not files:
             raise DataError(f"{path}: no image files ({' '.join(IMAGE_EXTENSIONS)}) found"
                             + (f", and {len(unreadable)} folder(s) it cannot read (permission denied): "
                                f"{', '.join(unreadable)}" if unreadable else ""))
-        links = [f"{f.relative_to(path).as_posix()} ({why})" for f, why in linked]
+        named = [f"{f.relative_to(path).as_posix()} ({why})" for f, why in passed]
         if unreadable:
             warnings.warn(f"{path.name or path}: left out {len(unreadable)} folder(s) it cannot read (permission "
                           f"denied): {', '.join(unreadable)}", stacklevel=2)
         return _load_files(path.name or str(path), files, limit, channels, skip_unreadable=True,
-                           passed_over=links + charts)
+                           passed_over=named + charts)
     if path.is_file():
         if path.suffix.lower() == ".npz":
             x, key = _npz_array(path, key, str(path))
