@@ -12,7 +12,7 @@ Formats 1 and 2 (still read; written on request):
     22+N        4W    payload: the ANS words, u32 LE each
     22+N+4W     4     CRC32 of bytes [18+N, 22+N+4W) (count and payload), u32 LE; then end of file
 
-Formats 3 to 22 (written by default; shown here as 3 to 6, which differ from 3 only in the tile kinds their
+Formats 3 to 23 (written by default; shown here as 3 to 6, which differ from 3 only in the tile kinds their
 schedules may hold, codec/tilekinds.py; later ones add header fields and store it deflated, docs/FORMAT.md): a
 binary header (header.py: to_binary) that also says how each image is coded,
 so that a 5x5 image costs ~100 bytes, not ~400:
@@ -109,10 +109,15 @@ REFINED_VERSION = 21
 # small-image profile (codec/tilekinds.py: PREDICTIVE_ACROSS_SECTIONS, PREDICTIVE_SMALL_ACROSS_SECTIONS). Written
 # where a section takes either.
 ACROSS_VERSION = 22
+# Format 22 and the bit depth of grey images read from 1-, 2- or 4-bit samples (bilevel scans, 2- and 4-bit grey
+# PNGs), which decompress writes back: coded as the 8-bit grey Pillow reads, in the image's info (codec/header.py).
+# Written only where an image has such a depth.
+BITS_VERSION = 23
 # the formats whose header is stored deflated
 DEFLATED_HEADERS = (DEFLATED_VERSION, CASCADE_VERSION, PARITY_VERSION, WIDE_VERSION, STAGED_VERSION, SECTIONS_VERSION,
-                    METADATA_VERSION, DEPTH_VERSION, SMALL_VERSION, PHOTO_VERSION, REFINED_VERSION, ACROSS_VERSION)
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22)
+                    METADATA_VERSION, DEPTH_VERSION, SMALL_VERSION, PHOTO_VERSION, REFINED_VERSION, ACROSS_VERSION,
+                    BITS_VERSION)
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23)
 # Formats vaezip writes on request, for readers before the newest: 2, the JSON header, every image through the
 # model; 3, the predictor's Gaussian tiles; 5, its Laplace tiles; 6, the blend's tiles in raster order; 7, the
 # blend's tiles (Laplace residuals) in the stream order; 8, the blend's tiles with fitted residual tables; 9, those
@@ -129,15 +134,15 @@ JSON_VERSIONS = (1, 2)  # the layout with a JSON header and two CRCs
 BINARY_VERSIONS = (VERSION, IMPORTANCE_VERSION, LAPLACE_VERSION, BLEND_VERSION, ORDER_VERSION, FITTED_VERSION,
                    ADAPTIVE_VERSION, LEAST_SQUARES_VERSION, DEFLATED_VERSION, CASCADE_VERSION, PARITY_VERSION,
                    WIDE_VERSION, STAGED_VERSION, SECTIONS_VERSION, METADATA_VERSION, DEPTH_VERSION, SMALL_VERSION,
-                   PHOTO_VERSION, REFINED_VERSION, ACROSS_VERSION)
+                   PHOTO_VERSION, REFINED_VERSION, ACROSS_VERSION, BITS_VERSION)
 MAX_HEADER_BYTES = 16 * 2**20
 _PREFIX = struct.Struct("<8sHI")  # magic, version, header length: 14 bytes
 _U32 = struct.Struct("<I")
 _U16 = struct.Struct("<H")
 
 __all__ = [
-    "ACROSS_VERSION", "BINARY_VERSIONS", "CASCADE_VERSION", "DEFLATED_HEADERS", "DEFLATED_VERSION", "DEPTH_VERSION",
-    "MAGIC", "MAX_HEADER_BYTES",
+    "ACROSS_VERSION", "BINARY_VERSIONS", "BITS_VERSION", "CASCADE_VERSION", "DEFLATED_HEADERS", "DEFLATED_VERSION",
+    "DEPTH_VERSION", "MAGIC", "MAX_HEADER_BYTES",
     "METADATA_VERSION", "PARITY_VERSION", "PHOTO_VERSION", "READABLE_VERSIONS", "REFINED_VERSION", "SECTIONS_VERSION",
     "SMALL_VERSION", "STAGED_VERSION", "VERSION", "WIDE_VERSION",
     "CoderSettings", "Header", "ImageEntry", "binary_version", "deflate_header", "inflate_header", "pack_header",
@@ -220,17 +225,24 @@ def read_versioned(data: bytes) -> tuple[int, Header, np.ndarray]:
     data = memoryview(data).cast("B")
     size = len(data)
     if bytes(data[:8]) != MAGIC:
+        if not size:
+            raise TruncatedError("an empty file (0 bytes)")
         if size < 8 and MAGIC.startswith(bytes(data)):
             raise TruncatedError(f"truncated file: {size} bytes, shorter than the 8-byte magic")
         if bytes(data[:4]) == MAGIC[:4]:
-            raise BadMagicError("not a .vz file (bad magic: line endings converted by a text-mode transfer?)")
+            # CRLF -> LF, LF -> CRLF (each LF, or the last): the magic's traps; else its other bytes are damaged
+            if bytes(data[4:10]).startswith((b"\n\x1a\n", b"\r\r\n", b"\r\n\x1a\r\n")):
+                raise BadMagicError("not a .vz file (bad magic: line endings converted by a text-mode transfer?)")
+            raise BadMagicError("not a .vz file, or a damaged one (bad magic)")
         raise BadMagicError("not a .vz file (bad magic)")
     if size < 10:
         raise TruncatedError(f"truncated file: {size} bytes, shorter than the 10-byte prefix")
     (version,) = _U16.unpack_from(data, 8)
     if version not in READABLE_VERSIONS:
         known = ", ".join(map(str, READABLE_VERSIONS))
-        raise UnsupportedVersionError(f"unsupported .vz format version {version} (this reader knows {known})")
+        # past the newest within a byte: a newer vaezip's, or a bit flipped; beyond a byte, or 0: a damaged field
+        why = "made by a newer vaezip, or damaged? " if max(READABLE_VERSIONS) < version < 256 else "damaged? "
+        raise UnsupportedVersionError(f"unsupported .vz format version {version} ({why}this reader knows {known})")
     if version not in JSON_VERSIONS:
         header, words = _read_binary(data, version)
         return version, header, words

@@ -65,7 +65,9 @@ class ImageEntry:
     width: int
     height: int
     palette: bytes | None = None
-    info: dict[str, Any] = field(default_factory=dict)  # small, JSON-able (e.g. an alpha histogram)
+    # small, JSON-able (e.g. an alpha histogram); format 23: "bits", 1, 2 or 4 where a grey image was read from samples
+    # of that many bits (its 8-bit values as Pillow scales them up), the depth decompress writes it back in
+    info: dict[str, Any] = field(default_factory=dict)
     coding: str = MODEL  # MODEL, or the classical coding (codec/classic.py) of `data` (format 3)
     # The classically coded samples; for MODEL, its classically coded side planes (format 3: see info planes)
     data: bytes = b""
@@ -108,6 +110,8 @@ def to_json(header: Header, version: int | None = None) -> bytes:
         raise HeaderError(f"a format-1 or -2 header holds no metadata (format {FORMAT_METADATA} and later)")
     if any(image.depth or image.levels for image in header.images):
         raise HeaderError(f"a format-1 or -2 header holds no 16-bit image (format {FORMAT_DEPTH} and later)")
+    if any(bits_problem(image.info, image.mode, 2) for image in header.images):
+        raise HeaderError(f"a format-1 or -2 header holds no bit depth below 8 (format {FORMAT_BITS} and later)")
     try:
         text = _canonical(_header_to_json(header))
     except (TypeError, ValueError) as error:  # NaN, a non-JSON object in info/extra, a lone surrogate
@@ -226,7 +230,7 @@ def _image(obj: Any, i: int) -> ImageEntry:
         if len(palette) % 2 or not _is_hex(palette):
             raise HeaderError(f"bad header: image {i} palette must be lowercase hex")
         palette = bytes.fromhex(palette)
-    return ImageEntry(
+    entry = ImageEntry(
         name=_str(d["name"], "image name", MAX_NAME_CHARS),
         mode=_str(d["mode"], "mode", 16),
         width=width,
@@ -234,6 +238,10 @@ def _image(obj: Any, i: int) -> ImageEntry:
         palette=palette,
         info=_dict(d["info"], "info", None),
     )
+    trouble = bits_problem(entry.info, entry.mode, 2)
+    if trouble:
+        raise HeaderError(f"bad header: image {i} {trouble}")
+    return entry
 
 
 def _schedule(obj: Any, max_batch: int, total_pixels: int, version: int | None) -> tuple[tuple[str, int], ...]:
@@ -300,6 +308,8 @@ FORMAT_BINARY = 3  # the first format version whose header is binary (container.
 FORMAT_ORDER = 7  # the first whose header holds the stream order (container.ORDER_VERSION)
 FORMAT_METADATA = 17  # the first whose header holds each image's metadata chunks (container.METADATA_VERSION)
 FORMAT_DEPTH = 18  # the first whose header holds each image's depth (container.DEPTH_VERSION)
+FORMAT_BITS = 23  # the first whose header holds a grey image's bit depth below 8 (container.BITS_VERSION)
+GREY_BITS = (1, 2, 4)  # the bit depths below 8 of a grey PNG
 _FLAG_MODEL = 1  # some image is coded by the model: the header names the model and the coder settings
 _F64 = struct.Struct("<d")
 # The latent grid: a step of 2**-e and a whole bound (vaezip's, 2**-8 and 16) in three bytes; else two float64s.
@@ -389,6 +399,9 @@ def from_binary_with_chunks(raw: bytes, version: int) -> tuple[Header, list[int]
         if MODES[mode] == "P":
             palette = reader.take(reader.varint("palette length", 0, MAX_PALETTE_BYTES), "palette")
         info = reader.info()
+        trouble = bits_problem(info, MODES[mode], version)
+        if trouble:
+            raise HeaderError(f"bad header: image {i} {trouble}")
         table = reader.chunks(f"image {i}", MODES[mode]) if version >= FORMAT_METADATA else []
         chunk_lengths.append([length for _, _, length in table])
         chunks = tuple(metadata.Chunk(place, kind, b"") for place, kind, _ in table)
@@ -473,6 +486,9 @@ def _encode_binary(h: Header, words: int, lengths: list[int], version: int,
             out += image.palette
         elif image.palette is not None:
             raise ValueError(f"a palette in a {image.mode} image")
+        trouble = bits_problem(image.info, image.mode, version)
+        if trouble:
+            raise ValueError(f"image {i} {trouble}")
         _put_info(out, image.info)
         if version >= FORMAT_METADATA:
             sizes = [len(chunk.data) for chunk in image.metadata] if chunk_lengths is None else chunk_lengths[i]
@@ -492,6 +508,21 @@ def _encode_binary(h: Header, words: int, lengths: list[int], version: int,
     if trouble:
         raise ValueError(trouble)
     return bytes(out)
+
+
+def bits_problem(info: dict[str, Any], mode: str, version: int) -> str:
+    """What is wrong with an image's bit depth below 8 (its info's "bits"; "" where nothing is, or it has none): it is
+    1, 2 or 4, of a grey image (L), in a file of format 23 or later."""
+    if "bits" not in info:
+        return ""
+    bits = info["bits"]
+    if version < FORMAT_BITS:
+        return f"holds a bit depth ({bits!r}), which format {version} does not (format {FORMAT_BITS} and later)"
+    if type(bits) is not int or bits not in GREY_BITS:
+        return f"has bit depth {bits!r} (1, 2 or 4 where it has one)"
+    if mode != "L":
+        return f"is a {mode} image with a bit depth of {bits} (grey images only)"
+    return ""
 
 
 def depth_problem(images) -> str:
@@ -543,8 +574,9 @@ def _put_chunks(out: bytearray, chunks: list[tuple[int, bytes, int]], mode: str)
 
 
 # An image's info in format 3: a mask byte. Bit 7: canonical JSON follows (varint length, then the object), for
-# what the typed fields cannot hold; else bits 0-3 say which of these keys follow, in this order (0: no info):
-_INFO_KEYS = ("palette_mode", "transparency", "used", "planes")
+# what the typed fields cannot hold; else bits 0-4 say which of these keys follow, in this order (0: no info; "bits",
+# bit 4, in format 23 and later):
+_INFO_KEYS = ("palette_mode", "transparency", "used", "planes", "bits")
 _JSON_INFO = 0x80
 
 
@@ -620,6 +652,10 @@ def _typed_info(info: dict[str, Any]) -> bytes | None:
             _put_varint(out, len(histogram["counts"]))
             for count in histogram["counts"]:
                 _put_varint(out, count)
+    if "bits" in info:  # a grey image's bit depth below 8 (bits_problem has checked it)
+        if type(info["bits"]) is not int or not 0 <= info["bits"] <= 255:
+            return None
+        out.append(info["bits"])
     return bytes(out)
 
 
@@ -749,6 +785,8 @@ class _Reader:
                 counts = [self.varint("histogram count", 0, 2**63) for _ in range(self.varint("histogram counts", 0, 256))]
                 planes[name] = {"values": values, "counts": counts}
             info["planes"] = planes
+        if mask & 16:
+            info["bits"] = self.u8("bits")
         return info
 
     def json(self, what: str, empty: bool = True) -> dict[str, Any]:

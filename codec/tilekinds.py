@@ -768,13 +768,13 @@ RESIDUALS = {PREDICTIVE_NEIGHBOURS: predictive.GAUSSIAN, PREDICTIVE_LAPLACE: pre
 KINDS: tuple[TileKind, ...] = (
     TileKind(
         DIRECT, "d", "every latent at its prior mean (nothing popped), the valid pixels pushed through the model",
-        formats=tuple(range(1, 23)), written=True, single=False, uses_model=True, needs_bits=False,
+        formats=tuple(range(1, 24)), written=True, single=False, uses_model=True, needs_bits=False,
         push=_push_direct, pop=_pop_direct,
     ),
     TileKind(
         BITSBACK, "b", "bits-back: the latents popped with the posterior, the valid pixels pushed through the "
         "model, the latents pushed with the prior",
-        formats=tuple(range(1, 23)), written=True, single=False, uses_model=True, needs_bits=True,
+        formats=tuple(range(1, 24)), written=True, single=False, uses_model=True, needs_bits=True,
         push=_push_bitsback, pop=_pop_bitsback,
     ),
     TileKind(
@@ -784,7 +784,7 @@ KINDS: tuple[TileKind, ...] = (
     ),
     TileKind(
         WHITENED, "w", "the valid pixels at 8 bits each, whitened: value i pushed as (v + whitening(t, i)) mod 256",
-        formats=tuple(range(1, 23)), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=tuple(range(1, 24)), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_whitened, pop=_pop_whitened,
     ),
     TileKind(
@@ -795,38 +795,38 @@ KINDS: tuple[TileKind, ...] = (
     TileKind(
         PREDICTIVE_NEIGHBOURS, "q", "the valid pixels through the local predictor, turned by 180 degrees, with "
         "the tiles below and to the right as context",
-        formats=tuple(range(1, 23)), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=tuple(range(1, 24)), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_neighbours(RESIDUALS[PREDICTIVE_NEIGHBOURS]), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_NEIGHBOURS]),
     ),
     TileKind(
         PREDICTIVE_LAPLACE, "e", "as q, each value's residual coded with a Laplace of the same mean and variance "
         "(its std rounded to a level) instead of a Gaussian",
-        formats=tuple(range(5, 23)), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=tuple(range(5, 24)), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_neighbours(RESIDUALS[PREDICTIVE_LAPLACE]), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_LAPLACE]),
     ),
     TileKind(
         PREDICTIVE_BLEND, "f", "as q, each value predicted by a blend of predictors weighted by their errors "
         "around it, its residual coded with a Laplace of a fitted std (codec/predictive.py: BLEND)",
-        formats=tuple(range(6, 23)), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=tuple(range(6, 24)), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_neighbours(RESIDUALS[PREDICTIVE_BLEND]), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_BLEND]),
     ),
     TileKind(
         PREDICTIVE_FITTED, "g", "as f, each residual coded with a table fitted on photographs, chosen by its std "
         "and by the quarter its mean falls in between integers (codec/predictive.py: FITTED)",
-        formats=tuple(range(8, 23)), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=tuple(range(8, 24)), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_neighbours(RESIDUALS[PREDICTIVE_FITTED]), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_FITTED]),
     ),
     TileKind(
         PREDICTIVE_ADAPTIVE, "h", "as g, each value's mean and std corrected by the statistics of its context over "
         "the values of the stream's h tiles decoded before it (codec/predictive.py: ADAPTIVE)",
-        formats=tuple(range(9, 23)), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=tuple(range(9, 24)), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_stateful(predictive.ADAPTIVE), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_ADAPTIVE]),
     ),
     TileKind(
         PREDICTIVE_LEAST_SQUARES, "m", "as h, each value's mean blended again with a local least-squares prediction "
         "from the values around it decoded before it, by their errors on its neighbours; the same statistics as "
         "h's (codec/predictive.py: LEAST_SQUARES)",
-        formats=tuple(range(10, 23)), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=tuple(range(10, 24)), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_stateful(predictive.LEAST_SQUARES), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_LEAST_SQUARES]),
     ),
     TileKind(
@@ -834,47 +834,47 @@ KINDS: tuple[TileKind, ...] = (
         "fit's error over its window and by how far the two predictions lie apart, its mean and std corrected "
         "again by a second stage of context statistics, its residuals coded with tables of its own "
         "(codec/predictive.py: CASCADE)",
-        formats=tuple(range(12, 23)), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=tuple(range(12, 24)), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_stateful(predictive.CASCADE), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_CASCADE]),
     ),
     TileKind(
         PREDICTIVE_PARITY, "o", "as n, its second stage's contexts also holding each value's column and row parity "
         "(codec/predictive.py: PARITY)",
-        formats=tuple(range(13, 23)), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=tuple(range(13, 24)), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_stateful(predictive.PARITY), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_PARITY]),
     ),
     TileKind(
         PREDICTIVE_WIDE, "s", "as o, each predictor's blend weight also reading its errors two columns to the left and "
         "two rows above; the same statistics as o's (codec/predictive.py: WIDE)",
-        formats=tuple(range(14, 23)), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=tuple(range(14, 24)), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_stateful(predictive.WIDE), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_WIDE]),
     ),
     TileKind(
         PREDICTIVE_STAGED, "t", "as s, each value's std also grown by the residuals two columns to the left and two "
         "rows above, its mean and std corrected again by a third stage of context statistics, keyed on the signed "
         "residuals left of and above it (codec/predictive.py: STAGED)",
-        formats=(15, 16, 17, 18, 19, 20, 21, 22), written=True, single=True, uses_model=False, needs_bits=False,
+        formats=(15, 16, 17, 18, 19, 20, 21, 22, 23), written=True, single=True, uses_model=False, needs_bits=False,
         push=_push_stateful(predictive.STAGED), pop=_pop_neighbours(RESIDUALS[PREDICTIVE_STAGED]),
     ),
     TileKind(
         PREDICTIVE_SECTIONS, "u", "a section: its tiles as t's, on a stack of their own whose words are pushed as "
         "uniform 16-bit halves after their count, their statistics starting from the initial ones, their context "
         "only the section's tiles (codec/tilekinds.py: sections)",
-        formats=(16, 17, 18, 19, 20, 21, 22), written=True, single=False, uses_model=False, needs_bits=False,
+        formats=(16, 17, 18, 19, 20, 21, 22, 23), written=True, single=False, uses_model=False, needs_bits=False,
         push=_push_sections(PREDICTIVE_SECTIONS), pop=_pop_sections(PREDICTIVE_SECTIONS), deferred=True,
     ),
     TileKind(
         PREDICTIVE_SMALL_SECTIONS, "v", "a section as u's, its tiles coded by the staged cascade's small-image "
         "profile: other numbers and residual tables, fitted on small images, each pixel's channels coded last first "
         "(codec/predictive.py: SMALL)",
-        formats=(19, 20, 21, 22), written=True, single=False, uses_model=False, needs_bits=False,
+        formats=(19, 20, 21, 22, 23), written=True, single=False, uses_model=False, needs_bits=False,
         push=_push_sections(PREDICTIVE_SMALL_SECTIONS), pop=_pop_sections(PREDICTIVE_SMALL_SECTIONS), deferred=True,
     ),
     TileKind(
         PREDICTIVE_PHOTO_SECTIONS, "x", "a section as u's, its tiles coded by the staged cascade's photograph "
         "profile: its numbers chosen again all together and residual tables fitted for them, on photographs "
         "(codec/predictive.py: PHOTO)",
-        formats=(20, 21, 22), written=True, single=False, uses_model=False, needs_bits=False,
+        formats=(20, 21, 22, 23), written=True, single=False, uses_model=False, needs_bits=False,
         push=_push_sections(PREDICTIVE_PHOTO_SECTIONS), pop=_pop_sections(PREDICTIVE_PHOTO_SECTIONS), deferred=True,
     ),
     TileKind(
@@ -882,7 +882,7 @@ KINDS: tuple[TileKind, ...] = (
         "each decision's probability the residual table's refined by an adaptive model of counters in contexts, a "
         "probability map and a mixer, all in integers (codec/predictive.py: REFINED; codec/kernels.py: the "
         "refinement)",
-        formats=(21, 22), written=True, single=False, uses_model=False, needs_bits=False,
+        formats=(21, 22, 23), written=True, single=False, uses_model=False, needs_bits=False,
         push=_push_sections(PREDICTIVE_REFINED_SECTIONS), pop=_pop_sections(PREDICTIVE_REFINED_SECTIONS),
         deferred=True,
     ),
@@ -891,21 +891,21 @@ KINDS: tuple[TileKind, ...] = (
         "where the earlier channels' gradients carried over to this channel (in the first channel, spatial "
         "predictions) put the value against its mean, and its mixer learning twice as fast (codec/predictive.py: "
         "REFINED_ACROSS; codec/kernels.py: REFINE_ACROSS_GROUPS)",
-        formats=(22,), written=True, single=False, uses_model=False, needs_bits=False,
+        formats=(22, 23), written=True, single=False, uses_model=False, needs_bits=False,
         push=_push_sections(PREDICTIVE_ACROSS_SECTIONS), pop=_pop_sections(PREDICTIVE_ACROSS_SECTIONS),
         deferred=True,
     ),
     TileKind(
         PREDICTIVE_SMALL_ACROSS_SECTIONS, "a", "a section as v's, each value coded as binary decisions refined as z's "
         "are (codec/predictive.py: SMALL_ACROSS)",
-        formats=(22,), written=True, single=False, uses_model=False, needs_bits=False,
+        formats=(22, 23), written=True, single=False, uses_model=False, needs_bits=False,
         push=_push_sections(PREDICTIVE_SMALL_ACROSS_SECTIONS), pop=_pop_sections(PREDICTIVE_SMALL_ACROSS_SECTIONS),
         deferred=True,
     ),
     *(TileKind(
         importance_kind(samples), code, f"importance-weighted (Monte-Carlo) bits-back with {samples} posterior samples "
         "per tile: one chosen in proportion to its weight p(x, z) / q(z given x), the others pushed back",
-        formats=tuple(range(4, 23)), written=True, single=False, uses_model=True, needs_bits=True,
+        formats=tuple(range(4, 24)), written=True, single=False, uses_model=True, needs_bits=True,
         push=_push_importance(samples), pop=_pop_importance(samples), samples=samples,
     ) for samples, code in zip(SAMPLE_COUNTS, "ijkl")),
 )

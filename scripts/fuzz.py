@@ -33,7 +33,7 @@ Besides the random mutations, every run also goes through (issue 19):
   letterboxed, gradients, 1x1 .. 3x3 and larger, in every mode L / LA / RGB / RGBA / P), compressed and
   decoded in process: anything but the exact original back is a failure; `--adversarial-cases` adds random
   small images made of large constant regions.
-- with --binary-cases N, N mutations of today's files (formats 10 to 22: binary header, one CRC over the file)
+- with --binary-cases N, N mutations of today's files (formats 10 to 23: binary header, one CRC over the file)
   made with the shipped photo2 and photo-gray2 from crops of samples/hopper.png: bits-back and predictor tiles
   in the stream order, --fast with format 13's, 12's and 10's predictor tiles, grey, an
   archive, and an archive of 24 small crops (binary_corpus); byte edits, cuts and payload
@@ -140,11 +140,11 @@ def shipped_models() -> dict:
     return {name: load_model(ROOT / "pretrained" / f"{name}.safetensors") for name in SHIPPED}
 
 
-BINARY_SECTION = "binary_format22"  # the report's section of binary_corpus's mutations (today's formats)
+BINARY_SECTION = "binary_format23"  # the report's section of binary_corpus's mutations (today's formats)
 
 
 def binary_corpus(models: dict) -> dict[str, tuple[bytes, list, str]]:
-    """Files of today's formats (10 to 22: binary header, one CRC over the file) made with the shipped models from
+    """Files of today's formats (10 to 23: binary header, one CRC over the file) made with the shipped models from
     crops of samples/hopper.png, key -> (data, images, model: "photo2" or "photo-gray2"): tiles by bits-back, the
     predictor and whitened bytes in the stream order (model tiles last; a grey crop as RGB, where photo2 wins a
     tile), a colour crop by the predictor alone (--fast) in sections (format 22's, in the photograph profile refined
@@ -155,7 +155,8 @@ def binary_corpus(models: dict) -> dict[str, tuple[bytes, list, str]]:
     format 12's without (--format 12) and format 10's least-squares ones (--format 11), a grey image, an archive of
     two, one of 24 small crops (its header deflated; format 22, some of its sections in the small-image profile
     refined, format 19's unrefined, and in format 16's sections only), a crop with metadata chunks (format 17) and
-    an archive of 16-bit images with and without low parts beside an 8-bit one (format 18). What the JSON
+    an archive of 16-bit images with and without low parts beside an 8-bit one (format 18) and an archive of grey
+    images of 1, 2, 4 and 8 bits (format 23). What the JSON
     corpus above cannot reach: the binary header's parser, the stream order, the fitted tables and the compiled
     coder under damaged words.
     `models`: shipped_models()."""
@@ -186,13 +187,14 @@ def binary_corpus(models: dict) -> dict[str, tuple[bytes, list, str]]:
     cases["sections-small-archive"] = (cases["small-archive"][0], "photo2", {"format_version": 16})
     cases["unrefined-small-archive"] = (cases["small-archive"][0], "photo2", {"format_version": 19})
     sys.path.insert(0, str(ROOT / "scripts"))
-    from make_golden import deep_files, metadata_files, small_sections
+    from make_golden import deep_files, grey_bits_files, metadata_files, small_sections
 
     cases["metadata-fast"] = (metadata_files()["photo-fast.vz"][0], "photo2", {"fast": True,
                                                                               "format_version": 17})
     deep = deep_files()  # its colour images (a named model codes one kind): 16 bits with and without low parts
     colour = [item for item in deep["archive-fast.vz"][0] if item[1].mode in ("RGB", "RGBA")]
     cases["deep-fast"] = (deep["photo-fast.vz"][0] + colour, "photo2", {"fast": True, "format_version": 18})
+    cases["grey-bits-fast"] = (grey_bits_files()["archive-fast.vz"][0], "photo-gray2", {"fast": True, "tile": 8})
 
     with small_sections():
         corpus = {key: (compress_images(images, models[model], classical=False, **options).data, images, model)
@@ -205,6 +207,7 @@ def binary_corpus(models: dict) -> dict[str, tuple[bytes, list, str]]:
     assert corpus["unrefined-small-archive"][0][8] == 19  # unrefined
     assert corpus["metadata-fast"][0][8] == 17  # and each image's metadata chunks
     assert corpus["deep-fast"][0][8] == 18  # and 16-bit images
+    assert corpus["grey-bits-fast"][0][8] == 23  # and grey images of 1, 2 and 4 bits
     assert corpus["staged-fast"][0][8] == 15 and corpus["wide-fast"][0][8] == 14
     assert corpus["parity-fast"][0][8] == 13 and corpus["cascade-fast"][0][8] == 12
     assert corpus["least-squares-fast"][0][8] in (10, 11) and corpus["least-squares-small-archive"][0][8] == 11
@@ -1239,7 +1242,7 @@ def fuzz(cases: int, seed: int = 0, timeout: float = 10.0, cli_every: int = 50, 
                             outcome, detail = "FAIL-cli", problem
                     section.add(f"{index} {key}: {what}", outcome, detail, seconds, peak_before)
                     if log is not None and (index + 1) % 1000 == 0:
-                        log(f"binary formats 10 to 22: {index + 1} cases, failures {len(section.failures)}")
+                        log(f"binary formats 10 to 23: {index + 1} cases, failures {len(section.failures)}")
         finally:
             signal.signal(signal.SIGALRM, previous)
         elapsed = time.perf_counter() - started
@@ -1353,7 +1356,7 @@ def main(argv=None) -> int:
     parser.add_argument("--adversarial-cases", type=int, default=200,
                         help="random adversarial images after the fixed suite (with --adversarial)")
     parser.add_argument("--binary-cases", type=int, default=0,
-                        help="mutations of format 10 to 22 files made with the shipped models (binary header, "
+                        help="mutations of format 10 to 23 files made with the shipped models (binary header, "
                              "the predictor's tiles, bits-back)")
     parser.add_argument("--boundscheck", action="store_true",
                         help="compile the coder's kernels with numba's bounds checks (in a cache of their own) and "

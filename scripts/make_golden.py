@@ -103,6 +103,13 @@ writes tests/data/format22/*.vz, the first files of format 22 (2026-12-07: the r
 channels' gradients, and refining small images' sections too), format20_files's images and options written by default
 (format22_files). Never regenerate them either.
 
+    python scripts/make_golden.py --format23 [--force]
+writes tests/data/format23/archive-fast.vz, the first file of format 23 (2026-12-08: grey images' bit depths below
+8), as `--fast` codes them in tiles of 8 through the predictor's stream alone (no classical coding, whose bytes are
+Pillow's): a bilevel crop of samples/hopper.png with a colour key, a 2-bit grey one with a background grey and
+significant bits chunk, a 4-bit grey one and an 8-bit grey one, each as open_image reads it from the PNG Pillow writes
+of it (grey_bits_files). Never regenerate it either: it pins how bit depths below 8 are stored.
+
     python scripts/make_golden.py --mixed [--force]
 writes tests/data/mixed/*.vz, the first archives that mix grey and colour images (2026-12-05, format 16, as
 `--fast` codes them with the shipped default models): the kind with most pixels through its model's stream, the
@@ -559,8 +566,8 @@ def metadata_files() -> dict[str, tuple[list[tuple[str, Image.Image]], dict]]:
 
 
 def make_version_fixtures(version: int, files: dict, force: bool) -> None:
-    """tests/data/formatN: each of `files` (metadata_files's, deep_files's) as compress_images codes it, which must
-    be format `version` (17 for metadata, 18 for 16-bit images)."""
+    """tests/data/formatN: each of `files` (metadata_files's, deep_files's, grey_bits_files's) as compress_images
+    codes it, which must be format `version` (17 for metadata, 18 for 16-bit images, 23 for bit depths below 8)."""
     folder = GOLDEN / f"format{version}"
     folder.mkdir(parents=True, exist_ok=True)
     for file_name, (images, options) in files.items():
@@ -601,6 +608,31 @@ def deep_files() -> dict[str, tuple[list[tuple[str, object]], dict]]:
                                  ("rgba.png", DeepImage(full, "RGBA")),
                                  ("balanced.png", DeepImage(balanced.astype(np.uint16), "RGB")),
                                  ("grey.png", DeepImage(eight, "L"))], options)}
+
+
+def grey_bits_files() -> dict[str, tuple[list[tuple[str, Image.Image]], dict]]:
+    """tests/data/format23: file name -> (the images it holds, as open_image reads them from Pillow's PNGs of 1, 2, 4
+    and 8 bits, compress_images's options, no model named)."""
+    import io
+
+    from codec.classic import png_chunk
+    from vaezip.images import open_image
+
+    grey = np.asarray(Image.open(ROOT / "samples" / "hopper.png").convert("L").crop((40, 60, 72, 84)))  # (24, 32)
+
+    def opened(bits: int, chunks: bytes = b"", **options) -> Image.Image:
+        levels = (grey.astype(np.int64) * ((1 << bits) - 1) + 127) // 255  # each value of `bits` bits
+        image = Image.fromarray((levels * (255 // ((1 << bits) - 1))).astype(np.uint8))
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", **({"bits": bits} if bits < 8 else {}), **options)
+        png = buffer.getvalue()
+        at = png.index(b"IDAT") - 4
+        return open_image(png[:at] + chunks + png[at:])
+
+    images = [("bilevel.png", opened(1, transparency=1)),
+              ("grey2.png", opened(2, png_chunk(b"sBIT", b"\x02") + png_chunk(b"bKGD", b"\0\2"))),
+              ("grey4.png", opened(4)), ("grey8.png", opened(8))]
+    return {"archive-fast.vz": (images, {"fast": True, "tile": 8, "classical": False})}
 
 
 def make_mixed_fixtures(force: bool) -> None:
@@ -756,6 +788,7 @@ def main() -> None:
     action.add_argument("--format20", action="store_true", help="tests/data/format20/*.vz")
     action.add_argument("--format21", action="store_true", help="tests/data/format21/*.vz")
     action.add_argument("--format22", action="store_true", help="tests/data/format22/*.vz")
+    action.add_argument("--format23", action="store_true", help="tests/data/format23/*.vz")
     action.add_argument("--mixed", action="store_true", help="tests/data/mixed/*.vz")
     action.add_argument("--binary", action="store_true", help="tests/data/binary/model.vz")
     action.add_argument("--global", dest="global_", action="store_true", help="tests/data/global/model.vz")
@@ -786,6 +819,8 @@ def main() -> None:
         make_version_fixtures(18, deep_files(), args.force)
     elif args.format19 or args.format20 or args.format21 or args.format22:
         make_deflated_fixtures(next(v for v in (19, 20, 21, 22) if getattr(args, f"format{v}")), args.force)
+    elif args.format23:
+        make_version_fixtures(23, grey_bits_files(), args.force)
     elif args.mixed:
         make_mixed_fixtures(args.force)
     elif args.binary:

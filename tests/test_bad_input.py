@@ -102,7 +102,7 @@ def broken_files(good: bytes) -> dict[str, tuple[bytes, type, str]]:
     flipped[-10] ^= 0x10
     huge = lambda obj: obj["images"][0].update(width=12000, height=10000)  # noqa: E731 - under 2^28, over vaezip's
     return {
-        "empty": (b"", TruncatedError, "truncated file: 0 bytes"),
+        "empty": (b"", TruncatedError, "an empty file (0 bytes)"),
         "truncated": (good[: len(good) // 2], TruncatedError, "truncated file"),
         "flipped": (bytes(flipped), ChecksumError, "payload checksum mismatch"),
         "magic": (b"\x89PNG\r\n\x1a\n" + good[8:], BadMagicError, "not a .vz file"),
@@ -491,7 +491,7 @@ def test_the_api_refuses_a_name_that_is_no_text_and_names_every_format_it_writes
     for name in (None, 3, b"a.png"):
         with pytest.raises(ImageError, match="an image's name must be a str"):
             compress_images([(name, image)], fast=True)
-    with pytest.raises(ValueError, match=r"one of 2, .*, 16, 17, 18, 19, 20, 21, 22, not 99"):
+    with pytest.raises(ValueError, match=r"one of 2, .*, 16, 17, 18, 19, 20, 21, 22, 23, not 99"):
         compress_images([("a.png", image)], format_version=99)
 
 

@@ -512,7 +512,7 @@ def broken_format_3_files(good: bytes) -> dict[str, tuple[bytes, type, str]]:
     padded_varint = bytearray(good[start : start + length])  # the image count (1) as a two-byte varint
     at = padded_varint.index(b"\x01\x08tiny.png")
     return {
-        "empty": (b"", TruncatedError, "truncated file: 0 bytes"),
+        "empty": (b"", TruncatedError, "an empty file (0 bytes)"),
         "short": (good[:9], TruncatedError, "10-byte prefix"),
         "truncated": (good[: len(good) // 2], TruncatedError, "truncated file"),
         "flipped": (bytes(flipped), ChecksumError, "checksum mismatch"),

@@ -101,7 +101,6 @@ def test_compress_output_that_is_an_input_is_refused_before_any_work(folder, mod
         ("a.png", "-o", "a.png"): "a.png: this output would overwrite the input;",
         ("pic.vz",): "pic.vz: already a .vz file; left as it is (vaezip decompress it)",
         ("a.png", "a.jpg"): "a.vz: the output of both a.png and a.jpg; nothing done",
-        ("a.png", "./a.png"): "a.vz: the output of both a.png and ./a.png",
         ("a.png", "-o", "hard.png"): "hard.png: this output would overwrite the input a.png",  # a hard link
         ("a.png", "b.png", "-o", "a.png"): "a.png: this output would overwrite the input",  # archive over an input
     }
@@ -113,6 +112,26 @@ def test_compress_output_that_is_an_input_is_refused_before_any_work(folder, mod
     one_error(cli("compress", "a.png", "-o", "link.vz", "-f", "--rm", "-m", model, cwd=folder),
               "link.vz: this output would overwrite the input a.png")
     assert (folder / "a.png").read_bytes() == before["a.png"] and (folder / "link.vz").is_symlink()
+
+
+def test_a_file_named_twice_goes_once_into_its_output(tmp_path):
+    """`compress a.png ./a.png` was refused as two inputs of one output, told to rename one: the file is coded once,
+    with a warning for each time it is named again, as an archive takes it once; a second name of it (a link) has
+    an output of its own. Likewise decompress."""
+    image(0).save(tmp_path / "a.png")
+    os.link(tmp_path / "a.png", tmp_path / "hard.png")
+    result = cli("compress", "--fast", "a.png", "./a.png", "hard.png", "a.png", cwd=tmp_path)
+    lines = lines_of(result)
+    assert result.returncode == 0 and lines[:2] == ["vaezip: warning: ./a.png: the same file as a.png: compressed once",
+                                                    "vaezip: warning: a.png: named again: compressed once"], lines
+    assert lines[2].startswith("compressed 2 files (2 images)"), lines
+    assert [name for name, _ in decompress_images((tmp_path / "hard.vz").read_bytes())] == ["hard.png"]
+    (tmp_path / "a.png").rename(tmp_path / "source.png")
+    result = cli("decompress", "a.vz", "a.vz", cwd=tmp_path)
+    assert result.returncode == 0 and lines_of(result)[0] == "vaezip: warning: a.vz: named again: decompressed once"
+    assert same_pixels(Image.open(tmp_path / "a.png"), image(0))
+    quiet = cli("decompress", "-q", "-f", "a.vz", "./a.vz", cwd=tmp_path)
+    assert quiet.returncode == 0 and lines_of(quiet) == []
 
 
 def test_a_vz_among_the_inputs_is_left_as_it_is_and_the_others_are_compressed(tmp_path):
@@ -593,7 +612,7 @@ def test_decompress_test_decodes_and_verifies_every_file_and_writes_nothing(tmp_
     for option in (["-o", "x.png"], ["--dir", "out"], ["--force"], ["--rm"]):
         refused = cli("decompress", "-t", "a.vz", *option, cwd=tmp_path)
         assert refused.returncode == 2
-        assert "--test writes nothing: not with -o, --dir, --force or --rm" in refused.stderr.decode()
+        assert "--test writes nothing: not with -o (or -c), --dir, --force or --rm" in refused.stderr.decode()
     assert snapshot(tmp_path) == before
 
 
@@ -865,11 +884,12 @@ def test_compress_never_replaces_an_output_this_run_wrote(tmp_path, monkeypatch)
     import vaezip.cli
 
     Image.fromarray(np.full((6, 5, 3), 44, np.uint8)).save(tmp_path / "x.png")
+    Image.fromarray(np.full((6, 5, 3), 45, np.uint8)).save(tmp_path / "x.gif")
     monkeypatch.setattr(vaezip.cli, "_refuse_clashes", lambda *args: None)  # as on such a file system
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(app, ["compress", "--fast", "--force", "x.png", "x.png"])
+    result = CliRunner().invoke(app, ["compress", "--fast", "--force", "--rm", "x.png", "x.gif"])
     assert result.exit_code == 1 and "x.vz: already written by this run from another input" in result.output
-    assert (tmp_path / "x.vz").exists() and (tmp_path / "x.png").exists()
+    assert (tmp_path / "x.vz").exists() and (tmp_path / "x.gif").exists() and not (tmp_path / "x.png").exists()
 
 
 def test_an_output_named_as_another_format_is_refused_before_any_work(tmp_path):
@@ -1243,6 +1263,50 @@ def test_a_second_sigterm_does_not_cut_the_first_ones_clean_up_short():
                     time.sleep(0.001)
                 cleaned = True
     assert cleaned
+
+
+def _swallowed_sigterm() -> None:
+    """A SIGTERM whose Terminated is lost, as C code run by an import loses it (compile(), a Cython module's set-up)."""
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):
+            time.sleep(0.001)
+    except files.Terminated:
+        pass
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGTERM") or sys.platform == "win32", reason="POSIX signals")
+def test_a_sigterm_whose_exception_was_swallowed_still_ends_the_command_with_no_output(tmp_path):
+    """Where an import's C code swallowed the exception of a SIGTERM that came early, the command wrote its output and
+    exited 0, and a second SIGTERM was ignored too (from a QA pass): now no output is put in place, the command
+    exits as the signal asks, and a later signal raises again."""
+    with pytest.raises(files.Terminated):
+        with files.signals_as_exceptions():
+            _swallowed_sigterm()
+            files.atomic_write(tmp_path / "out.vz", b"data", overwrite=False)
+    assert list(tmp_path.iterdir()) == []  # neither the output nor its temporary
+    with pytest.raises(files.Terminated) as ended:
+        with files.signals_as_exceptions():
+            _swallowed_sigterm()  # and the command ends as if nothing had come: a test, an info
+    assert ended.value.exit_code == 128 + signal.SIGTERM
+    with pytest.raises(files.Terminated):
+        with files.signals_as_exceptions():
+            _swallowed_sigterm()
+            raise SystemExit(0)  # the command's own exit (typer.Exit): the signal's code instead
+    second = []
+    with pytest.raises(files.Terminated):
+        with files.signals_as_exceptions():
+            _swallowed_sigterm()
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                for _ in range(1000):
+                    time.sleep(0.001)
+            except files.Terminated:
+                second.append(True)
+                raise
+    assert second == [True]
+    files.atomic_write(tmp_path / "after.vz", b"data", overwrite=False)  # outside the block: nothing kept
+    assert (tmp_path / "after.vz").read_bytes() == b"data"
 
 
 def test_the_help_to_a_reader_that_stops_or_a_full_disk_is_no_traceback(tmp_path):

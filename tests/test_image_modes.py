@@ -22,7 +22,7 @@ from codec import container
 from vaezip.api import compress_images, decompress_images, load_model
 from vaezip.archive import combined_checksum
 from vaezip.errors import ImageError, IntegrityError
-from vaezip.images import DeepImage, open_image, pixel_checksum, sniff_bits_per_channel, split_image
+from vaezip.images import DeepImage, open_image, pixel_checksum, png_bytes, sniff_bits_per_channel, split_image
 
 GOLDEN = Path(__file__).parent / "data"
 RNG = np.random.default_rng(19)
@@ -250,8 +250,9 @@ def test_eight_bits_and_fewer_are_accepted():
 def test_bilevel_images_are_coded_as_the_grey_of_their_pixels(tmp_path):
     """Bilevel (mode 1) images were refused (`unsupported image mode 1`): a 1-bit PNG, TIFF, PBM and BMP, and one made
     in a program, are coded as the grey image of their pixels (0 and 255, as 2- and 4-bit grey PNGs are), a 1-bit
-    PNG's transparent grey and background scaled with them; decoded in a fresh process to those very pixels. A
-    bilevel image of several frames is still refused."""
+    PNG's transparent grey and background scaled with them; decoded in a fresh process to those very pixels, written
+    back as a 1-bit PNG (format 23; 8-bit grey before it) with its key and background in one bit again. A bilevel
+    image of several frames is still refused."""
     bits = RNG.integers(0, 2, (9, 14)).astype(bool)
     bilevel = Image.fromarray(bits)
     assert bilevel.mode == "1"
@@ -275,12 +276,15 @@ def test_bilevel_images_are_coded_as_the_grey_of_their_pixels(tmp_path):
         decoded = run_cli("decompress", archive, "-o", out, cwd=tmp_path, env=OTHER_KERNELS)
         assert decoded.returncode == 0, decoded.stderr
         restored = Image.open(out)
-        assert restored.mode == "L" and np.array_equal(np.asarray(restored), grey), name
+        assert restored.mode == "1" and np.array_equal(np.asarray(restored.convert("L")), grey), name
+        # Pillow reads a 1-bit PNG's key scaled up with its pixels, as 255: the PNG's own is 1
         assert restored.info.get("transparency") == (255 if name in ("key.png", "bkgd.png") else None), name
-        assert (png_chunk(b"bKGD", b"\0\xff") in out.read_bytes()) == (name == "bkgd.png"), name
+        assert (b"\0\0\0\2tRNS\0\1" in out.read_bytes()) == (name in ("key.png", "bkgd.png")), name
+        assert (png_chunk(b"bKGD", b"\0\1") in out.read_bytes()) == (name == "bkgd.png"), name
     made = compress_images([("made", bilevel)], fast=True)
+    assert made.format_version == 23 and made.images[0].grey_bits == 1
     ((_, back),) = decompress_images(made.data)
-    assert back.mode == "L" and np.array_equal(np.asarray(back), grey)
+    assert back.mode == "L" and np.array_equal(np.asarray(back), grey) and png_bytes(back)[24] == 1
     lazy = Image.open(tmp_path / "a.png")
     lazy.close()
     with pytest.raises(ImageError, match=r"its pixels cannot be read \(ValueError: .*; a closed image\?\)"):
@@ -303,7 +307,7 @@ def test_a_bilevel_tiffs_own_tags_are_read_from_it_before_it_is_coded_as_grey(tm
         assert done.returncode == 0 and "Artist" in told and (tmp_path / f"{mode}.tif").exists(), (mode, told)
         assert run_cli("decompress", f"{mode}.vz", cwd=tmp_path).returncode == 0
         restored = Image.open(tmp_path / f"{mode}.png")
-        assert restored.mode == "L" and round(restored.info["dpi"][0]) == 300, (mode, restored.info)
+        assert restored.mode == mode and round(restored.info["dpi"][0]) == 300, (mode, restored.info)
         unstated = io.BytesIO()
         Image.fromarray(pixels).save(unstated, "TIFF")  # no resolution tags: Pillow says 1 dpi
         opened = Image.open(io.BytesIO(unstated.getvalue()))

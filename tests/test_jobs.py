@@ -190,3 +190,26 @@ def test_workers_end_when_the_command_is_killed_outright(tmp_path):
     finally:
         if process.poll() is None:
             process.kill()
+
+
+@pytest.mark.skipif(not hasattr(os, "killpg") or sys.platform == "win32", reason="POSIX process groups")
+def test_the_pools_resource_tracker_outlives_a_hangup_to_the_group():
+    """A closed terminal sends SIGHUP to the whole group: multiprocessing's resource tracker (which ignores only
+    SIGINT and SIGTERM) died, was started again while the pool was torn down, and printed tracebacks under the
+    command's one line `vaezip: terminated` (from a QA pass). Started by the workers' pool, it now keeps SIGHUP
+    blocked; the command's own SIGHUP still ends the command."""
+    script = (
+        "import os, signal, sys, time\n"
+        "from multiprocessing import resource_tracker\n"
+        "from vaezip.parallel import _tracker_deaf_to_hangups\n"
+        "_tracker_deaf_to_hangups()\n"
+        "tracker = resource_tracker._resource_tracker._pid\n"
+        "os.kill(tracker, signal.SIGHUP)\n"
+        "time.sleep(0.5)\n"
+        "print(os.waitpid(tracker, os.WNOHANG) == (0, 0))\n"  # (0, 0): still running
+        "os.kill(os.getpid(), signal.SIGHUP)\n"
+        "time.sleep(5)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=HANG_GUARD_S,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert result.stdout.strip() == "True" and result.returncode == -1, (result.stdout, result.stderr)

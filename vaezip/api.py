@@ -71,7 +71,7 @@ def compress_images(
     classical: also code every image classically (raw, PNG or WebP samples) and keep, image by image, the
     smaller path, so that a file is never much larger than the best classical coding (False: the model codes
     every image, as before format 3).
-    format_version: None (or 22, the newest) for the oldest format that holds the file: 3; 4 for
+    format_version: None (or 23, the newest) for the oldest format that holds the file: 3; 4 for
     importance-weighted batches; 7 where the predictor's tiles go first in the stream, so that the model's run in
     full batches; 8 where a tile decided on while coding goes to the predictor, whose residuals format 8 codes with
     tables fitted on photographs; 9 where the predictor's tiles adapt their contexts' statistics over the stream;
@@ -79,8 +79,10 @@ def compress_images(
     16 where they code every tile, in sections; 17 where an image keeps metadata; 18 where an image has 16 bits
     per sample (such an image needs it, and 19 to 22); 19 where small images' sections code for less by the
     predictor's small-image profile (22 where refined bit by bit); 22 where a section is coded by its photograph
-    profile refined bit by bit (a photograph's, and the sections of its stream). An older version N writes what
-    format N wrote, at most format N, which readers older than N + 1 read:
+    profile refined bit by bit (a photograph's, and the sections of its stream); 23 where a grey image keeps a bit
+    depth below 8 (a bilevel scan, a 2- or 4-bit grey PNG: vaezip/images.py grey_bits). An older version N writes
+    what format N wrote, at most format N, which readers older than N + 1 read:
+      22: no bit depth below 8 (such a grey image decompresses as 8-bit grey);
       21: the refinement reading no other channel, small images' sections unrefined;
       20: the photograph profile's sections unrefined; 19: no photograph sections; 18: no small-image sections;
       17: no 16-bit image (such an image is refused);
@@ -160,6 +162,10 @@ def _images(data: bytes, parsed, model, device: str, progress) -> list:
 
             image = join_deep(entry.depth, entry.levels, image, parts[k + 1][1] if low_bits(entry.depth) else None)
         attach(image, entry.metadata)
+        if entry.info.get("bits"):  # format 23: a grey image that png_bytes writes back in 1, 2 or 4 bits
+            from vaezip.images import GREY_BITS
+
+            image.info[GREY_BITS] = entry.info["bits"]
         images.append((name, image))
     return images
 
@@ -256,6 +262,7 @@ class ImageInfo:
     metadata: tuple = ()  # the metadata chunks it keeps (codec.metadata.Chunk), written back into its PNG
     depth: str = ""  # a 16-bit image's (codec/depth.py: "shift:12", ...); "" for an 8-bit image
     low: "ImageInfo | None" = None  # a 16-bit image's low part, where its depth has one
+    grey_bits: int = 0  # a grey image's bit depth below 8 (format 23: 1, 2 or 4), which decompress writes; 0: none
 
 
 @dataclass(frozen=True)
@@ -316,6 +323,8 @@ INFERENCE = {
         "profile refined bit by bit by an adaptive model that also reads the earlier channels' gradients (others "
         "perhaps by its small-image profile, refined so), and classical codings, its header deflated: decodes on any "
         "machine",
+    23: "the content of an earlier format, its header deflated, and grey images' bit depths below 8: decodes on any "
+        "machine",
 }
 
 
@@ -340,16 +349,18 @@ def file_info(data: bytes) -> FileInfo:
     images: list[ImageInfo] = []
     for e in header.images:
         found = ImageInfo(e.name, e.mode, e.width, e.height, e.coding, None if e.coding == "model" else len(e.data),
-                          len(e.data) if e.coding == "model" else 0, e.metadata, e.depth if e.depth != LOW else "")
+                          len(e.data) if e.coding == "model" else 0, e.metadata, e.depth if e.depth != LOW else "",
+                          grey_bits=e.info.get("bits", 0))
         if e.depth == LOW:  # one ImageInfo an image: a low part goes into its image's
             images[-1] = dataclasses.replace(images[-1], low=found)
         else:
             images.append(found)
     deflated = version == container.DEFLATED_VERSION
     newest = version
-    # formats 17 to 22 may hold any content of the formats before them: described as the oldest that holds it
+    # formats 17 to 23 may hold any content of the formats before them: described as the oldest that holds it
     with_metadata = version in (container.METADATA_VERSION, container.DEPTH_VERSION, container.SMALL_VERSION,
-                                container.PHOTO_VERSION, container.REFINED_VERSION, container.ACROSS_VERSION)
+                                container.PHOTO_VERSION, container.REFINED_VERSION, container.ACROSS_VERSION,
+                                container.BITS_VERSION)
     if deflated or with_metadata:
         version = container.binary_version(kinds, ordered=bool(coder is not None and coder.order))
         deflated = version not in container.DEFLATED_HEADERS  # format 17's header is deflated too
@@ -371,7 +382,9 @@ def file_info(data: bytes) -> FileInfo:
         version = container.DEFLATED_VERSION
     if with_metadata:
         kept = [what for what, present in (("each image's metadata", any(e.metadata for e in header.images)),
-                                           ("16-bit images", any(e.depth for e in header.images))) if present]
+                                           ("16-bit images", any(e.depth for e in header.images)),
+                                           ("grey images' bit depths below 8",
+                                            any(e.info.get("bits") for e in header.images))) if present]
         if kept:
             inference = inference.replace(": decodes on any machine", f", and {' and '.join(kept)}: decodes on any "
                                           "machine")

@@ -42,7 +42,7 @@ from vaezip.classical import MAX_FILE_PIXELS, check_file_pixels, combined_checks
 from vaezip.classical import smallest_entry
 from vaezip.config import importance_coding_obstacle
 from vaezip.errors import CheckpointError, ImageError
-from vaezip.images import (Planes, as_image, codable, deep_parts, is_deep, join_planes, pixel_checksum,
+from vaezip.images import (Planes, as_image, codable, deep_parts, grey_bits, is_deep, join_planes, pixel_checksum,
                            split_image)
 from vaezip.metadata import image_chunks, not_metadata
 from vaezip.models import LoadedModel, ModelIdentity, default_model, identify_model, load_by_sha256, load_model
@@ -147,11 +147,13 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
 
     metadata: keep each image's metadata (its colour profile, EXIF, text: vaezip/metadata.py) in a format-17 file,
     where the format is not one asked for that holds none (16 or older; those files keep none). A 16-bit image
-    (vaezip/images.py DeepImage) goes as its two 8-bit parts, in a format-18 file."""
+    (vaezip/images.py DeepImage) goes as its two 8-bit parts, in a format-18 file. A grey image read from 1-, 2- or
+    4-bit samples (vaezip/images.py grey_bits) keeps that depth in a format-23 file, where no older format was asked
+    for (22 and older: decompress writes it as 8-bit grey)."""
     started = time.perf_counter()
     writable = (*container.OLDER_FORMATS, container.SECTIONS_VERSION, container.METADATA_VERSION,
                 container.DEPTH_VERSION, container.SMALL_VERSION, container.PHOTO_VERSION,
-                container.REFINED_VERSION, container.ACROSS_VERSION)
+                container.REFINED_VERSION, container.ACROSS_VERSION, container.BITS_VERSION)
     if format_version not in (None, *writable):
         raise ValueError(f"format_version must be one of {', '.join(map(str, writable))}, not {format_version}")
     images, depths = _parts(images)
@@ -160,17 +162,19 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
         raise ImageError(f"{len(images)} images with the low parts of 16-bit images, more than {MAX_IMAGES} in one "
                          f"archive: compress them into several archives")
     if deep and format_version not in (None, container.DEPTH_VERSION, container.SMALL_VERSION,
-                                       container.PHOTO_VERSION, container.REFINED_VERSION, container.ACROSS_VERSION):
+                                       container.PHOTO_VERSION, container.REFINED_VERSION, container.ACROSS_VERSION,
+                                       container.BITS_VERSION):
         name = next(name for (name, _), (depth, _) in zip(images, depths) if depth)
-        raise ImageError(f"{name}: a 16-bit image needs format {container.DEPTH_VERSION}, {container.SMALL_VERSION}, "
-                         f"{container.PHOTO_VERSION}, {container.REFINED_VERSION} or {container.ACROSS_VERSION} (the "
-                         f"default), not {format_version}")
+        raise ImageError(f"{name}: a 16-bit image needs format {container.DEPTH_VERSION} or later (the default), not "
+                         f"{format_version}")
     newest = (None, container.METADATA_VERSION, container.DEPTH_VERSION, container.SMALL_VERSION,
-              container.PHOTO_VERSION, container.REFINED_VERSION, container.ACROSS_VERSION)
+              container.PHOTO_VERSION, container.REFINED_VERSION, container.ACROSS_VERSION, container.BITS_VERSION)
     keep_metadata = metadata and format_version in newest
+    keep_bits = format_version in (None, container.BITS_VERSION)  # format 22 and older: a grey image's 8 bits
     # Format 19's small-image sections, format 20's photograph sections, format 21's refined ones and format 22's
     # refined across channels only where no older format was asked for.
-    allowed = {None: bitsback.SECTION_KINDS, container.ACROSS_VERSION: bitsback.SECTION_KINDS,
+    allowed = {None: bitsback.SECTION_KINDS, container.BITS_VERSION: bitsback.SECTION_KINDS,
+               container.ACROSS_VERSION: bitsback.SECTION_KINDS,
                container.REFINED_VERSION: bitsback.SECTION_KINDS[:4],
                container.PHOTO_VERSION: bitsback.SECTION_KINDS[:3],
                container.SMALL_VERSION: bitsback.SECTION_KINDS[:2]}.get(format_version, bitsback.SECTION_KINDS[:1])
@@ -181,6 +185,7 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
     # Every image's pixels, whichever path takes it (the classical ones too): the decoder holds them all.
     check_file_pixels(sum(item.planes.width * item.planes.height for item in split), ImageError)
     found = [image_chunks(item.image) for item in split]  # (kept, left out) of each
+    bits = [grey_bits(item.image) for item in split]
     for item, (kept, _) in zip(split, found):
         if keep_metadata and len(kept) > MAX_CHUNKS:
             raise ImageError(f"{item.name}: {len(kept)} metadata chunks, more than a file keeps of an image "
@@ -188,7 +193,8 @@ def encode_archive(images, model, *, tile, max_batch, device, progress, predicto
     result = _encode_split(split, started, model, tile=tile, max_batch=max_batch, device=device, progress=progress,
                            predictor=predictor, classical=classical, format_version=format_version, samples=samples,
                            fast=fast, allowed=allowed)
-    return _finished(result, found, keep_metadata, depths, metadata_asked=metadata)
+    return _finished(result, found, keep_metadata, depths, metadata_asked=metadata, grey_bits=bits,
+                     keep_bits=keep_bits)
 
 
 def _parts(images) -> tuple[list[tuple[str, object]], list[tuple[str, tuple]]]:
@@ -354,17 +360,22 @@ def _mixed_kinds(split: list[_Image]) -> tuple[str | None, list[int]]:
 
 
 def _finished(result: CompressResult, found: list[tuple], keep: bool,
-              depths: list[tuple[str, tuple]], metadata_asked: bool) -> CompressResult:
+              depths: list[tuple[str, tuple]], metadata_asked: bool, grey_bits: list[int],
+              keep_bits: bool = True) -> CompressResult:
     """`result` (of the images with each 16-bit one as its parts: `depths`, _parts's) with each image's metadata
-    chunks (`found`: image_chunks's (kept, left out) of each) where `keep`, and each image's depth: a format-17 file
-    where some image keeps metadata, 18 where some image has 16 bits (its payload as it was). Its reports say what
-    each image's file held that the file keeps and what it does not (where `metadata_asked`, whether or not
-    the format keeps it; else only the bytes after the image in its file, which are not metadata), one a 16-bit
-    image with its parts' figures added up."""
+    chunks (`found`: image_chunks's (kept, left out) of each) where `keep`, each image's depth, and each grey one's
+    bit depth below 8 (`grey_bits`, 0 where it has none) where `keep_bits`: a format-17 file where some image keeps
+    metadata, 18 where some image has 16 bits, 23 where some grey image keeps a bit depth below 8 (its payload as it
+    was). Its reports say what each image's file held that the file keeps and what it does not (where
+    `metadata_asked`, whether or not the format keeps it; else only the bytes after the image in its file, which are
+    not metadata; a bit depth below 8 either way), one a 16-bit image with its parts' figures added up."""
     chunks = [kept if keep else () for kept, _ in found]  # a low part's are ()
+    unkept_bits = [0 if keep_bits else bits for bits in grey_bits]  # an older format asked for: said, not kept
+    grey_bits = [bits if keep_bits else 0 for bits in grey_bits]
     deep = any(depth for depth, _ in depths)
     reports: list[ImageReport] = []
-    for report, (kept, unkept), stored, (depth, _) in zip(result.images, found, chunks, depths):
+    for report, (kept, unkept), stored, (depth, _), bits, unkept_depth in zip(result.images, found, chunks, depths,
+                                                                           grey_bits, unkept_bits):
         if depth == LOW:
             high = reports[-1]
             reports[-1] = dataclasses.replace(
@@ -378,18 +389,20 @@ def _finished(result: CompressResult, found: list[tuple], keep: bool,
         reports.append(dataclasses.replace(report, metadata=stored, metadata_left_out=left_out,
                                            metadata_unkept=unkept if metadata_asked
                                            else tuple(filter(not_metadata, unkept)),
-                                           depth=depth))
+                                           depth=depth, grey_bits=bits, grey_bits_left_out=unkept_depth))
     result = dataclasses.replace(result, images=tuple(reports))
-    if not any(chunks) and not deep:
+    if not any(chunks) and not deep and not any(grey_bits):
         return result
     version, header, words = container.read_versioned(result.data)
     if version not in container.BINARY_VERSIONS:  # a float model's format 1 (format 2 is only asked for: no metadata)
         what = "16-bit images" if deep else "metadata: keep none (--strip; compress_images(metadata=False))"
         raise ImageError(f"format {version} holds no {what}")
-    entries = tuple(dataclasses.replace(entry, metadata=tuple(own), depth=depth, levels=levels)
-                    for entry, own, (depth, levels) in zip(header.images, chunks, depths))
+    entries = tuple(dataclasses.replace(entry, metadata=tuple(own), depth=depth, levels=levels,
+                                        info=entry.info | {"bits": bits} if bits else entry.info)
+                    for entry, own, (depth, levels), bits in zip(header.images, chunks, depths, grey_bits))
     # Format 19's and 20's layout holds metadata and depths too: a file with their sections stays format 19 or 20.
-    written = max(version, container.DEPTH_VERSION if deep else container.METADATA_VERSION)
+    written = max(version, container.DEPTH_VERSION if deep else container.METADATA_VERSION,
+                  container.BITS_VERSION if any(grey_bits) else 0)
     data = container.write(dataclasses.replace(header, images=entries), words, written)
     return dataclasses.replace(result, data=data, header_bytes=_header_bytes(data, written), format_version=written)
 

@@ -36,7 +36,7 @@ from vaezip.images import MAX_IMAGE_PIXELS, SUPPORTED_MODES, Planes, join_planes
 # Pixels of all the images of one file together: the decoder holds every decoded image until the checksum of
 # the whole file is verified (~1 GiB of RGBA at the limit), and a forged header must not claim more.
 MAX_FILE_PIXELS = 2**28
-_INFO_KEYS = {"palette_mode", "transparency", "used"}  # what a classical entry's info may hold
+_INFO_KEYS = {"palette_mode", "transparency", "used", "bits"}  # what a classical entry's info may hold
 
 
 def channels(mode: str, info: dict[str, Any]) -> int:

@@ -953,20 +953,27 @@ def _expanded(inputs: list[str], recursive: bool, suffixes: tuple[str, ...], wha
     return expanded, len(unread)
 
 
-def _each_file_once(inputs: list[str]) -> tuple[list[str], list[str]]:
-    """An archive's inputs with each file once, where it is first named, and a warning for each time it is named
-    again, by its name or another (a link): as -r takes each file once. An archive holding one file's image twice was
-    about twice its size, and --rm deleted the file, its size check counting the file as often as it was named."""
+def _each_file_once(inputs: list[str], done: str = "archived once",
+                    output_of=None) -> tuple[list[str], list[str]]:
+    """The inputs with each file once, where it is first named, and a warning for each time it is named again, by
+    its name or another (a link): as -r takes each file once. An archive holding one file's image twice was about
+    twice its size, and --rm deleted the file, its size check counting the file as often as it was named.
+    `output_of`: where each input has an output of its own (its name, or None), a file is taken once only where it
+    is named again with the same output (`compress a.png ./a.png`); under other names (links) it is coded for each,
+    into outputs of their own. `done`: what the warning says is done with the file."""
     from vaezip.files import file_identity
 
     first: dict[tuple, str] = {}
     once, warned = [], []
     for path in inputs:
         identity = file_identity(path) if path != "-" else ("stdin",)
+        if output_of is not None:
+            target = output_of(path)
+            identity += (None if target is None else file_identity(target),)
         if identity in first:
             again = "named again" if first[identity] == path else f"the same file as {first[identity]}"
             if identity[0] == "inode":  # a missing file: its error says so, once
-                warned.append(f"{path}: {again}: archived once")
+                warned.append(f"{path}: {again}: {done}")
             continue
         first[identity] = path
         once.append(path)
@@ -1219,10 +1226,12 @@ def _report(result, output: str, verified: float | None = None, verbose: bool = 
     count = f"{len(result.images)} images, " if len(result.images) > 1 else ""
     versus = _bound_and_ratio(result.achieved_bpsp, result.bound_bpsp, _sampled(result), result.other_kind_images,
                               _ran(result), fast)
+    # the model whose bound the line gives; none where no network ran (--fast: `vaezip info` says no model)
+    model = f" with model {result.model}" if _ran(result) else ""
     _say(
         f"-> {output}: {count}{len(result.data)} bytes, achieved {result.achieved_bpsp:.4f} bpsp vs {versus}; "
         f"header {result.header_bytes} B) "
-        f"in {result.seconds:.2f} s with model {result.model}{check}"
+        f"in {result.seconds:.2f} s{model}{check}"
     )
 
 
@@ -1301,7 +1310,8 @@ class _Totals:
         self.bound_bits += result.bound_bpsp * result.subpixels
         self.sampled = self.sampled or _sampled(result)
         self.seconds += result.seconds
-        self.models[result.model] = None
+        if _ran(result):  # a model whose bound the line counts
+            self.models[result.model] = None
 
     def add_decompressed(self, nbytes: int, images: int, subpixels: int, seconds: float) -> None:
         self.files += 1
@@ -1316,7 +1326,8 @@ class _Totals:
         versus = _bound_and_ratio(achieved, bound, self.sampled, fast=fast)
         return (f"compressed {_counted(self.files, 'file')} ({_counted(self.images, 'image')}): {self.bytes} bytes, "
                 f"achieved {achieved:.4f} bpsp vs {versus}) "
-                f"in {self._time()} with model {', '.join(self.models)} (-v: a line per file)")
+                f"in {self._time()}{' with model ' if self.models else ''}{', '.join(self.models)} "
+                f"(-v: a line per file)")
 
     def tested_line(self) -> str:
         return (f"tested {_counted(self.files, 'file')} ({_counted(self.images, 'image')}, "
@@ -1493,9 +1504,12 @@ def _compress_here(images, model: str | None, loaded: list, tile, device: str, c
 
 
 def _described(image) -> str:
-    """'128x96 RGB' of a compress report's image; '128x96 RGB 16-bit (shift:12; its low 4 bits webp)' of a 16-bit
-    one, whose high part's path the rest of its line names."""
+    """'128x96 RGB' of a compress report's image; '128x96 L 1-bit' of a bilevel one (a grey image whose file keeps its
+    bit depth below 8); '128x96 RGB 16-bit (shift:12; its low 4 bits webp)' of a 16-bit one, whose high part's path
+    the rest of its line names."""
     described = f"{image.width}x{image.height} {image.mode}"
+    if image.grey_bits:
+        return f"{described} {image.grey_bits}-bit"
     if not image.depth:
         return described
     from codec.depth import low_bits
@@ -1611,7 +1625,8 @@ def compress(
                                 "the ELBO for K times the model's work each way (format 4 or later: vaezip before it "
                                 "cannot read such files)"),
     format_version: Optional[int] = typer.Option(None, "--format", metavar="N", help="write an older format for an "
-                                                 "older vaezip to read: 21 (refined sections that read no other "
+                                                 "older vaezip to read: 22 (a 1-, 2- or 4-bit grey image "
+                                                 "decompresses as 8-bit grey), 21 (refined sections that read no other "
                                                  "channel), 20 (no refined sections), 19 (no photograph "
                                                  "sections), 18 (no small-image sections), 17 (no 16-bit image), 16 "
                                                  "(no metadata), 15 (the staged cascade's predictor tiles in one "
@@ -1619,13 +1634,14 @@ def compress(
                                                  "(JSON header, the model's stream for every image, no classical "
                                                  "coding); docs/FORMAT.md's Versioning says what each holds and which "
                                                  "vaezip reads it; before 17 no file keeps metadata, before 18 none "
-                                                 "holds a 16-bit image. Default (or 22): the oldest format that holds "
+                                                 "holds a 16-bit image. Default (or 23): the oldest format that holds "
                                                  "the file (16 where the predictor codes every tile, in sections "
                                                  "decoded side by side; 17 where it keeps an image's metadata; 18 "
                                                  "where it holds a 16-bit image; 19 where small images' sections are "
                                                  "coded by the predictor's small-image profile; 22 where a "
                                                  "photograph's sections, and those of its stream, are coded by its "
-                                                 "photograph profile, refined bit by bit)"),
+                                                 "photograph profile, refined bit by bit; 23 where a grey image "
+                                                 "keeps a bit depth below 8, a bilevel scan's or a 4-bit PNG's)"),
     fast: bool = typer.Option(False, "--fast", help="run no network: every tile by the model-free predictor (or "
                               "the smaller classical coding); much faster where the model would run (small images, "
                               "graphics); on photographs usually the default's very file in about the same time "
@@ -1649,14 +1665,14 @@ def compress(
             raise UsageFailure(f"--jobs must be 0 (one per core) or more, not {jobs_at_once}")
         if samples not in (1, *IMPORTANCE_SAMPLES):
             raise UsageFailure(f"--samples must be 1, {', '.join(map(str, IMPORTANCE_SAMPLES))}, not {samples}")
-        from codec.container import (ACROSS_VERSION, DEPTH_VERSION, METADATA_VERSION, OLDER_FORMATS, PHOTO_VERSION,
-                                     REFINED_VERSION, SECTIONS_VERSION, SMALL_VERSION)
+        from codec.container import (ACROSS_VERSION, BITS_VERSION, DEPTH_VERSION, METADATA_VERSION, OLDER_FORMATS,
+                                     PHOTO_VERSION, REFINED_VERSION, SECTIONS_VERSION, SMALL_VERSION)
         from vaezip.archive import DEFAULT_CODING_FORMATS
 
         newest = (SECTIONS_VERSION, METADATA_VERSION, DEPTH_VERSION, SMALL_VERSION, PHOTO_VERSION, REFINED_VERSION,
-                  ACROSS_VERSION)
+                  ACROSS_VERSION, BITS_VERSION)
         if format_version not in (None, *OLDER_FORMATS, *newest):
-            known = f"{', '.join(map(str, OLDER_FORMATS + newest[:-1]))} or {ACROSS_VERSION}"
+            known = f"{', '.join(map(str, OLDER_FORMATS + newest[:-1]))} or {BITS_VERSION}"
             raise UsageFailure(f"--format must be {known} (without it: the oldest format that holds the file), "
                                f"not {format_version}")
         # the newest (what compress writes without --format; archive.encode_archive reads it so) and the default's
@@ -1677,6 +1693,9 @@ def compress(
         named_again: list[str] = []  # said once the refusals below have passed: a refused command says only why
         if output is not None:
             inputs, named_again = _each_file_once(inputs)
+        else:  # one output each: `compress a.png a.png` refused as two inputs of one output
+            inputs, named_again = _each_file_once(inputs, "compressed once",
+                                                  lambda path: None if path == "-" else _default_output(path, ".vz"))
         _refuse_terminal_input(inputs, "image data")
         from codec.header import MAX_IMAGES  # numpy, no torch
 
@@ -1816,6 +1835,14 @@ def compress(
                         kept_note = f"; {_inputs_kept(read)} (--rm)" if not keep else ""
                         _tell("warning", f"{target}: --format {format_version} keeps no metadata: {what} left out "
                                          f"(without --format the file keeps it){kept_note}")
+                    # Likewise a grey image's bit depth below 8 (a bilevel scan's): written back as 8-bit grey
+                    shallow = [image for image in result.images if image.grey_bits_left_out]
+                    if shallow and not quiet:
+                        what = (f"{shallow[0].name} is {shallow[0].grey_bits_left_out}-bit grey"
+                                if len(shallow) == 1 else f"{len(shallow)} images are grey of fewer than 8 bits")
+                        kept_note = f"; {_inputs_kept(read)} (--rm)" if not keep else ""
+                        _tell("warning", f"{target}: --format {format_version} keeps no bit depth below 8: {what}, "
+                                         f"decompressed as 8-bit grey (without --format the file keeps it){kept_note}")
                     # Information no .vz keeps (a TIFF's Artist and Copyright tags): --rm would lose it for good,
                     # unless --strip (what holds nothing of the image's own, such as iDOT, does not count); bytes
                     # after the image in its file (an appended archive, a motion photo's video) even with --strip
@@ -1836,7 +1863,7 @@ def compress(
                     if grown and not quiet:
                         kept_note = f"; {_inputs_kept(read)} (--rm)" if not keep else ""
                         _tell("warning", f"{target} ({len(result.data)} bytes) is larger than {grown}{kept_note}")
-                    if not keep and not grown and not left_out and not unkept:
+                    if not keep and not grown and not left_out and not unkept and not shallow:
                         _remove_inputs(read, target)
                     totals.add_compressed(result)
                 failures += failed()
@@ -1931,7 +1958,7 @@ def decompress(
         if jobs_at_once < 0:
             raise UsageFailure(f"--jobs must be 0 (one per core) or more, not {jobs_at_once}")
         if test and (output is not None or directory is not None or force or not keep):
-            raise UsageFailure("--test writes nothing: not with -o, --dir, --force or --rm")
+            raise UsageFailure("--test writes nothing: not with -o (or -c), --dir, --force or --rm")
         if output == "-" and not keep and any(path != "-" for path in inputs):
             raise UsageFailure("--rm deletes inputs only once their output files read back as written: not with "
                                "-o - or -c (stdout)")
@@ -1948,16 +1975,21 @@ def decompress(
             raise Failure(f"{directory}: not a folder")
         if not test and (output == "-" or (output is None and directory is None and "-" in inputs)):
             _refuse_terminal_output("image data")
+        named_again: list[str] = []  # said once the refusals below have passed
         if test:
             planned = []
         elif output is not None:
             planned = [(inputs[0], output)]
         elif directory is None:
+            # `decompress a.vz a.vz`: one output of two inputs, refused; the file is taken once
+            inputs, named_again = _each_file_once(inputs, "decompressed once",
+                                                  lambda path: None if path == "-" else _default_output(path, ".png"))
             planned = [(path, "-" if path == "-" else _default_output(path, ".png")) for path in inputs]
         else:
             planned = []  # the stored names: checked once decoded
         _refuse_clashes(inputs, planned, "decompress them one at a time with -o")
         _refuse_other_format(output, ".png")
+        _tell_each("warning", [] if quiet else named_again)
 
         inputs_named = {file_identity(path) for path in inputs if path != "-"}
         written: set[tuple] = set()  # what this run wrote: a later input never replaces it
@@ -2188,7 +2220,8 @@ def info(inputs: list[str] = typer.Argument(..., help=".vz files")):
                     from vaezip.metadata import describe
 
                     how += f"; metadata {describe(entry.metadata)}"
-                bits = f" 16-bit ({entry.depth}), its top 8 bits" if entry.depth else ""
+                bits = f" 16-bit ({entry.depth}), its top 8 bits" if entry.depth else \
+                    f" {entry.info['bits']}-bit" if entry.info.get("bits") else ""
                 say(f"  {entry.name}: {entry.width}x{entry.height} {entry.mode}{bits}, {how}")
                 previous = entry
             say(f"  {8 * len(data) / max(subpixels, 1):.4f} bits per subpixel")

@@ -22,7 +22,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
+import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +44,19 @@ HALF_BIN = 1.0 / 255.0
 MIN_LOG_SCALE = -7.0
 # Pixels per batch: 8 tiles of 32x32 (kodim23's sample of 48, 2-core EPYC: 0.37 s in batches of 8, 0.47 s in one)
 BATCH_PIXELS = 8 * 32 * 32
+# A matrix product's rows per BLAS call, each call on one BLAS thread, the calls shared among threads of this
+# process: the figures are those of these calls whatever the count of threads. OpenBLAS on several threads sums
+# otherwise than on one with some kernels (its Haswell ones, which AMD's Zen cores take: kodim23's tiles moved in
+# their eighth digit), and the early exit's count follows what else runs (archive._price_sample).
+ROWS_PER_PRODUCT = 2048
+
+
+def _cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on every platform
+        return max(1, os.cpu_count() or 1)
 
 
 def unsupported(config: ModelConfig) -> str | None:
@@ -117,6 +132,7 @@ class NumpyEstimator:
         if found != layout:
             wrong = sorted(set(found) ^ set(layout)) or sorted(k for k in layout if found[k] != layout[k])
             raise ValueError(f"the weights do not fit the config ({', '.join(wrong[:3])})")
+        self._sharing: ThreadPoolExecutor | None = None  # the threads a batch's products are shared among (_product)
         self.config = config
         # name -> (matrix (k * k * C_in, C_out) in im2col order (row, column, channel), bias (C_out,), k)
         self._convs: dict[str, tuple[np.ndarray, np.ndarray, int]] = {}
@@ -188,9 +204,28 @@ class NumpyEstimator:
                 for j in range(3):
                     columns[:, :, :, i, j] = padded[:, i : i + height, j : j + width]
             rows = columns.reshape(-1, 9 * channels)
-        out = rows @ matrix
+        out = self._product(rows, matrix)
         out += bias
         return out.reshape(batch, height, width, -1)
+
+    def _product(self, rows: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+        """rows (N, K) @ matrix (K, M), float32, as ROWS_PER_PRODUCT-row calls (on the threads of `self._sharing`,
+        where a batch has several)."""
+        if len(rows) <= ROWS_PER_PRODUCT:
+            return rows @ matrix
+        out = np.empty((len(rows), matrix.shape[1]), np.float32)
+        starts = range(0, len(rows), ROWS_PER_PRODUCT)
+
+        def product(start: int) -> None:
+            np.matmul(rows[start : start + ROWS_PER_PRODUCT], matrix, out=out[start : start + ROWS_PER_PRODUCT])
+
+        if self._sharing is None:
+            for start in starts:
+                product(start)
+        else:
+            for _ in self._sharing.map(product, starts):
+                pass
+        return out
 
     def _residual(self, x: np.ndarray, name: str) -> np.ndarray:
         return x + self._conv(_silu(self._conv(_silu(x), f"{name}.conv_in")), f"{name}.conv_out")
@@ -242,8 +277,8 @@ class NumpyEstimator:
             stage_now -= 1
             h = self._conv(h.repeat(2, axis=1).repeat(2, axis=2), f"decoder.upsamples.{stage_now}")
         matrix, bias = self._head  # the stride-f transposed convolution: each input position gives f x f outputs
-        params = (h.reshape(-1, h.shape[-1]) @ matrix).reshape(batch, height // factor, width // factor, -1, factor,
-                                                                factor)
+        params = self._product(h.reshape(-1, h.shape[-1]), matrix).reshape(batch, height // factor, width // factor,
+                                                                             -1, factor, factor)
         params = params.transpose(0, 1, 4, 2, 5, 3).reshape(batch, height, width, -1) + bias  # B, H, W, P
         nll = -(self._log_probs(params, pixels.transpose(0, 2, 3, 1), unit) * mask).reshape(batch, -1).sum(
             1, dtype=np.float64)
@@ -285,9 +320,9 @@ class NumpyEstimator:
         """The negative ELBO (bits, one posterior sample, valid pixels only) of each tile (codec/tiling.py Tile:
         padded pixels (C, H, W) and valid extent), in batches of equal padded shape. `rng` (numpy's Generator
         interface: standard_normal) draws the posterior samples; by default one seeded with `seed`. `threads`:
-        the BLAS threads of numpy's matrix products meanwhile (threadpoolctl; None: as they are), or what a
-        function returns before each batch: the count never changes the figures (OpenBLAS shares out each product's
-        output, every entry summed as on one thread; a test holds the two to each other)."""
+        the threads that share the matrix products (None: one), or what a function returns before each batch: the
+        count never changes the figures (each product's rows go in calls of ROWS_PER_PRODUCT on one BLAS thread,
+        threadpoolctl; a test holds the counts to each other)."""
         rng = np.random.default_rng(seed) if rng is None else rng
         # OpenBLAS's idle threads spin between products, and beside busy threads on a 2-core machine that costs them
         # a core (kodim23's compress, 2-core EPYC: the predictor's stream 1.6-1.9 s with two BLAS threads, 1.2-1.4 s
@@ -299,8 +334,8 @@ class NumpyEstimator:
     def _tile_bounds(self, tiles: Sequence, rng, threads_now: Callable[[], int | None]) -> list[float]:
         stride = self.config.stride
         bounds = [0.0] * len(tiles)
-        with contextlib.ExitStack() as limit:
-            current = None
+        with contextlib.ExitStack() as held, blas_threads(1):
+            sharing = None
             for chosen in shape_batches(tiles, BATCH_PIXELS, stride):
                 pixels = np.stack([tiles[k].pixels for k in chosen])  # B, C, H, W
                 height, width = pixels.shape[2:]
@@ -312,11 +347,13 @@ class NumpyEstimator:
                 for row, k in enumerate(chosen):
                     valid_height, valid_width = tiles[k].valid
                     mask[row, :valid_height, :valid_width] = 1.0
-                wanted = threads_now()
-                if wanted != current:  # set only where the count changes: each setting reads the loaded libraries
-                    limit.close()
-                    limit.enter_context(blas_threads(wanted))
-                    current = wanted
-                for k, bits in zip(chosen, self._bound_bits(pixels, mask, rng)):
-                    bounds[k] = float(bits)
+                wanted = min(threads_now() or 1, _cores())
+                if wanted > 1 and sharing is None:
+                    sharing = held.enter_context(ThreadPoolExecutor(_cores(), "vaezip-estimate"))
+                self._sharing = sharing if wanted > 1 else None
+                try:
+                    for k, bits in zip(chosen, self._bound_bits(pixels, mask, rng)):
+                        bounds[k] = float(bits)
+                finally:
+                    self._sharing = None
         return bounds

@@ -308,18 +308,23 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
 def signals_as_exceptions():
     """While the block runs, SIGTERM and SIGHUP raise Terminated (Ctrl-C already raises KeyboardInterrupt), so
     that `finally` clauses remove temporaries and the CLI exits with 128 + the signal number. A signal the
-    parent set to be ignored (nohup) stays ignored; outside the main thread nothing is installed."""
+    parent set to be ignored (nohup) stays ignored; outside the main thread nothing is installed.
+
+    C code can swallow the exception a handler raises (compile() and a Cython module's initialisation, run by an
+    import): the command went on, wrote its output and exited 0, and every later signal was ignored. So a signal
+    is also kept (raise_if_terminated: before an output is put in place), the block's end raises it where the
+    command got that far, and a later signal raises again, unless a termination is being handled (`timeout`
+    signals both the process and its group, and a second Terminated raised inside the clean-up of the first cut it
+    short: workers not ended, the message printed twice)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    raised = []
+    _received.clear()
 
     def raise_terminated(signum, frame):
-        # Once: `timeout` signals both the process and its group, and a second Terminated raised inside the
-        # clean-up of the first cut it short (workers not ended, the message printed twice).
-        if not raised:
-            raised.append(signum)
+        _received.append(signum)
+        if len(_received) == 1 or sys.exc_info()[1] is None:  # the first, or one that came while nothing unwinds
             raise Terminated(signum)
 
     previous = {}
@@ -333,9 +338,40 @@ def signals_as_exceptions():
         previous[number] = signal.signal(number, raise_terminated)
     try:
         yield
+    except (Terminated, KeyboardInterrupt):
+        raise
+    except BaseException as ending:  # an error, or the command's exit (typer.Exit): the signal's exit code instead
+        if _received and not _after_a_stop(ending):  # not where a stop was told already (`vaezip: terminated`)
+            raise Terminated(_received[0]) from None
+        raise
+    else:
+        raise_if_terminated()
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler if handler is not None else signal.SIG_DFL)
+        _received.clear()
+
+
+_received: list[int] = []  # the SIGTERM and SIGHUP signals_as_exceptions took, in order
+
+
+def _after_a_stop(error: BaseException) -> bool:
+    """Whether `error` was raised while a Terminated or KeyboardInterrupt was handled (its context chain holds one)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, (Terminated, KeyboardInterrupt)):
+            return True
+        seen.add(id(error))
+        error = error.__context__
+    return False
+
+
+def raise_if_terminated() -> None:
+    """Terminated where signals_as_exceptions took a SIGTERM or SIGHUP and the command goes on as if it had not (the
+    exception its handler raised was swallowed): called before an output is put in place, and as the block ends.
+    Nothing where an exception is being handled: the clean-up of a termination (a training's last checkpoint)."""
+    if _received and sys.exc_info()[1] is None:
+        raise Terminated(_received[0])
 
 
 @contextmanager
@@ -447,6 +483,7 @@ def atomic_write(path: Path | str, data: bytes, *, overwrite: bool, like: os.sta
             if like is not None:
                 _take_attributes(handle.fileno(), like)
             os.fsync(handle.fileno())
+        raise_if_terminated()  # the temporary is removed below: a terminated command leaves no output
         if overwrite:
             os.replace(tmp, path)
         else:

@@ -13,7 +13,8 @@ A 16-bit PNG (grey, grey + alpha, RGB, RGBA), TIFF (grey, RGB, RGBA) or binary P
 cannot hold in colour: its samples go as two of these images, the high part and the low one (codec/depth.py). What
 vaezip cannot hold exactly is refused before anything is written, never narrowed: more than 8 bits per channel but
 those, more than one frame (animations, multi-page TIFF, icons with several sizes), modes other than the five above.
-The image's metadata travel in its info (vaezip/metadata.py).
+The image's metadata travel in its info (vaezip/metadata.py), and so does a grey image's bit depth below 8 (GREY_BITS:
+a bilevel scan, a 2- or 4-bit grey PNG), coded as the 8-bit grey Pillow reads and written back in its own depth.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from PIL import Image, UnidentifiedImageError
 
 from codec import depth as depths
 from codec.classic import ICON_HEADS, PNG_SIGNATURE, TEXT_MEMORY, pillow_settings
+from codec.metadata import Chunk
 from vaezip import png16
 from vaezip.config import MAX_IMAGE_PIXELS, short_repr
 from vaezip.errors import ImageError
@@ -44,6 +46,9 @@ from vaezip.metadata import (DROPPED, METADATA, TIFF_IMAGE_DATA, chunks_from_inf
 from vaezip.metadata import fields_left_out, walk_png_chunks, with_chunks
 
 SUPPORTED_MODES = ("L", "LA", "RGB", "RGBA", "P")
+# image.info key: 1, 2 or 4 where the grey image's file held samples of that many bits (a bilevel image: 1), which
+# Pillow scales up to 0..255; the depth a format-23 file keeps and png_bytes writes the image back in (grey_bits)
+GREY_BITS = "vaezip.grey_bits"
 SUBPIXELS_PER_PIXEL = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4, "P": 1}  # as stored: a palette index counts once
 
 
@@ -113,6 +118,8 @@ def open_image(source) -> Image.Image | DeepImage:
     PNG, TIFF (a colour one through imagecodecs) or PGM / PPM of maxval 65535 comes as a DeepImage. A PNG's
     damaged ancillary chunk is left out (and named in the image's DROPPED) wherever it is."""
     source = _at_hand(source)
+    if _is_empty(source):  # as Pillow takes it: an image of unknown or damaged format
+        raise ImageError("an empty file (0 bytes), not an image")
     try:
         return _open_image(source)
     except ImageError:
@@ -122,6 +129,20 @@ def open_image(source) -> Image.Image | DeepImage:
     image = _open_image(repaired)
     image.info[DROPPED] = damaged + tuple(image.info.get(DROPPED, ()))
     return image
+
+
+def _is_empty(source) -> bool:
+    """Whether `source` (as _at_hand gives it) holds no bytes: bytes, or a path to a regular file (a file object is
+    Pillow's to read)."""
+    if isinstance(source, (bytes, bytearray)):
+        return not source
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            info = os.stat(source)
+        except (OSError, ValueError):
+            return False
+        return stat.S_ISREG(info.st_mode) and info.st_size == 0
+    return False
 
 
 def _at_hand(source):
@@ -442,6 +463,8 @@ def _decode(image: Image.Image, data: bytes | None) -> Image.Image | DeepImage:
     image.info[METADATA], image.info[DROPPED] = chunks
     if image.mode == "1":  # after its metadata are read: a TIFF's tags are the file's, which the grey image lacks
         image = _bilevel_as_grey(image)
+    elif low_grey_bits and image.mode == "L":
+        image.info[GREY_BITS] = low_grey_bits
     _within_pixel_limit(image)
     if isinstance(image.info.get("transparency"), int) and image.mode == "L":
         # Pillow scales 1/2/4-bit grey up to 0..255 but leaves the tRNS key as stored: scale it with the pixels
@@ -475,6 +498,7 @@ def _bilevel_as_grey(image: Image.Image) -> Image.Image:
     key = grey.info.get("transparency")
     if isinstance(key, int) and not isinstance(key, bool):
         grey.info["transparency"] = _scaled_key(key, 1)
+    grey.info[GREY_BITS] = 1
     return grey
 
 
@@ -1174,12 +1198,65 @@ def png_bytes(image: Image.Image) -> bytes:
         raise ImageError("image has no pixels")
     if isinstance(image, DeepImage):
         return png16.write(image.samples, image.mode, image_chunks(image)[0] if METADATA in image.info else ())
+    chunks = image_chunks(image)[0] if METADATA in image.info else ()
+    bits = grey_bits(image)
+    if bits and all(_fits_depth(chunk, bits) for chunk in chunks):
+        return _low_grey_png(image, bits, chunks)
     data = _png(image)
     if image.mode == "P" and not _holds(data, image):
         data = _png(_palette_covering(image))
         if not _holds(data, image):
             raise ImageError("Pillow cannot write this palette image as a PNG that holds its pixels exactly")
-    return with_chunks(data, image_chunks(image)[0] if METADATA in image.info else ())
+    return with_chunks(data, chunks)
+
+
+def grey_bits(image) -> int:
+    """The bit depth below 8 (1, 2 or 4; 0 for none) that a file keeps of `image` and decompress writes it back in:
+    its GREY_BITS (open_image's, of a bilevel or 2- or 4-bit grey file, or a decoded image's), where the image is
+    grey and every sample, and its colour key, is one that depth holds, scaled up as Pillow scales it
+    (x * 255 / (2^n - 1))."""
+    bits = image.info.get(GREY_BITS) if isinstance(image, Image.Image) and image.mode == "L" else None
+    if type(bits) is not int or bits not in (1, 2, 4):
+        return 0
+    step = 255 // ((1 << bits) - 1)
+    key = image.info.get("transparency")
+    if key is not None and (type(key) is not int or not 0 <= key <= 255 or key % step):
+        return 0
+    _load_pixels(image)
+    return bits if not np.any(np.asarray(image) % step) else 0
+
+
+def _fits_depth(chunk: Chunk, bits: int) -> bool:
+    """Whether the metadata chunk fits a grey PNG of `bits` bits: a background grey (bKGD, as open_image scaled it
+    with the pixels) that depth holds, significant bits (sBIT) no more than it; any other chunk fits."""
+    if chunk.kind == b"bKGD":
+        value = int.from_bytes(chunk.data, "big")
+        return len(chunk.data) == 2 and value <= 255 and value % (255 // ((1 << bits) - 1)) == 0
+    if chunk.kind == b"sBIT":
+        return len(chunk.data) == 1 and 1 <= chunk.data[0] <= bits
+    return True
+
+
+def _low_grey_png(image: Image.Image, bits: int, chunks: tuple[Chunk, ...]) -> bytes:
+    """The grey image (grey_bits's `bits`) as a PNG of that bit depth, its colour key and background grey scaled
+    back down to it, read back before it is given (ImageError where it does not hold the pixels: never written)."""
+    step = 255 // ((1 << bits) - 1)
+    options: dict[str, Any] = {"bits": bits, **({"icc_profile": None} if METADATA in image.info else {})}
+    if image.info.get("transparency") is not None:
+        options["transparency"] = image.info["transparency"] // step
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", **options)
+    down = tuple(Chunk(chunk.place, chunk.kind, (int.from_bytes(chunk.data, "big") // step).to_bytes(2, "big"))
+                 if chunk.kind == b"bKGD" else chunk for chunk in chunks)
+    data = with_chunks(buffer.getvalue(), down)
+    with pillow_settings(), Image.open(io.BytesIO(data)) as back:
+        back.load()
+        pixels = np.asarray(back.convert("L") if back.mode == "1" else back)
+        # Pillow scales a 1-bit PNG's colour key up with its pixels, not a 2- or 4-bit one's
+        if data[24] != bits or not np.array_equal(pixels, np.asarray(image)) or _scaled_key(
+                back.info.get("transparency"), bits) != image.info.get("transparency"):
+            raise ImageError(f"Pillow cannot write this grey image as a {bits}-bit PNG that holds its pixels exactly")
+    return data
 
 
 def _png(image: Image.Image) -> bytes:

@@ -103,6 +103,23 @@ def _decompress(data: bytes, device: str):
     return images, time.perf_counter() - started
 
 
+def _tracker_deaf_to_hangups() -> None:
+    """Start multiprocessing's resource tracker (the pool's queues register with it) with SIGHUP blocked, a mask it
+    keeps through its exec; it ignores SIGINT and SIGTERM itself. A closed terminal signals the whole process group:
+    the tracker died and was started again while the pool was being torn down, and its tracebacks followed the
+    command's one line `vaezip: terminated`. This process's own SIGHUP, held meanwhile, comes when it is unblocked."""
+    hangup = getattr(signal, "SIGHUP", None)
+    if hangup is None or not hasattr(signal, "pthread_sigmask"):
+        return
+    from multiprocessing import resource_tracker
+
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {hangup})
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 class Workers:
     """A pool of `jobs` worker processes holding the model `model_spec` (None: each file's default or the
     model its header names)."""
@@ -113,6 +130,7 @@ class Workers:
         self._pool = self._start()
 
     def _start(self) -> ProcessPoolExecutor:
+        _tracker_deaf_to_hangups()
         threads = max(1, (os.cpu_count() or 1) // self.count)
         return ProcessPoolExecutor(self.count, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_start_worker, initargs=(self._model_spec, threads, os.getpid()))

@@ -54,6 +54,10 @@ class ImageReport:
     # part's, the other figures both parts' together.
     depth: str = ""
     low_coding: str = ""
+    # A grey image's bit depth below 8 that the file keeps (1, 2 or 4: a bilevel scan, a 2- or 4-bit grey PNG), which
+    # decompress writes it back in; 0 where it has none, or the format asked for keeps none (22 and older).
+    grey_bits: int = 0
+    grey_bits_left_out: int = 0  # that depth where the format asked for (22 or older) keeps none
 
     @property
     def bound_bpsp(self) -> float:

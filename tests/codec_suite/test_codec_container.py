@@ -108,8 +108,8 @@ def test_messages_name_the_problem():
         read(b"\x89PNG\r\n\x1a\n" + data[8:])
     with pytest.raises(BadMagicError, match="line endings"):
         read(data.replace(b"\r\n", b"\n", 1))
-    with pytest.raises(UnsupportedVersionError, match="version 23"):
-        read(data[:8] + b"\x17\x00" + data[10:])
+    with pytest.raises(UnsupportedVersionError, match="version 24"):
+        read(data[:8] + b"\x18\x00" + data[10:])
     with pytest.raises(TruncatedError, match=r"header claims \d+ bytes"):
         read(data[:40])
     with pytest.raises(TrailingDataError, match="3 bytes"):
@@ -195,7 +195,7 @@ def test_write_refuses_what_read_would_refuse():
 def test_reads_from_bytearray_and_memoryview():
     data = write(make_header(), WORDS, 2)
     assert read(bytearray(data))[0] == read(memoryview(data))[0] == make_header()
-    assert container.VERSION == 3 and container.READABLE_VERSIONS == tuple(range(1, 23))
+    assert container.VERSION == 3 and container.READABLE_VERSIONS == tuple(range(1, 24))
 
 
 def test_the_format_version_round_trips_and_older_versions_are_read():

@@ -187,8 +187,8 @@ def test_a_changed_or_missing_table_file_is_refused(tmp_path, monkeypatch, table
 
 
 @pytest.mark.parametrize("tables, attribute, version, kind, code, formats", [
-    (predictive.SMALL, "SMALL_TABLE_FILE", 19, tilekinds.PREDICTIVE_SMALL_SECTIONS, "v", (19, 20, 21, 22)),
-    (predictive.PHOTO, "PHOTO_TABLE_FILE", 20, tilekinds.PREDICTIVE_PHOTO_SECTIONS, "x", (20, 21, 22)),
+    (predictive.SMALL, "SMALL_TABLE_FILE", 19, tilekinds.PREDICTIVE_SMALL_SECTIONS, "v", (19, 20, 21, 22, 23)),
+    (predictive.PHOTO, "PHOTO_TABLE_FILE", 20, tilekinds.PREDICTIVE_PHOTO_SECTIONS, "x", (20, 21, 22, 23)),
 ], ids=["small", "photo"])
 def test_a_profiles_tampered_table_file_is_refused_naming_its_format(monkeypatch, tmp_path, tables, attribute,
                                                                      version, kind, code, formats):
