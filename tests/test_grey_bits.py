@@ -115,6 +115,35 @@ def test_a_depth_that_no_longer_holds_the_image_is_not_kept():
         assert np.array_equal(np.asarray(Image.open(io.BytesIO(written))), np.asarray(image))
 
 
+def test_a_png_whose_key_background_or_significant_bits_pass_its_depth_keeps_8_bits(tmp_path):
+    """PNG allows a grey key, background and significant bits within the depth only, yet files hold others: Pillow
+    writes a 1-bit image's key as 255, leaves a 2- or 4-bit key past the depth as it is (and compares it with the
+    pixels it scaled up). Written back in the depth, such a key made other pixels transparent; a large background
+    overflowed as it was scaled (a traceback). Such a file keeps 8 bits, as before format 23, with what Pillow reads
+    of it (from a QA pass)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return png_chunk(kind, data)
+
+    cases = {"key4.png": grey_png(4, transparency=34), "key2.png": grey_png(2, transparency=170),
+             "key1.png": grey_png(1, transparency=255),
+             "background4.png": grey_png(4, chunks=chunk(b"bKGD", b"\xff\xff")),
+             "background1.png": grey_png(1, chunks=chunk(b"bKGD", b"\x01\x02")),
+             "significant2.png": grey_png(2, chunks=chunk(b"sBIT", b"\x08"))}
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        image = open_image(data)
+        assert GREY_BITS not in image.info and grey_bits(image) == 0, name
+    assert run_cli("compress", "--fast", *cases, "-o", "all.vz", cwd=tmp_path).returncode == 0
+    assert "-bit" not in run_cli("info", "all.vz", cwd=tmp_path).stdout.decode()
+    for (name, data), (_, back) in zip(cases.items(), decompress_images((tmp_path / "all.vz").read_bytes())):
+        written = png_bytes(back)
+        assert written[24] == 8, name
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(written)).convert("RGBA")),
+                              np.asarray(Image.open(io.BytesIO(data)).convert("RGBA"))), name
+    within = open_image(grey_png(1, transparency=1))  # a key in the depth: kept, written back as 1
+    assert grey_bits(within) == 1 and b"\0\0\0\2tRNS\0\1" in png_bytes(within)
+
+
 def test_the_header_holds_a_bit_depth_only_for_grey_images_from_format_23():
     """Refused both ways: a depth in a format before 23, of a colour image, or other than 1, 2 or 4."""
     result = compress_images([("a.png", open_image(grey_png(4)))], **FAST)

@@ -1093,6 +1093,13 @@ def _refuse_clashes(inputs: list[str], outputs: list[tuple[str, str | None]], hi
         claimed.setdefault(identity, source)
 
 
+def _not_kept_by_format(target: str, format_version: int, what: str, read: list, keep: bool) -> None:
+    """The warning that the older format asked for keeps no `what` (and, with --rm, that the inputs stay)."""
+    kept_note = f"; {_inputs_kept(read)} (--rm)" if not keep else ""
+    _tell("warning", f"{target}: --format {format_version} keeps no {what} (without --format the file keeps "
+                     f"it){kept_note}")
+
+
 def _exists(target: str, derived: bool) -> Failure:
     """An output that exists and no --force. An output named after the input (no -o) is most often a kept
     input of the other direction (photo.png beside photo.vz): say both ways out."""
@@ -1832,17 +1839,14 @@ def compress(
                     if left_out and not quiet:
                         what = (f"{left_out[0].name}'s {', '.join(left_out[0].metadata_left_out)}"
                                 if len(left_out) == 1 else f"the metadata of {len(left_out)} images")
-                        kept_note = f"; {_inputs_kept(read)} (--rm)" if not keep else ""
-                        _tell("warning", f"{target}: --format {format_version} keeps no metadata: {what} left out "
-                                         f"(without --format the file keeps it){kept_note}")
+                        _not_kept_by_format(target, format_version, f"metadata: {what} left out", read, keep)
                     # Likewise a grey image's bit depth below 8 (a bilevel scan's): written back as 8-bit grey
                     shallow = [image for image in result.images if image.grey_bits_left_out]
                     if shallow and not quiet:
                         what = (f"{shallow[0].name} is {shallow[0].grey_bits_left_out}-bit grey"
                                 if len(shallow) == 1 else f"{len(shallow)} images are grey of fewer than 8 bits")
-                        kept_note = f"; {_inputs_kept(read)} (--rm)" if not keep else ""
-                        _tell("warning", f"{target}: --format {format_version} keeps no bit depth below 8: {what}, "
-                                         f"decompressed as 8-bit grey (without --format the file keeps it){kept_note}")
+                        _not_kept_by_format(target, format_version, f"bit depth below 8: {what}, decompressed as "
+                                                                    f"8-bit grey", read, keep)
                     # Information no .vz keeps (a TIFF's Artist and Copyright tags): --rm would lose it for good,
                     # unless --strip (what holds nothing of the image's own, such as iDOT, does not count); bytes
                     # after the image in its file (an appended archive, a motion photo's video) even with --strip

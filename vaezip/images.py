@@ -444,6 +444,7 @@ def _decode(image: Image.Image, data: bytes | None) -> Image.Image | DeepImage:
     # A PNG's chunks as they are, read before load() (which closes a file Pillow opened); other formats' metadata
     # from what Pillow read of it.
     chunks = read_png_chunks(image.fp, low_grey_bits) if image.format == "PNG" and image.fp is not None else None
+    keeps_depth = bool(low_grey_bits) and _chunks_fit_depth(image, low_grey_bits)
     alpha = _bmp_alpha(image, data) if _bmp_fourth_bytes(image) else None
     with _readable():
         image.load()
@@ -462,8 +463,8 @@ def _decode(image: Image.Image, data: bytes | None) -> Image.Image | DeepImage:
         chunks = chunks_from_info(stated_info(image), fields_left_out(image))
     image.info[METADATA], image.info[DROPPED] = chunks
     if image.mode == "1":  # after its metadata are read: a TIFF's tags are the file's, which the grey image lacks
-        image = _bilevel_as_grey(image)
-    elif low_grey_bits and image.mode == "L":
+        image = _bilevel_as_grey(image, keeps_depth)
+    elif keeps_depth and image.mode == "L":
         image.info[GREY_BITS] = low_grey_bits
     _within_pixel_limit(image)
     if isinstance(image.info.get("transparency"), int) and image.mode == "L":
@@ -482,12 +483,16 @@ def codable(image):
     return image
 
 
-def _bilevel_as_grey(image: Image.Image) -> Image.Image:
+def _bilevel_as_grey(image: Image.Image, keeps_depth: bool | None = None) -> Image.Image:
     """A bilevel (mode 1) image as the grey image of its pixels' values, 0 and 255 (as Pillow reads them), its info
     kept and its colour key (0 or 1, as a 1-bit PNG's tRNS states it) scaled with them: coded, and decoded, as an
     8-bit grey image, as 2- and 4-bit grey PNGs are (Pillow reads those as 8-bit grey). Its metadata are read from
     it first where open_image has not (an API caller's image): what its file states (a TIFF's resolution tags) and
-    what no chunk keeps (its other tags) are known from the bilevel image only."""
+    what no chunk keeps (its other tags) are known from the bilevel image only. `keeps_depth`: whether its file's
+    chunks fit one bit (_chunks_fit_depth; None: read from its file here, where Pillow still has it open), and
+    decompress writes it back as a 1-bit PNG (GREY_BITS)."""
+    if keeps_depth is None:
+        keeps_depth = _chunks_fit_depth(image, 1)
     _within_pixel_limit(image)  # before eight times its bytes are asked for
     _load_pixels(image)
     grey = image.convert("L")
@@ -498,8 +503,40 @@ def _bilevel_as_grey(image: Image.Image) -> Image.Image:
     key = grey.info.get("transparency")
     if isinstance(key, int) and not isinstance(key, bool):
         grey.info["transparency"] = _scaled_key(key, 1)
-    grey.info[GREY_BITS] = 1
+    if keeps_depth:
+        grey.info[GREY_BITS] = 1
     return grey
+
+
+def _chunks_fit_depth(image: Image.Image, bits: int) -> bool:
+    """Whether a grey PNG's (before load) colour key, background and significant bits are ones a grey PNG of its
+    depth `bits` holds (True for another format's image, or one whose file is gone): PNG allows no others, yet a
+    file may hold a key past its depth (Pillow writes a 1-bit image's key as 255), which a reader takes as nothing
+    transparent where Pillow compares it with the pixels it scaled up. Only where they fit is the file's depth kept
+    (GREY_BITS): written back in it, they would mean other pixels."""
+    file = getattr(image, "fp", None)
+    if image.format != "PNG" or file is None:
+        return True
+    try:
+        position = file.tell()
+    except (OSError, ValueError):
+        return True
+    try:
+        file.seek(8)
+        for _, length, kind in walk_png_chunks(file):
+            if kind == b"IDAT":
+                return True
+            if kind in (b"tRNS", b"bKGD", b"sBIT"):
+                data = file.read(length)
+                value = int.from_bytes(data, "big")
+                if kind == b"sBIT" and (len(data) != 1 or not 1 <= value <= bits) or \
+                        kind != b"sBIT" and (len(data) != 2 or value >= 1 << bits):
+                    return False
+        return True
+    except (OSError, ValueError):
+        return False
+    finally:
+        file.seek(position)
 
 
 def _bmp_fourth_bytes(image: Image.Image) -> bool:
@@ -1200,7 +1237,7 @@ def png_bytes(image: Image.Image) -> bytes:
         return png16.write(image.samples, image.mode, image_chunks(image)[0] if METADATA in image.info else ())
     chunks = image_chunks(image)[0] if METADATA in image.info else ()
     bits = grey_bits(image)
-    if bits and all(_fits_depth(chunk, bits) for chunk in chunks):
+    if bits:
         return _low_grey_png(image, bits, chunks)
     data = _png(image)
     if image.mode == "P" and not _holds(data, image):
@@ -1213,14 +1250,16 @@ def png_bytes(image: Image.Image) -> bytes:
 def grey_bits(image) -> int:
     """The bit depth below 8 (1, 2 or 4; 0 for none) that a file keeps of `image` and decompress writes it back in:
     its GREY_BITS (open_image's, of a bilevel or 2- or 4-bit grey file, or a decoded image's), where the image is
-    grey and every sample, and its colour key, is one that depth holds, scaled up as Pillow scales it
-    (x * 255 / (2^n - 1))."""
+    grey and every sample, its colour key and its background grey (a bKGD chunk) are ones that depth holds, scaled
+    up as Pillow scales the samples (x * 255 / (2^n - 1)), and its significant bits (sBIT) no more than it."""
     bits = image.info.get(GREY_BITS) if isinstance(image, Image.Image) and image.mode == "L" else None
     if type(bits) is not int or bits not in (1, 2, 4):
         return 0
     step = 255 // ((1 << bits) - 1)
     key = image.info.get("transparency")
     if key is not None and (type(key) is not int or not 0 <= key <= 255 or key % step):
+        return 0
+    if METADATA in image.info and not all(_fits_depth(chunk, bits) for chunk in image_chunks(image)[0]):
         return 0
     _load_pixels(image)
     return bits if not np.any(np.asarray(image) % step) else 0

@@ -89,7 +89,8 @@ def read_png_chunks(file, low_grey_bits: int = 0) -> tuple[tuple[Chunk, ...], tu
             if kind in SINGLE and kind in kinds_kept:
                 dropped.append(f"{kind.decode()} (a second one)")
                 continue
-            if kind == b"bKGD" and low_grey_bits and length == 2:
+            if kind == b"bKGD" and low_grey_bits and length == 2 and int.from_bytes(data, "big") < 1 << low_grey_bits:
+                # (one past the depth, which PNG does not allow, is kept as it is: scaled, it overflowed two bytes)
                 data = (int.from_bytes(data, "big") * 255 // ((1 << low_grey_bits) - 1)).to_bytes(2, "big")
             place = AFTER_DATA if seen_data else BEFORE_DATA if seen_palette else AFTER_HEADER
             allowed = places(kind)  # an input's chunk out of its place is put where PNG wants it
