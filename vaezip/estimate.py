@@ -23,6 +23,7 @@ import contextlib
 import hashlib
 import math
 import os
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -132,7 +133,8 @@ class NumpyEstimator:
         if found != layout:
             wrong = sorted(set(found) ^ set(layout)) or sorted(k for k in layout if found[k] != layout[k])
             raise ValueError(f"the weights do not fit the config ({', '.join(wrong[:3])})")
-        self._sharing: ThreadPoolExecutor | None = None  # the threads a batch's products are shared among (_product)
+        # .sharing: the threads the products of the batch this thread prices are shared among (_product; None: none)
+        self._batch = threading.local()
         self.config = config
         # name -> (matrix (k * k * C_in, C_out) in im2col order (row, column, channel), bias (C_out,), k)
         self._convs: dict[str, tuple[np.ndarray, np.ndarray, int]] = {}
@@ -209,8 +211,8 @@ class NumpyEstimator:
         return out.reshape(batch, height, width, -1)
 
     def _product(self, rows: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-        """rows (N, K) @ matrix (K, M), float32, as ROWS_PER_PRODUCT-row calls (on the threads of `self._sharing`,
-        where a batch has several)."""
+        """rows (N, K) @ matrix (K, M), float32, as ROWS_PER_PRODUCT-row calls (shared among the batch's threads,
+        where it has several)."""
         if len(rows) <= ROWS_PER_PRODUCT:
             return rows @ matrix
         out = np.empty((len(rows), matrix.shape[1]), np.float32)
@@ -219,11 +221,12 @@ class NumpyEstimator:
         def product(start: int) -> None:
             np.matmul(rows[start : start + ROWS_PER_PRODUCT], matrix, out=out[start : start + ROWS_PER_PRODUCT])
 
-        if self._sharing is None:
+        sharing = getattr(self._batch, "sharing", None)
+        if sharing is None:
             for start in starts:
                 product(start)
         else:
-            for _ in self._sharing.map(product, starts):
+            for _ in sharing.map(product, starts):
                 pass
         return out
 
@@ -350,10 +353,10 @@ class NumpyEstimator:
                 wanted = min(threads_now() or 1, _cores())
                 if wanted > 1 and sharing is None:
                     sharing = held.enter_context(ThreadPoolExecutor(_cores(), "vaezip-estimate"))
-                self._sharing = sharing if wanted > 1 else None
+                self._batch.sharing = sharing if wanted > 1 else None
                 try:
                     for k, bits in zip(chosen, self._bound_bits(pixels, mask, rng)):
                         bounds[k] = float(bits)
                 finally:
-                    self._sharing = None
+                    self._batch.sharing = None
         return bounds
