@@ -476,7 +476,7 @@ def test_images_of_one_name_in_an_archive_all_come_back(tmp_path, model):
     assert result.returncode == 0, lines_of(result)
     result = cli("decompress", "set.vz", "-d", "out", "-m", model, cwd=tmp_path)
     assert result.returncode == 0, lines_of(result)
-    assert lines_of(result)[0] == "set.vz: 2 image(s) share a name with an earlier one, written as x-3.png, x-4.png"
+    assert lines_of(result)[0] == "set.vz: 2 images share a name with an earlier one, written as x-3.png, x-4.png"
     assert sorted(os.listdir(tmp_path / "out")) == ["X-2.png", "x-3.png", "x-4.png", "x.png"]
     for written, name in [("x.png", "x.png"), ("x-3.png", "x.bmp"), ("x-4.png", "d/x.png"), ("X-2.png", "X-2.png")]:
         assert same_pixels(Image.open(tmp_path / "out" / written), originals[name])

@@ -2112,7 +2112,8 @@ def decompress(
                 where = targets[0] if len(targets) == 1 else f"{len(targets)} images in {folder}"
                 _remove_inputs([(path, read_as.pop(index))], where, "decompressed", len(targets) > 1)
             if renamed and not quiet:
-                _say(f"{path}: {len(renamed)} image(s) share a name with an earlier one, written as "
+                _say(f"{path}: {_counted(len(renamed), 'image')} {'shares' if len(renamed) == 1 else 'share'} a "
+                     f"name with an earlier one, written as "
                      f"{', '.join(renamed[:3])}{', ...' if len(renamed) > 3 else ''}")
             return targets
 
@@ -2139,8 +2140,8 @@ def decompress(
                         shown_targets = (", ".join(targets) if verbose or len(targets) == 1
                                          else f"{len(targets)} files in {directory} (-v: their names)")
                         _say(
-                            f"{path}: {len(images)} image(s), {8 * len(data) / max(subpixels, 1):.4f} bpsp, verified "
-                            f"(checksum) in {seconds:.2f} s -> {shown_targets}"
+                            f"{path}: {_counted(len(images), 'image')}, {8 * len(data) / max(subpixels, 1):.4f} bpsp, "
+                            f"verified (checksum) in {seconds:.2f} s -> {shown_targets}"
                         )
                 failures += failed()
             ahead.finished = True
