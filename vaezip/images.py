@@ -1236,9 +1236,9 @@ def png_bytes(image: Image.Image) -> bytes:
     if isinstance(image, DeepImage):
         return png16.write(image.samples, image.mode, image_chunks(image)[0] if METADATA in image.info else ())
     chunks = image_chunks(image)[0] if METADATA in image.info else ()
-    bits = grey_bits(image)
-    if bits:
-        return _low_grey_png(image, bits, chunks)
+    low = _low_grey_png(image, bits, chunks) if (bits := grey_bits(image)) else None
+    if low is not None:
+        return low
     data = _png(image)
     if image.mode == "P" and not _holds(data, image):
         data = _png(_palette_covering(image))
@@ -1276,9 +1276,10 @@ def _fits_depth(chunk: Chunk, bits: int) -> bool:
     return True
 
 
-def _low_grey_png(image: Image.Image, bits: int, chunks: tuple[Chunk, ...]) -> bytes:
+def _low_grey_png(image: Image.Image, bits: int, chunks: tuple[Chunk, ...]) -> bytes | None:
     """The grey image (grey_bits's `bits`) as a PNG of that bit depth, its colour key and background grey scaled
-    back down to it, read back before it is given (ImageError where it does not hold the pixels: never written)."""
+    back down to it, read back before it is given (None where it does not give back the pixels and the key: the
+    image is then written in 8 bits, never wrong)."""
     step = 255 // ((1 << bits) - 1)
     options: dict[str, Any] = {"bits": bits, **({"icc_profile": None} if METADATA in image.info else {})}
     if image.info.get("transparency") is not None:
@@ -1294,7 +1295,7 @@ def _low_grey_png(image: Image.Image, bits: int, chunks: tuple[Chunk, ...]) -> b
         # Pillow scales a 1-bit PNG's colour key up with its pixels, not a 2- or 4-bit one's
         if data[24] != bits or not np.array_equal(pixels, np.asarray(image)) or _scaled_key(
                 back.info.get("transparency"), bits) != image.info.get("transparency"):
-            raise ImageError(f"Pillow cannot write this grey image as a {bits}-bit PNG that holds its pixels exactly")
+            return None
     return data
 
 
