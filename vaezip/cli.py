@@ -1700,7 +1700,7 @@ def compress(
         named_again: list[str] = []  # said once the refusals below have passed: a refused command says only why
         if output is not None:
             inputs, named_again = _each_file_once(inputs)
-        else:  # one output each: `compress a.png a.png` refused as two inputs of one output
+        else:  # one output each: `compress a.png a.png` was refused as two inputs of one output; taken once
             inputs, named_again = _each_file_once(inputs, "compressed once",
                                                   lambda path: None if path == "-" else _default_output(path, ".vz"))
         _refuse_terminal_input(inputs, "image data")
@@ -1985,7 +1985,7 @@ def decompress(
         elif output is not None:
             planned = [(inputs[0], output)]
         elif directory is None:
-            # `decompress a.vz a.vz`: one output of two inputs, refused; the file is taken once
+            # `decompress a.vz a.vz` was refused as two inputs of one output: the file is taken once
             inputs, named_again = _each_file_once(inputs, "decompressed once",
                                                   lambda path: None if path == "-" else _default_output(path, ".png"))
             planned = [(path, "-" if path == "-" else _default_output(path, ".png")) for path in inputs]
