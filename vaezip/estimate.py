@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
-import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -50,14 +49,6 @@ BATCH_PIXELS = 8 * 32 * 32
 # otherwise than on one with some kernels (its Haswell ones, which AMD's Zen cores take: kodim23's tiles moved in
 # their eighth digit), and the early exit's count follows what else runs (archive._price_sample).
 ROWS_PER_PRODUCT = 2048
-
-
-def _cores() -> int:
-    """The cores this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on every platform
-        return max(1, os.cpu_count() or 1)
 
 
 def unsupported(config: ModelConfig) -> str | None:
@@ -350,9 +341,9 @@ class NumpyEstimator:
                 for row, k in enumerate(chosen):
                     valid_height, valid_width = tiles[k].valid
                     mask[row, :valid_height, :valid_width] = 1.0
-                wanted = min(threads_now() or 1, _cores())
+                wanted = threads_now() or 1  # the caller's count (archive: bitsback.section_workers, the cores)
                 if wanted > 1 and sharing is None:
-                    sharing = held.enter_context(ThreadPoolExecutor(_cores(), "vaezip-estimate"))
+                    sharing = held.enter_context(ThreadPoolExecutor(wanted, "vaezip-estimate"))
                 self._batch.sharing = sharing if wanted > 1 else None
                 try:
                     for k, bits in zip(chosen, self._bound_bits(pixels, mask, rng)):
